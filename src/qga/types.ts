@@ -1,0 +1,71 @@
+/**
+ * Shared protocol-level types. Agent replies are decoded losslessly: an integer that does not fit
+ * in a JavaScript number exactly (|n| > 2^53 - 1) is a `bigint`; every other number is a `number`.
+ * `src/util/json.ts` serializes these values back to JSON text without losing a digit.
+ */
+
+export type JsonValue = null | boolean | number | bigint | string | JsonValue[] | JsonObject;
+export interface JsonObject {
+  [key: string]: JsonValue;
+}
+
+/** Where a VM's agent socket is. Resolved server-side only; never taken from an HTTP caller. */
+export type Endpoint =
+  | { type: 'unix'; path: string }
+  | { type: 'tcp'; host: string; port: number };
+
+export type ChannelState =
+  | 'idle' // no socket; the next command connects
+  | 'connecting' // socket being opened
+  | 'syncing' // 0xFF + guest-sync-delimited handshake in progress; user commands wait
+  | 'ready' // in sync; commands flow
+  | 'backoff' // connect or sync failed; waiting before the next attempt
+  | 'closing' // close(): draining the queue, accepting nothing new
+  | 'closed'; // terminal
+
+export type TimeoutClass = 'fast' | 'normal' | 'slow' | 'freeze' | 'long';
+
+export interface CommandSpec {
+  name: string;
+  /** timeout class; its default duration lives in DEFAULT_TIMEOUTS (commands.ts) */
+  timeout: TimeoutClass;
+  /** safe to send again after a drop or timeout (reads are; exec, file-write, set-* are not) */
+  idempotent: boolean;
+  /** false for guest-shutdown and guest-suspend-*: no reply on success; completed by a sync fence */
+  successResponse: boolean;
+  /** one of the six commands the agent allows while frozen */
+  frozenSafe: boolean;
+  /** what it does to the guest: read (safe), write (changes guest state), admin */
+  scope: 'read' | 'write' | 'admin';
+  /** QGA version that introduced it, from the reference */
+  since: string;
+}
+
+/** What guest-info told us, cached per channel after the first sync. */
+export interface AgentInfo {
+  version: string;
+  /** [major, minor, micro] parsed from version; [0,0,0] when unparseable */
+  versionTuple: [number, number, number];
+  commands: Map<string, { enabled: boolean; successResponse: boolean }>;
+  /** the agent echoes request ids (>= 4.0): we send and check them */
+  echoesId: boolean;
+  /** the raw guest-info return, losslessly decoded */
+  raw: JsonObject;
+}
+
+export interface ExecuteOptions {
+  /** per-call override of the catalog timeout, milliseconds */
+  timeoutMs?: number;
+  /** abort: takes a waiting command out of the queue; an in-flight one is abandoned (reply discarded) */
+  signal?: AbortSignal;
+}
+
+export interface ChannelStats {
+  vm: string;
+  state: ChannelState;
+  queued: number;
+  inFlight: number;
+  connectedAt?: number;
+  lastUsedAt: number;
+  agentVersion?: string;
+}
