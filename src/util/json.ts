@@ -1,0 +1,228 @@
+/**
+ * Lossless JSON. Agent replies carry integers above 2^53 (guest-get-time nanoseconds, uint64
+ * counters) that JSON.parse silently rounds, so those become `bigint` here and are written back as
+ * bare integer literals with every digit intact.
+ *
+ * Parsing takes the native JSON.parse path unless the text holds a run of 16+ digits: only such a
+ * run can be an unsafe integer (2^53 - 1 has 16 digits), and multi-MiB base64 replies must not
+ * go through a character-by-character parser.
+ */
+import type { JsonObject, JsonValue } from '../qga/types.js';
+
+const LONG_DIGIT_RUN = /\d{16}/;
+
+export function parseJson(text: string): JsonValue {
+  if (!LONG_DIGIT_RUN.test(text)) return JSON.parse(text) as JsonValue;
+  return new LosslessParser(text).parseDocument();
+}
+
+const NUMBER = /-?(?:0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?/y;
+const MAX_DEPTH = 10_000;
+
+class LosslessParser {
+  private pos = 0;
+  private depth = 0;
+
+  constructor(private readonly text: string) {}
+
+  parseDocument(): JsonValue {
+    this.skipWs();
+    const value = this.parseValue();
+    this.skipWs();
+    if (this.pos !== this.text.length) this.fail('unexpected data after JSON value');
+    return value;
+  }
+
+  private fail(what: string): never {
+    throw new SyntaxError(`${what} at position ${this.pos} in JSON`);
+  }
+
+  private skipWs(): void {
+    const t = this.text;
+    let p = this.pos;
+    for (;;) {
+      const c = t.charCodeAt(p);
+      if (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09) p++;
+      else break;
+    }
+    this.pos = p;
+  }
+
+  private parseValue(): JsonValue {
+    const c = this.text.charCodeAt(this.pos);
+    switch (c) {
+      case 0x7b: // {
+        return this.parseObject();
+      case 0x5b: // [
+        return this.parseArray();
+      case 0x22: // "
+        return this.parseString();
+      case 0x74: // t
+        return this.literal('true', true);
+      case 0x66: // f
+        return this.literal('false', false);
+      case 0x6e: // n
+        return this.literal('null', null);
+      default:
+        if (c === 0x2d || (c >= 0x30 && c <= 0x39)) return this.parseNumber();
+        return this.fail(Number.isNaN(c) ? 'unexpected end' : `unexpected character ${JSON.stringify(this.text[this.pos])}`);
+    }
+  }
+
+  private literal<T extends JsonValue>(word: string, value: T): T {
+    if (!this.text.startsWith(word, this.pos)) this.fail('invalid literal');
+    this.pos += word.length;
+    return value;
+  }
+
+  private parseNumber(): number | bigint {
+    NUMBER.lastIndex = this.pos;
+    const m = NUMBER.exec(this.text);
+    if (!m) return this.fail('invalid number');
+    const token = m[0];
+    this.pos += token.length;
+    // A fraction or exponent means the agent meant a double; only plain integers can be exact.
+    if (m[1] === undefined && m[2] === undefined) {
+      const n = Number(token);
+      if (!Number.isSafeInteger(n)) return BigInt(token);
+      return n;
+    }
+    return Number(token);
+  }
+
+  private parseString(): string {
+    const t = this.text;
+    const start = this.pos; // at the opening quote
+    let q = start;
+    for (;;) {
+      q = t.indexOf('"', q + 1);
+      if (q < 0) {
+        this.pos = t.length;
+        this.fail('unterminated string');
+      }
+      let backslashes = 0;
+      while (t.charCodeAt(q - 1 - backslashes) === 0x5c) backslashes++;
+      if (backslashes % 2 === 0) break;
+    }
+    this.pos = q + 1;
+    // The native parser decodes escapes and rejects control characters; it is fast on big strings.
+    return JSON.parse(t.slice(start, q + 1)) as string;
+  }
+
+  private enter(): void {
+    if (++this.depth > MAX_DEPTH) this.fail('nesting too deep');
+    this.pos++;
+    this.skipWs();
+  }
+
+  private parseArray(): JsonValue[] {
+    this.enter();
+    const out: JsonValue[] = [];
+    if (this.text.charCodeAt(this.pos) === 0x5d) {
+      this.pos++;
+      this.depth--;
+      return out;
+    }
+    for (;;) {
+      out.push(this.parseValue());
+      this.skipWs();
+      const c = this.text.charCodeAt(this.pos);
+      this.pos++;
+      if (c === 0x5d) break;
+      if (c !== 0x2c) {
+        this.pos--;
+        this.fail("expected ',' or ']'");
+      }
+      this.skipWs();
+    }
+    this.depth--;
+    return out;
+  }
+
+  private parseObject(): JsonObject {
+    this.enter();
+    const out: JsonObject = {};
+    if (this.text.charCodeAt(this.pos) === 0x7d) {
+      this.pos++;
+      this.depth--;
+      return out;
+    }
+    for (;;) {
+      if (this.text.charCodeAt(this.pos) !== 0x22) this.fail('expected property name');
+      const key = this.parseString();
+      this.skipWs();
+      if (this.text.charCodeAt(this.pos) !== 0x3a) this.fail("expected ':'");
+      this.pos++;
+      this.skipWs();
+      const value = this.parseValue();
+      // A plain assignment to "__proto__" would replace the prototype instead of adding a member.
+      if (key === '__proto__') {
+        Object.defineProperty(out, key, { value, enumerable: true, writable: true, configurable: true });
+      } else {
+        out[key] = value;
+      }
+      this.skipWs();
+      const c = this.text.charCodeAt(this.pos);
+      this.pos++;
+      if (c === 0x7d) break;
+      if (c !== 0x2c) {
+        this.pos--;
+        this.fail("expected ',' or '}'");
+      }
+      this.skipWs();
+    }
+    this.depth--;
+    return out;
+  }
+}
+
+/**
+ * JSON text in which a bigint is a bare integer literal. Otherwise it follows JSON.stringify:
+ * toJSON() is honoured, undefined/functions/symbols are skipped in objects and become null in
+ * arrays, non-finite numbers become null, and cycles throw a TypeError.
+ */
+export function stringifyJson(value: unknown): string {
+  const out = write(value, new Set<object>(), false);
+  return out ?? 'null';
+}
+
+function write(value: unknown, ancestors: Set<object>, inArray: boolean): string | undefined {
+  if (value !== null && typeof value === 'object' && typeof (value as { toJSON?: unknown }).toJSON === 'function') {
+    value = (value as { toJSON: () => unknown }).toJSON();
+  }
+  switch (typeof value) {
+    case 'string':
+      return JSON.stringify(value);
+    case 'number':
+      return Number.isFinite(value) ? String(value) : 'null';
+    case 'bigint':
+      return value.toString();
+    case 'boolean':
+      return value ? 'true' : 'false';
+    case 'undefined':
+    case 'function':
+    case 'symbol':
+      return inArray ? 'null' : undefined;
+    default:
+      break;
+  }
+  if (value === null) return 'null';
+  const obj = value as object;
+  if (ancestors.has(obj)) throw new TypeError('Converting circular structure to JSON');
+  ancestors.add(obj);
+  let text: string;
+  if (Array.isArray(obj)) {
+    const parts: string[] = [];
+    for (const item of obj as unknown[]) parts.push(write(item, ancestors, true) ?? 'null');
+    text = `[${parts.join(',')}]`;
+  } else {
+    const parts: string[] = [];
+    for (const key of Object.keys(obj)) {
+      const member = write((obj as Record<string, unknown>)[key], ancestors, false);
+      if (member !== undefined) parts.push(`${JSON.stringify(key)}:${member}`);
+    }
+    text = `{${parts.join(',')}}`;
+  }
+  ancestors.delete(obj);
+  return text;
+}
