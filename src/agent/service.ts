@@ -1,0 +1,107 @@
+/**
+ * The one way HTTP routes (and the freeze, exec and file services) talk to a VM's agent.
+ * It adds what the channel does not know about: the registry (VM_NOT_FOUND), and capability and
+ * state checks made BEFORE a command is sent, so no agent round trip is spent on a request the
+ * gateway can refuse itself:
+ *   - a command absent from the agent's guest-info        → 501 COMMAND_NOT_SUPPORTED
+ *   - present but disabled by the guest admin (qemu-ga -b) → 403 COMMAND_DISABLED
+ *   - the VM is known frozen and the command is not one of the six frozen-safe ones → 409 VM_FROZEN
+ * "Known frozen" is learnt from freeze, thaw and status replies and from the agent's own frozen
+ * refusals; before refusing on it, a cheap guest-fsfreeze-status confirms it, because someone
+ * else (Proxmox, a script in the guest) may have thawed meanwhile.
+ */
+import { GatewayError, isGatewayError } from '../errors.js';
+import { FROZEN_SAFE } from '../qga/commands.js';
+import type { AgentInfo, ExecuteOptions, JsonObject, JsonValue } from '../qga/types.js';
+import type { AgentPool } from '../pool/pool.js';
+import type { VmRegistry } from '../registry/registry.js';
+
+/** Commands the gateway uses internally that every agent we support has. */
+const ALWAYS_AVAILABLE = new Set(['guest-sync', 'guest-sync-delimited', 'guest-info', 'guest-ping']);
+
+export interface CallOptions extends ExecuteOptions {
+  /** skip the guest-info capability check (the raw passthrough still wants the frozen check) */
+  skipCapabilityCheck?: boolean;
+}
+
+export class AgentService {
+  /** VMs we believe are frozen; bounded by the number of registered VMs */
+  private readonly frozen = new Set<string>();
+
+  constructor(
+    readonly pool: AgentPool,
+    readonly registry: VmRegistry,
+  ) {}
+
+  async call(vm: string, command: string, args?: JsonObject, opts: CallOptions = {}): Promise<JsonValue> {
+    await this.registry.require(vm);
+    if (!ALWAYS_AVAILABLE.has(command)) {
+      const info = await this.pool.channel(vm).info(opts);
+      if (!opts.skipCapabilityCheck) checkCapability(info, vm, command);
+      if (this.frozen.has(vm) && !FROZEN_SAFE.has(command)) await this.confirmFrozen(vm, command, opts);
+    }
+    try {
+      const result = await this.pool.execute(vm, command, args, opts);
+      this.observe(vm, command, result);
+      return result;
+    } catch (e) {
+      if (isGatewayError(e) && e.code === 'VM_FROZEN') this.frozen.add(vm);
+      throw e;
+    }
+  }
+
+  /** The agent info (connecting and syncing if needed). */
+  async info(vm: string, opts: ExecuteOptions = {}): Promise<AgentInfo> {
+    await this.registry.require(vm);
+    return this.pool.channel(vm).info(opts);
+  }
+
+  isKnownFrozen(vm: string): boolean {
+    return this.frozen.has(vm);
+  }
+
+  /** For the freeze service, which knows better than replies alone (e.g. after a forced thaw). */
+  setKnownFrozen(vm: string, frozen: boolean): void {
+    if (frozen) this.frozen.add(vm);
+    else this.frozen.delete(vm);
+  }
+
+  forget(vm: string): void {
+    this.frozen.delete(vm);
+  }
+
+  private async confirmFrozen(vm: string, command: string, opts: ExecuteOptions): Promise<void> {
+    const status = await this.pool.execute(vm, 'guest-fsfreeze-status', undefined, opts);
+    this.observe(vm, 'guest-fsfreeze-status', status);
+    if (this.frozen.has(vm)) {
+      throw new GatewayError('VM_FROZEN', `the guest's filesystems are frozen; ${command} is not allowed until they are thawed`, { vm, command });
+    }
+  }
+
+  private observe(vm: string, command: string, result: JsonValue): void {
+    switch (command) {
+      case 'guest-fsfreeze-status':
+        this.setKnownFrozen(vm, result === 'frozen');
+        break;
+      case 'guest-fsfreeze-freeze':
+      case 'guest-fsfreeze-freeze-list':
+        this.frozen.add(vm);
+        break;
+      case 'guest-fsfreeze-thaw':
+        this.frozen.delete(vm);
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+export function checkCapability(info: AgentInfo, vm: string, command: string): void {
+  const c = info.commands.get(command);
+  if (!c) {
+    throw new GatewayError('COMMAND_NOT_SUPPORTED', `the agent (version ${info.version}) does not offer ${command}`, { vm, command });
+  }
+  if (!c.enabled) {
+    throw new GatewayError('COMMAND_DISABLED', `${command} has been disabled by the guest administrator`, { vm, command });
+  }
+}

@@ -1,0 +1,115 @@
+/**
+ * Builds the gateway as a Fastify instance without listening: server.ts listens, tests use
+ * app.inject() or listen on 127.0.0.1:0 themselves.
+ */
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import { Ajv, type Options as AjvOptions } from 'ajv';
+import addFormats from 'ajv-formats';
+import pino, { type Logger } from 'pino';
+import type { Config } from './config/schema.js';
+import { trackReplies } from './http/abort.js';
+import { registerErrorHandling } from './http/error-handler.js';
+import { registerJsonBody } from './http/json-body.js';
+import { registerAuth } from './http/plugins/auth.js';
+import { registerHttpMetrics } from './http/plugins/metrics.js';
+import { registerSwagger } from './http/plugins/swagger.js';
+import serviceRoutes, { type ReadinessCheck } from './http/routes/service.js';
+import vmRoutes from './http/routes/vms.js';
+import { createServices, type Services } from './services.js';
+import { stringifyJson } from './util/json.js';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    services: Services;
+    readinessChecks: ReadinessCheck[];
+    shuttingDown: boolean;
+  }
+  interface FastifySchema {
+    /** the QGA command(s) an operation maps to, exported into OpenAPI as an extension */
+    'x-qga-command'?: string | string[];
+  }
+}
+
+export interface BuildOptions {
+  config: Config;
+  logger?: Logger;
+  /** replace parts (tests); the rest is built from config */
+  services?: Services;
+  env?: Record<string, string | undefined>;
+}
+
+/** Route groups under /v1, one file per resource group. */
+const V1_ROUTES = [vmRoutes];
+
+function makeAjv(opts: AjvOptions): Ajv {
+  const ajv = new Ajv({ allErrors: false, strict: false, useDefaults: true, removeAdditional: false, ...opts });
+  addFormats.default(ajv);
+  return ajv;
+}
+
+export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
+  const { config } = opts;
+  const logger =
+    opts.logger ??
+    pino({
+      level: config.log.level,
+      // never log credentials, even if someone logs a request object with headers
+      redact: { paths: ['req.headers.authorization', 'headers.authorization', '*.password'], censor: '[redacted]' },
+    });
+  const app = Fastify({
+    loggerInstance: logger as FastifyBaseLogger,
+    bodyLimit: config.server.bodyLimitBytes,
+    trustProxy: config.server.trustProxy,
+    requestTimeout: config.server.requestTimeoutMs,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    ajv: { customOptions: { removeAdditional: false } },
+  });
+
+  // Bodies are validated exactly as sent (no type coercion: "5" is not 5); path and query strings
+  // are strings on the wire, so those are coerced.
+  const bodyAjv = makeAjv({ coerceTypes: false });
+  const paramAjv = makeAjv({ coerceTypes: 'array' });
+  app.setValidatorCompiler(({ schema, httpPart }) =>
+    (httpPart === 'body' ? bodyAjv : paramAjv).compile(schema) as ReturnType<Ajv['compile']>,
+  );
+  // Routes without a response schema (the raw passthrough) still keep big integers exact.
+  app.setReplySerializer((payload) => stringifyJson(payload));
+
+  const services = opts.services ?? createServices(config, logger);
+  app.decorate('services', services);
+  app.decorate('readinessChecks', [] as ReadinessCheck[]);
+  app.decorate('shuttingDown', false);
+
+  registerErrorHandling(app);
+  registerJsonBody(app);
+  trackReplies(app);
+  registerAuth(app, config, opts.env);
+  registerHttpMetrics(app, services.metrics);
+  await registerSwagger(app);
+
+  await app.register(serviceRoutes);
+  await app.register(
+    async (v1) => {
+      for (const routes of V1_ROUTES) await v1.register(routes);
+    },
+    { prefix: '/v1' },
+  );
+
+  app.addHook('onReady', async () => {
+    for (const part of services.lifecycle) if (part.start) await part.start();
+  });
+  app.addHook('preClose', async () => {
+    app.shuttingDown = true;
+  });
+  app.addHook('onClose', async () => {
+    for (const part of [...services.lifecycle].reverse()) {
+      try {
+        await part.stop();
+      } catch (e) {
+        app.log.error({ err: e, part: part.name }, 'error while stopping');
+      }
+    }
+  });
+  return app;
+}

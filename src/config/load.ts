@@ -1,0 +1,135 @@
+/**
+ * Config = defaults ← YAML file ← environment. Validation is strict: unknown keys, wrong types and
+ * out-of-range values all fail, every one of them listed in one ConfigError. Nothing falls back to
+ * a default silently once a key is present.
+ */
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { Value } from 'typebox/value';
+import { ConfigSchema, type Config } from './schema.js';
+
+export class ConfigError extends Error {
+  constructor(
+    readonly problems: string[],
+    source: string,
+  ) {
+    super(`invalid configuration (${source}):\n  - ${problems.join('\n  - ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+/** Environment variables that override file keys, for containers and one-off runs. */
+const ENV_KEYS: Array<{ env: string; path: string[]; kind: 'string' | 'int' | 'bool' }> = [
+  { env: 'HOST', path: ['server', 'host'], kind: 'string' },
+  { env: 'PORT', path: ['server', 'port'], kind: 'int' },
+  { env: 'LOG_LEVEL', path: ['log', 'level'], kind: 'string' },
+  { env: 'REDIS_URL', path: ['store', 'redisUrl'], kind: 'string' },
+  { env: 'QGA_STORE', path: ['store', 'type'], kind: 'string' },
+];
+
+function setPath(obj: Record<string, unknown>, path: string[], value: unknown): void {
+  let cur = obj;
+  for (const key of path.slice(0, -1)) {
+    const next = cur[key];
+    if (next === undefined || next === null) cur[key] = {};
+    else if (typeof next !== 'object' || Array.isArray(next)) return; // the schema check reports it
+    cur = cur[key] as Record<string, unknown>;
+  }
+  cur[path[path.length - 1]] = value;
+}
+
+function applyEnv(raw: Record<string, unknown>, env: Env, problems: string[]): void {
+  for (const { env: name, path, kind } of ENV_KEYS) {
+    const v = env[name];
+    if (v === undefined || v === '') continue;
+    if (kind === 'int') {
+      if (!/^\d+$/.test(v)) {
+        problems.push(`env ${name}: must be a whole number, got "${v}"`);
+        continue;
+      }
+      setPath(raw, path, Number(v));
+    } else if (kind === 'bool') {
+      setPath(raw, path, v === 'true' || v === '1');
+    } else {
+      setPath(raw, path, v);
+    }
+  }
+  // REDIS_URL alone means "use redis": the obvious intent of setting it.
+  if (env.REDIS_URL && !env.QGA_STORE) setPath(raw, ['store', 'type'], 'redis');
+}
+
+function describe(err: { instancePath: string; message: string; params: Record<string, unknown> }): string {
+  const key = err.instancePath.replace(/^\//, '').replace(/\//g, '.') || '(root)';
+  const extra = err.params.additionalProperties;
+  if (Array.isArray(extra)) return `${key === '(root)' ? '' : key + '.'}${extra.join(', ')}: unknown key`;
+  return `${key}: ${err.message}`;
+}
+
+/** Validate an already-parsed object (tests build configs in code through this). */
+export function buildConfig(input: unknown, env: Env = {}, source = 'inline'): Config {
+  const problems: string[] = [];
+  const raw: Record<string, unknown> =
+    input === null || input === undefined ? {} : typeof input === 'object' && !Array.isArray(input) ? structuredClone(input as Record<string, unknown>) : {};
+  if (input !== null && input !== undefined && (typeof input !== 'object' || Array.isArray(input))) {
+    problems.push('(root): the configuration must be a mapping');
+  }
+  applyEnv(raw, env, problems);
+  const withDefaults = Value.Default(ConfigSchema, raw) as Record<string, unknown>;
+  const seen = new Set<string>();
+  for (const e of Value.Errors(ConfigSchema, withDefaults)) {
+    // additionalProperties failures are reported twice (as a "schema is false" on the key too)
+    if (e.keyword === 'boolean') continue;
+    const line = describe(e as { instancePath: string; message: string; params: Record<string, unknown> });
+    if (!seen.has(line)) {
+      seen.add(line);
+      problems.push(line);
+    }
+  }
+  if (problems.length === 0) semanticChecks(withDefaults as Config, env, problems);
+  if (problems.length > 0) throw new ConfigError(problems, source);
+  return withDefaults as Config;
+}
+
+function semanticChecks(c: Config, env: Env, problems: string[]): void {
+  const names = new Set<string>();
+  c.vms.forEach((vm, i) => {
+    if (names.has(vm.name)) problems.push(`vms.${i}.name: duplicate VM name "${vm.name}"`);
+    names.add(vm.name);
+  });
+  if (c.store.type === 'redis' && !c.store.redisUrl) problems.push('store.redisUrl: required when store.type is redis');
+  if (c.freeze.defaultTtlSeconds > c.freeze.maxTtlSeconds) problems.push('freeze.defaultTtlSeconds: must not exceed freeze.maxTtlSeconds');
+  if (c.freeze.maxTtlSeconds > c.freeze.maxTotalSeconds) problems.push('freeze.maxTtlSeconds: must not exceed freeze.maxTotalSeconds');
+  if (c.agent.backoffInitialMs > c.agent.backoffMaxMs) problems.push('agent.backoffInitialMs: must not exceed agent.backoffMaxMs');
+  c.auth.tokens.forEach((t, i) => {
+    const given = [t.token, t.tokenEnv, t.tokenFile].filter((x) => x !== undefined).length;
+    if (given !== 1) problems.push(`auth.tokens.${i}: exactly one of token, tokenEnv, tokenFile is required`);
+    if (t.tokenEnv !== undefined && !env[t.tokenEnv]) problems.push(`auth.tokens.${i}.tokenEnv: environment variable ${t.tokenEnv} is not set`);
+  });
+  if (c.auth.tokens.length === 0 && !isLoopback(c.server.host)) {
+    problems.push(`server.host: "${c.server.host}" is not loopback and no auth.tokens are configured; refusing to expose an unauthenticated gateway`);
+  }
+}
+
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+/** Load from a YAML file (or none) plus the environment. Throws ConfigError. */
+export function loadConfig(file: string | undefined, env: Env = process.env): Config {
+  if (!file) return buildConfig({}, env, 'defaults + environment');
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError([`cannot read ${file}: ${(e as Error).message}`], file);
+  }
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (e) {
+    throw new ConfigError([`YAML syntax: ${(e as Error).message}`], file);
+  }
+  return buildConfig(doc ?? {}, env, file);
+}

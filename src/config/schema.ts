@@ -1,0 +1,160 @@
+/**
+ * The one description of the gateway's configuration: every key, its type, range and default.
+ * src/config/load.ts validates a YAML file plus environment overrides against it and refuses to
+ * start on any bad key, naming all of them at once.
+ */
+import { Type, type Static } from 'typebox';
+
+const Ms = (def: number, min = 0, max = 86_400_000) => Type.Integer({ minimum: min, maximum: max, default: def });
+
+export const EndpointSchema = Type.Union([
+  Type.Object(
+    { type: Type.Literal('unix'), path: Type.String({ minLength: 1, maxLength: 4096 }) },
+    { additionalProperties: false },
+  ),
+  Type.Object(
+    {
+      type: Type.Literal('tcp'),
+      host: Type.String({ minLength: 1, maxLength: 255 }),
+      port: Type.Integer({ minimum: 1, maximum: 65535 }),
+    },
+    { additionalProperties: false },
+  ),
+]);
+
+export const VM_NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$';
+
+export const VmEntrySchema = Type.Object(
+  {
+    name: Type.String({ pattern: VM_NAME_PATTERN }),
+    endpoint: EndpointSchema,
+    labels: Type.Optional(Type.Record(Type.String(), Type.String())),
+  },
+  { additionalProperties: false },
+);
+
+export const ScopeSchema = Type.Union([Type.Literal('read'), Type.Literal('write'), Type.Literal('admin')]);
+
+export const TokenSchema = Type.Object(
+  {
+    name: Type.String({ minLength: 1, maxLength: 64 }),
+    /** exactly one of token (literal, discouraged), tokenEnv (environment variable) or tokenFile */
+    token: Type.Optional(Type.String({ minLength: 16 })),
+    tokenEnv: Type.Optional(Type.String({ minLength: 1 })),
+    tokenFile: Type.Optional(Type.String({ minLength: 1 })),
+    scopes: Type.Array(ScopeSchema, { minItems: 1, uniqueItems: true }),
+    /** VM name globs this token may reach (`*` wildcard); absent = all */
+    vms: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { minItems: 1 })),
+  },
+  { additionalProperties: false },
+);
+
+export const ConfigSchema = Type.Object(
+  {
+    server: Type.Object(
+      {
+        host: Type.String({ default: '127.0.0.1' }),
+        port: Type.Integer({ minimum: 0, maximum: 65535, default: 8080 }),
+        /** JSON bodies; streaming uploads have their own limit in files */
+        bodyLimitBytes: Type.Integer({ minimum: 1024, maximum: 256 * 1024 * 1024, default: 1024 * 1024 }),
+        trustProxy: Type.Boolean({ default: false }),
+        /** graceful shutdown: how long in-flight requests get before channels are destroyed */
+        shutdownGraceMs: Ms(10_000),
+        requestTimeoutMs: Ms(0),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    log: Type.Object(
+      {
+        level: Type.Union(
+          ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
+          { default: 'info' },
+        ),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    auth: Type.Object(
+      {
+        tokens: Type.Array(TokenSchema, { default: [] }),
+        /**
+         * Without tokens every caller is anonymous with these scopes. The server then refuses to
+         * listen on anything but loopback.
+         */
+        anonymousScopes: Type.Array(ScopeSchema, { default: ['read', 'write', 'admin'], uniqueItems: true }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    agent: Type.Object(
+      {
+        /** commands waiting per VM behind the one in flight */
+        maxQueue: Type.Integer({ minimum: 1, maximum: 100_000, default: 64 }),
+        /** one agent reply line; larger lines are dropped and the channel resyncs */
+        maxReplyBytes: Type.Integer({ minimum: 4096, maximum: 512 * 1024 * 1024, default: 32 * 1024 * 1024 }),
+        connectTimeoutMs: Ms(3_000, 1),
+        syncTimeoutMs: Ms(5_000, 1),
+        idleReleaseMs: Ms(30_000),
+        maxOpen: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 1000 }),
+        backoffInitialMs: Ms(100, 1),
+        backoffMaxMs: Ms(5_000, 1),
+        /** overrides of the catalog's timeout classes (src/qga/commands.ts) */
+        timeouts: Type.Object(
+          {
+            fast: Type.Optional(Ms(5_000, 1)),
+            normal: Type.Optional(Ms(10_000, 1)),
+            slow: Type.Optional(Ms(60_000, 1)),
+            freeze: Type.Optional(Ms(300_000, 1)),
+            long: Type.Optional(Ms(600_000, 1)),
+          },
+          { additionalProperties: false, default: {} },
+        ),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    store: Type.Object(
+      {
+        type: Type.Union([Type.Literal('memory'), Type.Literal('redis')], { default: 'memory' }),
+        redisUrl: Type.Optional(Type.String({ minLength: 1 })),
+        keyPrefix: Type.String({ default: 'qga:' }),
+        commandTimeoutMs: Ms(2_000, 1),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    registry: Type.Object(
+      {
+        /** POST /v1/vms may add VMs at run time (admin scope); they live in the store */
+        allowApiRegistration: Type.Boolean({ default: true }),
+        /** directories scanned for agent sockets: every `<name><suffix>` socket becomes a VM */
+        directories: Type.Array(
+          Type.Object(
+            {
+              path: Type.String({ minLength: 1 }),
+              suffix: Type.String({ default: '.sock' }),
+            },
+            { additionalProperties: false },
+          ),
+          { default: [] },
+        ),
+        /** allowed roots for API-registered unix endpoints; empty = any path */
+        allowedSocketRoots: Type.Array(Type.String({ minLength: 1 }), { default: [] }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    vms: Type.Array(VmEntrySchema, { default: [] }),
+    freeze: Type.Object(
+      {
+        defaultTtlSeconds: Type.Integer({ minimum: 1, maximum: 86_400, default: 300 }),
+        maxTtlSeconds: Type.Integer({ minimum: 1, maximum: 86_400, default: 3_600 }),
+        /** renewals never extend a freeze past this, counted from the freeze */
+        maxTotalSeconds: Type.Integer({ minimum: 1, maximum: 86_400, default: 7_200 }),
+        sweepIntervalMs: Ms(5_000, 100),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+  },
+  { additionalProperties: false },
+);
+
+export type Config = Static<typeof ConfigSchema>;
+export type VmEntry = Static<typeof VmEntrySchema>;
+export type TokenConfig = Static<typeof TokenSchema>;
+export type Scope = Static<typeof ScopeSchema>;

@@ -1,0 +1,103 @@
+/**
+ * The ONE mapping from anything thrown to an HTTP response: RFC 9457 problem+json with the stable
+ * `code` of ../shared/API.md. Route code throws GatewayError; Fastify's own errors (validation,
+ * body limits, content types) are translated here; anything else is a 500 that is logged in full
+ * and shown to the caller without internals.
+ */
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { ERROR_STATUS, ERROR_TITLES, GatewayError, type ErrorCode } from '../errors.js';
+
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  code: ErrorCode;
+  instance?: string;
+  vm?: string;
+  command?: string;
+  qga?: { class: string; desc: string };
+  [extra: string]: unknown;
+}
+
+export const PROBLEM_CONTENT_TYPE = 'application/problem+json; charset=utf-8';
+
+export function problemType(code: ErrorCode): string {
+  return `urn:qga-gateway:problem:${code}`;
+}
+
+export function toProblem(err: GatewayError, instance?: string): Problem {
+  return {
+    ...(err.extra ?? {}),
+    type: problemType(err.code),
+    title: ERROR_TITLES[err.code],
+    status: err.status,
+    detail: err.message,
+    code: err.code,
+    ...(instance ? { instance } : {}),
+    ...(err.vm ? { vm: err.vm } : {}),
+    ...(err.command ? { command: err.command } : {}),
+    ...(err.qga ? { qga: { class: err.qga.class, desc: err.qga.desc } } : {}),
+  };
+}
+
+function fromFastify(err: FastifyError): GatewayError | undefined {
+  if (err.validation) {
+    const where = err.validationContext ?? 'request';
+    const parts = err.validation.map((v) => {
+      const missing = (v.params as { missingProperty?: string }).missingProperty;
+      const extra = (v.params as { additionalProperty?: string }).additionalProperty;
+      const path = `${where}${v.instancePath ? v.instancePath.replace(/\//g, '.') : ''}`;
+      if (missing) return `${path}.${missing} is required`;
+      if (extra) return `${path}.${extra} is not allowed`;
+      return `${path} ${v.message ?? 'is invalid'}`;
+    });
+    return new GatewayError('VALIDATION_FAILED', parts.join('; '), {
+      extra: { errors: err.validation.map((v) => ({ in: where, path: v.instancePath, message: v.message, params: v.params })) },
+    });
+  }
+  switch (err.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new GatewayError('PAYLOAD_TOO_LARGE', 'the request body exceeds the configured limit');
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new GatewayError('UNSUPPORTED_MEDIA_TYPE', err.message);
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return new GatewayError('VALIDATION_FAILED', err.message);
+    default:
+      break;
+  }
+  if (err instanceof SyntaxError) return new GatewayError('VALIDATION_FAILED', `the body is not valid JSON: ${err.message}`);
+  const status = err.statusCode;
+  if (status !== undefined && status >= 400 && status < 500) {
+    const code = (Object.keys(ERROR_STATUS) as ErrorCode[]).find((c) => ERROR_STATUS[c] === status && c !== 'COMMAND_DISABLED');
+    return new GatewayError(code ?? 'VALIDATION_FAILED', err.message);
+  }
+  return undefined;
+}
+
+export function sendProblem(reply: FastifyReply, err: GatewayError, request?: FastifyRequest): FastifyReply {
+  if (err.retryAfter !== undefined) reply.header('retry-after', String(Math.max(1, Math.ceil(err.retryAfter))));
+  if (err.code === 'UNAUTHENTICATED') reply.header('www-authenticate', 'Bearer realm="qga-gateway"');
+  return reply
+    .code(err.status)
+    .type(PROBLEM_CONTENT_TYPE)
+    .serializer(JSON.stringify)
+    .send(toProblem(err, request?.url.split('?')[0]));
+}
+
+export function registerErrorHandling(app: FastifyInstance): void {
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    const ge = error instanceof GatewayError ? error : fromFastify(error);
+    if (ge) {
+      if (ge.status >= 500) request.log.warn({ code: ge.code, vm: ge.vm, command: ge.command, detail: ge.message }, 'request failed');
+      return sendProblem(reply, ge, request);
+    }
+    request.log.error({ err: error }, 'unhandled error');
+    return sendProblem(reply, new GatewayError('INTERNAL', 'an internal error occurred; it has been logged'), request);
+  });
+  app.setNotFoundHandler((request, reply) =>
+    sendProblem(reply, new GatewayError('NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`), request),
+  );
+}

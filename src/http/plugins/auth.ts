@@ -1,0 +1,102 @@
+/**
+ * Bearer-token authentication and scope checks, before anything else runs (onRequest), so an
+ * unauthenticated caller never costs a validation, a lookup or an agent round trip.
+ *
+ * Scopes: `read` (GET routes), `write` (routes that change the guest), `admin` (raw passthrough,
+ * forced thaw, VM registration). A route declares `config: { scope }` when it differs from the
+ * default for its method; service routes declare `config: { public: true }`.
+ * Without configured tokens the caller is anonymous with `auth.anonymousScopes`; config loading
+ * then refuses any non-loopback listen address.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { Config, Scope } from '../../config/schema.js';
+import { GatewayError } from '../../errors.js';
+
+export interface Principal {
+  name: string;
+  scopes: ReadonlySet<Scope>;
+  /** undefined = every VM */
+  vms?: RegExp[];
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    scope?: Scope;
+    public?: boolean;
+  }
+  interface FastifyRequest {
+    principal: Principal;
+  }
+}
+
+interface TokenEntry {
+  digest: Buffer;
+  principal: Principal;
+}
+
+function digest(s: string): Buffer {
+  return createHash('sha256').update(s).digest();
+}
+
+function globToRegExp(glob: string): RegExp {
+  const re = glob.replace(/[.+^${}()|[\]\\?]/g, '\\$&').replace(/\*/g, '.*');
+  return new RegExp(`^${re}$`);
+}
+
+export function loadTokens(config: Config, env: Record<string, string | undefined> = process.env): TokenEntry[] {
+  return config.auth.tokens.map((t) => {
+    const secret = t.token ?? (t.tokenEnv ? env[t.tokenEnv] : undefined) ?? (t.tokenFile ? readFileSync(t.tokenFile, 'utf8').trim() : '');
+    if (secret.length < 16) throw new Error(`auth token "${t.name}" is shorter than 16 characters`);
+    return {
+      digest: digest(secret),
+      principal: { name: t.name, scopes: new Set(t.scopes), ...(t.vms ? { vms: t.vms.map(globToRegExp) } : {}) },
+    };
+  });
+}
+
+export function canAccessVm(p: Principal, vm: string): boolean {
+  return !p.vms || p.vms.some((re) => re.test(vm));
+}
+
+export function requireScope(request: FastifyRequest, scope: Scope): void {
+  if (!request.principal.scopes.has(scope)) {
+    throw new GatewayError('FORBIDDEN', `this operation needs the "${scope}" scope, which ${request.principal.name} lacks`);
+  }
+}
+
+export function registerAuth(app: FastifyInstance, config: Config, env?: Record<string, string | undefined>): void {
+  const tokens = loadTokens(config, env);
+  const anonymous: Principal = { name: 'anonymous', scopes: new Set(config.auth.anonymousScopes) };
+  app.decorateRequest('principal', {
+    getter(): Principal {
+      return anonymous;
+    },
+  });
+
+  app.addHook('onRequest', async (request) => {
+    const cfg = request.routeOptions.config;
+    let principal = anonymous;
+    if (tokens.length > 0) {
+      const header = request.headers.authorization;
+      const m = typeof header === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
+      if (m) {
+        const d = digest(m[1]);
+        const found = tokens.find((t) => timingSafeEqual(t.digest, d));
+        if (!found) throw new GatewayError('UNAUTHENTICATED', 'unknown bearer token');
+        principal = found.principal;
+      } else if (!cfg?.public) {
+        throw new GatewayError('UNAUTHENTICATED', 'an Authorization: Bearer token is required');
+      }
+    }
+    Object.defineProperty(request, 'principal', { value: principal, configurable: true, enumerable: true });
+    if (cfg?.public) return;
+    const scope: Scope = cfg?.scope ?? (request.method === 'GET' || request.method === 'HEAD' ? 'read' : 'write');
+    requireScope(request, scope);
+    const vm = (request.params as { vm?: unknown } | undefined)?.vm;
+    if (typeof vm === 'string' && !canAccessVm(principal, vm)) {
+      throw new GatewayError('FORBIDDEN', `${principal.name} may not reach VM "${vm}"`, { vm });
+    }
+  });
+}

@@ -1,0 +1,58 @@
+/**
+ * The OpenAPI document is generated from the route schemas (nothing is written by hand), served at
+ * /openapi.json, browsable at /docs, and exported to openapi/openapi.json by `npm run
+ * openapi:export`; a test fails when the committed file drifts from what the app generates.
+ */
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import type { FastifyInstance } from 'fastify';
+import { ERROR_STATUS } from '../../errors.js';
+
+export const API_VERSION = '1.0.0';
+
+export async function registerSwagger(app: FastifyInstance): Promise<void> {
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'qga-gateway',
+        version: API_VERSION,
+        description:
+          'HTTP/REST gateway to the QEMU Guest Agent of many VMs. Field names follow the QGA reference verbatim; ' +
+          'gateway-only fields are camelCase. Errors are RFC 9457 problem+json with a stable `code`. ' +
+          'Integers above 2^53 (guest time in ns, uint64 counters) are sent as exact JSON integers: parse them with a ' +
+          'big-integer-aware JSON parser if you need every digit.',
+        license: { name: 'MIT', identifier: 'MIT' },
+      },
+      servers: [{ url: '/' }],
+      components: {
+        securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'Configured in auth.tokens; not needed when the gateway runs without tokens on loopback' } },
+      },
+      security: [{ bearer: [] }],
+      tags: [
+        { name: 'vms', description: 'The VM registry and agent state' },
+        { name: 'agent', description: 'Agent liveness, information and resync' },
+        { name: 'system', description: 'Time, host name, OS, users, time zone' },
+        { name: 'power', description: 'Shutdown and suspend' },
+        { name: 'fsfreeze', description: 'Filesystem freeze/thaw with leases, for backup systems' },
+        { name: 'filesystems', description: 'Filesystem information and trim' },
+        { name: 'hardware', description: 'vCPUs, memory blocks, disks, devices, statistics' },
+        { name: 'network', description: 'Network interfaces and routes' },
+        { name: 'users', description: 'Passwords and SSH keys' },
+        { name: 'exec', description: 'Run programs in the guest' },
+        { name: 'files', description: 'Guest files: handles and whole-file streaming' },
+        { name: 'raw', description: 'Verbatim QGA passthrough (admin)' },
+        { name: 'service', description: 'Health, readiness, metrics, documentation' },
+      ],
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { deepLinking: true }, staticCSP: true });
+  app.get('/openapi.json', { schema: { hide: true }, config: { public: true } }, async () => app.swagger());
+}
+
+/** Codes per status, for documenting error responses uniformly. */
+export function codesFor(status: number): string[] {
+  return Object.entries(ERROR_STATUS)
+    .filter(([, s]) => s === status)
+    .map(([c]) => c);
+}

@@ -1,0 +1,228 @@
+/**
+ * The VM registry and the agent's own state: list/register/inspect/delete VMs, ping, guest-info
+ * and a forced resync. This file is also the pattern every route group follows:
+ *   - `export default async function (app)`, registered under /v1 by app.ts;
+ *   - TypeBox schemas with operationId, tags, summary, `x-qga-command`, documented problems;
+ *   - the agent reached only through `app.services.agent.call(vm, command, args, { signal })`;
+ *   - failures thrown as GatewayError; error-handler.ts renders them.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Type, type Static } from 'typebox';
+import { EndpointSchema, VM_NAME_PATTERN } from '../../config/schema.js';
+import { requestSignal } from '../abort.js';
+import { canAccessVm } from '../plugins/auth.js';
+import { AGENT_ERRORS, VmParams, problemResponses } from '../schemas/common.js';
+import type { VmRecord } from '../../registry/registry.js';
+import type { Services } from '../../services.js';
+
+const Labels = Type.Record(Type.String(), Type.String({ maxLength: 256 }), { description: 'Free-form labels' });
+
+const ChannelInfo = Type.Object(
+  {
+    state: Type.Union(
+      ['idle', 'connecting', 'syncing', 'ready', 'backoff', 'closing', 'closed'].map((s) => Type.Literal(s)),
+      { description: 'idle: no socket open (released or never used); ready: in sync' },
+    ),
+    queued: Type.Integer({ description: 'commands waiting' }),
+    inFlight: Type.Integer({ description: 'commands sent and not answered (0 or 1)' }),
+  },
+  { title: 'ChannelInfo' },
+);
+
+const VmSummary = Type.Object(
+  {
+    name: Type.String(),
+    endpoint: EndpointSchema,
+    source: Type.Union([Type.Literal('config'), Type.Literal('directory'), Type.Literal('api')]),
+    labels: Type.Optional(Labels),
+    channel: ChannelInfo,
+  },
+  { title: 'VmSummary' },
+);
+
+const VmDetail = Type.Object(
+  {
+    ...VmSummary.properties,
+    agent: Type.Optional(
+      Type.Object({ version: Type.String(), echoesId: Type.Boolean() }, { description: 'from the cached guest-info; absent until the first connection' }),
+    ),
+    frozen: Type.Boolean({ description: 'whether the gateway believes the guest filesystems are frozen (GET /fsfreeze asks the agent)' }),
+  },
+  { title: 'VmDetail' },
+);
+
+const RegisterBody = Type.Object(
+  {
+    name: Type.String({ pattern: VM_NAME_PATTERN }),
+    endpoint: EndpointSchema,
+    labels: Type.Optional(Labels),
+  },
+  { additionalProperties: false },
+);
+
+const GuestAgentCommandInfo = Type.Object({
+  name: Type.String(),
+  enabled: Type.Boolean(),
+  'success-response': Type.Boolean(),
+});
+const GuestAgentInfo = Type.Object(
+  { version: Type.String(), supported_command: Type.Array(GuestAgentCommandInfo) },
+  { title: 'GuestAgentInfo', description: 'guest-info, verbatim' },
+);
+
+export function summarize(services: Services, rec: VmRecord): Static<typeof VmSummary> {
+  const ch = services.pool.has(rec.name) ? services.pool.channel(rec.name).stats() : undefined;
+  return {
+    name: rec.name,
+    endpoint: rec.endpoint,
+    source: rec.source,
+    ...(rec.labels ? { labels: rec.labels } : {}),
+    channel: { state: ch?.state ?? 'idle', queued: ch?.queued ?? 0, inFlight: ch?.inFlight ?? 0 },
+  };
+}
+
+export default async function vmRoutes(fastify: FastifyInstance): Promise<void> {
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
+  const { services } = fastify;
+
+  app.get(
+    '/vms',
+    {
+      schema: {
+        operationId: 'listVms',
+        tags: ['vms'],
+        summary: 'List registered VMs (config, discovered sockets, API-registered)',
+        response: { 200: Type.Object({ vms: Type.Array(VmSummary) }), ...problemResponses([401, 403, 503]) },
+      },
+    },
+    async (request) => {
+      const all = await services.registry.list();
+      return { vms: all.filter((r) => canAccessVm(request.principal, r.name)).map((r) => summarize(services, r)) };
+    },
+  );
+
+  app.post(
+    '/vms',
+    {
+      config: { scope: 'admin' },
+      schema: {
+        operationId: 'registerVm',
+        tags: ['vms'],
+        summary: 'Register a VM and its agent endpoint (admin)',
+        body: RegisterBody,
+        response: { 201: VmSummary, ...problemResponses([400, 401, 403, 409, 503]) },
+      },
+    },
+    async (request, reply) => {
+      const rec = await services.registry.register(request.body);
+      request.log.info({ vm: rec.name, by: request.principal.name }, 'VM registered');
+      return reply.code(201).header('location', `/v1/vms/${rec.name}`).send(summarize(services, rec));
+    },
+  );
+
+  app.get(
+    '/vms/:vm',
+    {
+      schema: {
+        operationId: 'getVm',
+        tags: ['vms'],
+        summary: 'A VM: endpoint, channel state, cached agent version, frozen state',
+        params: VmParams,
+        response: { 200: VmDetail, ...problemResponses([400, 401, 403, 404, 503]) },
+      },
+    },
+    async (request) => {
+      const rec = await services.registry.require(request.params.vm);
+      const info = services.pool.has(rec.name) ? services.pool.channel(rec.name).agentInfo : undefined;
+      return {
+        ...summarize(services, rec),
+        ...(info ? { agent: { version: info.version, echoesId: info.echoesId } } : {}),
+        frozen: services.agent.isKnownFrozen(rec.name),
+      };
+    },
+  );
+
+  app.delete(
+    '/vms/:vm',
+    {
+      config: { scope: 'admin' },
+      schema: {
+        operationId: 'deleteVm',
+        tags: ['vms'],
+        summary: 'Deregister an API-registered VM (admin); its channel is closed',
+        params: VmParams,
+        response: { 204: Type.Null({ description: 'deleted' }), ...problemResponses([400, 401, 403, 404, 503]) },
+      },
+    },
+    async (request, reply) => {
+      await services.registry.deregister(request.params.vm);
+      await services.pool.remove(request.params.vm);
+      services.agent.forget(request.params.vm);
+      request.log.info({ vm: request.params.vm, by: request.principal.name }, 'VM deregistered');
+      return reply.code(204).send(null);
+    },
+  );
+
+  app.get(
+    '/vms/:vm/ping',
+    {
+      schema: {
+        operationId: 'pingAgent',
+        tags: ['agent'],
+        summary: 'Ping the guest agent',
+        'x-qga-command': 'guest-ping',
+        params: VmParams,
+        response: {
+          200: Type.Object({ ok: Type.Literal(true), rttMs: Type.Number({ description: 'round trip including queue wait' }) }),
+          ...problemResponses(AGENT_ERRORS),
+        },
+      },
+    },
+    async (request) => {
+      const t0 = performance.now();
+      await services.agent.call(request.params.vm, 'guest-ping', undefined, { signal: requestSignal(request) });
+      return { ok: true as const, rttMs: Math.round((performance.now() - t0) * 1000) / 1000 };
+    },
+  );
+
+  app.get(
+    '/vms/:vm/agent',
+    {
+      schema: {
+        operationId: 'getAgentInfo',
+        tags: ['agent'],
+        summary: 'Agent version and the commands it offers (guest-info)',
+        'x-qga-command': 'guest-info',
+        params: VmParams,
+        response: { 200: GuestAgentInfo, ...problemResponses(AGENT_ERRORS) },
+      },
+    },
+    async (request) => {
+      const result = await services.agent.call(request.params.vm, 'guest-info', undefined, { signal: requestSignal(request) });
+      return result as Static<typeof GuestAgentInfo>;
+    },
+  );
+
+  app.post(
+    '/vms/:vm/agent/sync',
+    {
+      schema: {
+        operationId: 'syncAgent',
+        tags: ['agent'],
+        summary: 'Force a resynchronisation (0xFF + guest-sync-delimited) and report its round trip',
+        'x-qga-command': ['guest-sync-delimited', 'guest-sync'],
+        params: VmParams,
+        response: {
+          200: Type.Object({ synced: Type.Literal(true), rttMs: Type.Number() }),
+          ...problemResponses(AGENT_ERRORS),
+        },
+      },
+    },
+    async (request) => {
+      await services.registry.require(request.params.vm);
+      const { rttMs } = await services.pool.channel(request.params.vm).sync({ signal: requestSignal(request) });
+      return { synced: true as const, rttMs: Math.round(rttMs * 1000) / 1000 };
+    },
+  );
+}

@@ -1,0 +1,63 @@
+/**
+ * The only file that listens. Loads the config (file from --config or QGA_GATEWAY_CONFIG, else
+ * config/default.yaml if present, else built-in defaults; then the environment), refuses to start
+ * on a bad one with every problem listed, and shuts down in phases on SIGTERM/SIGINT:
+ * stop accepting → finish in-flight requests (server.shutdownGraceMs) → stop services (freeze
+ * sweeper, channels) → exit.
+ */
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { buildApp } from './app.js';
+import { ConfigError, loadConfig } from './config/load.js';
+
+function defaultConfigFile(): string | undefined {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const candidate = join(here, '..', 'config', 'default.yaml');
+  return existsSync(candidate) ? candidate : undefined;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { config: { type: 'string', short: 'c' } }, strict: true });
+  const file = values.config ?? process.env.QGA_GATEWAY_CONFIG ?? defaultConfigFile();
+  let config;
+  try {
+    config = loadConfig(file);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(`qga-gateway: ${e.message}\n`);
+      process.exit(2);
+    }
+    throw e;
+  }
+  const app = await buildApp({ config });
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    app.log.info({ signal }, 'shutting down');
+    const force = setTimeout(() => {
+      app.log.error('graceful shutdown took too long; exiting');
+      process.exit(1);
+    }, config.server.shutdownGraceMs + 5_000);
+    force.unref();
+    app.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        app.log.error({ err }, 'error during shutdown');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('unhandledRejection', (err) => app.log.error({ err }, 'unhandled rejection'));
+  await app.listen({ host: config.server.host, port: config.server.port });
+  app.log.info({ vms: config.vms.length, store: config.store.type, auth: config.auth.tokens.length > 0 }, 'qga-gateway ready');
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`qga-gateway: failed to start: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,48 @@
+/**
+ * Build a gateway app for tests from a partial config (validated exactly as a config file is),
+ * optionally listening on 127.0.0.1:0 for tests that need a real HTTP socket.
+ */
+import type { FastifyInstance } from 'fastify';
+import pino from 'pino';
+import { buildApp } from '../../src/app.js';
+import { buildConfig } from '../../src/config/load.js';
+import type { Config } from '../../src/config/schema.js';
+import type { Endpoint } from '../../src/qga/types.js';
+
+export interface TestAppOptions {
+  vms?: Array<{ name: string; endpoint: Endpoint }>;
+  /** any other config keys, merged over the test defaults */
+  config?: Record<string, unknown>;
+  env?: Record<string, string | undefined>;
+  logLevel?: string;
+}
+
+export function testConfig(opts: TestAppOptions = {}): Config {
+  const base: Record<string, unknown> = {
+    log: { level: opts.logLevel ?? process.env.TEST_LOG_LEVEL ?? 'silent' },
+    agent: { idleReleaseMs: 0 },
+    vms: opts.vms ?? [],
+  };
+  const merged: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(opts.config ?? {})) {
+    const b = merged[k];
+    merged[k] =
+      b && typeof b === 'object' && !Array.isArray(b) && v && typeof v === 'object' && !Array.isArray(v)
+        ? { ...(b as Record<string, unknown>), ...(v as Record<string, unknown>) }
+        : v;
+  }
+  return buildConfig(merged, opts.env ?? {}, 'test');
+}
+
+export async function makeApp(opts: TestAppOptions = {}): Promise<FastifyInstance> {
+  const config = testConfig(opts);
+  const app = await buildApp({ config, logger: pino({ level: config.log.level }), env: opts.env ?? {} });
+  await app.ready();
+  return app;
+}
+
+/** Listen on an ephemeral loopback port; returns the base URL. */
+export async function listen(app: FastifyInstance): Promise<string> {
+  const address = await app.listen({ host: '127.0.0.1', port: 0 });
+  return address;
+}

@@ -1,0 +1,63 @@
+/**
+ * The real VM rig (../shared/vm): a QEMU guest running the real qemu-ga behind virtio-serial.
+ * Tests that need it call `vmAvailable()` and, when it is false, skip with `VM_SKIP_REASON`
+ * printed; CI has the rig, so there they run. Each test file boots its own uniquely named VM.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export const VM_DIR = process.env.QGA_SHARED_DIR ? resolve(process.env.QGA_SHARED_DIR, 'vm') : resolve(repoRoot, '..', 'shared', 'vm');
+const ENV = { ...process.env, QGA_VM_ACCEL: process.env.QGA_VM_ACCEL ?? 'tcg' };
+
+export function vmAvailable(): boolean {
+  return existsSync(resolve(VM_DIR, 'start.sh')) && existsSync('/usr/bin/qemu-system-x86_64');
+}
+
+export const VM_SKIP_REASON = `SKIPPED: the real-VM rig is not available (${VM_DIR}/start.sh or qemu-system-x86_64 missing)`;
+
+/** Print the skip reason once per file, plainly, so a skipped run is never mistaken for a pass. */
+export function announceVmSkip(what: string): void {
+  if (!vmAvailable()) process.stdout.write(`\n[${what}] ${VM_SKIP_REASON}\n`);
+}
+
+let built: Promise<void> | undefined;
+function build(): Promise<void> {
+  built ??= run(resolve(VM_DIR, 'build.sh'), [], { env: ENV, timeout: 600_000 }).then(() => undefined);
+  return built;
+}
+
+export interface RunningVm {
+  name: string;
+  socketPath: string;
+  bootSeconds: number;
+  stop(): Promise<void>;
+}
+
+/** Boot a VM (≈3 s under TCG). Names: [A-Za-z0-9_.-], max 32 chars; made unique per process. */
+export async function startVm(base: string): Promise<RunningVm> {
+  await build();
+  const name = `${base}-${process.pid}`.slice(0, 32);
+  const { stdout } = await run(resolve(VM_DIR, 'start.sh'), [name], { env: ENV, timeout: 180_000 });
+  const vars = Object.fromEntries(
+    stdout
+      .split('\n')
+      .map((l) => /^([A-Z_]+)=(.*)$/.exec(l.trim()))
+      .filter((m): m is RegExpExecArray => m !== null)
+      .map((m) => [m[1], m[2]]),
+  );
+  if (!vars.QGA_SOCKET) throw new Error(`start.sh printed no QGA_SOCKET:\n${stdout}`);
+  return {
+    name,
+    socketPath: vars.QGA_SOCKET,
+    bootSeconds: Number(vars.BOOT_SECONDS),
+    async stop() {
+      await run(resolve(VM_DIR, 'stop.sh'), [name], { env: ENV, timeout: 30_000 }).catch(() => undefined);
+    },
+  };
+}
