@@ -9,7 +9,6 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { buildApp } from './app.js';
 import { ConfigError, loadConfig } from './config/load.js';
 
 function defaultConfigFile(): string | undefined {
@@ -31,6 +30,8 @@ async function main(): Promise<void> {
     }
     throw e;
   }
+  // imported only now, so a bad config fails fast without loading the whole gateway
+  const { buildApp } = await import('./app.js');
   const app = await buildApp({ config });
   let stopping = false;
   const stop = (signal: string): void => {
