@@ -1,0 +1,19 @@
+/** Builds the configured lease store. The Redis one connects in the background and fails fast meanwhile. */
+import type { Config } from '../config/schema.js';
+import { MemoryStore } from './memory.js';
+import { RedisStore } from './redis.js';
+import type { LeaseStore } from './types.js';
+
+export function createStore(config: Pick<Config, 'store'>): LeaseStore {
+  const s = config.store;
+  if (s.type === 'redis') {
+    if (!s.redisUrl) throw new Error('store.redisUrl is required when store.type is redis');
+    return new RedisStore({ url: s.redisUrl, keyPrefix: s.keyPrefix, commandTimeoutMs: s.commandTimeoutMs });
+  }
+  return new MemoryStore();
+}
+
+export { MemoryStore } from './memory.js';
+export { RedisStore } from './redis.js';
+export type * from './types.js';
+export { vmKey, groupKey } from './types.js';

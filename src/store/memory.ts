@@ -1,0 +1,245 @@
+/**
+ * The embedded lease store: plain maps in this process. Right for one gateway instance; with
+ * several instances each would hold its own locks, so use RedisStore there. Semantics mirror the
+ * Redis Lua scripts exactly (the contract suite runs against both).
+ */
+import { randomUUID } from 'node:crypto';
+import type {
+  AcquireRequest,
+  AcquireResult,
+  FenceCheck,
+  Lease,
+  LeaseStore,
+  RenewResult,
+  SessionData,
+  StoreHealth,
+  VmRegistration,
+} from './types.js';
+
+interface Lock {
+  session: string;
+  leaseId: string;
+}
+
+/** How long an idempotency key is remembered after its lease could have ended at the latest. */
+export const IDEMPOTENCY_RETENTION_MS = 3_600_000;
+
+export class MemoryStore implements LeaseStore {
+  readonly kind = 'memory' as const;
+  private readonly epoch = randomUUID();
+  private readonly sessions = new Map<string, Lease>();
+  private readonly locks = new Map<string, Lock>();
+  /** session key → when it must be thawed (or retried after a claim) */
+  private readonly deadlines = new Map<string, number>();
+  private readonly idem = new Map<string, { session: string; leaseId: string; forgetAt: number }>();
+  private readonly vms = new Map<string, VmRegistration>();
+  private lastFence = 0;
+  private closed = false;
+
+  /** The clock is injectable so that tests of the service can move time; default Date.now. */
+  constructor(private readonly clock: () => number = Date.now) {}
+
+  get fenceHighWater(): number {
+    return this.lastFence;
+  }
+
+  async acquire(req: AcquireRequest): Promise<AcquireResult> {
+    const now = this.clock();
+    this.forgetIdempotency(now);
+    const keysId = canonicalKeys(req.keys);
+    if (req.idempotencyKey) {
+      const rec = this.idem.get(idemId(req.owner, req.idempotencyKey));
+      if (rec) {
+        const s = this.sessions.get(rec.session);
+        if (s && s.leaseId === rec.leaseId && canonicalKeys(s.keys) === keysId && s.expiresAt > now) {
+          return { ok: true, lease: copy(s), reused: true };
+        }
+        return { ok: false, reason: 'idempotency-key-reused', leaseId: rec.leaseId, session: rec.session };
+      }
+    }
+    for (const key of req.keys) {
+      const holder = this.holderOf(key);
+      if (holder) {
+        return {
+          ok: false,
+          reason: 'conflict',
+          key,
+          pendingThaw: holder.expiresAt <= now,
+          holder: { session: holder.session, owner: holder.owner, leaseId: holder.leaseId, expiresAt: holder.expiresAt, fence: holder.fence },
+        };
+      }
+    }
+    const fence = Math.max(this.lastFence + 1, now * 1000, (req.fenceFloor ?? 0) + 1);
+    this.lastFence = fence;
+    const hardDeadline = now + req.hardCapMs;
+    const lease: Lease = {
+      session: req.session,
+      keys: [...req.keys].sort(),
+      leaseId: randomUUID(),
+      owner: req.owner,
+      fence,
+      createdAt: now,
+      expiresAt: Math.min(now + req.ttlMs, hardDeadline),
+      hardDeadline,
+      ...(req.idempotencyKey ? { idempotencyKey: req.idempotencyKey } : {}),
+      epoch: this.epoch,
+      data: structuredClone(req.data ?? {}),
+    };
+    this.sessions.set(lease.session, lease);
+    for (const key of lease.keys) this.locks.set(key, { session: lease.session, leaseId: lease.leaseId });
+    this.deadlines.set(lease.session, lease.expiresAt);
+    if (req.idempotencyKey) {
+      this.idem.set(idemId(req.owner, req.idempotencyKey), {
+        session: lease.session,
+        leaseId: lease.leaseId,
+        forgetAt: hardDeadline + IDEMPOTENCY_RETENTION_MS,
+      });
+    }
+    return { ok: true, lease: copy(lease), reused: false };
+  }
+
+  async renew(session: string, leaseId: string, ttlMs: number): Promise<RenewResult> {
+    const now = this.clock();
+    const s = this.sessions.get(session);
+    if (!s) return { ok: false, reason: 'not-found' };
+    if (s.leaseId !== leaseId) return { ok: false, reason: 'lease-mismatch', lease: copy(s) };
+    if (s.expiresAt <= now) return { ok: false, reason: 'expired', lease: copy(s) };
+    let want = now + ttlMs;
+    let capped = false;
+    if (want > s.hardDeadline) {
+      want = s.hardDeadline;
+      capped = true;
+    }
+    // a renewal never shortens a lease: a shorter ttl than what is left is a no-op
+    s.expiresAt = Math.max(s.expiresAt, want);
+    this.deadlines.set(session, s.expiresAt);
+    return { ok: true, lease: copy(s), capped };
+  }
+
+  async release(session: string, leaseId: string): Promise<boolean> {
+    const s = this.sessions.get(session);
+    if (!s || s.leaseId !== leaseId) return false;
+    for (const key of s.keys) {
+      if (this.locks.get(key)?.leaseId === leaseId) this.locks.delete(key);
+    }
+    this.sessions.delete(session);
+    this.deadlines.delete(session);
+    return true;
+  }
+
+  async getByKey(key: string): Promise<Lease | undefined> {
+    const h = this.holderOf(key);
+    return h ? copy(h) : undefined;
+  }
+
+  async getSession(session: string): Promise<Lease | undefined> {
+    const s = this.sessions.get(session);
+    return s ? copy(s) : undefined;
+  }
+
+  async updateData(session: string, leaseId: string, data: SessionData): Promise<boolean> {
+    const s = this.sessions.get(session);
+    if (!s || s.leaseId !== leaseId) return false;
+    s.data = structuredClone(data);
+    return true;
+  }
+
+  async check(key: string, leaseId: string, epoch: string): Promise<FenceCheck> {
+    const holder = this.holderOf(key);
+    if (holder && holder.leaseId === leaseId) {
+      return { state: holder.expiresAt > this.clock() ? 'live' : 'expired', lease: copy(holder) };
+    }
+    if (holder) return { state: 'superseded', holder: copy(holder) };
+    if (epoch !== this.epoch) return { state: 'lost', epoch: this.epoch };
+    return { state: 'ended' };
+  }
+
+  async dueSessions(limit: number): Promise<Lease[]> {
+    const now = this.clock();
+    const due = [...this.deadlines.entries()].filter(([, at]) => at <= now).sort((a, b) => a[1] - b[1]);
+    const out: Lease[] = [];
+    for (const [session] of due.slice(0, limit)) {
+      const s = this.sessions.get(session);
+      if (s) out.push(copy(s));
+      else this.deadlines.delete(session);
+    }
+    return out;
+  }
+
+  async claim(session: string, leaseId: string, retryMs: number): Promise<boolean> {
+    const now = this.clock();
+    const at = this.deadlines.get(session);
+    const s = this.sessions.get(session);
+    if (at === undefined || at > now || !s || s.leaseId !== leaseId) return false;
+    if (s.expiresAt > now) {
+      this.deadlines.set(session, s.expiresAt); // renewed since it was listed
+      return false;
+    }
+    this.deadlines.set(session, now + retryMs);
+    return true;
+  }
+
+  async listSessions(): Promise<Lease[]> {
+    return [...this.sessions.values()].map(copy);
+  }
+
+  async now(): Promise<number> {
+    return this.clock();
+  }
+
+  async putVm(rec: VmRegistration): Promise<boolean> {
+    if (this.vms.has(rec.name)) return false;
+    this.vms.set(rec.name, structuredClone(rec));
+    return true;
+  }
+
+  async getVm(name: string): Promise<VmRegistration | undefined> {
+    const r = this.vms.get(name);
+    return r ? structuredClone(r) : undefined;
+  }
+
+  async deleteVm(name: string): Promise<boolean> {
+    return this.vms.delete(name);
+  }
+
+  async listVms(): Promise<VmRegistration[]> {
+    return [...this.vms.values()].map((r) => structuredClone(r)).sort((a, b) => (a.name < b.name ? -1 : 1));
+  }
+
+  async health(): Promise<StoreHealth> {
+    return { ok: !this.closed, kind: 'memory', epoch: this.epoch, latencyMs: 0 };
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+
+  /** The session that really holds a lock key (a lock left by a half-ended session does not count). */
+  private holderOf(key: string): Lease | undefined {
+    const l = this.locks.get(key);
+    if (!l) return undefined;
+    const s = this.sessions.get(l.session);
+    if (!s || s.leaseId !== l.leaseId) {
+      this.locks.delete(key);
+      return undefined;
+    }
+    return s;
+  }
+
+  private forgetIdempotency(now: number): void {
+    for (const [k, v] of this.idem) if (v.forgetAt <= now) this.idem.delete(k);
+  }
+}
+
+function copy(l: Lease): Lease {
+  return structuredClone(l);
+}
+
+function idemId(owner: string, key: string): string {
+  return `${owner}\n${key}`;
+}
+
+/** Keys compared as a set: the same group in another order is the same request. */
+export function canonicalKeys(keys: string[]): string {
+  return JSON.stringify([...keys].sort());
+}

@@ -1,0 +1,284 @@
+/**
+ * The shared lease store on Redis (ioredis). Several gateway processes pointing at one Redis see
+ * the same locks, sessions, deadlines and API-registered VMs.
+ *
+ * The connection fails fast on purpose: no offline queue, no retries per request, no resend of
+ * unanswered commands after a reconnect, a command timeout. A lock operation that cannot reach
+ * Redis must fail NOW (freeze → 503) rather than sit in a queue and run minutes later, when the
+ * caller has given up and nobody would thaw what it froze. The connection itself keeps
+ * reconnecting in the background.
+ *
+ * A reply lost to a timeout does not lock its owner out: acquire with the same owner and
+ * idempotency key returns the lease the lost call created (see ACQUIRE).
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { GatewayError } from '../errors.js';
+import { IDEMPOTENCY_RETENTION_MS, canonicalKeys } from './memory.js';
+import * as S from './redis-scripts.js';
+import type {
+  AcquireRequest,
+  AcquireResult,
+  FenceCheck,
+  Lease,
+  LeaseStore,
+  RenewResult,
+  SessionData,
+  StoreHealth,
+  VmRegistration,
+} from './types.js';
+
+export interface RedisStoreOptions {
+  url: string;
+  keyPrefix?: string;
+  commandTimeoutMs?: number;
+  connectTimeoutMs?: number;
+}
+
+type Reply = string | number | null | Reply[];
+
+/** Redis error prefixes that mean "the server cannot serve now", as opposed to a bug of ours. */
+const ALL_SCRIPTS = [S.ACQUIRE, S.RENEW, S.RELEASE, S.GET_BY_KEY, S.UPDATE_DATA, S.CHECK, S.LIST_SESSIONS, S.CLAIM, S.EPOCH];
+
+const UNAVAILABLE_PREFIXES = ['LOADING', 'BUSY', 'READONLY', 'MASTERDOWN', 'MISCONF', 'TRYAGAIN', 'CLUSTERDOWN', 'NOREPLICAS'];
+
+export class RedisStore implements LeaseStore {
+  readonly kind = 'redis' as const;
+  private readonly redis: Redis;
+  private readonly prefix: string;
+  private readonly shas = new Map<string, string>();
+  /** offered as the epoch when the data set is found empty */
+  private readonly epochCandidate = randomUUID();
+  private highWater = 0;
+
+  constructor(opts: RedisStoreOptions) {
+    this.prefix = opts.keyPrefix ?? 'qga:';
+    this.redis = new Redis(opts.url, {
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      autoResendUnfulfilledCommands: false,
+      commandTimeout: opts.commandTimeoutMs ?? 2_000,
+      connectTimeout: opts.connectTimeoutMs ?? 2_000,
+      // keep trying in the background, never faster than 100 ms, never slower than 2 s
+      retryStrategy: (times: number) => Math.min(100 * times, 2_000),
+      lazyConnect: false,
+    });
+    // ioredis emits 'error' on every failed reconnect; callers learn of outages from rejections
+    this.redis.on('error', () => undefined);
+    // load the scripts on every (re)connect, so that an EVALSHA whose reply is lost was not a
+    // NOSCRIPT that never ran (a fresh or restarted Redis knows no scripts)
+    this.redis.on('ready', () => {
+      for (const script of ALL_SCRIPTS) this.redis.script('LOAD', script).catch(() => undefined);
+    });
+  }
+
+  /** Resolves once connected; rejects STORE_UNAVAILABLE after timeoutMs. Optional: commands fail fast anyway. */
+  async ready(timeoutMs = 5_000): Promise<void> {
+    if (this.redis.status === 'ready') return;
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => {
+        this.redis.off('ready', onReady);
+        reject(new GatewayError('STORE_UNAVAILABLE', `Redis not ready within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const onReady = () => {
+        clearTimeout(t);
+        resolve();
+      };
+      this.redis.once('ready', onReady);
+    });
+  }
+
+  get fenceHighWater(): number {
+    return this.highWater;
+  }
+
+  async acquire(req: AcquireRequest): Promise<AcquireResult> {
+    const floor = Math.max(req.fenceFloor ?? 0, this.highWater);
+    const r = (await this.run(S.ACQUIRE, [
+      this.epochCandidate,
+      req.session,
+      canonicalKeys(req.keys),
+      req.owner,
+      req.ttlMs,
+      req.hardCapMs,
+      req.idempotencyKey ?? '',
+      floor,
+      JSON.stringify(req.data ?? {}),
+      randomUUID(),
+      IDEMPOTENCY_RETENTION_MS,
+    ])) as Reply[];
+    const tag = r[0];
+    if (tag === 'ok' || tag === 'reused') return { ok: true, lease: this.lease(r.slice(1)), reused: tag === 'reused' };
+    if (tag === 'conflict') {
+      const h = this.lease(r.slice(3));
+      return {
+        ok: false,
+        reason: 'conflict',
+        key: String(r[1]),
+        pendingThaw: r[2] === '1',
+        holder: { session: h.session, owner: h.owner, leaseId: h.leaseId, expiresAt: h.expiresAt, fence: h.fence },
+      };
+    }
+    return { ok: false, reason: 'idempotency-key-reused', session: String(r[1]), leaseId: String(r[2]) };
+  }
+
+  async renew(session: string, leaseId: string, ttlMs: number): Promise<RenewResult> {
+    const r = (await this.run(S.RENEW, [session, leaseId, ttlMs])) as Reply[];
+    if (r[0] === 'ok') return { ok: true, capped: r[1] === '1', lease: this.lease(r.slice(2)) };
+    const reason = r[0] as 'not-found' | 'lease-mismatch' | 'expired';
+    return r.length > 1 ? { ok: false, reason, lease: this.lease(r.slice(1)) } : { ok: false, reason };
+  }
+
+  async release(session: string, leaseId: string): Promise<boolean> {
+    return (await this.run(S.RELEASE, [session, leaseId])) === 1;
+  }
+
+  async getByKey(key: string): Promise<Lease | undefined> {
+    const r = (await this.run(S.GET_BY_KEY, [key])) as Reply[];
+    return r.length ? this.lease(r) : undefined;
+  }
+
+  async getSession(session: string): Promise<Lease | undefined> {
+    const r = await this.guard(() => this.redis.hgetall(this.prefix + 'session:' + session));
+    return Object.keys(r).length ? this.leaseFromMap(r) : undefined;
+  }
+
+  async updateData(session: string, leaseId: string, data: SessionData): Promise<boolean> {
+    return (await this.run(S.UPDATE_DATA, [session, leaseId, JSON.stringify(data)])) === 1;
+  }
+
+  async check(key: string, leaseId: string, epoch: string): Promise<FenceCheck> {
+    const r = (await this.run(S.CHECK, [this.epochCandidate, key, leaseId, epoch])) as Reply[];
+    switch (r[0]) {
+      case 'live':
+      case 'expired':
+        return { state: r[0], lease: this.lease(r.slice(1)) };
+      case 'superseded':
+        return { state: 'superseded', holder: this.lease(r.slice(1)) };
+      case 'lost':
+        return { state: 'lost', epoch: String(r[1]) };
+      default:
+        return { state: 'ended' };
+    }
+  }
+
+  async dueSessions(limit: number): Promise<Lease[]> {
+    const r = (await this.run(S.LIST_SESSIONS, ['now', limit])) as Reply[][];
+    return r.map((f) => this.lease(f));
+  }
+
+  async claim(session: string, leaseId: string, retryMs: number): Promise<boolean> {
+    return (await this.run(S.CLAIM, [session, leaseId, retryMs])) === 1;
+  }
+
+  async listSessions(): Promise<Lease[]> {
+    const r = (await this.run(S.LIST_SESSIONS, ['+inf', 1_000_000])) as Reply[][];
+    return r.map((f) => this.lease(f));
+  }
+
+  async now(): Promise<number> {
+    const [sec, usec] = await this.guard(() => this.redis.time());
+    return Number(sec) * 1000 + Math.floor(Number(usec) / 1000);
+  }
+
+  async putVm(rec: VmRegistration): Promise<boolean> {
+    return (await this.guard(() => this.redis.hsetnx(this.prefix + 'vms', rec.name, JSON.stringify(rec)))) === 1;
+  }
+
+  async getVm(name: string): Promise<VmRegistration | undefined> {
+    const v = await this.guard(() => this.redis.hget(this.prefix + 'vms', name));
+    return v === null ? undefined : (JSON.parse(v) as VmRegistration);
+  }
+
+  async deleteVm(name: string): Promise<boolean> {
+    return (await this.guard(() => this.redis.hdel(this.prefix + 'vms', name))) === 1;
+  }
+
+  async listVms(): Promise<VmRegistration[]> {
+    const vals = await this.guard(() => this.redis.hvals(this.prefix + 'vms'));
+    return vals.map((v) => JSON.parse(v) as VmRegistration).sort((a, b) => (a.name < b.name ? -1 : 1));
+  }
+
+  async health(): Promise<StoreHealth> {
+    const t0 = performance.now();
+    try {
+      const r = (await this.run(S.EPOCH, [this.epochCandidate])) as Reply[];
+      return { ok: true, kind: 'redis', epoch: String(r[0]), latencyMs: Math.round((performance.now() - t0) * 100) / 100 };
+    } catch (e) {
+      return { ok: false, kind: 'redis', detail: (e as Error).message };
+    }
+  }
+
+  async close(): Promise<void> {
+    try {
+      await this.redis.quit();
+    } catch {
+      this.redis.disconnect();
+    }
+  }
+
+  /** EVALSHA, falling back to EVAL when Redis does not know the script (first use, or after a restart). */
+  private async run(script: string, args: Array<string | number>): Promise<Reply> {
+    let sha = this.shas.get(script);
+    if (!sha) {
+      sha = createHash('sha1').update(script).digest('hex');
+      this.shas.set(script, sha);
+    }
+    const argv = [this.prefix, ...args.map((a) => (typeof a === 'number' ? String(Math.round(a)) : a))];
+    return this.guard(async () => {
+      try {
+        return (await this.redis.evalsha(sha, 0, ...argv)) as Reply;
+      } catch (e) {
+        if (!errorPrefix(e).startsWith('NOSCRIPT')) throw e;
+        return (await this.redis.eval(script, 0, ...argv)) as Reply;
+      }
+    });
+  }
+
+  private async guard<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (e) {
+      throw toGatewayError(e);
+    }
+  }
+
+  private lease(flat: Reply[]): Lease {
+    const m: Record<string, string> = {};
+    for (let i = 0; i + 1 < flat.length; i += 2) m[String(flat[i])] = String(flat[i + 1]);
+    return this.leaseFromMap(m);
+  }
+
+  private leaseFromMap(m: Record<string, string>): Lease {
+    const lease: Lease = {
+      session: m.session,
+      keys: JSON.parse(m.keys) as string[],
+      leaseId: m.leaseId,
+      owner: m.owner,
+      fence: Number(m.fence),
+      createdAt: Number(m.createdAt),
+      expiresAt: Number(m.expiresAt),
+      hardDeadline: Number(m.hardDeadline),
+      ...(m.idem ? { idempotencyKey: m.idem } : {}),
+      epoch: m.epoch,
+      data: JSON.parse(m.data) as SessionData,
+    };
+    if (lease.fence > this.highWater) this.highWater = lease.fence;
+    return lease;
+  }
+}
+
+function errorPrefix(e: unknown): string {
+  return e instanceof Error && e.name === 'ReplyError' ? e.message : '';
+}
+
+function toGatewayError(e: unknown): GatewayError {
+  if (e instanceof GatewayError) return e;
+  const msg = e instanceof Error ? e.message : String(e);
+  const prefix = errorPrefix(e);
+  // a ReplyError that is not an availability condition is a script or usage bug: say so loudly
+  if (prefix && !UNAVAILABLE_PREFIXES.some((p) => prefix.startsWith(p))) {
+    return new GatewayError('INTERNAL', `Redis refused a store command: ${msg}`, { cause: e });
+  }
+  return new GatewayError('STORE_UNAVAILABLE', `lease store (Redis) unavailable: ${msg}`, { cause: e });
+}

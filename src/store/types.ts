@@ -1,0 +1,166 @@
+/**
+ * The lease store: what freeze sessions and the API-registered VM registry need to share between
+ * gateway processes. Two implementations honour the same contract (test/integration/
+ * store-contract.test.ts): MemoryStore (embedded, one process) and RedisStore (many processes).
+ *
+ * Vocabulary
+ * - lock key: one per VM (`vm:<name>`). A VM is locked from acquire until its session ends.
+ * - session: what one acquire created: the lease (holder, fence, expiry) and the list of lock keys it
+ *   holds. A single-VM freeze has one lock key and its session key equals it; a freeze group holds
+ *   several VM keys under one session key (`group:<id>`), with ONE lease and ONE deadline.
+ * - lease: a session is live while now < expiresAt. A session whose lease has expired is NOT gone:
+ *   it stays (and keeps its VMs locked) until someone confirms the thaw and ends it with release().
+ *   So an expired-but-unthawed VM can never be frozen again under a new lease by accident, and
+ *   the durable deadline index still knows it must be thawed.
+ * - deadline index: a sorted set session key → time it must be thawed by. Every gateway process
+ *   sweeps it (dueSessions + claim); the claim moves the entry forward by a retry delay so that one
+ *   process thaws at a time and a crashed claimer is retried.
+ * - fence: a number that grows with every acquire and never goes backwards, even when Redis loses
+ *   its data (restart without persistence). It is max(last + 1, store clock in microseconds,
+ *   caller's floor + 1): the clock term keeps it ahead of every fence handed out before the loss
+ *   (as long as fewer than 1e6 acquires per second were made and the store clock does not step
+ *   back), and the floor term (each process passes the highest fence it has seen) covers a clock
+ *   that did step back. Microseconds since 1970 stay below 2^53 until the year 2255.
+ * - epoch: a random id the store takes when it starts empty. A lease records the epoch it was made
+ *   in; a different epoch later means the store lost its data (so "no session" does not mean
+ *   "someone already thawed it") and the holder must act on its own knowledge.
+ *
+ * Every time in here (createdAt, expiresAt, now) is milliseconds since 1970 on the STORE's clock
+ * (Redis: the server's TIME), so processes with skewed clocks still agree on who holds a lease.
+ * Every method rejects with GatewayError STORE_UNAVAILABLE when the store cannot be reached; none
+ * of them waits for a reconnect.
+ */
+import type { Endpoint } from '../qga/types.js';
+
+/** Opaque, JSON-serialisable data the freeze service keeps with a session (VMs, mountpoints, …). */
+export type SessionData = { [key: string]: unknown };
+
+export interface Lease {
+  /** session key: `vm:<name>` or `group:<id>` */
+  session: string;
+  /** lock keys held (VM keys) */
+  keys: string[];
+  leaseId: string;
+  /** who asked: a caller principal; an idempotent retry must come from the same owner */
+  owner: string;
+  fence: number;
+  createdAt: number;
+  expiresAt: number;
+  /** renewals never go past this: createdAt + the hard cap given at acquire */
+  hardDeadline: number;
+  idempotencyKey?: string;
+  /** store epoch the lease was created in */
+  epoch: string;
+  data: SessionData;
+}
+
+export interface AcquireRequest {
+  /** session key; equals keys[0] for a single VM */
+  session: string;
+  /** lock keys to take, all or none */
+  keys: string[];
+  owner: string;
+  ttlMs: number;
+  /** total life cap from creation (renewals stop there) */
+  hardCapMs: number;
+  idempotencyKey?: string;
+  /** highest fence this process has seen; the new fence is above it */
+  fenceFloor?: number;
+  data?: SessionData;
+}
+
+export type AcquireResult =
+  /** reused: an earlier acquire with the same owner + idempotency key made this live lease */
+  | { ok: true; lease: Lease; reused: boolean }
+  | {
+      ok: false;
+      reason: 'conflict';
+      /** the session holding (one of) the keys */
+      holder: { session: string; owner: string; leaseId: string; expiresAt: number; fence: number };
+      /** the holder's lease has expired but its VMs are not thawed yet */
+      pendingThaw: boolean;
+      key: string;
+    }
+  | {
+      ok: false;
+      /** the idempotency key belongs to a lease that has ended (or to a different request) */
+      reason: 'idempotency-key-reused';
+      leaseId: string;
+      session: string;
+    };
+
+export type RenewResult =
+  | { ok: true; lease: Lease; capped: boolean }
+  | { ok: false; reason: 'not-found' | 'lease-mismatch' | 'expired'; lease?: Lease };
+
+/** What a process finds about its own lease right before it sends an agent command. */
+export type FenceCheck =
+  /** the lease is still ours and live */
+  | { state: 'live'; lease: Lease }
+  /** still ours (not ended by anyone) but expired: only a thaw may be sent */
+  | { state: 'expired'; lease: Lease }
+  /** someone ended it (thawed and released); nothing to do */
+  | { state: 'ended' }
+  /** another session holds the key now: send nothing */
+  | { state: 'superseded'; holder: Lease }
+  /** the store lost its data since the lease was made: the holder's own knowledge is all there is */
+  | { state: 'lost'; epoch: string };
+
+export interface VmRegistration {
+  name: string;
+  endpoint: Endpoint;
+  labels?: Record<string, string>;
+}
+
+export interface StoreHealth {
+  ok: boolean;
+  kind: 'memory' | 'redis';
+  epoch?: string;
+  latencyMs?: number;
+  detail?: string;
+}
+
+export interface LeaseStore {
+  readonly kind: 'memory' | 'redis';
+
+  /** Take all keys or none. Idempotent per (owner, idempotencyKey): a retry returns the same lease, unextended. */
+  acquire(req: AcquireRequest): Promise<AcquireResult>;
+  /** Extend a live lease to now + ttlMs, never past its hardDeadline. */
+  renew(session: string, leaseId: string, ttlMs: number): Promise<RenewResult>;
+  /** Compare-and-delete: ends the session (locks, deadline) only if leaseId matches. */
+  release(session: string, leaseId: string): Promise<boolean>;
+  /** The session (live or expired-unthawed) holding a lock key, if any. */
+  getByKey(key: string): Promise<Lease | undefined>;
+  getSession(session: string): Promise<Lease | undefined>;
+  /** Replace a session's data, only if leaseId matches. */
+  updateData(session: string, leaseId: string, data: SessionData): Promise<boolean>;
+  /** Fencing: where does this lease stand on `key` right now? */
+  check(key: string, leaseId: string, epoch: string): Promise<FenceCheck>;
+
+  /** Sessions whose deadline has passed (sweeper input), oldest first. */
+  dueSessions(limit: number): Promise<Lease[]>;
+  /**
+   * Claim a due session for thawing: true if it is still due and was not renewed; its deadline
+   * moves to now + retryMs so that nobody else takes it meanwhile and a crashed claimer is retried.
+   */
+  claim(session: string, leaseId: string, retryMs: number): Promise<boolean>;
+  /** Every session, live or expired (start-up reconciliation). */
+  listSessions(): Promise<Lease[]>;
+
+  /** The store's clock, milliseconds. */
+  now(): Promise<number>;
+  /** Highest fence this store object has handed out or seen. */
+  readonly fenceHighWater: number;
+
+  /** API-registered VMs. putVm is false when the name exists. */
+  putVm(rec: VmRegistration): Promise<boolean>;
+  getVm(name: string): Promise<VmRegistration | undefined>;
+  deleteVm(name: string): Promise<boolean>;
+  listVms(): Promise<VmRegistration[]>;
+
+  health(): Promise<StoreHealth>;
+  close(): Promise<void>;
+}
+
+export const vmKey = (vm: string): string => `vm:${vm}`;
+export const groupKey = (id: string): string => `group:${id}`;

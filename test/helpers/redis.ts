@@ -1,0 +1,139 @@
+/**
+ * A real redis-server for tests: a free loopback port, a fresh temp dir, no persistence unless a
+ * test asks to keep the data across restart(). Fails loudly when redis-server is not installed.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+
+export const REDIS_SERVER_PATH = '/usr/bin/redis-server';
+
+export interface TestRedis {
+  url: string;
+  port: number;
+  readonly pid: number | undefined;
+  /** SIGTERM (no save), wait for exit, remove the temp dir */
+  stop(): Promise<void>;
+  /** SIGKILL: a crash; data not saved */
+  kill(): Promise<void>;
+  /** stop if running and start again on the same port; `empty: false` saves the data first */
+  restart(opts?: { empty?: boolean }): Promise<void>;
+  /** SIGSTOP / SIGCONT: the server stops answering but keeps its connections */
+  pause(): void;
+  resume(): void;
+  /** send one command over a raw connection (no client library), return the raw reply text */
+  command(...args: string[]): Promise<string>;
+}
+
+export async function startRedis(): Promise<TestRedis> {
+  if (!existsSync(REDIS_SERVER_PATH)) {
+    throw new Error(
+      `${REDIS_SERVER_PATH} is missing: the Redis store tests need a real redis-server. ` +
+        'Install it with scripts/ensure-system-deps.sh (Debian package redis-server).',
+    );
+  }
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'qga-redis-'));
+  const port = await freePort();
+  let child: ChildProcess | undefined;
+  let log = '';
+
+  const launch = async (): Promise<void> => {
+    log = '';
+    const c = spawn(
+      REDIS_SERVER_PATH,
+      ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--loglevel', 'warning'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    c.stdout?.on('data', (d: Buffer) => (log += d.toString()));
+    c.stderr?.on('data', (d: Buffer) => (log += d.toString()));
+    child = c;
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      if (c.exitCode !== null) throw new Error(`redis-server exited with ${c.exitCode}: ${log}`);
+      try {
+        if ((await rawCommand(port, ['PING'])).startsWith('+PONG')) return;
+      } catch {
+        // not listening yet
+      }
+      if (Date.now() > deadline) throw new Error(`redis-server did not answer on port ${port}: ${log}`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  };
+
+  const waitExit = async (c: ChildProcess, signal: NodeJS.Signals): Promise<void> => {
+    if (c.exitCode !== null || c.signalCode !== null) return;
+    const exited = new Promise<void>((r) => c.once('exit', () => r()));
+    c.kill('SIGCONT'); // a paused server would never handle SIGTERM
+    c.kill(signal);
+    await exited;
+  };
+
+  await launch();
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    port,
+    get pid() {
+      return child?.pid;
+    },
+    async stop() {
+      if (child) await waitExit(child, 'SIGTERM');
+      child = undefined;
+      await rm(dir, { recursive: true, force: true });
+    },
+    async kill() {
+      if (child) await waitExit(child, 'SIGKILL');
+    },
+    async restart(opts = {}) {
+      const empty = opts.empty ?? true;
+      if (child && child.exitCode === null && child.signalCode === null) {
+        if (!empty) await rawCommand(port, ['SAVE']);
+        await waitExit(child, 'SIGKILL');
+      }
+      if (empty) await rm(path.join(dir, 'dump.rdb'), { force: true });
+      await launch();
+    },
+    pause() {
+      child?.kill('SIGSTOP');
+    },
+    resume() {
+      child?.kill('SIGCONT');
+    },
+    command: (...args: string[]) => rawCommand(port, args),
+  };
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const p = typeof addr === 'object' && addr ? addr.port : 0;
+      srv.close(() => resolve(p));
+    });
+  });
+}
+
+/** One RESP command; resolves with the first reply chunk (enough for PING, SAVE, simple replies). */
+function rawCommand(port: number, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1');
+    const t = setTimeout(() => {
+      s.destroy();
+      reject(new Error('redis raw command timed out'));
+    }, 5_000);
+    s.once('error', (e) => {
+      clearTimeout(t);
+      reject(e);
+    });
+    s.once('data', (d) => {
+      clearTimeout(t);
+      s.end();
+      resolve(d.toString());
+    });
+    s.write(`*${args.length}\r\n` + args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join(''));
+  });
+}

@@ -1,0 +1,334 @@
+/**
+ * One contract, two lease stores: the in-memory one and Redis (a real redis-server started here).
+ * Expiry is exercised with real short TTLs on the store's own clock.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomUUID } from 'node:crypto';
+import { GatewayError } from '../../src/errors.js';
+import { MemoryStore } from '../../src/store/memory.js';
+import { RedisStore } from '../../src/store/redis.js';
+import type { AcquireRequest, LeaseStore } from '../../src/store/types.js';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+let redis: TestRedis;
+const opened: LeaseStore[] = [];
+
+beforeAll(async () => {
+  redis = await startRedis();
+});
+afterAll(async () => {
+  for (const s of opened) await s.close();
+  await redis?.stop();
+});
+
+async function makeRedisStore(prefix = `t${randomUUID().slice(0, 8)}:`, commandTimeoutMs = 1_000): Promise<RedisStore> {
+  const s = new RedisStore({ url: redis.url, keyPrefix: prefix, commandTimeoutMs });
+  opened.push(s);
+  await s.ready();
+  return s;
+}
+
+const impls: Array<[string, () => Promise<LeaseStore>]> = [
+  ['memory', async () => new MemoryStore()],
+  ['redis', () => makeRedisStore()],
+];
+
+function req(over: Partial<AcquireRequest> = {}): AcquireRequest {
+  return { session: 'vm:a', keys: ['vm:a'], owner: 'alice', ttlMs: 10_000, hardCapMs: 60_000, ...over };
+}
+
+describe.each(impls)('LeaseStore contract: %s', (_name, make) => {
+  let store: LeaseStore;
+  beforeAll(async () => {
+    store = await make();
+  });
+
+  it('acquires a lease and refuses a second holder, naming the holder and its expiry', async () => {
+    const a = await store.acquire(req({ session: 'vm:c1', keys: ['vm:c1'] }));
+    expect(a.ok).toBe(true);
+    if (!a.ok) return;
+    expect(a.reused).toBe(false);
+    expect(a.lease.owner).toBe('alice');
+    expect(a.lease.expiresAt - a.lease.createdAt).toBe(10_000);
+    expect(a.lease.hardDeadline - a.lease.createdAt).toBe(60_000);
+    expect(a.lease.keys).toEqual(['vm:c1']);
+    const b = await store.acquire(req({ session: 'vm:c1', keys: ['vm:c1'], owner: 'bob' }));
+    expect(b).toMatchObject({ ok: false, reason: 'conflict', key: 'vm:c1', pendingThaw: false });
+    if (b.ok || b.reason !== 'conflict') return;
+    expect(b.holder).toEqual({ session: 'vm:c1', owner: 'alice', leaseId: a.lease.leaseId, expiresAt: a.lease.expiresAt, fence: a.lease.fence });
+    expect((await store.getByKey('vm:c1'))?.leaseId).toBe(a.lease.leaseId);
+  });
+
+  it('an idempotent retry by the same owner returns the same lease, not extended', async () => {
+    const r = req({ session: 'vm:i1', keys: ['vm:i1'], idempotencyKey: 'k-1' });
+    const a = await store.acquire(r);
+    await sleep(20);
+    const b = await store.acquire(r);
+    expect(a.ok && b.ok).toBe(true);
+    if (!a.ok || !b.ok) return;
+    expect(b.reused).toBe(true);
+    expect(b.lease.leaseId).toBe(a.lease.leaseId);
+    expect(b.lease.fence).toBe(a.lease.fence);
+    expect(b.lease.expiresAt).toBe(a.lease.expiresAt);
+    // another owner with the same key is just a conflict
+    const c = await store.acquire({ ...r, owner: 'mallory' });
+    expect(c).toMatchObject({ ok: false, reason: 'conflict' });
+    // the same key for other VMs is refused: it names an earlier, different request
+    const d = await store.acquire({ ...r, session: 'vm:i2', keys: ['vm:i2'] });
+    expect(d).toMatchObject({ ok: false, reason: 'idempotency-key-reused', leaseId: a.lease.leaseId });
+    expect(await store.getByKey('vm:i2')).toBeUndefined();
+  });
+
+  it('release is compare-and-delete; the idempotency key stays used afterwards', async () => {
+    const r = req({ session: 'vm:r1', keys: ['vm:r1'], idempotencyKey: 'k-r1' });
+    const a = await store.acquire(r);
+    if (!a.ok) throw new Error('acquire failed');
+    expect(await store.release('vm:r1', 'not-the-lease')).toBe(false);
+    expect((await store.getByKey('vm:r1'))?.leaseId).toBe(a.lease.leaseId);
+    expect(await store.release('vm:r1', a.lease.leaseId)).toBe(true);
+    expect(await store.release('vm:r1', a.lease.leaseId)).toBe(false);
+    expect(await store.getByKey('vm:r1')).toBeUndefined();
+    expect(await store.getSession('vm:r1')).toBeUndefined();
+    expect(await store.acquire(r)).toMatchObject({ ok: false, reason: 'idempotency-key-reused' });
+    const other = await store.acquire(req({ session: 'vm:r1', keys: ['vm:r1'], owner: 'bob' }));
+    expect(other.ok).toBe(true);
+  });
+
+  it('renew extends a live lease within the hard cap and refuses a wrong or expired lease', async () => {
+    const a = await store.acquire(req({ session: 'vm:n1', keys: ['vm:n1'], ttlMs: 1_000, hardCapMs: 5_000 }));
+    if (!a.ok) throw new Error('acquire failed');
+    const r1 = await store.renew('vm:n1', a.lease.leaseId, 3_000);
+    expect(r1.ok).toBe(true);
+    if (!r1.ok) return;
+    expect(r1.capped).toBe(false);
+    expect(r1.lease.expiresAt).toBeGreaterThan(a.lease.expiresAt);
+    const r2 = await store.renew('vm:n1', a.lease.leaseId, 60_000);
+    expect(r2).toMatchObject({ ok: true, capped: true });
+    if (!r2.ok) return;
+    expect(r2.lease.expiresAt).toBe(a.lease.hardDeadline);
+    expect(await store.renew('vm:n1', 'wrong', 1_000)).toMatchObject({ ok: false, reason: 'lease-mismatch' });
+    expect(await store.renew('vm:none', 'wrong', 1_000)).toMatchObject({ ok: false, reason: 'not-found' });
+
+    const b = await store.acquire(req({ session: 'vm:n2', keys: ['vm:n2'], ttlMs: 100 }));
+    if (!b.ok) throw new Error('acquire failed');
+    await sleep(200);
+    expect(await store.renew('vm:n2', b.lease.leaseId, 1_000)).toMatchObject({ ok: false, reason: 'expired' });
+  });
+
+  it('an expired lease keeps its VM locked (pending thaw) until released; the sweeper claims it once', async () => {
+    const a = await store.acquire(req({ session: 'vm:e1', keys: ['vm:e1'], ttlMs: 100 }));
+    if (!a.ok) throw new Error('acquire failed');
+    expect((await store.dueSessions(100)).map((s) => s.session)).not.toContain('vm:e1');
+    expect(await store.claim('vm:e1', a.lease.leaseId, 1_000)).toBe(false); // not due yet
+    await sleep(200);
+    const b = await store.acquire(req({ session: 'vm:e1', keys: ['vm:e1'], owner: 'bob' }));
+    expect(b).toMatchObject({ ok: false, reason: 'conflict', pendingThaw: true });
+    const due = await store.dueSessions(100);
+    expect(due.find((s) => s.session === 'vm:e1')?.leaseId).toBe(a.lease.leaseId);
+    expect(await store.claim('vm:e1', 'wrong', 1_000)).toBe(false);
+    expect(await store.claim('vm:e1', a.lease.leaseId, 1_000)).toBe(true);
+    expect(await store.claim('vm:e1', a.lease.leaseId, 1_000)).toBe(false); // someone has it
+    expect((await store.dueSessions(100)).map((s) => s.session)).not.toContain('vm:e1');
+    expect(await store.check('vm:e1', a.lease.leaseId, a.lease.epoch)).toMatchObject({ state: 'expired' });
+    expect(await store.release('vm:e1', a.lease.leaseId)).toBe(true);
+    expect((await store.listSessions()).map((s) => s.session)).not.toContain('vm:e1');
+  });
+
+  it('a claim retried after its delay is due again (a crashed claimer is retried)', async () => {
+    const a = await store.acquire(req({ session: 'vm:e2', keys: ['vm:e2'], ttlMs: 50 }));
+    if (!a.ok) throw new Error('acquire failed');
+    await sleep(120);
+    expect(await store.claim('vm:e2', a.lease.leaseId, 100)).toBe(true);
+    await sleep(200);
+    expect((await store.dueSessions(100)).map((s) => s.session)).toContain('vm:e2');
+    expect(await store.claim('vm:e2', a.lease.leaseId, 100)).toBe(true);
+    await store.release('vm:e2', a.lease.leaseId);
+  });
+
+  it('a renewed lease is no longer due and cannot be claimed', async () => {
+    const a = await store.acquire(req({ session: 'vm:e3', keys: ['vm:e3'], ttlMs: 300 }));
+    if (!a.ok) throw new Error('acquire failed');
+    await store.renew('vm:e3', a.lease.leaseId, 10_000);
+    await sleep(400);
+    expect((await store.dueSessions(100)).map((s) => s.session)).not.toContain('vm:e3');
+    expect(await store.claim('vm:e3', a.lease.leaseId, 1_000)).toBe(false);
+    await store.release('vm:e3', a.lease.leaseId);
+  });
+
+  it('a group takes all its VM keys or none, under one lease and one deadline', async () => {
+    const single = await store.acquire(req({ session: 'vm:g2', keys: ['vm:g2'] }));
+    if (!single.ok) throw new Error('acquire failed');
+    const refused = await store.acquire(req({ session: 'group:x', keys: ['vm:g1', 'vm:g2', 'vm:g3'] }));
+    expect(refused).toMatchObject({ ok: false, reason: 'conflict', key: 'vm:g2' });
+    expect(await store.getByKey('vm:g1')).toBeUndefined();
+    expect(await store.getByKey('vm:g3')).toBeUndefined();
+    await store.release('vm:g2', single.lease.leaseId);
+
+    const g = await store.acquire(req({ session: 'group:y', keys: ['vm:g3', 'vm:g1', 'vm:g2'], idempotencyKey: 'grp' }));
+    if (!g.ok) throw new Error('group acquire failed');
+    expect(g.lease.keys).toEqual(['vm:g1', 'vm:g2', 'vm:g3']);
+    // a retry (with a fresh group id, as a new request would carry) finds the same group
+    const retry = await store.acquire(req({ session: 'group:z', keys: ['vm:g1', 'vm:g2', 'vm:g3'], idempotencyKey: 'grp' }));
+    expect(retry).toMatchObject({ ok: true, reused: true, lease: { session: 'group:y', leaseId: g.lease.leaseId } });
+    const member = await store.acquire(req({ session: 'vm:g1', keys: ['vm:g1'], owner: 'bob' }));
+    expect(member).toMatchObject({ ok: false, reason: 'conflict', holder: { session: 'group:y' } });
+    expect((await store.getByKey('vm:g3'))?.session).toBe('group:y');
+    expect(await store.release('group:y', g.lease.leaseId)).toBe(true);
+    for (const k of ['vm:g1', 'vm:g2', 'vm:g3']) expect(await store.getByKey(k)).toBeUndefined();
+  });
+
+  it('fences strictly increase and respect the caller floor', async () => {
+    const fences: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const a = await store.acquire(req({ session: `vm:f${i}`, keys: [`vm:f${i}`] }));
+      if (!a.ok) throw new Error('acquire failed');
+      fences.push(a.lease.fence);
+    }
+    for (let i = 1; i < fences.length; i++) expect(fences[i]).toBeGreaterThan(fences[i - 1]);
+    expect(Number.isSafeInteger(fences[4])).toBe(true);
+    const floor = fences[4] + 1_000_000_000;
+    const hi = await store.acquire(req({ session: 'vm:f9', keys: ['vm:f9'], fenceFloor: floor }));
+    expect(hi.ok && hi.lease.fence).toBe(floor + 1);
+    expect(store.fenceHighWater).toBeGreaterThanOrEqual(floor + 1);
+  });
+
+  it('check tells live, expired, superseded, ended and lost apart', async () => {
+    const a = await store.acquire(req({ session: 'vm:k1', keys: ['vm:k1'], ttlMs: 150 }));
+    if (!a.ok) throw new Error('acquire failed');
+    expect(await store.check('vm:k1', a.lease.leaseId, a.lease.epoch)).toMatchObject({ state: 'live' });
+    await sleep(250);
+    expect(await store.check('vm:k1', a.lease.leaseId, a.lease.epoch)).toMatchObject({ state: 'expired' });
+    await store.release('vm:k1', a.lease.leaseId);
+    expect(await store.check('vm:k1', a.lease.leaseId, a.lease.epoch)).toEqual({ state: 'ended' });
+    expect(await store.check('vm:k1', a.lease.leaseId, 'some-other-epoch')).toMatchObject({ state: 'lost' });
+    const b = await store.acquire(req({ session: 'vm:k1', keys: ['vm:k1'], owner: 'bob' }));
+    if (!b.ok) throw new Error('acquire failed');
+    expect(await store.check('vm:k1', a.lease.leaseId, a.lease.epoch)).toMatchObject({
+      state: 'superseded',
+      holder: { leaseId: b.lease.leaseId },
+    });
+  });
+
+  it('keeps session data and replaces it only under the matching lease', async () => {
+    const a = await store.acquire(req({ session: 'vm:d1', keys: ['vm:d1'], data: { vms: ['d1'], mountpoints: ['/data'] } }));
+    if (!a.ok) throw new Error('acquire failed');
+    expect(a.lease.data).toEqual({ vms: ['d1'], mountpoints: ['/data'] });
+    expect(await store.updateData('vm:d1', 'wrong', { frozen: 9 })).toBe(false);
+    expect(await store.updateData('vm:d1', a.lease.leaseId, { vms: ['d1'], frozen: 1 })).toBe(true);
+    expect((await store.getSession('vm:d1'))?.data).toEqual({ vms: ['d1'], frozen: 1 });
+  });
+
+  it('stores API-registered VMs', async () => {
+    const rec = { name: 'web-1', endpoint: { type: 'unix' as const, path: '/run/qga/web-1.sock' }, labels: { env: 'prod' } };
+    expect(await store.putVm(rec)).toBe(true);
+    expect(await store.putVm({ ...rec, endpoint: { type: 'tcp', host: 'h', port: 1 } })).toBe(false);
+    expect(await store.getVm('web-1')).toEqual(rec);
+    expect(await store.putVm({ name: 'db-1', endpoint: { type: 'tcp', host: '10.0.0.5', port: 4444 } })).toBe(true);
+    expect((await store.listVms()).map((v) => v.name)).toEqual(['db-1', 'web-1']);
+    expect(await store.deleteVm('web-1')).toBe(true);
+    expect(await store.deleteVm('web-1')).toBe(false);
+    expect(await store.getVm('web-1')).toBeUndefined();
+  });
+
+  it('reports health and its clock', async () => {
+    const h = await store.health();
+    expect(h.ok).toBe(true);
+    expect(typeof h.epoch).toBe('string');
+    expect(Math.abs((await store.now()) - Date.now())).toBeLessThan(60_000);
+  });
+});
+
+describe('RedisStore against a failing Redis', () => {
+  it('fences never go backwards when Redis restarts empty, and holders learn the data was lost', async () => {
+    const own = await startRedis();
+    const store = new RedisStore({ url: own.url, keyPrefix: 'f:', commandTimeoutMs: 1_000 });
+    try {
+      await store.ready();
+      let last = 0;
+      for (let i = 0; i < 20; i++) {
+        const a = await store.acquire(req({ session: `vm:x${i}`, keys: [`vm:x${i}`] }));
+        if (!a.ok) throw new Error('acquire failed');
+        last = a.lease.fence;
+      }
+      const before = await store.getByKey('vm:x19');
+      if (!before) throw new Error('lease missing');
+      await own.restart({ empty: true });
+      // a second store object, as another process would have, without this one's high-water mark
+      const fresh = new RedisStore({ url: own.url, keyPrefix: 'f:', commandTimeoutMs: 1_000 });
+      try {
+        await fresh.ready();
+        expect(await fresh.getByKey('vm:x19')).toBeUndefined();
+        const b = await fresh.acquire(req({ session: 'vm:y', keys: ['vm:y'] }));
+        expect(b.ok && b.lease.fence).toBeGreaterThan(last);
+        if (!b.ok) return;
+        expect(b.lease.epoch).not.toBe(before.epoch);
+        expect(await fresh.check('vm:x19', before.leaseId, before.epoch)).toMatchObject({ state: 'lost' });
+      } finally {
+        await fresh.close();
+      }
+      await store.ready();
+      const c = await store.acquire(req({ session: 'vm:z', keys: ['vm:z'] }));
+      expect(c.ok && c.lease.fence).toBeGreaterThan(last);
+    } finally {
+      await store.close();
+      await own.stop();
+    }
+  });
+
+  it('an acquire whose reply was lost does not lock its owner out', async () => {
+    const own = await startRedis();
+    const store = new RedisStore({ url: own.url, keyPrefix: 'l:', commandTimeoutMs: 300 });
+    try {
+      await store.ready();
+      const r = req({ session: 'vm:lost', keys: ['vm:lost'], idempotencyKey: 'idem-lost' });
+      own.pause();
+      const err = await store.acquire(r).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      own.resume();
+      expect(err).toBeInstanceOf(GatewayError);
+      expect((err as GatewayError).code).toBe('STORE_UNAVAILABLE');
+      // Redis ran the acquire after all: the lock exists …
+      let held;
+      for (let i = 0; i < 50 && !held; i++) {
+        held = await store.getByKey('vm:lost').catch(() => undefined);
+        if (!held) await sleep(50);
+      }
+      expect(held?.owner).toBe('alice');
+      // … and the owner's retry gets it back instead of a conflict
+      const again = await store.acquire(r);
+      expect(again).toMatchObject({ ok: true, reused: true, lease: { leaseId: held?.leaseId } });
+      // someone else still conflicts
+      expect(await store.acquire({ ...r, owner: 'bob', idempotencyKey: undefined })).toMatchObject({ ok: false, reason: 'conflict' });
+    } finally {
+      own.resume();
+      await store.close();
+      await own.stop();
+    }
+  });
+
+  it('fails fast with STORE_UNAVAILABLE while Redis is down, and works again after it is back', async () => {
+    const own = await startRedis();
+    const store = new RedisStore({ url: own.url, keyPrefix: 'd:', commandTimeoutMs: 500 });
+    try {
+      await store.ready();
+      await own.kill();
+      const err = await store.acquire(req()).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(GatewayError);
+      expect((err as GatewayError).code).toBe('STORE_UNAVAILABLE');
+      expect((await store.health()).ok).toBe(false);
+      await own.restart({ empty: true });
+      await store.ready(10_000);
+      expect((await store.acquire(req())).ok).toBe(true);
+    } finally {
+      await store.close();
+      await own.stop();
+    }
+  });
+});
