@@ -1,0 +1,279 @@
+/**
+ * ExecService: guest-exec made usable. Starts processes, collects their final status exactly
+ * once from the agent (which deletes it on that read) and keeps it on the gateway, waits with
+ * backoff, and reaps processes nobody polls so their records do not pile up in the agent.
+ *
+ * Two rules follow from the agent's "first exited reply deletes the record":
+ *  - a `guest-exec-status` is never abandoned once sent (no caller signal reaches it): its reply
+ *    may be the only copy of the result. Callers that go away simply stop waiting for it.
+ *  - concurrent polls of one pid share one agent call, so two readers never race the record.
+ * For the same reason `guest-exec` itself is sent without the caller's signal: once it is on the
+ * wire the process will run, and only its pid lets the reaper clean up after it.
+ */
+import { GatewayError, isGatewayError } from '../errors.js';
+import type { JsonObject, JsonValue } from '../qga/types.js';
+import { isTransient, isUnknownPid, unknownPid } from './errors.js';
+import { ResultCache } from './results.js';
+import { PidTracker, type TrackedPid } from './tracker.js';
+import type { AgentCaller, AgentVersionOf, CaptureOutput, ExecStartRequest, ExecStatus, ExecStatusRecord } from './types.js';
+
+export interface ExecSettings {
+  maxWaitSeconds: number;
+  maxInputBytes: number;
+  resultTtlSeconds: number;
+  resultCacheMaxEntries: number;
+  resultCacheMaxBytes: number;
+  pollInitialMs: number;
+  pollMaxMs: number;
+  reaperIntervalMs: number;
+  reaperMaxIntervalMs: number;
+  maxTrackedPids: number;
+}
+
+export interface ExecLogger {
+  warn(obj: object, msg: string): void;
+  debug(obj: object, msg: string): void;
+}
+
+const REAP_BATCH = 16;
+const CAPTURE_ENUM_SINCE: readonly [number, number, number] = [8, 0, 0];
+
+export class ExecService {
+  readonly results: ResultCache;
+  readonly tracker: PidTracker;
+  private readonly inflight = new Map<string, Promise<ExecStatusRecord>>();
+  private reaperTimer?: NodeJS.Timeout;
+  private reaping = false;
+
+  constructor(
+    private readonly agent: AgentCaller,
+    private readonly versionOf: AgentVersionOf,
+    readonly settings: ExecSettings,
+    private readonly log?: ExecLogger,
+  ) {
+    this.results = new ResultCache({
+      ttlMs: settings.resultTtlSeconds * 1000,
+      maxEntries: settings.resultCacheMaxEntries,
+      maxBytes: settings.resultCacheMaxBytes,
+    });
+    this.tracker = new PidTracker(
+      { intervalMs: settings.reaperIntervalMs, maxIntervalMs: settings.reaperMaxIntervalMs, maxTracked: settings.maxTrackedPids },
+      Date.now,
+      (t) => this.log?.warn({ vm: t.vm, pid: t.pid }, 'exec: too many unreaped processes, no longer tracking the oldest'),
+    );
+  }
+
+  /** Start a process; returns its pid. Its final status will be collected even if nobody asks. */
+  async start(vm: string, req: ExecStartRequest): Promise<number> {
+    const args: JsonObject = { path: req.path };
+    if (req.arg) args.arg = req.arg;
+    if (req.env) args.env = req.env;
+    if (req.input && req.input.length > 0) args['input-data'] = req.input.toString('base64');
+    args['capture-output'] = await this.captureArgument(vm, req.capture ?? true);
+    const reply = await this.agent.call(vm, 'guest-exec', args);
+    const pid = isObject(reply) ? reply.pid : undefined;
+    if (typeof pid !== 'number' || !Number.isSafeInteger(pid)) {
+      throw new GatewayError('AGENT_PROTOCOL_ERROR', 'guest-exec returned no pid', { vm, command: 'guest-exec' });
+    }
+    // A guest pid can be reused; a result kept for an earlier process must not answer for this one.
+    this.results.delete(vm, pid);
+    this.tracker.track(vm, pid);
+    return pid;
+  }
+
+  /**
+   * The process's status: the kept final status if the gateway has one, otherwise one
+   * guest-exec-status (shared with any concurrent poll of the same pid).
+   */
+  async status(vm: string, pid: number, signal?: AbortSignal): Promise<ExecStatusRecord> {
+    const kept = this.results.get(vm, pid);
+    if (kept) return kept;
+    const key = ResultCache.key(vm, pid);
+    let poll = this.inflight.get(key);
+    if (!poll) {
+      poll = this.pollAgent(vm, pid).finally(() => this.inflight.delete(key));
+      this.inflight.set(key, poll);
+    }
+    this.tracker.touched(vm, pid);
+    return signal ? raceAbort(poll, signal) : poll;
+  }
+
+  /**
+   * Poll until the process exits or `waitMs` runs out, backing off from pollInitialMs to
+   * pollMaxMs. Returns the last status seen: `exited: false` when time ran out. Transient agent
+   * trouble (a lost reply, a resync, a frozen guest) only costs a poll; the process runs on.
+   */
+  async wait(vm: string, pid: number, waitMs: number, signal?: AbortSignal): Promise<ExecStatusRecord> {
+    const deadline = performance.now() + waitMs;
+    let delay = this.settings.pollInitialMs;
+    let last: ExecStatusRecord = { pid, status: { exited: false } };
+    this.tracker.beginWait(vm, pid);
+    try {
+      for (;;) {
+        try {
+          last = await this.status(vm, pid, signal);
+          if (last.status.exited) return last;
+        } catch (e) {
+          if (signal?.aborted || !isTransient(e)) throw e;
+          this.log?.debug({ vm, pid, err: e }, 'exec: status poll failed, polling again');
+        }
+        const remaining = deadline - performance.now();
+        if (remaining <= 0) return last;
+        await sleep(Math.min(delay, remaining), signal);
+        delay = Math.min(delay * 1.5, this.settings.pollMaxMs);
+      }
+    } finally {
+      this.tracker.endWait(vm, pid);
+    }
+  }
+
+  startReaper(): void {
+    if (this.reaperTimer) return;
+    const every = Math.max(100, Math.min(this.settings.reaperIntervalMs, 5_000));
+    this.reaperTimer = setInterval(() => void this.reapOnce(), every);
+    this.reaperTimer.unref();
+  }
+
+  stop(): void {
+    if (this.reaperTimer) clearInterval(this.reaperTimer);
+    this.reaperTimer = undefined;
+  }
+
+  /** One reaper pass (exported for tests): poll every due pid, keep what has exited. */
+  async reapOnce(): Promise<void> {
+    if (this.reaping) return;
+    this.reaping = true;
+    try {
+      this.results.sweep();
+      const due = this.tracker.due(REAP_BATCH);
+      await Promise.all(due.map((t) => this.reapOne(t)));
+    } finally {
+      this.reaping = false;
+    }
+  }
+
+  private async reapOne(t: TrackedPid): Promise<void> {
+    try {
+      const rec = await this.status(t.vm, t.pid);
+      if (!rec.status.exited) this.tracker.backOff(t);
+    } catch (e) {
+      if (isTransient(e)) this.tracker.backOff(t);
+      else {
+        // Unknown pid, VM gone, command disabled: polling again will not help.
+        this.tracker.untrack(t.vm, t.pid);
+        this.log?.warn({ vm: t.vm, pid: t.pid, err: e }, 'exec: reaper gave up on a process');
+      }
+    }
+  }
+
+  private async pollAgent(vm: string, pid: number): Promise<ExecStatusRecord> {
+    let reply: JsonValue;
+    try {
+      reply = await this.agent.call(vm, 'guest-exec-status', { pid });
+    } catch (e) {
+      if (isUnknownPid(e)) {
+        // A concurrent path (an earlier poll whose reply we did get) may have kept it meanwhile.
+        const kept = this.results.get(vm, pid);
+        if (kept) return kept;
+        const startedHere = this.tracker.get(vm, pid) !== undefined;
+        this.tracker.untrack(vm, pid);
+        throw unknownPid(vm, pid, e, startedHere);
+      }
+      if (isGatewayError(e) && e.code === 'VM_NOT_FOUND') this.tracker.untrack(vm, pid);
+      throw e;
+    }
+    const status = toExecStatus(reply, vm);
+    const rec: ExecStatusRecord = { pid, status };
+    if (status.exited) {
+      rec.collectedAt = Date.now();
+      this.results.set(vm, rec);
+      this.tracker.untrack(vm, pid);
+    }
+    return rec;
+  }
+
+  /**
+   * The `capture-output` value this agent understands. The flag form works on every agent, so
+   * the modes that mean the same thing are sent as the flag; the others need QGA >= 8.0.
+   */
+  private async captureArgument(vm: string, capture: CaptureOutput): Promise<JsonValue> {
+    if (typeof capture === 'boolean') return capture;
+    if (capture === 'separated') return true;
+    if (capture === 'none') return false;
+    let version = this.versionOf(vm);
+    if (!version) {
+      // The version is learnt when the channel syncs; a ping makes that happen.
+      await this.agent.call(vm, 'guest-ping');
+      version = this.versionOf(vm);
+    }
+    if (version && compareVersion(version, CAPTURE_ENUM_SINCE) < 0) {
+      throw new GatewayError(
+        'COMMAND_NOT_SUPPORTED',
+        `capture-output "${capture}" needs a guest agent >= 8.0 (this one is ${version.join('.')}); use true, false, "separated" or "none"`,
+        { vm, command: 'guest-exec' },
+      );
+    }
+    return capture;
+  }
+}
+
+function compareVersion(a: readonly number[], b: readonly number[]): number {
+  for (let i = 0; i < 3; i++) if ((a[i] ?? 0) !== (b[i] ?? 0)) return (a[i] ?? 0) - (b[i] ?? 0);
+  return 0;
+}
+
+function isObject(v: JsonValue): v is JsonObject {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function toExecStatus(reply: JsonValue, vm: string): ExecStatus {
+  if (!isObject(reply) || typeof reply.exited !== 'boolean') {
+    throw new GatewayError('AGENT_PROTOCOL_ERROR', 'guest-exec-status returned no "exited" flag', { vm, command: 'guest-exec-status' });
+  }
+  const s: ExecStatus = { exited: reply.exited };
+  if (typeof reply.exitcode === 'number') s.exitcode = reply.exitcode;
+  if (typeof reply.signal === 'number') s.signal = reply.signal;
+  if (typeof reply['out-data'] === 'string') s['out-data'] = reply['out-data'];
+  if (typeof reply['err-data'] === 'string') s['err-data'] = reply['err-data'];
+  if (typeof reply['out-truncated'] === 'boolean') s['out-truncated'] = reply['out-truncated'];
+  if (typeof reply['err-truncated'] === 'boolean') s['err-truncated'] = reply['err-truncated'];
+  return s;
+}
+
+function abortReason(signal: AbortSignal): unknown {
+  return signal.reason ?? new DOMException('aborted', 'AbortError');
+}
+
+/** Stop waiting for `p` when `signal` aborts; `p` itself runs on. */
+function raceAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(abortReason(signal));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(abortReason(signal));
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  if (signal?.aborted) return Promise.reject(abortReason(signal));
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(abortReason(signal as AbortSignal));
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
