@@ -1,0 +1,72 @@
+/**
+ * Named, shared schemas for the QGA types. Each type of the reference is registered once with
+ * `app.addSchema({$id: 'GuestIpAddress', ...})` and used everywhere else through a `$ref`, so
+ * the OpenAPI document gets one `components/schemas/GuestIpAddress` and openapi-typescript
+ * emits `components['schemas']['GuestIpAddress']` instead of a copy per operation.
+ *
+ * Routes use the value `component()` returns: a `{$ref}` typed (through Type.Unsafe) as the
+ * static type of the full schema, so handlers stay type-checked.
+ *
+ * Serialization rules that shape every schema here (fast-json-stringify writes responses):
+ *  - integers are `Type.Integer()`: fjs writes a bigint exactly only for fields typed integer;
+ *  - no free-form objects (fjs falls back to JSON.stringify there, which throws on bigint);
+ *  - no `anyOf`/`oneOf` in responses: fjs picks the branch by running Ajv on the data, and Ajv
+ *    rejects a bigint as "integer", so a union holding a huge counter would fail to serialize.
+ *    The reference's unions each define ONE variant, so they are exactly `allOf[base, variant]`;
+ *  - enums are `{type: 'string', enum}` and not `const`: fjs writes a `const` from the schema,
+ *    not from the data, which would turn an unexpected value into a wrong one.
+ */
+import { Type, type Static, type TSchema, type TUnsafe } from 'typebox';
+import type { FastifyInstance } from 'fastify';
+
+export interface ComponentSchema {
+  $id: string;
+  title: string;
+  [keyword: string]: unknown;
+}
+
+const REGISTRY = new Map<string, ComponentSchema>();
+
+/** Register `schema` as the shared schema `name`; returns a typed `$ref` to it. */
+export function component<T extends TSchema>(name: string, schema: T): TUnsafe<Static<T>> {
+  if (REGISTRY.has(name)) throw new Error(`schema component ${name} is defined twice`);
+  // Spreading copies the JSON Schema keywords only (TypeBox keeps its markers non-enumerable).
+  REGISTRY.set(name, { ...(schema as Record<string, unknown>), $id: name, title: name });
+  return Type.Unsafe<Static<T>>(Type.Ref(name));
+}
+
+/** A `$ref` to a component with a description for this particular use of it. */
+export function described<T>(ref: TUnsafe<T>, description: string): TUnsafe<T> {
+  return Type.Unsafe<T>({ $ref: (ref as unknown as { $ref: string }).$ref, description });
+}
+
+/** A string enum: `{type: 'string', enum: [...]}`, typed as the union of its values. */
+export function StringEnum<const V extends readonly string[]>(
+  values: V,
+  options: { description?: string; default?: V[number] } = {},
+): TUnsafe<V[number]> {
+  return Type.Unsafe<V[number]>({ type: 'string', enum: [...values], ...options });
+}
+
+/** Every registered component, in definition order (dependencies before their users). */
+export function componentSchemas(): readonly ComponentSchema[] {
+  return [...REGISTRY.values()];
+}
+
+/**
+ * Add every QGA component to `app` once. Safe to call from each route plugin: a schema already
+ * visible in this context (added by the root, or by a sibling through the root) is skipped.
+ */
+export function registerComponents(app: FastifyInstance): void {
+  for (const s of componentSchemas()) {
+    if (app.getSchema(s.$id) === undefined) app.addSchema(s);
+  }
+}
+
+/**
+ * For @fastify/swagger's `refResolver.buildLocalReference`: name shared schemas by their `$id`
+ * (`#/components/schemas/GuestIpAddress`) instead of the default `def-N`.
+ */
+export function buildLocalReference(json: { $id?: unknown }, _baseUri: unknown, _fragment: unknown, i: number): string {
+  return typeof json.$id === 'string' && /^[A-Za-z0-9._-]+$/.test(json.$id) ? json.$id : `def-${i}`;
+}

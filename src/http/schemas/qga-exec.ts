@@ -1,0 +1,60 @@
+/** QGA types of guest-exec and guest-exec-status. */
+import { Type } from 'typebox';
+import { component, StringEnum } from './component.js';
+
+export const GuestExecStatus = component(
+  'GuestExecStatus',
+  Type.Object(
+    {
+      exited: Type.Boolean({ description: 'true if process has already terminated.' }),
+      exitcode: Type.Optional(Type.Integer({ description: 'process exit code if it was normally terminated.' })),
+      signal: Type.Optional(
+        Type.Integer({
+          description:
+            'signal number (linux) or unhandled exception code (windows) if the process was abnormally terminated.',
+        }),
+      ),
+      'out-data': Type.Optional(
+        Type.String({ description: 'base64-encoded stdout of the process. Only populated after the process exits.' }),
+      ),
+      'err-data': Type.Optional(
+        Type.String({
+          description:
+            "base64-encoded stderr of the process. out-data and err-data are present only if 'capture-output' was " +
+            "specified for 'guest-exec'. Only populated after the process exits.",
+        }),
+      ),
+      'out-truncated': Type.Optional(Type.Boolean({ description: 'true if stdout was not fully captured due to size limitation.' })),
+      'err-truncated': Type.Optional(Type.Boolean({ description: 'true if stderr was not fully captured due to size limitation.' })),
+    },
+    { additionalProperties: false, description: 'Status of a process started by guest-exec. (since 2.5)' },
+  ),
+);
+
+export const GuestExec = component(
+  'GuestExec',
+  Type.Object(
+    { pid: Type.Integer({ description: 'pid of child process in guest OS' }) },
+    { additionalProperties: false, description: 'PID of a process started by guest-exec. (since 2.5)' },
+  ),
+);
+
+export const GuestExecCaptureOutputMode = component(
+  'GuestExecCaptureOutputMode',
+  StringEnum(['none', 'stdout', 'stderr', 'separated', 'merged'], {
+    description:
+      'guest-exec capture modes: none, stdout only, stderr only, separated (out-data and err-data), merged (both ' +
+      'into out-data; not effective on windows guests). (since 8.0)',
+  }),
+);
+
+export const GuestExecCaptureOutput = component(
+  'GuestExecCaptureOutput',
+  Type.Union(
+    [
+      Type.Boolean({ description: 'captures both stdout and stderr if true (since 2.5)' }),
+      GuestExecCaptureOutputMode,
+    ],
+    { description: 'Controls what guest-exec output gets captured: a flag, or (preferred) a mode. (since 8.0)' },
+  ),
+);
