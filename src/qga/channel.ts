@@ -1,0 +1,532 @@
+/**
+ * Channel: everything the gateway says to one VM's agent goes through here, one command at a time.
+ *
+ *   execute() / sync() / info()
+ *        │  rejected at once: SHUTTING_DOWN (closing), QUEUE_FULL (maxQueue waiting)
+ *        ▼
+ *   ┌──────────── queue (FIFO, bounded) ────────────┐      each job: deadline timer from acceptance;
+ *   │ job job job ...                               │      expiry or caller abort takes it out
+ *   └──────────────────────┬────────────────────────┘
+ *                          │ pump(): the ONE loop that drains it
+ *                          ▼
+ *   ensureReady():  idle ─► connecting ─► syncing ─► (guest-info, once per connection) ─► ready
+ *                     ▲          │ fail       │ fail: socket destroyed
+ *                     │          ▼            ▼
+ *                     └─────── backoff (full jitter; only while jobs wait)
+ *                          │
+ *                          ▼
+ *   run(job): exactly one on the wire ─► reply ─► resolve / reject (mapped agent error)
+ *        timeout/abort ─► caller rejected now; the connection is marked out of sync; the next
+ *                         job first re-syncs on the SAME socket (0xFF + guest-sync-delimited);
+ *                         only a failed resync costs the socket
+ *        socket lost   ─► idempotent: back to the queue head once; otherwise AGENT_UNAVAILABLE
+ *        garbage/oversize ─► AGENT_PROTOCOL_ERROR, resync
+ *                          │ queue empty
+ *                          ▼
+ *   ready ──idleReleaseMs──► idle (socket closed: the agent serves one client at a time)
+ *   close(): closing (drain) ─► closed          destroy(): fail everything ─► closed
+ */
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { performance } from 'node:perf_hooks';
+import type { Logger } from 'pino';
+import { GatewayError, agentErrorToGatewayError } from '../errors.js';
+import { parseAgentInfo } from './agent-info.js';
+import { AgentConnection, ConnectionLostError, ProtocolViolationError } from './connection.js';
+import { defaultSpec, type CommandEvent, type CommandOutcome, type Job, type JobKind } from './job.js';
+import type {
+  AgentInfo, ChannelState, ChannelStats, CommandSpec, Endpoint, ExecuteOptions, JsonObject, JsonValue, TimeoutClass,
+} from './types.js';
+
+export type { CommandEvent, CommandOutcome } from './job.js';
+
+export interface ChannelOptions {
+  vm: string;
+  endpoint: Endpoint;
+  catalog: (command: string) => CommandSpec | undefined;
+  timeouts: Record<TimeoutClass, number>;
+  /** commands allowed to wait (not counting the one in flight) */
+  maxQueue?: number;
+  maxReplyBytes?: number;
+  syncTimeoutMs?: number;
+  connectTimeoutMs?: number;
+  backoff?: { initialMs: number; maxMs: number };
+  /** close the socket after this long with nothing to do; 0 = never */
+  idleReleaseMs?: number;
+  logger?: Logger;
+  /** monotonic clock in ms */
+  now?: () => number;
+}
+
+export type ResyncReason = 'connect' | 'timeout' | 'aborted' | 'protocol-error' | 'stale-data' | 'requested';
+
+const MAX_ID = Number.MAX_SAFE_INTEGER;
+
+export class Channel extends EventEmitter {
+  readonly vm: string;
+  readonly endpoint: Endpoint;
+  private readonly opts: Required<Omit<ChannelOptions, 'logger'>> & { logger?: Logger };
+  private readonly now: () => number;
+  private current: ChannelState = 'idle';
+  private readonly queue: Job[] = [];
+  private inFlight: Job | undefined;
+  private pumping = false;
+  private conn: AgentConnection | undefined;
+  private connectedAt: number | undefined;
+  private lastUsed: number;
+  private cachedInfo: AgentInfo | undefined;
+  private infoError: GatewayError | undefined;
+  private infoStale = true;
+  private resyncReason: ResyncReason | undefined;
+  private failures = 0;
+  private lastFailure: Error | undefined;
+  private nextRequestId = 1 + randomBytes(4).readUInt32BE(0);
+  private idleTimer: NodeJS.Timeout | undefined;
+  private backoffTimer: NodeJS.Timeout | undefined;
+  private wakeBackoff: (() => void) | undefined;
+  private closeWaiters: (() => void)[] = [];
+
+  constructor(options: ChannelOptions) {
+    super();
+    this.vm = options.vm;
+    this.endpoint = options.endpoint;
+    this.opts = {
+      maxQueue: 64,
+      maxReplyBytes: 32 * 1024 * 1024,
+      syncTimeoutMs: 5000,
+      connectTimeoutMs: 3000,
+      backoff: { initialMs: 100, maxMs: 5000 },
+      idleReleaseMs: 30_000,
+      now: () => performance.now(),
+      ...stripUndefined(options),
+    };
+    this.now = this.opts.now;
+    this.lastUsed = this.now();
+  }
+
+  get state(): ChannelState {
+    return this.current;
+  }
+
+  get agentInfo(): AgentInfo | undefined {
+    return this.cachedInfo;
+  }
+
+  /** has something queued or on the wire */
+  get busy(): boolean {
+    return this.queue.length > 0 || this.inFlight !== undefined;
+  }
+
+  /** holds (or is about to hold) the agent's socket */
+  get holdsSocket(): boolean {
+    return this.conn !== undefined || this.current === 'connecting' || this.current === 'backoff';
+  }
+
+  get lastUsedAt(): number {
+    return this.lastUsed;
+  }
+
+  stats(): ChannelStats {
+    return {
+      vm: this.vm,
+      state: this.current,
+      queued: this.queue.length,
+      inFlight: this.inFlight ? 1 : 0,
+      connectedAt: this.conn ? this.connectedAt : undefined,
+      lastUsedAt: this.lastUsed,
+      agentVersion: this.cachedInfo?.version,
+    };
+  }
+
+  execute(command: string, args?: JsonObject, opts: ExecuteOptions = {}): Promise<JsonValue> {
+    return this.enqueue<JsonValue>('command', command, args, opts);
+  }
+
+  /** Force a resync (queued like a command) and report its round trip. */
+  sync(opts: ExecuteOptions = {}): Promise<{ rttMs: number }> {
+    return this.enqueue<{ rttMs: number }>('sync', 'guest-sync-delimited', undefined, opts);
+  }
+
+  /** Connect and sync if needed, and return the cached guest-info. */
+  info(opts: ExecuteOptions = {}): Promise<AgentInfo> {
+    return this.enqueue<AgentInfo>('info', 'guest-info', undefined, opts);
+  }
+
+  /** Stop accepting work, let the queue drain, then close the socket. */
+  close(): Promise<void> {
+    if (this.current === 'closed') return Promise.resolve();
+    const done = new Promise<void>((resolve) => this.closeWaiters.push(resolve));
+    if (this.current !== 'closing') {
+      this.setState('closing');
+      this.clearIdleTimer();
+      if (!this.pumping) this.finishClose();
+    }
+    return done;
+  }
+
+  /** Fail everything waiting or in flight at once and close the socket. */
+  destroy(err?: Error): void {
+    if (this.current === 'closed') return;
+    const error = err ?? new GatewayError('AGENT_UNAVAILABLE', `the channel to ${this.vm} was shut down`, { vm: this.vm });
+    const jobs = [...this.queue];
+    if (this.inFlight) jobs.push(this.inFlight);
+    for (const job of jobs) {
+      this.finish(job, 'unavailable', { error });
+      job.cancel.abort(error);
+    }
+    this.finishClose();
+  }
+
+  /** Close the socket now if nothing is waiting (idle release, pool eviction). */
+  release(): boolean {
+    if (this.busy || this.current === 'closing' || this.current === 'closed') return false;
+    this.clearIdleTimer();
+    const conn = this.conn;
+    this.conn = undefined;
+    conn?.destroy();
+    this.setState('idle');
+    return true;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  /** re-reads the state after an await (TypeScript's narrowing would assume it unchanged) */
+  private isClosed(): boolean {
+    return this.current === 'closed';
+  }
+
+  private setState(next: ChannelState): void {
+    const prev = this.current;
+    if (prev === next || prev === 'closed') return;
+    // A draining channel still connects and syncs, but it stays 'closing' to the outside.
+    if (prev === 'closing' && next !== 'closed') return;
+    this.current = next;
+    this.emit('state', next, prev);
+  }
+
+  private enqueue<T>(kind: JobKind, command: string, args: JsonObject | undefined, opts: ExecuteOptions): Promise<T> {
+    const ctx = { vm: this.vm, command };
+    if (this.current === 'closing' || this.current === 'closed') {
+      return Promise.reject(new GatewayError('SHUTTING_DOWN', `the channel to ${this.vm} is closing`, ctx));
+    }
+    const { signal } = opts;
+    if (signal?.aborted) return Promise.reject(abortReason(signal));
+    if (this.queue.length >= this.opts.maxQueue) {
+      return Promise.reject(
+        new GatewayError('QUEUE_FULL', `${this.queue.length} commands are already waiting for ${this.vm}`, { ...ctx, retryAfter: 1 }),
+      );
+    }
+    const spec = this.opts.catalog(command) ?? defaultSpec(command);
+    const timeoutMs = opts.timeoutMs ?? this.opts.timeouts[spec.timeout];
+    const acceptedAt = this.now();
+    return new Promise<T>((resolve, reject) => {
+      const job: Job = {
+        kind, command, args, spec, acceptedAt, timeoutMs,
+        deadline: acceptedAt + timeoutMs,
+        running: false, retried: false, settled: false,
+        cancel: new AbortController(),
+        resolve: (v) => resolve(v as T),
+        reject,
+      };
+      job.timer = setTimeout(() => this.onDeadline(job), timeoutMs);
+      if (signal) {
+        const onAbort = (): void => this.onCallerAbort(job, abortReason(signal));
+        signal.addEventListener('abort', onAbort, { once: true });
+        job.detach = () => signal.removeEventListener('abort', onAbort);
+      }
+      this.queue.push(job);
+      this.lastUsed = acceptedAt;
+      this.clearIdleTimer();
+      void this.pump();
+    });
+  }
+
+  private onDeadline(job: Job): void {
+    const ctx = { vm: this.vm, command: job.command };
+    if (job.running) {
+      const unknown = job.spec.idempotent ? '' : '; it may still complete in the guest';
+      this.finish(job, 'timeout', {
+        error: new GatewayError('AGENT_TIMEOUT', `${job.command} got no reply from the agent of ${this.vm} within ${job.timeoutMs} ms${unknown}`, ctx),
+      });
+      this.resyncReason = 'timeout';
+      job.cancel.abort();
+    } else if (this.inFlight) {
+      this.finish(job, 'timeout', {
+        error: new GatewayError('AGENT_TIMEOUT', `${job.command} waited ${job.timeoutMs} ms behind other commands for ${this.vm}; it was never sent`, ctx),
+      });
+    } else {
+      // Nothing on the wire, so the loop is connecting, syncing or backing off.
+      const why = this.lastFailure ? `: ${this.lastFailure.message}` : '';
+      this.finish(job, 'unavailable', {
+        error: new GatewayError('AGENT_UNAVAILABLE', `could not connect to and sync with the agent of ${this.vm} within ${job.timeoutMs} ms${why}`, ctx),
+      });
+    }
+  }
+
+  private onCallerAbort(job: Job, reason: Error): void {
+    if (job.settled) return;
+    const wasRunning = job.running;
+    this.finish(job, 'aborted', { error: reason });
+    if (wasRunning) {
+      this.resyncReason = 'aborted';
+      job.cancel.abort();
+    }
+  }
+
+  /** Settle a job exactly once, clear its timer and take it out of the queue. */
+  private finish(job: Job, outcome: CommandOutcome, result: { value?: unknown; error?: unknown }): void {
+    if (job.settled) return;
+    job.settled = true;
+    clearTimeout(job.timer);
+    job.detach?.();
+    const i = this.queue.indexOf(job);
+    if (i >= 0) this.queue.splice(i, 1);
+    if (this.queue.length === 0) this.wakeBackoff?.();
+    if (outcome === 'ok') job.resolve(result.value);
+    else job.reject(result.error);
+    const event: CommandEvent = { command: job.command, durationMs: this.now() - job.acceptedAt, outcome };
+    this.emit('command', event);
+  }
+
+  /** The one loop that drains the queue. */
+  private async pump(): Promise<void> {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      while (this.queue.length > 0 && this.current !== 'closed') {
+        let ready: { conn: AgentConnection; rttMs?: number };
+        try {
+          ready = await this.ensureReady();
+        } catch (err) {
+          if (this.isClosed()) break;
+          this.failures++;
+          this.lastFailure = err instanceof Error ? err : new Error(String(err));
+          this.opts.logger?.debug({ vm: this.vm, err: this.lastFailure.message, failures: this.failures }, 'agent connect/sync failed');
+          if (this.queue.length === 0) break;
+          await this.backoff();
+          continue;
+        }
+        const job = this.queue.shift();
+        if (!job) break;
+        await this.run(ready.conn, job, ready.rttMs);
+      }
+    } finally {
+      this.pumping = false;
+      this.afterPump();
+    }
+  }
+
+  private afterPump(): void {
+    if (this.current === 'closed') return;
+    if (this.queue.length > 0) {
+      void this.pump();
+      return;
+    }
+    if (this.current === 'closing') {
+      this.finishClose();
+      return;
+    }
+    if (!this.conn) {
+      this.setState('idle');
+      return;
+    }
+    this.armIdleTimer();
+  }
+
+  private async ensureReady(): Promise<{ conn: AgentConnection; rttMs?: number }> {
+    let conn = this.conn;
+    if (!conn || conn.closed) {
+      this.setState('connecting');
+      conn = await AgentConnection.connect(this.endpoint, this.opts.connectTimeoutMs, this.opts.maxReplyBytes);
+      if (this.isClosed()) {
+        conn.destroy();
+        throw new GatewayError('AGENT_UNAVAILABLE', 'the channel was shut down', { vm: this.vm });
+      }
+      this.attach(conn);
+      this.resyncReason = 'connect';
+      // The agent may have been upgraded or replaced while we were away.
+      this.infoStale = true;
+    }
+    let rttMs: number | undefined;
+    if (conn.needsSync) {
+      this.setState('syncing');
+      this.emit('resync', { reason: this.resyncReason ?? 'stale-data' });
+      this.resyncReason = undefined;
+      const t0 = this.now();
+      try {
+        await conn.sync(this.newSyncId(), { timeoutMs: this.opts.syncTimeoutMs });
+      } catch (err) {
+        conn.destroy();
+        throw err;
+      }
+      rttMs = this.now() - t0;
+    }
+    if (this.infoStale) await this.loadInfo(conn);
+    this.failures = 0;
+    this.lastFailure = undefined;
+    this.setState('ready');
+    return { conn, rttMs };
+  }
+
+  private attach(conn: AgentConnection): void {
+    this.conn = conn;
+    this.connectedAt = this.now();
+    conn.on('stale', (e: { bytes: number }) => {
+      this.opts.logger?.debug({ vm: this.vm, bytes: e.bytes }, 'discarded stale agent data');
+      this.emit('stale', e);
+    });
+    conn.on('close', (err?: Error) => {
+      if (this.conn !== conn) return;
+      this.conn = undefined;
+      this.clearIdleTimer();
+      this.opts.logger?.debug({ vm: this.vm, err: err?.message }, 'agent connection closed');
+      if (!this.pumping && this.current !== 'closing') this.setState('idle');
+    });
+  }
+
+  private async loadInfo(conn: AgentConnection): Promise<void> {
+    try {
+      const reply = await conn.request('guest-info', undefined, undefined, { timeoutMs: this.opts.syncTimeoutMs });
+      if (reply.ok) {
+        this.cachedInfo = parseAgentInfo(reply.value);
+        this.infoError = undefined;
+      } else {
+        // Commands still work without it, matched in order and without ids.
+        this.cachedInfo = undefined;
+        this.infoError = agentErrorToGatewayError(reply.error, { vm: this.vm, command: 'guest-info' });
+      }
+      this.infoStale = false;
+    } catch (err) {
+      conn.destroy();
+      throw err;
+    }
+  }
+
+  private async run(conn: AgentConnection, job: Job, readyRttMs: number | undefined): Promise<void> {
+    job.running = true;
+    this.inFlight = job;
+    this.lastUsed = this.now();
+    const signal = job.cancel.signal;
+    const ctx = { vm: this.vm, command: job.command };
+    try {
+      if (job.kind === 'sync') {
+        let rttMs = readyRttMs;
+        if (rttMs === undefined) {
+          const t0 = this.now();
+          this.emit('resync', { reason: 'requested' });
+          await conn.sync(this.newSyncId(), { timeoutMs: this.opts.syncTimeoutMs, signal });
+          rttMs = this.now() - t0;
+        }
+        this.finish(job, 'ok', { value: { rttMs } });
+      } else if (job.kind === 'info') {
+        if (this.cachedInfo) this.finish(job, 'ok', { value: this.cachedInfo });
+        else this.finish(job, 'agent-error', { error: this.infoError ?? new GatewayError('AGENT_ERROR', 'guest-info failed', ctx) });
+      } else {
+        const reported = this.cachedInfo?.commands.get(job.command)?.successResponse;
+        const successResponse = reported ?? job.spec.successResponse;
+        const id = this.cachedInfo?.echoesId ? this.newRequestId() : undefined;
+        const reply = successResponse
+          ? await conn.request(job.command, job.args, id, { signal })
+          : await conn.fence(job.command, job.args, id, this.newSyncId(), { signal });
+        if (reply.ok) this.finish(job, 'ok', { value: reply.value });
+        else this.finish(job, 'agent-error', { error: agentErrorToGatewayError(reply.error, ctx) });
+      }
+    } catch (err) {
+      this.onRunError(conn, job, err);
+    } finally {
+      job.running = false;
+      this.inFlight = undefined;
+      this.lastUsed = this.now();
+    }
+  }
+
+  private onRunError(conn: AgentConnection, job: Job, err: unknown): void {
+    const ctx = { vm: this.vm, command: job.command, cause: err };
+    if (job.settled) return; // deadline or caller abort: the connection already needs a resync
+    if (err instanceof ConnectionLostError) {
+      const resendable = job.kind !== 'command' || job.spec.idempotent;
+      if (resendable && !job.retried && this.now() < job.deadline) {
+        job.retried = true;
+        this.queue.unshift(job);
+        this.opts.logger?.debug({ vm: this.vm, command: job.command }, 'connection lost; resending idempotent command');
+        return;
+      }
+      const detail = resendable
+        ? `the connection to the agent of ${this.vm} was lost during ${job.command}`
+        : `the connection to the agent of ${this.vm} was lost while ${job.command} was in flight; its outcome is unknown and it was not resent`;
+      this.finish(job, 'unavailable', { error: new GatewayError('AGENT_UNAVAILABLE', detail, ctx) });
+    } else if (err instanceof ProtocolViolationError) {
+      this.resyncReason = 'protocol-error';
+      this.finish(job, 'protocol-error', { error: new GatewayError('AGENT_PROTOCOL_ERROR', err.message, ctx) });
+    } else {
+      // A forced sync that did not come back: the socket cannot be trusted any more.
+      conn.destroy();
+      const detail = err instanceof Error ? err.message : String(err);
+      this.finish(job, 'unavailable', { error: new GatewayError('AGENT_UNAVAILABLE', `${job.command} failed for ${this.vm}: ${detail}`, ctx) });
+    }
+  }
+
+  private backoff(): Promise<void> {
+    const { initialMs, maxMs } = this.opts.backoff;
+    const cap = Math.min(maxMs, initialMs * 2 ** Math.min(this.failures - 1, 30));
+    const delay = Math.random() * cap;
+    this.setState('backoff');
+    return new Promise((resolve) => {
+      const wake = (): void => {
+        clearTimeout(this.backoffTimer);
+        this.backoffTimer = undefined;
+        this.wakeBackoff = undefined;
+        resolve();
+      };
+      this.wakeBackoff = wake;
+      this.backoffTimer = setTimeout(wake, delay);
+    });
+  }
+
+  private armIdleTimer(): void {
+    this.clearIdleTimer();
+    if (this.opts.idleReleaseMs <= 0) return;
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = undefined;
+      if (this.release()) this.opts.logger?.debug({ vm: this.vm }, 'released idle agent connection');
+    }, this.opts.idleReleaseMs);
+    this.idleTimer.unref();
+  }
+
+  private clearIdleTimer(): void {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = undefined;
+  }
+
+  private finishClose(): void {
+    this.clearIdleTimer();
+    this.wakeBackoff?.();
+    const conn = this.conn;
+    this.conn = undefined;
+    conn?.destroy();
+    this.setState('closed');
+    const waiters = this.closeWaiters;
+    this.closeWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  private newRequestId(): number {
+    if (this.nextRequestId >= MAX_ID) this.nextRequestId = 1;
+    return this.nextRequestId++;
+  }
+
+  /** A fresh random sync id in [1, 2^53 - 1]: a stale sync reply can never match it by accident. */
+  private newSyncId(): number {
+    const n = Number(randomBytes(8).readBigUInt64BE(0) & BigInt(MAX_ID));
+    return n === 0 ? 1 : n;
+  }
+}
+
+function abortReason(signal: AbortSignal): Error {
+  const r: unknown = signal.reason;
+  return r instanceof Error ? r : new DOMException('This operation was aborted', 'AbortError');
+}
+
+function stripUndefined<T extends object>(o: T): T {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
+}
