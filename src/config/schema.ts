@@ -150,6 +150,51 @@ export const ConfigSchema = Type.Object(
       },
       { additionalProperties: false, default: {} },
     ),
+    exec: Type.Object(
+      {
+        /** POST /exec `wait` above this → 400 */
+        maxWaitSeconds: Type.Integer({ minimum: 0, maximum: 3_600, default: 300 }),
+        /** stdin bytes (after base64 decoding) above this → 413; the agent takes 64 MiB per request */
+        maxInputBytes: Type.Integer({ minimum: 0, maximum: 48 * 1024 * 1024, default: 8 * 1024 * 1024 }),
+        /** how long a collected final status stays readable through GET /exec/{pid} */
+        resultTtlSeconds: Type.Integer({ minimum: 1, maximum: 86_400, default: 600 }),
+        resultCacheMaxEntries: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 1_000 }),
+        /** total base64 output kept across all cached results */
+        resultCacheMaxBytes: Type.Integer({ minimum: 1024, maximum: 4 * 1024 * 1024 * 1024, default: 64 * 1024 * 1024 }),
+        /** wait mode polls guest-exec-status from this interval, backing off (×1.5) to pollMaxMs */
+        pollInitialMs: Ms(50, 1, 60_000),
+        pollMaxMs: Ms(1_000, 1, 60_000),
+        /** a process started through us and not polled for this long is polled by the reaper … */
+        reaperIntervalMs: Ms(10_000, 100),
+        /** … backing off (×2) to this for long-running processes */
+        reaperMaxIntervalMs: Ms(300_000, 100),
+        /** processes tracked for reaping; beyond it the oldest are given up */
+        maxTrackedPids: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 10_000 }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    files: Type.Object(
+      {
+        /** bytes per guest-file-read of a download (its base64 reply must fit agent.maxReplyBytes) */
+        readChunkBytes: Type.Integer({ minimum: 4096, maximum: 48_000_000, default: 1024 * 1024 }),
+        /** bytes per guest-file-write of an upload (the agent takes 64 MiB of JSON per request) */
+        writeChunkBytes: Type.Integer({ minimum: 4096, maximum: 32 * 1024 * 1024, default: 1024 * 1024 }),
+        /** PUT /files/content body cap; 0 = no limit */
+        maxUploadBytes: Type.Integer({ minimum: 0, default: 0 }),
+        /** `count` cap of POST /files/handles/{handle}/read */
+        maxRawReadBytes: Type.Integer({ minimum: 4096, maximum: 48_000_000, default: 8 * 1024 * 1024 }),
+        /** decoded bytes cap of POST /files/handles/{handle}/write */
+        maxRawWriteBytes: Type.Integer({ minimum: 4096, maximum: 32 * 1024 * 1024, default: 8 * 1024 * 1024 }),
+        /** handles open through the raw routes, per VM */
+        maxHandlesPerVm: Type.Integer({ minimum: 1, maximum: 100_000, default: 128 }),
+        /** a raw-route handle unused for this long is closed by the reaper */
+        handleIdleSeconds: Type.Integer({ minimum: 1, maximum: 86_400, default: 300 }),
+        handleReaperIntervalMs: Ms(30_000, 100),
+        /** deadline of a guest-file-close on cleanup paths (never tied to the caller) */
+        closeTimeoutMs: Ms(10_000, 1),
+      },
+      { additionalProperties: false, default: {} },
+    ),
   },
   { additionalProperties: false },
 );
