@@ -1,0 +1,229 @@
+/**
+ * AgentPool: VM name → its Channel. Channels are made on first use, hold a socket only while
+ * used (the channel's idle release), and at most `maxOpen` hold one at a time; past that the
+ * least recently used channel with nothing to do is made to let go. Channel objects that stayed
+ * socketless for `dropIdleMs` are forgotten, so memory stays bounded across thousands of VMs.
+ *
+ * Metrics and logs observe the pool's events, which are the channels' events plus the VM name.
+ */
+import { EventEmitter } from 'node:events';
+import { performance } from 'node:perf_hooks';
+import type { Logger } from 'pino';
+import { GatewayError } from '../errors.js';
+import { Channel, type ChannelOptions, type CommandEvent } from '../qga/channel.js';
+import type { ChannelState, ChannelStats, Endpoint, ExecuteOptions, JsonObject, JsonValue } from '../qga/types.js';
+
+export interface AgentPoolOptions {
+  /** where a VM's agent is; undefined = no such VM */
+  resolve: (vm: string) => Endpoint | undefined;
+  channelOptions: Omit<ChannelOptions, 'vm' | 'endpoint'>;
+  /** channels holding (or opening) a socket at the same time */
+  maxOpen?: number;
+  /** forget a channel object after this long without a socket or work (default 10 min) */
+  dropIdleMs?: number;
+  /** replaceable factory (tests) */
+  createChannel?: (vm: string, endpoint: Endpoint) => Channel;
+  logger?: Logger;
+}
+
+export interface PoolStats {
+  /** channels holding or opening a socket */
+  open: number;
+  ready: number;
+  queued: number;
+  inFlight: number;
+  channels: ChannelStats[];
+}
+
+export type PoolCommandEvent = CommandEvent & { vm: string };
+export interface PoolStateEvent {
+  vm: string;
+  state: ChannelState;
+  prev: ChannelState;
+}
+
+const SWEEP_EVERY_MS = 60_000;
+
+export class AgentPool extends EventEmitter {
+  private readonly opts: AgentPoolOptions;
+  private readonly maxOpen: number;
+  private readonly dropIdleMs: number;
+  private readonly now: () => number;
+  private readonly channels = new Map<string, Channel>();
+  private readonly detachers = new Map<Channel, () => void>();
+  private readonly retiring = new Set<Promise<void>>();
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(opts: AgentPoolOptions) {
+    super();
+    this.opts = opts;
+    this.maxOpen = opts.maxOpen ?? 1000;
+    this.dropIdleMs = opts.dropIdleMs ?? 600_000;
+    this.now = opts.channelOptions.now ?? (() => performance.now());
+  }
+
+  /** The VM's channel, made lazily; replaced when the VM's endpoint changed. */
+  channel(vm: string): Channel {
+    if (this.closed) throw new GatewayError('SHUTTING_DOWN', 'the agent pool is closed', { vm });
+    const endpoint = this.opts.resolve(vm);
+    if (!endpoint) throw new GatewayError('VM_NOT_FOUND', `no VM named ${vm}`, { vm });
+    const existing = this.channels.get(vm);
+    if (existing && sameEndpoint(existing.endpoint, endpoint) && existing.state !== 'closing' && existing.state !== 'closed') {
+      return existing;
+    }
+    if (existing) this.retire(vm, existing);
+    const ch = this.opts.createChannel
+      ? this.opts.createChannel(vm, endpoint)
+      : new Channel({ ...this.opts.channelOptions, vm, endpoint });
+    this.wire(vm, ch);
+    this.channels.set(vm, ch);
+    this.armSweep();
+    return ch;
+  }
+
+  execute(vm: string, command: string, args?: JsonObject, opts?: ExecuteOptions): Promise<JsonValue> {
+    let ch: Channel;
+    try {
+      ch = this.channel(vm);
+      if (!ch.holdsSocket) this.makeRoom(ch, true);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return ch.execute(command, args, opts);
+  }
+
+  has(vm: string): boolean {
+    return this.channels.has(vm);
+  }
+
+  /** Close and forget the VM's channel (e.g. the VM was deregistered). */
+  async remove(vm: string): Promise<void> {
+    const ch = this.channels.get(vm);
+    if (!ch) return;
+    this.retire(vm, ch);
+    await Promise.all([...this.retiring]);
+  }
+
+  stats(): PoolStats {
+    const out: PoolStats = { open: 0, ready: 0, queued: 0, inFlight: 0, channels: [] };
+    for (const ch of this.channels.values()) {
+      const s = ch.stats();
+      if (ch.holdsSocket) out.open++;
+      if (s.state === 'ready') out.ready++;
+      out.queued += s.queued;
+      out.inFlight += s.inFlight;
+      out.channels.push(s);
+    }
+    return out;
+  }
+
+  /** Accept nothing new, let every channel drain, close all sockets. */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.stopSweep();
+    const all = [...this.channels.entries()];
+    for (const [vm, ch] of all) this.retire(vm, ch);
+    while (this.retiring.size > 0) await Promise.all([...this.retiring]);
+  }
+
+  /** Fail everything waiting or in flight on every channel at once. */
+  destroy(err?: Error): void {
+    this.closed = true;
+    this.stopSweep();
+    for (const ch of this.channels.values()) {
+      ch.destroy(err);
+      this.detachers.get(ch)?.();
+    }
+    this.channels.clear();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  /**
+   * Make room for `incoming` to open a socket: past maxOpen, the least recently used channel with
+   * nothing queued or in flight releases its socket. With `strict`, no room is an error.
+   */
+  private makeRoom(incoming: Channel, strict: boolean): void {
+    let open = 0;
+    for (const ch of this.channels.values()) if (ch !== incoming && ch.holdsSocket) open++;
+    if (open < this.maxOpen) return;
+    let victim: Channel | undefined;
+    for (const ch of this.channels.values()) {
+      if (ch === incoming || !ch.holdsSocket || ch.busy) continue;
+      if (!victim || ch.lastUsedAt < victim.lastUsedAt) victim = ch;
+    }
+    if (victim?.release()) {
+      this.opts.logger?.debug({ vm: victim.vm, for: incoming.vm }, 'released least recently used agent connection');
+      return;
+    }
+    if (strict) {
+      throw new GatewayError('QUEUE_FULL', `all ${this.maxOpen} agent connections are busy`, { vm: incoming.vm, retryAfter: 1 });
+    }
+  }
+
+  private wire(vm: string, ch: Channel): void {
+    const onState = (state: ChannelState, prev: ChannelState): void => {
+      // A channel used directly (pool.channel(vm).execute) still respects the bound.
+      if (state === 'connecting') this.makeRoom(ch, false);
+      const ev: PoolStateEvent = { vm, state, prev };
+      this.emit('state', ev);
+    };
+    const onCommand = (e: CommandEvent): void => {
+      const ev: PoolCommandEvent = { ...e, vm };
+      this.emit('command', ev);
+    };
+    const onResync = (e: { reason: string }): void => {
+      this.emit('resync', { ...e, vm });
+    };
+    const onStale = (e: { bytes: number }): void => {
+      this.emit('stale', { ...e, vm });
+    };
+    ch.on('state', onState);
+    ch.on('command', onCommand);
+    ch.on('resync', onResync);
+    ch.on('stale', onStale);
+    this.detachers.set(ch, () => {
+      ch.off('state', onState);
+      ch.off('command', onCommand);
+      ch.off('resync', onResync);
+      ch.off('stale', onStale);
+      this.detachers.delete(ch);
+    });
+  }
+
+  private retire(vm: string, ch: Channel): void {
+    if (this.channels.get(vm) === ch) this.channels.delete(vm);
+    const p: Promise<void> = ch.close().finally(() => {
+      this.detachers.get(ch)?.();
+      this.retiring.delete(p);
+    });
+    this.retiring.add(p);
+  }
+
+  private armSweep(): void {
+    if (this.sweepTimer || this.closed) return;
+    this.sweepTimer = setInterval(() => this.sweep(), Math.min(SWEEP_EVERY_MS, Math.max(this.dropIdleMs, 10)));
+    this.sweepTimer.unref();
+  }
+
+  private stopSweep(): void {
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.sweepTimer = undefined;
+  }
+
+  /** Forget channels that hold nothing: no socket, no work, unused for dropIdleMs. */
+  sweep(): void {
+    const cutoff = this.now() - this.dropIdleMs;
+    for (const [vm, ch] of this.channels) {
+      if (ch.state === 'idle' && !ch.busy && ch.lastUsedAt <= cutoff) this.retire(vm, ch);
+    }
+    if (this.channels.size === 0) this.stopSweep();
+  }
+}
+
+function sameEndpoint(a: Endpoint, b: Endpoint): boolean {
+  if (a.type === 'unix' && b.type === 'unix') return a.path === b.path;
+  if (a.type === 'tcp' && b.type === 'tcp') return a.host === b.host && a.port === b.port;
+  return false;
+}
