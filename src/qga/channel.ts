@@ -33,12 +33,12 @@ import type { Logger } from 'pino';
 import { GatewayError, agentErrorToGatewayError } from '../errors.js';
 import { parseAgentInfo } from './agent-info.js';
 import { AgentConnection, ConnectionLostError, ProtocolViolationError } from './connection.js';
-import { defaultSpec, type CommandEvent, type CommandOutcome, type Job, type JobKind } from './job.js';
+import { JobQueue, abortReason, defaultSpec, type CommandEvent, type Job, type JobKind } from './queue.js';
 import type {
   AgentInfo, ChannelState, ChannelStats, CommandSpec, Endpoint, ExecuteOptions, JsonObject, JsonValue, TimeoutClass,
 } from './types.js';
 
-export type { CommandEvent, CommandOutcome } from './job.js';
+export type { CommandEvent, CommandOutcome } from './queue.js';
 
 export interface ChannelOptions {
   vm: string;
@@ -68,7 +68,7 @@ export class Channel extends EventEmitter {
   private readonly opts: Required<Omit<ChannelOptions, 'logger'>> & { logger?: Logger };
   private readonly now: () => number;
   private current: ChannelState = 'idle';
-  private readonly queue: Job[] = [];
+  private readonly queue: JobQueue;
   private inFlight: Job | undefined;
   private pumping = false;
   private conn: AgentConnection | undefined;
@@ -102,6 +102,13 @@ export class Channel extends EventEmitter {
     };
     this.now = this.opts.now;
     this.lastUsed = this.now();
+    this.queue = new JobQueue({
+      now: this.now,
+      onDeadline: (job) => this.onDeadline(job),
+      onAbort: (job, reason) => this.onCallerAbort(job, reason),
+      onSettled: (event: CommandEvent) => this.emit('command', event),
+      onEmpty: () => this.wakeBackoff?.(),
+    });
   }
 
   get state(): ChannelState {
@@ -168,10 +175,10 @@ export class Channel extends EventEmitter {
   destroy(err?: Error): void {
     if (this.current === 'closed') return;
     const error = err ?? new GatewayError('AGENT_UNAVAILABLE', `the channel to ${this.vm} was shut down`, { vm: this.vm });
-    const jobs = [...this.queue];
+    const jobs = this.queue.all();
     if (this.inFlight) jobs.push(this.inFlight);
     for (const job of jobs) {
-      this.finish(job, 'unavailable', { error });
+      this.queue.finish(job, 'unavailable', { error });
       job.cancel.abort(error);
     }
     this.finishClose();
@@ -217,47 +224,30 @@ export class Channel extends EventEmitter {
       );
     }
     const spec = this.opts.catalog(command) ?? defaultSpec(command);
-    const timeoutMs = opts.timeoutMs ?? this.opts.timeouts[spec.timeout];
-    const acceptedAt = this.now();
-    return new Promise<T>((resolve, reject) => {
-      const job: Job = {
-        kind, command, args, spec, acceptedAt, timeoutMs,
-        deadline: acceptedAt + timeoutMs,
-        running: false, retried: false, settled: false,
-        cancel: new AbortController(),
-        resolve: (v) => resolve(v as T),
-        reject,
-      };
-      job.timer = setTimeout(() => this.onDeadline(job), timeoutMs);
-      if (signal) {
-        const onAbort = (): void => this.onCallerAbort(job, abortReason(signal));
-        signal.addEventListener('abort', onAbort, { once: true });
-        job.detach = () => signal.removeEventListener('abort', onAbort);
-      }
-      this.queue.push(job);
-      this.lastUsed = acceptedAt;
-      this.clearIdleTimer();
-      void this.pump();
-    });
+    const promise = this.queue.accept<T>(kind, command, args, spec, opts.timeoutMs ?? this.opts.timeouts[spec.timeout], signal);
+    this.lastUsed = this.now();
+    this.clearIdleTimer();
+    void this.pump();
+    return promise;
   }
 
   private onDeadline(job: Job): void {
     const ctx = { vm: this.vm, command: job.command };
     if (job.running) {
       const unknown = job.spec.idempotent ? '' : '; it may still complete in the guest';
-      this.finish(job, 'timeout', {
+      this.queue.finish(job, 'timeout', {
         error: new GatewayError('AGENT_TIMEOUT', `${job.command} got no reply from the agent of ${this.vm} within ${job.timeoutMs} ms${unknown}`, ctx),
       });
       this.resyncReason = 'timeout';
       job.cancel.abort();
     } else if (this.inFlight) {
-      this.finish(job, 'timeout', {
+      this.queue.finish(job, 'timeout', {
         error: new GatewayError('AGENT_TIMEOUT', `${job.command} waited ${job.timeoutMs} ms behind other commands for ${this.vm}; it was never sent`, ctx),
       });
     } else {
       // Nothing on the wire, so the loop is connecting, syncing or backing off.
       const why = this.lastFailure ? `: ${this.lastFailure.message}` : '';
-      this.finish(job, 'unavailable', {
+      this.queue.finish(job, 'unavailable', {
         error: new GatewayError('AGENT_UNAVAILABLE', `could not connect to and sync with the agent of ${this.vm} within ${job.timeoutMs} ms${why}`, ctx),
       });
     }
@@ -266,26 +256,11 @@ export class Channel extends EventEmitter {
   private onCallerAbort(job: Job, reason: Error): void {
     if (job.settled) return;
     const wasRunning = job.running;
-    this.finish(job, 'aborted', { error: reason });
+    this.queue.finish(job, 'aborted', { error: reason });
     if (wasRunning) {
       this.resyncReason = 'aborted';
       job.cancel.abort();
     }
-  }
-
-  /** Settle a job exactly once, clear its timer and take it out of the queue. */
-  private finish(job: Job, outcome: CommandOutcome, result: { value?: unknown; error?: unknown }): void {
-    if (job.settled) return;
-    job.settled = true;
-    clearTimeout(job.timer);
-    job.detach?.();
-    const i = this.queue.indexOf(job);
-    if (i >= 0) this.queue.splice(i, 1);
-    if (this.queue.length === 0) this.wakeBackoff?.();
-    if (outcome === 'ok') job.resolve(result.value);
-    else job.reject(result.error);
-    const event: CommandEvent = { command: job.command, durationMs: this.now() - job.acceptedAt, outcome };
-    this.emit('command', event);
   }
 
   /** The one loop that drains the queue. */
@@ -417,10 +392,10 @@ export class Channel extends EventEmitter {
           await conn.sync(this.newSyncId(), { timeoutMs: this.opts.syncTimeoutMs, signal });
           rttMs = this.now() - t0;
         }
-        this.finish(job, 'ok', { value: { rttMs } });
+        this.queue.finish(job, 'ok', { value: { rttMs } });
       } else if (job.kind === 'info') {
-        if (this.cachedInfo) this.finish(job, 'ok', { value: this.cachedInfo });
-        else this.finish(job, 'agent-error', { error: this.infoError ?? new GatewayError('AGENT_ERROR', 'guest-info failed', ctx) });
+        if (this.cachedInfo) this.queue.finish(job, 'ok', { value: this.cachedInfo });
+        else this.queue.finish(job, 'agent-error', { error: this.infoError ?? new GatewayError('AGENT_ERROR', 'guest-info failed', ctx) });
       } else {
         const reported = this.cachedInfo?.commands.get(job.command)?.successResponse;
         const successResponse = reported ?? job.spec.successResponse;
@@ -428,8 +403,8 @@ export class Channel extends EventEmitter {
         const reply = successResponse
           ? await conn.request(job.command, job.args, id, { signal })
           : await conn.fence(job.command, job.args, id, this.newSyncId(), { signal });
-        if (reply.ok) this.finish(job, 'ok', { value: reply.value });
-        else this.finish(job, 'agent-error', { error: agentErrorToGatewayError(reply.error, ctx) });
+        if (reply.ok) this.queue.finish(job, 'ok', { value: reply.value });
+        else this.queue.finish(job, 'agent-error', { error: agentErrorToGatewayError(reply.error, ctx) });
       }
     } catch (err) {
       this.onRunError(conn, job, err);
@@ -447,22 +422,22 @@ export class Channel extends EventEmitter {
       const resendable = job.kind !== 'command' || job.spec.idempotent;
       if (resendable && !job.retried && this.now() < job.deadline) {
         job.retried = true;
-        this.queue.unshift(job);
+        this.queue.requeue(job);
         this.opts.logger?.debug({ vm: this.vm, command: job.command }, 'connection lost; resending idempotent command');
         return;
       }
       const detail = resendable
         ? `the connection to the agent of ${this.vm} was lost during ${job.command}`
         : `the connection to the agent of ${this.vm} was lost while ${job.command} was in flight; its outcome is unknown and it was not resent`;
-      this.finish(job, 'unavailable', { error: new GatewayError('AGENT_UNAVAILABLE', detail, ctx) });
+      this.queue.finish(job, 'unavailable', { error: new GatewayError('AGENT_UNAVAILABLE', detail, ctx) });
     } else if (err instanceof ProtocolViolationError) {
       this.resyncReason = 'protocol-error';
-      this.finish(job, 'protocol-error', { error: new GatewayError('AGENT_PROTOCOL_ERROR', err.message, ctx) });
+      this.queue.finish(job, 'protocol-error', { error: new GatewayError('AGENT_PROTOCOL_ERROR', err.message, ctx) });
     } else {
       // A forced sync that did not come back: the socket cannot be trusted any more.
       conn.destroy();
       const detail = err instanceof Error ? err.message : String(err);
-      this.finish(job, 'unavailable', { error: new GatewayError('AGENT_UNAVAILABLE', `${job.command} failed for ${this.vm}: ${detail}`, ctx) });
+      this.queue.finish(job, 'unavailable', { error: new GatewayError('AGENT_UNAVAILABLE', `${job.command} failed for ${this.vm}: ${detail}`, ctx) });
     }
   }
 
@@ -520,11 +495,6 @@ export class Channel extends EventEmitter {
     const n = Number(randomBytes(8).readBigUInt64BE(0) & BigInt(MAX_ID));
     return n === 0 ? 1 : n;
   }
-}
-
-function abortReason(signal: AbortSignal): Error {
-  const r: unknown = signal.reason;
-  return r instanceof Error ? r : new DOMException('This operation was aborted', 'AbortError');
 }
 
 function stripUndefined<T extends object>(o: T): T {
