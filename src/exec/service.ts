@@ -10,6 +10,7 @@
  * For the same reason `guest-exec` itself is sent without the caller's signal: once it is on the
  * wire the process will run, and only its pid lets the reaper clean up after it.
  */
+import type { Config } from '../config/schema.js';
 import { GatewayError, isGatewayError } from '../errors.js';
 import type { JsonObject, JsonValue } from '../qga/types.js';
 import { isTransient, isUnknownPid, unknownPid } from './errors.js';
@@ -17,18 +18,7 @@ import { ResultCache } from './results.js';
 import { PidTracker, type TrackedPid } from './tracker.js';
 import type { AgentCaller, AgentVersionOf, CaptureOutput, ExecStartRequest, ExecStatus, ExecStatusRecord } from './types.js';
 
-export interface ExecSettings {
-  maxWaitSeconds: number;
-  maxInputBytes: number;
-  resultTtlSeconds: number;
-  resultCacheMaxEntries: number;
-  resultCacheMaxBytes: number;
-  pollInitialMs: number;
-  pollMaxMs: number;
-  reaperIntervalMs: number;
-  reaperMaxIntervalMs: number;
-  maxTrackedPids: number;
-}
+export type ExecSettings = Config['exec'];
 
 export interface ExecLogger {
   warn(obj: object, msg: string): void;
@@ -49,7 +39,7 @@ export class ExecService {
     private readonly agent: AgentCaller,
     private readonly versionOf: AgentVersionOf,
     readonly settings: ExecSettings,
-    private readonly log?: ExecLogger,
+    readonly log?: ExecLogger,
   ) {
     this.results = new ResultCache({
       ttlMs: settings.resultTtlSeconds * 1000,
@@ -200,13 +190,10 @@ export class ExecService {
     if (typeof capture === 'boolean') return capture;
     if (capture === 'separated') return true;
     if (capture === 'none') return false;
-    let version = this.versionOf(vm);
-    if (!version) {
-      // The version is learnt when the channel syncs; a ping makes that happen.
-      await this.agent.call(vm, 'guest-ping');
-      version = this.versionOf(vm);
-    }
-    if (version && compareVersion(version, CAPTURE_ENUM_SINCE) < 0) {
+    // The version comes from guest-info, cached when the channel synced (a sync happens here if needed).
+    const version = await this.versionOf(vm);
+    const known = version.some((n) => n > 0); // [0,0,0]: unparseable, let the agent judge
+    if (known && compareVersion(version, CAPTURE_ENUM_SINCE) < 0) {
       throw new GatewayError(
         'COMMAND_NOT_SUPPORTED',
         `capture-output "${capture}" needs a guest agent >= 8.0 (this one is ${version.join('.')}); use true, false, "separated" or "none"`,

@@ -41,5 +41,5 @@ export interface AgentCaller {
   call(vm: string, command: string, args?: JsonObject, opts?: ExecuteOptions): Promise<JsonValue>;
 }
 
-/** The cached guest-info version of a VM's agent, undefined until the channel has synced once. */
-export type AgentVersionOf = (vm: string) => readonly [number, number, number] | undefined;
+/** The guest-info version of a VM's agent ([major, minor, micro]; [0,0,0] when unparseable). */
+export type AgentVersionOf = (vm: string) => Promise<readonly [number, number, number]>;

@@ -2,6 +2,7 @@
  * FilesService: whole-file streaming (download with Range, upload with truncate/append/resume)
  * and the raw handle API, over one GuestFiles that tracks every handle the gateway opens.
  */
+import type { Config } from '../config/schema.js';
 import type { AgentCaller } from '../exec/types.js';
 import { planDownload, type DownloadPlan } from './download.js';
 import { isGatewayError } from '../errors.js';
@@ -9,18 +10,7 @@ import { GuestFiles, SEEK_END, type FilesLogger } from './guest.js';
 import { RawHandles } from './raw.js';
 import { upload, type UploadMode, type UploadResult } from './upload.js';
 
-export interface FilesSettings {
-  readChunkBytes: number;
-  writeChunkBytes: number;
-  /** 0 = no limit */
-  maxUploadBytes: number;
-  maxRawReadBytes: number;
-  maxRawWriteBytes: number;
-  maxHandlesPerVm: number;
-  handleIdleSeconds: number;
-  handleReaperIntervalMs: number;
-  closeTimeoutMs: number;
-}
+export type FilesSettings = Config['files'];
 
 /** The agent reads at most 48 MB per guest-file-read. */
 const AGENT_MAX_READ = 48 * 1000 * 1000;

@@ -1,0 +1,85 @@
+/**
+ * Schemas of the exec routes. QGA members keep their names (`path`, `arg`, `env`, `input-data`,
+ * `capture-output`, `exitcode`, `out-data` …); the gateway's additions are camelCase
+ * (`inputText`, `wait`, `outText`, `errText`, `collectedAt`).
+ *
+ * Output shape: `out-data`/`err-data` are always the agent's base64, verbatim and lossless;
+ * `outText`/`errText` are added when those bytes are valid UTF-8 (absent otherwise, so a caller
+ * never gets a silently mangled string). Check `outText` first, fall back to decoding `out-data`.
+ */
+import { Type } from 'typebox';
+import { VmName } from './common.js';
+import { GuestExecCaptureOutput, described } from './qga.js';
+
+export const ExecParams = Type.Object(
+  { vm: VmName, pid: Type.Integer({ minimum: 0, description: 'pid returned by POST /exec (a guest OS pid)' }) },
+  { additionalProperties: false },
+);
+
+export const ExecBody = Type.Object(
+  {
+    path: Type.String({ minLength: 1, description: 'path or executable name to execute' }),
+    arg: Type.Optional(Type.Array(Type.String(), { description: 'argument list to pass to executable' })),
+    env: Type.Optional(Type.Array(Type.String(), { description: 'environment variables to pass to executable (NAME=value)' })),
+    'input-data': Type.Optional(
+      Type.String({ description: 'data to be passed to process stdin (base64 encoded). Not together with inputText.' }),
+    ),
+    inputText: Type.Optional(
+      Type.String({ description: 'stdin as text (sent as its UTF-8 bytes); the gateway base64-encodes it. Not together with input-data.' }),
+    ),
+    'capture-output': Type.Optional(
+      described(
+        GuestExecCaptureOutput,
+        'what output to capture. Default here: true (the agent\'s own default is false, which would leave nothing to return). ' +
+          'true/false and "separated"/"none" work with every agent; "stdout", "stderr" and "merged" need QGA >= 8.0 (older → 501).',
+      ),
+    ),
+    wait: Type.Optional(
+      Type.Number({
+        minimum: 0,
+        description:
+          'seconds to wait for the process to exit (at most exec.maxWaitSeconds, beyond → 400). With wait, the finished ' +
+          'status is returned (200) if the process exits in time, otherwise 202 {pid}. Without it: 202 {pid} at once.',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+export const ExecStarted = Type.Object(
+  { pid: Type.Integer({ description: 'pid of child process in guest OS; poll GET /v1/vms/{vm}/exec/{pid}' }) },
+  { additionalProperties: false, title: 'ExecStarted' },
+);
+
+export const ExecResult = Type.Object(
+  {
+    pid: Type.Integer({ description: 'pid of the process in the guest OS' }),
+    exited: Type.Boolean({ description: 'true if process has already terminated.' }),
+    exitcode: Type.Optional(Type.Integer({ description: 'process exit code if it was normally terminated.' })),
+    signal: Type.Optional(Type.Integer({ description: 'signal number (linux) or unhandled exception code (windows) if the process was abnormally terminated.' })),
+    'out-data': Type.Optional(Type.String({ description: 'base64-encoded stdout (verbatim from the agent; present once exited, if captured).' })),
+    'err-data': Type.Optional(Type.String({ description: 'base64-encoded stderr (verbatim from the agent; present once exited, if captured).' })),
+    'out-truncated': Type.Optional(Type.Boolean({ description: 'true if stdout was not fully captured due to size limitation (16 MiB in the agent).' })),
+    'err-truncated': Type.Optional(Type.Boolean({ description: 'true if stderr was not fully captured due to size limitation (16 MiB in the agent).' })),
+    outText: Type.Optional(Type.String({ description: 'stdout decoded as UTF-8; present only when out-data is valid UTF-8.' })),
+    errText: Type.Optional(Type.String({ description: 'stderr decoded as UTF-8; present only when err-data is valid UTF-8.' })),
+    collectedAt: Type.Optional(
+      Type.String({
+        format: 'date-time',
+        description:
+          'when the gateway read the final status from the agent. The agent forgets it at that moment; the gateway keeps it ' +
+          'for exec.resultTtlSeconds, so repeating GET /exec/{pid} returns the same result.',
+      }),
+    ),
+  },
+  { additionalProperties: false, title: 'ExecResult' },
+);
+
+export const ExecStatusQuery = Type.Object(
+  {
+    wait: Type.Optional(
+      Type.Number({ minimum: 0, description: 'seconds to wait for the process to exit before answering (at most exec.maxWaitSeconds)' }),
+    ),
+  },
+  { additionalProperties: false },
+);

@@ -1,0 +1,98 @@
+/**
+ * Schemas of the file routes: the raw handle API (QGA arguments and results verbatim) and the
+ * whole-file content routes (raw bytes, any size, streamed).
+ */
+import { Type } from 'typebox';
+import { VmName } from './common.js';
+import { GuestFileWhence, StringEnum, described } from './qga.js';
+
+export const GuestPath = Type.String({ minLength: 1, maxLength: 4096, description: 'Full path to the file in the guest' });
+
+export const ContentQuery = Type.Object({ path: GuestPath }, { additionalProperties: false });
+
+export const UploadQuery = Type.Object(
+  {
+    path: GuestPath,
+    mode: Type.Optional(
+      StringEnum(['truncate', 'append'], {
+        description: 'truncate (default): create the file or empty it first ("w"); append: add to its end ("a")',
+      }),
+    ),
+    offset: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        description:
+          'resume an interrupted upload: write the body starting at this byte of the existing file (opened "r+": it must ' +
+          'exist, nothing is truncated). At most the current size (HEAD gives it), else 416. Not with mode=append.',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+export const UploadResult = Type.Object(
+  {
+    path: Type.String(),
+    bytesWritten: Type.Integer({ description: 'bytes of the body written to the file' }),
+    position: Type.Integer({ description: 'file position after the last byte written: the file size when writing reached its end' }),
+  },
+  { additionalProperties: false, title: 'UploadResult' },
+);
+
+export const HandleParams = Type.Object(
+  { vm: VmName, handle: Type.Integer({ minimum: 0, description: 'file handle returned by POST /files/handles' }) },
+  { additionalProperties: false },
+);
+
+export const OpenBody = Type.Object(
+  {
+    path: GuestPath,
+    mode: Type.Optional(Type.String({ minLength: 1, maxLength: 8, description: 'open mode, as per fopen(), "r" is the default' })),
+  },
+  { additionalProperties: false },
+);
+
+export const OpenResult = Type.Object(
+  {
+    handle: Type.Integer({ description: 'Guest file handle' }),
+    expiresAt: Type.String({ format: 'date-time', description: 'the gateway closes the handle if it is unused until then; every use extends it' }),
+  },
+  { additionalProperties: false, title: 'OpenedHandle' },
+);
+
+export const ReadBody = Type.Object(
+  { count: Type.Optional(Type.Integer({ minimum: 1, description: 'maximum number of bytes to read (default is 4KB; at most files.maxRawReadBytes)' })) },
+  { additionalProperties: false },
+);
+
+export const WriteBody = Type.Object(
+  {
+    'buf-b64': Type.String({ description: 'base64-encoded string representing data to be written' }),
+    count: Type.Optional(Type.Integer({ minimum: 0, description: 'bytes to write (actual bytes, after base64-decode), default is all content in buf-b64 buffer after base64 decoding' })),
+  },
+  { additionalProperties: false },
+);
+
+export const TrackedHandleView = Type.Object(
+  {
+    handle: Type.Integer(),
+    path: Type.Optional(Type.String({ description: 'absent for a handle adopted after it was opened elsewhere' })),
+    mode: Type.Optional(Type.String()),
+    openedAt: Type.String({ format: 'date-time' }),
+    lastUsedAt: Type.String({ format: 'date-time' }),
+    expiresAt: Type.String({ format: 'date-time', description: 'when the reaper closes it if still unused' }),
+  },
+  { additionalProperties: false, title: 'TrackedFileHandle' },
+);
+
+export const HandleList = Type.Object({ handles: Type.Array(TrackedHandleView) }, { additionalProperties: false });
+
+export const BinaryBody = { description: 'the file bytes, streamed (any length; any Content-Type is accepted and stored verbatim)' };
+
+export const SeekBody = Type.Object(
+  {
+    offset: Type.Integer({ description: 'bytes to skip over in the file stream' }),
+    whence: described(GuestFileWhence, 'set/cur/end, or 0/1/2'),
+  },
+  { additionalProperties: false },
+);
