@@ -26,19 +26,20 @@
  *   ready ──idleReleaseMs──► idle (socket closed: the agent serves one client at a time)
  *   close(): closing (drain) ─► closed          destroy(): fail everything ─► closed
  */
-import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
-import { GatewayError, agentErrorToGatewayError } from '../errors.js';
-import { parseAgentInfo } from './agent-info.js';
-import { AgentConnection, ConnectionLostError, ProtocolViolationError } from './connection.js';
+import { GatewayError } from '../errors.js';
+import type { AgentConnection } from './connection.js';
+import { dispatch } from './dispatch.js';
+import { AgentLink } from './link.js';
 import { JobQueue, abortReason, defaultSpec, type CommandEvent, type Job, type JobKind } from './queue.js';
 import type {
   AgentInfo, ChannelState, ChannelStats, CommandSpec, Endpoint, ExecuteOptions, JsonObject, JsonValue, TimeoutClass,
 } from './types.js';
 
 export type { CommandEvent, CommandOutcome } from './queue.js';
+export type { ResyncReason } from './link.js';
 
 export interface ChannelOptions {
   vm: string;
@@ -58,10 +59,6 @@ export interface ChannelOptions {
   now?: () => number;
 }
 
-export type ResyncReason = 'connect' | 'timeout' | 'aborted' | 'protocol-error' | 'stale-data' | 'requested';
-
-const MAX_ID = Number.MAX_SAFE_INTEGER;
-
 export class Channel extends EventEmitter {
   readonly vm: string;
   readonly endpoint: Endpoint;
@@ -71,16 +68,10 @@ export class Channel extends EventEmitter {
   private readonly queue: JobQueue;
   private inFlight: Job | undefined;
   private pumping = false;
-  private conn: AgentConnection | undefined;
-  private connectedAt: number | undefined;
+  private readonly link: AgentLink;
   private lastUsed: number;
-  private cachedInfo: AgentInfo | undefined;
-  private infoError: GatewayError | undefined;
-  private infoStale = true;
-  private resyncReason: ResyncReason | undefined;
   private failures = 0;
   private lastFailure: Error | undefined;
-  private nextRequestId = 1 + randomBytes(4).readUInt32BE(0);
   private idleTimer: NodeJS.Timeout | undefined;
   private backoffTimer: NodeJS.Timeout | undefined;
   private wakeBackoff: (() => void) | undefined;
@@ -109,6 +100,21 @@ export class Channel extends EventEmitter {
       onSettled: (event: CommandEvent) => this.emit('command', event),
       onEmpty: () => this.wakeBackoff?.(),
     });
+    this.link = new AgentLink({
+      vm: this.vm,
+      endpoint: this.endpoint,
+      connectTimeoutMs: this.opts.connectTimeoutMs,
+      syncTimeoutMs: this.opts.syncTimeoutMs,
+      maxReplyBytes: this.opts.maxReplyBytes,
+      now: this.now,
+      logger: this.opts.logger,
+    });
+    this.link.on('stale', (e: { bytes: number }) => this.emit('stale', e));
+    this.link.on('resync', (e: { reason: string }) => this.emit('resync', e));
+    this.link.on('lost', () => {
+      this.clearIdleTimer();
+      if (!this.pumping) this.setState('idle');
+    });
   }
 
   get state(): ChannelState {
@@ -116,7 +122,7 @@ export class Channel extends EventEmitter {
   }
 
   get agentInfo(): AgentInfo | undefined {
-    return this.cachedInfo;
+    return this.link.agentInfo;
   }
 
   /** has something queued or on the wire */
@@ -126,7 +132,7 @@ export class Channel extends EventEmitter {
 
   /** holds (or is about to hold) the agent's socket */
   get holdsSocket(): boolean {
-    return this.conn !== undefined || this.current === 'connecting' || this.current === 'backoff';
+    return this.link.connection !== undefined || this.current === 'connecting' || this.current === 'backoff';
   }
 
   get lastUsedAt(): number {
@@ -139,9 +145,9 @@ export class Channel extends EventEmitter {
       state: this.current,
       queued: this.queue.length,
       inFlight: this.inFlight ? 1 : 0,
-      connectedAt: this.conn ? this.connectedAt : undefined,
+      connectedAt: this.link.connectedAt,
       lastUsedAt: this.lastUsed,
-      agentVersion: this.cachedInfo?.version,
+      agentVersion: this.link.agentInfo?.version,
     };
   }
 
@@ -188,9 +194,7 @@ export class Channel extends EventEmitter {
   release(): boolean {
     if (this.busy || this.current === 'closing' || this.current === 'closed') return false;
     this.clearIdleTimer();
-    const conn = this.conn;
-    this.conn = undefined;
-    conn?.destroy();
+    this.link.drop();
     this.setState('idle');
     return true;
   }
@@ -227,7 +231,7 @@ export class Channel extends EventEmitter {
     const promise = this.queue.accept<T>(kind, command, args, spec, opts.timeoutMs ?? this.opts.timeouts[spec.timeout], signal);
     this.lastUsed = this.now();
     this.clearIdleTimer();
-    void this.pump();
+    this.kick();
     return promise;
   }
 
@@ -238,7 +242,7 @@ export class Channel extends EventEmitter {
       this.queue.finish(job, 'timeout', {
         error: new GatewayError('AGENT_TIMEOUT', `${job.command} got no reply from the agent of ${this.vm} within ${job.timeoutMs} ms${unknown}`, ctx),
       });
-      this.resyncReason = 'timeout';
+      this.link.markOutOfSync('timeout');
       job.cancel.abort();
     } else if (this.inFlight) {
       this.queue.finish(job, 'timeout', {
@@ -258,9 +262,17 @@ export class Channel extends EventEmitter {
     const wasRunning = job.running;
     this.queue.finish(job, 'aborted', { error: reason });
     if (wasRunning) {
-      this.resyncReason = 'aborted';
+      this.link.markOutOfSync('aborted');
       job.cancel.abort();
     }
+  }
+
+  /** Start the loop if it is not running. It does not throw; if it ever did, fail loudly but safely. */
+  private kick(): void {
+    this.pump().catch((err: unknown) => {
+      this.opts.logger?.error({ vm: this.vm, err }, 'channel loop failed');
+      this.destroy(new GatewayError('INTERNAL', `the channel to ${this.vm} failed: ${String(err)}`, { vm: this.vm, cause: err }));
+    });
   }
 
   /** The one loop that drains the queue. */
@@ -271,7 +283,10 @@ export class Channel extends EventEmitter {
       while (this.queue.length > 0 && this.current !== 'closed') {
         let ready: { conn: AgentConnection; rttMs?: number };
         try {
-          ready = await this.ensureReady();
+          ready = await this.link.ready((phase) => this.setState(phase), () => this.isClosed());
+          this.failures = 0;
+          this.lastFailure = undefined;
+          this.setState('ready');
         } catch (err) {
           if (this.isClosed()) break;
           this.failures++;
@@ -294,150 +309,40 @@ export class Channel extends EventEmitter {
   private afterPump(): void {
     if (this.current === 'closed') return;
     if (this.queue.length > 0) {
-      void this.pump();
+      this.kick();
       return;
     }
     if (this.current === 'closing') {
       this.finishClose();
       return;
     }
-    if (!this.conn) {
+    if (!this.link.connection) {
       this.setState('idle');
       return;
     }
     this.armIdleTimer();
   }
 
-  private async ensureReady(): Promise<{ conn: AgentConnection; rttMs?: number }> {
-    let conn = this.conn;
-    if (!conn || conn.closed) {
-      this.setState('connecting');
-      conn = await AgentConnection.connect(this.endpoint, this.opts.connectTimeoutMs, this.opts.maxReplyBytes);
-      if (this.isClosed()) {
-        conn.destroy();
-        throw new GatewayError('AGENT_UNAVAILABLE', 'the channel was shut down', { vm: this.vm });
-      }
-      this.attach(conn);
-      this.resyncReason = 'connect';
-      // The agent may have been upgraded or replaced while we were away.
-      this.infoStale = true;
-    }
-    let rttMs: number | undefined;
-    if (conn.needsSync) {
-      this.setState('syncing');
-      this.emit('resync', { reason: this.resyncReason ?? 'stale-data' });
-      this.resyncReason = undefined;
-      const t0 = this.now();
-      try {
-        await conn.sync(this.newSyncId(), { timeoutMs: this.opts.syncTimeoutMs });
-      } catch (err) {
-        conn.destroy();
-        throw err;
-      }
-      rttMs = this.now() - t0;
-    }
-    if (this.infoStale) await this.loadInfo(conn);
-    this.failures = 0;
-    this.lastFailure = undefined;
-    this.setState('ready');
-    return { conn, rttMs };
-  }
-
-  private attach(conn: AgentConnection): void {
-    this.conn = conn;
-    this.connectedAt = this.now();
-    conn.on('stale', (e: { bytes: number }) => {
-      this.opts.logger?.debug({ vm: this.vm, bytes: e.bytes }, 'discarded stale agent data');
-      this.emit('stale', e);
-    });
-    conn.on('close', (err?: Error) => {
-      if (this.conn !== conn) return;
-      this.conn = undefined;
-      this.clearIdleTimer();
-      this.opts.logger?.debug({ vm: this.vm, err: err?.message }, 'agent connection closed');
-      if (!this.pumping && this.current !== 'closing') this.setState('idle');
-    });
-  }
-
-  private async loadInfo(conn: AgentConnection): Promise<void> {
-    try {
-      const reply = await conn.request('guest-info', undefined, undefined, { timeoutMs: this.opts.syncTimeoutMs });
-      if (reply.ok) {
-        this.cachedInfo = parseAgentInfo(reply.value);
-        this.infoError = undefined;
-      } else {
-        // Commands still work without it, matched in order and without ids.
-        this.cachedInfo = undefined;
-        this.infoError = agentErrorToGatewayError(reply.error, { vm: this.vm, command: 'guest-info' });
-      }
-      this.infoStale = false;
-    } catch (err) {
-      conn.destroy();
-      throw err;
-    }
-  }
-
   private async run(conn: AgentConnection, job: Job, readyRttMs: number | undefined): Promise<void> {
     job.running = true;
     this.inFlight = job;
     this.lastUsed = this.now();
-    const signal = job.cancel.signal;
-    const ctx = { vm: this.vm, command: job.command };
-    try {
-      if (job.kind === 'sync') {
-        let rttMs = readyRttMs;
-        if (rttMs === undefined) {
-          const t0 = this.now();
-          this.emit('resync', { reason: 'requested' });
-          await conn.sync(this.newSyncId(), { timeoutMs: this.opts.syncTimeoutMs, signal });
-          rttMs = this.now() - t0;
-        }
-        this.queue.finish(job, 'ok', { value: { rttMs } });
-      } else if (job.kind === 'info') {
-        if (this.cachedInfo) this.queue.finish(job, 'ok', { value: this.cachedInfo });
-        else this.queue.finish(job, 'agent-error', { error: this.infoError ?? new GatewayError('AGENT_ERROR', 'guest-info failed', ctx) });
-      } else {
-        const reported = this.cachedInfo?.commands.get(job.command)?.successResponse;
-        const successResponse = reported ?? job.spec.successResponse;
-        const id = this.cachedInfo?.echoesId ? this.newRequestId() : undefined;
-        const reply = successResponse
-          ? await conn.request(job.command, job.args, id, { signal })
-          : await conn.fence(job.command, job.args, id, this.newSyncId(), { signal });
-        if (reply.ok) this.queue.finish(job, 'ok', { value: reply.value });
-        else this.queue.finish(job, 'agent-error', { error: agentErrorToGatewayError(reply.error, ctx) });
-      }
-    } catch (err) {
-      this.onRunError(conn, job, err);
-    } finally {
-      job.running = false;
-      this.inFlight = undefined;
-      this.lastUsed = this.now();
-    }
-  }
-
-  private onRunError(conn: AgentConnection, job: Job, err: unknown): void {
-    const ctx = { vm: this.vm, command: job.command, cause: err };
-    if (job.settled) return; // deadline or caller abort: the connection already needs a resync
-    if (err instanceof ConnectionLostError) {
-      const resendable = job.kind !== 'command' || job.spec.idempotent;
-      if (resendable && !job.retried && this.now() < job.deadline) {
-        job.retried = true;
-        this.queue.requeue(job);
-        this.opts.logger?.debug({ vm: this.vm, command: job.command }, 'connection lost; resending idempotent command');
-        return;
-      }
-      const detail = resendable
-        ? `the connection to the agent of ${this.vm} was lost during ${job.command}`
-        : `the connection to the agent of ${this.vm} was lost while ${job.command} was in flight; its outcome is unknown and it was not resent`;
-      this.queue.finish(job, 'unavailable', { error: new GatewayError('AGENT_UNAVAILABLE', detail, ctx) });
-    } else if (err instanceof ProtocolViolationError) {
-      this.resyncReason = 'protocol-error';
-      this.queue.finish(job, 'protocol-error', { error: new GatewayError('AGENT_PROTOCOL_ERROR', err.message, ctx) });
+    const result = await dispatch(this.link, conn, job, this.vm, readyRttMs);
+    job.running = false;
+    this.inFlight = undefined;
+    this.lastUsed = this.now();
+    if (result.outcome === 'abandoned') return;
+    if (result.outcome === 'resend' && this.now() < job.deadline) {
+      job.retried = true;
+      this.queue.requeue(job);
+      this.opts.logger?.debug({ vm: this.vm, command: job.command }, 'connection lost; resending idempotent command');
+    } else if (result.outcome === 'resend') {
+      const error = new GatewayError('AGENT_UNAVAILABLE', `the connection to the agent of ${this.vm} was lost during ${job.command}`, { vm: this.vm, command: job.command });
+      this.queue.finish(job, 'unavailable', { error });
+    } else if (result.outcome === 'ok') {
+      this.queue.finish(job, 'ok', { value: result.value });
     } else {
-      // A forced sync that did not come back: the socket cannot be trusted any more.
-      conn.destroy();
-      const detail = err instanceof Error ? err.message : String(err);
-      this.queue.finish(job, 'unavailable', { error: new GatewayError('AGENT_UNAVAILABLE', `${job.command} failed for ${this.vm}: ${detail}`, ctx) });
+      this.queue.finish(job, result.outcome, { error: result.error });
     }
   }
 
@@ -476,24 +381,11 @@ export class Channel extends EventEmitter {
   private finishClose(): void {
     this.clearIdleTimer();
     this.wakeBackoff?.();
-    const conn = this.conn;
-    this.conn = undefined;
-    conn?.destroy();
+    this.link.drop();
     this.setState('closed');
     const waiters = this.closeWaiters;
     this.closeWaiters = [];
     for (const w of waiters) w();
-  }
-
-  private newRequestId(): number {
-    if (this.nextRequestId >= MAX_ID) this.nextRequestId = 1;
-    return this.nextRequestId++;
-  }
-
-  /** A fresh random sync id in [1, 2^53 - 1]: a stale sync reply can never match it by accident. */
-  private newSyncId(): number {
-    const n = Number(randomBytes(8).readBigUInt64BE(0) & BigInt(MAX_ID));
-    return n === 0 ? 1 : n;
   }
 }
 
