@@ -1,0 +1,168 @@
+/**
+ * Freeze groups: several VMs frozen together for one consistent multi-VM snapshot, under ONE lease
+ * and ONE deadline (the store session `group:<id>` holds every member's VM key). All or nothing:
+ * if any member fails to freeze, the members already frozen are thawed and the answer reports each
+ * VM. DELETE thaws every member; the group's deadline thaws them if nobody does.
+ */
+import { randomUUID } from 'node:crypto';
+import type { FreezeLogger as Logger } from './types.js';
+import { GatewayError, isGatewayError } from '../errors.js';
+import { groupKey, type Lease, type LeaseStore } from '../store/types.js';
+import type { SessionFreezer } from './session.js';
+import type { ThawEngine } from './thaw.js';
+import { leaseView, type LeaseView } from './view.js';
+import { freezeData, iso, withExtra, type Caller, type FreezeAgent, type FreezeRegistry, type VmThawReport } from './types.js';
+
+export const MAX_GROUP_VMS = 64;
+
+export interface GroupResponse {
+  id: string;
+  leaseId: string;
+  fence: number;
+  createdAt: string;
+  expiresAt: string;
+  hardDeadline: string;
+  vms: Array<{ vm: string; frozen: number }>;
+  reused: boolean;
+}
+
+export interface GroupThawResponse {
+  id: string;
+  consistent: boolean;
+  vms: Array<VmThawReport & { skipped?: boolean }>;
+  forced?: boolean;
+}
+
+export class FreezeGroups {
+  constructor(
+    private readonly store: LeaseStore,
+    private readonly agent: FreezeAgent,
+    private readonly registry: FreezeRegistry,
+    private readonly engine: ThawEngine,
+    private readonly freezer: SessionFreezer,
+    private readonly logger: Logger,
+  ) {}
+
+  async create(body: { vms: string[]; ttlSeconds?: number; mountpoints?: string[] }, caller: Caller, idempotencyKey?: string): Promise<GroupResponse> {
+    const vms = body.vms;
+    if (vms.length === 0 || vms.length > MAX_GROUP_VMS) {
+      throw new GatewayError('VALIDATION_FAILED', `a freeze group has 1 to ${MAX_GROUP_VMS} VMs`);
+    }
+    if (new Set(vms).size !== vms.length) throw new GatewayError('VALIDATION_FAILED', 'a VM is listed twice in the group');
+    checkReach(vms, caller);
+    const missing: string[] = [];
+    for (const vm of vms) {
+      try {
+        await this.registry.require(vm);
+      } catch (e) {
+        if (isGatewayError(e) && e.code === 'VM_NOT_FOUND') missing.push(vm);
+        else throw e;
+      }
+    }
+    if (missing.length) {
+      throw new GatewayError('VM_NOT_FOUND', `not registered: ${missing.join(', ')}; nothing was frozen`, { extra: { missing } });
+    }
+    const id = randomUUID();
+    const r = await this.freezer.freeze({
+      session: groupKey(id),
+      kind: 'group',
+      vms,
+      ...(body.mountpoints ? { mountpoints: body.mountpoints } : {}),
+      ...(body.ttlSeconds !== undefined ? { ttlSeconds: body.ttlSeconds } : {}),
+      ...(idempotencyKey ? { idempotencyKey } : {}),
+      caller,
+    });
+    const l = r.lease;
+    return {
+      id: l.session.slice('group:'.length),
+      leaseId: l.leaseId,
+      fence: l.fence,
+      createdAt: iso(l.createdAt),
+      expiresAt: iso(l.expiresAt),
+      hardDeadline: iso(l.hardDeadline),
+      vms: freezeData(l).vms.map((vm) => ({ vm, frozen: r.frozen[vm] ?? 0 })),
+      reused: r.reused,
+    };
+  }
+
+  async get(id: string, caller: Caller): Promise<{ id: string; lease: LeaseView; vms: Array<{ vm: string; status: string }> }> {
+    const l = await this.require(id);
+    checkReach(freezeData(l).vms, caller);
+    const vms = await Promise.all(
+      freezeData(l).vms.map(async (vm) => {
+        try {
+          return { vm, status: String(await this.agent.call(vm, 'guest-fsfreeze-status')) };
+        } catch (e) {
+          return { vm, status: 'unknown', ...(isGatewayError(e) ? { error: { code: e.code, detail: e.message } } : {}) };
+        }
+      }),
+    );
+    return { id, lease: leaseView(l, caller), vms };
+  }
+
+  async renew(id: string, leaseId: string, ttlSeconds: number | undefined, caller: Caller): Promise<{ id: string; leaseId: string; fence: number; expiresAt: string; hardDeadline: string; capped: boolean }> {
+    const ttlMs = this.freezer.ttlMs(ttlSeconds);
+    checkReach(freezeData(await this.require(id)).vms, caller);
+    const r = await this.store.renew(groupKey(id), leaseId, ttlMs);
+    if (!r.ok) {
+      if (r.reason === 'not-found') throw notFound(id);
+      throw new GatewayError('LEASE_CONFLICT', r.reason === 'expired' ? `the lease of group ${id} has expired (its thaw is due)` : `lease ${leaseId} is not the lease of group ${id}`, {
+        extra: { reason: r.reason },
+      });
+    }
+    this.engine.arm(r.lease);
+    return { id, leaseId, fence: r.lease.fence, expiresAt: iso(r.lease.expiresAt), hardDeadline: iso(r.lease.hardDeadline), capped: r.capped };
+  }
+
+  async delete(id: string, q: { leaseId?: string; force?: boolean }, caller: Caller): Promise<GroupThawResponse> {
+    if (q.force && !caller.admin) throw new GatewayError('FORBIDDEN', 'force=true needs the admin scope');
+    if (!q.force && !q.leaseId) throw new GatewayError('VALIDATION_FAILED', 'leaseId is required (or force=true, which needs the admin scope)');
+    let lease: Lease | undefined;
+    try {
+      lease = await this.store.getSession(groupKey(id));
+    } catch (e) {
+      if (!isGatewayError(e) || e.code !== 'STORE_UNAVAILABLE') throw e;
+      // the store is down: this process may still know the group (it froze or renewed it)
+      lease = this.engine.localLease(groupKey(id));
+      if (!lease) throw e;
+    }
+    if (!lease) throw notFound(id);
+    checkReach(freezeData(lease).vms, caller);
+    if (!q.force && lease.leaseId !== q.leaseId) {
+      throw new GatewayError('LEASE_CONFLICT', `lease ${q.leaseId} is not the lease of group ${id}`, { extra: { holder: lease.owner, expiresAt: iso(lease.expiresAt) } });
+    }
+    if (q.force) {
+      this.logger.warn({ audit: true, action: 'force-thaw-group', group: id, by: caller.name, holder: lease.owner, leaseId: lease.leaseId }, 'forced thaw of a freeze group');
+    }
+    const res = await this.engine.thawSession(lease, q.force ? 'force' : 'caller');
+    const frozen = freezeData(lease).frozen ?? {};
+    const vms = res.outcomes.map((o) =>
+      o.status === 'thawed'
+        ? o.report
+        : o.status === 'skipped'
+          ? { vm: o.vm, thawed: 0, frozen: frozen[o.vm] ?? 0, consistent: false, skipped: true, reason: `not thawed by this request: the VM is ${o.why === 'superseded' ? 'held by another lease now' : 'no longer under this lease'}` }
+          : { vm: o.vm, thawed: 0, frozen: frozen[o.vm] ?? 0, consistent: false, reason: `${o.error.code}: ${o.error.message}` },
+    );
+    const failed = res.outcomes.find((o) => o.status === 'failed');
+    if (failed && failed.status === 'failed') {
+      // the lease stays, so the retry and the deadline keep trying; say which VMs are still frozen
+      throw withExtra(failed.error, { group: id, vms });
+    }
+    return { id, consistent: vms.every((v) => v.consistent), vms, ...(q.force ? { forced: true } : {}) };
+  }
+
+  private async require(id: string): Promise<Lease> {
+    const l = await this.store.getSession(groupKey(id));
+    if (!l) throw notFound(id);
+    return l;
+  }
+}
+
+function checkReach(vms: string[], caller: Caller): void {
+  const denied = caller.mayReach ? vms.filter((vm) => !caller.mayReach?.(vm)) : [];
+  if (denied.length) throw new GatewayError('FORBIDDEN', `${caller.name} may not reach ${denied.join(', ')}`, { extra: { denied } });
+}
+
+function notFound(id: string): GatewayError {
+  return new GatewayError('NOT_FOUND', `freeze group ${id} does not exist (it has ended: thawed by its deadline or a DELETE)`);
+}

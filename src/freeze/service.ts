@@ -1,0 +1,222 @@
+/**
+ * FreezeService: filesystem freezes for backup systems, as leases.
+ *   freeze → a lease {leaseId, fence, expiresAt} with a bounded TTL; renew within a hard cap;
+ *   thaw with the lease (or force + admin, audited); status = agent status + lease.
+ * Auto-thaw twice over: a local timer in the process that froze (ThawEngine) and a durable
+ * deadline in the store swept by every process (Sweeper), plus reconciliation at start-up.
+ * Freeze groups (several VMs, one lease, all or nothing) live in groups.ts on the same parts.
+ */
+import { hostname } from 'node:os';
+import { randomUUID } from 'node:crypto';
+import type { FreezeLogger as Logger } from './types.js';
+import { GatewayError, isGatewayError } from '../errors.js';
+import { vmKey, type Lease, type LeaseStore } from '../store/types.js';
+import { FreezeGroups } from './groups.js';
+import { SessionFreezer } from './session.js';
+import { Sweeper } from './sweeper.js';
+import { ThawEngine } from './thaw.js';
+import { leaseView, type LeaseView } from './view.js';
+import { freezeData, iso, type Caller, type FreezeAgent, type FreezeDeps, type FreezeRegistry, type FreezeSettings, type VmThawReport } from './types.js';
+
+export interface FreezeResponse {
+  leaseId: string;
+  fence: number;
+  frozen: number;
+  createdAt: string;
+  expiresAt: string;
+  hardDeadline: string;
+  mountpoints?: string[];
+  /** true when this answers an idempotent retry: same lease, not extended */
+  reused: boolean;
+}
+
+export interface RenewResponse {
+  leaseId: string;
+  fence: number;
+  expiresAt: string;
+  hardDeadline: string;
+  /** the requested TTL would have passed the hard cap: expiresAt is the cap */
+  capped: boolean;
+}
+
+export interface ThawResponse extends VmThawReport {
+  forced?: boolean;
+  /** how the lease was verified: by the store, or only by this process (store unavailable) */
+  leaseCheck?: 'store' | 'local' | 'unverified';
+}
+
+export class FreezeService {
+  readonly gatewayId: string;
+  readonly engine: ThawEngine;
+  readonly sweeper: Sweeper;
+  readonly groups: FreezeGroups;
+  private readonly freezer: SessionFreezer;
+  private readonly store: LeaseStore;
+  private readonly agent: FreezeAgent;
+  private readonly registry: FreezeRegistry;
+  private readonly logger: Logger;
+  readonly settings: FreezeSettings;
+
+  constructor(deps: FreezeDeps) {
+    this.store = deps.store;
+    this.agent = deps.agent;
+    this.registry = deps.registry;
+    this.settings = deps.settings;
+    this.logger = deps.logger.child({ component: 'freeze' });
+    this.gatewayId = deps.gatewayId ?? `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+    const claimRetryMs = Math.max(2 * this.settings.sweepIntervalMs, 5_000);
+    this.engine = new ThawEngine(this.store, this.agent, this.logger, this.settings.thawTimeoutMs);
+    this.sweeper = new Sweeper(this.store, this.engine, this.logger, this.settings.sweepIntervalMs, claimRetryMs);
+    this.freezer = new SessionFreezer(this.store, this.agent, this.registry, this.engine, this.settings, this.logger, this.gatewayId, claimRetryMs);
+    this.groups = new FreezeGroups(this.store, this.agent, this.registry, this.engine, this.freezer, this.logger);
+  }
+
+  /** Reconcile, then sweep every interval. Call once the app is ready. */
+  async start(): Promise<void> {
+    await this.sweeper.start();
+  }
+
+  /**
+   * Stop timers. Sessions stay in the store for the other processes (or this one after a restart)
+   * to thaw by their deadline.
+   */
+  async stop(): Promise<void> {
+    await this.sweeper.stop();
+    this.engine.stop();
+  }
+
+  async freeze(vm: string, body: { mountpoints?: string[]; ttlSeconds?: number }, caller: Caller, idempotencyKey?: string): Promise<FreezeResponse> {
+    const r = await this.freezer.freeze({
+      session: vmKey(vm),
+      kind: 'vm',
+      vms: [vm],
+      ...(body.mountpoints ? { mountpoints: body.mountpoints } : {}),
+      ...(body.ttlSeconds !== undefined ? { ttlSeconds: body.ttlSeconds } : {}),
+      ...(idempotencyKey ? { idempotencyKey } : {}),
+      caller,
+    });
+    const l = r.lease;
+    const mp = freezeData(l).mountpoints;
+    return {
+      leaseId: l.leaseId,
+      fence: l.fence,
+      frozen: r.frozen[vm] ?? 0,
+      createdAt: iso(l.createdAt),
+      expiresAt: iso(l.expiresAt),
+      hardDeadline: iso(l.hardDeadline),
+      ...(mp ? { mountpoints: mp } : {}),
+      reused: r.reused,
+    };
+  }
+
+  async renew(vm: string, leaseId: string, ttlSeconds: number | undefined): Promise<RenewResponse> {
+    await this.registry.require(vm);
+    const ttlMs = this.freezer.ttlMs(ttlSeconds);
+    const r = await this.store.renew(vmKey(vm), leaseId, ttlMs);
+    if (!r.ok) {
+      const holder = await this.store.getByKey(vmKey(vm));
+      if (holder && holder.leaseId === leaseId && holder.session !== vmKey(vm)) {
+        throw new GatewayError('LEASE_CONFLICT', `VM ${vm} is frozen as part of freeze group ${holder.session.slice(6)}: renew the group`, { vm, extra: { group: holder.session.slice(6) } });
+      }
+      const why = r.reason === 'expired' ? 'has expired (its thaw is due)' : r.reason === 'lease-mismatch' ? 'is not the lease VM ' + vm + ' is frozen under' : 'does not exist on this VM';
+      throw new GatewayError('LEASE_CONFLICT', `lease ${leaseId} ${why}`, { vm, extra: { reason: r.reason } });
+    }
+    this.engine.arm(r.lease);
+    return { leaseId: r.lease.leaseId, fence: r.lease.fence, expiresAt: iso(r.lease.expiresAt), hardDeadline: iso(r.lease.hardDeadline), capped: r.capped };
+  }
+
+  async thaw(vm: string, q: { leaseId?: string; force?: boolean }, caller: Caller): Promise<ThawResponse> {
+    await this.registry.require(vm);
+    if (q.force) return this.forceThaw(vm, caller);
+    if (!q.leaseId) throw new GatewayError('VALIDATION_FAILED', 'leaseId is required (or force=true, which needs the admin scope)', { vm });
+    const key = vmKey(vm);
+    let lease: Lease | undefined;
+    let check: ThawResponse['leaseCheck'] = 'store';
+    try {
+      lease = await this.store.getByKey(key);
+    } catch (e) {
+      if (!isGatewayError(e) || e.code !== 'STORE_UNAVAILABLE') throw e;
+      // Thaw is never blocked by the lock: without the store, trust what this process knows, and
+      // failing that thaw anyway — an unneeded thaw harms no VM, a refused one may leave it frozen.
+      const local = this.engine.localLease(key);
+      if (local?.leaseId === q.leaseId) {
+        lease = local;
+        check = 'local';
+      } else {
+        check = 'unverified';
+        this.logger.warn({ audit: true, action: 'thaw-unverified', vm, by: caller.name, leaseId: q.leaseId }, 'lease store unavailable: thawing with an unverified lease id');
+        return this.unverifiedThaw(vm, q.leaseId);
+      }
+    }
+    if (!lease) {
+      throw new GatewayError('LEASE_CONFLICT', `VM ${vm} has no lease ${q.leaseId}: it has ended (thawed by its deadline or another request); nothing was sent to the agent`, { vm });
+    }
+    if (lease.leaseId !== q.leaseId) {
+      throw new GatewayError('LEASE_CONFLICT', `lease ${q.leaseId} is not the lease VM ${vm} is frozen under (held by ${lease.owner} until ${iso(lease.expiresAt)})`, {
+        vm,
+        extra: { holder: lease.owner, expiresAt: iso(lease.expiresAt) },
+      });
+    }
+    if (lease.session !== key) {
+      const group = lease.session.slice(6);
+      throw new GatewayError('LEASE_CONFLICT', `VM ${vm} is frozen as part of freeze group ${group}: DELETE /v1/freeze-groups/${group}`, { vm, extra: { group } });
+    }
+    const res = await this.engine.thawSession(lease, 'caller', [vm]);
+    const o = res.outcomes[0];
+    if (o.status === 'failed') throw o.error;
+    if (o.status === 'skipped') {
+      throw new GatewayError('LEASE_CONFLICT', `lease ${q.leaseId} ended while this thaw was being prepared; nothing was sent to the agent`, { vm });
+    }
+    return { ...o.report, leaseCheck: check };
+  }
+
+  async status(vm: string, caller: Caller): Promise<{ status: string; lease: LeaseView | null; leaseStore: 'ok' | 'unavailable' }> {
+    await this.registry.require(vm);
+    const status = await this.agent.call(vm, 'guest-fsfreeze-status');
+    try {
+      const lease = await this.store.getByKey(vmKey(vm));
+      return { status: String(status), lease: lease ? leaseView(lease, caller) : null, leaseStore: 'ok' };
+    } catch (e) {
+      if (!isGatewayError(e) || e.code !== 'STORE_UNAVAILABLE') throw e;
+      return { status: String(status), lease: null, leaseStore: 'unavailable' };
+    }
+  }
+
+  private async forceThaw(vm: string, caller: Caller): Promise<ThawResponse> {
+    if (!caller.admin) throw new GatewayError('FORBIDDEN', 'force=true needs the admin scope', { vm });
+    let lease: Lease | undefined;
+    try {
+      lease = await this.store.getByKey(vmKey(vm));
+    } catch (e) {
+      if (!isGatewayError(e) || e.code !== 'STORE_UNAVAILABLE') throw e;
+    }
+    this.logger.warn(
+      { audit: true, action: 'force-thaw', vm, by: caller.name, holder: lease?.owner, leaseId: lease?.leaseId, session: lease?.session },
+      'forced thaw',
+    );
+    const o = await this.engine.thawVm(vm, lease, 'force');
+    if (o.status === 'failed') throw o.error;
+    if (o.status === 'skipped') throw new GatewayError('INTERNAL', 'a forced thaw was skipped');
+    // a single-VM lease ends with its thaw; a group keeps its lease (its deadline thaws the rest)
+    if (lease && lease.session === vmKey(vm)) {
+      this.engine.forget(lease.session);
+      await this.engine.release(lease.session, lease.leaseId);
+    }
+    return { ...o.report, forced: true, ...(lease ? {} : { reason: o.report.reason ?? 'no lease was held on this VM' }) };
+  }
+
+  private async unverifiedThaw(vm: string, leaseId: string): Promise<ThawResponse> {
+    const o = await this.engine.thawVm(vm, undefined, 'caller');
+    if (o.status === 'failed') throw o.error;
+    if (o.status === 'skipped') throw new GatewayError('INTERNAL', 'an unverified thaw was skipped');
+    await this.engine.release(vmKey(vm), leaseId);
+    return {
+      vm,
+      thawed: o.report.thawed,
+      frozen: o.report.thawed,
+      consistent: false,
+      reason: 'the lease store is unavailable: the lease and how many filesystems it froze could not be checked',
+      leaseCheck: 'unverified',
+    };
+  }
+}

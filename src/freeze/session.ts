@@ -1,0 +1,241 @@
+/**
+ * Freezing a set of VMs under one lease — a single VM is a set of one, a freeze group several.
+ * The order is fixed and every step exists for a failure it answers:
+ *   1. bounds (TTL, mountpoints) and every VM registered → 400 / 404 before anything is locked;
+ *   2. acquire the lease for all VM keys at once → 409 LEASE_CONFLICT naming holder and expiry,
+ *      503 STORE_UNAVAILABLE when the store is down (nothing frozen, agent not asked);
+ *   3. arm the local auto-thaw timer at once, so even a freeze that hangs is thawed on time;
+ *   4. per VM, right before the freeze command: check the lease in the store (fencing — a process
+ *      that was paused past its lease sends nothing);
+ *   5. freeze all VMs in parallel; if any fails, times out or loses its connection, thaw every VM
+ *      whose freeze may have taken effect (always-thaw) and end the lease;
+ *   6. a freeze that outlived its lease (slow hooks) is rolled back the same way.
+ */
+import { GatewayError } from '../errors.js';
+import { vmKey, type AcquireRequest, type AcquireResult, type Lease, type LeaseStore } from '../store/types.js';
+import type { ThawEngine } from './thaw.js';
+import {
+  asGatewayError,
+  freezeData,
+  iso,
+  withExtra,
+  type Caller,
+  type FreezeAgent,
+  type FreezeData,
+  type FreezeRegistry,
+  type FreezeSettings,
+} from './types.js';
+import type { FreezeLogger as Logger } from './types.js';
+
+/** Codes that prove the freeze command did not run in the guest: no rollback thaw for those. */
+const NOT_SENT = new Set(['VM_FROZEN', 'COMMAND_DISABLED', 'COMMAND_NOT_SUPPORTED', 'VM_NOT_FOUND', 'QUEUE_FULL', 'VALIDATION_FAILED', 'FORBIDDEN', 'LEASE_CONFLICT', 'STORE_UNAVAILABLE', 'SHUTTING_DOWN']);
+const DEFAULT_FREEZE_TIMEOUT_MS = 300_000;
+const REPLAY_POLL_MS = 200;
+
+export interface FreezeRequest {
+  session: string;
+  kind: 'vm' | 'group';
+  vms: string[];
+  mountpoints?: string[];
+  ttlSeconds?: number;
+  idempotencyKey?: string;
+  caller: Caller;
+}
+
+export interface FrozenSession {
+  lease: Lease;
+  frozen: Record<string, number>;
+  reused: boolean;
+}
+
+type VmFreezeResult =
+  | { vm: string; ok: true; frozen: number }
+  | { vm: string; ok: false; error: GatewayError; mayHaveFrozen: boolean };
+
+export class SessionFreezer {
+  /** leaseId → the freeze running in this process (an idempotent retry waits for it) */
+  private readonly inflight = new Map<string, Promise<FrozenSession>>();
+
+  constructor(
+    private readonly store: LeaseStore,
+    private readonly agent: FreezeAgent,
+    private readonly registry: FreezeRegistry,
+    private readonly engine: ThawEngine,
+    private readonly settings: FreezeSettings,
+    private readonly logger: Logger,
+    private readonly gatewayId: string,
+    private readonly claimRetryMs: number,
+  ) {}
+
+  ttlMs(ttlSeconds: number | undefined): number {
+    const ttl = ttlSeconds ?? this.settings.defaultTtlSeconds;
+    if (!Number.isInteger(ttl) || ttl < 1 || ttl > this.settings.maxTtlSeconds) {
+      throw new GatewayError('VALIDATION_FAILED', `ttlSeconds must be a whole number from 1 to ${this.settings.maxTtlSeconds}`, {
+        extra: { maxTtlSeconds: this.settings.maxTtlSeconds },
+      });
+    }
+    return ttl * 1000;
+  }
+
+  async freeze(p: FreezeRequest): Promise<FrozenSession> {
+    const ttlMs = this.ttlMs(p.ttlSeconds);
+    if (p.mountpoints) {
+      const bad = p.mountpoints.find((m) => !m.startsWith('/'));
+      if (bad !== undefined) throw new GatewayError('VALIDATION_FAILED', `mountpoints must be absolute paths: "${bad}"`);
+    }
+    for (const vm of p.vms) await this.registry.require(vm);
+    const data: FreezeData = { kind: p.kind, vms: p.vms, ...(p.mountpoints ? { mountpoints: p.mountpoints } : {}), state: 'freezing', gateway: this.gatewayId };
+    const req: AcquireRequest = {
+      session: p.session,
+      keys: p.vms.map(vmKey),
+      owner: p.caller.name,
+      ttlMs,
+      hardCapMs: this.settings.maxTotalSeconds * 1000,
+      ...(p.idempotencyKey ? { idempotencyKey: p.idempotencyKey } : {}),
+      fenceFloor: this.store.fenceHighWater,
+      data: { ...data },
+    };
+    let r = await this.store.acquire(req);
+    if (!r.ok && r.reason === 'conflict' && r.pendingThaw && (await this.thawStale(r.holder.session))) {
+      r = await this.store.acquire(req);
+    }
+    if (!r.ok) throw conflictError(r, p);
+    if (r.reused) return this.replay(r.lease);
+    const lease = r.lease;
+    this.engine.arm(lease);
+    const run = this.run(lease, p.vms, p.mountpoints);
+    this.inflight.set(lease.leaseId, run);
+    try {
+      return await run;
+    } finally {
+      this.inflight.delete(lease.leaseId);
+    }
+  }
+
+  /** The previous lease on a VM expired and waits for its thaw: thaw it now rather than refuse. */
+  private async thawStale(session: string): Promise<boolean> {
+    const stale = await this.store.getSession(session);
+    if (!stale || !(await this.store.claim(stale.session, stale.leaseId, this.claimRetryMs))) return false;
+    this.logger.warn({ session, owner: stale.owner }, 'expired lease still pending its thaw: thawing it before the new freeze');
+    const res = await this.engine.thawSession(stale, 'before-freeze');
+    return res.done && res.released;
+  }
+
+  private async run(lease: Lease, vms: string[], mountpoints: string[] | undefined): Promise<FrozenSession> {
+    const results = await Promise.all(vms.map((vm) => this.freezeVm(vm, lease, mountpoints)));
+    const failures = results.filter((x): x is Extract<VmFreezeResult, { ok: false }> => !x.ok);
+    if (failures.length === 0) {
+      const frozen = Object.fromEntries(results.map((x) => [x.vm, x.ok ? x.frozen : 0]));
+      const after = await this.store.check(vmKey(vms[0]), lease.leaseId, lease.epoch).catch(() => undefined);
+      // store down right now: the VMs are frozen under a lease the store had a moment ago; keep it
+      if (!after || after.state === 'live') {
+        const data = { ...lease.data, state: 'frozen', frozen };
+        await this.store.updateData(lease.session, lease.leaseId, data).catch(() => false);
+        const done: Lease = { ...lease, data };
+        this.engine.arm(done);
+        this.logger.info({ session: lease.session, vms, fence: lease.fence, expiresAt: iso(lease.expiresAt), frozen }, 'frozen');
+        return { lease: done, frozen, reused: false };
+      }
+      const err = new GatewayError('LEASE_CONFLICT', 'the freeze took longer than the lease: it ended meanwhile and the guest was thawed again', {
+        extra: { leaseId: lease.leaseId },
+      });
+      await this.rollback(lease, vms);
+      throw err;
+    }
+    const suspects = results.filter((x) => x.ok || x.mayHaveFrozen).map((x) => x.vm);
+    const rollback = await this.rollback(lease, suspects);
+    const perVm = results.map((x) => ({
+      vm: x.vm,
+      result: x.ok ? 'frozen' : 'failed',
+      ...(x.ok ? {} : { error: { code: x.error.code, detail: x.error.message } }),
+      thawAttempted: suspects.includes(x.vm),
+      ...(rollback.has(x.vm) ? { thawed: rollback.get(x.vm) } : {}),
+    }));
+    const first = failures[0];
+    this.logger.warn({ session: lease.session, failures: failures.map((f) => ({ vm: f.vm, code: f.error.code })), rolledBack: suspects }, 'freeze failed: rolled back');
+    throw withExtra(first.error, { vms: perVm, allThawed: [...rollback.values()].every(Boolean) });
+  }
+
+  private async freezeVm(vm: string, lease: Lease, mountpoints: string[] | undefined): Promise<VmFreezeResult> {
+    try {
+      const c = await this.store.check(vmKey(vm), lease.leaseId, lease.epoch);
+      if (c.state !== 'live') {
+        const error = new GatewayError('LEASE_CONFLICT', `the lease ended (${c.state}) before the freeze of ${vm} was sent; nothing was frozen`, { vm });
+        return { vm, ok: false, error, mayHaveFrozen: false };
+      }
+    } catch (e) {
+      return { vm, ok: false, error: asGatewayError(e, { vm }), mayHaveFrozen: false };
+    }
+    const command = mountpoints ? 'guest-fsfreeze-freeze-list' : 'guest-fsfreeze-freeze';
+    // a freeze that outlives its lease is useless: never wait for it longer than the lease
+    const timeoutMs = Math.max(1, Math.min(this.settings.freezeTimeoutMs ?? DEFAULT_FREEZE_TIMEOUT_MS, lease.expiresAt - Date.now()));
+    try {
+      const r = await this.agent.call(vm, command, mountpoints ? { mountpoints } : undefined, { timeoutMs });
+      return { vm, ok: true, frozen: typeof r === 'number' ? r : Number(r) };
+    } catch (e) {
+      const error = asGatewayError(e, { vm, command });
+      return { vm, ok: false, error, mayHaveFrozen: !NOT_SENT.has(error.code) };
+    }
+  }
+
+  /** Always-thaw: returns vm → thawed for every VM it tried. */
+  private async rollback(lease: Lease, vms: string[]): Promise<Map<string, boolean>> {
+    const out = new Map<string, boolean>();
+    if (vms.length === 0) {
+      this.engine.forget(lease.session);
+      await this.engine.release(lease.session, lease.leaseId).catch(() => false);
+      return out;
+    }
+    // once these are thawed the lease is released (VMs that never got a freeze need no thaw);
+    // if a thaw fails, the engine retries and the durable deadline stays as the backstop
+    const res = await this.engine.thawSession(lease, 'rollback', vms);
+    for (const o of res.outcomes) out.set(o.vm, o.status !== 'failed');
+    return out;
+  }
+
+  /** An idempotent retry: return what the first request got, waiting for it if it is still running. */
+  private async replay(lease: Lease): Promise<FrozenSession> {
+    const local = this.inflight.get(lease.leaseId);
+    if (local) return { ...(await local), reused: true };
+    const deadline = Math.min(lease.expiresAt, Date.now() + (this.settings.freezeTimeoutMs ?? DEFAULT_FREEZE_TIMEOUT_MS));
+    let cur: Lease | undefined = lease;
+    for (;;) {
+      const d = freezeData(cur);
+      if (d.state === 'frozen') return { lease: cur, frozen: d.frozen ?? {}, reused: true };
+      if (Date.now() >= deadline) break;
+      await new Promise((r) => setTimeout(r, REPLAY_POLL_MS));
+      cur = await this.store.getSession(lease.session);
+      if (!cur || cur.leaseId !== lease.leaseId) break;
+    }
+    throw new GatewayError('LEASE_CONFLICT', 'the first request with this Idempotency-Key did not complete its freeze; its lease has ended or is ending. Retry with a new key', {
+      extra: { leaseId: lease.leaseId },
+    });
+  }
+}
+
+function conflictError(r: Exclude<AcquireResult, { ok: true }>, p: FreezeRequest): GatewayError {
+  if (r.reason === 'idempotency-key-reused') {
+    return new GatewayError(
+      'LEASE_CONFLICT',
+      'this Idempotency-Key was already used for a freeze that has ended or was for other VMs; use a new key',
+      { extra: { leaseId: r.leaseId } },
+    );
+  }
+  const vm = r.key.startsWith('vm:') ? r.key.slice(3) : r.key;
+  const h = r.holder;
+  const group = h.session.startsWith('group:') ? h.session.slice(6) : undefined;
+  const mine = h.owner === p.caller.name || p.caller.admin;
+  const detail = r.pendingThaw
+    ? `VM ${vm} is still frozen under an expired lease held by ${h.owner}; its thaw is in progress, retry shortly`
+    : `VM ${vm} is frozen under another lease, held by ${h.owner} until ${iso(h.expiresAt)}`;
+  return new GatewayError('LEASE_CONFLICT', detail, {
+    vm,
+    extra: {
+      holder: h.owner,
+      expiresAt: iso(h.expiresAt),
+      pendingThaw: r.pendingThaw,
+      ...(group ? { group } : {}),
+      ...(mine ? { leaseId: h.leaseId } : {}),
+    },
+  });
+}

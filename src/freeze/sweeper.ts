@@ -1,0 +1,112 @@
+/**
+ * The durable half of auto-thaw. Every gateway process runs one sweeper: at start-up it reconciles
+ * (every session in the store whose lease has expired is thawed now; with the embedded store,
+ * whose sessions are all this process's, live ones get their local timers back), then every
+ * `sweepIntervalMs` (± 10 % so that processes drift apart) it claims the sessions whose deadline
+ * has passed and thaws them. The claim makes one process do each thaw, and moves the deadline
+ * forward by `claimRetryMs` so that a claimer that dies is replaced on a later sweep.
+ *
+ * This is what keeps the promise when the process that froze is gone: a VM stays frozen at most
+ * its lease plus one sweep interval (plus the thaw's own round trip).
+ */
+import type { FreezeLogger as Logger } from './types.js';
+import { isGatewayError } from '../errors.js';
+import type { LeaseStore } from '../store/types.js';
+import type { ThawEngine } from './thaw.js';
+
+const BATCH = 100;
+
+export class Sweeper {
+  private timer?: NodeJS.Timeout;
+  private stopped = true;
+  private reconciled = false;
+  private storeDown = false;
+  private running?: Promise<void>;
+
+  constructor(
+    private readonly store: LeaseStore,
+    private readonly engine: ThawEngine,
+    private readonly logger: Logger,
+    private readonly intervalMs: number,
+    private readonly claimRetryMs: number,
+  ) {}
+
+  async start(): Promise<void> {
+    this.stopped = false;
+    await this.sweepOnce();
+    this.schedule();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    await this.running;
+  }
+
+  /** One pass: reconcile if not done yet, retry failed releases, thaw what is due. Never throws. */
+  sweepOnce(): Promise<void> {
+    if (!this.running) {
+      this.running = this.pass().finally(() => {
+        this.running = undefined;
+      });
+    }
+    return this.running;
+  }
+
+  private async pass(): Promise<void> {
+    try {
+      if (!this.reconciled) await this.reconcile();
+      await this.engine.retryPendingReleases();
+      for (;;) {
+        const due = await this.store.dueSessions(BATCH);
+        let claimed = 0;
+        await Promise.all(
+          due.map(async (s) => {
+            if (!(await this.store.claim(s.session, s.leaseId, this.claimRetryMs))) return;
+            claimed++;
+            this.logger.warn({ session: s.session, owner: s.owner, expiredAt: new Date(s.expiresAt).toISOString() }, 'lease expired: thawing by deadline');
+            await this.engine.thawSession(s, 'deadline');
+          }),
+        );
+        if (due.length < BATCH || claimed === 0) break;
+      }
+      if (this.storeDown) this.logger.info('lease store reachable again: sweeping');
+      this.storeDown = false;
+    } catch (e) {
+      if (isGatewayError(e) && e.code === 'STORE_UNAVAILABLE') {
+        if (!this.storeDown) this.logger.warn({ err: e.message }, 'lease store unavailable: deadline sweep skipped (local timers still run)');
+        this.storeDown = true;
+      } else {
+        this.logger.error({ err: e }, 'deadline sweep failed');
+      }
+    }
+  }
+
+  private async reconcile(): Promise<void> {
+    const sessions = await this.store.listSessions();
+    const now = await this.store.now();
+    for (const s of sessions) {
+      if (s.expiresAt <= now) {
+        if (await this.store.claim(s.session, s.leaseId, this.claimRetryMs)) {
+          this.logger.warn({ session: s.session, owner: s.owner }, 'start-up reconciliation: lease expired while no process watched it, thawing');
+          await this.engine.thawSession(s, 'reconcile');
+        }
+      } else if (this.store.kind === 'memory') {
+        // the embedded store serves this process alone: its live sessions are ours to time
+        this.engine.arm(s);
+      }
+    }
+    this.reconciled = true;
+    if (sessions.length) this.logger.info({ sessions: sessions.length }, 'start-up reconciliation done');
+  }
+
+  private schedule(): void {
+    if (this.stopped) return;
+    const jitter = this.intervalMs * (0.9 + Math.random() * 0.2);
+    this.timer = setTimeout(() => {
+      void this.sweepOnce().finally(() => this.schedule());
+    }, jitter);
+    this.timer.unref();
+  }
+}

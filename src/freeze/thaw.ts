@@ -1,0 +1,223 @@
+/**
+ * Thawing, the one operation that must always get through. Every path that ends a freeze comes
+ * here: the caller's DELETE, a forced thaw, the rollback of a failed freeze, the local auto-thaw
+ * timer, the deadline sweeper and start-up reconciliation.
+ *
+ * Rules
+ * - Thaw is never blocked by the lock. The store is asked, right before the agent command, only to
+ *   find out whether this thaw has become STALE (fencing): if the session has been ended by
+ *   someone else, or another session holds the VM now, nothing is sent. If the store cannot be
+ *   reached the thaw is sent anyway: an unneeded thaw costs nothing, a missing one leaves a VM
+ *   frozen.
+ * - A session is released (locks and deadline removed) only once every VM of it is known thawed.
+ *   Until then the durable deadline stays, so some process keeps trying.
+ * - Releases that failed because the store was down are retried by the sweeper.
+ */
+import type { FreezeLogger as Logger } from './types.js';
+import { GatewayError, isGatewayError } from '../errors.js';
+import { vmKey, type FenceCheck, type Lease, type LeaseStore } from '../store/types.js';
+import {
+  asGatewayError,
+  freezeData,
+  type FreezeAgent,
+  type ThawTrigger,
+  type VmThawOutcome,
+  type VmThawReport,
+} from './types.js';
+
+const AUTO_TRIGGERS: ReadonlySet<ThawTrigger> = new Set(['local-timer', 'deadline', 'reconcile', 'before-freeze', 'retry']);
+const MAX_TIMER_MS = 2_147_483_647;
+const RETRY_BASE_MS = 500;
+const RETRY_MAX_MS = 30_000;
+
+export interface SessionThawResult {
+  outcomes: VmThawOutcome[];
+  /** every VM is thawed (or was not ours any more) */
+  done: boolean;
+  /** the session was removed from the store (false when the store was down: retried later) */
+  released: boolean;
+}
+
+interface LocalEntry {
+  lease: Lease;
+  timer?: NodeJS.Timeout;
+  attempt: number;
+}
+
+export class ThawEngine {
+  /** sessions this process froze or renewed: the local auto-thaw timers */
+  private readonly local = new Map<string, LocalEntry>();
+  /** session → leaseId whose release could not reach the store */
+  private readonly pendingReleases = new Map<string, string>();
+  private stopped = false;
+
+  constructor(
+    private readonly store: LeaseStore,
+    private readonly agent: FreezeAgent,
+    private readonly logger: Logger,
+    private readonly thawTimeoutMs?: number,
+  ) {}
+
+  /** Thaw one VM of a lease (or of no known lease, for a forced thaw). */
+  async thawVm(vm: string, lease: Lease | undefined, trigger: ThawTrigger): Promise<VmThawOutcome> {
+    const frozenCount = lease ? freezeData(lease).frozen?.[vm] ?? 0 : 0;
+    if (lease && trigger !== 'force') {
+      let c: FenceCheck | undefined;
+      try {
+        c = await this.store.check(vmKey(vm), lease.leaseId, lease.epoch);
+      } catch (e) {
+        if (!isGatewayError(e) || e.code !== 'STORE_UNAVAILABLE') throw e;
+        this.logger.warn({ vm, session: lease.session, trigger }, 'lease store unavailable: thawing without the fence check');
+      }
+      if (c?.state === 'ended' || c?.state === 'superseded') {
+        this.logger.info({ vm, session: lease.session, trigger, state: c.state }, 'stale thaw not sent');
+        return { vm, status: 'skipped', why: c.state };
+      }
+      if (c?.state === 'live' && AUTO_TRIGGERS.has(trigger)) return { vm, status: 'skipped', why: 'renewed' };
+    }
+    const opts = this.thawTimeoutMs ? { timeoutMs: this.thawTimeoutMs } : {};
+    try {
+      const r = await this.agent.call(vm, 'guest-fsfreeze-thaw', undefined, opts);
+      const thawed = typeof r === 'number' ? r : Number(r);
+      return { vm, status: 'thawed', report: report(vm, thawed, frozenCount) };
+    } catch (e) {
+      const err = asGatewayError(e, { vm, command: 'guest-fsfreeze-thaw' });
+      // Windows VSS gives up a freeze after ~10 s; the thaw then fails although the guest is thawed.
+      if (err.code === 'AGENT_ERROR') {
+        const status = await this.agent.call(vm, 'guest-fsfreeze-status', undefined, {}).catch(() => undefined);
+        if (status === 'thawed') {
+          return {
+            vm,
+            status: 'thawed',
+            report: { vm, thawed: 0, frozen: frozenCount, consistent: false, reason: `the thaw failed but the guest is thawed: ${err.qga?.desc ?? err.message}` },
+          };
+        }
+      }
+      return { vm, status: 'failed', error: err };
+    }
+  }
+
+  /** Thaw every VM of a session; release it when all are done; schedule a retry otherwise. */
+  async thawSession(lease: Lease, trigger: ThawTrigger, vms?: string[]): Promise<SessionThawResult> {
+    const targets = vms ?? freezeData(lease).vms;
+    const outcomes = await Promise.all(targets.map((vm) => this.thawVm(vm, lease, trigger).catch((e: unknown) => failed(vm, e))));
+    const renewed = outcomes.some((o) => o.status === 'skipped' && o.why === 'renewed');
+    const failures = outcomes.filter((o) => o.status === 'failed');
+    for (const o of outcomes) {
+      if (o.status === 'thawed') this.logger.info({ vm: o.vm, session: lease.session, trigger, thawed: o.report.thawed }, 'thawed');
+      if (o.status === 'failed') this.logger.error({ vm: o.vm, session: lease.session, trigger, err: o.error.message, code: o.error.code }, 'thaw failed');
+    }
+    if (renewed) {
+      await this.rearmFromStore(lease);
+      return { outcomes, done: false, released: false };
+    }
+    if (failures.length > 0) {
+      this.scheduleRetry(lease);
+      return { outcomes, done: false, released: false };
+    }
+    this.forget(lease.session);
+    const released = await this.release(lease.session, lease.leaseId);
+    return { outcomes, done: true, released };
+  }
+
+  /** Release, or remember to release once the store is back. */
+  async release(session: string, leaseId: string): Promise<boolean> {
+    try {
+      await this.store.release(session, leaseId);
+      this.pendingReleases.delete(session);
+      return true;
+    } catch (e) {
+      if (!isGatewayError(e) || e.code !== 'STORE_UNAVAILABLE') throw e;
+      this.pendingReleases.set(session, leaseId);
+      return false;
+    }
+  }
+
+  async retryPendingReleases(): Promise<void> {
+    for (const [session, leaseId] of [...this.pendingReleases]) {
+      await this.store.release(session, leaseId);
+      this.pendingReleases.delete(session);
+    }
+  }
+
+  /** Arm (or re-arm) the local auto-thaw timer for a lease this process holds. */
+  arm(lease: Lease, minDelayMs = 0): void {
+    if (this.stopped) return;
+    const prev = this.local.get(lease.session);
+    if (prev?.timer) clearTimeout(prev.timer);
+    const entry: LocalEntry = { lease, attempt: 0 };
+    const delay = Math.min(Math.max(minDelayMs, lease.expiresAt - Date.now()), MAX_TIMER_MS);
+    entry.timer = setTimeout(() => void this.fire(lease.session, 'local-timer'), delay);
+    this.local.set(lease.session, entry);
+  }
+
+  localLease(session: string): Lease | undefined {
+    return this.local.get(session)?.lease;
+  }
+
+  localSessions(): Lease[] {
+    return [...this.local.values()].map((e) => e.lease);
+  }
+
+  forget(session: string): void {
+    const e = this.local.get(session);
+    if (e?.timer) clearTimeout(e.timer);
+    this.local.delete(session);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const e of this.local.values()) if (e.timer) clearTimeout(e.timer);
+    this.local.clear();
+  }
+
+  private scheduleRetry(lease: Lease): void {
+    if (this.stopped) return;
+    const prev = this.local.get(lease.session);
+    if (prev?.timer) clearTimeout(prev.timer);
+    const attempt = (prev?.attempt ?? 0) + 1;
+    const delay = Math.min(RETRY_BASE_MS * 2 ** (attempt - 1), RETRY_MAX_MS);
+    const entry: LocalEntry = { lease, attempt };
+    entry.timer = setTimeout(() => void this.fire(lease.session, 'retry'), delay);
+    this.local.set(lease.session, entry);
+  }
+
+  private async fire(session: string, trigger: ThawTrigger): Promise<void> {
+    const entry = this.local.get(session);
+    if (!entry || this.stopped) return;
+    try {
+      await this.thawSession(entry.lease, trigger);
+    } catch (e) {
+      this.logger.error({ err: e, session }, 'auto-thaw failed');
+      this.scheduleRetry(entry.lease);
+    }
+  }
+
+  private async rearmFromStore(lease: Lease): Promise<void> {
+    try {
+      const s = await this.store.getSession(lease.session);
+      // the store's clock may run a little behind ours: do not spin while it catches up
+      if (s && s.leaseId === lease.leaseId) this.arm(s, 100);
+    } catch {
+      this.scheduleRetry(lease);
+    }
+  }
+}
+
+function report(vm: string, thawed: number, frozen: number): VmThawReport {
+  if (thawed === frozen) return { vm, thawed, frozen, consistent: true };
+  return {
+    vm,
+    thawed,
+    frozen,
+    consistent: false,
+    reason:
+      thawed < frozen
+        ? `only ${thawed} of the ${frozen} frozen filesystems were still frozen: the guest thawed (part of) them before this thaw (another tool, the guest itself, or Windows VSS giving up after ~10 s)`
+        : `${thawed} filesystems were thawed but this lease had frozen ${frozen}: something else froze the guest too`,
+  };
+}
+
+function failed(vm: string, e: unknown): VmThawOutcome {
+  return { vm, status: 'failed', error: e instanceof GatewayError ? e : asGatewayError(e, { vm }) };
+}

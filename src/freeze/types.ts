@@ -1,0 +1,132 @@
+/**
+ * Shapes shared by the freeze service, its thaw engine and the HTTP routes.
+ */
+import { GatewayError } from '../errors.js';
+import type { ExecuteOptions, JsonObject, JsonValue } from '../qga/types.js';
+import type { Lease } from '../store/types.js';
+
+/** What the freeze service logs through: pino's logger, or Fastify's (which wraps it). */
+export interface FreezeLogger {
+  debug: LogFn;
+  info: LogFn;
+  warn: LogFn;
+  error: LogFn;
+  child(bindings: Record<string, unknown>): FreezeLogger;
+}
+interface LogFn {
+  (obj: object, msg?: string): void;
+  (msg: string): void;
+}
+
+export interface FreezeSettings {
+  defaultTtlSeconds: number;
+  maxTtlSeconds: number;
+  /** renewals never extend a freeze past this, counted from the freeze */
+  maxTotalSeconds: number;
+  /** how often every process sweeps the durable deadline index */
+  sweepIntervalMs: number;
+  /** agent timeout for a freeze; it is also never longer than the lease TTL. Default: catalog (300 s) */
+  freezeTimeoutMs?: number;
+  /** agent timeout for a thaw. Default: catalog (300 s: fsfreeze hooks may run) */
+  thawTimeoutMs?: number;
+}
+
+/** The agent as the freeze service needs it (AgentService satisfies it). */
+export interface FreezeAgent {
+  call(vm: string, command: string, args?: JsonObject, opts?: ExecuteOptions): Promise<JsonValue>;
+}
+
+/** The registry as the freeze service needs it: throws VM_NOT_FOUND. */
+export interface FreezeRegistry {
+  require(vm: string): Promise<unknown>;
+}
+
+export interface Caller {
+  name: string;
+  admin: boolean;
+  /** the VMs this caller may reach (token VM globs); absent = all */
+  mayReach?: (vm: string) => boolean;
+}
+
+export type SessionState = 'freezing' | 'frozen';
+
+/** What the freeze service keeps in a store session's data. */
+export interface FreezeData {
+  kind: 'vm' | 'group';
+  vms: string[];
+  mountpoints?: string[];
+  state: SessionState;
+  /** filesystems frozen per VM, once the freeze succeeded */
+  frozen?: Record<string, number>;
+  /** the gateway process that froze (for logs and audits) */
+  gateway: string;
+}
+
+export function freezeData(lease: Lease): FreezeData {
+  const d = lease.data;
+  const vms = Array.isArray(d.vms) ? d.vms.filter((v): v is string => typeof v === 'string') : [];
+  const frozen: Record<string, number> = {};
+  if (d.frozen && typeof d.frozen === 'object') {
+    for (const [k, v] of Object.entries(d.frozen as Record<string, unknown>)) if (typeof v === 'number') frozen[k] = v;
+  }
+  return {
+    kind: d.kind === 'group' ? 'group' : 'vm',
+    // a session made by something else than this service still names its VMs through its keys
+    vms: vms.length ? vms : lease.keys.filter((k) => k.startsWith('vm:')).map((k) => k.slice(3)),
+    ...(Array.isArray(d.mountpoints) ? { mountpoints: d.mountpoints.filter((m): m is string => typeof m === 'string') } : {}),
+    state: d.state === 'frozen' ? 'frozen' : 'freezing',
+    frozen,
+    gateway: typeof d.gateway === 'string' ? d.gateway : 'unknown',
+  };
+}
+
+/** The outcome of thawing one VM. */
+export interface VmThawReport {
+  vm: string;
+  /** filesystems the thaw command thawed */
+  thawed: number;
+  /** filesystems the freeze had frozen */
+  frozen: number;
+  /** thawed === frozen and nothing lapsed: the snapshot taken while frozen is consistent */
+  consistent: boolean;
+  reason?: string;
+}
+
+/** Per-VM result when a thaw was not (or could not be) sent. */
+export type VmThawOutcome =
+  | { vm: string; status: 'thawed'; report: VmThawReport }
+  | { vm: string; status: 'skipped'; why: 'ended' | 'superseded' | 'renewed' }
+  | { vm: string; status: 'failed'; error: GatewayError };
+
+export type ThawTrigger = 'caller' | 'force' | 'rollback' | 'local-timer' | 'deadline' | 'reconcile' | 'before-freeze' | 'retry';
+
+export interface FreezeDeps {
+  store: import('../store/types.js').LeaseStore;
+  agent: FreezeAgent;
+  registry: FreezeRegistry;
+  settings: FreezeSettings;
+  logger: FreezeLogger;
+  /** this process's id in logs and session data */
+  gatewayId?: string;
+}
+
+/** Rebuild a GatewayError with more members for the problem body. */
+export function withExtra(e: GatewayError, extra: Record<string, unknown>): GatewayError {
+  return new GatewayError(e.code, e.message, {
+    ...(e.vm ? { vm: e.vm } : {}),
+    ...(e.command ? { command: e.command } : {}),
+    ...(e.qga ? { qga: e.qga } : {}),
+    ...(e.retryAfter !== undefined ? { retryAfter: e.retryAfter } : {}),
+    extra: { ...(e.extra ?? {}), ...extra },
+    cause: e.cause ?? e,
+  });
+}
+
+export function asGatewayError(e: unknown, ctx: { vm?: string; command?: string } = {}): GatewayError {
+  if (e instanceof GatewayError) return e;
+  return new GatewayError('INTERNAL', e instanceof Error ? e.message : String(e), { ...ctx, cause: e });
+}
+
+export function iso(ms: number): string {
+  return new Date(ms).toISOString();
+}

@@ -1,0 +1,172 @@
+/**
+ * Schemas of the freeze routes (single VM and freeze groups). Times are ISO 8601 strings; the
+ * gateway's own fields are camelCase (`leaseId`, `expiresAt`, `ttlSeconds`), QGA's are verbatim
+ * (`mountpoints`).
+ */
+import { Type } from 'typebox';
+import { VmName } from './common.js';
+
+/** Upper bound of the schema; the configured freeze.maxTtlSeconds is checked by the service. */
+const TTL = Type.Integer({
+  minimum: 1,
+  maximum: 86_400,
+  description: 'lease length in seconds; default freeze.defaultTtlSeconds, at most freeze.maxTtlSeconds. There is no "never".',
+});
+
+const Mountpoints = Type.Array(Type.String({ pattern: '^/', minLength: 1, maxLength: 4096 }), {
+  minItems: 1,
+  maxItems: 256,
+  description: 'absolute mount points to freeze (guest-fsfreeze-freeze-list); absent = every freezable filesystem',
+});
+
+const IsoTime = (description: string) => Type.String({ format: 'date-time', description });
+
+export const IdempotencyHeaders = Type.Object({
+  'idempotency-key': Type.Optional(
+    Type.String({
+      minLength: 1,
+      maxLength: 255,
+      description: 'a retry with the same key (same caller, same VMs) returns the same lease, not extended, and freezes nothing again',
+    }),
+  ),
+});
+
+export const FreezeBody = Type.Object(
+  { mountpoints: Type.Optional(Mountpoints), ttlSeconds: Type.Optional(TTL) },
+  { additionalProperties: false },
+);
+
+export const FreezeLease = Type.Object(
+  {
+    leaseId: Type.String({ description: 'needed to renew and to thaw' }),
+    fence: Type.Integer({ description: 'grows with every lease ever handed out; never goes backwards' }),
+    frozen: Type.Integer({ description: 'number of filesystems frozen (the return of guest-fsfreeze-freeze)' }),
+    createdAt: IsoTime('when the lease was taken'),
+    expiresAt: IsoTime('the guest is thawed automatically at this time unless renewed'),
+    hardDeadline: IsoTime('renewals never extend the lease past this (freeze.maxTotalSeconds)'),
+    mountpoints: Type.Optional(Type.Array(Type.String())),
+    reused: Type.Boolean({ description: 'true: an idempotent retry answered with the existing lease' }),
+  },
+  { title: 'FreezeLease' },
+);
+
+export const RenewBody = Type.Object(
+  { leaseId: Type.String({ minLength: 1, maxLength: 128 }), ttlSeconds: Type.Optional(TTL) },
+  { additionalProperties: false },
+);
+
+export const RenewResult = Type.Object(
+  {
+    leaseId: Type.String(),
+    fence: Type.Integer(),
+    expiresAt: IsoTime('new expiry'),
+    hardDeadline: IsoTime('renewals stop here'),
+    capped: Type.Boolean({ description: 'the requested TTL would have passed hardDeadline; expiresAt is hardDeadline' }),
+  },
+  { title: 'FreezeRenewal' },
+);
+
+export const ThawQuery = Type.Object(
+  {
+    leaseId: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: 'the lease returned by the freeze (required unless force)' })),
+    force: Type.Optional(Type.Boolean({ description: 'thaw whoever holds the lease (admin scope; audited)' })),
+  },
+  { additionalProperties: false },
+);
+
+const ThawFields = {
+  thawed: Type.Integer({ description: 'filesystems thawed by this thaw (the return of guest-fsfreeze-thaw)' }),
+  frozen: Type.Integer({ description: 'filesystems the freeze had frozen' }),
+  consistent: Type.Boolean({
+    description: 'thawed == frozen: the guest stayed frozen for the whole lease. false e.g. after the Windows VSS 10-second lapse',
+  }),
+  reason: Type.Optional(Type.String({ description: 'why consistent is false' })),
+};
+
+export const ThawReport = Type.Object(
+  {
+    vm: Type.String(),
+    ...ThawFields,
+    forced: Type.Optional(Type.Boolean()),
+    leaseCheck: Type.Optional(
+      Type.String({ enum: ['store', 'local', 'unverified'], description: 'unverified: the lease store was down; the thaw was sent anyway' }),
+    ),
+  },
+  { title: 'ThawReport' },
+);
+
+export const LeaseView = Type.Object(
+  {
+    leaseId: Type.Optional(Type.String({ description: "shown to the lease's owner and to admins only" })),
+    owner: Type.String({ description: 'the principal that froze' }),
+    fence: Type.Integer(),
+    createdAt: IsoTime('when the lease was taken'),
+    expiresAt: IsoTime('automatic thaw time'),
+    hardDeadline: IsoTime('renewal cap'),
+    expired: Type.Boolean({ description: 'the lease has expired and its thaw is due' }),
+    group: Type.Optional(Type.String({ description: 'the freeze group the VM belongs to' })),
+    mountpoints: Type.Optional(Type.Array(Type.String())),
+  },
+  { title: 'FreezeLeaseInfo' },
+);
+
+export const FreezeStatus = Type.Object(
+  {
+    status: Type.String({ enum: ['thawed', 'frozen'], description: 'guest-fsfreeze-status, asked now' }),
+    lease: Type.Union([LeaseView, Type.Null()], { description: 'the lease the VM is frozen under, if any' }),
+    leaseStore: Type.String({ enum: ['ok', 'unavailable'], description: 'unavailable: the lease could not be read' }),
+  },
+  { title: 'FreezeStatus' },
+);
+
+export const GroupBody = Type.Object(
+  {
+    vms: Type.Array(VmName, { minItems: 1, maxItems: 64, uniqueItems: true }),
+    ttlSeconds: Type.Optional(TTL),
+    mountpoints: Type.Optional(Mountpoints),
+  },
+  { additionalProperties: false },
+);
+
+export const GroupParams = Type.Object({ id: Type.String({ pattern: '^[0-9a-f-]{36}$', description: 'freeze group id' }) }, { additionalProperties: false });
+
+export const GroupCreated = Type.Object(
+  {
+    id: Type.String(),
+    leaseId: Type.String(),
+    fence: Type.Integer(),
+    createdAt: IsoTime('when the lease was taken'),
+    expiresAt: IsoTime('every member is thawed at this time unless renewed'),
+    hardDeadline: IsoTime('renewal cap'),
+    vms: Type.Array(Type.Object({ vm: Type.String(), frozen: Type.Integer() })),
+    reused: Type.Boolean(),
+  },
+  { title: 'FreezeGroup' },
+);
+
+export const GroupStatus = Type.Object(
+  {
+    id: Type.String(),
+    lease: LeaseView,
+    vms: Type.Array(
+      Type.Object({
+        vm: Type.String(),
+        status: Type.String({ enum: ['thawed', 'frozen', 'unknown'] }),
+        error: Type.Optional(Type.Object({ code: Type.String(), detail: Type.String() })),
+      }),
+    ),
+  },
+  { title: 'FreezeGroupStatus' },
+);
+
+export const GroupRenewResult = Type.Object({ id: Type.String(), ...RenewResult.properties }, { title: 'FreezeGroupRenewal' });
+
+export const GroupThawReport = Type.Object(
+  {
+    id: Type.String(),
+    consistent: Type.Boolean({ description: 'every member stayed frozen for the whole lease' }),
+    vms: Type.Array(Type.Object({ vm: Type.String(), ...ThawFields, skipped: Type.Optional(Type.Boolean()) })),
+    forced: Type.Optional(Type.Boolean()),
+  },
+  { title: 'FreezeGroupThawReport' },
+);
