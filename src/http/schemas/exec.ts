@@ -9,7 +9,7 @@
  */
 import { Type } from 'typebox';
 import { VmName } from './common.js';
-import { GuestExecCaptureOutput, described } from './qga.js';
+import { StringEnum } from './qga.js';
 
 export const ExecParams = Type.Object(
   { vm: VmName, pid: Type.Integer({ minimum: 0, description: 'pid returned by POST /exec (a guest OS pid)' }) },
@@ -28,11 +28,12 @@ export const ExecBody = Type.Object(
       Type.String({ description: 'stdin as text (sent as its UTF-8 bytes); the gateway base64-encodes it. Not together with input-data.' }),
     ),
     'capture-output': Type.Optional(
-      described(
-        GuestExecCaptureOutput,
+      // Inline rather than a $ref to GuestExecCaptureOutput: request validation uses its own Ajv.
+      Type.Union([Type.Boolean(), StringEnum(['none', 'stdout', 'stderr', 'separated', 'merged'])], {
+        description:
         'what output to capture. Default here: true (the agent\'s own default is false, which would leave nothing to return). ' +
           'true/false and "separated"/"none" work with every agent; "stdout", "stderr" and "merged" need QGA >= 8.0 (older → 501).',
-      ),
+      }),
     ),
     wait: Type.Optional(
       Type.Number({

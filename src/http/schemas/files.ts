@@ -4,7 +4,7 @@
  */
 import { Type } from 'typebox';
 import { VmName } from './common.js';
-import { GuestFileWhence, StringEnum, described } from './qga.js';
+import { StringEnum } from './qga.js';
 
 export const GuestPath = Type.String({ minLength: 1, maxLength: 4096, description: 'Full path to the file in the guest' });
 
@@ -92,7 +92,10 @@ export const BinaryBody = { description: 'the file bytes, streamed (any length; 
 export const SeekBody = Type.Object(
   {
     offset: Type.Integer({ description: 'bytes to skip over in the file stream' }),
-    whence: described(GuestFileWhence, 'set/cur/end, or 0/1/2'),
+    // Inline rather than a $ref to GuestFileWhence: request validation uses its own Ajv.
+    whence: Type.Union([Type.Integer({ minimum: 0, maximum: 2 }), StringEnum(['set', 'cur', 'end'])], {
+      description: 'Symbolic name (set, cur, end; preferred) or the historical integer (0, 1, 2)',
+    }),
   },
   { additionalProperties: false },
 );
