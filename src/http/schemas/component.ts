@@ -15,6 +15,12 @@
  *    The reference's unions each define ONE variant, so they are exactly `allOf[base, variant]`;
  *  - enums are `{type: 'string', enum}` and not `const`: fjs writes a `const` from the schema,
  *    not from the data, which would turn an unexpected value into a wrong one.
+ *
+ * Components are open objects (no `additionalProperties: false`): a newer agent may add members,
+ * and the document must not promise clients that none will ever appear. Request bodies are the
+ * other way round — unknown members are refused before anything reaches the agent — so routes
+ * validate bodies against `inline(...)` copies: dereferenced (the body validator is a separate
+ * Ajv instance that does not know the shared schemas) and closed at every level.
  */
 import { Type, type Static, type TSchema, type TUnsafe } from 'typebox';
 import type { FastifyInstance } from 'fastify';
@@ -46,6 +52,40 @@ export function StringEnum<const V extends readonly string[]>(
   options: { description?: string; default?: V[number] } = {},
 ): TUnsafe<V[number]> {
   return Type.Unsafe<V[number]>({ type: 'string', enum: [...values], ...options });
+}
+
+/**
+ * A request-side copy of a component (or of any schema using components): every `$ref` replaced
+ * by the component it names, every object closed with `additionalProperties: false`.
+ */
+export function inline<T>(schema: TUnsafe<T>): TUnsafe<T> {
+  return Type.Unsafe<T>(deref(schema, []) as TSchema);
+}
+
+function deref(s: unknown, path: string[]): unknown {
+  if (Array.isArray(s)) return s.map((x) => deref(x, path));
+  if (s === null || typeof s !== 'object') return s;
+  const o = s as Record<string, unknown>;
+  if (typeof o.$ref === 'string') {
+    const target = REGISTRY.get(o.$ref);
+    if (!target) throw new Error(`unknown schema component ${o.$ref}`);
+    if (path.includes(o.$ref)) throw new Error(`recursive schema component ${o.$ref} cannot be inlined`);
+    const { $id: _id, ...body } = target;
+    const { $ref: _ref, ...siblings } = o;
+    return deref({ ...body, ...siblings }, [...path, o.$ref]);
+  }
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(o)) {
+    if (k === 'properties' && v !== null && typeof v === 'object') {
+      out[k] = Object.fromEntries(Object.entries(v).map(([name, p]) => [name, deref(p, path)]));
+    } else {
+      out[k] = deref(v, path);
+    }
+  }
+  if (out.type === 'object' && out.properties !== undefined && out.additionalProperties === undefined) {
+    out.additionalProperties = false;
+  }
+  return out;
 }
 
 /** Every registered component, in definition order (dependencies before their users). */

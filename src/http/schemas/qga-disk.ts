@@ -49,7 +49,7 @@ export const GuestPCIAddress = component(
       slot: Type.Integer({ description: 'slot id' }),
       function: Type.Integer({ description: 'function id' }),
     },
-    { additionalProperties: false, description: 'PCI address. (since 2.2)' },
+    { description: 'PCI address. (since 2.2)' },
   ),
 );
 
@@ -62,7 +62,7 @@ export const GuestCCWAddress = component(
       subchno: Type.Integer({ description: 'subchannel number' }),
       devno: Type.Integer({ description: 'device number' }),
     },
-    { additionalProperties: false, description: 'CCW address on s390x. (since 6.0)' },
+    { description: 'CCW address on s390x. (since 6.0)' },
   ),
 );
 
@@ -79,7 +79,7 @@ export const GuestDiskAddress = component(
       dev: Type.Optional(Type.String({ description: 'device node (POSIX) or device UNC (Windows) (since: 3.1)' })),
       'ccw-address': Type.Optional(described(GuestCCWAddress, 'CCW address on s390x (since: 6.0)')),
     },
-    { additionalProperties: false, description: 'Disk address. (since 2.2)' },
+    { description: 'Disk address. (since 2.2)' },
   ),
 );
 
@@ -123,7 +123,6 @@ function nvmeProperties(): Record<NvmeField, ReturnType<typeof Type.Integer>> {
 export const GuestNVMeSmart = component(
   'GuestNVMeSmart',
   Type.Object(nvmeProperties(), {
-    additionalProperties: false,
     description:
       'NVMe smart information, based on NVMe specification, section <SMART / Health Information (Log Identifier ' +
       '02h)>. (since 7.1)',
@@ -165,7 +164,7 @@ export const GuestDiskInfo = component(
       ),
       smart: Type.Optional(described(GuestDiskSmart, 'disk smart information (Since 7.1)')),
     },
-    { additionalProperties: false, description: 'A disk or partition of the guest. (since 5.2)' },
+    { description: 'A disk or partition of the guest. (since 5.2)' },
   ),
 );
 
@@ -193,7 +192,7 @@ export const GuestDiskStats = component(
       'total-ticks': stat('time spent doing I/Os (ms)'),
       'weight-ticks': stat('weighted time spent doing I/Os since the last update of this field(ms)'),
     },
-    { additionalProperties: false, description: 'I/O statistics of a disk. (since 7.1)' },
+    { description: 'I/O statistics of a disk. (since 7.1)' },
   ),
 );
 
@@ -206,6 +205,6 @@ export const GuestDiskStatsInfo = component(
       minor: Type.Integer({ description: 'minor device number of disk' }),
       stats: described(GuestDiskStats, 'I/O statistics'),
     },
-    { additionalProperties: false, description: 'A disk and its I/O statistics. (since 7.1)' },
+    { description: 'A disk and its I/O statistics. (since 7.1)' },
   ),
 );

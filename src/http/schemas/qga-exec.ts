@@ -27,7 +27,7 @@ export const GuestExecStatus = component(
       'out-truncated': Type.Optional(Type.Boolean({ description: 'true if stdout was not fully captured due to size limitation.' })),
       'err-truncated': Type.Optional(Type.Boolean({ description: 'true if stderr was not fully captured due to size limitation.' })),
     },
-    { additionalProperties: false, description: 'Status of a process started by guest-exec. (since 2.5)' },
+    { description: 'Status of a process started by guest-exec. (since 2.5)' },
   ),
 );
 
@@ -35,7 +35,7 @@ export const GuestExec = component(
   'GuestExec',
   Type.Object(
     { pid: Type.Integer({ description: 'pid of child process in guest OS' }) },
-    { additionalProperties: false, description: 'PID of a process started by guest-exec. (since 2.5)' },
+    { description: 'PID of a process started by guest-exec. (since 2.5)' },
   ),
 );
 

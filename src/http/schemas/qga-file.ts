@@ -14,7 +14,7 @@ export const GuestFileRead = component(
       'buf-b64': Type.String({ description: 'base64-encoded bytes read' }),
       eof: Type.Boolean({ description: 'whether EOF was encountered during read operation.' }),
     },
-    { additionalProperties: false, description: 'Result of guest agent file-read operation. (since 0.15.0)' },
+    { description: 'Result of guest agent file-read operation. (since 0.15.0)' },
   ),
 );
 
@@ -28,7 +28,7 @@ export const GuestFileWrite = component(
       }),
       eof: Type.Boolean({ description: 'whether EOF was encountered during write operation.' }),
     },
-    { additionalProperties: false, description: 'Result of guest agent file-write operation. (since 0.15.0)' },
+    { description: 'Result of guest agent file-write operation. (since 0.15.0)' },
   ),
 );
 
@@ -39,7 +39,7 @@ export const GuestFileSeek = component(
       position: Type.Integer({ description: 'current file position' }),
       eof: Type.Boolean({ description: 'whether EOF was encountered during file seek' }),
     },
-    { additionalProperties: false, description: 'Result of guest agent file-seek operation. (since 0.15.0)' },
+    { description: 'Result of guest agent file-seek operation. (since 0.15.0)' },
   ),
 );
 

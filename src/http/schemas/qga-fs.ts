@@ -19,7 +19,7 @@ export const GuestFilesystemTrimResult = component(
       trimmed: Type.Optional(Type.Integer({ description: 'bytes trimmed for this path' })),
       minimum: Type.Optional(Type.Integer({ description: 'reported effective minimum for this path' })),
     },
-    { additionalProperties: false, description: 'Result of trimming one path. (since 2.4)' },
+    { description: 'Result of trimming one path. (since 2.4)' },
   ),
 );
 
@@ -29,7 +29,7 @@ export const GuestFilesystemTrimResponse = component(
     {
       paths: Type.Array(GuestFilesystemTrimResult, { description: 'list of GuestFilesystemTrimResult per path that was trimmed' }),
     },
-    { additionalProperties: false, description: 'The status of all trimmed paths. (since 2.4)' },
+    { description: 'The status of all trimmed paths. (since 2.4)' },
   ),
 );
 
@@ -52,7 +52,6 @@ export const GuestFilesystemInfo = component(
       }),
     },
     {
-      additionalProperties: false,
       description:
         'A mounted filesystem. The mountpoints may be given to guest-fsfreeze-freeze-list; network filesystems (CIFS, ' +
         'NFS) are not listed. (since 2.2)',

@@ -20,7 +20,7 @@ export const GuestLogicalProcessor = component(
         }),
       ),
     },
-    { additionalProperties: false, description: 'A logical processor (VCPU) of the guest. (since 1.5)' },
+    { description: 'A logical processor (VCPU) of the guest. (since 1.5)' },
   ),
 );
 
@@ -38,7 +38,7 @@ export const GuestMemoryBlock = component(
         }),
       ),
     },
-    { additionalProperties: false, description: 'A memory block of the guest. (since 2.3)' },
+    { description: 'A memory block of the guest. (since 2.3)' },
   ),
 );
 
@@ -63,7 +63,7 @@ export const GuestMemoryBlockResponse = component(
         }),
       ),
     },
-    { additionalProperties: false, description: 'Result of reconfiguring one memory block. (since 2.3)' },
+    { description: 'Result of reconfiguring one memory block. (since 2.3)' },
   ),
 );
 
@@ -77,7 +77,7 @@ export const GuestMemoryBlockInfo = component(
           'operations (also called Logical Memory Hotplug).',
       }),
     },
-    { additionalProperties: false, description: 'Information relating to guest memory blocks. (since 2.3)' },
+    { description: 'Information relating to guest memory blocks. (since 2.3)' },
   ),
 );
 
@@ -106,7 +106,7 @@ export const GuestLinuxCpuStats = component(
       ),
       guestnice: Type.Optional(ticks('Time spent running a niced guest (since Linux 2.6.33)')),
     },
-    { additionalProperties: false, description: 'CPU statistics of Linux, in milliseconds. (since 7.1)' },
+    { description: 'CPU statistics of Linux, in milliseconds. (since 7.1)' },
   ),
 );
 
@@ -131,7 +131,7 @@ export const GuestDeviceIdPCI = component(
       'vendor-id': Type.Integer({ description: 'vendor ID' }),
       'device-id': Type.Integer({ description: 'device ID' }),
     },
-    { additionalProperties: false, description: 'PCI device id. (since 5.2)' },
+    { description: 'PCI device id. (since 5.2)' },
   ),
 );
 
@@ -152,6 +152,6 @@ export const GuestDeviceInfo = component(
       'driver-version': Type.Optional(Type.String({ description: 'driver version' })),
       id: Type.Optional(described(GuestDeviceId, 'device ID')),
     },
-    { additionalProperties: false, description: 'A device and its driver (Windows guests). (since 5.2)' },
+    { description: 'A device and its driver (Windows guests). (since 5.2)' },
   ),
 );

@@ -15,7 +15,7 @@ export const GuestIpAddress = component(
       'ip-address-type': described(GuestIpAddressType, 'Type of ip-address (e.g. ipv4, ipv6)'),
       prefix: Type.Integer({ description: 'Network prefix length of ip-address' }),
     },
-    { additionalProperties: false, description: 'An IP address of an interface. (since 1.1)' },
+    { description: 'An IP address of an interface. (since 1.1)' },
   ),
 );
 
@@ -34,7 +34,7 @@ export const GuestNetworkInterfaceStat = component(
       'tx-errs': counter('packet transmit problems'),
       'tx-dropped': counter('dropped packets transmitted'),
     },
-    { additionalProperties: false, description: 'Statistic counters of an interface. (since 2.11)' },
+    { description: 'Statistic counters of an interface. (since 2.11)' },
   ),
 );
 
@@ -49,7 +49,7 @@ export const GuestNetworkInterface = component(
         described(GuestNetworkInterfaceStat, 'various statistic counters related to name (since 2.11)'),
       ),
     },
-    { additionalProperties: false, description: 'A network interface of the guest. (since 1.1)' },
+    { description: 'A network interface of the guest. (since 1.1)' },
   ),
 );
 
@@ -74,6 +74,6 @@ export const GuestNetworkRoute = component(
       nexthop: Type.Optional(Type.String({ description: 'Next hop IP address (for IPv6)' })),
       version: Type.Integer({ description: 'IP version (4 or 6)' }),
     },
-    { additionalProperties: false, description: 'Route information, currently, only linux supported. (since 9.1)' },
+    { description: 'Route information, currently, only linux supported. (since 9.1)' },
   ),
 );

@@ -14,7 +14,7 @@ export const GuestAgentCommandInfo = component(
       enabled: Type.Boolean({ description: 'whether command is currently enabled by guest admin' }),
       'success-response': Type.Boolean({ description: 'whether command returns a response on success (since 1.7)' }),
     },
-    { additionalProperties: false, description: 'Information about guest agent commands. (since 1.1.0)' },
+    { description: 'Information about guest agent commands. (since 1.1.0)' },
   ),
 );
 
@@ -25,7 +25,7 @@ export const GuestAgentInfo = component(
       version: Type.String({ description: 'guest agent version' }),
       supported_commands: Type.Array(GuestAgentCommandInfo, { description: 'Information about guest agent commands' }),
     },
-    { additionalProperties: false, description: 'Information about guest agent. (since 0.15.0)' },
+    { description: 'Information about guest agent. (since 0.15.0)' },
   ),
 );
 
@@ -33,7 +33,7 @@ export const GuestHostName = component(
   'GuestHostName',
   Type.Object(
     { 'host-name': Type.String({ description: 'Fully qualified domain name of the guest OS' }) },
-    { additionalProperties: false, description: 'The host name of the machine (guest-get-host-name). (since 2.10)' },
+    { description: 'The host name of the machine (guest-get-host-name). (since 2.10)' },
   ),
 );
 
@@ -49,7 +49,7 @@ export const GuestUser = component(
           'earliest login time is reported. The value is in fractional seconds since epoch time.',
       }),
     },
-    { additionalProperties: false, description: 'A currently active user. (since 2.10)' },
+    { description: 'A currently active user. (since 2.10)' },
   ),
 );
 
@@ -66,7 +66,7 @@ export const GuestTimezone = component(
         description: 'Offset to UTC in seconds, negative numbers for time zones west of GMT, positive numbers for east',
       }),
     },
-    { additionalProperties: false, description: 'Timezone information of the guest. (since 2.10)' },
+    { description: 'Timezone information of the guest. (since 2.10)' },
   ),
 );
 
@@ -89,7 +89,6 @@ export const GuestOSInfo = component(
       'variant-id': osField('as defined by os-release(5)', 'contains string "server" or "client"'),
     },
     {
-      additionalProperties: false,
       description:
         'Guest operating system information. On POSIX the os-release fields are absent when /etc/os-release does not ' +
         'define them. (since 2.10)',
@@ -105,7 +104,7 @@ export const GuestLoadAverage = component(
       load5m: Type.Number({ description: '5-minute load average' }),
       load15m: Type.Number({ description: '15-minute load average' }),
     },
-    { additionalProperties: false, description: 'Statistics about process load information. (since 10.0)' },
+    { description: 'Statistics about process load information. (since 10.0)' },
   ),
 );
 

@@ -8,6 +8,6 @@ export const GuestAuthorizedKeys = component(
     {
       keys: Type.Array(Type.String(), { description: 'public keys (in OpenSSH/sshd(8) authorized_keys format)' }),
     },
-    { additionalProperties: false, description: 'The public keys of a user. (since 5.2)' },
+    { description: 'The public keys of a user. (since 5.2)' },
   ),
 );
