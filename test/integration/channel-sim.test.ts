@@ -222,6 +222,17 @@ describe('Channel against the simulator', () => {
     await expect(ch.execute('guest-ping')).resolves.toEqual({});
   });
 
+  it('speaks to an agent on a TCP endpoint', async () => {
+    const vm = await sim.addVm({ name: 'tcpvm', tcp: true });
+    expect(vm.endpoint.type).toBe('tcp');
+    const ch = new Channel({ vm: 'tcpvm', endpoint: vm.endpoint, catalog, timeouts: TIMEOUTS, idleReleaseMs: 0 });
+    channels.push(ch);
+    await expect(ch.execute('guest-ping')).resolves.toEqual({});
+    const { rttMs } = await ch.sync();
+    expect(rttMs).toBeGreaterThanOrEqual(0);
+    await expect(ch.execute('guest-get-host-name')).resolves.toEqual({ 'host-name': 'tcpvm' });
+  });
+
   it('works FIFO with an old agent that neither echoes nor accepts ids', async () => {
     const { ch } = await setup({ version: '2.5.0' });
     await expect(ch.execute('guest-ping')).resolves.toEqual({});
