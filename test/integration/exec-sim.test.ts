@@ -1,0 +1,81 @@
+/**
+ * Exec against the simulator, for what the real agent cannot be made to do on demand: status
+ * replies lost on the wire, and HTTP clients that go away while a status is on its way.
+ */
+import http from 'node:http';
+import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import type { FastifyInstance } from 'fastify';
+import { Simulator, type SimAgent } from '../../src/sim/index.js';
+import { listen } from '../helpers/app.js';
+import { makeExecFilesApp, tempDir, until } from './files-support.js';
+
+let sim: Simulator;
+let vm: SimAgent;
+let app: FastifyInstance;
+let cleanup: () => Promise<void>;
+
+beforeAll(async () => {
+  const t = await tempDir('exec-sim-');
+  cleanup = t.cleanup;
+  sim = new Simulator({ dir: t.dir });
+  vm = await sim.addVm({ name: 'sim1' });
+  app = await makeExecFilesApp({
+    vms: [{ name: 'sim1', endpoint: vm.endpoint }],
+    config: { exec: { pollInitialMs: 50, pollMaxMs: 100 } },
+  });
+});
+
+afterEach(() => vm.clearFaults());
+
+afterAll(async () => {
+  await app?.close();
+  await sim?.close();
+  await cleanup?.();
+});
+
+const statusCalls = () => vm.stats.commandLog.filter((c) => c.command === 'guest-exec-status').length;
+
+describe('exec status replies that get lost', () => {
+  test('wait mode survives a status reply dropped mid-line and still returns the result', async () => {
+    vm.setFault({ command: 'guest-exec-status', kind: 'drop-mid-reply', times: 1 });
+    const before = statusCalls();
+    const r = await app.inject({ method: 'POST', url: '/v1/vms/sim1/exec', payload: { path: '/bin/sleep', arg: ['0.6'], wait: 10 } });
+    expect(r.statusCode).toBe(200);
+    expect(r.json()).toMatchObject({ exited: true, exitcode: 0 });
+    // the dropped poll plus at least one that got through
+    expect(statusCalls() - before).toBeGreaterThanOrEqual(2);
+    expect(vm.stats.execRecords).toBe(0);
+  });
+
+  test('a status on its way when the HTTP client leaves is still kept; the next GET gets it', async () => {
+    const started = await app.inject({ method: 'POST', url: '/v1/vms/sim1/exec', payload: { path: '/bin/echo', arg: ['kept'] } });
+    const { pid } = started.json();
+    // The exited reply is delayed; the client gives up before it arrives.
+    vm.setFault({ command: 'guest-exec-status', kind: 'delay', ms: 400, times: 1 });
+    const base = await listen(app);
+    const aborted = await new Promise<string>((resolve) => {
+      const req = http.get(`${base}/v1/vms/sim1/exec/${pid}`, () => resolve('answered'));
+      req.on('error', () => resolve('aborted'));
+      setTimeout(() => req.destroy(), 100);
+    });
+    expect(aborted).toBe('aborted');
+    await until(() => vm.stats.execRecords === 0, 5000, 'the delayed status to be read');
+    const r = await app.inject({ method: 'GET', url: `/v1/vms/sim1/exec/${pid}` });
+    expect(r.statusCode).toBe(200);
+    expect(r.json()).toMatchObject({ pid, exited: true, outText: 'kept\n' });
+  });
+
+  test('when the one reply carrying the exit status is lost, the gateway says so clearly (404, not a hang or 500)', async () => {
+    const started = await app.inject({ method: 'POST', url: '/v1/vms/sim1/exec', payload: { path: '/bin/echo', arg: ['gone'] } });
+    const { pid } = started.json();
+    await new Promise((r) => setTimeout(r, 100));
+    vm.setFault({ command: 'guest-exec-status', kind: 'drop-mid-reply', times: 1 });
+    const lost = await app.inject({ method: 'GET', url: `/v1/vms/sim1/exec/${pid}` });
+    expect(lost.statusCode).toBe(503);
+    expect(lost.json().code).toBe('AGENT_UNAVAILABLE');
+    const after = await app.inject({ method: 'GET', url: `/v1/vms/sim1/exec/${pid}` });
+    expect(after.statusCode).toBe(404);
+    expect(after.json().code).toBe('NOT_FOUND');
+    expect(after.json().detail).toMatch(/lost/);
+  });
+});
