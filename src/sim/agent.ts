@@ -291,13 +291,18 @@ export class SimAgent {
 
   // ---- power and process lifetime -------------------------------------------------------------
 
-  /** A fresh agent process in a freshly booted guest: disk contents survive, nothing else. */
-  private boot(): void {
+  /**
+   * A fresh agent process in a freshly booted guest: disk contents survive, nothing else. After a
+   * reboot the host connection stayed up, so requests already received are still answered.
+   */
+  private boot(keepQueue = false): void {
     this.proc = newProcessState();
     this.newStreamer();
-    this.queue = [];
-    this.pending = 0;
-    this.outbox.clear();
+    if (!keepQueue) {
+      this.queue = [];
+      this.pending = 0;
+      this.outbox.clear();
+    }
     this.delimitNext = false;
     this.state.frozen = false;
     this.state.frozenCount = 0;
@@ -333,7 +338,7 @@ export class SimAgent {
       // the host connection stays up; bytes sent meanwhile reach the new agent after boot
       this.power = 'rebooting';
       this.timer(() => {
-        this.boot();
+        this.boot(true);
         this.kick();
       }, (this.opts.rebootMs ?? 1000) * this.timeScale);
       return;

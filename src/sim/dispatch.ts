@@ -105,7 +105,8 @@ export class Dispatcher {
         throw new QgaError('CommandNotFound', `Command ${name} has been disabled${reason === null ? '' : `: ${reason}`}`);
       }
       const argObj = req.v.get('arguments');
-      const args = visitStruct(cmd.args ?? [], argObj?.t === 'dict' ? argObj.v : new Map());
+      const schema = typeof cmd.args === 'function' ? cmd.args(this.traits) : cmd.args ?? [];
+      const args = visitStruct(schema, argObj?.t === 'dict' ? argObj.v : new Map());
       result = await cmd.run(rt, args);
     } catch (e) {
       if (e instanceof QgaError) return { rsp: this.withId(errorBody(e.errorClass, e.desc), req) };

@@ -74,7 +74,7 @@ export function formatG17(x: number): string {
 }
 
 export function formatNumber(n: number): string {
-  return Number.isSafeInteger(n) ? String(n) : formatG17(n);
+  return Number.isSafeInteger(n) && !Object.is(n, -0) ? String(n) : formatG17(n);
 }
 
 function write(v: JsonValue, out: string[]): void {

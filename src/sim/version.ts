@@ -34,6 +34,8 @@ export interface VersionTraits {
   execTruncatedFixed: boolean;
   /** guest-get-fsinfo has total-bytes-privileged (9.1+) */
   fsinfoPrivilegedBytes: boolean;
+  /** guest-exec capture-output also takes a GuestExecCaptureOutputMode (8.0+), not just a bool */
+  execCaptureModes: boolean;
 }
 
 export function traitsFor(version: string): VersionTraits {
@@ -56,5 +58,6 @@ export function traitsFor(version: string): VersionTraits {
     // the real 7.2.22 rig reports the flags correctly: the fix reached the 7.2 stable series
     execTruncatedFixed: atLeast(10, 1) || (v[0] === 7 && v[1] === 2 && v[2] >= 20),
     fsinfoPrivilegedBytes: newFilters,
+    execCaptureModes: atLeast(8),
   };
 }

@@ -105,7 +105,7 @@ export function visitStruct(members: readonly Member[], dict: Map<string, QObj>,
     const o = dict.get(m.name);
     if (o === undefined) {
       if (m.optional) continue;
-      throw new QgaError('GenericError', `Parameter '${fullName([...path, m.name])}' missing`);
+      throw new QgaError('GenericError', `Parameter '${fullName([...path, m.name])}' is missing`);
     }
     out[m.name] = visit(m.type, o, [...path, m.name]);
   }

@@ -91,12 +91,13 @@ export const execCommands: CommandDef[] = [
   {
     name: 'guest-exec',
     since: '2.5',
-    args: [
+    args: (traits) => [
       req('path', 'str'),
       opt('arg', list('str')),
       opt('env', list('str')),
       opt('input-data', 'str'),
-      opt('capture-output', CAPTURE),
+      // before 8.0 capture-output was a plain bool
+      opt('capture-output', traits.execCaptureModes ? CAPTURE : 'bool'),
     ],
     run: (rt, args) => ({ pid: startExec(rt, args).pid }),
   },

@@ -88,7 +88,8 @@ const powerCommands: CommandDef[] = [
 
 function home(rt: AgentRuntime, username: string): string {
   const dir = rt.state.accounts.get(username);
-  if (dir === undefined) throw generic(`failed to lookup user '${username}': No such file or directory`);
+  // getpwnam() leaves errno at 0 for an unknown user, so glib reports strerror(0)
+  if (dir === undefined) throw generic(`failed to lookup user '${username}': Success`);
   return dir;
 }
 

@@ -78,7 +78,8 @@ export interface CommandDef {
   name: string;
   /** QGA version that introduced it (from the reference) */
   since: string;
-  args?: readonly Member[];
+  /** argument schema; a function when it changed between agent versions */
+  args?: readonly Member[] | ((traits: VersionTraits) => readonly Member[]);
   /** false for guest-shutdown and guest-suspend-*: nothing is sent on success */
   successResponse?: boolean;
   /** undefined means "no return value": `{}` on the wire, or nothing when successResponse is false */
