@@ -4,7 +4,7 @@
  * timer before the store closes (lifecycle parts stop in reverse order).
  */
 import type { FreezeLogger as Logger } from './types.js';
-import type { Services } from '../services.js';
+import { resolveTimeouts, type Services } from '../services.js';
 import { FreezeService } from './service.js';
 
 const BUILT = new WeakMap<Services, FreezeService>();
@@ -16,7 +16,12 @@ export function freezeServiceFor(services: Services, logger: Logger): FreezeServ
       store: services.store,
       agent: services.agent,
       registry: services.registry,
-      settings: services.config.freeze,
+      settings: {
+        ...services.config.freeze,
+        // freeze and thaw run the guest's fsfreeze hooks: the catalog's `freeze` class, as configured
+        freezeTimeoutMs: resolveTimeouts(services.config).freeze,
+        thawTimeoutMs: resolveTimeouts(services.config).freeze,
+      },
       logger,
     });
     services.lifecycle.push({

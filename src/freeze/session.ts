@@ -173,7 +173,11 @@ export class SessionFreezer {
       const r = await this.agent.call(vm, command, mountpoints ? { mountpoints } : undefined, { timeoutMs });
       return { vm, ok: true, frozen: typeof r === 'number' ? r : Number(r) };
     } catch (e) {
-      const error = asGatewayError(e, { vm, command });
+      let error = asGatewayError(e, { vm, command });
+      // a frozen agent reports freeze as disabled (guest-info): say what is really going on
+      if (error.code === 'COMMAND_DISABLED' && (await this.agent.call(vm, 'guest-fsfreeze-status').catch(() => undefined)) === 'frozen') {
+        error = new GatewayError('VM_FROZEN', `the guest is already frozen by something other than this gateway's leases; nothing was sent`, { vm, command });
+      }
       return { vm, ok: false, error, mayHaveFrozen: !NOT_SENT.has(error.code) };
     }
   }

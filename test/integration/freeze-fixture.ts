@@ -1,0 +1,109 @@
+/**
+ * A gateway without HTTP for freeze tests: the real registry → pool → agent service → store chain
+ * built by createServices, simulated VMs on unix sockets in a temp dir, and the FreezeService.
+ * Two rigs sharing one Redis behave like two gateway processes sharing a lease store.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import pino from 'pino';
+import { buildConfig } from '../../src/config/load.js';
+import { freezeServiceFor } from '../../src/freeze/index.js';
+import type { FreezeService } from '../../src/freeze/service.js';
+import type { Caller } from '../../src/freeze/types.js';
+import { createServices, type Services } from '../../src/services.js';
+import type { SimAgent } from '../../src/sim/agent.js';
+import { Simulator } from '../../src/sim/simulator.js';
+
+export const BACKUP: Caller = { name: 'backup', admin: false };
+export const OTHER: Caller = { name: 'other-backup', admin: false };
+export const ADMIN: Caller = { name: 'ops', admin: true };
+
+export interface SimFleet {
+  sim: Simulator;
+  dir: string;
+  vm: Record<string, SimAgent>;
+  close(): Promise<void>;
+}
+
+export async function simFleet(names: string[], opts: { frozen?: string[] } = {}): Promise<SimFleet> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'qga-freeze-'));
+  const sim = new Simulator({ dir });
+  const vm: Record<string, SimAgent> = {};
+  for (const name of names) vm[name] = await sim.addVm({ name, frozen: opts.frozen?.includes(name) ?? false });
+  return {
+    sim,
+    dir,
+    vm,
+    async close() {
+      await sim.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface Rig {
+  services: Services;
+  freeze: FreezeService;
+  /** stop timers and close the pool and the store, as a graceful shutdown does */
+  close(): Promise<void>;
+  /** stop timers only, leaving every lease in the store: a process that died */
+  crash(): Promise<void>;
+}
+
+export async function rig(
+  fleet: SimFleet,
+  opts: { redisUrl?: string; keyPrefix?: string; freeze?: Record<string, number>; start?: boolean } = {},
+): Promise<Rig> {
+  const config = buildConfig(
+    {
+      log: { level: process.env.TEST_LOG_LEVEL ?? 'silent' },
+      agent: { idleReleaseMs: 0 },
+      store: opts.redisUrl ? { type: 'redis', redisUrl: opts.redisUrl, keyPrefix: opts.keyPrefix ?? 'qga:', commandTimeoutMs: 500 } : { type: 'memory' },
+      freeze: { sweepIntervalMs: 200, ...(opts.freeze ?? {}) },
+      vms: Object.values(fleet.vm).map((a) => ({ name: a.name, endpoint: a.endpoint })),
+    },
+    {},
+    'freeze test',
+  );
+  const logger = pino({ level: config.log.level });
+  const services = createServices(config, logger);
+  if (services.store.kind === 'redis') {
+    await (services.store as unknown as { ready(ms: number): Promise<void> }).ready(5_000);
+  }
+  const freeze = freezeServiceFor(services, logger);
+  if (opts.start !== false) await freeze.start();
+  let closed = false;
+  return {
+    services,
+    freeze,
+    async close() {
+      if (closed) return;
+      closed = true;
+      for (const part of [...services.lifecycle].reverse()) await part.stop().catch(() => undefined);
+    },
+    async crash() {
+      if (closed) return;
+      closed = true;
+      await freeze.stop();
+      services.pool.destroy();
+      await services.store.close().catch(() => undefined);
+    },
+  };
+}
+
+/** Commands the agent received, without the channel's own handshakes. */
+export function agentCommands(a: SimAgent, since = 0): string[] {
+  return a.stats.commandLog.filter((e) => e.at >= since && !e.command.startsWith('guest-sync') && e.command !== 'guest-info').map((e) => e.command);
+}
+
+export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<number> {
+  const t0 = Date.now();
+  for (;;) {
+    if (await cond()) return Date.now() - t0;
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -1,0 +1,211 @@
+/**
+ * FreezeService against simulated agents (real unix sockets) and both lease stores (a real
+ * redis-server for the Redis one): leases, conflicts, idempotency, thaw rules, always-thaw,
+ * auto-thaw by the local timer, bad input.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { randomUUID } from 'node:crypto';
+import { GatewayError } from '../../src/errors.js';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { ADMIN, BACKUP, OTHER, agentCommands, rig, simFleet, sleep, waitFor, type Rig, type SimFleet } from './freeze-fixture.js';
+
+let redis: TestRedis;
+beforeAll(async () => {
+  redis = await startRedis();
+});
+afterAll(async () => {
+  await redis?.stop();
+});
+
+async function rejection(p: Promise<unknown>): Promise<GatewayError> {
+  const e = await p.then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  if (!(e instanceof GatewayError)) throw new Error(`expected a GatewayError, got ${String(e)}`);
+  return e;
+}
+
+const stores: Array<[string, () => { redisUrl?: string; keyPrefix?: string }]> = [
+  ['memory', () => ({})],
+  ['redis', () => ({ redisUrl: redis.url, keyPrefix: `f${randomUUID().slice(0, 8)}:` })],
+];
+
+describe.each(stores)('freeze sessions (%s store)', (_kind, storeOpts) => {
+  let fleet: SimFleet;
+  let g: Rig;
+  afterEach(async () => {
+    await g?.close();
+    await fleet?.close();
+  });
+
+  it('freezes under a lease; a second freeze is refused with holder and expiry and never reaches the agent', async () => {
+    fleet = await simFleet(['vm1']);
+    g = await rig(fleet, storeOpts());
+    const lease = await g.freeze.freeze('vm1', { ttlSeconds: 60 }, BACKUP);
+    expect(lease).toMatchObject({ frozen: fleet.vm.vm1.state.filesystems.length, reused: false });
+    expect(lease.frozen).toBeGreaterThan(1);
+    expect(typeof lease.leaseId).toBe('string');
+    expect(Date.parse(lease.expiresAt) - Date.parse(lease.createdAt)).toBe(60_000);
+    expect(fleet.vm.vm1.state.frozen).toBe(true);
+
+    const err = await rejection(g.freeze.freeze('vm1', {}, OTHER));
+    expect(err.code).toBe('LEASE_CONFLICT');
+    expect(err.extra).toMatchObject({ holder: 'backup', expiresAt: lease.expiresAt });
+    expect(err.extra?.leaseId).toBeUndefined(); // not the other caller's to see
+    expect(agentCommands(fleet.vm.vm1).filter((c) => c === 'guest-fsfreeze-freeze')).toHaveLength(1);
+
+    const st = await g.freeze.status('vm1', BACKUP);
+    expect(st).toMatchObject({ status: 'frozen', leaseStore: 'ok', lease: { owner: 'backup', leaseId: lease.leaseId, expired: false } });
+    expect((await g.freeze.status('vm1', OTHER)).lease?.leaseId).toBeUndefined();
+  });
+
+  it('an idempotent retry returns the same lease, not extended, and freezes nothing again', async () => {
+    fleet = await simFleet(['vm1']);
+    g = await rig(fleet, storeOpts());
+    const a = await g.freeze.freeze('vm1', { ttlSeconds: 30 }, BACKUP, 'backup-job-42');
+    await sleep(30);
+    const b = await g.freeze.freeze('vm1', { ttlSeconds: 30 }, BACKUP, 'backup-job-42');
+    expect(b).toMatchObject({ leaseId: a.leaseId, fence: a.fence, expiresAt: a.expiresAt, frozen: a.frozen, reused: true });
+    expect(agentCommands(fleet.vm.vm1).filter((c) => c.startsWith('guest-fsfreeze-freeze'))).toHaveLength(1);
+    // the same key from another caller is no retry of theirs
+    expect((await rejection(g.freeze.freeze('vm1', {}, OTHER, 'backup-job-42'))).code).toBe('LEASE_CONFLICT');
+  });
+
+  it('thaws only with the matching lease and reports {thawed, frozen, consistent}', async () => {
+    fleet = await simFleet(['vm1']);
+    g = await rig(fleet, storeOpts());
+    const lease = await g.freeze.freeze('vm1', { mountpoints: ['/'] }, BACKUP);
+    expect(agentCommands(fleet.vm.vm1)).toContain('guest-fsfreeze-freeze-list');
+    const before = agentCommands(fleet.vm.vm1).length;
+
+    const wrong = await rejection(g.freeze.thaw('vm1', { leaseId: randomUUID() }, BACKUP));
+    expect(wrong.code).toBe('LEASE_CONFLICT');
+    expect((await rejection(g.freeze.thaw('vm1', {}, BACKUP))).code).toBe('VALIDATION_FAILED');
+    expect((await rejection(g.freeze.thaw('vm1', { force: true }, BACKUP))).code).toBe('FORBIDDEN');
+    expect(agentCommands(fleet.vm.vm1).length).toBe(before);
+    expect(fleet.vm.vm1.state.frozen).toBe(true);
+
+    const r = await g.freeze.thaw('vm1', { leaseId: lease.leaseId }, BACKUP);
+    expect(r).toMatchObject({ vm: 'vm1', thawed: 1, frozen: 1, consistent: true, leaseCheck: 'store' });
+    expect(fleet.vm.vm1.state.frozen).toBe(false);
+    // the lease has ended: a repeated (stale) thaw is refused and sends nothing
+    const n = agentCommands(fleet.vm.vm1).length;
+    expect((await rejection(g.freeze.thaw('vm1', { leaseId: lease.leaseId }, BACKUP))).code).toBe('LEASE_CONFLICT');
+    expect(agentCommands(fleet.vm.vm1).length).toBe(n);
+    // and the VM can be frozen again
+    const again = await g.freeze.freeze('vm1', {}, OTHER);
+    expect(again.fence).toBeGreaterThan(lease.fence);
+  });
+
+  it('reports consistent: false when the guest was thawed behind the lease', async () => {
+    fleet = await simFleet(['vm1']);
+    g = await rig(fleet, storeOpts());
+    const lease = await g.freeze.freeze('vm1', {}, BACKUP);
+    fleet.vm.vm1.state.frozen = false; // e.g. someone ran fsfreeze -u in the guest
+    const r = await g.freeze.thaw('vm1', { leaseId: lease.leaseId }, BACKUP);
+    expect(r).toMatchObject({ thawed: 0, frozen: lease.frozen, consistent: false });
+    expect(r.reason).toMatch(/thawed/);
+  });
+
+  it('a forced thaw (admin) ends whoever holds the lease', async () => {
+    fleet = await simFleet(['vm1']);
+    g = await rig(fleet, storeOpts());
+    const lease = await g.freeze.freeze('vm1', {}, BACKUP);
+    const r = await g.freeze.thaw('vm1', { force: true }, ADMIN);
+    expect(r).toMatchObject({ thawed: lease.frozen, forced: true });
+    expect(fleet.vm.vm1.state.frozen).toBe(false);
+    expect((await g.freeze.status('vm1', ADMIN)).lease).toBeNull();
+  });
+
+  it('renews within the hard cap and refuses a wrong lease', async () => {
+    fleet = await simFleet(['vm1']);
+    g = await rig(fleet, { ...storeOpts(), freeze: { defaultTtlSeconds: 2, maxTtlSeconds: 3, maxTotalSeconds: 4 } });
+    const lease = await g.freeze.freeze('vm1', {}, BACKUP);
+    const r1 = await g.freeze.renew('vm1', lease.leaseId, 3);
+    expect(r1.capped).toBe(false);
+    expect(Date.parse(r1.expiresAt)).toBeGreaterThan(Date.parse(lease.expiresAt));
+    await sleep(1_200);
+    const r2 = await g.freeze.renew('vm1', lease.leaseId, 3);
+    expect(r2.capped).toBe(true);
+    expect(r2.expiresAt).toBe(lease.hardDeadline);
+    expect((await rejection(g.freeze.renew('vm1', 'nope', 1))).code).toBe('LEASE_CONFLICT');
+    expect((await rejection(g.freeze.renew('vm1', lease.leaseId, 4))).code).toBe('VALIDATION_FAILED');
+  });
+
+  it('a caller who never thaws is thawed at expiry', async () => {
+    fleet = await simFleet(['vm1']);
+    g = await rig(fleet, { ...storeOpts(), freeze: { sweepIntervalMs: 60_000 } }); // the local timer alone
+    const lease = await g.freeze.freeze('vm1', { ttlSeconds: 1 }, BACKUP);
+    const t = await waitFor(() => !fleet.vm.vm1.state.frozen, 5_000, 'auto-thaw');
+    expect(Date.now()).toBeGreaterThanOrEqual(Date.parse(lease.expiresAt));
+    expect(t).toBeGreaterThan(0);
+    await waitFor(async () => (await g.freeze.status('vm1', BACKUP)).lease === null, 2_000, 'lease released');
+  });
+
+  it('refuses bad input before anything is frozen', async () => {
+    fleet = await simFleet(['vm1']);
+    g = await rig(fleet, { ...storeOpts(), freeze: { maxTtlSeconds: 600 } });
+    expect((await rejection(g.freeze.freeze('vm1', { ttlSeconds: 0 }, BACKUP))).code).toBe('VALIDATION_FAILED');
+    expect((await rejection(g.freeze.freeze('vm1', { ttlSeconds: 601 }, BACKUP))).code).toBe('VALIDATION_FAILED');
+    expect((await rejection(g.freeze.freeze('vm1', { mountpoints: ['data'] }, BACKUP))).code).toBe('VALIDATION_FAILED');
+    expect((await rejection(g.freeze.freeze('nope', {}, BACKUP))).code).toBe('VM_NOT_FOUND');
+    expect(agentCommands(fleet.vm.vm1)).toEqual([]);
+    expect(fleet.vm.vm1.state.frozen).toBe(false);
+  });
+});
+
+describe('always-thaw: a freeze that fails, times out or drops is followed by a thaw', () => {
+  let fleet: SimFleet;
+  let g: Rig;
+  afterEach(async () => {
+    await g?.close();
+    await fleet?.close();
+  });
+
+  it('freeze fails on one filesystem → AGENT_ERROR, thaw sent, lease ended', async () => {
+    fleet = await simFleet(['vm1']);
+    g = await rig(fleet, { redisUrl: redis.url, keyPrefix: `a${randomUUID().slice(0, 8)}:` });
+    fleet.vm.vm1.setFault({ command: 'guest-fsfreeze-freeze', kind: 'error', class: 'GenericError', desc: 'failed to freeze /data: Device or resource busy', times: 1 });
+    const err = await rejection(g.freeze.freeze('vm1', {}, BACKUP));
+    expect(err.code).toBe('AGENT_ERROR');
+    expect(err.qga?.desc).toMatch(/Device or resource busy/);
+    expect(err.extra).toMatchObject({ allThawed: true, vms: [{ vm: 'vm1', result: 'failed', thawAttempted: true, thawed: true }] });
+    expect(agentCommands(fleet.vm.vm1)).toEqual(['guest-fsfreeze-freeze', 'guest-fsfreeze-thaw']);
+    expect((await g.freeze.status('vm1', BACKUP)).lease).toBeNull();
+    expect((await g.freeze.freeze('vm1', {}, BACKUP)).frozen).toBe(fleet.vm.vm1.state.filesystems.length);
+  });
+
+  it('freeze times out but the guest froze → thaw issued, guest thawed', async () => {
+    fleet = await simFleet(['vm1']);
+    g = await rig(fleet);
+    // the agent takes 1.5 s to freeze; the lease (1 s) bounds how long we wait for it
+    fleet.vm.vm1.setFault({ command: 'guest-fsfreeze-freeze', kind: 'delay', ms: 1_500, times: 1 });
+    const err = await rejection(g.freeze.freeze('vm1', { ttlSeconds: 1 }, BACKUP));
+    expect(err.code).toBe('AGENT_TIMEOUT');
+    await waitFor(() => agentCommands(fleet.vm.vm1).includes('guest-fsfreeze-thaw') && !fleet.vm.vm1.state.frozen, 10_000, 'thaw after the late freeze');
+    const cmds = agentCommands(fleet.vm.vm1);
+    expect(cmds.indexOf('guest-fsfreeze-thaw')).toBeGreaterThan(cmds.indexOf('guest-fsfreeze-freeze'));
+    await waitFor(async () => (await g.freeze.status('vm1', BACKUP)).lease === null, 5_000, 'lease released');
+  });
+
+  it('the connection drops mid-reply → thaw sent', async () => {
+    fleet = await simFleet(['vm1']);
+    g = await rig(fleet);
+    fleet.vm.vm1.setFault({ command: 'guest-fsfreeze-freeze', kind: 'drop-mid-reply', times: 1 });
+    const err = await rejection(g.freeze.freeze('vm1', {}, BACKUP));
+    expect(['AGENT_UNAVAILABLE', 'AGENT_PROTOCOL_ERROR', 'AGENT_TIMEOUT']).toContain(err.code);
+    await waitFor(() => !fleet.vm.vm1.state.frozen, 10_000, 'thaw after the dropped freeze');
+    expect(agentCommands(fleet.vm.vm1)).toContain('guest-fsfreeze-thaw');
+  });
+
+  it('a guest frozen by someone else is not thawed by our refused freeze', async () => {
+    fleet = await simFleet(['vm1'], { frozen: ['vm1'] });
+    g = await rig(fleet);
+    const err = await rejection(g.freeze.freeze('vm1', {}, BACKUP));
+    expect(err.code).toBe('VM_FROZEN');
+    expect(agentCommands(fleet.vm.vm1)).not.toContain('guest-fsfreeze-thaw');
+    expect(fleet.vm.vm1.state.frozen).toBe(true);
+    expect((await g.freeze.status('vm1', BACKUP)).lease).toBeNull();
+  });
+});
