@@ -55,6 +55,7 @@ export async function startQemuGa(opts: { extraBlocked?: string[] } = {}): Promi
   const socketPath = path.join(dir, 'qga.sock');
   const blocked = [...BLOCKED_COMMANDS, ...(opts.extraBlocked ?? [])].join(',');
   let child: ChildProcess | undefined;
+  let watchdog: ChildProcess | undefined;
   let log = '';
 
   const launch = async (): Promise<void> => {
@@ -72,6 +73,10 @@ export async function startQemuGa(opts: { extraBlocked?: string[] } = {}): Promi
       proc.once('error', reject);
     });
     await spawned;
+    // If this test process dies without stop() (killed worker, timeout), the pipe to the
+    // watchdog closes and it kills the agent: no root qemu-ga is ever left behind.
+    watchdog = spawn('/bin/sh', ['-c', `read _; kill -KILL ${proc.pid} 2>/dev/null`], { stdio: ['pipe', 'ignore', 'ignore'] });
+    watchdog.on('error', () => undefined);
     await waitUntilAnswering(socketPath, proc, () => log);
   };
 
@@ -86,6 +91,8 @@ export async function startQemuGa(opts: { extraBlocked?: string[] } = {}): Promi
     });
 
   const terminate = async (): Promise<void> => {
+    watchdog?.kill('SIGKILL');
+    watchdog = undefined;
     const proc = child;
     if (!proc) return;
     if (proc.exitCode === null && proc.signalCode === null) {
