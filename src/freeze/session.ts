@@ -170,7 +170,9 @@ export class SessionFreezer {
     // a freeze that outlives its lease is useless: never wait for it longer than the lease
     const timeoutMs = Math.max(1, Math.min(this.settings.freezeTimeoutMs ?? DEFAULT_FREEZE_TIMEOUT_MS, lease.expiresAt - Date.now()));
     try {
-      const r = await this.agent.call(vm, command, mountpoints ? { mountpoints } : undefined, { timeoutMs });
+      // The agent's own answer decides (disabled, unknown, frozen): a guest-info cached while the
+      // guest was frozen lists freeze as disabled long after the thaw.
+      const r = await this.agent.call(vm, command, mountpoints ? { mountpoints } : undefined, { timeoutMs, skipCapabilityCheck: true });
       return { vm, ok: true, frozen: typeof r === 'number' ? r : Number(r) };
     } catch (e) {
       let error = asGatewayError(e, { vm, command });

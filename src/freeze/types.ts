@@ -33,7 +33,7 @@ export interface FreezeSettings {
 
 /** The agent as the freeze service needs it (AgentService satisfies it). */
 export interface FreezeAgent {
-  call(vm: string, command: string, args?: JsonObject, opts?: ExecuteOptions): Promise<JsonValue>;
+  call(vm: string, command: string, args?: JsonObject, opts?: ExecuteOptions & { skipCapabilityCheck?: boolean }): Promise<JsonValue>;
 }
 
 /** The registry as the freeze service needs it: throws VM_NOT_FOUND. */

@@ -47,8 +47,13 @@ export class RedisStore implements LeaseStore {
   private readonly redis: Redis;
   private readonly prefix: string;
   private readonly shas = new Map<string, string>();
-  /** offered as the epoch when the data set is found empty */
-  private readonly epochCandidate = randomUUID();
+  /**
+   * Offered as the epoch when the data set is found empty. Fresh on every call: a value reused
+   * after Redis lost its data would bring the old epoch back and hide the loss.
+   */
+  private get epochCandidate(): string {
+    return randomUUID();
+  }
   private highWater = 0;
 
   constructor(opts: RedisStoreOptions) {

@@ -58,7 +58,9 @@ export async function rig(
   const config = buildConfig(
     {
       log: { level: process.env.TEST_LOG_LEVEL ?? 'silent' },
-      agent: { idleReleaseMs: 0 },
+      // let go of the socket soon: several rigs (processes) share each simulated agent, which
+      // serves one client at a time like a real QEMU chardev
+      agent: { idleReleaseMs: 100 },
       store: opts.redisUrl ? { type: 'redis', redisUrl: opts.redisUrl, keyPrefix: opts.keyPrefix ?? 'qga:', commandTimeoutMs: 500 } : { type: 'memory' },
       freeze: { sweepIntervalMs: 200, ...(opts.freeze ?? {}) },
       vms: Object.values(fleet.vm).map((a) => ({ name: a.name, endpoint: a.endpoint })),

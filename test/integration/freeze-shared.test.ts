@@ -1,0 +1,129 @@
+/**
+ * Freeze sessions across gateway "processes" (rigs sharing one real redis-server) and across Redis
+ * failures: the deadline sweep after the freezer died, start-up reconciliation, a stale lease, Redis
+ * down mid-session, Redis restarted empty. Measured times are printed, not asserted tightly.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { randomUUID } from 'node:crypto';
+import { GatewayError } from '../../src/errors.js';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { BACKUP, agentCommands, rig, simFleet, sleep, waitFor, type Rig, type SimFleet } from './freeze-fixture.js';
+
+async function rejection(p: Promise<unknown>): Promise<GatewayError> {
+  const e = await p.then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  if (!(e instanceof GatewayError)) throw new Error(`expected a GatewayError, got ${String(e)}`);
+  return e;
+}
+
+let redis: TestRedis | undefined;
+let fleet: SimFleet | undefined;
+const rigs: Rig[] = [];
+
+afterEach(async () => {
+  for (const r of rigs.splice(0)) await r.close();
+  await fleet?.close();
+  fleet = undefined;
+  await redis?.stop();
+  redis = undefined;
+});
+
+async function shared(names: string[], freeze: Record<string, number>[] = [{}, {}]): Promise<{ f: SimFleet; r: TestRedis; a: Rig; b: Rig; prefix: string }> {
+  redis = await startRedis();
+  fleet = await simFleet(names);
+  const prefix = `s${randomUUID().slice(0, 8)}:`;
+  const a = await rig(fleet, { redisUrl: redis.url, keyPrefix: prefix, freeze: freeze[0] });
+  const b = await rig(fleet, { redisUrl: redis.url, keyPrefix: prefix, freeze: freeze[1] });
+  rigs.push(a, b);
+  return { f: fleet, r: redis, a, b, prefix };
+}
+
+describe('auto-thaw when the freezing process is gone', () => {
+  it('another process sharing Redis thaws by the deadline', async () => {
+    const { f, a, b } = await shared(['vm1'], [{ sweepIntervalMs: 60_000 }, { sweepIntervalMs: 500 }]);
+    const lease = await a.freeze.freeze('vm1', { ttlSeconds: 1 }, BACKUP);
+    await a.crash(); // no local timer any more, the lease stays in Redis
+    await waitFor(() => !f.vm.vm1.state.frozen, 10_000, 'deadline thaw by the other process');
+    const overshoot = Date.now() - Date.parse(lease.expiresAt);
+    process.stdout.write(`[freeze-shared] frozen past lease expiry after the freezer died: ${overshoot} ms (sweep interval 500 ms)\n`);
+    expect(overshoot).toBeGreaterThanOrEqual(0);
+    await waitFor(async () => (await b.freeze.status('vm1', BACKUP)).lease === null, 5_000, 'lease released');
+    // the dead process's lease is stale now: a thaw with it is refused and sends nothing
+    const n = agentCommands(f.vm.vm1).length;
+    expect((await rejection(b.freeze.thaw('vm1', { leaseId: lease.leaseId }, BACKUP))).code).toBe('LEASE_CONFLICT');
+    expect(agentCommands(f.vm.vm1).length).toBe(n);
+  });
+
+  it('a restarted gateway reconciles at start-up: expired leases are thawed before the first sweep', async () => {
+    redis = await startRedis();
+    fleet = await simFleet(['vm1', 'vm2']);
+    const prefix = `r${randomUUID().slice(0, 8)}:`;
+    const a = await rig(fleet, { redisUrl: redis.url, keyPrefix: prefix, freeze: { sweepIntervalMs: 60_000 } });
+    rigs.push(a);
+    await a.freeze.freeze('vm1', { ttlSeconds: 1 }, BACKUP);
+    const live = await a.freeze.freeze('vm2', { ttlSeconds: 30 }, BACKUP);
+    await a.crash();
+    await sleep(1_200);
+    expect(fleet.vm.vm1.state.frozen).toBe(true); // nobody watched it
+    const b = await rig(fleet, { redisUrl: redis.url, keyPrefix: prefix, freeze: { sweepIntervalMs: 60_000 } });
+    rigs.push(b);
+    // start() has run the reconciliation; no sweep tick can have happened yet
+    await waitFor(() => !fleet!.vm.vm1.state.frozen, 5_000, 'reconciled thaw');
+    expect(fleet.vm.vm2.state.frozen).toBe(true); // its lease is live: left alone
+    expect((await b.freeze.status('vm2', BACKUP)).lease?.leaseId).toBe(live.leaseId);
+  });
+
+  it('a new freeze on a VM whose expired lease still awaits its thaw thaws it first', async () => {
+    const { f, a, b } = await shared(['vm1'], [{ sweepIntervalMs: 60_000 }, { sweepIntervalMs: 60_000 }]);
+    const old = await a.freeze.freeze('vm1', { ttlSeconds: 1 }, BACKUP);
+    await a.crash();
+    await sleep(1_200);
+    const t0 = Date.now();
+    const fresh = await b.freeze.freeze('vm1', { ttlSeconds: 30 }, BACKUP);
+    expect(fresh.fence).toBeGreaterThan(old.fence);
+    expect(f.vm.vm1.state.frozen).toBe(true);
+    expect(agentCommands(f.vm.vm1, t0)).toEqual(['guest-fsfreeze-thaw', 'guest-fsfreeze-freeze']);
+  });
+});
+
+describe('Redis failures', () => {
+  it('Redis stopped mid-session: freeze refused with STORE_UNAVAILABLE, thaw and auto-thaw still work', async () => {
+    const { f, r, a, b } = await shared(['vm1', 'vm2', 'vm3'], [{ sweepIntervalMs: 200 }, { sweepIntervalMs: 200 }]);
+    const l1 = await a.freeze.freeze('vm1', { ttlSeconds: 60 }, BACKUP);
+    const l2 = await a.freeze.freeze('vm2', { ttlSeconds: 60 }, BACKUP);
+    await a.freeze.freeze('vm3', { ttlSeconds: 1 }, BACKUP);
+    await r.kill();
+
+    const err = await rejection(b.freeze.freeze('vm1', {}, BACKUP));
+    expect(err.code).toBe('STORE_UNAVAILABLE');
+    expect(err.status).toBe(503);
+    const t0 = Date.now();
+    expect((await rejection(a.freeze.freeze('vm3', {}, BACKUP))).code).toBe('STORE_UNAVAILABLE');
+    expect(agentCommands(f.vm.vm3, t0)).toEqual([]);
+
+    // the process that froze knows its lease
+    expect(await a.freeze.thaw('vm1', { leaseId: l1.leaseId }, BACKUP)).toMatchObject({ thawed: l1.frozen, leaseCheck: 'local' });
+    expect(f.vm.vm1.state.frozen).toBe(false);
+    // another process cannot check the lease, and thaws anyway
+    expect(await b.freeze.thaw('vm2', { leaseId: l2.leaseId }, BACKUP)).toMatchObject({ thawed: l2.frozen, leaseCheck: 'unverified', consistent: false });
+    expect(f.vm.vm2.state.frozen).toBe(false);
+    // the local timer thaws at expiry without the store
+    await waitFor(() => !f.vm.vm3.state.frozen, 5_000, 'local auto-thaw with Redis down');
+    expect((await b.freeze.status('vm3', BACKUP)).leaseStore).toBe('unavailable');
+  });
+
+  it('Redis restarted empty: fences never go backwards and the freezer still thaws what it froze', async () => {
+    const { f, r, a } = await shared(['vm1', 'vm2'], [{ sweepIntervalMs: 200 }, { sweepIntervalMs: 200 }]);
+    const l1 = await a.freeze.freeze('vm1', { ttlSeconds: 2 }, BACKUP);
+    await r.restart({ empty: true });
+    await waitFor(async () => (await a.services.store.health()).ok, 10_000, 'redis back');
+    const l2 = await a.freeze.freeze('vm2', { ttlSeconds: 30 }, BACKUP);
+    expect(l2.fence).toBeGreaterThan(l1.fence);
+    // vm1's lease vanished with the data; its freezer's local timer still thaws it
+    expect(f.vm.vm1.state.frozen).toBe(true);
+    await waitFor(() => !f.vm.vm1.state.frozen, 5_000, 'thaw of a lease lost with the Redis data');
+    expect(Date.now()).toBeGreaterThanOrEqual(Date.parse(l1.expiresAt));
+  });
+});
