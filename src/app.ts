@@ -13,8 +13,21 @@ import { registerJsonBody } from './http/json-body.js';
 import { registerAuth } from './http/plugins/auth.js';
 import { registerHttpMetrics } from './http/plugins/metrics.js';
 import { registerSwagger } from './http/plugins/swagger.js';
+import execRoutes from './http/routes/exec.js';
+import fileRoutes from './http/routes/files.js';
+import filesystemRoutes from './http/routes/filesystems.js';
+import freezeGroupRoutes from './http/routes/freeze-groups.js';
+import fsfreezeRoutes from './http/routes/fsfreeze.js';
+import hardwareRoutes from './http/routes/hardware.js';
+import networkRoutes from './http/routes/network.js';
+import powerRoutes from './http/routes/power.js';
+import rawRoutes from './http/routes/qga-raw.js';
 import serviceRoutes, { type ReadinessCheck } from './http/routes/service.js';
+import systemRoutes from './http/routes/system.js';
+import timeRoutes from './http/routes/time.js';
+import userRoutes from './http/routes/users.js';
 import vmRoutes from './http/routes/vms.js';
+import { registerQgaSchemas } from './http/schemas/qga.js';
 import { createServices, type Services } from './services.js';
 import { stringifyJson } from './util/json.js';
 
@@ -39,7 +52,21 @@ export interface BuildOptions {
 }
 
 /** Route groups under /v1, one file per resource group. */
-const V1_ROUTES = [vmRoutes];
+const V1_ROUTES = [
+  vmRoutes,
+  systemRoutes,
+  timeRoutes,
+  powerRoutes,
+  fsfreezeRoutes,
+  freezeGroupRoutes,
+  filesystemRoutes,
+  networkRoutes,
+  hardwareRoutes,
+  userRoutes,
+  execRoutes,
+  fileRoutes,
+  rawRoutes,
+];
 
 function makeAjv(opts: AjvOptions): Ajv {
   const ajv = new Ajv({ allErrors: false, strict: false, useDefaults: true, removeAdditional: false, ...opts });
@@ -78,7 +105,15 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
 
   const services = opts.services ?? createServices(config, logger);
   app.decorate('services', services);
-  app.decorate('readinessChecks', [] as ReadinessCheck[]);
+  app.decorate('readinessChecks', [
+    {
+      name: 'store',
+      check: async () => {
+        const h = await services.store.health();
+        if (!h.ok) throw new Error(h.detail ?? `${h.kind} store unavailable`);
+      },
+    },
+  ] as ReadinessCheck[]);
   app.decorate('shuttingDown', false);
 
   registerErrorHandling(app);
@@ -86,6 +121,8 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   trackReplies(app);
   registerAuth(app, config, opts.env);
   registerHttpMetrics(app, services.metrics);
+  // shared QGA schemas at the root, so every route group and the OpenAPI components see one copy
+  registerQgaSchemas(app);
   await registerSwagger(app);
 
   await app.register(serviceRoutes);

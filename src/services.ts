@@ -12,12 +12,15 @@ import { COMMANDS, DEFAULT_TIMEOUTS } from './qga/commands.js';
 import type { TimeoutClass } from './qga/types.js';
 import { VmRegistry } from './registry/registry.js';
 import { createMetrics } from './http/plugins/metrics.js';
+import { createStore } from './store/index.js';
+import type { LeaseStore } from './store/types.js';
 
 export interface Services {
   config: Config;
   registry: VmRegistry;
   pool: AgentPool;
   agent: AgentService;
+  store: LeaseStore;
   metrics: MetricsRegistry;
   /** started by app.ts onReady, stopped onClose, in reverse order */
   lifecycle: Array<{ name: string; start?: () => Promise<void>; stop: () => Promise<void> }>;
@@ -28,7 +31,8 @@ export function resolveTimeouts(config: Config): Record<TimeoutClass, number> {
 }
 
 export function createServices(config: Config, logger: Logger): Services {
-  const registry = new VmRegistry(config);
+  const store = createStore(config);
+  const registry = new VmRegistry(config, store);
   const pool = new AgentPool({
     resolve: (vm) => registry.resolve(vm),
     maxOpen: config.agent.maxOpen,
@@ -52,7 +56,12 @@ export function createServices(config: Config, logger: Logger): Services {
     registry,
     pool,
     agent,
+    store,
     metrics,
-    lifecycle: [{ name: 'agent pool', stop: () => pool.close() }],
+    // stopped in reverse: the pool drains first, then the store closes
+    lifecycle: [
+      { name: 'lease store', stop: () => store.close() },
+      { name: 'agent pool', stop: () => pool.close() },
+    ],
   };
 }

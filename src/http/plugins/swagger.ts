@@ -7,11 +7,13 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
 import { ERROR_STATUS } from '../../errors.js';
+import { buildLocalReference } from '../schemas/qga.js';
 
 export const API_VERSION = '1.0.0';
 
 export async function registerSwagger(app: FastifyInstance): Promise<void> {
   await app.register(swagger, {
+    refResolver: { buildLocalReference },
     openapi: {
       openapi: '3.1.0',
       info: {

@@ -13,6 +13,7 @@ import { EndpointSchema, VM_NAME_PATTERN } from '../../config/schema.js';
 import { requestSignal } from '../abort.js';
 import { canAccessVm } from '../plugins/auth.js';
 import { AGENT_ERRORS, VmParams, problemResponses } from '../schemas/common.js';
+import { GuestAgentInfo } from '../schemas/qga.js';
 import type { VmRecord } from '../../registry/registry.js';
 import type { Services } from '../../services.js';
 
@@ -21,7 +22,15 @@ const Labels = Type.Record(Type.String(), Type.String({ maxLength: 256 }), { des
 const ChannelInfo = Type.Object(
   {
     state: Type.Union(
-      ['idle', 'connecting', 'syncing', 'ready', 'backoff', 'closing', 'closed'].map((s) => Type.Literal(s)),
+      [
+        Type.Literal('idle'),
+        Type.Literal('connecting'),
+        Type.Literal('syncing'),
+        Type.Literal('ready'),
+        Type.Literal('backoff'),
+        Type.Literal('closing'),
+        Type.Literal('closed'),
+      ],
       { description: 'idle: no socket open (released or never used); ready: in sync' },
     ),
     queued: Type.Integer({ description: 'commands waiting' }),
@@ -59,16 +68,6 @@ const RegisterBody = Type.Object(
     labels: Type.Optional(Labels),
   },
   { additionalProperties: false },
-);
-
-const GuestAgentCommandInfo = Type.Object({
-  name: Type.String(),
-  enabled: Type.Boolean(),
-  'success-response': Type.Boolean(),
-});
-const GuestAgentInfo = Type.Object(
-  { version: Type.String(), supported_command: Type.Array(GuestAgentCommandInfo) },
-  { title: 'GuestAgentInfo', description: 'guest-info, verbatim' },
 );
 
 export function summarize(services: Services, rec: VmRecord): Static<typeof VmSummary> {
