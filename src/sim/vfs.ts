@@ -29,10 +29,26 @@ function mix32(x: number): number {
   return (x ^ (x >>> 16)) >>> 0;
 }
 
-function wordAt(seed: number, index: number): number {
-  const lo = index >>> 0;
-  const hi = Math.floor(index / 0x1_0000_0000);
-  return mix32((lo ^ mix32((seed ^ Math.imul(hi + 1, 0x9e3779b9)) >>> 0)) >>> 0);
+const WORDS_PER_SEGMENT = 0x1_0000_0000;
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
+/** Word i of a virtual file: fmix32(low 32 bits of i XOR a key derived from seed and i's high bits). */
+function fillWords(seed: number, firstWord: number, out: Uint32Array): void {
+  let w = firstWord;
+  let k = 0;
+  while (k < out.length) {
+    const hi = Math.floor(w / WORDS_PER_SEGMENT);
+    const key = mix32((seed ^ Math.imul(hi + 1, 0x9e3779b9)) >>> 0);
+    let lo = w - hi * WORDS_PER_SEGMENT;
+    const stop = Math.min(out.length, k + (WORDS_PER_SEGMENT - lo));
+    for (; k < stop; k++, lo++) {
+      let x = (lo ^ key) >>> 0;
+      x = Math.imul(x ^ (x >>> 16), 0x85ebca6b);
+      x = Math.imul(x ^ (x >>> 13), 0xc2b2ae35);
+      out[k] = (x ^ (x >>> 16)) >>> 0;
+    }
+    w = firstWord + k;
+  }
 }
 
 /**
@@ -40,26 +56,17 @@ function wordAt(seed: number, index: number): number {
  * (little-endian) of word floor(o / 4). Exported so tests can compute expected content and hashes.
  */
 export function virtualFileBytes(seed: number, offset: number, length: number): Buffer {
-  const out = Buffer.allocUnsafe(length);
-  if (length === 0) return out;
-  let pos = 0;
-  let o = offset;
-  // leading partial word
-  while (pos < length && o % 4 !== 0) {
-    out[pos++] = (wordAt(seed, Math.floor(o / 4)) >>> ((o % 4) * 8)) & 0xff;
-    o++;
+  if (length <= 0) return Buffer.alloc(0);
+  const firstWord = Math.floor(offset / 4);
+  const lastWord = Math.floor((offset + length - 1) / 4);
+  const words = new Uint32Array(lastWord - firstWord + 1);
+  fillWords(seed >>> 0, firstWord, words);
+  if (!LITTLE_ENDIAN) {
+    const b = Buffer.from(words.buffer);
+    for (let i = 0; i < words.length; i++) b.writeUInt32LE(words[i], i * 4);
   }
-  let w = o / 4;
-  while (pos + 4 <= length) {
-    out.writeUInt32LE(wordAt(seed, w++), pos);
-    pos += 4;
-  }
-  o = w * 4;
-  while (pos < length) {
-    out[pos++] = (wordAt(seed, Math.floor(o / 4)) >>> ((o % 4) * 8)) & 0xff;
-    o++;
-  }
-  return out;
+  const skip = offset - firstWord * 4;
+  return Buffer.from(words.buffer, skip, length);
 }
 
 export class VirtualFs {
