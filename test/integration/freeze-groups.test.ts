@@ -1,0 +1,120 @@
+/**
+ * Freeze groups on simulated agents, both stores: all or nothing, one lease and one deadline,
+ * per-VM reports.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { randomUUID } from 'node:crypto';
+import { GatewayError } from '../../src/errors.js';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { ADMIN, BACKUP, OTHER, agentCommands, rig, simFleet, waitFor, type Rig, type SimFleet } from './freeze-fixture.js';
+
+let redis: TestRedis;
+beforeAll(async () => {
+  redis = await startRedis();
+});
+afterAll(async () => {
+  await redis?.stop();
+});
+
+async function rejection(p: Promise<unknown>): Promise<GatewayError> {
+  const e = await p.then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  if (!(e instanceof GatewayError)) throw new Error(`expected a GatewayError, got ${String(e)}`);
+  return e;
+}
+
+const stores: Array<[string, () => { redisUrl?: string; keyPrefix?: string }]> = [
+  ['memory', () => ({})],
+  ['redis', () => ({ redisUrl: redis.url, keyPrefix: `g${randomUUID().slice(0, 8)}:` })],
+];
+
+describe.each(stores)('freeze groups (%s store)', (_kind, storeOpts) => {
+  let fleet: SimFleet;
+  let g: Rig;
+  afterEach(async () => {
+    await g?.close();
+    await fleet?.close();
+  });
+
+  const frozenVms = () => Object.values(fleet.vm).filter((a) => a.state.frozen).map((a) => a.name).sort();
+
+  it('freezes all members under one lease; DELETE thaws them all', async () => {
+    fleet = await simFleet(['db', 'app', 'web']);
+    g = await rig(fleet, storeOpts());
+    const grp = await g.freeze.groups.create({ vms: ['db', 'app', 'web'], ttlSeconds: 60 }, BACKUP, 'snap-1');
+    expect(grp.vms.map((v) => v.vm)).toEqual(['db', 'app', 'web']);
+    expect(grp.vms.every((v) => v.frozen > 0)).toBe(true);
+    expect(frozenVms()).toEqual(['app', 'db', 'web']);
+    // one lease: every member shows it, and a single-VM freeze of a member conflicts
+    expect((await g.freeze.status('app', BACKUP)).lease).toMatchObject({ leaseId: grp.leaseId, group: grp.id });
+    const c = await rejection(g.freeze.freeze('app', {}, OTHER));
+    expect(c.code).toBe('LEASE_CONFLICT');
+    expect(c.extra).toMatchObject({ group: grp.id, holder: 'backup' });
+    // the member cannot be thawed alone with the group lease
+    expect((await rejection(g.freeze.thaw('app', { leaseId: grp.leaseId }, BACKUP))).code).toBe('LEASE_CONFLICT');
+    // idempotent retry: same group
+    const again = await g.freeze.groups.create({ vms: ['db', 'app', 'web'], ttlSeconds: 60 }, BACKUP, 'snap-1');
+    expect(again).toMatchObject({ id: grp.id, leaseId: grp.leaseId, reused: true, expiresAt: grp.expiresAt });
+
+    const st = await g.freeze.groups.get(grp.id, BACKUP);
+    expect(st.vms.map((v) => v.status)).toEqual(['frozen', 'frozen', 'frozen']);
+    const renewed = await g.freeze.groups.renew(grp.id, grp.leaseId, 120, BACKUP);
+    expect(Date.parse(renewed.expiresAt)).toBeGreaterThan(Date.parse(grp.expiresAt));
+
+    expect((await rejection(g.freeze.groups.delete(grp.id, { leaseId: 'wrong' }, BACKUP))).code).toBe('LEASE_CONFLICT');
+    expect(frozenVms()).toEqual(['app', 'db', 'web']);
+    const t = await g.freeze.groups.delete(grp.id, { leaseId: grp.leaseId }, BACKUP);
+    expect(t.consistent).toBe(true);
+    expect(t.vms.map((v) => v.vm).sort()).toEqual(['app', 'db', 'web']);
+    expect(frozenVms()).toEqual([]);
+    expect((await rejection(g.freeze.groups.get(grp.id, BACKUP))).code).toBe('NOT_FOUND');
+  });
+
+  it('one failing member: every member is thawed and each VM is reported', async () => {
+    fleet = await simFleet(['db', 'app', 'web']);
+    g = await rig(fleet, storeOpts());
+    fleet.vm.app.setFault({ command: 'guest-fsfreeze-freeze', kind: 'error', class: 'GenericError', desc: 'failed to freeze /srv: Input/output error', times: 1 });
+    const err = await rejection(g.freeze.groups.create({ vms: ['db', 'app', 'web'] }, BACKUP));
+    expect(err.code).toBe('AGENT_ERROR');
+    const perVm = err.extra?.vms as Array<{ vm: string; result: string; thawAttempted: boolean; thawed?: boolean }>;
+    expect(perVm.find((v) => v.vm === 'app')).toMatchObject({ result: 'failed' });
+    expect(perVm.filter((v) => v.result === 'frozen').map((v) => v.vm).sort()).toEqual(['db', 'web']);
+    expect(perVm.every((v) => v.thawAttempted && v.thawed)).toBe(true);
+    expect(frozenVms()).toEqual([]);
+    for (const vm of ['db', 'web']) expect(agentCommands(fleet.vm[vm])).toEqual(['guest-fsfreeze-freeze', 'guest-fsfreeze-thaw']);
+    // nothing stays locked
+    for (const vm of ['db', 'app', 'web']) expect((await g.freeze.status(vm, BACKUP)).lease).toBeNull();
+  });
+
+  it('unknown VMs or a held member: nothing is frozen', async () => {
+    fleet = await simFleet(['db', 'app']);
+    g = await rig(fleet, storeOpts());
+    const nf = await rejection(g.freeze.groups.create({ vms: ['db', 'ghost', 'app'] }, BACKUP));
+    expect(nf.code).toBe('VM_NOT_FOUND');
+    expect(nf.extra).toMatchObject({ missing: ['ghost'] });
+    expect(agentCommands(fleet.vm.db)).toEqual([]);
+
+    await g.freeze.freeze('app', {}, OTHER);
+    const held = await rejection(g.freeze.groups.create({ vms: ['db', 'app'] }, BACKUP));
+    expect(held.code).toBe('LEASE_CONFLICT');
+    expect(agentCommands(fleet.vm.db)).toEqual([]);
+    expect(fleet.vm.db.state.frozen).toBe(false);
+    expect((await rejection(g.freeze.groups.create({ vms: ['db', 'db'] }, BACKUP))).code).toBe('VALIDATION_FAILED');
+  });
+
+  it('the group deadline thaws every member; an admin can force a group thaw', async () => {
+    fleet = await simFleet(['a1', 'a2', 'b1', 'b2']);
+    g = await rig(fleet, { ...storeOpts(), freeze: { sweepIntervalMs: 200 } });
+    const ga = await g.freeze.groups.create({ vms: ['a1', 'a2'], ttlSeconds: 1 }, BACKUP);
+    const gb = await g.freeze.groups.create({ vms: ['b1', 'b2'], ttlSeconds: 60 }, BACKUP);
+    expect(frozenVms()).toEqual(['a1', 'a2', 'b1', 'b2']);
+    await waitFor(() => !fleet.vm.a1.state.frozen && !fleet.vm.a2.state.frozen, 5_000, 'group auto-thaw');
+    expect(Date.now()).toBeGreaterThanOrEqual(Date.parse(ga.expiresAt));
+    expect((await rejection(g.freeze.groups.delete(gb.id, { force: true }, BACKUP))).code).toBe('FORBIDDEN');
+    const forced = await g.freeze.groups.delete(gb.id, { force: true }, ADMIN);
+    expect(forced.forced).toBe(true);
+    expect(frozenVms()).toEqual([]);
+  });
+});
