@@ -4,16 +4,20 @@
  */
 import { Type } from 'typebox';
 import { VM_NAME_PATTERN } from '../../config/schema.js';
-import { ERROR_STATUS } from '../../errors.js';
+import { ERROR_STATUS, type ErrorCode } from '../../errors.js';
 
 export const VmName = Type.String({ pattern: VM_NAME_PATTERN, description: 'VM name as registered', examples: ['web-01'] });
 
 export const VmParams = Type.Object({ vm: VmName }, { additionalProperties: false });
 
-export const ErrorCodeSchema = Type.Union(
-  Object.keys(ERROR_STATUS).map((c) => Type.Literal(c)),
-  { description: 'Stable machine-readable error code (see API.md)' },
-);
+// A string enum, not a union of literals: fast-json-stringify compiles an Ajv validator for
+// every anyOf it meets, and this schema sits in every documented error response of every route
+// (~25 ms each, seconds of start-up in total); an enum costs nothing.
+export const ErrorCodeSchema = Type.Unsafe<ErrorCode>({
+  type: 'string',
+  enum: Object.keys(ERROR_STATUS),
+  description: 'Stable machine-readable error code (see API.md)',
+});
 
 export const Problem = Type.Object(
   {

@@ -94,13 +94,20 @@ export function componentSchemas(): readonly ComponentSchema[] {
 }
 
 /**
- * Add every QGA component to `app` once. Safe to call from each route plugin: a schema already
- * visible in this context (added by the root, or by a sibling through the root) is skipped.
+ * Add every QGA component to `app` once. Meant for the root instance (app.ts); safe to call from
+ * each route plugin as well: a schema already visible in this context is skipped.
+ *
+ * When a child context adds schemas itself, Fastify rebuilds that context's validator from its
+ * DEFAULT builder (coercing Ajv), silently dropping a compiler set with setValidatorCompiler on
+ * an ancestor (fastify 5 schema-controller: children keep the original compilersFactory). So the
+ * inherited compiler is put back explicitly after adding.
  */
 export function registerComponents(app: FastifyInstance): void {
-  for (const s of componentSchemas()) {
-    if (app.getSchema(s.$id) === undefined) app.addSchema(s);
-  }
+  const missing = componentSchemas().filter((s) => app.getSchema(s.$id) === undefined);
+  if (missing.length === 0) return;
+  const inherited = app.validatorCompiler;
+  for (const s of missing) app.addSchema(s);
+  if (inherited) app.setValidatorCompiler(inherited);
 }
 
 /**
