@@ -134,6 +134,17 @@ export class JsonLexer {
     let start = 0;
     const n = chunk.length;
     for (let i = 0; i < n; i++) {
+      if (state === IN_DQ_STRING) {
+        // fast path through the body of a long string (base64 payloads): bytes that keep the
+        // state, stopping before the byte that would push the token over the size limit
+        const limit = Math.min(n, start + this.maxTokenSize - this.carryLen);
+        while (i < limit) {
+          const b = chunk[i];
+          if (b < 0x20 || b > 0xfd || b === 0x22 || b === 0x5c) break;
+          i++;
+        }
+        if (i >= n) break;
+      }
       const ch = chunk[i];
       let consumed = false;
       while (!consumed) {

@@ -228,13 +228,13 @@ describe('request checking', () => {
     c.send({ execute: 'guest-ping', arguments: { x: 1 } });
     expect(await c.line()).toBe('{"error": {"class": "GenericError", "desc": "Parameter \'x\' is unexpected"}}');
     c.send({ execute: 'guest-file-open', arguments: {} });
-    expect(await c.line()).toBe('{"error": {"class": "GenericError", "desc": "Parameter \'path\' missing"}}');
+    expect(await c.line()).toBe('{"error": {"class": "GenericError", "desc": "Parameter \'path\' is missing"}}');
     c.send({ execute: 'guest-file-read', arguments: { handle: 'one' } });
     expect((await c.json()) as JsonObject).toEqual({
       error: { class: 'GenericError', desc: "Invalid parameter type for 'handle', expected: integer" },
     });
     c.send({ execute: 'guest-set-vcpus', arguments: { vcpus: [{ 'logical-id': 0 }] } });
-    expect(((await c.json()) as { error: JsonObject }).error.desc).toBe("Parameter 'vcpus[0].online' missing");
+    expect(((await c.json()) as { error: JsonObject }).error.desc).toBe("Parameter 'vcpus[0].online' is missing");
     c.send({ arguments: {} });
     expect(((await c.json()) as { error: JsonObject }).error.desc).toBe("QMP input lacks member 'execute'");
   });
