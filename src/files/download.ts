@@ -54,7 +54,11 @@ export async function planDownload(
     }
     if (size !== undefined) await files.seek(vm, handle, start, SEEK_SET, signal);
     const length = end === undefined ? undefined : end - start + 1;
-    return { status, size, start, length, stream: new DownloadStream(files, vm, handle, length, chunkBytes) };
+    const stream = new DownloadStream(files, vm, handle, length, chunkBytes);
+    // Read the first chunk before any header goes out, so that a file that opens but cannot be
+    // read (a directory: EISDIR) is a clean 422 rather than a response cut off mid-stream.
+    await stream.prefetch(signal);
+    return { status, size, start, length, stream };
   } catch (e) {
     await files.closeQuietly(vm, handle);
     throw e;
@@ -65,6 +69,8 @@ export class DownloadStream extends Readable {
   private readonly abort = new AbortController();
   private closing?: Promise<boolean>;
   private emptyReads = 0;
+  /** the first chunk, read by prefetch() before the response starts */
+  private first?: { buf: Buffer; done: boolean };
 
   constructor(
     private readonly files: GuestFiles,
@@ -77,7 +83,25 @@ export class DownloadStream extends Readable {
     super({ highWaterMark: chunkBytes });
   }
 
+  /** Read the first chunk now; errors reach the caller instead of a half-sent response. */
+  async prefetch(signal?: AbortSignal): Promise<void> {
+    if (this.remaining === 0) return;
+    const onAbort = () => this.abort.abort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      this.first = await this.readChunk();
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
   override _read(): void {
+    const first = this.first;
+    if (first) {
+      this.first = undefined;
+      this.deliver(first).catch((e: unknown) => this.destroy(e instanceof Error ? e : new Error(String(e))));
+      return;
+    }
     this.next().catch((e: unknown) => this.destroy(e instanceof Error ? e : new Error(String(e))));
   }
 
@@ -95,13 +119,12 @@ export class DownloadStream extends Readable {
     return this.closing;
   }
 
-  /** Read until something can be pushed (an empty read pushes nothing) or the end is reached. */
-  private async next(): Promise<void> {
+  /** Read until there is data to push or the end is reached (an empty read pushes nothing). */
+  private async readChunk(): Promise<{ buf: Buffer; done: boolean }> {
     for (;;) {
-      if (this.remaining === 0) return this.finish();
+      if (this.remaining === 0) return { buf: Buffer.alloc(0), done: true };
       const count = this.remaining === undefined ? this.chunkBytes : Math.min(this.chunkBytes, this.remaining);
       const r = await this.files.read(this.vm, this.handle, count, this.abort.signal);
-      if (this.destroyed) return;
       let buf = Buffer.from(r.b64, 'base64');
       if (this.remaining !== undefined) {
         if (buf.length > this.remaining) buf = buf.subarray(0, this.remaining);
@@ -116,24 +139,29 @@ export class DownloadStream extends Readable {
         }
       }
       const done = this.remaining === 0 || (this.remaining === undefined && r.eof);
-      if (buf.length === 0 && !done) {
-        if (++this.emptyReads > 1000) throw new GatewayError('AGENT_ERROR', 'the file keeps returning no data', { vm: this.vm });
-        continue;
+      if (buf.length > 0 || done) {
+        this.emptyReads = 0;
+        return { buf, done };
       }
-      if (done) {
-        await this.closeHandle();
-        if (buf.length > 0) this.push(buf);
-        this.push(null);
-        return;
-      }
-      this.emptyReads = 0;
-      this.push(buf);
-      return;
+      if (++this.emptyReads > 1000) throw new GatewayError('AGENT_ERROR', 'the file keeps returning no data', { vm: this.vm });
     }
   }
 
-  private async finish(): Promise<void> {
-    await this.closeHandle();
-    this.push(null);
+  private async next(): Promise<void> {
+    const chunk = await this.readChunk();
+    if (this.destroyed) return;
+    await this.deliver(chunk);
+  }
+
+  private async deliver({ buf, done }: { buf: Buffer; done: boolean }): Promise<void> {
+    if (done) {
+      // Close before the last push: the handle is released as soon as the data is in hand.
+      await this.closeHandle();
+      if (this.destroyed) return;
+      if (buf.length > 0) this.push(buf);
+      this.push(null);
+      return;
+    }
+    this.push(buf);
   }
 }
