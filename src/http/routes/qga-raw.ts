@@ -1,0 +1,102 @@
+/**
+ * POST /v1/vms/{vm}/qga/{command}: any QGA command, verbatim — for commands newer than our
+ * schemas, or arguments we do not model. Admin only: it reaches everything the agent can do.
+ *
+ * It still goes through the agent service, so the capability (501/403) and frozen (409) checks
+ * apply, and through the channel, so no-response commands get the sync fence (answered 202) and
+ * timeouts resync. The two sync commands are refused: they are the channel's own handshake, and
+ * a caller's sync id would confuse the resync logic (POST /agent/sync is the way to force one).
+ * The reply is serialized losslessly (integers above 2^53 stay exact) with no schema in between.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import { GatewayError } from '../../errors.js';
+import { COMMAND_NAME_PATTERN, NO_RESPONSE } from '../../qga/commands.js';
+import type { JsonObject } from '../../qga/types.js';
+import { stringifyJson } from '../../util/json.js';
+import { requestSignal } from '../abort.js';
+import { AGENT_ERRORS, VmName, problemResponses } from '../schemas/common.js';
+import { emptyBodyIsObject } from './agent-reply.js';
+
+const INTERNAL_COMMANDS = new Set(['guest-sync', 'guest-sync-delimited']);
+
+const RawParams = Type.Object(
+  {
+    vm: VmName,
+    command: Type.String({
+      pattern: COMMAND_NAME_PATTERN,
+      maxLength: 128,
+      description: 'the QGA command name, e.g. guest-get-host-name',
+      examples: ['guest-get-host-name'],
+    }),
+  },
+  { additionalProperties: false },
+);
+
+const RawArguments = Type.Object(
+  {},
+  {
+    additionalProperties: true,
+    description: "The command's `arguments` object, verbatim (may be omitted for commands without arguments)",
+    examples: [{}],
+  },
+);
+
+export default async function rawRoutes(fastify: FastifyInstance): Promise<void> {
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
+  const { services } = fastify;
+
+  app.post(
+    '/vms/:vm/qga/:command',
+    {
+      config: { scope: 'admin' },
+      preValidation: emptyBodyIsObject,
+      schema: {
+        operationId: 'qgaPassthrough',
+        tags: ['raw'],
+        summary: 'Send any QGA command verbatim (admin)',
+        description:
+          'The body is the command\'s `arguments`. 200 carries the agent\'s `return` value unchanged; commands that ' +
+          'answer nothing on success (guest-shutdown, guest-suspend-*, and any the agent lists with ' +
+          'success-response=false) get 202 once the sync fence shows the agent accepted them. Agent errors map as on ' +
+          'every route (422 AGENT_ERROR with qga.class/qga.desc). guest-sync and guest-sync-delimited are refused: use ' +
+          'POST /agent/sync.',
+        'x-qga-command': 'guest-*',
+        params: RawParams,
+        body: RawArguments,
+        response: {
+          200: Type.Object(
+            { return: Type.Unknown({ description: "the agent's return value, verbatim" }) },
+            { description: 'The command answered' },
+          ),
+          202: Type.Object(
+            { accepted: Type.Literal(true) },
+            { description: 'A no-response command was accepted (no error before the sync fence)' },
+          ),
+          ...problemResponses(AGENT_ERRORS),
+        },
+      },
+    },
+    async (request, reply) => {
+      const { vm, command } = request.params;
+      if (INTERNAL_COMMANDS.has(command)) {
+        throw new GatewayError('VALIDATION_FAILED', `${command} is the gateway's channel handshake; use POST /v1/vms/${vm}/agent/sync`, {
+          vm,
+          command,
+        });
+      }
+      const body = request.body as JsonObject;
+      const args = Object.keys(body).length > 0 ? body : undefined;
+      const signal = requestSignal(request);
+      // Asked first: after a no-response command the guest may be gone, and with it the channel.
+      // The call below needs the same (cached) guest-info for its checks: no extra round trip.
+      const info = await services.agent.info(vm, { signal });
+      const noResponse = info.commands.get(command)?.successResponse === false || NO_RESPONSE.has(command);
+      const value = await services.agent.call(vm, command, args, { signal });
+      reply.serializer(stringifyJson);
+      if (noResponse) return reply.code(202).send({ accepted: true as const });
+      return reply.code(200).send({ return: value });
+    },
+  );
+}
