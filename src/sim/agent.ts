@@ -10,59 +10,15 @@ import { Dispatcher, errorBody } from './dispatch.js';
 import { FaultSet, type FaultSpec, type MatchedFaults } from './faults.js';
 import { ChannelListener } from './listener.js';
 import { Outbox } from './outbox.js';
-import { summarizeArgs, type QObj } from './qobject.js';
+import type { QObj } from './qobject.js';
 import { defaultGuestState, type GuestState } from './state.js';
 import { JsonStreamer, type StreamEvent } from './streamer.js';
 import { traitsFor, type VersionTraits } from './version.js';
 import { buildReply, type ReplyPlan } from './replies.js';
+import { CommandLog, type SimStats, type SimVmOptions } from './types.js';
 
-export interface SimVmOptions {
-  name: string;
-  /** qemu-ga version to imitate (default 10.0.0) */
-  version?: string;
-  /** commands disabled by the guest admin, as with `qemu-ga -b` */
-  disabled?: string[];
-  /** commands this agent build lacks (absent from guest-info from 9.1, disabled before) */
-  lacks?: string[];
-  /** listen on 127.0.0.1:<ephemeral> instead of <dir>/<name>.sock */
-  tcp?: boolean;
-  /** start with filesystems frozen */
-  frozen?: boolean;
-  hostname?: string;
-  /** multiplies simulated durations (exec of /bin/sleep, reboot); default 1 */
-  timeScale?: number;
-  /** how long after guest-shutdown the VM goes away, ms (default 100) */
-  shutdownDelayMs?: number;
-  /** how long a guest reboot keeps the agent away, ms before timeScale (default 1000) */
-  rebootMs?: number;
-  /** override the version's exec-status truncation-flag behaviour */
-  execTruncatedFlags?: 'fixed' | 'buggy';
-}
+export type { CommandLogEntry, SimStats, SimVmOptions } from './types.js';
 
-export interface CommandLogEntry {
-  command: string;
-  args: unknown;
-  at: number;
-}
-
-export interface SimStats {
-  /** connections accepted since start */
-  connections: number;
-  /** most requests received but not yet finished at any moment (pipelining depth) */
-  maxConcurrentCommands: number;
-  /** the last COMMAND_LOG_MAX requests, oldest first (long strings and passwords elided) */
-  commandLog: CommandLogEntry[];
-  openHandles: number;
-  execRecords: number;
-  frozen: boolean;
-  connected: boolean;
-  waitingClients: number;
-  /** reply bytes waiting for a client */
-  pendingOutputBytes: number;
-  queuedRequests: number;
-}
-
-const COMMAND_LOG_MAX = 10_000;
 const INPUT_PAUSE_AT = 10_000;
 const INPUT_RESUME_AT = 1_000;
 
@@ -91,8 +47,7 @@ export class SimAgent {
   private closed = false;
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly sleepers = new Set<() => void>();
-  private log: CommandLogEntry[] = [];
-  private logHead = 0;
+  private readonly log = new CommandLog();
   private readonly runtime: AgentRuntime;
 
   constructor(dir: string, private readonly opts: SimVmOptions) {
@@ -126,7 +81,7 @@ export class SimAgent {
     return {
       connections: this.listener.connections,
       maxConcurrentCommands: this.maxPending,
-      commandLog: [...this.log.slice(this.logHead), ...this.log.slice(0, this.logHead)],
+      commandLog: this.log.entries(),
       openHandles: this.proc.handles.size,
       execRecords: this.proc.execs.size,
       frozen: this.state.frozen,
@@ -140,8 +95,7 @@ export class SimAgent {
   /** Forget the counters and the command log (not the guest state). */
   resetStats(): void {
     this.maxPending = this.pending;
-    this.log = [];
-    this.logHead = 0;
+    this.log.clear();
   }
 
   setFault(spec: FaultSpec): void {
@@ -248,7 +202,7 @@ export class SimAgent {
 
   private async execute(req: QObj): Promise<void> {
     const name = Dispatcher.commandName(req);
-    this.record(name ?? '', req);
+    this.log.record(name ?? '', req);
     const f: MatchedFaults = name === undefined ? { delayMs: 0, hang: false } : this.faults.take(name);
     if (f.delayMs > 0) await this.sleep(f.delayMs);
     if (f.hang) {
@@ -271,16 +225,6 @@ export class SimAgent {
     const delimited = this.delimitNext;
     this.delimitNext = false;
     buildReply(plan, delimited, this.outbox, (o: JsonObject, r?: QObj) => (r ? this.dispatcher.withId(o, r) : o));
-  }
-
-  private record(command: string, req: QObj): void {
-    const args = req.t === 'dict' ? summarizeArgs(req.v.get('arguments')) : null;
-    const entry = { command, args, at: Date.now() };
-    if (this.log.length < COMMAND_LOG_MAX) this.log.push(entry);
-    else {
-      this.log[this.logHead] = entry;
-      this.logHead = (this.logHead + 1) % COMMAND_LOG_MAX;
-    }
   }
 
   private releaseHang(): void {
