@@ -5,6 +5,7 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { Ajv, type Options as AjvOptions } from 'ajv';
 import addFormats from 'ajv-formats';
+import { SerializerSelector } from '@fastify/fast-json-stringify-compiler';
 import pino, { type Logger } from 'pino';
 import type { Config } from './config/schema.js';
 import { trackReplies } from './http/abort.js';
@@ -68,6 +69,23 @@ const V1_ROUTES = [
   rawRoutes,
 ];
 
+/**
+ * Response serializers compiled on first use instead of at start-up: compiling ~60 routes with
+ * the shared QGA components took ≈5 s, for every process start and every test app. Problem
+ * responses never compile at all (they are written with JSON.stringify).
+ */
+type SerializerFactory = ReturnType<typeof SerializerSelector>;
+function lazySerializers(): SerializerFactory {
+  const eager = SerializerSelector();
+  return (externalSchemas, options) => {
+    const compile = eager(externalSchemas, options);
+    return (route) => {
+      let fn: ((data: unknown) => string) | undefined;
+      return (data: unknown) => (fn ??= compile(route) as (data: unknown) => string)(data);
+    };
+  };
+}
+
 function makeAjv(opts: AjvOptions): Ajv {
   const ajv = new Ajv({ allErrors: false, strict: false, useDefaults: true, removeAdditional: false, ...opts });
   addFormats.default(ajv);
@@ -91,6 +109,7 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     ajv: { customOptions: { removeAdditional: false } },
+    schemaController: { compilersFactory: { buildSerializer: lazySerializers() } },
   });
 
   // Bodies are validated exactly as sent (no type coercion: "5" is not 5); path and query strings
