@@ -23,6 +23,7 @@ export function freezeServiceFor(services: Services, logger: Logger): FreezeServ
         thawTimeoutMs: resolveTimeouts(services.config).freeze,
       },
       logger,
+      releaseChannel: (vm) => services.pool.remove(vm),
     });
     services.lifecycle.push({
       name: 'freeze sweeper',

@@ -65,6 +65,7 @@ export class SessionFreezer {
     private readonly logger: Logger,
     private readonly gatewayId: string,
     private readonly claimRetryMs: number,
+    private readonly releaseChannel?: (vm: string) => Promise<void>,
   ) {}
 
   ttlMs(ttlSeconds: number | undefined): number {
@@ -133,6 +134,7 @@ export class SessionFreezer {
         await this.store.updateData(lease.session, lease.leaseId, data).catch(() => false);
         const done: Lease = { ...lease, data };
         this.engine.arm(done);
+        for (const vm of vms) void this.releaseChannel?.(vm).catch(() => undefined);
         this.logger.info({ session: lease.session, vms, fence: lease.fence, expiresAt: iso(lease.expiresAt), frozen }, 'frozen');
         return { lease: done, frozen, reused: false };
       }

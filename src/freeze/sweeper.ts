@@ -15,6 +15,7 @@ import type { LeaseStore } from '../store/types.js';
 import type { ThawEngine } from './thaw.js';
 
 const BATCH = 100;
+const RECONCILE_RETRY_MS = 500;
 
 export class Sweeper {
   private timer?: NodeJS.Timeout;
@@ -103,7 +104,9 @@ export class Sweeper {
 
   private schedule(): void {
     if (this.stopped) return;
-    const jitter = this.intervalMs * (0.9 + Math.random() * 0.2);
+    // until the start-up reconciliation has run (the store may still be connecting), retry soon
+    const base = this.reconciled ? this.intervalMs : Math.min(this.intervalMs, RECONCILE_RETRY_MS);
+    const jitter = base * (0.9 + Math.random() * 0.2);
     this.timer = setTimeout(() => {
       void this.sweepOnce().finally(() => this.schedule());
     }, jitter);

@@ -108,6 +108,12 @@ export interface FreezeDeps {
   logger: FreezeLogger;
   /** this process's id in logs and session data */
   gatewayId?: string;
+  /**
+   * Let go of a VM's agent socket. Called right after a freeze: the agent serves one client at a
+   * time, so a gateway that stalls (paused, swapping) while holding the socket would keep every
+   * other gateway from thawing the VM it froze.
+   */
+  releaseChannel?: (vm: string) => Promise<void>;
 }
 
 /** Rebuild a GatewayError with more members for the problem body. */

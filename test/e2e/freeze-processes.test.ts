@@ -1,0 +1,105 @@
+/**
+ * Real gateway processes sharing a real redis-server, simulated VMs in this process:
+ *  - the process that froze is SIGKILLed → another process thaws by the deadline;
+ *  - the freezing process is SIGSTOPped past its lease → after SIGCONT it sends the agent nothing
+ *    and its stale thaw is refused;
+ *  - a gateway restarted with a frozen VM under an expired lease reconciles it at start-up.
+ * How long the VM stayed frozen past its lease is printed (a measurement, not a speed assertion).
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { simFleet, sleep, waitFor, type SimFleet } from '../integration/freeze-fixture.js';
+import { call, spawnGateway, type Gateway } from './freeze-gateways.js';
+
+const SWEEP_MS = 500;
+let redis: TestRedis;
+let fleet: SimFleet;
+const gateways: Gateway[] = [];
+
+beforeEach(async () => {
+  redis = await startRedis();
+  fleet = await simFleet(['vm1']);
+});
+afterEach(async () => {
+  for (const g of gateways.splice(0)) await g.stop();
+  await fleet?.close();
+  await redis?.stop();
+});
+
+function config(sweepIntervalMs = SWEEP_MS): Record<string, unknown> {
+  return {
+    log: { level: 'info' },
+    store: { type: 'redis', redisUrl: redis.url, keyPrefix: 'mp:', commandTimeoutMs: 1_000 },
+    agent: { idleReleaseMs: 200 },
+    freeze: { defaultTtlSeconds: 2, maxTtlSeconds: 60, maxTotalSeconds: 120, sweepIntervalMs },
+    vms: [{ name: 'vm1', endpoint: fleet.vm.vm1.endpoint }],
+  };
+}
+
+async function start(name: string, sweepIntervalMs?: number): Promise<Gateway> {
+  const g = await spawnGateway(name, fleet.dir, config(sweepIntervalMs));
+  gateways.push(g);
+  return g;
+}
+
+const commands = () => fleet.vm.vm1.stats.commandLog;
+const thawAt = () => commands().find((c) => c.command === 'guest-fsfreeze-thaw')?.at;
+
+describe('freeze across gateway processes', { timeout: 120_000 }, () => {
+  it('SIGKILL of the freezing process: a second process thaws by the deadline', async () => {
+    const [a, b] = await Promise.all([start('a'), start('b')]);
+    const r = await call(a, 'POST', '/v1/vms/vm1/fsfreeze', { ttlSeconds: 2 });
+    expect(r.status).toBe(201);
+    expect(fleet.vm.vm1.state.frozen).toBe(true);
+    a.signal('SIGKILL');
+    await waitFor(() => !fleet.vm.vm1.state.frozen, 20_000, 'deadline thaw by the surviving gateway');
+    const overshoot = (thawAt() ?? Date.now()) - Date.parse(String(r.json.expiresAt));
+    process.stdout.write(`[freeze-processes] freezer SIGKILLed: VM frozen ${overshoot} ms past its lease (sweep interval ${SWEEP_MS} ms)\n`);
+    expect(overshoot).toBeGreaterThanOrEqual(0);
+    expect(b.log()).toMatch(/lease expired: thawing by deadline/);
+    const st = await call(b, 'GET', '/v1/vms/vm1/fsfreeze');
+    expect(st.json).toMatchObject({ status: 'thawed', lease: null });
+  });
+
+  it('SIGSTOP past the lease: after SIGCONT the stale process sends nothing and its thaw is refused', async () => {
+    const [a, b] = await Promise.all([start('a'), start('b')]);
+    const old = await call(a, 'POST', '/v1/vms/vm1/fsfreeze', { ttlSeconds: 2 });
+    expect(old.status).toBe(201);
+    await sleep(400); // a lets go of the agent socket right after the freeze
+    a.signal('SIGSTOP');
+    await waitFor(() => !fleet.vm.vm1.state.frozen, 20_000, 'deadline thaw while the freezer is stopped');
+    // someone else freezes the VM again under a new lease, through the other process
+    const fresh = await call(b, 'POST', '/v1/vms/vm1/fsfreeze', { ttlSeconds: 30 });
+    expect(fresh.status).toBe(201);
+    expect(Number(fresh.json.fence)).toBeGreaterThan(Number(old.json.fence));
+    await sleep(500);
+    const mark = commands().length;
+    a.signal('SIGCONT');
+    // a's local timer fires at once, its sweeper runs every 0.5 s: give it several rounds
+    await sleep(3_000);
+    expect(commands().slice(mark)).toEqual([]);
+    const stale = await call(a, 'DELETE', `/v1/vms/vm1/fsfreeze?leaseId=${String(old.json.leaseId)}`);
+    expect(stale.status).toBe(409);
+    expect(stale.json.code).toBe('LEASE_CONFLICT');
+    expect(commands().slice(mark)).toEqual([]);
+    expect(fleet.vm.vm1.state.frozen).toBe(true);
+    expect(a.log()).toMatch(/stale thaw not sent/);
+    const ok = await call(b, 'DELETE', `/v1/vms/vm1/fsfreeze?leaseId=${String(fresh.json.leaseId)}`);
+    expect(ok.status).toBe(200);
+    expect(fleet.vm.vm1.state.frozen).toBe(false);
+  });
+
+  it('a gateway restarted with a frozen VM under an expired lease thaws it at start-up', async () => {
+    const a = await start('a', 60_000);
+    const r = await call(a, 'POST', '/v1/vms/vm1/fsfreeze', { ttlSeconds: 2 });
+    expect(r.status).toBe(201);
+    a.signal('SIGKILL');
+    await sleep(2_500);
+    expect(fleet.vm.vm1.state.frozen).toBe(true);
+    const t0 = Date.now();
+    const a2 = await start('a2', 60_000); // no sweep tick for a minute: only reconciliation can thaw
+    await waitFor(() => !fleet.vm.vm1.state.frozen, 20_000, 'reconciliation');
+    process.stdout.write(`[freeze-processes] restarted gateway thawed the VM ${(thawAt() ?? Date.now()) - t0} ms after it was spawned (start-up included)\n`);
+    expect(a2.log()).toMatch(/start-up reconciliation/);
+  });
+});
