@@ -77,7 +77,9 @@ describe('interleavings', () => {
         const marker = `${ch.vm}/${w}/${n}`;
         // mostly quick; one in eight slower than a typical timeout, so its reply arrives late
         const delayMs = rand() < 0.125 ? 10 + Math.floor(rand() * 30) : Math.floor(rand() * 3);
-        const timeoutMs = 5 + Math.floor(rand() * 60);
+        // a third of the callers are impatient (their timeouts produce the late replies); the rest
+        // wait long enough to succeed even on a loaded machine
+        const timeoutMs = rand() < 0.33 ? 5 + Math.floor(rand() * 40) : 2000;
         // one in twenty callers walks away early (waiting or in flight)
         const ac = new AbortController();
         const abortTimer = rand() < 0.05 ? setTimeout(() => ac.abort(), Math.floor(rand() * 20)) : undefined;
@@ -105,7 +107,7 @@ describe('interleavings', () => {
     expect(wrong).toEqual([]);
     expect(tally.ok + tally.timeout + tally.unavailable + tally.aborted).toBe(TOTAL);
     // the run must actually exercise both paths
-    expect(tally.ok).toBeGreaterThan(TOTAL / 20);
+    expect(tally.ok).toBeGreaterThan(TOTAL / 4);
     expect(tally.timeout).toBeGreaterThan(50);
     expect(tally.aborted).toBeGreaterThan(10);
     // and the channels must all still work
