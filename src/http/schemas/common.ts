@@ -5,6 +5,7 @@
 import { Type } from 'typebox';
 import { VM_NAME_PATTERN } from '../../config/schema.js';
 import { ERROR_STATUS, type ErrorCode } from '../../errors.js';
+import { component } from './component.js';
 
 export const VmName = Type.String({ pattern: VM_NAME_PATTERN, description: 'VM name as registered', examples: ['web-01'] });
 
@@ -19,24 +20,29 @@ export const ErrorCodeSchema = Type.Unsafe<ErrorCode>({
   description: 'Stable machine-readable error code (see API.md)',
 });
 
-export const Problem = Type.Object(
-  {
-    type: Type.String({ description: 'URI reference naming the problem type' }),
-    title: Type.String(),
-    status: Type.Integer(),
-    detail: Type.String(),
-    code: ErrorCodeSchema,
-    instance: Type.Optional(Type.String()),
-    vm: Type.Optional(Type.String()),
-    command: Type.Optional(Type.String()),
-    qga: Type.Optional(
-      Type.Object(
-        { class: Type.String({ description: 'QGA error class' }), desc: Type.String({ description: 'QGA error text' }) },
-        { description: 'The error object the guest agent sent' },
+// One shared component (#/components/schemas/Problem) referenced by every error response:
+// inlined, it made up ~90% of the OpenAPI document (11 statuses × every operation).
+export const Problem = component(
+  'Problem',
+  Type.Object(
+    {
+      type: Type.String({ description: 'URI reference naming the problem type' }),
+      title: Type.String(),
+      status: Type.Integer(),
+      detail: Type.String(),
+      code: ErrorCodeSchema,
+      instance: Type.Optional(Type.String()),
+      vm: Type.Optional(Type.String()),
+      command: Type.Optional(Type.String()),
+      qga: Type.Optional(
+        Type.Object(
+          { class: Type.String({ description: 'QGA error class' }), desc: Type.String({ description: 'QGA error text' }) },
+          { description: 'The error object the guest agent sent' },
+        ),
       ),
-    ),
-  },
-  { additionalProperties: true, title: 'Problem', description: 'RFC 9457 problem details' },
+    },
+    { additionalProperties: true, description: 'RFC 9457 problem details' },
+  ),
 );
 
 const STATUS_TEXT: Record<number, string> = {
