@@ -65,7 +65,7 @@ export class FreezeService {
     this.logger = deps.logger.child({ component: 'freeze' });
     this.gatewayId = deps.gatewayId ?? `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
     const claimRetryMs = Math.max(2 * this.settings.sweepIntervalMs, 5_000);
-    this.engine = new ThawEngine(this.store, this.agent, this.logger, this.settings.thawTimeoutMs);
+    this.engine = new ThawEngine(this.store, this.agent, this.logger, this.settings.thawTimeoutMs, deps.releaseChannel);
     this.sweeper = new Sweeper(this.store, this.engine, this.logger, this.settings.sweepIntervalMs, claimRetryMs);
     this.freezer = new SessionFreezer(this.store, this.agent, this.registry, this.engine, this.settings, this.logger, this.gatewayId, claimRetryMs, deps.releaseChannel);
     this.groups = new FreezeGroups(this.store, this.agent, this.registry, this.engine, this.freezer, this.logger);
@@ -77,11 +77,19 @@ export class FreezeService {
   }
 
   /**
-   * Stop timers. Sessions stay in the store for the other processes (or this one after a restart)
-   * to thaw by their deadline.
+   * Stop timers. With a durable store (Redis) sessions stay there for the other processes, or this
+   * one restarted, to thaw by their deadline. With the embedded store they would be forgotten with
+   * this process and nobody would ever thaw them: thaw them now, even live ones.
    */
   async stop(): Promise<void> {
     await this.sweeper.stop();
+    if (!this.store.durable) {
+      const sessions = await this.store.listSessions().catch(() => []);
+      for (const s of sessions) {
+        this.logger.warn({ session: s.session, owner: s.owner, expiresAt: iso(s.expiresAt) }, 'shutting down with a non-durable lease store: thawing a frozen session');
+        await this.engine.thawSession(s, 'shutdown').catch((e: unknown) => this.logger.error({ err: e, session: s.session }, 'thaw at shutdown failed'));
+      }
+    }
     this.engine.stop();
   }
 

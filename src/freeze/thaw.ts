@@ -56,6 +56,7 @@ export class ThawEngine {
     private readonly agent: FreezeAgent,
     private readonly logger: Logger,
     private readonly thawTimeoutMs?: number,
+    private readonly releaseChannel?: (vm: string) => Promise<void>,
   ) {}
 
   /** Thaw one VM of a lease (or of no known lease, for a forced thaw). */
@@ -79,6 +80,8 @@ export class ThawEngine {
     try {
       const r = await this.agent.call(vm, 'guest-fsfreeze-thaw', undefined, opts);
       const thawed = typeof r === 'number' ? r : Number(r);
+      // a fresh connection re-reads guest-info: one read while frozen lists most commands disabled
+      void this.releaseChannel?.(vm).catch(() => undefined);
       return { vm, status: 'thawed', report: report(vm, thawed, frozenCount) };
     } catch (e) {
       const err = asGatewayError(e, { vm, command: 'guest-fsfreeze-thaw' });

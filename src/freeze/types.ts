@@ -98,7 +98,7 @@ export type VmThawOutcome =
   | { vm: string; status: 'skipped'; why: 'ended' | 'superseded' | 'renewed' }
   | { vm: string; status: 'failed'; error: GatewayError };
 
-export type ThawTrigger = 'caller' | 'force' | 'rollback' | 'local-timer' | 'deadline' | 'reconcile' | 'before-freeze' | 'retry';
+export type ThawTrigger = 'caller' | 'force' | 'rollback' | 'local-timer' | 'deadline' | 'reconcile' | 'before-freeze' | 'retry' | 'shutdown';
 
 export interface FreezeDeps {
   store: import('../store/types.js').LeaseStore;

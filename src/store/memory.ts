@@ -26,6 +26,8 @@ export const IDEMPOTENCY_RETENTION_MS = 3_600_000;
 
 export class MemoryStore implements LeaseStore {
   readonly kind = 'memory' as const;
+  /** everything is lost with the process */
+  readonly durable = false;
   private readonly epoch = randomUUID();
   private readonly sessions = new Map<string, Lease>();
   private readonly locks = new Map<string, Lock>();

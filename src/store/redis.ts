@@ -44,6 +44,7 @@ const UNAVAILABLE_PREFIXES = ['LOADING', 'BUSY', 'READONLY', 'MASTERDOWN', 'MISC
 
 export class RedisStore implements LeaseStore {
   readonly kind = 'redis' as const;
+  readonly durable = true;
   private readonly redis: Redis;
   private readonly prefix: string;
   private readonly shas = new Map<string, string>();

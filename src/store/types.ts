@@ -122,6 +122,8 @@ export interface StoreHealth {
 
 export interface LeaseStore {
   readonly kind: 'memory' | 'redis';
+  /** sessions outlive this process (another process, or this one restarted, will find them) */
+  readonly durable: boolean;
 
   /** Take all keys or none. Idempotent per (owner, idempotencyKey): a retry returns the same lease, unextended. */
   acquire(req: AcquireRequest): Promise<AcquireResult>;

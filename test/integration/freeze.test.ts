@@ -155,6 +155,33 @@ describe.each(stores)('freeze sessions (%s store)', (_kind, storeOpts) => {
   });
 });
 
+describe('shutdown', () => {
+  it('with the embedded (non-durable) store, a gateway shutting down thaws what it holds', async () => {
+    const fleet = await simFleet(['vm1']);
+    try {
+      const g = await rig(fleet);
+      await g.freeze.freeze('vm1', { ttlSeconds: 600 }, BACKUP);
+      expect(fleet.vm.vm1.state.frozen).toBe(true);
+      await g.close();
+      expect(fleet.vm.vm1.state.frozen).toBe(false);
+    } finally {
+      await fleet.close();
+    }
+  });
+
+  it('with Redis, a gateway shutting down leaves the lease to the deadline', async () => {
+    const fleet = await simFleet(['vm1']);
+    try {
+      const g = await rig(fleet, { redisUrl: redis.url, keyPrefix: `z${randomUUID().slice(0, 8)}:` });
+      await g.freeze.freeze('vm1', { ttlSeconds: 600 }, BACKUP);
+      await g.close();
+      expect(fleet.vm.vm1.state.frozen).toBe(true);
+    } finally {
+      await fleet.close();
+    }
+  });
+});
+
 describe('always-thaw: a freeze that fails, times out or drops is followed by a thaw', () => {
   let fleet: SimFleet;
   let g: Rig;
