@@ -37,7 +37,7 @@ export class AgentService {
     await this.registry.require(vm);
     if (!ALWAYS_AVAILABLE.has(command)) {
       const info = await this.pool.channel(vm).info(opts);
-      if (!opts.skipCapabilityCheck) checkCapability(info, vm, command);
+      if (!opts.skipCapabilityCheck) await this.checkCapability(vm, info, command, opts);
       if (this.frozen.has(vm) && !FROZEN_SAFE.has(command)) await this.confirmFrozen(vm, command, opts);
     }
     try {
@@ -48,6 +48,32 @@ export class AgentService {
       if (isGatewayError(e) && e.code === 'VM_FROZEN') this.frozen.add(vm);
       throw e;
     }
+  }
+
+  /**
+   * A frozen agent lists every command outside its allow-list as `enabled: false` in guest-info,
+   * so "disabled" in the cached copy means either the guest admin disabled it or the guest is
+   * frozen (now, or when the copy was taken). Only for that rare case are the freeze state and
+   * then a fresh guest-info asked for.
+   */
+  private async checkCapability(vm: string, info: AgentInfo, command: string, opts: ExecuteOptions): Promise<void> {
+    const c = info.commands.get(command);
+    if (!c) {
+      throw new GatewayError('COMMAND_NOT_SUPPORTED', `the agent (version ${info.version}) does not offer ${command}`, { vm, command });
+    }
+    if (c.enabled) return;
+    if (!FROZEN_SAFE.has(command)) {
+      const status = await this.pool.execute(vm, 'guest-fsfreeze-status', undefined, opts);
+      this.observe(vm, 'guest-fsfreeze-status', status);
+      if (status === 'frozen') {
+        throw new GatewayError('VM_FROZEN', `the guest's filesystems are frozen; ${command} is not allowed until they are thawed`, { vm, command });
+      }
+      const channel = this.pool.channel(vm);
+      channel.invalidateInfo();
+      const fresh = await channel.info(opts);
+      if (fresh.commands.get(command)?.enabled) return;
+    }
+    throw new GatewayError('COMMAND_DISABLED', `${command} has been disabled by the guest administrator`, { vm, command });
   }
 
   /** The agent info (connecting and syncing if needed). */
@@ -81,6 +107,7 @@ export class AgentService {
   private observe(vm: string, command: string, result: JsonValue): void {
     switch (command) {
       case 'guest-fsfreeze-status':
+        if (result !== 'frozen' && this.frozen.has(vm)) this.pool.channel(vm).invalidateInfo();
         this.setKnownFrozen(vm, result === 'frozen');
         break;
       case 'guest-fsfreeze-freeze':
@@ -89,19 +116,11 @@ export class AgentService {
         break;
       case 'guest-fsfreeze-thaw':
         this.frozen.delete(vm);
+        // guest-info read while frozen marks most commands disabled
+        this.pool.channel(vm).invalidateInfo();
         break;
       default:
         break;
     }
-  }
-}
-
-export function checkCapability(info: AgentInfo, vm: string, command: string): void {
-  const c = info.commands.get(command);
-  if (!c) {
-    throw new GatewayError('COMMAND_NOT_SUPPORTED', `the agent (version ${info.version}) does not offer ${command}`, { vm, command });
-  }
-  if (!c.enabled) {
-    throw new GatewayError('COMMAND_DISABLED', `${command} has been disabled by the guest administrator`, { vm, command });
   }
 }

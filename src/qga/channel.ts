@@ -165,6 +165,14 @@ export class Channel extends EventEmitter {
     return this.enqueue<AgentInfo>('info', 'guest-info', undefined, opts);
   }
 
+  /**
+   * Have guest-info re-read before the next command: a frozen agent reports every command outside
+   * its allow-list as disabled, so a copy cached during a freeze is wrong after the thaw.
+   */
+  invalidateInfo(): void {
+    this.link.invalidateInfo();
+  }
+
   /** Stop accepting work, let the queue drain, then close the socket. */
   close(): Promise<void> {
     if (this.current === 'closed') return Promise.resolve();

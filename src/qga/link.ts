@@ -61,6 +61,11 @@ export class AgentLink extends EventEmitter {
     return this.infoErr;
   }
 
+  /** Re-read guest-info before the next command (it changes with the agent's frozen state). */
+  invalidateInfo(): void {
+    this.infoStale = true;
+  }
+
   /** Remember why the next ready() will resync (the connection already knows that it must). */
   markOutOfSync(reason: ResyncReason): void {
     this.resyncReason = reason;
