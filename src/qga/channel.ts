@@ -301,6 +301,15 @@ export class Channel extends EventEmitter {
           this.lastFailure = err instanceof Error ? err : new Error(String(err));
           this.opts.logger?.debug({ vm: this.vm, err: this.lastFailure.message, failures: this.failures }, 'agent connect/sync failed');
           if (this.queue.length === 0) break;
+          if (nobodyListens(err)) {
+            // No QEMU behind the path (or nothing on the port): retrying until each caller's
+            // deadline would only make them wait for the same answer.
+            const detail = `the agent socket of ${this.vm} cannot be connected (${errnoOf(err)})`;
+            for (const job of this.queue.all()) {
+              this.queue.finish(job, 'unavailable', { error: new GatewayError('AGENT_UNAVAILABLE', detail, { vm: this.vm, command: job.command }) });
+            }
+            break;
+          }
           await this.backoff();
           continue;
         }
@@ -399,4 +408,19 @@ export class Channel extends EventEmitter {
 
 function stripUndefined<T extends object>(o: T): T {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
+}
+
+const NOBODY_LISTENS = new Set(['ENOENT', 'ECONNREFUSED', 'ENOTSOCK', 'EACCES', 'EPERM']);
+
+function errnoOf(err: unknown): string | undefined {
+  for (let e: unknown = err, depth = 0; e && typeof e === 'object' && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && code.startsWith('E') && code !== 'AGENT_UNAVAILABLE') return code;
+  }
+  return undefined;
+}
+
+function nobodyListens(err: unknown): boolean {
+  const code = errnoOf(err);
+  return code !== undefined && NOBODY_LISTENS.has(code);
 }
