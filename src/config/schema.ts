@@ -155,6 +155,12 @@ export const ConfigSchema = Type.Object(
         /** renewals never extend a freeze past this, counted from the freeze */
         maxTotalSeconds: Type.Integer({ minimum: 1, maximum: 86_400, default: 7_200 }),
         sweepIntervalMs: Ms(5_000, 100),
+        /**
+         * Embedded (memory) store only: keep leases in this file so that a gateway killed while a
+         * VM is frozen thaws it when it starts again. Absent: leases live in memory only, and a
+         * shutdown thaws every VM it holds (a SIGKILL leaves them frozen). Ignored with Redis.
+         */
+        stateFile: Type.Optional(Type.String({ minLength: 1, maxLength: 4096 })),
       },
       { additionalProperties: false, default: {} },
     ),

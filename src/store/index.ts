@@ -4,13 +4,13 @@ import { MemoryStore } from './memory.js';
 import { RedisStore } from './redis.js';
 import type { LeaseStore } from './types.js';
 
-export function createStore(config: Pick<Config, 'store'>): LeaseStore {
+export function createStore(config: Pick<Config, 'store' | 'freeze'>): LeaseStore {
   const s = config.store;
   if (s.type === 'redis') {
     if (!s.redisUrl) throw new Error('store.redisUrl is required when store.type is redis');
     return new RedisStore({ url: s.redisUrl, keyPrefix: s.keyPrefix, commandTimeoutMs: s.commandTimeoutMs });
   }
-  return new MemoryStore();
+  return new MemoryStore(config.freeze.stateFile ? { persistPath: config.freeze.stateFile } : {});
 }
 
 export { MemoryStore } from './memory.js';

@@ -2,8 +2,15 @@
  * The embedded lease store: plain maps in this process. Right for one gateway instance; with
  * several instances each would hold its own locks, so use RedisStore there. Semantics mirror the
  * Redis Lua scripts exactly (the contract suite runs against both).
+ *
+ * With `persistPath`, every change is written to that file (write + rename, synchronously, before
+ * the call returns) and read back at construction, so a gateway killed while a VM is frozen finds
+ * the session again when it restarts and thaws it (start-up reconciliation). Without it the store
+ * is not durable, and the freeze service thaws everything it holds when it shuts down.
  */
 import { randomUUID } from 'node:crypto';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { GatewayError } from '../errors.js';
 import type {
   AcquireRequest,
   AcquireResult,
@@ -24,11 +31,28 @@ interface Lock {
 /** How long an idempotency key is remembered after its lease could have ended at the latest. */
 export const IDEMPOTENCY_RETENTION_MS = 3_600_000;
 
+export interface MemoryStoreOptions {
+  /** injectable so that tests can move time; default Date.now */
+  clock?: () => number;
+  /** keep the state in this file across restarts */
+  persistPath?: string;
+}
+
+interface Snapshot {
+  epoch: string;
+  lastFence: number;
+  sessions: Lease[];
+  locks: Array<[string, Lock]>;
+  deadlines: Array<[string, number]>;
+  idem: Array<[string, { session: string; leaseId: string; forgetAt: number }]>;
+  vms: VmRegistration[];
+}
+
 export class MemoryStore implements LeaseStore {
   readonly kind = 'memory' as const;
-  /** everything is lost with the process */
-  readonly durable = false;
-  private readonly epoch = randomUUID();
+  /** without a state file everything is lost with the process */
+  readonly durable: boolean;
+  private epoch: string = randomUUID();
   private readonly sessions = new Map<string, Lease>();
   private readonly locks = new Map<string, Lock>();
   /** session key → when it must be thawed (or retried after a claim) */
@@ -37,9 +61,15 @@ export class MemoryStore implements LeaseStore {
   private readonly vms = new Map<string, VmRegistration>();
   private lastFence = 0;
   private closed = false;
+  private readonly clock: () => number;
+  private readonly persistPath?: string;
 
-  /** The clock is injectable so that tests of the service can move time; default Date.now. */
-  constructor(private readonly clock: () => number = Date.now) {}
+  constructor(opts: MemoryStoreOptions = {}) {
+    this.clock = opts.clock ?? Date.now;
+    this.persistPath = opts.persistPath;
+    this.durable = opts.persistPath !== undefined;
+    if (this.persistPath && existsSync(this.persistPath)) this.load(this.persistPath);
+  }
 
   get fenceHighWater(): number {
     return this.lastFence;
@@ -97,6 +127,7 @@ export class MemoryStore implements LeaseStore {
         forgetAt: hardDeadline + IDEMPOTENCY_RETENTION_MS,
       });
     }
+    this.persist();
     return { ok: true, lease: copy(lease), reused: false };
   }
 
@@ -115,6 +146,7 @@ export class MemoryStore implements LeaseStore {
     // a renewal never shortens a lease: a shorter ttl than what is left is a no-op
     s.expiresAt = Math.max(s.expiresAt, want);
     this.deadlines.set(session, s.expiresAt);
+    this.persist();
     return { ok: true, lease: copy(s), capped };
   }
 
@@ -126,6 +158,7 @@ export class MemoryStore implements LeaseStore {
     }
     this.sessions.delete(session);
     this.deadlines.delete(session);
+    this.persist();
     return true;
   }
 
@@ -143,6 +176,7 @@ export class MemoryStore implements LeaseStore {
     const s = this.sessions.get(session);
     if (!s || s.leaseId !== leaseId) return false;
     s.data = structuredClone(data);
+    this.persist();
     return true;
   }
 
@@ -178,6 +212,7 @@ export class MemoryStore implements LeaseStore {
       return false;
     }
     this.deadlines.set(session, now + retryMs);
+    this.persist();
     return true;
   }
 
@@ -192,6 +227,7 @@ export class MemoryStore implements LeaseStore {
   async putVm(rec: VmRegistration): Promise<boolean> {
     if (this.vms.has(rec.name)) return false;
     this.vms.set(rec.name, structuredClone(rec));
+    this.persist();
     return true;
   }
 
@@ -201,7 +237,9 @@ export class MemoryStore implements LeaseStore {
   }
 
   async deleteVm(name: string): Promise<boolean> {
-    return this.vms.delete(name);
+    const had = this.vms.delete(name);
+    if (had) this.persist();
+    return had;
   }
 
   async listVms(): Promise<VmRegistration[]> {
@@ -214,6 +252,38 @@ export class MemoryStore implements LeaseStore {
 
   async close(): Promise<void> {
     this.closed = true;
+  }
+
+  /** Write the whole state (small: one entry per frozen VM and registered VM) and swap it in. */
+  private persist(): void {
+    if (!this.persistPath) return;
+    const snap: Snapshot = {
+      epoch: this.epoch,
+      lastFence: this.lastFence,
+      sessions: [...this.sessions.values()],
+      locks: [...this.locks],
+      deadlines: [...this.deadlines],
+      idem: [...this.idem],
+      vms: [...this.vms.values()],
+    };
+    const tmp = `${this.persistPath}.${process.pid}.tmp`;
+    try {
+      writeFileSync(tmp, JSON.stringify(snap), { mode: 0o600 });
+      renameSync(tmp, this.persistPath);
+    } catch (e) {
+      throw new GatewayError('STORE_UNAVAILABLE', `cannot write the lease state file ${this.persistPath}: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  private load(file: string): void {
+    const snap = JSON.parse(readFileSync(file, 'utf8')) as Snapshot;
+    this.epoch = snap.epoch;
+    this.lastFence = snap.lastFence;
+    for (const l of snap.sessions) this.sessions.set(l.session, l);
+    for (const [k, v] of snap.locks) this.locks.set(k, v);
+    for (const [k, v] of snap.deadlines) this.deadlines.set(k, v);
+    for (const [k, v] of snap.idem) this.idem.set(k, v);
+    for (const v of snap.vms) this.vms.set(v.name, v);
   }
 
   /** The session that really holds a lock key (a lock left by a half-ended session does not count). */

@@ -102,4 +102,19 @@ describe('freeze across gateway processes', { timeout: 120_000 }, () => {
     process.stdout.write(`[freeze-processes] restarted gateway thawed the VM ${(thawAt() ?? Date.now()) - t0} ms after it was spawned (start-up included)\n`);
     expect(a2.log()).toMatch(/start-up reconciliation/);
   });
+
+  it('embedded store with a state file: a SIGKILLed gateway thaws the VM when it starts again', async () => {
+    const cfg = { ...config(60_000), store: { type: 'memory' }, freeze: { defaultTtlSeconds: 2, maxTtlSeconds: 60, maxTotalSeconds: 120, sweepIntervalMs: 60_000, stateFile: `${fleet.dir}/leases.json` } };
+    const a = await spawnGateway('m1', fleet.dir, cfg);
+    gateways.push(a);
+    const r = await call(a, 'POST', '/v1/vms/vm1/fsfreeze', { ttlSeconds: 2 });
+    expect(r.status).toBe(201);
+    a.signal('SIGKILL');
+    await sleep(2_500);
+    expect(fleet.vm.vm1.state.frozen).toBe(true);
+    const a2 = await spawnGateway('m2', fleet.dir, cfg);
+    gateways.push(a2);
+    await waitFor(() => !fleet.vm.vm1.state.frozen, 20_000, 'reconciliation from the state file');
+    expect(a2.log()).toMatch(/start-up reconciliation/);
+  });
 });

@@ -4,6 +4,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { GatewayError } from '../../src/errors.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import { RedisStore } from '../../src/store/redis.js';
@@ -237,6 +240,33 @@ describe.each(impls)('LeaseStore contract: %s', (_name, make) => {
     expect(h.ok).toBe(true);
     expect(typeof h.epoch).toBe('string');
     expect(Math.abs((await store.now()) - Date.now())).toBeLessThan(60_000);
+  });
+});
+
+describe('MemoryStore with a state file', () => {
+  it('a new store on the same file finds the sessions, the epoch and the fence again', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'qga-memstore-'));
+    try {
+      const file = path.join(dir, 'state.json');
+      const a = new MemoryStore({ persistPath: file });
+      expect(a.durable).toBe(true);
+      const l = await a.acquire(req({ session: 'vm:p1', keys: ['vm:p1'], idempotencyKey: 'p' }));
+      if (!l.ok) throw new Error('acquire failed');
+      await a.putVm({ name: 'p1', endpoint: { type: 'unix', path: '/run/p1.sock' } });
+      // a "restarted process"
+      const b = new MemoryStore({ persistPath: file });
+      expect(await b.getByKey('vm:p1')).toEqual(l.lease);
+      expect(await b.check('vm:p1', l.lease.leaseId, l.lease.epoch)).toMatchObject({ state: 'live' });
+      expect(await b.acquire(req({ session: 'vm:p1', keys: ['vm:p1'], idempotencyKey: 'p' }))).toMatchObject({ ok: true, reused: true });
+      expect((await b.getVm('p1'))?.endpoint).toEqual({ type: 'unix', path: '/run/p1.sock' });
+      const n = await b.acquire(req({ session: 'vm:p2', keys: ['vm:p2'] }));
+      expect(n.ok && n.lease.fence).toBeGreaterThan(l.lease.fence);
+      expect(await b.release('vm:p1', l.lease.leaseId)).toBe(true);
+      expect(await new MemoryStore({ persistPath: file }).getByKey('vm:p1')).toBeUndefined();
+      expect(new MemoryStore().durable).toBe(false);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 
