@@ -7,17 +7,21 @@
  * timeouts resync. The two sync commands are refused: they are the channel's own handshake, and
  * a caller's sync id would confuse the resync logic (POST /agent/sync is the way to force one).
  * The reply is serialized losslessly (integers above 2^53 stay exact) with no schema in between.
+ * File handles and exec pids it creates join the gateway's bookkeeping (qga-raw-bookkeeping.ts).
  */
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { GatewayError } from '../../errors.js';
+import { execServiceFor } from '../../exec/index.js';
+import { filesServiceFor } from '../../files/index.js';
 import { COMMAND_NAME_PATTERN, NO_RESPONSE } from '../../qga/commands.js';
 import type { JsonObject } from '../../qga/types.js';
 import { stringifyJson } from '../../util/json.js';
 import { requestSignal } from '../abort.js';
 import { AGENT_ERRORS, VmName, problemResponses } from '../schemas/common.js';
 import { emptyBodyIsObject } from './agent-reply.js';
+import { afterRawCommand, answerFromServices } from './qga-raw-bookkeeping.js';
 
 const INTERNAL_COMMANDS = new Set(['guest-sync', 'guest-sync-delimited']);
 
@@ -46,6 +50,9 @@ const RawArguments = Type.Object(
 export default async function rawRoutes(fastify: FastifyInstance): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
   const { services } = fastify;
+  // built now (not on first raw use) so that their reapers join the app's lifecycle
+  filesServiceFor(services, fastify.log);
+  execServiceFor(services, fastify.log);
 
   app.post(
     '/vms/:vm/qga/:command',
@@ -93,7 +100,9 @@ export default async function rawRoutes(fastify: FastifyInstance): Promise<void>
       // The call below needs the same (cached) guest-info for its checks: no extra round trip.
       const info = await services.agent.info(vm, { signal });
       const noResponse = info.commands.get(command)?.successResponse === false || NO_RESPONSE.has(command);
-      const value = await services.agent.call(vm, command, args, { signal });
+      const served = await answerFromServices(services, vm, command, args, signal);
+      const value = served !== undefined ? served : await services.agent.call(vm, command, args, { signal });
+      if (served === undefined) afterRawCommand(services, vm, command, args, value);
       reply.serializer(stringifyJson);
       if (noResponse) return reply.code(202).send({ accepted: true as const });
       return reply.code(200).send({ return: value });
