@@ -85,6 +85,11 @@ export class ThawEngine {
       return { vm, status: 'thawed', report: report(vm, thawed, frozenCount) };
     } catch (e) {
       const err = asGatewayError(e, { vm, command: 'guest-fsfreeze-thaw' });
+      // a VM deregistered while frozen can no longer be reached: retrying forever helps nobody
+      if (err.code === 'VM_NOT_FOUND') {
+        this.logger.error({ vm, session: lease?.session, trigger }, 'VM no longer registered: cannot thaw it, dropping it from the lease');
+        return { vm, status: 'skipped', why: 'ended' };
+      }
       // Windows VSS gives up a freeze after ~10 s; the thaw then fails although the guest is thawed.
       if (err.code === 'AGENT_ERROR') {
         const status = await this.agent.call(vm, 'guest-fsfreeze-status', undefined, {}).catch(() => undefined);

@@ -155,6 +155,24 @@ describe.each(stores)('freeze sessions (%s store)', (_kind, storeOpts) => {
   });
 });
 
+describe('a VM deregistered while frozen', () => {
+  it('its lease is dropped at expiry instead of being retried forever', async () => {
+    const fleet = await simFleet(['dyn']);
+    const g = await rig(fleet, { freeze: { sweepIntervalMs: 200 } });
+    try {
+      await g.services.registry.register({ name: 'dyn2', endpoint: fleet.vm.dyn.endpoint });
+      await g.freeze.freeze('dyn2', { ttlSeconds: 1 }, BACKUP);
+      await g.services.registry.deregister('dyn2');
+      await waitFor(async () => (await g.services.store.listSessions()).length === 0, 5_000, 'lease dropped');
+      expect(fleet.vm.dyn.state.frozen).toBe(true); // nobody can reach it through the gateway any more
+    } finally {
+      fleet.vm.dyn.state.frozen = false;
+      await g.close();
+      await fleet.close();
+    }
+  });
+});
+
 describe('shutdown', () => {
   it('with the embedded (non-durable) store, a gateway shutting down thaws what it holds', async () => {
     const fleet = await simFleet(['vm1']);
