@@ -9,8 +9,8 @@
  * is not durable, and the freeze service thaws everything it holds when it shuts down.
  */
 import { randomUUID } from 'node:crypto';
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { GatewayError } from '../errors.js';
+import { existsSync } from 'node:fs';
+import { readSnapshot, writeSnapshot } from './memory-file.js';
 import type {
   AcquireRequest,
   AcquireResult,
@@ -38,15 +38,6 @@ export interface MemoryStoreOptions {
   persistPath?: string;
 }
 
-interface Snapshot {
-  epoch: string;
-  lastFence: number;
-  sessions: Lease[];
-  locks: Array<[string, Lock]>;
-  deadlines: Array<[string, number]>;
-  idem: Array<[string, { session: string; leaseId: string; forgetAt: number }]>;
-  vms: VmRegistration[];
-}
 
 export class MemoryStore implements LeaseStore {
   readonly kind = 'memory' as const;
@@ -257,7 +248,7 @@ export class MemoryStore implements LeaseStore {
   /** Write the whole state (small: one entry per frozen VM and registered VM) and swap it in. */
   private persist(): void {
     if (!this.persistPath) return;
-    const snap: Snapshot = {
+    const snap = {
       epoch: this.epoch,
       lastFence: this.lastFence,
       sessions: [...this.sessions.values()],
@@ -266,17 +257,11 @@ export class MemoryStore implements LeaseStore {
       idem: [...this.idem],
       vms: [...this.vms.values()],
     };
-    const tmp = `${this.persistPath}.${process.pid}.tmp`;
-    try {
-      writeFileSync(tmp, JSON.stringify(snap), { mode: 0o600 });
-      renameSync(tmp, this.persistPath);
-    } catch (e) {
-      throw new GatewayError('STORE_UNAVAILABLE', `cannot write the lease state file ${this.persistPath}: ${(e as Error).message}`, { cause: e });
-    }
+    writeSnapshot(this.persistPath, snap);
   }
 
   private load(file: string): void {
-    const snap = JSON.parse(readFileSync(file, 'utf8')) as Snapshot;
+    const snap = readSnapshot(file);
     this.epoch = snap.epoch;
     this.lastFence = snap.lastFence;
     for (const l of snap.sessions) this.sessions.set(l.session, l);

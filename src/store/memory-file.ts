@@ -1,0 +1,29 @@
+/** The embedded store's state file: the whole state as JSON, written to a temp file and renamed in. */
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { GatewayError } from '../errors.js';
+import type { Lease, VmRegistration } from './types.js';
+
+export interface Snapshot {
+  epoch: string;
+  lastFence: number;
+  sessions: Lease[];
+  locks: Array<[string, { session: string; leaseId: string }]>;
+  deadlines: Array<[string, number]>;
+  idem: Array<[string, { session: string; leaseId: string; forgetAt: number }]>;
+  vms: VmRegistration[];
+}
+
+export function writeSnapshot(file: string, snap: Snapshot): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  try {
+    writeFileSync(tmp, JSON.stringify(snap), { mode: 0o600 });
+    // rename is atomic: a crash leaves the old state or the new one, never half of either
+    renameSync(tmp, file);
+  } catch (e) {
+    throw new GatewayError('STORE_UNAVAILABLE', `cannot write the lease state file ${file}: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+export function readSnapshot(file: string): Snapshot {
+  return JSON.parse(readFileSync(file, 'utf8')) as Snapshot;
+}
