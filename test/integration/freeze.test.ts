@@ -108,6 +108,19 @@ describe.each(stores)('freeze sessions (%s store)', (_kind, storeOpts) => {
     expect(r.reason).toMatch(/thawed/);
   });
 
+  it('Windows VSS lapse: the thaw fails but the guest is thawed → consistent: false with the agent reason', async () => {
+    fleet = await simFleet(['vm1']);
+    g = await rig(fleet, storeOpts());
+    const lease = await g.freeze.freeze('vm1', {}, BACKUP);
+    // VSS gave up after ~10 s: the guest is thawed and the agent's thaw reports an error
+    fleet.vm.vm1.state.frozen = false;
+    fleet.vm.vm1.setFault({ command: 'guest-fsfreeze-thaw', kind: 'error', class: 'GenericError', desc: "couldn't hold writes: fsfreeze is limited up to 10 seconds", times: 1 });
+    const r = await g.freeze.thaw('vm1', { leaseId: lease.leaseId }, BACKUP);
+    expect(r).toMatchObject({ thawed: 0, frozen: lease.frozen, consistent: false });
+    expect(r.reason).toMatch(/limited up to 10 seconds/);
+    expect((await g.freeze.status('vm1', BACKUP)).lease).toBeNull();
+  });
+
   it('a forced thaw (admin) ends whoever holds the lease', async () => {
     fleet = await simFleet(['vm1']);
     g = await rig(fleet, storeOpts());
