@@ -53,30 +53,48 @@ export async function upload(
       }
       await files.seek(vm, handle, opts.offset, SEEK_SET, signal);
     }
-    const chunk = Buffer.allocUnsafe(opts.chunkBytes);
+    // Two buffers: the next chunk fills from the request while the previous one is being
+    // written, so the network and the agent work at the same time. One write in flight at a
+    // time keeps the order; a buffer is refilled only after its write has finished.
+    const bufs = [Buffer.allocUnsafe(opts.chunkBytes), Buffer.allocUnsafe(opts.chunkBytes)];
+    let cur = 0;
     let fill = 0;
-    const flushChunk = async () => {
-      await writeAll(files, vm, handle, chunk.subarray(0, fill), signal);
-      written += fill;
+    let inFlight: Promise<void> | undefined;
+    let received = 0;
+    const submit = async () => {
+      const data = bufs[cur].subarray(0, fill);
+      if (inFlight) await inFlight;
+      inFlight = writeAll(files, vm, handle, data, signal).then(() => {
+        written += data.length;
+      });
+      inFlight.catch(() => undefined); // observed at the next await; never unhandled
+      cur ^= 1;
       fill = 0;
     };
-    for await (const piece of body) {
-      const buf = typeof piece === 'string' ? Buffer.from(piece) : piece;
-      if (opts.maxBytes > 0 && written + fill + buf.length > opts.maxBytes) {
-        throw new GatewayError('PAYLOAD_TOO_LARGE', `upload is larger than the configured cap of ${opts.maxBytes} bytes (files.maxUploadBytes)`, {
-          vm,
-          extra: { limit: opts.maxBytes, bytesWritten: written },
-        });
+    try {
+      for await (const piece of body) {
+        const buf = typeof piece === 'string' ? Buffer.from(piece) : piece;
+        received += buf.length;
+        if (opts.maxBytes > 0 && received > opts.maxBytes) {
+          throw new GatewayError('PAYLOAD_TOO_LARGE', `upload is larger than the configured cap of ${opts.maxBytes} bytes (files.maxUploadBytes)`, {
+            vm,
+            extra: { limit: opts.maxBytes },
+          });
+        }
+        let p = 0;
+        while (p < buf.length) {
+          const n = buf.copy(bufs[cur], fill, p);
+          fill += n;
+          p += n;
+          if (fill === opts.chunkBytes) await submit();
+        }
       }
-      let p = 0;
-      while (p < buf.length) {
-        const n = buf.copy(chunk, fill, p);
-        fill += n;
-        p += n;
-        if (fill === chunk.length) await flushChunk();
-      }
+      if (fill > 0) await submit();
+    } finally {
+      // Settle the last write before anything else (success: flush after it; failure: `written` is final).
+      await inFlight?.catch(() => undefined);
     }
-    if (fill > 0) await flushChunk();
+    if (inFlight) await inFlight;
     await files.flush(vm, handle, signal);
     const position = (await files.seek(vm, handle, 0, SEEK_CUR, signal)).position;
     // The data is flushed: a failed close no longer concerns the caller (the reaper retries it).
