@@ -27,7 +27,7 @@ beforeAll(async () => {
   app = await makeExecFilesApp({
     vms: [{ name: 'sim1', endpoint: vm.endpoint }],
     // `slow` is the timeout class of guest-file-read/-write: short, for the hang test
-    config: { agent: { timeouts: { slow: 1500 } }, files: { readChunkBytes: 4 * MiB, writeChunkBytes: MiB } },
+    config: { agent: { timeouts: { slow: 1500 } }, files: { readChunkBytes: MiB, writeChunkBytes: MiB } },
   });
   base = await listen(app);
 });
