@@ -2,7 +2,7 @@
  * The durable half of auto-thaw. Every gateway process runs one sweeper: at start-up it reconciles
  * (every session in the store whose lease has expired is thawed now; with the embedded store,
  * whose sessions are all this process's, live ones get their local timers back), then every
- * `sweepIntervalMs` (± 10 % so that processes drift apart) it claims the sessions whose deadline
+ * `sweepIntervalMs` (80–100 % of it, so that processes drift apart) it claims the sessions whose deadline
  * has passed and thaws them. The claim makes one process do each thaw, and moves the deadline
  * forward by `claimRetryMs` so that a claimer that dies is replaced on a later sweep.
  *
@@ -106,7 +106,8 @@ export class Sweeper {
     if (this.stopped) return;
     // until the start-up reconciliation has run (the store may still be connecting), retry soon
     const base = this.reconciled ? this.intervalMs : Math.min(this.intervalMs, RECONCILE_RETRY_MS);
-    const jitter = base * (0.9 + Math.random() * 0.2);
+    // jitter only downwards: processes drift apart, and no gap between sweeps exceeds the interval
+    const jitter = base * (0.8 + Math.random() * 0.2);
     this.timer = setTimeout(() => {
       void this.sweepOnce().finally(() => this.schedule());
     }, jitter);
