@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import {
   COMMANDS,
@@ -8,8 +7,9 @@ import {
   commandSpec,
   defaultTimeoutMs,
 } from '../../src/qga/commands.js';
+import { qgaReference } from '../helpers/shared.js';
 
-const SPEC = readFileSync(new URL('../../../shared/spec/qemu-ga-ref.txt', import.meta.url), 'utf8');
+const SPEC = qgaReference();
 
 /** Every "Command guest-x (Since: v)" heading of the reference, in order. */
 function specCommands(): Map<string, string> {

@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { OPENAPI_PATH, generateOpenApi, openApiText } from '../../scripts/export-openapi.js';
 import { COMMANDS } from '../../src/qga/commands.js';
+import { apiContract } from '../helpers/shared.js';
 
 interface Operation {
   operationId?: string;
@@ -19,7 +20,7 @@ interface Operation {
 }
 type Doc = { paths: Record<string, Record<string, Operation>>; components: { schemas: Record<string, unknown> } };
 
-const API_MD = readFileSync(new URL('../../../shared/API.md', import.meta.url), 'utf8');
+const API_MD = apiContract();
 const METHODS = ['get', 'put', 'post', 'delete', 'patch', 'head'];
 
 let generated: Doc;

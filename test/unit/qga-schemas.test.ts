@@ -3,9 +3,9 @@
  * is a named component; object members carry the reference's names verbatim with the same
  * optionality and JSON type; enum values are the reference's; unions contain their variant.
  */
-import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { componentSchemas as registered } from '../../src/http/schemas/qga.js';
+import { qgaReference } from '../helpers/shared.js';
 
 interface ComponentSchemaLike {
   $id?: string;
@@ -25,7 +25,7 @@ interface ComponentSchemaLike {
 const componentSchemas = (): Array<ComponentSchemaLike & { $id: string }> =>
   registered() as unknown as Array<ComponentSchemaLike & { $id: string }>;
 
-const SPEC = readFileSync(new URL('../../../shared/spec/qemu-ga-ref.txt', import.meta.url), 'utf8');
+const SPEC = qgaReference();
 
 interface Section {
   kind: 'Object' | 'Enum' | 'Alternate';
