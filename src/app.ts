@@ -70,9 +70,11 @@ const V1_ROUTES = [
 ];
 
 /**
- * Response serializers compiled on first use instead of at start-up: compiling ~60 routes with
- * the shared QGA components took ≈5 s, for every process start and every test app. Problem
- * responses never compile at all (they are written with JSON.stringify).
+ * Every reply is written by stringifyJson (setReplySerializer below takes precedence over the
+ * response schemas): it writes bigints exactly wherever they are, while fast-json-stringify does so
+ * only in fields typed integer and throws inside open objects. The response schemas therefore
+ * document the API and drive OpenAPI; the serializers Fastify would compile from them (≈5 s at
+ * every start for ~60 routes with the shared QGA components) are compiled only if ever called.
  */
 type SerializerFactory = ReturnType<typeof SerializerSelector>;
 function lazySerializers(): SerializerFactory {
@@ -119,7 +121,6 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   app.setValidatorCompiler(({ schema, httpPart }) =>
     (httpPart === 'body' ? bodyAjv : paramAjv).compile(schema) as ReturnType<Ajv['compile']>,
   );
-  // Routes without a response schema (the raw passthrough) still keep big integers exact.
   app.setReplySerializer((payload) => stringifyJson(payload));
 
   const services = opts.services ?? createServices(config, logger);
