@@ -128,6 +128,20 @@ export class GuestFiles {
     this.reaperTimer = undefined;
   }
 
+  /**
+   * At shutdown: close what the API opened (nobody could close or reap it after a restart) and
+   * retry failed closes, within one close deadline. Transfers close their own handles.
+   */
+  async shutdown(): Promise<void> {
+    this.stop();
+    const open = this.registry.due(0).filter((t) => t.owner === 'api' || t.closeFailed);
+    if (open.length === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<void>((r) => (timer = setTimeout(r, this.opts.closeTimeoutMs)));
+    await Promise.race([Promise.all(open.map((t) => this.closeQuietly(t.vm, t.handle))), deadline]);
+    clearTimeout(timer);
+  }
+
   /** Close idle raw handles and retry failed closes (one pass; exported for tests). */
   async reapOnce(): Promise<number> {
     if (this.reaping) return 0;

@@ -15,7 +15,7 @@ export function filesServiceFor(services: Services, log?: FilesLogger): FilesSer
     services.lifecycle.push({
       name: 'file handle reaper',
       start: async () => created.startReaper(),
-      stop: async () => created.stop(),
+      stop: () => created.stop(),
     });
     BUILT.set(services, created);
     s = created;

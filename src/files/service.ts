@@ -71,7 +71,8 @@ export class FilesService {
     this.guest.startReaper();
   }
 
-  stop(): void {
-    this.guest.stop();
+  /** Stop the reaper and close the handles opened through the API. */
+  stop(): Promise<void> {
+    return this.guest.shutdown();
   }
 }

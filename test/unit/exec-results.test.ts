@@ -1,0 +1,106 @@
+import { describe, expect, test } from 'vitest';
+import { ResultCache } from '../../src/exec/results.js';
+import { PidTracker } from '../../src/exec/tracker.js';
+import { decodeStdin } from '../../src/exec/input.js';
+import { base64DecodedLength, utf8TextOf } from '../../src/exec/output.js';
+import type { ExecStatusRecord } from '../../src/exec/types.js';
+
+const rec = (pid: number, outBytes = 0): ExecStatusRecord => ({
+  pid,
+  status: { exited: true, exitcode: 0, 'out-data': Buffer.alloc(outBytes, 1).toString('base64') },
+  collectedAt: 0,
+});
+
+describe('ResultCache: kept final statuses, bounded', () => {
+  test('expires after the TTL', () => {
+    let now = 1000;
+    const c = new ResultCache({ ttlMs: 100, maxEntries: 10, maxBytes: 1e6 }, () => now);
+    c.set('vm', rec(1));
+    expect(c.get('vm', 1)?.pid).toBe(1);
+    expect(c.get('other', 1)).toBeUndefined();
+    now += 101;
+    expect(c.get('vm', 1)).toBeUndefined();
+    expect(c.size).toBe(0);
+  });
+
+  test('evicts the least recently used past maxEntries', () => {
+    const c = new ResultCache({ ttlMs: 1e6, maxEntries: 2, maxBytes: 1e6 });
+    c.set('vm', rec(1));
+    c.set('vm', rec(2));
+    c.get('vm', 1); // 1 is now the most recent
+    c.set('vm', rec(3));
+    expect(c.get('vm', 2)).toBeUndefined();
+    expect(c.get('vm', 1)).toBeDefined();
+    expect(c.get('vm', 3)).toBeDefined();
+  });
+
+  test('bounds the total output bytes, and does not keep one output larger than the budget', () => {
+    const c = new ResultCache({ ttlMs: 1e6, maxEntries: 100, maxBytes: 10_000 });
+    for (let pid = 1; pid <= 10; pid++) c.set('vm', rec(pid, 3000));
+    expect(c.totalBytes).toBeLessThanOrEqual(10_000);
+    expect(c.size).toBeLessThan(10);
+    expect(c.get('vm', 10)).toBeDefined();
+    c.set('vm', rec(99, 20_000));
+    expect(c.get('vm', 99)).toBeUndefined();
+  });
+
+  test('delete forgets a pid (a reused pid must not answer with the old result)', () => {
+    const c = new ResultCache({ ttlMs: 1e6, maxEntries: 10, maxBytes: 1e6 });
+    c.set('vm', rec(5));
+    c.delete('vm', 5);
+    expect(c.get('vm', 5)).toBeUndefined();
+    expect(c.totalBytes).toBe(0);
+  });
+});
+
+describe('PidTracker: processes to reap', () => {
+  test('due after the interval, not while waited on, backing off to the max', () => {
+    let now = 0;
+    const t = new PidTracker({ intervalMs: 100, maxIntervalMs: 250, maxTracked: 10 }, () => now);
+    t.track('vm', 7);
+    expect(t.due(10)).toEqual([]);
+    now = 100;
+    expect(t.due(10).map((x) => x.pid)).toEqual([7]);
+    t.beginWait('vm', 7);
+    expect(t.due(10)).toEqual([]);
+    t.endWait('vm', 7);
+    const e = t.due(10)[0];
+    t.backOff(e);
+    expect(e.intervalMs).toBe(200);
+    t.backOff(e);
+    expect(e.intervalMs).toBe(250);
+    now += 249;
+    expect(t.due(10)).toEqual([]);
+    now += 1;
+    expect(t.due(10)).toHaveLength(1);
+  });
+
+  test('bounded: the oldest are given up (and reported)', () => {
+    const dropped: number[] = [];
+    const t = new PidTracker({ intervalMs: 1, maxIntervalMs: 1, maxTracked: 2 }, () => 0, (x) => dropped.push(x.pid));
+    t.track('vm', 1);
+    t.track('vm', 2);
+    t.track('vm', 3);
+    expect(t.size).toBe(2);
+    expect(dropped).toEqual([1]);
+  });
+});
+
+describe('stdin and output encoding', () => {
+  test('text or base64 stdin, never both, capped on decoded bytes', () => {
+    expect(decodeStdin({ inputText: 'hé' }, 10)).toEqual(Buffer.from('hé'));
+    expect(decodeStdin({ 'input-data': 'AAEC' }, 3)).toEqual(Buffer.from([0, 1, 2]));
+    expect(decodeStdin({}, 3)).toBeUndefined();
+    expect(() => decodeStdin({ 'input-data': 'AAECAw==' }, 3)).toThrow(expect.objectContaining({ code: 'PAYLOAD_TOO_LARGE' }));
+    expect(() => decodeStdin({ inputText: 'héé' }, 4)).toThrow(expect.objectContaining({ code: 'PAYLOAD_TOO_LARGE' }));
+    expect(() => decodeStdin({ inputText: 'a', 'input-data': 'YQ==' }, 10)).toThrow(expect.objectContaining({ code: 'VALIDATION_FAILED' }));
+    expect(() => decodeStdin({ 'input-data': 'YQ=' }, 10)).toThrow(expect.objectContaining({ code: 'VALIDATION_FAILED' }));
+  });
+
+  test('text only for valid UTF-8; decoded length without decoding', () => {
+    expect(utf8TextOf(Buffer.from('ok ✓\n').toString('base64'))).toBe('ok ✓\n');
+    expect(utf8TextOf(Buffer.from([0xff, 0xfe]).toString('base64'))).toBeUndefined();
+    expect(utf8TextOf(Buffer.from([0xe2, 0x9c]).toString('base64'))).toBeUndefined(); // cut mid-character
+    for (const n of [0, 1, 2, 3, 4, 5, 1000]) expect(base64DecodedLength(Buffer.alloc(n).toString('base64'))).toBe(n);
+  });
+});
