@@ -7,9 +7,9 @@
  *
  * When the real-VM rig is available the same is measured through the VM's virtio-serial channel.
  *
- * Env: BENCH_FILES_MB (default 64) file size; BENCH_FILES_ROUNDS (default 2);
+ * Env: BENCH_FILES_MB (default 32) file size; BENCH_FILES_ROUNDS (default 5);
  * BENCH_FILES_CHUNK_KB overrides both chunk sizes (default: the config defaults);
- * BENCH_FILES_VM=0 skips the VM, BENCH_FILES_VM_MB (default 8) its file size.
+ * BENCH_FILES_VM=0 skips the VM, BENCH_FILES_VM_MB (default 4) its file size.
  */
 import { execFile } from 'node:child_process';
 import { createReadStream, existsSync } from 'node:fs';
@@ -182,7 +182,11 @@ async function timed(f: () => Promise<number>): Promise<number> {
   return bytes / 1e6 / ((performance.now() - t0) / 1000);
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
 
 interface Row {
   round: number;
@@ -213,22 +217,45 @@ async function measure(opts: {
   // One client at a time per agent: wait for the gateway's channel to let go of the socket.
   const settle = () => new Promise((r) => setTimeout(r, 500));
   const rows: Row[] = [];
+  const up = {
+    raw: () => timed(() => rawUpload(socketPath, hostSrc, rawFile, opts.writeChunk)),
+    http: () =>
+      timed(async () => {
+        const n = await httpUpload(url(httpFile), hostSrc, size);
+        if (n !== size) throw new Error(`HTTP upload wrote ${n} of ${size} bytes`);
+        return n;
+      }),
+  };
+  const down = {
+    raw: () => timed(() => rawDownload(socketPath, rawFile, opts.readChunk)),
+    http: () =>
+      timed(async () => {
+        const n = await httpDownload(url(httpFile));
+        if (n !== size) throw new Error(`HTTP download got ${n} of ${size} bytes`);
+        return n;
+      }),
+  };
+  // Alternate which goes first (ABBA), so a load change on the machine does not favour one side.
+  const pair = async (m: { raw: () => Promise<number>; http: () => Promise<number> }, rawFirst: boolean) => {
+    let raw: number;
+    let http: number;
+    if (rawFirst) {
+      raw = await m.raw();
+      await settle();
+      http = await m.http();
+    } else {
+      http = await m.http();
+      await settle();
+      raw = await m.raw();
+    }
+    await settle();
+    return { raw, http };
+  };
   for (let round = 1; round <= opts.rounds; round++) {
     await settle();
-    const rawUp = await timed(() => rawUpload(socketPath, hostSrc, rawFile, opts.writeChunk));
-    const httpUp = await timed(async () => {
-      const n = await httpUpload(url(httpFile), hostSrc, size);
-      if (n !== size) throw new Error(`HTTP upload wrote ${n} of ${size} bytes`);
-      return n;
-    });
-    await settle();
-    const rawDown = await timed(() => rawDownload(socketPath, rawFile, opts.readChunk));
-    const httpDown = await timed(async () => {
-      const n = await httpDownload(url(httpFile));
-      if (n !== size) throw new Error(`HTTP download got ${n} of ${size} bytes`);
-      return n;
-    });
-    rows.push({ round, dir: 'upload', raw: rawUp, http: httpUp }, { round, dir: 'download', raw: rawDown, http: httpDown });
+    const rawFirst = round % 2 === 1;
+    rows.push({ round, dir: 'upload', ...(await pair(up, rawFirst)) });
+    rows.push({ round, dir: 'download', ...(await pair(down, rawFirst)) });
   }
   return rows;
 }
@@ -246,7 +273,7 @@ function table(title: string, rows: Row[]): string[] {
   for (const d of ['download', 'upload'] as const) {
     const rs = rows.filter((r) => r.dir === d);
     out.push(
-      `- ${d}: median ratio HTTP/raw = **${median(rs.map((r) => r.http / r.raw)).toFixed(2)}** ` +
+      `- ${d}: median of the per-round ratios HTTP/raw = **${median(rs.map((r) => r.http / r.raw)).toFixed(2)}** ` +
         `(raw ${fmt(median(rs.map((r) => r.raw)))} MB/s, HTTP ${fmt(median(rs.map((r) => r.http)))} MB/s)`,
     );
   }
@@ -261,9 +288,9 @@ async function writeSource(file: string, size: number): Promise<void> {
 }
 
 export default async function filesBench(): Promise<BenchSection> {
-  const sizeMB = Number(process.env.BENCH_FILES_MB ?? 64);
-  const rounds = Number(process.env.BENCH_FILES_ROUNDS ?? 2);
-  const vmMB = Number(process.env.BENCH_FILES_VM_MB ?? 8);
+  const sizeMB = Number(process.env.BENCH_FILES_MB ?? 32);
+  const rounds = Number(process.env.BENCH_FILES_ROUNDS ?? 5);
+  const vmMB = Number(process.env.BENCH_FILES_VM_MB ?? 4);
   const useVm = process.env.BENCH_FILES_VM !== '0' && vmAvailable();
   const { dir, cleanup } = await tempDir('bench-files-');
   const ga = await startQemuGa();
@@ -288,7 +315,8 @@ export default async function filesBench(): Promise<BenchSection> {
     const common = { base, rounds, readChunk, writeChunk };
     const lines = [
       `Gateway chunks: read ${readChunk / 1024} KiB, write ${writeChunk / 1024} KiB; the raw loop uses the same sizes. ` +
-        `Each round: raw upload, HTTP upload, raw download, HTTP download. HTTP client: ` +
+        `Each round uploads then downloads, raw and HTTP back to back, the order alternating between rounds (ABBA); ` +
+        'the ratio is taken per round, then the median. HTTP client: ' +
         `${HAVE_CURL ? 'curl (its own process)' : 'node:http in the gateway process'}. MB/s = 10^6 bytes of file data per second.`,
       '',
       ...table(
@@ -301,8 +329,8 @@ export default async function filesBench(): Promise<BenchSection> {
       await writeSource(vmSrc, vmMB * MiB);
       lines.push(
         ...table(
-          `Real VM (qemu-ga 7.2 in a TCG guest, virtio-serial), ${vmMB} MiB to /data, 1 round`,
-          await measure({ ...common, rounds: 1, socketPath: vm.socketPath, vm: 'vm', hostSrc: vmSrc, guestDir: '/data', size: vmMB * MiB }),
+          `Real VM (qemu-ga 7.2 in a TCG guest, virtio-serial), ${vmMB} MiB to /data, 2 rounds`,
+          await measure({ ...common, rounds: 2, socketPath: vm.socketPath, vm: 'vm', hostSrc: vmSrc, guestDir: '/data', size: vmMB * MiB }),
         ),
       );
     } else {

@@ -1,12 +1,14 @@
 /**
  * `npm run bench [-- name ...]`: runs every benchmark section in bench/ (each `bench/<name>.ts`
- * with a default export returning a BenchSection), in file-name order or as named, and writes
- * bench/report.md. Benchmarks are measurements, not tests: nothing here asserts a speed.
+ * with a default export returning a BenchSection), in file-name order or as named. Each section's
+ * result is kept in bench/results/<name>.md, and bench/report.md is assembled from all of them,
+ * so running one section updates its part without dropping the others' last results.
+ * Benchmarks are measurements, not tests: nothing here asserts a speed.
  *
  * Adding a section: create bench/<name>.ts exporting
  *   `export default async function (): Promise<BenchSection>` (type from ./section.js).
  */
-import { readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -26,7 +28,8 @@ async function sectionFiles(only: string[]): Promise<string[]> {
 
 async function main(): Promise<void> {
   const files = await sectionFiles(process.argv.slice(2));
-  const sections: string[] = [];
+  const resultsDir = path.join(here, 'results');
+  await mkdir(resultsDir, { recursive: true });
   for (const f of files) {
     process.stderr.write(`bench: ${f} …\n`);
     const t0 = performance.now();
@@ -34,16 +37,23 @@ async function main(): Promise<void> {
     if (typeof mod.default !== 'function') throw new Error(`bench/${f} has no default export`);
     const s = await mod.default();
     const secs = ((performance.now() - t0) / 1000).toFixed(1);
-    sections.push(`## ${s.title}\n\n${s.markdown.trim()}\n\n_section ran in ${secs} s (bench/${f})_\n`);
+    const text = `## ${s.title}\n\n${s.markdown.trim()}\n\n_section ran in ${secs} s on ${new Date().toISOString()} (bench/${f})_\n`;
+    await writeFile(path.join(resultsDir, f.replace(/\.ts$/, '.md')), text);
     process.stderr.write(`bench: ${f} done in ${secs} s\n`);
+  }
+  // Assemble from every section's latest result (sections whose bench file is gone are left out).
+  const sections: string[] = [];
+  for (const f of await sectionFiles([])) {
+    const text = await readFile(path.join(resultsDir, f.replace(/\.ts$/, '.md')), 'utf8').catch(() => undefined);
+    if (text) sections.push(text);
   }
   const cpus = os.cpus();
   const header = [
     '# qga-gateway benchmark report',
     '',
-    `Generated ${new Date().toISOString()} by \`npm run bench${process.argv.length > 2 ? ' -- ' + process.argv.slice(2).join(' ') : ''}\`.`,
+    `Assembled ${new Date().toISOString()} by \`npm run bench\` from bench/results/ (each section says when it ran).`,
     `Node ${process.version}, ${os.type()} ${os.release()}, ${cpus.length} × ${cpus[0]?.model ?? 'cpu'}, ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB RAM.`,
-    'Figures come from a shared, noisy machine: compare numbers within one report, not across reports.',
+    'Figures come from a shared, noisy machine: compare numbers within one section, not across runs.',
     '',
   ].join('\n');
   const out = path.join(here, 'report.md');
