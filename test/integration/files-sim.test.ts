@@ -117,6 +117,28 @@ describe('client abort over a real socket', () => {
   });
 });
 
+describe('fairness', () => {
+  test('other requests to the VM are served while a long download runs (each chunk is its own queued command)', async () => {
+    vm.addVirtualFile('/data/long.bin', 128 * MiB, SEED);
+    let received = 0;
+    let pingDoneAt = -1;
+    let pinged = false;
+    const r = await download(contentUrl('/data/long.bin'), (d) => {
+      received += d.length;
+      if (!pinged && received >= 2 * MiB) {
+        pinged = true;
+        void app.inject({ method: 'GET', url: '/v1/vms/sim1/ping' }).then((p) => {
+          expect(p.statusCode).toBe(200);
+          pingDoneAt = received;
+        });
+      }
+    });
+    expect(r.complete).toBe(true);
+    expect(pingDoneAt).toBeGreaterThan(0);
+    expect(pingDoneAt).toBeLessThan(64 * MiB); // answered early in the transfer, not after it
+  }, 120_000);
+});
+
 describe('agent failures mid-stream', () => {
   test('an agent error on a read after the response started: response cut short, handle closed', async () => {
     vm.addVirtualFile('/data/err.bin', 16 * MiB, SEED);

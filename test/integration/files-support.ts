@@ -1,25 +1,17 @@
 /**
- * Shared by the exec and files integration tests: an app with the exec and files routes
- * (registered here too until app.ts lists them), helpers for streams, hashes and temp files.
+ * Shared by the exec and files tests and bench/files.ts: the app, hashes, temp dirs,
+ * reproducible pseudo-random data, polling.
  */
 import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import pino from 'pino';
-import { buildApp } from '../../src/app.js';
-import execRoutes from '../../src/http/routes/exec.js';
-import fileRoutes from '../../src/http/routes/files.js';
-import { testConfig, type TestAppOptions } from '../helpers/app.js';
+import { makeApp, type TestAppOptions } from '../helpers/app.js';
 
-export async function makeExecFilesApp(opts: TestAppOptions = {}): Promise<FastifyInstance> {
-  const config = testConfig(opts);
-  const app = await buildApp({ config, logger: pino({ level: config.log.level }), env: opts.env ?? {} });
-  if (!app.hasRoute({ method: 'POST', url: '/v1/vms/:vm/exec' })) await app.register(execRoutes, { prefix: '/v1' });
-  if (!app.hasRoute({ method: 'GET', url: '/v1/vms/:vm/files/content' })) await app.register(fileRoutes, { prefix: '/v1' });
-  await app.ready();
-  return app;
+/** The real app (app.ts registers the exec and files routes), ready, not listening. */
+export function makeExecFilesApp(opts: TestAppOptions = {}): Promise<FastifyInstance> {
+  return makeApp(opts);
 }
 
 export function sha256(buf: Buffer | Uint8Array): string {
