@@ -138,7 +138,8 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
 
   registerErrorHandling(app);
   registerJsonBody(app);
-  trackReplies(app);
+  const shutdown = new AbortController();
+  trackReplies(app, shutdown.signal);
   registerAuth(app, config, opts.env);
   registerHttpMetrics(app, services.metrics);
   // shared QGA schemas at the root, so every route group and the OpenAPI components see one copy
@@ -156,10 +157,27 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   app.addHook('onReady', async () => {
     for (const part of services.lifecycle) if (part.start) await part.start();
   });
+  // Phased shutdown: stop accepting (Fastify answers 503 meanwhile) → let requests in flight finish
+  // for server.shutdownGraceMs → abort the rest (their agent commands leave the queues) → onClose:
+  // services stop in reverse order, the freeze service thawing what it holds.
+  let graceTimer: NodeJS.Timeout | undefined;
   app.addHook('preClose', async () => {
     app.shuttingDown = true;
+    graceTimer = setTimeout(() => {
+      shutdown.abort();
+      // a keep-alive connection that a late answer left idle would hold close() open for the
+      // keep-alive timeout (72 s); give the aborted answers a moment to go out, then cut them all
+      setTimeout(() => app.server.closeAllConnections(), 1_000).unref();
+    }, config.server.shutdownGraceMs);
+    graceTimer.unref();
+  });
+  // answers given while shutting down end their connection, so close() does not wait on it
+  app.addHook('onSend', async (_request, reply, payload) => {
+    if (app.shuttingDown) reply.header('connection', 'close');
+    return payload;
   });
   app.addHook('onClose', async () => {
+    clearTimeout(graceTimer);
     for (const part of [...services.lifecycle].reverse()) {
       try {
         await part.stop();

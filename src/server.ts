@@ -17,6 +17,9 @@ function defaultConfigFile(): string | undefined {
   return existsSync(candidate) ? candidate : undefined;
 }
 
+/** after the request grace time: for thawing frozen VMs (agent timeouts) and closing channels */
+const SHUTDOWN_SERVICES_MS = 60_000;
+
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { config: { type: 'string', short: 'c' } }, strict: true });
   const file = values.config ?? process.env.QGA_GATEWAY_CONFIG ?? defaultConfigFile();
@@ -35,13 +38,17 @@ async function main(): Promise<void> {
   const app = await buildApp({ config });
   let stopping = false;
   const stop = (signal: string): void => {
-    if (stopping) return;
+    if (stopping) {
+      app.log.warn({ signal }, 'second signal: exiting now, without waiting for thaws');
+      process.exit(1);
+    }
     stopping = true;
-    app.log.info({ signal }, 'shutting down');
+    app.log.info({ signal, graceMs: config.server.shutdownGraceMs }, 'shutting down');
+    // requests get shutdownGraceMs, then thawing frozen VMs and closing channels get their own time
     const force = setTimeout(() => {
       app.log.error('graceful shutdown took too long; exiting');
       process.exit(1);
-    }, config.server.shutdownGraceMs + 5_000);
+    }, config.server.shutdownGraceMs + SHUTDOWN_SERVICES_MS);
     force.unref();
     app.close().then(
       () => process.exit(0),

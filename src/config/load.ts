@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
+import { Settings } from 'typebox/system';
 import { Value } from 'typebox/value';
 import { ConfigSchema, type Config } from './schema.js';
 
@@ -61,7 +62,7 @@ function applyEnv(raw: Record<string, unknown>, env: Env, problems: string[]): v
 }
 
 function describe(err: { instancePath: string; message: string; params: Record<string, unknown> }): string {
-  const key = err.instancePath.replace(/^\//, '').replace(/\//g, '.') || '(root)';
+  const key = keyOf(err.instancePath);
   const extra = err.params.additionalProperties;
   if (Array.isArray(extra)) return `${key === '(root)' ? '' : key + '.'}${extra.join(', ')}: unknown key`;
   return `${key}: ${err.message}`;
@@ -77,19 +78,68 @@ export function buildConfig(input: unknown, env: Env = {}, source = 'inline'): C
   }
   applyEnv(raw, env, problems);
   const withDefaults = Value.Default(ConfigSchema, raw) as Record<string, unknown>;
-  const seen = new Set<string>();
-  for (const e of Value.Errors(ConfigSchema, withDefaults)) {
-    // additionalProperties failures are reported twice (as a "schema is false" on the key too)
-    if (e.keyword === 'boolean') continue;
-    const line = describe(e as { instancePath: string; message: string; params: Record<string, unknown> });
-    if (!seen.has(line)) {
-      seen.add(line);
-      problems.push(line);
-    }
-  }
+  for (const line of schemaProblems(withDefaults)) problems.push(line);
   if (problems.length === 0) semanticChecks(withDefaults as Config, env, problems);
   if (problems.length > 0) throw new ConfigError(problems, source);
   return withDefaults as Config;
+}
+
+interface SchemaError {
+  keyword: string;
+  instancePath: string;
+  schemaPath: string;
+  message: string;
+  params: Record<string, unknown>;
+}
+
+/**
+ * Every schema error, one line each. TypeBox stops at Settings.maxErrors (8 by default), which one
+ * bad union alone can use up, so the limit is lifted for this one-off check; and a union's branch
+ * errors are folded: an enum-like union becomes "must be one of …", a tagged one (endpoint) reports
+ * only the branch the value comes closest to.
+ */
+function schemaProblems(value: unknown): string[] {
+  const before = Settings.Get().maxErrors;
+  Settings.Set({ maxErrors: 10_000 });
+  let errors: SchemaError[];
+  try {
+    errors = [...Value.Errors(ConfigSchema, value)] as unknown as SchemaError[];
+  } finally {
+    Settings.Set({ maxErrors: before });
+  }
+  // the same union schema fails once per array item: a union is its schema path AND its value path
+  const unions = errors.filter((e) => e.keyword === 'anyOf');
+  const unionOf = (e: SchemaError): SchemaError | undefined =>
+    unions.find((u) => e.schemaPath.startsWith(`${u.schemaPath}/anyOf/`) && (e.instancePath === u.instancePath || e.instancePath.startsWith(`${u.instancePath}/`)));
+  const kept: SchemaError[] = [];
+  const lines: string[] = [];
+  for (const e of errors) if (e.keyword !== 'anyOf' && !unionOf(e)) kept.push(e);
+  for (const union of unions) {
+    const branches = new Map<string, SchemaError[]>();
+    for (const e of errors) {
+      if (unionOf(e) !== union) continue;
+      const branch = e.schemaPath.slice(union.schemaPath.length + '/anyOf/'.length).split('/')[0];
+      branches.set(branch, [...(branches.get(branch) ?? []), e]);
+    }
+    const all = [...branches.values()];
+    if (all.every((b) => b.every((e) => e.keyword === 'const' && e.instancePath === union.instancePath))) {
+      const allowed = all.flat().map((e) => String(e.params.allowedValue));
+      lines.push(`${keyOf(union.instancePath)}: must be one of ${allowed.join(', ')}`);
+      continue;
+    }
+    // the branch whose tag (a const member) matched, else the one with the fewest complaints
+    const best = [...all].sort((a, b) => Number(a.some((e) => e.keyword === 'const')) - Number(b.some((e) => e.keyword === 'const')) || a.length - b.length)[0] ?? [];
+    kept.push(...best);
+  }
+  for (const e of kept) {
+    if (e.keyword === 'boolean') continue; // the additionalProperties error says it better
+    lines.push(describe(e));
+  }
+  return [...new Set(lines)];
+}
+
+function keyOf(instancePath: string): string {
+  return instancePath.replace(/^\//, '').replace(/\//g, '.') || '(root)';
 }
 
 function semanticChecks(c: Config, env: Env, problems: string[]): void {
@@ -105,8 +155,26 @@ function semanticChecks(c: Config, env: Env, problems: string[]): void {
   c.auth.tokens.forEach((t, i) => {
     const given = [t.token, t.tokenEnv, t.tokenFile].filter((x) => x !== undefined).length;
     if (given !== 1) problems.push(`auth.tokens.${i}: exactly one of token, tokenEnv, tokenFile is required`);
-    if (t.tokenEnv !== undefined && !env[t.tokenEnv]) problems.push(`auth.tokens.${i}.tokenEnv: environment variable ${t.tokenEnv} is not set`);
+    if (t.tokenEnv !== undefined) {
+      const v = env[t.tokenEnv];
+      if (!v) problems.push(`auth.tokens.${i}.tokenEnv: environment variable ${t.tokenEnv} is not set`);
+      else if (v.trim().length < 16) problems.push(`auth.tokens.${i}.tokenEnv: the token in ${t.tokenEnv} is shorter than 16 characters`);
+    }
+    if (t.tokenFile !== undefined) {
+      let v = '';
+      try {
+        v = readFileSync(t.tokenFile, 'utf8').trim();
+      } catch (e) {
+        problems.push(`auth.tokens.${i}.tokenFile: cannot read ${t.tokenFile}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      }
+      if (v && v.length < 16) problems.push(`auth.tokens.${i}.tokenFile: the token in ${t.tokenFile} is shorter than 16 characters`);
+    }
   });
+  // one file-read chunk (base64 is 4/3 of it, plus the JSON around it) must fit in one reply line
+  const readReply = Math.ceil(c.files.readChunkBytes / 3) * 4 + 4096;
+  if (readReply > c.agent.maxReplyBytes) {
+    problems.push(`files.readChunkBytes: a ${c.files.readChunkBytes}-byte read is a ${readReply}-byte reply, above agent.maxReplyBytes (${c.agent.maxReplyBytes})`);
+  }
   if (c.auth.tokens.length === 0 && !isLoopback(c.server.host)) {
     problems.push(`server.host: "${c.server.host}" is not loopback and no auth.tokens are configured; refusing to expose an unauthenticated gateway`);
   }

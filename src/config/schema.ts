@@ -96,8 +96,13 @@ export const ConfigSchema = Type.Object(
       {
         /** commands waiting per VM behind the one in flight */
         maxQueue: Type.Integer({ minimum: 1, maximum: 100_000, default: 64 }),
-        /** one agent reply line; larger lines are dropped and the channel resyncs */
-        maxReplyBytes: Type.Integer({ minimum: 4096, maximum: 512 * 1024 * 1024, default: 32 * 1024 * 1024 }),
+        /**
+         * one agent reply line; larger lines are dropped and the channel resyncs. The default
+         * holds the largest reply an agent sends on its own: guest-exec-status with both streams
+         * at the agent's 16 MiB capture cap is ≈43 MiB of base64 — and that reply, once lost, is
+         * gone (the agent deletes the record as it sends it).
+         */
+        maxReplyBytes: Type.Integer({ minimum: 4096, maximum: 512 * 1024 * 1024, default: 64 * 1024 * 1024 }),
         connectTimeoutMs: Ms(3_000, 1),
         syncTimeoutMs: Ms(5_000, 1),
         idleReleaseMs: Ms(30_000),

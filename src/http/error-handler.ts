@@ -5,7 +5,7 @@
  * and shown to the caller without internals.
  */
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { ERROR_STATUS, ERROR_TITLES, GatewayError, type ErrorCode } from '../errors.js';
+import { ERROR_TITLES, GatewayError, type ErrorCode } from '../errors.js';
 
 export interface Problem {
   type: string;
@@ -71,8 +71,8 @@ function fromFastify(err: FastifyError): GatewayError | undefined {
   if (err instanceof SyntaxError) return new GatewayError('VALIDATION_FAILED', `the body is not valid JSON: ${err.message}`);
   const status = err.statusCode;
   if (status !== undefined && status >= 400 && status < 500) {
-    const code = (Object.keys(ERROR_STATUS) as ErrorCode[]).find((c) => ERROR_STATUS[c] === status && c !== 'COMMAND_DISABLED');
-    return new GatewayError(code ?? 'VALIDATION_FAILED', err.message);
+    const code: ErrorCode = status === 404 ? 'NOT_FOUND' : status === 413 ? 'PAYLOAD_TOO_LARGE' : status === 415 ? 'UNSUPPORTED_MEDIA_TYPE' : 'VALIDATION_FAILED';
+    return new GatewayError(code, err.message);
   }
   return undefined;
 }
@@ -89,6 +89,15 @@ export function sendProblem(reply: FastifyReply, err: GatewayError, request?: Fa
 
 export function registerErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler((error: FastifyError, request, reply) => {
+    if (error.name === 'AbortError') {
+      if (request.server.shuttingDown) {
+        // the shutdown grace time ran out: the caller is still there and should retry elsewhere
+        return sendProblem(reply, new GatewayError('SHUTTING_DOWN', 'the gateway is shutting down; the request was abandoned'), request);
+      }
+      // the caller went away: nobody reads an answer, and it is no error of ours
+      request.log.info('client went away; request abandoned');
+      return reply.code(499).send();
+    }
     const ge = error instanceof GatewayError ? error : fromFastify(error);
     if (ge) {
       if (ge.status >= 500) request.log.warn({ code: ge.code, vm: ge.vm, command: ge.command, detail: ge.message }, 'request failed');

@@ -16,6 +16,8 @@ interface Exact {
 }
 
 const EXACT = new WeakMap<FastifyRequest, Exact[]>();
+const LONG_DIGITS = /\d{16}/;
+const POISON = /"(?:__proto__|constructor)"\s*:/;
 
 function approximate(v: JsonValue, path: Array<string | number>, out: Exact[]): JsonValue {
   if (typeof v === 'bigint') {
@@ -25,7 +27,10 @@ function approximate(v: JsonValue, path: Array<string | number>, out: Exact[]): 
   if (Array.isArray(v)) return v.map((x, i) => approximate(x, [...path, i], out));
   if (v !== null && typeof v === 'object') {
     const o: Record<string, JsonValue> = {};
-    for (const [k, x] of Object.entries(v)) o[k] = approximate(x, [...path, k], out);
+    // defineProperty: a member named __proto__ must stay a plain member, not a prototype
+    for (const [k, x] of Object.entries(v)) {
+      Object.defineProperty(o, k, { value: approximate(x, [...path, k], out), enumerable: true, writable: true, configurable: true });
+    }
     return o;
   }
   return v;
@@ -53,17 +58,25 @@ export function registerJsonBody(app: FastifyInstance): void {
       done(null, undefined);
       return;
     }
-    let parsed: JsonValue;
-    try {
-      parsed = parseJson(text);
-    } catch (e) {
-      done(new GatewayError('VALIDATION_FAILED', `the body is not valid JSON: ${(e as Error).message}`), undefined);
+    // Fastify's own parser refuses prototype-poisoning keys; so does this one.
+    if (POISON.test(text)) {
+      done(new GatewayError('VALIDATION_FAILED', 'the body contains a forbidden member name (__proto__ or constructor.prototype)'), undefined);
       return;
     }
-    const exact: Exact[] = [];
-    const approx = approximate(parsed, [], exact);
-    if (exact.length > 0) EXACT.set(request, exact);
-    done(null, approx);
+    try {
+      const parsed = parseJson(text);
+      // only a run of 16+ digits can hold an integer JSON.parse would round: skip the walk otherwise
+      if (!LONG_DIGITS.test(text)) {
+        done(null, parsed);
+        return;
+      }
+      const exact: Exact[] = [];
+      const approx = approximate(parsed, [], exact);
+      if (exact.length > 0) EXACT.set(request, exact);
+      done(null, approx);
+    } catch (e) {
+      done(new GatewayError('VALIDATION_FAILED', `the body is not valid JSON: ${(e as Error).message}`), undefined);
+    }
   });
   app.addHook('preHandler', (request, _reply, done) => {
     const exact = EXACT.get(request);

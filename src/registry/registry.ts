@@ -6,6 +6,7 @@
  * The pool resolves endpoints synchronously from the cache kept here; `lookup()` fills it.
  * Endpoints come from the operator or an admin, never from an ordinary caller's request.
  */
+import type { Dirent } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { join, resolve as resolvePath } from 'node:path';
 import type { Config, VmEntry } from '../config/schema.js';
@@ -79,14 +80,16 @@ export class VmRegistry {
   async list(): Promise<VmRecord[]> {
     const out = new Map<string, VmRecord>(this.statics);
     for (const dir of this.config.registry.directories) {
-      let names: string[];
+      let entries: Dirent[];
       try {
-        names = await readdir(dir.path);
+        entries = await readdir(dir.path, { withFileTypes: true });
       } catch {
         continue; // a missing discovery folder is not an error: VMs come and go
       }
-      for (const f of names) {
-        if (!f.endsWith(dir.suffix)) continue;
+      for (const entry of entries) {
+        const f = entry.name;
+        // only sockets, as lookup() requires: a stray file must not be listed and then 404
+        if (!entry.isSocket() || !f.endsWith(dir.suffix)) continue;
         const name = f.slice(0, f.length - dir.suffix.length);
         if (!VM_NAME.test(name) || out.has(name)) continue;
         const rec: VmRecord = { name, endpoint: { type: 'unix', path: join(dir.path, f) }, source: 'directory' };

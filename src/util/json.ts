@@ -17,7 +17,8 @@ export function parseJson(text: string): JsonValue {
 }
 
 const NUMBER = /-?(?:0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?/y;
-const MAX_DEPTH = 10_000;
+// far below the depth at which the recursive descent would overflow the stack (≈5000)
+const MAX_DEPTH = 1_000;
 
 class LosslessParser {
   private pos = 0;

@@ -54,6 +54,36 @@ describe('config loading', () => {
     expect((err as ConfigError).problems.length).toBeGreaterThanOrEqual(5);
   });
 
+  it('reports every bad key even when a union swallows many schema errors', () => {
+    let err: ConfigError | undefined;
+    try {
+      buildConfig({
+        server: { port: -1 },
+        log: { level: 'loud' },
+        vms: [
+          { name: 'a', endpoint: { type: 'unix', path: '' } },
+          { name: 'b', endpoint: { type: 'tcp', host: 'h' } },
+        ],
+      });
+    } catch (e) {
+      err = e as ConfigError;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    const text = err!.problems.join('\n');
+    expect(text).toContain('server.port');
+    expect(text).toMatch(/log\.level: must be one of fatal, error, warn, info, debug, trace, silent/);
+    expect(text).toContain('vms.0.endpoint.path');
+    expect(text).toMatch(/vms\.1\.endpoint: .*port/);
+    // the folded union says nothing about the branch the value did not aim at
+    expect(text).not.toMatch(/vms\.0\.endpoint: .*host/);
+  });
+
+  it('checks tokens (env, file) and the read chunk against the reply cap at load time', () => {
+    expect(() => buildConfig({ auth: { tokens: [{ name: 't', tokenEnv: 'GW_TOKEN', scopes: ['read'] }] } }, { GW_TOKEN: 'short' })).toThrow(/shorter than 16/);
+    expect(() => buildConfig({ auth: { tokens: [{ name: 't', tokenFile: join(dir, 'missing-token'), scopes: ['read'] }] } })).toThrow(/cannot read/);
+    expect(() => buildConfig({ agent: { maxReplyBytes: 1024 * 1024 }, files: { readChunkBytes: 1024 * 1024 } })).toThrow(/files\.readChunkBytes/);
+  });
+
   it('refuses a non-loopback listen address without tokens', () => {
     expect(() => buildConfig({ server: { host: '0.0.0.0' } })).toThrow(/not loopback/);
     expect(() =>
