@@ -10,6 +10,7 @@
  * refusals; before refusing on it, a cheap guest-fsfreeze-status confirms it, because someone
  * else (Proxmox, a script in the guest) may have thawed meanwhile.
  */
+import { performance } from 'node:perf_hooks';
 import { GatewayError, isGatewayError } from '../errors.js';
 import { FROZEN_SAFE } from '../qga/commands.js';
 import type { AgentInfo, ExecuteOptions, JsonObject, JsonValue } from '../qga/types.js';
@@ -33,15 +34,20 @@ export class AgentService {
     readonly registry: VmRegistry,
   ) {}
 
+  /**
+   * `opts.timeoutMs` (default: the command's catalog timeout) bounds the whole call: the
+   * capability and frozen checks spend from the same budget as the command itself.
+   */
   async call(vm: string, command: string, args?: JsonObject, opts: CallOptions = {}): Promise<JsonValue> {
+    const budget = new Budget(vm, command, opts, opts.timeoutMs ?? this.pool.defaultTimeoutMs(command));
     await this.registry.require(vm);
     if (!ALWAYS_AVAILABLE.has(command)) {
-      const info = await this.pool.channel(vm).info(opts);
-      if (!opts.skipCapabilityCheck) await this.checkCapability(vm, info, command, opts);
-      if (this.frozen.has(vm) && !FROZEN_SAFE.has(command)) await this.confirmFrozen(vm, command, opts);
+      const info = await this.pool.channel(vm).info(budget.next());
+      if (!opts.skipCapabilityCheck) await this.checkCapability(vm, info, command, budget);
+      if (this.frozen.has(vm) && !FROZEN_SAFE.has(command)) await this.confirmFrozen(vm, command, budget);
     }
     try {
-      const result = await this.pool.execute(vm, command, args, opts);
+      const result = await this.pool.execute(vm, command, args, budget.next());
       this.observe(vm, command, result);
       return result;
     } catch (e) {
@@ -56,21 +62,21 @@ export class AgentService {
    * frozen (now, or when the copy was taken). Only for that rare case are the freeze state and
    * then a fresh guest-info asked for.
    */
-  private async checkCapability(vm: string, info: AgentInfo, command: string, opts: ExecuteOptions): Promise<void> {
+  private async checkCapability(vm: string, info: AgentInfo, command: string, budget: Budget): Promise<void> {
     const c = info.commands.get(command);
     if (!c) {
       throw new GatewayError('COMMAND_NOT_SUPPORTED', `the agent (version ${info.version}) does not offer ${command}`, { vm, command });
     }
     if (c.enabled) return;
     if (!FROZEN_SAFE.has(command)) {
-      const status = await this.pool.execute(vm, 'guest-fsfreeze-status', undefined, opts);
+      const status = await this.pool.execute(vm, 'guest-fsfreeze-status', undefined, budget.next());
       this.observe(vm, 'guest-fsfreeze-status', status);
       if (status === 'frozen') {
         throw new GatewayError('VM_FROZEN', `the guest's filesystems are frozen; ${command} is not allowed until they are thawed`, { vm, command });
       }
       const channel = this.pool.channel(vm);
       channel.invalidateInfo();
-      const fresh = await channel.info(opts);
+      const fresh = await channel.info(budget.next());
       if (fresh.commands.get(command)?.enabled) return;
     }
     throw new GatewayError('COMMAND_DISABLED', `${command} has been disabled by the guest administrator`, { vm, command });
@@ -96,8 +102,8 @@ export class AgentService {
     this.frozen.delete(vm);
   }
 
-  private async confirmFrozen(vm: string, command: string, opts: ExecuteOptions): Promise<void> {
-    const status = await this.pool.execute(vm, 'guest-fsfreeze-status', undefined, opts);
+  private async confirmFrozen(vm: string, command: string, budget: Budget): Promise<void> {
+    const status = await this.pool.execute(vm, 'guest-fsfreeze-status', undefined, budget.next());
     this.observe(vm, 'guest-fsfreeze-status', status);
     if (this.frozen.has(vm)) {
       throw new GatewayError('VM_FROZEN', `the guest's filesystems are frozen; ${command} is not allowed until they are thawed`, { vm, command });
@@ -122,5 +128,31 @@ export class AgentService {
       default:
         break;
     }
+  }
+}
+
+/** One call's deadline, fixed when the call starts; each agent job gets what is left of it. */
+class Budget {
+  private readonly deadline: number;
+
+  constructor(
+    private readonly vm: string,
+    private readonly command: string,
+    private readonly opts: ExecuteOptions,
+    private readonly totalMs: number,
+  ) {
+    this.deadline = performance.now() + totalMs;
+  }
+
+  /** The caller's options with the remaining time; AGENT_TIMEOUT when none is left. */
+  next(): ExecuteOptions {
+    const left = this.deadline - performance.now();
+    if (left <= 0) {
+      throw new GatewayError('AGENT_TIMEOUT', `${this.command} for ${this.vm} used up its ${this.totalMs} ms before it could be sent`, {
+        vm: this.vm,
+        command: this.command,
+      });
+    }
+    return { ...this.opts, timeoutMs: Math.ceil(left) };
   }
 }

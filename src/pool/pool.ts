@@ -11,6 +11,7 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { GatewayError } from '../errors.js';
 import { Channel, type ChannelOptions, type CommandEvent } from '../qga/channel.js';
+import { defaultSpec } from '../qga/queue.js';
 import type { ChannelState, ChannelStats, Endpoint, ExecuteOptions, JsonObject, JsonValue } from '../qga/types.js';
 
 export interface AgentPoolOptions {
@@ -51,7 +52,8 @@ export class AgentPool extends EventEmitter {
   private readonly now: () => number;
   private readonly channels = new Map<string, Channel>();
   private readonly detachers = new Map<Channel, () => void>();
-  private readonly retiring = new Set<Promise<void>>();
+  /** channels closed but still draining, until their close() settles */
+  private readonly retiring = new Map<Channel, Promise<void>>();
   private sweepTimer: NodeJS.Timeout | undefined;
   private closed = false;
 
@@ -82,27 +84,40 @@ export class AgentPool extends EventEmitter {
     return ch;
   }
 
+  /** Run a command on the VM's channel (a socket is opened only within maxOpen: see admit()). */
   execute(vm: string, command: string, args?: JsonObject, opts?: ExecuteOptions): Promise<JsonValue> {
     let ch: Channel;
     try {
       ch = this.channel(vm);
-      if (!ch.holdsSocket) this.makeRoom(ch, true);
     } catch (err) {
       return Promise.reject(err);
     }
     return ch.execute(command, args, opts);
   }
 
+  /**
+   * The deadline a command gets when its caller names none: its catalog class (an unknown
+   * command is treated as the catalog says, see defaultSpec) at the configured timeouts.
+   */
+  defaultTimeoutMs(command: string): number {
+    const { catalog, timeouts } = this.opts.channelOptions;
+    return timeouts[(catalog(command) ?? defaultSpec(command)).timeout];
+  }
+
   has(vm: string): boolean {
     return this.channels.has(vm);
   }
 
-  /** Close and forget the VM's channel (e.g. the VM was deregistered). */
+  /**
+   * Close and forget the VM's channel (e.g. the VM was deregistered). Waits for that VM's
+   * channels only (the current one and any still draining from an endpoint change), not for
+   * other VMs' channels that happen to be draining.
+   */
   async remove(vm: string): Promise<void> {
     const ch = this.channels.get(vm);
-    if (!ch) return;
-    this.retire(vm, ch);
-    await Promise.all([...this.retiring]);
+    if (ch) this.retire(vm, ch);
+    const mine = [...this.retiring].filter(([c]) => c.vm === vm).map(([, p]) => p);
+    await Promise.all(mine);
   }
 
   stats(): PoolStats {
@@ -124,14 +139,14 @@ export class AgentPool extends EventEmitter {
     this.stopSweep();
     const all = [...this.channels.entries()];
     for (const [vm, ch] of all) this.retire(vm, ch);
-    while (this.retiring.size > 0) await Promise.all([...this.retiring]);
+    while (this.retiring.size > 0) await Promise.all([...this.retiring.values()]);
   }
 
   /** Fail everything waiting or in flight on every channel at once. */
   destroy(err?: Error): void {
     this.closed = true;
     this.stopSweep();
-    for (const ch of this.channels.values()) {
+    for (const ch of [...this.channels.values(), ...this.retiring.keys()]) {
       ch.destroy(err);
       this.detachers.get(ch)?.();
     }
@@ -141,13 +156,15 @@ export class AgentPool extends EventEmitter {
   // ---------------------------------------------------------------------------------------------
 
   /**
-   * Make room for `incoming` to open a socket: past maxOpen, the least recently used channel with
-   * nothing queued or in flight releases its socket. With `strict`, no room is an error.
+   * Asked by a channel right before it opens a socket. Past maxOpen, the least recently used
+   * channel with nothing queued or in flight releases its socket; if none can, the answer is
+   * QUEUE_FULL. Draining (retiring) channels count: their sockets are just as open.
    */
-  private makeRoom(incoming: Channel, strict: boolean): void {
+  private admit(incoming: Channel): GatewayError | undefined {
     let open = 0;
     for (const ch of this.channels.values()) if (ch !== incoming && ch.holdsSocket) open++;
-    if (open < this.maxOpen) return;
+    for (const ch of this.retiring.keys()) if (ch !== incoming && ch.holdsSocket) open++;
+    if (open < this.maxOpen) return undefined;
     let victim: Channel | undefined;
     for (const ch of this.channels.values()) {
       if (ch === incoming || !ch.holdsSocket || ch.busy) continue;
@@ -155,17 +172,14 @@ export class AgentPool extends EventEmitter {
     }
     if (victim?.release()) {
       this.opts.logger?.debug({ vm: victim.vm, for: incoming.vm }, 'released least recently used agent connection');
-      return;
+      return undefined;
     }
-    if (strict) {
-      throw new GatewayError('QUEUE_FULL', `all ${this.maxOpen} agent connections are busy`, { vm: incoming.vm, retryAfter: 1 });
-    }
+    return new GatewayError('QUEUE_FULL', `all ${this.maxOpen} agent connections are busy`, { vm: incoming.vm, retryAfter: 1 });
   }
 
   private wire(vm: string, ch: Channel): void {
+    ch.setAdmission(() => this.admit(ch));
     const onState = (state: ChannelState, prev: ChannelState): void => {
-      // A channel used directly (pool.channel(vm).execute) still respects the bound.
-      if (state === 'connecting') this.makeRoom(ch, false);
       const ev: PoolStateEvent = { vm, state, prev };
       this.emit('state', ev);
     };
@@ -184,6 +198,7 @@ export class AgentPool extends EventEmitter {
     ch.on('resync', onResync);
     ch.on('stale', onStale);
     this.detachers.set(ch, () => {
+      ch.setAdmission(undefined);
       ch.off('state', onState);
       ch.off('command', onCommand);
       ch.off('resync', onResync);
@@ -196,9 +211,9 @@ export class AgentPool extends EventEmitter {
     if (this.channels.get(vm) === ch) this.channels.delete(vm);
     const p: Promise<void> = ch.close().finally(() => {
       this.detachers.get(ch)?.();
-      this.retiring.delete(p);
+      this.retiring.delete(ch);
     });
-    this.retiring.add(p);
+    this.retiring.set(ch, p);
   }
 
   private armSweep(): void {

@@ -76,6 +76,7 @@ export class Channel extends EventEmitter {
   private backoffTimer: NodeJS.Timeout | undefined;
   private wakeBackoff: (() => void) | undefined;
   private closeWaiters: (() => void)[] = [];
+  private admission: (() => GatewayError | undefined) | undefined;
 
   constructor(options: ChannelOptions) {
     super();
@@ -83,7 +84,7 @@ export class Channel extends EventEmitter {
     this.endpoint = options.endpoint;
     this.opts = {
       maxQueue: 64,
-      maxReplyBytes: 32 * 1024 * 1024,
+      maxReplyBytes: 64 * 1024 * 1024,
       syncTimeoutMs: 5000,
       connectTimeoutMs: 3000,
       backoff: { initialMs: 100, maxMs: 5000 },
@@ -173,6 +174,15 @@ export class Channel extends EventEmitter {
     this.link.invalidateInfo();
   }
 
+  /**
+   * Asked right before this channel would open a socket; an error refuses it. The pool installs
+   * its maxOpen bound here, so every path that connects (execute, info, sync, a reconnect while
+   * draining) is bounded, not only the pool's own execute().
+   */
+  setAdmission(check: (() => GatewayError | undefined) | undefined): void {
+    this.admission = check;
+  }
+
   /** Stop accepting work, let the queue drain, then close the socket. */
   close(): Promise<void> {
     if (this.current === 'closed') return Promise.resolve();
@@ -235,6 +245,9 @@ export class Channel extends EventEmitter {
         new GatewayError('QUEUE_FULL', `${this.queue.length} commands are already waiting for ${this.vm}`, { ...ctx, retryAfter: 1 }),
       );
     }
+    // Refused before it is accepted (like a full queue): no job, no command event.
+    const refused = this.holdsSocket ? undefined : this.admission?.();
+    if (refused) return Promise.reject(refused);
     const spec = this.opts.catalog(command) ?? defaultSpec(command);
     const promise = this.queue.accept<T>(kind, command, args, spec, opts.timeoutMs ?? this.opts.timeouts[spec.timeout], signal);
     this.lastUsed = this.now();
@@ -289,6 +302,14 @@ export class Channel extends EventEmitter {
     this.pumping = true;
     try {
       while (this.queue.length > 0 && this.current !== 'closed') {
+        // A reconnect (the socket was lost or released while jobs waited) needs a slot too.
+        const refused = this.link.connection?.closed === false ? undefined : this.admission?.();
+        if (refused) {
+          for (const job of this.queue.all()) {
+            this.queue.finish(job, 'unavailable', { error: new GatewayError(refused.code, refused.message, { vm: this.vm, command: job.command, retryAfter: refused.retryAfter }) });
+          }
+          break;
+        }
         let ready: { conn: AgentConnection; rttMs?: number };
         try {
           ready = await this.link.ready((phase) => this.setState(phase), () => this.isClosed());

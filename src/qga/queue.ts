@@ -49,9 +49,13 @@ export interface JobQueueHooks {
   onEmpty(): void;
 }
 
-/** What an unknown command is treated as: normal timeout, never resent, has a reply. */
+/**
+ * What a command absent from the catalog is treated as: never resent, has a reply, and the
+ * timeout class commands.ts gives it (defaultTimeoutMs: 'slow', for a command newer than the
+ * catalog may carry bulk data or do real work in the guest). agent-service.test.ts checks both agree.
+ */
 export function defaultSpec(command: string): CommandSpec {
-  return { name: command, timeout: 'normal', idempotent: false, successResponse: true, frozenSafe: false, scope: 'admin', since: '0.0' };
+  return { name: command, timeout: 'slow', idempotent: false, successResponse: true, frozenSafe: false, scope: 'admin', since: '0.0' };
 }
 
 export class JobQueue {

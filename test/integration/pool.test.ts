@@ -118,6 +118,41 @@ describe('AgentPool', () => {
     expect(await rejection(hung)).toMatchObject({ code: 'AGENT_UNAVAILABLE' });
   });
 
+  it('bounds sockets opened through the channel itself (info, sync, execute) at maxOpen', async () => {
+    const pool = makePool({ maxOpen: 1 });
+    const hung = pool.execute('vm1', 'test-hang', undefined, { timeoutMs: 2000 });
+    await waitFor(() => agents.get('vm1')!.commands.includes('test-hang'));
+    const ch = pool.channel('vm2');
+    // read-only inspection makes the channel object but opens nothing
+    expect(ch.stats()).toMatchObject({ vm: 'vm2', state: 'idle' });
+    expect(ch.agentInfo).toBeUndefined();
+    for (const attempt of [() => ch.info(), () => ch.sync(), () => ch.execute('guest-ping')]) {
+      expect(await rejection(attempt())).toMatchObject({ code: 'QUEUE_FULL', retryAfter: 1 });
+    }
+    expect(pool.stats().open).toBe(1);
+    expect(agents.get('vm2')!.connections).toBe(0);
+    pool.destroy();
+    await rejection(hung);
+  });
+
+  it('counts a draining (removed) channel against maxOpen until it has closed', async () => {
+    const pool = makePool({ maxOpen: 1 });
+    const slow = pool.execute('vm1', 'test-sleep', { ms: 300 });
+    await waitFor(() => agents.get('vm1')!.commands.includes('test-sleep'));
+    const removed = pool.remove('vm1');
+    expect(await rejection(pool.execute('vm2', 'guest-ping'))).toMatchObject({ code: 'QUEUE_FULL' });
+    expect(agents.get('vm2')!.connections).toBe(0);
+    await expect(slow).resolves.toEqual({});
+    await removed;
+    await expect(pool.execute('vm2', 'guest-ping')).resolves.toEqual({});
+  });
+
+  it('gives a command outside the catalog the slow timeout, as commands.ts says', async () => {
+    const pool = makePool({ channelOptions: { catalog: () => undefined, timeouts: { ...TIMEOUTS, normal: 50, slow: 5000 }, idleReleaseMs: 0 } });
+    expect(pool.defaultTimeoutMs('test-sleep')).toBe(5000);
+    await expect(pool.execute('vm1', 'test-sleep', { ms: 300 })).resolves.toEqual({});
+  });
+
   it('idle-releases sockets; an idle channel does not count as open', async () => {
     const pool = makePool({ maxOpen: 1, idleReleaseMs: 30 });
     const states: PoolStateEvent[] = [];
@@ -192,6 +227,37 @@ describe('AgentPool', () => {
     expect(pool.has('vm1')).toBe(false);
     expect(ch.state).toBe('closed');
     await waitFor(() => agents.get('vm1')!.connected === 0);
+  });
+
+  it('remove() waits for that VM only, not for other VMs still draining', async () => {
+    const pool = makePool();
+    await pool.execute('vm1', 'guest-ping');
+    const hung = pool.execute('vm2', 'test-hang', undefined, { timeoutMs: 10_000 });
+    await waitFor(() => agents.get('vm2')!.commands.includes('test-hang'));
+    let vm2Gone = false;
+    const removing = pool.remove('vm2').then(() => {
+      vm2Gone = true;
+    });
+    await pool.remove('vm1');
+    expect(pool.has('vm1')).toBe(false);
+    expect(vm2Gone).toBe(false);
+    pool.destroy();
+    expect(await rejection(hung)).toMatchObject({ code: 'AGENT_UNAVAILABLE' });
+    await removing;
+    expect(vm2Gone).toBe(true);
+  });
+
+  it('remove() also waits for a channel of that VM left draining by an endpoint change', async () => {
+    const paths: Record<string, string> = { vm1: agents.get('vm1')!.socketPath };
+    const pool = makePool({ resolve: (vm) => (paths[vm] ? { type: 'unix', path: paths[vm] } : undefined) });
+    const slow = pool.execute('vm1', 'test-sleep', { ms: 200 });
+    await waitFor(() => agents.get('vm1')!.commands.includes('test-sleep'));
+    const old = pool.channel('vm1');
+    paths.vm1 = agents.get('vm2')!.socketPath;
+    expect(pool.channel('vm1')).not.toBe(old);
+    await pool.remove('vm1');
+    expect(old.state).toBe('closed');
+    await expect(slow).resolves.toEqual({});
   });
 
   it('forwards command events with the VM name', async () => {
