@@ -7,7 +7,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
+import { randomUUID } from 'node:crypto';
 import { buildConfig } from '../../src/config/load.js';
+import { GatewayError } from '../../src/errors.js';
 import { freezeServiceFor } from '../../src/freeze/index.js';
 import type { FreezeService } from '../../src/freeze/service.js';
 import type { Caller } from '../../src/freeze/types.js';
@@ -109,3 +111,21 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs:
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The GatewayError a promise rejects with (anything else fails the test). */
+export async function rejection(p: Promise<unknown>): Promise<GatewayError> {
+  const e = await p.then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  if (!(e instanceof GatewayError)) throw new Error(`expected a GatewayError, got ${String(e)}`);
+  return e;
+}
+
+/** Both lease stores for describe.each: memory, and the real redis-server with a fresh key prefix. */
+export function storeVariants(redisUrl: () => string, prefix: string): Array<[string, () => { redisUrl?: string; keyPrefix?: string }]> {
+  return [
+    ['memory', () => ({})],
+    ['redis', () => ({ redisUrl: redisUrl(), keyPrefix: `${prefix}${randomUUID().slice(0, 8)}:` })],
+  ];
+}

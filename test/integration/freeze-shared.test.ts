@@ -5,18 +5,8 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { randomUUID } from 'node:crypto';
-import { GatewayError } from '../../src/errors.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
-import { BACKUP, agentCommands, rig, simFleet, sleep, waitFor, type Rig, type SimFleet } from './freeze-fixture.js';
-
-async function rejection(p: Promise<unknown>): Promise<GatewayError> {
-  const e = await p.then(
-    () => undefined,
-    (err: unknown) => err,
-  );
-  if (!(e instanceof GatewayError)) throw new Error(`expected a GatewayError, got ${String(e)}`);
-  return e;
-}
+import { BACKUP, agentCommands, rig, simFleet, sleep, waitFor, type Rig, type SimFleet, rejection } from './freeze-fixture.js';
 
 let redis: TestRedis | undefined;
 let fleet: SimFleet | undefined;

@@ -5,9 +5,8 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { randomUUID } from 'node:crypto';
-import { GatewayError } from '../../src/errors.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
-import { ADMIN, BACKUP, OTHER, agentCommands, rig, simFleet, sleep, waitFor, type Rig, type SimFleet } from './freeze-fixture.js';
+import { ADMIN, BACKUP, OTHER, agentCommands, rig, simFleet, sleep, waitFor, type Rig, type SimFleet, rejection, storeVariants } from './freeze-fixture.js';
 
 let redis: TestRedis;
 beforeAll(async () => {
@@ -17,19 +16,7 @@ afterAll(async () => {
   await redis?.stop();
 });
 
-async function rejection(p: Promise<unknown>): Promise<GatewayError> {
-  const e = await p.then(
-    () => undefined,
-    (err: unknown) => err,
-  );
-  if (!(e instanceof GatewayError)) throw new Error(`expected a GatewayError, got ${String(e)}`);
-  return e;
-}
-
-const stores: Array<[string, () => { redisUrl?: string; keyPrefix?: string }]> = [
-  ['memory', () => ({})],
-  ['redis', () => ({ redisUrl: redis.url, keyPrefix: `f${randomUUID().slice(0, 8)}:` })],
-];
+const stores = storeVariants(() => redis.url, 'f');
 
 describe.each(stores)('freeze sessions (%s store)', (_kind, storeOpts) => {
   let fleet: SimFleet;
