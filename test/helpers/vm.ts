@@ -5,14 +5,13 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { resolve } from 'node:path';
 import { promisify } from 'node:util';
+import { SHARED_DIR } from './shared.js';
 
 const run = promisify(execFile);
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-export const VM_DIR = process.env.QGA_SHARED_DIR ? resolve(process.env.QGA_SHARED_DIR, 'vm') : resolve(repoRoot, '..', 'shared', 'vm');
+export const VM_DIR = resolve(SHARED_DIR, 'vm');
 const ENV = { ...process.env, QGA_VM_ACCEL: process.env.QGA_VM_ACCEL ?? 'tcg' };
 
 export function vmAvailable(): boolean {
