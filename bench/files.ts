@@ -15,77 +15,18 @@ import { execFile } from 'node:child_process';
 import { createReadStream, existsSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import http from 'node:http';
-import net from 'node:net';
 import path from 'node:path';
 import { startQemuGa } from '../test/helpers/qemu-ga.js';
 import { listen } from '../test/helpers/app.js';
 import { startVm, vmAvailable, VM_SKIP_REASON } from '../test/helpers/vm.js';
 import { makeExecFilesApp, pseudoRandom, tempDir } from '../test/integration/files-support.js';
+import { RawAgent } from './lib/raw-agent.js';
 import type { BenchSection } from './section.js';
 
 const MiB = 1024 * 1024;
 
-/** A bare agent client: 0xFF + guest-sync-delimited, then one command at a time. */
-class RawAgent {
-  private parts: Buffer[] = [];
-  private waiter?: (line: string) => void;
-  private synced = false;
-  private syncId = 0;
-
-  private constructor(private readonly sock: net.Socket) {
-    sock.on('data', (d: Buffer) => this.onData(d));
-  }
-
-  static async connect(socketPath: string): Promise<RawAgent> {
-    const sock = net.connect(socketPath);
-    await new Promise<void>((resolve, reject) => {
-      sock.once('connect', resolve);
-      sock.once('error', reject);
-    });
-    const a = new RawAgent(sock);
-    a.syncId = 1 + Math.floor(Math.random() * 1e9);
-    const synced = new Promise<string>((r) => (a.waiter = r));
-    sock.write(Buffer.concat([Buffer.from([0xff]), Buffer.from(`{"execute":"guest-sync-delimited","arguments":{"id":${a.syncId}}}\n`)]));
-    await synced;
-    return a;
-  }
-
-  private onData(d: Buffer): void {
-    let start = 0;
-    if (!this.synced) {
-      const s = d.indexOf(0xff);
-      if (s < 0) return; // everything before the sentinel is stale
-      this.synced = true;
-      start = s + 1;
-    }
-    let nl: number;
-    while ((nl = d.indexOf(0x0a, start)) >= 0) {
-      this.parts.push(d.subarray(start, nl));
-      const line = Buffer.concat(this.parts).toString('latin1');
-      this.parts = [];
-      start = nl + 1;
-      const w = this.waiter;
-      this.waiter = undefined;
-      w?.(line);
-    }
-    if (start < d.length) this.parts.push(d.subarray(start));
-  }
-
-  async cmd(execute: string, args: Record<string, unknown>): Promise<Record<string, unknown> & { return?: unknown }> {
-    const line = new Promise<string>((r) => (this.waiter = r));
-    this.sock.write(`${JSON.stringify({ execute, arguments: args })}\n`);
-    const reply = JSON.parse(await line) as { return?: unknown; error?: { desc: string } };
-    if (reply.error) throw new Error(`${execute}: ${reply.error.desc}`);
-    return reply as Record<string, unknown> & { return?: unknown };
-  }
-
-  close(): void {
-    this.sock.destroy();
-  }
-}
-
 async function rawDownload(socketPath: string, file: string, chunk: number): Promise<number> {
-  const a = await RawAgent.connect(socketPath);
+  const a = await RawAgent.connect({ type: 'unix', path: socketPath });
   try {
     const handle = (await a.cmd('guest-file-open', { path: file, mode: 'r' })).return as number;
     let bytes = 0;
@@ -97,12 +38,12 @@ async function rawDownload(socketPath: string, file: string, chunk: number): Pro
     await a.cmd('guest-file-close', { handle });
     return bytes;
   } finally {
-    a.close();
+    await a.close();
   }
 }
 
 async function rawUpload(socketPath: string, src: string, dst: string, chunk: number): Promise<number> {
-  const a = await RawAgent.connect(socketPath);
+  const a = await RawAgent.connect({ type: 'unix', path: socketPath });
   const fh = await open(src, 'r');
   try {
     const handle = (await a.cmd('guest-file-open', { path: dst, mode: 'w' })).return as number;
@@ -119,7 +60,7 @@ async function rawUpload(socketPath: string, src: string, dst: string, chunk: nu
     return bytes;
   } finally {
     await fh.close();
-    a.close();
+    await a.close();
   }
 }
 

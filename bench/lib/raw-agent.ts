@@ -65,6 +65,15 @@ export class RawAgent {
     if (!reply.startsWith('{"return"')) throw new Error(`raw ping: ${reply}`);
   }
 
+  /** any command, one at a time: the loop a client of the agent without the gateway would write */
+  async cmd(execute: string, args: Record<string, unknown>): Promise<Record<string, unknown> & { return?: unknown }> {
+    const line = this.nextLine();
+    this.sock.write(`${JSON.stringify({ execute, arguments: args })}\n`);
+    const reply = JSON.parse(await line) as { return?: unknown; error?: { desc: string } };
+    if (reply.error) throw new Error(`${execute}: ${reply.error.desc}`);
+    return reply as Record<string, unknown> & { return?: unknown };
+  }
+
   close(): Promise<void> {
     return new Promise((resolve) => {
       if (this.sock.destroyed) return resolve();
