@@ -4,7 +4,7 @@
  * printed; CI has the rig, so there they run. Each test file boots its own uniquely named VM.
  */
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { SHARED_DIR } from './shared.js';
@@ -25,9 +25,38 @@ export function announceVmSkip(what: string): void {
   if (!vmAvailable()) process.stdout.write(`\n[${what}] ${VM_SKIP_REASON}\n`);
 }
 
+const CACHE_DIR = process.env.QGA_VM_DIR ?? '/var/tmp/qga-vm';
+const BUILT_FILES = ['build.env', 'vmlinuz', 'initramfs.cpio.gz', 'data.img'];
+
+/**
+ * The rig is built once, before the tests (npm test's pretest runs build.sh). Test files run in
+ * parallel worker processes, and two build.sh runs at once rebuild the same initramfs under each
+ * other, so a worker builds only when nothing is built yet, under a lock shared by the workers.
+ */
 let built: Promise<void> | undefined;
 function build(): Promise<void> {
-  built ??= run(resolve(VM_DIR, 'build.sh'), [], { env: ENV, timeout: 600_000 }).then(() => undefined);
+  built ??= (async () => {
+    if (BUILT_FILES.every((f) => existsSync(resolve(CACHE_DIR, f)))) return;
+    mkdirSync(CACHE_DIR, { recursive: true });
+    const lock = resolve(CACHE_DIR, '.test-build.lock');
+    const deadline = Date.now() + 600_000;
+    for (;;) {
+      try {
+        mkdirSync(lock);
+        break;
+      } catch {
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${lock}`);
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+    try {
+      if (!BUILT_FILES.every((f) => existsSync(resolve(CACHE_DIR, f)))) {
+        await run(resolve(VM_DIR, 'build.sh'), [], { env: ENV, timeout: 600_000 });
+      }
+    } finally {
+      rmSync(lock, { recursive: true, force: true });
+    }
+  })();
   return built;
 }
 
