@@ -17,6 +17,8 @@ COPY --from=build /app/dist ./dist
 COPY package.json ./
 COPY config ./config
 COPY openapi ./openapi
+# freeze leases of the embedded store (config/default.yaml freeze.stateFile); mount a volume to keep them
+RUN mkdir -p /app/var && chown node:node /app/var
 USER node
 EXPOSE 8080
 # Without auth.tokens the gateway only binds loopback; in a container, configure tokens and HOST=0.0.0.0.

@@ -1,5 +1,6 @@
 /** The embedded store's state file: the whole state as JSON, written to a temp file and renamed in. */
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { GatewayError } from '../errors.js';
 import type { Lease, VmRegistration } from './types.js';
 
@@ -16,6 +17,7 @@ export interface Snapshot {
 export function writeSnapshot(file: string, snap: Snapshot): void {
   const tmp = `${file}.${process.pid}.tmp`;
   try {
+    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
     writeFileSync(tmp, JSON.stringify(snap), { mode: 0o600 });
     // rename is atomic: a crash leaves the old state or the new one, never half of either
     renameSync(tmp, file);

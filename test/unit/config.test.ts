@@ -25,6 +25,13 @@ describe('config loading', () => {
     expect(c.freeze.maxTtlSeconds).toBeGreaterThanOrEqual(c.freeze.defaultTtlSeconds);
   });
 
+  it('the shipped config/default.yaml is valid and keeps embedded freeze leases in a file', () => {
+    const c = loadConfig('config/default.yaml', {});
+    expect(c.store.type).toBe('memory');
+    expect(c.server.host).toBe('127.0.0.1');
+    expect(c.freeze.stateFile).toBe('var/freeze-leases.json');
+  });
+
   it('names every bad key at once', () => {
     const p = file(
       'bad.yaml',

@@ -24,6 +24,8 @@ import { emptyBodyIsObject } from './agent-reply.js';
 import { afterRawCommand, answerFromServices } from './qga-raw-bookkeeping.js';
 
 const INTERNAL_COMMANDS = new Set(['guest-sync', 'guest-sync-delimited']);
+/** a freeze without a lease would have no deadline and no automatic thaw: it goes through the lease API */
+const LEASED_COMMANDS = new Set(['guest-fsfreeze-freeze', 'guest-fsfreeze-freeze-list']);
 
 const RawParams = Type.Object(
   {
@@ -67,8 +69,8 @@ export default async function rawRoutes(fastify: FastifyInstance): Promise<void>
           'The body is the command\'s `arguments`. 200 carries the agent\'s `return` value unchanged; commands that ' +
           'answer nothing on success (guest-shutdown, guest-suspend-*, and any the agent lists with ' +
           'success-response=false) get 202 once the sync fence shows the agent accepted them. Agent errors map as on ' +
-          'every route (422 AGENT_ERROR with qga.class/qga.desc). guest-sync and guest-sync-delimited are refused: use ' +
-          'POST /agent/sync.',
+          'every route (422 AGENT_ERROR with qga.class/qga.desc). Refused with 400: guest-sync and guest-sync-delimited ' +
+          '(use POST /agent/sync), and guest-fsfreeze-freeze and -freeze-list (a freeze needs a lease: use POST /fsfreeze).',
         'x-qga-command': 'guest-*',
         params: RawParams,
         body: RawArguments,
@@ -89,6 +91,12 @@ export default async function rawRoutes(fastify: FastifyInstance): Promise<void>
       const { vm, command } = request.params;
       if (INTERNAL_COMMANDS.has(command)) {
         throw new GatewayError('VALIDATION_FAILED', `${command} is the gateway's channel handshake; use POST /v1/vms/${vm}/agent/sync`, {
+          vm,
+          command,
+        });
+      }
+      if (LEASED_COMMANDS.has(command)) {
+        throw new GatewayError('VALIDATION_FAILED', `${command} only runs under a lease, with an automatic thaw: use POST /v1/vms/${vm}/fsfreeze`, {
           vm,
           command,
         });

@@ -806,7 +806,7 @@ export interface paths {
         put?: never;
         /**
          * Send any QGA command verbatim (admin)
-         * @description The body is the command's `arguments`. 200 carries the agent's `return` value unchanged; commands that answer nothing on success (guest-shutdown, guest-suspend-*, and any the agent lists with success-response=false) get 202 once the sync fence shows the agent accepted them. Agent errors map as on every route (422 AGENT_ERROR with qga.class/qga.desc). guest-sync and guest-sync-delimited are refused: use POST /agent/sync.
+         * @description The body is the command's `arguments`. 200 carries the agent's `return` value unchanged; commands that answer nothing on success (guest-shutdown, guest-suspend-*, and any the agent lists with success-response=false) get 202 once the sync fence shows the agent accepted them. Agent errors map as on every route (422 AGENT_ERROR with qga.class/qga.desc). Refused with 400: guest-sync and guest-sync-delimited (use POST /agent/sync), and guest-fsfreeze-freeze and -freeze-list (a freeze needs a lease: use POST /fsfreeze).
          */
         post: operations["qgaPassthrough"];
         delete?: never;
