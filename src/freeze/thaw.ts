@@ -70,7 +70,10 @@ export class ThawEngine {
         if (!isGatewayError(e) || e.code !== 'STORE_UNAVAILABLE') throw e;
         this.logger.warn({ vm, session: lease.session, trigger }, 'lease store unavailable: thawing without the fence check');
       }
-      if (c?.state === 'ended' || c?.state === 'superseded') {
+      // A rollback follows a freeze this process has just sent: if the lease ended meanwhile (a
+      // deadline thaw ran before the late freeze landed), the guest is frozen under no lease and
+      // only this thaw will undo it. Another lease holding the VM is the one reason to hold back.
+      if (c?.state === 'superseded' || (c?.state === 'ended' && trigger !== 'rollback')) {
         this.logger.info({ vm, session: lease.session, trigger, state: c.state }, 'stale thaw not sent');
         return { vm, status: 'skipped', why: c.state };
       }
