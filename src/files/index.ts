@@ -17,6 +17,17 @@ export function filesServiceFor(services: Services, log?: FilesLogger): FilesSer
       start: async () => created.startReaper(),
       stop: () => created.stop(),
     });
+    // A guest-file-open that timed out (or whose caller left) may still have opened the file: when
+    // its late reply arrives on the channel, the handle it names is closed here. Nobody else
+    // could: the gateway never told anyone the number, and the agent keeps handles forever.
+    services.pool.on('orphan', (e: { vm: string; command: string; value: unknown }) => {
+      if (e.command !== 'guest-file-open' || typeof e.value !== 'number') return;
+      const handle = e.value;
+      services.agent.call(e.vm, 'guest-file-close', { handle }).then(
+        () => log?.warn({ vm: e.vm, handle }, 'closed the handle of a guest-file-open whose caller had given up'),
+        (err: unknown) => log?.warn({ vm: e.vm, handle, err: (err as Error).message }, 'could not close the handle of an abandoned guest-file-open'),
+      );
+    });
     BUILT.set(services, created);
     s = created;
   }

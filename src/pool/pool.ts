@@ -193,16 +193,21 @@ export class AgentPool extends EventEmitter {
     const onStale = (e: { bytes: number }): void => {
       this.emit('stale', { ...e, vm });
     };
+    const onOrphan = (e: { command: string; value: unknown }): void => {
+      this.emit('orphan', { ...e, vm });
+    };
     ch.on('state', onState);
     ch.on('command', onCommand);
     ch.on('resync', onResync);
     ch.on('stale', onStale);
+    ch.on('orphan', onOrphan);
     this.detachers.set(ch, () => {
       ch.setAdmission(undefined);
       ch.off('state', onState);
       ch.off('command', onCommand);
       ch.off('resync', onResync);
       ch.off('stale', onStale);
+      ch.off('orphan', onOrphan);
       this.detachers.delete(ch);
     });
   }

@@ -112,6 +112,7 @@ export class Channel extends EventEmitter {
     });
     this.link.on('stale', (e: { bytes: number }) => this.emit('stale', e));
     this.link.on('resync', (e: { reason: string }) => this.emit('resync', e));
+    this.link.on('orphan', (e: { command: string; value: JsonValue }) => this.emit('orphan', e));
     this.link.on('lost', () => {
       this.clearIdleTimer();
       if (!this.pumping) this.setState('idle');

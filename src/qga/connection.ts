@@ -173,6 +173,7 @@ export class AgentConnection extends EventEmitter {
   private onDecoderEvent(e: DecoderEvent): void {
     const p = this.pending;
     if (!p) {
+      if (e.type === 'message') this.emit('stray', e.value);
       if (e.type === 'discarded' || e.type === 'oversize' || e.type === 'message') this.stale(e.bytes);
       else if (e.type === 'invalid') this.stale(e.preview.length);
       // Bytes nobody asked for mean pairing can no longer be trusted.
@@ -214,7 +215,10 @@ export class AgentConnection extends EventEmitter {
       return;
     }
     // request, or the fenced command's own reply before the sentinel
-    if (p.id !== undefined && 'id' in msg && msg.id !== p.id) return this.stale(bytes);
+    if (p.id !== undefined && 'id' in msg && msg.id !== p.id) {
+      this.emit('stray', msg);
+      return this.stale(bytes);
+    }
     if (p.id !== undefined && !('id' in msg) && !('error' in msg)) return this.stale(bytes);
     const reply = toReply(msg);
     if (p.kind === 'fence') {

@@ -15,9 +15,13 @@ export type DispatchResult =
   /** the job was settled meanwhile (deadline or caller abort); its answer no longer matters */
   | { outcome: 'abandoned' };
 
+/** Commands whose reply names something the agent created and that nobody else could clean up. */
+const CREATES = new Set(['guest-file-open']);
+
 export async function dispatch(link: AgentLink, conn: AgentConnection, job: Job, vm: string, readyRttMs: number | undefined): Promise<DispatchResult> {
   const ctx = { vm, command: job.command };
   const signal = job.cancel.signal;
+  let id: number | undefined;
   try {
     if (job.kind === 'sync') {
       // a sync that ready() just did counts; otherwise do one now
@@ -32,14 +36,16 @@ export async function dispatch(link: AgentLink, conn: AgentConnection, job: Job,
     const info = link.agentInfo;
     // guest-info's own word on success-response beats the catalog's
     const successResponse = info?.commands.get(job.command)?.successResponse ?? job.spec.successResponse;
-    const id = info?.echoesId ? link.newRequestId() : undefined;
+    id = info?.echoesId ? link.newRequestId() : undefined;
     const reply = successResponse
       ? await conn.request(job.command, job.args, id, { signal })
       : await conn.fence(job.command, job.args, id, link.newSyncId(), { signal });
     if (reply.ok) return { outcome: 'ok', value: reply.value };
     return { outcome: 'agent-error', error: agentErrorToGatewayError(reply.error, ctx) };
   } catch (err) {
-    return classify(err, link, conn, job, vm);
+    const result = classify(err, link, conn, job, vm);
+    if (result.outcome === 'abandoned' && id !== undefined && CREATES.has(job.command)) link.orphan(id, job.command);
+    return result;
   }
 }
 

@@ -5,7 +5,8 @@
  * A resync that fails costs the socket; the Channel decides about backoff and retries.
  *
  * Events: 'stale' {bytes} (data discarded), 'resync' {reason}, 'lost' (the socket closed by
- * itself, not through drop()).
+ * itself, not through drop()), 'orphan' {command, value} (the late reply of an abandoned command
+ * that creates something in the agent, e.g. the handle of a guest-file-open that timed out).
  */
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -13,7 +14,7 @@ import type { Logger } from 'pino';
 import { GatewayError, agentErrorToGatewayError } from '../errors.js';
 import { parseAgentInfo } from './agent-info.js';
 import { AgentConnection } from './connection.js';
-import type { AgentInfo, Endpoint } from './types.js';
+import type { AgentInfo, Endpoint, JsonObject } from './types.js';
 
 export type ResyncReason = 'connect' | 'timeout' | 'aborted' | 'protocol-error' | 'stale-data' | 'requested';
 
@@ -28,6 +29,8 @@ export interface AgentLinkOptions {
 }
 
 const MAX_ID = Number.MAX_SAFE_INTEGER;
+/** abandoned requests remembered for their late replies; the oldest are forgotten first */
+const MAX_ORPHANS = 64;
 
 export class AgentLink extends EventEmitter {
   private readonly opts: AgentLinkOptions;
@@ -38,6 +41,7 @@ export class AgentLink extends EventEmitter {
   private infoStale = true;
   private resyncReason: ResyncReason | undefined;
   private nextRequestId = 1 + randomBytes(4).readUInt32BE(0);
+  private readonly orphans = new Map<number, string>();
 
   constructor(opts: AgentLinkOptions) {
     super();
@@ -64,6 +68,15 @@ export class AgentLink extends EventEmitter {
   /** Re-read guest-info before the next command (it changes with the agent's frozen state). */
   invalidateInfo(): void {
     this.infoStale = true;
+  }
+
+  /**
+   * A request abandoned (timeout, caller gone) whose reply would name something the agent created:
+   * if that reply still arrives on this channel, with its echoed id, an 'orphan' event hands it on.
+   */
+  orphan(id: number, command: string): void {
+    this.orphans.set(id, command);
+    if (this.orphans.size > MAX_ORPHANS) this.orphans.delete(this.orphans.keys().next().value as number);
   }
 
   /** Remember why the next ready() will resync (the connection already knows that it must). */
@@ -133,6 +146,13 @@ export class AgentLink extends EventEmitter {
     this.openedAt = this.opts.now();
     this.resyncReason = 'connect';
     this.infoStale = true;
+    conn.on('stray', (msg: JsonObject) => {
+      const id = msg.id;
+      if (typeof id !== 'number' || !this.orphans.has(id)) return;
+      const command = this.orphans.get(id) as string;
+      this.orphans.delete(id);
+      if ('return' in msg) this.emit('orphan', { command, value: msg.return });
+    });
     conn.on('stale', (e: { bytes: number }) => {
       this.opts.logger?.debug({ vm: this.opts.vm, bytes: e.bytes }, 'discarded stale agent data');
       this.emit('stale', e);

@@ -219,3 +219,19 @@ describe('memory', () => {
     expect(growthMB).toBeLessThan(256);
   });
 });
+
+describe('a guest-file-open whose caller gave up', () => {
+  test('is closed in the agent when its late reply arrives', async () => {
+    const before = vm.stats.openHandles;
+    vm.setFault({ command: 'guest-file-open', kind: 'delay', ms: 400, times: 1 });
+    vm.addFile('/tmp/orphan.txt', Buffer.from('x'));
+    const err = await app.services.agent
+      .call('sim1', 'guest-file-open', { path: '/tmp/orphan.txt', mode: 'r' }, { timeoutMs: 100 })
+      .then(() => undefined, (e: unknown) => e as { code?: string });
+    expect(err?.code).toBe('AGENT_TIMEOUT');
+    // the agent opened it anyway, after 400 ms; the late reply names the handle and the gateway closes it
+    await until(() => vm.stats.openHandles > before || vm.stats.commandLog.some((c) => c.command === 'guest-file-close'), 5_000, 'the late open');
+    await until(() => vm.stats.openHandles === before, 5_000, 'the orphaned handle to be closed');
+    expect(vm.stats.commandLog.filter((c) => c.command === 'guest-file-close').length).toBeGreaterThan(0);
+  });
+});
