@@ -177,8 +177,11 @@ export function commandSpec(name: string): CommandSpec | undefined {
 /** Syntactic rule for a command name the gateway is willing to forward (raw passthrough). */
 export const COMMAND_NAME_PATTERN = '^guest-[a-z0-9-]+$';
 
-/** The timeout for a command: catalog class, or `slow` for a command newer than this catalog. */
+/** The class of a command newer than this catalog: it may carry bulk data or do real work in the guest. */
+export const UNKNOWN_COMMAND_TIMEOUT: TimeoutClass = 'slow';
+
+/** The timeout for a command: catalog class, or UNKNOWN_COMMAND_TIMEOUT for one it does not know. */
 export function defaultTimeoutMs(name: string): number {
   const spec = commandSpec(name);
-  return DEFAULT_TIMEOUTS[spec?.timeout ?? 'slow'];
+  return DEFAULT_TIMEOUTS[spec?.timeout ?? UNKNOWN_COMMAND_TIMEOUT];
 }

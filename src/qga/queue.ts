@@ -4,6 +4,7 @@
  * run all count against it. Settling goes through finish() exactly once: timer cleared, caller's
  * abort listener removed, job out of the line, one 'command' event.
  */
+import { UNKNOWN_COMMAND_TIMEOUT } from './commands.js';
 import type { CommandSpec, JsonObject } from './types.js';
 
 export type JobKind = 'command' | 'sync' | 'info';
@@ -49,13 +50,9 @@ export interface JobQueueHooks {
   onEmpty(): void;
 }
 
-/**
- * What a command absent from the catalog is treated as: never resent, has a reply, and the
- * timeout class commands.ts gives it (defaultTimeoutMs: 'slow', for a command newer than the
- * catalog may carry bulk data or do real work in the guest). agent-service.test.ts checks both agree.
- */
+/** What a command absent from the catalog is treated as: never resent, has a reply, the catalog's class for unknown commands. */
 export function defaultSpec(command: string): CommandSpec {
-  return { name: command, timeout: 'slow', idempotent: false, successResponse: true, frozenSafe: false, scope: 'admin', since: '0.0' };
+  return { name: command, timeout: UNKNOWN_COMMAND_TIMEOUT, idempotent: false, successResponse: true, frozenSafe: false, scope: 'admin', since: '0.0' };
 }
 
 export class JobQueue {

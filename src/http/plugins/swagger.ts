@@ -6,7 +6,6 @@
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
-import { ERROR_STATUS } from '../../errors.js';
 import { buildLocalReference } from '../schemas/qga.js';
 
 export const API_VERSION = '1.0.0';
@@ -50,11 +49,4 @@ export async function registerSwagger(app: FastifyInstance): Promise<void> {
   });
   await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { deepLinking: true }, staticCSP: true });
   app.get('/openapi.json', { schema: { hide: true }, config: { public: true } }, async () => app.swagger());
-}
-
-/** Codes per status, for documenting error responses uniformly. */
-export function codesFor(status: number): string[] {
-  return Object.entries(ERROR_STATUS)
-    .filter(([, s]) => s === status)
-    .map(([c]) => c);
 }
