@@ -96,25 +96,3 @@ export class GatewayError extends Error {
 export function isGatewayError(e: unknown): e is GatewayError {
   return e instanceof GatewayError;
 }
-
-/**
- * Map an agent error reply to the gateway's code. Old and new agents word the frozen and disabled
- * refusals differently, and all of them use the class CommandNotFound for three different things,
- * so the desc has to be looked at here — this is the only place that reads agent message text.
- */
-export function agentErrorToGatewayError(
-  qga: QgaErrorBody,
-  ctx: { vm?: string; command?: string } = {},
-): GatewayError {
-  const desc = qga.desc ?? '';
-  if (qga.class === 'CommandNotFound') {
-    if (/frozen state|not allowed/i.test(desc)) {
-      return new GatewayError('VM_FROZEN', `the agent refused ${ctx.command ?? 'the command'}: ${desc}`, { ...ctx, qga });
-    }
-    if (/has been disabled/i.test(desc)) {
-      return new GatewayError('COMMAND_DISABLED', desc, { ...ctx, qga });
-    }
-    return new GatewayError('COMMAND_NOT_SUPPORTED', desc, { ...ctx, qga });
-  }
-  return new GatewayError('AGENT_ERROR', desc || qga.class, { ...ctx, qga });
-}

@@ -1,13 +1,13 @@
 /**
- * Exec-specific readings of agent errors. qemu-ga answers a pid it has no record of with
- * GenericError "Invalid parameter 'pid'" — both for a pid it never started and for one whose
- * final status was already handed out — and that is the only way to tell, so the text is read
- * here, in one place.
+ * Exec-specific readings of agent errors. qemu-ga answers a pid it has no record of the same way
+ * for a pid it never started and for one whose final status was already handed out
+ * (qga/agent-errors.ts reads that text).
  */
 import { GatewayError, isGatewayError, type ErrorCode } from '../errors.js';
+import { isAgentError } from '../qga/agent-errors.js';
 
 export function isUnknownPid(e: unknown): e is GatewayError {
-  return isGatewayError(e) && e.code === 'AGENT_ERROR' && /invalid parameter 'pid'/i.test(e.qga?.desc ?? '');
+  return isGatewayError(e) && e.code === 'AGENT_ERROR' && isAgentError(e, 'unknown-pid');
 }
 
 /** Errors after which polling again later may succeed (the process keeps running meanwhile). */

@@ -2,7 +2,8 @@
  * One job on the wire, and what became of it. The Channel acts on the result (settle, resend,
  * resync); this file only decides what the agent's answer — or its silence — means.
  */
-import { GatewayError, agentErrorToGatewayError } from '../errors.js';
+import { GatewayError } from '../errors.js';
+import { agentErrorToGatewayError } from './agent-errors.js';
 import { ConnectionLostError, ProtocolViolationError, type AgentConnection } from './connection.js';
 import type { AgentLink } from './link.js';
 import type { CommandOutcome, Job } from './queue.js';

@@ -11,7 +11,8 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import { GatewayError, agentErrorToGatewayError } from '../errors.js';
+import { GatewayError } from '../errors.js';
+import { agentErrorToGatewayError } from './agent-errors.js';
 import { parseAgentInfo } from './agent-info.js';
 import { AgentConnection } from './connection.js';
 import type { AgentInfo, Endpoint, JsonObject } from './types.js';
