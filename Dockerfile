@@ -6,6 +6,7 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
+# only src/ is compiled; the QGA simulator (sim/) and tests are dev tools and stay out of the image
 COPY src ./src
 RUN npm run build && npm prune --omit=dev
 

@@ -1,5 +1,5 @@
 /**
- * The simulator in a CHILD process (src/sim/cli.ts), so its event loop does not share a core with
+ * The simulator in a CHILD process (sim/cli.ts), so its event loop does not share a core with
  * the gateway being measured. Waits for the ready line, reads the `vms:` block it wrote, and
  * stops it with SIGTERM (SIGKILL after a grace period); the temp dir is removed afterwards.
  */
@@ -85,7 +85,7 @@ export async function stopChild(child: ChildProcess): Promise<void> {
 export async function startSimChild(count: number, timeoutMs = 60_000): Promise<SimChild> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'bench-sim-'));
   const configOut = path.join(dir, 'vms.yaml');
-  const child = spawnTs('src/sim/cli.ts', ['--vms', String(count), '--dir', dir, '--config-out', configOut]);
+  const child = spawnTs('sim/cli.ts', ['--vms', String(count), '--dir', dir, '--config-out', configOut]);
   child.stdout?.resume(); // the same block as configOut; drained so the pipe never fills
   let log = '';
   try {

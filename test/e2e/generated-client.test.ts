@@ -10,7 +10,7 @@ import type { FastifyInstance } from 'fastify';
 import createClient from 'openapi-fetch';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLIENT_TYPES_PATH, OPENAPI_PATH, generateClientTypes } from '../../scripts/export-openapi.js';
-import type { SimAgent } from '../../src/sim/index.js';
+import type { SimAgent } from '../../sim/index.js';
 import { parseJson } from '../../src/util/json.js';
 import { listen } from '../helpers/app.js';
 import { makeRoutesApp, startSim, type SimFleet } from '../integration/routes-support.js';

@@ -13,7 +13,7 @@ import { COMMANDS, DEFAULT_TIMEOUTS, defaultTimeoutMs } from '../../src/qga/comm
 import { defaultSpec } from '../../src/qga/queue.js';
 import type { Endpoint, TimeoutClass } from '../../src/qga/types.js';
 import { VmRegistry, type VmRecord } from '../../src/registry/registry.js';
-import { Simulator, type SimAgent } from '../../src/sim/index.js';
+import { Simulator, type SimAgent } from '../../sim/index.js';
 
 let dir: string;
 let sim: Simulator;

@@ -10,7 +10,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { GatewayError } from '../../src/errors.js';
 import { Channel, type ChannelOptions } from '../../src/qga/channel.js';
 import type { CommandSpec, JsonObject, TimeoutClass } from '../../src/qga/types.js';
-import { Simulator, type SimAgent } from '../../src/sim/index.js';
+import { Simulator, type SimAgent } from '../../sim/index.js';
 
 const TIMEOUTS: Record<TimeoutClass, number> = { fast: 3000, normal: 3000, slow: 5000, freeze: 5000, long: 5000 };
 const READS = new Set(['guest-ping', 'guest-get-osinfo', 'guest-get-host-name', 'guest-info', 'guest-get-time']);

@@ -5,7 +5,7 @@
 import http from 'node:http';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import type { FastifyInstance } from 'fastify';
-import { Simulator, type SimAgent } from '../../src/sim/index.js';
+import { Simulator, type SimAgent } from '../../sim/index.js';
 import { listen } from '../helpers/app.js';
 import { makeExecFilesApp, tempDir, until } from './files-support.js';
 

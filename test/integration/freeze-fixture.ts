@@ -14,8 +14,8 @@ import { freezeServiceFor } from '../../src/freeze/index.js';
 import type { FreezeService } from '../../src/freeze/service.js';
 import type { Caller } from '../../src/freeze/types.js';
 import { createServices, type Services } from '../../src/services.js';
-import type { SimAgent } from '../../src/sim/agent.js';
-import { Simulator } from '../../src/sim/simulator.js';
+import type { SimAgent } from '../../sim/agent.js';
+import { Simulator } from '../../sim/simulator.js';
 
 export const BACKUP: Caller = { name: 'backup', admin: false };
 export const OTHER: Caller = { name: 'other-backup', admin: false };

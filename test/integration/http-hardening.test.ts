@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
-import { Simulator, type SimAgent } from '../../src/sim/index.js';
+import { Simulator, type SimAgent } from '../../sim/index.js';
 import { listen, makeApp } from '../helpers/app.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'qga-hard-'));

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GatewayError } from '../../src/errors.js';
 import { Channel } from '../../src/qga/channel.js';
 import type { JsonObject, TimeoutClass } from '../../src/qga/types.js';
-import { Simulator } from '../../src/sim/index.js';
+import { Simulator } from '../../sim/index.js';
 
 const VMS = 16;
 const WORKERS_PER_VM = 3;

@@ -6,7 +6,7 @@
  */
 import type { FastifyInstance, InjectOptions } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { SimAgent } from '../../src/sim/index.js';
+import type { SimAgent } from '../../sim/index.js';
 import { agentCommands, body, expectProblem, makeRoutesApp, startSim, type SimFleet } from './routes-support.js';
 
 interface RouteCase {

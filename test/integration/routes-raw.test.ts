@@ -7,7 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execServiceFor } from '../../src/exec/index.js';
 import { filesServiceFor } from '../../src/files/index.js';
-import type { SimAgent } from '../../src/sim/index.js';
+import type { SimAgent } from '../../sim/index.js';
 import { body, expectProblem, makeRoutesApp, startSim, type SimFleet } from './routes-support.js';
 
 let fleet: SimFleet;

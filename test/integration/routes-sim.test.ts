@@ -5,7 +5,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { SimAgent } from '../../src/sim/index.js';
+import type { SimAgent } from '../../sim/index.js';
 import { agentCommands, body, expectProblem, list, makeRoutesApp, startSim, type SimFleet } from './routes-support.js';
 
 let fleet: SimFleet;

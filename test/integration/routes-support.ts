@@ -6,7 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
-import { Simulator, type SimAgent, type SimVmOptions } from '../../src/sim/index.js';
+import { Simulator, type SimAgent, type SimVmOptions } from '../../sim/index.js';
 import type { JsonObject, JsonValue } from '../../src/qga/types.js';
 import { parseJson } from '../../src/util/json.js';
 import { makeApp, type TestAppOptions } from '../helpers/app.js';

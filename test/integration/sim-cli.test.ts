@@ -41,7 +41,7 @@ describe('sim CLI', () => {
   it('starts N VMs, prints a loadable vms: block, serves them, and stops cleanly on SIGTERM', async () => {
     dir = await mkdtemp(path.join(os.tmpdir(), 'sim-cli-'));
     const sockDir = path.join(dir, 'socks');
-    const proc = spawn(process.execPath, ['--import', 'tsx', 'src/sim/cli.ts', '--vms', '12', '--dir', sockDir], {
+    const proc = spawn(process.execPath, ['--import', 'tsx', 'sim/cli.ts', '--vms', '12', '--dir', sockDir], {
       cwd: path.resolve(__dirname, '../..'),
       stdio: ['ignore', 'pipe', 'pipe'],
     });

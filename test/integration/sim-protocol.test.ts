@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Endpoint, JsonObject, JsonValue } from '../../src/qga/types.js';
-import { Simulator, type SimAgent, type SimVmOptions } from '../../src/sim/index.js';
+import { Simulator, type SimAgent, type SimVmOptions } from '../../sim/index.js';
 import { parseJson } from '../../src/util/json.js';
 
 const FF = Buffer.from([0xff]);

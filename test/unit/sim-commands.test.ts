@@ -5,14 +5,14 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import type { JsonObject, JsonValue } from '../../src/qga/types.js';
-import { COMMANDS, FROZEN_ALLOWED, newProcessState, type AgentRuntime } from '../../src/sim/commands/index.js';
-import { Dispatcher } from '../../src/sim/dispatch.js';
-import { FaultSet } from '../../src/sim/faults.js';
-import { formatG17, qdictOrder, toQemuJson } from '../../src/sim/qjson.js';
-import { defaultGuestState } from '../../src/sim/state.js';
-import { JsonStreamer, type StreamEvent } from '../../src/sim/streamer.js';
-import { traitsFor } from '../../src/sim/version.js';
-import { virtualFileBytes } from '../../src/sim/vfs.js';
+import { COMMANDS, FROZEN_ALLOWED, newProcessState, type AgentRuntime } from '../../sim/commands/index.js';
+import { Dispatcher } from '../../sim/dispatch.js';
+import { FaultSet } from '../../sim/faults.js';
+import { formatG17, qdictOrder, toQemuJson } from '../../sim/qjson.js';
+import { defaultGuestState } from '../../sim/state.js';
+import { JsonStreamer, type StreamEvent } from '../../sim/streamer.js';
+import { traitsFor } from '../../sim/version.js';
+import { virtualFileBytes } from '../../sim/vfs.js';
 import { parseJson } from '../../src/util/json.js';
 
 interface Harness {

@@ -3,7 +3,7 @@
  * object definitions member for member; counters grow with time so polls see movement, and a
  * few values (NVMe SMART, driver dates) sit above 2^53 on purpose.
  */
-import type { JsonObject, JsonValue } from '../../qga/types.js';
+import type { JsonObject, JsonValue } from '../../src/qga/types.js';
 import { generic } from '../errors.js';
 import type { SimDisk } from '../state.js';
 import { list, opt, req, struct } from '../visitor.js';

@@ -2,7 +2,7 @@
  * Turning a reply object into bytes on the agent's output stream, including the reply faults.
  * A reply is QEMU-style JSON + '\n', preceded by 0xFF right after guest-sync-delimited.
  */
-import type { JsonObject } from '../qga/types.js';
+import type { JsonObject } from '../src/qga/types.js';
 import type { FaultSpec } from './faults.js';
 import type { Outbox } from './outbox.js';
 import { toQemuJson } from './qjson.js';

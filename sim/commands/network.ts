@@ -1,5 +1,5 @@
 /** guest-network-get-interfaces and guest-network-get-route, with one uint64 counter above 2^53. */
-import type { JsonObject } from '../../qga/types.js';
+import type { JsonObject } from '../../src/qga/types.js';
 import type { CommandDef, AgentRuntime } from './types.js';
 
 const started = Date.now();

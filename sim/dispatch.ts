@@ -3,7 +3,7 @@
  * disabled (by the admin, by the build, or by the frozen allow-list), check its arguments, run it,
  * and wrap the result — echoing the request's "id" when this agent version does.
  */
-import type { JsonObject, JsonValue } from '../qga/types.js';
+import type { JsonObject, JsonValue } from '../src/qga/types.js';
 import { COMMANDS, FROZEN_ALLOWED, type AgentRuntime, type CommandDef, type CommandInfo } from './commands/index.js';
 import { QgaError } from './errors.js';
 import { qdictOrder } from './qjson.js';

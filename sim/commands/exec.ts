@@ -2,7 +2,7 @@
  * guest-exec / guest-exec-status (qga/commands.c): the first status reply with exited:true
  * reaps the record, later queries get "Invalid parameter 'pid'"; records never polled stay.
  */
-import type { JsonObject } from '../../qga/types.js';
+import type { JsonObject } from '../../src/qga/types.js';
 import { generic } from '../errors.js';
 import { CappedSink, EXEC_OUTPUT_MAX, findProgram } from '../programs.js';
 import { enumOf, list, opt, req, type TypeSpec } from '../visitor.js';

@@ -5,7 +5,7 @@
  */
 import { rmSync } from 'node:fs';
 import net from 'node:net';
-import type { Endpoint } from '../qga/types.js';
+import type { Endpoint } from '../src/qga/types.js';
 
 export interface ListenerEvents {
   /** bytes from the client being served */

@@ -7,7 +7,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import type { Endpoint } from '../qga/types.js';
+import type { Endpoint } from '../src/qga/types.js';
 import { Simulator } from './simulator.js';
 
 const USAGE = `usage: sim --vms N --dir DIR [--tcp] [--version X.Y.Z] [--prefix vm] [--time-scale 1]

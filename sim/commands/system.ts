@@ -3,7 +3,7 @@
  * host name, users, time zone, OS info. Freeze state lives in GuestState, so it survives an agent
  * reconnect or restart like the real isfrozen marker file.
  */
-import type { JsonObject } from '../../qga/types.js';
+import type { JsonObject } from '../../src/qga/types.js';
 import { generic } from '../errors.js';
 import { list, opt, req } from '../visitor.js';
 import { decodeBase64 } from './files.js';

@@ -3,7 +3,7 @@
  * can tell what the real agent tells apart: an integer from a float (`5` vs `5.0`), an int64 from
  * a uint64, a missing member from a null one. Handlers never see these; the visitor converts them.
  */
-import type { JsonObject, JsonValue } from '../qga/types.js';
+import type { JsonObject, JsonValue } from '../src/qga/types.js';
 
 export type QObj =
   | { t: 'null' }

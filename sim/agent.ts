@@ -4,7 +4,7 @@
  * the guest state. Nothing here touches the host beyond its own listening socket.
  */
 import { join } from 'node:path';
-import type { Endpoint, JsonObject } from '../qga/types.js';
+import type { Endpoint, JsonObject } from '../src/qga/types.js';
 import { newProcessState, type AgentRuntime, type ProcessState } from './commands/index.js';
 import { Dispatcher, errorBody } from './dispatch.js';
 import { FaultSet, type FaultSpec, type MatchedFaults } from './faults.js';

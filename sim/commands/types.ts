@@ -3,7 +3,7 @@
  * is the agent process (file handles, exec records), which a guest reboot wipes but a host-side
  * disconnect does not.
  */
-import type { JsonValue } from '../../qga/types.js';
+import type { JsonValue } from '../../src/qga/types.js';
 import type { GuestState } from '../state.js';
 import type { VersionTraits } from '../version.js';
 import type { ArgStruct, Member } from '../visitor.js';

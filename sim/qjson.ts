@@ -5,7 +5,7 @@
  * first within a bucket — which is why a real reply reads `{"return": {}, "id": 1}` but
  * `{"id": 1, "error": {...}}`. Reproducing it keeps the simulator's bytes identical to the agent's.
  */
-import type { JsonValue } from '../qga/types.js';
+import type { JsonValue } from '../src/qga/types.js';
 
 const BUCKETS = 512;
 const bucketCache = new Map<string, number>();
