@@ -57,6 +57,16 @@ describe('openapi/openapi.json', () => {
     expect(Object.keys(COMMANDS)).toHaveLength(44);
   });
 
+  // Routes API.md gained for open issues, not built yet. Each must really be absent (the test fails
+  // once one is served, so the entry is removed with the work) and nothing else may be missing.
+  const NOT_YET_BUILT: Record<string, string> = {
+    'GET /v1/vms/{vm}/wait': 'issue 15 (fleet view)',
+    'GET /v1/freezes': 'issue 15 (fleet view)',
+    'GET /v1/freeze-groups': 'issue 15 (fleet view)',
+    'GET /ui': 'issue 15 (fleet view)',
+    'GET /v1/nodes': 'issue 17 (cluster)',
+  };
+
   it('has every route of API.md with its method', () => {
     const have = new Set(operations(generated).map(({ method, path }) => `${method.toUpperCase()} ${path}`));
     const want = new Set<string>();
@@ -79,7 +89,7 @@ describe('openapi/openapi.json', () => {
     // /docs and /openapi.json are served but (deliberately) not operations of the document
     const missing = [...want].filter((w) => !have.has(w) && !/^GET \/(docs|openapi\.json)$/.test(w));
     expect(want.size).toBeGreaterThan(40);
-    expect(missing).toEqual([]);
+    expect(missing.sort()).toEqual(Object.keys(NOT_YET_BUILT).sort());
   });
 
   it('every operation: operationId, tag, summary, problem+json error responses', () => {
