@@ -29,12 +29,13 @@ import timeRoutes from './http/routes/time.js';
 import userRoutes from './http/routes/users.js';
 import vmRoutes from './http/routes/vms.js';
 import { registerQgaSchemas } from './http/schemas/qga.js';
-import { createServices, type Services } from './services.js';
+import type { HttpServices } from './http/services.js';
+import { createGateway, type Gateway } from './gateway.js';
 import { stringifyJson } from './util/json.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
-    services: Services;
+    services: HttpServices;
     readinessChecks: ReadinessCheck[];
     shuttingDown: boolean;
   }
@@ -47,8 +48,8 @@ declare module 'fastify' {
 export interface BuildOptions {
   config: Config;
   logger?: Logger;
-  /** replace parts (tests); the rest is built from config */
-  services?: Services;
+  /** a gateway built elsewhere (tests); by default one is built from config, started when the app is ready */
+  gateway?: Gateway;
   env?: Record<string, string | undefined>;
 }
 
@@ -123,7 +124,7 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   );
   app.setReplySerializer((payload) => stringifyJson(payload));
 
-  const services = opts.services ?? createServices(config, logger);
+  const services = opts.gateway ?? createGateway(config, logger);
   app.decorate('services', services);
   app.decorate('readinessChecks', [
     {
@@ -154,9 +155,7 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
     { prefix: '/v1' },
   );
 
-  app.addHook('onReady', async () => {
-    for (const part of services.lifecycle) if (part.start) await part.start();
-  });
+  app.addHook('onReady', () => services.start());
   // Phased shutdown: stop accepting (Fastify answers 503 meanwhile) → let requests in flight finish
   // for server.shutdownGraceMs → abort the rest (their agent commands leave the queues) → onClose:
   // services stop in reverse order, the freeze service thawing what it holds.
@@ -178,13 +177,7 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   });
   app.addHook('onClose', async () => {
     clearTimeout(graceTimer);
-    for (const part of [...services.lifecycle].reverse()) {
-      try {
-        await part.stop();
-      } catch (e) {
-        app.log.error({ err: e, part: part.name }, 'error while stopping');
-      }
-    }
+    await services.stop();
   });
   return app;
 }

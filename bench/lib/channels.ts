@@ -1,4 +1,4 @@
-/** Channel and pool options as the gateway builds them (src/services.ts), for in-process benches. */
+/** Channel and pool options as the gateway builds them (src/gateway.ts), for in-process benches. */
 import { COMMANDS, DEFAULT_TIMEOUTS } from '../../src/qga/commands.js';
 import type { ChannelOptions } from '../../src/qga/channel.js';
 import { AgentPool } from '../../src/pool/pool.js';

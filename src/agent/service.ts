@@ -25,7 +25,12 @@ export interface CallOptions extends ExecuteOptions {
   skipCapabilityCheck?: boolean;
 }
 
-export class AgentService {
+/** What a domain service needs of the agent service: one call, with the checks it makes. */
+export interface AgentCaller {
+  call(vm: string, command: string, args?: JsonObject, opts?: CallOptions): Promise<JsonValue>;
+}
+
+export class AgentService implements AgentCaller {
   /** VMs we believe are frozen; bounded by the number of registered VMs */
   private readonly frozen = new Set<string>();
 

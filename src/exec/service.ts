@@ -16,7 +16,8 @@ import type { JsonObject, JsonValue } from '../qga/types.js';
 import { isTransient, isUnknownPid, unknownPid } from './errors.js';
 import { ResultCache } from './results.js';
 import { PidTracker, type TrackedPid } from './tracker.js';
-import type { AgentCaller, AgentVersionOf, CaptureOutput, ExecStartRequest, ExecStatus, ExecStatusRecord } from './types.js';
+import type { AgentCaller } from '../agent/service.js';
+import type { AgentVersionOf, CaptureOutput, ExecStartRequest, ExecStatus, ExecStatusRecord } from './types.js';
 
 export type ExecSettings = Config['exec'];
 

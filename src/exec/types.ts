@@ -37,9 +37,5 @@ export interface ExecStatusRecord {
 }
 
 /** What the exec and files services need from the agent layer (app.services.agent). */
-export interface AgentCaller {
-  call(vm: string, command: string, args?: JsonObject, opts?: ExecuteOptions): Promise<JsonValue>;
-}
-
 /** The guest-info version of a VM's agent ([major, minor, micro]; [0,0,0] when unparseable). */
 export type AgentVersionOf = (vm: string) => Promise<readonly [number, number, number]>;

@@ -9,7 +9,7 @@
  */
 import { GatewayError, isGatewayError } from '../errors.js';
 import type { JsonObject, JsonValue } from '../qga/types.js';
-import type { AgentCaller } from '../exec/types.js';
+import type { AgentCaller } from '../agent/service.js';
 import { mapFileError } from './errors.js';
 import { HandleRegistry, type HandleOwner } from './handles.js';
 

@@ -3,7 +3,7 @@
  * and the raw handle API, over one GuestFiles that tracks every handle the gateway opens.
  */
 import type { Config } from '../config/schema.js';
-import type { AgentCaller } from '../exec/types.js';
+import type { AgentCaller } from '../agent/service.js';
 import { planDownload, type DownloadPlan } from './download.js';
 import { isGatewayError } from '../errors.js';
 import { GuestFiles, SEEK_END, type FilesLogger } from './guest.js';

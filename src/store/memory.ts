@@ -241,6 +241,8 @@ export class MemoryStore implements LeaseStore {
     return { ok: !this.closed, kind: 'memory', epoch: this.epoch, latencyMs: 0 };
   }
 
+  async ready(): Promise<void> {}
+
   async close(): Promise<void> {
     this.closed = true;
   }

@@ -78,7 +78,6 @@ export class RedisStore implements LeaseStore {
     });
   }
 
-  /** Resolves once connected; rejects STORE_UNAVAILABLE after timeoutMs. Optional: commands fail fast anyway. */
   async ready(timeoutMs = 5_000): Promise<void> {
     if (this.redis.status === 'ready') return;
     await new Promise<void>((resolve, reject) => {

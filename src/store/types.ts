@@ -161,6 +161,8 @@ export interface LeaseStore {
   listVms(): Promise<VmRegistration[]>;
 
   health(): Promise<StoreHealth>;
+  /** Resolves once the store can serve; rejects STORE_UNAVAILABLE after timeoutMs. Commands fail fast anyway. */
+  ready(timeoutMs?: number): Promise<void>;
   close(): Promise<void>;
 }
 

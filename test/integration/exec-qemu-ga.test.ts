@@ -5,7 +5,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { startQemuGa, type QemuGa } from '../helpers/qemu-ga.js';
-import { execServiceFor } from '../../src/exec/index.js';
 import { makeExecFilesApp, until } from './files-support.js';
 
 let ga: QemuGa;
@@ -96,7 +95,7 @@ describe('exec on the real qemu-ga', () => {
   });
 
   test('a process nobody polls is reaped: the agent record goes, the gateway keeps the result', async () => {
-    const exec = execServiceFor(app.services);
+    const exec = app.services.exec;
     const r = await app.inject({ method: 'POST', url: '/v1/vms/ga/exec', payload: { path: '/bin/echo', arg: ['reaped'] } });
     const { pid } = r.json();
     expect(exec.tracker.get('ga', pid)).toBeDefined();

@@ -13,7 +13,6 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { startQemuGa, type QemuGa } from '../helpers/qemu-ga.js';
 import { listen } from '../helpers/app.js';
-import { filesServiceFor } from '../../src/files/index.js';
 import { makeExecFilesApp, pseudoRandom, sha256, tempDir, until } from './files-support.js';
 
 const CHUNK = 1024 * 1024; // files.readChunkBytes and writeChunkBytes (the defaults)
@@ -45,7 +44,7 @@ async function agentFdsInto(d: string, pid = ga.pid): Promise<string[]> {
 afterEach(async () => {
   // Every test must leave no handle open, in the agent and in the gateway's books.
   await until(async () => (await agentFdsInto(dir)).length === 0, 5000, 'the agent to have no file of the test open');
-  expect(filesServiceFor(app.services).guest.registry.list('ga').filter((t) => t.owner === 'transfer')).toEqual([]);
+  expect(app.services.files.guest.registry.list('ga').filter((t) => t.owner === 'transfer')).toEqual([]);
 });
 
 afterAll(async () => {

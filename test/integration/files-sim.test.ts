@@ -7,7 +7,6 @@ import http from 'node:http';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { Simulator, virtualFileBytes, type SimAgent } from '../../sim/index.js';
-import { filesServiceFor } from '../../src/files/index.js';
 import { listen } from '../helpers/app.js';
 import { makeExecFilesApp, tempDir, until } from './files-support.js';
 
@@ -37,7 +36,7 @@ afterEach(async () => {
   // The point of every test here: nothing stays open, in the agent or in the gateway's books.
   await until(() => vm.stats.openHandles === 0, 10_000, 'the agent to have no open handle');
   // the agent closes the handle before its reply reaches the gateway, which then forgets it
-  await until(() => filesServiceFor(app.services).guest.registry.total === 0, 5_000, "the gateway's handle books to be empty");
+  await until(() => app.services.files.guest.registry.total === 0, 5_000, "the gateway's handle books to be empty");
 });
 
 afterAll(async () => {

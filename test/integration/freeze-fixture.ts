@@ -1,6 +1,6 @@
 /**
  * A gateway without HTTP for freeze tests: the real registry → pool → agent service → store chain
- * built by createServices, simulated VMs on unix sockets in a temp dir, and the FreezeService.
+ * built by the composition root (createGateway), simulated VMs on unix sockets in a temp dir, and the FreezeService.
  * Two rigs sharing one Redis behave like two gateway processes sharing a lease store.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -10,10 +10,9 @@ import pino from 'pino';
 import { randomUUID } from 'node:crypto';
 import { buildConfig } from '../../src/config/load.js';
 import { GatewayError } from '../../src/errors.js';
-import { freezeServiceFor } from '../../src/freeze/index.js';
 import type { FreezeService } from '../../src/freeze/service.js';
 import type { Caller } from '../../src/freeze/types.js';
-import { createServices, type Services } from '../../src/services.js';
+import { createGateway, type Gateway } from '../../src/gateway.js';
 import type { SimAgent } from '../../sim/agent.js';
 import { Simulator } from '../../sim/simulator.js';
 
@@ -45,7 +44,7 @@ export async function simFleet(names: string[], opts: { frozen?: string[] } = {}
 }
 
 export interface Rig {
-  services: Services;
+  services: Gateway;
   freeze: FreezeService;
   /** stop timers and close the pool and the store, as a graceful shutdown does */
   close(): Promise<void>;
@@ -71,11 +70,9 @@ export async function rig(
     'freeze test',
   );
   const logger = pino({ level: config.log.level });
-  const services = createServices(config, logger);
-  if (services.store.kind === 'redis') {
-    await (services.store as unknown as { ready(ms: number): Promise<void> }).ready(5_000);
-  }
-  const freeze = freezeServiceFor(services, logger);
+  const services = createGateway(config, logger);
+  await services.store.ready(5_000);
+  const { freeze } = services;
   if (opts.start !== false) await freeze.start();
   let closed = false;
   return {
@@ -84,7 +81,7 @@ export async function rig(
     async close() {
       if (closed) return;
       closed = true;
-      for (const part of [...services.lifecycle].reverse()) await part.stop().catch(() => undefined);
+      await services.stop();
     },
     async crash() {
       if (closed) return;

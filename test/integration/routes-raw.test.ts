@@ -5,8 +5,6 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execServiceFor } from '../../src/exec/index.js';
-import { filesServiceFor } from '../../src/files/index.js';
 import type { SimAgent } from '../../sim/index.js';
 import { body, expectProblem, makeRoutesApp, startSim, type SimFleet } from './routes-support.js';
 
@@ -41,7 +39,7 @@ async function until(cond: () => boolean, what: string, timeoutMs = 10_000): Pro
 
 describe('raw passthrough bookkeeping', () => {
   it('a handle opened raw is tracked, used, and forgotten on a raw close', async () => {
-    const registry = filesServiceFor(app.services).guest.registry;
+    const registry = app.services.files.guest.registry;
     const open = await raw('guest-file-open', { path: '/data/hello.txt' });
     expect(open.statusCode, open.body).toBe(200);
     const handle = body(open).return as number;
@@ -58,7 +56,7 @@ describe('raw passthrough bookkeeping', () => {
     const handle = body(open).return as number;
     expect(vm.stats.openHandles).toBe(1);
     await until(() => vm.stats.openHandles === 0, 'the reaper to close the abandoned handle');
-    expect(filesServiceFor(app.services).guest.registry.get('raw1', handle)).toBeUndefined();
+    expect(app.services.files.guest.registry.get('raw1', handle)).toBeUndefined();
     await expectProblem(app, { method: 'POST', url: '/v1/vms/raw1/qga/guest-file-read', payload: { handle } }, 422, 'AGENT_ERROR');
   });
 
@@ -66,7 +64,7 @@ describe('raw passthrough bookkeeping', () => {
     const start = await raw('guest-exec', { path: '/bin/echo', arg: ['raw', 'exec'], 'capture-output': true });
     expect(start.statusCode, start.body).toBe(200);
     const pid = (body(start).return as { pid: number }).pid;
-    const exec = execServiceFor(app.services);
+    const exec = app.services.exec;
     expect(exec.tracker.get('raw1', pid)).toBeDefined();
     // the reaper collects the final status; the agent then deletes its record
     await until(() => exec.results.get('raw1', pid) !== undefined, 'the exec reaper to collect the status');

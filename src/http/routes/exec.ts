@@ -7,14 +7,12 @@ import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Static } from 'typebox';
 import { GatewayError } from '../../errors.js';
-import { execServiceFor } from '../../exec/index.js';
 import { decodeStdin } from '../../exec/input.js';
 import { utf8TextOf } from '../../exec/output.js';
 import type { ExecStatusRecord } from '../../exec/types.js';
 import { requestSignal } from '../abort.js';
 import { AGENT_ERRORS, VmParams, problemResponses } from '../schemas/common.js';
 import { ExecBody, ExecParams, ExecResult, ExecStarted, ExecStatusQuery } from '../schemas/exec.js';
-import { registerQgaSchemas } from '../schemas/qga.js';
 
 /** Room in the JSON body for path, args and env besides the base64 stdin. */
 const BODY_SLACK = 1024 * 1024;
@@ -35,9 +33,8 @@ export function execView(rec: ExecStatusRecord): Static<typeof ExecResult> {
 }
 
 export default async function execRoutes(fastify: FastifyInstance): Promise<void> {
-  registerQgaSchemas(fastify);
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
-  const exec = execServiceFor(fastify.services, fastify.log);
+  const { exec } = fastify.services;
   const { maxWaitSeconds, maxInputBytes } = exec.settings;
 
   const checkWait = (wait: number | undefined): void => {

@@ -9,12 +9,10 @@ import type { IncomingMessage } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { GatewayError } from '../../errors.js';
-import { filesServiceFor } from '../../files/index.js';
 import type { FilesService } from '../../files/service.js';
 import { requestSignal } from '../abort.js';
 import { AGENT_ERRORS, VmParams, problemResponses } from '../schemas/common.js';
 import { BinaryBody, ContentQuery, UploadQuery, UploadResult } from '../schemas/files.js';
-import { registerQgaSchemas } from '../schemas/qga.js';
 import { handleRoutes } from './files-handles.js';
 
 const OCTETS = 'application/octet-stream';
@@ -25,8 +23,7 @@ const binaryResponse = (description: string) => ({
 async function* noBody(): AsyncGenerator<Buffer> {}
 
 export default async function fileRoutes(fastify: FastifyInstance): Promise<void> {
-  registerQgaSchemas(fastify);
-  const files = filesServiceFor(fastify.services, fastify.log);
+  const { files } = fastify.services;
   await fastify.register(contentRoutes(files));
   await fastify.register(handleRoutes(files));
 }

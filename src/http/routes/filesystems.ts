@@ -3,7 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type, type Static } from 'typebox';
 import { AGENT_ERRORS, VmParams, problemResponses } from '../schemas/common.js';
-import { GuestFilesystemInfo, GuestFilesystemTrimResponse, registerQgaSchemas } from '../schemas/qga.js';
+import { GuestFilesystemInfo, GuestFilesystemTrimResponse } from '../schemas/qga.js';
 import { Int64 } from '../schemas/scalars.js';
 import { callAgent, emptyBodyIsObject, expectObject } from './agent-reply.js';
 import { getListRoute } from './qga-get.js';
@@ -24,7 +24,6 @@ const FstrimBody = Type.Object(
 );
 
 export default async function filesystemRoutes(fastify: FastifyInstance): Promise<void> {
-  registerQgaSchemas(fastify);
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
 
   getListRoute(fastify, {

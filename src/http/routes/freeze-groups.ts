@@ -4,14 +4,13 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import { freezeServiceFor } from '../../freeze/index.js';
 import { AGENT_ERRORS, problemResponses } from '../schemas/common.js';
 import { GroupBody, GroupCreated, GroupParams, GroupRenewResult, GroupStatus, GroupThawReport, IdempotencyHeaders, RenewBody, ThawQuery } from '../schemas/freeze.js';
 import { callerOf } from './fsfreeze.js';
 
 export default async function freezeGroupRoutes(fastify: FastifyInstance): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
-  const groups = freezeServiceFor(fastify.services, fastify.log).groups;
+  const { groups } = fastify.services.freeze;
 
   app.post(
     '/freeze-groups',

@@ -6,7 +6,6 @@
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import { freezeServiceFor } from '../../freeze/index.js';
 import type { Caller } from '../../freeze/types.js';
 import { canAccessVm } from '../plugins/auth.js';
 import { AGENT_ERRORS, VmParams, problemResponses } from '../schemas/common.js';
@@ -19,7 +18,7 @@ export function callerOf(request: FastifyRequest): Caller {
 
 export default async function fsfreezeRoutes(fastify: FastifyInstance): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
-  const freeze = freezeServiceFor(fastify.services, fastify.log);
+  const { freeze } = fastify.services;
 
   app.get(
     '/vms/:vm/fsfreeze',

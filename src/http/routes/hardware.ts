@@ -18,7 +18,6 @@ import {
   GuestMemoryBlock,
   GuestMemoryBlockInfo,
   GuestMemoryBlockResponse,
-  registerQgaSchemas,
 } from '../schemas/qga.js';
 import { callAgent, expectInteger, expectList } from './agent-reply.js';
 import { getListRoute, getObjectRoute } from './qga-get.js';
@@ -41,7 +40,6 @@ function dropUnknownVariant(entry: JsonValue, member: string, type: string): Jso
 }
 
 export default async function hardwareRoutes(fastify: FastifyInstance): Promise<void> {
-  registerQgaSchemas(fastify);
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
 
   // --- vCPUs --------------------------------------------------------------------------------

@@ -1,10 +1,9 @@
 /** Guest networking: guest-network-get-interfaces and guest-network-get-route. */
 import type { FastifyInstance } from 'fastify';
-import { GuestNetworkInterface, GuestNetworkRoute, registerQgaSchemas } from '../schemas/qga.js';
+import { GuestNetworkInterface, GuestNetworkRoute } from '../schemas/qga.js';
 import { getListRoute } from './qga-get.js';
 
 export default async function networkRoutes(app: FastifyInstance): Promise<void> {
-  registerQgaSchemas(app);
 
   getListRoute(app, {
     url: '/vms/:vm/network/interfaces',

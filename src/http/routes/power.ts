@@ -10,7 +10,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { inline } from '../schemas/component.js';
 import { AGENT_ERRORS, VmParams, problemResponses } from '../schemas/common.js';
-import { GuestShutdownMode, GuestSuspendMode, registerQgaSchemas } from '../schemas/qga.js';
+import { GuestShutdownMode, GuestSuspendMode } from '../schemas/qga.js';
 import { callAgent, emptyBodyIsObject } from './agent-reply.js';
 
 const SUSPEND_COMMAND = {
@@ -30,7 +30,6 @@ const Accepted = (what: string) =>
   );
 
 export default async function powerRoutes(fastify: FastifyInstance): Promise<void> {
-  registerQgaSchemas(fastify);
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
 
   app.post(

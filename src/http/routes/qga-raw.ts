@@ -7,25 +7,18 @@
  * timeouts resync. The two sync commands are refused: they are the channel's own handshake, and
  * a caller's sync id would confuse the resync logic (POST /agent/sync is the way to force one).
  * The reply is serialized losslessly (integers above 2^53 stay exact) with no schema in between.
- * File handles and exec pids it creates join the gateway's bookkeeping (qga-raw-bookkeeping.ts).
+ * What may be sent, and the bookkeeping of the handles and pids it creates, is the raw service's
+ * business (agent/raw.ts); this file only speaks HTTP.
  */
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { GatewayError } from '../../errors.js';
-import { execServiceFor } from '../../exec/index.js';
-import { filesServiceFor } from '../../files/index.js';
-import { COMMAND_NAME_PATTERN, NO_RESPONSE } from '../../qga/commands.js';
+import { COMMAND_NAME_PATTERN } from '../../qga/commands.js';
 import type { JsonObject } from '../../qga/types.js';
 import { stringifyJson } from '../../util/json.js';
 import { requestSignal } from '../abort.js';
 import { AGENT_ERRORS, VmName, problemResponses } from '../schemas/common.js';
 import { emptyBodyIsObject } from './agent-reply.js';
-import { afterRawCommand, answerFromServices } from './qga-raw-bookkeeping.js';
-
-const INTERNAL_COMMANDS = new Set(['guest-sync', 'guest-sync-delimited']);
-/** a freeze without a lease would have no deadline and no automatic thaw: it goes through the lease API */
-const LEASED_COMMANDS = new Set(['guest-fsfreeze-freeze', 'guest-fsfreeze-freeze-list']);
 
 const RawParams = Type.Object(
   {
@@ -51,10 +44,7 @@ const RawArguments = Type.Object(
 
 export default async function rawRoutes(fastify: FastifyInstance): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
-  const { services } = fastify;
-  // built now (not on first raw use) so that their reapers join the app's lifecycle
-  filesServiceFor(services, fastify.log);
-  execServiceFor(services, fastify.log);
+  const { raw } = fastify.services;
 
   app.post(
     '/vms/:vm/qga/:command',
@@ -89,28 +79,9 @@ export default async function rawRoutes(fastify: FastifyInstance): Promise<void>
     },
     async (request, reply) => {
       const { vm, command } = request.params;
-      if (INTERNAL_COMMANDS.has(command)) {
-        throw new GatewayError('VALIDATION_FAILED', `${command} is the gateway's channel handshake; use POST /v1/vms/${vm}/agent/sync`, {
-          vm,
-          command,
-        });
-      }
-      if (LEASED_COMMANDS.has(command)) {
-        throw new GatewayError('VALIDATION_FAILED', `${command} only runs under a lease, with an automatic thaw: use POST /v1/vms/${vm}/fsfreeze`, {
-          vm,
-          command,
-        });
-      }
       const body = request.body as JsonObject;
       const args = Object.keys(body).length > 0 ? body : undefined;
-      const signal = requestSignal(request);
-      // Asked first: after a no-response command the guest may be gone, and with it the channel.
-      // The call below needs the same (cached) guest-info for its checks: no extra round trip.
-      const info = await services.agent.info(vm, { signal });
-      const noResponse = info.commands.get(command)?.successResponse === false || NO_RESPONSE.has(command);
-      const served = await answerFromServices(services, vm, command, args, signal);
-      const value = served !== undefined ? served : await services.agent.call(vm, command, args, { signal });
-      if (served === undefined) afterRawCommand(services, vm, command, args, value);
+      const { value, noResponse } = await raw.run(vm, command, args, requestSignal(request));
       reply.serializer(stringifyJson);
       if (noResponse) return reply.code(202).send({ accepted: true as const });
       return reply.code(200).send({ return: value });

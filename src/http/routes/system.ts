@@ -3,11 +3,10 @@
  * guest-get-load. Each returns a QGA object, sent as the agent gave it.
  */
 import type { FastifyInstance } from 'fastify';
-import { GuestHostName, GuestLoadAverage, GuestOSInfo, GuestTimezone, registerQgaSchemas } from '../schemas/qga.js';
+import { GuestHostName, GuestLoadAverage, GuestOSInfo, GuestTimezone } from '../schemas/qga.js';
 import { getObjectRoute } from './qga-get.js';
 
 export default async function systemRoutes(app: FastifyInstance): Promise<void> {
-  registerQgaSchemas(app);
 
   getObjectRoute(app, {
     url: '/vms/:vm/hostname',

@@ -9,7 +9,6 @@ import { Type } from 'typebox';
 import { GatewayError } from '../../errors.js';
 import type { JsonObject } from '../../qga/types.js';
 import { AGENT_ERRORS, VmParams, problemResponses } from '../schemas/common.js';
-import { registerQgaSchemas } from '../schemas/qga.js';
 import { Int64 } from '../schemas/scalars.js';
 import { callAgent, expectInteger } from './agent-reply.js';
 
@@ -59,7 +58,6 @@ export function hostTimeNs(): bigint {
 }
 
 export default async function timeRoutes(fastify: FastifyInstance): Promise<void> {
-  registerQgaSchemas(fastify);
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
 
   app.get(

@@ -11,7 +11,7 @@ import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type, type Static } from 'typebox';
 import { AGENT_ERRORS, VmName, problemResponses } from '../schemas/common.js';
-import { GuestAuthorizedKeys, GuestUser, registerQgaSchemas } from '../schemas/qga.js';
+import { GuestAuthorizedKeys, GuestUser } from '../schemas/qga.js';
 import { callAgent, expectObject } from './agent-reply.js';
 import { getListRoute } from './qga-get.js';
 
@@ -80,7 +80,6 @@ const RemoveKeysQuery = Type.Object(
 );
 
 export default async function userRoutes(fastify: FastifyInstance): Promise<void> {
-  registerQgaSchemas(fastify);
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
 
   getListRoute(fastify, {

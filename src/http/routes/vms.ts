@@ -15,7 +15,7 @@ import { canAccessVm } from '../plugins/auth.js';
 import { AGENT_ERRORS, VmParams, problemResponses } from '../schemas/common.js';
 import { GuestAgentInfo } from '../schemas/qga.js';
 import type { VmRecord } from '../../registry/registry.js';
-import type { Services } from '../../services.js';
+import type { HttpServices } from '../services.js';
 
 const Labels = Type.Record(Type.String(), Type.String({ maxLength: 256 }), { description: 'Free-form labels' });
 
@@ -70,7 +70,7 @@ const RegisterBody = Type.Object(
   { additionalProperties: false },
 );
 
-export function summarize(services: Services, rec: VmRecord): Static<typeof VmSummary> {
+export function summarize(services: HttpServices, rec: VmRecord): Static<typeof VmSummary> {
   const ch = services.pool.has(rec.name) ? services.pool.channel(rec.name).stats() : undefined;
   return {
     name: rec.name,

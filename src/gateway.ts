@@ -1,0 +1,130 @@
+/**
+ * THE composition root: every long-lived part of the gateway is built here, from the Config, in
+ * one place, and started and stopped here in an order you can read off the list below.
+ *
+ *   config ─► store ─► registry ─► pool ─► agent ─► freeze ─► exec ─► files ─► raw ─► metrics
+ *
+ * start(), in this order: freeze (reconcile the store's leases, then sweep their deadlines),
+ *   exec (reaper of unpolled processes), files (reaper of idle handles).
+ * stop(), in reverse: files (close API handles) → exec → freeze (stop the sweeper; with the
+ *   embedded store, thaw what it holds) → pool (drain the queues, close the sockets) → store.
+ *
+ * app.ts decorates the Fastify instance with the finished gateway; route plugins only read it.
+ * Tests build the same root, replacing parts through `overrides`.
+ */
+import type { Logger } from 'pino';
+import type { Registry as MetricsRegistry } from 'prom-client';
+import { RawPassthrough } from './agent/raw.js';
+import { AgentService } from './agent/service.js';
+import type { Config } from './config/schema.js';
+import { execPassthrough } from './exec/passthrough.js';
+import { ExecService } from './exec/service.js';
+import { closeOrphanedHandles, filesPassthrough } from './files/passthrough.js';
+import { FilesService } from './files/service.js';
+import { FreezeService } from './freeze/service.js';
+import type { HttpServices } from './http/services.js';
+import { createMetrics } from './pool/metrics.js';
+import { AgentPool } from './pool/pool.js';
+import { COMMANDS, DEFAULT_TIMEOUTS } from './qga/commands.js';
+import type { TimeoutClass } from './qga/types.js';
+import { VmRegistry } from './registry/registry.js';
+import { createStore } from './store/index.js';
+import type { LeaseStore } from './store/types.js';
+
+/** A part with a life of its own: started in list order, stopped in reverse. */
+export interface Part {
+  readonly name: string;
+  start?(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface Gateway extends HttpServices {
+  /** the parts in start order */
+  readonly parts: readonly Part[];
+  start(): Promise<void>;
+  /** stop every part in reverse order; a part that fails to stop is logged, the rest still stop */
+  stop(): Promise<void>;
+}
+
+export interface GatewayOverrides {
+  /** a lease store built elsewhere (tests sharing one store between two gateways) */
+  store?: LeaseStore;
+  /** this process's id in freeze sessions and logs */
+  gatewayId?: string;
+}
+
+export function resolveTimeouts(config: Config): Record<TimeoutClass, number> {
+  return { ...DEFAULT_TIMEOUTS, ...config.agent.timeouts };
+}
+
+export function createGateway(config: Config, logger: Logger, overrides: GatewayOverrides = {}): Gateway {
+  const timeouts = resolveTimeouts(config);
+  const store = overrides.store ?? createStore(config);
+  const registry = new VmRegistry(config, store);
+  const pool = new AgentPool({
+    resolve: (vm) => registry.resolve(vm),
+    maxOpen: config.agent.maxOpen,
+    logger,
+    channelOptions: {
+      catalog: (name: string) => COMMANDS[name],
+      timeouts,
+      maxQueue: config.agent.maxQueue,
+      maxReplyBytes: config.agent.maxReplyBytes,
+      syncTimeoutMs: config.agent.syncTimeoutMs,
+      connectTimeoutMs: config.agent.connectTimeoutMs,
+      idleReleaseMs: config.agent.idleReleaseMs,
+      backoff: { initialMs: config.agent.backoffInitialMs, maxMs: config.agent.backoffMaxMs },
+      logger,
+    },
+  });
+  const agent = new AgentService(pool, registry);
+  const freeze = new FreezeService({
+    store,
+    agent,
+    registry,
+    // freeze and thaw run the guest's fsfreeze hooks: the catalog's `freeze` class, as configured
+    settings: { ...config.freeze, freezeTimeoutMs: timeouts.freeze, thawTimeoutMs: timeouts.freeze },
+    logger,
+    gatewayId: overrides.gatewayId,
+    releaseChannel: (vm) => pool.remove(vm),
+  });
+  const exec = new ExecService(agent, async (vm) => (await agent.info(vm)).versionTuple, config.exec, logger);
+  const files = new FilesService(agent, config.files, config.agent.maxReplyBytes, logger);
+  pool.on('orphan', closeOrphanedHandles(agent, logger));
+  const raw = new RawPassthrough(agent, [execPassthrough(exec), filesPassthrough(files)]);
+  const metrics: MetricsRegistry = createMetrics(pool);
+
+  const parts: Part[] = [
+    { name: 'lease store', stop: () => store.close() },
+    { name: 'agent pool', stop: () => pool.close() },
+    { name: 'freeze sweeper', start: () => freeze.start(), stop: () => freeze.stop() },
+    { name: 'exec reaper', start: async () => exec.startReaper(), stop: async () => exec.stop() },
+    { name: 'file handle reaper', start: async () => files.startReaper(), stop: () => files.stop() },
+  ];
+
+  return {
+    config,
+    store,
+    registry,
+    pool,
+    agent,
+    freeze,
+    exec,
+    files,
+    raw,
+    metrics,
+    parts,
+    async start() {
+      for (const part of parts) await part.start?.();
+    },
+    async stop() {
+      for (const part of [...parts].reverse()) {
+        try {
+          await part.stop();
+        } catch (err) {
+          logger.error({ err, part: part.name }, 'error while stopping');
+        }
+      }
+    },
+  };
+}
