@@ -4,10 +4,9 @@
  * `src/util/json.ts` serializes these values back to JSON text without losing a digit.
  */
 
-export type JsonValue = null | boolean | number | bigint | string | JsonValue[] | JsonObject;
-export interface JsonObject {
-  [key: string]: JsonValue;
-}
+// The JSON value types live with the lossless codec (util/, below this layer); re-exported for the protocol's users.
+import type { JsonObject, JsonValue } from '../util/json.js';
+export type { JsonObject, JsonValue };
 
 /** Where a VM's agent socket is. Resolved server-side only; never taken from an HTTP caller. */
 export type Endpoint =

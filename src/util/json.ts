@@ -7,7 +7,12 @@
  * run can be an unsafe integer (2^53 - 1 has 16 digits), and multi-MiB base64 replies must not
  * go through a character-by-character parser.
  */
-import type { JsonObject, JsonValue } from '../qga/types.js';
+
+/** A decoded JSON value: integers beyond 2^53 - 1 in magnitude are `bigint`, every other number a `number`. */
+export type JsonValue = null | boolean | number | bigint | string | JsonValue[] | JsonObject;
+export interface JsonObject {
+  [key: string]: JsonValue;
+}
 
 const LONG_DIGIT_RUN = /\d{16}/;
 
