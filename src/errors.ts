@@ -4,55 +4,44 @@
  * nowhere else. Code never branches on message text.
  */
 
-export const ERROR_STATUS = {
-  VALIDATION_FAILED: 400,
-  UNAUTHENTICATED: 401,
-  FORBIDDEN: 403,
-  COMMAND_DISABLED: 403,
-  VM_NOT_FOUND: 404,
-  NOT_FOUND: 404,
-  LEASE_CONFLICT: 409,
-  VM_FROZEN: 409,
-  VM_EXISTS: 409,
-  PAYLOAD_TOO_LARGE: 413,
-  UNSUPPORTED_MEDIA_TYPE: 415,
-  RANGE_NOT_SATISFIABLE: 416,
-  AGENT_ERROR: 422,
-  QUEUE_FULL: 429,
-  INTERNAL: 500,
-  COMMAND_NOT_SUPPORTED: 501,
-  AGENT_PROTOCOL_ERROR: 502,
-  AGENT_UNAVAILABLE: 503,
-  STORE_UNAVAILABLE: 503,
-  SHUTTING_DOWN: 503,
-  AGENT_TIMEOUT: 504,
-} as const;
+/**
+ * The one table of error codes: HTTP status, problem title, and when a caller gets it. README's
+ * error table and the OpenAPI description are generated from it (scripts/export-openapi.ts), and a
+ * test holds it to ../shared/API.md.
+ */
+export const ERRORS = {
+  VALIDATION_FAILED: { status: 400, title: 'Request validation failed', when: 'the request does not match the schema (`errors` lists where), or a value is out of range' },
+  UNAUTHENTICATED: { status: 401, title: 'Authentication required', when: 'missing or unknown credentials' },
+  FORBIDDEN: { status: 403, title: 'Forbidden', when: 'the credentials lack the scope or the VM' },
+  COMMAND_DISABLED: { status: 403, title: 'Command disabled in the guest agent', when: 'the guest admin disabled the command in the agent' },
+  VM_NOT_FOUND: { status: 404, title: 'VM not found', when: '`{vm}` is not registered' },
+  NOT_FOUND: { status: 404, title: 'Not found', when: 'no such route or resource (an unknown file, file handle, exec pid or freeze group)' },
+  LEASE_CONFLICT: { status: 409, title: 'Lease conflict', when: 'the VM is frozen under another lease, or the lease id does not match' },
+  VM_FROZEN: { status: 409, title: 'Guest filesystems are frozen', when: 'the guest is frozen and the command is not one of the six a frozen agent allows' },
+  VM_EXISTS: { status: 409, title: 'VM already registered', when: 'registration of a name that is already registered' },
+  PAYLOAD_TOO_LARGE: { status: 413, title: 'Payload too large', when: 'the request body (or stdin, or an upload) is over its configured limit (`limit`)' },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'Unsupported media type', when: "the body's content type is not the one the route takes" },
+  RANGE_NOT_SATISFIABLE: { status: 416, title: 'Range not satisfiable', when: 'a `Range` or upload offset outside the file (`size`)' },
+  AGENT_ERROR: { status: 422, title: 'Guest agent returned an error', when: 'the agent answered with an error object (`qga.class`, `qga.desc` carried through)' },
+  QUEUE_FULL: { status: 429, title: 'VM request queue is full', when: "the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set)" },
+  INTERNAL: { status: 500, title: 'Internal error', when: 'a defect in the gateway (logged; never carries internals)' },
+  COMMAND_NOT_SUPPORTED: { status: 501, title: 'Command not supported by this agent', when: 'this agent version does not know the command (or the option)' },
+  AGENT_PROTOCOL_ERROR: { status: 502, title: 'Guest agent protocol error', when: 'the agent sent something that is not a valid reply, or a reply of the wrong shape' },
+  AGENT_UNAVAILABLE: { status: 503, title: 'Guest agent unavailable', when: "the VM's agent socket cannot be connected or synced, or the connection was lost" },
+  STORE_UNAVAILABLE: { status: 503, title: 'Lease store unavailable', when: 'the lease store (Redis) cannot be reached; freezes are refused, thaws retried' },
+  SHUTTING_DOWN: { status: 503, title: 'Gateway is shutting down', when: 'the gateway is stopping and takes no new requests' },
+  AGENT_TIMEOUT: { status: 504, title: 'Guest agent timed out', when: "no reply within the command's timeout (the channel is resynced before reuse)" },
+} as const satisfies Record<string, { status: number; title: string; when: string }>;
 
-export type ErrorCode = keyof typeof ERROR_STATUS;
+export type ErrorCode = keyof typeof ERRORS;
 
-export const ERROR_TITLES: Record<ErrorCode, string> = {
-  VALIDATION_FAILED: 'Request validation failed',
-  UNAUTHENTICATED: 'Authentication required',
-  FORBIDDEN: 'Forbidden',
-  COMMAND_DISABLED: 'Command disabled in the guest agent',
-  VM_NOT_FOUND: 'VM not found',
-  NOT_FOUND: 'Not found',
-  LEASE_CONFLICT: 'Lease conflict',
-  VM_FROZEN: 'Guest filesystems are frozen',
-  VM_EXISTS: 'VM already registered',
-  PAYLOAD_TOO_LARGE: 'Payload too large',
-  UNSUPPORTED_MEDIA_TYPE: 'Unsupported media type',
-  RANGE_NOT_SATISFIABLE: 'Range not satisfiable',
-  AGENT_ERROR: 'Guest agent returned an error',
-  QUEUE_FULL: 'VM request queue is full',
-  INTERNAL: 'Internal error',
-  COMMAND_NOT_SUPPORTED: 'Command not supported by this agent',
-  AGENT_PROTOCOL_ERROR: 'Guest agent protocol error',
-  AGENT_UNAVAILABLE: 'Guest agent unavailable',
-  STORE_UNAVAILABLE: 'Lease store unavailable',
-  SHUTTING_DOWN: 'Gateway is shutting down',
-  AGENT_TIMEOUT: 'Guest agent timed out',
-};
+export const ERROR_STATUS = Object.fromEntries(Object.entries(ERRORS).map(([c, e]) => [c, e.status])) as { [C in ErrorCode]: (typeof ERRORS)[C]['status'] };
+
+/** The error table as Markdown (README, OpenAPI description): code, HTTP status, when. */
+export function errorTableMarkdown(): string {
+  const rows = Object.entries(ERRORS).map(([code, e]) => `| \`${code}\` | ${e.status} | ${e.when} |`);
+  return ['| code | HTTP | when |', '|---|---|---|', ...rows].join('\n');
+}
 
 /** The error object a QGA agent sends: `{"error": {"class": ..., "desc": ...}}`. */
 export interface QgaErrorBody {
@@ -84,7 +73,7 @@ export class GatewayError extends Error {
     super(detail, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'GatewayError';
     this.code = code;
-    this.status = ERROR_STATUS[code];
+    this.status = ERRORS[code].status;
     this.vm = opts.vm;
     this.command = opts.command;
     this.qga = opts.qga;
@@ -96,3 +85,48 @@ export class GatewayError extends Error {
 export function isGatewayError(e: unknown): e is GatewayError {
   return e instanceof GatewayError;
 }
+
+type Ctx = Pick<GatewayErrorOptions, 'vm' | 'command' | 'qga' | 'extra' | 'cause' | 'retryAfter'>;
+
+/**
+ * One constructor per situation, so each situation is worded once. Code elsewhere builds errors
+ * through these (a test checks that nothing else calls `new GatewayError`).
+ */
+export const errors = {
+  validation: (detail: string, ctx: Ctx = {}) => new GatewayError('VALIDATION_FAILED', detail, ctx),
+  notJson: (cause: unknown) =>
+    new GatewayError('VALIDATION_FAILED', `the body is not valid JSON: ${cause instanceof Error ? cause.message : String(cause)}`),
+  /** a client error the HTTP server raised itself, by its status */
+  httpClientError: (status: number, detail: string) =>
+    new GatewayError(status === 404 ? 'NOT_FOUND' : status === 413 ? 'PAYLOAD_TOO_LARGE' : status === 415 ? 'UNSUPPORTED_MEDIA_TYPE' : 'VALIDATION_FAILED', detail),
+  unauthenticated: (why: 'missing' | 'unknown') =>
+    new GatewayError('UNAUTHENTICATED', why === 'missing' ? 'an Authorization: Bearer token is required' : 'unknown bearer token'),
+  missingScope: (who: string, scope: string) => new GatewayError('FORBIDDEN', `this operation needs the "${scope}" scope, which ${who} lacks`),
+  vmsOutOfReach: (who: string, vms: string[]) =>
+    new GatewayError('FORBIDDEN', `${who} may not reach ${vms.map((v) => `VM "${v}"`).join(', ')}`, vms.length === 1 ? { vm: vms[0] } : { extra: { denied: vms } }),
+  vmNotFound: (vm: string) => new GatewayError('VM_NOT_FOUND', `VM "${vm}" is not registered`, { vm }),
+  vmExists: (vm: string) => new GatewayError('VM_EXISTS', `VM "${vm}" is already registered`, { vm }),
+  notFound: (detail: string, ctx: Ctx = {}) => new GatewayError('NOT_FOUND', detail, ctx),
+  vmFrozen: (vm: string, command: string) =>
+    new GatewayError('VM_FROZEN', `the guest's filesystems are frozen; ${command} is not allowed until they are thawed`, { vm, command }),
+  commandDisabled: (vm: string, command: string) => new GatewayError('COMMAND_DISABLED', `${command} has been disabled by the guest administrator`, { vm, command }),
+  commandNotSupported: (vm: string, command: string, detail: string) => new GatewayError('COMMAND_NOT_SUPPORTED', detail, { vm, command }),
+  leaseConflict: (detail: string, ctx: Ctx = {}) => new GatewayError('LEASE_CONFLICT', detail, ctx),
+  tooLarge: (what: string, limit: number, setting: string, ctx: Ctx = {}) =>
+    new GatewayError('PAYLOAD_TOO_LARGE', `${what} is larger than the configured cap of ${limit} bytes (${setting})`, { ...ctx, extra: { ...ctx.extra, limit } }),
+  unsupportedMediaType: (detail: string) => new GatewayError('UNSUPPORTED_MEDIA_TYPE', detail),
+  outsideFile: (vm: string, what: string, size: number) => new GatewayError('RANGE_NOT_SATISFIABLE', `${what} is outside the file (${size} bytes)`, { vm, extra: { size } }),
+  agentError: (vm: string, command: string | undefined, detail: string) => new GatewayError('AGENT_ERROR', detail, { vm, command }),
+  queueFull: (vm: string, detail: string, retryAfter = 1) => new GatewayError('QUEUE_FULL', detail, { vm, retryAfter }),
+  /** the agent's reply is valid JSON but not what the reference promises for the command */
+  unexpectedReply: (vm: string, command: string, what: string) => new GatewayError('AGENT_PROTOCOL_ERROR', `${command} returned ${what}`, { vm, command }),
+  protocol: (vm: string, command: string | undefined, detail: string, ctx: Ctx = {}) => new GatewayError('AGENT_PROTOCOL_ERROR', detail, { ...ctx, vm, command }),
+  agentUnavailable: (vm: string, detail: string, ctx: Ctx = {}) => new GatewayError('AGENT_UNAVAILABLE', detail, { ...ctx, vm }),
+  agentTimeout: (vm: string, command: string, detail: string, ctx: Ctx = {}) => new GatewayError('AGENT_TIMEOUT', detail, { ...ctx, vm, command }),
+  storeUnavailable: (detail: string, ctx: Ctx = {}) => new GatewayError('STORE_UNAVAILABLE', detail, ctx),
+  shuttingDown: (what: string, ctx: Ctx = {}) => new GatewayError('SHUTTING_DOWN', what, ctx),
+  internal: (detail = 'an internal error occurred; it has been logged', ctx: Ctx = {}) => new GatewayError('INTERNAL', detail, ctx),
+  /** the same error under another code or with a different detail, everything else kept */
+  rewrap: (e: GatewayError, code: ErrorCode, detail: string, ctx: Ctx = {}) =>
+    new GatewayError(code, detail, { vm: e.vm, command: e.command, qga: e.qga, retryAfter: e.retryAfter, extra: e.extra, cause: e, ...ctx }),
+};

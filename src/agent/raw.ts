@@ -10,7 +10,7 @@
  *    effect of one that succeeded (a handle opened, a process started), so nothing the passthrough
  *    creates is left behind in the agent.
  */
-import { GatewayError } from '../errors.js';
+import { errors } from '../errors.js';
 import { NO_RESPONSE } from '../qga/commands.js';
 import type { JsonObject, JsonValue } from '../qga/types.js';
 import type { AgentService } from './service.js';
@@ -40,10 +40,10 @@ export class RawPassthrough {
 
   async run(vm: string, command: string, args: JsonObject | undefined, signal: AbortSignal): Promise<RawResult> {
     if (INTERNAL_COMMANDS.has(command)) {
-      throw new GatewayError('VALIDATION_FAILED', `${command} is the gateway's channel handshake; use POST /v1/vms/${vm}/agent/sync`, { vm, command });
+      throw errors.validation(`${command} is the gateway's channel handshake; use POST /v1/vms/${vm}/agent/sync`, { vm, command });
     }
     if (LEASED_COMMANDS.has(command)) {
-      throw new GatewayError('VALIDATION_FAILED', `${command} only runs under a lease, with an automatic thaw: use POST /v1/vms/${vm}/fsfreeze`, { vm, command });
+      throw errors.validation(`${command} only runs under a lease, with an automatic thaw: use POST /v1/vms/${vm}/fsfreeze`, { vm, command });
     }
     // Asked first: after a no-response command the guest may be gone, and with it the channel.
     // The call below needs the same (cached) guest-info for its checks: no extra round trip.

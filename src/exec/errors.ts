@@ -3,7 +3,7 @@
  * for a pid it never started and for one whose final status was already handed out
  * (qga/agent-errors.ts reads that text).
  */
-import { GatewayError, isGatewayError, type ErrorCode } from '../errors.js';
+import { GatewayError, isGatewayError, type ErrorCode, errors } from '../errors.js';
 import { isAgentError } from '../qga/agent-errors.js';
 
 export function isUnknownPid(e: unknown): e is GatewayError {
@@ -23,5 +23,5 @@ export function unknownPid(vm: string, pid: number, cause: GatewayError, started
       `the reply that carried it was lost, or another client collected it first`
     : `the agent has no process record for pid ${pid}: it was never started through guest-exec, ` +
       `or its final status was already collected (and is no longer kept by this gateway)`;
-  return new GatewayError('NOT_FOUND', detail, { vm, command: 'guest-exec-status', qga: cause.qga, cause });
+  return errors.rewrap(cause, 'NOT_FOUND', detail, { vm, command: 'guest-exec-status' });
 }

@@ -3,7 +3,7 @@
  * base64 (`input-data`, the QGA member, verbatim). Decoded size is what the cap measures, since
  * that is what the process receives.
  */
-import { GatewayError } from '../errors.js';
+import { GatewayError, errors } from '../errors.js';
 
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
@@ -14,7 +14,7 @@ export function decodeStdin(
   const { inputText } = body;
   const b64 = body['input-data'];
   if (inputText !== undefined && b64 !== undefined) {
-    throw new GatewayError('VALIDATION_FAILED', 'give stdin as either inputText or input-data, not both');
+    throw errors.validation('give stdin as either inputText or input-data, not both');
   }
   let buf: Buffer | undefined;
   if (inputText !== undefined) {
@@ -22,7 +22,7 @@ export function decodeStdin(
     buf = Buffer.from(inputText, 'utf8');
   } else if (b64 !== undefined) {
     if (b64.length % 4 !== 0 || !BASE64.test(b64)) {
-      throw new GatewayError('VALIDATION_FAILED', 'input-data is not valid base64');
+      throw errors.validation('input-data is not valid base64');
     }
     if ((b64.length / 4) * 3 - (b64.endsWith('==') ? 2 : b64.endsWith('=') ? 1 : 0) > maxBytes) throw tooLarge(maxBytes);
     buf = Buffer.from(b64, 'base64');
@@ -31,7 +31,5 @@ export function decodeStdin(
 }
 
 function tooLarge(maxBytes: number): GatewayError {
-  return new GatewayError('PAYLOAD_TOO_LARGE', `stdin is larger than the configured cap of ${maxBytes} bytes (exec.maxInputBytes)`, {
-    extra: { limit: maxBytes },
-  });
+  return errors.tooLarge('stdin', maxBytes, 'exec.maxInputBytes');
 }

@@ -11,7 +11,7 @@
  * wire the process will run, and only its pid lets the reaper clean up after it.
  */
 import type { Config } from '../config/schema.js';
-import { GatewayError, isGatewayError } from '../errors.js';
+import { isGatewayError, errors } from '../errors.js';
 import type { JsonObject, JsonValue } from '../qga/types.js';
 import { isTransient, isUnknownPid, unknownPid } from './errors.js';
 import { ResultCache } from './results.js';
@@ -64,7 +64,7 @@ export class ExecService {
     const reply = await this.agent.call(vm, 'guest-exec', args);
     const pid = isObject(reply) ? reply.pid : undefined;
     if (typeof pid !== 'number' || !Number.isSafeInteger(pid)) {
-      throw new GatewayError('AGENT_PROTOCOL_ERROR', 'guest-exec returned no pid', { vm, command: 'guest-exec' });
+      throw errors.unexpectedReply(vm, 'guest-exec', 'no pid');
     }
     // A guest pid can be reused; a result kept for an earlier process must not answer for this one.
     this.results.delete(vm, pid);
@@ -195,10 +195,10 @@ export class ExecService {
     const version = await this.versionOf(vm);
     const known = version.some((n) => n > 0); // [0,0,0]: unparseable, let the agent judge
     if (known && compareVersion(version, CAPTURE_ENUM_SINCE) < 0) {
-      throw new GatewayError(
-        'COMMAND_NOT_SUPPORTED',
+      throw errors.commandNotSupported(
+        vm,
+        'guest-exec',
         `capture-output "${capture}" needs a guest agent >= 8.0 (this one is ${version.join('.')}); use true, false, "separated" or "none"`,
-        { vm, command: 'guest-exec' },
       );
     }
     return capture;
@@ -216,7 +216,7 @@ function isObject(v: JsonValue): v is JsonObject {
 
 function toExecStatus(reply: JsonValue, vm: string): ExecStatus {
   if (!isObject(reply) || typeof reply.exited !== 'boolean') {
-    throw new GatewayError('AGENT_PROTOCOL_ERROR', 'guest-exec-status returned no "exited" flag', { vm, command: 'guest-exec-status' });
+    throw errors.unexpectedReply(vm, 'guest-exec-status', 'no "exited" flag');
   }
   const s: ExecStatus = { exited: reply.exited };
   if (typeof reply.exitcode === 'number') s.exitcode = reply.exitcode;

@@ -6,7 +6,7 @@
  * and on every other way out (agent error, client abort → destroy()).
  */
 import { Readable } from 'node:stream';
-import { GatewayError, isGatewayError } from '../errors.js';
+import { isGatewayError, errors } from '../errors.js';
 import { SEEK_END, SEEK_SET, type GuestFiles } from './guest.js';
 import { parseRange, resolveRange } from './range.js';
 
@@ -44,10 +44,7 @@ export async function planDownload(
     if (spec && size !== undefined) {
       const r = resolveRange(spec, size);
       if (r === 'unsatisfiable') {
-        throw new GatewayError('RANGE_NOT_SATISFIABLE', `range "${rangeHeader}" is outside the file (${size} bytes)`, {
-          vm,
-          extra: { size },
-        });
+        throw errors.outsideFile(vm, `range "${rangeHeader}"`, size);
       }
       ({ start, end } = r);
       status = 206;
@@ -132,10 +129,7 @@ export class DownloadStream extends Readable {
         if (this.remaining > 0 && r.eof) {
           // The file shrank under us: the promised Content-Length cannot be met. Failing the
           // stream aborts the response, so the client sees a truncated transfer, not a short file.
-          throw new GatewayError('AGENT_ERROR', `file ended ${this.remaining} bytes early (it shrank while being read)`, {
-            vm: this.vm,
-            command: 'guest-file-read',
-          });
+          throw errors.agentError(this.vm, 'guest-file-read', `file ended ${this.remaining} bytes early (it shrank while being read)`);
         }
       }
       const done = this.remaining === 0 || (this.remaining === undefined && r.eof);
@@ -143,7 +137,7 @@ export class DownloadStream extends Readable {
         this.emptyReads = 0;
         return { buf, done };
       }
-      if (++this.emptyReads > 1000) throw new GatewayError('AGENT_ERROR', 'the file keeps returning no data', { vm: this.vm });
+      if (++this.emptyReads > 1000) throw errors.agentError(this.vm, 'guest-file-read', 'the file keeps returning no data');
     }
   }
 

@@ -2,7 +2,7 @@
  * File-specific readings of agent errors: a missing file and an unknown handle (both GenericError
  * with only the text to tell them, read in qga/agent-errors.ts) are a 404, not a generic 422.
  */
-import { GatewayError, isGatewayError } from '../errors.js';
+import { isGatewayError, errors } from '../errors.js';
 import { agentErrorKind } from '../qga/agent-errors.js';
 
 export function mapFileError(e: unknown, ctx: { vm: string; path?: string; handle?: number }): unknown {
@@ -10,20 +10,10 @@ export function mapFileError(e: unknown, ctx: { vm: string; path?: string; handl
   const kind = agentErrorKind(e.qga);
   const desc = e.qga?.desc ?? '';
   if (kind === 'no-such-file') {
-    return new GatewayError('NOT_FOUND', `no such file in the guest: ${ctx.path ?? desc}`, {
-      vm: ctx.vm,
-      command: e.command,
-      qga: e.qga,
-      cause: e,
-    });
+    return errors.rewrap(e, 'NOT_FOUND', `no such file in the guest: ${ctx.path ?? desc}`, { vm: ctx.vm });
   }
   if (kind === 'unknown-handle') {
-    return new GatewayError('NOT_FOUND', `the agent has no open file handle ${ctx.handle ?? ''}`.trim(), {
-      vm: ctx.vm,
-      command: e.command,
-      qga: e.qga,
-      cause: e,
-    });
+    return errors.rewrap(e, 'NOT_FOUND', `the agent has no open file handle ${ctx.handle ?? ''}`.trim(), { vm: ctx.vm });
   }
   return e;
 }

@@ -7,7 +7,7 @@
  * `guest-file-open` is sent without the caller's signal too: an open abandoned in flight would
  * leave a handle in the agent whose number nobody ever learns.
  */
-import { GatewayError, isGatewayError } from '../errors.js';
+import { isGatewayError, errors } from '../errors.js';
 import type { JsonObject, JsonValue } from '../qga/types.js';
 import type { AgentCaller } from '../agent/service.js';
 import { mapFileError } from './errors.js';
@@ -47,7 +47,7 @@ export class GuestFiles {
       throw mapFileError(e, { vm, path });
     }
     if (typeof reply !== 'number' || !Number.isSafeInteger(reply)) {
-      throw new GatewayError('AGENT_PROTOCOL_ERROR', 'guest-file-open returned no handle', { vm, command: 'guest-file-open' });
+      throw errors.unexpectedReply(vm, 'guest-file-open', 'no handle');
     }
     this.registry.add(vm, reply, { owner, path, mode });
     return reply;
@@ -57,7 +57,7 @@ export class GuestFiles {
     const r = await this.on(vm, handle, 'guest-file-read', { handle, count }, signal);
     const b64 = r['buf-b64'];
     if (typeof r.count !== 'number' || typeof b64 !== 'string' || typeof r.eof !== 'boolean') {
-      throw new GatewayError('AGENT_PROTOCOL_ERROR', 'guest-file-read returned an unexpected reply', { vm, command: 'guest-file-read' });
+      throw errors.unexpectedReply(vm, 'guest-file-read', 'an unexpected reply');
     }
     return { count: r.count, b64, eof: r.eof };
   }
@@ -67,7 +67,7 @@ export class GuestFiles {
     if (count !== undefined) args.count = count;
     const r = await this.on(vm, handle, 'guest-file-write', args, signal);
     if (typeof r.count !== 'number') {
-      throw new GatewayError('AGENT_PROTOCOL_ERROR', 'guest-file-write returned no count', { vm, command: 'guest-file-write' });
+      throw errors.unexpectedReply(vm, 'guest-file-write', 'no count');
     }
     return { count: r.count, eof: r.eof === true };
   }
@@ -77,7 +77,7 @@ export class GuestFiles {
     const r = await this.on(vm, handle, 'guest-file-seek', { handle, offset, whence }, signal);
     const pos = r.position;
     if (typeof pos !== 'number' && typeof pos !== 'bigint') {
-      throw new GatewayError('AGENT_PROTOCOL_ERROR', 'guest-file-seek returned no position', { vm, command: 'guest-file-seek' });
+      throw errors.unexpectedReply(vm, 'guest-file-seek', 'no position');
     }
     return { position: Number(pos), eof: r.eof === true };
   }
@@ -161,7 +161,7 @@ export class GuestFiles {
     try {
       const r = await this.agent.call(vm, command, args, signal ? { signal } : undefined);
       if (typeof r !== 'object' || r === null || Array.isArray(r)) {
-        throw new GatewayError('AGENT_PROTOCOL_ERROR', `${command} returned an unexpected reply`, { vm, command });
+        throw errors.unexpectedReply(vm, command, 'an unexpected reply');
       }
       return r;
     } catch (e) {

@@ -6,7 +6,7 @@
  * agent accepts it, it is adopted and reaped like the others. A handle owned by a streaming
  * transfer is refused: interleaving raw reads with a download would corrupt both.
  */
-import { GatewayError } from '../errors.js';
+import { errors } from '../errors.js';
 import type { GuestFiles, ReadResult, Whence } from './guest.js';
 import type { TrackedHandle } from './handles.js';
 
@@ -24,10 +24,7 @@ export class RawHandles {
 
   async open(vm: string, path: string, mode = 'r'): Promise<number> {
     if (this.files.registry.count(vm, 'api') >= this.limits.maxHandlesPerVm) {
-      throw new GatewayError('QUEUE_FULL', `${this.limits.maxHandlesPerVm} file handles are already open on this VM through the API; close some first`, {
-        vm,
-        retryAfter: Math.ceil(this.limits.handleIdleMs / 1000),
-      });
+      throw errors.queueFull(vm, `${this.limits.maxHandlesPerVm} file handles are already open on this VM through the API; close some first`, Math.ceil(this.limits.handleIdleMs / 1000));
     }
     return this.files.open(vm, path, mode, 'api');
   }
@@ -35,7 +32,7 @@ export class RawHandles {
   async read(vm: string, handle: number, count: number | undefined, signal?: AbortSignal): Promise<ReadResult> {
     const n = count ?? 4096;
     if (n > this.limits.maxReadBytes) {
-      throw new GatewayError('VALIDATION_FAILED', `count ${n} is above the per-call limit of ${this.limits.maxReadBytes} bytes (files.maxRawReadBytes); use GET …/files/content for large files`, {
+      throw errors.validation(`count ${n} is above the per-call limit of ${this.limits.maxReadBytes} bytes (files.maxRawReadBytes); use GET …/files/content for large files`, {
         vm,
       });
     }
@@ -78,7 +75,7 @@ export class RawHandles {
   private checkOwner(vm: string, handle: number): void {
     const t = this.files.registry.get(vm, handle);
     if (t && t.owner !== 'api') {
-      throw new GatewayError('NOT_FOUND', `file handle ${handle} belongs to a streaming transfer of this gateway`, { vm });
+      throw errors.notFound(`file handle ${handle} belongs to a streaming transfer of this gateway`, { vm });
     }
   }
 }

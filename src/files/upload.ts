@@ -8,7 +8,7 @@
  * resumes an interrupted upload: the file is opened "r+" (it must exist; nothing is truncated,
  * QGA has no truncate) and writing starts at `offset`, which may not lie beyond its end.
  */
-import { GatewayError } from '../errors.js';
+import { GatewayError, errors } from '../errors.js';
 import { SEEK_CUR, SEEK_END, SEEK_SET, type GuestFiles } from './guest.js';
 
 export type UploadMode = 'truncate' | 'append';
@@ -36,7 +36,7 @@ export async function upload(
   opts: UploadOptions,
 ): Promise<UploadResult> {
   if (opts.offset !== undefined && opts.mode === 'append') {
-    throw new GatewayError('VALIDATION_FAILED', 'offset cannot be combined with mode=append (appending always writes at the end)');
+    throw errors.validation('offset cannot be combined with mode=append (appending always writes at the end)');
   }
   const fopenMode = opts.offset !== undefined ? 'r+' : opts.mode === 'append' ? 'a' : 'w';
   const { signal } = opts;
@@ -46,10 +46,7 @@ export async function upload(
     if (opts.offset !== undefined) {
       const size = (await files.seek(vm, handle, 0, SEEK_END, signal)).position;
       if (opts.offset > size) {
-        throw new GatewayError('RANGE_NOT_SATISFIABLE', `offset ${opts.offset} lies beyond the end of the file (${size} bytes)`, {
-          vm,
-          extra: { size },
-        });
+        throw errors.outsideFile(vm, `offset ${opts.offset}`, size);
       }
       await files.seek(vm, handle, opts.offset, SEEK_SET, signal);
     }
@@ -76,10 +73,7 @@ export async function upload(
         const buf = typeof piece === 'string' ? Buffer.from(piece) : piece;
         received += buf.length;
         if (opts.maxBytes > 0 && received > opts.maxBytes) {
-          throw new GatewayError('PAYLOAD_TOO_LARGE', `upload is larger than the configured cap of ${opts.maxBytes} bytes (files.maxUploadBytes)`, {
-            vm,
-            extra: { limit: opts.maxBytes },
-          });
+          throw errors.tooLarge('upload', opts.maxBytes, 'files.maxUploadBytes', { vm });
         }
         let p = 0;
         while (p < buf.length) {
@@ -112,7 +106,7 @@ async function writeAll(files: GuestFiles, vm: string, handle: number, data: Buf
   while (off < data.length) {
     const part = off === 0 ? data : data.subarray(off);
     const { count } = await files.write(vm, handle, part.toString('base64'), undefined, signal);
-    if (count <= 0) throw new GatewayError('AGENT_ERROR', 'the agent wrote nothing (disk full?)', { vm, command: 'guest-file-write' });
+    if (count <= 0) throw errors.agentError(vm, 'guest-file-write', 'the agent wrote nothing (disk full?)');
     off += count;
   }
 }
@@ -120,14 +114,7 @@ async function writeAll(files: GuestFiles, vm: string, handle: number, data: Buf
 /** Tell the caller how far the upload got, so it can resume with `offset`. */
 function withProgress(e: unknown, written: number): unknown {
   if (e instanceof GatewayError && e.extra?.bytesWritten === undefined) {
-    return new GatewayError(e.code, e.message, {
-      vm: e.vm,
-      command: e.command,
-      qga: e.qga,
-      retryAfter: e.retryAfter,
-      extra: { ...e.extra, bytesWritten: written },
-      cause: e.cause,
-    });
+    return errors.rewrap(e, e.code, e.message, { extra: { ...e.extra, bytesWritten: written }, cause: e.cause });
   }
   return e;
 }

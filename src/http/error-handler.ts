@@ -5,7 +5,7 @@
  * and shown to the caller without internals.
  */
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { ERROR_TITLES, GatewayError, type ErrorCode } from '../errors.js';
+import { ERRORS, GatewayError, errors, type ErrorCode } from '../errors.js';
 
 export interface Problem {
   type: string;
@@ -30,7 +30,7 @@ export function toProblem(err: GatewayError, instance?: string): Problem {
   return {
     ...(err.extra ?? {}),
     type: problemType(err.code),
-    title: ERROR_TITLES[err.code],
+    title: ERRORS[err.code].title,
     status: err.status,
     detail: err.message,
     code: err.code,
@@ -41,7 +41,7 @@ export function toProblem(err: GatewayError, instance?: string): Problem {
   };
 }
 
-function fromFastify(err: FastifyError): GatewayError | undefined {
+function fromFastify(err: FastifyError, request: FastifyRequest): GatewayError | undefined {
   if (err.validation) {
     const where = err.validationContext ?? 'request';
     const parts = err.validation.map((v) => {
@@ -52,27 +52,26 @@ function fromFastify(err: FastifyError): GatewayError | undefined {
       if (extra) return `${path}.${extra} is not allowed`;
       return `${path} ${v.message ?? 'is invalid'}`;
     });
-    return new GatewayError('VALIDATION_FAILED', parts.join('; '), {
+    return errors.validation(parts.join('; '), {
       extra: { errors: err.validation.map((v) => ({ in: where, path: v.instancePath, message: v.message, params: v.params })) },
     });
   }
   switch (err.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
-      return new GatewayError('PAYLOAD_TOO_LARGE', 'the request body exceeds the configured limit');
+      return errors.tooLarge('the request body', request.routeOptions.bodyLimit, 'server.bodyLimitBytes');
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-      return new GatewayError('UNSUPPORTED_MEDIA_TYPE', err.message);
+      return errors.unsupportedMediaType(err.message);
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
-      return new GatewayError('VALIDATION_FAILED', err.message);
+      return errors.validation(err.message);
     default:
       break;
   }
-  if (err instanceof SyntaxError) return new GatewayError('VALIDATION_FAILED', `the body is not valid JSON: ${err.message}`);
+  if (err instanceof SyntaxError) return errors.notJson(err);
   const status = err.statusCode;
   if (status !== undefined && status >= 400 && status < 500) {
-    const code: ErrorCode = status === 404 ? 'NOT_FOUND' : status === 413 ? 'PAYLOAD_TOO_LARGE' : status === 415 ? 'UNSUPPORTED_MEDIA_TYPE' : 'VALIDATION_FAILED';
-    return new GatewayError(code, err.message);
+    return errors.httpClientError(status, err.message);
   }
   return undefined;
 }
@@ -92,21 +91,21 @@ export function registerErrorHandling(app: FastifyInstance): void {
     if (error.name === 'AbortError') {
       if (request.server.shuttingDown) {
         // the shutdown grace time ran out: the caller is still there and should retry elsewhere
-        return sendProblem(reply, new GatewayError('SHUTTING_DOWN', 'the gateway is shutting down; the request was abandoned'), request);
+        return sendProblem(reply, errors.shuttingDown('the gateway is shutting down; the request was abandoned'), request);
       }
       // the caller went away: nobody reads an answer, and it is no error of ours
       request.log.info('client went away; request abandoned');
       return reply.code(499).send();
     }
-    const ge = error instanceof GatewayError ? error : fromFastify(error);
+    const ge = error instanceof GatewayError ? error : fromFastify(error, request);
     if (ge) {
       if (ge.status >= 500) request.log.warn({ code: ge.code, vm: ge.vm, command: ge.command, detail: ge.message }, 'request failed');
       return sendProblem(reply, ge, request);
     }
     request.log.error({ err: error }, 'unhandled error');
-    return sendProblem(reply, new GatewayError('INTERNAL', 'an internal error occurred; it has been logged'), request);
+    return sendProblem(reply, errors.internal(), request);
   });
   app.setNotFoundHandler((request, reply) =>
-    sendProblem(reply, new GatewayError('NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`), request),
+    sendProblem(reply, errors.notFound(`no route ${request.method} ${request.url.split('?')[0]}`), request),
   );
 }

@@ -6,7 +6,7 @@
  * validation has passed.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { GatewayError } from '../errors.js';
+import { errors } from '../errors.js';
 import { parseJson } from '../util/json.js';
 import type { JsonValue } from '../qga/types.js';
 
@@ -60,7 +60,7 @@ export function registerJsonBody(app: FastifyInstance): void {
     }
     // Fastify's own parser refuses prototype-poisoning keys; so does this one.
     if (POISON.test(text)) {
-      done(new GatewayError('VALIDATION_FAILED', 'the body contains a forbidden member name (__proto__ or constructor.prototype)'), undefined);
+      done(errors.validation('the body contains a forbidden member name (__proto__ or constructor.prototype)'), undefined);
       return;
     }
     try {
@@ -75,7 +75,7 @@ export function registerJsonBody(app: FastifyInstance): void {
       if (exact.length > 0) EXACT.set(request, exact);
       done(null, approx);
     } catch (e) {
-      done(new GatewayError('VALIDATION_FAILED', `the body is not valid JSON: ${(e as Error).message}`), undefined);
+      done(errors.notJson(e), undefined);
     }
   });
   app.addHook('preHandler', (request, _reply, done) => {

@@ -12,7 +12,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Config, Scope } from '../../config/schema.js';
-import { GatewayError } from '../../errors.js';
+import { errors } from '../../errors.js';
 
 export interface Principal {
   name: string;
@@ -62,7 +62,7 @@ export function canAccessVm(p: Principal, vm: string): boolean {
 
 export function requireScope(request: FastifyRequest, scope: Scope): void {
   if (!request.principal.scopes.has(scope)) {
-    throw new GatewayError('FORBIDDEN', `this operation needs the "${scope}" scope, which ${request.principal.name} lacks`);
+    throw errors.missingScope(request.principal.name, scope);
   }
 }
 
@@ -84,10 +84,10 @@ export function registerAuth(app: FastifyInstance, config: Config, env?: Record<
       if (m) {
         const d = digest(m[1]);
         const found = tokens.find((t) => timingSafeEqual(t.digest, d));
-        if (!found) throw new GatewayError('UNAUTHENTICATED', 'unknown bearer token');
+        if (!found) throw errors.unauthenticated('unknown');
         principal = found.principal;
       } else if (!cfg?.public) {
-        throw new GatewayError('UNAUTHENTICATED', 'an Authorization: Bearer token is required');
+        throw errors.unauthenticated('missing');
       }
     }
     Object.defineProperty(request, 'principal', { value: principal, configurable: true, enumerable: true });
@@ -96,7 +96,7 @@ export function registerAuth(app: FastifyInstance, config: Config, env?: Record<
     requireScope(request, scope);
     const vm = (request.params as { vm?: unknown } | undefined)?.vm;
     if (typeof vm === 'string' && !canAccessVm(principal, vm)) {
-      throw new GatewayError('FORBIDDEN', `${principal.name} may not reach VM "${vm}"`, { vm });
+      throw errors.vmsOutOfReach(principal.name, [vm]);
     }
   });
 }

@@ -5,7 +5,7 @@
  * 502 AGENT_PROTOCOL_ERROR rather than passed on for the client to trip over.
  */
 import type { FastifyInstance, FastifyRequest, preValidationHookHandler } from 'fastify';
-import { GatewayError } from '../../errors.js';
+import { GatewayError, errors } from '../../errors.js';
 import type { JsonObject, JsonValue } from '../../qga/types.js';
 import { requestSignal } from '../abort.js';
 
@@ -21,7 +21,7 @@ export function callAgent(
 
 function shapeError(vm: string, command: string, want: string, got: JsonValue): GatewayError {
   const kind = got === null ? 'null' : Array.isArray(got) ? 'a list' : typeof got;
-  return new GatewayError('AGENT_PROTOCOL_ERROR', `${command} returned ${kind} where ${want} was expected`, { vm, command });
+  return errors.unexpectedReply(vm, command, `${kind} where ${want} was expected`);
 }
 
 /** The reply as a list; the element type is the caller's claim, backed by the reference. */

@@ -6,7 +6,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Static } from 'typebox';
-import { GatewayError } from '../../errors.js';
+import { errors } from '../../errors.js';
 import { decodeStdin } from '../../exec/input.js';
 import { utf8TextOf } from '../../exec/output.js';
 import type { ExecStatusRecord } from '../../exec/types.js';
@@ -39,7 +39,7 @@ export default async function execRoutes(fastify: FastifyInstance): Promise<void
 
   const checkWait = (wait: number | undefined): void => {
     if (wait !== undefined && wait > maxWaitSeconds) {
-      throw new GatewayError('VALIDATION_FAILED', `wait ${wait} s is above the configured maximum of ${maxWaitSeconds} s (exec.maxWaitSeconds)`, {
+      throw errors.validation(`wait ${wait} s is above the configured maximum of ${maxWaitSeconds} s (exec.maxWaitSeconds)`, {
         extra: { maxWaitSeconds },
       });
     }

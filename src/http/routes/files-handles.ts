@@ -6,7 +6,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { GatewayError } from '../../errors.js';
+import { errors } from '../../errors.js';
 import { base64DecodedLength } from '../../exec/output.js';
 import type { FilesService } from '../../files/service.js';
 import type { Whence } from '../../files/guest.js';
@@ -20,7 +20,7 @@ const WHENCE: Record<string, Whence> = { set: 0, cur: 1, end: 2 };
 
 function toWhence(w: number | string): Whence {
   const n = typeof w === 'string' ? WHENCE[w] : w;
-  if (n !== 0 && n !== 1 && n !== 2) throw new GatewayError('VALIDATION_FAILED', `whence must be set, cur, end or 0, 1, 2 (got ${String(w)})`);
+  if (n !== 0 && n !== 1 && n !== 2) throw errors.validation(`whence must be set, cur, end or 0, 1, 2 (got ${String(w)})`);
   return n;
 }
 
@@ -120,10 +120,7 @@ export function handleRoutes(files: FilesService) {
         const { vm, handle } = request.params;
         const b64 = request.body['buf-b64'];
         if (base64DecodedLength(b64) > maxWrite) {
-          throw new GatewayError('PAYLOAD_TOO_LARGE', `buf-b64 is larger than ${maxWrite} bytes (files.maxRawWriteBytes); use PUT …/files/content`, {
-            vm,
-            extra: { limit: maxWrite },
-          });
+          throw errors.tooLarge('buf-b64 (use PUT …/files/content for more)', maxWrite, 'files.maxRawWriteBytes', { vm });
         }
         return raw.write(vm, handle, b64, request.body.count, requestSignal(request));
       },

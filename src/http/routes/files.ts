@@ -8,7 +8,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import { GatewayError } from '../../errors.js';
+import { GatewayError, errors } from '../../errors.js';
 import type { FilesService } from '../../files/service.js';
 import { requestSignal } from '../abort.js';
 import { AGENT_ERRORS, VmParams, problemResponses } from '../schemas/common.js';
@@ -129,10 +129,7 @@ function contentRoutes(files: FilesService) {
         const max = files.settings.maxUploadBytes;
         const declared = Number(request.headers['content-length'] ?? 0);
         if (max > 0 && declared > max) {
-          throw new GatewayError('PAYLOAD_TOO_LARGE', `upload of ${declared} bytes is larger than the configured cap of ${max} bytes (files.maxUploadBytes)`, {
-            vm,
-            extra: { limit: max },
-          });
+          throw errors.tooLarge(`upload of ${declared} bytes`, max, 'files.maxUploadBytes', { vm });
         }
         const body: AsyncIterable<Buffer | string> = (request.body as IncomingMessage | undefined) ?? noBody();
         const result = await files.upload(vm, path, body, { mode: mode ?? 'truncate', offset, signal: requestSignal(request) });

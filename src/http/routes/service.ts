@@ -6,7 +6,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { GatewayError } from '../../errors.js';
+import { errors } from '../../errors.js';
 import { problemResponses } from '../schemas/common.js';
 
 export interface ReadinessCheck {
@@ -62,7 +62,7 @@ export default async function serviceRoutes(fastify: FastifyInstance): Promise<v
         }
       }
       if (!ok) {
-        throw new GatewayError(fastify.shuttingDown ? 'SHUTTING_DOWN' : 'STORE_UNAVAILABLE', 'not ready', { extra: { checks } });
+        throw (fastify.shuttingDown ? errors.shuttingDown : errors.storeUnavailable)('not ready', { extra: { checks } });
       }
       return { status: 'ready' as const, checks };
     },

@@ -6,7 +6,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { GatewayError } from '../../errors.js';
+import { errors } from '../../errors.js';
 import type { JsonObject } from '../../qga/types.js';
 import { AGENT_ERRORS, VmParams, problemResponses } from '../schemas/common.js';
 import { Int64 } from '../schemas/scalars.js';
@@ -99,7 +99,7 @@ export default async function timeRoutes(fastify: FastifyInstance): Promise<void
       const { vm } = request.params;
       const { time, useHostClock } = request.body;
       if (time !== undefined && useHostClock) {
-        throw new GatewayError('VALIDATION_FAILED', 'body.time and body.useHostClock=true are mutually exclusive', { vm });
+        throw errors.validation('body.time and body.useHostClock=true are mutually exclusive', { vm });
       }
       const value = useHostClock ? hostTimeNs() : time;
       const args: JsonObject | undefined = value === undefined ? undefined : { time: value };
