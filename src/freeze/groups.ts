@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import type { FreezeLogger as Logger } from './types.js';
 import { GatewayError, isGatewayError } from '../errors.js';
-import { groupKey, type Lease, type LeaseStore } from '../store/types.js';
+import { groupKey, groupOfSession, type Lease, type LeaseStore } from '../store/types.js';
 import type { SessionFreezer } from './session.js';
 import type { ThawEngine } from './thaw.js';
 import { leaseView, type LeaseView } from './view.js';
@@ -74,7 +74,8 @@ export class FreezeGroups {
     });
     const l = r.lease;
     return {
-      id: l.session.slice('group:'.length),
+      // a reused lease (same Idempotency-Key) is the first request's group, not the id drawn above
+      id: groupOfSession(l.session) ?? l.session,
       leaseId: l.leaseId,
       fence: l.fence,
       createdAt: iso(l.createdAt),

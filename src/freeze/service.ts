@@ -10,7 +10,7 @@ import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import type { FreezeLogger as Logger } from './types.js';
 import { GatewayError, isGatewayError } from '../errors.js';
-import { vmKey, type Lease, type LeaseStore } from '../store/types.js';
+import { groupOfSession, vmKey, type Lease, type LeaseStore } from '../store/types.js';
 import { FreezeGroups } from './groups.js';
 import { SessionFreezer } from './session.js';
 import { Sweeper } from './sweeper.js';
@@ -124,7 +124,8 @@ export class FreezeService {
     if (!r.ok) {
       const holder = await this.store.getByKey(vmKey(vm));
       if (holder && holder.leaseId === leaseId && holder.session !== vmKey(vm)) {
-        throw new GatewayError('LEASE_CONFLICT', `VM ${vm} is frozen as part of freeze group ${holder.session.slice(6)}: renew the group`, { vm, extra: { group: holder.session.slice(6) } });
+        const group = groupOfSession(holder.session) ?? holder.session;
+        throw new GatewayError('LEASE_CONFLICT', `VM ${vm} is frozen as part of freeze group ${group}: renew the group`, { vm, extra: { group } });
       }
       const why = r.reason === 'expired' ? 'has expired (its thaw is due)' : r.reason === 'lease-mismatch' ? 'is not the lease VM ' + vm + ' is frozen under' : 'does not exist on this VM';
       throw new GatewayError('LEASE_CONFLICT', `lease ${leaseId} ${why}`, { vm, extra: { reason: r.reason } });
@@ -166,7 +167,7 @@ export class FreezeService {
       });
     }
     if (lease.session !== key) {
-      const group = lease.session.slice(6);
+      const group = groupOfSession(lease.session) ?? lease.session;
       throw new GatewayError('LEASE_CONFLICT', `VM ${vm} is frozen as part of freeze group ${group}: DELETE /v1/freeze-groups/${group}`, { vm, extra: { group } });
     }
     const res = await this.engine.thawSession(lease, 'caller', [vm]);

@@ -12,7 +12,7 @@
  *   6. a freeze that outlived its lease (slow hooks) is rolled back the same way.
  */
 import { GatewayError } from '../errors.js';
-import { vmKey, type AcquireRequest, type AcquireResult, type Lease, type LeaseStore } from '../store/types.js';
+import { groupOfSession, vmKey, vmOfKey, type AcquireRequest, type AcquireResult, type Lease, type LeaseStore } from '../store/types.js';
 import type { ThawEngine } from './thaw.js';
 import {
   asGatewayError,
@@ -229,9 +229,9 @@ function conflictError(r: Exclude<AcquireResult, { ok: true }>, p: FreezeRequest
       { extra: { leaseId: r.leaseId } },
     );
   }
-  const vm = r.key.startsWith('vm:') ? r.key.slice(3) : r.key;
+  const vm = vmOfKey(r.key) ?? r.key;
   const h = r.holder;
-  const group = h.session.startsWith('group:') ? h.session.slice(6) : undefined;
+  const group = groupOfSession(h.session);
   const mine = h.owner === p.caller.name || p.caller.admin;
   const detail = r.pendingThaw
     ? `VM ${vm} is still frozen under an expired lease held by ${h.owner}; its thaw is in progress, retry shortly`

@@ -3,7 +3,7 @@
  */
 import { GatewayError } from '../errors.js';
 import type { ExecuteOptions, JsonObject, JsonValue } from '../qga/types.js';
-import type { Lease } from '../store/types.js';
+import { vmOfKey, type Lease, type LeaseStore } from '../store/types.js';
 
 /** What the freeze service logs through: pino's logger, or Fastify's (which wraps it). */
 export interface FreezeLogger {
@@ -72,7 +72,7 @@ export function freezeData(lease: Lease): FreezeData {
   return {
     kind: d.kind === 'group' ? 'group' : 'vm',
     // a session made by something else than this service still names its VMs through its keys
-    vms: vms.length ? vms : lease.keys.filter((k) => k.startsWith('vm:')).map((k) => k.slice(3)),
+    vms: vms.length ? vms : lease.keys.map(vmOfKey).filter((vm): vm is string => vm !== undefined),
     ...(Array.isArray(d.mountpoints) ? { mountpoints: d.mountpoints.filter((m): m is string => typeof m === 'string') } : {}),
     state: d.state === 'frozen' ? 'frozen' : 'freezing',
     frozen,
@@ -101,7 +101,7 @@ export type VmThawOutcome =
 export type ThawTrigger = 'caller' | 'force' | 'rollback' | 'local-timer' | 'deadline' | 'reconcile' | 'before-freeze' | 'retry' | 'shutdown';
 
 export interface FreezeDeps {
-  store: import('../store/types.js').LeaseStore;
+  store: LeaseStore;
   agent: FreezeAgent;
   registry: FreezeRegistry;
   settings: FreezeSettings;

@@ -1,5 +1,5 @@
 /** How a lease is shown over HTTP. */
-import type { Lease } from '../store/types.js';
+import { groupOfSession, type Lease } from '../store/types.js';
 import { freezeData, iso, type Caller } from './types.js';
 
 export interface LeaseView {
@@ -17,6 +17,7 @@ export interface LeaseView {
 
 export function leaseView(l: Lease, caller: Caller, now = Date.now()): LeaseView {
   const d = freezeData(l);
+  const group = groupOfSession(l.session);
   return {
     ...(l.owner === caller.name || caller.admin ? { leaseId: l.leaseId } : {}),
     owner: l.owner,
@@ -25,7 +26,7 @@ export function leaseView(l: Lease, caller: Caller, now = Date.now()): LeaseView
     expiresAt: iso(l.expiresAt),
     hardDeadline: iso(l.hardDeadline),
     expired: l.expiresAt <= now,
-    ...(l.session.startsWith('group:') ? { group: l.session.slice(6) } : {}),
+    ...(group !== undefined ? { group } : {}),
     ...(d.mountpoints ? { mountpoints: d.mountpoints } : {}),
   };
 }

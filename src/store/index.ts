@@ -16,4 +16,4 @@ export function createStore(config: Pick<Config, 'store' | 'freeze'>): LeaseStor
 export { MemoryStore } from './memory.js';
 export { RedisStore } from './redis.js';
 export type * from './types.js';
-export { vmKey, groupKey } from './types.js';
+export { vmKey, groupKey, parseKey, vmOfKey, groupOfSession } from './types.js';

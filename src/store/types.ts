@@ -166,5 +166,33 @@ export interface LeaseStore {
   close(): Promise<void>;
 }
 
-export const vmKey = (vm: string): string => `vm:${vm}`;
-export const groupKey = (id: string): string => `group:${id}`;
+// The key format lives here and nowhere else: the stores, Redis scripts included, treat keys as
+// opaque strings (the Redis key prefix and 'lock:'/'session:' go around them, never inside).
+const VM_PREFIX = 'vm:';
+const GROUP_PREFIX = 'group:';
+
+/** The lock key of a VM, which is also the session key of a single-VM freeze. */
+export const vmKey = (vm: string): string => VM_PREFIX + vm;
+/** The session key of a freeze group. */
+export const groupKey = (id: string): string => GROUP_PREFIX + id;
+
+export type ParsedKey = { kind: 'vm'; vm: string } | { kind: 'group'; id: string };
+
+/** The inverse of vmKey and groupKey; undefined for a key that is neither (written by something else). */
+export function parseKey(key: string): ParsedKey | undefined {
+  if (key.startsWith(VM_PREFIX)) return { kind: 'vm', vm: key.slice(VM_PREFIX.length) };
+  if (key.startsWith(GROUP_PREFIX)) return { kind: 'group', id: key.slice(GROUP_PREFIX.length) };
+  return undefined;
+}
+
+/** The VM a lock key (or a single-VM session key) names; undefined for a group or foreign key. */
+export function vmOfKey(key: string): string | undefined {
+  const k = parseKey(key);
+  return k?.kind === 'vm' ? k.vm : undefined;
+}
+
+/** The freeze group a session key names; undefined for a single-VM session or a foreign key. */
+export function groupOfSession(session: string): string | undefined {
+  const k = parseKey(session);
+  return k?.kind === 'group' ? k.id : undefined;
+}
