@@ -2,20 +2,35 @@
  * `npm run openapi:export`: writes openapi/openapi.json — the document the app itself serves at
  * /openapi.json, generated from the route schemas — and test/e2e/generated/api.d.ts, the
  * TypeScript types openapi-typescript makes of it (what a user of the API would generate; the
- * generated-client test drives the gateway through them). Both are committed; tests fail when
- * either differs from what the current code generates.
+ * generated-client test drives the gateway through them), and README.md's error table from the
+ * one table in src/errors.ts. All are committed; tests fail when any differs from what the current
+ * code generates.
  */
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import openapiTS, { astToString, type OpenAPI3 } from 'openapi-typescript';
 import pino from 'pino';
 import { buildApp } from '../src/app.js';
 import { buildConfig } from '../src/config/load.js';
+import { errorTableMarkdown } from '../src/errors.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 export const OPENAPI_PATH = resolve(ROOT, 'openapi/openapi.json');
 export const CLIENT_TYPES_PATH = resolve(ROOT, 'test/e2e/generated/api.d.ts');
+export const README_PATH = resolve(ROOT, 'README.md');
+
+const TABLE_BEGIN = /<!-- error-table:begin[^>]*-->\n/;
+const TABLE_END = '<!-- error-table:end -->';
+
+/** README with its error table (between the error-table markers) rewritten from src/errors.ts. */
+export function withErrorTable(readme: string): string {
+  const begin = TABLE_BEGIN.exec(readme);
+  const end = readme.indexOf(TABLE_END);
+  if (!begin || end < begin.index) throw new Error('README.md has no error-table markers');
+  const start = begin.index + begin[0].length;
+  return `${readme.slice(0, start)}${errorTableMarkdown()}\n${readme.slice(end)}`;
+}
 
 /** The OpenAPI document of a default-configured gateway (configuration does not change it). */
 export async function generateOpenApi(): Promise<Record<string, unknown>> {
@@ -48,7 +63,8 @@ async function main(): Promise<void> {
   await writeFile(OPENAPI_PATH, openApiText(doc));
   await mkdir(dirname(CLIENT_TYPES_PATH), { recursive: true });
   await writeFile(CLIENT_TYPES_PATH, await generateClientTypes(doc));
-  process.stdout.write(`wrote ${OPENAPI_PATH}\nwrote ${CLIENT_TYPES_PATH}\n`);
+  await writeFile(README_PATH, withErrorTable(await readFile(README_PATH, 'utf8')));
+  process.stdout.write(`wrote ${OPENAPI_PATH}\nwrote ${CLIENT_TYPES_PATH}\nwrote the error table of ${README_PATH}\n`);
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {

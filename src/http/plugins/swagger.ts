@@ -7,6 +7,7 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
 import { buildLocalReference } from '../schemas/qga.js';
+import { errorTableMarkdown } from '../../errors.js';
 
 export const API_VERSION = '1.0.0';
 
@@ -22,7 +23,8 @@ export async function registerSwagger(app: FastifyInstance): Promise<void> {
           'HTTP/REST gateway to the QEMU Guest Agent of many VMs. Field names follow the QGA reference verbatim; ' +
           'gateway-only fields are camelCase. Errors are RFC 9457 problem+json with a stable `code`. ' +
           'Integers above 2^53 (guest time in ns, uint64 counters) are sent as exact JSON integers: parse them with a ' +
-          'big-integer-aware JSON parser if you need every digit.',
+          'big-integer-aware JSON parser if you need every digit.\n\n## Error codes\n\n' +
+          errorTableMarkdown(),
         license: { name: 'MIT', identifier: 'MIT' },
       },
       servers: [{ url: '/' }],
