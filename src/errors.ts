@@ -101,14 +101,20 @@ export const errors = {
     new GatewayError(status === 404 ? 'NOT_FOUND' : status === 413 ? 'PAYLOAD_TOO_LARGE' : status === 415 ? 'UNSUPPORTED_MEDIA_TYPE' : 'VALIDATION_FAILED', detail),
   unauthenticated: (why: 'missing' | 'unknown') =>
     new GatewayError('UNAUTHENTICATED', why === 'missing' ? 'an Authorization: Bearer token is required' : 'unknown bearer token'),
+  forbidden: (detail: string, ctx: Ctx = {}) => new GatewayError('FORBIDDEN', detail, ctx),
   missingScope: (who: string, scope: string) => new GatewayError('FORBIDDEN', `this operation needs the "${scope}" scope, which ${who} lacks`),
   vmsOutOfReach: (who: string, vms: string[]) =>
     new GatewayError('FORBIDDEN', `${who} may not reach ${vms.map((v) => `VM "${v}"`).join(', ')}`, vms.length === 1 ? { vm: vms[0] } : { extra: { denied: vms } }),
+  vmsNotFound: (missing: string[]) =>
+    new GatewayError('VM_NOT_FOUND', `not registered: ${missing.join(', ')}; nothing was frozen`, { extra: { missing } }),
   vmNotFound: (vm: string) => new GatewayError('VM_NOT_FOUND', `VM "${vm}" is not registered`, { vm }),
   vmExists: (vm: string) => new GatewayError('VM_EXISTS', `VM "${vm}" is already registered`, { vm }),
   notFound: (detail: string, ctx: Ctx = {}) => new GatewayError('NOT_FOUND', detail, ctx),
   vmFrozen: (vm: string, command: string) =>
     new GatewayError('VM_FROZEN', `the guest's filesystems are frozen; ${command} is not allowed until they are thawed`, { vm, command }),
+  /** the guest is frozen, but not through a lease of this gateway */
+  frozenOutsideLeases: (vm: string, command: string) =>
+    new GatewayError('VM_FROZEN', `the guest is already frozen by something other than this gateway's leases; nothing was sent`, { vm, command }),
   commandDisabled: (vm: string, command: string) => new GatewayError('COMMAND_DISABLED', `${command} has been disabled by the guest administrator`, { vm, command }),
   commandNotSupported: (vm: string, command: string, detail: string) => new GatewayError('COMMAND_NOT_SUPPORTED', detail, { vm, command }),
   leaseConflict: (detail: string, ctx: Ctx = {}) => new GatewayError('LEASE_CONFLICT', detail, ctx),
@@ -126,6 +132,8 @@ export const errors = {
   storeUnavailable: (detail: string, ctx: Ctx = {}) => new GatewayError('STORE_UNAVAILABLE', detail, ctx),
   shuttingDown: (what: string, ctx: Ctx = {}) => new GatewayError('SHUTTING_DOWN', what, ctx),
   internal: (detail = 'an internal error occurred; it has been logged', ctx: Ctx = {}) => new GatewayError('INTERNAL', detail, ctx),
+  /** anything thrown, as a GatewayError (INTERNAL unless it already is one) */
+  wrap: (e: unknown, ctx: Ctx = {}) => (e instanceof GatewayError ? e : new GatewayError('INTERNAL', e instanceof Error ? e.message : String(e), { ...ctx, cause: e })),
   /** the same error under another code or with a different detail, everything else kept */
   rewrap: (e: GatewayError, code: ErrorCode, detail: string, ctx: Ctx = {}) =>
     new GatewayError(code, detail, { vm: e.vm, command: e.command, qga: e.qga, retryAfter: e.retryAfter, extra: e.extra, cause: e, ...ctx }),

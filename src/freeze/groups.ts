@@ -6,7 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { FreezeLogger as Logger } from './types.js';
-import { GatewayError, isGatewayError } from '../errors.js';
+import { GatewayError, isGatewayError, errors } from '../errors.js';
 import { groupKey, groupOfSession, type Lease, type LeaseStore } from '../store/types.js';
 import type { SessionFreezer } from './session.js';
 import type { ThawEngine } from './thaw.js';
@@ -46,9 +46,9 @@ export class FreezeGroups {
   async create(body: { vms: string[]; ttlSeconds?: number; mountpoints?: string[] }, caller: Caller, idempotencyKey?: string): Promise<GroupResponse> {
     const vms = body.vms;
     if (vms.length === 0 || vms.length > MAX_GROUP_VMS) {
-      throw new GatewayError('VALIDATION_FAILED', `a freeze group has 1 to ${MAX_GROUP_VMS} VMs`);
+      throw errors.validation(`a freeze group has 1 to ${MAX_GROUP_VMS} VMs`);
     }
-    if (new Set(vms).size !== vms.length) throw new GatewayError('VALIDATION_FAILED', 'a VM is listed twice in the group');
+    if (new Set(vms).size !== vms.length) throw errors.validation('a VM is listed twice in the group');
     checkReach(vms, caller);
     const missing: string[] = [];
     for (const vm of vms) {
@@ -60,7 +60,7 @@ export class FreezeGroups {
       }
     }
     if (missing.length) {
-      throw new GatewayError('VM_NOT_FOUND', `not registered: ${missing.join(', ')}; nothing was frozen`, { extra: { missing } });
+      throw errors.vmsNotFound(missing);
     }
     const id = randomUUID();
     const r = await this.freezer.freeze({
@@ -107,7 +107,7 @@ export class FreezeGroups {
     const r = await this.store.renew(groupKey(id), leaseId, ttlMs);
     if (!r.ok) {
       if (r.reason === 'not-found') throw notFound(id);
-      throw new GatewayError('LEASE_CONFLICT', r.reason === 'expired' ? `the lease of group ${id} has expired (its thaw is due)` : `lease ${leaseId} is not the lease of group ${id}`, {
+      throw errors.leaseConflict(r.reason === 'expired' ? `the lease of group ${id} has expired (its thaw is due)` : `lease ${leaseId} is not the lease of group ${id}`, {
         extra: { reason: r.reason },
       });
     }
@@ -116,8 +116,8 @@ export class FreezeGroups {
   }
 
   async delete(id: string, q: { leaseId?: string; force?: boolean }, caller: Caller): Promise<GroupThawResponse> {
-    if (q.force && !caller.admin) throw new GatewayError('FORBIDDEN', 'force=true needs the admin scope');
-    if (!q.force && !q.leaseId) throw new GatewayError('VALIDATION_FAILED', 'leaseId is required (or force=true, which needs the admin scope)');
+    if (q.force && !caller.admin) throw errors.forbidden('force=true needs the admin scope');
+    if (!q.force && !q.leaseId) throw errors.validation('leaseId is required (or force=true, which needs the admin scope)');
     let lease: Lease | undefined;
     try {
       lease = await this.store.getSession(groupKey(id));
@@ -130,7 +130,7 @@ export class FreezeGroups {
     if (!lease) throw notFound(id);
     checkReach(freezeData(lease).vms, caller);
     if (!q.force && lease.leaseId !== q.leaseId) {
-      throw new GatewayError('LEASE_CONFLICT', `lease ${q.leaseId} is not the lease of group ${id}`, { extra: { holder: lease.owner, expiresAt: iso(lease.expiresAt) } });
+      throw errors.leaseConflict(`lease ${q.leaseId} is not the lease of group ${id}`, { extra: { holder: lease.owner, expiresAt: iso(lease.expiresAt) } });
     }
     if (q.force) {
       this.logger.warn({ audit: true, action: 'force-thaw-group', group: id, by: caller.name, holder: lease.owner, leaseId: lease.leaseId }, 'forced thaw of a freeze group');
@@ -161,9 +161,9 @@ export class FreezeGroups {
 
 function checkReach(vms: string[], caller: Caller): void {
   const denied = caller.mayReach ? vms.filter((vm) => !caller.mayReach?.(vm)) : [];
-  if (denied.length) throw new GatewayError('FORBIDDEN', `${caller.name} may not reach ${denied.join(', ')}`, { extra: { denied } });
+  if (denied.length) throw errors.forbidden(`${caller.name} may not reach ${denied.join(', ')}`, { extra: { denied } });
 }
 
 function notFound(id: string): GatewayError {
-  return new GatewayError('NOT_FOUND', `freeze group ${id} does not exist (it has ended: thawed by its deadline or a DELETE)`);
+  return errors.notFound(`freeze group ${id} does not exist (it has ended: thawed by its deadline or a DELETE)`);
 }

@@ -9,7 +9,7 @@
 import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import type { FreezeLogger as Logger } from './types.js';
-import { GatewayError, isGatewayError } from '../errors.js';
+import { isGatewayError, errors } from '../errors.js';
 import { groupOfSession, vmKey, type Lease, type LeaseStore } from '../store/types.js';
 import { FreezeGroups } from './groups.js';
 import { SessionFreezer } from './session.js';
@@ -125,10 +125,10 @@ export class FreezeService {
       const holder = await this.store.getByKey(vmKey(vm));
       if (holder && holder.leaseId === leaseId && holder.session !== vmKey(vm)) {
         const group = groupOfSession(holder.session) ?? holder.session;
-        throw new GatewayError('LEASE_CONFLICT', `VM ${vm} is frozen as part of freeze group ${group}: renew the group`, { vm, extra: { group } });
+        throw errors.leaseConflict(`VM ${vm} is frozen as part of freeze group ${group}: renew the group`, { vm, extra: { group } });
       }
       const why = r.reason === 'expired' ? 'has expired (its thaw is due)' : r.reason === 'lease-mismatch' ? 'is not the lease VM ' + vm + ' is frozen under' : 'does not exist on this VM';
-      throw new GatewayError('LEASE_CONFLICT', `lease ${leaseId} ${why}`, { vm, extra: { reason: r.reason } });
+      throw errors.leaseConflict(`lease ${leaseId} ${why}`, { vm, extra: { reason: r.reason } });
     }
     this.engine.arm(r.lease);
     return { leaseId: r.lease.leaseId, fence: r.lease.fence, expiresAt: iso(r.lease.expiresAt), hardDeadline: iso(r.lease.hardDeadline), capped: r.capped };
@@ -137,7 +137,7 @@ export class FreezeService {
   async thaw(vm: string, q: { leaseId?: string; force?: boolean }, caller: Caller): Promise<ThawResponse> {
     await this.registry.require(vm);
     if (q.force) return this.forceThaw(vm, caller);
-    if (!q.leaseId) throw new GatewayError('VALIDATION_FAILED', 'leaseId is required (or force=true, which needs the admin scope)', { vm });
+    if (!q.leaseId) throw errors.validation('leaseId is required (or force=true, which needs the admin scope)', { vm });
     const key = vmKey(vm);
     let lease: Lease | undefined;
     let check: ThawResponse['leaseCheck'] = 'store';
@@ -158,23 +158,23 @@ export class FreezeService {
       }
     }
     if (!lease) {
-      throw new GatewayError('LEASE_CONFLICT', `VM ${vm} has no lease ${q.leaseId}: it has ended (thawed by its deadline or another request); nothing was sent to the agent`, { vm });
+      throw errors.leaseConflict(`VM ${vm} has no lease ${q.leaseId}: it has ended (thawed by its deadline or another request); nothing was sent to the agent`, { vm });
     }
     if (lease.leaseId !== q.leaseId) {
-      throw new GatewayError('LEASE_CONFLICT', `lease ${q.leaseId} is not the lease VM ${vm} is frozen under (held by ${lease.owner} until ${iso(lease.expiresAt)})`, {
+      throw errors.leaseConflict(`lease ${q.leaseId} is not the lease VM ${vm} is frozen under (held by ${lease.owner} until ${iso(lease.expiresAt)})`, {
         vm,
         extra: { holder: lease.owner, expiresAt: iso(lease.expiresAt) },
       });
     }
     if (lease.session !== key) {
       const group = groupOfSession(lease.session) ?? lease.session;
-      throw new GatewayError('LEASE_CONFLICT', `VM ${vm} is frozen as part of freeze group ${group}: DELETE /v1/freeze-groups/${group}`, { vm, extra: { group } });
+      throw errors.leaseConflict(`VM ${vm} is frozen as part of freeze group ${group}: DELETE /v1/freeze-groups/${group}`, { vm, extra: { group } });
     }
     const res = await this.engine.thawSession(lease, 'caller', [vm]);
     const o = res.outcomes[0];
     if (o.status === 'failed') throw o.error;
     if (o.status === 'skipped') {
-      throw new GatewayError('LEASE_CONFLICT', `lease ${q.leaseId} ended while this thaw was being prepared; nothing was sent to the agent`, { vm });
+      throw errors.leaseConflict(`lease ${q.leaseId} ended while this thaw was being prepared; nothing was sent to the agent`, { vm });
     }
     return { ...o.report, leaseCheck: check };
   }
@@ -192,7 +192,7 @@ export class FreezeService {
   }
 
   private async forceThaw(vm: string, caller: Caller): Promise<ThawResponse> {
-    if (!caller.admin) throw new GatewayError('FORBIDDEN', 'force=true needs the admin scope', { vm });
+    if (!caller.admin) throw errors.forbidden('force=true needs the admin scope', { vm });
     let lease: Lease | undefined;
     try {
       lease = await this.store.getByKey(vmKey(vm));
@@ -205,7 +205,7 @@ export class FreezeService {
     );
     const o = await this.engine.thawVm(vm, lease, 'force');
     if (o.status === 'failed') throw o.error;
-    if (o.status === 'skipped') throw new GatewayError('INTERNAL', 'a forced thaw was skipped');
+    if (o.status === 'skipped') throw errors.internal('a forced thaw was skipped');
     // a single-VM lease ends with its thaw; a group keeps its lease (its deadline thaws the rest)
     if (lease && lease.session === vmKey(vm)) {
       this.engine.forget(lease.session);
@@ -217,7 +217,7 @@ export class FreezeService {
   private async unverifiedThaw(vm: string, leaseId: string): Promise<ThawResponse> {
     const o = await this.engine.thawVm(vm, undefined, 'caller');
     if (o.status === 'failed') throw o.error;
-    if (o.status === 'skipped') throw new GatewayError('INTERNAL', 'an unverified thaw was skipped');
+    if (o.status === 'skipped') throw errors.internal('an unverified thaw was skipped');
     await this.engine.release(vmKey(vm), leaseId);
     return {
       vm,

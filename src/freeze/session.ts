@@ -11,7 +11,7 @@
  *      whose freeze may have taken effect (always-thaw) and end the lease;
  *   6. a freeze that outlived its lease (slow hooks) is rolled back the same way.
  */
-import { GatewayError } from '../errors.js';
+import { GatewayError, errors } from '../errors.js';
 import { groupOfSession, vmKey, vmOfKey, type AcquireRequest, type AcquireResult, type Lease, type LeaseStore } from '../store/types.js';
 import type { ThawEngine } from './thaw.js';
 import {
@@ -71,7 +71,7 @@ export class SessionFreezer {
   ttlMs(ttlSeconds: number | undefined): number {
     const ttl = ttlSeconds ?? this.settings.defaultTtlSeconds;
     if (!Number.isInteger(ttl) || ttl < 1 || ttl > this.settings.maxTtlSeconds) {
-      throw new GatewayError('VALIDATION_FAILED', `ttlSeconds must be a whole number from 1 to ${this.settings.maxTtlSeconds}`, {
+      throw errors.validation(`ttlSeconds must be a whole number from 1 to ${this.settings.maxTtlSeconds}`, {
         extra: { maxTtlSeconds: this.settings.maxTtlSeconds },
       });
     }
@@ -82,7 +82,7 @@ export class SessionFreezer {
     const ttlMs = this.ttlMs(p.ttlSeconds);
     if (p.mountpoints) {
       const bad = p.mountpoints.find((m) => !m.startsWith('/'));
-      if (bad !== undefined) throw new GatewayError('VALIDATION_FAILED', `mountpoints must be absolute paths: "${bad}"`);
+      if (bad !== undefined) throw errors.validation(`mountpoints must be absolute paths: "${bad}"`);
     }
     for (const vm of p.vms) await this.registry.require(vm);
     const data: FreezeData = { kind: p.kind, vms: p.vms, ...(p.mountpoints ? { mountpoints: p.mountpoints } : {}), state: 'freezing', gateway: this.gatewayId };
@@ -138,7 +138,7 @@ export class SessionFreezer {
         this.logger.info({ session: lease.session, vms, fence: lease.fence, expiresAt: iso(lease.expiresAt), frozen }, 'frozen');
         return { lease: done, frozen, reused: false };
       }
-      const err = new GatewayError('LEASE_CONFLICT', 'the freeze took longer than the lease: it ended meanwhile and the guest was thawed again', {
+      const err = errors.leaseConflict('the freeze took longer than the lease: it ended meanwhile and the guest was thawed again', {
         extra: { leaseId: lease.leaseId },
       });
       await this.rollback(lease, vms);
@@ -162,7 +162,7 @@ export class SessionFreezer {
     try {
       const c = await this.store.check(vmKey(vm), lease.leaseId, lease.epoch);
       if (c.state !== 'live') {
-        const error = new GatewayError('LEASE_CONFLICT', `the lease ended (${c.state}) before the freeze of ${vm} was sent; nothing was frozen`, { vm });
+        const error = errors.leaseConflict(`the lease ended (${c.state}) before the freeze of ${vm} was sent; nothing was frozen`, { vm });
         return { vm, ok: false, error, mayHaveFrozen: false };
       }
     } catch (e) {
@@ -180,7 +180,7 @@ export class SessionFreezer {
       let error = asGatewayError(e, { vm, command });
       // a frozen agent reports freeze as disabled (guest-info): say what is really going on
       if (error.code === 'COMMAND_DISABLED' && (await this.agent.call(vm, 'guest-fsfreeze-status').catch(() => undefined)) === 'frozen') {
-        error = new GatewayError('VM_FROZEN', `the guest is already frozen by something other than this gateway's leases; nothing was sent`, { vm, command });
+        error = errors.frozenOutsideLeases(vm, command);
       }
       return { vm, ok: false, error, mayHaveFrozen: !NOT_SENT.has(error.code) };
     }
@@ -215,7 +215,7 @@ export class SessionFreezer {
       cur = await this.store.getSession(lease.session);
       if (!cur || cur.leaseId !== lease.leaseId) break;
     }
-    throw new GatewayError('LEASE_CONFLICT', 'the first request with this Idempotency-Key did not complete its freeze; its lease has ended or is ending. Retry with a new key', {
+    throw errors.leaseConflict('the first request with this Idempotency-Key did not complete its freeze; its lease has ended or is ending. Retry with a new key', {
       extra: { leaseId: lease.leaseId },
     });
   }
@@ -223,9 +223,7 @@ export class SessionFreezer {
 
 function conflictError(r: Exclude<AcquireResult, { ok: true }>, p: FreezeRequest): GatewayError {
   if (r.reason === 'idempotency-key-reused') {
-    return new GatewayError(
-      'LEASE_CONFLICT',
-      'this Idempotency-Key was already used for a freeze that has ended or was for other VMs; use a new key',
+    return errors.leaseConflict('this Idempotency-Key was already used for a freeze that has ended or was for other VMs; use a new key',
       { extra: { leaseId: r.leaseId } },
     );
   }
@@ -236,7 +234,7 @@ function conflictError(r: Exclude<AcquireResult, { ok: true }>, p: FreezeRequest
   const detail = r.pendingThaw
     ? `VM ${vm} is still frozen under an expired lease held by ${h.owner}; its thaw is in progress, retry shortly`
     : `VM ${vm} is frozen under another lease, held by ${h.owner} until ${iso(h.expiresAt)}`;
-  return new GatewayError('LEASE_CONFLICT', detail, {
+  return errors.leaseConflict(detail, {
     vm,
     extra: {
       holder: h.owner,

@@ -1,7 +1,7 @@
 /**
  * Shapes shared by the freeze service, its thaw engine and the HTTP routes.
  */
-import { GatewayError } from '../errors.js';
+import { GatewayError, errors } from '../errors.js';
 import type { ExecuteOptions, JsonObject, JsonValue } from '../qga/types.js';
 import { vmOfKey, type Lease, type LeaseStore } from '../store/types.js';
 
@@ -118,19 +118,11 @@ export interface FreezeDeps {
 
 /** Rebuild a GatewayError with more members for the problem body. */
 export function withExtra(e: GatewayError, extra: Record<string, unknown>): GatewayError {
-  return new GatewayError(e.code, e.message, {
-    ...(e.vm ? { vm: e.vm } : {}),
-    ...(e.command ? { command: e.command } : {}),
-    ...(e.qga ? { qga: e.qga } : {}),
-    ...(e.retryAfter !== undefined ? { retryAfter: e.retryAfter } : {}),
-    extra: { ...(e.extra ?? {}), ...extra },
-    cause: e.cause ?? e,
-  });
+  return errors.rewrap(e, e.code, e.message, { extra: { ...(e.extra ?? {}), ...extra }, cause: e.cause ?? e });
 }
 
 export function asGatewayError(e: unknown, ctx: { vm?: string; command?: string } = {}): GatewayError {
-  if (e instanceof GatewayError) return e;
-  return new GatewayError('INTERNAL', e instanceof Error ? e.message : String(e), { ...ctx, cause: e });
+  return errors.wrap(e, ctx);
 }
 
 export function iso(ms: number): string {

@@ -10,7 +10,7 @@ import type { Dirent } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { join, resolve as resolvePath } from 'node:path';
 import type { Config, VmEntry } from '../config/schema.js';
-import { GatewayError } from '../errors.js';
+import { errors } from '../errors.js';
 import type { Endpoint } from '../qga/types.js';
 
 export type VmSource = 'config' | 'directory' | 'api';
@@ -73,7 +73,7 @@ export class VmRegistry {
 
   async require(name: string): Promise<VmRecord> {
     const rec = await this.lookup(name);
-    if (!rec) throw new GatewayError('VM_NOT_FOUND', `VM "${name}" is not registered`, { vm: name });
+    if (!rec) throw errors.vmNotFound(name);
     return rec;
   }
 
@@ -110,14 +110,14 @@ export class VmRegistry {
 
   async register(rec: { name: string; endpoint: Endpoint; labels?: Record<string, string> }): Promise<VmRecord> {
     if (!this.config.registry.allowApiRegistration || !this.store) {
-      throw new GatewayError('FORBIDDEN', 'API registration of VMs is disabled (registry.allowApiRegistration)');
+      throw errors.forbidden('API registration of VMs is disabled (registry.allowApiRegistration)');
     }
     if (rec.endpoint.type === 'unix') this.checkSocketRoot(rec.endpoint.path);
     if (await this.lookup(rec.name)) {
-      throw new GatewayError('VM_EXISTS', `VM "${rec.name}" is already registered`, { vm: rec.name });
+      throw errors.vmExists(rec.name);
     }
     if (!(await this.store.putVm(rec))) {
-      throw new GatewayError('VM_EXISTS', `VM "${rec.name}" is already registered`, { vm: rec.name });
+      throw errors.vmExists(rec.name);
     }
     const r: VmRecord = { ...rec, source: 'api' };
     this.dynamic.set(rec.name, r);
@@ -127,7 +127,7 @@ export class VmRegistry {
   async deregister(name: string): Promise<void> {
     const rec = await this.require(name);
     if (rec.source !== 'api' || !this.store) {
-      throw new GatewayError('FORBIDDEN', `VM "${name}" comes from the ${rec.source === 'config' ? 'configuration file' : 'socket directory'} and cannot be deleted through the API`, { vm: name });
+      throw errors.forbidden(`VM "${name}" comes from the ${rec.source === 'config' ? 'configuration file' : 'socket directory'} and cannot be deleted through the API`, { vm: name });
     }
     await this.store.deleteVm(name);
     this.dynamic.delete(name);
@@ -149,12 +149,12 @@ export class VmRegistry {
   private checkSocketRoot(path: string): void {
     const roots = this.config.registry.allowedSocketRoots;
     if (!path.startsWith('/')) {
-      throw new GatewayError('VALIDATION_FAILED', 'endpoint.path must be absolute');
+      throw errors.validation('endpoint.path must be absolute');
     }
     if (roots.length === 0) return;
     const abs = resolvePath(path);
     if (!roots.some((r) => abs.startsWith(resolvePath(r) + '/'))) {
-      throw new GatewayError('FORBIDDEN', `endpoint.path must be under one of registry.allowedSocketRoots`);
+      throw errors.forbidden(`endpoint.path must be under one of registry.allowedSocketRoots`);
     }
   }
 }

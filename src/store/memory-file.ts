@@ -1,7 +1,7 @@
 /** The embedded store's state file: the whole state as JSON, written to a temp file and renamed in. */
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { GatewayError } from '../errors.js';
+import { errors } from '../errors.js';
 import type { Lease, VmRegistration } from './types.js';
 
 export interface Snapshot {
@@ -22,7 +22,7 @@ export function writeSnapshot(file: string, snap: Snapshot): void {
     // rename is atomic: a crash leaves the old state or the new one, never half of either
     renameSync(tmp, file);
   } catch (e) {
-    throw new GatewayError('STORE_UNAVAILABLE', `cannot write the lease state file ${file}: ${(e as Error).message}`, { cause: e });
+    throw errors.storeUnavailable(`cannot write the lease state file ${file}: ${(e as Error).message}`, { cause: e });
   }
 }
 

@@ -13,7 +13,7 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { GatewayError } from '../errors.js';
+import { GatewayError, errors } from '../errors.js';
 import { IDEMPOTENCY_RETENTION_MS, canonicalKeys } from './memory.js';
 import * as S from './redis-scripts.js';
 import type {
@@ -83,7 +83,7 @@ export class RedisStore implements LeaseStore {
     await new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => {
         this.redis.off('ready', onReady);
-        reject(new GatewayError('STORE_UNAVAILABLE', `Redis not ready within ${timeoutMs} ms`));
+        reject(errors.storeUnavailable(`Redis not ready within ${timeoutMs} ms`));
       }, timeoutMs);
       const onReady = () => {
         clearTimeout(t);
@@ -283,7 +283,7 @@ function toGatewayError(e: unknown): GatewayError {
   const prefix = errorPrefix(e);
   // a ReplyError that is not an availability condition is a script or usage bug: say so loudly
   if (prefix && !UNAVAILABLE_PREFIXES.some((p) => prefix.startsWith(p))) {
-    return new GatewayError('INTERNAL', `Redis refused a store command: ${msg}`, { cause: e });
+    return errors.internal(`Redis refused a store command: ${msg}`, { cause: e });
   }
-  return new GatewayError('STORE_UNAVAILABLE', `lease store (Redis) unavailable: ${msg}`, { cause: e });
+  return errors.storeUnavailable(`lease store (Redis) unavailable: ${msg}`, { cause: e });
 }
