@@ -11,7 +11,7 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { GatewayError } from '../errors.js';
 import { Channel, type ChannelOptions, type CommandEvent } from '../qga/channel.js';
-import { defaultSpec } from '../qga/queue.js';
+import { defaultSpec } from '../qga/commands.js';
 import type { ChannelState, ChannelStats, Endpoint, ExecuteOptions, JsonObject, JsonValue } from '../qga/types.js';
 
 export interface AgentPoolOptions {

@@ -33,7 +33,9 @@ import { GatewayError } from '../errors.js';
 import type { AgentConnection } from './connection.js';
 import { dispatch } from './dispatch.js';
 import { AgentLink } from './link.js';
-import { JobQueue, abortReason, defaultSpec, type CommandEvent, type Job, type JobKind } from './queue.js';
+import { abortReason } from '../util/abort.js';
+import { defaultSpec } from './commands.js';
+import { JobQueue, type CommandEvent, type Job, type JobKind } from './queue.js';
 import type {
   AgentInfo, ChannelState, ChannelStats, CommandSpec, Endpoint, ExecuteOptions, JsonObject, JsonValue, TimeoutClass,
 } from './types.js';

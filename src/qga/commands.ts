@@ -180,6 +180,11 @@ export const COMMAND_NAME_PATTERN = '^guest-[a-z0-9-]+$';
 /** The class of a command newer than this catalog: it may carry bulk data or do real work in the guest. */
 export const UNKNOWN_COMMAND_TIMEOUT: TimeoutClass = 'slow';
 
+/** What a command absent from the catalog is treated as: never resent, has a reply, the catalog's class for unknown commands. */
+export function defaultSpec(command: string): CommandSpec {
+  return { name: command, timeout: UNKNOWN_COMMAND_TIMEOUT, idempotent: false, successResponse: true, frozenSafe: false, scope: 'admin', since: '0.0' };
+}
+
 /** The timeout for a command: catalog class, or UNKNOWN_COMMAND_TIMEOUT for one it does not know. */
 export function defaultTimeoutMs(name: string): number {
   const spec = commandSpec(name);

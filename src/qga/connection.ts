@@ -19,6 +19,7 @@ import net from 'node:net';
 import type { QgaErrorBody } from '../errors.js';
 import { ReplyDecoder, type DecoderEvent } from './decoder.js';
 import type { Endpoint, JsonObject, JsonValue } from './types.js';
+import { abortReason } from '../util/abort.js';
 import { stringifyJson } from '../util/json.js';
 
 export type AgentReply = { ok: true; value: JsonValue } | { ok: false; error: QgaErrorBody };
@@ -144,7 +145,7 @@ export class AgentConnection extends EventEmitter {
     if (signal?.aborted) return Promise.reject(abortReason(signal));
     return new Promise<AgentReply>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
-      const onAbort = (): void => abandon(abortReason(signal));
+      const onAbort = (): void => abandon(abortReason(signal as AbortSignal));
       const pending: Pending = {
         ...p,
         settle: ({ reply, error }) => {
@@ -288,9 +289,4 @@ function toReply(msg: JsonObject): AgentReply | undefined {
 
 function preview(msg: JsonObject): string {
   return stringifyJson(msg).slice(0, 120);
-}
-
-function abortReason(signal: AbortSignal | undefined): Error {
-  const r: unknown = signal?.reason;
-  return r instanceof Error ? r : new DOMException('This operation was aborted', 'AbortError');
 }

@@ -4,7 +4,7 @@
  * run all count against it. Settling goes through finish() exactly once: timer cleared, caller's
  * abort listener removed, job out of the line, one 'command' event.
  */
-import { UNKNOWN_COMMAND_TIMEOUT } from './commands.js';
+import { abortReason } from '../util/abort.js';
 import type { CommandSpec, JsonObject } from './types.js';
 
 export type JobKind = 'command' | 'sync' | 'info';
@@ -48,11 +48,6 @@ export interface JobQueueHooks {
   onSettled(event: CommandEvent): void;
   /** the last waiting job left the line */
   onEmpty(): void;
-}
-
-/** What a command absent from the catalog is treated as: never resent, has a reply, the catalog's class for unknown commands. */
-export function defaultSpec(command: string): CommandSpec {
-  return { name: command, timeout: UNKNOWN_COMMAND_TIMEOUT, idempotent: false, successResponse: true, frozenSafe: false, scope: 'admin', since: '0.0' };
 }
 
 export class JobQueue {
@@ -114,9 +109,4 @@ export class JobQueue {
     else job.reject(result.error);
     this.hooks.onSettled({ command: job.command, durationMs: this.hooks.now() - job.acceptedAt, outcome });
   }
-}
-
-export function abortReason(signal: AbortSignal): Error {
-  const r: unknown = signal.reason;
-  return r instanceof Error ? r : new DOMException('This operation was aborted', 'AbortError');
 }
