@@ -4,7 +4,8 @@
  *  - the freezing process is SIGSTOPped past its lease → after SIGCONT it sends the agent nothing
  *    and its stale thaw is refused;
  *  - a gateway restarted with a frozen VM under an expired lease reconciles it at start-up.
- * How long the VM stayed frozen past its lease is printed (a measurement, not a speed assertion).
+ * How long the VM stayed frozen past its lease is printed, and bounded only loosely (one sweep
+ * interval plus 1.5 s: the sweeper's promise with slack for a loaded machine, not a speed test).
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
@@ -56,6 +57,8 @@ describe('freeze across gateway processes', { timeout: 120_000 }, () => {
     const overshoot = (thawAt() ?? Date.now()) - Date.parse(String(r.json.expiresAt));
     process.stdout.write(`[freeze-processes] freezer SIGKILLed: VM frozen ${overshoot} ms past its lease (sweep interval ${SWEEP_MS} ms)\n`);
     expect(overshoot).toBeGreaterThanOrEqual(0);
+    // at most one sweep interval past the lease plus the thaw's round trip; 1.5 s of slack
+    expect(overshoot).toBeLessThanOrEqual(SWEEP_MS + 1_500);
     expect(b.log()).toMatch(/lease expired: thawing by deadline/);
     const st = await call(b, 'GET', '/v1/vms/vm1/fsfreeze');
     expect(st.json).toMatchObject({ status: 'thawed', lease: null });

@@ -1,13 +1,15 @@
 /**
  * AgentService against the simulator: the pool's maxOpen bound holds for calls that first read
- * guest-info, and a call's timeoutMs (or its catalog timeout) is one budget for the whole call —
- * capability and frozen checks included — not a fresh timeout per agent job.
+ * guest-info, a call's timeoutMs (or its catalog timeout) is one budget for the whole call —
+ * capability and frozen checks included — not a fresh timeout per agent job, and a VM known to
+ * be frozen gets a guest-fsfreeze-status instead of the command (the frozen pre-check).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { AgentService } from '../../src/agent/service.js';
+import { GatewayError } from '../../src/errors.js';
 import { AgentPool } from '../../src/pool/pool.js';
 import { COMMANDS, DEFAULT_TIMEOUTS, defaultSpec, defaultTimeoutMs } from '../../src/qga/commands.js';
 import type { Endpoint, TimeoutClass } from '../../src/qga/types.js';
@@ -86,6 +88,20 @@ async function code(p: Promise<unknown>): Promise<string> {
 
 function sent(s: SimAgent, command: string): number {
   return s.stats.commandLog.filter((e) => e.command === command).length;
+}
+
+/** The commands the simulated agent received, oldest first. */
+function commandsSent(s: SimAgent): string[] {
+  return s.stats.commandLog.map((e) => e.command);
+}
+
+async function rejection(p: Promise<unknown>): Promise<GatewayError> {
+  const e = await p.then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  if (!(e instanceof GatewayError)) throw new Error(`expected a GatewayError, got ${e === undefined ? 'success' : String(e)}`);
+  return e;
 }
 
 describe('AgentService and agent.maxOpen', () => {
@@ -167,6 +183,83 @@ describe('AgentService call deadline', () => {
   it('gives a command outside the catalog the class commands.ts gives it', () => {
     const name = 'guest-from-the-future';
     expect(DEFAULT_TIMEOUTS[defaultSpec(name).timeout]).toBe(defaultTimeoutMs(name));
+  });
+});
+
+describe('AgentService frozen pre-check', () => {
+  /**
+   * One VM whose guest-info was read while thawed (guest-get-osinfo listed as enabled, so the
+   * capability check lets it through and only the frozen pre-check can stop it), then frozen.
+   */
+  async function frozenVm(how: 'via-service' | 'behind-our-back'): Promise<{ s: SimAgent; vm: string; pool: AgentPool; agent: AgentService }> {
+    const { sims, names, pool, agent } = await setup({ vms: 1 });
+    const [s] = sims as [SimAgent];
+    const [vm] = names as [string];
+    expect(await code(agent.call(vm, 'guest-get-osinfo'))).toBe('ok');
+    if (how === 'via-service') {
+      expect(await agent.call(vm, 'guest-fsfreeze-freeze')).toBe(s.state.filesystems.length);
+    } else {
+      s.state.frozen = true; // e.g. Proxmox or a script in the guest froze it
+    }
+    expect(s.state.frozen).toBe(true);
+    expect(pool.channel(vm).agentInfo?.commands.get('guest-get-osinfo')?.enabled).toBe(true);
+    return { s, vm, pool, agent };
+  }
+
+  it('known frozen → guest-fsfreeze-status is asked, the command is never sent, 409 VM_FROZEN', async () => {
+    const { s, vm, agent } = await frozenVm('via-service');
+    expect(agent.isKnownFrozen(vm)).toBe(true);
+    s.resetStats();
+    const err = await rejection(agent.call(vm, 'guest-get-osinfo'));
+    expect(err.code).toBe('VM_FROZEN');
+    expect(err.status).toBe(409);
+    // refused by the gateway: the status check went out, the command did not
+    expect(commandsSent(s)).toEqual(['guest-fsfreeze-status']);
+    expect(agent.isKnownFrozen(vm)).toBe(true);
+  });
+
+  it('learns "frozen" from the agent\'s own refusal, then refuses the next call without sending it', async () => {
+    const { s, vm, agent } = await frozenVm('behind-our-back');
+    expect(agent.isKnownFrozen(vm)).toBe(false);
+    s.resetStats();
+    // not known frozen yet: the command goes out and the agent refuses it
+    const first = await rejection(agent.call(vm, 'guest-get-osinfo'));
+    expect(first.code).toBe('VM_FROZEN');
+    expect(first.qga?.class).toBe('CommandNotFound');
+    expect(commandsSent(s)).toEqual(['guest-get-osinfo']);
+    expect(agent.isKnownFrozen(vm)).toBe(true);
+    s.resetStats();
+    const second = await rejection(agent.call(vm, 'guest-get-host-name'));
+    expect(second.code).toBe('VM_FROZEN');
+    expect(second.status).toBe(409);
+    expect(second.qga).toBeUndefined(); // the gateway's refusal, not the agent's
+    expect(commandsSent(s)).toEqual(['guest-fsfreeze-status']);
+  });
+
+  it('known frozen but thawed by someone else → the status check sees thawed, the command is sent and succeeds', async () => {
+    const { s, vm, agent } = await frozenVm('via-service');
+    s.state.frozen = false; // e.g. someone ran fsfreeze -u in the guest
+    s.resetStats();
+    const osinfo = await agent.call(vm, 'guest-get-osinfo');
+    expect(osinfo).toMatchObject({ id: expect.any(String) });
+    // status first; guest-info re-read because the copy may be from a frozen agent; then the command
+    expect(commandsSent(s)).toEqual(['guest-fsfreeze-status', 'guest-info', 'guest-get-osinfo']);
+    expect(agent.isKnownFrozen(vm)).toBe(false);
+    // no longer known frozen: the next call goes straight to the agent
+    s.resetStats();
+    expect(await code(agent.call(vm, 'guest-get-host-name'))).toBe('ok');
+    expect(commandsSent(s)).toEqual(['guest-get-host-name']);
+  });
+
+  it('a frozen-safe command is sent without the status check', async () => {
+    const { s, vm, agent } = await frozenVm('via-service');
+    s.resetStats();
+    expect(await agent.call(vm, 'guest-fsfreeze-status')).toBe('frozen');
+    expect(commandsSent(s)).toEqual(['guest-fsfreeze-status']);
+    expect(await agent.call(vm, 'guest-fsfreeze-thaw')).toBe(s.state.filesystems.length);
+    expect(commandsSent(s)).toEqual(['guest-fsfreeze-status', 'guest-fsfreeze-thaw']);
+    expect(s.state.frozen).toBe(false);
+    expect(agent.isKnownFrozen(vm)).toBe(false);
   });
 });
 

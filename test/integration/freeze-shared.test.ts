@@ -1,7 +1,8 @@
 /**
  * Freeze sessions across gateway "processes" (rigs sharing one real redis-server) and across Redis
  * failures: the deadline sweep after the freezer died, start-up reconciliation, a stale lease, Redis
- * down mid-session, Redis restarted empty. Measured times are printed, not asserted tightly.
+ * down mid-session, Redis restarted empty. Measured times are printed and only loosely bounded
+ * (the sweep interval plus slack for a loaded machine).
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { randomUUID } from 'node:crypto';
@@ -32,13 +33,16 @@ async function shared(names: string[], freeze: Record<string, number>[] = [{}, {
 
 describe('auto-thaw when the freezing process is gone', () => {
   it('another process sharing Redis thaws by the deadline', async () => {
-    const { f, a, b } = await shared(['vm1'], [{ sweepIntervalMs: 60_000 }, { sweepIntervalMs: 500 }]);
+    const sweepIntervalMs = 500;
+    const { f, a, b } = await shared(['vm1'], [{ sweepIntervalMs: 60_000 }, { sweepIntervalMs }]);
     const lease = await a.freeze.freeze('vm1', { ttlSeconds: 1 }, BACKUP);
     await a.crash(); // no local timer any more, the lease stays in Redis
     await waitFor(() => !f.vm.vm1.state.frozen, 10_000, 'deadline thaw by the other process');
     const overshoot = Date.now() - Date.parse(lease.expiresAt);
-    process.stdout.write(`[freeze-shared] frozen past lease expiry after the freezer died: ${overshoot} ms (sweep interval 500 ms)\n`);
+    process.stdout.write(`[freeze-shared] frozen past lease expiry after the freezer died: ${overshoot} ms (sweep interval ${sweepIntervalMs} ms)\n`);
     expect(overshoot).toBeGreaterThanOrEqual(0);
+    // at most one sweep interval past the lease plus the thaw's round trip; 1.5 s of slack
+    expect(overshoot).toBeLessThanOrEqual(sweepIntervalMs + 1_500);
     await waitFor(async () => (await b.freeze.status('vm1', BACKUP)).lease === null, 5_000, 'lease released');
     // the dead process's lease is stale now: a thaw with it is refused and sends nothing
     const n = agentCommands(f.vm.vm1).length;
