@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { Settings } from 'typebox/system';
 import { Value } from 'typebox/value';
+import type { TLocalizedValidationError } from 'typebox/error';
 import { ConfigSchema, type Config } from './schema.js';
 
 export class ConfigError extends Error {
@@ -61,10 +62,9 @@ function applyEnv(raw: Record<string, unknown>, env: Env, problems: string[]): v
   if (env.REDIS_URL && !env.QGA_STORE) setPath(raw, ['store', 'type'], 'redis');
 }
 
-function describe(err: { instancePath: string; message: string; params: Record<string, unknown> }): string {
+function describe(err: SchemaError): string {
   const key = keyOf(err.instancePath);
-  const extra = err.params.additionalProperties;
-  if (Array.isArray(extra)) return `${key === '(root)' ? '' : key + '.'}${extra.join(', ')}: unknown key`;
+  if (err.keyword === 'additionalProperties') return `${key === '(root)' ? '' : key + '.'}${err.params.additionalProperties.join(', ')}: unknown key`;
   return `${key}: ${err.message}`;
 }
 
@@ -84,13 +84,11 @@ export function buildConfig(input: unknown, env: Env = {}, source = 'inline'): C
   return withDefaults as Config;
 }
 
-interface SchemaError {
-  keyword: string;
-  instancePath: string;
-  schemaPath: string;
-  message: string;
-  params: Record<string, unknown>;
-}
+/** One error of Value.Errors: a union on `keyword`, each keyword with its own `params`. */
+type SchemaError = TLocalizedValidationError;
+type ConstError = Extract<SchemaError, { keyword: 'const' }>;
+
+const isConstError = (e: SchemaError): e is ConstError => e.keyword === 'const';
 
 /**
  * Every schema error, one line each. TypeBox stops at Settings.maxErrors (8 by default), which one
@@ -103,7 +101,7 @@ function schemaProblems(value: unknown): string[] {
   Settings.Set({ maxErrors: 10_000 });
   let errors: SchemaError[];
   try {
-    errors = [...Value.Errors(ConfigSchema, value)] as unknown as SchemaError[];
+    errors = Value.Errors(ConfigSchema, value);
   } finally {
     Settings.Set({ maxErrors: before });
   }
@@ -122,8 +120,9 @@ function schemaProblems(value: unknown): string[] {
       branches.set(branch, [...(branches.get(branch) ?? []), e]);
     }
     const all = [...branches.values()];
-    if (all.every((b) => b.every((e) => e.keyword === 'const' && e.instancePath === union.instancePath))) {
-      const allowed = all.flat().map((e) => String(e.params.allowedValue));
+    const consts = all.flat().filter(isConstError).filter((e) => e.instancePath === union.instancePath);
+    if (consts.length === all.flat().length) {
+      const allowed = consts.map((e) => String(e.params.allowedValue));
       lines.push(`${keyOf(union.instancePath)}: must be one of ${allowed.join(', ')}`);
       continue;
     }

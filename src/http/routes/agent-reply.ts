@@ -24,15 +24,28 @@ function shapeError(vm: string, command: string, want: string, got: JsonValue): 
   return errors.unexpectedReply(vm, command, `${kind} where ${want} was expected`);
 }
 
+/**
+ * The shape checks behind expectList/expectObject. They check the shape only: the element or
+ * member types are the caller's claim, backed by the reference (the route's response schema
+ * names the QGA type), which is what the type parameter states.
+ */
+function isListOf<T>(value: JsonValue): value is JsonValue & T[] {
+  return Array.isArray(value);
+}
+
+function isObjectOf<T>(value: JsonValue): value is JsonValue & T {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
+
 /** The reply as a list; the element type is the caller's claim, backed by the reference. */
 export function expectList<T>(vm: string, command: string, value: JsonValue): T[] {
-  if (!Array.isArray(value)) throw shapeError(vm, command, 'a list', value);
-  return value as unknown as T[];
+  if (!isListOf<T>(value)) throw shapeError(vm, command, 'a list', value);
+  return value;
 }
 
 export function expectObject<T>(vm: string, command: string, value: JsonValue): T {
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw shapeError(vm, command, 'an object', value);
-  return value as unknown as T;
+  if (!isObjectOf<T>(value)) throw shapeError(vm, command, 'an object', value);
+  return value;
 }
 
 export function expectInteger(vm: string, command: string, value: JsonValue): number | bigint {

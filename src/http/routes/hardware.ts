@@ -150,35 +150,17 @@ export default async function hardwareRoutes(fastify: FastifyInstance): Promise<
   });
 
   // --- disks, CPUs, devices -----------------------------------------------------------------
-  app.get(
-    '/vms/:vm/disks',
-    {
-      schema: {
-        operationId: 'getDisks',
-        tags: ['hardware'],
-        summary: 'Guest disks and partitions, with dependencies, addresses and NVMe SMART data',
-        'x-qga-command': 'guest-get-disks',
-        params: VmParams,
-        response: {
-          200: Type.Object(
-            {
-              disks: Type.Array(GuestDiskInfo, {
-                description:
-                  'Windows: the physical disks; Linux: all root block devices of non-zero size (including removable, loop, NBD)',
-              }),
-            },
-            { description: 'guest-get-disks, wrapped' },
-          ),
-          ...problemResponses(AGENT_ERRORS),
-        },
-      },
-    },
-    async (request) => {
-      const { vm } = request.params;
-      const disks = expectList<JsonValue>(vm, 'guest-get-disks', await callAgent(fastify, request, vm, 'guest-get-disks'));
-      return { disks: disks.map((d) => dropUnknownVariant(d, 'smart', 'nvme')) as unknown as Static<typeof GuestDiskInfo>[] };
-    },
-  );
+  getListRoute(fastify, {
+    url: '/vms/:vm/disks',
+    operationId: 'getDisks',
+    tag: 'hardware',
+    summary: 'Guest disks and partitions, with dependencies, addresses and NVMe SMART data',
+    command: 'guest-get-disks',
+    key: 'disks',
+    item: GuestDiskInfo,
+    listDescription: 'Windows: the physical disks; Linux: all root block devices of non-zero size (including removable, loop, NBD)',
+    adjust: (entry) => dropUnknownVariant(entry, 'smart', 'nvme'),
+  });
 
   getListRoute(fastify, {
     url: '/vms/:vm/disks/stats',

@@ -41,9 +41,12 @@ export function component<T extends TSchema>(name: string, schema: T): TUnsafe<S
   return Type.Unsafe<Static<T>>(Type.Ref(name));
 }
 
-/** A `$ref` to a component with a description for this particular use of it. */
+/**
+ * A `$ref` to a component with a description for this particular use of it. Spreading the ref
+ * copies its one JSON Schema keyword, `$ref` (TypeBox keeps its markers non-enumerable).
+ */
 export function described<T>(ref: TUnsafe<T>, description: string): TUnsafe<T> {
-  return Type.Unsafe<T>({ $ref: (ref as unknown as { $ref: string }).$ref, description });
+  return Type.Unsafe<T>({ ...ref, description });
 }
 
 /** A string enum: `{type: 'string', enum: [...]}`, typed as the union of its values. */
