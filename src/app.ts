@@ -84,7 +84,7 @@ function lazySerializers(): SerializerFactory {
     const compile = eager(externalSchemas, options);
     return (route) => {
       let fn: ((data: unknown) => string) | undefined;
-      return (data: unknown) => (fn ??= compile(route) as (data: unknown) => string)(data);
+      return (data: unknown) => (fn ??= compile(route))(data);
     };
   };
 }
@@ -104,8 +104,10 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
       // never log credentials, even if someone logs a request object with headers
       redact: { paths: ['req.headers.authorization', 'headers.authorization', '*.password'], censor: '[redacted]' },
     });
+  // typed as Fastify's logger interface, so the instance is a plain FastifyInstance (not one over pino's Logger)
+  const loggerInstance: FastifyBaseLogger = logger;
   const app = Fastify({
-    loggerInstance: logger as FastifyBaseLogger,
+    loggerInstance,
     bodyLimit: config.server.bodyLimitBytes,
     trustProxy: config.server.trustProxy,
     requestTimeout: config.server.requestTimeoutMs,
@@ -120,13 +122,13 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   const bodyAjv = makeAjv({ coerceTypes: false });
   const paramAjv = makeAjv({ coerceTypes: 'array' });
   app.setValidatorCompiler(({ schema, httpPart }) =>
-    (httpPart === 'body' ? bodyAjv : paramAjv).compile(schema) as ReturnType<Ajv['compile']>,
+    (httpPart === 'body' ? bodyAjv : paramAjv).compile(schema),
   );
   app.setReplySerializer((payload) => stringifyJson(payload));
 
   const services = opts.gateway ?? createGateway(config, logger);
   app.decorate('services', services);
-  app.decorate('readinessChecks', [
+  const readinessChecks: ReadinessCheck[] = [
     {
       name: 'store',
       check: async () => {
@@ -134,7 +136,8 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
         if (!h.ok) throw new Error(h.detail ?? `${h.kind} store unavailable`);
       },
     },
-  ] as ReadinessCheck[]);
+  ];
+  app.decorate('readinessChecks', readinessChecks);
   app.decorate('shuttingDown', false);
 
   registerErrorHandling(app);

@@ -8,6 +8,7 @@ import { parse as parseYaml } from 'yaml';
 import { Settings } from 'typebox/system';
 import { Value } from 'typebox/value';
 import type { TLocalizedValidationError } from 'typebox/error';
+import { errorMessage, isRecord } from '../util/unknown.js';
 import { ConfigSchema, type Config } from './schema.js';
 
 export class ConfigError extends Error {
@@ -34,10 +35,10 @@ const ENV_KEYS: Array<{ env: string; path: string[]; kind: 'string' | 'int' | 'b
 function setPath(obj: Record<string, unknown>, path: string[], value: unknown): void {
   let cur = obj;
   for (const key of path.slice(0, -1)) {
-    const next = cur[key];
-    if (next === undefined || next === null) cur[key] = {};
-    else if (typeof next !== 'object' || Array.isArray(next)) return; // the schema check reports it
-    cur = cur[key] as Record<string, unknown>;
+    const next = cur[key] ?? {};
+    if (!isRecord(next)) return; // the schema check reports it
+    cur[key] = next;
+    cur = next;
   }
   cur[path[path.length - 1]] = value;
 }
@@ -71,17 +72,19 @@ function describe(err: SchemaError): string {
 /** Validate an already-parsed object (tests build configs in code through this). */
 export function buildConfig(input: unknown, env: Env = {}, source = 'inline'): Config {
   const problems: string[] = [];
-  const raw: Record<string, unknown> =
-    input === null || input === undefined ? {} : typeof input === 'object' && !Array.isArray(input) ? structuredClone(input as Record<string, unknown>) : {};
-  if (input !== null && input !== undefined && (typeof input !== 'object' || Array.isArray(input))) {
+  const raw: Record<string, unknown> = isRecord(input) ? structuredClone(input) : {};
+  if (input !== null && input !== undefined && !isRecord(input)) {
     problems.push('(root): the configuration must be a mapping');
   }
   applyEnv(raw, env, problems);
-  const withDefaults = Value.Default(ConfigSchema, raw) as Record<string, unknown>;
+  const withDefaults = Value.Default(ConfigSchema, raw);
   for (const line of schemaProblems(withDefaults)) problems.push(line);
-  if (problems.length === 0) semanticChecks(withDefaults as Config, env, problems);
-  if (problems.length > 0) throw new ConfigError(problems, source);
-  return withDefaults as Config;
+  // Check is the type guard of the same schema the errors came from: it passes when they are none
+  if (problems.length === 0 && Value.Check(ConfigSchema, withDefaults)) {
+    semanticChecks(withDefaults, env, problems);
+    if (problems.length === 0) return withDefaults;
+  }
+  throw new ConfigError(problems, source);
 }
 
 /** One error of Value.Errors: a union on `keyword`, each keyword with its own `params`. */
@@ -164,7 +167,7 @@ function semanticChecks(c: Config, env: Env, problems: string[]): void {
       try {
         v = readFileSync(t.tokenFile, 'utf8').trim();
       } catch (e) {
-        problems.push(`auth.tokens.${i}.tokenFile: cannot read ${t.tokenFile}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+        problems.push(`auth.tokens.${i}.tokenFile: cannot read ${t.tokenFile}: ${errnoCode(e) ?? errorMessage(e)}`);
       }
       if (v && v.length < 16) problems.push(`auth.tokens.${i}.tokenFile: the token in ${t.tokenFile} is shorter than 16 characters`);
     }
@@ -179,6 +182,11 @@ function semanticChecks(c: Config, env: Env, problems: string[]): void {
   }
 }
 
+/** The errno code (ENOENT, EACCES, …) of a failed file-system call. */
+function errnoCode(e: unknown): string | undefined {
+  return e instanceof Error && 'code' in e && typeof e.code === 'string' ? e.code : undefined;
+}
+
 export function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
@@ -190,13 +198,13 @@ export function loadConfig(file: string | undefined, env: Env = process.env): Co
   try {
     text = readFileSync(file, 'utf8');
   } catch (e) {
-    throw new ConfigError([`cannot read ${file}: ${(e as Error).message}`], file);
+    throw new ConfigError([`cannot read ${file}: ${errorMessage(e)}`], file);
   }
   let doc: unknown;
   try {
     doc = parseYaml(text);
   } catch (e) {
-    throw new ConfigError([`YAML syntax: ${(e as Error).message}`], file);
+    throw new ConfigError([`YAML syntax: ${errorMessage(e)}`], file);
   }
   return buildConfig(doc ?? {}, env, file);
 }

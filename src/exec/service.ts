@@ -13,6 +13,7 @@
 import type { Config } from '../config/schema.js';
 import { isGatewayError, errors } from '../errors.js';
 import type { JsonObject, JsonValue } from '../qga/types.js';
+import { isJsonObject } from '../util/json.js';
 import { isTransient, isUnknownPid, unknownPid } from './errors.js';
 import { ResultCache } from './results.js';
 import { PidTracker, type TrackedPid } from './tracker.js';
@@ -62,7 +63,7 @@ export class ExecService {
     if (req.input && req.input.length > 0) args['input-data'] = req.input.toString('base64');
     args['capture-output'] = await this.captureArgument(vm, req.capture ?? true);
     const reply = await this.agent.call(vm, 'guest-exec', args);
-    const pid = isObject(reply) ? reply.pid : undefined;
+    const pid = isJsonObject(reply) ? reply.pid : undefined;
     if (typeof pid !== 'number' || !Number.isSafeInteger(pid)) {
       throw errors.unexpectedReply(vm, 'guest-exec', 'no pid');
     }
@@ -210,12 +211,8 @@ function compareVersion(a: readonly number[], b: readonly number[]): number {
   return 0;
 }
 
-function isObject(v: JsonValue): v is JsonObject {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
 function toExecStatus(reply: JsonValue, vm: string): ExecStatus {
-  if (!isObject(reply) || typeof reply.exited !== 'boolean') {
+  if (!isJsonObject(reply) || typeof reply.exited !== 'boolean') {
     throw errors.unexpectedReply(vm, 'guest-exec-status', 'no "exited" flag');
   }
   const s: ExecStatus = { exited: reply.exited };
@@ -254,9 +251,10 @@ function raceAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   if (signal?.aborted) return Promise.reject(abortReason(signal));
   return new Promise((resolve, reject) => {
+    // registered on the signal only, so it runs only when there is one
     const onAbort = () => {
       clearTimeout(timer);
-      reject(abortReason(signal as AbortSignal));
+      if (signal) reject(abortReason(signal));
     };
     const timer = setTimeout(() => {
       signal?.removeEventListener('abort', onAbort);

@@ -45,11 +45,10 @@ function fromFastify(err: FastifyError, request: FastifyRequest): GatewayError |
   if (err.validation) {
     const where = err.validationContext ?? 'request';
     const parts = err.validation.map((v) => {
-      const missing = (v.params as { missingProperty?: string }).missingProperty;
-      const extra = (v.params as { additionalProperty?: string }).additionalProperty;
+      const { missingProperty: missing, additionalProperty: extra } = v.params;
       const path = `${where}${v.instancePath ? v.instancePath.replace(/\//g, '.') : ''}`;
-      if (missing) return `${path}.${missing} is required`;
-      if (extra) return `${path}.${extra} is not allowed`;
+      if (missing) return `${path}.${String(missing)} is required`;
+      if (extra) return `${path}.${String(extra)} is not allowed`;
       return `${path} ${v.message ?? 'is invalid'}`;
     });
     return errors.validation(parts.join('; '), {

@@ -8,6 +8,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { errors } from '../errors.js';
 import { parseJson } from '../util/json.js';
+import { isObjectLike } from '../util/unknown.js';
 import type { JsonValue } from '../qga/types.js';
 
 interface Exact {
@@ -40,12 +41,12 @@ function restore(body: unknown, exact: Exact[]): void {
   for (const { path, value } of exact) {
     let cur = body;
     for (const key of path.slice(0, -1)) {
-      if (cur === null || typeof cur !== 'object') break;
-      cur = (cur as Record<string | number, unknown>)[key];
+      if (!isObjectLike(cur)) break;
+      cur = cur[key];
     }
     const last = path[path.length - 1];
-    if (cur !== null && typeof cur === 'object' && last !== undefined && typeof (cur as Record<string | number, unknown>)[last] === 'number') {
-      (cur as Record<string | number, unknown>)[last] = value;
+    if (isObjectLike(cur) && last !== undefined && typeof cur[last] === 'number') {
+      cur[last] = value;
     }
   }
 }

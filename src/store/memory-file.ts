@@ -2,6 +2,7 @@
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { errors } from '../errors.js';
+import { errorMessage } from '../util/unknown.js';
 import type { Lease, VmRegistration } from './types.js';
 
 export interface Snapshot {
@@ -22,7 +23,7 @@ export function writeSnapshot(file: string, snap: Snapshot): void {
     // rename is atomic: a crash leaves the old state or the new one, never half of either
     renameSync(tmp, file);
   } catch (e) {
-    throw errors.storeUnavailable(`cannot write the lease state file ${file}: ${(e as Error).message}`, { cause: e });
+    throw errors.storeUnavailable(`cannot write the lease state file ${file}: ${errorMessage(e)}`, { cause: e });
   }
 }
 

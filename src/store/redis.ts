@@ -14,6 +14,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { GatewayError, errors } from '../errors.js';
+import { errorMessage, isRecord } from '../util/unknown.js';
 import { IDEMPOTENCY_RETENTION_MS, canonicalKeys } from './memory.js';
 import * as S from './redis-scripts.js';
 import type {
@@ -27,6 +28,7 @@ import type {
   StoreHealth,
   VmRegistration,
 } from './types.js';
+import { isVmRegistration } from './types.js';
 
 export interface RedisStoreOptions {
   url: string;
@@ -35,7 +37,34 @@ export interface RedisStoreOptions {
   connectTimeoutMs?: number;
 }
 
+/** What a script answers: Redis bulk strings, integers, nil, and (nested) arrays of them. */
 type Reply = string | number | null | Reply[];
+
+/** A script's reply as ioredis hands it over (typed unknown), checked to be a Reply. */
+function toReply(value: unknown): Reply {
+  if (value === null || typeof value === 'string' || typeof value === 'number') return value;
+  if (Array.isArray(value)) return value.map(toReply);
+  throw errors.internal(`a store script answered a ${typeof value}`);
+}
+
+/** The reply of a script that answers a list (every one but RELEASE, UPDATE_DATA and CLAIM). */
+function list(reply: Reply): Reply[] {
+  if (!Array.isArray(reply)) throw errors.internal(`a store script answered ${String(reply)} where a list was expected`);
+  return reply;
+}
+
+const RENEW_FAILURES = ['not-found', 'lease-mismatch', 'expired'] as const;
+type RenewFailure = (typeof RENEW_FAILURES)[number];
+const isRenewFailure = (tag: Reply): tag is RenewFailure => RENEW_FAILURES.some((f) => f === tag);
+
+/** JSON this store wrote, read back through the guard of what it must be. */
+function decode<T>(text: string, is: (value: unknown) => value is T, what: string): T {
+  const value: unknown = JSON.parse(text);
+  if (!is(value)) throw errors.internal(`the lease store holds a malformed ${what}`);
+  return value;
+}
+
+const isStringList = (value: unknown): value is string[] => Array.isArray(value) && value.every((k) => typeof k === 'string');
 
 /** Redis error prefixes that mean "the server cannot serve now", as opposed to a bug of ours. */
 const ALL_SCRIPTS = [S.ACQUIRE, S.RENEW, S.RELEASE, S.GET_BY_KEY, S.UPDATE_DATA, S.CHECK, S.LIST_SESSIONS, S.CLAIM, S.EPOCH];
@@ -99,7 +128,7 @@ export class RedisStore implements LeaseStore {
 
   async acquire(req: AcquireRequest): Promise<AcquireResult> {
     const floor = Math.max(req.fenceFloor ?? 0, this.highWater);
-    const r = (await this.run(S.ACQUIRE, [
+    const r = list(await this.run(S.ACQUIRE, [
       this.epochCandidate,
       req.session,
       canonicalKeys(req.keys),
@@ -111,7 +140,7 @@ export class RedisStore implements LeaseStore {
       JSON.stringify(req.data ?? {}),
       randomUUID(),
       IDEMPOTENCY_RETENTION_MS,
-    ])) as Reply[];
+    ]));
     const tag = r[0];
     if (tag === 'ok' || tag === 'reused') return { ok: true, lease: this.lease(r.slice(1)), reused: tag === 'reused' };
     if (tag === 'conflict') {
@@ -128,9 +157,10 @@ export class RedisStore implements LeaseStore {
   }
 
   async renew(session: string, leaseId: string, ttlMs: number): Promise<RenewResult> {
-    const r = (await this.run(S.RENEW, [session, leaseId, ttlMs])) as Reply[];
-    if (r[0] === 'ok') return { ok: true, capped: r[1] === '1', lease: this.lease(r.slice(2)) };
-    const reason = r[0] as 'not-found' | 'lease-mismatch' | 'expired';
+    const r = list(await this.run(S.RENEW, [session, leaseId, ttlMs]));
+    const reason = r[0];
+    if (reason === 'ok') return { ok: true, capped: r[1] === '1', lease: this.lease(r.slice(2)) };
+    if (!isRenewFailure(reason)) throw errors.internal(`RENEW answered ${String(reason)}`);
     return r.length > 1 ? { ok: false, reason, lease: this.lease(r.slice(1)) } : { ok: false, reason };
   }
 
@@ -139,7 +169,7 @@ export class RedisStore implements LeaseStore {
   }
 
   async getByKey(key: string): Promise<Lease | undefined> {
-    const r = (await this.run(S.GET_BY_KEY, [key])) as Reply[];
+    const r = list(await this.run(S.GET_BY_KEY, [key]));
     return r.length ? this.lease(r) : undefined;
   }
 
@@ -153,7 +183,7 @@ export class RedisStore implements LeaseStore {
   }
 
   async check(key: string, leaseId: string, epoch: string): Promise<FenceCheck> {
-    const r = (await this.run(S.CHECK, [this.epochCandidate, key, leaseId, epoch])) as Reply[];
+    const r = list(await this.run(S.CHECK, [this.epochCandidate, key, leaseId, epoch]));
     switch (r[0]) {
       case 'live':
       case 'expired':
@@ -168,8 +198,8 @@ export class RedisStore implements LeaseStore {
   }
 
   async dueSessions(limit: number): Promise<Lease[]> {
-    const r = (await this.run(S.LIST_SESSIONS, ['now', limit])) as Reply[][];
-    return r.map((f) => this.lease(f));
+    const r = list(await this.run(S.LIST_SESSIONS, ['now', limit]));
+    return r.map((f) => this.lease(list(f)));
   }
 
   async claim(session: string, leaseId: string, retryMs: number): Promise<boolean> {
@@ -177,8 +207,8 @@ export class RedisStore implements LeaseStore {
   }
 
   async listSessions(): Promise<Lease[]> {
-    const r = (await this.run(S.LIST_SESSIONS, ['+inf', 1_000_000])) as Reply[][];
-    return r.map((f) => this.lease(f));
+    const r = list(await this.run(S.LIST_SESSIONS, ['+inf', 1_000_000]));
+    return r.map((f) => this.lease(list(f)));
   }
 
   async now(): Promise<number> {
@@ -192,7 +222,7 @@ export class RedisStore implements LeaseStore {
 
   async getVm(name: string): Promise<VmRegistration | undefined> {
     const v = await this.guard(() => this.redis.hget(this.prefix + 'vms', name));
-    return v === null ? undefined : (JSON.parse(v) as VmRegistration);
+    return v === null ? undefined : decode(v, isVmRegistration, 'VM record');
   }
 
   async deleteVm(name: string): Promise<boolean> {
@@ -201,16 +231,16 @@ export class RedisStore implements LeaseStore {
 
   async listVms(): Promise<VmRegistration[]> {
     const vals = await this.guard(() => this.redis.hvals(this.prefix + 'vms'));
-    return vals.map((v) => JSON.parse(v) as VmRegistration).sort((a, b) => (a.name < b.name ? -1 : 1));
+    return vals.map((v) => decode(v, isVmRegistration, 'VM record')).sort((a, b) => (a.name < b.name ? -1 : 1));
   }
 
   async health(): Promise<StoreHealth> {
     const t0 = performance.now();
     try {
-      const r = (await this.run(S.EPOCH, [this.epochCandidate])) as Reply[];
+      const r = list(await this.run(S.EPOCH, [this.epochCandidate]));
       return { ok: true, kind: 'redis', epoch: String(r[0]), latencyMs: Math.round((performance.now() - t0) * 100) / 100 };
     } catch (e) {
-      return { ok: false, kind: 'redis', detail: (e as Error).message };
+      return { ok: false, kind: 'redis', detail: errorMessage(e) };
     }
   }
 
@@ -232,10 +262,10 @@ export class RedisStore implements LeaseStore {
     const argv = [this.prefix, ...args.map((a) => (typeof a === 'number' ? String(Math.round(a)) : a))];
     return this.guard(async () => {
       try {
-        return (await this.redis.evalsha(sha, 0, ...argv)) as Reply;
+        return toReply(await this.redis.evalsha(sha, 0, ...argv));
       } catch (e) {
         if (!errorPrefix(e).startsWith('NOSCRIPT')) throw e;
-        return (await this.redis.eval(script, 0, ...argv)) as Reply;
+        return toReply(await this.redis.eval(script, 0, ...argv));
       }
     });
   }
@@ -257,7 +287,7 @@ export class RedisStore implements LeaseStore {
   private leaseFromMap(m: Record<string, string>): Lease {
     const lease: Lease = {
       session: m.session,
-      keys: JSON.parse(m.keys) as string[],
+      keys: decode(m.keys, isStringList, 'lock key list'),
       leaseId: m.leaseId,
       owner: m.owner,
       fence: Number(m.fence),
@@ -266,7 +296,7 @@ export class RedisStore implements LeaseStore {
       hardDeadline: Number(m.hardDeadline),
       ...(m.idem ? { idempotencyKey: m.idem } : {}),
       epoch: m.epoch,
-      data: JSON.parse(m.data) as SessionData,
+      data: decode(m.data, isRecord, 'session data'),
     };
     if (lease.fence > this.highWater) this.highWater = lease.fence;
     return lease;

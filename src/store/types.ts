@@ -31,6 +31,7 @@
  * of them waits for a reconnect.
  */
 import type { Endpoint } from '../qga/types.js';
+import { isRecord } from '../util/unknown.js';
 
 /** Opaque, JSON-serialisable data the freeze service keeps with a session (VMs, mountpoints, …). */
 export type SessionData = { [key: string]: unknown };
@@ -110,6 +111,15 @@ export interface VmRegistration {
   name: string;
   endpoint: Endpoint;
   labels?: Record<string, string>;
+}
+
+/** A VM record as putVm stores it, read back: a name, an endpoint of a known type, string labels. */
+export function isVmRegistration(value: unknown): value is VmRegistration {
+  if (!isRecord(value) || typeof value.name !== 'string' || !isRecord(value.endpoint)) return false;
+  const e = value.endpoint;
+  const endpoint = e.type === 'unix' ? typeof e.path === 'string' : e.type === 'tcp' && typeof e.host === 'string' && typeof e.port === 'number';
+  const labels = value.labels;
+  return endpoint && (labels === undefined || (isRecord(labels) && Object.values(labels).every((l) => typeof l === 'string')));
 }
 
 export interface StoreHealth {

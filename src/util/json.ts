@@ -14,10 +14,19 @@ export interface JsonObject {
   [key: string]: JsonValue;
 }
 
+/** A JSON object: not null, not a list. */
+export function isJsonObject(value: JsonValue | undefined): value is JsonObject {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
 const LONG_DIGIT_RUN = /\d{16}/;
 
 export function parseJson(text: string): JsonValue {
-  if (!LONG_DIGIT_RUN.test(text)) return JSON.parse(text) as JsonValue;
+  if (!LONG_DIGIT_RUN.test(text)) {
+    // no integer here can be unsafe, so what JSON.parse builds is a JsonValue without bigints
+    const value: JsonValue = JSON.parse(text);
+    return value;
+  }
   return new LosslessParser(text).parseDocument();
 }
 
@@ -112,7 +121,8 @@ class LosslessParser {
     }
     this.pos = q + 1;
     // The native parser decodes escapes and rejects control characters; it is fast on big strings.
-    return JSON.parse(t.slice(start, q + 1)) as string;
+    const value: unknown = JSON.parse(t.slice(start, q + 1));
+    return typeof value === 'string' ? value : this.fail('invalid string');
   }
 
   private enter(): void {
@@ -193,8 +203,8 @@ export function stringifyJson(value: unknown): string {
 }
 
 function write(value: unknown, ancestors: Set<object>, inArray: boolean): string | undefined {
-  if (value !== null && typeof value === 'object' && typeof (value as { toJSON?: unknown }).toJSON === 'function') {
-    value = (value as { toJSON: () => unknown }).toJSON();
+  if (value !== null && typeof value === 'object' && 'toJSON' in value && typeof value.toJSON === 'function') {
+    value = value.toJSON();
   }
   switch (typeof value) {
     case 'string':
@@ -212,19 +222,20 @@ function write(value: unknown, ancestors: Set<object>, inArray: boolean): string
     default:
       break;
   }
-  if (value === null) return 'null';
-  const obj = value as object;
+  // only objects are left (and null, whose typeof is 'object' too)
+  if (typeof value !== 'object' || value === null) return 'null';
+  const obj: object = value;
   if (ancestors.has(obj)) throw new TypeError('Converting circular structure to JSON');
   ancestors.add(obj);
   let text: string;
   if (Array.isArray(obj)) {
     const parts: string[] = [];
-    for (const item of obj as unknown[]) parts.push(write(item, ancestors, true) ?? 'null');
+    for (const item of obj) parts.push(write(item, ancestors, true) ?? 'null');
     text = `[${parts.join(',')}]`;
   } else {
     const parts: string[] = [];
     for (const key of Object.keys(obj)) {
-      const member = write((obj as Record<string, unknown>)[key], ancestors, false);
+      const member = write(Reflect.get(obj, key), ancestors, false);
       if (member !== undefined) parts.push(`${JSON.stringify(key)}:${member}`);
     }
     text = `{${parts.join(',')}}`;

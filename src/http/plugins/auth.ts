@@ -13,6 +13,7 @@ import { readFileSync } from 'node:fs';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Config, Scope } from '../../config/schema.js';
 import { errors } from '../../errors.js';
+import { isObjectLike } from '../../util/unknown.js';
 
 export interface Principal {
   name: string;
@@ -94,7 +95,7 @@ export function registerAuth(app: FastifyInstance, config: Config, env?: Record<
     if (cfg?.public) return;
     const scope: Scope = cfg?.scope ?? (request.method === 'GET' || request.method === 'HEAD' ? 'read' : 'write');
     requireScope(request, scope);
-    const vm = (request.params as { vm?: unknown } | undefined)?.vm;
+    const vm = isObjectLike(request.params) ? request.params.vm : undefined;
     if (typeof vm === 'string' && !canAccessVm(principal, vm)) {
       throw errors.vmsOutOfReach(principal.name, [vm]);
     }

@@ -6,7 +6,8 @@
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type, type Static } from 'typebox';
-import type { JsonObject, JsonValue } from '../../qga/types.js';
+import type { JsonValue } from '../../qga/types.js';
+import { isJsonObject } from '../../util/json.js';
 import { AGENT_ERRORS, VmParams, problemResponses } from '../schemas/common.js';
 import { inline } from '../schemas/component.js';
 import {
@@ -25,16 +26,14 @@ import { getListRoute, getObjectRoute } from './qga-get.js';
 /** The most entries one PATCH may carry: far above any real guest, far below a memory hazard. */
 const MAX_ENTRIES = 65_536;
 
-function isObject(v: JsonValue): v is JsonObject {
-  return v !== null && typeof v === 'object' && !Array.isArray(v);
-}
-
 /**
  * The reference's unions define one variant each (cpu stats: linux; device id: pci; disk smart:
  * nvme). An entry of another variant has members no schema describes, so it is not passed on.
  */
 function dropUnknownVariant(entry: JsonValue, member: string, type: string): JsonValue {
-  if (!isObject(entry) || !isObject(entry[member] ?? null) || (entry[member] as JsonObject).type === type) return entry;
+  if (!isJsonObject(entry)) return entry;
+  const variant = entry[member];
+  if (!isJsonObject(variant) || variant.type === type) return entry;
   const { [member]: _dropped, ...rest } = entry;
   return rest;
 }
@@ -182,7 +181,7 @@ export default async function hardwareRoutes(fastify: FastifyInstance): Promise<
     key: 'cpus',
     item: GuestCpuStats,
     listDescription: 'List of CPU stats of guest',
-    adjust: (entry) => (isObject(entry) && entry.type === 'linux' ? entry : undefined),
+    adjust: (entry) => (isJsonObject(entry) && entry.type === 'linux' ? entry : undefined),
   });
 
   getListRoute(fastify, {

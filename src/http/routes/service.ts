@@ -7,6 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { errors } from '../../errors.js';
+import { errorMessage } from '../../util/unknown.js';
 import { problemResponses } from '../schemas/common.js';
 
 export interface ReadinessCheck {
@@ -58,7 +59,7 @@ export default async function serviceRoutes(fastify: FastifyInstance): Promise<v
           checks[c.name] = 'ok';
         } catch (e) {
           ok = false;
-          checks[c.name] = (e as Error).message;
+          checks[c.name] = errorMessage(e);
         }
       }
       if (!ok) {

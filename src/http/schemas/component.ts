@@ -24,6 +24,7 @@
  */
 import { Type, type Static, type TSchema, type TUnsafe } from 'typebox';
 import type { FastifyInstance } from 'fastify';
+import { isObjectLike } from '../../util/unknown.js';
 
 export interface ComponentSchema {
   $id: string;
@@ -36,8 +37,8 @@ const REGISTRY = new Map<string, ComponentSchema>();
 /** Register `schema` as the shared schema `name`; returns a typed `$ref` to it. */
 export function component<T extends TSchema>(name: string, schema: T): TUnsafe<Static<T>> {
   if (REGISTRY.has(name)) throw new Error(`schema component ${name} is defined twice`);
-  // Spreading copies the JSON Schema keywords only (TypeBox keeps its markers non-enumerable).
-  REGISTRY.set(name, { ...(schema as Record<string, unknown>), $id: name, title: name });
+  // Object.entries copies the JSON Schema keywords only (TypeBox keeps its markers non-enumerable).
+  REGISTRY.set(name, { ...Object.fromEntries(Object.entries(schema)), $id: name, title: name });
   return Type.Unsafe<Static<T>>(Type.Ref(name));
 }
 
@@ -62,20 +63,22 @@ export function StringEnum<const V extends readonly string[]>(
  * by the component it names, every object closed with `additionalProperties: false`.
  */
 export function inline<T>(schema: TUnsafe<T>): TUnsafe<T> {
-  return Type.Unsafe<T>(deref(schema, []) as TSchema);
+  return Type.Unsafe<T>(derefObject({ ...schema }, []));
 }
 
 function deref(s: unknown, path: string[]): unknown {
   if (Array.isArray(s)) return s.map((x) => deref(x, path));
-  if (s === null || typeof s !== 'object') return s;
-  const o = s as Record<string, unknown>;
+  return isObjectLike(s) ? derefObject(s, path) : s;
+}
+
+function derefObject(o: Record<string, unknown>, path: string[]): Record<string, unknown> {
   if (typeof o.$ref === 'string') {
     const target = REGISTRY.get(o.$ref);
     if (!target) throw new Error(`unknown schema component ${o.$ref}`);
     if (path.includes(o.$ref)) throw new Error(`recursive schema component ${o.$ref} cannot be inlined`);
     const { $id: _id, ...body } = target;
     const { $ref: _ref, ...siblings } = o;
-    return deref({ ...body, ...siblings }, [...path, o.$ref]);
+    return derefObject({ ...body, ...siblings }, [...path, o.$ref]);
   }
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(o)) {
