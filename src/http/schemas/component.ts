@@ -22,7 +22,7 @@
  * validate bodies against `inline(...)` copies: dereferenced (the body validator is a separate
  * Ajv instance that does not know the shared schemas) and closed at every level.
  */
-import { Type, type Static, type TSchema, type TUnsafe } from 'typebox';
+import { Type, type Static, type TObject, type TProperties, type TSchema, type TUnsafe } from 'typebox';
 import type { FastifyInstance } from 'fastify';
 import { isObjectLike } from '../../util/unknown.js';
 
@@ -42,6 +42,11 @@ export function component<T extends TSchema>(name: string, schema: T): TUnsafe<S
   return Type.Unsafe<Static<T>>(Type.Ref(name));
 }
 
+/** The common case: a component that is an object of the reference, `Type.Object(properties, { description })`. */
+export function objectComponent<P extends TProperties>(name: string, description: string, properties: P): TUnsafe<Static<TObject<P>>> {
+  return component(name, Type.Object(properties, { description }));
+}
+
 /**
  * A `$ref` to a component with a description for this particular use of it. Spreading the ref
  * copies its one JSON Schema keyword, `$ref` (TypeBox keeps its markers non-enumerable).
@@ -56,6 +61,11 @@ export function StringEnum<const V extends readonly string[]>(
   options: { description?: string; default?: V[number] } = {},
 ): TUnsafe<V[number]> {
   return Type.Unsafe<V[number]>({ type: 'string', enum: [...values], ...options });
+}
+
+/** A component that is a string enum: `StringEnum(values, { description })`. */
+export function enumComponent<const V extends readonly string[]>(name: string, description: string, values: V): TUnsafe<V[number]> {
+  return component(name, StringEnum(values, { description }));
 }
 
 /**

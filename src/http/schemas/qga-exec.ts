@@ -1,51 +1,37 @@
 /** QGA types of guest-exec and guest-exec-status. */
 import { Type } from 'typebox';
-import { component, StringEnum } from './component.js';
+import { component, enumComponent, objectComponent } from './component.js';
 
-export const GuestExecStatus = component(
-  'GuestExecStatus',
-  Type.Object(
-    {
-      exited: Type.Boolean({ description: 'true if process has already terminated.' }),
-      exitcode: Type.Optional(Type.Integer({ description: 'process exit code if it was normally terminated.' })),
-      signal: Type.Optional(
-        Type.Integer({
-          description:
-            'signal number (linux) or unhandled exception code (windows) if the process was abnormally terminated.',
-        }),
-      ),
-      'out-data': Type.Optional(
-        Type.String({ description: 'base64-encoded stdout of the process. Only populated after the process exits.' }),
-      ),
-      'err-data': Type.Optional(
-        Type.String({
-          description:
-            "base64-encoded stderr of the process. out-data and err-data are present only if 'capture-output' was " +
-            "specified for 'guest-exec'. Only populated after the process exits.",
-        }),
-      ),
-      'out-truncated': Type.Optional(Type.Boolean({ description: 'true if stdout was not fully captured due to size limitation.' })),
-      'err-truncated': Type.Optional(Type.Boolean({ description: 'true if stderr was not fully captured due to size limitation.' })),
-    },
-    { description: 'Status of a process started by guest-exec. (since 2.5)' },
+export const GuestExecStatus = objectComponent('GuestExecStatus', 'Status of a process started by guest-exec. (since 2.5)', {
+  exited: Type.Boolean({ description: 'true if process has already terminated.' }),
+  exitcode: Type.Optional(Type.Integer({ description: 'process exit code if it was normally terminated.' })),
+  signal: Type.Optional(
+    Type.Integer({
+      description:
+        'signal number (linux) or unhandled exception code (windows) if the process was abnormally terminated.',
+    }),
   ),
-);
-
-export const GuestExec = component(
-  'GuestExec',
-  Type.Object(
-    { pid: Type.Integer({ description: 'pid of child process in guest OS' }) },
-    { description: 'PID of a process started by guest-exec. (since 2.5)' },
+  'out-data': Type.Optional(
+    Type.String({ description: 'base64-encoded stdout of the process. Only populated after the process exits.' }),
   ),
-);
+  'err-data': Type.Optional(
+    Type.String({
+      description:
+        "base64-encoded stderr of the process. out-data and err-data are present only if 'capture-output' was " +
+        "specified for 'guest-exec'. Only populated after the process exits.",
+    }),
+  ),
+  'out-truncated': Type.Optional(Type.Boolean({ description: 'true if stdout was not fully captured due to size limitation.' })),
+  'err-truncated': Type.Optional(Type.Boolean({ description: 'true if stderr was not fully captured due to size limitation.' })),
+});
 
-export const GuestExecCaptureOutputMode = component(
+export const GuestExec = objectComponent('GuestExec', 'PID of a process started by guest-exec. (since 2.5)', { pid: Type.Integer({ description: 'pid of child process in guest OS' }) });
+
+export const GuestExecCaptureOutputMode = enumComponent(
   'GuestExecCaptureOutputMode',
-  StringEnum(['none', 'stdout', 'stderr', 'separated', 'merged'], {
-    description:
-      'guest-exec capture modes: none, stdout only, stderr only, separated (out-data and err-data), merged (both ' +
-      'into out-data; not effective on windows guests). (since 8.0)',
-  }),
+  'guest-exec capture modes: none, stdout only, stderr only, separated (out-data and err-data), merged (both ' +
+    'into out-data; not effective on windows guests). (since 8.0)',
+  ['none', 'stdout', 'stderr', 'separated', 'merged'],
 );
 
 export const GuestExecCaptureOutput = component(

@@ -4,52 +4,32 @@
  * no bigint is involved), response objects may not (see component.ts).
  */
 import { Type } from 'typebox';
-import { component, StringEnum } from './component.js';
+import { component, enumComponent, objectComponent } from './component.js';
 
-export const GuestFileRead = component(
-  'GuestFileRead',
-  Type.Object(
-    {
-      count: Type.Integer({ minimum: 0, description: 'number of bytes read (note: count is before base64-encoding is applied)' }),
-      'buf-b64': Type.String({ description: 'base64-encoded bytes read' }),
-      eof: Type.Boolean({ description: 'whether EOF was encountered during read operation.' }),
-    },
-    { description: 'Result of guest agent file-read operation. (since 0.15.0)' },
-  ),
-);
+export const GuestFileRead = objectComponent('GuestFileRead', 'Result of guest agent file-read operation. (since 0.15.0)', {
+  count: Type.Integer({ minimum: 0, description: 'number of bytes read (note: count is before base64-encoding is applied)' }),
+  'buf-b64': Type.String({ description: 'base64-encoded bytes read' }),
+  eof: Type.Boolean({ description: 'whether EOF was encountered during read operation.' }),
+});
 
-export const GuestFileWrite = component(
-  'GuestFileWrite',
-  Type.Object(
-    {
-      count: Type.Integer({
-        minimum: 0,
-        description: 'number of bytes written (note: count is actual bytes written, after base64-decoding of provided buffer)',
-      }),
-      eof: Type.Boolean({ description: 'whether EOF was encountered during write operation.' }),
-    },
-    { description: 'Result of guest agent file-write operation. (since 0.15.0)' },
-  ),
-);
-
-export const GuestFileSeek = component(
-  'GuestFileSeek',
-  Type.Object(
-    {
-      position: Type.Integer({ description: 'current file position' }),
-      eof: Type.Boolean({ description: 'whether EOF was encountered during file seek' }),
-    },
-    { description: 'Result of guest agent file-seek operation. (since 0.15.0)' },
-  ),
-);
-
-export const QGASeek = component(
-  'QGASeek',
-  StringEnum(['set', 'cur', 'end'], {
-    description:
-      'Symbolic names for use in guest-file-seek: set = to the specified offset (whence 0), cur = add offset to the ' +
-      'current location (whence 1), end = add offset to the end of the file (whence 2). (since 2.6)',
+export const GuestFileWrite = objectComponent('GuestFileWrite', 'Result of guest agent file-write operation. (since 0.15.0)', {
+  count: Type.Integer({
+    minimum: 0,
+    description: 'number of bytes written (note: count is actual bytes written, after base64-decoding of provided buffer)',
   }),
+  eof: Type.Boolean({ description: 'whether EOF was encountered during write operation.' }),
+});
+
+export const GuestFileSeek = objectComponent('GuestFileSeek', 'Result of guest agent file-seek operation. (since 0.15.0)', {
+  position: Type.Integer({ description: 'current file position' }),
+  eof: Type.Boolean({ description: 'whether EOF was encountered during file seek' }),
+});
+
+export const QGASeek = enumComponent(
+  'QGASeek',
+  'Symbolic names for use in guest-file-seek: set = to the specified offset (whence 0), cur = add offset to the ' +
+    'current location (whence 1), end = add offset to the end of the file (whence 2). (since 2.6)',
+  ['set', 'cur', 'end'],
 );
 
 export const GuestFileWhence = component(
