@@ -11,17 +11,7 @@
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readSnapshot, writeSnapshot } from './memory-file.js';
-import type {
-  AcquireRequest,
-  AcquireResult,
-  FenceCheck,
-  Lease,
-  LeaseStore,
-  RenewResult,
-  SessionData,
-  StoreHealth,
-  VmRegistration,
-} from './types.js';
+import type { AcquireRequest, AcquireResult, FenceCheck, Lease, LeaseStore, RenewResult, SessionData, StoreHealth, VmRegistration } from './types.js';
 
 interface Lock {
   session: string;

@@ -17,17 +17,7 @@ import { GatewayError, errors } from '../errors.js';
 import { errorMessage, isRecord } from '../util/unknown.js';
 import { IDEMPOTENCY_RETENTION_MS, canonicalKeys } from './memory.js';
 import * as S from './redis-scripts.js';
-import type {
-  AcquireRequest,
-  AcquireResult,
-  FenceCheck,
-  Lease,
-  LeaseStore,
-  RenewResult,
-  SessionData,
-  StoreHealth,
-  VmRegistration,
-} from './types.js';
+import type { AcquireRequest, AcquireResult, FenceCheck, Lease, LeaseStore, RenewResult, SessionData, StoreHealth, VmRegistration } from './types.js';
 import { isVmRegistration } from './types.js';
 
 export interface RedisStoreOptions {

@@ -125,45 +125,43 @@ class LosslessParser {
     return typeof value === 'string' ? value : this.fail('invalid string');
   }
 
-  private enter(): void {
+  /** At an opening bracket: steps in; true (and past it) when `close` follows at once. */
+  private enter(close: number): boolean {
     if (++this.depth > MAX_DEPTH) this.fail('nesting too deep');
     this.pos++;
     this.skipWs();
+    return this.leaveAt(close);
+  }
+
+  /** After a member: true (and past it) at `close`, false past a comma; anything else fails. */
+  private next(close: number, expected: string): boolean {
+    this.skipWs();
+    if (this.leaveAt(close)) return true;
+    if (this.text.charCodeAt(this.pos) !== 0x2c) this.fail(expected);
+    this.pos++;
+    this.skipWs();
+    return false;
+  }
+
+  private leaveAt(close: number): boolean {
+    if (this.text.charCodeAt(this.pos) !== close) return false;
+    this.pos++;
+    this.depth--;
+    return true;
   }
 
   private parseArray(): JsonValue[] {
-    this.enter();
     const out: JsonValue[] = [];
-    if (this.text.charCodeAt(this.pos) === 0x5d) {
-      this.pos++;
-      this.depth--;
-      return out;
-    }
-    for (;;) {
-      out.push(this.parseValue());
-      this.skipWs();
-      const c = this.text.charCodeAt(this.pos);
-      this.pos++;
-      if (c === 0x5d) break;
-      if (c !== 0x2c) {
-        this.pos--;
-        this.fail("expected ',' or ']'");
-      }
-      this.skipWs();
-    }
-    this.depth--;
+    if (this.enter(0x5d)) return out;
+    do out.push(this.parseValue());
+    while (!this.next(0x5d, "expected ',' or ']'"));
     return out;
   }
 
   private parseObject(): JsonObject {
-    this.enter();
     const out: JsonObject = {};
-    if (this.text.charCodeAt(this.pos) === 0x7d) {
-      this.pos++;
-      this.depth--;
-      return out;
-    }
-    for (;;) {
+    if (this.enter(0x7d)) return out;
+    do {
       if (this.text.charCodeAt(this.pos) !== 0x22) this.fail('expected property name');
       const key = this.parseString();
       this.skipWs();
@@ -177,17 +175,7 @@ class LosslessParser {
       } else {
         out[key] = value;
       }
-      this.skipWs();
-      const c = this.text.charCodeAt(this.pos);
-      this.pos++;
-      if (c === 0x7d) break;
-      if (c !== 0x2c) {
-        this.pos--;
-        this.fail("expected ',' or '}'");
-      }
-      this.skipWs();
-    }
-    this.depth--;
+    } while (!this.next(0x7d, "expected ',' or '}'"));
     return out;
   }
 }
