@@ -2,7 +2,7 @@
  * THE composition root: every long-lived part of the gateway is built here, from the Config, in
  * one place, and started and stopped here in an order you can read off the list below.
  *
- *   config ─► store ─► registry ─► pool ─► agent ─► freeze ─► exec ─► files ─► raw ─► metrics
+ *   config ─► store ─► registry ─► pool ─► agent ─► audit ─► freeze ─► exec ─► files ─► raw ─► metrics
  *
  * start(), in this order: freeze (reconcile the store's leases, then sweep their deadlines),
  *   exec (reaper of unpolled processes), files (reaper of idle handles).
@@ -29,6 +29,7 @@ import { COMMANDS, DEFAULT_TIMEOUTS } from './qga/commands.js';
 import type { TimeoutClass } from './qga/types.js';
 import { VmRegistry } from './registry/registry.js';
 import { createStore } from './store/index.js';
+import { createAuditLog, type AuditLog } from './util/audit.js';
 import type { LeaseStore } from './store/types.js';
 
 /** A part with a life of its own: started in list order, stopped in reverse. */
@@ -39,6 +40,7 @@ export interface Part {
 }
 
 export interface Gateway extends HttpServices {
+  readonly audit: AuditLog;
   /** the parts in start order */
   readonly parts: readonly Part[];
   start(): Promise<void>;
@@ -78,6 +80,7 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
     },
   });
   const agent = new AgentService(pool, registry);
+  const audit = createAuditLog(logger);
   const freeze = new FreezeService({
     store,
     agent,
@@ -85,6 +88,7 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
     // freeze and thaw run the guest's fsfreeze hooks: the catalog's `freeze` class, as configured
     settings: { ...config.freeze, freezeTimeoutMs: timeouts.freeze, thawTimeoutMs: timeouts.freeze },
     logger,
+    audit,
     gatewayId: overrides.gatewayId,
     releaseChannel: (vm) => pool.remove(vm),
   });
@@ -108,6 +112,7 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
     registry,
     pool,
     agent,
+    audit,
     freeze,
     exec,
     files,

@@ -12,6 +12,7 @@ import type { SessionFreezer } from './session.js';
 import type { ThawEngine } from './thaw.js';
 import { leaseView, type LeaseView } from './view.js';
 import { freezeData, iso, withExtra, type Caller, type FreezeAgent, type FreezeRegistry, type VmThawReport } from './types.js';
+import type { AuditLog } from '../util/audit.js';
 
 export const MAX_GROUP_VMS = 64;
 
@@ -41,6 +42,7 @@ export class FreezeGroups {
     private readonly engine: ThawEngine,
     private readonly freezer: SessionFreezer,
     private readonly logger: Logger,
+    private readonly audit: AuditLog,
   ) {}
 
   async create(body: { vms: string[]; ttlSeconds?: number; mountpoints?: string[] }, caller: Caller, idempotencyKey?: string): Promise<GroupResponse> {
@@ -133,7 +135,7 @@ export class FreezeGroups {
       throw errors.leaseConflict(`lease ${q.leaseId} is not the lease of group ${id}`, { extra: { holder: lease.owner, expiresAt: iso(lease.expiresAt) } });
     }
     if (q.force) {
-      this.logger.warn({ audit: true, action: 'force-thaw-group', group: id, by: caller.name, holder: lease.owner, leaseId: lease.leaseId }, 'forced thaw of a freeze group');
+      this.audit.record({ action: 'force-thaw-group', group: id, by: caller.name, holder: lease.owner, leaseId: lease.leaseId }, 'forced thaw of a freeze group');
     }
     const res = await this.engine.thawSession(lease, q.force ? 'force' : 'caller');
     const frozen = freezeData(lease).frozen ?? {};

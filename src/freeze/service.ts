@@ -9,6 +9,7 @@
 import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import type { FreezeLogger as Logger } from './types.js';
+import { createAuditLog, type AuditLog } from '../util/audit.js';
 import { isGatewayError, errors } from '../errors.js';
 import { groupOfSession, vmKey, type Lease, type LeaseStore } from '../store/types.js';
 import { FreezeGroups } from './groups.js';
@@ -55,6 +56,7 @@ export class FreezeService {
   private readonly agent: FreezeAgent;
   private readonly registry: FreezeRegistry;
   private readonly logger: Logger;
+  private readonly audit: AuditLog;
   readonly settings: FreezeSettings;
 
   constructor(deps: FreezeDeps) {
@@ -63,12 +65,13 @@ export class FreezeService {
     this.registry = deps.registry;
     this.settings = deps.settings;
     this.logger = deps.logger.child({ component: 'freeze' });
+    this.audit = deps.audit ?? createAuditLog(this.logger);
     this.gatewayId = deps.gatewayId ?? `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
     const claimRetryMs = Math.max(2 * this.settings.sweepIntervalMs, 5_000);
     this.engine = new ThawEngine(this.store, this.agent, this.logger, this.settings.thawTimeoutMs, deps.releaseChannel);
     this.sweeper = new Sweeper(this.store, this.engine, this.logger, this.settings.sweepIntervalMs, claimRetryMs);
     this.freezer = new SessionFreezer(this.store, this.agent, this.registry, this.engine, this.settings, this.logger, this.gatewayId, claimRetryMs, deps.releaseChannel);
-    this.groups = new FreezeGroups(this.store, this.agent, this.registry, this.engine, this.freezer, this.logger);
+    this.groups = new FreezeGroups(this.store, this.agent, this.registry, this.engine, this.freezer, this.logger, this.audit);
   }
 
   /** Reconcile, then sweep every interval. Call once the app is ready. */
@@ -153,7 +156,7 @@ export class FreezeService {
         check = 'local';
       } else {
         check = 'unverified';
-        this.logger.warn({ audit: true, action: 'thaw-unverified', vm, by: caller.name, leaseId: q.leaseId }, 'lease store unavailable: thawing with an unverified lease id');
+        this.audit.record({ action: 'thaw-unverified', vm, by: caller.name, leaseId: q.leaseId }, 'lease store unavailable: thawing with an unverified lease id');
         return this.unverifiedThaw(vm, q.leaseId);
       }
     }
@@ -199,10 +202,7 @@ export class FreezeService {
     } catch (e) {
       if (!isGatewayError(e) || e.code !== 'STORE_UNAVAILABLE') throw e;
     }
-    this.logger.warn(
-      { audit: true, action: 'force-thaw', vm, by: caller.name, holder: lease?.owner, leaseId: lease?.leaseId, session: lease?.session },
-      'forced thaw',
-    );
+    this.audit.record({ action: 'force-thaw', vm, by: caller.name, holder: lease?.owner, leaseId: lease?.leaseId, session: lease?.session }, 'forced thaw');
     const o = await this.engine.thawVm(vm, lease, 'force');
     if (o.status === 'failed') throw o.error;
     if (o.status === 'skipped') throw errors.internal('a forced thaw was skipped');

@@ -4,6 +4,7 @@
 import { GatewayError, errors } from '../errors.js';
 import type { ExecuteOptions, JsonObject, JsonValue } from '../qga/types.js';
 import { vmOfKey, type Lease, type LeaseStore } from '../store/types.js';
+import type { AuditLog } from '../util/audit.js';
 
 /** What the freeze service logs through: pino's logger, or Fastify's (which wraps it). */
 export interface FreezeLogger {
@@ -106,6 +107,8 @@ export interface FreezeDeps {
   registry: FreezeRegistry;
   settings: FreezeSettings;
   logger: FreezeLogger;
+  /** where forced and unverified thaws are recorded (default: the logger, with audit: true) */
+  audit?: AuditLog;
   /** this process's id in logs and session data */
   gatewayId?: string;
   /**
