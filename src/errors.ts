@@ -18,6 +18,7 @@ export const ERRORS = {
   NOT_FOUND: { status: 404, title: 'Not found', when: 'no such route or resource (an unknown file, file handle, exec pid or freeze group)' },
   LEASE_CONFLICT: { status: 409, title: 'Lease conflict', when: 'the VM is frozen under another lease, or the lease id does not match' },
   VM_FROZEN: { status: 409, title: 'Guest filesystems are frozen', when: 'the guest is frozen and the command is not one of the six a frozen agent allows' },
+  USE_FREEZE_API: { status: 409, title: 'Use the freeze API', when: 'raw passthrough of a freeze or thaw command: use the fsfreeze routes (leases, automatic thaw, audit)' },
   VM_EXISTS: { status: 409, title: 'VM already registered', when: 'registration of a name that is already registered' },
   PAYLOAD_TOO_LARGE: { status: 413, title: 'Payload too large', when: 'the request body (or stdin, or an upload) is over its configured limit (`limit`)' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'Unsupported media type', when: "the body's content type is not the one the route takes" },
@@ -117,6 +118,12 @@ export const errors = {
     new GatewayError('VM_FROZEN', `the guest is already frozen by something other than this gateway's leases; nothing was sent`, { vm, command }),
   commandDisabled: (vm: string, command: string) => new GatewayError('COMMAND_DISABLED', `${command} has been disabled by the guest administrator`, { vm, command }),
   commandNotSupported: (vm: string, command: string, detail: string) => new GatewayError('COMMAND_NOT_SUPPORTED', detail, { vm, command }),
+  useFreezeApi: (vm: string, command: string) =>
+    new GatewayError(
+      'USE_FREEZE_API',
+      `${command} is not passed through: freezes and thaws go through POST/DELETE /v1/vms/${vm}/fsfreeze (or /v1/freeze-groups), where leases, the automatic thaw and the audit apply`,
+      { vm, command },
+    ),
   leaseConflict: (detail: string, ctx: Ctx = {}) => new GatewayError('LEASE_CONFLICT', detail, ctx),
   tooLarge: (what: string, limit: number, setting: string, ctx: Ctx = {}) =>
     new GatewayError('PAYLOAD_TOO_LARGE', `${what} is larger than the configured cap of ${limit} bytes (${setting})`, { ...ctx, extra: { ...ctx.extra, limit } }),

@@ -95,7 +95,7 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
   const exec = new ExecService(agent, async (vm) => (await agent.info(vm)).versionTuple, config.exec, logger);
   const files = new FilesService(agent, config.files, config.agent.maxReplyBytes, logger);
   pool.on('orphan', closeOrphanedHandles(agent, logger));
-  const raw = new RawPassthrough(agent, [execPassthrough(exec), filesPassthrough(files)]);
+  const raw = new RawPassthrough(agent, [execPassthrough(exec), filesPassthrough(files)], audit);
   const metrics: MetricsRegistry = createMetrics(pool);
 
   const parts: Part[] = [

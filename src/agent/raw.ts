@@ -3,7 +3,10 @@
  * obey and the bookkeeping it must not escape:
  *  - the channel's own handshake (guest-sync, guest-sync-delimited) is refused: a caller's sync id
  *    would confuse the resync logic;
- *  - a freeze is refused: without a lease it would have no deadline and no automatic thaw;
+ *  - freeze and thaw are refused (409 USE_FREEZE_API): a freeze without a lease would have no
+ *    deadline and no automatic thaw, and a thaw would end someone else's lease without a check;
+ *  - every call is recorded in the audit trail (who, which VM, which command: never arguments,
+ *    which may hold file contents or passwords);
  *  - the agent service's capability and frozen checks apply as for every typed route;
  *  - the domain services see every raw command: one may answer it itself (a guest-exec-status the
  *    exec reaper already collected, which the agent has therefore deleted), and each records the
@@ -13,6 +16,7 @@
 import { errors } from '../errors.js';
 import { NO_RESPONSE } from '../qga/commands.js';
 import type { JsonObject, JsonValue } from '../qga/types.js';
+import type { AuditLog } from '../util/audit.js';
 import type { AgentService } from './service.js';
 
 /** A domain service's share of raw-command bookkeeping (exec, files). */
@@ -30,21 +34,22 @@ export interface RawResult {
 }
 
 const INTERNAL_COMMANDS = new Set(['guest-sync', 'guest-sync-delimited']);
-const LEASED_COMMANDS = new Set(['guest-fsfreeze-freeze', 'guest-fsfreeze-freeze-list']);
+const FREEZE_COMMANDS = new Set(['guest-fsfreeze-freeze', 'guest-fsfreeze-freeze-list', 'guest-fsfreeze-thaw']);
 
 export class RawPassthrough {
   constructor(
     private readonly agent: AgentService,
     private readonly observers: readonly RawObserver[],
+    private readonly audit: AuditLog,
   ) {}
 
-  async run(vm: string, command: string, args: JsonObject | undefined, signal: AbortSignal): Promise<RawResult> {
+  /** `by`: the principal (token name) sending it, for the audit trail */
+  async run(vm: string, command: string, args: JsonObject | undefined, by: string, signal: AbortSignal): Promise<RawResult> {
     if (INTERNAL_COMMANDS.has(command)) {
       throw errors.validation(`${command} is the gateway's channel handshake; use POST /v1/vms/${vm}/agent/sync`, { vm, command });
     }
-    if (LEASED_COMMANDS.has(command)) {
-      throw errors.validation(`${command} only runs under a lease, with an automatic thaw: use POST /v1/vms/${vm}/fsfreeze`, { vm, command });
-    }
+    if (FREEZE_COMMANDS.has(command)) throw errors.useFreezeApi(vm, command);
+    this.audit.record({ action: 'raw', by, vm, command }, 'raw QGA command');
     // Asked first: after a no-response command the guest may be gone, and with it the channel.
     // The call below needs the same (cached) guest-info for its checks: no extra round trip.
     const info = await this.agent.info(vm, { signal });

@@ -21,7 +21,6 @@ const NOT_YET_RAISED: Record<string, string> = {
   RATE_LIMITED: 'issue 12 (fair admission)',
   ENDPOINT_IN_USE: 'issue 12 (registry integrity)',
   REGISTRATION_DENIED: 'issue 12 (registry integrity)',
-  USE_FREEZE_API: 'issue 12 (no back door around leases)',
   MISDIRECTED_REQUEST: 'issue 12 (Host check)',
   ORIGIN_FORBIDDEN: 'issue 12 (Origin check)',
   REPLY_TOO_LARGE: 'issue 12 (bounded memory)',

@@ -806,7 +806,7 @@ export interface paths {
         put?: never;
         /**
          * Send any QGA command verbatim (admin)
-         * @description The body is the command's `arguments`. 200 carries the agent's `return` value unchanged; commands that answer nothing on success (guest-shutdown, guest-suspend-*, and any the agent lists with success-response=false) get 202 once the sync fence shows the agent accepted them. Agent errors map as on every route (422 AGENT_ERROR with qga.class/qga.desc). Refused with 400: guest-sync and guest-sync-delimited (use POST /agent/sync), and guest-fsfreeze-freeze and -freeze-list (a freeze needs a lease: use POST /fsfreeze).
+         * @description The body is the command's `arguments`. 200 carries the agent's `return` value unchanged; commands that answer nothing on success (guest-shutdown, guest-suspend-*, and any the agent lists with success-response=false) get 202 once the sync fence shows the agent accepted them. Agent errors map as on every route (422 AGENT_ERROR with qga.class/qga.desc). Refused with 400: guest-sync and guest-sync-delimited (use POST /agent/sync). Refused with 409 USE_FREEZE_API: guest-fsfreeze-freeze, -freeze-list and -thaw (freezes need a lease, thaws a lease check: use the fsfreeze routes). Every call is audited.
          */
         post: operations["qgaPassthrough"];
         delete?: never;
@@ -1449,7 +1449,7 @@ export interface components {
              * @description Stable machine-readable error code (see API.md)
              * @enum {string}
              */
-            code: "VALIDATION_FAILED" | "UNAUTHENTICATED" | "FORBIDDEN" | "COMMAND_DISABLED" | "VM_NOT_FOUND" | "NOT_FOUND" | "LEASE_CONFLICT" | "VM_FROZEN" | "VM_EXISTS" | "PAYLOAD_TOO_LARGE" | "UNSUPPORTED_MEDIA_TYPE" | "RANGE_NOT_SATISFIABLE" | "AGENT_ERROR" | "QUEUE_FULL" | "INTERNAL" | "COMMAND_NOT_SUPPORTED" | "AGENT_PROTOCOL_ERROR" | "AGENT_UNAVAILABLE" | "STORE_UNAVAILABLE" | "SHUTTING_DOWN" | "AGENT_TIMEOUT";
+            code: "VALIDATION_FAILED" | "UNAUTHENTICATED" | "FORBIDDEN" | "COMMAND_DISABLED" | "VM_NOT_FOUND" | "NOT_FOUND" | "LEASE_CONFLICT" | "VM_FROZEN" | "USE_FREEZE_API" | "VM_EXISTS" | "PAYLOAD_TOO_LARGE" | "UNSUPPORTED_MEDIA_TYPE" | "RANGE_NOT_SATISFIABLE" | "AGENT_ERROR" | "QUEUE_FULL" | "INTERNAL" | "COMMAND_NOT_SUPPORTED" | "AGENT_PROTOCOL_ERROR" | "AGENT_UNAVAILABLE" | "STORE_UNAVAILABLE" | "SHUTTING_DOWN" | "AGENT_TIMEOUT";
             instance?: string;
             vm?: string;
             command?: string;
