@@ -4,26 +4,28 @@
  * least recently used channel with nothing to do is made to let go. Channel objects that stayed
  * socketless for `dropIdleMs` are forgotten, so memory stays bounded across thousands of VMs.
  *
- * Metrics and logs observe the pool's events, which are the channels' events plus the VM name.
+ * The pool is the ONE ChannelEvents emitter of every channel it makes: a channel emits its
+ * state, command, resync, stale and orphan events (each naming its VM) straight into the pool, and
+ * metrics, logs and the files service subscribe to the pool once.
  */
-import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { GatewayError } from '../errors.js';
-import { Channel, type ChannelOptions, type CommandEvent } from '../qga/channel.js';
+import { Channel, type ChannelOptions } from '../qga/channel.js';
 import { defaultSpec } from '../qga/commands.js';
-import type { ChannelState, ChannelStats, Endpoint, ExecuteOptions, JsonObject, JsonValue } from '../qga/types.js';
+import { ChannelEvents, type CommandEvent, type StateEvent } from '../qga/events.js';
+import type { ChannelStats, Endpoint, ExecuteOptions, JsonObject, JsonValue } from '../qga/types.js';
 
 export interface AgentPoolOptions {
   /** where a VM's agent is; undefined = no such VM */
   resolve: (vm: string) => Endpoint | undefined;
-  channelOptions: Omit<ChannelOptions, 'vm' | 'endpoint'>;
+  channelOptions: Omit<ChannelOptions, 'vm' | 'endpoint' | 'events'>;
   /** channels holding (or opening) a socket at the same time */
   maxOpen?: number;
   /** forget a channel object after this long without a socket or work (default 10 min) */
   dropIdleMs?: number;
-  /** replaceable factory (tests) */
-  createChannel?: (vm: string, endpoint: Endpoint) => Channel;
+  /** replaceable factory (tests); a channel it makes reports to the pool if given `events` */
+  createChannel?: (vm: string, endpoint: Endpoint, events: ChannelEvents) => Channel;
   logger?: Logger;
 }
 
@@ -36,22 +38,17 @@ export interface PoolStats {
   channels: ChannelStats[];
 }
 
-export type PoolCommandEvent = CommandEvent & { vm: string };
-export interface PoolStateEvent {
-  vm: string;
-  state: ChannelState;
-  prev: ChannelState;
-}
+export type PoolCommandEvent = CommandEvent;
+export type PoolStateEvent = StateEvent;
 
 const SWEEP_EVERY_MS = 60_000;
 
-export class AgentPool extends EventEmitter {
+export class AgentPool extends ChannelEvents {
   private readonly opts: AgentPoolOptions;
   private readonly maxOpen: number;
   private readonly dropIdleMs: number;
   private readonly now: () => number;
   private readonly channels = new Map<string, Channel>();
-  private readonly detachers = new Map<Channel, () => void>();
   /** channels closed but still draining, until their close() settles */
   private readonly retiring = new Map<Channel, Promise<void>>();
   private sweepTimer: NodeJS.Timeout | undefined;
@@ -76,9 +73,9 @@ export class AgentPool extends EventEmitter {
     }
     if (existing) this.retire(vm, existing);
     const ch = this.opts.createChannel
-      ? this.opts.createChannel(vm, endpoint)
-      : new Channel({ ...this.opts.channelOptions, vm, endpoint });
-    this.wire(vm, ch);
+      ? this.opts.createChannel(vm, endpoint, this)
+      : new Channel({ ...this.opts.channelOptions, vm, endpoint, events: this });
+    ch.setAdmission(() => this.admit(ch));
     this.channels.set(vm, ch);
     this.armSweep();
     return ch;
@@ -146,10 +143,7 @@ export class AgentPool extends EventEmitter {
   destroy(err?: Error): void {
     this.closed = true;
     this.stopSweep();
-    for (const ch of [...this.channels.values(), ...this.retiring.keys()]) {
-      ch.destroy(err);
-      this.detachers.get(ch)?.();
-    }
+    for (const ch of [...this.channels.values(), ...this.retiring.keys()]) ch.destroy(err);
     this.channels.clear();
   }
 
@@ -177,47 +171,9 @@ export class AgentPool extends EventEmitter {
     return new GatewayError('QUEUE_FULL', `all ${this.maxOpen} agent connections are busy`, { vm: incoming.vm, retryAfter: 1 });
   }
 
-  private wire(vm: string, ch: Channel): void {
-    ch.setAdmission(() => this.admit(ch));
-    const onState = (state: ChannelState, prev: ChannelState): void => {
-      const ev: PoolStateEvent = { vm, state, prev };
-      this.emit('state', ev);
-    };
-    const onCommand = (e: CommandEvent): void => {
-      const ev: PoolCommandEvent = { ...e, vm };
-      this.emit('command', ev);
-    };
-    const onResync = (e: { reason: string }): void => {
-      this.emit('resync', { ...e, vm });
-    };
-    const onStale = (e: { bytes: number }): void => {
-      this.emit('stale', { ...e, vm });
-    };
-    const onOrphan = (e: { command: string; value: unknown }): void => {
-      this.emit('orphan', { ...e, vm });
-    };
-    ch.on('state', onState);
-    ch.on('command', onCommand);
-    ch.on('resync', onResync);
-    ch.on('stale', onStale);
-    ch.on('orphan', onOrphan);
-    this.detachers.set(ch, () => {
-      ch.setAdmission(undefined);
-      ch.off('state', onState);
-      ch.off('command', onCommand);
-      ch.off('resync', onResync);
-      ch.off('stale', onStale);
-      ch.off('orphan', onOrphan);
-      this.detachers.delete(ch);
-    });
-  }
-
   private retire(vm: string, ch: Channel): void {
     if (this.channels.get(vm) === ch) this.channels.delete(vm);
-    const p: Promise<void> = ch.close().finally(() => {
-      this.detachers.get(ch)?.();
-      this.retiring.delete(ch);
-    });
+    const p: Promise<void> = ch.close().finally(() => this.retiring.delete(ch));
     this.retiring.set(ch, p);
   }
 

@@ -25,23 +25,25 @@
  *                          ▼
  *   ready ──idleReleaseMs──► idle (socket closed: the agent serves one client at a time)
  *   close(): closing (drain) ─► closed          destroy(): fail everything ─► closed
+ *
+ * Events (state, command, resync, stale, orphan; each names its VM) go to one ChannelEvents
+ * emitter: the pool's for a pooled channel, a channel's own otherwise.
  */
-import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { GatewayError } from '../errors.js';
 import type { AgentConnection } from './connection.js';
 import { dispatch } from './dispatch.js';
-import { AgentLink } from './link.js';
+import { ChannelEvents } from './events.js';
+import { AgentLink, type ResyncReason } from './link.js';
 import { abortReason } from '../util/abort.js';
 import { defaultSpec } from './commands.js';
-import { JobQueue, type CommandEvent, type Job, type JobKind } from './queue.js';
+import { JobQueue, type Job, type JobKind } from './queue.js';
 import type {
   AgentInfo, ChannelState, ChannelStats, CommandSpec, Endpoint, ExecuteOptions, JsonObject, JsonValue, TimeoutClass,
 } from './types.js';
 
-export type { CommandEvent, CommandOutcome } from './queue.js';
-export type { ResyncReason } from './link.js';
+export type { CommandEvent, CommandOutcome, OrphanEvent, ResyncEvent, ResyncReason, StaleEvent, StateEvent } from './events.js';
 
 export interface ChannelOptions {
   vm: string;
@@ -56,15 +58,18 @@ export interface ChannelOptions {
   backoff?: { initialMs: number; maxMs: number };
   /** close the socket after this long with nothing to do; 0 = never */
   idleReleaseMs?: number;
+  /** where events go (the pool hands every channel its own); default: a new emitter for this channel */
+  events?: ChannelEvents;
   logger?: Logger;
   /** monotonic clock in ms */
   now?: () => number;
 }
 
-export class Channel extends EventEmitter {
+export class Channel {
   readonly vm: string;
   readonly endpoint: Endpoint;
-  private readonly opts: Required<Omit<ChannelOptions, 'logger'>> & { logger?: Logger };
+  readonly events: ChannelEvents;
+  private readonly opts: Required<Omit<ChannelOptions, 'logger' | 'events'>> & { logger?: Logger };
   private readonly now: () => number;
   private current: ChannelState = 'idle';
   private readonly queue: JobQueue;
@@ -81,9 +86,10 @@ export class Channel extends EventEmitter {
   private admission: (() => GatewayError | undefined) | undefined;
 
   constructor(options: ChannelOptions) {
-    super();
+    const { events, ...rest } = options;
     this.vm = options.vm;
     this.endpoint = options.endpoint;
+    this.events = events ?? new ChannelEvents();
     this.opts = {
       maxQueue: 64,
       maxReplyBytes: 64 * 1024 * 1024,
@@ -92,7 +98,7 @@ export class Channel extends EventEmitter {
       backoff: { initialMs: 100, maxMs: 5000 },
       idleReleaseMs: 30_000,
       now: () => performance.now(),
-      ...stripUndefined(options),
+      ...stripUndefined(rest),
     };
     this.now = this.opts.now;
     this.lastUsed = this.now();
@@ -100,7 +106,7 @@ export class Channel extends EventEmitter {
       now: this.now,
       onDeadline: (job) => this.onDeadline(job),
       onAbort: (job, reason) => this.onCallerAbort(job, reason),
-      onSettled: (event: CommandEvent) => this.emit('command', event),
+      onSettled: (event) => this.events.emit('command', { ...event, vm: this.vm }),
       onEmpty: () => this.wakeBackoff?.(),
     });
     this.link = new AgentLink({
@@ -112,9 +118,9 @@ export class Channel extends EventEmitter {
       now: this.now,
       logger: this.opts.logger,
     });
-    this.link.on('stale', (e: { bytes: number }) => this.emit('stale', e));
-    this.link.on('resync', (e: { reason: string }) => this.emit('resync', e));
-    this.link.on('orphan', (e: { command: string; value: JsonValue }) => this.emit('orphan', e));
+    this.link.on('stale', (e: { bytes: number }) => this.events.emit('stale', { ...e, vm: this.vm }));
+    this.link.on('resync', (e: { reason: ResyncReason }) => this.events.emit('resync', { ...e, vm: this.vm }));
+    this.link.on('orphan', (e: { command: string; value: JsonValue }) => this.events.emit('orphan', { ...e, vm: this.vm }));
     this.link.on('lost', () => {
       this.clearIdleTimer();
       if (!this.pumping) this.setState('idle');
@@ -233,7 +239,7 @@ export class Channel extends EventEmitter {
     // A draining channel still connects and syncs, but it stays 'closing' to the outside.
     if (prev === 'closing' && next !== 'closed') return;
     this.current = next;
-    this.emit('state', next, prev);
+    this.events.emit('state', { vm: this.vm, state: next, prev });
   }
 
   private enqueue<T>(kind: JobKind, command: string, args: JsonObject | undefined, opts: ExecuteOptions): Promise<T> {

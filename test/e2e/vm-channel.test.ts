@@ -105,7 +105,7 @@ describe.skipIf(!vmAvailable())('channel against a real VM', () => {
     await closeRaw(a);
 
     const ch = open();
-    ch.on('stale', (ev: { bytes: number }) => stale.push(ev.bytes));
+    ch.events.on('stale', (ev: { bytes: number }) => stale.push(ev.bytes));
     expect(await ch.execute('guest-ping')).toEqual({});
     const os = (await ch.execute('guest-get-osinfo')) as JsonObject;
     expect(os.id).toBe('debian');

@@ -56,7 +56,7 @@ describe('Channel against the real qemu-ga', () => {
   it('connects lazily, syncs, and caches guest-info', async () => {
     const ch = open();
     const states: string[] = [];
-    ch.on('state', (s: string) => states.push(s));
+    ch.events.on('state', (e) => states.push(e.state));
     expect(ch.state).toBe('idle');
     expect(ch.agentInfo).toBeUndefined();
     await expect(ch.execute('guest-ping')).resolves.toEqual({});
@@ -196,7 +196,7 @@ describe('Channel against the real qemu-ga', () => {
     await rawWriteAndClose(agent.socketPath, `{"execute":"guest-file-read","arguments":{"handle":${handle},"count":1048576}}\n`);
     const ch = open();
     let stale = 0;
-    ch.on('stale', (e: { bytes: number }) => (stale += e.bytes));
+    ch.events.on('stale', (e: { bytes: number }) => (stale += e.bytes));
     await expect(ch.execute('guest-ping')).resolves.toEqual({});
     await ch.execute('guest-file-close', { handle });
     // at least the agent's parse-error line for our lone 0xFF was discarded

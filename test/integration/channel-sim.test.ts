@@ -109,7 +109,7 @@ describe('Channel against the simulator', () => {
   it('times out a hung command within its deadline, then resyncs and goes on', async () => {
     const { vm, ch } = await setup();
     const resyncs: string[] = [];
-    ch.on('resync', (e: { reason: string }) => resyncs.push(e.reason));
+    ch.events.on('resync', (e: { reason: string }) => resyncs.push(e.reason));
     await ch.execute('guest-ping');
     vm.setFault({ command: 'guest-get-osinfo', kind: 'hang', times: 1 });
     const t0 = performance.now();
@@ -140,7 +140,7 @@ describe('Channel against the simulator', () => {
   it('turns a garbage reply into AGENT_PROTOCOL_ERROR and recovers', async () => {
     const { vm, ch } = await setup();
     const resyncs: string[] = [];
-    ch.on('resync', (e: { reason: string }) => resyncs.push(e.reason));
+    ch.events.on('resync', (e: { reason: string }) => resyncs.push(e.reason));
     await ch.execute('guest-ping');
     vm.setFault({ command: 'guest-get-osinfo', kind: 'garbage', times: 1 });
     expect((await gatewayError(ch.execute('guest-get-osinfo'))).code).toBe('AGENT_PROTOCOL_ERROR');
@@ -151,7 +151,7 @@ describe('Channel against the simulator', () => {
   it('drops an oversize reply without buffering it, fails the command, and recovers', async () => {
     const { vm, ch } = await setup({ maxReplyBytes: 64 * 1024 });
     let stale = 0;
-    ch.on('stale', (e: { bytes: number }) => (stale += e.bytes));
+    ch.events.on('stale', (e: { bytes: number }) => (stale += e.bytes));
     await ch.execute('guest-ping');
     vm.setFault({ command: 'guest-get-osinfo', kind: 'oversize', bytes: 8 * 1024 * 1024, times: 1 });
     const err = await gatewayError(ch.execute('guest-get-osinfo'));
@@ -166,7 +166,7 @@ describe('Channel against the simulator', () => {
     vm.setFault({ command: 'guest-get-osinfo', kind: 'delay', ms: 100, times: 1 });
     await rawRequestThenLeave(vm, '{"execute":"guest-get-osinfo"}\n{"execute":"guest-get-time"}\n');
     let stale = 0;
-    ch.on('stale', (e: { bytes: number }) => (stale += e.bytes));
+    ch.events.on('stale', (e: { bytes: number }) => (stale += e.bytes));
     await expect(ch.execute('guest-get-host-name')).resolves.toHaveProperty('host-name');
     await expect(ch.execute('guest-ping')).resolves.toEqual({});
     expect(countOf(vm, 'guest-get-osinfo')).toBe(1);
@@ -263,7 +263,7 @@ describe('Channel against the simulator', () => {
   it('abandons an aborted in-flight command and resyncs before the next one', async () => {
     const { vm, ch } = await setup();
     const resyncs: string[] = [];
-    ch.on('resync', (e: { reason: string }) => resyncs.push(e.reason));
+    ch.events.on('resync', (e: { reason: string }) => resyncs.push(e.reason));
     await ch.execute('guest-ping');
     vm.setFault({ command: 'guest-get-osinfo', kind: 'delay', ms: 200, times: 1 });
     const ac = new AbortController();

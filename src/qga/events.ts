@@ -1,0 +1,54 @@
+/**
+ * What channels tell the rest of the gateway, on ONE typed emitter. The pool is that emitter for
+ * every channel it makes (metrics and the files service subscribe to it once); a Channel built on
+ * its own gets a fresh one. Every payload names its VM, so nobody has to relay events per channel.
+ */
+import { EventEmitter } from 'node:events';
+import type { ChannelState, JsonValue } from './types.js';
+
+export type CommandOutcome = 'ok' | 'agent-error' | 'timeout' | 'unavailable' | 'protocol-error' | 'aborted';
+
+export type ResyncReason = 'connect' | 'timeout' | 'aborted' | 'protocol-error' | 'stale-data' | 'requested';
+
+/** one accepted job settled (durationMs: from acceptance, queue wait included) */
+export interface CommandEvent {
+  vm: string;
+  command: string;
+  durationMs: number;
+  outcome: CommandOutcome;
+}
+
+export interface StateEvent {
+  vm: string;
+  state: ChannelState;
+  prev: ChannelState;
+}
+
+/** 0xFF + guest-sync-delimited is about to be written, and why */
+export interface ResyncEvent {
+  vm: string;
+  reason: ResyncReason;
+}
+
+/** bytes discarded: replies left by an earlier client or an abandoned command, torn or oversize lines */
+export interface StaleEvent {
+  vm: string;
+  bytes: number;
+}
+
+/** the late reply of an abandoned command that created something in the agent (a file handle) */
+export interface OrphanEvent {
+  vm: string;
+  command: string;
+  value: JsonValue;
+}
+
+export interface ChannelEventMap {
+  state: [StateEvent];
+  command: [CommandEvent];
+  resync: [ResyncEvent];
+  stale: [StaleEvent];
+  orphan: [OrphanEvent];
+}
+
+export class ChannelEvents extends EventEmitter<ChannelEventMap> {}
