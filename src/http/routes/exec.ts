@@ -11,8 +11,9 @@ import { decodeStdin } from '../../exec/input.js';
 import { utf8TextOf } from '../../exec/output.js';
 import type { ExecStatusRecord } from '../../exec/types.js';
 import { requestSignal } from '../abort.js';
-import { AGENT_ERRORS, VmParams, problemResponses } from '../schemas/common.js';
+import { AGENT_ERRORS, VmParams } from '../schemas/common.js';
 import { ExecBody, ExecParams, ExecResult, ExecStarted, ExecStatusQuery } from '../schemas/exec.js';
+import { operation } from './operation.js';
 
 /** Room in the JSON body for path, args and env besides the base64 stdin. */
 const BODY_SLACK = 1024 * 1024;
@@ -47,27 +48,20 @@ export default async function execRoutes(fastify: FastifyInstance): Promise<void
 
   app.post(
     '/vms/:vm/exec',
-    {
-      config: { scope: 'admin' },
+    operation('exec', 'execCommand', {
+      scope: 'admin',
+      summary: 'Run a program in the guest; with `wait`, return its exit status and output',
+      description:
+        'Without `wait`: 202 {pid} at once. With `wait` (seconds): polls guest-exec-status with backoff and returns the ' +
+        'finished status (200), or 202 {pid} if the process is still running when `wait` runs out. A process nobody ' +
+        'polls is reaped by the gateway, which keeps its final status for exec.resultTtlSeconds.',
+      command: ['guest-exec', 'guest-exec-status'],
+      params: VmParams,
+      body: ExecBody,
+      ok: { 200: ExecResult, 202: ExecStarted },
+      errors: [...AGENT_ERRORS, 413],
       bodyLimit: Math.ceil((maxInputBytes * 4) / 3) + BODY_SLACK,
-      schema: {
-        operationId: 'execCommand',
-        tags: ['exec'],
-        summary: 'Run a program in the guest; with `wait`, return its exit status and output',
-        description:
-          'Without `wait`: 202 {pid} at once. With `wait` (seconds): polls guest-exec-status with backoff and returns the ' +
-          'finished status (200), or 202 {pid} if the process is still running when `wait` runs out. A process nobody ' +
-          'polls is reaped by the gateway, which keeps its final status for exec.resultTtlSeconds.',
-        'x-qga-command': ['guest-exec', 'guest-exec-status'],
-        params: VmParams,
-        body: ExecBody,
-        response: {
-          200: ExecResult,
-          202: ExecStarted,
-          ...problemResponses([...AGENT_ERRORS, 413]),
-        },
-      },
-    },
+    }),
     async (request, reply) => {
       const { vm } = request.params;
       const body = request.body;
@@ -98,22 +92,18 @@ export default async function execRoutes(fastify: FastifyInstance): Promise<void
 
   app.get(
     '/vms/:vm/exec/:pid',
-    {
-      config: { scope: 'admin' },
-      schema: {
-        operationId: 'getExecStatus',
-        tags: ['exec'],
-        summary: 'Status of a process started by POST /exec; its final status stays readable after exit',
-        description:
-          '`exited: false` while it runs. Once exited, the result (exit code, output) is kept on the gateway for ' +
-          'exec.resultTtlSeconds, so repeating this GET returns it again although the agent hands it out only once. ' +
-          'A pid the agent does not know (never started, or collected elsewhere) → 404 with the agent error in `qga`.',
-        'x-qga-command': 'guest-exec-status',
-        params: ExecParams,
-        querystring: ExecStatusQuery,
-        response: { 200: ExecResult, ...problemResponses(AGENT_ERRORS) },
-      },
-    },
+    operation('exec', 'getExecStatus', {
+      scope: 'admin',
+      summary: 'Status of a process started by POST /exec; its final status stays readable after exit',
+      description:
+        '`exited: false` while it runs. Once exited, the result (exit code, output) is kept on the gateway for ' +
+        'exec.resultTtlSeconds, so repeating this GET returns it again although the agent hands it out only once. ' +
+        'A pid the agent does not know (never started, or collected elsewhere) → 404 with the agent error in `qga`.',
+      command: 'guest-exec-status',
+      params: ExecParams,
+      querystring: ExecStatusQuery,
+      ok: { 200: ExecResult },
+    }),
     async (request) => {
       const { vm, pid } = request.params;
       const { wait } = request.query;

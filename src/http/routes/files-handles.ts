@@ -11,9 +11,10 @@ import { base64DecodedLength } from '../../exec/output.js';
 import type { FilesService } from '../../files/service.js';
 import type { Whence } from '../../files/guest.js';
 import { requestSignal } from '../abort.js';
-import { AGENT_ERRORS, VmParams, problemResponses } from '../schemas/common.js';
+import { AGENT_ERRORS, VmParams } from '../schemas/common.js';
 import { HandleList, HandleParams, OpenBody, OpenResult, ReadBody, SeekBody, WriteBody } from '../schemas/files.js';
 import { GuestFileRead, GuestFileSeek, GuestFileWrite } from '../schemas/qga.js';
+import { operation } from './operation.js';
 
 const BODY_SLACK = 64 * 1024;
 const WHENCE: Record<string, Whence> = { set: 0, cur: 1, end: 2 };
@@ -35,16 +36,13 @@ export function handleRoutes(files: FilesService) {
 
     app.get(
       '/vms/:vm/files/handles',
-      {
-        config: { scope: 'admin' },
-        schema: {
-          operationId: 'listFileHandles',
-          tags: ['files'],
-          summary: 'File handles open through the handle API on this VM, with their idle expiry',
-          params: VmParams,
-          response: { 200: HandleList, ...problemResponses([400, 401, 403]) },
-        },
-      },
+      operation('files', 'listFileHandles', {
+        scope: 'admin',
+        summary: 'File handles open through the handle API on this VM, with their idle expiry',
+        params: VmParams,
+        ok: { 200: HandleList },
+        errors: [400, 401, 403],
+      }),
       async (request) => ({
         handles: raw.list(request.params.vm).map((t) => ({
           handle: t.handle,
@@ -59,18 +57,14 @@ export function handleRoutes(files: FilesService) {
 
     app.post(
       '/vms/:vm/files/handles',
-      {
-        config: { scope: 'admin' },
-        schema: {
-          operationId: 'openFile',
-          tags: ['files'],
-          summary: 'Open a guest file; the handle is closed by the gateway after files.handleIdleSeconds unused',
-          'x-qga-command': 'guest-file-open',
-          params: VmParams,
-          body: OpenBody,
-          response: { 201: OpenResult, ...problemResponses(AGENT_ERRORS) },
-        },
-      },
+      operation('files', 'openFile', {
+        scope: 'admin',
+        summary: 'Open a guest file; the handle is closed by the gateway after files.handleIdleSeconds unused',
+        command: 'guest-file-open',
+        params: VmParams,
+        body: OpenBody,
+        ok: { 201: OpenResult },
+      }),
       async (request, reply) => {
         const handle = await raw.open(request.params.vm, request.body.path, request.body.mode ?? 'r');
         return reply
@@ -82,18 +76,14 @@ export function handleRoutes(files: FilesService) {
 
     app.post(
       '/vms/:vm/files/handles/:handle/read',
-      {
-        config: { scope: 'admin' },
-        schema: {
-          operationId: 'readFile',
-          tags: ['files'],
-          summary: 'Read from an open handle (base64), at most files.maxRawReadBytes per call',
-          'x-qga-command': 'guest-file-read',
-          params: HandleParams,
-          body: ReadBody,
-          response: { 200: GuestFileRead, ...problemResponses(AGENT_ERRORS) },
-        },
-      },
+      operation('files', 'readFile', {
+        scope: 'admin',
+        summary: 'Read from an open handle (base64), at most files.maxRawReadBytes per call',
+        command: 'guest-file-read',
+        params: HandleParams,
+        body: ReadBody,
+        ok: { 200: GuestFileRead },
+      }),
       async (request) => {
         const { vm, handle } = request.params;
         const r = await raw.read(vm, handle, request.body.count, requestSignal(request));
@@ -103,19 +93,16 @@ export function handleRoutes(files: FilesService) {
 
     app.post(
       '/vms/:vm/files/handles/:handle/write',
-      {
-        config: { scope: 'admin' },
+      operation('files', 'writeFile', {
+        scope: 'admin',
+        summary: 'Write base64 data to an open handle, at most files.maxRawWriteBytes per call',
+        command: 'guest-file-write',
+        params: HandleParams,
+        body: WriteBody,
+        ok: { 200: GuestFileWrite },
+        errors: [...AGENT_ERRORS, 413],
         bodyLimit: Math.ceil((maxWrite * 4) / 3) + BODY_SLACK,
-        schema: {
-          operationId: 'writeFile',
-          tags: ['files'],
-          summary: 'Write base64 data to an open handle, at most files.maxRawWriteBytes per call',
-          'x-qga-command': 'guest-file-write',
-          params: HandleParams,
-          body: WriteBody,
-          response: { 200: GuestFileWrite, ...problemResponses([...AGENT_ERRORS, 413]) },
-        },
-      },
+      }),
       async (request) => {
         const { vm, handle } = request.params;
         const b64 = request.body['buf-b64'];
@@ -128,18 +115,14 @@ export function handleRoutes(files: FilesService) {
 
     app.post(
       '/vms/:vm/files/handles/:handle/seek',
-      {
-        config: { scope: 'admin' },
-        schema: {
-          operationId: 'seekFile',
-          tags: ['files'],
-          summary: 'Seek in an open handle; returns the new position',
-          'x-qga-command': 'guest-file-seek',
-          params: HandleParams,
-          body: SeekBody,
-          response: { 200: GuestFileSeek, ...problemResponses(AGENT_ERRORS) },
-        },
-      },
+      operation('files', 'seekFile', {
+        scope: 'admin',
+        summary: 'Seek in an open handle; returns the new position',
+        command: 'guest-file-seek',
+        params: HandleParams,
+        body: SeekBody,
+        ok: { 200: GuestFileSeek },
+      }),
       async (request) => {
         const { vm, handle } = request.params;
         return raw.seek(vm, handle, request.body.offset, toWhence(request.body.whence), requestSignal(request));
@@ -148,17 +131,13 @@ export function handleRoutes(files: FilesService) {
 
     app.post(
       '/vms/:vm/files/handles/:handle/flush',
-      {
-        config: { scope: 'admin' },
-        schema: {
-          operationId: 'flushFile',
-          tags: ['files'],
-          summary: 'Flush buffered writes of an open handle',
-          'x-qga-command': 'guest-file-flush',
-          params: HandleParams,
-          response: { 204: Type.Null({ description: 'flushed' }), ...problemResponses(AGENT_ERRORS) },
-        },
-      },
+      operation('files', 'flushFile', {
+        scope: 'admin',
+        summary: 'Flush buffered writes of an open handle',
+        command: 'guest-file-flush',
+        params: HandleParams,
+        ok: { 204: Type.Null({ description: 'flushed' }) },
+      }),
       async (request, reply) => {
         await raw.flush(request.params.vm, request.params.handle, requestSignal(request));
         return reply.code(204).send(null);
@@ -167,17 +146,13 @@ export function handleRoutes(files: FilesService) {
 
     app.delete(
       '/vms/:vm/files/handles/:handle',
-      {
-        config: { scope: 'admin' },
-        schema: {
-          operationId: 'closeFile',
-          tags: ['files'],
-          summary: 'Close an open handle',
-          'x-qga-command': 'guest-file-close',
-          params: HandleParams,
-          response: { 204: Type.Null({ description: 'closed' }), ...problemResponses(AGENT_ERRORS) },
-        },
-      },
+      operation('files', 'closeFile', {
+        scope: 'admin',
+        summary: 'Close an open handle',
+        command: 'guest-file-close',
+        params: HandleParams,
+        ok: { 204: Type.Null({ description: 'closed' }) },
+      }),
       async (request, reply) => {
         await raw.close(request.params.vm, request.params.handle);
         return reply.code(204).send(null);

@@ -11,9 +11,10 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { GatewayError, errors } from '../../errors.js';
 import type { FilesService } from '../../files/service.js';
 import { requestSignal } from '../abort.js';
-import { AGENT_ERRORS, VmParams, problemResponses } from '../schemas/common.js';
+import { AGENT_ERRORS, VmParams } from '../schemas/common.js';
 import { BinaryBody, ContentQuery, UploadQuery, UploadResult } from '../schemas/files.js';
 import { handleRoutes } from './files-handles.js';
+import { operation } from './operation.js';
 
 const OCTETS = 'application/octet-stream';
 const binaryResponse = (description: string) => ({
@@ -38,29 +39,22 @@ function contentRoutes(files: FilesService) {
 
     app.get(
       '/vms/:vm/files/content',
-      {
-        config: { scope: 'admin' },
+      operation('files', 'downloadFile', {
+        scope: 'admin',
         // Fastify's automatic HEAD would run this handler and read the whole file.
         exposeHeadRoute: false,
-        schema: {
-          operationId: 'downloadFile',
-          tags: ['files'],
-          summary: 'Download a guest file of any size, streamed (supports Range for resuming)',
-          description:
-            'open "r" → seek (size, Range) → read chunk by chunk (files.readChunkBytes) → close. Content-Length is set ' +
-            'when the file is seekable (regular files); pipes and /proc files stream until EOF without it and ignore ' +
-            'Range. A single `Range: bytes=a-b | a- | -n` answers 206 with Content-Range; one outside the file, 416. ' +
-            'If the file shrinks while being sent, the response is cut short (the connection is reset).',
-          'x-qga-command': ['guest-file-open', 'guest-file-seek', 'guest-file-read', 'guest-file-close'],
-          params: VmParams,
-          querystring: ContentQuery,
-          response: {
-            200: binaryResponse('the whole file'),
-            206: binaryResponse('the requested byte range'),
-            ...problemResponses([...AGENT_ERRORS, 416]),
-          },
-        },
-      },
+        summary: 'Download a guest file of any size, streamed (supports Range for resuming)',
+        description:
+          'open "r" → seek (size, Range) → read chunk by chunk (files.readChunkBytes) → close. Content-Length is set ' +
+          'when the file is seekable (regular files); pipes and /proc files stream until EOF without it and ignore ' +
+          'Range. A single `Range: bytes=a-b | a- | -n` answers 206 with Content-Range; one outside the file, 416. ' +
+          'If the file shrinks while being sent, the response is cut short (the connection is reset).',
+        command: ['guest-file-open', 'guest-file-seek', 'guest-file-read', 'guest-file-close'],
+        params: VmParams,
+        querystring: ContentQuery,
+        ok: { 200: binaryResponse('the whole file'), 206: binaryResponse('the requested byte range') },
+        errors: [...AGENT_ERRORS, 416],
+      }),
       async (request, reply) => {
         const { vm } = request.params;
         let plan;
@@ -84,18 +78,14 @@ function contentRoutes(files: FilesService) {
 
     app.head(
       '/vms/:vm/files/content',
-      {
-        config: { scope: 'admin' },
-        schema: {
-          operationId: 'statFile',
-          tags: ['files'],
-          summary: 'Size of a guest file (Content-Length), e.g. to resume an upload',
-          'x-qga-command': ['guest-file-open', 'guest-file-seek', 'guest-file-close'],
-          params: VmParams,
-          querystring: ContentQuery,
-          response: { 200: { description: 'Content-Length is the file size (absent if the file is not seekable)' }, ...problemResponses(AGENT_ERRORS) },
-        },
-      },
+      operation('files', 'statFile', {
+        scope: 'admin',
+        summary: 'Size of a guest file (Content-Length), e.g. to resume an upload',
+        command: ['guest-file-open', 'guest-file-seek', 'guest-file-close'],
+        params: VmParams,
+        querystring: ContentQuery,
+        ok: { 200: { description: 'Content-Length is the file size (absent if the file is not seekable)' } },
+      }),
       async (request, reply) => {
         const size = await files.size(request.params.vm, request.query.path, requestSignal(request));
         reply.code(200).type(OCTETS).header('accept-ranges', size === undefined ? 'none' : 'bytes');
@@ -106,23 +96,20 @@ function contentRoutes(files: FilesService) {
 
     app.put(
       '/vms/:vm/files/content',
-      {
-        config: { scope: 'admin' },
-        schema: {
-          operationId: 'uploadFile',
-          tags: ['files'],
-          summary: 'Upload a guest file of any size, streamed (truncate, append, or resume at an offset)',
-          description:
-            'open ("w" | "a" | "r+" with offset) → write chunk by chunk (files.writeChunkBytes), each a separate queued ' +
-            'agent command → flush → close. On failure the problem carries `bytesWritten` (bytes confirmed by the ' +
-            'agent) so the upload can be resumed with `offset`.',
-          'x-qga-command': ['guest-file-open', 'guest-file-seek', 'guest-file-write', 'guest-file-flush', 'guest-file-close'],
-          params: VmParams,
-          querystring: UploadQuery,
-          body: { content: { [OCTETS]: { schema: BinaryBody } } },
-          response: { 200: UploadResult, ...problemResponses([...AGENT_ERRORS, 413, 416]) },
-        },
-      },
+      operation('files', 'uploadFile', {
+        scope: 'admin',
+        summary: 'Upload a guest file of any size, streamed (truncate, append, or resume at an offset)',
+        description:
+          'open ("w" | "a" | "r+" with offset) → write chunk by chunk (files.writeChunkBytes), each a separate queued ' +
+          'agent command → flush → close. On failure the problem carries `bytesWritten` (bytes confirmed by the ' +
+          'agent) so the upload can be resumed with `offset`.',
+        command: ['guest-file-open', 'guest-file-seek', 'guest-file-write', 'guest-file-flush', 'guest-file-close'],
+        params: VmParams,
+        querystring: UploadQuery,
+        body: { content: { [OCTETS]: { schema: BinaryBody } } },
+        ok: { 200: UploadResult },
+        errors: [...AGENT_ERRORS, 413, 416],
+      }),
       async (request) => {
         const { vm } = request.params;
         const { path, mode, offset } = request.query;

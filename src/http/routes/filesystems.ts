@@ -2,10 +2,11 @@
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type, type Static } from 'typebox';
-import { AGENT_ERRORS, VmParams, problemResponses } from '../schemas/common.js';
+import { VmParams } from '../schemas/common.js';
 import { GuestFilesystemInfo, GuestFilesystemTrimResponse } from '../schemas/qga.js';
 import { Int64 } from '../schemas/scalars.js';
 import { callAgent, emptyBodyIsObject, expectObject } from './agent-reply.js';
+import { operation } from './operation.js';
 import { getListRoute } from './qga-get.js';
 
 const FstrimBody = Type.Object(
@@ -40,21 +41,17 @@ export default async function filesystemRoutes(fastify: FastifyInstance): Promis
 
   app.post(
     '/vms/:vm/fstrim',
-    {
+    operation('filesystems', 'fstrim', {
+      summary: 'Discard (trim) unused blocks of every guest filesystem',
+      description:
+        'Can take minutes on large thin-provisioned disks; the agent serves nothing else meanwhile. The body may be ' +
+        'omitted.',
+      command: 'guest-fstrim',
+      params: VmParams,
+      body: FstrimBody,
+      ok: { 200: GuestFilesystemTrimResponse },
       preValidation: emptyBodyIsObject,
-      schema: {
-        operationId: 'fstrim',
-        tags: ['filesystems'],
-        summary: 'Discard (trim) unused blocks of every guest filesystem',
-        description:
-          'Can take minutes on large thin-provisioned disks; the agent serves nothing else meanwhile. The body may be ' +
-          'omitted.',
-        'x-qga-command': 'guest-fstrim',
-        params: VmParams,
-        body: FstrimBody,
-        response: { 200: GuestFilesystemTrimResponse, ...problemResponses(AGENT_ERRORS) },
-      },
-    },
+    }),
     async (request) => {
       const { vm } = request.params;
       const minimum = request.body.minimum;

@@ -4,9 +4,9 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import { AGENT_ERRORS, problemResponses } from '../schemas/common.js';
 import { GroupBody, GroupCreated, GroupParams, GroupRenewResult, GroupStatus, GroupThawReport, IdempotencyHeaders, RenewBody, ThawQuery } from '../schemas/freeze.js';
 import { callerOf } from './fsfreeze.js';
+import { operation } from './operation.js';
 
 export default async function freezeGroupRoutes(fastify: FastifyInstance): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
@@ -14,21 +14,17 @@ export default async function freezeGroupRoutes(fastify: FastifyInstance): Promi
 
   app.post(
     '/freeze-groups',
-    {
-      schema: {
-        operationId: 'createFreezeGroup',
-        tags: ['fsfreeze'],
-        summary: 'Freeze several VMs together under one lease (all or nothing)',
-        description:
-          'Every VM must be registered (404 naming the missing ones; nothing frozen). The lease covers all of them ' +
-          '(409 LEASE_CONFLICT if any is held). They are frozen in parallel; if any fails, the ones already frozen are ' +
-          'thawed and the problem body lists each VM (`vms`). With `Idempotency-Key`, a retry returns the same group (200).',
-        'x-qga-command': ['guest-fsfreeze-freeze', 'guest-fsfreeze-freeze-list', 'guest-fsfreeze-thaw'],
-        headers: IdempotencyHeaders,
-        body: GroupBody,
-        response: { 200: GroupCreated, 201: GroupCreated, ...problemResponses(AGENT_ERRORS) },
-      },
-    },
+    operation('fsfreeze', 'createFreezeGroup', {
+      summary: 'Freeze several VMs together under one lease (all or nothing)',
+      description:
+        'Every VM must be registered (404 naming the missing ones; nothing frozen). The lease covers all of them ' +
+        '(409 LEASE_CONFLICT if any is held). They are frozen in parallel; if any fails, the ones already frozen are ' +
+        'thawed and the problem body lists each VM (`vms`). With `Idempotency-Key`, a retry returns the same group (200).',
+      command: ['guest-fsfreeze-freeze', 'guest-fsfreeze-freeze-list', 'guest-fsfreeze-thaw'],
+      headers: IdempotencyHeaders,
+      body: GroupBody,
+      ok: { 200: GroupCreated, 201: GroupCreated },
+    }),
     async (request, reply) => {
       const r = await groups.create(request.body, callerOf(request), request.headers['idempotency-key']);
       return reply.code(r.reused ? 200 : 201).header('location', `/v1/freeze-groups/${r.id}`).send(r);
@@ -37,47 +33,37 @@ export default async function freezeGroupRoutes(fastify: FastifyInstance): Promi
 
   app.get(
     '/freeze-groups/:id',
-    {
-      schema: {
-        operationId: 'getFreezeGroup',
-        tags: ['fsfreeze'],
-        summary: "A freeze group's lease and each member's freeze status (asked now)",
-        'x-qga-command': 'guest-fsfreeze-status',
-        params: GroupParams,
-        response: { 200: GroupStatus, ...problemResponses([400, 401, 403, 404, 503]) },
-      },
-    },
+    operation('fsfreeze', 'getFreezeGroup', {
+      summary: "A freeze group's lease and each member's freeze status (asked now)",
+      command: 'guest-fsfreeze-status',
+      params: GroupParams,
+      ok: { 200: GroupStatus },
+      errors: [400, 401, 403, 404, 503],
+    }),
     async (request) => groups.get(request.params.id, callerOf(request)),
   );
 
   app.post(
     '/freeze-groups/:id/renew',
-    {
-      schema: {
-        operationId: 'renewFreezeGroup',
-        tags: ['fsfreeze'],
-        summary: "Extend a freeze group's lease (never past its hard deadline)",
-        params: GroupParams,
-        body: RenewBody,
-        response: { 200: GroupRenewResult, ...problemResponses([400, 401, 403, 404, 409, 503]) },
-      },
-    },
+    operation('fsfreeze', 'renewFreezeGroup', {
+      summary: "Extend a freeze group's lease (never past its hard deadline)",
+      params: GroupParams,
+      body: RenewBody,
+      ok: { 200: GroupRenewResult },
+      errors: [400, 401, 403, 404, 409, 503],
+    }),
     async (request) => groups.renew(request.params.id, request.body.leaseId, request.body.ttlSeconds, callerOf(request)),
   );
 
   app.delete(
     '/freeze-groups/:id',
-    {
-      schema: {
-        operationId: 'thawFreezeGroup',
-        tags: ['fsfreeze'],
-        summary: 'Thaw every member of a freeze group (with its lease, or force with admin)',
-        'x-qga-command': 'guest-fsfreeze-thaw',
-        params: GroupParams,
-        querystring: ThawQuery,
-        response: { 200: GroupThawReport, ...problemResponses(AGENT_ERRORS) },
-      },
-    },
+    operation('fsfreeze', 'thawFreezeGroup', {
+      summary: 'Thaw every member of a freeze group (with its lease, or force with admin)',
+      command: 'guest-fsfreeze-thaw',
+      params: GroupParams,
+      querystring: ThawQuery,
+      ok: { 200: GroupThawReport },
+    }),
     async (request) => groups.delete(request.params.id, request.query, callerOf(request)),
   );
 }

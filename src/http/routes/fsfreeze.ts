@@ -8,8 +8,9 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Caller } from '../../freeze/types.js';
 import { canAccessVm } from '../plugins/auth.js';
-import { AGENT_ERRORS, VmParams, problemResponses } from '../schemas/common.js';
+import { VmParams } from '../schemas/common.js';
 import { FreezeBody, FreezeLease, FreezeStatus, IdempotencyHeaders, RenewBody, RenewResult, ThawQuery, ThawReport } from '../schemas/freeze.js';
+import { operation } from './operation.js';
 
 export function callerOf(request: FastifyRequest): Caller {
   const p = request.principal;
@@ -22,39 +23,31 @@ export default async function fsfreezeRoutes(fastify: FastifyInstance): Promise<
 
   app.get(
     '/vms/:vm/fsfreeze',
-    {
-      schema: {
-        operationId: 'getFsfreezeStatus',
-        tags: ['fsfreeze'],
-        summary: "The guest's freeze status (asked now) and the lease it is frozen under",
-        'x-qga-command': 'guest-fsfreeze-status',
-        params: VmParams,
-        response: { 200: FreezeStatus, ...problemResponses(AGENT_ERRORS) },
-      },
-    },
+    operation('fsfreeze', 'getFsfreezeStatus', {
+      summary: "The guest's freeze status (asked now) and the lease it is frozen under",
+      command: 'guest-fsfreeze-status',
+      params: VmParams,
+      ok: { 200: FreezeStatus },
+    }),
     async (request) => freeze.status(request.params.vm, callerOf(request)),
   );
 
   app.post(
     '/vms/:vm/fsfreeze',
-    {
-      schema: {
-        operationId: 'freezeFilesystems',
-        tags: ['fsfreeze'],
-        summary: 'Freeze the guest filesystems under a lease that thaws them automatically',
-        description:
-          'Takes a lease on the VM (409 LEASE_CONFLICT naming holder and expiry if someone holds one; the agent is then not ' +
-          'asked), then freezes. The guest is thawed at `expiresAt` unless the lease is renewed — by this gateway process, ' +
-          'or, if it is gone, by any other one sharing the lease store. A freeze that fails, times out or loses its ' +
-          'connection is followed by a thaw at once. With `Idempotency-Key`, a retry returns the same lease (200) without ' +
-          'extending it. 503 STORE_UNAVAILABLE: the lease store cannot be reached; nothing was frozen.',
-        'x-qga-command': ['guest-fsfreeze-freeze', 'guest-fsfreeze-freeze-list'],
-        params: VmParams,
-        headers: IdempotencyHeaders,
-        body: FreezeBody,
-        response: { 200: FreezeLease, 201: FreezeLease, ...problemResponses(AGENT_ERRORS) },
-      },
-    },
+    operation('fsfreeze', 'freezeFilesystems', {
+      summary: 'Freeze the guest filesystems under a lease that thaws them automatically',
+      description:
+        'Takes a lease on the VM (409 LEASE_CONFLICT naming holder and expiry if someone holds one; the agent is then not ' +
+        'asked), then freezes. The guest is thawed at `expiresAt` unless the lease is renewed — by this gateway process, ' +
+        'or, if it is gone, by any other one sharing the lease store. A freeze that fails, times out or loses its ' +
+        'connection is followed by a thaw at once. With `Idempotency-Key`, a retry returns the same lease (200) without ' +
+        'extending it. 503 STORE_UNAVAILABLE: the lease store cannot be reached; nothing was frozen.',
+      command: ['guest-fsfreeze-freeze', 'guest-fsfreeze-freeze-list'],
+      params: VmParams,
+      headers: IdempotencyHeaders,
+      body: FreezeBody,
+      ok: { 200: FreezeLease, 201: FreezeLease },
+    }),
     async (request, reply) => {
       const { vm } = request.params;
       const r = await freeze.freeze(vm, request.body ?? {}, callerOf(request), request.headers['idempotency-key']);
@@ -64,37 +57,30 @@ export default async function fsfreezeRoutes(fastify: FastifyInstance): Promise<
 
   app.post(
     '/vms/:vm/fsfreeze/renew',
-    {
-      schema: {
-        operationId: 'renewFreezeLease',
-        tags: ['fsfreeze'],
-        summary: 'Extend a freeze lease (never past its hard deadline)',
-        params: VmParams,
-        body: RenewBody,
-        response: { 200: RenewResult, ...problemResponses([400, 401, 403, 404, 409, 503]) },
-      },
-    },
+    operation('fsfreeze', 'renewFreezeLease', {
+      summary: 'Extend a freeze lease (never past its hard deadline)',
+      params: VmParams,
+      body: RenewBody,
+      ok: { 200: RenewResult },
+      errors: [400, 401, 403, 404, 409, 503],
+    }),
     async (request) => freeze.renew(request.params.vm, request.body.leaseId, request.body.ttlSeconds),
   );
 
   app.delete(
     '/vms/:vm/fsfreeze',
-    {
-      schema: {
-        operationId: 'thawFilesystems',
-        tags: ['fsfreeze'],
-        summary: 'Thaw the guest filesystems with the lease (or force, admin)',
-        description:
-          'Needs the lease id; a lease that has ended (thawed by its deadline) or belongs to someone else → 409 and nothing ' +
-          'is sent to the agent. `force=true` (admin scope, audited) thaws whoever holds it. Works with the lease store ' +
-          'down: the thaw is then sent without the lease check (`leaseCheck: unverified`). `consistent: false` means the ' +
-          'guest did not stay frozen for the whole lease (e.g. Windows VSS gives up after ~10 s).',
-        'x-qga-command': 'guest-fsfreeze-thaw',
-        params: VmParams,
-        querystring: ThawQuery,
-        response: { 200: ThawReport, ...problemResponses(AGENT_ERRORS) },
-      },
-    },
+    operation('fsfreeze', 'thawFilesystems', {
+      summary: 'Thaw the guest filesystems with the lease (or force, admin)',
+      description:
+        'Needs the lease id; a lease that has ended (thawed by its deadline) or belongs to someone else → 409 and nothing ' +
+        'is sent to the agent. `force=true` (admin scope, audited) thaws whoever holds it. Works with the lease store ' +
+        'down: the thaw is then sent without the lease check (`leaseCheck: unverified`). `consistent: false` means the ' +
+        'guest did not stay frozen for the whole lease (e.g. Windows VSS gives up after ~10 s).',
+      command: 'guest-fsfreeze-thaw',
+      params: VmParams,
+      querystring: ThawQuery,
+      ok: { 200: ThawReport },
+    }),
     async (request) => freeze.thaw(request.params.vm, request.query, callerOf(request)),
   );
 }

@@ -8,7 +8,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type, type Static } from 'typebox';
 import type { JsonValue } from '../../qga/types.js';
 import { isJsonObject } from '../../util/json.js';
-import { AGENT_ERRORS, VmParams, problemResponses } from '../schemas/common.js';
+import { VmParams } from '../schemas/common.js';
 import { inline } from '../schemas/component.js';
 import {
   GuestCpuStats,
@@ -21,6 +21,7 @@ import {
   GuestMemoryBlockResponse,
 } from '../schemas/qga.js';
 import { callAgent, expectInteger, expectList } from './agent-reply.js';
+import { operation } from './operation.js';
 import { getListRoute, getObjectRoute } from './qga-get.js';
 
 /** The most entries one PATCH may carry: far above any real guest, far below a memory hazard. */
@@ -55,35 +56,30 @@ export default async function hardwareRoutes(fastify: FastifyInstance): Promise<
 
   app.patch(
     '/vms/:vm/vcpus',
-    {
-      schema: {
-        operationId: 'setVcpus',
-        tags: ['hardware'],
-        summary: 'Bring logical processors online or offline (Linux guests)',
-        description:
-          'The list is processed in order; `processed` is the length of the initial sublist that succeeded. When it is ' +
-          'less than the list length, the guest state changed for those entries only; repeat the call without them ' +
-          'to see the error. A failure on the first entry is an error (nothing changed).',
-        'x-qga-command': 'guest-set-vcpus',
-        params: VmParams,
-        body: Type.Object(
-          {
-            vcpus: Type.Array(inline(GuestLogicalProcessor), {
-              maxItems: MAX_ENTRIES,
-              description: 'The logical processors to reconfigure: logical-id selects the VCPU, online its requested state',
-            }),
-          },
-          { additionalProperties: false },
-        ),
-        response: {
-          200: Type.Object({
-            processed: Type.Integer({ description: 'length of the initial sublist that was processed successfully' }),
-            complete: Type.Boolean({ description: 'whether every entry was processed' }),
+    operation('hardware', 'setVcpus', {
+      summary: 'Bring logical processors online or offline (Linux guests)',
+      description:
+        'The list is processed in order; `processed` is the length of the initial sublist that succeeded. When it is ' +
+        'less than the list length, the guest state changed for those entries only; repeat the call without them ' +
+        'to see the error. A failure on the first entry is an error (nothing changed).',
+      command: 'guest-set-vcpus',
+      params: VmParams,
+      body: Type.Object(
+        {
+          vcpus: Type.Array(inline(GuestLogicalProcessor), {
+            maxItems: MAX_ENTRIES,
+            description: 'The logical processors to reconfigure: logical-id selects the VCPU, online its requested state',
           }),
-          ...problemResponses(AGENT_ERRORS),
         },
+        { additionalProperties: false },
+      ),
+      ok: {
+        200: Type.Object({
+          processed: Type.Integer({ description: 'length of the initial sublist that was processed successfully' }),
+          complete: Type.Boolean({ description: 'whether every entry was processed' }),
+        }),
       },
-    },
+    }),
     async (request) => {
       const { vm } = request.params;
       const vcpus = request.body.vcpus.map((v) => ({ 'logical-id': v['logical-id'], online: v.online }));
@@ -106,31 +102,24 @@ export default async function hardwareRoutes(fastify: FastifyInstance): Promise<
 
   app.patch(
     '/vms/:vm/memory/blocks',
-    {
-      schema: {
-        operationId: 'setMemoryBlocks',
-        tags: ['hardware'],
-        summary: 'Bring memory blocks online or offline (Linux guests)',
-        description:
-          'One result per entry, in order. An empty result list means the input was empty or an error prevented any ' +
-          'change.',
-        'x-qga-command': 'guest-set-memory-blocks',
-        params: VmParams,
-        body: Type.Object(
-          {
-            'mem-blks': Type.Array(inline(GuestMemoryBlock), {
-              maxItems: MAX_ENTRIES,
-              description: 'The memory blocks to reconfigure: phys-index selects the block, online its requested state',
-            }),
-          },
-          { additionalProperties: false },
-        ),
-        response: {
-          200: Type.Object({ results: Type.Array(GuestMemoryBlockResponse, { description: 'one result per entry of mem-blks' }) }),
-          ...problemResponses(AGENT_ERRORS),
+    operation('hardware', 'setMemoryBlocks', {
+      summary: 'Bring memory blocks online or offline (Linux guests)',
+      description:
+        'One result per entry, in order. An empty result list means the input was empty or an error prevented any ' +
+        'change.',
+      command: 'guest-set-memory-blocks',
+      params: VmParams,
+      body: Type.Object(
+        {
+          'mem-blks': Type.Array(inline(GuestMemoryBlock), {
+            maxItems: MAX_ENTRIES,
+            description: 'The memory blocks to reconfigure: phys-index selects the block, online its requested state',
+          }),
         },
-      },
-    },
+        { additionalProperties: false },
+      ),
+      ok: { 200: Type.Object({ results: Type.Array(GuestMemoryBlockResponse, { description: 'one result per entry of mem-blks' }) }) },
+    }),
     async (request) => {
       const { vm } = request.params;
       const blocks = request.body['mem-blks'].map((b) => ({ 'phys-index': b['phys-index'], online: b.online }));

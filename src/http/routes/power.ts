@@ -9,9 +9,10 @@ import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { inline } from '../schemas/component.js';
-import { AGENT_ERRORS, VmParams, problemResponses } from '../schemas/common.js';
+import { VmParams } from '../schemas/common.js';
 import { GuestShutdownMode, GuestSuspendMode } from '../schemas/qga.js';
 import { callAgent, emptyBodyIsObject } from './agent-reply.js';
+import { operation } from './operation.js';
 
 const SUSPEND_COMMAND = {
   disk: 'guest-suspend-disk',
@@ -34,24 +35,20 @@ export default async function powerRoutes(fastify: FastifyInstance): Promise<voi
 
   app.post(
     '/vms/:vm/shutdown',
-    {
+    operation('power', 'shutdown', {
+      summary: 'Ask the guest to halt, power down or reboot',
+      description:
+        'Asynchronous: 202 means the agent accepted the request, not that the guest is down. Success is seen as the ' +
+        'VM exiting (or, with --no-shutdown, QMP query-status reporting "shutdown"). The body may be omitted.',
+      command: 'guest-shutdown',
+      params: VmParams,
+      body: Type.Object(
+        { mode: Type.Optional(inline(GuestShutdownMode)) },
+        { additionalProperties: false },
+      ),
+      ok: { 202: Accepted('the mode sent, or "powerdown" (the agent default) when none was given') },
       preValidation: emptyBodyIsObject,
-      schema: {
-        operationId: 'shutdown',
-        tags: ['power'],
-        summary: 'Ask the guest to halt, power down or reboot',
-        description:
-          'Asynchronous: 202 means the agent accepted the request, not that the guest is down. Success is seen as the ' +
-          'VM exiting (or, with --no-shutdown, QMP query-status reporting "shutdown"). The body may be omitted.',
-        'x-qga-command': 'guest-shutdown',
-        params: VmParams,
-        body: Type.Object(
-          { mode: Type.Optional(inline(GuestShutdownMode)) },
-          { additionalProperties: false },
-        ),
-        response: { 202: Accepted('the mode sent, or "powerdown" (the agent default) when none was given'), ...problemResponses(AGENT_ERRORS) },
-      },
-    },
+    }),
     async (request, reply) => {
       const { vm } = request.params;
       const { mode } = request.body;
@@ -62,21 +59,17 @@ export default async function powerRoutes(fastify: FastifyInstance): Promise<voi
 
   app.post(
     '/vms/:vm/suspend',
-    {
-      schema: {
-        operationId: 'suspend',
-        tags: ['power'],
-        summary: 'Suspend the guest to disk, to RAM, or both (hybrid)',
-        description:
-          'ram and hybrid need wakeup support in QEMU (QMP query-current-machine: wakeup-suspend-support), or the ' +
-          'guest cannot be woken. Issue POST /agent/sync after the guest resumes. 422 with class Unsupported when the ' +
-          'guest cannot suspend that way.',
-        'x-qga-command': ['guest-suspend-disk', 'guest-suspend-ram', 'guest-suspend-hybrid'],
-        params: VmParams,
-        body: Type.Object({ mode: inline(GuestSuspendMode) }, { additionalProperties: false }),
-        response: { 202: Accepted('the suspend mode'), ...problemResponses(AGENT_ERRORS) },
-      },
-    },
+    operation('power', 'suspend', {
+      summary: 'Suspend the guest to disk, to RAM, or both (hybrid)',
+      description:
+        'ram and hybrid need wakeup support in QEMU (QMP query-current-machine: wakeup-suspend-support), or the ' +
+        'guest cannot be woken. Issue POST /agent/sync after the guest resumes. 422 with class Unsupported when the ' +
+        'guest cannot suspend that way.',
+      command: ['guest-suspend-disk', 'guest-suspend-ram', 'guest-suspend-hybrid'],
+      params: VmParams,
+      body: Type.Object({ mode: inline(GuestSuspendMode) }, { additionalProperties: false }),
+      ok: { 202: Accepted('the suspend mode') },
+    }),
     async (request, reply) => {
       const { vm } = request.params;
       const { mode } = request.body;

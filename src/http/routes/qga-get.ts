@@ -7,8 +7,9 @@ import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type, type TSchema } from 'typebox';
 import type { JsonObject, JsonValue } from '../../qga/types.js';
-import { AGENT_ERRORS, VmParams, problemResponses } from '../schemas/common.js';
+import { VmParams } from '../schemas/common.js';
 import { callAgent, expectList, expectObject } from './agent-reply.js';
+import { operation } from './operation.js';
 
 interface GetRoute {
   url: string;
@@ -32,21 +33,14 @@ export interface ListRoute extends GetRoute {
   adjust?: (entry: JsonValue) => JsonValue | undefined;
 }
 
-function routeSchema(r: GetRoute, response: TSchema) {
-  return {
-    operationId: r.operationId,
-    tags: [r.tag],
-    summary: r.summary,
-    ...(r.description ? { description: r.description } : {}),
-    'x-qga-command': r.command,
-    params: VmParams,
-    response: { 200: response, ...problemResponses(AGENT_ERRORS) },
-  };
+function routeOptions(r: GetRoute, response: TSchema) {
+  const { summary, description, command } = r;
+  return operation(r.tag, r.operationId, { summary, description, command, params: VmParams, ok: { 200: response } });
 }
 
 export function getObjectRoute(fastify: FastifyInstance, r: ObjectRoute): void {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
-  app.get(r.url, { schema: routeSchema(r, r.schema) }, async (request) => {
+  app.get(r.url, routeOptions(r, r.schema), async (request) => {
     const { vm } = request.params;
     return expectObject<JsonObject>(vm, r.command, await callAgent(fastify, request, vm, r.command));
   });
@@ -58,7 +52,7 @@ export function getListRoute(fastify: FastifyInstance, r: ListRoute): void {
     { [r.key]: Type.Array(r.item, { description: r.listDescription }) },
     { description: `${r.command}, wrapped` },
   );
-  app.get(r.url, { schema: routeSchema(r, response) }, async (request) => {
+  app.get(r.url, routeOptions(r, response), async (request) => {
     const { vm } = request.params;
     const list = expectList<JsonValue>(vm, r.command, await callAgent(fastify, request, vm, r.command));
     const adjust = r.adjust;

@@ -8,9 +8,10 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { errors } from '../../errors.js';
 import type { JsonObject } from '../../qga/types.js';
-import { AGENT_ERRORS, VmParams, problemResponses } from '../schemas/common.js';
+import { VmParams } from '../schemas/common.js';
 import { Int64 } from '../schemas/scalars.js';
 import { callAgent, expectInteger } from './agent-reply.js';
+import { operation } from './operation.js';
 
 const TimeNs = (description: string) => Int64({ description, examples: [1732000000123456789] });
 
@@ -62,16 +63,12 @@ export default async function timeRoutes(fastify: FastifyInstance): Promise<void
 
   app.get(
     '/vms/:vm/time',
-    {
-      schema: {
-        operationId: 'getTime',
-        tags: ['system'],
-        summary: "The guest's System Time in nanoseconds since the epoch",
-        'x-qga-command': 'guest-get-time',
-        params: VmParams,
-        response: { 200: GuestTime, ...problemResponses(AGENT_ERRORS) },
-      },
-    },
+    operation('system', 'getTime', {
+      summary: "The guest's System Time in nanoseconds since the epoch",
+      command: 'guest-get-time',
+      params: VmParams,
+      ok: { 200: GuestTime },
+    }),
     async (request) => {
       const { vm } = request.params;
       const value = await callAgent(fastify, request, vm, 'guest-get-time');
@@ -81,20 +78,16 @@ export default async function timeRoutes(fastify: FastifyInstance): Promise<void
 
   app.put(
     '/vms/:vm/time',
-    {
-      schema: {
-        operationId: 'setTime',
-        tags: ['system'],
-        summary: "Set the guest's System Time (and RTC): to a given time, to the gateway host's clock, or from the RTC",
-        description:
-          'Useful after a pause or a restore from a file, when the gap is too large for NTP. The agent sets the ' +
-          'System Time, then the hardware clock to it.',
-        'x-qga-command': 'guest-set-time',
-        params: VmParams,
-        body: SetTimeBody,
-        response: { 200: SetTimeResult, ...problemResponses(AGENT_ERRORS) },
-      },
-    },
+    operation('system', 'setTime', {
+      summary: "Set the guest's System Time (and RTC): to a given time, to the gateway host's clock, or from the RTC",
+      description:
+        'Useful after a pause or a restore from a file, when the gap is too large for NTP. The agent sets the ' +
+        'System Time, then the hardware clock to it.',
+      command: 'guest-set-time',
+      params: VmParams,
+      body: SetTimeBody,
+      ok: { 200: SetTimeResult },
+    }),
     async (request) => {
       const { vm } = request.params;
       const { time, useHostClock } = request.body;

@@ -10,9 +10,10 @@
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type, type Static } from 'typebox';
-import { AGENT_ERRORS, VmName, problemResponses } from '../schemas/common.js';
+import { VmName } from '../schemas/common.js';
 import { GuestAuthorizedKeys, GuestUser } from '../schemas/qga.js';
 import { callAgent, expectObject } from './agent-reply.js';
+import { operation } from './operation.js';
 import { getListRoute } from './qga-get.js';
 
 const USERNAME_PATTERN = '^[^:/\\\\\\u0000-\\u001f\\u007f]{1,256}$';
@@ -95,19 +96,15 @@ export default async function userRoutes(fastify: FastifyInstance): Promise<void
 
   app.put(
     '/vms/:vm/users/:username/password',
-    {
-      config: { scope: 'admin' },
-      schema: {
-        operationId: 'setUserPassword',
-        tags: ['users'],
-        summary: "Set a guest user's password (admin)",
-        description: 'The password is sent as plain text (TLS!) and base64-encoded by the gateway, as the agent requires.',
-        'x-qga-command': 'guest-set-user-password',
-        params: UserParams,
-        body: PasswordBody,
-        response: { 204: Type.Null({ description: 'password changed' }), ...problemResponses(AGENT_ERRORS) },
-      },
-    },
+    operation('users', 'setUserPassword', {
+      scope: 'admin',
+      summary: "Set a guest user's password (admin)",
+      description: 'The password is sent as plain text (TLS!) and base64-encoded by the gateway, as the agent requires.',
+      command: 'guest-set-user-password',
+      params: UserParams,
+      body: PasswordBody,
+      ok: { 204: Type.Null({ description: 'password changed' }) },
+    }),
     async (request, reply) => {
       const { vm, username } = request.params;
       const { password, crypted } = request.body;
@@ -122,16 +119,12 @@ export default async function userRoutes(fastify: FastifyInstance): Promise<void
 
   app.get(
     '/vms/:vm/users/:username/ssh-keys',
-    {
-      schema: {
-        operationId: 'getSshAuthorizedKeys',
-        tags: ['users'],
-        summary: "A guest user's ~/.ssh/authorized_keys (Unix guests)",
-        'x-qga-command': 'guest-ssh-get-authorized-keys',
-        params: UserParams,
-        response: { 200: GuestAuthorizedKeys, ...problemResponses(AGENT_ERRORS) },
-      },
-    },
+    operation('users', 'getSshAuthorizedKeys', {
+      summary: "A guest user's ~/.ssh/authorized_keys (Unix guests)",
+      command: 'guest-ssh-get-authorized-keys',
+      params: UserParams,
+      ok: { 200: GuestAuthorizedKeys },
+    }),
     async (request) => {
       const { vm, username } = request.params;
       const value = await callAgent(fastify, request, vm, 'guest-ssh-get-authorized-keys', { username });
@@ -141,18 +134,14 @@ export default async function userRoutes(fastify: FastifyInstance): Promise<void
 
   app.post(
     '/vms/:vm/users/:username/ssh-keys',
-    {
-      config: { scope: 'admin' },
-      schema: {
-        operationId: 'addSshAuthorizedKeys',
-        tags: ['users'],
-        summary: "Append public keys to a guest user's authorized_keys, or replace them all with reset (admin)",
-        'x-qga-command': 'guest-ssh-add-authorized-keys',
-        params: UserParams,
-        body: AddKeysBody,
-        response: { 204: Type.Null({ description: 'keys added' }), ...problemResponses(AGENT_ERRORS) },
-      },
-    },
+    operation('users', 'addSshAuthorizedKeys', {
+      scope: 'admin',
+      summary: "Append public keys to a guest user's authorized_keys, or replace them all with reset (admin)",
+      command: 'guest-ssh-add-authorized-keys',
+      params: UserParams,
+      body: AddKeysBody,
+      ok: { 204: Type.Null({ description: 'keys added' }) },
+    }),
     async (request, reply) => {
       const { vm, username } = request.params;
       const { keys, reset } = request.body;
@@ -167,19 +156,15 @@ export default async function userRoutes(fastify: FastifyInstance): Promise<void
 
   app.delete(
     '/vms/:vm/users/:username/ssh-keys',
-    {
-      config: { scope: 'admin' },
-      schema: {
-        operationId: 'removeSshAuthorizedKeys',
-        tags: ['users'],
-        summary: "Remove public keys from a guest user's authorized_keys (admin)",
-        description: 'The keys go in the query string (DELETE bodies are not portable), URL-encoded, one `key` parameter each.',
-        'x-qga-command': 'guest-ssh-remove-authorized-keys',
-        params: UserParams,
-        querystring: RemoveKeysQuery,
-        response: { 204: Type.Null({ description: 'keys removed (or already missing)' }), ...problemResponses(AGENT_ERRORS) },
-      },
-    },
+    operation('users', 'removeSshAuthorizedKeys', {
+      scope: 'admin',
+      summary: "Remove public keys from a guest user's authorized_keys (admin)",
+      description: 'The keys go in the query string (DELETE bodies are not portable), URL-encoded, one `key` parameter each.',
+      command: 'guest-ssh-remove-authorized-keys',
+      params: UserParams,
+      querystring: RemoveKeysQuery,
+      ok: { 204: Type.Null({ description: 'keys removed (or already missing)' }) },
+    }),
     async (request, reply) => {
       const { vm, username } = request.params;
       await callAgent(fastify, request, vm, 'guest-ssh-remove-authorized-keys', { username, keys: request.query.key });

@@ -2,7 +2,8 @@
  * The VM registry and the agent's own state: list/register/inspect/delete VMs, ping, guest-info
  * and a forced resync. This file is also the pattern every route group follows:
  *   - `export default async function (app)`, registered under /v1 by app.ts;
- *   - TypeBox schemas with operationId, tags, summary, `x-qga-command`, documented problems;
+ *   - route options from operation(tag, operationId, {...}) (operation.ts): TypeBox schemas, summary,
+ *     `x-qga-command`, documented problems;
  *   - the agent reached only through `app.services.agent.call(vm, command, args, { signal })`;
  *   - failures thrown as GatewayError; error-handler.ts renders them.
  */
@@ -12,10 +13,11 @@ import { Type, type Static } from 'typebox';
 import { EndpointSchema, VM_NAME_PATTERN } from '../../config/schema.js';
 import { requestSignal } from '../abort.js';
 import { canAccessVm } from '../plugins/auth.js';
-import { AGENT_ERRORS, VmParams, problemResponses } from '../schemas/common.js';
+import { VmParams } from '../schemas/common.js';
 import { GuestAgentInfo } from '../schemas/qga.js';
 import type { VmRecord } from '../../registry/registry.js';
 import type { HttpServices } from '../services.js';
+import { operation } from './operation.js';
 
 const Labels = Type.Record(Type.String(), Type.String({ maxLength: 256 }), { description: 'Free-form labels' });
 
@@ -87,14 +89,11 @@ export default async function vmRoutes(fastify: FastifyInstance): Promise<void> 
 
   app.get(
     '/vms',
-    {
-      schema: {
-        operationId: 'listVms',
-        tags: ['vms'],
-        summary: 'List registered VMs (config, discovered sockets, API-registered)',
-        response: { 200: Type.Object({ vms: Type.Array(VmSummary) }), ...problemResponses([401, 403, 503]) },
-      },
-    },
+    operation('vms', 'listVms', {
+      summary: 'List registered VMs (config, discovered sockets, API-registered)',
+      ok: { 200: Type.Object({ vms: Type.Array(VmSummary) }) },
+      errors: [401, 403, 503],
+    }),
     async (request) => {
       const all = await services.registry.list();
       return { vms: all.filter((r) => canAccessVm(request.principal, r.name)).map((r) => summarize(services, r)) };
@@ -103,16 +102,13 @@ export default async function vmRoutes(fastify: FastifyInstance): Promise<void> 
 
   app.post(
     '/vms',
-    {
-      config: { scope: 'admin' },
-      schema: {
-        operationId: 'registerVm',
-        tags: ['vms'],
-        summary: 'Register a VM and its agent endpoint (admin)',
-        body: RegisterBody,
-        response: { 201: VmSummary, ...problemResponses([400, 401, 403, 409, 503]) },
-      },
-    },
+    operation('vms', 'registerVm', {
+      scope: 'admin',
+      summary: 'Register a VM and its agent endpoint (admin)',
+      body: RegisterBody,
+      ok: { 201: VmSummary },
+      errors: [400, 401, 403, 409, 503],
+    }),
     async (request, reply) => {
       const rec = await services.registry.register(request.body);
       request.log.info({ vm: rec.name, by: request.principal.name }, 'VM registered');
@@ -122,15 +118,12 @@ export default async function vmRoutes(fastify: FastifyInstance): Promise<void> 
 
   app.get(
     '/vms/:vm',
-    {
-      schema: {
-        operationId: 'getVm',
-        tags: ['vms'],
-        summary: 'A VM: endpoint, channel state, cached agent version, frozen state',
-        params: VmParams,
-        response: { 200: VmDetail, ...problemResponses([400, 401, 403, 404, 503]) },
-      },
-    },
+    operation('vms', 'getVm', {
+      summary: 'A VM: endpoint, channel state, cached agent version, frozen state',
+      params: VmParams,
+      ok: { 200: VmDetail },
+      errors: [400, 401, 403, 404, 503],
+    }),
     async (request) => {
       const rec = await services.registry.require(request.params.vm);
       const info = services.pool.has(rec.name) ? services.pool.channel(rec.name).agentInfo : undefined;
@@ -144,16 +137,13 @@ export default async function vmRoutes(fastify: FastifyInstance): Promise<void> 
 
   app.delete(
     '/vms/:vm',
-    {
-      config: { scope: 'admin' },
-      schema: {
-        operationId: 'deleteVm',
-        tags: ['vms'],
-        summary: 'Deregister an API-registered VM (admin); its channel is closed',
-        params: VmParams,
-        response: { 204: Type.Null({ description: 'deleted' }), ...problemResponses([400, 401, 403, 404, 503]) },
-      },
-    },
+    operation('vms', 'deleteVm', {
+      scope: 'admin',
+      summary: 'Deregister an API-registered VM (admin); its channel is closed',
+      params: VmParams,
+      ok: { 204: Type.Null({ description: 'deleted' }) },
+      errors: [400, 401, 403, 404, 503],
+    }),
     async (request, reply) => {
       await services.registry.deregister(request.params.vm);
       await services.pool.remove(request.params.vm);
@@ -165,19 +155,12 @@ export default async function vmRoutes(fastify: FastifyInstance): Promise<void> 
 
   app.get(
     '/vms/:vm/ping',
-    {
-      schema: {
-        operationId: 'pingAgent',
-        tags: ['agent'],
-        summary: 'Ping the guest agent',
-        'x-qga-command': 'guest-ping',
-        params: VmParams,
-        response: {
-          200: Type.Object({ ok: Type.Literal(true), rttMs: Type.Number({ description: 'round trip including queue wait' }) }),
-          ...problemResponses(AGENT_ERRORS),
-        },
-      },
-    },
+    operation('agent', 'pingAgent', {
+      summary: 'Ping the guest agent',
+      command: 'guest-ping',
+      params: VmParams,
+      ok: { 200: Type.Object({ ok: Type.Literal(true), rttMs: Type.Number({ description: 'round trip including queue wait' }) }) },
+    }),
     async (request) => {
       const t0 = performance.now();
       await services.agent.call(request.params.vm, 'guest-ping', undefined, { signal: requestSignal(request) });
@@ -187,16 +170,12 @@ export default async function vmRoutes(fastify: FastifyInstance): Promise<void> 
 
   app.get(
     '/vms/:vm/agent',
-    {
-      schema: {
-        operationId: 'getAgentInfo',
-        tags: ['agent'],
-        summary: 'Agent version and the commands it offers (guest-info)',
-        'x-qga-command': 'guest-info',
-        params: VmParams,
-        response: { 200: GuestAgentInfo, ...problemResponses(AGENT_ERRORS) },
-      },
-    },
+    operation('agent', 'getAgentInfo', {
+      summary: 'Agent version and the commands it offers (guest-info)',
+      command: 'guest-info',
+      params: VmParams,
+      ok: { 200: GuestAgentInfo },
+    }),
     async (request) => {
       const result = await services.agent.call(request.params.vm, 'guest-info', undefined, { signal: requestSignal(request) });
       return result as Static<typeof GuestAgentInfo>;
@@ -205,19 +184,12 @@ export default async function vmRoutes(fastify: FastifyInstance): Promise<void> 
 
   app.post(
     '/vms/:vm/agent/sync',
-    {
-      schema: {
-        operationId: 'syncAgent',
-        tags: ['agent'],
-        summary: 'Force a resynchronisation (0xFF + guest-sync-delimited) and report its round trip',
-        'x-qga-command': ['guest-sync-delimited', 'guest-sync'],
-        params: VmParams,
-        response: {
-          200: Type.Object({ synced: Type.Literal(true), rttMs: Type.Number() }),
-          ...problemResponses(AGENT_ERRORS),
-        },
-      },
-    },
+    operation('agent', 'syncAgent', {
+      summary: 'Force a resynchronisation (0xFF + guest-sync-delimited) and report its round trip',
+      command: ['guest-sync-delimited', 'guest-sync'],
+      params: VmParams,
+      ok: { 200: Type.Object({ synced: Type.Literal(true), rttMs: Type.Number() }) },
+    }),
     async (request) => {
       await services.registry.require(request.params.vm);
       const { rttMs } = await services.pool.channel(request.params.vm).sync({ signal: requestSignal(request) });

@@ -1,0 +1,62 @@
+/**
+ * The route options every documented operation spells out: its OpenAPI entry (tag, operationId,
+ * summary, description, the QGA command it maps to), the scope it needs, its request schemas and
+ * its responses — the success ones as given, the problem+json ones by status (by default those
+ * every agent-backed route can produce).
+ *
+ *   app.post('/vms/:vm/files/handles/:handle/seek', operation('files', 'seekFile', {
+ *     summary: 'Seek in an open handle', command: 'guest-file-seek',
+ *     params: HandleParams, body: SeekBody, ok: { 200: GuestFileSeek },
+ *   }), handler)
+ */
+import type { preValidationHookHandler } from 'fastify';
+import type { TSchema } from 'typebox';
+import type { Scope } from '../../config/schema.js';
+import { AGENT_ERRORS, problemResponses } from '../schemas/common.js';
+
+export interface Operation {
+  summary: string;
+  description?: string;
+  /** the QGA command(s) it maps to (OpenAPI `x-qga-command`) */
+  command?: string | string[];
+  /** the scope a token needs where the method's default (read for GET and HEAD, else write) is not it */
+  scope?: Scope;
+  params?: TSchema;
+  querystring?: TSchema;
+  headers?: TSchema;
+  body?: TSchema;
+  /** the success responses by status, e.g. `{ 200: GuestFileSeek }` */
+  ok: object;
+  /** the statuses of its problem+json responses; AGENT_ERRORS unless given */
+  errors?: readonly number[];
+  bodyLimit?: number;
+  preValidation?: preValidationHookHandler;
+  exposeHeadRoute?: boolean;
+}
+
+/**
+ * The options of the route of operation `operationId`, listed under `tag`. The request schemas
+ * (params, querystring, headers, body) go into the route schema as given, so they keep their types
+ * for the handler.
+ */
+export function operation<O extends Operation>(tag: string, operationId: string, op: O) {
+  const { summary, description, command, scope, ok, errors, bodyLimit, preValidation, exposeHeadRoute, ...request } = op;
+  // Typed as the success responses alone, as the literal `{ 200: X, ...problemResponses(…) }` is:
+  // the reply type comes from them (errors are thrown, never returned).
+  const response: O['ok'] = { ...ok, ...problemResponses(errors ?? AGENT_ERRORS) };
+  return {
+    ...(scope ? { config: { scope } } : {}),
+    ...(bodyLimit !== undefined ? { bodyLimit } : {}),
+    ...(preValidation ? { preValidation } : {}),
+    ...(exposeHeadRoute !== undefined ? { exposeHeadRoute } : {}),
+    schema: {
+      operationId,
+      tags: [tag],
+      summary,
+      ...(description ? { description } : {}),
+      ...(command ? { 'x-qga-command': command } : {}),
+      ...request,
+      response,
+    },
+  };
+}
