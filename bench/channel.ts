@@ -8,7 +8,7 @@
  * Env: BENCH_CHANNEL_ROUNDS (default 3), BENCH_CHANNEL_MS (default 1500) per round.
  */
 import { Channel } from '../src/qga/channel.js';
-import { AgentConnection } from '../src/qga/connection.js';
+import { AgentConnection, type AgentReply, type WireListener } from '../src/qga/connection.js';
 import type { Endpoint } from '../src/qga/types.js';
 import { startQemuGa } from '../test/helpers/qemu-ga.js';
 import { channelOptions } from './lib/channels.js';
@@ -54,14 +54,62 @@ async function rawRound(ep: Endpoint, ms: number): Promise<Round> {
   }
 }
 
+/** AgentConnection driven one exchange at a time, with a promise per exchange (no queue, no timers). */
+class WireClient implements WireListener {
+  readonly conn: AgentConnection;
+  private waiter: { resolve: (reply: AgentReply | undefined) => void; reject: (err: Error) => void } | undefined;
+
+  constructor(ep: Endpoint) {
+    this.conn = new AgentConnection(ep, 32 * 1024 * 1024, this);
+  }
+
+  /** the next report: the socket open (undefined) or the pending exchange's answer */
+  next(): Promise<AgentReply | undefined> {
+    return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
+  }
+
+  sync(): Promise<AgentReply | undefined> {
+    const answered = this.next();
+    this.conn.sync();
+    return answered;
+  }
+
+  ping(): Promise<AgentReply | undefined> {
+    const answered = this.next();
+    this.conn.request('guest-ping', undefined, false);
+    return answered;
+  }
+
+  onWireOpen(): void {
+    this.waiter?.resolve(undefined);
+  }
+
+  onWireAnswer(_conn: AgentConnection, reply: AgentReply): void {
+    this.waiter?.resolve(reply);
+  }
+
+  onWireViolation(_conn: AgentConnection, err: Error): void {
+    this.waiter?.reject(err);
+  }
+
+  onWireClose(_conn: AgentConnection, err: Error): void {
+    this.waiter?.reject(err);
+  }
+
+  onWireStale(): void {}
+
+  onWireStray(): void {}
+}
+
 /** the Channel's wire layer alone: line decoder, lossless JSON parse, reply pairing; no queue */
 async function connectionRound(ep: Endpoint, ms: number): Promise<Round> {
-  const conn = await AgentConnection.connect(ep, 3000, 32 * 1024 * 1024);
+  const wire = new WireClient(ep);
   try {
-    await conn.sync(1 + Math.floor(Math.random() * 1e9), { timeoutMs: 5000 });
-    return await loop(() => conn.request('guest-ping', undefined, undefined), ms);
+    await wire.next();
+    await wire.sync();
+    return await loop(() => wire.ping(), ms);
   } finally {
-    conn.destroy();
+    wire.conn.destroy();
   }
 }
 
@@ -152,7 +200,7 @@ export default async function channelBench(): Promise<BenchSection> {
     `guest-ping, one at a time on one connection, ${rounds} rounds of ${ms} ms per client and agent (the three clients ` +
       `take turns, ${WARMUP} warm-up pings each, connect + sync not timed). The raw loop writes \`{"execute":"guest-ping"}\\n\` ` +
       `and waits for one reply line. AgentConnection (src/qga/connection.ts) is the Channel's wire layer on its own: line ` +
-      `decoder, lossless JSON parse, reply pairing. The Channel adds its queue, deadline timer, abort signal, request id, ` +
+      `decoder, lossless JSON parse, reply pairing. The Channel adds its queue, deadline bookkeeping, abort signal, request id, ` +
       `event emission and state machine. Latency percentiles pool all rounds. "Client CPU" is this process's ` +
       `user + system time divided by pings: the least noise-sensitive figure on a shared machine.`,
     '',

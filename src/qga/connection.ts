@@ -1,9 +1,10 @@
 /**
- * One socket to one agent, and the rule for which bytes answer which request. No queue and no
- * retries here (that is the Channel's job): at most one request is pending at any time, and
- * everything that arrives while nothing is pending is stale.
+ * One socket to one agent, and the rule for which bytes answer which request. No queue, no
+ * retries and no timers here: the Session owns all of that and hears everything through its
+ * WireListener. At most one exchange is pending at any time, and everything that arrives while
+ * none is pending is stale.
  *
- * Three ways to wait for the agent:
+ * Three exchanges:
  *  - sync(): write 0xFF + guest-sync-delimited{N}; skip to a 0xFF sentinel; the next line must be
  *    {"return": N}, otherwise skip to the next sentinel. Late replies of abandoned commands and the
  *    agent's parse-error line for our lone 0xFF are all swallowed by the skipping.
@@ -13,18 +14,19 @@
  *    the command and a guest-sync-delimited right behind it; an error line before the sentinel is
  *    the command's failure, the sync reply alone is its success, and the socket closing means the
  *    guest went down (also success).
+ * An exchange ends in one of: onWireAnswer, onWireViolation (request only), onWireClose, or the
+ * owner's abandon() (the owner gave up; whatever still comes for it is stale).
  */
-import { EventEmitter } from 'node:events';
+import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import type { QgaErrorBody } from '../errors.js';
+import { stringifyJson } from '../util/json.js';
 import { ReplyDecoder, type DecoderEvent } from './decoder.js';
 import type { Endpoint, JsonObject, JsonValue } from './types.js';
-import { abortReason } from '../util/abort.js';
-import { stringifyJson } from '../util/json.js';
 
 export type AgentReply = { ok: true; value: JsonValue } | { ok: false; error: QgaErrorBody };
 
-/** The socket closed (or errored) while a request was pending. */
+/** The socket closed (or errored, or never connected). */
 export class ConnectionLostError extends Error {
   constructor(detail: string, cause?: unknown) {
     super(detail, cause === undefined ? undefined : { cause });
@@ -40,141 +42,153 @@ export class ProtocolViolationError extends Error {
   }
 }
 
-/** The agent did not answer within the wait's own timeout. */
-export class WaitTimeoutError extends Error {
-  constructor(detail: string) {
-    super(detail);
-    this.name = 'WaitTimeoutError';
-  }
+/** What a connection tells its one owner. Nothing is reported after the owner's destroy(). */
+export interface WireListener {
+  onWireOpen(conn: AgentConnection): void;
+  /** the pending exchange is answered: the command's reply, or (sync) our id came back */
+  onWireAnswer(conn: AgentConnection, reply: AgentReply): void;
+  /** the pending request got a line that cannot be its answer; the socket stays open, out of step */
+  onWireViolation(conn: AgentConnection, err: ProtocolViolationError): void;
+  /** the socket is gone; a pending fence is answered by it (`fenceReply`), any other exchange is lost */
+  onWireClose(conn: AgentConnection, err: ConnectionLostError, fenceReply?: AgentReply): void;
+  onWireStale(bytes: number): void;
+  /** a whole reply nobody was waiting for (by its id, it may answer an abandoned command) */
+  onWireStray(msg: JsonObject): void;
 }
 
-export interface WaitOptions {
-  signal?: AbortSignal;
-  timeoutMs?: number;
-}
+type Exchange = 'sync' | 'request' | 'fence';
 
 const SENTINEL = Buffer.from([0xff]);
+const MAX_ID = Number.MAX_SAFE_INTEGER;
+/** request ids, unique across all connections of the process (ids must stay <= 2^53 - 1) */
+let nextRequestId = 1 + randomBytes(4).readUInt32BE(0);
 
-interface Pending {
-  kind: 'sync' | 'request' | 'fence';
-  /** the id we sent with the command, when the agent echoes ids */
-  id?: number;
-  /** the guest-sync-delimited id this wait ends on (sync and fence) */
-  syncId?: number;
-  afterSentinel: boolean;
-  /** fence: the command's own reply, if one came before the sentinel */
-  early?: AgentReply;
-  settle(result: { reply?: AgentReply; error?: Error }): void;
-}
-
-export class AgentConnection extends EventEmitter {
+export class AgentConnection {
   private readonly socket: net.Socket;
   private readonly decoder: ReplyDecoder;
-  private pending: Pending | undefined;
+  private connected = false;
   private isClosed = false;
+  /** the exchange in progress, and its state */
+  private pending: Exchange | undefined;
+  /** the id we sent with the command, when the agent echoes ids */
+  private reqId: number | undefined;
+  /** the guest-sync-delimited id the exchange ends on (sync and fence) */
+  private syncId = 0;
+  private afterSentinel = false;
+  /** a socket chunk is being decoded right now */
+  private receiving = false;
+  /** begun while a chunk was decoded: the rest of that chunk came before the request, so it is stale */
+  private begunMidChunk = false;
+  /** fence: the command's own reply, if one came before the sentinel */
+  private early: AgentReply | undefined;
   /**
    * False only while request/reply pairing is known to be intact. Starts true: every connection
    * begins with a sync, because the agent's parser may hold half a request from an earlier client.
    */
   needsSync = true;
 
-  private constructor(socket: net.Socket, maxReplyBytes: number) {
-    super();
-    this.socket = socket;
+  /** Start connecting; the owner hears onWireOpen, or onWireClose if it fails. */
+  constructor(endpoint: Endpoint, maxReplyBytes: number, private readonly owner: WireListener) {
     this.decoder = new ReplyDecoder({ maxLineBytes: maxReplyBytes, onEvent: (e) => this.onDecoderEvent(e) });
-    socket.on('data', (chunk: Buffer) => this.decoder.push(chunk));
+    const socket = endpoint.type === 'unix' ? net.connect({ path: endpoint.path }) : net.connect({ host: endpoint.host, port: endpoint.port });
+    this.socket = socket;
+    socket.once('connect', () => {
+      this.connected = true;
+      if (endpoint.type === 'tcp') socket.setNoDelay(true);
+      if (!this.isClosed) owner.onWireOpen(this);
+    });
+    socket.on('data', (chunk: Buffer) => this.receive(chunk));
     socket.on('error', (err) => this.lost(err));
     socket.on('close', () => this.lost(undefined));
-  }
-
-  /** Open the socket; rejects with ConnectionLostError on refusal or after timeoutMs. */
-  static connect(endpoint: Endpoint, timeoutMs: number, maxReplyBytes: number): Promise<AgentConnection> {
-    return new Promise((resolve, reject) => {
-      const socket =
-        endpoint.type === 'unix' ? net.connect({ path: endpoint.path }) : net.connect({ host: endpoint.host, port: endpoint.port });
-      const fail = (err: Error): void => {
-        clearTimeout(timer);
-        socket.destroy();
-        reject(new ConnectionLostError(`cannot connect to the agent: ${err.message}`, err));
-      };
-      const timer = setTimeout(() => fail(new Error(`no connection within ${timeoutMs} ms`)), timeoutMs);
-      socket.once('error', fail);
-      socket.once('connect', () => {
-        clearTimeout(timer);
-        socket.off('error', fail);
-        if (endpoint.type === 'tcp') socket.setNoDelay(true);
-        resolve(new AgentConnection(socket, maxReplyBytes));
-      });
-    });
   }
 
   get closed(): boolean {
     return this.isClosed;
   }
 
-  /** Resync on this socket; resolves when our sync id came back. */
-  sync(syncId: number, opts: WaitOptions = {}): Promise<void> {
+  /** Resync on this socket with a fresh random id; answered when that id came back. */
+  sync(): void {
+    const syncId = newSyncId();
+    const data = Buffer.concat([SENTINEL, Buffer.from(syncLine(syncId))]);
+    this.begin('sync', undefined, syncId);
     this.decoder.discardUntilSentinel();
-    const request = Buffer.concat([SENTINEL, Buffer.from(syncLine(syncId))]);
-    return this.wait({ kind: 'sync', syncId, afterSentinel: false }, request, opts).then(() => {
-      this.needsSync = false;
-    });
+    this.socket.write(data);
   }
 
-  /** Send one command and wait for its reply line. */
-  request(command: string, args: JsonObject | undefined, id: number | undefined, opts: WaitOptions = {}): Promise<AgentReply> {
-    return this.wait({ kind: 'request', id, afterSentinel: false }, commandLine(command, args, id), opts);
+  /**
+   * Send one command; answered by its reply line. With `withId` (only for agents that echo ids)
+   * it carries a fresh id, which is returned. Throws if `args` cannot be serialized.
+   */
+  request(command: string, args: JsonObject | undefined, withId: boolean): number | undefined {
+    return this.send('request', command, args, withId);
   }
 
   /** Send a command that has no success reply, fenced by a guest-sync-delimited. */
-  fence(command: string, args: JsonObject | undefined, id: number | undefined, syncId: number, opts: WaitOptions = {}): Promise<AgentReply> {
-    const data = commandLine(command, args, id) + syncLine(syncId);
-    return this.wait({ kind: 'fence', id, syncId, afterSentinel: false }, data, opts);
+  fence(command: string, args: JsonObject | undefined, withId: boolean): number | undefined {
+    return this.send('fence', command, args, withId);
   }
 
-  /** Close the socket; a pending wait fails as a lost connection (or with err). */
-  destroy(err?: Error): void {
+  /** The owner stopped waiting: whatever the agent still sends for it must not reach the next exchange. */
+  abandon(): void {
+    this.pending = undefined;
+    this.needsSync = true;
+  }
+
+  /** Close the socket on purpose; the owner hears nothing more from this connection. */
+  destroy(): void {
+    this.isClosed = true;
+    this.pending = undefined;
     this.socket.destroy();
-    this.lost(err);
   }
 
-  private wait(p: Omit<Pending, 'settle'>, data: string | Buffer, opts: WaitOptions): Promise<AgentReply> {
-    if (this.isClosed) return Promise.reject(new ConnectionLostError('the connection to the agent is closed'));
-    if (this.pending) return Promise.reject(new Error('AgentConnection: a request is already pending'));
-    const { signal, timeoutMs } = opts;
-    if (signal?.aborted) return Promise.reject(abortReason(signal));
-    return new Promise<AgentReply>((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
-      const onAbort = (): void => abandon(abortReason(signal as AbortSignal));
-      const pending: Pending = {
-        ...p,
-        settle: ({ reply, error }) => {
-          if (this.pending !== pending) return;
-          this.pending = undefined;
-          if (timer) clearTimeout(timer);
-          signal?.removeEventListener('abort', onAbort);
-          if (error) reject(error);
-          else resolve(reply ?? { ok: true, value: {} });
-        },
-      };
-      // Whatever the agent still sends for an abandoned wait must not reach the next one.
-      const abandon = (error: Error): void => {
-        this.needsSync = true;
-        pending.settle({ error });
-      };
-      if (timeoutMs !== undefined) {
-        timer = setTimeout(() => abandon(new WaitTimeoutError(`no reply within ${timeoutMs} ms`)), timeoutMs);
-      }
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.pending = pending;
-      this.socket.write(data);
-    });
+  private receive(chunk: Buffer): void {
+    this.receiving = true;
+    try {
+      this.decoder.push(chunk);
+    } finally {
+      this.receiving = false;
+      this.begunMidChunk = false;
+    }
+  }
+
+  private send(kind: 'request' | 'fence', command: string, args: JsonObject | undefined, withId: boolean): number | undefined {
+    const id = withId ? newRequestId() : undefined;
+    const syncId = kind === 'fence' ? newSyncId() : 0;
+    let data = commandLine(command, args, id);
+    if (kind === 'fence') data += syncLine(syncId);
+    this.begin(kind, id, syncId);
+    this.socket.write(data);
+    return id;
+  }
+
+  private begin(kind: Exchange, reqId: number | undefined, syncId: number): void {
+    if (this.isClosed) throw new ConnectionLostError('the connection to the agent is closed');
+    if (this.pending !== undefined) throw new Error('AgentConnection: an exchange is already pending');
+    this.pending = kind;
+    this.begunMidChunk = this.receiving;
+    this.reqId = reqId;
+    this.syncId = syncId;
+    this.afterSentinel = false;
+    this.early = undefined;
+  }
+
+  private answer(reply: AgentReply): void {
+    if (this.pending === 'sync') this.needsSync = false;
+    this.pending = undefined;
+    this.owner.onWireAnswer(this, reply);
+  }
+
+  private violation(detail: string): void {
+    this.pending = undefined;
+    this.needsSync = true;
+    this.owner.onWireViolation(this, new ProtocolViolationError(detail));
   }
 
   private onDecoderEvent(e: DecoderEvent): void {
-    const p = this.pending;
-    if (!p) {
-      if (e.type === 'message') this.emit('stray', e.value);
+    if (this.isClosed) return;
+    const p = this.begunMidChunk ? undefined : this.pending;
+    if (p === undefined) {
+      if (e.type === 'message') this.owner.onWireStray(e.value);
       if (e.type === 'discarded' || e.type === 'oversize' || e.type === 'message') this.stale(e.bytes);
       else if (e.type === 'invalid') this.stale(e.preview.length);
       // Bytes nobody asked for mean pairing can no longer be trusted.
@@ -183,86 +197,82 @@ export class AgentConnection extends EventEmitter {
     }
     switch (e.type) {
       case 'discarded':
-        this.stale(e.bytes);
-        return;
+        return this.stale(e.bytes);
       case 'sentinel':
-        p.afterSentinel = true;
+        this.afterSentinel = true;
         return;
       case 'invalid':
       case 'oversize':
-        if (p.kind === 'request') {
-          this.needsSync = true;
+        if (p === 'request') {
           const what = e.type === 'invalid' ? `an invalid reply line (${e.reason}): ${JSON.stringify(e.preview)}` : `a reply line of more than ${e.bytes} bytes, over the size cap`;
-          p.settle({ error: new ProtocolViolationError(`the agent sent ${what}`) });
-        } else if (p.afterSentinel) {
-          this.rescan(p, e.type === 'oversize' ? e.bytes : e.preview.length);
+          this.violation(`the agent sent ${what}`);
+        } else if (this.afterSentinel) {
+          this.rescan(e.type === 'oversize' ? e.bytes : e.preview.length);
         } else {
           this.stale(e.type === 'oversize' ? e.bytes : e.preview.length);
         }
         return;
       case 'message':
-        this.onMessage(p, e.value, e.bytes);
-        return;
+        return this.onMessage(p, e.value, e.bytes);
     }
   }
 
-  private onMessage(p: Pending, msg: JsonObject, bytes: number): void {
-    if (p.kind === 'sync' || (p.kind === 'fence' && p.afterSentinel)) {
-      if (p.afterSentinel && msg.return === p.syncId) {
-        p.settle({ reply: p.early ?? { ok: true, value: {} } });
-        return;
-      }
-      this.rescan(p, bytes);
-      return;
+  private onMessage(p: Exchange, msg: JsonObject, bytes: number): void {
+    if (p === 'sync' || (p === 'fence' && this.afterSentinel)) {
+      if (this.afterSentinel && msg.return === this.syncId) return this.answer(this.early ?? { ok: true, value: {} });
+      return this.rescan(bytes);
     }
     // request, or the fenced command's own reply before the sentinel
-    if (p.id !== undefined && 'id' in msg && msg.id !== p.id) {
-      this.emit('stray', msg);
+    const id = this.reqId;
+    if (id !== undefined && 'id' in msg && msg.id !== id) {
+      this.owner.onWireStray(msg);
       return this.stale(bytes);
     }
-    if (p.id !== undefined && !('id' in msg) && !('error' in msg)) return this.stale(bytes);
+    if (id !== undefined && !('id' in msg) && !('error' in msg)) return this.stale(bytes);
     const reply = toReply(msg);
-    if (p.kind === 'fence') {
-      if (p.early === undefined && reply) p.early = reply;
+    if (p === 'fence') {
+      if (this.early === undefined && reply) this.early = reply;
       else this.stale(bytes);
       return;
     }
-    if (!reply) {
-      this.needsSync = true;
-      p.settle({ error: new ProtocolViolationError(`the agent sent a reply with neither return nor error: ${preview(msg)}`) });
-      return;
-    }
-    p.settle({ reply });
+    if (!reply) return this.violation(`the agent sent a reply with neither return nor error: ${stringifyJson(msg).slice(0, 120)}`);
+    this.answer(reply);
   }
 
   /** A line after a sentinel that is not ours: skip to the next sentinel. */
-  private rescan(p: Pending, bytes: number): void {
+  private rescan(bytes: number): void {
     this.stale(bytes);
-    p.afterSentinel = false;
+    this.afterSentinel = false;
     this.decoder.discardUntilSentinel();
   }
 
   private stale(bytes: number): void {
-    if (bytes > 0) this.emit('stale', { bytes });
+    if (bytes > 0) this.owner.onWireStale(bytes);
   }
 
   private lost(err: Error | undefined): void {
     if (this.isClosed) return;
     this.isClosed = true;
     this.socket.destroy();
-    const p = this.pending;
-    if (p) {
-      if (p.kind === 'fence') {
-        // The guest went down right after accepting shutdown/suspend: that is their success.
-        // An error line that made it out before the close is still the command's answer.
-        p.settle({ reply: p.early ?? { ok: true, value: {} } });
-      } else {
-        const detail = err ? `the connection to the agent failed: ${err.message}` : 'the agent closed the connection';
-        p.settle({ error: new ConnectionLostError(detail, err) });
-      }
-    }
-    this.emit('close', err);
+    let detail = err ? `the connection to the agent failed: ${err.message}` : 'the agent closed the connection';
+    if (!this.connected) detail = `cannot connect to the agent: ${err ? err.message : 'the socket closed'}`;
+    // The guest went down right after accepting shutdown/suspend: that is their success. An
+    // error line that made it out before the close is still the command's answer.
+    const fenceReply = this.pending === 'fence' ? (this.early ?? { ok: true, value: {} }) : undefined;
+    this.pending = undefined;
+    this.owner.onWireClose(this, new ConnectionLostError(detail, err), fenceReply);
   }
+}
+
+function newRequestId(): number {
+  if (nextRequestId >= MAX_ID) nextRequestId = 1;
+  return nextRequestId++;
+}
+
+/** A fresh random id in [1, 2^53 - 1]: a stale sync reply can never match it by accident. */
+function newSyncId(): number {
+  const n = Number(randomBytes(8).readBigUInt64BE(0) & BigInt(MAX_ID));
+  return n === 0 ? 1 : n;
 }
 
 function commandLine(command: string, args: JsonObject | undefined, id: number | undefined): string {
@@ -285,8 +295,4 @@ function toReply(msg: JsonObject): AgentReply | undefined {
     return { ok: false, error: { class: cls, desc } };
   }
   return undefined;
-}
-
-function preview(msg: JsonObject): string {
-  return stringifyJson(msg).slice(0, 120);
 }

@@ -1,84 +1,72 @@
 /**
  * The Channel's waiting line. A job is one accepted unit of work (a user command, a forced sync,
  * an info request); its deadline is fixed when it is accepted, so queue wait, connect, sync and
- * run all count against it. Settling goes through finish() exactly once: timer cleared, caller's
- * abort listener removed, job out of the line, one 'command' event.
+ * run all count against it. The line keeps no timers: the Session decides when a deadline has
+ * passed. Settling goes through finish() exactly once: caller's abort listener removed, job out of
+ * the line, promise settled, one 'command' event.
  */
-import { abortReason } from '../util/abort.js';
+import type { CommandOutcome } from './events.js';
 import type { CommandSpec, JsonObject } from './types.js';
 
 export type JobKind = 'command' | 'sync' | 'info';
 
-export type CommandOutcome = 'ok' | 'agent-error' | 'timeout' | 'unavailable' | 'protocol-error' | 'aborted';
-
-export interface CommandEvent {
-  command: string;
-  durationMs: number;
-  outcome: CommandOutcome;
+/** Told when a caller's AbortSignal fires for one of its jobs (waiting or on the wire). */
+export interface AbortHandler {
+  onCallerAbort(job: Job): void;
 }
 
-export interface Job {
-  readonly kind: JobKind;
-  readonly command: string;
-  readonly args: JsonObject | undefined;
-  readonly spec: CommandSpec;
-  readonly acceptedAt: number;
-  readonly timeoutMs: number;
-  /** on the queue's clock: after this the job fails */
+const ONCE = { once: true } as const;
+
+export class Job {
+  /** on the session's clock: after this the job fails */
   readonly deadline: number;
   /** set while the job is on the wire */
-  running: boolean;
+  running = false;
   /** an idempotent command already re-sent once after a dropped connection */
-  retried: boolean;
-  settled: boolean;
-  /** cancels the connection wait of a running job (deadline or caller abort) */
-  readonly cancel: AbortController;
-  timer?: NodeJS.Timeout;
-  detach?: () => void;
-  resolve(value: unknown): void;
-  reject(err: unknown): void;
-}
+  retried = false;
+  settled = false;
+  resolve!: (value: never) => void;
+  reject!: (err: unknown) => void;
 
-export interface JobQueueHooks {
-  now(): number;
-  /** the job's deadline passed (it may be waiting or running) */
-  onDeadline(job: Job): void;
-  /** the caller's signal aborted (it may be waiting or running) */
-  onAbort(job: Job, reason: Error): void;
-  onSettled(event: CommandEvent): void;
-  /** the last waiting job left the line */
-  onEmpty(): void;
+  constructor(
+    readonly kind: JobKind,
+    readonly command: string,
+    readonly args: JsonObject | undefined,
+    readonly spec: CommandSpec,
+    readonly acceptedAt: number,
+    readonly timeoutMs: number,
+    readonly signal: AbortSignal | undefined,
+    private readonly onAbort: AbortHandler,
+  ) {
+    this.deadline = acceptedAt + timeoutMs;
+    // the job itself is the listener (handleEvent): no closure per command
+    signal?.addEventListener('abort', this, ONCE);
+  }
+
+  handleEvent(): void {
+    this.onAbort.onCallerAbort(this);
+  }
 }
 
 export class JobQueue {
   private readonly jobs: Job[] = [];
+  /** > 0 while a job settles: a 'command' listener may enqueue from there, mid-transition */
+  settling = 0;
 
-  constructor(private readonly hooks: JobQueueHooks) {}
+  constructor(private readonly onSettled: (job: Job, outcome: CommandOutcome) => void) {}
 
   get length(): number {
     return this.jobs.length;
   }
 
-  /** Append a job; the promise settles through finish(). */
-  accept<T>(kind: JobKind, command: string, args: JsonObject | undefined, spec: CommandSpec, timeoutMs: number, signal?: AbortSignal): Promise<T> {
-    const acceptedAt = this.hooks.now();
-    return new Promise<T>((resolve, reject) => {
-      const job: Job = {
-        kind, command, args, spec, acceptedAt, timeoutMs,
-        deadline: acceptedAt + timeoutMs,
-        running: false, retried: false, settled: false,
-        cancel: new AbortController(),
-        resolve: (v) => resolve(v as T),
-        reject,
-      };
-      job.timer = setTimeout(() => this.hooks.onDeadline(job), timeoutMs);
-      if (signal) {
-        const onAbort = (): void => this.hooks.onAbort(job, abortReason(signal));
-        signal.addEventListener('abort', onAbort, { once: true });
-        job.detach = () => signal.removeEventListener('abort', onAbort);
-      }
-      this.jobs.push(job);
+  /** A new job's promise, settled through finish(). */
+  accept<T>(job: Job): Promise<T> {
+    const p = new Promise<T>((resolve, reject) => {
+      job.resolve = resolve as (value: never) => void;
+      job.reject = reject;
     });
+    this.jobs.push(job);
+    return p;
   }
 
   shift(): Job | undefined {
@@ -94,19 +82,32 @@ export class JobQueue {
     return [...this.jobs];
   }
 
-  /** Settle a job exactly once. */
-  finish(job: Job, outcome: CommandOutcome, result: { value?: unknown; error?: unknown }): void {
+  /** the earliest deadline of a waiting job (Infinity when none waits) */
+  earliestDeadline(): number {
+    let at = Infinity;
+    for (const job of this.jobs) if (job.deadline < at) at = job.deadline;
+    return at;
+  }
+
+  /** Settle a job exactly once: `result` is the value for 'ok', the error otherwise. */
+  finish(job: Job, outcome: CommandOutcome, result: unknown): void {
     if (job.settled) return;
     job.settled = true;
-    clearTimeout(job.timer);
-    job.detach?.();
+    job.signal?.removeEventListener('abort', job);
     const i = this.jobs.indexOf(job);
-    if (i >= 0) {
-      this.jobs.splice(i, 1);
-      if (this.jobs.length === 0) this.hooks.onEmpty();
+    if (i >= 0) this.jobs.splice(i, 1);
+    if (outcome === 'ok') job.resolve(result as never);
+    else job.reject(result);
+    this.settling++;
+    try {
+      this.onSettled(job, outcome);
+    } finally {
+      this.settling--;
     }
-    if (outcome === 'ok') job.resolve(result.value);
-    else job.reject(result.error);
-    this.hooks.onSettled({ command: job.command, durationMs: this.hooks.now() - job.acceptedAt, outcome });
+  }
+
+  /** Settle the waiting jobs due by `dueBy` (default: all of them) with the error made for each. */
+  failWaiting(outcome: CommandOutcome, errorFor: (job: Job) => Error, dueBy = Infinity): void {
+    for (const job of this.all()) if (job.deadline <= dueBy) this.finish(job, outcome, errorFor(job));
   }
 }

@@ -52,6 +52,21 @@ export interface AgentInfo {
   raw: JsonObject;
 }
 
+/** A channel's tunables (ChannelOptions makes them optional; the defaults are in channel.ts). */
+export interface ChannelSettings {
+  /** commands allowed to wait (not counting the one in flight) */
+  maxQueue: number;
+  /** longest reply line accepted; a longer one is dropped unbuffered and the socket resynced */
+  maxReplyBytes: number;
+  /** one deadline for the whole resync, and one for reading guest-info */
+  syncTimeoutMs: number;
+  connectTimeoutMs: number;
+  /** full-jitter delays between connect/sync attempts, only while commands wait */
+  backoff: { initialMs: number; maxMs: number };
+  /** close the socket after this long with nothing to do; 0 = never */
+  idleReleaseMs: number;
+}
+
 export interface ExecuteOptions {
   /** per-call override of the catalog timeout, milliseconds */
   timeoutMs?: number;

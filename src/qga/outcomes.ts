@@ -1,0 +1,58 @@
+/**
+ * How a channel job ends when the agent did not simply answer it: each situation worded once, for
+ * the Channel and its Session to pick. These codes and texts are what callers (and HTTP clients)
+ * see; agent error replies are mapped in agent-errors.ts instead.
+ */
+import { GatewayError, errors } from '../errors.js';
+import type { Job } from './queue.js';
+
+export const ended = {
+  /** close() was called: nothing new is accepted */
+  closing: (vm: string, command: string) => errors.shuttingDown(`the channel to ${vm} is closing`, { vm, command }),
+  queueFull: (vm: string, command: string, waiting: number) =>
+    new GatewayError('QUEUE_FULL', `${waiting} commands are already waiting for ${vm}`, { vm, command, retryAfter: 1 }),
+  /** destroy() without an error of its own */
+  shutDown: (vm: string) => errors.agentUnavailable(vm, `the channel to ${vm} was shut down`),
+  /** a (re)connect was refused by the admission check (the pool's maxOpen) */
+  refused: (vm: string, job: Job, refused: GatewayError) =>
+    new GatewayError(refused.code, refused.message, { vm, command: job.command, retryAfter: refused.retryAfter }),
+  nobodyListens: (vm: string, job: Job, errno: string) =>
+    errors.agentUnavailable(vm, `the agent socket of ${vm} cannot be connected (${errno})`, { command: job.command }),
+  /** deadline passed while the session was connecting, syncing or backing off */
+  notConnected: (vm: string, job: Job, lastFailure: Error | undefined) => {
+    const why = lastFailure ? `: ${lastFailure.message}` : '';
+    return errors.agentUnavailable(vm, `could not connect to and sync with the agent of ${vm} within ${job.timeoutMs} ms${why}`, { command: job.command });
+  },
+  /** deadline passed in the line, behind the job on the wire */
+  neverSent: (vm: string, job: Job) =>
+    errors.agentTimeout(vm, job.command, `${job.command} waited ${job.timeoutMs} ms behind other commands for ${vm}; it was never sent`),
+  /** deadline passed on the wire */
+  noReply: (vm: string, job: Job) => {
+    const unknown = job.spec.idempotent ? '' : '; it may still complete in the guest';
+    return errors.agentTimeout(vm, job.command, `${job.command} got no reply from the agent of ${vm} within ${job.timeoutMs} ms${unknown}`);
+  },
+  /** the socket closed under a job that may not be (or was already) resent */
+  lost: (vm: string, job: Job, resendable: boolean, cause?: Error) => {
+    const detail = resendable
+      ? `the connection to the agent of ${vm} was lost during ${job.command}`
+      : `the connection to the agent of ${vm} was lost while ${job.command} was in flight; its outcome is unknown and it was not resent`;
+    return errors.agentUnavailable(vm, detail, { command: job.command, cause });
+  },
+  /** the job could not be carried out on this socket (a forced sync with no reply, unserializable arguments) */
+  failed: (vm: string, job: Job, err: unknown) =>
+    errors.agentUnavailable(vm, `${job.command} failed for ${vm}: ${err instanceof Error ? err.message : String(err)}`, { command: job.command, cause: err }),
+  garbage: (vm: string, job: Job, err: Error) => errors.protocol(vm, job.command, err.message, { cause: err }),
+  infoFailed: (vm: string, job: Job) => errors.agentError(vm, job.command, 'guest-info failed'),
+  internal: (vm: string, err: unknown) => errors.internal(`the channel to ${vm} failed: ${String(err)}`, { vm, cause: err }),
+};
+
+const NOBODY_LISTENS = new Set(['ENOENT', 'ECONNREFUSED', 'ENOTSOCK', 'EACCES', 'EPERM']);
+
+/** The errno behind a failed connect when it means no agent is there at all (no QEMU, nothing on the port). */
+export function nobodyListens(err: unknown): string | undefined {
+  for (let e: unknown = err, depth = 0; e && typeof e === 'object' && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && code.startsWith('E') && code !== 'AGENT_UNAVAILABLE') return NOBODY_LISTENS.has(code) ? code : undefined;
+  }
+  return undefined;
+}

@@ -1,0 +1,183 @@
+/**
+ * What the Session state machine (session.ts, where its diagram and transitions are) stands on:
+ * its state, its one Alarm, the socket handle, how a phase is entered and shown, the requests from
+ * outside that end or suspend work (release, close, destroy), closing for good, and the wire's
+ * reports that change no phase (stale bytes, a stray reply that may answer an abandoned request).
+ */
+import type { Logger } from 'pino';
+import type { GatewayError } from '../errors.js';
+import { Alarm } from './alarm.js';
+import type { AgentConnection } from './connection.js';
+import type { ChannelEvents, ResyncReason } from './events.js';
+import { ended } from './outcomes.js';
+import type { Job, JobQueue } from './queue.js';
+import type { AgentInfo, ChannelSettings, ChannelState, Endpoint, JsonObject } from './types.js';
+
+/** abandoned requests remembered for their late replies; the oldest are forgotten first */
+const MAX_ORPHANS = 64;
+/** Commands whose reply names something the agent created and that nobody else could clean up. */
+const CREATES = new Set(['guest-file-open']);
+
+export type Phase = 'idle' | 'connecting' | 'syncing' | 'info' | 'ready' | 'inflight' | 'backoff' | 'closed';
+
+/** What the outside sees of each phase; the info step keeps what was shown before it. */
+const SHOWN: Record<Phase, ChannelState | undefined> = {
+  idle: 'idle', connecting: 'connecting', syncing: 'syncing', info: undefined, ready: 'ready', inflight: 'ready', backoff: 'backoff', closed: 'closed',
+};
+
+export abstract class SessionCore {
+  phase: Phase = 'idle';
+  /** what the outside sees (and is told by 'state' events) */
+  state: ChannelState = 'idle';
+  /** asked before every socket is opened (the pool's maxOpen); an error refuses it */
+  admission: (() => GatewayError | undefined) | undefined;
+  agentInfo: AgentInfo | undefined;
+  connectedAt: number | undefined;
+  inFlight: Job | undefined;
+  lastUsed: number;
+  protected readonly alarm: Alarm;
+  protected conn: AgentConnection | undefined;
+  protected infoError: GatewayError | undefined;
+  protected infoStale = true;
+  /** why the socket is out of step, for the next resync's 'resync' event */
+  protected resyncReason: ResyncReason | undefined;
+  protected syncStartedAt = 0;
+  /** the round trip of the sync this handshake just did: a forced sync right behind it takes it */
+  protected freshRttMs: number | undefined;
+  /** the id the job on the wire was sent with (agents that echo ids) */
+  protected inFlightId: number | undefined;
+  /** when the current step (connect, sync, guest-info, forced sync, backoff, idle release) is over */
+  protected stepDeadline = Infinity;
+  protected failures = 0;
+  protected lastFailure: Error | undefined;
+  private readonly orphans = new Map<number, string>();
+  private closeWaiters: (() => void)[] = [];
+
+  constructor(
+    readonly vm: string,
+    protected readonly endpoint: Endpoint,
+    protected readonly s: ChannelSettings,
+    protected readonly q: JobQueue,
+    protected readonly events: ChannelEvents,
+    protected readonly now: () => number,
+    protected readonly logger?: Logger,
+  ) {
+    this.lastUsed = now();
+    this.alarm = new Alarm(() => this.guard(this.tick), now);
+  }
+
+  /** holds (or is about to hold) the agent's socket */
+  get holdsSocket(): boolean {
+    return this.conn !== undefined || this.phase === 'backoff';
+  }
+
+  /** Have guest-info re-read before the next job. */
+  invalidateInfo(): void {
+    this.infoStale = true;
+  }
+
+  /** Close the socket now if nothing waits (idle release, pool eviction): ready → idle. */
+  release(): boolean {
+    if (this.q.length > 0 || this.inFlight || this.state === 'closing' || this.phase === 'closed') return false;
+    this.dropConn();
+    this.go('idle');
+    return true;
+  }
+
+  /** Show 'closing' (the Channel refuses new work), let the line drain, then close. */
+  close(): Promise<void> {
+    if (this.phase === 'closed') return Promise.resolve();
+    const closed = new Promise<void>((resolve) => this.closeWaiters.push(resolve));
+    this.show('closing');
+    if (this.phase === 'idle' || this.phase === 'ready') this.finishClose();
+    return closed;
+  }
+
+  /** Fail every waiting and running job now, and close. */
+  destroy(error: Error): void {
+    // waiting jobs, then the one on the wire; again if a listener slipped a job in meanwhile
+    while (this.phase !== 'closed') {
+      const running = this.inFlight;
+      this.inFlight = undefined;
+      if (this.q.length === 0 && !running) return this.finishClose();
+      this.q.failWaiting('unavailable', () => error);
+      if (running) this.q.finish(running, 'unavailable', error);
+    }
+  }
+
+  onWireStale(bytes: number): void {
+    this.logger?.debug({ vm: this.vm, bytes }, 'discarded stale agent data');
+    this.events.emit('stale', { vm: this.vm, bytes });
+  }
+
+  /** A reply nobody waited for: the late answer of an abandoned guest-file-open is handed on. */
+  onWireStray(msg: JsonObject): void {
+    const command = typeof msg.id === 'number' ? this.orphans.get(msg.id) : undefined;
+    if (command === undefined) return;
+    this.orphans.delete(msg.id as number);
+    if ('return' in msg) this.events.emit('orphan', { vm: this.vm, command, value: msg.return });
+  }
+
+  /** An abandoned request whose late reply would name something the agent created: watch for it. */
+  protected mayOrphan(id: number, command: string): void {
+    if (!CREATES.has(command)) return;
+    this.orphans.set(id, command);
+    if (this.orphans.size > MAX_ORPHANS) this.orphans.delete(this.orphans.keys().next().value as number);
+  }
+
+  /** The Alarm rang: act on whatever is due. */
+  protected abstract tick(): void;
+
+  /** Enter a phase and show it; its step must be over `stepMs` from now. */
+  protected go(phase: Phase, stepMs = Infinity): void {
+    if (this.phase === 'closed') return;
+    this.phase = phase;
+    this.stepDeadline = stepMs === Infinity ? Infinity : this.now() + stepMs;
+    this.alarm.set(this.stepDeadline, phase !== 'ready');
+    const shown = SHOWN[phase];
+    if (shown) this.show(shown);
+  }
+
+  /** Between steps: the Session's advance() or rest() decides (and shows) what comes next. */
+  protected toRest(): void {
+    if (this.phase === 'closed') return;
+    this.phase = this.conn ? 'ready' : 'idle';
+    this.stepDeadline = Infinity;
+  }
+
+  protected show(next: ChannelState): void {
+    const prev = this.state;
+    // a draining session still connects and syncs, but it stays 'closing' to the outside
+    if (prev === next || prev === 'closed' || (prev === 'closing' && next !== 'closed')) return;
+    this.state = next;
+    this.events.emit('state', { vm: this.vm, state: next, prev });
+  }
+
+  protected dropConn(): void {
+    const conn = this.conn;
+    this.conn = this.connectedAt = undefined;
+    conn?.destroy();
+  }
+
+  protected finishClose(): void {
+    this.alarm.clear();
+    this.dropConn();
+    this.phase = 'closed';
+    this.stepDeadline = Infinity;
+    this.show('closed');
+    for (const resolve of this.closeWaiters.splice(0)) resolve();
+  }
+
+  /** Run a transition; a defect in it fails this channel loudly but safely, not the process. */
+  protected guard(step: () => void): void;
+  protected guard<A>(step: (a: A) => void, a: A): void;
+  protected guard<A, B>(step: (a: A, b: B) => void, a: A, b: B): void;
+  protected guard(step: (a?: unknown, b?: unknown) => void, a?: unknown, b?: unknown): void {
+    try {
+      step.call(this, a, b);
+    } catch (err) {
+      this.logger?.error({ vm: this.vm, err }, 'channel loop failed');
+      this.destroy(ended.internal(this.vm, err));
+    }
+  }
+}

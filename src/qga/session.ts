@@ -1,0 +1,285 @@
+/**
+ * Session: the ONE state machine of a channel's agent socket (its state and plumbing: session-core.ts).
+ * It drains the channel's line one job at a time and alone decides when something took too long:
+ * one Alarm rings for the earliest of every job's deadline (fixed when the job was accepted) and
+ * the deadline of the current step (connectTimeoutMs; syncTimeoutMs for a whole resync and for
+ * guest-info; the backoff delay; idleReleaseMs).
+ *
+ *               jobs wait,                                our id back              answer (a
+ *               admitted (1)            open              (2)                      return or error)
+ *   idle ──────────────────────► connecting ─────► syncing ────────────► info ─────────────────┐
+ *    ▲                              ▲    │            │ ▲                  │                     ▼
+ *    │                              │    │ error,     │ │ socket out of    │ lost, garbage,    ready ◄──┐
+ *    │                              │    │ timeout    │ │ step (3)         │ timeout             │ │      │
+ *    │                              │    ▼            │ └──────────────────┼─────────────────────┘ │      │ settled
+ *    │                 full-jitter  │  handshake  ◄───┘ lost, timeout      │                head job │      │
+ *    │                 delay        │  failed (4) ◄──────────────────────────┘                       ▼      │
+ *    │ line empties    ┌────────────┘    │   │                                               inflight ───┘
+ *    ├◄─────────── backoff ◄─ jobs wait ─┘   │ line empty                                        │
+ *    ├◄──────────────────────────────────────┘                                                   │
+ *    ├◄── ready, line empty: idleReleaseMs, release(), socket lost                               │
+ *    └◄── socket gone, line empty (jobs wait: connecting) ◄──────────────────────────────────────┘
+ *
+ * (1) the pool's maxOpen, asked before every socket (after a backoff too); refused: the jobs fail
+ * (2) on to info only when guest-info is stale (a new socket, or invalidateInfo); else to ready
+ * (3) ready with jobs waiting: socket out of step → syncing on the SAME socket (0xFF + guest-sync-
+ *     delimited, fresh random id; reason timeout, aborted, protocol-error or stale-data); guest-info
+ *     stale → info; else the head job → inflight
+ * (4) the socket is destroyed; nobody listening (ENOENT, ECONNREFUSED…) fails the waiting jobs now
+ * inflight, settled by: a reply or agent error; a sync job: the handshake's round trip, else its own
+ *   sync · garbage or oversize → AGENT_PROTOCOL_ERROR, out of step · deadline or caller abort → at
+ *   once, out of step (a late guest-file-open reply → 'orphan') · socket lost → an idempotent job
+ *   goes back to the line head once (within its deadline), any other AGENT_UNAVAILABLE · a sync
+ *   job's own sync unanswered in syncTimeoutMs, or arguments that do not serialize → socket
+ *   destroyed, AGENT_UNAVAILABLE
+ * close(): shows 'closing' (new work refused); at rest → closed, else when the line has drained.
+ * destroy(): every waiting and running job fails now → closed.
+ * Shown outside (ChannelState) is the phase, except: inflight shows 'ready', info keeps what was
+ * shown before it, and a closing session shows 'closing' until it is closed.
+ */
+import { abortReason } from '../util/abort.js';
+import { agentErrorToGatewayError } from './agent-errors.js';
+import { parseAgentInfo } from './agent-info.js';
+import { AgentConnection, ConnectionLostError, type AgentReply, type ProtocolViolationError, type WireListener } from './connection.js';
+import type { CommandOutcome, ResyncReason } from './events.js';
+import { ended, nobodyListens } from './outcomes.js';
+import type { AbortHandler, Job } from './queue.js';
+import { SessionCore } from './session-core.js';
+
+export class Session extends SessionCore implements WireListener, AbortHandler {
+  /** A job joined the line: its deadline is watched from now on. */
+  accept(job: Job): void {
+    this.lastUsed = job.acceptedAt;
+    this.alarm.set(job.deadline, true);
+    if (this.q.settling === 0) this.guard(this.advance);
+  }
+
+  onWireOpen(conn: AgentConnection): void {
+    if (conn !== this.conn) return;
+    this.connectedAt = this.now();
+    this.infoStale = true;
+    this.guard(this.startSync, 'connect');
+  }
+
+  onWireAnswer(conn: AgentConnection, reply: AgentReply): void {
+    if (conn === this.conn) this.guard(this.answered, reply);
+  }
+
+  onWireViolation(conn: AgentConnection, err: ProtocolViolationError): void {
+    if (conn !== this.conn) return;
+    if (this.phase === 'info') return this.guard(this.handshakeFailed, err);
+    this.resyncReason = 'protocol-error';
+    this.guard(this.done, 'protocol-error', ended.garbage(this.vm, this.inFlight as Job, err));
+  }
+
+  onWireClose(conn: AgentConnection, err: ConnectionLostError, fenceReply?: AgentReply): void {
+    if (conn !== this.conn) return;
+    this.dropConn();
+    this.logger?.debug({ vm: this.vm, err: err.message }, 'agent connection closed');
+    if (fenceReply) this.guard(this.answered, fenceReply);
+    else if (this.phase === 'inflight') this.guard(this.lost, err);
+    else if (this.phase === 'ready') this.guard(this.rest);
+    else this.guard(this.handshakeFailed, err);
+  }
+
+  onCallerAbort(job: Job): void {
+    if (job.settled) return;
+    if (job.running) return this.guard(this.abandon, 'aborted', abortReason(job.signal as AbortSignal));
+    this.q.finish(job, 'aborted', abortReason(job.signal as AbortSignal));
+    this.guard(this.lineShrank);
+  }
+
+  /** At rest (idle, or ready with nothing on the wire): start what the line needs next. */
+  private advance(): void {
+    if (this.phase !== 'idle' && this.phase !== 'ready') return;
+    const refused = this.q.length > 0 && !this.conn ? this.admission?.() : undefined;
+    if (refused) this.q.failWaiting('unavailable', (job) => ended.refused(this.vm, job, refused));
+    const conn = this.conn;
+    if (this.q.length === 0) return this.rest();
+    if (!conn) return this.connect();
+    if (conn.needsSync) return this.startSync(this.resyncReason ?? 'stale-data');
+    if (this.infoStale) return this.startInfo(conn);
+    this.run(conn, this.q.shift() as Job);
+  }
+
+  /** Nothing waits: finish a close, or keep the socket until idleReleaseMs, or show idle. */
+  private rest(): void {
+    this.freshRttMs = undefined;
+    this.alarm.idle();
+    if (this.state === 'closing') return this.finishClose();
+    if (!this.conn) return this.go('idle');
+    this.go('ready', this.s.idleReleaseMs > 0 ? this.s.idleReleaseMs : Infinity);
+  }
+
+  private connect(): void {
+    this.go('connecting', this.s.connectTimeoutMs);
+    try {
+      this.conn = new AgentConnection(this.endpoint, this.s.maxReplyBytes, this);
+    } catch (err) {
+      this.handshakeFailed(err);
+    }
+  }
+
+  private startSync(reason: ResyncReason): void {
+    this.go('syncing', this.s.syncTimeoutMs);
+    this.resync(reason);
+  }
+
+  /** 0xFF + guest-sync-delimited with a fresh random id: for the handshake, or a forced sync job. */
+  private resync(reason: ResyncReason): void {
+    this.events.emit('resync', { vm: this.vm, reason });
+    this.resyncReason = undefined;
+    this.syncStartedAt = this.now();
+    (this.conn as AgentConnection).sync();
+  }
+
+  private startInfo(conn: AgentConnection): void {
+    this.go('info', this.s.syncTimeoutMs);
+    conn.request('guest-info', undefined, false);
+  }
+
+  private handshakeFailed(err: unknown): void {
+    this.dropConn();
+    this.failures++;
+    this.lastFailure = err instanceof Error ? err : new Error(String(err));
+    this.logger?.debug({ vm: this.vm, err: this.lastFailure.message, failures: this.failures }, 'agent connect/sync failed');
+    // Nothing behind the path or port: retrying until each deadline would give the same answer.
+    const errno = this.q.length > 0 ? nobodyListens(err) : undefined;
+    if (errno) this.q.failWaiting('unavailable', (job) => ended.nobodyListens(this.vm, job, errno));
+    this.toRest();
+    if (this.q.length === 0) return this.rest();
+    const { initialMs, maxMs } = this.s.backoff;
+    this.go('backoff', Math.random() * Math.min(maxMs, initialMs * 2 ** Math.min(this.failures - 1, 30)));
+  }
+
+  private run(conn: AgentConnection, job: Job): void {
+    const rttMs = this.freshRttMs;
+    this.freshRttMs = undefined;
+    this.go('inflight');
+    job.running = true;
+    this.inFlight = job;
+    this.lastUsed = this.now();
+    if (job.kind === 'info') return this.agentInfo ? this.done('ok', this.agentInfo) : this.done('agent-error', this.infoError ?? ended.infoFailed(this.vm, job));
+    if (job.kind === 'sync') {
+      if (rttMs !== undefined) return this.done('ok', { rttMs });
+      this.alarm.set((this.stepDeadline = this.lastUsed + this.s.syncTimeoutMs), true);
+      return this.resync('requested');
+    }
+    const info = this.agentInfo;
+    // guest-info's own word on success-response beats the catalog's; ids only where they are echoed
+    const successResponse = info?.commands.get(job.command)?.successResponse ?? job.spec.successResponse;
+    try {
+      const withId = info?.echoesId === true;
+      this.inFlightId = successResponse ? conn.request(job.command, job.args, withId) : conn.fence(job.command, job.args, withId);
+    } catch (err) {
+      // not even written (arguments that do not serialize): this socket is not trusted any more
+      this.dropConn();
+      this.done('unavailable', ended.failed(this.vm, job, err));
+    }
+  }
+
+  private answered(reply: AgentReply): void {
+    if (this.phase === 'inflight') {
+      const job = this.inFlight as Job;
+      if (job.kind === 'sync') return this.done('ok', { rttMs: this.now() - this.syncStartedAt });
+      if (reply.ok) return this.done('ok', reply.value);
+      return this.done('agent-error', agentErrorToGatewayError(reply.error, { vm: this.vm, command: job.command }));
+    }
+    if (this.phase === 'syncing') {
+      this.freshRttMs = this.now() - this.syncStartedAt;
+      if (this.infoStale) return this.startInfo(this.conn as AgentConnection);
+    } else {
+      // without guest-info, commands still work: matched in order, without ids
+      this.agentInfo = reply.ok ? parseAgentInfo(reply.value) : undefined;
+      this.infoError = reply.ok ? undefined : agentErrorToGatewayError(reply.error, { vm: this.vm, command: 'guest-info' });
+      this.infoStale = false;
+    }
+    // the handshake is through
+    this.failures = 0;
+    this.lastFailure = undefined;
+    this.toRest();
+    this.advance();
+  }
+
+  /** The socket closed under the job on the wire. */
+  private lost(err: ConnectionLostError): void {
+    const job = this.inFlight as Job;
+    const resendable = job.kind !== 'command' || job.spec.idempotent;
+    if (!resendable || job.retried) return this.done('unavailable', ended.lost(this.vm, job, resendable, err));
+    if (this.now() >= job.deadline) return this.done('unavailable', ended.lost(this.vm, job, true));
+    this.offWire(job);
+    job.retried = true;
+    this.q.requeue(job);
+    this.logger?.debug({ vm: this.vm, command: job.command }, 'connection lost; resending idempotent command');
+    this.advance();
+  }
+
+  /** Deadline or caller abort on the wire: the caller is answered now; the socket stays, out of step. */
+  private abandon(outcome: CommandOutcome, error: Error): void {
+    const job = this.inFlight as Job;
+    this.resyncReason = outcome === 'timeout' ? 'timeout' : 'aborted';
+    this.conn?.abandon();
+    if (this.inFlightId !== undefined) this.mayOrphan(this.inFlightId, job.command);
+    this.done(outcome, error);
+  }
+
+  /** The job on the wire is finished: settle it and go on with the line. */
+  private done(outcome: CommandOutcome, result: unknown): void {
+    const job = this.inFlight as Job;
+    this.offWire(job);
+    this.q.finish(job, outcome, result);
+    this.advance();
+  }
+
+  private offWire(job: Job): void {
+    job.running = false;
+    this.inFlight = this.inFlightId = undefined;
+    this.lastUsed = this.now();
+    this.toRest();
+  }
+
+  /** Backoff lasts only while jobs wait. */
+  private lineShrank(): void {
+    if (this.phase !== 'backoff' || this.q.length > 0) return;
+    this.toRest();
+    this.advance();
+  }
+
+  protected tick(): void {
+    const now = this.now();
+    const { vm } = this;
+    // Waiting jobs first: one that expires together with the job on the wire waited behind it.
+    if (this.q.earliestDeadline() <= now) {
+      if (this.phase === 'inflight') this.q.failWaiting('timeout', (job) => ended.neverSent(vm, job), now);
+      else this.q.failWaiting('unavailable', (job) => ended.notConnected(vm, job, this.lastFailure), now);
+      this.lineShrank();
+    }
+    const running = this.inFlight;
+    if (running && running.deadline <= now) this.abandon('timeout', ended.noReply(vm, running));
+    else if (this.stepDeadline <= now) this.stepExpired();
+    if (this.phase === 'closed') return;
+    this.alarm.set(Math.min(this.inFlight?.deadline ?? Infinity, this.q.earliestDeadline()), true);
+    this.alarm.set(this.stepDeadline, this.phase !== 'ready');
+  }
+
+  private stepExpired(): void {
+    const noReply = new Error(`no reply within ${this.s.syncTimeoutMs} ms`);
+    switch (this.phase) {
+      case 'connecting': {
+        const err = new Error(`no connection within ${this.s.connectTimeoutMs} ms`);
+        return this.handshakeFailed(new ConnectionLostError(`cannot connect to the agent: ${err.message}`, err));
+      }
+      case 'syncing':
+      case 'info':
+        return this.handshakeFailed(noReply);
+      case 'inflight': // a forced sync that did not come back: the socket cannot be trusted any more
+        this.dropConn();
+        return this.done('unavailable', ended.failed(this.vm, this.inFlight as Job, noReply));
+      case 'backoff':
+        this.toRest();
+        return this.advance();
+      case 'ready':
+        if (this.release()) this.logger?.debug({ vm: this.vm }, 'released idle agent connection');
+    }
+  }
+}
