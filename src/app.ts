@@ -9,7 +9,7 @@ import { SerializerSelector } from '@fastify/fast-json-stringify-compiler';
 import pino, { type Logger } from 'pino';
 import type { Config } from './config/schema.js';
 import { trackReplies } from './http/abort.js';
-import { registerErrorHandling } from './http/error-handler.js';
+import { clientErrorHandler, frameworkErrors, registerErrorHandling } from './http/error-handler.js';
 import { registerJsonBody } from './http/json-body.js';
 import { registerAuth } from './http/plugins/auth.js';
 import { registerHttpMetrics } from './http/plugins/metrics.js';
@@ -111,6 +111,10 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
     bodyLimit: config.server.bodyLimitBytes,
     trustProxy: config.server.trustProxy,
     requestTimeout: config.server.requestTimeoutMs,
+    // a VM name is up to 128 characters (API.md); Fastify's default (100) would make such a VM unreachable
+    routerOptions: { maxParamLength: 256 },
+    frameworkErrors,
+    clientErrorHandler,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     ajv: { customOptions: { removeAdditional: false } },

@@ -5,7 +5,10 @@
  * and shown to the caller without internals.
  */
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { ERRORS, GatewayError, errors, type ErrorCode } from '../errors.js';
+import { trackAllowedMethods } from './allowed-methods.js';
 
 export interface Problem {
   type: string;
@@ -104,7 +107,47 @@ export function registerErrorHandling(app: FastifyInstance): void {
     request.log.error({ err: error }, 'unhandled error');
     return sendProblem(reply, errors.internal(), request);
   });
-  app.setNotFoundHandler((request, reply) =>
-    sendProblem(reply, errors.notFound(`no route ${request.method} ${request.url.split('?')[0]}`), request),
+  const allowedMethods = trackAllowedMethods(app);
+  app.setNotFoundHandler((request, reply) => {
+    const path = request.url.split('?')[0];
+    const allow = allowedMethods(path);
+    if (allow.length > 0) {
+      reply.header('allow', allow.join(', '));
+      return sendProblem(reply, errors.methodNotAllowed(request.method, path, allow), request);
+    }
+    return sendProblem(reply, errors.notFound(`no route ${request.method} ${path}`), request);
+  });
+}
+
+/**
+ * Errors Fastify's router raises before any route runs (a path parameter over maxParamLength, a
+ * URL that cannot be decoded): problem+json like every other error.
+ */
+export function frameworkErrors(error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  const ge =
+    error.code === 'FST_ERR_MAX_PARAM_LENGTH'
+      ? errors.uriTooLong('a path parameter is longer than the gateway accepts')
+      : error.statusCode === 414
+        ? errors.uriTooLong(error.message)
+        : errors.validation(error.message);
+  void sendProblem(reply, ge, request);
+}
+
+/**
+ * Errors Node's HTTP parser raises before Fastify sees a request (headers over the limit, a
+ * malformed request line): problem+json written on the raw socket, then the connection is closed.
+ * A request that timed out while its headers trickled in is simply cut off.
+ */
+export function clientErrorHandler(err: Error & { code?: string }, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const ge = err.code === 'HPE_HEADER_OVERFLOW' ? errors.headersTooLarge() : errors.validation('the request could not be parsed as HTTP');
+  const body = JSON.stringify(toProblem(ge));
+  socket.end(
+    `HTTP/1.1 ${ge.status} ${STATUS_CODES[ge.status] ?? ''}\r\nContent-Type: ${PROBLEM_CONTENT_TYPE}\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
   );
 }

@@ -118,9 +118,9 @@ describe('raw passthrough', () => {
       const p = await expectProblem(app, { method: 'POST', url: `/v1/vms/ok/qga/${name}`, payload: { id: 1 } }, 400, 'VALIDATION_FAILED');
       expect(String(p.detail)).toContain('/agent/sync');
     }
-    // a freeze without a lease would never be thawed automatically
-    for (const name of ['guest-fsfreeze-freeze', 'guest-fsfreeze-freeze-list']) {
-      const p = await expectProblem(app, { method: 'POST', url: `/v1/vms/ok/qga/${name}`, payload: {} }, 400, 'VALIDATION_FAILED');
+    // a freeze without a lease would never be thawed automatically; a raw thaw would skip the lease check
+    for (const name of ['guest-fsfreeze-freeze', 'guest-fsfreeze-freeze-list', 'guest-fsfreeze-thaw']) {
+      const p = await expectProblem(app, { method: 'POST', url: `/v1/vms/ok/qga/${name}`, payload: {} }, 409, 'USE_FREEZE_API');
       expect(String(p.detail)).toContain('/fsfreeze');
     }
     await expectProblem(app, { method: 'POST', url: '/v1/vms/ok/qga/guest-ping', payload: [1, 2] }, 400, 'VALIDATION_FAILED');

@@ -26,9 +26,6 @@ const NOT_YET_RAISED: Record<string, string> = {
   REPLY_TOO_LARGE: 'issue 12 (bounded memory)',
   NOTHING_FROZEN: 'issue 12 (freeze answers)',
   LEASE_EXPIRED: 'issue 12 (freeze answers)',
-  METHOD_NOT_ALLOWED: 'issue 12 (schema-fuzzer edges)',
-  URI_TOO_LONG: 'issue 12 (schema-fuzzer edges)',
-  HEADERS_TOO_LARGE: 'issue 12 (schema-fuzzer edges)',
   NODE_UNAVAILABLE: 'issue 17 (cluster)',
   WAIT_TIMEOUT: 'issue 15 (fleet view: wait)',
 };

@@ -63,6 +63,7 @@ export function expectString(vm: string, command: string, value: JsonValue): str
  * `{}`, so `curl -X POST …/shutdown` works without `-d '{}'`.
  */
 export const emptyBodyIsObject: preValidationHookHandler = (request, _reply, done) => {
-  if (request.body === undefined || request.body === null) request.body = {};
+  // only a missing body means "no arguments"; a JSON null is not an object and fails validation
+  if (request.body === undefined) request.body = {};
   done();
 };

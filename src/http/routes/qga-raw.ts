@@ -17,8 +17,9 @@ import { COMMAND_NAME_PATTERN } from '../../qga/commands.js';
 import type { JsonObject } from '../../qga/types.js';
 import { stringifyJson } from '../../util/json.js';
 import { requestSignal } from '../abort.js';
-import { AGENT_ERRORS, VmName, problemResponses } from '../schemas/common.js';
+import { VmName } from '../schemas/common.js';
 import { emptyBodyIsObject } from './agent-reply.js';
+import { operation } from './operation.js';
 
 const RawParams = Type.Object(
   {
@@ -48,41 +49,36 @@ export default async function rawRoutes(fastify: FastifyInstance): Promise<void>
 
   app.post(
     '/vms/:vm/qga/:command',
-    {
-      config: { scope: 'admin' },
-      preValidation: emptyBodyIsObject,
-      schema: {
-        operationId: 'qgaPassthrough',
-        tags: ['raw'],
-        summary: 'Send any QGA command verbatim (admin)',
-        description:
-          'The body is the command\'s `arguments`. 200 carries the agent\'s `return` value unchanged; commands that ' +
-          'answer nothing on success (guest-shutdown, guest-suspend-*, and any the agent lists with ' +
-          'success-response=false) get 202 once the sync fence shows the agent accepted them. Agent errors map as on ' +
-          'every route (422 AGENT_ERROR with qga.class/qga.desc). Refused with 400: guest-sync and guest-sync-delimited ' +
-          '(use POST /agent/sync), and guest-fsfreeze-freeze and -freeze-list (a freeze needs a lease: use POST /fsfreeze).',
-        'x-qga-command': 'guest-*',
-        params: RawParams,
-        body: RawArguments,
-        response: {
-          200: Type.Object(
-            { return: Type.Unknown({ description: "the agent's return value, verbatim" }) },
-            { description: 'The command answered' },
-          ),
-          202: Type.Object(
-            { accepted: Type.Literal(true) },
-            { description: 'A no-response command was accepted (no error before the sync fence)' },
-          ),
-          ...problemResponses(AGENT_ERRORS),
-        },
+    operation('raw', 'qgaPassthrough', {
+      scope: 'admin',
+      summary: 'Send any QGA command verbatim (admin)',
+      description:
+        'The body is the command\'s `arguments`. 200 carries the agent\'s `return` value unchanged; commands that ' +
+        'answer nothing on success (guest-shutdown, guest-suspend-*, and any the agent lists with ' +
+        'success-response=false) get 202 once the sync fence shows the agent accepted them. Agent errors map as on ' +
+        'every route (422 AGENT_ERROR with qga.class/qga.desc). Refused with 400: guest-sync and guest-sync-delimited ' +
+        '(use POST /agent/sync). Refused with 409 USE_FREEZE_API: guest-fsfreeze-freeze, -freeze-list and -thaw (freezes need a lease, thaws a lease check: use the fsfreeze routes). Every call is audited.',
+      command: 'guest-*',
+      params: RawParams,
+      body: RawArguments,
+      ok: {
+        200: Type.Object(
+          { return: Type.Unknown({ description: "the agent's return value, verbatim" }) },
+          { description: 'The command answered' },
+        ),
+        202: Type.Object(
+          { accepted: Type.Literal(true) },
+          { description: 'A no-response command was accepted (no error before the sync fence)' },
+        ),
       },
-    },
+      preValidation: emptyBodyIsObject,
+    }),
     async (request, reply) => {
       const { vm, command } = request.params;
       const body = request.body as JsonObject;
       const args = Object.keys(body).length > 0 ? body : undefined;
-      const { value, noResponse } = await raw.run(vm, command, args, requestSignal(request));
-      reply.serializer(stringifyJson);
+      const { value, noResponse } = await raw.run(vm, command, args, request.principal.name, requestSignal(request));
+      reply.type('application/json; charset=utf-8').serializer(stringifyJson);
       if (noResponse) return reply.code(202).send({ accepted: true as const });
       return reply.code(200).send({ return: value });
     },

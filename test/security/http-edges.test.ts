@@ -1,0 +1,107 @@
+/**
+ * Issue 12, item 12 — edges an outside schema fuzzer found: every error raised below the routes is
+ * problem+json with a stable code, a VM with the longest legal name stays reachable (and
+ * removable), a JSON null is not an object, a known path with another method is a 405.
+ */
+import net from 'node:net';
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { SimAgent } from '../../sim/index.js';
+import { listen } from '../helpers/app.js';
+import { agentCommands, expectProblem, makeRoutesApp, startSim, type SimFleet } from '../integration/routes-support.js';
+
+let fleet: SimFleet;
+let vm: SimAgent;
+let app: FastifyInstance;
+let base: URL;
+
+beforeAll(async () => {
+  fleet = await startSim();
+  vm = await fleet.add({ name: 'edge' });
+  app = await makeRoutesApp({ vms: [{ name: 'edge', endpoint: vm.endpoint }], config: { registry: { allowApiRegistration: true } } });
+  base = new URL(await listen(app));
+});
+
+afterAll(async () => {
+  await app?.close();
+  await fleet?.close();
+});
+
+/** One raw HTTP exchange on a fresh socket: what the server wrote before it closed. */
+function rawExchange(request: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host: base.hostname, port: Number(base.port) }, () => s.write(request));
+    let got = '';
+    s.on('data', (d) => (got += d.toString('latin1')));
+    s.on('close', () => resolve(got));
+    s.on('error', reject);
+    s.setTimeout(5_000, () => s.destroy(new Error('no answer within 5 s')));
+  });
+}
+
+function problemOf(response: string): { status: number; type: string; body: Record<string, unknown> } {
+  const [head, body] = response.split('\r\n\r\n');
+  const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1]);
+  const type = /content-type: ([^\r\n]+)/i.exec(head)?.[1] ?? '';
+  return { status, type, body: JSON.parse(body) as Record<string, unknown> };
+}
+
+describe('HTTP edges', () => {
+  it('the raw passthrough answers with a JSON content type', async () => {
+    const r = await app.inject({ method: 'POST', url: '/v1/vms/edge/qga/guest-ping', payload: {} });
+    expect(r.statusCode).toBe(200);
+    expect(r.headers['content-type']).toBe('application/json; charset=utf-8');
+  });
+
+  it('a VM with a 128-character name can be registered, reached and deleted', async () => {
+    const name = `v${'x'.repeat(127)}`;
+    const other = await fleet.add({ name: 'edge-long' });
+    const reg = await app.inject({ method: 'POST', url: '/v1/vms', payload: { name, endpoint: other.endpoint } });
+    expect(reg.statusCode).toBe(201);
+    expect((await app.inject({ method: 'GET', url: `/v1/vms/${name}` })).statusCode).toBe(200);
+    expect((await app.inject({ method: 'GET', url: `/v1/vms/${name}/ping` })).statusCode).toBe(200);
+    expect((await app.inject({ method: 'DELETE', url: `/v1/vms/${name}` })).statusCode).toBe(204);
+    await expectProblem(app, { method: 'GET', url: `/v1/vms/${name}` }, 404, 'VM_NOT_FOUND');
+  });
+
+  it('a path parameter over the limit is 414 URI_TOO_LONG as problem+json', async () => {
+    await expectProblem(app, { method: 'GET', url: `/v1/vms/${'y'.repeat(300)}` }, 414, 'URI_TOO_LONG');
+  });
+
+  it('a JSON null body is not an object: 400, and nothing reaches the agent', async () => {
+    const before = agentCommands(vm).length;
+    const headers = { 'content-type': 'application/json' };
+    await expectProblem(app, { method: 'POST', url: '/v1/vms/edge/shutdown', headers, payload: 'null' }, 400, 'VALIDATION_FAILED');
+    await expectProblem(app, { method: 'POST', url: '/v1/vms/edge/fstrim', headers, payload: 'null' }, 400, 'VALIDATION_FAILED');
+    await expectProblem(app, { method: 'POST', url: '/v1/vms/edge/qga/guest-ping', headers, payload: 'null' }, 400, 'VALIDATION_FAILED');
+    expect(agentCommands(vm).slice(before)).toEqual([]);
+    // an omitted body still means "no arguments"
+    expect((await app.inject({ method: 'POST', url: '/v1/vms/edge/qga/guest-ping' })).statusCode).toBe(200);
+  });
+
+  it('a known path with a method it does not serve is 405 METHOD_NOT_ALLOWED with Allow', async () => {
+    const r = await app.inject({ method: 'PUT', url: '/v1/vms/edge/ping' });
+    expect(r.statusCode).toBe(405);
+    expect(r.headers['content-type']).toMatch(/^application\/problem\+json/);
+    expect(r.json()).toMatchObject({ code: 'METHOD_NOT_ALLOWED', allow: ['GET', 'HEAD'] });
+    expect(r.headers.allow).toBe('GET, HEAD');
+    const listing = await app.inject({ method: 'PATCH', url: '/v1/vms' });
+    expect(listing.statusCode).toBe(405);
+    expect(String(listing.headers.allow).split(', ')).toEqual(['GET', 'HEAD', 'POST']);
+    await expectProblem(app, { method: 'GET', url: '/v1/no-such-thing' }, 404, 'NOT_FOUND');
+  });
+
+  it('headers over the server limit are 431 HEADERS_TOO_LARGE as problem+json', async () => {
+    const res = problemOf(await rawExchange(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(64 * 1024)}\r\n\r\n`));
+    expect(res.status).toBe(431);
+    expect(res.type).toMatch(/^application\/problem\+json/);
+    expect(res.body).toMatchObject({ code: 'HEADERS_TOO_LARGE', status: 431 });
+  });
+
+  it('a malformed request is 400 VALIDATION_FAILED as problem+json', async () => {
+    const res = problemOf(await rawExchange('GARBAGE\r\n\r\n'));
+    expect(res.status).toBe(400);
+    expect(res.type).toMatch(/^application\/problem\+json/);
+    expect(res.body).toMatchObject({ code: 'VALIDATION_FAILED', status: 400 });
+  });
+});
