@@ -12,6 +12,7 @@ import { trackReplies } from './http/abort.js';
 import { clientErrorHandler, frameworkErrors, registerErrorHandling } from './http/error-handler.js';
 import { registerJsonBody } from './http/json-body.js';
 import { registerAuth } from './http/plugins/auth.js';
+import { allowedHostNames, registerOriginChecks } from './http/plugins/origin.js';
 import { registerHttpMetrics } from './http/plugins/metrics.js';
 import { registerSwagger } from './http/plugins/swagger.js';
 import execRoutes from './http/routes/exec.js';
@@ -115,6 +116,8 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
     routerOptions: { maxParamLength: 256 },
     frameworkErrors,
     clientErrorHandler,
+    // a request without Host is answered by the Host check (421 problem+json), not by Node's bare 400
+    http: { requireHostHeader: false },
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     ajv: { customOptions: { removeAdditional: false } },
@@ -148,7 +151,9 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   registerJsonBody(app);
   const shutdown = new AbortController();
   trackReplies(app, shutdown.signal);
+  registerOriginChecks(app, config.server);
   registerAuth(app, config, opts.env);
+  warnAboutOpenDoors(app, config);
   registerHttpMetrics(app, services.metrics);
   // shared QGA schemas at the root, so every route group and the OpenAPI components see one copy
   registerQgaSchemas(app);
@@ -187,4 +192,15 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
     await services.stop();
   });
   return app;
+}
+
+/** Settings that open the gateway wider than its defaults, said once at start-up. */
+function warnAboutOpenDoors(app: FastifyInstance, config: Config): void {
+  const wide = config.auth.anonymousScopes.filter((s) => s !== 'read');
+  if (config.auth.tokens.length === 0 && wide.length > 0) {
+    app.log.warn({ anonymousScopes: config.auth.anonymousScopes }, `no tokens configured and anonymous callers get ${wide.join(' and ')}: any local process can change guests`);
+  }
+  if (!allowedHostNames(config.server)) {
+    app.log.warn({ host: config.server.host }, 'wildcard bind without server.allowedHosts: requests are accepted for any Host name');
+  }
 }

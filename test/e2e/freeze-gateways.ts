@@ -38,7 +38,8 @@ export async function freePort(): Promise<number> {
 export async function spawnGateway(name: string, dir: string, config: Record<string, unknown>): Promise<Gateway> {
   const port = await freePort();
   const file = path.join(dir, `${name}.yaml`);
-  await writeFile(file, stringify({ ...config, server: { host: '127.0.0.1', port } }));
+  // no tokens: the anonymous caller must be allowed to freeze (the shipped default is read only)
+  await writeFile(file, stringify({ auth: { anonymousScopes: ['read', 'write', 'admin'] }, ...config, server: { host: '127.0.0.1', port } }));
   let out = '';
   const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts', '--config', file], {
     cwd: ROOT,

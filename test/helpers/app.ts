@@ -21,6 +21,8 @@ export function testConfig(opts: TestAppOptions = {}): Config {
   const base: Record<string, unknown> = {
     log: { level: opts.logLevel ?? process.env.TEST_LOG_LEVEL ?? 'silent' },
     agent: { idleReleaseMs: 0 },
+    // tests drive every route without tokens; the shipped default is read only (test/security/safe-defaults)
+    auth: { anonymousScopes: ['read', 'write', 'admin'] },
     vms: opts.vms ?? [],
   };
   const merged: Record<string, unknown> = { ...base };

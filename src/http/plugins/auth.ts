@@ -5,21 +5,23 @@
  * Scopes: `read` (GET routes), `write` (routes that change the guest), `admin` (raw passthrough,
  * forced thaw, VM registration). A route declares `config: { scope }` when it differs from the
  * default for its method; service routes declare `config: { public: true }`.
- * Without configured tokens the caller is anonymous with `auth.anonymousScopes`; config loading
- * then refuses any non-loopback listen address.
+ * Without configured tokens the caller is anonymous with `auth.anonymousScopes` (read only unless
+ * configured otherwise); config loading then refuses any non-loopback listen address. VM globs are
+ * matched without regular expressions (util/glob.ts).
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Config, Scope } from '../../config/schema.js';
 import { errors } from '../../errors.js';
+import { globMatcher } from '../../util/glob.js';
 import { isObjectLike } from '../../util/unknown.js';
 
 export interface Principal {
   name: string;
   scopes: ReadonlySet<Scope>;
-  /** undefined = every VM */
-  vms?: RegExp[];
+  /** the token's VM globs (util/glob.ts); undefined = every VM */
+  vms?: (vm: string) => boolean;
 }
 
 declare module 'fastify' {
@@ -41,10 +43,6 @@ function digest(s: string): Buffer {
   return createHash('sha256').update(s).digest();
 }
 
-function globToRegExp(glob: string): RegExp {
-  const re = glob.replace(/[.+^${}()|[\]\\?]/g, '\\$&').replace(/\*/g, '.*');
-  return new RegExp(`^${re}$`);
-}
 
 export function loadTokens(config: Config, env: Record<string, string | undefined> = process.env): TokenEntry[] {
   return config.auth.tokens.map((t) => {
@@ -52,13 +50,13 @@ export function loadTokens(config: Config, env: Record<string, string | undefine
     if (secret.length < 16) throw new Error(`auth token "${t.name}" is shorter than 16 characters`);
     return {
       digest: digest(secret),
-      principal: { name: t.name, scopes: new Set(t.scopes), ...(t.vms ? { vms: t.vms.map(globToRegExp) } : {}) },
+      principal: { name: t.name, scopes: new Set(t.scopes), ...(t.vms ? { vms: globMatcher(t.vms) } : {}) },
     };
   });
 }
 
 export function canAccessVm(p: Principal, vm: string): boolean {
-  return !p.vms || p.vms.some((re) => re.test(vm));
+  return !p.vms || p.vms(vm);
 }
 
 export function requireScope(request: FastifyRequest, scope: Scope): void {

@@ -1,0 +1,43 @@
+/**
+ * Host and Origin checks, before authentication and before any body is read (onRequest):
+ *  - a Host header that is not one of the gateway's names is 421 MISDIRECTED_REQUEST: a web page
+ *    that rebinds its own DNS name to 127.0.0.1 reaches the loopback gateway with its own name in
+ *    Host, and is refused here (DNS rebinding);
+ *  - a request carrying an Origin that is not in server.allowedOrigins is 403 ORIGIN_FORBIDDEN: a
+ *    browser sends Origin on cross-site POSTs, which is how a page the operator visits could
+ *    otherwise shut a VM down (CSRF). Clients that are not browsers send no Origin.
+ */
+import { hostname } from 'node:os';
+import type { FastifyInstance } from 'fastify';
+import type { Config } from '../../config/schema.js';
+import { errors } from '../../errors.js';
+
+const WILDCARD_BINDS = new Set(['0.0.0.0', '::', '[::]', '']);
+
+/** The Host names to accept, or undefined for any. */
+export function allowedHostNames(server: Config['server']): Set<string> | undefined {
+  if (server.allowedHosts) return new Set(server.allowedHosts.map(normalizeHost));
+  if (WILDCARD_BINDS.has(server.host)) return undefined;
+  return new Set(['localhost', '127.0.0.1', '::1', normalizeHost(server.host), hostname().toLowerCase()].filter((h) => h !== ''));
+}
+
+/** `Example.org:8080` → `example.org`, `[::1]:80` → `::1` */
+export function normalizeHost(host: string): string {
+  const h = host.trim().toLowerCase();
+  if (h.startsWith('[')) return h.slice(1, h.indexOf(']') > 0 ? h.indexOf(']') : undefined);
+  const colon = h.indexOf(':');
+  return colon >= 0 && h.indexOf(':', colon + 1) < 0 ? h.slice(0, colon) : h;
+}
+
+export function registerOriginChecks(app: FastifyInstance, server: Config['server']): void {
+  const hosts = allowedHostNames(server);
+  const origins = new Set(server.allowedOrigins.map((o) => o.toLowerCase().replace(/\/+$/, '')));
+  app.addHook('onRequest', async (request) => {
+    if (hosts) {
+      const host = request.headers.host;
+      if (typeof host !== 'string' || !hosts.has(normalizeHost(host))) throw errors.misdirected(typeof host === 'string' ? host : '');
+    }
+    const origin = request.headers.origin;
+    if (typeof origin === 'string' && !origins.has(origin.toLowerCase().replace(/\/+$/, ''))) throw errors.originForbidden(origin);
+  });
+}
