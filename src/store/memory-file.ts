@@ -3,7 +3,7 @@ import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { errors } from '../errors.js';
 import { errorMessage } from '../util/unknown.js';
-import type { Lease, VmRegistration } from './types.js';
+import type { EndedRecord, Lease, VmRegistration } from './types.js';
 
 export interface Snapshot {
   epoch: string;
@@ -13,6 +13,8 @@ export interface Snapshot {
   deadlines: Array<[string, number]>;
   idem: Array<[string, { session: string; leaseId: string; forgetAt: number }]>;
   vms: VmRegistration[];
+  /** tombstones, oldest first; absent in files written before they existed */
+  ended?: Array<[string, EndedRecord]>;
 }
 
 export function writeSnapshot(file: string, snap: Snapshot): void {

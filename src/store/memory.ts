@@ -11,7 +11,8 @@
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readSnapshot, writeSnapshot } from './memory-file.js';
-import type { AcquireRequest, AcquireResult, FenceCheck, Lease, LeaseStore, RenewResult, SessionData, StoreHealth, VmRegistration } from './types.js';
+import type { AcquireRequest, AcquireResult, EndedBy, EndedLease, EndedRecord, FenceCheck, Lease, LeaseStore, RenewResult, SessionData, StoreHealth, VmRegistration } from './types.js';
+import { ENDED_RETENTION_MS } from './types.js';
 
 interface Lock {
   session: string;
@@ -21,11 +22,18 @@ interface Lock {
 /** How long an idempotency key is remembered after its lease could have ended at the latest. */
 export const IDEMPOTENCY_RETENTION_MS = 3_600_000;
 
+/** At most this many tombstones are kept; the oldest go first. */
+export const MAX_ENDED_LEASES = 10_000;
+
 export interface MemoryStoreOptions {
   /** injectable so that tests can move time; default Date.now */
   clock?: () => number;
   /** keep the state in this file across restarts */
   persistPath?: string;
+  /** how long a tombstone is kept (default ENDED_RETENTION_MS) */
+  endedRetentionMs?: number;
+  /** how many tombstones are kept at most (default MAX_ENDED_LEASES) */
+  maxEndedLeases?: number;
 }
 
 
@@ -40,6 +48,10 @@ export class MemoryStore implements LeaseStore {
   private readonly deadlines = new Map<string, number>();
   private readonly idem = new Map<string, { session: string; leaseId: string; forgetAt: number }>();
   private readonly vms = new Map<string, VmRegistration>();
+  /** leaseId → tombstone, oldest first (insertion order) */
+  private readonly endedLeases = new Map<string, EndedRecord>();
+  private readonly endedRetentionMs: number;
+  private readonly maxEndedLeases: number;
   private lastFence = 0;
   private closed = false;
   private readonly clock: () => number;
@@ -49,6 +61,8 @@ export class MemoryStore implements LeaseStore {
     this.clock = opts.clock ?? Date.now;
     this.persistPath = opts.persistPath;
     this.durable = opts.persistPath !== undefined;
+    this.endedRetentionMs = opts.endedRetentionMs ?? ENDED_RETENTION_MS;
+    this.maxEndedLeases = opts.maxEndedLeases ?? MAX_ENDED_LEASES;
     if (this.persistPath && existsSync(this.persistPath)) this.load(this.persistPath);
   }
 
@@ -131,7 +145,7 @@ export class MemoryStore implements LeaseStore {
     return { ok: true, lease: copy(s), capped };
   }
 
-  async release(session: string, leaseId: string): Promise<boolean> {
+  async release(session: string, leaseId: string, endedBy?: EndedBy): Promise<boolean> {
     const s = this.sessions.get(session);
     if (!s || s.leaseId !== leaseId) return false;
     for (const key of s.keys) {
@@ -139,8 +153,15 @@ export class MemoryStore implements LeaseStore {
     }
     this.sessions.delete(session);
     this.deadlines.delete(session);
+    if (endedBy) this.remember(leaseId, { session, endedAt: this.clock(), endedBy });
     this.persist();
     return true;
+  }
+
+  async ended(leaseId: string): Promise<EndedLease | undefined> {
+    this.forgetEnded(this.clock());
+    const t = this.endedLeases.get(leaseId);
+    return t ? { leaseId, ...t } : undefined;
   }
 
   async getByKey(key: string): Promise<Lease | undefined> {
@@ -248,6 +269,7 @@ export class MemoryStore implements LeaseStore {
       deadlines: [...this.deadlines],
       idem: [...this.idem],
       vms: [...this.vms.values()],
+      ended: [...this.endedLeases],
     };
     writeSnapshot(this.persistPath, snap);
   }
@@ -261,6 +283,27 @@ export class MemoryStore implements LeaseStore {
     for (const [k, v] of snap.deadlines) this.deadlines.set(k, v);
     for (const [k, v] of snap.idem) this.idem.set(k, v);
     for (const v of snap.vms) this.vms.set(v.name, v);
+    // state files written before tombstones existed have none
+    for (const [k, v] of snap.ended ?? []) this.endedLeases.set(k, v);
+  }
+
+  /** Keep a tombstone, within the retention and the count bound. */
+  private remember(leaseId: string, rec: EndedRecord): void {
+    this.forgetEnded(rec.endedAt);
+    this.endedLeases.delete(leaseId);
+    this.endedLeases.set(leaseId, rec);
+    for (const k of this.endedLeases.keys()) {
+      if (this.endedLeases.size <= this.maxEndedLeases) break;
+      this.endedLeases.delete(k);
+    }
+  }
+
+  /** Drop tombstones past their retention (oldest first, so stop at the first one still kept). */
+  private forgetEnded(now: number): void {
+    for (const [k, v] of this.endedLeases) {
+      if (v.endedAt + this.endedRetentionMs > now) break;
+      this.endedLeases.delete(k);
+    }
   }
 
   /** The session that really holds a lock key (a lock left by a half-ended session does not count). */

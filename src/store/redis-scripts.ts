@@ -8,6 +8,8 @@
  *   P..'fence'             string, last fence handed out
  *   P..'epoch'             string, random id taken when the data set started empty
  *   P..'idem:'..owner..'\n'..key   string session..'\n'..leaseId (expires after the hard cap + 1 h)
+ *   P..'ended:'..leaseId   hash {session, endedAt, endedBy}: the tombstone RELEASE writes when a
+ *                          lease is ended with a reason (expires after the retention it is given)
  * Key names are built inside the scripts from the prefix (passed in ARGV), which a Redis Cluster
  * would refuse; a single Redis (or Sentinel) is what this store is for.
  * Numbers are written with %.0f: Lua's tostring() would print 1.7e+15 for a microsecond fence.
@@ -141,7 +143,10 @@ for i = 1, #h do out[#out + 1] = h[i] end
 return out
 `;
 
-/** ARGV: P, session, leaseId. Reply: 1 released, 0 not ours. */
+/**
+ * ARGV: P, session, leaseId, endedBy ('' = ended by its holder: no tombstone), retentionMs.
+ * Reply: 1 released, 0 not ours. The tombstone is written in the same step as the release.
+ */
 export const RELEASE = `${COMMON}
 local sk = P .. 'session:' .. ARGV[2]
 local f = redis.call('HMGET', sk, 'leaseId', 'keys')
@@ -153,6 +158,12 @@ for _, k in ipairs(cjson.decode(f[2])) do
 end
 redis.call('DEL', sk)
 redis.call('ZREM', P .. 'deadlines', ARGV[2])
+if ARGV[4] ~= '' then
+  local ek = P .. 'ended:' .. ARGV[3]
+  redis.call('DEL', ek)
+  redis.call('HSET', ek, 'session', ARGV[2], 'endedAt', fmt(now_ms()), 'endedBy', ARGV[4])
+  redis.call('PEXPIRE', ek, ARGV[5])
+end
 return 1
 `;
 

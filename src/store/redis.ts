@@ -17,14 +17,16 @@ import { GatewayError, errors } from '../errors.js';
 import { errorMessage, isRecord } from '../util/unknown.js';
 import { IDEMPOTENCY_RETENTION_MS, canonicalKeys } from './memory.js';
 import * as S from './redis-scripts.js';
-import type { AcquireRequest, AcquireResult, FenceCheck, Lease, LeaseStore, RenewResult, SessionData, StoreHealth, VmRegistration } from './types.js';
-import { isVmRegistration } from './types.js';
+import type { AcquireRequest, AcquireResult, EndedBy, EndedLease, FenceCheck, Lease, LeaseStore, RenewResult, SessionData, StoreHealth, VmRegistration } from './types.js';
+import { ENDED_RETENTION_MS, isEndedBy, isVmRegistration } from './types.js';
 
 export interface RedisStoreOptions {
   url: string;
   keyPrefix?: string;
   commandTimeoutMs?: number;
   connectTimeoutMs?: number;
+  /** how long a tombstone is kept (default ENDED_RETENTION_MS) */
+  endedRetentionMs?: number;
 }
 
 /** What a script answers: Redis bulk strings, integers, nil, and (nested) arrays of them. */
@@ -75,9 +77,11 @@ export class RedisStore implements LeaseStore {
     return randomUUID();
   }
   private highWater = 0;
+  private readonly endedRetentionMs: number;
 
   constructor(opts: RedisStoreOptions) {
     this.prefix = opts.keyPrefix ?? 'qga:';
+    this.endedRetentionMs = opts.endedRetentionMs ?? ENDED_RETENTION_MS;
     this.redis = new Redis(opts.url, {
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
@@ -154,8 +158,17 @@ export class RedisStore implements LeaseStore {
     return r.length > 1 ? { ok: false, reason, lease: this.lease(r.slice(1)) } : { ok: false, reason };
   }
 
-  async release(session: string, leaseId: string): Promise<boolean> {
-    return (await this.run(S.RELEASE, [session, leaseId])) === 1;
+  async release(session: string, leaseId: string, endedBy?: EndedBy): Promise<boolean> {
+    return (await this.run(S.RELEASE, [session, leaseId, endedBy ?? '', this.endedRetentionMs])) === 1;
+  }
+
+  async ended(leaseId: string): Promise<EndedLease | undefined> {
+    const m = await this.guard(() => this.redis.hgetall(this.prefix + 'ended:' + leaseId));
+    if (!Object.keys(m).length) return undefined;
+    if (typeof m.session !== 'string' || !isEndedBy(m.endedBy) || !Number.isFinite(Number(m.endedAt))) {
+      throw errors.internal('the lease store holds a malformed tombstone');
+    }
+    return { leaseId, session: m.session, endedAt: Number(m.endedAt), endedBy: m.endedBy };
   }
 
   async getByKey(key: string): Promise<Lease | undefined> {

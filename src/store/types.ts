@@ -25,6 +25,13 @@
  *   in; a different epoch later means the store lost its data (so "no session" does not mean
  *   "someone already thawed it") and the holder must act on its own knowledge.
  *
+ * - tombstone: when a lease is ended by someone other than its holder (its deadline, a forced thaw, a
+ *   thaw at shutdown), release() is told why and the store remembers leaseId → {session, endedAt,
+ *   endedBy} for a while (`endedRetentionMs`; the embedded store also keeps at most
+ *   `maxEndedLeases` of them). So a holder that comes back to thaw or renew learns that its lease
+ *   ended, when and why — its snapshot may not be consistent — instead of a bare "no such lease".
+ *   A lease its holder thawed itself leaves no tombstone.
+ *
  * Every time in here (createdAt, expiresAt, now) is milliseconds since 1970 on the STORE's clock
  * (Redis: the server's TIME), so processes with skewed clocks still agree on who holds a lease.
  * Every method rejects with GatewayError STORE_UNAVAILABLE when the store cannot be reached; none
@@ -54,6 +61,32 @@ export interface Lease {
   epoch: string;
   data: SessionData;
 }
+
+/**
+ * Why a lease ended when its holder did not end it (API.md LEASE_EXPIRED `endedBy`). Nothing in the
+ * gateway writes 'agent-restart' yet: no code path detects that an agent forgot a freeze (on Linux
+ * the frozen state survives an agent restart).
+ */
+export type EndedBy = 'deadline' | 'forced' | 'shutdown' | 'agent-restart';
+
+/** A lease's tombstone: what release() recorded when it ended the lease with a reason. */
+export interface EndedLease {
+  leaseId: string;
+  /** the session key the lease was for (`vm:<name>` or `group:<id>`) */
+  session: string;
+  /** store clock, ms */
+  endedAt: number;
+  endedBy: EndedBy;
+}
+
+/** A tombstone as the stores keep it, under its lease id. */
+export type EndedRecord = Omit<EndedLease, 'leaseId'>;
+
+export const ENDED_BY: readonly EndedBy[] = ['deadline', 'forced', 'shutdown', 'agent-restart'];
+export const isEndedBy = (v: unknown): v is EndedBy => ENDED_BY.some((e) => e === v);
+
+/** Default retention of tombstones; createStore keeps them max(this, freeze.maxTotalSeconds). */
+export const ENDED_RETENTION_MS = 3_600_000;
 
 export interface AcquireRequest {
   /** session key; equals keys[0] for a single VM */
@@ -139,8 +172,13 @@ export interface LeaseStore {
   acquire(req: AcquireRequest): Promise<AcquireResult>;
   /** Extend a live lease to now + ttlMs, never past its hardDeadline. */
   renew(session: string, leaseId: string, ttlMs: number): Promise<RenewResult>;
-  /** Compare-and-delete: ends the session (locks, deadline) only if leaseId matches. */
-  release(session: string, leaseId: string): Promise<boolean>;
+  /**
+   * Compare-and-delete: ends the session (locks, deadline) only if leaseId matches. With `endedBy`
+   * (the lease was ended by someone other than its holder) a tombstone is written in the same step.
+   */
+  release(session: string, leaseId: string, endedBy?: EndedBy): Promise<boolean>;
+  /** The tombstone of a lease ended with a reason, while it is retained; undefined otherwise. */
+  ended(leaseId: string): Promise<EndedLease | undefined>;
   /** The session (live or expired-unthawed) holding a lock key, if any. */
   getByKey(key: string): Promise<Lease | undefined>;
   getSession(session: string): Promise<Lease | undefined>;

@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { GatewayError } from '../../src/errors.js';
@@ -26,16 +26,21 @@ afterAll(async () => {
   await redis?.stop();
 });
 
-async function makeRedisStore(prefix = `t${randomUUID().slice(0, 8)}:`, commandTimeoutMs = 1_000): Promise<RedisStore> {
-  const s = new RedisStore({ url: redis.url, keyPrefix: prefix, commandTimeoutMs });
+async function makeRedisStore(prefix = `t${randomUUID().slice(0, 8)}:`, commandTimeoutMs = 1_000, opts: StoreOptions = {}): Promise<RedisStore> {
+  const s = new RedisStore({ url: redis.url, keyPrefix: prefix, commandTimeoutMs, ...opts });
   opened.push(s);
   await s.ready();
   return s;
 }
 
-const impls: Array<[string, () => Promise<LeaseStore>]> = [
-  ['memory', async () => new MemoryStore()],
-  ['redis', () => makeRedisStore()],
+/** Options both stores take. */
+interface StoreOptions {
+  endedRetentionMs?: number;
+}
+
+const impls: Array<[string, (opts?: StoreOptions) => Promise<LeaseStore>]> = [
+  ['memory', async (opts = {}) => new MemoryStore(opts)],
+  ['redis', (opts = {}) => makeRedisStore(undefined, undefined, opts)],
 ];
 
 function req(over: Partial<AcquireRequest> = {}): AcquireRequest {
@@ -223,6 +228,58 @@ describe.each(impls)('LeaseStore contract: %s', (_name, make) => {
     expect((await store.getSession('vm:d1'))?.data).toEqual({ vms: ['d1'], frozen: 1 });
   });
 
+  it('a release with a reason leaves a tombstone: session, endedAt on the store clock, endedBy', async () => {
+    const a = await store.acquire(req({ session: 'vm:t1', keys: ['vm:t1'] }));
+    if (!a.ok) throw new Error('acquire failed');
+    const id = a.lease.leaseId;
+    expect(await store.ended(id)).toBeUndefined(); // live: no tombstone
+    expect(await store.release('vm:t1', 'not-the-lease', 'deadline')).toBe(false);
+    expect(await store.ended('not-the-lease')).toBeUndefined();
+    expect(await store.ended(id)).toBeUndefined(); // a refused release writes nothing
+    const before = await store.now();
+    expect(await store.release('vm:t1', id, 'deadline')).toBe(true);
+    const after = await store.now();
+    const t = await store.ended(id);
+    expect(t).toEqual({ leaseId: id, session: 'vm:t1', endedAt: expect.any(Number), endedBy: 'deadline' });
+    expect(t?.endedAt).toBeGreaterThanOrEqual(before);
+    expect(t?.endedAt).toBeLessThanOrEqual(after);
+    // ending it again (a late second thaw) changes nothing: the first ending is what happened
+    expect(await store.release('vm:t1', id, 'forced')).toBe(false);
+    expect(await store.ended(id)).toEqual(t);
+    // the VM is free again, and a new lease on it has no tombstone
+    const b = await store.acquire(req({ session: 'vm:t1', keys: ['vm:t1'], owner: 'bob' }));
+    if (!b.ok) throw new Error('acquire failed');
+    expect(await store.ended(b.lease.leaseId)).toBeUndefined();
+    // a lease its holder released itself leaves none
+    expect(await store.release('vm:t1', b.lease.leaseId)).toBe(true);
+    expect(await store.ended(b.lease.leaseId)).toBeUndefined();
+    expect(await store.ended(randomUUID())).toBeUndefined();
+  });
+
+  it('tombstones name the session (a group too) and every reason', async () => {
+    const g = await store.acquire(req({ session: 'group:t', keys: ['vm:t2', 'vm:t3'] }));
+    const s = await store.acquire(req({ session: 'vm:t4', keys: ['vm:t4'] }));
+    const x = await store.acquire(req({ session: 'vm:t5', keys: ['vm:t5'] }));
+    if (!g.ok || !s.ok || !x.ok) throw new Error('acquire failed');
+    expect(await store.release('group:t', g.lease.leaseId, 'forced')).toBe(true);
+    expect(await store.release('vm:t4', s.lease.leaseId, 'shutdown')).toBe(true);
+    expect(await store.release('vm:t5', x.lease.leaseId, 'agent-restart')).toBe(true);
+    expect(await store.ended(g.lease.leaseId)).toMatchObject({ session: 'group:t', endedBy: 'forced' });
+    expect(await store.ended(s.lease.leaseId)).toMatchObject({ session: 'vm:t4', endedBy: 'shutdown' });
+    expect(await store.ended(x.lease.leaseId)).toMatchObject({ session: 'vm:t5', endedBy: 'agent-restart' });
+    for (const k of ['vm:t2', 'vm:t3', 'vm:t4', 'vm:t5']) expect(await store.getByKey(k)).toBeUndefined();
+  });
+
+  it('a tombstone is forgotten after its retention', async () => {
+    const short = await make({ endedRetentionMs: 300 });
+    const a = await short.acquire(req({ session: 'vm:t6', keys: ['vm:t6'] }));
+    if (!a.ok) throw new Error('acquire failed');
+    expect(await short.release('vm:t6', a.lease.leaseId, 'deadline')).toBe(true);
+    expect((await short.ended(a.lease.leaseId))?.endedBy).toBe('deadline');
+    await sleep(450);
+    expect(await short.ended(a.lease.leaseId)).toBeUndefined();
+  });
+
   it('stores API-registered VMs', async () => {
     const rec = { name: 'web-1', endpoint: { type: 'unix' as const, path: '/run/qga/web-1.sock' }, labels: { env: 'prod' } };
     expect(await store.putVm(rec)).toBe(true);
@@ -264,6 +321,44 @@ describe('MemoryStore with a state file', () => {
       expect(await b.release('vm:p1', l.lease.leaseId)).toBe(true);
       expect(await new MemoryStore({ persistPath: file }).getByKey('vm:p1')).toBeUndefined();
       expect(new MemoryStore().durable).toBe(false);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('MemoryStore tombstones', () => {
+  it('keeps at most maxEndedLeases of them, forgetting the oldest first', async () => {
+    const store = new MemoryStore({ maxEndedLeases: 3 });
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const a = await store.acquire(req({ session: `vm:b${i}`, keys: [`vm:b${i}`] }));
+      if (!a.ok) throw new Error('acquire failed');
+      await store.release(`vm:b${i}`, a.lease.leaseId, 'deadline');
+      ids.push(a.lease.leaseId);
+    }
+    const kept = await Promise.all(ids.map(async (id) => (await store.ended(id)) !== undefined));
+    expect(kept).toEqual([false, false, true, true, true]);
+  });
+
+  it('a state file carries them across a restart; a file written before them still loads', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'qga-memstore-'));
+    try {
+      const file = path.join(dir, 'state.json');
+      const a = new MemoryStore({ persistPath: file });
+      const l = await a.acquire(req({ session: 'vm:s1', keys: ['vm:s1'] }));
+      if (!l.ok) throw new Error('acquire failed');
+      await a.release('vm:s1', l.lease.leaseId, 'shutdown');
+      const t = await a.ended(l.lease.leaseId);
+      expect(t?.endedBy).toBe('shutdown');
+      expect(await new MemoryStore({ persistPath: file }).ended(l.lease.leaseId)).toEqual(t);
+      // an older state file has no "ended" member
+      const old = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+      delete old.ended;
+      await writeFile(file, JSON.stringify(old));
+      const b = new MemoryStore({ persistPath: file });
+      expect(await b.ended(l.lease.leaseId)).toBeUndefined();
+      expect((await b.acquire(req({ session: 'vm:s1', keys: ['vm:s1'] }))).ok).toBe(true);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
