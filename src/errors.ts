@@ -12,22 +12,28 @@
 export const ERRORS = {
   VALIDATION_FAILED: { status: 400, title: 'Request validation failed', when: 'the request does not match the schema (`errors` lists where), or a value is out of range' },
   UNAUTHENTICATED: { status: 401, title: 'Authentication required', when: 'missing or unknown credentials' },
+  ORIGIN_FORBIDDEN: { status: 403, title: 'Origin forbidden', when: 'the request carries an `Origin` that is not allowed (`server.allowedOrigins`)' },
   FORBIDDEN: { status: 403, title: 'Forbidden', when: 'the credentials lack the scope or the VM' },
   COMMAND_DISABLED: { status: 403, title: 'Command disabled in the guest agent', when: 'the guest admin disabled the command in the agent' },
+  REGISTRATION_DENIED: { status: 403, title: 'Registration denied', when: "registration outside the allowed roots/endpoints or the caller's VM globs (says nothing about whether the path exists)" },
   VM_NOT_FOUND: { status: 404, title: 'VM not found', when: '`{vm}` is not registered' },
   NOT_FOUND: { status: 404, title: 'Not found', when: 'no such route or resource (an unknown file, file handle, exec pid or freeze group)' },
   METHOD_NOT_ALLOWED: { status: 405, title: 'Method not allowed', when: 'the path exists but not with this method (`Allow` lists the methods)' },
   LEASE_CONFLICT: { status: 409, title: 'Lease conflict', when: 'the VM is frozen under another lease, or the lease id does not match' },
+  LEASE_EXPIRED: { status: 409, title: 'Lease expired', when: 'thaw or renew of a lease that already ended; `endedAt`, `endedBy` (`deadline`, `forced`, `shutdown`, `agent-restart`) tell why' },
   VM_FROZEN: { status: 409, title: 'Guest filesystems are frozen', when: 'the guest is frozen and the command is not one of the six a frozen agent allows' },
   USE_FREEZE_API: { status: 409, title: 'Use the freeze API', when: 'raw passthrough of a freeze or thaw command: use the fsfreeze routes (leases, automatic thaw, audit)' },
   VM_EXISTS: { status: 409, title: 'VM already registered', when: 'registration of a name that is already registered' },
+  ENDPOINT_IN_USE: { status: 409, title: 'Endpoint in use', when: 'registration: that socket (by real path) or host:port already belongs to another VM the caller may see (otherwise `REGISTRATION_DENIED`)' },
   PAYLOAD_TOO_LARGE: { status: 413, title: 'Payload too large', when: 'the request body (or stdin, or an upload) is over its configured limit (`limit`)' },
   URI_TOO_LONG: { status: 414, title: 'URI too long', when: 'the request target or a path parameter is too long' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'Unsupported media type', when: "the body's content type is not the one the route takes" },
   RANGE_NOT_SATISFIABLE: { status: 416, title: 'Range not satisfiable', when: 'a `Range` or upload offset outside the file (`size`)' },
-  HEADERS_TOO_LARGE: { status: 431, title: 'Request header fields too large', when: "request headers over the server's limit" },
+  MISDIRECTED_REQUEST: { status: 421, title: 'Misdirected request', when: "the `Host` header is not one of the gateway's names (`server.allowedHosts`)" },
   AGENT_ERROR: { status: 422, title: 'Guest agent returned an error', when: 'the agent answered with an error object (`qga.class`, `qga.desc` carried through)' },
+  NOTHING_FROZEN: { status: 422, title: 'Nothing frozen', when: 'a freeze froze no filesystem (e.g. the mountpoints do not exist); the VM is left thawed' },
   QUEUE_FULL: { status: 429, title: 'VM request queue is full', when: "the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set)" },
+  HEADERS_TOO_LARGE: { status: 431, title: 'Request header fields too large', when: "request headers over the server's limit" },
   INTERNAL: { status: 500, title: 'Internal error', when: 'a defect in the gateway (logged; never carries internals)' },
   COMMAND_NOT_SUPPORTED: { status: 501, title: 'Command not supported by this agent', when: 'this agent version does not know the command (or the option)' },
   AGENT_PROTOCOL_ERROR: { status: 502, title: 'Guest agent protocol error', when: 'the agent sent something that is not a valid reply, or a reply of the wrong shape' },
@@ -106,6 +112,10 @@ export const errors = {
   unauthenticated: (why: 'missing' | 'unknown') =>
     new GatewayError('UNAUTHENTICATED', why === 'missing' ? 'an Authorization: Bearer token is required' : 'unknown bearer token'),
   forbidden: (detail: string, ctx: Ctx = {}) => new GatewayError('FORBIDDEN', detail, ctx),
+  misdirected: (host: string) =>
+    new GatewayError('MISDIRECTED_REQUEST', `this gateway does not answer to the host name ${JSON.stringify(host)} (server.allowedHosts)`),
+  originForbidden: (origin: string) =>
+    new GatewayError('ORIGIN_FORBIDDEN', `requests from the origin ${JSON.stringify(origin)} are not accepted (server.allowedOrigins)`),
   missingScope: (who: string, scope: string) => new GatewayError('FORBIDDEN', `this operation needs the "${scope}" scope, which ${who} lacks`),
   vmsOutOfReach: (who: string, vms: string[]) =>
     new GatewayError('FORBIDDEN', `${who} may not reach ${vms.map((v) => `VM "${v}"`).join(', ')}`, vms.length === 1 ? { vm: vms[0] } : { extra: { denied: vms } }),
@@ -113,6 +123,25 @@ export const errors = {
     new GatewayError('VM_NOT_FOUND', `not registered: ${missing.join(', ')}; nothing was frozen`, { extra: { missing } }),
   vmNotFound: (vm: string) => new GatewayError('VM_NOT_FOUND', `VM "${vm}" is not registered`, { vm }),
   vmExists: (vm: string) => new GatewayError('VM_EXISTS', `VM "${vm}" is already registered`, { vm }),
+  /** the endpoint already belongs to a VM the caller may see (`heldBy`) */
+  endpointInUse: (vm: string, heldBy: string) =>
+    new GatewayError('ENDPOINT_IN_USE', `the endpoint already belongs to VM "${heldBy}"; an endpoint belongs to one VM: register another endpoint, or delete "${heldBy}" first`, {
+      vm,
+      extra: { heldBy },
+    }),
+  /**
+   * One answer for every refusal that involves the endpoint (outside the roots or the allowlist,
+   * missing, taken by a VM the caller may not see): it must not tell those apart.
+   */
+  registrationDenied: (vm: string) =>
+    new GatewayError(
+      'REGISTRATION_DENIED',
+      'the endpoint cannot be registered by this caller: a unix socket must resolve inside registry.allowedSocketRoots, a TCP endpoint must be listed in registry.allowedTcpEndpoints, and no other VM may hold it',
+      { vm },
+    ),
+  /** registration of a VM name outside the caller's VM globs */
+  nameOutsideGlobs: (vm: string) =>
+    new GatewayError('REGISTRATION_DENIED', `this caller may register only VM names its token's vms globs match, and "${vm}" is not one: choose a name inside them`, { vm }),
   notFound: (detail: string, ctx: Ctx = {}) => new GatewayError('NOT_FOUND', detail, ctx),
   vmFrozen: (vm: string, command: string) =>
     new GatewayError('VM_FROZEN', `the guest's filesystems are frozen; ${command} is not allowed until they are thawed`, { vm, command }),
@@ -128,6 +157,11 @@ export const errors = {
       { vm, command },
     ),
   leaseConflict: (detail: string, ctx: Ctx = {}) => new GatewayError('LEASE_CONFLICT', detail, ctx),
+  /** thaw or renew of a lease that has already ended: when (ISO time) and why, so the caller knows its snapshot may not be consistent */
+  leaseExpired: (detail: string, ended: { endedAt: string; endedBy: string }, ctx: Ctx = {}) =>
+    new GatewayError('LEASE_EXPIRED', detail, { ...ctx, extra: { ...ctx.extra, endedAt: ended.endedAt, endedBy: ended.endedBy } }),
+  /** a freeze that froze no filesystem; the VM is left thawed and the lease has ended */
+  nothingFrozen: (vm: string, detail: string, ctx: Ctx = {}) => new GatewayError('NOTHING_FROZEN', detail, { ...ctx, vm }),
   tooLarge: (what: string, limit: number, setting: string, ctx: Ctx = {}) =>
     new GatewayError('PAYLOAD_TOO_LARGE', `${what} is larger than the configured cap of ${limit} bytes (${setting})`, { ...ctx, extra: { ...ctx.extra, limit } }),
   unsupportedMediaType: (detail: string) => new GatewayError('UNSUPPORTED_MEDIA_TYPE', detail),

@@ -4,6 +4,7 @@
  * a default silently once a key is present.
  */
 import { readFileSync } from 'node:fs';
+import { isAbsolute } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { Settings } from 'typebox/system';
 import { Value } from 'typebox/value';
@@ -149,6 +150,13 @@ function semanticChecks(c: Config, env: Env, problems: string[]): void {
   c.vms.forEach((vm, i) => {
     if (names.has(vm.name)) problems.push(`vms.${i}.name: duplicate VM name "${vm.name}"`);
     names.add(vm.name);
+  });
+  c.registry.allowedSocketRoots?.forEach((root, i) => {
+    if (!isAbsolute(root)) problems.push(`registry.allowedSocketRoots.${i}: "${root}" must be an absolute path`);
+  });
+  c.registry.allowedTcpEndpoints.forEach((entry, i) => {
+    const port = entry.slice(entry.lastIndexOf(':') + 1);
+    if (port !== '*' && (Number(port) < 1 || Number(port) > 65535)) problems.push(`registry.allowedTcpEndpoints.${i}: port ${port} is not 1-65535 (or * for any)`);
   });
   if (c.store.type === 'redis' && !c.store.redisUrl) problems.push('store.redisUrl: required when store.type is redis');
   if (c.freeze.defaultTtlSeconds > c.freeze.maxTtlSeconds) problems.push('freeze.defaultTtlSeconds: must not exceed freeze.maxTtlSeconds');

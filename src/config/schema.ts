@@ -24,6 +24,12 @@ export const EndpointSchema = Type.Union([
 
 export const VM_NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$';
 
+/** `host:port` or `host:*`; an IPv6 host in brackets (`[::1]:4444`) */
+export const TCP_ENDPOINT_PATTERN = '^(\\[[0-9A-Fa-f:.]+\\]|[^\\s:\\[\\]]+):(\\*|[0-9]{1,5})$';
+
+/** Where hypervisors put the guest agent sockets: Proxmox VE (qemu-server) and libvirt. */
+export const DEFAULT_SOCKET_ROOTS: readonly string[] = ['/var/run/qemu-server', '/run/qemu-server', '/var/lib/libvirt/qemu/channel'];
+
 export const VmEntrySchema = Type.Object(
   {
     name: Type.String({ pattern: VM_NAME_PATTERN }),
@@ -43,8 +49,8 @@ export const TokenSchema = Type.Object(
     tokenEnv: Type.Optional(Type.String({ minLength: 1 })),
     tokenFile: Type.Optional(Type.String({ minLength: 1 })),
     scopes: Type.Array(ScopeSchema, { minItems: 1, uniqueItems: true }),
-    /** VM name globs this token may reach (`*` wildcard); absent = all */
-    vms: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { minItems: 1 })),
+    /** VM name globs this token may reach (`*` any run, `?` one character); absent = all */
+    vms: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 256, pattern: '^[A-Za-z0-9._*?-]+$' }), { minItems: 1 })),
   },
   { additionalProperties: false },
 );
@@ -58,6 +64,14 @@ export const ConfigSchema = Type.Object(
         /** JSON bodies; streaming uploads have their own limit in files */
         bodyLimitBytes: Type.Integer({ minimum: 1024, maximum: 256 * 1024 * 1024, default: 1024 * 1024 }),
         trustProxy: Type.Boolean({ default: false }),
+        /**
+         * Host header names (no port) the gateway answers to; others get 421 MISDIRECTED_REQUEST
+         * (DNS rebinding). Unset: localhost names, the bound address and the machine's host name;
+         * with a wildcard bind (0.0.0.0, ::) unset means any Host (warned at start-up).
+         */
+        allowedHosts: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 253 }), { uniqueItems: true })),
+        /** Origins (scheme://host[:port]) whose browser requests are accepted; others get 403 ORIGIN_FORBIDDEN */
+        allowedOrigins: Type.Array(Type.String({ minLength: 1, maxLength: 2048 }), { default: [], uniqueItems: true }),
         /** graceful shutdown: how long in-flight requests get before channels are destroyed */
         shutdownGraceMs: Ms(10_000),
         requestTimeoutMs: Ms(0),
@@ -85,10 +99,11 @@ export const ConfigSchema = Type.Object(
       {
         tokens: Type.Array(TokenSchema, { default: [] }),
         /**
-         * Without tokens every caller is anonymous with these scopes. The server then refuses to
-         * listen on anything but loopback.
+         * Without tokens every caller is anonymous with these scopes (read only by default: any
+         * local process or web page could otherwise shut VMs down). The server then refuses to
+         * listen on anything but loopback. Granting write or admin is warned at start-up.
          */
-        anonymousScopes: Type.Array(ScopeSchema, { default: ['read', 'write', 'admin'], uniqueItems: true }),
+        anonymousScopes: Type.Array(ScopeSchema, { default: ['read'], uniqueItems: true }),
       },
       { additionalProperties: false, default: {} },
     ),
@@ -147,8 +162,14 @@ export const ConfigSchema = Type.Object(
           ),
           { default: [] },
         ),
-        /** allowed roots for API-registered unix endpoints; empty = any path */
-        allowedSocketRoots: Type.Array(Type.String({ minLength: 1 }), { default: [] }),
+        /**
+         * Directories an API-registered unix socket must resolve into (real path, symlinks
+         * followed). Unset: the hypervisors' own directories (DEFAULT_SOCKET_ROOTS) plus the
+         * directories of the `vms:` sockets and of `registry.directories`; [] = no unix socket.
+         */
+        allowedSocketRoots: Type.Optional(Type.Array(Type.String({ minLength: 1 }))),
+        /** TCP endpoints API registration may use, `host:port` or `host:*`; none by default */
+        allowedTcpEndpoints: Type.Array(Type.String({ pattern: TCP_ENDPOINT_PATTERN }), { default: [] }),
       },
       { additionalProperties: false, default: {} },
     ),

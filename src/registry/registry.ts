@@ -5,11 +5,20 @@
  *  3. API registration (`POST /v1/vms`), kept in the store so every gateway instance sees it.
  * The pool resolves endpoints synchronously from the cache kept here; `lookup()` fills it.
  * Endpoints come from the operator or an admin, never from an ordinary caller's request.
+ *
+ * Registration keeps the registry honest (issue 12, registry integrity): an endpoint belongs to one
+ * VM (a unix socket compared by its real path, a TCP endpoint by host:port), a unix socket must
+ * resolve inside `registry.allowedSocketRoots` and a TCP endpoint be listed in
+ * `registry.allowedTcpEndpoints`. Every refusal that involves the endpoint is the same
+ * REGISTRATION_DENIED, and the work done is the same whatever the reason, so registration tells
+ * nobody whether a path exists, a port listens or a VM they may not see holds the endpoint. The
+ * caller's view of the fleet comes in as a predicate (RegistrationView): this layer knows no
+ * principals.
  */
 import type { Dirent } from 'node:fs';
-import { readdir, stat } from 'node:fs/promises';
-import { join, resolve as resolvePath } from 'node:path';
-import type { Config, VmEntry } from '../config/schema.js';
+import { readdir, readlink, realpath, stat } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join, resolve as resolvePath } from 'node:path';
+import { DEFAULT_SOCKET_ROOTS, type Config, type VmEntry } from '../config/schema.js';
 import { errors } from '../errors.js';
 import type { Endpoint } from '../qga/types.js';
 
@@ -31,12 +40,90 @@ export interface VmRecordStore {
   listVms(): Promise<Array<{ name: string; endpoint: Endpoint; labels?: Record<string, string> }>>;
 }
 
+/** What the caller may see, handed in by the layer that knows the caller. */
+export interface RegistrationView {
+  /** whether the caller may use VM `name`: register or delete it, or be told that it exists */
+  mayUse(name: string): boolean;
+}
+
+/** The operator's own view (tests, tools): every VM. */
+const EVERY_VM: RegistrationView = { mayUse: () => true };
+
 const VM_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+/** as the kernel's own limit on symlinks followed in one path (ELOOP) */
+const MAX_SYMLINKS = 40;
+
+/**
+ * The roots API-registered unix sockets must resolve into: `registry.allowedSocketRoots` when
+ * set, else the hypervisors' own directories plus the directories of the `vms:` sockets and of
+ * `registry.directories`. Not yet resolved (realpath) and possibly missing.
+ */
+export function socketRootsOf(config: Pick<Config, 'vms' | 'registry'>): string[] {
+  const set = config.registry.allowedSocketRoots;
+  if (set) return [...set];
+  const roots = new Set<string>(DEFAULT_SOCKET_ROOTS);
+  for (const vm of config.vms) if (vm.endpoint.type === 'unix') roots.add(dirname(resolvePath(vm.endpoint.path)));
+  for (const dir of config.registry.directories) roots.add(resolvePath(dir.path));
+  return [...roots];
+}
+
+/**
+ * The real path a unix socket path names, found without touching the socket: the real path of its
+ * directory (symlinks and `..` resolved as the kernel resolves them when it connects) joined with
+ * its last component; where that component is itself a symlink, the same again for the link's
+ * target. `admit(dir)` is asked about each directory before anything in it is read, so nothing is
+ * read in a directory it refuses; undefined when a directory is refused or missing, or the path
+ * does not end in a name.
+ */
+async function canonicalSocketPath(path: string, admit: (realDir: string) => boolean = () => true): Promise<string | undefined> {
+  let p = path;
+  for (let links = 0; links <= MAX_SYMLINKS; links++) {
+    const name = basename(p);
+    if (!isAbsolute(p) || p.endsWith('/') || name === '' || name === '.' || name === '..') return undefined;
+    let dir: string;
+    try {
+      dir = await realpath(dirname(p));
+    } catch {
+      return undefined; // missing, not a directory, no permission: all the same answer
+    }
+    if (!admit(dir)) return undefined;
+    const full = join(dir, name);
+    let target: string;
+    try {
+      target = await readlink(full);
+    } catch {
+      return full; // not a symlink, or nothing there yet: this is the path connect() will use
+    }
+    // not normalised: `..` after a symlinked directory must go where the kernel goes
+    p = isAbsolute(target) ? target : `${dir === '/' ? '' : dir}/${target}`;
+  }
+  return undefined;
+}
+
+function isInside(path: string, root: string): boolean {
+  return root === '/' || path.startsWith(root + '/');
+}
+
+/** `host:port` as compared by the allowlist and the one-VM-per-endpoint rule */
+function tcpKey(host: string, port: number | '*'): string {
+  const h = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
+  return `${h.toLowerCase()}:${port}`;
+}
+
+/** A `host:port` or `host:*` entry of registry.allowedTcpEndpoints, as a key. */
+function allowedTcpKey(entry: string): string {
+  const at = entry.lastIndexOf(':');
+  const port = entry.slice(at + 1);
+  return tcpKey(entry.slice(0, at), port === '*' ? '*' : Number(port));
+}
 
 export class VmRegistry {
   private readonly statics = new Map<string, VmRecord>();
   /** directory and API entries seen lately; bounded by what exists, refreshed by lookup() */
   private readonly dynamic = new Map<string, VmRecord>();
+  /** registrations one at a time, so two cannot both find an endpoint free */
+  private registering: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly config: Pick<Config, 'vms' | 'registry'>,
@@ -108,29 +195,106 @@ export class VmRegistry {
     return [...out.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
-  async register(rec: { name: string; endpoint: Endpoint; labels?: Record<string, string> }): Promise<VmRecord> {
-    if (!this.config.registry.allowApiRegistration || !this.store) {
+  /**
+   * Register a VM through the API. Refused: with FORBIDDEN when API registration is off; with
+   * REGISTRATION_DENIED when `view` may not use the name, when the endpoint is outside the allowed
+   * roots or endpoints (or missing), or when a VM `view` may not see holds it; with ENDPOINT_IN_USE
+   * when a VM it may see holds it; with VM_EXISTS for a taken name. A unix socket is stored by its
+   * real path, which is what was checked.
+   */
+  async register(rec: { name: string; endpoint: Endpoint; labels?: Record<string, string> }, view: RegistrationView = EVERY_VM): Promise<VmRecord> {
+    const store = this.store;
+    if (!this.config.registry.allowApiRegistration || !store) {
       throw errors.forbidden('API registration of VMs is disabled (registry.allowApiRegistration)');
     }
-    if (rec.endpoint.type === 'unix') this.checkSocketRoot(rec.endpoint.path);
-    if (await this.lookup(rec.name)) {
-      throw errors.vmExists(rec.name);
+    if (rec.endpoint.type === 'unix' && !isAbsolute(rec.endpoint.path)) {
+      throw errors.validation('endpoint.path must be absolute');
     }
-    if (!(await this.store.putVm(rec))) {
-      throw errors.vmExists(rec.name);
-    }
-    const r: VmRecord = { ...rec, source: 'api' };
+    if (!view.mayUse(rec.name)) throw errors.nameOutsideGlobs(rec.name);
+    const run = this.registering.then(() => this.registerNow(rec, view, store));
+    this.registering = run.catch(() => undefined);
+    return run;
+  }
+
+  private async registerNow(
+    rec: { name: string; endpoint: Endpoint; labels?: Record<string, string> },
+    view: RegistrationView,
+    store: VmRecordStore,
+  ): Promise<VmRecord> {
+    // Both always run, whatever the outcome: a refusal for a path outside the roots costs what a
+    // refusal for a taken endpoint costs.
+    const [endpoint, holders] = await Promise.all([this.admissible(rec.endpoint), this.endpointHolders()]);
+    if (!endpoint) throw errors.registrationDenied(rec.name);
+    if (await this.lookup(rec.name)) throw errors.vmExists(rec.name);
+    const holder = holders.get(endpointKey(endpoint)) ?? (await this.discoveryClaim(endpoint, rec.name));
+    if (holder !== undefined) throw view.mayUse(holder) ? errors.endpointInUse(rec.name, holder) : errors.registrationDenied(rec.name);
+    const stored = { ...rec, endpoint };
+    if (!(await store.putVm(stored))) throw errors.vmExists(rec.name);
+    const r: VmRecord = { ...stored, source: 'api' };
     this.dynamic.set(rec.name, r);
     return r;
   }
 
-  async deregister(name: string): Promise<void> {
+  /**
+   * Deregister an API-registered VM. The HTTP layer refuses names outside the caller's globs
+   * before this runs; `view` holds the registry to the same rule for any other caller.
+   */
+  async deregister(name: string, view: RegistrationView = EVERY_VM): Promise<void> {
+    if (!view.mayUse(name)) throw errors.forbidden(`VM "${name}" is outside this caller's VM globs`, { vm: name });
     const rec = await this.require(name);
     if (rec.source !== 'api' || !this.store) {
       throw errors.forbidden(`VM "${name}" comes from the ${rec.source === 'config' ? 'configuration file' : 'socket directory'} and cannot be deleted through the API`, { vm: name });
     }
     await this.store.deleteVm(name);
     this.dynamic.delete(name);
+  }
+
+  /**
+   * The endpoint as it will be stored (a unix socket by its real path), or undefined when it may
+   * not be registered. A unix path is resolved directory by directory, and nothing is read in a
+   * directory outside the roots, so a path that does not exist and one that exists outside the
+   * roots are refused by the same steps; the socket itself is never connected to nor stat'ed.
+   */
+  private async admissible(endpoint: Endpoint): Promise<Endpoint | undefined> {
+    if (endpoint.type === 'tcp') {
+      const allowed = new Set(this.config.registry.allowedTcpEndpoints.map(allowedTcpKey));
+      const ok = allowed.has(tcpKey(endpoint.host, endpoint.port)) || allowed.has(tcpKey(endpoint.host, '*'));
+      return ok ? endpoint : undefined;
+    }
+    const roots: string[] = [];
+    for (const root of socketRootsOf(this.config)) {
+      const real = await realpath(root).catch(() => undefined);
+      if (real !== undefined) roots.push(real);
+    }
+    const path = await canonicalSocketPath(endpoint.path, (dir) => roots.some((root) => dir === root || isInside(dir, root)));
+    return path === undefined ? undefined : { type: 'unix', path };
+  }
+
+  /** Every known VM by the key of its endpoint (unix sockets by real path). */
+  private async endpointHolders(): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    for (const rec of await this.list()) {
+      const e = rec.endpoint;
+      const key = e.type === 'tcp' ? endpointKey(e) : endpointKey({ type: 'unix', path: (await canonicalSocketPath(e.path)) ?? resolvePath(e.path) });
+      if (!out.has(key)) out.set(key, rec.name);
+    }
+    return out;
+  }
+
+  /**
+   * The discovery folder VM a unix socket would be, present or not: `<dir>/<name><suffix>` is VM
+   * `<name>` as soon as the socket appears, so nobody may register it under another name.
+   */
+  private async discoveryClaim(endpoint: Endpoint, registering: string): Promise<string | undefined> {
+    if (endpoint.type !== 'unix') return undefined;
+    const file = basename(endpoint.path);
+    for (const dir of this.config.registry.directories) {
+      const real = await realpath(dir.path).catch(() => undefined);
+      if (real === undefined || dirname(endpoint.path) !== real || !file.endsWith(dir.suffix)) continue;
+      const name = file.slice(0, file.length - dir.suffix.length);
+      if (VM_NAME.test(name) && name !== registering) return name;
+    }
+    return undefined;
   }
 
   private async findInDirectories(name: string): Promise<VmRecord | undefined> {
@@ -145,18 +309,10 @@ export class VmRegistry {
     }
     return undefined;
   }
+}
 
-  private checkSocketRoot(path: string): void {
-    const roots = this.config.registry.allowedSocketRoots;
-    if (!path.startsWith('/')) {
-      throw errors.validation('endpoint.path must be absolute');
-    }
-    if (roots.length === 0) return;
-    const abs = resolvePath(path);
-    if (!roots.some((r) => abs.startsWith(resolvePath(r) + '/'))) {
-      throw errors.forbidden(`endpoint.path must be under one of registry.allowedSocketRoots`);
-    }
-  }
+function endpointKey(e: Endpoint): string {
+  return e.type === 'unix' ? `unix:${e.path}` : `tcp:${tcpKey(e.host, e.port)}`;
 }
 
 function fromEntry(vm: VmEntry): VmRecord {

@@ -49,7 +49,7 @@ class SlowRegistry extends VmRegistry {
 }
 
 function registryConfig(vms: Array<{ name: string; endpoint: Endpoint }>): ConstructorParameters<typeof VmRegistry>[0] {
-  return { vms, registry: { allowApiRegistration: false, directories: [], allowedSocketRoots: [] } };
+  return { vms, registry: { allowApiRegistration: false, directories: [], allowedSocketRoots: [], allowedTcpEndpoints: [] } };
 }
 
 async function setup(opts: { vms: number; maxOpen?: number; timeouts?: Partial<Record<TimeoutClass, number>>; registryDelayMs?: number }): Promise<{

@@ -159,14 +159,16 @@ describe('a VM deregistered while frozen', () => {
   it('its lease is dropped at expiry instead of being retried forever', async () => {
     const fleet = await simFleet(['dyn']);
     const g = await rig(fleet, { freeze: { sweepIntervalMs: 200 } });
+    // a socket of its own (an endpoint belongs to one VM), beside dyn's: in a registration root
+    const dyn2 = await fleet.sim.addVm({ name: 'dyn2' });
     try {
-      await g.services.registry.register({ name: 'dyn2', endpoint: fleet.vm.dyn.endpoint });
+      await g.services.registry.register({ name: 'dyn2', endpoint: dyn2.endpoint });
       await g.freeze.freeze('dyn2', { ttlSeconds: 1 }, BACKUP);
       await g.services.registry.deregister('dyn2');
       await waitFor(async () => (await g.services.store.listSessions()).length === 0, 5_000, 'lease dropped');
-      expect(fleet.vm.dyn.state.frozen).toBe(true); // nobody can reach it through the gateway any more
+      expect(dyn2.state.frozen).toBe(true); // nobody can reach it through the gateway any more
     } finally {
-      fleet.vm.dyn.state.frozen = false;
+      dyn2.state.frozen = false;
       await g.close();
       await fleet.close();
     }

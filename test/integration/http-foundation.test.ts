@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { startQemuGa } from '../helpers/qemu-ga.js';
 import { makeApp } from '../helpers/app.js';
 
@@ -27,7 +27,8 @@ beforeAll(async () => {
     { name: 'host', endpoint: { type: 'unix' as const, path: agent.socketPath } },
     { name: 'dead', endpoint: { type: 'unix' as const, path: join(dir, 'nobody-listens.sock') } },
   ];
-  app = await makeApp({ vms });
+  // agent3's folder is a registration root (by default only the configured VMs' folders are)
+  app = await makeApp({ vms, config: { registry: { allowedSocketRoots: [dirname(agent3.socketPath)] } } });
   authApp = await makeApp({
     vms: [{ name: 'host', endpoint: { type: 'unix' as const, path: agent2.socketPath } }, vms[1]],
     config: {

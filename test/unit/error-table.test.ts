@@ -19,13 +19,7 @@ function apiMdCodes(): Map<string, number> {
 // one is added to ERRORS without being removed here, and when any other API.md code is missing.
 const NOT_YET_RAISED: Record<string, string> = {
   RATE_LIMITED: 'issue 12 (fair admission)',
-  ENDPOINT_IN_USE: 'issue 12 (registry integrity)',
-  REGISTRATION_DENIED: 'issue 12 (registry integrity)',
-  MISDIRECTED_REQUEST: 'issue 12 (Host check)',
-  ORIGIN_FORBIDDEN: 'issue 12 (Origin check)',
   REPLY_TOO_LARGE: 'issue 12 (bounded memory)',
-  NOTHING_FROZEN: 'issue 12 (freeze answers)',
-  LEASE_EXPIRED: 'issue 12 (freeze answers)',
   NODE_UNAVAILABLE: 'issue 17 (cluster)',
   WAIT_TIMEOUT: 'issue 15 (fleet view: wait)',
 };

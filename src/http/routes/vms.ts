@@ -12,10 +12,10 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type, type Static } from 'typebox';
 import { EndpointSchema, VM_NAME_PATTERN } from '../../config/schema.js';
 import { requestSignal } from '../abort.js';
-import { canAccessVm } from '../plugins/auth.js';
+import { canAccessVm, type Principal } from '../plugins/auth.js';
 import { VmParams } from '../schemas/common.js';
 import { GuestAgentInfo } from '../schemas/qga.js';
-import type { VmRecord } from '../../registry/registry.js';
+import type { RegistrationView, VmRecord } from '../../registry/registry.js';
 import type { HttpServices } from '../services.js';
 import { operation } from './operation.js';
 
@@ -44,7 +44,7 @@ const ChannelInfo = Type.Object(
 const VmSummary = Type.Object(
   {
     name: Type.String(),
-    endpoint: EndpointSchema,
+    endpoint: Type.Optional({ ...EndpointSchema, description: 'the agent socket (a unix socket by its real path); shown to admin callers only' }),
     source: Type.Union([Type.Literal('config'), Type.Literal('directory'), Type.Literal('api')]),
     labels: Type.Optional(Labels),
     channel: ChannelInfo,
@@ -72,11 +72,16 @@ const RegisterBody = Type.Object(
   { additionalProperties: false },
 );
 
-export function summarize(services: HttpServices, rec: VmRecord): Static<typeof VmSummary> {
+/** What the caller may do with the registry: use the VMs its globs match; see endpoints if admin. */
+function viewOf(principal: Principal): RegistrationView & { endpoints: boolean } {
+  return { mayUse: (name) => canAccessVm(principal, name), endpoints: principal.scopes.has('admin') };
+}
+
+export function summarize(services: HttpServices, rec: VmRecord, view: { endpoints: boolean }): Static<typeof VmSummary> {
   const ch = services.pool.has(rec.name) ? services.pool.channel(rec.name).stats() : undefined;
   return {
     name: rec.name,
-    endpoint: rec.endpoint,
+    ...(view.endpoints ? { endpoint: rec.endpoint } : {}),
     source: rec.source,
     ...(rec.labels ? { labels: rec.labels } : {}),
     channel: { state: ch?.state ?? 'idle', queued: ch?.queued ?? 0, inFlight: ch?.inFlight ?? 0 },
@@ -96,7 +101,8 @@ export default async function vmRoutes(fastify: FastifyInstance): Promise<void> 
     }),
     async (request) => {
       const all = await services.registry.list();
-      return { vms: all.filter((r) => canAccessVm(request.principal, r.name)).map((r) => summarize(services, r)) };
+      const view = viewOf(request.principal);
+      return { vms: all.filter((r) => view.mayUse(r.name)).map((r) => summarize(services, r, view)) };
     },
   );
 
@@ -105,21 +111,24 @@ export default async function vmRoutes(fastify: FastifyInstance): Promise<void> 
     operation('vms', 'registerVm', {
       scope: 'admin',
       summary: 'Register a VM and its agent endpoint (admin)',
+      description:
+        "An endpoint belongs to one VM: a unix socket (compared by its real path) or host:port another VM holds is refused with 409 ENDPOINT_IN_USE, or with 403 REGISTRATION_DENIED when the caller may not see that VM. A unix socket must resolve, symlinks followed, inside registry.allowedSocketRoots; a TCP endpoint must be listed in registry.allowedTcpEndpoints. Every refusal that involves the endpoint is the same 403 REGISTRATION_DENIED, which says nothing about whether the path exists or the port listens. A token limited by VM globs registers only names inside them. The socket is stored by its real path.",
       body: RegisterBody,
       ok: { 201: VmSummary },
       errors: [400, 401, 403, 409, 503],
     }),
     async (request, reply) => {
-      const rec = await services.registry.register(request.body);
+      const view = viewOf(request.principal);
+      const rec = await services.registry.register(request.body, view);
       request.log.info({ vm: rec.name, by: request.principal.name }, 'VM registered');
-      return reply.code(201).header('location', `/v1/vms/${rec.name}`).send(summarize(services, rec));
+      return reply.code(201).header('location', `/v1/vms/${rec.name}`).send(summarize(services, rec, view));
     },
   );
 
   app.get(
     '/vms/:vm',
     operation('vms', 'getVm', {
-      summary: 'A VM: endpoint, channel state, cached agent version, frozen state',
+      summary: 'A VM: channel state, cached agent version, frozen state (and its endpoint, for admin callers)',
       params: VmParams,
       ok: { 200: VmDetail },
       errors: [400, 401, 403, 404, 503],
@@ -128,7 +137,7 @@ export default async function vmRoutes(fastify: FastifyInstance): Promise<void> 
       const rec = await services.registry.require(request.params.vm);
       const info = services.pool.has(rec.name) ? services.pool.channel(rec.name).agentInfo : undefined;
       return {
-        ...summarize(services, rec),
+        ...summarize(services, rec, viewOf(request.principal)),
         ...(info ? { agent: { version: info.version, echoesId: info.echoesId } } : {}),
         frozen: services.agent.isKnownFrozen(rec.name),
       };
@@ -145,7 +154,7 @@ export default async function vmRoutes(fastify: FastifyInstance): Promise<void> 
       errors: [400, 401, 403, 404, 503],
     }),
     async (request, reply) => {
-      await services.registry.deregister(request.params.vm);
+      await services.registry.deregister(request.params.vm, viewOf(request.principal));
       await services.pool.remove(request.params.vm);
       services.agent.forget(request.params.vm);
       request.log.info({ vm: request.params.vm, by: request.principal.name }, 'VM deregistered');
