@@ -1,8 +1,10 @@
 /**
  * Freeze groups: several VMs frozen together for one consistent multi-VM snapshot, under ONE lease
  * and ONE deadline (the store session `group:<id>` holds every member's VM key). All or nothing:
- * if any member fails to freeze, the members already frozen are thawed and the answer reports each
- * VM. DELETE thaws every member; the group's deadline thaws them if nobody does.
+ * if any member fails to freeze (a member that freezes 0 filesystems too: NOTHING_FROZEN), the
+ * members already frozen are thawed and the answer reports each VM. DELETE thaws every member; the
+ * group's deadline thaws them if nobody does. A renew or DELETE with the lease of a group that has
+ * ended by its deadline or a forced thaw answers 409 LEASE_EXPIRED (when and why).
  */
 import { randomUUID } from 'node:crypto';
 import type { FreezeLogger as Logger } from './types.js';
@@ -11,7 +13,7 @@ import { groupKey, groupOfSession, type Lease, type LeaseStore } from '../store/
 import type { SessionFreezer } from './session.js';
 import type { ThawEngine } from './thaw.js';
 import { leaseView, type LeaseView } from './view.js';
-import { freezeData, iso, withExtra, type Caller, type FreezeAgent, type FreezeRegistry, type VmThawReport } from './types.js';
+import { freezeData, iso, leaseExpiredError, withExtra, type Caller, type FreezeAgent, type FreezeRegistry, type VmThawReport } from './types.js';
 import type { AuditLog } from '../util/audit.js';
 
 export const MAX_GROUP_VMS = 64;
@@ -105,13 +107,14 @@ export class FreezeGroups {
 
   async renew(id: string, leaseId: string, ttlSeconds: number | undefined, caller: Caller): Promise<{ id: string; leaseId: string; fence: number; expiresAt: string; hardDeadline: string; capped: boolean }> {
     const ttlMs = this.freezer.ttlMs(ttlSeconds);
-    checkReach(freezeData(await this.require(id)).vms, caller);
+    const current = await this.store.getSession(groupKey(id));
+    if (!current) throw (await this.ended(id, leaseId, 'renew')) ?? notFound(id);
+    checkReach(freezeData(current).vms, caller);
     const r = await this.store.renew(groupKey(id), leaseId, ttlMs);
     if (!r.ok) {
-      if (r.reason === 'not-found') throw notFound(id);
-      throw errors.leaseConflict(r.reason === 'expired' ? `the lease of group ${id} has expired (its thaw is due)` : `lease ${leaseId} is not the lease of group ${id}`, {
-        extra: { reason: r.reason },
-      });
+      if (r.reason === 'expired' && r.lease) throw leaseExpiredError({ leaseId, endedAt: r.lease.expiresAt, endedBy: 'deadline' }, 'renew', { group: id });
+      if (r.reason === 'not-found') throw (await this.ended(id, leaseId, 'renew')) ?? notFound(id);
+      throw errors.leaseConflict(`lease ${leaseId} is not the lease of group ${id}`, { extra: { reason: r.reason } });
     }
     this.engine.arm(r.lease);
     return { id, leaseId, fence: r.lease.fence, expiresAt: iso(r.lease.expiresAt), hardDeadline: iso(r.lease.hardDeadline), capped: r.capped };
@@ -129,7 +132,7 @@ export class FreezeGroups {
       lease = this.engine.localLease(groupKey(id));
       if (!lease) throw e;
     }
-    if (!lease) throw notFound(id);
+    if (!lease) throw (q.leaseId ? await this.ended(id, q.leaseId, 'thaw') : undefined) ?? notFound(id);
     checkReach(freezeData(lease).vms, caller);
     if (!q.force && lease.leaseId !== q.leaseId) {
       throw errors.leaseConflict(`lease ${q.leaseId} is not the lease of group ${id}`, { extra: { holder: lease.owner, expiresAt: iso(lease.expiresAt) } });
@@ -138,6 +141,11 @@ export class FreezeGroups {
       this.audit.record({ action: 'force-thaw-group', group: id, by: caller.name, holder: lease.owner, leaseId: lease.leaseId }, 'forced thaw of a freeze group');
     }
     const res = await this.engine.thawSession(lease, q.force ? 'force' : 'caller');
+    if (!q.force && res.outcomes.every((o) => o.status === 'skipped')) {
+      // the group ended between the read above and the thaw (its deadline, a forced thaw)
+      const gone = await this.ended(id, lease.leaseId, 'thaw').catch(() => undefined);
+      if (gone) throw gone;
+    }
     const frozen = freezeData(lease).frozen ?? {};
     const vms = res.outcomes.map((o) =>
       o.status === 'thawed'
@@ -152,6 +160,12 @@ export class FreezeGroups {
       throw withExtra(failed.error, { group: id, vms });
     }
     return { id, consistent: vms.every((v) => v.consistent), vms, ...(q.force ? { forced: true } : {}) };
+  }
+
+  /** LEASE_EXPIRED if `leaseId` was this group's lease and ended with a reason (its tombstone). */
+  private async ended(id: string, leaseId: string, what: 'thaw' | 'renew'): Promise<GatewayError | undefined> {
+    const t = await this.store.ended(leaseId);
+    return t && t.session === groupKey(id) ? leaseExpiredError(t, what, { group: id }) : undefined;
   }
 
   private async require(id: string): Promise<Lease> {

@@ -11,13 +11,13 @@ import { randomUUID } from 'node:crypto';
 import type { FreezeLogger as Logger } from './types.js';
 import { createAuditLog, type AuditLog } from '../util/audit.js';
 import { isGatewayError, errors } from '../errors.js';
-import { groupOfSession, vmKey, type Lease, type LeaseStore } from '../store/types.js';
+import { groupOfSession, vmKey, type EndedLease, type Lease, type LeaseStore } from '../store/types.js';
 import { FreezeGroups } from './groups.js';
 import { SessionFreezer } from './session.js';
 import { Sweeper } from './sweeper.js';
 import { ThawEngine } from './thaw.js';
 import { leaseView, type LeaseView } from './view.js';
-import { freezeData, iso, type Caller, type FreezeAgent, type FreezeDeps, type FreezeRegistry, type FreezeSettings, type VmThawReport } from './types.js';
+import { freezeData, iso, leaseExpiredError, type Caller, type FreezeAgent, type FreezeDeps, type FreezeRegistry, type FreezeSettings, type VmThawReport } from './types.js';
 
 export interface FreezeResponse {
   leaseId: string;
@@ -125,6 +125,10 @@ export class FreezeService {
     const ttlMs = this.freezer.ttlMs(ttlSeconds);
     const r = await this.store.renew(vmKey(vm), leaseId, ttlMs);
     if (!r.ok) {
+      // expired, its thaw due any moment: the lease ended at its deadline even if the guest is not thawed yet
+      if (r.reason === 'expired' && r.lease) throw leaseExpiredError({ leaseId, endedAt: r.lease.expiresAt, endedBy: 'deadline' }, 'renew', { vm });
+      const ended = await this.endedOn(vmKey(vm), leaseId);
+      if (ended) throw leaseExpiredError(ended, 'renew', { vm });
       const holder = await this.store.getByKey(vmKey(vm));
       if (holder && holder.leaseId === leaseId && holder.session !== vmKey(vm)) {
         const group = groupOfSession(holder.session) ?? holder.session;
@@ -160,8 +164,12 @@ export class FreezeService {
         return this.unverifiedThaw(vm, q.leaseId);
       }
     }
+    if (!lease || lease.leaseId !== q.leaseId) {
+      const ended = await this.endedOn(key, q.leaseId);
+      if (ended) throw leaseExpiredError(ended, 'thaw', { vm });
+    }
     if (!lease) {
-      throw errors.leaseConflict(`VM ${vm} has no lease ${q.leaseId}: it has ended (thawed by its deadline or another request); nothing was sent to the agent`, { vm });
+      throw errors.leaseConflict(`VM ${vm} has no lease ${q.leaseId}: it never existed, was for another VM, or was thawed by its holder; nothing was sent to the agent`, { vm });
     }
     if (lease.leaseId !== q.leaseId) {
       throw errors.leaseConflict(`lease ${q.leaseId} is not the lease VM ${vm} is frozen under (held by ${lease.owner} until ${iso(lease.expiresAt)})`, {
@@ -177,6 +185,8 @@ export class FreezeService {
     const o = res.outcomes[0];
     if (o.status === 'failed') throw o.error;
     if (o.status === 'skipped') {
+      const ended = await this.endedOn(key, q.leaseId).catch(() => undefined);
+      if (ended) throw leaseExpiredError(ended, 'thaw', { vm });
       throw errors.leaseConflict(`lease ${q.leaseId} ended while this thaw was being prepared; nothing was sent to the agent`, { vm });
     }
     return { ...o.report, leaseCheck: check };
@@ -209,9 +219,15 @@ export class FreezeService {
     // a single-VM lease ends with its thaw; a group keeps its lease (its deadline thaws the rest)
     if (lease && lease.session === vmKey(vm)) {
       this.engine.forget(lease.session);
-      await this.engine.release(lease.session, lease.leaseId);
+      await this.engine.release(lease.session, lease.leaseId, 'forced');
     }
     return { ...o.report, forced: true, ...(lease ? {} : { reason: o.report.reason ?? 'no lease was held on this VM' }) };
+  }
+
+  /** The tombstone of `leaseId` if that lease was for `session` (a lease id of another VM does not count). */
+  private async endedOn(session: string, leaseId: string): Promise<EndedLease | undefined> {
+    const t = await this.store.ended(leaseId);
+    return t && t.session === session ? t : undefined;
   }
 
   private async unverifiedThaw(vm: string, leaseId: string): Promise<ThawResponse> {

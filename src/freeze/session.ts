@@ -7,8 +7,9 @@
  *   3. arm the local auto-thaw timer at once, so even a freeze that hangs is thawed on time;
  *   4. per VM, right before the freeze command: check the lease in the store (fencing — a process
  *      that was paused past its lease sends nothing);
- *   5. freeze all VMs in parallel; if any fails, times out or loses its connection, thaw every VM
- *      whose freeze may have taken effect (always-thaw) and end the lease;
+ *   5. freeze all VMs in parallel; if any fails, times out, loses its connection or freezes nothing
+ *      (the agent answers 0: 422 NOTHING_FROZEN), thaw every VM whose freeze may have taken effect
+ *      (always-thaw) and end the lease;
  *   6. a freeze that outlived its lease (slow hooks) is rolled back the same way.
  */
 import { GatewayError, errors } from '../errors.js';
@@ -124,8 +125,7 @@ export class SessionFreezer {
 
   private async run(lease: Lease, vms: string[], mountpoints: string[] | undefined): Promise<FrozenSession> {
     const results = await Promise.all(vms.map((vm) => this.freezeVm(vm, lease, mountpoints)));
-    const failures = results.filter((x): x is Extract<VmFreezeResult, { ok: false }> => !x.ok);
-    if (failures.length === 0) {
+    if (results.every((x) => x.ok)) {
       const frozen = Object.fromEntries(results.map((x) => [x.vm, x.ok ? x.frozen : 0]));
       const after = await this.store.check(vmKey(vms[0]), lease.leaseId, lease.epoch).catch(() => undefined);
       // store down right now: the VMs are frozen under a lease the store had a moment ago; keep it
@@ -146,6 +146,18 @@ export class SessionFreezer {
     }
     const suspects = results.filter((x) => x.ok || x.mayHaveFrozen).map((x) => x.vm);
     const rollback = await this.rollback(lease, suspects);
+    if (mountpoints) {
+      // an agent that refuses mountpoints it does not have (rather than freezing 0 of them) froze
+      // nothing either; asked once the rollback has thawed the guest, when guest-get-fsinfo is allowed
+      for (const [i, x] of results.entries()) {
+        if (x.ok || x.error.code !== 'AGENT_ERROR') continue;
+        const missing = await this.missingMountpoints(x.vm, mountpoints);
+        if (missing && missing.length === mountpoints.length) {
+          results[i] = { ...x, error: nothingFrozen(x.vm, 'guest-fsfreeze-freeze-list', mountpoints, { qga: x.error.qga, missing }) };
+        }
+      }
+    }
+    const failures = results.filter((x): x is Extract<VmFreezeResult, { ok: false }> => !x.ok);
     const perVm = results.map((x) => ({
       vm: x.vm,
       result: x.ok ? 'frozen' : 'failed',
@@ -175,7 +187,12 @@ export class SessionFreezer {
       // The agent's own answer decides (disabled, unknown, frozen): a guest-info cached while the
       // guest was frozen lists freeze as disabled long after the thaw.
       const r = await this.agent.call(vm, command, mountpoints ? { mountpoints } : undefined, { timeoutMs, skipCapabilityCheck: true });
-      return { vm, ok: true, frozen: typeof r === 'number' ? r : Number(r) };
+      const frozen = typeof r === 'number' ? r : Number(r);
+      // Nothing frozen (the real qemu-ga answers 0 for mountpoints it does not have, and unsets its
+      // frozen state itself): a failure like any other, and the rollback still sends a thaw, which
+      // costs one command and also clears an agent that stayed in frozen state with 0 filesystems.
+      if (frozen <= 0) return { vm, ok: false, error: nothingFrozen(vm, command, mountpoints), mayHaveFrozen: true };
+      return { vm, ok: true, frozen };
     } catch (e) {
       let error = asGatewayError(e, { vm, command });
       // a frozen agent reports freeze as disabled (guest-info): say what is really going on
@@ -183,6 +200,18 @@ export class SessionFreezer {
         error = errors.frozenOutsideLeases(vm, command);
       }
       return { vm, ok: false, error, mayHaveFrozen: !NOT_SENT.has(error.code) };
+    }
+  }
+
+  /** The requested mountpoints the guest does not have (guest-get-fsinfo); undefined if it cannot tell. */
+  private async missingMountpoints(vm: string, mountpoints: string[]): Promise<string[] | undefined> {
+    try {
+      const info = await this.agent.call(vm, 'guest-get-fsinfo');
+      if (!Array.isArray(info)) return undefined;
+      const have = new Set(info.map((fs) => (fs !== null && typeof fs === 'object' && !Array.isArray(fs) ? fs.mountpoint : undefined)));
+      return mountpoints.filter((m) => !have.has(m));
+    } catch {
+      return undefined;
     }
   }
 
@@ -219,6 +248,18 @@ export class SessionFreezer {
       extra: { leaseId: lease.leaseId },
     });
   }
+}
+
+function nothingFrozen(vm: string, command: string, mountpoints: string[] | undefined, more: { qga?: GatewayError['qga']; missing?: string[] } = {}): GatewayError {
+  const detail = mountpoints
+    ? `the guest agent froze no filesystem: ${more.missing ? 'the guest has none of' : 'none of'} the mountpoints ${mountpoints.join(', ')}` +
+      `${more.missing ? '' : ' is a filesystem it can freeze'} (GET /v1/vms/${vm}/filesystems lists them); the VM is left thawed and the lease has ended`
+    : 'the guest agent froze no filesystem: the guest has none it can freeze; the VM is left thawed and the lease has ended';
+  return errors.nothingFrozen(vm, detail, {
+    command,
+    ...(more.qga ? { qga: more.qga } : {}),
+    extra: { frozen: 0, ...(mountpoints ? { mountpoints } : {}), ...(more.missing ? { missing: more.missing } : {}) },
+  });
 }
 
 function conflictError(r: Exclude<AcquireResult, { ok: true }>, p: FreezeRequest): GatewayError {

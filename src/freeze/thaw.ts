@@ -15,9 +15,10 @@
  */
 import type { FreezeLogger as Logger } from './types.js';
 import { GatewayError, isGatewayError } from '../errors.js';
-import { vmKey, type FenceCheck, type Lease, type LeaseStore } from '../store/types.js';
+import { vmKey, type EndedBy, type FenceCheck, type Lease, type LeaseStore } from '../store/types.js';
 import {
   asGatewayError,
+  endedByOf,
   freezeData,
   type FreezeAgent,
   type ThawTrigger,
@@ -42,13 +43,15 @@ interface LocalEntry {
   lease: Lease;
   timer?: NodeJS.Timeout;
   attempt: number;
+  /** for a retry: the trigger of the thaw that failed (it decides the tombstone's endedBy) */
+  origin?: ThawTrigger;
 }
 
 export class ThawEngine {
   /** sessions this process froze or renewed: the local auto-thaw timers */
   private readonly local = new Map<string, LocalEntry>();
-  /** session → leaseId whose release could not reach the store */
-  private readonly pendingReleases = new Map<string, string>();
+  /** session → lease (and why it ended) whose release could not reach the store */
+  private readonly pendingReleases = new Map<string, { leaseId: string; endedBy?: EndedBy }>();
   private stopped = false;
 
   constructor(
@@ -108,8 +111,12 @@ export class ThawEngine {
     }
   }
 
-  /** Thaw every VM of a session; release it when all are done; schedule a retry otherwise. */
-  async thawSession(lease: Lease, trigger: ThawTrigger, vms?: string[]): Promise<SessionThawResult> {
+  /**
+   * Thaw every VM of a session; release it when all are done (with a tombstone saying why, unless
+   * its holder ended it); schedule a retry otherwise. `origin`: for a retry, the trigger of the
+   * thaw being retried.
+   */
+  async thawSession(lease: Lease, trigger: ThawTrigger, vms?: string[], origin: ThawTrigger = trigger): Promise<SessionThawResult> {
     const targets = vms ?? freezeData(lease).vms;
     const outcomes = await Promise.all(targets.map((vm) => this.thawVm(vm, lease, trigger).catch((e: unknown) => failed(vm, e))));
     const renewed = outcomes.some((o) => o.status === 'skipped' && o.why === 'renewed');
@@ -123,30 +130,30 @@ export class ThawEngine {
       return { outcomes, done: false, released: false };
     }
     if (failures.length > 0) {
-      this.scheduleRetry(lease);
+      this.scheduleRetry(lease, origin);
       return { outcomes, done: false, released: false };
     }
     this.forget(lease.session);
-    const released = await this.release(lease.session, lease.leaseId);
+    const released = await this.release(lease.session, lease.leaseId, endedByOf(origin));
     return { outcomes, done: true, released };
   }
 
-  /** Release, or remember to release once the store is back. */
-  async release(session: string, leaseId: string): Promise<boolean> {
+  /** Release (leaving a tombstone when `endedBy` is given), or remember to once the store is back. */
+  async release(session: string, leaseId: string, endedBy?: EndedBy): Promise<boolean> {
     try {
-      await this.store.release(session, leaseId);
+      await this.store.release(session, leaseId, endedBy);
       this.pendingReleases.delete(session);
       return true;
     } catch (e) {
       if (!isGatewayError(e) || e.code !== 'STORE_UNAVAILABLE') throw e;
-      this.pendingReleases.set(session, leaseId);
+      this.pendingReleases.set(session, { leaseId, ...(endedBy ? { endedBy } : {}) });
       return false;
     }
   }
 
   async retryPendingReleases(): Promise<void> {
-    for (const [session, leaseId] of [...this.pendingReleases]) {
-      await this.store.release(session, leaseId);
+    for (const [session, p] of [...this.pendingReleases]) {
+      await this.store.release(session, p.leaseId, p.endedBy);
       this.pendingReleases.delete(session);
     }
   }
@@ -182,13 +189,13 @@ export class ThawEngine {
     this.local.clear();
   }
 
-  private scheduleRetry(lease: Lease): void {
+  private scheduleRetry(lease: Lease, origin: ThawTrigger): void {
     if (this.stopped) return;
     const prev = this.local.get(lease.session);
     if (prev?.timer) clearTimeout(prev.timer);
     const attempt = (prev?.attempt ?? 0) + 1;
     const delay = Math.min(RETRY_BASE_MS * 2 ** (attempt - 1), RETRY_MAX_MS);
-    const entry: LocalEntry = { lease, attempt };
+    const entry: LocalEntry = { lease, attempt, origin };
     entry.timer = setTimeout(() => void this.fire(lease.session, 'retry'), delay);
     this.local.set(lease.session, entry);
   }
@@ -196,11 +203,12 @@ export class ThawEngine {
   private async fire(session: string, trigger: ThawTrigger): Promise<void> {
     const entry = this.local.get(session);
     if (!entry || this.stopped) return;
+    const origin = trigger === 'retry' ? entry.origin ?? trigger : trigger;
     try {
-      await this.thawSession(entry.lease, trigger);
+      await this.thawSession(entry.lease, trigger, undefined, origin);
     } catch (e) {
       this.logger.error({ err: e, session }, 'auto-thaw failed');
-      this.scheduleRetry(entry.lease);
+      this.scheduleRetry(entry.lease, origin);
     }
   }
 
@@ -210,7 +218,7 @@ export class ThawEngine {
       // the store's clock may run a little behind ours: do not spin while it catches up
       if (s && s.leaseId === lease.leaseId) this.arm(s, 100);
     } catch {
-      this.scheduleRetry(lease);
+      this.scheduleRetry(lease, 'local-timer');
     }
   }
 }

@@ -3,7 +3,7 @@
  */
 import { GatewayError, errors } from '../errors.js';
 import type { ExecuteOptions, JsonObject, JsonValue } from '../qga/types.js';
-import { vmOfKey, type Lease, type LeaseStore } from '../store/types.js';
+import { vmOfKey, type EndedBy, type EndedLease, type Lease, type LeaseStore } from '../store/types.js';
 import type { AuditLog } from '../util/audit.js';
 
 /** What the freeze service logs through: pino's logger, or Fastify's (which wraps it). */
@@ -100,6 +100,50 @@ export type VmThawOutcome =
   | { vm: string; status: 'failed'; error: GatewayError };
 
 export type ThawTrigger = 'caller' | 'force' | 'rollback' | 'local-timer' | 'deadline' | 'reconcile' | 'before-freeze' | 'retry' | 'shutdown';
+
+/**
+ * What a thaw by this trigger records in the lease's tombstone as why it ended (LEASE_EXPIRED
+ * `endedBy`): every timer or sweep that thaws a lease past its expiry is its deadline. Undefined when
+ * the holder ended it itself (its own thaw, the rollback of its own failed freeze): no tombstone.
+ * 'retry' repeats an earlier thaw; the engine passes that thaw's trigger instead.
+ */
+export function endedByOf(trigger: ThawTrigger): EndedBy | undefined {
+  switch (trigger) {
+    case 'force':
+      return 'forced';
+    case 'shutdown':
+      return 'shutdown';
+    case 'local-timer':
+    case 'deadline':
+    case 'reconcile':
+    case 'before-freeze':
+      return 'deadline';
+    default:
+      return undefined;
+  }
+}
+
+const ENDED_HOW: Record<EndedBy, string> = {
+  deadline: 'by its deadline: the gateway thawed the guest automatically',
+  forced: 'by a forced thaw (an admin thawed the guest)',
+  shutdown: 'when the gateway shut down and thawed the guest',
+  'agent-restart': 'when the guest agent restarted and forgot the freeze',
+};
+
+/**
+ * 409 LEASE_EXPIRED for a thaw or renew of `leaseId`, which ended at `endedAt` for `endedBy`: the
+ * guest was thawed then, so a snapshot taken after that time is not consistent.
+ */
+export function leaseExpiredError(ended: Pick<EndedLease, 'leaseId' | 'endedAt' | 'endedBy'>, what: 'thaw' | 'renew', ctx: { vm?: string; group?: string } = {}): GatewayError {
+  const detail =
+    `lease ${ended.leaseId} ended at ${iso(ended.endedAt)} ${ENDED_HOW[ended.endedBy]}; ` +
+    (what === 'thaw' ? 'nothing was sent to the agent. ' : 'it cannot be renewed: freeze again for a new lease. ') +
+    'A snapshot taken after endedAt may not be consistent';
+  return errors.leaseExpired(detail, { endedAt: iso(ended.endedAt), endedBy: ended.endedBy }, {
+    ...(ctx.vm ? { vm: ctx.vm } : {}),
+    extra: { leaseId: ended.leaseId, ...(ctx.group ? { group: ctx.group } : {}) },
+  });
+}
 
 export interface FreezeDeps {
   store: LeaseStore;

@@ -83,7 +83,10 @@ describe('freeze across gateway processes', { timeout: 120_000 }, () => {
     expect(commands().slice(mark)).toEqual([]);
     const stale = await call(a, 'DELETE', `/v1/vms/vm1/fsfreeze?leaseId=${String(old.json.leaseId)}`);
     expect(stale.status).toBe(409);
-    expect(stale.json.code).toBe('LEASE_CONFLICT');
+    // its lease was ended by the deadline thaw: LEASE_EXPIRED says so (it was LEASE_CONFLICT before tombstones)
+    expect(stale.json.code).toBe('LEASE_EXPIRED');
+    expect(stale.json.endedBy).toBe('deadline');
+    expect(Date.parse(String(stale.json.endedAt))).toBeGreaterThanOrEqual(Date.parse(String(old.json.expiresAt)));
     expect(commands().slice(mark)).toEqual([]);
     expect(fleet.vm.vm1.state.frozen).toBe(true);
     expect(a.log()).toMatch(/stale thaw not sent/);

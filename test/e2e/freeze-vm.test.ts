@@ -58,6 +58,30 @@ describe.skipIf(!vmAvailable())('freeze a real VM', { timeout: 240_000 }, () => 
       expect(all.frozen).toBeGreaterThanOrEqual(1);
       await sleep(3_000);
       expect((await app.inject({ method: 'GET', url: '/v1/vms/guest/fsfreeze' })).json()).toMatchObject({ status: 'thawed', lease: null });
+      // the lease the deadline ended: its holder learns when and why (issue 12 item 9)
+      const late = await app.inject({ method: 'DELETE', url: `/v1/vms/guest/fsfreeze?leaseId=${all.leaseId}` });
+      expect(late.statusCode).toBe(409);
+      expect(late.json()).toMatchObject({ code: 'LEASE_EXPIRED', endedBy: 'deadline' });
+      expect(Date.parse(late.json().endedAt)).toBeGreaterThanOrEqual(Date.parse(all.expiresAt));
+    } finally {
+      // the embedded store is not durable: closing the app thaws whatever a failed assertion left frozen
+      await app.close();
+    }
+  });
+
+  it('mountpoints the real guest does not have: qemu-ga 7.2 freezes 0 → 422 NOTHING_FROZEN, the guest stays usable', async () => {
+    const app: FastifyInstance = await makeApp({ vms: [{ name: 'guest', endpoint: { type: 'unix', path: vm.socketPath } }] });
+    try {
+      const f = await app.inject({ method: 'POST', url: '/v1/vms/guest/fsfreeze', payload: { mountpoints: ['/no/such/mount'], ttlSeconds: 60 } });
+      expect(f.statusCode).toBe(422);
+      expect(f.json()).toMatchObject({ code: 'NOTHING_FROZEN', vm: 'guest', frozen: 0 });
+      expect((await app.inject({ method: 'GET', url: '/v1/vms/guest/fsfreeze' })).json()).toMatchObject({ status: 'thawed', lease: null });
+      expect((await app.inject({ method: 'GET', url: '/v1/vms/guest/hostname' })).statusCode).toBe(200);
+      // /data exists beside it: frozen alone, as the agent skips the other
+      const mixed = await app.inject({ method: 'POST', url: '/v1/vms/guest/fsfreeze', payload: { mountpoints: ['/no/such/mount', '/data'], ttlSeconds: 60 } });
+      expect(mixed.statusCode).toBe(201);
+      expect(mixed.json().frozen).toBe(1);
+      expect((await app.inject({ method: 'DELETE', url: `/v1/vms/guest/fsfreeze?leaseId=${mixed.json().leaseId}` })).json()).toMatchObject({ thawed: 1, consistent: true });
     } finally {
       // the embedded store is not durable: closing the app thaws whatever a failed assertion left frozen
       await app.close();

@@ -44,9 +44,13 @@ describe('auto-thaw when the freezing process is gone', () => {
     // at most one sweep interval past the lease plus the thaw's round trip; 1.5 s of slack
     expect(overshoot).toBeLessThanOrEqual(sweepIntervalMs + 1_500);
     await waitFor(async () => (await b.freeze.status('vm1', BACKUP)).lease === null, 5_000, 'lease released');
-    // the dead process's lease is stale now: a thaw with it is refused and sends nothing
+    // the dead process's lease is stale now: a thaw with it is refused as LEASE_EXPIRED (ended by
+    // its deadline, after its expiry) and sends nothing
     const n = agentCommands(f.vm.vm1).length;
-    expect((await rejection(b.freeze.thaw('vm1', { leaseId: lease.leaseId }, BACKUP))).code).toBe('LEASE_CONFLICT');
+    const stale = await rejection(b.freeze.thaw('vm1', { leaseId: lease.leaseId }, BACKUP));
+    expect(stale.code).toBe('LEASE_EXPIRED');
+    expect(stale.extra?.endedBy).toBe('deadline');
+    expect(Date.parse(String(stale.extra?.endedAt))).toBeGreaterThanOrEqual(Date.parse(lease.expiresAt));
     expect(agentCommands(f.vm.vm1).length).toBe(n);
   });
 
