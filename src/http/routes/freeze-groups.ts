@@ -19,7 +19,8 @@ export default async function freezeGroupRoutes(fastify: FastifyInstance): Promi
       description:
         'Every VM must be registered (404 naming the missing ones; nothing frozen). The lease covers all of them ' +
         '(409 LEASE_CONFLICT if any is held). They are frozen in parallel; if any fails, the ones already frozen are ' +
-        'thawed and the problem body lists each VM (`vms`). With `Idempotency-Key`, a retry returns the same group (200).',
+        'thawed and the problem body lists each VM (`vms`); a member that freezes no filesystem fails the group with 422 ' +
+        'NOTHING_FROZEN. With `Idempotency-Key`, a retry returns the same group (200).',
       command: ['guest-fsfreeze-freeze', 'guest-fsfreeze-freeze-list', 'guest-fsfreeze-thaw'],
       headers: IdempotencyHeaders,
       body: GroupBody,
@@ -47,6 +48,9 @@ export default async function freezeGroupRoutes(fastify: FastifyInstance): Promi
     '/freeze-groups/:id/renew',
     operation('fsfreeze', 'renewFreezeGroup', {
       summary: "Extend a freeze group's lease (never past its hard deadline)",
+      description:
+        "409 LEASE_EXPIRED: the group's lease has already ended — `endedAt` and `endedBy` (`deadline`, `forced`, " +
+        '`shutdown`) tell when and why; a snapshot taken after `endedAt` may not be consistent. 404: no such group.',
       params: GroupParams,
       body: RenewBody,
       ok: { 200: GroupRenewResult },
@@ -59,6 +63,10 @@ export default async function freezeGroupRoutes(fastify: FastifyInstance): Promi
     '/freeze-groups/:id',
     operation('fsfreeze', 'thawFreezeGroup', {
       summary: 'Thaw every member of a freeze group (with its lease, or force with admin)',
+      description:
+        "409 LEASE_EXPIRED: the group's lease has already ended (`endedAt`, `endedBy`: `deadline`, `forced`, " +
+        '`shutdown`), nothing is sent; a snapshot taken after `endedAt` may not be consistent. 409 LEASE_CONFLICT: ' +
+        'another lease id. 404: no such group.',
       command: 'guest-fsfreeze-thaw',
       params: GroupParams,
       querystring: ThawQuery,

@@ -40,8 +40,10 @@ export default async function fsfreezeRoutes(fastify: FastifyInstance): Promise<
         'Takes a lease on the VM (409 LEASE_CONFLICT naming holder and expiry if someone holds one; the agent is then not ' +
         'asked), then freezes. The guest is thawed at `expiresAt` unless the lease is renewed — by this gateway process, ' +
         'or, if it is gone, by any other one sharing the lease store. A freeze that fails, times out or loses its ' +
-        'connection is followed by a thaw at once. With `Idempotency-Key`, a retry returns the same lease (200) without ' +
-        'extending it. 503 STORE_UNAVAILABLE: the lease store cannot be reached; nothing was frozen.',
+        'connection is followed by a thaw at once. 422 NOTHING_FROZEN: the agent froze no filesystem (mountpoints the ' +
+        'guest does not have, or none it can freeze); the VM is left thawed and the lease has ended. With ' +
+        '`Idempotency-Key`, a retry returns the same lease (200) without extending it. 503 STORE_UNAVAILABLE: the lease ' +
+        'store cannot be reached; nothing was frozen.',
       command: ['guest-fsfreeze-freeze', 'guest-fsfreeze-freeze-list'],
       params: VmParams,
       headers: IdempotencyHeaders,
@@ -59,6 +61,10 @@ export default async function fsfreezeRoutes(fastify: FastifyInstance): Promise<
     '/vms/:vm/fsfreeze/renew',
     operation('fsfreeze', 'renewFreezeLease', {
       summary: 'Extend a freeze lease (never past its hard deadline)',
+      description:
+        '409 LEASE_EXPIRED: the lease has already ended — `endedAt` (ISO time) and `endedBy` (`deadline`, `forced`, ' +
+        '`shutdown`) tell when and why; the guest was (or is being) thawed then, so a snapshot taken after `endedAt` may ' +
+        'not be consistent. Freeze again for a new lease. 409 LEASE_CONFLICT: a lease id this VM never had.',
       params: VmParams,
       body: RenewBody,
       ok: { 200: RenewResult },
@@ -72,8 +78,10 @@ export default async function fsfreezeRoutes(fastify: FastifyInstance): Promise<
     operation('fsfreeze', 'thawFilesystems', {
       summary: 'Thaw the guest filesystems with the lease (or force, admin)',
       description:
-        'Needs the lease id; a lease that has ended (thawed by its deadline) or belongs to someone else → 409 and nothing ' +
-        'is sent to the agent. `force=true` (admin scope, audited) thaws whoever holds it. Works with the lease store ' +
+        'Needs the lease id. A lease that has already ended → 409 LEASE_EXPIRED with `endedAt` (ISO time) and `endedBy` ' +
+        '(`deadline`, `forced`, `shutdown`): the guest was thawed then, so a snapshot taken after `endedAt` may not be ' +
+        'consistent. A lease id this VM never had (or that its holder already thawed) → 409 LEASE_CONFLICT. Either way ' +
+        'nothing is sent to the agent. `force=true` (admin scope, audited) thaws whoever holds it. Works with the lease store ' +
         'down: the thaw is then sent without the lease check (`leaseCheck: unverified`). `consistent: false` means the ' +
         'guest did not stay frozen for the whole lease (e.g. Windows VSS gives up after ~10 s).',
       command: 'guest-fsfreeze-thaw',

@@ -65,7 +65,10 @@ export interface paths {
         /** List registered VMs (config, discovered sockets, API-registered) */
         get: operations["listVms"];
         put?: never;
-        /** Register a VM and its agent endpoint (admin) */
+        /**
+         * Register a VM and its agent endpoint (admin)
+         * @description An endpoint belongs to one VM: a unix socket (compared by its real path) or host:port another VM holds is refused with 409 ENDPOINT_IN_USE, or with 403 REGISTRATION_DENIED when the caller may not see that VM. A unix socket must resolve, symlinks followed, inside registry.allowedSocketRoots; a TCP endpoint must be listed in registry.allowedTcpEndpoints. Every refusal that involves the endpoint is the same 403 REGISTRATION_DENIED, which says nothing about whether the path exists or the port listens. A token limited by VM globs registers only names inside them. The socket is stored by its real path.
+         */
         post: operations["registerVm"];
         delete?: never;
         options?: never;
@@ -80,7 +83,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** A VM: endpoint, channel state, cached agent version, frozen state */
+        /** A VM: channel state, cached agent version, frozen state (and its endpoint, for admin callers) */
         get: operations["getVm"];
         put?: never;
         post?: never;
@@ -283,12 +286,12 @@ export interface paths {
         put?: never;
         /**
          * Freeze the guest filesystems under a lease that thaws them automatically
-         * @description Takes a lease on the VM (409 LEASE_CONFLICT naming holder and expiry if someone holds one; the agent is then not asked), then freezes. The guest is thawed at `expiresAt` unless the lease is renewed — by this gateway process, or, if it is gone, by any other one sharing the lease store. A freeze that fails, times out or loses its connection is followed by a thaw at once. With `Idempotency-Key`, a retry returns the same lease (200) without extending it. 503 STORE_UNAVAILABLE: the lease store cannot be reached; nothing was frozen.
+         * @description Takes a lease on the VM (409 LEASE_CONFLICT naming holder and expiry if someone holds one; the agent is then not asked), then freezes. The guest is thawed at `expiresAt` unless the lease is renewed — by this gateway process, or, if it is gone, by any other one sharing the lease store. A freeze that fails, times out or loses its connection is followed by a thaw at once. 422 NOTHING_FROZEN: the agent froze no filesystem (mountpoints the guest does not have, or none it can freeze); the VM is left thawed and the lease has ended. With `Idempotency-Key`, a retry returns the same lease (200) without extending it. 503 STORE_UNAVAILABLE: the lease store cannot be reached; nothing was frozen.
          */
         post: operations["freezeFilesystems"];
         /**
          * Thaw the guest filesystems with the lease (or force, admin)
-         * @description Needs the lease id; a lease that has ended (thawed by its deadline) or belongs to someone else → 409 and nothing is sent to the agent. `force=true` (admin scope, audited) thaws whoever holds it. Works with the lease store down: the thaw is then sent without the lease check (`leaseCheck: unverified`). `consistent: false` means the guest did not stay frozen for the whole lease (e.g. Windows VSS gives up after ~10 s).
+         * @description Needs the lease id. A lease that has already ended → 409 LEASE_EXPIRED with `endedAt` (ISO time) and `endedBy` (`deadline`, `forced`, `shutdown`): the guest was thawed then, so a snapshot taken after `endedAt` may not be consistent. A lease id this VM never had (or that its holder already thawed) → 409 LEASE_CONFLICT. Either way nothing is sent to the agent. `force=true` (admin scope, audited) thaws whoever holds it. Works with the lease store down: the thaw is then sent without the lease check (`leaseCheck: unverified`). `consistent: false` means the guest did not stay frozen for the whole lease (e.g. Windows VSS gives up after ~10 s).
          */
         delete: operations["thawFilesystems"];
         options?: never;
@@ -305,7 +308,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Extend a freeze lease (never past its hard deadline) */
+        /**
+         * Extend a freeze lease (never past its hard deadline)
+         * @description 409 LEASE_EXPIRED: the lease has already ended — `endedAt` (ISO time) and `endedBy` (`deadline`, `forced`, `shutdown`) tell when and why; the guest was (or is being) thawed then, so a snapshot taken after `endedAt` may not be consistent. Freeze again for a new lease. 409 LEASE_CONFLICT: a lease id this VM never had.
+         */
         post: operations["renewFreezeLease"];
         delete?: never;
         options?: never;
@@ -324,7 +330,7 @@ export interface paths {
         put?: never;
         /**
          * Freeze several VMs together under one lease (all or nothing)
-         * @description Every VM must be registered (404 naming the missing ones; nothing frozen). The lease covers all of them (409 LEASE_CONFLICT if any is held). They are frozen in parallel; if any fails, the ones already frozen are thawed and the problem body lists each VM (`vms`). With `Idempotency-Key`, a retry returns the same group (200).
+         * @description Every VM must be registered (404 naming the missing ones; nothing frozen). The lease covers all of them (409 LEASE_CONFLICT if any is held). They are frozen in parallel; if any fails, the ones already frozen are thawed and the problem body lists each VM (`vms`); a member that freezes no filesystem fails the group with 422 NOTHING_FROZEN. With `Idempotency-Key`, a retry returns the same group (200).
          */
         post: operations["createFreezeGroup"];
         delete?: never;
@@ -344,7 +350,10 @@ export interface paths {
         get: operations["getFreezeGroup"];
         put?: never;
         post?: never;
-        /** Thaw every member of a freeze group (with its lease, or force with admin) */
+        /**
+         * Thaw every member of a freeze group (with its lease, or force with admin)
+         * @description 409 LEASE_EXPIRED: the group's lease has already ended (`endedAt`, `endedBy`: `deadline`, `forced`, `shutdown`), nothing is sent; a snapshot taken after `endedAt` may not be consistent. 409 LEASE_CONFLICT: another lease id. 404: no such group.
+         */
         delete: operations["thawFreezeGroup"];
         options?: never;
         head?: never;
@@ -360,7 +369,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Extend a freeze group's lease (never past its hard deadline) */
+        /**
+         * Extend a freeze group's lease (never past its hard deadline)
+         * @description 409 LEASE_EXPIRED: the group's lease has already ended — `endedAt` and `endedBy` (`deadline`, `forced`, `shutdown`) tell when and why; a snapshot taken after `endedAt` may not be consistent. 404: no such group.
+         */
         post: operations["renewFreezeGroup"];
         delete?: never;
         options?: never;
@@ -1449,7 +1461,7 @@ export interface components {
              * @description Stable machine-readable error code (see API.md)
              * @enum {string}
              */
-            code: "VALIDATION_FAILED" | "UNAUTHENTICATED" | "FORBIDDEN" | "COMMAND_DISABLED" | "VM_NOT_FOUND" | "NOT_FOUND" | "METHOD_NOT_ALLOWED" | "LEASE_CONFLICT" | "VM_FROZEN" | "USE_FREEZE_API" | "VM_EXISTS" | "PAYLOAD_TOO_LARGE" | "URI_TOO_LONG" | "UNSUPPORTED_MEDIA_TYPE" | "RANGE_NOT_SATISFIABLE" | "HEADERS_TOO_LARGE" | "AGENT_ERROR" | "QUEUE_FULL" | "INTERNAL" | "COMMAND_NOT_SUPPORTED" | "AGENT_PROTOCOL_ERROR" | "AGENT_UNAVAILABLE" | "STORE_UNAVAILABLE" | "SHUTTING_DOWN" | "AGENT_TIMEOUT";
+            code: "VALIDATION_FAILED" | "UNAUTHENTICATED" | "ORIGIN_FORBIDDEN" | "FORBIDDEN" | "COMMAND_DISABLED" | "REGISTRATION_DENIED" | "VM_NOT_FOUND" | "NOT_FOUND" | "METHOD_NOT_ALLOWED" | "LEASE_CONFLICT" | "LEASE_EXPIRED" | "VM_FROZEN" | "USE_FREEZE_API" | "VM_EXISTS" | "ENDPOINT_IN_USE" | "PAYLOAD_TOO_LARGE" | "URI_TOO_LONG" | "UNSUPPORTED_MEDIA_TYPE" | "RANGE_NOT_SATISFIABLE" | "MISDIRECTED_REQUEST" | "AGENT_ERROR" | "NOTHING_FROZEN" | "QUEUE_FULL" | "HEADERS_TOO_LARGE" | "INTERNAL" | "COMMAND_NOT_SUPPORTED" | "AGENT_PROTOCOL_ERROR" | "AGENT_UNAVAILABLE" | "STORE_UNAVAILABLE" | "SHUTTING_DOWN" | "AGENT_TIMEOUT";
             instance?: string;
             vm?: string;
             command?: string;
@@ -1568,7 +1580,8 @@ export interface operations {
                     "application/json": {
                         vms: {
                             name: string;
-                            endpoint: {
+                            /** @description the agent socket (a unix socket by its real path); shown to admin callers only */
+                            endpoint?: {
                                 /** @enum {string} */
                                 type: "unix";
                                 path: string;
@@ -1662,7 +1675,8 @@ export interface operations {
                 content: {
                     "application/json": {
                         name: string;
-                        endpoint: {
+                        /** @description the agent socket (a unix socket by its real path); shown to admin callers only */
+                        endpoint?: {
                             /** @enum {string} */
                             type: "unix";
                             path: string;
@@ -1759,7 +1773,8 @@ export interface operations {
                 content: {
                     "application/json": {
                         name: string;
-                        endpoint: {
+                        /** @description the agent socket (a unix socket by its real path); shown to admin callers only */
+                        endpoint?: {
                             /** @enum {string} */
                             type: "unix";
                             path: string;
