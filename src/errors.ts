@@ -171,7 +171,7 @@ export const errors = {
   headersTooLarge: () => new GatewayError('HEADERS_TOO_LARGE', 'the request headers exceed the server limit'),
   outsideFile: (vm: string, what: string, size: number) => new GatewayError('RANGE_NOT_SATISFIABLE', `${what} is outside the file (${size} bytes)`, { vm, extra: { size } }),
   agentError: (vm: string, command: string | undefined, detail: string) => new GatewayError('AGENT_ERROR', detail, { vm, command }),
-  queueFull: (vm: string, detail: string, retryAfter = 1) => new GatewayError('QUEUE_FULL', detail, { vm, retryAfter }),
+  queueFull: (vm: string, detail: string, ctx: Ctx = {}) => new GatewayError('QUEUE_FULL', detail, { retryAfter: 1, ...ctx, vm }),
   /** the agent's reply is valid JSON but not what the reference promises for the command */
   unexpectedReply: (vm: string, command: string, what: string) => new GatewayError('AGENT_PROTOCOL_ERROR', `${command} returned ${what}`, { vm, command }),
   protocol: (vm: string, command: string | undefined, detail: string, ctx: Ctx = {}) => new GatewayError('AGENT_PROTOCOL_ERROR', detail, { ...ctx, vm, command }),

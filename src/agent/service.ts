@@ -11,7 +11,7 @@
  * else (Proxmox, a script in the guest) may have thawed meanwhile.
  */
 import { performance } from 'node:perf_hooks';
-import { GatewayError, isGatewayError } from '../errors.js';
+import { isGatewayError, errors } from '../errors.js';
 import { FROZEN_SAFE } from '../qga/commands.js';
 import type { AgentInfo, ExecuteOptions, JsonObject, JsonValue } from '../qga/types.js';
 import type { AgentPool } from '../pool/pool.js';
@@ -70,21 +70,21 @@ export class AgentService implements AgentCaller {
   private async checkCapability(vm: string, info: AgentInfo, command: string, budget: Budget): Promise<void> {
     const c = info.commands.get(command);
     if (!c) {
-      throw new GatewayError('COMMAND_NOT_SUPPORTED', `the agent (version ${info.version}) does not offer ${command}`, { vm, command });
+      throw errors.commandNotSupported(vm, command, `the agent (version ${info.version}) does not offer ${command}`);
     }
     if (c.enabled) return;
     if (!FROZEN_SAFE.has(command)) {
       const status = await this.pool.execute(vm, 'guest-fsfreeze-status', undefined, budget.next());
       this.observe(vm, 'guest-fsfreeze-status', status);
       if (status === 'frozen') {
-        throw new GatewayError('VM_FROZEN', `the guest's filesystems are frozen; ${command} is not allowed until they are thawed`, { vm, command });
+        throw errors.vmFrozen(vm, command);
       }
       const channel = this.pool.channel(vm);
       channel.invalidateInfo();
       const fresh = await channel.info(budget.next());
       if (fresh.commands.get(command)?.enabled) return;
     }
-    throw new GatewayError('COMMAND_DISABLED', `${command} has been disabled by the guest administrator`, { vm, command });
+    throw errors.commandDisabled(vm, command);
   }
 
   /** The agent info (connecting and syncing if needed). */
@@ -111,7 +111,7 @@ export class AgentService implements AgentCaller {
     const status = await this.pool.execute(vm, 'guest-fsfreeze-status', undefined, budget.next());
     this.observe(vm, 'guest-fsfreeze-status', status);
     if (this.frozen.has(vm)) {
-      throw new GatewayError('VM_FROZEN', `the guest's filesystems are frozen; ${command} is not allowed until they are thawed`, { vm, command });
+      throw errors.vmFrozen(vm, command);
     }
   }
 
@@ -153,10 +153,7 @@ class Budget {
   next(): ExecuteOptions {
     const left = this.deadline - performance.now();
     if (left <= 0) {
-      throw new GatewayError('AGENT_TIMEOUT', `${this.command} for ${this.vm} used up its ${this.totalMs} ms before it could be sent`, {
-        vm: this.vm,
-        command: this.command,
-      });
+      throw errors.agentTimeout(this.vm, this.command, `${this.command} for ${this.vm} used up its ${this.totalMs} ms before it could be sent`);
     }
     return { ...this.opts, timeoutMs: Math.ceil(left) };
   }

@@ -19,6 +19,7 @@ import { ResultCache } from './results.js';
 import { PidTracker, type TrackedPid } from './tracker.js';
 import type { AgentCaller } from '../agent/service.js';
 import type { AgentVersionOf, CaptureOutput, ExecStartRequest, ExecStatus, ExecStatusRecord } from './types.js';
+import { abortReason } from '../util/abort.js';
 
 export type ExecSettings = Config['exec'];
 
@@ -225,9 +226,6 @@ function toExecStatus(reply: JsonValue, vm: string): ExecStatus {
   return s;
 }
 
-function abortReason(signal: AbortSignal): unknown {
-  return signal.reason ?? new DOMException('aborted', 'AbortError');
-}
 
 /** Stop waiting for `p` when `signal` aborts; `p` itself runs on. */
 function raceAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {

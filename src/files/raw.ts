@@ -24,7 +24,7 @@ export class RawHandles {
 
   async open(vm: string, path: string, mode = 'r'): Promise<number> {
     if (this.files.registry.count(vm, 'api') >= this.limits.maxHandlesPerVm) {
-      throw errors.queueFull(vm, `${this.limits.maxHandlesPerVm} file handles are already open on this VM through the API; close some first`, Math.ceil(this.limits.handleIdleMs / 1000));
+      throw errors.queueFull(vm, `${this.limits.maxHandlesPerVm} file handles are already open on this VM through the API; close some first`, { retryAfter: Math.ceil(this.limits.handleIdleMs / 1000) });
     }
     return this.files.open(vm, path, mode, 'api');
   }

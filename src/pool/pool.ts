@@ -10,7 +10,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
-import { GatewayError } from '../errors.js';
+import { GatewayError, errors } from '../errors.js';
 import { Channel, type ChannelOptions } from '../qga/channel.js';
 import { defaultSpec } from '../qga/commands.js';
 import { ChannelEvents, type CommandEvent, type StateEvent } from '../qga/events.js';
@@ -64,9 +64,9 @@ export class AgentPool extends ChannelEvents {
 
   /** The VM's channel, made lazily; replaced when the VM's endpoint changed. */
   channel(vm: string): Channel {
-    if (this.closed) throw new GatewayError('SHUTTING_DOWN', 'the agent pool is closed', { vm });
+    if (this.closed) throw errors.shuttingDown('the agent pool is closed', { vm });
     const endpoint = this.opts.resolve(vm);
-    if (!endpoint) throw new GatewayError('VM_NOT_FOUND', `no VM named ${vm}`, { vm });
+    if (!endpoint) throw errors.vmNotFound(vm);
     const existing = this.channels.get(vm);
     if (existing && sameEndpoint(existing.endpoint, endpoint) && existing.state !== 'closing' && existing.state !== 'closed') {
       return existing;
@@ -168,7 +168,7 @@ export class AgentPool extends ChannelEvents {
       this.opts.logger?.debug({ vm: victim.vm, for: incoming.vm }, 'released least recently used agent connection');
       return undefined;
     }
-    return new GatewayError('QUEUE_FULL', `all ${this.maxOpen} agent connections are busy`, { vm: incoming.vm, retryAfter: 1 });
+    return errors.queueFull(incoming.vm, `all ${this.maxOpen} agent connections are busy`);
   }
 
   private retire(vm: string, ch: Channel): void {

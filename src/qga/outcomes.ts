@@ -10,12 +10,12 @@ export const ended = {
   /** close() was called: nothing new is accepted */
   closing: (vm: string, command: string) => errors.shuttingDown(`the channel to ${vm} is closing`, { vm, command }),
   queueFull: (vm: string, command: string, waiting: number) =>
-    new GatewayError('QUEUE_FULL', `${waiting} commands are already waiting for ${vm}`, { vm, command, retryAfter: 1 }),
+    errors.queueFull(vm, `${waiting} commands are already waiting for ${vm}`, { command }),
   /** destroy() without an error of its own */
   shutDown: (vm: string) => errors.agentUnavailable(vm, `the channel to ${vm} was shut down`),
   /** a (re)connect was refused by the admission check (the pool's maxOpen) */
   refused: (vm: string, job: Job, refused: GatewayError) =>
-    new GatewayError(refused.code, refused.message, { vm, command: job.command, retryAfter: refused.retryAfter }),
+    errors.rewrap(refused, refused.code, refused.message, { vm, command: job.command }),
   nobodyListens: (vm: string, job: Job, errno: string) =>
     errors.agentUnavailable(vm, `the agent socket of ${vm} cannot be connected (${errno})`, { command: job.command }),
   /** deadline passed while the session was connecting, syncing or backing off */

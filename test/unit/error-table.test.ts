@@ -47,3 +47,25 @@ describe('the error table', () => {
     expect(doc.info.description).toContain(errorTableMarkdown());
   });
 });
+
+describe('errors are built in one place', () => {
+  it('no file in src/ but errors.ts and qga/agent-errors.ts calls new GatewayError (the factory words each situation once)', async () => {
+    const { readdirSync } = await import('node:fs');
+    const { join, relative, resolve } = await import('node:path');
+    const root = resolve(__dirname, '../../src');
+    const files: string[] = [];
+    const walk = (dir: string): void => {
+      for (const e of readdirSync(dir, { withFileTypes: true })) {
+        if (e.isDirectory()) walk(join(dir, e.name));
+        else if (e.name.endsWith('.ts')) files.push(join(dir, e.name));
+      }
+    };
+    walk(root);
+    expect(files.length).toBeGreaterThan(50);
+    const offenders = files
+      .map((f) => relative(root, f))
+      .filter((f) => f !== 'errors.ts' && f !== join('qga', 'agent-errors.ts'))
+      .filter((f) => /new GatewayError\(/.test(readFileSync(join(root, f), 'utf8')));
+    expect(offenders).toEqual([]);
+  });
+});
