@@ -51,6 +51,15 @@ function restore(body: unknown, exact: Exact[]): void {
   }
 }
 
+/**
+ * The body limit of a route whose JSON carries up to `dataBytes` of base64 data (stdin, a file
+ * write): the data as base64 plus the ordinary limit for everything around it, so the data has its
+ * own cap (checked decoded, with a clear 413) and the rest of the body the usual one.
+ */
+export function base64BodyLimit(dataBytes: number, bodyLimitBytes: number): number {
+  return Math.ceil((dataBytes * 4) / 3) + bodyLimitBytes;
+}
+
 export function registerJsonBody(app: FastifyInstance): void {
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {

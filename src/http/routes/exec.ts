@@ -14,9 +14,9 @@ import { requestSignal } from '../abort.js';
 import { AGENT_ERRORS, VmParams } from '../schemas/common.js';
 import { ExecBody, ExecParams, ExecResult, ExecStarted, ExecStatusQuery } from '../schemas/exec.js';
 import { operation } from './operation.js';
+import { base64BodyLimit } from '../json-body.js';
 
 /** Room in the JSON body for path, args and env besides the base64 stdin. */
-const BODY_SLACK = 1024 * 1024;
 
 export function execView(rec: ExecStatusRecord): Static<typeof ExecResult> {
   const s = rec.status;
@@ -60,7 +60,7 @@ export default async function execRoutes(fastify: FastifyInstance): Promise<void
       body: ExecBody,
       ok: { 200: ExecResult, 202: ExecStarted },
       errors: [...AGENT_ERRORS, 413],
-      bodyLimit: Math.ceil((maxInputBytes * 4) / 3) + BODY_SLACK,
+      bodyLimit: base64BodyLimit(maxInputBytes, fastify.services.config.server.bodyLimitBytes),
     }),
     async (request, reply) => {
       const { vm } = request.params;

@@ -15,8 +15,8 @@ import { AGENT_ERRORS, VmParams } from '../schemas/common.js';
 import { HandleList, HandleParams, OpenBody, OpenResult, ReadBody, SeekBody, WriteBody } from '../schemas/files.js';
 import { GuestFileRead, GuestFileSeek, GuestFileWrite } from '../schemas/qga.js';
 import { operation } from './operation.js';
+import { base64BodyLimit } from '../json-body.js';
 
-const BODY_SLACK = 64 * 1024;
 const WHENCE: Record<string, Whence> = { set: 0, cur: 1, end: 2 };
 
 function toWhence(w: number | string): Whence {
@@ -101,7 +101,7 @@ export function handleRoutes(files: FilesService) {
         body: WriteBody,
         ok: { 200: GuestFileWrite },
         errors: [...AGENT_ERRORS, 413],
-        bodyLimit: Math.ceil((maxWrite * 4) / 3) + BODY_SLACK,
+        bodyLimit: base64BodyLimit(maxWrite, fastify.services.config.server.bodyLimitBytes),
       }),
       async (request) => {
         const { vm, handle } = request.params;
