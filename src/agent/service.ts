@@ -13,9 +13,9 @@
 import { performance } from 'node:perf_hooks';
 import { isGatewayError, errors } from '../errors.js';
 import { FROZEN_SAFE } from '../qga/commands.js';
-import type { AgentInfo, ExecuteOptions, JsonObject, JsonValue } from '../qga/types.js';
+import type { AgentInfo, ChannelStats, ExecuteOptions, JsonObject, JsonValue } from '../qga/types.js';
 import type { AgentPool } from '../pool/pool.js';
-import type { VmRegistry } from '../registry/registry.js';
+import type { RegistrationView, VmRegistry } from '../registry/registry.js';
 
 /** Commands the gateway uses internally that every agent we support has. */
 const ALWAYS_AVAILABLE = new Set(['guest-sync', 'guest-sync-delimited', 'guest-info', 'guest-ping']);
@@ -105,6 +105,26 @@ export class AgentService implements AgentCaller {
 
   forget(vm: string): void {
     this.frozen.delete(vm);
+  }
+
+  /** Force a resync on the VM's channel (queued like a command) and report its round trip. */
+  async sync(vm: string, opts: ExecuteOptions = {}): Promise<{ rttMs: number }> {
+    await this.registry.require(vm);
+    return this.pool.channel(vm).sync(opts);
+  }
+
+  /** What is known of the VM's channel without touching the agent (undefined: never used, or forgotten). */
+  channelState(vm: string): { stats: ChannelStats; agentInfo?: AgentInfo } | undefined {
+    if (!this.pool.has(vm)) return undefined;
+    const ch = this.pool.channel(vm);
+    return { stats: ch.stats(), ...(ch.agentInfo ? { agentInfo: ch.agentInfo } : {}) };
+  }
+
+  /** Deregister an API-registered VM: its channel closes and what was known of it is forgotten. */
+  async deregister(vm: string, view: RegistrationView): Promise<void> {
+    await this.registry.deregister(vm, view);
+    await this.pool.remove(vm);
+    this.forget(vm);
   }
 
   private async confirmFrozen(vm: string, command: string, budget: Budget): Promise<void> {

@@ -78,7 +78,7 @@ function viewOf(principal: Principal): RegistrationView & { endpoints: boolean }
 }
 
 export function summarize(services: HttpServices, rec: VmRecord, view: { endpoints: boolean }): Static<typeof VmSummary> {
-  const ch = services.pool.has(rec.name) ? services.pool.channel(rec.name).stats() : undefined;
+  const ch = services.agent.channelState(rec.name)?.stats;
   return {
     name: rec.name,
     ...(view.endpoints ? { endpoint: rec.endpoint } : {}),
@@ -135,7 +135,7 @@ export default async function vmRoutes(fastify: FastifyInstance): Promise<void> 
     }),
     async (request) => {
       const rec = await services.registry.require(request.params.vm);
-      const info = services.pool.has(rec.name) ? services.pool.channel(rec.name).agentInfo : undefined;
+      const info = services.agent.channelState(rec.name)?.agentInfo;
       return {
         ...summarize(services, rec, viewOf(request.principal)),
         ...(info ? { agent: { version: info.version, echoesId: info.echoesId } } : {}),
@@ -154,9 +154,7 @@ export default async function vmRoutes(fastify: FastifyInstance): Promise<void> 
       errors: [400, 401, 403, 404, 503],
     }),
     async (request, reply) => {
-      await services.registry.deregister(request.params.vm, viewOf(request.principal));
-      await services.pool.remove(request.params.vm);
-      services.agent.forget(request.params.vm);
+      await services.agent.deregister(request.params.vm, viewOf(request.principal));
       request.log.info({ vm: request.params.vm, by: request.principal.name }, 'VM deregistered');
       return reply.code(204).send(null);
     },
@@ -200,8 +198,7 @@ export default async function vmRoutes(fastify: FastifyInstance): Promise<void> 
       ok: { 200: Type.Object({ synced: Type.Literal(true), rttMs: Type.Number() }) },
     }),
     async (request) => {
-      await services.registry.require(request.params.vm);
-      const { rttMs } = await services.pool.channel(request.params.vm).sync({ signal: requestSignal(request) });
+      const { rttMs } = await services.agent.sync(request.params.vm, { signal: requestSignal(request) });
       return { synced: true as const, rttMs: Math.round(rttMs * 1000) / 1000 };
     },
   );
