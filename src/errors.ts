@@ -33,10 +33,12 @@ export const ERRORS = {
   AGENT_ERROR: { status: 422, title: 'Guest agent returned an error', when: 'the agent answered with an error object (`qga.class`, `qga.desc` carried through)' },
   NOTHING_FROZEN: { status: 422, title: 'Nothing frozen', when: 'a freeze froze no filesystem (e.g. the mountpoints do not exist); the VM is left thawed' },
   QUEUE_FULL: { status: 429, title: 'VM request queue is full', when: "the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set)" },
+  RATE_LIMITED: { status: 429, title: 'Rate limited', when: 'the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused' },
   HEADERS_TOO_LARGE: { status: 431, title: 'Request header fields too large', when: "request headers over the server's limit" },
   INTERNAL: { status: 500, title: 'Internal error', when: 'a defect in the gateway (logged; never carries internals)' },
   COMMAND_NOT_SUPPORTED: { status: 501, title: 'Command not supported by this agent', when: 'this agent version does not know the command (or the option)' },
   AGENT_PROTOCOL_ERROR: { status: 502, title: 'Guest agent protocol error', when: 'the agent sent something that is not a valid reply, or a reply of the wrong shape' },
+  REPLY_TOO_LARGE: { status: 502, title: 'Guest agent reply too large', when: "the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced" },
   AGENT_UNAVAILABLE: { status: 503, title: 'Guest agent unavailable', when: "the VM's agent socket cannot be connected or synced, or the connection was lost" },
   STORE_UNAVAILABLE: { status: 503, title: 'Lease store unavailable', when: 'the lease store (Redis) cannot be reached; freezes are refused, thaws retried' },
   SHUTTING_DOWN: { status: 503, title: 'Gateway is shutting down', when: 'the gateway is stopping and takes no new requests' },
@@ -172,9 +174,13 @@ export const errors = {
   outsideFile: (vm: string, what: string, size: number) => new GatewayError('RANGE_NOT_SATISFIABLE', `${what} is outside the file (${size} bytes)`, { vm, extra: { size } }),
   agentError: (vm: string, command: string | undefined, detail: string) => new GatewayError('AGENT_ERROR', detail, { vm, command }),
   queueFull: (vm: string, detail: string, ctx: Ctx = {}) => new GatewayError('QUEUE_FULL', detail, { retryAfter: 1, ...ctx, vm }),
+  /** admission (http/plugins/limits.ts): the caller is over its concurrency or request rate; `retryAfter` in seconds */
+  rateLimited: (detail: string, retryAfter: number) => new GatewayError('RATE_LIMITED', detail, { retryAfter }),
   /** the agent's reply is valid JSON but not what the reference promises for the command */
   unexpectedReply: (vm: string, command: string, what: string) => new GatewayError('AGENT_PROTOCOL_ERROR', `${command} returned ${what}`, { vm, command }),
   protocol: (vm: string, command: string | undefined, detail: string, ctx: Ctx = {}) => new GatewayError('AGENT_PROTOCOL_ERROR', detail, { ...ctx, vm, command }),
+  /** a reply line over the per-reply cap or the global buffer budget; dropped as it came, channel resynced */
+  replyTooLarge: (vm: string, command: string | undefined, detail: string, ctx: Ctx = {}) => new GatewayError('REPLY_TOO_LARGE', detail, { ...ctx, vm, command }),
   agentUnavailable: (vm: string, detail: string, ctx: Ctx = {}) => new GatewayError('AGENT_UNAVAILABLE', detail, { ...ctx, vm }),
   agentTimeout: (vm: string, command: string, detail: string, ctx: Ctx = {}) => new GatewayError('AGENT_TIMEOUT', detail, { ...ctx, vm, command }),
   storeUnavailable: (detail: string, ctx: Ctx = {}) => new GatewayError('STORE_UNAVAILABLE', detail, ctx),
