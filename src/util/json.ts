@@ -21,18 +21,44 @@ export function isJsonObject(value: JsonValue | undefined): value is JsonObject 
 
 const LONG_DIGIT_RUN = /\d{16}/;
 
+/**
+ * Deepest nesting of arrays and objects accepted (the agent's own replies nest a handful of
+ * levels). Deeper text is a SyntaxError, so no consumer (re-serializing, logging, schema checks)
+ * ever meets a value deep enough to overflow its stack.
+ */
+export const MAX_JSON_DEPTH = 64;
+
+/**
+ * Parse JSON text losslessly (see above). Throws SyntaxError for invalid JSON and for nesting
+ * deeper than MAX_JSON_DEPTH. Keys such as "__proto__" (however escaped) become own data
+ * properties; no prototype is ever replaced.
+ */
 export function parseJson(text: string): JsonValue {
   if (!LONG_DIGIT_RUN.test(text)) {
-    // no integer here can be unsafe, so what JSON.parse builds is a JsonValue without bigints
+    // no integer here can be unsafe, so what JSON.parse builds is a JsonValue without bigints.
+    // V8's JSON.parse is iterative (any depth parses); the depth is checked on the result.
     const value: JsonValue = JSON.parse(text);
+    if (jsonDepthExceeds(value, MAX_JSON_DEPTH)) throw new SyntaxError(`nesting deeper than ${MAX_JSON_DEPTH} levels in JSON`);
     return value;
   }
   return new LosslessParser(text).parseDocument();
 }
 
+/** True when `value` nests arrays/objects more than `max` levels deep. Iterative: any depth is safe. */
+export function jsonDepthExceeds(value: unknown, max: number): boolean {
+  if (value === null || typeof value !== 'object') return false;
+  const stack: Array<[object, number]> = [[value, 1]];
+  while (stack.length > 0) {
+    const [obj, depth] = stack.pop() as [object, number];
+    if (depth > max) return true;
+    const items = Array.isArray(obj) ? obj : Object.values(obj);
+    for (const item of items) if (item !== null && typeof item === 'object') stack.push([item as object, depth + 1]);
+  }
+  return false;
+}
+
 const NUMBER = /-?(?:0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?/y;
-// far below the depth at which the recursive descent would overflow the stack (≈5000)
-const MAX_DEPTH = 1_000;
+const MAX_DEPTH = MAX_JSON_DEPTH;
 
 class LosslessParser {
   private pos = 0;
@@ -127,7 +153,7 @@ class LosslessParser {
 
   /** At an opening bracket: steps in; true (and past it) when `close` follows at once. */
   private enter(close: number): boolean {
-    if (++this.depth > MAX_DEPTH) this.fail('nesting too deep');
+    if (++this.depth > MAX_DEPTH) this.fail(`nesting deeper than ${MAX_DEPTH} levels`);
     this.pos++;
     this.skipWs();
     return this.leaveAt(close);
@@ -183,17 +209,27 @@ class LosslessParser {
 /**
  * JSON text in which a bigint is a bare integer literal. Otherwise it follows JSON.stringify:
  * toJSON() is honoured, undefined/functions/symbols are skipped in objects and become null in
- * arrays, non-finite numbers become null, and cycles throw a TypeError.
+ * arrays, non-finite numbers become null, and cycles throw a TypeError. Iterative (an explicit
+ * stack, no recursion), so no nesting depth can overflow the call stack.
  */
 export function stringifyJson(value: unknown): string {
-  const out = write(value, new Set<object>(), false);
-  return out ?? 'null';
+  return writeIterative(value) ?? 'null';
 }
 
-function write(value: unknown, ancestors: Set<object>, inArray: boolean): string | undefined {
-  if (value !== null && typeof value === 'object' && 'toJSON' in value && typeof value.toJSON === 'function') {
-    value = value.toJSON();
-  }
+/** a container being written: its members still to go, and the text written so far */
+interface Frame {
+  obj: object;
+  isArray: boolean;
+  keys: readonly string[] | undefined;
+  items: readonly unknown[] | undefined;
+  next: number;
+  parts: string[];
+  /** the member key this container is the value of (objects), written once it is complete */
+  key: string | undefined;
+}
+
+/** A scalar's text, `undefined` when it is skipped (in an object), or the object itself. */
+function scalar(value: unknown, inArray: boolean): string | undefined | { obj: object } {
   switch (typeof value) {
     case 'string':
       return JSON.stringify(value);
@@ -208,26 +244,48 @@ function write(value: unknown, ancestors: Set<object>, inArray: boolean): string
     case 'symbol':
       return inArray ? 'null' : undefined;
     default:
-      break;
+      return value === null ? 'null' : { obj: value as object };
   }
-  // only objects are left (and null, whose typeof is 'object' too)
-  if (typeof value !== 'object' || value === null) return 'null';
-  const obj: object = value;
-  if (ancestors.has(obj)) throw new TypeError('Converting circular structure to JSON');
-  ancestors.add(obj);
-  let text: string;
-  if (Array.isArray(obj)) {
-    const parts: string[] = [];
-    for (const item of obj) parts.push(write(item, ancestors, true) ?? 'null');
-    text = `[${parts.join(',')}]`;
-  } else {
-    const parts: string[] = [];
-    for (const key of Object.keys(obj)) {
-      const member = write(Reflect.get(obj, key), ancestors, false);
-      if (member !== undefined) parts.push(`${JSON.stringify(key)}:${member}`);
+}
+
+function toJsonOf(value: unknown): unknown {
+  if (value !== null && typeof value === 'object' && 'toJSON' in value && typeof value.toJSON === 'function') return value.toJSON();
+  return value;
+}
+
+function writeIterative(root: unknown): string | undefined {
+  const ancestors = new Set<object>();
+  const stack: Frame[] = [];
+  const open = (obj: object, key: string | undefined): void => {
+    if (ancestors.has(obj)) throw new TypeError('Converting circular structure to JSON');
+    ancestors.add(obj);
+    const isArray = Array.isArray(obj);
+    stack.push({ obj, isArray, keys: isArray ? undefined : Object.keys(obj), items: isArray ? (obj as unknown[]) : undefined, next: 0, parts: [], key });
+  };
+  const first = scalar(toJsonOf(root), false);
+  if (typeof first !== 'object') return first;
+  open(first.obj, undefined);
+  for (;;) {
+    const f = stack[stack.length - 1];
+    const total = f.isArray ? (f.items as unknown[]).length : (f.keys as string[]).length;
+    if (f.next < total) {
+      const i = f.next++;
+      const key = f.isArray ? undefined : (f.keys as string[])[i];
+      const raw = f.isArray ? (f.items as unknown[])[i] : Reflect.get(f.obj, key as string);
+      const member = scalar(toJsonOf(raw), f.isArray);
+      if (typeof member === 'object') {
+        open(member.obj, key);
+        continue;
+      }
+      if (member !== undefined) f.parts.push(key === undefined ? member : `${JSON.stringify(key)}:${member}`);
+      else if (f.isArray) f.parts.push('null');
+      continue;
     }
-    text = `{${parts.join(',')}}`;
+    stack.pop();
+    ancestors.delete(f.obj);
+    const text = f.isArray ? `[${f.parts.join(',')}]` : `{${f.parts.join(',')}}`;
+    const parent = stack[stack.length - 1];
+    if (!parent) return text;
+    parent.parts.push(f.key === undefined ? text : `${JSON.stringify(f.key)}:${text}`);
   }
-  ancestors.delete(obj);
-  return text;
 }
