@@ -9,6 +9,8 @@
  * "Known frozen" is learnt from freeze, thaw and status replies and from the agent's own frozen
  * refusals; before refusing on it, a cheap guest-fsfreeze-status confirms it, because someone
  * else (Proxmox, a script in the guest) may have thawed meanwhile.
+ * A call with `priority` (the freeze service's freezes and thaws) goes in the channel's priority
+ * lane and skips the guest-info capability check.
  */
 import { performance } from 'node:perf_hooks';
 import { isGatewayError, errors } from '../errors.js';
@@ -47,8 +49,12 @@ export class AgentService implements AgentCaller {
     const budget = new Budget(vm, command, opts, opts.timeoutMs ?? this.pool.defaultTimeoutMs(command));
     await this.registry.require(vm);
     if (!ALWAYS_AVAILABLE.has(command)) {
-      const info = await this.pool.channel(vm).info(budget.next());
-      if (!opts.skipCapabilityCheck) await this.checkCapability(vm, info, command, budget);
+      // A priority call (freeze, thaw) spends no job of the line on guest-info: the command itself
+      // must be the next one on the wire after the one in flight; the agent's own answer decides.
+      if (!opts.priority) {
+        const info = await this.pool.channel(vm).info(budget.next());
+        if (!opts.skipCapabilityCheck) await this.checkCapability(vm, info, command, budget);
+      }
       if (this.frozen.has(vm) && !FROZEN_SAFE.has(command)) await this.confirmFrozen(vm, command, budget);
     }
     try {

@@ -186,7 +186,8 @@ export class SessionFreezer {
     try {
       // The agent's own answer decides (disabled, unknown, frozen): a guest-info cached while the
       // guest was frozen lists freeze as disabled long after the thaw.
-      const r = await this.agent.call(vm, command, mountpoints ? { mountpoints } : undefined, { timeoutMs, skipCapabilityCheck: true });
+      // the priority lane: ahead of every queued reader, whatever the queue's length
+      const r = await this.agent.call(vm, command, mountpoints ? { mountpoints } : undefined, { timeoutMs, skipCapabilityCheck: true, priority: 'freeze' });
       const frozen = typeof r === 'number' ? r : Number(r);
       // Nothing frozen (the real qemu-ga answers 0 for mountpoints it does not have, and unsets its
       // frozen state itself): a failure like any other, and the rollback still sends a thaw, which

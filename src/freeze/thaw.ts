@@ -1,7 +1,9 @@
 /**
  * Thawing, the one operation that must always get through. Every path that ends a freeze comes
  * here: the caller's DELETE, a forced thaw, the rollback of a failed freeze, the local auto-thaw
- * timer, the deadline sweeper and start-up reconciliation.
+ * timer, the deadline sweeper and start-up reconciliation. Every thaw goes in the channel's
+ * priority lane (`priority: 'thaw'`): the next command on the wire after the one in flight, ahead
+ * of everything queued, never refused by maxQueue or the pool's maxOpen.
  *
  * Rules
  * - Thaw is never blocked by the lock. The store is asked, right before the agent command, only to
@@ -82,7 +84,8 @@ export class ThawEngine {
       }
       if (c?.state === 'live' && AUTO_TRIGGERS.has(trigger)) return { vm, status: 'skipped', why: 'renewed' };
     }
-    const opts = this.thawTimeoutMs ? { timeoutMs: this.thawTimeoutMs } : {};
+    // the priority lane: next on the wire after the command in flight, never QUEUE_FULL or refused by maxOpen
+    const opts = { priority: 'thaw' as const, ...(this.thawTimeoutMs ? { timeoutMs: this.thawTimeoutMs } : {}) };
     try {
       const r = await this.agent.call(vm, 'guest-fsfreeze-thaw', undefined, opts);
       const thawed = typeof r === 'number' ? r : Number(r);
@@ -98,7 +101,7 @@ export class ThawEngine {
       }
       // Windows VSS gives up a freeze after ~10 s; the thaw then fails although the guest is thawed.
       if (err.code === 'AGENT_ERROR') {
-        const status = await this.agent.call(vm, 'guest-fsfreeze-status', undefined, {}).catch(() => undefined);
+        const status = await this.agent.call(vm, 'guest-fsfreeze-status', undefined, { priority: 'thaw' }).catch(() => undefined);
         if (status === 'thawed') {
           return {
             vm,

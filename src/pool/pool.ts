@@ -75,21 +75,41 @@ export class AgentPool extends ChannelEvents {
     const ch = this.opts.createChannel
       ? this.opts.createChannel(vm, endpoint, this)
       : new Channel({ ...this.opts.channelOptions, vm, endpoint, events: this });
-    ch.setAdmission(() => this.admit(ch));
+    ch.setAdmission((urgent) => this.admit(ch, urgent));
     this.channels.set(vm, ch);
     this.armSweep();
     return ch;
   }
 
-  /** Run a command on the VM's channel (a socket is opened only within maxOpen: see admit()). */
+  /**
+   * Run a command on the VM's channel (a socket is opened only within maxOpen: see admit()).
+   * A priority job (freeze, thaw) goes to the channel the agent is serving: a channel removed
+   * (freeze and thaw release theirs) but still draining its line holds the agent's one client
+   * slot, and a new channel would wait behind that whole line.
+   */
   execute(vm: string, command: string, args?: JsonObject, opts?: ExecuteOptions): Promise<JsonValue> {
     let ch: Channel;
     try {
-      ch = this.channel(vm);
+      ch = (opts?.priority && this.serving(vm)) || this.channel(vm);
     } catch (err) {
       return Promise.reject(err);
     }
     return ch.execute(command, args, opts);
+  }
+
+  /** The VM's channel (current or draining) that connected first and still holds its socket. */
+  private serving(vm: string): Channel | undefined {
+    const endpoint = this.opts.resolve(vm);
+    if (!endpoint) return undefined;
+    let best: Channel | undefined;
+    let bestAt = Infinity;
+    const current = this.channels.get(vm);
+    for (const ch of [...(current ? [current] : []), ...this.retiring.keys()]) {
+      if (ch.vm !== vm || ch.state === 'closed' || !ch.holdsSocket || !sameEndpoint(ch.endpoint, endpoint)) continue;
+      const at = ch.stats().connectedAt ?? Infinity;
+      if (!best || at < bestAt) [best, bestAt] = [ch, at];
+    }
+    return best;
   }
 
   /**
@@ -152,9 +172,10 @@ export class AgentPool extends ChannelEvents {
   /**
    * Asked by a channel right before it opens a socket. Past maxOpen, the least recently used
    * channel with nothing queued or in flight releases its socket; if none can, the answer is
-   * QUEUE_FULL. Draining (retiring) channels count: their sockets are just as open.
+   * QUEUE_FULL, except for an urgent channel (a freeze or thaw waits in it): that one opens its
+   * socket beyond maxOpen. Draining (retiring) channels count: their sockets are just as open.
    */
-  private admit(incoming: Channel): GatewayError | undefined {
+  private admit(incoming: Channel, urgent = false): GatewayError | undefined {
     let open = 0;
     for (const ch of this.channels.values()) if (ch !== incoming && ch.holdsSocket) open++;
     for (const ch of this.retiring.keys()) if (ch !== incoming && ch.holdsSocket) open++;
@@ -166,6 +187,10 @@ export class AgentPool extends ChannelEvents {
     }
     if (victim?.release()) {
       this.opts.logger?.debug({ vm: victim.vm, for: incoming.vm }, 'released least recently used agent connection');
+      return undefined;
+    }
+    if (urgent) {
+      this.opts.logger?.warn({ vm: incoming.vm, maxOpen: this.maxOpen }, 'all agent connections busy: opening one more for a freeze or thaw');
       return undefined;
     }
     return errors.queueFull(incoming.vm, `all ${this.maxOpen} agent connections are busy`);

@@ -3,15 +3,19 @@
  * This is its public face and its bounded line; the socket's state machine, the running of jobs
  * and every timeout are the Session's (session.ts).
  *
- *   execute() / sync() / info()
- *        │  refused at once: SHUTTING_DOWN (closing), an aborted signal, QUEUE_FULL (maxQueue
- *        │  waiting), the admission check (the pool's maxOpen) when no socket is held
- *        ▼
- *   ┌──────────── line (FIFO, bounded) ─────────────┐    each job: deadline fixed at acceptance;
- *   │ job job job ...                               │    the caller's abort takes it out (or, on
- *   └──────────────────────┬────────────────────────┘    the wire, abandons it)
- *                          ▼
+ *   execute() / sync() / info()                          execute(…, { priority: 'thaw' | 'freeze' })
+ *        │  refused at once: SHUTTING_DOWN (closing),           │  refused only when closed or
+ *        │  an aborted signal, QUEUE_FULL (maxQueue             │  aborted: never QUEUE_FULL, never
+ *        │  ordinary jobs waiting), the admission check         │  the admission check (the pool
+ *        │  (the pool's maxOpen) when no socket is held         │  lets it exceed maxOpen), and a
+ *        ▼                                                      ▼  draining (closing) line takes it
+ *   ┌──────────── line ─────────────────────────────────────────────────┐
+ *   │ [priority lane: thaw freeze …] ◄── inserted here, FIFO among them │ each job: deadline fixed
+ *   │ ordinary job job job …  ◄── appended (FIFO, bounded by maxQueue)  │ at acceptance; the caller's
+ *   └──────────────────────┬────────────────────────────────────────────┘ abort takes it out (or, on
+ *                          ▼                                              the wire, abandons it)
  *   Session: connect → sync → guest-info → one job on the wire → ... (diagram in session.ts)
+ *   So a thaw is the next command the agent gets after the one already on the wire.
  *
  * Events (state, command, resync, stale, orphan; each names its VM) go to one ChannelEvents
  * emitter: the pool's for a pooled channel, a channel's own otherwise.
@@ -138,11 +142,12 @@ export class Channel {
   }
 
   /**
-   * Asked right before this channel would open a socket; an error refuses it. The pool installs
+   * Asked right before this channel would open a socket (`urgent`: for a priority-lane job, which
+   * the pool never refuses); an error refuses it. The pool installs
    * its maxOpen bound here, so every path that connects (execute, info, sync, a reconnect while
    * draining) is bounded, not only the pool's own execute().
    */
-  setAdmission(check: (() => GatewayError | undefined) | undefined): void {
+  setAdmission(check: ((urgent: boolean) => GatewayError | undefined) | undefined): void {
     this.session.admission = check;
   }
 
@@ -163,15 +168,18 @@ export class Channel {
 
   private enqueue<T>(kind: JobKind, command: string, args: JsonObject | undefined, opts: ExecuteOptions): Promise<T> {
     const { session } = this;
-    if (session.state === 'closing' || session.state === 'closed') return Promise.reject(ended.closing(this.vm, command));
+    const urgent = opts.priority !== undefined;
+    // a draining line still takes a priority job (a thaw must not wait for a new socket behind it)
+    if (session.state === 'closed' || (session.state === 'closing' && !urgent)) return Promise.reject(ended.closing(this.vm, command));
     const { signal } = opts;
     if (signal?.aborted) return Promise.reject(abortReason(signal));
-    if (this.queue.length >= this.maxQueue) return Promise.reject(ended.queueFull(this.vm, command, this.queue.length));
+    if (!urgent && this.queue.ordinary >= this.maxQueue) return Promise.reject(ended.queueFull(this.vm, command, this.queue.length));
     // Refused before it is accepted (like a full line): no job, no command event.
-    const refused = session.holdsSocket ? undefined : session.admission?.();
+    const refused = session.holdsSocket ? undefined : session.admission?.(urgent);
     if (refused) return Promise.reject(refused);
     const spec = this.catalog(command) ?? defaultSpec(command);
     const job = new Job(kind, command, args, spec, this.now(), opts.timeoutMs ?? this.timeouts[spec.timeout], signal, session);
+    job.urgent = urgent;
     const promise = this.queue.accept<T>(job);
     session.accept(job);
     return promise;

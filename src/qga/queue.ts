@@ -1,5 +1,6 @@
 /**
- * The Channel's waiting line. A job is one accepted unit of work (a user command, a forced sync,
+ * The Channel's waiting line: urgent (priority-lane) jobs first, FIFO among them, then ordinary
+ * jobs, FIFO. A job is one accepted unit of work (a user command, a forced sync,
  * an info request); its deadline is fixed when it is accepted, so queue wait, connect, sync and
  * run all count against it. The line keeps no timers: the Session decides when a deadline has
  * passed. Settling goes through finish() exactly once: caller's abort listener removed, job out of
@@ -24,6 +25,8 @@ export class Job {
   running = false;
   /** an idempotent command already re-sent once after a dropped connection */
   retried = false;
+  /** in the priority lane (freeze, thaw): ahead of every ordinary waiting job */
+  urgent = false;
   settled = false;
   resolve!: (value: never) => void;
   reject!: (err: unknown) => void;
@@ -59,23 +62,36 @@ export class JobQueue {
     return this.jobs.length;
   }
 
-  /** A new job's promise, settled through finish(). */
+  /** priority-lane jobs waiting (they are always the first ones in the line) */
+  get urgent(): number {
+    let n = 0;
+    while (n < this.jobs.length && this.jobs[n].urgent) n++;
+    return n;
+  }
+
+  /** A new job's promise, settled through finish(). An urgent job goes behind the urgent ones only. */
   accept<T>(job: Job): Promise<T> {
     const p = new Promise<T>((resolve, reject) => {
       job.resolve = resolve as (value: never) => void;
       job.reject = reject;
     });
-    this.jobs.push(job);
+    if (job.urgent) this.jobs.splice(this.urgent, 0, job);
+    else this.jobs.push(job);
     return p;
+  }
+
+  /** ordinary jobs waiting: what maxQueue bounds */
+  get ordinary(): number {
+    return this.jobs.length - this.urgent;
   }
 
   shift(): Job | undefined {
     return this.jobs.shift();
   }
 
-  /** Put a job back at the head (an idempotent command resent after a drop). */
+  /** Put a job back at the head of its lane (an idempotent command resent after a drop). */
   requeue(job: Job): void {
-    this.jobs.unshift(job);
+    this.jobs.splice(job.urgent ? 0 : this.urgent, 0, job);
   }
 
   all(): Job[] {

@@ -29,8 +29,8 @@ export abstract class SessionCore {
   phase: Phase = 'idle';
   /** what the outside sees (and is told by 'state' events) */
   state: ChannelState = 'idle';
-  /** asked before every socket is opened (the pool's maxOpen); an error refuses it */
-  admission: (() => GatewayError | undefined) | undefined;
+  /** asked before every socket is opened (the pool's maxOpen; urgent: a priority job waits); an error refuses it */
+  admission: ((urgent: boolean) => GatewayError | undefined) | undefined;
   agentInfo: AgentInfo | undefined;
   connectedAt: number | undefined;
   inFlight: Job | undefined;

@@ -21,6 +21,7 @@
  *    └◄── socket gone, line empty (jobs wait: connecting) ◄──────────────────────────────────────┘
  *
  * (1) the pool's maxOpen, asked before every socket (after a backoff too); refused: the jobs fail
+ *     (never refused while a priority job, freeze or thaw, waits: the pool exceeds maxOpen for it)
  * (2) on to info only when guest-info is stale (a new socket, or invalidateInfo); else to ready
  * (3) ready with jobs waiting: socket out of step → syncing on the SAME socket (0xFF + guest-sync-
  *     delimited, fresh random id; reason timeout, aborted, protocol-error or stale-data); guest-info
@@ -92,7 +93,7 @@ export class Session extends SessionCore implements WireListener, AbortHandler {
   /** At rest (idle, or ready with nothing on the wire): start what the line needs next. */
   private advance(): void {
     if (this.phase !== 'idle' && this.phase !== 'ready') return;
-    const refused = this.q.length > 0 && !this.conn ? this.admission?.() : undefined;
+    const refused = this.q.length > 0 && !this.conn ? this.admission?.(this.q.urgent > 0) : undefined;
     if (refused) this.q.failWaiting('unavailable', (job) => ended.refused(this.vm, job, refused));
     const conn = this.conn;
     if (this.q.length === 0) return this.rest();

@@ -72,6 +72,11 @@ export interface ExecuteOptions {
   timeoutMs?: number;
   /** abort: takes a waiting command out of the queue; an in-flight one is abandoned (reply discarded) */
   signal?: AbortSignal;
+  /**
+   * The priority lane (freeze and thaw): the job goes ahead of every ordinary waiting job (behind
+   * earlier priority jobs), and is never refused by maxQueue, the pool's maxOpen or a draining channel.
+   */
+  priority?: 'thaw' | 'freeze';
 }
 
 export interface ChannelStats {
