@@ -22,25 +22,13 @@ import net from 'node:net';
 import type { QgaErrorBody } from '../errors.js';
 import { stringifyJson } from '../util/json.js';
 import { ReplyDecoder, type DecoderEvent } from './decoder.js';
+import type { ReplyBudget } from './reply-budget.js';
 import type { Endpoint, JsonObject, JsonValue } from './types.js';
+import { ConnectionLostError, ProtocolViolationError, ReplyTooLargeError } from './wire-errors.js';
+
+export { ConnectionLostError, ProtocolViolationError, ReplyTooLargeError };
 
 export type AgentReply = { ok: true; value: JsonValue } | { ok: false; error: QgaErrorBody };
-
-/** The socket closed (or errored, or never connected). */
-export class ConnectionLostError extends Error {
-  constructor(detail: string, cause?: unknown) {
-    super(detail, cause === undefined ? undefined : { cause });
-    this.name = 'ConnectionLostError';
-  }
-}
-
-/** A reply line that cannot be an answer: not JSON, over the size cap, or neither return nor error. */
-export class ProtocolViolationError extends Error {
-  constructor(detail: string) {
-    super(detail);
-    this.name = 'ProtocolViolationError';
-  }
-}
 
 /** What a connection tells its one owner. Nothing is reported after the owner's destroy(). */
 export interface WireListener {
@@ -87,9 +75,12 @@ export class AgentConnection {
    */
   needsSync = true;
 
-  /** Start connecting; the owner hears onWireOpen, or onWireClose if it fails. */
-  constructor(endpoint: Endpoint, maxReplyBytes: number, private readonly owner: WireListener) {
-    this.decoder = new ReplyDecoder({ maxLineBytes: maxReplyBytes, onEvent: (e) => this.onDecoderEvent(e) });
+  /**
+   * Start connecting; the owner hears onWireOpen, or onWireClose if it fails. A reply line is held
+   * only while it fits both maxReplyBytes and the shared `budget` (agent.maxBufferedBytes).
+   */
+  constructor(endpoint: Endpoint, maxReplyBytes: number, private readonly owner: WireListener, budget?: ReplyBudget) {
+    this.decoder = new ReplyDecoder({ maxLineBytes: maxReplyBytes, budget, onEvent: (e) => this.onDecoderEvent(e) });
     const socket = endpoint.type === 'unix' ? net.connect({ path: endpoint.path }) : net.connect({ host: endpoint.host, port: endpoint.port });
     this.socket = socket;
     socket.once('connect', () => {
@@ -139,6 +130,7 @@ export class AgentConnection {
     this.isClosed = true;
     this.pending = undefined;
     this.socket.destroy();
+    this.decoder.reset(); // its partial line's bytes go back to the budget
   }
 
   private receive(chunk: Buffer): void {
@@ -178,10 +170,10 @@ export class AgentConnection {
     this.owner.onWireAnswer(this, reply);
   }
 
-  private violation(detail: string): void {
+  private violation(err: ProtocolViolationError): void {
     this.pending = undefined;
     this.needsSync = true;
-    this.owner.onWireViolation(this, new ProtocolViolationError(detail));
+    this.owner.onWireViolation(this, err);
   }
 
   private onDecoderEvent(e: DecoderEvent): void {
@@ -203,9 +195,11 @@ export class AgentConnection {
         return;
       case 'invalid':
       case 'oversize':
-        if (p === 'request') {
-          const what = e.type === 'invalid' ? `an invalid reply line (${e.reason}): ${JSON.stringify(e.preview)}` : `a reply line of more than ${e.bytes} bytes, over the size cap`;
-          this.violation(`the agent sent ${what}`);
+        if (p === 'request' && e.type === 'oversize') {
+          const limit = e.limit === 'cap' ? 'the reply cap (agent.maxReplyBytes)' : 'the buffer budget of all channels (agent.maxBufferedBytes)';
+          this.violation(new ReplyTooLargeError(`the agent's reply reached ${e.bytes} bytes, over ${limit}; it was dropped and the channel resynced`));
+        } else if (p === 'request' && e.type === 'invalid') {
+          this.violation(new ProtocolViolationError(`the agent sent an invalid reply line (${e.reason}): ${JSON.stringify(e.preview)}`));
         } else if (this.afterSentinel) {
           this.rescan(e.type === 'oversize' ? e.bytes : e.preview.length);
         } else {
@@ -235,7 +229,7 @@ export class AgentConnection {
       else this.stale(bytes);
       return;
     }
-    if (!reply) return this.violation(`the agent sent a reply with neither return nor error: ${stringifyJson(msg).slice(0, 120)}`);
+    if (!reply) return this.violation(new ProtocolViolationError(`the agent sent a reply with neither return nor error: ${stringifyJson(msg).slice(0, 120)}`));
     this.answer(reply);
   }
 
@@ -254,6 +248,7 @@ export class AgentConnection {
     if (this.isClosed) return;
     this.isClosed = true;
     this.socket.destroy();
+    this.decoder.reset();
     let detail = err ? `the connection to the agent failed: ${err.message}` : 'the agent closed the connection';
     if (!this.connected) detail = `cannot connect to the agent: ${err ? err.message : 'the socket closed'}`;
     // The guest went down right after accepting shutdown/suspend: that is their success. An

@@ -8,7 +8,9 @@
  * dropped while it streams in rather than buffered.
  */
 import type { JsonObject } from './types.js';
-import { parseJson } from '../util/json.js';
+import { MAX_JSON_DEPTH, parseJson, type JsonValue } from '../util/json.js';
+import type { ReplyBudget } from './reply-budget.js';
+import { StreamingJsonParser } from './stream-json.js';
 
 export type DecoderEvent =
   | { type: 'message'; value: JsonObject; bytes: number }
@@ -16,14 +18,24 @@ export type DecoderEvent =
   | { type: 'sentinel' }
   /** a complete line that is not JSON, or JSON but not an object */
   | { type: 'invalid'; reason: string; preview: string }
-  /** a line went past maxLineBytes; the rest of it up to '\n' or 0xFF is dropped unbuffered */
-  | { type: 'oversize'; bytes: number }
+  /**
+   * a line went past maxLineBytes ('cap') or would have taken the shared budget past its limit
+   * ('budget'); the rest of it up to '\n' or 0xFF is dropped unbuffered
+   */
+  | { type: 'oversize'; bytes: number; limit: 'cap' | 'budget' }
   /** bytes thrown away without being parsed: while waiting for a sentinel, or a torn partial line */
   | { type: 'discarded'; bytes: number };
 
 export interface ReplyDecoderOptions {
   maxLineBytes: number;
   onEvent: (event: DecoderEvent) => void;
+  /** shared by all channels: every byte of a partial line is taken from it while held */
+  budget?: ReplyBudget;
+  /**
+   * a line longer than this is parsed incrementally as its chunks arrive (StreamingJsonParser)
+   * instead of being buffered and parsed in one go; default 1 MiB
+   */
+  streamFromBytes?: number;
 }
 
 const LF = 0x0a;
@@ -40,10 +52,19 @@ export class ReplyDecoder {
   private parts: Buffer[] = [];
   private partBytes = 0;
   private mode: Mode = 'lines';
+  private readonly budget: ReplyBudget | undefined;
+  private readonly streamFromBytes: number;
+  /** the current line is long: its bytes go to this parser as they come (parts stays empty) */
+  private stream: StreamingJsonParser | undefined;
+  /** the streamed line turned out not to be JSON; the rest of it is dropped, then reported */
+  private streamError: Error | undefined;
+  private preview = '';
 
   constructor(opts: ReplyDecoderOptions) {
     this.maxLineBytes = opts.maxLineBytes;
     this.onEvent = opts.onEvent;
+    this.budget = opts.budget;
+    this.streamFromBytes = opts.streamFromBytes ?? 1024 * 1024;
   }
 
   /**
@@ -61,8 +82,7 @@ export class ReplyDecoder {
 
   /** Forget all state (a new connection). */
   reset(): void {
-    this.parts = [];
-    this.partBytes = 0;
+    this.clearPartial();
     this.mode = 'lines';
   }
 
@@ -100,47 +120,112 @@ export class ReplyDecoder {
         continue;
       }
       if (ff >= 0) {
-        this.partBytes += ff - pos;
-        this.dropPartial();
+        const torn = this.partBytes + ff - pos;
+        this.clearPartial();
+        if (torn > 0) this.onEvent({ type: 'discarded', bytes: torn });
         pos = ff + 1;
         this.onEvent({ type: 'sentinel' });
         continue;
       }
       if (nl < 0) {
         const rest = chunk.length - pos;
-        if (this.partBytes + rest > this.maxLineBytes) {
+        const over = this.partBytes + rest > this.maxLineBytes ? 'cap' : this.budget && !this.budget.tryTake(rest) ? 'budget' : undefined;
+        if (over) {
           const bytes = this.partBytes + rest;
-          this.parts = [];
-          this.partBytes = 0;
+          this.clearPartial();
           this.mode = 'skip-oversize';
-          this.onEvent({ type: 'oversize', bytes });
+          this.onEvent({ type: 'oversize', bytes, limit: over });
           return;
         }
-        this.parts.push(chunk.subarray(pos));
         this.partBytes += rest;
+        this.keep(chunk.subarray(pos));
         return;
       }
       const piece = chunk.subarray(pos, nl);
       pos = nl + 1;
+      if (this.stream) {
+        this.endStream(piece);
+        continue;
+      }
       const line = this.parts.length === 0 ? piece : Buffer.concat([...this.parts, piece]);
-      this.parts = [];
-      this.partBytes = 0;
+      this.clearPartial();
       this.emitLine(line);
     }
   }
 
+  /** Hold a piece of the current line: buffered, or fed to the incremental parser of a long line. */
+  private keep(piece: Buffer): void {
+    if (!this.stream && this.partBytes <= this.streamFromBytes) {
+      this.parts.push(piece);
+      return;
+    }
+    if (!this.stream) {
+      this.stream = new StreamingJsonParser(MAX_JSON_DEPTH);
+      this.streamError = undefined;
+      const held = this.parts;
+      this.parts = [];
+      this.preview = Buffer.concat(held.length > 0 ? [held[0]] : [piece]).toString('latin1', 0, PREVIEW_CHARS);
+      for (const p of held) this.feed(p);
+    }
+    this.feed(piece);
+  }
+
+  private feed(piece: Buffer): void {
+    if (this.streamError || !this.stream) return;
+    try {
+      this.stream.write(piece);
+    } catch (err) {
+      this.streamError = err as Error;
+    }
+  }
+
+  /** The long line ends with `piece`: its value (or why it is not one) is emitted. */
+  private endStream(piece: Buffer): void {
+    const len = this.partBytes + piece.length - (piece.length > 0 && piece[piece.length - 1] === CR ? 1 : 0);
+    const stream = this.stream as StreamingJsonParser;
+    const preview = this.preview;
+    if (len > this.maxLineBytes) {
+      this.clearPartial();
+      this.onEvent({ type: 'oversize', bytes: len, limit: 'cap' });
+      return;
+    }
+    this.feed(piece);
+    let value: JsonValue | undefined;
+    let error = this.streamError;
+    const empty = stream.empty;
+    if (!error && !empty) {
+      try {
+        value = stream.end();
+      } catch (err) {
+        error = err as Error;
+      }
+    }
+    this.clearPartial();
+    if (error) return this.onEvent({ type: 'invalid', reason: error.message, preview });
+    if (!empty) this.emitValue(value as JsonValue, len, preview);
+  }
+
   private dropPartial(): void {
     const bytes = this.partBytes;
+    this.clearPartial();
+    if (bytes > 0) this.onEvent({ type: 'discarded', bytes });
+  }
+
+  /** Forget the partial line and give its bytes back to the budget. */
+  private clearPartial(): void {
+    this.budget?.release(this.partBytes);
     this.parts = [];
     this.partBytes = 0;
-    if (bytes > 0) this.onEvent({ type: 'discarded', bytes });
+    this.stream = undefined;
+    this.streamError = undefined;
+    this.preview = '';
   }
 
   private emitLine(raw: Buffer): void {
     let len = raw.length;
     if (len > 0 && raw[len - 1] === CR) len--;
     if (len > this.maxLineBytes) {
-      this.onEvent({ type: 'oversize', bytes: len });
+      this.onEvent({ type: 'oversize', bytes: len, limit: 'cap' });
       return;
     }
     // Agent output is ASCII (everything else \u-escaped), so utf8 decoding is exact.
@@ -153,8 +238,12 @@ export class ReplyDecoder {
       this.onEvent({ type: 'invalid', reason: (err as Error).message, preview: text.slice(0, PREVIEW_CHARS) });
       return;
     }
+    this.emitValue(value as JsonValue, len, text.slice(0, PREVIEW_CHARS));
+  }
+
+  private emitValue(value: JsonValue, len: number, preview: string): void {
     if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-      this.onEvent({ type: 'invalid', reason: 'reply is not a JSON object', preview: text.slice(0, PREVIEW_CHARS) });
+      this.onEvent({ type: 'invalid', reason: 'reply is not a JSON object', preview });
       return;
     }
     this.onEvent({ type: 'message', value: value as JsonObject, bytes: len });

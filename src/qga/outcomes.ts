@@ -5,6 +5,7 @@
  */
 import { GatewayError, errors } from '../errors.js';
 import type { Job } from './queue.js';
+import { ReplyTooLargeError } from './wire-errors.js';
 
 export const ended = {
   /** close() was called: nothing new is accepted */
@@ -41,7 +42,11 @@ export const ended = {
   /** the job could not be carried out on this socket (a forced sync with no reply, unserializable arguments) */
   failed: (vm: string, job: Job, err: unknown) =>
     errors.agentUnavailable(vm, `${job.command} failed for ${vm}: ${err instanceof Error ? err.message : String(err)}`, { command: job.command, cause: err }),
-  garbage: (vm: string, job: Job, err: Error) => errors.protocol(vm, job.command, err.message, { cause: err }),
+  /** a reply line that cannot be the answer; one over the reply cap or the buffer budget is REPLY_TOO_LARGE */
+  garbage: (vm: string, job: Job, err: Error) =>
+    err instanceof ReplyTooLargeError
+      ? errors.replyTooLarge(vm, job.command, `${job.command} on ${vm}: ${err.message}`, { cause: err })
+      : errors.protocol(vm, job.command, err.message, { cause: err }),
   infoFailed: (vm: string, job: Job) => errors.agentError(vm, job.command, 'guest-info failed'),
   internal: (vm: string, err: unknown) => errors.internal(`the channel to ${vm} failed: ${String(err)}`, { vm, cause: err }),
 };

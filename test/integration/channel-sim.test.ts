@@ -155,7 +155,7 @@ describe('Channel against the simulator', () => {
     await ch.execute('guest-ping');
     vm.setFault({ command: 'guest-get-osinfo', kind: 'oversize', bytes: 8 * 1024 * 1024, times: 1 });
     const err = await gatewayError(ch.execute('guest-get-osinfo'));
-    expect(err.code).toBe('AGENT_PROTOCOL_ERROR');
+    expect(err.code).toBe('REPLY_TOO_LARGE');
     await expect(ch.execute('guest-get-host-name')).resolves.toHaveProperty('host-name');
     // the bulk of the 8 MiB line went by as discarded bytes, not into a buffer
     expect(stale).toBeGreaterThan(7 * 1024 * 1024);
