@@ -115,7 +115,7 @@ export class Session extends SessionCore implements WireListener, AbortHandler {
   private connect(): void {
     this.go('connecting', this.s.connectTimeoutMs);
     try {
-      this.conn = new AgentConnection(this.endpoint, this.s.maxReplyBytes, this);
+      this.conn = new AgentConnection(this.endpoint, this.s.maxReplyBytes, this, this.s.replyBudget);
     } catch (err) {
       this.handshakeFailed(err);
     }

@@ -6,6 +6,7 @@
 
 // The JSON value types live with the lossless codec (util/, below this layer); re-exported for the protocol's users.
 import type { JsonObject, JsonValue } from '../util/json.js';
+import type { ReplyBudget } from './reply-budget.js';
 export type { JsonObject, JsonValue };
 
 /** Where a VM's agent socket is. Resolved server-side only; never taken from an HTTP caller. */
@@ -58,6 +59,8 @@ export interface ChannelSettings {
   maxQueue: number;
   /** longest reply line accepted; a longer one is dropped unbuffered and the socket resynced */
   maxReplyBytes: number;
+  /** one budget over the partial reply lines of all channels (agent.maxBufferedBytes); none: no global limit */
+  replyBudget?: ReplyBudget;
   /** one deadline for the whole resync, and one for reading guest-info */
   syncTimeoutMs: number;
   connectTimeoutMs: number;
