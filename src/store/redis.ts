@@ -116,6 +116,14 @@ export class RedisStore implements LeaseStore {
     });
   }
 
+  /**
+   * The connection and the key prefix, for the HTTP rate limit's counters (http/plugins/limits.ts),
+   * so they need no second connection. Its fail-fast settings apply to them too.
+   */
+  get connection(): { client: Redis; keyPrefix: string } {
+    return { client: this.redis, keyPrefix: this.prefix };
+  }
+
   get fenceHighWater(): number {
     return this.highWater;
   }
