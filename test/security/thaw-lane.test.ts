@@ -12,10 +12,13 @@ import { Channel } from '../../src/qga/channel.js';
 import type { CommandSpec, JsonValue, TimeoutClass } from '../../src/qga/types.js';
 import type { SimAgent } from '../../sim/index.js';
 import { listen, makeApp } from '../helpers/app.js';
+import { announceVmSkip, startVm, vmAvailable, type RunningVm } from '../helpers/vm.js';
 import { startSim, type SimFleet } from '../integration/routes-support.js';
 
 const SLOW_MS = 200;
 const CLIENTS = 200;
+const VM_CLIENTS = 50;
+const REAL_IN_FLIGHT_MS = 100;
 const REFUSED_PAUSE_MS = 250;
 const TIMEOUTS: Record<TimeoutClass, number> = { fast: 10_000, normal: 10_000, slow: 10_000, freeze: 10_000, long: 10_000 };
 const catalog = (name: string): CommandSpec => ({
@@ -135,8 +138,8 @@ const loop = async () => {
 Promise.all(Array.from({ length: workerData.clients }, loop)).then(() => parentPort.postMessage(byStatus));
 `;
 
-function flood(base: string, vm: string) {
-  const worker = new Worker(FLOOD_WORKER, { eval: true, workerData: { url: `${base}/v1/vms/${vm}/os`, clients: CLIENTS, pauseMs: REFUSED_PAUSE_MS } });
+function flood(base: string, vm: string, clients = CLIENTS, pauseMs = REFUSED_PAUSE_MS) {
+  const worker = new Worker(FLOOD_WORKER, { eval: true, workerData: { url: `${base}/v1/vms/${vm}/os`, clients, pauseMs } });
   const done = new Promise<Record<string, number>>((resolve, reject) => {
     worker.once('message', resolve);
     worker.once('error', reject);
@@ -281,5 +284,52 @@ describe('freeze and thaw under a flood of 200 HTTP clients', { timeout: 30_000 
       await f.stop();
     }
     expect(vm.stats.frozen).toBe(false);
+  });
+});
+
+announceVmSkip('thaw-lane');
+
+describe.skipIf(!vmAvailable())('the owner\'s thaw of a real guest under a flood of 50 HTTP clients', { timeout: 240_000 }, () => {
+  let rig: RunningVm;
+  beforeAll(async () => {
+    rig = await startVm('thawlane');
+  }, 240_000);
+  afterAll(async () => {
+    await rig?.stop();
+  });
+
+  it('DELETE answers thawed within 1 s + the in-flight command while 50 clients hammer the frozen guest', { timeout: 20_000 }, async () => {
+    const app = await makeApp({ vms: [{ name: 'guest', endpoint: { type: 'unix', path: rig.socketPath } }] });
+    let byStatus: Record<string, number> = {};
+    try {
+      const base = await listen(app);
+      const fr = await fetch(`${base}/v1/vms/guest/fsfreeze`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ mountpoints: ['/data'], ttlSeconds: 60 }) });
+      expect(fr.status, await fr.clone().text()).toBe(201);
+      const lease = (await fr.json()) as { leaseId: string; frozen: number };
+      expect(lease.frozen).toBe(1);
+      // the real agent answers in about a millisecond: the clients come back 10 ms after a refusal
+      const f = flood(base, 'guest', VM_CLIENTS, 10);
+      let d0 = 0;
+      let d1 = 0;
+      try {
+        await new Promise((r) => setTimeout(r, 1500));
+        d0 = Date.now();
+        const th = await fetch(`${base}/v1/vms/guest/fsfreeze?leaseId=${encodeURIComponent(lease.leaseId)}`, { method: 'DELETE' });
+        d1 = Date.now();
+        expect(th.status, await th.clone().text()).toBe(200);
+        expect(await th.json()).toMatchObject({ thawed: 1, frozen: 1, consistent: true });
+      } finally {
+        byStatus = await f.stop();
+      }
+      console.log(`[thaw-lane] real guest: DELETE answered in ${d1 - d0} ms; flood answers by status: ${JSON.stringify(byStatus)}`);
+      // the flood was on the frozen guest: readers were refused as VM_FROZEN (or the line was full)
+      expect((byStatus['409'] ?? 0) + (byStatus['429'] ?? 0)).toBeGreaterThan(VM_CLIENTS);
+      // a command on this guest takes about a millisecond (ping 0.45 ms, status alike): 100 ms covers the one in flight
+      expect(d1 - d0).toBeLessThanOrEqual(1000 + REAL_IN_FLIGHT_MS);
+      const st = await fetch(`${base}/v1/vms/guest/fsfreeze`);
+      expect(await st.json()).toMatchObject({ status: 'thawed', lease: null });
+    } finally {
+      await app.close();
+    }
   });
 });
