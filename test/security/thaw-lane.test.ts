@@ -12,7 +12,9 @@ import { Channel } from '../../src/qga/channel.js';
 import type { CommandSpec, JsonValue, TimeoutClass } from '../../src/qga/types.js';
 import type { SimAgent } from '../../sim/index.js';
 import { listen, makeApp } from '../helpers/app.js';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { announceVmSkip, startVm, vmAvailable, type RunningVm } from '../helpers/vm.js';
+import { BACKUP, rig, simFleet, type Rig, type SimFleet as FreezeFleet } from '../integration/freeze-fixture.js';
 import { startSim, type SimFleet } from '../integration/routes-support.js';
 
 const SLOW_MS = 200;
@@ -282,6 +284,60 @@ describe('freeze and thaw under a flood of 200 HTTP clients', { timeout: 30_000 
     } finally {
       vm.clearFaults();
       await f.stop();
+    }
+    expect(vm.stats.frozen).toBe(false);
+  });
+});
+
+describe('the holder died: the sweeper\'s deadline thaw under a flood (two gateways sharing Redis)', { timeout: 30_000 }, () => {
+  let redis: TestRedis;
+  let fl: FreezeFleet;
+  const rigs: Rig[] = [];
+  beforeAll(async () => {
+    redis = await startRedis();
+    fl = await simFleet(['sw1']);
+  });
+  afterAll(async () => {
+    for (const r of rigs) await r.close().catch(() => undefined);
+    await fl?.close();
+    await redis?.stop();
+  });
+
+  it('reaches the agent within deadline + sweepIntervalMs + 1 s while 200 callers flood the survivor', async () => {
+    const SWEEP_MS = 500;
+    const vm = fl.vm.sw1;
+    const holder = await rig(fl, { redisUrl: redis.url, keyPrefix: 'tl:', freeze: { sweepIntervalMs: SWEEP_MS } });
+    const survivor = await rig(fl, { redisUrl: redis.url, keyPrefix: 'tl:', freeze: { sweepIntervalMs: SWEEP_MS } });
+    rigs.push(holder, survivor);
+    const r = await holder.freeze.freeze('sw1', { ttlSeconds: 1 }, BACKUP);
+    const deadline = Date.parse(r.expiresAt);
+    await holder.crash();
+    vm.setFault({ command: 'guest-get-osinfo', kind: 'delay', ms: SLOW_MS });
+    vm.setFault({ command: 'guest-fsfreeze-status', kind: 'delay', ms: SLOW_MS });
+    let stop = false;
+    const refused = new Map<string, number>();
+    // 200 callers on the survivor's agent service (the path every HTTP read takes)
+    const loops = Array.from({ length: CLIENTS }, async () => {
+      while (!stop) {
+        await survivor.services.agent.call('sw1', 'guest-get-osinfo').catch((e: { code?: string }) => {
+          refused.set(String(e.code), (refused.get(String(e.code)) ?? 0) + 1);
+          return new Promise((res) => setTimeout(res, 20));
+        });
+      }
+    });
+    try {
+      await until(() => survivor.services.pool.stats().queued >= 64, 5000, 'the survivor\'s line full');
+      expect(Date.now()).toBeLessThan(deadline);
+      await until(() => vm.stats.commandLog.some((e) => e.command === 'guest-fsfreeze-thaw'), deadline - Date.now() + SWEEP_MS + 3000, 'the sweeper\'s thaw');
+      const thawAt = vm.stats.commandLog.find((e) => e.command === 'guest-fsfreeze-thaw')!.at;
+      console.log(`[thaw-lane] dead holder: sweeper's thaw reached the agent +${thawAt - deadline} ms after the deadline (sweep ${SWEEP_MS} ms); refused: ${JSON.stringify([...refused])}`);
+      expect(thawAt).toBeGreaterThanOrEqual(deadline - 5);
+      expect(thawAt - deadline).toBeLessThanOrEqual(SWEEP_MS + 1000);
+      expect(refused.get('QUEUE_FULL') ?? 0).toBeGreaterThan(0);
+    } finally {
+      stop = true;
+      vm.clearFaults();
+      await Promise.all(loops);
     }
     expect(vm.stats.frozen).toBe(false);
   });
