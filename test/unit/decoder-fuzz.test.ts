@@ -125,12 +125,16 @@ describe('ReplyDecoder fuzz (fast-check)', () => {
         const parts: Buffer[] = [];
         const expected: unknown[] = [];
         let oversize = 0;
+        // a torn line longer than the cap is reported oversize, unless its 0xFF came in the same
+        // chunk that took it over the cap (then it is simply discarded): depends on the split
+        let maybeOversize = 0;
         for (const s of segs) {
           if (s.kind === 'oversize') {
             parts.push(Buffer.from(`{"return": "${'x'.repeat(s.len)}"}\n`));
             oversize++;
           } else if (s.kind === 'torn') {
             parts.push(Buffer.from(s.text, 'utf8'), Buffer.from([0xff])); // a sentinel cuts it
+            if (Buffer.byteLength(s.text) > CAP) maybeOversize++;
           } else {
             const b = Buffer.from(`${s.text}\n`, 'utf8');
             // a line over the cap is an oversize line, however valid
@@ -142,7 +146,9 @@ describe('ReplyDecoder fuzz (fast-check)', () => {
         const h = harness(CAP, streamFrom);
         for (const c of split(Buffer.concat(parts), cuts)) h.push(c);
         expect(messages(h.events)).toEqual(expected);
-        expect(h.events.filter((e) => e.type === 'oversize').length).toBe(oversize);
+        const reported = h.events.filter((e) => e.type === 'oversize').length;
+        expect(reported).toBeGreaterThanOrEqual(oversize);
+        expect(reported).toBeLessThanOrEqual(oversize + maybeOversize);
         expect(h.maxHeld).toBeLessThanOrEqual(CAP);
       }),
       { numRuns: RUNS },
