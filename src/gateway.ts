@@ -27,6 +27,7 @@ import { createMetrics } from './pool/metrics.js';
 import { AgentPool } from './pool/pool.js';
 import { COMMANDS, DEFAULT_TIMEOUTS } from './qga/commands.js';
 import type { TimeoutClass } from './qga/types.js';
+import { ReplyBudget } from './qga/reply-budget.js';
 import { VmRegistry } from './registry/registry.js';
 import { createStore } from './store/index.js';
 import { createAuditLog, type AuditLog } from './util/audit.js';
@@ -46,7 +47,25 @@ export interface Gateway extends HttpServices {
   start(): Promise<void>;
   /** stop every part in reverse order; a part that fails to stop is logged, the rest still stop */
   stop(): Promise<void>;
+  /**
+   * Apply a reloaded config (SIGHUP) in place: the static VMs (a removed or moved VM's channel is
+   * closed; the others keep theirs, and every lease stays) and the log level. The tokens are the
+   * HTTP layer's (app.ts reloads them first). Other sections need a restart: named in the result.
+   */
+  reload(next: Config): Promise<ReloadSummary>;
 }
+
+export interface ReloadSummary {
+  added: string[];
+  removed: string[];
+  changed: string[];
+  logLevel: string;
+  /** top-level sections that differ but only take effect at the next start */
+  needRestart: string[];
+}
+
+/** what reload() applies; every other section is read once at start */
+const RELOADABLE = new Set(['vms', 'auth', 'log']);
 
 export interface GatewayOverrides {
   /** a lease store built elsewhere (tests sharing one store between two gateways) */
@@ -72,6 +91,7 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
       timeouts,
       maxQueue: config.agent.maxQueue,
       maxReplyBytes: config.agent.maxReplyBytes,
+      replyBudget: new ReplyBudget(config.agent.maxBufferedBytes),
       syncTimeoutMs: config.agent.syncTimeoutMs,
       connectTimeoutMs: config.agent.connectTimeoutMs,
       idleReleaseMs: config.agent.idleReleaseMs,
@@ -106,6 +126,17 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
     { name: 'file handle reaper', start: async () => files.startReaper(), stop: () => files.stop() },
   ];
 
+  let current = config;
+  const reload = async (next: Config): Promise<ReloadSummary> => {
+    const vms = registry.reloadStatic(next.vms);
+    // a VM gone from the config, or moved to another socket, loses its channel; the rest keep theirs
+    for (const vm of [...vms.removed, ...vms.changed]) if (pool.has(vm)) await pool.remove(vm);
+    logger.level = next.log.level;
+    const needRestart = Object.keys(next).filter((k) => !RELOADABLE.has(k) && JSON.stringify(next[k as keyof Config]) !== JSON.stringify(current[k as keyof Config]));
+    current = next;
+    return { ...vms, logLevel: next.log.level, needRestart };
+  };
+
   return {
     config,
     store,
@@ -122,6 +153,7 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
     async start() {
       for (const part of parts) await part.start?.();
     },
+    reload,
     async stop() {
       for (const part of [...parts].reverse()) {
         try {

@@ -3,8 +3,9 @@
  * out-of-range values all fail, every one of them listed in one ConfigError. Nothing falls back to
  * a default silently once a key is present.
  */
-import { readFileSync } from 'node:fs';
-import { isAbsolute } from 'node:path';
+import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { Settings } from 'typebox/system';
 import { Value } from 'typebox/value';
@@ -161,6 +162,7 @@ function semanticChecks(c: Config, env: Env, problems: string[]): void {
   if (c.store.type === 'redis' && !c.store.redisUrl) problems.push('store.redisUrl: required when store.type is redis');
   if (c.freeze.defaultTtlSeconds > c.freeze.maxTtlSeconds) problems.push('freeze.defaultTtlSeconds: must not exceed freeze.maxTtlSeconds');
   if (c.freeze.maxTtlSeconds > c.freeze.maxTotalSeconds) problems.push('freeze.maxTtlSeconds: must not exceed freeze.maxTotalSeconds');
+  if (c.server.requestTimeoutMs > 0 && c.server.headersTimeoutMs > c.server.requestTimeoutMs) problems.push('server.headersTimeoutMs: must not exceed server.requestTimeoutMs');
   if (c.agent.backoffInitialMs > c.agent.backoffMaxMs) problems.push('agent.backoffInitialMs: must not exceed agent.backoffMaxMs');
   c.auth.tokens.forEach((t, i) => {
     const given = [t.token, t.tokenEnv, t.tokenFile].filter((x) => x !== undefined).length;
@@ -185,6 +187,13 @@ function semanticChecks(c: Config, env: Env, problems: string[]): void {
   if (readReply > c.agent.maxReplyBytes) {
     problems.push(`files.readChunkBytes: a ${c.files.readChunkBytes}-byte read is a ${readReply}-byte reply, above agent.maxReplyBytes (${c.agent.maxReplyBytes})`);
   }
+  const rawReply = Math.ceil(c.files.maxRawReadBytes / 3) * 4 + 4096;
+  if (rawReply > c.agent.maxReplyBytes) {
+    problems.push(`files.maxRawReadBytes: a ${c.files.maxRawReadBytes}-byte read is a ${rawReply}-byte reply, above agent.maxReplyBytes (${c.agent.maxReplyBytes})`);
+  }
+  if (c.agent.maxBufferedBytes < c.agent.maxReplyBytes) {
+    problems.push(`agent.maxBufferedBytes: ${c.agent.maxBufferedBytes} is below agent.maxReplyBytes (${c.agent.maxReplyBytes}); one largest reply must fit in the budget`);
+  }
   if (c.auth.tokens.length === 0 && !isLoopback(c.server.host)) {
     problems.push(`server.host: "${c.server.host}" is not loopback and no auth.tokens are configured; refusing to expose an unauthenticated gateway`);
   }
@@ -199,8 +208,60 @@ export function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
-/** Load from a YAML file (or none) plus the environment. Throws ConfigError. */
+/** The file name of the embedded store's leases inside the state directory. */
+export const STATE_FILE_NAME = 'freeze-leases.json';
+
+function writable(dir: string): boolean {
+  // an existing directory must be writable; a missing one, creatable in its parent
+  let d = dir;
+  while (!existsSync(d)) {
+    const up = dirname(d);
+    if (up === d) return false;
+    d = up;
+  }
+  try {
+    accessSync(d, constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Where the gateway keeps its state (the embedded store's leases), first match:
+ * $QGA_GATEWAY_STATE_DIR, $STATE_DIRECTORY (systemd StateDirectory=; the first of a
+ * colon-separated list), /var/lib/qga-gateway when writable (or creatable), else
+ * $XDG_STATE_HOME/qga-gateway, else ~/.local/state/qga-gateway. Always absolute.
+ */
+export function defaultStateDir(env: Env = process.env): string {
+  if (env.QGA_GATEWAY_STATE_DIR) return resolve(env.QGA_GATEWAY_STATE_DIR);
+  const systemd = env.STATE_DIRECTORY?.split(':')[0];
+  if (systemd) return resolve(systemd);
+  if (writable('/var/lib/qga-gateway')) return '/var/lib/qga-gateway';
+  if (env.XDG_STATE_HOME && isAbsolute(env.XDG_STATE_HOME)) return join(env.XDG_STATE_HOME, 'qga-gateway');
+  return join(env.HOME || homedir(), '.local', 'state', 'qga-gateway');
+}
+
+/**
+ * The embedded store always persists its leases: an unset freeze.stateFile becomes
+ * `<defaultStateDir>/freeze-leases.json`, a relative one is made absolute (against the working
+ * directory), so the file does not move with a later chdir and is logged as it is used.
+ */
+export function withStateFile(c: Config, env: Env = process.env): Config {
+  if (c.store.type !== 'memory') return c;
+  const stateFile = c.freeze.stateFile ? resolve(c.freeze.stateFile) : join(defaultStateDir(env), STATE_FILE_NAME);
+  return { ...c, freeze: { ...c.freeze, stateFile } };
+}
+
+/**
+ * Load from a YAML file (or none) plus the environment, with the state file resolved
+ * (withStateFile). Throws ConfigError.
+ */
 export function loadConfig(file: string | undefined, env: Env = process.env): Config {
+  return withStateFile(loadRaw(file, env), env);
+}
+
+function loadRaw(file: string | undefined, env: Env): Config {
   if (!file) return buildConfig({}, env, 'defaults + environment');
   let text: string;
   try {

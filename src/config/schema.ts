@@ -74,7 +74,17 @@ export const ConfigSchema = Type.Object(
         allowedOrigins: Type.Array(Type.String({ minLength: 1, maxLength: 2048 }), { default: [], uniqueItems: true }),
         /** graceful shutdown: how long in-flight requests get before channels are destroyed */
         shutdownGraceMs: Ms(10_000),
-        requestTimeoutMs: Ms(0),
+        /** a client must have sent all its request headers within this (slow-header clients are cut); 0 = no limit */
+        headersTimeoutMs: Ms(10_000),
+        /**
+         * headers plus a JSON body must have arrived within this, else 408 and the connection is
+         * closed; 0 = no limit. The streaming file routes are bounded by files.noProgressTimeoutMs instead.
+         */
+        requestTimeoutMs: Ms(30_000),
+        /** an idle keep-alive connection is closed after this */
+        keepAliveTimeoutMs: Ms(5_000, 1),
+        /** open HTTP connections at most; further ones are refused at accept; 0 = no limit */
+        maxConnections: Type.Integer({ minimum: 0, maximum: 1_000_000, default: 10_000 }),
       },
       { additionalProperties: false, default: {} },
     ),
@@ -107,6 +117,34 @@ export const ConfigSchema = Type.Object(
       },
       { additionalProperties: false, default: {} },
     ),
+    /**
+     * Fair admission (src/http/plugins/limits.ts), per principal: the token's name, or the client
+     * address (request.ip) for anonymous callers. Over a limit → 429 RATE_LIMITED with
+     * Retry-After. Thaws (DELETE /v1/vms/{vm}/fsfreeze, DELETE /v1/freeze-groups/{id}) and the
+     * /healthz and /readyz probes are never refused by these limits.
+     */
+    limits: Type.Object(
+      {
+        /** requests of one principal in flight at once (queued for an agent, streaming a file …); 0 = no limit */
+        perPrincipalConcurrency: Type.Integer({ minimum: 0, maximum: 1_000_000, default: 256 }),
+        /**
+         * requests of one principal per time window (@fastify/rate-limit); absent = no rate limit.
+         * With store.type redis the counters live in that Redis, shared by every gateway on it.
+         */
+        rate: Type.Optional(
+          Type.Object(
+            {
+              /** requests allowed per window */
+              max: Type.Integer({ minimum: 1, maximum: 100_000_000 }),
+              /** the window */
+              timeWindowMs: Ms(60_000, 1),
+            },
+            { additionalProperties: false },
+          ),
+        ),
+      },
+      { additionalProperties: false, default: {} },
+    ),
     agent: Type.Object(
       {
         /** commands waiting per VM behind the one in flight */
@@ -118,6 +156,12 @@ export const ConfigSchema = Type.Object(
          * gone (the agent deletes the record as it sends it).
          */
         maxReplyBytes: Type.Integer({ minimum: 4096, maximum: 512 * 1024 * 1024, default: 64 * 1024 * 1024 }),
+        /**
+         * all channels' partially received reply lines together; the line that would take the
+         * total above it is dropped unbuffered (502 REPLY_TOO_LARGE) and its channel resynced.
+         * At least agent.maxReplyBytes.
+         */
+        maxBufferedBytes: Type.Integer({ minimum: 4096, maximum: 16 * 1024 * 1024 * 1024, default: 256 * 1024 * 1024 }),
         connectTimeoutMs: Ms(3_000, 1),
         syncTimeoutMs: Ms(5_000, 1),
         idleReleaseMs: Ms(30_000),
@@ -182,11 +226,19 @@ export const ConfigSchema = Type.Object(
         maxTotalSeconds: Type.Integer({ minimum: 1, maximum: 86_400, default: 7_200 }),
         sweepIntervalMs: Ms(5_000, 100),
         /**
-         * Embedded (memory) store only: keep leases in this file so that a gateway killed while a
-         * VM is frozen thaws it when it starts again. Absent: leases live in memory only, and a
-         * shutdown thaws every VM it holds (a SIGKILL leaves them frozen). Ignored with Redis.
+         * Embedded (memory) store only: leases are kept in this file so that a gateway killed while
+         * a VM is frozen thaws it when it starts again. Unset: loadConfig resolves it at start to
+         * `freeze-leases.json` in the state directory (defaultStateDir in load.ts:
+         * $QGA_GATEWAY_STATE_DIR, else $STATE_DIRECTORY (systemd), else /var/lib/qga-gateway when
+         * writable, else ~/.local/state/qga-gateway). Relative paths are resolved against the
+         * working directory. Ignored with Redis.
          */
         stateFile: Type.Optional(Type.String({ minLength: 1, maxLength: 4096 })),
+        /**
+         * Redis only: on SIGTERM/SIGINT leave the leases this process holds to the other replicas'
+         * sweepers (thawed by their deadline) instead of thawing them. Off: a shutdown thaws them.
+         */
+        handoverOnShutdown: Type.Boolean({ default: false }),
       },
       { additionalProperties: false, default: {} },
     ),
@@ -232,6 +284,8 @@ export const ConfigSchema = Type.Object(
         handleReaperIntervalMs: Ms(30_000, 100),
         /** deadline of a guest-file-close on cleanup paths (never tied to the caller) */
         closeTimeoutMs: Ms(10_000, 1),
+        /** a streamed upload or download with no byte moving for this long is aborted and its handle closed; 0 = never */
+        noProgressTimeoutMs: Ms(60_000),
       },
       { additionalProperties: false, default: {} },
     ),

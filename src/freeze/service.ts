@@ -57,9 +57,9 @@ export class FreezeService {
   private readonly registry: FreezeRegistry;
   private readonly logger: Logger;
   private readonly audit: AuditLog;
-  readonly settings: FreezeSettings;
+  readonly settings: FreezeSettings & { handoverOnShutdown?: boolean };
 
-  constructor(deps: FreezeDeps) {
+  constructor(deps: FreezeDeps & { settings: FreezeSettings & { handoverOnShutdown?: boolean } }) {
     this.store = deps.store;
     this.agent = deps.agent;
     this.registry = deps.registry;
@@ -80,16 +80,20 @@ export class FreezeService {
   }
 
   /**
-   * Stop timers. With a durable store (Redis) sessions stay there for the other processes, or this
-   * one restarted, to thaw by their deadline. With the embedded store they would be forgotten with
-   * this process and nobody would ever thaw them: thaw them now, even live ones.
+   * Stop timers, then thaw what this process froze (shutdown: SIGTERM/SIGINT), so a stopped
+   * gateway never leaves a VM frozen. Which sessions: with the embedded store every one (this
+   * process is the store's only user, and nobody else would thaw them); with Redis the sessions
+   * this process froze (their data names its gatewayId), unless `handoverOnShutdown` leaves them
+   * to the other replicas' sweepers, which thaw them by their deadline.
    */
   async stop(): Promise<void> {
     await this.sweeper.stop();
-    if (!this.store.durable) {
+    const handover = this.store.kind === 'redis' && this.settings.handoverOnShutdown === true;
+    if (!handover) {
       const sessions = await this.store.listSessions().catch(() => []);
-      for (const s of sessions) {
-        this.logger.warn({ session: s.session, owner: s.owner, expiresAt: iso(s.expiresAt) }, 'shutting down with a non-durable lease store: thawing a frozen session');
+      const mine = this.store.kind === 'memory' ? sessions : sessions.filter((s) => freezeData(s).gateway === this.gatewayId);
+      for (const s of mine) {
+        this.logger.warn({ session: s.session, owner: s.owner, expiresAt: iso(s.expiresAt) }, 'shutting down: thawing a frozen session this gateway holds');
         await this.engine.thawSession(s, 'shutdown').catch((e: unknown) => this.logger.error({ err: e, session: s.session }, 'thaw at shutdown failed'));
       }
     }

@@ -124,12 +124,40 @@ export class VmRegistry {
   private readonly dynamic = new Map<string, VmRecord>();
   /** registrations one at a time, so two cannot both find an endpoint free */
   private registering: Promise<unknown> = Promise.resolve();
+  /** the `vms:` entries now in force (reloadStatic replaces them) */
+  private staticEntries: readonly VmEntry[];
 
   constructor(
     private readonly config: Pick<Config, 'vms' | 'registry'>,
     private readonly store?: VmRecordStore,
   ) {
+    this.staticEntries = config.vms;
     for (const vm of config.vms) this.statics.set(vm.name, fromEntry(vm));
+  }
+
+  /**
+   * Replace the statically configured VMs (config reload, SIGHUP). Returns the names whose
+   * endpoint went away or changed: their open channels must be closed by the caller (the pool).
+   * A VM that stays with the same endpoint keeps its channel.
+   */
+  reloadStatic(vms: readonly VmEntry[]): { added: string[]; removed: string[]; changed: string[] } {
+    const next = new Map(vms.map((vm) => [vm.name, fromEntry(vm)] as const));
+    const added: string[] = [];
+    const removed: string[] = [];
+    const changed: string[] = [];
+    for (const [name, old] of this.statics) {
+      const now = next.get(name);
+      if (!now) removed.push(name);
+      else if (JSON.stringify(now.endpoint) !== JSON.stringify(old.endpoint)) changed.push(name);
+    }
+    for (const name of next.keys()) if (!this.statics.has(name)) added.push(name);
+    this.statics.clear();
+    for (const [name, rec] of next) {
+      this.statics.set(name, rec);
+      this.dynamic.delete(name);
+    }
+    this.staticEntries = [...vms];
+    return { added, removed, changed };
   }
 
   /** Synchronous resolution for the pool; only VMs that lookup() or list() has seen. */
@@ -262,7 +290,7 @@ export class VmRegistry {
       return ok ? endpoint : undefined;
     }
     const roots: string[] = [];
-    for (const root of socketRootsOf(this.config)) {
+    for (const root of socketRootsOf({ vms: [...this.staticEntries], registry: this.config.registry })) {
       const real = await realpath(root).catch(() => undefined);
       if (real !== undefined) roots.push(real);
     }

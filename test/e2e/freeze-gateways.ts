@@ -21,6 +21,27 @@ export interface Gateway {
   signal(sig: NodeJS.Signals): void;
   /** SIGKILL if still running, and wait for the exit */
   stop(): Promise<void>;
+  /** resolves with the exit code (null when killed by a signal) */
+  readonly exit: Promise<number | null>;
+  /** the config file it was started with, and its state directory (QGA_GATEWAY_STATE_DIR) */
+  readonly configFile: string;
+  readonly stateDir: string;
+  /** rewrite the config file (as at spawn: same port), e.g. before a SIGHUP */
+  writeConfig(config: Record<string, unknown>): Promise<void>;
+}
+
+export interface SpawnOptions {
+  /**
+   * The gateway's state directory (QGA_GATEWAY_STATE_DIR), where the embedded store keeps its
+   * leases when the config names no freeze.stateFile. Default: `<dir>/<name>.state`, one per
+   * gateway, so that no two gateways (tests, parallel workers) ever share the default state file.
+   */
+  stateDir?: string;
+}
+
+function configText(config: Record<string, unknown>, port: number): string {
+  // no tokens: the anonymous caller must be allowed to freeze (the shipped default is read only)
+  return stringify({ auth: { anonymousScopes: ['read', 'write', 'admin'] }, ...config, server: { host: '127.0.0.1', ...(config.server ?? {}), port } });
 }
 
 export async function freePort(): Promise<number> {
@@ -35,21 +56,21 @@ export async function freePort(): Promise<number> {
   });
 }
 
-export async function spawnGateway(name: string, dir: string, config: Record<string, unknown>): Promise<Gateway> {
+export async function spawnGateway(name: string, dir: string, config: Record<string, unknown>, opts: SpawnOptions = {}): Promise<Gateway> {
   const port = await freePort();
   const file = path.join(dir, `${name}.yaml`);
-  // no tokens: the anonymous caller must be allowed to freeze (the shipped default is read only)
-  await writeFile(file, stringify({ auth: { anonymousScopes: ['read', 'write', 'admin'] }, ...config, server: { host: '127.0.0.1', port } }));
+  const stateDir = opts.stateDir ?? path.join(dir, `${name}.state`);
+  await writeFile(file, configText(config, port));
   let out = '';
   const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts', '--config', file], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, QGA_GATEWAY_CONFIG: '', REDIS_URL: '', QGA_STORE: '' },
+    env: { ...process.env, QGA_GATEWAY_CONFIG: '', REDIS_URL: '', QGA_STORE: '', QGA_GATEWAY_STATE_DIR: stateDir, STATE_DIRECTORY: '' },
   });
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
   let exited = false;
-  const exit = new Promise<void>((r) => child.once('exit', () => ((exited = true), r())));
+  const exit = new Promise<number | null>((r) => child.once('exit', (code) => ((exited = true), r(code))));
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 60_000;
   for (;;) {
@@ -76,6 +97,10 @@ export async function spawnGateway(name: string, dir: string, config: Record<str
       return exited;
     },
     log: () => out,
+    exit,
+    configFile: file,
+    stateDir,
+    writeConfig: (c) => writeFile(file, configText(c, port)),
     signal: (sig) => {
       if (!exited) child.kill(sig);
     },

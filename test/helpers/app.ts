@@ -2,6 +2,9 @@
  * Build a gateway app for tests from a partial config (validated exactly as a config file is),
  * optionally listening on 127.0.0.1:0 for tests that need a real HTTP socket.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pino from 'pino';
 import { buildApp } from '../../src/app.js';
@@ -17,9 +20,27 @@ export interface TestAppOptions {
   logLevel?: string;
 }
 
+let stateRoot: string | undefined;
+let stateFiles = 0;
+
+/**
+ * A state file of its own for one test gateway's embedded store. Test configs always name one
+ * explicitly: many gateways run in one process and in parallel workers, and a shared default
+ * state file (loadConfig's) would hand one test's leases and registrations to another.
+ */
+export function freshStateFile(): string {
+  if (!stateRoot) {
+    const root = mkdtempSync(join(tmpdir(), 'qga-state-'));
+    stateRoot = root;
+    process.once('exit', () => rmSync(root, { recursive: true, force: true }));
+  }
+  return join(stateRoot, `gateway-${++stateFiles}`, 'freeze-leases.json');
+}
+
 export function testConfig(opts: TestAppOptions = {}): Config {
   const base: Record<string, unknown> = {
     log: { level: opts.logLevel ?? process.env.TEST_LOG_LEVEL ?? 'silent' },
+    freeze: { stateFile: freshStateFile() },
     agent: { idleReleaseMs: 0 },
     // tests drive every route without tokens; the shipped default is read only (test/security/safe-defaults)
     auth: { anonymousScopes: ['read', 'write', 'admin'] },

@@ -15,6 +15,7 @@ import type { Caller } from '../../src/freeze/types.js';
 import { createGateway, type Gateway } from '../../src/gateway.js';
 import type { SimAgent } from '../../sim/agent.js';
 import { Simulator } from '../../sim/simulator.js';
+import { freshStateFile } from '../helpers/app.js';
 
 export const BACKUP: Caller = { name: 'backup', admin: false };
 export const OTHER: Caller = { name: 'other-backup', admin: false };
@@ -54,7 +55,7 @@ export interface Rig {
 
 export async function rig(
   fleet: SimFleet,
-  opts: { redisUrl?: string; keyPrefix?: string; freeze?: Record<string, number>; start?: boolean } = {},
+  opts: { redisUrl?: string; keyPrefix?: string; freeze?: Record<string, number | boolean>; start?: boolean } = {},
 ): Promise<Rig> {
   const config = buildConfig(
     {
@@ -63,7 +64,8 @@ export async function rig(
       // serves one client at a time like a real QEMU chardev
       agent: { idleReleaseMs: 100 },
       store: opts.redisUrl ? { type: 'redis', redisUrl: opts.redisUrl, keyPrefix: opts.keyPrefix ?? 'qga:', commandTimeoutMs: 500 } : { type: 'memory' },
-      freeze: { sweepIntervalMs: 200, ...(opts.freeze ?? {}) },
+      // a state file of its own (never loadConfig's shared default)
+      freeze: { sweepIntervalMs: 200, stateFile: freshStateFile(), ...(opts.freeze ?? {}) },
       vms: Object.values(fleet.vm).map((a) => ({ name: a.name, endpoint: a.endpoint })),
     },
     {},
@@ -86,7 +88,9 @@ export async function rig(
     async crash() {
       if (closed) return;
       closed = true;
-      await freeze.stop();
+      // timers only: freeze.stop() is a shutdown, which thaws what this process froze
+      await freeze.sweeper.stop();
+      freeze.engine.stop();
       services.pool.destroy();
       await services.store.close().catch(() => undefined);
     },

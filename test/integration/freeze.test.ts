@@ -189,13 +189,22 @@ describe('shutdown', () => {
     }
   });
 
-  it('with Redis, a gateway shutting down leaves the lease to the deadline', async () => {
+  it('with Redis, a gateway shutting down thaws what it froze (issue 12 item 8); with freeze.handoverOnShutdown it leaves the lease to the deadline', async () => {
     const fleet = await simFleet(['vm1']);
     try {
-      const g = await rig(fleet, { redisUrl: redis.url, keyPrefix: `z${randomUUID().slice(0, 8)}:` });
+      const prefix = `z${randomUUID().slice(0, 8)}:`;
+      const g = await rig(fleet, { redisUrl: redis.url, keyPrefix: prefix });
       await g.freeze.freeze('vm1', { ttlSeconds: 600 }, BACKUP);
       await g.close();
+      expect(fleet.vm.vm1.state.frozen).toBe(false);
+      const h = await rig(fleet, { redisUrl: redis.url, keyPrefix: prefix, freeze: { handoverOnShutdown: true } });
+      const lease = await h.freeze.freeze('vm1', { ttlSeconds: 600 }, BACKUP);
+      await h.close();
       expect(fleet.vm.vm1.state.frozen).toBe(true);
+      const after = await rig(fleet, { redisUrl: redis.url, keyPrefix: prefix, freeze: { sweepIntervalMs: 60_000 } });
+      expect((await after.freeze.status('vm1', BACKUP)).lease?.leaseId).toBe(lease.leaseId);
+      await after.freeze.thaw('vm1', { leaseId: lease.leaseId }, BACKUP);
+      await after.close();
     } finally {
       await fleet.close();
     }

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ConfigError, buildConfig, loadConfig } from '../../src/config/load.js';
+import { ConfigError, buildConfig, defaultStateDir, loadConfig } from '../../src/config/load.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'qga-config-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -26,10 +26,29 @@ describe('config loading', () => {
   });
 
   it('the shipped config/default.yaml is valid and keeps embedded freeze leases in a file', () => {
-    const c = loadConfig('config/default.yaml', {});
+    const c = loadConfig('config/default.yaml', { QGA_GATEWAY_STATE_DIR: join(dir, 'state') });
     expect(c.store.type).toBe('memory');
     expect(c.server.host).toBe('127.0.0.1');
-    expect(c.freeze.stateFile).toBe('var/freeze-leases.json');
+    expect(c.freeze.stateFile).toBe(join(dir, 'state', 'freeze-leases.json'));
+  });
+
+  it('resolves the embedded state file to an absolute path: explicit, QGA_GATEWAY_STATE_DIR, STATE_DIRECTORY, else a default directory', () => {
+    expect(loadConfig(file('rel.yaml', 'freeze:\n  stateFile: var/x.json\n'), {}).freeze.stateFile).toBe(join(process.cwd(), 'var/x.json'));
+    expect(loadConfig(undefined, { QGA_GATEWAY_STATE_DIR: '/srv/qga' }).freeze.stateFile).toBe('/srv/qga/freeze-leases.json');
+    expect(loadConfig(undefined, { STATE_DIRECTORY: '/var/lib/qgs:/other' }).freeze.stateFile).toBe('/var/lib/qgs/freeze-leases.json');
+    const d = defaultStateDir({ HOME: '/home/x' });
+    expect(['/var/lib/qga-gateway', '/home/x/.local/state/qga-gateway']).toContain(d);
+    // with Redis no state file is made up; and buildConfig (code-built configs) leaves it unset
+    expect(loadConfig(undefined, { REDIS_URL: 'redis://127.0.0.1:1' }).freeze.stateFile).toBeUndefined();
+    expect(buildConfig({}).freeze.stateFile).toBeUndefined();
+  });
+
+  it('HTTP server limits: defaults that cut slow clients, headers within the request timeout', () => {
+    const c = buildConfig({});
+    expect(c.server).toMatchObject({ headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, keepAliveTimeoutMs: 5_000, maxConnections: 10_000 });
+    expect(c.files.noProgressTimeoutMs).toBe(60_000);
+    expect(c.freeze.handoverOnShutdown).toBe(false);
+    expect(() => buildConfig({ server: { headersTimeoutMs: 5_000, requestTimeoutMs: 1_000 } })).toThrow(/server.headersTimeoutMs/);
   });
 
   it('names every bad key at once', () => {

@@ -65,26 +65,56 @@ export function requireScope(request: FastifyRequest, scope: Scope): void {
   }
 }
 
-export function registerAuth(app: FastifyInstance, config: Config, env?: Record<string, string | undefined>): void {
-  const tokens = loadTokens(config, env);
-  const anonymous: Principal = { name: 'anonymous', scopes: new Set(config.auth.anonymousScopes) };
+/**
+ * The tokens and the anonymous principal in force: read by every request, replaced as a whole by
+ * a config reload (SIGHUP). A reload that cannot read a token throws and changes nothing.
+ */
+export class AuthTokens {
+  private tokens: TokenEntry[] = [];
+  private anon: Principal = { name: 'anonymous', scopes: new Set() };
+
+  constructor(config: Config, env?: Record<string, string | undefined>) {
+    this.reload(config, env);
+  }
+
+  reload(config: Config, env?: Record<string, string | undefined>): void {
+    const tokens = loadTokens(config, env);
+    this.tokens = tokens;
+    this.anon = { name: 'anonymous', scopes: new Set(config.auth.anonymousScopes) };
+  }
+
+  get anonymous(): Principal {
+    return this.anon;
+  }
+
+  get configured(): boolean {
+    return this.tokens.length > 0;
+  }
+
+  find(secret: string): Principal | undefined {
+    const d = digest(secret);
+    return this.tokens.find((t) => timingSafeEqual(t.digest, d))?.principal;
+  }
+}
+
+export function registerAuth(app: FastifyInstance, config: Config, env?: Record<string, string | undefined>): AuthTokens {
+  const auth = new AuthTokens(config, env);
   app.decorateRequest('principal', {
     getter(): Principal {
-      return anonymous;
+      return auth.anonymous;
     },
   });
 
   app.addHook('onRequest', async (request) => {
     const cfg = request.routeOptions.config;
-    let principal = anonymous;
-    if (tokens.length > 0) {
+    let principal = auth.anonymous;
+    if (auth.configured) {
       const header = request.headers.authorization;
       const m = typeof header === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
       if (m) {
-        const d = digest(m[1]);
-        const found = tokens.find((t) => timingSafeEqual(t.digest, d));
+        const found = auth.find(m[1]);
         if (!found) throw errors.unauthenticated('unknown');
-        principal = found.principal;
+        principal = found;
       } else if (!cfg?.public) {
         throw errors.unauthenticated('missing');
       }
@@ -98,4 +128,5 @@ export function registerAuth(app: FastifyInstance, config: Config, env?: Record<
       throw errors.vmsOutOfReach(principal.name, [vm]);
     }
   });
+  return auth;
 }

@@ -6,7 +6,8 @@
  *    and closed by a reaper when idle.
  */
 import type { IncomingMessage } from 'node:http';
-import type { FastifyInstance } from 'fastify';
+import type { Readable } from 'node:stream';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { GatewayError, errors } from '../../errors.js';
 import type { FilesService } from '../../files/service.js';
@@ -16,12 +17,72 @@ import { BinaryBody, ContentQuery, UploadQuery, UploadResult } from '../schemas/
 import { handleRoutes } from './files-handles.js';
 import { operation } from './operation.js';
 
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** a streamed body (file upload): bounded by files.noProgressTimeoutMs, not server.requestTimeoutMs (app.ts) */
+    streaming?: boolean;
+  }
+}
+
 const OCTETS = 'application/octet-stream';
 const binaryResponse = (description: string) => ({
   description,
   content: { [OCTETS]: { schema: { type: 'string', format: 'binary' } } },
 });
 async function* noBody(): AsyncGenerator<Buffer> {}
+
+/**
+ * The bound of a streamed transfer (files.noProgressTimeoutMs): not its total time, which may be
+ * long, but a stall. No byte moving for `ms` → the connection is cut; the transfer then ends as if
+ * the client had gone away, which closes its guest handle (upload: the for-await fails; download:
+ * the response closes and Fastify destroys the stream).
+ */
+function cutOnStall(request: FastifyRequest, ms: number, what: string): () => void {
+  return () => {
+    request.log.warn({ noProgressTimeoutMs: ms }, `${what}: no byte moved for files.noProgressTimeoutMs; connection closed`);
+    request.raw.socket?.destroy();
+  };
+}
+
+/** The upload body, with a timer running while the next piece is awaited from the client. */
+async function* stallGuarded<T>(body: AsyncIterable<T>, ms: number, onStall: () => void): AsyncGenerator<T> {
+  if (ms <= 0) return yield* body;
+  const it = body[Symbol.asyncIterator]();
+  try {
+    for (;;) {
+      const timer = setTimeout(onStall, ms);
+      let r: IteratorResult<T>;
+      try {
+        r = await it.next();
+      } finally {
+        clearTimeout(timer);
+      }
+      if (r.done) return;
+      yield r.value;
+    }
+  } finally {
+    await it.return?.();
+  }
+}
+
+/** Route options of a streamed upload: exempt from server.requestTimeoutMs (app.ts), bounded by the stall timer. */
+function streamed<T extends object>(opts: T): T & { config: { streaming: true } } {
+  const config = 'config' in opts && typeof opts.config === 'object' ? opts.config : {};
+  return { ...opts, config: { ...config, streaming: true } };
+}
+
+/** A download stream's timer, restarted by every chunk that leaves it; stopped when it ends. */
+function watchDownload(stream: Readable, ms: number, onStall: () => void): void {
+  if (ms <= 0) return;
+  let timer = setTimeout(onStall, ms);
+  const restart = (): void => {
+    clearTimeout(timer);
+    timer = setTimeout(onStall, ms);
+  };
+  stream.on('data', restart);
+  stream.once('close', () => clearTimeout(timer));
+  stream.once('end', () => clearTimeout(timer));
+}
 
 export default async function fileRoutes(fastify: FastifyInstance): Promise<void> {
   const { files } = fastify.services;
@@ -72,7 +133,10 @@ function contentRoutes(files: FilesService) {
         if (plan.status === 206 && plan.length !== undefined) {
           reply.header('content-range', `bytes ${plan.start}-${plan.start + plan.length - 1}/${plan.size}`);
         }
-        return reply.send(plan.stream);
+        const sent = reply.send(plan.stream);
+        const ms = files.settings.noProgressTimeoutMs;
+        watchDownload(plan.stream, ms, cutOnStall(request, ms, 'download'));
+        return sent;
       },
     );
 
@@ -96,7 +160,7 @@ function contentRoutes(files: FilesService) {
 
     app.put(
       '/vms/:vm/files/content',
-      operation('files', 'uploadFile', {
+      streamed(operation('files', 'uploadFile', {
         scope: 'admin',
         summary: 'Upload a guest file of any size, streamed (truncate, append, or resume at an offset)',
         description:
@@ -109,7 +173,7 @@ function contentRoutes(files: FilesService) {
         body: { content: { [OCTETS]: { schema: BinaryBody } } },
         ok: { 200: UploadResult },
         errors: [...AGENT_ERRORS, 413, 416],
-      }),
+      })),
       async (request) => {
         const { vm } = request.params;
         const { path, mode, offset } = request.query;
@@ -118,7 +182,9 @@ function contentRoutes(files: FilesService) {
         if (max > 0 && declared > max) {
           throw errors.tooLarge(`upload of ${declared} bytes`, max, 'files.maxUploadBytes', { vm });
         }
-        const body: AsyncIterable<Buffer | string> = (request.body as IncomingMessage | undefined) ?? noBody();
+        const ms = files.settings.noProgressTimeoutMs;
+        const raw: AsyncIterable<Buffer | string> = (request.body as IncomingMessage | undefined) ?? noBody();
+        const body = stallGuarded(raw, ms, cutOnStall(request, ms, 'upload'));
         const result = await files.upload(vm, path, body, { mode: mode ?? 'truncate', offset, signal: requestSignal(request) });
         return { path, ...result };
       },
