@@ -2,7 +2,7 @@
  * Builds the gateway as a Fastify instance without listening: server.ts listens, tests use
  * app.inject() or listen on 127.0.0.1:0 themselves.
  */
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { Ajv, type Options as AjvOptions } from 'ajv';
 import addFormats from 'ajv-formats';
 import { SerializerSelector } from '@fastify/fast-json-stringify-compiler';
@@ -12,6 +12,7 @@ import { trackReplies } from './http/abort.js';
 import { clientErrorHandler, frameworkErrors, registerErrorHandling } from './http/error-handler.js';
 import { registerJsonBody } from './http/json-body.js';
 import { registerAuth } from './http/plugins/auth.js';
+import { registerLimits } from './http/plugins/limits.js';
 import { allowedHostNames, registerOriginChecks } from './http/plugins/origin.js';
 import { registerHttpMetrics } from './http/plugins/metrics.js';
 import { registerSwagger } from './http/plugins/swagger.js';
@@ -111,13 +112,21 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
     loggerInstance,
     bodyLimit: config.server.bodyLimitBytes,
     trustProxy: config.server.trustProxy,
-    requestTimeout: config.server.requestTimeoutMs,
+    // server.requestTimeoutMs is applied per request (registerHttpLimits), so that it can spare
+    // streamed uploads; Node's own timer covers the whole request body and would cut them
+    requestTimeout: 0,
+    keepAliveTimeout: config.server.keepAliveTimeoutMs,
     // a VM name is up to 128 characters (API.md); Fastify's default (100) would make such a VM unreachable
     routerOptions: { maxParamLength: 256 },
     frameworkErrors,
     clientErrorHandler,
     // a request without Host is answered by the Host check (421 problem+json), not by Node's bare 400
-    http: { requireHostHeader: false },
+    http: {
+      requireHostHeader: false,
+      headersTimeout: config.server.headersTimeoutMs,
+      // Node checks its header timeout only this often (default 30 s): check well within it
+      connectionsCheckingInterval: Math.max(100, Math.min(1_000, config.server.headersTimeoutMs / 4 || 1_000)),
+    },
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     ajv: { customOptions: { removeAdditional: false } },
@@ -148,13 +157,20 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   app.decorate('shuttingDown', false);
 
   registerErrorHandling(app);
+  registerHttpLimits(app, config);
   registerJsonBody(app);
   const shutdown = new AbortController();
   trackReplies(app, shutdown.signal);
   registerOriginChecks(app, config.server);
-  registerAuth(app, config, opts.env);
+  const auth = registerAuth(app, config, opts.env);
+  app.decorate('reloadConfig', async (next: Config) => {
+    auth.reload(next, opts.env);
+    return services.reload(next);
+  });
   warnAboutOpenDoors(app, config);
   registerHttpMetrics(app, services.metrics);
+  // fair admission per principal (after auth, which names it; before every route it limits)
+  await registerLimits(app, config, services.store);
   // shared QGA schemas at the root, so every route group and the OpenAPI components see one copy
   registerQgaSchemas(app);
   await registerSwagger(app);
@@ -203,4 +219,53 @@ function warnAboutOpenDoors(app: FastifyInstance, config: Config): void {
   if (!allowedHostNames(config.server)) {
     app.log.warn({ host: config.server.host }, 'wildcard bind without server.allowedHosts: requests are accepted for any Host name');
   }
+}
+
+/** Refusals answered without reading the body: the connection is closed after the answer. */
+const REFUSED_UNREAD = new Set([401, 403, 413]);
+
+/**
+ * HTTP server limits (issue 12 item 7) beyond Fastify's options: the connection cap; the request
+ * timeout per request, from the headers to the end of the body, for every route but the streamed
+ * uploads (route config `streaming`), whose bound is files.noProgressTimeoutMs; and a 401/403/413
+ * that closes the connection instead of reading (or draining) the body the client still sends.
+ */
+function registerHttpLimits(app: FastifyInstance, config: Config): void {
+  const { maxConnections, requestTimeoutMs } = config.server;
+  if (maxConnections > 0) app.server.maxConnections = maxConnections;
+  app.addHook('onSend', async (request, reply, payload) => {
+    if (REFUSED_UNREAD.has(reply.statusCode) && !request.raw.complete) {
+      reply.header('connection', 'close');
+      // Node would otherwise read the rest of the body to reuse the connection
+      reply.raw.once('finish', () => request.raw.socket?.destroy());
+    }
+    return payload;
+  });
+  if (requestTimeoutMs <= 0) return;
+  const timers = new WeakMap<FastifyRequest, NodeJS.Timeout>();
+  const clear = (request: FastifyRequest): void => {
+    clearTimeout(timers.get(request));
+    timers.delete(request);
+  };
+  app.addHook('onRequest', (request, _reply, done) => {
+    if (!request.raw.complete && !request.routeOptions.config?.streaming) {
+      const timer = setTimeout(() => {
+        // the body did not arrive in time: cut the connection, as Node does with its own timeout
+        request.log.warn({ requestTimeoutMs }, 'request body not received within server.requestTimeoutMs: connection closed');
+        request.raw.socket?.destroy();
+      }, requestTimeoutMs);
+      timer.unref();
+      timers.set(request, timer);
+    }
+    done();
+  });
+  // the body is in (preValidation follows parsing) or the request ended otherwise
+  app.addHook('preValidation', (request, _reply, done) => {
+    clear(request);
+    done();
+  });
+  app.addHook('onResponse', (request, _reply, done) => {
+    clear(request);
+    done();
+  });
 }

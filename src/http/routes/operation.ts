@@ -12,6 +12,7 @@
 import type { preValidationHookHandler } from 'fastify';
 import type { TSchema } from 'typebox';
 import type { Scope } from '../../config/schema.js';
+import { NEVER_REFUSED } from '../plugins/limits.js';
 import { AGENT_ERRORS, problemResponses } from '../schemas/common.js';
 
 export interface Operation {
@@ -43,7 +44,7 @@ export function operation<O extends Operation>(tag: string, operationId: string,
   const { summary, description, command, scope, ok, errors, bodyLimit, preValidation, exposeHeadRoute, ...request } = op;
   // Typed as the success responses alone, as the literal `{ 200: X, ...problemResponses(…) }` is:
   // the reply type comes from them (errors are thrown, never returned).
-  const response: O['ok'] = { ...ok, ...problemResponses(errors ?? AGENT_ERRORS) };
+  const response: O['ok'] = { ...ok, ...problemResponses(withAdmission(operationId, errors ?? AGENT_ERRORS)) };
   return {
     ...(scope ? { config: { scope } } : {}),
     ...(bodyLimit !== undefined ? { bodyLimit } : {}),
@@ -59,4 +60,10 @@ export function operation<O extends Operation>(tag: string, operationId: string,
       response,
     },
   };
+}
+
+/** Admission (plugins/limits.ts) may answer 429 RATE_LIMITED on every operation but the ones it never refuses (thaws), which document no 429 at all. */
+function withAdmission(operationId: string, statuses: readonly number[]): readonly number[] {
+  if (NEVER_REFUSED.has(operationId)) return statuses.filter((s) => s !== 429);
+  return statuses.includes(429) ? statuses : [...statuses, 429].sort((a, b) => a - b);
 }

@@ -55,7 +55,7 @@ const STATUS_TEXT: Record<number, string> = {
   415: 'Unsupported media type',
   416: 'Range not satisfiable',
   422: 'The agent answered with an error (AGENT_ERROR)',
-  429: 'The VM queue is full (QUEUE_FULL); see Retry-After',
+  429: 'The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After',
   500: 'Internal error',
   501: 'This agent does not offer the command (COMMAND_NOT_SUPPORTED)',
   502: 'The agent sent an invalid reply (AGENT_PROTOCOL_ERROR)',

@@ -1461,7 +1461,7 @@ export interface components {
              * @description Stable machine-readable error code (see API.md)
              * @enum {string}
              */
-            code: "VALIDATION_FAILED" | "UNAUTHENTICATED" | "ORIGIN_FORBIDDEN" | "FORBIDDEN" | "COMMAND_DISABLED" | "REGISTRATION_DENIED" | "VM_NOT_FOUND" | "NOT_FOUND" | "METHOD_NOT_ALLOWED" | "LEASE_CONFLICT" | "LEASE_EXPIRED" | "VM_FROZEN" | "USE_FREEZE_API" | "VM_EXISTS" | "ENDPOINT_IN_USE" | "PAYLOAD_TOO_LARGE" | "URI_TOO_LONG" | "UNSUPPORTED_MEDIA_TYPE" | "RANGE_NOT_SATISFIABLE" | "MISDIRECTED_REQUEST" | "AGENT_ERROR" | "NOTHING_FROZEN" | "QUEUE_FULL" | "HEADERS_TOO_LARGE" | "INTERNAL" | "COMMAND_NOT_SUPPORTED" | "AGENT_PROTOCOL_ERROR" | "AGENT_UNAVAILABLE" | "STORE_UNAVAILABLE" | "SHUTTING_DOWN" | "AGENT_TIMEOUT";
+            code: "VALIDATION_FAILED" | "UNAUTHENTICATED" | "ORIGIN_FORBIDDEN" | "FORBIDDEN" | "COMMAND_DISABLED" | "REGISTRATION_DENIED" | "VM_NOT_FOUND" | "NOT_FOUND" | "METHOD_NOT_ALLOWED" | "LEASE_CONFLICT" | "LEASE_EXPIRED" | "VM_FROZEN" | "USE_FREEZE_API" | "VM_EXISTS" | "ENDPOINT_IN_USE" | "PAYLOAD_TOO_LARGE" | "URI_TOO_LONG" | "UNSUPPORTED_MEDIA_TYPE" | "RANGE_NOT_SATISFIABLE" | "MISDIRECTED_REQUEST" | "AGENT_ERROR" | "NOTHING_FROZEN" | "QUEUE_FULL" | "RATE_LIMITED" | "HEADERS_TOO_LARGE" | "INTERNAL" | "COMMAND_NOT_SUPPORTED" | "AGENT_PROTOCOL_ERROR" | "REPLY_TOO_LARGE" | "AGENT_UNAVAILABLE" | "STORE_UNAVAILABLE" | "SHUTTING_DOWN" | "AGENT_TIMEOUT";
             instance?: string;
             vm?: string;
             command?: string;
@@ -1627,6 +1627,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
             503: {
                 headers: {
@@ -1739,6 +1748,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
             503: {
                 headers: {
@@ -1844,6 +1862,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
             503: {
                 headers: {
@@ -1906,6 +1933,15 @@ export interface operations {
             };
             /** @description VM not registered (VM_NOT_FOUND) or object not found */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2007,7 +2043,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2132,7 +2168,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2261,7 +2297,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2386,7 +2422,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2511,7 +2547,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2636,7 +2672,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2761,7 +2797,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2892,7 +2928,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3038,7 +3074,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3181,7 +3217,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3324,7 +3360,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3488,7 +3524,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3684,7 +3720,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3830,15 +3866,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
-            429: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
             /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
             501: {
                 headers: {
@@ -3962,6 +3989,15 @@ export interface operations {
             };
             /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4122,7 +4158,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4265,6 +4301,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
             503: {
                 headers: {
@@ -4366,15 +4411,6 @@ export interface operations {
             };
             /** @description The agent answered with an error (AGENT_ERROR) */
             422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
-            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4510,6 +4546,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
             503: {
                 headers: {
@@ -4602,7 +4647,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4734,7 +4779,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4862,7 +4907,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4990,7 +5035,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5118,7 +5163,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5262,7 +5307,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5390,7 +5435,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5532,7 +5577,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5657,7 +5702,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5785,7 +5830,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5913,7 +5958,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6041,7 +6086,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6169,7 +6214,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6297,7 +6342,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6437,7 +6482,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6567,7 +6612,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6704,7 +6749,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6835,7 +6880,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7026,7 +7071,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7182,7 +7227,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7328,7 +7373,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7488,7 +7533,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7602,6 +7647,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
         };
     };
     openFile: {
@@ -7699,7 +7753,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7833,7 +7887,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7978,7 +8032,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -8114,7 +8168,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -8239,7 +8293,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -8364,7 +8418,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -8517,7 +8571,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL); see Retry-After */
+            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;

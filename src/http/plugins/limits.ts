@@ -1,0 +1,158 @@
+/**
+ * Fair admission, the gateway's one admission mechanism (issue 12 item 2): per principal (the
+ * token's name, or the client address for anonymous callers) at most
+ * `limits.perPrincipalConcurrency` requests in flight, and optionally at most `limits.rate.max`
+ * requests per `limits.rate.timeWindowMs` (@fastify/rate-limit; its counters in the lease store's
+ * Redis when the store is Redis). Over either → 429 RATE_LIMITED with Retry-After. A full VM
+ * queue stays the channel's business (429 QUEUE_FULL at once).
+ *
+ * Never refused here: thaws (DELETE /v1/vms/{vm}/fsfreeze, DELETE /v1/freeze-groups/{id}) — a
+ * frozen VM must always be thawable, however busy its owner is — and the /healthz and /readyz
+ * probes (a refused probe would take a healthy gateway out of rotation).
+ *
+ * Cost per request: the hooks are attached per route when the routes are declared (onRoute), so
+ * exempt routes carry none and an unset limit adds none. With the concurrency limit on, a limited
+ * route runs one synchronous onRequest hook (after auth, so the principal is known): a Map lookup
+ * and set, one symbol-keyed property and one 'close' listener (a shared function, no closure) on
+ * the response. The slot is released on the response's 'close', which Node emits exactly once
+ * whether the answer was sent or the client went away: Fastify's onResponse and onRequestAbort
+ * both stay silent when a client disconnects after its body was read (a POST waiting on the
+ * agent), which would leak the slot.
+ */
+import type { ServerResponse } from 'node:http';
+import rateLimit from '@fastify/rate-limit';
+import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, RouteOptions } from 'fastify';
+import type { Config } from '../../config/schema.js';
+import { errors } from '../../errors.js';
+import { RedisStore } from '../../store/redis.js';
+import type { LeaseStore } from '../../store/types.js';
+
+/** Read-only view of the concurrency counters (tests, diagnostics). */
+export interface Admission {
+  /** requests in flight of a token principal, or of the anonymous callers from one address */
+  inFlight(who: { token: string } | { address: string }): number;
+  /** how many principals have a request in flight (entries in the counters) */
+  readonly principals: number;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    admission: Admission;
+  }
+}
+
+const ANONYMOUS = 'anonymous';
+
+/**
+ * The operations these limits never refuse, by operationId: the thaws (DELETE
+ * /v1/vms/{vm}/fsfreeze, DELETE /v1/freeze-groups/{id}) and the probes. Their OpenAPI entries
+ * document no 429 (routes/operation.ts).
+ */
+export const NEVER_REFUSED: ReadonlySet<string> = new Set(['thawFilesystems', 'thawFreezeGroup', 'healthz', 'readyz']);
+
+function isExempt(route: RouteOptions): boolean {
+  const id = route.schema?.operationId;
+  return typeof id === 'string' && NEVER_REFUSED.has(id);
+}
+
+/** The request's rate-limit key: `t:<token name>` or `a:<client address>`. */
+function rateKey(request: FastifyRequest): string {
+  const name = request.principal.name;
+  return name === ANONYMOUS ? `a:${request.ip}` : `t:${name}`;
+}
+
+/** Counters of requests in flight: token principals by name, anonymous callers by address (two maps: no key can collide). */
+const kKey = Symbol('qga.admission.key');
+type HeldResponse = ServerResponse & { [kKey]?: string };
+
+class ConcurrencyLimit implements Admission {
+  readonly byToken = new Map<string, number>();
+  readonly byAddress = new Map<string, number>();
+
+  constructor(readonly max: number) {}
+
+  inFlight(who: { token: string } | { address: string }): number {
+    return ('token' in who ? this.byToken.get(who.token) : this.byAddress.get(who.address)) ?? 0;
+  }
+
+  get principals(): number {
+    return this.byToken.size + this.byAddress.size;
+  }
+}
+
+function release(map: Map<string, number>, res: HeldResponse): void {
+  const key = res[kKey];
+  if (key === undefined) return;
+  res[kKey] = undefined;
+  const n = (map.get(key) ?? 1) - 1;
+  if (n > 0) map.set(key, n);
+  else map.delete(key);
+}
+
+export async function registerLimits(app: FastifyInstance, config: Config, store: LeaseStore): Promise<void> {
+  const { perPrincipalConcurrency: max, rate } = config.limits;
+  const limit = new ConcurrencyLimit(max);
+  app.decorate('admission', limit);
+
+  // 'close' listeners: `this` is the response; shared, so nothing is allocated per request
+  function releaseToken(this: HeldResponse): void {
+    release(limit.byToken, this);
+  }
+  function releaseAddress(this: HeldResponse): void {
+    release(limit.byAddress, this);
+  }
+
+  function admit(request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
+    const name = request.principal.name;
+    const anonymous = name === ANONYMOUS;
+    const map = anonymous ? limit.byAddress : limit.byToken;
+    const key = anonymous ? request.ip : name;
+    const n = map.get(key) ?? 0;
+    if (n >= max) {
+      done(
+        errors.rateLimited(
+          `${anonymous ? `anonymous callers from ${key} have` : `"${name}" has`} ${n} requests in flight, the limit (limits.perPrincipalConcurrency); retry when one has finished`,
+          1,
+        ),
+      );
+      return;
+    }
+    map.set(key, n + 1);
+    const res: HeldResponse = reply.raw;
+    res[kKey] = key;
+    res.on('close', anonymous ? releaseAddress : releaseToken);
+    done();
+  }
+
+  // Runs for every route declared after this (all of /v1 and the service routes): limited routes
+  // get the hooks, exempt ones are marked so that @fastify/rate-limit (whose onRoute comes after
+  // this one) leaves them alone too.
+  app.addHook('onRoute', (route) => {
+    if (isExempt(route)) {
+      if (rate) route.config = { ...route.config, rateLimit: false };
+      return;
+    }
+    if (max > 0) route.onRequest = route.onRequest === undefined ? [admit] : [...[route.onRequest].flat(), admit];
+  });
+
+  if (rate) {
+    const redis = store instanceof RedisStore ? store.connection : undefined;
+    await app.register(rateLimit, {
+      max: rate.max,
+      timeWindow: rate.timeWindowMs,
+      keyGenerator: rateKey,
+      // the same lease-store connection (fail-fast: an unreachable Redis fails the count at once)
+      ...(redis ? { redis: redis.client, nameSpace: `${redis.keyPrefix}ratelimit:` } : {}),
+      // Redis down: serve rather than refuse everything (freezes are refused by the store anyway)
+      skipOnError: true,
+      // Retry-After comes with the problem (sendProblem); no X-RateLimit-* headers on every answer
+      addHeaders: { 'x-ratelimit-limit': false, 'x-ratelimit-remaining': false, 'x-ratelimit-reset': false, 'retry-after': false },
+      addHeadersOnExceeding: { 'x-ratelimit-limit': false, 'x-ratelimit-remaining': false, 'x-ratelimit-reset': false },
+      errorResponseBuilder: (request, ctx) =>
+        errors.rateLimited(
+          `${request.principal.name === ANONYMOUS ? `anonymous callers from ${request.ip} have` : `"${request.principal.name}" has`} made more than ${ctx.max} requests in ${rate.timeWindowMs} ms (limits.rate); retry in ${ctx.after}`,
+          Math.max(1, Math.ceil(ctx.ttl / 1000)),
+        ),
+    });
+  }
+}
