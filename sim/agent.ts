@@ -137,6 +137,26 @@ export class SimAgent {
     await this.listener.listen();
   }
 
+  /**
+   * The agent process restarts (crash, service restart, package upgrade) while the guest runs on:
+   * the connection drops, requests not yet answered and replies not yet read are lost, open file
+   * handles and exec records are forgotten, the parser starts afresh. The guest state stays, and so
+   * does a freeze: qemu-ga keeps it in its state file (`qga.state.isfrozen`) and comes back in
+   * frozen mode with the filesystems still frozen.
+   */
+  async restartProcess(): Promise<void> {
+    if (this.closed) throw new Error(`simulated VM ${this.name} is closed`);
+    this.releaseHang();
+    await this.listener.close();
+    this.proc = newProcessState();
+    this.newStreamer();
+    this.queue = [];
+    this.pending = 0;
+    this.outbox.clear();
+    this.delimitNext = false;
+    await this.listener.listen();
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     this.releaseHang();

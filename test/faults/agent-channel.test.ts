@@ -1,0 +1,215 @@
+/**
+ * Fault matrix group A (agent channel), the cases no other test asserts exactly: A3 (late replies
+ * never reach another caller), A6 (hostile replies bounded, other VMs unaffected), A8 (agent
+ * restart while frozen), A9 (disabled/unknown commands are not agent failures). Index:
+ * test/faults/A.md. Real I/O throughout: the simulator on unix sockets, a scripted agent, the
+ * gateway app over inject.
+ *
+ * A3 runs 2,000 randomized interleavings by default and 10,000 with QGA_FAULTS_FULL=1 (seed printed,
+ * replay with QGA_SEED=<n>).
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GatewayError } from '../../src/errors.js';
+import { Channel } from '../../src/qga/channel.js';
+import type { JsonObject, TimeoutClass } from '../../src/qga/types.js';
+import { Simulator, type SimAgent } from '../../sim/index.js';
+import { makeApp } from '../helpers/app.js';
+import { body, expectProblem } from '../integration/routes-support.js';
+
+const MiB = 1024 * 1024;
+
+/** mulberry32 */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const count = (vm: SimAgent, command: string): number => vm.stats.commandLog.filter((c) => c.command === command).length;
+
+async function waitFor(cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not reached');
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+type Script = (write: (data: string | Buffer) => Promise<void>, id: string) => Promise<void>;
+
+interface ScriptedAgent {
+  socketPath: string;
+  /** every command received, sync and info included */
+  commands: string[];
+  script(command: string, s: Script): void;
+  close(): Promise<void>;
+}
+
+/** speaks 0xFF, guest-sync-delimited, guest-info like qemu-ga 10; scripted replies for the rest */
+async function startScriptedAgent(dir: string, name: string): Promise<ScriptedAgent> {
+  const socketPath = path.join(dir, `${name}.sock`);
+  const scripts = new Map<string, Script[]>();
+  const sockets = new Set<net.Socket>();
+  const commands: string[] = [];
+  const server = net.createServer((sock) => {
+    sockets.add(sock);
+    sock.on('close', () => sockets.delete(sock));
+    sock.on('error', () => sock.destroy());
+    const write = (data: string | Buffer): Promise<void> =>
+      new Promise((resolve) => {
+        if (sock.destroyed) return resolve();
+        if (sock.write(data)) resolve();
+        else sock.once('drain', resolve).once('close', resolve);
+      });
+    let buf = '';
+    let chain = Promise.resolve();
+    sock.on('data', (d: Buffer) => {
+      buf += d.toString('latin1');
+      for (;;) {
+        const ff = buf.indexOf('\xff');
+        const nl = buf.indexOf('\n');
+        if (ff >= 0 && (nl < 0 || ff < nl)) {
+          buf = buf.slice(ff + 1);
+          chain = chain.then(() => write('{"error": {"class": "GenericError", "desc": "JSON parse error, stray \'\\uFFFD\'"}}\n'));
+          continue;
+        }
+        if (nl < 0) break;
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (line.trim()) chain = chain.then(() => handle(line, sock)).catch(() => undefined);
+      }
+    });
+    const handle = async (line: string, s: net.Socket): Promise<void> => {
+      const req = JSON.parse(line) as { execute: string; arguments?: { id?: number }; id?: number };
+      commands.push(req.execute);
+      const id = req.id === undefined ? '' : `, "id": ${req.id}`;
+      if (req.execute === 'guest-sync-delimited') return write(Buffer.concat([Buffer.from([0xff]), Buffer.from(`{"return": ${req.arguments?.id}}\n`)]));
+      if (req.execute === 'guest-info') {
+        const list = ['guest-ping', 'guest-get-osinfo', 'guest-get-host-name'].map((c) => `{"enabled": true, "name": "${c}", "success-response": true}`).join(', ');
+        return write(`{"return": {"version": "10.0.0", "supported_commands": [${list}]}${id}}\n`);
+      }
+      const sc = scripts.get(req.execute)?.shift();
+      if (!sc) return write(`{"return": {}${id}}\n`);
+      if (s.destroyed) return;
+      return sc(write, id);
+    };
+  });
+  await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+  return {
+    socketPath,
+    commands,
+    script(command, s) {
+      scripts.set(command, [...(scripts.get(command) ?? []), s]);
+    },
+    async close() {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+let dir: string;
+let sim: Simulator;
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), 'faults-a-'));
+  sim = new Simulator({ dir });
+});
+
+afterAll(async () => {
+  await sim?.close();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+describe('A3 late reply after timeout', () => {
+  const FULL = process.env.QGA_FAULTS_FULL === '1';
+  const ITERATIONS = FULL ? 10_000 : 2_000;
+  const VMS = 40;
+  const TIMEOUTS: Record<TimeoutClass, number> = { fast: 5000, normal: 5000, slow: 5000, freeze: 5000, long: 5000 };
+
+  it(`caller 2 always receives its own result while caller 1's reply arrives late (${ITERATIONS} randomized interleavings)`, { timeout: 180_000 }, async () => {
+    const seed = process.env.QGA_SEED ? Number(process.env.QGA_SEED) : Math.floor(Math.random() * 2 ** 31);
+    console.log(`A3 seed: ${seed} (replay with QGA_SEED=${seed}); ${ITERATIONS} iterations${FULL ? ' (QGA_FAULTS_FULL)' : ''}`);
+    const rand = prng(seed);
+    const channels: Channel[] = [];
+    const vms: SimAgent[] = [];
+    try {
+      for (let i = 0; i < VMS; i++) {
+        // half the agents echo ids (10.0.0), half do not (2.12.0): the guarantee must not rest on ids
+        const vm = await sim.addVm({ name: `a3-${i}`, version: i % 2 === 0 ? '10.0.0' : '2.12.0', disabled: [] });
+        vms.push(vm);
+        channels.push(
+          new Channel({
+            vm: vm.name,
+            endpoint: vm.endpoint,
+            catalog: () => undefined,
+            timeouts: TIMEOUTS,
+            syncTimeoutMs: 5000,
+            backoff: { initialMs: 5, maxMs: 50 },
+            idleReleaseMs: 0,
+          }),
+        );
+      }
+      await Promise.all(channels.map((ch) => ch.execute('sim-echo', { marker: 'warm', delayMs: 0 })));
+
+      let next = 0;
+      const wrong: string[] = [];
+      let timeouts = 0;
+      let ownResults = 0;
+      /** caller 2 sent before / after the moment caller 1's late reply was due */
+      const sides = { before: 0, after: 0 };
+      const worker = async (ch: Channel): Promise<void> => {
+        while (next < ITERATIONS) {
+          const n = next++;
+          const m1 = `${ch.vm}/${n}/late`;
+          const m2 = `${ch.vm}/${n}/own`;
+          const timeoutMs = 10 + Math.floor(rand() * 20);
+          // the reply to cmd 1 comes 15..45 ms after its timeout: always late
+          const delayMs = timeoutMs + 15 + Math.floor(rand() * 30);
+          // caller 2 sends somewhere from the timeout to just after the late reply
+          const sendAt = timeoutMs + Math.floor(rand() * (delayMs - timeoutMs + 10));
+          if (sendAt < delayMs) sides.before++;
+          else sides.after++;
+          const p1 = ch.execute('sim-echo', { marker: m1, delayMs }, { timeoutMs }).then(
+            (r) => `got ${JSON.stringify(r)}`,
+            (e: unknown) => (e instanceof GatewayError ? e.code : String(e)),
+          );
+          await new Promise((r) => setTimeout(r, sendAt));
+          const p2 = ch.execute('sim-echo', { marker: m2, delayMs: 0 }).then(
+            (r) => (r as JsonObject).marker,
+            (e: unknown) => `failed ${String(e)}`,
+          );
+          const [r1, r2] = await Promise.all([p1, p2]);
+          if (r1 === 'AGENT_TIMEOUT') timeouts++;
+          else wrong.push(`${m1}: expected AGENT_TIMEOUT, ${r1}`);
+          if (r2 === m2) ownResults++;
+          else wrong.push(`${m2}: ${String(r2)}`);
+        }
+      };
+      await Promise.all(channels.map((ch) => worker(ch)));
+      console.log(`A3: ${JSON.stringify({ timeouts, ownResults, sides })}`);
+      expect(wrong).toEqual([]);
+      expect(timeouts).toBe(ITERATIONS);
+      expect(ownResults).toBe(ITERATIONS);
+      // both interleavings were exercised
+      expect(sides.before).toBeGreaterThan(ITERATIONS / 10);
+      expect(sides.after).toBeGreaterThan(ITERATIONS / 50);
+      // every late command reached its agent and was answered there (the late reply really was sent)
+      const late = vms.reduce((s, vm) => s + vm.stats.commandLog.filter((c) => String((c.args as JsonObject | null)?.marker ?? '').endsWith('/late')).length, 0);
+      expect(late).toBe(ITERATIONS);
+    } finally {
+      for (const ch of channels) ch.destroy();
+      for (const vm of vms) await sim.removeVm(vm.name);
+    }
+  });
+});
