@@ -213,3 +213,83 @@ describe('A3 late reply after timeout', () => {
     }
   });
 });
+
+describe('A8 agent restart while frozen', () => {
+  it('status reports frozen after the agent process restarted, the thaw with the lease succeeds, the lease is closed', async () => {
+    const vm = await sim.addVm({ name: 'a8' });
+    const app = await makeApp({ vms: [{ name: 'a8', endpoint: vm.endpoint }] });
+    try {
+      const frozen = await app.inject({ method: 'POST', url: '/v1/vms/a8/fsfreeze', payload: { ttlSeconds: 60 } });
+      expect(frozen.statusCode).toBe(201);
+      const lease = body(frozen);
+      expect(vm.stats.frozen).toBe(true);
+      const connectionsBefore = vm.stats.connections;
+      vm.resetStats();
+      await vm.restartProcess();
+      expect(vm.stats.frozen).toBe(true);
+
+      const st = await app.inject({ method: 'GET', url: '/v1/vms/a8/fsfreeze' });
+      expect(st.statusCode).toBe(200);
+      expect(body(st)).toMatchObject({ status: 'frozen', lease: { leaseId: lease.leaseId, expired: false } });
+      // the gateway reconnected to the new agent process and handshook before asking
+      expect(vm.stats.connections).toBe(connectionsBefore + 1);
+      expect(vm.stats.commandLog.map((c) => c.command).slice(0, 3)).toEqual(['guest-sync-delimited', 'guest-info', 'guest-fsfreeze-status']);
+
+      const th = await app.inject({ method: 'DELETE', url: `/v1/vms/a8/fsfreeze?leaseId=${String(lease.leaseId)}` });
+      expect(th.statusCode).toBe(200);
+      expect(body(th)).toMatchObject({ vm: 'a8', thawed: 2, consistent: true });
+      expect(count(vm, 'guest-fsfreeze-thaw')).toBe(1);
+      expect(vm.stats.frozen).toBe(false);
+
+      // session reconciled: no lease left, the old lease is ended, the VM may be frozen again
+      const st2 = await app.inject({ method: 'GET', url: '/v1/vms/a8/fsfreeze' });
+      expect(body(st2)).toMatchObject({ status: 'thawed', lease: null });
+      // a lease its holder thawed is gone (LEASE_CONFLICT; LEASE_EXPIRED is for leases the gateway ended)
+      await expectProblem(app, { method: 'DELETE', url: `/v1/vms/a8/fsfreeze?leaseId=${String(lease.leaseId)}` }, 409, 'LEASE_CONFLICT');
+      expect(count(vm, 'guest-fsfreeze-thaw')).toBe(1);
+      const again = await app.inject({ method: 'POST', url: '/v1/vms/a8/fsfreeze', payload: { ttlSeconds: 60 } });
+      expect(again.statusCode).toBe(201);
+      const th2 = await app.inject({ method: 'DELETE', url: `/v1/vms/a8/fsfreeze?leaseId=${String(body(again).leaseId)}` });
+      expect(th2.statusCode).toBe(200);
+    } finally {
+      await app.close();
+      await sim.removeVm('a8');
+    }
+  });
+});
+
+describe('A9 disabled and unknown commands', () => {
+  const vmState = async (app: FastifyInstance, vm: string): Promise<JsonObject> => body(await app.inject({ method: 'GET', url: `/v1/vms/${vm}` }));
+
+  it('disabled is 403 COMMAND_DISABLED and unknown 501 COMMAND_NOT_SUPPORTED, never retried, the channel stays ready without a resync', async () => {
+    const vm = await sim.addVm({ name: 'a9', disabled: ['guest-exec'] });
+    const app = await makeApp({ vms: [{ name: 'a9', endpoint: vm.endpoint }] });
+    try {
+      expect((await app.inject({ method: 'GET', url: '/v1/vms/a9/ping' })).statusCode).toBe(200);
+      vm.resetStats();
+      // known from guest-info: refused by the gateway without an attempt
+      const p1 = await expectProblem(app, { method: 'POST', url: '/v1/vms/a9/exec', payload: { path: '/bin/true' } }, 403, 'COMMAND_DISABLED');
+      expect(p1.command).toBe('guest-exec');
+      await expectProblem(app, { method: 'POST', url: '/v1/vms/a9/qga/guest-no-such', payload: {} }, 501, 'COMMAND_NOT_SUPPORTED');
+      expect(count(vm, 'guest-exec')).toBe(0);
+      expect(count(vm, 'guest-no-such')).toBe(0);
+
+      // the agent itself refuses (disabled after guest-info was read): exactly one attempt each
+      vm.setFault({ command: 'guest-get-osinfo', kind: 'error', class: 'CommandNotFound', desc: 'Command guest-get-osinfo has been disabled', times: 1 });
+      await expectProblem(app, { method: 'GET', url: '/v1/vms/a9/os' }, 403, 'COMMAND_DISABLED');
+      expect(count(vm, 'guest-get-osinfo')).toBe(1);
+      vm.setFault({ command: 'guest-get-host-name', kind: 'error', class: 'CommandNotFound', desc: 'The command guest-get-host-name has not been found', times: 1 });
+      await expectProblem(app, { method: 'GET', url: '/v1/vms/a9/hostname' }, 501, 'COMMAND_NOT_SUPPORTED');
+      expect(count(vm, 'guest-get-host-name')).toBe(1);
+
+      // not an agent failure: no resync, no reconnect, the channel stays ready
+      expect(count(vm, 'guest-sync-delimited')).toBe(0);
+      expect((await vmState(app, 'a9')).channel).toEqual({ state: 'ready', queued: 0, inFlight: 0 });
+      expect((await app.inject({ method: 'GET', url: '/v1/vms/a9/ping' })).statusCode).toBe(200);
+      expect(count(vm, 'guest-sync-delimited')).toBe(0);
+    } finally {
+      await app.close();
+      await sim.removeVm('a9');
+    }
+  });
+});
