@@ -293,3 +293,90 @@ describe('A9 disabled and unknown commands', () => {
     }
   });
 });
+
+describe('A6 hostile replies: deep JSON, a 1e6-element array, a never-ending line', () => {
+  const nested = (depth: number): string => `${'['.repeat(depth)}0${']'.repeat(depth)}`;
+
+  it('each is one bounded 502 on its VM; another VM keeps answering ping with p99 under 250 ms', { timeout: 60_000 }, async () => {
+    const hostile = await startScriptedAgent(dir, 'a6h');
+    const other = await sim.addVm({ name: 'a6ok' });
+    const app = await makeApp({
+      vms: [
+        { name: 'a6h', endpoint: { type: 'unix', path: hostile.socketPath } },
+        { name: 'a6ok', endpoint: other.endpoint },
+      ],
+      config: { registry: { allowedSocketRoots: [dir] }, agent: { idleReleaseMs: 0, maxReplyBytes: 4 * MiB, maxBufferedBytes: 8 * MiB },
+        files: { readChunkBytes: 256 * 1024, maxRawReadBytes: 256 * 1024 },
+      },
+    });
+    let pinging = true;
+    const latencies: number[] = [];
+    const pingStatuses = new Set<number>();
+    const pinger = (async () => {
+      while (pinging) {
+        const t0 = performance.now();
+        const r = await app.inject({ method: 'GET', url: '/v1/vms/a6ok/ping' });
+        latencies.push(performance.now() - t0);
+        pingStatuses.add(r.statusCode);
+        await new Promise((res) => setImmediate(res));
+      }
+    })();
+    try {
+      expect((await app.inject({ method: 'GET', url: '/v1/vms/a6h/ping' })).statusCode).toBe(200);
+      const rss0 = process.memoryUsage().rss;
+      const hostileCall = async (code: string): Promise<number> => {
+        const t0 = performance.now();
+        await expectProblem(app, { method: 'GET', url: '/v1/vms/a6h/os' }, 502, code);
+        return performance.now() - t0;
+      };
+      // 100,000 nested arrays
+      hostile.script('guest-get-osinfo', (write, id) => write(`{"return": ${nested(100_000)}${id}}\n`));
+      const tDeep = await hostileCall('AGENT_PROTOCOL_ERROR');
+      // a 1e6-element array where an object is due (2 MB, under the 4 MiB cap)
+      hostile.script('guest-get-osinfo', (write, id) => write(`{"return": [${new Array(1_000_000).fill('0').join(',')}]${id}}\n`));
+      const tArray = await hostileCall('AGENT_PROTOCOL_ERROR');
+      // a line that never ends: 64 KiB blocks of 'x' until the gateway hangs up
+      let sent = 0;
+      hostile.script('guest-get-osinfo', async (write) => {
+        const block = Buffer.alloc(64 * 1024, 0x78);
+        await write('{"return": "');
+        const until = Date.now() + 20_000;
+        while (Date.now() < until && sent < 512 * MiB) {
+          await write(block);
+          sent += block.length;
+          if (sent % (4 * MiB) === 0) await new Promise((r) => setImmediate(r));
+        }
+      });
+      const tEndless = await hostileCall('REPLY_TOO_LARGE');
+      const rssGrowth = process.memoryUsage().rss - rss0;
+      pinging = false;
+      await pinger;
+
+      console.log(`A6: deep ${tDeep.toFixed(0)} ms, array ${tArray.toFixed(0)} ms, endless ${tEndless.toFixed(0)} ms after ${sent} bytes; rss +${(rssGrowth / MiB).toFixed(1)} MiB; ${latencies.length} pings`);
+      // each failure is prompt: well inside the command timeout, never a hang until it
+      for (const t of [tDeep, tArray, tEndless]) {
+        expect(t).toBeGreaterThan(0);
+        expect(t).toBeLessThan(3000);
+      }
+      // the 502 came at the cap, long before the line ended (the gateway discards the rest of
+      // the line as it streams in rather than hanging up; see test/faults/A.md)
+      expect(sent).toBeGreaterThanOrEqual(4 * MiB - 64 * 1024);
+      // memory bounded: far below the 512 MiB streamed (this process also hosts the fake guest
+      // and its 1e6-element string, hence the allowance over 2 x the 4 MiB cap)
+      expect(rssGrowth).toBeLessThan(64 * MiB);
+      // the other VM: pings throughout, all 200, p99 within bounds
+      expect([...pingStatuses]).toEqual([200]);
+      expect(latencies.length).toBeGreaterThanOrEqual(20);
+      const sorted = [...latencies].sort((x, y) => x - y);
+      const p99 = sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.99))];
+      expect(p99).toBeGreaterThan(0);
+      expect(p99).toBeLessThan(250);
+    } finally {
+      pinging = false;
+      await pinger;
+      await app.close();
+      await hostile.close();
+      await sim.removeVm('a6ok');
+    }
+  });
+});
