@@ -15,6 +15,9 @@
  *    admin cells are the operations' success, not a refusal of the generated endpoint.
  */
 import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
@@ -137,5 +140,99 @@ describe('D5/D7 authorization table: every operation × every kind of caller', (
     expect(cells).toBe(cases.length * WHO.length);
     // D7: exec is an admin operation in this gateway (FAULTS.md asks for write; see test/faults/CDE.md)
     expect(scopes.get('execCommand')).toBe('admin');
+  });
+});
+
+/**
+ * A hostile guest agent on a unix socket: it speaks the QGA framing (sync-delimited, id echo) and
+ * answers the inventory commands with what `reply` returns — raw bytes, so it can send invalid
+ * UTF-8 and control characters a JSON encoder would never produce.
+ */
+async function hostileAgent(dir: string, reply: (cmd: string) => Buffer | string): Promise<{ endpoint: { type: 'unix'; path: string }; close(): Promise<void> }> {
+  const socketPath = path.join(dir, 'hostile.sock');
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((sock) => {
+    sockets.add(sock);
+    sock.on('close', () => sockets.delete(sock));
+    sock.on('error', () => sock.destroy());
+    let buf = '';
+    sock.on('data', (d: Buffer) => {
+      buf += d.toString('latin1');
+      for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+        const line = buf.slice(0, nl).replace(/^\xff+/, '');
+        buf = buf.slice(nl + 1);
+        if (line.trim() === '') continue;
+        const req = JSON.parse(line) as { execute: string; arguments?: { id?: number }; id?: unknown };
+        const id = req.id === undefined ? '' : `, "id": ${JSON.stringify(req.id)}`;
+        if (req.execute === 'guest-sync-delimited') {
+          sock.write(Buffer.concat([Buffer.from([0xff]), Buffer.from(`{"return": ${req.arguments?.id ?? 0}}\n`)]));
+        } else if (req.execute === 'guest-info') {
+          const cmds = ['guest-ping', 'guest-get-host-name', 'guest-get-users', 'guest-network-get-interfaces'];
+          sock.write(`{"return": {"version": "10.0.0", "supported_commands": ${JSON.stringify(cmds.map((name) => ({ name, enabled: true, 'success-response': true })))}}${id}}\n`);
+        } else if (req.execute === 'guest-ping') {
+          sock.write(`{"return": {}${id}}\n`);
+        } else {
+          const r = reply(req.execute);
+          sock.write(Buffer.concat([Buffer.from('{"return": '), Buffer.isBuffer(r) ? r : Buffer.from(r), Buffer.from(`${id}}\n`)]));
+        }
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(socketPath, () => r()));
+  return {
+    endpoint: { type: 'unix', path: socketPath },
+    async close() {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
+describe('D10: hostile guest data', () => {
+  it('ANSI escapes come back JSON-escaped, invalid UTF-8 as U+FFFD, oversized lists as 502 REPLY_TOO_LARGE; the gateway keeps serving', { timeout: 60_000 }, async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'qga-hostile-'));
+    let hostName: Buffer = Buffer.from('"plain"');
+    let users = 10;
+    const agent = await hostileAgent(dir, (cmd) => {
+      if (cmd === 'guest-get-host-name') return Buffer.concat([Buffer.from('{"host-name": '), hostName, Buffer.from('}')]);
+      if (cmd === 'guest-get-users') return JSON.stringify(Array.from({ length: users }, (_, i) => ({ user: `u${i}\u001b[31m`, 'login-time': i })));
+      return JSON.stringify(Array.from({ length: 200_000 }, (_, i) => ({ name: `eth${i}`, 'hardware-address': '00:00:00:00:00:00' })));
+    });
+    const g = await makeApp({ vms: [{ name: 'hostile', endpoint: agent.endpoint }], config: { agent: { idleReleaseMs: 0, maxReplyBytes: 4 * 1024 * 1024 }, files: { readChunkBytes: 1024 * 1024, maxRawReadBytes: 1024 * 1024 } } });
+    try {
+      // ANSI/OSC escapes (valid JSON \u escapes): returned as data, escaped in the JSON body
+      hostName = Buffer.from(JSON.stringify('evil\u001b[2J\u001b]0;pwned\u0007<script>'));
+      const ansi = await g.inject({ method: 'GET', url: '/v1/vms/hostile/hostname' });
+      expect(ansi.statusCode, ansi.body).toBe(200);
+      expect(ansi.rawPayload.includes(0x1b)).toBe(false);
+      expect(ansi.rawPayload.includes(0x07)).toBe(false);
+      expect(ansi.json<{ 'host-name': string }>()['host-name']).toBe('evil\u001b[2J\u001b]0;pwned\u0007<script>');
+      // invalid UTF-8 inside a string: decoded with replacement characters, never passed through raw
+      hostName = Buffer.from([0x22, 0x61, 0xc3, 0x28, 0xed, 0xa0, 0x80, 0x62, 0x22]);
+      const bad = await g.inject({ method: 'GET', url: '/v1/vms/hostile/hostname' });
+      expect(bad.statusCode, bad.body).toBe(200);
+      expect(bad.json<{ 'host-name': string }>()['host-name']).toMatch(/^a\uFFFD\(\uFFFD+b$/);
+      expect(Buffer.from(bad.json<{ 'host-name': string }>()['host-name']).toString('utf8')).toBe(bad.json<{ 'host-name': string }>()['host-name']);
+      // a user list that fits: every entry, escapes escaped
+      users = 5_000;
+      const fits = await g.inject({ method: 'GET', url: '/v1/vms/hostile/users' });
+      expect(fits.statusCode).toBe(200);
+      expect(fits.json<{ users: unknown[] }>().users.length).toBe(5_000);
+      expect(fits.rawPayload.includes(0x1b)).toBe(false);
+      // lists over agent.maxReplyBytes: one bounded 502, not a crash or an unbounded buffer
+      users = 200_000;
+      const huge = await g.inject({ method: 'GET', url: '/v1/vms/hostile/users' });
+      expect(huge.statusCode, huge.body.slice(0, 200)).toBe(502);
+      expect(huge.json<{ code: string }>().code).toBe('REPLY_TOO_LARGE');
+      const ifs = await g.inject({ method: 'GET', url: '/v1/vms/hostile/network/interfaces' });
+      expect(ifs.statusCode, ifs.body.slice(0, 200)).toBe(502);
+      expect(ifs.json<{ code: string }>().code).toBe('REPLY_TOO_LARGE');
+      // and the VM answers next
+      expect((await g.inject({ method: 'GET', url: '/v1/vms/hostile/ping' })).statusCode).toBe(200);
+    } finally {
+      await g.close();
+      await agent.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
