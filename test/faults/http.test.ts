@@ -236,3 +236,59 @@ describe('D10: hostile guest data', () => {
     }
   });
 });
+
+describe('D2/D3: per-call limits of the raw file handles; the streaming routes chunk', () => {
+  const KiB = 1024;
+  it('D2 a base64 write over files.maxRawWriteBytes is 413 PAYLOAD_TOO_LARGE and sends nothing; D3 a read count over files.maxRawReadBytes is 400 naming it; content moves in readChunkBytes/writeChunkBytes calls', { timeout: 30_000 }, async () => {
+    const f = await startSim();
+    const guest = await f.add({ name: 'files-vm' });
+    const g = await makeApp({
+      vms: [{ name: 'files-vm', endpoint: guest.endpoint }],
+      config: { files: { maxRawWriteBytes: 16 * KiB, maxRawReadBytes: 16 * KiB, readChunkBytes: 8 * KiB, writeChunkBytes: 8 * KiB } },
+    });
+    const since = () => guest.stats.commandLog.length;
+    const fileCalls = (from: number) => guest.stats.commandLog.slice(from).filter((c) => c.command.startsWith('guest-file-'));
+    try {
+      const open = await g.inject({ method: 'POST', url: '/v1/vms/files-vm/files/handles', payload: { path: '/tmp/d2', mode: 'w+' } });
+      expect(open.statusCode, open.body).toBe(201);
+      const handle = open.json<{ handle: number }>().handle;
+      const write = (n: number) => g.inject({ method: 'POST', url: `/v1/vms/files-vm/files/handles/${handle}/write`, payload: { 'buf-b64': Buffer.alloc(n, 0x61).toString('base64') } });
+      let mark = since();
+      const over = await write(16 * KiB + 1);
+      expect(over.statusCode, over.body).toBe(413);
+      expect(over.json<{ code: string; detail: string }>()).toMatchObject({ code: 'PAYLOAD_TOO_LARGE', detail: expect.stringMatching(/files\.maxRawWriteBytes/) });
+      expect(fileCalls(mark)).toEqual([]);
+      const atLimit = await write(16 * KiB);
+      expect(atLimit.statusCode, atLimit.body).toBe(200);
+      expect(atLimit.json<{ count: number }>().count).toBe(16 * KiB);
+
+      const read = (count: number) => g.inject({ method: 'POST', url: `/v1/vms/files-vm/files/handles/${handle}/read`, payload: { count } });
+      mark = since();
+      const tooMuch = await read(16 * KiB + 1);
+      expect(tooMuch.statusCode, tooMuch.body).toBe(400);
+      expect(tooMuch.json<{ code: string; detail: string }>()).toMatchObject({ code: 'VALIDATION_FAILED', detail: expect.stringMatching(/files\.maxRawReadBytes/) });
+      expect(fileCalls(mark)).toEqual([]);
+      expect((await read(16 * KiB)).statusCode).toBe(200);
+      expect((await g.inject({ method: 'DELETE', url: `/v1/vms/files-vm/files/handles/${handle}` })).statusCode).toBe(204);
+
+      // the streaming routes take any size, in calls of writeChunkBytes / readChunkBytes
+      const data = Buffer.alloc(100 * KiB + 5, 0x62);
+      mark = since();
+      const put = await g.inject({ method: 'PUT', url: '/v1/vms/files-vm/files/content?path=%2Ftmp%2Fd3', headers: { 'content-type': 'application/octet-stream' }, payload: data });
+      expect(put.statusCode, put.body).toBe(200);
+      const writes = fileCalls(mark).filter((c) => c.command === 'guest-file-write');
+      expect(writes.length).toBe(Math.ceil(data.length / (8 * KiB)));
+      mark = since();
+      const get = await g.inject({ method: 'GET', url: '/v1/vms/files-vm/files/content?path=%2Ftmp%2Fd3' });
+      expect(get.statusCode).toBe(200);
+      expect(get.rawPayload.equals(data)).toBe(true);
+      const reads = fileCalls(mark).filter((c) => c.command === 'guest-file-read');
+      // every call asks for readChunkBytes, the last for what remains of the known size
+      const counts = reads.map((c) => (c.args as { count: number }).count);
+      expect(counts).toEqual([...Array<number>(12).fill(8 * KiB), data.length - 12 * 8 * KiB]);
+    } finally {
+      await g.close();
+      await f.close();
+    }
+  });
+});
