@@ -249,3 +249,86 @@ describe.each([
     expect(thawCount('vm1')).toBe(1);
   });
 });
+
+describe('slow freezes (B4, B11)', { timeout: 30_000 }, () => {
+  it('B4: the freeze times out but the guest froze later → 504 AGENT_TIMEOUT at the freeze timeout, one thaw after the late freeze, guest thawed, lease ended', async () => {
+    fleet = await simFleet(['vm1']);
+    const FREEZE_TIMEOUT_MS = 1_000;
+    const SLOW_MS = 1_500;
+    const g = await start('b4', baseConfig({ type: 'memory' }, { ttl: 10, freezeTimeoutMs: FREEZE_TIMEOUT_MS }));
+    fleet.vm.vm1.setFault({ command: 'guest-fsfreeze-freeze', kind: 'delay', ms: SLOW_MS, times: 1 });
+    const t0 = Date.now();
+    const r = await call(g, 'POST', '/v1/vms/vm1/fsfreeze', { ttlSeconds: 10 });
+    const elapsed = Date.now() - t0;
+    expect(r.status).toBe(504);
+    expect(r.json.code).toBe('AGENT_TIMEOUT');
+    expect(elapsed).toBeGreaterThanOrEqual(FREEZE_TIMEOUT_MS);
+    // the 504 is sent once the rollback thaw is done, and that thaw waits for the late freeze
+    expect(elapsed).toBeLessThanOrEqual(SLOW_MS + 1_000);
+    expect(r.json.vms).toEqual([expect.objectContaining({ vm: 'vm1', result: 'failed', thawAttempted: true, thawed: true })]);
+    await waitFor(() => thawCount('vm1') === 1 && !fleet.vm.vm1.state.frozen, 10_000, 'the always-thaw after the late freeze');
+    const h = history('vm1');
+    expect(h.map((e) => e.command)).toEqual(['guest-fsfreeze-freeze', THAW]);
+    // the thaw follows the late freeze (received at h[0].at, run SLOW_MS later): within T_cmd + the thaw's round trip
+    const after = h[1].at - h[0].at;
+    expect(after).toBeGreaterThanOrEqual(SLOW_MS - 50);
+    expect(after).toBeLessThanOrEqual(SLOW_MS + 1_000);
+    expect((await call(g, 'GET', '/v1/vms/vm1/fsfreeze')).json).toMatchObject({ status: 'thawed', lease: null });
+  });
+
+  it('B11: a slow freeze that completes within the freeze timeout → 201 with the lease when it completes; thawed at the lease deadline (within 1 s), once', async () => {
+    fleet = await simFleet(['vm1']);
+    const SLOW_MS = 1_500;
+    const TTL = 3;
+    const g = await start('b11', baseConfig({ type: 'memory' }, { ttl: TTL, freezeTimeoutMs: 2_500 }));
+    fleet.vm.vm1.setFault({ command: 'guest-fsfreeze-freeze', kind: 'delay', ms: SLOW_MS, times: 1 });
+    const t0 = Date.now();
+    const r = await call(g, 'POST', '/v1/vms/vm1/fsfreeze', { ttlSeconds: TTL });
+    const elapsed = Date.now() - t0;
+    expect(r.status).toBe(201);
+    expect(elapsed).toBeGreaterThanOrEqual(SLOW_MS);
+    expect(elapsed).toBeLessThanOrEqual(SLOW_MS + 1_000);
+    expect(fleet.vm.vm1.state.frozen).toBe(true);
+    const deadline = Date.parse(String(r.json.expiresAt));
+    await waitFor(() => thawCount('vm1') === 1 && !fleet.vm.vm1.state.frozen, TTL * 1_000 + 5_000, 'the deadline thaw');
+    await waitFor(() => Date.now() >= deadline + 2 * SWEEP_MS + 200, 5_000, 'two sweeps past the deadline');
+    assertInvariant('vm1', [deadline], 0);
+  });
+});
+
+describe('B13: other commands while frozen', { timeout: 30_000 }, () => {
+  it('409 VM_FROZEN (never sent) except ping/info/status/thaw; a ping timeout during the freeze does not mark the agent dead', async () => {
+    fleet = await simFleet(['vm1']);
+    const PING_TIMEOUT_MS = 500;
+    const cfg = baseConfig({ type: 'memory' }, { ttl: 30 });
+    (cfg.agent as Record<string, unknown>).timeouts = { fast: PING_TIMEOUT_MS };
+    const g = await start('b13', cfg);
+    const fr = await call(g, 'POST', '/v1/vms/vm1/fsfreeze', { ttlSeconds: 30 });
+    expect(fr.status).toBe(201);
+    const sent = (cmd: string) => fleet.vm.vm1.stats.commandLog.filter((e) => e.command === cmd).length;
+    const refused = await call(g, 'GET', '/v1/vms/vm1/vcpus');
+    expect(refused.status).toBe(409);
+    expect(refused.json.code).toBe('VM_FROZEN');
+    expect(sent('guest-get-vcpus')).toBe(0);
+    expect((await call(g, 'GET', '/v1/vms/vm1/ping')).status).toBe(200);
+    expect((await call(g, 'GET', '/v1/vms/vm1/agent')).status).toBe(200);
+    expect((await call(g, 'GET', '/v1/vms/vm1/fsfreeze')).json).toMatchObject({ status: 'frozen' });
+    // a ping the agent reads and never answers: 504 at the ping's timeout
+    fleet.vm.vm1.setFault({ command: 'guest-ping', kind: 'no-reply', times: 1 });
+    const t0 = Date.now();
+    const lost = await call(g, 'GET', '/v1/vms/vm1/ping');
+    const elapsed = Date.now() - t0;
+    expect(lost.status).toBe(504);
+    expect(lost.json.code).toBe('AGENT_TIMEOUT');
+    expect(elapsed).toBeGreaterThanOrEqual(PING_TIMEOUT_MS);
+    expect(elapsed).toBeLessThanOrEqual(PING_TIMEOUT_MS + 1_000);
+    // not dead: the next ping answers, the holder's thaw goes through at once
+    expect((await call(g, 'GET', '/v1/vms/vm1/ping')).status).toBe(200);
+    const th = await call(g, 'DELETE', `/v1/vms/vm1/fsfreeze?leaseId=${String(fr.json.leaseId)}`);
+    expect(th.status).toBe(200);
+    expect(th.json).toMatchObject({ consistent: true });
+    expect(fleet.vm.vm1.state.frozen).toBe(false);
+    expect(thawCount('vm1')).toBe(1);
+    expect((await call(g, 'GET', '/v1/vms/vm1/vcpus')).status).toBe(200);
+  });
+});
