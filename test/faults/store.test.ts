@@ -8,17 +8,26 @@
  *    timed-out lock script on resume is a defect, see test/faults/CDE.md.)
  *  - C5: the same with a partition instead of a stopped Redis: a TCP proxy between the gateway
  *    and Redis that stops forwarding in both directions, then heals.
+ *  - C1: Redis SIGKILLed and restarted with appendonly/appendfsync always: sessions and deadlines
+ *    come back, another gateway's sweeper thaws on the restored deadline, fences keep increasing.
+ *  - C4: a forward jump of the store clock by 2·L, injected as the offset it causes (the session's
+ *    times in Redis moved 2·L into the past; no faketime on this machine): the lease expires early —
+ *    the documented Redis limitation — and the old holder's fence checks fail.
  *  - C8: Redis down with limits.rate on — the actual (deliberate) behaviour: limited reads are
  *    served (the rate limiter skips on error), freezes are refused with 503 STORE_UNAVAILABLE,
  *    thaws go through.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { SimAgent } from '../../sim/index.js';
 import { makeApp } from '../helpers/app.js';
-import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { REDIS_SERVER_PATH, startRedis, type TestRedis } from '../helpers/redis.js';
 import { agentCommands, startSim, type SimFleet } from '../integration/routes-support.js';
 
 const COMMAND_TIMEOUT_MS = 600;
@@ -31,7 +40,7 @@ const proxies: Proxy[] = [];
 
 beforeAll(async () => {
   fleet = await startSim();
-  for (const name of ['p1', 'p2', 'p3', 'q1', 'q2', 'q3', 'r1']) vm[name] = await fleet.add({ name });
+  for (const name of ['p1', 'p2', 'p3', 'q1', 'q2', 'q3', 'r1', 'c1a', 'c1b', 'c4']) vm[name] = await fleet.add({ name });
   redis = await startRedis();
 });
 afterEach(async () => {
@@ -205,5 +214,176 @@ describe('C8: Redis down while limits.rate counts in it', { timeout: 30_000 }, (
     } finally {
       await own.stop();
     }
+  });
+});
+
+/** A redis-server with the append-only file fsynced on every write, restartable on the same port and data dir. */
+async function aofRedis(): Promise<{ url: string; kill(): Promise<void>; start(): Promise<void>; stop(): Promise<void>; command(...a: string[]): Promise<string> }> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'qga-aof-'));
+  const port = await freePort();
+  let child: ChildProcess | undefined;
+  const start = async (): Promise<void> => {
+    const c = spawn(REDIS_SERVER_PATH, ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--protected-mode', 'no', '--loglevel', 'warning'], { stdio: 'ignore' });
+    child = c;
+    await waitFor('redis (AOF) answering', async () => {
+      if (c.exitCode !== null) throw new Error(`redis-server exited with ${c.exitCode}`);
+      return (await rawRedis(port, ['PING']).catch(() => '')).startsWith('+PONG');
+    }, 10_000);
+  };
+  const kill = async (): Promise<void> => {
+    const c = child;
+    if (!c || c.exitCode !== null || c.signalCode !== null) return;
+    const exited = new Promise<void>((r) => c.once('exit', () => r()));
+    c.kill('SIGKILL');
+    await exited;
+  };
+  await start();
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    kill,
+    start,
+    async stop() {
+      await kill();
+      await rm(dir, { recursive: true, force: true });
+    },
+    command: (...a: string[]) => rawRedis(port, a),
+  };
+}
+
+function rawRedis(port: number, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1');
+    let out = '';
+    const t = setTimeout(() => (s.destroy(), reject(new Error('redis raw command timed out'))), 5_000);
+    s.once('error', (e) => (clearTimeout(t), reject(e)));
+    s.on('data', (d) => {
+      out += d.toString();
+      // replies used here are single lines or one bulk string
+      if (/^[+\-:]/.test(out) ? out.endsWith('\r\n') : /^\$-1\r\n$|^\$\d+\r\n[\s\S]*\r\n$/.test(out) || /^\*/.test(out)) {
+        clearTimeout(t);
+        s.end();
+        resolve(out);
+      }
+    });
+    s.write(`*${args.length}\r\n` + args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join(''));
+  });
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const a = srv.address();
+      const p = typeof a === 'object' && a ? a.port : 0;
+      srv.close(() => resolve(p));
+    });
+  });
+}
+
+const bulk = (reply: string): string => reply.split('\r\n')[1] ?? '';
+
+describe('C1: Redis SIGKILLed and restarted with AOF', { timeout: 60_000 }, () => {
+  it('sessions and deadlines survive: the holder thaws with its lease (checked in the store), a deadline is kept by another gateway\'s sweeper within deadline + sweepIntervalMs + 1 s, fences strictly increase', async () => {
+    const aof = await aofRedis();
+    try {
+      const prefix = `c1${randomUUID().slice(0, 6)}:`;
+      const store = { type: 'redis', redisUrl: aof.url, keyPrefix: prefix, commandTimeoutMs: COMMAND_TIMEOUT_MS };
+      const vms = ['c1a', 'c1b'].map((name) => ({ name, endpoint: vm[name].endpoint }));
+      // the freezer hands its leases over at shutdown (they stay in Redis), so only Redis's data can thaw c1a
+      const a = await makeApp({ vms, config: { store, freeze: { sweepIntervalMs: 60_000, handoverOnShutdown: true } } });
+      apps.push(a);
+      const short = await freeze(a, 'c1a', 3);
+      const long = await freeze(a, 'c1b', 60);
+      expect([short.statusCode, long.statusCode]).toEqual([201, 201]);
+      const shortLease = short.json<{ leaseId: string; fence: number; expiresAt: string }>();
+      const longLease = long.json<{ leaseId: string; fence: number; expiresAt: string }>();
+      await a.close();
+      apps.splice(apps.indexOf(a), 1);
+      expect(vm.c1a.state.frozen && vm.c1b.state.frozen).toBe(true);
+
+      await aof.kill();
+      await aof.start();
+      // the sessions are there as written
+      expect(bulk(await aof.command('HGET', `${prefix}session:vm:c1b`, 'leaseId'))).toBe(longLease.leaseId);
+      expect(Number(bulk(await aof.command('HGET', `${prefix}session:vm:c1a`, 'expiresAt')))).toBe(Date.parse(shortLease.expiresAt));
+
+      const b = await makeApp({ vms, config: { store, freeze: { sweepIntervalMs: 200 } } });
+      apps.push(b);
+      const st = await b.inject({ method: 'GET', url: '/v1/vms/c1b/fsfreeze' });
+      expect(st.statusCode).toBe(200);
+      expect(st.json()).toMatchObject({ lease: { leaseId: longLease.leaseId, expiresAt: longLease.expiresAt } });
+      // the sweeper resumes on the restored deadline
+      await waitFor('deadline thaw of c1a from the restored deadline', () => !vm.c1a.state.frozen, 10_000);
+      const thawAt = vm.c1a.stats.commandLog.filter((c) => c.command === 'guest-fsfreeze-thaw').at(-1)?.at ?? 0;
+      expect(thawAt).toBeGreaterThanOrEqual(Date.parse(shortLease.expiresAt));
+      expect(thawAt).toBeLessThanOrEqual(Date.parse(shortLease.expiresAt) + 200 + 1_000);
+      // the holder's lease is checked in the store (not just trusted) and ends the session
+      const thaw = await b.inject({ method: 'DELETE', url: `/v1/vms/c1b/fsfreeze?leaseId=${encodeURIComponent(longLease.leaseId)}` });
+      expect(thaw.statusCode, thaw.body).toBe(200);
+      expect(thaw.json()).toMatchObject({ leaseCheck: 'store' });
+      expect(vm.c1b.state.frozen).toBe(false);
+      // fences go on strictly increasing after the restart
+      const next = await freeze(b, 'c1a', 30);
+      expect(next.statusCode, next.body).toBe(201);
+      const f3 = next.json<{ fence: number }>().fence;
+      expect(shortLease.fence).toBeLessThan(longLease.fence);
+      expect(f3).toBeGreaterThan(longLease.fence);
+      const end = await b.inject({ method: 'DELETE', url: `/v1/vms/c1a/fsfreeze?leaseId=${encodeURIComponent(next.json<{ leaseId: string }>().leaseId)}` });
+      expect(end.statusCode).toBe(200);
+    } finally {
+      for (const x of apps.splice(0)) await x.close();
+      await aof.stop();
+    }
+  });
+});
+
+describe('C4: the store clock jumps forward by 2·L', { timeout: 30_000 }, () => {
+  it('the lease expires early (documented Redis limitation) and another gateway acquires with a higher fence; the old holder\'s renew and thaw fail their fence check (409 LEASE_EXPIRED) and send nothing; the VM is never frozen twice', async () => {
+    const L = 30;
+    const prefix = `c4${randomUUID().slice(0, 6)}:`;
+    const store = { type: 'redis', redisUrl: redis.url, keyPrefix: prefix, commandTimeoutMs: COMMAND_TIMEOUT_MS };
+    const vms = [{ name: 'c4', endpoint: vm.c4.endpoint }];
+    const a = await makeApp({ vms, config: { store, freeze: { sweepIntervalMs: 60_000 } } });
+    const b = await makeApp({ vms, config: { store, freeze: { sweepIntervalMs: 200 } } });
+    apps.push(a, b);
+    const first = await freeze(a, 'c4', L);
+    expect(first.statusCode, first.body).toBe(201);
+    const old = first.json<{ leaseId: string; fence: number }>();
+    // Redis's clock jumps +2·L for this session: every time it keeps for it moves 2·L into the past
+    // (the scripts compare them with Redis TIME, so this is what the jump does to the lease)
+    const key = `${prefix}session:vm:c4`;
+    const jump = 2 * L * 1000;
+    for (const field of ['createdAt', 'expiresAt', 'hardDeadline']) {
+      const v = Number(bulk(await redis.command('HGET', key, field)));
+      expect(v).toBeGreaterThan(0);
+      expect(await redis.command('HSET', key, field, String(v - jump))).toBe(':0\r\n');
+    }
+    const score = Number(bulk(await redis.command('ZSCORE', `${prefix}deadlines`, 'vm:c4')));
+    expect(await redis.command('ZADD', `${prefix}deadlines`, String(score - jump), 'vm:c4')).toBe(':0\r\n');
+
+    // the other gateway's sweeper sees an expired lease and thaws early
+    await waitFor('early deadline thaw by the other gateway', () => !vm.c4.state.frozen, 5_000);
+    await waitFor('the expired session ended', async () => (await b.inject({ method: 'GET', url: '/v1/vms/c4/fsfreeze' })).json<{ lease: unknown }>().lease === null, 5_000);
+    const second = await freeze(b, 'c4', L);
+    expect(second.statusCode, second.body).toBe(201);
+    const fresh = second.json<{ leaseId: string; fence: number }>();
+    expect(fresh.fence).toBeGreaterThan(old.fence);
+
+    // the old holder's next operations fail their fence check and reach no agent
+    const mark = vm.c4.stats.commandLog.length;
+    const renew = await a.inject({ method: 'POST', url: '/v1/vms/c4/fsfreeze/renew', payload: { leaseId: old.leaseId, ttlSeconds: L } });
+    expect(renew.statusCode, renew.body).toBe(409);
+    expect(renew.json<{ code: string }>().code).toBe('LEASE_EXPIRED');
+    const thaw = await a.inject({ method: 'DELETE', url: `/v1/vms/c4/fsfreeze?leaseId=${encodeURIComponent(old.leaseId)}` });
+    expect(thaw.statusCode, thaw.body).toBe(409);
+    expect(thaw.json<{ code: string }>().code).toBe('LEASE_EXPIRED');
+    expect(vm.c4.stats.commandLog.slice(mark).map((c) => c.command)).toEqual([]);
+    expect(vm.c4.state.frozen).toBe(true);
+
+    // history: freeze and thaw alternate on the agent (never frozen twice), the new holder ends it
+    const end = await b.inject({ method: 'DELETE', url: `/v1/vms/c4/fsfreeze?leaseId=${encodeURIComponent(fresh.leaseId)}` });
+    expect(end.statusCode).toBe(200);
+    expect(agentCommands(vm.c4).filter((c) => c === 'guest-fsfreeze-freeze' || c === 'guest-fsfreeze-thaw')).toEqual(['guest-fsfreeze-freeze', 'guest-fsfreeze-thaw', 'guest-fsfreeze-freeze', 'guest-fsfreeze-thaw']);
   });
 });
