@@ -70,7 +70,19 @@ describe('freeze across gateway processes', { timeout: 120_000 }, () => {
     expect(old.status).toBe(201);
     await sleep(400); // a lets go of the agent socket right after the freeze
     a.signal('SIGSTOP');
+    // B3: while the stopped process's lease runs, the VM is held: another freeze is 409
+    // LEASE_CONFLICT naming the holder and its deadline, and never reaches the agent
+    const before = commands().length;
+    const held = await call(b, 'POST', '/v1/vms/vm1/fsfreeze', { ttlSeconds: 30 });
+    expect(Date.now()).toBeLessThan(Date.parse(String(old.json.expiresAt)));
+    expect(held.status).toBe(409);
+    expect(held.json).toMatchObject({ code: 'LEASE_CONFLICT', holder: 'anonymous', expiresAt: old.json.expiresAt });
+    expect(commands().slice(before).filter((c) => c.command.startsWith('guest-fsfreeze'))).toEqual([]);
     await waitFor(() => !fleet.vm.vm1.state.frozen, 20_000, 'deadline thaw while the freezer is stopped');
+    // by the deadline: within one sweep interval + 1 s of it, not before it
+    const late = (thawAt() ?? Date.now()) - Date.parse(String(old.json.expiresAt));
+    expect(late).toBeGreaterThanOrEqual(0);
+    expect(late).toBeLessThanOrEqual(SWEEP_MS + 1_000);
     // someone else freezes the VM again under a new lease, through the other process
     const fresh = await call(b, 'POST', '/v1/vms/vm1/fsfreeze', { ttlSeconds: 30 });
     expect(fresh.status).toBe(201);

@@ -225,6 +225,7 @@ describe('always-thaw: a freeze that fails, times out or drops is followed by a 
     fleet.vm.vm1.setFault({ command: 'guest-fsfreeze-freeze', kind: 'error', class: 'GenericError', desc: 'failed to freeze /data: Device or resource busy', times: 1 });
     const err = await rejection(g.freeze.freeze('vm1', {}, BACKUP));
     expect(err.code).toBe('AGENT_ERROR');
+    expect(err.status).toBe(422); // API.md: the agent answered with an error object
     expect(err.qga?.desc).toMatch(/Device or resource busy/);
     expect(err.extra).toMatchObject({ allThawed: true, vms: [{ vm: 'vm1', result: 'failed', thawAttempted: true, thawed: true }] });
     expect(agentCommands(fleet.vm.vm1)).toEqual(['guest-fsfreeze-freeze', 'guest-fsfreeze-thaw']);
