@@ -332,3 +332,22 @@ describe('B13: other commands while frozen', { timeout: 30_000 }, () => {
     expect((await call(g, 'GET', '/v1/vms/vm1/vcpus')).status).toBe(200);
   });
 });
+
+describe('B14: a VM found frozen at start-up', { timeout: 30_000 }, () => {
+  it('with no lease at all (frozen outside the gateway): left frozen, never thawed, reported frozen with no lease; a freeze is refused VM_FROZEN', async () => {
+    fleet = await simFleet(['vm1'], { frozen: ['vm1'] });
+    const g = await start('b14', baseConfig({ type: 'memory' }, { ttl: 2 }));
+    await waitFor(() => /start-up reconciliation done|qga-gateway ready/.test(g.log()), 5_000, 'start-up');
+    const st = await call(g, 'GET', '/v1/vms/vm1/fsfreeze');
+    expect(st.status).toBe(200);
+    expect(st.json).toMatchObject({ status: 'frozen', lease: null });
+    const r = await call(g, 'POST', '/v1/vms/vm1/fsfreeze', { ttlSeconds: 2 });
+    expect(r.status).toBe(409);
+    expect(r.json.code).toBe('VM_FROZEN');
+    // several sweeps and more than a lease's length: still nothing thaws it
+    const t0 = Date.now();
+    await waitFor(() => Date.now() - t0 >= 2_000 + 3 * SWEEP_MS, 10_000, 'a lease length and three sweeps');
+    expect(thawCount('vm1')).toBe(0);
+    expect(fleet.vm.vm1.state.frozen).toBe(true);
+  });
+});
