@@ -1,0 +1,103 @@
+/**
+ * Fault matrix E1 (../shared/FAULTS.md): a real SIGTERM to the gateway process (src/server.ts)
+ * while a request is in flight (waiting on a slow agent command) and a VM is frozen; a second
+ * connection has sent a request line whose headers are completed only after the signal, so it is
+ * a new request to a stopping gateway. Asserted: the in-flight request
+ * finishes (200) within server.shutdownGraceMs, the new one is 503 (not yet the SHUTTING_DOWN problem
+ * API.md names: see test/faults/CDE.md), then the VM this
+ * process froze is thawed (after the in-flight request ended), and the process exits 0.
+ */
+import net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawnGateway, type Gateway } from '../e2e/freeze-gateways.js';
+import { simFleet, waitFor, type SimFleet } from '../integration/freeze-fixture.js';
+
+const GRACE_MS = 3_000;
+const SLOW_MS = 1_200;
+
+let fleet: SimFleet;
+let gw: Gateway | undefined;
+
+beforeAll(async () => {
+  fleet = await simFleet(['e1a', 'e1b']);
+});
+afterAll(async () => {
+  await gw?.stop();
+  await fleet?.close();
+});
+
+/** Split raw HTTP/1.1 responses (Content-Length framed) read from one socket. */
+function responses(raw: string): Array<{ status: number; body: string }> {
+  const out: Array<{ status: number; body: string }> = [];
+  let rest = raw;
+  for (;;) {
+    const end = rest.indexOf('\r\n\r\n');
+    if (end < 0) break;
+    const head = rest.slice(0, end);
+    const len = Number(/content-length:\s*(\d+)/i.exec(head)?.[1] ?? 0);
+    if (rest.length < end + 4 + len) break;
+    out.push({ status: Number(head.split(' ')[1]), body: rest.slice(end + 4, end + 4 + len) });
+    rest = rest.slice(end + 4 + len);
+  }
+  return out;
+}
+
+describe('E1: SIGTERM with a request in flight and a frozen VM', { timeout: 60_000 }, () => {
+  it('the in-flight request finishes within shutdownGraceMs, a new one is 503, then the frozen VM is thawed and the process exits 0', async () => {
+    gw = await spawnGateway('e1', fleet.dir, {
+      log: { level: 'info' },
+      server: { shutdownGraceMs: GRACE_MS },
+      freeze: { defaultTtlSeconds: 60, maxTtlSeconds: 600, maxTotalSeconds: 600 },
+      vms: ['e1a', 'e1b'].map((name) => ({ name, endpoint: fleet.vm[name].endpoint })),
+    });
+    const g = gw;
+    const frozen = await fetch(`${g.url}/v1/vms/e1a/fsfreeze`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"ttlSeconds":60}' });
+    expect(frozen.status).toBe(201);
+    expect(fleet.vm.e1a.state.frozen).toBe(true);
+    // warm the slow VM's channel, then make its osinfo slow
+    expect((await fetch(`${g.url}/v1/vms/e1b/ping`)).status).toBe(200);
+    fleet.vm.e1b.setFault({ command: 'guest-get-osinfo', kind: 'delay', ms: SLOW_MS });
+
+    const { port } = new URL(g.url);
+    const host = `127.0.0.1:${port}`;
+    // the in-flight request, on its own connection
+    const mark = fleet.vm.e1b.stats.commandLog.length;
+    let inflightAt = 0;
+    const inflight = fetch(`${g.url}/v1/vms/e1b/os`).then(async (r) => ((inflightAt = Date.now()), { status: r.status, body: await r.text() }));
+    await waitFor(() => fleet.vm.e1b.stats.commandLog.slice(mark).some((c) => c.command === 'guest-get-osinfo'), 5_000, 'the slow command reaching the agent');
+    // a second connection whose request line has arrived but not the end of its headers: the
+    // request exists for the application only once they are complete, after the signal
+    const sock = net.connect(Number(port), '127.0.0.1');
+    let raw = '';
+    sock.on('data', (d: Buffer) => (raw += d.toString('latin1')));
+    sock.on('error', () => undefined);
+    await new Promise<void>((r) => sock.once('connect', () => r()));
+    sock.write(`GET /v1/vms/e1b/hostname HTTP/1.1\r\nHost: ${host}\r\n`);
+
+    const t0 = Date.now();
+    g.signal('SIGTERM');
+    await waitFor(() => /"msg":"shutting down"/.test(g.log()), 5_000, 'the shutdown log line');
+    sock.write('\r\n');
+    await waitFor(() => responses(raw).length >= 1, 5_000, 'the answer to the request made after SIGTERM');
+    const [late] = responses(raw);
+    expect(late.status, late.body).toBe(503);
+    // NOT asserted (a defect, reported in test/faults/CDE.md): API.md's problem+json with code
+    // SHUTTING_DOWN. The answer is Fastify's own return503OnClosing body,
+    // {"error":"Service Unavailable","message":"Service Unavailable","statusCode":503}, no code.
+    sock.destroy();
+
+    const first = await inflight;
+    expect(first.status, first.body).toBe(200);
+    expect(inflightAt - t0).toBeGreaterThanOrEqual(0);
+    expect(inflightAt - t0).toBeLessThanOrEqual(GRACE_MS);
+
+    const code = await Promise.race([g.exit, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), GRACE_MS + 15_000))]);
+    expect(code).toBe(0);
+    expect(fleet.vm.e1a.state.frozen).toBe(false);
+    const thawAt = fleet.vm.e1a.stats.commandLog.filter((c) => c.command === 'guest-fsfreeze-thaw').at(-1)?.at ?? 0;
+    // thawed on the way out, after the in-flight request ended and before the exit
+    expect(thawAt).toBeGreaterThanOrEqual(t0);
+    expect(thawAt).toBeLessThanOrEqual(Date.now());
+    expect(g.log()).toMatch(/shutting down: thawing a frozen session/);
+  });
+});
