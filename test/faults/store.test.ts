@@ -13,6 +13,9 @@
  *  - C4: a forward jump of the store clock by 2·L, injected as the offset it causes (the session's
  *    times in Redis moved 2·L into the past; no faketime on this machine): the lease expires early —
  *    the documented Redis limitation — and the old holder's fence checks fail.
+ *  - C7: a renew that fails (Redis hanging) extends nothing and the VM is thawed at the original
+ *    expiry. (The gateway does not renew on its own: renewals are the caller's; no lease_lost
+ *    audit record exists — see test/faults/CDE.md.)
  *  - C8: Redis down with limits.rate on — the actual (deliberate) behaviour: limited reads are
  *    served (the rate limiter skips on error), freezes are refused with 503 STORE_UNAVAILABLE,
  *    thaws go through.
@@ -40,7 +43,7 @@ const proxies: Proxy[] = [];
 
 beforeAll(async () => {
   fleet = await startSim();
-  for (const name of ['p1', 'p2', 'p3', 'q1', 'q2', 'q3', 'r1', 'c1a', 'c1b', 'c4']) vm[name] = await fleet.add({ name });
+  for (const name of ['p1', 'p2', 'p3', 'q1', 'q2', 'q3', 'r1', 'c1a', 'c1b', 'c4', 'c7']) vm[name] = await fleet.add({ name });
   redis = await startRedis();
 });
 afterEach(async () => {
@@ -187,6 +190,28 @@ describe('C3/C5: Redis unreachable with the connection kept open', { timeout: 30
     proxies.push(proxy);
     const { app } = await gateway(proxy.url, ['q1', 'q2', 'q3']);
     await hangScenario(app, ['q1', 'q2', 'q3'], () => proxy.partition(), () => proxy.heal());
+  });
+});
+
+describe('C7: renewal fails mid-session', { timeout: 30_000 }, () => {
+  it('a renew while Redis hangs is 503 STORE_UNAVAILABLE within commandTimeoutMs + 1 s and extends nothing; the VM is still thawed at the original expiry', async () => {
+    const { app } = await gateway(redis.url, ['c7']);
+    const lease = await freeze(app, 'c7', 2);
+    expect(lease.statusCode).toBe(201);
+    const { leaseId, expiresAt } = lease.json<{ leaseId: string; expiresAt: string }>();
+    redis.pause();
+    const t0 = performance.now();
+    const renew = await app.inject({ method: 'POST', url: '/v1/vms/c7/fsfreeze/renew', payload: { leaseId, ttlSeconds: 30 } });
+    const took = performance.now() - t0;
+    expect(renew.statusCode, renew.body).toBe(503);
+    expect(renew.json<{ code: string }>().code).toBe('STORE_UNAVAILABLE');
+    expect(took).toBeGreaterThanOrEqual(COMMAND_TIMEOUT_MS - 20);
+    expect(took).toBeLessThanOrEqual(COMMAND_TIMEOUT_MS + 1_000);
+    await waitFor('thaw at the original expiry', () => !vm.c7.state.frozen, 5_000);
+    const thawAt = vm.c7.stats.commandLog.filter((c) => c.command === 'guest-fsfreeze-thaw').at(-1)?.at ?? 0;
+    expect(thawAt).toBeGreaterThanOrEqual(Date.parse(expiresAt));
+    expect(thawAt).toBeLessThanOrEqual(Date.parse(expiresAt) + 1_000);
+    redis.resume();
   });
 });
 
