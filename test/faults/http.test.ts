@@ -292,3 +292,38 @@ describe('D2/D3: per-call limits of the raw file handles; the streaming routes c
     }
   });
 });
+
+describe('D6/D9: hostile path parameters and prototype keys', () => {
+  it('VM ids with ../, absolute paths, encoded separators or unknown names are 400 VALIDATION_FAILED or 404 VM_NOT_FOUND (one each) and reach no agent; __proto__/constructor members are 400 VALIDATION_FAILED', { timeout: 30_000 }, async () => {
+    const f = await startSim();
+    const guest = await f.add({ name: 'inj-vm' });
+    const g = await makeApp({ vms: [{ name: 'inj-vm', endpoint: guest.endpoint }] });
+    try {
+      const cases: Array<[string, number, string]> = [
+        ['..%2F..%2Fetc%2Fpasswd', 400, 'VALIDATION_FAILED'],
+        ['%2Ftmp%2Fqga.sock', 400, 'VALIDATION_FAILED'],
+        // a bare dot segment is resolved away: /v1/vms/../ping is /v1/ping, no such route
+        ['..', 404, 'NOT_FOUND'],
+        ['inj-vm%00', 400, 'VALIDATION_FAILED'],
+        ['%2e%2e%2finj-vm', 400, 'VALIDATION_FAILED'],
+        ['no-such-vm', 404, 'VM_NOT_FOUND'],
+      ];
+      const got: Array<[string, number, string]> = [];
+      for (const [id] of cases) {
+        const r = await g.inject({ method: 'GET', url: `/v1/vms/${id}/ping` });
+        got.push([id, r.statusCode, String(r.json<{ code?: string }>().code)]);
+      }
+      expect(got).toEqual(cases);
+      for (const payload of ['{"__proto__":{"admin":true}}', '{"constructor":{"prototype":{"admin":true}}}', '{"path":"/bin/true","__proto__":{"arg":["x"]}}']) {
+        const r = await g.inject({ method: 'POST', url: '/v1/vms/inj-vm/exec', headers: { 'content-type': 'application/json' }, payload });
+        expect(r.statusCode, `${payload} → ${r.body}`).toBe(400);
+        expect(r.json<{ code: string }>().code).toBe('VALIDATION_FAILED');
+      }
+      expect(guest.stats.commandLog.map((c) => c.command).filter((c) => !/^guest-(sync|sync-delimited|info)$/.test(c))).toEqual([]);
+      expect(({} as Record<string, unknown>).admin).toBeUndefined();
+    } finally {
+      await g.close();
+      await f.close();
+    }
+  });
+});
