@@ -6,23 +6,36 @@
  * finishes (200) within server.shutdownGraceMs, the new one is 503 (not yet the SHUTTING_DOWN problem
  * API.md names: see test/faults/CDE.md), then the VM this
  * process froze is thawed (after the in-flight request ended), and the process exits 0.
+ *
+ * E3: a real event-loop stall — a busy loop of 2·L started by SIGUSR2 through a preloaded hook
+ * (test/faults/stall-hook.mjs) — in the process that froze, with two processes sharing Redis.
  */
+import { spawn } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
 import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawnGateway, type Gateway } from '../e2e/freeze-gateways.js';
+import { call, freePort, spawnGateway, type Gateway } from '../e2e/freeze-gateways.js';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { simFleet, waitFor, type SimFleet } from '../integration/freeze-fixture.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 const GRACE_MS = 3_000;
 const SLOW_MS = 1_200;
 
 let fleet: SimFleet;
 let gw: Gateway | undefined;
+const others: Array<{ stop(): Promise<void> }> = [];
 
 beforeAll(async () => {
-  fleet = await simFleet(['e1a', 'e1b']);
+  fleet = await simFleet(['e1a', 'e1b', 'e3']);
 });
 afterAll(async () => {
   await gw?.stop();
+  for (const o of others.splice(0)) await o.stop();
   await fleet?.close();
 });
 
@@ -99,5 +112,78 @@ describe('E1: SIGTERM with a request in flight and a frozen VM', { timeout: 60_0
     expect(thawAt).toBeGreaterThanOrEqual(t0);
     expect(thawAt).toBeLessThanOrEqual(Date.now());
     expect(g.log()).toMatch(/shutting down: thawing a frozen session/);
+  });
+});
+
+/** A gateway process like spawnGateway's, with test/faults/stall-hook.mjs preloaded (SIGUSR2 = busy loop of stallMs). */
+async function stallableGateway(name: string, config: Record<string, unknown>, stallMs: number): Promise<{ url: string; log(): string; stall(): void; stop(): Promise<void> }> {
+  const port = await freePort();
+  const file = path.join(fleet.dir, `${name}.yaml`);
+  await writeFile(file, stringify({ auth: { anonymousScopes: ['read', 'write', 'admin'] }, ...config, server: { host: '127.0.0.1', port } }));
+  let out = '';
+  const child = spawn(process.execPath, ['--import', 'tsx', '--import', path.join(ROOT, 'test', 'faults', 'stall-hook.mjs'), 'src/server.ts', '--config', file], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, QGA_GATEWAY_CONFIG: '', REDIS_URL: '', QGA_STORE: '', QGA_GATEWAY_STATE_DIR: path.join(fleet.dir, `${name}.state`), STATE_DIRECTORY: '', QGA_TEST_STALL_MS: String(stallMs) },
+  });
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  const exit = new Promise<void>((r) => child.once('exit', () => r()));
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(async () => (await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(1_000) }).catch(() => undefined))?.ok === true, 60_000, `${name} listening`);
+  return {
+    url,
+    log: () => out,
+    stall: () => void child.kill('SIGUSR2'),
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exit;
+    },
+  };
+}
+
+describe('E3: event-loop stall of 2·L in the freezing process', { timeout: 60_000 }, () => {
+  it('another process thaws within [D, D + S + 1 s]; after the stall the stalled process sends the agent nothing and its thaw is 409 LEASE_EXPIRED', async () => {
+    const L = 3;
+    const SWEEP_MS = 500;
+    const redis: TestRedis = await startRedis();
+    others.push(redis);
+    const config = (sweepIntervalMs: number) => ({
+      log: { level: 'info' },
+      store: { type: 'redis', redisUrl: redis.url, keyPrefix: 'e3:', commandTimeoutMs: 1_000 },
+      agent: { idleReleaseMs: 200 },
+      freeze: { defaultTtlSeconds: L, maxTtlSeconds: 60, maxTotalSeconds: 120, sweepIntervalMs },
+      vms: [{ name: 'e3', endpoint: fleet.vm.e3.endpoint }],
+    });
+    const a = await stallableGateway('e3a', config(SWEEP_MS), 2 * L * 1000);
+    others.push(a);
+    const b = await spawnGateway('e3b', fleet.dir, config(SWEEP_MS));
+    others.push(b);
+    const old = await fetch(`${a.url}/v1/vms/e3/fsfreeze`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ttlSeconds: L }) });
+    expect(old.status).toBe(201);
+    const lease = (await old.json()) as { leaseId: string; expiresAt: string; fence: number };
+    const deadline = Date.parse(lease.expiresAt);
+    const stalledAt = Date.now();
+    a.stall();
+    // the other process keeps the deadline while the freezer's event loop is blocked
+    await waitFor(() => !fleet.vm.e3.state.frozen, 10_000, 'deadline thaw by the other process');
+    const thawAt = fleet.vm.e3.stats.commandLog.filter((c) => c.command === 'guest-fsfreeze-thaw').at(-1)?.at ?? 0;
+    expect(thawAt).toBeGreaterThanOrEqual(deadline);
+    expect(thawAt).toBeLessThanOrEqual(deadline + SWEEP_MS + 1_000);
+    const fresh = await call(b, 'POST', '/v1/vms/e3/fsfreeze', { ttlSeconds: 30 });
+    expect(fresh.status).toBe(201);
+    expect(Number(fresh.json.fence)).toBeGreaterThan(lease.fence);
+    expect(Date.now() - stalledAt).toBeLessThan(2 * L * 1000);
+    const mark = fleet.vm.e3.stats.commandLog.length;
+    // the stall ends: the stalled process's overdue timer fires, checks its lease, and sends nothing
+    await waitFor(() => /stale thaw not sent/.test(a.log()), 2 * L * 1000 + 10_000, 'the stalled process refusing its stale thaw');
+    expect(fleet.vm.e3.stats.commandLog.slice(mark).map((c) => c.command)).toEqual([]);
+    const stale = await fetch(`${a.url}/v1/vms/e3/fsfreeze?leaseId=${encodeURIComponent(lease.leaseId)}`, { method: 'DELETE' });
+    expect(stale.status).toBe(409);
+    expect(((await stale.json()) as { code: string }).code).toBe('LEASE_EXPIRED');
+    expect(fleet.vm.e3.stats.commandLog.slice(mark).map((c) => c.command)).toEqual([]);
+    expect(fleet.vm.e3.state.frozen).toBe(true);
+    const ok = await call(b, 'DELETE', `/v1/vms/e3/fsfreeze?leaseId=${String(fresh.json.leaseId)}`);
+    expect(ok.status).toBe(200);
   });
 });
