@@ -34,6 +34,7 @@ import { registerQgaSchemas } from './http/schemas/qga.js';
 import type { HttpServices } from './http/services.js';
 import { createGateway, type Gateway } from './gateway.js';
 import { stringifyJson } from './util/json.js';
+import { errors } from './errors.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -105,6 +106,8 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
       level: config.log.level,
       // never log credentials, even if someone logs a request object with headers
       redact: { paths: ['req.headers.authorization', 'headers.authorization', '*.password'], censor: '[redacted]' },
+      // a query string may carry anything a caller put there (a token, a password): log the path only
+      serializers: { req: logRequest },
     });
   // typed as Fastify's logger interface, so the instance is a plain FastifyInstance (not one over pino's Logger)
   const loggerInstance: FastifyBaseLogger = logger;
@@ -127,7 +130,8 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
       // Node checks its header timeout only this often (default 30 s): check well within it
       connectionsCheckingInterval: Math.max(100, Math.min(1_000, config.server.headersTimeoutMs / 4 || 1_000)),
     },
-    return503OnClosing: true,
+    // requests that arrive while closing get the problem+json 503 SHUTTING_DOWN of the hook below
+    return503OnClosing: false,
     forceCloseConnections: 'idle',
     ajv: { customOptions: { removeAdditional: false } },
     schemaController: { compilersFactory: { buildSerializer: lazySerializers() } },
@@ -157,6 +161,9 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   app.decorate('shuttingDown', false);
 
   registerErrorHandling(app);
+  app.addHook('onRequest', async () => {
+    if (app.shuttingDown) throw errors.shuttingDown('the gateway is shutting down and takes no new requests');
+  });
   registerHttpLimits(app, config);
   registerJsonBody(app);
   const shutdown = new AbortController();
@@ -268,4 +275,15 @@ function registerHttpLimits(app: FastifyInstance, config: Config): void {
     clear(request);
     done();
   });
+}
+
+/** The request as logged: method, path without its query string, host and peer. */
+function logRequest(req: { method?: string; url?: string; headers?: Record<string, unknown>; socket?: { remoteAddress?: string; remotePort?: number } }): Record<string, unknown> {
+  return {
+    method: req.method,
+    url: typeof req.url === 'string' ? req.url.split('?')[0] : req.url,
+    host: req.headers?.host,
+    remoteAddress: req.socket?.remoteAddress,
+    remotePort: req.socket?.remotePort,
+  };
 }

@@ -119,7 +119,13 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
   const metrics: MetricsRegistry = createMetrics(pool);
 
   const parts: Part[] = [
-    { name: 'lease store', stop: () => store.close() },
+    // wait (bounded) for Redis at start, so the first requests do not race its connection; a store
+    // that is still down is reported by /readyz and retried by ioredis, not fatal
+    {
+      name: 'lease store',
+      start: () => store.ready(config.store.commandTimeoutMs * 3).catch((err: unknown) => logger.warn({ err }, 'lease store not ready at start; retrying in the background')),
+      stop: () => store.close(),
+    },
     { name: 'agent pool', stop: () => pool.close() },
     { name: 'freeze sweeper', start: () => freeze.start(), stop: () => freeze.stop() },
     { name: 'exec reaper', start: async () => exec.startReaper(), stop: async () => exec.stop() },

@@ -96,8 +96,9 @@ describe('D8: secrets in logs (child process at log level debug)', () => {
     statuses.malformed = await send('PUT', pw, { raw: `{"password":"${CANARY.password}",`, type: 'application/json' });
     // authentication failures
     statuses.unknownToken = await send('GET', '/v1/vms', { token: CANARY.unknownToken });
-    // NOT sent here (reported in test/faults/CDE.md): a secret a caller puts in the query string is
-    // logged verbatim with the request URL ("incoming request", level info), even on a 401.
+    // a secret a caller puts in the query string: the logged request has the path only
+    statuses.queryAuthorized = await send('GET', `/v1/vms?token=${CANARY.token}&password=${CANARY.password}`);
+    statuses.queryUnauthorized = await send('GET', `/v1/vms?token=${CANARY.token}`, { token: CANARY.unknownToken });
 
     expect(statuses).toMatchObject({
       password: 204,
@@ -112,6 +113,8 @@ describe('D8: secrets in logs (child process at log level debug)', () => {
       execInvalid: 400,
       malformed: 400,
       unknownToken: 401,
+      queryAuthorized: 200,
+      queryUnauthorized: 401,
     });
     expect([200, 202]).toContain(statuses.execText);
     expect([200, 202]).toContain(statuses.execData);

@@ -3,8 +3,7 @@
  * while a request is in flight (waiting on a slow agent command) and a VM is frozen; a second
  * connection has sent a request line whose headers are completed only after the signal, so it is
  * a new request to a stopping gateway. Asserted: the in-flight request
- * finishes (200) within server.shutdownGraceMs, the new one is 503 (not yet the SHUTTING_DOWN problem
- * API.md names: see test/faults/CDE.md), then the VM this
+ * finishes (200) within server.shutdownGraceMs, the new one is 503 problem+json SHUTTING_DOWN, then the VM this
  * process froze is thawed (after the in-flight request ended), and the process exits 0.
  *
  * E3: a real event-loop stall — a busy loop of 2·L started by SIGUSR2 through a preloaded hook
@@ -94,9 +93,7 @@ describe('E1: SIGTERM with a request in flight and a frozen VM', { timeout: 60_0
     await waitFor(() => responses(raw).length >= 1, 5_000, 'the answer to the request made after SIGTERM');
     const [late] = responses(raw);
     expect(late.status, late.body).toBe(503);
-    // NOT asserted (a defect, reported in test/faults/CDE.md): API.md's problem+json with code
-    // SHUTTING_DOWN. The answer is Fastify's own return503OnClosing body,
-    // {"error":"Service Unavailable","message":"Service Unavailable","statusCode":503}, no code.
+    expect(JSON.parse(late.body)).toMatchObject({ code: 'SHUTTING_DOWN', status: 503 });
     sock.destroy();
 
     const first = await inflight;
