@@ -187,7 +187,9 @@ export class SessionFreezer {
       // The agent's own answer decides (disabled, unknown, frozen): a guest-info cached while the
       // guest was frozen lists freeze as disabled long after the thaw.
       // the priority lane: ahead of every queued reader, whatever the queue's length
-      const r = await this.agent.call(vm, command, mountpoints ? { mountpoints } : undefined, { timeoutMs, skipCapabilityCheck: true, priority: 'freeze' });
+      const r = await this.agent
+        .call(vm, command, mountpoints ? { mountpoints } : undefined, { timeoutMs, skipCapabilityCheck: true, priority: 'freeze' })
+        .finally(() => this.engine.noteFreezeSettled(lease.leaseId, vm));
       const frozen = typeof r === 'number' ? r : Number(r);
       // Nothing frozen (the real qemu-ga answers 0 for mountpoints it does not have, and unsets its
       // frozen state itself): a failure like any other, and the rollback still sends a thaw, which

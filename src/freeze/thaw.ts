@@ -32,6 +32,16 @@ const AUTO_TRIGGERS: ReadonlySet<ThawTrigger> = new Set(['local-timer', 'deadlin
 const MAX_TIMER_MS = 2_147_483_647;
 const RETRY_BASE_MS = 500;
 const RETRY_MAX_MS = 30_000;
+/** how long a finished thaw is remembered for a rollback of the same lease to find */
+const THAW_RECORD_MS = 60_000;
+const DEFAULT_CLAIM_RETRY_MS = 5_000;
+
+/** One thaw of one VM under one lease, in flight or finished (see `thawVm`). */
+interface ThawRecord {
+  outcome: Promise<VmThawOutcome>;
+  /** event number when it settled; undefined while in flight */
+  settledSeq?: number;
+}
 
 export interface SessionThawResult {
   outcomes: VmThawOutcome[];
@@ -55,6 +65,16 @@ export class ThawEngine {
   /** session → lease (and why it ended) whose release could not reach the store */
   private readonly pendingReleases = new Map<string, { leaseId: string; endedBy?: EndedBy }>();
   private stopped = false;
+  /**
+   * leaseId+vm → the latest thaw of that VM under that lease. A rollback consults it: a thaw of
+   * the same lease that was still in flight when the freeze command settled, or started later,
+   * reaches the agent after the freeze (one channel per VM, one command on the wire at a time),
+   * so it undoes the freeze and the rollback sends no second one.
+   */
+  private readonly thaws = new Map<string, ThawRecord>();
+  /** leaseId+vm → event number when this process's freeze command for it settled */
+  private readonly freezeSettled = new Map<string, number>();
+  private seq = 0;
 
   constructor(
     private readonly store: LeaseStore,
@@ -62,10 +82,53 @@ export class ThawEngine {
     private readonly logger: Logger,
     private readonly thawTimeoutMs?: number,
     private readonly releaseChannel?: (vm: string) => Promise<void>,
+    /** how far a claim moves a session's deadline (the sweeper's claimRetryMs) */
+    private readonly claimRetryMs: number = DEFAULT_CLAIM_RETRY_MS,
   ) {}
+
+  /**
+   * The freeze command of `vm` under `leaseId` has settled (answered, failed or timed out). A thaw
+   * of that lease finished before this point does not count for the rollback that follows.
+   */
+  noteFreezeSettled(leaseId: string, vm: string): void {
+    const key = thawKey(leaseId, vm);
+    const mark = ++this.seq;
+    this.freezeSettled.set(key, mark);
+    setTimeout(() => {
+      if (this.freezeSettled.get(key) === mark) this.freezeSettled.delete(key);
+    }, THAW_RECORD_MS).unref();
+  }
 
   /** Thaw one VM of a lease (or of no known lease, for a forced thaw). */
   async thawVm(vm: string, lease: Lease | undefined, trigger: ThawTrigger): Promise<VmThawOutcome> {
+    if (!lease) return this.thawVmOnce(vm, lease, trigger);
+    const key = thawKey(lease.leaseId, vm);
+    if (trigger === 'rollback') {
+      // another path of this process (local timer, sweeper, caller) thaws or has thawed this VM
+      // under this lease after the freeze went out: that thaw is the one, wait for it and use it
+      const prev = this.thaws.get(key);
+      const mark = this.freezeSettled.get(key);
+      if (prev && mark !== undefined && (prev.settledSeq === undefined || prev.settledSeq > mark)) {
+        const o = await prev.outcome.catch((e: unknown) => failed(vm, e));
+        if (o.status === 'thawed') {
+          this.logger.info({ vm, session: lease.session, trigger }, 'rollback: the thaw already sent after the freeze undid it, none sent again');
+          return o;
+        }
+      }
+    }
+    const rec: ThawRecord = { outcome: this.thawVmOnce(vm, lease, trigger) };
+    this.thaws.set(key, rec);
+    try {
+      return await rec.outcome;
+    } finally {
+      rec.settledSeq = ++this.seq;
+      setTimeout(() => {
+        if (this.thaws.get(key) === rec) this.thaws.delete(key);
+      }, THAW_RECORD_MS).unref();
+    }
+  }
+
+  private async thawVmOnce(vm: string, lease: Lease | undefined, trigger: ThawTrigger): Promise<VmThawOutcome> {
     const frozenCount = lease ? freezeData(lease).frozen?.[vm] ?? 0 : 0;
     if (lease && trigger !== 'force') {
       let c: FenceCheck | undefined;
@@ -208,11 +271,42 @@ export class ThawEngine {
     if (!entry || this.stopped) return;
     const origin = trigger === 'retry' ? entry.origin ?? trigger : trigger;
     try {
+      // claim the session as the sweeper does, so that one path (this timer, a sweeper here or in
+      // another process) thaws an expired lease; a store that cannot be reached does not stop it
+      if (trigger === 'local-timer' && !(await this.claimForTimer(entry.lease))) return;
       await this.thawSession(entry.lease, trigger, undefined, origin);
     } catch (e) {
       this.logger.error({ err: e, session }, 'auto-thaw failed');
       this.scheduleRetry(entry.lease, origin);
     }
+  }
+
+  /**
+   * Claim an expired lease for the local timer. False when someone else claimed it (that path
+   * thaws), or when it is not due yet on the store's clock (renewed, or that clock runs behind
+   * ours: re-armed). True when claimed, when the store cannot be reached, or when the session is
+   * not in the store any more (the thaw's fence check then tells an ended lease from lost data).
+   */
+  private async claimForTimer(lease: Lease): Promise<boolean> {
+    try {
+      if (await this.store.claim(lease.session, lease.leaseId, this.claimRetryMs)) return true;
+    } catch (e) {
+      if (!isGatewayError(e) || e.code !== 'STORE_UNAVAILABLE') throw e;
+      this.logger.warn({ session: lease.session }, 'lease store unavailable: local auto-thaw without a claim');
+      return true;
+    }
+    const s = await this.store.getSession(lease.session).catch(() => undefined);
+    // no such session (ended, or the store lost its data): the thaw's fence check decides
+    if (!s || s.leaseId !== lease.leaseId) return true;
+    const now = await this.store.now().catch(() => Date.now());
+    if (s.expiresAt > now) {
+      this.arm(s, 100);
+    } else {
+      this.logger.info({ session: lease.session, trigger: 'local-timer' }, 'expired lease claimed by another thaw path: local auto-thaw not sent');
+      const e = this.local.get(lease.session);
+      if (e && e.lease.leaseId === lease.leaseId) this.forget(lease.session);
+    }
+    return false;
   }
 
   private async rearmFromStore(lease: Lease): Promise<void> {
@@ -238,6 +332,10 @@ function report(vm: string, thawed: number, frozen: number): VmThawReport {
         ? `only ${thawed} of the ${frozen} frozen filesystems were still frozen: the guest thawed (part of) them before this thaw (another tool, the guest itself, or Windows VSS giving up after ~10 s)`
         : `${thawed} filesystems were thawed but this lease had frozen ${frozen}: something else froze the guest too`,
   };
+}
+
+function thawKey(leaseId: string, vm: string): string {
+  return `${leaseId}\u0000${vm}`;
 }
 
 function failed(vm: string, e: unknown): VmThawOutcome {

@@ -116,11 +116,10 @@ async function freezeAll(g: Gateway, ttl: number): Promise<Record<string, number
 const thawCount = (vm: string) => history(vm).filter((e) => e.command === THAW).length;
 
 describe(`crash loop: ${CYCLES} SIGKILL/restart cycles keep every VM frozen ≤ D + S + 1 s with exactly one thaw per freeze (B1, B2, E2)`, { timeout: 180_000 }, () => {
-  // DEFECT (reported, issue 13): in the restarted process the local auto-thaw timer and the
-  // sweeper's deadline pass both thaw the same expired lease when they fire together (the local
-  // timer does not claim the session, the sweeper does not skip sessions armed locally): two
-  // guest-fsfreeze-thaw reach the agent (seen in about 1 run in 4). Runs with QGA_FAULTS_DEFECTS=1.
-  it.runIf(process.env.QGA_FAULTS_DEFECTS === '1')('embedded store (state directory): the freezing gateway is SIGKILLed and restarted each cycle; the restarted process thaws by the deadline', async () => {
+  // Was a defect (issue 13): in the restarted process the local auto-thaw timer and the sweeper's
+  // deadline pass both thawed the same expired lease when they fired together. The local timer now
+  // claims the session in the store as the sweeper does, so exactly one of them thaws.
+  it('embedded store (state directory): the freezing gateway is SIGKILLed and restarted each cycle; the restarted process thaws by the deadline', async () => {
     fleet = await simFleet(VMS);
     const stateDir = path.join(fleet.dir, 'gw.state');
     // a 6 s lease: the restart (tsx start-up, several seconds on a loaded machine) completes
@@ -253,11 +252,11 @@ describe.each([
 });
 
 describe('B12 with the default freeze timeout (bounded by the lease)', { timeout: 30_000 }, () => {
-  // DEFECT (reported, issue 13): with no agent.timeouts.freeze below the lease, the lost freeze
-  // times out at the deadline, and the local auto-thaw timer and the freeze's rollback both thaw:
-  // two guest-fsfreeze-thaw reach the agent (trigger local-timer, then rollback), every run.
-  // Runs with QGA_FAULTS_DEFECTS=1.
-  it.runIf(process.env.QGA_FAULTS_DEFECTS === '1')('504 AGENT_TIMEOUT at the deadline; exactly one thaw reaches the agent, within 1 s of the deadline', async () => {
+  // Was a defect (issue 13): with no agent.timeouts.freeze below the lease, the lost freeze times
+  // out at the deadline, and the local auto-thaw timer and the freeze's rollback both thawed. The
+  // rollback now uses a thaw of the same lease that reached the agent after the freeze instead of
+  // sending its own.
+  it('504 AGENT_TIMEOUT at the deadline; exactly one thaw reaches the agent, within 1 s of the deadline', async () => {
     fleet = await simFleet(['vm1']);
     const TTL = 3;
     const g = await start('b12d', baseConfig({ type: 'memory' }, { ttl: TTL }));
