@@ -31,6 +31,8 @@ import {
 const AUTO_TRIGGERS: ReadonlySet<ThawTrigger> = new Set(['local-timer', 'deadline', 'reconcile', 'before-freeze', 'retry']);
 const MAX_TIMER_MS = 2_147_483_647;
 const RETRY_BASE_MS = 500;
+/** how long the local auto-thaw waits for its claim before thawing unclaimed */
+const CLAIM_WAIT_MS = 250;
 const RETRY_MAX_MS = 30_000;
 /** how long a finished thaw is remembered for a rollback of the same lease to find */
 const THAW_RECORD_MS = 60_000;
@@ -288,12 +290,28 @@ export class ThawEngine {
    * not in the store any more (the thaw's fence check then tells an ended lease from lost data).
    */
   private async claimForTimer(lease: Lease): Promise<boolean> {
+    // A store that does not answer at once must not delay the thaw past its deadline (the thaw's
+    // own fence check waits for it too): after CLAIM_WAIT_MS the timer thaws unclaimed, as when
+    // the store is down. An extra thaw costs nothing; a late one keeps a guest frozen.
+    const claim = this.store.claim(lease.session, lease.leaseId, this.claimRetryMs);
+    let timer: NodeJS.Timeout | undefined;
+    const slow = new Promise<'slow'>((resolve) => {
+      timer = setTimeout(() => resolve('slow'), CLAIM_WAIT_MS);
+    });
     try {
-      if (await this.store.claim(lease.session, lease.leaseId, this.claimRetryMs)) return true;
+      const r = await Promise.race([claim, slow]);
+      if (r === 'slow') {
+        claim.catch(() => undefined);
+        this.logger.warn({ session: lease.session }, 'lease store slow to answer: local auto-thaw without a claim');
+        return true;
+      }
+      if (r) return true;
     } catch (e) {
       if (!isGatewayError(e) || e.code !== 'STORE_UNAVAILABLE') throw e;
       this.logger.warn({ session: lease.session }, 'lease store unavailable: local auto-thaw without a claim');
       return true;
+    } finally {
+      clearTimeout(timer);
     }
     const s = await this.store.getSession(lease.session).catch(() => undefined);
     // no such session (ended, or the store lost its data): the thaw's fence check decides
