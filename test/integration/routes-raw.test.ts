@@ -56,7 +56,8 @@ describe('raw passthrough bookkeeping', () => {
     const handle = body(open).return as number;
     expect(vm.stats.openHandles).toBe(1);
     await until(() => vm.stats.openHandles === 0, 'the reaper to close the abandoned handle');
-    expect(app.services.files.guest.registry.get('raw1', handle)).toBeUndefined();
+    // the agent's state changes before its close reply reaches the gateway: wait for the books too
+    await until(() => app.services.files.guest.registry.get('raw1', handle) === undefined, "the gateway's handle books to forget it", 5_000);
     await expectProblem(app, { method: 'POST', url: '/v1/vms/raw1/qga/guest-file-read', payload: { handle } }, 422, 'AGENT_ERROR');
   });
 
