@@ -9,7 +9,6 @@
  * replay with QGA_SEED=<n>).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
@@ -19,21 +18,11 @@ import { Channel } from '../../src/qga/channel.js';
 import type { JsonObject, TimeoutClass } from '../../src/qga/types.js';
 import { Simulator, type SimAgent } from '../../sim/index.js';
 import { makeApp } from '../helpers/app.js';
+import { prng, startScriptedAgent } from '../helpers/scripted-agent.js';
 import { body, expectProblem } from '../integration/routes-support.js';
 
 const MiB = 1024 * 1024;
 
-/** mulberry32 */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const count = (vm: SimAgent, command: string): number => vm.stats.commandLog.filter((c) => c.command === command).length;
 
@@ -45,78 +34,6 @@ async function waitFor(cond: () => boolean, ms = 5000): Promise<void> {
   }
 }
 
-type Script = (write: (data: string | Buffer) => Promise<void>, id: string) => Promise<void>;
-
-interface ScriptedAgent {
-  socketPath: string;
-  /** every command received, sync and info included */
-  commands: string[];
-  script(command: string, s: Script): void;
-  close(): Promise<void>;
-}
-
-/** speaks 0xFF, guest-sync-delimited, guest-info like qemu-ga 10; scripted replies for the rest */
-async function startScriptedAgent(dir: string, name: string): Promise<ScriptedAgent> {
-  const socketPath = path.join(dir, `${name}.sock`);
-  const scripts = new Map<string, Script[]>();
-  const sockets = new Set<net.Socket>();
-  const commands: string[] = [];
-  const server = net.createServer((sock) => {
-    sockets.add(sock);
-    sock.on('close', () => sockets.delete(sock));
-    sock.on('error', () => sock.destroy());
-    const write = (data: string | Buffer): Promise<void> =>
-      new Promise((resolve) => {
-        if (sock.destroyed) return resolve();
-        if (sock.write(data)) resolve();
-        else sock.once('drain', resolve).once('close', resolve);
-      });
-    let buf = '';
-    let chain = Promise.resolve();
-    sock.on('data', (d: Buffer) => {
-      buf += d.toString('latin1');
-      for (;;) {
-        const ff = buf.indexOf('\xff');
-        const nl = buf.indexOf('\n');
-        if (ff >= 0 && (nl < 0 || ff < nl)) {
-          buf = buf.slice(ff + 1);
-          chain = chain.then(() => write('{"error": {"class": "GenericError", "desc": "JSON parse error, stray \'\\uFFFD\'"}}\n'));
-          continue;
-        }
-        if (nl < 0) break;
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        if (line.trim()) chain = chain.then(() => handle(line, sock)).catch(() => undefined);
-      }
-    });
-    const handle = async (line: string, s: net.Socket): Promise<void> => {
-      const req = JSON.parse(line) as { execute: string; arguments?: { id?: number }; id?: number };
-      commands.push(req.execute);
-      const id = req.id === undefined ? '' : `, "id": ${req.id}`;
-      if (req.execute === 'guest-sync-delimited') return write(Buffer.concat([Buffer.from([0xff]), Buffer.from(`{"return": ${req.arguments?.id}}\n`)]));
-      if (req.execute === 'guest-info') {
-        const list = ['guest-ping', 'guest-get-osinfo', 'guest-get-host-name'].map((c) => `{"enabled": true, "name": "${c}", "success-response": true}`).join(', ');
-        return write(`{"return": {"version": "10.0.0", "supported_commands": [${list}]}${id}}\n`);
-      }
-      const sc = scripts.get(req.execute)?.shift();
-      if (!sc) return write(`{"return": {}${id}}\n`);
-      if (s.destroyed) return;
-      return sc(write, id);
-    };
-  });
-  await new Promise<void>((resolve) => server.listen(socketPath, resolve));
-  return {
-    socketPath,
-    commands,
-    script(command, s) {
-      scripts.set(command, [...(scripts.get(command) ?? []), s]);
-    },
-    async close() {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
-}
 
 let dir: string;
 let sim: Simulator;
@@ -298,7 +215,7 @@ describe('A6 hostile replies: deep JSON, a 1e6-element array, a never-ending lin
   const nested = (depth: number): string => `${'['.repeat(depth)}0${']'.repeat(depth)}`;
 
   it('each is one bounded 502 on its VM; another VM keeps answering ping with p99 under 250 ms', { timeout: 60_000 }, async () => {
-    const hostile = await startScriptedAgent(dir, 'a6h');
+    const hostile = await startScriptedAgent(dir, 'a6h', ['guest-ping', 'guest-get-osinfo', 'guest-get-host-name']);
     const other = await sim.addVm({ name: 'a6ok' });
     const app = await makeApp({
       vms: [

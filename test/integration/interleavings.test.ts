@@ -13,23 +13,13 @@ import { GatewayError } from '../../src/errors.js';
 import { Channel } from '../../src/qga/channel.js';
 import type { JsonObject, TimeoutClass } from '../../src/qga/types.js';
 import { Simulator } from '../../sim/index.js';
+import { prng } from '../helpers/scripted-agent.js';
 
 const VMS = 16;
 const WORKERS_PER_VM = 3;
 const TOTAL = 10_000;
 const TIMEOUTS: Record<TimeoutClass, number> = { fast: 1000, normal: 1000, slow: 1000, freeze: 1000, long: 1000 };
 
-/** mulberry32: small, seedable, good enough to drive a test */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 let dir: string;
 let sim: Simulator;

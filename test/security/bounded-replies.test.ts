@@ -11,7 +11,6 @@
  * that streams its big replies from one reused buffer, so this process's RSS measures the gateway.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
@@ -22,6 +21,9 @@ import { StreamingJsonParser } from '../../src/qga/stream-json.js';
 import { MAX_JSON_DEPTH, parseJson, stringifyJson } from '../../src/util/json.js';
 import { makeApp } from '../helpers/app.js';
 import { body, expectProblem, startSim, type SimFleet } from '../integration/routes-support.js';
+import { startScriptedAgent, type ScriptedAgent } from '../helpers/scripted-agent.js';
+
+const COMMANDS = ['guest-ping', 'guest-get-osinfo', 'guest-get-host-name', 'guest-get-users'];
 
 const MiB = 1024 * 1024;
 
@@ -29,74 +31,6 @@ const MiB = 1024 * 1024;
  * what a scripted command writes: chunks, awaited one after the other (a promise pauses the
  * reply); `id` is `, "id": N` when the request carried one (qemu-ga >= 4.0 echoes it)
  */
-type Script = (write: (data: string | Buffer) => Promise<void>, id: string) => Promise<void>;
-
-interface HostileAgent {
-  socketPath: string;
-  /** the replies of the next calls of a command, in order; afterwards it answers {} */
-  script(command: string, s: Script): void;
-  close(): Promise<void>;
-}
-
-const COMMANDS = ['guest-ping', 'guest-get-osinfo', 'guest-get-host-name', 'guest-get-users'];
-
-async function startHostileAgent(dir: string, name: string): Promise<HostileAgent> {
-  const socketPath = path.join(dir, `${name}.sock`);
-  const scripts = new Map<string, Script[]>();
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((sock) => {
-    sockets.add(sock);
-    sock.on('close', () => sockets.delete(sock));
-    sock.on('error', () => sock.destroy());
-    const write = (data: string | Buffer): Promise<void> =>
-      new Promise((resolve) => {
-        if (sock.destroyed) return resolve();
-        if (sock.write(data)) resolve();
-        else sock.once('drain', resolve).once('close', resolve);
-      });
-    let buf = '';
-    let chain = Promise.resolve();
-    sock.on('data', (d: Buffer) => {
-      buf += d.toString('latin1');
-      for (;;) {
-        const ff = buf.indexOf('\xff');
-        const nl = buf.indexOf('\n');
-        if (ff >= 0 && (nl < 0 || ff < nl)) {
-          buf = buf.slice(ff + 1);
-          chain = chain.then(() => write('{"error": {"class": "GenericError", "desc": "JSON parse error, stray \'\\uFFFD\'"}}\n'));
-          continue;
-        }
-        if (nl < 0) break;
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        if (line.trim()) chain = chain.then(() => handle(line)).catch(() => undefined);
-      }
-    });
-    const handle = async (line: string): Promise<void> => {
-      const req = JSON.parse(line) as { execute: string; arguments?: { id?: number }; id?: number };
-      const id = req.id === undefined ? '' : `, "id": ${req.id}`;
-      if (req.execute === 'guest-sync-delimited') return write(Buffer.concat([Buffer.from([0xff]), Buffer.from(`{"return": ${req.arguments?.id}}\n`)]));
-      if (req.execute === 'guest-info') {
-        const list = COMMANDS.map((c) => `{"enabled": true, "name": "${c}", "success-response": true}`).join(', ');
-        return write(`{"return": {"version": "10.0.0", "supported_commands": [${list}]}${id}}\n`);
-      }
-      const s = scripts.get(req.execute)?.shift();
-      if (!s) return write(`{"return": {}${id}}\n`);
-      return s(write, id);
-    };
-  });
-  await new Promise<void>((resolve) => server.listen(socketPath, resolve));
-  return {
-    socketPath,
-    script(command, s) {
-      scripts.set(command, [...(scripts.get(command) ?? []), s]);
-    },
-    async close() {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
-}
 
 /** a reply line's worth of `n` bytes of 'x', written from one reused 64 KiB buffer */
 async function streamPadding(write: (d: Buffer) => Promise<void>, n: number): Promise<void> {
@@ -117,16 +51,16 @@ async function settledRss(): Promise<number> {
 }
 
 let dir: string;
-let a: HostileAgent;
-let b: HostileAgent;
+let a: ScriptedAgent;
+let b: ScriptedAgent;
 let app: FastifyInstance;
 let fleet: SimFleet;
 let sim: SimAgent;
 
 beforeAll(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'bounded-replies-'));
-  a = await startHostileAgent(dir, 'a');
-  b = await startHostileAgent(dir, 'b');
+  a = await startScriptedAgent(dir, 'a', COMMANDS);
+  b = await startScriptedAgent(dir, 'b', COMMANDS);
   fleet = await startSim();
   sim = await fleet.add({ name: 'sim1' });
   app = await makeApp({
