@@ -16,11 +16,14 @@
  * principals.
  */
 import type { Dirent } from 'node:fs';
-import { readdir, readlink, realpath, stat } from 'node:fs/promises';
+import { readdir, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve as resolvePath } from 'node:path';
-import { DEFAULT_SOCKET_ROOTS, type Config, type VmEntry } from '../config/schema.js';
+import type { Config, VmEntry } from '../config/schema.js';
 import { errors } from '../errors.js';
 import type { Endpoint } from '../qga/types.js';
+import { admissibleEndpoint, canonicalSocketPath, endpointKey } from './endpoints.js';
+
+export { socketRootsOf } from './endpoints.js';
 
 export type VmSource = 'config' | 'directory' | 'api';
 
@@ -50,73 +53,6 @@ export interface RegistrationView {
 const EVERY_VM: RegistrationView = { mayUse: () => true };
 
 const VM_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-
-/** as the kernel's own limit on symlinks followed in one path (ELOOP) */
-const MAX_SYMLINKS = 40;
-
-/**
- * The roots API-registered unix sockets must resolve into: `registry.allowedSocketRoots` when
- * set, else the hypervisors' own directories plus the directories of the `vms:` sockets and of
- * `registry.directories`. Not yet resolved (realpath) and possibly missing.
- */
-export function socketRootsOf(config: Pick<Config, 'vms' | 'registry'>): string[] {
-  const set = config.registry.allowedSocketRoots;
-  if (set) return [...set];
-  const roots = new Set<string>(DEFAULT_SOCKET_ROOTS);
-  for (const vm of config.vms) if (vm.endpoint.type === 'unix') roots.add(dirname(resolvePath(vm.endpoint.path)));
-  for (const dir of config.registry.directories) roots.add(resolvePath(dir.path));
-  return [...roots];
-}
-
-/**
- * The real path a unix socket path names, found without touching the socket: the real path of its
- * directory (symlinks and `..` resolved as the kernel resolves them when it connects) joined with
- * its last component; where that component is itself a symlink, the same again for the link's
- * target. `admit(dir)` is asked about each directory before anything in it is read, so nothing is
- * read in a directory it refuses; undefined when a directory is refused or missing, or the path
- * does not end in a name.
- */
-async function canonicalSocketPath(path: string, admit: (realDir: string) => boolean = () => true): Promise<string | undefined> {
-  let p = path;
-  for (let links = 0; links <= MAX_SYMLINKS; links++) {
-    const name = basename(p);
-    if (!isAbsolute(p) || p.endsWith('/') || name === '' || name === '.' || name === '..') return undefined;
-    let dir: string;
-    try {
-      dir = await realpath(dirname(p));
-    } catch {
-      return undefined; // missing, not a directory, no permission: all the same answer
-    }
-    if (!admit(dir)) return undefined;
-    const full = join(dir, name);
-    let target: string;
-    try {
-      target = await readlink(full);
-    } catch {
-      return full; // not a symlink, or nothing there yet: this is the path connect() will use
-    }
-    // not normalised: `..` after a symlinked directory must go where the kernel goes
-    p = isAbsolute(target) ? target : `${dir === '/' ? '' : dir}/${target}`;
-  }
-  return undefined;
-}
-
-function isInside(path: string, root: string): boolean {
-  return root === '/' || path.startsWith(root + '/');
-}
-
-/** `host:port` as compared by the allowlist and the one-VM-per-endpoint rule */
-function tcpKey(host: string, port: number | '*'): string {
-  const h = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
-  return `${h.toLowerCase()}:${port}`;
-}
-
-/** A `host:port` or `host:*` entry of registry.allowedTcpEndpoints, as a key. */
-function allowedTcpKey(entry: string): string {
-  const at = entry.lastIndexOf(':');
-  const port = entry.slice(at + 1);
-  return tcpKey(entry.slice(0, at), port === '*' ? '*' : Number(port));
-}
 
 export class VmRegistry {
   private readonly statics = new Map<string, VmRecord>();
@@ -251,7 +187,7 @@ export class VmRegistry {
   ): Promise<VmRecord> {
     // Both always run, whatever the outcome: a refusal for a path outside the roots costs what a
     // refusal for a taken endpoint costs.
-    const [endpoint, holders] = await Promise.all([this.admissible(rec.endpoint), this.endpointHolders()]);
+    const [endpoint, holders] = await Promise.all([admissibleEndpoint(rec.endpoint, { vms: this.staticEntries, registry: this.config.registry }), this.endpointHolders()]);
     if (!endpoint) throw errors.registrationDenied(rec.name);
     if (await this.lookup(rec.name)) throw errors.vmExists(rec.name);
     const holder = holders.get(endpointKey(endpoint)) ?? (await this.discoveryClaim(endpoint, rec.name));
@@ -275,27 +211,6 @@ export class VmRegistry {
     }
     await this.store.deleteVm(name);
     this.dynamic.delete(name);
-  }
-
-  /**
-   * The endpoint as it will be stored (a unix socket by its real path), or undefined when it may
-   * not be registered. A unix path is resolved directory by directory, and nothing is read in a
-   * directory outside the roots, so a path that does not exist and one that exists outside the
-   * roots are refused by the same steps; the socket itself is never connected to nor stat'ed.
-   */
-  private async admissible(endpoint: Endpoint): Promise<Endpoint | undefined> {
-    if (endpoint.type === 'tcp') {
-      const allowed = new Set(this.config.registry.allowedTcpEndpoints.map(allowedTcpKey));
-      const ok = allowed.has(tcpKey(endpoint.host, endpoint.port)) || allowed.has(tcpKey(endpoint.host, '*'));
-      return ok ? endpoint : undefined;
-    }
-    const roots: string[] = [];
-    for (const root of socketRootsOf({ vms: [...this.staticEntries], registry: this.config.registry })) {
-      const real = await realpath(root).catch(() => undefined);
-      if (real !== undefined) roots.push(real);
-    }
-    const path = await canonicalSocketPath(endpoint.path, (dir) => roots.some((root) => dir === root || isInside(dir, root)));
-    return path === undefined ? undefined : { type: 'unix', path };
   }
 
   /** Every known VM by the key of its endpoint (unix sockets by real path). */
@@ -339,9 +254,6 @@ export class VmRegistry {
   }
 }
 
-function endpointKey(e: Endpoint): string {
-  return e.type === 'unix' ? `unix:${e.path}` : `tcp:${tcpKey(e.host, e.port)}`;
-}
 
 function fromEntry(vm: VmEntry): VmRecord {
   return { name: vm.name, endpoint: vm.endpoint, source: 'config', ...(vm.labels ? { labels: vm.labels } : {}) };
