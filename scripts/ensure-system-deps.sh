@@ -9,6 +9,8 @@ vm_dir=${QGA_SHARED_DIR:-$here/../shared}/vm
 need=()
 [ -x /usr/sbin/qemu-ga ] || need+=(qemu-guest-agent)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# the fleet page's browser test (test/ui) drives Debian's chromium through playwright-core
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if [ -x "$vm_dir/start.sh" ] && ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
   need+=(qemu-system-x86)
 fi
