@@ -14,6 +14,7 @@
  */
 import type { Logger } from 'pino';
 import type { Registry as MetricsRegistry } from 'prom-client';
+import { AgentProbe } from './agent/probe.js';
 import { RawPassthrough } from './agent/raw.js';
 import { AgentService } from './agent/service.js';
 import type { Config } from './config/schema.js';
@@ -100,6 +101,11 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
     },
   });
   const agent = new AgentService(pool, registry);
+  const probe = new AgentProbe(agent, async () => (await registry.list()).map((r) => r.name), {
+    intervalMs: config.agent.probeIntervalMs,
+    retryInitialMs: 250,
+    retryMaxMs: Math.max(250, config.agent.backoffMaxMs),
+  }, logger);
   const audit = createAuditLog(logger);
   const freeze = new FreezeService({
     store,
@@ -127,6 +133,7 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
       stop: () => store.close(),
     },
     { name: 'agent pool', stop: () => pool.close() },
+    { name: 'agent probe', start: async () => probe.start(), stop: async () => probe.stop() },
     { name: 'freeze sweeper', start: () => freeze.start(), stop: () => freeze.stop() },
     { name: 'exec reaper', start: async () => exec.startReaper(), stop: async () => exec.stop() },
     { name: 'file handle reaper', start: async () => files.startReaper(), stop: () => files.stop() },

@@ -15,9 +15,20 @@
 import { performance } from 'node:perf_hooks';
 import { isGatewayError, errors } from '../errors.js';
 import { FROZEN_SAFE } from '../qga/commands.js';
+import type { CommandEvent, StateEvent } from '../qga/events.js';
 import type { AgentInfo, ChannelStats, ExecuteOptions, JsonObject, JsonValue } from '../qga/types.js';
 import type { AgentPool } from '../pool/pool.js';
 import type { RegistrationView, VmRegistry } from '../registry/registry.js';
+import { AgentStates, type FleetState } from './state.js';
+
+export type { AgentState, FleetState } from './state.js';
+
+/** Never failed fast while the agent is down: a thaw must always be tried, and so must the status read that confirms one. */
+const NEVER_FAIL_FAST = new Set(['guest-fsfreeze-thaw', 'guest-fsfreeze-status']);
+
+/** The likely causes when a socket accepts the connection but nobody answers the handshake. */
+export const SILENT_SOCKET_HINT =
+  'the agent socket accepted the connection but the handshake got no answer: another client (qm agent, vzdump, libvirt) may hold the socket (QEMU serves one client at a time), or the agent is not running in the guest';
 
 /** Commands the gateway uses internally that every agent we support has. */
 const ALWAYS_AVAILABLE = new Set(['guest-sync', 'guest-sync-delimited', 'guest-info', 'guest-ping']);
@@ -35,11 +46,25 @@ export interface AgentCaller {
 export class AgentService implements AgentCaller {
   /** VMs we believe are frozen; bounded by the number of registered VMs */
   private readonly frozen = new Set<string>();
+  /** agent state per VM (up, down, unknown), from every call and handshake */
+  readonly states: AgentStates;
+  /** when each channel's current handshake (shown as 'syncing') began; bounded by the channels */
+  private readonly syncingSince = new Map<string, number>();
 
   constructor(
     readonly pool: AgentPool,
     readonly registry: VmRegistry,
-  ) {}
+    clock: () => number = Date.now,
+  ) {
+    this.states = new AgentStates(clock);
+    pool.on('state', (e) => this.onChannelState(e));
+    pool.on('command', (e) => this.onCommand(e));
+  }
+
+  /** What the fleet view shows of a VM's agent: state, since, lastSeen, lastError, version, capabilities. */
+  fleetState(vm: string): FleetState {
+    return this.states.view(vm);
+  }
 
   /**
    * `opts.timeoutMs` (default: the command's catalog timeout) bounds the whole call: the
@@ -48,6 +73,7 @@ export class AgentService implements AgentCaller {
   async call(vm: string, command: string, args?: JsonObject, opts: CallOptions = {}): Promise<JsonValue> {
     const budget = new Budget(vm, command, opts, opts.timeoutMs ?? this.pool.defaultTimeoutMs(command));
     await this.registry.require(vm);
+    if (this.states.isDown(vm) && !NEVER_FAIL_FAST.has(command) && opts.priority !== 'thaw') throw this.unavailable(vm, command);
     if (!ALWAYS_AVAILABLE.has(command)) {
       // A priority call (freeze, thaw) spends no job of the line on guest-info: the command itself
       // must be the next one on the wire after the one in flight; the agent's own answer decides.
@@ -63,8 +89,49 @@ export class AgentService implements AgentCaller {
       return result;
     } catch (e) {
       if (isGatewayError(e) && e.code === 'VM_FROZEN') this.frozen.add(vm);
-      throw e;
+      throw this.failedCall(vm, e);
     }
+  }
+
+  /** 503 at once: the agent is known down (a background retry brings it back). */
+  private unavailable(vm: string, command: string): Error {
+    const since = this.states.view(vm).agent.since;
+    const last = this.states.lastError(vm);
+    return errors.agentUnavailable(vm, `the agent of ${vm} is down since ${since}${last ? ` (${last})` : ''}; it is retried in the background`, { command });
+  }
+
+  /** A call's failure: AGENT_UNAVAILABLE marks the VM down (and names the likely cause of a silent socket). */
+  private failedCall(vm: string, e: unknown): unknown {
+    if (!isGatewayError(e) || e.code !== 'AGENT_UNAVAILABLE') return e;
+    const silent = this.states.silentSocket(vm) && !e.message.includes(SILENT_SOCKET_HINT);
+    const err = silent ? errors.rewrap(e, 'AGENT_UNAVAILABLE', `${e.message}: ${SILENT_SOCKET_HINT}`) : e;
+    if (!this.states.isDown(vm)) this.states.failed(vm, e.message, this.states.silentSocket(vm));
+    return err;
+  }
+
+  /** Handshakes seen on the VM's channel: a good one means up, a failed one down (see state.ts). */
+  private onChannelState({ vm, state, prev }: StateEvent): void {
+    if (state === 'syncing') {
+      this.syncingSince.set(vm, performance.now());
+      return;
+    }
+    if (prev === 'syncing') {
+      const started = this.syncingSince.get(vm);
+      this.syncingSince.delete(vm);
+      if (state === 'ready') return this.states.answered(vm, this.pool.peek(vm)?.agentInfo, this.frozen.has(vm));
+      if (state !== 'backoff' && state !== 'idle') return;
+      const silent = started !== undefined && performance.now() - started >= this.pool.syncTimeoutMs - 25;
+      if (!silent) return this.states.failed(vm, 'the agent socket closed during the handshake');
+      // a frozen guest may answer slowly: a VM frozen through us is not marked down for that
+      if (this.frozen.has(vm)) return this.states.noted(vm, `no answer to the handshake within ${this.pool.syncTimeoutMs} ms (the guest is frozen)`);
+      return this.states.failed(vm, `no answer to the handshake within ${this.pool.syncTimeoutMs} ms: ${SILENT_SOCKET_HINT}`, true);
+    }
+    if (prev === 'connecting' && (state === 'backoff' || state === 'idle')) this.states.failed(vm, 'the agent socket could not be connected');
+  }
+
+  /** Any answer from the agent (a reply or an agent error) means it is up. */
+  private onCommand({ vm, outcome }: CommandEvent): void {
+    if (outcome === 'ok' || outcome === 'agent-error') this.states.answered(vm, this.pool.peek(vm)?.agentInfo, this.frozen.has(vm));
   }
 
   /**
@@ -111,6 +178,45 @@ export class AgentService implements AgentCaller {
 
   forget(vm: string): void {
     this.frozen.delete(vm);
+    this.states.forget(vm);
+    this.syncingSince.delete(vm);
+  }
+
+  /**
+   * One probe: a sync handshake (connecting if needed), with the socket released at once if the
+   * probe opened it; then, if the agent answered, a guest-fsfreeze-status read (it notices freezes
+   * made outside the gateway). True when the agent answered. Never throws.
+   */
+  async probe(vm: string, opts: ExecuteOptions = {}): Promise<boolean> {
+    if (!this.registry.resolve(vm)) {
+      this.forget(vm);
+      return false;
+    }
+    let ch;
+    try {
+      ch = this.pool.channel(vm);
+    } catch {
+      return false;
+    }
+    const held = ch.holdsSocket;
+    try {
+      await ch.sync({ timeoutMs: this.pool.syncTimeoutMs + 1000, ...opts });
+      if (this.frozenStatusReadable(vm)) {
+        const status = await this.pool.execute(vm, 'guest-fsfreeze-status', undefined, { timeoutMs: this.pool.syncTimeoutMs, ...opts });
+        this.observe(vm, 'guest-fsfreeze-status', status);
+      }
+      return true;
+    } catch (e) {
+      this.failedCall(vm, e);
+      return this.states.state(vm) === 'up';
+    } finally {
+      if (!held) ch.release();
+    }
+  }
+
+  /** the cached guest-info lists guest-fsfreeze-status (absent info: not known, skip) */
+  private frozenStatusReadable(vm: string): boolean {
+    return this.pool.peek(vm)?.agentInfo?.commands.has('guest-fsfreeze-status') === true;
   }
 
   /** Force a resync on the VM's channel (queued like a command) and report its round trip. */

@@ -44,10 +44,14 @@ export const ScopeSchema = Type.Union([Type.Literal('read'), Type.Literal('write
 export const TokenSchema = Type.Object(
   {
     name: Type.String({ minLength: 1, maxLength: 64 }),
-    /** exactly one of token (literal, discouraged), tokenEnv (environment variable) or tokenFile */
+    /**
+     * exactly one of token (literal, discouraged), tokenEnv (environment variable), tokenFile, or
+     * tokenSha256 (the hex SHA-256 of the token: the config holds no secret; `qga-gateway token new`)
+     */
     token: Type.Optional(Type.String({ minLength: 16 })),
     tokenEnv: Type.Optional(Type.String({ minLength: 1 })),
     tokenFile: Type.Optional(Type.String({ minLength: 1 })),
+    tokenSha256: Type.Optional(Type.String({ pattern: '^[0-9a-fA-F]{64}$' })),
     scopes: Type.Array(ScopeSchema, { minItems: 1, uniqueItems: true }),
     /** VM name globs this token may reach (`*` any run, `?` one character); absent = all */
     vms: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 256, pattern: '^[A-Za-z0-9._*?-]+$' }), { minItems: 1 })),
@@ -85,6 +89,16 @@ export const ConfigSchema = Type.Object(
         keepAliveTimeoutMs: Ms(5_000, 1),
         /** open HTTP connections at most; further ones are refused at accept; 0 = no limit */
         maxConnections: Type.Integer({ minimum: 0, maximum: 1_000_000, default: 10_000 }),
+        /**
+         * HTTPS: PEM certificate (chain) and private key files; absent = plain HTTP. The files are
+         * read again on SIGHUP (certificate renewal without a restart).
+         */
+        tls: Type.Optional(
+          Type.Object(
+            { cert: Type.String({ minLength: 1, maxLength: 4096 }), key: Type.String({ minLength: 1, maxLength: 4096 }) },
+            { additionalProperties: false },
+          ),
+        ),
       },
       { additionalProperties: false, default: {} },
     ),
@@ -102,6 +116,11 @@ export const ConfigSchema = Type.Object(
           ],
           { default: 'info' },
         ),
+        /**
+         * human-readable lines (pino-pretty) instead of JSON: `auto` = when stdout is a terminal;
+         * true/false force it (the CLI's --pretty sets true)
+         */
+        pretty: Type.Union([Type.Boolean(), Type.Literal('auto')], { default: 'auto' }),
       },
       { additionalProperties: false, default: {} },
     ),
@@ -168,6 +187,8 @@ export const ConfigSchema = Type.Object(
         maxOpen: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 1000 }),
         backoffInitialMs: Ms(100, 1),
         backoffMaxMs: Ms(5_000, 1),
+        /** one light probe (a sync handshake, socket released at once) of every VM per interval; 0 = off */
+        probeIntervalMs: Ms(60_000),
         /** overrides of the catalog's timeout classes (src/qga/commands.ts) */
         timeouts: Type.Object(
           {
@@ -214,6 +235,21 @@ export const ConfigSchema = Type.Object(
         allowedSocketRoots: Type.Optional(Type.Array(Type.String({ minLength: 1 }))),
         /** TCP endpoints API registration may use, `host:port` or `host:*`; none by default */
         allowedTcpEndpoints: Type.Array(Type.String({ pattern: TCP_ENDPOINT_PATTERN }), { default: [] }),
+        /**
+         * Discovery presets. `proxmox`: every `<vmid>.qga` socket in `registry.proxmox.socketDir` is
+         * VM `<vmid>`, labelled `pve.name` and `pve.tags` from `<configDir>/<vmid>.conf`; a VM whose
+         * config says `agent: 0` (or `enabled=0`) is skipped.
+         */
+        presets: Type.Array(Type.Literal('proxmox'), { default: [] }),
+        proxmox: Type.Object(
+          {
+            socketDir: Type.String({ minLength: 1, default: '/var/run/qemu-server' }),
+            configDir: Type.String({ minLength: 1, default: '/etc/pve/qemu-server' }),
+          },
+          { additionalProperties: false, default: {} },
+        ),
+        /** discovery folders are watched; this full rescan is the safety net (0 = watch only) */
+        rescanIntervalMs: Ms(30_000, 0),
       },
       { additionalProperties: false, default: {} },
     ),

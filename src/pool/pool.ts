@@ -121,8 +121,18 @@ export class AgentPool extends ChannelEvents {
     return timeouts[(catalog(command) ?? defaultSpec(command)).timeout];
   }
 
+  /** one deadline for a whole resync (the handshake), as configured */
+  get syncTimeoutMs(): number {
+    return this.opts.channelOptions.syncTimeoutMs ?? 5000;
+  }
+
   has(vm: string): boolean {
     return this.channels.has(vm);
+  }
+
+  /** The VM's current channel if one exists; never makes one. */
+  peek(vm: string): Channel | undefined {
+    return this.channels.get(vm);
   }
 
   /**

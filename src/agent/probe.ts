@@ -1,0 +1,102 @@
+/**
+ * The light background probe and the recovery of down agents.
+ *
+ * - Every `agent.probeIntervalMs` (0 = off) each registered VM gets one probe: a sync handshake
+ *   on its channel, released at once if the probe opened the socket (AgentService.probe), spread
+ *   over the interval and at most PROBE_CONCURRENCY at a time, so a fleet of thousands costs a
+ *   trickle of short connections.
+ * - A VM marked down is retried on its own schedule (retryInitialMs, doubling to retryMaxMs) until
+ *   the agent answers: then it is up again, and calls stop failing fast.
+ */
+import type { Logger } from 'pino';
+import type { AgentService } from './service.js';
+
+export interface ProbeSettings {
+  /** one probe of every VM per interval; 0 = no periodic probe (down VMs are still retried) */
+  intervalMs: number;
+  /** first retry of a down VM after this long, then doubling */
+  retryInitialMs: number;
+  retryMaxMs: number;
+}
+
+const PROBE_CONCURRENCY = 8;
+
+export class AgentProbe {
+  private readonly retries = new Map<string, { timer: NodeJS.Timeout; delayMs: number }>();
+  private intervalTimer: NodeJS.Timeout | undefined;
+  private unsubscribe: (() => void) | undefined;
+  private sweeping = false;
+  private stopped = true;
+
+  constructor(
+    private readonly agent: AgentService,
+    private readonly listVms: () => Promise<string[]>,
+    private readonly settings: ProbeSettings,
+    private readonly logger?: Logger,
+  ) {}
+
+  start(): void {
+    if (!this.stopped) return;
+    this.stopped = false;
+    this.unsubscribe = this.agent.states.onChange(({ vm, state }) => {
+      if (state === 'down') this.scheduleRetry(vm, this.settings.retryInitialMs);
+      else this.cancelRetry(vm);
+    });
+    for (const [vm, state] of this.agent.states.all()) if (state === 'down') this.scheduleRetry(vm, this.settings.retryInitialMs);
+    if (this.settings.intervalMs > 0) {
+      this.intervalTimer = setInterval(() => void this.sweep(), this.settings.intervalMs);
+      this.intervalTimer.unref();
+    }
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
+    if (this.intervalTimer) clearInterval(this.intervalTimer);
+    this.intervalTimer = undefined;
+    for (const vm of [...this.retries.keys()]) this.cancelRetry(vm);
+  }
+
+  /** One probe of every registered VM, spread over (a part of) the interval. */
+  async sweep(): Promise<void> {
+    if (this.sweeping || this.stopped) return;
+    this.sweeping = true;
+    try {
+      const vms = await this.listVms();
+      const spreadMs = vms.length > 0 ? Math.min(1000, this.settings.intervalMs / 2 / Math.ceil(vms.length / PROBE_CONCURRENCY)) : 0;
+      for (let i = 0; i < vms.length && !this.stopped; i += PROBE_CONCURRENCY) {
+        // a VM already being retried has its own schedule
+        const batch = vms.slice(i, i + PROBE_CONCURRENCY).filter((vm) => !this.retries.has(vm));
+        await Promise.all(batch.map((vm) => this.agent.probe(vm)));
+        if (spreadMs > 0) await new Promise((r) => setTimeout(r, spreadMs).unref());
+      }
+    } catch (err) {
+      this.logger?.warn({ err }, 'agent probe sweep failed');
+    } finally {
+      this.sweeping = false;
+    }
+  }
+
+  private scheduleRetry(vm: string, delayMs: number): void {
+    if (this.stopped || this.retries.has(vm)) return;
+    const timer = setTimeout(() => void this.retry(vm, delayMs), delayMs);
+    timer.unref();
+    this.retries.set(vm, { timer, delayMs });
+  }
+
+  private cancelRetry(vm: string): void {
+    const r = this.retries.get(vm);
+    if (!r) return;
+    clearTimeout(r.timer);
+    this.retries.delete(vm);
+  }
+
+  private async retry(vm: string, delayMs: number): Promise<void> {
+    const up = await this.agent.probe(vm);
+    if (this.retries.get(vm)?.delayMs !== delayMs) return;
+    this.retries.delete(vm);
+    if (up || this.stopped || this.agent.states.state(vm) !== 'down') return;
+    this.scheduleRetry(vm, Math.min(this.settings.retryMaxMs, delayMs * 2));
+  }
+}
