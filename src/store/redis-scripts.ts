@@ -50,10 +50,14 @@ end
 
 /**
  * ARGV: P, epochCandidate, session, keysJSON (sorted), owner, ttlMs, hardCapMs, idem, fenceFloor,
- * dataJSON, leaseId, idemRetentionMs.
+ * dataJSON, leaseId, idemRetentionMs, notAfter (store clock ms; '' = none).
  * Reply: {'ok'|'reused', fields...} | {'conflict', key, pending(0/1), fields...} | {'idem', session, leaseId}
+ *      | {'late', nowMs}: Redis ran the script after the caller had given up on it (it was stopped,
+ *        or the connection stalled): nothing is written, so nothing the caller was told failed
+ *        happens later.
  */
 export const ACQUIRE = `${COMMON}
+if ARGV[13] and ARGV[13] ~= '' and now_ms() > tonumber(ARGV[13]) then return {'late', fmt(now_ms())} end
 local epoch = ensure_epoch(ARGV[2])
 local session, keysJson, owner = ARGV[3], ARGV[4], ARGV[5]
 local ttl, cap = tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -114,8 +118,12 @@ for i = 1, #h do out[#out + 1] = h[i] end
 return out
 `;
 
-/** ARGV: P, session, leaseId, ttlMs. Reply: {'ok', capped, fields...} | {reason, fields...} */
+/**
+ * ARGV: P, session, leaseId, ttlMs, notAfter (store clock ms; '' = none).
+ * Reply: {'ok', capped, fields...} | {reason, fields...} | {'late', nowMs} (see ACQUIRE)
+ */
 export const RENEW = `${COMMON}
+if ARGV[5] and ARGV[5] ~= '' and now_ms() > tonumber(ARGV[5]) then return {'late', fmt(now_ms())} end
 local sk = P .. 'session:' .. ARGV[2]
 local h = redis.call('HGETALL', sk)
 if #h == 0 then return {'not-found'} end

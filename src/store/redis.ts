@@ -10,10 +10,19 @@
  *
  * A reply lost to a timeout does not lock its owner out: acquire with the same owner and
  * idempotency key returns the lease the lost call created (see ACQUIRE).
+ *
+ * Nothing given up on happens later. A Redis that is stopped (SIGSTOP) or behind a stalled
+ * connection still holds the scripts already written to it, and runs them when it resumes, long
+ * after the caller was answered 503. So ACQUIRE and RENEW carry a not-after instant on the store's
+ * clock (when this process gives up on them, from a lower bound of the offset between the store's
+ * clock and ours, sampled from replies that carry the store's time) and refuse to run past it.
+ * An acquire that failed anyway (a reply lost right at the timeout) is also undone: its lease id is
+ * released (compare-and-delete) as soon as the store answers again — unless it carried an
+ * idempotency key, with which its owner's retry takes that lease back.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { GatewayError, errors } from '../errors.js';
+import { GatewayError, errors, isGatewayError } from '../errors.js';
 import { errorMessage, isRecord } from '../util/unknown.js';
 import { IDEMPOTENCY_RETENTION_MS, canonicalKeys } from './memory.js';
 import * as S from './redis-scripts.js';
@@ -61,6 +70,14 @@ const isStringList = (value: unknown): value is string[] => Array.isArray(value)
 /** Redis error prefixes that mean "the server cannot serve now", as opposed to a bug of ours. */
 const ALL_SCRIPTS = [S.ACQUIRE, S.RENEW, S.RELEASE, S.GET_BY_KEY, S.UPDATE_DATA, S.CHECK, S.LIST_SESSIONS, S.CLAIM, S.EPOCH];
 
+/** a sample of the store's clock older than this is refreshed (TIME) before an acquire or renew */
+const CLOCK_SAMPLE_MAX_AGE_MS = 30_000;
+/** the not-after instant is this much before this process gives up: the reply still has to travel */
+const LATE_MARGIN_MS = 50;
+/** given-up acquires whose lease id is still to be released, at most this many */
+const ABANDONED_MAX = 1_000;
+const ABANDONED_RETRY_MS = 500;
+
 const UNAVAILABLE_PREFIXES = ['LOADING', 'BUSY', 'READONLY', 'MASTERDOWN', 'MISCONF', 'TRYAGAIN', 'CLUSTERDOWN', 'NOREPLICAS'];
 
 export class RedisStore implements LeaseStore {
@@ -78,15 +95,24 @@ export class RedisStore implements LeaseStore {
   }
   private highWater = 0;
   private readonly endedRetentionMs: number;
+  private readonly commandTimeoutMs: number;
+  /** lower bound of (store clock − performance.now()), ms; from replies carrying the store's time */
+  private clockLo?: number;
+  private clockAt = -Infinity;
+  /** leaseId → acquires given up on (timeout): released once the store answers again */
+  private readonly abandoned = new Map<string, { session: string; until: number }>();
+  private abandonTimer?: NodeJS.Timeout;
+  private abandonRunning = false;
 
   constructor(opts: RedisStoreOptions) {
     this.prefix = opts.keyPrefix ?? 'qga:';
     this.endedRetentionMs = opts.endedRetentionMs ?? ENDED_RETENTION_MS;
+    this.commandTimeoutMs = opts.commandTimeoutMs ?? 2_000;
     this.redis = new Redis(opts.url, {
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
       autoResendUnfulfilledCommands: false,
-      commandTimeout: opts.commandTimeoutMs ?? 2_000,
+      commandTimeout: this.commandTimeoutMs,
       connectTimeout: opts.connectTimeoutMs ?? 2_000,
       // keep trying in the background, never faster than 100 ms, never slower than 2 s
       retryStrategy: (times: number) => Math.min(100 * times, 2_000),
@@ -130,21 +156,38 @@ export class RedisStore implements LeaseStore {
 
   async acquire(req: AcquireRequest): Promise<AcquireResult> {
     const floor = Math.max(req.fenceFloor ?? 0, this.highWater);
-    const r = list(await this.run(S.ACQUIRE, [
-      this.epochCandidate,
-      req.session,
-      canonicalKeys(req.keys),
-      req.owner,
-      req.ttlMs,
-      req.hardCapMs,
-      req.idempotencyKey ?? '',
-      floor,
-      JSON.stringify(req.data ?? {}),
-      randomUUID(),
-      IDEMPOTENCY_RETENTION_MS,
-    ]));
+    const leaseId = randomUUID();
+    const notAfter = await this.notAfter();
+    let reply: Reply;
+    try {
+      reply = await this.run(S.ACQUIRE, [
+        this.epochCandidate,
+        req.session,
+        canonicalKeys(req.keys),
+        req.owner,
+        req.ttlMs,
+        req.hardCapMs,
+        req.idempotencyKey ?? '',
+        floor,
+        JSON.stringify(req.data ?? {}),
+        leaseId,
+        IDEMPOTENCY_RETENTION_MS,
+        notAfter,
+      ]);
+    } catch (e) {
+      // it may have run in time, its reply lost: undo it once the store answers again, unless an
+      // idempotency key lets its owner's retry take it back (C6)
+      if (isGatewayError(e) && e.code === 'STORE_UNAVAILABLE' && !req.idempotencyKey) this.abandon(req.session, leaseId, req.ttlMs);
+      throw e;
+    }
+    const r = list(reply);
     const tag = r[0];
-    if (tag === 'ok' || tag === 'reused') return { ok: true, lease: this.lease(r.slice(1)), reused: tag === 'reused' };
+    if (tag === 'late') throw this.lateError('lock');
+    if (tag === 'ok' || tag === 'reused') {
+      const lease = this.lease(r.slice(1));
+      if (tag === 'ok') this.noteStoreTime(lease.createdAt);
+      return { ok: true, lease, reused: tag === 'reused' };
+    }
     if (tag === 'conflict') {
       const h = this.lease(r.slice(3));
       return {
@@ -159,8 +202,9 @@ export class RedisStore implements LeaseStore {
   }
 
   async renew(session: string, leaseId: string, ttlMs: number): Promise<RenewResult> {
-    const r = list(await this.run(S.RENEW, [session, leaseId, ttlMs]));
+    const r = list(await this.run(S.RENEW, [session, leaseId, ttlMs, await this.notAfter()]));
     const reason = r[0];
+    if (reason === 'late') throw this.lateError('renew');
     if (reason === 'ok') return { ok: true, capped: r[1] === '1', lease: this.lease(r.slice(2)) };
     if (!isRenewFailure(reason)) throw errors.internal(`RENEW answered ${String(reason)}`);
     return r.length > 1 ? { ok: false, reason, lease: this.lease(r.slice(1)) } : { ok: false, reason };
@@ -224,7 +268,9 @@ export class RedisStore implements LeaseStore {
 
   async now(): Promise<number> {
     const [sec, usec] = await this.guard(() => this.redis.time());
-    return Number(sec) * 1000 + Math.floor(Number(usec) / 1000);
+    const ms = Number(sec) * 1000 + Math.floor(Number(usec) / 1000);
+    this.noteStoreTime(ms);
+    return ms;
   }
 
   async putVm(rec: VmRegistration): Promise<boolean> {
@@ -249,6 +295,7 @@ export class RedisStore implements LeaseStore {
     const t0 = performance.now();
     try {
       const r = list(await this.run(S.EPOCH, [this.epochCandidate]));
+      this.noteStoreTime(Number(r[1]));
       return { ok: true, kind: 'redis', epoch: String(r[0]), latencyMs: Math.round((performance.now() - t0) * 100) / 100 };
     } catch (e) {
       return { ok: false, kind: 'redis', detail: errorMessage(e) };
@@ -256,10 +303,80 @@ export class RedisStore implements LeaseStore {
   }
 
   async close(): Promise<void> {
+    if (this.abandonTimer) clearInterval(this.abandonTimer);
+    this.abandonTimer = undefined;
     try {
       await this.redis.quit();
     } catch {
       this.redis.disconnect();
+    }
+  }
+
+  /**
+   * A store time `storeMs` read in a reply that has just arrived: the store's clock minus ours was
+   * at least storeMs − now (the store read its clock before we got the reply). The tightest recent
+   * bound is kept; an old one is replaced (clocks drift).
+   */
+  private noteStoreTime(storeMs: number): void {
+    if (!Number.isFinite(storeMs)) return;
+    const t = performance.now();
+    const lo = storeMs - t;
+    this.clockLo = this.clockLo === undefined || t - this.clockAt > CLOCK_SAMPLE_MAX_AGE_MS ? lo : Math.max(this.clockLo, lo);
+    this.clockAt = t;
+  }
+
+  /**
+   * The instant, on the store's clock, after which a script sent now must not run: no later than
+   * when this process gives up on it (commandTimeoutMs), a margin earlier for the reply's trip.
+   */
+  private async notAfter(): Promise<number> {
+    if (this.clockLo === undefined || performance.now() - this.clockAt > CLOCK_SAMPLE_MAX_AGE_MS) await this.now();
+    return Math.floor(performance.now() + (this.clockLo ?? 0) + this.commandTimeoutMs - LATE_MARGIN_MS);
+  }
+
+  private lateError(what: 'lock' | 'renew'): GatewayError {
+    return errors.storeUnavailable(
+      `lease store (Redis) reached the ${what} operation only after this gateway had given up on it (store.commandTimeoutMs ${this.commandTimeoutMs} ms): refused by the store, nothing changed`,
+    );
+  }
+
+  /** Remember a given-up acquire; its lease id is released once the store answers (bounded). */
+  private abandon(session: string, leaseId: string, ttlMs: number): void {
+    if (this.abandoned.size >= ABANDONED_MAX) {
+      const oldest = this.abandoned.keys().next();
+      if (!oldest.done) this.abandoned.delete(oldest.value);
+    }
+    // past the lease's would-be expiry there is nothing left to prevent
+    this.abandoned.set(leaseId, { session, until: Date.now() + ttlMs + 60_000 });
+    if (!this.abandonTimer) {
+      this.abandonTimer = setInterval(() => void this.releaseAbandoned(), ABANDONED_RETRY_MS);
+      this.abandonTimer.unref();
+    }
+  }
+
+  private async releaseAbandoned(): Promise<void> {
+    if (this.abandonRunning) return;
+    this.abandonRunning = true;
+    try {
+      for (const [leaseId, a] of [...this.abandoned]) {
+        if (Date.now() > a.until) {
+          this.abandoned.delete(leaseId);
+          continue;
+        }
+        try {
+          // any answer means Redis has run this after the acquire (one connection, in order)
+          await this.release(a.session, leaseId);
+          this.abandoned.delete(leaseId);
+        } catch {
+          break;
+        }
+      }
+    } finally {
+      this.abandonRunning = false;
+      if (this.abandoned.size === 0 && this.abandonTimer) {
+        clearInterval(this.abandonTimer);
+        this.abandonTimer = undefined;
+      }
     }
   }
 

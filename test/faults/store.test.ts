@@ -4,8 +4,9 @@
  *  - C3: Redis hangs (SIGSTOP, connections kept open) — a freeze is refused with 503
  *    STORE_UNAVAILABLE within store.commandTimeoutMs + 1 s and sends the agent nothing; the
  *    holder's thaw of an existing lease is still executed; a local auto-thaw timer still fires;
- *    after SIGCONT the refused freeze never reaches the agent. (Redis executing the
- *    timed-out lock script on resume is a defect, see test/faults/CDE.md.)
+ *    after SIGCONT nothing is replayed: the lock script Redis runs on resume is refused (its
+ *    not-after instant has passed), so no lease exists, no command reaches the agent, and the
+ *    next freeze succeeds.
  *  - C5: the same with a partition instead of a stopped Redis: a TCP proxy between the gateway
  *    and Redis that stops forwarding in both directions, then heals.
  *  - C1: Redis SIGKILLed and restarted with appendonly/appendfsync always: sessions and deadlines
@@ -133,7 +134,7 @@ const freeze = (app: FastifyInstance, name: string, ttlSeconds: number) =>
  * The C3/C5 scenario: `cut` makes Redis unreachable without closing the connection, `restore`
  * ends that. Names: [long lease, refused freeze, short lease].
  */
-async function hangScenario(app: FastifyInstance, [held, refused, short]: string[], cut: () => void, restore: () => void): Promise<void> {
+async function hangScenario(app: FastifyInstance, prefix: string, [held, refused, short]: string[], cut: () => void, restore: () => void): Promise<void> {
   const lease = await freeze(app, held, 60);
   expect(lease.statusCode, lease.body).toBe(201);
   const leaseId = String(lease.json<{ leaseId: string }>().leaseId);
@@ -142,11 +143,14 @@ async function hangScenario(app: FastifyInstance, [held, refused, short]: string
   const shortExpiry = Date.parse(shortLease.json<{ expiresAt: string }>().expiresAt);
   expect(vm[held].state.frozen && vm[short].state.frozen).toBe(true);
   const before = agentCommands(vm[refused]).length;
+  const wireBefore = vm[refused].stats.commandLog.length;
 
   cut();
   // a freeze is refused fast: the lock op fails at commandTimeoutMs, the agent is not asked
   const t0 = performance.now();
-  const res = await freeze(app, refused, 30);
+  // a 1 s lease: if Redis ran the given-up lock script on resume, its expiry would make the
+  // sweeper thaw this VM inside the window checked below
+  const res = await freeze(app, refused, 1);
   const took = performance.now() - t0;
   process.stdout.write(`[faults/store] freeze with Redis unreachable refused after ${Math.round(took)} ms (commandTimeoutMs ${COMMAND_TIMEOUT_MS})\n`);
   expect(res.statusCode, res.body).toBe(503);
@@ -171,25 +175,36 @@ async function hangScenario(app: FastifyInstance, [held, refused, short]: string
 
   restore();
   await waitFor('store healthy again', async () => (await app.inject({ method: 'GET', url: '/readyz' })).statusCode === 200, 10_000);
-  // the refused freeze was never sent to the agent, before or after the store came back
-  expect(agentCommands(vm[refused]).slice(before)).toEqual([]);
-  // NOT asserted here (a defect, reported in test/faults/CDE.md): the lock script the gateway gave
-  // up on at commandTimeoutMs is still executed by Redis when it resumes, leaving a lease nobody
-  // holds — the next freeze is 409 LEASE_CONFLICT and at that lease's expiry the sweeper sends a
-  // thaw to a VM this gateway never froze.
+  // nothing replayed: the lock script the gateway gave up on is refused by Redis when it resumes
+  // (it carries a not-after instant on the store clock), so no lease exists for the refused VM…
+  const t1 = Date.now();
+  expect(await redis.command('EXISTS', `${prefix}session:vm:${refused}`, `${prefix}lock:vm:${refused}`)).toBe(':0\r\n');
+  // …and no command at all reaches its agent (sync included) over a window longer than the refused
+  // 1 s lease + a sweep + 1 s: an orphan lease would have been thawed by the sweeper inside it
+  await new Promise((r) => setTimeout(r, 1_000 + 200 + 1_000));
+  expect(vm[refused].stats.commandLog.slice(wireBefore).map((c) => c.command)).toEqual([]);
+  expect(await redis.command('EXISTS', `${prefix}session:vm:${refused}`, `${prefix}lock:vm:${refused}`)).toBe(':0\r\n');
+  expect(Date.now() - t1).toBeGreaterThanOrEqual(2_200);
+  // the next freeze of that VM succeeds (no leftover lease), and its thaw ends it
+  const next = await freeze(app, refused, 30);
+  expect(next.statusCode, next.body).toBe(201);
+  expect(agentCommands(vm[refused]).slice(before)).toEqual(['guest-fsfreeze-freeze']);
+  const end = await app.inject({ method: 'DELETE', url: `/v1/vms/${refused}/fsfreeze?leaseId=${encodeURIComponent(next.json<{ leaseId: string }>().leaseId)}` });
+  expect(end.statusCode, end.body).toBe(200);
+  expect(vm[refused].state.frozen).toBe(false);
 }
 
 describe('C3/C5: Redis unreachable with the connection kept open', { timeout: 30_000 }, () => {
-  it('C3 Redis SIGSTOPped: freeze 503 STORE_UNAVAILABLE within commandTimeoutMs + 1 s, thaw executed, auto-thaw fires, the refused freeze never reaches the agent', async () => {
-    const { app } = await gateway(redis.url, ['p1', 'p2', 'p3']);
-    await hangScenario(app, ['p1', 'p2', 'p3'], () => redis.pause(), () => redis.resume());
+  it('C3 Redis SIGSTOPped: freeze 503 STORE_UNAVAILABLE within commandTimeoutMs + 1 s, thaw executed, auto-thaw fires; after SIGCONT nothing is replayed: no lease, no agent command, the next freeze succeeds', async () => {
+    const { app, prefix } = await gateway(redis.url, ['p1', 'p2', 'p3']);
+    await hangScenario(app, prefix, ['p1', 'p2', 'p3'], () => redis.pause(), () => redis.resume());
   });
 
-  it('C5 partition gateway↔Redis (proxy stops forwarding): the same, and after the heal the store reconnects', async () => {
+  it('C5 partition gateway↔Redis (proxy stops forwarding): the same, and after the heal the store reconnects and nothing is replayed', async () => {
     const proxy = await startProxy(redis.port);
     proxies.push(proxy);
-    const { app } = await gateway(proxy.url, ['q1', 'q2', 'q3']);
-    await hangScenario(app, ['q1', 'q2', 'q3'], () => proxy.partition(), () => proxy.heal());
+    const { app, prefix } = await gateway(proxy.url, ['q1', 'q2', 'q3']);
+    await hangScenario(app, prefix, ['q1', 'q2', 'q3'], () => proxy.partition(), () => proxy.heal());
   });
 });
 

@@ -12,6 +12,7 @@ import { MemoryStore } from '../../src/store/memory.js';
 import { RedisStore } from '../../src/store/redis.js';
 import type { AcquireRequest, LeaseStore } from '../../src/store/types.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { startRedisProxy } from '../helpers/redis-proxy.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -404,30 +405,96 @@ describe('RedisStore against a failing Redis', () => {
 
   it('an acquire whose reply was lost does not lock its owner out', async () => {
     const own = await startRedis();
-    const store = new RedisStore({ url: own.url, keyPrefix: 'l:', commandTimeoutMs: 300 });
+    const proxy = await startRedisProxy(own.port);
+    const store = new RedisStore({ url: proxy.url, keyPrefix: 'l:', commandTimeoutMs: 300 });
     try {
       await store.ready();
+      await store.now();
       const r = req({ session: 'vm:lost', keys: ['vm:lost'], idempotencyKey: 'idem-lost' });
-      own.pause();
+      // the script reaches Redis and runs in time; only its reply is held back past the timeout
+      proxy.holdReplies();
       const err = await store.acquire(r).then(
         () => undefined,
         (e: unknown) => e,
       );
-      own.resume();
+      proxy.heal();
       expect(err).toBeInstanceOf(GatewayError);
       expect((err as GatewayError).code).toBe('STORE_UNAVAILABLE');
-      // Redis ran the acquire after all: the lock exists …
-      let held;
-      for (let i = 0; i < 50 && !held; i++) {
-        held = await store.getByKey('vm:lost').catch(() => undefined);
-        if (!held) await sleep(50);
-      }
+      // Redis ran the acquire: the lock exists …
+      const held = await store.getByKey('vm:lost');
       expect(held?.owner).toBe('alice');
-      // … and the owner's retry gets it back instead of a conflict
+      // … and the owner's retry (same idempotency key) gets it back instead of a conflict; it is
+      // not released behind the owner's back (only acquires without a key are undone)
+      await sleep(700);
       const again = await store.acquire(r);
       expect(again).toMatchObject({ ok: true, reused: true, lease: { leaseId: held?.leaseId } });
       // someone else still conflicts
       expect(await store.acquire({ ...r, owner: 'bob', idempotencyKey: undefined })).toMatchObject({ ok: false, reason: 'conflict' });
+    } finally {
+      proxy.heal();
+      await store.close();
+      await proxy.close();
+      await own.stop();
+    }
+  });
+
+  it('an acquire without an idempotency key whose reply was lost is released as soon as the store answers again', async () => {
+    const own = await startRedis();
+    const proxy = await startRedisProxy(own.port);
+    const store = new RedisStore({ url: proxy.url, keyPrefix: 'u:', commandTimeoutMs: 300 });
+    try {
+      await store.ready();
+      await store.now();
+      proxy.holdReplies();
+      const err = await store.acquire(req({ session: 'vm:u', keys: ['vm:u'] })).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect((err as GatewayError).code).toBe('STORE_UNAVAILABLE');
+      // the lock was taken in Redis (seen directly, not through the held connection)
+      expect(await own.command('EXISTS', 'u:lock:vm:u')).toBe(':1\r\n');
+      proxy.heal();
+      // nobody can ever use that lease (its caller was told 503): it is released, not left to expire
+      const t0 = Date.now();
+      while ((await own.command('EXISTS', 'u:lock:vm:u', 'u:session:vm:u')) !== ':0\r\n') {
+        if (Date.now() - t0 > 3_000) throw new Error('the given-up lease was not released within 3 s');
+        await sleep(20);
+      }
+      expect(await store.acquire(req({ session: 'vm:u', keys: ['vm:u'], owner: 'bob' }))).toMatchObject({ ok: true, reused: false });
+    } finally {
+      proxy.heal();
+      await store.close();
+      await proxy.close();
+      await own.stop();
+    }
+  });
+
+  it('an acquire or renew Redis runs only after the caller gave up (SIGSTOP, then SIGCONT) changes nothing', async () => {
+    const own = await startRedis();
+    const store = new RedisStore({ url: own.url, keyPrefix: 's:', commandTimeoutMs: 300 });
+    try {
+      await store.ready();
+      const held = await store.acquire(req({ session: 'vm:h', keys: ['vm:h'], ttlMs: 5_000 }));
+      if (!held.ok) throw new Error('acquire failed');
+      own.pause();
+      const codes = await Promise.all([
+        store.acquire(req({ session: 'vm:s', keys: ['vm:s'], idempotencyKey: 'k' })).then(() => 'ok', (e: GatewayError) => e.code),
+        store.renew('vm:h', held.lease.leaseId, 60_000).then(() => 'ok', (e: GatewayError) => e.code),
+      ]);
+      expect(codes).toEqual(['STORE_UNAVAILABLE', 'STORE_UNAVAILABLE']);
+      await sleep(200);
+      own.resume();
+      // Redis runs both scripts now, past their not-after instant: both refuse
+      await store.ready();
+      const t0 = Date.now();
+      while (!(await store.getSession('vm:h').then(() => true, () => false))) {
+        if (Date.now() - t0 > 3_000) throw new Error('store not answering after SIGCONT');
+        await sleep(20);
+      }
+      expect(await own.command('EXISTS', 's:lock:vm:s', 's:session:vm:s')).toBe(':0\r\n');
+      expect((await store.getSession('vm:h'))?.expiresAt).toBe(held.lease.expiresAt);
+      // the retry with the same key gets a fresh lease (ok, not a reused one nobody froze under)
+      expect(await store.acquire(req({ session: 'vm:s', keys: ['vm:s'], idempotencyKey: 'k' }))).toMatchObject({ ok: true, reused: false });
     } finally {
       own.resume();
       await store.close();
