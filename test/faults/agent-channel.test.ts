@@ -297,3 +297,149 @@ describe('A6 hostile replies: deep JSON, a 1e6-element array, a never-ending lin
     }
   });
 });
+
+/**
+ * A raw fake agent for A1: every byte each connection received is kept, and the test decides, per
+ * connection, how the agent answers guest-sync-delimited and guest-fstrim. guest-info offers the
+ * commands as qemu-ga 10 does (ids echoed).
+ */
+interface RawConn {
+  raw: Buffer[];
+  syncIds: number[];
+}
+interface RawAgent {
+  socketPath: string;
+  conns: RawConn[];
+  onSync: (sock: import('node:net').Socket, id: number, conn: number) => void;
+  onFstrim: (sock: import('node:net').Socket, id: number | undefined, conn: number) => void;
+  close(): Promise<void>;
+}
+
+async function startRawAgent(name: string): Promise<RawAgent> {
+  const net = await import('node:net');
+  const socketPath = path.join(dir, `${name}.sock`);
+  const sockets = new Set<import('node:net').Socket>();
+  const agent: RawAgent = {
+    socketPath,
+    conns: [],
+    onSync: (sock, id) => sock.write(Buffer.concat([Buffer.from([0xff]), Buffer.from(`{"return": ${id}}\n`)])),
+    onFstrim: (sock, id) => sock.write(`{"return": {"paths": []}${id === undefined ? '' : `, "id": ${id}`}}\n`),
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+  const server = net.createServer((sock) => {
+    sockets.add(sock);
+    sock.on('close', () => sockets.delete(sock));
+    sock.on('error', () => sock.destroy());
+    const index = agent.conns.length;
+    const conn: RawConn = { raw: [], syncIds: [] };
+    agent.conns.push(conn);
+    let buf = '';
+    sock.on('data', (d: Buffer) => {
+      conn.raw.push(d);
+      buf += d.toString('latin1').replaceAll('\xff', '');
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (!line.trim()) continue;
+        const req = JSON.parse(line) as { execute: string; arguments?: { id?: number }; id?: number };
+        const idPart = req.id === undefined ? '' : `, "id": ${req.id}`;
+        if (req.execute === 'guest-sync-delimited') {
+          conn.syncIds.push(req.arguments?.id as number);
+          agent.onSync(sock, req.arguments?.id as number, index);
+        } else if (req.execute === 'guest-info') {
+          const list = ['guest-ping', 'guest-fstrim'].map((c) => `{"enabled": true, "name": "${c}", "success-response": true}`).join(', ');
+          sock.write(`{"return": {"version": "10.0.0", "supported_commands": [${list}]}${idPart}}\n`);
+        } else if (req.execute === 'guest-fstrim') {
+          agent.onFstrim(sock, req.id, index);
+        } else {
+          sock.write(`{"return": {}${idPart}}\n`);
+        }
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(socketPath, () => r()));
+  return agent;
+}
+
+describe('A1 agent killed mid-request', () => {
+  const T_CMD = 3000;
+  const CLOSE_AFTER_MS = 200;
+
+  it('503 AGENT_UNAVAILABLE within T_cmd; the next request reconnects with 0xFF + a fresh sync id, skips the stale and partial lines before its reply, and succeeds', { timeout: 30_000 }, async () => {
+    const agent = await startRawAgent('a1');
+    const app = await makeApp({
+      vms: [{ name: 'a1', endpoint: { type: 'unix', path: agent.socketPath } }],
+      config: {
+        registry: { allowedSocketRoots: [dir] },
+        agent: { idleReleaseMs: 0, timeouts: { fast: T_CMD, normal: T_CMD, slow: T_CMD, freeze: T_CMD, long: T_CMD } },
+      },
+    });
+    try {
+      expect((await app.inject({ method: 'GET', url: '/v1/vms/a1/ping' })).statusCode).toBe(200);
+      expect(agent.conns.length).toBe(1);
+      // connection 1: guest-fstrim (never resent: not idempotent) is received, then the agent dies
+      let fstrimSeenAt = 0;
+      agent.onFstrim = (sock, _id, conn) => {
+        if (conn !== 0) return;
+        fstrimSeenAt = performance.now();
+        setTimeout(() => sock.destroy(), CLOSE_AFTER_MS);
+      };
+      const t0 = performance.now();
+      const p = await expectProblem(app, { method: 'POST', url: '/v1/vms/a1/fstrim', payload: {} }, 503, 'AGENT_UNAVAILABLE');
+      const elapsed = performance.now() - t0;
+      expect(p.vm).toBe('a1');
+      expect(fstrimSeenAt).toBeGreaterThan(0);
+      // answered when the socket closed (after CLOSE_AFTER_MS), well before T_cmd
+      expect(elapsed).toBeGreaterThanOrEqual(CLOSE_AFTER_MS);
+      expect(elapsed).toBeLessThan(T_CMD);
+      // dirty: the channel holds no socket any more, nothing was resent, no new connection yet
+      const state = body(await app.inject({ method: 'GET', url: '/v1/vms/a1' }));
+      expect((state.channel as JsonObject).state).toBe('idle');
+      expect(agent.conns.length).toBe(1);
+      const earlierSyncIds = [...agent.conns[0].syncIds];
+      expect(earlierSyncIds.length).toBe(1);
+
+      // connection 2: before its sync reply the agent sends a stale reply line (a late fstrim
+      // answer), a stale sync reply with the earlier id, and a partial line; then the real reply
+      agent.onSync = (sock, id, conn) => {
+        if (conn === 0) return;
+        sock.write('{"return": {"paths": [{"path": "/stale", "trimmed": 1}]}, "id": 1}\n');
+        sock.write(Buffer.concat([Buffer.from([0xff]), Buffer.from(`{"return": ${earlierSyncIds[0]}}\n`)]));
+        sock.write('{"return": {"paths": [{"path": "/par');
+        sock.write(Buffer.concat([Buffer.from([0xff]), Buffer.from(`{"return": ${id}}\n`)]));
+      };
+      agent.onFstrim = (sock, id, conn) => {
+        if (conn === 1) sock.write(`{"return": {"paths": [{"path": "/fresh", "trimmed": 42}]}${id === undefined ? '' : `, "id": ${id}`}}\n`);
+      };
+      // A VM whose agent was lost may be marked down (the agent service then answers 503 at once
+      // and reconnects in the background): wait for that, as a caller would, before the next request.
+      const fleet = (app.services.agent as unknown as { fleetState?: (vm: string) => { agent: { state: string } } }).fleetState;
+      await waitFor(() => fleet?.call(app.services.agent, 'a1').agent.state !== 'down', T_CMD * 3);
+      const r = await app.inject({ method: 'POST', url: '/v1/vms/a1/fstrim', payload: {} });
+      expect(r.statusCode).toBe(200);
+      expect(body(r)).toEqual({ paths: [{ path: '/fresh', trimmed: 42 }] });
+      expect(agent.conns.length).toBe(2);
+      // the raw bytes on the new connection: 0xFF first, then guest-sync-delimited with an id
+      // never used before
+      const raw2 = Buffer.concat(agent.conns[1].raw);
+      expect(raw2[0]).toBe(0xff);
+      const first = raw2.subarray(1, raw2.indexOf(0x0a) + 1).toString('utf8');
+      const m = /^\{"execute":"guest-sync-delimited","arguments":\{"id":(\d+)\}\}\n$/.exec(first);
+      expect(m).not.toBeNull();
+      const freshId = Number(m?.[1]);
+      expect(agent.conns[1].syncIds[0]).toBe(freshId);
+      expect(Number.isSafeInteger(freshId) && freshId > 0).toBe(true);
+      expect(earlierSyncIds).not.toContain(freshId);
+      // the fstrim went out exactly once per connection (the lost one was not resent)
+      const fstrims = agent.conns.map((c) => Buffer.concat(c.raw).toString('latin1').split('"guest-fstrim"').length - 1);
+      expect(fstrims).toEqual([1, 1]);
+    } finally {
+      await app.close();
+      await agent.close();
+    }
+  });
+});
