@@ -165,8 +165,8 @@ function semanticChecks(c: Config, env: Env, problems: string[]): void {
   if (c.server.requestTimeoutMs > 0 && c.server.headersTimeoutMs > c.server.requestTimeoutMs) problems.push('server.headersTimeoutMs: must not exceed server.requestTimeoutMs');
   if (c.agent.backoffInitialMs > c.agent.backoffMaxMs) problems.push('agent.backoffInitialMs: must not exceed agent.backoffMaxMs');
   c.auth.tokens.forEach((t, i) => {
-    const given = [t.token, t.tokenEnv, t.tokenFile].filter((x) => x !== undefined).length;
-    if (given !== 1) problems.push(`auth.tokens.${i}: exactly one of token, tokenEnv, tokenFile is required`);
+    const given = [t.token, t.tokenEnv, t.tokenFile, t.tokenSha256].filter((x) => x !== undefined).length;
+    if (given !== 1) problems.push(`auth.tokens.${i}: exactly one of token, tokenEnv, tokenFile, tokenSha256 is required`);
     if (t.tokenEnv !== undefined) {
       const v = env[t.tokenEnv];
       if (!v) problems.push(`auth.tokens.${i}.tokenEnv: environment variable ${t.tokenEnv} is not set`);
@@ -182,6 +182,15 @@ function semanticChecks(c: Config, env: Env, problems: string[]): void {
       if (v && v.length < 16) problems.push(`auth.tokens.${i}.tokenFile: the token in ${t.tokenFile} is shorter than 16 characters`);
     }
   });
+  for (const key of ['cert', 'key'] as const) {
+    const f = c.server.tls?.[key];
+    if (f === undefined) continue;
+    try {
+      accessSync(f, constants.R_OK);
+    } catch (e) {
+      problems.push(`server.tls.${key}: cannot read ${f}: ${errnoCode(e) ?? errorMessage(e)}`);
+    }
+  }
   // one file-read chunk (base64 is 4/3 of it, plus the JSON around it) must fit in one reply line
   const readReply = Math.ceil(c.files.readChunkBytes / 3) * 4 + 4096;
   if (readReply > c.agent.maxReplyBytes) {

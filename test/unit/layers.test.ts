@@ -26,6 +26,8 @@ const TIERS: { tier: number; name: string; dirs: string[]; files?: string[] }[] 
   { tier: 5, name: 'agent', dirs: ['agent'] },
   { tier: 6, name: 'services', dirs: ['freeze', 'exec', 'files', 'cluster'] },
   { tier: 7, name: 'http', dirs: ['http'] },
+  // the command line (src/cli.ts and src/server.ts are its entries) sits with the root files
+  { tier: 8, name: 'root', dirs: ['cli'] },
 ];
 /** app.ts, gateway.ts, server.ts and any other file directly in src/ */
 const ROOT_TIER = { tier: 8, name: 'root' };
