@@ -16,6 +16,7 @@ import { registerLimits } from './http/plugins/limits.js';
 import { allowedHostNames, registerOriginChecks } from './http/plugins/origin.js';
 import { registerHttpMetrics } from './http/plugins/metrics.js';
 import { registerSwagger } from './http/plugins/swagger.js';
+import { serverOptions } from './http/tls.js';
 import execRoutes from './http/routes/exec.js';
 import fileRoutes from './http/routes/files.js';
 import filesystemRoutes from './http/routes/filesystems.js';
@@ -123,13 +124,8 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
     routerOptions: { maxParamLength: 256 },
     frameworkErrors,
     clientErrorHandler,
-    // a request without Host is answered by the Host check (421 problem+json), not by Node's bare 400
-    http: {
-      requireHostHeader: false,
-      headersTimeout: config.server.headersTimeoutMs,
-      // Node checks its header timeout only this often (default 30 s): check well within it
-      connectionsCheckingInterval: Math.max(100, Math.min(1_000, config.server.headersTimeoutMs / 4 || 1_000)),
-    },
+    // Node's server options (Host not required, header timeouts), and HTTPS when server.tls is set
+    ...serverOptions(config.server),
     // requests that arrive while closing get the problem+json 503 SHUTTING_DOWN of the hook below
     return503OnClosing: false,
     forceCloseConnections: 'idle',
