@@ -132,6 +132,8 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
       start: () => store.ready(config.store.commandTimeoutMs * 3).catch((err: unknown) => logger.warn({ err }, 'lease store not ready at start; retrying in the background')),
       stop: () => store.close(),
     },
+    // the first scan of the discovery folders (and the store's API-registered VMs) before serving, then watches
+    { name: 'registry discovery', start: () => registry.start(logger), stop: async () => registry.stop() },
     { name: 'agent pool', stop: () => pool.close() },
     { name: 'agent probe', start: async () => probe.start(), stop: async () => probe.stop() },
     { name: 'freeze sweeper', start: () => freeze.start(), stop: () => freeze.stop() },

@@ -250,6 +250,21 @@ export const ConfigSchema = Type.Object(
         ),
         /** discovery folders are watched; this full rescan is the safety net (0 = watch only) */
         rescanIntervalMs: Ms(30_000, 0),
+        /**
+         * Discovery presets. `proxmox`: every `<vmid>.qga` socket in `registry.proxmox.socketDir` is
+         * VM `<vmid>`, labelled `pve.name` and `pve.tags` from `<configDir>/<vmid>.conf`; a VM whose
+         * config says `agent: 0` (or `enabled=0`) is skipped.
+         */
+        presets: Type.Array(Type.Literal('proxmox'), { default: [] }),
+        proxmox: Type.Object(
+          {
+            socketDir: Type.String({ minLength: 1, default: '/var/run/qemu-server' }),
+            configDir: Type.String({ minLength: 1, default: '/etc/pve/qemu-server' }),
+          },
+          { additionalProperties: false, default: {} },
+        ),
+        /** discovery folders are watched; this full rescan is the safety net (0 = watch only) */
+        rescanIntervalMs: Ms(30_000, 0),
       },
       { additionalProperties: false, default: {} },
     ),

@@ -7,21 +7,34 @@ import { readlink, realpath } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve as resolvePath } from 'node:path';
 import { DEFAULT_SOCKET_ROOTS, type Config, type VmEntry } from '../config/schema.js';
 import type { Endpoint } from '../qga/types.js';
+import { PVE_SOCKET_DIR } from './proxmox.js';
+
+/**
+ * The registry settings this layer reads. The discovery settings added later (presets, proxmox,
+ * rescanIntervalMs) are optional here, so a registry can be built from a hand-made section.
+ */
+export type RegistrySettings = Omit<Config['registry'], 'presets' | 'proxmox' | 'rescanIntervalMs'> & Partial<Pick<Config['registry'], 'presets' | 'proxmox' | 'rescanIntervalMs'>>;
+export interface RegistryConfig {
+  vms: readonly VmEntry[];
+  registry: RegistrySettings;
+}
 
 /** as the kernel's own limit on symlinks followed in one path (ELOOP) */
 const MAX_SYMLINKS = 40;
 
 /**
  * The roots API-registered unix sockets must resolve into: `registry.allowedSocketRoots` when
- * set, else the hypervisors' own directories plus the directories of the `vms:` sockets and of
- * `registry.directories`. Not yet resolved (realpath) and possibly missing.
+ * set, else the hypervisors' own directories plus the directories of the `vms:` sockets, of
+ * `registry.directories` and of the Proxmox preset's sockets. Not yet resolved (realpath) and
+ * possibly missing.
  */
-export function socketRootsOf(config: Pick<Config, 'vms' | 'registry'>): string[] {
+export function socketRootsOf(config: RegistryConfig): string[] {
   const set = config.registry.allowedSocketRoots;
   if (set) return [...set];
   const roots = new Set<string>(DEFAULT_SOCKET_ROOTS);
   for (const vm of config.vms) if (vm.endpoint.type === 'unix') roots.add(dirname(resolvePath(vm.endpoint.path)));
   for (const dir of config.registry.directories) roots.add(resolvePath(dir.path));
+  if (config.registry.presets?.includes('proxmox')) roots.add(resolvePath(config.registry.proxmox?.socketDir ?? PVE_SOCKET_DIR));
   return [...roots];
 }
 
@@ -81,14 +94,14 @@ function allowedTcpKey(entry: string): string {
  * directory outside the roots, so a path that does not exist and one that exists outside the
  * roots are refused by the same steps; the socket itself is never connected to nor stat'ed.
  */
-export async function admissibleEndpoint(endpoint: Endpoint, config: { vms: readonly VmEntry[]; registry: Config['registry'] }): Promise<Endpoint | undefined> {
+export async function admissibleEndpoint(endpoint: Endpoint, config: RegistryConfig): Promise<Endpoint | undefined> {
   if (endpoint.type === 'tcp') {
     const allowed = new Set(config.registry.allowedTcpEndpoints.map(allowedTcpKey));
     const ok = allowed.has(tcpKey(endpoint.host, endpoint.port)) || allowed.has(tcpKey(endpoint.host, '*'));
     return ok ? endpoint : undefined;
   }
   const roots: string[] = [];
-  for (const root of socketRootsOf({ vms: [...config.vms], registry: config.registry })) {
+  for (const root of socketRootsOf(config)) {
     const real = await realpath(root).catch(() => undefined);
     if (real !== undefined) roots.push(real);
   }

@@ -15,13 +15,15 @@
  * caller's view of the fleet comes in as a predicate (RegistrationView): this layer knows no
  * principals.
  */
-import type { Dirent } from 'node:fs';
-import { readdir, realpath, stat } from 'node:fs/promises';
-import { basename, dirname, isAbsolute, join, resolve as resolvePath } from 'node:path';
-import type { Config, VmEntry } from '../config/schema.js';
+import { realpath } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, resolve as resolvePath } from 'node:path';
+import type { VmEntry } from '../config/schema.js';
 import { errors } from '../errors.js';
 import type { Endpoint } from '../qga/types.js';
-import { admissibleEndpoint, canonicalSocketPath, endpointKey } from './endpoints.js';
+import { ApiVms } from './api-vms.js';
+import { Discovery, VM_NAME, discoverySpecs, nameInFolder } from './discovery.js';
+import { admissibleEndpoint, canonicalSocketPath, endpointKey, type RegistryConfig } from './endpoints.js';
+import { SortedNames } from './sorted-names.js';
 
 export { socketRootsOf } from './endpoints.js';
 
@@ -32,6 +34,8 @@ export interface VmRecord {
   endpoint: Endpoint;
   source: VmSource;
   labels?: Record<string, string>;
+  /** this VM's idle release of its agent socket (overrides agent.idleReleaseMs) */
+  idleReleaseMs?: number;
 }
 
 /** What the registry needs from the store for API-registered VMs. */
@@ -49,26 +53,70 @@ export interface RegistrationView {
   mayUse(name: string): boolean;
 }
 
+/** One page of the fleet in name order: the VMs after `after` that `match` accepts. */
+export interface PageRequest {
+  after?: string;
+  limit: number;
+  match?: (rec: VmRecord) => boolean;
+}
+
+export interface Page {
+  items: VmRecord[];
+  /** more matching VMs follow the last item */
+  more: boolean;
+}
+
+export interface RegistryLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
 /** The operator's own view (tests, tools): every VM. */
 const EVERY_VM: RegistrationView = { mayUse: () => true };
 
-const VM_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-
 export class VmRegistry {
   private readonly statics = new Map<string, VmRecord>();
-  /** directory and API entries seen lately; bounded by what exists, refreshed by lookup() */
-  private readonly dynamic = new Map<string, VmRecord>();
+  /** API-registered VMs as last read from the store or registered here */
+  private readonly api: ApiVms;
+  /** every VM name of every source, sorted: what listings page through */
+  private readonly index = new SortedNames();
+  private readonly discovery: Discovery;
   /** registrations one at a time, so two cannot both find an endpoint free */
   private registering: Promise<unknown> = Promise.resolve();
   /** the `vms:` entries now in force (reloadStatic replaces them) */
   private staticEntries: readonly VmEntry[];
 
   constructor(
-    private readonly config: Pick<Config, 'vms' | 'registry'>,
+    private readonly config: RegistryConfig,
     private readonly store?: VmRecordStore,
   ) {
     this.staticEntries = config.vms;
     for (const vm of config.vms) this.statics.set(vm.name, fromEntry(vm));
+    for (const name of this.statics.keys()) this.index.add(name);
+    this.api = new ApiVms(store, (name) => this.touch(name));
+    this.discovery = new Discovery(discoverySpecs(config.registry), (names) => {
+      for (const name of names) this.touch(name);
+    });
+  }
+
+  /** how many VMs are known now (every source) */
+  get size(): number {
+    return this.index.size;
+  }
+
+  /**
+   * The first scan of the discovery folders and of the store's API-registered VMs, then the
+   * watches and the periodic rescan. Logs the count found.
+   */
+  async start(logger?: RegistryLogger): Promise<void> {
+    await this.discovery.scanAll();
+    await this.api.refresh(true).catch((err: unknown) => logger?.warn({ err }, 'registry: API-registered VMs not read at start; retried at the next listing'));
+    this.discovery.start(this.config.registry.rescanIntervalMs ?? 30_000, logger);
+    logger?.info({ vms: this.size, folders: this.discovery.specs.map((s) => s.path) }, 'registry: VMs found');
+  }
+
+  stop(): void {
+    this.discovery.stop();
   }
 
   /**
@@ -88,37 +136,37 @@ export class VmRegistry {
     }
     for (const name of next.keys()) if (!this.statics.has(name)) added.push(name);
     this.statics.clear();
-    for (const [name, rec] of next) {
-      this.statics.set(name, rec);
-      this.dynamic.delete(name);
-    }
+    for (const [name, rec] of next) this.statics.set(name, rec);
+    for (const name of [...added, ...removed]) this.touch(name);
     this.staticEntries = [...vms];
     return { added, removed, changed };
   }
 
-  /** Synchronous resolution for the pool; only VMs that lookup() or list() has seen. */
+  /** Synchronous resolution for the pool; only VMs that a scan, lookup() or list() has seen. */
+  /** the VM's own idle release setting, if it has one (sync: read when its channel is made) */
+  idleReleaseOf(name: string): number | undefined {
+    return this.record(name)?.idleReleaseMs;
+  }
+
   resolve(name: string): Endpoint | undefined {
-    return (this.statics.get(name) ?? this.dynamic.get(name))?.endpoint;
+    return this.record(name)?.endpoint;
   }
 
   async lookup(name: string): Promise<VmRecord | undefined> {
     if (!VM_NAME.test(name)) return undefined;
     const s = this.statics.get(name);
     if (s) return s;
-    const fromDir = await this.findInDirectories(name);
-    if (fromDir) {
-      this.dynamic.set(name, fromDir);
-      return fromDir;
-    }
+    const found = await this.discovery.probe(name);
+    if (found) return found;
     if (this.store) {
       const rec = await this.store.getVm(name);
       if (rec) {
         const r: VmRecord = { ...rec, source: 'api' };
-        this.dynamic.set(name, r);
+        this.api.seen(name, r);
         return r;
       }
     }
-    this.dynamic.delete(name);
+    this.api.seen(name, undefined);
     return undefined;
   }
 
@@ -128,35 +176,41 @@ export class VmRegistry {
     return rec;
   }
 
+  /** Every VM, in name order. */
   async list(): Promise<VmRecord[]> {
-    const out = new Map<string, VmRecord>(this.statics);
-    for (const dir of this.config.registry.directories) {
-      let entries: Dirent[];
-      try {
-        entries = await readdir(dir.path, { withFileTypes: true });
-      } catch {
-        continue; // a missing discovery folder is not an error: VMs come and go
-      }
-      for (const entry of entries) {
-        const f = entry.name;
-        // only sockets, as lookup() requires: a stray file must not be listed and then 404
-        if (!entry.isSocket() || !f.endsWith(dir.suffix)) continue;
-        const name = f.slice(0, f.length - dir.suffix.length);
-        if (!VM_NAME.test(name) || out.has(name)) continue;
-        const rec: VmRecord = { name, endpoint: { type: 'unix', path: join(dir.path, f) }, source: 'directory' };
-        out.set(name, rec);
-        this.dynamic.set(name, rec);
-      }
+    await this.refresh();
+    return this.index.all().flatMap((name) => this.record(name) ?? []);
+  }
+
+  /**
+   * A page of the fleet in name order, from the sorted index: the folders that changed since they
+   * were last scanned are rescanned first, and the store's API-registered VMs re-read when older
+   * than a second; nothing is sorted per request.
+   */
+  async page(req: PageRequest): Promise<Page> {
+    await this.refresh();
+    const items: VmRecord[] = [];
+    for (const name of this.index.after(req.after)) {
+      const rec = this.record(name);
+      if (!rec || (req.match && !req.match(rec))) continue;
+      if (items.length >= req.limit) return { items, more: true };
+      items.push(rec);
     }
-    if (this.store) {
-      for (const rec of await this.store.listVms()) {
-        if (out.has(rec.name)) continue;
-        const r: VmRecord = { ...rec, source: 'api' };
-        out.set(rec.name, r);
-        this.dynamic.set(rec.name, r);
-      }
-    }
-    return [...out.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    return { items, more: false };
+  }
+
+  private record(name: string): VmRecord | undefined {
+    return this.statics.get(name) ?? this.discovery.get(name) ?? this.api.get(name);
+  }
+
+  /** Keep the index in step with the sources after `name` changed in one of them. */
+  private touch(name: string): void {
+    if (this.record(name)) this.index.add(name);
+    else this.index.delete(name);
+  }
+
+  private async refresh(): Promise<void> {
+    await Promise.all([this.discovery.refresh(), this.api.refresh(false)]);
   }
 
   /**
@@ -166,7 +220,7 @@ export class VmRegistry {
    * when a VM it may see holds it; with VM_EXISTS for a taken name. A unix socket is stored by its
    * real path, which is what was checked.
    */
-  async register(rec: { name: string; endpoint: Endpoint; labels?: Record<string, string> }, view: RegistrationView = EVERY_VM): Promise<VmRecord> {
+  async register(rec: { name: string; endpoint: Endpoint; labels?: Record<string, string>; idleReleaseMs?: number }, view: RegistrationView = EVERY_VM): Promise<VmRecord> {
     const store = this.store;
     if (!this.config.registry.allowApiRegistration || !store) {
       throw errors.forbidden('API registration of VMs is disabled (registry.allowApiRegistration)');
@@ -181,7 +235,7 @@ export class VmRegistry {
   }
 
   private async registerNow(
-    rec: { name: string; endpoint: Endpoint; labels?: Record<string, string> },
+    rec: { name: string; endpoint: Endpoint; labels?: Record<string, string>; idleReleaseMs?: number },
     view: RegistrationView,
     store: VmRecordStore,
   ): Promise<VmRecord> {
@@ -195,7 +249,7 @@ export class VmRegistry {
     const stored = { ...rec, endpoint };
     if (!(await store.putVm(stored))) throw errors.vmExists(rec.name);
     const r: VmRecord = { ...stored, source: 'api' };
-    this.dynamic.set(rec.name, r);
+    this.api.changed(rec.name, r);
     return r;
   }
 
@@ -210,7 +264,7 @@ export class VmRegistry {
       throw errors.forbidden(`VM "${name}" comes from the ${rec.source === 'config' ? 'configuration file' : 'socket directory'} and cannot be deleted through the API`, { vm: name });
     }
     await this.store.deleteVm(name);
-    this.dynamic.delete(name);
+    this.api.changed(name, undefined);
   }
 
   /** Every known VM by the key of its endpoint (unix sockets by real path). */
@@ -231,24 +285,11 @@ export class VmRegistry {
   private async discoveryClaim(endpoint: Endpoint, registering: string): Promise<string | undefined> {
     if (endpoint.type !== 'unix') return undefined;
     const file = basename(endpoint.path);
-    for (const dir of this.config.registry.directories) {
-      const real = await realpath(dir.path).catch(() => undefined);
-      if (real === undefined || dirname(endpoint.path) !== real || !file.endsWith(dir.suffix)) continue;
-      const name = file.slice(0, file.length - dir.suffix.length);
-      if (VM_NAME.test(name) && name !== registering) return name;
-    }
-    return undefined;
-  }
-
-  private async findInDirectories(name: string): Promise<VmRecord | undefined> {
-    for (const dir of this.config.registry.directories) {
-      const path = join(dir.path, name + dir.suffix);
-      try {
-        const st = await stat(path);
-        if (st.isSocket()) return { name, endpoint: { type: 'unix', path }, source: 'directory' };
-      } catch {
-        // not there: try the next folder
-      }
+    for (const spec of this.discovery.specs) {
+      const real = await realpath(spec.path).catch(() => undefined);
+      if (real === undefined || dirname(endpoint.path) !== real) continue;
+      const name = nameInFolder(spec, file);
+      if (name !== undefined && name !== registering) return name;
     }
     return undefined;
   }
@@ -256,5 +297,8 @@ export class VmRegistry {
 
 
 function fromEntry(vm: VmEntry): VmRecord {
-  return { name: vm.name, endpoint: vm.endpoint, source: 'config', ...(vm.labels ? { labels: vm.labels } : {}) };
+  return {
+    name: vm.name, endpoint: vm.endpoint, source: 'config', ...(vm.labels ? { labels: vm.labels } : {}),
+    ...(vm.idleReleaseMs !== undefined ? { idleReleaseMs: vm.idleReleaseMs } : {}),
+  };
 }
