@@ -17,7 +17,7 @@ import { Channel } from '../src/qga/channel.js';
 import { ReplyBudget } from '../src/qga/reply-budget.js';
 import { channelOptions } from './lib/channels.js';
 import { fmtMs, quantile, table } from './lib/stats.js';
-import type { BenchSection } from './section.js';
+import { check, type BenchSection } from './section.js';
 
 const MiB = 1024 * 1024;
 
@@ -162,5 +162,9 @@ export default async function bigReply(): Promise<BenchSection> {
       `- RSS cost of the reply: at most **${worstRss.toFixed(2)}×** its size (target ≤ 2×)`,
       '- Not included: serializing such a reply into an HTTP response (the raw passthrough) is done by the route on the main thread afterwards.',
     ].join('\n'),
+    checks: [
+      check('12', `issue 12: slowest ping of another VM during a ${mib} MiB reply (ms)`, worst, '≤', 100, (x) => x.toFixed(1)),
+      check('12', 'issue 12: RSS cost of the big reply / its size', worstRss, '≤', 2),
+    ],
   };
 }

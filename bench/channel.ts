@@ -15,7 +15,7 @@ import { channelOptions } from './lib/channels.js';
 import { RawAgent } from './lib/raw-agent.js';
 import { startSimChild } from './lib/sim-child.js';
 import { Latencies, fmtMs, fmtRate, fmtRatio, median, table } from './lib/stats.js';
-import type { BenchSection } from './section.js';
+import { check, type BenchSection, type Check } from './section.js';
 
 const MAX_PINGS_PER_ROUND = 200_000;
 const WARMUP = 500;
@@ -168,6 +168,7 @@ export default async function channelBench(): Promise<BenchSection> {
 
   const rows: Array<Array<string | number>> = [];
   const summary: string[] = [];
+  const checks: Check[] = [];
   for (const r of results) {
     const clients = [['raw socket loop', r.raw], ['AgentConnection (wire layer only)', r.connection], ['Channel', r.channel]] as const;
     for (const [client, rs] of clients) {
@@ -189,6 +190,7 @@ export default async function channelBench(): Promise<BenchSection> {
     const extraUs = (1 / chMed - 1 / rawMed) * 1e6;
     const cpu = (rs: Round[]) => median(rs.map((x) => x.cpuUs));
     const cpuRatio = cpu(r.channel) / cpu(r.raw);
+    checks.push(check('1', `${r.target}: Channel client CPU per ping / raw socket loop's`, cpuRatio, '≤', 1.5));
     summary.push(
       `- **${r.target}**: Channel / raw = **${fmtRatio(median(ratios))}** (rounds: ${ratios.map(fmtRatio).join(', ')}); ` +
         `the Channel adds ≈ ${extraUs.toFixed(0)} µs per round trip (p50 ${fmtMs(pooled(r.channel).quantile(0.5))} vs ${fmtMs(pooled(r.raw).quantile(0.5))}); ` +
@@ -211,5 +213,5 @@ export default async function channelBench(): Promise<BenchSection> {
     'A ratio near 1 means the agent (and the socket round trip) dominates; below 1, the Channel\'s own CPU time shows. ' +
       'The simulator answers from another process; qemu-ga from its glib main loop.',
   ].join('\n');
-  return { title: 'Channel: guest-ping round trips, Channel vs raw socket loop', markdown };
+  return { title: 'Channel: guest-ping round trips, Channel vs raw socket loop', markdown, checks };
 }

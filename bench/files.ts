@@ -21,7 +21,9 @@ import { listen } from '../test/helpers/app.js';
 import { startVm, vmAvailable, VM_SKIP_REASON } from '../test/helpers/vm.js';
 import { makeExecFilesApp, pseudoRandom, tempDir } from '../test/integration/files-support.js';
 import { RawAgent } from './lib/raw-agent.js';
-import type { BenchSection } from './section.js';
+import { check, type BenchSection, type Check } from './section.js';
+
+let fileChecks: Check[] = [];
 
 const MiB = 1024 * 1024;
 
@@ -213,6 +215,8 @@ function table(title: string, rows: Row[]): string[] {
   ];
   for (const d of ['download', 'upload'] as const) {
     const rs = rows.filter((r) => r.dir === d);
+    const vmRun = title.startsWith('Real VM');
+    fileChecks.push(check('4', `files ${d} HTTP / raw loop, ${vmRun ? 'real VM' : 'real qemu-ga'}`, median(rs.map((r) => r.http / r.raw)), '≥', vmRun ? 0.85 : 0.9));
     out.push(
       `- ${d}: median of the per-round ratios HTTP/raw = **${median(rs.map((r) => r.http / r.raw)).toFixed(2)}** ` +
         `(raw ${fmt(median(rs.map((r) => r.raw)))} MB/s, HTTP ${fmt(median(rs.map((r) => r.http)))} MB/s)`,
@@ -233,6 +237,7 @@ export default async function filesBench(): Promise<BenchSection> {
   const rounds = Number(process.env.BENCH_FILES_ROUNDS ?? 5);
   const vmMB = Number(process.env.BENCH_FILES_VM_MB ?? 4);
   const useVm = process.env.BENCH_FILES_VM !== '0' && vmAvailable();
+  fileChecks = [];
   const { dir, cleanup } = await tempDir('bench-files-');
   const ga = await startQemuGa();
   const vm = useVm ? await startVm('benchfiles') : undefined;
@@ -281,9 +286,11 @@ export default async function filesBench(): Promise<BenchSection> {
       'The raw loop is the baseline any client of the agent faces: one socket, one command in flight, base64 both ways, ' +
         'no HTTP. Uploads are bound by qemu-ga parsing its JSON input (slowest in the TCG guest); downloads by the ' +
         "agent's base64 encoding and our JSON/base64 decoding. A ratio near 1 means the gateway adds little; the upload " +
-        "path overlaps the network with the agent's work (two chunk buffers), which can put it above 1.",
+        "path overlaps the network with the agent's work (two chunk buffers), which can put it above 1. " +
+        'Uploads through the real qemu-ga write into a fresh temp directory of this machine (removed afterwards); ' +
+        'downloads read a temp file written there first. This section runs the gateway inside the bench process (buildApp), not as its own process.',
     );
-    return { title: 'File transfer: HTTP vs raw agent loop', markdown: lines.join('\n') };
+    return { title: 'File transfer: HTTP vs raw agent loop', markdown: lines.join('\n'), checks: fileChecks };
   } finally {
     await app.close();
     await ga.stop();

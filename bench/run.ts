@@ -1,64 +1,146 @@
 /**
- * `npm run bench [-- name ...]`: runs every benchmark section in bench/ (each `bench/<name>.ts`
- * with a default export returning a BenchSection), in file-name order or as named. Each section's
- * result is kept in bench/results/<name>.md, and bench/report.md is assembled from all of them,
- * so running one section updates its part without dropping the others' last results.
- * Benchmarks are measurements, not tests: nothing here asserts a speed.
+ * `npm run bench` — issue 14's measurements in one run, written to bench/report.md (or
+ * $BENCH_REPORT): a summary of every target with PASS/MISS, then each section with every round,
+ * the load generator's raw figures, the machine, and the gateway's top 10 self-time functions.
  *
- * Adding a section: create bench/<name>.ts exporting
- *   `export default async function (): Promise<BenchSection>` (type from ./section.js).
+ *   npm run bench               full run (each measurement 5 s, 3 rounds; ≈ 8–10 min on 2 cores)
+ *   npm run bench -- --quick    smoke (each measurement 1 s, 1 round, 1,000 VMs for scale; ≈ 1 min)
+ *   npm run bench -- http storm only the named sections
+ *                               (sections: http-sim, http-qga, profile, storm, scale, groups, channel, files, big-reply)
+ *
+ * Env: BENCH_MS (per measurement), BENCH_ROUNDS, BENCH_SCALE_VMS (10000), BENCH_QGA_AGENTS (8: real
+ * qemu-ga instances, each serving one client), BENCH_REPORT (output file).
+ * Benchmarks are measurements, not tests: nothing here fails on a speed.
  */
-import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
+import { startQemuGa, type QemuGa } from '../test/helpers/qemu-ga.js';
+import bigReply from './big-reply.js';
+import channelBench from './channel.js';
+import filesBench from './files.js';
+import { groupsSection } from './groups.js';
+import { httpSection, measureHttp } from './http-ping.js';
+import { removeBuild } from './lib/build.js';
+import { startHello } from './lib/procs.js';
+import { startSimChild, type SimChild } from './lib/sim-child.js';
+import { table } from './lib/stats.js';
+import { profileSection } from './profile.js';
+import { scaleSection } from './scale.js';
 import type { BenchSection } from './section.js';
+import { stormSection } from './storm.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const NOT_SECTIONS = new Set(['run.ts', 'section.ts']);
-
-async function sectionFiles(only: string[]): Promise<string[]> {
-  const all = (await readdir(here)).filter((f) => f.endsWith('.ts') && !f.startsWith('_') && !NOT_SECTIONS.has(f)).sort();
-  if (only.length === 0) return all;
-  const wanted = only.map((n) => (n.endsWith('.ts') ? n : `${n}.ts`));
-  const missing = wanted.filter((w) => !all.includes(w));
-  if (missing.length) throw new Error(`no such bench section: ${missing.join(', ')} (have: ${all.join(', ')})`);
-  return wanted;
-}
+const ALL = ['http-sim', 'http-qga', 'profile', 'storm', 'scale', 'groups', 'channel', 'files', 'big-reply'];
 
 async function main(): Promise<void> {
-  const files = await sectionFiles(process.argv.slice(2));
-  const resultsDir = path.join(here, 'results');
-  await mkdir(resultsDir, { recursive: true });
-  for (const f of files) {
-    process.stderr.write(`bench: ${f} …\n`);
+  const args = process.argv.slice(2);
+  const quick = args.includes('--quick') || process.env.BENCH_QUICK === '1';
+  const only = args.filter((a) => !a.startsWith('--'));
+  const bad = only.filter((s) => !ALL.includes(s));
+  if (bad.length) throw new Error(`no such section: ${bad.join(', ')} (have: ${ALL.join(', ')})`);
+  const want = (s: string) => only.length === 0 || only.includes(s);
+  const ms = Number(process.env.BENCH_MS ?? (quick ? 1000 : 5000));
+  const rounds = Number(process.env.BENCH_ROUNDS ?? (quick ? 1 : 3));
+  const scaleVms = Number(process.env.BENCH_SCALE_VMS ?? (quick ? 1000 : 10_000));
+  const qgaAgents = Number(process.env.BENCH_QGA_AGENTS ?? (quick ? 2 : 8));
+  // the reused sections read their own env knobs; give them the run's mode unless set
+  const setDefault = (k: string, v: string) => (process.env[k] ??= v);
+  setDefault('BENCH_CHANNEL_ROUNDS', String(rounds));
+  setDefault('BENCH_CHANNEL_MS', String(ms));
+  setDefault('BENCH_FILES_ROUNDS', String(rounds));
+  setDefault('BENCH_FILES_MB', quick ? '4' : '32');
+  setDefault('BENCH_FILES_VM', quick ? '0' : (process.env.BENCH_FILES_VM ?? '1'));
+  setDefault('BENCH_BIG_ROUNDS', String(rounds));
+  setDefault('BENCH_BIG_MIB', quick ? '8' : '60');
+
+  const started = performance.now();
+  const load0 = os.loadavg()[0];
+  const work = await mkdtemp(path.join(os.tmpdir(), 'bench-run-'));
+  const sections: BenchSection[] = [];
+  const failures: string[] = [];
+  const section = async (name: string, f: () => Promise<BenchSection | BenchSection[]>) => {
+    if (!want(name)) return;
+    process.stderr.write(`bench: ${name} …\n`);
     const t0 = performance.now();
-    const mod = (await import(pathToFileURL(path.join(here, f)).href)) as { default?: () => Promise<BenchSection> };
-    if (typeof mod.default !== 'function') throw new Error(`bench/${f} has no default export`);
-    const s = await mod.default();
-    const secs = ((performance.now() - t0) / 1000).toFixed(1);
-    const text = `## ${s.title}\n\n${s.markdown.trim()}\n\n_section ran in ${secs} s on ${new Date().toISOString()} (bench/${f})_\n`;
-    await writeFile(path.join(resultsDir, f.replace(/\.ts$/, '.md')), text);
-    process.stderr.write(`bench: ${f} done in ${secs} s\n`);
+    try {
+      const s = await f();
+      sections.push(...(Array.isArray(s) ? s : [s]));
+    } catch (e) {
+      const msg = e instanceof Error ? (e.stack ?? e.message) : String(e);
+      failures.push(name);
+      sections.push({ title: `${name}: FAILED`, markdown: `\`\`\`\n${msg.slice(0, 4000)}\n\`\`\`` });
+    }
+    process.stderr.write(`bench: ${name} done in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+  };
+
+  let sim: SimChild | undefined;
+  const hello = await startHello();
+  try {
+    sim = await startSimChild(100);
+    const simVms = sim.vms;
+    await section('http-sim', async () =>
+      httpSection({ name: 'simulator', vms: simVms, note: `${simVms.length} simulated VMs (simulator child process, unix sockets).` }, await measureHttp({ name: 'simulator', vms: simVms, note: '' }, rounds, ms, hello), ms),
+    );
+    await section('http-qga', async () => {
+      const agents: QemuGa[] = [];
+      try {
+        for (let i = 0; i < qgaAgents; i++) agents.push(await startQemuGa());
+        const vms = agents.map((a, i) => ({ name: `qga${i + 1}`, endpoint: { type: 'unix' as const, path: a.socketPath } }));
+        const note =
+          `${qgaAgents} real /usr/sbin/qemu-ga processes on this machine (unix-listen, dangerous commands blocked with -b; only guest-ping is sent). ` +
+          'A qemu-ga serves one client at a time, so "c=64 over the VMs" is 64 connections over these agents (each agent answers one command at a time) and the raw client has one socket per agent.';
+        return httpSection({ name: 'real qemu-ga', vms, note }, await measureHttp({ name: 'real qemu-ga', vms, note }, rounds, ms, hello), ms);
+      } finally {
+        for (const a of agents) await a.stop();
+      }
+    });
+    await section('profile', () => profileSection(simVms, ms));
+    await section('storm', () => stormSection(simVms, rounds, ms));
+    await section('groups', () => groupsSection(simVms, 64, rounds));
+  } finally {
+    await hello.stop();
+    await sim?.stop();
   }
-  // Assemble from every section's latest result (sections whose bench file is gone are left out).
-  const sections: string[] = [];
-  for (const f of await sectionFiles([])) {
-    const text = await readFile(path.join(resultsDir, f.replace(/\.ts$/, '.md')), 'utf8').catch(() => undefined);
-    if (text) sections.push(text);
-  }
+  await section('scale', async () => {
+    const big = await startSimChild(scaleVms, 300_000);
+    try {
+      return await scaleSection(big.vms, { channels: Math.min(1000, scaleVms), rounds, ms, dir: work });
+    } finally {
+      await big.stop();
+    }
+  });
+  await section('channel', () => channelBench());
+  await section('files', () => filesBench());
+  await section('big-reply', () => bigReply());
+  await rm(work, { recursive: true, force: true });
+  await removeBuild();
+
+  const checks = sections.flatMap((s) => s.checks ?? []);
   const cpus = os.cpus();
-  const header = [
-    '# qga-gateway benchmark report',
+  const secs = (performance.now() - started) / 1000;
+  const verdict = (p: boolean | undefined) => (p === undefined ? '—' : p ? 'PASS' : 'MISS');
+  const report = [
+    '# qga-gateway benchmark report (issue 14)',
     '',
-    `Assembled ${new Date().toISOString()} by \`npm run bench\` from bench/results/ (each section says when it ran).`,
-    `Node ${process.version}, ${os.type()} ${os.release()}, ${cpus.length} × ${cpus[0]?.model ?? 'cpu'}, ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB RAM.`,
-    'Figures come from a shared, noisy machine: compare numbers within one section, not across runs.',
+    `Written ${new Date().toISOString()} by \`npm run bench${quick ? ' -- --quick' : ''}\` in ${secs.toFixed(0)} s. ` +
+      `Machine: ${cpus.length} × ${cpus[0]?.model ?? 'cpu'}, ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB RAM, ${os.type()} ${os.release()}, ` +
+      `Node ${process.version}; 1-min load average ${load0.toFixed(1)} at the start, ${os.loadavg()[0].toFixed(1)} at the end ` +
+      '(every process of the bench and anything else on the machine share these cores).',
+    `Mode: ${quick ? 'QUICK (smoke: figures are not meaningful)' : 'full'}; ${(ms / 1000).toFixed(1)} s per measurement, ${rounds} round(s); every figure below is the median of the rounds, each round listed in its section.`,
+    failures.length ? `\n**Sections that failed: ${failures.join(', ')}** (their error is in their section).` : '',
     '',
+    '## Targets',
+    '',
+    table(['item', 'measure', 'value', 'target', ''], checks.map((c) => [c.item, c.what, c.value, c.target, verdict(c.pass)])),
+    '',
+    ...sections.map((s) => `## ${s.title}\n\n${s.markdown.trim()}\n`),
   ].join('\n');
-  const out = path.join(here, 'report.md');
-  await writeFile(out, `${header}\n${sections.join('\n')}`);
-  process.stderr.write(`bench: wrote ${out}\n`);
+  const out = process.env.BENCH_REPORT ?? path.join(here, 'report.md');
+  await writeFile(out, `${report}\n`);
+  process.stderr.write(`bench: wrote ${out} (${secs.toFixed(0)} s${failures.length ? `; failed: ${failures.join(', ')}` : ''})\n`);
+  if (failures.length) process.exitCode = 1;
 }
 
 main().catch((e: unknown) => {
