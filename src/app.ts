@@ -11,6 +11,7 @@ import type { Config } from './config/schema.js';
 import { trackReplies } from './http/abort.js';
 import { clientErrorHandler, frameworkErrors, registerErrorHandling } from './http/error-handler.js';
 import { registerJsonBody } from './http/json-body.js';
+import { registerAuditContext } from './http/plugins/audit-context.js';
 import { registerAuth } from './http/plugins/auth.js';
 import { registerLimits } from './http/plugins/limits.js';
 import { allowedHostNames, registerOriginChecks } from './http/plugins/origin.js';
@@ -174,6 +175,8 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   registerHttpMetrics(app, services.metrics);
   // fair admission per principal (after auth, which names it; before every route it limits)
   await registerLimits(app, config, services.store);
+  // who each handler acts for, for the audit trail of mutating agent commands
+  registerAuditContext(app);
   // shared QGA schemas at the root, so every route group and the OpenAPI components see one copy
   registerQgaSchemas(app);
   await registerSwagger(app);

@@ -14,6 +14,7 @@
  */
 import type { Logger } from 'pino';
 import type { Registry as MetricsRegistry } from 'prom-client';
+import { auditAgentCommands } from './agent/audit-commands.js';
 import { AgentProbe } from './agent/probe.js';
 import { RawPassthrough } from './agent/raw.js';
 import { AgentService } from './agent/service.js';
@@ -107,6 +108,8 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
     retryMaxMs: Math.max(250, config.agent.backoffMaxMs),
   }, logger);
   const audit = createAuditLog(logger);
+  // one start and one completion record per mutating command sent to any agent (invariant 4)
+  auditAgentCommands(pool, audit);
   const freeze = new FreezeService({
     store,
     agent,

@@ -150,7 +150,9 @@ export class ThawEngine {
       if (c?.state === 'live' && AUTO_TRIGGERS.has(trigger)) return { vm, status: 'skipped', why: 'renewed' };
     }
     // the priority lane: next on the wire after the command in flight, never QUEUE_FULL or refused by maxOpen
-    const opts = { priority: 'thaw' as const, ...(this.thawTimeoutMs ? { timeoutMs: this.thawTimeoutMs } : {}) };
+    // the audit trail names the gateway for its own thaws (deadline, shutdown…), the caller otherwise
+    const actor = AUTO_TRIGGERS.has(trigger) || trigger === 'shutdown' ? { actor: 'gateway' } : {};
+    const opts = { priority: 'thaw' as const, ...actor, ...(this.thawTimeoutMs ? { timeoutMs: this.thawTimeoutMs } : {}) };
     try {
       const r = await this.agent.call(vm, 'guest-fsfreeze-thaw', undefined, opts);
       const thawed = typeof r === 'number' ? r : Number(r);

@@ -5,6 +5,8 @@
  * and every timer a session has is cleared in one place.
  */
 
+import { auditContext } from '../util/audit.js';
+
 /** setTimeout's limit; a later time is reached by ringing early and setting again */
 const MAX_DELAY = 2 ** 31 - 1;
 
@@ -27,7 +29,8 @@ export class Alarm {
   set(at: number, keepAlive: boolean): void {
     if (at < this.at) {
       clearTimeout(this.timer);
-      this.timer = setTimeout(this.ring, Math.min(MAX_DELAY, Math.max(1, Math.ceil(at - this.now()))));
+      // outside any request's audit context: what a ring starts is the gateway's (connection.ts)
+      this.timer = auditContext.exit(() => setTimeout(this.ring, Math.min(MAX_DELAY, Math.max(1, Math.ceil(at - this.now())))));
       this.at = at;
       if (!keepAlive) this.timer.unref();
       this.keepsAlive = keepAlive;

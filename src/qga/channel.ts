@@ -24,6 +24,7 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import type { GatewayError } from '../errors.js';
 import { abortReason } from '../util/abort.js';
+import { auditSettled, stampAudit } from './audit-trail.js';
 import { defaultSpec } from './commands.js';
 import { ChannelEvents } from './events.js';
 import { ended } from './outcomes.js';
@@ -78,8 +79,10 @@ export class Channel {
     const s: ChannelSettings = { ...DEFAULTS, ...stripUndefined(settings) };
     this.maxQueue = s.maxQueue;
     const clock = this.now;
-    this.queue = new JobQueue((job, outcome) => {
-      this.events.emit('command', { vm, command: job.command, durationMs: clock() - job.acceptedAt, outcome });
+    this.queue = new JobQueue((job, outcome, result) => {
+      const now = clock();
+      this.events.emit('command', { vm, command: job.command, durationMs: now - job.acceptedAt, outcome, kind: job.kind });
+      if (job.audit) auditSettled(this.events, vm, job, outcome, result, now);
     });
     this.session = new Session(vm, endpoint, s, this.queue, this.events, clock, logger);
   }
@@ -180,6 +183,7 @@ export class Channel {
     const spec = this.catalog(command) ?? defaultSpec(command);
     const job = new Job(kind, command, args, spec, this.now(), opts.timeoutMs ?? this.timeouts[spec.timeout], signal, session);
     job.urgent = urgent;
+    stampAudit(job, opts.actor);
     const promise = this.queue.accept<T>(job);
     session.accept(job);
     return promise;

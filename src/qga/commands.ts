@@ -51,6 +51,7 @@ const change = (timeout: TimeoutClass, scope: 'write' | 'admin', since: string):
   frozenSafe: false,
   scope,
   since,
+  mutating: true,
 });
 
 /** The four commands that answer nothing on success and are completed by a sync fence. */
@@ -61,6 +62,7 @@ const noReply = (scope: 'write' | 'admin', since: string): Entry => ({
   frozenSafe: false,
   scope,
   since,
+  mutating: true,
 });
 
 const frozenSafeRead = (since: string): Entry => ({ ...read('fast', since), frozenSafe: true });
@@ -89,7 +91,8 @@ const table: Record<string, Entry> = {
   // write advance the position, seek may be relative (whence=cur), close of a closed handle errors.
   'guest-file-open': change('fast', 'admin', '0.15.0'),
   'guest-file-close': change('fast', 'admin', '0.15.0'),
-  'guest-file-read': change('slow', 'admin', '0.15.0'),
+  // Not resent (the position advances), but it changes nothing in the guest: no audit record.
+  'guest-file-read': { ...change('slow', 'admin', '0.15.0'), mutating: false },
   'guest-file-write': change('slow', 'admin', '0.15.0'),
   'guest-file-seek': change('fast', 'admin', '0.15.0'),
   // fflush() twice is the same as once: safe to resend.
@@ -147,7 +150,8 @@ const table: Record<string, Entry> = {
   'guest-exec': change('normal', 'admin', '2.5'),
   // Not idempotent: the first reply with exited=true deletes the record in the agent, so a
   // resend after a lost reply gets an error, not the status. Bulk output: slow.
-  'guest-exec-status': change('slow', 'admin', '2.5'),
+  // It only reads (the agent forgets the finished process): no audit record.
+  'guest-exec-status': { ...change('slow', 'admin', '2.5'), mutating: false },
 };
 
 export const COMMANDS: Readonly<Record<string, CommandSpec>> = Object.freeze(
@@ -170,6 +174,17 @@ export const NO_RESPONSE: ReadonlySet<string> = new Set(
     .map((c) => c.name),
 );
 
+/**
+ * The commands that change guest state: each one sent to an agent gets one audit start and one
+ * completion record (src/agent/audit-commands.ts). A command this catalog does not know (raw
+ * passthrough) is treated as mutating too.
+ */
+export const MUTATING: ReadonlySet<string> = new Set(
+  Object.values(COMMANDS)
+    .filter((c) => c.mutating === true)
+    .map((c) => c.name),
+);
+
 export function commandSpec(name: string): CommandSpec | undefined {
   return Object.prototype.hasOwnProperty.call(COMMANDS, name) ? COMMANDS[name] : undefined;
 }
@@ -182,7 +197,7 @@ export const UNKNOWN_COMMAND_TIMEOUT: TimeoutClass = 'slow';
 
 /** What a command absent from the catalog is treated as: never resent, has a reply, the catalog's class for unknown commands. */
 export function defaultSpec(command: string): CommandSpec {
-  return { name: command, timeout: UNKNOWN_COMMAND_TIMEOUT, idempotent: false, successResponse: true, frozenSafe: false, scope: 'admin', since: '0.0' };
+  return { name: command, timeout: UNKNOWN_COMMAND_TIMEOUT, idempotent: false, successResponse: true, frozenSafe: false, scope: 'admin', since: '0.0', mutating: true };
 }
 
 /** The timeout for a command: catalog class, or UNKNOWN_COMMAND_TIMEOUT for one it does not know. */

@@ -18,6 +18,7 @@
  * owner's abandon() (the owner gave up; whatever still comes for it is stale).
  */
 import { randomBytes } from 'node:crypto';
+import { auditContext } from '../util/audit.js';
 import net from 'node:net';
 import type { QgaErrorBody } from '../errors.js';
 import { stringifyJson } from '../util/json.js';
@@ -81,7 +82,11 @@ export class AgentConnection {
    */
   constructor(endpoint: Endpoint, maxReplyBytes: number, private readonly owner: WireListener, budget?: ReplyBudget) {
     this.decoder = new ReplyDecoder({ maxLineBytes: maxReplyBytes, budget, onEvent: (e) => this.onDecoderEvent(e) });
-    const socket = endpoint.type === 'unix' ? net.connect({ path: endpoint.path }) : net.connect({ host: endpoint.host, port: endpoint.port });
+    // Opened outside the audit context of the request that happened to need it: work started from
+    // this socket's events (an orphaned handle closed) is the gateway's, not that caller's.
+    const socket = auditContext.exit(() =>
+      endpoint.type === 'unix' ? net.connect({ path: endpoint.path }) : net.connect({ host: endpoint.host, port: endpoint.port }),
+    );
     this.socket = socket;
     socket.once('connect', () => {
       this.connected = true;

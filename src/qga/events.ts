@@ -16,6 +16,8 @@ export interface CommandEvent {
   command: string;
   durationMs: number;
   outcome: CommandOutcome;
+  /** 'info' jobs are answered from the guest-info cached at connect (nothing is sent for them) */
+  kind?: 'command' | 'sync' | 'info';
 }
 
 export interface StateEvent {
@@ -43,12 +45,36 @@ export interface OrphanEvent {
   value: JsonValue;
 }
 
+/**
+ * A mutating command (CommandSpec.mutating) and the agent: `start` when it is first written to the
+ * socket, `end` when its job settles after that (one of each per job; a job never sent has none).
+ * `id` pairs them (unique per process); no arguments, ever.
+ */
+export interface AuditCommandEvent {
+  phase: 'start' | 'end';
+  id: number;
+  vm: string;
+  command: string;
+  /** the principal, or 'gateway' */
+  by: string;
+  requestId?: string;
+  /** end: how it ended */
+  outcome?: CommandOutcome;
+  /** end, not ok: the error code the caller got */
+  code?: string;
+  /** end: times it was written (2: an idempotent command resent after a lost connection) */
+  sends?: number;
+  /** end: from the first send */
+  durationMs?: number;
+}
+
 export interface ChannelEventMap {
   state: [StateEvent];
   command: [CommandEvent];
   resync: [ResyncEvent];
   stale: [StaleEvent];
   orphan: [OrphanEvent];
+  audit: [AuditCommandEvent];
 }
 
 export class ChannelEvents extends EventEmitter<ChannelEventMap> {}

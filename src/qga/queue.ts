@@ -6,6 +6,7 @@
  * passed. Settling goes through finish() exactly once: caller's abort listener removed, job out of
  * the line, promise settled, one 'command' event.
  */
+import type { AuditContext } from '../util/audit.js';
 import type { CommandOutcome } from './events.js';
 import type { CommandSpec, JsonObject } from './types.js';
 
@@ -28,6 +29,13 @@ export class Job {
   /** in the priority lane (freeze, thaw): ahead of every ordinary waiting job */
   urgent = false;
   settled = false;
+  /** a mutating command: who it is for (set when accepted); audited once sent */
+  audit: AuditContext | undefined;
+  /** times written to the agent; when the first write happened (session clock) */
+  sends = 0;
+  firstSentAt = 0;
+  /** pairs the audit start and end records */
+  auditId = 0;
   resolve!: (value: never) => void;
   reject!: (err: unknown) => void;
 
@@ -56,7 +64,7 @@ export class JobQueue {
   /** > 0 while a job settles: a 'command' listener may enqueue from there, mid-transition */
   settling = 0;
 
-  constructor(private readonly onSettled: (job: Job, outcome: CommandOutcome) => void) {}
+  constructor(private readonly onSettled: (job: Job, outcome: CommandOutcome, result: unknown) => void) {}
 
   get length(): number {
     return this.jobs.length;
@@ -116,7 +124,7 @@ export class JobQueue {
     else job.reject(result);
     this.settling++;
     try {
-      this.onSettled(job, outcome);
+      this.onSettled(job, outcome, result);
     } finally {
       this.settling--;
     }

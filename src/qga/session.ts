@@ -40,6 +40,7 @@
  */
 import { abortReason } from '../util/abort.js';
 import { agentErrorToGatewayError } from './agent-errors.js';
+import { auditSent } from './audit-trail.js';
 import { parseAgentInfo } from './agent-info.js';
 import { AgentConnection, ConnectionLostError, type AgentReply, type ProtocolViolationError, type WireListener } from './connection.js';
 import type { CommandOutcome, ResyncReason } from './events.js';
@@ -172,6 +173,7 @@ export class Session extends SessionCore implements WireListener, AbortHandler {
     try {
       const withId = info?.echoesId === true;
       this.inFlightId = successResponse ? conn.request(job.command, job.args, withId) : conn.fence(job.command, job.args, withId);
+      auditSent(this.events, this.vm, job, this.lastUsed);
     } catch (err) {
       // not even written (arguments that do not serialize): this socket is not trusted any more
       this.dropConn();

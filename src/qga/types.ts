@@ -39,6 +39,11 @@ export interface CommandSpec {
   scope: 'read' | 'write' | 'admin';
   /** QGA version that introduced it, from the reference */
   since: string;
+  /**
+   * changes guest state (freeze/thaw, fstrim, power, set-*, exec, file open/write/seek/flush/close,
+   * ssh keys): every one sent gets an audit start and completion record (absent: false)
+   */
+  mutating?: boolean;
 }
 
 /** What guest-info told us, cached per channel after the first sync. */
@@ -80,6 +85,12 @@ export interface ExecuteOptions {
    * earlier priority jobs), and is never refused by maxQueue, the pool's maxOpen or a draining channel.
    */
   priority?: 'thaw' | 'freeze';
+  /**
+   * Who the audit trail names for a mutating command: 'gateway' for the gateway's own actions
+   * (deadline and shutdown thaws). Default: the principal of the HTTP request the call runs in
+   * (src/util/audit.ts auditContext), else 'gateway'.
+   */
+  actor?: string;
 }
 
 export interface ChannelStats {
