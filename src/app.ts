@@ -6,7 +6,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequ
 import { Ajv, type Options as AjvOptions } from 'ajv';
 import addFormats from 'ajv-formats';
 import { SerializerSelector } from '@fastify/fast-json-stringify-compiler';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import type { Config } from './config/schema.js';
 import { trackReplies } from './http/abort.js';
 import { clientErrorHandler, frameworkErrors, registerErrorHandling } from './http/error-handler.js';
@@ -15,7 +15,9 @@ import { registerAuditContext } from './http/plugins/audit-context.js';
 import { registerAuth } from './http/plugins/auth.js';
 import { registerLimits } from './http/plugins/limits.js';
 import { allowedHostNames, registerOriginChecks } from './http/plugins/origin.js';
-import { registerHttpMetrics } from './http/plugins/metrics.js';
+import { createLogger, flushLogs } from './http/logger.js';
+import { createHttpMetrics } from './http/plugins/metrics.js';
+import { registerRequestLog, requestId } from './http/plugins/request-log.js';
 import { registerSwagger } from './http/plugins/swagger.js';
 import { serverOptions } from './http/tls.js';
 import execRoutes from './http/routes/exec.js';
@@ -102,19 +104,18 @@ function makeAjv(opts: AjvOptions): Ajv {
 
 export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   const { config } = opts;
-  const logger =
-    opts.logger ??
-    pino({
-      level: config.log.level,
-      // never log credentials, even if someone logs a request object with headers
-      redact: { paths: ['req.headers.authorization', 'headers.authorization', '*.password'], censor: '[redacted]' },
-      // a query string may carry anything a caller put there (a token, a password): log the path only
-      serializers: { req: logRequest },
-    });
+  // JSON lines (asynchronous writes, flushed at exit) or pino-pretty on a terminal: http/logger.ts
+  const logger = opts.logger ?? createLogger(config.log);
   // typed as Fastify's logger interface, so the instance is a plain FastifyInstance (not one over pino's Logger)
   const loggerInstance: FastifyBaseLogger = logger;
   const app = Fastify({
     loggerInstance,
+    // one line per request, written by http/plugins/request-log.ts when the answer is sent
+    disableRequestLogging: true,
+    // the caller's X-Request-Id when valid, else a cheap process-unique one
+    genReqId: requestId,
+    // the field every line logged for a request carries; the audit records use the same name
+    requestIdLogLabel: 'requestId',
     bodyLimit: config.server.bodyLimitBytes,
     trustProxy: config.server.trustProxy,
     // server.requestTimeoutMs is applied per request (registerHttpLimits), so that it can spare
@@ -158,6 +159,8 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   app.decorate('shuttingDown', false);
 
   registerErrorHandling(app);
+  // before every other hook and route: the request id header on every answer, the per-route log hooks
+  registerRequestLog(app, createHttpMetrics(services.metrics));
   app.addHook('onRequest', async () => {
     if (app.shuttingDown) throw errors.shuttingDown('the gateway is shutting down and takes no new requests');
   });
@@ -172,7 +175,6 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
     return services.reload(next);
   });
   warnAboutOpenDoors(app, config);
-  registerHttpMetrics(app, services.metrics);
   // fair admission per principal (after auth, which names it; before every route it limits)
   await registerLimits(app, config, services.store);
   // who each handler acts for, for the audit trail of mutating agent commands
@@ -212,6 +214,8 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   app.addHook('onClose', async () => {
     clearTimeout(graceTimer);
     await services.stop();
+    // the last lines (thaws at shutdown) are out before server.ts exits
+    await flushLogs(logger);
   });
   return app;
 }
@@ -274,15 +278,4 @@ function registerHttpLimits(app: FastifyInstance, config: Config): void {
     clear(request);
     done();
   });
-}
-
-/** The request as logged: method, path without its query string, host and peer. */
-function logRequest(req: { method?: string; url?: string; headers?: Record<string, unknown>; socket?: { remoteAddress?: string; remotePort?: number } }): Record<string, unknown> {
-  return {
-    method: req.method,
-    url: typeof req.url === 'string' ? req.url.split('?')[0] : req.url,
-    host: req.headers?.host,
-    remoteAddress: req.socket?.remoteAddress,
-    remotePort: req.socket?.remotePort,
-  };
 }

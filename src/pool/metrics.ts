@@ -3,21 +3,30 @@
  * events are observed from here, and gauges are read from pool.stats() at scrape time. Labels are
  * bounded: command names from the catalog, outcomes from a fixed set; never VM names, which would
  * grow without limit across a fleet.
+ *
+ * The process metrics of prom-client (process_cpu_user_seconds_total, nodejs_eventloop_lag_seconds,
+ * nodejs_heap_size_used_bytes, …) keep their standard names, so stock Node.js dashboards work
+ * (until 0.1 they were prefixed qga_gateway_). A guest-info answered from the copy cached at connect
+ * is not an agent command and is not counted. Labelled children are made once and kept.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { commandSpec } from '../qga/commands.js';
+import type { CommandEvent } from '../qga/events.js';
 import type { AgentPool } from './pool.js';
 
-export interface CommandEvent {
-  vm?: string;
-  command: string;
-  durationMs: number;
-  outcome: string;
-}
+/** the channel's outcomes as label values (Prometheus style: snake case), a fixed set */
+const OUTCOME_LABEL: Record<string, string> = {
+  ok: 'ok',
+  'agent-error': 'agent_error',
+  timeout: 'timeout',
+  unavailable: 'unavailable',
+  'protocol-error': 'protocol_error',
+  aborted: 'aborted',
+};
 
 export function createMetrics(pool: AgentPool): Registry {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'qga_gateway_' });
+  collectDefaultMetrics({ register: registry });
 
   const commands = new Counter({
     name: 'qga_agent_commands_total',
@@ -27,8 +36,8 @@ export function createMetrics(pool: AgentPool): Registry {
   });
   const commandSeconds = new Histogram({
     name: 'qga_agent_command_duration_seconds',
-    help: 'Agent command latency from acceptance to reply (queue wait included)',
-    labelNames: ['command'],
+    help: 'Agent command latency from acceptance to settlement (queue wait included), by command and outcome',
+    labelNames: ['command', 'outcome'],
     buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120],
     registers: [registry],
   });
@@ -43,11 +52,31 @@ export function createMetrics(pool: AgentPool): Registry {
     help: 'Bytes discarded as stale (replies left by earlier clients or abandoned commands)',
     registers: [registry],
   });
-  pool.on('command', (ev: CommandEvent) => {
+  // children per (command, outcome), made at first use: commands come from the catalog (others
+  // fold into `other`) and outcomes from a fixed set, so this stays small
+  const children = new Map<string, Map<string, { count: { inc(): void }; seconds: { observe(v: number): void } }>>();
+  const childFor = (command: string, outcome: string) => {
     // unknown (passthrough) command names are folded into one label value
-    const name = commandSpec(ev.command) ? ev.command : 'other';
-    commands.inc({ command: name, outcome: ev.outcome });
-    commandSeconds.observe({ command: name }, ev.durationMs / 1000);
+    const name = commandSpec(command) ? command : 'other';
+    let byOutcome = children.get(name);
+    if (byOutcome === undefined) {
+      byOutcome = new Map();
+      children.set(name, byOutcome);
+    }
+    let c = byOutcome.get(outcome);
+    if (c === undefined) {
+      const labels = { command: name, outcome: OUTCOME_LABEL[outcome] ?? 'other' };
+      c = { count: commands.labels(labels), seconds: commandSeconds.labels(labels) };
+      byOutcome.set(outcome, c);
+    }
+    return c;
+  };
+  pool.on('command', (ev: CommandEvent) => {
+    // a guest-info answered from the cache sent nothing to the agent: not an agent command
+    if (ev.kind === 'info') return;
+    const c = childFor(ev.command, ev.outcome);
+    c.count.inc();
+    c.seconds.observe(ev.durationMs / 1000);
   });
   pool.on('resync', (ev: { reason?: string }) => resyncs.inc({ reason: ev?.reason ?? 'unknown' }));
   pool.on('stale', (ev: { bytes?: number }) => stale.inc(ev?.bytes ?? 0));

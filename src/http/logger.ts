@@ -1,0 +1,85 @@
+/**
+ * The gateway's logger: pino, JSON lines on stdout, or pino-pretty's one-line human format when
+ * stdout is a terminal (`log.pretty: auto`, the default) or `log.pretty: true` (`--pretty`).
+ *
+ * Cost (issue 14): the JSON destination is asynchronous (SonicBoom, sync: false): a line is copied
+ * into a buffer and written by the next write, so lines logged while a write is in flight go out
+ * in one system call instead of one each. Nothing is held back when it is quiet (minLength 0: a
+ * lone line is written at once). The buffer is flushed synchronously at process exit (pino
+ * registers that for every asynchronous destination it builds: process.exit(), the end of the
+ * event loop, and an uncaught exception all run it); flushLogs() flushes it in the shutdown path.
+ * Pretty output is written synchronously: it is for people at a terminal, not for throughput.
+ */
+import { createRequire } from 'node:module';
+import pino, { type DestinationStream, type Logger } from 'pino';
+import type { PrettyOptions } from 'pino-pretty';
+import type { Config } from '../config/schema.js';
+
+const require = createRequire(import.meta.url);
+
+export interface LoggerTarget {
+  /** file descriptor written to; default 1 (stdout) */
+  fd?: number;
+  /** whether that descriptor is a terminal; default process.stdout.isTTY */
+  isTTY?: boolean;
+}
+
+export function wantsPretty(log: Config['log'], isTTY: boolean): boolean {
+  return log.pretty === 'auto' ? isTTY : log.pretty;
+}
+
+export function createLogger(log: Config['log'], target: LoggerTarget = {}): Logger {
+  const fd = target.fd ?? 1;
+  const isTTY = target.isTTY ?? (fd === 1 && process.stdout.isTTY === true);
+  const options: pino.LoggerOptions = {
+    level: log.level,
+    // never log credentials, even if someone logs a request object with headers
+    redact: { paths: ['req.headers.authorization', 'headers.authorization', '*.password'], censor: '[redacted]' },
+    // a query string may carry anything a caller put there (a token, a password): log the path only
+    serializers: { req: logRequest },
+  };
+  return pino(options, wantsPretty(log, isTTY) ? prettyStream(fd, isTTY) : pino.destination({ dest: fd, sync: false, minLength: 0 }));
+}
+
+function prettyStream(fd: number, colorize: boolean): DestinationStream {
+  // loaded only when asked for: JSON output does not pay for it at start-up
+  const pretty = require('pino-pretty') as (options: PrettyOptions) => DestinationStream;
+  return pretty({
+    destination: fd,
+    sync: true,
+    colorize,
+    singleLine: true,
+    translateTime: 'SYS:HH:MM:ss.l',
+    ignore: 'pid,hostname',
+  });
+}
+
+/** Write out what the logger still buffers (the shutdown path; never throws). */
+export function flushLogs(logger: Logger): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => resolve();
+    // an idle SonicBoom answers at once; a busy one when its write is done; bounded either way
+    const timer = setTimeout(done, 1_000);
+    timer.unref();
+    try {
+      logger.flush(() => {
+        clearTimeout(timer);
+        done();
+      });
+    } catch {
+      clearTimeout(timer);
+      done();
+    }
+  });
+}
+
+/** The request as logged: method, path without its query string, host and peer. */
+function logRequest(req: { method?: string; url?: string; headers?: Record<string, unknown>; socket?: { remoteAddress?: string; remotePort?: number } }): Record<string, unknown> {
+  return {
+    method: req.method,
+    url: typeof req.url === 'string' ? req.url.split('?')[0] : req.url,
+    host: req.headers?.host,
+    remoteAddress: req.socket?.remoteAddress,
+    remotePort: req.socket?.remotePort,
+  };
+}
