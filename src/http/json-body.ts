@@ -23,7 +23,7 @@ const POISON = /"(?:__proto__|constructor)"\s*:/;
 function approximate(v: JsonValue, path: Array<string | number>, out: Exact[]): JsonValue {
   if (typeof v === 'bigint') {
     out.push({ path: [...path], value: v });
-    return Number(v);
+    return nearestDouble(v);
   }
   if (Array.isArray(v)) return v.map((x, i) => approximate(x, [...path, i], out));
   if (v !== null && typeof v === 'object') {
@@ -35,6 +35,25 @@ function approximate(v: JsonValue, path: Array<string | number>, out: Exact[]): 
     return o;
   }
   return v;
+}
+
+// the 64-bit bounds the schemas state (scalars.ts: -2^63, exclusiveMaximum 2^63 or 2^64)
+const BOUNDS = [-(2n ** 63n), 2n ** 63n, 2n ** 64n];
+
+/**
+ * The double Ajv validates in place of `v`: the nearest one, but never on the other side of a
+ * 64-bit bound (2^63 - 1 rounds to 2^63, which `exclusiveMaximum: 2^63` would refuse; 2^63 + 1
+ * must stay refused), so the ranges of int64/uint64 fields are checked exactly.
+ */
+export function nearestDouble(v: bigint): number {
+  let n = Number(v);
+  for (const b of BOUNDS) {
+    const bn = Number(b);
+    // the next double below ±2^k: 2^(k-53) below a positive bound, 2^(k-52) below a negative one
+    if (v < b && n >= bn) n = bn - Math.abs(bn) * (bn > 0 ? 2 ** -53 : 2 ** -52);
+    else if (v >= b && n < bn) n = bn;
+  }
+  return n;
 }
 
 function restore(body: unknown, exact: Exact[]): void {

@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { OPENAPI_PATH, generateOpenApi, openApiText } from '../../scripts/export-openapi.js';
 import { COMMANDS } from '../../src/qga/commands.js';
+import { parseJson } from '../../src/util/json.js';
 import { apiContract } from '../helpers/shared.js';
 
 interface Operation {
@@ -28,7 +29,8 @@ let committed: Doc;
 
 beforeAll(async () => {
   generated = (await generateOpenApi()) as Doc;
-  committed = JSON.parse(readFileSync(OPENAPI_PATH, 'utf8')) as Doc;
+  // parsed losslessly, as generateOpenApi parses what is served: int64 bounds and examples are bigints
+  committed = parseJson(readFileSync(OPENAPI_PATH, 'utf8')) as unknown as Doc;
 }, 120_000);
 
 function operations(doc: Doc): Array<{ method: string; path: string; op: Operation }> {
@@ -113,9 +115,9 @@ describe('openapi/openapi.json', () => {
   });
 
   it('names the QGA types as components, verbatim', () => {
-    for (const name of ['GuestNetworkInterface', 'GuestIpAddress', 'GuestDiskInfo', 'GuestCpuStats', 'GuestFileWhence', 'Problem']) {
+    for (const name of ['GuestNetworkInterface', 'GuestIpAddress', 'GuestDiskInfo', 'GuestCpuStats', 'GuestFileSeek', 'Problem']) {
       expect(Object.keys(generated.components.schemas)).toContain(name);
     }
-    expect(JSON.stringify(generated)).not.toMatch(/"#\/components\/schemas\/def-\d+"/);
+    expect(openApiText(generated)).not.toMatch(/"#\/components\/schemas\/def-\d+"/);
   });
 });

@@ -5,15 +5,27 @@
  */
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
+import { readFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import { buildLocalReference } from '../schemas/qga.js';
+import { finishDocument, servedDocument } from '../schemas/document.js';
 import { errorTableMarkdown } from '../../errors.js';
 
-export const API_VERSION = '1.0.0';
+/** The document's `info.version`: the package's version (package.json, three levels up from src/ or dist/). */
+export const API_VERSION = packageVersion();
+
+function packageVersion(): string {
+  const text = readFileSync(new URL('../../../package.json', import.meta.url), 'utf8');
+  const version: unknown = (JSON.parse(text) as { version?: unknown }).version;
+  if (typeof version !== 'string') throw new Error('package.json has no version');
+  return version;
+}
 
 export async function registerSwagger(app: FastifyInstance): Promise<void> {
   await app.register(swagger, {
     refResolver: { buildLocalReference },
+    // named components, exact 64-bit integers, real response descriptions (schemas/document.ts)
+    transformObject: (doc) => ('openapiObject' in doc ? finishDocument(doc.openapiObject) : doc.swaggerObject),
     openapi: {
       openapi: '3.1.0',
       info: {
@@ -50,5 +62,8 @@ export async function registerSwagger(app: FastifyInstance): Promise<void> {
     },
   });
   await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { deepLinking: true }, staticCSP: true });
-  app.get('/openapi.json', { schema: { hide: true }, config: { public: true } }, async () => app.swagger());
+  // the document with the maxima of the configuration in force (written by the bigint-exact JSON writer)
+  app.get('/openapi.json', { schema: { hide: true }, config: { public: true } }, async () =>
+    servedDocument(app.swagger(), app.services.config),
+  );
 }

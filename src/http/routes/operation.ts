@@ -12,8 +12,16 @@
 import type { preValidationHookHandler } from 'fastify';
 import type { TSchema } from 'typebox';
 import type { Scope } from '../../config/schema.js';
+import type { ErrorCode } from '../../errors.js';
 import { NEVER_REFUSED } from '../plugins/limits.js';
-import { AGENT_ERRORS, problemResponses } from '../schemas/common.js';
+import { AGENT_ERRORS, problemCodes, problemResponses } from '../schemas/common.js';
+
+declare module 'fastify' {
+  interface FastifySchema {
+    /** the problem codes the operation can answer with, exported into OpenAPI as an extension */
+    'x-problem-codes'?: readonly string[];
+  }
+}
 
 export interface Operation {
   summary: string;
@@ -30,6 +38,10 @@ export interface Operation {
   ok: object;
   /** the statuses of its problem+json responses; AGENT_ERRORS unless given */
   errors?: readonly number[];
+  /** codes it raises beyond those its statuses imply (schemas/common.ts: problemCodes) */
+  codes?: readonly ErrorCode[];
+  /** it needs no credentials (config.public): no 401/403 */
+  public?: boolean;
   bodyLimit?: number;
   preValidation?: preValidationHookHandler;
   exposeHeadRoute?: boolean;
@@ -41,12 +53,19 @@ export interface Operation {
  * for the handler.
  */
 export function operation<O extends Operation>(tag: string, operationId: string, op: O) {
-  const { summary, description, command, scope, ok, errors, bodyLimit, preValidation, exposeHeadRoute, ...request } = op;
+  const { summary, description, command, scope, ok, errors, codes, public: isPublic, bodyLimit, preValidation, exposeHeadRoute, ...request } = op;
+  const problems = problemCodes(withAdmission(operationId, errors ?? AGENT_ERRORS), {
+    operationId,
+    tag,
+    body: request.body !== undefined,
+    public: isPublic === true,
+    agent: command !== undefined,
+  }, codes);
   // Typed as the success responses alone, as the literal `{ 200: X, ...problemResponses(…) }` is:
   // the reply type comes from them (errors are thrown, never returned).
-  const response: O['ok'] = { ...ok, ...problemResponses(withAdmission(operationId, errors ?? AGENT_ERRORS)) };
+  const response: O['ok'] = { ...ok, ...problemResponses(problems) };
   return {
-    ...(scope ? { config: { scope } } : {}),
+    ...(scope || isPublic ? { config: { ...(scope ? { scope } : {}), ...(isPublic ? { public: true } : {}) } } : {}),
     ...(bodyLimit !== undefined ? { bodyLimit } : {}),
     ...(preValidation ? { preValidation } : {}),
     ...(exposeHeadRoute !== undefined ? { exposeHeadRoute } : {}),
@@ -56,6 +75,9 @@ export function operation<O extends Operation>(tag: string, operationId: string,
       summary,
       ...(description ? { description } : {}),
       ...(command ? { 'x-qga-command': command } : {}),
+      // every code the operation can answer with (its responses describe each)
+      'x-problem-codes': problems,
+      ...(isPublic ? { security: [] } : {}),
       ...request,
       response,
     },

@@ -8,7 +8,8 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { errors } from '../../errors.js';
 import { errorMessage } from '../../util/unknown.js';
-import { problemResponses } from '../schemas/common.js';
+import { named } from '../schemas/component.js';
+import { operation } from './operation.js';
 
 export interface ReadinessCheck {
   name: string;
@@ -21,34 +22,29 @@ export default async function serviceRoutes(fastify: FastifyInstance): Promise<v
 
   app.get(
     '/healthz',
-    {
-      config: { public: true },
-      schema: {
-        operationId: 'healthz',
-        tags: ['service'],
-        summary: 'Liveness',
-        security: [],
-        response: { 200: Type.Object({ status: Type.Literal('ok') }) },
-      },
-    },
+    operation('service', 'healthz', {
+      public: true,
+      summary: 'Liveness',
+      ok: { 200: named('Health', Type.Object({ status: Type.Literal('ok') }), 'The process serves HTTP') },
+      errors: [],
+    }),
     async () => ({ status: 'ok' as const }),
   );
 
   app.get(
     '/readyz',
-    {
-      config: { public: true },
-      schema: {
-        operationId: 'readyz',
-        tags: ['service'],
-        summary: 'Readiness: the lease store answers and the gateway is not shutting down',
-        security: [],
-        response: {
-          200: Type.Object({ status: Type.Literal('ready'), checks: Type.Record(Type.String(), Type.String()) }),
-          ...problemResponses([503]),
-        },
+    operation('service', 'readyz', {
+      public: true,
+      summary: 'Readiness: the lease store answers and the gateway is not shutting down',
+      ok: {
+        200: named(
+          'Readiness',
+          Type.Object({ status: Type.Literal('ready'), checks: Type.Record(Type.String(), Type.String()) }),
+          'Ready: every check answered (`checks` names each with "ok")',
+        ),
       },
-    },
+      errors: [503],
+    }),
     async () => {
       const checks: Record<string, string> = {};
       let ok = !fastify.shuttingDown;
@@ -71,16 +67,13 @@ export default async function serviceRoutes(fastify: FastifyInstance): Promise<v
 
   app.get(
     '/metrics',
-    {
-      config: { scope: 'read' },
-      schema: {
-        operationId: 'metrics',
-        tags: ['service'],
-        summary: 'Prometheus metrics (text exposition format)',
-        produces: ['text/plain'],
-        response: { 200: { description: 'Prometheus text format', content: { 'text/plain': { schema: Type.String() } } } },
-      },
-    },
+    operation('service', 'metrics', {
+      scope: 'read',
+      summary: 'Prometheus metrics (text exposition format)',
+      description: 'Needs a token with the read scope when the gateway has tokens (401 without one, 403 without the scope).',
+      ok: { 200: { description: 'Prometheus text format', content: { 'text/plain': { schema: named('MetricsText', Type.String(), 'Prometheus text exposition format 0.0.4') } } } },
+      errors: [401, 403],
+    }),
     async (_request, reply) => {
       const text = await services.metrics.metrics();
       return reply.type(services.metrics.contentType).serializer((s: unknown) => String(s)).send(text);

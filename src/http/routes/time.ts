@@ -13,11 +13,12 @@ import { Int64 } from '../schemas/scalars.js';
 import { callAgent, expectInteger } from './agent-reply.js';
 import { operation } from './operation.js';
 
-const TimeNs = (description: string) => Int64({ description, examples: [1732000000123456789] });
+// times are not negative (1970 is the floor); the example is a string so that it stays exact (scalars.ts)
+const TimeNs = (description: string) => Int64({ description, minimum: 0, examples: ['1732000000123456789'] });
 
 const GuestTime = Type.Object(
   { time: TimeNs('guest System Time in nanoseconds since 1970-01-01 UTC (guest-get-time)') },
-  { description: 'guest-get-time, wrapped' },
+  { title: 'GuestTime', description: 'guest-get-time, wrapped' },
 );
 
 const SetTimeBody = Type.Object(
@@ -48,7 +49,7 @@ const SetTimeResult = Type.Object(
     }),
     time: Type.Optional(TimeNs('the time sent to the agent (absent when the guest read its RTC)')),
   },
-  { description: 'What was set' },
+  { title: 'SetTimeResult', description: 'What was set' },
 );
 
 /** Wall-clock nanoseconds, exact to the microsecond the platform offers, as bigint. */

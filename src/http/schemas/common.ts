@@ -4,7 +4,7 @@
  */
 import { Type } from 'typebox';
 import { VM_NAME_PATTERN } from '../../config/schema.js';
-import { ERROR_STATUS, type ErrorCode } from '../../errors.js';
+import { ERROR_STATUS, ERRORS, type ErrorCode } from '../../errors.js';
 import { component } from './component.js';
 
 export const VmName = Type.String({ pattern: VM_NAME_PATTERN, description: 'VM name as registered', examples: ['web-01'] });
@@ -45,36 +45,94 @@ export const Problem = component(
   ),
 );
 
-const STATUS_TEXT: Record<number, string> = {
-  400: 'Invalid request (VALIDATION_FAILED)',
-  401: 'Missing or unknown credentials (UNAUTHENTICATED)',
-  403: 'Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED)',
-  404: 'VM not registered (VM_NOT_FOUND) or object not found',
-  409: 'Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN)',
-  413: 'Body too large (PAYLOAD_TOO_LARGE)',
-  415: 'Unsupported media type',
-  416: 'Range not satisfiable',
-  422: 'The agent answered with an error (AGENT_ERROR)',
-  429: 'The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After',
-  500: 'Internal error',
-  501: 'This agent does not offer the command (COMMAND_NOT_SUPPORTED)',
-  502: 'The agent sent an invalid reply (AGENT_PROTOCOL_ERROR)',
-  503: 'The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE)',
-  504: 'The agent did not answer in time (AGENT_TIMEOUT)',
-};
-
 /** Statuses every agent-backed route can produce. */
 export const AGENT_ERRORS = [400, 401, 403, 404, 409, 422, 429, 501, 502, 503, 504] as const;
+
+/**
+ * What any request may be answered, whatever the operation: a request target over the limit
+ * (414), a Host that is not the gateway's (421), headers over the limit (431), a gateway that is
+ * shutting down (503). Every operation documents them.
+ */
+export const GLOBAL_PROBLEMS: readonly ErrorCode[] = ['URI_TOO_LONG', 'MISDIRECTED_REQUEST', 'HEADERS_TOO_LARGE', 'SHUTTING_DOWN'];
+
+/** What an operation is, as far as which codes it can raise is concerned. */
+export interface ProblemContext {
+  operationId: string;
+  tag: string;
+  /** it takes a request body (413, 415) */
+  body: boolean;
+  /** it needs no credentials (no 401, 403) */
+  public?: boolean;
+  /** it sends commands to a guest agent (x-qga-command): the agent's codes apply */
+  agent: boolean;
+}
+
+const AGENT_CODES: readonly ErrorCode[] = [
+  'VM_NOT_FOUND',
+  'COMMAND_DISABLED',
+  'VM_FROZEN',
+  'AGENT_ERROR',
+  'QUEUE_FULL',
+  'COMMAND_NOT_SUPPORTED',
+  'AGENT_PROTOCOL_ERROR',
+  'REPLY_TOO_LARGE',
+  'AGENT_UNAVAILABLE',
+  'AGENT_TIMEOUT',
+];
+
+/**
+ * Codes that only some operations raise; every other code goes with its status (an operation that
+ * lists 503 can answer every 503 code). METHOD_NOT_ALLOWED and INTERNAL belong to no operation.
+ */
+const ONLY: Partial<Record<ErrorCode, (op: ProblemContext) => boolean>> = {
+  REGISTRATION_DENIED: (op) => op.operationId === 'registerVm',
+  VM_EXISTS: (op) => op.operationId === 'registerVm',
+  ENDPOINT_IN_USE: (op) => op.operationId === 'registerVm',
+  USE_FREEZE_API: (op) => op.tag === 'raw',
+  LEASE_CONFLICT: (op) => op.tag === 'fsfreeze',
+  LEASE_EXPIRED: (op) => op.tag === 'fsfreeze',
+  NOTHING_FROZEN: (op) => op.tag === 'fsfreeze',
+  RANGE_NOT_SATISFIABLE: (op) => op.tag === 'files',
+  PAYLOAD_TOO_LARGE: (op) => op.body,
+  UNSUPPORTED_MEDIA_TYPE: (op) => op.body,
+  UNAUTHENTICATED: (op) => !op.public,
+  FORBIDDEN: (op) => !op.public,
+  ORIGIN_FORBIDDEN: (op) => !op.public,
+  METHOD_NOT_ALLOWED: () => false,
+  INTERNAL: () => false,
+};
+
+/**
+ * The codes an operation documents: those of its statuses (narrowed by ONLY), the global ones,
+ * and 413/415 when it takes a body; `extra` adds codes of statuses not listed. In table order.
+ */
+export function problemCodes(statuses: readonly number[], op: ProblemContext, extra: readonly ErrorCode[] = []): ErrorCode[] {
+  const all = new Set<number>(statuses);
+  if (op.body) (all.add(413), all.add(415));
+  const applies = (c: ErrorCode): boolean => (ONLY[c]?.(op) ?? true) && (op.agent || !AGENT_CODES.includes(c) || (c === 'VM_NOT_FOUND' && op.tag !== 'service'));
+  return (Object.keys(ERRORS) as ErrorCode[]).filter(
+    (c) => extra.includes(c) || GLOBAL_PROBLEMS.includes(c) || (all.has(ERRORS[c].status) && applies(c)),
+  );
+}
 
 export interface ProblemResponse {
   description: string;
   content: { 'application/problem+json': { schema: typeof Problem } };
 }
 
-export function problemResponses(statuses: readonly number[]): Record<number, ProblemResponse> {
+/**
+ * The problem+json responses of `codes`, one per status, each described by the codes it carries
+ * ("`VM_NOT_FOUND`: `{vm}` is not registered. …"), as the document's error table words them.
+ */
+export function problemResponses(codes: readonly ErrorCode[]): Record<number, ProblemResponse> {
+  const byStatus = new Map<number, ErrorCode[]>();
+  for (const c of codes) byStatus.set(ERRORS[c].status, [...(byStatus.get(ERRORS[c].status) ?? []), c]);
   const out: Record<number, ProblemResponse> = {};
-  for (const s of statuses) {
-    out[s] = { description: STATUS_TEXT[s] ?? 'Error', content: { 'application/problem+json': { schema: Problem } } };
+  for (const [status, cs] of [...byStatus.entries()].sort((a, b) => a[0] - b[0])) {
+    out[status] = {
+      description: cs.map((c) => `\`${c}\`: ${ERRORS[c].when}`).join('. '),
+      content: { 'application/problem+json': { schema: Problem } },
+    };
   }
   return out;
 }

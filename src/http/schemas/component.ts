@@ -55,6 +55,28 @@ export function described<T>(ref: TUnsafe<T>, description: string): TUnsafe<T> {
   return Type.Unsafe<T>({ ...ref, description });
 }
 
+/**
+ * THE CONVENTION for route schemas (request bodies and response bodies): give each one a name,
+ * the name generated clients will use — `components['schemas']['VmList']`:
+ *
+ *   ok: { 200: named('VmList', Type.Object({ vms: Type.Array(VmSummary) }), 'The VMs the caller may use') }
+ *   body: named('RegisterVmRequest', Type.Object({...}, { additionalProperties: false }))
+ *
+ * It sets the schema's `title` (and `description` when given); the document pass (document.ts)
+ * turns every titled schema into a component and the route's inline schema into a `$ref`. A body
+ * left unnamed is named after its operation (`<OperationId>Request` / `<OperationId>Response`);
+ * one name for two different schemas fails the export. Validation is unchanged: Ajv ignores
+ * `title`.
+ */
+export function named<T extends TSchema>(name: string, schema: T, description?: string): T {
+  if (!/^[A-Z][A-Za-z0-9]*$/.test(name)) throw new Error(`schema name ${name} must be PascalCase`);
+  // a copy with TypeBox's non-enumerable markers (`~kind`), so it is still the same TypeBox type
+  const out = Object.defineProperties({}, Object.getOwnPropertyDescriptors(schema)) as Record<string, unknown>;
+  out.title = name;
+  if (description !== undefined) out.description = description;
+  return out as T;
+}
+
 /** A string enum: `{type: 'string', enum: [...]}`, typed as the union of its values. */
 export function StringEnum<const V extends readonly string[]>(
   values: V,

@@ -38,13 +38,14 @@ export const ExecBody = Type.Object(
     wait: Type.Optional(
       Type.Number({
         minimum: 0,
+        'x-max-from': 'exec.maxWaitSeconds',
         description:
           'seconds to wait for the process to exit (at most exec.maxWaitSeconds, beyond → 400). With wait, the finished ' +
           'status is returned (200) if the process exits in time, otherwise 202 {pid}. Without it: 202 {pid} at once.',
       }),
     ),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, title: 'ExecRequest' },
 );
 
 export const ExecStarted = Type.Object(
@@ -79,7 +80,11 @@ export const ExecResult = Type.Object(
 export const ExecStatusQuery = Type.Object(
   {
     wait: Type.Optional(
-      Type.Number({ minimum: 0, description: 'seconds to wait for the process to exit before answering (at most exec.maxWaitSeconds)' }),
+      Type.Number({
+        minimum: 0,
+        'x-max-from': 'exec.maxWaitSeconds',
+        description: 'seconds to wait for the process to exit before answering (at most exec.maxWaitSeconds, beyond → 400)',
+      }),
     ),
   },
   { additionalProperties: false },

@@ -49,7 +49,7 @@ export const OpenBody = Type.Object(
     path: GuestPath,
     mode: Type.Optional(Type.String({ minLength: 1, maxLength: 8, description: 'open mode, as per fopen(), "r" is the default' })),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, title: 'OpenFileRequest' },
 );
 
 export const OpenResult = Type.Object(
@@ -61,8 +61,16 @@ export const OpenResult = Type.Object(
 );
 
 export const ReadBody = Type.Object(
-  { count: Type.Optional(Type.Integer({ minimum: 1, description: 'maximum number of bytes to read (default is 4KB; at most files.maxRawReadBytes)' })) },
-  { additionalProperties: false },
+  {
+    count: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        'x-max-from': 'files.maxRawReadBytes',
+        description: 'maximum number of bytes to read (default is 4KB; at most files.maxRawReadBytes, beyond → 400)',
+      }),
+    ),
+  },
+  { additionalProperties: false, title: 'ReadFileRequest' },
 );
 
 export const WriteBody = Type.Object(
@@ -70,7 +78,7 @@ export const WriteBody = Type.Object(
     'buf-b64': Type.String({ description: 'base64-encoded string representing data to be written' }),
     count: Type.Optional(Type.Integer({ minimum: 0, description: 'bytes to write (actual bytes, after base64-decode), default is all content in buf-b64 buffer after base64 decoding' })),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, title: 'WriteFileRequest' },
 );
 
 export const TrackedHandleView = Type.Object(
@@ -85,7 +93,7 @@ export const TrackedHandleView = Type.Object(
   { additionalProperties: false, title: 'TrackedFileHandle' },
 );
 
-export const HandleList = Type.Object({ handles: Type.Array(TrackedHandleView) }, { additionalProperties: false });
+export const HandleList = Type.Object({ handles: Type.Array(TrackedHandleView) }, { additionalProperties: false, title: 'FileHandleList' });
 
 export const BinaryBody = { description: 'the file bytes, streamed (any length; any Content-Type is accepted and stored verbatim)' };
 
@@ -97,5 +105,5 @@ export const SeekBody = Type.Object(
       description: 'Symbolic name (set, cur, end; preferred) or the historical integer (0, 1, 2)',
     }),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, title: 'SeekFileRequest' },
 );

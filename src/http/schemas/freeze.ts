@@ -10,6 +10,8 @@ import { VmName } from './common.js';
 const TTL = Type.Integer({
   minimum: 1,
   maximum: 86_400,
+  // the served document states the configured maximum (schemas/document.ts: servedDocument)
+  'x-max-from': 'freeze.maxTtlSeconds',
   description: 'lease length in seconds; default freeze.defaultTtlSeconds, at most freeze.maxTtlSeconds. There is no "never".',
 });
 
@@ -33,7 +35,7 @@ export const IdempotencyHeaders = Type.Object({
 
 export const FreezeBody = Type.Object(
   { mountpoints: Type.Optional(Mountpoints), ttlSeconds: Type.Optional(TTL) },
-  { additionalProperties: false },
+  { additionalProperties: false, title: 'FreezeRequest' },
 );
 
 export const FreezeLease = Type.Object(
@@ -52,7 +54,7 @@ export const FreezeLease = Type.Object(
 
 export const RenewBody = Type.Object(
   { leaseId: Type.String({ minLength: 1, maxLength: 128 }), ttlSeconds: Type.Optional(TTL) },
-  { additionalProperties: false },
+  { additionalProperties: false, title: 'RenewLeaseRequest' },
 );
 
 export const RenewResult = Type.Object(
@@ -80,7 +82,16 @@ const ThawFields = {
   consistent: Type.Boolean({
     description: 'thawed == frozen: the guest stayed frozen for the whole lease. false e.g. after the Windows VSS 10-second lapse',
   }),
-  reason: Type.Optional(Type.String({ description: 'why consistent is false' })),
+  reason: Type.Optional(
+    Type.String({
+      enum: ['QUIESCE_TIMEOUT', 'PARTIAL_THAW', 'FREEZE_UNCONFIRMED', 'LEASE_UNVERIFIED', 'NO_LEASE', 'NOT_THAWED', 'THAW_FAILED'],
+      description:
+        'why consistent is false: QUIESCE_TIMEOUT the thaw failed but the guest is thawed (Windows VSS lapse); PARTIAL_THAW the thaw count differs from the freeze count; ' +
+        'FREEZE_UNCONFIRMED the freeze timed out (when the guest froze is unknown); LEASE_UNVERIFIED the lease store was down; NO_LEASE a forced thaw with no lease held; ' +
+        'NOT_THAWED / THAW_FAILED a group member this request did not thaw / whose thaw failed',
+    }),
+  ),
+  detail: Type.Optional(Type.String({ description: 'the reason in words' })),
 };
 
 export const ThawReport = Type.Object(
@@ -125,7 +136,7 @@ export const GroupBody = Type.Object(
     ttlSeconds: Type.Optional(TTL),
     mountpoints: Type.Optional(Mountpoints),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, title: 'FreezeGroupRequest' },
 );
 
 export const GroupParams = Type.Object({ id: Type.String({ pattern: '^[0-9a-f-]{36}$', description: 'freeze group id' }) }, { additionalProperties: false });

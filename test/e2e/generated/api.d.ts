@@ -45,7 +45,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Prometheus metrics (text exposition format) */
+        /**
+         * Prometheus metrics (text exposition format)
+         * @description Needs a token with the read scope when the gateway has tokens (401 without one, 403 without the scope).
+         */
         get: operations["metrics"];
         put?: never;
         post?: never;
@@ -62,7 +65,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List registered VMs (config, discovered sockets, API-registered) */
+        /**
+         * List registered VMs a page at a time, filtered (config, discovered sockets, API-registered)
+         * @description VMs in name order, only those the caller’s VM globs allow. Filters: `state` (agent state), `label=key=value` (repeatable; all must match), `capability` (an enabled agent command). `limit` (default 100, at most 1,000) VMs per page; `next` is the cursor of the following page (null on the last). The cursor stays valid while VMs come and go: no VM is listed twice and none that stays registered is skipped.
+         */
         get: operations["listVms"];
         put?: never;
         /**
@@ -326,7 +332,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /**
+         * The freeze groups in force (any gateway process), oldest first
+         * @description A group is listed when the caller may reach every VM of it (its VM globs). `leaseId` is shown to the group owner and to admin callers only. Nothing is asked of the agents: GET /v1/freeze-groups/{id} asks each member.
+         */
+        get: operations["listFreezeGroups"];
         put?: never;
         /**
          * Freeze several VMs together under one lease (all or nothing)
@@ -374,6 +384,26 @@ export interface paths {
          * @description 409 LEASE_EXPIRED: the group's lease has already ended — `endedAt` and `endedBy` (`deadline`, `forced`, `shutdown`) tell when and why; a snapshot taken after `endedAt` may not be consistent. 404: no such group.
          */
         post: operations["renewFreezeGroup"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/freezes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Every freeze in force: VM and group leases (any gateway process) and VMs frozen outside the gateway
+         * @description Oldest first. A group is listed when the caller may reach every VM of it. `leaseId` is shown to the lease owner and to admin callers only. A VM frozen with no lease of the gateway (qm, a script on the socket, a backup tool that died) is listed with `owner: "external"` and no deadline. Nothing is asked of the agents.
+         */
+        get: operations["listFreezes"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -831,6 +861,414 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        AddSshAuthorizedKeysRequest: {
+            /** @description the public keys to add */
+            keys: string[];
+            /** @description ignore the existing content, set it with the given keys only */
+            reset?: boolean;
+        };
+        /**
+         * AgentStatus
+         * @description What the gateway knows of the VM's guest agent, without asking it
+         */
+        AgentStatus: {
+            /**
+             * @description up: the agent answered last time; down: the last connect or handshake failed (calls fail fast with 503 until a background retry gets an answer); unknown: not contacted yet
+             * @enum {string}
+             */
+            state: "up" | "down" | "unknown";
+            /**
+             * Format: date-time
+             * @description when the state last changed (the gateway start for a VM never contacted)
+             */
+            since: string;
+            /**
+             * Format: date-time
+             * @description when the agent last answered anything
+             */
+            lastSeen?: string;
+            /** @description why the last connect, handshake or call failed */
+            lastError?: string;
+            /** @description the agent version from its guest-info */
+            version?: string;
+        };
+        /** ChannelInfo */
+        ChannelInfo: {
+            /** @description idle: no socket open (released or never used); ready: in sync */
+            state: "idle" | "connecting" | "syncing" | "ready" | "backoff" | "closing" | "closed";
+            /** @description commands waiting */
+            queued: number;
+            /** @description commands sent and not answered (0 or 1) */
+            inFlight: number;
+        };
+        /** Format: binary */
+        DownloadFileResponse200: string;
+        /** Format: binary */
+        DownloadFileResponse206: string;
+        /** ExecRequest */
+        ExecRequest: {
+            /** @description path or executable name to execute */
+            path: string;
+            /** @description argument list to pass to executable */
+            arg?: string[];
+            /** @description environment variables to pass to executable (NAME=value) */
+            env?: string[];
+            /** @description data to be passed to process stdin (base64 encoded). Not together with inputText. */
+            "input-data"?: string;
+            /** @description stdin as text (sent as its UTF-8 bytes); the gateway base64-encodes it. Not together with input-data. */
+            inputText?: string;
+            /** @description what output to capture. Default here: true (the agent's own default is false, which would leave nothing to return). true/false and "separated"/"none" work with every agent; "stdout", "stderr" and "merged" need QGA >= 8.0 (older → 501). */
+            "capture-output"?: boolean | ("none" | "stdout" | "stderr" | "separated" | "merged");
+            /** @description seconds to wait for the process to exit (at most exec.maxWaitSeconds, beyond → 400). With wait, the finished status is returned (200) if the process exits in time, otherwise 202 {pid}. Without it: 202 {pid} at once. */
+            wait?: number;
+        };
+        /** ExecResult */
+        ExecResult: {
+            /** @description pid of the process in the guest OS */
+            pid: number;
+            /** @description true if process has already terminated. */
+            exited: boolean;
+            /** @description process exit code if it was normally terminated. */
+            exitcode?: number;
+            /** @description signal number (linux) or unhandled exception code (windows) if the process was abnormally terminated. */
+            signal?: number;
+            /** @description base64-encoded stdout (verbatim from the agent; present once exited, if captured). */
+            "out-data"?: string;
+            /** @description base64-encoded stderr (verbatim from the agent; present once exited, if captured). */
+            "err-data"?: string;
+            /** @description true if stdout was not fully captured due to size limitation (16 MiB in the agent). */
+            "out-truncated"?: boolean;
+            /** @description true if stderr was not fully captured due to size limitation (16 MiB in the agent). */
+            "err-truncated"?: boolean;
+            /** @description stdout decoded as UTF-8; present only when out-data is valid UTF-8. */
+            outText?: string;
+            /** @description stderr decoded as UTF-8; present only when err-data is valid UTF-8. */
+            errText?: string;
+            /**
+             * Format: date-time
+             * @description when the gateway read the final status from the agent. The agent forgets it at that moment; the gateway keeps it for exec.resultTtlSeconds, so repeating GET /exec/{pid} returns the same result.
+             */
+            collectedAt?: string;
+        };
+        /** ExecStarted */
+        ExecStarted: {
+            /** @description pid of child process in guest OS; poll GET /v1/vms/{vm}/exec/{pid} */
+            pid: number;
+        };
+        /** FileHandleList */
+        FileHandleList: {
+            handles: components["schemas"]["TrackedFileHandle"][];
+        };
+        /** FreezeEntry */
+        FreezeEntry: {
+            /** @description the VM, for a single-VM freeze */
+            vm?: string;
+            /** @description the freeze group id, for a group freeze */
+            group?: string;
+            /** @description the VMs the freeze holds */
+            vms: string[];
+            /** @description the token (principal) name that froze, or "external": frozen outside the gateway */
+            owner: string;
+            /** @description shown to the lease owner and to admin callers only */
+            leaseId?: string;
+            /** @description freezing: the freeze command is under way */
+            state: "freezing" | "frozen";
+            /**
+             * Format: date-time
+             * @description when the lease was taken; for an external freeze, when the gateway first saw the VM frozen
+             */
+            frozenAt: string;
+            /**
+             * Format: date-time
+             * @description the deadline: the gateway thaws then unless renewed (absent for external freezes)
+             */
+            expiresAt?: string;
+            /**
+             * Format: date-time
+             * @description renewals never go past this
+             */
+            hardDeadline?: string;
+            /** @description past expiresAt, the thaw not confirmed yet */
+            expired?: boolean;
+        };
+        /** FreezeGroup */
+        FreezeGroup: {
+            id: string;
+            leaseId: string;
+            fence: number;
+            /**
+             * Format: date-time
+             * @description when the lease was taken
+             */
+            createdAt: string;
+            /**
+             * Format: date-time
+             * @description every member is thawed at this time unless renewed
+             */
+            expiresAt: string;
+            /**
+             * Format: date-time
+             * @description renewal cap
+             */
+            hardDeadline: string;
+            vms: {
+                vm: string;
+                frozen: number;
+            }[];
+            reused: boolean;
+        };
+        /** FreezeGroupEntry */
+        FreezeGroupEntry: {
+            id: string;
+            /** @description the VMs the freeze holds */
+            vms: string[];
+            /** @description the token (principal) name that froze, or "external": frozen outside the gateway */
+            owner: string;
+            /** @description shown to the lease owner and to admin callers only */
+            leaseId?: string;
+            /** @description freezing: the freeze command is under way */
+            state: "freezing" | "frozen";
+            /**
+             * Format: date-time
+             * @description when the lease was taken; for an external freeze, when the gateway first saw the VM frozen
+             */
+            frozenAt: string;
+            /**
+             * Format: date-time
+             * @description the deadline: the gateway thaws every member then unless renewed
+             */
+            expiresAt: string;
+            /**
+             * Format: date-time
+             * @description renewals never go past this
+             */
+            hardDeadline: string;
+            /** @description past expiresAt, the thaw not confirmed yet */
+            expired: boolean;
+        };
+        /** FreezeGroupList */
+        FreezeGroupList: {
+            groups: components["schemas"]["FreezeGroupEntry"][];
+        };
+        /** FreezeGroupRenewal */
+        FreezeGroupRenewal: {
+            id: string;
+            leaseId: string;
+            fence: number;
+            /**
+             * Format: date-time
+             * @description new expiry
+             */
+            expiresAt: string;
+            /**
+             * Format: date-time
+             * @description renewals stop here
+             */
+            hardDeadline: string;
+            /** @description the requested TTL would have passed hardDeadline; expiresAt is hardDeadline */
+            capped: boolean;
+        };
+        /** FreezeGroupRequest */
+        FreezeGroupRequest: {
+            vms: string[];
+            /** @description lease length in seconds; default freeze.defaultTtlSeconds, at most freeze.maxTtlSeconds. There is no "never". */
+            ttlSeconds?: number;
+            /** @description absolute mount points to freeze (guest-fsfreeze-freeze-list); absent = every freezable filesystem */
+            mountpoints?: string[];
+        };
+        /** FreezeGroupStatus */
+        FreezeGroupStatus: {
+            id: string;
+            lease: components["schemas"]["FreezeLeaseInfo"];
+            vms: {
+                vm: string;
+                /** @enum {string} */
+                status: "thawed" | "frozen" | "unknown";
+                error?: {
+                    code: string;
+                    detail: string;
+                };
+            }[];
+        };
+        /** FreezeGroupThawReport */
+        FreezeGroupThawReport: {
+            id: string;
+            /** @description every member stayed frozen for the whole lease */
+            consistent: boolean;
+            vms: {
+                vm: string;
+                /** @description filesystems thawed by this thaw (the return of guest-fsfreeze-thaw) */
+                thawed: number;
+                /** @description filesystems the freeze had frozen */
+                frozen: number;
+                /** @description thawed == frozen: the guest stayed frozen for the whole lease. false e.g. after the Windows VSS 10-second lapse */
+                consistent: boolean;
+                /**
+                 * @description why consistent is false: QUIESCE_TIMEOUT the thaw failed but the guest is thawed (Windows VSS lapse); PARTIAL_THAW the thaw count differs from the freeze count; FREEZE_UNCONFIRMED the freeze timed out (when the guest froze is unknown); LEASE_UNVERIFIED the lease store was down; NO_LEASE a forced thaw with no lease held; NOT_THAWED / THAW_FAILED a group member this request did not thaw / whose thaw failed
+                 * @enum {string}
+                 */
+                reason?: "QUIESCE_TIMEOUT" | "PARTIAL_THAW" | "FREEZE_UNCONFIRMED" | "LEASE_UNVERIFIED" | "NO_LEASE" | "NOT_THAWED" | "THAW_FAILED";
+                /** @description the reason in words */
+                detail?: string;
+                skipped?: boolean;
+            }[];
+            forced?: boolean;
+        };
+        /** FreezeLease */
+        FreezeLease: {
+            /** @description needed to renew and to thaw */
+            leaseId: string;
+            /** @description grows with every lease ever handed out; never goes backwards */
+            fence: number;
+            /** @description number of filesystems frozen (the return of guest-fsfreeze-freeze) */
+            frozen: number;
+            /**
+             * Format: date-time
+             * @description when the lease was taken
+             */
+            createdAt: string;
+            /**
+             * Format: date-time
+             * @description the guest is thawed automatically at this time unless renewed
+             */
+            expiresAt: string;
+            /**
+             * Format: date-time
+             * @description renewals never extend the lease past this (freeze.maxTotalSeconds)
+             */
+            hardDeadline: string;
+            mountpoints?: string[];
+            /** @description true: an idempotent retry answered with the existing lease */
+            reused: boolean;
+        };
+        /** FreezeLeaseInfo */
+        FreezeLeaseInfo: {
+            /** @description shown to the lease's owner and to admins only */
+            leaseId?: string;
+            /** @description the principal that froze */
+            owner: string;
+            fence: number;
+            /**
+             * Format: date-time
+             * @description when the lease was taken
+             */
+            createdAt: string;
+            /**
+             * Format: date-time
+             * @description automatic thaw time
+             */
+            expiresAt: string;
+            /**
+             * Format: date-time
+             * @description renewal cap
+             */
+            hardDeadline: string;
+            /** @description the lease has expired and its thaw is due */
+            expired: boolean;
+            /** @description the freeze group the VM belongs to */
+            group?: string;
+            mountpoints?: string[];
+        };
+        /** FreezeList */
+        FreezeList: {
+            freezes: components["schemas"]["FreezeEntry"][];
+        };
+        /** FreezeRenewal */
+        FreezeRenewal: {
+            leaseId: string;
+            fence: number;
+            /**
+             * Format: date-time
+             * @description new expiry
+             */
+            expiresAt: string;
+            /**
+             * Format: date-time
+             * @description renewals stop here
+             */
+            hardDeadline: string;
+            /** @description the requested TTL would have passed hardDeadline; expiresAt is hardDeadline */
+            capped: boolean;
+        };
+        /** FreezeRequest */
+        FreezeRequest: {
+            /** @description absolute mount points to freeze (guest-fsfreeze-freeze-list); absent = every freezable filesystem */
+            mountpoints?: string[];
+            /** @description lease length in seconds; default freeze.defaultTtlSeconds, at most freeze.maxTtlSeconds. There is no "never". */
+            ttlSeconds?: number;
+        };
+        /** FreezeStatus */
+        FreezeStatus: {
+            /**
+             * @description guest-fsfreeze-status, asked now
+             * @enum {string}
+             */
+            status: "thawed" | "frozen";
+            /** @description the lease the VM is frozen under, if any */
+            lease: components["schemas"]["FreezeLeaseInfo"] | null;
+            /**
+             * @description unavailable: the lease could not be read
+             * @enum {string}
+             */
+            leaseStore: "ok" | "unavailable";
+        };
+        FstrimRequest: {
+            /**
+             * Format: int64
+             * @description Minimum contiguous free range to discard, in bytes. Free ranges smaller than this may be ignored (a hint the guest may not respect). Larger values finish faster on fragmented filesystems but discard less. Default 0: discard every free block.
+             */
+            minimum?: number;
+        };
+        /** @description guest-get-cpustats, wrapped */
+        GetCpuStatsResponse: {
+            /** @description List of CPU stats of guest */
+            cpus: components["schemas"]["GuestCpuStats"][];
+        };
+        /** @description guest-get-devices, wrapped */
+        GetDevicesResponse: {
+            /** @description List of GuestDeviceInfo */
+            devices: components["schemas"]["GuestDeviceInfo"][];
+        };
+        /** @description guest-get-diskstats, wrapped */
+        GetDiskStatsResponse: {
+            /** @description List of disk stats of guest */
+            disks: components["schemas"]["GuestDiskStatsInfo"][];
+        };
+        /** @description guest-get-disks, wrapped */
+        GetDisksResponse: {
+            /** @description Windows: the physical disks; Linux: all root block devices of non-zero size (including removable, loop, NBD) */
+            disks: components["schemas"]["GuestDiskInfo"][];
+        };
+        /** @description guest-get-fsinfo, wrapped */
+        GetFilesystemsResponse: {
+            /** @description The filesystems mounted in the guest */
+            filesystems: components["schemas"]["GuestFilesystemInfo"][];
+        };
+        /** @description guest-get-memory-blocks, wrapped */
+        GetMemoryBlocksResponse: {
+            /** @description All memory blocks the guest knows about, each exactly once, in no particular order */
+            blocks: components["schemas"]["GuestMemoryBlock"][];
+        };
+        /** @description guest-network-get-interfaces, wrapped */
+        GetNetworkInterfacesResponse: {
+            /** @description List of GuestNetworkInterface */
+            interfaces: components["schemas"]["GuestNetworkInterface"][];
+        };
+        /** @description guest-network-get-route, wrapped */
+        GetNetworkRoutesResponse: {
+            /** @description List of route info of guest */
+            routes: components["schemas"]["GuestNetworkRoute"][];
+        };
+        /** @description guest-get-users, wrapped */
+        GetUsersResponse: {
+            /** @description A unique list of users */
+            users: components["schemas"]["GuestUser"][];
+        };
+        /** @description guest-get-vcpus, wrapped */
+        GetVcpusResponse: {
+            /** @description All VCPUs the guest knows about, each exactly once, in no particular order */
+            vcpus: components["schemas"]["GuestLogicalProcessor"][];
+        };
         /**
          * GuestAgentCommandInfo
          * @description Information about guest agent commands. (since 1.1.0)
@@ -854,186 +1292,12 @@ export interface components {
             supported_commands: components["schemas"]["GuestAgentCommandInfo"][];
         };
         /**
-         * GuestHostName
-         * @description The host name of the machine (guest-get-host-name). (since 2.10)
+         * GuestAuthorizedKeys
+         * @description The public keys of a user. (since 5.2)
          */
-        GuestHostName: {
-            /** @description Fully qualified domain name of the guest OS */
-            "host-name": string;
-        };
-        /**
-         * GuestUser
-         * @description A currently active user. (since 2.10)
-         */
-        GuestUser: {
-            /** @description Username */
-            user: string;
-            /** @description Logon domain (windows only) */
-            domain?: string;
-            /** @description Time of login of this user on the computer. If multiple instances of the user are logged in, the earliest login time is reported. The value is in fractional seconds since epoch time. */
-            "login-time": number;
-        };
-        /**
-         * GuestTimezone
-         * @description Timezone information of the guest. (since 2.10)
-         */
-        GuestTimezone: {
-            /** @description Timezone name. These values may differ depending on guest/OS and should only be used for informational purposes. */
-            zone?: string;
-            /** @description Offset to UTC in seconds, negative numbers for time zones west of GMT, positive numbers for east */
-            offset: number;
-        };
-        /**
-         * GuestOSInfo
-         * @description Guest operating system information. On POSIX the os-release fields are absent when /etc/os-release does not define them. (since 2.10)
-         */
-        GuestOSInfo: {
-            /** @description POSIX: release field returned by uname(2); Windows: build number of the OS */
-            "kernel-release"?: string;
-            /** @description POSIX: version field returned by uname(2); Windows: version number of the OS */
-            "kernel-version"?: string;
-            /** @description POSIX: machine field returned by uname(2); Windows: one of x86, x86_64, arm, ia64 */
-            machine?: string;
-            /** @description POSIX: as defined by os-release(5); Windows: contains string "mswindows" */
-            id?: string;
-            /** @description POSIX: as defined by os-release(5); Windows: contains string "Microsoft Windows" */
-            name?: string;
-            /** @description POSIX: as defined by os-release(5); Windows: product name, e.g. "Microsoft Windows 10 Enterprise" */
-            "pretty-name"?: string;
-            /** @description POSIX: as defined by os-release(5); Windows: long version string, e.g. "Microsoft Windows Server 2008" */
-            version?: string;
-            /** @description POSIX: as defined by os-release(5); Windows: short version identifier, e.g. "7" or "20012r2" */
-            "version-id"?: string;
-            /** @description POSIX: as defined by os-release(5); Windows: contains string "server" or "client" */
-            variant?: string;
-            /** @description POSIX: as defined by os-release(5); Windows: contains string "server" or "client" */
-            "variant-id"?: string;
-        };
-        /**
-         * GuestLoadAverage
-         * @description Statistics about process load information. (since 10.0)
-         */
-        GuestLoadAverage: {
-            /** @description 1-minute load average */
-            load1m: number;
-            /** @description 5-minute load average */
-            load5m: number;
-            /** @description 15-minute load average */
-            load15m: number;
-        };
-        /**
-         * GuestShutdownMode
-         * @description guest-shutdown mode: "halt", "powerdown" (the agent's default), or "reboot"
-         * @enum {string}
-         */
-        GuestShutdownMode: "halt" | "powerdown" | "reboot";
-        /**
-         * GuestSuspendMode
-         * @description disk = guest-suspend-disk (hibernate), ram = guest-suspend-ram (needs wakeup support in QEMU), hybrid = guest-suspend-hybrid (save to disk and suspend to ram; Linux only)
-         * @enum {string}
-         */
-        GuestSuspendMode: "disk" | "ram" | "hybrid";
-        /**
-         * GuestFileRead
-         * @description Result of guest agent file-read operation. (since 0.15.0)
-         */
-        GuestFileRead: {
-            /** @description number of bytes read (note: count is before base64-encoding is applied) */
-            count: number;
-            /** @description base64-encoded bytes read */
-            "buf-b64": string;
-            /** @description whether EOF was encountered during read operation. */
-            eof: boolean;
-        };
-        /**
-         * GuestFileWrite
-         * @description Result of guest agent file-write operation. (since 0.15.0)
-         */
-        GuestFileWrite: {
-            /** @description number of bytes written (note: count is actual bytes written, after base64-decoding of provided buffer) */
-            count: number;
-            /** @description whether EOF was encountered during write operation. */
-            eof: boolean;
-        };
-        /**
-         * GuestFileSeek
-         * @description Result of guest agent file-seek operation. (since 0.15.0)
-         */
-        GuestFileSeek: {
-            /** @description current file position */
-            position: number;
-            /** @description whether EOF was encountered during file seek */
-            eof: boolean;
-        };
-        /**
-         * QGASeek
-         * @description Symbolic names for use in guest-file-seek: set = to the specified offset (whence 0), cur = add offset to the current location (whence 1), end = add offset to the end of the file (whence 2). (since 2.6)
-         * @enum {string}
-         */
-        QGASeek: "set" | "cur" | "end";
-        /**
-         * GuestFileWhence
-         * @description Controls the meaning of offset to guest-file-seek: an integer, or (preferred) a QGASeek name. (since 2.6)
-         */
-        GuestFileWhence: number | components["schemas"]["QGASeek"];
-        /**
-         * GuestExecStatus
-         * @description Status of a process started by guest-exec. (since 2.5)
-         */
-        GuestExecStatus: {
-            /** @description true if process has already terminated. */
-            exited: boolean;
-            /** @description process exit code if it was normally terminated. */
-            exitcode?: number;
-            /** @description signal number (linux) or unhandled exception code (windows) if the process was abnormally terminated. */
-            signal?: number;
-            /** @description base64-encoded stdout of the process. Only populated after the process exits. */
-            "out-data"?: string;
-            /** @description base64-encoded stderr of the process. out-data and err-data are present only if 'capture-output' was specified for 'guest-exec'. Only populated after the process exits. */
-            "err-data"?: string;
-            /** @description true if stdout was not fully captured due to size limitation. */
-            "out-truncated"?: boolean;
-            /** @description true if stderr was not fully captured due to size limitation. */
-            "err-truncated"?: boolean;
-        };
-        /**
-         * GuestExec
-         * @description PID of a process started by guest-exec. (since 2.5)
-         */
-        GuestExec: {
-            /** @description pid of child process in guest OS */
-            pid: number;
-        };
-        /**
-         * GuestExecCaptureOutputMode
-         * @description guest-exec capture modes: none, stdout only, stderr only, separated (out-data and err-data), merged (both into out-data; not effective on windows guests). (since 8.0)
-         * @enum {string}
-         */
-        GuestExecCaptureOutputMode: "none" | "stdout" | "stderr" | "separated" | "merged";
-        /**
-         * GuestExecCaptureOutput
-         * @description Controls what guest-exec output gets captured: a flag, or (preferred) a mode. (since 8.0)
-         */
-        GuestExecCaptureOutput: boolean | components["schemas"]["GuestExecCaptureOutputMode"];
-        /**
-         * GuestDiskBusType
-         * @description Bus type of disks: ide, fdc (floppy), scsi, virtio, xen, usb, uml, sata, sd (SD cards), unknown, and the Windows bus types ieee1394, ssa, fibre, raid, iscsi, sas, mmc, virtual, file-backed-virtual; nvme since 7.1. (since 2.2)
-         * @enum {string}
-         */
-        GuestDiskBusType: "ide" | "fdc" | "scsi" | "virtio" | "xen" | "usb" | "uml" | "sata" | "sd" | "unknown" | "ieee1394" | "ssa" | "fibre" | "raid" | "iscsi" | "sas" | "mmc" | "virtual" | "file-backed-virtual" | "nvme";
-        /**
-         * GuestPCIAddress
-         * @description PCI address. (since 2.2)
-         */
-        GuestPCIAddress: {
-            /** @description domain id */
-            domain: number;
-            /** @description bus id */
-            bus: number;
-            /** @description slot id */
-            slot: number;
-            /** @description function id */
-            function: number;
+        GuestAuthorizedKeys: {
+            /** @description public keys (in OpenSSH/sshd(8) authorized_keys format) */
+            keys: string[];
         };
         /**
          * GuestCCWAddress
@@ -1049,6 +1313,55 @@ export interface components {
             /** @description device number */
             devno: number;
         };
+        /**
+         * GuestCpuStats
+         * @description Statistics of one CPU in milliseconds. When type is linux: the members of GuestLinuxCpuStats. (since 7.1)
+         */
+        GuestCpuStats: {
+            type: components["schemas"]["GuestCpuStatsType"];
+        } & components["schemas"]["GuestLinuxCpuStats"];
+        /**
+         * GuestCpuStatsType
+         * @description Guest operating systems supporting CPU statistics. (since 7.1)
+         * @enum {string}
+         */
+        GuestCpuStatsType: "linux";
+        /**
+         * GuestDeviceId
+         * @description Id of the device. When type is pci: the members of GuestDeviceIdPCI. (since 5.2)
+         */
+        GuestDeviceId: {
+            type: components["schemas"]["GuestDeviceType"];
+        } & components["schemas"]["GuestDeviceIdPCI"];
+        /**
+         * GuestDeviceIdPCI
+         * @description PCI device id. (since 5.2)
+         */
+        GuestDeviceIdPCI: {
+            /** @description vendor ID */
+            "vendor-id": number;
+            /** @description device ID */
+            "device-id": number;
+        };
+        /**
+         * GuestDeviceInfo
+         * @description A device and its driver (Windows guests). (since 5.2)
+         */
+        GuestDeviceInfo: {
+            /** @description name of the associated driver */
+            "driver-name": string;
+            /** @description driver release date, in nanoseconds since the epoch */
+            "driver-date"?: number;
+            /** @description driver version */
+            "driver-version"?: string;
+            id?: components["schemas"]["GuestDeviceId"];
+        };
+        /**
+         * GuestDeviceType
+         * @description Device type: pci = PCI device
+         * @enum {string}
+         */
+        GuestDeviceType: "pci";
         /**
          * GuestDiskAddress
          * @description Disk address. (since 2.2)
@@ -1069,43 +1382,11 @@ export interface components {
             "ccw-address"?: components["schemas"]["GuestCCWAddress"];
         };
         /**
-         * GuestNVMeSmart
-         * @description NVMe smart information, based on NVMe specification, section <SMART / Health Information (Log Identifier 02h)>. (since 7.1)
+         * GuestDiskBusType
+         * @description Bus type of disks: ide, fdc (floppy), scsi, virtio, xen, usb, uml, sata, sd (SD cards), unknown, and the Windows bus types ieee1394, ssa, fibre, raid, iscsi, sas, mmc, virtual, file-backed-virtual; nvme since 7.1. (since 2.2)
+         * @enum {string}
          */
-        GuestNVMeSmart: {
-            "critical-warning": number;
-            temperature: number;
-            "available-spare": number;
-            "available-spare-threshold": number;
-            "percentage-used": number;
-            "data-units-read-lo": number;
-            "data-units-read-hi": number;
-            "data-units-written-lo": number;
-            "data-units-written-hi": number;
-            "host-read-commands-lo": number;
-            "host-read-commands-hi": number;
-            "host-write-commands-lo": number;
-            "host-write-commands-hi": number;
-            "controller-busy-time-lo": number;
-            "controller-busy-time-hi": number;
-            "power-cycles-lo": number;
-            "power-cycles-hi": number;
-            "power-on-hours-lo": number;
-            "power-on-hours-hi": number;
-            "unsafe-shutdowns-lo": number;
-            "unsafe-shutdowns-hi": number;
-            "media-errors-lo": number;
-            "media-errors-hi": number;
-            "number-of-error-log-entries-lo": number;
-            "number-of-error-log-entries-hi": number;
-        };
-        /**
-         * GuestDiskSmart
-         * @description Disk type related smart information. When type is nvme: the members of GuestNVMeSmart. (since 7.1)
-         */
-        GuestDiskSmart: {
-            type: components["schemas"]["GuestDiskBusType"];
-        } & components["schemas"]["GuestNVMeSmart"];
+        GuestDiskBusType: "ide" | "fdc" | "scsi" | "virtio" | "xen" | "usb" | "uml" | "sata" | "sd" | "unknown" | "ieee1394" | "ssa" | "fibre" | "raid" | "iscsi" | "sas" | "mmc" | "virtual" | "file-backed-virtual" | "nvme";
         /**
          * GuestDiskInfo
          * @description A disk or partition of the guest. (since 5.2)
@@ -1122,6 +1403,13 @@ export interface components {
             alias?: string;
             smart?: components["schemas"]["GuestDiskSmart"];
         };
+        /**
+         * GuestDiskSmart
+         * @description Disk type related smart information. When type is nvme: the members of GuestNVMeSmart. (since 7.1)
+         */
+        GuestDiskSmart: {
+            type: components["schemas"]["GuestDiskBusType"];
+        } & components["schemas"]["GuestNVMeSmart"];
         /**
          * GuestDiskStats
          * @description I/O statistics of a disk. (since 7.1)
@@ -1176,32 +1464,36 @@ export interface components {
             stats: components["schemas"]["GuestDiskStats"];
         };
         /**
-         * GuestFsfreezeStatus
-         * @description Filesystem freeze state: thawed = filesystems thawed/unfrozen, frozen = all non-network guest filesystems frozen. (since 0.15.0)
-         * @enum {string}
+         * GuestFileRead
+         * @description Result of guest agent file-read operation. (since 0.15.0)
          */
-        GuestFsfreezeStatus: "thawed" | "frozen";
-        /**
-         * GuestFilesystemTrimResult
-         * @description Result of trimming one path. (since 2.4)
-         */
-        GuestFilesystemTrimResult: {
-            /** @description path that was trimmed */
-            path: string;
-            /** @description an error message when trim failed */
-            error?: string;
-            /** @description bytes trimmed for this path */
-            trimmed?: number;
-            /** @description reported effective minimum for this path */
-            minimum?: number;
+        GuestFileRead: {
+            /** @description number of bytes read (note: count is before base64-encoding is applied) */
+            count: number;
+            /** @description base64-encoded bytes read */
+            "buf-b64": string;
+            /** @description whether EOF was encountered during read operation. */
+            eof: boolean;
         };
         /**
-         * GuestFilesystemTrimResponse
-         * @description The status of all trimmed paths. (since 2.4)
+         * GuestFileSeek
+         * @description Result of guest agent file-seek operation. (since 0.15.0)
          */
-        GuestFilesystemTrimResponse: {
-            /** @description list of GuestFilesystemTrimResult per path that was trimmed */
-            paths: components["schemas"]["GuestFilesystemTrimResult"][];
+        GuestFileSeek: {
+            /** @description current file position */
+            position: number;
+            /** @description whether EOF was encountered during file seek */
+            eof: boolean;
+        };
+        /**
+         * GuestFileWrite
+         * @description Result of guest agent file-write operation. (since 0.15.0)
+         */
+        GuestFileWrite: {
+            /** @description number of bytes written (note: count is actual bytes written, after base64-decoding of provided buffer) */
+            count: number;
+            /** @description whether EOF was encountered during write operation. */
+            eof: boolean;
         };
         /**
          * GuestFilesystemInfo
@@ -1224,60 +1516,52 @@ export interface components {
             disk: components["schemas"]["GuestDiskAddress"][];
         };
         /**
-         * GuestLogicalProcessor
-         * @description A logical processor (VCPU) of the guest. (since 1.5)
+         * GuestFilesystemTrimResponse
+         * @description The status of all trimmed paths. (since 2.4)
          */
-        GuestLogicalProcessor: {
-            /** @description Arbitrary guest-specific unique identifier of the VCPU. */
-            "logical-id": number;
-            /** @description Whether the VCPU is enabled. */
-            online: boolean;
-            /** @description Whether offlining the VCPU is possible. Always filled in by the guest agent when returned, and always ignored on input (hence it can be omitted then). */
-            "can-offline"?: boolean;
+        GuestFilesystemTrimResponse: {
+            /** @description list of GuestFilesystemTrimResult per path that was trimmed */
+            paths: components["schemas"]["GuestFilesystemTrimResult"][];
         };
         /**
-         * GuestMemoryBlock
-         * @description A memory block of the guest. (since 2.3)
+         * GuestFilesystemTrimResult
+         * @description Result of trimming one path. (since 2.4)
          */
-        GuestMemoryBlock: {
-            /** @description Arbitrary guest-specific unique identifier of the MEMORY BLOCK. */
-            "phys-index": number;
-            /** @description Whether the MEMORY BLOCK is enabled in guest. */
-            online: boolean;
-            /** @description Whether offlining the MEMORY BLOCK is possible. Always filled in by the guest agent when returned, and always ignored on input (hence it can be omitted then). */
-            "can-offline"?: boolean;
+        GuestFilesystemTrimResult: {
+            /** @description path that was trimmed */
+            path: string;
+            /** @description an error message when trim failed */
+            error?: string;
+            /** @description bytes trimmed for this path */
+            trimmed?: number;
+            /** @description reported effective minimum for this path */
+            minimum?: number;
         };
         /**
-         * GuestMemoryBlockResponseType
-         * @description Result of a memory block operation: success; not-found (no memoryXXX directory in sysfs); operation-not-supported (old kernels); operation-failed (see error-code). (since 2.3)
+         * GuestHostName
+         * @description The host name of the machine (guest-get-host-name). (since 2.10)
+         */
+        GuestHostName: {
+            /** @description Fully qualified domain name of the guest OS */
+            "host-name": string;
+        };
+        /**
+         * GuestIpAddress
+         * @description An IP address of an interface. (since 1.1)
+         */
+        GuestIpAddress: {
+            /** @description IP address */
+            "ip-address": string;
+            "ip-address-type": components["schemas"]["GuestIpAddressType"];
+            /** @description Network prefix length of ip-address */
+            prefix: number;
+        };
+        /**
+         * GuestIpAddressType
+         * @description IP address type: ipv4 = IP version 4, ipv6 = IP version 6. (since 1.1)
          * @enum {string}
          */
-        GuestMemoryBlockResponseType: "success" | "not-found" | "operation-not-supported" | "operation-failed";
-        /**
-         * GuestMemoryBlockResponse
-         * @description Result of reconfiguring one memory block. (since 2.3)
-         */
-        GuestMemoryBlockResponse: {
-            /** @description same with the 'phys-index' member of GuestMemoryBlock. */
-            "phys-index": number;
-            response: components["schemas"]["GuestMemoryBlockResponseType"];
-            /** @description the error number (errno) when the memory block operation fails; omitted when it succeeds. */
-            "error-code"?: number;
-        };
-        /**
-         * GuestMemoryBlockInfo
-         * @description Information relating to guest memory blocks. (since 2.3)
-         */
-        GuestMemoryBlockInfo: {
-            /** @description the size (in bytes) of the guest memory blocks, which are the minimal units of memory block online/offline operations (also called Logical Memory Hotplug). */
-            size: number;
-        };
-        /**
-         * GuestCpuStatsType
-         * @description Guest operating systems supporting CPU statistics. (since 7.1)
-         * @enum {string}
-         */
-        GuestCpuStatsType: "linux";
+        GuestIpAddressType: "ipv4" | "ipv6";
         /**
          * GuestLinuxCpuStats
          * @description CPU statistics of Linux, in milliseconds. (since 7.1)
@@ -1307,64 +1591,109 @@ export interface components {
             guestnice?: number;
         };
         /**
-         * GuestCpuStats
-         * @description Statistics of one CPU in milliseconds. When type is linux: the members of GuestLinuxCpuStats. (since 7.1)
+         * GuestLoadAverage
+         * @description Statistics about process load information. (since 10.0)
          */
-        GuestCpuStats: {
-            type: components["schemas"]["GuestCpuStatsType"];
-        } & components["schemas"]["GuestLinuxCpuStats"];
-        /**
-         * GuestDeviceType
-         * @description Device type: pci = PCI device
-         * @enum {string}
-         */
-        GuestDeviceType: "pci";
-        /**
-         * GuestDeviceIdPCI
-         * @description PCI device id. (since 5.2)
-         */
-        GuestDeviceIdPCI: {
-            /** @description vendor ID */
-            "vendor-id": number;
-            /** @description device ID */
-            "device-id": number;
+        GuestLoadAverage: {
+            /** @description 1-minute load average */
+            load1m: number;
+            /** @description 5-minute load average */
+            load5m: number;
+            /** @description 15-minute load average */
+            load15m: number;
         };
         /**
-         * GuestDeviceId
-         * @description Id of the device. When type is pci: the members of GuestDeviceIdPCI. (since 5.2)
+         * GuestLogicalProcessor
+         * @description A logical processor (VCPU) of the guest. (since 1.5)
          */
-        GuestDeviceId: {
-            type: components["schemas"]["GuestDeviceType"];
-        } & components["schemas"]["GuestDeviceIdPCI"];
-        /**
-         * GuestDeviceInfo
-         * @description A device and its driver (Windows guests). (since 5.2)
-         */
-        GuestDeviceInfo: {
-            /** @description name of the associated driver */
-            "driver-name": string;
-            /** @description driver release date, in nanoseconds since the epoch */
-            "driver-date"?: number;
-            /** @description driver version */
-            "driver-version"?: string;
-            id?: components["schemas"]["GuestDeviceId"];
+        GuestLogicalProcessor: {
+            /** @description Arbitrary guest-specific unique identifier of the VCPU. */
+            "logical-id": number;
+            /** @description Whether the VCPU is enabled. */
+            online: boolean;
+            /** @description Whether offlining the VCPU is possible. Always filled in by the guest agent when returned, and always ignored on input (hence it can be omitted then). */
+            "can-offline"?: boolean;
         };
         /**
-         * GuestIpAddressType
-         * @description IP address type: ipv4 = IP version 4, ipv6 = IP version 6. (since 1.1)
+         * GuestMemoryBlock
+         * @description A memory block of the guest. (since 2.3)
+         */
+        GuestMemoryBlock: {
+            /** @description Arbitrary guest-specific unique identifier of the MEMORY BLOCK. */
+            "phys-index": number;
+            /** @description Whether the MEMORY BLOCK is enabled in guest. */
+            online: boolean;
+            /** @description Whether offlining the MEMORY BLOCK is possible. Always filled in by the guest agent when returned, and always ignored on input (hence it can be omitted then). */
+            "can-offline"?: boolean;
+        };
+        /**
+         * GuestMemoryBlockInfo
+         * @description Information relating to guest memory blocks. (since 2.3)
+         */
+        GuestMemoryBlockInfo: {
+            /** @description the size (in bytes) of the guest memory blocks, which are the minimal units of memory block online/offline operations (also called Logical Memory Hotplug). */
+            size: number;
+        };
+        /**
+         * GuestMemoryBlockResponse
+         * @description Result of reconfiguring one memory block. (since 2.3)
+         */
+        GuestMemoryBlockResponse: {
+            /** @description same with the 'phys-index' member of GuestMemoryBlock. */
+            "phys-index": number;
+            response: components["schemas"]["GuestMemoryBlockResponseType"];
+            /** @description the error number (errno) when the memory block operation fails; omitted when it succeeds. */
+            "error-code"?: number;
+        };
+        /**
+         * GuestMemoryBlockResponseType
+         * @description Result of a memory block operation: success; not-found (no memoryXXX directory in sysfs); operation-not-supported (old kernels); operation-failed (see error-code). (since 2.3)
          * @enum {string}
          */
-        GuestIpAddressType: "ipv4" | "ipv6";
+        GuestMemoryBlockResponseType: "success" | "not-found" | "operation-not-supported" | "operation-failed";
         /**
-         * GuestIpAddress
-         * @description An IP address of an interface. (since 1.1)
+         * GuestNVMeSmart
+         * @description NVMe smart information, based on NVMe specification, section <SMART / Health Information (Log Identifier 02h)>. (since 7.1)
          */
-        GuestIpAddress: {
-            /** @description IP address */
-            "ip-address": string;
-            "ip-address-type": components["schemas"]["GuestIpAddressType"];
-            /** @description Network prefix length of ip-address */
-            prefix: number;
+        GuestNVMeSmart: {
+            "critical-warning": number;
+            temperature: number;
+            "available-spare": number;
+            "available-spare-threshold": number;
+            "percentage-used": number;
+            "data-units-read-lo": number;
+            "data-units-read-hi": number;
+            "data-units-written-lo": number;
+            "data-units-written-hi": number;
+            "host-read-commands-lo": number;
+            "host-read-commands-hi": number;
+            "host-write-commands-lo": number;
+            "host-write-commands-hi": number;
+            "controller-busy-time-lo": number;
+            "controller-busy-time-hi": number;
+            "power-cycles-lo": number;
+            "power-cycles-hi": number;
+            "power-on-hours-lo": number;
+            "power-on-hours-hi": number;
+            "unsafe-shutdowns-lo": number;
+            "unsafe-shutdowns-hi": number;
+            "media-errors-lo": number;
+            "media-errors-hi": number;
+            "number-of-error-log-entries-lo": number;
+            "number-of-error-log-entries-hi": number;
+        };
+        /**
+         * GuestNetworkInterface
+         * @description A network interface of the guest. (since 1.1)
+         */
+        GuestNetworkInterface: {
+            /** @description The name of interface for which info are being delivered */
+            name: string;
+            /** @description Hardware address of name */
+            "hardware-address"?: string;
+            /** @description List of addresses assigned to name */
+            "ip-addresses"?: components["schemas"]["GuestIpAddress"][];
+            statistics?: components["schemas"]["GuestNetworkInterfaceStat"];
         };
         /**
          * GuestNetworkInterfaceStat
@@ -1387,19 +1716,6 @@ export interface components {
             "tx-errs": number;
             /** @description dropped packets transmitted */
             "tx-dropped": number;
-        };
-        /**
-         * GuestNetworkInterface
-         * @description A network interface of the guest. (since 1.1)
-         */
-        GuestNetworkInterface: {
-            /** @description The name of interface for which info are being delivered */
-            name: string;
-            /** @description Hardware address of name */
-            "hardware-address"?: string;
-            /** @description List of addresses assigned to name */
-            "ip-addresses"?: components["schemas"]["GuestIpAddress"][];
-            statistics?: components["schemas"]["GuestNetworkInterfaceStat"];
         };
         /**
          * GuestNetworkRoute
@@ -1440,12 +1756,126 @@ export interface components {
             version: number;
         };
         /**
-         * GuestAuthorizedKeys
-         * @description The public keys of a user. (since 5.2)
+         * GuestOSInfo
+         * @description Guest operating system information. On POSIX the os-release fields are absent when /etc/os-release does not define them. (since 2.10)
          */
-        GuestAuthorizedKeys: {
-            /** @description public keys (in OpenSSH/sshd(8) authorized_keys format) */
-            keys: string[];
+        GuestOSInfo: {
+            /** @description POSIX: release field returned by uname(2); Windows: build number of the OS */
+            "kernel-release"?: string;
+            /** @description POSIX: version field returned by uname(2); Windows: version number of the OS */
+            "kernel-version"?: string;
+            /** @description POSIX: machine field returned by uname(2); Windows: one of x86, x86_64, arm, ia64 */
+            machine?: string;
+            /** @description POSIX: as defined by os-release(5); Windows: contains string "mswindows" */
+            id?: string;
+            /** @description POSIX: as defined by os-release(5); Windows: contains string "Microsoft Windows" */
+            name?: string;
+            /** @description POSIX: as defined by os-release(5); Windows: product name, e.g. "Microsoft Windows 10 Enterprise" */
+            "pretty-name"?: string;
+            /** @description POSIX: as defined by os-release(5); Windows: long version string, e.g. "Microsoft Windows Server 2008" */
+            version?: string;
+            /** @description POSIX: as defined by os-release(5); Windows: short version identifier, e.g. "7" or "20012r2" */
+            "version-id"?: string;
+            /** @description POSIX: as defined by os-release(5); Windows: contains string "server" or "client" */
+            variant?: string;
+            /** @description POSIX: as defined by os-release(5); Windows: contains string "server" or "client" */
+            "variant-id"?: string;
+        };
+        /**
+         * GuestPCIAddress
+         * @description PCI address. (since 2.2)
+         */
+        GuestPCIAddress: {
+            /** @description domain id */
+            domain: number;
+            /** @description bus id */
+            bus: number;
+            /** @description slot id */
+            slot: number;
+            /** @description function id */
+            function: number;
+        };
+        /**
+         * GuestShutdownMode
+         * @description guest-shutdown mode: "halt", "powerdown" (the agent's default), or "reboot"
+         * @enum {string}
+         */
+        GuestShutdownMode: "halt" | "powerdown" | "reboot";
+        /**
+         * GuestSuspendMode
+         * @description disk = guest-suspend-disk (hibernate), ram = guest-suspend-ram (needs wakeup support in QEMU), hybrid = guest-suspend-hybrid (save to disk and suspend to ram; Linux only)
+         * @enum {string}
+         */
+        GuestSuspendMode: "disk" | "ram" | "hybrid";
+        /**
+         * GuestTime
+         * @description guest-get-time, wrapped
+         */
+        GuestTime: {
+            /**
+             * Format: int64
+             * @description guest System Time in nanoseconds since 1970-01-01 UTC (guest-get-time)
+             * @example 1732000000123456800
+             */
+            time: number;
+        };
+        /**
+         * GuestTimezone
+         * @description Timezone information of the guest. (since 2.10)
+         */
+        GuestTimezone: {
+            /** @description Timezone name. These values may differ depending on guest/OS and should only be used for informational purposes. */
+            zone?: string;
+            /** @description Offset to UTC in seconds, negative numbers for time zones west of GMT, positive numbers for east */
+            offset: number;
+        };
+        /**
+         * GuestUser
+         * @description A currently active user. (since 2.10)
+         */
+        GuestUser: {
+            /** @description Username */
+            user: string;
+            /** @description Logon domain (windows only) */
+            domain?: string;
+            /** @description Time of login of this user on the computer. If multiple instances of the user are logged in, the earliest login time is reported. The value is in fractional seconds since epoch time. */
+            "login-time": number;
+        };
+        /**
+         * Health
+         * @description The process serves HTTP
+         */
+        Health: {
+            /** @enum {string} */
+            status: "ok";
+        };
+        /**
+         * MetricsText
+         * @description Prometheus text exposition format 0.0.4
+         */
+        MetricsText: string;
+        /** OpenFileRequest */
+        OpenFileRequest: {
+            /** @description Full path to the file in the guest */
+            path: string;
+            /** @description open mode, as per fopen(), "r" is the default */
+            mode?: string;
+        };
+        /** OpenedHandle */
+        OpenedHandle: {
+            /** @description Guest file handle */
+            handle: number;
+            /**
+             * Format: date-time
+             * @description the gateway closes the handle if it is unused until then; every use extends it
+             */
+            expiresAt: string;
+        };
+        PingAgentResponse: {
+            /** @enum {boolean} */
+            ok: true;
+            /** @description round trip including queue wait */
+            rttMs: number;
         };
         /**
          * Problem
@@ -1475,6 +1905,302 @@ export interface components {
         } & {
             [key: string]: unknown;
         };
+        /** @description The command's `arguments` object, verbatim (may be omitted for commands without arguments) */
+        QgaPassthroughRequest: {
+            [key: string]: unknown;
+        };
+        /** @description The command answered */
+        QgaPassthroughResponse200: {
+            /** @description the agent's return value, verbatim */
+            return: unknown;
+        };
+        /** @description A no-response command was accepted (no error before the sync fence) */
+        QgaPassthroughResponse202: {
+            /** @enum {boolean} */
+            accepted: true;
+        };
+        /** ReadFileRequest */
+        ReadFileRequest: {
+            /** @description maximum number of bytes to read (default is 4KB; at most files.maxRawReadBytes, beyond → 400) */
+            count?: number;
+        };
+        /**
+         * Readiness
+         * @description Ready: every check answered (`checks` names each with "ok")
+         */
+        Readiness: {
+            /** @enum {string} */
+            status: "ready";
+            checks: {
+                [key: string]: string;
+            };
+        };
+        RegisterVmRequest: {
+            name: string;
+            endpoint: {
+                /** @enum {string} */
+                type: "unix";
+                path: string;
+            } | {
+                /** @enum {string} */
+                type: "tcp";
+                host: string;
+                port: number;
+            };
+            /** @description Free-form labels */
+            labels?: {
+                [key: string]: string;
+            };
+            /** @description this VM's idle release of its agent socket in ms (default agent.idleReleaseMs); 0 = keep it */
+            idleReleaseMs?: number;
+        };
+        /** RenewLeaseRequest */
+        RenewLeaseRequest: {
+            leaseId: string;
+            /** @description lease length in seconds; default freeze.defaultTtlSeconds, at most freeze.maxTtlSeconds. There is no "never". */
+            ttlSeconds?: number;
+        };
+        /** SeekFileRequest */
+        SeekFileRequest: {
+            /** @description bytes to skip over in the file stream */
+            offset: number;
+            /** @description Symbolic name (set, cur, end; preferred) or the historical integer (0, 1, 2) */
+            whence: number | ("set" | "cur" | "end");
+        };
+        SetMemoryBlocksRequest: {
+            /** @description The memory blocks to reconfigure: phys-index selects the block, online its requested state */
+            "mem-blks": {
+                /** @description Arbitrary guest-specific unique identifier of the MEMORY BLOCK. */
+                "phys-index": number;
+                /** @description Whether the MEMORY BLOCK is enabled in guest. */
+                online: boolean;
+                /** @description Whether offlining the MEMORY BLOCK is possible. Always filled in by the guest agent when returned, and always ignored on input (hence it can be omitted then). */
+                "can-offline"?: boolean;
+            }[];
+        };
+        SetMemoryBlocksResponse: {
+            /** @description one result per entry of mem-blks */
+            results: components["schemas"]["GuestMemoryBlockResponse"][];
+        };
+        /** @description guest-set-time. `{time}` sets that time; `{useHostClock: true}` sets the gateway host's time; `{}` makes the guest read its hardware clock (RTC), which not every guest supports (Windows does not). */
+        SetTimeRequest: {
+            /**
+             * Format: int64
+             * @description time to set, in nanoseconds since 1970-01-01 UTC; exact to the nanosecond even above 2^53
+             * @example 1732000000123456800
+             */
+            time?: number;
+            /** @description true: set the guest to the gateway host's clock, read when the request is handled (queue wait adds that much lag). Not combinable with `time`. */
+            useHostClock?: boolean;
+        };
+        /**
+         * SetTimeResult
+         * @description What was set
+         */
+        SetTimeResult: {
+            /** @description where the time came from: the request body, the gateway host clock, or the guest RTC */
+            source: "request" | "host" | "rtc";
+            /**
+             * Format: int64
+             * @description the time sent to the agent (absent when the guest read its RTC)
+             * @example 1732000000123456800
+             */
+            time?: number;
+        };
+        SetUserPasswordRequest: {
+            /** @description The new password as plain text (or, with crypted=true, a crypt(3) hash). The gateway base64-encodes it for the agent; do not encode it yourself. */
+            password: string;
+            /**
+             * @description true if password is already crypt()d (the caller picks a scheme the guest supports), false if raw. Not every guest OS supports crypted passwords.
+             * @default false
+             */
+            crypted?: boolean;
+        };
+        SetVcpusRequest: {
+            /** @description The logical processors to reconfigure: logical-id selects the VCPU, online its requested state */
+            vcpus: {
+                /** @description Arbitrary guest-specific unique identifier of the VCPU. */
+                "logical-id": number;
+                /** @description Whether the VCPU is enabled. */
+                online: boolean;
+                /** @description Whether offlining the VCPU is possible. Always filled in by the guest agent when returned, and always ignored on input (hence it can be omitted then). */
+                "can-offline"?: boolean;
+            }[];
+        };
+        SetVcpusResponse: {
+            /** @description length of the initial sublist that was processed successfully */
+            processed: number;
+            /** @description whether every entry was processed */
+            complete: boolean;
+        };
+        ShutdownRequest: {
+            mode?: components["schemas"]["GuestShutdownMode"];
+        };
+        /** @description The agent took the request (no error came back before the sync fence) */
+        ShutdownResponse: {
+            /** @enum {boolean} */
+            accepted: true;
+            /** @description the QGA command that was sent */
+            command: string;
+            /** @description the mode sent, or "powerdown" (the agent default) when none was given */
+            mode: string;
+        };
+        SuspendRequest: {
+            mode: components["schemas"]["GuestSuspendMode"];
+        };
+        /** @description The agent took the request (no error came back before the sync fence) */
+        SuspendResponse: {
+            /** @enum {boolean} */
+            accepted: true;
+            /** @description the QGA command that was sent */
+            command: string;
+            /** @description the suspend mode */
+            mode: string;
+        };
+        SyncAgentResponse: {
+            /** @enum {boolean} */
+            synced: true;
+            rttMs: number;
+        };
+        /** ThawReport */
+        ThawReport: {
+            vm: string;
+            /** @description filesystems thawed by this thaw (the return of guest-fsfreeze-thaw) */
+            thawed: number;
+            /** @description filesystems the freeze had frozen */
+            frozen: number;
+            /** @description thawed == frozen: the guest stayed frozen for the whole lease. false e.g. after the Windows VSS 10-second lapse */
+            consistent: boolean;
+            /**
+             * @description why consistent is false: QUIESCE_TIMEOUT the thaw failed but the guest is thawed (Windows VSS lapse); PARTIAL_THAW the thaw count differs from the freeze count; FREEZE_UNCONFIRMED the freeze timed out (when the guest froze is unknown); LEASE_UNVERIFIED the lease store was down; NO_LEASE a forced thaw with no lease held; NOT_THAWED / THAW_FAILED a group member this request did not thaw / whose thaw failed
+             * @enum {string}
+             */
+            reason?: "QUIESCE_TIMEOUT" | "PARTIAL_THAW" | "FREEZE_UNCONFIRMED" | "LEASE_UNVERIFIED" | "NO_LEASE" | "NOT_THAWED" | "THAW_FAILED";
+            /** @description the reason in words */
+            detail?: string;
+            forced?: boolean;
+            /**
+             * @description unverified: the lease store was down; the thaw was sent anyway
+             * @enum {string}
+             */
+            leaseCheck?: "store" | "local" | "unverified";
+        };
+        /** TrackedFileHandle */
+        TrackedFileHandle: {
+            handle: number;
+            /** @description absent for a handle adopted after it was opened elsewhere */
+            path?: string;
+            mode?: string;
+            /** Format: date-time */
+            openedAt: string;
+            /** Format: date-time */
+            lastUsedAt: string;
+            /**
+             * Format: date-time
+             * @description when the reaper closes it if still unused
+             */
+            expiresAt: string;
+        };
+        /** @description the file bytes, streamed (any length; any Content-Type is accepted and stored verbatim) */
+        UploadFileRequest: unknown;
+        /** UploadResult */
+        UploadResult: {
+            path: string;
+            /** @description bytes of the body written to the file */
+            bytesWritten: number;
+            /** @description file position after the last byte written: the file size when writing reached its end */
+            position: number;
+        };
+        /** VmDetail */
+        VmDetail: {
+            name: string;
+            /** @description the agent socket (a unix socket by its real path); shown to admin callers only */
+            endpoint?: {
+                /** @enum {string} */
+                type: "unix";
+                path: string;
+            } | {
+                /** @enum {string} */
+                type: "tcp";
+                host: string;
+                port: number;
+            };
+            source: "config" | "directory" | "api";
+            /** @description Free-form labels */
+            labels?: {
+                [key: string]: string;
+            };
+            channel: components["schemas"]["ChannelInfo"];
+            agent: components["schemas"]["AgentStatus"];
+            /** @description the guest filesystems are frozen (through a lease of the gateway, or found frozen outside it) */
+            frozen: boolean;
+            freeze?: components["schemas"]["VmFreezeOwner"];
+            /** @description the commands the agent has enabled (from its guest-info, re-read on every new connection); absent until known */
+            capabilities?: string[];
+        };
+        /**
+         * VmFreezeOwner
+         * @description Who froze the VM
+         */
+        VmFreezeOwner: {
+            /** @description the token name that holds the freeze lease, or "external": frozen outside the gateway (no lease of ours) */
+            owner: string;
+            /**
+             * Format: date-time
+             * @description frozen through the gateway: when the lease was taken; external: when the gateway first saw the VM frozen
+             */
+            since?: string;
+            /**
+             * Format: date-time
+             * @description frozen through the gateway: when the lease ends and the gateway thaws the VM
+             */
+            expiresAt?: string;
+            /** @description the freeze group the lease belongs to */
+            group?: string;
+        };
+        /**
+         * VmPage
+         * @description One page of the VMs the caller may use, in name order
+         */
+        VmPage: {
+            items: components["schemas"]["VmSummary"][];
+            /** @description cursor of the next page; null on the last page */
+            next: string | null;
+        };
+        /** VmSummary */
+        VmSummary: {
+            name: string;
+            /** @description the agent socket (a unix socket by its real path); shown to admin callers only */
+            endpoint?: {
+                /** @enum {string} */
+                type: "unix";
+                path: string;
+            } | {
+                /** @enum {string} */
+                type: "tcp";
+                host: string;
+                port: number;
+            };
+            source: "config" | "directory" | "api";
+            /** @description Free-form labels */
+            labels?: {
+                [key: string]: string;
+            };
+            channel: components["schemas"]["ChannelInfo"];
+            agent: components["schemas"]["AgentStatus"];
+            /** @description the guest filesystems are frozen (through a lease of the gateway, or found frozen outside it) */
+            frozen: boolean;
+            freeze?: components["schemas"]["VmFreezeOwner"];
+            /** @description the commands the agent has enabled (from its guest-info, re-read on every new connection); absent until known */
+            capabilities?: string[];
+        };
+        /** WriteFileRequest */
+        WriteFileRequest: {
+            /** @description base64-encoded string representing data to be written */
+            "buf-b64": string;
+            /** @description bytes to write (actual bytes, after base64-decode), default is all content in buf-b64 buffer after base64 decoding */
+            count?: number;
+        };
     };
     responses: never;
     parameters: never;
@@ -1493,16 +2219,49 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Default Response */
+            /** @description The process serves HTTP */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @enum {string} */
-                        status: "ok";
-                    };
+                    "application/json": components["schemas"]["Health"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };
@@ -1516,22 +2275,43 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Default Response */
+            /** @description Ready: every check answered (`checks` names each with "ok") */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @enum {string} */
-                        status: "ready";
-                        checks: {
-                            [key: string]: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Readiness"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1557,59 +2337,10 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "text/plain": string;
+                    "text/plain": components["schemas"]["MetricsText"];
                 };
             };
-        };
-    };
-    listVms: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description Default Response */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": {
-                        vms: {
-                            name: string;
-                            /** @description the agent socket (a unix socket by its real path); shown to admin callers only */
-                            endpoint?: {
-                                /** @enum {string} */
-                                type: "unix";
-                                path: string;
-                            } | {
-                                /** @enum {string} */
-                                type: "tcp";
-                                host: string;
-                                port: number;
-                            };
-                            source: "config" | "directory" | "api";
-                            /** @description Free-form labels */
-                            labels?: {
-                                [key: string]: string;
-                            };
-                            /** ChannelInfo */
-                            channel: {
-                                /** @description idle: no socket open (released or never used); ready: in sync */
-                                state: "idle" | "connecting" | "syncing" | "ready" | "backoff" | "closing" | "closed";
-                                /** @description commands waiting */
-                                queued: number;
-                                /** @description commands sent and not answered (0 or 1) */
-                                inFlight: number;
-                            };
-                        }[];
-                    };
-                };
-            };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1618,7 +2349,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1627,7 +2358,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1636,7 +2385,119 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listVms: {
+        parameters: {
+            query: {
+                /** @description only VMs whose agent is in this state */
+                state?: "up" | "down" | "unknown";
+                /** @description key=value: only VMs with this label (exact value); repeat for several, all must match (`?label=env=prod&label=pve.name=web-01`) */
+                label?: string[];
+                /** @description only VMs whose agent offers and enables this command (`guest-exec`) */
+                capability?: string;
+                /** @description page size (default 100, at most 1000) */
+                limit: number;
+                /** @description the `next` of the previous page */
+                cursor?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page of the VMs the caller may use, in name order */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VmPage"];
+                };
+            };
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1656,63 +2517,20 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": {
-                    name: string;
-                    endpoint: {
-                        /** @enum {string} */
-                        type: "unix";
-                        path: string;
-                    } | {
-                        /** @enum {string} */
-                        type: "tcp";
-                        host: string;
-                        port: number;
-                    };
-                    /** @description Free-form labels */
-                    labels?: {
-                        [key: string]: string;
-                    };
-                };
+                "application/json": components["schemas"]["RegisterVmRequest"];
             };
         };
         responses: {
-            /** @description Default Response */
+            /** @description Register a VM and its agent endpoint (admin) */
             201: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        name: string;
-                        /** @description the agent socket (a unix socket by its real path); shown to admin callers only */
-                        endpoint?: {
-                            /** @enum {string} */
-                            type: "unix";
-                            path: string;
-                        } | {
-                            /** @enum {string} */
-                            type: "tcp";
-                            host: string;
-                            port: number;
-                        };
-                        source: "config" | "directory" | "api";
-                        /** @description Free-form labels */
-                        labels?: {
-                            [key: string]: string;
-                        };
-                        /** ChannelInfo */
-                        channel: {
-                            /** @description idle: no socket open (released or never used); ready: in sync */
-                            state: "idle" | "connecting" | "syncing" | "ready" | "backoff" | "closing" | "closed";
-                            /** @description commands waiting */
-                            queued: number;
-                            /** @description commands sent and not answered (0 or 1) */
-                            inFlight: number;
-                        };
-                    };
+                    "application/json": components["schemas"]["VmSummary"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1721,7 +2539,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1730,7 +2548,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `REGISTRATION_DENIED`: registration outside the allowed roots/endpoints or the caller's VM globs (says nothing about whether the path exists) */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1739,7 +2557,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_EXISTS`: registration of a name that is already registered. `ENDPOINT_IN_USE`: registration: that socket (by real path) or host:port already belongs to another VM the caller may see (otherwise `REGISTRATION_DENIED`) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -1748,7 +2566,43 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1757,7 +2611,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1783,50 +2646,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Default Response */
+            /** @description A VM: channel state, cached agent version, frozen state (and its endpoint, for admin callers) */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        name: string;
-                        /** @description the agent socket (a unix socket by its real path); shown to admin callers only */
-                        endpoint?: {
-                            /** @enum {string} */
-                            type: "unix";
-                            path: string;
-                        } | {
-                            /** @enum {string} */
-                            type: "tcp";
-                            host: string;
-                            port: number;
-                        };
-                        source: "config" | "directory" | "api";
-                        /** @description Free-form labels */
-                        labels?: {
-                            [key: string]: string;
-                        };
-                        /** ChannelInfo */
-                        channel: {
-                            /** @description idle: no socket open (released or never used); ready: in sync */
-                            state: "idle" | "connecting" | "syncing" | "ready" | "backoff" | "closing" | "closed";
-                            /** @description commands waiting */
-                            queued: number;
-                            /** @description commands sent and not answered (0 or 1) */
-                            inFlight: number;
-                        };
-                        /** @description from the cached guest-info; absent until the first connection */
-                        agent?: {
-                            version: string;
-                            echoesId: boolean;
-                        };
-                        /** @description whether the gateway believes the guest filesystems are frozen (GET /fsfreeze asks the agent) */
-                        frozen: boolean;
-                    };
+                    "application/json": components["schemas"]["VmDetail"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1835,7 +2664,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1844,7 +2673,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1853,7 +2682,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -1862,7 +2691,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1871,7 +2718,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1904,7 +2760,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1913,7 +2769,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1922,7 +2778,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1931,7 +2787,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -1940,7 +2796,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1949,7 +2823,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1975,21 +2858,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Default Response */
+            /** @description Ping the guest agent */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @enum {boolean} */
-                        ok: true;
-                        /** @description round trip including queue wait */
-                        rttMs: number;
-                    };
+                    "application/json": components["schemas"]["PingAgentResponse"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1998,7 +2876,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2007,7 +2885,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2016,7 +2894,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2025,7 +2903,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2034,7 +2912,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2043,7 +2939,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2052,7 +2948,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -2061,7 +2966,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -2070,7 +2975,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2079,7 +2984,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -2114,7 +3019,7 @@ export interface operations {
                     "application/json": components["schemas"]["GuestAgentInfo"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2123,7 +3028,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2132,7 +3037,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2141,7 +3046,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2150,7 +3055,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2159,7 +3064,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2168,7 +3091,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2177,7 +3100,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -2186,7 +3118,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -2195,7 +3127,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2204,7 +3136,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -2230,20 +3162,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Default Response */
+            /** @description Force a resynchronisation (0xFF + guest-sync-delimited) and report its round trip */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @enum {boolean} */
-                        synced: true;
-                        rttMs: number;
-                    };
+                    "application/json": components["schemas"]["SyncAgentResponse"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2252,7 +3180,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2261,7 +3189,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2270,7 +3198,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2279,7 +3207,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2288,7 +3216,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2297,7 +3243,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2306,7 +3252,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -2315,7 +3270,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -2324,7 +3279,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2333,7 +3288,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -2368,7 +3323,7 @@ export interface operations {
                     "application/json": components["schemas"]["GuestHostName"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2377,7 +3332,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2386,7 +3341,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2395,7 +3350,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2404,7 +3359,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2413,7 +3368,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2422,7 +3395,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2431,7 +3404,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -2440,7 +3422,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -2449,7 +3431,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2458,7 +3440,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -2493,7 +3475,7 @@ export interface operations {
                     "application/json": components["schemas"]["GuestTimezone"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2502,7 +3484,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2511,7 +3493,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2520,7 +3502,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2529,7 +3511,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2538,7 +3520,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2547,7 +3547,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2556,7 +3556,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -2565,7 +3574,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -2574,7 +3583,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2583,7 +3592,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -2618,7 +3627,7 @@ export interface operations {
                     "application/json": components["schemas"]["GuestOSInfo"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2627,7 +3636,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2636,7 +3645,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2645,7 +3654,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2654,7 +3663,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2663,7 +3672,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2672,7 +3699,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2681,7 +3708,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -2690,7 +3726,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -2699,7 +3735,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2708,7 +3744,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -2743,7 +3779,7 @@ export interface operations {
                     "application/json": components["schemas"]["GuestLoadAverage"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2752,7 +3788,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2761,7 +3797,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2770,7 +3806,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2779,7 +3815,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2788,7 +3824,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2797,7 +3851,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2806,7 +3860,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -2815,7 +3878,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -2824,7 +3887,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2833,7 +3896,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -2865,16 +3928,10 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /**
-                         * @description guest System Time in nanoseconds since 1970-01-01 UTC (guest-get-time)
-                         * @example 1732000000123456800
-                         */
-                        time: number;
-                    };
+                    "application/json": components["schemas"]["GuestTime"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2883,7 +3940,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2892,7 +3949,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2901,7 +3958,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2910,7 +3967,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2919,7 +3976,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2928,7 +4003,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2937,7 +4012,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -2946,7 +4030,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -2955,7 +4039,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2964,7 +4048,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -2991,15 +4075,7 @@ export interface operations {
         /** @description guest-set-time. `{time}` sets that time; `{useHostClock: true}` sets the gateway host's time; `{}` makes the guest read its hardware clock (RTC), which not every guest supports (Windows does not). */
         requestBody: {
             content: {
-                "application/json": {
-                    /**
-                     * @description time to set, in nanoseconds since 1970-01-01 UTC; exact to the nanosecond even above 2^53
-                     * @example 1732000000123456800
-                     */
-                    time?: number;
-                    /** @description true: set the guest to the gateway host's clock, read when the request is handled (queue wait adds that much lag). Not combinable with `time`. */
-                    useHostClock?: boolean;
-                };
+                "application/json": components["schemas"]["SetTimeRequest"];
             };
         };
         responses: {
@@ -3009,18 +4085,10 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @description where the time came from: the request body, the gateway host clock, or the guest RTC */
-                        source: "request" | "host" | "rtc";
-                        /**
-                         * @description the time sent to the agent (absent when the guest read its RTC)
-                         * @example 1732000000123456800
-                         */
-                        time?: number;
-                    };
+                    "application/json": components["schemas"]["SetTimeResult"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3029,7 +4097,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3038,7 +4106,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3047,7 +4115,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -3056,7 +4124,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -3065,7 +4133,43 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3074,7 +4178,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3083,7 +4187,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -3092,7 +4205,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -3101,7 +4214,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3110,7 +4223,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -3136,14 +4249,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": {
-                    /**
-                     * GuestShutdownMode
-                     * @description guest-shutdown mode: "halt", "powerdown" (the agent's default), or "reboot"
-                     * @enum {string}
-                     */
-                    mode?: "halt" | "powerdown" | "reboot";
-                };
+                "application/json": components["schemas"]["ShutdownRequest"];
             };
         };
         responses: {
@@ -3153,17 +4259,10 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @enum {boolean} */
-                        accepted: true;
-                        /** @description the QGA command that was sent */
-                        command: string;
-                        /** @description the mode sent, or "powerdown" (the agent default) when none was given */
-                        mode: string;
-                    };
+                    "application/json": components["schemas"]["ShutdownResponse"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3172,7 +4271,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3181,7 +4280,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3190,7 +4289,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -3199,7 +4298,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -3208,7 +4307,43 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3217,7 +4352,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3226,7 +4361,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -3235,7 +4379,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -3244,7 +4388,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3253,7 +4397,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -3279,14 +4423,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": {
-                    /**
-                     * GuestSuspendMode
-                     * @description disk = guest-suspend-disk (hibernate), ram = guest-suspend-ram (needs wakeup support in QEMU), hybrid = guest-suspend-hybrid (save to disk and suspend to ram; Linux only)
-                     * @enum {string}
-                     */
-                    mode: "disk" | "ram" | "hybrid";
-                };
+                "application/json": components["schemas"]["SuspendRequest"];
             };
         };
         responses: {
@@ -3296,17 +4433,10 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @enum {boolean} */
-                        accepted: true;
-                        /** @description the QGA command that was sent */
-                        command: string;
-                        /** @description the suspend mode */
-                        mode: string;
-                    };
+                    "application/json": components["schemas"]["SuspendResponse"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3315,7 +4445,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3324,7 +4454,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3333,7 +4463,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -3342,7 +4472,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -3351,7 +4481,43 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3360,7 +4526,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3369,7 +4535,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -3378,7 +4553,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -3387,7 +4562,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3396,7 +4571,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -3422,55 +4597,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Default Response */
+            /** @description The guest's freeze status (asked now) and the lease it is frozen under */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /**
-                         * @description guest-fsfreeze-status, asked now
-                         * @enum {string}
-                         */
-                        status: "thawed" | "frozen";
-                        /** @description the lease the VM is frozen under, if any */
-                        lease: {
-                            /** @description shown to the lease's owner and to admins only */
-                            leaseId?: string;
-                            /** @description the principal that froze */
-                            owner: string;
-                            fence: number;
-                            /**
-                             * Format: date-time
-                             * @description when the lease was taken
-                             */
-                            createdAt: string;
-                            /**
-                             * Format: date-time
-                             * @description automatic thaw time
-                             */
-                            expiresAt: string;
-                            /**
-                             * Format: date-time
-                             * @description renewal cap
-                             */
-                            hardDeadline: string;
-                            /** @description the lease has expired and its thaw is due */
-                            expired: boolean;
-                            /** @description the freeze group the VM belongs to */
-                            group?: string;
-                            mountpoints?: string[];
-                        } | null;
-                        /**
-                         * @description unavailable: the lease could not be read
-                         * @enum {string}
-                         */
-                        leaseStore: "ok" | "unavailable";
-                    };
+                    "application/json": components["schemas"]["FreezeStatus"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3479,7 +4615,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3488,7 +4624,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3497,7 +4633,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -3506,7 +4642,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `LEASE_CONFLICT`: the VM is frozen under another lease, or the lease id does not match. `LEASE_EXPIRED`: thaw or renew of a lease that already ended; `endedAt`, `endedBy` (`deadline`, `forced`, `shutdown`, `agent-restart`) tell why. `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -3515,7 +4651,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through). `NOTHING_FROZEN`: a freeze froze no filesystem (e.g. the mountpoints do not exist); the VM is left thawed */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3524,7 +4678,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3533,7 +4687,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -3542,7 +4705,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -3551,7 +4714,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3560,7 +4723,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -3589,84 +4752,29 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": {
-                    /** @description absolute mount points to freeze (guest-fsfreeze-freeze-list); absent = every freezable filesystem */
-                    mountpoints?: string[];
-                    /** @description lease length in seconds; default freeze.defaultTtlSeconds, at most freeze.maxTtlSeconds. There is no "never". */
-                    ttlSeconds?: number;
-                };
+                "application/json": components["schemas"]["FreezeRequest"];
             };
         };
         responses: {
-            /** @description Default Response */
+            /** @description Freeze the guest filesystems under a lease that thaws them automatically */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @description needed to renew and to thaw */
-                        leaseId: string;
-                        /** @description grows with every lease ever handed out; never goes backwards */
-                        fence: number;
-                        /** @description number of filesystems frozen (the return of guest-fsfreeze-freeze) */
-                        frozen: number;
-                        /**
-                         * Format: date-time
-                         * @description when the lease was taken
-                         */
-                        createdAt: string;
-                        /**
-                         * Format: date-time
-                         * @description the guest is thawed automatically at this time unless renewed
-                         */
-                        expiresAt: string;
-                        /**
-                         * Format: date-time
-                         * @description renewals never extend the lease past this (freeze.maxTotalSeconds)
-                         */
-                        hardDeadline: string;
-                        mountpoints?: string[];
-                        /** @description true: an idempotent retry answered with the existing lease */
-                        reused: boolean;
-                    };
+                    "application/json": components["schemas"]["FreezeLease"];
                 };
             };
-            /** @description Default Response */
+            /** @description Freeze the guest filesystems under a lease that thaws them automatically */
             201: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @description needed to renew and to thaw */
-                        leaseId: string;
-                        /** @description grows with every lease ever handed out; never goes backwards */
-                        fence: number;
-                        /** @description number of filesystems frozen (the return of guest-fsfreeze-freeze) */
-                        frozen: number;
-                        /**
-                         * Format: date-time
-                         * @description when the lease was taken
-                         */
-                        createdAt: string;
-                        /**
-                         * Format: date-time
-                         * @description the guest is thawed automatically at this time unless renewed
-                         */
-                        expiresAt: string;
-                        /**
-                         * Format: date-time
-                         * @description renewals never extend the lease past this (freeze.maxTotalSeconds)
-                         */
-                        hardDeadline: string;
-                        mountpoints?: string[];
-                        /** @description true: an idempotent retry answered with the existing lease */
-                        reused: boolean;
-                    };
+                    "application/json": components["schemas"]["FreezeLease"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3675,7 +4783,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3684,7 +4792,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3693,7 +4801,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -3702,7 +4810,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `LEASE_CONFLICT`: the VM is frozen under another lease, or the lease id does not match. `LEASE_EXPIRED`: thaw or renew of a lease that already ended; `endedAt`, `endedBy` (`deadline`, `forced`, `shutdown`, `agent-restart`) tell why. `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -3711,7 +4819,43 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through). `NOTHING_FROZEN`: a freeze froze no filesystem (e.g. the mountpoints do not exist); the VM is left thawed */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3720,7 +4864,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3729,7 +4873,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -3738,7 +4891,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -3747,7 +4900,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3756,7 +4909,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -3787,32 +4940,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Default Response */
+            /** @description Thaw the guest filesystems with the lease (or force, admin) */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        vm: string;
-                        /** @description filesystems thawed by this thaw (the return of guest-fsfreeze-thaw) */
-                        thawed: number;
-                        /** @description filesystems the freeze had frozen */
-                        frozen: number;
-                        /** @description thawed == frozen: the guest stayed frozen for the whole lease. false e.g. after the Windows VSS 10-second lapse */
-                        consistent: boolean;
-                        /** @description why consistent is false */
-                        reason?: string;
-                        forced?: boolean;
-                        /**
-                         * @description unverified: the lease store was down; the thaw was sent anyway
-                         * @enum {string}
-                         */
-                        leaseCheck?: "store" | "local" | "unverified";
-                    };
+                    "application/json": components["schemas"]["ThawReport"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3821,7 +4958,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3830,7 +4967,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3839,7 +4976,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -3848,7 +4985,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `LEASE_CONFLICT`: the VM is frozen under another lease, or the lease id does not match. `LEASE_EXPIRED`: thaw or renew of a lease that already ended; `endedAt`, `endedBy` (`deadline`, `forced`, `shutdown`, `agent-restart`) tell why. `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -3857,7 +4994,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through). `NOTHING_FROZEN`: a freeze froze no filesystem (e.g. the mountpoints do not exist); the VM is left thawed */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3866,7 +5021,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -3875,7 +5039,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -3884,7 +5048,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3893,7 +5057,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -3919,39 +5083,20 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": {
-                    leaseId: string;
-                    /** @description lease length in seconds; default freeze.defaultTtlSeconds, at most freeze.maxTtlSeconds. There is no "never". */
-                    ttlSeconds?: number;
-                };
+                "application/json": components["schemas"]["RenewLeaseRequest"];
             };
         };
         responses: {
-            /** @description Default Response */
+            /** @description Extend a freeze lease (never past its hard deadline) */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        leaseId: string;
-                        fence: number;
-                        /**
-                         * Format: date-time
-                         * @description new expiry
-                         */
-                        expiresAt: string;
-                        /**
-                         * Format: date-time
-                         * @description renewals stop here
-                         */
-                        hardDeadline: string;
-                        /** @description the requested TTL would have passed hardDeadline; expiresAt is hardDeadline */
-                        capped: boolean;
-                    };
+                    "application/json": components["schemas"]["FreezeRenewal"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3960,7 +5105,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3969,7 +5114,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3978,7 +5123,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -3987,7 +5132,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `LEASE_CONFLICT`: the VM is frozen under another lease, or the lease id does not match. `LEASE_EXPIRED`: thaw or renew of a lease that already ended; `endedAt`, `endedBy` (`deadline`, `forced`, `shutdown`, `agent-restart`) tell why */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -3996,7 +5141,43 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4005,7 +5186,99 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listFreezeGroups: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The freeze groups in force (any gateway process), oldest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FreezeGroupList"];
+                };
+            };
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4028,83 +5301,29 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": {
-                    vms: string[];
-                    /** @description lease length in seconds; default freeze.defaultTtlSeconds, at most freeze.maxTtlSeconds. There is no "never". */
-                    ttlSeconds?: number;
-                    /** @description absolute mount points to freeze (guest-fsfreeze-freeze-list); absent = every freezable filesystem */
-                    mountpoints?: string[];
-                };
+                "application/json": components["schemas"]["FreezeGroupRequest"];
             };
         };
         responses: {
-            /** @description Default Response */
+            /** @description Freeze several VMs together under one lease (all or nothing) */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        id: string;
-                        leaseId: string;
-                        fence: number;
-                        /**
-                         * Format: date-time
-                         * @description when the lease was taken
-                         */
-                        createdAt: string;
-                        /**
-                         * Format: date-time
-                         * @description every member is thawed at this time unless renewed
-                         */
-                        expiresAt: string;
-                        /**
-                         * Format: date-time
-                         * @description renewal cap
-                         */
-                        hardDeadline: string;
-                        vms: {
-                            vm: string;
-                            frozen: number;
-                        }[];
-                        reused: boolean;
-                    };
+                    "application/json": components["schemas"]["FreezeGroup"];
                 };
             };
-            /** @description Default Response */
+            /** @description Freeze several VMs together under one lease (all or nothing) */
             201: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        id: string;
-                        leaseId: string;
-                        fence: number;
-                        /**
-                         * Format: date-time
-                         * @description when the lease was taken
-                         */
-                        createdAt: string;
-                        /**
-                         * Format: date-time
-                         * @description every member is thawed at this time unless renewed
-                         */
-                        expiresAt: string;
-                        /**
-                         * Format: date-time
-                         * @description renewal cap
-                         */
-                        hardDeadline: string;
-                        vms: {
-                            vm: string;
-                            frozen: number;
-                        }[];
-                        reused: boolean;
-                    };
+                    "application/json": components["schemas"]["FreezeGroup"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4113,7 +5332,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4122,7 +5341,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4131,7 +5350,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -4140,7 +5359,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `LEASE_CONFLICT`: the VM is frozen under another lease, or the lease id does not match. `LEASE_EXPIRED`: thaw or renew of a lease that already ended; `endedAt`, `endedBy` (`deadline`, `forced`, `shutdown`, `agent-restart`) tell why. `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -4149,7 +5368,43 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through). `NOTHING_FROZEN`: a freeze froze no filesystem (e.g. the mountpoints do not exist); the VM is left thawed */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -4158,7 +5413,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4167,7 +5422,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -4176,7 +5440,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -4185,7 +5449,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4194,7 +5458,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -4217,55 +5481,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Default Response */
+            /** @description A freeze group's lease and each member's freeze status (asked now) */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        id: string;
-                        /** FreezeLeaseInfo */
-                        lease: {
-                            /** @description shown to the lease's owner and to admins only */
-                            leaseId?: string;
-                            /** @description the principal that froze */
-                            owner: string;
-                            fence: number;
-                            /**
-                             * Format: date-time
-                             * @description when the lease was taken
-                             */
-                            createdAt: string;
-                            /**
-                             * Format: date-time
-                             * @description automatic thaw time
-                             */
-                            expiresAt: string;
-                            /**
-                             * Format: date-time
-                             * @description renewal cap
-                             */
-                            hardDeadline: string;
-                            /** @description the lease has expired and its thaw is due */
-                            expired: boolean;
-                            /** @description the freeze group the VM belongs to */
-                            group?: string;
-                            mountpoints?: string[];
-                        };
-                        vms: {
-                            vm: string;
-                            /** @enum {string} */
-                            status: "thawed" | "frozen" | "unknown";
-                            error?: {
-                                code: string;
-                                detail: string;
-                            };
-                        }[];
-                    };
+                    "application/json": components["schemas"]["FreezeGroupStatus"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4274,7 +5499,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4283,7 +5508,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4292,7 +5517,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -4301,7 +5526,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4310,7 +5553,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4338,33 +5590,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Default Response */
+            /** @description Thaw every member of a freeze group (with its lease, or force with admin) */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        id: string;
-                        /** @description every member stayed frozen for the whole lease */
-                        consistent: boolean;
-                        vms: {
-                            vm: string;
-                            /** @description filesystems thawed by this thaw (the return of guest-fsfreeze-thaw) */
-                            thawed: number;
-                            /** @description filesystems the freeze had frozen */
-                            frozen: number;
-                            /** @description thawed == frozen: the guest stayed frozen for the whole lease. false e.g. after the Windows VSS 10-second lapse */
-                            consistent: boolean;
-                            /** @description why consistent is false */
-                            reason?: string;
-                            skipped?: boolean;
-                        }[];
-                        forced?: boolean;
-                    };
+                    "application/json": components["schemas"]["FreezeGroupThawReport"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4373,7 +5608,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4382,7 +5617,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4391,7 +5626,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -4400,7 +5635,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `LEASE_CONFLICT`: the VM is frozen under another lease, or the lease id does not match. `LEASE_EXPIRED`: thaw or renew of a lease that already ended; `endedAt`, `endedBy` (`deadline`, `forced`, `shutdown`, `agent-restart`) tell why. `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -4409,7 +5644,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through). `NOTHING_FROZEN`: a freeze froze no filesystem (e.g. the mountpoints do not exist); the VM is left thawed */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -4418,7 +5671,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -4427,7 +5689,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -4436,7 +5698,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4445,7 +5707,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -4468,40 +5730,20 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": {
-                    leaseId: string;
-                    /** @description lease length in seconds; default freeze.defaultTtlSeconds, at most freeze.maxTtlSeconds. There is no "never". */
-                    ttlSeconds?: number;
-                };
+                "application/json": components["schemas"]["RenewLeaseRequest"];
             };
         };
         responses: {
-            /** @description Default Response */
+            /** @description Extend a freeze group's lease (never past its hard deadline) */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        id: string;
-                        leaseId: string;
-                        fence: number;
-                        /**
-                         * Format: date-time
-                         * @description new expiry
-                         */
-                        expiresAt: string;
-                        /**
-                         * Format: date-time
-                         * @description renewals stop here
-                         */
-                        hardDeadline: string;
-                        /** @description the requested TTL would have passed hardDeadline; expiresAt is hardDeadline */
-                        capped: boolean;
-                    };
+                    "application/json": components["schemas"]["FreezeGroupRenewal"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4510,7 +5752,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4519,7 +5761,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4528,7 +5770,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -4537,7 +5779,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `LEASE_CONFLICT`: the VM is frozen under another lease, or the lease id does not match. `LEASE_EXPIRED`: thaw or renew of a lease that already ended; `endedAt`, `endedBy` (`deadline`, `forced`, `shutdown`, `agent-restart`) tell why */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -4546,7 +5788,43 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4555,7 +5833,99 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listFreezes: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Every freeze in force: VM and group leases (any gateway process) and VMs frozen outside the gateway */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FreezeList"];
+                };
+            };
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4587,13 +5957,10 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @description The filesystems mounted in the guest */
-                        filesystems: components["schemas"]["GuestFilesystemInfo"][];
-                    };
+                    "application/json": components["schemas"]["GetFilesystemsResponse"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4602,7 +5969,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4611,7 +5978,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4620,7 +5987,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -4629,7 +5996,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -4638,7 +6005,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -4647,7 +6032,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4656,7 +6041,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -4665,7 +6059,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -4674,7 +6068,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4683,7 +6077,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -4709,10 +6103,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": {
-                    /** @description Minimum contiguous free range to discard, in bytes. Free ranges smaller than this may be ignored (a hint the guest may not respect). Larger values finish faster on fragmented filesystems but discard less. Default 0: discard every free block. */
-                    minimum?: number;
-                };
+                "application/json": components["schemas"]["FstrimRequest"];
             };
         };
         responses: {
@@ -4725,7 +6116,7 @@ export interface operations {
                     "application/json": components["schemas"]["GuestFilesystemTrimResponse"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4734,7 +6125,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4743,7 +6134,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4752,7 +6143,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -4761,7 +6152,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -4770,7 +6161,43 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -4779,7 +6206,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4788,7 +6215,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -4797,7 +6233,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -4806,7 +6242,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4815,7 +6251,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -4847,13 +6283,10 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @description List of GuestNetworkInterface */
-                        interfaces: components["schemas"]["GuestNetworkInterface"][];
-                    };
+                    "application/json": components["schemas"]["GetNetworkInterfacesResponse"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4862,7 +6295,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4871,7 +6304,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4880,7 +6313,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -4889,7 +6322,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -4898,7 +6331,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -4907,7 +6358,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4916,7 +6367,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -4925,7 +6385,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -4934,7 +6394,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4943,7 +6403,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -4975,13 +6435,10 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @description List of route info of guest */
-                        routes: components["schemas"]["GuestNetworkRoute"][];
-                    };
+                    "application/json": components["schemas"]["GetNetworkRoutesResponse"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4990,7 +6447,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4999,7 +6456,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5008,7 +6465,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -5017,7 +6474,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -5026,7 +6483,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -5035,7 +6510,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5044,7 +6519,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -5053,7 +6537,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -5062,7 +6546,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5071,7 +6555,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -5103,13 +6587,10 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @description All VCPUs the guest knows about, each exactly once, in no particular order */
-                        vcpus: components["schemas"]["GuestLogicalProcessor"][];
-                    };
+                    "application/json": components["schemas"]["GetVcpusResponse"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5118,7 +6599,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5127,7 +6608,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5136,7 +6617,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -5145,7 +6626,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -5154,7 +6635,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -5163,7 +6662,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5172,7 +6671,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -5181,7 +6689,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -5190,7 +6698,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5199,7 +6707,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -5225,35 +6733,20 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": {
-                    /** @description The logical processors to reconfigure: logical-id selects the VCPU, online its requested state */
-                    vcpus: {
-                        /** @description Arbitrary guest-specific unique identifier of the VCPU. */
-                        "logical-id": number;
-                        /** @description Whether the VCPU is enabled. */
-                        online: boolean;
-                        /** @description Whether offlining the VCPU is possible. Always filled in by the guest agent when returned, and always ignored on input (hence it can be omitted then). */
-                        "can-offline"?: boolean;
-                    }[];
-                };
+                "application/json": components["schemas"]["SetVcpusRequest"];
             };
         };
         responses: {
-            /** @description Default Response */
+            /** @description Bring logical processors online or offline (Linux guests) */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @description length of the initial sublist that was processed successfully */
-                        processed: number;
-                        /** @description whether every entry was processed */
-                        complete: boolean;
-                    };
+                    "application/json": components["schemas"]["SetVcpusResponse"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5262,7 +6755,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5271,7 +6764,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5280,7 +6773,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -5289,7 +6782,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -5298,7 +6791,43 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -5307,7 +6836,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5316,7 +6845,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -5325,7 +6863,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -5334,7 +6872,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5343,7 +6881,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -5375,13 +6913,10 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @description All memory blocks the guest knows about, each exactly once, in no particular order */
-                        blocks: components["schemas"]["GuestMemoryBlock"][];
-                    };
+                    "application/json": components["schemas"]["GetMemoryBlocksResponse"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5390,7 +6925,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5399,7 +6934,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5408,7 +6943,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -5417,7 +6952,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -5426,7 +6961,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -5435,7 +6988,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5444,7 +6997,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -5453,7 +7015,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -5462,7 +7024,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5471,7 +7033,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -5497,33 +7059,20 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": {
-                    /** @description The memory blocks to reconfigure: phys-index selects the block, online its requested state */
-                    "mem-blks": {
-                        /** @description Arbitrary guest-specific unique identifier of the MEMORY BLOCK. */
-                        "phys-index": number;
-                        /** @description Whether the MEMORY BLOCK is enabled in guest. */
-                        online: boolean;
-                        /** @description Whether offlining the MEMORY BLOCK is possible. Always filled in by the guest agent when returned, and always ignored on input (hence it can be omitted then). */
-                        "can-offline"?: boolean;
-                    }[];
-                };
+                "application/json": components["schemas"]["SetMemoryBlocksRequest"];
             };
         };
         responses: {
-            /** @description Default Response */
+            /** @description Bring memory blocks online or offline (Linux guests) */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @description one result per entry of mem-blks */
-                        results: components["schemas"]["GuestMemoryBlockResponse"][];
-                    };
+                    "application/json": components["schemas"]["SetMemoryBlocksResponse"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5532,7 +7081,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5541,7 +7090,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5550,7 +7099,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -5559,7 +7108,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -5568,7 +7117,43 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -5577,7 +7162,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5586,7 +7171,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -5595,7 +7189,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -5604,7 +7198,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5613,7 +7207,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -5648,7 +7242,7 @@ export interface operations {
                     "application/json": components["schemas"]["GuestMemoryBlockInfo"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5657,7 +7251,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5666,7 +7260,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5675,7 +7269,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -5684,7 +7278,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -5693,7 +7287,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -5702,7 +7314,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5711,7 +7323,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -5720,7 +7341,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -5729,7 +7350,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5738,7 +7359,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -5770,13 +7391,10 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @description Windows: the physical disks; Linux: all root block devices of non-zero size (including removable, loop, NBD) */
-                        disks: components["schemas"]["GuestDiskInfo"][];
-                    };
+                    "application/json": components["schemas"]["GetDisksResponse"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5785,7 +7403,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5794,7 +7412,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5803,7 +7421,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -5812,7 +7430,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -5821,7 +7439,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -5830,7 +7466,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5839,7 +7475,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -5848,7 +7493,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -5857,7 +7502,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5866,7 +7511,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -5898,13 +7543,10 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @description List of disk stats of guest */
-                        disks: components["schemas"]["GuestDiskStatsInfo"][];
-                    };
+                    "application/json": components["schemas"]["GetDiskStatsResponse"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5913,7 +7555,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5922,7 +7564,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5931,7 +7573,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -5940,7 +7582,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -5949,7 +7591,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -5958,7 +7618,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5967,7 +7627,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -5976,7 +7645,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -5985,7 +7654,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5994,7 +7663,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -6026,13 +7695,10 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @description List of CPU stats of guest */
-                        cpus: components["schemas"]["GuestCpuStats"][];
-                    };
+                    "application/json": components["schemas"]["GetCpuStatsResponse"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6041,7 +7707,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -6050,7 +7716,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6059,7 +7725,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -6068,7 +7734,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -6077,7 +7743,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -6086,7 +7770,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6095,7 +7779,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -6104,7 +7797,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -6113,7 +7806,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6122,7 +7815,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -6154,13 +7847,10 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @description List of GuestDeviceInfo */
-                        devices: components["schemas"]["GuestDeviceInfo"][];
-                    };
+                    "application/json": components["schemas"]["GetDevicesResponse"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6169,7 +7859,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -6178,7 +7868,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6187,7 +7877,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -6196,7 +7886,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -6205,7 +7895,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -6214,7 +7922,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6223,7 +7931,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -6232,7 +7949,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -6241,7 +7958,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6250,7 +7967,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -6282,13 +7999,10 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @description A unique list of users */
-                        users: components["schemas"]["GuestUser"][];
-                    };
+                    "application/json": components["schemas"]["GetUsersResponse"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6297,7 +8011,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -6306,7 +8020,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6315,7 +8029,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -6324,7 +8038,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -6333,7 +8047,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -6342,7 +8074,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6351,7 +8083,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -6360,7 +8101,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -6369,7 +8110,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6378,7 +8119,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -6409,15 +8150,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": {
-                    /** @description The new password as plain text (or, with crypted=true, a crypt(3) hash). The gateway base64-encodes it for the agent; do not encode it yourself. */
-                    password: string;
-                    /**
-                     * @description true if password is already crypt()d (the caller picks a scheme the guest supports), false if raw. Not every guest OS supports crypted passwords.
-                     * @default false
-                     */
-                    crypted?: boolean;
-                };
+                "application/json": components["schemas"]["SetUserPasswordRequest"];
             };
         };
         responses: {
@@ -6428,7 +8161,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6437,7 +8170,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -6446,7 +8179,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6455,7 +8188,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -6464,7 +8197,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -6473,7 +8206,43 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -6482,7 +8251,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6491,7 +8260,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -6500,7 +8278,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -6509,7 +8287,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6518,7 +8296,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -6558,7 +8336,7 @@ export interface operations {
                     "application/json": components["schemas"]["GuestAuthorizedKeys"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6567,7 +8345,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -6576,7 +8354,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6585,7 +8363,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -6594,7 +8372,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -6603,7 +8381,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -6612,7 +8408,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6621,7 +8417,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -6630,7 +8435,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -6639,7 +8444,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6648,7 +8453,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -6679,12 +8484,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": {
-                    /** @description the public keys to add */
-                    keys: string[];
-                    /** @description ignore the existing content, set it with the given keys only */
-                    reset?: boolean;
-                };
+                "application/json": components["schemas"]["AddSshAuthorizedKeysRequest"];
             };
         };
         responses: {
@@ -6695,7 +8495,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6704,7 +8504,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -6713,7 +8513,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6722,7 +8522,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -6731,7 +8531,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -6740,7 +8540,43 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -6749,7 +8585,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6758,7 +8594,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -6767,7 +8612,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -6776,7 +8621,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6785,7 +8630,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -6826,7 +8671,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6835,7 +8680,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -6844,7 +8689,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6853,7 +8698,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -6862,7 +8707,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -6871,7 +8716,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -6880,7 +8743,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6889,7 +8752,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -6898,7 +8770,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -6907,7 +8779,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6916,7 +8788,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -6942,73 +8814,29 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": {
-                    /** @description path or executable name to execute */
-                    path: string;
-                    /** @description argument list to pass to executable */
-                    arg?: string[];
-                    /** @description environment variables to pass to executable (NAME=value) */
-                    env?: string[];
-                    /** @description data to be passed to process stdin (base64 encoded). Not together with inputText. */
-                    "input-data"?: string;
-                    /** @description stdin as text (sent as its UTF-8 bytes); the gateway base64-encodes it. Not together with input-data. */
-                    inputText?: string;
-                    /** @description what output to capture. Default here: true (the agent's own default is false, which would leave nothing to return). true/false and "separated"/"none" work with every agent; "stdout", "stderr" and "merged" need QGA >= 8.0 (older → 501). */
-                    "capture-output"?: boolean | ("none" | "stdout" | "stderr" | "separated" | "merged");
-                    /** @description seconds to wait for the process to exit (at most exec.maxWaitSeconds, beyond → 400). With wait, the finished status is returned (200) if the process exits in time, otherwise 202 {pid}. Without it: 202 {pid} at once. */
-                    wait?: number;
-                };
+                "application/json": components["schemas"]["ExecRequest"];
             };
         };
         responses: {
-            /** @description Default Response */
+            /** @description Run a program in the guest; with `wait`, return its exit status and output */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @description pid of the process in the guest OS */
-                        pid: number;
-                        /** @description true if process has already terminated. */
-                        exited: boolean;
-                        /** @description process exit code if it was normally terminated. */
-                        exitcode?: number;
-                        /** @description signal number (linux) or unhandled exception code (windows) if the process was abnormally terminated. */
-                        signal?: number;
-                        /** @description base64-encoded stdout (verbatim from the agent; present once exited, if captured). */
-                        "out-data"?: string;
-                        /** @description base64-encoded stderr (verbatim from the agent; present once exited, if captured). */
-                        "err-data"?: string;
-                        /** @description true if stdout was not fully captured due to size limitation (16 MiB in the agent). */
-                        "out-truncated"?: boolean;
-                        /** @description true if stderr was not fully captured due to size limitation (16 MiB in the agent). */
-                        "err-truncated"?: boolean;
-                        /** @description stdout decoded as UTF-8; present only when out-data is valid UTF-8. */
-                        outText?: string;
-                        /** @description stderr decoded as UTF-8; present only when err-data is valid UTF-8. */
-                        errText?: string;
-                        /**
-                         * Format: date-time
-                         * @description when the gateway read the final status from the agent. The agent forgets it at that moment; the gateway keeps it for exec.resultTtlSeconds, so repeating GET /exec/{pid} returns the same result.
-                         */
-                        collectedAt?: string;
-                    };
+                    "application/json": components["schemas"]["ExecResult"];
                 };
             };
-            /** @description Default Response */
+            /** @description Run a program in the guest; with `wait`, return its exit status and output */
             202: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @description pid of child process in guest OS; poll GET /v1/vms/{vm}/exec/{pid} */
-                        pid: number;
-                    };
+                    "application/json": components["schemas"]["ExecStarted"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -7017,7 +8845,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -7026,7 +8854,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -7035,7 +8863,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -7044,7 +8872,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -7053,7 +8881,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Body too large (PAYLOAD_TOO_LARGE) */
+            /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -7062,7 +8890,34 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -7071,7 +8926,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7080,7 +8935,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -7089,7 +8953,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -7098,7 +8962,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7107,7 +8971,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -7121,7 +8985,7 @@ export interface operations {
     getExecStatus: {
         parameters: {
             query?: {
-                /** @description seconds to wait for the process to exit before answering (at most exec.maxWaitSeconds) */
+                /** @description seconds to wait for the process to exit before answering (at most exec.maxWaitSeconds, beyond → 400) */
                 wait?: number;
             };
             header?: never;
@@ -7138,42 +9002,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Default Response */
+            /** @description Status of a process started by POST /exec; its final status stays readable after exit */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @description pid of the process in the guest OS */
-                        pid: number;
-                        /** @description true if process has already terminated. */
-                        exited: boolean;
-                        /** @description process exit code if it was normally terminated. */
-                        exitcode?: number;
-                        /** @description signal number (linux) or unhandled exception code (windows) if the process was abnormally terminated. */
-                        signal?: number;
-                        /** @description base64-encoded stdout (verbatim from the agent; present once exited, if captured). */
-                        "out-data"?: string;
-                        /** @description base64-encoded stderr (verbatim from the agent; present once exited, if captured). */
-                        "err-data"?: string;
-                        /** @description true if stdout was not fully captured due to size limitation (16 MiB in the agent). */
-                        "out-truncated"?: boolean;
-                        /** @description true if stderr was not fully captured due to size limitation (16 MiB in the agent). */
-                        "err-truncated"?: boolean;
-                        /** @description stdout decoded as UTF-8; present only when out-data is valid UTF-8. */
-                        outText?: string;
-                        /** @description stderr decoded as UTF-8; present only when err-data is valid UTF-8. */
-                        errText?: string;
-                        /**
-                         * Format: date-time
-                         * @description when the gateway read the final status from the agent. The agent forgets it at that moment; the gateway keeps it for exec.resultTtlSeconds, so repeating GET /exec/{pid} returns the same result.
-                         */
-                        collectedAt?: string;
-                    };
+                    "application/json": components["schemas"]["ExecResult"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -7182,7 +9020,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -7191,7 +9029,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -7200,7 +9038,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -7209,7 +9047,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -7218,7 +9056,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -7227,7 +9083,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7236,7 +9092,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -7245,7 +9110,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -7254,7 +9119,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7263,7 +9128,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -7298,7 +9163,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/octet-stream": string;
+                    "application/octet-stream": components["schemas"]["DownloadFileResponse200"];
                 };
             };
             /** @description the requested byte range */
@@ -7307,10 +9172,10 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/octet-stream": string;
+                    "application/octet-stream": components["schemas"]["DownloadFileResponse206"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -7319,7 +9184,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -7328,7 +9193,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -7337,7 +9202,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -7346,7 +9211,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -7355,7 +9220,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Range not satisfiable */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RANGE_NOT_SATISFIABLE`: a `Range` or upload offset outside the file (`size`) */
             416: {
                 headers: {
                     [name: string]: unknown;
@@ -7364,7 +9238,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -7373,7 +9256,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7382,7 +9265,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -7391,7 +9283,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -7400,7 +9292,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7409,7 +9301,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -7442,26 +9334,20 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/octet-stream": unknown;
+                "application/octet-stream": components["schemas"]["UploadFileRequest"];
             };
         };
         responses: {
-            /** @description Default Response */
+            /** @description Upload a guest file of any size, streamed (truncate, append, or resume at an offset) */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        path: string;
-                        /** @description bytes of the body written to the file */
-                        bytesWritten: number;
-                        /** @description file position after the last byte written: the file size when writing reached its end */
-                        position: number;
-                    };
+                    "application/json": components["schemas"]["UploadResult"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -7470,7 +9356,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -7479,7 +9365,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -7488,7 +9374,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -7497,7 +9383,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -7506,7 +9392,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Body too large (PAYLOAD_TOO_LARGE) */
+            /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -7515,7 +9401,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Range not satisfiable */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RANGE_NOT_SATISFIABLE`: a `Range` or upload offset outside the file (`size`) */
             416: {
                 headers: {
                     [name: string]: unknown;
@@ -7524,7 +9428,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -7533,7 +9446,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7542,7 +9455,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -7551,7 +9473,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -7560,7 +9482,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7569,7 +9491,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -7595,32 +9517,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Default Response */
+            /** @description File handles open through the handle API on this VM, with their idle expiry */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        handles: {
-                            handle: number;
-                            /** @description absent for a handle adopted after it was opened elsewhere */
-                            path?: string;
-                            mode?: string;
-                            /** Format: date-time */
-                            openedAt: string;
-                            /** Format: date-time */
-                            lastUsedAt: string;
-                            /**
-                             * Format: date-time
-                             * @description when the reaper closes it if still unused
-                             */
-                            expiresAt: string;
-                        }[];
-                    };
+                    "application/json": components["schemas"]["FileHandleList"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -7629,7 +9535,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -7638,7 +9544,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -7647,8 +9553,44 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7673,33 +9615,20 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": {
-                    /** @description Full path to the file in the guest */
-                    path: string;
-                    /** @description open mode, as per fopen(), "r" is the default */
-                    mode?: string;
-                };
+                "application/json": components["schemas"]["OpenFileRequest"];
             };
         };
         responses: {
-            /** @description Default Response */
+            /** @description Open a guest file; the handle is closed by the gateway after files.handleIdleSeconds unused */
             201: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @description Guest file handle */
-                        handle: number;
-                        /**
-                         * Format: date-time
-                         * @description the gateway closes the handle if it is unused until then; every use extends it
-                         */
-                        expiresAt: string;
-                    };
+                    "application/json": components["schemas"]["OpenedHandle"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -7708,7 +9637,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -7717,7 +9646,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -7726,7 +9655,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -7735,7 +9664,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -7744,7 +9673,43 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -7753,7 +9718,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7762,7 +9727,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -7771,7 +9745,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -7780,7 +9754,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7789,7 +9763,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -7817,10 +9791,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": {
-                    /** @description maximum number of bytes to read (default is 4KB; at most files.maxRawReadBytes) */
-                    count?: number;
-                };
+                "application/json": components["schemas"]["ReadFileRequest"];
             };
         };
         responses: {
@@ -7833,7 +9804,7 @@ export interface operations {
                     "application/json": components["schemas"]["GuestFileRead"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -7842,7 +9813,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -7851,7 +9822,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -7860,7 +9831,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -7869,7 +9840,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -7878,7 +9849,43 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -7887,7 +9894,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7896,7 +9903,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -7905,7 +9921,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -7914,7 +9930,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7923,7 +9939,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -7951,12 +9967,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": {
-                    /** @description base64-encoded string representing data to be written */
-                    "buf-b64": string;
-                    /** @description bytes to write (actual bytes, after base64-decode), default is all content in buf-b64 buffer after base64 decoding */
-                    count?: number;
-                };
+                "application/json": components["schemas"]["WriteFileRequest"];
             };
         };
         responses: {
@@ -7969,7 +9980,7 @@ export interface operations {
                     "application/json": components["schemas"]["GuestFileWrite"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -7978,7 +9989,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -7987,7 +9998,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -7996,7 +10007,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -8005,7 +10016,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -8014,7 +10025,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Body too large (PAYLOAD_TOO_LARGE) */
+            /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -8023,7 +10034,34 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -8032,7 +10070,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -8041,7 +10079,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -8050,7 +10097,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -8059,7 +10106,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -8068,7 +10115,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -8096,12 +10143,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": {
-                    /** @description bytes to skip over in the file stream */
-                    offset: number;
-                    /** @description Symbolic name (set, cur, end; preferred) or the historical integer (0, 1, 2) */
-                    whence: number | ("set" | "cur" | "end");
-                };
+                "application/json": components["schemas"]["SeekFileRequest"];
             };
         };
         responses: {
@@ -8114,7 +10156,7 @@ export interface operations {
                     "application/json": components["schemas"]["GuestFileSeek"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8123,7 +10165,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -8132,7 +10174,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8141,7 +10183,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -8150,7 +10192,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -8159,7 +10201,43 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -8168,7 +10246,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -8177,7 +10255,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -8186,7 +10273,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -8195,7 +10282,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -8204,7 +10291,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -8239,7 +10326,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8248,7 +10335,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -8257,7 +10344,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8266,7 +10353,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -8275,7 +10362,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -8284,7 +10371,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -8293,7 +10398,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -8302,7 +10407,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -8311,7 +10425,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -8320,7 +10434,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -8329,7 +10443,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -8364,7 +10478,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8373,7 +10487,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -8382,7 +10496,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8391,7 +10505,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -8400,7 +10514,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -8409,7 +10523,25 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -8418,7 +10550,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -8427,7 +10559,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -8436,7 +10577,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -8445,7 +10586,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -8454,7 +10595,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
@@ -8487,9 +10628,7 @@ export interface operations {
         requestBody: {
             content: {
                 /** @example {} */
-                "application/json": {
-                    [key: string]: unknown;
-                };
+                "application/json": components["schemas"]["QgaPassthroughRequest"];
             };
         };
         responses: {
@@ -8499,10 +10638,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @description the agent's return value, verbatim */
-                        return: unknown;
-                    };
+                    "application/json": components["schemas"]["QgaPassthroughResponse200"];
                 };
             };
             /** @description A no-response command was accepted (no error before the sync fence) */
@@ -8511,13 +10647,10 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @enum {boolean} */
-                        accepted: true;
-                    };
+                    "application/json": components["schemas"]["QgaPassthroughResponse202"];
                 };
             };
-            /** @description Invalid request (VALIDATION_FAILED) */
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8526,7 +10659,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Missing or unknown credentials (UNAUTHENTICATED) */
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -8535,7 +10668,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Scope or VM not allowed (FORBIDDEN), or the command is disabled in the agent (COMMAND_DISABLED) */
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8544,7 +10677,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description VM not registered (VM_NOT_FOUND) or object not found */
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -8553,7 +10686,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Lease conflict (LEASE_CONFLICT) or the guest is frozen (VM_FROZEN) */
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows. `USE_FREEZE_API`: raw passthrough of a freeze or thaw command: use the fsfreeze routes (leases, automatic thaw, audit) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -8562,7 +10695,43 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent answered with an error (AGENT_ERROR) */
+            /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -8571,7 +10740,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The VM queue is full (QUEUE_FULL), or the caller is over its concurrency or request rate (RATE_LIMITED); see Retry-After */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -8580,7 +10749,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description This agent does not offer the command (COMMAND_NOT_SUPPORTED) */
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
                     [name: string]: unknown;
@@ -8589,7 +10767,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent sent an invalid reply (AGENT_PROTOCOL_ERROR) */
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
                     [name: string]: unknown;
@@ -8598,7 +10776,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent (or the lease store) cannot be reached (AGENT_UNAVAILABLE, STORE_UNAVAILABLE) */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -8607,7 +10785,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The agent did not answer in time (AGENT_TIMEOUT) */
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
                     [name: string]: unknown;
