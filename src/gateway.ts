@@ -24,6 +24,7 @@ import { ExecService } from './exec/service.js';
 import { closeOrphanedHandles, filesPassthrough } from './files/passthrough.js';
 import { FilesService } from './files/service.js';
 import { FreezeService } from './freeze/service.js';
+import { registerFreezeMetrics } from './freeze/metrics.js';
 import type { HttpServices } from './http/services.js';
 import { createMetrics } from './pool/metrics.js';
 import { AgentPool } from './pool/pool.js';
@@ -126,6 +127,7 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
   pool.on('orphan', closeOrphanedHandles(agent, logger));
   const raw = new RawPassthrough(agent, [execPassthrough(exec), filesPassthrough(files)], audit);
   const metrics: MetricsRegistry = createMetrics(pool);
+  registerFreezeMetrics(metrics, freeze.engine, store);
 
   const parts: Part[] = [
     // wait (bounded) for Redis at start, so the first requests do not race its connection; a store

@@ -151,8 +151,8 @@ export class FreezeGroups {
       o.status === 'thawed'
         ? o.report
         : o.status === 'skipped'
-          ? { vm: o.vm, thawed: 0, frozen: frozen[o.vm] ?? 0, consistent: false, skipped: true, reason: `not thawed by this request: the VM is ${o.why === 'superseded' ? 'held by another lease now' : 'no longer under this lease'}` }
-          : { vm: o.vm, thawed: 0, frozen: frozen[o.vm] ?? 0, consistent: false, reason: `${o.error.code}: ${o.error.message}` },
+          ? { vm: o.vm, thawed: 0, frozen: frozen[o.vm] ?? 0, consistent: false, skipped: true, reason: 'NOT_THAWED' as const, detail: `not thawed by this request: the VM is ${o.why === 'superseded' ? 'held by another lease now' : 'no longer under this lease'}` }
+          : { vm: o.vm, thawed: 0, frozen: frozen[o.vm] ?? 0, consistent: false, reason: 'THAW_FAILED' as const, detail: `${o.error.code}: ${o.error.message}` },
     );
     const failed = res.outcomes.find((o) => o.status === 'failed');
     if (failed && failed.status === 'failed') {

@@ -68,7 +68,7 @@ export class FreezeService {
     this.audit = deps.audit ?? createAuditLog(this.logger);
     this.gatewayId = deps.gatewayId ?? `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
     const claimRetryMs = Math.max(2 * this.settings.sweepIntervalMs, 5_000);
-    this.engine = new ThawEngine(this.store, this.agent, this.logger, this.settings.thawTimeoutMs, deps.releaseChannel, claimRetryMs);
+    this.engine = new ThawEngine(this.store, this.agent, this.logger, this.settings.thawTimeoutMs, deps.releaseChannel, claimRetryMs, this.audit);
     this.sweeper = new Sweeper(this.store, this.engine, this.logger, this.settings.sweepIntervalMs, claimRetryMs);
     this.freezer = new SessionFreezer(this.store, this.agent, this.registry, this.engine, this.settings, this.logger, this.gatewayId, claimRetryMs, deps.releaseChannel);
     this.groups = new FreezeGroups(this.store, this.agent, this.registry, this.engine, this.freezer, this.logger, this.audit);
@@ -225,7 +225,7 @@ export class FreezeService {
       this.engine.forget(lease.session);
       await this.engine.release(lease.session, lease.leaseId, 'forced');
     }
-    return { ...o.report, forced: true, ...(lease ? {} : { reason: o.report.reason ?? 'no lease was held on this VM' }) };
+    return { ...o.report, forced: true, ...(lease || o.report.reason ? {} : { reason: 'NO_LEASE' as const, detail: 'no lease was held on this VM' }) };
   }
 
   /** The tombstone of `leaseId` if that lease was for `session` (a lease id of another VM does not count). */
@@ -244,7 +244,8 @@ export class FreezeService {
       thawed: o.report.thawed,
       frozen: o.report.thawed,
       consistent: false,
-      reason: 'the lease store is unavailable: the lease and how many filesystems it froze could not be checked',
+      reason: 'LEASE_UNVERIFIED',
+      detail: 'the lease store is unavailable: the lease and how many filesystems it froze could not be checked',
       leaseCheck: 'unverified',
     };
   }

@@ -7,9 +7,12 @@
  *   3. arm the local auto-thaw timer at once, so even a freeze that hangs is thawed on time;
  *   4. per VM, right before the freeze command: check the lease in the store (fencing — a process
  *      that was paused past its lease sends nothing);
- *   5. freeze all VMs in parallel; if any fails, times out, loses its connection or freezes nothing
- *      (the agent answers 0: 422 NOTHING_FROZEN), thaw every VM whose freeze may have taken effect
- *      (always-thaw) and end the lease;
+ *   5. freeze all VMs in parallel; if any fails, loses its connection or freezes nothing (the agent
+ *      answers 0: 422 NOTHING_FROZEN), thaw every VM whose freeze may have taken effect
+ *      (always-thaw) and end the lease. A single VM whose freeze TIMED OUT (sent, not answered in
+ *      time: lost, or still running its hooks) is instead treated as frozen under the lease: 504
+ *      AGENT_TIMEOUT naming the lease, which is kept (state unknown) and thawed at its deadline
+ *      (or earlier by its holder) — one thaw, after whatever the agent does with the freeze;
  *   6. a freeze that outlived its lease (slow hooks) is rolled back the same way.
  */
 import { GatewayError, errors } from '../errors.js';
@@ -144,6 +147,8 @@ export class SessionFreezer {
       await this.rollback(lease, vms);
       throw err;
     }
+    const timedOut = results.length === 1 && !results[0].ok && results[0].error.code === 'AGENT_TIMEOUT' ? results[0] : undefined;
+    if (timedOut && !timedOut.ok) return this.keepUnconfirmed(lease, timedOut.vm, timedOut.error);
     const suspects = results.filter((x) => x.ok || x.mayHaveFrozen).map((x) => x.vm);
     const rollback = await this.rollback(lease, suspects);
     if (mountpoints) {
@@ -206,6 +211,31 @@ export class SessionFreezer {
     }
   }
 
+  /**
+   * The freeze of `vm` timed out: the agent may have frozen the guest, or may yet. Treat it as
+   * frozen under the lease (kept, state unknown): other freezes stay refused, the holder can thaw
+   * with its lease, and the auto-thaw (local timer, sweeper) thaws at the deadline — after the
+   * freeze on the VM's one channel, so exactly one thaw follows it.
+   */
+  private async keepUnconfirmed(lease: Lease, vm: string, error: GatewayError): Promise<never> {
+    const data = { ...lease.data, state: 'unknown' };
+    await this.store.updateData(lease.session, lease.leaseId, data).catch(() => false);
+    const kept: Lease = { ...lease, data };
+    // a timer not yet due learns the state (its thaw reports it); one already firing is left alone
+    if (lease.expiresAt > Date.now() && this.engine.localLease(lease.session)?.leaseId === lease.leaseId) this.engine.arm(kept);
+    this.logger.error(
+      { session: lease.session, vm, fence: lease.fence, expiresAt: iso(lease.expiresAt), code: error.code },
+      'freeze timed out: the VM is treated as frozen under the lease until its deadline',
+    );
+    throw withExtra(error, {
+      leaseId: lease.leaseId,
+      fence: lease.fence,
+      expiresAt: iso(lease.expiresAt),
+      frozenUnderLease: true,
+      vms: [{ vm, result: 'unknown', error: { code: error.code, detail: error.message }, thawAttempted: false }],
+    });
+  }
+
   /** The requested mountpoints the guest does not have (guest-get-fsinfo); undefined if it cannot tell. */
   private async missingMountpoints(vm: string, mountpoints: string[]): Promise<string[] | undefined> {
     try {
@@ -242,6 +272,12 @@ export class SessionFreezer {
     for (;;) {
       const d = freezeData(cur);
       if (d.state === 'frozen') return { lease: cur, frozen: d.frozen ?? {}, reused: true };
+      if (d.state === 'unknown') {
+        throw errors.leaseConflict(
+          `the first request with this Idempotency-Key timed out on its freeze: the VM is treated as frozen under lease ${cur.leaseId} until ${iso(cur.expiresAt)}; thaw it with that lease`,
+          { extra: { leaseId: cur.leaseId, expiresAt: iso(cur.expiresAt) } },
+        );
+      }
       if (Date.now() >= deadline) break;
       await new Promise((r) => setTimeout(r, REPLAY_POLL_MS));
       cur = await this.store.getSession(lease.session);

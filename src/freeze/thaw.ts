@@ -17,6 +17,7 @@
  */
 import type { FreezeLogger as Logger } from './types.js';
 import { GatewayError, isGatewayError } from '../errors.js';
+import type { AuditLog } from '../util/audit.js';
 import { vmKey, type EndedBy, type FenceCheck, type Lease, type LeaseStore } from '../store/types.js';
 import {
   asGatewayError,
@@ -43,6 +44,20 @@ interface ThawRecord {
   outcome: Promise<VmThawOutcome>;
   /** event number when it settled; undefined while in flight */
   settledSeq?: number;
+}
+
+/** A thaw that reached the agent, as metrics see it (src/freeze/metrics.ts). */
+export interface ThawEvent {
+  vm: string;
+  trigger: ThawTrigger;
+  /** a thaw the gateway did on its own at the lease's deadline */
+  auto: boolean;
+  /** freeze (lease creation) to this thaw, ms; absent for a rollback (the freeze failed) */
+  freezeMs?: number;
+}
+
+export interface ThawObserver {
+  thawed(ev: ThawEvent): void;
 }
 
 export interface SessionThawResult {
@@ -77,6 +92,7 @@ export class ThawEngine {
   /** leaseId+vm → event number when this process's freeze command for it settled */
   private readonly freezeSettled = new Map<string, number>();
   private seq = 0;
+  private readonly observers: ThawObserver[] = [];
 
   constructor(
     private readonly store: LeaseStore,
@@ -86,7 +102,12 @@ export class ThawEngine {
     private readonly releaseChannel?: (vm: string) => Promise<void>,
     /** how far a claim moves a session's deadline (the sweeper's claimRetryMs) */
     private readonly claimRetryMs: number = DEFAULT_CLAIM_RETRY_MS,
+    private readonly audit?: AuditLog,
   ) {}
+
+  observe(o: ThawObserver): void {
+    this.observers.push(o);
+  }
 
   /**
    * The freeze command of `vm` under `leaseId` has settled (answered, failed or timed out). A thaw
@@ -132,6 +153,7 @@ export class ThawEngine {
 
   private async thawVmOnce(vm: string, lease: Lease | undefined, trigger: ThawTrigger): Promise<VmThawOutcome> {
     const frozenCount = lease ? freezeData(lease).frozen?.[vm] ?? 0 : 0;
+    const unconfirmed = lease !== undefined && freezeData(lease).state === 'unknown';
     if (lease && trigger !== 'force') {
       let c: FenceCheck | undefined;
       try {
@@ -158,7 +180,7 @@ export class ThawEngine {
       const thawed = typeof r === 'number' ? r : Number(r);
       // a fresh connection re-reads guest-info: one read while frozen lists most commands disabled
       void this.releaseChannel?.(vm).catch(() => undefined);
-      return { vm, status: 'thawed', report: report(vm, thawed, frozenCount) };
+      return { vm, status: 'thawed', report: unconfirmed ? unconfirmedReport(vm, thawed) : report(vm, thawed, frozenCount) };
     } catch (e) {
       const err = asGatewayError(e, { vm, command: 'guest-fsfreeze-thaw' });
       // a VM deregistered while frozen can no longer be reached: retrying forever helps nobody
@@ -173,7 +195,14 @@ export class ThawEngine {
           return {
             vm,
             status: 'thawed',
-            report: { vm, thawed: 0, frozen: frozenCount, consistent: false, reason: `the thaw failed but the guest is thawed: ${err.qga?.desc ?? err.message}` },
+            report: {
+              vm,
+              thawed: 0,
+              frozen: frozenCount,
+              consistent: false,
+              reason: 'QUIESCE_TIMEOUT',
+              detail: `the thaw failed but the guest is thawed (Windows VSS ends a freeze on its own after ~10 s): ${err.qga?.desc ?? err.message}`,
+            },
           };
         }
       }
@@ -191,8 +220,20 @@ export class ThawEngine {
     const outcomes = await Promise.all(targets.map((vm) => this.thawVm(vm, lease, trigger).catch((e: unknown) => failed(vm, e))));
     const renewed = outcomes.some((o) => o.status === 'skipped' && o.why === 'renewed');
     const failures = outcomes.filter((o) => o.status === 'failed');
+    // a deadline thaw (timer, sweep, reconciliation, or a retry of one): audited and counted
+    const auto = endedByOf(origin) === 'deadline';
     for (const o of outcomes) {
-      if (o.status === 'thawed') this.logger.info({ vm: o.vm, session: lease.session, trigger, thawed: o.report.thawed }, 'thawed');
+      if (o.status === 'thawed') {
+        this.logger.info({ vm: o.vm, session: lease.session, trigger, thawed: o.report.thawed }, 'thawed');
+        if (auto) {
+          this.audit?.record(
+            { action: 'auto_thaw', by: 'gateway', vm: o.vm, session: lease.session, leaseId: lease.leaseId, holder: lease.owner, fence: lease.fence, trigger: origin },
+            'lease deadline: the gateway thawed the VM',
+          );
+        }
+        const ev: ThawEvent = { vm: o.vm, trigger, auto, ...(origin === 'rollback' ? {} : { freezeMs: Date.now() - lease.createdAt }) };
+        for (const ob of this.observers) ob.thawed(ev);
+      }
       if (o.status === 'failed') this.logger.error({ vm: o.vm, session: lease.session, trigger, err: o.error.message, code: o.error.code }, 'thaw failed');
     }
     if (renewed) {
@@ -347,10 +388,23 @@ function report(vm: string, thawed: number, frozen: number): VmThawReport {
     thawed,
     frozen,
     consistent: false,
-    reason:
+    reason: 'PARTIAL_THAW',
+    detail:
       thawed < frozen
         ? `only ${thawed} of the ${frozen} frozen filesystems were still frozen: the guest thawed (part of) them before this thaw (another tool, the guest itself, or Windows VSS giving up after ~10 s)`
         : `${thawed} filesystems were thawed but this lease had frozen ${frozen}: something else froze the guest too`,
+  };
+}
+
+/** The thaw of a lease whose freeze timed out: how many filesystems it froze, and when, is unknown. */
+function unconfirmedReport(vm: string, thawed: number): VmThawReport {
+  return {
+    vm,
+    thawed,
+    frozen: thawed,
+    consistent: false,
+    reason: 'FREEZE_UNCONFIRMED',
+    detail: 'the freeze did not answer within its timeout: whether and when the guest froze is unknown, so a snapshot taken under this lease may not be consistent',
   };
 }
 

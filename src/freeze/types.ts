@@ -49,7 +49,12 @@ export interface Caller {
   mayReach?: (vm: string) => boolean;
 }
 
-export type SessionState = 'freezing' | 'frozen';
+/**
+ * freezing: the freeze command is on its way; frozen: the agent confirmed it; unknown: the freeze
+ * command timed out (sent, never answered in time) — the VM is treated as frozen under the lease
+ * until its deadline or its holder's thaw (FAULTS B11/B12).
+ */
+export type SessionState = 'freezing' | 'frozen' | 'unknown';
 
 /** What the freeze service keeps in a store session's data. */
 export interface FreezeData {
@@ -75,7 +80,7 @@ export function freezeData(lease: Lease): FreezeData {
     // a session made by something else than this service still names its VMs through its keys
     vms: vms.length ? vms : lease.keys.map(vmOfKey).filter((vm): vm is string => vm !== undefined),
     ...(Array.isArray(d.mountpoints) ? { mountpoints: d.mountpoints.filter((m): m is string => typeof m === 'string') } : {}),
-    state: d.state === 'frozen' ? 'frozen' : 'freezing',
+    state: d.state === 'frozen' || d.state === 'unknown' ? d.state : 'freezing',
     frozen,
     gateway: typeof d.gateway === 'string' ? d.gateway : 'unknown',
   };
@@ -90,8 +95,21 @@ export interface VmThawReport {
   frozen: number;
   /** thawed === frozen and nothing lapsed: the snapshot taken while frozen is consistent */
   consistent: boolean;
-  reason?: string;
+  /** why consistent is false, as a code (ThawReason); the prose is in `detail` */
+  reason?: ThawReason;
+  detail?: string;
 }
+
+/**
+ * Why a thaw report says consistent: false.
+ * QUIESCE_TIMEOUT: the thaw failed but the guest is thawed (Windows VSS gave up its ~10 s freeze);
+ * PARTIAL_THAW: the thaw count differs from the freeze count; FREEZE_UNCONFIRMED: the freeze timed
+ * out, so whether and when the guest froze is unknown; LEASE_UNVERIFIED: the lease store was down
+ * and the lease could not be checked; NO_LEASE: a forced thaw of a VM no lease was held on;
+ * NOT_THAWED / THAW_FAILED: a freeze group member this request did not thaw, or whose thaw failed.
+ */
+export const THAW_REASONS = ['QUIESCE_TIMEOUT', 'PARTIAL_THAW', 'FREEZE_UNCONFIRMED', 'LEASE_UNVERIFIED', 'NO_LEASE', 'NOT_THAWED', 'THAW_FAILED'] as const;
+export type ThawReason = (typeof THAW_REASONS)[number];
 
 /** Per-VM result when a thaw was not (or could not be) sent. */
 export type VmThawOutcome =

@@ -177,7 +177,7 @@ async function metric(g: Gateway, series: string): Promise<number> {
 }
 
 describe('B12: a lost freeze (the agent reads it, freezes the guest, never answers)', { timeout: 60_000 }, () => {
-  it('504 AGENT_TIMEOUT at the freeze timeout; the channel is resynced and exactly one thaw reaches the agent; logged and counted', async () => {
+  it('504 AGENT_TIMEOUT at the freeze timeout naming the lease; the VM stays frozen under it (status, 409 to other freezes, nothing sent), the channel is resynced, exactly one thaw reaches the agent within 1 s of the deadline; logged and counted', async () => {
     fleet = await simFleet(['vm1']);
     const FREEZE_TIMEOUT_MS = 1_000;
     const TTL = 4;
@@ -193,32 +193,41 @@ describe('B12: a lost freeze (the agent reads it, freezes the guest, never answe
     // fails at the freeze timeout, not at the lease's deadline (4 s) nor the HTTP budget
     expect(elapsed).toBeGreaterThanOrEqual(FREEZE_TIMEOUT_MS);
     expect(elapsed).toBeLessThanOrEqual(FREEZE_TIMEOUT_MS + 1_000);
-    // the always-thaw rule: the VM was treated as frozen (the freeze may have taken effect)
-    expect(r.json.vms).toEqual([expect.objectContaining({ vm: 'vm1', result: 'failed', error: expect.objectContaining({ code: 'AGENT_TIMEOUT' }), thawAttempted: true, thawed: true })]);
-    const log = fleet.vm.vm1.stats.commandLog.slice(mark).map((e) => ({ command: e.command, at: e.at }));
-    const iFreeze = log.findIndex((e) => e.command === 'guest-fsfreeze-freeze');
-    const iThaw = log.findIndex((e) => e.command === THAW);
-    expect(iFreeze).toBeGreaterThanOrEqual(0);
-    expect(iThaw).toBeGreaterThan(iFreeze);
+    // the VM is treated as frozen under the lease, which the answer names (its holder may thaw early)
+    expect(r.json).toMatchObject({ leaseId: expect.any(String), frozenUnderLease: true });
+    expect(r.json.vms).toEqual([expect.objectContaining({ vm: 'vm1', result: 'unknown', error: expect.objectContaining({ code: 'AGENT_TIMEOUT' }), thawAttempted: false })]);
+    const deadline = Date.parse(String(r.json.expiresAt));
+    expect(deadline).toBeGreaterThanOrEqual(t0 + TTL * 1_000 - 5);
+    expect(deadline).toBeLessThanOrEqual(t0 + TTL * 1_000 + 1_000);
+    expect(history('vm1').map((e) => e.command)).toEqual(['guest-fsfreeze-freeze']);
+    expect(fleet.vm.vm1.state.frozen).toBe(true);
+    const st = await call(g, 'GET', '/v1/vms/vm1/fsfreeze');
+    expect(st.status).toBe(200);
+    expect(st.json).toMatchObject({ status: 'frozen', lease: { leaseId: r.json.leaseId, expired: false } });
+    const other = await call(g, 'POST', '/v1/vms/vm1/fsfreeze', { ttlSeconds: TTL });
+    expect(other.status).toBe(409);
+    expect(other.json).toMatchObject({ code: 'LEASE_CONFLICT', expiresAt: r.json.expiresAt });
+    expect(history('vm1').map((e) => e.command)).toEqual(['guest-fsfreeze-freeze']);
+    // the deadline thaw: within 1 s of the deadline, not before it, exactly once
+    await waitFor(() => thawCount('vm1') === 1 && !fleet.vm.vm1.state.frozen, TTL * 1_000 + 5_000, 'the deadline thaw');
+    await waitFor(() => Date.now() >= deadline + 2 * SWEEP_MS + 200, 5_000, 'two sweeps past the deadline');
+    const over = assertInvariant('vm1', [deadline], 0);
+    process.stdout.write(`[faults] B12: thaw +${over[0]} ms after the deadline\n`);
     // the channel was resynced between the unanswered freeze and the thaw
-    expect(log.slice(iFreeze + 1, iThaw).map((e) => e.command)).toContain('guest-sync-delimited');
-    const thawAfter = log[iThaw].at - log[iFreeze].at;
-    // the timeout runs from when the gateway sent the freeze; the agent logs it on receipt (a few ms later)
-    expect(thawAfter).toBeGreaterThanOrEqual(FREEZE_TIMEOUT_MS - 100);
-    expect(thawAfter).toBeLessThanOrEqual(FREEZE_TIMEOUT_MS + 1_000);
-    expect(fleet.vm.vm1.state.frozen).toBe(false);
-    expect((await call(g, 'GET', '/v1/vms/vm1/fsfreeze')).json).toMatchObject({ status: 'thawed', lease: null });
-    // logged and counted
-    const rolledBack = () => g.log().split('\n').filter((l) => l.includes('"freeze failed: rolled back"'));
-    await waitFor(() => rolledBack().length > 0, 5_000, 'the log line (the child writes its log asynchronously)');
-    const lines = rolledBack();
-    expect(lines).toHaveLength(1);
-    expect(JSON.parse(lines[0])).toMatchObject({ level: 40, failures: [{ vm: 'vm1', code: 'AGENT_TIMEOUT' }], rolledBack: ['vm1'] });
+    const log = fleet.vm.vm1.stats.commandLog.slice(mark).map((e) => e.command);
+    expect(log.slice(log.indexOf('guest-fsfreeze-freeze') + 1, log.indexOf(THAW))).toContain('guest-sync-delimited');
+    // logged (error) and counted
+    const lost = () => g.log().split('\n').filter((l) => l.includes('"freeze timed out: the VM is treated as frozen under the lease until its deadline"'));
+    await waitFor(() => lost().length > 0, 5_000, 'the log line (the child writes its log asynchronously)');
+    expect(lost()).toHaveLength(1);
+    expect(JSON.parse(lost()[0])).toMatchObject({ level: 50, vm: 'vm1', code: 'AGENT_TIMEOUT' });
     expect(await metric(g, 'qga_agent_commands_total{command="guest-fsfreeze-freeze",outcome="timeout"}')).toBe(1);
     expect(await metric(g, 'qga_channel_resyncs_total{reason="timeout"}')).toBe(1);
-    // nothing more reaches the agent by (and past) the old lease's deadline: exactly one thaw
-    await waitFor(() => Date.now() >= t0 + TTL * 1_000 + SWEEP_MS + 500, 10_000, 'the old deadline + one sweep');
-    expect(history('vm1').map((e) => e.command)).toEqual(['guest-fsfreeze-freeze', THAW]);
+    expect(await metric(g, 'qga_freeze_auto_thaws_total')).toBe(1);
+    // the lease ended by its deadline
+    const late = await call(g, 'DELETE', `/v1/vms/vm1/fsfreeze?leaseId=${String(r.json.leaseId)}`);
+    expect(late.status).toBe(409);
+    expect(late.json).toMatchObject({ code: 'LEASE_EXPIRED', endedBy: 'deadline' });
     // the channel is usable: the next freeze and thaw go through
     const again = await call(g, 'POST', '/v1/vms/vm1/fsfreeze', { ttlSeconds: TTL });
     expect(again.status).toBe(201);
@@ -232,18 +241,32 @@ describe.each([
   ['embedded store', () => ({ type: 'memory' })],
   ['Redis', () => ({ type: 'redis', redisUrl: redis.url, keyPrefix: `b1${Date.now()}:`, commandTimeoutMs: 1_000 })],
 ])('B1: the caller never thaws, the holder lives (%s)', (_kind, store) => {
-  it('the thaw reaches the agent within 1 s of the deadline, not before it, exactly once; the lease ends endedBy deadline', { timeout: 30_000 }, async () => {
+  it('the thaw reaches the agent within 1 s of the deadline, not before it, exactly once, audited auto_thaw and counted (qga_freeze_auto_thaws_total, qga_freeze_duration_seconds, qga_freeze_leases_active); the lease ends endedBy deadline', { timeout: 30_000 }, async () => {
     fleet = await simFleet(['vm1']);
     const TTL = 2;
     const g = await start('b1', baseConfig(store(), { ttl: TTL }));
     const r = await call(g, 'POST', '/v1/vms/vm1/fsfreeze', { ttlSeconds: TTL });
     expect(r.status).toBe(201);
     const deadline = Date.parse(String(r.json.expiresAt));
+    expect(await metric(g, 'qga_freeze_leases_active')).toBe(1);
+    expect(await metric(g, 'qga_freeze_auto_thaws_total')).toBe(0);
     await waitFor(() => thawCount('vm1') === 1 && !fleet.vm.vm1.state.frozen, TTL * 1_000 + 5_000, 'the deadline thaw');
     // two sweeps more: a second thaw would show now
     await waitFor(() => Date.now() >= deadline + 2 * SWEEP_MS + 200, 5_000, 'two sweeps past the deadline');
     const over = assertInvariant('vm1', [deadline], 0); // within 1 s of D: no sweep interval allowed
     process.stdout.write(`[faults] B1 ${_kind}: thaw +${over[0]} ms after the deadline\n`);
+    // audited once (action auto_thaw, by the gateway) and counted once
+    const audits = () => g.log().split('\n').filter((l) => l.includes('"audit":true') && l.includes('"auto_thaw"'));
+    await waitFor(() => audits().length > 0, 5_000, 'the auto_thaw audit line');
+    expect(audits()).toHaveLength(1);
+    expect(JSON.parse(audits()[0])).toMatchObject({ audit: true, action: 'auto_thaw', by: 'gateway', vm: 'vm1', leaseId: r.json.leaseId, holder: 'anonymous' });
+    expect(await metric(g, 'qga_freeze_auto_thaws_total')).toBe(1);
+    expect(await metric(g, 'qga_freeze_leases_active')).toBe(0);
+    // one freeze-to-thaw duration, the lease's length (+ at most the 1 s slack)
+    expect(await metric(g, 'qga_freeze_duration_seconds_count')).toBe(1);
+    const secs = await metric(g, 'qga_freeze_duration_seconds_sum');
+    expect(secs).toBeGreaterThanOrEqual(TTL - 0.05);
+    expect(secs).toBeLessThanOrEqual(TTL + 1);
     const late = await call(g, 'DELETE', `/v1/vms/vm1/fsfreeze?leaseId=${String(r.json.leaseId)}`);
     expect(late.status).toBe(409);
     expect(late.json).toMatchObject({ code: 'LEASE_EXPIRED', endedBy: 'deadline' });
@@ -252,10 +275,8 @@ describe.each([
 });
 
 describe('B12 with the default freeze timeout (bounded by the lease)', { timeout: 30_000 }, () => {
-  // Was a defect (issue 13): with no agent.timeouts.freeze below the lease, the lost freeze times
-  // out at the deadline, and the local auto-thaw timer and the freeze's rollback both thawed. The
-  // rollback now uses a thaw of the same lease that reached the agent after the freeze instead of
-  // sending its own.
+  // Was a defect (issue 13): the local auto-thaw timer and the freeze's rollback both thawed. A
+  // timed-out freeze is no longer rolled back: the lease is kept and its deadline thaws, once.
   it('504 AGENT_TIMEOUT at the deadline; exactly one thaw reaches the agent, within 1 s of the deadline', async () => {
     fleet = await simFleet(['vm1']);
     const TTL = 3;
@@ -265,39 +286,69 @@ describe('B12 with the default freeze timeout (bounded by the lease)', { timeout
     const r = await call(g, 'POST', '/v1/vms/vm1/fsfreeze', { ttlSeconds: TTL });
     const elapsed = Date.now() - t0;
     expect(r.status).toBe(504);
-    expect(r.json.code).toBe('AGENT_TIMEOUT');
+    expect(r.json).toMatchObject({ code: 'AGENT_TIMEOUT', leaseId: expect.any(String), frozenUnderLease: true });
     expect(elapsed).toBeGreaterThanOrEqual(TTL * 1_000 - 100);
     expect(elapsed).toBeLessThanOrEqual(TTL * 1_000 + 1_000);
-    await waitFor(() => Date.now() >= t0 + TTL * 1_000 + 2 * SWEEP_MS + 200, 10_000, 'two sweeps past the deadline');
-    expect(history('vm1').map((e) => e.command)).toEqual(['guest-fsfreeze-freeze', THAW]);
-    expect(history('vm1')[1].at - t0).toBeLessThanOrEqual(TTL * 1_000 + 1_000);
+    const deadline = Date.parse(String(r.json.expiresAt));
+    await waitFor(() => thawCount('vm1') === 1 && !fleet.vm.vm1.state.frozen, 5_000, 'the deadline thaw');
+    await waitFor(() => Date.now() >= deadline + 2 * SWEEP_MS + 200, 10_000, 'two sweeps past the deadline');
+    assertInvariant('vm1', [deadline], 0);
     expect(fleet.vm.vm1.state.frozen).toBe(false);
   });
 });
 
 describe('slow freezes (B4, B11)', { timeout: 30_000 }, () => {
-  it('B4: the freeze times out but the guest froze later → 504 AGENT_TIMEOUT at the freeze timeout, one thaw after the late freeze, guest thawed, lease ended', async () => {
+  it('B4: the freeze times out (default timeout: at the deadline) but the guest froze later → 504 AGENT_TIMEOUT at the freeze timeout naming the lease; one thaw, after the late freeze, within T_cmd + the thaw; lease ended endedBy deadline', async () => {
+    fleet = await simFleet(['vm1']);
+    const TTL = 2;
+    const SLOW_MS = 2_500;
+    const g = await start('b4', baseConfig({ type: 'memory' }, { ttl: TTL }));
+    fleet.vm.vm1.setFault({ command: 'guest-fsfreeze-freeze', kind: 'delay', ms: SLOW_MS, times: 1 });
+    const t0 = Date.now();
+    const r = await call(g, 'POST', '/v1/vms/vm1/fsfreeze', { ttlSeconds: TTL });
+    const elapsed = Date.now() - t0;
+    expect(r.status).toBe(504);
+    expect(r.json).toMatchObject({ code: 'AGENT_TIMEOUT', leaseId: expect.any(String), frozenUnderLease: true });
+    // T_cmd of a freeze is bounded by the lease: the 504 comes at the deadline, not after the late freeze
+    expect(elapsed).toBeGreaterThanOrEqual(TTL * 1_000 - 100);
+    expect(elapsed).toBeLessThanOrEqual(TTL * 1_000 + 1_000);
+    await waitFor(() => thawCount('vm1') === 1 && !fleet.vm.vm1.state.frozen, 10_000, 'the thaw after the late freeze');
+    await waitFor(() => Date.now() >= t0 + SLOW_MS + 2 * SWEEP_MS + 200, 10_000, 'two sweeps past the late freeze');
+    const h = history('vm1');
+    expect(h.map((e) => e.command)).toEqual(['guest-fsfreeze-freeze', THAW]);
+    // the thaw follows the late freeze (received at h[0].at, done SLOW_MS later): within T_cmd + the thaw's round trip
+    const after = h[1].at - h[0].at;
+    expect(after).toBeGreaterThanOrEqual(SLOW_MS - 50);
+    expect(after).toBeLessThanOrEqual(SLOW_MS + 1_000);
+    expect((await call(g, 'GET', '/v1/vms/vm1/fsfreeze')).json).toMatchObject({ status: 'thawed', lease: null });
+    const late = await call(g, 'DELETE', `/v1/vms/vm1/fsfreeze?leaseId=${String(r.json.leaseId)}`);
+    expect(late.json).toMatchObject({ code: 'LEASE_EXPIRED', endedBy: 'deadline' });
+  });
+
+  it('B11: a slow freeze that outlives the freeze timeout → 504 AGENT_TIMEOUT at the timeout naming the lease, frozen under it; its holder thaws early with it (FREEZE_UNCONFIRMED), one thaw, after the late freeze', async () => {
     fleet = await simFleet(['vm1']);
     const FREEZE_TIMEOUT_MS = 1_000;
     const SLOW_MS = 1_500;
-    const g = await start('b4', baseConfig({ type: 'memory' }, { ttl: 10, freezeTimeoutMs: FREEZE_TIMEOUT_MS }));
+    const g = await start('b11t', baseConfig({ type: 'memory' }, { ttl: 10, freezeTimeoutMs: FREEZE_TIMEOUT_MS }));
     fleet.vm.vm1.setFault({ command: 'guest-fsfreeze-freeze', kind: 'delay', ms: SLOW_MS, times: 1 });
     const t0 = Date.now();
     const r = await call(g, 'POST', '/v1/vms/vm1/fsfreeze', { ttlSeconds: 10 });
     const elapsed = Date.now() - t0;
     expect(r.status).toBe(504);
-    expect(r.json.code).toBe('AGENT_TIMEOUT');
+    expect(r.json).toMatchObject({ code: 'AGENT_TIMEOUT', leaseId: expect.any(String), frozenUnderLease: true });
     expect(elapsed).toBeGreaterThanOrEqual(FREEZE_TIMEOUT_MS);
-    // the 504 is sent once the rollback thaw is done, and that thaw waits for the late freeze
-    expect(elapsed).toBeLessThanOrEqual(SLOW_MS + 1_000);
-    expect(r.json.vms).toEqual([expect.objectContaining({ vm: 'vm1', result: 'failed', thawAttempted: true, thawed: true })]);
-    await waitFor(() => thawCount('vm1') === 1 && !fleet.vm.vm1.state.frozen, 10_000, 'the always-thaw after the late freeze');
+    expect(elapsed).toBeLessThanOrEqual(FREEZE_TIMEOUT_MS + 1_000);
+    expect(thawCount('vm1')).toBe(0);
+    // the status command queues behind the late freeze on the VM's one channel: frozen, under the lease
+    const st = await call(g, 'GET', '/v1/vms/vm1/fsfreeze');
+    expect(st.json).toMatchObject({ status: 'frozen', lease: { leaseId: r.json.leaseId } });
+    const th = await call(g, 'DELETE', `/v1/vms/vm1/fsfreeze?leaseId=${String(r.json.leaseId)}`);
+    expect(th.status).toBe(200);
+    expect(th.json).toMatchObject({ vm: 'vm1', consistent: false, reason: 'FREEZE_UNCONFIRMED', detail: expect.any(String) });
+    expect(fleet.vm.vm1.state.frozen).toBe(false);
     const h = history('vm1');
     expect(h.map((e) => e.command)).toEqual(['guest-fsfreeze-freeze', THAW]);
-    // the thaw follows the late freeze (received at h[0].at, run SLOW_MS later): within T_cmd + the thaw's round trip
-    const after = h[1].at - h[0].at;
-    expect(after).toBeGreaterThanOrEqual(SLOW_MS - 50);
-    expect(after).toBeLessThanOrEqual(SLOW_MS + 1_000);
+    expect(h[1].at - h[0].at).toBeGreaterThanOrEqual(SLOW_MS - 50);
     expect((await call(g, 'GET', '/v1/vms/vm1/fsfreeze')).json).toMatchObject({ status: 'thawed', lease: null });
   });
 

@@ -91,21 +91,25 @@ describe.each(stores)('freeze sessions (%s store)', (_kind, storeOpts) => {
     const lease = await g.freeze.freeze('vm1', {}, BACKUP);
     fleet.vm.vm1.state.frozen = false; // e.g. someone ran fsfreeze -u in the guest
     const r = await g.freeze.thaw('vm1', { leaseId: lease.leaseId }, BACKUP);
-    expect(r).toMatchObject({ thawed: 0, frozen: lease.frozen, consistent: false });
-    expect(r.reason).toMatch(/thawed/);
+    expect(r).toMatchObject({ thawed: 0, frozen: lease.frozen, consistent: false, reason: 'PARTIAL_THAW' });
+    expect(r.detail).toMatch(/only 0 of the \d+ frozen filesystems were still frozen/);
   });
 
-  it('Windows VSS lapse: the thaw fails but the guest is thawed → consistent: false with the agent reason', async () => {
+  it('Windows VSS lapse: the thaw fails but the guest is thawed → consistent: false, reason QUIESCE_TIMEOUT, the agent\'s words in detail; final status thawed', async () => {
     fleet = await simFleet(['vm1']);
     g = await rig(fleet, storeOpts());
     const lease = await g.freeze.freeze('vm1', {}, BACKUP);
     // VSS gave up after ~10 s: the guest is thawed and the agent's thaw reports an error
     fleet.vm.vm1.state.frozen = false;
     fleet.vm.vm1.setFault({ command: 'guest-fsfreeze-thaw', kind: 'error', class: 'GenericError', desc: "couldn't hold writes: fsfreeze is limited up to 10 seconds", times: 1 });
+    // the status read before the thaw said frozen (VSS lapses silently)
+    fleet.vm.vm1.state.frozen = true;
+    expect((await g.freeze.status('vm1', BACKUP)).status).toBe('frozen');
+    fleet.vm.vm1.state.frozen = false;
     const r = await g.freeze.thaw('vm1', { leaseId: lease.leaseId }, BACKUP);
-    expect(r).toMatchObject({ thawed: 0, frozen: lease.frozen, consistent: false });
-    expect(r.reason).toMatch(/limited up to 10 seconds/);
-    expect((await g.freeze.status('vm1', BACKUP)).lease).toBeNull();
+    expect(r).toMatchObject({ thawed: 0, frozen: lease.frozen, consistent: false, reason: 'QUIESCE_TIMEOUT' });
+    expect(r.detail).toMatch(/limited up to 10 seconds/);
+    expect(await g.freeze.status('vm1', BACKUP)).toMatchObject({ status: 'thawed', lease: null });
   });
 
   it('a forced thaw (admin) ends whoever holds the lease', async () => {
@@ -233,17 +237,20 @@ describe('always-thaw: a freeze that fails, times out or drops is followed by a 
     expect((await g.freeze.freeze('vm1', {}, BACKUP)).frozen).toBe(fleet.vm.vm1.state.filesystems.length);
   });
 
-  it('freeze times out but the guest froze → thaw issued, guest thawed', async () => {
+  it('freeze times out but the guest froze → AGENT_TIMEOUT naming the lease, kept (state unknown) until its deadline; exactly one thaw, after the late freeze', async () => {
     fleet = await simFleet(['vm1']);
     g = await rig(fleet);
     // the agent takes 1.5 s to freeze; the lease (1 s) bounds how long we wait for it
     fleet.vm.vm1.setFault({ command: 'guest-fsfreeze-freeze', kind: 'delay', ms: 1_500, times: 1 });
     const err = await rejection(g.freeze.freeze('vm1', { ttlSeconds: 1 }, BACKUP));
     expect(err.code).toBe('AGENT_TIMEOUT');
+    expect(err.status).toBe(504);
+    expect(err.extra).toMatchObject({ leaseId: expect.any(String), frozenUnderLease: true, vms: [{ vm: 'vm1', result: 'unknown', thawAttempted: false }] });
     await waitFor(() => agentCommands(fleet.vm.vm1).includes('guest-fsfreeze-thaw') && !fleet.vm.vm1.state.frozen, 10_000, 'thaw after the late freeze');
-    const cmds = agentCommands(fleet.vm.vm1);
-    expect(cmds.indexOf('guest-fsfreeze-thaw')).toBeGreaterThan(cmds.indexOf('guest-fsfreeze-freeze'));
     await waitFor(async () => (await g.freeze.status('vm1', BACKUP)).lease === null, 5_000, 'lease released');
+    expect(agentCommands(fleet.vm.vm1).filter((c) => c.startsWith('guest-fsfreeze-freeze') || c === 'guest-fsfreeze-thaw')).toEqual(['guest-fsfreeze-freeze', 'guest-fsfreeze-thaw']);
+    const ended = await g.services.store.ended(String(err.extra?.leaseId));
+    expect(ended).toMatchObject({ endedBy: 'deadline' });
   });
 
   it('the connection drops mid-reply → thaw sent', async () => {
