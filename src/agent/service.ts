@@ -20,6 +20,7 @@ import type { AgentInfo, ChannelStats, ExecuteOptions, JsonObject, JsonValue } f
 import type { AgentPool } from '../pool/pool.js';
 import type { RegistrationView, VmRegistry } from '../registry/registry.js';
 import { AgentStates, type FleetState } from './state.js';
+import { ReadCoalescer } from './coalesce.js';
 
 export type { AgentState, FleetState } from './state.js';
 
@@ -46,6 +47,8 @@ export interface AgentCaller {
 export class AgentService implements AgentCaller {
   /** VMs we believe are frozen; bounded by the number of registered VMs */
   private readonly frozen = new Set<string>();
+  /** identical concurrent reads share one agent call */
+  readonly reads = new ReadCoalescer();
   /** agent state per VM (up, down, unknown), from every call and handshake */
   readonly states: AgentStates;
   /** when each channel's current handshake (shown as 'syncing') began; bounded by the channels */
@@ -84,7 +87,8 @@ export class AgentService implements AgentCaller {
       if (this.frozen.has(vm) && !FROZEN_SAFE.has(command)) await this.confirmFrozen(vm, command, budget);
     }
     try {
-      const result = await this.pool.execute(vm, command, args, budget.next());
+      // identical reads of this VM queued or in flight share one agent call (coalesce.ts)
+      const result = await this.reads.run(vm, command, args, budget.next(), (o) => this.pool.execute(vm, command, args, o));
       this.observe(vm, command, result);
       return result;
     } catch (e) {

@@ -1,0 +1,105 @@
+/**
+ * Coalesced reads (issue 14 item 5): identical read commands for one VM that arrive while the same
+ * one is queued or in flight share its answer, so 100 dashboards polling a VM's fsinfo cost the
+ * agent (which answers one command at a time) one call. Only the pure reads listed below, never a
+ * mutating command, never across different arguments (the key is the VM, the command and the
+ * arguments as sent) and never a priority (freeze/thaw lane) call. guest-ping is not shared: it
+ * is the liveness check, and each caller asks whether the agent answers now.
+ *
+ * The shared command runs with its own abort signal, aborted only when EVERY caller waiting on it
+ * has gone (so one caller leaving does not fail the others); each caller still stops waiting as
+ * soon as its own signal aborts. The first caller's deadline bounds the shared command.
+ */
+import { abortReason } from '../util/abort.js';
+import type { ExecuteOptions, JsonObject, JsonValue } from '../qga/types.js';
+
+/** reads with no side effect on the guest or on the agent's state (guest-exec-status is NOT one: it consumes the result) */
+export const COALESCED_READS: ReadonlySet<string> = new Set([
+  'guest-info',
+  'guest-get-fsinfo',
+  'guest-get-osinfo',
+  'guest-network-get-interfaces',
+  'guest-network-get-route',
+  'guest-get-users',
+  'guest-get-host-name',
+  'guest-get-time',
+  'guest-get-timezone',
+  'guest-get-vcpus',
+  'guest-get-memory-blocks',
+  'guest-get-memory-block-info',
+  'guest-get-cpustats',
+  'guest-get-load',
+  'guest-get-devices',
+  'guest-get-disks',
+  'guest-get-diskstats',
+  'guest-fsfreeze-status',
+]);
+
+interface Shared {
+  promise: Promise<JsonValue>;
+  waiters: number;
+  ac: AbortController;
+}
+
+export class ReadCoalescer {
+  private readonly pending = new Map<string, Shared>();
+  /** calls answered by another call's command (for tests and metrics) */
+  joined = 0;
+
+  /** in-flight shared reads (bounded by VMs × read commands × distinct arguments in flight) */
+  get size(): number {
+    return this.pending.size;
+  }
+
+  /**
+   * Run `start` for this read, or join the identical one already queued or in flight.
+   * `start` gets the options to send the command with (the caller's, with the shared signal).
+   */
+  run(vm: string, command: string, args: JsonObject | undefined, opts: ExecuteOptions, start: (opts: ExecuteOptions) => Promise<JsonValue>): Promise<JsonValue> {
+    if (opts.priority || !COALESCED_READS.has(command)) return start(opts);
+    const key = args === undefined || Object.keys(args).length === 0 ? `${vm}\0${command}` : `${vm}\0${command}\0${JSON.stringify(args)}`;
+    let s = this.pending.get(key);
+    if (s) this.joined++;
+    else {
+      const ac = new AbortController();
+      const shared: Shared = { promise: undefined as unknown as Promise<JsonValue>, waiters: 0, ac };
+      shared.promise = start({ ...opts, signal: ac.signal }).finally(() => {
+        if (this.pending.get(key) === shared) this.pending.delete(key);
+      });
+      // a rejection nobody waits for any more (every caller left) is not unhandled
+      shared.promise.catch(() => undefined);
+      this.pending.set(key, shared);
+      s = shared;
+    }
+    return wait(s, opts.signal);
+  }
+}
+
+function wait(s: Shared, signal: AbortSignal | undefined): Promise<JsonValue> {
+  if (signal?.aborted) {
+    if (s.waiters === 0) s.ac.abort(abortReason(signal));
+    return Promise.reject(abortReason(signal));
+  }
+  s.waiters++;
+  if (!signal) return s.promise.finally(() => s.waiters--);
+  return new Promise<JsonValue>((resolve, reject) => {
+    const onAbort = (): void => {
+      s.waiters--;
+      if (s.waiters === 0) s.ac.abort(abortReason(signal));
+      reject(abortReason(signal));
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    s.promise.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        s.waiters--;
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        s.waiters--;
+        reject(e);
+      },
+    );
+  });
+}
