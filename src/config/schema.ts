@@ -290,6 +290,8 @@ export const ConfigSchema = Type.Object(
          * sweepers (thawed by their deadline) instead of thawing them. Off: a shutdown thaws them.
          */
         handoverOnShutdown: Type.Boolean({ default: false }),
+        /** VMs in one freeze group (POST /v1/freeze-groups); their freezes run in parallel */
+        maxGroupVms: Type.Integer({ minimum: 1, maximum: 1024, default: 64 }),
       },
       { additionalProperties: false, default: {} },
     ),

@@ -16,6 +16,7 @@ import { leaseView, type LeaseView } from './view.js';
 import { freezeData, iso, leaseExpiredError, withExtra, type Caller, type FreezeAgent, type FreezeRegistry, type VmThawReport } from './types.js';
 import type { AuditLog } from '../util/audit.js';
 
+/** the default of freeze.maxGroupVms */
 export const MAX_GROUP_VMS = 64;
 
 export interface GroupResponse {
@@ -45,12 +46,13 @@ export class FreezeGroups {
     private readonly freezer: SessionFreezer,
     private readonly logger: Logger,
     private readonly audit: AuditLog,
+    private readonly maxVms = MAX_GROUP_VMS,
   ) {}
 
   async create(body: { vms: string[]; ttlSeconds?: number; mountpoints?: string[] }, caller: Caller, idempotencyKey?: string): Promise<GroupResponse> {
     const vms = body.vms;
-    if (vms.length === 0 || vms.length > MAX_GROUP_VMS) {
-      throw errors.validation(`a freeze group has 1 to ${MAX_GROUP_VMS} VMs`);
+    if (vms.length === 0 || vms.length > this.maxVms) {
+      throw errors.validation(`a freeze group has 1 to ${this.maxVms} VMs (freeze.maxGroupVms)`);
     }
     if (new Set(vms).size !== vms.length) throw errors.validation('a VM is listed twice in the group');
     checkReach(vms, caller);

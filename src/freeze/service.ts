@@ -71,7 +71,7 @@ export class FreezeService {
     this.engine = new ThawEngine(this.store, this.agent, this.logger, this.settings.thawTimeoutMs, deps.releaseChannel, claimRetryMs, this.audit);
     this.sweeper = new Sweeper(this.store, this.engine, this.logger, this.settings.sweepIntervalMs, claimRetryMs);
     this.freezer = new SessionFreezer(this.store, this.agent, this.registry, this.engine, this.settings, this.logger, this.gatewayId, claimRetryMs, deps.releaseChannel);
-    this.groups = new FreezeGroups(this.store, this.agent, this.registry, this.engine, this.freezer, this.logger, this.audit);
+    this.groups = new FreezeGroups(this.store, this.agent, this.registry, this.engine, this.freezer, this.logger, this.audit, this.settings.maxGroupVms);
   }
 
   /** Reconcile, then sweep every interval. Call once the app is ready. */

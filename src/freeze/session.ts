@@ -35,6 +35,22 @@ import type { FreezeLogger as Logger } from './types.js';
 const NOT_SENT = new Set(['VM_FROZEN', 'COMMAND_DISABLED', 'COMMAND_NOT_SUPPORTED', 'VM_NOT_FOUND', 'QUEUE_FULL', 'VALIDATION_FAILED', 'FORBIDDEN', 'LEASE_CONFLICT', 'STORE_UNAVAILABLE', 'SHUTTING_DOWN']);
 const DEFAULT_FREEZE_TIMEOUT_MS = 300_000;
 const REPLAY_POLL_MS = 200;
+/** a group's members frozen at once (freeze.maxGroupVms may allow more members) */
+const FREEZE_PARALLEL = 64;
+
+/** `f` over `xs` with at most `limit` running at once; results in input order */
+async function mapBounded<T, R>(xs: readonly T[], limit: number, f: (x: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(xs.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < xs.length) {
+      const i = next++;
+      out[i] = await f(xs[i]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, xs.length) }, worker));
+  return out;
+}
 
 export interface FreezeRequest {
   session: string;

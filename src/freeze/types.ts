@@ -30,6 +30,8 @@ export interface FreezeSettings {
   freezeTimeoutMs?: number;
   /** agent timeout for a thaw. Default: catalog (300 s: fsfreeze hooks may run) */
   thawTimeoutMs?: number;
+  /** VMs in one freeze group; default MAX_GROUP_VMS (64) */
+  maxGroupVms?: number;
 }
 
 /** The agent as the freeze service needs it (AgentService satisfies it). */

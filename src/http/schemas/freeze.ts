@@ -132,7 +132,7 @@ export const FreezeStatus = Type.Object(
 
 export const GroupBody = Type.Object(
   {
-    vms: Type.Array(VmName, { minItems: 1, maxItems: 64, uniqueItems: true }),
+    vms: Type.Array(VmName, { minItems: 1, maxItems: 1024, uniqueItems: true, description: 'at most freeze.maxGroupVms (default 64) VMs' }),
     ttlSeconds: Type.Optional(TTL),
     mountpoints: Type.Optional(Mountpoints),
   },
