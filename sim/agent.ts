@@ -61,7 +61,7 @@ export class SimAgent {
     this.state.frozen = opts.frozen ?? false;
     this.dispatcher = new Dispatcher(this.version, traits, new Set(opts.disabled ?? []), new Set(opts.lacks ?? []));
     this.outbox = new Outbox(() => this.listener.endActive());
-    this.listener = new ChannelListener(opts.tcp ? 'tcp' : 'unix', join(dir, `${opts.name}.sock`), {
+    this.listener = new ChannelListener(opts.tcp ? 'tcp' : 'unix', opts.socketPath ?? join(dir, `${opts.name}.sock`), {
       input: (chunk) => this.onInput(chunk),
       served: (s) => this.outbox.attach(s),
       left: () => {

@@ -11,6 +11,8 @@ export interface SimVmOptions {
   lacks?: string[];
   /** listen on 127.0.0.1:<ephemeral> instead of <dir>/<name>.sock */
   tcp?: boolean;
+  /** the unix socket's path instead of <dir>/<name>.sock (e.g. Proxmox's <vmid>.qga) */
+  socketPath?: string;
   /** start with filesystems frozen */
   frozen?: boolean;
   hostname?: string;

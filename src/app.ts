@@ -24,6 +24,7 @@ import execRoutes from './http/routes/exec.js';
 import fileRoutes from './http/routes/files.js';
 import filesystemRoutes from './http/routes/filesystems.js';
 import freezeGroupRoutes from './http/routes/freeze-groups.js';
+import freezeListRoutes from './http/routes/freezes.js';
 import fsfreezeRoutes from './http/routes/fsfreeze.js';
 import hardwareRoutes from './http/routes/hardware.js';
 import networkRoutes from './http/routes/network.js';
@@ -33,6 +34,7 @@ import serviceRoutes, { type ReadinessCheck } from './http/routes/service.js';
 import systemRoutes from './http/routes/system.js';
 import timeRoutes from './http/routes/time.js';
 import userRoutes from './http/routes/users.js';
+import vmListRoutes from './http/routes/vm-list.js';
 import vmRoutes from './http/routes/vms.js';
 import { registerQgaSchemas } from './http/schemas/qga.js';
 import type { HttpServices } from './http/services.js';
@@ -62,12 +64,14 @@ export interface BuildOptions {
 
 /** Route groups under /v1, one file per resource group. */
 const V1_ROUTES = [
+  vmListRoutes,
   vmRoutes,
   systemRoutes,
   timeRoutes,
   powerRoutes,
   fsfreezeRoutes,
   freezeGroupRoutes,
+  freezeListRoutes,
   filesystemRoutes,
   networkRoutes,
   hardwareRoutes,

@@ -56,7 +56,7 @@ describe('an openapi-fetch client against a listening gateway', () => {
   it('lists and inspects VMs', async () => {
     const list = await client.GET('/v1/vms');
     expect(list.response.status).toBe(200);
-    expect(list.data?.vms.map((v) => v.name).sort()).toEqual(['down-01', 'web-01']);
+    expect(list.data?.items.map((v) => v.name)).toEqual(['down-01', 'web-01']);
     const one = await client.GET('/v1/vms/{vm}', { params: { path: { vm: 'web-01' } } });
     expect(one.data?.name).toBe('web-01');
   });

@@ -59,7 +59,7 @@ describe('foundation HTTP surface (real qemu-ga)', () => {
   it('GET /v1/vms lists the configured VMs', async () => {
     const r = await app.inject({ method: 'GET', url: '/v1/vms' });
     expect(r.statusCode).toBe(200);
-    const names = r.json().vms.map((v: { name: string }) => v.name);
+    const names = r.json().items.map((v: { name: string }) => v.name);
     expect(names).toEqual(['dead', 'host']);
   });
 
@@ -178,7 +178,7 @@ describe('auth', () => {
     const reg = await authApp.inject({ method: 'POST', url: '/v1/vms', headers: h, payload: { name: 'z', endpoint: { type: 'tcp', host: '127.0.0.1', port: 1 } } });
     expect(reg.statusCode).toBe(403);
     const list = await authApp.inject({ method: 'GET', url: '/v1/vms', headers: h });
-    expect(list.json().vms.map((v: { name: string }) => v.name)).toEqual(['host']);
+    expect(list.json().items.map((v: { name: string }) => v.name)).toEqual(['host']);
     const admin = await authApp.inject({ method: 'POST', url: '/v1/vms/host/agent/sync', headers: { authorization: `Bearer ${ADMIN}` } });
     expect(admin.statusCode).toBe(200);
   });

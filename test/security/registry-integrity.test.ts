@@ -299,7 +299,7 @@ describe('endpoints are shown to admin callers only', () => {
     for (const token of [READER, WRITER]) {
       const list = await app.inject({ method: 'GET', url: '/v1/vms', headers: as(token) });
       expect(list.statusCode).toBe(200);
-      const vms = list.json().vms as Array<Record<string, unknown>>;
+      const vms = list.json().items as Array<Record<string, unknown>>;
       expect(vms.map((v) => v.name)).toContain('b-1');
       for (const v of vms) expect(v).not.toHaveProperty('endpoint');
       const one = await app.inject({ method: 'GET', url: '/v1/vms/b-1', headers: as(token) });
@@ -308,7 +308,7 @@ describe('endpoints are shown to admin callers only', () => {
       expect(one.body).not.toContain(fleet.dir);
     }
     const list = await app.inject({ method: 'GET', url: '/v1/vms', headers: as(ADMIN) });
-    expect((list.json().vms as Array<Record<string, unknown>>).find((v) => v.name === 'b-1')?.endpoint).toEqual(b1.endpoint);
+    expect((list.json().items as Array<Record<string, unknown>>).find((v) => v.name === 'b-1')?.endpoint).toEqual(b1.endpoint);
     expect((await app.inject({ method: 'GET', url: '/v1/vms/b-1', headers: as(ADMIN) })).json().endpoint).toEqual(b1.endpoint);
   });
 });

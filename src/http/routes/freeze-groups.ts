@@ -5,12 +5,51 @@
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { GroupBody, GroupCreated, GroupParams, GroupRenewResult, GroupStatus, GroupThawReport, IdempotencyHeaders, RenewBody, ThawQuery } from '../schemas/freeze.js';
+import { Type } from 'typebox';
+import { FreezeEntry, visibleLeases } from './freezes.js';
 import { callerOf } from './fsfreeze.js';
 import { operation } from './operation.js';
+
+const GroupEntry = Type.Object(
+  {
+    id: Type.String(),
+    vms: FreezeEntry.properties.vms,
+    owner: FreezeEntry.properties.owner,
+    leaseId: FreezeEntry.properties.leaseId,
+    state: FreezeEntry.properties.state,
+    frozenAt: FreezeEntry.properties.frozenAt,
+    expiresAt: Type.String({ format: 'date-time', description: 'the deadline: the gateway thaws every member then unless renewed' }),
+    hardDeadline: Type.String({ format: 'date-time', description: 'renewals never go past this' }),
+    expired: Type.Boolean({ description: 'past expiresAt, the thaw not confirmed yet' }),
+  },
+  { title: 'FreezeGroupEntry' },
+);
 
 export default async function freezeGroupRoutes(fastify: FastifyInstance): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
   const { groups } = fastify.services.freeze;
+  const { services } = fastify;
+
+  app.get(
+    '/freeze-groups',
+    operation('fsfreeze', 'listFreezeGroups', {
+      summary: 'The freeze groups in force (any gateway process), oldest first',
+      description:
+        'A group is listed when the caller may reach every VM of it (its VM globs). `leaseId` is shown to the group owner and ' +
+        'to admin callers only. Nothing is asked of the agents: GET /v1/freeze-groups/{id} asks each member.',
+      ok: { 200: Type.Object({ groups: Type.Array(GroupEntry) }, { title: 'FreezeGroupList' }) },
+      errors: [401, 403, 503],
+    }),
+    async (request) => {
+      const { entries } = await visibleLeases(services, callerOf(request));
+      const list = entries.flatMap((e) =>
+        e.group !== undefined && e.expiresAt !== undefined && e.hardDeadline !== undefined
+          ? [{ id: e.group, vms: e.vms, owner: e.owner, ...(e.leaseId !== undefined ? { leaseId: e.leaseId } : {}), state: e.state, frozenAt: e.frozenAt, expiresAt: e.expiresAt, hardDeadline: e.hardDeadline, expired: e.expired === true }]
+          : [],
+      );
+      return { groups: list.sort((a, b) => (a.frozenAt < b.frozenAt ? -1 : a.frozenAt > b.frozenAt ? 1 : 0)) };
+    },
+  );
 
   app.post(
     '/freeze-groups',

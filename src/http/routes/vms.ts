@@ -41,7 +41,8 @@ const ChannelInfo = Type.Object(
   { title: 'ChannelInfo' },
 );
 
-const VmSummary = Type.Object(
+/** A VM as every listing and registration shows it (GET /v1/vms items: vm-list.ts) */
+export const VmSummary = Type.Object(
   {
     name: Type.String(),
     endpoint: Type.Optional({ ...EndpointSchema, description: 'the agent socket (a unix socket by its real path); shown to admin callers only' }),
@@ -92,19 +93,7 @@ export default async function vmRoutes(fastify: FastifyInstance): Promise<void> 
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
   const { services } = fastify;
 
-  app.get(
-    '/vms',
-    operation('vms', 'listVms', {
-      summary: 'List registered VMs (config, discovered sockets, API-registered)',
-      ok: { 200: Type.Object({ vms: Type.Array(VmSummary) }) },
-      errors: [401, 403, 503],
-    }),
-    async (request) => {
-      const all = await services.registry.list();
-      const view = viewOf(request.principal);
-      return { vms: all.filter((r) => view.mayUse(r.name)).map((r) => summarize(services, r, view)) };
-    },
-  );
+  // GET /vms (paged, filtered) is in vm-list.ts
 
   app.post(
     '/vms',
