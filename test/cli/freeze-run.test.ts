@@ -1,0 +1,214 @@
+/**
+ * `qga-gateway freeze-run` (issue 16 item 7) as a child process against a real gateway (HTTP on
+ * 127.0.0.1, token stored as tokenSha256) and simulated VMs: exit status passthrough, exactly one
+ * freeze and one thaw in the agents' command logs, renewals while the command runs, thaw on SIGTERM
+ * with the signal forwarded to the command, a lease ended early (forced thaw) reported and non-zero,
+ * a freeze that fails never runs the command.
+ */
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import pino from 'pino';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { buildApp } from '../../src/app.js';
+import { testConfig } from '../helpers/app.js';
+import { simFleet, waitFor, type SimFleet } from '../integration/freeze-fixture.js';
+import { bundleCli, ROOT, type CliBundle } from './bundle.js';
+
+let bundle: CliBundle;
+beforeAll(() => {
+  bundle = bundleCli();
+});
+afterAll(() => bundle?.remove());
+const TOKEN = 'backup-token-0123456789abcdef';
+const ADMIN = 'admin-token-0123456789abcdef';
+const sha = (t: string) => createHash('sha256').update(t).digest('hex');
+
+let fleet: SimFleet | undefined;
+let app: FastifyInstance | undefined;
+let renewCalls = 0;
+
+afterEach(async () => {
+  await app?.close();
+  app = undefined;
+  await fleet?.close();
+  fleet = undefined;
+});
+
+async function gateway(vms: string[], freeze: Record<string, number> = {}): Promise<string> {
+  fleet = await simFleet(vms);
+  const config = testConfig({
+    vms: vms.map((name) => ({ name, endpoint: fleet!.vm[name]!.endpoint })),
+    config: {
+      // the backup token is stored as its hash only; anonymous callers get nothing
+      auth: {
+        anonymousScopes: [],
+        tokens: [
+          { name: 'backup', tokenSha256: sha(TOKEN), scopes: ['read', 'write'] },
+          { name: 'ops', token: ADMIN, scopes: ['read', 'write', 'admin'] },
+        ],
+      },
+      freeze: { defaultTtlSeconds: 5, maxTtlSeconds: 60, maxTotalSeconds: 120, ...freeze },
+    },
+  });
+  app = await buildApp({ config, logger: pino({ level: 'silent' }), env: {} });
+  renewCalls = 0;
+  app.addHook('onResponse', async (request, reply) => {
+    if (request.method === 'POST' && request.url.endsWith('/renew') && reply.statusCode === 200) renewCalls++;
+  });
+  return app.listen({ host: '127.0.0.1', port: 0 });
+}
+
+interface Run {
+  pid: number;
+  stderr(): string;
+  exit: Promise<{ code: number | null; ms: number }>;
+  kill(sig: NodeJS.Signals): void;
+}
+
+function freezeRun(args: string[]): Run {
+  const t0 = Date.now();
+  const child = spawn(process.execPath, [bundle.cli, 'freeze-run', ...args], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, QGA_GATEWAY_TOKEN: '' },
+  });
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  child.stdout.resume();
+  return {
+    pid: child.pid ?? -1,
+    stderr: () => err,
+    exit: new Promise((r) => child.once('exit', (code) => r({ code, ms: Date.now() - t0 }))),
+    kill: (sig) => child.kill(sig),
+  };
+}
+
+function tokenFile(): string {
+  const f = path.join(fleet!.dir, 'token');
+  writeFileSync(f, `${TOKEN}\n`);
+  return f;
+}
+
+/** a command (node script) that says it started, then waits for a go file or a signal */
+function script(dir: string, body: string): string {
+  const f = path.join(dir, `cmd-${Math.random().toString(36).slice(2)}.mjs`);
+  writeFileSync(f, `import { writeFileSync, existsSync } from 'node:fs';\nconst dir = ${JSON.stringify(dir)};\n${body}\n`);
+  return f;
+}
+
+const commands = (vm: string) => fleet!.vm[vm]!.stats.commandLog.map((c) => c.command);
+const count = (vm: string, command: string) => commands(vm).filter((c) => c === command).length;
+
+describe('qga-gateway freeze-run', { timeout: 40_000 }, () => {
+  it('freezes once, renews about every ttl/3 while the command runs, thaws once and exits with the command status', async () => {
+    const url = await gateway(['vm1']);
+    const cmd = script(fleet!.dir, `setTimeout(() => process.exit(7), 2000);`);
+    const run = freezeRun(['--url', url, '--token-file', tokenFile(), '--vm', 'vm1', '--ttl', '1', '--', process.execPath, cmd]);
+    await waitFor(() => /froze VM vm1/.test(run.stderr()), 15_000, 'the freeze');
+    const frozeAt = Date.now();
+    const { code, ms } = await run.exit;
+    const frozenMs = Date.now() - frozeAt;
+    expect(code, run.stderr()).toBe(7);
+    expect(count('vm1', 'guest-fsfreeze-freeze')).toBe(1);
+    expect(count('vm1', 'guest-fsfreeze-thaw')).toBe(1);
+    expect(fleet!.vm.vm1!.stats.frozen).toBe(false);
+    // one renewal per 333 ms while frozen: at least 2 s of command, at most the time seen frozen
+    expect(renewCalls).toBeGreaterThanOrEqual(4);
+    expect(renewCalls).toBeLessThanOrEqual(Math.ceil(frozenMs / 333) + 1);
+    expect(run.stderr()).toMatch(/freeze-run: the freeze held: VM vm1 frozen for \d+\.\d s, \d+ renewal\(s\), thawed; command exit status 7\n$/);
+    expect(ms).toBeLessThan(15_000);
+  });
+
+  it('several --vm freeze as one group: one freeze and one thaw per VM, exit 0', async () => {
+    const url = await gateway(['vm1', 'vm2']);
+    const run = freezeRun(['--url', url, '--token-file', tokenFile(), '--vm', 'vm1', '--vm', 'vm2', '--ttl', '2', '--', process.execPath, '-e', 'setTimeout(() => {}, 1000)']);
+    const { code } = await run.exit;
+    expect(code, run.stderr()).toBe(0);
+    for (const vm of ['vm1', 'vm2']) {
+      expect(count(vm, 'guest-fsfreeze-freeze')).toBe(1);
+      expect(count(vm, 'guest-fsfreeze-thaw')).toBe(1);
+    }
+    expect(run.stderr()).toMatch(/froze freeze group [0-9a-f-]{36} \(vm1, vm2\)/);
+    expect(run.stderr()).toMatch(/the freeze held/);
+  });
+
+  it('a failing command: its status is passed through and the VM is thawed', async () => {
+    const url = await gateway(['vm1']);
+    const run = freezeRun(['--url', url, '--token-file', tokenFile(), '--vm', 'vm1', '--ttl', '5', '--', process.execPath, '-e', 'process.exit(3)']);
+    const { code } = await run.exit;
+    expect(code, run.stderr()).toBe(3);
+    expect(count('vm1', 'guest-fsfreeze-thaw')).toBe(1);
+    expect(fleet!.vm.vm1!.stats.frozen).toBe(false);
+    expect(run.stderr()).toMatch(/the freeze held: .* command exit status 3/);
+  });
+
+  it('SIGTERM to the wrapper mid-command: the command gets SIGTERM, the VM is thawed, the exit is the command status', async () => {
+    const url = await gateway(['vm1']);
+    const cmd = script(
+      fleet!.dir,
+      `process.on('SIGTERM', () => { writeFileSync(dir + '/got', 'SIGTERM'); process.exit(42); });\nwriteFileSync(dir + '/ready', '1');\nsetInterval(() => {}, 1000);`,
+    );
+    const run = freezeRun(['--url', url, '--token-file', tokenFile(), '--vm', 'vm1', '--ttl', '10', '--', process.execPath, cmd]);
+    await waitFor(() => existsSync(path.join(fleet!.dir, 'ready')), 15_000, 'the command to start');
+    expect(fleet!.vm.vm1!.stats.frozen).toBe(true);
+    run.kill('SIGTERM');
+    const { code } = await run.exit;
+    expect(code, run.stderr()).toBe(42);
+    expect(readFileSync(path.join(fleet!.dir, 'got'), 'utf8')).toBe('SIGTERM');
+    expect(count('vm1', 'guest-fsfreeze-thaw')).toBe(1);
+    expect(fleet!.vm.vm1!.stats.frozen).toBe(false);
+    expect(run.stderr()).toMatch(/got SIGTERM: forwarding it to the command, then thawing/);
+  });
+
+  it('a lease that ends early (forced thaw) is reported at once and makes a successful command exit 1', async () => {
+    const url = await gateway(['vm1']);
+    const cmd = script(
+      fleet!.dir,
+      `writeFileSync(dir + '/ready', '1');\nconst t = setInterval(() => { if (existsSync(dir + '/go')) { clearInterval(t); process.exit(0); } }, 50);`,
+    );
+    const run = freezeRun(['--url', url, '--token-file', tokenFile(), '--vm', 'vm1', '--ttl', '1', '--', process.execPath, cmd]);
+    await waitFor(() => existsSync(path.join(fleet!.dir, 'ready')), 15_000, 'the command to start');
+    const forced = await fetch(`${url}/v1/vms/vm1/fsfreeze?force=true`, { method: 'DELETE', headers: { authorization: `Bearer ${ADMIN}` } });
+    expect(forced.status).toBe(200);
+    await waitFor(() => /the lease ended early/.test(run.stderr()), 5_000, 'the wrapper to notice the lease ended');
+    writeFileSync(path.join(fleet!.dir, 'go'), '1');
+    const { code } = await run.exit;
+    expect(code, run.stderr()).toBe(1);
+    expect(run.stderr()).toMatch(/the lease ended early: renewal refused: POST \/v1\/vms\/vm1\/fsfreeze\/renew: 409 LEASE_EXPIRED/);
+    expect(run.stderr()).toMatch(/the freeze did NOT hold: .*; command exit status 0\n$/);
+    expect(count('vm1', 'guest-fsfreeze-freeze')).toBe(1);
+    expect(count('vm1', 'guest-fsfreeze-thaw')).toBe(1);
+  });
+
+  it('a freeze that fails: the command is not run, one line, exit 1', async () => {
+    const url = await gateway(['vm1']);
+    const marker = path.join(fleet!.dir, 'ran');
+    const run = freezeRun(['--url', url, '--token-file', tokenFile(), '--vm', 'nosuchvm', '--', process.execPath, '-e', `require('fs').writeFileSync(${JSON.stringify(marker)}, '1')`]);
+    const { code } = await run.exit;
+    expect(code).toBe(1);
+    expect(existsSync(marker)).toBe(false);
+    expect(run.stderr()).toMatch(/^qga-gateway freeze-run: freeze of VM nosuchvm failed, the command was not run: POST \/v1\/vms\/nosuchvm\/fsfreeze: 404 VM_NOT_FOUND: [^\n]+\n$/);
+  });
+
+  it('usage errors exit 2 with one line and freeze nothing', async () => {
+    const url = await gateway(['vm1']);
+    const cases: Array<[string[], RegExp]> = [
+      [['--url', url, '--vm', 'vm1'], /no command: give it after --/],
+      [['--url', url, '--', 'true'], /at least one --vm is required/],
+      [['--url', url, '--vm', 'vm1', '--ttl', 'soon', '--', 'true'], /--ttl must be a whole number of seconds/],
+      [['--url', url, '--vm', 'vm1', '--token-file', '/nonexistent/token', '--', 'true'], /cannot read the token file \/nonexistent\/token: ENOENT/],
+      [['--url', url, '--vm', 'vm1', '--frobnicate', '--', 'true'], /unknown option --frobnicate/],
+    ];
+    const runs = cases.map(([args]) => freezeRun(args));
+    for (const [i, run] of runs.entries()) {
+      const { code } = await run.exit;
+      expect(code, run.stderr()).toBe(2);
+      expect(run.stderr()).toMatch(cases[i]![1]);
+      expect(run.stderr().trimEnd().split('\n')).toHaveLength(1);
+    }
+    expect(count('vm1', 'guest-fsfreeze-freeze')).toBe(0);
+  });
+});
