@@ -17,9 +17,8 @@
  *  - C7: a renew that fails (Redis hanging) extends nothing and the VM is thawed at the original
  *    expiry. (The gateway does not renew on its own: renewals are the caller's; no lease_lost
  *    audit record exists — see test/faults/CDE.md.)
- *  - C8: Redis down with limits.rate on — the actual (deliberate) behaviour: limited reads are
- *    served (the rate limiter skips on error), freezes are refused with 503 STORE_UNAVAILABLE,
- *    thaws go through.
+ *  - C8: Redis down with limits.rate on: limited routes are refused with 503 STORE_UNAVAILABLE
+ *    (after commandTimeoutMs while Redis hangs, at once when it is gone), thaws go through.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -231,7 +230,7 @@ describe('C7: renewal fails mid-session', { timeout: 30_000 }, () => {
 });
 
 describe('C8: Redis down while limits.rate counts in it', { timeout: 30_000 }, () => {
-  it('limited reads are served (deliberate: skipOnError), a freeze is 503 STORE_UNAVAILABLE, the thaw goes through', async () => {
+  it('limited routes are 503 STORE_UNAVAILABLE (no silent bypass): after commandTimeoutMs while Redis hangs, at once when it is gone; thaws are never limited and go through', async () => {
     const own = await startRedis();
     try {
       const { app } = await gateway(own.url, ['r1'], { limits: { rate: { max: 1000, timeWindowMs: 60_000 } } });
@@ -240,17 +239,41 @@ describe('C8: Redis down while limits.rate counts in it', { timeout: 30_000 }, (
       // the limiter counts in Redis while it is up
       expect((await app.inject({ method: 'GET', url: '/v1/vms/r1/fsfreeze' })).statusCode).toBe(200);
       expect(await own.command('KEYS', '*ratelimit*')).toMatch(/ratelimit:a:/);
-      await own.kill();
-      const t0 = performance.now();
-      const read = await app.inject({ method: 'GET', url: '/v1/vms/r1/ping' });
-      expect(read.statusCode, read.body).toBe(200);
-      expect(performance.now() - t0).toBeLessThanOrEqual(COMMAND_TIMEOUT_MS + 1_000);
-      const refused = await freeze(app, 'r1', 30);
-      expect(refused.statusCode, refused.body).toBe(503);
-      expect(refused.json<{ code: string }>().code).toBe('STORE_UNAVAILABLE');
+      const pings = (): number => vm.r1.stats.commandLog.filter((c) => c.command === 'guest-ping').length;
+      const pings0 = pings();
+
+      // Redis hangs (SIGSTOP): a limited route waits for the count up to commandTimeoutMs, then 503
+      own.pause();
+      let t0 = performance.now();
+      const hung = await app.inject({ method: 'GET', url: '/v1/vms/r1/ping' });
+      let elapsed = performance.now() - t0;
+      expect(hung.statusCode, hung.body).toBe(503);
+      expect(hung.headers['content-type']).toMatch(/^application\/problem\+json/);
+      expect(hung.json<{ code: string }>().code).toBe('STORE_UNAVAILABLE');
+      expect(elapsed).toBeGreaterThanOrEqual(COMMAND_TIMEOUT_MS - 20);
+      expect(elapsed).toBeLessThanOrEqual(COMMAND_TIMEOUT_MS + 500);
+      expect(pings()).toBe(pings0);
+      // the thaw is not limited: it goes through while Redis hangs
       const thaw = await app.inject({ method: 'DELETE', url: `/v1/vms/r1/fsfreeze?leaseId=${encodeURIComponent(String(lease.json<{ leaseId: string }>().leaseId))}` });
       expect(thaw.statusCode, thaw.body).toBe(200);
       expect(vm.r1.state.frozen).toBe(false);
+      own.resume();
+      expect((await app.inject({ method: 'GET', url: '/v1/vms/r1/ping' })).statusCode).toBe(200);
+
+      // Redis gone (SIGKILL): refused at once, reads and freezes alike
+      await own.kill();
+      t0 = performance.now();
+      const gone = await app.inject({ method: 'GET', url: '/v1/vms/r1/ping' });
+      elapsed = performance.now() - t0;
+      expect(gone.statusCode, gone.body).toBe(503);
+      expect(gone.json<{ code: string }>().code).toBe('STORE_UNAVAILABLE');
+      expect(elapsed).toBeGreaterThan(0);
+      expect(elapsed).toBeLessThanOrEqual(COMMAND_TIMEOUT_MS + 500);
+      const refused = await freeze(app, 'r1', 30);
+      expect(refused.statusCode, refused.body).toBe(503);
+      expect(refused.json<{ code: string }>().code).toBe('STORE_UNAVAILABLE');
+      expect(vm.r1.state.frozen).toBe(false);
+      expect(pings()).toBe(pings0 + 1);
     } finally {
       await own.stop();
     }

@@ -6,6 +6,11 @@
  * Redis when the store is Redis). Over either → 429 RATE_LIMITED with Retry-After. A full VM
  * queue stays the channel's business (429 QUEUE_FULL at once).
  *
+ * With Redis as the store the rate counters live there, and a Redis outage refuses limited routes
+ * with 503 STORE_UNAVAILABLE (no silent bypass, fault matrix C8): at once when the connection is
+ * down, after store.commandTimeoutMs when Redis hangs. Thaws and probes are never counted, so they
+ * still go through.
+ *
  * Never refused here: thaws (DELETE /v1/vms/{vm}/fsfreeze, DELETE /v1/freeze-groups/{id}) — a
  * frozen VM must always be thawable, however busy its owner is — and the /healthz and /readyz
  * probes (a refused probe would take a healthy gateway out of rotation).
@@ -20,7 +25,8 @@
  * agent), which would leak the slot.
  */
 import type { ServerResponse } from 'node:http';
-import rateLimit from '@fastify/rate-limit';
+import rateLimit, { type FastifyRateLimitStore, type FastifyRateLimitStoreCtor } from '@fastify/rate-limit';
+import type { Redis } from 'ioredis';
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, RouteOptions } from 'fastify';
 import type { Config } from '../../config/schema.js';
 import { errors } from '../../errors.js';
@@ -141,10 +147,10 @@ export async function registerLimits(app: FastifyInstance, config: Config, store
       max: rate.max,
       timeWindow: rate.timeWindowMs,
       keyGenerator: rateKey,
-      // the same lease-store connection (fail-fast: an unreachable Redis fails the count at once)
-      ...(redis ? { redis: redis.client, nameSpace: `${redis.keyPrefix}ratelimit:` } : {}),
-      // Redis down: serve rather than refuse everything (freezes are refused by the store anyway)
-      skipOnError: true,
+      // the same lease-store connection (fail-fast: no offline queue, store.commandTimeoutMs per command)
+      ...(redis ? { store: failClosedCounters(redis.client, `${redis.keyPrefix}ratelimit:`) } : {}),
+      // Redis down: refuse (503 STORE_UNAVAILABLE from the counters), never serve uncounted
+      skipOnError: false,
       // Retry-After comes with the problem (sendProblem); no X-RateLimit-* headers on every answer
       addHeaders: { 'x-ratelimit-limit': false, 'x-ratelimit-remaining': false, 'x-ratelimit-reset': false, 'retry-after': false },
       addHeadersOnExceeding: { 'x-ratelimit-limit': false, 'x-ratelimit-remaining': false, 'x-ratelimit-reset': false },
@@ -155,4 +161,38 @@ export async function registerLimits(app: FastifyInstance, config: Config, store
         ),
     });
   }
+}
+
+/** INCR the window's counter, starting its expiry with the window; the count and what is left of the window. */
+const RATE_INCR = `local n = redis.call('INCR', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if n == 1 or ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) ttl = tonumber(ARGV[1]) end
+return {n, ttl}`;
+
+type RateIncr = (key: string, windowMs: number, cb: (err: Error | null, res?: [number, number]) => void) => void;
+
+/**
+ * @fastify/rate-limit's store for counters in Redis that fails closed: an error of the count
+ * (connection down, command timed out) is 503 STORE_UNAVAILABLE, never a request let through
+ * uncounted. One counter per key (principal) across routes: the limit is per principal.
+ */
+function failClosedCounters(client: Redis, prefix: string): FastifyRateLimitStoreCtor {
+  if (!(client as unknown as { qgaRateIncr?: RateIncr }).qgaRateIncr) client.defineCommand('qgaRateIncr', { numberOfKeys: 1, lua: RATE_INCR });
+  const incr = (client as unknown as { qgaRateIncr: RateIncr }).qgaRateIncr.bind(client);
+  return class FailClosedCounters implements FastifyRateLimitStore {
+    incr(key: string, cb: Parameters<FastifyRateLimitStore['incr']>[1], windowMs: number): void {
+      incr(prefix + key, windowMs, (err, res) => {
+        if (err || !res) {
+          const why = err ? err.message : 'no reply';
+          cb(errors.storeUnavailable(`the rate limit's counters (limits.rate) are in Redis, which did not answer (${why}); refused rather than served uncounted`, { cause: err ?? undefined }));
+          return;
+        }
+        cb(null, { current: Number(res[0]), ttl: Number(res[1]) });
+      });
+    }
+
+    child(): FastifyRateLimitStore {
+      return this;
+    }
+  };
 }
