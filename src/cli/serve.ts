@@ -96,7 +96,8 @@ export async function serve(args: string[]): Promise<void> {
   handleSignals(app, config, file);
   app.log.info(
     {
-      vms: config.vms.length,
+      // after the registry's first scan (discovery folders, presets, API-registered VMs)
+      vms: app.services.registry.size,
       store: config.store.type,
       auth: config.auth.tokens.length > 0,
       tls: config.server.tls !== undefined,
