@@ -97,7 +97,8 @@ describe('D8: secrets in logs (child process at log level debug)', () => {
     // authentication failures
     statuses.unknownToken = await send('GET', '/v1/vms', { token: CANARY.unknownToken });
     // a secret a caller puts in the query string: the logged request has the path only
-    statuses.queryAuthorized = await send('GET', `/v1/vms?token=${CANARY.token}&password=${CANARY.password}`);
+    // (on a route without a query schema, so that it is served: GET /v1/vms refuses unknown parameters)
+    statuses.queryAuthorized = await send('GET', `/v1/vms/logvm/ping?token=${CANARY.token}&password=${CANARY.password}`);
     statuses.queryUnauthorized = await send('GET', `/v1/vms?token=${CANARY.token}`, { token: CANARY.unknownToken });
 
     expect(statuses).toMatchObject({
@@ -116,8 +117,9 @@ describe('D8: secrets in logs (child process at log level debug)', () => {
       queryAuthorized: 200,
       queryUnauthorized: 401,
     });
-    expect([200, 202]).toContain(statuses.execText);
-    expect([200, 202]).toContain(statuses.execData);
+    // without `wait`, exec answers 202 {pid} at once (routes/exec.ts)
+    expect(statuses.execText).toBe(202);
+    expect(statuses.execData).toBe(202);
 
     // the log is complete for these requests: debug lines, request lines, the audit records
     await new Promise<void>((r) => setImmediate(r));
