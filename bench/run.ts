@@ -5,7 +5,8 @@
  *
  *   npm run bench               full run (each measurement 5 s, 3 rounds; ≈ 8–10 min on 2 cores)
  *   npm run bench -- --quick    smoke (each measurement 1 s, 1 round, 1,000 VMs for scale; ≈ 1 min)
- *   npm run bench -- http storm only the named sections
+ *   npm run bench -- --smoke    what the test suite runs (every section at minimal sizes)
+ *   npm run bench -- http-sim storm   only the named sections
  *                               (sections: http-sim, http-qga, profile, storm, scale, groups, channel, files, big-reply)
  *
  * Env: BENCH_MS (per measurement), BENCH_ROUNDS, BENCH_SCALE_VMS (10000), BENCH_QGA_AGENTS (8: real
@@ -36,24 +37,31 @@ const ALL = ['http-sim', 'http-qga', 'profile', 'storm', 'scale', 'groups', 'cha
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
-  const quick = args.includes('--quick') || process.env.BENCH_QUICK === '1';
+  // --smoke: the test suite's run (test/bench/smoke.test.ts): every section, minimal sizes, ≈ 20–40 s
+  const smoke = args.includes('--smoke');
+  const quick = smoke || args.includes('--quick') || process.env.BENCH_QUICK === '1';
   const only = args.filter((a) => !a.startsWith('--'));
   const bad = only.filter((s) => !ALL.includes(s));
   if (bad.length) throw new Error(`no such section: ${bad.join(', ')} (have: ${ALL.join(', ')})`);
-  const want = (s: string) => only.length === 0 || only.includes(s);
-  const ms = Number(process.env.BENCH_MS ?? (quick ? 1000 : 5000));
+  // the smoke runs the sections of the gateway-process machinery (autocannon, raw and hello-world
+  // children, the gateway process, profile parsing, paging, churn); http-qga, channel, files and
+  // big-reply are the same code against other agents or in-process, and cost the suite time
+  const SMOKE = ['http-sim', 'profile', 'storm', 'groups', 'scale'];
+  const want = (s: string) => (only.length === 0 ? !smoke || SMOKE.includes(s) : only.includes(s));
+  const ms = Number(process.env.BENCH_MS ?? (smoke ? 300 : quick ? 1000 : 5000));
   const rounds = Number(process.env.BENCH_ROUNDS ?? (quick ? 1 : 3));
-  const scaleVms = Number(process.env.BENCH_SCALE_VMS ?? (quick ? 1000 : 10_000));
-  const qgaAgents = Number(process.env.BENCH_QGA_AGENTS ?? (quick ? 2 : 8));
+  const scaleVms = Number(process.env.BENCH_SCALE_VMS ?? (smoke ? 200 : quick ? 1000 : 10_000));
+  const qgaAgents = Number(process.env.BENCH_QGA_AGENTS ?? (smoke ? 1 : quick ? 2 : 8));
+  const groupSize = smoke ? 8 : 64;
   // the reused sections read their own env knobs; give them the run's mode unless set
   const setDefault = (k: string, v: string) => (process.env[k] ??= v);
   setDefault('BENCH_CHANNEL_ROUNDS', String(rounds));
   setDefault('BENCH_CHANNEL_MS', String(ms));
   setDefault('BENCH_FILES_ROUNDS', String(rounds));
-  setDefault('BENCH_FILES_MB', quick ? '4' : '32');
+  setDefault('BENCH_FILES_MB', smoke ? '1' : quick ? '4' : '32');
   setDefault('BENCH_FILES_VM', quick ? '0' : (process.env.BENCH_FILES_VM ?? '1'));
   setDefault('BENCH_BIG_ROUNDS', String(rounds));
-  setDefault('BENCH_BIG_MIB', quick ? '8' : '60');
+  setDefault('BENCH_BIG_MIB', smoke ? '2' : quick ? '8' : '60');
 
   const started = performance.now();
   const load0 = os.loadavg()[0];
@@ -78,7 +86,7 @@ async function main(): Promise<void> {
   let sim: SimChild | undefined;
   const hello = await startHello();
   try {
-    sim = await startSimChild(100);
+    sim = await startSimChild(smoke ? 20 : 100);
     const simVms = sim.vms;
     await section('http-sim', async () =>
       httpSection({ name: 'simulator', vms: simVms, note: `${simVms.length} simulated VMs (simulator child process, unix sockets).` }, await measureHttp({ name: 'simulator', vms: simVms, note: '' }, rounds, ms, hello), ms),
@@ -98,7 +106,7 @@ async function main(): Promise<void> {
     });
     await section('profile', () => profileSection(simVms, ms));
     await section('storm', () => stormSection(simVms, rounds, ms));
-    await section('groups', () => groupsSection(simVms, 64, rounds));
+    await section('groups', () => groupsSection(simVms, groupSize, rounds));
   } finally {
     await hello.stop();
     await sim?.stop();
@@ -106,7 +114,7 @@ async function main(): Promise<void> {
   await section('scale', async () => {
     const big = await startSimChild(scaleVms, 300_000);
     try {
-      return await scaleSection(big.vms, { channels: Math.min(1000, scaleVms), rounds, ms, dir: work });
+      return await scaleSection(big.vms, { channels: Math.min(1000, scaleVms / 2), rounds, ms, dir: work });
     } finally {
       await big.stop();
     }
@@ -124,11 +132,11 @@ async function main(): Promise<void> {
   const report = [
     '# qga-gateway benchmark report (issue 14)',
     '',
-    `Written ${new Date().toISOString()} by \`npm run bench${quick ? ' -- --quick' : ''}\` in ${secs.toFixed(0)} s. ` +
+    `Written ${new Date().toISOString()} by \`npm run bench${smoke ? ' -- --smoke' : quick ? ' -- --quick' : ''}\` in ${secs.toFixed(0)} s. ` +
       `Machine: ${cpus.length} × ${cpus[0]?.model ?? 'cpu'}, ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB RAM, ${os.type()} ${os.release()}, ` +
       `Node ${process.version}; 1-min load average ${load0.toFixed(1)} at the start, ${os.loadavg()[0].toFixed(1)} at the end ` +
       '(every process of the bench and anything else on the machine share these cores).',
-    `Mode: ${quick ? 'QUICK (smoke: figures are not meaningful)' : 'full'}; ${(ms / 1000).toFixed(1)} s per measurement, ${rounds} round(s); every figure below is the median of the rounds, each round listed in its section.`,
+    `Mode: ${smoke ? 'SMOKE (figures are not meaningful)' : quick ? 'QUICK (figures are not meaningful)' : 'full'}; ${(ms / 1000).toFixed(1)} s per measurement, ${rounds} round(s); every figure below is the median of the rounds, each round listed in its section.`,
     failures.length ? `\n**Sections that failed: ${failures.join(', ')}** (their error is in their section).` : '',
     '',
     '## Targets',

@@ -33,7 +33,7 @@ export async function stormSection(vms: Array<{ name: string; endpoint: Endpoint
   const base: Phase[] = [];
   const storm: Phase[] = [];
   try {
-    await cannon({ base: gw.base, paths: [...one, ...rest], connections: 64, durationMs: Math.min(1000, ms), headers: auth(TOKENS.load) }, []);
+    if (ms >= 1000) await cannon({ base: gw.base, paths: [...one, ...rest], connections: 64, durationMs: Math.min(1000, ms), headers: auth(TOKENS.load) }, []);
     for (let i = 0; i < rounds; i++) {
       base.push(await phase(64));
       storm.push(await phase(200));
