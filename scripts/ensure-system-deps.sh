@@ -9,6 +9,9 @@ vm_dir=${QGA_SHARED_DIR:-$here/../shared}/vm
 need=()
 [ -x /usr/sbin/qemu-ga ] || need+=(qemu-guest-agent)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# systemd-analyze verify checks contrib/qga-gateway.service (test/cli/packaging.test.ts); openssl makes the TLS test's certificates
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # the fleet page's browser test (test/ui) drives Debian's chromium through playwright-core
 [ -x /usr/bin/chromium ] || need+=(chromium)
 if [ -x "$vm_dir/start.sh" ] && ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
