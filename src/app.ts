@@ -164,7 +164,7 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
 
   registerErrorHandling(app);
   // before every other hook and route: the request id header on every answer, the per-route log hooks
-  registerRequestLog(app, createHttpMetrics(services.metrics));
+  registerRequestLog(app, createHttpMetrics(services.metrics, services.files.guest.transferred));
   app.addHook('onRequest', async () => {
     if (app.shuttingDown) throw errors.shuttingDown('the gateway is shutting down and takes no new requests');
   });

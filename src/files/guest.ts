@@ -29,6 +29,8 @@ export interface ReadResult {
 }
 
 export class GuestFiles {
+  /** bytes read from and written to guest files through this gateway (qga_transfer_bytes_total) */
+  readonly transferred = { download: 0, upload: 0 };
   readonly registry = new HandleRegistry();
   private reaperTimer?: NodeJS.Timeout;
   private reaping = false;
@@ -59,6 +61,7 @@ export class GuestFiles {
     if (typeof r.count !== 'number' || typeof b64 !== 'string' || typeof r.eof !== 'boolean') {
       throw errors.unexpectedReply(vm, 'guest-file-read', 'an unexpected reply');
     }
+    this.transferred.download += r.count;
     return { count: r.count, b64, eof: r.eof };
   }
 
@@ -69,6 +72,7 @@ export class GuestFiles {
     if (typeof r.count !== 'number') {
       throw errors.unexpectedReply(vm, 'guest-file-write', 'no count');
     }
+    this.transferred.upload += r.count;
     return { count: r.count, eof: r.eof === true };
   }
 

@@ -19,7 +19,29 @@ export interface HttpMetrics {
   rejected(status: number): void;
 }
 
-export function createHttpMetrics(registry: Registry): HttpMetrics {
+/** byte totals kept by the files service (files/guest.ts), read at scrape time */
+export interface TransferTotals {
+  readonly download: number;
+  readonly upload: number;
+}
+
+export function createHttpMetrics(registry: Registry, transfers?: TransferTotals): HttpMetrics {
+  if (transfers) {
+    let seen = { download: 0, upload: 0 };
+    new Counter({
+      name: 'qga_transfer_bytes_total',
+      help: 'File bytes moved through the file routes: download (read from guests), upload (written to guests)',
+      labelNames: ['direction'],
+      registers: [registry],
+      collect() {
+        // the files service keeps plain totals (no metric call per chunk); add what moved since the last scrape
+        const now = { download: transfers.download, upload: transfers.upload };
+        this.inc({ direction: 'download' }, now.download - seen.download);
+        this.inc({ direction: 'upload' }, now.upload - seen.upload);
+        seen = now;
+      },
+    });
+  }
   const requests = new Histogram({
     name: 'qga_http_request_duration_seconds',
     help: 'HTTP request duration by method, route pattern and status',
