@@ -9,6 +9,8 @@ vm_dir=${QGA_SHARED_DIR:-$here/../shared}/vm
 need=()
 [ -x /usr/sbin/qemu-ga ] || need+=(qemu-guest-agent)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# promtool checks contrib/prometheus-alerts.yaml (Debian's prometheus package ships /usr/bin/promtool)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # systemd-analyze verify checks contrib/qga-gateway.service (test/cli/packaging.test.ts); openssl makes the TLS test's certificates
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
