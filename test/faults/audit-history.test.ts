@@ -2,8 +2,8 @@
  * Invariant 4 of the fault matrix (../shared/FAULTS.md): every mutating agent command has exactly
  * one audit start and one completion record. A whole history is driven through HTTP on the
  * simulator (typed routes, raw passthrough, exec, file handles and streaming, freeze/thaw, a group
- * freeze, a deadline thaw by the gateway, power) with failures (agent error, timeout, connection
- * dropped mid-command) and refusals before sending (validation, COMMAND_DISABLED, VM_FROZEN,
+ * freeze, a forced thaw, a deadline thaw and a shutdown thaw by the gateway, power) with failures
+ * (agent error, timeout, connection dropped mid-reply, agent process killed mid-command) and refusals before sending (validation, COMMAND_DISABLED, VM_FROZEN,
  * USE_FREEZE_API, COMMAND_NOT_SUPPORTED). The gateway's log lines are captured, and the records
  * are checked against what the simulated agents logged receiving:
  *  - each record id has exactly one `start` and one `end`;
@@ -59,6 +59,7 @@ async function waitFor(cond: () => boolean, ms = 10_000): Promise<void> {
 let dir: string;
 let sim: Simulator;
 let app: FastifyInstance;
+let appClosed = false;
 const lines: Record<string, unknown>[] = [];
 const rawLog: string[] = [];
 const vms: Record<string, SimAgent> = {};
@@ -66,7 +67,7 @@ const vms: Record<string, SimAgent> = {};
 beforeAll(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'faults-audit-'));
   sim = new Simulator({ dir });
-  for (const name of ['h1', 'h2', 'hdis', 'hhang', 'hkill', 'hdown']) {
+  for (const name of ['h1', 'h2', 'hdis', 'hhang', 'hkill', 'hkill2', 'hdown']) {
     vms[name] = await sim.addVm({ name, ...(name === 'hdis' ? { disabled: ['guest-fstrim'] } : {}) });
   }
   const config = testConfig({
@@ -92,7 +93,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await app?.close();
+  if (!appClosed) await app?.close();
   await sim?.close();
   if (dir) await rm(dir, { recursive: true, force: true });
 });
@@ -150,6 +151,15 @@ describe('invariant 4: one audit start and one completion per mutating agent com
     vms.hkill.setFault({ command: 'guest-set-vcpus', kind: 'drop-mid-reply', times: 1 });
     await call({ method: 'PATCH', url: '/v1/vms/hkill/vcpus', payload: { vcpus: [{ 'logical-id': 1, online: false }] } }, 503, 'AGENT_UNAVAILABLE');
     await call({ method: 'POST', url: '/v1/vms/hdown/shutdown', payload: { mode: 'halt' } }, 202);
+    // the agent process killed (its listener closed, clients dropped) with guest-fstrim running
+    vms.hkill2.setFault({ command: 'guest-fstrim', kind: 'hang', times: 1 });
+    const dying = call({ method: 'POST', url: '/v1/vms/hkill2/fstrim', payload: {} }, 503, 'AGENT_UNAVAILABLE');
+    await waitFor(() => vms.hkill2.stats.commandLog.some((c) => c.command === 'guest-fstrim'));
+    await vms.hkill2.kill();
+    await dying;
+    // a forced thaw (admin) is the caller's
+    await call({ method: 'POST', url: '/v1/vms/h1/fsfreeze', payload: {} }, 201);
+    await call({ method: 'DELETE', url: '/v1/vms/h1/fsfreeze?force=true' }, 200);
 
     // --- refused before sending: no record ------------------------------------------------------
     await call({ method: 'PUT', url: '/v1/vms/h1/users/admin/password', payload: { password: '' } }, 400, 'VALIDATION_FAILED', true);
@@ -157,7 +167,14 @@ describe('invariant 4: one audit start and one completion per mutating agent com
     await call({ method: 'POST', url: '/v1/vms/h1/qga/guest-fsfreeze-freeze', payload: {} }, 409, 'USE_FREEZE_API', true);
     await call({ method: 'POST', url: '/v1/vms/h1/qga/guest-from-the-future', payload: {} }, 501, 'COMMAND_NOT_SUPPORTED', true);
 
-    // every job has settled by now (each response came after its command's end, the deadline thaw was awaited)
+    // the gateway shuts down with h2 frozen under a lease: it thaws it on its own
+    await call({ method: 'POST', url: '/v1/vms/h2/fsfreeze', payload: { ttlSeconds: 600 } }, 201);
+    appClosed = true;
+    await app.close();
+    expect(vms.h2.state.frozen).toBe(false);
+
+    // every job has settled by now (each response came after its command's end, the deadline thaw
+    // was awaited, the app is closed)
     const recs = records();
     // (a) pairs: exactly one start and one end per id
     const byId = new Map<number, Rec[]>();
@@ -188,17 +205,21 @@ describe('invariant 4: one audit start and one completion per mutating agent com
     expect(endOf('hhang', 'guest-set-time').map((r) => [r.outcome, r.code])).toEqual([['timeout', 'AGENT_TIMEOUT']]);
     expect(endOf('hkill', 'guest-set-vcpus').map((r) => [r.outcome, r.code, r.sends])).toEqual([['unavailable', 'AGENT_UNAVAILABLE', 1]]);
     expect(endOf('hdown', 'guest-shutdown').map((r) => r.outcome)).toEqual(['ok']);
+    expect(endOf('hkill2', 'guest-fstrim').map((r) => [r.outcome, r.code])).toEqual([['unavailable', 'AGENT_UNAVAILABLE']]);
+    // h1's thaws: the caller's, the group's, the forced one; all for the token's principal
+    expect(endOf('h1', 'guest-fsfreeze-thaw').map((r) => [r.by, r.outcome])).toEqual([['ops', 'ok'], ['ops', 'ok'], ['ops', 'ok']]);
     // (d) who: the token's principal and the request id for everything sent for a request; the
     // deadline thaw is the gateway's, with no request id
     for (const r of recs) {
       if (r.by === 'gateway') {
+        // the deadline thaw and the shutdown thaw of h2
         expect([r.vm, r.command, r.requestId]).toEqual(['h2', 'guest-fsfreeze-thaw', undefined]);
         continue;
       }
       expect(r.by).toBe('ops');
       expect(sentIds.has(String(r.requestId)), `${r.command} ${r.requestId}`).toBe(true);
     }
-    expect(recs.filter((r) => r.by === 'gateway').length).toBe(2);
+    expect(recs.filter((r) => r.by === 'gateway').map((r) => [r.phase, r.outcome])).toEqual([['start', undefined], ['end', 'ok'], ['start', undefined], ['end', 'ok']]);
     // (e) refused before sending: no record carries their request ids
     expect(recs.filter((r) => refusedIds.has(String(r.requestId)))).toEqual([]);
     // (f) no argument in any record, nor the password, content or input anywhere in the log
