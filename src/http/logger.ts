@@ -54,23 +54,23 @@ function prettyStream(fd: number, colorize: boolean): DestinationStream {
   });
 }
 
-/** Write out what the logger still buffers (the shutdown path; never throws). */
-export function flushLogs(logger: Logger): Promise<void> {
-  return new Promise((resolve) => {
-    const done = (): void => resolve();
-    // an idle SonicBoom answers at once; a busy one when its write is done; bounded either way
-    const timer = setTimeout(done, 1_000);
-    timer.unref();
-    try {
-      logger.flush(() => {
-        clearTimeout(timer);
-        done();
-      });
-    } catch {
-      clearTimeout(timer);
-      done();
-    }
-  });
+/** what the flush below reads of SonicBoom's state (pino's asynchronous destination) */
+interface BufferedDestination {
+  _writing?: boolean;
+  _len?: number;
+}
+
+/**
+ * Wait (at most 1 s) until the logger's asynchronous destination has written everything it holds:
+ * the shutdown path calls it before process.exit(). Pretty (synchronous) output has nothing to wait for.
+ */
+export async function flushLogs(logger: Logger): Promise<void> {
+  const stream = (logger as unknown as Record<symbol, unknown>)[pino.symbols.streamSym] as BufferedDestination | undefined;
+  if (!stream || typeof stream._len !== 'number') return;
+  const until = Date.now() + 1_000;
+  while ((stream._writing === true || (stream._len ?? 0) > 0) && Date.now() < until) {
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
 }
 
 /** The request as logged: method, path without its query string, host and peer. */
