@@ -72,6 +72,9 @@ export interface GatewayErrorOptions {
   cause?: unknown;
 }
 
+/** HTTP statuses of refusals: their GatewayError carries no stack */
+const NO_STACK: ReadonlySet<number> = new Set([401, 403, 404, 405, 409, 429]);
+
 export class GatewayError extends Error {
   readonly code: ErrorCode;
   readonly status: number;
@@ -82,7 +85,13 @@ export class GatewayError extends Error {
   readonly extra?: Record<string, unknown>;
 
   constructor(code: ErrorCode, detail: string, opts: GatewayErrorOptions = {}) {
+    // a refusal (401, 403, 404, 405, 409, 429) is an answer, not a defect: no stack is captured for
+    // it, so a storm of refusals costs a fraction of a served request (issue 14 item 2)
+    const limit = Error.stackTraceLimit;
+    const refusal = NO_STACK.has(ERRORS[code].status);
+    if (refusal) Error.stackTraceLimit = 0;
     super(detail, opts.cause === undefined ? undefined : { cause: opts.cause });
+    if (refusal) Error.stackTraceLimit = limit;
     this.name = 'GatewayError';
     this.code = code;
     this.status = ERRORS[code].status;

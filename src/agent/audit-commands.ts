@@ -6,7 +6,7 @@
  * group, rollback, deadline, shutdown, forced), exec, file handles and streaming. The channel
  * emits the `audit` events (src/qga/audit-trail.ts), so no path can skip them.
  *
- *   {audit: true, action: "agent-command", phase: "start", id, vm, command, by, requestId?}
+ *   {audit: true, action: "agent-command", phase: "start", id, vm, command, by, requestId?, fields?, argv?}
  *   {audit: true, action: "agent-command", phase: "end", id, vm, command, by, requestId?,
  *    outcome: ok | agent-error | timeout | unavailable | protocol-error | aborted, code?, sends, durationMs}
  *
@@ -15,7 +15,9 @@
  * after a start means the connection was lost with the command on the wire (its effect unknown).
  * A command refused before it was sent (validation, scope, VM_FROZEN, COMMAND_DISABLED,
  * QUEUE_FULL, a deadline or abort while it waited) has no record: the agent never saw it.
- * Arguments (passwords, file content, exec input) are never part of a record.
+ * Argument values (passwords, file content, exec input, environment) are never part of a record:
+ * `fields` names the arguments given, shown redacted by their absence; guest-exec's record carries
+ * its argv (path and arg, capped), as the fault matrix asks (D7).
  */
 import type { AuditCommandEvent, ChannelEvents } from '../qga/events.js';
 import type { AuditLog } from '../util/audit.js';

@@ -48,7 +48,7 @@ export interface OrphanEvent {
 /**
  * A mutating command (CommandSpec.mutating) and the agent: `start` when it is first written to the
  * socket, `end` when its job settles after that (one of each per job; a job never sent has none).
- * `id` pairs them (unique per process); no arguments, ever.
+ * `id` pairs them (unique per process); argument values never, only their names (and exec's argv).
  */
 export interface AuditCommandEvent {
   phase: 'start' | 'end';
@@ -58,6 +58,10 @@ export interface AuditCommandEvent {
   /** the principal, or 'gateway' */
   by: string;
   requestId?: string;
+  /** start: the names of the arguments given (never their values) */
+  fields?: string[];
+  /** start, guest-exec only: path and arg (capped) */
+  argv?: string[];
   /** end: how it ended */
   outcome?: CommandOutcome;
   /** end, not ok: the error code the caller got */

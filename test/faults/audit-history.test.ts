@@ -40,6 +40,8 @@ interface Rec {
   outcome?: string;
   code?: string;
   sends?: number;
+  fields?: string[];
+  argv?: string[];
 }
 
 /** mutating as the gateway counts it: marked so in the catalog, or unknown to it */
@@ -225,6 +227,11 @@ describe('invariant 4: one audit start and one completion per mutating agent com
     // (f) no argument in any record, nor the password, content or input anywhere in the log
     for (const r of recs) expect(Object.keys(r).sort()).toEqual(expect.arrayContaining(['action', 'by', 'command', 'id', 'phase', 'vm']));
     for (const r of recs) expect('arguments' in r || 'args' in r).toBe(false);
+    // the start records name the fields given (values redacted by their absence); exec's shows its argv (D7)
+    const startOf = (vm: string, command: string): Rec[] => recs.filter((r) => r.phase === 'start' && r.vm === vm && r.command === command);
+    expect(startOf('h1', 'guest-set-user-password').map((r) => [...(r.fields ?? [])].sort())).toEqual([['crypted', 'password', 'username']]);
+    expect(startOf('h1', 'guest-exec').map((r) => [r.argv, r.fields?.includes('input-data')])).toEqual([[['/bin/cat'], true]]);
+    expect(startOf('h1', 'guest-file-write').every((r) => r.fields?.includes('buf-b64'))).toBe(true);
     for (const secret of [PASSWORD, CONTENT, INPUT, b64(PASSWORD), b64(CONTENT), b64(INPUT), TOKEN]) {
       expect(rawLog.filter((l) => l.includes(secret))).toEqual([]);
     }
