@@ -18,6 +18,7 @@
 import type { FreezeLogger as Logger } from './types.js';
 import { GatewayError, isGatewayError } from '../errors.js';
 import type { AuditLog } from '../util/audit.js';
+import { LocalTimers } from './local-timers.js';
 import { vmKey, type EndedBy, type FenceCheck, type Lease, type LeaseStore } from '../store/types.js';
 import {
   asGatewayError,
@@ -30,11 +31,6 @@ import {
 } from './types.js';
 
 const AUTO_TRIGGERS: ReadonlySet<ThawTrigger> = new Set(['local-timer', 'deadline', 'reconcile', 'before-freeze', 'retry']);
-const MAX_TIMER_MS = 2_147_483_647;
-const RETRY_BASE_MS = 500;
-/** how long the local auto-thaw waits for its claim before thawing unclaimed */
-const CLAIM_WAIT_MS = 250;
-const RETRY_MAX_MS = 30_000;
 /** how long a finished thaw is remembered for a rollback of the same lease to find */
 const THAW_RECORD_MS = 60_000;
 const DEFAULT_CLAIM_RETRY_MS = 5_000;
@@ -68,20 +64,11 @@ export interface SessionThawResult {
   released: boolean;
 }
 
-interface LocalEntry {
-  lease: Lease;
-  timer?: NodeJS.Timeout;
-  attempt: number;
-  /** for a retry: the trigger of the thaw that failed (it decides the tombstone's endedBy) */
-  origin?: ThawTrigger;
-}
-
 export class ThawEngine {
-  /** sessions this process froze or renewed: the local auto-thaw timers */
-  private readonly local = new Map<string, LocalEntry>();
+  /** sessions this process froze or renewed: the local auto-thaw timers (local-timers.ts) */
+  private readonly timers: LocalTimers;
   /** session → lease (and why it ended) whose release could not reach the store */
   private readonly pendingReleases = new Map<string, { leaseId: string; endedBy?: EndedBy }>();
-  private stopped = false;
   /**
    * leaseId+vm → the latest thaw of that VM under that lease. A rollback consults it: a thaw of
    * the same lease that was still in flight when the freeze command settled, or started later,
@@ -103,7 +90,9 @@ export class ThawEngine {
     /** how far a claim moves a session's deadline (the sweeper's claimRetryMs) */
     private readonly claimRetryMs: number = DEFAULT_CLAIM_RETRY_MS,
     private readonly audit?: AuditLog,
-  ) {}
+  ) {
+    this.timers = new LocalTimers(store, logger, claimRetryMs, (lease, trigger, origin) => this.thawSession(lease, trigger, undefined, origin));
+  }
 
   observe(o: ThawObserver): void {
     this.observers.push(o);
@@ -237,11 +226,11 @@ export class ThawEngine {
       if (o.status === 'failed') this.logger.error({ vm: o.vm, session: lease.session, trigger, err: o.error.message, code: o.error.code }, 'thaw failed');
     }
     if (renewed) {
-      await this.rearmFromStore(lease);
+      await this.timers.rearmFromStore(lease);
       return { outcomes, done: false, released: false };
     }
     if (failures.length > 0) {
-      this.scheduleRetry(lease, origin);
+      this.timers.scheduleRetry(lease, origin);
       return { outcomes, done: false, released: false };
     }
     this.forget(lease.session);
@@ -271,113 +260,23 @@ export class ThawEngine {
 
   /** Arm (or re-arm) the local auto-thaw timer for a lease this process holds. */
   arm(lease: Lease, minDelayMs = 0): void {
-    if (this.stopped) return;
-    const prev = this.local.get(lease.session);
-    if (prev?.timer) clearTimeout(prev.timer);
-    const entry: LocalEntry = { lease, attempt: 0 };
-    const delay = Math.min(Math.max(minDelayMs, lease.expiresAt - Date.now()), MAX_TIMER_MS);
-    entry.timer = setTimeout(() => void this.fire(lease.session, 'local-timer'), delay);
-    this.local.set(lease.session, entry);
+    this.timers.arm(lease, minDelayMs);
   }
 
   localLease(session: string): Lease | undefined {
-    return this.local.get(session)?.lease;
+    return this.timers.lease(session);
   }
 
   localSessions(): Lease[] {
-    return [...this.local.values()].map((e) => e.lease);
+    return this.timers.leases();
   }
 
   forget(session: string): void {
-    const e = this.local.get(session);
-    if (e?.timer) clearTimeout(e.timer);
-    this.local.delete(session);
+    this.timers.forget(session);
   }
 
   stop(): void {
-    this.stopped = true;
-    for (const e of this.local.values()) if (e.timer) clearTimeout(e.timer);
-    this.local.clear();
-  }
-
-  private scheduleRetry(lease: Lease, origin: ThawTrigger): void {
-    if (this.stopped) return;
-    const prev = this.local.get(lease.session);
-    if (prev?.timer) clearTimeout(prev.timer);
-    const attempt = (prev?.attempt ?? 0) + 1;
-    const delay = Math.min(RETRY_BASE_MS * 2 ** (attempt - 1), RETRY_MAX_MS);
-    const entry: LocalEntry = { lease, attempt, origin };
-    entry.timer = setTimeout(() => void this.fire(lease.session, 'retry'), delay);
-    this.local.set(lease.session, entry);
-  }
-
-  private async fire(session: string, trigger: ThawTrigger): Promise<void> {
-    const entry = this.local.get(session);
-    if (!entry || this.stopped) return;
-    const origin = trigger === 'retry' ? entry.origin ?? trigger : trigger;
-    try {
-      // claim the session as the sweeper does, so that one path (this timer, a sweeper here or in
-      // another process) thaws an expired lease; a store that cannot be reached does not stop it
-      if (trigger === 'local-timer' && !(await this.claimForTimer(entry.lease))) return;
-      await this.thawSession(entry.lease, trigger, undefined, origin);
-    } catch (e) {
-      this.logger.error({ err: e, session }, 'auto-thaw failed');
-      this.scheduleRetry(entry.lease, origin);
-    }
-  }
-
-  /**
-   * Claim an expired lease for the local timer. False when someone else claimed it (that path
-   * thaws), or when it is not due yet on the store's clock (renewed, or that clock runs behind
-   * ours: re-armed). True when claimed, when the store cannot be reached, or when the session is
-   * not in the store any more (the thaw's fence check then tells an ended lease from lost data).
-   */
-  private async claimForTimer(lease: Lease): Promise<boolean> {
-    // A store that does not answer at once must not delay the thaw past its deadline (the thaw's
-    // own fence check waits for it too): after CLAIM_WAIT_MS the timer thaws unclaimed, as when
-    // the store is down. An extra thaw costs nothing; a late one keeps a guest frozen.
-    const claim = this.store.claim(lease.session, lease.leaseId, this.claimRetryMs);
-    let timer: NodeJS.Timeout | undefined;
-    const slow = new Promise<'slow'>((resolve) => {
-      timer = setTimeout(() => resolve('slow'), CLAIM_WAIT_MS);
-    });
-    try {
-      const r = await Promise.race([claim, slow]);
-      if (r === 'slow') {
-        claim.catch(() => undefined);
-        this.logger.warn({ session: lease.session }, 'lease store slow to answer: local auto-thaw without a claim');
-        return true;
-      }
-      if (r) return true;
-    } catch (e) {
-      if (!isGatewayError(e) || e.code !== 'STORE_UNAVAILABLE') throw e;
-      this.logger.warn({ session: lease.session }, 'lease store unavailable: local auto-thaw without a claim');
-      return true;
-    } finally {
-      clearTimeout(timer);
-    }
-    const s = await this.store.getSession(lease.session).catch(() => undefined);
-    // no such session (ended, or the store lost its data): the thaw's fence check decides
-    if (!s || s.leaseId !== lease.leaseId) return true;
-    const now = await this.store.now().catch(() => Date.now());
-    if (s.expiresAt > now) {
-      this.arm(s, 100);
-    } else {
-      this.logger.info({ session: lease.session, trigger: 'local-timer' }, 'expired lease claimed by another thaw path: local auto-thaw not sent');
-      const e = this.local.get(lease.session);
-      if (e && e.lease.leaseId === lease.leaseId) this.forget(lease.session);
-    }
-    return false;
-  }
-
-  private async rearmFromStore(lease: Lease): Promise<void> {
-    try {
-      const s = await this.store.getSession(lease.session);
-      // the store's clock may run a little behind ours: do not spin while it catches up
-      if (s && s.leaseId === lease.leaseId) this.arm(s, 100);
-    } catch {
-      this.scheduleRetry(lease, 'local-timer');
-    }
+    this.timers.stop();
   }
 }
 

@@ -204,7 +204,8 @@ export class MemoryStore implements LeaseStore {
     return out;
   }
 
-  async claim(session: string, leaseId: string, retryMs: number): Promise<boolean> {
+  // answers at once: a per-call timeout (opts.timeoutMs) never applies
+  async claim(session: string, leaseId: string, retryMs: number, _opts?: { timeoutMs?: number }): Promise<boolean> {
     const now = this.clock();
     const at = this.deadlines.get(session);
     const s = this.sessions.get(session);

@@ -257,8 +257,8 @@ export class RedisStore implements LeaseStore {
     return r.map((f) => this.lease(list(f)));
   }
 
-  async claim(session: string, leaseId: string, retryMs: number): Promise<boolean> {
-    return (await this.run(S.CLAIM, [session, leaseId, retryMs])) === 1;
+  async claim(session: string, leaseId: string, retryMs: number, opts: { timeoutMs?: number } = {}): Promise<boolean> {
+    return (await this.run(S.CLAIM, [session, leaseId, retryMs], opts.timeoutMs)) === 1;
   }
 
   async listSessions(): Promise<Lease[]> {
@@ -381,21 +381,22 @@ export class RedisStore implements LeaseStore {
   }
 
   /** EVALSHA, falling back to EVAL when Redis does not know the script (first use, or after a restart). */
-  private async run(script: string, args: Array<string | number>): Promise<Reply> {
+  private async run(script: string, args: Array<string | number>, timeoutMs?: number): Promise<Reply> {
     let sha = this.shas.get(script);
     if (!sha) {
       sha = createHash('sha1').update(script).digest('hex');
       this.shas.set(script, sha);
     }
     const argv = [this.prefix, ...args.map((a) => (typeof a === 'number' ? String(Math.round(a)) : a))];
-    return this.guard(async () => {
+    const call = async (): Promise<Reply> => {
       try {
         return toReply(await this.redis.evalsha(sha, 0, ...argv));
       } catch (e) {
         if (!errorPrefix(e).startsWith('NOSCRIPT')) throw e;
         return toReply(await this.redis.eval(script, 0, ...argv));
       }
-    });
+    };
+    return this.guard(() => (timeoutMs !== undefined && timeoutMs < this.commandTimeoutMs ? withTimeout(call(), timeoutMs) : call()));
   }
 
   private async guard<T>(fn: () => Promise<T>): Promise<T> {
@@ -429,6 +430,16 @@ export class RedisStore implements LeaseStore {
     if (lease.fence > this.highWater) this.highWater = lease.fence;
     return lease;
   }
+}
+
+/** `p`, or STORE_UNAVAILABLE once `ms` have passed without its answer (it may still be applied). */
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(errors.storeUnavailable(`lease store (Redis) did not answer within ${ms} ms`)), ms);
+  });
+  p.catch(() => undefined);
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
 function errorPrefix(e: unknown): string {

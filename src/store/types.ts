@@ -192,8 +192,10 @@ export interface LeaseStore {
   /**
    * Claim a due session for thawing: true if it is still due and was not renewed; its deadline
    * moves to now + retryMs so that nobody else takes it meanwhile and a crashed claimer is retried.
+   * `timeoutMs`: reject STORE_UNAVAILABLE if the store has not answered by then (shorter than the
+   * store's command timeout; the claim may still be applied later, which only delays the deadline).
    */
-  claim(session: string, leaseId: string, retryMs: number): Promise<boolean>;
+  claim(session: string, leaseId: string, retryMs: number, opts?: { timeoutMs?: number }): Promise<boolean>;
   /** Every session, live or expired (start-up reconciliation). */
   listSessions(): Promise<Lease[]>;
 

@@ -13,6 +13,7 @@ import { GatewayError } from '../../src/errors.js';
 import type { FreezeService } from '../../src/freeze/service.js';
 import type { Caller } from '../../src/freeze/types.js';
 import { createGateway, type Gateway } from '../../src/gateway.js';
+import type { LeaseStore } from '../../src/store/types.js';
 import type { SimAgent } from '../../sim/agent.js';
 import { Simulator } from '../../sim/simulator.js';
 import { freshStateFile } from '../helpers/app.js';
@@ -55,7 +56,7 @@ export interface Rig {
 
 export async function rig(
   fleet: SimFleet,
-  opts: { redisUrl?: string; keyPrefix?: string; freeze?: Record<string, number | boolean>; start?: boolean } = {},
+  opts: { redisUrl?: string; keyPrefix?: string; freeze?: Record<string, number | boolean>; start?: boolean; store?: LeaseStore } = {},
 ): Promise<Rig> {
   const config = buildConfig(
     {
@@ -72,7 +73,7 @@ export async function rig(
     'freeze test',
   );
   const logger = pino({ level: config.log.level });
-  const services = createGateway(config, logger);
+  const services = createGateway(config, logger, opts.store ? { store: opts.store } : {});
   await services.store.ready(5_000);
   const { freeze } = services;
   if (opts.start !== false) await freeze.start();

@@ -5,6 +5,7 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { randomUUID } from 'node:crypto';
+import { MemoryStore } from '../../src/store/memory.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { ADMIN, BACKUP, OTHER, agentCommands, rig, simFleet, sleep, waitFor, type Rig, type SimFleet, rejection, storeVariants } from './freeze-fixture.js';
 
@@ -156,6 +157,42 @@ describe.each(stores)('freeze sessions (%s store)', (_kind, storeOpts) => {
     expect((await rejection(g.freeze.freeze('nope', {}, BACKUP))).code).toBe('VM_NOT_FOUND');
     expect(agentCommands(fleet.vm.vm1)).toEqual([]);
     expect(fleet.vm.vm1.state.frozen).toBe(false);
+  });
+});
+
+describe('the local auto-thaw timer around the expiry instant (issue 13 flake)', () => {
+  it('a timer that fires just before the store\'s expiry, whose claim answers just after it, still thaws: once, within 1 s of the deadline', async () => {
+    // The store's clock runs 15 ms behind ours and its claim answers 40 ms after it decided (a
+    // Redis with a little skew and round trip; on one host, libuv timers that fire early under
+    // load do the same): the claim says "not due", and by the time the timer looks again the lease
+    // has expired. That used to read as "claimed by another thaw path", and nobody thawed.
+    const fleet = await simFleet(['vm1']);
+    const inner = new MemoryStore({ clock: () => Date.now() - 15 });
+    const store = new Proxy(inner, {
+      get(t, p) {
+        if (p === 'claim') return async (...a: Parameters<MemoryStore['claim']>) => {
+          const r = await t.claim(...a);
+          await sleep(40);
+          return r;
+        };
+        const v: unknown = Reflect.get(t, p);
+        return typeof v === 'function' ? v.bind(t) : v;
+      },
+    });
+    const g = await rig(fleet, { store, freeze: { sweepIntervalMs: 60_000 } }); // the local timer alone
+    try {
+      const lease = await g.freeze.freeze('vm1', { ttlSeconds: 1 }, BACKUP);
+      const deadline = Date.parse(lease.expiresAt) + 15; // on our clock
+      await waitFor(() => !fleet.vm.vm1.state.frozen, 3_000, 'auto-thaw');
+      const thaws = fleet.vm.vm1.stats.commandLog.filter((c) => c.command === 'guest-fsfreeze-thaw');
+      expect(thaws).toHaveLength(1);
+      expect(thaws[0].at).toBeGreaterThanOrEqual(deadline - 20);
+      expect(thaws[0].at).toBeLessThanOrEqual(deadline + 1_000);
+      await waitFor(async () => (await g.freeze.status('vm1', BACKUP)).lease === null, 2_000, 'lease released');
+    } finally {
+      await g.close();
+      await fleet.close();
+    }
   });
 });
 

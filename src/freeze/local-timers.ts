@@ -1,0 +1,148 @@
+/**
+ * The local auto-thaw timers: one per session this process froze or renewed, due at the lease's
+ * expiry, plus the retries of thaws that failed. The durable half (the deadline index every
+ * process sweeps) is sweeper.ts; both end in ThawEngine.thawSession.
+ *
+ * A timer claims the expired session in the store before thawing, as the sweeper does, so that one
+ * path thaws it. The claim is given CLAIM_WAIT_MS: a store that does not answer by then (or at all)
+ * must not push the thaw past its deadline, so the timer then thaws unclaimed — an extra thaw costs
+ * nothing, a late one keeps a guest frozen; the thaw's fence check still runs.
+ */
+import { isGatewayError } from '../errors.js';
+import type { Lease, LeaseStore } from '../store/types.js';
+import type { FreezeLogger as Logger, ThawTrigger } from './types.js';
+
+const MAX_TIMER_MS = 2_147_483_647;
+const RETRY_BASE_MS = 500;
+const RETRY_MAX_MS = 30_000;
+/** how long the local auto-thaw waits for its claim before thawing unclaimed */
+export const CLAIM_WAIT_MS = 250;
+
+interface LocalEntry {
+  lease: Lease;
+  timer?: NodeJS.Timeout;
+  attempt: number;
+  /** for a retry: the trigger of the thaw that failed (it decides the tombstone's endedBy) */
+  origin?: ThawTrigger;
+}
+
+/** What the timers do when one is due: thaw the session (ThawEngine.thawSession). */
+export type ThawFn = (lease: Lease, trigger: ThawTrigger, origin: ThawTrigger) => Promise<unknown>;
+
+export class LocalTimers {
+  private readonly local = new Map<string, LocalEntry>();
+  private stopped = false;
+
+  constructor(
+    private readonly store: LeaseStore,
+    private readonly logger: Logger,
+    private readonly claimRetryMs: number,
+    private readonly thaw: ThawFn,
+  ) {}
+
+  /** Arm (or re-arm) the timer of a lease this process holds, due at its expiry. */
+  arm(lease: Lease, minDelayMs = 0): void {
+    if (this.stopped) return;
+    const prev = this.local.get(lease.session);
+    if (prev?.timer) clearTimeout(prev.timer);
+    const entry: LocalEntry = { lease, attempt: 0 };
+    const delay = Math.min(Math.max(minDelayMs, lease.expiresAt - Date.now()), MAX_TIMER_MS);
+    entry.timer = setTimeout(() => void this.fire(lease.session, 'local-timer'), delay);
+    this.local.set(lease.session, entry);
+  }
+
+  /** Retry a failed thaw with exponential backoff; `origin` is the trigger of the thaw that failed. */
+  scheduleRetry(lease: Lease, origin: ThawTrigger): void {
+    if (this.stopped) return;
+    const prev = this.local.get(lease.session);
+    if (prev?.timer) clearTimeout(prev.timer);
+    const attempt = (prev?.attempt ?? 0) + 1;
+    const delay = Math.min(RETRY_BASE_MS * 2 ** (attempt - 1), RETRY_MAX_MS);
+    const entry: LocalEntry = { lease, attempt, origin };
+    entry.timer = setTimeout(() => void this.fire(lease.session, 'retry'), delay);
+    this.local.set(lease.session, entry);
+  }
+
+  /** A thaw found the lease renewed: follow its new expiry (re-read from the store). */
+  async rearmFromStore(lease: Lease): Promise<void> {
+    try {
+      const s = await this.store.getSession(lease.session);
+      // the store's clock may run a little behind ours: do not spin while it catches up
+      if (s && s.leaseId === lease.leaseId) this.arm(s, 100);
+    } catch {
+      this.scheduleRetry(lease, 'local-timer');
+    }
+  }
+
+  lease(session: string): Lease | undefined {
+    return this.local.get(session)?.lease;
+  }
+
+  leases(): Lease[] {
+    return [...this.local.values()].map((e) => e.lease);
+  }
+
+  forget(session: string): void {
+    const e = this.local.get(session);
+    if (e?.timer) clearTimeout(e.timer);
+    this.local.delete(session);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const e of this.local.values()) if (e.timer) clearTimeout(e.timer);
+    this.local.clear();
+  }
+
+  private async fire(session: string, trigger: ThawTrigger): Promise<void> {
+    const entry = this.local.get(session);
+    if (!entry || this.stopped) return;
+    // libuv times a timer from the loop's cached clock, so under load it can fire a few ms before
+    // the instant it was set for: wait out the rest rather than ask the store too early
+    if (trigger === 'local-timer' && Date.now() < entry.lease.expiresAt) {
+      entry.timer = setTimeout(() => void this.fire(session, trigger), entry.lease.expiresAt - Date.now());
+      return;
+    }
+    const origin = trigger === 'retry' ? entry.origin ?? trigger : trigger;
+    try {
+      if (trigger === 'local-timer' && !(await this.claim(entry.lease))) return;
+      await this.thaw(entry.lease, trigger, origin);
+    } catch (e) {
+      this.logger.error({ err: e, session }, 'auto-thaw failed');
+      this.scheduleRetry(entry.lease, origin);
+    }
+  }
+
+  /**
+   * Claim an expired lease for the timer. True when claimed, when the store cannot answer within
+   * CLAIM_WAIT_MS, or when the session is not in the store any more (the thaw's fence check then
+   * tells an ended lease from lost data). False when it is not due yet on the store's clock
+   * (renewed, or that clock runs behind ours: re-armed) or someone else claimed it (that path
+   * thaws). "Not due" and "claimed by another" look alike from one refused claim, and a claim made
+   * just before the expiry on the store's clock is refused although nobody else has it: a refused
+   * claim of a lease that has expired by the time we look is tried once more, which tells them apart.
+   */
+  private async claim(lease: Lease): Promise<boolean> {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      let claimed: boolean;
+      try {
+        claimed = await this.store.claim(lease.session, lease.leaseId, this.claimRetryMs, { timeoutMs: CLAIM_WAIT_MS });
+      } catch (e) {
+        if (!isGatewayError(e) || e.code !== 'STORE_UNAVAILABLE') throw e;
+        this.logger.warn({ session: lease.session, err: e.message }, 'lease store unavailable or slow: local auto-thaw without a claim');
+        return true;
+      }
+      if (claimed) return true;
+      const s = await this.store.getSession(lease.session).catch(() => undefined);
+      if (!s || s.leaseId !== lease.leaseId) return true;
+      const now = await this.store.now().catch(() => Date.now());
+      if (s.expiresAt > now) {
+        this.arm(s, 100);
+        return false;
+      }
+    }
+    this.logger.info({ session: lease.session, trigger: 'local-timer' }, 'expired lease claimed by another thaw path: local auto-thaw not sent');
+    if (this.local.get(lease.session)?.lease.leaseId === lease.leaseId) this.forget(lease.session);
+    return false;
+  }
+}
