@@ -54,6 +54,8 @@ export interface GuestState {
   trims: { minimum?: number; at: number }[];
   /** load averages reported by guest-get-load */
   load: [number, number, number];
+  /** interfaces reported after lo and eth0 by guest-network-get-interfaces (tests add addresses as a guest would get them) */
+  extraInterfaces: { name: string; addresses: { ip: string; type: 'ipv4' | 'ipv6'; prefix: number }[] }[];
 }
 
 export function defaultGuestState(hostname: string): GuestState {
@@ -105,5 +107,6 @@ export function defaultGuestState(hostname: string): GuestState {
     powerRequests: [],
     trims: [],
     load: [0.25, 0.1, 0.05],
+    extraInterfaces: [],
   };
 }

@@ -19,6 +19,7 @@ export const ERRORS = {
   VM_NOT_FOUND: { status: 404, title: 'VM not found', when: '`{vm}` is not registered' },
   NOT_FOUND: { status: 404, title: 'Not found', when: 'no such route or resource (an unknown file, file handle, exec pid or freeze group)' },
   METHOD_NOT_ALLOWED: { status: 405, title: 'Method not allowed', when: 'the path exists but not with this method (`Allow` lists the methods)' },
+  WAIT_TIMEOUT: { status: 408, title: 'Wait timed out', when: '`GET /v1/vms/{vm}/wait` ended before what it waited for happened (`state` says what was last seen)' },
   LEASE_CONFLICT: { status: 409, title: 'Lease conflict', when: 'the VM is frozen under another lease, or the lease id does not match' },
   LEASE_EXPIRED: { status: 409, title: 'Lease expired', when: 'thaw or renew of a lease that already ended; `endedAt`, `endedBy` (`deadline`, `forced`, `shutdown`, `agent-restart`) tell why' },
   VM_FROZEN: { status: 409, title: 'Guest filesystems are frozen', when: 'the guest is frozen and the command is not one of the six a frozen agent allows' },
@@ -121,7 +122,12 @@ export const errors = {
   httpClientError: (status: number, detail: string) =>
     new GatewayError(status === 404 ? 'NOT_FOUND' : status === 413 ? 'PAYLOAD_TOO_LARGE' : status === 415 ? 'UNSUPPORTED_MEDIA_TYPE' : 'VALIDATION_FAILED', detail),
   unauthenticated: (why: 'missing' | 'unknown') =>
-    new GatewayError('UNAUTHENTICATED', why === 'missing' ? 'an Authorization: Bearer token is required' : 'unknown bearer token'),
+    new GatewayError(
+      'UNAUTHENTICATED',
+      why === 'missing'
+        ? 'an Authorization: Bearer token is required: send one of the tokens configured in auth.tokens'
+        : 'unknown bearer token: send one of the tokens configured in auth.tokens (check for a stale or mistyped token)',
+    ),
   forbidden: (detail: string, ctx: Ctx = {}) => new GatewayError('FORBIDDEN', detail, ctx),
   misdirected: (host: string) =>
     new GatewayError('MISDIRECTED_REQUEST', `this gateway does not answer to the host name ${JSON.stringify(host)} (server.allowedHosts)`),
@@ -132,7 +138,7 @@ export const errors = {
     new GatewayError('FORBIDDEN', `${who} may not reach ${vms.map((v) => `VM "${v}"`).join(', ')}`, vms.length === 1 ? { vm: vms[0] } : { extra: { denied: vms } }),
   vmsNotFound: (missing: string[]) =>
     new GatewayError('VM_NOT_FOUND', `not registered: ${missing.join(', ')}; nothing was frozen`, { extra: { missing } }),
-  vmNotFound: (vm: string) => new GatewayError('VM_NOT_FOUND', `VM "${vm}" is not registered`, { vm }),
+  vmNotFound: (vm: string) => new GatewayError('VM_NOT_FOUND', `VM "${vm}" is not registered: GET /v1/vms lists the VMs this caller may use`, { vm }),
   vmExists: (vm: string) => new GatewayError('VM_EXISTS', `VM "${vm}" is already registered`, { vm }),
   /** the endpoint already belongs to a VM the caller may see (`heldBy`) */
   endpointInUse: (vm: string, heldBy: string) =>
@@ -175,11 +181,17 @@ export const errors = {
   nothingFrozen: (vm: string, detail: string, ctx: Ctx = {}) => new GatewayError('NOTHING_FROZEN', detail, { ...ctx, vm }),
   tooLarge: (what: string, limit: number, setting: string, ctx: Ctx = {}) =>
     new GatewayError('PAYLOAD_TOO_LARGE', `${what} is larger than the configured cap of ${limit} bytes (${setting})`, { ...ctx, extra: { ...ctx.extra, limit } }),
-  unsupportedMediaType: (detail: string) => new GatewayError('UNSUPPORTED_MEDIA_TYPE', detail),
+  /** a body of a content type the route does not parse: says which to send */
+  unsupportedMediaType: (got: string | undefined, expected: readonly string[]) =>
+    new GatewayError(
+      'UNSUPPORTED_MEDIA_TYPE',
+      `${got ? `a body of type ${JSON.stringify(got)}` : 'a body without Content-Type'} is not accepted here: send it with Content-Type: ${expected.join(' or ')}`,
+      { extra: { accept: expected } },
+    ),
   methodNotAllowed: (method: string, path: string, allow: readonly string[]) =>
     new GatewayError('METHOD_NOT_ALLOWED', `${path} does not take ${method}; it takes ${allow.join(', ')}`, { extra: { allow } }),
   uriTooLong: (detail: string) => new GatewayError('URI_TOO_LONG', detail),
-  headersTooLarge: () => new GatewayError('HEADERS_TOO_LARGE', 'the request headers exceed the server limit'),
+  headersTooLarge: () => new GatewayError('HEADERS_TOO_LARGE', "the request headers exceed the server's limit: send fewer or shorter headers (large cookies are the usual cause)"),
   outsideFile: (vm: string, what: string, size: number) => new GatewayError('RANGE_NOT_SATISFIABLE', `${what} is outside the file (${size} bytes)`, { vm, extra: { size } }),
   agentError: (vm: string, command: string | undefined, detail: string) => new GatewayError('AGENT_ERROR', detail, { vm, command }),
   queueFull: (vm: string, detail: string, ctx: Ctx = {}) => new GatewayError('QUEUE_FULL', detail, { retryAfter: 1, ...ctx, vm }),
@@ -191,6 +203,8 @@ export const errors = {
   /** a reply line over the per-reply cap or the global buffer budget; dropped as it came, channel resynced */
   replyTooLarge: (vm: string, command: string | undefined, detail: string, ctx: Ctx = {}) => new GatewayError('REPLY_TOO_LARGE', detail, { ...ctx, vm, command }),
   agentUnavailable: (vm: string, detail: string, ctx: Ctx = {}) => new GatewayError('AGENT_UNAVAILABLE', detail, { ...ctx, vm }),
+  /** a wait (GET /v1/vms/{vm}/wait) ran out; `state` is what was last seen */
+  waitTimeout: (vm: string, detail: string, state: Record<string, unknown>) => new GatewayError('WAIT_TIMEOUT', detail, { vm, extra: { state } }),
   agentTimeout: (vm: string, command: string, detail: string, ctx: Ctx = {}) => new GatewayError('AGENT_TIMEOUT', detail, { ...ctx, vm, command }),
   storeUnavailable: (detail: string, ctx: Ctx = {}) => new GatewayError('STORE_UNAVAILABLE', detail, ctx),
   shuttingDown: (what: string, ctx: Ctx = {}) => new GatewayError('SHUTTING_DOWN', what, ctx),

@@ -15,6 +15,7 @@
 import type { Logger } from 'pino';
 import type { Registry as MetricsRegistry } from 'prom-client';
 import { auditAgentCommands } from './agent/audit-commands.js';
+import { registerFleetMetrics } from './agent/fleet-metrics.js';
 import { AgentProbe } from './agent/probe.js';
 import { RawPassthrough } from './agent/raw.js';
 import { AgentService } from './agent/service.js';
@@ -23,6 +24,7 @@ import { execPassthrough } from './exec/passthrough.js';
 import { ExecService } from './exec/service.js';
 import { closeOrphanedHandles, filesPassthrough } from './files/passthrough.js';
 import { FilesService } from './files/service.js';
+import { ExternalThaw } from './freeze/external-thaw.js';
 import { FreezeService } from './freeze/service.js';
 import { registerFreezeMetrics } from './freeze/metrics.js';
 import type { HttpServices } from './http/services.js';
@@ -34,7 +36,7 @@ import { ReplyBudget } from './qga/reply-budget.js';
 import { VmRegistry } from './registry/registry.js';
 import { createStore } from './store/index.js';
 import { createAuditLog, type AuditLog } from './util/audit.js';
-import type { LeaseStore } from './store/types.js';
+import { vmKey, type LeaseStore } from './store/types.js';
 
 /** A part with a life of its own: started in list order, stopped in reverse. */
 export interface Part {
@@ -87,6 +89,7 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
   const registry = new VmRegistry(config, store);
   const pool = new AgentPool({
     resolve: (vm) => registry.resolve(vm),
+    idleReleaseOf: (vm) => registry.idleReleaseOf(vm),
     maxOpen: config.agent.maxOpen,
     logger,
     channelOptions: {
@@ -102,7 +105,9 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
       logger,
     },
   });
-  const agent = new AgentService(pool, registry);
+  // a lease of ours (live, or expired and not yet thawed) holds the VM; undefined: the store cannot tell
+  const hasLease = (vm: string) => store.getByKey(vmKey(vm)).then((l) => l !== undefined, () => undefined);
+  const agent = new AgentService(pool, registry, { hasLease, logger });
   const probe = new AgentProbe(agent, async () => (await registry.list()).map((r) => r.name), {
     intervalMs: config.agent.probeIntervalMs,
     retryInitialMs: 250,
@@ -122,11 +127,13 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
     gatewayId: overrides.gatewayId,
     releaseChannel: (vm) => pool.remove(vm),
   });
+  const externalThaw = new ExternalThaw({ agent, hasLease, audit, logger, afterMs: config.freeze.externalThawAfterMs });
   const exec = new ExecService(agent, async (vm) => (await agent.info(vm)).versionTuple, config.exec, logger);
   const files = new FilesService(agent, config.files, config.agent.maxReplyBytes, logger);
   pool.on('orphan', closeOrphanedHandles(agent, logger));
   const raw = new RawPassthrough(agent, [execPassthrough(exec), filesPassthrough(files)], audit);
   const metrics: MetricsRegistry = createMetrics(pool);
+  registerFleetMetrics(metrics, agent, config.metrics);
   registerFreezeMetrics(metrics, freeze.engine, store);
 
   const parts: Part[] = [
@@ -141,6 +148,7 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
     { name: 'registry discovery', start: () => registry.start(logger), stop: async () => registry.stop() },
     { name: 'agent pool', stop: () => pool.close() },
     { name: 'agent probe', start: async () => probe.start(), stop: async () => probe.stop() },
+    { name: 'external-freeze thaw', start: async () => externalThaw.start(), stop: async () => externalThaw.stop() },
     { name: 'freeze sweeper', start: () => freeze.start(), stop: () => freeze.stop() },
     { name: 'exec reaper', start: async () => exec.startReaper(), stop: async () => exec.stop() },
     { name: 'file handle reaper', start: async () => files.startReaper(), stop: () => files.stop() },

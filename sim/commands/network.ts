@@ -47,6 +47,11 @@ export const networkCommands: CommandDef[] = [
             'tx-dropped': 0,
           },
         },
+        ...rt.state.extraInterfaces.map((i) => ({
+          name: i.name,
+          'hardware-address': '52:54:00:00:00:01',
+          'ip-addresses': i.addresses.map((a) => ({ 'ip-address': a.ip, 'ip-address-type': a.type, prefix: a.prefix })),
+        })),
       ];
     },
   },

@@ -15,21 +15,26 @@
 import { performance } from 'node:perf_hooks';
 import { isGatewayError, errors } from '../errors.js';
 import { FROZEN_SAFE } from '../qga/commands.js';
-import type { CommandEvent, StateEvent } from '../qga/events.js';
 import type { AgentInfo, ChannelStats, ExecuteOptions, JsonObject, JsonValue } from '../qga/types.js';
 import type { AgentPool } from '../pool/pool.js';
 import type { RegistrationView, VmRegistry } from '../registry/registry.js';
-import { AgentStates, type FleetState } from './state.js';
+import type { Logger } from 'pino';
+import { ExternalFreezes, type ExternalFreeze, type LeaseLookup } from './state-external.js';
+import { AgentHealth, SILENT_SOCKET_HINT } from './state-health.js';
+import type { AgentStates, FleetState } from './state.js';
 import { ReadCoalescer } from './coalesce.js';
 
 export type { AgentState, FleetState } from './state.js';
+export type { ExternalFreeze } from './state-external.js';
+export { SILENT_SOCKET_HINT };
 
-/** Never failed fast while the agent is down: a thaw must always be tried, and so must the status read that confirms one. */
-const NEVER_FAIL_FAST = new Set(['guest-fsfreeze-thaw', 'guest-fsfreeze-status']);
-
-/** The likely causes when a socket accepts the connection but nobody answers the handshake. */
-export const SILENT_SOCKET_HINT =
-  'the agent socket accepted the connection but the handshake got no answer: another client (qm agent, vzdump, libvirt) may hold the socket (QEMU serves one client at a time), or the agent is not running in the guest';
+export interface AgentServiceOptions {
+  /** whether a lease of ours holds the VM (the lease store): tells freezes made outside the gateway from ours */
+  hasLease?: LeaseLookup;
+  logger?: Pick<Logger, 'warn' | 'info'>;
+  /** wall clock, ms since 1970 (tests) */
+  clock?: () => number;
+}
 
 /** Commands the gateway uses internally that every agent we support has. */
 const ALWAYS_AVAILABLE = new Set(['guest-sync', 'guest-sync-delimited', 'guest-info', 'guest-ping']);
@@ -47,26 +52,36 @@ export interface AgentCaller {
 export class AgentService implements AgentCaller {
   /** VMs we believe are frozen; bounded by the number of registered VMs */
   private readonly frozen = new Set<string>();
+  /** agent state per VM (up, down, unknown), from every call and handshake */
+  private readonly health: AgentHealth;
+
+  /** VMs frozen with no lease of ours */
+  readonly external: ExternalFreezes;
+
   /** identical concurrent reads share one agent call */
   readonly reads = new ReadCoalescer();
-  /** agent state per VM (up, down, unknown), from every call and handshake */
-  readonly states: AgentStates;
-  /** when each channel's current handshake (shown as 'syncing') began; bounded by the channels */
-  private readonly syncingSince = new Map<string, number>();
 
   constructor(
     readonly pool: AgentPool,
     readonly registry: VmRegistry,
-    clock: () => number = Date.now,
+    opts: AgentServiceOptions = {},
   ) {
-    this.states = new AgentStates(clock);
-    pool.on('state', (e) => this.onChannelState(e));
-    pool.on('command', (e) => this.onCommand(e));
+    this.health = new AgentHealth(pool, (vm) => this.frozen.has(vm), opts.clock);
+    this.external = new ExternalFreezes(opts.hasLease, opts.logger, opts.clock);
+  }
+
+  get states(): AgentStates {
+    return this.health.states;
   }
 
   /** What the fleet view shows of a VM's agent: state, since, lastSeen, lastError, version, capabilities. */
   fleetState(vm: string): FleetState {
     return this.states.view(vm);
+  }
+
+  /** VMs frozen with no lease of ours, and since when (GET /v1/freezes lists them as owner "external"). */
+  externalFreezes(): ExternalFreeze[] {
+    return this.external.list();
   }
 
   /**
@@ -76,66 +91,26 @@ export class AgentService implements AgentCaller {
   async call(vm: string, command: string, args?: JsonObject, opts: CallOptions = {}): Promise<JsonValue> {
     const budget = new Budget(vm, command, opts, opts.timeoutMs ?? this.pool.defaultTimeoutMs(command));
     await this.registry.require(vm);
-    if (this.states.isDown(vm) && !NEVER_FAIL_FAST.has(command) && opts.priority !== 'thaw') throw this.unavailable(vm, command);
-    if (!ALWAYS_AVAILABLE.has(command)) {
-      // A priority call (freeze, thaw) spends no job of the line on guest-info: the command itself
-      // must be the next one on the wire after the one in flight; the agent's own answer decides.
-      if (!opts.priority) {
-        const info = await this.pool.channel(vm).info(budget.next());
-        if (!opts.skipCapabilityCheck) await this.checkCapability(vm, info, command, budget);
-      }
-      if (this.frozen.has(vm) && !FROZEN_SAFE.has(command)) await this.confirmFrozen(vm, command, budget);
-    }
+    const down = this.health.failFast(vm, command, opts);
+    if (down) throw down;
     try {
+      if (!ALWAYS_AVAILABLE.has(command)) {
+        // A priority call (freeze, thaw) spends no job of the line on guest-info: the command itself
+        // must be the next one on the wire after the one in flight; the agent's own answer decides.
+        if (!opts.priority) {
+          const info = await this.pool.channel(vm).info(budget.next());
+          if (!opts.skipCapabilityCheck) await this.checkCapability(vm, info, command, budget);
+        }
+        if (this.frozen.has(vm) && !FROZEN_SAFE.has(command)) await this.confirmFrozen(vm, command, budget);
+      }
       // identical reads of this VM queued or in flight share one agent call (coalesce.ts)
       const result = await this.reads.run(vm, command, args, budget.next(), (o) => this.pool.execute(vm, command, args, o));
       this.observe(vm, command, result);
       return result;
     } catch (e) {
       if (isGatewayError(e) && e.code === 'VM_FROZEN') this.frozen.add(vm);
-      throw this.failedCall(vm, e);
+      throw this.health.failed(vm, e);
     }
-  }
-
-  /** 503 at once: the agent is known down (a background retry brings it back). */
-  private unavailable(vm: string, command: string): Error {
-    const since = this.states.view(vm).agent.since;
-    const last = this.states.lastError(vm);
-    return errors.agentUnavailable(vm, `the agent of ${vm} is down since ${since}${last ? ` (${last})` : ''}; it is retried in the background`, { command });
-  }
-
-  /** A call's failure: AGENT_UNAVAILABLE marks the VM down (and names the likely cause of a silent socket). */
-  private failedCall(vm: string, e: unknown): unknown {
-    if (!isGatewayError(e) || e.code !== 'AGENT_UNAVAILABLE') return e;
-    const silent = this.states.silentSocket(vm) && !e.message.includes(SILENT_SOCKET_HINT);
-    const err = silent ? errors.rewrap(e, 'AGENT_UNAVAILABLE', `${e.message}: ${SILENT_SOCKET_HINT}`) : e;
-    if (!this.states.isDown(vm)) this.states.failed(vm, e.message, this.states.silentSocket(vm));
-    return err;
-  }
-
-  /** Handshakes seen on the VM's channel: a good one means up, a failed one down (see state.ts). */
-  private onChannelState({ vm, state, prev }: StateEvent): void {
-    if (state === 'syncing') {
-      this.syncingSince.set(vm, performance.now());
-      return;
-    }
-    if (prev === 'syncing') {
-      const started = this.syncingSince.get(vm);
-      this.syncingSince.delete(vm);
-      if (state === 'ready') return this.states.answered(vm, this.pool.peek(vm)?.agentInfo, this.frozen.has(vm));
-      if (state !== 'backoff' && state !== 'idle') return;
-      const silent = started !== undefined && performance.now() - started >= this.pool.syncTimeoutMs - 25;
-      if (!silent) return this.states.failed(vm, 'the agent socket closed during the handshake');
-      // a frozen guest may answer slowly: a VM frozen through us is not marked down for that
-      if (this.frozen.has(vm)) return this.states.noted(vm, `no answer to the handshake within ${this.pool.syncTimeoutMs} ms (the guest is frozen)`);
-      return this.states.failed(vm, `no answer to the handshake within ${this.pool.syncTimeoutMs} ms: ${SILENT_SOCKET_HINT}`, true);
-    }
-    if (prev === 'connecting' && (state === 'backoff' || state === 'idle')) this.states.failed(vm, 'the agent socket could not be connected');
-  }
-
-  /** Any answer from the agent (a reply or an agent error) means it is up. */
-  private onCommand({ vm, outcome }: CommandEvent): void {
-    if (outcome === 'ok' || outcome === 'agent-error') this.states.answered(vm, this.pool.peek(vm)?.agentInfo, this.frozen.has(vm));
   }
 
   /**
@@ -170,6 +145,11 @@ export class AgentService implements AgentCaller {
     return this.pool.channel(vm).info(opts);
   }
 
+  /** the VMs believed frozen (through the gateway or found frozen) */
+  knownFrozen(): string[] {
+    return [...this.frozen];
+  }
+
   isKnownFrozen(vm: string): boolean {
     return this.frozen.has(vm);
   }
@@ -182,8 +162,8 @@ export class AgentService implements AgentCaller {
 
   forget(vm: string): void {
     this.frozen.delete(vm);
-    this.states.forget(vm);
-    this.syncingSince.delete(vm);
+    this.health.forget(vm);
+    this.external.forget(vm);
   }
 
   /**
@@ -211,7 +191,7 @@ export class AgentService implements AgentCaller {
       }
       return true;
     } catch (e) {
-      this.failedCall(vm, e);
+      this.health.failed(vm, e);
       return this.states.state(vm) === 'up';
     } finally {
       if (!held) ch.release();
@@ -256,13 +236,16 @@ export class AgentService implements AgentCaller {
       case 'guest-fsfreeze-status':
         if (result !== 'frozen' && this.frozen.has(vm)) this.pool.channel(vm).invalidateInfo();
         this.setKnownFrozen(vm, result === 'frozen');
+        void this.external.observed(vm, result);
         break;
       case 'guest-fsfreeze-freeze':
       case 'guest-fsfreeze-freeze-list':
         this.frozen.add(vm);
+        this.external.cleared(vm);
         break;
       case 'guest-fsfreeze-thaw':
         this.frozen.delete(vm);
+        this.external.cleared(vm);
         // guest-info read while frozen marks most commands disabled
         this.pool.channel(vm).invalidateInfo();
         break;

@@ -35,6 +35,8 @@ export const VmEntrySchema = Type.Object(
     name: Type.String({ pattern: VM_NAME_PATTERN }),
     endpoint: EndpointSchema,
     labels: Type.Optional(Type.Record(Type.String(), Type.String())),
+    /** this VM's idle release (overrides agent.idleReleaseMs); 0 = keep the socket */
+    idleReleaseMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 86_400_000 })),
   },
   { additionalProperties: false },
 );
@@ -183,12 +185,18 @@ export const ConfigSchema = Type.Object(
         maxBufferedBytes: Type.Integer({ minimum: 4096, maximum: 16 * 1024 * 1024 * 1024, default: 256 * 1024 * 1024 }),
         connectTimeoutMs: Ms(3_000, 1),
         syncTimeoutMs: Ms(5_000, 1),
-        idleReleaseMs: Ms(30_000),
+        /**
+         * release a channel's socket after this long with nothing to do (QEMU serves one client per
+         * socket: `qm agent`, vzdump and libvirt wait at most this long behind us); 0 = never
+         */
+        idleReleaseMs: Ms(2_000),
         maxOpen: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 1000 }),
         backoffInitialMs: Ms(100, 1),
         backoffMaxMs: Ms(5_000, 1),
         /** one light probe (a sync handshake, socket released at once) of every VM per interval; 0 = off */
         probeIntervalMs: Ms(60_000),
+        /** GET /v1/vms/{vm}/wait: the longest `timeout` a caller may ask for */
+        waitMaxSeconds: Type.Integer({ minimum: 1, maximum: 3_600, default: 300 }),
         /** overrides of the catalog's timeout classes (src/qga/commands.ts) */
         timeouts: Type.Object(
           {
@@ -250,21 +258,6 @@ export const ConfigSchema = Type.Object(
         ),
         /** discovery folders are watched; this full rescan is the safety net (0 = watch only) */
         rescanIntervalMs: Ms(30_000, 0),
-        /**
-         * Discovery presets. `proxmox`: every `<vmid>.qga` socket in `registry.proxmox.socketDir` is
-         * VM `<vmid>`, labelled `pve.name` and `pve.tags` from `<configDir>/<vmid>.conf`; a VM whose
-         * config says `agent: 0` (or `enabled=0`) is skipped.
-         */
-        presets: Type.Array(Type.Literal('proxmox'), { default: [] }),
-        proxmox: Type.Object(
-          {
-            socketDir: Type.String({ minLength: 1, default: '/var/run/qemu-server' }),
-            configDir: Type.String({ minLength: 1, default: '/etc/pve/qemu-server' }),
-          },
-          { additionalProperties: false, default: {} },
-        ),
-        /** discovery folders are watched; this full rescan is the safety net (0 = watch only) */
-        rescanIntervalMs: Ms(30_000, 0),
       },
       { additionalProperties: false, default: {} },
     ),
@@ -292,6 +285,8 @@ export const ConfigSchema = Type.Object(
         handoverOnShutdown: Type.Boolean({ default: false }),
         /** VMs in one freeze group (POST /v1/freeze-groups); their freezes run in parallel */
         maxGroupVms: Type.Integer({ minimum: 1, maximum: 1024, default: 64 }),
+        /** thaw a VM found frozen with no lease of ours (frozen outside the gateway) after this long, audited; 0 = never */
+        externalThawAfterMs: Ms(0),
       },
       { additionalProperties: false, default: {} },
     ),
@@ -339,6 +334,13 @@ export const ConfigSchema = Type.Object(
         closeTimeoutMs: Ms(10_000, 1),
         /** a streamed upload or download with no byte moving for this long is aborted and its handle closed; 0 = never */
         noProgressTimeoutMs: Ms(60_000),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    metrics: Type.Object(
+      {
+        /** qga_agent_up and qga_vm_frozen per VM (label vm); false: one count each, for very large fleets */
+        perVmLabels: Type.Boolean({ default: true }),
       },
       { additionalProperties: false, default: {} },
     ),

@@ -20,6 +20,8 @@ export interface AgentPoolOptions {
   /** where a VM's agent is; undefined = no such VM */
   resolve: (vm: string) => Endpoint | undefined;
   channelOptions: Omit<ChannelOptions, 'vm' | 'endpoint' | 'events'>;
+  /** a VM's own idle release (overrides channelOptions.idleReleaseMs); read when its channel is made */
+  idleReleaseOf?: (vm: string) => number | undefined;
   /** channels holding (or opening) a socket at the same time */
   maxOpen?: number;
   /** forget a channel object after this long without a socket or work (default 10 min) */
@@ -74,7 +76,7 @@ export class AgentPool extends ChannelEvents {
     if (existing) this.retire(vm, existing);
     const ch = this.opts.createChannel
       ? this.opts.createChannel(vm, endpoint, this)
-      : new Channel({ ...this.opts.channelOptions, vm, endpoint, events: this });
+      : new Channel({ ...this.opts.channelOptions, ...this.ownSettings(vm), vm, endpoint, events: this });
     ch.setAdmission((urgent) => this.admit(ch, urgent));
     this.channels.set(vm, ch);
     this.armSweep();
@@ -95,6 +97,11 @@ export class AgentPool extends ChannelEvents {
       return Promise.reject(err);
     }
     return ch.execute(command, args, opts);
+  }
+
+  private ownSettings(vm: string): { idleReleaseMs?: number } {
+    const idleReleaseMs = this.opts.idleReleaseOf?.(vm);
+    return idleReleaseMs === undefined ? {} : { idleReleaseMs };
   }
 
   /** The VM's channel (current or draining) that connected first and still holds its socket. */

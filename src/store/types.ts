@@ -144,6 +144,8 @@ export interface VmRegistration {
   name: string;
   endpoint: Endpoint;
   labels?: Record<string, string>;
+  /** the VM's own agent.idleReleaseMs */
+  idleReleaseMs?: number;
 }
 
 /** A VM record as putVm stores it, read back: a name, an endpoint of a known type, string labels. */
@@ -152,7 +154,8 @@ export function isVmRegistration(value: unknown): value is VmRegistration {
   const e = value.endpoint;
   const endpoint = e.type === 'unix' ? typeof e.path === 'string' : e.type === 'tcp' && typeof e.host === 'string' && typeof e.port === 'number';
   const labels = value.labels;
-  return endpoint && (labels === undefined || (isRecord(labels) && Object.values(labels).every((l) => typeof l === 'string')));
+  const idle = value.idleReleaseMs === undefined || typeof value.idleReleaseMs === 'number';
+  return endpoint && idle && (labels === undefined || (isRecord(labels) && Object.values(labels).every((l) => typeof l === 'string')));
 }
 
 export interface StoreHealth {

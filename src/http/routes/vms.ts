@@ -18,6 +18,8 @@ import { GuestAgentInfo } from '../schemas/qga.js';
 import type { RegistrationView, VmRecord } from '../../registry/registry.js';
 import type { HttpServices } from '../services.js';
 import { operation } from './operation.js';
+import { fleetFields, fleetProperties, freezeIndex, type FreezeIndex } from './vm-fleet.js';
+import { waitRoute } from './vm-wait.js';
 
 const Labels = Type.Record(Type.String(), Type.String({ maxLength: 256 }), { description: 'Free-form labels' });
 
@@ -49,6 +51,7 @@ export const VmSummary = Type.Object(
     source: Type.Union([Type.Literal('config'), Type.Literal('directory'), Type.Literal('api')]),
     labels: Type.Optional(Labels),
     channel: ChannelInfo,
+    ...fleetProperties,
   },
   { title: 'VmSummary' },
 );
@@ -56,10 +59,6 @@ export const VmSummary = Type.Object(
 const VmDetail = Type.Object(
   {
     ...VmSummary.properties,
-    agent: Type.Optional(
-      Type.Object({ version: Type.String(), echoesId: Type.Boolean() }, { description: 'from the cached guest-info; absent until the first connection' }),
-    ),
-    frozen: Type.Boolean({ description: 'whether the gateway believes the guest filesystems are frozen (GET /fsfreeze asks the agent)' }),
   },
   { title: 'VmDetail' },
 );
@@ -69,6 +68,9 @@ const RegisterBody = Type.Object(
     name: Type.String({ pattern: VM_NAME_PATTERN }),
     endpoint: EndpointSchema,
     labels: Type.Optional(Labels),
+    idleReleaseMs: Type.Optional(
+      Type.Integer({ minimum: 0, maximum: 86_400_000, description: "this VM's idle release of its agent socket in ms (default agent.idleReleaseMs); 0 = keep it" }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -78,7 +80,8 @@ function viewOf(principal: Principal): RegistrationView & { endpoints: boolean }
   return { mayUse: (name) => canAccessVm(principal, name), endpoints: principal.scopes.has('admin') };
 }
 
-export function summarize(services: HttpServices, rec: VmRecord, view: { endpoints: boolean }): Static<typeof VmSummary> {
+/** One VM object; `freezes` (freezeIndex in vm-fleet.ts, read once per listing) names the freeze owners. */
+export function summarize(services: HttpServices, rec: VmRecord, view: { endpoints: boolean }, freezes: FreezeIndex = new Map()): Static<typeof VmSummary> {
   const ch = services.agent.channelState(rec.name)?.stats;
   return {
     name: rec.name,
@@ -86,12 +89,14 @@ export function summarize(services: HttpServices, rec: VmRecord, view: { endpoin
     source: rec.source,
     ...(rec.labels ? { labels: rec.labels } : {}),
     channel: { state: ch?.state ?? 'idle', queued: ch?.queued ?? 0, inFlight: ch?.inFlight ?? 0 },
+    ...fleetFields(services, rec.name, freezes),
   };
 }
 
 export default async function vmRoutes(fastify: FastifyInstance): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
   const { services } = fastify;
+  waitRoute(fastify);
 
   // GET /vms (paged, filtered) is in vm-list.ts
 
@@ -124,12 +129,7 @@ export default async function vmRoutes(fastify: FastifyInstance): Promise<void> 
     }),
     async (request) => {
       const rec = await services.registry.require(request.params.vm);
-      const info = services.agent.channelState(rec.name)?.agentInfo;
-      return {
-        ...summarize(services, rec, viewOf(request.principal)),
-        ...(info ? { agent: { version: info.version, echoesId: info.echoesId } } : {}),
-        frozen: services.agent.isKnownFrozen(rec.name),
-      };
+      return summarize(services, rec, viewOf(request.principal), await freezeIndex(services, [rec.name]));
     },
   );
 

@@ -1,0 +1,104 @@
+/**
+ * Keeps AgentStates (state.ts) current from what the VM's channel does, and answers for a VM
+ * that is down:
+ *   - a channel's handshake (shown as 'syncing') that ends in 'ready' → up, with the fresh
+ *     guest-info's version and capabilities; any answer to a command → up (lastSeen);
+ *   - a connect that fails, or a handshake that fails → down at once, except a handshake timeout
+ *     on a VM frozen through the gateway (a frozen guest may answer slowly): only noted;
+ *   - a call failing AGENT_UNAVAILABLE while its channel is still connecting, syncing or backing
+ *     off → down; a connection lost under a command does not mark it (the next handshake decides);
+ *   - while down, calls fail fast (503 AGENT_UNAVAILABLE) except thaws and fsfreeze status.
+ * A handshake nobody answered on a socket that accepted the connection names the likely causes.
+ */
+import { performance } from 'node:perf_hooks';
+import { isGatewayError, errors } from '../errors.js';
+import type { AgentPool } from '../pool/pool.js';
+import type { CommandEvent, StateEvent } from '../qga/events.js';
+import type { ExecuteOptions } from '../qga/types.js';
+import { AgentStates } from './state.js';
+
+/** Never failed fast while the agent is down: a thaw must always be tried, and so must the status read that confirms one. */
+const NEVER_FAIL_FAST = new Set(['guest-fsfreeze-thaw', 'guest-fsfreeze-status']);
+
+/** The likely causes when a socket accepts the connection but nobody answers the handshake. */
+export const SILENT_SOCKET_HINT =
+  'the agent socket accepted the connection but the handshake got no answer: another client (qm agent, vzdump, libvirt) may hold the socket (QEMU serves one client at a time), or the agent is not running in the guest';
+
+export class AgentHealth {
+  readonly states: AgentStates;
+  /** when each channel's current handshake (shown as 'syncing') began; bounded by the channels */
+  private readonly syncingSince = new Map<string, number>();
+
+  constructor(
+    private readonly pool: AgentPool,
+    /** frozen through the gateway (as far as the agent service knows) */
+    private readonly isFrozen: (vm: string) => boolean,
+    clock?: () => number,
+  ) {
+    this.states = new AgentStates(clock);
+    pool.on('state', (e) => this.onChannelState(e));
+    pool.on('command', (e) => this.onCommand(e));
+  }
+
+  /** The 503 a call gets at once while the VM is down (undefined: go ahead). */
+  failFast(vm: string, command: string, opts: ExecuteOptions): Error | undefined {
+    if (!this.states.isDown(vm) || NEVER_FAIL_FAST.has(command) || opts.priority === 'thaw') return undefined;
+    const since = this.states.view(vm).agent.since;
+    const last = this.states.lastError(vm);
+    return errors.agentUnavailable(vm, `the agent of ${vm} is down since ${since}${last ? ` (${last})` : ''}; it is retried in the background`, { command });
+  }
+
+  /** A call failed with `e`: account for it, and return what the caller gets. */
+  failed(vm: string, e: unknown): unknown {
+    if (!isGatewayError(e) || e.code !== 'AGENT_UNAVAILABLE') return e;
+    const shown = this.pool.peek(vm)?.state;
+    // still syncing at the deadline: the socket took the connection and nobody answered
+    const silentNow = shown === 'syncing';
+    if (silentNow && this.isFrozen(vm)) {
+      this.states.noted(vm, e.message);
+      return e;
+    }
+    // nothing listens (the channel already failed its waiting jobs with the errno)
+    const refused = /cannot be connected/.test(e.message);
+    // a forced sync (POST /agent/sync, the probe) that failed is a failed handshake too
+    const handshaking = refused || silentNow || shown === 'connecting' || shown === 'backoff' || e.command === 'guest-sync-delimited';
+    if (handshaking && !refused && this.isFrozen(vm)) {
+      this.states.noted(vm, e.message);
+      return e;
+    }
+    // already down: the call's own words (with the errno) are the better lastError
+    const silent = silentNow || (!refused && this.states.isDown(vm) && this.states.silentSocket(vm));
+    const detail = silent && !e.message.includes(SILENT_SOCKET_HINT) ? `${e.message}: ${SILENT_SOCKET_HINT}` : e.message;
+    if (handshaking) this.states.failed(vm, detail, silent);
+    return detail === e.message ? e : errors.rewrap(e, 'AGENT_UNAVAILABLE', detail);
+  }
+
+  forget(vm: string): void {
+    this.states.forget(vm);
+    this.syncingSince.delete(vm);
+  }
+
+  private onChannelState({ vm, state, prev }: StateEvent): void {
+    if (state === 'syncing') {
+      this.syncingSince.set(vm, performance.now());
+      return;
+    }
+    if (prev === 'syncing') {
+      const started = this.syncingSince.get(vm);
+      this.syncingSince.delete(vm);
+      if (state === 'ready') return this.states.answered(vm, this.pool.peek(vm)?.agentInfo, this.isFrozen(vm));
+      if (state !== 'backoff' && state !== 'idle') return;
+      const syncMs = this.pool.syncTimeoutMs;
+      const silent = started !== undefined && performance.now() - started >= syncMs - 25;
+      if (!silent) return this.states.failed(vm, 'the agent socket closed during the handshake');
+      if (this.isFrozen(vm)) return this.states.noted(vm, `no answer to the handshake within ${syncMs} ms (the guest is frozen)`);
+      return this.states.failed(vm, `no answer to the handshake within ${syncMs} ms: ${SILENT_SOCKET_HINT}`, true);
+    }
+    if (prev === 'connecting' && (state === 'backoff' || state === 'idle')) this.states.failed(vm, 'the agent socket could not be connected');
+  }
+
+  /** Any answer from the agent (a reply or an agent error) means it is up. */
+  private onCommand({ vm, outcome }: CommandEvent): void {
+    if (outcome === 'ok' || outcome === 'agent-error') this.states.answered(vm, this.pool.peek(vm)?.agentInfo, this.isFrozen(vm));
+  }
+}

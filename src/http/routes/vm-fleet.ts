@@ -1,0 +1,105 @@
+/**
+ * The fleet-view fields of a VM object (GET /v1/vms items, GET /v1/vms/{vm}): `agent` (the
+ * agent's state, from AgentService.fleetState), `frozen` and `freeze` (the lease that froze it
+ * through the gateway, or `owner: "external"` for a freeze nobody here owns) and `capabilities`.
+ * Nothing here talks to an agent: a listing of 10,000 VMs costs one lease-store read.
+ */
+import { Type, type Static } from 'typebox';
+import { freezeData } from '../../freeze/types.js';
+import { groupOfSession, vmKey, vmOfKey, type Lease } from '../../store/types.js';
+import { StringEnum } from '../schemas/component.js';
+import type { HttpServices } from '../services.js';
+
+const Iso = (description: string) => Type.String({ format: 'date-time', description });
+
+export const AgentStatus = Type.Object(
+  {
+    state: StringEnum(['up', 'down', 'unknown'] as const, {
+      description: 'up: the agent answered last time; down: the last connect or handshake failed (calls fail fast with 503 until a background retry gets an answer); unknown: not contacted yet',
+    }),
+    since: Iso('when the state last changed (the gateway start for a VM never contacted)'),
+    lastSeen: Type.Optional(Iso('when the agent last answered anything')),
+    lastError: Type.Optional(Type.String({ description: 'why the last connect, handshake or call failed' })),
+    version: Type.Optional(Type.String({ description: 'the agent version from its guest-info' })),
+  },
+  { title: 'AgentStatus', description: "What the gateway knows of the VM's guest agent, without asking it" },
+);
+
+export const VmFreezeOwner = Type.Object(
+  {
+    owner: Type.String({ description: 'the token name that holds the freeze lease, or "external": frozen outside the gateway (no lease of ours)' }),
+    since: Type.Optional(Iso('frozen through the gateway: when the lease was taken; external: when the gateway first saw the VM frozen')),
+    expiresAt: Type.Optional(Iso('frozen through the gateway: when the lease ends and the gateway thaws the VM')),
+    group: Type.Optional(Type.String({ description: 'the freeze group the lease belongs to' })),
+  },
+  { title: 'VmFreezeOwner', description: 'Who froze the VM' },
+);
+
+/** The properties every VM object carries (spread into VmSummary). */
+export const fleetProperties = {
+  agent: AgentStatus,
+  frozen: Type.Boolean({ description: 'the guest filesystems are frozen (through a lease of the gateway, or found frozen outside it)' }),
+  freeze: Type.Optional(VmFreezeOwner),
+  capabilities: Type.Optional(
+    Type.Array(Type.String(), { description: 'the commands the agent has enabled (from its guest-info, re-read on every new connection); absent until known' }),
+  ),
+};
+
+const FleetFields = Type.Object(fleetProperties);
+export type FleetFields = Static<typeof FleetFields>;
+
+/** The freeze leases by VM, read once for a whole listing. */
+export type FreezeIndex = ReadonlyMap<string, Lease>;
+
+/**
+ * Leases of the VMs named (all when `vms` is omitted or long). With the store unreachable the
+ * listing still answers: frozen is then what the agent service knows, without the owner.
+ */
+export async function freezeIndex(services: HttpServices, vms?: readonly string[]): Promise<FreezeIndex> {
+  const out = new Map<string, Lease>();
+  try {
+    if (vms && vms.length <= 8) {
+      const leases = await Promise.all(vms.map((vm) => services.store.getByKey(vmKey(vm))));
+      vms.forEach((vm, i) => {
+        const l = leases[i];
+        if (l) out.set(vm, l);
+      });
+      return out;
+    }
+    for (const lease of await services.store.listSessions()) {
+      for (const key of lease.keys) {
+        const vm = vmOfKey(key);
+        if (vm !== undefined) out.set(vm, lease);
+      }
+    }
+  } catch {
+    // STORE_UNAVAILABLE: no owners this time
+  }
+  return out;
+}
+
+/** The fleet fields of one VM. */
+export function fleetFields(services: HttpServices, vm: string, freezes: FreezeIndex): FleetFields {
+  const state = services.agent.fleetState(vm);
+  const lease = freezes.get(vm);
+  const external = lease ? undefined : services.agent.external.get(vm);
+  let freeze: FleetFields['freeze'];
+  if (lease) {
+    const group = groupOfSession(lease.session);
+    freeze = {
+      owner: lease.owner,
+      since: new Date(lease.createdAt).toISOString(),
+      expiresAt: new Date(lease.expiresAt).toISOString(),
+      ...(group !== undefined ? { group } : {}),
+    };
+  } else if (external) {
+    freeze = { owner: 'external', since: external.since };
+  }
+  const frozen = (lease !== undefined && freezeData(lease).state !== 'freezing') || external !== undefined || services.agent.isKnownFrozen(vm);
+  return {
+    agent: state.agent,
+    frozen,
+    ...(frozen && freeze ? { freeze } : {}),
+    ...(state.capabilities ? { capabilities: state.capabilities } : {}),
+  };
+}
