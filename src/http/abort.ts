@@ -6,42 +6,58 @@
  * `trackReplies` (an onRequest hook registered by app.ts) remembers each request's reply; the
  * signal itself is made only for the requests that ask for it.
  */
-import { setMaxListeners } from 'node:events';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
-const REPLIES = new WeakMap<FastifyRequest, FastifyReply>();
-const SIGNALS = new WeakMap<FastifyRequest, AbortSignal>();
+// on the request object itself (two WeakMap entries per request cost more)
+const REPLY = Symbol('qga.reply');
+const SIGNAL = Symbol('qga.signal');
+type Tracked = FastifyRequest & { [REPLY]?: FastifyReply; [SIGNAL]?: AbortSignal };
 let shutdownSignal: AbortSignal | undefined;
+/**
+ * Per shutdown signal, the controllers of the requests in flight that asked for a signal: ONE
+ * listener on the shutdown signal aborts them all, instead of a listener added and removed per
+ * request (issue 14).
+ */
+const LIVE = new WeakMap<AbortSignal, Set<AbortController>>();
 
 export function trackReplies(app: FastifyInstance, shutdown: AbortSignal): void {
   shutdownSignal = shutdown;
-  // one listener per request in flight: not a leak, so no MaxListeners warning
-  setMaxListeners(0, shutdown);
+  const live = new Set<AbortController>();
+  LIVE.set(shutdown, live);
+  const onShutdown = (): void => {
+    for (const ac of live) ac.abort(new DOMException('the gateway is shutting down', 'AbortError'));
+    live.clear();
+  };
+  if (shutdown.aborted) onShutdown();
+  else shutdown.addEventListener('abort', onShutdown, { once: true });
   app.addHook('onRequest', (request, reply, done) => {
-    REPLIES.set(request, reply);
+    (request as Tracked)[REPLY] = reply;
     done();
   });
 }
 
 export function requestSignal(request: FastifyRequest): AbortSignal {
-  const existing = SIGNALS.get(request);
+  const r = request as Tracked;
+  const existing = r[SIGNAL];
   if (existing) return existing;
   const ac = new AbortController();
-  SIGNALS.set(request, ac.signal);
-  const reply = REPLIES.get(request);
+  r[SIGNAL] = ac.signal;
+  const reply = r[REPLY];
   if (!reply) return ac.signal;
   const res = reply.raw;
   if (res.destroyed && !res.writableFinished) {
     ac.abort(new DOMException('the HTTP client went away', 'AbortError'));
     return ac.signal;
   }
-  const shutdown = shutdownSignal;
-  const onShutdown = (): void => ac.abort(new DOMException('the gateway is shutting down', 'AbortError'));
-  if (shutdown?.aborted) onShutdown();
-  else shutdown?.addEventListener('abort', onShutdown, { once: true });
+  if (shutdownSignal?.aborted) {
+    ac.abort(new DOMException('the gateway is shutting down', 'AbortError'));
+    return ac.signal;
+  }
+  const live = shutdownSignal ? LIVE.get(shutdownSignal) : undefined;
+  live?.add(ac);
   // The response closing before it finished means the client disconnected.
   res.once('close', () => {
-    shutdown?.removeEventListener('abort', onShutdown);
+    live?.delete(ac);
     if (!res.writableFinished) ac.abort(new DOMException('the HTTP client went away', 'AbortError'));
   });
   return ac.signal;

@@ -3,9 +3,12 @@
  * counters) that JSON.parse silently rounds, so those become `bigint` here and are written back as
  * bare integer literals with every digit intact.
  *
- * Parsing takes the native JSON.parse path unless the text holds a run of 16+ digits: only such a
- * run can be an unsafe integer (2^53 - 1 has 16 digits), and multi-MiB base64 replies must not
- * go through a character-by-character parser.
+ * Parsing takes the native JSON.parse path, then one walk over the result (which the depth check
+ * needs anyway) looks for a number of magnitude ≥ 2^53 that is an integer: every integer literal
+ * JSON.parse could have rounded lands there (rounding is monotonic and 2^53 is exact), so only then
+ * is the text parsed again by the lossless parser. No regular expression scans the text, and
+ * multi-MiB base64 replies never go through a character-by-character parser.
+ * Writing takes native JSON.stringify unless the value holds a bigint (it throws on one).
  */
 
 /** A decoded JSON value: integers beyond 2^53 - 1 in magnitude are `bigint`, every other number a `number`. */
@@ -19,7 +22,6 @@ export function isJsonObject(value: JsonValue | undefined): value is JsonObject 
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-const LONG_DIGIT_RUN = /\d{16}/;
 
 /**
  * Deepest nesting of arrays and objects accepted (the agent's own replies nest a handful of
@@ -34,14 +36,39 @@ export const MAX_JSON_DEPTH = 64;
  * properties; no prototype is ever replaced.
  */
 export function parseJson(text: string): JsonValue {
-  if (!LONG_DIGIT_RUN.test(text)) {
-    // no integer here can be unsafe, so what JSON.parse builds is a JsonValue without bigints.
-    // V8's JSON.parse is iterative (any depth parses); the depth is checked on the result.
-    const value: JsonValue = JSON.parse(text);
-    if (jsonDepthExceeds(value, MAX_JSON_DEPTH)) throw new SyntaxError(`nesting deeper than ${MAX_JSON_DEPTH} levels in JSON`);
-    return value;
+  // V8's JSON.parse is iterative (any depth parses); depth and rounded integers are checked on the result
+  const value: JsonValue = JSON.parse(text);
+  if (value === null || typeof value !== 'object') {
+    return typeof value === 'number' && mayBeRounded(value) ? new LosslessParser(text).parseDocument() : value;
   }
-  return new LosslessParser(text).parseDocument();
+  const found = scanParsed(value, MAX_JSON_DEPTH);
+  if (found === DEEP) throw new SyntaxError(`nesting deeper than ${MAX_JSON_DEPTH} levels in JSON`);
+  return found === ROUNDED ? new LosslessParser(text).parseDocument() : value;
+}
+
+/** 2^53: a parsed integer at or beyond it may stand for a literal JSON.parse rounded */
+const TWO_53 = 2 ** 53;
+const mayBeRounded = (n: number): boolean => (n >= TWO_53 || n <= -TWO_53) && Number.isFinite(n);
+const OK = 0;
+const DEEP = 1;
+const ROUNDED = 2;
+
+/** One iterative walk: DEEP if nesting exceeds `max`, else ROUNDED if a number may have been rounded, else OK. */
+function scanParsed(root: object, max: number): number {
+  let rounded = false;
+  const stack: Array<[object, number]> = [[root, 1]];
+  while (stack.length > 0) {
+    const [obj, depth] = stack.pop() as [object, number];
+    if (depth > max) return DEEP;
+    const items: unknown[] = Array.isArray(obj) ? obj : Object.values(obj);
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i];
+      if (typeof item === 'number') {
+        if (!rounded && mayBeRounded(item)) rounded = true;
+      } else if (item !== null && typeof item === 'object') stack.push([item, depth + 1]);
+    }
+  }
+  return rounded ? ROUNDED : OK;
 }
 
 /** True when `value` nests arrays/objects more than `max` levels deep. Iterative: any depth is safe. */
@@ -213,7 +240,13 @@ class LosslessParser {
  * stack, no recursion), so no nesting depth can overflow the call stack.
  */
 export function stringifyJson(value: unknown): string {
-  return writeIterative(value) ?? 'null';
+  // the fast path: native, for every value without a bigint (command lines, most replies)
+  try {
+    return JSON.stringify(value) ?? 'null';
+  } catch {
+    // a bigint (TypeError), or nesting too deep for the native writer (RangeError); cycles throw again below
+    return writeIterative(value) ?? 'null';
+  }
 }
 
 /** a container being written: its members still to go, and the text written so far */
