@@ -2,7 +2,7 @@
  * Builds the gateway as a Fastify instance without listening: server.ts listens, tests use
  * app.inject() or listen on 127.0.0.1:0 themselves.
  */
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { Ajv, type Options as AjvOptions } from 'ajv';
 import addFormats from 'ajv-formats';
 import { SerializerSelector } from '@fastify/fast-json-stringify-compiler';
@@ -114,12 +114,11 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   const loggerInstance: FastifyBaseLogger = logger;
   const app = Fastify({
     loggerInstance,
-    // one line per request, written by http/plugins/request-log.ts when the answer is sent
-    disableRequestLogging: true,
+    // one line per request, written by http/plugins/request-log.ts when the answer is sent (not
+    // Fastify's two); requestId: the field every line logged for a request carries, as in the audit records
+    logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'requestId' }),
     // the caller's X-Request-Id when valid, else a cheap process-unique one
     genReqId: requestId,
-    // the field every line logged for a request carries; the audit records use the same name
-    requestIdLogLabel: 'requestId',
     bodyLimit: config.server.bodyLimitBytes,
     trustProxy: config.server.trustProxy,
     // server.requestTimeoutMs is applied per request (registerHttpLimits), so that it can spare

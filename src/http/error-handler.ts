@@ -130,6 +130,8 @@ export function frameworkErrors(error: FastifyError, request: FastifyRequest, re
       : error.statusCode === 414
         ? errors.uriTooLong(error.message)
         : errors.validation(error.message);
+  // no onRequest hook runs before a router error: name the request here
+  reply.header('x-request-id', request.id);
   void sendProblem(reply, ge, request);
 }
 
