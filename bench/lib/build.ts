@@ -5,6 +5,7 @@
  * not depend on the type check passing. BENCH_GATEWAY=tsx runs src/server.ts through tsx instead.
  */
 import { build } from 'esbuild';
+import { rmSync } from 'node:fs';
 import { mkdir, readdir, rm, symlink } from 'node:fs/promises';
 import path from 'node:path';
 import { REPO } from './sim-child.js';
@@ -40,7 +41,8 @@ export function gatewayEntry(): Promise<{ entry: string[]; dir: string }> {
       logLevel: 'error',
     });
     await symlink(path.join(REPO, 'package.json'), path.join(dir, 'package.json'));
-    process.once('exit', () => void rm(dir, { recursive: true, force: true }));
+    // synchronous: an 'exit' handler cannot wait for a promise
+    process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
     return { entry: [path.join(dir, 'src/server.js')], dir };
   })();
   return built;
