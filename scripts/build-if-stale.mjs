@@ -29,5 +29,11 @@ if (built >= sources) {
   process.stderr.write('dist/ is up to date\n');
 } else {
   process.stderr.write(built === 0 ? 'dist/ missing: building\n' : 'sources changed since the last build: building\n');
-  execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: 'inherit' });
+  try {
+    execFileSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: 'inherit' });
+  } catch (e) {
+    // tsc has said what is wrong above; no stack trace of this script on top of it
+    process.stderr.write(`build failed (npm run build exited ${e.status ?? e.code ?? 'abnormally'}): not starting\n`);
+    process.exit(1);
+  }
 }
