@@ -31,6 +31,7 @@ import networkRoutes from './http/routes/network.js';
 import powerRoutes from './http/routes/power.js';
 import rawRoutes from './http/routes/qga-raw.js';
 import serviceRoutes, { type ReadinessCheck } from './http/routes/service.js';
+import uiRoutes from './http/ui/routes.js';
 import systemRoutes from './http/routes/system.js';
 import timeRoutes from './http/routes/time.js';
 import userRoutes from './http/routes/users.js';
@@ -187,6 +188,7 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   await registerSwagger(app);
 
   await app.register(serviceRoutes);
+  await app.register(uiRoutes);
   await app.register(
     async (v1) => {
       for (const routes of V1_ROUTES) await v1.register(routes);

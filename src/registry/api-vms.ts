@@ -5,7 +5,7 @@
  * undo it; a failed read keeps what was read before.
  */
 import { performance } from 'node:perf_hooks';
-import type { VmRecord, VmRecordStore } from './registry.js';
+import type { VmRecord, VmRecordStore } from './types.js';
 
 /** re-read from the store at most this often */
 export const API_REFRESH_MS = 1_000;

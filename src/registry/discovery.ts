@@ -13,7 +13,7 @@ import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RegistrySettings } from './endpoints.js';
 import { PVE_CONFIG_DIR, PVE_SOCKET_DIR, PVE_SOCKET_SUFFIX, PVE_VMID, pveLabels, readPveConfig, type PveVmConfig } from './proxmox.js';
-import type { VmRecord } from './registry.js';
+import type { VmRecord } from './types.js';
 
 export const VM_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 

@@ -24,28 +24,11 @@ import { ApiVms } from './api-vms.js';
 import { Discovery, VM_NAME, discoverySpecs, nameInFolder } from './discovery.js';
 import { admissibleEndpoint, canonicalSocketPath, endpointKey, type RegistryConfig } from './endpoints.js';
 import { SortedNames } from './sorted-names.js';
+import type { VmRecord, VmRecordStore } from './types.js';
 
 export { socketRootsOf } from './endpoints.js';
 
-export type VmSource = 'config' | 'directory' | 'api';
-
-export interface VmRecord {
-  name: string;
-  endpoint: Endpoint;
-  source: VmSource;
-  labels?: Record<string, string>;
-  /** this VM's idle release of its agent socket (overrides agent.idleReleaseMs) */
-  idleReleaseMs?: number;
-}
-
-/** What the registry needs from the store for API-registered VMs. */
-export interface VmRecordStore {
-  /** false when a VM of that name already exists */
-  putVm(rec: { name: string; endpoint: Endpoint; labels?: Record<string, string> }): Promise<boolean>;
-  getVm(name: string): Promise<{ name: string; endpoint: Endpoint; labels?: Record<string, string> } | undefined>;
-  deleteVm(name: string): Promise<boolean>;
-  listVms(): Promise<Array<{ name: string; endpoint: Endpoint; labels?: Record<string, string> }>>;
-}
+export type { VmRecord, VmRecordStore, VmSource } from './types.js';
 
 /** What the caller may see, handed in by the layer that knows the caller. */
 export interface RegistrationView {

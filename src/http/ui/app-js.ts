@@ -1,0 +1,208 @@
+/**
+ * The fleet page's script, served as /ui/app.js (the page's Content-Security-Policy allows no
+ * inline script). Plain ES5 in a string: no build step. It keeps the token the operator enters in
+ * the tab's session storage and calls the API with it (so the token's scopes and VM globs apply),
+ * builds every table cell with textContent (never HTML from data), and refreshes every 5 s; the
+ * freeze countdowns tick every second. A 401 forgets the token and asks again.
+ */
+export const APP_JS = String.raw`'use strict';
+(function () {
+  var KEY = 'qga-gateway-token';
+  var REFRESH_MS = 5000;
+  var MAX_PAGES = 10;
+  var MAX_ERRORS = 20;
+  var state = { vms: [], freezes: [], errors: [], timer: null, tick: null, loading: false };
+
+  function $(id) { return document.getElementById(id); }
+  var memToken = null;
+  function token() { try { return sessionStorage.getItem(KEY) || memToken; } catch (e) { return memToken; } }
+  function forget() { memToken = null; try { sessionStorage.removeItem(KEY); } catch (e) { /* storage disabled */ } }
+
+  function el(tag, text, cls) {
+    var e = document.createElement(tag);
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    if (cls) e.className = cls;
+    return e;
+  }
+
+  function row(cells, attrs) {
+    var tr = document.createElement('tr');
+    Object.keys(attrs || {}).forEach(function (k) { tr.setAttribute(k, attrs[k]); });
+    cells.forEach(function (c) {
+      var td = document.createElement('td');
+      if (c instanceof Node) td.appendChild(c); else if (c !== undefined && c !== null) td.textContent = String(c);
+      tr.appendChild(td);
+    });
+    return tr;
+  }
+
+  function fill(tableId, rows, empty, columns) {
+    var body = $(tableId).tBodies[0];
+    while (body.firstChild) body.removeChild(body.firstChild);
+    if (rows.length === 0) {
+      var tr = document.createElement('tr');
+      var td = el('td', empty, 'empty');
+      td.colSpan = columns;
+      tr.appendChild(td);
+      body.appendChild(tr);
+      return;
+    }
+    rows.forEach(function (r) { body.appendChild(r); });
+  }
+
+  function noteError(where, what) {
+    state.errors.unshift({ at: new Date(), where: where, what: what });
+    if (state.errors.length > MAX_ERRORS) state.errors.length = MAX_ERRORS;
+  }
+
+  function showLogin(message) {
+    stop();
+    $('fleet').hidden = true;
+    $('logout').hidden = true;
+    $('login').hidden = false;
+    $('login-error').textContent = message || '';
+    $('status').textContent = '';
+    $('token').focus();
+  }
+
+  function stop() {
+    if (state.timer) clearTimeout(state.timer);
+    if (state.tick) clearInterval(state.tick);
+    state.timer = null;
+    state.tick = null;
+  }
+
+  function api(path) {
+    return fetch(path, { headers: { authorization: 'Bearer ' + token(), accept: 'application/json' }, cache: 'no-store', credentials: 'omit' }).then(function (r) {
+      return r.json().catch(function () { return {}; }).then(function (body) {
+        if (r.ok) return body;
+        var err = new Error((body && body.detail) || ('HTTP ' + r.status));
+        err.status = r.status;
+        err.code = body && body.code;
+        throw err;
+      });
+    });
+  }
+
+  function loadVms() {
+    var items = [];
+    function next(cursor, n) {
+      return api('/v1/vms?limit=1000' + (cursor ? '&cursor=' + encodeURIComponent(cursor) : '')).then(function (page) {
+        items = items.concat(page.items || []);
+        if (page.next && n + 1 < MAX_PAGES) return next(page.next, n + 1);
+        return items;
+      });
+    }
+    return next(null, 0);
+  }
+
+  function refresh() {
+    if (!token() || state.loading) return;
+    state.loading = true;
+    var failed = false;
+    var vms = loadVms().then(function (v) { state.vms = v; }, function (e) { failed = true; return onError('GET /v1/vms', e); });
+    var freezes = api('/v1/freezes').then(function (f) { state.freezes = f.freezes || []; }, function (e) { failed = true; return onError('GET /v1/freezes', e); });
+    Promise.all([vms, freezes]).then(function () {
+      state.loading = false;
+      if (!token()) return;
+      render();
+      $('status').textContent = (failed ? 'partly refreshed ' : 'refreshed ') + new Date().toLocaleTimeString();
+      state.timer = setTimeout(refresh, REFRESH_MS);
+    });
+  }
+
+  function onError(where, e) {
+    if (e.status === 401) {
+      forget();
+      showLogin('The gateway did not accept this token (401).');
+      return;
+    }
+    noteError(where, (e.code ? e.code + ': ' : '') + e.message);
+  }
+
+  function iso(t) { return t ? new Date(t).toLocaleString() : ''; }
+
+  function countdown(expiresAt) {
+    var left = Math.round((Date.parse(expiresAt) - Date.now()) / 1000);
+    if (isNaN(left)) return '';
+    if (left <= 0) return 'thawing (deadline passed)';
+    var m = Math.floor(left / 60);
+    var s = left % 60;
+    return (m > 0 ? m + 'm ' : '') + s + 's';
+  }
+
+  function tickCountdowns() {
+    var cells = document.querySelectorAll('#freezes td.countdown');
+    for (var i = 0; i < cells.length; i++) cells[i].textContent = countdown(cells[i].getAttribute('data-expires'));
+  }
+
+  function labels(l) {
+    var span = document.createElement('span');
+    Object.keys(l || {}).sort().forEach(function (k) { span.appendChild(el('span', k + '=' + l[k], 'label')); });
+    return span;
+  }
+
+  function render() {
+    $('login').hidden = true;
+    $('fleet').hidden = false;
+    $('logout').hidden = false;
+
+    var frozenRows = state.freezes.map(function (f) {
+      var tr = row([f.vm || ('group ' + f.group), (f.vms || []).join(', '), f.owner, iso(f.frozenAt), f.expiresAt ? iso(f.expiresAt) : '(none: frozen outside the gateway)', null],
+        { 'data-freeze': f.vm || f.group, 'data-owner': f.owner });
+      var cd = tr.lastChild;
+      cd.className = 'countdown';
+      if (f.expiresAt) { cd.setAttribute('data-expires', f.expiresAt); cd.textContent = countdown(f.expiresAt); }
+      if (f.expired) tr.className = 'expired';
+      return tr;
+    });
+    fill('freezes', frozenRows, 'No VM is frozen.', 6);
+    $('freezes-count').textContent = '(' + state.freezes.length + ')';
+
+    var vmRows = state.vms.map(function (v) {
+      var a = v.agent || { state: 'unknown' };
+      var frozen = v.frozen ? ('yes' + (v.freeze && v.freeze.owner ? ' (' + v.freeze.owner + ')' : '')) : 'no';
+      var tr = row([v.name, el('span', a.state, 'state-' + a.state), iso(a.since), frozen, v.channel ? v.channel.state : '', labels(v.labels), a.lastError || ''],
+        { 'data-vm': v.name, 'data-agent': a.state });
+      return tr;
+    });
+    fill('vms', vmRows, 'No VM is visible to this token.', 7);
+    $('vms-count').textContent = '(' + state.vms.length + ')';
+
+    var errs = state.errors.map(function (e) { return row([e.at.toLocaleTimeString(), e.where, e.what], { 'data-error': e.where }); });
+    state.vms.forEach(function (v) {
+      if (v.agent && v.agent.lastError) errs.push(row([iso(v.agent.since), 'VM ' + v.name, v.agent.lastError], { 'data-error': v.name }));
+    });
+    fill('errors', errs, 'No recent errors.', 3);
+
+    if (!state.tick) state.tick = setInterval(tickCountdowns, 1000);
+  }
+
+  function start() {
+    stop();
+    $('login').hidden = true;
+    $('status').textContent = 'loading…';
+    refresh();
+  }
+
+  document.addEventListener('DOMContentLoaded', function () {
+    $('login').addEventListener('submit', function (ev) {
+      ev.preventDefault();
+      var t = $('token').value.trim();
+      if (!t) return;
+      memToken = t;
+      try { sessionStorage.setItem(KEY, t); } catch (e) { /* storage disabled: the token lives in this page only */ }
+      $('token').value = '';
+      start();
+    });
+    $('logout').addEventListener('click', function () {
+      forget();
+      state.vms = [];
+      state.freezes = [];
+      state.errors = [];
+      showLogin('');
+    });
+    if (token()) start(); else showLogin('');
+  });
+})();
+`;
