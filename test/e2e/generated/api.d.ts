@@ -58,6 +58,57 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/ui": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The read-only fleet page (HTML shell; it asks for a token and reads the API with it) */
+        get: operations["fleetPage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/ui/app.js": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The fleet page's script */
+        get: operations["fleetPageScript"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/ui/app.css": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The fleet page's style sheet */
+        get: operations["fleetPageStyle"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/vms": {
         parameters: {
             query?: never;
@@ -76,6 +127,26 @@ export interface paths {
          * @description An endpoint belongs to one VM: a unix socket (compared by its real path) or host:port another VM holds is refused with 409 ENDPOINT_IN_USE, or with 403 REGISTRATION_DENIED when the caller may not see that VM. A unix socket must resolve, symlinks followed, inside registry.allowedSocketRoots; a TCP endpoint must be listed in registry.allowedTcpEndpoints. Every refusal that involves the endpoint is the same 403 REGISTRATION_DENIED, which says nothing about whether the path exists or the port listens. A token limited by VM globs registers only names inside them. The socket is stored by its real path.
          */
         post: operations["registerVm"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/vms/{vm}/wait": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Wait until the agent answers or the guest has an IP address (long poll)
+         * @description Answers 200 as soon as the agent answers a sync (`for=agent`) or the guest reports an address that passes `family`, `scope` and `exclude` (`for=ip`; interfaces are read at most once a second, so within a second of it appearing). After `timeout` seconds (at most agent.waitMaxSeconds) the answer is 408 WAIT_TIMEOUT, whose `state` holds what was last seen: the agent state and, for ip, the addresses the guest reported. Closing the connection ends the wait.
+         */
+        get: operations["waitForVm"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -655,7 +726,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** A guest user's ~/.ssh/authorized_keys (Unix guests) */
+        /**
+         * A guest user's ~/.ssh/authorized_keys (Unix guests)
+         * @description A user without an authorized_keys file has no keys: 200 with an empty list (the agent reports a missing file as an error).
+         */
         get: operations["getSshAuthorizedKeys"];
         put?: never;
         /** Append public keys to a guest user's authorized_keys, or replace them all with reset (admin) */
@@ -913,7 +987,10 @@ export interface components {
             arg?: string[];
             /** @description environment variables to pass to executable (NAME=value) */
             env?: string[];
-            /** @description data to be passed to process stdin (base64 encoded). Not together with inputText. */
+            /**
+             * Format: byte
+             * @description data to be passed to process stdin (base64 encoded). Not together with inputText.
+             */
             "input-data"?: string;
             /** @description stdin as text (sent as its UTF-8 bytes); the gateway base64-encodes it. Not together with input-data. */
             inputText?: string;
@@ -950,15 +1027,23 @@ export interface components {
              */
             collectedAt?: string;
         };
-        /** ExecStarted */
+        /**
+         * ExecStarted
+         * @description The process runs (or ran) in the guest: poll GET /v1/vms/{vm}/exec/{pid} (the Location header) for its status
+         */
         ExecStarted: {
             /** @description pid of child process in guest OS; poll GET /v1/vms/{vm}/exec/{pid} */
             pid: number;
+            /** @description false when `wait` ran out with the process still running (its status was read); absent when the request had no `wait` */
+            exited?: boolean;
         };
         /** FileHandleList */
         FileHandleList: {
             handles: components["schemas"]["TrackedFileHandle"][];
         };
+        FleetPageResponse: string;
+        FleetPageScriptResponse: string;
+        FleetPageStyleResponse: string;
         /** FreezeEntry */
         FreezeEntry: {
             /** @description the VM, for a single-VM freeze */
@@ -971,8 +1056,8 @@ export interface components {
             owner: string;
             /** @description shown to the lease owner and to admin callers only */
             leaseId?: string;
-            /** @description freezing: the freeze command is under way */
-            state: "freezing" | "frozen";
+            /** @description freezing: the freeze command is under way; unknown: its outcome was lost (held until the deadline or the owner thaws) */
+            state: "freezing" | "frozen" | "unknown";
             /**
              * Format: date-time
              * @description when the lease was taken; for an external freeze, when the gateway first saw the VM frozen
@@ -1026,8 +1111,8 @@ export interface components {
             owner: string;
             /** @description shown to the lease owner and to admin callers only */
             leaseId?: string;
-            /** @description freezing: the freeze command is under way */
-            state: "freezing" | "frozen";
+            /** @description freezing: the freeze command is under way; unknown: its outcome was lost (held until the deadline or the owner thaws) */
+            state: "freezing" | "frozen" | "unknown";
             /**
              * Format: date-time
              * @description when the lease was taken; for an external freeze, when the gateway first saw the VM frozen
@@ -1070,6 +1155,7 @@ export interface components {
         };
         /** FreezeGroupRequest */
         FreezeGroupRequest: {
+            /** @description at most freeze.maxGroupVms (default 64) VMs */
             vms: string[];
             /** @description lease length in seconds; default freeze.defaultTtlSeconds, at most freeze.maxTtlSeconds. There is no "never". */
             ttlSeconds?: number;
@@ -1858,8 +1944,11 @@ export interface components {
         OpenFileRequest: {
             /** @description Full path to the file in the guest */
             path: string;
-            /** @description open mode, as per fopen(), "r" is the default */
-            mode?: string;
+            /**
+             * @description open mode, as per fopen(), "r" is the default
+             * @enum {string}
+             */
+            mode?: "r" | "rb" | "w" | "wb" | "a" | "ab" | "r+" | "rb+" | "r+b" | "w+" | "wb+" | "w+b" | "a+" | "ab+" | "a+b";
         };
         /** OpenedHandle */
         OpenedHandle: {
@@ -1891,7 +1980,7 @@ export interface components {
              * @description Stable machine-readable error code (see API.md)
              * @enum {string}
              */
-            code: "VALIDATION_FAILED" | "UNAUTHENTICATED" | "ORIGIN_FORBIDDEN" | "FORBIDDEN" | "COMMAND_DISABLED" | "REGISTRATION_DENIED" | "VM_NOT_FOUND" | "NOT_FOUND" | "METHOD_NOT_ALLOWED" | "LEASE_CONFLICT" | "LEASE_EXPIRED" | "VM_FROZEN" | "USE_FREEZE_API" | "VM_EXISTS" | "ENDPOINT_IN_USE" | "PAYLOAD_TOO_LARGE" | "URI_TOO_LONG" | "UNSUPPORTED_MEDIA_TYPE" | "RANGE_NOT_SATISFIABLE" | "MISDIRECTED_REQUEST" | "AGENT_ERROR" | "NOTHING_FROZEN" | "QUEUE_FULL" | "RATE_LIMITED" | "HEADERS_TOO_LARGE" | "INTERNAL" | "COMMAND_NOT_SUPPORTED" | "AGENT_PROTOCOL_ERROR" | "REPLY_TOO_LARGE" | "AGENT_UNAVAILABLE" | "STORE_UNAVAILABLE" | "SHUTTING_DOWN" | "AGENT_TIMEOUT";
+            code: "VALIDATION_FAILED" | "UNAUTHENTICATED" | "ORIGIN_FORBIDDEN" | "FORBIDDEN" | "COMMAND_DISABLED" | "REGISTRATION_DENIED" | "VM_NOT_FOUND" | "NOT_FOUND" | "METHOD_NOT_ALLOWED" | "WAIT_TIMEOUT" | "LEASE_CONFLICT" | "LEASE_EXPIRED" | "VM_FROZEN" | "USE_FREEZE_API" | "VM_EXISTS" | "ENDPOINT_IN_USE" | "PAYLOAD_TOO_LARGE" | "URI_TOO_LONG" | "UNSUPPORTED_MEDIA_TYPE" | "RANGE_NOT_SATISFIABLE" | "MISDIRECTED_REQUEST" | "AGENT_ERROR" | "NOTHING_FROZEN" | "QUEUE_FULL" | "RATE_LIMITED" | "HEADERS_TOO_LARGE" | "INTERNAL" | "COMMAND_NOT_SUPPORTED" | "AGENT_PROTOCOL_ERROR" | "REPLY_TOO_LARGE" | "AGENT_UNAVAILABLE" | "STORE_UNAVAILABLE" | "SHUTTING_DOWN" | "AGENT_TIMEOUT";
             instance?: string;
             vm?: string;
             command?: string;
@@ -1962,7 +2051,10 @@ export interface components {
         };
         /** SeekFileRequest */
         SeekFileRequest: {
-            /** @description bytes to skip over in the file stream */
+            /**
+             * Format: int64
+             * @description bytes to skip over in the file stream
+             */
             offset: number;
             /** @description Symbolic name (set, cur, end; preferred) or the historical integer (0, 1, 2) */
             whence: number | ("set" | "cur" | "end");
@@ -2194,9 +2286,37 @@ export interface components {
             /** @description the commands the agent has enabled (from its guest-info, re-read on every new connection); absent until known */
             capabilities?: string[];
         };
+        /**
+         * VmWaitResult
+         * @description What was waited for has happened
+         */
+        VmWaitResult: {
+            /** @enum {string} */
+            for: "agent" | "ip";
+            agent: components["schemas"]["AgentStatus"];
+            /** @description for=ip: every address that passes the filter */
+            addresses?: components["schemas"]["WaitAddress"][];
+            /** @description how long the gateway waited */
+            waitedMs: number;
+        };
+        /**
+         * WaitAddress
+         * @description An address the guest reported, with its interface
+         */
+        WaitAddress: {
+            /** @description the interface name in the guest */
+            interface: string;
+            "ip-address": string;
+            /** @description ipv4 or ipv6 */
+            "ip-address-type": string;
+            prefix?: number;
+        };
         /** WriteFileRequest */
         WriteFileRequest: {
-            /** @description base64-encoded string representing data to be written */
+            /**
+             * Format: byte
+             * @description base64-encoded string representing data to be written
+             */
             "buf-b64": string;
             /** @description bytes to write (actual bytes, after base64-decode), default is all content in buf-b64 buffer after base64 decoding */
             count?: number;
@@ -2356,6 +2476,201 @@ export interface operations {
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    fleetPage: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The read-only fleet page (HTML shell; it asks for a token and reads the API with it) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": components["schemas"]["FleetPageResponse"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    fleetPageScript: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The fleet page's script */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/javascript": components["schemas"]["FleetPageScriptResponse"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    fleetPageStyle: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The fleet page's style sheet */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/css": components["schemas"]["FleetPageStyleResponse"];
                 };
             };
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
@@ -2622,6 +2937,178 @@ export interface operations {
             };
             /** @description `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    waitForVm: {
+        parameters: {
+            query: {
+                /** @description agent: until the agent answers a sync; ip: until the guest reports an address that passes the filter */
+                for: "agent" | "ip";
+                /** @description seconds to wait at most (the gateway caps it at agent.waitMaxSeconds, default 300) */
+                timeout: number;
+                /** @description for=ip: only addresses of this family */
+                family?: "ipv4" | "ipv6";
+                /** @description for=ip: global = no loopback, link-local or unspecified address */
+                scope?: "global";
+                /** @description for=ip: comma-separated interface-name globs to ignore (`docker*,veth*`; `*` any run, `?` one character) */
+                exclude?: string;
+            };
+            header?: never;
+            path: {
+                /**
+                 * @description VM name as registered
+                 * @example web-01
+                 */
+                vm: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description What was waited for has happened */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VmWaitResult"];
+                };
+            };
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `WAIT_TIMEOUT`: `GET /v1/vms/{vm}/wait` ended before what it waited for happened (`state` says what was last seen) */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
+            501: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
+            504: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8827,7 +9314,7 @@ export interface operations {
                     "application/json": components["schemas"]["ExecResult"];
                 };
             };
-            /** @description Run a program in the guest; with `wait`, return its exit status and output */
+            /** @description The process runs (or ran) in the guest: poll GET /v1/vms/{vm}/exec/{pid} (the Location header) for its status */
             202: {
                 headers: {
                     [name: string]: unknown;
