@@ -6,6 +6,7 @@
 import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { CORE_SCHEMA, load as loadYamlFast } from 'js-yaml';
 import { parse as parseYaml } from 'yaml';
 import { Settings } from 'typebox/system';
 import { Value } from 'typebox/value';
@@ -270,6 +271,19 @@ export function loadConfig(file: string | undefined, env: Env = process.env): Co
   return withStateFile(loadRaw(file, env), env);
 }
 
+/**
+ * js-yaml (YAML 1.2 core schema: no timestamps, merge keys or binary) is about ten times faster
+ * than the yaml package on a config listing 10,000 VMs (0.3 s against 2.6 s; issue 14 start-up);
+ * a document it refuses is parsed again by the yaml package, whose error message is reported.
+ */
+function parseYamlFile(text: string): unknown {
+  try {
+    return loadYamlFast(text, { schema: CORE_SCHEMA });
+  } catch {
+    return parseYaml(text);
+  }
+}
+
 function loadRaw(file: string | undefined, env: Env): Config {
   if (!file) return buildConfig({}, env, 'defaults + environment');
   let text: string;
@@ -280,7 +294,7 @@ function loadRaw(file: string | undefined, env: Env): Config {
   }
   let doc: unknown;
   try {
-    doc = parseYaml(text);
+    doc = parseYamlFile(text);
   } catch (e) {
     throw new ConfigError([`YAML syntax: ${errorMessage(e)}`], file);
   }

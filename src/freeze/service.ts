@@ -88,6 +88,8 @@ export class FreezeService {
    */
   async stop(): Promise<void> {
     await this.sweeper.stop();
+    // no local timer may start a thaw of its own beside the shutdown's (one in flight is shared)
+    this.engine.stop();
     const handover = this.store.kind === 'redis' && this.settings.handoverOnShutdown === true;
     if (!handover) {
       const sessions = await this.store.listSessions().catch(() => []);
@@ -97,7 +99,6 @@ export class FreezeService {
         await this.engine.thawSession(s, 'shutdown').catch((e: unknown) => this.logger.error({ err: e, session: s.session }, 'thaw at shutdown failed'));
       }
     }
-    this.engine.stop();
   }
 
   async freeze(vm: string, body: { mountpoints?: string[]; ttlSeconds?: number }, caller: Caller, idempotencyKey?: string): Promise<FreezeResponse> {

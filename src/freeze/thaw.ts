@@ -124,7 +124,18 @@ export class ThawEngine {
         const o = await prev.outcome.catch((e: unknown) => failed(vm, e));
         if (o.status === 'thawed') {
           this.logger.info({ vm, session: lease.session, trigger }, 'rollback: the thaw already sent after the freeze undid it, none sent again');
-          return o;
+          return { ...o, shared: true };
+        }
+      }
+    } else {
+      // a thaw of this VM under this lease is in flight in this process already (the local timer
+      // and a shutdown, a caller and the sweeper): it undoes the same freeze, so use it
+      const prev = this.thaws.get(key);
+      if (prev && prev.settledSeq === undefined) {
+        const o = await prev.outcome.catch((e: unknown) => failed(vm, e));
+        if (o.status === 'thawed') {
+          this.logger.info({ vm, session: lease.session, trigger }, 'a thaw of this lease was already on its way: none sent again');
+          return { ...o, shared: true };
         }
       }
     }
@@ -212,7 +223,8 @@ export class ThawEngine {
     // a deadline thaw (timer, sweep, reconciliation, or a retry of one): audited and counted
     const auto = endedByOf(origin) === 'deadline';
     for (const o of outcomes) {
-      if (o.status === 'thawed') {
+      // a thaw another path sent (shared) was logged, audited and counted by that path
+      if (o.status === 'thawed' && !o.shared) {
         this.logger.info({ vm: o.vm, session: lease.session, trigger, thawed: o.report.thawed }, 'thawed');
         if (auto) {
           this.audit?.record(

@@ -115,7 +115,8 @@ export type ThawReason = (typeof THAW_REASONS)[number];
 
 /** Per-VM result when a thaw was not (or could not be) sent. */
 export type VmThawOutcome =
-  | { vm: string; status: 'thawed'; report: VmThawReport }
+  /** shared: the thaw another path of this process sent for the same lease (none sent again) */
+  | { vm: string; status: 'thawed'; report: VmThawReport; shared?: boolean }
   | { vm: string; status: 'skipped'; why: 'ended' | 'superseded' | 'renewed' }
   | { vm: string; status: 'failed'; error: GatewayError };
 

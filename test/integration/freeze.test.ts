@@ -196,6 +196,29 @@ describe('the local auto-thaw timer around the expiry instant (issue 13 flake)',
   });
 });
 
+describe('one thaw per freeze within a process', () => {
+  it('two paths thawing the same lease at once (a caller and a shutdown) send one thaw; the other uses it', async () => {
+    const fleet = await simFleet(['vm1']);
+    const g = await rig(fleet, { freeze: { sweepIntervalMs: 60_000 } });
+    try {
+      // the thaw takes 300 ms in the guest, so the two overlap
+      fleet.vm.vm1.setFault({ command: 'guest-fsfreeze-thaw', kind: 'delay', ms: 300, times: 1 });
+      const lease = await g.freeze.freeze('vm1', { ttlSeconds: 60 }, BACKUP);
+      const held = await g.services.store.getSession('vm:vm1');
+      if (!held) throw new Error('no session');
+      const [a, b] = await Promise.all([g.freeze.thaw('vm1', { leaseId: lease.leaseId }, BACKUP), g.freeze.engine.thawSession(held, 'shutdown')]);
+      expect(a).toMatchObject({ vm: 'vm1', thawed: lease.frozen, consistent: true });
+      // whichever went first sent the thaw; the other found it in flight and used it
+      expect(b.outcomes).toEqual([expect.objectContaining({ vm: 'vm1', status: 'thawed' })]);
+      expect(agentCommands(fleet.vm.vm1).filter((c) => c === 'guest-fsfreeze-thaw')).toHaveLength(1);
+      expect(fleet.vm.vm1.state.frozen).toBe(false);
+    } finally {
+      await g.close();
+      await fleet.close();
+    }
+  });
+});
+
 describe('a VM deregistered while frozen', () => {
   it('its lease is dropped at expiry instead of being retried forever', async () => {
     const fleet = await simFleet(['dyn']);
