@@ -255,9 +255,24 @@ describe('freezes nobody owns', () => {
     // not before externalThawAfterMs after it was noticed, and soon after that
     expect(thawMs).toBeGreaterThanOrEqual(600);
     expect(thawMs).toBeLessThan(noticedMs + 600 + 1000);
-    const audits = logs.filter((l) => l.audit === true && l.action === 'external-thaw' && l.vm === vm);
-    expect(audits.map((a) => a.outcome ?? 'start')).toEqual(['start', 'thawed']);
+    const audits = (): JsonObject[] => logs.filter((l) => l.audit === true && l.action === 'external-thaw' && l.vm === vm);
+    await waitFor('audit of the outcome', () => audits().length >= 2, 2000);
+    expect(audits().map((a) => a.outcome ?? 'start')).toEqual(['start', 'thawed']);
     await waitFor('external cleared', () => !gw(app).agent.externalFreezes().some((f) => f.vm === vm), 2000);
+  });
+});
+
+describe('fleet metrics', () => {
+  it('metrics.perVmLabels false: one count per gauge, no vm label', async () => {
+    const { app, sim, vm } = await setup({ config: { metrics: { perVmLabels: false } } });
+    expect((await app.inject({ method: 'GET', url: `/v1/vms/${vm}/ping` })).statusCode).toBe(200);
+    await sim.kill();
+    await expectProblem(app, { method: 'GET', url: `/v1/vms/${vm}/ping` }, 503, 'AGENT_UNAVAILABLE');
+    const text = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+    expect(text).toMatch(/^qga_agent_up 0$/m);
+    expect(text).toMatch(/^qga_agent_down 1$/m);
+    expect(text).toMatch(/^qga_vm_frozen 0$/m);
+    expect(text).not.toContain(`vm="${vm}"`);
   });
 });
 
@@ -279,5 +294,20 @@ describe('sharing the socket', () => {
     expect(ms).toBeGreaterThanOrEqual(IDLE - 100);
     expect(ms).toBeLessThan(IDLE + 400);
     expect(gw(app).pool.peek(vm)?.state).toBe('idle');
+  });
+
+  it('POST /v1/vms takes idleReleaseMs for that VM: its channel lets the socket go after that long', async () => {
+    const { app, sim: base } = await setup({ config: { registry: { allowApiRegistration: true, allowedSocketRoots: [fleet.dir] } } });
+    const name = `api${++seq}`;
+    const sim = await fleet.add({ name });
+    const r = await app.inject({ method: 'POST', url: '/v1/vms', payload: { name, endpoint: sim.endpoint, idleReleaseMs: 250 } });
+    expect(r.statusCode).toBe(201);
+    expect((await app.inject({ method: 'GET', url: `/v1/vms/${name}/ping` })).statusCode).toBe(200);
+    const t0 = performance.now();
+    await waitFor('released', () => gw(app).pool.peek(name)?.state === 'idle', 2000);
+    const ms = performance.now() - t0;
+    expect(ms).toBeGreaterThanOrEqual(150);
+    expect(ms).toBeLessThan(650);
+    expect(base.name).not.toBe(name);
   });
 });
