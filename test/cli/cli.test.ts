@@ -53,12 +53,8 @@ function cli(args: string[], opts: { env?: Record<string, string>; uid?: number;
   });
 }
 
-/**
- * stderr's own lines: Node's process warnings (`(node:PID) …`, emitted by dependencies) are not the
- * CLI's and are left out
- */
-const ownLines = (stderr: string): string[] =>
-  stderr.split('\n').filter((l) => l.length > 0 && !/^\(node:\d+\) /.test(l) && !l.startsWith('(Use `node --trace-warnings'));
+/** stderr's lines, all of them: a process warning from a dependency counts too (the user sees it) */
+const ownLines = (stderr: string): string[] => stderr.split('\n').filter((l) => l.length > 0);
 
 function expectOneLine(r: Result, code: number, re: RegExp): void {
   const lines = ownLines(r.stderr);
