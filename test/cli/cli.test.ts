@@ -7,7 +7,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash, X509Certificate } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
@@ -115,6 +115,14 @@ describe('qga-gateway command line', { timeout: 60_000 }, () => {
     // root may bind port 80: the gateway then runs as nobody (65534), as an unprivileged user would
     const r = await cli(['serve'], { env: { PORT: '80', QGA_GATEWAY_STATE_DIR: path.join(os.tmpdir(), `qga-cli-nobody-${process.pid}`) }, ...(asRoot ? { uid: 65534 } : {}) });
     expectOneLine(r, 1, /^qga-gateway: cannot listen on 127\.0\.0\.1:80: permission denied \(EACCES\); ports below 1024 need root or CAP_NET_BIND_SERVICE$/);
+    if (asRoot) {
+      // a configuration file the user may not read: a configuration error (exit 2), one line
+      const secret = file('root-only.yaml', 'server: { port: 8080 }\n');
+      chmodSync(secret, 0o600);
+      chmodSync(DIR, 0o755);
+      const denied = await cli(['serve', '--config', secret], { uid: 65534 });
+      expectOneLine(denied, 2, /cannot read .*root-only\.yaml: EACCES: permission denied/);
+    }
   });
 
   it('--help and --version', async () => {
