@@ -183,6 +183,10 @@ export class AgentService implements AgentCaller {
       return false;
     }
     const held = ch.holdsSocket;
+    // on a socket already held, re-read guest-info too: an agent restarted behind a virtio-serial
+    // socket (the host side never sees it) may run with other commands enabled (not while frozen:
+    // a frozen agent lists most commands as disabled)
+    if (held && !this.frozen.has(vm)) ch.invalidateInfo();
     try {
       await ch.sync({ timeoutMs: this.pool.syncTimeoutMs + 1000, ...opts });
       if (this.frozenStatusReadable(vm)) {

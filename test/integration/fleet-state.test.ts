@@ -217,6 +217,28 @@ describe('agent state per VM', () => {
   });
 });
 
+describe('capabilities', () => {
+  it('come from guest-info and follow an agent restarted with other commands disabled; the probe re-reads them on a held socket', async () => {
+    const { app, sim, vm } = await setup();
+    expect((await app.inject({ method: 'GET', url: `/v1/vms/${vm}/ping` })).statusCode).toBe(200);
+    expect(gw(app).agent.fleetState(vm).capabilities).toContain('guest-exec');
+    const socketPath = (sim.endpoint as { path: string }).path;
+    await sim.close();
+    const restarted = await fleet.add({ name: `${vm}-again`, socketPath, disabled: ['guest-exec'] });
+    // the connection dropped with the old agent: the next call connects again and re-reads guest-info
+    expect((await app.inject({ method: 'GET', url: `/v1/vms/${vm}/ping` })).statusCode).toBe(200);
+    const caps = gw(app).agent.fleetState(vm).capabilities ?? [];
+    expect(caps).not.toContain('guest-exec');
+    expect(caps).toContain('guest-exec-status');
+    const listed = body(await app.inject({ method: 'GET', url: `/v1/vms?capability=guest-exec` }));
+    expect((listed.items as JsonObject[]).map((i) => i.name)).not.toContain(vm);
+    // the probe on the socket the channel holds re-reads guest-info as well
+    const infos = restarted.stats.commandLog.filter((e) => e.command === 'guest-info').length;
+    expect(await gw(app).agent.probe(vm)).toBe(true);
+    expect(restarted.stats.commandLog.filter((e) => e.command === 'guest-info').length).toBe(infos + 1);
+  });
+});
+
 describe('freezes nobody owns', () => {
   it('a status read notices a VM frozen outside the gateway: frozen with owner "external", counted, warned once, cleared by a thaw', async () => {
     const { app, vm, logs } = await setup({ frozen: true });
