@@ -133,7 +133,8 @@ async function measure(target: string, ep: Endpoint, rounds: number, ms: number)
   const res: Result = { target, raw: [], connection: [], channel: [] };
   const clients = [
     () => rawRound(ep, ms).then((x) => res.raw.push(x)),
-    () => connectionRound(ep, ms).then((x) => res.connection.push(x)),
+    // the wire layer alone is a diagnostic: BENCH_CHANNEL_WIRE=0 (npm run bench) leaves it out
+    ...(process.env.BENCH_CHANNEL_WIRE === '0' ? [] : [() => connectionRound(ep, ms).then((x) => res.connection.push(x))]),
     () => channelRound(ep, ms).then((x) => res.channel.push(x)),
   ];
   for (let r = 0; r < rounds; r++) {
@@ -172,6 +173,7 @@ export default async function channelBench(): Promise<BenchSection> {
   for (const r of results) {
     const clients = [['raw socket loop', r.raw], ['AgentConnection (wire layer only)', r.connection], ['Channel', r.channel]] as const;
     for (const [client, rs] of clients) {
+      if (rs.length === 0) continue;
       const lat = pooled(rs);
       rows.push([
         r.target,
@@ -194,12 +196,14 @@ export default async function channelBench(): Promise<BenchSection> {
     summary.push(
       `- **${r.target}**: Channel / raw = **${fmtRatio(median(ratios))}** (rounds: ${ratios.map(fmtRatio).join(', ')}); ` +
         `the Channel adds ≈ ${extraUs.toFixed(0)} µs per round trip (p50 ${fmtMs(pooled(r.channel).quantile(0.5))} vs ${fmtMs(pooled(r.raw).quantile(0.5))}); ` +
-        `client CPU per ping Channel / raw = ${fmtRatio(cpuRatio)} (raw ${cpu(r.raw).toFixed(0)} µs, + wire layer ` +
-        `${(cpu(r.connection) - cpu(r.raw)).toFixed(0)} µs, + queue/state machine/events ${(cpu(r.channel) - cpu(r.connection)).toFixed(0)} µs).`,
+        `client CPU per ping Channel / raw = ${fmtRatio(cpuRatio)} (raw ${cpu(r.raw).toFixed(1)} µs, Channel ${cpu(r.channel).toFixed(1)} µs` +
+        (r.connection.length
+          ? `; + wire layer ${(cpu(r.connection) - cpu(r.raw)).toFixed(0)} µs, + queue/state machine/events ${(cpu(r.channel) - cpu(r.connection)).toFixed(0)} µs).`
+          : ').'),
     );
   }
   const markdown = [
-    `guest-ping, one at a time on one connection, ${rounds} rounds of ${ms} ms per client and agent (the three clients ` +
+    `guest-ping, one at a time on one connection, ${rounds} rounds of ${ms} ms per client and agent (the clients ` +
       `take turns, ${WARMUP} warm-up pings each, connect + sync not timed). The raw loop writes \`{"execute":"guest-ping"}\\n\` ` +
       `and waits for one reply line. AgentConnection (src/qga/connection.ts) is the Channel's wire layer on its own: line ` +
       `decoder, lossless JSON parse, reply pairing. The Channel adds its queue, deadline bookkeeping, abort signal, request id, ` +

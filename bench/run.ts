@@ -57,6 +57,7 @@ async function main(): Promise<void> {
   const setDefault = (k: string, v: string) => (process.env[k] ??= v);
   setDefault('BENCH_CHANNEL_ROUNDS', String(rounds));
   setDefault('BENCH_CHANNEL_MS', String(ms));
+  setDefault('BENCH_CHANNEL_WIRE', '0');
   setDefault('BENCH_FILES_ROUNDS', String(rounds));
   setDefault('BENCH_FILES_MB', smoke ? '1' : quick ? '4' : '32');
   setDefault('BENCH_FILES_VM', quick ? '0' : (process.env.BENCH_FILES_VM ?? '1'));

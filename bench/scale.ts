@@ -128,7 +128,7 @@ export async function scaleSection(vms: Array<{ name: string; endpoint: Endpoint
   }
   lines.push(
     `${vms.length} simulated VMs (simulator child process), gateway process with shipped defaults (agent.maxOpen 1000). ` +
-      `Start-up (spawn of node + tsx → first 200 from /healthz), ${opts.rounds} starts: ${starts.map((s) => fmtMs(s)).join(', ')}. ` +
+      `Start-up (spawn of node on the transpiled src/server.js → first 200 from /healthz), ${opts.rounds} starts: ${starts.map((s) => fmtMs(s)).join(', ')}. ` +
       `Opening ${opts.channels} channels (one ping each, 64 at a time, ${openFailed} failed): RSS ${(rssBefore / 2 ** 20).toFixed(1)} → ` +
       `${(rssAfter / 2 ** 20).toFixed(1)} MiB, ${(perChannel / 1024).toFixed(1)} KiB per channel (RSS includes garbage not yet collected: an upper bound). ` +
       `GET /v1/vms: ${pg?.built ? `first page of 1000 ${pg.firstPageMs.map((x) => fmtMs(x)).join(', ')}; all pages ${pg.allPagesMs.map((x) => fmtMs(x)).join(', ')} (${pg.note})` : pg?.note}.`,
