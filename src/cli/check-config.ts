@@ -5,6 +5,7 @@
  */
 import { stringify } from 'yaml';
 import { ConfigError, loadConfig } from '../config/load.js';
+import { readTls } from '../http/tls.js';
 import { parseOptions, usageError } from './common.js';
 
 export const CHECK_CONFIG_HELP = `Usage: qga-gateway check-config FILE
@@ -41,6 +42,8 @@ export function checkConfig(args: string[]): number {
   let config;
   try {
     config = loadConfig(file);
+    // what serve does with the files beyond reading them: the certificate and key must make a pair
+    if (config.server.tls) readTls(config.server.tls);
   } catch (e) {
     if (e instanceof ConfigError) throw usageError(e.message);
     throw e;

@@ -84,6 +84,8 @@ export async function serve(args: string[]): Promise<void> {
   try {
     app = await buildApp({ config });
   } catch (e) {
+    // the TLS files are read here (http/tls.ts): a pair that does not load is a configuration error
+    if (e instanceof ConfigError) throw usageError(e.message);
     throw runtimeError(`failed to start: ${errorMessage(e)}`);
   }
   try {

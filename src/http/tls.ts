@@ -5,23 +5,33 @@
  */
 import { readFileSync } from 'node:fs';
 import type { ServerOptions } from 'node:http';
-import type { Server as TlsServer } from 'node:tls';
+import { createSecureContext, type Server as TlsServer } from 'node:tls';
+import { ConfigError } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { errorMessage } from '../util/unknown.js';
 
 type ServerConfig = Config['server'];
 export type TlsConfig = NonNullable<ServerConfig['tls']>;
 
-/** the certificate chain and key as PEM; throws one line naming the setting and the file */
+/**
+ * The certificate chain and key as PEM, checked to make a usable pair; throws a ConfigError of one
+ * line naming the setting and the file.
+ */
 export function readTls(tls: TlsConfig): { cert: Buffer; key: Buffer } {
   const read = (key: 'cert' | 'key'): Buffer => {
     try {
       return readFileSync(tls[key]);
     } catch (e) {
-      throw new Error(`server.tls.${key}: cannot read ${tls[key]}: ${errorMessage(e)}`);
+      throw new ConfigError([`server.tls.${key}: cannot read ${tls[key]}: ${errorMessage(e)}`], 'server.tls');
     }
   };
-  return { cert: read('cert'), key: read('key') };
+  const pair = { cert: read('cert'), key: read('key') };
+  try {
+    createSecureContext(pair);
+  } catch (e) {
+    throw new ConfigError([`server.tls: ${tls.cert} and ${tls.key} are not a usable PEM certificate and key: ${errorMessage(e)}`], 'server.tls');
+  }
+  return pair;
 }
 
 /**

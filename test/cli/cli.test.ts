@@ -92,6 +92,8 @@ describe('qga-gateway command line', { timeout: 60_000 }, () => {
       [['check-config', file('tls.yaml', 'server: { tls: { cert: /nonexistent/c.pem, key: /nonexistent/k.pem } }\n')], /server\.tls\.cert: cannot read \/nonexistent\/c\.pem: ENOENT; server\.tls\.key: cannot read/],
       [['check-config', file('both.yaml', `auth:\n  tokens:\n    - { name: a, token: abcdefghijklmnopqrstu, tokenSha256: "${'b'.repeat(64)}", scopes: [read] }\n`)], /auth\.tokens\.0: exactly one of token, tokenEnv, tokenFile, tokenSha256 is required/],
       [['check-config', file('short-hash.yaml', 'auth:\n  tokens:\n    - { name: a, tokenSha256: "abc", scopes: [read] }\n')], /auth\.tokens\.0\.tokenSha256: must match pattern/],
+      [['check-config', file('garbage-tls.yaml', `server: { tls: { cert: ${file('garbage.pem', 'not a certificate\n')}, key: ${path.join(DIR, 'garbage.pem')} } }\n`)], /server\.tls: .*garbage\.pem are not a usable PEM certificate and key/],
+      [['serve', '--config', path.join(DIR, 'garbage-tls.yaml')], /server\.tls: .*garbage\.pem are not a usable PEM certificate and key/],
       [['token'], /^qga-gateway: token: the only subcommand is "token new"/],
       [['token', 'new', '--scopes', 'root'], /^qga-gateway: token: unknown scope root/],
     ];
