@@ -127,6 +127,28 @@ describe('qga-gateway command line', { timeout: 60_000 }, () => {
     }
   });
 
+  it('serve --pretty: human-readable log lines instead of JSON (stdout is a pipe here)', async () => {
+    const cfg = file('pretty.yaml', stringify({ server: { port: 0 }, freeze: { stateFile: path.join(DIR, 'pretty-state', 'leases.json') } }));
+    for (const [args, json] of [[['--config', cfg], true], [['serve', '--pretty', '--config', cfg], false]] as const) {
+      const child = spawn(process.execPath, [bundle.cli, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...CLEAN_ENV } });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      const exited = new Promise((r) => child.once('exit', r));
+      try {
+        await waitFor(() => /qga-gateway ready/.test(out), 30_000, 'the gateway to start');
+        const line = out.split('\n').find((l) => l.includes('qga-gateway ready'))!;
+        if (json) expect(JSON.parse(line)).toMatchObject({ msg: 'qga-gateway ready', level: 30 });
+        else {
+          expect(line.startsWith('{')).toBe(false);
+          expect(line).toMatch(/INFO.*qga-gateway ready/);
+        }
+      } finally {
+        child.kill('SIGTERM');
+        await exited;
+      }
+    }
+  });
+
   it('--help and --version', async () => {
     const [help, version, serveHelp, runHelp, legacyVersion] = await Promise.all([
       cli(['--help']),
