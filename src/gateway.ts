@@ -159,6 +159,7 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
     const vms = registry.reloadStatic(next.vms);
     // a VM gone from the config, or moved to another socket, loses its channel; the rest keep theirs
     for (const vm of [...vms.removed, ...vms.changed]) if (pool.has(vm)) await pool.remove(vm);
+    for (const vm of vms.removed) agent.forget(vm);
     logger.level = next.log.level;
     const needRestart = Object.keys(next).filter((k) => !RELOADABLE.has(k) && JSON.stringify(next[k as keyof Config]) !== JSON.stringify(current[k as keyof Config]));
     current = next;

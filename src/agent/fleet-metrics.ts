@@ -14,7 +14,9 @@ export interface FleetMetricsOptions {
 }
 
 export function registerFleetMetrics(registry: Registry, agent: AgentService, opts: FleetMetricsOptions): void {
-  const frozenVms = (): Set<string> => new Set([...agent.knownFrozen(), ...agent.externalFreezes().map((f) => f.vm)]);
+  // a VM that left the registry (and was not forgotten yet) is not exported
+  const registered = (vm: string): boolean => agent.registry.resolve(vm) !== undefined;
+  const frozenVms = (): Set<string> => new Set([...agent.knownFrozen(), ...agent.externalFreezes().map((f) => f.vm)].filter(registered));
   if (opts.perVmLabels) {
     new Gauge({
       name: 'qga_agent_up',
@@ -23,7 +25,7 @@ export function registerFleetMetrics(registry: Registry, agent: AgentService, op
       registers: [registry],
       collect() {
         this.reset();
-        for (const [vm, state] of agent.states.all()) if (state !== 'unknown') this.set({ vm }, state === 'up' ? 1 : 0);
+        for (const [vm, state] of agent.states.all()) if (state !== 'unknown' && registered(vm)) this.set({ vm }, state === 'up' ? 1 : 0);
       },
     });
     new Gauge({
@@ -34,7 +36,7 @@ export function registerFleetMetrics(registry: Registry, agent: AgentService, op
       collect() {
         this.reset();
         const frozen = frozenVms();
-        for (const [vm] of agent.states.all()) this.set({ vm }, frozen.has(vm) ? 1 : 0);
+        for (const [vm] of agent.states.all()) if (registered(vm)) this.set({ vm }, frozen.has(vm) ? 1 : 0);
         for (const vm of frozen) this.set({ vm }, 1);
       },
     });
@@ -42,7 +44,7 @@ export function registerFleetMetrics(registry: Registry, agent: AgentService, op
   }
   const count = (state: string): number => {
     let n = 0;
-    for (const [, s] of agent.states.all()) if (s === state) n++;
+    for (const [vm, s] of agent.states.all()) if (s === state && registered(vm)) n++;
     return n;
   };
   new Gauge({

@@ -64,6 +64,8 @@ export class AgentProbe {
     this.sweeping = true;
     try {
       const vms = await this.listVms();
+      // VMs gone from the registry (a discovery folder, the store) leave the fleet view
+      for (const [vm] of [...this.agent.states.all()]) if (this.agent.registry.resolve(vm) === undefined) this.agent.forget(vm);
       const spreadMs = vms.length > 0 ? Math.min(1000, this.settings.intervalMs / 2 / Math.ceil(vms.length / PROBE_CONCURRENCY)) : 0;
       for (let i = 0; i < vms.length && !this.stopped; i += PROBE_CONCURRENCY) {
         // a VM already being retried has its own schedule

@@ -331,5 +331,10 @@ describe('sharing the socket', () => {
     expect(ms).toBeGreaterThanOrEqual(150);
     expect(ms).toBeLessThan(650);
     expect(base.name).not.toBe(name);
+    expect((await app.inject({ method: 'GET', url: '/metrics' })).body).toContain(`qga_agent_up{vm="${name}"} 1`);
+    // deregistered: it leaves the fleet view and the metrics
+    expect((await app.inject({ method: 'DELETE', url: `/v1/vms/${name}` })).statusCode).toBe(204);
+    expect(gw(app).agent.fleetState(name).agent.state).toBe('unknown');
+    expect((await app.inject({ method: 'GET', url: '/metrics' })).body).not.toContain(`vm="${name}"`);
   });
 });
