@@ -26,8 +26,12 @@ interface LocalEntry {
   origin?: ThawTrigger;
 }
 
-/** What the timers do when one is due: thaw the session (ThawEngine.thawSession). */
-export type ThawFn = (lease: Lease, trigger: ThawTrigger, origin: ThawTrigger) => Promise<unknown>;
+/**
+ * What the timers do when one is due: thaw the session (ThawEngine.thawSession). `storeWaitMs`:
+ * the store just failed to answer the claim in time, so the thaw's fence check waits no longer
+ * than the claim did (a hung store must not push the thaw past deadline + 1 s).
+ */
+export type ThawFn = (lease: Lease, trigger: ThawTrigger, origin: ThawTrigger, storeWaitMs?: number) => Promise<unknown>;
 
 export class LocalTimers {
   private readonly local = new Map<string, LocalEntry>();
@@ -105,8 +109,9 @@ export class LocalTimers {
     }
     const origin = trigger === 'retry' ? entry.origin ?? trigger : trigger;
     try {
-      if (trigger === 'local-timer' && !(await this.claim(entry.lease))) return;
-      await this.thaw(entry.lease, trigger, origin);
+      const claim = trigger === 'local-timer' ? await this.claim(entry.lease) : 'claimed';
+      if (claim === 'not-ours') return;
+      await this.thaw(entry.lease, trigger, origin, claim === 'store-slow' ? CLAIM_WAIT_MS : undefined);
     } catch (e) {
       this.logger.error({ err: e, session }, 'auto-thaw failed');
       this.scheduleRetry(entry.lease, origin);
@@ -122,7 +127,7 @@ export class LocalTimers {
    * just before the expiry on the store's clock is refused although nobody else has it: a refused
    * claim of a lease that has expired by the time we look is tried once more, which tells them apart.
    */
-  private async claim(lease: Lease): Promise<boolean> {
+  private async claim(lease: Lease): Promise<'claimed' | 'store-slow' | 'not-ours'> {
     for (let attempt = 0; attempt < 2; attempt++) {
       let claimed: boolean;
       try {
@@ -130,19 +135,19 @@ export class LocalTimers {
       } catch (e) {
         if (!isGatewayError(e) || e.code !== 'STORE_UNAVAILABLE') throw e;
         this.logger.warn({ session: lease.session, err: e.message }, 'lease store unavailable or slow: local auto-thaw without a claim');
-        return true;
+        return 'store-slow';
       }
-      if (claimed) return true;
+      if (claimed) return 'claimed';
       const s = await this.store.getSession(lease.session).catch(() => undefined);
-      if (!s || s.leaseId !== lease.leaseId) return true;
+      if (!s || s.leaseId !== lease.leaseId) return 'claimed';
       const now = await this.store.now().catch(() => Date.now());
       if (s.expiresAt > now) {
         this.arm(s, 100);
-        return false;
+        return 'not-ours';
       }
     }
     this.logger.info({ session: lease.session, trigger: 'local-timer' }, 'expired lease claimed by another thaw path: local auto-thaw not sent');
     if (this.local.get(lease.session)?.lease.leaseId === lease.leaseId) this.forget(lease.session);
-    return false;
+    return 'not-ours';
   }
 }

@@ -56,6 +56,11 @@ export interface ThawObserver {
   thawed(ev: ThawEvent): void;
 }
 
+export interface ThawOptions {
+  /** how long the fence check may wait for the store; default its command timeout */
+  storeWaitMs?: number;
+}
+
 export interface SessionThawResult {
   outcomes: VmThawOutcome[];
   /** every VM is thawed (or was not ours any more) */
@@ -91,7 +96,9 @@ export class ThawEngine {
     private readonly claimRetryMs: number = DEFAULT_CLAIM_RETRY_MS,
     private readonly audit?: AuditLog,
   ) {
-    this.timers = new LocalTimers(store, logger, claimRetryMs, (lease, trigger, origin) => this.thawSession(lease, trigger, undefined, origin));
+    this.timers = new LocalTimers(store, logger, claimRetryMs, (lease, trigger, origin, storeWaitMs) =>
+      this.thawSession(lease, trigger, undefined, origin, storeWaitMs === undefined ? {} : { storeWaitMs }),
+    );
   }
 
   observe(o: ThawObserver): void {
@@ -112,8 +119,9 @@ export class ThawEngine {
   }
 
   /** Thaw one VM of a lease (or of no known lease, for a forced thaw). */
-  async thawVm(vm: string, lease: Lease | undefined, trigger: ThawTrigger): Promise<VmThawOutcome> {
-    if (!lease) return this.thawVmOnce(vm, lease, trigger);
+  /** `opts.storeWaitMs`: how long the fence check may wait for the store (default: its command timeout). */
+  async thawVm(vm: string, lease: Lease | undefined, trigger: ThawTrigger, opts: ThawOptions = {}): Promise<VmThawOutcome> {
+    if (!lease) return this.thawVmOnce(vm, lease, trigger, opts);
     const key = thawKey(lease.leaseId, vm);
     if (trigger === 'rollback') {
       // another path of this process (local timer, sweeper, caller) thaws or has thawed this VM
@@ -139,7 +147,7 @@ export class ThawEngine {
         }
       }
     }
-    const rec: ThawRecord = { outcome: this.thawVmOnce(vm, lease, trigger) };
+    const rec: ThawRecord = { outcome: this.thawVmOnce(vm, lease, trigger, opts) };
     this.thaws.set(key, rec);
     try {
       return await rec.outcome;
@@ -151,13 +159,13 @@ export class ThawEngine {
     }
   }
 
-  private async thawVmOnce(vm: string, lease: Lease | undefined, trigger: ThawTrigger): Promise<VmThawOutcome> {
+  private async thawVmOnce(vm: string, lease: Lease | undefined, trigger: ThawTrigger, how: ThawOptions): Promise<VmThawOutcome> {
     const frozenCount = lease ? freezeData(lease).frozen?.[vm] ?? 0 : 0;
     const unconfirmed = lease !== undefined && freezeData(lease).state === 'unknown';
     if (lease && trigger !== 'force') {
       let c: FenceCheck | undefined;
       try {
-        c = await this.store.check(vmKey(vm), lease.leaseId, lease.epoch);
+        c = await this.store.check(vmKey(vm), lease.leaseId, lease.epoch, how.storeWaitMs === undefined ? undefined : { timeoutMs: how.storeWaitMs });
       } catch (e) {
         if (!isGatewayError(e) || e.code !== 'STORE_UNAVAILABLE') throw e;
         this.logger.warn({ vm, session: lease.session, trigger }, 'lease store unavailable: thawing without the fence check');
@@ -215,9 +223,9 @@ export class ThawEngine {
    * its holder ended it); schedule a retry otherwise. `origin`: for a retry, the trigger of the
    * thaw being retried.
    */
-  async thawSession(lease: Lease, trigger: ThawTrigger, vms?: string[], origin: ThawTrigger = trigger): Promise<SessionThawResult> {
+  async thawSession(lease: Lease, trigger: ThawTrigger, vms?: string[], origin: ThawTrigger = trigger, opts: ThawOptions = {}): Promise<SessionThawResult> {
     const targets = vms ?? freezeData(lease).vms;
-    const outcomes = await Promise.all(targets.map((vm) => this.thawVm(vm, lease, trigger).catch((e: unknown) => failed(vm, e))));
+    const outcomes = await Promise.all(targets.map((vm) => this.thawVm(vm, lease, trigger, opts).catch((e: unknown) => failed(vm, e))));
     const renewed = outcomes.some((o) => o.status === 'skipped' && o.why === 'renewed');
     const failures = outcomes.filter((o) => o.status === 'failed');
     // a deadline thaw (timer, sweep, reconciliation, or a retry of one): audited and counted

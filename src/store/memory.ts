@@ -182,7 +182,7 @@ export class MemoryStore implements LeaseStore {
     return true;
   }
 
-  async check(key: string, leaseId: string, epoch: string): Promise<FenceCheck> {
+  async check(key: string, leaseId: string, epoch: string, _opts?: { timeoutMs?: number }): Promise<FenceCheck> {
     const holder = this.holderOf(key);
     if (holder && holder.leaseId === leaseId) {
       return { state: holder.expiresAt > this.clock() ? 'live' : 'expired', lease: copy(holder) };

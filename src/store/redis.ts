@@ -237,8 +237,8 @@ export class RedisStore implements LeaseStore {
     return (await this.run(S.UPDATE_DATA, [session, leaseId, JSON.stringify(data)])) === 1;
   }
 
-  async check(key: string, leaseId: string, epoch: string): Promise<FenceCheck> {
-    const r = list(await this.run(S.CHECK, [this.epochCandidate, key, leaseId, epoch]));
+  async check(key: string, leaseId: string, epoch: string, opts: { timeoutMs?: number } = {}): Promise<FenceCheck> {
+    const r = list(await this.run(S.CHECK, [this.epochCandidate, key, leaseId, epoch], opts.timeoutMs));
     switch (r[0]) {
       case 'live':
       case 'expired':

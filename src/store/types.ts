@@ -188,7 +188,8 @@ export interface LeaseStore {
   /** Replace a session's data, only if leaseId matches. */
   updateData(session: string, leaseId: string, data: SessionData): Promise<boolean>;
   /** Fencing: where does this lease stand on `key` right now? */
-  check(key: string, leaseId: string, epoch: string): Promise<FenceCheck>;
+  /** `timeoutMs`: as for claim, reject STORE_UNAVAILABLE if the store has not answered by then. */
+  check(key: string, leaseId: string, epoch: string, opts?: { timeoutMs?: number }): Promise<FenceCheck>;
 
   /** Sessions whose deadline has passed (sweeper input), oldest first. */
   dueSessions(limit: number): Promise<Lease[]>;
