@@ -206,6 +206,7 @@ class Renewals {
   private timer: NodeJS.Timeout | undefined;
   private inFlight: Promise<void> = Promise.resolve();
   private stopped = false;
+  private capped = false;
   private expiresAt: number;
   private readonly everyMs: number;
 
@@ -231,6 +232,8 @@ class Renewals {
     try {
       const r = await this.client.renew(this.lease, this.ttl, Math.max(1_000, this.everyMs));
       this.count++;
+      if (r.capped && !this.capped) say(`the lease cannot be renewed past ${r.expiresAt} (the gateway's freeze.maxTotalSeconds): the guest thaws then`);
+      this.capped ||= r.capped;
       this.expiresAt = Date.parse(r.expiresAt) || this.expiresAt;
       this.schedule(this.everyMs);
     } catch (e) {

@@ -105,8 +105,9 @@ const count = (vm: string, command: string) => commands(vm).filter((c) => c === 
 describe('qga-gateway freeze-run', { timeout: 40_000 }, () => {
   it('freezes once, renews about every ttl/3 while the command runs, thaws once and exits with the command status', async () => {
     const url = await gateway(['vm1']);
-    const cmd = script(fleet!.dir, `setTimeout(() => process.exit(7), 2000);`);
-    const run = freezeRun(['--url', url, '--token-file', tokenFile(), '--vm', 'vm1', '--ttl', '1', '--', process.execPath, cmd]);
+    // ttl 3 s: a renewal every second, 2 s of margin before the deadline on a loaded machine
+    const cmd = script(fleet!.dir, `setTimeout(() => process.exit(7), 3500);`);
+    const run = freezeRun(['--url', url, '--token-file', tokenFile(), '--vm', 'vm1', '--ttl', '3', '--', process.execPath, cmd]);
     await waitFor(() => /froze VM vm1/.test(run.stderr()), 15_000, 'the freeze');
     const frozeAt = Date.now();
     const { code, ms } = await run.exit;
@@ -115,9 +116,9 @@ describe('qga-gateway freeze-run', { timeout: 40_000 }, () => {
     expect(count('vm1', 'guest-fsfreeze-freeze')).toBe(1);
     expect(count('vm1', 'guest-fsfreeze-thaw')).toBe(1);
     expect(fleet!.vm.vm1!.stats.frozen).toBe(false);
-    // one renewal per 333 ms while frozen: at least 2 s of command, at most the time seen frozen
-    expect(renewCalls).toBeGreaterThanOrEqual(4);
-    expect(renewCalls).toBeLessThanOrEqual(Math.ceil(frozenMs / 333) + 1);
+    // one renewal per second while frozen: at least 3.5 s of command, at most the time seen frozen
+    expect(renewCalls).toBeGreaterThanOrEqual(3);
+    expect(renewCalls).toBeLessThanOrEqual(Math.ceil(frozenMs / 1000) + 1);
     expect(run.stderr()).toMatch(/freeze-run: the freeze held: VM vm1 frozen for \d+\.\d s, \d+ renewal\(s\), thawed; command exit status 7\n$/);
     expect(ms).toBeLessThan(15_000);
   });
@@ -135,7 +136,7 @@ describe('qga-gateway freeze-run', { timeout: 40_000 }, () => {
     expect(run.stderr()).toMatch(/the freeze held/);
   });
 
-  it('a failing command: its status is passed through and the VM is thawed', async () => {
+  it('a failing command: its status is passed through and the VM is thawed; a missing one is 127', async () => {
     const url = await gateway(['vm1']);
     const run = freezeRun(['--url', url, '--token-file', tokenFile(), '--vm', 'vm1', '--ttl', '5', '--', process.execPath, '-e', 'process.exit(3)']);
     const { code } = await run.exit;
@@ -143,6 +144,12 @@ describe('qga-gateway freeze-run', { timeout: 40_000 }, () => {
     expect(count('vm1', 'guest-fsfreeze-thaw')).toBe(1);
     expect(fleet!.vm.vm1!.stats.frozen).toBe(false);
     expect(run.stderr()).toMatch(/the freeze held: .* command exit status 3/);
+    // a command that does not exist: 127, as a shell says, and thawed all the same
+    const missing = freezeRun(['--url', url, '--token-file', tokenFile(), '--vm', 'vm1', '--ttl', '5', '--', '/nonexistent/snapshot-tool']);
+    expect((await missing.exit).code, missing.stderr()).toBe(127);
+    expect(missing.stderr()).toMatch(/cannot run \/nonexistent\/snapshot-tool: ENOENT/);
+    expect([count('vm1', 'guest-fsfreeze-freeze'), count('vm1', 'guest-fsfreeze-thaw')]).toEqual([2, 2]);
+    expect(fleet!.vm.vm1!.stats.frozen).toBe(false);
   });
 
   it('SIGTERM to the wrapper mid-command: the command gets SIGTERM, the VM is thawed, the exit is the command status', async () => {
@@ -169,11 +176,12 @@ describe('qga-gateway freeze-run', { timeout: 40_000 }, () => {
       fleet!.dir,
       `writeFileSync(dir + '/ready', '1');\nconst t = setInterval(() => { if (existsSync(dir + '/go')) { clearInterval(t); process.exit(0); } }, 50);`,
     );
-    const run = freezeRun(['--url', url, '--token-file', tokenFile(), '--vm', 'vm1', '--ttl', '1', '--', process.execPath, cmd]);
+    const run = freezeRun(['--url', url, '--token-file', tokenFile(), '--vm', 'vm1', '--ttl', '3', '--', process.execPath, cmd]);
     await waitFor(() => existsSync(path.join(fleet!.dir, 'ready')), 15_000, 'the command to start');
     const forced = await fetch(`${url}/v1/vms/vm1/fsfreeze?force=true`, { method: 'DELETE', headers: { authorization: `Bearer ${ADMIN}` } });
     expect(forced.status).toBe(200);
-    await waitFor(() => /the lease ended early/.test(run.stderr()), 5_000, 'the wrapper to notice the lease ended');
+    // the next renewal (within a second) is refused
+    await waitFor(() => /the lease ended early/.test(run.stderr()), 10_000, 'the wrapper to notice the lease ended');
     writeFileSync(path.join(fleet!.dir, 'go'), '1');
     const { code } = await run.exit;
     expect(code, run.stderr()).toBe(1);
@@ -181,6 +189,18 @@ describe('qga-gateway freeze-run', { timeout: 40_000 }, () => {
     expect(run.stderr()).toMatch(/the freeze did NOT hold: .*; command exit status 0\n$/);
     expect(count('vm1', 'guest-fsfreeze-freeze')).toBe(1);
     expect(count('vm1', 'guest-fsfreeze-thaw')).toBe(1);
+  });
+
+  it('a command outlasting freeze.maxTotalSeconds: the cap is announced, the deadline ends the lease, exit 1', async () => {
+    const url = await gateway(['vm1'], { maxTtlSeconds: 2, maxTotalSeconds: 4, defaultTtlSeconds: 2 });
+    const run = freezeRun(['--url', url, '--token-file', tokenFile(), '--vm', 'vm1', '--ttl', '2', '--', process.execPath, '-e', 'setTimeout(() => {}, 6500)']);
+    const { code } = await run.exit;
+    expect(code, run.stderr()).toBe(1);
+    expect(run.stderr()).toMatch(/the lease cannot be renewed past \S+ \(the gateway's freeze\.maxTotalSeconds\): the guest thaws then/);
+    expect(run.stderr()).toMatch(/the lease ended early: renewal refused: .*409 LEASE_EXPIRED.*\(ended by deadline at /);
+    expect(run.stderr()).toMatch(/the freeze did NOT hold: .*; command exit status 0\n$/);
+    // the gateway thawed at the deadline; the wrapper's own thaw found the lease ended and sent nothing
+    expect([count('vm1', 'guest-fsfreeze-freeze'), count('vm1', 'guest-fsfreeze-thaw')]).toEqual([1, 1]);
   });
 
   it('a freeze that fails: the command is not run, one line, exit 1', async () => {
