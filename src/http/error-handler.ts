@@ -52,7 +52,10 @@ function fromFastify(err: FastifyError, request: FastifyRequest): GatewayError |
       const path = `${where}${v.instancePath ? v.instancePath.replace(/\//g, '.') : ''}`;
       if (missing) return `${path}.${String(missing)} is required`;
       if (extra) return `${path}.${String(extra)} is not allowed`;
-      return `${path} ${v.message ?? 'is invalid'}`;
+      // a cross-field rule (`not`) says in its description what to change
+      const rule = v.keyword === 'not' ? schemaAt(request.routeOptions.schema?.[where as 'body'], v.schemaPath) : undefined;
+      if (rule !== undefined && typeof rule.description === 'string') return `${path} ${rule.description}`;
+      return `${path} ${validationWords(v.keyword, v.params, v.message)}`;
     });
     return errors.validation(parts.join('; '), {
       extra: { errors: err.validation.map((v) => ({ in: where, path: v.instancePath, message: v.message, params: v.params })) },
@@ -62,7 +65,7 @@ function fromFastify(err: FastifyError, request: FastifyRequest): GatewayError |
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
       return errors.tooLarge('the request body', request.routeOptions.bodyLimit, 'server.bodyLimitBytes');
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-      return errors.unsupportedMediaType(err.message);
+      return errors.unsupportedMediaType(request.headers['content-type'], ['application/json']);
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
@@ -76,6 +79,33 @@ function fromFastify(err: FastifyError, request: FastifyRequest): GatewayError |
     return errors.httpClientError(status, err.message);
   }
   return undefined;
+}
+
+/** The subschema at an Ajv schemaPath ('#/not', '#/properties/x/not') of a route schema. */
+function schemaAt(root: unknown, schemaPath: string): Record<string, unknown> | undefined {
+  let cur: unknown = root;
+  for (const key of schemaPath.replace(/^#\/?/, '').split('/').filter((k) => k !== '')) {
+    cur = cur !== null && typeof cur === 'object' ? (cur as Record<string, unknown>)[decodeURIComponent(key.replace(/~1/g, '/').replace(/~0/g, '~'))] : undefined;
+  }
+  return cur !== null && typeof cur === 'object' ? (cur as Record<string, unknown>) : undefined;
+}
+
+/**
+ * Ajv's message, said so that a caller knows what to send: bounds that are 64-bit limits (a double
+ * cannot print them exactly: "must be < 9223372036854776000") and formats named in words.
+ */
+function validationWords(keyword: string, params: Record<string, unknown>, message: string | undefined): string {
+  const limit = params.limit;
+  if (typeof limit === 'number' && Math.abs(limit) >= 2 ** 63) {
+    if (limit === 2 ** 63) return 'must be at most 9223372036854775807 (a signed 64-bit integer)';
+    if (limit === 2 ** 64) return 'must be at most 18446744073709551615 (an unsigned 64-bit integer)';
+    if (limit === -(2 ** 63)) return 'must be at least -9223372036854775808 (a signed 64-bit integer)';
+  }
+  if (keyword === 'format' && params.format === 'byte') return 'must be base64 (A-Z, a-z, 0-9, + and /, padded with = to a multiple of 4 characters)';
+  if (keyword === 'format' && params.format === 'date-time') return 'must be an RFC 3339 date-time such as 2026-01-02T03:04:05Z';
+  if (keyword === 'enum' && Array.isArray(params.allowedValues)) return `must be one of ${params.allowedValues.map((x) => JSON.stringify(x)).join(', ')}`;
+  if (keyword === 'pattern' && typeof params.pattern === 'string') return `must match the pattern ${params.pattern}`;
+  return message ?? 'is invalid';
 }
 
 export function sendProblem(reply: FastifyReply, err: GatewayError, request?: FastifyRequest): FastifyReply {
@@ -115,7 +145,7 @@ export function registerErrorHandling(app: FastifyInstance): void {
       reply.header('allow', allow.join(', '));
       return sendProblem(reply, errors.methodNotAllowed(request.method, path, allow), request);
     }
-    return sendProblem(reply, errors.notFound(`no route ${request.method} ${path}`), request);
+    return sendProblem(reply, errors.notFound(`no route ${request.method} ${path}: /openapi.json lists the routes`), request);
   });
 }
 
@@ -126,7 +156,7 @@ export function registerErrorHandling(app: FastifyInstance): void {
 export function frameworkErrors(error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
   const ge =
     error.code === 'FST_ERR_MAX_PARAM_LENGTH'
-      ? errors.uriTooLong('a path parameter is longer than the gateway accepts')
+      ? errors.uriTooLong('a path parameter is longer than the gateway accepts (256 characters; a VM name is at most 128)')
       : error.statusCode === 414
         ? errors.uriTooLong(error.message)
         : errors.validation(error.message);

@@ -81,6 +81,9 @@ export function base64BodyLimit(dataBytes: number, bodyLimitBytes: number): numb
 
 export function registerJsonBody(app: FastifyInstance): void {
   app.removeContentTypeParser('application/json');
+  // every body a route parses is JSON (uploads add their own parser): text is a 415 that says so,
+  // not a 400 "body must be object"
+  app.removeContentTypeParser('text/plain');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
     const text = typeof body === 'string' ? body : body.toString('utf8');
     if (text.trim() === '') {

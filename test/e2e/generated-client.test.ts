@@ -52,6 +52,37 @@ describe('generated types', () => {
   });
 });
 
+// Issue 16: the names a generated client uses are the document's component names, not names made
+// of a path and a status (GetV1VmsVmAgentResponse200). These aliases fail to compile if one goes.
+type NamedTypes = [
+  components['schemas']['VmPage'],
+  components['schemas']['VmSummary'],
+  components['schemas']['VmDetail'],
+  components['schemas']['GuestAgentInfo'],
+  components['schemas']['GuestTime'],
+  components['schemas']['SetTimeRequest'],
+  components['schemas']['ExecRequest'],
+  components['schemas']['ExecResult'],
+  components['schemas']['ExecStarted'],
+  components['schemas']['FreezeRequest'],
+  components['schemas']['FreezeLease'],
+  components['schemas']['FileBytes'],
+  components['schemas']['Problem'],
+];
+
+describe('generated type names', () => {
+  it('every body type is a named component; no path-and-status names', () => {
+    const text = readFileSync(CLIENT_TYPES_PATH, 'utf8');
+    const names: Array<keyof components['schemas']> = ['VmPage', 'VmSummary', 'GuestTime', 'ExecRequest', 'ExecStarted', 'FreezeLease', 'Problem'];
+    for (const n of names) expect(text, n).toMatch(new RegExp(`^        ${n}: `, 'm'));
+    expect(text).not.toMatch(/(Get|Post|Put|Patch|Delete)V1\w*Response\d{3}/);
+    // a request or response body is a $ref to a component, never an inline object literal
+    expect(text).not.toMatch(/"application\/json": \{\n/);
+    const sample: NamedTypes[0]['items'] | undefined = undefined;
+    expect(sample).toBeUndefined();
+  });
+});
+
 describe('an openapi-fetch client against a listening gateway', () => {
   it('lists and inspects VMs', async () => {
     const list = await client.GET('/v1/vms');

@@ -76,8 +76,12 @@ export class SchemaArbitraries {
     switch (type) {
       case 'string':
         return this.string(s);
-      case 'integer':
-        return fc.integer({ min: num(s.minimum, -1000), max: num(s.maximum, 1_000_000) }).map((n) => (typeof s.exclusiveMinimum === 'number' && n <= s.exclusiveMinimum ? s.exclusiveMinimum + 1 : n));
+      case 'integer': {
+        // int64 bounds (±2^63) are beyond fc.integer's 32-bit range: draw within it, plus the exact edges as bigint-free text is not needed
+        const min = Math.max(num(s.minimum, -1000), -(2 ** 31) + 1);
+        const max = Math.min(num(s.maximum, 1_000_000), 2 ** 31 - 1);
+        return fc.integer({ min, max: Math.max(min, max) }).map((n) => (typeof s.exclusiveMinimum === 'number' && n <= s.exclusiveMinimum ? s.exclusiveMinimum + 1 : n));
+      }
       case 'number':
         return fc.double({ min: num(s.minimum, -1000), max: num(s.maximum, 1_000_000), noNaN: true, noDefaultInfinity: true });
       case 'boolean':
@@ -95,6 +99,8 @@ export class SchemaArbitraries {
   private string(s: Record<string, unknown>): fc.Arbitrary<string> {
     const minLength = num(s.minLength, 0);
     const maxLength = Math.min(num(s.maxLength, 24), minLength + 24);
+    // base64 (format byte): whole 4-character groups of the alphabet
+    if (s.format === 'byte') return fc.uint8Array({ maxLength: 48 }).map((b) => Buffer.from(b).toString('base64'));
     if (s.format === 'date-time') return fc.date({ min: new Date(0), max: new Date(4e12), noInvalidDate: true }).map((d) => d.toISOString());
     if (typeof s.pattern === 'string') {
       return fc.stringMatching(new RegExp(s.pattern)).filter((v) => v.length >= minLength && v.length <= num(s.maxLength, Infinity));
@@ -107,7 +113,13 @@ export class SchemaArbitraries {
     const required = new Set(Array.isArray(s.required) ? (s.required as string[]) : []);
     const record: Record<string, fc.Arbitrary<unknown>> = {};
     for (const [k, v] of Object.entries(props)) record[k] = this.valid(v, depth + 1);
-    return fc.record(record, { requiredKeys: [...required].filter((k) => k in props) });
+    const arb = fc.record(record, { requiredKeys: [...required].filter((k) => k in props) });
+    // a cross-field rule `not: {required: [a, b], properties?: {b: {const}}}` (the document's way of saying "not both")
+    const not = isObj(s.not) ? s.not : undefined;
+    if (!not || !Array.isArray(not.required)) return arb;
+    const both = not.required as string[];
+    const consts = isObj(not.properties) ? (not.properties as Record<string, Record<string, unknown>>) : {};
+    return arb.filter((o) => !both.every((k) => k in o && (!(k in consts) || !('const' in consts[k]!) || o[k] === consts[k]!.const)));
   }
 
   /** one mutation that breaks the schema, or undefined if the schema accepts anything */

@@ -48,7 +48,13 @@ describe('every operation of the served document', () => {
           const where = `${req.method} ${req.url} → ${res.statusCode} ${res.body.slice(0, 200)}`;
           expect(res.statusCode, where).not.toBe(500);
           expect(c.statuses.has(res.statusCode), `undocumented status: ${where}`).toBe(true);
-          if (res.statusCode >= 400) expect(String(res.headers['content-type']), where).toMatch(/^application\/problem\+json/);
+          if (res.statusCode >= 400) {
+            expect(String(res.headers['content-type']), where).toMatch(/^application\/problem\+json/);
+            // issue 16: the code is one the operation lists (x-problem-codes), with a detail
+            const problem = res.json<{ code: string; detail: string }>();
+            expect((c.operation as { 'x-problem-codes'?: string[] })['x-problem-codes'] ?? [], `undocumented code: ${where}`).toContain(problem.code);
+            expect(problem.detail.length, where).toBeGreaterThan(10);
+          }
         }),
         { numRuns: 25, seed: 20261206, endOnFailure: true },
       );
@@ -63,7 +69,10 @@ describe('every operation of the served document', () => {
           const res = await app.inject(req);
           const where = `${req.method} ${req.url} ${String(req.payload ?? '').slice(0, 120)} → ${res.statusCode} ${res.body.slice(0, 200)}`;
           expect(res.statusCode, where).toBe(400);
-          expect(res.json<{ code: string }>().code, where).toBe('VALIDATION_FAILED');
+          const problem = res.json<{ code: string; detail: string }>();
+          expect(problem.code, where).toBe('VALIDATION_FAILED');
+          // the detail names where the request is wrong (body.x, querystring.y) or says the body is no JSON object
+          expect(problem.detail, where).toMatch(/^(body|querystring|params|headers)\b|JSON|not accepted here/);
         }),
         { numRuns: 25, seed: 20261206, endOnFailure: true },
       );

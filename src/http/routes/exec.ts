@@ -85,7 +85,8 @@ export default async function execRoutes(fastify: FastifyInstance): Promise<void
         if (signal.aborted) return reply.code(202).send({ pid });
         throw e;
       }
-      if (!rec.status.exited) return reply.code(202).send({ pid });
+      // `wait` ran out: say so (exited: false), so that a 202 is not taken for a result
+      if (!rec.status.exited) return reply.code(202).send({ pid, exited: false });
       return reply.code(200).send(execView(rec));
     },
   );

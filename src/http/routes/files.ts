@@ -25,9 +25,16 @@ declare module 'fastify' {
 }
 
 const OCTETS = 'application/octet-stream';
-const binaryResponse = (description: string) => ({
+/** Response headers of the content routes, as the OpenAPI document shows them. */
+const H = {
+  'content-length': { type: 'integer', description: 'bytes in this answer: the file size for a whole, seekable file; absent for pipes and /proc files' },
+  'accept-ranges': { type: 'string', enum: ['bytes', 'none'], description: '`bytes` when the file is seekable (Range works), `none` otherwise' },
+  'content-range': { type: 'string', description: 'bytes FIRST-LAST/SIZE of the part sent' },
+};
+const binaryResponse = (description: string, headers: Record<string, unknown>) => ({
   description,
-  content: { [OCTETS]: { schema: { type: 'string', format: 'binary' } } },
+  headers,
+  content: { [OCTETS]: { schema: { type: 'string', format: 'binary', title: 'FileBytes', description: 'the bytes of a guest file, verbatim' } } },
 });
 async function* noBody(): AsyncGenerator<Buffer> {}
 
@@ -113,7 +120,10 @@ function contentRoutes(files: FilesService) {
         command: ['guest-file-open', 'guest-file-seek', 'guest-file-read', 'guest-file-close'],
         params: VmParams,
         querystring: ContentQuery,
-        ok: { 200: binaryResponse('the whole file'), 206: binaryResponse('the requested byte range') },
+        ok: {
+          200: binaryResponse('the whole file', { 'content-length': H['content-length'], 'accept-ranges': H['accept-ranges'] }),
+          206: binaryResponse('the requested byte range', H),
+        },
         errors: [...AGENT_ERRORS, 416],
       }),
       async (request, reply) => {
@@ -145,10 +155,17 @@ function contentRoutes(files: FilesService) {
       operation('files', 'statFile', {
         scope: 'admin',
         summary: 'Size of a guest file (Content-Length), e.g. to resume an upload',
+        description: 'The headers GET would send, without the bytes; no ETag (the agent offers no change marker).',
+        documentHead: true,
         command: ['guest-file-open', 'guest-file-seek', 'guest-file-close'],
         params: VmParams,
         querystring: ContentQuery,
-        ok: { 200: { description: 'Content-Length is the file size (absent if the file is not seekable)' } },
+        ok: {
+          200: {
+            description: 'Content-Length is the file size (absent if the file is not seekable)',
+            headers: { 'content-length': { ...H['content-length'], description: 'the file size in bytes (absent if the file is not seekable)' }, 'accept-ranges': H['accept-ranges'] },
+          },
+        },
       }),
       async (request, reply) => {
         const size = await files.size(request.params.vm, request.query.path, requestSignal(request));

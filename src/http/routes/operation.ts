@@ -45,6 +45,8 @@ export interface Operation {
   bodyLimit?: number;
   preValidation?: preValidationHookHandler;
   exposeHeadRoute?: boolean;
+  /** an explicit HEAD route that belongs in the OpenAPI document (Fastify's automatic ones do not) */
+  documentHead?: boolean;
 }
 
 /**
@@ -53,7 +55,7 @@ export interface Operation {
  * for the handler.
  */
 export function operation<O extends Operation>(tag: string, operationId: string, op: O) {
-  const { summary, description, command, scope, ok, errors, codes, public: isPublic, bodyLimit, preValidation, exposeHeadRoute, ...request } = op;
+  const { summary, description, command, scope, ok, errors, codes, public: isPublic, bodyLimit, preValidation, exposeHeadRoute, documentHead, ...request } = op;
   const problems = problemCodes(withAdmission(operationId, errors ?? AGENT_ERRORS), {
     operationId,
     tag,
@@ -65,7 +67,15 @@ export function operation<O extends Operation>(tag: string, operationId: string,
   // the reply type comes from them (errors are thrown, never returned).
   const response: O['ok'] = { ...ok, ...problemResponses(problems) };
   return {
-    ...(scope || isPublic ? { config: { ...(scope ? { scope } : {}), ...(isPublic ? { public: true } : {}) } } : {}),
+    ...(scope || isPublic || documentHead
+      ? {
+          config: {
+            ...(scope ? { scope } : {}),
+            ...(isPublic ? { public: true } : {}),
+            ...(documentHead ? { swagger: { exposeHeadRoute: true } } : {}),
+          },
+        }
+      : {}),
     ...(bodyLimit !== undefined ? { bodyLimit } : {}),
     ...(preValidation ? { preValidation } : {}),
     ...(exposeHeadRoute !== undefined ? { exposeHeadRoute } : {}),

@@ -36,6 +36,12 @@ const SetTimeBody = Type.Object(
   },
   {
     additionalProperties: false,
+    // the cross-field rule, for the document and the validator (its description is the 400's detail)
+    not: {
+      required: ['time', 'useHostClock'],
+      properties: { time: {}, useHostClock: { const: true } },
+      description: 'must not have both time and useHostClock: true (they are mutually exclusive)',
+    },
     description:
       'guest-set-time. `{time}` sets that time; `{useHostClock: true}` sets the gateway host\'s time; `{}` makes the ' +
       'guest read its hardware clock (RTC), which not every guest supports (Windows does not).',

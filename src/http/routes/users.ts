@@ -10,6 +10,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type, type Static } from 'typebox';
+import { isAgentError } from '../../qga/agent-errors.js';
 import { VmName } from '../schemas/common.js';
 import { GuestAuthorizedKeys, GuestUser } from '../schemas/qga.js';
 import { callAgent, expectObject } from './agent-reply.js';
@@ -121,13 +122,21 @@ export default async function userRoutes(fastify: FastifyInstance): Promise<void
     '/vms/:vm/users/:username/ssh-keys',
     operation('users', 'getSshAuthorizedKeys', {
       summary: "A guest user's ~/.ssh/authorized_keys (Unix guests)",
+      description: 'A user without an authorized_keys file has no keys: 200 with an empty list (the agent reports a missing file as an error).',
       command: 'guest-ssh-get-authorized-keys',
       params: UserParams,
       ok: { 200: GuestAuthorizedKeys },
     }),
     async (request) => {
       const { vm, username } = request.params;
-      const value = await callAgent(fastify, request, vm, 'guest-ssh-get-authorized-keys', { username });
+      let value;
+      try {
+        value = await callAgent(fastify, request, vm, 'guest-ssh-get-authorized-keys', { username });
+      } catch (e) {
+        // no ~/.ssh/authorized_keys (or no ~/.ssh): no keys, not a failure
+        if (isAgentError(e, 'no-such-file')) return { keys: [] };
+        throw e;
+      }
       return expectObject<Static<typeof GuestAuthorizedKeys>>(vm, 'guest-ssh-get-authorized-keys', value);
     },
   );

@@ -90,6 +90,16 @@ class Components {
 
 /** Name every body schema of `op` (see the module comment); fix response descriptions. */
 function nameOperation(op: Json, where: string, components: Components): void {
+  // @fastify/swagger suffixes a documented HEAD route's operationId with "-head"; ours are named as they are
+  if (typeof op.operationId === 'string') op.operationId = op.operationId.replace(/-head$/, '');
+  // a query parameter with a default need not be sent (Ajv fills it in): not required for the client
+  if (Array.isArray(op.parameters)) {
+    for (const p of op.parameters) if (isObjectLike(p) && p.in !== 'path' && isObjectLike(p.schema) && 'default' in p.schema) p.required = false;
+  }
+  if (where.startsWith('HEAD ') && isObjectLike(op.responses)) {
+    // a HEAD answer has headers and no body (problems keep theirs documented: the Content-Type says what GET would carry)
+    for (const r of Object.values(op.responses)) if (isObjectLike(r) && !isProblem(r)) delete r.content;
+  }
   const id = typeof op.operationId === 'string' ? pascal(op.operationId) : where.replace(/[^A-Za-z0-9]+/g, '');
   const body = op.requestBody;
   if (isObjectLike(body) && isObjectLike(body.content)) {
@@ -127,6 +137,10 @@ function nameOperation(op: Json, where: string, components: Components): void {
       r.description = described ?? (typeof op.summary === 'string' ? op.summary : status);
     }
   }
+}
+
+function isProblem(r: Json): boolean {
+  return isObjectLike(r.content) && 'application/problem+json' in r.content;
 }
 
 /** int64/uint64: bounds and examples as exact integers (bigint), whatever the route schema held. */

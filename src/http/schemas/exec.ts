@@ -10,9 +10,10 @@
 import { Type } from 'typebox';
 import { VmName } from './common.js';
 import { StringEnum } from './qga.js';
+import { Base64, PathInteger } from './scalars.js';
 
 export const ExecParams = Type.Object(
-  { vm: VmName, pid: Type.Integer({ minimum: 0, description: 'pid returned by POST /exec (a guest OS pid)' }) },
+  { vm: VmName, pid: PathInteger('pid returned by POST /exec (a guest OS pid)') },
   { additionalProperties: false },
 );
 
@@ -22,7 +23,7 @@ export const ExecBody = Type.Object(
     arg: Type.Optional(Type.Array(Type.String(), { description: 'argument list to pass to executable' })),
     env: Type.Optional(Type.Array(Type.String(), { description: 'environment variables to pass to executable (NAME=value)' })),
     'input-data': Type.Optional(
-      Type.String({ description: 'data to be passed to process stdin (base64 encoded). Not together with inputText.' }),
+      Base64('data to be passed to process stdin (base64 encoded). Not together with inputText.'),
     ),
     inputText: Type.Optional(
       Type.String({ description: 'stdin as text (sent as its UTF-8 bytes); the gateway base64-encodes it. Not together with input-data.' }),
@@ -45,12 +46,32 @@ export const ExecBody = Type.Object(
       }),
     ),
   },
-  { additionalProperties: false, title: 'ExecRequest' },
+  {
+    additionalProperties: false,
+    title: 'ExecRequest',
+    // a cross-field rule JSON Schema can state; its description is the 400's detail (error-handler.ts)
+    not: {
+      required: ['input-data', 'inputText'],
+      properties: { 'input-data': {}, inputText: {} },
+      description: 'must not have both input-data and inputText: give stdin one way',
+    },
+  },
 );
 
 export const ExecStarted = Type.Object(
-  { pid: Type.Integer({ description: 'pid of child process in guest OS; poll GET /v1/vms/{vm}/exec/{pid}' }) },
-  { additionalProperties: false, title: 'ExecStarted' },
+  {
+    pid: Type.Integer({ description: 'pid of child process in guest OS; poll GET /v1/vms/{vm}/exec/{pid}' }),
+    exited: Type.Optional(
+      Type.Boolean({
+        description: 'false when `wait` ran out with the process still running (its status was read); absent when the request had no `wait`',
+      }),
+    ),
+  },
+  {
+    additionalProperties: false,
+    title: 'ExecStarted',
+    description: 'The process runs (or ran) in the guest: poll GET /v1/vms/{vm}/exec/{pid} (the Location header) for its status',
+  },
 );
 
 export const ExecResult = Type.Object(

@@ -5,6 +5,10 @@
 import { Type } from 'typebox';
 import { VmName } from './common.js';
 import { StringEnum } from './qga.js';
+import { Base64, PathInteger } from './scalars.js';
+
+/** The open modes the agent takes (its fopen table): anything else would be its 422. */
+export const FOPEN_MODES = ['r', 'rb', 'w', 'wb', 'a', 'ab', 'r+', 'rb+', 'r+b', 'w+', 'wb+', 'w+b', 'a+', 'ab+', 'a+b'] as const;
 
 export const GuestPath = Type.String({ minLength: 1, maxLength: 4096, description: 'Full path to the file in the guest' });
 
@@ -40,14 +44,14 @@ export const UploadResult = Type.Object(
 );
 
 export const HandleParams = Type.Object(
-  { vm: VmName, handle: Type.Integer({ minimum: 0, description: 'file handle returned by POST /files/handles' }) },
+  { vm: VmName, handle: PathInteger('file handle returned by POST /files/handles') },
   { additionalProperties: false },
 );
 
 export const OpenBody = Type.Object(
   {
     path: GuestPath,
-    mode: Type.Optional(Type.String({ minLength: 1, maxLength: 8, description: 'open mode, as per fopen(), "r" is the default' })),
+    mode: Type.Optional(StringEnum(FOPEN_MODES, { description: 'open mode, as per fopen(), "r" is the default' })),
   },
   { additionalProperties: false, title: 'OpenFileRequest' },
 );
@@ -75,7 +79,7 @@ export const ReadBody = Type.Object(
 
 export const WriteBody = Type.Object(
   {
-    'buf-b64': Type.String({ description: 'base64-encoded string representing data to be written' }),
+    'buf-b64': Base64('base64-encoded string representing data to be written'),
     count: Type.Optional(Type.Integer({ minimum: 0, description: 'bytes to write (actual bytes, after base64-decode), default is all content in buf-b64 buffer after base64 decoding' })),
   },
   { additionalProperties: false, title: 'WriteFileRequest' },
@@ -99,7 +103,8 @@ export const BinaryBody = { description: 'the file bytes, streamed (any length; 
 
 export const SeekBody = Type.Object(
   {
-    offset: Type.Integer({ description: 'bytes to skip over in the file stream' }),
+    // int64 in the agent; the gateway takes offsets within ±(2^53 - 1) (8 PiB), beyond → 400
+    offset: Type.Integer({ format: 'int64', minimum: -Number.MAX_SAFE_INTEGER, maximum: Number.MAX_SAFE_INTEGER, description: 'bytes to skip over in the file stream' }),
     // Inline rather than a $ref to GuestFileWhence: request validation uses its own Ajv.
     whence: Type.Union([Type.Integer({ minimum: 0, maximum: 2 }), StringEnum(['set', 'cur', 'end'])], {
       description: 'Symbolic name (set, cur, end; preferred) or the historical integer (0, 1, 2)',

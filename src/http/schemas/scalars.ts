@@ -48,3 +48,19 @@ export function UInt64(options: IntOptions = {}): TUnsafe<number | bigint> {
     ...rest,
   });
 }
+
+/**
+ * Base64 text as the agent takes it (RFC 4648 alphabet, padded to a multiple of 4): `format: byte`
+ * (checked by Ajv; a 400 names the field) and `contentEncoding: base64` for OpenAPI 3.1 readers.
+ */
+export function Base64(description: string) {
+  return Type.String({ format: 'byte', contentEncoding: 'base64', description });
+}
+
+/**
+ * A non-negative integer in a path (a file handle, a pid): int64 in the agent, but a path value is
+ * coerced to a JS number, so the gateway takes those up to 2^53 - 1 (above → 400 naming it).
+ */
+export function PathInteger(description: string) {
+  return Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, format: 'int64', description });
+}

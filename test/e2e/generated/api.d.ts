@@ -804,7 +804,11 @@ export interface paths {
         post?: never;
         delete?: never;
         options?: never;
-        head?: never;
+        /**
+         * Size of a guest file (Content-Length), e.g. to resume an upload
+         * @description The headers GET would send, without the bytes; no ETag (the agent offers no change marker).
+         */
+        head: operations["statFile"];
         patch?: never;
         trace?: never;
     };
@@ -975,10 +979,6 @@ export interface components {
             /** @description commands sent and not answered (0 or 1) */
             inFlight: number;
         };
-        /** Format: binary */
-        DownloadFileResponse200: string;
-        /** Format: binary */
-        DownloadFileResponse206: string;
         /** ExecRequest */
         ExecRequest: {
             /** @description path or executable name to execute */
@@ -1037,6 +1037,12 @@ export interface components {
             /** @description false when `wait` ran out with the process still running (its status was read); absent when the request had no `wait` */
             exited?: boolean;
         };
+        /**
+         * FileBytes
+         * Format: binary
+         * @description the bytes of a guest file, verbatim
+         */
+        FileBytes: string;
         /** FileHandleList */
         FileHandleList: {
             handles: components["schemas"]["TrackedFileHandle"][];
@@ -2722,7 +2728,7 @@ export interface operations {
     };
     listVms: {
         parameters: {
-            query: {
+            query?: {
                 /** @description only VMs whose agent is in this state */
                 state?: "up" | "down" | "unknown";
                 /** @description key=value: only VMs with this label (exact value); repeat for several, all must match (`?label=env=prod&label=pve.name=web-01`) */
@@ -2730,7 +2736,7 @@ export interface operations {
                 /** @description only VMs whose agent offers and enables this command (`guest-exec`) */
                 capability?: string;
                 /** @description page size (default 100, at most 1000) */
-                limit: number;
+                limit?: number;
                 /** @description the `next` of the previous page */
                 cursor?: string;
             };
@@ -2952,7 +2958,7 @@ export interface operations {
                 /** @description agent: until the agent answers a sync; ip: until the guest reports an address that passes the filter */
                 for: "agent" | "ip";
                 /** @description seconds to wait at most (the gateway caps it at agent.waitMaxSeconds, default 300) */
-                timeout: number;
+                timeout?: number;
                 /** @description for=ip: only addresses of this family */
                 family?: "ipv4" | "ipv6";
                 /** @description for=ip: global = no loopback, link-local or unspecified address */
@@ -9647,19 +9653,29 @@ export interface operations {
             /** @description the whole file */
             200: {
                 headers: {
+                    /** @description bytes in this answer: the file size for a whole, seekable file; absent for pipes and /proc files */
+                    "content-length"?: number;
+                    /** @description `bytes` when the file is seekable (Range works), `none` otherwise */
+                    "accept-ranges"?: "bytes" | "none";
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/octet-stream": components["schemas"]["DownloadFileResponse200"];
+                    "application/octet-stream": components["schemas"]["FileBytes"];
                 };
             };
             /** @description the requested byte range */
             206: {
                 headers: {
+                    /** @description bytes in this answer: the file size for a whole, seekable file; absent for pipes and /proc files */
+                    "content-length"?: number;
+                    /** @description `bytes` when the file is seekable (Range works), `none` otherwise */
+                    "accept-ranges"?: "bytes" | "none";
+                    /** @description bytes FIRST-LAST/SIZE of the part sent */
+                    "content-range"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/octet-stream": components["schemas"]["DownloadFileResponse206"];
+                    "application/octet-stream": components["schemas"]["FileBytes"];
                 };
             };
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
@@ -9908,6 +9924,163 @@ export interface operations {
             };
             /** @description `RANGE_NOT_SATISFIABLE`: a `Range` or upload offset outside the file (`size`) */
             416: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
+            501: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    statFile: {
+        parameters: {
+            query: {
+                /** @description Full path to the file in the guest */
+                path: string;
+            };
+            header?: never;
+            path: {
+                /**
+                 * @description VM name as registered
+                 * @example web-01
+                 */
+                vm: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Content-Length is the file size (absent if the file is not seekable) */
+            200: {
+                headers: {
+                    /** @description the file size in bytes (absent if the file is not seekable) */
+                    "content-length"?: number;
+                    /** @description `bytes` when the file is seekable (Range works), `none` otherwise */
+                    "accept-ranges"?: "bytes" | "none";
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -1,0 +1,118 @@
+/**
+ * Issue 16, item 6: answers that do not mislead. Every 4xx carries a `detail` that says what is
+ * wrong and what to change (the field, the limit, the content type to send, where to look), and
+ * three answers that used to mislead: exec with a `wait` that runs out (202 with `exited: false`
+ * and the pid), a 415 that names the content type expected, and the ssh keys of a user without
+ * authorized_keys (200, an empty list). Simulator only.
+ */
+import type { FastifyInstance, InjectOptions } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { SimAgent } from '../../sim/index.js';
+import { makeRoutesApp, startSim, type SimFleet } from './routes-support.js';
+
+const TOKEN = 'reader-token-0123456789abcdef';
+const JSON_CT = { 'content-type': 'application/json' };
+
+let fleet: SimFleet;
+let vm: SimAgent;
+let app: FastifyInstance;
+let authApp: FastifyInstance;
+
+beforeAll(async () => {
+  fleet = await startSim();
+  vm = await fleet.add({ name: 'pd' });
+  app = await makeRoutesApp({ vms: [{ name: 'pd', endpoint: vm.endpoint }], config: { exec: { maxWaitSeconds: 5 } } });
+  authApp = await makeRoutesApp({
+    vms: [{ name: 'pd', endpoint: vm.endpoint }],
+    config: { auth: { anonymousScopes: [], tokens: [{ name: 'reader', token: TOKEN, scopes: ['read'] }] } },
+  });
+}, 60_000);
+
+afterAll(async () => {
+  await app?.close();
+  await authApp?.close();
+  await fleet?.close();
+});
+
+interface Case {
+  name: string;
+  req: { method: string; url: string; headers?: Record<string, string>; payload?: string };
+  status: number;
+  code: string;
+  /** what the detail must say: the field, the limit, the remedy */
+  detail: RegExp;
+  auth?: boolean;
+}
+
+const CASES: Case[] = [
+  { name: 'text body', req: { method: 'PUT', url: '/v1/vms/pd/time', headers: { 'content-type': 'text/plain' }, payload: 'now' }, status: 415, code: 'UNSUPPORTED_MEDIA_TYPE', detail: /"text\/plain".*send it with Content-Type: application\/json/ },
+  { name: 'xml body', req: { method: 'POST', url: '/v1/vms/pd/fstrim', headers: { 'content-type': 'application/xml' }, payload: '<a/>' }, status: 415, code: 'UNSUPPORTED_MEDIA_TYPE', detail: /Content-Type: application\/json/ },
+  { name: 'int64 overflow', req: { method: 'PUT', url: '/v1/vms/pd/time', headers: JSON_CT, payload: '{"time": 9223372036854775808}' }, status: 400, code: 'VALIDATION_FAILED', detail: /^body\.time must be at most 9223372036854775807 \(a signed 64-bit integer\)$/ },
+  { name: 'int64 overflow (fstrim)', req: { method: 'POST', url: '/v1/vms/pd/fstrim', headers: JSON_CT, payload: '{"minimum": 18446744073709551616}' }, status: 400, code: 'VALIDATION_FAILED', detail: /^body\.minimum must be at most 9223372036854775807/ },
+  { name: 'negative time', req: { method: 'PUT', url: '/v1/vms/pd/time', headers: JSON_CT, payload: '{"time": -1}' }, status: 400, code: 'VALIDATION_FAILED', detail: /^body\.time must be >= 0$/ },
+  { name: 'time with useHostClock', req: { method: 'PUT', url: '/v1/vms/pd/time', headers: JSON_CT, payload: '{"time": 5, "useHostClock": true}' }, status: 400, code: 'VALIDATION_FAILED', detail: /not have both time and useHostClock/ },
+  { name: 'invalid base64 stdin', req: { method: 'POST', url: '/v1/vms/pd/exec', headers: JSON_CT, payload: '{"path": "/bin/true", "input-data": "!!!"}' }, status: 400, code: 'VALIDATION_FAILED', detail: /^body\.input-data must be base64/ },
+  { name: 'stdin given twice', req: { method: 'POST', url: '/v1/vms/pd/exec', headers: JSON_CT, payload: '{"path": "/bin/true", "input-data": "aGk=", "inputText": "hi"}' }, status: 400, code: 'VALIDATION_FAILED', detail: /not have both input-data and inputText/ },
+  { name: 'exec wait over the maximum', req: { method: 'POST', url: '/v1/vms/pd/exec', headers: JSON_CT, payload: '{"path": "/bin/true", "wait": 60}' }, status: 400, code: 'VALIDATION_FAILED', detail: /maximum of 5 s \(exec\.maxWaitSeconds\)/ },
+  { name: 'invalid base64 write', req: { method: 'POST', url: '/v1/vms/pd/files/handles/1/write', headers: JSON_CT, payload: '{"buf-b64": "@@@"}' }, status: 400, code: 'VALIDATION_FAILED', detail: /^body\.buf-b64 must be base64/ },
+  { name: 'file open mode', req: { method: 'POST', url: '/v1/vms/pd/files/handles', headers: JSON_CT, payload: '{"path": "/tmp/x", "mode": "rw"}' }, status: 400, code: 'VALIDATION_FAILED', detail: /^body\.mode must be one of "r", .*"a\+b"$/ },
+  { name: 'seek offset beyond 2^53', req: { method: 'POST', url: '/v1/vms/pd/files/handles/1/seek', headers: JSON_CT, payload: '{"offset": 9223372036854775808, "whence": "set"}' }, status: 400, code: 'VALIDATION_FAILED', detail: /^body\.offset must be <= 9007199254740991$/ },
+  { name: 'unknown member', req: { method: 'PUT', url: '/v1/vms/pd/time', headers: JSON_CT, payload: '{"tme": 1}' }, status: 400, code: 'VALIDATION_FAILED', detail: /^body\.tme is not allowed$/ },
+  { name: 'invalid JSON', req: { method: 'PUT', url: '/v1/vms/pd/time', headers: JSON_CT, payload: '{"time": ' }, status: 400, code: 'VALIDATION_FAILED', detail: /^the body is not valid JSON/ },
+  { name: 'pid not a number', req: { method: 'GET', url: '/v1/vms/pd/exec/abc' }, status: 400, code: 'VALIDATION_FAILED', detail: /^params\.pid must be integer$/ },
+  { name: 'unknown VM', req: { method: 'GET', url: '/v1/vms/nope/time' }, status: 404, code: 'VM_NOT_FOUND', detail: /VM "nope" is not registered: GET \/v1\/vms lists/ },
+  { name: 'unknown route', req: { method: 'GET', url: '/v1/nothing' }, status: 404, code: 'NOT_FOUND', detail: /no route GET \/v1\/nothing: \/openapi\.json lists the routes/ },
+  { name: 'wrong method', req: { method: 'DELETE', url: '/v1/vms/pd/time' }, status: 405, code: 'METHOD_NOT_ALLOWED', detail: /does not take DELETE; it takes GET, HEAD, PUT/ },
+  { name: 'unknown lease', req: { method: 'DELETE', url: '/v1/vms/pd/fsfreeze?leaseId=nope' }, status: 409, code: 'LEASE_CONFLICT', detail: /no lease nope/ },
+  { name: 'raw freeze', req: { method: 'POST', url: '/v1/vms/pd/qga/guest-fsfreeze-freeze', headers: JSON_CT, payload: '{}' }, status: 409, code: 'USE_FREEZE_API', detail: /go through POST\/DELETE \/v1\/vms\/pd\/fsfreeze/ },
+  { name: 'range outside the file', req: { method: 'GET', url: '/v1/vms/pd/files/content?path=/etc/hostname', headers: { range: 'bytes=99999-' } }, status: 416, code: 'RANGE_NOT_SATISFIABLE', detail: /outside the file \(\d+ bytes\)/ },
+  { name: 'VM name too long', req: { method: 'GET', url: `/v1/vms/${'a'.repeat(300)}` }, status: 414, code: 'URI_TOO_LONG', detail: /256 characters/ },
+  { name: 'no token', auth: true, req: { method: 'GET', url: '/metrics' }, status: 401, code: 'UNAUTHENTICATED', detail: /send one of the tokens configured in auth\.tokens/ },
+  { name: 'unknown token', auth: true, req: { method: 'GET', url: '/v1/vms/pd/time', headers: { authorization: 'Bearer not-a-token-at-all-000' } }, status: 401, code: 'UNAUTHENTICATED', detail: /unknown bearer token: send one of the tokens/ },
+  { name: 'missing scope', auth: true, req: { method: 'PUT', url: '/v1/vms/pd/time', headers: { authorization: `Bearer ${TOKEN}`, ...JSON_CT }, payload: '{}' }, status: 403, code: 'FORBIDDEN', detail: /needs the "write" scope/ },
+];
+
+describe('4xx answers say what to change', () => {
+  it.each(CASES)('$name → $status $code with a specific detail', async (c) => {
+    const res = await (c.auth ? authApp : app).inject(c.req as InjectOptions);
+    const problem = res.json<{ status: number; code: string; detail: string }>();
+    expect([res.statusCode, problem.code, problem.status]).toEqual([c.status, c.code, c.status]);
+    expect(String(res.headers['content-type'])).toMatch(/^application\/problem\+json/);
+    expect(problem.detail).toMatch(c.detail);
+  });
+
+  it('every detail is specific: no bare framework phrases', async () => {
+    for (const c of CASES) {
+      const res = await (c.auth ? authApp : app).inject(c.req as InjectOptions);
+      const { detail } = res.json<{ detail: string }>();
+      expect(detail.length, c.name).toBeGreaterThan(20);
+      expect(detail, c.name).not.toMatch(/^(Unsupported Media Type|Bad Request|Not Found|must NOT be valid)$/);
+    }
+  });
+});
+
+describe('answers that used to mislead', () => {
+  it('exec whose wait runs out: 202 with exited: false, the pid and its Location', async () => {
+    const t0 = Date.now();
+    const res = await app.inject({ method: 'POST', url: '/v1/vms/pd/exec', headers: JSON_CT, payload: JSON.stringify({ path: '/bin/sleep', arg: ['30'], wait: 0.3 }) });
+    const elapsed = Date.now() - t0;
+    expect(res.statusCode).toBe(202);
+    const body = res.json<{ pid: number; exited: boolean }>();
+    expect(body).toEqual({ pid: expect.any(Number), exited: false });
+    expect(res.headers.location).toBe(`/v1/vms/pd/exec/${body.pid}`);
+    expect(elapsed).toBeGreaterThanOrEqual(250);
+    expect(elapsed).toBeLessThan(5_000);
+  });
+
+  it('exec without wait: 202 with the pid only (nobody looked at the process yet)', async () => {
+    const res = await app.inject({ method: 'POST', url: '/v1/vms/pd/exec', headers: JSON_CT, payload: JSON.stringify({ path: '/bin/true' }) });
+    expect(res.statusCode).toBe(202);
+    expect(Object.keys(res.json<object>())).toEqual(['pid']);
+  });
+
+  it('ssh keys of a user without authorized_keys: 200 and an empty list', async () => {
+    const res = await app.inject({ method: 'GET', url: '/v1/vms/pd/users/root/ssh-keys' });
+    expect(res.statusCode).toBe(200);
+    expect(res.json()).toEqual({ keys: [] });
+  });
+});
