@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Simulator } from '../../sim/index.js';
 import { buildApp } from '../../src/app.js';
 import { parsePveConfig } from '../../src/registry/proxmox.js';
-import { socketRootsOf } from '../../src/registry/registry.js';
+import { VmRegistry, socketRootsOf } from '../../src/registry/registry.js';
 import { testConfig } from '../helpers/app.js';
 
 const root = mkdtempSync(join(tmpdir(), 'qga-pve-'));
@@ -113,5 +113,24 @@ describe('Proxmox preset', () => {
     await sim.removeVm('pve-106');
     await until(() => reg.size === 2, 2_000);
     expect((await list()).map((v) => v.name)).toEqual(['101', '104']);
+  });
+
+  it('a socket folder missing at start (no watch possible) is found by the periodic rescan, then watched', async () => {
+    const late = join(root, 'late-run');
+    const reg = new VmRegistry({ vms: [], registry: { allowApiRegistration: false, directories: [], allowedTcpEndpoints: [], presets: ['proxmox'], proxmox: { socketDir: late, configDir }, rescanIntervalMs: 100 } });
+    await reg.start();
+    try {
+      expect(reg.size).toBe(0);
+      mkdirSync(late);
+      conf('107', 'name: late-01\nagent: 1\n');
+      await sim.addVm({ name: 'pve-107', socketPath: join(late, '107.qga') });
+      const ms = await until(() => reg.size === 1, 2_000);
+      expect(ms).toBeLessThan(2_000);
+      expect((await reg.list()).map((r) => [r.name, r.labels?.['pve.name']])).toEqual([['107', 'late-01']]);
+      await sim.removeVm('pve-107');
+      await until(() => reg.size === 0, 2_000);
+    } finally {
+      reg.stop();
+    }
   });
 });
