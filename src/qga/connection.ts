@@ -275,11 +275,18 @@ function newSyncId(): number {
   return n === 0 ? 1 : n;
 }
 
+/** `{"execute":"<command>"` per command name, so a line is not re-serialized from an object each time (bounded) */
+const EXECUTE_HEAD = new Map<string, string>();
+
+/** `{"execute":…,"arguments":…,"id":…}\n`: the same text stringifyJson made of that object, built directly */
 function commandLine(command: string, args: JsonObject | undefined, id: number | undefined): string {
-  const req: JsonObject = { execute: command };
-  if (args !== undefined) req.arguments = args;
-  if (id !== undefined) req.id = id;
-  return `${stringifyJson(req)}\n`;
+  let head = EXECUTE_HEAD.get(command);
+  if (head === undefined) {
+    head = `{"execute":${JSON.stringify(command)}`;
+    if (EXECUTE_HEAD.size < 1024) EXECUTE_HEAD.set(command, head);
+  }
+  const a = args === undefined ? '' : `,"arguments":${stringifyJson(args)}`;
+  return id === undefined ? `${head}${a}}\n` : `${head}${a},"id":${id}}\n`;
 }
 
 function syncLine(syncId: number): string {

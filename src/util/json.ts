@@ -56,16 +56,32 @@ const ROUNDED = 2;
 /** One iterative walk: DEEP if nesting exceeds `max`, else ROUNDED if a number may have been rounded, else OK. */
 function scanParsed(root: object, max: number): number {
   let rounded = false;
-  const stack: Array<[object, number]> = [[root, 1]];
-  while (stack.length > 0) {
-    const [obj, depth] = stack.pop() as [object, number];
+  // two parallel stacks: no tuple and no Object.values array per container (this runs per reply)
+  const objs: object[] = [root];
+  const depths: number[] = [1];
+  while (objs.length > 0) {
+    const obj = objs.pop() as Record<string, unknown>;
+    const depth = depths.pop() as number;
     if (depth > max) return DEEP;
-    const items: unknown[] = Array.isArray(obj) ? obj : Object.values(obj);
-    for (let i = 0; i < items.length; i++) {
-      const item = items[i];
-      if (typeof item === 'number') {
-        if (!rounded && mayBeRounded(item)) rounded = true;
-      } else if (item !== null && typeof item === 'object') stack.push([item, depth + 1]);
+    if (Array.isArray(obj)) {
+      for (let i = 0; i < obj.length; i++) {
+        const item: unknown = obj[i];
+        if (typeof item === 'number') rounded ||= mayBeRounded(item);
+        else if (item !== null && typeof item === 'object') {
+          objs.push(item);
+          depths.push(depth + 1);
+        }
+      }
+    } else {
+      // JSON.parse makes plain objects: every key is an own enumerable one ("__proto__" included)
+      for (const k in obj) {
+        const item = obj[k];
+        if (typeof item === 'number') rounded ||= mayBeRounded(item);
+        else if (item !== null && typeof item === 'object') {
+          objs.push(item);
+          depths.push(depth + 1);
+        }
+      }
     }
   }
   return rounded ? ROUNDED : OK;
