@@ -142,7 +142,13 @@ export class AgentService implements AgentCaller {
   /** The agent info (connecting and syncing if needed). */
   async info(vm: string, opts: ExecuteOptions = {}): Promise<AgentInfo> {
     await this.registry.require(vm);
-    return this.pool.channel(vm).info(opts);
+    const down = this.health.failFast(vm, 'guest-info', opts);
+    if (down) throw down;
+    try {
+      return await this.pool.channel(vm).info(opts);
+    } catch (e) {
+      throw this.health.failed(vm, e);
+    }
   }
 
   /** the VMs believed frozen (through the gateway or found frozen) */
@@ -210,7 +216,12 @@ export class AgentService implements AgentCaller {
   /** Force a resync on the VM's channel (queued like a command) and report its round trip. */
   async sync(vm: string, opts: ExecuteOptions = {}): Promise<{ rttMs: number }> {
     await this.registry.require(vm);
-    return this.pool.channel(vm).sync(opts);
+    // never failed fast: a forced sync is how a caller asks whether a down agent is back
+    try {
+      return await this.pool.channel(vm).sync(opts);
+    } catch (e) {
+      throw this.health.failed(vm, e);
+    }
   }
 
   /** What is known of the VM's channel without touching the agent (undefined: never used, or forgotten). */

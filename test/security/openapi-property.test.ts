@@ -22,8 +22,8 @@ beforeAll(async () => {
   vm = await fleet.add({ name: 'prop' });
   app = await makeRoutesApp({
     vms: [{ name: 'prop', endpoint: vm.endpoint }],
-    // short waits, so a generated exec `wait` or a slow command cannot stall the run
-    config: { exec: { maxWaitSeconds: 1 }, agent: { idleReleaseMs: 0, timeouts: { fast: 2000, normal: 2000, slow: 2000, freeze: 2000, long: 2000 } } },
+    // short waits, so a generated exec `wait`, a GET /wait or a slow command cannot stall the run
+    config: { exec: { maxWaitSeconds: 1 }, agent: { idleReleaseMs: 0, waitMaxSeconds: 1, timeouts: { fast: 2000, normal: 2000, slow: 2000, freeze: 2000, long: 2000 } } },
   });
   const doc = (await app.inject({ method: 'GET', url: '/openapi.json' })).json<OpenApiDoc>();
   cases = operationCases(doc, { vm: 'prop' });
