@@ -122,7 +122,7 @@ export default async function vmRoutes(fastify: FastifyInstance): Promise<void> 
   app.get(
     '/vms/:vm',
     operation('vms', 'getVm', {
-      summary: 'A VM: channel state, cached agent version, frozen state (and its endpoint, for admin callers)',
+      summary: 'A VM: channel state, agent state (up, down, unknown; version, capabilities), frozen and by whom (and its endpoint, for admin callers)',
       params: VmParams,
       ok: { 200: VmDetail },
       errors: [400, 401, 403, 404, 503],

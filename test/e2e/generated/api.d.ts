@@ -160,7 +160,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** A VM: channel state, cached agent version, frozen state (and its endpoint, for admin callers) */
+        /** A VM: channel state, agent state (up, down, unknown; version, capabilities), frozen and by whom (and its endpoint, for admin callers) */
         get: operations["getVm"];
         put?: never;
         post?: never;
@@ -1442,7 +1442,10 @@ export interface components {
         GuestDeviceInfo: {
             /** @description name of the associated driver */
             "driver-name": string;
-            /** @description driver release date, in nanoseconds since the epoch */
+            /**
+             * Format: int64
+             * @description driver release date, in nanoseconds since the epoch
+             */
             "driver-date"?: number;
             /** @description driver version */
             "driver-version"?: string;
@@ -1507,39 +1510,90 @@ export interface components {
          * @description I/O statistics of a disk. (since 7.1)
          */
         GuestDiskStats: {
-            /** @description sectors read */
+            /**
+             * Format: uint64
+             * @description sectors read
+             */
             "read-sectors"?: number;
-            /** @description reads completed successfully */
+            /**
+             * Format: uint64
+             * @description reads completed successfully
+             */
             "read-ios"?: number;
-            /** @description read requests merged */
+            /**
+             * Format: uint64
+             * @description read requests merged
+             */
             "read-merges"?: number;
-            /** @description sectors written */
+            /**
+             * Format: uint64
+             * @description sectors written
+             */
             "write-sectors"?: number;
-            /** @description writes completed */
+            /**
+             * Format: uint64
+             * @description writes completed
+             */
             "write-ios"?: number;
-            /** @description write requests merged */
+            /**
+             * Format: uint64
+             * @description write requests merged
+             */
             "write-merges"?: number;
-            /** @description sectors discarded */
+            /**
+             * Format: uint64
+             * @description sectors discarded
+             */
             "discard-sectors"?: number;
-            /** @description discards completed successfully */
+            /**
+             * Format: uint64
+             * @description discards completed successfully
+             */
             "discard-ios"?: number;
-            /** @description discard requests merged */
+            /**
+             * Format: uint64
+             * @description discard requests merged
+             */
             "discard-merges"?: number;
-            /** @description flush requests completed successfully */
+            /**
+             * Format: uint64
+             * @description flush requests completed successfully
+             */
             "flush-ios"?: number;
-            /** @description time spent reading(ms) */
+            /**
+             * Format: uint64
+             * @description time spent reading(ms)
+             */
             "read-ticks"?: number;
-            /** @description time spent writing(ms) */
+            /**
+             * Format: uint64
+             * @description time spent writing(ms)
+             */
             "write-ticks"?: number;
-            /** @description time spent discarding(ms) */
+            /**
+             * Format: uint64
+             * @description time spent discarding(ms)
+             */
             "discard-ticks"?: number;
-            /** @description time spent flushing(ms) */
+            /**
+             * Format: uint64
+             * @description time spent flushing(ms)
+             */
             "flush-ticks"?: number;
-            /** @description number of I/Os currently in flight */
+            /**
+             * Format: uint64
+             * @description number of I/Os currently in flight
+             */
             "ios-pgr"?: number;
-            /** @description time spent doing I/Os (ms) */
+            /**
+             * Format: uint64
+             * @description time spent doing I/Os (ms)
+             */
             "total-ticks"?: number;
-            /** @description weighted time spent doing I/Os since the last update of this field(ms) */
+            /**
+             * Format: uint64
+             * @description weighted time spent doing I/Os since the last update of this field(ms)
+             */
             "weight-ticks"?: number;
         };
         /**
@@ -1598,11 +1652,20 @@ export interface components {
             mountpoint: string;
             /** @description file system type string */
             type: string;
-            /** @description file system used bytes (since 3.0) */
+            /**
+             * Format: uint64
+             * @description file system used bytes (since 3.0)
+             */
             "used-bytes"?: number;
-            /** @description filesystem capacity in bytes for unprivileged users (since 3.0) */
+            /**
+             * Format: uint64
+             * @description filesystem capacity in bytes for unprivileged users (since 3.0)
+             */
             "total-bytes"?: number;
-            /** @description filesystem capacity in bytes for privileged users (since 9.1) */
+            /**
+             * Format: uint64
+             * @description filesystem capacity in bytes for privileged users (since 9.1)
+             */
             "total-bytes-privileged"?: number;
             /** @description an array of disk hardware information that the volume lies on, which may be empty if the disk type is not supported */
             disk: components["schemas"]["GuestDiskAddress"][];
@@ -1624,9 +1687,15 @@ export interface components {
             path: string;
             /** @description an error message when trim failed */
             error?: string;
-            /** @description bytes trimmed for this path */
+            /**
+             * Format: int64
+             * @description bytes trimmed for this path
+             */
             trimmed?: number;
-            /** @description reported effective minimum for this path */
+            /**
+             * Format: int64
+             * @description reported effective minimum for this path
+             */
             minimum?: number;
         };
         /**
@@ -1661,25 +1730,55 @@ export interface components {
         GuestLinuxCpuStats: {
             /** @description CPU index in guest OS */
             cpu: number;
-            /** @description Time spent in user mode */
+            /**
+             * Format: uint64
+             * @description Time spent in user mode
+             */
             user: number;
-            /** @description Time spent in user mode with low priority (nice) */
+            /**
+             * Format: uint64
+             * @description Time spent in user mode with low priority (nice)
+             */
             nice: number;
-            /** @description Time spent in system mode */
+            /**
+             * Format: uint64
+             * @description Time spent in system mode
+             */
             system: number;
-            /** @description Time spent in the idle task */
+            /**
+             * Format: uint64
+             * @description Time spent in the idle task
+             */
             idle: number;
-            /** @description Time waiting for I/O to complete (since Linux 2.5.41) */
+            /**
+             * Format: uint64
+             * @description Time waiting for I/O to complete (since Linux 2.5.41)
+             */
             iowait?: number;
-            /** @description Time servicing interrupts (since Linux 2.6.0-test4) */
+            /**
+             * Format: uint64
+             * @description Time servicing interrupts (since Linux 2.6.0-test4)
+             */
             irq?: number;
-            /** @description Time servicing softirqs (since Linux 2.6.0-test4) */
+            /**
+             * Format: uint64
+             * @description Time servicing softirqs (since Linux 2.6.0-test4)
+             */
             softirq?: number;
-            /** @description Stolen time by host (since Linux 2.6.11) */
+            /**
+             * Format: uint64
+             * @description Stolen time by host (since Linux 2.6.11)
+             */
             steal?: number;
-            /** @description Time spent running a virtual CPU for guest operating systems under the control of the Linux kernel (since Linux 2.6.24) */
+            /**
+             * Format: uint64
+             * @description Time spent running a virtual CPU for guest operating systems under the control of the Linux kernel (since Linux 2.6.24)
+             */
             guest?: number;
-            /** @description Time spent running a niced guest (since Linux 2.6.33) */
+            /**
+             * Format: uint64
+             * @description Time spent running a niced guest (since Linux 2.6.33)
+             */
             guestnice?: number;
         };
         /**
@@ -1711,7 +1810,10 @@ export interface components {
          * @description A memory block of the guest. (since 2.3)
          */
         GuestMemoryBlock: {
-            /** @description Arbitrary guest-specific unique identifier of the MEMORY BLOCK. */
+            /**
+             * Format: uint64
+             * @description Arbitrary guest-specific unique identifier of the MEMORY BLOCK.
+             */
             "phys-index": number;
             /** @description Whether the MEMORY BLOCK is enabled in guest. */
             online: boolean;
@@ -1731,7 +1833,10 @@ export interface components {
          * @description Result of reconfiguring one memory block. (since 2.3)
          */
         GuestMemoryBlockResponse: {
-            /** @description same with the 'phys-index' member of GuestMemoryBlock. */
+            /**
+             * Format: uint64
+             * @description same with the 'phys-index' member of GuestMemoryBlock.
+             */
             "phys-index": number;
             response: components["schemas"]["GuestMemoryBlockResponseType"];
             /** @description the error number (errno) when the memory block operation fails; omitted when it succeeds. */
@@ -1748,30 +1853,55 @@ export interface components {
          * @description NVMe smart information, based on NVMe specification, section <SMART / Health Information (Log Identifier 02h)>. (since 7.1)
          */
         GuestNVMeSmart: {
+            /** Format: uint64 */
             "critical-warning": number;
+            /** Format: uint64 */
             temperature: number;
+            /** Format: uint64 */
             "available-spare": number;
+            /** Format: uint64 */
             "available-spare-threshold": number;
+            /** Format: uint64 */
             "percentage-used": number;
+            /** Format: uint64 */
             "data-units-read-lo": number;
+            /** Format: uint64 */
             "data-units-read-hi": number;
+            /** Format: uint64 */
             "data-units-written-lo": number;
+            /** Format: uint64 */
             "data-units-written-hi": number;
+            /** Format: uint64 */
             "host-read-commands-lo": number;
+            /** Format: uint64 */
             "host-read-commands-hi": number;
+            /** Format: uint64 */
             "host-write-commands-lo": number;
+            /** Format: uint64 */
             "host-write-commands-hi": number;
+            /** Format: uint64 */
             "controller-busy-time-lo": number;
+            /** Format: uint64 */
             "controller-busy-time-hi": number;
+            /** Format: uint64 */
             "power-cycles-lo": number;
+            /** Format: uint64 */
             "power-cycles-hi": number;
+            /** Format: uint64 */
             "power-on-hours-lo": number;
+            /** Format: uint64 */
             "power-on-hours-hi": number;
+            /** Format: uint64 */
             "unsafe-shutdowns-lo": number;
+            /** Format: uint64 */
             "unsafe-shutdowns-hi": number;
+            /** Format: uint64 */
             "media-errors-lo": number;
+            /** Format: uint64 */
             "media-errors-hi": number;
+            /** Format: uint64 */
             "number-of-error-log-entries-lo": number;
+            /** Format: uint64 */
             "number-of-error-log-entries-hi": number;
         };
         /**
@@ -2068,7 +2198,10 @@ export interface components {
         SetMemoryBlocksRequest: {
             /** @description The memory blocks to reconfigure: phys-index selects the block, online its requested state */
             "mem-blks": {
-                /** @description Arbitrary guest-specific unique identifier of the MEMORY BLOCK. */
+                /**
+                 * Format: uint64
+                 * @description Arbitrary guest-specific unique identifier of the MEMORY BLOCK.
+                 */
                 "phys-index": number;
                 /** @description Whether the MEMORY BLOCK is enabled in guest. */
                 online: boolean;
@@ -3139,7 +3272,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description A VM: channel state, cached agent version, frozen state (and its endpoint, for admin callers) */
+            /** @description A VM: channel state, agent state (up, down, unknown; version, capabilities), frozen and by whom (and its endpoint, for admin callers) */
             200: {
                 headers: {
                     [name: string]: unknown;
