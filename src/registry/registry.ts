@@ -253,6 +253,8 @@ export class VmRegistry {
   /** Every known VM by the key of its endpoint (unix sockets by real path). */
   private async endpointHolders(): Promise<Map<string, string>> {
     const out = new Map<string, string>();
+    // what other gateway processes registered up to now, not up to a second ago
+    await this.api.refresh(true);
     for (const rec of await this.list()) {
       const e = rec.endpoint;
       const key = e.type === 'tcp' ? endpointKey(e) : endpointKey({ type: 'unix', path: (await canonicalSocketPath(e.path)) ?? resolvePath(e.path) });
