@@ -104,6 +104,8 @@ function lazySerializers(): SerializerFactory {
 function makeAjv(opts: AjvOptions): Ajv {
   const ajv = new Ajv({ allErrors: false, strict: false, useDefaults: true, removeAdditional: false, ...opts });
   addFormats.default(ajv);
+  // OpenAPI's unsigned 64-bit format (src/http/schemas/scalars.ts); the range is checked by min/max
+  ajv.addFormat('uint64', { type: 'number', validate: (n: number) => Number.isInteger(n) && n >= 0 });
   return ajv;
 }
 

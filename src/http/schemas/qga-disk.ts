@@ -93,7 +93,7 @@ type NvmeField = (typeof NVME_FIELDS)[number];
 
 function nvmeProperties(): Record<NvmeField, ReturnType<typeof Type.Integer>> {
   const props = {} as Record<NvmeField, ReturnType<typeof Type.Integer>>;
-  for (const f of NVME_FIELDS) props[f] = Type.Integer();
+  for (const f of NVME_FIELDS) props[f] = Type.Integer({ format: 'uint64' });
   return props;
 }
 
@@ -137,7 +137,7 @@ export const GuestDiskInfo = objectComponent('GuestDiskInfo', 'A disk or partiti
   smart: Type.Optional(described(GuestDiskSmart, 'disk smart information (Since 7.1)')),
 });
 
-const stat = (description: string) => Type.Optional(Type.Integer({ description }));
+const stat = (description: string) => Type.Optional(Type.Integer({ format: 'uint64', description }));
 
 export const GuestDiskStats = objectComponent('GuestDiskStats', 'I/O statistics of a disk. (since 7.1)', {
   'read-sectors': stat('sectors read'),

@@ -12,8 +12,8 @@ export const GuestFsfreezeStatus = enumComponent(
 export const GuestFilesystemTrimResult = objectComponent('GuestFilesystemTrimResult', 'Result of trimming one path. (since 2.4)', {
   path: Type.String({ description: 'path that was trimmed' }),
   error: Type.Optional(Type.String({ description: 'an error message when trim failed' })),
-  trimmed: Type.Optional(Type.Integer({ description: 'bytes trimmed for this path' })),
-  minimum: Type.Optional(Type.Integer({ description: 'reported effective minimum for this path' })),
+  trimmed: Type.Optional(Type.Integer({ format: 'int64', description: 'bytes trimmed for this path' })),
+  minimum: Type.Optional(Type.Integer({ format: 'int64', description: 'reported effective minimum for this path' })),
 });
 
 export const GuestFilesystemTrimResponse = objectComponent('GuestFilesystemTrimResponse', 'The status of all trimmed paths. (since 2.4)', {
@@ -28,12 +28,12 @@ export const GuestFilesystemInfo = objectComponent(
     name: Type.String({ description: 'disk name' }),
     mountpoint: Type.String({ description: 'mount point path' }),
     type: Type.String({ description: 'file system type string' }),
-    'used-bytes': Type.Optional(Type.Integer({ description: 'file system used bytes (since 3.0)' })),
+    'used-bytes': Type.Optional(Type.Integer({ format: 'uint64', description: 'file system used bytes (since 3.0)' })),
     'total-bytes': Type.Optional(
-      Type.Integer({ description: 'filesystem capacity in bytes for unprivileged users (since 3.0)' }),
+      Type.Integer({ format: 'uint64', description: 'filesystem capacity in bytes for unprivileged users (since 3.0)' }),
     ),
     'total-bytes-privileged': Type.Optional(
-      Type.Integer({ description: 'filesystem capacity in bytes for privileged users (since 9.1)' }),
+      Type.Integer({ format: 'uint64', description: 'filesystem capacity in bytes for privileged users (since 9.1)' }),
     ),
     disk: Type.Array(GuestDiskAddress, {
       description: 'an array of disk hardware information that the volume lies on, which may be empty if the disk type is not supported',

@@ -23,7 +23,7 @@ export const GuestLogicalProcessor = objectComponent('GuestLogicalProcessor', 'A
 });
 
 export const GuestMemoryBlock = objectComponent('GuestMemoryBlock', 'A memory block of the guest. (since 2.3)', {
-  'phys-index': Type.Integer({ minimum: 0, description: 'Arbitrary guest-specific unique identifier of the MEMORY BLOCK.' }),
+  'phys-index': Type.Integer({ format: 'uint64', minimum: 0, exclusiveMaximum: 2 ** 64, description: 'Arbitrary guest-specific unique identifier of the MEMORY BLOCK.' }),
   online: Type.Boolean({ description: 'Whether the MEMORY BLOCK is enabled in guest.' }),
   'can-offline': canOffline('MEMORY BLOCK'),
 });
@@ -36,7 +36,7 @@ export const GuestMemoryBlockResponseType = enumComponent(
 );
 
 export const GuestMemoryBlockResponse = objectComponent('GuestMemoryBlockResponse', 'Result of reconfiguring one memory block. (since 2.3)', {
-  'phys-index': Type.Integer({ description: "same with the 'phys-index' member of GuestMemoryBlock." }),
+  'phys-index': Type.Integer({ format: 'uint64', description: "same with the 'phys-index' member of GuestMemoryBlock." }),
   response: described(GuestMemoryBlockResponseType, 'the result of memory block operation.'),
   'error-code': Type.Optional(
     Type.Integer({
@@ -55,7 +55,7 @@ export const GuestMemoryBlockInfo = objectComponent('GuestMemoryBlockInfo', 'Inf
 
 export const GuestCpuStatsType = enumComponent('GuestCpuStatsType', 'Guest operating systems supporting CPU statistics. (since 7.1)', ['linux']);
 
-const ticks = (description: string) => Type.Integer({ description });
+const ticks = (description: string) => Type.Integer({ format: 'uint64', description });
 
 export const GuestLinuxCpuStats = objectComponent('GuestLinuxCpuStats', 'CPU statistics of Linux, in milliseconds. (since 7.1)', {
   cpu: Type.Integer({ description: 'CPU index in guest OS' }),
@@ -99,7 +99,7 @@ export const GuestDeviceId = component(
 
 export const GuestDeviceInfo = objectComponent('GuestDeviceInfo', 'A device and its driver (Windows guests). (since 5.2)', {
   'driver-name': Type.String({ description: 'name of the associated driver' }),
-  'driver-date': Type.Optional(Type.Integer({ description: 'driver release date, in nanoseconds since the epoch' })),
+  'driver-date': Type.Optional(Type.Integer({ format: 'int64', description: 'driver release date, in nanoseconds since the epoch' })),
   'driver-version': Type.Optional(Type.String({ description: 'driver version' })),
   id: Type.Optional(described(GuestDeviceId, 'device ID')),
 });
