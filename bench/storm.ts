@@ -73,6 +73,10 @@ export async function stormSection(vms: Array<{ name: string; endpoint: Endpoint
       '',
       table(['round', 'one VM ok/s, 64 clients', 'one VM, 200 clients retrying', 'storm/base', 'other VMs ok/s, base', 'other VMs ok/s, storm', 'storm/base', 'gateway CPU base / storm', 'CPU refusal / served'], rows),
       '',
+      'The gateway CPU column is its share of one core during the phase: a share that FALLS in the storm phase means the ' +
+        'gateway was starved by the other processes (autocannon with 200 retrying connections, the simulator, anything else ' +
+        'on the machine), not busy refusing; the refusal cost is then an estimate from a noisy difference.',
+      '',
       `Medians: one VM ${fmtRatio(median(oneRatio))} (${oneRatio.map(fmtRatio).join(', ')}), other VMs ${fmtRatio(median(restRatio))} ` +
         `(${restRatio.map(fmtRatio).join(', ')}), refusal/served CPU ${fmtRatio(median(rejRatio))} (${rejRatio.map(fmtRatio).join(', ')}).`,
     ].join('\n'),
