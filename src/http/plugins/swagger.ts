@@ -63,7 +63,11 @@ export async function registerSwagger(app: FastifyInstance): Promise<void> {
   });
   await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { deepLinking: true }, staticCSP: true });
   // the document with the maxima of the configuration in force (written by the bigint-exact JSON writer)
-  app.get('/openapi.json', { schema: { hide: true }, config: { public: true } }, async () =>
-    servedDocument(app.swagger(), app.services.config),
-  );
+  // (computed once per configuration: a reload that changes a maximum changes the document)
+  let served: { config: unknown; doc: unknown } | undefined;
+  app.get('/openapi.json', { schema: { hide: true }, config: { public: true } }, async () => {
+    const config = app.services.config;
+    if (served?.config !== config) served = { config, doc: servedDocument(app.swagger(), config) };
+    return served.doc;
+  });
 }
