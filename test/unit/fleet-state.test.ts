@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { ExternalFreezes } from '../../src/agent/state-external.js';
 import { AgentStates, type StateChange } from '../../src/agent/state.js';
 import { addressFilter, addressesOf } from '../../src/agent/wait.js';
-import type { AgentInfo } from '../../src/qga/types.js';
+import type { AgentInfo, JsonValue } from '../../src/qga/types.js';
 
 function info(version: string, enabled: Record<string, boolean>): AgentInfo {
   return {
@@ -109,7 +109,7 @@ describe('ExternalFreezes', () => {
 });
 
 describe('GET /wait?for=ip address filter', () => {
-  const reply = [
+  const reply: JsonValue = [
     { name: 'lo', 'ip-addresses': [{ 'ip-address': '127.0.0.1', 'ip-address-type': 'ipv4', prefix: 8 }, { 'ip-address': '::1', 'ip-address-type': 'ipv6', prefix: 128 }] },
     { name: 'eth0', 'ip-addresses': [{ 'ip-address': '10.0.0.5', 'ip-address-type': 'ipv4', prefix: 24 }, { 'ip-address': 'fe80::1', 'ip-address-type': 'ipv6', prefix: 64 }, { 'ip-address': '2001:db8::5', 'ip-address-type': 'ipv6', prefix: 64 }] },
     { name: 'docker0', 'ip-addresses': [{ 'ip-address': '172.17.0.1', 'ip-address-type': 'ipv4', prefix: 16 }] },
