@@ -8,7 +8,7 @@
  * Both end at the deadline with what was last seen, and at once when the caller goes away.
  */
 import { performance } from 'node:perf_hooks';
-import { isGatewayError } from '../errors.js';
+import { errors, isGatewayError } from '../errors.js';
 import { abortReason } from '../util/abort.js';
 import { globMatcher } from '../util/glob.js';
 import type { JsonValue } from '../qga/types.js';
@@ -53,6 +53,8 @@ export async function waitForAgent(agent: AgentService, vm: string, timeoutMs: n
   for (;;) {
     const left = deadline - performance.now();
     if (left <= 0) return { done: false, last: { agent: agent.fleetState(vm).agent } };
+    // deregistered (or gone from its discovery folder) while waited for
+    if (!agent.registry.resolve(vm)) throw errors.vmNotFound(vm);
     const ok = await agent.probe(vm, { timeoutMs: Math.max(1, Math.ceil(left)), signal });
     if (signal.aborted) throw abortReason(signal);
     if (ok) return { done: true, value: { agent: agent.fleetState(vm).agent } };
