@@ -61,7 +61,14 @@ export async function registerSwagger(app: FastifyInstance): Promise<void> {
       ],
     },
   });
-  await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { deepLinking: true }, staticCSP: true });
+  await app.register(swaggerUi, {
+    routePrefix: '/docs',
+    uiConfig: { deepLinking: true },
+    staticCSP: true,
+    // /docs shows what /openapi.json serves: the configured maxima written in
+    transformSpecificationClone: false,
+    transformSpecification: (spec) => servedDocument(spec, app.services.config) as Record<string, unknown>,
+  });
   // the document with the maxima of the configuration in force (written by the bigint-exact JSON writer)
   // (computed once per configuration: a reload that changes a maximum changes the document)
   let served: { config: unknown; doc: unknown } | undefined;
