@@ -46,6 +46,7 @@ interface Case {
 
 const CASES: Case[] = [
   { name: 'text body', req: { method: 'PUT', url: '/v1/vms/pd/time', headers: { 'content-type': 'text/plain' }, payload: 'now' }, status: 415, code: 'UNSUPPORTED_MEDIA_TYPE', detail: /"text\/plain".*send it with Content-Type: application\/json/ },
+  { name: 'xml body where none is taken', req: { method: 'POST', url: '/v1/vms/pd/agent/sync', headers: { 'content-type': 'application/xml' }, payload: '<a/>' }, status: 415, code: 'UNSUPPORTED_MEDIA_TYPE', detail: /"application\/xml".*Content-Type: application\/json/ },
   { name: 'xml body', req: { method: 'POST', url: '/v1/vms/pd/fstrim', headers: { 'content-type': 'application/xml' }, payload: '<a/>' }, status: 415, code: 'UNSUPPORTED_MEDIA_TYPE', detail: /Content-Type: application\/json/ },
   { name: 'int64 overflow', req: { method: 'PUT', url: '/v1/vms/pd/time', headers: JSON_CT, payload: '{"time": 9223372036854775808}' }, status: 400, code: 'VALIDATION_FAILED', detail: /^body\.time must be at most 9223372036854775807 \(a signed 64-bit integer\)$/ },
   { name: 'int64 overflow (fstrim)', req: { method: 'POST', url: '/v1/vms/pd/fstrim', headers: JSON_CT, payload: '{"minimum": 18446744073709551616}' }, status: 400, code: 'VALIDATION_FAILED', detail: /^body\.minimum must be at most 9223372036854775807/ },

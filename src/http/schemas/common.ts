@@ -94,7 +94,8 @@ const ONLY: Partial<Record<ErrorCode, (op: ProblemContext) => boolean>> = {
   NOTHING_FROZEN: (op) => op.tag === 'fsfreeze',
   RANGE_NOT_SATISFIABLE: (op) => op.tag === 'files',
   PAYLOAD_TOO_LARGE: (op) => op.body,
-  UNSUPPORTED_MEDIA_TYPE: (op) => op.body,
+  // the file content routes parse any content type (the bytes are the file)
+  UNSUPPORTED_MEDIA_TYPE: (op) => op.body && op.operationId !== 'uploadFile',
   UNAUTHENTICATED: (op) => !op.public,
   FORBIDDEN: (op) => !op.public,
   ORIGIN_FORBIDDEN: (op) => !op.public,

@@ -17,6 +17,7 @@
  * 'exec.maxWaitSeconds'`) into a copy: /openapi.json differs by configuration, the exported
  * openapi/openapi.json carries the defaults.
  */
+import { ERRORS, type ErrorCode } from '../../errors.js';
 import { isObjectLike } from '../../util/unknown.js';
 
 type Json = Record<string, unknown>;
@@ -143,6 +144,29 @@ function isProblem(r: Json): boolean {
   return isObjectLike(r.content) && 'application/problem+json' in r.content;
 }
 
+/**
+ * A POST/PUT/PATCH/DELETE that takes no body is still sent one by some clients: Fastify parses it
+ * (415 for a type it has no parser for, 413 over the body limit) before the route runs. Those
+ * operations document both, as the ones with a body do (routes/operation.ts).
+ */
+function bodyProblems(op: Json, method: string): void {
+  if (!['post', 'put', 'patch', 'delete'].includes(method) || op.requestBody !== undefined || !isObjectLike(op.responses)) return;
+  const codes = Array.isArray(op['x-problem-codes']) ? (op['x-problem-codes'] as ErrorCode[]) : undefined;
+  if (!codes) return;
+  for (const code of ['PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE'] as const) {
+    if (codes.includes(code)) continue;
+    codes.push(code);
+    const status = String(ERRORS[code].status);
+    const text = `\`${code}\`: ${ERRORS[code].when}`;
+    const existing = op.responses[status];
+    if (isObjectLike(existing)) existing.description = `${String(existing.description)}. ${text}`;
+    else op.responses[status] = { description: text, content: { 'application/problem+json': { schema: { $ref: `${REF_PREFIX}Problem` } } } };
+  }
+  const order = Object.keys(ERRORS);
+  codes.sort((a, b) => order.indexOf(a) - order.indexOf(b));
+  op.responses = Object.fromEntries(Object.entries(op.responses).sort(([a], [b]) => Number(a) - Number(b)));
+}
+
 /** int64/uint64: bounds and examples as exact integers (bigint), whatever the route schema held. */
 function exactIntegers(s: unknown): void {
   if (Array.isArray(s)) {
@@ -202,7 +226,9 @@ export function finishDocument<T>(doc: T): T {
     if (!isObjectLike(item)) continue;
     for (const method of METHODS) {
       const op = item[method];
-      if (isObjectLike(op)) nameOperation(op, `${method.toUpperCase()} ${path}`, components);
+      if (!isObjectLike(op)) continue;
+      nameOperation(op, `${method.toUpperCase()} ${path}`, components);
+      bodyProblems(op, method);
     }
   }
   pruneComponents(d, schemas);
