@@ -53,7 +53,7 @@ export default async function execRoutes(fastify: FastifyInstance): Promise<void
       summary: 'Run a program in the guest; with `wait`, return its exit status and output',
       description:
         'Without `wait`: 202 {pid} at once. With `wait` (seconds): polls guest-exec-status with backoff and returns the ' +
-        'finished status (200), or 202 {pid} if the process is still running when `wait` runs out. A process nobody ' +
+        'finished status (200), or 202 {pid, exited: false} if the process is still running when `wait` runs out. A process nobody ' +
         'polls is reaped by the gateway, which keeps its final status for exec.resultTtlSeconds.',
       command: ['guest-exec', 'guest-exec-status'],
       params: VmParams,

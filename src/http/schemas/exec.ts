@@ -42,7 +42,7 @@ export const ExecBody = Type.Object(
         'x-max-from': 'exec.maxWaitSeconds',
         description:
           'seconds to wait for the process to exit (at most exec.maxWaitSeconds, beyond → 400). With wait, the finished ' +
-          'status is returned (200) if the process exits in time, otherwise 202 {pid}. Without it: 202 {pid} at once.',
+          'status is returned (200) if the process exits in time, otherwise 202 {pid, exited: false}. Without it: 202 {pid} at once.',
       }),
     ),
   },

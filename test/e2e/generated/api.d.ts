@@ -755,7 +755,7 @@ export interface paths {
         put?: never;
         /**
          * Run a program in the guest; with `wait`, return its exit status and output
-         * @description Without `wait`: 202 {pid} at once. With `wait` (seconds): polls guest-exec-status with backoff and returns the finished status (200), or 202 {pid} if the process is still running when `wait` runs out. A process nobody polls is reaped by the gateway, which keeps its final status for exec.resultTtlSeconds.
+         * @description Without `wait`: 202 {pid} at once. With `wait` (seconds): polls guest-exec-status with backoff and returns the finished status (200), or 202 {pid, exited: false} if the process is still running when `wait` runs out. A process nobody polls is reaped by the gateway, which keeps its final status for exec.resultTtlSeconds.
          */
         post: operations["execCommand"];
         delete?: never;
@@ -996,7 +996,7 @@ export interface components {
             inputText?: string;
             /** @description what output to capture. Default here: true (the agent's own default is false, which would leave nothing to return). true/false and "separated"/"none" work with every agent; "stdout", "stderr" and "merged" need QGA >= 8.0 (older → 501). */
             "capture-output"?: boolean | ("none" | "stdout" | "stderr" | "separated" | "merged");
-            /** @description seconds to wait for the process to exit (at most exec.maxWaitSeconds, beyond → 400). With wait, the finished status is returned (200) if the process exits in time, otherwise 202 {pid}. Without it: 202 {pid} at once. */
+            /** @description seconds to wait for the process to exit (at most exec.maxWaitSeconds, beyond → 400). With wait, the finished status is returned (200) if the process exits in time, otherwise 202 {pid, exited: false}. Without it: 202 {pid} at once. */
             wait?: number;
         };
         /** ExecResult */
