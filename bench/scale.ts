@@ -102,7 +102,8 @@ export async function scaleSection(vms: Array<{ name: string; endpoint: Endpoint
   let rssBefore = 0;
   let rssAfter = 0;
   for (let r = 0; r < opts.rounds; r++) {
-    const gw = await startGateway({ vms });
+    // idle release off: the channels opened must stay open while their memory is measured
+    const gw = await startGateway({ vms, agent: { idleReleaseMs: 0 } });
     starts.push(gw.startMs);
     try {
       if (r === 0) {
@@ -127,7 +128,7 @@ export async function scaleSection(vms: Array<{ name: string; endpoint: Endpoint
     checks.push({ item: '3', what: 'scale: GET /v1/vms page of 1000 / full paging', value: 'n/a: paging not built', target: '< 100 ms / < 1 s' });
   }
   lines.push(
-    `${vms.length} simulated VMs (simulator child process), gateway process with shipped defaults (agent.maxOpen 1000). ` +
+    `${vms.length} simulated VMs (simulator child process), gateway process with shipped defaults except agent.idleReleaseMs 0 (channels stay open while measured; agent.maxOpen 1000). ` +
       `Start-up (spawn of node on the transpiled src/server.js → first 200 from /healthz), ${opts.rounds} starts: ${starts.map((s) => fmtMs(s)).join(', ')}. ` +
       `Opening ${opts.channels} channels (one ping each, 64 at a time, ${openFailed} failed): RSS ${(rssBefore / 2 ** 20).toFixed(1)} → ` +
       `${(rssAfter / 2 ** 20).toFixed(1)} MiB, ${(perChannel / 1024).toFixed(1)} KiB per channel (RSS includes garbage not yet collected: an upper bound). ` +
@@ -135,8 +136,9 @@ export async function scaleSection(vms: Array<{ name: string; endpoint: Endpoint
   );
 
   // churn: maxOpen 100 vs every channel kept open; both gateways up, rounds alternating
-  const churn = await startGateway({ vms, agent: { maxOpen: 100 } });
-  const open = await startGateway({ vms, agent: { maxOpen: vms.length } });
+  // idle release off in both: "all open" must keep every channel, and the churn is the LRU's alone
+  const churn = await startGateway({ vms, agent: { maxOpen: 100, idleReleaseMs: 0 } });
+  const open = await startGateway({ vms, agent: { maxOpen: vms.length, idleReleaseMs: 0 } });
   const a: Array<Measured<CannonResult>> = [];
   const b: Array<Measured<CannonResult>> = [];
   try {
@@ -152,7 +154,7 @@ export async function scaleSection(vms: Array<{ name: string; endpoint: Endpoint
     const ratios = a.map((x, i) => ok(x) / ok(b[i]));
     lines.push(
       '',
-      `Churn: random pings over all ${vms.length} VMs, 64 autocannon connections, ${(opts.ms / 1000).toFixed(1)} s per run. The all-open gateway ` +
+      `Churn: random pings over all ${vms.length} VMs, 64 autocannon connections, ${(opts.ms / 1000).toFixed(1)} s per run, agent.idleReleaseMs 0 in both gateways (agent.maxOpen 100 vs ${vms.length}). The all-open gateway ` +
         `had every channel opened first (${fmtMs(warmMs)}, ${failed} failed).`,
       '',
       table(
