@@ -82,6 +82,9 @@ describe('Proxmox preset', () => {
   it('names VMs by vmid with pve.name/pve.tags labels, skips agent: 0, and logs the count of the first scan', async () => {
     expect(await list()).toEqual([{ name: '101', labels: { 'pve.name': 'web-01', 'pve.tags': 'prod;web' } }, { name: '104', labels: undefined }]);
     expect(await list('?label=pve.name=web-01')).toEqual([{ name: '101', labels: { 'pve.name': 'web-01', 'pve.tags': 'prod;web' } }]);
+    // one tag of the list matches, a part of a tag does not
+    expect((await list('?label=pve.tags=web')).map((v) => v.name)).toEqual(['101']);
+    expect(await list('?label=pve.tags=we')).toEqual([]);
     const found = lines.find((l) => l.msg === 'registry: VMs found');
     expect(found?.vms).toBe(2);
     // VM 102 is not a VM of the gateway; 101 answers through its .qga socket

@@ -31,7 +31,7 @@ const ListQuery = Type.Object(
     label: Type.Optional(
       Type.Array(Type.String({ pattern: '^[^=]+=', maxLength: 512 }), {
         maxItems: 16,
-        description: 'key=value: only VMs with this label (exact value); repeat for several, all must match (`?label=env=prod&label=pve.name=web-01`)',
+        description: 'key=value: only VMs with this label (its exact value, or one element of a `;`-separated list such as `pve.tags`); repeat for several, all must match (`?label=env=prod&label=pve.name=web-01`)',
       }),
     ),
     capability: Type.Optional(
@@ -75,13 +75,19 @@ interface Filter {
   capability?: string;
 }
 
+/** A label matches its exact value, or one element of a `;`-separated list (Proxmox's `pve.tags`). */
+function labelMatches(value: string | undefined, wanted: string): boolean {
+  if (value === undefined) return false;
+  return value === wanted || (value.includes(';') && !wanted.includes(';') && value.split(';').includes(wanted));
+}
+
 /** The caller's globs and the query's filters as one test; the cheap ones first. */
 function matcher(services: HttpServices, principal: Principal, q: Filter): (rec: VmRecord) => boolean {
   const labels = (q.label ?? []).map(parseLabel);
   const { state, capability } = q;
   return (rec) => {
     if (!canAccessVm(principal, rec.name)) return false;
-    for (const [k, v] of labels) if (rec.labels?.[k] !== v) return false;
+    for (const [k, v] of labels) if (!labelMatches(rec.labels?.[k], v)) return false;
     if (state === undefined && capability === undefined) return true;
     const fleet = services.agent.fleetState(rec.name);
     if (state !== undefined && fleet.agent.state !== state) return false;
