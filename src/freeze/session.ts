@@ -143,7 +143,8 @@ export class SessionFreezer {
   }
 
   private async run(lease: Lease, vms: string[], mountpoints: string[] | undefined): Promise<FrozenSession> {
-    const results = await Promise.all(vms.map((vm) => this.freezeVm(vm, lease, mountpoints)));
+    // in parallel (a group's freezes overlap), at most FREEZE_PARALLEL agents at a time
+    const results = await mapBounded(vms, FREEZE_PARALLEL, (vm) => this.freezeVm(vm, lease, mountpoints));
     if (results.every((x) => x.ok)) {
       const frozen = Object.fromEntries(results.map((x) => [x.vm, x.ok ? x.frozen : 0]));
       const after = await this.store.check(vmKey(vms[0]), lease.leaseId, lease.epoch).catch(() => undefined);
