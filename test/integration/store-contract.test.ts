@@ -44,6 +44,24 @@ const impls: Array<[string, (opts?: StoreOptions) => Promise<LeaseStore>]> = [
   ['redis', (opts = {}) => makeRedisStore(undefined, undefined, opts)],
 ];
 
+/**
+ * Poll the store (every 10 ms) until `cond` holds; resolves with the store's clock at that moment.
+ * Bounded: fails after `boundMs`. Expiry waits on the store's own clock, never on a fixed sleep.
+ */
+async function storeUntil(store: LeaseStore, cond: () => Promise<boolean>, boundMs: number, what: string): Promise<number> {
+  const end = Date.now() + boundMs;
+  for (;;) {
+    if (await cond()) return store.now();
+    if (Date.now() > end) throw new Error(`store: ${what} not within ${boundMs} ms`);
+    await sleep(10);
+  }
+}
+
+/** The store's clock has reached `at` (ms); polled, bounded by `at` + 1 s on this process's clock. */
+async function storeClockPast(store: LeaseStore, at: number, what: string): Promise<number> {
+  return storeUntil(store, async () => (await store.now()) >= at, Math.max(0, at - (await store.now())) + 1_000, what);
+}
+
 function req(over: Partial<AcquireRequest> = {}): AcquireRequest {
   return { session: 'vm:a', keys: ['vm:a'], owner: 'alice', ttlMs: 10_000, hardCapMs: 60_000, ...over };
 }
@@ -122,7 +140,8 @@ describe.each(impls)('LeaseStore contract: %s', (_name, make) => {
 
     const b = await store.acquire(req({ session: 'vm:n2', keys: ['vm:n2'], ttlMs: 100 }));
     if (!b.ok) throw new Error('acquire failed');
-    await sleep(200);
+    // the event: the lease's expiry on the store's clock (polled, bounded)
+    await storeClockPast(store, b.lease.expiresAt, 'vm:n2 lease expiry');
     expect(await store.renew('vm:n2', b.lease.leaseId, 1_000)).toMatchObject({ ok: false, reason: 'expired' });
   });
 
@@ -131,7 +150,10 @@ describe.each(impls)('LeaseStore contract: %s', (_name, make) => {
     if (!a.ok) throw new Error('acquire failed');
     expect((await store.dueSessions(100)).map((s) => s.session)).not.toContain('vm:e1');
     expect(await store.claim('vm:e1', a.lease.leaseId, 1_000)).toBe(false); // not due yet
-    await sleep(200);
+    // due exactly from its expiry: polled until listed, at a store time in [expiresAt, expiresAt + 1 s]
+    const dueAt = await storeUntil(store, async () => (await store.dueSessions(100)).some((s) => s.session === 'vm:e1'), 1_100, 'vm:e1 due');
+    expect(dueAt).toBeGreaterThanOrEqual(a.lease.expiresAt);
+    expect(dueAt).toBeLessThanOrEqual(a.lease.expiresAt + 1_000);
     const b = await store.acquire(req({ session: 'vm:e1', keys: ['vm:e1'], owner: 'bob' }));
     expect(b).toMatchObject({ ok: false, reason: 'conflict', pendingThaw: true });
     const due = await store.dueSessions(100);
@@ -148,10 +170,18 @@ describe.each(impls)('LeaseStore contract: %s', (_name, make) => {
   it('a claim retried after its delay is due again (a crashed claimer is retried)', async () => {
     const a = await store.acquire(req({ session: 'vm:e2', keys: ['vm:e2'], ttlMs: 50 }));
     if (!a.ok) throw new Error('acquire failed');
-    await sleep(120);
-    expect(await store.claim('vm:e2', a.lease.leaseId, 100)).toBe(true);
-    await sleep(200);
-    expect((await store.dueSessions(100)).map((s) => s.session)).toContain('vm:e2');
+    const isDue = async () => (await store.dueSessions(100)).some((s) => s.session === 'vm:e2');
+    await storeUntil(store, isDue, 1_050, 'vm:e2 due');
+    const beforeClaim = await store.now();
+    expect(await store.claim('vm:e2', a.lease.leaseId, 300)).toBe(true);
+    const afterClaim = await store.now();
+    // claimed: off the due list until its retry delay has passed (the claimer may still be working)
+    expect(await isDue()).toBe(false);
+    expect(await store.claim('vm:e2', a.lease.leaseId, 300)).toBe(false);
+    // due again at a store time in [claim + 300 ms, claim + 300 ms + 1 s] (a crashed claimer is retried)
+    const againAt = await storeUntil(store, isDue, 1_300, 'vm:e2 due again after the retry delay');
+    expect(againAt).toBeGreaterThanOrEqual(beforeClaim + 300);
+    expect(againAt).toBeLessThanOrEqual(afterClaim + 300 + 1_000);
     expect(await store.claim('vm:e2', a.lease.leaseId, 100)).toBe(true);
     await store.release('vm:e2', a.lease.leaseId);
   });
@@ -159,8 +189,9 @@ describe.each(impls)('LeaseStore contract: %s', (_name, make) => {
   it('a renewed lease is no longer due and cannot be claimed', async () => {
     const a = await store.acquire(req({ session: 'vm:e3', keys: ['vm:e3'], ttlMs: 300 }));
     if (!a.ok) throw new Error('acquire failed');
-    await store.renew('vm:e3', a.lease.leaseId, 10_000);
-    await sleep(400);
+    expect(await store.renew('vm:e3', a.lease.leaseId, 10_000)).toMatchObject({ ok: true });
+    // the event: the original expiry passing on the store's clock (polled, bounded), then nothing is due
+    await storeClockPast(store, a.lease.expiresAt + 1, 'vm:e3 original expiry');
     expect((await store.dueSessions(100)).map((s) => s.session)).not.toContain('vm:e3');
     expect(await store.claim('vm:e3', a.lease.leaseId, 1_000)).toBe(false);
     await store.release('vm:e3', a.lease.leaseId);
@@ -207,8 +238,10 @@ describe.each(impls)('LeaseStore contract: %s', (_name, make) => {
     const a = await store.acquire(req({ session: 'vm:k1', keys: ['vm:k1'], ttlMs: 150 }));
     if (!a.ok) throw new Error('acquire failed');
     expect(await store.check('vm:k1', a.lease.leaseId, a.lease.epoch)).toMatchObject({ state: 'live' });
-    await sleep(250);
-    expect(await store.check('vm:k1', a.lease.leaseId, a.lease.epoch)).toMatchObject({ state: 'expired' });
+    // expired from its expiry on the store's clock: polled, at a store time in [expiresAt, expiresAt + 1 s]
+    const expiredAt = await storeUntil(store, async () => (await store.check('vm:k1', a.lease.leaseId, a.lease.epoch)).state === 'expired', 1_150, 'vm:k1 expired');
+    expect(expiredAt).toBeGreaterThanOrEqual(a.lease.expiresAt);
+    expect(expiredAt).toBeLessThanOrEqual(a.lease.expiresAt + 1_000);
     await store.release('vm:k1', a.lease.leaseId);
     expect(await store.check('vm:k1', a.lease.leaseId, a.lease.epoch)).toEqual({ state: 'ended' });
     expect(await store.check('vm:k1', a.lease.leaseId, 'some-other-epoch')).toMatchObject({ state: 'lost' });
@@ -275,10 +308,14 @@ describe.each(impls)('LeaseStore contract: %s', (_name, make) => {
     const short = await make({ endedRetentionMs: 300 });
     const a = await short.acquire(req({ session: 'vm:t6', keys: ['vm:t6'] }));
     if (!a.ok) throw new Error('acquire failed');
+    const before = await short.now();
     expect(await short.release('vm:t6', a.lease.leaseId, 'deadline')).toBe(true);
+    const after = await short.now();
     expect((await short.ended(a.lease.leaseId))?.endedBy).toBe('deadline');
-    await sleep(450);
-    expect(await short.ended(a.lease.leaseId)).toBeUndefined();
+    // forgotten from the end of its retention: polled, at a store time in [release + 300 ms, release + 300 ms + 1 s]
+    const goneAt = await storeUntil(short, async () => (await short.ended(a.lease.leaseId)) === undefined, 1_300, 'vm:t6 tombstone forgotten');
+    expect(goneAt).toBeGreaterThanOrEqual(before + 300);
+    expect(goneAt).toBeLessThanOrEqual(after + 300 + 1_000);
   });
 
   it('stores API-registered VMs', async () => {
