@@ -2,7 +2,7 @@
  * Fault matrix group A (agent channel), the cases no other test asserts exactly: A3 (late replies
  * never reach another caller), A6 (hostile replies bounded, other VMs unaffected), A8 (agent
  * restart while frozen), A9 (disabled/unknown commands are not agent failures). Index:
- * test/faults/A.md. Real I/O throughout: the simulator on unix sockets, a scripted agent, the
+ * test/FAULTS.md. Real I/O throughout: the simulator on unix sockets, a scripted agent, the
  * gateway app over inject.
  *
  * A3 runs 2,000 randomized interleavings by default and 10,000 with QGA_FAULTS_FULL=1 (seed printed,
@@ -276,7 +276,7 @@ describe('A6 hostile replies: deep JSON, a 1e6-element array, a never-ending lin
         expect(t).toBeLessThan(3000);
       }
       // the 502 came at the cap, long before the line ended (the gateway discards the rest of
-      // the line as it streams in rather than hanging up; see test/faults/A.md)
+      // the line as it streams in rather than hanging up; see test/FAULTS.md, A6)
       expect(sent).toBeGreaterThanOrEqual(4 * MiB - 64 * 1024);
       // memory bounded: far below the 512 MiB streamed (this process also hosts the fake guest
       // and its 1e6-element string, hence the allowance over 2 x the 4 MiB cap)

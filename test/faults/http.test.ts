@@ -139,7 +139,7 @@ describe('D5/D7 authorization table: every operation × every kind of caller', (
     process.stdout.write(`[faults/http] authz table (${cells} cells):\n${rows.join('\n')}\n`);
     expect(wrong, wrong.join('\n')).toEqual([]);
     expect(cells).toBe(cases.length * WHO.length);
-    // D7: exec is an admin operation in this gateway (FAULTS.md asks for write; see test/faults/CDE.md)
+    // D7: exec is an admin operation in this gateway (FAULTS.md asks for write; see test/FAULTS.md, D7)
     expect(scopes.get('execCommand')).toBe('admin');
   });
 });

@@ -16,7 +16,7 @@
  *    the documented Redis limitation — and the old holder's fence checks fail.
  *  - C7: a renew that fails (Redis hanging) extends nothing and the VM is thawed at the original
  *    expiry. (The gateway does not renew on its own: renewals are the caller's; no lease_lost
- *    audit record exists — see test/faults/CDE.md.)
+ *    audit record exists — see test/FAULTS.md, C7.)
  *  - C8: Redis down with limits.rate on: limited routes are refused with 503 STORE_UNAVAILABLE
  *    (after commandTimeoutMs while Redis hangs, at once when it is gone), thaws go through.
  */
