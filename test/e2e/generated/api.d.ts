@@ -2864,7 +2864,7 @@ export interface operations {
             query?: {
                 /** @description only VMs whose agent is in this state */
                 state?: "up" | "down" | "unknown";
-                /** @description key=value: only VMs with this label (exact value); repeat for several, all must match (`?label=env=prod&label=pve.name=web-01`) */
+                /** @description key=value: only VMs with this label (its exact value, or one element of a `;`-separated list such as `pve.tags`); repeat for several, all must match (`?label=env=prod&label=pve.name=web-01`) */
                 label?: string[];
                 /** @description only VMs whose agent offers and enables this command (`guest-exec`) */
                 capability?: string;
