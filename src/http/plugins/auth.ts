@@ -34,6 +34,8 @@ declare module 'fastify' {
   }
 }
 
+const PRINCIPAL = Symbol('qga.principal');
+
 interface TokenEntry {
   digest: Buffer;
   principal: Principal;
@@ -75,6 +77,9 @@ export function requireScope(request: FastifyRequest, scope: Scope): void {
  * The tokens and the anonymous principal in force: read by every request, replaced as a whole by
  * a config reload (SIGHUP). A reload that cannot read a token throws and changes nothing.
  */
+/** tokens whose principal AuthTokens.find keeps (a handful are configured in practice) */
+const MAX_CACHED = 256;
+
 export class AuthTokens {
   private tokens: TokenEntry[] = [];
   private anon: Principal = { name: 'anonymous', scopes: new Set() };
@@ -86,6 +91,7 @@ export class AuthTokens {
   reload(config: Config, env?: Record<string, string | undefined>): void {
     const tokens = loadTokens(config, env);
     this.tokens = tokens;
+    this.recent.clear();
     this.anon = { name: 'anonymous', scopes: new Set(config.auth.anonymousScopes) };
   }
 
@@ -97,7 +103,26 @@ export class AuthTokens {
     return this.tokens.length > 0;
   }
 
+  /**
+   * Principals of tokens that matched recently, by token (issue 14: the SHA-256 and the compares
+   * on every request). Only tokens that matched are kept, at most MAX_CACHED (the oldest goes), so
+   * unknown tokens always take the constant-time path below and cannot crowd the cache; a reload
+   * empties it.
+   */
+  private readonly recent = new Map<string, Principal>();
+
   find(secret: string): Principal | undefined {
+    const hit = this.recent.get(secret);
+    if (hit !== undefined) return hit;
+    const found = this.match(secret);
+    if (found !== undefined) {
+      if (this.recent.size >= MAX_CACHED) this.recent.delete(this.recent.keys().next().value as string);
+      this.recent.set(secret, found);
+    }
+    return found;
+  }
+
+  private match(secret: string): Principal | undefined {
     const d = digest(secret);
     // every entry is compared, in constant time each, so the answer's timing says nothing about which matched
     let found: Principal | undefined;
@@ -108,13 +133,25 @@ export class AuthTokens {
 
 export function registerAuth(app: FastifyInstance, config: Config, env?: Record<string, string | undefined>): AuthTokens {
   const auth = new AuthTokens(config, env);
+  // the principal auth found, on the request itself (a defineProperty per request cost more)
   app.decorateRequest('principal', {
-    getter(): Principal {
-      return auth.anonymous;
+    getter(this: FastifyRequest & { [PRINCIPAL]?: Principal }): Principal {
+      return this[PRINCIPAL] ?? auth.anonymous;
     },
   });
 
-  app.addHook('onRequest', async (request) => {
+  // callback style: an async hook costs a promise and a microtask per request
+  app.addHook('onRequest', (request, _reply, done) => {
+    try {
+      authenticate(request);
+    } catch (e) {
+      done(e as Error);
+      return;
+    }
+    done();
+  });
+
+  function authenticate(request: FastifyRequest & { [PRINCIPAL]?: Principal }): void {
     const cfg = request.routeOptions.config;
     let principal = auth.anonymous;
     if (auth.configured) {
@@ -128,7 +165,7 @@ export function registerAuth(app: FastifyInstance, config: Config, env?: Record<
         throw errors.unauthenticated('missing');
       }
     }
-    Object.defineProperty(request, 'principal', { value: principal, configurable: true, enumerable: true });
+    request[PRINCIPAL] = principal;
     if (cfg?.public) return;
     const scope: Scope = cfg?.scope ?? (request.method === 'GET' || request.method === 'HEAD' ? 'read' : 'write');
     requireScope(request, scope);
@@ -136,6 +173,6 @@ export function registerAuth(app: FastifyInstance, config: Config, env?: Record<
     if (typeof vm === 'string' && !canAccessVm(principal, vm)) {
       throw errors.vmsOutOfReach(principal.name, [vm]);
     }
-  });
+  }
   return auth;
 }
