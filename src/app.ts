@@ -167,8 +167,10 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   registerErrorHandling(app);
   // before every other hook and route: the request id header on every answer, the per-route log hooks
   registerRequestLog(app, createHttpMetrics(services.metrics, services.files.guest.transferred));
-  app.addHook('onRequest', async () => {
-    if (app.shuttingDown) throw errors.shuttingDown('the gateway is shutting down and takes no new requests');
+  // callback style (an async hook costs a promise per request)
+  app.addHook('onRequest', (_request, _reply, done) => {
+    if (app.shuttingDown) done(errors.shuttingDown('the gateway is shutting down and takes no new requests'));
+    else done();
   });
   registerHttpLimits(app, config);
   registerJsonBody(app);
@@ -214,9 +216,9 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
     graceTimer.unref();
   });
   // answers given while shutting down end their connection, so close() does not wait on it
-  app.addHook('onSend', async (_request, reply, payload) => {
+  app.addHook('onSend', (_request, reply, payload, done) => {
     if (app.shuttingDown) reply.header('connection', 'close');
-    return payload;
+    done(null, payload);
   });
   app.addHook('onClose', async () => {
     clearTimeout(graceTimer);

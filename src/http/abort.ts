@@ -62,3 +62,15 @@ export function requestSignal(request: FastifyRequest): AbortSignal {
   });
   return ac.signal;
 }
+
+/**
+ * Call options whose `signal` is made only when it is first read: AgentService.call reads it
+ * after the VM lookup, so a refused request (404 VM_NOT_FOUND, a down agent) never makes one.
+ */
+export function signalOptions(request: FastifyRequest): { readonly signal: AbortSignal } {
+  return {
+    get signal(): AbortSignal {
+      return requestSignal(request);
+    },
+  };
+}

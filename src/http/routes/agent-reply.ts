@@ -7,7 +7,7 @@
 import type { FastifyInstance, FastifyRequest, preValidationHookHandler } from 'fastify';
 import { GatewayError, errors } from '../../errors.js';
 import type { JsonObject, JsonValue } from '../../qga/types.js';
-import { requestSignal } from '../abort.js';
+import { signalOptions } from '../abort.js';
 
 export function callAgent(
   app: FastifyInstance,
@@ -16,7 +16,7 @@ export function callAgent(
   command: string,
   args?: JsonObject,
 ): Promise<JsonValue> {
-  return app.services.agent.call(vm, command, args, { signal: requestSignal(request) });
+  return app.services.agent.call(vm, command, args, signalOptions(request));
 }
 
 function shapeError(vm: string, command: string, want: string, got: JsonValue): GatewayError {

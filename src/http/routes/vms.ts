@@ -11,7 +11,7 @@ import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type, type Static } from 'typebox';
 import { EndpointSchema, VM_NAME_PATTERN } from '../../config/schema.js';
-import { requestSignal } from '../abort.js';
+import { signalOptions } from '../abort.js';
 import { canAccessVm, type Principal } from '../plugins/auth.js';
 import { VmParams } from '../schemas/common.js';
 import { GuestAgentInfo } from '../schemas/qga.js';
@@ -159,7 +159,7 @@ export default async function vmRoutes(fastify: FastifyInstance): Promise<void> 
     }),
     async (request) => {
       const t0 = performance.now();
-      await services.agent.call(request.params.vm, 'guest-ping', undefined, { signal: requestSignal(request) });
+      await services.agent.call(request.params.vm, 'guest-ping', undefined, signalOptions(request));
       return { ok: true as const, rttMs: Math.round((performance.now() - t0) * 1000) / 1000 };
     },
   );
@@ -173,7 +173,7 @@ export default async function vmRoutes(fastify: FastifyInstance): Promise<void> 
       ok: { 200: GuestAgentInfo },
     }),
     async (request) => {
-      const result = await services.agent.call(request.params.vm, 'guest-info', undefined, { signal: requestSignal(request) });
+      const result = await services.agent.call(request.params.vm, 'guest-info', undefined, signalOptions(request));
       return result as Static<typeof GuestAgentInfo>;
     },
   );
@@ -187,7 +187,7 @@ export default async function vmRoutes(fastify: FastifyInstance): Promise<void> 
       ok: { 200: Type.Object({ synced: Type.Literal(true), rttMs: Type.Number() }) },
     }),
     async (request) => {
-      const { rttMs } = await services.agent.sync(request.params.vm, { signal: requestSignal(request) });
+      const { rttMs } = await services.agent.sync(request.params.vm, signalOptions(request));
       return { synced: true as const, rttMs: Math.round(rttMs * 1000) / 1000 };
     },
   );
