@@ -70,6 +70,8 @@ export async function startGateway(opts: {
   agent?: Record<string, number>;
   cpuProf?: boolean;
   readyTimeoutMs?: number;
+  /** node arguments that start another build of the gateway (bench/quick-http.ts A/B runs) */
+  entry?: string[];
 }): Promise<GatewayProc> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'bench-gw-'));
   const port = await freePort();
@@ -96,7 +98,7 @@ export async function startGateway(opts: {
   const logFile = path.join(dir, 'gateway.log');
   const log = await open(logFile, 'w');
   const flags = opts.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${dir}`] : [];
-  const { entry } = await gatewayEntry();
+  const entry = opts.entry ?? (await gatewayEntry()).entry;
   const t0 = performance.now();
   const child = track(
     spawn(process.execPath, [...flags, ...entry, '--config', configFile], {
