@@ -398,7 +398,12 @@ describe('B13: other commands while frozen', { timeout: 30_000 }, () => {
     expect(lost.json.code).toBe('AGENT_TIMEOUT');
     expect(elapsed).toBeGreaterThanOrEqual(PING_TIMEOUT_MS);
     expect(elapsed).toBeLessThanOrEqual(PING_TIMEOUT_MS + 1_000);
-    // not dead: the next ping answers, the holder's thaw goes through at once
+    // not dead: the VM's agent state stays "up" (a ping timeout while frozen marks nothing down),
+    // the next ping answers, the holder's thaw goes through at once
+    const view = await call(g, 'GET', '/v1/vms/vm1');
+    expect(view.status).toBe(200);
+    expect((view.json.agent as { state: string }).state).toBe('up');
+    expect(view.json.frozen).toBe(true);
     expect((await call(g, 'GET', '/v1/vms/vm1/ping')).status).toBe(200);
     const th = await call(g, 'DELETE', `/v1/vms/vm1/fsfreeze?leaseId=${String(fr.json.leaseId)}`);
     expect(th.status).toBe(200);
@@ -417,6 +422,16 @@ describe('B14: a VM found frozen at start-up', { timeout: 30_000 }, () => {
     const st = await call(g, 'GET', '/v1/vms/vm1/fsfreeze');
     expect(st.status).toBe(200);
     expect(st.json).toMatchObject({ status: 'frozen', lease: null });
+    // the fleet view: frozen by someone else ("external", no deadline), listed by GET /v1/freezes
+    // (the status read above notices it; the view is updated asynchronously: polled, bounded)
+    let view = await call(g, 'GET', '/v1/vms/vm1');
+    await waitFor(async () => (view = await call(g, 'GET', '/v1/vms/vm1')).json.frozen === true, 2_000, 'GET /v1/vms/vm1 frozen');
+    expect(view.json.frozen).toBe(true);
+    expect(view.json.freeze).toEqual({ owner: 'external', since: expect.any(String) });
+    const since = String((view.json.freeze as { since: string }).since);
+    const listed = await call(g, 'GET', '/v1/freezes');
+    expect(listed.status).toBe(200);
+    expect(listed.json.freezes).toEqual([{ vm: 'vm1', vms: ['vm1'], owner: 'external', state: 'frozen', frozenAt: since }]);
     const r = await call(g, 'POST', '/v1/vms/vm1/fsfreeze', { ttlSeconds: 2 });
     expect(r.status).toBe(409);
     expect(r.json.code).toBe('VM_FROZEN');
@@ -425,6 +440,7 @@ describe('B14: a VM found frozen at start-up', { timeout: 30_000 }, () => {
     await waitFor(() => Date.now() - t0 >= 2_000 + 3 * SWEEP_MS, 10_000, 'a lease length and three sweeps');
     expect(thawCount('vm1')).toBe(0);
     expect(fleet.vm.vm1.state.frozen).toBe(true);
+    expect((await call(g, 'GET', '/v1/vms/vm1')).json).toMatchObject({ frozen: true, freeze: { owner: 'external', since } });
   });
 });
 
