@@ -204,6 +204,19 @@ describe('A9 disabled and unknown commands', () => {
       expect((await vmState(app, 'a9')).channel).toEqual({ state: 'ready', queued: 0, inFlight: 0 });
       expect((await app.inject({ method: 'GET', url: '/v1/vms/a9/ping' })).statusCode).toBe(200);
       expect(count(vm, 'guest-sync-delimited')).toBe(0);
+      // not counted as an agent failure: the VM's agent stays "up", and in the metrics
+      // (src/pool/metrics.ts) the refused commands the gateway never sent have no sample, the two
+      // the agent refused count once each as agent_error (the agent answered), and no failure
+      // outcome (timeout, unavailable, protocol_error) exists at all
+      const view = await vmState(app, 'a9');
+      expect((view.agent as JsonObject).state).toBe('up');
+      expect((view.agent as JsonObject).lastError).toBeUndefined();
+      const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+      const samples = [...metrics.matchAll(/^qga_agent_commands_total\{command="([^"]+)",outcome="([^"]+)"\} (\d+)$/gm)].map((m) => ({ command: m[1], outcome: m[2], n: Number(m[3]) }));
+      const refusedOnes = new Set(['guest-exec', 'guest-no-such', 'guest-get-osinfo', 'guest-get-host-name']);
+      expect(samples.filter((x) => refusedOnes.has(x.command)).map((x) => `${x.command} ${x.outcome} ${x.n}`).sort()).toEqual(['guest-get-host-name agent_error 1', 'guest-get-osinfo agent_error 1']);
+      expect(samples.filter((x) => ['timeout', 'unavailable', 'protocol_error', 'aborted'].includes(x.outcome))).toEqual([]);
+      expect(metrics).toMatch(/^qga_agent_up\{vm="a9"\} 1$/m);
     } finally {
       await app.close();
       await sim.removeVm('a9');
