@@ -44,6 +44,8 @@ async function start(name: string, sweepIntervalMs?: number): Promise<Gateway> {
 }
 
 const commands = () => fleet.vm.vm1.stats.commandLog;
+/** Wait until this machine's clock is past an ISO instant (a lease's deadline): polled, bounded by it + 1 s. */
+const untilPast = (iso: string) => waitFor(() => Date.now() > Date.parse(iso), Math.max(0, Date.parse(iso) - Date.now()) + 1_000, `past ${iso}`);
 const thawAt = () => commands().find((c) => c.command === 'guest-fsfreeze-thaw')?.at;
 
 describe('freeze across gateway processes', { timeout: 120_000 }, () => {
@@ -68,7 +70,8 @@ describe('freeze across gateway processes', { timeout: 120_000 }, () => {
     const [a, b] = await Promise.all([start('a'), start('b')]);
     const old = await call(a, 'POST', '/v1/vms/vm1/fsfreeze', { ttlSeconds: 2 });
     expect(old.status).toBe(201);
-    await sleep(400); // a lets go of the agent socket right after the freeze
+    // a lets go of the agent socket (agent.idleReleaseMs) right after the freeze: the simulator sees it leave
+    await waitFor(() => !fleet.vm.vm1.stats.connected, 5_000, 'the freezer releases the agent socket');
     a.signal('SIGSTOP');
     // B3: while the stopped process's lease runs, the VM is held: another freeze is 409
     // LEASE_CONFLICT naming the holder and its deadline, and never reaches the agent
@@ -87,10 +90,12 @@ describe('freeze across gateway processes', { timeout: 120_000 }, () => {
     const fresh = await call(b, 'POST', '/v1/vms/vm1/fsfreeze', { ttlSeconds: 30 });
     expect(fresh.status).toBe(201);
     expect(Number(fresh.json.fence)).toBeGreaterThan(Number(old.json.fence));
-    await sleep(500);
+    // b lets go of the agent socket too, so that a could reach the agent at once after SIGCONT
+    await waitFor(() => !fleet.vm.vm1.stats.connected, 5_000, 'the second process releases the agent socket');
     const mark = commands().length;
     a.signal('SIGCONT');
-    // a's local timer fires at once, its sweeper runs every 0.5 s: give it several rounds
+    // Not an event but a bounded "nothing happens" window (an absence has no event to wait for):
+    // a's local timer fires at once and its sweeper runs every 0.5 s, so 3 s covers several rounds.
     await sleep(3_000);
     expect(commands().slice(mark)).toEqual([]);
     const stale = await call(a, 'DELETE', `/v1/vms/vm1/fsfreeze?leaseId=${String(old.json.leaseId)}`);
@@ -112,7 +117,9 @@ describe('freeze across gateway processes', { timeout: 120_000 }, () => {
     const r = await call(a, 'POST', '/v1/vms/vm1/fsfreeze', { ttlSeconds: 2 });
     expect(r.status).toBe(201);
     a.signal('SIGKILL');
-    await sleep(2_500);
+    await a.exit;
+    // the event: the lease's deadline passing (Redis and this process share the machine's clock)
+    await untilPast(String(r.json.expiresAt));
     expect(fleet.vm.vm1.state.frozen).toBe(true);
     const t0 = Date.now();
     const a2 = await start('a2', 60_000); // no sweep tick for a minute: only reconciliation can thaw
@@ -128,7 +135,8 @@ describe('freeze across gateway processes', { timeout: 120_000 }, () => {
     const r = await call(a, 'POST', '/v1/vms/vm1/fsfreeze', { ttlSeconds: 2 });
     expect(r.status).toBe(201);
     a.signal('SIGKILL');
-    await sleep(2_500);
+    await a.exit;
+    await untilPast(String(r.json.expiresAt)); // the lease's deadline, as above
     expect(fleet.vm.vm1.state.frozen).toBe(true);
     const a2 = await spawnGateway('m2', fleet.dir, cfg);
     gateways.push(a2);
