@@ -23,10 +23,11 @@ import { ExternalFreezes, type ExternalFreeze, type LeaseLookup } from './state-
 import { AgentHealth, SILENT_SOCKET_HINT } from './state-health.js';
 import type { AgentStates, FleetState } from './state.js';
 import { ReadCoalescer } from './coalesce.js';
+import { MIN_CALL_MS, releaseIdleAt } from './probe-release.js';
 
 export type { AgentState, FleetState } from './state.js';
 export type { ExternalFreeze } from './state-external.js';
-export { SILENT_SOCKET_HINT };
+export { SILENT_SOCKET_HINT, MIN_CALL_MS };
 
 export interface AgentServiceOptions {
   /** whether a lease of ours holds the VM (the lease store): tells freezes made outside the gateway from ours */
@@ -57,6 +58,9 @@ export class AgentService implements AgentCaller {
 
   /** VMs frozen with no lease of ours */
   readonly external: ExternalFreezes;
+
+  /** per channel, the last probe's own job (its lastUsedAt stamp) and the idle deadline it kept */
+  private readonly probeMarks = new WeakMap<object, { stamp: number; releaseBy: number }>();
 
   /** identical concurrent reads share one agent call */
   readonly reads = new ReadCoalescer();
@@ -176,6 +180,11 @@ export class AgentService implements AgentCaller {
    * One probe: a sync handshake (connecting if needed), with the socket released at once if the
    * probe opened it; then, if the agent answered, a guest-fsfreeze-status read (it notices freezes
    * made outside the gateway). True when the agent answered. Never throws.
+   * `opts.timeoutMs` bounds the whole probe (default: syncTimeoutMs + 1 s); the status read is
+   * skipped when less than MIN_CALL_MS of it is left.
+   * A probe never makes the gateway hold a socket longer than it would have: on a socket the
+   * channel already holds, every job restarts the idle release, so the probe lets the socket go at
+   * the idle deadline it had before the probe (unless someone else used the channel meanwhile).
    */
   async probe(vm: string, opts: ExecuteOptions = {}): Promise<boolean> {
     if (!this.registry.resolve(vm)) {
@@ -189,14 +198,21 @@ export class AgentService implements AgentCaller {
       return false;
     }
     const held = ch.holdsSocket;
+    const idleMs = this.pool.idleReleaseMsOf(vm);
+    // the idle deadline the held socket had (its last job ended at lastUsedAt), or, when only
+    // probes used it since, the one the first of them found
+    const mark = this.probeMarks.get(ch);
+    const releaseBy = !held || idleMs <= 0 ? undefined : mark && mark.stamp === ch.lastUsedAt ? mark.releaseBy : ch.lastUsedAt + idleMs;
+    const deadline = performance.now() + (opts.timeoutMs ?? this.pool.syncTimeoutMs + 1000);
     // on a socket already held, re-read guest-info too: an agent restarted behind a virtio-serial
     // socket (the host side never sees it) may run with other commands enabled (not while frozen:
     // a frozen agent lists most commands as disabled)
     if (held && !this.frozen.has(vm)) ch.invalidateInfo();
     try {
-      await ch.sync({ timeoutMs: this.pool.syncTimeoutMs + 1000, ...opts });
-      if (this.frozenStatusReadable(vm)) {
-        const status = await this.pool.execute(vm, 'guest-fsfreeze-status', undefined, { timeoutMs: this.pool.syncTimeoutMs, ...opts });
+      await ch.sync({ ...opts, timeoutMs: Math.max(1, Math.ceil(deadline - performance.now())) });
+      const left = deadline - performance.now();
+      if (this.frozenStatusReadable(vm) && left >= MIN_CALL_MS) {
+        const status = await this.pool.execute(vm, 'guest-fsfreeze-status', undefined, { ...opts, timeoutMs: Math.ceil(Math.min(left, this.pool.syncTimeoutMs)) });
         this.observe(vm, 'guest-fsfreeze-status', status);
       }
       return true;
@@ -205,6 +221,12 @@ export class AgentService implements AgentCaller {
       return this.states.state(vm) === 'up';
     } finally {
       if (!held) ch.release();
+      else if (releaseBy !== undefined) {
+        // the channel's last use is now the probe's own job (its end): a later job changes it
+        const stamp = ch.lastUsedAt;
+        this.probeMarks.set(ch, { stamp, releaseBy });
+        releaseIdleAt(ch, releaseBy, stamp);
+      }
     }
   }
 

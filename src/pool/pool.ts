@@ -128,6 +128,11 @@ export class AgentPool extends ChannelEvents {
     return timeouts[(catalog(command) ?? defaultSpec(command)).timeout];
   }
 
+  /** how long the VM's channel keeps an idle socket (its own setting, else the pool's; 0 = for ever) */
+  idleReleaseMsOf(vm: string): number {
+    return this.opts.idleReleaseOf?.(vm) ?? this.opts.channelOptions.idleReleaseMs ?? 30_000;
+  }
+
   /** one deadline for a whole resync (the handshake), as configured */
   get syncTimeoutMs(): number {
     return this.opts.channelOptions.syncTimeoutMs ?? 5000;
