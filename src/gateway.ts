@@ -110,8 +110,8 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
   const agent = new AgentService(pool, registry, { hasLease, logger });
   const probe = new AgentProbe(agent, async () => (await registry.list()).map((r) => r.name), {
     intervalMs: config.agent.probeIntervalMs,
-    retryInitialMs: 250,
-    retryMaxMs: Math.max(250, config.agent.backoffMaxMs),
+    retryInitialMs: Math.min(250, config.agent.downRetryMaxMs),
+    retryMaxMs: config.agent.downRetryMaxMs,
   }, logger);
   const audit = createAuditLog(logger);
   // one start and one completion record per mutating command sent to any agent (invariant 4)

@@ -5,8 +5,12 @@
  *   on its channel, released at once if the probe opened the socket (AgentService.probe), spread
  *   over the interval and at most PROBE_CONCURRENCY at a time, so a fleet of thousands costs a
  *   trickle of short connections.
- * - A VM marked down is retried on its own schedule (retryInitialMs, doubling to retryMaxMs) until
- *   the agent answers: then it is up again, and calls stop failing fast.
+ * - A VM marked down is retried on its own schedule (retryInitialMs, doubling to retryMaxMs,
+ *   agent.downRetryMaxMs: 1 s by default) until the agent answers: then it is up again, and calls
+ *   stop failing fast.
+ * - The registry tells of VMs whose record changed: a VM that went away (its discovered socket
+ *   was removed: the VM stopped) is forgotten, and when it, or a VM marked down, appears again
+ *   (the socket is back) it is retried at once instead of at its next retry.
  */
 import type { Logger } from 'pino';
 import type { AgentService } from './service.js';
@@ -20,11 +24,15 @@ export interface ProbeSettings {
 }
 
 const PROBE_CONCURRENCY = 8;
+/** names of VMs that went away while known, retried at once if they come back (bounded) */
+const MAX_VANISHED = 10_000;
 
 export class AgentProbe {
   private readonly retries = new Map<string, { timer: NodeJS.Timeout; delayMs: number }>();
+  private readonly vanished = new Set<string>();
   private intervalTimer: NodeJS.Timeout | undefined;
   private unsubscribe: (() => void) | undefined;
+  private unsubscribeRegistry: (() => void) | undefined;
   private sweeping = false;
   private stopped = true;
 
@@ -42,6 +50,7 @@ export class AgentProbe {
       if (state === 'down') this.scheduleRetry(vm, this.settings.retryInitialMs);
       else this.cancelRetry(vm);
     });
+    this.unsubscribeRegistry = this.agent.registry.onChange((vm) => this.registryChanged(vm));
     for (const [vm, state] of this.agent.states.all()) if (state === 'down') this.scheduleRetry(vm, this.settings.retryInitialMs);
     if (this.settings.intervalMs > 0) {
       this.intervalTimer = setInterval(() => void this.sweep(), this.settings.intervalMs);
@@ -53,6 +62,9 @@ export class AgentProbe {
     this.stopped = true;
     this.unsubscribe?.();
     this.unsubscribe = undefined;
+    this.unsubscribeRegistry?.();
+    this.unsubscribeRegistry = undefined;
+    this.vanished.clear();
     if (this.intervalTimer) clearInterval(this.intervalTimer);
     this.intervalTimer = undefined;
     for (const vm of [...this.retries.keys()]) this.cancelRetry(vm);
@@ -80,11 +92,31 @@ export class AgentProbe {
     }
   }
 
+  /** A VM's registry record appeared, changed or went away. */
+  private registryChanged(vm: string): void {
+    if (this.stopped) return;
+    if (this.agent.registry.resolve(vm) === undefined) {
+      // gone (a discovered socket removed: the VM stopped): forget it, and watch for its return
+      if (this.agent.states.state(vm) !== 'unknown') {
+        this.vanished.add(vm);
+        if (this.vanished.size > MAX_VANISHED) this.vanished.delete(this.vanished.values().next().value as string);
+      }
+      this.cancelRetry(vm);
+      this.agent.forget(vm);
+      return;
+    }
+    // back (or its record changed while it is down): ask now, not at the next retry
+    if (this.vanished.delete(vm) || this.agent.states.state(vm) === 'down') {
+      this.cancelRetry(vm);
+      this.scheduleRetry(vm, 0);
+    }
+  }
+
   private scheduleRetry(vm: string, delayMs: number): void {
     if (this.stopped || this.retries.has(vm)) return;
-    const timer = setTimeout(() => void this.retry(vm, delayMs), delayMs);
-    timer.unref();
-    this.retries.set(vm, { timer, delayMs });
+    const entry = { timer: setTimeout(() => void this.retry(vm, entry), delayMs), delayMs };
+    entry.timer.unref();
+    this.retries.set(vm, entry);
   }
 
   private cancelRetry(vm: string): void {
@@ -94,11 +126,13 @@ export class AgentProbe {
     this.retries.delete(vm);
   }
 
-  private async retry(vm: string, delayMs: number): Promise<void> {
+  private async retry(vm: string, entry: { delayMs: number }): Promise<void> {
     const up = await this.agent.probe(vm);
-    if (this.retries.get(vm)?.delayMs !== delayMs) return;
+    // cancelled or replaced (e.g. retried at once when the socket came back) meanwhile
+    if (this.retries.get(vm) !== entry) return;
     this.retries.delete(vm);
     if (up || this.stopped || this.agent.states.state(vm) !== 'down') return;
-    this.scheduleRetry(vm, Math.min(this.settings.retryMaxMs, delayMs * 2));
+    const { delayMs } = entry;
+    this.scheduleRetry(vm, delayMs === 0 ? this.settings.retryInitialMs : Math.min(this.settings.retryMaxMs, delayMs * 2));
   }
 }

@@ -195,6 +195,11 @@ export const ConfigSchema = Type.Object(
         backoffMaxMs: Ms(5_000, 1),
         /** one light probe (a sync handshake, socket released at once) of every VM per interval; 0 = off */
         probeIntervalMs: Ms(60_000),
+        /**
+         * a VM marked down is retried after 250 ms, doubling up to this (and at once when its
+         * discovered socket appears again): how soon after the agent is back calls stop failing fast
+         */
+        downRetryMaxMs: Ms(1_000, 1),
         /** GET /v1/vms/{vm}/wait: the longest `timeout` a caller may ask for */
         waitMaxSeconds: Type.Integer({ minimum: 1, maximum: 3_600, default: 300 }),
         /** overrides of the catalog's timeout classes (src/qga/commands.ts) */

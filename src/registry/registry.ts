@@ -68,6 +68,7 @@ export class VmRegistry {
   private registering: Promise<unknown> = Promise.resolve();
   /** the `vms:` entries now in force (reloadStatic replaces them) */
   private staticEntries: readonly VmEntry[];
+  private readonly listeners = new Set<(name: string) => void>();
 
   constructor(
     private readonly config: RegistryConfig,
@@ -186,10 +187,20 @@ export class VmRegistry {
     return this.statics.get(name) ?? this.discovery.get(name) ?? this.api.get(name);
   }
 
+  /**
+   * Hear of every VM whose record appeared, changed or went away (a discovered socket created or
+   * removed, an API registration, a config reload): the agent probe retries a returning VM at once.
+   */
+  onChange(fn: (name: string) => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
   /** Keep the index in step with the sources after `name` changed in one of them. */
   private touch(name: string): void {
     if (this.record(name)) this.index.add(name);
     else this.index.delete(name);
+    for (const fn of this.listeners) fn(name);
   }
 
   private async refresh(): Promise<void> {

@@ -4,9 +4,13 @@
  * reads never failed fast, a VM frozen through the gateway not marked down by a silent handshake,
  * a silent socket (another client holds it) named in the problem, capabilities, freezes nobody
  * owns (noticed by the probe and by status reads, optionally thawed after a while, audited),
- * qga_agent_up / qga_vm_frozen, and the socket shared politely (idle release, per-VM override).
+ * qga_agent_up / qga_vm_frozen, and the socket shared politely (idle release, per-VM override,
+ * a probe never extends the hold), and prompt recovery (down VMs retried at least every second, a
+ * discovered VM retried at once when its socket comes back).
  */
+import { mkdir } from 'node:fs/promises';
 import net from 'node:net';
+import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
@@ -40,20 +44,24 @@ afterAll(async () => {
 let seq = 0;
 const SYNC_MS = 400;
 
-async function setup(opts: { vm?: Record<string, unknown>; config?: Record<string, unknown>; frozen?: boolean } = {}): Promise<{
+async function setup(opts: { vm?: Record<string, unknown>; config?: Record<string, unknown>; frozen?: boolean; discovered?: boolean } = {}): Promise<{
   app: FastifyInstance;
   sim: SimAgent;
   vm: string;
   logs: JsonObject[];
 }> {
   const vm = `fs${++seq}`;
-  const sim = await fleet.add({ name: vm, ...(opts.frozen ? { frozen: true } : {}) });
+  // discovered: the VM is `<vm>.sock` in a folder of its own that the registry watches
+  const dir = path.join(fleet.dir, `disc-${vm}`);
+  if (opts.discovered) await mkdir(dir);
+  const sim = await fleet.add({ name: vm, ...(opts.frozen ? { frozen: true } : {}), ...(opts.discovered ? { socketPath: path.join(dir, `${vm}.sock`) } : {}) });
   const logs: JsonObject[] = [];
   const cfg: TestAppOptions = {
-    vms: [{ name: vm, endpoint: sim.endpoint, ...opts.vm }],
+    vms: opts.discovered ? [] : [{ name: vm, endpoint: sim.endpoint, ...opts.vm }],
     logLevel: 'info',
     config: {
       agent: { idleReleaseMs: 0, syncTimeoutMs: SYNC_MS, probeIntervalMs: 0, timeouts: { fast: 1500, normal: 1500 } },
+      ...(opts.discovered ? { registry: { directories: [{ path: dir, suffix: '.sock' }] } } : {}),
       ...opts.config,
     },
   };
@@ -151,7 +159,7 @@ describe('agent state per VM', () => {
       expect(p.detail).toMatch(/is down since .*retried in the background/);
     }
 
-    // the agent comes back: the retry (250 ms, doubling) sees it without any caller asking
+    // the agent comes back: the retry (250 ms, doubling to 1 s) sees it without any caller asking
     await sim.restart();
     const upMs = await waitFor('up again', async () => ((await vmObject(app, vm)).agent as JsonObject).state === 'up', 3000);
     expect(upMs).toBeLessThan(2500);
@@ -214,6 +222,46 @@ describe('agent state per VM', () => {
     sim.clearFaults();
     expect((await app.inject({ method: 'DELETE', url: `/v1/vms/${vm}/fsfreeze?leaseId=${leaseId}` })).statusCode).toBe(200);
     expect((await vmObject(app, vm)).frozen).toBe(false);
+  });
+});
+
+describe('recovery', () => {
+  it('agent.downRetryMaxMs (default 1000): a VM down for a while is up within about 1 s of its socket coming back', async () => {
+    const { app, sim, vm } = await setup();
+    expect(buildConfig({ freeze: { stateFile: '/tmp/unused-fleet-state.json' } }, {}, 'test').agent.downRetryMaxMs).toBe(1000);
+    expect((await app.inject({ method: 'GET', url: `/v1/vms/${vm}/ping` })).statusCode).toBe(200);
+    await sim.kill();
+    await expectProblem(app, { method: 'GET', url: `/v1/vms/${vm}/ping` }, 503, 'AGENT_UNAVAILABLE');
+    // down long enough for the retry interval to reach its cap (250, 500, 1000, 1000 …; with the
+    // old 5 s cap the retries were at 0.25, 0.75, 1.75, 3.75 s)
+    await new Promise((r) => setTimeout(r, 2000));
+    expect(gw(app).agent.fleetState(vm).agent.state).toBe('down');
+    const t0 = performance.now();
+    await sim.restart();
+    const back = performance.now();
+    const ms = await waitFor('up again', () => gw(app).agent.fleetState(vm).agent.state === 'up', 3000);
+    expect(back - t0 + ms).toBeGreaterThanOrEqual(0);
+    expect(ms).toBeLessThan(1000 + 300);
+    expect((await app.inject({ method: 'GET', url: `/v1/vms/${vm}/ping` })).statusCode).toBe(200);
+  });
+
+  it('a discovered VM whose socket goes away is forgotten, and is retried at once when the registry sees the socket again', async () => {
+    // a 5 s retry cap and no periodic probe: only the registry's notice can bring it back quickly
+    const { app, sim, vm } = await setup({ discovered: true, config: { agent: { idleReleaseMs: 0, syncTimeoutMs: SYNC_MS, probeIntervalMs: 0, downRetryMaxMs: 5000 } } });
+    expect((await app.inject({ method: 'GET', url: `/v1/vms/${vm}/ping` })).statusCode).toBe(200);
+    expect(gw(app).agent.fleetState(vm).agent.state).toBe('up');
+    await sim.kill();
+    // the folder watch sees the socket go: the VM leaves the registry and the fleet view
+    await waitFor('gone', () => gw(app).registry.resolve(vm) === undefined, 3000);
+    await waitFor('forgotten', () => gw(app).agent.fleetState(vm).agent.state === 'unknown', 1000);
+    const t0 = performance.now();
+    await sim.restart();
+    const ms = await waitFor('up again', () => gw(app).agent.fleetState(vm).agent.state === 'up', 3000);
+    const total = performance.now() - t0;
+    expect(total).toBeGreaterThanOrEqual(ms);
+    // the watch settles 50 ms, then one probe
+    expect(total).toBeLessThan(1000 + 300);
+    expect((await app.inject({ method: 'GET', url: `/v1/vms/${vm}/ping` })).statusCode).toBe(200);
   });
 });
 
@@ -316,6 +364,27 @@ describe('sharing the socket', () => {
     expect(ms).toBeGreaterThanOrEqual(IDLE - 100);
     expect(ms).toBeLessThan(IDLE + 400);
     expect(gw(app).pool.peek(vm)?.state).toBe('idle');
+  });
+
+  it('the background probe never extends the hold: a direct client after a gateway call is answered within idleReleaseMs + margin, every time', async () => {
+    const IDLE = 500;
+    const { app, sim, vm } = await setup({ config: { agent: { idleReleaseMs: IDLE, syncTimeoutMs: SYNC_MS, probeIntervalMs: 150, timeouts: { fast: 1500, normal: 1500 } } } });
+    const socketPath = (sim.endpoint as { path: string }).path;
+    const syncs = (): number => sim.stats.commandLog.filter((e) => e.command === 'guest-sync-delimited').length;
+    const before = syncs();
+    for (let i = 0; i < 4; i++) {
+      expect((await app.inject({ method: 'GET', url: `/v1/vms/${vm}/ping` })).statusCode).toBe(200);
+      const client = rawSync(socketPath);
+      // a client never answered (the probe keeps the socket) fails here, not at the test timeout
+      const ms = await Promise.race([client.answered, new Promise<number>((r) => setTimeout(() => r(Infinity), IDLE + 1500))]);
+      client.socket.destroy();
+      // it waited behind the gateway's idle channel, and no longer than its idle release
+      expect(ms).toBeGreaterThanOrEqual(IDLE - 150);
+      expect(ms).toBeLessThan(IDLE + 250);
+    }
+    // the probe ran meanwhile (every 150 ms, also on the socket the channel held)
+    expect(syncs() - before).toBeGreaterThanOrEqual(8);
+    expect(gw(app).agent.fleetState(vm).agent.state).toBe('up');
   });
 
   it('POST /v1/vms takes idleReleaseMs for that VM: its channel lets the socket go after that long', async () => {
