@@ -5,13 +5,15 @@
  *     not up yet holds the sync until the agent answers it, within what is left of the wait);
  *   - for an IP: guest-network-get-interfaces at most every POLL_MS until an address passes the
  *     filter (family, scope, interface-name exclude globs).
- * Both end at the deadline with what was last seen, and at once when the caller goes away.
+ * Both end at the deadline with what was last seen, and at once when the caller goes away. No
+ * agent call is started with less than MIN_CALL_MS of the wait left. A wait of 0 is one check.
  */
 import { performance } from 'node:perf_hooks';
 import { errors, isGatewayError } from '../errors.js';
 import { abortReason } from '../util/abort.js';
 import { globMatcher } from '../util/glob.js';
 import type { JsonValue } from '../qga/types.js';
+import { MIN_CALL_MS } from './probe-release.js';
 import type { AgentService, FleetState } from './service.js';
 
 /** retry of a failed agent handshake while waiting */
@@ -48,48 +50,75 @@ export interface IpWaitValue {
   lastError?: string;
 }
 
-export async function waitForAgent(agent: AgentService, vm: string, timeoutMs: number, signal: AbortSignal): Promise<WaitResult<AgentWaitValue>> {
-  const deadline = performance.now() + timeoutMs;
+/**
+ * `timeoutMs` 0 is one immediate check: a single attempt bounded by `onceMs` (the route gives
+ * agent.timeouts.fast), answered done or not, with no retry.
+ */
+export async function waitForAgent(agent: AgentService, vm: string, timeoutMs: number, signal: AbortSignal, onceMs = 0): Promise<WaitResult<AgentWaitValue>> {
+  const once = timeoutMs <= 0;
+  const deadline = performance.now() + (once ? onceMs : timeoutMs);
   for (;;) {
     const left = deadline - performance.now();
-    if (left <= 0) return { done: false, last: { agent: agent.fleetState(vm).agent } };
+    // no sync started with less than MIN_CALL_MS left: it could only time out (and mark the VM down)
+    if (left < MIN_CALL_MS) return { done: false, last: { agent: agent.fleetState(vm).agent } };
     // deregistered (or gone from its discovery folder) while waited for
     if (!agent.registry.resolve(vm)) throw errors.vmNotFound(vm);
-    const ok = await agent.probe(vm, { timeoutMs: Math.max(1, Math.ceil(left)), signal });
+    const ok = await agent.probe(vm, { timeoutMs: Math.ceil(left), signal });
     if (signal.aborted) throw abortReason(signal);
     if (ok) return { done: true, value: { agent: agent.fleetState(vm).agent } };
+    if (once) return { done: false, last: { agent: agent.fleetState(vm).agent } };
     await sleep(Math.min(RETRY_MS, deadline - performance.now()), signal);
   }
 }
 
-export async function waitForIp(agent: AgentService, vm: string, filter: IpFilter, timeoutMs: number, signal: AbortSignal): Promise<WaitResult<IpWaitValue>> {
-  const deadline = performance.now() + timeoutMs;
+/** `timeoutMs` 0: one interface read (bringing a down agent back first), bounded by `onceMs`. */
+export async function waitForIp(agent: AgentService, vm: string, filter: IpFilter, timeoutMs: number, signal: AbortSignal, onceMs = 0): Promise<WaitResult<IpWaitValue>> {
+  const once = timeoutMs <= 0;
+  const deadline = performance.now() + (once ? onceMs : timeoutMs);
   const pass = addressFilter(filter);
   let seen: IpAddressSeen[] = [];
   let lastError: string | undefined;
+  const timedOut = (): WaitResult<IpWaitValue> => ({ done: false, last: { agent: agent.fleetState(vm).agent, addresses: seen, ...(lastError ? { lastError } : {}) } });
   for (;;) {
     const started = performance.now();
-    const left = deadline - started;
-    if (left <= 0) return { done: false, last: { agent: agent.fleetState(vm).agent, addresses: seen, ...(lastError ? { lastError } : {}) } };
+    // no agent call started with less than MIN_CALL_MS left (its timeout would be noise)
+    if (deadline - started < MIN_CALL_MS) return timedOut();
+    // whether a failure now is the wait's own deadline cutting a call short (not news when an error is known)
+    let cut = false;
+    const budget = (): number => {
+      const left = Math.ceil(deadline - performance.now());
+      if (left < MIN_CALL_MS) throw new DeadlineReached();
+      cut = left < agent.pool.defaultTimeoutMs('guest-network-get-interfaces');
+      return left;
+    };
     try {
       if (agent.states.isDown(vm)) {
         // a down agent fails calls fast: bring it back first (the probe bypasses that)
-        if (!(await agent.probe(vm, { timeoutMs: Math.max(1, Math.ceil(left)), signal }))) throw new Error(agent.fleetState(vm).agent.lastError ?? 'the agent is down');
+        if (!(await agent.probe(vm, { timeoutMs: budget(), signal }))) {
+          cut = false;
+          throw new Error(agent.fleetState(vm).agent.lastError ?? 'the agent is down');
+        }
       }
-      const reply = await agent.call(vm, 'guest-network-get-interfaces', undefined, { signal, timeoutMs: Math.max(1, Math.ceil(deadline - performance.now())) });
+      const reply = await agent.call(vm, 'guest-network-get-interfaces', undefined, { signal, timeoutMs: budget() });
       seen = addressesOf(reply);
       lastError = undefined;
       const hits = seen.filter(pass);
       if (hits.length > 0) return { done: true, value: { agent: agent.fleetState(vm).agent, addresses: hits } };
     } catch (err) {
       if (signal.aborted) throw abortReason(signal);
+      if (err instanceof DeadlineReached) return timedOut();
       // the agent not there yet, or busy: keep waiting; a VM that vanished ends the wait
       if (isGatewayError(err) && (err.code === 'VM_NOT_FOUND' || err.code === 'COMMAND_DISABLED' || err.code === 'COMMAND_NOT_SUPPORTED')) throw err;
-      lastError = err instanceof Error ? err.message : String(err);
+      // a timeout of a call the deadline cut short says nothing new: keep the last real error
+      if (!(cut && lastError !== undefined && isGatewayError(err) && err.code === 'AGENT_TIMEOUT')) lastError = err instanceof Error ? err.message : String(err);
     }
+    if (once) return timedOut();
     await sleep(Math.min(POLL_MS - (performance.now() - started), deadline - performance.now()), signal);
   }
 }
+
+/** Less than MIN_CALL_MS of the wait is left: no call is started. */
+class DeadlineReached extends Error {}
 
 /** The addresses in a guest-network-get-interfaces reply, with their interface names. */
 export function addressesOf(reply: JsonValue): IpAddressSeen[] {

@@ -40,6 +40,8 @@ export interface Operation {
   errors?: readonly number[];
   /** codes it raises beyond those its statuses imply (schemas/common.ts: problemCodes) */
   codes?: readonly ErrorCode[];
+  /** a problem+json body of its own for a status whose problem carries more members (default: Problem) */
+  problems?: Readonly<Partial<Record<number, TSchema>>>;
   /** it needs no credentials (config.public): no 401/403 */
   public?: boolean;
   bodyLimit?: number;
@@ -55,7 +57,7 @@ export interface Operation {
  * for the handler.
  */
 export function operation<O extends Operation>(tag: string, operationId: string, op: O) {
-  const { summary, description, command, scope, ok, errors, codes, public: isPublic, bodyLimit, preValidation, exposeHeadRoute, documentHead, ...request } = op;
+  const { summary, description, command, scope, ok, errors, codes, problems: ownProblems, public: isPublic, bodyLimit, preValidation, exposeHeadRoute, documentHead, ...request } = op;
   const problems = problemCodes(withAdmission(operationId, errors ?? AGENT_ERRORS), {
     operationId,
     tag,
@@ -65,7 +67,12 @@ export function operation<O extends Operation>(tag: string, operationId: string,
   }, codes);
   // Typed as the success responses alone, as the literal `{ 200: X, ...problemResponses(…) }` is:
   // the reply type comes from them (errors are thrown, never returned).
-  const response: O['ok'] = { ...ok, ...problemResponses(problems) };
+  const documented: Record<number, object> = problemResponses(problems);
+  for (const [status, schema] of Object.entries(ownProblems ?? {})) {
+    const r = documented[Number(status)];
+    if (r && schema) documented[Number(status)] = { ...r, content: { 'application/problem+json': { schema } } };
+  }
+  const response: O['ok'] = { ...ok, ...documented };
   return {
     ...(scope || isPublic || documentHead
       ? {

@@ -2,8 +2,9 @@
  * GET /v1/vms/{vm}/wait?for=agent|ip&timeout=S — a long poll instead of a client's own loop:
  * answers as soon as the agent answers a sync (`for=agent`) or an address passing the filter
  * appears (`for=ip`: `family`, `scope=global`, `exclude` interface globs; interfaces are read at
- * most once a second), or 408 WAIT_TIMEOUT with what was last seen. The caller going away ends
- * the wait (and takes its agent command out of the VM's queue).
+ * most once a second), or 408 WAIT_TIMEOUT with what was last seen (WaitTimeoutProblem). The
+ * caller going away ends the wait (and takes its agent command out of the VM's queue).
+ * `timeout=0` is one immediate check, bounded by agent.timeouts.fast.
  */
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -11,8 +12,8 @@ import { Type } from 'typebox';
 import { waitForAgent, waitForIp } from '../../agent/wait.js';
 import { errors } from '../../errors.js';
 import { requestSignal } from '../abort.js';
-import { AGENT_ERRORS, VmParams } from '../schemas/common.js';
-import { StringEnum } from '../schemas/component.js';
+import { AGENT_ERRORS, Problem, VmParams } from '../schemas/common.js';
+import { StringEnum, named } from '../schemas/component.js';
 import { operation } from './operation.js';
 import { AgentStatus } from './vm-fleet.js';
 
@@ -21,7 +22,14 @@ const GLOB_LIST = '^[A-Za-z0-9._*?@:-]+(,[A-Za-z0-9._*?@:-]+)*$';
 const WaitQuery = Type.Object(
   {
     for: StringEnum(['agent', 'ip'] as const, { description: 'agent: until the agent answers a sync; ip: until the guest reports an address that passes the filter' }),
-    timeout: Type.Integer({ minimum: 0, maximum: 3_600, default: 30, description: 'seconds to wait at most (the gateway caps it at agent.waitMaxSeconds, default 300)' }),
+    timeout: Type.Integer({
+      minimum: 0,
+      maximum: 3_600,
+      default: 30,
+      description:
+        'seconds to wait at most (the gateway caps it at agent.waitMaxSeconds, default 300); 0 = no wait, one immediate check ' +
+        '(one sync, or one interface read, bounded by agent.timeouts.fast): 200 when it passes, else 408',
+    }),
     family: Type.Optional(StringEnum(['ipv4', 'ipv6'] as const, { description: 'for=ip: only addresses of this family' })),
     scope: Type.Optional(StringEnum(['global'] as const, { description: 'for=ip: global = no loopback, link-local or unspecified address' })),
     exclude: Type.Optional(
@@ -51,6 +59,22 @@ const WaitResult = Type.Object(
   { title: 'VmWaitResult', description: 'What was waited for has happened' },
 );
 
+const WaitTimeoutState = named(
+  'VmWaitState',
+  Type.Object({
+    agent: AgentStatus,
+    addresses: Type.Optional(Type.Array(WaitAddress, { description: 'for=ip: every address the guest reported in the last interface read (none passed the filter)' })),
+    lastError: Type.Optional(Type.String({ description: 'for=ip: why the last interface read failed, if it did' })),
+  }),
+  'What the gateway last saw of the VM when the wait ended',
+);
+
+const WaitTimeoutProblem = named(
+  'WaitTimeoutProblem',
+  Type.Intersect([Problem, Type.Object({ state: WaitTimeoutState })]),
+  'The 408 WAIT_TIMEOUT problem of GET /v1/vms/{vm}/wait: the problem details plus `state`, what was last seen',
+);
+
 export function waitRoute(fastify: FastifyInstance): void {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
   const { services } = fastify;
@@ -62,12 +86,15 @@ export function waitRoute(fastify: FastifyInstance): void {
         'Answers 200 as soon as the agent answers a sync (`for=agent`) or the guest reports an address that passes `family`, ' +
         '`scope` and `exclude` (`for=ip`; interfaces are read at most once a second, so within a second of it appearing). ' +
         'After `timeout` seconds (at most agent.waitMaxSeconds) the answer is 408 WAIT_TIMEOUT, whose `state` holds what was last ' +
-        'seen: the agent state and, for ip, the addresses the guest reported. Closing the connection ends the wait.',
+        'seen: the agent state and, for ip, the addresses the guest reported. `timeout=0` does not wait: one immediate check ' +
+        '(one sync for agent, one interface read for ip, bounded by agent.timeouts.fast) answers 200 when it passes, else 408. ' +
+        'Closing the connection ends the wait.',
       command: ['guest-sync-delimited', 'guest-network-get-interfaces'],
       params: VmParams,
       querystring: WaitQuery,
       ok: { 200: WaitResult },
       errors: [...AGENT_ERRORS, 408],
+      problems: { 408: WaitTimeoutProblem },
     }),
     async (request) => {
       const { vm } = request.params;
@@ -78,9 +105,12 @@ export function waitRoute(fastify: FastifyInstance): void {
       const signal = requestSignal(request);
       const t0 = performance.now();
       const timeoutMs = q.timeout * 1000;
+      // timeout=0: one check, bounded by the fast class (agent.timeouts.fast)
+      const onceMs = services.agent.pool.defaultTimeoutMs('guest-sync-delimited');
+      const within = q.timeout > 0 ? `within ${q.timeout} s` : `in one immediate check (at most ${onceMs} ms)`;
       if (q.for === 'agent') {
-        const r = await waitForAgent(services.agent, vm, timeoutMs, signal);
-        if (!r.done) throw errors.waitTimeout(vm, `the agent of ${vm} did not answer within ${q.timeout} s`, { ...r.last });
+        const r = await waitForAgent(services.agent, vm, timeoutMs, signal, onceMs);
+        if (!r.done) throw errors.waitTimeout(vm, `the agent of ${vm} did not answer ${within}`, { ...r.last });
         return { for: 'agent' as const, agent: r.value.agent, waitedMs: Math.round(performance.now() - t0) };
       }
       const filter = {
@@ -88,8 +118,8 @@ export function waitRoute(fastify: FastifyInstance): void {
         ...(q.scope ? { scope: q.scope } : {}),
         ...(q.exclude ? { exclude: q.exclude.split(',') } : {}),
       };
-      const r = await waitForIp(services.agent, vm, filter, timeoutMs, signal);
-      if (!r.done) throw errors.waitTimeout(vm, `no address of ${vm} passed the filter within ${q.timeout} s`, { ...r.last });
+      const r = await waitForIp(services.agent, vm, filter, timeoutMs, signal, onceMs);
+      if (!r.done) throw errors.waitTimeout(vm, `no address of ${vm} passed the filter ${within}`, { ...r.last });
       return { for: 'ip' as const, agent: r.value.agent, addresses: r.value.addresses, waitedMs: Math.round(performance.now() - t0) };
     },
   );
