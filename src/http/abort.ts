@@ -6,6 +6,8 @@
  * `trackReplies` (an onRequest hook registered by app.ts) remembers each request's reply; the
  * signal itself is made only for the requests that ask for it.
  */
+import { setMaxListeners } from 'node:events';
+import type { Socket } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 // on the request object itself (two WeakMap entries per request cost more)
@@ -64,13 +66,49 @@ export function requestSignal(request: FastifyRequest): AbortSignal {
 }
 
 /**
- * Call options whose `signal` is made only when it is first read: AgentService.call reads it
- * after the VM lookup, so a refused request (404 VM_NOT_FOUND, a down agent) never makes one.
+ * Call options for one agent call (AgentService.call) whose `signal` is that of the request's
+ * CONNECTION, made when the call first reads it (after the VM lookup: a 404 VM_NOT_FOUND makes
+ * none) and then shared by every later call on that keep-alive connection (issue 14: no
+ * AbortController, listener and closure per request). It aborts when the connection closes — the
+ * client went away — or at the end of the shutdown grace time. Only for calls whose use of the
+ * signal ends when they settle (the queue and the read coalescer remove their listeners then): a
+ * connection closing after the answer aborts nothing that is still running. Work that outlives
+ * the answer, or must not be aborted by a later request's client, takes requestSignal().
  */
 export function signalOptions(request: FastifyRequest): { readonly signal: AbortSignal } {
   return {
     get signal(): AbortSignal {
-      return requestSignal(request);
+      return connectionSignal(request);
     },
   };
+}
+
+const CONN_SIGNAL = Symbol('qga.connectionSignal');
+type TrackedSocket = Socket & { [CONN_SIGNAL]?: AbortSignal };
+
+function connectionSignal(request: FastifyRequest): AbortSignal {
+  const socket = request.raw.socket as TrackedSocket | null;
+  // no socket (an injected request without one): the request's own signal
+  if (!socket) return requestSignal(request);
+  const existing = socket[CONN_SIGNAL];
+  if (existing) return existing;
+  const ac = new AbortController();
+  // one listener per call in flight on the connection (pipelined requests): removed as each settles
+  setMaxListeners(0, ac.signal);
+  socket[CONN_SIGNAL] = ac.signal;
+  if (socket.destroyed) {
+    ac.abort(new DOMException('the HTTP client went away', 'AbortError'));
+    return ac.signal;
+  }
+  if (shutdownSignal?.aborted) {
+    ac.abort(new DOMException('the gateway is shutting down', 'AbortError'));
+    return ac.signal;
+  }
+  const live = shutdownSignal ? LIVE.get(shutdownSignal) : undefined;
+  live?.add(ac);
+  socket.once('close', () => {
+    live?.delete(ac);
+    ac.abort(new DOMException('the HTTP client went away', 'AbortError'));
+  });
+  return ac.signal;
 }
