@@ -56,7 +56,7 @@ export interface IpWaitValue {
  */
 export async function waitForAgent(agent: AgentService, vm: string, timeoutMs: number, signal: AbortSignal, onceMs = 0): Promise<WaitResult<AgentWaitValue>> {
   const once = timeoutMs <= 0;
-  const deadline = performance.now() + (once ? onceMs : timeoutMs);
+  const deadline = performance.now() + (once ? Math.max(onceMs, MIN_CALL_MS) : timeoutMs);
   for (;;) {
     const left = deadline - performance.now();
     // no sync started with less than MIN_CALL_MS left: it could only time out (and mark the VM down)
@@ -74,7 +74,7 @@ export async function waitForAgent(agent: AgentService, vm: string, timeoutMs: n
 /** `timeoutMs` 0: one interface read (bringing a down agent back first), bounded by `onceMs`. */
 export async function waitForIp(agent: AgentService, vm: string, filter: IpFilter, timeoutMs: number, signal: AbortSignal, onceMs = 0): Promise<WaitResult<IpWaitValue>> {
   const once = timeoutMs <= 0;
-  const deadline = performance.now() + (once ? onceMs : timeoutMs);
+  const deadline = performance.now() + (once ? Math.max(onceMs, MIN_CALL_MS) : timeoutMs);
   const pass = addressFilter(filter);
   let seen: IpAddressSeen[] = [];
   let lastError: string | undefined;
