@@ -252,29 +252,39 @@ const REFUSED_UNREAD = new Set([401, 403, 413]);
 function registerHttpLimits(app: FastifyInstance, config: Config): void {
   const { maxConnections, requestTimeoutMs } = config.server;
   if (maxConnections > 0) app.server.maxConnections = maxConnections;
-  app.addHook('onSend', async (request, reply, payload) => {
+  // callback-style hooks: an async one costs a promise per request (issue 14)
+  app.addHook('onSend', (request, reply, payload, done) => {
     if (REFUSED_UNREAD.has(reply.statusCode) && !request.raw.complete) {
       reply.header('connection', 'close');
       // Node would otherwise read the rest of the body to reuse the connection
       reply.raw.once('finish', () => request.raw.socket?.destroy());
     }
-    return payload;
+    done(null, payload);
   });
   if (requestTimeoutMs <= 0) return;
+  // the body timers; looked up only while one is armed (most requests arrive with their body)
   const timers = new WeakMap<FastifyRequest, NodeJS.Timeout>();
+  let armed = 0;
   const clear = (request: FastifyRequest): void => {
-    clearTimeout(timers.get(request));
+    if (armed === 0) return;
+    const timer = timers.get(request);
+    if (timer === undefined) return;
+    clearTimeout(timer);
     timers.delete(request);
+    armed--;
   };
   app.addHook('onRequest', (request, _reply, done) => {
     if (!request.raw.complete && !request.routeOptions.config?.streaming) {
       const timer = setTimeout(() => {
         // the body did not arrive in time: cut the connection, as Node does with its own timeout
+        timers.delete(request);
+        armed--;
         request.log.warn({ requestTimeoutMs }, 'request body not received within server.requestTimeoutMs: connection closed');
         request.raw.socket?.destroy();
       }, requestTimeoutMs);
       timer.unref();
       timers.set(request, timer);
+      armed++;
     }
     done();
   });

@@ -32,12 +32,17 @@ export function normalizeHost(host: string): string {
 export function registerOriginChecks(app: FastifyInstance, server: Config['server']): void {
   const hosts = allowedHostNames(server);
   const origins = new Set(server.allowedOrigins.map((o) => o.toLowerCase().replace(/\/+$/, '')));
-  app.addHook('onRequest', async (request) => {
+  // callback style: an async hook costs a promise per request (issue 14)
+  app.addHook('onRequest', (request, _reply, done) => {
     if (hosts) {
       const host = request.headers.host;
-      if (typeof host !== 'string' || !hosts.has(normalizeHost(host))) throw errors.misdirected(typeof host === 'string' ? host : '');
+      if (typeof host !== 'string' || !hosts.has(normalizeHost(host))) {
+        done(errors.misdirected(typeof host === 'string' ? host : ''));
+        return;
+      }
     }
     const origin = request.headers.origin;
-    if (typeof origin === 'string' && !origins.has(origin.toLowerCase().replace(/\/+$/, ''))) throw errors.originForbidden(origin);
+    if (typeof origin === 'string' && !origins.has(origin.toLowerCase().replace(/\/+$/, ''))) done(errors.originForbidden(origin));
+    else done();
   });
 }
