@@ -142,7 +142,7 @@ export interface paths {
         };
         /**
          * Wait until the agent answers or the guest has an IP address (long poll)
-         * @description Answers 200 as soon as the agent answers a sync (`for=agent`) or the guest reports an address that passes `family`, `scope` and `exclude` (`for=ip`; interfaces are read at most once a second, so within a second of it appearing). After `timeout` seconds (at most agent.waitMaxSeconds) the answer is 408 WAIT_TIMEOUT, whose `state` holds what was last seen: the agent state and, for ip, the addresses the guest reported. Closing the connection ends the wait.
+         * @description Answers 200 as soon as the agent answers a sync (`for=agent`) or the guest reports an address that passes `family`, `scope` and `exclude` (`for=ip`; interfaces are read at most once a second, so within a second of it appearing). After `timeout` seconds (at most agent.waitMaxSeconds) the answer is 408 WAIT_TIMEOUT, whose `state` holds what was last seen: the agent state and, for ip, the addresses the guest reported. `timeout=0` does not wait: one immediate check (one sync for agent, one interface read for ip, bounded by agent.timeouts.fast) answers 200 when it passes, else 408. Closing the connection ends the wait.
          */
         get: operations["waitForVm"];
         put?: never;
@@ -2439,6 +2439,17 @@ export interface components {
             waitedMs: number;
         };
         /**
+         * VmWaitState
+         * @description What the gateway last saw of the VM when the wait ended
+         */
+        VmWaitState: {
+            agent: components["schemas"]["AgentStatus"];
+            /** @description for=ip: every address the guest reported in the last interface read (none passed the filter) */
+            addresses?: components["schemas"]["WaitAddress"][];
+            /** @description for=ip: why the last interface read failed, if it did */
+            lastError?: string;
+        };
+        /**
          * WaitAddress
          * @description An address the guest reported, with its interface
          */
@@ -2449,6 +2460,13 @@ export interface components {
             /** @description ipv4 or ipv6 */
             "ip-address-type": string;
             prefix?: number;
+        };
+        /**
+         * WaitTimeoutProblem
+         * @description The 408 WAIT_TIMEOUT problem of GET /v1/vms/{vm}/wait: the problem details plus `state`, what was last seen
+         */
+        WaitTimeoutProblem: components["schemas"]["Problem"] & {
+            state: components["schemas"]["VmWaitState"];
         };
         /** WriteFileRequest */
         WriteFileRequest: {
@@ -3090,7 +3108,7 @@ export interface operations {
             query: {
                 /** @description agent: until the agent answers a sync; ip: until the guest reports an address that passes the filter */
                 for: "agent" | "ip";
-                /** @description seconds to wait at most (the gateway caps it at agent.waitMaxSeconds, default 300) */
+                /** @description seconds to wait at most (the gateway caps it at agent.waitMaxSeconds, default 300); 0 = no wait, one immediate check (one sync, or one interface read, bounded by agent.timeouts.fast): 200 when it passes, else 408 */
                 timeout?: number;
                 /** @description for=ip: only addresses of this family */
                 family?: "ipv4" | "ipv6";
@@ -3162,7 +3180,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["WaitTimeoutProblem"];
                 };
             };
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
