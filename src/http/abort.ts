@@ -76,6 +76,7 @@ export function requestSignal(request: FastifyRequest): AbortSignal {
  * the answer, or must not be aborted by a later request's client, takes requestSignal().
  */
 export function signalOptions(request: FastifyRequest): { readonly signal: AbortSignal } {
+  // an own enumerable getter: the call's `{ ...opts }` copies (reads) it; a prototype getter would be lost
   return {
     get signal(): AbortSignal {
       return connectionSignal(request);
