@@ -108,14 +108,20 @@ function validationWords(keyword: string, params: Record<string, unknown>, messa
   return message ?? 'is invalid';
 }
 
+/** the path of a request URL, without its query string */
+function pathOf(url: string): string {
+  const q = url.indexOf('?');
+  return q < 0 ? url : url.slice(0, q);
+}
+
 export function sendProblem(reply: FastifyReply, err: GatewayError, request?: FastifyRequest): FastifyReply {
   if (err.retryAfter !== undefined) reply.header('retry-after', String(Math.max(1, Math.ceil(err.retryAfter))));
   if (err.code === 'UNAUTHENTICATED') reply.header('www-authenticate', 'Bearer realm="qga-gateway"');
+  // a string body: Fastify skips the preSerialization hooks and its serializer (issue 14: refusals cheap)
   return reply
     .code(err.status)
     .type(PROBLEM_CONTENT_TYPE)
-    .serializer(JSON.stringify)
-    .send(toProblem(err, request?.url.split('?')[0]));
+    .send(JSON.stringify(toProblem(err, request === undefined ? undefined : pathOf(request.url))));
 }
 
 export function registerErrorHandling(app: FastifyInstance): void {
