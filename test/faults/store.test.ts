@@ -31,6 +31,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { SimAgent } from '../../sim/index.js';
 import { makeApp } from '../helpers/app.js';
 import { REDIS_SERVER_PATH, startRedis, type TestRedis } from '../helpers/redis.js';
+import { startRedisProxy, type RedisProxy } from '../helpers/redis-proxy.js';
 import { agentCommands, startSim, type SimFleet } from '../integration/routes-support.js';
 
 const COMMAND_TIMEOUT_MS = 600;
@@ -39,7 +40,7 @@ let fleet: SimFleet;
 const vm: Record<string, SimAgent> = {};
 let redis: TestRedis;
 const apps: FastifyInstance[] = [];
-const proxies: Proxy[] = [];
+const proxies: RedisProxy[] = [];
 
 beforeAll(async () => {
   fleet = await startSim();
@@ -55,53 +56,6 @@ afterAll(async () => {
   await redis?.stop();
   await fleet?.close();
 });
-
-/** A TCP proxy to Redis that can stop forwarding in both directions (a partition) and heal. */
-interface Proxy {
-  url: string;
-  partition(): void;
-  heal(): void;
-  close(): Promise<void>;
-}
-
-async function startProxy(targetPort: number): Promise<Proxy> {
-  const pairs = new Set<[net.Socket, net.Socket]>();
-  let cut = false;
-  const server = net.createServer((client) => {
-    const upstream = net.connect(targetPort, '127.0.0.1');
-    const pair: [net.Socket, net.Socket] = [client, upstream];
-    pairs.add(pair);
-    client.pipe(upstream);
-    upstream.pipe(client);
-    if (cut) (client.pause(), upstream.pause());
-    const end = () => {
-      pairs.delete(pair);
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on('error', end).on('close', end);
-    upstream.on('error', end).on('close', end);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  const addr = server.address();
-  const port = typeof addr === 'object' && addr ? addr.port : 0;
-  return {
-    url: `redis://127.0.0.1:${port}`,
-    partition() {
-      // bytes in flight stay unread (TCP holds them, as it does across a partition that heals)
-      cut = true;
-      for (const [c, u] of pairs) (c.pause(), u.pause());
-    },
-    heal() {
-      cut = false;
-      for (const [c, u] of pairs) (c.resume(), u.resume());
-    },
-    async close() {
-      for (const [c, u] of pairs) (c.destroy(), u.destroy());
-      await new Promise<void>((r) => server.close(() => r()));
-    },
-  };
-}
 
 async function gateway(redisUrl: string, names: string[], more: Record<string, unknown> = {}): Promise<{ app: FastifyInstance; prefix: string }> {
   const prefix = `f${randomUUID().slice(0, 8)}:`;
@@ -201,7 +155,7 @@ describe('C3/C5: Redis unreachable with the connection kept open', { timeout: 30
   });
 
   it('C5 partition gateway↔Redis (proxy stops forwarding): the same, and after the heal the store reconnects and nothing is replayed', async () => {
-    const proxy = await startProxy(redis.port);
+    const proxy = await startRedisProxy(redis.port);
     proxies.push(proxy);
     const { app, prefix } = await gateway(proxy.url, ['q1', 'q2', 'q3']);
     await hangScenario(app, prefix, ['q1', 'q2', 'q3'], () => proxy.partition(), () => proxy.heal());
