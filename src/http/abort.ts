@@ -67,21 +67,17 @@ export function requestSignal(request: FastifyRequest): AbortSignal {
 
 /**
  * Call options for one agent call (AgentService.call) whose `signal` is that of the request's
- * CONNECTION, made when the call first reads it (after the VM lookup: a 404 VM_NOT_FOUND makes
- * none) and then shared by every later call on that keep-alive connection (issue 14: no
- * AbortController, listener and closure per request). It aborts when the connection closes — the
- * client went away — or at the end of the shutdown grace time. Only for calls whose use of the
- * signal ends when they settle (the queue and the read coalescer remove their listeners then): a
- * connection closing after the answer aborts nothing that is still running. Work that outlives
- * the answer, or must not be aborted by a later request's client, takes requestSignal().
+ * CONNECTION: made by the first call on a connection and shared by every later call on that
+ * keep-alive connection (issue 14: no AbortController, listener and closure per request; a
+ * refused request on a connection seen before makes nothing). It aborts when the connection
+ * closes — the client went away — or at the end of the shutdown grace time. Only for calls whose
+ * use of the signal ends when they settle (the queue and the read coalescer remove their
+ * listeners then): a connection closing after the answer aborts nothing that is still running.
+ * Work that outlives the answer, or must not be aborted by a later request's client, takes
+ * requestSignal(). A plain data object: the call spreads it once per step.
  */
 export function signalOptions(request: FastifyRequest): { readonly signal: AbortSignal } {
-  // an own enumerable getter: the call's `{ ...opts }` copies (reads) it; a prototype getter would be lost
-  return {
-    get signal(): AbortSignal {
-      return connectionSignal(request);
-    },
-  };
+  return { signal: connectionSignal(request) };
 }
 
 const CONN_SIGNAL = Symbol('qga.connectionSignal');
