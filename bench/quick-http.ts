@@ -6,6 +6,7 @@
  * the served-ping window's self time is printed by function and by package.
  *
  *   npx tsx bench/quick-http.ts [--prof]
+ *   BENCH_C=1 npx tsx bench/quick-http.ts      the served pings at 1 connection on one VM instead of 64 over all
  *   npx tsx bench/quick-http.ts --strace   system calls per served ping (strace -c -f on the gateway, round 1; slows it)
  *   npx tsx bench/quick-http.ts --ab REV   each round also runs the gateway built from git
  *                                          revision REV's src/ (A) beside the working tree's (B)
@@ -23,6 +24,8 @@ const ms = Number(process.env.BENCH_MS ?? 3000);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
 const prof = process.argv.includes('--prof');
 const straceOn = process.argv.includes('--strace');
+/** connections of the served-ping run (BENCH_C, default 64; 1 = one VM, one at a time) */
+const servedConnections = Number(process.env.BENCH_C ?? 64);
 const perfOn = process.argv.includes('--perf');
 const abAt = process.argv.indexOf('--ab');
 const abRev = abAt > 0 ? process.argv[abAt + 1] : undefined;
@@ -103,7 +106,7 @@ async function measureGateway(vms: Array<{ name: string; endpoint: import('../sr
     const perfRec = withStrace && perfOn ? spawn('perf', ['record', '-F', '1999', '-p', String(gw.pid), '-o', '/tmp/qga-gw.perf'], { stdio: 'ignore' }) : undefined;
     const tracer = withStrace && !perfOn ? spawn('strace', ['-c', '-f', '-p', String(gw.pid), '-o', '/tmp/qga-gw.strace'], { stdio: 'ignore' }) : undefined;
     if (tracer || perfRec) await new Promise((r) => setTimeout(r, 500));
-    const g = await cannon({ base: gw.base, paths, connections: 64, durationMs: ms, headers }, [gw.pid]);
+    const g = await cannon({ base: gw.base, paths: servedConnections === 1 ? [paths[0]] : paths, connections: servedConnections, durationMs: ms, headers }, [gw.pid]);
     if (perfRec) {
       perfRec.kill('SIGINT');
       await new Promise((r) => perfRec.once('exit', r));
@@ -115,7 +118,7 @@ async function measureGateway(vms: Array<{ name: string; endpoint: import('../sr
       await new Promise((r) => tracer.once('exit', r));
       const lines = (await readFile('/tmp/qga-gw.strace', 'utf8')).split('\n');
       const total = lines.find((l) => l.trim().endsWith('total'));
-      const calls = total ? Number(total.trim().split(/\s+/)[2]) : NaN;
+      const calls = total ? Number(total.trim().split(/\s+/)[3]) : NaN;
       console.log(lines.slice(0, 14).join('\n'));
       console.log(`strace: ${(calls / Math.max(1, g.result.ok)).toFixed(1)} system calls per served ping (${g.result.ok} pings)`);
     }
