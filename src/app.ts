@@ -176,7 +176,7 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   registerJsonBody(app);
   const shutdown = new AbortController();
   trackReplies(app, shutdown.signal);
-  registerOriginChecks(app, config.server);
+  registerOriginChecks(app, config.server, config.cluster.advertiseUrl);
   const auth = registerAuth(app, config, opts.env);
   app.decorate('reloadConfig', async (next: Config) => {
     auth.reload(next, opts.env);
@@ -235,7 +235,7 @@ function warnAboutOpenDoors(app: FastifyInstance, config: Config): void {
   if (config.auth.tokens.length === 0 && wide.length > 0) {
     app.log.warn({ anonymousScopes: config.auth.anonymousScopes }, `no tokens configured and anonymous callers get ${wide.join(' and ')}: any local process can change guests`);
   }
-  if (!allowedHostNames(config.server)) {
+  if (!allowedHostNames(config.server, config.cluster.advertiseUrl)) {
     app.log.warn({ host: config.server.host }, 'wildcard bind without server.allowedHosts: requests are accepted for any Host name');
   }
 }

@@ -349,6 +349,16 @@ export const ConfigSchema = Type.Object(
       },
       { additionalProperties: false, default: {} },
     ),
+    cluster: Type.Object(
+      {
+        /**
+         * The URL clients and other gateways reach this one at (scheme://host[:port]). Its host is
+         * always an allowed Host header name, whatever server.allowedHosts says.
+         */
+        advertiseUrl: Type.Optional(Type.String({ minLength: 8, maxLength: 2048, pattern: '^https?://[^/?#\\s]+/?$' })),
+      },
+      { additionalProperties: false, default: {} },
+    ),
   },
   { additionalProperties: false },
 );

@@ -96,4 +96,23 @@ describe('Host and Origin', () => {
     expect(allowedHostNames(buildConfig({ server: { host: '0.0.0.0' }, auth: { tokens } }, {}, 'wild').server)).toBeUndefined();
     expect(allowedHostNames(buildConfig({ server: { host: '0.0.0.0', allowedHosts: ['gw.example'] }, auth: { tokens } }, {}, 'wild').server)).toEqual(new Set(['gw.example']));
   });
+
+  it('the host of cluster.advertiseUrl is always an allowed Host, beside server.allowedHosts', async () => {
+    const c = buildConfig(
+      { log: { level: 'silent' }, server: { allowedHosts: ['gw.example'] }, cluster: { advertiseUrl: 'https://Node1.Example:8443' } },
+      {},
+      'advertise',
+    );
+    const app = await buildApp({ config: c, logger: pino({ level: 'silent' }), env: {} });
+    try {
+      const status = async (host: string) => (await app.inject({ method: 'GET', url: '/healthz', headers: { host } })).statusCode;
+      expect(await status('node1.example:8443')).toBe(200);
+      expect(await status('gw.example')).toBe(200);
+      expect(await status('node2.example:8443')).toBe(421);
+      expect(await status('localhost')).toBe(421);
+    } finally {
+      await app.close();
+    }
+    expect(() => buildConfig({ cluster: { advertiseUrl: 'node1.example:8443' } }, {}, 'bad-advertise')).toThrow(/cluster\.advertiseUrl/);
+  });
 });

@@ -14,11 +14,12 @@ import { errors } from '../../errors.js';
 
 const WILDCARD_BINDS = new Set(['0.0.0.0', '::', '[::]', '']);
 
-/** The Host names to accept, or undefined for any. */
-export function allowedHostNames(server: Config['server']): Set<string> | undefined {
-  if (server.allowedHosts) return new Set(server.allowedHosts.map(normalizeHost));
+/** The Host names to accept, or undefined for any. The host of cluster.advertiseUrl is always one. */
+export function allowedHostNames(server: Config['server'], advertiseUrl?: string): Set<string> | undefined {
+  const advertised = advertiseUrl === undefined ? [] : [normalizeHost(new URL(advertiseUrl).host)];
+  if (server.allowedHosts) return new Set([...server.allowedHosts.map(normalizeHost), ...advertised]);
   if (WILDCARD_BINDS.has(server.host)) return undefined;
-  return new Set(['localhost', '127.0.0.1', '::1', normalizeHost(server.host), hostname().toLowerCase()].filter((h) => h !== ''));
+  return new Set(['localhost', '127.0.0.1', '::1', normalizeHost(server.host), hostname().toLowerCase(), ...advertised].filter((h) => h !== ''));
 }
 
 /** `Example.org:8080` → `example.org`, `[::1]:80` → `::1` */
@@ -29,8 +30,8 @@ export function normalizeHost(host: string): string {
   return colon >= 0 && h.indexOf(':', colon + 1) < 0 ? h.slice(0, colon) : h;
 }
 
-export function registerOriginChecks(app: FastifyInstance, server: Config['server']): void {
-  const hosts = allowedHostNames(server);
+export function registerOriginChecks(app: FastifyInstance, server: Config['server'], advertiseUrl?: string): void {
+  const hosts = allowedHostNames(server, advertiseUrl);
   const origins = new Set(server.allowedOrigins.map((o) => o.toLowerCase().replace(/\/+$/, '')));
   // callback style: an async hook costs a promise per request (issue 14)
   app.addHook('onRequest', (request, _reply, done) => {
