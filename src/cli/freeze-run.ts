@@ -3,7 +3,8 @@
  * the freeze wrapper for backup and snapshot scripts. Freezes the VM (several --vm: one freeze
  * group), runs CMD with this process's stdio, renews the lease every ttl/3 while CMD runs, and
  * always thaws: when CMD ends, and when this process gets SIGINT, SIGTERM or SIGHUP (forwarded to
- * CMD first; CMD gets --kill-after seconds before SIGKILL). Says on stderr whether the freeze held.
+ * CMD's process group first; CMD gets --kill-after seconds before the group gets SIGKILL). Says
+ * on stderr whether the freeze held.
  *
  * Exit: CMD's status (128+N when a signal N ended it; 127/126 when it could not be started);
  * 1 when CMD succeeded but the freeze did not hold (the lease ended early, a renewal or the thaw
@@ -22,14 +23,16 @@ export const FREEZE_RUN_HELP = `Usage: qga-gateway freeze-run --url URL --vm NAM
 
 Freeze the guest file systems of the VMs (several --vm: one freeze group, all or none), run CMD,
 renew the freeze lease while CMD runs (every ttl/3), and always thaw: when CMD ends and when this
-process gets SIGINT/SIGTERM/SIGHUP (forwarded to CMD). Tells on stderr whether the freeze held.
+process gets SIGINT/SIGTERM/SIGHUP (forwarded to CMD's process group: CMD runs in a group of its
+own, so its children get the signal too). Tells on stderr whether the freeze held.
   --url URL            the gateway (https://host:8443); QGA_GATEWAY_URL by default
   --vm NAME            a VM to freeze; repeat for a group
   --ttl S              lease length in seconds (default 60); the gateway thaws by itself when the
                        lease is not renewed in time (this process killed)
   --token-file F       file holding the API token (default: $QGA_GATEWAY_TOKEN, else no token)
   --mountpoint P       freeze only this mount point (repeatable; default all)
-  --kill-after S       after forwarding a signal, SIGKILL CMD when still running (default 10)
+  --kill-after S       after forwarding a signal, SIGKILL CMD's process group when CMD is still
+                       running (default 10); what CMD leaves running after a signal is killed
   --timeout S          deadline of the freeze and thaw requests (default 330)
 Exit: CMD's status (128+N when signal N ended it; 127 CMD not found); 1 when the freeze failed
 (CMD not run) or did not hold (lease ended early, thaw failed, guest thawed on its own) while CMD
@@ -123,10 +126,10 @@ export async function freezeRun(args: string[]): Promise<number> {
     received ??= sig;
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
     say(`got ${sig}: forwarding it to the command, then thawing`);
-    child.kill(sig);
+    signalGroup(child, sig);
     killTimer ??= setTimeout(() => {
       say(`the command is still running ${s.killAfterMs / 1000} s after ${sig}: SIGKILL`);
-      child?.kill('SIGKILL');
+      if (child) signalGroup(child, 'SIGKILL');
     }, s.killAfterMs);
   };
   for (const sig of FORWARDED) process.on(sig, onSignal);
@@ -134,6 +137,8 @@ export async function freezeRun(args: string[]): Promise<number> {
     return await freezeAndRun(s, client, {
       interrupted: () => received,
       started: (c) => (child = c),
+      // the command ended after a forwarded signal: what it left running in its group goes too
+      ended: () => void (received && child && signalGroup(child, 'SIGKILL')),
     });
   } finally {
     clearTimeout(killTimer);
@@ -144,6 +149,20 @@ export async function freezeRun(args: string[]): Promise<number> {
 interface Hooks {
   interrupted(): NodeJS.Signals | undefined;
   started(child: ChildProcess): void;
+  ended(): void;
+}
+
+/**
+ * The command runs in its own process group (spawn detached), so a signal reaches everything it
+ * started (a shell's children too), not only the direct child. ESRCH: the group is gone already.
+ */
+function signalGroup(child: ChildProcess, sig: NodeJS.Signals): void {
+  if (child.pid === undefined) return;
+  try {
+    process.kill(-child.pid, sig);
+  } catch (e) {
+    if (errnoCode(e) !== 'ESRCH') say(`cannot send ${sig} to the command's process group: ${errnoCode(e) ?? errorMessage(e)}`);
+  }
 }
 
 async function freezeAndRun(s: Settings, client: FreezeClient, hooks: Hooks): Promise<number> {
@@ -171,6 +190,7 @@ async function freezeAndRun(s: Settings, client: FreezeClient, hooks: Hooks): Pr
   } else {
     renewals.start();
     status = await runCommand(s.command, hooks.started);
+    hooks.ended();
   }
   await renewals.stop();
   const thaw = await thawWithRetries(client, lease, s.timeoutMs);
@@ -185,10 +205,14 @@ async function freezeAndRun(s: Settings, client: FreezeClient, hooks: Hooks): Pr
   return status !== 0 ? status : 1;
 }
 
-/** runs CMD with our stdio; its exit status (128+N for a signal), 127/126 when it cannot start */
+/**
+ * runs CMD with our stdio in a process group of its own (signals go to the whole group); its exit
+ * status (128+N for a signal), 127/126 when it cannot start. A terminal's Ctrl-C reaches this
+ * process, which forwards it; a command reading a terminal would be stopped (background group).
+ */
 function runCommand(command: string[], started: (c: ChildProcess) => void): Promise<number> {
   return new Promise((resolve) => {
-    const child = spawn(command[0]!, command.slice(1), { stdio: 'inherit' });
+    const child = spawn(command[0]!, command.slice(1), { stdio: 'inherit', detached: true });
     started(child);
     child.once('error', (e) => {
       const code = errnoCode(e);

@@ -170,6 +170,36 @@ describe('qga-gateway freeze-run', { timeout: 40_000 }, () => {
     expect(run.stderr()).toMatch(/got SIGTERM: forwarding it to the command, then thawing/);
   });
 
+  it('SIGTERM to the wrapper: the command\'s whole process group gets it, the kill-after SIGKILL too (a shell ignoring TERM and its sleep)', async () => {
+    const url = await gateway(['vm1']);
+    const pidFile = path.join(fleet!.dir, 'grandchild.pid');
+    // the shell ignores TERM (and so does the sleep it starts: ignored signals are inherited)
+    const sh = `trap "" TERM; sleep 20 & echo $! > ${pidFile}; wait`;
+    const run = freezeRun(['--url', url, '--token-file', tokenFile(), '--vm', 'vm1', '--ttl', '10', '--kill-after', '1', '--', 'sh', '-c', sh]);
+    await waitFor(() => existsSync(pidFile) && /^\d+\n$/.test(readFileSync(pidFile, 'utf8')), 15_000, 'the grandchild to start');
+    const pid = Number(readFileSync(pidFile, 'utf8'));
+    const alive = (): boolean => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    expect(alive()).toBe(true);
+    expect(fleet!.vm.vm1!.stats.frozen).toBe(true);
+    const t0 = Date.now();
+    run.kill('SIGTERM');
+    const { code } = await run.exit;
+    // the shell is killed by the SIGKILL a second after the TERM it ignored: 128 + 9
+    expect(code, run.stderr()).toBe(137);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(900);
+    await waitFor(() => !alive(), 5_000, 'the grandchild sleep to be gone');
+    expect(run.stderr()).toMatch(/the command is still running 1 s after SIGTERM: SIGKILL/);
+    expect(count('vm1', 'guest-fsfreeze-thaw')).toBe(1);
+    expect(fleet!.vm.vm1!.stats.frozen).toBe(false);
+  });
+
   it('a lease that ends early (forced thaw) is reported at once and makes a successful command exit 1', async () => {
     const url = await gateway(['vm1']);
     const cmd = script(
