@@ -4,7 +4,7 @@
  * secret masked: literal tokens, token hashes, and the password of a Redis URL.
  */
 import { stringify } from 'yaml';
-import { ConfigError, loadConfig } from '../config/load.js';
+import { ConfigError, loadConfig, stateFileProblem } from '../config/load.js';
 import { readTls } from '../http/tls.js';
 import { parseOptions, usageError } from './common.js';
 
@@ -12,7 +12,10 @@ export const CHECK_CONFIG_HELP = `Usage: qga-gateway check-config FILE
 
 Validate FILE (plus the environment: HOST, PORT, LOG_LEVEL, REDIS_URL, QGA_STORE) as serve would
 and print the effective configuration as YAML, secrets masked.
-Exit codes: 0 valid; 2 unreadable or invalid (one line on stderr naming every problem).`;
+With the embedded store it also checks that freeze.stateFile can be written (its directory is
+created when missing, as serve does).
+Exit codes: 0 valid; 2 unreadable or invalid, or the state file not writable (one line on stderr
+naming every problem).`;
 
 export const MASK = '********';
 
@@ -44,6 +47,9 @@ export function checkConfig(args: string[]): number {
     config = loadConfig(file);
     // what serve does with the files beyond reading them: the certificate and key must make a pair
     if (config.server.tls) readTls(config.server.tls);
+    // and the embedded store's state file must be writable where it is configured
+    const stateProblem = stateFileProblem(config);
+    if (stateProblem) throw usageError(stateProblem);
   } catch (e) {
     if (e instanceof ConfigError) throw usageError(e.message);
     throw e;

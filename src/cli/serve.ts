@@ -13,7 +13,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
-import { ConfigError, loadConfig } from '../config/load.js';
+import { ConfigError, loadConfig, stateFileProblem } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import type { ReloadSummary } from '../gateway.js';
 import { reloadTls } from '../http/tls.js';
@@ -37,8 +37,8 @@ Run the gateway (the default command).
 The environment overrides the file: HOST, PORT, LOG_LEVEL, REDIS_URL, QGA_STORE.
 Signals: SIGTERM/SIGINT shut down gracefully (thawing what this process froze); SIGHUP reloads
 the configuration file (tokens, static VMs, log level, TLS certificate).
-Exit codes: 2 usage or configuration error; 1 cannot listen (port in use, permission denied) or
-another failure at start-up.`;
+Exit codes: 2 usage or configuration error; 1 cannot listen (port in use, permission denied),
+the embedded store's freeze.stateFile cannot be written, or another failure at start-up.`;
 
 function defaultConfigFile(): string | undefined {
   const here = dirname(fileURLToPath(import.meta.url));
@@ -78,6 +78,9 @@ export async function serve(args: string[]): Promise<void> {
   const file = values.config ?? (process.env.QGA_GATEWAY_CONFIG || undefined) ?? defaultConfigFile();
   let config = loadOrFail(file);
   if (values.pretty) config = { ...config, log: { ...config.log, pretty: true } };
+  // the embedded store writes its leases there at every freeze: refuse to start rather than 503 each one
+  const stateProblem = stateFileProblem(config);
+  if (stateProblem) throw runtimeError(stateProblem);
   // imported only now, so a bad config fails fast without loading the whole gateway
   const { buildApp } = await import('../app.js');
   let app: FastifyInstance;

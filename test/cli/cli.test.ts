@@ -112,6 +112,17 @@ describe('qga-gateway command line', { timeout: 60_000 }, () => {
     }
   });
 
+  it('an unwritable freeze.stateFile (embedded store): serve refuses to start in one line naming the path and the OS error (exit 1), check-config too (exit 2); Redis does not need it', async () => {
+    const cfg = file('bad-state.yaml', stringify({ server: { port: 0 }, freeze: { stateFile: '/etc/hostname/leases.json' } }));
+    const redisCfg = file('bad-state-redis.yaml', stringify({ store: { type: 'redis', redisUrl: 'redis://127.0.0.1:1' }, freeze: { stateFile: '/etc/hostname/leases.json' } }));
+    const [serve, check, redis] = await Promise.all([cli(['serve', '--config', cfg]), cli(['check-config', cfg]), cli(['check-config', redisCfg])]);
+    const line = /^qga-gateway: cannot write the freeze lease state file \/etc\/hostname\/leases\.json \(freeze\.stateFile\): ENOTDIR: \/etc\/hostname is not a directory$/;
+    expectOneLine(serve, 1, line);
+    expect(serve.stdout).not.toMatch(/qga-gateway ready/);
+    expectOneLine(check, 2, line);
+    expect(redis.code, redis.stderr).toBe(0);
+  });
+
   it('a port that needs privileges: one line naming EACCES, exit 1', async () => {
     const asRoot = process.getuid?.() === 0;
     // root may bind port 80: the gateway then runs as nobody (65534), as an unprivileged user would
