@@ -43,13 +43,13 @@ export class RawPassthrough {
     private readonly audit: AuditLog,
   ) {}
 
-  /** `by`: the principal (token name) sending it, for the audit trail */
-  async run(vm: string, command: string, args: JsonObject | undefined, by: string, signal: AbortSignal): Promise<RawResult> {
+  /** `who`: the principal (token name) sending it and the HTTP request's id, for the audit trail */
+  async run(vm: string, command: string, args: JsonObject | undefined, who: { by: string; requestId?: string }, signal: AbortSignal): Promise<RawResult> {
     if (INTERNAL_COMMANDS.has(command)) {
       throw errors.validation(`${command} is the gateway's channel handshake; use POST /v1/vms/${vm}/agent/sync`, { vm, command });
     }
     if (FREEZE_COMMANDS.has(command)) throw errors.useFreezeApi(vm, command);
-    this.audit.record({ action: 'raw', by, vm, command }, 'raw QGA command');
+    this.audit.record({ action: 'raw', by: who.by, vm, command, ...(who.requestId === undefined ? {} : { requestId: who.requestId }) }, 'raw QGA command');
     // Asked first: after a no-response command the guest may be gone, and with it the channel.
     // The call below needs the same (cached) guest-info for its checks: no extra round trip.
     const info = await this.agent.info(vm, { signal });

@@ -13,7 +13,7 @@ import { groupKey, groupOfSession, type Lease, type LeaseStore } from '../store/
 import type { SessionFreezer } from './session.js';
 import type { ThawEngine } from './thaw.js';
 import { leaseView, type LeaseView } from './view.js';
-import { freezeData, iso, leaseExpiredError, withExtra, type Caller, type FreezeAgent, type FreezeRegistry, type VmThawReport } from './types.js';
+import { freezeData, iso, leaseExpiredError, requestIdOf, withExtra, type Caller, type FreezeAgent, type FreezeRegistry, type VmThawReport } from './types.js';
 import type { AuditLog } from '../util/audit.js';
 
 /** the default of freeze.maxGroupVms */
@@ -140,9 +140,10 @@ export class FreezeGroups {
       throw errors.leaseConflict(`lease ${q.leaseId} is not the lease of group ${id}`, { extra: { holder: lease.owner, expiresAt: iso(lease.expiresAt) } });
     }
     if (q.force) {
-      this.audit.record({ action: 'force-thaw-group', group: id, by: caller.name, holder: lease.owner, leaseId: lease.leaseId }, 'forced thaw of a freeze group');
+      this.audit.record({ action: 'force-thaw-group', group: id, by: caller.name, holder: lease.owner, leaseId: lease.leaseId, ...requestIdOf(caller) }, 'forced thaw of a freeze group');
     }
-    const res = await this.engine.thawSession(lease, q.force ? 'force' : 'caller');
+    const trigger = q.force ? 'force' : 'caller';
+    const res = await this.engine.thawSession(lease, trigger, undefined, trigger, requestIdOf(caller));
     if (!q.force && res.outcomes.every((o) => o.status === 'skipped')) {
       // the group ended between the read above and the thaw (its deadline, a forced thaw)
       const gone = await this.ended(id, lease.leaseId, 'thaw').catch(() => undefined);

@@ -17,7 +17,7 @@ import { SessionFreezer } from './session.js';
 import { Sweeper } from './sweeper.js';
 import { ThawEngine } from './thaw.js';
 import { leaseView, type LeaseView } from './view.js';
-import { freezeData, iso, leaseExpiredError, type Caller, type FreezeAgent, type FreezeDeps, type FreezeRegistry, type FreezeSettings, type VmThawReport } from './types.js';
+import { freezeData, iso, leaseExpiredError, requestIdOf, type Caller, type FreezeAgent, type FreezeDeps, type FreezeRegistry, type FreezeSettings, type VmThawReport } from './types.js';
 
 export interface FreezeResponse {
   leaseId: string;
@@ -165,8 +165,8 @@ export class FreezeService {
         check = 'local';
       } else {
         check = 'unverified';
-        this.audit.record({ action: 'thaw-unverified', vm, by: caller.name, leaseId: q.leaseId }, 'lease store unavailable: thawing with an unverified lease id');
-        return this.unverifiedThaw(vm, q.leaseId);
+        this.audit.record({ action: 'thaw-unverified', vm, by: caller.name, leaseId: q.leaseId, ...requestIdOf(caller) }, 'lease store unavailable: thawing with an unverified lease id');
+        return this.unverifiedThaw(vm, q.leaseId, caller);
       }
     }
     if (!lease || lease.leaseId !== q.leaseId) {
@@ -186,7 +186,7 @@ export class FreezeService {
       const group = groupOfSession(lease.session) ?? lease.session;
       throw errors.leaseConflict(`VM ${vm} is frozen as part of freeze group ${group}: DELETE /v1/freeze-groups/${group}`, { vm, extra: { group } });
     }
-    const res = await this.engine.thawSession(lease, 'caller', [vm]);
+    const res = await this.engine.thawSession(lease, 'caller', [vm], 'caller', requestIdOf(caller));
     const o = res.outcomes[0];
     if (o.status === 'failed') throw o.error;
     if (o.status === 'skipped') {
@@ -217,10 +217,11 @@ export class FreezeService {
     } catch (e) {
       if (!isGatewayError(e) || e.code !== 'STORE_UNAVAILABLE') throw e;
     }
-    this.audit.record({ action: 'force-thaw', vm, by: caller.name, holder: lease?.owner, leaseId: lease?.leaseId, session: lease?.session }, 'forced thaw');
+    this.audit.record({ action: 'force-thaw', vm, by: caller.name, holder: lease?.owner, leaseId: lease?.leaseId, session: lease?.session, ...requestIdOf(caller) }, 'forced thaw');
     const o = await this.engine.thawVm(vm, lease, 'force');
     if (o.status === 'failed') throw o.error;
     if (o.status === 'skipped') throw errors.internal('a forced thaw was skipped');
+    if (!o.shared) this.logger.info({ vm, session: lease?.session, trigger: 'force', thawed: o.report.thawed, ...requestIdOf(caller) }, 'thawed');
     // a single-VM lease ends with its thaw; a group keeps its lease (its deadline thaws the rest)
     if (lease && lease.session === vmKey(vm)) {
       this.engine.forget(lease.session);
@@ -235,10 +236,11 @@ export class FreezeService {
     return t && t.session === session ? t : undefined;
   }
 
-  private async unverifiedThaw(vm: string, leaseId: string): Promise<ThawResponse> {
+  private async unverifiedThaw(vm: string, leaseId: string, caller: Caller): Promise<ThawResponse> {
     const o = await this.engine.thawVm(vm, undefined, 'caller');
     if (o.status === 'failed') throw o.error;
     if (o.status === 'skipped') throw errors.internal('an unverified thaw was skipped');
+    this.logger.info({ vm, trigger: 'caller', thawed: o.report.thawed, leaseCheck: 'unverified', ...requestIdOf(caller) }, 'thawed');
     await this.engine.release(vmKey(vm), leaseId);
     return {
       vm,

@@ -22,6 +22,7 @@ import {
   asGatewayError,
   freezeData,
   iso,
+  requestIdOf,
   withExtra,
   type Caller,
   type FreezeAgent,
@@ -124,7 +125,7 @@ export class SessionFreezer {
     if (r.reused) return this.replay(r.lease);
     const lease = r.lease;
     this.engine.arm(lease);
-    const run = this.run(lease, p.vms, p.mountpoints);
+    const run = this.run(lease, p.vms, p.mountpoints, p.caller.requestId);
     this.inflight.set(lease.leaseId, run);
     try {
       return await run;
@@ -142,7 +143,7 @@ export class SessionFreezer {
     return res.done && res.released;
   }
 
-  private async run(lease: Lease, vms: string[], mountpoints: string[] | undefined): Promise<FrozenSession> {
+  private async run(lease: Lease, vms: string[], mountpoints: string[] | undefined, requestId?: string): Promise<FrozenSession> {
     // in parallel (a group's freezes overlap), at most FREEZE_PARALLEL agents at a time
     const results = await mapBounded(vms, FREEZE_PARALLEL, (vm) => this.freezeVm(vm, lease, mountpoints));
     if (results.every((x) => x.ok)) {
@@ -155,7 +156,7 @@ export class SessionFreezer {
         const done: Lease = { ...lease, data };
         this.engine.arm(done);
         for (const vm of vms) void this.releaseChannel?.(vm).catch(() => undefined);
-        this.logger.info({ session: lease.session, vms, fence: lease.fence, expiresAt: iso(lease.expiresAt), frozen }, 'frozen');
+        this.logger.info({ session: lease.session, vms, fence: lease.fence, expiresAt: iso(lease.expiresAt), frozen, ...requestIdOf({ requestId }) }, 'frozen');
         return { lease: done, frozen, reused: false };
       }
       const err = errors.leaseConflict('the freeze took longer than the lease: it ended meanwhile and the guest was thawed again', {
@@ -165,7 +166,7 @@ export class SessionFreezer {
       throw err;
     }
     const timedOut = results.length === 1 && !results[0].ok && results[0].error.code === 'AGENT_TIMEOUT' ? results[0] : undefined;
-    if (timedOut && !timedOut.ok) return this.keepUnconfirmed(lease, timedOut.vm, timedOut.error);
+    if (timedOut && !timedOut.ok) return this.keepUnconfirmed(lease, timedOut.vm, timedOut.error, requestId);
     const suspects = results.filter((x) => x.ok || x.mayHaveFrozen).map((x) => x.vm);
     const rollback = await this.rollback(lease, suspects);
     if (mountpoints) {
@@ -188,7 +189,7 @@ export class SessionFreezer {
       ...(rollback.has(x.vm) ? { thawed: rollback.get(x.vm) } : {}),
     }));
     const first = failures[0];
-    this.logger.warn({ session: lease.session, failures: failures.map((f) => ({ vm: f.vm, code: f.error.code })), rolledBack: suspects }, 'freeze failed: rolled back');
+    this.logger.warn({ session: lease.session, failures: failures.map((f) => ({ vm: f.vm, code: f.error.code })), rolledBack: suspects, ...requestIdOf({ requestId }) }, 'freeze failed: rolled back');
     throw withExtra(first.error, { vms: perVm, allThawed: [...rollback.values()].every(Boolean) });
   }
 
@@ -234,14 +235,14 @@ export class SessionFreezer {
    * with its lease, and the auto-thaw (local timer, sweeper) thaws at the deadline — after the
    * freeze on the VM's one channel, so exactly one thaw follows it.
    */
-  private async keepUnconfirmed(lease: Lease, vm: string, error: GatewayError): Promise<never> {
+  private async keepUnconfirmed(lease: Lease, vm: string, error: GatewayError, requestId?: string): Promise<never> {
     const data = { ...lease.data, state: 'unknown' };
     await this.store.updateData(lease.session, lease.leaseId, data).catch(() => false);
     const kept: Lease = { ...lease, data };
     // a timer not yet due learns the state (its thaw reports it); one already firing is left alone
     if (lease.expiresAt > Date.now() && this.engine.localLease(lease.session)?.leaseId === lease.leaseId) this.engine.arm(kept);
     this.logger.error(
-      { session: lease.session, vm, fence: lease.fence, expiresAt: iso(lease.expiresAt), code: error.code },
+      { session: lease.session, vm, fence: lease.fence, expiresAt: iso(lease.expiresAt), code: error.code, ...requestIdOf({ requestId }) },
       'freeze timed out: the VM is treated as frozen under the lease until its deadline',
     );
     throw withExtra(error, {

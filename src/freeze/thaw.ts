@@ -59,6 +59,8 @@ export interface ThawObserver {
 export interface ThawOptions {
   /** how long the fence check may wait for the store; default its command timeout */
   storeWaitMs?: number;
+  /** the HTTP request that asked for this thaw (X-Request-Id), for its log line; none for the gateway's own */
+  requestId?: string;
 }
 
 export interface SessionThawResult {
@@ -233,7 +235,7 @@ export class ThawEngine {
     for (const o of outcomes) {
       // a thaw another path sent (shared) was logged, audited and counted by that path
       if (o.status === 'thawed' && !o.shared) {
-        this.logger.info({ vm: o.vm, session: lease.session, trigger, thawed: o.report.thawed }, 'thawed');
+        this.logger.info({ vm: o.vm, session: lease.session, trigger, thawed: o.report.thawed, ...(opts.requestId === undefined ? {} : { requestId: opts.requestId }) }, 'thawed');
         if (auto) {
           this.audit?.record(
             { action: 'auto_thaw', by: 'gateway', vm: o.vm, session: lease.session, leaseId: lease.leaseId, holder: lease.owner, fence: lease.fence, trigger: origin },

@@ -49,6 +49,13 @@ export interface Caller {
   admin: boolean;
   /** the VMs this caller may reach (token VM globs); absent = all */
   mayReach?: (vm: string) => boolean;
+  /** the HTTP request acting (X-Request-Id), for its log and audit lines */
+  requestId?: string;
+}
+
+/** `{ requestId }` of the acting request for a log or audit line; empty for the gateway's own work */
+export function requestIdOf(who: { requestId?: string } | undefined): { requestId?: string } {
+  return who?.requestId === undefined ? {} : { requestId: who.requestId };
 }
 
 /**

@@ -146,6 +146,67 @@ describe('request log: one line per request (child process, level info)', () => 
     expect(await waitFor(gw, (l) => l.requestId === 'audit-raw-1' && l.route === '/v1/vms/:vm/qga/:command')).toHaveLength(1);
   });
 
+  it('the request id is in the raw passthrough audit record and the freeze / thaw / forced thaw lines; an automatic thaw has none', { timeout: 20_000 }, async () => {
+    const call = async (method: string, url: string, id: string, json?: unknown): Promise<{ status: number; body: Record<string, unknown> }> => {
+      const headers: Record<string, string> = { authorization: `Bearer ${TOKEN}`, 'x-request-id': id };
+      if (json !== undefined) headers['content-type'] = 'application/json';
+      const r = await fetch(gw.url + url, { method, headers, body: json === undefined ? undefined : JSON.stringify(json), signal: AbortSignal.timeout(15_000) });
+      expect(r.headers.get('x-request-id')).toBe(id);
+      return { status: r.status, body: (await r.json()) as Record<string, unknown> };
+    };
+    expect((await call('POST', '/v1/vms/logvm/qga/guest-get-time', 'rid-raw', {})).status).toBe(200);
+    const f1 = await call('POST', '/v1/vms/logvm/fsfreeze', 'rid-freeze', { ttlSeconds: 60 });
+    expect(f1.status).toBe(201);
+    expect((await call('DELETE', `/v1/vms/logvm/fsfreeze?leaseId=${String(f1.body.leaseId)}`, 'rid-thaw')).status).toBe(200);
+    expect((await call('POST', '/v1/vms/logvm/fsfreeze', 'rid-freeze-2', { ttlSeconds: 60 })).status).toBe(201);
+    expect((await call('DELETE', '/v1/vms/logvm/fsfreeze?force=true', 'rid-force')).status).toBe(200);
+
+    const one = async (pred: (l: Line) => boolean): Promise<Line> => {
+      const found = await waitFor(gw, pred);
+      expect(found).toHaveLength(1);
+      return found[0];
+    };
+    expect(await one((l) => l.audit === true && l.action === 'raw' && l.command === 'guest-get-time')).toMatchObject({ level: 40, by: 'ops', vm: 'logvm', command: 'guest-get-time', requestId: 'rid-raw' });
+    const frozen = await waitFor(gw, (l) => l.msg === 'frozen', 2);
+    expect(frozen.map((l) => l.requestId)).toEqual(['rid-freeze', 'rid-freeze-2']);
+    for (const l of frozen) expect(l).toMatchObject({ vms: ['logvm'], frozen: { logvm: f1.body.frozen } });
+    const thawed = await waitFor(gw, (l) => l.msg === 'thawed', 2);
+    expect(thawed.map((l) => [l.requestId, l.trigger])).toEqual([
+      ['rid-thaw', 'caller'],
+      ['rid-force', 'force'],
+    ]);
+    expect(await one((l) => l.audit === true && l.action === 'force-thaw')).toMatchObject({ level: 40, by: 'ops', vm: 'logvm', requestId: 'rid-force' });
+    // the agent-command records of the same calls carry the same id
+    const commands = lines(gw).filter((l) => l.action === 'agent-command' && typeof l.command === 'string' && l.command.startsWith('guest-fsfreeze-'));
+    expect(commands.map((l) => `${String(l.phase)} ${String(l.command)} ${String(l.requestId)}`)).toEqual([
+      'start guest-fsfreeze-freeze rid-freeze',
+      'end guest-fsfreeze-freeze rid-freeze',
+      'start guest-fsfreeze-thaw rid-thaw',
+      'end guest-fsfreeze-thaw rid-thaw',
+      'start guest-fsfreeze-freeze rid-freeze-2',
+      'end guest-fsfreeze-freeze rid-freeze-2',
+      'start guest-fsfreeze-thaw rid-force',
+      'end guest-fsfreeze-thaw rid-force',
+    ]);
+
+    // the lease's deadline: the gateway's own thaw, no request id on any of its lines
+    const f3 = await call('POST', '/v1/vms/logvm/fsfreeze', 'rid-freeze-3', { ttlSeconds: 1 });
+    expect(f3.status).toBe(201);
+    const t0 = performance.now();
+    const auto = await one((l) => l.audit === true && l.action === 'auto_thaw');
+    expect(performance.now() - t0).toBeLessThan(5_000);
+    expect(auto).toMatchObject({ by: 'gateway', vm: 'logvm', leaseId: f3.body.leaseId, holder: 'ops' });
+    expect(auto).not.toHaveProperty('requestId');
+    const autoThawed = (await waitFor(gw, (l) => l.msg === 'thawed', 3))[2];
+    expect(autoThawed).toMatchObject({ vm: 'logvm', trigger: 'local-timer' });
+    expect(autoThawed).not.toHaveProperty('requestId');
+    const autoCommands = lines(gw).filter((l) => l.action === 'agent-command' && l.command === 'guest-fsfreeze-thaw' && l.by === 'gateway');
+    expect(autoCommands.map((l) => [l.phase, l.requestId])).toEqual([
+      ['start', undefined],
+      ['end', undefined],
+    ]);
+  });
+
   it('health and metrics scrapes are not logged at info', async () => {
     for (const p of ['/healthz', '/readyz', '/metrics']) expect((await send('GET', p, { id: `scrape${p.replace('/', '-')}` })).status).toBe(200);
     // a request after them: its line is written after theirs would have been

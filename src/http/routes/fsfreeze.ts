@@ -14,7 +14,7 @@ import { operation } from './operation.js';
 
 export function callerOf(request: FastifyRequest): Caller {
   const p = request.principal;
-  return { name: p.name, admin: p.scopes.has('admin'), mayReach: (vm) => canAccessVm(p, vm) };
+  return { name: p.name, admin: p.scopes.has('admin'), mayReach: (vm) => canAccessVm(p, vm), requestId: String(request.id) };
 }
 
 export default async function fsfreezeRoutes(fastify: FastifyInstance): Promise<void> {

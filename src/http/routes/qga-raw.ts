@@ -77,7 +77,7 @@ export default async function rawRoutes(fastify: FastifyInstance): Promise<void>
       const { vm, command } = request.params;
       const body = request.body as JsonObject;
       const args = Object.keys(body).length > 0 ? body : undefined;
-      const { value, noResponse } = await raw.run(vm, command, args, request.principal.name, requestSignal(request));
+      const { value, noResponse } = await raw.run(vm, command, args, { by: request.principal.name, requestId: String(request.id) }, requestSignal(request));
       reply.type('application/json; charset=utf-8').serializer(stringifyJson);
       if (noResponse) return reply.code(202).send({ accepted: true as const });
       return reply.code(200).send({ return: value });
