@@ -25,6 +25,8 @@ const WaitQuery = Type.Object(
     timeout: Type.Integer({
       minimum: 0,
       maximum: 3_600,
+      // the served document states the configured maximum (schemas/document.ts: servedDocument)
+      'x-max-from': 'agent.waitMaxSeconds',
       default: 30,
       description:
         'seconds to wait at most (the gateway caps it at agent.waitMaxSeconds, default 300); 0 = no wait, one immediate check ' +
