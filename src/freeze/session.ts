@@ -92,7 +92,8 @@ export class SessionFreezer {
   ttlMs(ttlSeconds: number | undefined): number {
     const ttl = ttlSeconds ?? this.settings.defaultTtlSeconds;
     if (!Number.isInteger(ttl) || ttl < 1 || ttl > this.settings.maxTtlSeconds) {
-      throw errors.validation(`ttlSeconds must be a whole number from 1 to ${this.settings.maxTtlSeconds}`, {
+      // worded as the HTTP layer words a value past the schema's absolute bound (http/error-handler.ts)
+      throw errors.validation(`body.ttlSeconds must be a whole number from 1 to ${this.settings.maxTtlSeconds} (freeze.maxTtlSeconds)`, {
         extra: { maxTtlSeconds: this.settings.maxTtlSeconds },
       });
     }

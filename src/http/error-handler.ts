@@ -47,18 +47,24 @@ export function toProblem(err: GatewayError, instance?: string): Problem {
 function fromFastify(err: FastifyError, request: FastifyRequest): GatewayError | undefined {
   if (err.validation) {
     const where = err.validationContext ?? 'request';
+    const configured: Record<string, number> = {};
     const parts = err.validation.map((v) => {
       const { missingProperty: missing, additionalProperty: extra } = v.params;
       const path = `${where}${v.instancePath ? v.instancePath.replace(/\//g, '.') : ''}`;
       if (missing) return `${path}.${String(missing)} is required`;
       if (extra) return `${path}.${String(extra)} is not allowed`;
+      const range = configuredRange(request, where, v.keyword, v.schemaPath);
+      if (range) {
+        configured[range.name] = range.max;
+        return `${path} ${range.text}`;
+      }
       // a cross-field rule (`not`) says in its description what to change
       const rule = v.keyword === 'not' ? schemaAt(request.routeOptions.schema?.[where as 'body'], v.schemaPath) : undefined;
       if (rule !== undefined && typeof rule.description === 'string') return `${path} ${rule.description}`;
       return `${path} ${validationWords(v.keyword, v.params, v.message)}`;
     });
-    return errors.validation(parts.join('; '), {
-      extra: { errors: err.validation.map((v) => ({ in: where, path: v.instancePath, message: v.message, params: v.params })) },
+    return errors.validation([...new Set(parts)].join('; '), {
+      extra: { ...configured, errors: err.validation.map((v) => ({ in: where, path: v.instancePath, message: v.message, params: v.params })) },
     });
   }
   switch (err.code) {
@@ -79,6 +85,28 @@ function fromFastify(err: FastifyError, request: FastifyRequest): GatewayError |
     return errors.httpClientError(status, err.message);
   }
   return undefined;
+}
+
+const RANGE_KEYWORDS = new Set(['type', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'multipleOf']);
+
+/**
+ * A number whose maximum comes from the configuration (`x-max-from: 'section.setting'`, see
+ * schemas/document.ts): the route schema holds only an absolute bound, so any out-of-range value
+ * is answered with the range of the configuration in force, as the service answers one between the
+ * two bounds (e.g. "must be a whole number from 1 to 3600 (freeze.maxTtlSeconds)"). `name`: the
+ * setting's last part, the problem member holding the configured maximum.
+ */
+function configuredRange(request: FastifyRequest, where: string, keyword: string, schemaPath: string): { text: string; name: string; max: number } | undefined {
+  if (!RANGE_KEYWORDS.has(keyword)) return undefined;
+  const schema = schemaAt(request.routeOptions.schema?.[where as 'body'], schemaPath.replace(/\/[^/]*$/, ''));
+  const setting = schema?.['x-max-from'];
+  if (typeof setting !== 'string') return undefined;
+  let max: unknown = request.server.services?.config;
+  for (const key of setting.split('.')) max = max !== null && typeof max === 'object' ? (max as Record<string, unknown>)[key] : undefined;
+  if (typeof max !== 'number') return undefined;
+  const min = typeof schema?.minimum === 'number' ? schema.minimum : 0;
+  const kind = schema?.type === 'integer' ? 'a whole number' : 'a number';
+  return { text: `must be ${kind} from ${min} to ${max} (${setting})`, name: setting.split('.').pop() ?? setting, max };
 }
 
 /** The subschema at an Ajv schemaPath ('#/not', '#/properties/x/not') of a route schema. */

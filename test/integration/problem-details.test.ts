@@ -93,6 +93,41 @@ describe('4xx answers say what to change', () => {
   });
 });
 
+describe('freeze ttlSeconds out of range: always the configured bound (freeze.maxTtlSeconds, default 3600)', () => {
+  const RANGE = 'body.ttlSeconds must be a whole number from 1 to 3600 (freeze.maxTtlSeconds)';
+  const routes: Array<[string, string, (ttl: number) => unknown]> = [
+    ['freeze', '/v1/vms/pd/fsfreeze', (ttl) => ({ ttlSeconds: ttl })],
+    ['renew', '/v1/vms/pd/fsfreeze/renew', (ttl) => ({ leaseId: 'nope', ttlSeconds: ttl })],
+    ['group freeze', '/v1/freeze-groups', (ttl) => ({ vms: ['pd'], ttlSeconds: ttl })],
+  ];
+  it.each(routes)('%s: 999999 (past the schema cap), 5000 (past the configured one) and 0 give the same 400', async (_name, url, body) => {
+    for (const ttl of [999_999, 5_000, 0]) {
+      const res = await app.inject({ method: 'POST', url, headers: JSON_CT, payload: JSON.stringify(body(ttl)) });
+      const problem = res.json<{ code: string; detail: string; maxTtlSeconds: number }>();
+      expect([res.statusCode, problem.code, problem.detail, problem.maxTtlSeconds], `ttlSeconds ${ttl}`).toEqual([400, 'VALIDATION_FAILED', RANGE, 3600]);
+    }
+    // nothing was frozen by any of them
+    expect((await app.inject({ method: 'GET', url: '/v1/vms/pd/fsfreeze' })).json<{ status: string }>().status).toBe('thawed');
+  });
+
+  it('another configured value is the one named', async () => {
+    const other = await makeRoutesApp({ vms: [{ name: 'pd', endpoint: vm.endpoint }], config: { freeze: { maxTtlSeconds: 600 } } });
+    try {
+      for (const ttl of [999_999, 601]) {
+        const res = await other.inject({ method: 'POST', url: '/v1/vms/pd/fsfreeze', headers: JSON_CT, payload: JSON.stringify({ ttlSeconds: ttl }) });
+        expect([res.statusCode, res.json<{ detail: string }>().detail]).toEqual([400, 'body.ttlSeconds must be a whole number from 1 to 600 (freeze.maxTtlSeconds)']);
+      }
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('exec wait below 0 names the configured range too', async () => {
+    const res = await app.inject({ method: 'POST', url: '/v1/vms/pd/exec', headers: JSON_CT, payload: '{"path": "/bin/true", "wait": -1}' });
+    expect([res.statusCode, res.json<{ detail: string }>().detail]).toEqual([400, 'body.wait must be a number from 0 to 5 (exec.maxWaitSeconds)']);
+  });
+});
+
 describe('answers that used to mislead', () => {
   it('exec whose wait runs out: 202 with exited: false, the pid and its Location', async () => {
     const t0 = Date.now();

@@ -6,7 +6,11 @@
 import { Type } from 'typebox';
 import { VmName } from './common.js';
 
-/** Upper bound of the schema; the configured freeze.maxTtlSeconds is checked by the service. */
+/**
+ * 86400 is only a sanity cap (freeze.maxTtlSeconds can be no higher); the configured maximum is
+ * checked by the service, and a value past this cap is answered with the configured range too
+ * (http/error-handler.ts, `x-max-from`): every out-of-range ttlSeconds gets the same 400.
+ */
 const TTL = Type.Integer({
   minimum: 1,
   maximum: 86_400,
