@@ -197,6 +197,21 @@ describe('request rate (limits.rate, @fastify/rate-limit)', () => {
     }
   });
 
+  it('does not count /metrics, the probes, /openapi.json, /ui and /docs: a principal over its rate still scrapes', async () => {
+    const a = await app({ rate: { max: 2, timeWindowMs: 60_000 } });
+    try {
+      const get = (url: string): InjectOptions => ({ method: 'GET', url, headers: as('alice') });
+      const free = ['/metrics', '/healthz', '/readyz', '/openapi.json', '/ui', '/ui/app.js', '/docs/'];
+      // many of each, before and after the budget is spent: none is counted, none refused
+      for (let i = 0; i < 3; i++) for (const url of free) expect((await a.inject(get(url))).statusCode, url).toBe(200);
+      for (let i = 0; i < 2; i++) expect((await a.inject(get('/v1/vms'))).statusCode).toBe(200);
+      await expectProblem(a, get('/v1/vms'), 429, 'RATE_LIMITED');
+      for (const url of free) expect((await a.inject(get(url))).statusCode, url).toBe(200);
+    } finally {
+      await a.close();
+    }
+  });
+
   describe('with the Redis store', () => {
     let redis: TestRedis;
     beforeAll(async () => {
@@ -224,7 +239,7 @@ describe('request rate (limits.rate, @fastify/rate-limit)', () => {
         // served uncounted (fault matrix C8; the hanging-Redis case is test/faults/store.test.ts C8)
         await redis.kill();
         const t0 = performance.now();
-        await expectProblem(g1, { method: 'GET', url: '/openapi.json', headers: as('alice') }, 503, 'STORE_UNAVAILABLE');
+        await expectProblem(g1, { method: 'GET', url: '/v1/vms', headers: as('alice') }, 503, 'STORE_UNAVAILABLE');
         expect(performance.now() - t0).toBeLessThan(1_500);
       } finally {
         await Promise.all([g1.close(), g2.close()]);

@@ -13,7 +13,8 @@
  *
  * Never refused here: thaws (DELETE /v1/vms/{vm}/fsfreeze, DELETE /v1/freeze-groups/{id}) — a
  * frozen VM must always be thawable, however busy its owner is — and the /healthz and /readyz
- * probes (a refused probe would take a healthy gateway out of rotation).
+ * probes (a refused probe would take a healthy gateway out of rotation). Not counted by
+ * limits.rate (but held to the concurrency limit): /metrics, /openapi.json, /ui and /docs.
  *
  * Cost per request: the hooks are attached per route when the routes are declared (onRoute), so
  * exempt routes carry none and an unset limit adds none. With the concurrency limit on, a limited
@@ -59,6 +60,15 @@ export const NEVER_REFUSED: ReadonlySet<string> = new Set(['thawFilesystems', 't
 function isExempt(route: RouteOptions): boolean {
   const id = route.schema?.operationId;
   return typeof id === 'string' && NEVER_REFUSED.has(id);
+}
+
+/**
+ * Routes limits.rate does not count (they keep the concurrency limit): the metrics scrape (a
+ * scraper must not eat the budget of the token it shares, nor lose its samples) and the static
+ * documents (the /ui shell and its assets, /docs, /openapi.json).
+ */
+export function rateExempt(url: string): boolean {
+  return url === '/metrics' || url === '/openapi.json' || url === '/ui' || url.startsWith('/ui/') || url === '/docs' || url.startsWith('/docs/');
 }
 
 /** The request's rate-limit key: `t:<token name>` or `a:<client address>`. */
@@ -138,6 +148,7 @@ export async function registerLimits(app: FastifyInstance, config: Config, store
       if (rate) route.config = { ...route.config, rateLimit: false };
       return;
     }
+    if (rate && rateExempt(route.url)) route.config = { ...route.config, rateLimit: false };
     if (max > 0) route.onRequest = route.onRequest === undefined ? [admit] : [...[route.onRequest].flat(), admit];
   });
 
