@@ -9,6 +9,7 @@ import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { ERRORS, GatewayError, errors, type ErrorCode } from '../errors.js';
 import { trackAllowedMethods } from './allowed-methods.js';
+import { capText, unionWords, unknownMemberWords } from './validation-detail.js';
 
 export interface Problem {
   type: string;
@@ -35,12 +36,13 @@ export function toProblem(err: GatewayError, instance?: string): Problem {
     type: problemType(err.code),
     title: ERRORS[err.code].title,
     status: err.status,
-    detail: err.message,
+    // an agent's error text may echo a huge argument back (a 2 MB exec path): bounded here
+    detail: capText(err.message),
     code: err.code,
     ...(instance ? { instance } : {}),
     ...(err.vm ? { vm: err.vm } : {}),
     ...(err.command ? { command: err.command } : {}),
-    ...(err.qga ? { qga: { class: err.qga.class, desc: err.qga.desc } } : {}),
+    ...(err.qga ? { qga: { class: err.qga.class, desc: capText(err.qga.desc) } } : {}),
   };
 }
 
@@ -48,11 +50,18 @@ function fromFastify(err: FastifyError, request: FastifyRequest): GatewayError |
   if (err.validation) {
     const where = err.validationContext ?? 'request';
     const configured: Record<string, number> = {};
-    const parts = err.validation.map((v) => {
+    const root = request.routeOptions.schema?.[where as 'body'];
+    // a union's failure is said once, in one sentence: its branches' own errors are left out
+    const unions = err.validation.filter((v) => v.keyword === 'anyOf' || v.keyword === 'oneOf');
+    const inUnion = (v: (typeof unions)[number]): boolean => unions.some((u) => u !== v && v.schemaPath.startsWith(`${u.schemaPath}/`) && v.instancePath.startsWith(u.instancePath));
+    const parts = err.validation.filter((v) => !inUnion(v)).map((v) => {
       const { missingProperty: missing, additionalProperty: extra } = v.params;
       const path = `${where}${v.instancePath ? v.instancePath.replace(/\//g, '.') : ''}`;
       if (missing) return `${path}.${String(missing)} is required`;
-      if (extra) return `${path}.${String(extra)} is not allowed`;
+      if (extra) return `${path}.${String(extra)} ${unknownMemberWords(schemaAt(root, v.schemaPath.replace(/\/[^/]*$/, '')), String(extra))}`;
+      if ((v.keyword === 'anyOf' || (v.keyword === 'oneOf' && v.params.passingSchemas == null)) && unions.includes(v)) {
+        return `${path} ${unionWords(schemaAt(root, v.schemaPath))}`;
+      }
       const range = configuredRange(request, where, v.keyword, v.schemaPath);
       if (range) {
         configured[range.name] = range.max;

@@ -59,7 +59,7 @@ const CASES: Case[] = [
   { name: 'invalid base64 write', req: { method: 'POST', url: '/v1/vms/pd/files/handles/1/write', headers: JSON_CT, payload: '{"buf-b64": "@@@"}' }, status: 400, code: 'VALIDATION_FAILED', detail: /^body\.buf-b64 must be base64/ },
   { name: 'file open mode', req: { method: 'POST', url: '/v1/vms/pd/files/handles', headers: JSON_CT, payload: '{"path": "/tmp/x", "mode": "rw"}' }, status: 400, code: 'VALIDATION_FAILED', detail: /^body\.mode must be one of "r", .*"a\+b"$/ },
   { name: 'seek offset beyond 2^53', req: { method: 'POST', url: '/v1/vms/pd/files/handles/1/seek', headers: JSON_CT, payload: '{"offset": 9223372036854775808, "whence": "set"}' }, status: 400, code: 'VALIDATION_FAILED', detail: /^body\.offset must be <= 9007199254740991$/ },
-  { name: 'unknown member', req: { method: 'PUT', url: '/v1/vms/pd/time', headers: JSON_CT, payload: '{"tme": 1}' }, status: 400, code: 'VALIDATION_FAILED', detail: /^body\.tme is not allowed$/ },
+  { name: 'unknown member', req: { method: 'PUT', url: '/v1/vms/pd/time', headers: JSON_CT, payload: '{"tme": 1}' }, status: 400, code: 'VALIDATION_FAILED', detail: /^body\.tme is not allowed \(did you mean time\?\); accepted: time, useHostClock$/ },
   { name: 'invalid JSON', req: { method: 'PUT', url: '/v1/vms/pd/time', headers: JSON_CT, payload: '{"time": ' }, status: 400, code: 'VALIDATION_FAILED', detail: /^the body is not valid JSON/ },
   { name: 'pid not a number', req: { method: 'GET', url: '/v1/vms/pd/exec/abc' }, status: 400, code: 'VALIDATION_FAILED', detail: /^params\.pid must be integer$/ },
   { name: 'unknown VM', req: { method: 'GET', url: '/v1/vms/nope/time' }, status: 404, code: 'VM_NOT_FOUND', detail: /VM "nope" is not registered: GET \/v1\/vms lists/ },
@@ -125,6 +125,37 @@ describe('freeze ttlSeconds out of range: always the configured bound (freeze.ma
   it('exec wait below 0 names the configured range too', async () => {
     const res = await app.inject({ method: 'POST', url: '/v1/vms/pd/exec', headers: JSON_CT, payload: '{"path": "/bin/true", "wait": -1}' });
     expect([res.statusCode, res.json<{ detail: string }>().detail]).toEqual([400, 'body.wait must be a number from 0 to 5 (exec.maxWaitSeconds)']);
+  });
+});
+
+describe('validation details name what is accepted', () => {
+  const post = async (url: string, payload: string) => {
+    const res = await app.inject({ method: 'POST', url, headers: JSON_CT, payload });
+    return { status: res.statusCode, ...res.json<{ code: string; detail: string }>() };
+  };
+  it('an unknown member names the closest accepted one and lists them', async () => {
+    const r = await post('/v1/vms/pd/exec', '{"path": "/bin/true", "args": ["-x"]}');
+    expect([r.status, r.code]).toEqual([400, 'VALIDATION_FAILED']);
+    expect(r.detail).toBe('body.args is not allowed (did you mean arg?); accepted: path, arg, env, input-data, inputText, capture-output, wait');
+    const far = await post('/v1/vms/pd/exec', '{"path": "/bin/true", "zzzzzz": 1}');
+    expect([far.status, far.detail]).toEqual([400, 'body.zzzzzz is not allowed; accepted: path, arg, env, input-data, inputText, capture-output, wait']);
+  });
+  it('a value of none of the accepted forms: one sentence listing them, no anyOf', async () => {
+    const r = await post('/v1/vms/pd/exec', '{"path": "/bin/true", "capture-output": "both"}');
+    expect([r.status, r.code]).toEqual([400, 'VALIDATION_FAILED']);
+    expect(r.detail).toBe('body.capture-output must be one of true, false, "none", "stdout", "stderr", "separated", "merged"');
+  });
+  it('an agent error that echoes a huge argument is cut to 1 KiB in detail and qga.desc, head and tail kept', async () => {
+    const path = `/${'a'.repeat(1_999_999)}`;
+    const res = await app.inject({ method: 'POST', url: '/v1/vms/pd/exec', headers: JSON_CT, payload: JSON.stringify({ path }) });
+    const p = res.json<{ code: string; detail: string; qga: { class: string; desc: string } }>();
+    expect([res.statusCode, p.code]).toEqual([422, 'AGENT_ERROR']);
+    expect(res.body.length).toBeLessThan(4_096);
+    expect(p.detail.length).toBeLessThanOrEqual(1024);
+    expect(p.detail.length).toBeGreaterThan(1000);
+    expect(p.detail).toMatch(/^Guest agent command failed, error was 'Failed to execute child process “\/a+… \[\d+ characters left out\] …a+”/);
+    expect(p.detail).toMatch(/a” \(No such file or directory\)'$/);
+    expect(p.qga.desc).toBe(p.detail);
   });
 });
 
