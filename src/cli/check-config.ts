@@ -6,7 +6,7 @@
 import { stringify } from 'yaml';
 import { ConfigError, loadConfig, stateFileProblem } from '../config/load.js';
 import { readTls } from '../http/tls.js';
-import { parseOptions, usageError } from './common.js';
+import { configUsageError, parseOptions, usageError } from './common.js';
 
 export const CHECK_CONFIG_HELP = `Usage: qga-gateway check-config FILE
 
@@ -51,7 +51,7 @@ export function checkConfig(args: string[]): number {
     const stateProblem = stateFileProblem(config);
     if (stateProblem) throw usageError(stateProblem);
   } catch (e) {
-    if (e instanceof ConfigError) throw usageError(e.message);
+    if (e instanceof ConfigError) throw configUsageError(e, file);
     throw e;
   }
   process.stdout.write(`# effective configuration of ${file} (defaults and environment applied; secrets masked)\n`);

@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { ConfigError } from '../config/load.js';
 import { errorMessage } from '../util/unknown.js';
 
 export const EXIT_RUNTIME = 1;
@@ -26,6 +27,11 @@ export class CliError extends Error {
 
 export const usageError = (message: string): CliError => new CliError(message, EXIT_USAGE);
 export const runtimeError = (message: string): CliError => new CliError(message, EXIT_RUNTIME);
+
+/** a ConfigError as the usage error naming the file (the TLS check's own errors name only server.tls) */
+export function configUsageError(e: ConfigError, file: string | undefined): CliError {
+  return usageError(new ConfigError(e.problems, file ?? 'defaults + environment').message);
+}
 
 /** several lines (a config's problem list) folded into one */
 export function oneLine(text: string): string {

@@ -6,14 +6,16 @@
  * CMD's process group first; CMD gets --kill-after seconds before the group gets SIGKILL). Says
  * on stderr whether the freeze held.
  *
- * Exit: CMD's status (128+N when a signal N ended it; 127/126 when it could not be started);
+ * Exit: CMD's status (128+N when a signal N ended it; 127/126 when it is not found / not
+ * executable, checked before freezing, or could not be started);
  * 1 when CMD succeeded but the freeze did not hold (the lease ended early, a renewal or the thaw
  * failed, the guest thawed on its own) or the freeze itself failed (CMD is then not run);
  * 2 usage errors. A wrapper that dies anyway leaves the thaw to the lease's deadline.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { accessSync, constants as fsConstants, readFileSync, statSync } from 'node:fs';
+import { delimiter, join } from 'node:path';
 import { constants } from 'node:os';
 import { errorMessage } from '../util/unknown.js';
 import { errnoCode, parseOptions, usageError } from './common.js';
@@ -34,7 +36,8 @@ own, so its children get the signal too). Tells on stderr whether the freeze hel
   --kill-after S       after forwarding a signal, SIGKILL CMD's process group when CMD is still
                        running (default 10); what CMD leaves running after a signal is killed
   --timeout S          deadline of the freeze and thaw requests (default 330)
-Exit: CMD's status (128+N when signal N ended it; 127 CMD not found); 1 when the freeze failed
+Exit: CMD's status (128+N when signal N ended it; 127 CMD not found, 126 not executable: both
+checked before freezing, nothing is frozen then); 1 when the freeze failed
 (CMD not run) or did not hold (lease ended early, thaw failed, guest thawed on its own) while CMD
 succeeded; 2 usage error.
 A server certificate not signed by a public CA: NODE_EXTRA_CA_CERTS=ca.pem.`;
@@ -116,8 +119,42 @@ const signalNumber = (sig: NodeJS.Signals): number => constants.signals[sig] ?? 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const what = (s: Settings, lease?: Lease) => (s.vms.length === 1 ? `VM ${s.vms[0]}` : `freeze group ${lease?.id ?? ''} (${s.vms.join(', ')})`.replace(' ()', ''));
 
+/**
+ * Why CMD cannot be run, checked before anything is frozen, as a shell finds it: a name with a
+ * slash as it is, else the first executable file of that name in PATH. 127 not found, 126 found
+ * but not executable (a directory, no x bit).
+ */
+export function commandProblem(cmd: string, path = process.env.PATH ?? ''): { status: 127 | 126; why: string } | undefined {
+  const candidates = cmd.includes('/') ? [cmd] : path.split(delimiter).filter((d) => d !== '').map((d) => join(d, cmd));
+  let denied: string | undefined;
+  for (const file of candidates) {
+    try {
+      if (statSync(file).isDirectory()) {
+        denied ??= `${file} is a directory`;
+        continue;
+      }
+    } catch {
+      continue;
+    }
+    try {
+      accessSync(file, fsConstants.X_OK);
+      return undefined;
+    } catch (e) {
+      denied ??= `${file}: ${errnoCode(e) ?? errorMessage(e)} (not executable)`;
+    }
+  }
+  if (denied) return { status: 126, why: denied };
+  return { status: 127, why: cmd.includes('/') ? 'ENOENT (no such file)' : 'not found in PATH (ENOENT)' };
+}
+
 export async function freezeRun(args: string[]): Promise<number> {
   const s = settings(args);
+  // a command that cannot start would freeze the guest for nothing: checked first, as a shell would
+  const problem = commandProblem(s.command[0]!);
+  if (problem) {
+    say(`cannot run ${s.command[0]}: ${problem.why}; nothing was frozen`);
+    return problem.status;
+  }
   const client = new FreezeClient(s.url, s.token);
   let child: ChildProcess | undefined;
   let received: NodeJS.Signals | undefined;

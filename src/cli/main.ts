@@ -46,6 +46,7 @@ const ownArgs = (args: string[]): string[] => {
 export async function run(argv: string[]): Promise<number | undefined> {
   const first = argv[0];
   if (first === '--version' || first === '-V' || first === 'version') {
+    if (argv.length > 1) throw usageError(`${first} takes no arguments, got "${argv[1]}" (see qga-gateway --help)`);
     process.stdout.write(`${packageVersion()}\n`);
     return 0;
   }

@@ -18,7 +18,7 @@ import type { Config } from '../config/schema.js';
 import type { ReloadSummary } from '../gateway.js';
 import { reloadTls } from '../http/tls.js';
 import { errorMessage } from '../util/unknown.js';
-import { errnoCode, parseOptions, runtimeError, usageError } from './common.js';
+import { configUsageError, errnoCode, parseOptions, runtimeError, usageError } from './common.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -53,7 +53,7 @@ function loadOrFail(file: string | undefined): Config {
   try {
     return loadConfig(file);
   } catch (e) {
-    if (e instanceof ConfigError) throw usageError(e.message);
+    if (e instanceof ConfigError) throw configUsageError(e, file);
     throw e;
   }
 }
@@ -88,7 +88,7 @@ export async function serve(args: string[]): Promise<void> {
     app = await buildApp({ config });
   } catch (e) {
     // the TLS files are read here (http/tls.ts): a pair that does not load is a configuration error
-    if (e instanceof ConfigError) throw usageError(e.message);
+    if (e instanceof ConfigError) throw configUsageError(e, file);
     throw runtimeError(`failed to start: ${errorMessage(e)}`);
   }
   try {

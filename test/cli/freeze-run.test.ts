@@ -136,7 +136,7 @@ describe('qga-gateway freeze-run', { timeout: 40_000 }, () => {
     expect(run.stderr()).toMatch(/the freeze held/);
   });
 
-  it('a failing command: its status is passed through and the VM is thawed; a missing one is 127', async () => {
+  it('a failing command: its status is passed through and the VM is thawed; a missing one is 127 and a non-executable one 126, both before any freeze', async () => {
     const url = await gateway(['vm1']);
     const run = freezeRun(['--url', url, '--token-file', tokenFile(), '--vm', 'vm1', '--ttl', '5', '--', process.execPath, '-e', 'process.exit(3)']);
     const { code } = await run.exit;
@@ -144,11 +144,23 @@ describe('qga-gateway freeze-run', { timeout: 40_000 }, () => {
     expect(count('vm1', 'guest-fsfreeze-thaw')).toBe(1);
     expect(fleet!.vm.vm1!.stats.frozen).toBe(false);
     expect(run.stderr()).toMatch(/the freeze held: .* command exit status 3/);
-    // a command that does not exist: 127, as a shell says, and thawed all the same
-    const missing = freezeRun(['--url', url, '--token-file', tokenFile(), '--vm', 'vm1', '--ttl', '5', '--', '/nonexistent/snapshot-tool']);
+    // a command that does not exist (a path, or a name not in PATH): 127, as a shell says, and
+    // nothing frozen; one not executable: 126, nothing frozen
+    const notExec = path.join(fleet!.dir, 'not-executable.sh');
+    writeFileSync(notExec, '#!/bin/sh\nexit 0\n', { mode: 0o644 });
+    const [missing, notInPath, denied] = [
+      freezeRun(['--url', url, '--token-file', tokenFile(), '--vm', 'vm1', '--ttl', '5', '--', '/nonexistent/snapshot-tool']),
+      freezeRun(['--url', url, '--token-file', tokenFile(), '--vm', 'vm1', '--ttl', '5', '--', 'no-such-snapshot-tool-qga', '--now']),
+      freezeRun(['--url', url, '--token-file', tokenFile(), '--vm', 'vm1', '--ttl', '5', '--', notExec]),
+    ];
     expect((await missing.exit).code, missing.stderr()).toBe(127);
-    expect(missing.stderr()).toMatch(/cannot run \/nonexistent\/snapshot-tool: ENOENT/);
-    expect([count('vm1', 'guest-fsfreeze-freeze'), count('vm1', 'guest-fsfreeze-thaw')]).toEqual([2, 2]);
+    expect(missing.stderr()).toBe('qga-gateway freeze-run: cannot run /nonexistent/snapshot-tool: ENOENT (no such file); nothing was frozen\n');
+    expect((await notInPath.exit).code, notInPath.stderr()).toBe(127);
+    expect(notInPath.stderr()).toBe('qga-gateway freeze-run: cannot run no-such-snapshot-tool-qga: not found in PATH (ENOENT); nothing was frozen\n');
+    // (root too: a file without any x bit is not executable for anyone)
+    expect((await denied.exit).code, denied.stderr()).toBe(126);
+    expect(denied.stderr()).toMatch(/cannot run .*not-executable\.sh: .*EACCES \(not executable\); nothing was frozen\n$/);
+    expect([count('vm1', 'guest-fsfreeze-freeze'), count('vm1', 'guest-fsfreeze-thaw')]).toEqual([1, 1]);
     expect(fleet!.vm.vm1!.stats.frozen).toBe(false);
   });
 
