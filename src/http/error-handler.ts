@@ -73,7 +73,7 @@ function fromFastify(err: FastifyError, request: FastifyRequest): GatewayError |
       return `${path} ${validationWords(v.keyword, v.params, v.message)}`;
     });
     return errors.validation([...new Set(parts)].join('; '), {
-      extra: { ...configured, errors: err.validation.map((v) => ({ in: where, path: v.instancePath, message: v.message, params: v.params })) },
+      extra: { ...configured, errors: err.validation.map((v) => ({ in: where, path: capText(v.instancePath, 256), message: v.message, params: capParams(v.params) })) },
     });
   }
   switch (err.code) {
@@ -116,6 +116,13 @@ function configuredRange(request: FastifyRequest, where: string, keyword: string
   const min = typeof schema?.minimum === 'number' ? schema.minimum : 0;
   const kind = schema?.type === 'integer' ? 'a whole number' : 'a number';
   return { text: `must be ${kind} from ${min} to ${max} (${setting})`, name: setting.split('.').pop() ?? setting, max };
+}
+
+/** Ajv's params with the caller's own strings (an unknown member's name) bounded */
+function capParams(params: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(params)) out[k] = typeof x === 'string' ? capText(x, 256) : x;
+  return out;
 }
 
 /** The subschema at an Ajv schemaPath ('#/not', '#/properties/x/not') of a route schema. */

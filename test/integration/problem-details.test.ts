@@ -145,6 +145,12 @@ describe('validation details name what is accepted', () => {
     expect([r.status, r.code]).toEqual([400, 'VALIDATION_FAILED']);
     expect(r.detail).toBe('body.capture-output must be one of true, false, "none", "stdout", "stderr", "separated", "merged"');
   });
+  it('an unknown member with a huge name: the answer stays small', async () => {
+    const res = await app.inject({ method: 'PUT', url: '/v1/vms/pd/time', headers: JSON_CT, payload: JSON.stringify({ ['k'.repeat(200_000)]: 1 }) });
+    expect([res.statusCode, res.json<{ code: string }>().code]).toEqual([400, 'VALIDATION_FAILED']);
+    expect(res.body.length).toBeLessThan(4_096);
+    expect(res.json<{ detail: string }>().detail).toMatch(/^body\.k+… \[\d+ characters left out\] …k+ is not allowed; accepted: time, useHostClock$/);
+  });
   it('an agent error that echoes a huge argument is cut to 1 KiB in detail and qga.desc, head and tail kept', async () => {
     const path = `/${'a'.repeat(1_999_999)}`;
     const res = await app.inject({ method: 'POST', url: '/v1/vms/pd/exec', headers: JSON_CT, payload: JSON.stringify({ path }) });
