@@ -207,6 +207,31 @@ describe('request log: one line per request (child process, level info)', () => 
     ]);
   });
 
+  it('a freeze group: its frozen and thawed lines and its forced-thaw record carry the request id', async () => {
+    const call = async (method: string, url: string, id: string, json?: unknown): Promise<{ status: number; body: Record<string, unknown> }> => {
+      const headers: Record<string, string> = { authorization: `Bearer ${TOKEN}`, 'x-request-id': id };
+      if (json !== undefined) headers['content-type'] = 'application/json';
+      const r = await fetch(gw.url + url, { method, headers, body: json === undefined ? undefined : JSON.stringify(json), signal: AbortSignal.timeout(15_000) });
+      return { status: r.status, body: (await r.json()) as Record<string, unknown> };
+    };
+    const g1 = await call('POST', '/v1/freeze-groups', 'rid-group', { vms: ['logvm'], ttlSeconds: 60 });
+    expect(g1.status).toBe(201);
+    expect((await call('DELETE', `/v1/freeze-groups/${String(g1.body.id)}?leaseId=${String(g1.body.leaseId)}`, 'rid-group-thaw')).status).toBe(200);
+    const g2 = await call('POST', '/v1/freeze-groups', 'rid-group-2', { vms: ['logvm'], ttlSeconds: 60 });
+    expect(g2.status).toBe(201);
+    expect((await call('DELETE', `/v1/freeze-groups/${String(g2.body.id)}?force=true`, 'rid-group-force')).status).toBe(200);
+    const ids = ['rid-group', 'rid-group-thaw', 'rid-group-2', 'rid-group-force'];
+    const mine = await waitFor(gw, (l) => ids.includes(String(l.requestId)) && (l.msg === 'frozen' || l.msg === 'thawed' || l.action === 'force-thaw-group'), 5);
+    expect(mine.map((l) => `${String(l.msg === 'frozen' || l.msg === 'thawed' ? l.msg : l.action)} ${String(l.requestId)}`)).toEqual([
+      'frozen rid-group',
+      'thawed rid-group-thaw',
+      'frozen rid-group-2',
+      'force-thaw-group rid-group-force',
+      'thawed rid-group-force',
+    ]);
+    expect(mine[3]).toMatchObject({ audit: true, by: 'ops', group: g2.body.id });
+  });
+
   it('health and metrics scrapes are not logged at info', async () => {
     for (const p of ['/healthz', '/readyz', '/metrics']) expect((await send('GET', p, { id: `scrape${p.replace('/', '-')}` })).status).toBe(200);
     // a request after them: its line is written after theirs would have been
