@@ -26,7 +26,8 @@ export const FREEZE_RUN_HELP = `Usage: qga-gateway freeze-run --url URL --vm NAM
 Freeze the guest file systems of the VMs (several --vm: one freeze group, all or none), run CMD,
 renew the freeze lease while CMD runs (every ttl/3), and always thaw: when CMD ends and when this
 process gets SIGINT/SIGTERM/SIGHUP (forwarded to CMD's process group: CMD runs in a group of its
-own, so its children get the signal too). Tells on stderr whether the freeze held.
+own, so its children get the signal too). Tells on stderr whether the freeze held. CMD's stdin is
+/dev/null when this process's stdin is a terminal (no prompt can stall a frozen guest).
   --url URL            the gateway (https://host:8443); QGA_GATEWAY_URL by default
   --vm NAME            a VM to freeze; repeat for a group
   --ttl S              lease length in seconds (default 60); the gateway thaws by itself when the
@@ -245,11 +246,14 @@ async function freezeAndRun(s: Settings, client: FreezeClient, hooks: Hooks): Pr
 /**
  * runs CMD with our stdio in a process group of its own (signals go to the whole group); its exit
  * status (128+N for a signal), 127/126 when it cannot start. A terminal's Ctrl-C reaches this
- * process, which forwards it; a command reading a terminal would be stopped (background group).
+ * process, which forwards it. CMD's group is a background one: reading the terminal would stop it
+ * (SIGTTIN) while the guest stays frozen and the lease is renewed, so when our stdin is a terminal
+ * CMD's stdin is /dev/null (a prompt reads end of file); stdout and stderr stay ours.
  */
 function runCommand(command: string[], started: (c: ChildProcess) => void): Promise<number> {
   return new Promise((resolve) => {
-    const child = spawn(command[0]!, command.slice(1), { stdio: 'inherit', detached: true });
+    const stdin = process.stdin.isTTY ? 'ignore' : 'inherit';
+    const child = spawn(command[0]!, command.slice(1), { stdio: [stdin, 'inherit', 'inherit'], detached: true });
     started(child);
     child.once('error', (e) => {
       const code = errnoCode(e);
