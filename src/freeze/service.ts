@@ -221,7 +221,10 @@ export class FreezeService {
     const o = await this.engine.thawVm(vm, lease, 'force');
     if (o.status === 'failed') throw o.error;
     if (o.status === 'skipped') throw errors.internal('a forced thaw was skipped');
-    if (!o.shared) this.logger.info({ vm, session: lease?.session, trigger: 'force', thawed: o.report.thawed, ...requestIdOf(caller) }, 'thawed');
+    if (!o.shared) {
+      this.logger.info({ vm, session: lease?.session, trigger: 'force', thawed: o.report.thawed, ...requestIdOf(caller) }, 'thawed');
+      if (lease) this.engine.thawedOutside(vm, lease, 'force');
+    }
     // a single-VM lease ends with its thaw; a group keeps its lease (its deadline thaws the rest)
     if (lease && lease.session === vmKey(vm)) {
       this.engine.forget(lease.session);

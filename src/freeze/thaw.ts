@@ -107,6 +107,12 @@ export class ThawEngine {
     this.observers.push(o);
   }
 
+  /** A thaw sent outside thawSession (forced): its observers (metrics) hear of it too. */
+  thawedOutside(vm: string, lease: Lease, trigger: ThawTrigger): void {
+    const ev: ThawEvent = { vm, trigger, auto: false, freezeMs: Date.now() - lease.createdAt };
+    for (const ob of this.observers) ob.thawed(ev);
+  }
+
   /**
    * The freeze command of `vm` under `leaseId` has settled (answered, failed or timed out). A thaw
    * of that lease finished before this point does not count for the rollback that follows.

@@ -466,6 +466,9 @@ describe('B8: thaw with a wrong or ended lease', { timeout: 30_000 }, () => {
     await waitFor(() => audits().length > 0, 5_000, 'the audit line');
     expect(audits()).toHaveLength(1);
     expect(JSON.parse(audits()[0])).toMatchObject({ audit: true, action: 'force-thaw', vm: 'vm1', by: 'anonymous', holder: 'anonymous', leaseId: fr.json.leaseId });
+    // the forced thaw ends the freeze in the metrics too (not an automatic thaw)
+    expect(await metric(g, 'qga_freeze_duration_seconds_count')).toBe(1);
+    expect(await metric(g, 'qga_freeze_auto_thaws_total')).toBe(0);
     const mark2 = fleet.vm.vm1.stats.commandLog.length;
     const ended = await call(g, 'DELETE', `/v1/vms/vm1/fsfreeze?leaseId=${String(fr.json.leaseId)}`);
     expect(ended.status).toBe(409);
