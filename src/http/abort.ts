@@ -47,7 +47,16 @@ export function requestSignal(request: FastifyRequest): AbortSignal {
   const reply = r[REPLY];
   if (!reply) return ac.signal;
   const res = reply.raw;
-  if (res.destroyed && !res.writableFinished) {
+  // The response closing before it finished means the client disconnected.
+  return arm(ac, res.destroyed && !res.writableFinished, (fn) => res.once('close', fn), () => !res.writableFinished);
+}
+
+/**
+ * Aborts `ac` at once when its client is already gone or the gateway is shutting down; else when
+ * `onClose` fires and `abandoned()` says so, or at the end of the shutdown grace time.
+ */
+function arm(ac: AbortController, gone: boolean, onClose: (fn: () => void) => void, abandoned: () => boolean): AbortSignal {
+  if (gone) {
     ac.abort(new DOMException('the HTTP client went away', 'AbortError'));
     return ac.signal;
   }
@@ -57,10 +66,9 @@ export function requestSignal(request: FastifyRequest): AbortSignal {
   }
   const live = shutdownSignal ? LIVE.get(shutdownSignal) : undefined;
   live?.add(ac);
-  // The response closing before it finished means the client disconnected.
-  res.once('close', () => {
+  onClose(() => {
     live?.delete(ac);
-    if (!res.writableFinished) ac.abort(new DOMException('the HTTP client went away', 'AbortError'));
+    if (abandoned()) ac.abort(new DOMException('the HTTP client went away', 'AbortError'));
   });
   return ac.signal;
 }
@@ -93,19 +101,5 @@ function connectionSignal(request: FastifyRequest): AbortSignal {
   // one listener per call in flight on the connection (pipelined requests): removed as each settles
   setMaxListeners(0, ac.signal);
   socket[CONN_SIGNAL] = ac.signal;
-  if (socket.destroyed) {
-    ac.abort(new DOMException('the HTTP client went away', 'AbortError'));
-    return ac.signal;
-  }
-  if (shutdownSignal?.aborted) {
-    ac.abort(new DOMException('the gateway is shutting down', 'AbortError'));
-    return ac.signal;
-  }
-  const live = shutdownSignal ? LIVE.get(shutdownSignal) : undefined;
-  live?.add(ac);
-  socket.once('close', () => {
-    live?.delete(ac);
-    ac.abort(new DOMException('the HTTP client went away', 'AbortError'));
-  });
-  return ac.signal;
+  return arm(ac, socket.destroyed, (fn) => socket.once('close', fn), () => true);
 }
