@@ -9,6 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { readAgentLines, STRAY_FF_REPLY } from './agent-lines.js';
 
 export interface FakeAgent {
   socketPath: string;
@@ -33,28 +34,9 @@ export async function startFakeAgent(opts: { dir?: string; name?: string; versio
     sockets.add(sock);
     sock.on('close', () => sockets.delete(sock));
     sock.on('error', () => sock.destroy());
-    let buf = '';
-    let chain = Promise.resolve();
     const send = (s: string | Buffer): void => {
       if (!sock.destroyed) sock.write(s);
     };
-    sock.on('data', (d: Buffer) => {
-      buf += d.toString('latin1');
-      for (;;) {
-        const ff = buf.indexOf('\xff');
-        const nl = buf.indexOf('\n');
-        if (ff >= 0 && (nl < 0 || ff < nl)) {
-          buf = buf.slice(ff + 1);
-          chain = chain.then(() => send('{"error": {"class": "GenericError", "desc": "JSON parse error, stray \'\\uFFFD\'"}}\n'));
-          continue;
-        }
-        if (nl < 0) break;
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        if (line.trim() === '') continue;
-        chain = chain.then(() => handle(line));
-      }
-    });
     const handle = async (line: string): Promise<void> => {
       let req: { execute?: string; arguments?: { id?: number; ms?: number }; id?: unknown };
       try {
@@ -91,6 +73,7 @@ export async function startFakeAgent(opts: { dir?: string; name?: string; versio
           send(`{"error": {"class": "CommandNotFound", "desc": "The command ${cmd} has not been found"}${id}}\n`);
       }
     };
+    readAgentLines(sock, handle, () => send(STRAY_FF_REPLY));
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

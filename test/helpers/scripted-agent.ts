@@ -6,6 +6,7 @@
  */
 import net from 'node:net';
 import path from 'node:path';
+import { readAgentLines, STRAY_FF_REPLY } from './agent-lines.js';
 
 export type Script = (write: (data: string | Buffer) => Promise<void>, id: string) => Promise<void>;
 
@@ -47,24 +48,7 @@ export async function startScriptedAgent(dir: string, name: string, offered: rea
       if (sock.destroyed) return;
       return s(write, id);
     };
-    let buf = '';
-    let chain = Promise.resolve();
-    sock.on('data', (d: Buffer) => {
-      buf += d.toString('latin1');
-      for (;;) {
-        const ff = buf.indexOf('\xff');
-        const nl = buf.indexOf('\n');
-        if (ff >= 0 && (nl < 0 || ff < nl)) {
-          buf = buf.slice(ff + 1);
-          chain = chain.then(() => write('{"error": {"class": "GenericError", "desc": "JSON parse error, stray \'\\uFFFD\'"}}\n'));
-          continue;
-        }
-        if (nl < 0) break;
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        if (line.trim()) chain = chain.then(() => handle(line)).catch(() => undefined);
-      }
-    });
+    readAgentLines(sock, (line) => handle(line).catch(() => undefined), () => write(STRAY_FF_REPLY));
   });
   await new Promise<void>((resolve) => server.listen(socketPath, resolve));
   return {
