@@ -41,6 +41,7 @@ export const ERRORS = {
   AGENT_PROTOCOL_ERROR: { status: 502, title: 'Guest agent protocol error', when: 'the agent sent something that is not a valid reply, or a reply of the wrong shape' },
   REPLY_TOO_LARGE: { status: 502, title: 'Guest agent reply too large', when: "the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced" },
   AGENT_UNAVAILABLE: { status: 503, title: 'Guest agent unavailable', when: "the VM's agent socket cannot be connected or synced, or the connection was lost" },
+  NODE_UNAVAILABLE: { status: 503, title: 'Cluster node unavailable', when: 'cluster mode: the node serving this VM is gone or unreachable' },
   STORE_UNAVAILABLE: { status: 503, title: 'Lease store unavailable', when: 'the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis)' },
   SHUTTING_DOWN: { status: 503, title: 'Gateway is shutting down', when: 'the gateway is stopping and takes no new requests' },
   AGENT_TIMEOUT: { status: 504, title: 'Guest agent timed out', when: "no reply within the command's timeout (the channel is resynced before reuse)" },
@@ -206,6 +207,8 @@ export const errors = {
   /** a wait (GET /v1/vms/{vm}/wait) ran out; `state` is what was last seen */
   waitTimeout: (vm: string, detail: string, state: Record<string, unknown>) => new GatewayError('WAIT_TIMEOUT', detail, { vm, extra: { state } }),
   agentTimeout: (vm: string, command: string, detail: string, ctx: Ctx = {}) => new GatewayError('AGENT_TIMEOUT', detail, { ...ctx, vm, command }),
+  /** cluster mode: the node that serves the VM stopped heartbeating, or could not be reached */
+  nodeUnavailable: (vm: string, node: string, detail: string, ctx: Ctx = {}) => new GatewayError('NODE_UNAVAILABLE', detail, { ...ctx, vm, extra: { node, ...ctx.extra } }),
   storeUnavailable: (detail: string, ctx: Ctx = {}) => new GatewayError('STORE_UNAVAILABLE', detail, ctx),
   shuttingDown: (what: string, ctx: Ctx = {}) => new GatewayError('SHUTTING_DOWN', what, ctx),
   internal: (detail = 'an internal error occurred; it has been logged', ctx: Ctx = {}) => new GatewayError('INTERNAL', detail, ctx),

@@ -219,7 +219,29 @@ export const ConfigSchema = Type.Object(
     store: Type.Object(
       {
         type: Type.Union([Type.Literal('memory'), Type.Literal('redis')], { default: 'memory' }),
+        /** redis://[user:password@]host:port[/db] or rediss:// (TLS); REDIS_URL overrides */
         redisUrl: Type.Optional(Type.String({ minLength: 1 })),
+        /** Redis Sentinel: the sentinels (host:port) and the monitored master's name, instead of redisUrl */
+        sentinels: Type.Optional(Type.Array(Type.String({ minLength: 3, pattern: '^[^\\s:]+:[0-9]{1,5}$' }), { minItems: 1, maxItems: 32 })),
+        sentinelName: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+        /** Redis Cluster: seed nodes (host:port), instead of redisUrl */
+        clusterNodes: Type.Optional(Type.Array(Type.String({ minLength: 3, pattern: '^[^\\s:]+:[0-9]{1,5}$' }), { minItems: 1, maxItems: 64 })),
+        /** ACL user and a file holding the password (for sentinels / cluster; a redisUrl may carry them itself) */
+        username: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+        passwordFile: Type.Optional(Type.String({ minLength: 1 })),
+        /** TLS to Redis (implied by rediss://): a CA bundle, and a client certificate and key for mutual TLS */
+        tls: Type.Optional(
+          Type.Object(
+            {
+              caFile: Type.Optional(Type.String({ minLength: 1 })),
+              certFile: Type.Optional(Type.String({ minLength: 1 })),
+              keyFile: Type.Optional(Type.String({ minLength: 1 })),
+              /** the server name checked against the certificate, when it differs from the host connected to */
+              servername: Type.Optional(Type.String({ minLength: 1, maxLength: 255 })),
+            },
+            { additionalProperties: false },
+          ),
+        ),
         keyPrefix: Type.String({ default: 'qga:' }),
         commandTimeoutMs: Ms(2_000, 1),
       },
@@ -356,6 +378,18 @@ export const ConfigSchema = Type.Object(
          * always an allowed Host header name, whatever server.allowedHosts says.
          */
         advertiseUrl: Type.Optional(Type.String({ minLength: 8, maxLength: 2048, pattern: '^https?://[^/?#\\s]+/?$' })),
+        /** cluster mode (needs store.type redis and advertiseUrl): membership, VM directory and forwarding on the store's Redis */
+        enabled: Type.Boolean({ default: false }),
+        /** this node's id (default: the host name) */
+        id: Type.Optional(Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$' })),
+        /** a node that has not heartbeated for this long is gone: its VMs answer 503 NODE_UNAVAILABLE */
+        heartbeatTtlMs: Ms(10_000, 1_000, 600_000),
+        /** how often a node heartbeats and republishes its VMs (at most a third of heartbeatTtlMs) */
+        heartbeatIntervalMs: Ms(3_000, 100, 200_000),
+        /** a file holding the secret every node shares (at least 32 characters): node-to-node calls carry it */
+        secretFile: Type.Optional(Type.String({ minLength: 1 })),
+        /** a forwarded request whose node sends no response headers for this long answers 502 */
+        forwardTimeoutMs: Ms(30_000, 100, 3_600_000),
       },
       { additionalProperties: false, default: {} },
     ),
