@@ -1,0 +1,128 @@
+/**
+ * Node-to-node authentication (cluster mode). A node that forwards a request, or calls another
+ * node for itself, signs the call with the secret every node shares (cluster.secretFile) and
+ * carries the principal IT authenticated; the node that receives the call trusts that principal
+ * only when the signature is valid and fresh, and then enforces its scopes and VM globs itself.
+ *
+ * Headers:
+ *  - `x-qga-hop`: the entry node's id. A request carrying it is never forwarded again (no loops).
+ *  - `x-qga-principal`: base64url of the JSON {name, scopes, vms?} (vms: the token's VM globs).
+ *  - `x-qga-signature`: `<unix ms>.<base64url HMAC-SHA256>` over the method, the URL (path and
+ *    query, as sent), the time, the entry node and the principal header, one per line.
+ *
+ * A signature older or newer than ±60 s is refused (clocks of the nodes are assumed within a few
+ * seconds, NTP). Within that window a captured call could be replayed: nodes should talk over
+ * https (advertiseUrl) on a network the clients do not share. The body is not covered: the
+ * signature authenticates the calling node, not the bytes (streamed uploads are not buffered).
+ */
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+
+export const HOP_HEADER = 'x-qga-hop';
+export const PRINCIPAL_HEADER = 'x-qga-principal';
+export const SIGNATURE_HEADER = 'x-qga-signature';
+/** the node that served a forwarded request, on every answer of one */
+export const NODE_HEADER = 'x-qga-node';
+
+/** how far a signature's time may be from this node's clock */
+export const HOP_WINDOW_MS = 60_000;
+/** the least length of the shared secret */
+export const MIN_SECRET_LENGTH = 32;
+
+const SCOPES = new Set(['read', 'write', 'admin']);
+/** bounds of what a principal header may hold (a node never sends more; an attacker gets 401) */
+const MAX_PRINCIPAL_HEADER = 16_384;
+const MAX_GLOBS = 256;
+
+export interface HopPrincipal {
+  name: string;
+  scopes: string[];
+  /** VM globs; absent = every VM */
+  vms?: string[];
+}
+
+export interface HopParts {
+  method: string;
+  /** path and query exactly as the receiving node will see them (request.url) */
+  url: string;
+  /** this (the entry) node's id */
+  entryNode: string;
+  principal: HopPrincipal;
+  /** ms epoch; default now (tests) */
+  now?: number;
+}
+
+export interface VerifiedHop {
+  entryNode: string;
+  principal: HopPrincipal;
+}
+
+/** The shared secret of cluster.secretFile (trimmed); at least MIN_SECRET_LENGTH characters. */
+export function loadHopSecret(file: string): string {
+  const secret = readFileSync(file, 'utf8').trim();
+  if (secret.length < MIN_SECRET_LENGTH) {
+    throw new Error(`cluster.secretFile (${file}) holds ${secret.length} characters; at least ${MIN_SECRET_LENGTH} are needed`);
+  }
+  return secret;
+}
+
+function mac(secret: string, method: string, url: string, time: string, entryNode: string, principal: string): Buffer {
+  return createHmac('sha256', secret).update(`${method.toUpperCase()}\n${url}\n${time}\n${entryNode}\n${principal}`).digest();
+}
+
+/** The headers that authenticate a node-to-node call. */
+export function signHop(secret: string, parts: HopParts): Record<string, string> {
+  const p: HopPrincipal = { name: parts.principal.name, scopes: [...parts.principal.scopes] };
+  if (parts.principal.vms !== undefined) p.vms = [...parts.principal.vms];
+  const principal = Buffer.from(JSON.stringify(p)).toString('base64url');
+  const time = String(Math.trunc(parts.now ?? Date.now()));
+  const sig = mac(secret, parts.method, parts.url, time, parts.entryNode, principal).toString('base64url');
+  return { [HOP_HEADER]: parts.entryNode, [PRINCIPAL_HEADER]: principal, [SIGNATURE_HEADER]: `${time}.${sig}` };
+}
+
+type Headers = Record<string, string | string[] | undefined>;
+
+function one(headers: Headers, name: string): string | undefined {
+  const v = headers[name];
+  return typeof v === 'string' ? v : undefined;
+}
+
+function parsePrincipal(header: string): HopPrincipal | undefined {
+  if (header.length > MAX_PRINCIPAL_HEADER) return undefined;
+  let v: unknown;
+  try {
+    v = JSON.parse(Buffer.from(header, 'base64url').toString('utf8'));
+  } catch {
+    return undefined;
+  }
+  if (v === null || typeof v !== 'object') return undefined;
+  const { name, scopes, vms } = v as Record<string, unknown>;
+  if (typeof name !== 'string' || name.length === 0 || name.length > 256) return undefined;
+  if (!Array.isArray(scopes) || !scopes.every((s) => typeof s === 'string' && SCOPES.has(s))) return undefined;
+  if (vms !== undefined && (!Array.isArray(vms) || vms.length > MAX_GLOBS || !vms.every((g) => typeof g === 'string' && g.length <= 256))) return undefined;
+  return { name, scopes: scopes as string[], ...(vms !== undefined ? { vms: vms as string[] } : {}) };
+}
+
+/**
+ * The entry node and principal of a signed call, or undefined when the headers are missing,
+ * malformed, signed with another secret, for another method/URL, or outside ±HOP_WINDOW_MS.
+ * The MAC is compared in constant time.
+ */
+export function verifyHop(secret: string, headers: Headers, method: string, url: string, now: number = Date.now()): VerifiedHop | undefined {
+  const entryNode = one(headers, HOP_HEADER);
+  const principalHeader = one(headers, PRINCIPAL_HEADER);
+  const signature = one(headers, SIGNATURE_HEADER);
+  if (entryNode === undefined || principalHeader === undefined || signature === undefined) return undefined;
+  if (entryNode.length === 0 || entryNode.length > 128) return undefined;
+  const dot = signature.indexOf('.');
+  if (dot <= 0) return undefined;
+  const time = signature.slice(0, dot);
+  if (!/^[0-9]{1,16}$/.test(time)) return undefined;
+  if (Math.abs(now - Number(time)) > HOP_WINDOW_MS) return undefined;
+  const given = Buffer.from(signature.slice(dot + 1), 'base64url');
+  const expected = mac(secret, method, url, time, entryNode, principalHeader);
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined;
+  const principal = parsePrincipal(principalHeader);
+  if (principal === undefined) return undefined;
+  return { entryNode, principal };
+}
