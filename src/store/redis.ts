@@ -21,16 +21,16 @@
  * idempotency key, with which its owner's retry takes that lease back.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { Redis } from 'ioredis';
 import { GatewayError, errors, isGatewayError } from '../errors.js';
 import { errorMessage, isRecord } from '../util/unknown.js';
 import { IDEMPOTENCY_RETENTION_MS, canonicalKeys } from './memory.js';
+import { connectRedis, onNodeReady, type RedisClient, type RedisTarget } from './redis-connect.js';
 import * as S from './redis-scripts.js';
 import type { AcquireRequest, AcquireResult, EndedBy, EndedLease, FenceCheck, Lease, LeaseStore, RenewResult, SessionData, StoreHealth, VmRegistration } from './types.js';
 import { ENDED_RETENTION_MS, isEndedBy, isVmRegistration } from './types.js';
 
-export interface RedisStoreOptions {
-  url: string;
+/** Where Redis is (url, sentinels, clusterNodes; see redis-connect.ts) and the store's own settings. */
+export interface RedisStoreOptions extends RedisTarget {
   keyPrefix?: string;
   commandTimeoutMs?: number;
   connectTimeoutMs?: number;
@@ -83,7 +83,7 @@ const UNAVAILABLE_PREFIXES = ['LOADING', 'BUSY', 'READONLY', 'MASTERDOWN', 'MISC
 export class RedisStore implements LeaseStore {
   readonly kind = 'redis' as const;
   readonly durable = true;
-  private readonly redis: Redis;
+  private readonly redis: RedisClient;
   private readonly prefix: string;
   private readonly shas = new Map<string, string>();
   /**
@@ -108,22 +108,13 @@ export class RedisStore implements LeaseStore {
     this.prefix = opts.keyPrefix ?? 'qga:';
     this.endedRetentionMs = opts.endedRetentionMs ?? ENDED_RETENTION_MS;
     this.commandTimeoutMs = opts.commandTimeoutMs ?? 2_000;
-    this.redis = new Redis(opts.url, {
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      autoResendUnfulfilledCommands: false,
-      commandTimeout: this.commandTimeoutMs,
-      connectTimeout: opts.connectTimeoutMs ?? 2_000,
-      // keep trying in the background, never faster than 100 ms, never slower than 2 s
-      retryStrategy: (times: number) => Math.min(100 * times, 2_000),
-      lazyConnect: false,
-    });
-    // ioredis emits 'error' on every failed reconnect; callers learn of outages from rejections
-    this.redis.on('error', () => undefined);
-    // load the scripts on every (re)connect, so that an EVALSHA whose reply is lost was not a
-    // NOSCRIPT that never ran (a fresh or restarted Redis knows no scripts)
-    this.redis.on('ready', () => {
-      for (const script of ALL_SCRIPTS) this.redis.script('LOAD', script).catch(() => undefined);
+    // one server, Sentinel or Cluster, with the fail-fast settings above (redis-connect.ts); its
+    // 'error' events are recorded there, callers learn of outages from rejections
+    this.redis = connectRedis(opts, { commandTimeoutMs: this.commandTimeoutMs, connectTimeoutMs: opts.connectTimeoutMs ?? 2_000 });
+    // load the scripts on every (re)connect of every data node, so that an EVALSHA whose reply is
+    // lost was not a NOSCRIPT that never ran (a fresh or restarted Redis knows no scripts)
+    onNodeReady(this.redis, (node) => {
+      for (const script of ALL_SCRIPTS) node.script('LOAD', script).catch(() => undefined);
     });
   }
 
@@ -146,7 +137,7 @@ export class RedisStore implements LeaseStore {
    * The connection and the key prefix, for the HTTP rate limit's counters (http/plugins/limits.ts),
    * so they need no second connection. Its fail-fast settings apply to them too.
    */
-  get connection(): { client: Redis; keyPrefix: string } {
+  get connection(): { client: RedisClient; keyPrefix: string } {
     return { client: this.redis, keyPrefix: this.prefix };
   }
 

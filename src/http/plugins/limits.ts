@@ -27,7 +27,7 @@
  */
 import type { ServerResponse } from 'node:http';
 import rateLimit, { type FastifyRateLimitStore, type FastifyRateLimitStoreCtor } from '@fastify/rate-limit';
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, RouteOptions } from 'fastify';
 import type { Config } from '../../config/schema.js';
 import { errors } from '../../errors.js';
@@ -187,7 +187,7 @@ type RateIncr = (key: string, windowMs: number, cb: (err: Error | null, res?: [n
  * (connection down, command timed out) is 503 STORE_UNAVAILABLE, never a request let through
  * uncounted. One counter per key (principal) across routes: the limit is per principal.
  */
-function failClosedCounters(client: Redis, prefix: string): FastifyRateLimitStoreCtor {
+function failClosedCounters(client: Redis | Cluster, prefix: string): FastifyRateLimitStoreCtor {
   if (!(client as unknown as { qgaRateIncr?: RateIncr }).qgaRateIncr) client.defineCommand('qgaRateIncr', { numberOfKeys: 1, lua: RATE_INCR });
   const incr = (client as unknown as { qgaRateIncr: RateIncr }).qgaRateIncr.bind(client);
   return class FailClosedCounters implements FastifyRateLimitStore {
