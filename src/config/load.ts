@@ -14,6 +14,7 @@ import { Compile } from 'typebox/compile';
 import type { TLocalizedValidationError } from 'typebox/error';
 import { errorMessage, isRecord } from '../util/unknown.js';
 import { ConfigSchema, type Config } from './schema.js';
+import { applyRedisUrlEnv, storeChecks } from './store-checks.js';
 
 export class ConfigError extends Error {
   constructor(
@@ -65,6 +66,8 @@ function applyEnv(raw: Record<string, unknown>, env: Env, problems: string[]): v
   }
   // REDIS_URL alone means "use redis": the obvious intent of setting it.
   if (env.REDIS_URL && !env.QGA_STORE) setPath(raw, ['store', 'type'], 'redis');
+  // … and wins over the file's sentinels / clusterNodes
+  applyRedisUrlEnv(raw, env);
 }
 
 function describe(err: SchemaError): string {
@@ -167,7 +170,7 @@ function semanticChecks(c: Config, env: Env, problems: string[]): void {
     const port = entry.slice(entry.lastIndexOf(':') + 1);
     if (port !== '*' && (Number(port) < 1 || Number(port) > 65535)) problems.push(`registry.allowedTcpEndpoints.${i}: port ${port} is not 1-65535 (or * for any)`);
   });
-  if (c.store.type === 'redis' && !c.store.redisUrl) problems.push('store.redisUrl: required when store.type is redis');
+  storeChecks(c, problems);
   if (c.freeze.defaultTtlSeconds > c.freeze.maxTtlSeconds) problems.push('freeze.defaultTtlSeconds: must not exceed freeze.maxTtlSeconds');
   if (c.freeze.maxTtlSeconds > c.freeze.maxTotalSeconds) problems.push('freeze.maxTtlSeconds: must not exceed freeze.maxTotalSeconds');
   if (c.server.requestTimeoutMs > 0 && c.server.headersTimeoutMs > c.server.requestTimeoutMs) problems.push('server.headersTimeoutMs: must not exceed server.requestTimeoutMs');
