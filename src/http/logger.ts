@@ -33,8 +33,8 @@ export function createLogger(log: Config['log'], target: LoggerTarget = {}): Log
   const isTTY = target.isTTY ?? (fd === 1 && process.stdout.isTTY === true);
   const options: pino.LoggerOptions = {
     level: log.level,
-    // never log credentials, even if someone logs a request object with headers
-    redact: { paths: ['req.headers.authorization', 'headers.authorization', '*.password'], censor: '[redacted]' },
+    // never log credentials, even if someone logs a request object with headers (see redactSecrets)
+    formatters: { log: redactSecrets },
     // a query string may carry anything a caller put there (a token, a password): log the path only
     serializers: { req: logRequest },
   };
@@ -71,6 +71,36 @@ export async function flushLogs(logger: Logger): Promise<void> {
   while ((stream._writing === true || (stream._len ?? 0) > 0) && Date.now() < until) {
     await new Promise((resolve) => setTimeout(resolve, 2));
   }
+}
+
+const CENSOR = '[redacted]';
+
+/**
+ * What pino's `redact` option did with the paths req.headers.authorization, headers.authorization
+ * and *.password, without its cost (issue 14): with a wildcard path, pino ran every field of every
+ * line (strings and numbers too) through @pinojs/redact, which parses its paths and clones on each
+ * call. Here each top-level field is looked at once; the object is copied only when it holds a
+ * secret (the caller's object is never changed).
+ */
+export function redactSecrets(obj: Record<string, unknown>): Record<string, unknown> {
+  let out: Record<string, unknown> | undefined;
+  for (const key in obj) {
+    const value = obj[key];
+    if (value === null || typeof value !== 'object') continue;
+    let v = value as Record<string, unknown>;
+    if (Object.hasOwn(v, 'password')) v = { ...v, password: CENSOR };
+    if (key === 'headers') v = censorAuthorization(v);
+    else if (key === 'req' && v.headers !== null && typeof v.headers === 'object') {
+      const headers = censorAuthorization(v.headers as Record<string, unknown>);
+      if (headers !== v.headers) v = { ...v, headers };
+    }
+    if (v !== value) (out ??= { ...obj })[key] = v;
+  }
+  return out ?? obj;
+}
+
+function censorAuthorization(headers: Record<string, unknown>): Record<string, unknown> {
+  return Object.hasOwn(headers, 'authorization') ? { ...headers, authorization: CENSOR } : headers;
 }
 
 /** The request as logged: method, path without its query string, host and peer. */

@@ -7,8 +7,10 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { mkdtemp, open, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
 import { describe, expect, it } from 'vitest';
-import { wantsPretty } from '../../src/http/logger.js';
+import { createLogger, flushLogs, redactSecrets, wantsPretty } from '../../src/http/logger.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const LINES = 5_000;
@@ -62,5 +64,30 @@ describe('logger: asynchronous writes, nothing lost at the end', () => {
     expect(wantsPretty({ level: 'info', pretty: 'auto' }, false)).toBe(false);
     expect(wantsPretty({ level: 'info', pretty: true }, false)).toBe(true);
     expect(wantsPretty({ level: 'info', pretty: false }, true)).toBe(false);
+  });
+
+  it('secrets are censored (password of any field, authorization headers), the caller\'s objects untouched', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'logger-test-'));
+    try {
+      const file = path.join(dir, 'out.log');
+      const fh = await open(file, 'w');
+      const log = createLogger({ level: 'info', pretty: false }, { fd: fh.fd, isTTY: false });
+      const given = { user: { name: 'u', password: 'hunter2' }, headers: { authorization: 'Bearer abc', host: 'h' }, req: { headers: { authorization: 'Bearer def' } }, n: 1, s: 'password' };
+      log.info(given, 'with secrets');
+      log.info({ vm: 'a', status: 200 }, 'plain');
+      await flushLogs(log);
+      await fh.close();
+      const lines = (await readFile(file, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+      expect(lines).toHaveLength(2);
+      expect(lines[0]).toMatchObject({ msg: 'with secrets', user: { name: 'u', password: '[redacted]' }, headers: { authorization: '[redacted]', host: 'h' }, n: 1, s: 'password' });
+      expect(JSON.stringify(lines[0])).not.toMatch(/hunter2|Bearer/);
+      expect(lines[1]).toMatchObject({ msg: 'plain', vm: 'a', status: 200 });
+      expect(given.user.password).toBe('hunter2');
+      expect(given.headers.authorization).toBe('Bearer abc');
+      const plain = { a: 1, b: { c: 2 } };
+      expect(redactSecrets(plain)).toBe(plain);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
