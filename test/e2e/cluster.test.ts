@@ -1,0 +1,415 @@
+/**
+ * Cluster mode from the outside (issue 17 items 6 and "Checked by"): three gateway PROCESSES (the
+ * real `serve` command) on one real redis-server, each with its own simulated VMs:
+ *   a: a1, dup     b: b1, dup     c: c1, c2        (dup: the same VM name on two nodes)
+ * Forwarding of every route kind from one node to another (JSON read and write, problems, the
+ * file stream both ways with Range, exec wait), the principal carried to the serving node,
+ * GET /v1/nodes and the cluster-wide GET /v1/vms, a VM name conflict, a freeze through one node
+ * and its thaw through another (and a group spanning nodes), a node SIGKILLed and started again
+ * (503 NODE_UNAVAILABLE timing measured at both ends), a Redis restart, and — when the rig is
+ * present — the real VM served by one node and read through another.
+ *
+ * Default run: one cycle of each, heartbeat TTL 1.5 s. QGA_CLUSTER_FULL=1: five kill/restart
+ * cycles, three Redis restarts, a 64 MiB file. The measured figures are printed ([cluster] lines).
+ * Freeze only ever reaches the SIMULATED VMs, never a real qemu-ga of this machine.
+ */
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ask, CLUSTER_TOKENS, startCluster, until, type Answer, type ClusterNode, type TestCluster } from '../helpers/cluster.js';
+import { announceVmSkip, startVm, vmAvailable, type RunningVm } from '../helpers/vm.js';
+import { pseudoRandom } from '../integration/files-support.js';
+
+const FULL = process.env.QGA_CLUSTER_FULL === '1';
+const CYCLES = FULL ? 5 : 1;
+const REDIS_CYCLES = FULL ? 3 : 1;
+const FILE_BYTES = (FULL ? 64 : 3) * 1024 * 1024;
+const TTL_MS = 1_500;
+const INTERVAL_MS = 500;
+const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+const sha = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
+const say = (line: string): void => void process.stdout.write(`[cluster] ${line}\n`);
+
+let cl: TestCluster;
+let a: ClusterNode;
+let b: ClusterNode;
+let c: ClusterNode;
+
+/** the nodes' list as a node answers it */
+async function nodesVia(n: ClusterNode): Promise<Array<Record<string, unknown>>> {
+  const r = await ask(n, 'GET', '/v1/nodes');
+  if (r.status !== 200) return [];
+  return (r.json?.nodes ?? []) as Array<Record<string, unknown>>;
+}
+const aliveIds = async (n: ClusterNode): Promise<string[]> =>
+  (await nodesVia(n))
+    .filter((x) => x.alive !== false)
+    .map((x) => String(x.id))
+    .sort();
+/** every node sees every node alive */
+const converged = async (): Promise<boolean> => {
+  for (const n of cl.nodes) if ((await aliveIds(n)).join() !== 'a,b,c') return false;
+  return true;
+};
+
+function expectSame(via: Answer, direct: Answer, what: string): void {
+  expect(via.status, `${what}: ${via.text.slice(0, 300)}`).toBe(direct.status);
+  expect(via.headers.get('content-type'), what).toBe(direct.headers.get('content-type'));
+  if (direct.json) expect(via.json, what).toEqual(direct.json);
+  else expect(via.text, what).toBe(direct.text);
+}
+
+function expectProblem(r: Answer, status: number, code: string): void {
+  expect(r.status, r.text.slice(0, 400)).toBe(status);
+  expect(r.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+  expect(r.json?.code).toBe(code);
+}
+
+beforeAll(async () => {
+  cl = await startCluster({
+    heartbeatTtlMs: TTL_MS,
+    heartbeatIntervalMs: INTERVAL_MS,
+    nodes: [
+      { id: 'a', vms: ['a1', 'dup'] },
+      { id: 'b', vms: ['b1', 'dup'] },
+      { id: 'c', vms: ['c1', 'c2'] },
+    ],
+  });
+  [a, b, c] = cl.nodes;
+  const ms = await until(converged, 10_000, 'every node to list a, b and c alive');
+  say(`3 nodes ready (start ${cl.nodes.map((n) => `${n.id} ${n.startMs.toFixed(0)} ms`).join(', ')}), converged ${ms.toFixed(0)} ms later`);
+}, 120_000);
+
+afterAll(async () => {
+  await cl?.stop();
+});
+
+describe('cluster of three gateway processes on one Redis', { timeout: 60_000 }, () => {
+  it('GET /v1/nodes: every node lists a, b, c with URL, VM count, version and lastSeen', async () => {
+    for (const via of cl.nodes) {
+      const list = await nodesVia(via);
+      expect(list.map((n) => n.id).sort()).toEqual(['a', 'b', 'c']);
+      for (const n of list) {
+        const node = cl.node(String(n.id));
+        expect(n).toMatchObject({ url: node.url, vmCount: 2, version: VERSION, alive: true });
+        const seen = typeof n.lastSeen === 'number' ? n.lastSeen : Date.parse(String(n.lastSeen));
+        expect(Date.now() - seen).toBeGreaterThanOrEqual(-1_000);
+        expect(Date.now() - seen).toBeLessThanOrEqual(TTL_MS);
+      }
+    }
+  });
+
+  it('GET /v1/vms through any node: the whole cluster with node, in pages', async () => {
+    for (const via of cl.nodes) {
+      const r = await ask(via, 'GET', '/v1/vms?limit=1000');
+      expect(r.status).toBe(200);
+      const items = r.json?.items as Array<Record<string, unknown>>;
+      const owners = Object.fromEntries(items.filter((v) => v.name !== 'dup').map((v) => [v.name, v.node]));
+      expect(owners).toEqual({ a1: 'a', b1: 'b', c1: 'c', c2: 'c' });
+      // paging walks the same list
+      const seen: Array<Record<string, unknown>> = [];
+      let cursor: string | null = null;
+      for (let page = 0; page < 10; page++) {
+        const p = await ask(via, 'GET', `/v1/vms?limit=2${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);
+        expect(p.status).toBe(200);
+        const got = p.json?.items as Array<Record<string, unknown>>;
+        expect(got.length).toBeLessThanOrEqual(2);
+        seen.push(...got);
+        cursor = (p.json?.next as string | null) ?? null;
+        if (!cursor) break;
+      }
+      expect(cursor).toBeNull();
+      expect(seen.map((v) => `${v.name}@${v.node}`)).toEqual(items.map((v) => `${v.name}@${v.node}`));
+    }
+  });
+
+  it('JSON reads and problems forwarded: the same answer as asked directly, with X-Qga-Node', async () => {
+    const paths = ['/ping', '/agent', '/hostname', '/os', '/timezone', '/network/interfaces', '/exec/424242'];
+    for (const p of paths) {
+      const direct = await ask(c, 'GET', `/v1/vms/c1${p}`);
+      for (const via of [a, b]) {
+        const fwd = await ask(via, 'GET', `/v1/vms/c1${p}`);
+        expectSame(fwd, direct, `${via.id} → c: GET ${p}`);
+        expect(fwd.headers.get('x-qga-node'), p).toBe('c');
+      }
+    }
+    expectProblem(await ask(a, 'GET', '/v1/vms/c1/exec/424242'), 404, 'NOT_FOUND');
+    // a body the schema refuses: the same 400 problem either way
+    const bad400 = await ask(a, 'POST', '/v1/vms/c1/exec', { body: { path: 42 } });
+    expectSame(bad400, await ask(c, 'POST', '/v1/vms/c1/exec', { body: { path: 42 } }), 'POST exec 400');
+    expectProblem(bad400, 400, 'VALIDATION_FAILED');
+    // a VM nobody serves stays the entry node's own 404
+    expectProblem(await ask(a, 'GET', '/v1/vms/nope/ping'), 404, 'VM_NOT_FOUND');
+  });
+
+  it('JSON write and exec wait forwarded: a → c, the result readable on c', async () => {
+    const started = await ask(a, 'POST', '/v1/vms/c1/exec', { body: { path: '/bin/echo', arg: ['from', 'a'], 'capture-output': true } });
+    expect(started.status, started.text).toBe(202);
+    expect(started.headers.get('x-qga-node')).toBe('c');
+    const pid = started.json?.pid as number;
+    const onC = await until(async () => (await ask(c, 'GET', `/v1/vms/c1/exec/${pid}`)).json?.exited === true, 5_000, 'the exec to finish on c');
+    expect(onC).toBeGreaterThanOrEqual(0);
+    const st = await ask(b, 'GET', `/v1/vms/c1/exec/${pid}`);
+    expect(st.status).toBe(200);
+    expect(st.json).toMatchObject({ pid, exited: true, exitcode: 0, outText: 'from a\n' });
+
+    const waited = await ask(b, 'POST', '/v1/vms/c2/exec', { body: { path: '/bin/echo', arg: ['waited'], 'capture-output': true, wait: 10 } });
+    expect(waited.status, waited.text).toBe(200);
+    expect(waited.headers.get('x-qga-node')).toBe('c');
+    expect(waited.json).toMatchObject({ exited: true, exitcode: 0, outText: 'waited\n' });
+  });
+
+  it('file stream forwarded both ways: upload through a, Range download through b, same bytes and headers as on c', async () => {
+    const data = pseudoRandom(FILE_BYTES, 17);
+    const url = `/v1/vms/c1/files/content?path=${encodeURIComponent('/tmp/cluster.bin')}`;
+    const up = await ask(a, 'PUT', url, { raw: data, timeoutMs: 120_000 });
+    expect(up.status, up.text).toBe(200);
+    expect(up.headers.get('x-qga-node')).toBe('c');
+    const whole = await ask(b, 'GET', url, { timeoutMs: 120_000 });
+    expect(whole.status).toBe(200);
+    expect(whole.headers.get('x-qga-node')).toBe('c');
+    expect(whole.headers.get('content-length')).toBe(String(FILE_BYTES));
+    expect(sha(Buffer.from(whole.text, 'latin1'))).toBe(sha(data));
+    for (const range of ['bytes=1000-1999', `bytes=${FILE_BYTES - 4096}-`, 'bytes=-10']) {
+      const direct = await ask(c, 'GET', url, { headers: { range } });
+      const fwd = await ask(a, 'GET', url, { headers: { range } });
+      expect(fwd.status, range).toBe(206);
+      for (const h of ['content-range', 'content-length', 'content-type', 'accept-ranges']) expect(fwd.headers.get(h), `${range} ${h}`).toBe(direct.headers.get(h));
+      expect(fwd.text, range).toBe(direct.text);
+    }
+    expect(Buffer.from((await ask(a, 'GET', url, { headers: { range: 'bytes=1000-1999' } })).text, 'latin1')).toEqual(data.subarray(1000, 2000));
+    const head = await ask(b, 'HEAD', url);
+    expect(head.status).toBe(200);
+    expect(head.headers.get('content-length')).toBe(String(FILE_BYTES));
+    expectProblem(await ask(a, 'GET', url, { headers: { range: `bytes=${FILE_BYTES + 10}-` } }), 416, 'RANGE_NOT_SATISFIABLE');
+  });
+
+  it('the principal is carried: the serving node enforces scopes and VM globs; no token is 401', async () => {
+    const url = `/v1/vms/c1/files/content?path=${encodeURIComponent('/tmp/reader.bin')}`;
+    expectProblem(await ask(a, 'PUT', url, { raw: Buffer.from('x'), token: CLUSTER_TOKENS.reader }), 403, 'FORBIDDEN');
+    expect((await ask(a, 'GET', '/v1/vms/c1/ping', { token: CLUSTER_TOKENS.reader })).status).toBe(200);
+    expectProblem(await ask(b, 'GET', '/v1/vms/c1/ping', { token: CLUSTER_TOKENS.aOnly }), 403, 'FORBIDDEN');
+    const mine = await ask(b, 'GET', '/v1/vms/a1/ping', { token: CLUSTER_TOKENS.aOnly });
+    expect(mine.status).toBe(200);
+    expect(mine.headers.get('x-qga-node')).toBe('a');
+    expectProblem(await ask(a, 'GET', '/v1/vms/c1/ping', { token: 'no-such-token-0123456789abcdef' }), 401, 'UNAUTHENTICATED');
+  });
+
+  it('VM name conflict: both nodes report dup with conflict, a third node answers 503 naming them', async () => {
+    for (const [via, other] of [
+      [a, 'b'],
+      [b, 'a'],
+    ] as const) {
+      const r = await ask(via, 'GET', '/v1/vms/dup');
+      expect(r.status, r.text).toBe(200);
+      expect(r.json?.node).toBe(via.id);
+      expect(r.json?.conflict).toEqual(expect.arrayContaining([other]));
+      // neither drops the traffic: each still serves its own dup
+      expect((await ask(via, 'GET', '/v1/vms/dup/ping')).status).toBe(200);
+    }
+    const third = await ask(c, 'GET', '/v1/vms/dup/ping');
+    expectProblem(third, 503, 'NODE_UNAVAILABLE');
+    expect(third.json?.detail).toMatch(/\ba\b.*\bb\b|\bb\b.*\ba\b/);
+  });
+
+  it('freeze through a, status and thaw through b with the lease (simulated VM on c)', async () => {
+    const vm = c.vm.c2;
+    const fr = await ask(a, 'POST', '/v1/vms/c2/fsfreeze', { body: { ttlSeconds: 30 } });
+    expect(fr.status, fr.text).toBe(201);
+    expect(fr.headers.get('x-qga-node')).toBe('c');
+    expect(vm.state.frozen).toBe(true);
+    const leaseId = String(fr.json?.leaseId);
+    const st = await ask(b, 'GET', '/v1/vms/c2/fsfreeze');
+    expect(st.status).toBe(200);
+    expect(st.json).toMatchObject({ status: 'frozen', lease: { leaseId, owner: 'ops' } });
+    expectProblem(await ask(b, 'DELETE', '/v1/vms/c2/fsfreeze?leaseId=not-the-lease'), 409, 'LEASE_CONFLICT');
+    expect(vm.state.frozen).toBe(true);
+    const th = await ask(b, 'DELETE', `/v1/vms/c2/fsfreeze?leaseId=${encodeURIComponent(leaseId)}`);
+    expect(th.status, th.text).toBe(200);
+    expect(th.json).toMatchObject({ vm: 'c2' });
+    expect(vm.state.frozen).toBe(false);
+  });
+
+  it('a lease taken through a runs out: the serving node c thaws it by the deadline', async () => {
+    const vm = c.vm.c2;
+    const fr = await ask(a, 'POST', '/v1/vms/c2/fsfreeze', { body: { ttlSeconds: 1 } });
+    expect(fr.status, fr.text).toBe(201);
+    expect(vm.state.frozen).toBe(true);
+    const expiresAt = Date.parse(String(fr.json?.expiresAt));
+    await until(() => !vm.state.frozen, 10_000, 'the deadline thaw of c2');
+    const thawedAt = vm.stats.commandLog.filter((x) => x.command === 'guest-fsfreeze-thaw').at(-1)?.at ?? Date.now();
+    say(`deadline thaw of a lease taken through a: ${thawedAt - expiresAt} ms past expiresAt (sweep 250 ms)`);
+    expect(thawedAt - expiresAt).toBeGreaterThanOrEqual(0);
+    expect(thawedAt - expiresAt).toBeLessThanOrEqual(250 + 1_500);
+    expect(c.log()).toMatch(/lease expired: thawing by deadline/);
+  });
+
+  it('a freeze group spanning nodes: frozen through b, thawed through a', async () => {
+    const g = await ask(b, 'POST', '/v1/freeze-groups', { body: { vms: ['a1', 'c1'], ttlSeconds: 30 } });
+    expect(g.status, g.text).toBe(201);
+    expect(a.vm.a1.state.frozen).toBe(true);
+    expect(c.vm.c1.state.frozen).toBe(true);
+    const id = String(g.json?.id);
+    const leaseId = String(g.json?.leaseId);
+    const got = await ask(c, 'GET', `/v1/freeze-groups/${encodeURIComponent(id)}`);
+    expect(got.status, got.text).toBe(200);
+    const del = await ask(a, 'DELETE', `/v1/freeze-groups/${encodeURIComponent(id)}?leaseId=${encodeURIComponent(leaseId)}`);
+    expect(del.status, del.text).toBe(200);
+    expect(a.vm.a1.state.frozen).toBe(false);
+    expect(c.vm.c1.state.frozen).toBe(false);
+  });
+
+  it(`node death (SIGKILL) and return, ${CYCLES} cycle(s): 502/503 before the TTL, 503 NODE_UNAVAILABLE at once after, routing resumes`, { timeout: 60_000 + CYCLES * 20_000 }, async () => {
+    for (let cycle = 1; cycle <= CYCLES; cycle++) {
+      // a forwarded request in flight when its node dies ends in 502/503, never hangs
+      const sent = Date.now();
+      const inflight = ask(a, 'POST', '/v1/vms/c1/exec', { body: { path: '/bin/sleep', arg: ['30'], wait: 20 }, timeoutMs: 25_000 });
+      await until(() => c.vm.c1.stats.commandLog.some((x) => x.command === 'guest-exec-status' && x.at >= sent), 5_000, 'the exec to be polled on c');
+      const killedAt = performance.now();
+      await c.kill();
+      const mid = await inflight;
+      const midMs = performance.now() - killedAt;
+      expect([502, 503], mid.text).toContain(mid.status);
+      expect(midMs).toBeLessThan(2_000);
+
+      // until the directory says c is gone: every answer 502/503, none slow
+      const before: number[] = [];
+      let slowest = 0;
+      let goneMs = Number.NaN;
+      for (;;) {
+        const r = await ask(a, 'GET', '/v1/vms/c1', { timeoutMs: 5_000 });
+        const agent = r.json?.agent as Record<string, unknown> | undefined;
+        if (r.status === 200 && agent?.state === 'unknown') {
+          goneMs = performance.now() - killedAt;
+          break;
+        }
+        const p = await ask(a, 'GET', '/v1/vms/c1/ping', { timeoutMs: 5_000 });
+        before.push(p.status);
+        slowest = Math.max(slowest, p.ms);
+        expect([502, 503], p.text).toContain(p.status);
+        if (performance.now() - killedAt > TTL_MS + INTERVAL_MS + 5_000) throw new Error('c1 never showed agent.state unknown');
+        await new Promise((res) => setTimeout(res, 25));
+      }
+      // then: 503 NODE_UNAVAILABLE at once, for every route kind
+      const after: Answer[] = [];
+      for (const [m, p] of [
+        ['GET', '/v1/vms/c1/ping'],
+        ['GET', '/v1/vms/c2/agent'],
+        ['POST', '/v1/vms/c1/fsfreeze'],
+        ['GET', '/v1/vms/c1/files/content?path=/tmp/x'],
+      ] as const) {
+        const r = await ask(a, m, p, m === 'POST' ? { body: {} } : {});
+        expectProblem(r, 503, 'NODE_UNAVAILABLE');
+        after.push(r);
+      }
+      const afterMax = Math.max(...after.map((r) => r.ms));
+      say(
+        `cycle ${cycle}: in-flight exec answered ${mid.status} ${midMs.toFixed(0)} ms after SIGKILL; c gone after ${goneMs.toFixed(0)} ms ` +
+          `(TTL ${TTL_MS}, interval ${INTERVAL_MS}); ${before.length} pings before that (${[...new Set(before)].join('/')}, slowest ${slowest.toFixed(0)} ms); ` +
+          `NODE_UNAVAILABLE answers after it: max ${afterMax.toFixed(0)} ms`,
+      );
+      expect(goneMs).toBeGreaterThanOrEqual(TTL_MS - INTERVAL_MS - 50);
+      expect(goneMs).toBeLessThanOrEqual(TTL_MS + INTERVAL_MS + 1_500);
+      expect(slowest).toBeLessThan(1_000);
+      expect(afterMax).toBeLessThan(500);
+      // the list through a: c's VMs unknown, still attributed to c
+      const unknown = await ask(a, 'GET', '/v1/vms?state=unknown');
+      expect(unknown.status).toBe(200);
+      expect((unknown.json?.items as Array<Record<string, unknown>>).map((v) => `${v.name}@${v.node}`).sort()).toEqual(['c1@c', 'c2@c']);
+      const nodes = await nodesVia(a);
+      expect(nodes.find((n) => n.id === 'c')?.alive ?? false).toBe(false);
+
+      // c comes back: routing resumes by itself
+      await c.start();
+      const readyAt = performance.now();
+      await until(async () => {
+        const r = await ask(a, 'GET', '/v1/vms/c1/ping');
+        return r.status === 200 && r.headers.get('x-qga-node') === 'c';
+      }, 10_000, 'a to route c1 to c again');
+      const resumeMs = performance.now() - readyAt;
+      say(`cycle ${cycle}: c restarted (ready in ${c.startMs.toFixed(0)} ms); a routes to it again ${resumeMs.toFixed(0)} ms after its /readyz`);
+      expect(resumeMs).toBeLessThanOrEqual(INTERVAL_MS * 2 + 1_500);
+      await until(converged, 10_000, 'every node to list a, b and c alive again');
+    }
+  });
+
+  it(`Redis restart (${REDIS_CYCLES} time(s), data lost): the cluster recovers by itself`, { timeout: 60_000 + REDIS_CYCLES * 30_000 }, async () => {
+    for (let cycle = 1; cycle <= REDIS_CYCLES; cycle++) {
+      const t0 = performance.now();
+      await cl.redis.kill();
+      // every node notices (its readiness depends on the store)
+      await until(async () => {
+        for (const n of cl.nodes) if ((await ask(n, 'GET', '/readyz')).status !== 503) return false;
+        return true;
+      }, 15_000, 'every node to answer /readyz 503 while Redis is down');
+      const noticed = performance.now() - t0;
+      // a node's own VMs keep answering without Redis
+      const local = await ask(c, 'GET', '/v1/vms/c1/ping');
+      expect(local.status).toBe(200);
+      const fwd = await ask(a, 'GET', '/v1/vms/c1/ping', { timeoutMs: 10_000 });
+      await cl.redis.restart();
+      const up = performance.now();
+      await until(async () => {
+        for (const n of cl.nodes) if ((await ask(n, 'GET', '/readyz')).status !== 200) return false;
+        return true;
+      }, 20_000, 'every node ready again');
+      const readyMs = performance.now() - up;
+      await until(converged, 20_000, 'every node to list a, b and c alive after the Redis restart');
+      await until(async () => {
+        const x = await ask(a, 'GET', '/v1/vms/c1/ping');
+        const y = await ask(c, 'GET', '/v1/vms/a1/ping');
+        return x.status === 200 && x.headers.get('x-qga-node') === 'c' && y.status === 200 && y.headers.get('x-qga-node') === 'a';
+      }, 20_000, 'forwarding a → c and c → a again');
+      const recoveredMs = performance.now() - up;
+      say(
+        `Redis restart ${cycle}: nodes unready ${noticed.toFixed(0)} ms after the kill; during the outage a → c1 ping answered ${fwd.status} ` +
+          `in ${fwd.ms.toFixed(0)} ms; after redis-server was back: ready in ${readyMs.toFixed(0)} ms, membership and forwarding back in ${recoveredMs.toFixed(0)} ms`,
+      );
+      expect(recoveredMs).toBeLessThanOrEqual(15_000);
+      // a freeze works again, through one node and thawed through another
+      const fr = await ask(b, 'POST', '/v1/vms/c2/fsfreeze', { body: { ttlSeconds: 30 } });
+      expect(fr.status, fr.text).toBe(201);
+      const th = await ask(a, 'DELETE', `/v1/vms/c2/fsfreeze?leaseId=${encodeURIComponent(String(fr.json?.leaseId))}`);
+      expect(th.status, th.text).toBe(200);
+      expect(c.vm.c2.state.frozen).toBe(false);
+    }
+  });
+});
+
+announceVmSkip('cluster real VM');
+
+describe.skipIf(!vmAvailable())('cluster: the real VM served by one node, read through another', { timeout: 120_000 }, () => {
+  let rig: TestCluster;
+  let guest: RunningVm;
+  beforeAll(async () => {
+    guest = await startVm('cluster');
+    rig = await startCluster({
+      heartbeatTtlMs: TTL_MS,
+      heartbeatIntervalMs: INTERVAL_MS,
+      nodes: [
+        { id: 'x', vms: ['x1'] },
+        { id: 'y', vms: [], extraVms: [{ name: 'guest', endpoint: { type: 'unix', path: guest.socketPath } }] },
+      ],
+    });
+    const [x] = rig.nodes;
+    await until(async () => (await ask(x, 'GET', '/v1/vms/guest/ping')).headers.get('x-qga-node') === 'y', 10_000, 'x to route the real VM to y');
+  }, 300_000);
+  afterAll(async () => {
+    await rig?.stop();
+    await guest?.stop();
+  });
+
+  it('ping, agent info and a file read of the real guest through x, as y answers them', async () => {
+    const [x, y] = rig.nodes;
+    for (const p of ['/ping', '/agent', '/hostname', `/files/content?path=${encodeURIComponent('/etc/os-release')}`]) {
+      const direct = await ask(y, 'GET', `/v1/vms/guest${p}`);
+      const fwd = await ask(x, 'GET', `/v1/vms/guest${p}`);
+      expect(direct.status, `${p}: ${direct.text.slice(0, 200)}`).toBe(200);
+      expectSame(fwd, direct, p);
+      expect(fwd.headers.get('x-qga-node')).toBe('y');
+    }
+    expect((await ask(x, 'GET', '/v1/vms/guest/hostname')).json?.['host-name']).toBe(guest.name);
+    expect((await ask(x, 'GET', `/v1/vms/guest/files/content?path=${encodeURIComponent('/etc/os-release')}`)).text).toMatch(/debian/i);
+  });
+});
