@@ -20,6 +20,7 @@ import { createHttpMetrics } from './http/plugins/metrics.js';
 import { registerRequestLog, requestId } from './http/plugins/request-log.js';
 import { registerSwagger } from './http/plugins/swagger.js';
 import { serverOptions } from './http/tls.js';
+import clusterInternalRoutes from './http/routes/cluster-internal.js';
 import execRoutes from './http/routes/exec.js';
 import fileRoutes from './http/routes/files.js';
 import filesystemRoutes from './http/routes/filesystems.js';
@@ -192,6 +193,8 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   await registerSwagger(app);
 
   await app.register(serviceRoutes);
+  // node-to-node agent calls of the freeze service (cluster mode; hop-signed, hidden from OpenAPI)
+  if (config.cluster.enabled) await app.register(clusterInternalRoutes, {});
   await app.register(uiRoutes);
   await app.register(
     async (v1) => {

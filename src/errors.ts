@@ -209,6 +209,8 @@ export const errors = {
   agentTimeout: (vm: string, command: string, detail: string, ctx: Ctx = {}) => new GatewayError('AGENT_TIMEOUT', detail, { ...ctx, vm, command }),
   /** cluster mode: the node that serves the VM stopped heartbeating, or could not be reached */
   nodeUnavailable: (vm: string, node: string, detail: string, ctx: Ctx = {}) => new GatewayError('NODE_UNAVAILABLE', detail, { ...ctx, vm, extra: { node, ...ctx.extra } }),
+  /** cluster mode: the error another node answered for an agent command sent there, rebuilt as it was (code, detail, members) */
+  fromNode: (code: ErrorCode, detail: string, ctx: Ctx = {}) => new GatewayError(code, detail, ctx),
   storeUnavailable: (detail: string, ctx: Ctx = {}) => new GatewayError('STORE_UNAVAILABLE', detail, ctx),
   shuttingDown: (what: string, ctx: Ctx = {}) => new GatewayError('SHUTTING_DOWN', what, ctx),
   internal: (detail = 'an internal error occurred; it has been logged', ctx: Ctx = {}) => new GatewayError('INTERNAL', detail, ctx),

@@ -20,6 +20,7 @@ import { groupOfSession, vmKey, vmOfKey, type AcquireRequest, type AcquireResult
 import type { ThawEngine } from './thaw.js';
 import {
   asGatewayError,
+  fenceOf,
   freezeData,
   iso,
   requestIdOf,
@@ -212,7 +213,7 @@ export class SessionFreezer {
       // guest was frozen lists freeze as disabled long after the thaw.
       // the priority lane: ahead of every queued reader, whatever the queue's length
       const r = await this.agent
-        .call(vm, command, mountpoints ? { mountpoints } : undefined, { timeoutMs, skipCapabilityCheck: true, priority: 'freeze' })
+        .call(vm, command, mountpoints ? { mountpoints } : undefined, { timeoutMs, skipCapabilityCheck: true, priority: 'freeze', fence: fenceOf(lease) })
         .finally(() => this.engine.noteFreezeSettled(lease.leaseId, vm));
       const frozen = typeof r === 'number' ? r : Number(r);
       // Nothing frozen (the real qemu-ga answers 0 for mountpoints it does not have, and unsets its
@@ -226,7 +227,7 @@ export class SessionFreezer {
       if (error.code === 'COMMAND_DISABLED' && (await this.agent.call(vm, 'guest-fsfreeze-status').catch(() => undefined)) === 'frozen') {
         error = errors.frozenOutsideLeases(vm, command);
       }
-      return { vm, ok: false, error, mayHaveFrozen: !NOT_SENT.has(error.code) };
+      return { vm, ok: false, error, mayHaveFrozen: !NOT_SENT.has(error.code) && !notSentByNode(error) };
     }
   }
 
@@ -306,6 +307,14 @@ export class SessionFreezer {
       extra: { leaseId: lease.leaseId },
     });
   }
+}
+
+/**
+ * Cluster mode: NODE_UNAVAILABLE said before anything left this node (the serving node is gone, or
+ * refused the connection) proves the freeze was not sent; one lost mid-call does not.
+ */
+function notSentByNode(e: GatewayError): boolean {
+  return e.code === 'NODE_UNAVAILABLE' && e.extra?.sent === false;
 }
 
 function nothingFrozen(vm: string, command: string, mountpoints: string[] | undefined, more: { qga?: GatewayError['qga']; missing?: string[] } = {}): GatewayError {

@@ -23,6 +23,8 @@ import { vmKey, type EndedBy, type FenceCheck, type Lease, type LeaseStore } fro
 import {
   asGatewayError,
   endedByOf,
+  fenceOf,
+  type AgentFence,
   freezeData,
   type FreezeAgent,
   type ThawTrigger,
@@ -190,7 +192,9 @@ export class ThawEngine {
     // the priority lane: next on the wire after the command in flight, never QUEUE_FULL or refused by maxOpen
     // the audit trail names the gateway for its own thaws (deadline, shutdown…), the caller otherwise
     const actor = AUTO_TRIGGERS.has(trigger) || trigger === 'shutdown' ? { actor: 'gateway' } : {};
-    const opts = { priority: 'thaw' as const, ...actor, ...(this.thawTimeoutMs ? { timeoutMs: this.thawTimeoutMs } : {}) };
+    // cluster mode: the node serving the VM repeats the fence check right before sending (AgentFence)
+    const fence: AgentFence = lease && trigger !== 'force' ? fenceOf(lease, trigger === 'rollback') : { forced: true };
+    const opts = { priority: 'thaw' as const, ...actor, fence, ...(this.thawTimeoutMs ? { timeoutMs: this.thawTimeoutMs } : {}) };
     try {
       const r = await this.agent.call(vm, 'guest-fsfreeze-thaw', undefined, opts);
       const thawed = typeof r === 'number' ? r : Number(r);

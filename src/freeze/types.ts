@@ -34,9 +34,26 @@ export interface FreezeSettings {
   maxGroupVms?: number;
 }
 
-/** The agent as the freeze service needs it (AgentService satisfies it). */
+/**
+ * The lease an agent command is sent under. Cluster mode (src/cluster/remote-agent.ts): a command
+ * for a VM another node serves runs on that node, which checks this against the store again right
+ * before sending, so an orchestrator that lost its lease sends nothing. A local call ignores it.
+ *  - a freeze: the lease must be the VM's current holder and live;
+ *  - a thaw: sent unless another lease holds the VM now, or (not a rollback) the lease has ended;
+ *  - `forced`: an admin's forced thaw, sent whatever the store says.
+ */
+export type AgentFence = { session: string; leaseId: string; epoch: string; rollback?: boolean } | { forced: true };
+
+export type FreezeCallOptions = ExecuteOptions & { skipCapabilityCheck?: boolean; fence?: AgentFence };
+
+/** The agent as the freeze service needs it (AgentService satisfies it; so does the cluster's routing agent). */
 export interface FreezeAgent {
-  call(vm: string, command: string, args?: JsonObject, opts?: ExecuteOptions & { skipCapabilityCheck?: boolean }): Promise<JsonValue>;
+  call(vm: string, command: string, args?: JsonObject, opts?: FreezeCallOptions): Promise<JsonValue>;
+}
+
+/** The fence of a command sent under `lease` */
+export function fenceOf(lease: Pick<Lease, 'session' | 'leaseId' | 'epoch'>, rollback = false): AgentFence {
+  return { session: lease.session, leaseId: lease.leaseId, epoch: lease.epoch, ...(rollback ? { rollback: true } : {}) };
 }
 
 /** The registry as the freeze service needs it: throws VM_NOT_FOUND. */

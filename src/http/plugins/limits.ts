@@ -11,7 +11,8 @@
  * down, after store.commandTimeoutMs when Redis hangs. Thaws and probes are never counted, so they
  * still go through.
  *
- * Never refused here: thaws (DELETE /v1/vms/{vm}/fsfreeze, DELETE /v1/freeze-groups/{id}) — a
+ * Never refused here: thaws (DELETE /v1/vms/{vm}/fsfreeze, DELETE /v1/freeze-groups/{id}, and the
+ * node-to-node agent calls of cluster mode, counted at the entry node) — a
  * frozen VM must always be thawable, however busy its owner is — and the /healthz and /readyz
  * probes (a refused probe would take a healthy gateway out of rotation). Not counted by
  * limits.rate (but held to the concurrency limit): /metrics, /openapi.json, /ui and /docs.
@@ -55,7 +56,7 @@ const ANONYMOUS = 'anonymous';
  * /v1/vms/{vm}/fsfreeze, DELETE /v1/freeze-groups/{id}) and the probes. Their OpenAPI entries
  * document no 429 (routes/operation.ts).
  */
-export const NEVER_REFUSED: ReadonlySet<string> = new Set(['thawFilesystems', 'thawFreezeGroup', 'healthz', 'readyz']);
+export const NEVER_REFUSED: ReadonlySet<string> = new Set(['thawFilesystems', 'thawFreezeGroup', 'healthz', 'readyz', 'clusterAgentCall']);
 
 function isExempt(route: RouteOptions): boolean {
   const id = route.schema?.operationId;

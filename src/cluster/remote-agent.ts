@@ -1,0 +1,272 @@
+/**
+ * The freeze service's agent in cluster mode (issue 17 item 4). A freeze group may hold VMs that
+ * other nodes serve, and the node that orchestrates it (the entry node of the request, or whichever
+ * node's sweeper claimed a due lease) is not the one that can reach those agents. So every agent
+ * command of the freeze service goes through `routeAgentCall`'s choice, by `locate(vm)`:
+ *   local, unknown → this node's AgentService (unknown: VM_NOT_FOUND as today, but see below);
+ *   remote         → a signed node-to-node call to the serving node, which sends the command
+ *                    there (src/http/routes/cluster-internal.ts) after checking the lease again;
+ *   gone, conflict → 503 NODE_UNAVAILABLE at once, nothing sent (`extra.sent: false`).
+ * Only the freeze family crosses nodes (CLUSTER_AGENT_COMMANDS); the call is bounded by the
+ * command's timeout plus HOP_SLACK_MS and aborted with the caller's signal. The serving node's
+ * answer, success or problem, comes back as the same value or GatewayError (code, status, detail,
+ * members) a local call would give; a node that cannot be reached is NODE_UNAVAILABLE, with
+ * `sent: false` when the call never left (connection refused), so a freeze knows nothing ran.
+ *
+ * A thaw under a lease of a VM no live node serves (`unknown`: its node has been away long enough
+ * for the directory to forget it) is NODE_UNAVAILABLE rather than VM_NOT_FOUND here: the thaw
+ * engine drops a VM_NOT_FOUND from its lease, and the VM may be frozen still when its node
+ * returns. The lease stays, and the sweeper retries the thaw every claim period.
+ *
+ * The wire: POST <node url>/internal/cluster/vms/<vm>/agent-call?digest=<sha256 of the body>,
+ * signed with signHop (the digest in the signed URL binds the body, which hop.ts does not cover),
+ * carrying the principal and request id the command is done for, so that the serving node's audit
+ * records (invariant 4) name them.
+ */
+import { createHash } from 'node:crypto';
+import { ERRORS, errors, isGatewayError, type ErrorCode, type QgaErrorBody } from '../errors.js';
+import type { AgentFence, FreezeAgent, FreezeCallOptions } from '../freeze/types.js';
+import type { JsonObject, JsonValue } from '../qga/types.js';
+import { currentActor } from '../util/audit.js';
+import type { NodeInfo, VmLocation } from './directory.js';
+import { signHop } from './hop.js';
+
+/** The agent commands one node may ask another to send (cluster-internal.ts refuses the rest). */
+export const CLUSTER_AGENT_COMMANDS: ReadonlySet<string> = new Set([
+  'guest-fsfreeze-freeze',
+  'guest-fsfreeze-freeze-list',
+  'guest-fsfreeze-thaw',
+  'guest-fsfreeze-status',
+]);
+/** commands sent only under a lease that is live (the fence check) */
+export const FENCED_FREEZES: ReadonlySet<string> = new Set(['guest-fsfreeze-freeze', 'guest-fsfreeze-freeze-list']);
+
+/** what the call adds to the command's own timeout: the hop, the fence check, a connect */
+export const HOP_SLACK_MS = 5_000;
+/** the longest command timeout a node-to-node call carries */
+export const MAX_REMOTE_TIMEOUT_MS = 3_600_000;
+/** an answer of the internal endpoint is a few hundred bytes; more is refused */
+const MAX_ANSWER_BYTES = 1 << 20;
+/** connection errors that prove the request never reached the other node */
+const NOT_SENT_CAUSES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT']);
+
+/** the internal route's operationId (never refused by the admission limits) */
+export const AGENT_CALL_OPERATION = 'clusterAgentCall';
+
+export function agentCallPath(vm: string): string {
+  return `/internal/cluster/vms/${encodeURIComponent(vm)}/agent-call`;
+}
+
+/** The body of a node-to-node agent call. */
+export interface AgentCallBody {
+  command: string;
+  args?: JsonObject;
+  timeoutMs: number;
+  priority?: 'thaw' | 'freeze';
+  skipCapabilityCheck?: boolean;
+  fence?: AgentFence;
+  /** who the audit records name: the entry node's principal, or `gateway` */
+  by: string;
+  /** the entry node's request id */
+  requestId?: string;
+  /** the caller gave an explicit actor (`gateway`): the serving node passes it on */
+  actor?: string;
+}
+
+export function bodyDigest(body: string): string {
+  return createHash('sha256').update(body).digest('base64url');
+}
+
+/** What the routing agent needs of the ClusterService (src/cluster/directory.ts). */
+export interface Locator {
+  readonly selfId: string;
+  locate(vm: string): VmLocation;
+}
+
+export interface RoutingAgentOptions {
+  /** this node's AgentService */
+  local: FreezeAgent;
+  /** the ClusterService, or a getter of it (built after the freeze service); none yet: every call is local */
+  cluster: Locator | (() => Locator | undefined);
+  /** cluster.secretFile's secret */
+  secret: string;
+  /** a command's catalog timeout, when the call names none (the pool's defaultTimeoutMs) */
+  defaultTimeoutMs(command: string): number;
+  /** tests */
+  fetch?: typeof fetch;
+}
+
+export class RoutingAgent implements FreezeAgent {
+  private readonly fetch: typeof fetch;
+
+  constructor(private readonly o: RoutingAgentOptions) {
+    this.fetch = o.fetch ?? globalThis.fetch;
+  }
+
+  private get cluster(): Locator | undefined {
+    return typeof this.o.cluster === 'function' ? this.o.cluster() : this.o.cluster;
+  }
+
+  async call(vm: string, command: string, args?: JsonObject, opts: FreezeCallOptions = {}): Promise<JsonValue> {
+    const cluster = this.cluster;
+    if (!cluster) return this.o.local.call(vm, command, args, withoutFence(opts));
+    const at = cluster.locate(vm);
+    switch (at.kind) {
+      case 'local':
+        return this.o.local.call(vm, command, args, withoutFence(opts));
+      case 'unknown':
+        return this.unknown(vm, command, args, opts);
+      case 'remote':
+        return this.remote(cluster.selfId, at.node, vm, command, args, opts);
+      case 'gone':
+        throw errors.nodeUnavailable(vm, at.node.id, `node ${at.node.id}, which serves VM ${vm}, stopped heartbeating; nothing was sent to the agent`, {
+          command,
+          extra: { sent: false },
+        });
+      case 'conflict':
+        throw errors.nodeUnavailable(vm, at.nodes.join(','), `VM ${vm} is claimed by several nodes (${at.nodes.join(', ')}); nothing was sent to the agent`, {
+          command,
+          extra: { sent: false, nodes: at.nodes },
+        });
+    }
+  }
+
+  private async unknown(vm: string, command: string, args: JsonObject | undefined, opts: FreezeCallOptions): Promise<JsonValue> {
+    try {
+      return await this.o.local.call(vm, command, args, withoutFence(opts));
+    } catch (e) {
+      const leased = opts.fence !== undefined && !('forced' in opts.fence);
+      if (leased && command === 'guest-fsfreeze-thaw' && isGatewayError(e) && e.code === 'VM_NOT_FOUND') {
+        throw errors.nodeUnavailable(vm, 'none', `no live node serves VM ${vm} now; its thaw is retried until one does`, { command, extra: { sent: false } });
+      }
+      throw e;
+    }
+  }
+
+  private async remote(selfId: string, node: NodeInfo, vm: string, command: string, args: JsonObject | undefined, opts: FreezeCallOptions): Promise<JsonValue> {
+    if (!CLUSTER_AGENT_COMMANDS.has(command)) {
+      throw errors.commandNotSupported(vm, command, `VM ${vm} is served by node ${node.id}: only the freeze commands are sent there for the freeze service, not ${command}`);
+    }
+    const timeoutMs = Math.min(MAX_REMOTE_TIMEOUT_MS, Math.max(1, Math.trunc(opts.timeoutMs ?? this.o.defaultTimeoutMs(command))));
+    const who = currentActor(opts.actor);
+    const body: AgentCallBody = {
+      command,
+      ...(args !== undefined ? { args } : {}),
+      timeoutMs,
+      ...(opts.priority ? { priority: opts.priority } : {}),
+      ...(opts.skipCapabilityCheck ? { skipCapabilityCheck: true } : {}),
+      ...(opts.fence ? { fence: opts.fence } : {}),
+      by: who.by,
+      ...(who.requestId !== undefined ? { requestId: who.requestId } : {}),
+      ...(opts.actor !== undefined ? { actor: opts.actor } : {}),
+    };
+    const text = JSON.stringify(body);
+    const url = `${agentCallPath(vm)}?digest=${bodyDigest(text)}`;
+    const forced = opts.fence !== undefined && 'forced' in opts.fence;
+    const headers: Record<string, string> = {
+      ...signHop(this.o.secret, { method: 'POST', url, entryNode: selfId, principal: { name: who.by, scopes: forced ? ['admin'] : ['write'] } }),
+      'content-type': 'application/json',
+      ...(who.requestId !== undefined ? { 'x-request-id': who.requestId } : {}),
+    };
+    const timeout = AbortSignal.timeout(timeoutMs + HOP_SLACK_MS);
+    const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
+    let res: Response;
+    let answer: string;
+    try {
+      res = await this.fetch(`${node.url.replace(/\/+$/, '')}${url}`, { method: 'POST', headers, body: text, signal, redirect: 'error' });
+      answer = await readBounded(res);
+    } catch (e) {
+      throw this.failed(e, node, vm, command, opts.signal, timeout, timeoutMs);
+    }
+    return decode(res.status, answer, node, vm, command, res.headers.get('retry-after'));
+  }
+
+  private failed(e: unknown, node: NodeInfo, vm: string, command: string, caller: AbortSignal | undefined, timeout: AbortSignal, timeoutMs: number): Error {
+    if (caller?.aborted) return caller.reason instanceof Error ? caller.reason : errors.wrap(caller.reason, { vm, command });
+    if (timeout.aborted) {
+      // sent, not answered in time: what a local command that timed out says (its effect unknown)
+      return errors.agentTimeout(vm, command, `${command} sent through node ${node.id} got no answer within ${timeoutMs + HOP_SLACK_MS} ms`, { extra: { node: node.id } });
+    }
+    const code = causeCode(e);
+    const sent = !NOT_SENT_CAUSES.has(code ?? '');
+    return errors.nodeUnavailable(
+      vm,
+      node.id,
+      sent
+        ? `the connection to node ${node.id} (${node.url}), which serves VM ${vm}, was lost during ${command} (${code ?? 'error'}); whether the agent got it is unknown`
+        : `node ${node.id} (${node.url}), which serves VM ${vm}, cannot be reached (${code}); nothing was sent to the agent`,
+      { command, extra: { sent } },
+    );
+  }
+}
+
+function withoutFence(opts: FreezeCallOptions): FreezeCallOptions {
+  if (opts.fence === undefined) return opts;
+  const { fence: _fence, ...rest } = opts;
+  return rest;
+}
+
+function causeCode(e: unknown): string | undefined {
+  for (let c: unknown = e, i = 0; c !== undefined && c !== null && i < 4; c = (c as { cause?: unknown }).cause, i++) {
+    const code = (c as { code?: unknown }).code;
+    if (typeof code === 'string') return code;
+  }
+  return undefined;
+}
+
+async function readBounded(res: Response): Promise<string> {
+  if (!res.body) return '';
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let n = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    n += value.byteLength;
+    if (n > MAX_ANSWER_BYTES) {
+      await reader.cancel();
+      throw Object.assign(new Error('answer too large'), { code: 'ANSWER_TOO_LARGE' });
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+const PROBLEM_MEMBERS = new Set(['type', 'title', 'status', 'detail', 'code', 'instance', 'vm', 'command', 'qga']);
+
+/** The serving node's answer as the value or GatewayError a local call gives. */
+function decode(status: number, text: string, node: NodeInfo, vm: string, command: string, retryAfter: string | null): JsonValue {
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    body = undefined;
+  }
+  const obj = body !== null && typeof body === 'object' && !Array.isArray(body) ? (body as Record<string, unknown>) : undefined;
+  if (status === 200 && obj && 'result' in obj) return obj.result as JsonValue;
+  const code = obj?.code;
+  if (status >= 400 && typeof code === 'string' && code in ERRORS && ERRORS[code as ErrorCode].status === status) {
+    const extra: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(obj ?? {})) if (!PROBLEM_MEMBERS.has(k)) extra[k] = v;
+    const qga = isQga(obj?.qga) ? obj.qga : undefined;
+    const after = retryAfter !== null && /^[0-9]{1,6}$/.test(retryAfter) ? Number(retryAfter) : undefined;
+    return throwing(
+      errors.fromNode(code as ErrorCode, typeof obj?.detail === 'string' ? obj.detail : ERRORS[code as ErrorCode].title, {
+        vm: typeof obj?.vm === 'string' ? obj.vm : vm,
+        command: typeof obj?.command === 'string' ? obj.command : command,
+        ...(qga ? { qga } : {}),
+        ...(Object.keys(extra).length ? { extra } : {}),
+        ...(after !== undefined ? { retryAfter: after } : {}),
+      }),
+    );
+  }
+  return throwing(errors.nodeUnavailable(vm, node.id, `node ${node.id} answered ${command} with HTTP ${status} and no usable body; whether the agent got it is unknown`, { command, extra: { sent: true } }));
+}
+
+function throwing(e: Error): never {
+  throw e;
+}
+
+function isQga(v: unknown): v is QgaErrorBody {
+  return v !== null && typeof v === 'object' && typeof (v as QgaErrorBody).class === 'string' && typeof (v as QgaErrorBody).desc === 'string';
+}

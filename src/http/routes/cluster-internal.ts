@@ -1,0 +1,174 @@
+/**
+ * Node-to-node agent calls (cluster mode, issue 17 item 4): the other half of
+ * src/cluster/remote-agent.ts. A freeze group orchestrated on one node sends each member's freeze,
+ * thaw and status to the node that serves the member, here:
+ *
+ *   POST /internal/cluster/vms/{vm}/agent-call?digest=<base64url sha256 of the body>
+ *
+ * Not part of the API (hidden from OpenAPI, not under /v1), and accepted only with a valid hop
+ * signature (src/cluster/hop.ts) over this exact URL, whose digest binds the body: anything else is
+ * 401 before the body is looked at. Only the freeze family (CLUSTER_AGENT_COMMANDS) is sent.
+ * Right before sending, the fence check against the store: a freeze goes only under the lease that
+ * holds the VM now and is live; a thaw unless another lease holds the VM now or (not a rollback)
+ * the lease has ended (with the store down a thaw is sent anyway, a freeze is refused); a forced
+ * thaw always. A refusal is 409 LEASE_CONFLICT and nothing reaches the agent, so an orchestrator
+ * that lost its lease (paused, partitioned) can never freeze a VM under it.
+ *
+ * The command runs through this node's AgentService like a local one, so this node writes the
+ * audit records of it (invariant 4), naming the entry node's principal and request id; the call is
+ * aborted when the calling node goes away. Never refused by the admission limits (counted at the
+ * entry node; a thaw must always get through).
+ */
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { AGENT_CALL_OPERATION, CLUSTER_AGENT_COMMANDS, FENCED_FREEZES, MAX_REMOTE_TIMEOUT_MS, bodyDigest, type AgentCallBody } from '../../cluster/remote-agent.js';
+import { loadHopSecret, verifyHop, type VerifiedHop } from '../../cluster/hop.js';
+import { errors, isGatewayError } from '../../errors.js';
+import type { AgentFence } from '../../freeze/types.js';
+import type { JsonObject } from '../../qga/types.js';
+import { vmKey, type FenceCheck, type LeaseStore } from '../../store/types.js';
+import { auditContext } from '../../util/audit.js';
+import { isRecord } from '../../util/unknown.js';
+import { requestSignal } from '../abort.js';
+
+const BODY_LIMIT = 65_536;
+const RAW = Symbol('qga.rawBody');
+const HOP = Symbol('qga.hop');
+type WithRaw = FastifyRequest & { [RAW]?: string; [HOP]?: VerifiedHop };
+
+export interface ClusterInternalOptions {
+  /** cluster.secretFile's secret (default: read from the config) */
+  secret?: string;
+}
+
+export default async function clusterInternalRoutes(app: FastifyInstance, opts: ClusterInternalOptions): Promise<void> {
+  const { services } = app;
+  const { config } = services;
+  const file = config.cluster.secretFile;
+  const secret = opts.secret ?? (file ? loadHopSecret(file) : undefined);
+  if (secret === undefined) throw new Error('cluster mode needs cluster.secretFile (the secret the nodes share)');
+  const self = config.cluster.id ?? 'this node';
+
+  // the raw text, for the digest the signed URL carries (this plugin's scope only)
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: BODY_LIMIT }, (request, body, done) => {
+    (request as WithRaw)[RAW] = String(body);
+    try {
+      done(null, JSON.parse(String(body)) as unknown);
+    } catch (e) {
+      done(errors.notJson(e), undefined);
+    }
+  });
+
+  app.post(
+    '/internal/cluster/vms/:vm/agent-call',
+    {
+      schema: { hide: true, operationId: AGENT_CALL_OPERATION },
+      config: { public: true },
+      bodyLimit: BODY_LIMIT,
+      // the signature before anything else of the request is read
+      onRequest: (request, _reply, done) => {
+        const hop = verifyHop(secret, request.headers, request.method, request.url);
+        if (!hop) {
+          done(errors.unauthenticated('unknown'));
+          return;
+        }
+        (request as WithRaw)[HOP] = hop;
+        done();
+      },
+    },
+    async (request) => {
+      const r = request as WithRaw;
+      const hop = r[HOP];
+      const digest = isRecord(request.query) ? request.query.digest : undefined;
+      if (!hop || r[RAW] === undefined || typeof digest !== 'string' || digest !== bodyDigest(r[RAW])) {
+        throw errors.unauthenticated('unknown');
+      }
+      const vm = isRecord(request.params) && typeof request.params.vm === 'string' ? request.params.vm : '';
+      const call = parseBody(request.body, vm);
+      try {
+        await services.registry.require(vm);
+      } catch (e) {
+        if (isGatewayError(e) && e.code === 'VM_NOT_FOUND') {
+          // a stale directory on the calling node: never let it read as "no such VM" (a thaw drops those)
+          throw errors.nodeUnavailable(vm, self, `node ${self} does not serve VM ${vm} (any more); nothing was sent to the agent`, { command: call.command, extra: { sent: false } });
+        }
+        throw e;
+      }
+      await fenceCheck(services.store, vm, call.command, call.fence);
+      const signal = requestSignal(request);
+      const result = await auditContext.run({ by: hop.principal.name, ...(call.requestId !== undefined ? { requestId: call.requestId } : {}) }, () =>
+        services.agent.call(vm, call.command, call.args, {
+          timeoutMs: call.timeoutMs,
+          signal,
+          ...(call.priority ? { priority: call.priority } : {}),
+          ...(call.skipCapabilityCheck ? { skipCapabilityCheck: true } : {}),
+          ...(call.actor !== undefined ? { actor: call.actor } : {}),
+        }),
+      );
+      // as the freeze service does with its own VMs: let go of the socket after a freeze or thaw
+      if (call.command !== 'guest-fsfreeze-status') void services.pool.remove(vm).catch(() => undefined);
+      return { result };
+    },
+  );
+}
+
+function parseBody(body: unknown, vm: string): AgentCallBody {
+  if (!isRecord(body)) throw errors.validation('the body is a JSON object');
+  const { command, args, timeoutMs, priority, skipCapabilityCheck, fence, by, requestId, actor } = body;
+  if (typeof command !== 'string' || !CLUSTER_AGENT_COMMANDS.has(command)) {
+    throw errors.forbidden(`only the freeze commands (${[...CLUSTER_AGENT_COMMANDS].join(', ')}) are sent for another node`, { vm });
+  }
+  if (args !== undefined && !isRecord(args)) throw errors.validation('body.args is an object', { vm, command });
+  if (typeof timeoutMs !== 'number' || !Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > MAX_REMOTE_TIMEOUT_MS) {
+    throw errors.validation(`body.timeoutMs is a whole number from 1 to ${MAX_REMOTE_TIMEOUT_MS}`, { vm, command });
+  }
+  if (priority !== undefined && priority !== 'thaw' && priority !== 'freeze') throw errors.validation('body.priority is thaw or freeze', { vm, command });
+  if (typeof by !== 'string' || by.length === 0 || by.length > 256) throw errors.validation('body.by names the principal', { vm, command });
+  if (requestId !== undefined && (typeof requestId !== 'string' || requestId.length > 256)) throw errors.validation('body.requestId is a string', { vm, command });
+  if (actor !== undefined && actor !== 'gateway') throw errors.validation('body.actor is gateway when given', { vm, command });
+  return {
+    command,
+    ...(args !== undefined ? { args: args as JsonObject } : {}),
+    timeoutMs,
+    ...(priority !== undefined ? { priority } : {}),
+    ...(skipCapabilityCheck === true ? { skipCapabilityCheck: true } : {}),
+    ...(fence !== undefined ? { fence: parseFence(fence, vm, command) } : {}),
+    by,
+    ...(requestId !== undefined ? { requestId } : {}),
+    ...(actor !== undefined ? { actor } : {}),
+  };
+}
+
+function parseFence(f: unknown, vm: string, command: string): AgentFence {
+  if (isRecord(f) && f.forced === true) return { forced: true };
+  if (isRecord(f) && typeof f.session === 'string' && typeof f.leaseId === 'string' && typeof f.epoch === 'string') {
+    return { session: f.session, leaseId: f.leaseId, epoch: f.epoch, ...(f.rollback === true ? { rollback: true } : {}) };
+  }
+  throw errors.validation('body.fence is {session, leaseId, epoch, rollback?} or {forced: true}', { vm, command });
+}
+
+/** The fence check, right before the command is sent (see the header). Throws when it may not go. */
+async function fenceCheck(store: LeaseStore, vm: string, command: string, fence: AgentFence | undefined): Promise<void> {
+  if (command === 'guest-fsfreeze-status') return;
+  const freeze = FENCED_FREEZES.has(command);
+  if (fence === undefined || ('forced' in fence && freeze)) {
+    throw errors.leaseConflict(`${command} for another node is sent only under a lease (fence); nothing was sent to the agent`, { vm, command, extra: { reason: 'fenced' } });
+  }
+  if ('forced' in fence) return;
+  let c: FenceCheck;
+  try {
+    c = await store.check(vmKey(vm), fence.leaseId, fence.epoch);
+  } catch (e) {
+    // thaw is never blocked by the lock: an unneeded thaw harms no VM, a refused one may leave it frozen
+    if (!freeze && isGatewayError(e) && e.code === 'STORE_UNAVAILABLE') return;
+    throw e;
+  }
+  const ours = (c.state === 'live' || c.state === 'expired') && c.lease.session === fence.session;
+  const ok = freeze ? ours && c.state === 'live' : ours || c.state === 'lost' || (c.state === 'ended' && fence.rollback === true);
+  if (ok) return;
+  throw errors.leaseConflict(
+    `lease ${fence.leaseId} ${c.state === 'superseded' ? 'no longer holds' : c.state === 'expired' ? 'has expired on' : c.state === 'live' ? 'is not the session holding' : 'has ended on'} VM ${vm}: ` +
+      `the fence check refused ${command}; nothing was sent to the agent`,
+    { vm, command, extra: { reason: 'fenced', state: c.state, leaseId: fence.leaseId } },
+  );
+}
