@@ -28,39 +28,67 @@ export interface TestRedis {
   command(...args: string[]): Promise<string>;
 }
 
-export async function startRedis(): Promise<TestRedis> {
+function requireRedisServer(): void {
   if (!existsSync(REDIS_SERVER_PATH)) {
     throw new Error(
       `${REDIS_SERVER_PATH} is missing: the Redis store tests need a real redis-server. ` +
         'Install it with scripts/ensure-system-deps.sh (Debian package redis-server).',
     );
   }
+}
+
+/** A redis-server (or sentinel) process started by spawnRedisServer. */
+export interface RedisProcess {
+  readonly child: ChildProcess;
+  readonly port: number;
+  /** its output so far (loglevel warning unless the args say otherwise) */
+  log(): string;
+  /** `signal` (SIGTERM by default; SIGCONT first, a paused server never handles it) and wait for the exit */
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+/**
+ * Start redis-server with `args` and wait until `port` answers a PING (PONG, or NOAUTH from an
+ * ACL-protected server), failing with its output if it exits or does not answer within 10 s.
+ */
+export async function spawnRedisServer(args: string[], port: number): Promise<RedisProcess> {
+  requireRedisServer();
+  let out = '';
+  const c = spawn(REDIS_SERVER_PATH, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  c.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  c.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+  const stop = async (signal: NodeJS.Signals = 'SIGTERM'): Promise<void> => {
+    if (c.exitCode !== null || c.signalCode !== null) return;
+    const exited = new Promise<void>((r) => c.once('exit', () => r()));
+    c.kill('SIGCONT');
+    c.kill(signal);
+    await exited;
+  };
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    if (c.exitCode !== null) throw new Error(`redis-server exited with ${c.exitCode}: ${out}`);
+    try {
+      if (/^(\+|-NOAUTH)/.test(await rawCommand(port, ['PING']))) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      await stop('SIGKILL');
+      throw new Error(`redis-server did not answer on port ${port}: ${out}`);
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  return { child: c, port, log: () => out, stop };
+}
+
+export async function startRedis(): Promise<TestRedis> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'qga-redis-'));
   const port = await freePort();
   let child: ChildProcess | undefined;
-  let log = '';
 
   const launch = async (): Promise<void> => {
-    log = '';
-    const c = spawn(
-      REDIS_SERVER_PATH,
-      ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--loglevel', 'warning'],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    c.stdout?.on('data', (d: Buffer) => (log += d.toString()));
-    c.stderr?.on('data', (d: Buffer) => (log += d.toString()));
-    child = c;
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      if (c.exitCode !== null) throw new Error(`redis-server exited with ${c.exitCode}: ${log}`);
-      try {
-        if ((await rawCommand(port, ['PING'])).startsWith('+PONG')) return;
-      } catch {
-        // not listening yet
-      }
-      if (Date.now() > deadline) throw new Error(`redis-server did not answer on port ${port}: ${log}`);
-      await new Promise((r) => setTimeout(r, 25));
-    }
+    const p = await spawnRedisServer(['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--loglevel', 'warning'], port);
+    child = p.child;
   };
 
   const waitExit = async (c: ChildProcess, signal: NodeJS.Signals): Promise<void> => {
@@ -105,7 +133,7 @@ export async function startRedis(): Promise<TestRedis> {
   };
 }
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.once('error', reject);
@@ -118,7 +146,7 @@ async function freePort(): Promise<number> {
 }
 
 /** One RESP command; resolves with the first reply chunk (enough for PING, SAVE, simple replies). */
-function rawCommand(port: number, args: string[]): Promise<string> {
+export function rawCommand(port: number, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     const s = net.connect(port, '127.0.0.1');
     const t = setTimeout(() => {
