@@ -34,7 +34,9 @@ import { COMMANDS, DEFAULT_TIMEOUTS } from './qga/commands.js';
 import type { TimeoutClass } from './qga/types.js';
 import { ReplyBudget } from './qga/reply-budget.js';
 import { VmRegistry } from './registry/registry.js';
-import { createStore } from './store/index.js';
+import { ClusterNode } from './cluster/service.js';
+import { API_VERSION } from './http/plugins/swagger.js';
+import { RedisStore, createStore } from './store/index.js';
 import { createAuditLog, type AuditLog } from './util/audit.js';
 import { vmKey, type LeaseStore } from './store/types.js';
 
@@ -87,8 +89,14 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
   const timeouts = resolveTimeouts(config);
   const store = overrides.store ?? createStore(config);
   const registry = new VmRegistry(config, store);
+  // cluster mode: a VM reachable from several nodes is connected only by the node that owns it
+  let cluster: ClusterNode | undefined;
   const pool = new AgentPool({
-    resolve: (vm) => registry.resolve(vm),
+    resolve: (vm) => {
+      const endpoint = registry.resolve(vm);
+      if (endpoint && cluster) cluster.assertMayConnect(vm, endpoint);
+      return endpoint;
+    },
     idleReleaseOf: (vm) => registry.idleReleaseOf(vm),
     maxOpen: config.agent.maxOpen,
     logger,
@@ -135,6 +143,7 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
   const metrics: MetricsRegistry = createMetrics(pool);
   registerFleetMetrics(metrics, agent, config.metrics);
   registerFreezeMetrics(metrics, freeze.engine, store);
+  cluster = config.cluster.enabled ? createClusterNode(config, store, registry, agent, (vm) => pool.remove(vm), logger, metrics) : undefined;
 
   const parts: Part[] = [
     // wait (bounded) for Redis at start, so the first requests do not race its connection; a store
@@ -146,6 +155,9 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
     },
     // the first scan of the discovery folders (and the store's API-registered VMs) before serving, then watches
     { name: 'registry discovery', start: () => registry.start(logger), stop: async () => registry.stop() },
+    // cluster mode: the first heartbeat and directory read before serving; stopped (leases released,
+    // heartbeat deleted) after the pool closed its channels and before the store
+    ...(cluster ? [{ name: 'cluster membership', start: () => cluster.start(), stop: () => cluster.stop() } satisfies Part] : []),
     { name: 'agent pool', stop: () => pool.close() },
     { name: 'agent probe', start: async () => probe.start(), stop: async () => probe.stop() },
     { name: 'external-freeze thaw', start: async () => externalThaw.start(), stop: async () => externalThaw.stop() },
@@ -178,6 +190,7 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
     files,
     raw,
     metrics,
+    ...(cluster ? { cluster } : {}),
     parts,
     async start() {
       for (const part of parts) await part.start?.();
@@ -193,4 +206,28 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
       }
     },
   };
+}
+
+/** The cluster part (cluster.enabled): membership, directory and ownership on the store's Redis. */
+function createClusterNode(config: Config, store: LeaseStore, registry: VmRegistry, agent: AgentService, release: (vm: string) => Promise<void>, logger: Logger, metrics: MetricsRegistry): ClusterNode {
+  if (!(store instanceof RedisStore)) throw new Error('cluster.enabled needs store.type redis: membership lives in Redis');
+  const c = config.cluster;
+  if (!c.advertiseUrl || !c.id) throw new Error('cluster.enabled needs cluster.advertiseUrl and cluster.id (loadConfig fills the id)');
+  const { client, keyPrefix } = store.connection;
+  return new ClusterNode({
+    settings: { id: c.id, advertiseUrl: c.advertiseUrl, heartbeatTtlMs: c.heartbeatTtlMs, heartbeatIntervalMs: c.heartbeatIntervalMs },
+    client,
+    keyPrefix,
+    registry,
+    summaries: {
+      fleetState: (vm) => agent.fleetState(vm),
+      frozen: (vm) => agent.isKnownFrozen(vm),
+      externalSince: (vm) => agent.external.get(vm)?.since,
+      channel: (vm) => agent.channelState(vm)?.stats.state,
+    },
+    release,
+    version: API_VERSION,
+    logger,
+    metrics,
+  });
 }

@@ -15,6 +15,7 @@ import type { TLocalizedValidationError } from 'typebox/error';
 import { errorMessage, isRecord } from '../util/unknown.js';
 import { ConfigSchema, type Config } from './schema.js';
 import { applyRedisUrlEnv, storeChecks } from './store-checks.js';
+import { clusterChecks } from './cluster-checks.js';
 
 export class ConfigError extends Error {
   constructor(
@@ -171,6 +172,7 @@ function semanticChecks(c: Config, env: Env, problems: string[]): void {
     if (port !== '*' && (Number(port) < 1 || Number(port) > 65535)) problems.push(`registry.allowedTcpEndpoints.${i}: port ${port} is not 1-65535 (or * for any)`);
   });
   storeChecks(c, problems);
+  clusterChecks(c, problems);
   if (c.freeze.defaultTtlSeconds > c.freeze.maxTtlSeconds) problems.push('freeze.defaultTtlSeconds: must not exceed freeze.maxTtlSeconds');
   if (c.freeze.maxTtlSeconds > c.freeze.maxTotalSeconds) problems.push('freeze.maxTtlSeconds: must not exceed freeze.maxTotalSeconds');
   if (c.server.requestTimeoutMs > 0 && c.server.headersTimeoutMs > c.server.requestTimeoutMs) problems.push('server.headersTimeoutMs: must not exceed server.requestTimeoutMs');

@@ -4,6 +4,7 @@
  */
 import type { Registry as MetricsRegistry } from 'prom-client';
 import type { AgentService } from '../agent/service.js';
+import type { ClusterService } from '../cluster/directory.js';
 import type { RawPassthrough } from '../agent/raw.js';
 import type { Config } from '../config/schema.js';
 import type { ExecService } from '../exec/service.js';
@@ -24,4 +25,6 @@ export interface HttpServices {
   readonly files: FilesService;
   readonly raw: RawPassthrough;
   readonly metrics: MetricsRegistry;
+  /** cluster mode (cluster.enabled): where every VM is served; undefined on a single gateway */
+  readonly cluster?: ClusterService;
 }

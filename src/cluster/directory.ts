@@ -1,0 +1,200 @@
+/**
+ * Cluster mode's view of where every VM is served (issue 17). The interfaces at the top are the
+ * contract the forwarding (F) and cluster-freeze (G) code is written against; `Directory` below is
+ * the in-memory cache behind them, filled by membership.ts from Redis every heartbeat interval, so
+ * that `locate()` is synchronous and never waits on Redis.
+ *
+ * locate(vm), in order:
+ *   1. this node serves it (its own unix socket, or a VM reachable from several nodes whose
+ *      ownership lease it holds) → local, with `conflict` naming the other LIVE nodes that also
+ *      publish the name;
+ *   2. it is a VM reachable from several nodes (ownership.ts) owned by another node → remote at the
+ *      owner while that node is alive, gone when it stopped heartbeating (until a live node claims it);
+ *   3. otherwise what the other nodes publish: one live node → remote, two or more → conflict,
+ *      only nodes that stopped heartbeating → gone (the one seen last), nobody → unknown.
+ */
+import type { VmEntrySummary } from './summary.js';
+import { SortedNames } from '../registry/sorted-names.js';
+
+export interface NodeInfo {
+  id: string;
+  url: string;
+  lastSeen: number /* ms epoch */;
+  vmCount: number;
+  version: string;
+  alive: boolean;
+}
+
+export type VmLocation =
+  | { kind: 'local'; conflict?: string[] } // served here (conflict: other live nodes that also claim the name)
+  | { kind: 'remote'; node: NodeInfo } // served by another live node: forward
+  | { kind: 'gone'; node: NodeInfo } // its node stopped heartbeating: 503 NODE_UNAVAILABLE at once
+  | { kind: 'conflict'; nodes: string[] } // not local, claimed by 2+ live nodes: 503 NODE_UNAVAILABLE naming them
+  | { kind: 'unknown' }; // nobody serves it: handled locally (404 VM_NOT_FOUND as today)
+
+export interface ClusterService {
+  readonly selfId: string;
+  readonly selfUrl: string;
+  locate(vm: string): VmLocation; // synchronous, from the local cache (refreshed every heartbeat)
+  nodes(): NodeInfo[];
+  node(id: string): NodeInfo | undefined;
+  /**
+   * The other nodes' VMs, for the cluster-wide GET /v1/vms (M's routes). Optional so that a test's
+   * fake ClusterService needs only the five members above.
+   */
+  readonly remote?: RemoteVms;
+}
+
+/** One VM another node publishes, as the cluster-wide listing shows it. */
+export interface RemoteVm {
+  name: string;
+  /** the node that serves it (the first live one in a conflict, else the one seen last) */
+  node: string;
+  /** that node is alive (a gone node's VMs list with agent state unknown) */
+  alive: boolean;
+  /** 2+ live nodes publish it */
+  conflict?: string[];
+  summary: VmEntrySummary;
+}
+
+export interface RemoteVms {
+  /** names another node publishes, after `after`, in name order (the cache may change meanwhile) */
+  after(after?: string): Iterable<string>;
+  get(vm: string): RemoteVm | undefined;
+}
+
+/** How this node itself stands to a VM name (sync: from the registry and the ownership cache). */
+export type LocalClaim =
+  /** this node serves it */
+  | { kind: 'serve' }
+  /** reachable from several nodes, owned by another node (`owner`), or by nobody known yet */
+  | { kind: 'shared'; owner?: string }
+  /** not in this node's registry */
+  | undefined;
+
+/** One other node as last read from Redis. */
+export interface NodeRecord {
+  info: NodeInfo;
+  /** changes whenever the node's VM hash changes (incarnation:counter) */
+  rev: string;
+  vms: ReadonlyMap<string, VmEntrySummary>;
+}
+
+export class Directory implements RemoteVms {
+  private readonly others = new Map<string, NodeRecord>();
+  /** vm → the other nodes that publish it */
+  private readonly claimers = new Map<string, Set<string>>();
+  private readonly names = new SortedNames();
+
+  constructor(
+    readonly selfId: string,
+    private readonly self: () => NodeInfo,
+    private readonly local: (vm: string) => LocalClaim,
+  ) {}
+
+  /** the record last read for node `id` (not this node) */
+  record(id: string): NodeRecord | undefined {
+    return this.others.get(id);
+  }
+
+  /** Replace what is known of another node (its VM map only when `vms` is given). */
+  upsert(info: NodeInfo, rev: string, vms?: ReadonlyMap<string, VmEntrySummary>): void {
+    if (info.id === this.selfId) return;
+    const old = this.others.get(info.id);
+    const next = vms ?? old?.vms ?? new Map<string, VmEntrySummary>();
+    if (old && old.vms !== next) for (const vm of old.vms.keys()) if (!next.has(vm)) this.unclaim(vm, info.id);
+    if (!old || old.vms !== next) for (const vm of next.keys()) this.claim(vm, info.id);
+    this.others.set(info.id, { info, rev: vms ? rev : (old?.rev ?? rev), vms: next });
+  }
+
+  /** Forget a node (pruned from the member index). */
+  remove(id: string): void {
+    const old = this.others.get(id);
+    if (!old) return;
+    for (const vm of old.vms.keys()) this.unclaim(vm, id);
+    this.others.delete(id);
+  }
+
+  ids(): string[] {
+    return [...this.others.keys()];
+  }
+
+  private claim(vm: string, id: string): void {
+    let set = this.claimers.get(vm);
+    if (!set) this.claimers.set(vm, (set = new Set()));
+    set.add(id);
+    this.names.add(vm);
+  }
+
+  private unclaim(vm: string, id: string): void {
+    const set = this.claimers.get(vm);
+    if (!set) return;
+    set.delete(id);
+    if (set.size === 0) {
+      this.claimers.delete(vm);
+      this.names.delete(vm);
+    }
+  }
+
+  nodes(): NodeInfo[] {
+    return [this.self(), ...[...this.others.values()].map((r) => r.info)].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  node(id: string): NodeInfo | undefined {
+    return id === this.selfId ? this.self() : this.others.get(id)?.info;
+  }
+
+  /** the other LIVE nodes that publish `vm`, sorted */
+  liveClaimers(vm: string): string[] {
+    const set = this.claimers.get(vm);
+    if (!set) return [];
+    return [...set].filter((id) => this.others.get(id)?.info.alive).sort();
+  }
+
+  locate(vm: string): VmLocation {
+    const claim = this.local(vm);
+    if (claim?.kind === 'serve') {
+      const conflict = this.liveClaimers(vm);
+      return conflict.length > 0 ? { kind: 'local', conflict } : { kind: 'local' };
+    }
+    if (claim?.kind === 'shared' && claim.owner !== undefined && claim.owner !== this.selfId) {
+      const owner = this.others.get(claim.owner)?.info;
+      if (owner) return owner.alive ? { kind: 'remote', node: owner } : { kind: 'gone', node: owner };
+    }
+    const set = this.claimers.get(vm);
+    if (!set || set.size === 0) return { kind: 'unknown' };
+    const live = this.liveClaimers(vm);
+    const first = live[0];
+    if (first !== undefined && live.length === 1) {
+      const info = this.others.get(first)?.info;
+      if (info) return { kind: 'remote', node: info };
+    }
+    if (live.length >= 2) return { kind: 'conflict', nodes: live };
+    const last = this.lastSeenOf(set);
+    return last ? { kind: 'gone', node: last } : { kind: 'unknown' };
+  }
+
+  private lastSeenOf(ids: Iterable<string>): NodeInfo | undefined {
+    let best: NodeInfo | undefined;
+    for (const id of ids) {
+      const info = this.others.get(id)?.info;
+      if (info && (!best || info.lastSeen > best.lastSeen)) best = info;
+    }
+    return best;
+  }
+
+  after(after?: string): Iterable<string> {
+    return this.names.after(after);
+  }
+
+  get(vm: string): RemoteVm | undefined {
+    const set = this.claimers.get(vm);
+    if (!set || set.size === 0) return undefined;
+    const live = this.liveClaimers(vm);
+    const id = live[0] ?? this.lastSeenOf(set)?.id;
+    const rec = id === undefined ? undefined : this.others.get(id);
+    const summary = rec?.vms.get(vm);
+    if (!rec || !summary) return undefined;
+    return { name: vm, node: rec.info.id, alive: rec.info.alive, ...(live.length >= 2 ? { conflict: live } : {}), summary };
+  }
+}

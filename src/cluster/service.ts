@@ -1,0 +1,296 @@
+/**
+ * The cluster part of a gateway (issue 17): every cluster.heartbeatIntervalMs, one round of
+ *   1. ownership (ownership.ts): renew/claim the leases of VMs reachable from several nodes;
+ *   2. heartbeat (membership.ts): this node's keys and the changes of its VM hash, one MULTI;
+ *   3. read the member index and the heartbeats, and re-read the VM hashes whose rev moved, into the
+ *      Directory (directory.ts), which answers locate() synchronously.
+ * A round that fails (Redis unreachable) keeps the last directory, marked stale (logged once per
+ * transition, gauge qga_cluster_directory_stale); the next round recovers by itself. Nodes that
+ * stop heartbeating and come back, and VM names served by two live nodes, are logged once per
+ * transition.
+ */
+import { access } from 'node:fs/promises';
+import { Gauge, type Registry as MetricsRegistry } from 'prom-client';
+import type { Logger } from 'pino';
+import { errors } from '../errors.js';
+import type { Endpoint } from '../qga/types.js';
+import type { VmRecord } from '../registry/types.js';
+import type { RedisClient } from '../store/redis-connect.js';
+import { errorMessage } from '../util/unknown.js';
+import { Directory, type ClusterService, type LocalClaim, type NodeInfo, type RemoteVms, type VmLocation } from './directory.js';
+import { Membership } from './membership.js';
+import { Ownership } from './ownership.js';
+import { summarize, type SummarySource, type VmEntrySummary } from './summary.js';
+
+export interface ClusterSettings {
+  id: string;
+  advertiseUrl: string;
+  heartbeatTtlMs: number;
+  heartbeatIntervalMs: number;
+}
+
+/** What the cluster part reads of the registry (sync resolve, async list). */
+export interface ClusterRegistry {
+  resolve(vm: string): Endpoint | undefined;
+  list(): Promise<VmRecord[]>;
+}
+
+export interface ClusterNodeOptions {
+  settings: ClusterSettings;
+  client: RedisClient;
+  keyPrefix: string;
+  registry: ClusterRegistry;
+  summaries: SummarySource;
+  /** close a VM's channel (ownership lost) */
+  release(vm: string): Promise<void>;
+  version: string;
+  logger: Pick<Logger, 'info' | 'warn' | 'error'>;
+  metrics?: MetricsRegistry;
+}
+
+/** every this many rounds, the owner of every shared VM is read again, live owner or not */
+const RECHECK_EVERY = 10;
+
+export class ClusterNode implements ClusterService {
+  readonly selfId: string;
+  readonly selfUrl: string;
+  private readonly directory: Directory;
+  private readonly membership: Membership;
+  private readonly ownership: Ownership;
+  /** VMs of the last round: shared ones (lease-decided) and their records */
+  private shared = new Set<string>();
+  private served = new Set<string>();
+  private lastBeat = Date.now();
+  private rounds = 0;
+  private staleSince: number | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private stopped = false;
+  private readonly conflicts = new Map<string, string>();
+  private readonly aliveSeen = new Map<string, boolean>();
+
+  constructor(private readonly opts: ClusterNodeOptions) {
+    const s = opts.settings;
+    this.selfId = s.id;
+    this.selfUrl = s.advertiseUrl.replace(/\/+$/, '');
+    this.membership = new Membership(opts.client, opts.keyPrefix, s.id, s.heartbeatTtlMs);
+    this.ownership = new Ownership(opts.client, opts.keyPrefix, s.id, s.heartbeatTtlMs, {
+      lost: (vm, why) => {
+        opts.logger.warn({ vm, why }, 'cluster: this node no longer owns the VM; its channel is closed');
+        void opts.release(vm).catch(() => undefined);
+      },
+      gained: (vm, fence) => opts.logger.info({ vm, fence }, 'cluster: this node owns the VM now'),
+    });
+    this.directory = new Directory(s.id, () => this.selfInfo(), (vm) => this.localClaim(vm));
+    if (opts.metrics) this.registerMetrics(opts.metrics);
+  }
+
+  get remote(): RemoteVms {
+    return this.directory;
+  }
+
+  /** the directory could not be refreshed since this epoch ms (undefined: fresh) */
+  get stale(): number | undefined {
+    return this.staleSince;
+  }
+
+  locate(vm: string): VmLocation {
+    return this.directory.locate(vm);
+  }
+
+  nodes(): NodeInfo[] {
+    return this.directory.nodes();
+  }
+
+  node(id: string): NodeInfo | undefined {
+    return this.directory.node(id);
+  }
+
+  private selfInfo(): NodeInfo {
+    return { id: this.selfId, url: this.selfUrl, lastSeen: this.lastBeat, vmCount: this.served.size, version: this.opts.version, alive: true };
+  }
+
+  /** reachable from several nodes: a TCP endpoint, or an API registration (every node reads those) */
+  private isShared(vm: string, endpoint: Endpoint): boolean {
+    return endpoint.type === 'tcp' || this.shared.has(vm);
+  }
+
+  private localClaim(vm: string): LocalClaim {
+    const endpoint = this.opts.registry.resolve(vm);
+    if (!endpoint) return undefined;
+    if (!this.isShared(vm, endpoint) || this.ownership.owns(vm)) return { kind: 'serve' };
+    return { kind: 'shared', owner: this.ownership.ownerOf(vm) };
+  }
+
+  /**
+   * The pool's guard: a VM reachable from several nodes is connected only by its owner. Throws
+   * NODE_UNAVAILABLE (naming the owner, if known) for one this node does not own.
+   */
+  assertMayConnect(vm: string, endpoint: Endpoint): void {
+    if (!this.isShared(vm, endpoint) || this.ownership.owns(vm)) return;
+    const owner = this.ownership.ownerOf(vm);
+    throw errors.nodeUnavailable(
+      vm,
+      owner ?? 'none',
+      owner ? `VM ${vm} is reachable from several nodes and node ${owner} holds its ownership lease` : `VM ${vm} is reachable from several nodes and no live node holds its ownership lease yet`,
+    );
+  }
+
+  /** the first round (before serving; bounded by the store's command timeout), then one every interval */
+  async start(): Promise<void> {
+    this.stopped = false;
+    await this.round();
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.stopped) return;
+    this.timer = setTimeout(() => {
+      this.running = this.round().finally(() => {
+        this.running = undefined;
+        this.schedule();
+      });
+    }, this.opts.settings.heartbeatIntervalMs);
+    this.timer.unref();
+  }
+
+  /** A clean stop: no more rounds, leases released, heartbeat deleted (the others see it gone at once). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.running;
+    try {
+      await this.ownership.releaseAll();
+      await this.membership.leave();
+    } catch (err) {
+      this.opts.logger.warn({ err: errorMessage(err) }, 'cluster: leaving the member index failed; the others see this node gone after its TTL');
+    }
+  }
+
+  /** One round; never throws. */
+  async round(): Promise<void> {
+    const first = this.rounds === 0;
+    this.rounds++;
+    try {
+      const records = await this.opts.registry.list();
+      const shared = new Set<string>();
+      const candidates = new Set<string>();
+      await Promise.all(
+        records.map(async (rec) => {
+          if (rec.source !== 'api' && rec.endpoint.type !== 'tcp') return;
+          shared.add(rec.name);
+          // an API-registered unix socket is claimed only by a node where that socket exists
+          if (rec.endpoint.type === 'unix' && !(await access(rec.endpoint.path).then(() => true, () => false))) return;
+          candidates.add(rec.name);
+        }),
+      );
+      this.shared = shared;
+      await this.ownership.round(candidates, (id) => this.directory.node(id)?.alive === true, first || this.rounds % RECHECK_EVERY === 0);
+      const summaries = new Map<string, VmEntrySummary>();
+      for (const rec of records) {
+        if (shared.has(rec.name) && !this.ownership.owns(rec.name)) continue;
+        summaries.set(rec.name, summarize(rec, this.opts.summaries));
+      }
+      const now = Date.now();
+      await this.membership.heartbeat({ url: this.selfUrl, version: this.opts.version, lastSeen: now }, summaries);
+      this.lastBeat = now;
+      this.served = new Set(summaries.keys());
+      await this.refresh();
+      if (this.staleSince !== undefined) this.opts.logger.info({ staleMs: Date.now() - this.staleSince }, 'cluster: Redis answers again; directory refreshed');
+      this.staleSince = undefined;
+      this.logConflicts();
+    } catch (err) {
+      if (this.staleSince === undefined) {
+        this.staleSince = Date.now();
+        this.opts.logger.warn({ err: errorMessage(err) }, 'cluster: heartbeat or directory read failed; serving from the last directory until Redis answers');
+      }
+    }
+  }
+
+  private async refresh(): Promise<void> {
+    const members = await this.membership.members();
+    const seen = new Set<string>();
+    await Promise.all(
+      members.map(async (m) => {
+        if (m.info.id === this.selfId) return;
+        seen.add(m.info.id);
+        const cached = this.directory.record(m.info.id);
+        const vms = !cached || cached.rev !== m.rev ? await this.membership.vmsOf(m.info.id) : undefined;
+        this.directory.upsert(m.info, m.rev, vms);
+        const was = this.aliveSeen.get(m.info.id);
+        if (was !== m.info.alive) {
+          this.aliveSeen.set(m.info.id, m.info.alive);
+          if (m.info.alive) this.opts.logger.info({ node: m.info.id, url: m.info.url }, was === undefined ? 'cluster: node found' : 'cluster: node is back');
+          else if (was !== undefined) this.opts.logger.warn({ node: m.info.id, lastSeen: new Date(m.info.lastSeen).toISOString() }, 'cluster: node stopped heartbeating; its VMs answer 503 NODE_UNAVAILABLE');
+        }
+      }),
+    );
+    for (const id of this.directory.ids()) {
+      if (!seen.has(id)) {
+        this.directory.remove(id);
+        this.aliveSeen.delete(id);
+      }
+    }
+  }
+
+  private logConflicts(): void {
+    const now = new Map<string, string>();
+    for (const vm of this.served) {
+      const others = this.directory.liveClaimers(vm);
+      if (others.length > 0) now.set(vm, others.join(','));
+    }
+    for (const [vm, nodes] of now) {
+      if (this.conflicts.get(vm) !== nodes) this.opts.logger.warn({ vm, nodes: [this.selfId, ...nodes.split(',')] }, 'cluster: VM name served by several nodes (conflict); each serves its own');
+    }
+    for (const vm of this.conflicts.keys()) if (!now.has(vm)) this.opts.logger.info({ vm }, 'cluster: VM name conflict resolved');
+    this.conflicts.clear();
+    for (const [vm, nodes] of now) this.conflicts.set(vm, nodes);
+  }
+
+  private registerMetrics(registry: MetricsRegistry): void {
+    const self = this;
+    registry.registerMetric(
+      new Gauge({
+        name: 'qga_cluster_vm_conflicts',
+        help: 'VMs served by this node whose name another live node also serves',
+        registers: [],
+        collect() {
+          this.set(self.conflicts.size);
+        },
+      }),
+    );
+    registry.registerMetric(
+      new Gauge({
+        name: 'qga_cluster_nodes',
+        help: 'Cluster nodes in the member index, by state (alive: heartbeating; gone: stopped within the last 24 h)',
+        labelNames: ['state'],
+        registers: [],
+        collect() {
+          const all = self.nodes();
+          this.set({ state: 'alive' }, all.filter((n) => n.alive).length);
+          this.set({ state: 'gone' }, all.filter((n) => !n.alive).length);
+        },
+      }),
+    );
+    registry.registerMetric(
+      new Gauge({
+        name: 'qga_cluster_directory_stale',
+        help: '1 while the cluster directory could not be refreshed from Redis (the last one is served)',
+        registers: [],
+        collect() {
+          this.set(self.staleSince === undefined ? 0 : 1);
+        },
+      }),
+    );
+    registry.registerMetric(
+      new Gauge({
+        name: 'qga_cluster_owned_vms',
+        help: 'VMs reachable from several nodes whose ownership lease this node holds',
+        registers: [],
+        collect() {
+          this.set(self.ownership.ownedCount);
+        },
+      }),
+    );
+  }
+}
