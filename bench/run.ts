@@ -123,6 +123,8 @@ async function main(): Promise<void> {
   await section('channel', () => channelBench());
   await section('files', () => filesBench());
   await section('big-reply', () => bigReply());
+  // issue 17 (bench/cluster.ts): in the full and --quick runs; alone: npx tsx bench/cluster.ts [--quick]
+  if (only.length === 0) await section('cluster', async () => (await import('./cluster.js')).clusterSectionFor({ smoke, quick, rounds, ms }));
   await rm(work, { recursive: true, force: true });
   await removeBuild();
 

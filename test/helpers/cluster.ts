@@ -9,6 +9,7 @@
  * port; readiness is polled on /readyz, never slept for.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -46,8 +47,10 @@ export interface ClusterOptions {
   heartbeatIntervalMs?: number;
   /** more config, merged per top-level section over the defaults (e.g. freeze, log) */
   config?: Record<string, unknown>;
-  /** keep the log level low for benchmarks */
+  /** log.level of every node (default info) */
   logLevel?: string;
+  /** write each node's output to <dir>/<id>.log instead of piping it here (benchmarks: the piping would cost this process CPU) */
+  logToFiles?: boolean;
 }
 
 export interface ClusterNode {
@@ -146,7 +149,7 @@ export async function startCluster(opts: ClusterOptions): Promise<TestCluster> {
       );
       const configFile = path.join(dir, `${spec.id}.yaml`);
       await writeFile(configFile, stringify(config));
-      nodes.push(makeNode(spec.id, url, port, configFile, path.join(dir, `${spec.id}.state`), bundle, sim, vm));
+      nodes.push(makeNode(spec.id, url, port, configFile, path.join(dir, `${spec.id}.state`), bundle, sim, vm, opts.logToFiles ? path.join(dir, `${spec.id}.log`) : undefined));
     }
     await Promise.all(nodes.map((n) => n.start()));
   } catch (e) {
@@ -170,10 +173,21 @@ export async function startCluster(opts: ClusterOptions): Promise<TestCluster> {
   };
 }
 
-function makeNode(id: string, url: string, port: number, configFile: string, stateDir: string, bundle: CliBundle, sim: Simulator, vm: Record<string, SimAgent>): ClusterNode {
+function makeNode(
+  id: string,
+  url: string,
+  port: number,
+  configFile: string,
+  stateDir: string,
+  bundle: CliBundle,
+  sim: Simulator,
+  vm: Record<string, SimAgent>,
+  logFile: string | undefined,
+): ClusterNode {
   let child: ChildProcess | undefined;
   let out = '';
   let startMs = Number.NaN;
+  const readLog = (): string => (logFile ? readFileSync(logFile, 'utf8') : out);
   const running = (): boolean => child !== undefined && child.exitCode === null && child.signalCode === null;
   const exited = (c: ChildProcess): Promise<void> =>
     c.exitCode !== null || c.signalCode !== null ? Promise.resolve() : new Promise((r) => c.once('exit', () => r()));
@@ -193,7 +207,7 @@ function makeNode(id: string, url: string, port: number, configFile: string, sta
     get startMs() {
       return startMs;
     },
-    log: () => out,
+    log: readLog,
     async kill() {
       const c = child;
       if (!c) return;
@@ -206,11 +220,13 @@ function makeNode(id: string, url: string, port: number, configFile: string, sta
     async start() {
       if (running()) throw new Error(`node ${id} is already running`);
       const t0 = performance.now();
+      const fd = logFile ? openSync(logFile, 'a') : undefined;
       const c = spawn(process.execPath, [bundle.cli, 'serve', '--config', configFile], {
         cwd: ROOT,
-        stdio: ['ignore', 'pipe', 'pipe'],
+        stdio: fd === undefined ? ['ignore', 'pipe', 'pipe'] : ['ignore', fd, fd],
         env: { ...process.env, QGA_GATEWAY_CONFIG: '', HOST: '', PORT: '', REDIS_URL: '', QGA_STORE: '', LOG_LEVEL: '', QGA_GATEWAY_STATE_DIR: stateDir, STATE_DIRECTORY: '', NODE_ENV: 'production' },
       });
+      if (fd !== undefined) closeSync(fd);
       child = c;
       live.add(c);
       c.once('exit', () => live.delete(c));
@@ -218,11 +234,11 @@ function makeNode(id: string, url: string, port: number, configFile: string, sta
         out += d.toString();
         if (out.length > LOG_CAP) out = out.slice(out.length - LOG_CAP / 2);
       };
-      c.stdout.on('data', keep);
-      c.stderr.on('data', keep);
+      c.stdout?.on('data', keep);
+      c.stderr?.on('data', keep);
       const deadline = Date.now() + READY_TIMEOUT_MS;
       for (;;) {
-        if (!running()) throw new Error(`node ${id} exited during start-up (${c.exitCode ?? c.signalCode}):\n${out.slice(-4000)}`);
+        if (!running()) throw new Error(`node ${id} exited during start-up (${c.exitCode ?? c.signalCode}):\n${readLog().slice(-4000)}`);
         const ok = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(1_000) }).then(
           (r) => r.status === 200,
           () => false,
@@ -230,7 +246,7 @@ function makeNode(id: string, url: string, port: number, configFile: string, sta
         if (ok) break;
         if (Date.now() > deadline) {
           c.kill('SIGKILL');
-          throw new Error(`node ${id} not ready within ${READY_TIMEOUT_MS} ms:\n${out.slice(-4000)}`);
+          throw new Error(`node ${id} not ready within ${READY_TIMEOUT_MS} ms:\n${readLog().slice(-4000)}`);
         }
         await new Promise((r) => setTimeout(r, 25));
       }
