@@ -24,7 +24,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { GatewayError, errors, isGatewayError } from '../errors.js';
 import { errorMessage, isRecord } from '../util/unknown.js';
 import { IDEMPOTENCY_RETENTION_MS, canonicalKeys } from './memory.js';
-import { connectRedis, onNodeReady, type RedisClient, type RedisTarget } from './redis-connect.js';
+import { connectRedis, lastRedisError, onNodeReady, type RedisClient, type RedisTarget } from './redis-connect.js';
 import * as S from './redis-scripts.js';
 import type { AcquireRequest, AcquireResult, EndedBy, EndedLease, FenceCheck, Lease, LeaseStore, RenewResult, SessionData, StoreHealth, VmRegistration } from './types.js';
 import { ENDED_RETENTION_MS, isEndedBy, isVmRegistration } from './types.js';
@@ -123,7 +123,7 @@ export class RedisStore implements LeaseStore {
     await new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => {
         this.redis.off('ready', onReady);
-        reject(errors.storeUnavailable(`Redis not ready within ${timeoutMs} ms`));
+        reject(errors.storeUnavailable(`Redis not ready within ${timeoutMs} ms${connectionWhy(lastRedisError(this.redis))}`));
       }, timeoutMs);
       const onReady = () => {
         clearTimeout(t);
@@ -394,7 +394,7 @@ export class RedisStore implements LeaseStore {
     try {
       return await fn();
     } catch (e) {
-      throw toGatewayError(e);
+      throw toGatewayError(e, lastRedisError(this.redis));
     }
   }
 
@@ -437,7 +437,12 @@ function errorPrefix(e: unknown): string {
   return e instanceof Error && e.name === 'ReplyError' ? e.message : '';
 }
 
-function toGatewayError(e: unknown): GatewayError {
+/** why the connection is down, as the server or the socket said it (WRONGPASS, a certificate error…) */
+function connectionWhy(lastError: string | undefined, msg?: string): string {
+  return lastError && lastError !== msg ? ` (last connection error: ${lastError})` : '';
+}
+
+function toGatewayError(e: unknown, lastConnectionError?: string): GatewayError {
   if (e instanceof GatewayError) return e;
   const msg = e instanceof Error ? e.message : String(e);
   const prefix = errorPrefix(e);
@@ -445,5 +450,5 @@ function toGatewayError(e: unknown): GatewayError {
   if (prefix && !UNAVAILABLE_PREFIXES.some((p) => prefix.startsWith(p))) {
     return errors.internal(`Redis refused a store command: ${msg}`, { cause: e });
   }
-  return errors.storeUnavailable(`lease store (Redis) unavailable: ${msg}`, { cause: e });
+  return errors.storeUnavailable(`lease store (Redis) unavailable: ${msg}${connectionWhy(lastConnectionError, msg)}`, { cause: e });
 }
