@@ -7,17 +7,18 @@
  *
  *   npx tsx bench/quick-http.ts [--prof]
  *   BENCH_C=1 npx tsx bench/quick-http.ts      the served pings at 1 connection on one VM instead of 64 over all
+ *   npx tsx bench/quick-http.ts --perf     perf record of the gateway (round 1); PERF_G=1: with call graphs, inclusive (children) figures
  *   npx tsx bench/quick-http.ts --strace   system calls per served ping (strace -c -f on the gateway, round 1; slows it)
  *   npx tsx bench/quick-http.ts --ab REV   each round also runs the gateway built from git
  *                                          revision REV's src/ (A) beside the working tree's (B)
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { copyFile, mkdir, readFile, rm, symlink } from 'node:fs/promises';
+import { copyFile, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { build } from 'esbuild';
 import { auth, cannon, startGateway, startHello, TOKENS, type CannonResult, type Measured } from './lib/procs.js';
 import { REPO, startSimChild } from './lib/sim-child.js';
 import { gatewayEntry } from './lib/build.js';
+import { buildRevision } from './lib/revision.js';
 import { median } from './lib/stats.js';
 
 const ms = Number(process.env.BENCH_MS ?? 3000);
@@ -30,20 +31,6 @@ const perfOn = process.argv.includes('--perf');
 const abAt = process.argv.indexOf('--ab');
 const abRev = abAt > 0 ? process.argv[abAt + 1] : undefined;
 
-/** src/ of a git revision, transpiled as bench/lib/build.ts does, into .tmp/quick-ab-<pid>/ */
-async function buildRevision(rev: string): Promise<string[]> {
-  const root = path.join(REPO, '.tmp', `quick-ab-${process.pid}`);
-  await rm(root, { recursive: true, force: true });
-  const srcDir = path.join(root, 'tree');
-  await mkdir(srcDir, { recursive: true });
-  execFileSync('sh', ['-c', `git archive ${rev} src | tar -x -C ${JSON.stringify(srcDir)}`], { cwd: REPO });
-  const files = execFileSync('find', [path.join(srcDir, 'src'), '-name', '*.ts', '!', '-name', '*.d.ts'], { encoding: 'utf8' }).trim().split('\n');
-  const out = path.join(root, 'out');
-  await build({ entryPoints: files, outbase: srcDir, outdir: out, format: 'esm', platform: 'node', target: 'node20', bundle: false, logLevel: 'error' });
-  await symlink(path.join(REPO, 'package.json'), path.join(out, 'package.json'));
-  process.once('exit', () => execFileSync('rm', ['-rf', root]));
-  return [path.join(out, 'src/server.js')];
-}
 const responses = (m: Measured<CannonResult>): number => Object.values(m.result.status).reduce((a, b) => a + b, 0);
 const cpuPer = (m: Measured<CannonResult>): number => (m.cpu[0] * 1e6) / Math.max(1, responses(m));
 
@@ -103,14 +90,17 @@ async function measureGateway(vms: Array<{ name: string; endpoint: import('../sr
   const gw = await startGateway({ vms, cpuProf: withProf, ...(entry ? { entry } : {}) });
   try {
     await cannon({ base: gw.base, paths, connections: 64, durationMs: 1000, headers }, []);
-    const perfRec = withStrace && perfOn ? spawn('perf', ['record', '-F', '1999', '-p', String(gw.pid), '-o', '/tmp/qga-gw.perf'], { stdio: 'ignore' }) : undefined;
+    const perfRec = withStrace && perfOn ? spawn('perf', ['record', '-F', '1999', ...(process.env.PERF_G ? ['-g'] : []), '-p', String(gw.pid), '-o', '/tmp/qga-gw.perf'], { stdio: 'ignore' }) : undefined;
     const tracer = withStrace && !perfOn ? spawn('strace', ['-c', '-f', '-p', String(gw.pid), '-o', '/tmp/qga-gw.strace'], { stdio: 'ignore' }) : undefined;
     if (tracer || perfRec) await new Promise((r) => setTimeout(r, 500));
     const g = await cannon({ base: gw.base, paths: servedConnections === 1 ? [paths[0]] : paths, connections: servedConnections, durationMs: ms, headers }, [gw.pid]);
     if (perfRec) {
       perfRec.kill('SIGINT');
       await new Promise((r) => perfRec.once('exit', r));
-      console.log(execFileSync('sh', ['-c', 'perf report -i /tmp/qga-gw.perf --stdio --no-children --sort dso,sym 2>/dev/null | grep -v "^#" | grep -v "^$" | head -70'], { encoding: 'utf8' }));
+      const report = process.env.PERF_G
+        ? 'perf report -i /tmp/qga-gw.perf --stdio --children --sort sym -g none --percent-limit 0.8 2>/dev/null | grep -v "^#" | grep -v "^$" | head -150'
+        : 'perf report -i /tmp/qga-gw.perf --stdio --no-children --sort dso,sym 2>/dev/null | grep -v "^#" | grep -v "^$" | head -70';
+      console.log(execFileSync('sh', ['-c', report], { encoding: 'utf8', maxBuffer: 1 << 26 }));
       console.log(execFileSync('sh', ['-c', 'perf report -i /tmp/qga-gw.perf --stdio --no-children --sort dso 2>/dev/null | grep -v "^#" | grep -v "^$" | head -15'], { encoding: 'utf8' }));
     }
     if (tracer) {

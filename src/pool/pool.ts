@@ -53,6 +53,12 @@ export class AgentPool extends ChannelEvents {
   private readonly channels = new Map<string, Channel>();
   /** channels closed but still draining, until their close() settles */
   private readonly retiring = new Map<Channel, Promise<void>>();
+  /**
+   * Every channel admitted to open a socket (admit() said yes), current or retiring: a superset of
+   * those holding one, pruned as admit() walks it. admit() counts and picks its victim here
+   * instead of walking every channel the pool knows (thousands of socketless ones under churn).
+   */
+  private readonly admitted = new Set<Channel>();
   private sweepTimer: NodeJS.Timeout | undefined;
   private closed = false;
 
@@ -187,6 +193,7 @@ export class AgentPool extends ChannelEvents {
     this.stopSweep();
     for (const ch of [...this.channels.values(), ...this.retiring.keys()]) ch.destroy(err);
     this.channels.clear();
+    this.admitted.clear();
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -199,21 +206,28 @@ export class AgentPool extends ChannelEvents {
    */
   private admit(incoming: Channel, urgent = false): GatewayError | undefined {
     let open = 0;
-    for (const ch of this.channels.values()) if (ch !== incoming && ch.holdsSocket) open++;
-    for (const ch of this.retiring.keys()) if (ch !== incoming && ch.holdsSocket) open++;
-    if (open < this.maxOpen) return undefined;
     let victim: Channel | undefined;
-    for (const ch of this.channels.values()) {
-      if (ch === incoming || !ch.holdsSocket || ch.busy) continue;
+    for (const ch of this.admitted) {
+      if (ch === incoming) continue;
+      if (!ch.holdsSocket) {
+        // let go of its socket since: admitted again (and added back) before it opens another
+        this.admitted.delete(ch);
+        continue;
+      }
+      open++;
+      // the victim is a current channel with nothing to do (a retiring one is closing already)
+      if (ch.busy || this.channels.get(ch.vm) !== ch) continue;
       if (!victim || ch.lastUsedAt < victim.lastUsedAt) victim = ch;
     }
+    if (open < this.maxOpen) return this.admitted.add(incoming), undefined;
     if (victim?.release()) {
+      this.admitted.delete(victim);
       this.opts.logger?.debug({ vm: victim.vm, for: incoming.vm }, 'released least recently used agent connection');
-      return undefined;
+      return this.admitted.add(incoming), undefined;
     }
     if (urgent) {
       this.opts.logger?.warn({ vm: incoming.vm, maxOpen: this.maxOpen }, 'all agent connections busy: opening one more for a freeze or thaw');
-      return undefined;
+      return this.admitted.add(incoming), undefined;
     }
     return errors.queueFull(incoming.vm, `all ${this.maxOpen} agent connections are busy`);
   }

@@ -1,0 +1,67 @@
+/**
+ * A quick look at churn (not part of `npm run bench`): random pings over BENCH_VMS (default 2000)
+ * simulated VMs at 64 connections through a gateway with agent.maxOpen 100, BENCH_MS (default 3000)
+ * per round, BENCH_ROUNDS (default 2); prints ok/s and the gateway's CPU µs per ok answer.
+ * --perf: perf record -g of the gateway in round 1, inclusive (children) figures by symbol.
+ * --ab REV: each round also runs the gateway built from git revision REV's src/ (as quick-http.ts).
+ *
+ *   npx tsx bench/quick-churn.ts [--perf] [--ab REV]
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { auth, cannon, startGateway, TOKENS } from './lib/procs.js';
+import { startSimChild } from './lib/sim-child.js';
+import { gatewayEntry } from './lib/build.js';
+import { buildRevision } from './lib/revision.js';
+
+const ms = Number(process.env.BENCH_MS ?? 3000);
+const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
+const count = Number(process.env.BENCH_VMS ?? 2000);
+const perfOn = process.argv.includes('--perf');
+const abAt = process.argv.indexOf('--ab');
+const abRev = abAt > 0 ? process.argv[abAt + 1] : undefined;
+
+async function main(): Promise<void> {
+  const baseEntry = abRev ? await buildRevision(abRev) : undefined;
+  const sim = await startSimChild(count);
+  const pathsFile = path.join(os.tmpdir(), `quick-churn-${process.pid}.txt`);
+  await writeFile(pathsFile, sim.vms.map((v) => `/v1/vms/${v.name}/ping`).join('\n'));
+  const H = auth(TOKENS.load);
+  const res = new Map<string, number[]>();
+  try {
+    for (let r = 0; r < rounds; r++) {
+      const variants: Array<[string, string[] | undefined]> = baseEntry ? [[`A ${abRev}`, baseEntry], ['B working tree', undefined]] : [['gateway', undefined]];
+      if (r % 2 === 1) variants.reverse();
+      for (const [name, entry] of variants) {
+        const e = entry ?? (await gatewayEntry()).entry;
+        const gw = await startGateway({ vms: sim.vms, agent: { maxOpen: 100 }, entry: perfOn ? ['--perf-basic-prof', ...e] : e });
+        try {
+          const spec = { pathsFile, order: 'random' as const, connections: 64, headers: H, base: gw.base };
+          await cannon({ ...spec, durationMs: 1000 }, []);
+          const rec = perfOn && r === 0 ? spawn('perf', ['record', '-F', '1999', '-g', '-p', String(gw.pid), '-o', '/tmp/qga-churn.perf'], { stdio: 'ignore' }) : undefined;
+          if (rec) await new Promise((res) => setTimeout(res, 300));
+          const m = await cannon({ ...spec, durationMs: ms }, [gw.pid]);
+          if (rec) {
+            rec.kill('SIGINT');
+            await new Promise((res) => rec.once('exit', res));
+            console.log(execFileSync('sh', ['-c', 'perf report -i /tmp/qga-churn.perf --stdio --children --sort sym -g none --percent-limit 0.7 2>/dev/null | grep -v "^#" | grep -v "^$" | head -170'], { encoding: 'utf8', maxBuffer: 1 << 26 }));
+          }
+          const okps = (m.result.ok / m.wallMs) * 1000;
+          const cpu = (m.cpu[0] * 1e6) / Math.max(1, m.result.ok);
+          res.set(name, [...(res.get(name) ?? []), cpu]);
+          console.log(`round ${r + 1} ${name}: ${okps.toFixed(0)} ok/s, ${cpu.toFixed(0)} µs CPU per ok, statuses ${JSON.stringify(m.result.status)}`);
+        } finally {
+          await gw.stop();
+        }
+      }
+    }
+    for (const [name, v] of res) console.log(`${name}: CPU µs per ok ${v.map((x) => x.toFixed(0)).join(', ')}`);
+  } finally {
+    await sim.stop();
+  }
+  process.exit(0);
+}
+
+void main();
