@@ -35,6 +35,8 @@ import type { TimeoutClass } from './qga/types.js';
 import { ReplyBudget } from './qga/reply-budget.js';
 import { VmRegistry } from './registry/registry.js';
 import { ClusterNode } from './cluster/service.js';
+import { loadHopSecret } from './cluster/hop.js';
+import { RoutingAgent, routingRegistry } from './cluster/remote-agent.js';
 import { API_VERSION } from './http/plugins/swagger.js';
 import { RedisStore, createStore } from './store/index.js';
 import { createAuditLog, type AuditLog } from './util/audit.js';
@@ -126,8 +128,12 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
   auditAgentCommands(pool, audit);
   const freeze = new FreezeService({
     store,
-    agent,
-    registry,
+    // cluster mode: each agent command of a freeze runs on the node that serves the VM (a group
+    // may span nodes; the deadline thaw may be claimed by any node's sweeper)
+    agent: config.cluster.enabled && config.cluster.secretFile
+      ? new RoutingAgent({ local: agent, cluster: () => cluster, secret: loadHopSecret(config.cluster.secretFile), defaultTimeoutMs: (c) => pool.defaultTimeoutMs(c) })
+      : agent,
+    registry: config.cluster.enabled ? routingRegistry(registry, () => cluster) : registry,
     // freeze and thaw run the guest's fsfreeze hooks: the catalog's `freeze` class, as configured
     settings: { ...config.freeze, freezeTimeoutMs: timeouts.freeze, thawTimeoutMs: timeouts.freeze },
     logger,

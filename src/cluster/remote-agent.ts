@@ -25,7 +25,7 @@
  */
 import { createHash } from 'node:crypto';
 import { ERRORS, errors, isGatewayError, type ErrorCode, type QgaErrorBody } from '../errors.js';
-import type { AgentFence, FreezeAgent, FreezeCallOptions } from '../freeze/types.js';
+import type { AgentFence, FreezeAgent, FreezeCallOptions, FreezeRegistry } from '../freeze/types.js';
 import type { JsonObject, JsonValue } from '../qga/types.js';
 import { currentActor } from '../util/audit.js';
 import type { NodeInfo, VmLocation } from './directory.js';
@@ -198,6 +198,25 @@ export class RoutingAgent implements FreezeAgent {
       { command, extra: { sent } },
     );
   }
+}
+
+/**
+ * The freeze service's registry in cluster mode: a VM another live node serves exists too (a freeze
+ * group may name it); one whose node is gone, or that several nodes claim, is 503
+ * NODE_UNAVAILABLE before anything is locked or frozen; the rest is this node's registry.
+ */
+export function routingRegistry(local: FreezeRegistry, cluster: () => Locator | undefined): FreezeRegistry {
+  return {
+    async require(vm: string): Promise<unknown> {
+      const at = cluster()?.locate(vm);
+      if (at?.kind === 'remote') return at.node;
+      if (at?.kind === 'gone') throw errors.nodeUnavailable(vm, at.node.id, `node ${at.node.id}, which serves VM ${vm}, stopped heartbeating; nothing was frozen`, { extra: { sent: false } });
+      if (at?.kind === 'conflict') {
+        throw errors.nodeUnavailable(vm, at.nodes.join(','), `VM ${vm} is claimed by several nodes (${at.nodes.join(', ')}); nothing was frozen`, { extra: { sent: false, nodes: at.nodes } });
+      }
+      return local.require(vm);
+    },
+  };
 }
 
 function withoutFence(opts: FreezeCallOptions): FreezeCallOptions {

@@ -1,0 +1,334 @@
+/**
+ * Freeze across the cluster (issue 17 item 4): in-process gateways in cluster mode on ONE real
+ * redis-server, each with its own simulated VMs (never the real qemu-ga), over real HTTP.
+ *  - a group with members on two nodes: frozen through A (each member's freeze runs on its own
+ *    node, which writes its audit records with A's principal and request id), listed, renewed and
+ *    thawed through B;
+ *  - a group's deadline thaw with members on two nodes;
+ *  - the serving node gone at the deadline: the thaw is not lost, it is retried when the node returns;
+ *  - a node that restarts reconciles the overdue leases at start (its VM thawed before any sweep);
+ *  - the internal endpoint: a forged or tampered call is 401, a fenced-out one 409, and nothing
+ *    reaches the agent;
+ *  - a single-VM freeze taken through A and thawed through B (forwarding, helper F's part).
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import type { FastifyInstance } from 'fastify';
+import pino from 'pino';
+import { buildApp } from '../../src/app.js';
+import { signHop } from '../../src/cluster/hop.js';
+import { agentCallPath, bodyDigest } from '../../src/cluster/remote-agent.js';
+import { groupKey } from '../../src/store/types.js';
+import type { SimAgent } from '../../sim/agent.js';
+import { Simulator } from '../../sim/simulator.js';
+import { testConfig } from '../helpers/app.js';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { freePort } from '../e2e/freeze-gateways.js';
+import { agentCommands, waitFor } from './freeze-fixture.js';
+
+const SECRET = `cluster-freeze-test-secret-${'x'.repeat(24)}`;
+const TOKENS = { backup: 'backup-token-0123456789abcdef', ops: 'ops-token-0123456789abcdef01' };
+const auth = (t: string, more: Record<string, string> = {}): Record<string, string> => ({ authorization: `Bearer ${t}`, ...more });
+
+interface TestNode {
+  id: string;
+  url: string;
+  vm: Record<string, SimAgent>;
+  app?: FastifyInstance;
+  /** the audit records this node wrote (pino lines with audit: true) */
+  audit: Array<Record<string, unknown>>;
+  start(freeze?: Record<string, unknown>): Promise<void>;
+  /** graceful close; with handoverOnShutdown its leases stay in Redis (a node that went away) */
+  stop(): Promise<void>;
+}
+
+let redis: TestRedis | undefined;
+let dir: string | undefined;
+const sims: Simulator[] = [];
+const nodes: TestNode[] = [];
+
+afterEach(async () => {
+  for (const n of nodes.splice(0)) await n.stop();
+  for (const s of sims.splice(0)) await s.close();
+  await redis?.stop();
+  redis = undefined;
+  if (dir) await rm(dir, { recursive: true, force: true });
+  dir = undefined;
+});
+
+async function cluster(spec: Record<string, string[]>, freeze: Record<string, unknown> = {}): Promise<TestNode[]> {
+  redis = await startRedis();
+  dir = await mkdtemp(path.join(os.tmpdir(), 'qga-cfreeze-'));
+  const secretFile = path.join(dir, 'secret');
+  await writeFile(secretFile, SECRET, { mode: 0o600 });
+  const prefix = `cf${randomUUID().slice(0, 6)}:`;
+  const out: TestNode[] = [];
+  for (const [id, names] of Object.entries(spec)) {
+    const simDir = path.join(dir, `sim-${id}`);
+    await mkdir(simDir);
+    const sim = new Simulator({ dir: simDir });
+    sims.push(sim);
+    const vm: Record<string, SimAgent> = {};
+    for (const name of names) vm[name] = await sim.addVm({ name });
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}`;
+    const r = redis;
+    const node: TestNode = {
+      id,
+      url,
+      vm,
+      audit: [],
+      async start(more = {}) {
+        const config = testConfig({
+          vms: names.map((name) => ({ name, endpoint: vm[name].endpoint })),
+          logLevel: 'info',
+          config: {
+            server: { host: '127.0.0.1', port },
+            auth: {
+              tokens: [
+                { name: 'backup', token: TOKENS.backup, scopes: ['read', 'write'] },
+                { name: 'ops', token: TOKENS.ops, scopes: ['read', 'write', 'admin'] },
+              ],
+            },
+            store: { type: 'redis', redisUrl: r.url, keyPrefix: prefix, commandTimeoutMs: 1_000 },
+            cluster: { enabled: true, id, advertiseUrl: url, secretFile, heartbeatTtlMs: 1_000, heartbeatIntervalMs: 150 },
+            freeze: { sweepIntervalMs: 250, handoverOnShutdown: true, ...freeze, ...more },
+          },
+        });
+        const sink = new Writable({
+          write: (chunk: Buffer, _enc, cb) => {
+            for (const line of chunk.toString().split('\n')) {
+              if (!line.includes('"audit":true')) continue;
+              try {
+                node.audit.push(JSON.parse(line) as Record<string, unknown>);
+              } catch {
+                // a partial line: not an audit record we look at
+              }
+            }
+            cb();
+          },
+        });
+        const app = await buildApp({ config, logger: pino({ level: 'info' }, sink), env: {} });
+        await app.listen({ host: '127.0.0.1', port });
+        node.app = app;
+      },
+      async stop() {
+        const app = node.app;
+        node.app = undefined;
+        await app?.close();
+      },
+    };
+    out.push(node);
+  }
+  nodes.push(...out);
+  await Promise.all(out.map((n) => n.start()));
+  // every node sees every other node's VMs
+  await waitFor(() => out.every((n) => out.every((m) => m === n || Object.keys(m.vm).every((v) => n.app?.services.cluster?.locate(v).kind === 'remote'))), 5_000, 'directory filled');
+  return out;
+}
+
+async function call(node: TestNode, method: string, url: string, headers: Record<string, string>, body?: unknown): Promise<{ status: number; body: Record<string, unknown> }> {
+  const res = await fetch(`${node.url}${url}`, {
+    method,
+    headers: { ...headers, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+  });
+  const text = await res.text();
+  return { status: res.status, body: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
+}
+
+function commandRecords(n: TestNode, vm: string, command: string): Array<Record<string, unknown>> {
+  return n.audit.filter((a) => a.action === 'agent-command' && a.vm === vm && a.command === command);
+}
+
+describe('freeze groups spanning nodes', () => {
+  it('frozen through A (each freeze on its own node, audited there), listed, renewed and thawed through B', async () => {
+    const [a, b] = await cluster({ A: ['a1'], B: ['b1'] });
+    const created = await call(a, 'POST', '/v1/freeze-groups', auth(TOKENS.backup, { 'x-request-id': 'req-group-1' }), { vms: ['a1', 'b1'], ttlSeconds: 30 });
+    expect(created.status).toBe(201);
+    expect(a.vm.a1.state.frozen).toBe(true);
+    expect(b.vm.b1.state.frozen).toBe(true);
+    const id = String(created.body.id);
+    const leaseId = String(created.body.leaseId);
+    expect(created.body.vms).toEqual([
+      { vm: 'a1', frozen: expect.any(Number) },
+      { vm: 'b1', frozen: expect.any(Number) },
+    ]);
+    // the node that sent each freeze wrote its start and end records, with A's principal and request id
+    for (const [n, vm] of [[a, 'a1'], [b, 'b1']] as const) {
+      const recs = commandRecords(n, vm, 'guest-fsfreeze-freeze');
+      expect(recs.map((r) => r.phase)).toEqual(['start', 'end']);
+      expect(recs.every((r) => r.by === 'backup' && r.requestId === 'req-group-1')).toBe(true);
+    }
+    expect(commandRecords(a, 'b1', 'guest-fsfreeze-freeze')).toEqual([]);
+
+    const listed = await call(b, 'GET', '/v1/freeze-groups', auth(TOKENS.backup));
+    expect(listed.status).toBe(200);
+    expect((listed.body.groups as Array<{ id: string; vms: string[] }>).map((g) => [g.id, g.vms])).toEqual([[id, ['a1', 'b1']]]);
+    const status = await call(a, 'GET', `/v1/freeze-groups/${id}`, auth(TOKENS.backup));
+    expect(status.status).toBe(200);
+    expect(status.body.vms).toEqual([
+      { vm: 'a1', status: 'frozen' },
+      { vm: 'b1', status: 'frozen' },
+    ]);
+    const renewed = await call(b, 'POST', `/v1/freeze-groups/${id}/renew`, auth(TOKENS.backup), { leaseId, ttlSeconds: 40 });
+    expect(renewed.status).toBe(200);
+
+    const thawed = await call(b, 'DELETE', `/v1/freeze-groups/${id}?leaseId=${leaseId}`, auth(TOKENS.backup, { 'x-request-id': 'req-thaw-1' }));
+    expect(thawed.status).toBe(200);
+    expect(thawed.body.consistent).toBe(true);
+    expect(a.vm.a1.state.frozen).toBe(false);
+    expect(b.vm.b1.state.frozen).toBe(false);
+    // a1's thaw, orchestrated on B, ran on A and was audited there with B's request
+    const thawRecs = commandRecords(a, 'a1', 'guest-fsfreeze-thaw');
+    expect(thawRecs.map((r) => [r.phase, r.by, r.requestId])).toEqual([
+      ['start', 'backup', 'req-thaw-1'],
+      ['end', 'backup', 'req-thaw-1'],
+    ]);
+    expect(await a.app!.services.store.getSession(groupKey(id))).toBeUndefined();
+  });
+
+  it("the group's deadline thaws the members on both nodes, each on its own node", async () => {
+    const [a, b] = await cluster({ A: ['a1'], B: ['b1'] });
+    const created = await call(a, 'POST', '/v1/freeze-groups', auth(TOKENS.backup), { vms: ['a1', 'b1'], ttlSeconds: 1 });
+    expect(created.status).toBe(201);
+    const expiresAt = Date.parse(String(created.body.expiresAt));
+    await waitFor(() => !a.vm.a1.state.frozen && !b.vm.b1.state.frozen, 5_000, 'deadline thaw of both members');
+    const late = Date.now() - expiresAt;
+    expect(late).toBeGreaterThanOrEqual(0);
+    expect(late).toBeLessThanOrEqual(2_000);
+    await waitFor(async () => (await a.app!.services.store.getSession(groupKey(String(created.body.id)))) === undefined, 3_000, 'lease released');
+    // b1's thaw was sent by B, as the gateway's own action
+    const recs = commandRecords(b, 'b1', 'guest-fsfreeze-thaw');
+    expect(recs.map((r) => [r.phase, r.by])).toEqual([
+      ['start', 'gateway'],
+      ['end', 'gateway'],
+    ]);
+  });
+});
+
+describe('the serving node away at the deadline', () => {
+  it('the thaw is not released as done: it is retried, and sent when the node returns', async () => {
+    const [a, b] = await cluster({ A: ['a1'], B: ['b1'] });
+    const created = await call(a, 'POST', '/v1/freeze-groups', auth(TOKENS.backup), { vms: ['a1', 'b1'], ttlSeconds: 1 });
+    expect(created.status).toBe(201);
+    const session = groupKey(String(created.body.id));
+    await b.stop(); // the simulator (the VM) stays, frozen
+    await waitFor(() => a.app!.services.cluster?.locate('b1').kind === 'gone', 3_000, 'B seen gone');
+    await waitFor(() => !a.vm.a1.state.frozen, 3_000, 'a1 thawed at the deadline');
+    // several sweeps and retries later: b1 still frozen, and the lease (its claim) is kept
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect(b.vm.b1.state.frozen).toBe(true);
+    expect((await a.app!.services.store.getSession(session))?.leaseId).toBe(created.body.leaseId);
+    const back = Date.now();
+    await b.start({ sweepIntervalMs: 60_000 });
+    await waitFor(() => !b.vm.b1.state.frozen, 8_000, 'b1 thawed once B is back');
+    process.stdout.write(`[cluster-freeze] b1 thawed ${Date.now() - back} ms after B came back\n`);
+    await waitFor(async () => (await a.app!.services.store.getSession(session)) === undefined, 3_000, 'lease released');
+  });
+
+  it('a node restarting after the deadline reconciles at start: its VM is thawed before any sweep; the other member when its node returns', async () => {
+    const [a, b] = await cluster({ A: ['a1'], B: ['b1'] }, { sweepIntervalMs: 60_000 });
+    const created = await call(a, 'POST', '/v1/freeze-groups', auth(TOKENS.backup), { vms: ['a1', 'b1'], ttlSeconds: 1 });
+    expect(created.status).toBe(201);
+    const session = groupKey(String(created.body.id));
+    // both nodes go away (handover: the lease stays in Redis, nobody watches it)
+    await a.stop();
+    await b.stop();
+    await new Promise((r) => setTimeout(r, 1_300));
+    expect(a.vm.a1.state.frozen).toBe(true);
+    expect(b.vm.b1.state.frozen).toBe(true);
+    const t0 = Date.now();
+    await b.start(); // sweep interval 60 s: only the start-up reconciliation can thaw now
+    await waitFor(() => !b.vm.b1.state.frozen, 3_000, 'b1 thawed by reconciliation');
+    process.stdout.write(`[cluster-freeze] b1 reconciled ${Date.now() - t0} ms after B's start\n`);
+    expect(a.vm.a1.state.frozen).toBe(true); // its node is away: not dropped, retried
+    expect((await b.app!.services.store.getSession(session))?.leaseId).toBe(created.body.leaseId);
+    await a.start();
+    await waitFor(() => !a.vm.a1.state.frozen, 8_000, 'a1 thawed once A is back');
+    await waitFor(async () => (await b.app!.services.store.getSession(session)) === undefined, 3_000, 'lease released');
+  });
+});
+
+describe('the internal endpoint', () => {
+  const signed = (vm: string, body: unknown, secret = SECRET, tamper?: (s: string) => string): { url: string; headers: Record<string, string>; text: string } => {
+    const text = JSON.stringify(body);
+    const url = `${agentCallPath(vm)}?digest=${bodyDigest(text)}`;
+    return {
+      url,
+      text: tamper ? tamper(text) : text,
+      headers: { ...signHop(secret, { method: 'POST', url, entryNode: 'A', principal: { name: 'backup', scopes: ['write'] } }), 'content-type': 'application/json' },
+    };
+  };
+  const post = async (n: TestNode, s: { url: string; headers: Record<string, string>; text: string }): Promise<{ status: number; body: Record<string, unknown> }> => {
+    const res = await fetch(`${n.url}${s.url}`, { method: 'POST', headers: s.headers, body: s.text });
+    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+  };
+
+  it('a forged or tampered call is 401, a fenced-out one 409, another command 403; nothing reaches the agent', async () => {
+    const [a, b] = await cluster({ A: ['a1'], B: ['b1'] });
+    const since = Date.now();
+    const freeze = { command: 'guest-fsfreeze-freeze', timeoutMs: 5_000, priority: 'freeze', by: 'backup' };
+    // signed with another secret
+    const forged = await post(b, signed('b1', { ...freeze, fence: { forced: true } }, `another-secret-${'y'.repeat(32)}`));
+    expect([forged.status, forged.body.code]).toEqual([401, 'UNAUTHENTICATED']);
+    // no signature at all
+    const bare = await fetch(`${b.url}${agentCallPath('b1')}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(freeze) });
+    expect(bare.status).toBe(401);
+    // a valid signature, but the body is not the one signed (its digest is in the signed URL)
+    const tampered = await post(b, signed('b1', { ...freeze, command: 'guest-fsfreeze-status' }, SECRET, (t) => t.replace('guest-fsfreeze-status', 'guest-fsfreeze-freeze')));
+    expect([tampered.status, tampered.body.code]).toEqual([401, 'UNAUTHENTICATED']);
+
+    // a lease that holds the VM now, taken through A…
+    const created = await call(a, 'POST', '/v1/freeze-groups', auth(TOKENS.backup), { vms: ['b1'], ttlSeconds: 30 });
+    expect(created.status).toBe(201);
+    const live = await a.app!.services.store.getSession(groupKey(String(created.body.id)));
+    expect(live).toBeDefined();
+    const freezesBefore = agentCommands(b.vm.b1, since).filter((c) => c.startsWith('guest-fsfreeze-freeze')).length;
+    expect(freezesBefore).toBe(1);
+    // …and a stale orchestrator's freeze under a lease it no longer holds
+    const stale = await post(b, signed('b1', { ...freeze, fence: { session: 'group:stale', leaseId: randomUUID(), epoch: live!.epoch } }));
+    expect([stale.status, stale.body.code, stale.body.reason]).toEqual([409, 'LEASE_CONFLICT', 'fenced']);
+    // a freeze without a fence, or forced, is refused the same way
+    const unfenced = await post(b, signed('b1', freeze));
+    expect([unfenced.status, unfenced.body.code]).toEqual([409, 'LEASE_CONFLICT']);
+    const forcedFreeze = await post(b, signed('b1', { ...freeze, fence: { forced: true } }));
+    expect([forcedFreeze.status, forcedFreeze.body.code]).toEqual([409, 'LEASE_CONFLICT']);
+    // a thaw under a lease that does not hold the VM: refused too (it would undo another's freeze)
+    const staleThaw = await post(b, signed('b1', { command: 'guest-fsfreeze-thaw', timeoutMs: 5_000, by: 'backup', fence: { session: 'vm:b1', leaseId: randomUUID(), epoch: live!.epoch } }));
+    expect([staleThaw.status, staleThaw.body.code]).toEqual([409, 'LEASE_CONFLICT']);
+    // anything outside the freeze family
+    const exec = await post(b, signed('b1', { command: 'guest-exec', args: { path: '/bin/true' }, timeoutMs: 5_000, by: 'backup' }));
+    expect([exec.status, exec.body.code]).toEqual([403, 'FORBIDDEN']);
+    expect(agentCommands(b.vm.b1, since).filter((c) => c !== 'guest-fsfreeze-status')).toEqual(['guest-fsfreeze-freeze']);
+    expect(b.vm.b1.state.frozen).toBe(true);
+
+    // the holder's own fenced thaw goes through
+    const ok = await post(b, signed('b1', { command: 'guest-fsfreeze-thaw', timeoutMs: 5_000, by: 'backup', fence: { session: live!.session, leaseId: live!.leaseId, epoch: live!.epoch } }));
+    expect(ok.status).toBe(200);
+    expect(typeof ok.body.result).toBe('number');
+    expect(b.vm.b1.state.frozen).toBe(false);
+  });
+});
+
+// helper F's forwarding carries every /v1/vms/{vm}/… route to the serving node
+const forwarding = existsSync(new URL('../../src/http/plugins/forward.ts', import.meta.url));
+
+describe('a single VM across nodes', () => {
+  it.skipIf(!forwarding)('frozen through A, thawed through B with its lease', async () => {
+    const [a, b] = await cluster({ A: ['a1'], B: ['b1'] });
+    const frozen = await call(a, 'POST', '/v1/vms/b1/fsfreeze', auth(TOKENS.backup), { ttlSeconds: 30 });
+    expect(frozen.status).toBe(200);
+    expect(b.vm.b1.state.frozen).toBe(true);
+    const thawed = await call(b, 'DELETE', `/v1/vms/b1/fsfreeze?leaseId=${String(frozen.body.leaseId)}`, auth(TOKENS.backup));
+    expect(thawed.status).toBe(200);
+    expect(thawed.body.consistent).toBe(true);
+    expect(b.vm.b1.state.frozen).toBe(false);
+    void a;
+  });
+});
