@@ -25,6 +25,7 @@ import { signHop } from '../../src/cluster/hop.js';
 import { agentCallPath, bodyDigest } from '../../src/cluster/remote-agent.js';
 import { groupKey } from '../../src/store/types.js';
 import type { SimAgent } from '../../sim/agent.js';
+import type { SimVmOptions } from '../../sim/types.js';
 import { Simulator } from '../../sim/simulator.js';
 import { testConfig } from '../helpers/app.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
@@ -61,20 +62,21 @@ afterEach(async () => {
   dir = undefined;
 });
 
-async function cluster(spec: Record<string, string[]>, freeze: Record<string, unknown> = {}): Promise<TestNode[]> {
+async function cluster(spec: Record<string, Array<string | SimVmOptions>>, freeze: Record<string, unknown> = {}): Promise<TestNode[]> {
   redis = await startRedis();
   dir = await mkdtemp(path.join(os.tmpdir(), 'qga-cfreeze-'));
   const secretFile = path.join(dir, 'secret');
   await writeFile(secretFile, SECRET, { mode: 0o600 });
   const prefix = `cf${randomUUID().slice(0, 6)}:`;
   const out: TestNode[] = [];
-  for (const [id, names] of Object.entries(spec)) {
+  for (const [id, vms] of Object.entries(spec)) {
+    const names = vms.map((v) => (typeof v === 'string' ? v : v.name));
     const simDir = path.join(dir, `sim-${id}`);
     await mkdir(simDir);
     const sim = new Simulator({ dir: simDir });
     sims.push(sim);
     const vm: Record<string, SimAgent> = {};
-    for (const name of names) vm[name] = await sim.addVm({ name });
+    for (const v of vms) vm[typeof v === 'string' ? v : v.name] = await sim.addVm(typeof v === 'string' ? { name: v } : v);
     const port = await freePort();
     const url = `http://127.0.0.1:${port}`;
     const r = redis;
@@ -209,6 +211,36 @@ describe('freeze groups spanning nodes', () => {
       ['start', 'gateway'],
       ['end', 'gateway'],
     ]);
+  });
+});
+
+describe('a group freeze that fails on another node', () => {
+  it("a member's refusal comes back as the serving node gave it (code, status, detail); the other member is rolled back", async () => {
+    const [a, b] = await cluster({ A: ['a1'], B: [{ name: 'b1', disabled: ['guest-fsfreeze-freeze'] }] });
+    // what B itself answers for b1
+    const direct = await call(b, 'POST', '/v1/vms/b1/fsfreeze', auth(TOKENS.backup), { ttlSeconds: 30 });
+    expect(direct.status).toBeGreaterThanOrEqual(400);
+    const group = await call(a, 'POST', '/v1/freeze-groups', auth(TOKENS.backup), { vms: ['a1', 'b1'], ttlSeconds: 30 });
+    expect([group.status, group.body.code, group.body.vm, group.body.command, group.body.detail]).toEqual([direct.status, direct.body.code, 'b1', 'guest-fsfreeze-freeze', direct.body.detail]);
+    process.stdout.write(`[cluster-freeze] b1's refusal: ${group.status} ${String(group.body.code)}\n`);
+    expect(group.body.vms).toEqual([
+      expect.objectContaining({ vm: 'a1', result: 'frozen', thawAttempted: true, thawed: true }),
+      expect.objectContaining({ vm: 'b1', result: 'failed', thawAttempted: false }),
+    ]);
+    expect(a.vm.a1.state.frozen).toBe(false);
+    expect(b.vm.b1.state.frozen).toBe(false);
+    expect(await a.app!.services.store.listSessions()).toEqual([]);
+  });
+
+  it('a member whose node is gone: 503 NODE_UNAVAILABLE before anything is locked or frozen', async () => {
+    const [a, b] = await cluster({ A: ['a1'], B: ['b1'] });
+    await b.stop();
+    await waitFor(() => a.app!.services.cluster?.locate('b1').kind === 'gone', 3_000, 'B seen gone');
+    const since = Date.now();
+    const group = await call(a, 'POST', '/v1/freeze-groups', auth(TOKENS.backup), { vms: ['a1', 'b1'], ttlSeconds: 30 });
+    expect([group.status, group.body.code, group.body.vm, group.body.node]).toEqual([503, 'NODE_UNAVAILABLE', 'b1', 'B']);
+    expect(agentCommands(a.vm.a1, since)).toEqual([]);
+    expect(await a.app!.services.store.listSessions()).toEqual([]);
   });
 });
 
