@@ -14,6 +14,7 @@ import { registerJsonBody } from './http/json-body.js';
 import { registerAuditContext } from './http/plugins/audit-context.js';
 import { registerAuth } from './http/plugins/auth.js';
 import { registerLimits } from './http/plugins/limits.js';
+import { registerForward } from './http/plugins/forward.js';
 import { allowedHostNames, registerOriginChecks } from './http/plugins/origin.js';
 import { createLogger, flushLogs } from './http/logger.js';
 import { createHttpMetrics } from './http/plugins/metrics.js';
@@ -186,6 +187,9 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   warnAboutOpenDoors(app, config);
   // fair admission per principal (after auth, which names it; before every route it limits)
   await registerLimits(app, config, services.store);
+  // cluster mode: a {vm} route for a VM another node serves is forwarded there (after auth and
+  // admission, before the body is read: the last onRequest hook of each such route)
+  await registerForward(app, config);
   // who each handler acts for, for the audit trail of mutating agent commands
   registerAuditContext(app);
   // shared QGA schemas at the root, so every route group and the OpenAPI components see one copy

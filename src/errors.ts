@@ -122,12 +122,14 @@ export const errors = {
   /** a client error the HTTP server raised itself, by its status */
   httpClientError: (status: number, detail: string) =>
     new GatewayError(status === 404 ? 'NOT_FOUND' : status === 413 ? 'PAYLOAD_TOO_LARGE' : status === 415 ? 'UNSUPPORTED_MEDIA_TYPE' : 'VALIDATION_FAILED', detail),
-  unauthenticated: (why: 'missing' | 'unknown') =>
+  unauthenticated: (why: 'missing' | 'unknown' | 'hop') =>
     new GatewayError(
       'UNAUTHENTICATED',
       why === 'missing'
         ? 'an Authorization: Bearer token is required: send one of the tokens configured in auth.tokens'
-        : 'unknown bearer token: send one of the tokens configured in auth.tokens (check for a stale or mistyped token)',
+        : why === 'hop'
+          ? 'a node-to-node request (x-qga-hop) without a valid, fresh signature of the cluster secret (cluster.secretFile): refused'
+          : 'unknown bearer token: send one of the tokens configured in auth.tokens (check for a stale or mistyped token)',
     ),
   forbidden: (detail: string, ctx: Ctx = {}) => new GatewayError('FORBIDDEN', detail, ctx),
   misdirected: (host: string) =>

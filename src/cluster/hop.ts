@@ -26,6 +26,11 @@ export const NODE_HEADER = 'x-qga-node';
 
 /** how far a signature's time may be from this node's clock */
 export const HOP_WINDOW_MS = 60_000;
+/**
+ * Connections one node keeps to another for forwarding (cluster/forward.ts), one request each: the
+ * bound of the forwarded requests a node has in flight from one entry node (http/plugins/limits.ts).
+ */
+export const FORWARD_CONNECTIONS = 128;
 /** the least length of the shared secret */
 export const MIN_SECRET_LENGTH = 32;
 

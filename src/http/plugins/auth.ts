@@ -8,10 +8,17 @@
  * Without configured tokens the caller is anonymous with `auth.anonymousScopes` (read only unless
  * configured otherwise); config loading then refuses any non-loopback listen address. VM globs are
  * matched without regular expressions (util/glob.ts).
+ *
+ * Cluster mode: a request another node forwards carries that node's signature (cluster/hop.ts) and
+ * the principal IT authenticated; with a valid, fresh signature that principal (its scopes and VM
+ * globs) is the request's, whatever the Authorization header says, and is checked here like a
+ * token's. A request with any hop header and a missing, wrong or stale signature is 401, as is one
+ * on a gateway not in cluster mode.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { HOP_HEADER, PRINCIPAL_HEADER, SIGNATURE_HEADER, loadHopSecret, verifyHop, type HopPrincipal, type VerifiedHop } from '../../cluster/hop.js';
 import type { Config, Scope, TokenConfig } from '../../config/schema.js';
 import { errors } from '../../errors.js';
 import { globMatcher } from '../../util/glob.js';
@@ -22,6 +29,8 @@ export interface Principal {
   scopes: ReadonlySet<Scope>;
   /** the token's VM globs (util/glob.ts); undefined = every VM */
   vms?: (vm: string) => boolean;
+  /** the same VM globs as written (carried to another node in cluster mode) */
+  globs?: readonly string[];
 }
 
 declare module 'fastify' {
@@ -35,6 +44,17 @@ declare module 'fastify' {
 }
 
 const PRINCIPAL = Symbol('qga.principal');
+const HOP = Symbol('qga.hop');
+
+/** The entry node and principal of a request another node forwarded (a valid hop signature), else undefined. */
+export function hopOf(request: FastifyRequest): VerifiedHop | undefined {
+  return (request as FastifyRequest & { [HOP]?: VerifiedHop })[HOP];
+}
+
+/** The principal as another node receives it (cluster/hop.ts). */
+export function hopPrincipal(p: Principal): HopPrincipal {
+  return { name: p.name, scopes: [...p.scopes], ...(p.globs ? { vms: [...p.globs] } : {}) };
+}
 
 interface TokenEntry {
   digest: Buffer;
@@ -58,7 +78,7 @@ export function loadTokens(config: Config, env: Record<string, string | undefine
   return config.auth.tokens.map((t) => {
     return {
       digest: configuredDigest(t, env),
-      principal: { name: t.name, scopes: new Set(t.scopes), ...(t.vms ? { vms: globMatcher(t.vms) } : {}) },
+      principal: { name: t.name, scopes: new Set(t.scopes), ...(t.vms ? { vms: globMatcher(t.vms), globs: [...t.vms] } : {}) },
     };
   });
 }
@@ -83,6 +103,10 @@ const MAX_CACHED = 256;
 export class AuthTokens {
   private tokens: TokenEntry[] = [];
   private anon: Principal = { name: 'anonymous', scopes: new Set() };
+  /** cluster.secretFile's secret (cluster mode), else undefined: no hop is accepted */
+  private secret: string | undefined;
+  /** principals carried by other nodes, by their header (as `recent`) */
+  private readonly carried = new Map<string, Principal>();
 
   constructor(config: Config, env?: Record<string, string | undefined>) {
     this.reload(config, env);
@@ -90,8 +114,12 @@ export class AuthTokens {
 
   reload(config: Config, env?: Record<string, string | undefined>): void {
     const tokens = loadTokens(config, env);
+    const { enabled, secretFile } = config.cluster;
+    const secret = enabled && secretFile !== undefined ? loadHopSecret(secretFile) : undefined;
     this.tokens = tokens;
+    this.secret = secret;
     this.recent.clear();
+    this.carried.clear();
     this.anon = { name: 'anonymous', scopes: new Set(config.auth.anonymousScopes) };
   }
 
@@ -120,6 +148,22 @@ export class AuthTokens {
       this.recent.set(secret, found);
     }
     return found;
+  }
+
+  /** The verified hop of a request carrying hop headers, else undefined (no secret, bad or stale signature). */
+  verifyHop(request: FastifyRequest): VerifiedHop | undefined {
+    return this.secret === undefined ? undefined : verifyHop(this.secret, request.headers, request.method, request.url);
+  }
+
+  /** The Principal of a verified hop's carried principal (cached like tokens). */
+  carriedPrincipal(hop: VerifiedHop, header: string): Principal {
+    const hit = this.carried.get(header);
+    if (hit !== undefined) return hit;
+    const { name, scopes, vms } = hop.principal;
+    const p: Principal = { name, scopes: new Set(scopes as Scope[]), ...(vms ? { vms: globMatcher(vms), globs: vms } : {}) };
+    if (this.carried.size >= MAX_CACHED) this.carried.delete(this.carried.keys().next().value as string);
+    this.carried.set(header, p);
+    return p;
   }
 
   private match(secret: string): Principal | undefined {
@@ -151,10 +195,17 @@ export function registerAuth(app: FastifyInstance, config: Config, env?: Record<
     done();
   });
 
-  function authenticate(request: FastifyRequest & { [PRINCIPAL]?: Principal }): void {
+  function authenticate(request: FastifyRequest & { [PRINCIPAL]?: Principal; [HOP]?: VerifiedHop }): void {
     const cfg = request.routeOptions.config;
     let principal = auth.anonymous;
-    if (auth.configured) {
+    const headers = request.headers;
+    if (headers[HOP_HEADER] !== undefined || headers[SIGNATURE_HEADER] !== undefined || headers[PRINCIPAL_HEADER] !== undefined) {
+      // forwarded by another node: its principal, never a bearer token
+      const hop = auth.verifyHop(request);
+      if (!hop) throw errors.unauthenticated('hop');
+      request[HOP] = hop;
+      principal = auth.carriedPrincipal(hop, headers[PRINCIPAL_HEADER] as string);
+    } else if (auth.configured) {
       const header = request.headers.authorization;
       const m = typeof header === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
       if (m) {

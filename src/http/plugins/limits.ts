@@ -25,20 +25,28 @@
  * whether the answer was sent or the client went away: Fastify's onResponse and onRequestAbort
  * both stay silent when a client disconnects after its body was read (a POST waiting on the
  * agent), which would leak the slot.
+ *
+ * Cluster mode: a request is counted at the node it entered (its entry node), which forwards it
+ * after admission. The node serving it (a request with a valid hop signature, auth.ts) counts it
+ * neither against the principal's concurrency nor its rate; it is bounded instead per entry node:
+ * at most FORWARD_CONNECTIONS in flight from one node (the size of that node's connection pool to
+ * this one, cluster/forward.ts, so never reached by a well-behaved node), beyond → 429.
  */
 import type { ServerResponse } from 'node:http';
 import rateLimit, { type FastifyRateLimitStore, type FastifyRateLimitStoreCtor } from '@fastify/rate-limit';
 import type { Cluster, Redis } from 'ioredis';
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, RouteOptions } from 'fastify';
+import { FORWARD_CONNECTIONS } from '../../cluster/hop.js';
 import type { Config } from '../../config/schema.js';
 import { errors } from '../../errors.js';
 import { RedisStore } from '../../store/redis.js';
 import type { LeaseStore } from '../../store/types.js';
+import { hopOf } from './auth.js';
 
 /** Read-only view of the concurrency counters (tests, diagnostics). */
 export interface Admission {
   /** requests in flight of a token principal, or of the anonymous callers from one address */
-  inFlight(who: { token: string } | { address: string }): number;
+  inFlight(who: { token: string } | { address: string } | { node: string }): number;
   /** how many principals have a request in flight (entries in the counters) */
   readonly principals: number;
 }
@@ -85,11 +93,13 @@ type HeldResponse = ServerResponse & { [kKey]?: string };
 class ConcurrencyLimit implements Admission {
   readonly byToken = new Map<string, number>();
   readonly byAddress = new Map<string, number>();
+  /** requests other nodes forwarded here, by entry node (counted at their entry node) */
+  readonly byNode = new Map<string, number>();
 
   constructor(readonly max: number) {}
 
-  inFlight(who: { token: string } | { address: string }): number {
-    return ('token' in who ? this.byToken.get(who.token) : this.byAddress.get(who.address)) ?? 0;
+  inFlight(who: { token: string } | { address: string } | { node: string }): number {
+    return ('token' in who ? this.byToken.get(who.token) : 'node' in who ? this.byNode.get(who.node) : this.byAddress.get(who.address)) ?? 0;
   }
 
   get principals(): number {
@@ -118,8 +128,30 @@ export async function registerLimits(app: FastifyInstance, config: Config, store
   function releaseAddress(this: HeldResponse): void {
     release(limit.byAddress, this);
   }
+  function releaseNode(this: HeldResponse): void {
+    release(limit.byNode, this);
+  }
+
+  /** a forwarded request: counted at its entry node; here only bounded per entry node */
+  function admitForwarded(node: string, reply: FastifyReply, done: HookHandlerDoneFunction): void {
+    const n = limit.byNode.get(node) ?? 0;
+    if (n >= FORWARD_CONNECTIONS) {
+      done(errors.rateLimited(`node ${node} has ${n} forwarded requests in flight here, the most one node may have (its connection pool)`, 1));
+      return;
+    }
+    limit.byNode.set(node, n + 1);
+    const res: HeldResponse = reply.raw;
+    res[kKey] = node;
+    res.on('close', releaseNode);
+    done();
+  }
 
   function admit(request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
+    const hop = hopOf(request);
+    if (hop !== undefined) {
+      admitForwarded(hop.entryNode, reply, done);
+      return;
+    }
     const name = request.principal.name;
     const anonymous = name === ANONYMOUS;
     const map = anonymous ? limit.byAddress : limit.byToken;
@@ -159,6 +191,8 @@ export async function registerLimits(app: FastifyInstance, config: Config, store
       max: rate.max,
       timeWindow: rate.timeWindowMs,
       keyGenerator: rateKey,
+      // forwarded by another node: counted there
+      allowList: (request) => hopOf(request) !== undefined,
       // the same lease-store connection (fail-fast: no offline queue, store.commandTimeoutMs per command)
       ...(redis ? { store: failClosedCounters(redis.client, `${redis.keyPrefix}ratelimit:`) } : {}),
       // Redis down: refuse (503 STORE_UNAVAILABLE from the counters), never serve uncounted

@@ -1,0 +1,205 @@
+/**
+ * Forwarding of a request to the node that serves its VM (cluster mode), the parts that know
+ * nothing of Fastify: the connection pools, the time bounds, the headers that cross (and those that
+ * do not), and what a failure is answered with. src/http/plugins/forward.ts drives it with
+ * @fastify/reply-from.
+ *
+ *  - One undici Pool per node (by origin), keep-alive, at most FORWARD_CONNECTIONS connections and
+ *    one request per connection: a node never has more than that many requests in flight from one
+ *    entry node (the serving node does not count forwarded requests in its admission limits; this
+ *    is their bound). Connect timeout short (CONNECT_TIMEOUT_MS).
+ *  - Headers bound: max(cluster.forwardTimeoutMs, the longest agent timeout of the route's
+ *    commands) plus the request's own wait (a `wait`/`timeout` parameter whose schema names its
+ *    configured maximum with x-max-from: the query's value, or that maximum for a body member that
+ *    is not read before forwarding). While an upload's body is still being written undici does not
+ *    fire it (unless the node stops reading). Body bound (a download's stall): forwardTimeoutMs.
+ *  - Every failure to get an answer (refused, reset, timed out, node died mid-way) is 503
+ *    NODE_UNAVAILABLE naming the node; a failure after the answer's headers cuts the connection.
+ */
+import { Pool, type Dispatcher } from 'undici';
+import type { Config } from '../config/schema.js';
+import { errors, type GatewayError } from '../errors.js';
+import { DEFAULT_TIMEOUTS, UNKNOWN_COMMAND_TIMEOUT, commandSpec } from '../qga/commands.js';
+import type { NodeInfo } from './directory.js';
+import { FORWARD_CONNECTIONS, HOP_HEADER, NODE_HEADER, PRINCIPAL_HEADER, SIGNATURE_HEADER } from './hop.js';
+
+/** a node that does not accept a connection within this is unreachable */
+export const CONNECT_TIMEOUT_MS = 3_000;
+/** at most this many node pools are kept (nodes come and go; the oldest pool is closed) */
+const MAX_POOLS = 64;
+
+/** Per-request options carried to NodePools.request through reply-from (a symbol key of the headers object survives its copy). */
+export const FORWARD_CONTEXT = Symbol('qga.forward.context');
+export interface ForwardContext {
+  signal: AbortSignal;
+  headersTimeout: number;
+}
+
+type RequestOptions = Dispatcher.RequestOptions & { headers?: Record<string | symbol, unknown> };
+type Callback = (err: Error | null, data?: Dispatcher.ResponseData) => void;
+
+/**
+ * The dispatcher handed to reply-from (its `undici` option takes any object with request()): picks
+ * the node's pool by origin and applies the request's own signal and headers bound.
+ */
+export class NodePools {
+  private readonly pools = new Map<string, Pool>();
+
+  constructor(private readonly forwardTimeoutMs: number) {}
+
+  request(opts: RequestOptions, cb: Callback): void {
+    const headers = opts.headers ?? {};
+    const ctx = headers[FORWARD_CONTEXT] as ForwardContext | undefined;
+    delete headers[FORWARD_CONTEXT];
+    const origin = String(opts.origin);
+    this.pool(origin).request(
+      { ...opts, headers: headers as Record<string, string>, signal: ctx?.signal, headersTimeout: ctx?.headersTimeout ?? this.forwardTimeoutMs, bodyTimeout: this.forwardTimeoutMs },
+      cb as never,
+    );
+  }
+
+  private pool(origin: string): Pool {
+    let pool = this.pools.get(origin);
+    if (pool === undefined) {
+      if (this.pools.size >= MAX_POOLS) {
+        const [oldest, p] = this.pools.entries().next().value as [string, Pool];
+        this.pools.delete(oldest);
+        void p.close().catch(() => undefined);
+      }
+      pool = new Pool(origin, {
+        connections: FORWARD_CONNECTIONS,
+        pipelining: 1,
+        connect: { timeout: Math.min(CONNECT_TIMEOUT_MS, this.forwardTimeoutMs) },
+        headersTimeout: this.forwardTimeoutMs,
+        bodyTimeout: this.forwardTimeoutMs,
+      });
+      this.pools.set(origin, pool);
+    }
+    return pool;
+  }
+
+  /** connections in use or open per origin (tests, diagnostics) */
+  stats(): Record<string, { connected: number; running: number; pending: number }> {
+    const out: Record<string, { connected: number; running: number; pending: number }> = {};
+    for (const [origin, p] of this.pools) out[origin] = { connected: p.stats.connected, running: p.stats.running, pending: p.stats.pending };
+    return out;
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.pools.values()];
+    this.pools.clear();
+    await Promise.all(all.map((p) => p.destroy().catch(() => undefined)));
+  }
+}
+
+/** What a route needs to bound a forwarded request: computed once per route. */
+export interface RouteBound {
+  /** the headers bound of one request, from its params and query */
+  (params: Record<string, unknown>, query: Record<string, unknown>): number;
+}
+
+interface SchemaLike {
+  'x-qga-command'?: string | string[];
+  querystring?: unknown;
+  body?: unknown;
+}
+
+function timeoutMsOf(command: string, config: Config): number {
+  const cls = commandSpec(command)?.timeout ?? UNKNOWN_COMMAND_TIMEOUT;
+  return config.agent.timeouts[cls] ?? DEFAULT_TIMEOUTS[cls];
+}
+
+function settingOf(config: Config, path: string): number | undefined {
+  let v: unknown = config;
+  for (const key of path.split('.')) v = v !== null && typeof v === 'object' ? (v as Record<string, unknown>)[key] : undefined;
+  return typeof v === 'number' ? v : undefined;
+}
+
+/** the wait parameter of a schema part: a `wait` or `timeout` member naming its configured maximum */
+function waitMember(part: unknown, config: Config): { name: string; maxSeconds: number; defaultSeconds?: number } | undefined {
+  const props = part !== null && typeof part === 'object' ? (part as { properties?: Record<string, Record<string, unknown>> }).properties : undefined;
+  if (!props) return undefined;
+  for (const name of ['wait', 'timeout']) {
+    const p = props[name];
+    const from = p?.['x-max-from'];
+    if (typeof from !== 'string') continue;
+    const maxSeconds = settingOf(config, from);
+    if (maxSeconds === undefined) continue;
+    return { name, maxSeconds, ...(typeof p.default === 'number' ? { defaultSeconds: p.default } : {}) };
+  }
+  return undefined;
+}
+
+/**
+ * The headers bound of a route's forwarded requests: max(forwardTimeoutMs, its commands' longest
+ * agent timeout) + its wait (the query's value up to the configured maximum; a body's wait, not read
+ * here, counts as the maximum). `guest-*` (raw passthrough): the command in the path.
+ */
+export function routeBound(schema: SchemaLike | undefined, config: Config): RouteBound {
+  const forwardMs = config.cluster.forwardTimeoutMs;
+  const cmd = schema?.['x-qga-command'];
+  const commands = cmd === undefined ? [] : [cmd].flat();
+  const wildcard = commands.includes('guest-*');
+  const agentMs = Math.max(0, ...commands.filter((c) => c !== 'guest-*').map((c) => timeoutMsOf(c, config)));
+  const base = Math.max(forwardMs, agentMs);
+  const inQuery = waitMember(schema?.querystring, config);
+  const inBody = waitMember(schema?.body, config);
+  const bodyWaitMs = inBody ? inBody.maxSeconds * 1000 : 0;
+  return (params, query) => {
+    let ms = base + bodyWaitMs;
+    if (wildcard && typeof params.command === 'string') ms = Math.max(ms, timeoutMsOf(params.command, config) + bodyWaitMs);
+    if (inQuery) {
+      const given = Number(query[inQuery.name] ?? inQuery.defaultSeconds ?? 0);
+      const seconds = Number.isFinite(given) && given > 0 ? Math.min(given, inQuery.maxSeconds) : 0;
+      ms += seconds * 1000;
+    }
+    return ms;
+  };
+}
+
+/** Request headers that do not cross to the other node (hop-by-hop, the client's credentials, our own hop headers, Origin: checked here). */
+const DROPPED_REQUEST = ['authorization', 'proxy-authorization', 'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'transfer-encoding', 'expect', 'origin', HOP_HEADER, PRINCIPAL_HEADER, SIGNATURE_HEADER, NODE_HEADER];
+/** Response headers that do not cross back (hop-by-hop). */
+const DROPPED_RESPONSE = ['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'te', 'trailer', 'upgrade', 'transfer-encoding'];
+
+type HeaderMap = Record<string, unknown>;
+
+/** The request headers sent to the node: the client's minus DROPPED_REQUEST, plus `extra`. */
+export function outgoingHeaders(headers: HeaderMap, extra: Record<string, string>, ctx: ForwardContext): HeaderMap {
+  for (const name of DROPPED_REQUEST) delete headers[name];
+  Object.assign(headers, extra);
+  (headers as Record<symbol, unknown>)[FORWARD_CONTEXT] = ctx;
+  return headers;
+}
+
+/** The node's answer headers as the client gets them: minus hop-by-hop, X-Qga-Node set. */
+export function incomingHeaders(headers: HeaderMap, nodeId: string): HeaderMap {
+  for (const name of DROPPED_RESPONSE) delete headers[name];
+  if (typeof headers[NODE_HEADER] !== 'string') headers[NODE_HEADER] = nodeId;
+  return headers;
+}
+
+const CONNECT_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT', 'ETIMEDOUT']);
+const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
+
+/** the error undici raised, under reply-from's wrapper */
+export function rootCause(err: unknown): Error & { code?: string } {
+  let e = err as Error & { code?: string; cause?: unknown };
+  for (let i = 0; i < 4 && e.cause instanceof Error && (e.code === undefined || e.code.startsWith('FST_') || e.code === 'ECONNRESET' || e.code === 'UND_ERR_SOCKET'); i++) {
+    e = e.cause as Error & { code?: string; cause?: unknown };
+  }
+  return e;
+}
+
+/** How a forwarded request that got no answer is answered: 503 NODE_UNAVAILABLE naming the node and why. */
+export function forwardFailure(err: unknown, vm: string, node: NodeInfo, boundMs: number): GatewayError {
+  const cause = rootCause(err);
+  const code = cause.code ?? cause.name;
+  const who = `node ${node.id} (${node.url}), which serves VM ${vm},`;
+  const detail = CONNECT_CODES.has(code)
+    ? `${who} did not accept the connection (${code}); it may be down: retry, or wait until it is gone from GET /v1/nodes`
+    : TIMEOUT_CODES.has(code)
+      ? `${who} sent no answer within ${boundMs} ms (cluster.forwardTimeoutMs and the request's own wait)`
+      : `${who} broke the connection before answering (${code}); the request may or may not have been carried out there`;
+  return errors.nodeUnavailable(vm, node.id, detail, { cause });
+}

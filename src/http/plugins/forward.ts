@@ -1,0 +1,142 @@
+/**
+ * Cluster mode: any node answers for any VM (issue 17 item 2). Every /v1 route with a `{vm}` path
+ * parameter gets one more onRequest hook, the last: after authentication (auth.ts) and admission
+ * (limits.ts), before the body is read. By where the directory says the VM is served
+ * (ClusterService.locate):
+ *  - local, or unknown (nobody serves it: 404 VM_NOT_FOUND as on one gateway) → served here;
+ *  - remote → forwarded to its node with @fastify/reply-from over a per-node undici Pool
+ *    (cluster/forward.ts) and answered as the node answered: status, headers, problem bodies and
+ *    streamed file bodies both ways (the request body is piped, never parsed or buffered here);
+ *    X-Qga-Node names the node. The call carries the hop signature and the principal authenticated
+ *    here, not the client's Authorization; the node checks scopes and VM globs again;
+ *  - gone (its node stopped heartbeating) or conflict (claimed by 2+ live nodes) → 503
+ *    NODE_UNAVAILABLE at once, naming the node(s).
+ * A forwarded request (valid hop signature) is never forwarded again: not served here → 503
+ * NODE_UNAVAILABLE (the VM moved), never a loop. Its answers carry X-Qga-Node: this node.
+ * A route can opt out with `config: { forward: false }`.
+ */
+import replyFrom from '@fastify/reply-from';
+import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, RouteOptions } from 'fastify';
+import type { NodeInfo } from '../../cluster/directory.js';
+import { NodePools, forwardFailure, incomingHeaders, outgoingHeaders, routeBound } from '../../cluster/forward.js';
+import { NODE_HEADER, loadHopSecret, signHop } from '../../cluster/hop.js';
+import type { Config } from '../../config/schema.js';
+import { errors } from '../../errors.js';
+import { requestSignal } from '../abort.js';
+import { hopOf, hopPrincipal } from './auth.js';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** false: never forwarded to another node, even with a {vm} parameter */
+    forward?: boolean;
+  }
+}
+
+const VM_PARAM = /\/:vm(\/|$)/;
+
+/** the path and query of a request URL, as undici will send them (reply-from builds the URL so) */
+function splitUrl(url: string, origin: string): { path: string; query: string; signed: string } {
+  const q = url.indexOf('?');
+  const raw = q < 0 ? url : url.slice(0, q);
+  const query = q < 0 ? '' : url.slice(q + 1);
+  const u = new URL(raw.startsWith('//') ? `.${raw}` : raw, origin);
+  return { path: raw, query, signed: u.pathname + (query ? `?${query}` : '') };
+}
+
+function hasBody(request: FastifyRequest): boolean {
+  const h = request.headers;
+  return h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0');
+}
+
+export async function registerForward(app: FastifyInstance, config: Config): Promise<void> {
+  const maybe = app.services.cluster;
+  if (maybe === undefined) return;
+  const cluster = maybe;
+  const file = config.cluster.secretFile;
+  if (file === undefined) throw new Error('cluster mode needs cluster.secretFile (the secret the nodes share)');
+  const secret = loadHopSecret(file);
+  const pools = new NodePools(config.cluster.forwardTimeoutMs);
+  await app.register(replyFrom, { undici: pools as never, disableRequestLogging: true });
+  app.addHook('onClose', async () => pools.close());
+
+  // the serving node names itself on every answer of a forwarded request
+  app.addHook('onSend', (request, reply, payload, done) => {
+    if (hopOf(request) !== undefined) reply.header(NODE_HEADER, cluster.selfId);
+    done(null, payload);
+  });
+
+  function forwardTo(request: FastifyRequest, reply: FastifyReply, vm: string, node: NodeInfo, boundMs: number): void {
+    const origin = new URL(node.url).origin;
+    const { path, query, signed } = splitUrl(request.url, origin);
+    const signal = requestSignal(request);
+    const hop = signHop(secret, { method: request.method, url: signed, entryNode: cluster.selfId, principal: hopPrincipal(request.principal) });
+    // reply-from pipes request.body when it is a stream: the raw request, unread
+    if (request.method !== 'GET' && request.method !== 'HEAD' && hasBody(request)) (request as { body: unknown }).body = request.raw;
+    let attempts = 0;
+    void reply.from(path, {
+      getUpstream: () => origin,
+      queryString: () => query,
+      rewriteRequestHeaders: (_req, headers) =>
+        outgoingHeaders(headers as Record<string, unknown>, { ...hop, 'x-request-id': request.id }, { signal, headersTimeout: boundMs }) as never,
+      rewriteHeaders: (headers) => incomingHeaders(headers as Record<string, unknown>, node.id) as never,
+      // one retry, at once, of a GET/HEAD whose pooled connection the node had just closed
+      retryDelay: ({ err, attempt }) => {
+        const code = (err as { code?: string } | null)?.code;
+        if (attempt === 0 && attempts++ === 0 && (request.method === 'GET' || request.method === 'HEAD') && (code === 'UND_ERR_SOCKET' || code === 'ECONNRESET') && !signal.aborted) return 1;
+        return null;
+      },
+      onError: (r, { error }) => {
+        if (signal.aborted) {
+          // the client went away (499) or the shutdown grace ran out (503 SHUTTING_DOWN): app's error handler
+          r.send(signal.reason as Error);
+          return;
+        }
+        r.header(NODE_HEADER, node.id);
+        if (!request.raw.complete) {
+          // the body still coming is not read: the connection ends after this answer
+          r.header('connection', 'close');
+          r.raw.once('finish', () => request.raw.socket?.destroy());
+        }
+        r.send(forwardFailure(error, vm, node, boundMs));
+      },
+    });
+  }
+
+  app.addHook('onRoute', (route: RouteOptions) => {
+    if (!route.url.startsWith('/v1/') || !VM_PARAM.test(route.url) || route.config?.public || route.config?.forward === false) return;
+    const bound = routeBound(route.schema as never, config);
+    const selfId = cluster.selfId;
+    const hook = (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void => {
+      const vm = (request.params as { vm?: unknown }).vm;
+      if (typeof vm !== 'string') {
+        done();
+        return;
+      }
+      const where = cluster.locate(vm);
+      if (where.kind === 'local') {
+        done();
+        return;
+      }
+      if (hopOf(request) !== undefined) {
+        done(errors.nodeUnavailable(vm, selfId, `VM ${vm} is not served by node ${selfId}, to which another node forwarded this request (it moved or is gone); a forwarded request is not forwarded again: retry`));
+        return;
+      }
+      switch (where.kind) {
+        case 'unknown':
+          done();
+          return;
+        case 'gone':
+          done(errors.nodeUnavailable(vm, where.node.id, `node ${where.node.id}, which serves VM ${vm}, stopped heartbeating (last seen ${new Date(where.node.lastSeen).toISOString()})`));
+          return;
+        case 'conflict':
+          done(errors.nodeUnavailable(vm, where.nodes.join(', '), `VM ${vm} is served by ${where.nodes.length} nodes at once (${where.nodes.join(', ')}): a name conflict; rename one of them`, { extra: { nodes: where.nodes } }));
+          return;
+        case 'remote':
+          // answered by reply.from: done() is not called, so nothing of this request runs here
+          forwardTo(request, reply, vm, where.node, bound(request.params as Record<string, unknown>, request.query as Record<string, unknown>));
+          return;
+      }
+    };
+    route.onRequest = route.onRequest === undefined ? [hook] : [...[route.onRequest].flat(), hook];
+  });
+}
