@@ -2,8 +2,8 @@
  * The store's Redis client, built from store.* for the three topologies ioredis knows:
  *
  * - one server: `url` (redis:// or rediss:// for TLS; `redis://user:password@host:port/db`);
- * - Sentinel: `sentinels` (host:port) + `sentinelName`; ioredis asks the sentinels for the master,
- *   listens for +switch-master (failoverDetector) and reconnects to the new master on a failover;
+ * - Sentinel: `sentinels` (host:port) + `sentinelName`; ioredis asks the sentinels for the master
+ *   at every (re)connect, so after a failover it lands on the promoted replica;
  * - Cluster: `clusterNodes` (seed host:port); ioredis reads the slot map and follows MOVED/ASK.
  *
  * `username` + `passwordFile` authenticate to the data nodes, and with Sentinel to the sentinels too
@@ -141,8 +141,9 @@ export function connectRedis(target: RedisTarget, timing: RedisTiming): RedisCli
       ...(password !== undefined ? { sentinelPassword: password } : {}),
       sentinelRetryStrategy: reconnectDelay,
       sentinelCommandTimeout: timing.commandTimeoutMs,
-      // subscribe to +switch-master on the sentinels: reconnect as soon as a failover is announced
-      failoverDetector: true,
+      // no failoverDetector: its disconnect on +switch-master, landing while a reconnect is asking
+      // the sentinels, ends the client for good (ioredis 6: status 'end', "Connection is closed.").
+      // A dead master closes the connection anyway, and a demoted one answers READONLY (below).
       ...(tls ? { tls, sentinelTLS: tls, enableTLSForSentinelMode: true } : {}),
       // a demoted master (READONLY) is left for the one the sentinels name now; nothing is resent
       reconnectOnError: (err: Error) => (err.message.startsWith('READONLY') ? 1 : false),

@@ -18,6 +18,8 @@ export interface TestSentinel {
   /** the sentinels as store.sentinels wants them: 127.0.0.1:port */
   sentinels: string[];
   name: string;
+  /** the data nodes' ports as started: the master, then its replica */
+  dataPorts: [number, number];
   /** the port the sentinels name as master now */
   masterPort(): Promise<number>;
   /**
@@ -110,6 +112,7 @@ export async function startRedisSentinel(): Promise<TestSentinel> {
     return {
       sentinels: sentinelPorts.map((p) => `127.0.0.1:${p}`),
       name: SENTINEL_MASTER_NAME,
+      dataPorts: [mPort, rPort],
       masterPort,
       async killMaster() {
         const from = await masterPort();

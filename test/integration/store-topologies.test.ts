@@ -1,0 +1,211 @@
+/**
+ * The Redis store on the topologies operators run (issue 17 item 5), each started here on free
+ * loopback ports and stopped afterwards. The whole contract runs on Sentinel and on a 3-master
+ * Cluster in store-contract.test.ts; this file covers what only a topology has:
+ *
+ * - Sentinel, a REAL failover (the master SIGKILLed): the store reconnects through the sentinels to
+ *   the promoted replica, a lease replicated before the failover is still held there, and new
+ *   leases keep the contract. A lease the master acknowledged but never sent to its replica
+ *   (asynchronous replication; forced here by cutting the replica's link first) is LOST: its
+ *   holder's renew answers not-found, another owner can take the VM, and only this process's fence
+ *   high-water mark keeps the next fence above the lost one (README "Redis", on failover).
+ * - TLS + ACL: rediss:// with the test CA and an ACL user (in the URL, or username + passwordFile);
+ *   a wrong password or an unknown CA is STORE_UNAVAILABLE naming the cause, and the password is
+ *   in no answer and no log line.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Writable } from 'node:stream';
+import pino from 'pino';
+import { buildApp } from '../../src/app.js';
+import { GatewayError } from '../../src/errors.js';
+import { RedisStore } from '../../src/store/redis.js';
+import type { AcquireRequest } from '../../src/store/types.js';
+import { testConfig } from '../helpers/app.js';
+import { respStrings, startRedisSentinel, type TestSentinel } from '../helpers/redis-sentinel.js';
+import { startRedisTls, type TestRedisTls } from '../helpers/redis-tls.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function req(over: Partial<AcquireRequest> = {}): AcquireRequest {
+  return { session: 'vm:a', keys: ['vm:a'], owner: 'alice', ttlMs: 30_000, hardCapMs: 60_000, ...over };
+}
+
+/** the replication offset a node reports (master_repl_offset / slave_repl_offset) */
+async function offset(s: TestSentinel, port: number, field: string): Promise<number> {
+  const m = new RegExp(`${field}:(\\d+)`).exec(await s.command(port, 'INFO', 'replication'));
+  return m ? Number(m[1]) : -1;
+}
+
+describe('RedisStore on Redis Sentinel', () => {
+  let sentinel: TestSentinel;
+  beforeAll(async () => {
+    sentinel = await startRedisSentinel();
+  }, 30_000);
+  afterAll(async () => {
+    await sentinel?.stop();
+  });
+
+  it('a real failover (master SIGKILLed): the store follows the sentinels to the promoted replica; replicated leases survive, an unreplicated one is lost', { timeout: 40_000 }, async () => {
+    const store = new RedisStore({ sentinels: sentinel.sentinels, sentinelName: sentinel.name, keyPrefix: 'fo:', commandTimeoutMs: 500 });
+    try {
+      await store.ready(5_000);
+      const [masterPort, replicaPort] = sentinel.dataPorts;
+      expect(await sentinel.masterPort()).toBe(masterPort);
+
+      // replicated: acquired, then waited for until the replica's offset reaches the master's
+      const kept = await store.acquire(req({ session: 'vm:kept', keys: ['vm:kept'], idempotencyKey: 'kept-1' }));
+      if (!kept.ok) throw new Error('acquire failed');
+      const target = await offset(sentinel, masterPort, 'master_repl_offset');
+      const t0 = Date.now();
+      while ((await offset(sentinel, replicaPort, 'slave_repl_offset')) < target) {
+        if (Date.now() - t0 > 5_000) throw new Error('the replica did not catch up within 5 s');
+        await sleep(10);
+      }
+
+      // unreplicated: the replica's link is cut (and kept down: a wrong masterauth) before this
+      // acquire, as when the master dies before its replication stream went out
+      expect(await sentinel.command(replicaPort, 'CONFIG', 'SET', 'masterauth', 'not-the-password')).toBe('+OK\r\n');
+      expect(await sentinel.command(replicaPort, 'CLIENT', 'KILL', 'TYPE', 'master')).toMatch(/^:1/);
+      const lost = await store.acquire(req({ session: 'vm:lost', keys: ['vm:lost'] }));
+      if (!lost.ok) throw new Error('acquire failed');
+      expect(lost.lease.fence).toBeGreaterThan(kept.lease.fence);
+
+      const failover = await sentinel.killMaster();
+      expect(failover).toMatchObject({ from: masterPort, to: replicaPort });
+      expect(failover.ms).toBeLessThan(15_000);
+      await sentinel.command(replicaPort, 'CONFIG', 'SET', 'masterauth', '');
+
+      // the store recovers by itself: every call fails fast (STORE_UNAVAILABLE) until it has
+      // reconnected to the new master, then answers
+      const killedAt = Date.now() - failover.ms;
+      let recoveredAt = 0;
+      for (;;) {
+        const h = await store.health();
+        if (h.ok) {
+          recoveredAt = Date.now();
+          break;
+        }
+        expect(h.detail).toMatch(/unavailable|not ready|closed|writeable|timed out/i);
+        if (Date.now() - killedAt > 20_000) throw new Error(`store not back within 20 s of the kill: ${h.detail}`);
+        await sleep(50);
+      }
+      expect(recoveredAt - killedAt).toBeLessThan(20_000);
+      expect(respStrings(await sentinel.command(replicaPort, 'ROLE'))[0]).toBe('master');
+
+      // the replicated lease is still held on the new master, renewable, and still conflicts
+      expect((await store.getByKey('vm:kept'))?.leaseId).toBe(kept.lease.leaseId);
+      expect(await store.check('vm:kept', kept.lease.leaseId, kept.lease.epoch)).toMatchObject({ state: 'live' });
+      expect(await store.renew('vm:kept', kept.lease.leaseId, 30_000)).toMatchObject({ ok: true });
+      expect(await store.acquire(req({ session: 'vm:kept', keys: ['vm:kept'], owner: 'bob' }))).toMatchObject({ ok: false, reason: 'conflict' });
+      expect(await store.acquire(req({ session: 'vm:kept', keys: ['vm:kept'], idempotencyKey: 'kept-1' }))).toMatchObject({ ok: true, reused: true, lease: { leaseId: kept.lease.leaseId } });
+
+      // the unreplicated lease is gone: its holder learns it at its next renew (not-found) …
+      expect(await store.getByKey('vm:lost')).toBeUndefined();
+      expect(await store.renew('vm:lost', lost.lease.leaseId, 30_000)).toMatchObject({ ok: false, reason: 'not-found' });
+      // … another owner can take the VM meanwhile, under a fence above the lost lease's (this
+      // process's high-water mark; a process that never saw that fence has no such floor)
+      const taken = await store.acquire(req({ session: 'vm:lost', keys: ['vm:lost'], owner: 'bob' }));
+      expect(taken.ok).toBe(true);
+      if (!taken.ok) return;
+      expect(taken.lease.fence).toBeGreaterThan(lost.lease.fence);
+
+      // new leases keep the contract on the new master
+      const n = await store.acquire(req({ session: 'vm:new', keys: ['vm:new'], ttlMs: 200 }));
+      if (!n.ok) throw new Error('acquire failed');
+      expect(await store.acquire(req({ session: 'vm:new', keys: ['vm:new'], owner: 'bob' }))).toMatchObject({ ok: false, reason: 'conflict', holder: { leaseId: n.lease.leaseId } });
+      expect(n.lease.fence).toBeGreaterThan(taken.lease.fence);
+      const due = Date.now();
+      while (!(await store.dueSessions(100)).some((s) => s.session === 'vm:new')) {
+        if (Date.now() - due > 2_000) throw new Error('vm:new not due within 2 s of its 200 ms ttl');
+        await sleep(20);
+      }
+      expect(await store.claim('vm:new', n.lease.leaseId, 1_000)).toBe(true);
+      expect(await store.release('vm:new', n.lease.leaseId, 'deadline')).toBe(true);
+      expect(await store.ended(n.lease.leaseId)).toMatchObject({ session: 'vm:new', endedBy: 'deadline' });
+      expect(await store.release('vm:kept', kept.lease.leaseId)).toBe(true);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+describe('RedisStore over TLS with an ACL user', () => {
+  let tls: TestRedisTls;
+  beforeAll(async () => {
+    tls = await startRedisTls();
+  }, 30_000);
+  afterAll(async () => {
+    await tls?.stop();
+  });
+
+  it('connects with rediss:// and the CA: user and password in the URL, or username + passwordFile', async () => {
+    for (const target of [
+      { url: tls.url, tls: { caFile: tls.caFile } },
+      { url: tls.bareUrl, username: tls.username, passwordFile: tls.passwordFile, tls: { caFile: tls.caFile, servername: 'localhost' } },
+    ]) {
+      const store = new RedisStore({ ...target, keyPrefix: 'tls:', commandTimeoutMs: 1_000 });
+      try {
+        await store.ready(5_000);
+        const a = await store.acquire(req({ session: 'vm:t', keys: ['vm:t'] }));
+        if (!a.ok) throw new Error('acquire failed');
+        expect(await store.release('vm:t', a.lease.leaseId)).toBe(true);
+      } finally {
+        await store.close();
+      }
+    }
+    // the connection really was TLS and as the ACL user
+    expect(await tls.command('CLIENT', 'LIST')).toMatch(/user=app/);
+  });
+
+  it('a wrong password is STORE_UNAVAILABLE naming WRONGPASS; an unknown CA names the certificate; neither shows a password', async () => {
+    const wrong = new RedisStore({ url: `rediss://app:wrong-pw-123@127.0.0.1:${tls.tlsPort}`, tls: { caFile: tls.caFile }, keyPrefix: 'tls:', commandTimeoutMs: 500 });
+    const noCa = new RedisStore({ url: tls.url, keyPrefix: 'tls:', commandTimeoutMs: 500 });
+    try {
+      const t0 = Date.now();
+      const e1 = await wrong.ready(1_500).then(() => undefined, (e: unknown) => e);
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(1_400);
+      expect(e1).toBeInstanceOf(GatewayError);
+      expect((e1 as GatewayError).code).toBe('STORE_UNAVAILABLE');
+      expect((e1 as GatewayError).message).toMatch(/WRONGPASS/);
+      const e2 = await wrong.acquire(req()).then(() => undefined, (e: unknown) => e);
+      expect((e2 as GatewayError).code).toBe('STORE_UNAVAILABLE');
+      expect((e2 as GatewayError).message).toMatch(/last connection error: WRONGPASS/);
+      const h = await noCa.health();
+      expect(h.ok).toBe(false);
+      expect(h.detail).toMatch(/certificate/i);
+      for (const text of [(e1 as Error).message, (e2 as Error).message, h.detail ?? '']) {
+        expect(text).not.toContain('wrong-pw-123');
+        expect(text).not.toContain(tls.password);
+      }
+    } finally {
+      await wrong.close();
+      await noCa.close();
+    }
+  });
+
+  it('a gateway with a wrong Redis password: /readyz 503 says why; its logs hold no password', async () => {
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        lines.push(chunk.toString());
+        cb();
+      },
+    });
+    const config = testConfig({
+      logLevel: 'trace',
+      config: { store: { type: 'redis', redisUrl: `rediss://app:wrong-pw-456@127.0.0.1:${tls.tlsPort}`, tls: { caFile: tls.caFile }, commandTimeoutMs: 500 } },
+    });
+    const app = await buildApp({ config, logger: pino({ level: 'trace' }, sink), env: {} });
+    try {
+      await app.ready();
+      const r = await app.inject({ method: 'GET', url: '/readyz' });
+      expect(r.statusCode).toBe(503);
+      expect(r.body).toMatch(/WRONGPASS/);
+      expect(r.body).not.toContain('wrong-pw-456');
+    } finally {
+      await app.close();
+    }
+    expect(lines.length).toBeGreaterThan(0);
+    expect(lines.join('')).not.toContain('wrong-pw-456');
+  });
+});
