@@ -292,6 +292,9 @@ function registerHttpLimits(app: FastifyInstance, config: Config): void {
       timer.unref();
       timers.set(request, timer);
       armed++;
+      // the body is in: also for a request forwarded to another node (cluster mode), whose body is
+      // piped there and which never reaches preValidation here
+      request.raw.once('end', () => clear(request));
     }
     done();
   });

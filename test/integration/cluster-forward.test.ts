@@ -48,7 +48,6 @@ function nodeConfig(id: string, port: number, vms: Array<{ name: string; endpoin
   return testConfig({
     vms,
     config: {
-      server: { host: '127.0.0.1', port },
       auth: {
         tokens: [
           { name: 'ops', token: TOKENS.ops, scopes: ['read', 'write', 'admin'] },
@@ -58,6 +57,8 @@ function nodeConfig(id: string, port: number, vms: Array<{ name: string; endpoin
       },
       store: { type: 'redis', redisUrl: redis.url, keyPrefix: prefix, commandTimeoutMs: 1_000 },
       cluster: { enabled: true, id, advertiseUrl: `http://127.0.0.1:${port}`, secretFile, heartbeatTtlMs: 1_000, heartbeatIntervalMs: 150, forwardTimeoutMs: 1_000 },
+      // a body that arrived is not cut by the body timer while its forwarded answer is awaited
+      server: { host: '127.0.0.1', port, requestTimeoutMs: 1_000, headersTimeoutMs: 1_000 },
       exec: { pollInitialMs: 50, pollMaxMs: 100 },
       files: { readChunkBytes: 65_536, writeChunkBytes: 65_536 },
     },
@@ -73,7 +74,7 @@ async function startNode(id: string, names: string[], prefix: string): Promise<T
   for (const name of names) vm[name] = await sim.addVm({ name });
   const port = await freePort();
   const config = nodeConfig(id, port, names.map((name) => ({ name, endpoint: vm[name].endpoint })), prefix);
-  const app = await buildApp({ config, logger: pino({ level: 'silent' }), env: {} });
+  const app = await buildApp({ config, logger: pino({ level: process.env.FWD_LOG ?? 'silent' }), env: {} });
   await app.listen({ host: '127.0.0.1', port });
   return { id, url: `http://127.0.0.1:${port}`, port, vm, app };
 }
@@ -132,12 +133,22 @@ describe('forwarded requests are answered as the serving node answers them', () 
     const status = await call(nodes.C, 'GET', `/v1/vms/b1/exec/${pid}?wait=5`, bearer(TOKENS.ops));
     expect(status.status).toBe(200);
     expect(status.body).toMatchObject({ pid, exited: true, exitcode: 0, outText: 'hi\n' });
-    // forwardTimeoutMs is 1000 ms: the 1.5 s sleep is answered because the bound counts the wait
+    // forwardTimeoutMs and server.requestTimeoutMs are 1000 ms: the 1.5 s sleep is answered because
+    // the bound counts the wait, and the body (sent 100 ms after the headers) is in
     const t0 = Date.now();
-    const waited = await call(nodes.A, 'POST', '/v1/vms/b1/exec', bearer(TOKENS.ops), { path: '/bin/sleep', arg: ['1.5'], wait: 10 });
+    const json = Buffer.from(JSON.stringify({ path: '/bin/sleep', arg: ['1.5'], wait: 10 }));
+    const body = new PassThrough();
+    const pending = httpRequest(`${nodes.A.url}/v1/vms/b1/exec`, {
+      method: 'POST',
+      headers: { ...bearer(TOKENS.ops), 'content-type': 'application/json', 'content-length': String(json.length) },
+      body,
+    });
+    setTimeout(() => body.end(json), 100);
+    const res = await pending;
+    const waited = (await res.body.json()) as Record<string, unknown>;
     const ms = Date.now() - t0;
-    expect(waited.status).toBe(200);
-    expect(waited.body).toMatchObject({ exited: true, exitcode: 0 });
+    expect(res.statusCode).toBe(200);
+    expect(waited).toMatchObject({ exited: true, exitcode: 0 });
     expect(ms).toBeGreaterThanOrEqual(1_400);
     expect(ms).toBeLessThan(4_000);
   });
