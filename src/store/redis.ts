@@ -1,33 +1,74 @@
 /**
- * The shared lease store on Redis (ioredis). Several gateway processes pointing at one Redis see
- * the same locks, sessions, deadlines and API-registered VMs.
+ * The shared lease store on Redis (ioredis): one server, Sentinel or a Redis Cluster
+ * (redis-connect.ts). Several gateway processes see the same locks, sessions, deadlines and
+ * API-registered VMs. Key layout: redis-keys.ts; scripts: redis-scripts.ts.
  *
- * The connection fails fast on purpose: no offline queue, no retries per request, no resend of
- * unanswered commands after a reconnect, a command timeout. A lock operation that cannot reach
- * Redis must fail NOW (freeze → 503) rather than sit in a queue and run minutes later, when the
- * caller has given up and nobody would thaw what it froze. The connection itself keeps
- * reconnecting in the background.
+ * Layout for a Cluster. Every key a script touches is passed in KEYS[], and one script only
+ * touches keys of one hash tag: a VM's lock, its single-VM lease record and its fence/epoch live
+ * under `{vm:<name>}`; a group's record under `{group:<id>}`; the deadline index is one key of its
+ * own (`{deadlines}`); idempotency records and tombstones are single keys. What must span slots is
+ * done in steps, in an order chosen so that a crash between two of them is harmless:
  *
- * A reply lost to a timeout does not lock its owner out: acquire with the same owner and
- * idempotency key returns the lease the lost call created (see ACQUIRE).
+ * Fencing still holds.
+ * - A VM's lock is taken only by a script on the VM's node that found it free, and deleted only by
+ *   compare-and-delete with the lease id that took it: while a lease holds a VM, nobody else can.
+ * - Each VM's fence is monotonic on its own: max(last + 1, node clock in µs, caller's floor + 1)
+ *   (the clock term keeps it ahead of the fences handed out before a node lost its data, as long as
+ *   fewer than 1e6 acquires per second were made and that clock does not step back; the floor,
+ *   the highest fence this process has seen, covers a clock that did). A group's fence is the
+ *   highest of its VMs' (each VM's acquisition gets the previous one's as its floor).
+ * - Before sending a command under a lease, the gateway checks the per-VM lock (check()): ours
+ *   and live → send; ours but expired → only a thaw; another lease's → superseded, send nothing;
+ *   nobody's → ended (or lost: see epochs). A group member's lock names the group; its expiry is
+ *   read from the group's record right after, so the answer is as of that moment, as on one node.
+ * - A group is taken as: index entry and a *pending* record (holding the key list) first, then
+ *   each VM in key order, then the record made active. A conflict (reported with its holder, as
+ *   before) or any failure rolls back: the VM locks taken so far, then the record, then the entry
+ *   (what cannot be reached is retried in the background, redis-abandon.ts). No agent is asked to
+ *   freeze before acquire() returned, so a partial group never froze anything. A pending group
+ *   older than 30 s is found abandoned (crashed acquirer) and rolled back by whoever meets it.
+ *   A group's record is deleted only after its VM locks, so a lock whose group record is gone was
+ *   left behind by a lost shard: it is cleared and reported as lost to its holder.
+ * - Idempotency: a single-VM retry finds its own lock (same owner and key) and takes the lease
+ *   back, even when the idempotency record was never written (reply lost); a group retry needs the
+ *   record, which is written after the group is active (a group whose reply was lost is rolled
+ *   back instead, so its owner is never locked out, and a retry gets a new lease).
+ * - Failover (Sentinel, or a Cluster replica promoted): writes acknowledged by the old master but
+ *   not yet replicated can be lost, as on one Redis restarted without persistence: a lease may
+ *   vanish (its holder's check says lost when the VM's epoch went with it, else ended), and fences
+ *   keep growing (clock term). Run the masters with appendfsync and min-replicas-to-write for more.
  *
- * Nothing given up on happens later. A Redis that is stopped (SIGSTOP) or behind a stalled
- * connection still holds the scripts already written to it, and runs them when it resumes, long
- * after the caller was answered 503. So ACQUIRE and RENEW carry a not-after instant on the store's
- * clock (when this process gives up on them, from a lower bound of the offset between the store's
- * clock and ours, sampled from replies that carry the store's time) and refuse to run past it.
- * An acquire that failed anyway (a reply lost right at the timeout) is also undone: its lease id is
- * released (compare-and-delete) as soon as the store answers again — unless it carried an
- * idempotency key, with which its owner's retry takes that lease back.
+ * Deadlines: the index holds one entry per lease ("<session>\n<leaseId>"), written BEFORE the
+ * lease exists (its first score a lower bound of the expiry), removed AFTER the lease is gone.
+ * So every lease has an entry (a crash leaves at most a stale entry, which costs one look and is
+ * pruned 60 s past its score, when its acquire can no longer run). dueSessions reads the due
+ * entries, then each lease's record (on its own node); an entry of a lease found live is moved to
+ * its expiry. claim checks the record is expired and this lease's, then moves the entry forward
+ * by the retry delay in one script on the index's node (only one claimer wins). A renewal raises
+ * the entry after the record; a crash between leaves it early, never late.
+ *
+ * Epochs: each VM has its own (random, taken when the VM's keys are first written); a lease
+ * records its VM's (a group: its VMs', space-separated). check() finds "no lock" and an epoch
+ * that is not the VM's now → lost: that VM's shard lost its data, so "no lock" does not mean
+ * somebody thawed it. health() reports a store-wide epoch key.
+ *
+ * Times are each node's TIME (createdAt and expiresAt on the lease's node; claims on the index's).
+ * The connection fails fast on purpose (redis-connect.ts): a lock operation that cannot reach
+ * Redis fails NOW (freeze → 503) rather than running minutes later. Nothing given up on happens
+ * later: acquire and renew scripts carry a not-after instant (redis-clock.ts), and an acquire
+ * without an idempotency key whose reply was lost is released once the store answers again.
+ * Upgrading from the layout before this one: thaw every freeze first (old keys are not read).
  */
-import { createHash, randomUUID } from 'node:crypto';
-import { GatewayError, errors, isGatewayError } from '../errors.js';
-import { errorMessage, isRecord } from '../util/unknown.js';
-import { IDEMPOTENCY_RETENTION_MS, canonicalKeys } from './memory.js';
+import { errors } from '../errors.js';
+import { errorMessage } from '../util/unknown.js';
+import { acquire } from './redis-acquire.js';
 import { connectRedis, lastRedisError, onNodeReady, type RedisClient, type RedisTarget } from './redis-connect.js';
+import { PENDING_GRACE_MS, RedisCore, STALE_ENTRY_GRACE_MS } from './redis-core.js';
+import { connectionWhy, decode, fields, list, ScriptRunner, withTimeout } from './redis-exec.js';
+import { indexMember, parseMember, RedisKeys } from './redis-keys.js';
 import * as S from './redis-scripts.js';
 import type { AcquireRequest, AcquireResult, EndedBy, EndedLease, FenceCheck, Lease, LeaseStore, RenewResult, SessionData, StoreHealth, VmRegistration } from './types.js';
-import { ENDED_RETENTION_MS, isEndedBy, isVmRegistration } from './types.js';
+import { ENDED_RETENTION_MS, groupOfSession, isEndedBy, isVmRegistration } from './types.js';
 
 /** Where Redis is (url, sentinels, clusterNodes; see redis-connect.ts) and the store's own settings. */
 export interface RedisStoreOptions extends RedisTarget {
@@ -38,84 +79,34 @@ export interface RedisStoreOptions extends RedisTarget {
   endedRetentionMs?: number;
 }
 
-/** What a script answers: Redis bulk strings, integers, nil, and (nested) arrays of them. */
-type Reply = string | number | null | Reply[];
-
-/** A script's reply as ioredis hands it over (typed unknown), checked to be a Reply. */
-function toReply(value: unknown): Reply {
-  if (value === null || typeof value === 'string' || typeof value === 'number') return value;
-  if (Array.isArray(value)) return value.map(toReply);
-  throw errors.internal(`a store script answered a ${typeof value}`);
-}
-
-/** The reply of a script that answers a list (every one but RELEASE, UPDATE_DATA and CLAIM). */
-function list(reply: Reply): Reply[] {
-  if (!Array.isArray(reply)) throw errors.internal(`a store script answered ${String(reply)} where a list was expected`);
-  return reply;
-}
-
 const RENEW_FAILURES = ['not-found', 'lease-mismatch', 'expired'] as const;
 type RenewFailure = (typeof RENEW_FAILURES)[number];
-const isRenewFailure = (tag: Reply): tag is RenewFailure => RENEW_FAILURES.some((f) => f === tag);
-
-/** JSON this store wrote, read back through the guard of what it must be. */
-function decode<T>(text: string, is: (value: unknown) => value is T, what: string): T {
-  const value: unknown = JSON.parse(text);
-  if (!is(value)) throw errors.internal(`the lease store holds a malformed ${what}`);
-  return value;
-}
-
+const isRenewFailure = (tag: unknown): tag is RenewFailure => RENEW_FAILURES.some((f) => f === tag);
 const isStringList = (value: unknown): value is string[] => Array.isArray(value) && value.every((k) => typeof k === 'string');
-
-/** Redis error prefixes that mean "the server cannot serve now", as opposed to a bug of ours. */
-const ALL_SCRIPTS = [S.ACQUIRE, S.RENEW, S.RELEASE, S.GET_BY_KEY, S.UPDATE_DATA, S.CHECK, S.LIST_SESSIONS, S.CLAIM, S.EPOCH];
-
-/** a sample of the store's clock older than this is refreshed (TIME) before an acquire or renew */
-const CLOCK_SAMPLE_MAX_AGE_MS = 30_000;
-/** the not-after instant is this much before this process gives up: the reply still has to travel */
-const LATE_MARGIN_MS = 50;
-/** given-up acquires whose lease id is still to be released, at most this many */
-const ABANDONED_MAX = 1_000;
-const ABANDONED_RETRY_MS = 500;
-
-const UNAVAILABLE_PREFIXES = ['LOADING', 'BUSY', 'READONLY', 'MASTERDOWN', 'MISCONF', 'TRYAGAIN', 'CLUSTERDOWN', 'NOREPLICAS'];
 
 export class RedisStore implements LeaseStore {
   readonly kind = 'redis' as const;
   readonly durable = true;
   private readonly redis: RedisClient;
-  private readonly prefix: string;
-  private readonly shas = new Map<string, string>();
-  /**
-   * Offered as the epoch when the data set is found empty. Fresh on every call: a value reused
-   * after Redis lost its data would bring the old epoch back and hide the loss.
-   */
-  private get epochCandidate(): string {
-    return randomUUID();
-  }
-  private highWater = 0;
+  private readonly keys: RedisKeys;
+  private readonly exec: ScriptRunner;
+  private readonly core: RedisCore;
   private readonly endedRetentionMs: number;
-  private readonly commandTimeoutMs: number;
-  /** lower bound of (store clock − performance.now()), ms; from replies carrying the store's time */
-  private clockLo?: number;
-  private clockAt = -Infinity;
-  /** leaseId → acquires given up on (timeout): released once the store answers again */
-  private readonly abandoned = new Map<string, { session: string; until: number }>();
-  private abandonTimer?: NodeJS.Timeout;
-  private abandonRunning = false;
 
   constructor(opts: RedisStoreOptions) {
-    this.prefix = opts.keyPrefix ?? 'qga:';
+    this.keys = new RedisKeys(opts.keyPrefix ?? 'qga:');
     this.endedRetentionMs = opts.endedRetentionMs ?? ENDED_RETENTION_MS;
-    this.commandTimeoutMs = opts.commandTimeoutMs ?? 2_000;
-    // one server, Sentinel or Cluster, with the fail-fast settings above (redis-connect.ts); its
+    const commandTimeoutMs = opts.commandTimeoutMs ?? 2_000;
+    // one server, Sentinel or Cluster, with the fail-fast settings (redis-connect.ts); its
     // 'error' events are recorded there, callers learn of outages from rejections
-    this.redis = connectRedis(opts, { commandTimeoutMs: this.commandTimeoutMs, connectTimeoutMs: opts.connectTimeoutMs ?? 2_000 });
+    this.redis = connectRedis(opts, { commandTimeoutMs, connectTimeoutMs: opts.connectTimeoutMs ?? 2_000 });
     // load the scripts on every (re)connect of every data node, so that an EVALSHA whose reply is
     // lost was not a NOSCRIPT that never ran (a fresh or restarted Redis knows no scripts)
     onNodeReady(this.redis, (node) => {
-      for (const script of ALL_SCRIPTS) node.script('LOAD', script).catch(() => undefined);
+      for (const script of S.ALL_SCRIPTS) node.script('LOAD', script).catch(() => undefined);
     });
+    this.exec = new ScriptRunner(this.redis, commandTimeoutMs);
+    this.core = new RedisCore(this.redis, this.keys, this.exec, commandTimeoutMs);
   }
 
   async ready(timeoutMs = 5_000): Promise<void> {
@@ -138,75 +129,46 @@ export class RedisStore implements LeaseStore {
    * so they need no second connection. Its fail-fast settings apply to them too.
    */
   get connection(): { client: RedisClient; keyPrefix: string } {
-    return { client: this.redis, keyPrefix: this.prefix };
+    return { client: this.redis, keyPrefix: this.keys.prefix };
   }
 
   get fenceHighWater(): number {
-    return this.highWater;
+    return this.core.highWater;
   }
 
-  async acquire(req: AcquireRequest): Promise<AcquireResult> {
-    const floor = Math.max(req.fenceFloor ?? 0, this.highWater);
-    const leaseId = randomUUID();
-    const notAfter = await this.notAfter();
-    let reply: Reply;
-    try {
-      reply = await this.run(S.ACQUIRE, [
-        this.epochCandidate,
-        req.session,
-        canonicalKeys(req.keys),
-        req.owner,
-        req.ttlMs,
-        req.hardCapMs,
-        req.idempotencyKey ?? '',
-        floor,
-        JSON.stringify(req.data ?? {}),
-        leaseId,
-        IDEMPOTENCY_RETENTION_MS,
-        notAfter,
-      ]);
-    } catch (e) {
-      // it may have run in time, its reply lost: undo it once the store answers again, unless an
-      // idempotency key lets its owner's retry take it back (C6)
-      if (isGatewayError(e) && e.code === 'STORE_UNAVAILABLE' && !req.idempotencyKey) this.abandon(req.session, leaseId, req.ttlMs);
-      throw e;
-    }
-    const r = list(reply);
-    const tag = r[0];
-    if (tag === 'late') throw this.lateError('lock');
-    if (tag === 'ok' || tag === 'reused') {
-      const lease = this.lease(r.slice(1));
-      if (tag === 'ok') this.noteStoreTime(lease.createdAt);
-      return { ok: true, lease, reused: tag === 'reused' };
-    }
-    if (tag === 'conflict') {
-      const h = this.lease(r.slice(3));
-      return {
-        ok: false,
-        reason: 'conflict',
-        key: String(r[1]),
-        pendingThaw: r[2] === '1',
-        holder: { session: h.session, owner: h.owner, leaseId: h.leaseId, expiresAt: h.expiresAt, fence: h.fence },
-      };
-    }
-    return { ok: false, reason: 'idempotency-key-reused', session: String(r[1]), leaseId: String(r[2]) };
+  acquire(req: AcquireRequest): Promise<AcquireResult> {
+    return acquire(this.core, req);
   }
 
   async renew(session: string, leaseId: string, ttlMs: number): Promise<RenewResult> {
-    const r = list(await this.run(S.RENEW, [session, leaseId, ttlMs, await this.notAfter()]));
+    const r = list(await this.exec.run(S.RECORD_RENEW, [this.keys.record(session)], [leaseId, ttlMs, await this.core.clock.notAfter()]));
     const reason = r[0];
-    if (reason === 'late') throw this.lateError('renew');
-    if (reason === 'ok') return { ok: true, capped: r[1] === '1', lease: this.lease(r.slice(2)) };
+    if (reason === 'late') throw this.core.clock.lateError('renew');
+    if (reason === 'ok') {
+      const lease = this.core.lease(fields(r.slice(2)));
+      // after the record: a crash between leaves the entry early (one look), never late
+      await this.core.indexRaise(session, leaseId, lease.expiresAt).catch(() => undefined);
+      return { ok: true, capped: r[1] === '1', lease };
+    }
     if (!isRenewFailure(reason)) throw errors.internal(`RENEW answered ${String(reason)}`);
-    return r.length > 1 ? { ok: false, reason, lease: this.lease(r.slice(1)) } : { ok: false, reason };
+    return r.length > 1 ? { ok: false, reason, lease: this.core.lease(fields(r.slice(1))) } : { ok: false, reason };
   }
 
   async release(session: string, leaseId: string, endedBy?: EndedBy): Promise<boolean> {
-    return (await this.run(S.RELEASE, [session, leaseId, endedBy ?? '', this.endedRetentionMs])) === 1;
+    let keys = [session];
+    if (groupOfSession(session) !== undefined) {
+      const { rec } = await this.core.record(session);
+      if (!rec || rec.leaseId !== leaseId) return false;
+      keys = decode(rec.keys, isStringList, 'lock key list');
+    }
+    const released = await this.core.releaseParts(session, leaseId, keys);
+    // the tombstone follows the release (another slot); a release that was not ours writes none
+    if (released && endedBy) await this.exec.run(S.TOMBSTONE, [this.keys.ended(leaseId)], [session, endedBy, this.endedRetentionMs]).catch(() => undefined);
+    return released;
   }
 
   async ended(leaseId: string): Promise<EndedLease | undefined> {
-    const m = await this.guard(() => this.redis.hgetall(this.prefix + 'ended:' + leaseId));
+    const m = await this.exec.guard(() => this.redis.hgetall(this.keys.ended(leaseId)));
     if (!Object.keys(m).length) return undefined;
     if (typeof m.session !== 'string' || !isEndedBy(m.endedBy) || !Number.isFinite(Number(m.endedAt))) {
       throw errors.internal('the lease store holds a malformed tombstone');
@@ -215,78 +177,122 @@ export class RedisStore implements LeaseStore {
   }
 
   async getByKey(key: string): Promise<Lease | undefined> {
-    const r = list(await this.run(S.GET_BY_KEY, [key]));
-    return r.length ? this.lease(r) : undefined;
+    return (await this.core.holder(key, false)).lease;
   }
 
   async getSession(session: string): Promise<Lease | undefined> {
-    const r = await this.guard(() => this.redis.hgetall(this.prefix + 'session:' + session));
-    return Object.keys(r).length ? this.leaseFromMap(r) : undefined;
+    const { rec } = await this.core.record(session);
+    return rec && rec.state !== 'pending' ? this.core.lease(rec) : undefined;
   }
 
   async updateData(session: string, leaseId: string, data: SessionData): Promise<boolean> {
-    return (await this.run(S.UPDATE_DATA, [session, leaseId, JSON.stringify(data)])) === 1;
+    return (await this.exec.run(S.RECORD_UPDATE, [this.keys.record(session)], [leaseId, JSON.stringify(data)])) === 1;
   }
 
-  async check(key: string, leaseId: string, epoch: string, opts: { timeoutMs?: number } = {}): Promise<FenceCheck> {
-    const r = list(await this.run(S.CHECK, [this.epochCandidate, key, leaseId, epoch], opts.timeoutMs));
-    switch (r[0]) {
-      case 'live':
-      case 'expired':
-        return { state: r[0], lease: this.lease(r.slice(1)) };
-      case 'superseded':
-        return { state: 'superseded', holder: this.lease(r.slice(1)) };
-      case 'lost':
-        return { state: 'lost', epoch: String(r[1]) };
-      default:
-        return { state: 'ended' };
-    }
+  check(key: string, leaseId: string, epoch: string, opts: { timeoutMs?: number } = {}): Promise<FenceCheck> {
+    const p = (async (): Promise<FenceCheck> => {
+      const h = await this.core.holder(key, true);
+      if (h.lease?.leaseId === leaseId) return { state: h.lease.expiresAt > h.now ? 'live' : 'expired', lease: h.lease };
+      if (h.lease) return { state: 'superseded', holder: h.lease };
+      // the lease's own lock was left without its group record: that shard lost it
+      if (h.dropped.includes(leaseId)) return { state: 'lost', epoch: h.epoch };
+      return epoch.split(' ').includes(h.epoch) ? { state: 'ended' } : { state: 'lost', epoch: h.epoch };
+    })();
+    return opts.timeoutMs !== undefined ? withTimeout(this.exec.guard(() => p), opts.timeoutMs) : p;
   }
 
   async dueSessions(limit: number): Promise<Lease[]> {
-    const r = list(await this.run(S.LIST_SESSIONS, ['now', limit]));
-    return r.map((f) => this.lease(list(f)));
+    const out: Lease[] = [];
+    await this.scan('now', limit * 4 + 16, async (entry, now, rec) => {
+      if (rec.state === 'pending') {
+        if (Number(rec.createdAt) + PENDING_GRACE_MS <= now) await this.core.releaseParts(entry.session, entry.leaseId, decode(rec.keys, isStringList, 'lock key list'));
+        return;
+      }
+      const lease = this.core.lease(rec);
+      if (lease.expiresAt > now) await this.core.indexRaise(lease.session, lease.leaseId, lease.expiresAt);
+      else if (out.length < limit) out.push(lease);
+    });
+    return out;
   }
 
-  async claim(session: string, leaseId: string, retryMs: number, opts: { timeoutMs?: number } = {}): Promise<boolean> {
-    return (await this.run(S.CLAIM, [session, leaseId, retryMs], opts.timeoutMs)) === 1;
+  claim(session: string, leaseId: string, retryMs: number, opts: { timeoutMs?: number } = {}): Promise<boolean> {
+    const p = (async (): Promise<boolean> => {
+      const { now, rec } = await this.core.record(session);
+      if (!rec || rec.leaseId !== leaseId || rec.state === 'pending') return false;
+      const expiresAt = Number(rec.expiresAt);
+      if (expiresAt > now) {
+        // renewed since it was listed
+        await this.core.indexRaise(session, leaseId, expiresAt).catch(() => undefined);
+        return false;
+      }
+      // one script on the index's node: of two claimers, one moves the entry, the other finds it not due
+      return (await this.exec.run(S.INDEX_CLAIM, [this.keys.index], [indexMember(session, leaseId), retryMs])) === 1;
+    })();
+    return opts.timeoutMs !== undefined ? withTimeout(this.exec.guard(() => p), opts.timeoutMs) : p;
   }
 
   async listSessions(): Promise<Lease[]> {
-    const r = list(await this.run(S.LIST_SESSIONS, ['+inf', 1_000_000]));
-    return r.map((f) => this.lease(list(f)));
+    const seen = new Map<string, Lease>();
+    await this.scan('+inf', 1_000_000, async (_entry, _now, rec) => {
+      if (rec.state !== 'pending') seen.set(rec.session, this.core.lease(rec));
+    });
+    return [...seen.values()];
+  }
+
+  /**
+   * Index entries up to `max` (oldest first), each with its lease record read on the lease's node:
+   * `fn` gets those that are this entry's lease; stale entries are pruned once past their grace.
+   * A record that cannot be read (its node down) is skipped: the other shards' leases still go.
+   */
+  private async scan(max: 'now' | '+inf', limit: number, fn: (entry: { session: string; leaseId: string }, now: number, rec: Record<string, string>) => Promise<void>): Promise<void> {
+    const r = list(await this.exec.run(S.INDEX_RANGE, [this.keys.index], [max, limit]));
+    const indexNow = Number(r[0]);
+    const entries: Array<{ member: string; score: number; session: string; leaseId: string }> = [];
+    for (let i = 1; i + 1 < r.length; i += 2) {
+      const m = parseMember(String(r[i]));
+      if (m) entries.push({ member: String(r[i]), score: Number(r[i + 1]), ...m });
+    }
+    const reads = await Promise.allSettled(entries.map((e) => this.core.record(e.session)));
+    const work: Array<Promise<unknown>> = [];
+    entries.forEach((e, i) => {
+      const read = reads[i];
+      if (read.status === 'rejected') return;
+      const { now, rec } = read.value;
+      if (rec && rec.leaseId === e.leaseId) work.push(fn(e, now, rec).catch(() => undefined));
+      else if (e.score + STALE_ENTRY_GRACE_MS <= indexNow) {
+        work.push(this.exec.run(S.INDEX_PRUNE, [this.keys.index], [e.member, STALE_ENTRY_GRACE_MS]).catch(() => undefined));
+      }
+    });
+    await Promise.all(work);
   }
 
   async now(): Promise<number> {
-    const [sec, usec] = await this.guard(() => this.redis.time());
-    const ms = Number(sec) * 1000 + Math.floor(Number(usec) / 1000);
-    this.noteStoreTime(ms);
-    return ms;
+    return this.core.now();
   }
 
   async putVm(rec: VmRegistration): Promise<boolean> {
-    return (await this.guard(() => this.redis.hsetnx(this.prefix + 'vms', rec.name, JSON.stringify(rec)))) === 1;
+    return (await this.exec.guard(() => this.redis.hsetnx(this.keys.vms, rec.name, JSON.stringify(rec)))) === 1;
   }
 
   async getVm(name: string): Promise<VmRegistration | undefined> {
-    const v = await this.guard(() => this.redis.hget(this.prefix + 'vms', name));
+    const v = await this.exec.guard(() => this.redis.hget(this.keys.vms, name));
     return v === null ? undefined : decode(v, isVmRegistration, 'VM record');
   }
 
   async deleteVm(name: string): Promise<boolean> {
-    return (await this.guard(() => this.redis.hdel(this.prefix + 'vms', name))) === 1;
+    return (await this.exec.guard(() => this.redis.hdel(this.keys.vms, name))) === 1;
   }
 
   async listVms(): Promise<VmRegistration[]> {
-    const vals = await this.guard(() => this.redis.hvals(this.prefix + 'vms'));
+    const vals = await this.exec.guard(() => this.redis.hvals(this.keys.vms));
     return vals.map((v) => decode(v, isVmRegistration, 'VM record')).sort((a, b) => (a.name < b.name ? -1 : 1));
   }
 
   async health(): Promise<StoreHealth> {
     const t0 = performance.now();
     try {
-      const r = list(await this.run(S.EPOCH, [this.epochCandidate]));
-      this.noteStoreTime(Number(r[1]));
+      const r = list(await this.exec.run(S.EPOCH, [this.keys.epoch], [this.core.epochCandidate]));
+      this.core.clock.note(Number(r[1]));
       return { ok: true, kind: 'redis', epoch: String(r[0]), latencyMs: Math.round((performance.now() - t0) * 100) / 100 };
     } catch (e) {
       return { ok: false, kind: 'redis', detail: errorMessage(e) };
@@ -294,161 +300,11 @@ export class RedisStore implements LeaseStore {
   }
 
   async close(): Promise<void> {
-    if (this.abandonTimer) clearInterval(this.abandonTimer);
-    this.abandonTimer = undefined;
+    this.core.abandoned.close();
     try {
       await this.redis.quit();
     } catch {
       this.redis.disconnect();
     }
   }
-
-  /**
-   * A store time `storeMs` read in a reply that has just arrived: the store's clock minus ours was
-   * at least storeMs − now (the store read its clock before we got the reply). The tightest recent
-   * bound is kept; an old one is replaced (clocks drift).
-   */
-  private noteStoreTime(storeMs: number): void {
-    if (!Number.isFinite(storeMs)) return;
-    const t = performance.now();
-    const lo = storeMs - t;
-    this.clockLo = this.clockLo === undefined || t - this.clockAt > CLOCK_SAMPLE_MAX_AGE_MS ? lo : Math.max(this.clockLo, lo);
-    this.clockAt = t;
-  }
-
-  /**
-   * The instant, on the store's clock, after which a script sent now must not run: no later than
-   * when this process gives up on it (commandTimeoutMs), a margin earlier for the reply's trip.
-   */
-  private async notAfter(): Promise<number> {
-    if (this.clockLo === undefined || performance.now() - this.clockAt > CLOCK_SAMPLE_MAX_AGE_MS) await this.now();
-    return Math.floor(performance.now() + (this.clockLo ?? 0) + this.commandTimeoutMs - LATE_MARGIN_MS);
-  }
-
-  private lateError(what: 'lock' | 'renew'): GatewayError {
-    return errors.storeUnavailable(
-      `lease store (Redis) reached the ${what} operation only after this gateway had given up on it (store.commandTimeoutMs ${this.commandTimeoutMs} ms): refused by the store, nothing changed`,
-    );
-  }
-
-  /** Remember a given-up acquire; its lease id is released once the store answers (bounded). */
-  private abandon(session: string, leaseId: string, ttlMs: number): void {
-    if (this.abandoned.size >= ABANDONED_MAX) {
-      const oldest = this.abandoned.keys().next();
-      if (!oldest.done) this.abandoned.delete(oldest.value);
-    }
-    // past the lease's would-be expiry there is nothing left to prevent
-    this.abandoned.set(leaseId, { session, until: Date.now() + ttlMs + 60_000 });
-    if (!this.abandonTimer) {
-      this.abandonTimer = setInterval(() => void this.releaseAbandoned(), ABANDONED_RETRY_MS);
-      this.abandonTimer.unref();
-    }
-  }
-
-  private async releaseAbandoned(): Promise<void> {
-    if (this.abandonRunning) return;
-    this.abandonRunning = true;
-    try {
-      for (const [leaseId, a] of [...this.abandoned]) {
-        if (Date.now() > a.until) {
-          this.abandoned.delete(leaseId);
-          continue;
-        }
-        try {
-          // any answer means Redis has run this after the acquire (one connection, in order)
-          await this.release(a.session, leaseId);
-          this.abandoned.delete(leaseId);
-        } catch {
-          break;
-        }
-      }
-    } finally {
-      this.abandonRunning = false;
-      if (this.abandoned.size === 0 && this.abandonTimer) {
-        clearInterval(this.abandonTimer);
-        this.abandonTimer = undefined;
-      }
-    }
-  }
-
-  /** EVALSHA, falling back to EVAL when Redis does not know the script (first use, or after a restart). */
-  private async run(script: string, args: Array<string | number>, timeoutMs?: number): Promise<Reply> {
-    let sha = this.shas.get(script);
-    if (!sha) {
-      sha = createHash('sha1').update(script).digest('hex');
-      this.shas.set(script, sha);
-    }
-    const argv = [this.prefix, ...args.map((a) => (typeof a === 'number' ? String(Math.round(a)) : a))];
-    const call = async (): Promise<Reply> => {
-      try {
-        return toReply(await this.redis.evalsha(sha, 0, ...argv));
-      } catch (e) {
-        if (!errorPrefix(e).startsWith('NOSCRIPT')) throw e;
-        return toReply(await this.redis.eval(script, 0, ...argv));
-      }
-    };
-    return this.guard(() => (timeoutMs !== undefined && timeoutMs < this.commandTimeoutMs ? withTimeout(call(), timeoutMs) : call()));
-  }
-
-  private async guard<T>(fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (e) {
-      throw toGatewayError(e, lastRedisError(this.redis));
-    }
-  }
-
-  private lease(flat: Reply[]): Lease {
-    const m: Record<string, string> = {};
-    for (let i = 0; i + 1 < flat.length; i += 2) m[String(flat[i])] = String(flat[i + 1]);
-    return this.leaseFromMap(m);
-  }
-
-  private leaseFromMap(m: Record<string, string>): Lease {
-    const lease: Lease = {
-      session: m.session,
-      keys: decode(m.keys, isStringList, 'lock key list'),
-      leaseId: m.leaseId,
-      owner: m.owner,
-      fence: Number(m.fence),
-      createdAt: Number(m.createdAt),
-      expiresAt: Number(m.expiresAt),
-      hardDeadline: Number(m.hardDeadline),
-      ...(m.idem ? { idempotencyKey: m.idem } : {}),
-      epoch: m.epoch,
-      data: decode(m.data, isRecord, 'session data'),
-    };
-    if (lease.fence > this.highWater) this.highWater = lease.fence;
-    return lease;
-  }
-}
-
-/** `p`, or STORE_UNAVAILABLE once `ms` have passed without its answer (it may still be applied). */
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(errors.storeUnavailable(`lease store (Redis) did not answer within ${ms} ms`)), ms);
-  });
-  p.catch(() => undefined);
-  return Promise.race([p, late]).finally(() => clearTimeout(timer));
-}
-
-function errorPrefix(e: unknown): string {
-  return e instanceof Error && e.name === 'ReplyError' ? e.message : '';
-}
-
-/** why the connection is down, as the server or the socket said it (WRONGPASS, a certificate error…) */
-function connectionWhy(lastError: string | undefined, msg?: string): string {
-  return lastError && lastError !== msg ? ` (last connection error: ${lastError})` : '';
-}
-
-function toGatewayError(e: unknown, lastConnectionError?: string): GatewayError {
-  if (e instanceof GatewayError) return e;
-  const msg = e instanceof Error ? e.message : String(e);
-  const prefix = errorPrefix(e);
-  // a ReplyError that is not an availability condition is a script or usage bug: say so loudly
-  if (prefix && !UNAVAILABLE_PREFIXES.some((p) => prefix.startsWith(p))) {
-    return errors.internal(`Redis refused a store command: ${msg}`, { cause: e });
-  }
-  return errors.storeUnavailable(`lease store (Redis) unavailable: ${msg}${connectionWhy(lastConnectionError, msg)}`, { cause: e });
 }

@@ -132,12 +132,12 @@ async function hangScenario(app: FastifyInstance, prefix: string, [held, refused
   // nothing replayed: the lock script the gateway gave up on is refused by Redis when it resumes
   // (it carries a not-after instant on the store clock), so no lease exists for the refused VM…
   const t1 = Date.now();
-  expect(await redis.command('EXISTS', `${prefix}session:vm:${refused}`, `${prefix}lock:vm:${refused}`)).toBe(':0\r\n');
+  expect(await redis.command('EXISTS', `${prefix}{vm:${refused}}:session`, `${prefix}{vm:${refused}}:lock`)).toBe(':0\r\n');
   // …and no command at all reaches its agent (sync included) over a window longer than the refused
   // 1 s lease + a sweep + 1 s: an orphan lease would have been thawed by the sweeper inside it
   await new Promise((r) => setTimeout(r, 1_000 + 200 + 1_000));
   expect(vm[refused].stats.commandLog.slice(wireBefore).map((c) => c.command)).toEqual([]);
-  expect(await redis.command('EXISTS', `${prefix}session:vm:${refused}`, `${prefix}lock:vm:${refused}`)).toBe(':0\r\n');
+  expect(await redis.command('EXISTS', `${prefix}{vm:${refused}}:session`, `${prefix}{vm:${refused}}:lock`)).toBe(':0\r\n');
   expect(Date.now() - t1).toBeGreaterThanOrEqual(2_200);
   // the next freeze of that VM succeeds (no leftover lease), and its thaw ends it
   const next = await freeze(app, refused, 30);
@@ -323,8 +323,8 @@ describe('C1: Redis SIGKILLed and restarted with AOF', { timeout: 60_000 }, () =
       await aof.kill();
       await aof.start();
       // the sessions are there as written
-      expect(bulk(await aof.command('HGET', `${prefix}session:vm:c1b`, 'leaseId'))).toBe(longLease.leaseId);
-      expect(Number(bulk(await aof.command('HGET', `${prefix}session:vm:c1a`, 'expiresAt')))).toBe(Date.parse(shortLease.expiresAt));
+      expect(bulk(await aof.command('HGET', `${prefix}{vm:c1b}:session`, 'leaseId'))).toBe(longLease.leaseId);
+      expect(Number(bulk(await aof.command('HGET', `${prefix}{vm:c1a}:session`, 'expiresAt')))).toBe(Date.parse(shortLease.expiresAt));
 
       const b = await makeApp({ vms, config: { store, freeze: { sweepIntervalMs: 200 } } });
       apps.push(b);
@@ -370,15 +370,18 @@ describe('C4: the store clock jumps forward by 2·L', { timeout: 30_000 }, () =>
     const old = first.json<{ leaseId: string; fence: number }>();
     // Redis's clock jumps +2·L for this session: every time it keeps for it moves 2·L into the past
     // (the scripts compare them with Redis TIME, so this is what the jump does to the lease)
-    const key = `${prefix}session:vm:c4`;
+    const key = `${prefix}{vm:c4}:session`;
     const jump = 2 * L * 1000;
     for (const field of ['createdAt', 'expiresAt', 'hardDeadline']) {
       const v = Number(bulk(await redis.command('HGET', key, field)));
       expect(v).toBeGreaterThan(0);
       expect(await redis.command('HSET', key, field, String(v - jump))).toBe(':0\r\n');
     }
-    const score = Number(bulk(await redis.command('ZSCORE', `${prefix}deadlines`, 'vm:c4')));
-    expect(await redis.command('ZADD', `${prefix}deadlines`, String(score - jump), 'vm:c4')).toBe(':0\r\n');
+    // its deadline index entry (one per lease: "<session>\n<leaseId>") likewise
+    const entry = `vm:c4\n${old.leaseId}`;
+    const score = Number(bulk(await redis.command('ZSCORE', `${prefix}{deadlines}`, entry)));
+    expect(score).toBe(Number(bulk(await redis.command('HGET', key, 'expiresAt'))) + jump);
+    expect(await redis.command('ZADD', `${prefix}{deadlines}`, String(score - jump), entry)).toBe(':0\r\n');
 
     // the other gateway's sweeper sees an expired lease and thaws early
     await waitFor('early deadline thaw by the other gateway', () => !vm.c4.state.frozen, 5_000);

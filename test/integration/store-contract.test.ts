@@ -489,11 +489,11 @@ describe('RedisStore against a failing Redis', () => {
       );
       expect((err as GatewayError).code).toBe('STORE_UNAVAILABLE');
       // the lock was taken in Redis (seen directly, not through the held connection)
-      expect(await own.command('EXISTS', 'u:lock:vm:u')).toBe(':1\r\n');
+      expect(await own.command('EXISTS', 'u:{vm:u}:lock')).toBe(':1\r\n');
       proxy.heal();
       // nobody can ever use that lease (its caller was told 503): it is released, not left to expire
       const t0 = Date.now();
-      while ((await own.command('EXISTS', 'u:lock:vm:u', 'u:session:vm:u')) !== ':0\r\n') {
+      while ((await own.command('EXISTS', 'u:{vm:u}:lock', 'u:{vm:u}:session')) !== ':0\r\n') {
         if (Date.now() - t0 > 3_000) throw new Error('the given-up lease was not released within 3 s');
         await sleep(20);
       }
@@ -528,7 +528,7 @@ describe('RedisStore against a failing Redis', () => {
         if (Date.now() - t0 > 3_000) throw new Error('store not answering after SIGCONT');
         await sleep(20);
       }
-      expect(await own.command('EXISTS', 's:lock:vm:s', 's:session:vm:s')).toBe(':0\r\n');
+      expect(await own.command('EXISTS', 's:{vm:s}:lock', 's:{vm:s}:session')).toBe(':0\r\n');
       expect((await store.getSession('vm:h'))?.expiresAt).toBe(held.lease.expiresAt);
       // the retry with the same key gets a fresh lease (ok, not a reused one nobody froze under)
       expect(await store.acquire(req({ session: 'vm:s', keys: ['vm:s'], idempotencyKey: 'k' }))).toMatchObject({ ok: true, reused: false });

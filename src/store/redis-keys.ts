@@ -1,0 +1,81 @@
+/**
+ * Redis key names of RedisStore, built here and nowhere else (the Lua scripts get every key in
+ * KEYS[]). Under the prefix P (store.keyPrefix, e.g. `qga:`):
+ *
+ *   P{vm:<name>}:lock       hash {session, leaseId}: the VM is locked by that lease
+ *   P{vm:<name>}:session    hash, the lease record of a single-VM session (fields below)
+ *   P{vm:<name>}:meta       hash {fence, epoch}: the VM's last fence and its epoch
+ *   P{group:<id>}:session   hash, the lease record of a freeze group (fields below + state)
+ *   P{deadlines}            zset "<session>\n<leaseId>" → time (ms) the lease must be thawed by
+ *   Pidem:<owner>\n<key>    string "<session>\n<leaseId>" (expires after the hard cap + 1 h)
+ *   Pended:<leaseId>        hash {session, endedAt, endedBy}: a tombstone (expires)
+ *   Pepoch                  string, the epoch health() reports
+ *   Pvms                    hash name → VM record (API-registered VMs)
+ *
+ * Lease record fields: session, leaseId, owner, fence, createdAt, expiresAt, hardDeadline, idem,
+ * epoch, keys (JSON), data (JSON), state ('active', or 'pending' while a group is being taken).
+ *
+ * The part in braces is the Redis Cluster hash tag: every key of one VM (or one group) hashes to
+ * one slot, so a script touching them runs on one node. The lock key (`vm:<name>`) or session key
+ * (`group:<id>`) is the tag as it is; the prefix stays outside the braces.
+ */
+
+export class RedisKeys {
+  constructor(readonly prefix: string) {}
+
+  private tagged(key: string, what: string): string {
+    return `${this.prefix}{${key}}:${what}`;
+  }
+
+  /** the lock of a lock key (`vm:<name>`) */
+  lock(key: string): string {
+    return this.tagged(key, 'lock');
+  }
+
+  /** the lease record of a session (`vm:<name>` or `group:<id>`), in the session's own slot */
+  record(session: string): string {
+    return this.tagged(session, 'session');
+  }
+
+  /** the VM's fence and epoch */
+  meta(key: string): string {
+    return this.tagged(key, 'meta');
+  }
+
+  /** [lock, record, meta]: the KEYS of every per-VM script */
+  vm(key: string): [string, string, string] {
+    return [this.lock(key), this.record(key), this.meta(key)];
+  }
+
+  get index(): string {
+    return `${this.prefix}{deadlines}`;
+  }
+
+  idem(owner: string, idem: string): string {
+    return `${this.prefix}idem:${owner}\n${idem}`;
+  }
+
+  ended(leaseId: string): string {
+    return `${this.prefix}ended:${leaseId}`;
+  }
+
+  get epoch(): string {
+    return `${this.prefix}epoch`;
+  }
+
+  get vms(): string {
+    return `${this.prefix}vms`;
+  }
+}
+
+/** The deadline index member of a lease: one per lease (not per session), see redis.ts. */
+export const indexMember = (session: string, leaseId: string): string => `${session}\n${leaseId}`;
+
+/** The inverse of indexMember; undefined for a member this store did not write. */
+export function parseMember(member: string): { session: string; leaseId: string } | undefined {
+  const i = member.lastIndexOf('\n');
+  return i > 0 ? { session: member.slice(0, i), leaseId: member.slice(i + 1) } : undefined;
+}
+
+/** "<session>\n<leaseId>" as the idempotency record holds it. */
+export const parseIdemRecord = parseMember;
