@@ -8,7 +8,7 @@
  *   npx tsx bench/quick-churn.ts [--perf] [--ab REV]
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { auth, cannon, startGateway, TOKENS } from './lib/procs.js';
@@ -20,6 +20,8 @@ const ms = Number(process.env.BENCH_MS ?? 3000);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
 const count = Number(process.env.BENCH_VMS ?? 2000);
 const perfOn = process.argv.includes('--perf');
+/** --deopt: the gateway runs with --trace-deopt; the deoptimizations of the measured round 1 are counted by function and reason */
+const deoptOn = process.argv.includes('--deopt');
 const abAt = process.argv.indexOf('--ab');
 const abRev = abAt > 0 ? process.argv[abAt + 1] : undefined;
 
@@ -36,7 +38,7 @@ async function main(): Promise<void> {
       if (r % 2 === 1) variants.reverse();
       for (const [name, entry] of variants) {
         const e = entry ?? (await gatewayEntry()).entry;
-        const gw = await startGateway({ vms: sim.vms, agent: { maxOpen: 100 }, entry: perfOn ? ['--perf-basic-prof', ...e] : e });
+        const gw = await startGateway({ vms: sim.vms, agent: { maxOpen: 100 }, entry: perfOn ? ['--perf-basic-prof', ...e] : deoptOn ? ['--trace-deopt', ...e] : e });
         try {
           const spec = { pathsFile, order: 'random' as const, connections: 64, headers: H, base: gw.base };
           await cannon({ ...spec, durationMs: 1000 }, []);
@@ -47,6 +49,15 @@ async function main(): Promise<void> {
             rec.kill('SIGINT');
             await new Promise((res) => rec.once('exit', res));
             console.log(execFileSync('sh', ['-c', 'perf report -i /tmp/qga-churn.perf --stdio --children --sort sym -g none --percent-limit 0.7 2>/dev/null | grep -v "^#" | grep -v "^$" | head -170'], { encoding: 'utf8', maxBuffer: 1 << 26 }));
+          }
+          if (deoptOn && r === 0) {
+            const text = await readFile(gw.logFile, 'utf8');
+            const counts = new Map<string, number>();
+            for (const m of text.matchAll(/bailout \(kind: ([^,]+), reason: ([^)]+)\): begin\. deoptimizing[^<]*<JSFunction ?([^ >(]*)/g)) {
+              const k = `${m[3] || '(anonymous)'} ${m[1]}: ${m[2]}`;
+              counts.set(k, (counts.get(k) ?? 0) + 1);
+            }
+            for (const [k, n] of [...counts].sort((a, b) => b[1] - a[1]).slice(0, 40)) console.log(String(n).padStart(6), k);
           }
           const okps = (m.result.ok / m.wallMs) * 1000;
           const cpu = (m.cpu[0] * 1e6) / Math.max(1, m.result.ok);

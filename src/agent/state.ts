@@ -39,11 +39,18 @@ interface Entry {
   info?: AgentInfo;
 }
 
-/** Commands the agent lists as enabled in guest-info, sorted. */
+/** per guest-info (interned: shared by the VMs that gave the same answer), its sorted list; never changed once made */
+const enabledOf = new WeakMap<AgentInfo, string[]>();
+
+/** Commands the agent lists as enabled in guest-info, sorted (one shared array per AgentInfo: do not change it). */
 export function enabledCommands(info: AgentInfo): string[] {
-  const out: string[] = [];
+  let out = enabledOf.get(info);
+  if (out !== undefined) return out;
+  out = [];
   for (const [name, c] of info.commands) if (c.enabled) out.push(name);
-  return out.sort();
+  out.sort();
+  enabledOf.set(info, out);
+  return out;
 }
 
 export class AgentStates {

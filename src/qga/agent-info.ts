@@ -1,15 +1,42 @@
-/** Turning a guest-info reply into the AgentInfo the channel caches. */
+/**
+ * Turning a guest-info reply into the AgentInfo the channel caches.
+ *
+ * Interned (issue 14): a fleet runs a handful of agent builds, so most VMs answer guest-info with
+ * the same version and command list. Identical answers (same version, same commands with the same
+ * enabled and success-response flags) share ONE frozen AgentInfo: an idle channel holds no copy of
+ * its own (memory per channel), and a reconnect does not rebuild the command map (CPU under churn).
+ * At most MAX_INTERNED distinct answers are kept (the oldest goes first); `raw` is the first of the
+ * identical answers.
+ */
 import type { AgentInfo, JsonObject, JsonValue } from './types.js';
 
 /** Agents from 4.0 on echo a request's "id" in the reply; older ones drop or reject it. */
 const ID_ECHO_SINCE: [number, number] = [4, 0];
 
+const MAX_INTERNED = 256;
+const interned = new Map<string, AgentInfo>();
+
 export function parseAgentInfo(raw: JsonValue): AgentInfo {
   const obj: JsonObject = isObject(raw) ? raw : {};
   const version = typeof obj.version === 'string' ? obj.version : 'unknown';
+  const list = Array.isArray(obj.supported_commands) ? obj.supported_commands : [];
+  // what identifies the answer: each part length-prefixed, so no two answers share a key
+  let key = `${version.length}:${version}`;
+  for (const entry of list) {
+    if (!isObject(entry) || typeof entry.name !== 'string') continue;
+    key += `${entry.name.length}:${entry.name}${entry.enabled !== false ? 1 : 0}${entry['success-response'] !== false ? 1 : 0}`;
+  }
+  const known = interned.get(key);
+  if (known !== undefined) return known;
+  const info = build(obj, version, list);
+  if (interned.size >= MAX_INTERNED) interned.delete(interned.keys().next().value as string);
+  interned.set(key, info);
+  return info;
+}
+
+function build(obj: JsonObject, version: string, list: JsonValue[]): AgentInfo {
   const versionTuple = parseVersion(version);
   const commands: AgentInfo['commands'] = new Map();
-  const list = Array.isArray(obj.supported_commands) ? obj.supported_commands : [];
   for (const entry of list) {
     if (!isObject(entry) || typeof entry.name !== 'string') continue;
     commands.set(entry.name, {
@@ -19,7 +46,7 @@ export function parseAgentInfo(raw: JsonValue): AgentInfo {
   }
   const [major, minor] = versionTuple;
   const echoesId = major > ID_ECHO_SINCE[0] || (major === ID_ECHO_SINCE[0] && minor >= ID_ECHO_SINCE[1]);
-  return { version, versionTuple, commands, echoesId, raw: obj };
+  return Object.freeze({ version, versionTuple, commands, echoesId, raw: obj });
 }
 
 export function parseVersion(version: string): [number, number, number] {

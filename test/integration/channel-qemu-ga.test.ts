@@ -3,9 +3,10 @@
  * the host blocked with -b). These pin the protocol facts the simulator imitates.
  */
 import net from 'node:net';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { GatewayError } from '../../src/errors.js';
 import { Channel, type ChannelOptions } from '../../src/qga/channel.js';
+import { AgentConnection } from '../../src/qga/connection.js';
 import type { CommandSpec, JsonObject, TimeoutClass } from '../../src/qga/types.js';
 import { startQemuGa, type QemuGa } from '../helpers/qemu-ga.js';
 
@@ -171,9 +172,16 @@ describe('Channel against the real qemu-ga', () => {
     const before = ch.agentInfo;
     agent.kill('SIGKILL');
     await agent.restart();
-    // The first call after the drop may be resent once (idempotent) or reconnect lazily.
-    await expect(ch.execute('guest-ping')).resolves.toEqual({});
-    expect(ch.agentInfo).not.toBe(before); // re-read after the reconnect
+    const sent = vi.spyOn(AgentConnection.prototype, 'request');
+    try {
+      // The first call after the drop may be resent once (idempotent) or reconnect lazily.
+      await expect(ch.execute('guest-ping')).resolves.toEqual({});
+      // guest-info re-read after the reconnect (the same answer: the same interned AgentInfo)
+      expect(sent.mock.calls.filter(([command]) => command === 'guest-info')).toHaveLength(1);
+      expect(ch.agentInfo).toEqual(before);
+    } finally {
+      sent.mockRestore();
+    }
     expect(ch.state).toBe('ready');
   });
 
