@@ -1,6 +1,11 @@
-/** src/cluster/hop.ts: signed node-to-node calls (the forwarding suite uses them end to end). */
+/**
+ * src/cluster/hop.ts (signed node-to-node calls) and the pure parts of src/cluster/forward.ts
+ * (headers that cross, time bounds); cluster-forward.test.ts drives them end to end.
+ */
 import { describe, expect, it } from 'vitest';
+import { FORWARD_CONTEXT, incomingHeaders, outgoingHeaders, routeBound } from '../../src/cluster/forward.js';
 import { HOP_HEADER, PRINCIPAL_HEADER, SIGNATURE_HEADER, signHop, verifyHop } from '../../src/cluster/hop.js';
+import { testConfig } from '../helpers/app.js';
 
 const SECRET = 'a-shared-secret-of-at-least-32-characters';
 const principal = { name: 'ops', scopes: ['read', 'write'], vms: ['web-*'] };
@@ -33,5 +38,67 @@ describe('hop signature', () => {
   it('refuses a validly signed principal of an unknown scope', () => {
     const h = signHop(SECRET, { method: 'GET', url: '/x', entryNode: 'n', principal: { name: 'p', scopes: ['root'] }, now: 1 });
     expect(verifyHop(SECRET, h, 'GET', '/x', 1)).toBeUndefined();
+  });
+});
+
+describe('forwarded headers', () => {
+  it('the client credentials, Origin, hop-by-hop and client-made hop headers do not cross; the rest does', () => {
+    const ctx = { signal: new AbortController().signal, headersTimeout: 1234 };
+    const out = outgoingHeaders(
+      {
+        authorization: 'Bearer secret-token', 'proxy-authorization': 'x', connection: 'keep-alive', 'keep-alive': 'timeout=5', te: 'trailers', upgrade: 'h2c',
+        expect: '100-continue', origin: 'http://ui.example', [HOP_HEADER]: 'forged', [PRINCIPAL_HEADER]: 'forged', [SIGNATURE_HEADER]: 'forged', 'x-qga-node': 'forged',
+        'idempotency-key': 'k1', 'if-match': '"e"', range: 'bytes=0-9', 'content-type': 'application/json', 'content-length': '2', host: 'b:1', 'x-request-id': 'client',
+      },
+      { [HOP_HEADER]: 'A', [SIGNATURE_HEADER]: 'sig', [PRINCIPAL_HEADER]: 'p', 'x-request-id': 'req-1' },
+      ctx,
+    );
+    const { [FORWARD_CONTEXT]: carried, ...plain } = out as Record<string | symbol, unknown>;
+    expect(carried).toBe(ctx);
+    expect(plain).toEqual({
+      'idempotency-key': 'k1', 'if-match': '"e"', range: 'bytes=0-9', 'content-type': 'application/json', 'content-length': '2', host: 'b:1',
+      'x-request-id': 'req-1', [HOP_HEADER]: 'A', [SIGNATURE_HEADER]: 'sig', [PRINCIPAL_HEADER]: 'p',
+    });
+    // the per-request context rides on a symbol key: it survives reply-from's Object.assign copy
+    expect((Object.assign({}, out) as Record<symbol, unknown>)[FORWARD_CONTEXT]).toBe(ctx);
+  });
+
+  it('answers lose hop-by-hop headers and name the node when it did not', () => {
+    expect(incomingHeaders({ connection: 'keep-alive', 'keep-alive': 'timeout=72', 'transfer-encoding': 'chunked', 'content-range': 'bytes 0-9/10', etag: '"x"' }, 'B')).toEqual({
+      'content-range': 'bytes 0-9/10',
+      etag: '"x"',
+      'x-qga-node': 'B',
+    });
+    expect(incomingHeaders({ 'x-qga-node': 'C' }, 'B')).toEqual({ 'x-qga-node': 'C' });
+  });
+});
+
+describe('headers bound of a forwarded request', () => {
+  const config = testConfig({ config: { cluster: { forwardTimeoutMs: 2_000 }, exec: { maxWaitSeconds: 100 }, agent: { waitMaxSeconds: 50 } } });
+  const bound = (schema: Record<string, unknown>, params: Record<string, unknown> = {}, query: Record<string, unknown> = {}) => routeBound(schema as never, config)(params, query);
+  const waitIn = (name: string, from: string, extra: Record<string, unknown> = {}) => ({ type: 'object', properties: { [name]: { type: 'number', 'x-max-from': from, ...extra } } });
+
+  it('forwardTimeoutMs, or the longest agent timeout of the route when longer', () => {
+    expect(bound({ 'x-qga-command': 'guest-ping' })).toBe(5_000); // agent.timeouts.fast
+    expect(bound({ 'x-qga-command': ['guest-fsfreeze-freeze', 'guest-ping'] })).toBe(300_000);
+    expect(bound({})).toBe(2_000);
+    // raw passthrough: the command in the path
+    expect(bound({ 'x-qga-command': 'guest-*' }, { command: 'guest-fstrim' })).toBe(600_000);
+  });
+
+  it('plus the wait: from the query (capped), or the configured maximum for a body member not read before forwarding', () => {
+    const status = { 'x-qga-command': 'guest-exec-status', querystring: waitIn('wait', 'exec.maxWaitSeconds') };
+    expect(bound(status, {}, { wait: '5' })).toBe(60_000 + 5_000);
+    expect(bound(status, {}, { wait: '99999' })).toBe(60_000 + 100_000);
+    expect(bound(status, {}, { wait: 'x' })).toBe(60_000);
+    expect(bound(status)).toBe(60_000);
+    expect(bound({ 'x-qga-command': 'guest-exec', body: waitIn('wait', 'exec.maxWaitSeconds') })).toBe(10_000 + 100_000);
+    // GET /v1/vms/{vm}/wait: timeout defaults to 30
+    const wait = { querystring: waitIn('timeout', 'agent.waitMaxSeconds', { default: 30 }) };
+    expect(bound(wait)).toBe(2_000 + 30_000);
+    expect(bound(wait, {}, { timeout: '45' })).toBe(2_000 + 45_000);
+    expect(bound(wait, {}, { timeout: '600' })).toBe(2_000 + 50_000);
+    // a ttl is no wait
+    expect(bound({ body: waitIn('ttlSeconds', 'freeze.maxTtlSeconds') })).toBe(2_000);
   });
 });

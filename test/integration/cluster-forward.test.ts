@@ -118,6 +118,11 @@ describe('forwarded requests are answered as the serving node answers them', () 
     expect(via.headers['x-qga-node']).toBe('B');
     expect(via.headers['x-request-id']).toBe('fwd-get-1');
     expect(via.headers.connection).toBe('keep-alive');
+    // Fastify's HEAD of a GET route is forwarded too
+    const head = await call(nodes.A, 'HEAD', '/v1/vms/b1/hostname', bearer(TOKENS.ops));
+    expect(head.status).toBe(200);
+    expect(head.headers['x-qga-node']).toBe('B');
+    expect(head.text).toBe('');
     // a VM served here: no forwarding, no X-Qga-Node
     const local = await call(nodes.A, 'GET', '/v1/vms/a1/hostname', bearer(TOKENS.ops));
     expect(local.status).toBe(200);
