@@ -43,6 +43,8 @@ export interface ClusterService {
    * fake ClusterService needs only the five members above.
    */
   readonly remote?: RemoteVms;
+  /** since when (ms epoch) Redis could not be read: the directory is the last one read (undefined: fresh) */
+  readonly staleSince?: number;
 }
 
 /** One VM another node publishes, as the cluster-wide listing shows it. */

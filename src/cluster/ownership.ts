@@ -19,7 +19,8 @@ import type { RedisClient } from '../store/redis-connect.js';
 const CLAIM = `
 local cur = redis.call('GET', KEYS[1])
 if cur then
-  if cur == ARGV[3] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+  -- ours (this fence, or one whose reply this node lost): renewed
+  if cur == ARGV[3] or string.sub(cur, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. ':' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
   return cur
 end
 local f = redis.call('INCR', KEYS[2])
@@ -52,6 +53,8 @@ export class Ownership {
   /** the owner last read of each VM this node does not hold */
   private readonly owners = new Map<string, string>();
   private readonly marginMs: number;
+  /** fires when the first lease held runs out (expire()) */
+  private timer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly client: RedisClient,
@@ -101,12 +104,9 @@ export class Ownership {
    * swallowed (the lease simply runs out); the count of failures is returned.
    */
   async round(candidates: ReadonlySet<string>, isAlive: (node: string) => boolean, recheck: boolean): Promise<number> {
-    const now = this.now();
+    this.expire();
     for (const [vm, h] of this.held) {
-      if (now >= h.validUntil) {
-        this.held.delete(vm);
-        this.events.lost(vm, 'its ownership lease was not renewed in time');
-      } else if (!candidates.has(vm)) {
+      if (!candidates.has(vm)) {
         this.held.delete(vm);
         this.events.lost(vm, 'no longer registered here');
         void this.client.eval(RELEASE, 1, this.ownerKey(vm), h.value).catch(() => undefined);
@@ -122,7 +122,32 @@ export class Ownership {
       jobs.push(this.claim(vm, h).catch(() => void failures++));
     }
     await Promise.all(jobs);
+    this.arm();
     return failures;
+  }
+
+  /**
+   * Drop the leases that ran out (renewals failed or late): their channels close. Runs on its own
+   * timer too, so that a round stuck on an unreachable Redis does not keep a channel open past it.
+   */
+  expire(): void {
+    const now = this.now();
+    for (const [vm, h] of this.held) {
+      if (now < h.validUntil) continue;
+      this.held.delete(vm);
+      this.events.lost(vm, 'its ownership lease was not renewed in time');
+    }
+    this.arm();
+  }
+
+  /** one timer at the first instant a lease held runs out, whatever a round is waiting for */
+  private arm(): void {
+    clearTimeout(this.timer);
+    let first = Infinity;
+    for (const h of this.held.values()) first = Math.min(first, h.validUntil);
+    if (first === Infinity) return;
+    this.timer = setTimeout(() => this.expire(), Math.max(0, Math.ceil(first - this.now())));
+    this.timer.unref();
   }
 
   private async claim(vm: string, h: Held | undefined): Promise<void> {
@@ -145,6 +170,7 @@ export class Ownership {
 
   /** A clean stop: every lease held is released (compare-and-delete), so a live node takes over at once. */
   async releaseAll(): Promise<void> {
+    clearTimeout(this.timer);
     const all = [...this.held];
     this.held.clear();
     await Promise.all(all.map(([vm, h]) => this.client.eval(RELEASE, 1, this.ownerKey(vm), h.value).catch(() => undefined)));

@@ -62,7 +62,7 @@ export class ClusterNode implements ClusterService {
   private served = new Set<string>();
   private lastBeat = Date.now();
   private rounds = 0;
-  private staleSince: number | undefined;
+  private staleAt: number | undefined;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private stopped = false;
@@ -90,8 +90,8 @@ export class ClusterNode implements ClusterService {
   }
 
   /** the directory could not be refreshed since this epoch ms (undefined: fresh) */
-  get stale(): number | undefined {
-    return this.staleSince;
+  get staleSince(): number | undefined {
+    return this.staleAt;
   }
 
   locate(vm: string): VmLocation {
@@ -196,12 +196,12 @@ export class ClusterNode implements ClusterService {
       this.lastBeat = now;
       this.served = new Set(summaries.keys());
       await this.refresh();
-      if (this.staleSince !== undefined) this.opts.logger.info({ staleMs: Date.now() - this.staleSince }, 'cluster: Redis answers again; directory refreshed');
-      this.staleSince = undefined;
+      if (this.staleAt !== undefined) this.opts.logger.info({ staleMs: Date.now() - this.staleAt }, 'cluster: Redis answers again; directory refreshed');
+      this.staleAt = undefined;
       this.logConflicts();
     } catch (err) {
-      if (this.staleSince === undefined) {
-        this.staleSince = Date.now();
+      if (this.staleAt === undefined) {
+        this.staleAt = Date.now();
         this.opts.logger.warn({ err: errorMessage(err) }, 'cluster: heartbeat or directory read failed; serving from the last directory until Redis answers');
       }
     }
@@ -278,7 +278,7 @@ export class ClusterNode implements ClusterService {
         help: '1 while the cluster directory could not be refreshed from Redis (the last one is served)',
         registers: [],
         collect() {
-          this.set(self.staleSince === undefined ? 0 : 1);
+          this.set(self.staleAt === undefined ? 0 : 1);
         },
       }),
     );

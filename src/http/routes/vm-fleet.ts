@@ -5,6 +5,7 @@
  * Nothing here talks to an agent: a listing of 10,000 VMs costs one lease-store read.
  */
 import { Type, type Static } from 'typebox';
+import type { RemoteVm } from '../../cluster/directory.js';
 import { freezeData } from '../../freeze/types.js';
 import { groupOfSession, vmKey, vmOfKey, type Lease } from '../../store/types.js';
 import { StringEnum } from '../schemas/component.js';
@@ -34,6 +35,32 @@ export const VmFreezeOwner = Type.Object(
   },
   { title: 'VmFreezeOwner', description: 'Who froze the VM' },
 );
+
+/** Cluster mode's fields of a VM object (spread into VmSummary). */
+export const clusterProperties = {
+  node: Type.Optional(Type.String({ description: 'cluster mode: the node that serves the VM (GET /v1/nodes)' })),
+  conflict: Type.Optional(
+    Type.Array(Type.String(), { description: 'cluster mode: the other live nodes that serve a VM of the same name (each serves its own; a third node answers 503 NODE_UNAVAILABLE)' }),
+  ),
+};
+
+/** `node` (and `conflict`) of a VM this node has in its registry; nothing outside cluster mode. */
+export function clusterFields(services: HttpServices, vm: string): { node?: string; conflict?: string[] } {
+  const cluster = services.cluster;
+  if (!cluster) return {};
+  const loc = cluster.locate(vm);
+  switch (loc.kind) {
+    case 'local':
+      return { node: cluster.selfId, ...(loc.conflict ? { conflict: loc.conflict } : {}) };
+    case 'remote':
+    case 'gone':
+      return { node: loc.node.id };
+    case 'conflict':
+      return { conflict: loc.nodes };
+    default:
+      return { node: cluster.selfId };
+  }
+}
 
 /** The properties every VM object carries (spread into VmSummary). */
 export const fleetProperties = {
@@ -76,6 +103,25 @@ export async function freezeIndex(services: HttpServices, vms?: readonly string[
     // STORE_UNAVAILABLE: no owners this time
   }
   return out;
+}
+
+/**
+ * The fleet fields of a VM another node serves, from what it published (cluster/summary.ts) and
+ * the shared store's leases. A gone node's VMs: agent state unknown since its last heartbeat.
+ */
+export function remoteFleetFields(vm: RemoteVm, freezes: FreezeIndex, goneSince: string): FleetFields {
+  const s = vm.summary;
+  const lease = freezes.get(vm.name);
+  let freeze: FleetFields['freeze'];
+  if (lease) {
+    const group = groupOfSession(lease.session);
+    freeze = { owner: lease.owner, since: new Date(lease.createdAt).toISOString(), expiresAt: new Date(lease.expiresAt).toISOString(), ...(group !== undefined ? { group } : {}) };
+  } else if (s.externalSince !== undefined) {
+    freeze = { owner: 'external', since: s.externalSince };
+  }
+  const frozen = (lease !== undefined && freezeData(lease).state !== 'freezing') || s.frozen;
+  const agent: FleetFields['agent'] = vm.alive ? s.agent : { state: 'unknown', since: goneSince, lastError: `node ${vm.node} stopped heartbeating` };
+  return { agent, frozen, ...(frozen && freeze ? { freeze } : {}), ...(s.capabilities ? { capabilities: s.capabilities } : {}) };
 }
 
 /** The fleet fields of one VM. */

@@ -9,13 +9,14 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import { Type } from 'typebox';
+import { Type, type Static } from 'typebox';
 import { errors } from '../../errors.js';
 import type { VmRecord } from '../../registry/registry.js';
 import { canAccessVm, type Principal } from '../plugins/auth.js';
 import type { HttpServices } from '../services.js';
 import { operation } from './operation.js';
-import { freezeIndex } from './vm-fleet.js';
+import type { ClusterService, RemoteVm, RemoteVms } from '../../cluster/directory.js';
+import { freezeIndex, remoteFleetFields } from './vm-fleet.js';
 import { VmSummary, summarize } from './vms.js';
 
 export const LIST_LIMIT_DEFAULT = 100;
@@ -95,6 +96,79 @@ function matcher(services: HttpServices, principal: Principal, q: Filter): (rec:
   };
 }
 
+/** The same test for a VM another node publishes (a gone node's VMs are in state unknown). */
+function remoteMatcher(principal: Principal, q: Filter): (vm: RemoteVm) => boolean {
+  const labels = (q.label ?? []).map(parseLabel);
+  const { state, capability } = q;
+  return (vm) => {
+    if (!canAccessVm(principal, vm.name)) return false;
+    for (const [k, v] of labels) if (!labelMatches(vm.summary.labels?.[k], v)) return false;
+    if (state !== undefined && (vm.alive ? vm.summary.agent.state : 'unknown') !== state) return false;
+    return capability === undefined || (vm.alive && (vm.summary.capabilities?.includes(capability) ?? false));
+  };
+}
+
+type Item = Static<typeof VmSummary>;
+
+/**
+ * Cluster mode: this node's page and the other nodes' (from the directory cache, cluster/
+ * directory.ts) merged in name order. Each side yields at most `limit` matches after the cursor;
+ * the first `limit` of their union is the page. A VM this node has in its registry but another
+ * node serves (a shared VM it does not own) is listed from that node's entry, once.
+ */
+async function clusterPage(
+  services: HttpServices,
+  cluster: ClusterService,
+  remoteVms: RemoteVms,
+  principal: Principal,
+  q: Filter & { limit: number },
+  after: string | undefined,
+): Promise<{ items: Item[]; next: string | null }> {
+  const match = matcher(services, principal, q);
+  const servedHere = (name: string) => {
+    const kind = cluster.locate(name).kind;
+    return kind === 'local' || kind === 'unknown';
+  };
+  const local = await services.registry.page({ after, limit: q.limit, match: (rec) => servedHere(rec.name) && match(rec) });
+  const rmatch = remoteMatcher(principal, q);
+  const remote: RemoteVm[] = [];
+  let remoteMore = false;
+  for (const name of remoteVms.after(after)) {
+    if (servedHere(name)) continue;
+    const vm = remoteVms.get(name);
+    if (!vm || !rmatch(vm)) continue;
+    if (remote.length >= q.limit) {
+      remoteMore = true;
+      break;
+    }
+    remote.push(vm);
+  }
+  const merged: Array<{ name: string; rec?: VmRecord; vm?: RemoteVm }> = [...local.items.map((rec) => ({ name: rec.name, rec })), ...remote.map((vm) => ({ name: vm.name, vm }))];
+  merged.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const page = merged.slice(0, q.limit);
+  const more = local.more || remoteMore || merged.length > q.limit;
+  const view = { endpoints: principal.scopes.has('admin') };
+  const freezes = await freezeIndex(services, page.map((e) => e.name));
+  const items = page.map((e) => (e.rec ? summarize(services, e.rec, view, freezes) : remoteItem(cluster, e.vm as RemoteVm, view, freezes)));
+  const last = page.at(-1);
+  return { items, next: more && last ? encodeCursor(last.name) : null };
+}
+
+function remoteItem(cluster: ClusterService, vm: RemoteVm, view: { endpoints: boolean }, freezes: Awaited<ReturnType<typeof freezeIndex>>): Item {
+  const s = vm.summary;
+  const lastSeen = cluster.node(vm.node)?.lastSeen ?? 0;
+  return {
+    name: vm.name,
+    ...(view.endpoints && s.endpoint ? { endpoint: s.endpoint } : {}),
+    source: s.source,
+    ...(s.labels ? { labels: s.labels } : {}),
+    channel: { state: vm.alive ? s.channel : 'idle', queued: 0, inFlight: 0 },
+    ...remoteFleetFields(vm, freezes, new Date(lastSeen).toISOString()),
+    node: vm.node,
+    ...(vm.conflict ? { conflict: vm.conflict } : {}),
+  };
+}
+
 export default async function vmListRoutes(fastify: FastifyInstance): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
   const { services } = fastify;
@@ -115,6 +189,8 @@ export default async function vmListRoutes(fastify: FastifyInstance): Promise<vo
     async (request) => {
       const q = request.query;
       const after = q.cursor === undefined ? undefined : decodeCursor(q.cursor);
+      const cluster = services.cluster;
+      if (cluster?.remote) return clusterPage(services, cluster, cluster.remote, request.principal, q, after);
       const page = await services.registry.page({ after, limit: q.limit, match: matcher(services, request.principal, q) });
       const view = { endpoints: request.principal.scopes.has('admin') };
       // ITEM BUILDER (helper S owns the item's fields: agent, frozen): one VM object per record

@@ -18,7 +18,7 @@ import { GuestAgentInfo } from '../schemas/qga.js';
 import type { RegistrationView, VmRecord } from '../../registry/registry.js';
 import type { HttpServices } from '../services.js';
 import { operation } from './operation.js';
-import { fleetFields, fleetProperties, freezeIndex, type FreezeIndex } from './vm-fleet.js';
+import { clusterFields, clusterProperties, fleetFields, fleetProperties, freezeIndex, type FreezeIndex } from './vm-fleet.js';
 import { waitRoute } from './vm-wait.js';
 
 const Labels = Type.Record(Type.String(), Type.String({ maxLength: 256 }), { description: 'Free-form labels' });
@@ -52,6 +52,7 @@ export const VmSummary = Type.Object(
     labels: Type.Optional(Labels),
     channel: ChannelInfo,
     ...fleetProperties,
+    ...clusterProperties,
   },
   { title: 'VmSummary' },
 );
@@ -90,6 +91,7 @@ export function summarize(services: HttpServices, rec: VmRecord, view: { endpoin
     ...(rec.labels ? { labels: rec.labels } : {}),
     channel: { state: ch?.state ?? 'idle', queued: ch?.queued ?? 0, inFlight: ch?.inFlight ?? 0 },
     ...fleetFields(services, rec.name, freezes),
+    ...clusterFields(services, rec.name),
   };
 }
 

@@ -1,0 +1,68 @@
+/**
+ * GET /v1/nodes (issue 17, cluster mode): the gateways of the cluster as this node last read them
+ * from Redis (refreshed every cluster.heartbeatIntervalMs): alive ones and those that stopped
+ * heartbeating within the last 24 h. The route exists only in cluster mode, as API.md lists it:
+ * a single gateway answers it as an unknown route (404 NOT_FOUND), saying why.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import { errors } from '../../errors.js';
+import { named } from '../schemas/component.js';
+import { operation } from './operation.js';
+
+export const ClusterNode = named(
+  'ClusterNode',
+  Type.Object({
+    id: Type.String({ description: 'the node id (cluster.id, default the host name)' }),
+    url: Type.String({ description: 'where the node is reached (its cluster.advertiseUrl)' }),
+    lastSeen: Type.String({ format: 'date-time', description: 'its last heartbeat' }),
+    vmCount: Type.Integer({ minimum: 0, description: 'the VMs it serves' }),
+    version: Type.String({ description: 'its gateway version' }),
+    alive: Type.Boolean({ description: 'it heartbeated within cluster.heartbeatTtlMs; false: gone, its VMs answer 503 NODE_UNAVAILABLE' }),
+    self: Type.Boolean({ description: 'the node that answered' }),
+  }),
+  'One gateway of the cluster',
+);
+
+export const NodeList = named(
+  'NodeList',
+  Type.Object({
+    items: Type.Array(ClusterNode, { description: 'every node, in id order' }),
+    stale: Type.Boolean({ description: 'true while this node cannot read Redis: the list is the last one it read' }),
+  }),
+  'The gateways of the cluster (cluster mode)',
+);
+
+export default async function nodeRoutes(fastify: FastifyInstance): Promise<void> {
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
+  const { services } = fastify;
+
+  app.get(
+    '/nodes',
+    operation('vms', 'listNodes', {
+      summary: 'The gateways of the cluster: id, URL, last heartbeat, VM count, version, alive (cluster mode)',
+      description:
+        'Every node of the cluster as this node last read Redis (every `cluster.heartbeatIntervalMs`): alive ones, and ' +
+        'those that stopped heartbeating (`alive: false`) within the last 24 hours. Without cluster mode the route does ' +
+        'not exist: 404 NOT_FOUND.',
+      ok: { 200: NodeList },
+      errors: [401, 403, 404],
+    }),
+    async () => {
+      const cluster = services.cluster;
+      if (!cluster) throw errors.notFound('no route GET /v1/nodes: cluster mode is off (cluster.enabled)');
+      const items = cluster.nodes().map((n) => ({
+        id: n.id,
+        url: n.url,
+        lastSeen: new Date(n.lastSeen).toISOString(),
+        vmCount: n.vmCount,
+        version: n.version,
+        alive: n.alive,
+        self: n.id === cluster.selfId,
+      }));
+      const stale = cluster.staleSince !== undefined;
+      return { items, stale };
+    },
+  );
+}

@@ -1,0 +1,312 @@
+/**
+ * Issue 17 items 1 and 3 (membership, directory, conflicts, ownership of VMs reachable from
+ * several nodes): three in-process gateways (a, b, c) on one real redis-server, each through its
+ * own TCP proxy (test/helpers/redis-proxy.ts) so that one node can be cut off from Redis (its
+ * heartbeat stops: the others see it gone after heartbeatTtlMs; it keeps its last directory,
+ * stale), each with its own simulator VMs. heartbeatTtlMs 1500, heartbeatIntervalMs 250.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import { Simulator } from '../../sim/index.js';
+import { buildApp } from '../../src/app.js';
+import type { ClusterService, VmLocation } from '../../src/cluster/directory.js';
+import type { Endpoint } from '../../src/qga/types.js';
+import { testConfig } from '../helpers/app.js';
+import { startRedisProxy, type RedisProxy } from '../helpers/redis-proxy.js';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+
+const TTL = 1500;
+const INTERVAL = 250;
+const dir = mkdtempSync(join(tmpdir(), 'qga-cluster-m-'));
+const secretFile = join(dir, 'cluster.secret');
+writeFileSync(secretFile, 'cluster-secret-0123456789abcdef0123456789', { mode: 0o600 });
+const sim = new Simulator({ dir });
+let redis: TestRedis;
+
+interface Node {
+  id: string;
+  app: FastifyInstance;
+  proxy: RedisProxy;
+  logs: Array<Record<string, unknown>>;
+  cluster: ClusterService;
+}
+const nodes: Record<string, Node> = {};
+
+type VmSpec = { name: string; endpoint: Endpoint; labels?: Record<string, string> };
+
+function clusterConfig(id: string, proxy: RedisProxy, vms: VmSpec[]) {
+  return testConfig({
+    vms,
+    config: {
+      store: { type: 'redis', redisUrl: proxy.url, keyPrefix: 'cm:', commandTimeoutMs: 400 },
+      cluster: { enabled: true, id, advertiseUrl: `http://${id}.cluster.test:8080`, secretFile, heartbeatTtlMs: TTL, heartbeatIntervalMs: INTERVAL },
+      agent: { probeIntervalMs: 0, idleReleaseMs: 0 },
+    },
+  });
+}
+
+async function startNode(id: string, vms: VmSpec[]): Promise<Node> {
+  const proxy = await startRedisProxy(redis.port);
+  const logs: Array<Record<string, unknown>> = [];
+  const logger = pino({ level: 'info' }, { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) });
+  const app = await buildApp({ config: clusterConfig(id, proxy, vms), logger, env: {} });
+  await app.ready();
+  const cluster = app.services.cluster;
+  if (!cluster) throw new Error('cluster mode is off');
+  return (nodes[id] = { id, app, proxy, logs, cluster });
+}
+
+/** poll a condition every 25 ms (the directory changes on heartbeat rounds, no event to await) */
+async function until<T>(what: string, fn: () => T | undefined | false, timeoutMs = 5_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = fn();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+const where = (n: Node, vm: string): string => {
+  const l: VmLocation = n.cluster.locate(vm);
+  return l.kind === 'remote' || l.kind === 'gone' ? `${l.kind}:${l.node.id}` : l.kind === 'conflict' ? `conflict:${l.nodes.join(',')}` : l.kind === 'local' && l.conflict ? `local!${l.conflict.join(',')}` : l.kind;
+};
+
+async function get<T = Record<string, unknown>>(n: Node, url: string): Promise<{ status: number; body: T }> {
+  const r = await n.app.inject({ method: 'GET', url });
+  return { status: r.statusCode, body: r.json() as T };
+}
+
+interface Item {
+  name: string;
+  node?: string;
+  conflict?: string[];
+  agent: { state: string; lastError?: string };
+  labels?: Record<string, string>;
+}
+
+async function listAll(n: Node, query = '', limit = 100): Promise<Item[]> {
+  const out: Item[] = [];
+  let next: string | null = null;
+  for (let i = 0; i < 50; i++) {
+    const url = `/v1/vms?limit=${limit}${query}${next ? `&cursor=${next}` : ''}`;
+    const r: { status: number; body: { items: Item[]; next: string | null } } = await get(n, url);
+    expect(r.status).toBe(200);
+    expect(r.body.items.length).toBeLessThanOrEqual(limit);
+    out.push(...r.body.items);
+    next = r.body.next;
+    if (next === null) return out;
+  }
+  throw new Error('paging did not end');
+}
+
+let tcpVm: Endpoint;
+
+beforeAll(async () => {
+  redis = await startRedis();
+  const vm = async (name: string, opts: { tcp?: boolean } = {}) => (await sim.addVm({ name, ...opts })).endpoint;
+  const [a1, a2, b1, b2, c1, dupA, dupB, shared] = await Promise.all([
+    vm('vm-a1'),
+    vm('vm-a2'),
+    vm('vm-b1'),
+    vm('vm-b2'),
+    vm('vm-c1'),
+    vm('dup-a'),
+    vm('dup-b'),
+    vm('shared-tcp', { tcp: true }),
+  ]);
+  tcpVm = shared;
+  await startNode('a', [
+    { name: 'vm-a1', endpoint: a1, labels: { env: 'prod' } },
+    { name: 'vm-a2', endpoint: a2 },
+    { name: 'dup', endpoint: dupA },
+    { name: 'shared-tcp', endpoint: shared },
+  ]);
+  await startNode('b', [
+    { name: 'vm-b1', endpoint: b1, labels: { env: 'prod' } },
+    { name: 'vm-b2', endpoint: b2 },
+    { name: 'dup', endpoint: dupB },
+    { name: 'shared-tcp', endpoint: shared },
+  ]);
+  await startNode('c', [{ name: 'vm-c1', endpoint: c1, labels: { env: 'prod' } }]);
+  // every node has read every other once
+  await until('a full directory everywhere', () => Object.values(nodes).every((n) => n.cluster.nodes().filter((x) => x.alive).length === 3));
+}, 20_000);
+
+afterAll(async () => {
+  for (const n of Object.values(nodes)) {
+    n.proxy.heal();
+    await n.app.close();
+    await n.proxy.close();
+  }
+  await sim.close();
+  await redis?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('cluster membership (three gateways on one Redis)', () => {
+  it('GET /v1/nodes lists every node: id, url, lastSeen, vmCount, version, alive, self', async () => {
+    const r = await get<{ items: Array<Record<string, unknown>>; stale: boolean }>(nodes.a, '/v1/nodes');
+    expect(r.status).toBe(200);
+    expect(r.body.stale).toBe(false);
+    expect(r.body.items.map((n) => [n.id, n.url, n.alive, n.self])).toEqual([
+      ['a', 'http://a.cluster.test:8080', true, true],
+      ['b', 'http://b.cluster.test:8080', true, false],
+      ['c', 'http://c.cluster.test:8080', true, false],
+    ]);
+    const c = r.body.items[2];
+    expect(c.vmCount).toBe(1);
+    expect(typeof c.version).toBe('string');
+    expect(Math.abs(Date.parse(String(c.lastSeen)) - Date.now())).toBeLessThan(TTL);
+    // a and b: 3 own VMs each, plus shared-tcp on whichever owns it
+    const counts = r.body.items.slice(0, 2).map((n) => n.vmCount as number);
+    expect(counts.sort()).toEqual([3, 4]);
+  });
+
+  it('locates every VM: local, remote at its node, unknown when nobody serves it', () => {
+    expect(where(nodes.a, 'vm-a1')).toBe('local');
+    expect(where(nodes.a, 'vm-b1')).toBe('remote:b');
+    expect(where(nodes.a, 'vm-c1')).toBe('remote:c');
+    expect(where(nodes.c, 'vm-a2')).toBe('remote:a');
+    expect(where(nodes.c, 'no-such-vm')).toBe('unknown');
+  });
+
+  it('a VM name served by two live nodes: both report the conflict, a third locates it as a conflict naming both', async () => {
+    expect(where(nodes.a, 'dup')).toBe('local!b');
+    expect(where(nodes.b, 'dup')).toBe('local!a');
+    expect(where(nodes.c, 'dup')).toBe('conflict:a,b');
+    const onA = await get<Item>(nodes.a, '/v1/vms/dup');
+    expect(onA.status).toBe(200);
+    expect([onA.body.node, onA.body.conflict]).toEqual(['a', ['b']]);
+    const onB = await get<Item>(nodes.b, '/v1/vms/dup');
+    expect([onB.body.node, onB.body.conflict]).toEqual(['b', ['a']]);
+    // one warn line per node, not one per heartbeat
+    await new Promise((r) => setTimeout(r, 3 * INTERVAL));
+    for (const n of [nodes.a, nodes.b]) expect(n.logs.filter((l) => l.msg === 'cluster: VM name served by several nodes (conflict); each serves its own')).toHaveLength(1);
+    const metrics = await nodes.a.app.inject({ method: 'GET', url: '/metrics' });
+    expect(metrics.body).toMatch(/^qga_cluster_vm_conflicts 1$/m);
+    // each serves its own
+    expect((await nodes.a.app.inject({ method: 'GET', url: '/v1/vms/dup/ping' })).statusCode).toBe(200);
+    expect((await nodes.b.app.inject({ method: 'GET', url: '/v1/vms/dup/ping' })).statusCode).toBe(200);
+  });
+
+  it('GET /v1/vms lists the whole cluster with the node field, filtered and paged', async () => {
+    const all = await listAll(nodes.c);
+    const owner = where(nodes.c, 'shared-tcp').replace('remote:', '');
+    expect(all.map((v) => [v.name, v.node])).toEqual([
+      ['dup', 'a'],
+      ['shared-tcp', owner],
+      ['vm-a1', 'a'],
+      ['vm-a2', 'a'],
+      ['vm-b1', 'b'],
+      ['vm-b2', 'b'],
+      ['vm-c1', 'c'],
+    ]);
+    expect(all[0].conflict).toEqual(['a', 'b']);
+    // pages of 2 from a: every VM once, in name order
+    const paged = await listAll(nodes.a, '', 2);
+    expect(paged.map((v) => v.name)).toEqual(all.map((v) => v.name));
+    expect(paged.find((v) => v.name === 'vm-a1')?.node).toBe('a');
+    // label filter across nodes
+    expect((await listAll(nodes.b, '&label=env=prod', 1)).map((v) => `${v.name}@${v.node}`)).toEqual(['vm-a1@a', 'vm-b1@b', 'vm-c1@c']);
+    // agent state filter: vm-b1's agent is up after a ping on b, which b publishes at its next heartbeat
+    expect((await nodes.b.app.inject({ method: 'GET', url: '/v1/vms/vm-b1/ping' })).statusCode).toBe(200);
+    await until('vm-b1 up as seen from a', () => nodes.a.cluster.remote?.get('vm-b1')?.summary.agent.state === 'up');
+    const up = (await listAll(nodes.a, '&state=up')).map((v) => v.name);
+    expect(up).toContain('vm-b1');
+    expect(up).not.toContain('vm-c1');
+    // capability: known once the agent's guest-info was read (the ping's handshake reads it)
+    expect((await listAll(nodes.a, '&capability=guest-exec')).map((v) => v.name)).toContain('vm-b1');
+  });
+
+  it('a VM reachable over TCP from a and b: exactly one owns it and connects; the other locates it there', async () => {
+    const owner = await until('an owner', () => (where(nodes.a, 'shared-tcp') === 'local' ? nodes.a : where(nodes.b, 'shared-tcp') === 'local' ? nodes.b : undefined));
+    const other = owner === nodes.a ? nodes.b : nodes.a;
+    expect(where(other, 'shared-tcp')).toBe(`remote:${owner.id}`);
+    expect((await owner.app.inject({ method: 'GET', url: '/v1/vms/shared-tcp/ping' })).statusCode).toBe(200);
+    // the other node's pool refuses to connect it
+    await expect(other.app.services.agent.call('shared-tcp', 'guest-ping')).rejects.toMatchObject({ code: 'NODE_UNAVAILABLE' });
+    expect(other.app.services.pool.peek('shared-tcp')?.holdsSocket ?? false).toBe(false);
+    expect(owner.app.services.pool.peek('shared-tcp')?.holdsSocket).toBe(true);
+    expect(tcpVm.type).toBe('tcp');
+  });
+
+  it('a node cut off from Redis is gone after its TTL (its VMs unknown), keeps a stale directory, and comes back by itself', async () => {
+    const c = nodes.c;
+    const cutAt = Date.now();
+    c.proxy.partition();
+    onTestFinished(() => c.proxy.heal());
+    const goneAt = await until('c gone on a', () => (where(nodes.a, 'vm-c1') === 'gone:c' ? Date.now() : undefined), 3 * TTL);
+    // not before the TTL of its last heartbeat (at most one interval before the cut), at most TTL + 2 rounds + a command timeout after
+    expect(goneAt - cutAt).toBeGreaterThanOrEqual(TTL - INTERVAL - 50);
+    expect(goneAt - cutAt).toBeLessThan(TTL + 3 * INTERVAL + 400);
+    const item = (await listAll(nodes.a)).find((v) => v.name === 'vm-c1');
+    expect([item?.node, item?.agent.state, item?.agent.lastError]).toEqual(['c', 'unknown', 'node c stopped heartbeating']);
+    // b reads the member index on its own rounds: within one more interval
+    await until('c gone on b', () => nodes.b.cluster.node('c')?.alive === false, 2 * INTERVAL + 400);
+    expect((await get<{ items: Array<{ id: string; alive: boolean }> }>(nodes.b, '/v1/nodes')).body.items.find((n) => n.id === 'c')?.alive).toBe(false);
+    // c itself: stale, its directory kept, logged once
+    await until('c stale', () => c.cluster.staleSince !== undefined);
+    expect((await get<{ stale: boolean }>(c, '/v1/nodes')).body.stale).toBe(true);
+    expect(where(c, 'vm-a1')).toBe('remote:a');
+    c.proxy.heal();
+    await until('c back on a', () => where(nodes.a, 'vm-c1') === 'remote:c', 3 * TTL);
+    await until('c fresh', () => c.cluster.staleSince === undefined, 3 * TTL);
+    expect(c.logs.filter((l) => String(l.msg).startsWith('cluster: heartbeat or directory read failed'))).toHaveLength(1);
+    expect(nodes.a.logs.filter((l) => l.msg === 'cluster: node stopped heartbeating; its VMs answer 503 NODE_UNAVAILABLE' && l.node === 'c')).toHaveLength(1);
+    expect(nodes.a.logs.filter((l) => l.msg === 'cluster: node is back' && l.node === 'c')).toHaveLength(1);
+  }, 15_000);
+
+  it('TCP ownership moves when its owner dies: the owner closes its channel first, a live node claims it after the lease', async () => {
+    const owner = where(nodes.a, 'shared-tcp') === 'local' ? nodes.a : nodes.b;
+    const other = owner === nodes.a ? nodes.b : nodes.a;
+    expect((await owner.app.inject({ method: 'GET', url: '/v1/vms/shared-tcp/ping' })).statusCode).toBe(200);
+    const cutAt = Date.now();
+    owner.proxy.partition();
+    onTestFinished(() => owner.proxy.heal());
+    const closedAt = await until('the owner closes the channel', () => (owner.app.services.pool.peek('shared-tcp')?.holdsSocket ? undefined : Date.now()), 3 * TTL);
+    const claimedAt = await until('the other claims it', () => (where(other, 'shared-tcp') === 'local' ? Date.now() : undefined), 4 * TTL);
+    // its lease ran out locally (TTL - margin after the last renewal it sent, at most one interval before the cut)
+    expect(closedAt - cutAt).toBeLessThan(TTL);
+    expect(claimedAt).toBeGreaterThan(closedAt);
+    expect(claimedAt - cutAt).toBeLessThan(TTL + 3 * INTERVAL + 500);
+    const r = await other.app.inject({ method: 'GET', url: '/v1/vms/shared-tcp/ping' });
+    expect(r.statusCode, r.body).toBe(200);
+    await until('c sees the new owner', () => where(nodes.c, 'shared-tcp') === `remote:${other.id}`, 4 * INTERVAL);
+    owner.proxy.heal();
+    // back: the old owner sees the new one and stays off the VM
+    await until('old owner sees the new one', () => where(owner, 'shared-tcp') === `remote:${other.id}`, 3 * TTL);
+    expect(owner.app.services.pool.peek('shared-tcp')?.holdsSocket ?? false).toBe(false);
+  }, 15_000);
+
+  it('the conflict ends when one node stops serving the name (config reload), logged once', async () => {
+    const next = clusterConfig('b', nodes.b.proxy, [
+      { name: 'vm-b1', endpoint: sim.getVm('vm-b1')?.endpoint as Endpoint, labels: { env: 'prod' } },
+      { name: 'vm-b2', endpoint: sim.getVm('vm-b2')?.endpoint as Endpoint },
+      { name: 'shared-tcp', endpoint: tcpVm },
+    ]);
+    await nodes.b.app.reloadConfig(next);
+    await until('a alone serves dup', () => where(nodes.a, 'dup') === 'local', 3 * TTL);
+    expect(where(nodes.c, 'dup')).toBe('remote:a');
+    expect(nodes.a.logs.filter((l) => l.msg === 'cluster: VM name conflict resolved' && l.vm === 'dup')).toHaveLength(1);
+    const metrics = await nodes.a.app.inject({ method: 'GET', url: '/metrics' });
+    expect(metrics.body).toMatch(/^qga_cluster_vm_conflicts 0$/m);
+  }, 10_000);
+});
+
+describe('GET /v1/nodes without cluster mode', () => {
+  it('answers 404 NOT_FOUND: the route exists in cluster mode only', async () => {
+    const { makeApp } = await import('../helpers/app.js');
+    const app = await makeApp();
+    try {
+      const r = await app.inject({ method: 'GET', url: '/v1/nodes' });
+      expect([r.statusCode, r.json().code]).toEqual([404, 'NOT_FOUND']);
+    } finally {
+      await app.close();
+    }
+  });
+});
