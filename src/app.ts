@@ -38,6 +38,7 @@ import systemRoutes from './http/routes/system.js';
 import timeRoutes from './http/routes/time.js';
 import userRoutes from './http/routes/users.js';
 import vmListRoutes from './http/routes/vm-list.js';
+import nodeRoutes from './http/routes/nodes.js';
 import vmRoutes from './http/routes/vms.js';
 import { registerQgaSchemas } from './http/schemas/qga.js';
 import type { HttpServices } from './http/services.js';
@@ -68,6 +69,7 @@ export interface BuildOptions {
 /** Route groups under /v1, one file per resource group. */
 const V1_ROUTES = [
   vmListRoutes,
+  nodeRoutes,
   vmRoutes,
   systemRoutes,
   timeRoutes,
