@@ -92,6 +92,8 @@ export interface RoutingAgentOptions {
   secret: string;
   /** a command's catalog timeout, when the call names none (the pool's defaultTimeoutMs) */
   defaultTimeoutMs(command: string): number;
+  /** what the wait adds to the command's timeout (default HOP_SLACK_MS) */
+  slackMs?: number;
   /** tests */
   fetch?: typeof fetch;
 }
@@ -168,7 +170,7 @@ export class RoutingAgent implements FreezeAgent {
       'content-type': 'application/json',
       ...(who.requestId !== undefined ? { 'x-request-id': who.requestId } : {}),
     };
-    const timeout = AbortSignal.timeout(timeoutMs + HOP_SLACK_MS);
+    const timeout = AbortSignal.timeout(timeoutMs + (this.o.slackMs ?? HOP_SLACK_MS));
     const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
     let res: Response;
     let answer: string;
@@ -185,7 +187,7 @@ export class RoutingAgent implements FreezeAgent {
     if (caller?.aborted) return caller.reason instanceof Error ? caller.reason : errors.wrap(caller.reason, { vm, command });
     if (timeout.aborted) {
       // sent, not answered in time: what a local command that timed out says (its effect unknown)
-      return errors.agentTimeout(vm, command, `${command} sent through node ${node.id} got no answer within ${timeoutMs + HOP_SLACK_MS} ms`, { extra: { node: node.id } });
+      return errors.agentTimeout(vm, command, `${command} sent through node ${node.id} got no answer within ${timeoutMs + (this.o.slackMs ?? HOP_SLACK_MS)} ms`, { extra: { node: node.id } });
     }
     const code = causeCode(e);
     const sent = !NOT_SENT_CAUSES.has(code ?? '');

@@ -214,6 +214,23 @@ describe('freeze groups spanning nodes', () => {
   });
 });
 
+describe('a forced group thaw', () => {
+  it("an admin's forced thaw through B thaws the member A serves (sent by A, audited there as the admin's)", async () => {
+    const [a, b] = await cluster({ A: ['a1'], B: ['b1'] });
+    const created = await call(a, 'POST', '/v1/freeze-groups', auth(TOKENS.backup), { vms: ['a1', 'b1'], ttlSeconds: 30 });
+    expect(created.status).toBe(201);
+    const forced = await call(b, 'DELETE', `/v1/freeze-groups/${String(created.body.id)}?force=true`, auth(TOKENS.ops, { 'x-request-id': 'req-force-1' }));
+    expect([forced.status, forced.body.forced]).toEqual([200, true]);
+    expect(a.vm.a1.state.frozen).toBe(false);
+    expect(b.vm.b1.state.frozen).toBe(false);
+    expect(b.audit.filter((r) => r.action === 'force-thaw-group').map((r) => [r.by, r.requestId])).toEqual([['ops', 'req-force-1']]);
+    expect(commandRecords(a, 'a1', 'guest-fsfreeze-thaw').map((r) => [r.phase, r.by, r.requestId])).toEqual([
+      ['start', 'ops', 'req-force-1'],
+      ['end', 'ops', 'req-force-1'],
+    ]);
+  });
+});
+
 describe('a group freeze that fails on another node', () => {
   it("a member's refusal comes back as the serving node gave it (code, status, detail); the other member is rolled back", async () => {
     const [a, b] = await cluster({ A: ['a1'], B: [{ name: 'b1', disabled: ['guest-fsfreeze-freeze'] }] });
