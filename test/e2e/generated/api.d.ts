@@ -118,7 +118,7 @@ export interface paths {
         };
         /**
          * List registered VMs a page at a time, filtered (config, discovered sockets, API-registered)
-         * @description VMs in name order, only those the caller’s VM globs allow. Filters: `state` (agent state), `label=key=value` (repeatable; all must match), `capability` (an enabled agent command). `limit` (default 100, at most 1,000) VMs per page; `next` is the cursor of the following page (null on the last). The cursor stays valid while VMs come and go: no VM is listed twice and none that stays registered is skipped.
+         * @description VMs in name order, only those the caller’s VM globs allow. Filters: `state` (agent state), `label=key=value` (repeatable; all must match), `capability` (an enabled agent command). `limit` (default 100, at most 1,000) VMs per page; `next` is the cursor of the following page (null on the last). The cursor stays valid while VMs come and go: no VM is listed twice and none that stays registered is skipped. In cluster mode the list is the whole cluster's, each VM with the `node` that serves it (and `conflict` when two live nodes serve the name); a gone node's VMs are listed with agent state `unknown`.
          */
         get: operations["listVms"];
         put?: never;
@@ -127,6 +127,26 @@ export interface paths {
          * @description An endpoint belongs to one VM: a unix socket (compared by its real path) or host:port another VM holds is refused with 409 ENDPOINT_IN_USE, or with 403 REGISTRATION_DENIED when the caller may not see that VM. A unix socket must resolve, symlinks followed, inside registry.allowedSocketRoots; a TCP endpoint must be listed in registry.allowedTcpEndpoints. Every refusal that involves the endpoint is the same 403 REGISTRATION_DENIED, which says nothing about whether the path exists or the port listens. A token limited by VM globs registers only names inside them. The socket is stored by its real path.
          */
         post: operations["registerVm"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/nodes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The gateways of the cluster: id, URL, last heartbeat, VM count, version, alive (cluster mode)
+         * @description Every node of the cluster as this node last read Redis (every `cluster.heartbeatIntervalMs`): alive ones, and those that stopped heartbeating (`alive: false`) within the last 24 hours. Without cluster mode the route does not exist: 404 NOT_FOUND.
+         */
+        get: operations["listNodes"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -978,6 +998,29 @@ export interface components {
             queued: number;
             /** @description commands sent and not answered (0 or 1) */
             inFlight: number;
+        };
+        /**
+         * ClusterNode
+         * @description One gateway of the cluster
+         */
+        ClusterNode: {
+            /** @description the node id (cluster.id, default the host name) */
+            id: string;
+            /** @description where the node is reached (its cluster.advertiseUrl) */
+            url: string;
+            /**
+             * Format: date-time
+             * @description its last heartbeat
+             */
+            lastSeen: string;
+            /** @description the VMs it serves */
+            vmCount: number;
+            /** @description its gateway version */
+            version: string;
+            /** @description it heartbeated within cluster.heartbeatTtlMs; false: gone, its VMs answer 503 NODE_UNAVAILABLE */
+            alive: boolean;
+            /** @description the node that answered */
+            self: boolean;
         };
         /** ExecRequest */
         ExecRequest: {
@@ -2076,6 +2119,16 @@ export interface components {
          * @description Prometheus text exposition format 0.0.4
          */
         MetricsText: string;
+        /**
+         * NodeList
+         * @description The gateways of the cluster (cluster mode)
+         */
+        NodeList: {
+            /** @description every node, in id order */
+            items: components["schemas"]["ClusterNode"][];
+            /** @description true while this node cannot read Redis: the list is the last one it read */
+            stale: boolean;
+        };
         /** OpenFileRequest */
         OpenFileRequest: {
             /** @description Full path to the file in the guest */
@@ -2368,6 +2421,10 @@ export interface components {
             freeze?: components["schemas"]["VmFreezeOwner"];
             /** @description the commands the agent has enabled (from its guest-info, re-read on every new connection); absent until known */
             capabilities?: string[];
+            /** @description cluster mode: the node that serves the VM (GET /v1/nodes) */
+            node?: string;
+            /** @description cluster mode: the other live nodes that serve a VM of the same name (each serves its own; a third node answers 503 NODE_UNAVAILABLE) */
+            conflict?: string[];
         };
         /**
          * VmFreezeOwner
@@ -2424,6 +2481,10 @@ export interface components {
             freeze?: components["schemas"]["VmFreezeOwner"];
             /** @description the commands the agent has enabled (from its guest-info, re-read on every new connection); absent until known */
             capabilities?: string[];
+            /** @description cluster mode: the node that serves the VM (GET /v1/nodes) */
+            node?: string;
+            /** @description cluster mode: the other live nodes that serve a VM of the same name (each serves its own; a third node answers 503 NODE_UNAVAILABLE) */
+            conflict?: string[];
         };
         /**
          * VmWaitResult
@@ -3093,6 +3154,98 @@ export interface operations {
                 };
             };
             /** @description `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listNodes: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The gateways of the cluster (cluster mode) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NodeList"];
+                };
+            };
+            /** @description `UNAUTHENTICATED`: missing or unknown credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
+            421: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
