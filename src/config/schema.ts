@@ -388,7 +388,7 @@ export const ConfigSchema = Type.Object(
         heartbeatIntervalMs: Ms(3_000, 100, 200_000),
         /** a file holding the secret every node shares (at least 32 characters): node-to-node calls carry it */
         secretFile: Type.Optional(Type.String({ minLength: 1 })),
-        /** a forwarded request whose node sends no response headers for this long answers 502 */
+        /** a forwarded request whose node sends no response headers for this long (beyond the route's agent timeout and the request's own wait) answers 503 NODE_UNAVAILABLE */
         forwardTimeoutMs: Ms(30_000, 100, 3_600_000),
       },
       { additionalProperties: false, default: {} },

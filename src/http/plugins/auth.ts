@@ -114,10 +114,11 @@ export class AuthTokens {
 
   reload(config: Config, env?: Record<string, string | undefined>): void {
     const tokens = loadTokens(config, env);
+    // read once, at start: the forwarding side signs with the secret read at start too (a new
+    // secret needs every node restarted)
     const { enabled, secretFile } = config.cluster;
-    const secret = enabled && secretFile !== undefined ? loadHopSecret(secretFile) : undefined;
+    if (this.secret === undefined && enabled && secretFile !== undefined) this.secret = loadHopSecret(secretFile);
     this.tokens = tokens;
-    this.secret = secret;
     this.recent.clear();
     this.carried.clear();
     this.anon = { name: 'anonymous', scopes: new Set(config.auth.anonymousScopes) };
