@@ -310,3 +310,38 @@ describe('GET /v1/nodes without cluster mode', () => {
     }
   });
 });
+
+describe('cluster.* configuration checks', () => {
+  const build = async (cluster: Record<string, unknown>, store: Record<string, unknown> = { type: 'redis', redisUrl: 'redis://127.0.0.1:1' }) => {
+    const { buildConfig } = await import('../../src/config/load.js');
+    try {
+      return { config: buildConfig({ store, cluster }, {}, 'test') };
+    } catch (e) {
+      return { problems: (e as { problems?: string[] }).problems ?? [String(e)] };
+    }
+  };
+  const ok = { enabled: true, advertiseUrl: 'https://gw1.example:8443', secretFile };
+
+  it('accepts a complete cluster section; the node id defaults to the host name', async () => {
+    const { hostname } = await import('node:os');
+    const r = await build(ok);
+    expect(r.problems).toBeUndefined();
+    expect(r.config?.cluster.id).toBe(hostname().split('.')[0]);
+    expect((await build({ ...ok, id: 'node-7' })).config?.cluster.id).toBe('node-7');
+  });
+
+  it('refuses cluster mode without Redis, advertiseUrl or a readable secret of 32+ characters, and an interval above ttl/3', async () => {
+    const short = join(dir, 'short.secret');
+    writeFileSync(short, 'too-short\n', { mode: 0o600 });
+    expect((await build(ok, { type: 'memory' })).problems).toEqual(['cluster.enabled: needs store.type redis (membership and the VM directory live in Redis)']);
+    expect((await build({ enabled: true, secretFile })).problems).toEqual(['cluster.advertiseUrl: required when cluster.enabled (the URL other nodes reach this one at)']);
+    expect((await build({ enabled: true, advertiseUrl: ok.advertiseUrl })).problems).toEqual(['cluster.secretFile: required when cluster.enabled (a file with the secret every node shares)']);
+    expect((await build({ ...ok, secretFile: join(dir, 'missing') })).problems).toEqual([`cluster.secretFile: cannot read ${join(dir, 'missing')}: ENOENT`]);
+    expect((await build({ ...ok, secretFile: short })).problems).toEqual([`cluster.secretFile: the secret in ${short} is shorter than 32 characters`]);
+    expect((await build({ ...ok, heartbeatTtlMs: 3000, heartbeatIntervalMs: 1001 })).problems).toEqual([
+      'cluster.heartbeatIntervalMs: 1001 is more than a third of cluster.heartbeatTtlMs (3000); a node would be seen gone between two heartbeats',
+    ]);
+    // nothing is asked of a gateway outside cluster mode
+    expect((await build({}, { type: 'memory' })).problems).toBeUndefined();
+  });
+});
