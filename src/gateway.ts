@@ -8,6 +8,10 @@
  *   exec (reaper of unpolled processes), files (reaper of idle handles).
  * stop(), in reverse: files (close API handles) → exec → freeze (stop the sweeper; with the
  *   embedded store, thaw what it holds) → pool (drain the queues, close the sockets) → store.
+ * Cluster mode (cluster.enabled) adds the cluster part (src/cluster/service.ts) after the registry:
+ *   its first heartbeat and directory read run before serving; it stops after the pool (ownership
+ *   leases released, heartbeat deleted) and before the store. The pool connects a VM reachable
+ *   from several nodes only while this node holds its ownership lease (assertMayConnect).
  *
  * app.ts decorates the Fastify instance with the finished gateway; route plugins only read it.
  * Tests build the same root, replacing parts through `overrides`.
