@@ -42,6 +42,8 @@ export function handleRoutes(files: FilesService) {
         params: VmParams,
         ok: { 200: HandleList },
         errors: [400, 401, 403],
+        // cluster mode: the VM's node is gone or unreachable (plugins/forward.ts)
+        codes: ['NODE_UNAVAILABLE'],
       }),
       async (request) => ({
         handles: raw.list(request.params.vm).map((t) => ({

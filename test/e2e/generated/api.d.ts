@@ -10634,7 +10634,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
