@@ -257,6 +257,27 @@ describe('the serving node enforces the carried principal', () => {
   });
 });
 
+describe('a client that goes away', () => {
+  it('takes its forwarded exec wait with it: the serving node sees the call end (its per-node count back to 0)', async () => {
+    const ac = new AbortController();
+    const pending = httpRequest(`${nodes.A.url}/v1/vms/b1/exec`, {
+      method: 'POST',
+      headers: { ...bearer(TOKENS.ops), 'content-type': 'application/json' },
+      body: JSON.stringify({ path: '/bin/sleep', arg: ['20'], wait: 30 }),
+      signal: ac.signal,
+    }).catch((e: unknown) => e);
+    // counted at B against node A (not against the principal), as long as it is in flight
+    await until(() => nodes.B.app.admission.inFlight({ node: 'A' }) === 1, 5_000, 'forwarded call in flight at B');
+    expect(nodes.B.app.admission.inFlight({ token: 'ops' })).toBe(0);
+    expect(nodes.A.app.admission.inFlight({ token: 'ops' })).toBe(1);
+    const t0 = Date.now();
+    ac.abort();
+    expect(await pending).toBeInstanceOf(Error);
+    await until(() => nodes.B.app.admission.inFlight({ node: 'A' }) === 0 && nodes.A.app.admission.inFlight({ token: 'ops' }) === 0, 2_000, 'call ended on both nodes');
+    expect(Date.now() - t0).toBeLessThan(1_000);
+  });
+});
+
 describe('a node that dies mid-way', () => {
   it('an exec wait in flight to C is 503 NODE_UNAVAILABLE as soon as C goes, and so is the next request', async () => {
     const c = nodes.C;
