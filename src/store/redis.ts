@@ -59,6 +59,7 @@
  * without an idempotency key whose reply was lost is released once the store answers again.
  * Upgrading from the layout before this one: thaw every freeze first (old keys are not read).
  */
+import { Cluster } from 'ioredis';
 import { errors } from '../errors.js';
 import { errorMessage } from '../util/unknown.js';
 import { acquire } from './redis-acquire.js';
@@ -105,11 +106,38 @@ export class RedisStore implements LeaseStore {
     onNodeReady(this.redis, (node) => {
       for (const script of S.ALL_SCRIPTS) node.script('LOAD', script).catch(() => undefined);
     });
+    // on a Cluster, connect to every master as soon as the slot map is known: a command for a node
+    // whose connection is still being made fails at once (no offline queue), see ready()
+    if (this.redis instanceof Cluster) {
+      const cluster = this.redis;
+      const warm = () => {
+        for (const node of cluster.nodes('master')) if (node.status === 'wait') node.connect().catch(() => undefined);
+      };
+      cluster.on('ready', warm);
+      cluster.on('+node', () => setImmediate(warm));
+    }
     this.exec = new ScriptRunner(this.redis, commandTimeoutMs);
     this.core = new RedisCore(this.redis, this.keys, this.exec, commandTimeoutMs);
   }
 
+  /** Ready: the client, and on a Cluster every master's connection (else a command to one not yet connected fails). */
   async ready(timeoutMs = 5_000): Promise<void> {
+    const end = Date.now() + timeoutMs;
+    await this.clientReady(timeoutMs);
+    const cluster = this.redis;
+    if (!(cluster instanceof Cluster)) return;
+    for (;;) {
+      const masters = cluster.nodes('master');
+      if (masters.length > 0 && masters.every((n) => n.status === 'ready')) return;
+      for (const n of masters) if (n.status === 'wait') n.connect().catch(() => undefined);
+      if (Date.now() >= end) {
+        throw errors.storeUnavailable(`Redis Cluster: not every master connected within ${timeoutMs} ms${connectionWhy(lastRedisError(cluster))}`);
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  private async clientReady(timeoutMs: number): Promise<void> {
     if (this.redis.status === 'ready') return;
     await new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => {
