@@ -296,6 +296,23 @@ describe('cluster membership (three gateways on one Redis)', () => {
     const metrics = await nodes.a.app.inject({ method: 'GET', url: '/metrics' });
     expect(metrics.body).toMatch(/^qga_cluster_vm_conflicts 0$/m);
   }, 10_000);
+
+  it('Redis restarted empty: every node writes its entries again and the directory is whole by itself', async () => {
+    await redis.restart({ empty: true });
+    const restartedAt = Date.now();
+    await until(
+      'a whole directory again',
+      () =>
+        Object.values(nodes).every((n) => n.cluster.staleSince === undefined && n.cluster.nodes().filter((x) => x.alive).length === 3) &&
+        where(nodes.c, 'vm-a1') === 'remote:a' &&
+        where(nodes.a, 'vm-b2') === 'remote:b' &&
+        where(nodes.b, 'vm-c1') === 'remote:c' &&
+        /^remote:[ab]$/.test(where(nodes.c, 'shared-tcp')),
+      4 * TTL,
+    );
+    expect(Date.now() - restartedAt).toBeLessThan(4 * TTL);
+    expect((await listAll(nodes.c)).map((v) => v.name)).toEqual(['dup', 'shared-tcp', 'vm-a1', 'vm-a2', 'vm-b1', 'vm-b2', 'vm-c1']);
+  }, 10_000);
 });
 
 describe('GET /v1/nodes without cluster mode', () => {
