@@ -283,7 +283,11 @@ function registerHttpLimits(app: FastifyInstance, config: Config): void {
     armed--;
   };
   app.addHook('onRequest', (request, _reply, done) => {
-    if (!request.raw.complete && !request.routeOptions.config?.streaming) {
+    // a request with neither Content-Length (other than 0) nor Transfer-Encoding has no body to wait
+    // for (RFC 9112 6.3): no timer (issue 14: a GET armed and cleared one, ~1.2 µs)
+    const length = request.headers['content-length'];
+    const hasBody = (length !== undefined && length !== '0') || request.headers['transfer-encoding'] !== undefined;
+    if (hasBody && !request.raw.complete && !request.routeOptions.config?.streaming) {
       const timer = setTimeout(() => {
         // the body did not arrive in time: cut the connection, as Node does with its own timeout
         timers.delete(request);
