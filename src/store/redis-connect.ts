@@ -113,7 +113,11 @@ export function connectRedis(target: RedisTarget, timing: RedisTiming): RedisCli
     const tls = tlsOptions(target.tls, false);
     const options: ClusterOptions = {
       enableOfflineQueue: false,
-      enableReadyCheck: true,
+      // off: the check (CLUSTER INFO) goes to a random node, and without an offline queue it fails
+      // with 'Connection is closed.' whenever that node's connection is still being made, which
+      // restarts the whole connect (ready took 0.1 s to over 10 s). RedisStore.ready() waits for
+      // every master's connection instead (helper R's edit)
+      enableReadyCheck: false,
       lazyConnect: false,
       clusterRetryStrategy: reconnectDelay,
       retryDelayOnFailover: 0,
