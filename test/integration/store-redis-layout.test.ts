@@ -1,0 +1,226 @@
+/**
+ * The Redis store's layout (src/store/redis.ts header), on one redis-server and on a real 3-master
+ * Redis Cluster, both started here: which keys a lease writes and where they hash; a group whose
+ * VMs live on different masters; a group rolled back when its last VM conflicts; what a crash
+ * between two steps leaves behind and who clears it (an index entry without its lease, a group left
+ * pending, a group record lost while its VM locks remain, one VM's data lost).
+ * Keys are read and written through the store's own client (it routes by key on the Cluster).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomUUID } from 'node:crypto';
+import { RedisStore } from '../../src/store/redis.js';
+import type { AcquireRequest, Lease } from '../../src/store/types.js';
+import { rawCommand, startRedis, type TestRedis } from '../helpers/redis.js';
+import { startRedisCluster, type TestRedisCluster } from '../helpers/redis-cluster.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function req(over: Partial<AcquireRequest> = {}): AcquireRequest {
+  return { session: 'vm:a', keys: ['vm:a'], owner: 'alice', ttlMs: 10_000, hardCapMs: 60_000, ...over };
+}
+
+async function ok(p: Promise<Awaited<ReturnType<RedisStore['acquire']>>>): Promise<Lease> {
+  const r = await p;
+  if (!r.ok) throw new Error(`acquire failed: ${JSON.stringify(r)}`);
+  return r.lease;
+}
+
+interface Target {
+  make(): Promise<{ store: RedisStore; prefix: string }>;
+  /** which master (index) holds a key; always 0 on one server */
+  nodeOf(key: string): Promise<number>;
+}
+
+let single: TestRedis;
+let cluster: TestRedisCluster;
+const opened: RedisStore[] = [];
+
+beforeAll(async () => {
+  [single, cluster] = await Promise.all([startRedis(), startRedisCluster()]);
+}, 30_000);
+afterAll(async () => {
+  for (const s of opened) await s.close();
+  await single?.stop();
+  await cluster?.stop();
+});
+
+async function open(target: Record<string, unknown>): Promise<{ store: RedisStore; prefix: string }> {
+  const prefix = `l${randomUUID().slice(0, 6)}:`;
+  const store = new RedisStore({ ...target, keyPrefix: prefix, commandTimeoutMs: 1_000 });
+  opened.push(store);
+  await store.ready(10_000);
+  return { store, prefix };
+}
+
+const targets: Array<[string, Target]> = [
+  ['one redis-server', { make: () => open({ url: single.url }), nodeOf: async () => 0 }],
+  [
+    '3-master Cluster',
+    {
+      make: () => open({ clusterNodes: cluster.nodes }),
+      async nodeOf(key: string) {
+        const slot = Number(/^:(\d+)/.exec(await rawCommand(cluster.ports[0], ['CLUSTER', 'KEYSLOT', key]))?.[1]);
+        return slot <= 5460 ? 0 : slot <= 10922 ? 1 : 2;
+      },
+    },
+  ],
+];
+
+describe.each(targets)('RedisStore layout on %s', (name, target) => {
+  let store: RedisStore;
+  let P: string;
+  const client = () => store.connection.client;
+  /** how many of `keys` exist (one EXISTS per key: on a Cluster they are in different slots) */
+  const exists = async (...keys: string[]) => (await Promise.all(keys.map((k) => client().exists(k)))).reduce((a, b) => a + b, 0);
+  /** VM names whose keys live on 3 different masters (any 3 on one server) */
+  const spread: string[] = [];
+  beforeAll(async () => {
+    ({ store, prefix: P } = await target.make());
+    const seen = new Set<number>();
+    for (let i = 0; spread.length < 3 && i < 200; i++) {
+      const n = await target.nodeOf(`${P}{vm:sp${i}}:lock`);
+      if (name.startsWith('one') || !seen.has(n)) (seen.add(n), spread.push(`sp${i}`));
+    }
+    expect(spread).toHaveLength(3);
+  }, 20_000);
+
+  it('a lease writes its VM\'s keys under {vm:<name>} (one slot), a group its record under {group:<id>}, and one index entry per lease', async () => {
+    const s = await ok(store.acquire(req({ session: 'vm:k1', keys: ['vm:k1'], idempotencyKey: 'i-k1' })));
+    const g = await ok(store.acquire(req({ session: 'group:gk', keys: ['vm:k2', 'vm:k3'] })));
+    const vmKeys = ['lock', 'session', 'meta'].map((w) => `${P}{vm:k1}:${w}`);
+    expect(await exists(...vmKeys)).toBe(3);
+    expect(new Set(await Promise.all(vmKeys.map((k) => target.nodeOf(k)))).size).toBe(1);
+    // group members: the lock names the group, no record of their own; the group's record holds the lease
+    for (const vm of ['k2', 'k3']) {
+      expect(await client().hgetall(`${P}{vm:${vm}}:lock`)).toEqual({ session: 'group:gk', leaseId: g.leaseId });
+      expect(await exists(`${P}{vm:${vm}}:session`)).toBe(0);
+    }
+    expect(await client().hget(`${P}{group:gk}:session`, 'state')).toBe('active');
+    expect(g.epoch.split(' ')).toHaveLength(2);
+    expect(Number(await client().zscore(`${P}{deadlines}`, `vm:k1\n${s.leaseId}`))).toBe(s.expiresAt);
+    expect(Number(await client().zscore(`${P}{deadlines}`, `group:gk\n${g.leaseId}`))).toBe(g.expiresAt);
+    expect(await client().get(`${P}idem:alice\ni-k1`)).toBe(`vm:k1\n${s.leaseId}`);
+    expect(await store.release('vm:k1', s.leaseId)).toBe(true);
+    expect(await store.release('group:gk', g.leaseId)).toBe(true);
+    expect(await exists(`${P}{vm:k1}:lock`, `${P}{vm:k1}:session`, `${P}{vm:k2}:lock`, `${P}{group:gk}:session`)).toBe(0);
+    expect(await client().zcard(`${P}{deadlines}`)).toBe(0);
+  });
+
+  it('a group whose VMs hash to different masters is taken, checked, renewed, claimed once when due and released as one lease', async () => {
+    if (name.startsWith('3')) expect(new Set(await Promise.all(spread.map((v) => target.nodeOf(`${P}{vm:${v}}:lock`)))).size).toBe(3);
+    const keys = spread.map((v) => `vm:${v}`);
+    const g = await ok(store.acquire(req({ session: 'group:sp', keys, ttlMs: 300, hardCapMs: 5_000 })));
+    for (const k of keys) {
+      expect(await store.check(k, g.leaseId, g.epoch)).toMatchObject({ state: 'live', lease: { session: 'group:sp', leaseId: g.leaseId } });
+      expect((await store.getByKey(k))?.leaseId).toBe(g.leaseId);
+    }
+    // a member taken alone conflicts, naming the group
+    expect(await store.acquire(req({ session: keys[1], keys: [keys[1]], owner: 'bob' }))).toMatchObject({ ok: false, reason: 'conflict', key: keys[1], holder: { session: 'group:sp', leaseId: g.leaseId } });
+    const r = await store.renew('group:sp', g.leaseId, 400);
+    if (!r.ok) throw new Error('renew failed');
+    expect(r.lease.expiresAt).toBeGreaterThan(g.expiresAt);
+    // due from its renewed expiry (polled, bounded), claimed once
+    const t0 = Date.now();
+    let due: Lease[] = [];
+    while (!(due = await store.dueSessions(10)).some((l) => l.session === 'group:sp')) {
+      if (Date.now() - t0 > 2_000) throw new Error('the group was not due within 2 s');
+      await sleep(10);
+    }
+    expect(await store.now()).toBeGreaterThanOrEqual(r.lease.expiresAt);
+    expect(await store.claim('group:sp', g.leaseId, 5_000)).toBe(true);
+    expect(await store.claim('group:sp', g.leaseId, 5_000)).toBe(false);
+    for (const k of keys) expect(await store.check(k, g.leaseId, g.epoch)).toMatchObject({ state: 'expired' });
+    expect(await store.release('group:sp', g.leaseId, 'deadline')).toBe(true);
+    for (const k of keys) expect(await store.check(k, g.leaseId, g.epoch)).toEqual({ state: 'ended' });
+    expect(await store.ended(g.leaseId)).toMatchObject({ session: 'group:sp', endedBy: 'deadline' });
+  });
+
+  it('a group whose last VM conflicts is rolled back: its first VMs free, no record, no index entry; the holder is named', async () => {
+    const keys = spread.map((v) => `vm:${v}`);
+    const holder = await ok(store.acquire(req({ session: keys[2], keys: [keys[2]], owner: 'bob' })));
+    const before = await client().zcard(`${P}{deadlines}`);
+    const r = await store.acquire(req({ session: 'group:rb', keys, idempotencyKey: 'rb-1' }));
+    expect(r).toEqual({
+      ok: false,
+      reason: 'conflict',
+      key: keys[2],
+      pendingThaw: false,
+      holder: { session: keys[2], owner: 'bob', leaseId: holder.leaseId, expiresAt: holder.expiresAt, fence: holder.fence },
+    });
+    for (const k of keys.slice(0, 2)) expect(await store.getByKey(k)).toBeUndefined();
+    expect(await exists(`${P}{group:rb}:session`, `${P}idem:alice\nrb-1`)).toBe(0);
+    expect(await client().zcard(`${P}{deadlines}`)).toBe(before);
+    // the idempotency key was not used up: once the VM is free, the same request succeeds
+    await store.release(keys[2], holder.leaseId);
+    const again = await ok(store.acquire(req({ session: 'group:rb2', keys, idempotencyKey: 'rb-1' })));
+    expect(await store.acquire(req({ session: 'group:rb3', keys, idempotencyKey: 'rb-1' }))).toMatchObject({ ok: true, reused: true, lease: { leaseId: again.leaseId } });
+    await store.release('group:rb2', again.leaseId);
+  });
+
+  it('crash between index entry and lease: an entry without its lease is never listed, and is pruned once 60 s past its score', async () => {
+    const idx = `${P}{deadlines}`;
+    const now = await store.now();
+    await client().zadd(idx, now - 61_000, `vm:cr1\n${randomUUID()}`, now - 1_000, `vm:cr2\n${randomUUID()}`);
+    const live = await ok(store.acquire(req({ session: 'vm:cr3', keys: ['vm:cr3'], ttlMs: 100 })));
+    const t0 = Date.now();
+    let due: Lease[] = [];
+    while (!(due = await store.dueSessions(10)).some((l) => l.session === 'vm:cr3')) {
+      if (Date.now() - t0 > 2_000) throw new Error('vm:cr3 not due within 2 s');
+      await sleep(10);
+    }
+    expect(due.map((l) => l.session)).toEqual(['vm:cr3']);
+    const members = await client().zrange(idx, 0, -1);
+    expect(members.filter((m) => m.startsWith('vm:cr1'))).toEqual([]);
+    expect(members.filter((m) => m.startsWith('vm:cr2'))).toHaveLength(1);
+    expect(members).toContain(`vm:cr3\n${live.leaseId}`);
+    expect((await store.listSessions()).map((l) => l.session)).toEqual(['vm:cr3']);
+    await store.release('vm:cr3', live.leaseId);
+    await client().del(idx);
+  });
+
+  it('crash mid group acquisition (pending record, one VM locked, acquirer gone): after 30 s whoever meets it rolls it back', async () => {
+    const now = await store.now();
+    const lid = randomUUID();
+    const rec = { session: 'group:pd', leaseId: lid, owner: 'ghost', fence: '0', createdAt: String(now - 31_000), expiresAt: String(now - 21_000), hardDeadline: String(now + 29_000), idem: '', epoch: '', keys: JSON.stringify(['vm:pd1', 'vm:pd2']), data: '{}', state: 'pending' };
+    await client().hset(`${P}{group:pd}:session`, rec);
+    await client().hset(`${P}{vm:pd1}:lock`, { session: 'group:pd', leaseId: lid });
+    await client().zadd(`${P}{deadlines}`, now - 21_000, `group:pd\n${lid}`);
+    // not a session anyone holds: not listed, not due
+    expect(await store.getSession('group:pd')).toBeUndefined();
+    expect((await store.listSessions()).map((l) => l.session)).not.toContain('group:pd');
+    expect((await store.dueSessions(10)).map((l) => l.session)).not.toContain('group:pd');
+    // the sweep above rolled it back: lock, record and entry gone; the VM is free
+    expect(await exists(`${P}{vm:pd1}:lock`, `${P}{group:pd}:session`)).toBe(0);
+    expect(await client().zscore(`${P}{deadlines}`, `group:pd\n${lid}`)).toBeNull();
+    // the same, met by an acquire instead of the sweeper
+    await client().hset(`${P}{group:pd}:session`, rec);
+    await client().hset(`${P}{vm:pd2}:lock`, { session: 'group:pd', leaseId: lid });
+    const b = await ok(store.acquire(req({ session: 'vm:pd2', keys: ['vm:pd2'], owner: 'bob' })));
+    expect(await exists(`${P}{group:pd}:session`)).toBe(0);
+    await store.release('vm:pd2', b.leaseId);
+  });
+
+  it('a group record lost while its VM locks remain (the group\'s shard lost its data): the holder\'s check says lost, the VMs are free again', async () => {
+    const g = await ok(store.acquire(req({ session: 'group:gl', keys: ['vm:gl1', 'vm:gl2'] })));
+    await client().del(`${P}{group:gl}:session`);
+    expect(await store.check('vm:gl1', g.leaseId, g.epoch)).toMatchObject({ state: 'lost' });
+    expect(await store.getByKey('vm:gl2')).toBeUndefined();
+    const b = await ok(store.acquire(req({ session: 'vm:gl1', keys: ['vm:gl1'], owner: 'bob' })));
+    expect(b.fence).toBeGreaterThan(g.fence);
+    await store.release('vm:gl1', b.leaseId);
+  });
+
+  it('one VM\'s data lost (its keys gone, as with its shard): its holder\'s check says lost, the other VMs are untouched, its next fence is higher', async () => {
+    const a = await ok(store.acquire(req({ session: 'vm:el1', keys: ['vm:el1'] })));
+    const b = await ok(store.acquire(req({ session: 'vm:el2', keys: ['vm:el2'] })));
+    await client().del(`${P}{vm:el1}:lock`, `${P}{vm:el1}:session`, `${P}{vm:el1}:meta`);
+    const lost = await store.check('vm:el1', a.leaseId, a.epoch);
+    expect(lost).toMatchObject({ state: 'lost' });
+    expect(lost.state === 'lost' && lost.epoch).not.toBe(a.epoch);
+    expect(await store.check('vm:el2', b.leaseId, b.epoch)).toMatchObject({ state: 'live' });
+    const c = await ok(store.acquire(req({ session: 'vm:el1', keys: ['vm:el1'], owner: 'bob' })));
+    expect(c.fence).toBeGreaterThan(b.fence);
+    await store.release('vm:el1', c.leaseId);
+    await store.release('vm:el2', b.leaseId);
+  });
+});
