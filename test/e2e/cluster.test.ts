@@ -69,6 +69,20 @@ function expectSame(via: Answer, direct: Answer, what: string): void {
   } else expect(via.text, what).toBe(direct.text);
 }
 
+const HOME: Record<string, string> = { a1: 'a', b1: 'b', c1: 'c', c2: 'c' };
+/** the first node → VM ping (every VM but dup) that is not answered 200 by the VM's node, described; undefined when all are */
+async function firstMiss(): Promise<string | undefined> {
+  for (const n of cl.nodes) {
+    for (const [vm, home] of Object.entries(HOME)) {
+      const r = await ask(n, 'GET', `/v1/vms/${vm}/ping`);
+      const by = r.headers.get('x-qga-node') ?? n.id;
+      if (r.status !== 200 || by !== home) return `${n.id} → ${vm}: ${r.status} ${String(r.json?.code ?? '')} from ${by}`;
+    }
+  }
+  return undefined;
+}
+const everyRoute = async (): Promise<boolean> => (await firstMiss()) === undefined;
+
 function expectProblem(r: Answer, status: number, code: string): void {
   expect(r.status, r.text.slice(0, 400)).toBe(status);
   expect(r.headers.get('content-type')).toMatch(/^application\/problem\+json/);
@@ -145,6 +159,13 @@ describe('cluster of three gateway processes on one Redis', { timeout: 60_000 },
       }
     }
     expectProblem(await ask(a, 'GET', '/v1/vms/c1/exec/424242'), 404, 'NOT_FOUND');
+    // the VM object through another node names its node; one request id on both nodes
+    const obj = await ask(a, 'GET', '/v1/vms/c1', { headers: { 'x-request-id': 'cluster-e2e-rid-1' } });
+    expect(obj.status).toBe(200);
+    expect(obj.json).toMatchObject({ name: 'c1', node: 'c' });
+    expect(obj.headers.get('x-qga-node')).toBe('c');
+    expect(obj.headers.get('x-request-id')).toBe('cluster-e2e-rid-1');
+    await until(() => c.log().includes('"requestId":"cluster-e2e-rid-1"'), 5_000, "c's log line of the forwarded request");
     // a body the schema refuses: the same 400 problem either way
     const bad400 = await ask(a, 'POST', '/v1/vms/c1/exec', { body: { path: 42 } });
     expectSame(bad400, await ask(c, 'POST', '/v1/vms/c1/exec', { body: { path: 42 } }), 'POST exec 400');
@@ -374,12 +395,14 @@ describe('cluster of three gateway processes on one Redis', { timeout: 60_000 },
       }, 20_000, 'every node ready again');
       const readyMs = performance.now() - up;
       await until(converged, 20_000, 'every node to list a, b and c alive after the Redis restart');
-      await until(async () => {
-        const x = await ask(a, 'GET', '/v1/vms/c1/ping');
-        const y = await ask(c, 'GET', '/v1/vms/a1/ping');
-        return x.status === 200 && x.headers.get('x-qga-node') === 'c' && y.status === 200 && y.headers.get('x-qga-node') === 'a';
-      }, 20_000, 'forwarding a → c and c → a again');
+      await until(everyRoute, 20_000, 'every node to reach every VM again');
       const recoveredMs = performance.now() - up;
+      // and it stays so: no VM drops out of a node's directory afterwards (checked for 4 heartbeat intervals)
+      const held = performance.now();
+      while (performance.now() - held < 4 * INTERVAL_MS) {
+        const miss = await firstMiss();
+        expect(miss, `${(performance.now() - up).toFixed(0)} ms after redis-server was back, ${(performance.now() - held).toFixed(0)} ms after every route worked`).toBeUndefined();
+      }
       say(
         `Redis restart ${cycle}: nodes unready ${noticed.toFixed(0)} ms after the kill; during the outage a → c1 ping answered ${fwd.status} ` +
           `in ${fwd.ms.toFixed(0)} ms; after redis-server was back: ready in ${readyMs.toFixed(0)} ms, membership and forwarding back in ${recoveredMs.toFixed(0)} ms`,
@@ -392,6 +415,29 @@ describe('cluster of three gateway processes on one Redis', { timeout: 60_000 },
       expect(th.status, th.text).toBe(200);
       expect(c.vm.c2.state.frozen).toBe(false);
     }
+  });
+
+  it('a node stopped with SIGTERM leaves at once: gone for the others well before the TTL, and back after a start', async () => {
+    const t0 = performance.now();
+    const stopping = b.terminate();
+    let exitMs = Number.NaN;
+    void stopping.then(() => (exitMs = performance.now() - t0));
+    let last: unknown;
+    await until(async () => {
+      const list = await nodesVia(a);
+      last = list;
+      return list.find((n) => n.id === 'b')?.alive === false;
+    }, 10_000, 'a to see b gone').catch((e: unknown) => {
+      throw new Error(`${String(e)}; b exited: ${!b.running} after ${exitMs} ms; a's list: ${JSON.stringify(last)}; b's log: ${b.log().slice(-1500)}`);
+    });
+    const goneMs = performance.now() - t0;
+    expect(await stopping).toBe(0);
+    say(`SIGTERM of b: exited after ${exitMs.toFixed(0)} ms, gone for a after ${goneMs.toFixed(0)} ms (a SIGKILLed node: TTL ${TTL_MS} ms)`);
+    expect(goneMs).toBeLessThan(TTL_MS - INTERVAL_MS);
+    expectProblem(await ask(a, 'GET', '/v1/vms/b1/ping'), 503, 'NODE_UNAVAILABLE');
+    await b.start();
+    await until(converged, 10_000, 'b back in every node\'s list');
+    expect((await ask(a, 'GET', '/v1/vms/b1/ping')).headers.get('x-qga-node')).toBe('b');
   });
 });
 

@@ -66,6 +66,8 @@ export interface ClusterNode {
   log(): string;
   /** SIGKILL and wait for the exit; the simulated VMs stay up */
   kill(): Promise<void>;
+  /** SIGTERM (a graceful stop) and wait for the exit; resolves with the exit code */
+  terminate(): Promise<number | null>;
   /** start the process again (same port, same config); resolves when /readyz answers 200 */
   start(): Promise<void>;
   /** ms from spawn to the first 200 of /readyz, of the last start */
@@ -216,6 +218,13 @@ function makeNode(
         c.kill('SIGKILL');
       }
       await exited(c);
+    },
+    async terminate() {
+      const c = child;
+      if (!c) return null;
+      if (running()) c.kill('SIGTERM');
+      await exited(c);
+      return c.exitCode;
     },
     async start() {
       if (running()) throw new Error(`node ${id} is already running`);
