@@ -134,6 +134,13 @@ async function cluster(spec: Record<string, Array<string | SimVmOptions>>, freez
   return out;
 }
 
+/** the store's clock (Redis TIME), ms */
+async function redisNow(): Promise<number> {
+  const reply = await redis!.command('TIME');
+  const [sec, usec] = reply.split('\r\n').filter((l) => /^[0-9]+$/.test(l));
+  return Number(sec) * 1000 + Math.floor(Number(usec) / 1000);
+}
+
 async function call(node: TestNode, method: string, url: string, headers: Record<string, string>, body?: unknown): Promise<{ status: number; body: Record<string, unknown> }> {
   const res = await fetch(`${node.url}${url}`, {
     method,
@@ -270,7 +277,8 @@ describe('the serving node away at the deadline', () => {
     await b.stop(); // the simulator (the VM) stays, frozen
     await waitFor(() => a.app!.services.cluster?.locate('b1').kind === 'gone', 3_000, 'B seen gone');
     await waitFor(() => !a.vm.a1.state.frozen, 3_000, 'a1 thawed at the deadline');
-    // several sweeps and retries later: b1 still frozen, and the lease (its claim) is kept
+    // several sweeps (250 ms) and retries later — an absence, so a plain wait: b1 still frozen,
+    // and the lease (its claim) is kept
     await new Promise((r) => setTimeout(r, 1_000));
     expect(b.vm.b1.state.frozen).toBe(true);
     expect((await a.app!.services.store.getSession(session))?.leaseId).toBe(created.body.leaseId);
@@ -289,7 +297,9 @@ describe('the serving node away at the deadline', () => {
     // both nodes go away (handover: the lease stays in Redis, nobody watches it)
     await a.stop();
     await b.stop();
-    await new Promise((r) => setTimeout(r, 1_300));
+    // past the lease's expiry on the store's clock (the reconciliation thaws only expired leases)
+    const expiresAt = Date.parse(String(created.body.expiresAt));
+    await waitFor(async () => (await redisNow()) > expiresAt + 50, 5_000, 'the lease expired');
     expect(a.vm.a1.state.frozen).toBe(true);
     expect(b.vm.b1.state.frozen).toBe(true);
     const t0 = Date.now();
