@@ -198,7 +198,6 @@ export class ClusterNode implements ClusterService {
       await this.refresh();
       if (this.staleAt !== undefined) this.opts.logger.info({ staleMs: Date.now() - this.staleAt }, 'cluster: Redis answers again; directory refreshed');
       this.staleAt = undefined;
-      this.logConflicts();
     } catch (err) {
       if (this.staleAt === undefined) {
         this.staleAt = Date.now();
@@ -208,29 +207,31 @@ export class ClusterNode implements ClusterService {
   }
 
   private async refresh(): Promise<void> {
-    const members = await this.membership.members();
-    const seen = new Set<string>();
-    await Promise.all(
+    const members = (await this.membership.members()).filter((m) => m.info.id !== this.selfId);
+    // every read first, then the directory changes at once: locate() never sees half a refresh
+    const reads = await Promise.all(
       members.map(async (m) => {
-        if (m.info.id === this.selfId) return;
-        seen.add(m.info.id);
         const cached = this.directory.record(m.info.id);
-        const vms = !cached || cached.rev !== m.rev ? await this.membership.vmsOf(m.info.id) : undefined;
-        this.directory.upsert(m.info, m.rev, vms);
-        const was = this.aliveSeen.get(m.info.id);
-        if (was !== m.info.alive) {
-          this.aliveSeen.set(m.info.id, m.info.alive);
-          if (m.info.alive) this.opts.logger.info({ node: m.info.id, url: m.info.url }, was === undefined ? 'cluster: node found' : 'cluster: node is back');
-          else if (was !== undefined) this.opts.logger.warn({ node: m.info.id, lastSeen: new Date(m.info.lastSeen).toISOString() }, 'cluster: node stopped heartbeating; its VMs answer 503 NODE_UNAVAILABLE');
-        }
+        return { m, vms: !cached || cached.rev !== m.rev ? await this.membership.vmsOf(m.info.id) : undefined };
       }),
     );
+    const seen = new Set<string>();
+    for (const { m, vms } of reads) {
+      seen.add(m.info.id);
+      this.directory.upsert(m.info, m.rev, vms);
+      const was = this.aliveSeen.get(m.info.id);
+      if (was === m.info.alive) continue;
+      this.aliveSeen.set(m.info.id, m.info.alive);
+      if (m.info.alive) this.opts.logger.info({ node: m.info.id, url: m.info.url }, was === undefined ? 'cluster: node found' : 'cluster: node is back');
+      else if (was !== undefined) this.opts.logger.warn({ node: m.info.id, lastSeen: new Date(m.info.lastSeen).toISOString() }, 'cluster: node stopped heartbeating; its VMs answer 503 NODE_UNAVAILABLE');
+    }
     for (const id of this.directory.ids()) {
       if (!seen.has(id)) {
         this.directory.remove(id);
         this.aliveSeen.delete(id);
       }
     }
+    this.logConflicts();
   }
 
   private logConflicts(): void {
