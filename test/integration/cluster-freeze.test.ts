@@ -367,6 +367,11 @@ describe('the internal endpoint', () => {
     expect(agentCommands(b.vm.b1, since).filter((c) => c !== 'guest-fsfreeze-status')).toEqual(['guest-fsfreeze-freeze']);
     expect(b.vm.b1.state.frozen).toBe(true);
 
+    // not part of the API
+    const doc = (await (await fetch(`${b.url}/openapi.json`)).json()) as { paths: Record<string, unknown> };
+    expect(Object.keys(doc.paths).filter((p) => p.startsWith('/internal'))).toEqual([]);
+    expect(Object.keys(doc.paths).length).toBeGreaterThan(20);
+
     // the holder's own fenced thaw goes through
     const ok = await post(b, signed('b1', { command: 'guest-fsfreeze-thaw', timeoutMs: 5_000, by: 'backup', fence: { session: live!.session, leaseId: live!.leaseId, epoch: live!.epoch } }));
     expect(ok.status).toBe(200);
