@@ -15,15 +15,18 @@
  * - deadline index: a sorted set session key → time it must be thawed by. Every gateway process
  *   sweeps it (dueSessions + claim); the claim moves the entry forward by a retry delay so that one
  *   process thaws at a time and a crashed claimer is retried.
- * - fence: a number that grows with every acquire and never goes backwards, even when Redis loses
- *   its data (restart without persistence). It is max(last + 1, store clock in microseconds,
+ * - fence: a number that grows with every acquire of a VM and never goes backwards, even when Redis
+ *   loses its data (restart without persistence). It is max(last + 1, store clock in microseconds,
  *   caller's floor + 1): the clock term keeps it ahead of every fence handed out before the loss
  *   (as long as fewer than 1e6 acquires per second were made and the store clock does not step
  *   back), and the floor term (each process passes the highest fence it has seen) covers a clock
- *   that did step back. Microseconds since 1970 stay below 2^53 until the year 2255.
- * - epoch: a random id the store takes when it starts empty. A lease records the epoch it was made
- *   in; a different epoch later means the store lost its data (so "no session" does not mean
- *   "someone already thawed it") and the holder must act on its own knowledge.
+ *   that did step back. Microseconds since 1970 stay below 2^53 until the year 2255. (Redis keeps
+ *   the last fence per VM, so that one VM's keys live in one Cluster slot; a group's fence is the
+ *   highest of its VMs'.)
+ * - epoch: a random id the store takes when it starts empty (Redis: each VM's, taken when its keys
+ *   are first written; a group lease records its VMs', space-separated). A lease records the epoch
+ *   it was made in; a different epoch later means the store lost its data (so "no session" does
+ *   not mean "someone already thawed it") and the holder must act on its own knowledge.
  *
  * - tombstone: when a lease is ended by someone other than its holder (its deadline, a forced thaw, a
  *   thaw at shutdown), release() is told why and the store remembers leaseId → {session, endedAt,
@@ -33,7 +36,8 @@
  *   A lease its holder thawed itself leaves no tombstone.
  *
  * Every time in here (createdAt, expiresAt, now) is milliseconds since 1970 on the STORE's clock
- * (Redis: the server's TIME), so processes with skewed clocks still agree on who holds a lease.
+ * (Redis: the server's TIME; on a Cluster, that of the node holding the lease), so processes with
+ * skewed clocks still agree on who holds a lease.
  * Every method rejects with GatewayError STORE_UNAVAILABLE when the store cannot be reached; none
  * of them waits for a reconnect.
  */
@@ -177,7 +181,8 @@ export interface LeaseStore {
   renew(session: string, leaseId: string, ttlMs: number): Promise<RenewResult>;
   /**
    * Compare-and-delete: ends the session (locks, deadline) only if leaseId matches. With `endedBy`
-   * (the lease was ended by someone other than its holder) a tombstone is written in the same step.
+   * (the lease was ended by someone other than its holder) a tombstone is written in the same step
+   * (Redis: right after it, before release() returns; a release that was not this lease's writes none).
    */
   release(session: string, leaseId: string, endedBy?: EndedBy): Promise<boolean>;
   /** The tombstone of a lease ended with a reason, while it is retained; undefined otherwise. */
@@ -221,7 +226,8 @@ export interface LeaseStore {
 }
 
 // The key format lives here and nowhere else: the stores, Redis scripts included, treat keys as
-// opaque strings (the Redis key prefix and 'lock:'/'session:' go around them, never inside).
+// opaque strings (RedisStore makes each its own Cluster hash tag, `<prefix>{<key>}:lock`, never
+// looking inside; see redis-keys.ts).
 const VM_PREFIX = 'vm:';
 const GROUP_PREFIX = 'group:';
 
