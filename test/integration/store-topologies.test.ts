@@ -1,7 +1,7 @@
 /**
- * The Redis store on the topologies operators run (issue 17 item 5), each started here on free
- * loopback ports and stopped afterwards. The whole contract runs on Sentinel and on a 3-master
- * Cluster in store-contract.test.ts; this file covers what only a topology has:
+ * The Redis store on the topologies operators run (issue 17 item 5), each started here once on
+ * free loopback ports and stopped afterwards: the whole LeaseStore contract (store-contract-cases.ts)
+ * on Redis Sentinel and on a 3-master Redis Cluster, then what only a topology has:
  *
  * - Sentinel, a REAL failover (the master SIGKILLed): the store reconnects through the sentinels to
  *   the promoted replica, a lease replicated before the failover is still held there, and new
@@ -14,6 +14,7 @@
  *   in no answer and no log line.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomUUID } from 'node:crypto';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { buildApp } from '../../src/app.js';
@@ -21,8 +22,11 @@ import { GatewayError } from '../../src/errors.js';
 import { RedisStore } from '../../src/store/redis.js';
 import type { AcquireRequest } from '../../src/store/types.js';
 import { testConfig } from '../helpers/app.js';
+import { startRedisCluster, type TestRedisCluster } from '../helpers/redis-cluster.js';
 import { respStrings, startRedisSentinel, type TestSentinel } from '../helpers/redis-sentinel.js';
 import { startRedisTls, type TestRedisTls } from '../helpers/redis-tls.js';
+import { leaseStoreContract, type StoreOptions } from './store-contract-cases.js';
+import type { RedisTarget } from '../../src/store/redis-connect.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -36,14 +40,29 @@ async function offset(s: TestSentinel, port: number, field: string): Promise<num
   return m ? Number(m[1]) : -1;
 }
 
+/** A contract store maker on `target()`: a fresh key prefix per store, closed in afterAll. */
+function storeMaker(target: () => RedisTarget, opened: RedisStore[]) {
+  return async (opts: StoreOptions = {}): Promise<RedisStore> => {
+    const s = new RedisStore({ ...target(), keyPrefix: `t${randomUUID().slice(0, 8)}:`, commandTimeoutMs: 1_000, ...opts });
+    opened.push(s);
+    await s.ready(5_000);
+    return s;
+  };
+}
+
 describe('RedisStore on Redis Sentinel', () => {
   let sentinel: TestSentinel;
+  const opened: RedisStore[] = [];
   beforeAll(async () => {
     sentinel = await startRedisSentinel();
   }, 30_000);
   afterAll(async () => {
+    for (const s of opened) await s.close();
     await sentinel?.stop();
   });
+
+  // the contract first: the failover below (the last test) kills the master
+  leaseStoreContract('redis-sentinel', storeMaker(() => ({ sentinels: sentinel.sentinels, sentinelName: sentinel.name }), opened));
 
   it('a real failover (master SIGKILLed): the store follows the sentinels to the promoted replica; replicated leases survive, an unreplicated one is lost', { timeout: 40_000 }, async () => {
     const store = new RedisStore({ sentinels: sentinel.sentinels, sentinelName: sentinel.name, keyPrefix: 'fo:', commandTimeoutMs: 500 });
@@ -125,6 +144,37 @@ describe('RedisStore on Redis Sentinel', () => {
       expect(await store.release('vm:kept', kept.lease.leaseId)).toBe(true);
     } finally {
       await store.close();
+    }
+  });
+});
+
+describe('RedisStore on a 3-master Redis Cluster', () => {
+  let cluster: TestRedisCluster;
+  const opened: RedisStore[] = [];
+  beforeAll(async () => {
+    cluster = await startRedisCluster();
+  }, 30_000);
+  afterAll(async () => {
+    for (const s of opened) await s.close();
+    await cluster?.stop();
+  });
+
+  leaseStoreContract('redis-cluster', storeMaker(() => ({ clusterNodes: cluster.nodes }), opened));
+
+  it('the contract\'s keys are spread over the 3 masters (per-VM hash tags), each reached through MOVED/the slot map', async () => {
+    const sizes = await Promise.all(cluster.ports.map(async (p) => Number(/^:(\d+)/.exec(await cluster.command(p, 'DBSIZE'))?.[1] ?? -1)));
+    for (const n of sizes) expect(n).toBeGreaterThan(0);
+    // a store seeded with one node only finds the others from the slot map
+    const one = new RedisStore({ clusterNodes: [cluster.nodes[2]], keyPrefix: 'one:', commandTimeoutMs: 1_000 });
+    try {
+      await one.ready(5_000);
+      for (let i = 0; i < 6; i++) {
+        const a = await one.acquire({ session: `vm:s${i}`, keys: [`vm:s${i}`], owner: 'alice', ttlMs: 10_000, hardCapMs: 60_000 });
+        expect(a.ok).toBe(true);
+        if (a.ok) expect(await one.release(`vm:s${i}`, a.lease.leaseId)).toBe(true);
+      }
+    } finally {
+      await one.close();
     }
   });
 });
