@@ -46,7 +46,9 @@ const idemKeepMs = (req: AcquireRequest) => req.hardCapMs + IDEMPOTENCY_RETENTIO
 /**
  * The VM's script, its index entry and the idempotency record's read go out together: on one
  * Redis they run in that order on one connection, so a reply lost after they were sent does not
- * stop the lock (the owner's retry takes it back), and the entry exists before the lease.
+ * stop the lock (the owner's retry takes it back), and the entry exists before the lease. On a
+ * Cluster the entry is on another node, with no order between nodes: it is written (and its reply
+ * awaited) first.
  */
 async function acquireSingle(core: RedisCore, req: AcquireRequest): Promise<AcquireResult> {
   const { session, owner } = req;
@@ -57,11 +59,12 @@ async function acquireSingle(core: RedisCore, req: AcquireRequest): Promise<Acqu
   const floor = Math.max(req.fenceFloor ?? 0, core.highWater);
   const score = await estimate(core, req);
   const args = (notAfter: number) => [core.epochCandidate, session, keysJson, owner, req.ttlMs, req.hardCapMs, idem, floor, JSON.stringify(req.data ?? {}), leaseId, notAfter];
+  if (core.cluster) await core.indexAdd(session, leaseId, score);
   const notAfter = await core.clock.notAfter();
   // issued in this order, without awaiting in between (one connection on one Redis)
   const [idemR, idxR, first] = await Promise.allSettled([
     idem ? core.idemGet(owner, idem) : Promise.resolve(null),
-    core.indexAdd(session, leaseId, score),
+    core.cluster ? Promise.resolve() : core.indexAdd(session, leaseId, score),
     core.vm(S.VM_ACQUIRE, session, args(notAfter)),
   ]);
   if (first.status === 'rejected') {

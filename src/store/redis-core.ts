@@ -5,6 +5,7 @@
  * deadline index entries and the idempotency records. See redis.ts for why the order is what it is.
  */
 import { randomUUID } from 'node:crypto';
+import { Cluster } from 'ioredis';
 import type { RedisClient } from './redis-connect.js';
 import { AbandonedLeases } from './redis-abandon.js';
 import { StoreClock } from './redis-clock.js';
@@ -44,6 +45,8 @@ export class RedisCore {
   private high = 0;
   readonly clock: StoreClock;
   readonly abandoned: AbandonedLeases;
+  /** a Redis Cluster: commands for different slots go to different nodes, in no order between them */
+  readonly cluster: boolean;
 
   constructor(
     readonly redis: RedisClient,
@@ -51,6 +54,7 @@ export class RedisCore {
     readonly exec: ScriptRunner,
     commandTimeoutMs: number,
   ) {
+    this.cluster = redis instanceof Cluster;
     this.clock = new StoreClock(commandTimeoutMs, () => this.now());
     this.abandoned = new AbandonedLeases(async (leaseId, a) => {
       await this.releaseParts(a.session, leaseId, a.keys);

@@ -39,7 +39,8 @@
  *   keep growing (clock term). Run the masters with appendfsync and min-replicas-to-write for more.
  *
  * Deadlines: the index holds one entry per lease ("<session>\n<leaseId>"), written BEFORE the
- * lease exists (its first score a lower bound of the expiry), removed AFTER the lease is gone.
+ * lease exists (its first score a lower bound of the expiry; on one Redis sent ahead of the lease's
+ * script on the same connection, on a Cluster awaited before it), removed AFTER the lease is gone.
  * So every lease has an entry (a crash leaves at most a stale entry, which costs one look and is
  * pruned 60 s past its score, when its acquire can no longer run). dueSessions reads the due
  * entries, then each lease's record (on its own node); an entry of a lease found live is moved to
