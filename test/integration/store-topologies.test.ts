@@ -7,8 +7,9 @@
  *   the promoted replica, a lease replicated before the failover is still held there, and new
  *   leases keep the contract. A lease the master acknowledged but never sent to its replica
  *   (asynchronous replication; forced here by cutting the replica's link first) is LOST: its
- *   holder's renew answers not-found, another owner can take the VM, and only this process's fence
- *   high-water mark keeps the next fence above the lost one (README "Redis", on failover).
+ *   holder's renew answers not-found and a fence check says lost, and another owner can take the
+ *   VM at once — under a higher fence, as fences are at least the master's clock in µs (README
+ *   "Redis", on failover).
  * - TLS + ACL: rediss:// with the test CA and an ACL user (in the URL, or username + passwordFile);
  *   a wrong password or an unknown CA is STORE_UNAVAILABLE naming the cause, and the password is
  *   in no answer and no log line.
@@ -118,12 +119,22 @@ describe('RedisStore on Redis Sentinel', () => {
       expect(await store.acquire(req({ session: 'vm:kept', keys: ['vm:kept'], owner: 'bob' }))).toMatchObject({ ok: false, reason: 'conflict' });
       expect(await store.acquire(req({ session: 'vm:kept', keys: ['vm:kept'], idempotencyKey: 'kept-1' }))).toMatchObject({ ok: true, reused: true, lease: { leaseId: kept.lease.leaseId } });
 
-      // the unreplicated lease is gone: its holder learns it at its next renew (not-found) …
+      // the unreplicated lease is gone: its holder learns it at its next renew (not-found), and a
+      // fence check says lost (the VM's epoch went with it: a new one was made) …
       expect(await store.getByKey('vm:lost')).toBeUndefined();
+      expect(await store.check('vm:lost', lost.lease.leaseId, lost.lease.epoch)).toMatchObject({ state: 'lost' });
       expect(await store.renew('vm:lost', lost.lease.leaseId, 30_000)).toMatchObject({ ok: false, reason: 'not-found' });
-      // … another owner can take the VM meanwhile, under a fence above the lost lease's (this
-      // process's high-water mark; a process that never saw that fence has no such floor)
-      const taken = await store.acquire(req({ session: 'vm:lost', keys: ['vm:lost'], owner: 'bob' }));
+      // … while another process (a store that never saw the lost fence) can take the VM: its fence
+      // is still above the lost lease's, from the master's clock (fences are at least TIME in µs)
+      const other = new RedisStore({ sentinels: sentinel.sentinels, sentinelName: sentinel.name, keyPrefix: 'fo:', commandTimeoutMs: 500 });
+      let taken;
+      try {
+        await other.ready(5_000);
+        expect(other.fenceHighWater).toBe(0);
+        taken = await other.acquire(req({ session: 'vm:lost', keys: ['vm:lost'], owner: 'bob' }));
+      } finally {
+        await other.close();
+      }
       expect(taken.ok).toBe(true);
       if (!taken.ok) return;
       expect(taken.lease.fence).toBeGreaterThan(lost.lease.fence);
@@ -132,7 +143,7 @@ describe('RedisStore on Redis Sentinel', () => {
       const n = await store.acquire(req({ session: 'vm:new', keys: ['vm:new'], ttlMs: 200 }));
       if (!n.ok) throw new Error('acquire failed');
       expect(await store.acquire(req({ session: 'vm:new', keys: ['vm:new'], owner: 'bob' }))).toMatchObject({ ok: false, reason: 'conflict', holder: { leaseId: n.lease.leaseId } });
-      expect(n.lease.fence).toBeGreaterThan(taken.lease.fence);
+      expect(n.lease.fence).toBeGreaterThan(lost.lease.fence);
       const due = Date.now();
       while (!(await store.dueSessions(100)).some((s) => s.session === 'vm:new')) {
         if (Date.now() - due > 2_000) throw new Error('vm:new not due within 2 s of its 200 ms ttl');
