@@ -13,10 +13,12 @@
  * members) a local call would give; a node that cannot be reached is NODE_UNAVAILABLE, with
  * `sent: false` when the call never left (connection refused), so a freeze knows nothing ran.
  *
- * A thaw under a lease of a VM no live node serves (`unknown`: its node has been away long enough
- * for the directory to forget it) is NODE_UNAVAILABLE rather than VM_NOT_FOUND here: the thaw
- * engine drops a VM_NOT_FOUND from its lease, and the VM may be frozen still when its node
- * returns. The lease stays, and the sweeper retries the thaw every claim period.
+ * A thaw under a lease of a VM no node serves (`unknown`: no live or gone node publishes it, or
+ * the directory could not be read yet) is NODE_UNAVAILABLE rather than VM_NOT_FOUND for
+ * UNKNOWN_GRACE_MS from the first such thaw: the thaw engine drops a VM_NOT_FOUND from its lease,
+ * and a directory glitch must not cost a thaw. After that the VM counts as deregistered (shut
+ * down, removed) and is dropped from its lease, as on a single gateway. (A node that stops keeps
+ * its VMs in the directory for a day, as `gone`: their thaws are retried until it returns.)
  *
  * The wire: POST <node url>/internal/cluster/vms/<vm>/agent-call?digest=<sha256 of the body>,
  * signed with signHop (the digest in the signed URL binds the body, which hop.ts does not cover),
@@ -45,6 +47,10 @@ export const FENCED_FREEZES: ReadonlySet<string> = new Set(['guest-fsfreeze-free
 export const HOP_SLACK_MS = 5_000;
 /** the longest command timeout a node-to-node call carries */
 export const MAX_REMOTE_TIMEOUT_MS = 3_600_000;
+/** how long a leased thaw of a VM no node serves is retried before it counts as deregistered */
+export const UNKNOWN_GRACE_MS = 120_000;
+/** VMs remembered in that state at most (a bound; the oldest is forgotten first) */
+const MAX_UNKNOWN = 10_000;
 /** an answer of the internal endpoint is a few hundred bytes; more is refused */
 const MAX_ANSWER_BYTES = 1 << 20;
 /** connection errors that prove the request never reached the other node */
@@ -92,6 +98,8 @@ export interface RoutingAgentOptions {
   secret: string;
   /** a command's catalog timeout, when the call names none (the pool's defaultTimeoutMs) */
   defaultTimeoutMs(command: string): number;
+  /** default UNKNOWN_GRACE_MS (tests) */
+  unknownGraceMs?: number;
   /** what the wait adds to the command's timeout (default HOP_SLACK_MS) */
   slackMs?: number;
   /** tests */
@@ -100,6 +108,8 @@ export interface RoutingAgentOptions {
 
 export class RoutingAgent implements FreezeAgent {
   private readonly fetch: typeof fetch;
+  /** VM → when a leased thaw first found nobody serving it */
+  private readonly unknownSince = new Map<string, number>();
 
   constructor(private readonly o: RoutingAgentOptions) {
     this.fetch = o.fetch ?? globalThis.fetch;
@@ -113,6 +123,7 @@ export class RoutingAgent implements FreezeAgent {
     const cluster = this.cluster;
     if (!cluster) return this.o.local.call(vm, command, args, withoutFence(opts));
     const at = cluster.locate(vm);
+    if (at.kind !== 'unknown' && this.unknownSince.size > 0) this.unknownSince.delete(vm);
     switch (at.kind) {
       case 'local':
         return this.o.local.call(vm, command, args, withoutFence(opts));
@@ -135,12 +146,27 @@ export class RoutingAgent implements FreezeAgent {
 
   private async unknown(vm: string, command: string, args: JsonObject | undefined, opts: FreezeCallOptions): Promise<JsonValue> {
     try {
-      return await this.o.local.call(vm, command, args, withoutFence(opts));
+      const r = await this.o.local.call(vm, command, args, withoutFence(opts));
+      this.unknownSince.delete(vm);
+      return r;
     } catch (e) {
       const leased = opts.fence !== undefined && !('forced' in opts.fence);
-      if (leased && command === 'guest-fsfreeze-thaw' && isGatewayError(e) && e.code === 'VM_NOT_FOUND') {
-        throw errors.nodeUnavailable(vm, 'none', `no live node serves VM ${vm} now; its thaw is retried until one does`, { command, extra: { sent: false } });
+      if (!leased || command !== 'guest-fsfreeze-thaw' || !isGatewayError(e) || e.code !== 'VM_NOT_FOUND') throw e;
+      const now = Date.now();
+      let since = this.unknownSince.get(vm);
+      if (since === undefined) {
+        if (this.unknownSince.size >= MAX_UNKNOWN) this.unknownSince.delete(this.unknownSince.keys().next().value as string);
+        since = now;
+        this.unknownSince.set(vm, since);
       }
+      const graceMs = this.o.unknownGraceMs ?? UNKNOWN_GRACE_MS;
+      if (now - since < graceMs) {
+        throw errors.nodeUnavailable(vm, 'none', `no node serves VM ${vm} now; its thaw is retried for ${Math.ceil((since + graceMs - now) / 1000)} s more before the VM counts as deregistered`, {
+          command,
+          extra: { sent: false },
+        });
+      }
+      this.unknownSince.delete(vm);
       throw e;
     }
   }

@@ -12,7 +12,7 @@ import { RoutingAgent, bodyDigest, routingRegistry, type AgentCallBody } from '.
 import { GatewayError, errors } from '../../src/errors.js';
 import type { FreezeAgent, FreezeCallOptions } from '../../src/freeze/types.js';
 import { freePort } from '../e2e/freeze-gateways.js';
-import { rejection } from './freeze-fixture.js';
+import { rejection, waitFor } from './freeze-fixture.js';
 
 const SECRET = 'routing-agent-test-secret-0123456789abcdef';
 /** the wait's slack over the command timeout (HOP_SLACK_MS, 5 s, in the gateway) */
@@ -31,8 +31,8 @@ function local(): FreezeAgent & { calls: Array<{ vm: string; command: string; op
   };
 }
 
-function agent(at: VmLocation, l = local()): RoutingAgent {
-  return new RoutingAgent({ local: l, cluster: { selfId: 'A', locate: () => at }, secret: SECRET, defaultTimeoutMs: () => 1_000, slackMs: SLACK_MS });
+function agent(at: VmLocation, l = local(), unknownGraceMs?: number): RoutingAgent {
+  return new RoutingAgent({ local: l, cluster: { selfId: 'A', locate: () => at }, secret: SECRET, defaultTimeoutMs: () => 1_000, slackMs: SLACK_MS, ...(unknownGraceMs !== undefined ? { unknownGraceMs } : {}) });
 }
 
 /** a fake node answering with `answer`; records what it received */
@@ -82,10 +82,15 @@ describe('RoutingAgent', () => {
     expect(l.calls).toHaveLength(1);
   });
 
-  it('unknown: local; a leased thaw of a VM nobody serves is NODE_UNAVAILABLE (kept and retried), a forced one stays VM_NOT_FOUND', async () => {
-    const a = agent({ kind: 'unknown' });
-    const leased = await rejection(a.call('missing', 'guest-fsfreeze-thaw', undefined, { fence: { session: 'vm:missing', leaseId: 'l', epoch: 'e' } }));
+  it('unknown: local; a leased thaw of a VM nobody serves is NODE_UNAVAILABLE (kept and retried) for the grace time, then VM_NOT_FOUND; a forced one at once', async () => {
+    const a = agent({ kind: 'unknown' }, local(), 150);
+    const fence = { session: 'vm:missing', leaseId: 'l', epoch: 'e' };
+    const t0 = Date.now();
+    const leased = await rejection(a.call('missing', 'guest-fsfreeze-thaw', undefined, { fence }));
     expect([leased.code, leased.extra?.sent]).toEqual(['NODE_UNAVAILABLE', false]);
+    expect((await rejection(a.call('missing', 'guest-fsfreeze-thaw', undefined, { fence }))).code).toBe('NODE_UNAVAILABLE');
+    await waitFor(async () => (await rejection(a.call('missing', 'guest-fsfreeze-thaw', undefined, { fence }))).code === 'VM_NOT_FOUND', 2_000, 'deregistered');
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(150);
     expect((await rejection(a.call('missing', 'guest-fsfreeze-thaw', undefined, { fence: { forced: true } }))).code).toBe('VM_NOT_FOUND');
     expect((await rejection(a.call('missing', 'guest-fsfreeze-status'))).code).toBe('VM_NOT_FOUND');
   });
