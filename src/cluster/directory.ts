@@ -99,14 +99,17 @@ export class Directory implements RemoteVms {
     return this.others.get(id);
   }
 
-  /** Replace what is known of another node (its VM map only when `vms` is given). */
+  /**
+   * Replace what is known of another node (its VM map only when `vms` is given; `rev` is kept as
+   * given either way: '' makes the next refresh read the VM map again).
+   */
   upsert(info: NodeInfo, rev: string, vms?: ReadonlyMap<string, VmEntrySummary>): void {
     if (info.id === this.selfId) return;
     const old = this.others.get(info.id);
     const next = vms ?? old?.vms ?? new Map<string, VmEntrySummary>();
     if (old && old.vms !== next) for (const vm of old.vms.keys()) if (!next.has(vm)) this.unclaim(vm, info.id);
     if (!old || old.vms !== next) for (const vm of next.keys()) this.claim(vm, info.id);
-    this.others.set(info.id, { info, rev: vms ? rev : (old?.rev ?? rev), vms: next });
+    this.others.set(info.id, { info, rev, vms: next });
   }
 
   /** Forget a node (pruned from the member index). */

@@ -80,7 +80,7 @@ export class Membership {
   }
 
   /** One heartbeat: this node's keys and the changes of its VM hash, in one MULTI. */
-  async heartbeat(self: { url: string; version: string; lastSeen: number }, vms: ReadonlyMap<string, VmEntrySummary>): Promise<void> {
+  async heartbeat(self: { url: string; version: string; lastSeen: number }, vms: ReadonlyMap<string, VmEntrySummary>, again = true): Promise<void> {
     const k = this.keys;
     const next = new Map<string, string>();
     for (const [vm, s] of vms) next.set(vm, JSON.stringify(s));
@@ -128,8 +128,10 @@ export class Membership {
     this.counter = counter;
     this.published = next;
     const hlen = replies.at(-1)?.[1];
-    // the hash is not what we wrote (Redis lost it, or someone else touched it): rewrite it all next time
+    // the hash is not what we wrote (Redis restarted empty, or someone else touched it): rewrite it
+    // all at once, so that readers see this node's VMs again within this heartbeat
     this.fullRewrite = hlen !== next.size;
+    if (this.fullRewrite && again) await this.heartbeat(self, vms, false);
   }
 
   /** Every node of the member index (this one too), alive or not. */

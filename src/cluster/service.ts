@@ -18,7 +18,7 @@ import type { VmRecord } from '../registry/types.js';
 import type { RedisClient } from '../store/redis-connect.js';
 import { errorMessage } from '../util/unknown.js';
 import { Directory, type ClusterService, type LocalClaim, type NodeInfo, type RemoteVms, type VmLocation } from './directory.js';
-import { Membership } from './membership.js';
+import { Membership, RETENTION_MS } from './membership.js';
 import { Ownership } from './ownership.js';
 import { summarize, type SummarySource, type VmEntrySummary } from './summary.js';
 
@@ -68,6 +68,8 @@ export class ClusterNode implements ClusterService {
   private stopped = false;
   private readonly conflicts = new Map<string, string>();
   private readonly aliveSeen = new Map<string, boolean>();
+  /** performance.now() when each other node was last read alive */
+  private readonly heard = new Map<string, number>();
 
   constructor(private readonly opts: ClusterNodeOptions) {
     const s = opts.settings;
@@ -186,6 +188,8 @@ export class ClusterNode implements ClusterService {
       );
       this.shared = shared;
       await this.ownership.round(candidates, (id) => this.directory.node(id)?.alive === true, first || this.rounds % RECHECK_EVERY === 0);
+      // stop() came while this round waited on Redis: no heartbeat after the node left
+      if (this.stopped) return;
       const summaries = new Map<string, VmEntrySummary>();
       for (const rec of records) {
         if (shared.has(rec.name) && !this.ownership.owns(rec.name)) continue;
@@ -216,22 +220,41 @@ export class ClusterNode implements ClusterService {
       }),
     );
     const seen = new Set<string>();
+    const now = performance.now();
     for (const { m, vms } of reads) {
       seen.add(m.info.id);
-      this.directory.upsert(m.info, m.rev, vms);
-      const was = this.aliveSeen.get(m.info.id);
-      if (was === m.info.alive) continue;
-      this.aliveSeen.set(m.info.id, m.info.alive);
-      if (m.info.alive) this.opts.logger.info({ node: m.info.id, url: m.info.url }, was === undefined ? 'cluster: node found' : 'cluster: node is back');
-      else if (was !== undefined) this.opts.logger.warn({ node: m.info.id, lastSeen: new Date(m.info.lastSeen).toISOString() }, 'cluster: node stopped heartbeating; its VMs answer 503 NODE_UNAVAILABLE');
+      if (m.info.alive) this.heard.set(m.info.id, now);
+      // an empty hash of a node that says it serves VMs: Redis lost the hash and the node has not
+      // written it again yet; keep what was read before and read it again next time
+      if (vms && vms.size === 0 && m.info.vmCount > 0 && this.directory.record(m.info.id)) this.directory.upsert(m.info, '');
+      else this.directory.upsert(m.info, m.rev, vms);
+      this.noteAlive(m.info);
     }
+    // a node missing from the member index (Redis restarted empty and it has not heartbeated since):
+    // alive until its TTL runs out from when it was last read alive, forgotten after RETENTION_MS
     for (const id of this.directory.ids()) {
-      if (!seen.has(id)) {
+      if (seen.has(id)) continue;
+      const rec = this.directory.record(id);
+      const age = now - (this.heard.get(id) ?? -Infinity);
+      if (!rec || age > RETENTION_MS) {
         this.directory.remove(id);
         this.aliveSeen.delete(id);
+        this.heard.delete(id);
+      } else if (rec.info.alive && age > this.opts.settings.heartbeatTtlMs) {
+        this.directory.upsert({ ...rec.info, alive: false }, rec.rev);
+        this.noteAlive({ ...rec.info, alive: false });
       }
     }
     this.logConflicts();
+  }
+
+  /** log a node found, gone or back, once per transition */
+  private noteAlive(info: NodeInfo): void {
+    const was = this.aliveSeen.get(info.id);
+    if (was === info.alive) return;
+    this.aliveSeen.set(info.id, info.alive);
+    if (info.alive) this.opts.logger.info({ node: info.id, url: info.url }, was === undefined ? 'cluster: node found' : 'cluster: node is back');
+    else if (was !== undefined) this.opts.logger.warn({ node: info.id, lastSeen: new Date(info.lastSeen).toISOString() }, 'cluster: node stopped heartbeating; its VMs answer 503 NODE_UNAVAILABLE');
   }
 
   private logConflicts(): void {
