@@ -17,6 +17,7 @@ import { ConfigError, loadConfig, stateFileProblem } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import type { ReloadSummary } from '../gateway.js';
 import { reloadTls } from '../http/tls.js';
+import { describeRedisTarget, redisTarget } from '../store/index.js';
 import { errorMessage } from '../util/unknown.js';
 import { configUsageError, errnoCode, parseOptions, runtimeError, usageError } from './common.js';
 
@@ -107,6 +108,8 @@ export async function serve(args: string[]): Promise<void> {
       auth: config.auth.tokens.length > 0,
       tls: config.server.tls !== undefined,
       ...(config.store.type === 'memory' ? { stateFile: config.freeze.stateFile } : {}),
+      // where the Redis store connects, without its password (store/redis-connect.ts)
+      ...(config.store.type === 'redis' ? { redis: describeRedisTarget(redisTarget(config.store)) } : {}),
     },
     'qga-gateway ready',
   );
