@@ -65,9 +65,10 @@ import { errors } from '../errors.js';
 import { errorMessage } from '../util/unknown.js';
 import { acquire } from './redis-acquire.js';
 import { connectRedis, lastRedisError, onNodeReady, type RedisClient, type RedisTarget } from './redis-connect.js';
-import { PENDING_GRACE_MS, RedisCore, STALE_ENTRY_GRACE_MS } from './redis-core.js';
+import { RedisCore } from './redis-core.js';
+import * as due from './redis-due.js';
 import { connectionWhy, decode, fields, list, ScriptRunner, withTimeout } from './redis-exec.js';
-import { indexMember, parseMember, RedisKeys } from './redis-keys.js';
+import { RedisKeys } from './redis-keys.js';
 import * as S from './redis-scripts.js';
 import type { AcquireRequest, AcquireResult, EndedBy, EndedLease, FenceCheck, Lease, LeaseStore, RenewResult, SessionData, StoreHealth, VmRegistration } from './types.js';
 import { ENDED_RETENTION_MS, groupOfSession, isEndedBy, isVmRegistration } from './types.js';
@@ -230,69 +231,17 @@ export class RedisStore implements LeaseStore {
     return opts.timeoutMs !== undefined ? withTimeout(this.exec.guard(() => p), opts.timeoutMs) : p;
   }
 
-  async dueSessions(limit: number): Promise<Lease[]> {
-    const out: Lease[] = [];
-    await this.scan('now', limit * 4 + 16, async (entry, now, rec) => {
-      if (rec.state === 'pending') {
-        if (Number(rec.createdAt) + PENDING_GRACE_MS <= now) await this.core.releaseParts(entry.session, entry.leaseId, decode(rec.keys, isStringList, 'lock key list'));
-        return;
-      }
-      const lease = this.core.lease(rec);
-      if (lease.expiresAt > now) await this.core.indexRaise(lease.session, lease.leaseId, lease.expiresAt);
-      else if (out.length < limit) out.push(lease);
-    });
-    return out;
+  dueSessions(limit: number): Promise<Lease[]> {
+    return due.dueSessions(this.core, limit);
   }
 
   claim(session: string, leaseId: string, retryMs: number, opts: { timeoutMs?: number } = {}): Promise<boolean> {
-    const p = (async (): Promise<boolean> => {
-      const { now, rec } = await this.core.record(session);
-      if (!rec || rec.leaseId !== leaseId || rec.state === 'pending') return false;
-      const expiresAt = Number(rec.expiresAt);
-      if (expiresAt > now) {
-        // renewed since it was listed
-        await this.core.indexRaise(session, leaseId, expiresAt).catch(() => undefined);
-        return false;
-      }
-      // one script on the index's node: of two claimers, one moves the entry, the other finds it not due
-      return (await this.exec.run(S.INDEX_CLAIM, [this.keys.index], [indexMember(session, leaseId), retryMs])) === 1;
-    })();
+    const p = due.claim(this.core, session, leaseId, retryMs);
     return opts.timeoutMs !== undefined ? withTimeout(this.exec.guard(() => p), opts.timeoutMs) : p;
   }
 
-  async listSessions(): Promise<Lease[]> {
-    const seen = new Map<string, Lease>();
-    await this.scan('+inf', 1_000_000, async (_entry, _now, rec) => {
-      if (rec.state !== 'pending') seen.set(rec.session, this.core.lease(rec));
-    });
-    return [...seen.values()];
-  }
-
-  /**
-   * Index entries up to `max` (oldest first), each with its lease record read on the lease's node:
-   * `fn` gets those that are this entry's lease; stale entries are pruned once past their grace.
-   * A record that cannot be read (its node down) is skipped: the other shards' leases still go.
-   */
-  private async scan(max: 'now' | '+inf', limit: number, fn: (entry: { session: string; leaseId: string }, now: number, rec: Record<string, string>) => Promise<void>): Promise<void> {
-    const r = list(await this.exec.run(S.INDEX_RANGE, [this.keys.index], [max, limit]));
-    const indexNow = Number(r[0]);
-    const entries: Array<{ member: string; score: number; session: string; leaseId: string }> = [];
-    for (let i = 1; i + 1 < r.length; i += 2) {
-      const m = parseMember(String(r[i]));
-      if (m) entries.push({ member: String(r[i]), score: Number(r[i + 1]), ...m });
-    }
-    const reads = await Promise.allSettled(entries.map((e) => this.core.record(e.session)));
-    const work: Array<Promise<unknown>> = [];
-    entries.forEach((e, i) => {
-      const read = reads[i];
-      if (read.status === 'rejected') return;
-      const { now, rec } = read.value;
-      if (rec && rec.leaseId === e.leaseId) work.push(fn(e, now, rec).catch(() => undefined));
-      else if (e.score + STALE_ENTRY_GRACE_MS <= indexNow) {
-        work.push(this.exec.run(S.INDEX_PRUNE, [this.keys.index], [e.member, STALE_ENTRY_GRACE_MS]).catch(() => undefined));
-      }
-    });
-    await Promise.all(work);
+  listSessions(): Promise<Lease[]> {
+    return due.listSessions(this.core);
   }
 
   async now(): Promise<number> {
