@@ -12,6 +12,7 @@
  *   npx tsx bench/cluster.ts [--quick|--smoke]    this section alone, printed (markdown)
  *   npm run bench                                 part of the full report (bench/run.ts)
  */
+import os from 'node:os';
 import { ask, bearer, CLUSTER_TOKENS, startCluster, until } from '../test/helpers/cluster.js';
 import { cannon, type CannonResult, type Measured } from './lib/procs.js';
 import { fmtMs, fmtRate, fmtRatio, median, table } from './lib/stats.js';
@@ -21,6 +22,7 @@ const perSec = (m: Measured<CannonResult>): number => (m.result.ok / m.wallMs) *
 const cpuPer = (m: Measured<CannonResult>, i: number): number => (m.cpu[i] * 1e6) / Math.max(1, m.result.ok);
 
 export async function clusterSection(rounds: number, ms: number, vmsPerNode: number): Promise<BenchSection> {
+  const load0 = os.loadavg()[0];
   const names = (p: string) => Array.from({ length: vmsPerNode }, (_, i) => `${p}${String(i + 1).padStart(3, '0')}`);
   const cl = await startCluster({
     logLevel: 'info',
@@ -85,7 +87,8 @@ export async function clusterSection(rounds: number, ms: number, vmsPerNode: num
         `autocannon in its own process, c=64, keep-alive, ${(ms / 1000).toFixed(1)} s per measurement` +
         (ms >= 1000 ? ' after a 1 s warm-up of each path' : '') +
         '; local and forwarded alternate their order each round. ' +
-        'Per cell: ok/s, latency p50/p99, and CPU µs per response of node a and of node c.',
+        'Per cell: ok/s, latency p50/p99, and CPU µs per response of node a and of node c. ' +
+        `1-min load average ${load0.toFixed(1)} at the start of this section, ${os.loadavg()[0].toFixed(1)} at its end.`,
       '',
       table(['round', 'local ping via a', 'forwarded ping a → c', 'direct ping on c', 'forwarded/local', 'forwarded/direct'], rows),
       '',
