@@ -15,7 +15,7 @@
  * https (advertiseUrl) on a network the clients do not share. The body is not covered: the
  * signature authenticates the calling node, not the bytes (streamed uploads are not buffered).
  */
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 
 export const HOP_HEADER = 'x-qga-hop';
@@ -71,15 +71,38 @@ export function loadHopSecret(file: string): string {
   return secret;
 }
 
-function mac(secret: string, method: string, url: string, time: string, entryNode: string, principal: string): Buffer {
-  return createHmac('sha256', secret).update(`${method.toUpperCase()}\n${url}\n${time}\n${entryNode}\n${principal}`).digest();
+/** the secret as a key object, made once per secret (createHmac with a string key makes one per call) */
+const keys = new Map<string, KeyObject>();
+function keyOf(secret: string): KeyObject {
+  let key = keys.get(secret);
+  if (key === undefined) {
+    if (keys.size >= 8) keys.clear();
+    key = createSecretKey(Buffer.from(secret, 'utf8'));
+    keys.set(secret, key);
+  }
+  return key;
 }
 
-/** The headers that authenticate a node-to-node call. */
+function mac(secret: string, method: string, url: string, time: string, entryNode: string, principal: string): Buffer {
+  return createHmac('sha256', keyOf(secret)).update(`${method.toUpperCase()}\n${url}\n${time}\n${entryNode}\n${principal}`).digest();
+}
+
+/** principal headers by the principal object they encode (a node signs for the same few principals again and again) */
+const encoded = new WeakMap<HopPrincipal, string>();
+function encodePrincipal(principal: HopPrincipal): string {
+  let header = encoded.get(principal);
+  if (header === undefined) {
+    const p: HopPrincipal = { name: principal.name, scopes: [...principal.scopes] };
+    if (principal.vms !== undefined) p.vms = [...principal.vms];
+    header = Buffer.from(JSON.stringify(p)).toString('base64url');
+    encoded.set(principal, header);
+  }
+  return header;
+}
+
+/** The headers that authenticate a node-to-node call (`principal` is encoded once per object: do not mutate one after signing with it). */
 export function signHop(secret: string, parts: HopParts): Record<string, string> {
-  const p: HopPrincipal = { name: parts.principal.name, scopes: [...parts.principal.scopes] };
-  if (parts.principal.vms !== undefined) p.vms = [...parts.principal.vms];
-  const principal = Buffer.from(JSON.stringify(p)).toString('base64url');
+  const principal = encodePrincipal(parts.principal);
   const time = String(Math.trunc(parts.now ?? Date.now()));
   const sig = mac(secret, parts.method, parts.url, time, parts.entryNode, principal).toString('base64url');
   return { [HOP_HEADER]: parts.entryNode, [PRINCIPAL_HEADER]: principal, [SIGNATURE_HEADER]: `${time}.${sig}` };
@@ -92,7 +115,22 @@ function one(headers: Headers, name: string): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
+/** principals of headers that verified, by header (bounded; the same few principals come again and again) */
+const parsed = new Map<string, HopPrincipal>();
+const MAX_PARSED = 256;
+
 function parsePrincipal(header: string): HopPrincipal | undefined {
+  const hit = parsed.get(header);
+  if (hit !== undefined) return hit;
+  const p = decodePrincipal(header);
+  if (p !== undefined) {
+    if (parsed.size >= MAX_PARSED) parsed.delete(parsed.keys().next().value as string);
+    parsed.set(header, p);
+  }
+  return p;
+}
+
+function decodePrincipal(header: string): HopPrincipal | undefined {
   if (header.length > MAX_PRINCIPAL_HEADER) return undefined;
   let v: unknown;
   try {
@@ -122,8 +160,8 @@ export function verifyHop(secret: string, headers: Headers, method: string, url:
   const dot = signature.indexOf('.');
   if (dot <= 0) return undefined;
   const time = signature.slice(0, dot);
-  if (!/^[0-9]{1,16}$/.test(time)) return undefined;
-  if (Math.abs(now - Number(time)) > HOP_WINDOW_MS) return undefined;
+  const t = Number(time);
+  if (time.length > 16 || !Number.isInteger(t) || t < 0 || Math.abs(now - t) > HOP_WINDOW_MS) return undefined;
   const given = Buffer.from(signature.slice(dot + 1), 'base64url');
   const expected = mac(secret, method, url, time, entryNode, principalHeader);
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined;

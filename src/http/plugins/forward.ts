@@ -19,11 +19,11 @@ import replyFrom from '@fastify/reply-from';
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, RouteOptions } from 'fastify';
 import type { NodeInfo } from '../../cluster/directory.js';
 import { NodePools, forwardFailure, incomingHeaders, outgoingHeaders, routeBound } from '../../cluster/forward.js';
-import { NODE_HEADER, loadHopSecret, signHop } from '../../cluster/hop.js';
+import { NODE_HEADER, loadHopSecret, signHop, type HopPrincipal } from '../../cluster/hop.js';
 import type { Config } from '../../config/schema.js';
 import { errors } from '../../errors.js';
 import { requestSignal } from '../abort.js';
-import { hopOf, hopPrincipal } from './auth.js';
+import { hopOf, hopPrincipal, type Principal } from './auth.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -33,14 +33,44 @@ declare module 'fastify' {
 }
 
 const VM_PARAM = /\/:vm(\/|$)/;
+/** answers up to this size are read whole and sent as one buffer (cheaper than a stream; a node dying mid-body is then still a 503) */
+const SMALL_BODY = 65_536;
+/** headers of the node's answer that do not fit a problem sent instead of it */
+const BODY_HEADERS = ['content-length', 'content-range', 'accept-ranges', 'etag', 'last-modified', 'location'];
 
-/** the path and query of a request URL, as undici will send them (reply-from builds the URL so) */
+/** a path that WHATWG URL parsing leaves as it is: no dot segment (nor %2e), no `//` start, only characters it does not escape */
+const PLAIN_PATH = /^\/(?!\/)(?:[A-Za-z0-9\-_~%:@!$&'()*+,;=]|\/(?!\.\.?(?:\/|$))|\.)*$/;
+
+/** the path and query of a request URL, and the URL undici will send them as (reply-from builds it with new URL) */
 function splitUrl(url: string, origin: string): { path: string; query: string; signed: string } {
   const q = url.indexOf('?');
   const raw = q < 0 ? url : url.slice(0, q);
   const query = q < 0 ? '' : url.slice(q + 1);
-  const u = new URL(raw.startsWith('//') ? `.${raw}` : raw, origin);
-  return { path: raw, query, signed: u.pathname + (query ? `?${query}` : '') };
+  const pathname = PLAIN_PATH.test(raw) && !/%2e/i.test(raw) ? raw : new URL(raw.startsWith('//') ? `.${raw}` : raw, origin).pathname;
+  return { path: raw, query, signed: query ? `${pathname}?${query}` : pathname };
+}
+
+/** origins of node URLs (a handful) */
+const origins = new Map<string, string>();
+function originOf(url: string): string {
+  let o = origins.get(url);
+  if (o === undefined) {
+    if (origins.size >= 256) origins.clear();
+    o = new URL(url).origin;
+    origins.set(url, o);
+  }
+  return o;
+}
+
+/** the principal as carried, once per Principal object (tokens' principals are long-lived) */
+const carried = new WeakMap<Principal, HopPrincipal>();
+function carriedOf(p: Principal): HopPrincipal {
+  let h = carried.get(p);
+  if (h === undefined) {
+    h = hopPrincipal(p);
+    carried.set(p, h);
+  }
+  return h;
 }
 
 function hasBody(request: FastifyRequest): boolean {
@@ -66,10 +96,10 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
   });
 
   function forwardTo(request: FastifyRequest, reply: FastifyReply, vm: string, node: NodeInfo, boundMs: number): void {
-    const origin = new URL(node.url).origin;
+    const origin = originOf(node.url);
     const { path, query, signed } = splitUrl(request.url, origin);
     const signal = requestSignal(request);
-    const hop = signHop(secret, { method: request.method, url: signed, entryNode: cluster.selfId, principal: hopPrincipal(request.principal) });
+    const hop = signHop(secret, { method: request.method, url: signed, entryNode: cluster.selfId, principal: carriedOf(request.principal) });
     // reply-from pipes request.body when it is a stream: the raw request, unread
     if (request.method !== 'GET' && request.method !== 'HEAD' && hasBody(request)) (request as { body: unknown }).body = request.raw;
     let attempts = 0;
@@ -84,6 +114,21 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
         const code = (err as { code?: string } | null)?.code;
         if (attempt === 0 && attempts++ === 0 && (request.method === 'GET' || request.method === 'HEAD') && (code === 'UND_ERR_SOCKET' || code === 'ECONNRESET') && !signal.aborted) return 1;
         return null;
+      },
+      onResponse: (_req, r, res) => {
+        const length = Number((res as unknown as { headers: Record<string, unknown> }).headers['content-length']);
+        if (request.method === 'HEAD' || !(length <= SMALL_BODY)) {
+          r.send(res.stream);
+          return;
+        }
+        const chunks: Buffer[] = [];
+        res.stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.stream.once('end', () => r.send(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks)));
+        res.stream.once('error', (err) => {
+          if (r.sent) return;
+          for (const h of BODY_HEADERS) r.removeHeader(h);
+          r.send(signal.aborted ? (signal.reason as Error) : forwardFailure(err, vm, node, boundMs));
+        });
       },
       onError: (r, { error }) => {
         if (signal.aborted) {
