@@ -10,7 +10,7 @@
  * transition.
  */
 import { access } from 'node:fs/promises';
-import { Gauge, type Registry as MetricsRegistry } from 'prom-client';
+import type { Registry as MetricsRegistry } from 'prom-client';
 import type { Logger } from 'pino';
 import { errors } from '../errors.js';
 import type { Endpoint } from '../qga/types.js';
@@ -19,6 +19,7 @@ import type { RedisClient } from '../store/redis-connect.js';
 import { errorMessage } from '../util/unknown.js';
 import { Directory, type ClusterService, type LocalClaim, type NodeInfo, type RemoteVms, type VmLocation } from './directory.js';
 import { Membership, RETENTION_MS } from './membership.js';
+import { registerClusterMetrics } from './metrics.js';
 import { Ownership } from './ownership.js';
 import { summarize, type SummarySource, type VmEntrySummary } from './summary.js';
 
@@ -84,7 +85,14 @@ export class ClusterNode implements ClusterService {
       gained: (vm, fence) => opts.logger.info({ vm, fence }, 'cluster: this node owns the VM now'),
     });
     this.directory = new Directory(s.id, () => this.selfInfo(), (vm) => this.localClaim(vm));
-    if (opts.metrics) this.registerMetrics(opts.metrics);
+    if (opts.metrics) {
+      registerClusterMetrics(opts.metrics, {
+        conflicts: () => this.conflicts.size,
+        nodes: () => this.nodes(),
+        stale: () => this.staleAt !== undefined,
+        owned: () => this.ownership.ownedCount,
+      });
+    }
   }
 
   get remote(): RemoteVms {
@@ -269,52 +277,5 @@ export class ClusterNode implements ClusterService {
     for (const vm of this.conflicts.keys()) if (!now.has(vm)) this.opts.logger.info({ vm }, 'cluster: VM name conflict resolved');
     this.conflicts.clear();
     for (const [vm, nodes] of now) this.conflicts.set(vm, nodes);
-  }
-
-  private registerMetrics(registry: MetricsRegistry): void {
-    const self = this;
-    registry.registerMetric(
-      new Gauge({
-        name: 'qga_cluster_vm_conflicts',
-        help: 'VMs served by this node whose name another live node also serves',
-        registers: [],
-        collect() {
-          this.set(self.conflicts.size);
-        },
-      }),
-    );
-    registry.registerMetric(
-      new Gauge({
-        name: 'qga_cluster_nodes',
-        help: 'Cluster nodes in the member index, by state (alive: heartbeating; gone: stopped within the last 24 h)',
-        labelNames: ['state'],
-        registers: [],
-        collect() {
-          const all = self.nodes();
-          this.set({ state: 'alive' }, all.filter((n) => n.alive).length);
-          this.set({ state: 'gone' }, all.filter((n) => !n.alive).length);
-        },
-      }),
-    );
-    registry.registerMetric(
-      new Gauge({
-        name: 'qga_cluster_directory_stale',
-        help: '1 while the cluster directory could not be refreshed from Redis (the last one is served)',
-        registers: [],
-        collect() {
-          this.set(self.staleAt === undefined ? 0 : 1);
-        },
-      }),
-    );
-    registry.registerMetric(
-      new Gauge({
-        name: 'qga_cluster_owned_vms',
-        help: 'VMs reachable from several nodes whose ownership lease this node holds',
-        registers: [],
-        collect() {
-          this.set(self.ownership.ownedCount);
-        },
-      }),
-    );
   }
 }
