@@ -169,7 +169,7 @@ describe.each(targets)('RedisStore layout on %s', (name, target) => {
       await sleep(10);
     }
     expect(due.map((l) => l.session)).toEqual(['vm:cr3']);
-    const members = await client().zrange(idx, 0, -1);
+    const members = await client().zrange(idx, '0', '-1');
     expect(members.filter((m) => m.startsWith('vm:cr1'))).toEqual([]);
     expect(members.filter((m) => m.startsWith('vm:cr2'))).toHaveLength(1);
     expect(members).toContain(`vm:cr3\n${live.leaseId}`);
