@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { FORWARD_CONTEXT, incomingHeaders, outgoingHeaders, routeBound } from '../../src/cluster/forward.js';
 import { HOP_HEADER, PRINCIPAL_HEADER, SIGNATURE_HEADER, signHop, verifyHop } from '../../src/cluster/hop.js';
-import { testConfig } from '../helpers/app.js';
+import { makeApp, testConfig } from '../helpers/app.js';
 
 const SECRET = 'a-shared-secret-of-at-least-32-characters';
 const principal = { name: 'ops', scopes: ['read', 'write'], vms: ['web-*'] };
@@ -100,5 +100,22 @@ describe('headers bound of a forwarded request', () => {
     expect(bound(wait, {}, { timeout: '600' })).toBe(2_000 + 50_000);
     // a ttl is no wait
     expect(bound({ body: waitIn('ttlSeconds', 'freeze.maxTtlSeconds') })).toBe(2_000);
+  });
+});
+
+describe('a gateway not in cluster mode', () => {
+  it('refuses any request carrying hop headers (401), even validly signed, and serves the same request without them', async () => {
+    const app = await makeApp();
+    try {
+      const url = '/v1/vms';
+      const signed = signHop(SECRET, { method: 'GET', url, entryNode: 'elsewhere', principal: { name: 'ops', scopes: ['read', 'write', 'admin'] } });
+      const r = await app.inject({ method: 'GET', url, headers: signed });
+      expect(r.statusCode).toBe(401);
+      expect(r.json().code).toBe('UNAUTHENTICATED');
+      expect((await app.inject({ method: 'GET', url, headers: { [HOP_HEADER]: 'x' } })).statusCode).toBe(401);
+      expect((await app.inject({ method: 'GET', url })).statusCode).toBe(200);
+    } finally {
+      await app.close();
+    }
   });
 });

@@ -123,6 +123,10 @@ describe('forwarded requests are answered as the serving node answers them', () 
     expect(head.status).toBe(200);
     expect(head.headers['x-qga-node']).toBe('B');
     expect(head.text).toBe('');
+    // a long poll: its own timeout bounds the forwarded call
+    const waited = await call(nodes.C, 'GET', '/v1/vms/b1/wait?for=agent&timeout=5', bearer(TOKENS.ops));
+    expect(waited.status).toBe(200);
+    expect(waited.headers['x-qga-node']).toBe('B');
     // a VM served here: no forwarding, no X-Qga-Node
     const local = await call(nodes.A, 'GET', '/v1/vms/a1/hostname', bearer(TOKENS.ops));
     expect(local.status).toBe(200);
