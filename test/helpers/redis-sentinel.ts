@@ -8,7 +8,7 @@
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort, rawCommand, spawnRedisServer, type RedisProcess } from './redis.js';
+import { freePort, rawAuthCommand, rawCommand, spawnRedisServer, type RedisProcess } from './redis.js';
 
 export const SENTINEL_MASTER_NAME = 'qga-test';
 const DOWN_AFTER_MS = 1_000;
@@ -61,17 +61,25 @@ async function until(what: string, boundMs: number, cond: () => Promise<boolean>
   }
 }
 
-export async function startRedisSentinel(): Promise<TestSentinel> {
+/**
+ * `password`: every data node and sentinel wants it (requirepass for the default user; the replica
+ * and the sentinels are configured with it: masterauth, sentinel auth-pass / sentinel-pass).
+ */
+export async function startRedisSentinel(opts: { password?: string } = {}): Promise<TestSentinel> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'qga-sentinel-'));
   const procs: RedisProcess[] = [];
+  const pw = opts.password;
+  // one raw command, authenticated when the set-up has a password
+  const raw = (port: number, args: string[]): Promise<string> => (pw ? rawAuthCommand(port, [pw], args) : rawCommand(port, args));
   try {
-    const dataArgs = (port: number, sub: string) => ['--port', String(port), '--bind', '127.0.0.1', '--dir', sub, '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--loglevel', 'warning'];
+    const auth = pw ? ['--requirepass', pw, '--masterauth', pw] : [];
+    const dataArgs = (port: number, sub: string) => ['--port', String(port), '--bind', '127.0.0.1', '--dir', sub, '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--loglevel', 'warning', ...auth];
     const [mPort, rPort] = [await freePort(), await freePort()];
     for (const sub of ['m', 'r', 's0', 's1', 's2']) await mkdir(path.join(dir, sub));
     // no 5 s wait before a diskless full sync (7.0's default): the replica is in sync at once
     procs.push(await spawnRedisServer([...dataArgs(mPort, path.join(dir, 'm')), '--repl-diskless-sync-delay', '0'], mPort));
     procs.push(await spawnRedisServer([...dataArgs(rPort, path.join(dir, 'r')), '--replicaof', '127.0.0.1', String(mPort), '--repl-diskless-sync-delay', '0'], rPort));
-    await until('replica in sync', 10_000, async () => /master_link_status:up/.test(await rawCommand(rPort, ['INFO', 'replication'])));
+    await until('replica in sync', 10_000, async () => /master_link_status:up/.test(await raw(rPort, ['INFO', 'replication'])));
 
     const sentinelPorts = [await freePort(), await freePort(), await freePort()];
     const started = await Promise.all(
@@ -89,6 +97,7 @@ export async function startRedisSentinel(): Promise<TestSentinel> {
             `sentinel down-after-milliseconds ${SENTINEL_MASTER_NAME} ${DOWN_AFTER_MS}`,
             `sentinel failover-timeout ${SENTINEL_MASTER_NAME} ${FAILOVER_TIMEOUT_MS}`,
             `sentinel parallel-syncs ${SENTINEL_MASTER_NAME} 1`,
+            ...(pw ? [`requirepass ${pw}`, `sentinel auth-pass ${SENTINEL_MASTER_NAME} ${pw}`, `sentinel sentinel-pass ${pw}`] : []),
             '',
           ].join('\n'),
         );
@@ -99,14 +108,14 @@ export async function startRedisSentinel(): Promise<TestSentinel> {
     // hello messages go every 2 s on the master: each sentinel must know the others and the replica
     for (const p of sentinelPorts) {
       await until(`sentinel ${p} discovering its peers and the replica`, 15_000, async () => {
-        const m = respMap(await rawCommand(p, ['SENTINEL', 'MASTER', SENTINEL_MASTER_NAME]));
+        const m = respMap(await raw(p, ['SENTINEL', 'MASTER', SENTINEL_MASTER_NAME]));
         return m['num-other-sentinels'] === '2' && m['num-slaves'] === '1';
       });
     }
 
     const byPort = new Map<number, RedisProcess>(procs.map((p) => [p.port, p]));
     const masterPort = async (): Promise<number> => {
-      const [, port] = respStrings(await rawCommand(sentinelPorts[0], ['SENTINEL', 'GET-MASTER-ADDR-BY-NAME', SENTINEL_MASTER_NAME]));
+      const [, port] = respStrings(await raw(sentinelPorts[0], ['SENTINEL', 'GET-MASTER-ADDR-BY-NAME', SENTINEL_MASTER_NAME]));
       return Number(port);
     };
     return {
@@ -120,14 +129,14 @@ export async function startRedisSentinel(): Promise<TestSentinel> {
         await byPort.get(from)?.stop('SIGKILL');
         let to = 0;
         await until('a failover to the replica', 20_000, async () => {
-          const named = await Promise.all(sentinelPorts.map(async (p) => Number(respStrings(await rawCommand(p, ['SENTINEL', 'GET-MASTER-ADDR-BY-NAME', SENTINEL_MASTER_NAME]))[1])));
+          const named = await Promise.all(sentinelPorts.map(async (p) => Number(respStrings(await raw(p, ['SENTINEL', 'GET-MASTER-ADDR-BY-NAME', SENTINEL_MASTER_NAME]))[1])));
           to = named[0];
           if (to === from || named.some((n) => n !== to)) return false;
-          return respStrings(await rawCommand(to, ['ROLE']))[0] === 'master';
+          return respStrings(await raw(to, ['ROLE']))[0] === 'master';
         });
         return { from, to, ms: Date.now() - t0 };
       },
-      command: (port, ...args) => rawCommand(port, args),
+      command: (port, ...args) => raw(port, args),
       async stop() {
         await Promise.all(procs.map((p) => p.stop('SIGKILL')));
         await rm(dir, { recursive: true, force: true });

@@ -8,11 +8,10 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { freePort, spawnRedisServer } from './redis.js';
+import { freePort, rawAuthCommand, spawnRedisServer } from './redis.js';
 
 const run = promisify(execFile);
 
@@ -78,7 +77,7 @@ export async function startRedisTls(): Promise<TestRedisTls> {
     );
     const proc = await spawnRedisServer([conf], plainPort);
     // AUTH and the command pipelined on one plain connection; the reply of the second is kept
-    const command = (...args: string[]): Promise<string> => rawPipeline(plainPort, [['AUTH', username, password], args]);
+    const command = (...args: string[]): Promise<string> => rawAuthCommand(plainPort, [username, password], args);
     return {
       url: `rediss://${username}:${password}@127.0.0.1:${tlsPort}`,
       bareUrl: `rediss://127.0.0.1:${tlsPort}`,
@@ -98,30 +97,4 @@ export async function startRedisTls(): Promise<TestRedisTls> {
     await rm(dir, { recursive: true, force: true });
     throw e;
   }
-}
-
-/** Several commands on one connection; resolves with everything after the first reply line. */
-async function rawPipeline(port: number, cmds: string[][]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect(port, '127.0.0.1');
-    let buf = '';
-    const t = setTimeout(() => {
-      s.destroy();
-      reject(new Error('redis raw pipeline timed out'));
-    }, 5_000);
-    s.once('error', (e) => {
-      clearTimeout(t);
-      reject(e);
-    });
-    s.on('data', (d) => {
-      buf += d.toString();
-      const i = buf.indexOf('\r\n');
-      if (i >= 0 && buf.length > i + 2) {
-        clearTimeout(t);
-        s.end();
-        resolve(buf.slice(i + 2));
-      }
-    });
-    s.write(cmds.map((args) => `*${args.length}\r\n` + args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')).join(''));
-  });
 }

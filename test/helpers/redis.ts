@@ -165,3 +165,32 @@ export function rawCommand(port: number, args: string[]): Promise<string> {
     s.write(`*${args.length}\r\n` + args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join(''));
   });
 }
+
+/**
+ * `AUTH [user] password`, then one command, pipelined on one connection (for a server that wants a
+ * password); resolves with the reply of the command (the AUTH reply is one line and is dropped).
+ */
+export function rawAuthCommand(port: number, auth: string[], args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1');
+    let buf = '';
+    const t = setTimeout(() => {
+      s.destroy();
+      reject(new Error('redis raw command timed out'));
+    }, 5_000);
+    s.once('error', (e) => {
+      clearTimeout(t);
+      reject(e);
+    });
+    s.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const i = buf.indexOf('\r\n');
+      if (i >= 0 && buf.length > i + 2) {
+        clearTimeout(t);
+        s.end();
+        resolve(buf.slice(i + 2));
+      }
+    });
+    s.write([['AUTH', ...auth], args].map((a) => `*${a.length}\r\n` + a.map((x) => `$${Buffer.byteLength(x)}\r\n${x}\r\n`).join('')).join(''));
+  });
+}

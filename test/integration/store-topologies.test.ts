@@ -16,6 +16,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomUUID } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { buildApp } from '../../src/app.js';
@@ -155,6 +158,41 @@ describe('RedisStore on Redis Sentinel', () => {
       expect(await store.release('vm:kept', kept.lease.leaseId)).toBe(true);
     } finally {
       await store.close();
+    }
+  });
+});
+
+describe('RedisStore on Redis Sentinel with passwords', () => {
+  let sentinel: TestSentinel;
+  let dir: string;
+  beforeAll(async () => {
+    sentinel = await startRedisSentinel({ password: 'sentinel-and-data-pw' });
+    dir = await mkdtemp(path.join(os.tmpdir(), 'qga-sentinel-pw-'));
+  }, 30_000);
+  afterAll(async () => {
+    await sentinel?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('passwordFile authenticates to the sentinels and the master; a wrong one is STORE_UNAVAILABLE naming WRONGPASS', async () => {
+    const good = path.join(dir, 'good');
+    const bad = path.join(dir, 'bad');
+    await writeFile(good, 'sentinel-and-data-pw\n');
+    await writeFile(bad, 'not-it-pw\n');
+    const store = new RedisStore({ sentinels: sentinel.sentinels, sentinelName: sentinel.name, passwordFile: good, keyPrefix: 'pw:', commandTimeoutMs: 1_000 });
+    const wrong = new RedisStore({ sentinels: sentinel.sentinels, sentinelName: sentinel.name, passwordFile: bad, keyPrefix: 'pw:', commandTimeoutMs: 500 });
+    try {
+      await store.ready(5_000);
+      const a = await store.acquire(req({ session: 'vm:pw', keys: ['vm:pw'] }));
+      if (!a.ok) throw new Error('acquire failed');
+      expect(await store.release('vm:pw', a.lease.leaseId)).toBe(true);
+      const e = await wrong.ready(1_500).then(() => undefined, (err: unknown) => err);
+      expect((e as GatewayError).code).toBe('STORE_UNAVAILABLE');
+      expect((e as GatewayError).message).toMatch(/WRONGPASS|invalid password/);
+      expect((e as GatewayError).message).not.toContain('not-it-pw');
+    } finally {
+      await store.close();
+      await wrong.close();
     }
   });
 });
