@@ -145,6 +145,10 @@ describe('cluster of three gateway processes on one Redis', { timeout: 60_000 },
       }
       expect(cursor).toBeNull();
       expect(seen.map((v) => `${v.name}@${v.node}`)).toEqual(items.map((v) => `${v.name}@${v.node}`));
+      // filters apply to the other nodes' VMs too
+      const onC = await ask(via, 'GET', '/v1/vms?label=host=c');
+      expect(onC.status).toBe(200);
+      expect((onC.json?.items as Array<Record<string, unknown>>).map((v) => `${v.name}@${v.node}`)).toEqual(['c1@c', 'c2@c']);
     }
   });
 

@@ -145,7 +145,8 @@ export async function startCluster(opts: ClusterOptions): Promise<TestCluster> {
           store: { type: 'redis', redisUrl: redis.url, keyPrefix: 'qc:', commandTimeoutMs: 1_000 },
           cluster: { enabled: true, id: spec.id, advertiseUrl: url, secretFile, heartbeatTtlMs: ttlMs, heartbeatIntervalMs: intervalMs },
           freeze: { sweepIntervalMs: 250 },
-          vms: [...spec.vms.map((name) => ({ name, endpoint: vm[name].endpoint })), ...(spec.extraVms ?? [])],
+          // every simulated VM carries the label host=<node id> (for the cluster-wide list's label filter)
+          vms: [...spec.vms.map((name) => ({ name, endpoint: vm[name].endpoint, labels: { host: spec.id } })), ...(spec.extraVms ?? [])],
         },
         opts.config ?? {},
       );
