@@ -54,16 +54,31 @@ function storeMaker(target: () => RedisTarget, opened: RedisStore[]) {
   };
 }
 
+// every topology is started once, all at the same time (each takes about 2 s), and stopped at the end
+let sentinel: TestSentinel;
+let sentinelPw: TestSentinel;
+let cluster: TestRedisCluster;
+let tls: TestRedisTls;
+let dir: string;
+const opened: RedisStore[] = [];
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), 'qga-topologies-'));
+  const started = await Promise.allSettled([startRedisSentinel(), startRedisSentinel({ password: 'sentinel-and-data-pw' }), startRedisCluster(), startRedisTls()]);
+  const value = <T,>(r: PromiseSettledResult<T>): T | undefined => (r.status === 'fulfilled' ? r.value : undefined);
+  sentinel = value(started[0]) as TestSentinel;
+  sentinelPw = value(started[1]) as TestSentinel;
+  cluster = value(started[2]) as TestRedisCluster;
+  tls = value(started[3]) as TestRedisTls;
+  const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+}, 60_000);
+afterAll(async () => {
+  for (const s of opened) await s.close();
+  await Promise.all([sentinel?.stop(), sentinelPw?.stop(), cluster?.stop(), tls?.stop()]);
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
 describe('RedisStore on Redis Sentinel', () => {
-  let sentinel: TestSentinel;
-  const opened: RedisStore[] = [];
-  beforeAll(async () => {
-    sentinel = await startRedisSentinel();
-  }, 30_000);
-  afterAll(async () => {
-    for (const s of opened) await s.close();
-    await sentinel?.stop();
-  });
 
   // the contract first: the failover below (the last test) kills the master
   leaseStoreContract('redis-sentinel', storeMaker(() => ({ sentinels: sentinel.sentinels, sentinelName: sentinel.name }), opened));
@@ -163,30 +178,20 @@ describe('RedisStore on Redis Sentinel', () => {
 });
 
 describe('RedisStore on Redis Sentinel with passwords', () => {
-  let sentinel: TestSentinel;
-  let dir: string;
-  beforeAll(async () => {
-    sentinel = await startRedisSentinel({ password: 'sentinel-and-data-pw' });
-    dir = await mkdtemp(path.join(os.tmpdir(), 'qga-sentinel-pw-'));
-  }, 30_000);
-  afterAll(async () => {
-    await sentinel?.stop();
-    if (dir) await rm(dir, { recursive: true, force: true });
-  });
 
   it('passwordFile authenticates to the sentinels and the master; a wrong one is STORE_UNAVAILABLE naming WRONGPASS', async () => {
     const good = path.join(dir, 'good');
     const bad = path.join(dir, 'bad');
     await writeFile(good, 'sentinel-and-data-pw\n');
     await writeFile(bad, 'not-it-pw\n');
-    const store = new RedisStore({ sentinels: sentinel.sentinels, sentinelName: sentinel.name, passwordFile: good, keyPrefix: 'pw:', commandTimeoutMs: 1_000 });
-    const wrong = new RedisStore({ sentinels: sentinel.sentinels, sentinelName: sentinel.name, passwordFile: bad, keyPrefix: 'pw:', commandTimeoutMs: 500 });
+    const store = new RedisStore({ sentinels: sentinelPw.sentinels, sentinelName: sentinelPw.name, passwordFile: good, keyPrefix: 'pw:', commandTimeoutMs: 1_000 });
+    const wrong = new RedisStore({ sentinels: sentinelPw.sentinels, sentinelName: sentinelPw.name, passwordFile: bad, keyPrefix: 'pw:', commandTimeoutMs: 500 });
     try {
       await store.ready(5_000);
       const a = await store.acquire(req({ session: 'vm:pw', keys: ['vm:pw'] }));
       if (!a.ok) throw new Error('acquire failed');
       expect(await store.release('vm:pw', a.lease.leaseId)).toBe(true);
-      const e = await wrong.ready(1_500).then(() => undefined, (err: unknown) => err);
+      const e = await wrong.ready(1_000).then(() => undefined, (err: unknown) => err);
       expect((e as GatewayError).code).toBe('STORE_UNAVAILABLE');
       expect((e as GatewayError).message).toMatch(/WRONGPASS|invalid password/);
       expect((e as GatewayError).message).not.toContain('not-it-pw');
@@ -198,15 +203,6 @@ describe('RedisStore on Redis Sentinel with passwords', () => {
 });
 
 describe('RedisStore on a 3-master Redis Cluster', () => {
-  let cluster: TestRedisCluster;
-  const opened: RedisStore[] = [];
-  beforeAll(async () => {
-    cluster = await startRedisCluster();
-  }, 30_000);
-  afterAll(async () => {
-    for (const s of opened) await s.close();
-    await cluster?.stop();
-  });
 
   leaseStoreContract('redis-cluster', storeMaker(() => ({ clusterNodes: cluster.nodes }), opened));
 
@@ -229,13 +225,6 @@ describe('RedisStore on a 3-master Redis Cluster', () => {
 });
 
 describe('RedisStore over TLS with an ACL user', () => {
-  let tls: TestRedisTls;
-  beforeAll(async () => {
-    tls = await startRedisTls();
-  }, 30_000);
-  afterAll(async () => {
-    await tls?.stop();
-  });
 
   it('connects with rediss:// and the CA: user and password in the URL, or username + passwordFile', async () => {
     for (const target of [
