@@ -7,7 +7,7 @@ import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Endpoint } from '../src/qga/types.js';
 import { topSelfTime } from './lib/cpuprofile.js';
-import { auth, cannon, startGateway, TOKENS } from './lib/procs.js';
+import { auth, cannon, startGateway, TOKENS, warmMs } from './lib/procs.js';
 import { fmtRate, table } from './lib/stats.js';
 import type { BenchSection } from './section.js';
 
@@ -19,7 +19,7 @@ export async function profileSection(vms: Array<{ name: string; endpoint: Endpoi
   let window = { fromUs: 0, toUs: 0 };
   let okPerSec = 0;
   try {
-    if (ms >= 1000) await cannon({ base: gw.base, paths, connections: 64, durationMs: Math.min(1000, ms), headers }, []);
+    if (ms >= 1000) await cannon({ base: gw.base, paths, connections: 64, durationMs: warmMs(ms), headers }, []);
     const m = await cannon({ base: gw.base, paths, connections: 64, durationMs: ms, headers }, [gw.pid]);
     window = { fromUs: m.goUs, toUs: m.doneUs };
     okPerSec = (m.result.ok / m.wallMs) * 1000;

@@ -22,6 +22,8 @@ const count = Number(process.env.BENCH_VMS ?? 2000);
 const perfOn = process.argv.includes('--perf');
 /** --deopt: the gateway runs with --trace-deopt; the deoptimizations of the measured round 1 are counted by function and reason */
 const deoptOn = process.argv.includes('--deopt');
+/** --opt: the gateway runs with --trace-opt; TurboFan compilations after the warm-up are counted by function (with the sfi: one line per function) */
+const optOn = process.argv.includes('--opt');
 const abAt = process.argv.indexOf('--ab');
 const abRev = abAt > 0 ? process.argv[abAt + 1] : undefined;
 
@@ -38,10 +40,11 @@ async function main(): Promise<void> {
       if (r % 2 === 1) variants.reverse();
       for (const [name, entry] of variants) {
         const e = entry ?? (await gatewayEntry()).entry;
-        const gw = await startGateway({ vms: sim.vms, agent: { maxOpen: 100 }, entry: perfOn ? ['--perf-basic-prof', ...e] : deoptOn ? ['--trace-deopt', ...e] : e });
+        const gw = await startGateway({ vms: sim.vms, agent: { maxOpen: 100 }, entry: perfOn ? ['--perf-basic-prof', ...e] : deoptOn ? ['--trace-deopt', ...e] : optOn ? ['--trace-opt', ...e] : e });
         try {
           const spec = { pathsFile, order: 'random' as const, connections: 64, headers: H, base: gw.base };
-          await cannon({ ...spec, durationMs: 1000 }, []);
+          await cannon({ ...spec, durationMs: Number(process.env.BENCH_WARM_MS ?? 1000) }, []);
+          const logAt = optOn ? (await readFile(gw.logFile, 'utf8')).length : 0;
           const rec = perfOn && r === 0 ? spawn('perf', ['record', '-F', '1999', '-g', '-p', String(gw.pid), '-o', '/tmp/qga-churn.perf'], { stdio: 'ignore' }) : undefined;
           if (rec) await new Promise((res) => setTimeout(res, 300));
           const m = await cannon({ ...spec, durationMs: ms }, [gw.pid]);
@@ -57,6 +60,18 @@ async function main(): Promise<void> {
               const k = `${m[3] || '(anonymous)'} ${m[1]}: ${m[2]}`;
               counts.set(k, (counts.get(k) ?? 0) + 1);
             }
+            for (const [k, n] of [...counts].sort((a, b) => b[1] - a[1]).slice(0, 40)) console.log(String(n).padStart(6), k);
+          }
+          if (optOn && r === 0) {
+            const text = (await readFile(gw.logFile, 'utf8')).slice(logAt);
+            const counts = new Map<string, number>();
+            for (const m of text.matchAll(/completed compiling 0x[0-9a-f]+ <JSFunction ?([^ >(]*) \(sfi = (0x[0-9a-f]+)\)> \(target ([A-Z]+)\)/g)) {
+              const k = `${m[1] || '(anonymous)'} ${m[2]} ${m[3]}`;
+              counts.set(k, (counts.get(k) ?? 0) + 1);
+            }
+            let total = 0;
+            for (const n of counts.values()) total += n;
+            console.log(`${total} compilations in the measured window, ${counts.size} distinct functions`);
             for (const [k, n] of [...counts].sort((a, b) => b[1] - a[1]).slice(0, 40)) console.log(String(n).padStart(6), k);
           }
           const okps = (m.result.ok / m.wallMs) * 1000;

@@ -9,6 +9,7 @@
  *   BENCH_C=1 npx tsx bench/quick-http.ts      the served pings at 1 connection on one VM instead of 64 over all
  *   npx tsx bench/quick-http.ts --perf     perf record of the gateway (round 1); PERF_G=1: with call graphs, inclusive (children) figures
  *   npx tsx bench/quick-http.ts --strace   system calls per served ping (strace -c -f on the gateway, round 1; slows it)
+ *   npx tsx bench/quick-http.ts --vs-config 'log: { level: warn }'   the working tree with and without these config sections
  *   npx tsx bench/quick-http.ts --ab REV   each round also runs the gateway built from git
  *                                          revision REV's src/ (A) beside the working tree's (B)
  */
@@ -23,6 +24,8 @@ import { median } from './lib/stats.js';
 
 const ms = Number(process.env.BENCH_MS ?? 3000);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
+/** untimed load on each fresh gateway before its measurements (BENCH_WARM_MS, default 1000) */
+const warmMs = Number(process.env.BENCH_WARM_MS ?? 1000);
 const prof = process.argv.includes('--prof');
 const straceOn = process.argv.includes('--strace');
 /** connections of the served-ping run (BENCH_C, default 64; 1 = one VM, one at a time) */
@@ -30,6 +33,9 @@ const servedConnections = Number(process.env.BENCH_C ?? 64);
 const perfOn = process.argv.includes('--perf');
 const abAt = process.argv.indexOf('--ab');
 const abRev = abAt > 0 ? process.argv[abAt + 1] : undefined;
+/** --vs-config YAML: each round also runs the working tree with these top-level config sections appended (e.g. 'log: { level: warn }') */
+const vsAt = process.argv.indexOf('--vs-config');
+const vsYaml = vsAt > 0 ? process.argv[vsAt + 1] : undefined;
 
 const responses = (m: Measured<CannonResult>): number => Object.values(m.result.status).reduce((a, b) => a + b, 0);
 const cpuPer = (m: Measured<CannonResult>): number => (m.cpu[0] * 1e6) / Math.max(1, responses(m));
@@ -84,12 +90,12 @@ async function breakdown(file: string, fromUs: number, toUs: number): Promise<vo
   show('inclusive, our code', incl, 40);
 }
 
-async function measureGateway(vms: Array<{ name: string; endpoint: import('../src/qga/types.js').Endpoint }>, entry: string[] | undefined, withProf: boolean, withStrace = false): Promise<{ g: Measured<CannonResult>; x: Measured<CannonResult>; file?: string }> {
+async function measureGateway(vms: Array<{ name: string; endpoint: import('../src/qga/types.js').Endpoint }>, entry: string[] | undefined, withProf: boolean, withStrace = false, extraYaml?: string): Promise<{ g: Measured<CannonResult>; x: Measured<CannonResult>; file?: string }> {
   const paths = vms.map((v) => `/v1/vms/${v.name}/ping`);
   const headers = auth(TOKENS.load);
-  const gw = await startGateway({ vms, cpuProf: withProf, ...(entry ? { entry } : {}) });
+  const gw = await startGateway({ vms, cpuProf: withProf, ...(entry ? { entry } : {}), ...(extraYaml ? { extraYaml } : {}) });
   try {
-    await cannon({ base: gw.base, paths, connections: 64, durationMs: 1000, headers }, []);
+    await cannon({ base: gw.base, paths, connections: 64, durationMs: warmMs, headers }, []);
     const perfRec = withStrace && perfOn ? spawn('perf', ['record', '-F', '1999', ...(process.env.PERF_G ? ['-g'] : []), '-p', String(gw.pid), '-o', '/tmp/qga-gw.perf'], { stdio: 'ignore' }) : undefined;
     const tracer = withStrace && !perfOn ? spawn('strace', ['-c', '-f', '-p', String(gw.pid), '-o', '/tmp/qga-gw.strace'], { stdio: 'ignore' }) : undefined;
     if (tracer || perfRec) await new Promise((r) => setTimeout(r, 500));
@@ -129,11 +135,15 @@ async function main(): Promise<void> {
   try {
     for (let r = 0; r < rounds; r++) {
       const h = await cannon({ base: hello.base, paths: ['/ping'], connections: 64, durationMs: ms }, [hello.pid]);
-      const variants: Array<[string, string[] | undefined]> = baseEntry ? [[`A ${abRev}`, baseEntry], ['B working tree', undefined]] : [['gateway', undefined]];
+      const variants: Array<[string, string[] | undefined, string?]> = baseEntry
+        ? [[`A ${abRev}`, baseEntry], ['B working tree', undefined]]
+        : vsYaml
+          ? [['A shipped config', undefined], [`B with ${vsYaml}`, undefined, vsYaml]]
+          : [['gateway', undefined]];
       // alternate the order between rounds (ABBA)
       if (r % 2 === 1) variants.reverse();
-      for (const [name, entry] of variants) {
-        const { g, x, file } = await measureGateway(sim.vms, perfOn ? ['--perf-basic-prof', ...(entry ?? (await gatewayEntry()).entry)] : entry, prof && r === 0, (straceOn || perfOn) && r === 0);
+      for (const [name, entry, extraYaml] of variants) {
+        const { g, x, file } = await measureGateway(sim.vms, perfOn ? ['--perf-basic-prof', ...(entry ?? (await gatewayEntry()).entry)] : entry, prof && r === 0, (straceOn || perfOn) && r === 0, extraYaml);
         const row = [cpuPer(h), cpuPer(g), cpuPer(x), cpuPer(g) / cpuPer(h), cpuPer(x) / cpuPer(g)];
         rows.set(name, [...(rows.get(name) ?? []), row]);
         console.log(

@@ -6,7 +6,7 @@
  * agent.maxOpen 100 against a gateway that keeps every channel open, rounds alternating.
  */
 import type { Endpoint } from '../src/qga/types.js';
-import { auth, cannon, startGateway, TOKENS, type CannonResult, type GatewayProc, type Measured } from './lib/procs.js';
+import { auth, cannon, startGateway, TOKENS, warmMs, type CannonResult, type GatewayProc, type Measured } from './lib/procs.js';
 import { fmtMs, fmtRate, fmtRatio, median, table } from './lib/stats.js';
 import { check, type BenchSection, type Check } from './section.js';
 import { writeFile } from 'node:fs/promises';
@@ -140,27 +140,27 @@ export async function scaleSection(vms: Array<{ name: string; endpoint: Endpoint
   const a: Array<Measured<CannonResult>> = [];
   const b: Array<Measured<CannonResult>> = [];
   const spec = { pathsFile, order: 'random' as const, connections: 64, durationMs: opts.ms, headers: H };
-  let warmMs = 0;
+  let openAllMs = 0;
   let failed = 0;
   const open = await startGateway({ vms, agent: { maxOpen: vms.length, idleReleaseMs: 0 } });
   try {
     const t = performance.now();
     failed = await pingAll(open, names, 64);
-    warmMs = performance.now() - t;
+    openAllMs = performance.now() - t;
     for (let r = 0; r < opts.rounds; r++) b.push(await cannon({ ...spec, base: open.base }, [open.pid]));
   } finally {
     await open.stop();
   }
   const churn = await startGateway({ vms, agent: { maxOpen: 100 } });
   try {
-    if (opts.ms >= 1000) await cannon({ ...spec, durationMs: 1000, base: churn.base }, []);
+    if (opts.ms >= 1000) await cannon({ ...spec, durationMs: warmMs(opts.ms), base: churn.base }, []);
     for (let r = 0; r < opts.rounds; r++) a.push(await cannon({ ...spec, base: churn.base }, [churn.pid]));
     const ok = (m: Measured<CannonResult>) => (m.result.ok / m.wallMs) * 1000;
     const ratios = a.map((x, i) => ok(x) / ok(b[i]));
     lines.push(
       '',
-      `Churn: random pings over all ${vms.length} VMs, 64 autocannon connections, ${(opts.ms / 1000).toFixed(1)} s per run, agent.maxOpen 100 (shipped idle release, 1 s warm-up) against agent.maxOpen ${vms.length} with agent.idleReleaseMs 0, one gateway after the other (an agent serves one client). The all-open gateway ` +
-        `had every channel opened first (${fmtMs(warmMs)}, ${failed} failed).`,
+      `Churn: random pings over all ${vms.length} VMs, 64 autocannon connections, ${(opts.ms / 1000).toFixed(1)} s per run, agent.maxOpen 100 (shipped idle release, ${(warmMs(opts.ms) / 1000).toFixed(1)} s warm-up) against agent.maxOpen ${vms.length} with agent.idleReleaseMs 0, one gateway after the other (an agent serves one client). The all-open gateway ` +
+        `had every channel opened first (${fmtMs(openAllMs)}, ${failed} failed).`,
       '',
       table(
         ['round', 'all open ok/s (gateway CPU µs/req)', 'maxOpen 100 ok/s (gateway CPU µs/req)', 'statuses (maxOpen 100)', 'ratio'],

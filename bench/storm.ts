@@ -8,7 +8,7 @@
  * c_r = (CPU_storm − c_s × ok_storm) / refused_storm.
  */
 import type { Endpoint } from '../src/qga/types.js';
-import { auth, cannon, startGateway, TOKENS, type CannonResult, type Measured } from './lib/procs.js';
+import { auth, cannon, startGateway, TOKENS, warmMs, type CannonResult, type Measured } from './lib/procs.js';
 import { fmtRate, fmtRatio, median, table } from './lib/stats.js';
 import { check, type BenchSection } from './section.js';
 
@@ -33,7 +33,7 @@ export async function stormSection(vms: Array<{ name: string; endpoint: Endpoint
   const base: Phase[] = [];
   const storm: Phase[] = [];
   try {
-    if (ms >= 1000) await cannon({ base: gw.base, paths: [...one, ...rest], connections: 64, durationMs: Math.min(1000, ms), headers: auth(TOKENS.load) }, []);
+    if (ms >= 1000) await cannon({ base: gw.base, paths: [...one, ...rest], connections: 64, durationMs: warmMs(ms), headers: auth(TOKENS.load) }, []);
     for (let i = 0; i < rounds; i++) {
       base.push(await phase(64));
       storm.push(await phase(200));
