@@ -94,7 +94,8 @@ export class AgentService implements AgentCaller {
    */
   async call(vm: string, command: string, args?: JsonObject, opts: CallOptions = {}): Promise<JsonValue> {
     const budget = new Budget(vm, command, opts, opts.timeoutMs ?? this.pool.defaultTimeoutMs(command));
-    await this.registry.require(vm);
+    // a configured VM is known without a lookup (discovered and API-registered ones are looked up)
+    if (!this.registry.isStatic(vm)) await this.registry.require(vm);
     const down = this.health.failFast(vm, command, opts);
     if (down) throw down;
     try {

@@ -154,6 +154,14 @@ export class VmRegistry {
     return undefined;
   }
 
+  /**
+   * Whether `name` is one of the configured (`vms:`) VMs: for those, lookup() and require() answer
+   * from memory, so a caller may skip awaiting them (issue 14: two promise hops per agent call).
+   */
+  isStatic(name: string): boolean {
+    return this.statics.has(name);
+  }
+
   async require(name: string): Promise<VmRecord> {
     const rec = await this.lookup(name);
     if (!rec) throw errors.vmNotFound(name);

@@ -46,6 +46,11 @@ class SlowRegistry extends VmRegistry {
     await sleep(this.delayMs);
     return super.require(name);
   }
+
+  // looked up like a discovered or API-registered VM (a configured one is known without a lookup)
+  override isStatic(): boolean {
+    return false;
+  }
 }
 
 function registryConfig(vms: Array<{ name: string; endpoint: Endpoint }>): ConstructorParameters<typeof VmRegistry>[0] {
