@@ -15,8 +15,9 @@
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ask, CLUSTER_TOKENS, startCluster, until, type Answer, type ClusterNode, type TestCluster } from '../helpers/cluster.js';
+import { ask, bearer, CLUSTER_TOKENS, startCluster, until, type Answer, type ClusterNode, type TestCluster } from '../helpers/cluster.js';
 import { announceVmSkip, startVm, vmAvailable, type RunningVm } from '../helpers/vm.js';
 import { pseudoRandom } from '../integration/files-support.js';
 
@@ -82,6 +83,24 @@ async function firstMiss(): Promise<string | undefined> {
   return undefined;
 }
 const everyRoute = async (): Promise<boolean> => (await firstMiss()) === undefined;
+
+/** A GET whose body is read as it comes: `started` once bytes arrived, `ended` when the response ended or was cut. */
+function download(url: string): { started: Promise<void>; ended: Promise<{ status: number; bytes: number; complete: boolean }> } {
+  let onStart: () => void = () => undefined;
+  const started = new Promise<void>((r) => (onStart = r));
+  const ended = new Promise<{ status: number; bytes: number; complete: boolean }>((resolve) => {
+    const req = http.get(url, { headers: bearer(CLUSTER_TOKENS.ops) }, (res) => {
+      let bytes = 0;
+      res.on('data', (d: Buffer) => {
+        bytes += d.length;
+        onStart();
+      });
+      res.on('close', () => resolve({ status: res.statusCode ?? 0, bytes, complete: res.complete }));
+    });
+    req.on('error', () => resolve({ status: 0, bytes: 0, complete: false }));
+  });
+  return { started, ended };
+}
 
 function expectProblem(r: Answer, status: number, code: string): void {
   expect(r.status, r.text.slice(0, 400)).toBe(status);
@@ -229,6 +248,14 @@ describe('cluster of three gateway processes on one Redis', { timeout: 60_000 },
     expect(mine.status).toBe(200);
     expect(mine.headers.get('x-qga-node')).toBe('a');
     expectProblem(await ask(a, 'GET', '/v1/vms/c1/ping', { token: 'no-such-token-0123456789abcdef' }), 401, 'UNAUTHENTICATED');
+    // a client posing as a node (hop headers without the secret's signature) gets nothing of it
+    const forged = {
+      'x-qga-hop': 'a',
+      'x-qga-principal': Buffer.from(JSON.stringify({ name: 'ops', scopes: ['read', 'write', 'admin'] })).toString('base64url'),
+      'x-qga-signature': `${Date.now()}.${Buffer.alloc(32).toString('base64url')}`,
+    };
+    expectProblem(await ask(c, 'PUT', url, { raw: Buffer.from('x'), token: CLUSTER_TOKENS.reader, headers: forged }), 401, 'UNAUTHENTICATED');
+    expectProblem(await ask(a, 'PUT', url, { raw: Buffer.from('x'), token: CLUSTER_TOKENS.reader, headers: forged }), 401, 'UNAUTHENTICATED');
   });
 
   it('VM name conflict: both nodes report dup with conflict, a third node answers 503 naming them', async () => {
@@ -311,12 +338,22 @@ describe('cluster of three gateway processes on one Redis', { timeout: 60_000 },
       const sent = Date.now();
       const inflight = ask(a, 'POST', '/v1/vms/c1/exec', { body: { path: '/bin/sleep', arg: ['30'], wait: 20 }, timeoutMs: 25_000 });
       await until(() => c.vm.c1.stats.commandLog.some((x) => x.command === 'guest-exec-status' && x.at >= sent), 5_000, 'the exec to be polled on c');
+      // and a download of a 1 GiB file streaming through a when c dies: cut, never hangs
+      c.vm.c1.addVirtualFile('/big.bin', 1024 * 1024 * 1024, cycle);
+      const dl = download(`${a.url}/v1/vms/c1/files/content?path=${encodeURIComponent('/big.bin')}`);
+      await dl.started;
       const killedAt = performance.now();
       await c.kill();
       const mid = await inflight;
       const midMs = performance.now() - killedAt;
       expect([502, 503], mid.text).toContain(mid.status);
       expect(midMs).toBeLessThan(2_000);
+      const cut = await dl.ended;
+      const cutMs = performance.now() - killedAt;
+      expect(cut.status).toBe(200);
+      expect(cut.complete).toBe(false);
+      expect(cut.bytes).toBeLessThan(1024 * 1024 * 1024);
+      expect(cutMs).toBeLessThan(2_000);
 
       // until the directory says c is gone: every answer 502/503, none slow
       const before: number[] = [];
@@ -350,7 +387,7 @@ describe('cluster of three gateway processes on one Redis', { timeout: 60_000 },
       }
       const afterMax = Math.max(...after.map((r) => r.ms));
       say(
-        `cycle ${cycle}: in-flight exec answered ${mid.status} ${midMs.toFixed(0)} ms after SIGKILL; c gone after ${goneMs.toFixed(0)} ms ` +
+        `cycle ${cycle}: in-flight exec answered ${mid.status} ${midMs.toFixed(0)} ms after SIGKILL, a streaming download cut after ${(cut.bytes / 2 ** 20).toFixed(0)} MiB by ${cutMs.toFixed(0)} ms; c gone after ${goneMs.toFixed(0)} ms ` +
           `(TTL ${TTL_MS}, interval ${INTERVAL_MS}); ${before.length} pings before that (${[...new Set(before)].join('/')}, slowest ${slowest.toFixed(0)} ms); ` +
           `NODE_UNAVAILABLE answers after it: max ${afterMax.toFixed(0)} ms`,
       );
