@@ -312,5 +312,54 @@ export function leaseStoreContract(name: string, make: MakeStore): void {
       expect(typeof h.epoch).toBe('string');
       expect(Math.abs((await store.now()) - Date.now())).toBeLessThan(60_000);
     });
+
+    it('a group whose last VM is held takes none: the VMs before it stay free, no session is left, the idempotency key is not used up', async () => {
+      const keys = ['vm:pa1', 'vm:pa2', 'vm:pa3'];
+      const held = await store.acquire(req({ session: 'vm:pa3', keys: ['vm:pa3'], owner: 'bob', ttlMs: 5_000 }));
+      if (!held.ok) throw new Error('acquire failed');
+      const r = await store.acquire(req({ session: 'group:pa', keys, idempotencyKey: 'pa-1' }));
+      expect(r).toEqual({
+        ok: false,
+        reason: 'conflict',
+        key: 'vm:pa3',
+        pendingThaw: false,
+        holder: { session: 'vm:pa3', owner: 'bob', leaseId: held.lease.leaseId, expiresAt: held.lease.expiresAt, fence: held.lease.fence },
+      });
+      for (const k of keys.slice(0, 2)) expect(await store.getByKey(k)).toBeUndefined();
+      expect(await store.getSession('group:pa')).toBeUndefined();
+      expect((await store.listSessions()).map((s) => s.session)).not.toContain('group:pa');
+      // a VM the group had taken before the conflict is free for anyone at once
+      const other = await store.acquire(req({ session: 'vm:pa1', keys: ['vm:pa1'], owner: 'carol' }));
+      expect(other).toMatchObject({ ok: true, reused: false });
+      if (other.ok) await store.release('vm:pa1', other.lease.leaseId);
+      await store.release('vm:pa3', held.lease.leaseId);
+      // the same request again (same idempotency key) now succeeds, and its retry gets that lease
+      const g = await store.acquire(req({ session: 'group:pa2', keys, idempotencyKey: 'pa-1' }));
+      if (!g.ok) throw new Error(`group acquire failed: ${JSON.stringify(g)}`);
+      expect(await store.acquire(req({ session: 'group:pa3', keys, idempotencyKey: 'pa-1' }))).toMatchObject({ ok: true, reused: true, lease: { leaseId: g.lease.leaseId } });
+      expect(await store.release('group:pa2', g.lease.leaseId)).toBe(true);
+    });
+
+    it('each VM of a group is fenced by the group lease: check is live on every member, superseded for another lease, ended after release', async () => {
+      const keys = ['vm:gf1', 'vm:gf2', 'vm:gf3'];
+      const before = await store.acquire(req({ session: 'vm:gf0', keys: ['vm:gf0'] }));
+      if (!before.ok) throw new Error('acquire failed');
+      const g = await store.acquire(req({ session: 'group:gf', keys }));
+      if (!g.ok) throw new Error('group acquire failed');
+      expect(g.lease.fence).toBeGreaterThan(before.lease.fence);
+      for (const k of keys) {
+        expect(await store.check(k, g.lease.leaseId, g.lease.epoch)).toMatchObject({ state: 'live', lease: { session: 'group:gf', leaseId: g.lease.leaseId, fence: g.lease.fence } });
+        expect(await store.check(k, before.lease.leaseId, before.lease.epoch)).toMatchObject({ state: 'superseded', holder: { leaseId: g.lease.leaseId } });
+      }
+      expect((await store.listSessions()).find((s) => s.session === 'group:gf')?.keys).toEqual(keys);
+      expect(await store.updateData('group:gf', g.lease.leaseId, { vms: ['gf1', 'gf2', 'gf3'] })).toBe(true);
+      expect((await store.getByKey('vm:gf2'))?.data).toEqual({ vms: ['gf1', 'gf2', 'gf3'] });
+      expect(await store.release('group:gf', g.lease.leaseId)).toBe(true);
+      for (const k of keys) expect(await store.check(k, g.lease.leaseId, g.lease.epoch)).toEqual({ state: 'ended' });
+      const next = await store.acquire(req({ session: 'vm:gf2', keys: ['vm:gf2'], owner: 'bob' }));
+      expect(next.ok && next.lease.fence).toBeGreaterThan(g.lease.fence);
+      if (next.ok) await store.release('vm:gf2', next.lease.leaseId);
+      await store.release('vm:gf0', before.lease.leaseId);
+    });
   });
 }
