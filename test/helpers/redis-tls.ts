@@ -3,7 +3,8 @@
  * certificate for 127.0.0.1/localhost made with openssl (EC P-256, valid one day) in a temp dir;
  * redis-server on a TLS port (`tls-port`; Debian's build links OpenSSL) plus a plain loopback port
  * for the test's own probes; the default user off and one ACL user `app` with a random password,
- * also written to a password file. Clients are not asked for a certificate.
+ * also written to a password file. Clients are not asked for a certificate unless a test sets
+ * `tls-auth-clients yes` (a client certificate signed by the same CA is made for that).
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -25,29 +26,34 @@ export interface TestRedisTls {
   password: string;
   /** a file holding the password (with a trailing newline, as editors write it) */
   passwordFile: string;
-  /** the CA that signed the server's certificate */
+  /** the CA that signed the server's certificate (and the client's) */
   caFile: string;
+  /** a client certificate and key signed by that CA, for mutual TLS (`CONFIG SET tls-auth-clients yes`) */
+  clientCertFile: string;
+  clientKeyFile: string;
   dir: string;
   /** one raw command on the plain port, authenticated as the ACL user */
   command(...args: string[]): Promise<string>;
   stop(): Promise<void>;
 }
 
-/** A CA and a server certificate (SAN IP:127.0.0.1, DNS:localhost) signed by it, in `dir`. */
-export async function makeTestCertificates(dir: string): Promise<{ caFile: string; certFile: string; keyFile: string }> {
+/** A CA, a server certificate (SAN IP:127.0.0.1, DNS:localhost) and a client certificate signed by it, in `dir`. */
+export async function makeTestCertificates(dir: string): Promise<{ caFile: string; certFile: string; keyFile: string; clientCertFile: string; clientKeyFile: string }> {
   const f = (n: string) => path.join(dir, n);
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
   await run('openssl', ['req', '-x509', ...ec, '-keyout', f('ca.key'), '-out', f('ca.crt'), '-days', '1', '-subj', '/CN=qga-test-ca']);
   await run('openssl', ['req', ...ec, '-keyout', f('server.key'), '-out', f('server.csr'), '-subj', '/CN=localhost']);
   await writeFile(f('ext.cnf'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
   await run('openssl', ['x509', '-req', '-in', f('server.csr'), '-CA', f('ca.crt'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f('server.crt'), '-days', '1', '-extfile', f('ext.cnf')]);
-  return { caFile: f('ca.crt'), certFile: f('server.crt'), keyFile: f('server.key') };
+  await run('openssl', ['req', ...ec, '-keyout', f('client.key'), '-out', f('client.csr'), '-subj', '/CN=qga-gateway']);
+  await run('openssl', ['x509', '-req', '-in', f('client.csr'), '-CA', f('ca.crt'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f('client.crt'), '-days', '1']);
+  return { caFile: f('ca.crt'), certFile: f('server.crt'), keyFile: f('server.key'), clientCertFile: f('client.crt'), clientKeyFile: f('client.key') };
 }
 
 export async function startRedisTls(): Promise<TestRedisTls> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'qga-redis-tls-'));
   try {
-    const { caFile, certFile, keyFile } = await makeTestCertificates(dir);
+    const { caFile, certFile, keyFile, clientCertFile, clientKeyFile } = await makeTestCertificates(dir);
     const [tlsPort, plainPort] = [await freePort(), await freePort()];
     const username = 'app';
     const password = randomBytes(18).toString('base64url');
@@ -86,6 +92,8 @@ export async function startRedisTls(): Promise<TestRedisTls> {
       password,
       passwordFile,
       caFile,
+      clientCertFile,
+      clientKeyFile,
       dir,
       command,
       async stop() {

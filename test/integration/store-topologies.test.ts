@@ -271,6 +271,23 @@ describe('RedisStore over TLS with an ACL user', () => {
     }
   });
 
+  it('mutual TLS: with tls-auth-clients yes, a store without a client certificate is refused; certFile + keyFile connect', async () => {
+    expect(await tls.command('CONFIG', 'SET', 'tls-auth-clients', 'yes')).toBe('+OK\r\n');
+    const without = new RedisStore({ url: tls.url, tls: { caFile: tls.caFile }, keyPrefix: 'mtls:', commandTimeoutMs: 500 });
+    const withCert = new RedisStore({ url: tls.url, tls: { caFile: tls.caFile, certFile: tls.clientCertFile, keyFile: tls.clientKeyFile }, keyPrefix: 'mtls:', commandTimeoutMs: 1_000 });
+    try {
+      await withCert.ready(5_000);
+      expect((await withCert.health()).ok).toBe(true);
+      const e = await without.ready(1_000).then(() => undefined, (err: unknown) => err);
+      expect((e as GatewayError).code).toBe('STORE_UNAVAILABLE');
+      expect((e as GatewayError).message).toMatch(/alert certificate required/);
+    } finally {
+      await without.close();
+      await withCert.close();
+      await tls.command('CONFIG', 'SET', 'tls-auth-clients', 'no');
+    }
+  });
+
   it('a gateway with a wrong Redis password: /readyz 503 says why; its logs hold no password', async () => {
     const lines: string[] = [];
     const sink = new Writable({
