@@ -10,6 +10,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomUUID } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -216,6 +217,32 @@ describe('forwarded requests are answered as the serving node answers them', () 
     expect(outside.status).toBe(416);
     expect(outside.headers['content-range']).toBe(`bytes */${data.length}`);
     expect(outside.body?.code).toBe('RANGE_NOT_SATISFIABLE');
+  });
+});
+
+describe('a body over the limit', () => {
+  it('declared: refused at the entry node as the serving node would (413), the connection closed before the body is read', async () => {
+    const total = 20 * 1024 * 1024;
+    const s = net.connect(nodes.A.port, '127.0.0.1');
+    await new Promise((r) => s.once('connect', r));
+    let response = '';
+    let written = 0;
+    let closed = false;
+    s.on('data', (d: Buffer) => (response += d.toString('latin1')));
+    s.on('error', () => undefined);
+    const done = new Promise<void>((r) => s.once('close', () => ((closed = true), r())));
+    s.write(`POST /v1/vms/b1/qga/guest-ping HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${TOKENS.ops}\r\nContent-Type: application/json\r\nContent-Length: ${total}\r\n\r\n`);
+    const chunk = Buffer.alloc(64 * 1024, 0x20);
+    while (!closed && written < total) {
+      written += chunk.length;
+      if (!s.write(chunk)) await Promise.race([new Promise((r) => s.once('drain', r)), done]);
+    }
+    await Promise.race([done, new Promise((r) => setTimeout(r, 5_000))]);
+    s.destroy();
+    expect(response.split('\r\n')[0]).toBe('HTTP/1.1 413 Payload Too Large');
+    expect(response).toContain('"code":"PAYLOAD_TOO_LARGE"');
+    expect(closed).toBe(true);
+    expect(written).toBeLessThan(total / 2);
   });
 });
 

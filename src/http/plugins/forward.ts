@@ -151,6 +151,13 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
     if (!route.url.startsWith('/v1/') || !VM_PARAM.test(route.url) || route.config?.public || route.config?.forward === false) return;
     const bound = routeBound(route.schema as never, config);
     const selfId = cluster.selfId;
+    // A declared body over the limit is refused here, as the serving node would refuse it: that
+    // node answers before reading it and closes, which the entry node, still sending, may only see
+    // as a reset (a 503 instead of the 413). A chunked body over the limit is still refused there.
+    const streaming = route.config?.streaming === true;
+    const maxBody = streaming ? (config.files.maxUploadBytes > 0 ? config.files.maxUploadBytes : Infinity) : (route.bodyLimit ?? config.server.bodyLimitBytes);
+    const tooLarge = (vm: string, declared: number) =>
+      streaming ? errors.tooLarge(`upload of ${declared} bytes`, maxBody, 'files.maxUploadBytes', { vm }) : errors.tooLarge('the request body', maxBody, 'server.bodyLimitBytes');
     const hook = (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void => {
       const vm = (request.params as { vm?: unknown }).vm;
       if (typeof vm !== 'string') {
@@ -176,10 +183,16 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
         case 'conflict':
           done(errors.nodeUnavailable(vm, where.nodes.join(', '), `VM ${vm} is served by ${where.nodes.length} nodes at once (${where.nodes.join(', ')}): a name conflict; rename one of them`, { extra: { nodes: where.nodes } }));
           return;
-        case 'remote':
+        case 'remote': {
+          const declared = Number(request.headers['content-length'] ?? 0);
+          if (declared > maxBody) {
+            done(tooLarge(vm, declared));
+            return;
+          }
           // answered by reply.from: done() is not called, so nothing of this request runs here
           forwardTo(request, reply, vm, where.node, bound(request.params as Record<string, unknown>, request.query as Record<string, unknown>));
           return;
+        }
       }
     };
     route.onRequest = route.onRequest === undefined ? [hook] : [...[route.onRequest].flat(), hook];
