@@ -77,12 +77,15 @@ export class ClusterNode implements ClusterService {
     this.selfId = s.id;
     this.selfUrl = s.advertiseUrl.replace(/\/+$/, '');
     this.membership = new Membership(opts.client, opts.keyPrefix, s.id, s.heartbeatTtlMs);
+    // one line per batch of VMs (a node owning 10,000 TCP VMs says so in one line, not 10,000)
+    const lostLog = batchLog((vms, why) => opts.logger.warn({ vms: vms.slice(0, 20), count: vms.length, why }, 'cluster: this node no longer owns these VMs; their channels are closed'));
+    const gainedLog = batchLog((vms) => opts.logger.info({ vms: vms.slice(0, 20), count: vms.length }, 'cluster: this node owns these VMs now'));
     this.ownership = new Ownership(opts.client, opts.keyPrefix, s.id, s.heartbeatTtlMs, {
       lost: (vm, why) => {
-        opts.logger.warn({ vm, why }, 'cluster: this node no longer owns the VM; its channel is closed');
+        lostLog(vm, why);
         void opts.release(vm).catch(() => undefined);
       },
-      gained: (vm, fence) => opts.logger.info({ vm, fence }, 'cluster: this node owns the VM now'),
+      gained: (vm) => gainedLog(vm, ''),
     });
     this.directory = new Directory(s.id, () => this.selfInfo(), (vm) => this.localClaim(vm));
     if (opts.metrics) {
@@ -271,11 +274,29 @@ export class ClusterNode implements ClusterService {
       const others = this.directory.liveClaimers(vm);
       if (others.length > 0) now.set(vm, others.join(','));
     }
-    for (const [vm, nodes] of now) {
-      if (this.conflicts.get(vm) !== nodes) this.opts.logger.warn({ vm, nodes: [this.selfId, ...nodes.split(',')] }, 'cluster: VM name served by several nodes (conflict); each serves its own');
-    }
-    for (const vm of this.conflicts.keys()) if (!now.has(vm)) this.opts.logger.info({ vm }, 'cluster: VM name conflict resolved');
+    // one line per round for the conflicts that started (and one for those that ended), the first 20 named
+    const started = [...now].filter(([vm, nodes]) => this.conflicts.get(vm) !== nodes).map(([vm, nodes]) => ({ vm, nodes: [this.selfId, ...nodes.split(',')] }));
+    const ended = [...this.conflicts.keys()].filter((vm) => !now.has(vm));
+    if (started.length > 0) this.opts.logger.warn({ conflicts: started.slice(0, 20), count: started.length }, 'cluster: VM names served by several nodes (conflict); each serves its own');
+    if (ended.length > 0) this.opts.logger.info({ vms: ended.slice(0, 20), count: ended.length }, 'cluster: VM name conflicts resolved');
     this.conflicts.clear();
     for (const [vm, nodes] of now) this.conflicts.set(vm, nodes);
   }
+}
+
+/** Collects (vm, why) pairs within one tick and hands them over grouped by `why`, once. */
+function batchLog(emit: (vms: string[], why: string) => void): (vm: string, why: string) => void {
+  let pending: Map<string, string[]> | undefined;
+  return (vm, why) => {
+    if (!pending) {
+      const batch = (pending = new Map());
+      setImmediate(() => {
+        pending = undefined;
+        for (const [w, vms] of batch) emit(vms, w);
+      });
+    }
+    const list = pending.get(why);
+    if (list) list.push(vm);
+    else pending.set(why, [vm]);
+  };
 }
