@@ -344,6 +344,7 @@ describe('cluster of three gateway processes on one Redis', { timeout: 60_000 },
       await dl.started;
       const killedAt = performance.now();
       await c.kill();
+      const killedWall = Date.now();
       const mid = await inflight;
       const midMs = performance.now() - killedAt;
       expect([502, 503], mid.text).toContain(mid.status);
@@ -359,11 +360,13 @@ describe('cluster of three gateway processes on one Redis', { timeout: 60_000 },
       const before: number[] = [];
       let slowest = 0;
       let goneMs = Number.NaN;
+      let goneWall = Number.NaN;
       for (;;) {
         const r = await ask(a, 'GET', '/v1/vms?state=unknown', { timeoutMs: 5_000 });
         expect(r.status).toBe(200);
         if ((r.json?.items as Array<Record<string, unknown>>).some((v) => v.name === 'c1')) {
           goneMs = performance.now() - killedAt;
+          goneWall = Date.now();
           break;
         }
         const p = await ask(a, 'GET', '/v1/vms/c1/ping', { timeoutMs: 5_000 });
@@ -386,12 +389,20 @@ describe('cluster of three gateway processes on one Redis', { timeout: 60_000 },
         after.push(r);
       }
       const afterMax = Math.max(...after.map((r) => r.ms));
+      // c's last heartbeat as the directory read it: the TTL runs from there
+      const cInfo = (await nodesVia(a)).find((n) => n.id === 'c');
+      expect(cInfo).toMatchObject({ id: 'c', url: c.url, alive: false });
+      const lastSeen = Date.parse(String(cInfo?.lastSeen));
       say(
-        `cycle ${cycle}: in-flight exec answered ${mid.status} ${midMs.toFixed(0)} ms after SIGKILL, a streaming download cut after ${(cut.bytes / 2 ** 20).toFixed(0)} MiB by ${cutMs.toFixed(0)} ms; c gone after ${goneMs.toFixed(0)} ms ` +
+        `cycle ${cycle}: in-flight exec answered ${mid.status} ${midMs.toFixed(0)} ms after SIGKILL, a streaming download cut after ${(cut.bytes / 2 ** 20).toFixed(0)} MiB by ${cutMs.toFixed(0)} ms; c gone after ${goneMs.toFixed(0)} ms, ` +
+          `${goneWall - lastSeen} ms after its last heartbeat (sent ${killedWall - lastSeen} ms before the kill) ` +
           `(TTL ${TTL_MS}, interval ${INTERVAL_MS}); ${before.length} pings before that (${[...new Set(before)].join('/')}, slowest ${slowest.toFixed(0)} ms); ` +
           `NODE_UNAVAILABLE answers after it: max ${afterMax.toFixed(0)} ms`,
       );
-      expect(goneMs).toBeGreaterThanOrEqual(TTL_MS - INTERVAL_MS - 50);
+      // gone no sooner than the TTL after its last heartbeat, and within one read interval (+ slack) of it
+      expect(lastSeen).toBeLessThanOrEqual(killedWall);
+      expect(goneWall - lastSeen).toBeGreaterThanOrEqual(TTL_MS);
+      expect(goneWall - lastSeen).toBeLessThanOrEqual(TTL_MS + INTERVAL_MS + 1_500);
       expect(goneMs).toBeLessThanOrEqual(TTL_MS + INTERVAL_MS + 1_500);
       expect(slowest).toBeLessThan(1_000);
       expect(afterMax).toBeLessThan(500);
@@ -400,8 +411,6 @@ describe('cluster of three gateway processes on one Redis', { timeout: 60_000 },
       expect(unknown.status).toBe(200);
       const onC = (unknown.json?.items as Array<Record<string, unknown>>).filter((v) => v.node === 'c');
       expect(onC.map((v) => v.name)).toEqual(['c1', 'c2']);
-      const nodes = await nodesVia(a);
-      expect(nodes.find((n) => n.id === 'c')).toMatchObject({ id: 'c', url: c.url, alive: false });
 
       // c comes back: routing resumes by itself
       await c.start();
