@@ -233,7 +233,8 @@ function createClusterNode(config: Config, store: LeaseStore, registry: VmRegist
       fleetState: (vm) => agent.fleetState(vm),
       frozen: (vm) => agent.isKnownFrozen(vm),
       externalSince: (vm) => agent.external.get(vm)?.since,
-      channel: (vm) => agent.channelState(vm)?.stats.state,
+      // peek: never resolves the endpoint (the ownership guard would throw for a VM just lost)
+      channel: (vm) => agent.pool.peek(vm)?.stats().state,
     },
     release,
     version: API_VERSION,
