@@ -179,10 +179,18 @@ export function onNodeReady(client: RedisClient, fn: (node: Redis) => void): voi
   }
 }
 
-const lastErrors = new WeakMap<RedisClient, string>();
+/** per client: the last connection error, and the last telling one (not a bare socket reset) */
+const lastErrors = new WeakMap<RedisClient, { last: string; telling?: string }>();
+
+/** a socket-level error that says nothing of why (a server that refuses TLS or a login often just resets) */
+const BARE = /^(write |read )?(ECONNRESET|EPIPE)$|^Connection is closed\.$|^socket hang up$/;
 
 function track(client: RedisClient): void {
-  const note = (e: unknown) => lastErrors.set(client, e instanceof Error ? e.message : String(e));
+  const note = (e: unknown) => {
+    const msg = e instanceof Error ? e.message : String(e);
+    const prev = lastErrors.get(client);
+    lastErrors.set(client, { last: msg, telling: BARE.test(msg) ? prev?.telling : msg });
+  };
   // ioredis emits 'error' on every failed (re)connect; callers learn of outages from rejections
   client.on('error', note);
   if (client instanceof Cluster) client.on('node error', note);
@@ -191,10 +199,15 @@ function track(client: RedisClient): void {
 
 /**
  * The last connection error since the client was last ready (WRONGPASS, ECONNREFUSED, a TLS
- * certificate error…), to say why the store is unavailable; undefined when it is ready.
+ * certificate error…), to say why the store is unavailable; undefined when it is ready. A bare
+ * reset is followed by the last telling error of the same outage (a TLS server that refuses a
+ * client without a certificate sends its alert on one attempt and just resets on another).
  */
 export function lastRedisError(client: RedisClient): string | undefined {
-  return client.status === 'ready' ? undefined : lastErrors.get(client);
+  if (client.status === 'ready') return undefined;
+  const e = lastErrors.get(client);
+  if (!e) return undefined;
+  return e.telling && e.telling !== e.last ? `${e.last}; before that: ${e.telling}` : e.last;
 }
 
 /** Where the store connects, for messages and logs: never the password. */
