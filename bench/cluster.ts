@@ -14,7 +14,7 @@
  */
 import os from 'node:os';
 import { ask, bearer, CLUSTER_TOKENS, startCluster, until } from '../test/helpers/cluster.js';
-import { cannon, type CannonResult, type Measured } from './lib/procs.js';
+import { cannon, warmMs, type CannonResult, type Measured } from './lib/procs.js';
 import { fmtMs, fmtRate, fmtRatio, median, table } from './lib/stats.js';
 import { check, type BenchSection } from './section.js';
 
@@ -46,12 +46,14 @@ export async function clusterSection(rounds: number, ms: number, vmsPerNode: num
     const remote = names('c').map((n) => `/v1/vms/${n}/ping`);
     const watch = [a.pid, c.pid];
     const out: Array<{ local: Measured<CannonResult>; fwd: Measured<CannonResult>; direct: Measured<CannonResult> }> = [];
+    if (ms >= 1000) {
+      // warm-up, once (the nodes run through every round), not timed: channels open, connections
+      // between the nodes made, the optimizing compiler done with the hot paths (BENCH_WARM_MS)
+      await cannon({ base: a.url, paths: local, connections: 64, durationMs: warmMs(ms), headers }, []);
+      await cannon({ base: a.url, paths: remote, connections: 64, durationMs: warmMs(ms), headers }, []);
+      await cannon({ base: c.url, paths: remote, connections: 64, durationMs: warmMs(ms), headers }, []);
+    }
     for (let r = 0; r < rounds; r++) {
-      if (ms >= 1000) {
-        // warm-up, not timed: channels open, connections between the nodes made, JIT warm
-        await cannon({ base: a.url, paths: local, connections: 64, durationMs: Math.min(1000, ms), headers }, []);
-        await cannon({ base: a.url, paths: remote, connections: 64, durationMs: Math.min(1000, ms), headers }, []);
-      }
       // alternate the order each round, so neither always runs on a warmer machine
       const runLocal = () => cannon({ base: a.url, paths: local, connections: 64, durationMs: ms, headers }, watch);
       const runFwd = () => cannon({ base: a.url, paths: remote, connections: 64, durationMs: ms, headers }, watch);
@@ -85,7 +87,7 @@ export async function clusterSection(rounds: number, ms: number, vmsPerNode: num
       `Two gateway processes in cluster mode (test/helpers/cluster.ts: \`qga-gateway serve\`, src transpiled by esbuild, log level info to a file, ` +
         `store on one redis-server, bearer token), ${vmsPerNode} simulated VMs each (simulators in the bench process). ` +
         `autocannon in its own process, c=64, keep-alive, ${(ms / 1000).toFixed(1)} s per measurement` +
-        (ms >= 1000 ? ' after a 1 s warm-up of each path' : '') +
+        (ms >= 1000 ? ` after a ${(warmMs(ms) / 1000).toFixed(1)} s warm-up of each path (once; the nodes run through every round)` : '') +
         '; local and forwarded alternate their order each round. ' +
         'Per cell: ok/s, latency p50/p99, and CPU µs per response of node a and of node c. ' +
         `1-min load average ${load0.toFixed(1)} at the start of this section, ${os.loadavg()[0].toFixed(1)} at its end.`,
