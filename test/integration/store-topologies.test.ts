@@ -222,6 +222,22 @@ describe('RedisStore on a 3-master Redis Cluster', () => {
       await one.close();
     }
   });
+
+  it('a gateway on the Cluster counts limits.rate in it: the third request in the window is 429', async () => {
+    const config = testConfig({ config: { store: { type: 'redis', clusterNodes: cluster.nodes, keyPrefix: 'rl:', commandTimeoutMs: 1_000 }, limits: { rate: { max: 2, timeWindowMs: 60_000 } } } });
+    const app = await buildApp({ config, logger: pino({ level: 'silent' }), env: {} });
+    try {
+      await app.ready();
+      const codes: number[] = [];
+      for (let k = 0; k < 3; k++) codes.push((await app.inject({ method: 'GET', url: '/v1/vms' })).statusCode);
+      expect(codes).toEqual([200, 200, 429]);
+      // the counter is a key of the Cluster (on whichever master its slot maps to)
+      const found = await Promise.all(cluster.ports.map(async (p) => await cluster.command(p, 'KEYS', 'rl:ratelimit:*')));
+      expect(found.filter((r) => r.includes('rl:ratelimit:'))).toHaveLength(1);
+    } finally {
+      await app.close();
+    }
+  });
 });
 
 describe('RedisStore over TLS with an ACL user', () => {
