@@ -39,6 +39,10 @@ async function main(): Promise<void> {
     ['AgentPool.execute', (vm) => pool.execute(vm, 'guest-ping')],
     ['AgentPool.execute + signal', (vm, i) => pool.execute(vm, 'guest-ping', undefined, { signal: signals[i] })],
     ['AgentService.call', (vm, i) => service.call(vm, 'guest-ping', undefined, { signal: signals[i] })],
+    // a read with the capability check and the read coalescer (nothing to share: one loop per VM)
+    ['osinfo AgentPool.execute + signal', (vm, i) => pool.execute(vm, 'guest-get-osinfo', undefined, { signal: signals[i] })],
+    ['osinfo ReadCoalescer.run + AgentPool.execute', (vm, i) => service.reads.run(vm, 'guest-get-osinfo', undefined, { signal: signals[i] }, (o) => pool.execute(vm, 'guest-get-osinfo', undefined, o))],
+    ['osinfo AgentService.call', (vm, i) => service.call(vm, 'guest-get-osinfo', undefined, { signal: signals[i] })],
   ];
   // BENCH_ONLY=<part of a mode's name>: only that mode (e.g. under --cpu-prof)
   const only = process.env.BENCH_ONLY;

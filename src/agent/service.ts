@@ -103,7 +103,9 @@ export class AgentService implements AgentCaller {
         // A priority call (freeze, thaw) spends no job of the line on guest-info: the command itself
         // must be the next one on the wire after the one in flight; the agent's own answer decides.
         if (!opts.priority) {
-          const info = await this.pool.channel(vm).info(budget.next());
+          // the copy the channel holds when it is current (else an info job: connect, sync, re-read)
+          const channel = this.pool.channel(vm);
+          const info = channel.currentInfo() ?? (await channel.info(budget.next()));
           if (!opts.skipCapabilityCheck) await this.checkCapability(vm, info, command, budget);
         }
         if (this.frozen.has(vm) && !FROZEN_SAFE.has(command)) await this.confirmFrozen(vm, command, budget);

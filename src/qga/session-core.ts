@@ -71,6 +71,13 @@ export abstract class SessionCore {
     return this.conn !== undefined || this.phase === 'backoff';
   }
 
+  /** the cached guest-info when it is current on a connected socket in step (Channel.currentInfo) */
+  currentInfo(): AgentInfo | undefined {
+    if (this.infoStale || (this.phase !== 'ready' && this.phase !== 'inflight')) return undefined;
+    const conn = this.conn;
+    return conn !== undefined && !conn.needsSync && this.state !== 'closing' ? this.agentInfo : undefined;
+  }
+
   /** Have guest-info re-read before the next job. */
   invalidateInfo(): void {
     this.infoStale = true;
