@@ -273,10 +273,12 @@ describe('cluster membership (three gateways on one Redis)', () => {
     onTestFinished(() => owner.proxy.heal());
     const closedAt = await until('the owner closes the channel', () => (owner.app.services.pool.peek('shared-tcp')?.holdsSocket ? undefined : Date.now()), 3 * TTL);
     const claimedAt = await until('the other claims it', () => (where(other, 'shared-tcp') === 'local' ? Date.now() : undefined), 4 * TTL);
-    // its lease ran out locally (TTL - margin after the last renewal it sent, at most one interval before the cut)
-    expect(closedAt - cutAt).toBeLessThan(TTL);
+    // its lease ran out locally (TTL - margin after the last renewal it sent, at most one interval
+    // before the cut; timers late under load), and always before another node could claim it
+    expect(closedAt - cutAt).toBeLessThan(TTL + 500);
     expect(claimedAt).toBeGreaterThan(closedAt);
-    expect(claimedAt - cutAt).toBeLessThan(TTL + 3 * INTERVAL + 500);
+    expect(claimedAt - cutAt).toBeGreaterThanOrEqual(TTL - INTERVAL);
+    expect(claimedAt - cutAt).toBeLessThan(2 * TTL + 500);
     const r = await other.app.inject({ method: 'GET', url: '/v1/vms/shared-tcp/ping' });
     expect(r.statusCode, r.body).toBe(200);
     expect(owner.logs.filter((l) => l.msg === 'cluster: this node no longer owns these VMs; their channels are closed').map((l) => [l.vms, l.count, l.why])).toEqual([

@@ -83,7 +83,9 @@ function viewOf(principal: Principal): RegistrationView & { endpoints: boolean }
 
 /** One VM object; `freezes` (freezeIndex in vm-fleet.ts, read once per listing) names the freeze owners. */
 export function summarize(services: HttpServices, rec: VmRecord, view: { endpoints: boolean }, freezes: FreezeIndex = new Map()): Static<typeof VmSummary> {
-  const ch = services.agent.channelState(rec.name)?.stats;
+  // peek, not channelState: a listing never makes or replaces a channel (nor resolves the endpoint,
+  // which in cluster mode refuses a shared VM this node does not own)
+  const ch = services.pool.peek(rec.name)?.stats();
   return {
     name: rec.name,
     ...(view.endpoints ? { endpoint: rec.endpoint } : {}),
