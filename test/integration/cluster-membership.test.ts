@@ -244,9 +244,10 @@ describe('cluster membership (three gateways on one Redis)', () => {
     c.proxy.partition();
     onTestFinished(() => c.proxy.heal());
     const goneAt = await until('c gone on a', () => (where(nodes.a, 'vm-c1') === 'gone:c' ? Date.now() : undefined), 3 * TTL);
-    // not before the TTL of its last heartbeat (at most one interval before the cut), at most TTL + 2 rounds + a command timeout after
+    // not before the TTL of its last heartbeat (at most one interval before the cut); after it, within
+    // the next reads of a (every interval; slower under load)
     expect(goneAt - cutAt).toBeGreaterThanOrEqual(TTL - INTERVAL - 50);
-    expect(goneAt - cutAt).toBeLessThan(TTL + 3 * INTERVAL + 400);
+    expect(goneAt - cutAt).toBeLessThan(2 * TTL);
     const item = (await listAll(nodes.a)).find((v) => v.name === 'vm-c1');
     expect([item?.node, item?.agent.state, item?.agent.lastError]).toEqual(['c', 'unknown', 'node c stopped heartbeating']);
     // b reads the member index on its own rounds: within one more interval
