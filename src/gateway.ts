@@ -122,7 +122,8 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
   // a lease of ours (live, or expired and not yet thawed) holds the VM; undefined: the store cannot tell
   const hasLease = (vm: string) => store.getByKey(vmKey(vm)).then((l) => l !== undefined, () => undefined);
   const agent = new AgentService(pool, registry, { hasLease, logger });
-  const probe = new AgentProbe(agent, async () => (await registry.list()).map((r) => r.name), {
+  // cluster mode: a shared VM another node owns is not probed here (the pool would refuse it anyway)
+  const probe = new AgentProbe(agent, async () => (await registry.list()).flatMap((r) => (!cluster || cluster.serves(r.name) ? [r.name] : [])), {
     intervalMs: config.agent.probeIntervalMs,
     retryInitialMs: Math.min(250, config.agent.downRetryMaxMs),
     retryMaxMs: config.agent.downRetryMaxMs,

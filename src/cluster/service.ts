@@ -135,6 +135,11 @@ export class ClusterNode implements ClusterService {
     return { kind: 'shared', owner: this.ownership.ownerOf(vm) };
   }
 
+  /** this node serves `vm` (in its registry, and its owner when it is reachable from several nodes) */
+  serves(vm: string): boolean {
+    return this.localClaim(vm)?.kind === 'serve';
+  }
+
   /**
    * The pool's guard: a VM reachable from several nodes is connected only by its owner. Throws
    * NODE_UNAVAILABLE (naming the owner, if known) for one this node does not own.
