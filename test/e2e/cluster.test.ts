@@ -37,6 +37,13 @@ let a: ClusterNode;
 let b: ClusterNode;
 let c: ClusterNode;
 
+/** the node serving tcp1 as c's forwarding shows it (undefined: not served right now) */
+async function tcpOwner(): Promise<string | undefined> {
+  const r = await ask(c, 'GET', '/v1/vms/tcp1/ping');
+  const by = r.headers.get('x-qga-node');
+  return r.status === 200 && (by === 'a' || by === 'b') ? by : undefined;
+}
+
 /** the nodes' list as a node answers it */
 async function nodesVia(n: ClusterNode): Promise<Array<Record<string, unknown>>> {
   const r = await ask(n, 'GET', '/v1/nodes');
@@ -117,9 +124,12 @@ beforeAll(async () => {
       { id: 'b', vms: ['b1', 'dup'] },
       { id: 'c', vms: ['c1', 'c2'] },
     ],
+    // one simulated VM on TCP that a and b can both reach: served by whichever holds its ownership lease
+    tcpVms: [{ name: 'tcp1', nodes: ['a', 'b'] }],
   });
   [a, b, c] = cl.nodes;
   const ms = await until(converged, 10_000, 'every node to list a, b and c alive');
+  await until(async () => (await tcpOwner()) !== undefined, 10_000, 'a or b to serve tcp1');
   say(`3 nodes ready (start ${cl.nodes.map((n) => `${n.id} ${n.startMs.toFixed(0)} ms`).join(', ')}), converged ${ms.toFixed(0)} ms later`);
 }, 120_000);
 
@@ -129,12 +139,13 @@ afterAll(async () => {
 
 describe('cluster of three gateway processes on one Redis', { timeout: 60_000 }, () => {
   it('GET /v1/nodes: every node lists a, b, c with URL, VM count, version and lastSeen', async () => {
+    const owner = await tcpOwner();
     for (const via of cl.nodes) {
       const list = await nodesVia(via);
       expect(list.map((n) => n.id).sort()).toEqual(['a', 'b', 'c']);
       for (const n of list) {
         const node = cl.node(String(n.id));
-        expect(n).toMatchObject({ url: node.url, vmCount: 2, version: VERSION, alive: true, self: node === via });
+        expect(n).toMatchObject({ url: node.url, vmCount: node.id === owner ? 3 : 2, version: VERSION, alive: true, self: node === via });
         expect(n.lastSeen).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/);
         const seen = Date.parse(String(n.lastSeen));
         expect(Date.now() - seen).toBeGreaterThanOrEqual(-1_000);
@@ -144,12 +155,13 @@ describe('cluster of three gateway processes on one Redis', { timeout: 60_000 },
   });
 
   it('GET /v1/vms through any node: the whole cluster with node, in pages', async () => {
+    const owner = await tcpOwner();
     for (const via of cl.nodes) {
       const r = await ask(via, 'GET', '/v1/vms?limit=1000');
       expect(r.status).toBe(200);
       const items = r.json?.items as Array<Record<string, unknown>>;
       const owners = Object.fromEntries(items.filter((v) => v.name !== 'dup').map((v) => [v.name, v.node]));
-      expect(owners).toEqual({ a1: 'a', b1: 'b', c1: 'c', c2: 'c' });
+      expect(owners).toEqual({ a1: 'a', b1: 'b', c1: 'c', c2: 'c', tcp1: owner });
       // paging walks the same list
       const seen: Array<Record<string, unknown>> = [];
       let cursor: string | null = null;
@@ -424,6 +436,38 @@ describe('cluster of three gateway processes on one Redis', { timeout: 60_000 },
       expect(resumeMs).toBeLessThanOrEqual(INTERVAL_MS * 2 + 1_500);
       await until(converged, 10_000, 'every node to list a, b and c alive again');
     }
+  });
+
+  it('a VM reachable from a and b (TCP): one of them serves it; SIGKILL of that one moves it to the other, by itself', async () => {
+    const owner = await tcpOwner();
+    expect(owner === 'a' || owner === 'b').toBe(true);
+    const from = cl.node(String(owner));
+    const to = from === a ? b : a;
+    // the other node forwards to the owner: one node talks to the agent
+    const via = await ask(to, 'GET', '/v1/vms/tcp1/ping');
+    expect(via.status).toBe(200);
+    expect(via.headers.get('x-qga-node')).toBe(from.id);
+    const t0 = performance.now();
+    await from.kill();
+    const killedWall = Date.now();
+    await until(async () => (await tcpOwner()) === to.id, TTL_MS + 2 * INTERVAL_MS + 5_000, `tcp1 to move to ${to.id}`);
+    const movedWall = Date.now();
+    const moveMs = performance.now() - t0;
+    const info = (await nodesVia(c)).find((n) => n.id === from.id);
+    expect(info?.alive).toBe(false);
+    const lastSeen = Date.parse(String(info?.lastSeen));
+    say(`tcp1 moved ${from.id} → ${to.id} ${moveMs.toFixed(0)} ms after ${from.id}'s SIGKILL, ${movedWall - lastSeen} ms after its last heartbeat (sent ${killedWall - lastSeen} ms before the kill)`);
+    // not before the dead owner's lease ran out (TTL from its last renewal, sent with its last heartbeat), and soon after
+    expect(movedWall - lastSeen).toBeGreaterThanOrEqual(TTL_MS);
+    expect(movedWall - lastSeen).toBeLessThanOrEqual(TTL_MS + 2 * INTERVAL_MS + 2_000);
+    const direct = await ask(to, 'GET', '/v1/vms/tcp1');
+    expect(direct.json).toMatchObject({ name: 'tcp1', node: to.id });
+    // the old owner comes back: the VM stays where it is
+    await from.start();
+    await until(converged, 10_000, `${from.id} back in every node's list`);
+    const back = await ask(from, 'GET', '/v1/vms/tcp1/ping');
+    expect(back.status).toBe(200);
+    expect(back.headers.get('x-qga-node')).toBe(to.id);
   });
 
   it(`Redis restart (${REDIS_CYCLES} time(s), data lost): the cluster recovers by itself`, { timeout: 60_000 + REDIS_CYCLES * 30_000 }, async () => {

@@ -47,6 +47,8 @@ export interface ClusterOptions {
   heartbeatIntervalMs?: number;
   /** more config, merged per top-level section over the defaults (e.g. freeze, log) */
   config?: Record<string, unknown>;
+  /** simulated VMs on TCP, each configured on several nodes (a VM reachable from several nodes: one owner at a time) */
+  tcpVms?: Array<{ name: string; nodes: string[] }>;
   /** log.level of every node (default info) */
   logLevel?: string;
   /** write each node's output to <dir>/<id>.log instead of piping it here (benchmarks: the piping would cost this process CPU) */
@@ -78,6 +80,8 @@ export interface TestCluster {
   redis: TestRedis;
   nodes: ClusterNode[];
   node(id: string): ClusterNode;
+  /** the tcpVms, by name */
+  shared: Record<string, SimAgent>;
   secretFile: string;
   dir: string;
   ttlMs: number;
@@ -119,9 +123,17 @@ export async function startCluster(opts: ClusterOptions): Promise<TestCluster> {
     bundle?.remove();
     await rm(dir, { recursive: true, force: true });
   };
+  const shared: Record<string, SimAgent> = {};
   try {
     bundle = bundleCli();
     redis = await startRedis();
+    if (opts.tcpVms?.length) {
+      const simDir = path.join(dir, 'sim-shared');
+      await mkdir(simDir);
+      const sim = new Simulator({ dir: simDir });
+      sims.push(sim);
+      for (const t of opts.tcpVms) shared[t.name] = await sim.addVm({ name: t.name, tcp: true });
+    }
     for (const spec of opts.nodes) {
       const simDir = path.join(dir, `sim-${spec.id}`);
       await mkdir(simDir);
@@ -146,7 +158,11 @@ export async function startCluster(opts: ClusterOptions): Promise<TestCluster> {
           cluster: { enabled: true, id: spec.id, advertiseUrl: url, secretFile, heartbeatTtlMs: ttlMs, heartbeatIntervalMs: intervalMs },
           freeze: { sweepIntervalMs: 250 },
           // every simulated VM carries the label host=<node id> (for the cluster-wide list's label filter)
-          vms: [...spec.vms.map((name) => ({ name, endpoint: vm[name].endpoint, labels: { host: spec.id } })), ...(spec.extraVms ?? [])],
+          vms: [
+            ...spec.vms.map((name) => ({ name, endpoint: vm[name].endpoint, labels: { host: spec.id } })),
+            ...(opts.tcpVms ?? []).filter((t) => t.nodes.includes(spec.id)).map((t) => ({ name: t.name, endpoint: shared[t.name].endpoint })),
+            ...(spec.extraVms ?? []),
+          ],
         },
         opts.config ?? {},
       );
@@ -168,6 +184,7 @@ export async function startCluster(opts: ClusterOptions): Promise<TestCluster> {
       if (!n) throw new Error(`no node ${id}`);
       return n;
     },
+    shared,
     secretFile,
     dir,
     ttlMs,
