@@ -35,10 +35,31 @@ export const COALESCED_READS: ReadonlySet<string> = new Set([
   'guest-fsfreeze-status',
 ]);
 
+/**
+ * The shared command's abort signal: an EventTarget with AbortSignal's `aborted`, `reason` and
+ * 'abort' event, which is all the channel uses of a signal. Not an AbortController's: making one
+ * and adding the first listener to its signal cost ~3.5 µs on Node 20, per coalesced read (issue 14).
+ */
+class SharedAbort extends EventTarget {
+  aborted = false;
+  reason: unknown = undefined;
+
+  abort(reason: unknown): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    this.dispatchEvent(new Event('abort'));
+  }
+
+  get signal(): AbortSignal {
+    return this as unknown as AbortSignal;
+  }
+}
+
 interface Shared {
   promise: Promise<JsonValue>;
   waiters: number;
-  ac: AbortController;
+  ac: SharedAbort;
 }
 
 export class ReadCoalescer {
@@ -61,13 +82,15 @@ export class ReadCoalescer {
     let s = this.pending.get(key);
     if (s) this.joined++;
     else {
-      const ac = new AbortController();
-      const shared: Shared = { promise: undefined as unknown as Promise<JsonValue>, waiters: 0, ac };
-      shared.promise = start({ ...opts, signal: ac.signal }).finally(() => {
+      const ac = new SharedAbort();
+      const promise = start({ ...opts, signal: ac.signal });
+      const shared: Shared = { promise, waiters: 0, ac };
+      const settled = (): void => {
         if (this.pending.get(key) === shared) this.pending.delete(key);
-      });
-      // a rejection nobody waits for any more (every caller left) is not unhandled
-      shared.promise.catch(() => undefined);
+      };
+      // registered before any waiter's reaction, so the entry is gone when they resume; it also
+      // handles a rejection nobody waits for any more (every caller left)
+      promise.then(settled, settled);
       this.pending.set(key, shared);
       s = shared;
     }
