@@ -240,6 +240,73 @@ describe('RedisStore on a 3-master Redis Cluster', () => {
   });
 });
 
+/** which of the 3 masters (0, 1, 2) holds a VM's keys: its hash tag {vm:<name>}'s slot */
+async function masterOf(c: TestRedisCluster, vm: string): Promise<number> {
+  const slot = Number(/^:(\d+)/.exec(await c.command(c.ports[0], 'CLUSTER', 'KEYSLOT', `{vm:${vm}}`))?.[1] ?? -1);
+  return slot <= 5460 ? 0 : slot <= 10922 ? 1 : 2;
+}
+
+// QGA_REDIS_FULL=1: a Cluster with a replica per master and a real Cluster failover (about 10 s more)
+describe.runIf(process.env.QGA_REDIS_FULL === '1')('RedisStore on a Redis Cluster with replicas: a master SIGKILLed', () => {
+  let rc: TestRedisCluster;
+  beforeAll(async () => {
+    rc = await startRedisCluster({ replicas: true });
+  }, 60_000);
+  afterAll(async () => {
+    await rc?.stop();
+  });
+
+  it('its VMs are STORE_UNAVAILABLE until the replica is promoted, the others are served throughout; replicated leases survive', { timeout: 60_000 }, async () => {
+    const store = new RedisStore({ clusterNodes: rc.nodes, keyPrefix: 'cf:', commandTimeoutMs: 500 });
+    try {
+      await store.ready(5_000);
+      const vms: Record<number, string[]> = { 0: [], 1: [], 2: [] };
+      for (let k = 0; vms[0].length < 2 || vms[1].length < 2; k++) vms[await masterOf(rc, `cf${k}`)].push(`cf${k}`);
+      const [onDead, onLive] = [vms[0][0], vms[1][0]];
+      const held = await store.acquire(req({ session: `vm:${onDead}`, keys: [`vm:${onDead}`] }));
+      if (!held.ok) throw new Error('acquire failed');
+      // replicated before the kill: the replica's offset reaches the master's
+      const target = Number(/master_repl_offset:(\d+)/.exec(await rc.command(rc.ports[0], 'INFO', 'replication'))?.[1] ?? 0);
+      const t0 = Date.now();
+      while (Number(/slave_repl_offset:(\d+)/.exec(await rc.command(rc.replicaPorts[0], 'INFO', 'replication'))?.[1] ?? -1) < target) {
+        if (Date.now() - t0 > 5_000) throw new Error('replica not in sync within 5 s');
+        await sleep(10);
+      }
+
+      const killing = rc.killMaster(0);
+      // while the failover runs: the dead master's VMs fail fast, the other masters' are served
+      await sleep(300);
+      const during = await store.acquire(req({ session: `vm:${vms[0][1]}`, keys: [`vm:${vms[0][1]}`] })).then(
+        () => 'ok',
+        (e: GatewayError) => e.code,
+      );
+      expect(during).toBe('STORE_UNAVAILABLE');
+      const live = await store.acquire(req({ session: `vm:${onLive}`, keys: [`vm:${onLive}`] }));
+      expect(live.ok).toBe(true);
+      const failover = await killing;
+      expect(failover.ms).toBeLessThan(20_000);
+
+      // the store follows the promoted replica by itself (MOVED / slot map refresh)
+      const back = Date.now();
+      for (;;) {
+        const r = await store.getByKey(`vm:${onDead}`).then((l) => l, () => 'unavailable' as const);
+        if (r !== 'unavailable') {
+          expect(r?.leaseId).toBe(held.lease.leaseId);
+          break;
+        }
+        if (Date.now() - back > 10_000) throw new Error('the store did not reach the promoted replica within 10 s');
+        await sleep(50);
+      }
+      expect(await store.renew(`vm:${onDead}`, held.lease.leaseId, 30_000)).toMatchObject({ ok: true });
+      expect(await store.acquire(req({ session: `vm:${onDead}`, keys: [`vm:${onDead}`], owner: 'bob' }))).toMatchObject({ ok: false, reason: 'conflict' });
+      const fresh = await store.acquire(req({ session: `vm:${vms[0][1]}`, keys: [`vm:${vms[0][1]}`] }));
+      expect(fresh.ok && fresh.lease.fence).toBeGreaterThan(held.lease.fence);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
 describe('RedisStore over TLS with an ACL user', () => {
 
   it('connects with rediss:// and the CA: user and password in the URL, or username + passwordFile', async () => {
