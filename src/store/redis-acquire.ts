@@ -73,13 +73,14 @@ async function acquireSingle(core: RedisCore, req: AcquireRequest): Promise<Acqu
     if (!idem && isGatewayError(first.reason) && first.reason.code === 'STORE_UNAVAILABLE') core.abandoned.add(leaseId, { session, keys }, req.ttlMs);
     throw first.reason;
   }
-  const dropEntry = () => core.indexRemove(session, leaseId).catch(() => undefined);
+  // this lease will not exist: its entry goes, without waiting for it
+  const dropEntry = () => void core.indexRemove(session, leaseId).catch(() => undefined);
   const usedIdem = idemR.status === 'fulfilled' ? idemR.value : null;
   let r: Reply[] = list(first.value);
   for (let round = 0; ; round++) {
     const tag = r[0];
     if (tag === 'ok') break;
-    await dropEntry();
+    dropEntry();
     if (tag === 'late') throw core.clock.lateError('lock');
     if (tag === 'idem') return { ok: false, reason: 'idempotency-key-reused', session: String(r[1]), leaseId: String(r[2]) };
     if (tag === 'reused') {
@@ -150,38 +151,47 @@ async function acquireGroup(core: RedisCore, req: AcquireRequest): Promise<Acqui
     core.exec.run(S.GROUP_PENDING, [record], [session, leaseId, owner, req.ttlMs, req.hardCapMs, idem, keysJson, JSON.stringify(req.data ?? {})]),
   ]);
   if (pendR.status === 'rejected') {
-    core.abandoned.add(leaseId, { session, keys }, req.ttlMs);
+    // no VM was tried: only the record (if it was written) and the entry are left to undo
+    core.abandoned.add(leaseId, { session, keys: [] }, req.ttlMs);
     throw pendR.reason;
   }
   const p = list(pendR.value);
   if (p[0] === 'exists') {
-    await core.indexRemove(session, leaseId).catch(() => undefined);
+    void core.indexRemove(session, leaseId).catch(() => undefined);
     return conflict(session, core.lease(fields(p.slice(1))), false);
   }
   if (idxR.status === 'rejected') {
-    await core.rollback(session, leaseId, keys, req.ttlMs);
+    await core.rollbackSoon(session, leaseId, [], [], req.ttlMs);
     throw idxR.reason;
   }
   const started = performance.now();
   const epochs: string[] = [];
+  /** the VMs whose lock script answered 'locked' */
+  const locked: string[] = [];
+  /** the VM being locked: if its script fails, it may have run (answer lost) */
+  let trying: string[] = [];
   let lease: Lease;
   try {
     for (const key of keys) {
       if (performance.now() - started > GROUP_ACQUIRE_MAX_MS) throw errors.storeUnavailable(`lease store (Redis): locking the group's VMs took over ${GROUP_ACQUIRE_MAX_MS} ms: rolled back`);
+      trying = [key];
       const m = await lockMember(core, req, key, leaseId, floor, keysJson);
+      trying = [];
       if ('reason' in m) {
-        await core.rollback(session, leaseId, keys, req.ttlMs);
+        // every node asked so far answered: undone now, before the conflict is reported
+        await core.rollback(session, leaseId, locked, req.ttlMs);
         return m;
       }
       floor = m.fence;
       epochs.push(m.epoch);
+      locked.push(key);
     }
     const a = list(await core.exec.run(S.GROUP_ACTIVATE, [record], [leaseId, floor, epochs.join(' '), await core.clock.notAfter()]));
     if (a[0] === 'late') throw core.clock.lateError('lock');
     if (a[0] !== 'ok') throw errors.storeUnavailable('lease store (Redis): the group was ended while its VMs were being locked (taken for abandoned): rolled back');
     lease = core.lease(fields(a.slice(1)));
   } catch (e) {
-    await core.rollback(session, leaseId, keys, req.ttlMs);
+    await core.rollbackSoon(session, leaseId, locked, trying, req.ttlMs);
     throw e;
   }
   const exact = core.indexRaise(session, leaseId, lease.expiresAt).catch(() => undefined);

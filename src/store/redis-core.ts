@@ -158,8 +158,9 @@ export class RedisCore {
       await Promise.all(keys.map((k) => this.vm(S.VM_UNLOCK, k, [leaseId])));
       released = (await this.exec.run(S.RECORD_DELETE, [this.keys.record(session)], [leaseId])) === 1;
     }
-    // a left-over entry only costs the sweeper a look (and is pruned): never fail a release for it
-    await this.indexRemove(session, leaseId).catch(() => undefined);
+    // a left-over entry only costs the sweeper a look (and is pruned): never fail or wait a release
+    // for it (later commands on the same connection still see it done)
+    void this.indexRemove(session, leaseId).catch(() => undefined);
     return released;
   }
 
@@ -202,12 +203,27 @@ export class RedisCore {
     return { ok: false, reason: 'idempotency-key-reused', session: id.session, leaseId: id.leaseId };
   }
 
-  /** Undo an acquire now; if the store cannot be reached, as soon as it can. */
-  async rollback(session: string, leaseId: string, keys: string[], ttlMs: number): Promise<void> {
+  /**
+   * Undo an acquire whose nodes answered: `locked` (the VMs that may hold this lease's lock; never
+   * one it did not try) unlocked, then the record, then the entry. What fails is retried in the
+   * background.
+   */
+  async rollback(session: string, leaseId: string, locked: string[], ttlMs: number): Promise<void> {
     try {
-      await this.releaseParts(session, leaseId, keys);
+      await this.releaseParts(session, leaseId, locked);
     } catch {
-      this.abandoned.add(leaseId, { session, keys }, ttlMs);
+      this.abandoned.add(leaseId, { session, keys: locked }, ttlMs);
     }
+  }
+
+  /**
+   * Undo an acquire that failed on a node that did not answer: the VMs known locked (their nodes
+   * just answered) are unlocked now, so they are free at once; `unknown` (a lock whose script's
+   * answer was lost), the record and the entry as soon as the store answers, without making the
+   * caller wait for a node that is not answering.
+   */
+  async rollbackSoon(session: string, leaseId: string, locked: string[], unknown: string[], ttlMs: number): Promise<void> {
+    await Promise.allSettled(locked.map((k) => this.vm(S.VM_UNLOCK, k, [leaseId])));
+    this.abandoned.add(leaseId, { session, keys: [...locked, ...unknown] }, ttlMs);
   }
 }
