@@ -27,6 +27,9 @@ const REDIS_CYCLES = FULL ? 3 : 1;
 const FILE_BYTES = (FULL ? 64 : 3) * 1024 * 1024;
 const TTL_MS = 1_500;
 const INTERVAL_MS = 500;
+const FORWARD_MS = 3_000;
+/** the headers bound of a forwarded ping: max(cluster.forwardTimeoutMs, agent.timeouts.fast) */
+const PING_BOUND_MS = Math.max(FORWARD_MS, 5_000);
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 const sha = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
@@ -126,6 +129,8 @@ beforeAll(async () => {
     ],
     // one simulated VM on TCP that a and b can both reach: served by whichever holds its ownership lease
     tcpVms: [{ name: 'tcp1', nodes: ['a', 'b'] }],
+    // a forwarded ping then waits at most max(this, its agent timeout class: fast, 5 s) for its answer
+    config: { cluster: { forwardTimeoutMs: FORWARD_MS } },
   });
   [a, b, c] = cl.nodes;
   const ms = await until(converged, 10_000, 'every node to list a, b and c alive');
@@ -510,6 +515,35 @@ describe('cluster of three gateway processes on one Redis', { timeout: 60_000 },
       expect(th.status, th.text).toBe(200);
       expect(c.vm.c2.state.frozen).toBe(false);
     }
+  });
+
+  it.skipIf(!FULL)('a node that hangs (SIGSTOP, sockets open): a ping in flight answers 503 at its bound, new ones 503 at once once it is gone; SIGCONT: back by itself', async () => {
+    expect((await ask(a, 'GET', '/v1/vms/c1/ping')).status).toBe(200);
+    c.pause();
+    const pausedAt = performance.now();
+    try {
+      const hung = await ask(a, 'GET', '/v1/vms/c1/ping', { timeoutMs: PING_BOUND_MS + 10_000 });
+      expectProblem(hung, 503, 'NODE_UNAVAILABLE');
+      await until(async () => {
+        const r = await ask(a, 'GET', '/v1/vms?state=unknown');
+        return (r.json?.items as Array<Record<string, unknown>>).some((v) => v.name === 'c1');
+      }, TTL_MS + INTERVAL_MS + 5_000, 'c gone for a');
+      const goneMs = performance.now() - pausedAt;
+      const now = await ask(a, 'GET', '/v1/vms/c1/ping');
+      expectProblem(now, 503, 'NODE_UNAVAILABLE');
+      say(`c SIGSTOPped: the ping in flight answered 503 after ${hung.ms.toFixed(0)} ms (bound ${PING_BOUND_MS}); c gone after ${goneMs.toFixed(0)} ms; then 503 in ${now.ms.toFixed(0)} ms`);
+      expect(hung.ms).toBeGreaterThanOrEqual(PING_BOUND_MS - 50);
+      expect(hung.ms).toBeLessThanOrEqual(PING_BOUND_MS + 1_500);
+      expect(now.ms).toBeLessThan(500);
+    } finally {
+      c.resume();
+    }
+    const resumedAt = performance.now();
+    await until(async () => {
+      const r = await ask(a, 'GET', '/v1/vms/c1/ping');
+      return r.status === 200 && r.headers.get('x-qga-node') === 'c';
+    }, 10_000, 'a to route c1 to c after SIGCONT');
+    say(`c SIGCONTed: routed to again ${(performance.now() - resumedAt).toFixed(0)} ms later`);
   });
 
   // the last test of the file: b is not started again (its return is the SIGKILL tests' subject)

@@ -70,6 +70,9 @@ export interface ClusterNode {
   kill(): Promise<void>;
   /** SIGTERM (a graceful stop) and wait for the exit; resolves with the exit code */
   terminate(): Promise<number | null>;
+  /** SIGSTOP / SIGCONT: the process hangs with its sockets open (a hung host), then goes on */
+  pause(): void;
+  resume(): void;
   /** start the process again (same port, same config); resolves when /readyz answers 200 */
   start(): Promise<void>;
   /** ms from spawn to the first 200 of /readyz, of the last start */
@@ -236,6 +239,12 @@ function makeNode(
         c.kill('SIGKILL');
       }
       await exited(c);
+    },
+    pause() {
+      if (running()) child?.kill('SIGSTOP');
+    },
+    resume() {
+      if (running()) child?.kill('SIGCONT');
     },
     async terminate() {
       const c = child;
