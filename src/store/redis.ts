@@ -46,7 +46,10 @@
  * entries, then each lease's record (on its own node); an entry of a lease found live is moved to
  * its expiry. claim checks the record is expired and this lease's, then moves the entry forward
  * by the retry delay in one script on the index's node (only one claimer wins). A renewal raises
- * the entry after the record; a crash between leaves it early, never late.
+ * the entry after the record; a crash between leaves it early, never late. The index is one key:
+ * while its master is down no acquire succeeds (its entry cannot be written) and nothing is swept
+ * (the holders' local timers still thaw); a lease whose record's master is down is skipped until
+ * it is back.
  *
  * Epochs: each VM has its own (random, taken when the VM's keys are first written); a lease
  * records its VM's (a group: its VMs', space-separated). check() finds "no lock" and an epoch
