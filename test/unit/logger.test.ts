@@ -59,6 +59,33 @@ describe('logger: asynchronous writes, nothing lost at the end', () => {
     expect(count(r.stdout)).toBe(LINES);
   });
 
+  it('to a regular file (one synchronous write per event-loop turn): process.exit() right after logging loses nothing', { timeout: 30_000 }, async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'logger-test-'));
+    try {
+      const file = path.join(dir, 'out.log');
+      const script = `
+        import { openSync } from 'node:fs';
+        import { createLogger } from './src/http/logger.ts';
+        const log = createLogger({ level: 'info', pretty: false }, { fd: openSync(${JSON.stringify(file)}, 'w'), isTTY: false });
+        setTimeout(() => {
+          for (let i = 0; i < ${LINES}; i++) log.info({ i, pad: 'x'.repeat(100) }, 'line');
+          setImmediate(() => {
+            for (let i = 0; i < ${LINES}; i++) log.info({ i, pad: 'x'.repeat(100) }, 'line');
+            process.exit(0);
+          });
+        }, 10);
+      `;
+      const code = await new Promise<number | null>((resolve) => {
+        const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: ROOT, stdio: 'ignore' });
+        child.on('close', resolve);
+      });
+      expect(code).toBe(0);
+      expect(count(await readFile(file, 'utf8'))).toBe(2 * LINES);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('log.pretty: auto follows the terminal, true/false force it', () => {
     expect(wantsPretty({ level: 'info', pretty: 'auto' }, true)).toBe(true);
     expect(wantsPretty({ level: 'info', pretty: 'auto' }, false)).toBe(false);
