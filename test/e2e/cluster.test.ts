@@ -87,7 +87,7 @@ async function firstMiss(): Promise<string | undefined> {
     for (const [vm, home] of Object.entries(HOME)) {
       const r = await ask(n, 'GET', `/v1/vms/${vm}/ping`);
       const by = r.headers.get('x-qga-node') ?? n.id;
-      if (r.status !== 200 || by !== home) return `${n.id} → ${vm}: ${r.status} ${String(r.json?.code ?? '')} from ${by}`;
+      if (r.status !== 200 || by !== home) return `${n.id} → ${vm}: ${r.status} ${String(r.json?.code ?? '')} from ${by}: ${String(r.json?.detail ?? '').slice(0, 300)}`;
     }
   }
   return undefined;
