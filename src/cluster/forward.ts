@@ -17,6 +17,7 @@
  *    NODE_UNAVAILABLE naming the node; a failure after the answer's headers cuts the connection.
  */
 import { Pool, type Dispatcher } from 'undici';
+import { DROPPED_RESPONSE, ForwardAnswer, type ForwardCallback } from './forward-answer.js';
 import type { Config } from '../config/schema.js';
 import { errors, type GatewayError } from '../errors.js';
 import { DEFAULT_TIMEOUTS, UNKNOWN_COMMAND_TIMEOUT, commandSpec } from '../qga/commands.js';
@@ -33,27 +34,31 @@ export const FORWARD_CONTEXT = Symbol('qga.forward.context');
 export interface ForwardContext {
   signal: AbortSignal;
   headersTimeout: number;
+  /** the node's id, named by X-Qga-Node on its answers when it did not name itself */
+  nodeId?: string;
 }
 
-type RequestOptions = Dispatcher.RequestOptions & { headers?: Record<string | symbol, unknown> };
-type Callback = (err: Error | null, data?: Dispatcher.ResponseData) => void;
+type RequestOptions = Dispatcher.DispatchOptions & { headers?: Record<string | symbol, unknown> };
 
 /**
  * The dispatcher handed to reply-from (its `undici` option takes any object with request()): picks
- * the node's pool by origin and applies the request's own signal and headers bound.
+ * the node's pool by origin and applies the request's own signal and headers bound. It dispatches
+ * with a lean handler of its own (cluster/forward-answer.ts) rather than undici's request():
+ * reply-from gets the same {statusCode, headers, body} (body: a stream, or a WholeBody for a small
+ * answer read whole), headers already without the hop-by-hop ones and with X-Qga-Node.
  */
 export class NodePools {
   private readonly pools = new Map<string, Pool>();
 
   constructor(private readonly forwardTimeoutMs: number) {}
 
-  request(opts: RequestOptions, cb: Callback): void {
+  request(opts: RequestOptions, cb: ForwardCallback): void {
     // undici reads only the string keys of headers: the context's symbol key can stay
     const ctx = opts.headers?.[FORWARD_CONTEXT] as ForwardContext | undefined;
-    opts.signal = ctx?.signal;
     opts.headersTimeout = ctx?.headersTimeout ?? this.forwardTimeoutMs;
     opts.bodyTimeout = this.forwardTimeoutMs;
-    this.pool(String(opts.origin)).request(opts, cb as never);
+    const origin = String(opts.origin);
+    this.pool(origin).dispatch(opts, new ForwardAnswer(opts.method, opts.body, ctx?.nodeId ?? origin, ctx?.signal, cb));
   }
 
   private pool(origin: string): Pool {
@@ -157,8 +162,6 @@ export function routeBound(schema: SchemaLike | undefined, config: Config): Rout
 
 /** Request headers that do not cross to the other node (hop-by-hop, the client's credentials, our own hop headers, Origin: checked here). */
 const DROPPED_REQUEST = new Set(['authorization', 'proxy-authorization', 'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'transfer-encoding', 'expect', 'origin', HOP_HEADER, PRINCIPAL_HEADER, SIGNATURE_HEADER, NODE_HEADER]);
-/** Response headers that do not cross back (hop-by-hop). */
-const DROPPED_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'te', 'trailer', 'upgrade', 'transfer-encoding']);
 
 /** a copy without the dropped names (copying is cheaper than `delete`, which turns an object into a slow dictionary) */
 function without(headers: HeaderMap, dropped: ReadonlySet<string>): HeaderMap {

@@ -18,11 +18,12 @@
 import replyFrom from '@fastify/reply-from';
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, RouteOptions } from 'fastify';
 import type { NodeInfo } from '../../cluster/directory.js';
-import { NodePools, forwardFailure, incomingHeaders, outgoingHeaders, routeBound } from '../../cluster/forward.js';
+import { NodePools, forwardFailure, outgoingHeaders, routeBound } from '../../cluster/forward.js';
+import { WholeBody } from '../../cluster/forward-answer.js';
 import { NODE_HEADER, loadHopSecret, signHop, type HopPrincipal } from '../../cluster/hop.js';
 import type { Config } from '../../config/schema.js';
 import { errors } from '../../errors.js';
-import { requestSignal } from '../abort.js';
+import { signalOptions } from '../abort.js';
 import { hopOf, hopPrincipal, type Principal } from './auth.js';
 
 declare module 'fastify' {
@@ -33,10 +34,6 @@ declare module 'fastify' {
 }
 
 const VM_PARAM = /\/:vm(\/|$)/;
-/** answers up to this size are read whole and sent as one buffer (cheaper than a stream; a node dying mid-body is then still a 503) */
-const SMALL_BODY = 65_536;
-/** headers of the node's answer that do not fit a problem sent instead of it */
-const BODY_HEADERS = ['content-length', 'content-range', 'accept-ranges', 'etag', 'last-modified', 'location'];
 
 /** a path that WHATWG URL parsing leaves as it is: no dot segment (nor %2e), no `//` start, only characters it does not escape */
 const PLAIN_PATH = /^\/(?!\/)(?:[A-Za-z0-9\-_~%:@!$&'()*+,;=]|\/(?!\.\.?(?:\/|$))|\.)*$/;
@@ -98,7 +95,9 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
   function forwardTo(request: FastifyRequest, reply: FastifyReply, vm: string, node: NodeInfo, boundMs: number): void {
     const origin = originOf(node.url);
     const { path, query, signed } = splitUrl(request.url, origin);
-    const signal = requestSignal(request);
+    // the connection's signal (client gone, or the shutdown grace over): the forward's use of it
+    // ends when its answer is complete, so a signal per request is not needed
+    const { signal } = signalOptions(request);
     const hop = signHop(secret, { method: request.method, url: signed, entryNode: cluster.selfId, principal: carriedOf(request.principal) });
     // reply-from pipes request.body when it is a stream: the raw request, unread
     if (request.method !== 'GET' && request.method !== 'HEAD' && hasBody(request)) (request as { body: unknown }).body = request.raw;
@@ -106,29 +105,23 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
     void reply.from(path, {
       getUpstream: () => origin,
       queryString: () => query,
-      rewriteRequestHeaders: (_req, headers) =>
-        outgoingHeaders(headers as Record<string, unknown>, { ...hop, 'x-request-id': request.id }, { signal, headersTimeout: boundMs }) as never,
-      rewriteHeaders: (headers) => incomingHeaders(headers as Record<string, unknown>, node.id) as never,
+      rewriteRequestHeaders: (_req, headers) => {
+        const out = outgoingHeaders(headers as Record<string, unknown>, hop, { signal, headersTimeout: boundMs, nodeId: node.id });
+        out['x-request-id'] = request.id;
+        return out as never;
+      },
+      // the answer's headers come without the hop-by-hop ones and with X-Qga-Node (NodePools)
       // one retry, at once, of a GET/HEAD whose pooled connection the node had just closed
       retryDelay: ({ err, attempt }) => {
         const code = (err as { code?: string } | null)?.code;
         if (attempt === 0 && attempts++ === 0 && (request.method === 'GET' || request.method === 'HEAD') && (code === 'UND_ERR_SOCKET' || code === 'ECONNRESET') && !signal.aborted) return 1;
         return null;
       },
+      // a small answer was read whole before this (a failure meanwhile went to onError); a larger
+      // one is streamed: a failure after its headers cuts the connection
       onResponse: (_req, r, res) => {
-        const length = Number((res as unknown as { headers: Record<string, unknown> }).headers['content-length']);
-        if (request.method === 'HEAD' || !(length <= SMALL_BODY)) {
-          r.send(res.stream);
-          return;
-        }
-        const chunks: Buffer[] = [];
-        res.stream.on('data', (chunk: Buffer) => chunks.push(chunk));
-        res.stream.once('end', () => r.send(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks)));
-        res.stream.once('error', (err) => {
-          if (r.sent) return;
-          for (const h of BODY_HEADERS) r.removeHeader(h);
-          r.send(signal.aborted ? (signal.reason as Error) : forwardFailure(err, vm, node, boundMs));
-        });
+        const body = res.stream as unknown;
+        r.send(body instanceof WholeBody ? body.bytes : res.stream);
       },
       onError: (r, { error }) => {
         if (signal.aborted) {
