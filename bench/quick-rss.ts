@@ -6,13 +6,11 @@
  *
  *   npx tsx bench/quick-rss.ts [--ab REV]
  */
-import { auth, startGateway, TOKENS, type GatewayProc } from './lib/procs.js';
+import { auth, fullGc, GC_ON_USR2, startGateway, TOKENS, type GatewayProc } from './lib/procs.js';
 import { startSimChild } from './lib/sim-child.js';
 import { buildRevision } from './lib/revision.js';
 import { gatewayEntry } from './lib/build.js';
 
-/** node flags: a full garbage collection on SIGUSR2 (the gateway does not use that signal), so the heap figures hold live objects only */
-const GC_ON_USR2 = ['--expose-gc', '--import', `data:text/javascript,process.on('SIGUSR2', () => globalThis.gc())`];
 
 const count = Number(process.env.BENCH_VMS ?? 1000);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
@@ -24,11 +22,6 @@ async function heapUsed(gw: GatewayProc): Promise<number> {
   const text = await (await fetch(`${gw.base}/metrics`, { headers: H })).text();
   const m = /^nodejs_heap_size_used_bytes (\d+(?:\.\d+)?(?:e\+\d+)?)/m.exec(text);
   return m ? Number(m[1]) : Number.NaN;
-}
-
-async function fullGc(gw: GatewayProc): Promise<void> {
-  process.kill(gw.pid, 'SIGUSR2');
-  await new Promise((res) => setTimeout(res, 300));
 }
 
 async function main(): Promise<void> {

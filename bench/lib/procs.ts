@@ -257,3 +257,12 @@ export async function removeDir(dir: string): Promise<void> {
  * has run for a while does not pay that.
  */
 export const warmMs = (ms: number): number => Math.min(Number(process.env.BENCH_WARM_MS ?? 3000), ms);
+
+/** node flags: a full garbage collection on SIGUSR2 (the gateway does not use that signal), so the heap figures hold live objects only */
+export const GC_ON_USR2 = ['--expose-gc', '--import', `data:text/javascript,process.on('SIGUSR2', () => globalThis.gc())`];
+
+/** a full GC in a gateway started with GC_ON_USR2, and a moment for it to finish */
+export async function fullGc(gw: GatewayProc): Promise<void> {
+  process.kill(gw.pid, 'SIGUSR2');
+  await new Promise((res) => setTimeout(res, 300));
+}
