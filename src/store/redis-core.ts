@@ -165,7 +165,7 @@ export class RedisCore {
   }
 
   indexAdd(session: string, leaseId: string, score: number): Promise<unknown> {
-    return this.exec.guard(() => this.redis.zadd(this.keys.index, 'NX', Math.round(score), indexMember(session, leaseId)));
+    return this.exec.guard(() => this.redis.zadd(this.keys.index(session), 'NX', Math.round(score), indexMember(session, leaseId)));
   }
 
   /**
@@ -173,11 +173,11 @@ export class RedisCore {
    * renewal, or for a listed lease found live (never undoing a claim's retry delay).
    */
   indexRaise(session: string, leaseId: string, score: number): Promise<unknown> {
-    return this.exec.guard(() => this.redis.zadd(this.keys.index, 'XX', 'GT', Math.round(score), indexMember(session, leaseId)));
+    return this.exec.guard(() => this.redis.zadd(this.keys.index(session), 'XX', 'GT', Math.round(score), indexMember(session, leaseId)));
   }
 
   indexRemove(session: string, leaseId: string): Promise<unknown> {
-    return this.exec.guard(() => this.redis.zrem(this.keys.index, indexMember(session, leaseId)));
+    return this.exec.guard(() => this.redis.zrem(this.keys.index(session), indexMember(session, leaseId)));
   }
 
   idemGet(owner: string, idem: string): Promise<string | null> {

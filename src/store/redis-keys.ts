@@ -6,7 +6,9 @@
  *   P{vm:<name>}:session    hash, the lease record of a single-VM session (fields below)
  *   P{vm:<name>}:meta       hash {fence, epoch}: the VM's last fence and its epoch
  *   P{group:<id>}:session   hash, the lease record of a freeze group (fields below + state)
- *   P{deadlines}            zset "<session>\n<leaseId>" → time (ms) the lease must be thawed by
+ *   P{dl:<n>}:deadlines     zset "<session>\n<leaseId>" → time (ms) the lease must be thawed by:
+ *                           one of 256 buckets; a lease's entry is in the bucket of its session's
+ *                           slot, whose key hashes into that slot's range (redis-slots.ts)
  *   Pidem:<owner>\n<key>    string "<session>\n<leaseId>" (expires after the hard cap + 1 h)
  *   Pended:<leaseId>        hash {session, endedAt, endedBy}: a tombstone (expires)
  *   Pepoch                  string, the epoch health() reports
@@ -19,9 +21,12 @@
  * one slot, so a script touching them runs on one node. The lock key (`vm:<name>`) or session key
  * (`group:<id>`) is the tag as it is; the prefix stays outside the braces.
  */
+import { bucketKeys, bucketOfSlot, keySlot } from './redis-slots.js';
 
 export class RedisKeys {
-  constructor(readonly prefix: string) {}
+  constructor(readonly prefix: string) {
+    this.buckets = bucketKeys(prefix);
+  }
 
   private tagged(key: string, what: string): string {
     return `${this.prefix}{${key}}:${what}`;
@@ -47,8 +52,12 @@ export class RedisKeys {
     return [this.lock(key), this.record(key), this.meta(key)];
   }
 
-  get index(): string {
-    return `${this.prefix}{deadlines}`;
+  /** the deadline index buckets, all of them (bucket b covers slots [b × 64, (b + 1) × 64)) */
+  readonly buckets: string[];
+
+  /** the bucket holding a session's index entry: the bucket of the session's own slot */
+  index(session: string): string {
+    return this.buckets[bucketOfSlot(keySlot(this.record(session)))];
   }
 
   idem(owner: string, idem: string): string {

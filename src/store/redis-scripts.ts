@@ -197,12 +197,36 @@ redis.call('HSET', KEYS[1], 'fence', ARGV[2], 'epoch', ARGV[3], 'state', 'active
 return append({'ok'}, redis.call('HGETALL', KEYS[1]))
 `;
 
-/** KEYS = [index]. ARGV: max score ('now' or '+inf'), limit. Reply: {nowMs, member, score, …} oldest first. */
+/** KEYS = [one index bucket]. ARGV: max score ('now' or '+inf'), limit. Reply: {nowMs, member, score, …} oldest first. */
 export const INDEX_RANGE = `${COMMON}
 local now = now_ms()
 local max = ARGV[1]
 if max == 'now' then max = fmt(now) end
 return append({fmt(now)}, redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', max, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2])))
+`;
+
+/**
+ * Every bucket at once, on one Redis (or Sentinel: one server; never on a Cluster, where the
+ * buckets are in different slots). KEYS = all index buckets. ARGV: max score ('now' or '+inf'),
+ * limit. Reply as INDEX_RANGE's: the `limit` oldest entries over all buckets.
+ */
+export const INDEX_RANGE_ALL = `${COMMON}
+local now = now_ms()
+local max = ARGV[1]
+if max == 'now' then max = fmt(now) end
+local limit = tonumber(ARGV[2])
+local all = {}
+for i = 1, #KEYS do
+  local r = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', max, 'WITHSCORES', 'LIMIT', 0, limit)
+  for j = 1, #r, 2 do all[#all + 1] = {tonumber(r[j + 1]), r[j]} end
+end
+table.sort(all, function(a, b) return a[1] < b[1] end)
+local out = {fmt(now)}
+for k = 1, math.min(#all, limit) do
+  out[#out + 1] = all[k][2]
+  out[#out + 1] = fmt(all[k][1])
+end
+return out
 `;
 
 /** KEYS = [index]. ARGV: member, retryMs. Reply: 1 (it was due: now due again at now + retryMs) | 0 */
@@ -255,6 +279,7 @@ export const ALL_SCRIPTS = [
   GROUP_PENDING,
   GROUP_ACTIVATE,
   INDEX_RANGE,
+  INDEX_RANGE_ALL,
   INDEX_CLAIM,
   INDEX_PRUNE,
   TOMBSTONE,
