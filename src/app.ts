@@ -247,6 +247,26 @@ function warnAboutOpenDoors(app: FastifyInstance, config: Config): void {
   if (!allowedHostNames(config.server, config.cluster.advertiseUrl)) {
     app.log.warn({ host: config.server.host }, 'wildcard bind without server.allowedHosts: requests are accepted for any Host name');
   }
+  if (config.cluster.enabled && plainNodeTraffic(config.cluster.advertiseUrl)) {
+    app.log.warn(
+      { advertiseUrl: config.cluster.advertiseUrl },
+      'cluster.advertiseUrl is http:// on a non-loopback address: the other nodes send this one signed but unencrypted requests (the carried principal, bodies, file contents); use https://',
+    );
+  }
+}
+
+/** An http:// URL whose host is not a loopback address (node-to-node traffic in clear over a network). */
+export function plainNodeTraffic(url: string | undefined): boolean {
+  if (url === undefined) return false;
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return false;
+  }
+  if (u.protocol !== 'http:') return false;
+  const host = u.hostname.toLowerCase();
+  return !(host === 'localhost' || host.endsWith('.localhost') || /^127(\.\d{1,3}){3}$/.test(host) || host === '[::1]');
 }
 
 /** Refusals answered without reading the body: the connection is closed after the answer. */

@@ -54,7 +54,7 @@ export interface RemoteVm {
   node: string;
   /** that node is alive (a gone node's VMs list with agent state unknown) */
   alive: boolean;
-  /** 2+ live nodes publish it */
+  /** the OTHER live nodes that also publish it, besides `node` (present when 2+ live nodes do) */
   conflict?: string[];
   summary: VmEntrySummary;
 }
@@ -200,6 +200,7 @@ export class Directory implements RemoteVms {
     const rec = id === undefined ? undefined : this.others.get(id);
     const summary = rec?.vms.get(vm);
     if (!rec || !summary) return undefined;
-    return { name: vm, node: rec.info.id, alive: rec.info.alive, ...(live.length >= 2 ? { conflict: live } : {}), summary };
+    // conflict: the other live claimers besides `node` (as a serving node shows it: locate's local.conflict)
+    return { name: vm, node: rec.info.id, alive: rec.info.alive, ...(live.length >= 2 ? { conflict: live.filter((n) => n !== rec.info.id) } : {}), summary };
   }
 }

@@ -209,7 +209,10 @@ describe('cluster membership (three gateways on one Redis)', () => {
       ['vm-b2', 'b'],
       ['vm-c1', 'c'],
     ]);
-    expect(all[0].conflict).toEqual(['a', 'b']);
+    // conflict means the same on every view: the other live nodes besides `node` (a serving node: the other one)
+    expect([all[0].node, all[0].conflict]).toEqual(['a', ['b']]);
+    const onB = (await listAll(nodes.b)).find((v) => v.name === 'dup');
+    expect([onB?.node, onB?.conflict]).toEqual(['b', ['a']]);
     // pages of 2 from a: every VM once, in name order
     const paged = await listAll(nodes.a, '', 2);
     expect(paged.map((v) => v.name)).toEqual(all.map((v) => v.name));
@@ -250,6 +253,15 @@ describe('cluster membership (three gateways on one Redis)', () => {
     expect(goneAt - cutAt).toBeLessThan(2 * TTL);
     const item = (await listAll(nodes.a)).find((v) => v.name === 'vm-c1');
     expect([item?.node, item?.agent.state, item?.agent.lastError]).toEqual(['c', 'unknown', 'node c stopped heartbeating']);
+    // the VM object answers 200 from the directory, as the list shows it (since: c's last heartbeat);
+    // every other route of it answers 503 NODE_UNAVAILABLE at once
+    const lastSeen = nodes.a.cluster.node('c')?.lastSeen as number;
+    const obj = await get<Item & { agent: { since: string }; frozen: boolean; channel: { state: string } }>(nodes.a, '/v1/vms/vm-c1');
+    expect(obj.status).toBe(200);
+    expect(obj.body).toEqual({ ...item, agent: { state: 'unknown', since: new Date(lastSeen).toISOString(), lastError: 'node c stopped heartbeating' } });
+    expect([obj.body.node, obj.body.labels, obj.body.frozen, obj.body.channel.state]).toEqual(['c', { env: 'prod' }, false, 'idle']);
+    const ping = await get<{ code: string; node: string }>(nodes.a, '/v1/vms/vm-c1/ping');
+    expect([ping.status, ping.body.code, ping.body.node]).toEqual([503, 'NODE_UNAVAILABLE', 'c']);
     // b reads the member index on its own rounds: within one more interval
     await until('c gone on b', () => nodes.b.cluster.node('c')?.alive === false, 2 * INTERVAL + 400);
     expect((await get<{ items: Array<{ id: string; alive: boolean }> }>(nodes.b, '/v1/nodes')).body.items.find((n) => n.id === 'c')?.alive).toBe(false);
@@ -382,5 +394,14 @@ describe('cluster.* configuration checks', () => {
     ]);
     // nothing is asked of a gateway outside cluster mode
     expect((await build({}, { type: 'memory' })).problems).toBeUndefined();
+  });
+
+  it('warns once at start when advertiseUrl is http:// on a non-loopback host (signed but unencrypted node-to-node requests)', async () => {
+    const { plainNodeTraffic } = await import('../../src/app.js');
+    const warned = (n: Node) => n.logs.filter((l) => l.level === 40 && String(l.msg).startsWith('cluster.advertiseUrl is http:// on a non-loopback address'));
+    // the nodes of this file advertise http://<id>.cluster.test:8080
+    for (const n of Object.values(nodes)) expect(warned(n).map((l) => l.advertiseUrl)).toEqual([`http://${n.id}.cluster.test:8080`]);
+    expect(['http://10.0.0.5:8080', 'http://gw1.example', 'http://[fe80::1]:80'].map(plainNodeTraffic)).toEqual([true, true, true]);
+    expect(['https://gw1.example:8443', 'http://127.0.0.1:8080', 'http://localhost:1', 'http://[::1]:8080', undefined].map(plainNodeTraffic)).toEqual([false, false, false, false, false]);
   });
 });

@@ -10,7 +10,8 @@
  *    X-Qga-Node names the node. The call carries the hop signature and the principal authenticated
  *    here, not the client's Authorization; the node checks scopes and VM globs again;
  *  - gone (its node stopped heartbeating) or conflict (claimed by 2+ live nodes) → 503
- *    NODE_UNAVAILABLE at once, naming the node(s).
+ *    NODE_UNAVAILABLE at once, naming the node(s); except that a route with `config.answersGone`
+ *    (GET /v1/vms/{vm}) answers a gone node's VM here, from the directory.
  * A forwarded request (valid hop signature) is never forwarded again: not served here → 503
  * NODE_UNAVAILABLE (the VM moved), never a loop. Its answers carry X-Qga-Node: this node.
  * A route can opt out with `config: { forward: false }`.
@@ -30,6 +31,8 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** false: never forwarded to another node, even with a {vm} parameter */
     forward?: boolean;
+    /** true: a VM whose node is gone is answered by the route here (GET /v1/vms/{vm}: from the directory), not 503 */
+    answersGone?: boolean;
   }
 }
 
@@ -144,6 +147,7 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
     if (!route.url.startsWith('/v1/') || !VM_PARAM.test(route.url) || route.config?.public || route.config?.forward === false) return;
     const bound = routeBound(route.schema as never, config);
     const selfId = cluster.selfId;
+    const answersGone = route.config?.answersGone === true;
     // A declared body over the limit is refused here, as the serving node would refuse it: that
     // node answers before reading it and closes, which the entry node, still sending, may only see
     // as a reset (a 503 instead of the 413). A chunked body over the limit is still refused there.
@@ -171,6 +175,10 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
           done();
           return;
         case 'gone':
+          if (answersGone) {
+            done();
+            return;
+          }
           done(errors.nodeUnavailable(vm, where.node.id, `node ${where.node.id}, which serves VM ${vm}, stopped heartbeating (last seen ${new Date(where.node.lastSeen).toISOString()})`));
           return;
         case 'conflict':

@@ -5,7 +5,10 @@
  * Nothing here talks to an agent: a listing of 10,000 VMs costs one lease-store read.
  */
 import { Type, type Static } from 'typebox';
-import type { RemoteVm } from '../../cluster/directory.js';
+import type { ClusterService, RemoteVm } from '../../cluster/directory.js';
+import type { ChannelStateName } from '../../cluster/summary.js';
+import type { Endpoint } from '../../qga/types.js';
+import type { VmSource } from '../../registry/types.js';
 import { freezeData } from '../../freeze/types.js';
 import { groupOfSession, vmKey, vmOfKey, type Lease } from '../../store/types.js';
 import { StringEnum } from '../schemas/component.js';
@@ -40,7 +43,9 @@ export const VmFreezeOwner = Type.Object(
 export const clusterProperties = {
   node: Type.Optional(Type.String({ description: 'cluster mode: the node that serves the VM (GET /v1/nodes)' })),
   conflict: Type.Optional(
-    Type.Array(Type.String(), { description: 'cluster mode: the other live nodes that serve a VM of the same name (each serves its own; a third node answers 503 NODE_UNAVAILABLE)' }),
+    Type.Array(Type.String(), {
+      description: 'cluster mode: the other live nodes, besides `node`, that serve a VM of the same name (each serves its own; a third node answers 503 NODE_UNAVAILABLE for it)',
+    }),
   ),
 };
 
@@ -55,8 +60,11 @@ export function clusterFields(services: HttpServices, vm: string): { node?: stri
     case 'remote':
     case 'gone':
       return { node: loc.node.id };
-    case 'conflict':
-      return { conflict: loc.nodes };
+    case 'conflict': {
+      // not served here, 2+ live nodes serve it: the first is `node`, the others its conflict (as in the list)
+      const [first, ...others] = loc.nodes;
+      return { ...(first !== undefined ? { node: first } : {}), conflict: others };
+    }
     default:
       return { node: cluster.selfId };
   }
@@ -122,6 +130,37 @@ export function remoteFleetFields(vm: RemoteVm, freezes: FreezeIndex, goneSince:
   const frozen = (lease !== undefined && freezeData(lease).state !== 'freezing') || s.frozen;
   const agent: FleetFields['agent'] = vm.alive ? s.agent : { state: 'unknown', since: goneSince, lastError: `node ${vm.node} stopped heartbeating` };
   return { agent, frozen, ...(frozen && freeze ? { freeze } : {}), ...(s.capabilities ? { capabilities: s.capabilities } : {}) };
+}
+
+/** A VM object (VmSummary in vms.ts) of a VM another node serves, or served before it went away. */
+export interface RemoteVmObject extends FleetFields {
+  name: string;
+  endpoint?: Endpoint;
+  source: VmSource;
+  labels?: Record<string, string>;
+  channel: { state: ChannelStateName; queued: number; inFlight: number };
+  node: string;
+  conflict?: string[];
+}
+
+/**
+ * The VM object of a VM another node publishes (cluster-wide GET /v1/vms items, and GET /v1/vms/{vm}
+ * of a gone node's VM): its last published labels, frozen and capabilities; a gone node's VMs with
+ * agent state unknown since that node was last seen, channel idle.
+ */
+export function remoteVmObject(cluster: ClusterService, vm: RemoteVm, view: { endpoints: boolean }, freezes: FreezeIndex): RemoteVmObject {
+  const s = vm.summary;
+  const lastSeen = cluster.node(vm.node)?.lastSeen ?? 0;
+  return {
+    name: vm.name,
+    ...(view.endpoints && s.endpoint ? { endpoint: s.endpoint } : {}),
+    source: s.source,
+    ...(s.labels ? { labels: s.labels } : {}),
+    channel: { state: vm.alive ? s.channel : 'idle', queued: 0, inFlight: 0 },
+    ...remoteFleetFields(vm, freezes, new Date(lastSeen).toISOString()),
+    node: vm.node,
+    ...(vm.conflict ? { conflict: vm.conflict } : {}),
+  };
 }
 
 /** The fleet fields of one VM. */

@@ -16,7 +16,7 @@ import { canAccessVm, type Principal } from '../plugins/auth.js';
 import type { HttpServices } from '../services.js';
 import { operation } from './operation.js';
 import type { ClusterService, RemoteVm, RemoteVms } from '../../cluster/directory.js';
-import { freezeIndex, remoteFleetFields } from './vm-fleet.js';
+import { freezeIndex, remoteVmObject } from './vm-fleet.js';
 import { VmSummary, summarize } from './vms.js';
 
 export const LIST_LIMIT_DEFAULT = 100;
@@ -149,24 +149,9 @@ async function clusterPage(
   const more = local.more || remoteMore || merged.length > q.limit;
   const view = { endpoints: principal.scopes.has('admin') };
   const freezes = await freezeIndex(services, page.map((e) => e.name));
-  const items = page.map((e) => (e.rec ? summarize(services, e.rec, view, freezes) : remoteItem(cluster, e.vm as RemoteVm, view, freezes)));
+  const items = page.map((e) => (e.rec ? summarize(services, e.rec, view, freezes) : remoteVmObject(cluster, e.vm as RemoteVm, view, freezes)));
   const last = page.at(-1);
   return { items, next: more && last ? encodeCursor(last.name) : null };
-}
-
-function remoteItem(cluster: ClusterService, vm: RemoteVm, view: { endpoints: boolean }, freezes: Awaited<ReturnType<typeof freezeIndex>>): Item {
-  const s = vm.summary;
-  const lastSeen = cluster.node(vm.node)?.lastSeen ?? 0;
-  return {
-    name: vm.name,
-    ...(view.endpoints && s.endpoint ? { endpoint: s.endpoint } : {}),
-    source: s.source,
-    ...(s.labels ? { labels: s.labels } : {}),
-    channel: { state: vm.alive ? s.channel : 'idle', queued: 0, inFlight: 0 },
-    ...remoteFleetFields(vm, freezes, new Date(lastSeen).toISOString()),
-    node: vm.node,
-    ...(vm.conflict ? { conflict: vm.conflict } : {}),
-  };
 }
 
 export default async function vmListRoutes(fastify: FastifyInstance): Promise<void> {

@@ -18,7 +18,9 @@ import { GuestAgentInfo } from '../schemas/qga.js';
 import type { RegistrationView, VmRecord } from '../../registry/registry.js';
 import type { HttpServices } from '../services.js';
 import { operation } from './operation.js';
-import { clusterFields, clusterProperties, fleetFields, fleetProperties, freezeIndex, type FreezeIndex } from './vm-fleet.js';
+import { clusterFields, clusterProperties, fleetFields, fleetProperties, freezeIndex, remoteVmObject, type FreezeIndex, type RemoteVmObject } from './vm-fleet.js';
+import type { ClusterService, NodeInfo, RemoteVm } from '../../cluster/directory.js';
+import { errors } from '../../errors.js';
 import { waitRoute } from './vm-wait.js';
 
 const Labels = Type.Record(Type.String(), Type.String({ maxLength: 256 }), { description: 'Free-form labels' });
@@ -97,6 +99,18 @@ export function summarize(services: HttpServices, rec: VmRecord, view: { endpoin
   };
 }
 
+/**
+ * The VM object of a VM whose node is gone, from what that node last published (the directory);
+ * 503 NODE_UNAVAILABLE when the directory holds no entry of it (a shared VM its gone owner never published).
+ */
+async function goneVm(services: HttpServices, cluster: ClusterService, vm: string, node: NodeInfo, view: { endpoints: boolean }): Promise<RemoteVmObject> {
+  const entry = cluster.remote?.get(vm);
+  if (!entry) throw errors.nodeUnavailable(vm, node.id, `node ${node.id}, which serves VM ${vm}, stopped heartbeating (last seen ${new Date(node.lastSeen).toISOString()})`);
+  // the node locate() names (a shared VM: its gone owner), shown gone whatever else publishes the name
+  const gone: RemoteVm = { name: entry.name, node: node.id, alive: false, summary: entry.summary };
+  return remoteVmObject(cluster, gone, view, await freezeIndex(services, [vm]));
+}
+
 export default async function vmRoutes(fastify: FastifyInstance): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
   const { services } = fastify;
@@ -125,13 +139,22 @@ export default async function vmRoutes(fastify: FastifyInstance): Promise<void> 
 
   app.get(
     '/vms/:vm',
-    operation('vms', 'getVm', {
-      summary: 'A VM: channel state, agent state (up, down, unknown; version, capabilities), frozen and by whom (and its endpoint, for admin callers)',
-      params: VmParams,
-      ok: { 200: VmDetail },
-      errors: [400, 401, 403, 404, 503],
-    }),
+    {
+      ...operation('vms', 'getVm', {
+        summary: 'A VM: channel state, agent state (up, down, unknown; version, capabilities), frozen and by whom (and its endpoint, for admin callers)',
+        description:
+          "In cluster mode a VM another node serves is forwarded there; a VM whose node is gone (stopped heartbeating) is answered here from the directory, as the cluster-wide list shows it: its `node`, `agent.state` `unknown` since that node was last seen, and the labels and frozen state that node last published. Every other route of such a VM answers 503 NODE_UNAVAILABLE.",
+        params: VmParams,
+        ok: { 200: VmDetail },
+        errors: [400, 401, 403, 404, 503],
+      }),
+      // a gone node's VM: answered here from the directory (plugins/forward.ts), not 503
+      config: { answersGone: true },
+    },
     async (request) => {
+      const cluster = services.cluster;
+      const where = cluster?.locate(request.params.vm);
+      if (cluster && where?.kind === 'gone') return goneVm(services, cluster, request.params.vm, where.node, viewOf(request.principal));
       const rec = await services.registry.require(request.params.vm);
       return summarize(services, rec, viewOf(request.principal), await freezeIndex(services, [rec.name]));
     },

@@ -180,7 +180,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** A VM: channel state, agent state (up, down, unknown; version, capabilities), frozen and by whom (and its endpoint, for admin callers) */
+        /**
+         * A VM: channel state, agent state (up, down, unknown; version, capabilities), frozen and by whom (and its endpoint, for admin callers)
+         * @description In cluster mode a VM another node serves is forwarded there; a VM whose node is gone (stopped heartbeating) is answered here from the directory, as the cluster-wide list shows it: its `node`, `agent.state` `unknown` since that node was last seen, and the labels and frozen state that node last published. Every other route of such a VM answers 503 NODE_UNAVAILABLE.
+         */
         get: operations["getVm"];
         put?: never;
         post?: never;
@@ -2423,7 +2426,7 @@ export interface components {
             capabilities?: string[];
             /** @description cluster mode: the node that serves the VM (GET /v1/nodes) */
             node?: string;
-            /** @description cluster mode: the other live nodes that serve a VM of the same name (each serves its own; a third node answers 503 NODE_UNAVAILABLE) */
+            /** @description cluster mode: the other live nodes, besides `node`, that serve a VM of the same name (each serves its own; a third node answers 503 NODE_UNAVAILABLE for it) */
             conflict?: string[];
         };
         /**
@@ -2483,7 +2486,7 @@ export interface components {
             capabilities?: string[];
             /** @description cluster mode: the node that serves the VM (GET /v1/nodes) */
             node?: string;
-            /** @description cluster mode: the other live nodes that serve a VM of the same name (each serves its own; a third node answers 503 NODE_UNAVAILABLE) */
+            /** @description cluster mode: the other live nodes, besides `node`, that serve a VM of the same name (each serves its own; a third node answers 503 NODE_UNAVAILABLE for it) */
             conflict?: string[];
         };
         /**
