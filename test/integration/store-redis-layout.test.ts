@@ -4,12 +4,15 @@
  * VMs live on different masters; a group rolled back when its last VM conflicts; what a crash
  * between two steps leaves behind and who clears it (an index entry without its lease, a group left
  * pending, a group record lost while its VM locks remain, one VM's data lost), and on the Cluster a
- * group across 3 masters while one of them stalls; the sweep and an acquire with one master stalled.
+ * group across 3 masters while one of them stalls; the deadline index's 256 buckets (each on the
+ * master of the slots it covers); with one master stalled, freezes and sweeps of the others' VMs.
  * Keys are read and written through the store's own client (it routes by key on the Cluster).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomUUID } from 'node:crypto';
 import { RedisStore } from '../../src/store/redis.js';
+import { RedisKeys } from '../../src/store/redis-keys.js';
+import { INDEX_BUCKETS, keySlot as localSlot } from '../../src/store/redis-slots.js';
 import type { AcquireRequest, Lease } from '../../src/store/types.js';
 import { rawCommand, startRedis, type TestRedis } from '../helpers/redis.js';
 import { startRedisCluster, type TestRedisCluster } from '../helpers/redis-cluster.js';
@@ -30,6 +33,8 @@ interface Target {
   make(): Promise<{ store: RedisStore; prefix: string }>;
   /** which master (index) holds a key; always 0 on one server */
   nodeOf(key: string): Promise<number>;
+  /** the key's slot as the server computes it */
+  slotOf(key: string): Promise<number>;
 }
 
 let single: TestRedis;
@@ -53,16 +58,24 @@ async function open(target: Record<string, unknown>): Promise<{ store: RedisStor
   return { store, prefix };
 }
 
+async function keySlot(port: number, key: string): Promise<number> {
+  return Number(/^:(\d+)/.exec(await rawCommand(port, ['CLUSTER', 'KEYSLOT', key]))?.[1]);
+}
+
+/** the test Cluster's masters serve slots 0-5460, 5461-10922, 10923-16383: buckets 85 and 170 straddle two */
+const straddles = (bucket: number) => [5460, 10922].some((last) => bucket * 64 <= last && bucket * 64 + 63 > last);
+
 const targets: Array<[string, Target]> = [
-  ['one redis-server', { make: () => open({ url: single.url }), nodeOf: async () => 0 }],
+  ['one redis-server', { make: () => open({ url: single.url }), nodeOf: async () => 0, slotOf: async (key) => localSlot(key) }],
   [
     '3-master Cluster',
     {
       make: () => open({ clusterNodes: cluster.nodes }),
       async nodeOf(key: string) {
-        const slot = Number(/^:(\d+)/.exec(await rawCommand(cluster.ports[0], ['CLUSTER', 'KEYSLOT', key]))?.[1]);
+        const slot = await keySlot(cluster.ports[0], key);
         return slot <= 5460 ? 0 : slot <= 10922 ? 1 : 2;
       },
+      slotOf: (key) => keySlot(cluster.ports[0], key),
     },
   ],
 ];
@@ -70,13 +83,17 @@ const targets: Array<[string, Target]> = [
 describe.each(targets)('RedisStore layout on %s', (name, target) => {
   let store: RedisStore;
   let P: string;
+  let K: RedisKeys;
   const client = () => store.connection.client;
+  /** the deadline index bucket of a session */
+  const idx = (session: string) => K.index(session);
   /** how many of `keys` exist (one EXISTS per key: on a Cluster they are in different slots) */
   const exists = async (...keys: string[]) => (await Promise.all(keys.map((k) => client().exists(k)))).reduce((a, b) => a + b, 0);
   /** VM names whose keys live on 3 different masters (any 3 on one server) */
   const spread: string[] = [];
   beforeAll(async () => {
     ({ store, prefix: P } = await target.make());
+    K = new RedisKeys(P);
     const seen = new Set<number>();
     for (let i = 0; spread.length < 3 && i < 200; i++) {
       const n = await target.nodeOf(`${P}{vm:sp${i}}:lock`);
@@ -98,13 +115,36 @@ describe.each(targets)('RedisStore layout on %s', (name, target) => {
     }
     expect(await client().hget(`${P}{group:gk}:session`, 'state')).toBe('active');
     expect(g.epoch.split(' ')).toHaveLength(2);
-    expect(Number(await client().zscore(`${P}{deadlines}`, `vm:k1\n${s.leaseId}`))).toBe(s.expiresAt);
-    expect(Number(await client().zscore(`${P}{deadlines}`, `group:gk\n${g.leaseId}`))).toBe(g.expiresAt);
+    expect(Number(await client().zscore(idx('vm:k1'), `vm:k1\n${s.leaseId}`))).toBe(s.expiresAt);
+    expect(Number(await client().zscore(idx('group:gk'), `group:gk\n${g.leaseId}`))).toBe(g.expiresAt);
     expect(await client().get(`${P}idem:alice\ni-k1`)).toBe(`vm:k1\n${s.leaseId}`);
     expect(await store.release('vm:k1', s.leaseId)).toBe(true);
     expect(await store.release('group:gk', g.leaseId)).toBe(true);
     expect(await exists(`${P}{vm:k1}:lock`, `${P}{vm:k1}:session`, `${P}{vm:k2}:lock`, `${P}{group:gk}:session`)).toBe(0);
-    expect(await client().zcard(`${P}{deadlines}`)).toBe(0);
+    expect(await client().zscore(idx('vm:k1'), `vm:k1\n${s.leaseId}`)).toBeNull();
+    expect(await client().zscore(idx('group:gk'), `group:gk\n${g.leaseId}`)).toBeNull();
+  });
+
+  it('the deadline index is 256 buckets, bucket b\'s key in slots [64b, 64b + 64) (as the server hashes it); a lease\'s entry is in the bucket of its session\'s slot, on the same master as its record', async () => {
+    expect(K.buckets).toHaveLength(INDEX_BUCKETS);
+    expect(new Set(K.buckets).size).toBe(INDEX_BUCKETS);
+    const slots = await Promise.all(K.buckets.map((b) => target.slotOf(b)));
+    slots.forEach((slot, b) => {
+      expect(slot).toBeGreaterThanOrEqual(b * 64);
+      expect(slot).toBeLessThan(b * 64 + 64);
+    });
+    let same = 0;
+    let straddling = 0;
+    for (let i = 0; i < 60; i++) {
+      const session = i % 3 ? `vm:bk${i}` : `group:bk${i}`;
+      const slot = await target.slotOf(K.record(session));
+      const bucket = Math.floor(slot / 64);
+      expect(idx(session)).toBe(K.buckets[bucket]);
+      if (name.startsWith('3') && straddles(bucket)) straddling++;
+      else (expect(await target.nodeOf(idx(session))).toBe(await target.nodeOf(K.record(session))), same++);
+    }
+    expect(same + straddling).toBe(60);
+    expect(same).toBeGreaterThanOrEqual(55);
   });
 
   it('a group whose VMs hash to different masters is taken, checked, renewed, claimed once when due and released as one lease', async () => {
@@ -139,7 +179,6 @@ describe.each(targets)('RedisStore layout on %s', (name, target) => {
   it('a group whose last VM conflicts is rolled back: its first VMs free, no record, no index entry; the holder is named', async () => {
     const keys = spread.map((v) => `vm:${v}`);
     const holder = await ok(store.acquire(req({ session: keys[2], keys: [keys[2]], owner: 'bob' })));
-    const before = await client().zcard(`${P}{deadlines}`);
     const r = await store.acquire(req({ session: 'group:rb', keys, idempotencyKey: 'rb-1' }));
     expect(r).toEqual({
       ok: false,
@@ -150,7 +189,7 @@ describe.each(targets)('RedisStore layout on %s', (name, target) => {
     });
     for (const k of keys.slice(0, 2)) expect(await store.getByKey(k)).toBeUndefined();
     expect(await exists(`${P}{group:rb}:session`, `${P}idem:alice\nrb-1`)).toBe(0);
-    expect(await client().zcard(`${P}{deadlines}`)).toBe(before);
+    expect((await client().zrange(idx('group:rb'), '0', '-1')).filter((m) => m.startsWith('group:rb\n'))).toEqual([]);
     // the idempotency key was not used up: once the VM is free, the same request succeeds
     await store.release(keys[2], holder.leaseId);
     const again = await ok(store.acquire(req({ session: 'group:rb2', keys, idempotencyKey: 'rb-1' })));
@@ -159,9 +198,9 @@ describe.each(targets)('RedisStore layout on %s', (name, target) => {
   });
 
   it('crash between index entry and lease: an entry without its lease is never listed, and is pruned once 60 s past its score', async () => {
-    const idx = `${P}{deadlines}`;
     const now = await store.now();
-    await client().zadd(idx, now - 61_000, `vm:cr1\n${randomUUID()}`, now - 1_000, `vm:cr2\n${randomUUID()}`);
+    await client().zadd(idx('vm:cr1'), now - 61_000, `vm:cr1\n${randomUUID()}`);
+    await client().zadd(idx('vm:cr2'), now - 1_000, `vm:cr2\n${randomUUID()}`);
     const live = await ok(store.acquire(req({ session: 'vm:cr3', keys: ['vm:cr3'], ttlMs: 100 })));
     const t0 = Date.now();
     let due: Lease[] = [];
@@ -170,13 +209,13 @@ describe.each(targets)('RedisStore layout on %s', (name, target) => {
       await sleep(10);
     }
     expect(due.map((l) => l.session)).toEqual(['vm:cr3']);
-    const members = await client().zrange(idx, '0', '-1');
+    const members = (await Promise.all(['vm:cr1', 'vm:cr2', 'vm:cr3'].map((v) => client().zrange(idx(v), '0', '-1')))).flat();
     expect(members.filter((m) => m.startsWith('vm:cr1'))).toEqual([]);
     expect(members.filter((m) => m.startsWith('vm:cr2'))).toHaveLength(1);
     expect(members).toContain(`vm:cr3\n${live.leaseId}`);
     expect((await store.listSessions()).map((l) => l.session)).toEqual(['vm:cr3']);
     await store.release('vm:cr3', live.leaseId);
-    await client().del(idx);
+    for (const v of ['vm:cr1', 'vm:cr2', 'vm:cr3']) await client().del(idx(v));
   });
 
   it('crash mid group acquisition (pending record, one VM locked, acquirer gone): after 30 s whoever meets it rolls it back', async () => {
@@ -185,14 +224,14 @@ describe.each(targets)('RedisStore layout on %s', (name, target) => {
     const rec = { session: 'group:pd', leaseId: lid, owner: 'ghost', fence: '0', createdAt: String(now - 31_000), expiresAt: String(now - 21_000), hardDeadline: String(now + 29_000), idem: '', epoch: '', keys: JSON.stringify(['vm:pd1', 'vm:pd2']), data: '{}', state: 'pending' };
     await client().hset(`${P}{group:pd}:session`, rec);
     await client().hset(`${P}{vm:pd1}:lock`, { session: 'group:pd', leaseId: lid });
-    await client().zadd(`${P}{deadlines}`, now - 21_000, `group:pd\n${lid}`);
+    await client().zadd(idx('group:pd'), now - 21_000, `group:pd\n${lid}`);
     // not a session anyone holds: not listed, not due
     expect(await store.getSession('group:pd')).toBeUndefined();
     expect((await store.listSessions()).map((l) => l.session)).not.toContain('group:pd');
     expect((await store.dueSessions(10)).map((l) => l.session)).not.toContain('group:pd');
     // the sweep above rolled it back: lock, record and entry gone; the VM is free
     expect(await exists(`${P}{vm:pd1}:lock`, `${P}{group:pd}:session`)).toBe(0);
-    expect(await client().zscore(`${P}{deadlines}`, `group:pd\n${lid}`)).toBeNull();
+    expect(await client().zscore(idx('group:pd'), `group:pd\n${lid}`)).toBeNull();
     // the same, met by an acquire instead of the sweeper
     await client().hset(`${P}{group:pd}:session`, rec);
     await client().hset(`${P}{vm:pd2}:lock`, { session: 'group:pd', leaseId: lid });
@@ -255,54 +294,60 @@ describe.each(targets)('RedisStore layout on %s', (name, target) => {
     expect(await store.release('group:st2', g.leaseId)).toBe(true);
   }, 15_000);
 
-  it.runIf(name.startsWith('3'))('one master stalled: leases on the others are still found due; with the index\'s master stalled an acquire is 503 and locks nothing', async () => {
-    const idxNode = await target.nodeOf(`${P}{deadlines}`);
+  it.runIf(name.startsWith('3'))('one master stalled (CLIENT PAUSE WRITE): freezes of VMs on the other masters are taken at once and their deadlines still swept; a VM on the stalled master is 503 and locks nothing', async () => {
+    // three VMs on three masters, none in a bucket straddling two masters
     const byNode = new Map<number, string>();
-    for (let i = 0; byNode.size < 2 && i < 300; i++) {
-      const n = await target.nodeOf(`${P}{vm:dx${i}}:lock`);
-      if (n !== idxNode && !byNode.has(n)) byNode.set(n, `vm:dx${i}`);
+    let vmZ = '';
+    for (let i = 0; (byNode.size < 3 || !vmZ) && i < 300; i++) {
+      const vm = `vm:dx${i}`;
+      const n = await target.nodeOf(K.record(vm));
+      if (straddles(Math.floor((await target.slotOf(K.record(vm))) / 64))) continue;
+      if (!byNode.has(n)) byNode.set(n, vm);
+      else if (n === 0 && !vmZ) vmZ = vm;
     }
-    const [[nodeX, vmX], [, vmY]] = [...byNode.entries()];
+    expect(byNode.size).toBe(3);
+    expect(vmZ).not.toBe('');
+    const vmX = byNode.get(0)!;
+    const others = [byNode.get(1)!, byNode.get(2)!];
     const a = await ok(store.acquire(req({ session: vmX, keys: [vmX], ttlMs: 100 })));
-    const b = await ok(store.acquire(req({ session: vmY, keys: [vmY], ttlMs: 100 })));
     const t0 = Date.now();
-    while (!(await store.dueSessions(10)).some((l) => l.session === vmY)) {
-      if (Date.now() - t0 > 2_000) throw new Error(`${vmY} not due within 2 s`);
+    while (!(await store.dueSessions(10)).some((l) => l.session === vmX)) {
+      if (Date.now() - t0 > 2_000) throw new Error(`${vmX} not due within 2 s`);
       await sleep(10);
     }
-    expect(await rawCommand(cluster.ports[nodeX], ['CLIENT', 'PAUSE', '2000', 'WRITE'])).toBe('+OK\r\n');
+    expect(await rawCommand(cluster.ports[0], ['CLIENT', 'PAUSE', '2500', 'WRITE'])).toBe('+OK\r\n');
+    // the other masters' VMs: acquired at once (their entries go to buckets on their own masters)
     const t1 = performance.now();
+    const leases = await Promise.all(others.map((vm) => ok(store.acquire(req({ session: vm, keys: [vm], ttlMs: 100 })))));
+    expect(performance.now() - t1).toBeLessThan(500);
+    for (const [i, vm] of others.entries()) expect(await client().zscore(idx(vm), `${vm}\n${leases[i].leaseId}`)).not.toBeNull();
+    // and swept: due once expired, the stalled master's bucket skipped after the command timeout
+    await sleep(150);
+    const t2 = performance.now();
     const due = await store.dueSessions(10);
-    const took = performance.now() - t1;
-    expect(due.map((l) => l.session)).toEqual([vmY]);
+    const took = performance.now() - t2;
+    expect(due.map((l) => l.session).sort()).toEqual([...others].sort());
     expect(took).toBeGreaterThanOrEqual(900);
     expect(took).toBeLessThanOrEqual(2_000);
-    // back: both due again
-    const t2 = Date.now();
-    while ((await store.dueSessions(10).catch(() => [])).length < 2) {
-      if (Date.now() - t2 > 5_000) throw new Error('not both due within 5 s of the pause');
-      await sleep(50);
-    }
-    expect(await store.release(vmX, a.leaseId)).toBe(true);
-    expect(await store.release(vmY, b.leaseId)).toBe(true);
-
-    expect(await rawCommand(cluster.ports[idxNode], ['CLIENT', 'PAUSE', '1500', 'WRITE'])).toBe('+OK\r\n');
+    for (const [i, vm] of others.entries()) expect(await store.claim(vm, leases[i].leaseId, 5_000)).toBe(true);
+    // a VM on the stalled master: 503 within the command timeout + 1 s
     const t3 = performance.now();
-    const err = await store.acquire(req({ session: vmY, keys: [vmY] })).then(
+    const err = await store.acquire(req({ session: vmZ, keys: [vmZ] })).then(
       () => undefined,
       (e: unknown) => e as { code?: string },
     );
-    const took2 = performance.now() - t3;
+    const took3 = performance.now() - t3;
     expect(err?.code).toBe('STORE_UNAVAILABLE');
-    expect(took2).toBeGreaterThanOrEqual(900);
-    expect(took2).toBeLessThanOrEqual(2_000);
-    expect(await store.getByKey(vmY)).toBeUndefined();
-    // the index's master answers again (polled): the stale entry that acquire wrote is never a lease
+    expect(took3).toBeGreaterThanOrEqual(900);
+    expect(took3).toBeLessThanOrEqual(2_000);
+    // back: vmX due again, the stalled acquire never became a lease
     const t4 = Date.now();
-    while (!(await store.dueSessions(10).then(() => true, () => false))) {
-      if (Date.now() - t4 > 5_000) throw new Error('the index master did not answer within 5 s of its pause');
+    while (!(await store.dueSessions(10).catch(() => [])).some((l) => l.session === vmX)) {
+      if (Date.now() - t4 > 5_000) throw new Error(`${vmX} not due within 5 s of the pause`);
       await sleep(50);
     }
-    expect((await store.listSessions()).map((l) => l.session)).not.toContain(vmY);
+    expect(await store.getByKey(vmZ)).toBeUndefined();
+    expect(await store.release(vmX, a.leaseId)).toBe(true);
+    for (const [i, vm] of others.entries()) expect(await store.release(vm, leases[i].leaseId)).toBe(true);
   }, 15_000);
 });
