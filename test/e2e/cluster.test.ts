@@ -17,6 +17,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadHopSecret, signHop, type HopPrincipal } from '../../src/cluster/hop.js';
 import { ask, bearer, CLUSTER_TOKENS, startCluster, until, type Answer, type ClusterNode, type TestCluster } from '../helpers/cluster.js';
 import { announceVmSkip, startVm, vmAvailable, type RunningVm } from '../helpers/vm.js';
 import { pseudoRandom } from '../integration/files-support.js';
@@ -256,7 +257,7 @@ describe('cluster of three gateway processes on one Redis', { timeout: 60_000 },
     expectProblem(await ask(a, 'GET', url, { headers: { range: `bytes=${FILE_BYTES + 10}-` } }), 416, 'RANGE_NOT_SATISFIABLE');
   });
 
-  it('the principal is carried: the serving node enforces scopes and VM globs; no token is 401', async () => {
+  it('the entry node enforces the token: scopes and VM globs refused there (403) before any forwarding; no token or a forged hop is 401', async () => {
     const url = `/v1/vms/c1/files/content?path=${encodeURIComponent('/tmp/reader.bin')}`;
     expectProblem(await ask(a, 'PUT', url, { raw: Buffer.from('x'), token: CLUSTER_TOKENS.reader }), 403, 'FORBIDDEN');
     expect((await ask(a, 'GET', '/v1/vms/c1/ping', { token: CLUSTER_TOKENS.reader })).status).toBe(200);
@@ -275,6 +276,34 @@ describe('cluster of three gateway processes on one Redis', { timeout: 60_000 },
     expectProblem(await ask(a, 'PUT', url, { raw: Buffer.from('x'), token: CLUSTER_TOKENS.reader, headers: forged }), 401, 'UNAUTHENTICATED');
   });
 
+  it('the serving node enforces the carried principal: a hop signed with the shared secret, carrying less than the bearer token next to it, is refused at c (403, X-Qga-Node c)', async () => {
+    const secret = loadHopSecret(cl.secretFile);
+    /** straight to c, as a node would forward it: hop-signed, with the ops bearer token (which c must ignore) */
+    const hopTo = (method: string, url: string, principal: HopPrincipal, body?: unknown) =>
+      ask(c, method, url, { ...(body !== undefined ? { body } : {}), headers: signHop(secret, { method, url, entryNode: 'a', principal }) });
+    const readWrite: HopPrincipal = { name: 'rw', scopes: ['read', 'write'] };
+    const rawPing = '/v1/vms/c1/qga/guest-ping';
+    const forced = '/v1/vms/c1/fsfreeze?force=true';
+    for (const [method, url, body] of [
+      ['POST', rawPing, {}],
+      ['DELETE', forced, undefined],
+    ] as const) {
+      const r = await hopTo(method, url, readWrite, body);
+      expectProblem(r, 403, 'FORBIDDEN');
+      expect(r.headers.get('x-qga-node'), url).toBe('c');
+    }
+    // VM globs of the carried principal: a* does not reach c1
+    const globbed = await hopTo('GET', '/v1/vms/c1/ping', { name: 'a-only', scopes: ['read'], vms: ['a*'] });
+    expectProblem(globbed, 403, 'FORBIDDEN');
+    expect(globbed.headers.get('x-qga-node')).toBe('c');
+    // the same signed calls with admin carried pass: the 403s came from the carried principal
+    const ok = await hopTo('POST', rawPing, { name: 'root', scopes: ['read', 'write', 'admin'] }, {});
+    expect(ok.status, ok.text).toBe(200);
+    expect(ok.json).toEqual({ return: {} });
+    expect(ok.headers.get('x-qga-node')).toBe('c');
+    expect((await hopTo('GET', '/v1/vms/c1/ping', { name: 'c-only', scopes: ['read'], vms: ['c*'] })).status).toBe(200);
+  });
+
   it('VM name conflict: both nodes report dup with conflict, a third node answers 503 naming them', async () => {
     for (const [via, other] of [
       [a, 'b'],
@@ -290,6 +319,19 @@ describe('cluster of three gateway processes on one Redis', { timeout: 60_000 },
     const third = await ask(c, 'GET', '/v1/vms/dup/ping');
     expectProblem(third, 503, 'NODE_UNAVAILABLE');
     expect(third.json?.detail).toMatch(/\ba\b.*\bb\b|\bb\b.*\ba\b/);
+    // the VM object too: only a gone node's VM is answered from the directory
+    expectProblem(await ask(c, 'GET', '/v1/vms/dup'), 503, 'NODE_UNAVAILABLE');
+    // in every list `conflict` is the other live nodes besides the item's `node`: a and b list their own,
+    // c lists the first (a) with the other (b)
+    for (const [via, node, conflict] of [
+      [a, 'a', ['b']],
+      [b, 'b', ['a']],
+      [c, 'a', ['b']],
+    ] as const) {
+      const r = await ask(via, 'GET', '/v1/vms?limit=1000');
+      const dup = (r.json?.items as Array<Record<string, unknown>>).filter((v) => v.name === 'dup');
+      expect(dup.map((v) => [v.node, v.conflict]), `via ${via.id}`).toEqual([[node, conflict]]);
+    }
   });
 
   it('freeze through a, status and thaw through b with the lease (simulated VM on c)', async () => {
@@ -319,6 +361,15 @@ describe('cluster of three gateway processes on one Redis', { timeout: 60_000 },
     const leaseId = String(g.json?.leaseId);
     const got = await ask(c, 'GET', `/v1/freeze-groups/${encodeURIComponent(id)}`);
     expect(got.status, got.text).toBe(200);
+    // c asked each member's node now (a1 on a, c1 on itself); the lease as b took it
+    expect(got.json).toEqual({
+      id,
+      lease: { leaseId, owner: 'ops', fence: g.json?.fence, createdAt: g.json?.createdAt, expiresAt: g.json?.expiresAt, hardDeadline: g.json?.hardDeadline, expired: false, group: id },
+      vms: [
+        { vm: 'a1', status: 'frozen' },
+        { vm: 'c1', status: 'frozen' },
+      ],
+    });
     const del = await ask(a, 'DELETE', `/v1/freeze-groups/${encodeURIComponent(id)}?leaseId=${encodeURIComponent(leaseId)}`);
     expect(del.status, del.text).toBe(200);
     expect(a.vm.a1.state.frozen).toBe(false);
@@ -410,6 +461,13 @@ describe('cluster of three gateway processes on one Redis', { timeout: 60_000 },
       expect(unknown.status).toBe(200);
       const onC = (unknown.json?.items as Array<Record<string, unknown>>).filter((v) => v.node === 'c');
       expect(onC.map((v) => v.name)).toEqual(['c1', 'c2']);
+      // the VM object answers 200 from a's directory, as the list item: node c, agent unknown since c's
+      // last heartbeat, c's last published labels and frozen state (every other route: 503 above)
+      const obj = await ask(a, 'GET', '/v1/vms/c1');
+      expect(obj.status, obj.text).toBe(200);
+      expect(obj.headers.get('x-qga-node')).toBeNull();
+      expect(obj.json).toEqual(onC[0]);
+      expect(obj.json).toMatchObject({ name: 'c1', node: 'c', labels: { host: 'c' }, frozen: false, agent: { state: 'unknown', since: cInfo?.lastSeen, lastError: 'node c stopped heartbeating' } });
 
       // c comes back: routing resumes by itself
       await c.start();
@@ -487,6 +545,19 @@ describe('cluster of three gateway processes on one Redis', { timeout: 60_000 },
       const local = await ask(c, 'GET', '/v1/vms/c1/ping');
       expect(local.status).toBe(200);
       const fwd = await ask(a, 'GET', '/v1/vms/c1/ping', { timeoutMs: 10_000 });
+      expect(fwd.status, fwd.text).toBe(200);
+      expect(fwd.headers.get('x-qga-node')).toBe('c');
+      expect(fwd.json).toMatchObject({ ok: true });
+      // a freeze needs its lease in Redis: refused (forwarded to c, refused there), nothing frozen
+      const refused = await ask(a, 'POST', '/v1/vms/c2/fsfreeze', { body: { ttlSeconds: 30 }, timeoutMs: 10_000 });
+      expectProblem(refused, 503, 'STORE_UNAVAILABLE');
+      expect(refused.headers.get('x-qga-node')).toBe('c');
+      expect(c.vm.c2.state.frozen).toBe(false);
+      // every node keeps routing with the directory it read last, and says so
+      for (const n of cl.nodes) {
+        await until(async () => (await ask(n, 'GET', '/v1/nodes')).json?.stale === true, 5_000, `${n.id} to say stale: true`);
+        expect(await aliveIds(n)).toEqual(['a', 'b', 'c']);
+      }
       await cl.redis.restart();
       const up = performance.now();
       await until(async () => {
