@@ -256,7 +256,7 @@ describe.runIf(process.env.QGA_REDIS_FULL === '1')('RedisStore on a Redis Cluste
     await rc?.stop();
   });
 
-  it('its VMs are STORE_UNAVAILABLE until the replica is promoted, the others are served throughout; replicated leases survive', { timeout: 60_000 }, async () => {
+  it('its VMs are STORE_UNAVAILABLE until the replica is promoted, the others are served (and swept) throughout; replicated leases survive', { timeout: 60_000 }, async () => {
     const store = new RedisStore({ clusterNodes: rc.nodes, keyPrefix: 'cf:', commandTimeoutMs: 500 });
     try {
       await store.ready(5_000);
@@ -273,16 +273,25 @@ describe.runIf(process.env.QGA_REDIS_FULL === '1')('RedisStore on a Redis Cluste
         await sleep(10);
       }
 
-      const killing = rc.killMaster(0);
+      let failedOver = false;
+      const killing = rc.killMaster(0).finally(() => (failedOver = true));
       // while the failover runs: the dead master's VMs fail fast, the other masters' are served
+      // (their deadline index entries live in buckets on their own masters) and swept
       await sleep(300);
+      const live = await store.acquire(req({ session: `vm:${onLive}`, keys: [`vm:${onLive}`], ttlMs: 200 }));
+      expect(live.ok).toBe(true);
       const during = await store.acquire(req({ session: `vm:${vms[0][1]}`, keys: [`vm:${vms[0][1]}`] })).then(
         () => 'ok',
         (e: GatewayError) => e.code,
       );
       expect(during).toBe('STORE_UNAVAILABLE');
-      const live = await store.acquire(req({ session: `vm:${onLive}`, keys: [`vm:${onLive}`] }));
-      expect(live.ok).toBe(true);
+      const sweep0 = Date.now();
+      while (!(await store.dueSessions(10)).some((l) => l.session === `vm:${onLive}`)) {
+        if (Date.now() - sweep0 > 1_500) throw new Error('the live master\'s lease was not due within 1.5 s');
+        await sleep(20);
+      }
+      expect(failedOver).toBe(false);
+      if (live.ok) expect(await store.release(`vm:${onLive}`, live.lease.leaseId)).toBe(true);
       const failover = await killing;
       expect(failover.ms).toBeLessThan(20_000);
 
