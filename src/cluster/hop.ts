@@ -7,8 +7,16 @@
  * Headers:
  *  - `x-qga-hop`: the entry node's id. A request carrying it is never forwarded again (no loops).
  *  - `x-qga-principal`: base64url of the JSON {name, scopes, vms?} (vms: the token's VM globs).
- *  - `x-qga-signature`: `<unix ms>.<base64url HMAC-SHA256>` over the method, the URL (path and
- *    query, as sent), the time, the entry node and the principal header, one per line.
+ *  - `x-qga-signature`: `<unix ms>.<base64url HMAC-SHA256>` over the purpose, the method, the URL
+ *    (path and query, as sent), the time, the entry node and the principal header, one per line.
+ *
+ * Purposes (domain separation): `forward` signs a client's /v1 request forwarded to the VM's node
+ * (http/plugins/forward.ts; auth.ts accepts only these on /v1 routes); `agent-call` signs a node's
+ * own freeze-family call to /internal/cluster/... (cluster/remote-agent.ts; only that route accepts
+ * these). A signature of one purpose never verifies as the other. Only an `agent-call` may carry
+ * the SYSTEM principal (the gateway's own deadline/reconcile thaws, no human behind them): a
+ * `forward` carrying it does not verify, and the forward plugin builds its principal from the
+ * authenticated one, never from client headers.
  *
  * A signature older or newer than ±60 s is refused (clocks of the nodes are assumed within a few
  * seconds, NTP). Within that window a captured call could be replayed: nodes should talk over
@@ -44,9 +52,19 @@ export interface HopPrincipal {
   scopes: string[];
   /** VM globs; absent = every VM */
   vms?: string[];
+  /** the gateway itself (SYSTEM_PRINCIPAL): carried by `agent-call` signatures only */
+  system?: true;
 }
 
+/** what a signature is for; one purpose's signature never verifies as another's */
+export type HopPurpose = 'forward' | 'agent-call';
+
+/** The gateway acting on its own (deadline, reconcile, retry thaws): no scopes; cluster-internal.ts lets it thaw and read status only. */
+export const SYSTEM_PRINCIPAL: HopPrincipal = Object.freeze({ name: 'gateway', scopes: [], system: true as const }) as HopPrincipal;
+
 export interface HopParts {
+  /** default `forward` */
+  purpose?: HopPurpose;
   method: string;
   /** path and query exactly as the receiving node will see them (request.url) */
   url: string;
@@ -83,8 +101,8 @@ function keyOf(secret: string): KeyObject {
   return key;
 }
 
-function mac(secret: string, method: string, url: string, time: string, entryNode: string, principal: string): Buffer {
-  return createHmac('sha256', keyOf(secret)).update(`${method.toUpperCase()}\n${url}\n${time}\n${entryNode}\n${principal}`).digest();
+function mac(secret: string, purpose: HopPurpose, method: string, url: string, time: string, entryNode: string, principal: string): Buffer {
+  return createHmac('sha256', keyOf(secret)).update(`${purpose}\n${method.toUpperCase()}\n${url}\n${time}\n${entryNode}\n${principal}`).digest();
 }
 
 /** principal headers by the principal object they encode (a node signs for the same few principals again and again) */
@@ -94,6 +112,7 @@ function encodePrincipal(principal: HopPrincipal): string {
   if (header === undefined) {
     const p: HopPrincipal = { name: principal.name, scopes: [...principal.scopes] };
     if (principal.vms !== undefined) p.vms = [...principal.vms];
+    if (principal.system === true) p.system = true;
     header = Buffer.from(JSON.stringify(p)).toString('base64url');
     encoded.set(principal, header);
   }
@@ -102,9 +121,11 @@ function encodePrincipal(principal: HopPrincipal): string {
 
 /** The headers that authenticate a node-to-node call (`principal` is encoded once per object: do not mutate one after signing with it). */
 export function signHop(secret: string, parts: HopParts): Record<string, string> {
+  const purpose = parts.purpose ?? 'forward';
+  if (parts.principal.system === true && purpose !== 'agent-call') throw new Error('the system principal is carried by agent-call signatures only');
   const principal = encodePrincipal(parts.principal);
   const time = String(Math.trunc(parts.now ?? Date.now()));
-  const sig = mac(secret, parts.method, parts.url, time, parts.entryNode, principal).toString('base64url');
+  const sig = mac(secret, purpose, parts.method, parts.url, time, parts.entryNode, principal).toString('base64url');
   return { [HOP_HEADER]: parts.entryNode, [PRINCIPAL_HEADER]: principal, [SIGNATURE_HEADER]: `${time}.${sig}` };
 }
 
@@ -139,8 +160,13 @@ function decodePrincipal(header: string): HopPrincipal | undefined {
     return undefined;
   }
   if (v === null || typeof v !== 'object') return undefined;
-  const { name, scopes, vms } = v as Record<string, unknown>;
+  const { name, scopes, vms, system } = v as Record<string, unknown>;
   if (typeof name !== 'string' || name.length === 0 || name.length > 256) return undefined;
+  if (system !== undefined) {
+    // exactly SYSTEM_PRINCIPAL, nothing else
+    if (system !== true || name !== SYSTEM_PRINCIPAL.name || !Array.isArray(scopes) || scopes.length !== 0 || vms !== undefined) return undefined;
+    return { name, scopes: [], system: true };
+  }
   if (!Array.isArray(scopes) || !scopes.every((s) => typeof s === 'string' && SCOPES.has(s))) return undefined;
   if (vms !== undefined && (!Array.isArray(vms) || vms.length > MAX_GLOBS || !vms.every((g) => typeof g === 'string' && g.length <= 256))) return undefined;
   return { name, scopes: scopes as string[], ...(vms !== undefined ? { vms: vms as string[] } : {}) };
@@ -148,10 +174,10 @@ function decodePrincipal(header: string): HopPrincipal | undefined {
 
 /**
  * The entry node and principal of a signed call, or undefined when the headers are missing,
- * malformed, signed with another secret, for another method/URL, or outside ±HOP_WINDOW_MS.
- * The MAC is compared in constant time.
+ * malformed, signed with another secret, for another purpose/method/URL, or outside ±HOP_WINDOW_MS,
+ * or when a `forward` carries the system principal. The MAC is compared in constant time.
  */
-export function verifyHop(secret: string, headers: Headers, method: string, url: string, now: number = Date.now()): VerifiedHop | undefined {
+export function verifyHop(secret: string, headers: Headers, method: string, url: string, now: number = Date.now(), purpose: HopPurpose = 'forward'): VerifiedHop | undefined {
   const entryNode = one(headers, HOP_HEADER);
   const principalHeader = one(headers, PRINCIPAL_HEADER);
   const signature = one(headers, SIGNATURE_HEADER);
@@ -163,9 +189,33 @@ export function verifyHop(secret: string, headers: Headers, method: string, url:
   const t = Number(time);
   if (time.length > 16 || !Number.isInteger(t) || t < 0 || Math.abs(now - t) > HOP_WINDOW_MS) return undefined;
   const given = Buffer.from(signature.slice(dot + 1), 'base64url');
-  const expected = mac(secret, method, url, time, entryNode, principalHeader);
+  const expected = mac(secret, purpose, method, url, time, entryNode, principalHeader);
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined;
   const principal = parsePrincipal(principalHeader);
-  if (principal === undefined) return undefined;
+  if (principal === undefined || (principal.system === true && purpose !== 'agent-call')) return undefined;
   return { entryNode, principal };
+}
+
+/** a backslash, a control character, an encoded `/`, `\` or control character, a `%` not followed by two hex digits */
+const BAD_IN_PATH = /[\\\x00-\x1f\x7f]|%(?:2f|5c|[01][0-9a-f]|7f)|%(?![0-9a-f]{2})/i;
+/** a `.` or `..` segment, plain or percent-encoded in any case (`%2e`, `.%2E`, …) */
+const DOT_SEGMENT = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)/i;
+/** what WHATWG URL parsing (reply-from, undici) would percent-encode or cut in a path: it is not sent as written */
+const NOT_AS_WRITTEN = /[ "#<>`{}?]|[^\x00-\x7f]/;
+
+/**
+ * Why the path of a request (without its query) may not be forwarded to the node serving `vm`, or
+ * undefined when it may: it is sent and signed exactly as received, so it must hold no backslash,
+ * no `.`/`..` segment (also `%2e`), no encoded `/` or `\` (`%2f`, `%5c`), no control character
+ * (raw or encoded), nothing URL parsing would rewrite, and lie under `/v1/vms/<vm>` as written.
+ * (Node's HTTP server accepts backslashes; URL parsing turns them into `/` and resolves `..`, so
+ * such a path could otherwise be signed for, and reach, a route other than the one matched here.)
+ */
+export function unforwardablePath(path: string, vm: string): string | undefined {
+  if (BAD_IN_PATH.test(path)) return 'the request path holds a backslash, a control character, an encoded "/", "\\" or control character, or a malformed %-escape';
+  if (DOT_SEGMENT.test(path)) return 'the request path holds a "." or ".." segment (plain or %-encoded)';
+  if (NOT_AS_WRITTEN.test(path) || path.startsWith('//')) return 'the request path holds characters that must be %-encoded';
+  const base = `/v1/vms/${vm}`;
+  if (path !== base && !path.startsWith(`${base}/`)) return `the request path does not start with ${base}/ as written`;
+  return undefined;
 }

@@ -21,17 +21,20 @@
  * its VMs in the directory for a day, as `gone`: their thaws are retried until it returns.)
  *
  * The wire: POST <node url>/internal/cluster/vms/<vm>/agent-call?digest=<sha256 of the body>,
- * signed with signHop (the digest in the signed URL binds the body, which hop.ts does not cover),
- * carrying the principal and request id the command is done for, so that the serving node's audit
- * records (invariant 4) name them.
+ * signed with signHop for the `agent-call` purpose (a forwarding signature never reaches it; the
+ * digest in the signed URL binds the body, which hop.ts does not cover), carrying the REAL principal
+ * the command is done for — the request's (name, scopes, VM globs, from the audit context), which
+ * the serving node checks again as the public routes do — or, for the gateway's own work (an
+ * explicit actor: deadline, reconcile, retry thaws; or no request around it), SYSTEM_PRINCIPAL,
+ * which may only thaw and read the status there. The request id goes along for the audit records.
  */
 import { createHash } from 'node:crypto';
 import { ERRORS, errors, isGatewayError, type ErrorCode, type QgaErrorBody } from '../errors.js';
 import type { AgentFence, FreezeAgent, FreezeCallOptions, FreezeRegistry } from '../freeze/types.js';
 import type { JsonObject, JsonValue } from '../qga/types.js';
-import { currentActor } from '../util/audit.js';
+import { auditContext, currentActor, type AuditPrincipal } from '../util/audit.js';
 import type { NodeInfo, VmLocation } from './directory.js';
-import { signHop } from './hop.js';
+import { SYSTEM_PRINCIPAL, signHop, type HopPrincipal } from './hop.js';
 
 /** The agent commands one node may ask another to send (cluster-internal.ts refuses the rest). */
 export const CLUSTER_AGENT_COMMANDS: ReadonlySet<string> = new Set([
@@ -190,9 +193,8 @@ export class RoutingAgent implements FreezeAgent {
     };
     const text = JSON.stringify(body);
     const url = `${agentCallPath(vm)}?digest=${bodyDigest(text)}`;
-    const forced = opts.fence !== undefined && 'forced' in opts.fence;
     const headers: Record<string, string> = {
-      ...signHop(this.o.secret, { method: 'POST', url, entryNode: selfId, principal: { name: who.by, scopes: forced ? ['admin'] : ['write'] } }),
+      ...signHop(this.o.secret, { purpose: 'agent-call', method: 'POST', url, entryNode: selfId, principal: callerPrincipal(opts.actor) }),
       'content-type': 'application/json',
       ...(who.requestId !== undefined ? { 'x-request-id': who.requestId } : {}),
     };
@@ -245,6 +247,28 @@ export function routingRegistry(local: FreezeRegistry, cluster: () => Locator | 
       return local.require(vm);
     },
   };
+}
+
+/** carried principals by the request principal they come from (long-lived token principals) */
+const carried = new WeakMap<AuditPrincipal, HopPrincipal>();
+
+/**
+ * Whom a node-to-node call is made for: with an explicit actor (the gateway acting on its own) or
+ * no request around it, SYSTEM_PRINCIPAL; else the request's principal as authenticated (a context
+ * without one is carried with no scopes: the serving node refuses it rather than trust a name).
+ */
+export function callerPrincipal(actor: string | undefined): HopPrincipal {
+  if (actor !== undefined) return SYSTEM_PRINCIPAL;
+  const ctx = auditContext.getStore();
+  if (ctx === undefined) return SYSTEM_PRINCIPAL;
+  const p = ctx.principal;
+  if (p === undefined) return { name: ctx.by, scopes: [] };
+  let h = carried.get(p);
+  if (h === undefined) {
+    h = { name: p.name, scopes: [...p.scopes], ...(p.globs !== undefined ? { vms: [...p.globs] } : {}) };
+    carried.set(p, h);
+  }
+  return h;
 }
 
 function withoutFence(opts: FreezeCallOptions): FreezeCallOptions {

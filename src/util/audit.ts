@@ -39,6 +39,16 @@ export function createAuditLog(logger: AuditLogger): AuditLog {
 export interface AuditContext {
   by: string;
   requestId?: string;
+  /** the request's principal: cluster mode carries it to the node serving a VM, which checks its scopes and VM globs again */
+  principal?: AuditPrincipal;
+}
+
+/** What the audit context holds of a principal (http/plugins/auth.ts Principal). */
+export interface AuditPrincipal {
+  readonly name: string;
+  readonly scopes: ReadonlySet<string>;
+  /** the VM globs as written; undefined = every VM */
+  readonly globs?: readonly string[];
 }
 
 /** The principal of the work running now (set around every HTTP request's handler). */

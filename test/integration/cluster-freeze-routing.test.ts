@@ -44,7 +44,7 @@ async function fakeNode(answer: (body: AgentCallBody) => { status: number; body:
     req.on('end', () => {
       const body = JSON.parse(text) as AgentCallBody;
       const url = req.url ?? '';
-      got.push({ body, verified: verifyHop(SECRET, req.headers, 'POST', url) !== undefined, digestOk: url.endsWith(`digest=${bodyDigest(text)}`) });
+      got.push({ body, verified: verifyHop(SECRET, req.headers, 'POST', url, Date.now(), 'agent-call') !== undefined, digestOk: url.endsWith(`digest=${bodyDigest(text)}`) });
       const a = answer(body);
       if (a === 'hang') return;
       if (a === 'drop') {

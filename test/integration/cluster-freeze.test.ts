@@ -321,7 +321,7 @@ describe('the internal endpoint', () => {
     return {
       url,
       text: tamper ? tamper(text) : text,
-      headers: { ...signHop(secret, { method: 'POST', url, entryNode: 'A', principal: { name: 'backup', scopes: ['write'] } }), 'content-type': 'application/json' },
+      headers: { ...signHop(secret, { purpose: 'agent-call', method: 'POST', url, entryNode: 'A', principal: { name: 'backup', scopes: ['write'] } }), 'content-type': 'application/json' },
     };
   };
   const post = async (n: TestNode, s: { url: string; headers: Record<string, string>; text: string }): Promise<{ status: number; body: Record<string, unknown> }> => {

@@ -42,7 +42,7 @@ export function registerAuditContext(app: FastifyInstance): void {
       running++;
       let out: unknown;
       try {
-        out = auditContext.run({ by: request.principal.name, requestId: String(request.id) }, () => handler.call(this, request, reply));
+        out = auditContext.run({ by: request.principal.name, requestId: String(request.id), principal: request.principal }, () => handler.call(this, request, reply));
       } catch (e) {
         leave();
         throw e;

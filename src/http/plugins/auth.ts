@@ -18,7 +18,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { HOP_HEADER, PRINCIPAL_HEADER, SIGNATURE_HEADER, loadHopSecret, verifyHop, type HopPrincipal, type VerifiedHop } from '../../cluster/hop.js';
+import { HOP_HEADER, PRINCIPAL_HEADER, SIGNATURE_HEADER, loadHopSecret, verifyHop, type HopPrincipal, type HopPurpose, type VerifiedHop } from '../../cluster/hop.js';
 import type { Config, Scope, TokenConfig } from '../../config/schema.js';
 import { errors } from '../../errors.js';
 import { globMatcher } from '../../util/glob.js';
@@ -37,6 +37,8 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     scope?: Scope;
     public?: boolean;
+    /** the hop signature purpose this route accepts (cluster/hop.ts); default `forward` */
+    hopPurpose?: HopPurpose;
   }
   interface FastifyRequest {
     principal: Principal;
@@ -152,8 +154,8 @@ export class AuthTokens {
   }
 
   /** The verified hop of a request carrying hop headers, else undefined (no secret, bad or stale signature). */
-  verifyHop(request: FastifyRequest): VerifiedHop | undefined {
-    return this.secret === undefined ? undefined : verifyHop(this.secret, request.headers, request.method, request.url);
+  verifyHop(request: FastifyRequest, purpose: HopPurpose = 'forward'): VerifiedHop | undefined {
+    return this.secret === undefined ? undefined : verifyHop(this.secret, request.headers, request.method, request.url, Date.now(), purpose);
   }
 
   /** The Principal of a verified hop's carried principal (cached like tokens). */
@@ -202,7 +204,8 @@ export function registerAuth(app: FastifyInstance, config: Config, env?: Record<
     const headers = request.headers;
     if (headers[HOP_HEADER] !== undefined || headers[SIGNATURE_HEADER] !== undefined || headers[PRINCIPAL_HEADER] !== undefined) {
       // forwarded by another node: its principal, never a bearer token
-      const hop = auth.verifyHop(request);
+      // a forwarding signature on /v1 routes, an agent-call signature on the internal route only
+      const hop = auth.verifyHop(request, cfg?.hopPurpose ?? 'forward');
       if (!hop) throw errors.unauthenticated('hop');
       request[HOP] = hop;
       principal = auth.carriedPrincipal(hop, headers[PRINCIPAL_HEADER] as string);

@@ -21,7 +21,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunc
 import type { NodeInfo } from '../../cluster/directory.js';
 import { NodePools, forwardFailure, outgoingHeaders, routeBound } from '../../cluster/forward.js';
 import { WholeBody } from '../../cluster/forward-answer.js';
-import { NODE_HEADER, loadHopSecret, signHop, type HopPrincipal } from '../../cluster/hop.js';
+import { NODE_HEADER, loadHopSecret, signHop, unforwardablePath, type HopPrincipal } from '../../cluster/hop.js';
 import type { Config } from '../../config/schema.js';
 import { errors } from '../../errors.js';
 import { signalOptions } from '../abort.js';
@@ -38,16 +38,12 @@ declare module 'fastify' {
 
 const VM_PARAM = /\/:vm(\/|$)/;
 
-/** a path that WHATWG URL parsing leaves as it is: no dot segment (nor %2e), no `//` start, only characters it does not escape */
-const PLAIN_PATH = /^\/(?!\/)(?:[A-Za-z0-9\-_~%:@!$&'()*+,;=]|\/(?!\.\.?(?:\/|$))|\.)*$/;
-
-/** the path and query of a request URL, and the URL undici will send them as (reply-from builds it with new URL) */
-function splitUrl(url: string, origin: string): { path: string; query: string; signed: string } {
+/** the path and query of a request URL, sent and signed exactly as received (the hook refused any path URL parsing would rewrite: hop.ts unforwardablePath) */
+function splitUrl(url: string): { path: string; query: string; signed: string } {
   const q = url.indexOf('?');
   const raw = q < 0 ? url : url.slice(0, q);
   const query = q < 0 ? '' : url.slice(q + 1);
-  const pathname = PLAIN_PATH.test(raw) && !/%2e/i.test(raw) ? raw : new URL(raw.startsWith('//') ? `.${raw}` : raw, origin).pathname;
-  return { path: raw, query, signed: query ? `${pathname}?${query}` : pathname };
+  return { path: raw, query, signed: query ? `${raw}?${query}` : raw };
 }
 
 /** origins of node URLs (a handful) */
@@ -97,11 +93,11 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
 
   function forwardTo(request: FastifyRequest, reply: FastifyReply, vm: string, node: NodeInfo, boundMs: number): void {
     const origin = originOf(node.url);
-    const { path, query, signed } = splitUrl(request.url, origin);
+    const { path, query, signed } = splitUrl(request.url);
     // the connection's signal (client gone, or the shutdown grace over): the forward's use of it
     // ends when its answer is complete, so a signal per request is not needed
     const { signal } = signalOptions(request);
-    const hop = signHop(secret, { method: request.method, url: signed, entryNode: cluster.selfId, principal: carriedOf(request.principal) });
+    const hop = signHop(secret, { purpose: 'forward', method: request.method, url: signed, entryNode: cluster.selfId, principal: carriedOf(request.principal) });
     // reply-from pipes request.body when it is a stream: the raw request, unread
     if (request.method !== 'GET' && request.method !== 'HEAD' && hasBody(request)) (request as { body: unknown }).body = request.raw;
     let attempts = 0;
@@ -159,6 +155,14 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
       const vm = (request.params as { vm?: unknown }).vm;
       if (typeof vm !== 'string') {
         done();
+        return;
+      }
+      // a path is forwarded exactly as received: one URL parsing would rewrite (a backslash, a dot
+      // segment, %2e/%2f/%5c, control characters) is refused on every node, forwarded or not
+      const q = request.url.indexOf('?');
+      const bad = unforwardablePath(q < 0 ? request.url : request.url.slice(0, q), vm);
+      if (bad !== undefined) {
+        done(errors.validation(`${bad}: refused`, { vm }));
         return;
       }
       const where = cluster.locate(vm);

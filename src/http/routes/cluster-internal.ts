@@ -6,8 +6,14 @@
  *   POST /internal/cluster/vms/{vm}/agent-call?digest=<base64url sha256 of the body>
  *
  * Not part of the API (hidden from OpenAPI, not under /v1), and accepted only with a valid hop
- * signature (src/cluster/hop.ts) over this exact URL, whose digest binds the body: anything else is
- * 401 before the body is looked at. Only the freeze family (CLUSTER_AGENT_COMMANDS) is sent.
+ * signature of the `agent-call` purpose (src/cluster/hop.ts; a forwarding signature is 401 here)
+ * over this exact URL, whose digest binds the body: anything else is 401 before the body is looked
+ * at. Only the freeze family (CLUSTER_AGENT_COMMANDS) is sent. The carried principal is checked as
+ * the public routes check it (403 FORBIDDEN otherwise): `read` for the status, `write` for a freeze
+ * or thaw, `admin` for a forced thaw (unless this node's lease store is down too: the public thaw
+ * with an unverified lease id sends one then), and its VM globs must reach the VM. The gateway's
+ * own SYSTEM_PRINCIPAL (deadline thaws; only an agent-call signature carries it) may thaw and read
+ * the status, never freeze.
  * Right before sending, the fence check against the store: a freeze goes only under the lease that
  * holds the VM now and is live; a thaw unless another lease holds the VM now or (not a rollback)
  * the lease has ended (with the store down a thaw is sent anyway, a freeze is refused); a forced
@@ -21,12 +27,13 @@
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AGENT_CALL_OPERATION, CLUSTER_AGENT_COMMANDS, FENCED_FREEZES, MAX_REMOTE_TIMEOUT_MS, bodyDigest, type AgentCallBody } from '../../cluster/remote-agent.js';
-import { loadHopSecret, verifyHop, type VerifiedHop } from '../../cluster/hop.js';
+import { loadHopSecret, verifyHop, type HopPrincipal, type VerifiedHop } from '../../cluster/hop.js';
 import { errors, isGatewayError } from '../../errors.js';
 import type { AgentFence } from '../../freeze/types.js';
 import type { JsonObject } from '../../qga/types.js';
 import { vmKey, type FenceCheck, type LeaseStore } from '../../store/types.js';
 import { auditContext } from '../../util/audit.js';
+import { globMatcher } from '../../util/glob.js';
 import { isRecord } from '../../util/unknown.js';
 import { requestSignal } from '../abort.js';
 
@@ -63,11 +70,11 @@ export default async function clusterInternalRoutes(app: FastifyInstance, opts: 
     '/internal/cluster/vms/:vm/agent-call',
     {
       schema: { hide: true, operationId: AGENT_CALL_OPERATION },
-      config: { public: true },
+      config: { public: true, hopPurpose: 'agent-call' },
       bodyLimit: BODY_LIMIT,
       // the signature before anything else of the request is read
       onRequest: (request, _reply, done) => {
-        const hop = verifyHop(secret, request.headers, request.method, request.url);
+        const hop = verifyHop(secret, request.headers, request.method, request.url, Date.now(), 'agent-call');
         if (!hop) {
           done(errors.unauthenticated('unknown'));
           return;
@@ -85,6 +92,7 @@ export default async function clusterInternalRoutes(app: FastifyInstance, opts: 
       }
       const vm = isRecord(request.params) && typeof request.params.vm === 'string' ? request.params.vm : '';
       const call = parseBody(request.body, vm);
+      await authorize(hop.principal, vm, call, services.store);
       try {
         await services.registry.require(vm);
       } catch (e) {
@@ -145,6 +153,41 @@ function parseFence(f: unknown, vm: string, command: string): AgentFence {
     return { session: f.session, leaseId: f.leaseId, epoch: f.epoch, ...(f.rollback === true ? { rollback: true } : {}) };
   }
   throw errors.validation('body.fence is {session, leaseId, epoch, rollback?} or {forced: true}', { vm, command });
+}
+
+/** VM glob matchers of carried principals (the same few objects: hop.ts caches them by header) */
+const matchers = new WeakMap<HopPrincipal, (vm: string) => boolean>();
+
+/** The carried principal's scope and VM glob checks, as the public routes make them (see the header). */
+async function authorize(p: HopPrincipal, vm: string, call: AgentCallBody, store: LeaseStore): Promise<void> {
+  const command = call.command;
+  const thaw = command === 'guest-fsfreeze-thaw';
+  const forced = call.fence !== undefined && 'forced' in call.fence;
+  if (p.system === true) {
+    if (thaw || command === 'guest-fsfreeze-status') return;
+    throw errors.forbidden(`the gateway's own calls (${p.name}) never send ${command}`, { vm, command });
+  }
+  const scope = command === 'guest-fsfreeze-status' ? 'read' : 'write';
+  if (!p.scopes.includes(scope)) throw errors.missingScope(p.name, scope);
+  if (p.vms !== undefined) {
+    let m = matchers.get(p);
+    if (m === undefined) {
+      m = globMatcher(p.vms);
+      matchers.set(p, m);
+    }
+    if (!m(vm)) throw errors.vmsOutOfReach(p.name, [vm]);
+  }
+  if (thaw && forced && !p.scopes.includes('admin')) {
+    // the entry node sends a thaw without a lease (forced fence) for a caller without admin only
+    // when its store was down (an unverified lease id): allowed while the store is down here too
+    try {
+      await store.getByKey(vmKey(vm));
+    } catch (e) {
+      if (isGatewayError(e) && e.code === 'STORE_UNAVAILABLE') return;
+      throw e;
+    }
+    throw errors.forbidden('force=true needs the admin scope', { vm, command });
+  }
 }
 
 /** The fence check, right before the command is sent (see the header). Throws when it may not go. */
