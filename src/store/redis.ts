@@ -5,9 +5,9 @@
  *
  * Layout for a Cluster. Every key a script touches is passed in KEYS[], and one script only
  * touches keys of one hash tag: a VM's lock, its single-VM lease record and its fence/epoch live
- * under `{vm:<name>}`; a group's record under `{group:<id>}`; the deadline index is one key of its
- * own (`{deadlines}`); idempotency records and tombstones are single keys. What must span slots is
- * done in steps, in an order chosen so that a crash between two of them is harmless:
+ * under `{vm:<name>}`; a group's record under `{group:<id>}`; the deadline index is 256 bucket
+ * keys (below); idempotency records and tombstones are single keys. What must span slots is done
+ * in steps, in an order chosen so that a crash between two of them is harmless:
  *
  * Fencing still holds.
  * - A VM's lock is taken only by a script on the VM's node that found it free, and deleted only by
@@ -38,25 +38,42 @@
  *   vanish (its holder's check says lost when the VM's epoch went with it, else ended), and fences
  *   keep growing (clock term). Run the masters with appendfsync and min-replicas-to-write for more.
  *
- * Deadlines: the index holds one entry per lease ("<session>\n<leaseId>"), written BEFORE the
- * lease exists (its first score a lower bound of the expiry; on one Redis sent ahead of the lease's
- * script on the same connection, on a Cluster awaited before it), removed AFTER the lease is gone.
- * So every lease has an entry (a crash leaves at most a stale entry, which costs one look and is
- * pruned 60 s past its score, when its acquire can no longer run). dueSessions reads the due
- * entries, then each lease's record (on its own node); an entry of a lease found live is moved to
- * its expiry. claim checks the record is expired and this lease's, then moves the entry forward
- * by the retry delay in one script on the index's node (only one claimer wins). A renewal raises
- * the entry after the record; a crash between leaves it early, never late. The index is one key:
- * while its master is down no acquire succeeds (its entry cannot be written) and nothing is swept
- * (the holders' local timers still thaw); a lease whose record's master is down is skipped until
- * it is back.
+ * Deadlines. A lease's deadline (expiresAt, with hardDeadline) is a field of its record, written
+ * by the same script as the lock: a single-VM lease's under the VM's own tag `{vm:<name>}`, a
+ * group's under `{group:<id>}` (one deadline per lease, renewed in one place). The sweep finds
+ * them through the index: one entry per lease ("<session>\n<leaseId>" → a time no later than its
+ * deadline) in one of 256 bucket keys (redis-slots.ts). Bucket b covers the slots
+ * [64b, 64b + 64); its key carries a hash tag chosen at start to hash into that range (nearest
+ * its middle); a lease's entry goes to the bucket of its session's slot. Masters serve contiguous
+ * slot ranges in the usual layouts (CLUSTER ADDSLOTSRANGE, redis-cli --cluster create), so the
+ * entry sits on the master of the lease's record. Exceptions: a bucket whose 64 slots straddle
+ * two masters' ranges lives on one of them (with 3 masters, 2 of 256 buckets: the VMs of up to 63
+ * slots next to a boundary depend on the neighbouring master too), and a resharded slot moves
+ * its keys but not its bucket (still correct; only that independence is lost).
+ * The entry is written BEFORE the lease exists (its first score a lower bound of the expiry; on
+ * one Redis sent ahead of the lease's script on the same connection, on a Cluster awaited before
+ * it: another slot, so not in the same script), removed AFTER the lease is gone. So every lease
+ * has an entry (a crash leaves at most a stale entry, which costs one look and is pruned 60 s
+ * past its score, when its acquire can no longer run). dueSessions reads the due entries of every
+ * bucket (one script over the 256 keys on one server or Sentinel; on a Cluster the 256 reads sent
+ * at once, each to its node; each bucket gives at most L = limit × 4 + 16 due entries and the L
+ * oldest of them all are kept), then each
+ * lease's record (on its own node); an entry of a lease found live is moved to its expiry. claim
+ * checks the record is expired and this lease's, then moves the entry forward by the retry delay
+ * in one script on the bucket's node (only one claimer wins). A renewal raises the entry after
+ * the record; a crash between leaves it early, never late. While a master is down (or stalled):
+ * acquires of the sessions hashed to its slots fail (503: their record and their entry are
+ * there), all others are taken; its buckets are skipped by the sweep (each sweep tries them again,
+ * after the command timeout when it is stalled) and the other buckets swept; its leases wait for
+ * it (their holders' local timers still thaw). A group needs its record's master and each of its
+ * VMs' masters.
  *
  * Epochs: each VM has its own (random, taken when the VM's keys are first written); a lease
  * records its VM's (a group: its VMs', space-separated). check() finds "no lock" and an epoch
  * that is not the VM's now → lost: that VM's shard lost its data, so "no lock" does not mean
  * somebody thawed it. health() reports a store-wide epoch key.
  *
- * Times are each node's TIME (createdAt and expiresAt on the lease's node; claims on the index's).
+ * Times are each node's TIME (createdAt and expiresAt on the lease's node; claims on its bucket's).
  * The connection fails fast on purpose (redis-connect.ts): a lock operation that cannot reach
  * Redis fails NOW (freeze → 503) rather than running minutes later. Nothing given up on happens
  * later: acquire and renew scripts carry a not-after instant (redis-clock.ts), and an acquire

@@ -12,9 +12,12 @@
  *   it stays (and keeps its VMs locked) until someone confirms the thaw and ends it with release().
  *   So an expired-but-unthawed VM can never be frozen again under a new lease by accident, and
  *   the durable deadline index still knows it must be thawed.
- * - deadline index: a sorted set session key → time it must be thawed by. Every gateway process
- *   sweeps it (dueSessions + claim); the claim moves the entry forward by a retry delay so that one
- *   process thaws at a time and a crashed claimer is retried.
+ * - deadline index: session → time it must be thawed by. Every gateway process sweeps it
+ *   (dueSessions + claim); the claim moves the entry forward by a retry delay so that one process
+ *   thaws at a time and a crashed claimer is retried. (Redis: the deadline itself is a field of the
+ *   lease record, under the VM's hash tag `{vm:<name>}`, or the group's `{group:<id>}`; the index
+ *   is 256 sorted-set buckets by slot range, the entry in the bucket of the session's own slot, so
+ *   on a Redis Cluster it lives on the same master as the lease: redis.ts.)
  * - fence: a number that grows with every acquire of a VM and never goes backwards, even when Redis
  *   loses its data (restart without persistence). It is max(last + 1, store clock in microseconds,
  *   caller's floor + 1): the clock term keeps it ahead of every fence handed out before the loss

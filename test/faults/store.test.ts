@@ -30,6 +30,7 @@ import type { FastifyInstance } from 'fastify';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { SimAgent } from '../../sim/index.js';
 import { makeApp } from '../helpers/app.js';
+import { RedisKeys } from '../../src/store/redis-keys.js';
 import { REDIS_SERVER_PATH, startRedis, type TestRedis } from '../helpers/redis.js';
 import { startRedisProxy, type RedisProxy } from '../helpers/redis-proxy.js';
 import { agentCommands, startSim, type SimFleet } from '../integration/routes-support.js';
@@ -377,11 +378,11 @@ describe('C4: the store clock jumps forward by 2·L', { timeout: 30_000 }, () =>
       expect(v).toBeGreaterThan(0);
       expect(await redis.command('HSET', key, field, String(v - jump))).toBe(':0\r\n');
     }
-    // its deadline index entry (one per lease: "<session>\n<leaseId>") likewise
+    // its deadline index entry (one per lease: "<session>\n<leaseId>", in the bucket of vm:c4's slot) likewise
     const entry = `vm:c4\n${old.leaseId}`;
-    const score = Number(bulk(await redis.command('ZSCORE', `${prefix}{deadlines}`, entry)));
+    const score = Number(bulk(await redis.command('ZSCORE', new RedisKeys(prefix).index('vm:c4'), entry)));
     expect(score).toBe(Number(bulk(await redis.command('HGET', key, 'expiresAt'))) + jump);
-    expect(await redis.command('ZADD', `${prefix}{deadlines}`, String(score - jump), entry)).toBe(':0\r\n');
+    expect(await redis.command('ZADD', new RedisKeys(prefix).index('vm:c4'), String(score - jump), entry)).toBe(':0\r\n');
 
     // the other gateway's sweeper sees an expired lease and thaws early
     await waitFor('early deadline thaw by the other gateway', () => !vm.c4.state.frozen, 5_000);
