@@ -349,6 +349,47 @@ describe('cluster membership (three gateways on one Redis)', () => {
   }, 10_000);
 });
 
+describe("GET /v1/vms/{vm} of a gone node's VM (fake ClusterService)", () => {
+  it('names the node locate() says is gone, whatever node the directory entry names; 503 NODE_UNAVAILABLE without an entry', async () => {
+    const { createGateway } = await import('../../src/gateway.js');
+    const lastSeen = Date.parse('2026-01-02T03:04:05.000Z');
+    const gone = { id: 'Z', url: 'http://127.0.0.1:9', lastSeen, vmCount: 1, version: 'x', alive: false };
+    const summary = { source: 'config' as const, labels: { env: 'prod' }, agent: { state: 'up' as const, since: '2026-01-01T00:00:00.000Z' }, frozen: true, channel: 'ready' as const };
+    const fake: ClusterService = {
+      selfId: 'F',
+      selfUrl: 'http://127.0.0.1:1',
+      locate: (vm) => (vm === 'known' || vm === 'blank' ? { kind: 'gone', node: gone } : { kind: 'unknown' }),
+      nodes: () => [gone],
+      node: (id) => (id === 'Z' ? gone : undefined),
+      // a shared VM whose gone owner Z is what locate() names; the directory's entry is another node's
+      remote: { after: () => [], get: (vm) => (vm === 'known' ? { name: 'known', node: 'Y', alive: true, summary } : undefined) },
+    };
+    const config = testConfig({ config: { cluster: { enabled: true, id: 'F', advertiseUrl: 'http://127.0.0.1:1', secretFile }, store: { type: 'redis', redisUrl: redis.url } } });
+    const gateway = createGateway(testConfig(), pino({ level: 'silent' }));
+    const app = await buildApp({ config, gateway: { ...gateway, config, cluster: fake }, logger: pino({ level: 'silent' }), env: {} });
+    await app.ready();
+    try {
+      const r = await app.inject({ method: 'GET', url: '/v1/vms/known' });
+      expect(r.statusCode, r.body).toBe(200);
+      expect(r.json()).toEqual({
+        name: 'known',
+        source: 'config',
+        labels: { env: 'prod' },
+        channel: { state: 'idle', queued: 0, inFlight: 0 },
+        agent: { state: 'unknown', since: '2026-01-02T03:04:05.000Z', lastError: 'node Z stopped heartbeating' },
+        frozen: true,
+        node: 'Z',
+      });
+      const blank = await app.inject({ method: 'GET', url: '/v1/vms/blank' });
+      expect([blank.statusCode, blank.json().code, blank.json().node]).toEqual([503, 'NODE_UNAVAILABLE', 'Z']);
+      const ping = await app.inject({ method: 'GET', url: '/v1/vms/known/ping' });
+      expect([ping.statusCode, ping.json().code, ping.json().node]).toEqual([503, 'NODE_UNAVAILABLE', 'Z']);
+    } finally {
+      await app.close();
+    }
+  });
+});
+
 describe('GET /v1/nodes without cluster mode', () => {
   it('answers 404 NOT_FOUND: the route exists in cluster mode only', async () => {
     const { makeApp } = await import('../helpers/app.js');
