@@ -118,7 +118,7 @@ export interface paths {
         };
         /**
          * List registered VMs a page at a time, filtered (config, discovered sockets, API-registered)
-         * @description VMs in name order, only those the caller’s VM globs allow. Filters: `state` (agent state), `label=key=value` (repeatable; all must match), `capability` (an enabled agent command). `limit` (default 100, at most 1,000) VMs per page; `next` is the cursor of the following page (null on the last). The cursor stays valid while VMs come and go: no VM is listed twice and none that stays registered is skipped. In cluster mode the list is the whole cluster's, each VM with the `node` that serves it (and `conflict` when two live nodes serve the name); a gone node's VMs are listed with agent state `unknown`.
+         * @description VMs in name order, only those the caller’s VM globs allow. Filters: `state` (agent state), `label=key=value` (repeatable; all must match), `capability` (an enabled agent command). `limit` (default 100, at most 1,000) VMs per page; `next` is the cursor of the following page (null on the last). The cursor stays valid while VMs come and go: no VM is listed twice and none that stays registered is skipped. In cluster mode the list is the whole cluster's, each VM with the `node` that serves it (and `conflict`, the other live nodes that serve the name, when two or more do); a gone node's VMs are listed with agent state `unknown` (GET /v1/vms/{vm} answers one of them the same way).
          */
         get: operations["listVms"];
         put?: never;
