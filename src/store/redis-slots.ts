@@ -44,7 +44,8 @@ export function keySlot(key: string): number {
 
 export const bucketOfSlot = (slot: number): number => Math.floor(slot / SLOTS_PER_BUCKET);
 
-const cache = new Map<string, string[]>();
+/** prefix ('' for every prefix without a `{`) → each bucket's n */
+const cache = new Map<string, number[]>();
 
 /**
  * The bucket keys for a key prefix: `<prefix>{dl:<n>}:deadlines`, n chosen per bucket as above.
@@ -52,6 +53,13 @@ const cache = new Map<string, string[]>();
  * falls back to `dl:<65536 + b>`, all in that slot, which works the same on one node.)
  */
 export function bucketKeys(prefix: string): string[] {
+  // without a `{` in the prefix, a name's slot is its tag's: one search serves every prefix
+  const tags = bucketTags(prefix.includes('{') ? prefix : '');
+  return tags.map((n) => `${prefix}{dl:${n}}:deadlines`);
+}
+
+/** per bucket, the n of the name that hashes nearest the middle of its range (ms of CRC work: done once) */
+function bucketTags(prefix: string): number[] {
   const hit = cache.get(prefix);
   if (hit) return hit;
   const name = (n: number) => `${prefix}{dl:${n}}:deadlines`;
@@ -63,7 +71,7 @@ export function bucketKeys(prefix: string): string[] {
     const cur = best[b];
     if (!cur || off < cur.off) best[b] = { n, off };
   }
-  const keys = best.map((c, b) => name(c ? c.n : TAG_TRIES + b));
-  cache.set(prefix, keys);
-  return keys;
+  const tags = best.map((c, b) => (c ? c.n : TAG_TRIES + b));
+  cache.set(prefix, tags);
+  return tags;
 }
