@@ -35,11 +35,11 @@ describe('audit context only around handlers that may send a mutating command', 
     });
     try {
       expect((await app.inject({ method: 'POST', url: '/write' })).statusCode).toBe(200);
-      expect(seen).toEqual([{ by: 'alice', requestId: 'req-1' }]);
+      expect(seen).toEqual([{ by: 'alice', requestId: 'req-1', principal: { name: 'alice', scopes: new Set() } }]);
       // disabled: async hooks are off while no such handler runs
       expect((auditContext as unknown as { enabled: boolean }).enabled).toBe(false);
       expect((await app.inject({ method: 'GET', url: '/read' })).statusCode).toBe(200);
-      expect(seen).toEqual([{ by: 'alice', requestId: 'req-1' }, undefined]);
+      expect(seen).toEqual([{ by: 'alice', requestId: 'req-1', principal: { name: 'alice', scopes: new Set() } }, undefined]);
       expect((auditContext as unknown as { enabled: boolean }).enabled).toBe(false);
     } finally {
       await app.close();

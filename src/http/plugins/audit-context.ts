@@ -42,7 +42,8 @@ export function registerAuditContext(app: FastifyInstance): void {
       running++;
       let out: unknown;
       try {
-        out = auditContext.run({ by: request.principal.name, requestId: String(request.id), principal: request.principal }, () => handler.call(this, request, reply));
+        const principal = request.principal;
+        out = auditContext.run({ by: principal.name, requestId: String(request.id), principal }, () => handler.call(this, request, reply));
       } catch (e) {
         leave();
         throw e;
