@@ -1,7 +1,7 @@
 /**
  * The deadline sweep's side of RedisStore: dueSessions, claim, listSessions, all from the deadline
- * index (256 bucket keys, redis-slots.ts) and each lease's record (on the lease's node). Why an entry is trusted only with
- * its record, and when a stale one is pruned: redis.ts's header.
+ * index (256 bucket keys, redis-slots.ts) and each lease's record (on the lease's node). Why an
+ * entry is trusted only with its record, and when a stale one is pruned: redis.ts's header.
  */
 import type { RedisCore } from './redis-core.js';
 import { PENDING_GRACE_MS, STALE_ENTRY_GRACE_MS } from './redis-core.js';
