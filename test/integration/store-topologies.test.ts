@@ -370,9 +370,12 @@ describe('RedisStore over TLS with an ACL user', () => {
     try {
       await withCert.ready(5_000);
       expect((await withCert.health()).ok).toBe(true);
-      const e = await without.ready(1_500).then(() => undefined, (err: unknown) => err);
+      const e = await without.ready(3_000).then(() => undefined, (err: unknown) => err);
       expect((e as GatewayError).code).toBe('STORE_UNAVAILABLE');
-      expect((e as GatewayError).message).toMatch(/alert certificate required/);
+      // TLS 1.3: the client finishes its side of the handshake before the server checks the
+      // certificate, so an attempt ends with the server's alert or, when the client writes first,
+      // with a bare reset (seen in a full CI run: every attempt of 1.5 s was a reset)
+      expect((e as GatewayError).message).toMatch(/alert certificate required|ECONNRESET/);
     } finally {
       await without.close();
       await withCert.close();
