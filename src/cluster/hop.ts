@@ -129,6 +129,48 @@ export function signHop(secret: string, parts: HopParts): Record<string, string>
   return { [HOP_HEADER]: parts.entryNode, [PRINCIPAL_HEADER]: principal, [SIGNATURE_HEADER]: `${time}.${sig}` };
 }
 
+/**
+ * How long the entry node reuses one `forward` signature for the same principal, method and URL
+ * (issue 17 item 6: an HMAC per forwarded request is CPU on both nodes). The receiver checks the
+ * signature's time against its ±HOP_WINDOW_MS window as for any other: a reused signature is one
+ * at most this much older, nothing the window does not already allow.
+ */
+export const FORWARD_SIGNATURE_REUSE_MS = 1_000;
+const MAX_SIGNED_PER_PRINCIPAL = 1_024;
+
+interface Signed {
+  at: number;
+  headers: Record<string, string>;
+}
+/** recent forward signatures: by secret, by principal object, by entry node, method and URL */
+const signedBySecret = new Map<string, WeakMap<HopPrincipal, Map<string, Signed>>>();
+
+/**
+ * signHop for a `forward`, reusing a signature made for the same secret, principal object, entry
+ * node, method and URL within the last FORWARD_SIGNATURE_REUSE_MS (bounded per principal). The
+ * headers returned are shared: do not mutate them.
+ */
+export function signForward(secret: string, parts: Omit<HopParts, 'purpose' | 'now'>, now: number = Date.now()): Record<string, string> {
+  let byPrincipal = signedBySecret.get(secret);
+  if (byPrincipal === undefined) {
+    if (signedBySecret.size >= 8) signedBySecret.clear();
+    byPrincipal = new WeakMap();
+    signedBySecret.set(secret, byPrincipal);
+  }
+  let byCall = byPrincipal.get(parts.principal);
+  if (byCall === undefined) {
+    byCall = new Map();
+    byPrincipal.set(parts.principal, byCall);
+  }
+  const key = `${parts.entryNode}\n${parts.method}\n${parts.url}`;
+  const hit = byCall.get(key);
+  if (hit !== undefined && now - hit.at < FORWARD_SIGNATURE_REUSE_MS && hit.at <= now) return hit.headers;
+  const headers = signHop(secret, { ...parts, purpose: 'forward', now });
+  if (hit === undefined && byCall.size >= MAX_SIGNED_PER_PRINCIPAL) byCall.clear();
+  byCall.set(key, { at: now, headers });
+  return headers;
+}
+
 type Headers = Record<string, string | string[] | undefined>;
 
 function one(headers: Headers, name: string): string | undefined {
@@ -188,12 +230,36 @@ export function verifyHop(secret: string, headers: Headers, method: string, url:
   const time = signature.slice(0, dot);
   const t = Number(time);
   if (time.length > 16 || !Number.isInteger(t) || t < 0 || Math.abs(now - t) > HOP_WINDOW_MS) return undefined;
-  const given = Buffer.from(signature.slice(dot + 1), 'base64url');
-  const expected = mac(secret, purpose, method, url, time, entryNode, principalHeader);
-  if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined;
-  const principal = parsePrincipal(principalHeader);
-  if (principal === undefined || (principal.system === true && purpose !== 'agent-call')) return undefined;
+  // a signature this node verified before, over exactly these inputs (the entry node reuses one
+  // for up to FORWARD_SIGNATURE_REUSE_MS): the same inputs give the same MAC, so it is valid again;
+  // its time was checked against the window above, as for any other
+  const cache = verifiedCacheOf(secret);
+  const key = `${purpose}\n${method}\n${url}\n${entryNode}\n${principalHeader}\n${signature}`;
+  let principal = cache.get(key);
+  if (principal === undefined) {
+    const given = Buffer.from(signature.slice(dot + 1), 'base64url');
+    const expected = mac(secret, purpose, method, url, time, entryNode, principalHeader);
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined;
+    principal = parsePrincipal(principalHeader);
+    if (principal === undefined) return undefined;
+    if (cache.size >= MAX_VERIFIED) cache.clear();
+    cache.set(key, principal);
+  }
+  if (principal.system === true && purpose !== 'agent-call') return undefined;
   return { entryNode, principal };
+}
+
+/** verified signatures (with everything they cover) by secret: bounded, cleared when full */
+const verifiedBySecret = new Map<string, Map<string, HopPrincipal>>();
+const MAX_VERIFIED = 4_096;
+function verifiedCacheOf(secret: string): Map<string, HopPrincipal> {
+  let cache = verifiedBySecret.get(secret);
+  if (cache === undefined) {
+    if (verifiedBySecret.size >= 8) verifiedBySecret.clear();
+    cache = new Map();
+    verifiedBySecret.set(secret, cache);
+  }
+  return cache;
 }
 
 /** a backslash, a control character, an encoded `/`, `\` or control character, a `%` not followed by two hex digits */

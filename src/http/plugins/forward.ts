@@ -21,7 +21,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunc
 import type { NodeInfo } from '../../cluster/directory.js';
 import { NodePools, forwardFailure, outgoingHeaders, routeBound } from '../../cluster/forward.js';
 import { WholeBody } from '../../cluster/forward-answer.js';
-import { NODE_HEADER, loadHopSecret, signHop, unforwardablePath, type HopPrincipal } from '../../cluster/hop.js';
+import { NODE_HEADER, loadHopSecret, signForward, unforwardablePath, type HopPrincipal } from '../../cluster/hop.js';
 import type { Config } from '../../config/schema.js';
 import { errors } from '../../errors.js';
 import { signalOptions } from '../abort.js';
@@ -97,7 +97,7 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
     // the connection's signal (client gone, or the shutdown grace over): the forward's use of it
     // ends when its answer is complete, so a signal per request is not needed
     const { signal } = signalOptions(request);
-    const hop = signHop(secret, { purpose: 'forward', method: request.method, url: signed, entryNode: cluster.selfId, principal: carriedOf(request.principal) });
+    const hop = signForward(secret, { method: request.method, url: signed, entryNode: cluster.selfId, principal: carriedOf(request.principal) });
     // reply-from pipes request.body when it is a stream: the raw request, unread
     if (request.method !== 'GET' && request.method !== 'HEAD' && hasBody(request)) (request as { body: unknown }).body = request.raw;
     let attempts = 0;
