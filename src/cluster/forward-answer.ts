@@ -21,6 +21,7 @@
 import { IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
 import { util, type Dispatcher } from 'undici';
+import { unwatchAbort, watchAbort, type AbortWatcher } from '../util/abort.js';
 import { NODE_HEADER } from './hop.js';
 
 /** answers up to this size are read whole and sent as one buffer */
@@ -44,28 +45,6 @@ export interface ForwardResponse {
 export type ForwardCallback = (err: Error | null, res?: ForwardResponse) => void;
 
 type Abort = (err?: Error) => void;
-
-/** the requests in flight per signal, aborted by that signal's one listener */
-const inFlight = new WeakMap<AbortSignal, Set<ForwardAnswer>>();
-
-function watch(signal: AbortSignal, f: ForwardAnswer): Set<ForwardAnswer> {
-  let set = inFlight.get(signal);
-  if (set === undefined) {
-    const s = new Set<ForwardAnswer>();
-    set = s;
-    inFlight.set(signal, s);
-    signal.addEventListener(
-      'abort',
-      () => {
-        for (const x of [...s]) x.cancel(signal.reason as Error);
-        s.clear();
-      },
-      { once: true },
-    );
-  }
-  set.add(f);
-  return set;
-}
 
 function noop(): void {}
 
@@ -93,11 +72,12 @@ function answerHeaders(raw: Buffer[], nodeId: string): Record<string, string | s
   return out;
 }
 
-export class ForwardAnswer implements Dispatcher.DispatchHandler {
+export class ForwardAnswer implements Dispatcher.DispatchHandler, AbortWatcher {
   private cb: ForwardCallback | undefined;
   private abort: Abort | undefined;
   private reason: Error | undefined;
-  private watchers: Set<ForwardAnswer> | undefined;
+  /** the signal watched (util/abort.ts: one listener per signal), until settled or fired */
+  private watched: AbortSignal | undefined;
   private statusCode = 0;
   private headers: Record<string, string | string[]> | undefined;
   private chunks: Buffer[] | undefined;
@@ -115,20 +95,27 @@ export class ForwardAnswer implements Dispatcher.DispatchHandler {
     this.cb = cb;
     if (signal === undefined) return;
     if (signal.aborted) this.reason = signal.reason as Error;
-    else this.watchers = watch(signal, this);
+    else {
+      this.watched = signal;
+      watchAbort(signal, this);
+    }
+  }
+
+  onSignalAbort(signal: AbortSignal): void {
+    this.cancel(signal.reason as Error);
   }
 
   /** the signal fired: abort the request, or end its body stream with the reason */
   cancel(reason: Error): void {
-    this.watchers = undefined;
+    this.watched = undefined;
     this.reason ??= reason;
     if (this.stream !== undefined) this.stream.on('error', noop).destroy(reason);
     else this.abort?.(reason);
   }
 
   private settle(): void {
-    this.watchers?.delete(this);
-    this.watchers = undefined;
+    if (this.watched !== undefined) unwatchAbort(this.watched, this);
+    this.watched = undefined;
   }
 
   private handOver(res: ForwardResponse): void {

@@ -6,6 +6,7 @@
  * passed. Settling goes through finish() exactly once: caller's abort listener removed, job out of
  * the line, promise settled, one 'command' event.
  */
+import { unwatchAbort, watchAbort, type AbortWatcher } from '../util/abort.js';
 import type { AuditContext } from '../util/audit.js';
 import type { CommandOutcome } from './events.js';
 import type { CommandSpec, JsonObject } from './types.js';
@@ -17,40 +18,7 @@ export interface AbortHandler {
   onCallerAbort(job: Job): void;
 }
 
-const ONCE = { once: true } as const;
-
-/**
- * Per caller signal, the jobs watching it, behind ONE 'abort' listener per signal (issue 14): an
- * HTTP connection's signal is shared by every call made on it, and an EventTarget listener added
- * and removed per job cost ~3 µs per agent call (bench/quick-layers.ts); a Set entry costs a
- * fraction. On abort, the jobs are told in the order they started watching.
- */
-const watchers = new WeakMap<AbortSignal, Set<Job>>();
-
-function watch(signal: AbortSignal, job: Job): void {
-  let jobs = watchers.get(signal);
-  if (jobs === undefined) {
-    const set = new Set<Job>();
-    jobs = set;
-    watchers.set(signal, set);
-    signal.addEventListener(
-      'abort',
-      () => {
-        watchers.delete(signal);
-        for (const j of [...set]) j.handleEvent();
-        set.clear();
-      },
-      ONCE,
-    );
-  }
-  jobs.add(job);
-}
-
-function unwatch(signal: AbortSignal, job: Job): void {
-  watchers.get(signal)?.delete(job);
-}
-
-export class Job {
+export class Job implements AbortWatcher {
   /** on the session's clock: after this the job fails */
   readonly deadline: number;
   /** set while the job is on the wire */
@@ -81,11 +49,11 @@ export class Job {
     private readonly onAbort: AbortHandler,
   ) {
     this.deadline = acceptedAt + timeoutMs;
-    if (signal !== undefined) watch(signal, this);
+    if (signal !== undefined) watchAbort(signal, this);
   }
 
-  /** its caller's signal aborted */
-  handleEvent(): void {
+  /** its caller's signal aborted (one listener per signal: util/abort.ts watchAbort) */
+  onSignalAbort(): void {
     this.onAbort.onCallerAbort(this);
   }
 }
@@ -148,7 +116,7 @@ export class JobQueue {
   finish(job: Job, outcome: CommandOutcome, result: unknown): void {
     if (job.settled) return;
     job.settled = true;
-    if (job.signal !== undefined) unwatch(job.signal, job);
+    if (job.signal !== undefined) unwatchAbort(job.signal, job);
     const i = this.jobs.indexOf(job);
     if (i >= 0) this.jobs.splice(i, 1);
     if (outcome === 'ok') job.resolve(result as never);
