@@ -8,77 +8,29 @@
  * twice) are driven by a fake ClusterService at the end.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { randomUUID } from 'node:crypto';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
 import { PassThrough } from 'node:stream';
-import type { FastifyInstance } from 'fastify';
 import pino from 'pino';
 import { request as httpRequest } from 'undici';
 import { buildApp } from '../../src/app.js';
 import type { ClusterService, VmLocation } from '../../src/cluster/directory.js';
 import { signHop } from '../../src/cluster/hop.js';
 import { createGateway } from '../../src/gateway.js';
-import type { SimAgent } from '../../sim/agent.js';
-import { Simulator } from '../../sim/simulator.js';
 import { testConfig } from '../helpers/app.js';
-import { freePort, startRedis, type TestRedis } from '../helpers/redis.js';
+import type { TestRedis } from '../helpers/redis.js';
+import { startClusterRig, type ClusterRig, type RigNode } from './cluster-rig.js';
 import { pseudoRandom, sha256, until } from './files-support.js';
 
 const SECRET = `cluster-forward-test-secret-${'y'.repeat(24)}`;
 const TOKENS = { ops: 'ops-token-0123456789abcdef01', reader: 'reader-token-0123456789abcdef', aonly: 'aonly-token-0123456789abcdef0' };
 const bearer = (t: string): Record<string, string> => ({ authorization: `Bearer ${t}` });
 
-interface TestNode {
-  id: string;
-  url: string;
-  port: number;
-  vm: Record<string, SimAgent>;
-  app: FastifyInstance;
-}
+type TestNode = RigNode;
 
+let rig: ClusterRig;
 let redis: TestRedis;
-let dir: string;
 let secretFile: string;
-const sims: Simulator[] = [];
-const nodes: Record<string, TestNode> = {};
-
-function nodeConfig(id: string, port: number, vms: Array<{ name: string; endpoint: SimAgent['endpoint'] }>, prefix: string) {
-  return testConfig({
-    vms,
-    config: {
-      auth: {
-        tokens: [
-          { name: 'ops', token: TOKENS.ops, scopes: ['read', 'write', 'admin'] },
-          { name: 'reader', token: TOKENS.reader, scopes: ['read'] },
-          { name: 'aonly', token: TOKENS.aonly, scopes: ['read', 'write', 'admin'], vms: ['a*'] },
-        ],
-      },
-      store: { type: 'redis', redisUrl: redis.url, keyPrefix: prefix, commandTimeoutMs: 1_000 },
-      cluster: { enabled: true, id, advertiseUrl: `http://127.0.0.1:${port}`, secretFile, heartbeatTtlMs: 1_000, heartbeatIntervalMs: 150, forwardTimeoutMs: 1_000 },
-      // a body that arrived is not cut by the body timer while its forwarded answer is awaited
-      server: { host: '127.0.0.1', port, requestTimeoutMs: 1_000, headersTimeoutMs: 1_000 },
-      exec: { pollInitialMs: 50, pollMaxMs: 100 },
-      files: { readChunkBytes: 65_536, writeChunkBytes: 65_536 },
-    },
-  });
-}
-
-async function startNode(id: string, names: string[], prefix: string): Promise<TestNode> {
-  const simDir = path.join(dir, `sim-${id}`);
-  await mkdir(simDir);
-  const sim = new Simulator({ dir: simDir });
-  sims.push(sim);
-  const vm: Record<string, SimAgent> = {};
-  for (const name of names) vm[name] = await sim.addVm({ name });
-  const port = await freePort();
-  const config = nodeConfig(id, port, names.map((name) => ({ name, endpoint: vm[name].endpoint })), prefix);
-  const app = await buildApp({ config, logger: pino({ level: process.env.FWD_LOG ?? 'silent' }), env: {} });
-  await app.listen({ host: '127.0.0.1', port });
-  return { id, url: `http://127.0.0.1:${port}`, port, vm, app };
-}
+let nodes: Record<string, TestNode>;
 
 async function call(node: TestNode, method: string, url: string, headers: Record<string, string> = {}, body?: unknown) {
   const res = await httpRequest(`${node.url}${url}`, {
@@ -91,21 +43,26 @@ async function call(node: TestNode, method: string, url: string, headers: Record
 }
 
 beforeAll(async () => {
-  redis = await startRedis();
-  dir = await mkdtemp(path.join(os.tmpdir(), 'qga-cfwd-'));
-  secretFile = path.join(dir, 'secret');
-  await writeFile(secretFile, SECRET, { mode: 0o600 });
-  const prefix = `cfw${randomUUID().slice(0, 6)}:`;
-  const started = await Promise.all([startNode('A', ['a1'], prefix), startNode('B', ['b1'], prefix), startNode('C', ['c1'], prefix)]);
-  for (const n of started) nodes[n.id] = n;
-  await until(() => started.every((n) => started.every((m) => m === n || Object.keys(m.vm).every((v) => n.app.services.cluster?.locate(v).kind === 'remote'))), 5_000, 'directory filled');
+  rig = await startClusterRig({
+    tag: 'cfw',
+    secret: SECRET,
+    tokens: [
+      { name: 'ops', token: TOKENS.ops, scopes: ['read', 'write', 'admin'] },
+      { name: 'reader', token: TOKENS.reader, scopes: ['read'] },
+      { name: 'aonly', token: TOKENS.aonly, scopes: ['read', 'write', 'admin'], vms: ['a*'] },
+    ],
+    nodes: { A: ['a1'], B: ['b1'], C: ['c1'] },
+    cluster: { forwardTimeoutMs: 1_000 },
+    // a body that arrived is not cut by the body timer while its forwarded answer is awaited
+    server: { requestTimeoutMs: 1_000, headersTimeoutMs: 1_000 },
+    config: { exec: { pollInitialMs: 50, pollMaxMs: 100 }, files: { readChunkBytes: 65_536, writeChunkBytes: 65_536 } },
+    logEnv: 'FWD_LOG',
+  });
+  ({ redis, secretFile, nodes } = rig);
 }, 20_000);
 
 afterAll(async () => {
-  for (const n of Object.values(nodes)) await n.app.close().catch(() => undefined);
-  for (const s of sims) await s.close();
-  await redis?.stop();
-  if (dir) await rm(dir, { recursive: true, force: true });
+  await rig?.close();
 });
 
 describe('forwarded requests are answered as the serving node answers them', () => {

@@ -8,22 +8,13 @@
  *  3. the internal route checks the carried principal's scopes and VM globs as the public routes do.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createHmac, randomUUID } from 'node:crypto';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createHmac } from 'node:crypto';
 import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
-import type { FastifyInstance } from 'fastify';
-import pino from 'pino';
-import { buildApp } from '../../src/app.js';
 import { errors } from '../../src/errors.js';
 import { HOP_HEADER, PRINCIPAL_HEADER, SIGNATURE_HEADER, SYSTEM_PRINCIPAL, signHop, unforwardablePath, verifyHop, type HopPrincipal, type HopPurpose } from '../../src/cluster/hop.js';
 import { agentCallPath, bodyDigest } from '../../src/cluster/remote-agent.js';
 import type { SimAgent } from '../../sim/agent.js';
-import { Simulator } from '../../sim/simulator.js';
-import { testConfig } from '../helpers/app.js';
-import { freePort, startRedis, type TestRedis } from '../helpers/redis.js';
-import { until } from './files-support.js';
+import { startClusterRig, type ClusterRig, type RigNode } from './cluster-rig.js';
 import { agentCommands } from './freeze-fixture.js';
 
 const SECRET = `cluster-security-test-secret-${'s'.repeat(24)}`;
@@ -34,47 +25,10 @@ const TOKENS = {
 };
 const bearer = (t: string): Record<string, string> => ({ authorization: `Bearer ${t}` });
 
-interface TestNode {
-  id: string;
-  url: string;
-  port: number;
-  vm: Record<string, SimAgent>;
-  app: FastifyInstance;
-}
+type TestNode = RigNode;
 
-let redis: TestRedis;
-let dir: string;
-let secretFile: string;
-const sims: Simulator[] = [];
-const nodes: Record<string, TestNode> = {};
-
-async function startNode(id: string, names: string[], prefix: string): Promise<TestNode> {
-  const simDir = path.join(dir, `sim-${id}`);
-  await mkdir(simDir);
-  const sim = new Simulator({ dir: simDir });
-  sims.push(sim);
-  const vm: Record<string, SimAgent> = {};
-  for (const name of names) vm[name] = await sim.addVm({ name });
-  const port = await freePort();
-  const config = testConfig({
-    vms: names.map((name) => ({ name, endpoint: vm[name].endpoint })),
-    config: {
-      auth: {
-        tokens: [
-          { name: 'ops', token: TOKENS.ops, scopes: ['read', 'write', 'admin'] },
-          { name: 'adm', token: TOKENS.adm, scopes: ['read', 'write', 'admin'], vms: ['b1'] },
-          { name: 'grp', token: TOKENS.grp, scopes: ['read', 'write'], vms: ['a1', 'b1'] },
-        ],
-      },
-      store: { type: 'redis', redisUrl: redis.url, keyPrefix: prefix, commandTimeoutMs: 1_000 },
-      cluster: { enabled: true, id, advertiseUrl: `http://127.0.0.1:${port}`, secretFile, heartbeatTtlMs: 1_000, heartbeatIntervalMs: 150, forwardTimeoutMs: 2_000 },
-      server: { host: '127.0.0.1', port },
-    },
-  });
-  const app = await buildApp({ config, logger: pino({ level: process.env.SEC_LOG ?? 'silent' }), env: {} });
-  await app.listen({ host: '127.0.0.1', port });
-  return { id, url: `http://127.0.0.1:${port}`, port, vm, app };
-}
+let rig: ClusterRig;
+let nodes: Record<string, TestNode>;
 
 /** a raw HTTP/1.1 request (fetch and undici normalise or refuse such paths); the status line, headers and body */
 function raw(port: number, method: string, target: string, headers: Record<string, string>, body = ''): Promise<{ status: number; head: string; body: string }> {
@@ -142,21 +96,23 @@ afterEach(async () => {
 });
 
 beforeAll(async () => {
-  redis = await startRedis();
-  dir = await mkdtemp(path.join(os.tmpdir(), 'qga-csec-'));
-  secretFile = path.join(dir, 'secret');
-  await writeFile(secretFile, SECRET, { mode: 0o600 });
-  const prefix = `csec${randomUUID().slice(0, 6)}:`;
-  const started = await Promise.all([startNode('A', ['a1'], prefix), startNode('B', ['b1', 'b2'], prefix)]);
-  for (const n of started) nodes[n.id] = n;
-  await until(() => started.every((n) => started.every((m) => m === n || Object.keys(m.vm).every((v) => n.app.services.cluster?.locate(v).kind === 'remote'))), 5_000, 'directory filled');
+  rig = await startClusterRig({
+    tag: 'csec',
+    secret: SECRET,
+    tokens: [
+      { name: 'ops', token: TOKENS.ops, scopes: ['read', 'write', 'admin'] },
+      { name: 'adm', token: TOKENS.adm, scopes: ['read', 'write', 'admin'], vms: ['b1'] },
+      { name: 'grp', token: TOKENS.grp, scopes: ['read', 'write'], vms: ['a1', 'b1'] },
+    ],
+    nodes: { A: ['a1'], B: ['b1', 'b2'] },
+    cluster: { forwardTimeoutMs: 2_000 },
+    logEnv: 'SEC_LOG',
+  });
+  ({ nodes } = rig);
 }, 20_000);
 
 afterAll(async () => {
-  for (const n of Object.values(nodes)) await n.app.close().catch(() => undefined);
-  for (const s of sims) await s.close();
-  await redis?.stop();
-  if (dir) await rm(dir, { recursive: true, force: true });
+  await rig?.close();
 });
 
 describe('unforwardablePath', () => {
