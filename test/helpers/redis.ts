@@ -147,23 +147,7 @@ export async function freePort(): Promise<number> {
 
 /** One RESP command; resolves with the first reply chunk (enough for PING, SAVE, simple replies). */
 export function rawCommand(port: number, args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect(port, '127.0.0.1');
-    const t = setTimeout(() => {
-      s.destroy();
-      reject(new Error('redis raw command timed out'));
-    }, 5_000);
-    s.once('error', (e) => {
-      clearTimeout(t);
-      reject(e);
-    });
-    s.once('data', (d) => {
-      clearTimeout(t);
-      s.end();
-      resolve(d.toString());
-    });
-    s.write(`*${args.length}\r\n` + args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join(''));
-  });
+  return rawExchange(port, [args], (buf) => buf);
 }
 
 /**
@@ -171,6 +155,14 @@ export function rawCommand(port: number, args: string[]): Promise<string> {
  * password); resolves with the reply of the command (the AUTH reply is one line and is dropped).
  */
 export function rawAuthCommand(port: number, auth: string[], args: string[]): Promise<string> {
+  return rawExchange(port, [['AUTH', ...auth], args], (buf) => {
+    const i = buf.indexOf('\r\n');
+    return i >= 0 && buf.length > i + 2 ? buf.slice(i + 2) : undefined;
+  });
+}
+
+/** Writes `commands` (RESP) on one connection; resolves with `reply(what came so far)` once it is defined. */
+function rawExchange(port: number, commands: string[][], reply: (buf: string) => string | undefined): Promise<string> {
   return new Promise((resolve, reject) => {
     const s = net.connect(port, '127.0.0.1');
     let buf = '';
@@ -184,13 +176,13 @@ export function rawAuthCommand(port: number, auth: string[], args: string[]): Pr
     });
     s.on('data', (d: Buffer) => {
       buf += d.toString();
-      const i = buf.indexOf('\r\n');
-      if (i >= 0 && buf.length > i + 2) {
+      const r = reply(buf);
+      if (r !== undefined) {
         clearTimeout(t);
         s.end();
-        resolve(buf.slice(i + 2));
+        resolve(r);
       }
     });
-    s.write([['AUTH', ...auth], args].map((a) => `*${a.length}\r\n` + a.map((x) => `$${Buffer.byteLength(x)}\r\n${x}\r\n`).join('')).join(''));
+    s.write(commands.map((a) => `*${a.length}\r\n` + a.map((x) => `$${Buffer.byteLength(x)}\r\n${x}\r\n`).join('')).join(''));
   });
 }
