@@ -20,7 +20,7 @@
  * down, removed) and is dropped from its lease, as on a single gateway. (A node that stops keeps
  * its VMs in the directory for a day, as `gone`: their thaws are retried until it returns.)
  *
- * The wire: POST <node url>/internal/cluster/vms/<vm>/agent-call?digest=<sha256 of the body>,
+ * The wire (agent-call.ts): POST <node url>/internal/cluster/vms/<vm>/agent-call?digest=<sha256 of the body>,
  * signed with signHop for the `agent-call` purpose (a forwarding signature never reaches it; the
  * digest in the signed URL binds the body, which hop.ts does not cover), carrying the REAL principal
  * the command is done for — the request's (name, scopes, VM globs, from the audit context), which
@@ -28,63 +28,22 @@
  * explicit actor: deadline, reconcile, retry thaws; or no request around it), SYSTEM_PRINCIPAL,
  * which may only thaw and read the status there. The request id goes along for the audit records.
  */
-import { createHash } from 'node:crypto';
-import { ERRORS, errors, isGatewayError, type ErrorCode, type QgaErrorBody } from '../errors.js';
-import type { AgentFence, FreezeAgent, FreezeCallOptions, FreezeRegistry } from '../freeze/types.js';
+import { errors, isGatewayError } from '../errors.js';
+import type { FreezeAgent, FreezeCallOptions, FreezeRegistry } from '../freeze/types.js';
 import type { JsonObject, JsonValue } from '../qga/types.js';
 import { auditContext, currentActor, type AuditPrincipal } from '../util/audit.js';
+import { CLUSTER_AGENT_COMMANDS, MAX_REMOTE_TIMEOUT_MS, agentCallPath, bodyDigest, decode, readBounded, type AgentCallBody } from './agent-call.js';
 import type { NodeInfo, VmLocation } from './directory.js';
 import { SYSTEM_PRINCIPAL, signHop, type HopPrincipal } from './hop.js';
 
-/** The agent commands one node may ask another to send (cluster-internal.ts refuses the rest). */
-export const CLUSTER_AGENT_COMMANDS: ReadonlySet<string> = new Set([
-  'guest-fsfreeze-freeze',
-  'guest-fsfreeze-freeze-list',
-  'guest-fsfreeze-thaw',
-  'guest-fsfreeze-status',
-]);
-/** commands sent only under a lease that is live (the fence check) */
-export const FENCED_FREEZES: ReadonlySet<string> = new Set(['guest-fsfreeze-freeze', 'guest-fsfreeze-freeze-list']);
-
 /** what the call adds to the command's own timeout: the hop, the fence check, a connect */
 export const HOP_SLACK_MS = 5_000;
-/** the longest command timeout a node-to-node call carries */
-export const MAX_REMOTE_TIMEOUT_MS = 3_600_000;
 /** how long a leased thaw of a VM no node serves is retried before it counts as deregistered */
 export const UNKNOWN_GRACE_MS = 120_000;
 /** VMs remembered in that state at most (a bound; the oldest is forgotten first) */
 const MAX_UNKNOWN = 10_000;
-/** an answer of the internal endpoint is a few hundred bytes; more is refused */
-const MAX_ANSWER_BYTES = 1 << 20;
 /** connection errors that prove the request never reached the other node */
 const NOT_SENT_CAUSES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT']);
-
-/** the internal route's operationId (never refused by the admission limits) */
-export const AGENT_CALL_OPERATION = 'clusterAgentCall';
-
-export function agentCallPath(vm: string): string {
-  return `/internal/cluster/vms/${encodeURIComponent(vm)}/agent-call`;
-}
-
-/** The body of a node-to-node agent call. */
-export interface AgentCallBody {
-  command: string;
-  args?: JsonObject;
-  timeoutMs: number;
-  priority?: 'thaw' | 'freeze';
-  skipCapabilityCheck?: boolean;
-  fence?: AgentFence;
-  /** who the audit records name: the entry node's principal, or `gateway` */
-  by: string;
-  /** the entry node's request id */
-  requestId?: string;
-  /** the caller gave an explicit actor (`gateway`): the serving node passes it on */
-  actor?: string;
-}
-
-export function bodyDigest(body: string): string {
-  return createHash('sha256').update(body).digest('base64url');
-}
 
 /** What the routing agent needs of the ClusterService (src/cluster/directory.ts). */
 export interface Locator {
@@ -285,59 +244,4 @@ function causeCode(e: unknown): string | undefined {
   return undefined;
 }
 
-async function readBounded(res: Response): Promise<string> {
-  if (!res.body) return '';
-  const reader = res.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let n = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    n += value.byteLength;
-    if (n > MAX_ANSWER_BYTES) {
-      await reader.cancel();
-      throw Object.assign(new Error('answer too large'), { code: 'ANSWER_TOO_LARGE' });
-    }
-    chunks.push(value);
-  }
-  return Buffer.concat(chunks).toString('utf8');
-}
 
-const PROBLEM_MEMBERS = new Set(['type', 'title', 'status', 'detail', 'code', 'instance', 'vm', 'command', 'qga']);
-
-/** The serving node's answer as the value or GatewayError a local call gives. */
-function decode(status: number, text: string, node: NodeInfo, vm: string, command: string, retryAfter: string | null): JsonValue {
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    body = undefined;
-  }
-  const obj = body !== null && typeof body === 'object' && !Array.isArray(body) ? (body as Record<string, unknown>) : undefined;
-  if (status === 200 && obj && 'result' in obj) return obj.result as JsonValue;
-  const code = obj?.code;
-  if (status >= 400 && typeof code === 'string' && code in ERRORS && ERRORS[code as ErrorCode].status === status) {
-    const extra: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(obj ?? {})) if (!PROBLEM_MEMBERS.has(k)) extra[k] = v;
-    const qga = isQga(obj?.qga) ? obj.qga : undefined;
-    const after = retryAfter !== null && /^[0-9]{1,6}$/.test(retryAfter) ? Number(retryAfter) : undefined;
-    return throwing(
-      errors.fromNode(code as ErrorCode, typeof obj?.detail === 'string' ? obj.detail : ERRORS[code as ErrorCode].title, {
-        vm: typeof obj?.vm === 'string' ? obj.vm : vm,
-        command: typeof obj?.command === 'string' ? obj.command : command,
-        ...(qga ? { qga } : {}),
-        ...(Object.keys(extra).length ? { extra } : {}),
-        ...(after !== undefined ? { retryAfter: after } : {}),
-      }),
-    );
-  }
-  return throwing(errors.nodeUnavailable(vm, node.id, `node ${node.id} answered ${command} with HTTP ${status} and no usable body; whether the agent got it is unknown`, { command, extra: { sent: true } }));
-}
-
-function throwing(e: Error): never {
-  throw e;
-}
-
-function isQga(v: unknown): v is QgaErrorBody {
-  return v !== null && typeof v === 'object' && typeof (v as QgaErrorBody).class === 'string' && typeof (v as QgaErrorBody).desc === 'string';
-}

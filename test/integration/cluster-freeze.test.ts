@@ -22,7 +22,7 @@ import type { FastifyInstance } from 'fastify';
 import pino from 'pino';
 import { buildApp } from '../../src/app.js';
 import { signHop } from '../../src/cluster/hop.js';
-import { agentCallPath, bodyDigest } from '../../src/cluster/remote-agent.js';
+import { agentCallPath, bodyDigest } from '../../src/cluster/agent-call.js';
 import { groupKey } from '../../src/store/types.js';
 import type { SimAgent } from '../../sim/agent.js';
 import type { SimVmOptions } from '../../sim/types.js';

@@ -12,7 +12,7 @@ import { createHmac } from 'node:crypto';
 import net from 'node:net';
 import { errors } from '../../src/errors.js';
 import { HOP_HEADER, PRINCIPAL_HEADER, SIGNATURE_HEADER, SYSTEM_PRINCIPAL, signHop, unforwardablePath, verifyHop, type HopPrincipal, type HopPurpose } from '../../src/cluster/hop.js';
-import { agentCallPath, bodyDigest } from '../../src/cluster/remote-agent.js';
+import { agentCallPath, bodyDigest } from '../../src/cluster/agent-call.js';
 import type { SimAgent } from '../../sim/agent.js';
 import { startClusterRig, type ClusterRig, type RigNode } from './cluster-rig.js';
 import { agentCommands } from './freeze-fixture.js';

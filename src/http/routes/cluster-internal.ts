@@ -26,7 +26,7 @@
  * entry node; a thaw must always get through).
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { AGENT_CALL_OPERATION, CLUSTER_AGENT_COMMANDS, FENCED_FREEZES, MAX_REMOTE_TIMEOUT_MS, bodyDigest, type AgentCallBody } from '../../cluster/remote-agent.js';
+import { AGENT_CALL_OPERATION, CLUSTER_AGENT_COMMANDS, FENCED_FREEZES, MAX_REMOTE_TIMEOUT_MS, bodyDigest, type AgentCallBody } from '../../cluster/agent-call.js';
 import { loadHopSecret, verifyHop, type HopPrincipal, type VerifiedHop } from '../../cluster/hop.js';
 import { errors, isGatewayError } from '../../errors.js';
 import type { AgentFence } from '../../freeze/types.js';
