@@ -53,6 +53,8 @@ export interface ClusterOptions {
   logLevel?: string;
   /** write each node's output to <dir>/<id>.log instead of piping it here (benchmarks: the piping would cost this process CPU) */
   logToFiles?: boolean;
+  /** node flags of every node process (e.g. --cpu-prof --cpu-prof-dir=DIR to profile a bench) */
+  nodeFlags?: string[];
 }
 
 export interface ClusterNode {
@@ -171,7 +173,7 @@ export async function startCluster(opts: ClusterOptions): Promise<TestCluster> {
       );
       const configFile = path.join(dir, `${spec.id}.yaml`);
       await writeFile(configFile, stringify(config));
-      nodes.push(makeNode(spec.id, url, port, configFile, path.join(dir, `${spec.id}.state`), bundle, sim, vm, opts.logToFiles ? path.join(dir, `${spec.id}.log`) : undefined));
+      nodes.push(makeNode(spec.id, url, port, configFile, path.join(dir, `${spec.id}.state`), bundle, sim, vm, opts.logToFiles ? path.join(dir, `${spec.id}.log`) : undefined, opts.nodeFlags ?? []));
     }
     await Promise.all(nodes.map((n) => n.start()));
   } catch (e) {
@@ -206,6 +208,7 @@ function makeNode(
   sim: Simulator,
   vm: Record<string, SimAgent>,
   logFile: string | undefined,
+  nodeFlags: readonly string[],
 ): ClusterNode {
   let child: ChildProcess | undefined;
   let out = '';
@@ -257,7 +260,7 @@ function makeNode(
       if (running()) throw new Error(`node ${id} is already running`);
       const t0 = performance.now();
       const fd = logFile ? openSync(logFile, 'a') : undefined;
-      const c = spawn(process.execPath, [bundle.cli, 'serve', '--config', configFile], {
+      const c = spawn(process.execPath, [...nodeFlags, bundle.cli, 'serve', '--config', configFile], {
         cwd: ROOT,
         stdio: fd === undefined ? ['ignore', 'pipe', 'pipe'] : ['ignore', fd, fd],
         env: { ...process.env, QGA_GATEWAY_CONFIG: '', HOST: '', PORT: '', REDIS_URL: '', QGA_STORE: '', LOG_LEVEL: '', QGA_GATEWAY_STATE_DIR: stateDir, STATE_DIRECTORY: '', NODE_ENV: 'production' },
