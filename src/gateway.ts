@@ -115,6 +115,7 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
       syncTimeoutMs: config.agent.syncTimeoutMs,
       connectTimeoutMs: config.agent.connectTimeoutMs,
       idleReleaseMs: config.agent.idleReleaseMs,
+      infoMaxAgeMs: config.agent.infoMaxAgeMs,
       backoff: { initialMs: config.agent.backoffInitialMs, maxMs: config.agent.backoffMaxMs },
       logger,
     },

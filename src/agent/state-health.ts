@@ -1,8 +1,10 @@
 /**
  * Keeps AgentStates (state.ts) current from what the VM's channel does, and answers for a VM
  * that is down:
- *   - a channel's handshake (shown as 'syncing') that ends in 'ready' → up, with the fresh
- *     guest-info's version and capabilities; any answer to a command → up (lastSeen);
+ *   - a channel's handshake (shown as 'syncing') that ends in 'ready' → up; any answer to a
+ *     command → up (lastSeen); version and capabilities only from a guest-info read on the
+ *     socket that answered (Channel.currentInfo): a socket that ran only pings (which need no
+ *     guest-info) leaves the last read ones as they were;
  *   - a connect that fails, or a handshake that fails → down at once, except a handshake timeout
  *     on a VM frozen through the gateway (a frozen guest may answer slowly): only noted;
  *   - a call failing AGENT_UNAVAILABLE while its channel is still connecting, syncing or backing
@@ -86,7 +88,7 @@ export class AgentHealth {
     if (prev === 'syncing') {
       const started = this.syncingSince.get(vm);
       this.syncingSince.delete(vm);
-      if (state === 'ready') return this.states.answered(vm, this.pool.peek(vm)?.agentInfo, this.isFrozen(vm));
+      if (state === 'ready') return this.states.answered(vm, this.pool.peek(vm)?.currentInfo(), this.isFrozen(vm));
       if (state !== 'backoff' && state !== 'idle') return;
       const syncMs = this.pool.syncTimeoutMs;
       const silent = started !== undefined && performance.now() - started >= syncMs - 25;
@@ -99,6 +101,6 @@ export class AgentHealth {
 
   /** Any answer from the agent (a reply or an agent error) means it is up. */
   private onCommand({ vm, outcome }: CommandEvent): void {
-    if (outcome === 'ok' || outcome === 'agent-error') this.states.answered(vm, this.pool.peek(vm)?.agentInfo, this.isFrozen(vm));
+    if (outcome === 'ok' || outcome === 'agent-error') this.states.answered(vm, this.pool.peek(vm)?.currentInfo(), this.isFrozen(vm));
   }
 }

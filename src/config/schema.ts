@@ -190,6 +190,12 @@ export const ConfigSchema = Type.Object(
          * socket: `qm agent`, vzdump and libvirt wait at most this long behind us); 0 = never
          */
         idleReleaseMs: Ms(2_000),
+        /**
+         * a guest-ping on a new socket skips reading guest-info when the VM's copy (read on an
+         * earlier socket) is younger than this; every other command reads it on each new socket;
+         * 0 = read it on every new socket
+         */
+        infoMaxAgeMs: Ms(60_000),
         maxOpen: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 1000 }),
         backoffInitialMs: Ms(100, 1),
         backoffMaxMs: Ms(5_000, 1),

@@ -55,6 +55,7 @@ const DEFAULTS: ChannelSettings = {
   connectTimeoutMs: 3000,
   backoff: { initialMs: 100, maxMs: 5000 },
   idleReleaseMs: 30_000,
+  infoMaxAgeMs: 60_000,
 };
 
 export class Channel {

@@ -92,6 +92,11 @@ export class JobQueue {
     return this.jobs.length - this.urgent;
   }
 
+  /** the job shift() would take next */
+  get head(): Job | undefined {
+    return this.jobs[0];
+  }
+
   shift(): Job | undefined {
     return this.jobs.shift();
   }

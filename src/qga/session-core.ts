@@ -18,6 +18,24 @@ const MAX_ORPHANS = 64;
 /** Commands whose reply names something the agent created and that nobody else could clean up. */
 const CREATES = new Set(['guest-file-open']);
 
+/**
+ * Commands whose handling needs nothing from guest-info: every agent has them and they always
+ * answer (no success-response lookup), and after a fresh guest-sync-delimited the socket is in
+ * step, so their reply is paired in order without an id. On a new socket they may run before
+ * guest-info is read (Session.infoFirst; issue 14, churn: a ping on a new socket is connect +
+ * sync + ping, not also a guest-info round trip).
+ */
+const INFO_FREE = new Set(['guest-ping']);
+
+/**
+ * A job that must not run on a socket before guest-info was read on it: every job except the
+ * info-free commands. An info job answers with the copy; a sync job (the probe's) re-reads it, so an
+ * agent restarted with another version or other commands is noticed.
+ */
+function needsInfo(job: Job): boolean {
+  return job.kind !== 'command' || !INFO_FREE.has(job.command);
+}
+
 export type Phase = 'idle' | 'connecting' | 'syncing' | 'info' | 'ready' | 'inflight' | 'backoff' | 'closed';
 
 /** What the outside sees of each phase; the info step keeps what was shown before it. */
@@ -38,7 +56,10 @@ export abstract class SessionCore {
   protected readonly alarm: Alarm;
   protected conn: AgentConnection | undefined;
   protected infoError: GatewayError | undefined;
+  /** guest-info was not read on this socket (a new one), or invalidateInfo() asked for a re-read */
   protected infoStale = true;
+  /** when agentInfo was read (-Infinity: never, or invalidated) */
+  protected infoReadAt = -Infinity;
   /** why the socket is out of step, for the next resync's 'resync' event */
   protected resyncReason: ResyncReason | undefined;
   protected syncStartedAt = 0;
@@ -78,9 +99,19 @@ export abstract class SessionCore {
     return conn !== undefined && !conn.needsSync && this.state !== 'closing' ? this.agentInfo : undefined;
   }
 
-  /** Have guest-info re-read before the next job. */
+  /**
+   * guest-info must be read on this socket before `job` runs: it was not read here yet, and the job
+   * needs it (needsInfo), or the channel has no copy, or its copy (read on an earlier socket, kept
+   * so a ping on a new socket need not wait for it) is infoMaxAgeMs old or was invalidated.
+   */
+  protected infoFirst(job: Job): boolean {
+    return this.infoStale && (needsInfo(job) || this.agentInfo === undefined || this.now() - this.infoReadAt >= this.s.infoMaxAgeMs);
+  }
+
+  /** Have guest-info re-read before the next job (an info-free one too). */
   invalidateInfo(): void {
     this.infoStale = true;
+    this.infoReadAt = -Infinity;
   }
 
   /** Close the socket now if nothing waits (idle release, pool eviction): ready → idle. */

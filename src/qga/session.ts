@@ -22,10 +22,15 @@
  *
  * (1) the pool's maxOpen, asked before every socket (after a backoff too); refused: the jobs fail
  *     (never refused while a priority job, freeze or thaw, waits: the pool exceeds maxOpen for it)
- * (2) on to info only when guest-info is stale (a new socket, or invalidateInfo); else to ready
+ * (2) on to info only when guest-info was not read on this socket (or invalidateInfo) and the job
+ *     at the line's head needs it (every job but an info-free command, guest-ping: needsInfo in
+ *     session-core.ts), or the channel's copy from an earlier socket is missing, invalidated or
+ *     agent.infoMaxAgeMs old (infoFirst); else to ready. A ping run before the re-read goes without
+ *     an id (pairing is in order after the fresh sync) and with the catalog's success-response: the
+ *     copy of an earlier socket is kept for the fleet view and that decision only
  * (3) ready with jobs waiting: socket out of step → syncing on the SAME socket (0xFF + guest-sync-
  *     delimited, fresh random id; reason timeout, aborted, protocol-error or stale-data); guest-info
- *     stale → info; else the head job → inflight
+ *     stale and the head job needs it → info; else the head job → inflight
  * (4) the socket is destroyed; nobody listening (ENOENT, ECONNREFUSED…) fails the waiting jobs now
  * inflight, settled by: a reply or agent error; a sync job: the handshake's round trip, else its own
  *   sync · garbage or oversize → AGENT_PROTOCOL_ERROR, out of step · deadline or caller abort → at
@@ -100,7 +105,7 @@ export class Session extends SessionCore implements WireListener, AbortHandler {
     if (this.q.length === 0) return this.rest();
     if (!conn) return this.connect();
     if (conn.needsSync) return this.startSync(this.resyncReason ?? 'stale-data');
-    if (this.infoStale) return this.startInfo(conn);
+    if (this.infoFirst(this.q.head as Job)) return this.startInfo(conn);
     this.run(conn, this.q.shift() as Job);
   }
 
@@ -167,7 +172,8 @@ export class Session extends SessionCore implements WireListener, AbortHandler {
       this.alarm.set((this.stepDeadline = this.lastUsed + this.s.syncTimeoutMs), true);
       return this.resync('requested');
     }
-    const info = this.agentInfo;
+    // only a copy read on this socket (a job that needs none may run before it is read: needsInfo)
+    const info = this.infoStale ? undefined : this.agentInfo;
     // guest-info's own word on success-response beats the catalog's; ids only where they are echoed
     const successResponse = info?.commands.get(job.command)?.successResponse ?? job.spec.successResponse;
     try {
@@ -190,12 +196,14 @@ export class Session extends SessionCore implements WireListener, AbortHandler {
     }
     if (this.phase === 'syncing') {
       this.freshRttMs = this.now() - this.syncStartedAt;
-      if (this.infoStale) return this.startInfo(this.conn as AgentConnection);
+      const head = this.q.head;
+      if (head !== undefined && this.infoFirst(head)) return this.startInfo(this.conn as AgentConnection);
     } else {
       // without guest-info, commands still work: matched in order, without ids
       this.agentInfo = reply.ok ? parseAgentInfo(reply.value) : undefined;
       this.infoError = reply.ok ? undefined : agentErrorToGatewayError(reply.error, { vm: this.vm, command: 'guest-info' });
       this.infoStale = false;
+      this.infoReadAt = this.now();
     }
     // the handshake is through
     this.failures = 0;

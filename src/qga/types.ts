@@ -73,6 +73,11 @@ export interface ChannelSettings {
   backoff: { initialMs: number; maxMs: number };
   /** close the socket after this long with nothing to do; 0 = never */
   idleReleaseMs: number;
+  /**
+   * a guest-ping on a new socket runs without reading guest-info first when the channel's copy
+   * was read less than this long ago (on an earlier socket); 0 = read it on every new socket
+   */
+  infoMaxAgeMs: number;
 }
 
 export interface ExecuteOptions {

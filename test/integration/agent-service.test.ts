@@ -275,3 +275,37 @@ async function waitFor(cond: () => boolean, ms = 5000): Promise<void> {
     await sleep(10);
   }
 }
+
+describe('AgentService and guest-info kept across sockets (agent.maxOpen evictions)', () => {
+  /** the agent of `s` restarts with `disabled` commands on the same socket */
+  async function restartAgent(s: SimAgent, disabled: string[]): Promise<SimAgent> {
+    const socketPath = (s.endpoint as { path: string }).path;
+    await s.close();
+    return sim.addVm({ name: `${s.name}-again${++seq}`, socketPath, disabled });
+  }
+
+  it('a ping on a socket reopened after an eviction sends no guest-info; a capability check reads it fresh and never refuses on the kept copy', async () => {
+    const { sims, names, pool, agent } = await setup({ vms: 2, maxOpen: 1 });
+    const [a] = sims as [SimAgent, SimAgent];
+    const [na, nb] = names as [string, string];
+    expect(await agent.call(na, 'guest-ping')).toEqual({});
+    expect(commandsSent(a)).toEqual(['guest-sync-delimited', 'guest-info', 'guest-ping']);
+    // b takes the one socket: a's is released; a's agent restarts with guest-get-host-name disabled
+    expect(await agent.call(nb, 'guest-ping')).toEqual({});
+    const a2 = await restartAgent(a, ['guest-get-host-name']);
+    expect(await agent.call(na, 'guest-ping')).toEqual({});
+    expect(commandsSent(a2)).toEqual(['guest-sync-delimited', 'guest-ping']);
+    // the kept copy still says enabled: the call reads guest-info on this socket first, which refuses it
+    expect((await rejection(agent.call(na, 'guest-get-host-name'))).code).toBe('COMMAND_DISABLED');
+    expect(commandsSent(a2).slice(2)).toEqual(['guest-info', 'guest-fsfreeze-status', 'guest-info']);
+    expect(agent.fleetState(na).capabilities).not.toContain('guest-get-host-name');
+    // and the other way round: disabled in the copy, enabled after a restart → not refused
+    expect(await agent.call(nb, 'guest-ping')).toEqual({});
+    const a3 = await restartAgent(a2, []);
+    expect(await agent.call(na, 'guest-ping')).toEqual({});
+    expect(pool.channel(na).agentInfo?.commands.get('guest-get-host-name')?.enabled).toBe(false);
+    expect(await agent.call(na, 'guest-get-host-name')).toHaveProperty('host-name');
+    expect(commandsSent(a3)).toEqual(['guest-sync-delimited', 'guest-ping', 'guest-info', 'guest-get-host-name']);
+    expect(agent.fleetState(na).capabilities).toContain('guest-get-host-name');
+  });
+});

@@ -273,8 +273,14 @@ describe('capabilities', () => {
     const socketPath = (sim.endpoint as { path: string }).path;
     await sim.close();
     const restarted = await fleet.add({ name: `${vm}-again`, socketPath, disabled: ['guest-exec'] });
-    // the connection dropped with the old agent: the next call connects again and re-reads guest-info
+    // the connection dropped with the old agent: a ping connects again and syncs, but needs no
+    // guest-info (the copy is younger than agent.infoMaxAgeMs): the capabilities stay as last read
     expect((await app.inject({ method: 'GET', url: `/v1/vms/${vm}/ping` })).statusCode).toBe(200);
+    expect(restarted.stats.commandLog.map((e) => e.command)).toEqual(['guest-sync-delimited', 'guest-ping']);
+    expect(gw(app).agent.fleetState(vm).capabilities).toContain('guest-exec');
+    // the first call that needs guest-info on the new socket re-reads it
+    expect((await app.inject({ method: 'GET', url: `/v1/vms/${vm}/hostname` })).statusCode).toBe(200);
+    expect(restarted.stats.commandLog.map((e) => e.command).slice(2)).toEqual(['guest-info', 'guest-get-host-name']);
     const caps = gw(app).agent.fleetState(vm).capabilities ?? [];
     expect(caps).not.toContain('guest-exec');
     expect(caps).toContain('guest-exec-status');

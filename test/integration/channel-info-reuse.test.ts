@@ -1,0 +1,158 @@
+/**
+ * guest-info across sockets (issue 14, churn): a guest-ping on a new socket runs right after the
+ * sync handshake when the channel's guest-info was read on an earlier socket less than
+ * infoMaxAgeMs ago; every other job, a channel that never read it, an invalidated copy and an old
+ * one read it first. A ping sent before the re-read carries no id (an agent restarted as an older
+ * build may reject ids) and the copy of the earlier socket is never offered as current.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { Channel, type ChannelOptions } from '../../src/qga/channel.js';
+import { AgentConnection } from '../../src/qga/connection.js';
+import { COMMANDS } from '../../src/qga/commands.js';
+import type { TimeoutClass } from '../../src/qga/types.js';
+import { Simulator, type SimAgent } from '../../sim/index.js';
+
+const TIMEOUTS: Record<TimeoutClass, number> = { fast: 3000, normal: 3000, slow: 5000, freeze: 5000, long: 5000 };
+
+let dir: string;
+let sim: Simulator;
+let channels: Channel[];
+
+beforeEach(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), 'chan-info-'));
+  sim = new Simulator({ dir });
+  channels = [];
+});
+
+afterEach(async () => {
+  vi.restoreAllMocks();
+  for (const ch of channels) ch.destroy();
+  await sim.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+let seq = 0;
+
+async function setup(opts: { version?: string; socketPath?: string } & Partial<ChannelOptions> = {}): Promise<{ vm: SimAgent; ch: Channel; socketPath: string }> {
+  const { version, socketPath, ...chOpts } = opts;
+  const name = `vm${++seq}`;
+  const vm = await sim.addVm({ name, version: version ?? '10.0.0', disabled: [], ...(socketPath ? { socketPath } : {}) });
+  const ch = new Channel({
+    vm: name,
+    endpoint: vm.endpoint,
+    catalog: (c) => COMMANDS[c],
+    timeouts: TIMEOUTS,
+    syncTimeoutMs: 1000,
+    connectTimeoutMs: 1000,
+    backoff: { initialMs: 10, maxMs: 100 },
+    idleReleaseMs: 0,
+    ...chOpts,
+  });
+  channels.push(ch);
+  if (vm.endpoint.type !== 'unix') throw new Error('unix endpoint expected');
+  return { vm, ch, socketPath: vm.endpoint.path };
+}
+
+const log = (vm: SimAgent): string[] => vm.stats.commandLog.map((e) => e.command);
+
+describe('guest-info across sockets', () => {
+  it('a ping on a new socket after a release is sync + ping, without an id; the next other command reads guest-info first', async () => {
+    const { vm, ch } = await setup();
+    await expect(ch.execute('guest-ping')).resolves.toEqual({});
+    // first contact: the channel has no copy yet, so it is read before the ping
+    expect(log(vm)).toEqual(['guest-sync-delimited', 'guest-info', 'guest-ping']);
+    expect(ch.agentInfo?.version).toBe('10.0.0');
+    expect(ch.release()).toBe(true);
+    const sent = vi.spyOn(AgentConnection.prototype, 'request');
+    await expect(ch.execute('guest-ping')).resolves.toEqual({});
+    expect(log(vm).slice(3)).toEqual(['guest-sync-delimited', 'guest-ping']);
+    expect(sent.mock.calls).toEqual([['guest-ping', undefined, false]]);
+    // the kept copy is the fleet view's (agentInfo), never offered as current on this socket
+    expect(ch.agentInfo?.version).toBe('10.0.0');
+    expect(ch.currentInfo()).toBeUndefined();
+    await expect(ch.execute('guest-get-host-name')).resolves.toHaveProperty('host-name');
+    expect(log(vm).slice(5)).toEqual(['guest-info', 'guest-get-host-name']);
+    expect(sent.mock.calls.slice(1)).toEqual([
+      ['guest-info', undefined, false],
+      ['guest-get-host-name', undefined, true],
+    ]);
+    expect(ch.currentInfo()?.version).toBe('10.0.0');
+    // read on this socket now: more pings send no guest-info, with ids (10.0 echoes them)
+    await expect(ch.execute('guest-ping')).resolves.toEqual({});
+    expect(log(vm).slice(7)).toEqual(['guest-ping']);
+    expect(sent.mock.calls[3]).toEqual(['guest-ping', undefined, true]);
+  });
+
+  it('an info or sync job on a new socket reads guest-info again (the probe notices a restarted agent)', async () => {
+    const { vm, ch } = await setup();
+    await ch.info();
+    ch.release();
+    await expect(ch.sync()).resolves.toHaveProperty('rttMs');
+    expect(log(vm)).toEqual(['guest-sync-delimited', 'guest-info', 'guest-sync-delimited', 'guest-info']);
+    ch.release();
+    await ch.info();
+    expect(log(vm).slice(4)).toEqual(['guest-sync-delimited', 'guest-info']);
+  });
+
+  it('an agent restarted as an old build that rejects ids still answers the first ping; the next command learns the new version', async () => {
+    const { vm, ch, socketPath } = await setup();
+    await ch.info();
+    expect(ch.agentInfo?.echoesId).toBe(true);
+    await vm.close();
+    const old = await sim.addVm({ name: `${vm.name}-old`, version: '2.5.0', disabled: [], socketPath });
+    // the socket went with the old agent; the next ping connects again and skips guest-info (kept copy)
+    await expect(ch.execute('guest-ping')).resolves.toEqual({});
+    expect(log(old)).toEqual(['guest-sync-delimited', 'guest-ping']);
+    expect(ch.agentInfo?.version).toBe('10.0.0');
+    expect(typeof (await ch.execute('guest-get-time'))).toBe('bigint');
+    expect(log(old).slice(2)).toEqual(['guest-info', 'guest-get-time']);
+    expect(ch.agentInfo?.version).toBe('2.5.0');
+    expect(ch.agentInfo?.echoesId).toBe(false);
+  });
+
+  it('a copy infoMaxAgeMs old, an invalidated one, or infoMaxAgeMs 0: the ping waits for guest-info', async () => {
+    let skew = 0;
+    const { vm, ch } = await setup({ infoMaxAgeMs: 60_000, now: () => performance.now() + skew });
+    await ch.info();
+    ch.release();
+    skew = 60_000;
+    await ch.execute('guest-ping');
+    expect(log(vm).slice(2)).toEqual(['guest-sync-delimited', 'guest-info', 'guest-ping']);
+    // invalidated (e.g. after a thaw): re-read before the next job, a ping on the held socket too
+    ch.invalidateInfo();
+    await ch.execute('guest-ping');
+    expect(log(vm).slice(5)).toEqual(['guest-info', 'guest-ping']);
+    const { vm: vm0, ch: ch0 } = await setup({ infoMaxAgeMs: 0 });
+    await ch0.info();
+    ch0.release();
+    await ch0.execute('guest-ping');
+    expect(log(vm0)).toEqual(['guest-sync-delimited', 'guest-info', 'guest-sync-delimited', 'guest-info', 'guest-ping']);
+  });
+
+  it('replies an earlier client left behind never answer a ping that skipped guest-info', async () => {
+    const { vm, ch, socketPath } = await setup();
+    await ch.info();
+    ch.release();
+    vm.setFault({ command: 'guest-get-osinfo', kind: 'delay', ms: 100, times: 1 });
+    await new Promise<void>((resolve, reject) => {
+      const s = net.connect(socketPath, () => {
+        s.write(Buffer.concat([Buffer.from([0xff]), Buffer.from('{"execute":"guest-get-osinfo"}\n{"execute":"guest-get-time"}\n')]), () => {
+          s.destroy();
+          resolve();
+        });
+      });
+      s.on('error', reject);
+    });
+    let stale = 0;
+    ch.events.on('stale', (e: { bytes: number }) => (stale += e.bytes));
+    await expect(ch.execute('guest-ping')).resolves.toEqual({});
+    await expect(ch.execute('guest-get-host-name')).resolves.toHaveProperty('host-name');
+    expect(stale).toBeGreaterThan(0);
+    expect(log(vm).filter((c) => c === 'guest-info')).toHaveLength(2);
+  });
+});
