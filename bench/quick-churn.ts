@@ -4,17 +4,20 @@
  * per round, BENCH_ROUNDS (default 2); prints ok/s and the gateway's CPU µs per ok answer.
  * --perf: perf record -g of the gateway in round 1, inclusive (children) figures by symbol.
  * --ab REV: each round also runs the gateway built from git revision REV's src/ (as quick-http.ts).
+ * --prof: the gateway runs under --cpu-prof in round 1; its profile (warm-up included) is copied to
+ *   /tmp/qga-churn-<variant>.cpuprofile and its top self-time functions printed.
  *
  *   npx tsx bench/quick-churn.ts [--perf] [--ab REV]
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
+import { copyFile, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { auth, cannon, startGateway, TOKENS } from './lib/procs.js';
 import { startSimChild } from './lib/sim-child.js';
 import { gatewayEntry } from './lib/build.js';
 import { buildRevision } from './lib/revision.js';
+import { topSelfTime } from './lib/cpuprofile.js';
 
 const ms = Number(process.env.BENCH_MS ?? 3000);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
@@ -24,6 +27,7 @@ const perfOn = process.argv.includes('--perf');
 const deoptOn = process.argv.includes('--deopt');
 /** --opt: the gateway runs with --trace-opt; TurboFan compilations after the warm-up are counted by function (with the sfi: one line per function) */
 const optOn = process.argv.includes('--opt');
+const profOn = process.argv.includes('--prof');
 const abAt = process.argv.indexOf('--ab');
 const abRev = abAt > 0 ? process.argv[abAt + 1] : undefined;
 
@@ -40,7 +44,7 @@ async function main(): Promise<void> {
       if (r % 2 === 1) variants.reverse();
       for (const [name, entry] of variants) {
         const e = entry ?? (await gatewayEntry()).entry;
-        const gw = await startGateway({ vms: sim.vms, agent: { maxOpen: 100 }, entry: perfOn ? ['--perf-basic-prof', ...e] : deoptOn ? ['--trace-deopt', ...e] : optOn ? ['--trace-opt', ...e] : e });
+        const gw = await startGateway({ vms: sim.vms, agent: { maxOpen: 100 }, cpuProf: profOn && r === 0, entry: perfOn ? ['--perf-basic-prof', ...e] : deoptOn ? ['--trace-deopt', ...e] : optOn ? ['--trace-opt', ...e] : e });
         try {
           const spec = { pathsFile, order: 'random' as const, connections: 64, headers: H, base: gw.base };
           await cannon({ ...spec, durationMs: Number(process.env.BENCH_WARM_MS ?? 1000) }, []);
@@ -79,7 +83,14 @@ async function main(): Promise<void> {
           res.set(name, [...(res.get(name) ?? []), cpu]);
           console.log(`round ${r + 1} ${name}: ${okps.toFixed(0)} ok/s, ${cpu.toFixed(0)} µs CPU per ok, statuses ${JSON.stringify(m.result.status)}`);
         } finally {
-          await gw.stop();
+          const prof = await gw.stop();
+          if (prof) {
+            const to = `/tmp/qga-churn-${name.split(' ')[0]}.cpuprofile`;
+            await copyFile(prof, to);
+            const top = await topSelfTime(prof, undefined, 25);
+            console.log(`${to}: busy ${top.busyMs.toFixed(0)} ms`);
+            for (const row of top.rows) console.log(`${(row.share * 100).toFixed(1).padStart(5)}% ${row.fn} ${row.where}`);
+          }
         }
       }
     }
