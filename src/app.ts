@@ -168,7 +168,7 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   app.decorate('readinessChecks', readinessChecks);
   app.decorate('shuttingDown', false);
 
-  registerErrorHandling(app);
+  registerErrorHandling(app, { refusalHoldMs: config.limits.refusalHoldMs });
   // before every other hook and route: the request id header on every answer, the per-route log hooks
   registerRequestLog(app, createHttpMetrics(services.metrics, services.files.guest.transferred));
   // callback style (an async hook costs a promise per request)

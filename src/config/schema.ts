@@ -149,6 +149,13 @@ export const ConfigSchema = Type.Object(
         /** requests of one principal in flight at once (queued for an agent, streaming a file …); 0 = no limit */
         perPrincipalConcurrency: Type.Integer({ minimum: 0, maximum: 1_000_000, default: 256 }),
         /**
+         * a 429 for overload (QUEUE_FULL, RATE_LIMITED) is answered this long after the refusal
+         * (src/http/refusal-hold.ts: one shared timer, at most one held answer per connection and
+         * 10,000 in all, beyond which answers go at once; sent at once on shutdown), so clients
+         * that retry at once come back paced instead of taking the event loop; 0 = at once
+         */
+        refusalHoldMs: Ms(250, 0, 10_000),
+        /**
          * requests of one principal per time window (@fastify/rate-limit); absent = no rate limit.
          * With store.type redis the counters live in that Redis, shared by every gateway on it.
          */

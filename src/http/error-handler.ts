@@ -9,6 +9,7 @@ import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { ERRORS, GatewayError, errors, type ErrorCode } from '../errors.js';
 import { trackAllowedMethods } from './allowed-methods.js';
+import { RefusalHold } from './refusal-hold.js';
 import { capText, unionWords, unknownMemberWords } from './validation-detail.js';
 
 export interface Problem {
@@ -168,7 +169,17 @@ export function sendProblem(reply: FastifyReply, err: GatewayError, request?: Fa
     .send(JSON.stringify(toProblem(err, request === undefined ? undefined : pathOf(request.url))));
 }
 
-export function registerErrorHandling(app: FastifyInstance): void {
+/**
+ * `refusalHoldMs` (limits.refusalHoldMs): a 429 (QUEUE_FULL, RATE_LIMITED) is answered that long
+ * after the refusal, on a shared timer (refusal-hold.ts); 0 = at once. Held answers are sent at
+ * once when the app closes.
+ */
+export function registerErrorHandling(app: FastifyInstance, opts: { refusalHoldMs?: number } = {}): void {
+  const holds = new RefusalHold(opts.refusalHoldMs ?? 0, (reply, err) => void sendProblem(reply, err, reply.request));
+  app.addHook('preClose', (done) => {
+    holds.release();
+    done();
+  });
   app.setErrorHandler((error: FastifyError, request, reply) => {
     if (error.name === 'AbortError') {
       if (request.server.shuttingDown) {
@@ -182,6 +193,8 @@ export function registerErrorHandling(app: FastifyInstance): void {
     const ge = error instanceof GatewayError ? error : fromFastify(error, request);
     if (ge) {
       if (ge.status >= 500) request.log.warn({ code: ge.code, vm: ge.vm, command: ge.command, detail: ge.message }, 'request failed');
+      // overload (429): answered after limits.refusalHoldMs, so that clients retrying at once come back paced
+      if (ge.status === 429 && holds.hold(reply, ge)) return undefined;
       return sendProblem(reply, ge, request);
     }
     request.log.error({ err: error }, 'unhandled error');
