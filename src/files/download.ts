@@ -1,13 +1,13 @@
 /**
  * Streaming download: open 'r' → (seek end for the size) → seek to the start → read chunk by
- * chunk → close. One chunk is read only when the HTTP side wants more (Readable backpressure),
- * so memory is flat in file size; each read is its own queued agent command, so other requests
+ * chunk → close. Chunks are pushed only when the HTTP side wants more (Readable backpressure)
+ * and at most one read runs ahead of them, so memory is flat in file size; each read is its own queued agent command, so other requests
  * to the VM interleave with a long transfer. The handle is closed when the last byte is read,
  * and on every other way out (agent error, client abort → destroy()).
  */
 import { Readable } from 'node:stream';
 import { isGatewayError, errors } from '../errors.js';
-import { SEEK_END, SEEK_SET, type GuestFiles } from './guest.js';
+import { SEEK_END, SEEK_SET, type GuestFiles, type ReadResult } from './guest.js';
 import { parseRange, resolveRange } from './range.js';
 
 export interface DownloadPlan {
@@ -62,12 +62,33 @@ export async function planDownload(
   }
 }
 
+type Chunk = { buf: Buffer; done: boolean };
+/** a guest-file-read sent ahead, with the count it asked for */
+type Sent = { count: number; reply: Promise<ReadResult> };
+
+/** Reads sent ahead of the one being handed on: one runs in the agent, one waits behind it. */
+export const READ_AHEAD = 2;
+
+/**
+ * Reads ahead: while a chunk is decoded and written to the client, the next read is already in
+ * the agent and the one after it waits in the channel's line, so the agent never sits idle
+ * between chunks (a raw read loop leaves it idle while the client decodes each reply). Memory
+ * stays bounded in chunks, not in file size: new reads are sent only when the HTTP side asks for
+ * more data (Readable backpressure), so at most `readAhead` replies, the chunk in the stream's
+ * buffer and the one being written are held. Reads never ask past the known length, so a whole
+ * download ends with nothing in flight.
+ */
 export class DownloadStream extends Readable {
   private readonly abort = new AbortController();
   private closing?: Promise<boolean>;
   private emptyReads = 0;
   /** the first chunk, read by prefetch() before the response starts */
-  private first?: { buf: Buffer; done: boolean };
+  private first?: Chunk;
+  /** reads sent and not yet handed on, oldest first */
+  private readonly sent: Sent[] = [];
+  /** bytes not yet asked for; undefined = until EOF */
+  private unasked: number | undefined;
+  private eof = false;
 
   constructor(
     private readonly files: GuestFiles,
@@ -76,8 +97,15 @@ export class DownloadStream extends Readable {
     /** bytes still to send; undefined = until EOF */
     private remaining: number | undefined,
     private readonly chunkBytes: number,
+    private readonly readAhead = READ_AHEAD,
   ) {
     super({ highWaterMark: chunkBytes });
+    this.unasked = remaining;
+  }
+
+  /** reads sent to the agent and not yet handed on (for tests and metrics) */
+  get readsInFlight(): number {
+    return this.sent.length;
   }
 
   /** Read the first chunk now; errors reach the caller instead of a half-sent response. */
@@ -93,17 +121,11 @@ export class DownloadStream extends Readable {
   }
 
   override _read(): void {
-    const first = this.first;
-    if (first) {
-      this.first = undefined;
-      this.deliver(first).catch((e: unknown) => this.destroy(e instanceof Error ? e : new Error(String(e))));
-      return;
-    }
-    this.next().catch((e: unknown) => this.destroy(e instanceof Error ? e : new Error(String(e))));
+    this.pull().catch((e: unknown) => this.destroy(e instanceof Error ? e : new Error(String(e))));
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
-    // Abandon an in-flight read (its reply is discarded), then close with a fresh deadline.
+    // Abandon the reads in flight (their replies are discarded), then close with a fresh deadline.
     this.abort.abort();
     this.closeHandle().then(
       () => cb(err),
@@ -116,13 +138,44 @@ export class DownloadStream extends Readable {
     return this.closing;
   }
 
-  /** Read until there is data to push or the end is reached (an empty read pushes nothing). */
-  private async readChunk(): Promise<{ buf: Buffer; done: boolean }> {
+  /** One chunk to the stream (Readable calls _read again only after a push). */
+  private async pull(): Promise<void> {
+    let chunk = this.first;
+    this.first = undefined;
+    chunk ??= await this.readChunk();
+    if (this.destroyed) return;
+    if (!chunk.done) this.send();
+    await this.deliver(chunk);
+  }
+
+  /** Send reads until `readAhead` are out, never past the known length or a seen EOF. */
+  private send(): void {
+    while (this.sent.length < this.readAhead && !this.eof && this.unasked !== 0) {
+      const count = this.unasked === undefined ? this.chunkBytes : Math.min(this.chunkBytes, this.unasked);
+      if (this.unasked !== undefined) this.unasked -= count;
+      const reply = this.files.read(this.vm, this.handle, count, this.abort.signal);
+      // a failure is seen when its turn comes; a read abandoned by destroy() is no one's error
+      reply.catch(() => undefined);
+      this.sent.push({ count, reply });
+    }
+  }
+
+  /** The next chunk with data, or the end (an empty read pushes nothing). */
+  private async readChunk(): Promise<Chunk> {
     for (;;) {
-      if (this.remaining === 0) return { buf: Buffer.alloc(0), done: true };
-      const count = this.remaining === undefined ? this.chunkBytes : Math.min(this.chunkBytes, this.remaining);
-      const r = await this.files.read(this.vm, this.handle, count, this.abort.signal);
+      if (this.remaining === 0 || (this.eof && this.sent.length === 0)) return { buf: Buffer.alloc(0), done: true };
+      if (this.sent.length === 0) {
+        // every byte was asked for, yet some are missing (a short read): ask for them again
+        if (this.unasked === 0) this.unasked = this.remaining;
+        this.send();
+      }
+      const { count, reply } = this.sent.shift() as Sent;
+      const r = await reply;
+      if (r.eof) this.eof = true;
+      // the next read goes out before this reply is decoded: the agent works meanwhile
+      if (!this.eof) this.send();
       let buf = Buffer.from(r.b64, 'base64');
+      if (this.unasked !== undefined && buf.length < count) this.unasked += count - buf.length;
       if (this.remaining !== undefined) {
         if (buf.length > this.remaining) buf = buf.subarray(0, this.remaining);
         this.remaining -= buf.length;
@@ -141,15 +194,12 @@ export class DownloadStream extends Readable {
     }
   }
 
-  private async next(): Promise<void> {
-    const chunk = await this.readChunk();
-    if (this.destroyed) return;
-    await this.deliver(chunk);
-  }
-
-  private async deliver({ buf, done }: { buf: Buffer; done: boolean }): Promise<void> {
+  private async deliver({ buf, done }: Chunk): Promise<void> {
     if (done) {
-      // Close before the last push: the handle is released as soon as the data is in hand.
+      // Reads sent past an EOF (size unknown) answer at once; let them, so the close finds the
+      // channel in step. Then close before the last push: the handle is released as soon as the
+      // data is in hand.
+      await Promise.allSettled(this.sent.splice(0).map((s) => s.reply));
       await this.closeHandle();
       if (this.destroyed) return;
       if (buf.length > 0) this.push(buf);

@@ -1,7 +1,7 @@
 /**
  * Streaming upload: open → (seek for a resume) → write chunk by chunk → flush → close.
- * The body is consumed with for-await, so TCP backpressure holds the client while a chunk is
- * being written; memory is one chunk buffer however large the file. Each chunk is its own
+ * The body is consumed with for-await, so TCP backpressure holds the client while the agent is
+ * behind; memory is one chunk buffer and two encoded chunks however large the file. Each chunk is its own
  * queued agent command, so other requests to the VM interleave with a long transfer.
  *
  * Modes: `truncate` opens "w" (create or empty the file), `append` opens "a". An `offset`
@@ -50,45 +50,39 @@ export async function upload(
       }
       await files.seek(vm, handle, opts.offset, SEEK_SET, signal);
     }
-    // Two buffers: the next chunk fills from the request while the previous one is being
-    // written, so the network and the agent work at the same time. One write in flight at a
-    // time keeps the order; a buffer is refilled only after its write has finished.
-    const bufs = [Buffer.allocUnsafe(opts.chunkBytes), Buffer.allocUnsafe(opts.chunkBytes)];
-    let cur = 0;
+    // The chunk is encoded to base64 as soon as it is full (the string is the copy the write
+    // carries, so the one buffer refills at once), and up to WRITE_AHEAD writes are sent: one runs
+    // in the agent while the next waits in the channel's line, so the agent starts on it the moment
+    // it answers the first, while the next chunk fills from the request. The channel runs them in
+    // order; memory is one buffer and at most WRITE_AHEAD encoded chunks however large the file.
+    const buf = Buffer.allocUnsafe(opts.chunkBytes);
     let fill = 0;
-    let inFlight: Promise<void> | undefined;
     let received = 0;
-    const submit = async () => {
-      const data = bufs[cur].subarray(0, fill);
-      if (inFlight) await inFlight;
-      inFlight = writeAll(files, vm, handle, data, signal).then(() => {
-        written += data.length;
-      });
-      inFlight.catch(() => undefined); // observed at the next await; never unhandled
-      cur ^= 1;
-      fill = 0;
-    };
+    const writes = new WriteWindow(files, vm, handle, signal, (n) => (written += n));
     try {
       for await (const piece of body) {
-        const buf = typeof piece === 'string' ? Buffer.from(piece) : piece;
-        received += buf.length;
+        const data = typeof piece === 'string' ? Buffer.from(piece) : piece;
+        received += data.length;
         if (opts.maxBytes > 0 && received > opts.maxBytes) {
           throw errors.tooLarge('upload', opts.maxBytes, 'files.maxUploadBytes', { vm });
         }
         let p = 0;
-        while (p < buf.length) {
-          const n = buf.copy(bufs[cur], fill, p);
+        while (p < data.length) {
+          const n = data.copy(buf, fill, p);
           fill += n;
           p += n;
-          if (fill === opts.chunkBytes) await submit();
+          if (fill === opts.chunkBytes) {
+            await writes.send(buf.toString('base64', 0, fill), fill);
+            fill = 0;
+          }
         }
       }
-      if (fill > 0) await submit();
+      if (fill > 0) await writes.send(buf.toString('base64', 0, fill), fill);
     } finally {
-      // Settle the last write before anything else (success: flush after it; failure: `written` is final).
-      await inFlight?.catch(() => undefined);
+      // Settle every write before anything else (success: flush after them; failure: `written` is final).
+      await writes.settle().catch(() => undefined);
     }
-    if (inFlight) await inFlight;
+    await writes.settle();
     await files.flush(vm, handle, signal);
     const position = (await files.seek(vm, handle, 0, SEEK_CUR, signal)).position;
     // The data is flushed: a failed close no longer concerns the caller (the reaper retries it).
@@ -100,14 +94,83 @@ export async function upload(
   }
 }
 
-/** guest-file-write may write less than asked (fwrite); send the rest until all is written. */
-async function writeAll(files: GuestFiles, vm: string, handle: number, data: Buffer, signal?: AbortSignal): Promise<void> {
-  let off = 0;
-  while (off < data.length) {
-    const part = off === 0 ? data : data.subarray(off);
-    const { count } = await files.write(vm, handle, part.toString('base64'), undefined, signal);
-    if (count <= 0) throw errors.agentError(vm, 'guest-file-write', 'the agent wrote nothing (disk full?)');
-    off += count;
+/** Writes sent ahead: one in the agent, one waiting behind it in the channel's line. */
+export const WRITE_AHEAD = 2;
+
+/**
+ * The writes of one upload, in order, at most WRITE_AHEAD at a time. `onWritten` counts the
+ * bytes the agent confirmed, in order and only up to the first failure, so the count is the
+ * prefix of the file that is known to be written (the offset to resume at).
+ */
+class WriteWindow {
+  private readonly out: Promise<void>[] = [];
+  /** writes sent so far, to tell whether one was sent after a given one */
+  private sentCount = 0;
+  private failed = false;
+  private error?: { e: unknown };
+
+  constructor(
+    private readonly files: GuestFiles,
+    private readonly vm: string,
+    private readonly handle: number,
+    private readonly signal: AbortSignal | undefined,
+    private readonly onWritten: (bytes: number) => void,
+    private readonly ahead = WRITE_AHEAD,
+  ) {}
+
+  /** Send one encoded chunk of `bytes` bytes, first waiting while `ahead` writes are out. */
+  async send(b64: string, bytes: number): Promise<void> {
+    while (this.out.length >= this.ahead) {
+      try {
+        await this.out.shift();
+      } catch (e) {
+        this.error ??= { e };
+        throw e;
+      }
+    }
+    const seq = ++this.sentCount;
+    const w = this.writeAll(b64, bytes, seq).then(
+      () => {
+        if (!this.failed) this.onWritten(bytes);
+      },
+      (e: unknown) => {
+        this.failed = true;
+        throw e;
+      },
+    );
+    w.catch(() => undefined); // observed when its turn comes; never unhandled
+    this.out.push(w);
+  }
+
+  /** Wait for every write sent; throws the first failure (again on every later call). */
+  async settle(): Promise<void> {
+    while (this.out.length > 0) {
+      try {
+        await this.out.shift();
+      } catch (e) {
+        this.error ??= { e };
+      }
+    }
+    if (this.error) throw this.error.e;
+  }
+
+  /**
+   * guest-file-write may write less than asked (fwrite); the rest is sent again, unless a later
+   * chunk already went out (it would land before the rest): then the upload stops there, and
+   * `bytesWritten` tells the caller where to resume.
+   */
+  private async writeAll(b64: string, bytes: number, seq: number): Promise<void> {
+    let { count } = await this.files.write(this.vm, this.handle, b64, undefined, this.signal);
+    while (count < bytes) {
+      if (count <= 0) throw errors.agentError(this.vm, 'guest-file-write', 'the agent wrote nothing (disk full?)');
+      if (this.sentCount > seq) {
+        throw errors.agentError(this.vm, 'guest-file-write', `the agent wrote ${count} of ${bytes} bytes of a chunk (disk full?); resume at bytesWritten`);
+      }
+      const rest = Buffer.from(b64, 'base64').subarray(count);
+      bytes -= count;
+      b64 = rest.toString('base64');
+      ({ count } = await this.files.write(this.vm, this.handle, b64, undefined, this.signal));
+    }
   }
 }
 
