@@ -1,8 +1,8 @@
 /**
  * Streaming download: open 'r' → (seek end for the size) → seek to the start → read chunk by
  * chunk → close. Chunks are pushed only when the HTTP side wants more (Readable backpressure)
- * and at most one read runs ahead of them, so memory is flat in file size; each read is its own queued agent command, so other requests
- * to the VM interleave with a long transfer. The handle is closed when the last byte is read,
+ * and at most READ_AHEAD reads run ahead of them, so memory is flat in file size; each read is
+ * its own queued agent command, so other requests to the VM interleave with a long transfer. The handle is closed when the last byte is read,
  * and on every other way out (agent error, client abort → destroy()).
  */
 import { Readable } from 'node:stream';
