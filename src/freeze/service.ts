@@ -68,7 +68,7 @@ export class FreezeService {
     this.audit = deps.audit ?? createAuditLog(this.logger);
     this.gatewayId = deps.gatewayId ?? `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
     const claimRetryMs = Math.max(2 * this.settings.sweepIntervalMs, 5_000);
-    this.engine = new ThawEngine(this.store, this.agent, this.logger, this.settings.thawTimeoutMs, deps.releaseChannel, claimRetryMs, this.audit);
+    this.engine = new ThawEngine(this.store, this.agent, this.logger, this.settings.thawTimeoutMs, claimRetryMs, this.audit);
     this.sweeper = new Sweeper(this.store, this.engine, this.logger, this.settings.sweepIntervalMs, claimRetryMs);
     this.freezer = new SessionFreezer(this.store, this.agent, this.registry, this.engine, this.settings, this.logger, this.gatewayId, claimRetryMs, deps.releaseChannel);
     this.groups = new FreezeGroups(this.store, this.agent, this.registry, this.engine, this.freezer, this.logger, this.audit, this.settings.maxGroupVms);

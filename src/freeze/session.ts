@@ -5,8 +5,8 @@
  *   2. acquire the lease for all VM keys at once → 409 LEASE_CONFLICT naming holder and expiry,
  *      503 STORE_UNAVAILABLE when the store is down (nothing frozen, agent not asked);
  *   3. arm the local auto-thaw timer at once, so even a freeze that hangs is thawed on time;
- *   4. per VM, right before the freeze command: check the lease in the store (fencing — a process
- *      that was paused past its lease sends nothing);
+ *   4. right before the freeze commands: check the lease in the store (fencing — a process that
+ *      was paused past its lease sends nothing); once per wave of parallel freezes;
  *   5. freeze all VMs in parallel; if any fails, loses its connection or freezes nothing (the agent
  *      answers 0: 422 NOTHING_FROZEN), thaw every VM whose freeze may have taken effect
  *      (always-thaw) and end the lease. A single VM whose freeze TIMED OUT (sent, not answered in
@@ -16,7 +16,7 @@
  *   6. a freeze that outlived its lease (slow hooks) is rolled back the same way.
  */
 import { GatewayError, errors } from '../errors.js';
-import { groupOfSession, vmKey, vmOfKey, type AcquireRequest, type AcquireResult, type Lease, type LeaseStore } from '../store/types.js';
+import { groupOfSession, vmKey, vmOfKey, type AcquireRequest, type AcquireResult, type FenceCheck, type Lease, type LeaseStore } from '../store/types.js';
 import type { ThawEngine } from './thaw.js';
 import {
   asGatewayError,
@@ -41,13 +41,13 @@ const REPLAY_POLL_MS = 200;
 const FREEZE_PARALLEL = 64;
 
 /** `f` over `xs` with at most `limit` running at once; results in input order */
-async function mapBounded<T, R>(xs: readonly T[], limit: number, f: (x: T) => Promise<R>): Promise<R[]> {
+async function mapBounded<T, R>(xs: readonly T[], limit: number, f: (x: T, i: number) => Promise<R>): Promise<R[]> {
   const out = new Array<R>(xs.length);
   let next = 0;
   const worker = async (): Promise<void> => {
     while (next < xs.length) {
       const i = next++;
-      out[i] = await f(xs[i]);
+      out[i] = await f(xs[i], i);
     }
   };
   await Promise.all(Array.from({ length: Math.min(limit, xs.length) }, worker));
@@ -136,6 +136,10 @@ export class SessionFreezer {
     }
   }
 
+  private release(vms: string[]): void {
+    for (const vm of vms) void this.releaseChannel?.(vm).catch(() => undefined);
+  }
+
   /** The previous lease on a VM expired and waits for its thaw: thaw it now rather than refuse. */
   private async thawStale(session: string): Promise<boolean> {
     const stale = await this.store.getSession(session);
@@ -146,8 +150,14 @@ export class SessionFreezer {
   }
 
   private async run(lease: Lease, vms: string[], mountpoints: string[] | undefined, requestId?: string): Promise<FrozenSession> {
-    // in parallel (a group's freezes overlap), at most FREEZE_PARALLEL agents at a time
-    const results = await mapBounded(vms, FREEZE_PARALLEL, (vm) => this.freezeVm(vm, lease, mountpoints));
+    // in parallel (a group's freezes overlap), at most FREEZE_PARALLEL agents at a time. The first
+    // wave starts in one turn, so its members share one fence check (one store call, not one per
+    // member: the keys of a lease are taken and given back together, so any one of them answers for
+    // the lease); a member that starts later, when another has finished, checks again for itself.
+    let wave: Promise<FenceCheck> | undefined;
+    const results = await mapBounded(vms, FREEZE_PARALLEL, (vm, i) =>
+      this.freezeVm(vm, lease, mountpoints, i < FREEZE_PARALLEL ? (wave ??= this.store.check(vmKey(vms[0]), lease.leaseId, lease.epoch)) : undefined),
+    );
     if (results.every((x) => x.ok)) {
       const frozen = Object.fromEntries(results.map((x) => [x.vm, x.ok ? x.frozen : 0]));
       const after = await this.store.check(vmKey(vms[0]), lease.leaseId, lease.epoch).catch(() => undefined);
@@ -157,7 +167,9 @@ export class SessionFreezer {
         await this.store.updateData(lease.session, lease.leaseId, data).catch(() => false);
         const done: Lease = { ...lease, data };
         this.engine.arm(done);
-        for (const vm of vms) void this.releaseChannel?.(vm).catch(() => undefined);
+        // let go of the agent sockets (see FreezeDeps.releaseChannel) once this turn's answer is
+        // on its way: closing 64 sockets is not the caller's wait (the next turn, before any new request is read)
+        if (this.releaseChannel) setImmediate(() => this.release(vms));
         this.logger.info({ session: lease.session, vms, fence: lease.fence, expiresAt: iso(lease.expiresAt), frozen, ...requestIdOf({ requestId }) }, 'frozen');
         return { lease: done, frozen, reused: false };
       }
@@ -195,9 +207,10 @@ export class SessionFreezer {
     throw withExtra(first.error, { vms: perVm, allThawed: [...rollback.values()].every(Boolean) });
   }
 
-  private async freezeVm(vm: string, lease: Lease, mountpoints: string[] | undefined): Promise<VmFreezeResult> {
+  /** `fence`: a check of the lease made for this member's wave; none: check now */
+  private async freezeVm(vm: string, lease: Lease, mountpoints: string[] | undefined, fence?: Promise<FenceCheck>): Promise<VmFreezeResult> {
     try {
-      const c = await this.store.check(vmKey(vm), lease.leaseId, lease.epoch);
+      const c = await (fence ?? this.store.check(vmKey(vm), lease.leaseId, lease.epoch));
       if (c.state !== 'live') {
         const error = errors.leaseConflict(`the lease ended (${c.state}) before the freeze of ${vm} was sent; nothing was frozen`, { vm });
         return { vm, ok: false, error, mayHaveFrozen: false };

@@ -95,7 +95,6 @@ export class ThawEngine {
     private readonly agent: FreezeAgent,
     private readonly logger: Logger,
     private readonly thawTimeoutMs?: number,
-    private readonly releaseChannel?: (vm: string) => Promise<void>,
     /** how far a claim moves a session's deadline (the sweeper's claimRetryMs) */
     private readonly claimRetryMs: number = DEFAULT_CLAIM_RETRY_MS,
     private readonly audit?: AuditLog,
@@ -198,8 +197,9 @@ export class ThawEngine {
     try {
       const r = await this.agent.call(vm, 'guest-fsfreeze-thaw', undefined, opts);
       const thawed = typeof r === 'number' ? r : Number(r);
-      // a fresh connection re-reads guest-info: one read while frozen lists most commands disabled
-      void this.releaseChannel?.(vm).catch(() => undefined);
+      // The socket stays (released when idle, like any other command's): the agent service marks
+      // the channel's guest-info stale on a thaw (a copy read while frozen lists most commands
+      // disabled), so the next command that needs it re-reads it on this socket
       return { vm, status: 'thawed', report: unconfirmed ? unconfirmedReport(vm, thawed) : report(vm, thawed, frozenCount) };
     } catch (e) {
       const err = asGatewayError(e, { vm, command: 'guest-fsfreeze-thaw' });

@@ -56,14 +56,14 @@ export interface Rig {
 
 export async function rig(
   fleet: SimFleet,
-  opts: { redisUrl?: string; keyPrefix?: string; freeze?: Record<string, number | boolean>; start?: boolean; store?: LeaseStore } = {},
+  opts: { redisUrl?: string; keyPrefix?: string; freeze?: Record<string, number | boolean>; agent?: Record<string, number>; start?: boolean; store?: LeaseStore } = {},
 ): Promise<Rig> {
   const config = buildConfig(
     {
       log: { level: process.env.TEST_LOG_LEVEL ?? 'silent' },
       // let go of the socket soon: several rigs (processes) share each simulated agent, which
       // serves one client at a time like a real QEMU chardev
-      agent: { idleReleaseMs: 100 },
+      agent: { idleReleaseMs: 100, ...(opts.agent ?? {}) },
       store: opts.redisUrl ? { type: 'redis', redisUrl: opts.redisUrl, keyPrefix: opts.keyPrefix ?? 'qga:', commandTimeoutMs: 500 } : { type: 'memory' },
       // a state file of its own (never loadConfig's shared default)
       freeze: { sweepIntervalMs: 200, stateFile: freshStateFile(), ...(opts.freeze ?? {}) },
