@@ -17,7 +17,7 @@
  * An exchange ends in one of: onWireAnswer, onWireViolation (request only), onWireClose, or the
  * owner's abandon() (the owner gave up; whatever still comes for it is stale).
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomFillSync } from 'node:crypto';
 import { auditContext } from '../util/audit.js';
 import net from 'node:net';
 import type { QgaErrorBody } from '../errors.js';
@@ -70,6 +70,8 @@ export class AgentConnection {
   private begunMidChunk = false;
   /** fence: the command's own reply, if one came before the sentinel */
   private early: AgentReply | undefined;
+  /** sync(follow): a command was written right behind the sync; its reply is the next line after ours */
+  private follows = false;
   /**
    * False only while request/reply pairing is known to be intact. Starts true: every connection
    * begins with a sync, because the agent's parser may hold half a request from an earlier client.
@@ -102,13 +104,21 @@ export class AgentConnection {
     return this.isClosed;
   }
 
-  /** Resync on this socket with a fresh random id; answered when that id came back. */
-  sync(): void {
+  /**
+   * Resync on this socket with a fresh random id; answered when that id came back.
+   * `follow`: a command without arguments written in the same write right behind the sync, without
+   * an id (for info-free, idempotent commands only: guest-ping). The agent answers strictly in
+   * order, so its reply is the first line after our sync reply: once the sync is answered, the
+   * exchange in progress is that request's, as if request() had been called then. An owner that
+   * no longer wants it calls abandon() (its reply is then stale).
+   */
+  sync(follow?: string): void {
     const syncId = newSyncId();
-    const data = Buffer.concat([SENTINEL, Buffer.from(syncLine(syncId))]);
+    const text = follow === undefined ? syncLine(syncId) : syncLine(syncId) + commandLine(follow, undefined, undefined);
     this.begin('sync', undefined, syncId);
+    this.follows = follow !== undefined;
     this.decoder.discardUntilSentinel();
-    this.socket.write(data);
+    this.socket.write(Buffer.concat([SENTINEL, Buffer.from(text)]));
   }
 
   /**
@@ -127,6 +137,7 @@ export class AgentConnection {
   /** The owner stopped waiting: whatever the agent still sends for it must not reach the next exchange. */
   abandon(): void {
     this.pending = undefined;
+    this.follows = false;
     this.needsSync = true;
   }
 
@@ -134,6 +145,7 @@ export class AgentConnection {
   destroy(): void {
     this.isClosed = true;
     this.pending = undefined;
+    this.follows = false;
     this.socket.destroy();
     this.decoder.reset(); // its partial line's bytes go back to the budget
   }
@@ -167,11 +179,20 @@ export class AgentConnection {
     this.syncId = syncId;
     this.afterSentinel = false;
     this.early = undefined;
+    this.follows = false;
   }
 
   private answer(reply: AgentReply): void {
     if (this.pending === 'sync') this.needsSync = false;
-    this.pending = undefined;
+    // the command written behind the sync: its reply is the next line (the rest of this chunk is not stale)
+    if (this.follows) {
+      this.follows = false;
+      this.pending = 'request';
+      this.reqId = undefined;
+      this.afterSentinel = false;
+    } else {
+      this.pending = undefined;
+    }
     this.owner.onWireAnswer(this, reply);
   }
 
@@ -260,6 +281,7 @@ export class AgentConnection {
     // error line that made it out before the close is still the command's answer.
     const fenceReply = this.pending === 'fence' ? (this.early ?? { ok: true, value: {} }) : undefined;
     this.pending = undefined;
+    this.follows = false;
     this.owner.onWireClose(this, new ConnectionLostError(detail, err), fenceReply);
   }
 }
@@ -269,9 +291,19 @@ function newRequestId(): number {
   return nextRequestId++;
 }
 
+/** random bytes for sync ids, taken 8 at a time (one randomBytes call per 512 ids instead of one per id) */
+const idBytes = Buffer.alloc(4096);
+let idAt = idBytes.length;
+
 /** A fresh random id in [1, 2^53 - 1]: a stale sync reply can never match it by accident. */
 function newSyncId(): number {
-  const n = Number(randomBytes(8).readBigUInt64BE(0) & BigInt(MAX_ID));
+  if (idAt === idBytes.length) {
+    randomFillSync(idBytes);
+    idAt = 0;
+  }
+  // 21 + 32 random bits
+  const n = (idBytes.readUInt32BE(idAt) & 0x1f_ffff) * 2 ** 32 + idBytes.readUInt32BE(idAt + 4);
+  idAt += 8;
   return n === 0 ? 1 : n;
 }
 

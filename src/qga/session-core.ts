@@ -65,6 +65,8 @@ export abstract class SessionCore {
   protected syncStartedAt = 0;
   /** the round trip of the sync this handshake just did: a forced sync right behind it takes it */
   protected freshRttMs: number | undefined;
+  /** the head job written behind the sync in progress (mayFollowSync), not yet taken from the line */
+  protected piped: Job | undefined;
   /** the id the job on the wire was sent with (agents that echo ids) */
   protected inFlightId: number | undefined;
   /** when the current step (connect, sync, guest-info, forced sync, backoff, idle release) is over */
@@ -106,6 +108,16 @@ export abstract class SessionCore {
    */
   protected infoFirst(job: Job): boolean {
     return this.infoStale && (needsInfo(job) || this.agentInfo === undefined || this.now() - this.infoReadAt >= this.s.infoMaxAgeMs);
+  }
+
+  /**
+   * May `job` be written behind the sync in the same write (AgentConnection.sync's follow)? An
+   * info-free command without arguments (guest-ping: idempotent and harmless, so a copy written on
+   * a socket whose handshake then fails, or that is abandoned, costs nothing) that needs no
+   * guest-info read first.
+   */
+  protected mayFollowSync(job: Job): boolean {
+    return job.kind === 'command' && job.args === undefined && !needsInfo(job) && !this.infoFirst(job);
   }
 
   /** Have guest-info re-read before the next job (an info-free one too). */
@@ -193,7 +205,7 @@ export abstract class SessionCore {
 
   protected dropConn(): void {
     const conn = this.conn;
-    this.conn = this.connectedAt = undefined;
+    this.conn = this.connectedAt = this.piped = undefined;
     conn?.destroy();
   }
 

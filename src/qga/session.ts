@@ -129,15 +129,21 @@ export class Session extends SessionCore implements WireListener, AbortHandler {
 
   private startSync(reason: ResyncReason): void {
     this.go('syncing', this.s.syncTimeoutMs);
-    this.resync(reason);
+    const head = this.q.head;
+    this.resync(reason, head !== undefined && this.mayFollowSync(head) ? head : undefined);
   }
 
-  /** 0xFF + guest-sync-delimited with a fresh random id: for the handshake, or a forced sync job. */
-  private resync(reason: ResyncReason): void {
+  /**
+   * 0xFF + guest-sync-delimited with a fresh random id: for the handshake, or a forced sync job.
+   * `follow`: the head job, a ping that needs no guest-info, written in the same write behind the
+   * sync (its reply is the line after ours): run when the sync is answered, if still at the head.
+   */
+  private resync(reason: ResyncReason, follow?: Job): void {
     this.events.emit('resync', { vm: this.vm, reason });
     this.resyncReason = undefined;
     this.syncStartedAt = this.now();
-    (this.conn as AgentConnection).sync();
+    this.piped = follow;
+    (this.conn as AgentConnection).sync(follow?.command);
   }
 
   private startInfo(conn: AgentConnection): void {
@@ -159,13 +165,15 @@ export class Session extends SessionCore implements WireListener, AbortHandler {
     this.go('backoff', Math.random() * Math.min(maxMs, initialMs * 2 ** Math.min(this.failures - 1, 30)));
   }
 
-  private run(conn: AgentConnection, job: Job): void {
+  /** The head job goes on the wire (`sent`: it already is, written behind the sync just answered). */
+  private run(conn: AgentConnection, job: Job, sent = false): void {
     const rttMs = this.freshRttMs;
     this.freshRttMs = undefined;
     this.go('inflight');
     job.running = true;
     this.inFlight = job;
     this.lastUsed = this.now();
+    if (sent) return auditSent(this.events, this.vm, job, this.lastUsed);
     if (job.kind === 'info') return this.agentInfo ? this.done('ok', this.agentInfo) : this.done('agent-error', this.infoError ?? ended.infoFailed(this.vm, job));
     if (job.kind === 'sync') {
       if (rttMs !== undefined) return this.done('ok', { rttMs });
@@ -196,8 +204,20 @@ export class Session extends SessionCore implements WireListener, AbortHandler {
     }
     if (this.phase === 'syncing') {
       this.freshRttMs = this.now() - this.syncStartedAt;
+      const piped = this.piped;
+      this.piped = undefined;
       const head = this.q.head;
-      if (head !== undefined && this.infoFirst(head)) return this.startInfo(this.conn as AgentConnection);
+      if (piped === undefined) {
+        if (head !== undefined && this.infoFirst(head)) return this.startInfo(this.conn as AgentConnection);
+      } else if (piped === head) {
+        this.handshakeThrough();
+        return this.run(this.conn as AgentConnection, this.q.shift() as Job, true);
+      } else {
+        // taken out of the line meanwhile (aborted, expired), or a priority job went ahead: the
+        // reply on its way is stale, so the socket is out of step (the next job resyncs first)
+        (this.conn as AgentConnection).abandon();
+        this.resyncReason = 'aborted';
+      }
     } else {
       // without guest-info, commands still work: matched in order, without ids
       this.agentInfo = reply.ok ? parseAgentInfo(reply.value) : undefined;
@@ -205,11 +225,14 @@ export class Session extends SessionCore implements WireListener, AbortHandler {
       this.infoStale = false;
       this.infoReadAt = this.now();
     }
-    // the handshake is through
+    this.handshakeThrough();
+    this.advance();
+  }
+
+  private handshakeThrough(): void {
     this.failures = 0;
     this.lastFailure = undefined;
     this.toRest();
-    this.advance();
   }
 
   /** The socket closed under the job on the wire. */

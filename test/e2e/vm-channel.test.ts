@@ -141,6 +141,22 @@ describe.skipIf(!vmAvailable())('channel against a real VM', () => {
     await ch.close();
   }, 60_000);
 
+  it('a ping written behind the sync on a new socket (guest-info known) skips whole stale replies and a half-written request', async () => {
+    const ch = open();
+    await ch.info();
+    expect(ch.release()).toBe(true);
+    const a = await raw();
+    await rawSync(a);
+    a.write('{"execute":"guest-get-host-name"}\n{"execute":"guest-get-host-name"}\n{"execute": "guest-get-os');
+    await closeRaw(a);
+    // no guest-info on this socket: 0xFF + sync + ping in one write; the stale host names are skipped
+    expect(await ch.execute('guest-ping')).toEqual({});
+    expect(ch.currentInfo()).toBeUndefined();
+    const host = (await ch.execute('guest-get-host-name')) as JsonObject;
+    expect(host['host-name']).toBe(vm.name);
+    await ch.close();
+  }, 60_000);
+
   let app: FastifyInstance | undefined;
   afterAll(async () => app?.close());
 

@@ -69,15 +69,18 @@ describe('guest-info across sockets', () => {
     expect(ch.agentInfo?.version).toBe('10.0.0');
     expect(ch.release()).toBe(true);
     const sent = vi.spyOn(AgentConnection.prototype, 'request');
+    const syncs = vi.spyOn(AgentConnection.prototype, 'sync');
     await expect(ch.execute('guest-ping')).resolves.toEqual({});
     expect(log(vm).slice(3)).toEqual(['guest-sync-delimited', 'guest-ping']);
-    expect(sent.mock.calls).toEqual([['guest-ping', undefined, false]]);
+    // written in the same write behind the sync (no id: AgentConnection.sync's follow)
+    expect(syncs.mock.calls).toEqual([['guest-ping']]);
+    expect(sent.mock.calls).toEqual([]);
     // the kept copy is the fleet view's (agentInfo), never offered as current on this socket
     expect(ch.agentInfo?.version).toBe('10.0.0');
     expect(ch.currentInfo()).toBeUndefined();
     await expect(ch.execute('guest-get-host-name')).resolves.toHaveProperty('host-name');
     expect(log(vm).slice(5)).toEqual(['guest-info', 'guest-get-host-name']);
-    expect(sent.mock.calls.slice(1)).toEqual([
+    expect(sent.mock.calls).toEqual([
       ['guest-info', undefined, false],
       ['guest-get-host-name', undefined, true],
     ]);
@@ -85,7 +88,7 @@ describe('guest-info across sockets', () => {
     // read on this socket now: more pings send no guest-info, with ids (10.0 echoes them)
     await expect(ch.execute('guest-ping')).resolves.toEqual({});
     expect(log(vm).slice(7)).toEqual(['guest-ping']);
-    expect(sent.mock.calls[3]).toEqual(['guest-ping', undefined, true]);
+    expect(sent.mock.calls[2]).toEqual(['guest-ping', undefined, true]);
   });
 
   it('an info or sync job on a new socket reads guest-info again (the probe notices a restarted agent)', async () => {
@@ -156,3 +159,55 @@ describe('guest-info across sockets', () => {
     expect(log(vm).filter((c) => c === 'guest-info')).toHaveLength(2);
   });
 });
+
+describe('a ping written behind the sync (one write on a new socket)', () => {
+  it('aborted while the sync is on the wire: the ping reply on its way is stale, the next job resyncs and gets its own answer', async () => {
+    const { vm, ch } = await setup();
+    await ch.info();
+    ch.release();
+    const resyncs: string[] = [];
+    ch.events.on('resync', (e: { reason: string }) => resyncs.push(e.reason));
+    vm.setFault({ command: 'guest-sync-delimited', kind: 'delay', ms: 150, times: 1 });
+    const ac = new AbortController();
+    const ping = ch.execute('guest-ping', undefined, { signal: ac.signal });
+    await waitFor(() => log(vm).length === 3);
+    ac.abort();
+    await expect(ping).rejects.toMatchObject({ name: 'AbortError' });
+    const t0 = performance.now();
+    await expect(ch.execute('guest-get-host-name')).resolves.toHaveProperty('host-name');
+    expect(performance.now() - t0).toBeLessThan(1000);
+    expect(resyncs).toEqual(['connect', 'aborted']);
+    expect(log(vm).slice(2)).toEqual(['guest-sync-delimited', 'guest-ping', 'guest-sync-delimited', 'guest-info', 'guest-get-host-name']);
+  });
+
+  it('a priority job that arrives during the sync goes first; the ping runs after it, each with its own answer', async () => {
+    const { vm, ch } = await setup();
+    await ch.info();
+    ch.release();
+    vm.setFault({ command: 'guest-sync-delimited', kind: 'delay', ms: 150, times: 1 });
+    const ping = ch.execute('guest-ping');
+    await waitFor(() => log(vm).length === 3);
+    const urgent = ch.execute('guest-get-host-name', undefined, { priority: 'freeze' });
+    await expect(urgent).resolves.toHaveProperty('host-name');
+    await expect(ping).resolves.toEqual({});
+    expect(log(vm).slice(2)).toEqual(['guest-sync-delimited', 'guest-ping', 'guest-sync-delimited', 'guest-info', 'guest-get-host-name', 'guest-ping']);
+  });
+
+  it('the agent closes the socket during the sync: the ping is sent again on the next socket and answered once', async () => {
+    const { vm, ch } = await setup();
+    await ch.info();
+    ch.release();
+    vm.setFault({ command: 'guest-sync-delimited', kind: 'drop-mid-reply', times: 1 });
+    await expect(ch.execute('guest-ping')).resolves.toEqual({});
+    expect(log(vm).slice(2)).toEqual(['guest-sync-delimited', 'guest-ping', 'guest-sync-delimited', 'guest-ping']);
+    expect(ch.state).toBe('ready');
+  });
+});
+
+async function waitFor(cond: () => boolean, ms = 2000): Promise<void> {
+  const until = performance.now() + ms;
+  while (!cond()) {
+    if (performance.now() > until) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}

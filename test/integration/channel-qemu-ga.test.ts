@@ -173,13 +173,15 @@ describe('Channel against the real qemu-ga', () => {
     agent.kill('SIGKILL');
     await agent.restart();
     const sent = vi.spyOn(AgentConnection.prototype, 'request');
+    const syncs = vi.spyOn(AgentConnection.prototype, 'sync');
     try {
       // The first call after the drop may be resent once (idempotent) or reconnect lazily.
       await expect(ch.execute('guest-ping')).resolves.toEqual({});
-      // a ping needs no guest-info: on the new socket it follows the sync at once (the copy read
-      // before the kill is younger than infoMaxAgeMs), without an id (the agent may be another build)
+      // a ping needs no guest-info: on the new socket it is written behind the sync, in the same
+      // write (the copy read before the kill is younger than infoMaxAgeMs), without an id (the
+      // agent may be another build now)
       expect(sent.mock.calls.filter(([command]) => command === 'guest-info')).toHaveLength(0);
-      expect(sent.mock.calls.at(-1)).toEqual(['guest-ping', undefined, false]);
+      expect(syncs.mock.calls.at(-1)).toEqual(['guest-ping']);
       expect(ch.currentInfo()).toBeUndefined();
       // guest-info re-read before the first command that needs it (the same answer: the same interned AgentInfo)
       await expect(ch.execute('guest-get-osinfo')).resolves.toHaveProperty('kernel-release');
@@ -190,6 +192,7 @@ describe('Channel against the real qemu-ga', () => {
       expect(ch.agentInfo).toEqual(before);
     } finally {
       sent.mockRestore();
+      syncs.mockRestore();
     }
     expect(ch.state).toBe('ready');
   });
