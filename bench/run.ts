@@ -107,7 +107,7 @@ async function main(): Promise<void> {
     });
     await section('profile', () => profileSection(simVms, ms));
     await section('storm', () => stormSection(simVms, rounds, ms));
-    await section('groups', () => groupsSection(simVms, groupSize, rounds));
+    await section('groups', () => groupsSection(simVms, groupSize, rounds, { cold: !smoke }));
   } finally {
     await hello.stop();
     await sim?.stop();
