@@ -9,7 +9,7 @@ import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { ERRORS, GatewayError, errors, type ErrorCode } from '../errors.js';
 import { trackAllowedMethods } from './allowed-methods.js';
-import { RefusalHold } from './refusal-hold.js';
+import { RefusalHold, type RefusalHolds } from './refusal-hold.js';
 import { capText, unionWords, unknownMemberWords } from './validation-detail.js';
 
 export interface Problem {
@@ -176,6 +176,7 @@ export function sendProblem(reply: FastifyReply, err: GatewayError, request?: Fa
  */
 export function registerErrorHandling(app: FastifyInstance, opts: { refusalHoldMs?: number } = {}): void {
   const holds = new RefusalHold(opts.refusalHoldMs ?? 0, (reply, err) => void sendProblem(reply, err, reply.request));
+  app.decorate('refusals', holds as RefusalHolds);
   app.addHook('preClose', (done) => {
     holds.release();
     done();

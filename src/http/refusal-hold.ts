@@ -28,12 +28,27 @@ export const MAX_HELD = 10_000;
 /** answers due within this many ms of a tick go out with it (so one timer serves a batch) */
 export const TICK_MS = 5;
 
+/** Read-only view of the held refusals (tests, diagnostics): `app.refusals`. */
+export interface RefusalHolds {
+  readonly holdMs: number;
+  /** answers held now */
+  readonly size: number;
+  /** answers held since start */
+  readonly heldTotal: number;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    refusals: RefusalHolds;
+  }
+}
+
 const HELD = Symbol('qga.refusalHeld');
 type Marked = object & { [HELD]?: boolean };
 
 export type SendRefusal = (reply: FastifyReply, err: GatewayError) => void;
 
-export class RefusalHold {
+export class RefusalHold implements RefusalHolds {
   private replies: Array<FastifyReply | undefined> = [];
   private problems: Array<GatewayError | undefined> = [];
   private due: number[] = [];
