@@ -1,0 +1,56 @@
+/**
+ * The streaming parser's word-at-a-time scan of plain string bytes (stream-json.ts plainRun):
+ * a quote, a backslash escape or a raw control character at every position of a 4-byte word,
+ * in buffers at every alignment and split into pieces of every small size, parses exactly as
+ * JSON.parse does (or fails as it does).
+ */
+import { describe, expect, test } from 'vitest';
+import { StreamingJsonParser } from '../../src/qga/stream-json.js';
+
+function parsePieces(text: Buffer, offset: number, piece: number): unknown {
+  // the same bytes at `offset` within a larger allocation, so the 32-bit view starts unaligned
+  const backing = Buffer.alloc(text.length + 8, 0x41);
+  text.copy(backing, offset);
+  const buf = backing.subarray(offset, offset + text.length);
+  const p = new StreamingJsonParser(64);
+  for (let i = 0; i < buf.length; i += piece) p.write(buf.subarray(i, i + piece));
+  return p.end();
+}
+
+const body = 'QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0NTY3ODkrLw==';
+
+describe('plain string runs scanned a word at a time', () => {
+  test('an escape at every position, every alignment and piece size: the same value as JSON.parse', () => {
+    for (let pos = 0; pos < 12; pos++) {
+      for (const esc of ['\\"', '\\\\', '\\/', '\\n', '\\u0041', '\\u00e9']) {
+        const text = `{"buf-b64": "${body.slice(0, pos)}${esc}${body.slice(pos)}", "eof": false}`;
+        const want = JSON.parse(text);
+        for (let offset = 0; offset < 4; offset++) {
+          for (const piece of [1, 3, 4, 7, 64, 4096]) {
+            expect(parsePieces(Buffer.from(text), offset, piece)).toEqual(want);
+          }
+        }
+      }
+    }
+  });
+
+  test('a raw control character inside a string fails at every position and alignment', () => {
+    for (let pos = 0; pos < 9; pos++) {
+      for (const c of [0x00, 0x01, 0x09, 0x0a, 0x1f]) {
+        const text = Buffer.from(`{"s": "${body.slice(0, pos)}_${body.slice(pos)}"}`);
+        text[7 + pos] = c;
+        expect(() => JSON.parse(text.toString('latin1'))).toThrow(SyntaxError);
+        for (let offset = 0; offset < 4; offset++) {
+          for (const piece of [1, 5, 4096]) {
+            expect(() => parsePieces(text, offset, piece)).toThrow(/control character in string/);
+          }
+        }
+      }
+    }
+  });
+
+  test('bytes just above the stops (0x20, 0x21, 0x23, 0x5b, 0x5d, 0x7f) stay plain', () => {
+    const text = `{"s": "${' !#[]\x7f'.repeat(9)}"}`;
+    for (let offset = 0; offset < 4; offset++) expect(parsePieces(Buffer.from(text), offset, 4096)).toEqual(JSON.parse(text));
+  });
+});
