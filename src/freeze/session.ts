@@ -136,10 +136,6 @@ export class SessionFreezer {
     }
   }
 
-  private release(vms: string[]): void {
-    for (const vm of vms) void this.releaseChannel?.(vm).catch(() => undefined);
-  }
-
   /** The previous lease on a VM expired and waits for its thaw: thaw it now rather than refuse. */
   private async thawStale(session: string): Promise<boolean> {
     const stale = await this.store.getSession(session);
@@ -167,9 +163,7 @@ export class SessionFreezer {
         await this.store.updateData(lease.session, lease.leaseId, data).catch(() => false);
         const done: Lease = { ...lease, data };
         this.engine.arm(done);
-        // let go of the agent sockets (see FreezeDeps.releaseChannel) once this turn's answer is
-        // on its way: closing 64 sockets is not the caller's wait (the next turn, before any new request is read)
-        if (this.releaseChannel) setImmediate(() => this.release(vms));
+        for (const vm of vms) void this.releaseChannel?.(vm).catch(() => undefined);
         this.logger.info({ session: lease.session, vms, fence: lease.fence, expiresAt: iso(lease.expiresAt), frozen, ...requestIdOf({ requestId }) }, 'frozen');
         return { lease: done, frozen, reused: false };
       }

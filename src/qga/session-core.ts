@@ -36,6 +36,14 @@ function needsInfo(job: Job): boolean {
   return job.kind !== 'command' || !INFO_FREE.has(job.command);
 }
 
+/**
+ * The freeze lane's commands never wait for a guest-info read, on any socket: the agent's own
+ * answer decides (frozen, disabled, unknown), they always answer (the catalog's success-response)
+ * and after the sync pair in order without an id. A read for them would be thrown away (a freeze
+ * lets go of its socket) or wrong (read while frozen, before a thaw); the next other job reads it.
+ */
+const INFO_BLIND = new Set(['guest-fsfreeze-freeze', 'guest-fsfreeze-freeze-list', 'guest-fsfreeze-thaw']);
+
 export type Phase = 'idle' | 'connecting' | 'syncing' | 'info' | 'ready' | 'inflight' | 'backoff' | 'closed';
 
 /** What the outside sees of each phase; the info step keeps what was shown before it. */
@@ -107,6 +115,7 @@ export abstract class SessionCore {
    * so a ping on a new socket need not wait for it) is infoMaxAgeMs old or was invalidated.
    */
   protected infoFirst(job: Job): boolean {
+    if (job.kind === 'command' && INFO_BLIND.has(job.command)) return false;
     return this.infoStale && (needsInfo(job) || this.agentInfo === undefined || this.now() - this.infoReadAt >= this.s.infoMaxAgeMs);
   }
 

@@ -3,7 +3,8 @@
  *  - the members of a group that start together share ONE fence check (not one store call each),
  *    and that check still fences: an ended lease sends nothing to any member;
  *  - a thaw keeps its agent socket (released when idle, like any command's) and the next command
- *    re-reads guest-info on it, so a copy read while the guest was frozen is never used after.
+ *    re-reads guest-info on it, so a copy read while the guest was frozen is never used after;
+ *  - freeze and thaw wait for no guest-info read (qga/session-core.ts INFO_BLIND).
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { MemoryStore } from '../../src/store/memory.js';
@@ -62,6 +63,25 @@ describe('freeze path per member', () => {
       expect(fleet.vm[vm].state.frozen).toBe(false);
       expect((await g.freeze.status(vm, BACKUP)).lease).toBeNull();
     }
+  });
+
+  it('the freeze lane reads no guest-info: a freeze on a new socket is sync + freeze, the thaw sync + thaw, the next freeze the freeze alone', async () => {
+    fleet = await simFleet(['vm1']);
+    g = await rig(fleet, { agent: { idleReleaseMs: 60_000 } });
+    const a = fleet.vm.vm1;
+    const log = () => a.stats.commandLog.map((e) => e.command);
+    const f = await g.freeze.freeze('vm1', { ttlSeconds: 60 }, BACKUP);
+    expect(log()).toEqual(['guest-sync-delimited', 'guest-fsfreeze-freeze']);
+    // the freeze let go of its socket: the thaw opens one
+    await g.freeze.thaw('vm1', { leaseId: f.leaseId }, BACKUP);
+    expect(log().slice(2)).toEqual(['guest-sync-delimited', 'guest-fsfreeze-thaw']);
+    // the thaw kept it: the next freeze is the one command on it
+    const connections = a.stats.connections;
+    const f2 = await g.freeze.freeze('vm1', { ttlSeconds: 60 }, BACKUP);
+    expect(log().slice(4)).toEqual(['guest-fsfreeze-freeze']);
+    expect(a.stats.connections).toBe(connections);
+    await g.freeze.thaw('vm1', { leaseId: f2.leaseId }, BACKUP);
+    expect(a.state.frozen).toBe(false);
   });
 
   it('after a thaw the socket stays and guest-info read while frozen is read again before the next command', async () => {
