@@ -1,7 +1,7 @@
 /**
  * A quick look at the agent side of churn alone (not part of `npm run bench`): an AgentPool with
  * agent.maxOpen 100 in this process, BENCH_C (default 64) loops pinging random VMs of BENCH_VMS
- * (default 10000) simulated ones (simulator child process), BENCH_MS (default 3000) per round,
+ * (default 10000) simulated ones (BENCH_MAX_OPEN: another maxOpen; ≥ BENCH_VMS: no idle release either) (simulator child process), BENCH_MS (default 3000) per round,
  * BENCH_ROUNDS (default 3); prints pings/s and this process's CPU µs per ping (no HTTP, so the
  * connect + sync + ping + close path stands out). --ab REV: each round also runs the src/ of git
  * revision REV, order alternating.
@@ -18,6 +18,8 @@ const ms = Number(process.env.BENCH_MS ?? 3000);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const count = Number(process.env.BENCH_VMS ?? 10000);
 const conc = Number(process.env.BENCH_C ?? 64);
+/** BENCH_MAX_OPEN=10000 (with BENCH_VMS 10000): every channel stays open, the reference churn is compared with */
+const maxOpen = Number(process.env.BENCH_MAX_OPEN ?? 100);
 const abAt = process.argv.indexOf('--ab');
 const abRev = abAt > 0 ? process.argv[abAt + 1] : undefined;
 
@@ -45,8 +47,8 @@ async function main(): Promise<void> {
       for (const [name, m] of order) {
         const pool = new m.pool.AgentPool({
           resolve: (vm) => endpoints.get(vm),
-          maxOpen: 100,
-          channelOptions: { catalog: (c) => m.commands.COMMANDS[c], timeouts: m.commands.DEFAULT_TIMEOUTS, idleReleaseMs: 2000 },
+          maxOpen,
+          channelOptions: { catalog: (c) => m.commands.COMMANDS[c], timeouts: m.commands.DEFAULT_TIMEOUTS, idleReleaseMs: maxOpen >= count ? 0 : 2000 },
         });
         const runFor = async (durationMs: number): Promise<{ ok: number; failed: number }> => {
           const until = performance.now() + durationMs;

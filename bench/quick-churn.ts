@@ -51,7 +51,7 @@ async function main(): Promise<void> {
           const logAt = optOn ? (await readFile(gw.logFile, 'utf8')).length : 0;
           const rec = perfOn && r === 0 ? spawn('perf', ['record', '-F', '1999', '-g', '-p', String(gw.pid), '-o', '/tmp/qga-churn.perf'], { stdio: 'ignore' }) : undefined;
           if (rec) await new Promise((res) => setTimeout(res, 300));
-          const m = await cannon({ ...spec, durationMs: ms }, [gw.pid]);
+          const m = await cannon({ ...spec, durationMs: ms }, [gw.pid, sim.pid]);
           if (rec) {
             rec.kill('SIGINT');
             await new Promise((res) => rec.once('exit', res));
@@ -80,8 +80,9 @@ async function main(): Promise<void> {
           }
           const okps = (m.result.ok / m.wallMs) * 1000;
           const cpu = (m.cpu[0] * 1e6) / Math.max(1, m.result.ok);
+          const simCpu = (m.cpu[1] * 1e6) / Math.max(1, m.result.ok);
           res.set(name, [...(res.get(name) ?? []), cpu]);
-          console.log(`round ${r + 1} ${name}: ${okps.toFixed(0)} ok/s, ${cpu.toFixed(0)} µs CPU per ok, statuses ${JSON.stringify(m.result.status)}`);
+          console.log(`round ${r + 1} ${name}: ${okps.toFixed(0)} ok/s, ${cpu.toFixed(0)} µs CPU per ok (simulator ${simCpu.toFixed(0)} µs), statuses ${JSON.stringify(m.result.status)}`);
         } finally {
           const prof = await gw.stop();
           if (prof) {

@@ -115,7 +115,7 @@ async function main(): Promise<void> {
   await section('scale', async () => {
     const big = await startSimChild(scaleVms, 300_000);
     try {
-      return await scaleSection(big.vms, { channels: Math.min(1000, scaleVms / 2), rounds, ms, dir: work });
+      return await scaleSection(big.vms, { channels: Math.min(1000, scaleVms / 2), rounds, ms, dir: work, simPid: big.pid });
     } finally {
       await big.stop();
     }

@@ -3,11 +3,13 @@
  * (spawn → first 200 from /healthz), RSS per idle open channel (1,000 channels opened by pings,
  * /proc RSS before and after, no forced GC: an upper bound), GET /v1/vms paged by 1,000 (when the
  * route takes `limit`/`cursor`), and churn: random pings over all N VMs at 64 connections with
- * agent.maxOpen 100 against a gateway that keeps every channel open, rounds alternating.
+ * agent.maxOpen 100 against a gateway that keeps every channel open, each on a simulator of its own,
+ * both up at once, rounds alternating.
  */
 import type { Endpoint } from '../src/qga/types.js';
 import { auth, cannon, fullGc, GC_ON_USR2, startGateway, TOKENS, warmMs, type CannonResult, type GatewayProc, type Measured } from './lib/procs.js';
 import { gatewayEntry } from './lib/build.js';
+import { startSimChild } from './lib/sim-child.js';
 import { fmtMs, fmtRate, fmtRatio, median, table } from './lib/stats.js';
 import { check, type BenchSection, type Check } from './section.js';
 import { writeFile } from 'node:fs/promises';
@@ -89,7 +91,7 @@ async function paging(gw: GatewayProc, total: number, rounds: number): Promise<P
   return res;
 }
 
-export async function scaleSection(vms: Array<{ name: string; endpoint: Endpoint }>, opts: { channels: number; rounds: number; ms: number; dir: string }): Promise<BenchSection> {
+export async function scaleSection(vms: Array<{ name: string; endpoint: Endpoint }>, opts: { channels: number; rounds: number; ms: number; dir: string; /** the simulator of `vms` (its CPU is reported) */ simPid?: number }): Promise<BenchSection> {
   const names = vms.map((v) => v.name);
   const pathsFile = path.join(opts.dir, 'scale-paths.txt');
   await writeFile(pathsFile, names.map((n) => `/v1/vms/${n}/ping`).join('\n'));
@@ -140,39 +142,52 @@ export async function scaleSection(vms: Array<{ name: string; endpoint: Endpoint
       `GET /v1/vms: ${pg?.built ? `first page of 1000 ${pg.firstPageMs.map((x) => fmtMs(x)).join(', ')}; all pages ${pg.allPagesMs.map((x) => fmtMs(x)).join(', ')} (${pg.note})` : pg?.note}.`,
   );
 
-  // churn: maxOpen 100 vs every channel kept open. One gateway at a time: a simulated agent, like
-  // qemu-ga, serves one client, so a gateway holding every socket locks the other one out.
+  // churn: maxOpen 100 vs every channel kept open. A simulated agent, like qemu-ga, serves one
+  // client, so the two gateways get simulators of their own (the same N VMs each): both stay up and
+  // their rounds alternate (ABBA), so a load change on the shared machine hits both alike.
   const a: Array<Measured<CannonResult>> = [];
   const b: Array<Measured<CannonResult>> = [];
   const spec = { pathsFile, order: 'random' as const, connections: 64, durationMs: opts.ms, headers: H };
   let openAllMs = 0;
   let failed = 0;
+  const sim2 = await startSimChild(vms.length, 300_000);
   const open = await startGateway({ vms, agent: { maxOpen: vms.length, idleReleaseMs: 0 } });
+  let churn: GatewayProc | undefined;
   try {
+    churn = await startGateway({ vms: sim2.vms, agent: { maxOpen: 100 } });
     const t = performance.now();
     failed = await pingAll(open, names, 64);
     openAllMs = performance.now() - t;
-    for (let r = 0; r < opts.rounds; r++) b.push(await cannon({ ...spec, base: open.base }, [open.pid]));
-  } finally {
-    await open.stop();
-  }
-  const churn = await startGateway({ vms, agent: { maxOpen: 100 } });
-  try {
-    if (opts.ms >= 1000) await cannon({ ...spec, durationMs: warmMs(opts.ms), base: churn.base }, []);
-    for (let r = 0; r < opts.rounds; r++) a.push(await cannon({ ...spec, base: churn.base }, [churn.pid]));
+    if (opts.ms >= 1000) {
+      await cannon({ ...spec, durationMs: warmMs(opts.ms), base: churn.base }, []);
+      await cannon({ ...spec, durationMs: warmMs(opts.ms), base: open.base }, []);
+    }
+    for (let r = 0; r < opts.rounds; r++) {
+      const runOpen = async () => b.push(await cannon({ ...spec, base: open.base }, [open.pid, ...(opts.simPid ? [opts.simPid] : [])]));
+      const runChurn = async () => a.push(await cannon({ ...spec, base: (churn as GatewayProc).base }, [(churn as GatewayProc).pid, sim2.pid]));
+      if (r % 2 === 0) {
+        await runOpen();
+        await runChurn();
+      } else {
+        await runChurn();
+        await runOpen();
+      }
+    }
     const ok = (m: Measured<CannonResult>) => (m.result.ok / m.wallMs) * 1000;
+    const us = (m: Measured<CannonResult>, i: number) => (m.cpu[i] === undefined ? '?' : ((m.cpu[i] * 1e6) / Math.max(1, m.result.ok)).toFixed(0));
     const ratios = a.map((x, i) => ok(x) / ok(b[i]));
     lines.push(
       '',
-      `Churn: random pings over all ${vms.length} VMs, 64 autocannon connections, ${(opts.ms / 1000).toFixed(1)} s per run, agent.maxOpen 100 (shipped idle release, ${(warmMs(opts.ms) / 1000).toFixed(1)} s warm-up) against agent.maxOpen ${vms.length} with agent.idleReleaseMs 0, one gateway after the other (an agent serves one client). The all-open gateway ` +
-        `had every channel opened first (${fmtMs(openAllMs)}, ${failed} failed).`,
+      `Churn: random pings over all ${vms.length} VMs, 64 autocannon connections, ${(opts.ms / 1000).toFixed(1)} s per run, agent.maxOpen 100 (shipped idle release) against agent.maxOpen ${vms.length} with agent.idleReleaseMs 0. ` +
+        `Each gateway has a simulator of its own with the same ${vms.length} VMs (an agent serves one client), both stay up, rounds alternate (ABBA) after a ${(warmMs(opts.ms) / 1000).toFixed(1)} s warm-up of each. The all-open gateway ` +
+        `had every channel opened first (${fmtMs(openAllMs)}, ${failed} failed). CPU µs per ok answer of the gateway and of its simulator (the agents' side).`,
       '',
       table(
-        ['round', 'all open ok/s (gateway CPU µs/req)', 'maxOpen 100 ok/s (gateway CPU µs/req)', 'statuses (maxOpen 100)', 'ratio'],
+        ['round', 'all open ok/s (gateway / simulator CPU µs/req)', 'maxOpen 100 ok/s (gateway / simulator CPU µs/req)', 'statuses (maxOpen 100)', 'ratio'],
         a.map((x, i) => [
           i + 1,
-          `${fmtRate(ok(b[i]))} (${((b[i].cpu[0] * 1e6) / Math.max(1, b[i].result.ok)).toFixed(0)})`,
-          `${fmtRate(ok(x))} (${((x.cpu[0] * 1e6) / Math.max(1, x.result.ok)).toFixed(0)})`,
+          `${fmtRate(ok(b[i]))} (${us(b[i], 0)} / ${us(b[i], 1)})`,
+          `${fmtRate(ok(x))} (${us(x, 0)} / ${us(x, 1)})`,
           Object.entries(x.result.status).map(([k, v]) => `${k}×${v}`).join(' '),
           fmtRatio(ratios[i]),
         ]),
@@ -180,7 +195,9 @@ export async function scaleSection(vms: Array<{ name: string; endpoint: Endpoint
     );
     checks.push(check('3', `churn over ${vms.length} VMs: maxOpen 100 / all open`, median(ratios), '≥', 0.5));
   } finally {
-    await churn.stop();
+    await churn?.stop();
+    await open.stop();
+    await sim2.stop();
   }
   return { title: `Scale: ${vms.length} VMs, ${opts.channels} open channels, churn (simulator)`, markdown: lines.join('\n'), checks };
 }
