@@ -9,6 +9,7 @@ import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { ERRORS, GatewayError, errors, type ErrorCode } from '../errors.js';
 import { trackAllowedMethods } from './allowed-methods.js';
+import { hopOf } from './plugins/auth.js';
 import { RefusalHold, type RefusalHolds } from './refusal-hold.js';
 import { capText, unionWords, unknownMemberWords } from './validation-detail.js';
 
@@ -194,8 +195,10 @@ export function registerErrorHandling(app: FastifyInstance, opts: { refusalHoldM
     const ge = error instanceof GatewayError ? error : fromFastify(error, request);
     if (ge) {
       if (ge.status >= 500) request.log.warn({ code: ge.code, vm: ge.vm, command: ge.command, detail: ge.message }, 'request failed');
-      // overload (429): answered after limits.refusalHoldMs, so that clients retrying at once come back paced
-      if (ge.status === 429 && holds.hold(reply, ge)) return undefined;
+      // overload (429): answered after limits.refusalHoldMs, so that clients retrying at once come back
+      // paced; not a request another node forwarded here (cluster mode): its answer goes back at once,
+      // freeing that node's connection to this one for its other requests
+      if (ge.status === 429 && hopOf(request) === undefined && holds.hold(reply, ge)) return undefined;
       return sendProblem(reply, ge, request);
     }
     request.log.error({ err: error }, 'unhandled error');
