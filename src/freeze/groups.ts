@@ -13,7 +13,7 @@ import { groupKey, groupOfSession, type Lease, type LeaseStore } from '../store/
 import type { SessionFreezer } from './session.js';
 import type { ThawEngine } from './thaw.js';
 import { leaseView, type LeaseView } from './view.js';
-import { freezeData, iso, leaseExpiredError, requestIdOf, withExtra, type Caller, type FreezeAgent, type FreezeRegistry, type VmThawReport } from './types.js';
+import { freezeData, iso, leaseExpiredError, requestIdOf, unregistered, withExtra, type Caller, type FreezeAgent, type FreezeRegistry, type VmThawReport } from './types.js';
 import type { AuditLog } from '../util/audit.js';
 
 /** the default of freeze.maxGroupVms */
@@ -56,15 +56,7 @@ export class FreezeGroups {
     }
     if (new Set(vms).size !== vms.length) throw errors.validation('a VM is listed twice in the group');
     checkReach(vms, caller);
-    const missing: string[] = [];
-    for (const vm of vms) {
-      try {
-        await this.registry.require(vm);
-      } catch (e) {
-        if (isGatewayError(e) && e.code === 'VM_NOT_FOUND') missing.push(vm);
-        else throw e;
-      }
-    }
+    const missing = await unregistered(this.registry, vms);
     if (missing.length) {
       throw errors.vmsNotFound(missing);
     }

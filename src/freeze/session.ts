@@ -24,6 +24,7 @@ import {
   freezeData,
   iso,
   requestIdOf,
+  unregistered,
   withExtra,
   type Caller,
   type FreezeAgent,
@@ -107,7 +108,9 @@ export class SessionFreezer {
       const bad = p.mountpoints.find((m) => !m.startsWith('/'));
       if (bad !== undefined) throw errors.validation(`mountpoints must be absolute paths: "${bad}"`);
     }
-    for (const vm of p.vms) await this.registry.require(vm);
+    // all at once (a group's members); the first unregistered one in the order given
+    const missing = await unregistered(this.registry, p.vms);
+    if (missing.length) throw errors.vmNotFound(missing[0]);
     const data: FreezeData = { kind: p.kind, vms: p.vms, ...(p.mountpoints ? { mountpoints: p.mountpoints } : {}), state: 'freezing', gateway: this.gatewayId };
     const req: AcquireRequest = {
       session: p.session,

@@ -1,7 +1,7 @@
 /**
  * Shapes shared by the freeze service, its thaw engine and the HTTP routes.
  */
-import { GatewayError, errors } from '../errors.js';
+import { GatewayError, errors, isGatewayError } from '../errors.js';
 import type { ExecuteOptions, JsonObject, JsonValue } from '../qga/types.js';
 import { vmOfKey, type EndedBy, type EndedLease, type Lease, type LeaseStore } from '../store/types.js';
 import type { AuditLog } from '../util/audit.js';
@@ -59,6 +59,23 @@ export function fenceOf(lease: Pick<Lease, 'session' | 'leaseId' | 'epoch'>, rol
 /** The registry as the freeze service needs it: throws VM_NOT_FOUND. */
 export interface FreezeRegistry {
   require(vm: string): Promise<unknown>;
+}
+
+/**
+ * Every VM looked up at once (a group's members: an API-registered VM is a store read each, so one
+ * after another they cost a round trip per member). The VMs that are not registered, in the order
+ * given; any other failure is thrown (the first in that order).
+ */
+export async function unregistered(registry: FreezeRegistry, vms: readonly string[]): Promise<string[]> {
+  const found = await Promise.allSettled(vms.map((vm) => registry.require(vm)));
+  const missing: string[] = [];
+  for (const [i, r] of found.entries()) {
+    if (r.status === 'fulfilled') continue;
+    const e: unknown = r.reason;
+    if (!isGatewayError(e) || e.code !== 'VM_NOT_FOUND') throw e;
+    missing.push(vms[i]);
+  }
+  return missing;
 }
 
 export interface Caller {
