@@ -139,6 +139,8 @@ export abstract class SessionCore {
   release(): boolean {
     if (this.q.length > 0 || this.inFlight || this.state === 'closing' || this.phase === 'closed') return false;
     this.dropConn();
+    // nothing waits and idle has no step: the idle-release ring is not needed (an eviction under churn)
+    this.alarm.clear();
     this.go('idle');
     return true;
   }

@@ -211,3 +211,20 @@ async function waitFor(cond: () => boolean, ms = 2000): Promise<void> {
     await new Promise((r) => setTimeout(r, 5));
   }
 }
+
+describe('release (an eviction by the pool)', () => {
+  it('leaves no idle-release timer behind: the released channel does not wake up when its idle release would have been due', async () => {
+    const { ch: released } = await setup({ idleReleaseMs: 150 });
+    const { ch: kept } = await setup({ idleReleaseMs: 150 });
+    await released.execute('guest-ping');
+    await kept.execute('guest-ping');
+    // Session.prototype.tick: what the session's one Alarm calls when it rings
+    const ticks = vi.spyOn(Object.getPrototypeOf((released as unknown as { session: object }).session) as { tick(): void }, 'tick');
+    expect(released.release()).toBe(true);
+    // the kept one's idle release rings (its tick), the released one's does not
+    await waitFor(() => kept.state === 'idle', 2000);
+    const self = (c: Channel) => (c as unknown as { session: object }).session;
+    expect(ticks.mock.contexts.filter((s) => s === self(kept)).length).toBeGreaterThanOrEqual(1);
+    expect(ticks.mock.contexts.filter((s) => s === self(released))).toHaveLength(0);
+  });
+});
