@@ -48,9 +48,15 @@ async function group(gw: GatewayProc, members: string[]): Promise<number> {
 
 const idle = () => new Promise((r) => setTimeout(r, IDLE_RELEASED_MS));
 
-export async function groupsSection(vms: Array<{ name: string; endpoint: Endpoint }>, size: number, rounds: number, opts: { cold?: boolean } = {}): Promise<BenchSection> {
+export async function groupsSection(
+  vms: Array<{ name: string; endpoint: Endpoint }>,
+  size: number,
+  rounds: number,
+  /** cold: the round after idle release (default on); entry: another build of the gateway (A/B runs) */
+  opts: { cold?: boolean; entry?: string[] } = {},
+): Promise<BenchSection> {
   const members = vms.slice(0, size).map((v) => v.name);
-  const gw = await startGateway({ vms });
+  const gw = await startGateway({ vms, ...(opts.entry ? { entry: opts.entry } : {}) });
   const rows: Array<Array<string | number>> = [];
   const ratios: number[] = [];
   const row = (label: string | number, s: number[], g: number) => {
