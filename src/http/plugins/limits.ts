@@ -4,7 +4,9 @@
  * `limits.perPrincipalConcurrency` requests in flight, and optionally at most `limits.rate.max`
  * requests per `limits.rate.timeWindowMs` (@fastify/rate-limit; its counters in the lease store's
  * Redis when the store is Redis). Over either → 429 RATE_LIMITED with Retry-After. A full VM
- * queue stays the channel's business (429 QUEUE_FULL at once).
+ * queue stays the channel's business (429 QUEUE_FULL). Both 429s are answered limits.refusalHoldMs
+ * after the refusal (http/refusal-hold.ts, from the error handler), so clients that retry at once
+ * come back paced.
  *
  * With Redis as the store the rate counters live there, and a Redis outage refuses limited routes
  * with 503 STORE_UNAVAILABLE (no silent bypass, fault matrix C8): at once when the connection is
