@@ -5,8 +5,8 @@
  *   2. acquire the lease for all VM keys at once → 409 LEASE_CONFLICT naming holder and expiry,
  *      503 STORE_UNAVAILABLE when the store is down (nothing frozen, agent not asked);
  *   3. arm the local auto-thaw timer at once, so even a freeze that hangs is thawed on time;
- *   4. right before the freeze commands: check the lease in the store (fencing — a process that
- *      was paused past its lease sends nothing); once per wave of parallel freezes;
+ *   4. per VM, right before the freeze command: check the lease in the store (fencing — a process
+ *      that was paused past its lease sends nothing; the embedded store: once per wave);
  *   5. freeze all VMs in parallel; if any fails, loses its connection or freezes nothing (the agent
  *      answers 0: 422 NOTHING_FROZEN), thaw every VM whose freeze may have taken effect
  *      (always-thaw) and end the lease. A single VM whose freeze TIMED OUT (sent, not answered in
@@ -149,13 +149,15 @@ export class SessionFreezer {
   }
 
   private async run(lease: Lease, vms: string[], mountpoints: string[] | undefined, requestId?: string): Promise<FrozenSession> {
-    // in parallel (a group's freezes overlap), at most FREEZE_PARALLEL agents at a time. The first
-    // wave starts in one turn, so its members share one fence check (one store call, not one per
-    // member: the keys of a lease are taken and given back together, so any one of them answers for
-    // the lease); a member that starts later, when another has finished, checks again for itself.
+    // in parallel (a group's freezes overlap), at most FREEZE_PARALLEL agents at a time. With the
+    // embedded store the first wave (started in one turn) shares one fence check: its locks are one
+    // in-process map whose keys a lease takes and gives back together, so any one answers for all.
+    // Redis keeps each VM's lock under its own key (its own shard in a cluster), which a failover
+    // may lose on its own: there every member checks its own, as does a member that starts later.
+    const shared = this.store.kind === 'memory';
     let wave: Promise<FenceCheck> | undefined;
     const results = await mapBounded(vms, FREEZE_PARALLEL, (vm, i) =>
-      this.freezeVm(vm, lease, mountpoints, i < FREEZE_PARALLEL ? (wave ??= this.store.check(vmKey(vms[0]), lease.leaseId, lease.epoch)) : undefined),
+      this.freezeVm(vm, lease, mountpoints, shared && i < FREEZE_PARALLEL ? (wave ??= this.store.check(vmKey(vms[0]), lease.leaseId, lease.epoch)) : undefined),
     );
     if (results.every((x) => x.ok)) {
       const frozen = Object.fromEntries(results.map((x) => [x.vm, x.ok ? x.frozen : 0]));

@@ -1,7 +1,8 @@
 /**
  * What a freeze costs per member (issue 14 item 4), on simulated agents with the embedded store:
- *  - the members of a group that start together share ONE fence check (not one store call each),
- *    and that check still fences: an ended lease sends nothing to any member;
+ *  - with the embedded store the members of a group that start together share ONE fence check (not
+ *    one store call each), and that check still fences: an ended lease sends nothing to any member;
+ *    with Redis every member checks its own VM's lock;
  *  - a thaw keeps its agent socket (released when idle, like any command's) and the next command
  *    re-reads guest-info on it, so a copy read while the guest was frozen is never used after;
  *  - freeze and thaw wait for no guest-info read (qga/session-core.ts INFO_BLIND).
@@ -15,10 +16,13 @@ import { BACKUP, agentCommands, rig, simFleet, rejection, type Rig, type SimFlee
 class CountingStore extends MemoryStore {
   checks: string[] = [];
   endNext = false;
+  /** this key's next check answers 'ended' (its lock lost on its own, as a Redis shard may) */
+  endKey: string | undefined;
   override async check(key: string, leaseId: string, epoch: string, opts?: { timeoutMs?: number }): Promise<FenceCheck> {
     this.checks.push(key);
-    if (this.endNext) {
+    if (this.endNext || this.endKey === key) {
       this.endNext = false;
+      this.endKey = undefined;
       return { state: 'ended' };
     }
     return super.check(key, leaseId, epoch, opts);
@@ -43,6 +47,36 @@ describe('freeze path per member', () => {
     // before: one per member (4) and one after; now: one for the wave, one after
     expect(store.checks).toEqual(['vm:m1', 'vm:m1']);
     for (const vm of ['m1', 'm2', 'm3', 'm4']) expect(agentCommands(fleet.vm[vm])).toEqual(['guest-fsfreeze-freeze']);
+  });
+
+  it('with Redis (a lock per VM, each on its own shard in a cluster) every member checks its own lock', async () => {
+    fleet = await simFleet(['m1', 'm2', 'm3']);
+    const store = new CountingStore();
+    // the freezer decides by the store's kind; the locks here are still the embedded store's
+    Object.defineProperty(store, 'kind', { value: 'redis' });
+    g = await rig(fleet, { store });
+    store.checks = [];
+    await g.freeze.groups.create({ vms: ['m1', 'm2', 'm3'], ttlSeconds: 60 }, BACKUP);
+    expect([...store.checks].sort()).toEqual(['vm:m1', 'vm:m1', 'vm:m2', 'vm:m3']);
+  });
+
+  it('with Redis, one member whose lock says ended is not frozen; the others are thawed again', async () => {
+    fleet = await simFleet(['m1', 'm2', 'm3']);
+    const store = new CountingStore();
+    Object.defineProperty(store, 'kind', { value: 'redis' });
+    g = await rig(fleet, { store });
+    store.endKey = 'vm:m2';
+    const err = await rejection(g.freeze.groups.create({ vms: ['m1', 'm2', 'm3'], ttlSeconds: 60 }, BACKUP));
+    expect(err.code).toBe('LEASE_CONFLICT');
+    const perVm = err.extra?.vms as Array<{ vm: string; result: string; thawAttempted: boolean }>;
+    expect(perVm.map((v) => [v.vm, v.result, v.thawAttempted])).toEqual([
+      ['m1', 'frozen', true],
+      ['m2', 'failed', false],
+      ['m3', 'frozen', true],
+    ]);
+    expect(agentCommands(fleet.vm.m2)).toEqual([]);
+    for (const vm of ['m1', 'm3']) expect(agentCommands(fleet.vm[vm])).toEqual(['guest-fsfreeze-freeze', 'guest-fsfreeze-thaw']);
+    for (const vm of ['m1', 'm2', 'm3']) expect(fleet.vm[vm].state.frozen).toBe(false);
   });
 
   it('the shared check fences: a lease ended before the freezes were sent freezes no member', async () => {
