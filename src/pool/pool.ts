@@ -55,8 +55,10 @@ export class AgentPool extends ChannelEvents {
   private readonly retiring = new Map<Channel, Promise<void>>();
   /**
    * Every channel admitted to open a socket (admit() said yes), current or retiring: a superset of
-   * those holding one, pruned as admit() walks it. admit() counts and picks its victim here
-   * instead of walking every channel the pool knows (thousands of socketless ones under churn).
+   * those holding one, pruned as admit() walks it, least recently used first (a channel goes to
+   * the end when it is admitted and whenever a job of its settles: its lastUsedAt order). admit()
+   * finds its victim at the front instead of walking every channel the pool knows (thousands of
+   * socketless ones under churn) or every admitted one (maxOpen of them) per socket opened.
    */
   private readonly admitted = new Set<Channel>();
   private sweepTimer: NodeJS.Timeout | undefined;
@@ -68,6 +70,7 @@ export class AgentPool extends ChannelEvents {
     this.maxOpen = opts.maxOpen ?? 1000;
     this.dropIdleMs = opts.dropIdleMs ?? 600_000;
     this.now = opts.channelOptions.now ?? (() => performance.now());
+    this.on('command', (e: CommandEvent) => this.used(e.vm));
   }
 
   /** The VM's channel, made lazily; replaced when the VM's endpoint changed. */
@@ -205,21 +208,25 @@ export class AgentPool extends ChannelEvents {
    * socket beyond maxOpen. Draining (retiring) channels count: their sockets are just as open.
    */
   private admit(incoming: Channel, urgent = false): GatewayError | undefined {
-    let open = 0;
+    this.admitted.delete(incoming);
     let victim: Channel | undefined;
-    for (const ch of this.admitted) {
-      if (ch === incoming) continue;
-      if (!ch.holdsSocket) {
-        // let go of its socket since: admitted again (and added back) before it opens another
-        this.admitted.delete(ch);
-        continue;
+    // below maxOpen even counting those that let go of their socket since: no walk at all
+    if (this.admitted.size >= this.maxOpen) {
+      for (const ch of this.admitted) {
+        if (!ch.holdsSocket) {
+          // let go of its socket since: admitted again (and added back) before it opens another
+          this.admitted.delete(ch);
+          if (this.admitted.size < this.maxOpen) break;
+          continue;
+        }
+        // the victim: the least recently used current channel with nothing to do (a retiring one
+        // is closing already)
+        if (ch.busy || this.channels.get(ch.vm) !== ch) continue;
+        victim = ch;
+        break;
       }
-      open++;
-      // the victim is a current channel with nothing to do (a retiring one is closing already)
-      if (ch.busy || this.channels.get(ch.vm) !== ch) continue;
-      if (!victim || ch.lastUsedAt < victim.lastUsedAt) victim = ch;
     }
-    if (open < this.maxOpen) return this.admitted.add(incoming), undefined;
+    if (this.admitted.size < this.maxOpen) return this.admitted.add(incoming), undefined;
     if (victim?.release()) {
       this.admitted.delete(victim);
       this.opts.logger?.debug({ vm: victim.vm, for: incoming.vm }, 'released least recently used agent connection');
@@ -230,6 +237,12 @@ export class AgentPool extends ChannelEvents {
       return this.admitted.add(incoming), undefined;
     }
     return errors.queueFull(incoming.vm, `all ${this.maxOpen} agent connections are busy`);
+  }
+
+  /** A job of the VM's channel settled: it is now the most recently used. */
+  private used(vm: string): void {
+    const ch = this.channels.get(vm);
+    if (ch !== undefined && this.admitted.delete(ch)) this.admitted.add(ch);
   }
 
   private retire(vm: string, ch: Channel): void {

@@ -106,6 +106,30 @@ describe('AgentPool', () => {
     expect(pool.stats().open).toBe(2);
   });
 
+  it('passes over a busy least recently used channel and releases the next idle one', async () => {
+    const pool = makePool({ maxOpen: 2 });
+    const hung = pool.execute('vm1', 'test-hang', undefined, { timeoutMs: 2000 });
+    await waitFor(() => agents.get('vm1')!.commands.includes('test-hang'));
+    await pool.execute('vm2', 'guest-ping');
+    await pool.execute('vm3', 'guest-ping');
+    const states = Object.fromEntries(pool.stats().channels.map((c) => [c.vm, c.state]));
+    expect(states).toEqual({ vm1: 'ready', vm2: 'idle', vm3: 'ready' });
+    expect(pool.stats().open).toBe(2);
+    pool.destroy();
+    expect(await rejection(hung)).toMatchObject({ code: 'AGENT_UNAVAILABLE' });
+  });
+
+  it('a channel that let go of its socket by itself (idle release) frees its place without evicting another', async () => {
+    const pool = makePool({ maxOpen: 2, idleReleaseOf: (vm) => (vm === 'vm1' ? 30 : undefined) });
+    await pool.execute('vm1', 'guest-ping');
+    await pool.execute('vm2', 'guest-ping');
+    await waitFor(() => pool.channel('vm1').state === 'idle');
+    await pool.execute('vm3', 'guest-ping');
+    const states = Object.fromEntries(pool.stats().channels.map((c) => [c.vm, c.state]));
+    expect(states).toEqual({ vm1: 'idle', vm2: 'ready', vm3: 'ready' });
+    expect(pool.stats().open).toBe(2);
+  });
+
   it('answers QUEUE_FULL when every open channel is busy', async () => {
     const pool = makePool({ maxOpen: 1 });
     const hung = pool.execute('vm1', 'test-hang', undefined, { timeoutMs: 2000 });
