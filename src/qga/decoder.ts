@@ -36,6 +36,13 @@ export interface ReplyDecoderOptions {
    * instead of being buffered and parsed in one go; default 1 MiB
    */
   streamFromBytes?: number;
+  /**
+   * the pieces of such a line are held as received and fed to the parser once this many are
+   * held (and at the line's end): receiving stays a cheap append, so the agent's socket is
+   * drained fast (qemu-ga busy-waits while its reply does not fit the socket), and the parse
+   * work comes in steps of at most this many bytes; default 4 MiB
+   */
+  feedBatchBytes?: number;
 }
 
 const LF = 0x0a;
@@ -48,13 +55,16 @@ type Mode = 'lines' | 'skip-oversize' | 'until-sentinel';
 export class ReplyDecoder {
   private readonly maxLineBytes: number;
   private readonly onEvent: (event: DecoderEvent) => void;
-  /** the current partial line, as received (concatenated once, when the line completes) */
+  /** the current partial line, as received (concatenated once when the line completes; a long line's are fed to the parser in batches) */
   private parts: Buffer[] = [];
   private partBytes = 0;
   private mode: Mode = 'lines';
   private readonly budget: ReplyBudget | undefined;
   private readonly streamFromBytes: number;
-  /** the current line is long: its bytes go to this parser as they come (parts stays empty) */
+  private readonly feedBatchBytes: number;
+  /** bytes in `parts`: held, not yet fed to the parser */
+  private heldBytes = 0;
+  /** the current line is long: its held bytes go to this parser in batches */
   private stream: StreamingJsonParser | undefined;
   /** the streamed line turned out not to be JSON; the rest of it is dropped, then reported */
   private streamError: Error | undefined;
@@ -65,6 +75,7 @@ export class ReplyDecoder {
     this.onEvent = opts.onEvent;
     this.budget = opts.budget;
     this.streamFromBytes = opts.streamFromBytes ?? 1024 * 1024;
+    this.feedBatchBytes = opts.feedBatchBytes ?? 4 * 1024 * 1024;
   }
 
   /**
@@ -143,7 +154,7 @@ export class ReplyDecoder {
       }
       const piece = chunk.subarray(pos, nl);
       pos = nl + 1;
-      if (this.stream) {
+      if (this.stream || this.partBytes > this.streamFromBytes) {
         this.endStream(piece);
         continue;
       }
@@ -153,21 +164,24 @@ export class ReplyDecoder {
     }
   }
 
-  /** Hold a piece of the current line: buffered, or fed to the incremental parser of a long line. */
+  /** Hold a piece of the current line; a long line's held pieces go to the incremental parser in batches. */
   private keep(piece: Buffer): void {
-    if (!this.stream && this.partBytes <= this.streamFromBytes) {
-      this.parts.push(piece);
-      return;
-    }
+    this.parts.push(piece);
+    this.heldBytes += piece.length;
+    if (this.partBytes > this.streamFromBytes && this.heldBytes >= this.feedBatchBytes) this.feedHeld();
+  }
+
+  /** Feed the held pieces to the incremental parser (started with the line's first piece). */
+  private feedHeld(): void {
     if (!this.stream) {
       this.stream = new StreamingJsonParser(MAX_JSON_DEPTH);
       this.streamError = undefined;
-      const held = this.parts;
-      this.parts = [];
-      this.preview = Buffer.concat(held.length > 0 ? [held[0]] : [piece]).toString('latin1', 0, PREVIEW_CHARS);
-      for (const p of held) this.feed(p);
+      this.preview = this.parts.length > 0 ? this.parts[0].toString('latin1', 0, PREVIEW_CHARS) : '';
     }
-    this.feed(piece);
+    const held = this.parts;
+    this.parts = [];
+    this.heldBytes = 0;
+    for (const p of held) this.feed(p);
   }
 
   private feed(piece: Buffer): void {
@@ -182,13 +196,14 @@ export class ReplyDecoder {
   /** The long line ends with `piece`: its value (or why it is not one) is emitted. */
   private endStream(piece: Buffer): void {
     const len = this.partBytes + piece.length - (piece.length > 0 && piece[piece.length - 1] === CR ? 1 : 0);
-    const stream = this.stream as StreamingJsonParser;
-    const preview = this.preview;
     if (len > this.maxLineBytes) {
       this.clearPartial();
       this.onEvent({ type: 'oversize', bytes: len, limit: 'cap' });
       return;
     }
+    this.feedHeld();
+    const stream = this.stream as StreamingJsonParser;
+    const preview = this.preview;
     this.feed(piece);
     let value: JsonValue | undefined;
     let error = this.streamError;
@@ -216,6 +231,7 @@ export class ReplyDecoder {
     this.budget?.release(this.partBytes);
     this.parts = [];
     this.partBytes = 0;
+    this.heldBytes = 0;
     this.stream = undefined;
     this.streamError = undefined;
     this.preview = '';
