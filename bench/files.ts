@@ -7,7 +7,7 @@
  *
  * When the real-VM rig is available the same is measured through the VM's virtio-serial channel.
  *
- * Env: BENCH_FILES_MB (default 32) file size; BENCH_FILES_ROUNDS (default 5);
+ * Env: BENCH_FILES_MB (default 32) file size; BENCH_FILES_ROUNDS (default 5; npm run bench sets BENCH_ROUNDS);
  * BENCH_FILES_CHUNK_KB overrides both chunk sizes (default: the config defaults);
  * BENCH_FILES_VM=0 skips the VM, BENCH_FILES_VM_MB (default 4) its file size.
  */
@@ -139,7 +139,7 @@ interface Row {
 }
 
 /**
- * Rounds of: raw upload, HTTP upload, raw download, HTTP download of `size` bytes, the file
+ * Rounds of: upload, then download, raw and HTTP twice each (ABBA), of `size` bytes, the file
  * living in `guestDir` of the agent behind `socketPath` (registered in the app as `vm`).
  */
 async function measure(opts: {
@@ -281,8 +281,10 @@ export default async function filesBench(): Promise<BenchSection> {
     lines.push(
       'The raw loop is the baseline any client of the agent faces: one socket, one command in flight, base64 both ways, ' +
         'no HTTP. Uploads are bound by qemu-ga parsing its JSON input (slowest in the TCG guest); downloads by the ' +
-        "agent's base64 encoding and our JSON/base64 decoding. A ratio near 1 means the gateway adds little; the upload " +
-        "path overlaps the network with the agent's work (two chunk buffers), which can put it above 1. " +
+        "agent's base64 encoding and our JSON/base64 decoding. A ratio near 1 means the gateway adds little; both " +
+        'directions keep the next chunk command queued behind the one in the agent (the raw loop leaves the agent idle ' +
+        'while it encodes or decodes), which can put the ratio above 1 when a core is free. The machine is shared: ' +
+        'with other processes busy, per-round ratios range widely (0.5-1.7 seen at load 6-10), so read the rounds, not only the median. ' +
         'Uploads through the real qemu-ga write into a fresh temp directory of this machine (removed afterwards); ' +
         'downloads read a temp file written there first. This section runs the gateway inside the bench process (buildApp), not as its own process.',
     );
