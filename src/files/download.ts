@@ -115,6 +115,10 @@ export class DownloadStream extends Readable {
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
       this.first = await this.readChunk();
+    } catch (e) {
+      // the read sent ahead must not hold up the close that follows (planDownload closes)
+      this.abort.abort();
+      throw e;
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }

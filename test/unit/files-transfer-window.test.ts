@@ -320,3 +320,24 @@ async function collect(it: AsyncIterable<Buffer>): Promise<Buffer[]> {
   for await (const b of it) out.push(b);
   return out;
 }
+
+describe('download prefetch failure', () => {
+  test('the first read fails: the read sent ahead is abandoned (its signal aborted), the error reaches the caller', async () => {
+    const f = new FakeFiles();
+    f.size = 10 * CHUNK;
+    const s = new DownloadStream(asFiles(f), 'vm', 7, 10 * CHUNK, CHUNK);
+    const pre = s.prefetch().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    await turns();
+    expect(f.count('read')).toBe(2);
+    const ahead = f.out[1];
+    await f.settleNext(errors.agentError('vm', 'guest-file-read', 'Is a directory'));
+    const e = await pre;
+    expect(isGatewayError(e) && e.message).toBe('Is a directory');
+    expect(ahead.signal?.aborted).toBe(true);
+    expect(f.out.length).toBe(0);
+    expect(f.count('read')).toBe(2);
+  });
+});
