@@ -11,7 +11,8 @@
  *    error before the answer's headers are sent, so a 503;
  *  - any other answer is handed over at its headers with a Readable that keeps undici's
  *    backpressure (push() false pauses the socket, read() resumes it);
- *  - the headers are parsed once, without the hop-by-hop ones, with X-Qga-Node set;
+ *  - the headers are parsed once, without the hop-by-hop ones and those the entry node gives
+ *    itself (Date, X-Request-Id; Content-Length of an answer read whole), with X-Qga-Node set;
  *  - the abort: one listener per signal (the connection's, shared by its requests) for every
  *    request in flight on it, not one added and removed per request.
  * A failure before the handover calls back with the error (on a microtask, as undici does); after
@@ -56,20 +57,48 @@ function destroyBody(body: unknown, err: Error): void {
   body.destroy(err);
 }
 
-/** The node's answer headers as the client gets them: minus hop-by-hop, X-Qga-Node set. */
-function answerHeaders(raw: Buffer[], nodeId: string): Record<string, string | string[]> {
+/**
+ * Answer headers not copied to the client's answer, though not hop-by-hop: the entry node gives
+ * them itself (issue 17 item 6: each copied header is one more reply.header() and serialization
+ * on the entry node). `date`: the entry node's HTTP server writes its own when none is set (the
+ * serving node sends none on a forwarded request's answer: http/plugins/forward.ts);
+ * `x-request-id`: the entry node set it on its reply first (request-log.ts), to the id it sent,
+ * which the serving node echoes.
+ */
+const GIVEN_HERE: ReadonlySet<string> = new Set(['date', 'x-request-id']);
+
+/** the parsed answer headers and whether the answer is read whole (then without content-length: Fastify sets it from the bytes) */
+interface Parsed {
+  headers: Record<string, string | string[]>;
+  whole: boolean;
+}
+
+/** The node's answer headers as the client gets them: minus hop-by-hop and GIVEN_HERE, X-Qga-Node set. */
+function answerHeaders(raw: Buffer[], nodeId: string, method: string): Parsed {
   const out: Record<string, string | string[]> = {};
+  let length: string | undefined;
+  let lengths = 0;
   for (let i = 0; i < raw.length; i += 2) {
     const name = util.headerNameToString(raw[i]);
-    if (DROPPED_RESPONSE.has(name) || name === '__proto__') continue;
+    if (DROPPED_RESPONSE.has(name) || GIVEN_HERE.has(name) || name === '__proto__') continue;
     const value = raw[i + 1].toString('latin1');
+    if (name === 'content-length' && lengths++ === 0) {
+      length = value;
+      continue;
+    }
     const had = out[name];
     if (had === undefined) out[name] = value;
     else if (typeof had === 'string') out[name] = [had, value];
     else had.push(value);
   }
   if (typeof out[NODE_HEADER] !== 'string') out[NODE_HEADER] = nodeId;
-  return out;
+  // one content-length at most SMALL_ANSWER (not HEAD): read whole, sent with the length of its bytes
+  const whole = lengths === 1 && method !== 'HEAD' && Number(length) <= SMALL_ANSWER;
+  if (!whole && length !== undefined) {
+    const more = out['content-length'];
+    out['content-length'] = more === undefined ? length : [length, ...[more].flat()];
+  }
+  return { headers: out, whole };
 }
 
 export class ForwardAnswer implements Dispatcher.DispatchHandler, AbortWatcher {
@@ -142,10 +171,9 @@ export class ForwardAnswer implements Dispatcher.DispatchHandler, AbortWatcher {
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
     if (statusCode < 200) return true;
     this.statusCode = statusCode;
-    const headers = answerHeaders(rawHeaders, this.nodeId);
+    const { headers, whole } = answerHeaders(rawHeaders, this.nodeId, this.method);
     this.headers = headers;
-    const length = Number(headers['content-length']);
-    if (this.method !== 'HEAD' && length <= SMALL_ANSWER) {
+    if (whole) {
       this.chunks = [];
       return true;
     }

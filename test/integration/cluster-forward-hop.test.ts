@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { FORWARD_CONTEXT, incomingHeaders, outgoingHeaders, routeBound } from '../../src/cluster/forward.js';
+import { ForwardAnswer, SMALL_ANSWER, WholeBody, type ForwardResponse } from '../../src/cluster/forward-answer.js';
 import { HOP_HEADER, PRINCIPAL_HEADER, SIGNATURE_HEADER, signHop, verifyHop } from '../../src/cluster/hop.js';
 import { makeApp, testConfig } from '../helpers/app.js';
 
@@ -70,6 +71,34 @@ describe('forwarded headers', () => {
       'x-qga-node': 'B',
     });
     expect(incomingHeaders({ 'x-qga-node': 'C' }, 'B')).toEqual({ 'x-qga-node': 'C' });
+  });
+
+  // what the dispatch handler hands reply-from for an answer as undici delivers it
+  const answer = (method: string, raw: Array<[string, string]>, body: string[]) => {
+    let got: ForwardResponse | undefined;
+    const h = new ForwardAnswer(method, undefined, 'B', undefined, (err, res) => {
+      expect(err).toBeNull();
+      got = res;
+    });
+    h.onConnect(() => undefined);
+    h.onHeaders(200, raw.flatMap(([k, v]) => [Buffer.from(k), Buffer.from(v)]), () => undefined);
+    for (const chunk of body) h.onData(Buffer.from(chunk));
+    h.onComplete();
+    return got as ForwardResponse;
+  };
+
+  it('an answer read whole comes without Date, X-Request-Id (the entry node gives its own) and Content-Length (set from its bytes); a streamed one keeps its length', () => {
+    const raw: Array<[string, string]> = [['X-Request-Id', 'r-1'], ['Content-Type', 'application/json'], ['X-Qga-Node', 'C'], ['Content-Length', '7'], ['Date', 'Mon, 07 Dec 2026 08:00:00 GMT'], ['Connection', 'keep-alive'], ['Keep-Alive', 'timeout=5']];
+    const whole = answer('GET', raw, ['{"a"', ':1}']);
+    expect(whole.headers).toEqual({ 'content-type': 'application/json', 'x-qga-node': 'C' });
+    expect(whole.body).toBeInstanceOf(WholeBody);
+    expect((whole.body as WholeBody).bytes.toString()).toBe('{"a":1}');
+    const head = answer('HEAD', raw, []);
+    expect(head.headers).toEqual({ 'content-type': 'application/json', 'x-qga-node': 'C', 'content-length': '7' });
+    expect(head.body).not.toBeInstanceOf(WholeBody);
+    const big = answer('GET', [['Content-Length', String(SMALL_ANSWER + 1)]], []);
+    expect(big.headers).toEqual({ 'content-length': String(SMALL_ANSWER + 1), 'x-qga-node': 'B' });
+    expect(big.body).not.toBeInstanceOf(WholeBody);
   });
 });
 

@@ -76,6 +76,8 @@ describe('forwarded requests are answered as the serving node answers them', () 
     expect(via.headers['x-qga-node']).toBe('B');
     expect(via.headers['x-request-id']).toBe('fwd-get-1');
     expect(via.headers.connection).toBe('keep-alive');
+    // the entry node's own Date and a length matching the body (not copied from the serving node's answer)
+    expect([typeof via.headers.date, Number(via.headers['content-length'])]).toEqual(['string', Buffer.byteLength(via.text)]);
     // Fastify's HEAD of a GET route is forwarded too
     const head = await call(nodes.A, 'HEAD', '/v1/vms/b1/hostname', bearer(TOKENS.ops));
     expect(head.status).toBe(200);

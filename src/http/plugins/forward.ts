@@ -19,7 +19,7 @@
 import replyFrom from '@fastify/reply-from';
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, RouteOptions } from 'fastify';
 import type { NodeInfo } from '../../cluster/directory.js';
-import { NodePools, forwardFailure, outgoingHeaders, routeBound } from '../../cluster/forward.js';
+import { FORWARD_CONTEXT, NodePools, forwardFailure, outgoingHeaders, routeBound, type ForwardContext } from '../../cluster/forward.js';
 import { WholeBody } from '../../cluster/forward-answer.js';
 import { NODE_HEADER, loadHopSecret, signForward, unforwardablePath, type HopPrincipal } from '../../cluster/hop.js';
 import type { Config } from '../../config/schema.js';
@@ -34,6 +34,22 @@ declare module 'fastify' {
     /** true: a VM whose node is gone is answered by the route here (GET /v1/vms/{vm}: from the directory), not 503 */
     answersGone?: boolean;
   }
+  interface FastifyRequest {
+    /** a request this node forwards: what reply.from's callbacks need of it (null otherwise) */
+    forwarding: Forwarding | null;
+  }
+}
+
+/** What one forwarded request's reply.from callbacks need; also its ForwardContext (NodePools). */
+interface Forwarding extends ForwardContext {
+  nodeId: string;
+  origin: string;
+  query: string;
+  hop: Record<string, string>;
+  node: NodeInfo;
+  vm: string;
+  /** its one retry was taken */
+  retried: boolean;
 }
 
 const VM_PARAM = /\/:vm(\/|$)/;
@@ -83,60 +99,78 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
   const secret = loadHopSecret(file);
   const pools = new NodePools(config.cluster.forwardTimeoutMs);
   await app.register(replyFrom, { undici: pools as never, disableRequestLogging: true });
+  // a decoration (null until forwarded), so every request object keeps one shape
+  app.decorateRequest('forwarding', null);
   app.addHook('onClose', async () => pools.close());
 
-  // the serving node names itself on every answer of a forwarded request
+  // the serving node names itself on every answer of a forwarded request; it sends no Date there
+  // (the entry node's server writes its own: cluster/forward-answer.ts drops the header anyway)
   app.addHook('onSend', (request, reply, payload, done) => {
-    if (hopOf(request) !== undefined) reply.header(NODE_HEADER, cluster.selfId);
+    if (hopOf(request) !== undefined) {
+      reply.header(NODE_HEADER, cluster.selfId);
+      reply.raw.sendDate = false;
+    }
     done(null, payload);
   });
 
+  /**
+   * reply.from's options, made once: everything per request is in the request's Forwarding (its
+   * `forwarding` decoration), which reaches the callbacks through the request, or through the
+   * outgoing headers' FORWARD_CONTEXT (retryDelay gets the undici request options only). Issue 17
+   * item 6: no options object and closures per forwarded request.
+   */
+  const fromOptions = {
+    getUpstream: (request: FastifyRequest) => (request.forwarding as Forwarding).origin,
+    queryString: (_search: unknown, _url: unknown, request: FastifyRequest) => (request.forwarding as Forwarding).query,
+    rewriteRequestHeaders: (request: FastifyRequest, headers: Record<string, unknown>) => {
+      const f = request.forwarding as Forwarding;
+      const out = outgoingHeaders(headers, f.hop, f);
+      out['x-request-id'] = request.id;
+      return out as never;
+    },
+    // the answer's headers come without the hop-by-hop ones and with X-Qga-Node (NodePools)
+    // one retry, at once, of a GET/HEAD whose pooled connection the node had just closed
+    retryDelay: ({ err, req, attempt }: { err: unknown; req: { method: string; headers: Record<symbol, unknown> }; attempt: number }) => {
+      const f = req.headers[FORWARD_CONTEXT] as Forwarding | undefined;
+      const code = (err as { code?: string } | null)?.code;
+      if (f === undefined || attempt !== 0 || f.retried || (code !== 'UND_ERR_SOCKET' && code !== 'ECONNRESET')) return null;
+      f.retried = true;
+      return (req.method === 'GET' || req.method === 'HEAD') && !f.signal.aborted ? 1 : null;
+    },
+    // a small answer was read whole before this (a failure meanwhile went to onError); a larger
+    // one is streamed: a failure after its headers cuts the connection
+    onResponse: (_req: FastifyRequest, r: FastifyReply, res: { stream: unknown }) => {
+      const body = res.stream;
+      r.send(body instanceof WholeBody ? body.bytes : body);
+    },
+    onError: (r: FastifyReply, { error }: { error: unknown }) => {
+      const request = r.request;
+      const f = request.forwarding as Forwarding;
+      if (f.signal.aborted) {
+        // the client went away (499) or the shutdown grace ran out (503 SHUTTING_DOWN): app's error handler
+        r.send(f.signal.reason as Error);
+        return;
+      }
+      r.header(NODE_HEADER, f.node.id);
+      if (!request.raw.complete) {
+        // the body still coming is not read: the connection ends after this answer
+        r.header('connection', 'close');
+        r.raw.once('finish', () => request.raw.socket?.destroy());
+      }
+      r.send(forwardFailure(error, f.vm, f.node, f.headersTimeout));
+    },
+  };
+
   function forwardTo(request: FastifyRequest, reply: FastifyReply, vm: string, node: NodeInfo, boundMs: number): void {
-    const origin = originOf(node.url);
     const { path, query, signed } = splitUrl(request.url);
     // the connection's signal (client gone, or the shutdown grace over): the forward's use of it
     // ends when its answer is complete, so a signal per request is not needed
     const { signal } = signalOptions(request);
     const hop = signForward(secret, { method: request.method, url: signed, entryNode: cluster.selfId, principal: carriedOf(request.principal) });
+    request.forwarding = { signal, headersTimeout: boundMs, nodeId: node.id, origin: originOf(node.url), query, hop, node, vm, retried: false };
     // reply-from pipes request.body when it is a stream: the raw request, unread
     if (request.method !== 'GET' && request.method !== 'HEAD' && hasBody(request)) (request as { body: unknown }).body = request.raw;
-    let attempts = 0;
-    void reply.from(path, {
-      getUpstream: () => origin,
-      queryString: () => query,
-      rewriteRequestHeaders: (_req, headers) => {
-        const out = outgoingHeaders(headers as Record<string, unknown>, hop, { signal, headersTimeout: boundMs, nodeId: node.id });
-        out['x-request-id'] = request.id;
-        return out as never;
-      },
-      // the answer's headers come without the hop-by-hop ones and with X-Qga-Node (NodePools)
-      // one retry, at once, of a GET/HEAD whose pooled connection the node had just closed
-      retryDelay: ({ err, attempt }) => {
-        const code = (err as { code?: string } | null)?.code;
-        if (attempt === 0 && attempts++ === 0 && (request.method === 'GET' || request.method === 'HEAD') && (code === 'UND_ERR_SOCKET' || code === 'ECONNRESET') && !signal.aborted) return 1;
-        return null;
-      },
-      // a small answer was read whole before this (a failure meanwhile went to onError); a larger
-      // one is streamed: a failure after its headers cuts the connection
-      onResponse: (_req, r, res) => {
-        const body = res.stream as unknown;
-        r.send(body instanceof WholeBody ? body.bytes : res.stream);
-      },
-      onError: (r, { error }) => {
-        if (signal.aborted) {
-          // the client went away (499) or the shutdown grace ran out (503 SHUTTING_DOWN): app's error handler
-          r.send(signal.reason as Error);
-          return;
-        }
-        r.header(NODE_HEADER, node.id);
-        if (!request.raw.complete) {
-          // the body still coming is not read: the connection ends after this answer
-          r.header('connection', 'close');
-          r.raw.once('finish', () => request.raw.socket?.destroy());
-        }
-        r.send(forwardFailure(error, vm, node, boundMs));
-      },
-    });
+    void reply.from(path, fromOptions as never);
   }
 
   app.addHook('onRoute', (route: RouteOptions) => {
