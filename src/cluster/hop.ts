@@ -233,26 +233,40 @@ export function verifyHop(secret: string, headers: Headers, method: string, url:
   // a signature this node verified before, over exactly these inputs (the entry node reuses one
   // for up to FORWARD_SIGNATURE_REUSE_MS): the same inputs give the same MAC, so it is valid again;
   // its time was checked against the window above, as for any other
+  // (by the signature's text, then every other input compared: cheaper than hashing one key
+  // string of them all, issue 17 item 6; a signature seen with other inputs is verified in full)
   const cache = verifiedCacheOf(secret);
-  const key = `${purpose}\n${method}\n${url}\n${entryNode}\n${principalHeader}\n${signature}`;
-  let principal = cache.get(key);
-  if (principal === undefined) {
+  const hit = cache.get(signature);
+  let principal: HopPrincipal;
+  if (hit !== undefined && hit.url === url && hit.principalHeader === principalHeader && hit.entryNode === entryNode && hit.method === method && hit.purpose === purpose) {
+    principal = hit.principal;
+  } else {
     const given = Buffer.from(signature.slice(dot + 1), 'base64url');
     const expected = mac(secret, purpose, method, url, time, entryNode, principalHeader);
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined;
-    principal = parsePrincipal(principalHeader);
-    if (principal === undefined) return undefined;
+    const p = parsePrincipal(principalHeader);
+    if (p === undefined) return undefined;
+    principal = p;
     if (cache.size >= MAX_VERIFIED) cache.clear();
-    cache.set(key, principal);
+    cache.set(signature, { purpose, method, url, entryNode, principalHeader, principal });
   }
   if (principal.system === true && purpose !== 'agent-call') return undefined;
   return { entryNode, principal };
 }
 
-/** verified signatures (with everything they cover) by secret: bounded, cleared when full */
-const verifiedBySecret = new Map<string, Map<string, HopPrincipal>>();
+/** a signature verified, with everything else it covers (its time is in the signature's text) */
+interface Verified {
+  purpose: HopPurpose;
+  method: string;
+  url: string;
+  entryNode: string;
+  principalHeader: string;
+  principal: HopPrincipal;
+}
+/** verified signatures by secret, then by the signature header: bounded, cleared when full */
+const verifiedBySecret = new Map<string, Map<string, Verified>>();
 const MAX_VERIFIED = 4_096;
-function verifiedCacheOf(secret: string): Map<string, HopPrincipal> {
+function verifiedCacheOf(secret: string): Map<string, Verified> {
   let cache = verifiedBySecret.get(secret);
   if (cache === undefined) {
     if (verifiedBySecret.size >= 8) verifiedBySecret.clear();
