@@ -170,8 +170,17 @@ export async function scaleSection(vms: Array<{ name: string; endpoint: Endpoint
       await cannon({ ...spec, durationMs: warmMs(opts.ms), base: open.base }, []);
     }
     for (let r = 0; r < opts.rounds; r++) {
-      const runOpen = async () => b.push(await cannon({ ...spec, base: open.base }, [open.pid, ...(opts.simPid ? [opts.simPid] : [])]));
-      const runChurn = async () => a.push(await cannon({ ...spec, base: (churn as GatewayProc).base }, [(churn as GatewayProc).pid, sim2.pid]));
+      // each timed run right after 1 s of the same load on that gateway: it sat idle while the other
+      // ran (round 1 of churn, after 6 s idle, came out at 0.31-0.33 while later rounds gave 0.5-0.7)
+      const rewarm = (base: string) => (opts.ms >= 1000 ? cannon({ ...spec, durationMs: 1000, base }, []) : Promise.resolve());
+      const runOpen = async () => {
+        await rewarm(open.base);
+        b.push(await cannon({ ...spec, base: open.base }, [open.pid, ...(opts.simPid ? [opts.simPid] : [])]));
+      };
+      const runChurn = async () => {
+        await rewarm((churn as GatewayProc).base);
+        a.push(await cannon({ ...spec, base: (churn as GatewayProc).base }, [(churn as GatewayProc).pid, sim2.pid]));
+      };
       if (r % 2 === 0) {
         await runOpen();
         await runChurn();
@@ -186,7 +195,7 @@ export async function scaleSection(vms: Array<{ name: string; endpoint: Endpoint
     lines.push(
       '',
       `Churn: random pings over all ${vms.length} VMs, 64 autocannon connections, ${(opts.ms / 1000).toFixed(1)} s per run, agent.maxOpen 100 (shipped idle release) against agent.maxOpen ${vms.length} with agent.idleReleaseMs 0. ` +
-        `Each gateway has a simulator of its own with the same ${vms.length} VMs (an agent serves one client), both stay up, rounds alternate (ABBA) after a ${(warmMs(opts.ms) / 1000).toFixed(1)} s warm-up of each. The all-open gateway ` +
+        `Each gateway has a simulator of its own with the same ${vms.length} VMs (an agent serves one client), both stay up, rounds alternate (ABBA) after a ${(warmMs(opts.ms) / 1000).toFixed(1)} s warm-up of each, and each timed run follows 1 s of the same load on its gateway. The all-open gateway ` +
         `had every channel opened first (${fmtMs(openAllMs)}, ${failed} failed); the maxOpen 100 one pinged every VM once first too (${fmtMs(churnAllMs)}, ${failedChurn} failed), ` +
         `so its channels know each agent's guest-info (agent.infoMaxAgeMs 60 s: a longer run re-reads it on a VM's first new socket after that). CPU µs per ok answer of the gateway and of its simulator (the agents' side).`,
       '',
