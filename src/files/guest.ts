@@ -9,6 +9,7 @@
  */
 import { isGatewayError, errors } from '../errors.js';
 import type { JsonObject, JsonValue } from '../qga/types.js';
+import type { Base64Text } from '../util/json.js';
 import type { AgentCaller } from '../agent/service.js';
 import { mapFileError } from './errors.js';
 import { HandleRegistry, type HandleOwner } from './handles.js';
@@ -65,8 +66,9 @@ export class GuestFiles {
     return { count: r.count, b64, eof: r.eof };
   }
 
-  async write(vm: string, handle: number, b64: string, count: number | undefined, signal?: AbortSignal): Promise<{ count: number; eof: boolean }> {
-    const args: JsonObject = { handle, 'buf-b64': b64 };
+  async write(vm: string, handle: number, b64: string | Base64Text, count: number | undefined, signal?: AbortSignal): Promise<{ count: number; eof: boolean }> {
+    // a Base64Text travels as an opaque argument: the command writer copies its bytes as they are, any other writer gets its string (toJSON)
+    const args: JsonObject = { handle, 'buf-b64': b64 as JsonValue };
     if (count !== undefined) args.count = count;
     const r = await this.on(vm, handle, 'guest-file-write', args, signal);
     if (typeof r.count !== 'number') {

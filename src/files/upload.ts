@@ -9,6 +9,7 @@
  * QGA has no truncate) and writing starts at `offset`, which may not lie beyond its end.
  */
 import { GatewayError, errors } from '../errors.js';
+import { Base64Text } from '../util/json.js';
 import { SEEK_CUR, SEEK_END, SEEK_SET, type GuestFiles } from './guest.js';
 
 export type UploadMode = 'truncate' | 'append';
@@ -50,10 +51,11 @@ export async function upload(
       }
       await files.seek(vm, handle, opts.offset, SEEK_SET, signal);
     }
-    // The chunk is encoded to base64 as soon as it is full (the string is the copy the write
-    // carries, so the one buffer refills at once), and up to WRITE_AHEAD writes are sent: one runs
-    // in the agent while the next waits in the channel's line, so the agent starts on it the moment
-    // it answers the first, while the next chunk fills from the request. The channel runs them in
+    // The chunk is encoded to base64 as soon as it is full (a Base64Text: the copy the write
+    // carries, copied into the command line as it is; the one buffer refills at once), and up to
+    // WRITE_AHEAD writes are sent: one runs in the agent while the next waits in the channel's
+    // line, so the agent starts on it the moment it answers the first, while the next chunk fills
+    // from the request. The channel runs them in
     // order; memory is one buffer and at most WRITE_AHEAD encoded chunks however large the file.
     const buf = Buffer.allocUnsafe(opts.chunkBytes);
     let fill = 0;
@@ -72,12 +74,12 @@ export async function upload(
           fill += n;
           p += n;
           if (fill === opts.chunkBytes) {
-            await writes.send(buf.toString('base64', 0, fill), fill);
+            await writes.send(Base64Text.encode(buf, 0, fill), fill);
             fill = 0;
           }
         }
       }
-      if (fill > 0) await writes.send(buf.toString('base64', 0, fill), fill);
+      if (fill > 0) await writes.send(Base64Text.encode(buf, 0, fill), fill);
     } finally {
       // Settle every write before anything else (success: flush after them; failure: `written` is final).
       await writes.settle().catch(() => undefined);
@@ -119,7 +121,7 @@ class WriteWindow {
   ) {}
 
   /** Send one encoded chunk of `bytes` bytes, first waiting while `ahead` writes are out. */
-  async send(b64: string, bytes: number): Promise<void> {
+  async send(b64: Base64Text, bytes: number): Promise<void> {
     while (this.out.length >= this.ahead) {
       try {
         await this.out.shift();
@@ -159,16 +161,16 @@ class WriteWindow {
    * chunk already went out (it would land before the rest): then the upload stops there, and
    * `bytesWritten` tells the caller where to resume.
    */
-  private async writeAll(b64: string, bytes: number, seq: number): Promise<void> {
+  private async writeAll(b64: Base64Text, bytes: number, seq: number): Promise<void> {
     let { count } = await this.files.write(this.vm, this.handle, b64, undefined, this.signal);
     while (count < bytes) {
       if (count <= 0) throw errors.agentError(this.vm, 'guest-file-write', 'the agent wrote nothing (disk full?)');
       if (this.sentCount > seq) {
         throw errors.agentError(this.vm, 'guest-file-write', `the agent wrote ${count} of ${bytes} bytes of a chunk (disk full?); resume at bytesWritten`);
       }
-      const rest = Buffer.from(b64, 'base64').subarray(count);
+      const rest = Buffer.from(b64.text, 'base64');
       bytes -= count;
-      b64 = rest.toString('base64');
+      b64 = Base64Text.encode(rest, count);
       ({ count } = await this.files.write(this.vm, this.handle, b64, undefined, this.signal));
     }
   }

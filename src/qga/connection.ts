@@ -22,6 +22,7 @@ import { auditContext } from '../util/audit.js';
 import net from 'node:net';
 import type { QgaErrorBody } from '../errors.js';
 import { stringifyJson } from '../util/json.js';
+import { commandData, commandLine, syncLine } from './command-line.js';
 import { ReplyDecoder, type DecoderEvent } from './decoder.js';
 import type { ReplyBudget } from './reply-budget.js';
 import type { Endpoint, JsonObject, JsonValue } from './types.js';
@@ -163,8 +164,8 @@ export class AgentConnection {
   private send(kind: 'request' | 'fence', command: string, args: JsonObject | undefined, withId: boolean): number | undefined {
     const id = withId ? newRequestId() : undefined;
     const syncId = kind === 'fence' ? newSyncId() : 0;
-    let data = commandLine(command, args, id);
-    if (kind === 'fence') data += syncLine(syncId);
+    // a Buffer when an argument is a Base64Text (its bytes copied once), else the line's text
+    const data = commandData(command, args, id, kind === 'fence' ? syncLine(syncId) : '');
     this.begin(kind, id, syncId);
     this.socket.write(data);
     return id;
@@ -305,24 +306,6 @@ function newSyncId(): number {
   const n = (idBytes.readUInt32BE(idAt) & 0x1f_ffff) * 2 ** 32 + idBytes.readUInt32BE(idAt + 4);
   idAt += 8;
   return n === 0 ? 1 : n;
-}
-
-/** `{"execute":"<command>"` per command name, so a line is not re-serialized from an object each time (bounded) */
-const EXECUTE_HEAD = new Map<string, string>();
-
-/** `{"execute":…,"arguments":…,"id":…}\n`: the same text stringifyJson made of that object, built directly */
-function commandLine(command: string, args: JsonObject | undefined, id: number | undefined): string {
-  let head = EXECUTE_HEAD.get(command);
-  if (head === undefined) {
-    head = `{"execute":${JSON.stringify(command)}`;
-    if (EXECUTE_HEAD.size < 1024) EXECUTE_HEAD.set(command, head);
-  }
-  const a = args === undefined ? '' : `,"arguments":${stringifyJson(args)}`;
-  return id === undefined ? `${head}${a}}\n` : `${head}${a},"id":${id}}\n`;
-}
-
-function syncLine(syncId: number): string {
-  return `{"execute":"guest-sync-delimited","arguments":{"id":${syncId}}}\n`;
 }
 
 function toReply(msg: JsonObject): AgentReply | undefined {
