@@ -6,9 +6,10 @@
  *   execute() / sync() / info()                          execute(…, { priority: 'thaw' | 'freeze' })
  *        │  refused at once: SHUTTING_DOWN (closing),           │  refused only when closed or
  *        │  an aborted signal, QUEUE_FULL (maxQueue             │  aborted: never QUEUE_FULL, never
- *        │  ordinary jobs waiting), the admission check         │  the admission check (the pool
- *        │  (the pool's maxOpen) when no socket is held         │  lets it exceed maxOpen), and a
- *        ▼                                                      ▼  draining (closing) line takes it
+ *        │  ordinary jobs wait behind the next one on the       │  the admission check (the pool
+ *        │  wire), the admission check (the pool's maxOpen)     │  lets it exceed maxOpen), and a
+ *        │  when no socket is held                              │  draining (closing) line takes it
+ *        ▼                                                      ▼
  *   ┌──────────── line ─────────────────────────────────────────────────┐
  *   │ [priority lane: thaw freeze …] ◄── inserted here, FIFO among them │ each job: deadline fixed
  *   │ ordinary job job job …  ◄── appended (FIFO, bounded by maxQueue)  │ at acceptance; the caller's
@@ -180,6 +181,16 @@ export class Channel {
     return this.session.release();
   }
 
+  /**
+   * maxQueue bounds the ordinary jobs waiting BEHIND the one on the wire. With nothing on the wire
+   * and no priority job ahead, the first ordinary job waiting (for the connect, sync or guest-info
+   * read of a new socket, or a backoff) is that one, not yet sent: it is not one of the maxQueue,
+   * else a burst reaching an idle channel would get one job fewer than the same burst a moment later.
+   */
+  private nextOnWireWaits(): boolean {
+    return this.session.inFlight === undefined && this.queue.length > 0 && this.queue.urgent === 0;
+  }
+
   private enqueue<T>(kind: JobKind, command: string, args: JsonObject | undefined, opts: ExecuteOptions): Promise<T> {
     const { session } = this;
     const urgent = opts.priority !== undefined;
@@ -187,7 +198,9 @@ export class Channel {
     if (session.state === 'closed' || (session.state === 'closing' && !urgent)) return Promise.reject(ended.closing(this.vm, command));
     const { signal } = opts;
     if (signal?.aborted) return Promise.reject(abortReason(signal));
-    if (!urgent && this.queue.ordinary >= this.maxQueue) return Promise.reject(ended.queueFull(this.vm, command, this.queue.length));
+    if (!urgent && this.queue.ordinary >= this.maxQueue + (this.nextOnWireWaits() ? 1 : 0)) {
+      return Promise.reject(ended.queueFull(this.vm, command, this.queue.length));
+    }
     // Refused before it is accepted (like a full line): no job, no command event.
     const refused = session.holdsSocket ? undefined : session.admission?.(urgent);
     if (refused) return Promise.reject(refused);

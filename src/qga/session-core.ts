@@ -157,11 +157,12 @@ export abstract class SessionCore {
   /** Fail every waiting and running job now, and close. */
   destroy(error: Error): void {
     // waiting jobs, then the one on the wire; again if a listener slipped a job in meanwhile
+    // (the running job stays inFlight until its own turn: counted in stats() until it settles)
     while (this.phase !== 'closed') {
+      if (this.q.length === 0 && !this.inFlight) return this.finishClose();
+      this.q.failWaiting('unavailable', () => error);
       const running = this.inFlight;
       this.inFlight = undefined;
-      if (this.q.length === 0 && !running) return this.finishClose();
-      this.q.failWaiting('unavailable', () => error);
       if (running) this.q.finish(running, 'unavailable', error);
     }
   }

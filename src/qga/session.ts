@@ -169,9 +169,10 @@ export class Session extends SessionCore implements WireListener, AbortHandler {
   private run(conn: AgentConnection, job: Job, sent = false): void {
     const rttMs = this.freshRttMs;
     this.freshRttMs = undefined;
-    this.go('inflight');
+    // in flight before the phase is shown: a 'state' listener reading stats() counts the job there
     job.running = true;
     this.inFlight = job;
+    this.go('inflight');
     this.lastUsed = this.now();
     if (sent) return auditSent(this.events, this.vm, job, this.lastUsed);
     if (job.kind === 'info') return this.agentInfo ? this.done('ok', this.agentInfo) : this.done('agent-error', this.infoError ?? ended.infoFailed(this.vm, job));
