@@ -197,7 +197,7 @@ export function registerErrorHandling(app: FastifyInstance, opts: { refusalHoldM
       if (ge.status >= 500) request.log.warn({ code: ge.code, vm: ge.vm, command: ge.command, detail: ge.message }, 'request failed');
       // overload (429): answered after limits.refusalHoldMs, so that clients retrying at once come back
       // paced; not a request another node forwarded here (cluster mode): its answer goes back at once,
-      // freeing that node's connection to this one for its other requests
+      // freeing that node's connection to this one for its other requests, and that node holds it
       if (ge.status === 429 && hopOf(request) === undefined && holds.hold(reply, ge)) return undefined;
       return sendProblem(reply, ge, request);
     }

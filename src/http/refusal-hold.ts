@@ -7,6 +7,9 @@
  * most once per hold instead of as fast as the event loop can refuse it: 200 such clients cost a
  * few thousand refusals a second instead of ~20,000, and the channels' replies keep their turns.
  * A client that got a slot is served as before: nothing here touches admitted requests.
+ * Cluster mode: a node answers the 429s of requests another node forwarded to it at once (its
+ * connections from that node carry other requests too); the entry node holds the relayed 429
+ * (holdRelayed), so a storm is paced where its clients are connected, whichever node refused.
  *
  * Cost: no timer per request. Every refusal is held for the same time, so arrival order is due
  * order: the held answers wait in one FIFO (three parallel arrays) and ONE timer, armed for the
@@ -35,6 +38,11 @@ export interface RefusalHolds {
   readonly size: number;
   /** answers held since start */
   readonly heldTotal: number;
+  /**
+   * Holds an overload refusal another node answered (cluster mode: a forwarded request's 429, its
+   * status and headers already set on `reply`): `body` is sent on it when due. False: send it now.
+   */
+  holdRelayed(reply: FastifyReply, body: Buffer): boolean;
 }
 
 declare module 'fastify' {
@@ -50,7 +58,8 @@ export type SendRefusal = (reply: FastifyReply, err: GatewayError) => void;
 
 export class RefusalHold implements RefusalHolds {
   private replies: Array<FastifyReply | undefined> = [];
-  private problems: Array<GatewayError | undefined> = [];
+  /** the refusal, or the body of a relayed one (holdRelayed) */
+  private problems: Array<GatewayError | Buffer | undefined> = [];
   private due: number[] = [];
   private head = 0;
   private timer: NodeJS.Timeout | undefined;
@@ -74,6 +83,14 @@ export class RefusalHold implements RefusalHolds {
    * off, shutting down, the cap reached, or this connection already has one held).
    */
   hold(reply: FastifyReply, err: GatewayError): boolean {
+    return this.take(reply, err);
+  }
+
+  holdRelayed(reply: FastifyReply, body: Buffer): boolean {
+    return this.take(reply, body);
+  }
+
+  private take(reply: FastifyReply, what: GatewayError | Buffer): boolean {
     if (this.holdMs <= 0 || this.closed || this.size >= this.max) return false;
     const conn = connectionOf(reply);
     if (conn !== undefined) {
@@ -81,7 +98,7 @@ export class RefusalHold implements RefusalHolds {
       conn[HELD] = true;
     }
     this.replies.push(reply);
-    this.problems.push(err);
+    this.problems.push(what);
     this.due.push(performance.now() + this.holdMs);
     this.heldTotal++;
     this.timer ??= setTimeout(this.flush, this.holdMs).unref();
@@ -117,16 +134,17 @@ export class RefusalHold implements RefusalHolds {
 
   private answer(i: number, closing: boolean): void {
     const reply = this.replies[i];
-    const err = this.problems[i];
+    const what = this.problems[i];
     this.replies[i] = undefined;
     this.problems[i] = undefined;
-    if (reply === undefined || err === undefined) return;
+    if (reply === undefined || what === undefined) return;
     const conn = connectionOf(reply);
     if (conn !== undefined) conn[HELD] = false;
     // the client went away while held: nobody reads the answer
     if (reply.raw.destroyed || reply.request.raw.socket?.destroyed === true) return;
     if (closing) reply.header('connection', 'close');
-    this.send(reply, err);
+    if (Buffer.isBuffer(what)) reply.send(what);
+    else this.send(reply, what);
   }
 
   private reset(): void {

@@ -1,8 +1,9 @@
 /**
  * Paced refusals in cluster mode (limits.refusalHoldMs, src/http/error-handler.ts): a 429 on a
  * request another node forwarded (hop-signed) is answered at once by the serving node, so held
- * answers never occupy the entry node's connections to it; the same refusal asked of the serving
- * node directly is held. Two in-process nodes on a real redis-server (cluster-rig.ts); B's VM hangs
+ * answers never occupy the entry node's connections to it, and held by the entry node, where the
+ * client is connected (src/http/plugins/forward.ts); the same refusal asked of the serving node
+ * directly is held there. Two in-process nodes on a real redis-server (cluster-rig.ts); B's VM hangs
  * on guest-ping (simulator fault), its wire and queue (agent.maxQueue 1) held full by two pings.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -48,14 +49,25 @@ afterAll(async () => {
 });
 
 describe('limits.refusalHoldMs in cluster mode', () => {
-  it('a refusal on a forwarded request is answered at once by the serving node (not held), relayed by the entry node; asked directly it is held', async () => {
+  it('a refusal on a forwarded request is answered at once by the serving node (not held there) and held by the entry node; asked directly it is held', async () => {
     const heldBefore = b.app.refusals.heldTotal;
-    const via = await ping(a);
-    expect(via).toMatchObject({ status: 429, code: 'QUEUE_FULL', retryAfter: '1' });
-    expect(via.ms).toBeGreaterThanOrEqual(0);
-    expect(via.ms).toBeLessThan(HOLD / 2);
+    const answered: number[] = [];
+    const viaP = ping(a).then((r) => {
+      answered.push(performance.now());
+      return r;
+    });
+    // the serving node's answer reached the entry node at once: held there, not at b
+    await until(() => a.app.refusals.size === 1, HOLD / 2, 'the relayed refusal held by the entry node');
     expect(b.app.refusals.heldTotal).toBe(heldBefore);
-    expect(a.app.refusals.heldTotal).toBe(0);
+    expect(b.app.refusals.size).toBe(0);
+    expect(answered).toEqual([]);
+    const via = await viaP;
+    expect(via).toMatchObject({ status: 429, code: 'QUEUE_FULL', retryAfter: '1' });
+    expect(via.ms).toBeGreaterThanOrEqual(HOLD - 10);
+    expect(via.ms).toBeLessThan(HOLD + 1_000);
+    expect(a.app.refusals.heldTotal).toBe(1);
+    expect(a.app.refusals.size).toBe(0);
+    expect(b.app.refusals.heldTotal).toBe(heldBefore);
 
     const direct = await ping(b);
     expect(direct).toMatchObject({ status: 429, code: 'QUEUE_FULL', retryAfter: '1' });

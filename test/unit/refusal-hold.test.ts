@@ -13,6 +13,8 @@ interface Sent {
   id: number;
   at: number;
   closing: boolean;
+  /** a relayed refusal's body (holdRelayed); a refusal of this node's own goes through `send` */
+  body?: string;
 }
 
 function rig(holdMs: number, max?: number) {
@@ -28,6 +30,11 @@ function rig(holdMs: number, max?: number) {
       request: { raw: { socket } },
       header(k: string, v: string) {
         headers[k] = v;
+        return r;
+      },
+      /** what a relayed refusal (holdRelayed) is sent with */
+      send(body: Buffer) {
+        sent.push({ id, at: performance.now(), closing: headers.connection === 'close', body: body.toString() });
         return r;
       },
     };
@@ -118,6 +125,29 @@ describe('RefusalHold', () => {
     expect(sent.every((s) => s.closing && s.at - t0 < 100)).toBe(true);
     expect(hold.size).toBe(0);
     expect(take(reply())).toBe(false);
+  });
+
+  it('holdRelayed: a refusal another node answered is held like one of this node (same FIFO, one per connection, release) and sent with its own body', async () => {
+    const { hold, sent, reply, take } = rig(40);
+    const socket = {};
+    const t0 = performance.now();
+    const relayed = reply(socket);
+    expect(hold.holdRelayed(relayed as unknown as FastifyReply, Buffer.from('{"code":"QUEUE_FULL"}'))).toBe(true);
+    // the same connection: its second refusal is answered at once, relayed or not
+    expect(take(reply(socket))).toBe(false);
+    expect(hold.holdRelayed(reply(socket) as unknown as FastifyReply, Buffer.from('x'))).toBe(false);
+    expect(take(reply())).toBe(true);
+    await until(() => sent.length === 2);
+    expect(sent[0]).toMatchObject({ id: relayed.id, body: '{"code":"QUEUE_FULL"}', closing: false });
+    expect(sent[0].at - t0).toBeGreaterThanOrEqual(40 - 1);
+    expect(sent[0].at - t0).toBeLessThan(40 + TICK_MS + 500);
+    expect(sent[1].body).toBeUndefined();
+    expect(hold.heldTotal).toBe(2);
+    // shutdown: a held relayed one goes out at once with Connection: close
+    expect(hold.holdRelayed(reply() as unknown as FastifyReply, Buffer.from('y'))).toBe(true);
+    hold.release();
+    expect(sent[2]).toMatchObject({ body: 'y', closing: true });
+    expect(hold.holdRelayed(reply() as unknown as FastifyReply, Buffer.from('z'))).toBe(false);
   });
 
   it('holdMs 0 holds nothing', () => {

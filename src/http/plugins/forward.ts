@@ -141,7 +141,14 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
     // one is streamed: a failure after its headers cuts the connection
     onResponse: (_req: FastifyRequest, r: FastifyReply, res: { stream: unknown }) => {
       const body = res.stream;
-      r.send(body instanceof WholeBody ? body.bytes : body);
+      if (!(body instanceof WholeBody)) {
+        r.send(body);
+        return;
+      }
+      // an overload refusal (429) of the serving node, which answers a forwarded request's at once:
+      // held here, where the client is, as this node holds its own (limits.refusalHoldMs)
+      if (r.statusCode === 429 && r.server.refusals.holdRelayed(r, body.bytes)) return;
+      r.send(body.bytes);
     },
     onError: (r: FastifyReply, { error }: { error: unknown }) => {
       const request = r.request;
