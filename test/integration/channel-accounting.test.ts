@@ -7,52 +7,18 @@
  * burst once that job is on the wire (issue 14 report: two pings at once on a fresh channel with
  * maxQueue 1, the second refused 429 QUEUE_FULL while its held refusal still counted in admission).
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { Channel, type ChannelOptions } from '../../src/qga/channel.js';
-import { COMMANDS } from '../../src/qga/commands.js';
-import type { TimeoutClass } from '../../src/qga/types.js';
-import { Simulator, type SimAgent } from '../../sim/index.js';
+import { describe, expect, it } from 'vitest';
+import type { Channel, ChannelOptions } from '../../src/qga/channel.js';
+import type { SimAgent } from '../../sim/index.js';
+import { useSimChannels } from '../helpers/sim-channels.js';
 
-const TIMEOUTS: Record<TimeoutClass, number> = { fast: 3000, normal: 3000, slow: 5000, freeze: 5000, long: 5000 };
 /** the hung pings' own deadline */
 const DEADLINE = 400;
 
-let dir: string;
-let sim: Simulator;
-let channels: Channel[];
-let seq = 0;
-
-beforeEach(async () => {
-  dir = await mkdtemp(path.join(os.tmpdir(), 'chan-acct-'));
-  sim = new Simulator({ dir });
-  channels = [];
-});
-
-afterEach(async () => {
-  for (const ch of channels) ch.destroy();
-  await sim.close();
-  await rm(dir, { recursive: true, force: true });
-});
-
+const chans = useSimChannels('acct');
 async function setup(opts: Partial<ChannelOptions> = {}): Promise<{ vm: SimAgent; ch: Channel }> {
-  const name = `acct${++seq}`;
-  const vm = await sim.addVm({ name, version: '10.0.0', disabled: [] });
-  const ch = new Channel({
-    vm: name,
-    endpoint: vm.endpoint,
-    catalog: (c) => COMMANDS[c],
-    timeouts: TIMEOUTS,
-    syncTimeoutMs: 1000,
-    connectTimeoutMs: 1000,
-    backoff: { initialMs: 10, maxMs: 100 },
-    idleReleaseMs: 0,
-    ...opts,
-  });
-  channels.push(ch);
+  const { vm, ch } = await chans.channel(opts);
   return { vm, ch };
 }
 

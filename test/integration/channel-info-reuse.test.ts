@@ -5,58 +5,20 @@
  * one read it first. A ping sent before the re-read carries no id (an agent restarted as an older
  * build may reject ids) and the copy of the earlier socket is never offered as current.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { Channel, type ChannelOptions } from '../../src/qga/channel.js';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import type { Channel } from '../../src/qga/channel.js';
 import { AgentConnection } from '../../src/qga/connection.js';
-import { COMMANDS } from '../../src/qga/commands.js';
-import type { TimeoutClass } from '../../src/qga/types.js';
-import { Simulator, type SimAgent } from '../../sim/index.js';
+import type { SimAgent } from '../../sim/index.js';
+import { useSimChannels } from '../helpers/sim-channels.js';
 
-const TIMEOUTS: Record<TimeoutClass, number> = { fast: 3000, normal: 3000, slow: 5000, freeze: 5000, long: 5000 };
+const chans = useSimChannels('vm');
+const setup = (opts?: Parameters<typeof chans.channel>[0]) => chans.channel(opts);
 
-let dir: string;
-let sim: Simulator;
-let channels: Channel[];
-
-beforeEach(async () => {
-  dir = await mkdtemp(path.join(os.tmpdir(), 'chan-info-'));
-  sim = new Simulator({ dir });
-  channels = [];
-});
-
-afterEach(async () => {
+afterEach(() => {
   vi.restoreAllMocks();
-  for (const ch of channels) ch.destroy();
-  await sim.close();
-  await rm(dir, { recursive: true, force: true });
 });
-
-let seq = 0;
-
-async function setup(opts: { version?: string; socketPath?: string } & Partial<ChannelOptions> = {}): Promise<{ vm: SimAgent; ch: Channel; socketPath: string }> {
-  const { version, socketPath, ...chOpts } = opts;
-  const name = `vm${++seq}`;
-  const vm = await sim.addVm({ name, version: version ?? '10.0.0', disabled: [], ...(socketPath ? { socketPath } : {}) });
-  const ch = new Channel({
-    vm: name,
-    endpoint: vm.endpoint,
-    catalog: (c) => COMMANDS[c],
-    timeouts: TIMEOUTS,
-    syncTimeoutMs: 1000,
-    connectTimeoutMs: 1000,
-    backoff: { initialMs: 10, maxMs: 100 },
-    idleReleaseMs: 0,
-    ...chOpts,
-  });
-  channels.push(ch);
-  if (vm.endpoint.type !== 'unix') throw new Error('unix endpoint expected');
-  return { vm, ch, socketPath: vm.endpoint.path };
-}
 
 const log = (vm: SimAgent): string[] => vm.stats.commandLog.map((e) => e.command);
 
@@ -107,7 +69,7 @@ describe('guest-info across sockets', () => {
     await ch.info();
     expect(ch.agentInfo?.echoesId).toBe(true);
     await vm.close();
-    const old = await sim.addVm({ name: `${vm.name}-old`, version: '2.5.0', disabled: [], socketPath });
+    const old = await chans.sim.addVm({ name: `${vm.name}-old`, version: '2.5.0', disabled: [], socketPath });
     // the socket went with the old agent; the next ping connects again and skips guest-info (kept copy)
     await expect(ch.execute('guest-ping')).resolves.toEqual({});
     expect(log(old)).toEqual(['guest-sync-delimited', 'guest-ping']);
