@@ -29,7 +29,7 @@ import { NODE_HEADER } from './hop.js';
 export const SMALL_ANSWER = 65_536;
 
 /** Response headers that do not cross back (hop-by-hop). */
-export const DROPPED_RESPONSE: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'te', 'trailer', 'upgrade', 'transfer-encoding']);
+const DROPPED_RESPONSE: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'te', 'trailer', 'upgrade', 'transfer-encoding']);
 
 /** the body of an answer read whole: what onResponse gets as `stream` for a small answer */
 export class WholeBody {

@@ -17,7 +17,7 @@
  *    NODE_UNAVAILABLE naming the node; a failure after the answer's headers cuts the connection.
  */
 import { Pool, type Dispatcher } from 'undici';
-import { DROPPED_RESPONSE, ForwardAnswer, type ForwardCallback } from './forward-answer.js';
+import { ForwardAnswer, type ForwardCallback } from './forward-answer.js';
 import type { Config } from '../config/schema.js';
 import { errors, type GatewayError } from '../errors.js';
 import { DEFAULT_TIMEOUTS, UNKNOWN_COMMAND_TIMEOUT, commandSpec } from '../qga/commands.js';
@@ -177,13 +177,6 @@ export function outgoingHeaders(headers: HeaderMap, extra: Record<string, string
   const out = without(headers, DROPPED_REQUEST);
   for (const name in extra) out[name] = extra[name];
   (out as Record<symbol, unknown>)[FORWARD_CONTEXT] = ctx;
-  return out;
-}
-
-/** The node's answer headers as the client gets them: minus hop-by-hop, X-Qga-Node set. */
-export function incomingHeaders(headers: HeaderMap, nodeId: string): HeaderMap {
-  const out = without(headers, DROPPED_RESPONSE);
-  if (typeof out[NODE_HEADER] !== 'string') out[NODE_HEADER] = nodeId;
   return out;
 }
 
