@@ -9,7 +9,7 @@
  */
 import { isGatewayError, errors } from '../errors.js';
 import type { JsonObject, JsonValue } from '../qga/types.js';
-import type { Base64Text } from '../util/json.js';
+import type { Base64Text } from '../qga/command-line.js';
 import type { AgentCaller } from '../agent/service.js';
 import { mapFileError } from './errors.js';
 import { HandleRegistry, type HandleOwner } from './handles.js';

@@ -9,7 +9,7 @@
  * QGA has no truncate) and writing starts at `offset`, which may not lie beyond its end.
  */
 import { GatewayError, errors } from '../errors.js';
-import { Base64Text } from '../util/json.js';
+import { Base64Text } from '../qga/command-line.js';
 import { SEEK_CUR, SEEK_END, SEEK_SET, type GuestFiles } from './guest.js';
 
 export type UploadMode = 'truncate' | 'append';

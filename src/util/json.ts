@@ -338,36 +338,3 @@ function writeIterative(root: unknown): string | undefined {
     parent.parts.push(f.key === undefined ? text : `${JSON.stringify(f.key)}:${text}`);
   }
 }
-
-/**
- * Base64 text made by Node's encoder from bytes, for an agent command's argument (guest-file-write's
- * buf-b64). Every character is one of [A-Za-z0-9+/=], so the text needs no JSON escaping: the
- * command writer copies its bytes into the line as they are, instead of stringify → concatenate →
- * flatten → utf8-encode (about three copies of a chunk's base64 fewer per write). Anything else
- * that serializes it (JSON.stringify, stringifyJson) sees the plain string through toJSON;
- * valueOf/toString give it too. Only `encode` makes one, so the alphabet is guaranteed.
- */
-export class Base64Text {
-  private constructor(readonly text: string) {}
-
-  /** bytes[start, end) in base64 */
-  static encode(bytes: Buffer, start = 0, end = bytes.length): Base64Text {
-    return new Base64Text(bytes.toString('base64', start, end));
-  }
-
-  get length(): number {
-    return this.text.length;
-  }
-
-  toJSON(): string {
-    return this.text;
-  }
-
-  valueOf(): string {
-    return this.text;
-  }
-
-  toString(): string {
-    return this.text;
-  }
-}

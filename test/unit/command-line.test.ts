@@ -9,9 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import { AgentConnection, type WireListener } from '../../src/qga/connection.js';
-import { commandData, commandLine, syncLine } from '../../src/qga/command-line.js';
+import { Base64Text, commandData, commandLine, syncLine } from '../../src/qga/command-line.js';
 import type { JsonObject, JsonValue } from '../../src/qga/types.js';
-import { Base64Text, stringifyJson } from '../../src/util/json.js';
+import { stringifyJson } from '../../src/util/json.js';
 
 const b64 = (bytes: Buffer) => Base64Text.encode(bytes);
 const asArg = (t: Base64Text) => t as unknown as JsonValue;
