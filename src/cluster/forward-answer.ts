@@ -101,6 +101,14 @@ function answerHeaders(raw: Buffer[], nodeId: string, method: string): Parsed {
   return { headers: out, whole };
 }
 
+/** dispatches to other nodes not yet complete or failed, in this process */
+let open = 0;
+
+/** forwarded requests on their way (http/plugins/forward.ts: an answer defers its send while others are) */
+export function forwardsOpen(): number {
+  return open;
+}
+
 export class ForwardAnswer implements Dispatcher.DispatchHandler, AbortWatcher {
   private cb: ForwardCallback | undefined;
   private abort: Abort | undefined;
@@ -122,6 +130,7 @@ export class ForwardAnswer implements Dispatcher.DispatchHandler, AbortWatcher {
     cb: ForwardCallback,
   ) {
     this.cb = cb;
+    open++;
     if (signal === undefined) return;
     if (signal.aborted) this.reason = signal.reason as Error;
     else {
@@ -201,6 +210,7 @@ export class ForwardAnswer implements Dispatcher.DispatchHandler, AbortWatcher {
   }
 
   onComplete(): void {
+    if (!this.ended) open--;
     this.ended = true;
     this.settle();
     this.body = undefined;
@@ -215,6 +225,7 @@ export class ForwardAnswer implements Dispatcher.DispatchHandler, AbortWatcher {
   }
 
   onError(err: Error): void {
+    if (!this.ended) open--;
     this.ended = true;
     this.settle();
     this.chunks = undefined;

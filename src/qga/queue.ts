@@ -7,6 +7,7 @@
  * the line, promise settled, one 'command' event.
  */
 import { unwatchAbort, watchAbort, type AbortWatcher } from '../util/abort.js';
+import { atTurnEnd, turnEndPending } from '../util/turn-end.js';
 import type { AuditContext } from '../util/audit.js';
 import type { CommandOutcome } from './events.js';
 import type { CommandSpec, JsonObject } from './types.js';
@@ -37,6 +38,8 @@ export class Job implements AbortWatcher {
   auditId = 0;
   resolve!: (value: never) => void;
   reject!: (err: unknown) => void;
+  /** its outcome was 'ok': its promise resolves (else it rejects) */
+  ok = false;
 
   constructor(
     readonly kind: JobKind,
@@ -84,6 +87,7 @@ export class JobQueue {
     });
     if (job.urgent) this.jobs.splice(this.urgent, 0, job);
     else this.jobs.push(job);
+    unsettled++;
     return p;
   }
 
@@ -117,15 +121,23 @@ export class JobQueue {
     return at;
   }
 
-  /** Settle a job exactly once: `result` is the value for 'ok', the error otherwise. */
+  /**
+   * Settle a job exactly once: `result` is the value for 'ok', the error otherwise. The job leaves
+   * the line and its 'command' event is emitted now. Its promise settles now when it was the
+   * process's last unsettled job (and nothing settled before it waits); else at the end of this event-loop turn
+   * (util/turn-end.ts): a reply's caller (an HTTP answer) then runs after every channel whose reply
+   * came in this turn has written its next command, and the answers go out together.
+   */
   finish(job: Job, outcome: CommandOutcome, result: unknown): void {
     if (job.settled) return;
     job.settled = true;
     if (job.signal !== undefined) unwatchAbort(job.signal, job);
     const i = this.jobs.indexOf(job);
     if (i >= 0) this.jobs.splice(i, 1);
-    if (outcome === 'ok') job.resolve(result as never);
-    else job.reject(result);
+    job.ok = outcome === 'ok';
+    unsettled--;
+    if (unsettled > 0 || turnEndPending()) atTurnEnd(settle, job, result);
+    else settle(job, result);
     this.settling++;
     try {
       this.onSettled(job, outcome, result);
@@ -138,4 +150,13 @@ export class JobQueue {
   failWaiting(outcome: CommandOutcome, errorFor: (job: Job) => Error, dueBy = Infinity): void {
     for (const job of this.all()) if (job.deadline <= dueBy) this.finish(job, outcome, errorFor(job));
   }
+}
+
+/** jobs accepted and not yet finished, in every line of the process */
+let unsettled = 0;
+
+/** a job's promise, settled at the end of the turn in which the job was (JobQueue.finish) */
+function settle(job: Job, result: unknown): void {
+  if (job.ok) job.resolve(result as never);
+  else job.reject(result);
 }

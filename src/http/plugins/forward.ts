@@ -20,11 +20,12 @@ import replyFrom from '@fastify/reply-from';
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, RouteOptions } from 'fastify';
 import type { NodeInfo } from '../../cluster/directory.js';
 import { FORWARD_CONTEXT, NodePools, forwardFailure, outgoingHeaders, routeBound, type ForwardContext } from '../../cluster/forward.js';
-import { WholeBody } from '../../cluster/forward-answer.js';
+import { WholeBody, forwardsOpen } from '../../cluster/forward-answer.js';
 import { NODE_HEADER, loadHopSecret, signForward, unforwardablePath, type HopPrincipal } from '../../cluster/hop.js';
 import type { Config } from '../../config/schema.js';
 import { errors } from '../../errors.js';
 import { signalOptions } from '../abort.js';
+import { atTurnEnd, turnEndPending } from '../../util/turn-end.js';
 import { hopOf, hopPrincipal, type Principal } from './auth.js';
 
 declare module 'fastify' {
@@ -83,6 +84,10 @@ function carriedOf(p: Principal): HopPrincipal {
     carried.set(p, h);
   }
   return h;
+}
+
+function sendBytes(reply: FastifyReply, bytes: Buffer): void {
+  reply.send(bytes);
 }
 
 function hasBody(request: FastifyRequest): boolean {
@@ -148,7 +153,9 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
       // an overload refusal (429) of the serving node, which answers a forwarded request's at once:
       // held here, where the client is, as this node holds its own (limits.refusalHoldMs)
       if (r.statusCode === 429 && r.server.refusals.holdRelayed(r, body.bytes)) return;
-      r.send(body.bytes);
+      // while other forwards are out, sent with the other answers of this turn (util/turn-end.ts)
+      if (forwardsOpen() > 0 || turnEndPending()) atTurnEnd(sendBytes, r, body.bytes);
+      else r.send(body.bytes);
     },
     onError: (r: FastifyReply, { error }: { error: unknown }) => {
       const request = r.request;
