@@ -11,7 +11,8 @@
  *   npx tsx bench/quick-http.ts --strace   system calls per served ping (strace -c -f on the gateway, round 1; slows it)
  *   npx tsx bench/quick-http.ts --vs-config 'log: { level: warn }'   the working tree with and without these config sections
  *   npx tsx bench/quick-http.ts --ab REV   each round also runs the gateway built from git
- *                                          revision REV's src/ (A) beside the working tree's (B)
+ *                                          revision REV's src/ (A) beside the working tree's (B);
+ *                                          with --vs-config YAML as well, both run with YAML
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { copyFile, readFile, rm } from 'node:fs/promises';
@@ -136,7 +137,7 @@ async function main(): Promise<void> {
     for (let r = 0; r < rounds; r++) {
       const h = await cannon({ base: hello.base, paths: ['/ping'], connections: 64, durationMs: ms }, [hello.pid]);
       const variants: Array<[string, string[] | undefined, string?]> = baseEntry
-        ? [[`A ${abRev}`, baseEntry], ['B working tree', undefined]]
+        ? [[`A ${abRev}`, baseEntry, vsYaml], ['B working tree', undefined, vsYaml]]
         : vsYaml
           ? [['A shipped config', undefined], [`B with ${vsYaml}`, undefined, vsYaml]]
           : [['gateway', undefined]];
