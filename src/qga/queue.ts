@@ -155,6 +155,11 @@ export class JobQueue {
 /** jobs accepted and not yet finished, in every line of the process */
 let unsettled = 0;
 
+/** jobs accepted and not yet finished in this process (every accepted job is finished exactly once) */
+export function unsettledJobs(): number {
+  return unsettled;
+}
+
 /** a job's promise, settled at the end of the turn in which the job was (JobQueue.finish) */
 function settle(job: Job, result: unknown): void {
   if (job.ok) job.resolve(result as never);
