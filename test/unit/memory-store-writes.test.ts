@@ -54,7 +54,7 @@ describe('MemoryStore state file writes', () => {
     expect(new Set(leaseIdsInFile(file))).toEqual(new Set(ids));
     // the releases of one turn: one more write
     const leases = await store.listSessions();
-    await Promise.all(leases.map((l) => store.release(l.session, l.leaseId, 'caller')));
+    await Promise.all(leases.map((l) => store.release(l.session, l.leaseId)));
     expect(writes.count).toBe(2);
     expect(leaseIdsInFile(file)).toEqual([]);
   });
