@@ -380,13 +380,17 @@ describe('cluster of three gateway processes on one Redis', { timeout: 60_000 },
     for (let cycle = 1; cycle <= CYCLES; cycle++) {
       // a forwarded request in flight when its node dies ends in 502/503, never hangs
       // before: c1, once used, is up in a's cluster-wide list (c publishes its agents' state with its
-      // heartbeat), and no longer frozen there: the state c published after the group thaw above
-      // (the kill below must not land before that heartbeat: the checks after it read what c published last)
+      // heartbeat), as c published it in a heartbeat made after this cycle began (after the group
+      // thaw above): the checks after the kill read what c published last, which must not be a
+      // heartbeat from the group's freeze that a had not read yet
+      const cycleStart = Date.now();
       expect((await ask(a, 'GET', '/v1/vms/c1/ping')).status).toBe(200);
       await until(async () => {
+        const cSeen = Date.parse(String((await nodesVia(a)).find((n) => n.id === 'c')?.lastSeen));
+        if (!(cSeen > cycleStart)) return false;
         const up = await ask(a, 'GET', '/v1/vms?state=up');
-        return (up.json?.items as Array<Record<string, unknown>>).some((v) => v.name === 'c1' && v.node === 'c' && v.frozen === false);
-      }, 2 * INTERVAL_MS + 2_000, "c1 listed up and not frozen by a");
+        return (up.json?.items as Array<Record<string, unknown>>).some((v) => v.name === 'c1' && v.node === 'c');
+      }, 2 * INTERVAL_MS + 2_000, "c1 listed up by a, from a heartbeat of c made in this cycle");
       const sent = Date.now();
       const inflight = ask(a, 'POST', '/v1/vms/c1/exec', { body: { path: '/bin/sleep', arg: ['30'], wait: 20 }, timeoutMs: 25_000 });
       await until(() => c.vm.c1.stats.commandLog.some((x) => x.command === 'guest-exec-status' && x.at >= sent), 5_000, 'the exec to be polled on c');
