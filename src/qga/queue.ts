@@ -7,7 +7,7 @@
  * the line, promise settled, one 'command' event.
  */
 import { unwatchAbort, watchAbort, type AbortWatcher } from '../util/abort.js';
-import { atTurnEnd, turnEndPending } from '../util/turn-end.js';
+import { answerInTurn } from '../util/turn-end.js';
 import type { AuditContext } from '../util/audit.js';
 import type { CommandOutcome } from './events.js';
 import type { CommandSpec, JsonObject } from './types.js';
@@ -38,8 +38,6 @@ export class Job implements AbortWatcher {
   auditId = 0;
   resolve!: (value: never) => void;
   reject!: (err: unknown) => void;
-  /** its outcome was 'ok': its promise resolves (else it rejects) */
-  ok = false;
 
   constructor(
     readonly kind: JobKind,
@@ -124,9 +122,10 @@ export class JobQueue {
   /**
    * Settle a job exactly once: `result` is the value for 'ok', the error otherwise. The job leaves
    * the line and its 'command' event is emitted now. Its promise settles now when it was the
-   * process's last unsettled job (and nothing settled before it waits); else at the end of this event-loop turn
-   * (util/turn-end.ts): a reply's caller (an HTTP answer) then runs after every channel whose reply
-   * came in this turn has written its next command, and the answers go out together.
+   * process's last unsettled job (and nothing deferred waits); else at the end of this event-loop
+   * turn (util/turn-end.ts answerInTurn): a reply's caller (an HTTP answer) then runs after every
+   * channel whose reply came in this turn has written its next command, and the answers go out
+   * together.
    */
   finish(job: Job, outcome: CommandOutcome, result: unknown): void {
     if (job.settled) return;
@@ -134,10 +133,8 @@ export class JobQueue {
     if (job.signal !== undefined) unwatchAbort(job.signal, job);
     const i = this.jobs.indexOf(job);
     if (i >= 0) this.jobs.splice(i, 1);
-    job.ok = outcome === 'ok';
     unsettled--;
-    if (unsettled > 0 || turnEndPending()) atTurnEnd(settle, job, result);
-    else settle(job, result);
+    answerInTurn(unsettled > 0, outcome === 'ok' ? job.resolve : job.reject, result as never, undefined);
     this.settling++;
     try {
       this.onSettled(job, outcome, result);
@@ -158,10 +155,4 @@ let unsettled = 0;
 /** jobs accepted and not yet finished in this process (every accepted job is finished exactly once) */
 export function unsettledJobs(): number {
   return unsettled;
-}
-
-/** a job's promise, settled at the end of the turn in which the job was (JobQueue.finish) */
-function settle(job: Job, result: unknown): void {
-  if (job.ok) job.resolve(result as never);
-  else job.reject(result);
 }

@@ -8,8 +8,9 @@
  * dear each of those writes woke the client's process on its own. Deferred here, the poll phase
  * first does what feeds the agents (a channel writes its next command as soon as its reply is
  * read), and the answers then go out back to back, where one wake-up of a client process serves
- * many of them. Callers defer only while other work is outstanding: a lone answer (one request at
- * a time) goes out at once, as an extra loop iteration would cost it more than it saves.
+ * many of them. Answers are deferred only while other work is outstanding (answerInTurn): a lone
+ * answer (one request at a time) goes out at once, as an extra loop iteration would cost it more
+ * than it saves.
  *
  * Calls are made in the order they were deferred. What a deferred call defers in turn (directly
  * or from the microtasks it starts) runs at the end of the next turn.
@@ -25,9 +26,19 @@ export function atTurnEnd<A, B>(fn: (a: A, b: B) => void, a: A, b: B): void {
   if (due.push(fn, a, b) === 3) setImmediate(runDue);
 }
 
-/** work is waiting for the end of this turn (what comes after it and must not overtake it is deferred too) */
+/** work is waiting for the end of this turn */
 export function turnEndPending(): boolean {
   return due.length > 0;
+}
+
+/**
+ * An answer: at the end of this turn while `othersOut` (other work of its kind is outstanding, so
+ * more answers are likely in this turn) or while something deferred waits (it must not be
+ * overtaken); else now.
+ */
+export function answerInTurn<A, B>(othersOut: boolean, fn: (a: A, b: B) => void, a: A, b: B): void {
+  if (othersOut || due.length > 0) atTurnEnd(fn, a, b);
+  else fn(a, b);
 }
 
 function runDue(): void {

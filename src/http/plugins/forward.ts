@@ -25,7 +25,7 @@ import { NODE_HEADER, loadHopSecret, signForward, unforwardablePath, type HopPri
 import type { Config } from '../../config/schema.js';
 import { errors } from '../../errors.js';
 import { signalOptions } from '../abort.js';
-import { atTurnEnd, turnEndPending } from '../../util/turn-end.js';
+import { answerInTurn } from '../../util/turn-end.js';
 import { hopOf, hopPrincipal, type Principal } from './auth.js';
 
 declare module 'fastify' {
@@ -154,8 +154,7 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
       // held here, where the client is, as this node holds its own (limits.refusalHoldMs)
       if (r.statusCode === 429 && r.server.refusals.holdRelayed(r, body.bytes)) return;
       // while other forwards are out, sent with the other answers of this turn (util/turn-end.ts)
-      if (forwardsOpen() > 0 || turnEndPending()) atTurnEnd(sendBytes, r, body.bytes);
-      else r.send(body.bytes);
+      answerInTurn(forwardsOpen() > 0, sendBytes, r, body.bytes);
     },
     onError: (r: FastifyReply, { error }: { error: unknown }) => {
       const request = r.request;
