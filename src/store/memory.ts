@@ -6,11 +6,12 @@
  * With `persistPath`, every change is written to that file (write + rename, before the call's
  * promise settles; the changes of one event-loop turn in one write) and read back at
  * construction, so a gateway killed while a VM is frozen finds the session again when it restarts
- * and thaws it (start-up reconciliation). Without it the store is not durable, and the freeze service thaws everything it holds when it shuts down.
+ * and thaws it (start-up reconciliation). Without it the store is not durable, and the freeze
+ * service thaws everything it holds when it shuts down.
  */
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readSnapshot, writeSnapshot } from './memory-file.js';
+import { StateFile, readSnapshot, type Snapshot } from './memory-file.js';
 import type { AcquireRequest, AcquireResult, EndedBy, EndedLease, EndedRecord, FenceCheck, Lease, LeaseStore, RenewResult, SessionData, StoreHealth, VmRegistration } from './types.js';
 import { ENDED_RETENTION_MS } from './types.js';
 
@@ -55,17 +56,17 @@ export class MemoryStore implements LeaseStore {
   private lastFence = 0;
   private closed = false;
   private readonly clock: () => number;
-  private readonly persistPath?: string;
-  /** callers whose changes the next write carries (persist) */
-  private unwritten: Array<[() => void, (err: unknown) => void]> = [];
+  private readonly file?: StateFile;
 
   constructor(opts: MemoryStoreOptions = {}) {
     this.clock = opts.clock ?? Date.now;
-    this.persistPath = opts.persistPath;
     this.durable = opts.persistPath !== undefined;
     this.endedRetentionMs = opts.endedRetentionMs ?? ENDED_RETENTION_MS;
     this.maxEndedLeases = opts.maxEndedLeases ?? MAX_ENDED_LEASES;
-    if (this.persistPath && existsSync(this.persistPath)) this.load(this.persistPath);
+    if (opts.persistPath !== undefined) {
+      this.file = new StateFile(opts.persistPath, () => this.snapshot());
+      if (existsSync(opts.persistPath)) this.load(opts.persistPath);
+    }
   }
 
   get fenceHighWater(): number {
@@ -261,40 +262,18 @@ export class MemoryStore implements LeaseStore {
 
   async close(): Promise<void> {
     // the changes of this turn are written now, not by a turn that may come after the files are gone
-    this.writeUnwritten();
+    this.file?.writePending();
     this.closed = true;
   }
 
-  /**
-   * The caller's change is durable when this settles: the changes made in one event-loop turn are
-   * written together at its end (setImmediate), one write for all of them. The state file holds
-   * every tombstone (up to maxEndedLeases), so a write can take milliseconds of the event loop
-   * (~5 ms with 10,000 measured here): a backup system freezing and thawing many VMs at once must
-   * not pay that once per call. Rejects (STORE_UNAVAILABLE) if the write fails.
-   */
+  /** The caller's change is durable when this settles (StateFile: one write per event-loop turn). */
   private persist(): Promise<void> {
-    if (!this.persistPath) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => {
-      if (this.unwritten.push([resolve, reject]) === 1) setImmediate(this.writeUnwritten);
-    });
+    return this.file?.write() ?? Promise.resolve();
   }
 
-  private readonly writeUnwritten = (): void => {
-    const callers = this.unwritten;
-    if (callers.length === 0) return; // close() wrote them
-    this.unwritten = [];
-    try {
-      this.writeState();
-    } catch (e) {
-      for (const [, reject] of callers) reject(e);
-      return;
-    }
-    for (const [resolve] of callers) resolve();
-  };
-
-  /** Write the whole state and swap it in. */
-  private writeState(): void {
-    const snap = {
+  /** The whole state, as the state file holds it. */
+  private snapshot(): Snapshot {
+    return {
       epoch: this.epoch,
       lastFence: this.lastFence,
       sessions: [...this.sessions.values()],
@@ -304,7 +283,6 @@ export class MemoryStore implements LeaseStore {
       vms: [...this.vms.values()],
       ended: [...this.endedLeases],
     };
-    writeSnapshot(this.persistPath as string, snap);
   }
 
   private load(file: string): void {

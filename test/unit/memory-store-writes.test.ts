@@ -1,5 +1,5 @@
 /**
- * The embedded store's state file (src/store/memory.ts): the changes of one event-loop turn go
+ * The embedded store's state file (src/store/memory.ts, memory-file.ts StateFile): the changes of one event-loop turn go
  * out in ONE write, and each call settles only once the file holds its change; calls awaited one
  * after another are written one by one; a failed write rejects every call it carried with
  * STORE_UNAVAILABLE; close() writes what is pending at once and nothing is written after it.
@@ -9,16 +9,16 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 
+// a write of the state file (memory-file.ts writeSnapshot) starts by making sure its directory
+// exists: one mkdirSync of a directory under this test's temp dirs per write attempted
 const writes = vi.hoisted(() => ({ count: 0 }));
-vi.mock('../../src/store/memory-file.js', async (importOriginal) => {
-  const mod = await importOriginal<typeof import('../../src/store/memory-file.js')>();
-  return {
-    ...mod,
-    writeSnapshot: (file: string, snap: Parameters<typeof mod.writeSnapshot>[1]) => {
-      writes.count++;
-      mod.writeSnapshot(file, snap);
-    },
-  };
+vi.mock('node:fs', async (importOriginal) => {
+  const fs = await importOriginal<typeof import('node:fs')>();
+  const mkdirSync = ((dirPath: string, opts?: unknown) => {
+    if (String(dirPath).includes('mem-writes-')) writes.count++;
+    return fs.mkdirSync(dirPath, opts as never);
+  }) as typeof fs.mkdirSync;
+  return { ...fs, default: { ...fs, mkdirSync }, mkdirSync };
 });
 
 const { MemoryStore } = await import('../../src/store/memory.js');
