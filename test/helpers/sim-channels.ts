@@ -18,15 +18,18 @@ export const CHANNEL_TEST_TIMEOUTS: Record<TimeoutClass, number> = { fast: 3000,
 export interface SimChannel {
   vm: SimAgent;
   ch: Channel;
-  /** the VM's unix socket */
+  /** the VM's unix socket ('' on TCP) */
   socketPath: string;
 }
 
 export interface SimChannels {
   /** this test's simulator */
   readonly sim: Simulator;
-  /** a new VM (agent `version`, default 10.0.0; on `socketPath` if given) and a Channel to it */
-  channel(opts?: { version?: string; socketPath?: string } & Partial<ChannelOptions>): Promise<SimChannel>;
+  /**
+   * a new VM (agent `version`, default 10.0.0; `disabled` commands; on `socketPath` if given, or
+   * on TCP with `tcp`; named `name`, default prefix + a number) and a Channel to it
+   */
+  channel(opts?: { version?: string; socketPath?: string; disabled?: string[]; tcp?: boolean; name?: string } & Partial<ChannelOptions>): Promise<SimChannel>;
 }
 
 /** Registers the per-test set-up and clean-up; call at the top level of a test file. `prefix` names the VMs and the temp dir. */
@@ -55,9 +58,9 @@ export function useSimChannels(prefix: string): SimChannels {
       return current();
     },
     async channel(opts = {}) {
-      const { version, socketPath, ...chOpts } = opts;
-      const name = `${prefix}${++seq}`;
-      const vm = await current().addVm({ name, version: version ?? '10.0.0', disabled: [], ...(socketPath ? { socketPath } : {}) });
+      const { version, socketPath, disabled, tcp, name: given, ...chOpts } = opts;
+      const name = given ?? `${prefix}${++seq}`;
+      const vm = await current().addVm({ name, version: version ?? '10.0.0', disabled: disabled ?? [], ...(socketPath ? { socketPath } : {}), ...(tcp ? { tcp } : {}) });
       const ch = new Channel({
         vm: name,
         endpoint: vm.endpoint,
@@ -70,8 +73,7 @@ export function useSimChannels(prefix: string): SimChannels {
         ...chOpts,
       });
       channels.push(ch);
-      if (vm.endpoint.type !== 'unix') throw new Error('unix endpoint expected');
-      return { vm, ch, socketPath: vm.endpoint.path };
+      return { vm, ch, socketPath: vm.endpoint.type === 'unix' ? vm.endpoint.path : '' };
     },
   };
 }

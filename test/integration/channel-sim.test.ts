@@ -2,17 +2,14 @@
  * The channel against the simulator, for what the real agent cannot be made to do on demand:
  * hangs, drops mid-reply, garbage, oversize replies, replies left for the next client.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { GatewayError } from '../../src/errors.js';
-import { Channel, type ChannelOptions } from '../../src/qga/channel.js';
-import type { CommandSpec, JsonObject, TimeoutClass } from '../../src/qga/types.js';
-import { Simulator, type SimAgent } from '../../sim/index.js';
+import type { Channel } from '../../src/qga/channel.js';
+import type { CommandSpec, JsonObject } from '../../src/qga/types.js';
+import type { SimAgent } from '../../sim/index.js';
+import { useSimChannels } from '../helpers/sim-channels.js';
 
-const TIMEOUTS: Record<TimeoutClass, number> = { fast: 3000, normal: 3000, slow: 5000, freeze: 5000, long: 5000 };
 const READS = new Set(['guest-ping', 'guest-get-osinfo', 'guest-get-host-name', 'guest-info', 'guest-get-time']);
 const NO_REPLY = new Set(['guest-shutdown', 'guest-suspend-disk', 'guest-suspend-ram', 'guest-suspend-hybrid']);
 const catalog = (name: string): CommandSpec | undefined => ({
@@ -25,38 +22,11 @@ const catalog = (name: string): CommandSpec | undefined => ({
   since: '0.15',
 });
 
-let dir: string;
-let sim: Simulator;
-let channels: Channel[];
+const chans = useSimChannels('vm');
 
-beforeEach(async () => {
-  dir = await mkdtemp(path.join(os.tmpdir(), 'chan-sim-'));
-  sim = new Simulator({ dir });
-  channels = [];
-});
-
-afterEach(async () => {
-  for (const ch of channels) ch.destroy();
-  await sim.close();
-  await rm(dir, { recursive: true, force: true });
-});
-
-async function setup(opts: { version?: string; disabled?: string[] } & Partial<ChannelOptions> = {}): Promise<{ vm: SimAgent; ch: Channel }> {
-  const { version, disabled, ...chOpts } = opts;
-  const vm = await sim.addVm({ name: `vm${channels.length + 1}`, version: version ?? '10.0.0', disabled: disabled ?? [] });
-  const ch = new Channel({
-    vm: 'vm',
-    endpoint: vm.endpoint,
-    catalog,
-    timeouts: TIMEOUTS,
-    syncTimeoutMs: 1000,
-    connectTimeoutMs: 1000,
-    backoff: { initialMs: 10, maxMs: 100 },
-    idleReleaseMs: 0,
-    ...chOpts,
-  });
-  channels.push(ch);
-  return { vm, ch };
+/** a VM and a Channel to it with this file's catalog (test/helpers/sim-channels.ts: set-up and clean-up per test) */
+function setup(opts: Parameters<typeof chans.channel>[0] = {}): Promise<{ vm: SimAgent; ch: Channel }> {
+  return chans.channel({ catalog, ...opts });
 }
 
 async function gatewayError(p: Promise<unknown>): Promise<GatewayError> {
@@ -225,10 +195,8 @@ describe('Channel against the simulator', () => {
   });
 
   it('speaks to an agent on a TCP endpoint', async () => {
-    const vm = await sim.addVm({ name: 'tcpvm', tcp: true });
+    const { vm, ch } = await setup({ name: 'tcpvm', tcp: true });
     expect(vm.endpoint.type).toBe('tcp');
-    const ch = new Channel({ vm: 'tcpvm', endpoint: vm.endpoint, catalog, timeouts: TIMEOUTS, idleReleaseMs: 0 });
-    channels.push(ch);
     await expect(ch.execute('guest-ping')).resolves.toEqual({});
     const { rttMs } = await ch.sync();
     expect(rttMs).toBeGreaterThanOrEqual(0);
