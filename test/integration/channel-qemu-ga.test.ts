@@ -204,19 +204,21 @@ describe('Channel against the real qemu-ga', () => {
     await expect(ch.execute('guest-get-osinfo')).resolves.toHaveProperty('kernel-release');
   });
 
-  it('works after an earlier client left without reading a big reply', async () => {
-    // An earlier client asks for a 64 KiB read (an 87 KiB reply, inside the socket's send buffer)
-    // and leaves without reading the reply. (qemu-ga's own unix-listen socket drops that reply; a
-    // virtio-serial chardev hands it to the next client, which channel-sim.test.ts covers.) A reply
-    // larger than the send buffer is not used here: qemu-ga (7.2 here) then fails its write with EPIPE, and in
-    // unix-listen mode it logs "error reading channel" and exits (status 0), so the test would
-    // depend on whether the agent finished writing before the client left.
+  it('works after an earlier client asked for a big reply and left', async () => {
+    // An earlier client asks for a 64 KiB read (an 87 KiB reply) and leaves without answering or
+    // syncing. (qemu-ga's own unix-listen socket drops what that client left; a virtio-serial
+    // chardev hands it to the next client, which channel-sim.test.ts and the VM tests cover.) It
+    // leaves only once the whole reply has come: qemu-ga (7.2 here) in unix-listen mode exits
+    // (status 0, "error reading channel") when a reply's write fails with EPIPE, so a client that
+    // left before or while the agent wrote would make this test depend on how the agent was
+    // scheduled, not on the gateway (it failed that way in full suites).
     const setup = open();
     const handle = (await setup.execute('guest-file-open', { path: `${agent.stateDir}/big.bin`, mode: 'w+' })) as number;
     await setup.execute('guest-file-write', { handle, 'buf-b64': Buffer.alloc(64 * 1024, 0x41).toString('base64') });
     await setup.execute('guest-file-seek', { handle, offset: 0, whence: 'set' });
     setup.release();
-    await rawWriteAndClose(agent.socketPath, `{"execute":"guest-file-read","arguments":{"handle":${handle},"count":65536}}\n`);
+    const got = await rawAskAndLeave(agent.socketPath, `{"execute":"guest-file-read","arguments":{"handle":${handle},"count":65536}}\n`);
+    expect(got).toBeGreaterThan(87_000);
     const ch = open();
     let stale = 0;
     ch.events.on('stale', (e: { bytes: number }) => (stale += e.bytes));
@@ -256,6 +258,29 @@ function rawWriteAndClose(socketPath: string, text: string): Promise<void> {
       });
     });
     s.on('error', reject);
+  });
+}
+
+/** Writes `text`, waits for one whole reply line (counting its bytes, not parsing it) and closes the socket; resolves with the byte count. */
+function rawAskAndLeave(socketPath: string, text: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let bytes = 0;
+    const s = net.connect(socketPath, () => s.write(text));
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new Error(`no whole reply within 5 s (${bytes} bytes)`));
+    }, 5_000);
+    s.on('data', (chunk: Buffer) => {
+      bytes += chunk.length;
+      if (chunk[chunk.length - 1] !== 0x0a) return;
+      clearTimeout(timer);
+      s.destroy();
+      resolve(bytes);
+    });
+    s.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
   });
 }
 
