@@ -14,10 +14,11 @@ import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vites
 import { Simulator } from '../../sim/index.js';
 import { buildApp } from '../../src/app.js';
 import type { ClusterService, VmLocation } from '../../src/cluster/directory.js';
+import { RETENTION_MS } from '../../src/cluster/membership.js';
 import type { Endpoint } from '../../src/qga/types.js';
 import { testConfig } from '../helpers/app.js';
 import { startRedisProxy, type RedisProxy } from '../helpers/redis-proxy.js';
-import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { rawCommand, startRedis, type TestRedis } from '../helpers/redis.js';
 
 const TTL = 1500;
 const INTERVAL = 250;
@@ -346,6 +347,31 @@ describe('cluster membership (three gateways on one Redis)', () => {
     clearInterval(sampler);
     expect([...samples].sort()).toEqual(['remote:a', 'remote:b', 'remote:c']);
     expect((await listAll(nodes.c)).map((v) => v.name)).toEqual(['dup', 'shared-tcp', 'vm-a1', 'vm-a2', 'vm-b1', 'vm-b2', 'vm-c1']);
+  }, 10_000);
+
+  it('a gone node is remembered for RETENTION_MS (24 h) after its last heartbeat, then forgotten with its VMs', async () => {
+    // two nodes that stopped heartbeating long ago, as their last heartbeats left them (their info
+    // key and VM hash expire on their own, PX RETENTION_MS; the member index entry is what the live
+    // nodes prune): 'recent' 23 h ago, 'old' 24 h + 1 min ago
+    const now = Date.now();
+    const ago = { recent: now - 23 * 3_600_000, old: now - RETENTION_MS - 60_000 };
+    for (const [id, lastSeen] of Object.entries(ago)) {
+      const hb = JSON.stringify({ id, url: `http://${id}.cluster.test:8080`, version: '0.0.0-test', vmCount: 1, lastSeen, rev: 'x:1' });
+      const summary = JSON.stringify({ source: 'config', agent: { state: 'up', since: new Date(lastSeen).toISOString() }, frozen: false, channel: 'idle' });
+      expect(await rawCommand(redis.port, ['ZADD', 'cm:{cluster}:members', String(lastSeen), id])).toMatch(/^:/);
+      expect(await rawCommand(redis.port, ['SET', `cm:{cluster}:info:${id}`, hb, 'PX', String(RETENTION_MS)])).toBe('+OK\r\n');
+      expect(await rawCommand(redis.port, ['HSET', `cm:{cluster}:vms:${id}`, `vm-${id}`, summary])).toMatch(/^:/);
+    }
+    // the next heartbeat of any live node prunes 'old' from the index; a's next read then shows
+    // 'recent' gone (its VM answers 503 naming it) and knows nothing of 'old' (its VM: unknown, 404)
+    await until('old pruned and recent read on a', () => where(nodes.a, 'vm-recent') === 'gone:recent' && where(nodes.a, 'vm-old') === 'unknown', 4 * INTERVAL + 2_000);
+    expect(await rawCommand(redis.port, ['ZSCORE', 'cm:{cluster}:members', 'old'])).toBe('$-1\r\n');
+    const list = await get<{ items: Array<{ id: string; alive: boolean; lastSeen: string }> }>(nodes.a, '/v1/nodes');
+    expect(list.body.items.map((n) => n.id)).toEqual(['a', 'b', 'c', 'recent']);
+    expect(list.body.items[3]).toMatchObject({ alive: false, lastSeen: new Date(ago.recent).toISOString() });
+    const [recent, old] = [await get<{ code: string; node: string }>(nodes.a, '/v1/vms/vm-recent/ping'), await get<{ code: string }>(nodes.a, '/v1/vms/vm-old/ping')];
+    expect([recent.status, recent.body.code, recent.body.node]).toEqual([503, 'NODE_UNAVAILABLE', 'recent']);
+    expect([old.status, old.body.code]).toEqual([404, 'VM_NOT_FOUND']);
   }, 10_000);
 });
 
