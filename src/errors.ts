@@ -168,6 +168,9 @@ export const errors = {
   /** the guest is frozen, but not through a lease of this gateway */
   frozenOutsideLeases: (vm: string, command: string) =>
     new GatewayError('VM_FROZEN', `the guest is already frozen by something other than this gateway's leases; nothing was sent`, { vm, command }),
+  /** DELETE /v1/vms/{vm} of a guest frozen outside the gateway's leases (its external-freeze thaw needs the registration) */
+  frozenNoDelete: (vm: string) =>
+    new GatewayError('VM_FROZEN', `the guest is frozen (outside this gateway's leases): it cannot be deregistered until it is thawed, or the gateway could no longer thaw it`, { vm }),
   commandDisabled: (vm: string, command: string) => new GatewayError('COMMAND_DISABLED', `${command} has been disabled by the guest administrator`, { vm, command }),
   commandNotSupported: (vm: string, command: string, detail: string) => new GatewayError('COMMAND_NOT_SUPPORTED', detail, { vm, command }),
   useFreezeApi: (vm: string, command: string) =>

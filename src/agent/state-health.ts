@@ -47,7 +47,8 @@ export class AgentHealth {
     if (!this.states.isDown(vm) || NEVER_FAIL_FAST.has(command) || opts.priority === 'thaw') return undefined;
     const since = this.states.view(vm).agent.since;
     const last = this.states.lastError(vm);
-    return errors.agentUnavailable(vm, `the agent of ${vm} is down since ${since}${last ? ` (${last})` : ''}; it is retried in the background`, { command });
+    // failed here, before the pool: nothing was sent (`sent: false`, as qga/outcomes.ts says of a refused connect)
+    return errors.agentUnavailable(vm, `the agent of ${vm} is down since ${since}${last ? ` (${last})` : ''}; it is retried in the background`, { command, extra: { sent: false } });
   }
 
   /** A call failed with `e`: account for it, and return what the caller gets. */

@@ -197,6 +197,20 @@ export class FreezeService {
     return { ...o.report, leaseCheck: check };
   }
 
+  /**
+   * Why VM `vm` must not leave the registry now (deregistration, a config reload), or undefined:
+   * it is under a freeze lease (the lease's deadline thaw, its holder's thaw and a forced thaw all
+   * reach the guest through its registration; without it the guest would stay frozen with nothing
+   * left to thaw it). Throws STORE_UNAVAILABLE when the store cannot say.
+   */
+  async removalBlocker(vm: string): Promise<{ holder: string; expiresAt: string; detail: string } | undefined> {
+    const lease = await this.store.getByKey(vmKey(vm));
+    if (lease === undefined) return undefined;
+    const expiresAt = iso(lease.expiresAt);
+    const what = groupOfSession(lease.session) !== undefined ? `a freeze group's lease` : 'a freeze lease';
+    return { holder: lease.owner, expiresAt, detail: `VM ${vm} is frozen under ${what} held by ${lease.owner} until ${expiresAt}` };
+  }
+
   async status(vm: string, caller: Caller): Promise<{ status: string; lease: LeaseView | null; leaseStore: 'ok' | 'unavailable' }> {
     await this.registry.require(vm);
     const status = await this.agent.call(vm, 'guest-fsfreeze-status');

@@ -178,7 +178,7 @@ export class SessionFreezer {
       await this.rollback(lease, vms);
       throw err;
     }
-    const timedOut = results.length === 1 && !results[0].ok && results[0].error.code === 'AGENT_TIMEOUT' ? results[0] : undefined;
+    const timedOut = results.length === 1 && !results[0].ok && results[0].error.code === 'AGENT_TIMEOUT' && results[0].mayHaveFrozen ? results[0] : undefined;
     if (timedOut && !timedOut.ok) return this.keepUnconfirmed(lease, timedOut.vm, timedOut.error, requestId);
     const suspects = results.filter((x) => x.ok || x.mayHaveFrozen).map((x) => x.vm);
     const rollback = await this.rollback(lease, suspects);
@@ -239,7 +239,7 @@ export class SessionFreezer {
       if (error.code === 'COMMAND_DISABLED' && (await this.agent.call(vm, 'guest-fsfreeze-status').catch(() => undefined)) === 'frozen') {
         error = errors.frozenOutsideLeases(vm, command);
       }
-      return { vm, ok: false, error, mayHaveFrozen: !NOT_SENT.has(error.code) && !notSentByNode(error) };
+      return { vm, ok: false, error, mayHaveFrozen: !NOT_SENT.has(error.code) && !neverSent(error) };
     }
   }
 
@@ -325,8 +325,9 @@ export class SessionFreezer {
  * Cluster mode: NODE_UNAVAILABLE said before anything left this node (the serving node is gone, or
  * refused the connection) proves the freeze was not sent; one lost mid-call does not.
  */
-function notSentByNode(e: GatewayError): boolean {
-  return e.code === 'NODE_UNAVAILABLE' && e.extra?.sent === false;
+/** the command provably never reached the agent: a connect refused, no connection or sync in time, its deadline passed in line (qga/outcomes.ts), or a node that could not be reached (cluster) */
+function neverSent(e: GatewayError): boolean {
+  return e.extra?.sent === false;
 }
 
 function nothingFrozen(vm: string, command: string, mountpoints: string[] | undefined, more: { qga?: GatewayError['qga']; missing?: string[] } = {}): GatewayError {

@@ -89,6 +89,13 @@ export class ThawEngine {
   private readonly freezeSettled = new Map<string, number>();
   private seq = 0;
   private readonly observers: ThawObserver[] = [];
+  /**
+   * session → the VMs this process has thawed under its current lease while another VM of it
+   * failed to thaw: a retry (or a later deadline thaw of the same lease) thaws only the rest, so a
+   * VM is thawed, audited and counted once per lease, not once per retry. Dropped when the session
+   * is released or forgotten.
+   */
+  private readonly thawedUnder = new Map<string, { leaseId: string; vms: Set<string> }>();
 
   constructor(
     private readonly store: LeaseStore,
@@ -236,7 +243,11 @@ export class ThawEngine {
    * thaw being retried.
    */
   async thawSession(lease: Lease, trigger: ThawTrigger, vms?: string[], origin: ThawTrigger = trigger, opts: ThawOptions = {}): Promise<SessionThawResult> {
-    const targets = vms ?? freezeData(lease).vms;
+    const earlier = this.thawedUnder.get(lease.session);
+    const before = earlier?.leaseId === lease.leaseId ? earlier.vms : undefined;
+    // the gateway's own thaws skip what it already thawed; a caller's thaw still sends (and reports) every VM
+    const skip = before !== undefined && AUTO_TRIGGERS.has(trigger) ? before : undefined;
+    const targets = (vms ?? freezeData(lease).vms).filter((vm) => skip === undefined || !skip.has(vm));
     const outcomes = await Promise.all(targets.map((vm) => this.thawVm(vm, lease, trigger, opts).catch((e: unknown) => failed(vm, e))));
     const renewed = outcomes.some((o) => o.status === 'skipped' && o.why === 'renewed');
     const failures = outcomes.filter((o) => o.status === 'failed');
@@ -262,6 +273,9 @@ export class ThawEngine {
       return { outcomes, done: false, released: false };
     }
     if (failures.length > 0) {
+      const done = before ?? new Set<string>();
+      for (const o of outcomes) if (o.status === 'thawed') done.add(o.vm);
+      if (done.size > 0) this.thawedUnder.set(lease.session, { leaseId: lease.leaseId, vms: done });
       this.timers.scheduleRetry(lease, origin);
       return { outcomes, done: false, released: false };
     }
@@ -305,6 +319,7 @@ export class ThawEngine {
 
   forget(session: string): void {
     this.timers.forget(session);
+    this.thawedUnder.delete(session);
   }
 
   stop(): void {

@@ -7,6 +7,13 @@ import { GatewayError, errors } from '../errors.js';
 import type { Job } from './queue.js';
 import { ReplyTooLargeError } from './wire-errors.js';
 
+/**
+ * `sent: false` in the problem body: the command was never written to the agent (nobody listens,
+ * no connection or sync within the deadline, or the deadline passed while it waited in line), so it
+ * did not run in the guest. A freeze failing this way needs no rollback thaw (freeze/session.ts).
+ */
+const NOT_SENT: Readonly<Record<string, unknown>> = Object.freeze({ sent: false });
+
 export const ended = {
   /** close() was called: nothing new is accepted */
   closing: (vm: string, command: string) => errors.shuttingDown(`the channel to ${vm} is closing`, { vm, command }),
@@ -18,15 +25,15 @@ export const ended = {
   refused: (vm: string, job: Job, refused: GatewayError) =>
     errors.rewrap(refused, refused.code, refused.message, { vm, command: job.command }),
   nobodyListens: (vm: string, job: Job, errno: string) =>
-    errors.agentUnavailable(vm, `the agent socket of ${vm} cannot be connected (${errno})`, { command: job.command }),
+    errors.agentUnavailable(vm, `the agent socket of ${vm} cannot be connected (${errno})`, { command: job.command, extra: NOT_SENT }),
   /** deadline passed while the session was connecting, syncing or backing off */
   notConnected: (vm: string, job: Job, lastFailure: Error | undefined) => {
     const why = lastFailure ? `: ${lastFailure.message}` : '';
-    return errors.agentUnavailable(vm, `could not connect to and sync with the agent of ${vm} within ${job.timeoutMs} ms${why}`, { command: job.command });
+    return errors.agentUnavailable(vm, `could not connect to and sync with the agent of ${vm} within ${job.timeoutMs} ms${why}`, { command: job.command, extra: NOT_SENT });
   },
   /** deadline passed in the line, behind the job on the wire */
   neverSent: (vm: string, job: Job) =>
-    errors.agentTimeout(vm, job.command, `${job.command} waited ${job.timeoutMs} ms behind other commands for ${vm}; it was never sent`),
+    errors.agentTimeout(vm, job.command, `${job.command} waited ${job.timeoutMs} ms behind other commands for ${vm}; it was never sent`, { extra: NOT_SENT }),
   /** deadline passed on the wire */
   noReply: (vm: string, job: Job) => {
     const unknown = job.spec.idempotent ? '' : '; it may still complete in the guest';

@@ -165,12 +165,28 @@ export default async function vmRoutes(fastify: FastifyInstance): Promise<void> 
     operation('vms', 'deleteVm', {
       scope: 'admin',
       summary: 'Deregister an API-registered VM (admin); its channel is closed',
+      description:
+        'Refused with 409 while the VM is frozen: LEASE_CONFLICT under a freeze lease (single or group; thaw it first, or wait for its deadline thaw), ' +
+        "VM_FROZEN when the gateway knows the guest is frozen outside its leases: its thaw (by lease, deadline or the external-freeze thaw) needs the VM's registration.",
       params: VmParams,
       ok: { 204: Type.Null({ description: 'deleted' }) },
       errors: [400, 401, 403, 404, 503],
+      codes: ['LEASE_CONFLICT', 'VM_FROZEN'],
     }),
     async (request, reply) => {
-      await services.agent.deregister(request.params.vm, viewOf(request.principal));
+      const vm = request.params.vm;
+      const rec = await services.registry.require(vm);
+      if (rec.source === 'api') {
+        const blocker = await services.freeze.removalBlocker(vm);
+        if (blocker) {
+          throw errors.leaseConflict(`${blocker.detail}: thaw it first (DELETE /v1/vms/${vm}/fsfreeze with the lease, or the group's), or wait for its deadline thaw; deleting it now would leave the guest frozen with nothing to thaw it`, {
+            vm,
+            extra: { holder: blocker.holder, expiresAt: blocker.expiresAt },
+          });
+        }
+        if (services.agent.isKnownFrozen(vm)) throw errors.frozenNoDelete(vm);
+      }
+      await services.agent.deregister(vm, viewOf(request.principal));
       request.log.info({ vm: request.params.vm, by: request.principal.name }, 'VM deregistered');
       return reply.code(204).send(null);
     },

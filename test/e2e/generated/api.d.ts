@@ -187,7 +187,10 @@ export interface paths {
         get: operations["getVm"];
         put?: never;
         post?: never;
-        /** Deregister an API-registered VM (admin); its channel is closed */
+        /**
+         * Deregister an API-registered VM (admin); its channel is closed
+         * @description Refused with 409 while the VM is frozen: LEASE_CONFLICT under a freeze lease (single or group; thaw it first, or wait for its deadline thaw), VM_FROZEN when the gateway knows the guest is frozen outside its leases: its thaw (by lease, deadline or the external-freeze thaw) needs the VM's registration.
+         */
         delete: operations["deleteVm"];
         options?: never;
         head?: never;
@@ -3589,6 +3592,15 @@ export interface operations {
             };
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `LEASE_CONFLICT`: the VM is frozen under another lease, or the lease id does not match. `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -10594,6 +10606,15 @@ export interface operations {
             };
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
