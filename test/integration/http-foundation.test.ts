@@ -167,6 +167,18 @@ describe('auth', () => {
     expect(wrong.statusCode).toBe(401);
   });
 
+  it('serves the documentation without a token (a browser sends none when it navigates): /docs, its page and assets, /openapi.json', async () => {
+    const page = await authApp.inject({ method: 'GET', url: '/docs' });
+    expect(page.statusCode).toBe(200);
+    expect(page.body).toContain('swagger');
+    for (const url of ['/docs/', '/docs/static/swagger-ui.css', '/docs/static/swagger-initializer.js', '/docs/json']) {
+      expect((await authApp.inject({ method: 'GET', url })).statusCode, url).toBe(200);
+    }
+    expect((await authApp.inject({ method: 'GET', url: '/openapi.json' })).statusCode).toBe(200);
+    // nothing else became public with it
+    expect((await authApp.inject({ method: 'GET', url: '/v1/vms' })).statusCode).toBe(401);
+  });
+
   it('enforces scopes and VM globs', async () => {
     const h = { authorization: `Bearer ${READER}` };
     expect((await authApp.inject({ method: 'GET', url: '/v1/vms/host/ping', headers: h })).statusCode).toBe(200);

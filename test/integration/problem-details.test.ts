@@ -63,6 +63,8 @@ const CASES: Case[] = [
   { name: 'invalid JSON', req: { method: 'PUT', url: '/v1/vms/pd/time', headers: JSON_CT, payload: '{"time": ' }, status: 400, code: 'VALIDATION_FAILED', detail: /^the body is not valid JSON/ },
   { name: 'pid not a number', req: { method: 'GET', url: '/v1/vms/pd/exec/abc' }, status: 400, code: 'VALIDATION_FAILED', detail: /^params\.pid must be integer$/ },
   { name: 'unknown VM', req: { method: 'GET', url: '/v1/vms/nope/time' }, status: 404, code: 'VM_NOT_FOUND', detail: /VM "nope" is not registered: GET \/v1\/vms lists/ },
+  // not an empty list: a typo in a VM name must not look like "no handles open"
+  { name: 'file handles of an unknown VM', req: { method: 'GET', url: '/v1/vms/nope/files/handles' }, status: 404, code: 'VM_NOT_FOUND', detail: /VM "nope" is not registered/ },
   { name: 'unknown route', req: { method: 'GET', url: '/v1/nothing' }, status: 404, code: 'NOT_FOUND', detail: /no route GET \/v1\/nothing: \/openapi\.json lists the routes/ },
   { name: 'wrong method', req: { method: 'DELETE', url: '/v1/vms/pd/time' }, status: 405, code: 'METHOD_NOT_ALLOWED', detail: /does not take DELETE; it takes GET, HEAD, PUT/ },
   { name: 'unknown lease', req: { method: 'DELETE', url: '/v1/vms/pd/fsfreeze?leaseId=nope' }, status: 409, code: 'LEASE_CONFLICT', detail: /no lease nope/ },

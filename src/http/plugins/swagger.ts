@@ -61,6 +61,11 @@ export async function registerSwagger(app: FastifyInstance): Promise<void> {
       ],
     },
   });
+  // the documentation page is open like /openapi.json (README's threat model): a browser sends no
+  // bearer token when it navigates, and the page holds nothing /openapi.json does not already serve
+  app.addHook('onRoute', (route) => {
+    if (route.url === '/docs' || route.url.startsWith('/docs/')) route.config = { ...route.config, public: true };
+  });
   await app.register(swaggerUi, {
     routePrefix: '/docs',
     uiConfig: { deepLinking: true },

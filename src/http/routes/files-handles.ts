@@ -41,20 +41,24 @@ export function handleRoutes(files: FilesService) {
         summary: 'File handles open through the handle API on this VM, with their idle expiry',
         params: VmParams,
         ok: { 200: HandleList },
-        errors: [400, 401, 403],
+        errors: [400, 401, 403, 404],
         // cluster mode: the VM's node is gone or unreachable (plugins/forward.ts)
         codes: ['NODE_UNAVAILABLE'],
       }),
-      async (request) => ({
-        handles: raw.list(request.params.vm).map((t) => ({
-          handle: t.handle,
-          ...(t.path !== undefined ? { path: t.path } : {}),
-          ...(t.mode !== undefined ? { mode: t.mode } : {}),
-          openedAt: iso(t.openedAt),
-          lastUsedAt: iso(t.lastUsedAt),
-          expiresAt: iso(t.expiresAt),
-        })),
-      }),
+      async (request) => {
+        // a VM that is not registered is 404 VM_NOT_FOUND, as on every other VM route (not an empty list)
+        await fastify.services.registry.require(request.params.vm);
+        return {
+          handles: raw.list(request.params.vm).map((t) => ({
+            handle: t.handle,
+            ...(t.path !== undefined ? { path: t.path } : {}),
+            ...(t.mode !== undefined ? { mode: t.mode } : {}),
+            openedAt: iso(t.openedAt),
+            lastUsedAt: iso(t.lastUsedAt),
+            expiresAt: iso(t.expiresAt),
+          })),
+        };
+      },
     );
 
     app.post(
