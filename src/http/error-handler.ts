@@ -80,7 +80,7 @@ function fromFastify(err: FastifyError, request: FastifyRequest): GatewayError |
   }
   switch (err.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
-      return errors.tooLarge('the request body', request.routeOptions.bodyLimit, 'server.bodyLimitBytes');
+      return errors.tooLarge('the request body', request.routeOptions.bodyLimit, request.routeOptions.config?.bodyLimitFrom ?? 'server.bodyLimitBytes');
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
       return errors.unsupportedMediaType(request.headers['content-type'], ['application/json']);
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':

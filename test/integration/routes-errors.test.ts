@@ -187,6 +187,8 @@ describe('scopes and body limits', () => {
       vms: [{ name: 'ok', endpoint: guest.endpoint }],
       config: {
         server: { bodyLimitBytes: 1024 },
+        exec: { maxInputBytes: 4096 },
+        files: { maxRawWriteBytes: 4096 },
         auth: {
           tokens: [
             { name: 'reader', token: READER, scopes: ['read'] },
@@ -225,7 +227,14 @@ describe('scopes and body limits', () => {
     const big = { keys: Array.from({ length: 20 }, (_, i) => `${KEY}${i}`) };
     expect(JSON.stringify(big).length).toBeGreaterThan(1024);
     await expectProblem(secured, { method: 'POST', url: '/v1/vms/ok/users/admin/ssh-keys', headers: as(ADMIN), payload: big }, 413, 'PAYLOAD_TOO_LARGE');
-    await expectProblem(secured, { method: 'POST', url: '/v1/vms/ok/qga/guest-exec', headers: as(ADMIN), payload: { path: 'x'.repeat(2000) } }, 413, 'PAYLOAD_TOO_LARGE');
+    const raw = await expectProblem(secured, { method: 'POST', url: '/v1/vms/ok/qga/guest-exec', headers: as(ADMIN), payload: { path: 'x'.repeat(2000) } }, 413, 'PAYLOAD_TOO_LARGE');
+    expect([raw.limit, raw.detail]).toEqual([1024, 'the request body is larger than the configured cap of 1024 bytes (server.bodyLimitBytes)']);
+    // the routes that carry base64 data have a cap of their own: the 413 names where it comes from
+    const cap = Math.ceil((4096 * 4) / 3) + 1024;
+    const exec = await expectProblem(secured, { method: 'POST', url: '/v1/vms/ok/exec', headers: as(ADMIN), payload: { path: 'x'.repeat(cap) } }, 413, 'PAYLOAD_TOO_LARGE');
+    expect([exec.limit, exec.detail]).toEqual([cap, `the request body is larger than the configured cap of ${cap} bytes (exec.maxInputBytes as base64 + server.bodyLimitBytes)`]);
+    const write = await expectProblem(secured, { method: 'POST', url: '/v1/vms/ok/files/handles/1/write', headers: as(ADMIN), payload: { 'buf-b64': 'A'.repeat(cap) } }, 413, 'PAYLOAD_TOO_LARGE');
+    expect(write.detail).toContain('(files.maxRawWriteBytes as base64 + server.bodyLimitBytes)');
     expect(agentCommands(guest)).toEqual([]);
   });
 });

@@ -39,6 +39,8 @@ declare module 'fastify' {
     public?: boolean;
     /** the hop signature purpose this route accepts (cluster/hop.ts); default `forward` */
     hopPurpose?: HopPurpose;
+    /** the settings a route's own body limit comes from, as its 413 names them (routes/operation.ts) */
+    bodyLimitFrom?: string;
   }
   interface FastifyRequest {
     principal: Principal;

@@ -197,7 +197,7 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
     const streaming = route.config?.streaming === true;
     const maxBody = streaming ? (config.files.maxUploadBytes > 0 ? config.files.maxUploadBytes : Infinity) : (route.bodyLimit ?? config.server.bodyLimitBytes);
     const tooLarge = (vm: string, declared: number) =>
-      streaming ? errors.tooLarge(`upload of ${declared} bytes`, maxBody, 'files.maxUploadBytes', { vm }) : errors.tooLarge('the request body', maxBody, 'server.bodyLimitBytes');
+      streaming ? errors.tooLarge(`upload of ${declared} bytes`, maxBody, 'files.maxUploadBytes', { vm }) : errors.tooLarge('the request body', maxBody, route.config?.bodyLimitFrom ?? 'server.bodyLimitBytes');
     const hook = (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void => {
       const vm = (request.params as { vm?: unknown }).vm;
       if (typeof vm !== 'string') {

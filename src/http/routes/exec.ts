@@ -61,6 +61,7 @@ export default async function execRoutes(fastify: FastifyInstance): Promise<void
       ok: { 200: ExecResult, 202: ExecStarted },
       errors: [...AGENT_ERRORS, 413],
       bodyLimit: base64BodyLimit(maxInputBytes, fastify.services.config.server.bodyLimitBytes),
+      bodyLimitFrom: 'exec.maxInputBytes as base64 + server.bodyLimitBytes',
     }),
     async (request, reply) => {
       const { vm } = request.params;

@@ -108,6 +108,7 @@ export function handleRoutes(files: FilesService) {
         ok: { 200: GuestFileWrite },
         errors: [...AGENT_ERRORS, 413],
         bodyLimit: base64BodyLimit(maxWrite, fastify.services.config.server.bodyLimitBytes),
+        bodyLimitFrom: 'files.maxRawWriteBytes as base64 + server.bodyLimitBytes',
       }),
       async (request) => {
         const { vm, handle } = request.params;

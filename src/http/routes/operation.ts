@@ -45,6 +45,8 @@ export interface Operation {
   /** it needs no credentials (config.public): no 401/403 */
   public?: boolean;
   bodyLimit?: number;
+  /** the settings `bodyLimit` comes from, as a 413 names them (default server.bodyLimitBytes) */
+  bodyLimitFrom?: string;
   preValidation?: preValidationHookHandler;
   exposeHeadRoute?: boolean;
   /** an explicit HEAD route that belongs in the OpenAPI document (Fastify's automatic ones do not) */
@@ -57,7 +59,7 @@ export interface Operation {
  * for the handler.
  */
 export function operation<O extends Operation>(tag: string, operationId: string, op: O) {
-  const { summary, description, command, scope, ok, errors, codes, problems: ownProblems, public: isPublic, bodyLimit, preValidation, exposeHeadRoute, documentHead, ...request } = op;
+  const { summary, description, command, scope, ok, errors, codes, problems: ownProblems, public: isPublic, bodyLimit, bodyLimitFrom, preValidation, exposeHeadRoute, documentHead, ...request } = op;
   const problems = problemCodes(withAdmission(operationId, errors ?? AGENT_ERRORS), {
     operationId,
     tag,
@@ -74,11 +76,12 @@ export function operation<O extends Operation>(tag: string, operationId: string,
   }
   const response: O['ok'] = { ...ok, ...documented };
   return {
-    ...(scope || isPublic || documentHead
+    ...(scope || isPublic || documentHead || bodyLimitFrom
       ? {
           config: {
             ...(scope ? { scope } : {}),
             ...(isPublic ? { public: true } : {}),
+            ...(bodyLimitFrom ? { bodyLimitFrom } : {}),
             ...(documentHead ? { swagger: { exposeHeadRoute: true } } : {}),
           },
         }
