@@ -2,6 +2,7 @@
  * Builds the gateway as a Fastify instance without listening: server.ts listens, tests use
  * app.inject() or listen on 127.0.0.1:0 themselves.
  */
+import { statSync } from 'node:fs';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { Ajv, type Options as AjvOptions } from 'ajv';
 import addFormats from 'ajv-formats';
@@ -247,12 +248,36 @@ function warnAboutOpenDoors(app: FastifyInstance, config: Config): void {
   if (!allowedHostNames(config.server, config.cluster.advertiseUrl)) {
     app.log.warn({ host: config.server.host }, 'wildcard bind without server.allowedHosts: requests are accepted for any Host name');
   }
+  for (const loose of looseSecretFiles(config)) {
+    app.log.warn(loose, `${loose.setting} can be read by other users than its owner (mode ${loose.mode}): whoever reads it ${loose.setting === 'cluster.secretFile' ? 'can send this cluster requests as any principal, admin included' : "can use the lease store's Redis"}; chmod 600 it`);
+  }
   if (config.cluster.enabled && plainNodeTraffic(config.cluster.advertiseUrl)) {
     app.log.warn(
       { advertiseUrl: config.cluster.advertiseUrl },
       'cluster.advertiseUrl is http:// on a non-loopback address: the other nodes send this one signed but unencrypted requests (the carried principal, bodies, file contents); use https://',
     );
   }
+}
+
+/**
+ * Files of secrets the configuration names that users other than the owner may read (mode & 0o077):
+ * cluster.secretFile (its holder can sign node-to-node calls carrying any principal, admin
+ * included) and store.passwordFile (the Redis that holds the leases). A file that cannot be
+ * stat'ed is left to the checks that read it.
+ */
+export function looseSecretFiles(config: Config): Array<{ setting: string; file: string; mode: string }> {
+  const named = [
+    ...(config.cluster.enabled && config.cluster.secretFile !== undefined ? [{ setting: 'cluster.secretFile', file: config.cluster.secretFile }] : []),
+    ...(config.store.passwordFile !== undefined ? [{ setting: 'store.passwordFile', file: config.store.passwordFile }] : []),
+  ];
+  return named.flatMap(({ setting, file }) => {
+    try {
+      const mode = statSync(file).mode & 0o777;
+      return (mode & 0o077) !== 0 ? [{ setting, file, mode: mode.toString(8).padStart(4, '0') }] : [];
+    } catch {
+      return [];
+    }
+  });
 }
 
 /** An http:// URL whose host is not a loopback address (node-to-node traffic in clear over a network). */

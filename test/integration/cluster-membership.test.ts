@@ -5,7 +5,7 @@
  * heartbeat stops: the others see it gone after heartbeatTtlMs; it keeps its last directory,
  * stale), each with its own simulator VMs. heartbeatTtlMs 1500, heartbeatIntervalMs 250.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
@@ -461,6 +461,21 @@ describe('cluster.* configuration checks', () => {
     ]);
     // nothing is asked of a gateway outside cluster mode
     expect((await build({}, { type: 'memory' })).problems).toBeUndefined();
+  });
+
+  it('names a cluster secret or Redis password file other users can read (mode & 077), and warns of it at start', async () => {
+    const { looseSecretFiles } = await import('../../src/app.js');
+    const loose = join(dir, 'loose.secret');
+    writeFileSync(loose, 'cluster-secret-0123456789abcdef0123456789');
+    chmodSync(loose, 0o644);
+    const r = await build({ ...ok, secretFile: loose });
+    expect(r.problems).toBeUndefined();
+    expect(looseSecretFiles(r.config!)).toEqual([{ setting: 'cluster.secretFile', file: loose, mode: '0644' }]);
+    // this file's nodes use a 0600 secret: nothing said
+    expect(looseSecretFiles((await build(ok)).config!)).toEqual([]);
+    for (const n of Object.values(nodes)) expect(n.logs.filter((l) => String(l.msg).includes('can be read by other users'))).toEqual([]);
+    chmodSync(loose, 0o640);
+    expect(looseSecretFiles((await build({ ...ok, secretFile: loose })).config!).map((x) => x.mode)).toEqual(['0640']);
   });
 
   it('warns once at start when advertiseUrl is http:// on a non-loopback host (signed but unencrypted node-to-node requests)', async () => {
