@@ -35,6 +35,14 @@ export type ThawFn = (lease: Lease, trigger: ThawTrigger, origin: ThawTrigger, s
 
 export class LocalTimers {
   private readonly local = new Map<string, LocalEntry>();
+  /**
+   * leaseId → the timer of a lease whose session got another lease in this process before this
+   * one was thawed or released (the store lost it — Redis restarted empty, a failover to a replica
+   * behind — and granted the session again): it keeps its timer, so the guest that lease froze is
+   * still thawed at its deadline (the thaw's fence check holds it back if the newer lease holds
+   * the VM). Bounded by the leases this process holds.
+   */
+  private readonly displaced = new Map<string, LocalEntry>();
   private stopped = false;
 
   constructor(
@@ -48,23 +56,33 @@ export class LocalTimers {
   arm(lease: Lease, minDelayMs = 0): void {
     if (this.stopped) return;
     const prev = this.local.get(lease.session);
-    if (prev?.timer) clearTimeout(prev.timer);
+    if (prev && prev.lease.leaseId !== lease.leaseId) this.displaced.set(prev.lease.leaseId, prev);
+    else if (prev?.timer) clearTimeout(prev.timer);
+    const old = this.displaced.get(lease.leaseId);
+    if (old) {
+      if (old.timer) clearTimeout(old.timer);
+      this.displaced.delete(lease.leaseId);
+    }
     const entry: LocalEntry = { lease, attempt: 0 };
     const delay = Math.min(Math.max(minDelayMs, lease.expiresAt - Date.now()), MAX_TIMER_MS);
-    entry.timer = setTimeout(() => void this.fire(lease.session, 'local-timer'), delay);
+    entry.timer = setTimeout(() => void this.fire(entry, 'local-timer'), delay);
     this.local.set(lease.session, entry);
   }
 
   /** Retry a failed thaw with exponential backoff; `origin` is the trigger of the thaw that failed. */
   scheduleRetry(lease: Lease, origin: ThawTrigger): void {
     if (this.stopped) return;
-    const prev = this.local.get(lease.session);
+    const current = this.local.get(lease.session);
+    // a displaced lease retries as displaced, never over the session's current lease
+    const displaced = current !== undefined && current.lease.leaseId !== lease.leaseId;
+    const prev = displaced ? this.displaced.get(lease.leaseId) : current;
     if (prev?.timer) clearTimeout(prev.timer);
     const attempt = (prev?.attempt ?? 0) + 1;
     const delay = Math.min(RETRY_BASE_MS * 2 ** (attempt - 1), RETRY_MAX_MS);
     const entry: LocalEntry = { lease, attempt, origin };
-    entry.timer = setTimeout(() => void this.fire(lease.session, 'retry'), delay);
-    this.local.set(lease.session, entry);
+    entry.timer = setTimeout(() => void this.fire(entry, 'retry'), delay);
+    if (displaced) this.displaced.set(lease.leaseId, entry);
+    else this.local.set(lease.session, entry);
   }
 
   /** A thaw found the lease renewed: follow its new expiry (re-read from the store). */
@@ -82,29 +100,44 @@ export class LocalTimers {
     return this.local.get(session)?.lease;
   }
 
+  /** every lease with a timer here: each session's current one and the displaced ones */
   leases(): Lease[] {
-    return [...this.local.values()].map((e) => e.lease);
+    return [...this.local.values(), ...this.displaced.values()].map((e) => e.lease);
   }
 
-  forget(session: string): void {
+  /** Drop the timer of `session`'s lease; with `leaseId`, only that lease's (current or displaced). */
+  forget(session: string, leaseId?: string): void {
     const e = this.local.get(session);
-    if (e?.timer) clearTimeout(e.timer);
-    this.local.delete(session);
+    if (e && (leaseId === undefined || e.lease.leaseId === leaseId)) {
+      if (e.timer) clearTimeout(e.timer);
+      this.local.delete(session);
+    }
+    const d = leaseId === undefined ? undefined : this.displaced.get(leaseId);
+    if (d) {
+      if (d.timer) clearTimeout(d.timer);
+      this.displaced.delete(d.lease.leaseId);
+    }
   }
 
   stop(): void {
     this.stopped = true;
-    for (const e of this.local.values()) if (e.timer) clearTimeout(e.timer);
+    for (const e of [...this.local.values(), ...this.displaced.values()]) if (e.timer) clearTimeout(e.timer);
     this.local.clear();
+    this.displaced.clear();
   }
 
-  private async fire(session: string, trigger: ThawTrigger): Promise<void> {
-    const entry = this.local.get(session);
-    if (!entry || this.stopped) return;
+  /** whether `entry` is still the timer of its lease (not replaced by a retry, re-arm or forget) */
+  private holds(entry: LocalEntry): boolean {
+    return this.local.get(entry.lease.session) === entry || this.displaced.get(entry.lease.leaseId) === entry;
+  }
+
+  private async fire(entry: LocalEntry, trigger: ThawTrigger): Promise<void> {
+    if (this.stopped || !this.holds(entry)) return;
+    const session = entry.lease.session;
     // libuv times a timer from the loop's cached clock, so under load it can fire a few ms before
     // the instant it was set for: wait out the rest rather than ask the store too early
     if (trigger === 'local-timer' && Date.now() < entry.lease.expiresAt) {
-      entry.timer = setTimeout(() => void this.fire(session, trigger), entry.lease.expiresAt - Date.now());
+      entry.timer = setTimeout(() => void this.fire(entry, trigger), entry.lease.expiresAt - Date.now());
       return;
     }
     const origin = trigger === 'retry' ? entry.origin ?? trigger : trigger;
@@ -147,7 +180,7 @@ export class LocalTimers {
       }
     }
     this.logger.info({ session: lease.session, trigger: 'local-timer' }, 'expired lease claimed by another thaw path: local auto-thaw not sent');
-    if (this.local.get(lease.session)?.lease.leaseId === lease.leaseId) this.forget(lease.session);
+    this.forget(lease.session, lease.leaseId);
     return 'not-ours';
   }
 }

@@ -88,12 +88,24 @@ export class FreezeService {
    */
   async stop(): Promise<void> {
     await this.sweeper.stop();
+    // the leases this process holds timers for: what it froze, whatever the store says or can say
+    const held = this.engine.localSessions();
     // no local timer may start a thaw of its own beside the shutdown's (one in flight is shared)
     this.engine.stop();
     const handover = this.store.kind === 'redis' && this.settings.handoverOnShutdown === true;
     if (!handover) {
-      const sessions = await this.store.listSessions().catch(() => []);
-      const mine = this.store.kind === 'memory' ? sessions : sessions.filter((s) => freezeData(s).gateway === this.gatewayId);
+      let sessions: Lease[];
+      try {
+        sessions = await this.store.listSessions();
+      } catch (err) {
+        // the store down or hung (Redis stopped first at a reboot): thaw what this process knows it froze
+        this.logger.error({ err, sessions: held.map((l) => l.session) }, 'shutting down: the lease store cannot be read; thawing the leases this process holds');
+        sessions = [];
+      }
+      const listed = this.store.kind === 'memory' ? sessions : sessions.filter((s) => freezeData(s).gateway === this.gatewayId);
+      // and those the store no longer has (it lost its data) but this process froze under
+      const known = new Set(listed.map((s) => s.leaseId));
+      const mine = [...listed, ...held.filter((l) => !known.has(l.leaseId))];
       for (const s of mine) {
         this.logger.warn({ session: s.session, owner: s.owner, expiresAt: iso(s.expiresAt) }, 'shutting down: thawing a frozen session this gateway holds');
         await this.engine.thawSession(s, 'shutdown').catch((e: unknown) => this.logger.error({ err: e, session: s.session }, 'thaw at shutdown failed'));
@@ -174,6 +186,17 @@ export class FreezeService {
       if (ended) throw leaseExpiredError(ended, 'thaw', { vm });
     }
     if (!lease) {
+      // the store has neither the lease nor its end, but this process froze under it and still
+      // holds it (Redis restarted empty, a failover to a replica behind): the holder's thaw goes
+      // through, as it does while the store is down
+      const held = this.engine.localLeaseById(q.leaseId);
+      if (held?.session === key) {
+        lease = held;
+        check = 'local';
+        this.logger.warn({ vm, session: key, leaseId: q.leaseId }, 'the lease store has no record of a lease this process holds (its data was lost?): thawing with the local lease');
+      }
+    }
+    if (!lease) {
       throw errors.leaseConflict(`VM ${vm} has no lease ${q.leaseId}: it never existed, was for another VM, or was thawed by its holder; nothing was sent to the agent`, { vm });
     }
     if (lease.leaseId !== q.leaseId) {
@@ -241,7 +264,7 @@ export class FreezeService {
     }
     // a single-VM lease ends with its thaw; a group keeps its lease (its deadline thaws the rest)
     if (lease && lease.session === vmKey(vm)) {
-      this.engine.forget(lease.session);
+      this.engine.forget(lease.session, lease.leaseId);
       await this.engine.release(lease.session, lease.leaseId, 'forced');
     }
     return { ...o.report, forced: true, ...(lease || o.report.reason ? {} : { reason: 'NO_LEASE' as const, detail: 'no lease was held on this VM' }) };

@@ -284,7 +284,7 @@ export class SessionFreezer {
   private async rollback(lease: Lease, vms: string[]): Promise<Map<string, boolean>> {
     const out = new Map<string, boolean>();
     if (vms.length === 0) {
-      this.engine.forget(lease.session);
+      this.engine.forget(lease.session, lease.leaseId);
       await this.engine.release(lease.session, lease.leaseId).catch(() => false);
       return out;
     }

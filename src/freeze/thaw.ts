@@ -279,7 +279,7 @@ export class ThawEngine {
       this.timers.scheduleRetry(lease, origin);
       return { outcomes, done: false, released: false };
     }
-    this.forget(lease.session);
+    this.forget(lease.session, lease.leaseId);
     const released = await this.release(lease.session, lease.leaseId, endedByOf(origin));
     return { outcomes, done: true, released };
   }
@@ -309,6 +309,11 @@ export class ThawEngine {
     this.timers.arm(lease, minDelayMs);
   }
 
+  /** the lease `leaseId` if this process holds a timer for it (the session's current or a displaced one) */
+  localLeaseById(leaseId: string): Lease | undefined {
+    return this.timers.leases().find((l) => l.leaseId === leaseId);
+  }
+
   localLease(session: string): Lease | undefined {
     return this.timers.lease(session);
   }
@@ -317,9 +322,10 @@ export class ThawEngine {
     return this.timers.leases();
   }
 
-  forget(session: string): void {
-    this.timers.forget(session);
-    this.thawedUnder.delete(session);
+  /** Drop the local timer of `session`'s lease; with `leaseId`, only that lease's (another lease of the session keeps its own). */
+  forget(session: string, leaseId?: string): void {
+    this.timers.forget(session, leaseId);
+    if (leaseId === undefined || this.thawedUnder.get(session)?.leaseId === leaseId) this.thawedUnder.delete(session);
   }
 
   stop(): void {
