@@ -34,7 +34,7 @@ export const ERRORS = {
   AGENT_ERROR: { status: 422, title: 'Guest agent returned an error', when: 'the agent answered with an error object (`qga.class`, `qga.desc` carried through)' },
   NOTHING_FROZEN: { status: 422, title: 'Nothing frozen', when: 'a freeze froze no filesystem (e.g. the mountpoints do not exist); the VM is left thawed' },
   QUEUE_FULL: { status: 429, title: 'VM request queue is full', when: "the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set)" },
-  RATE_LIMITED: { status: 429, title: 'Rate limited', when: 'the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused' },
+  RATE_LIMITED: { status: 429, title: 'Rate limited', when: 'the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused' },
   HEADERS_TOO_LARGE: { status: 431, title: 'Request header fields too large', when: "request headers over the server's limit" },
   INTERNAL: { status: 500, title: 'Internal error', when: 'a defect in the gateway (logged; never carries internals)' },
   COMMAND_NOT_SUPPORTED: { status: 501, title: 'Command not supported by this agent', when: 'this agent version does not know the command (or the option)' },

@@ -248,7 +248,7 @@ describe('request rate (limits.rate, @fastify/rate-limit)', () => {
   });
 });
 
-describe('thaws are never refused by these limits', () => {
+describe('thaws and renewals are never refused by these limits', () => {
   it('owner DELETE and group DELETE go through while the principal is at its concurrency limit and over its rate', async () => {
     const a = await app({ perPrincipalConcurrency: 2, rate: { max: 8, timeWindowMs: 60_000 } });
     try {
@@ -291,12 +291,18 @@ describe('thaws are never refused by these limits', () => {
       while ((await a.inject({ method: 'GET', url: '/v1/vms', headers: as('alice') })).statusCode === 200) expect(++n).toBeLessThan(10);
       const over = await expectProblem(a, { method: 'GET', url: '/v1/vms', headers: as('alice') }, 429, 'RATE_LIMITED');
       expect(String(over.detail)).toMatch(/limits\.rate/);
+      // over her rate, her renewals of the leases she holds still go through (a refused one could
+      // end a backup's lease mid-snapshot)
+      const renewed = await a.inject({ method: 'POST', url: '/v1/vms/f-1/fsfreeze/renew', headers: as('alice'), payload: { leaseId: lease, ttlSeconds: 60 } });
+      expect(renewed.statusCode, renewed.body).toBe(200);
+      const renewedGroup = await a.inject({ method: 'POST', url: `/v1/freeze-groups/${group.id}/renew`, headers: as('alice'), payload: { leaseId: group.leaseId, ttlSeconds: 60 } });
+      expect(renewedGroup.statusCode, renewedGroup.body).toBe(200);
       t = await thawVm(lease);
       expect(t.statusCode, t.body).toBe(200);
       t = await thawGroup(group);
       expect(t.statusCode, t.body).toBe(200);
       expect(vm['f-1'].state.frozen || vm['g-1'].state.frozen || vm['h-1'].state.frozen).toBe(false);
-      // a freeze (not a thaw) is refused like anything else
+      // a new freeze (not a thaw, not a renewal) is refused like anything else
       await expectProblem(a, { method: 'POST', url: '/v1/vms/f-1/fsfreeze', headers: as('alice'), payload: { ttlSeconds: 60 } }, 429, 'RATE_LIMITED');
     } finally {
       await a.close();

@@ -63,10 +63,12 @@ const ANONYMOUS = 'anonymous';
 
 /**
  * The operations these limits never refuse, by operationId: the thaws (DELETE
- * /v1/vms/{vm}/fsfreeze, DELETE /v1/freeze-groups/{id}) and the probes. Their OpenAPI entries
- * document no 429 (routes/operation.ts).
+ * /v1/vms/{vm}/fsfreeze, DELETE /v1/freeze-groups/{id}), the renewals of a lease already granted
+ * (a refused renewal could end a backup's lease in the middle of its snapshot) and the probes.
+ * A new freeze is admitted like any other request. Their OpenAPI entries document no 429
+ * (routes/operation.ts).
  */
-export const NEVER_REFUSED: ReadonlySet<string> = new Set(['thawFilesystems', 'thawFreezeGroup', 'healthz', 'readyz', 'clusterAgentCall']);
+export const NEVER_REFUSED: ReadonlySet<string> = new Set(['thawFilesystems', 'thawFreezeGroup', 'renewFreezeLease', 'renewFreezeGroup', 'healthz', 'readyz', 'clusterAgentCall']);
 
 function isExempt(route: RouteOptions): boolean {
   const id = route.schema?.operationId;

@@ -2720,7 +2720,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2785,7 +2785,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2850,7 +2850,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2915,7 +2915,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3018,7 +3018,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3141,7 +3141,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3233,7 +3233,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3378,7 +3378,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3512,7 +3512,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3644,7 +3644,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3769,7 +3769,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3921,7 +3921,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4091,7 +4091,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4243,7 +4243,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4395,7 +4395,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4547,7 +4547,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4699,7 +4699,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4851,7 +4851,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5026,7 +5026,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5200,7 +5200,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5374,7 +5374,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5526,7 +5526,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5712,7 +5712,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6043,15 +6043,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
-            429: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
@@ -6126,7 +6117,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6279,7 +6270,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6410,7 +6401,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6708,15 +6699,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
-            429: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
@@ -6791,7 +6773,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6916,7 +6898,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7090,7 +7072,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7242,7 +7224,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7394,7 +7376,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7546,7 +7528,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7720,7 +7702,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7872,7 +7854,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -8046,7 +8028,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -8198,7 +8180,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -8350,7 +8332,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -8502,7 +8484,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -8654,7 +8636,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -8806,7 +8788,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -8958,7 +8940,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -9135,7 +9117,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -9292,7 +9274,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -9469,7 +9451,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -9645,7 +9627,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -9828,7 +9810,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -9985,7 +9967,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -10168,7 +10150,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -10349,7 +10331,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -10506,7 +10488,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -10640,7 +10622,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -10787,7 +10769,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -10963,7 +10945,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -11139,7 +11121,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -11315,7 +11297,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -11485,7 +11467,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -11655,7 +11637,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -11845,7 +11827,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws are never refused */
+            /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
                     [name: string]: unknown;
