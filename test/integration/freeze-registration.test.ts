@@ -64,7 +64,7 @@ describe.each(stores)('freeze and registration (%s store)', (_kind, storeOpts) =
 
   beforeAll(async () => {
     fleet = await startSim();
-    for (const name of ['cfg1', 'cfg2', 'kept', 'db', 'app1', 'dead', 'api1']) vm[name] = await fleet.add({ name });
+    for (const name of ['cfg1', 'cfg2', 'kept', 'db', 'app1', 'dead', 'api1', 'mover', 'target']) vm[name] = await fleet.add({ name });
   });
   afterEach(async () => {
     await app?.close();
@@ -117,6 +117,21 @@ describe.each(stores)('freeze and registration (%s store)', (_kind, storeOpts) =
     // a VM removed while not frozen goes at once
     const again = await a.reloadConfig(testConfig(configFor([])));
     expect([again.removed, again.kept]).toEqual([['cfg2'], []]);
+  });
+
+  it('a reload that moves a frozen VM to another endpoint keeps the old one until its lease ends: the thaw reaches the guest it froze', async () => {
+    const a = await start(['mover']);
+    expect((await a.inject({ method: 'POST', url: '/v1/vms/mover/fsfreeze', headers: as('backup'), payload: { ttlSeconds: 1 } })).statusCode).toBe(201);
+    expect(vm.mover.state.frozen).toBe(true);
+    const moved = testConfig(configFor([]));
+    moved.vms = [{ name: 'mover', endpoint: vm.target.endpoint }];
+    const summary = await a.reloadConfig(moved);
+    expect([summary.changed, summary.kept]).toEqual([[], ['mover']]);
+    await waitFor(() => !vm.mover.state.frozen, 5_000, 'the deadline thaw of the guest that was frozen');
+    expect(agentCommands(vm.target).filter((c) => c.startsWith('guest-fsfreeze'))).toEqual([]);
+    // once the lease has ended, the new endpoint applies
+    const endpointOf = async () => body<{ endpoint?: { path?: string } }>(await a.inject({ method: 'GET', url: '/v1/vms/mover', headers: as('ops') })).endpoint?.path;
+    await waitFor(async () => (await endpointOf()) === (vm.target.endpoint as { path: string }).path, 5_000, 'the new endpoint');
   });
 
   it('a freeze that never reached the agent (nothing listens) leaves no lease; the group\'s other member is thawed and free at once', async () => {
