@@ -18,6 +18,7 @@ import type { Config } from '../config/schema.js';
 import type { ReloadSummary } from '../gateway.js';
 import { reloadTls } from '../http/tls.js';
 import { describeRedisTarget, redisTarget } from '../store/index.js';
+import { lockStateFile, stateFileContentProblem } from '../store/memory-file.js';
 import { errorMessage } from '../util/unknown.js';
 import { configUsageError, errnoCode, parseOptions, runtimeError, usageError } from './common.js';
 
@@ -80,8 +81,16 @@ export async function serve(args: string[]): Promise<void> {
   let config = loadOrFail(file);
   if (values.pretty) config = { ...config, log: { ...config.log, pretty: true } };
   // the embedded store writes its leases there at every freeze: refuse to start rather than 503 each one
-  const stateProblem = stateFileProblem(config);
+  const stateProblem = stateFileProblem(config) ?? (config.store.type === 'memory' ? stateFileContentProblem(config.freeze.stateFile as string) : undefined);
   if (stateProblem) throw runtimeError(stateProblem);
+  // one gateway process per state file (released at exit)
+  if (config.store.type === 'memory') {
+    try {
+      lockStateFile(config.freeze.stateFile as string);
+    } catch (e) {
+      throw runtimeError(errorMessage(e));
+    }
+  }
   // imported only now, so a bad config fails fast without loading the whole gateway
   const { buildApp } = await import('../app.js');
   let app: FastifyInstance;

@@ -5,7 +5,7 @@
  * write can take milliseconds of the event loop (~5 ms with 10,000 measured here), and a backup
  * system freezing and thawing many VMs at once must not pay that once per call.
  */
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { errors } from '../errors.js';
 import { atTurnEnd } from '../util/turn-end.js';
@@ -36,8 +36,116 @@ export function writeSnapshot(file: string, snap: Snapshot): void {
   }
 }
 
+/**
+ * The state file, read and checked. A file that cannot be read, is not JSON, or does not have the
+ * shape of a snapshot (an empty or truncated file, `{}`, a directory) throws one line naming it:
+ * the gateway must not start without the leases it holds, or the guests they froze would stay
+ * frozen with nothing left to thaw them.
+ */
 export function readSnapshot(file: string): Snapshot {
-  return JSON.parse(readFileSync(file, 'utf8')) as Snapshot;
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw damaged(file, `cannot be read: ${errorMessage(e)}`);
+  }
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    throw damaged(file, text.trim() === '' ? 'it is empty' : `not JSON: ${errorMessage(e)}`);
+  }
+  const why = shapeProblem(v);
+  if (why !== undefined) throw damaged(file, why);
+  return v as Snapshot;
+}
+
+/** Why the state file cannot be loaded, or undefined when it loads or does not exist yet (check-config, serve). */
+export function stateFileContentProblem(file: string): string | undefined {
+  if (!existsSync(file)) return undefined;
+  try {
+    readSnapshot(file);
+    return undefined;
+  } catch (e) {
+    return errorMessage(e);
+  }
+}
+
+function damaged(file: string, why: string): Error {
+  return new Error(
+    `the freeze lease state file ${file} (freeze.stateFile) ${why.startsWith('cannot') ? why : `is damaged: ${why}`}; the gateway does not start without the leases ` +
+      'it holds (the guests they froze would stay frozen). Restore the file, or move it aside to start without them: then GET /v1/freezes ' +
+      'lists the guests still frozen as owner "external", to thaw with force=true (or freeze.externalThawAfterMs)',
+  );
+}
+
+const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+function shapeProblem(v: unknown): string | undefined {
+  if (!isObj(v)) return 'not a JSON object';
+  if (typeof v.epoch !== 'string') return '"epoch" is missing or not a string';
+  if (typeof v.lastFence !== 'number' || !Number.isFinite(v.lastFence)) return '"lastFence" is missing or not a number';
+  for (const k of ['sessions', 'locks', 'deadlines', 'idem', 'vms'] as const) if (!Array.isArray(v[k])) return `"${k}" is missing or not a list`;
+  if (v.ended !== undefined && !Array.isArray(v.ended)) return '"ended" is not a list';
+  const sessions = v.sessions as unknown[];
+  const bad = sessions.findIndex((l) => !isObj(l) || typeof l.session !== 'string' || typeof l.leaseId !== 'string' || typeof l.expiresAt !== 'number' || !Array.isArray(l.keys));
+  if (bad >= 0) return `sessions[${bad}] is not a lease`;
+  for (const k of ['locks', 'deadlines', 'idem', 'ended'] as const) {
+    const list = (v[k] ?? []) as unknown[];
+    const i = list.findIndex((e) => !Array.isArray(e) || e.length !== 2 || typeof e[0] !== 'string');
+    if (i >= 0) return `${k}[${i}] is not a [key, value] pair`;
+  }
+  return undefined;
+}
+
+/**
+ * Take the state file for this process: `<file>.lock` holds the pid of the gateway using it. Two
+ * processes on one state file would overwrite each other's leases (each writes its whole state),
+ * and a guest frozen under a lease the other one overwrote would never be thawed. A lock whose
+ * process is gone (killed) is taken over. Returns the release (also run at process exit).
+ */
+export function lockStateFile(file: string): () => void {
+  const lock = `${file}.lock`;
+  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  for (let attempt = 0; ; attempt++) {
+    try {
+      writeFileSync(lock, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+      break;
+    } catch (e) {
+      if (!(e instanceof Error && 'code' in e && e.code === 'EEXIST') || attempt > 0) throw new Error(`cannot take the freeze lease state file ${file} (freeze.stateFile): ${errorMessage(e)}`);
+      const pid = Number.parseInt(readFileSync(lock, 'utf8'), 10);
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) {
+        throw new Error(
+          `the freeze lease state file ${file} (freeze.stateFile) is in use by another gateway process (pid ${pid}, ${lock}): two processes on one state file ` +
+            'overwrite each other\'s leases. Give each its own freeze.stateFile, or share leases through Redis (store.type redis)',
+        );
+      }
+      unlinkSync(lock);
+    }
+  }
+  let held = true;
+  const release = (): void => {
+    if (!held) return;
+    held = false;
+    process.off('exit', release);
+    try {
+      if (Number.parseInt(readFileSync(lock, 'utf8'), 10) === process.pid) unlinkSync(lock);
+    } catch {
+      // gone already
+    }
+  };
+  process.on('exit', release);
+  return release;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    // EPERM: it exists, owned by someone else
+    return e instanceof Error && 'code' in e && e.code === 'EPERM';
+  }
 }
 
 export class StateFile {

@@ -7,7 +7,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash, X509Certificate } from 'node:crypto';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
@@ -106,7 +106,11 @@ describe('qga-gateway command line', { timeout: 60_000 }, () => {
     const blocker = net.createServer();
     const port = await new Promise<number>((r) => blocker.listen(0, '127.0.0.1', () => r((blocker.address() as net.AddressInfo).port)));
     try {
-      const [a, b] = await Promise.all([cli(['serve'], { env: { PORT: String(port) } }), cli([], { env: { PORT: String(port) }, entry: 'server' })]);
+      // each its own state directory: one gateway process per state file (lockStateFile)
+      const [a, b] = await Promise.all([
+        cli(['serve'], { env: { PORT: String(port), QGA_GATEWAY_STATE_DIR: path.join(DIR, 'port-a') } }),
+        cli([], { env: { PORT: String(port), QGA_GATEWAY_STATE_DIR: path.join(DIR, 'port-b') }, entry: 'server' }),
+      ]);
       for (const r of [a, b]) expectOneLine(r, 1, new RegExp(`^qga-gateway: cannot listen on 127\\.0\\.0\\.1:${port}: the address is already in use \\(EADDRINUSE\\)`));
     } finally {
       blocker.close();
@@ -122,6 +126,60 @@ describe('qga-gateway command line', { timeout: 60_000 }, () => {
     expect(serve.stdout).not.toMatch(/qga-gateway ready/);
     expectOneLine(check, 2, line);
     expect(redis.code, redis.stderr).toBe(0);
+  });
+
+  it('a damaged state file (empty, truncated, {}, a directory): serve refuses to start in one line naming it (exit 1), check-config too (exit 2)', async () => {
+    const cases: Array<[string, (f: string) => void, RegExp]> = [
+      ['empty', (f) => writeFileSync(f, ''), /is damaged: it is empty/],
+      ['truncated', (f) => writeFileSync(f, '{"epoch":"e1","lastFence":3,"sessions":[{"session":"vm:a"'), /is damaged: not JSON/],
+      ['object', (f) => writeFileSync(f, '{}'), /is damaged: "epoch" is missing or not a string/],
+      ['directory', (f) => mkdirSync(f), /cannot be read: EISDIR/],
+    ];
+    for (const [name, make, why] of cases) {
+      const stateFile = path.join(DIR, `damaged-${name}`, 'leases.json');
+      mkdirSync(path.dirname(stateFile), { recursive: true });
+      make(stateFile);
+      const cfg = file(`damaged-${name}.yaml`, stringify({ server: { port: 0 }, freeze: { stateFile } }));
+      const [serve, check] = await Promise.all([cli(['serve', '--config', cfg]), cli(['check-config', cfg])]);
+      const line = new RegExp(`^qga-gateway: the freeze lease state file ${stateFile.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(freeze\\.stateFile\\) ${why.source}.*the gateway does not start without the leases`);
+      expectOneLine(serve, 1, line);
+      expect(serve.stdout).not.toMatch(/qga-gateway ready/);
+      expectOneLine(check, 2, line);
+    }
+  });
+
+  it('one gateway process per state file: a second one refuses to start naming the first (exit 1); the lock of a killed one is taken over', async () => {
+    const stateFile = path.join(DIR, 'shared-state', 'leases.json');
+    const cfg = file('shared-state.yaml', stringify({ server: { port: 0 }, freeze: { stateFile } }));
+    const start = () => {
+      const child = spawn(process.execPath, [bundle.cli, 'serve', '--config', cfg], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...CLEAN_ENV } });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      const exited = new Promise((r) => child.once('exit', r));
+      return { child, exited, ready: () => waitFor(() => /qga-gateway ready/.test(out), 30_000, 'the gateway to start') };
+    };
+    const first = start();
+    try {
+      await first.ready();
+      expect(readFileSync(`${stateFile}.lock`, 'utf8').trim()).toBe(String(first.child.pid));
+      const second = await cli(['serve', '--config', cfg]);
+      expectOneLine(second, 1, new RegExp(`is in use by another gateway process \\(pid ${first.child.pid},.*Give each its own freeze\\.stateFile`));
+    } finally {
+      first.child.kill('SIGKILL');
+      await first.exited;
+    }
+    // killed: its lock stays behind, and the next gateway takes it over
+    expect(existsSync(`${stateFile}.lock`)).toBe(true);
+    const third = start();
+    try {
+      await third.ready();
+      expect(readFileSync(`${stateFile}.lock`, 'utf8').trim()).toBe(String(third.child.pid));
+    } finally {
+      third.child.kill('SIGTERM');
+      await third.exited;
+    }
+    // a clean stop takes its lock away
+    expect(existsSync(`${stateFile}.lock`)).toBe(false);
   });
 
   it('a port that needs privileges: one line naming EACCES, exit 1', async () => {
