@@ -78,6 +78,21 @@ describe('MemoryStore state file writes', () => {
     expect(results.map((r) => (r.status === 'rejected' ? (r.reason as { code?: string }).code : 'fulfilled'))).toEqual(['STORE_UNAVAILABLE', 'STORE_UNAVAILABLE']);
   });
 
+  it('an acquire whose write failed leaves no lease behind: once the file can be written, the same VM is granted at once', async () => {
+    const stateDir = path.join(dir, 'state');
+    const store = new MemoryStore({ persistPath: path.join(stateDir, 'leases.json') });
+    // the state directory turns into a regular file (a disk problem, an operator's mistake)
+    writeFileSync(stateDir, 'x');
+    await expect(store.acquire({ ...acquireOf('d'), idempotencyKey: 'k1' })).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+    expect(await store.getByKey('vm:d')).toBeUndefined();
+    expect(await store.listSessions()).toEqual([]);
+    rmSync(stateDir);
+    const again = await store.acquire({ ...acquireOf('d'), idempotencyKey: 'k1' });
+    expect(again).toMatchObject({ ok: true, reused: false });
+    expect(again.ok && leaseIdsInFile(path.join(stateDir, 'leases.json'))).toEqual(again.ok ? [again.lease.leaseId] : false);
+    await store.close();
+  });
+
   it('close() writes the pending changes at once; nothing is written after it', async () => {
     const file = path.join(dir, 'leases.json');
     const store = new MemoryStore({ persistPath: file });
