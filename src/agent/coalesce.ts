@@ -79,6 +79,19 @@ export class ReadCoalescer {
   run(vm: string, command: string, args: JsonObject | undefined, opts: ExecuteOptions, start: (opts: ExecuteOptions) => Promise<JsonValue>): Promise<JsonValue> {
     if (opts.priority || !COALESCED_READS.has(command)) return start(opts);
     const key = args === undefined || Object.keys(args).length === 0 ? `${vm}\0${command}` : `${vm}\0${command}\0${JSON.stringify(args)}`;
+    return this.share(key, opts, start);
+  }
+
+  /**
+   * The channel's parsed guest-info of `vm` (Channel.info, an info job): callers that find the
+   * socket without a current copy (a new socket, after a freeze released the old one) share one
+   * job instead of queueing one each, which filled the VM's queue (429 QUEUE_FULL).
+   */
+  info<T>(vm: string, opts: ExecuteOptions, start: (opts: ExecuteOptions) => Promise<T>): Promise<T> {
+    return this.share(`${vm}\0#agent-info`, opts, start as (opts: ExecuteOptions) => Promise<never>) as Promise<T>;
+  }
+
+  private share(key: string, opts: ExecuteOptions, start: (opts: ExecuteOptions) => Promise<JsonValue>): Promise<JsonValue> {
     let s = this.pending.get(key);
     if (s) this.joined++;
     else {

@@ -105,7 +105,7 @@ export class AgentService implements AgentCaller {
         if (!opts.priority) {
           // the copy the channel holds when it is current (else an info job: connect, sync, re-read)
           const channel = this.pool.channel(vm);
-          const info = channel.currentInfo() ?? (await channel.info(budget.next()));
+          const info = channel.currentInfo() ?? (await this.reads.info(vm, budget.next(), (o) => channel.info(o)));
           if (!opts.skipCapabilityCheck) await this.checkCapability(vm, info, command, budget);
         }
         if (this.frozen.has(vm) && !FROZEN_SAFE.has(command)) await this.confirmFrozen(vm, command, budget);
@@ -133,8 +133,7 @@ export class AgentService implements AgentCaller {
     }
     if (c.enabled) return;
     if (!FROZEN_SAFE.has(command)) {
-      const status = await this.pool.execute(vm, 'guest-fsfreeze-status', undefined, budget.next());
-      this.observe(vm, 'guest-fsfreeze-status', status);
+      const status = await this.freezeStatus(vm, budget);
       if (status === 'frozen') {
         throw errors.vmFrozen(vm, command);
       }
@@ -263,9 +262,20 @@ export class AgentService implements AgentCaller {
     this.forget(vm);
   }
 
-  private async confirmFrozen(vm: string, command: string, budget: Budget): Promise<void> {
-    const status = await this.pool.execute(vm, 'guest-fsfreeze-status', undefined, budget.next());
+  /**
+   * The guest's freeze state, for a check before a command: shared with every other status read of
+   * this VM queued or in flight (coalesce.ts), so a flood of requests refused while frozen costs
+   * the agent one status read at a time, not one each (which filled the VM's queue: 429
+   * QUEUE_FULL instead of 409 VM_FROZEN).
+   */
+  private async freezeStatus(vm: string, budget: Budget): Promise<JsonValue> {
+    const status = await this.reads.run(vm, 'guest-fsfreeze-status', undefined, budget.next(), (o) => this.pool.execute(vm, 'guest-fsfreeze-status', undefined, o));
     this.observe(vm, 'guest-fsfreeze-status', status);
+    return status;
+  }
+
+  private async confirmFrozen(vm: string, command: string, budget: Budget): Promise<void> {
+    await this.freezeStatus(vm, budget);
     if (this.frozen.has(vm)) {
       throw errors.vmFrozen(vm, command);
     }

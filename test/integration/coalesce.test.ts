@@ -78,6 +78,23 @@ describe('ReadCoalescer', () => {
     return { p, resolve };
   };
 
+  it('100 concurrent reads of a frozen guest are refused 409 VM_FROZEN on one shared status read and one shared guest-info of the new socket, not one each (which filled the queue: 429)', async () => {
+    const fr = await app.services.freeze.freeze('co2', { ttlSeconds: 60 }, { name: 'backup', admin: false });
+    try {
+      b.resetStats();
+      // each status read takes 100 ms: every request arrives while one is in flight
+      b.setFault({ command: 'guest-fsfreeze-status', kind: 'delay', ms: 100, times: 5 });
+      const res = await Promise.all(Array.from({ length: 100 }, () => app.inject({ method: 'GET', url: '/v1/vms/co2/time' })));
+      const got = res.map((r) => `${r.statusCode} ${r.json<{ code: string }>().code}`);
+      expect(got).toEqual(Array(100).fill('409 VM_FROZEN'));
+      expect(count(b, 'guest-fsfreeze-status')).toBeLessThanOrEqual(2);
+      expect(count(b, 'guest-get-time')).toBe(0);
+    } finally {
+      b.clearFaults();
+      await app.services.freeze.thaw('co2', { leaseId: fr.leaseId }, { name: 'backup', admin: false });
+    }
+  });
+
   it('shares only identical arguments, never a mutating command or a priority call', async () => {
     const c = new ReadCoalescer();
     let calls = 0;

@@ -273,7 +273,10 @@ describe('freeze and thaw under a flood of 200 HTTP clients', { timeout: 30_000 
     expect(fr.status).toBe(201);
     const lease = (await fr.json()) as { expiresAt: string };
     const deadline = Date.parse(lease.expiresAt);
-    const f = flood(base, name);
+    // pings (allowed while frozen, 200 ms each) fill the line: refused reads no longer do, as they
+    // share one status read (agent/service.ts freezeStatus)
+    vm.setFault({ command: 'guest-ping', kind: 'delay', ms: SLOW_MS });
+    const f = flood(base, name, CLIENTS, REFUSED_PAUSE_MS, 'ping');
     try {
       await until(() => queued() >= 64, 5000, 'the line full (maxQueue 64)');
       expect(Date.now()).toBeLessThan(deadline); // the flood was on before the deadline
@@ -316,14 +319,15 @@ describe('the holder died: the sweeper\'s deadline thaw under a flood (two gatew
     const r = await holder.freeze.freeze('sw1', { ttlSeconds: 1 }, BACKUP);
     const deadline = Date.parse(r.expiresAt);
     await holder.crash();
-    vm.setFault({ command: 'guest-get-osinfo', kind: 'delay', ms: SLOW_MS });
-    vm.setFault({ command: 'guest-fsfreeze-status', kind: 'delay', ms: SLOW_MS });
+    // pings (allowed while frozen, 200 ms each) fill the line: refused reads no longer do, as they
+    // share one status read (agent/service.ts freezeStatus)
+    vm.setFault({ command: 'guest-ping', kind: 'delay', ms: SLOW_MS });
     let stop = false;
     const refused = new Map<string, number>();
     // 200 callers on the survivor's agent service (the path every HTTP read takes)
     const loops = Array.from({ length: CLIENTS }, async () => {
       while (!stop) {
-        await survivor.services.agent.call('sw1', 'guest-get-osinfo').catch((e: { code?: string }) => {
+        await survivor.services.agent.call('sw1', 'guest-ping').catch((e: { code?: string }) => {
           refused.set(String(e.code), (refused.get(String(e.code)) ?? 0) + 1);
           return new Promise((res) => setTimeout(res, 20));
         });
