@@ -111,7 +111,7 @@ export class SessionFreezer {
     // all at once (a group's members); the first unregistered one in the order given
     const missing = await unregistered(this.registry, p.vms);
     if (missing.length) throw errors.vmNotFound(missing[0]);
-    const data: FreezeData = { kind: p.kind, vms: p.vms, ...(p.mountpoints ? { mountpoints: p.mountpoints } : {}), state: 'freezing', gateway: this.gatewayId };
+    const data: FreezeData = { kind: p.kind, vms: p.vms, ...(p.mountpoints ? { mountpoints: p.mountpoints } : {}), state: 'freezing', gateway: this.gatewayId, ttlMs };
     const req: AcquireRequest = {
       session: p.session,
       keys: p.vms.map(vmKey),
@@ -127,7 +127,15 @@ export class SessionFreezer {
       r = await this.store.acquire(req);
     }
     if (!r.ok) throw conflictError(r, p);
-    if (r.reused) return this.replay(r.lease);
+    if (r.reused) {
+      const other = otherRequest(r.lease, ttlMs, p.mountpoints);
+      if (other !== undefined) {
+        throw errors.leaseConflict(`this Idempotency-Key was used for a freeze of the same VMs with ${other}: a retry must repeat the request as it was, or use a new key`, {
+          extra: { leaseId: r.lease.leaseId },
+        });
+      }
+      return this.replay(r.lease);
+    }
     const lease = r.lease;
     this.engine.arm(lease);
     const run = this.run(lease, p.vms, p.mountpoints, p.caller.requestId);
@@ -340,6 +348,16 @@ function nothingFrozen(vm: string, command: string, mountpoints: string[] | unde
     ...(more.qga ? { qga: more.qga } : {}),
     extra: { frozen: 0, ...(mountpoints ? { mountpoints } : {}), ...(more.missing ? { missing: more.missing } : {}) },
   });
+}
+
+/** How an idempotent retry's request differs from the one that made the lease (undefined: the same; a lease made before the TTL was kept is checked on mountpoints only). */
+function otherRequest(lease: Lease, ttlMs: number, mountpoints: string[] | undefined): string | undefined {
+  const d = freezeData(lease);
+  const key = (m: string[] | undefined) => JSON.stringify([...(m ?? [])].sort());
+  const diffs: string[] = [];
+  if (d.ttlMs !== undefined && d.ttlMs !== ttlMs) diffs.push(`ttlSeconds ${d.ttlMs / 1000} (this one: ${ttlMs / 1000})`);
+  if (key(d.mountpoints) !== key(mountpoints)) diffs.push(`mountpoints ${d.mountpoints?.length ? d.mountpoints.join(', ') : '(all)'} (this one: ${mountpoints?.length ? mountpoints.join(', ') : '(all)'})`);
+  return diffs.length > 0 ? diffs.join(' and ') : undefined;
 }
 
 function conflictError(r: Exclude<AcquireResult, { ok: true }>, p: FreezeRequest): GatewayError {

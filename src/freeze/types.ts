@@ -109,6 +109,8 @@ export interface FreezeData {
   frozen?: Record<string, number>;
   /** the gateway process that froze (for logs and audits) */
   gateway: string;
+  /** the TTL the freeze asked for (ms): an idempotent retry must ask the same */
+  ttlMs?: number;
 }
 
 export function freezeData(lease: Lease): FreezeData {
@@ -126,6 +128,7 @@ export function freezeData(lease: Lease): FreezeData {
     state: d.state === 'frozen' || d.state === 'unknown' ? d.state : 'freezing',
     frozen,
     gateway: typeof d.gateway === 'string' ? d.gateway : 'unknown',
+    ...(typeof d.ttlMs === 'number' ? { ttlMs: d.ttlMs } : {}),
   };
 }
 

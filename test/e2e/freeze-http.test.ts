@@ -56,6 +56,18 @@ describe('fsfreeze over HTTP', () => {
     const r2 = await app.inject({ method: 'POST', url: '/v1/vms/vm1/fsfreeze', headers: { ...auth('backup'), 'idempotency-key': 'job-7' }, payload: { ttlSeconds: 120 } });
     expect(r2.statusCode).toBe(200);
     expect(r2.json()).toMatchObject({ leaseId: lease.leaseId, expiresAt: lease.expiresAt, reused: true });
+    // the same key with another request is not a retry: 409 naming what differs, nothing sent
+    const freezesBefore = fleet.vm.vm1.stats.commandLog.filter((e) => e.command.startsWith('guest-fsfreeze-freeze')).length;
+    for (const [payload, differs] of [
+      [{ ttlSeconds: 60 }, /ttlSeconds 120 \(this one: 60\)/],
+      [{ ttlSeconds: 120, mountpoints: ['/data'] }, /mountpoints \(all\) \(this one: \/data\)/],
+    ] as const) {
+      const other = await app.inject({ method: 'POST', url: '/v1/vms/vm1/fsfreeze', headers: { ...auth('backup'), 'idempotency-key': 'job-7' }, payload });
+      expect(other.statusCode, other.body).toBe(409);
+      expect(other.json()).toMatchObject({ code: 'LEASE_CONFLICT', leaseId: lease.leaseId });
+      expect(other.json().detail).toMatch(differs);
+    }
+    expect(fleet.vm.vm1.stats.commandLog.filter((e) => e.command.startsWith('guest-fsfreeze-freeze')).length).toBe(freezesBefore);
 
     const r3 = await app.inject({ method: 'POST', url: '/v1/vms/vm1/fsfreeze', headers: auth('other'), payload: {} });
     expect(r3.statusCode).toBe(409);
