@@ -7,15 +7,22 @@ import { Type, type Static } from 'typebox';
 
 const Ms = (def: number, min = 0, max = 86_400_000) => Type.Integer({ minimum: min, maximum: max, default: def });
 
+/**
+ * No control characters (NUL above all) in a socket path or host: the kernel stops a path at its
+ * first NUL, so `/run/a.sock\u0000x` would connect to another VM's socket while comparing unequal
+ * to it (an alias past ENDPOINT_IN_USE, the VM globs and the freeze leases).
+ */
+const NO_CONTROL = '^[^\\u0000-\\u001f\\u007f]+$';
+
 export const EndpointSchema = Type.Union([
   Type.Object(
-    { type: Type.Literal('unix'), path: Type.String({ minLength: 1, maxLength: 4096 }) },
+    { type: Type.Literal('unix'), path: Type.String({ minLength: 1, maxLength: 4096, pattern: NO_CONTROL }) },
     { additionalProperties: false },
   ),
   Type.Object(
     {
       type: Type.Literal('tcp'),
-      host: Type.String({ minLength: 1, maxLength: 255 }),
+      host: Type.String({ minLength: 1, maxLength: 255, pattern: NO_CONTROL }),
       port: Type.Integer({ minimum: 1, maximum: 65535 }),
     },
     { additionalProperties: false },

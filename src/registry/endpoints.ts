@@ -50,7 +50,9 @@ export async function canonicalSocketPath(path: string, admit: (realDir: string)
   let p = path;
   for (let links = 0; links <= MAX_SYMLINKS; links++) {
     const name = basename(p);
-    if (!isAbsolute(p) || p.endsWith('/') || name === '' || name === '.' || name === '..') return undefined;
+    // a NUL ends the path for the kernel (connect() would reach another socket): never canonical
+    // eslint-disable-next-line no-control-regex
+    if (!isAbsolute(p) || p.endsWith('/') || name === '' || name === '.' || name === '..' || /[\u0000-\u001f\u007f]/.test(p)) return undefined;
     let dir: string;
     try {
       dir = await realpath(dirname(p));
@@ -62,8 +64,12 @@ export async function canonicalSocketPath(path: string, admit: (realDir: string)
     let target: string;
     try {
       target = await readlink(full);
-    } catch {
-      return full; // not a symlink, or nothing there yet: this is the path connect() will use
+    } catch (e) {
+      // not a symlink (EINVAL), or nothing there yet (ENOENT): this is the path connect() will use;
+      // anything else (an argument readlink refuses, no permission) is no answer
+      const code = e instanceof Error && 'code' in e ? e.code : undefined;
+      if (code === 'EINVAL' || code === 'ENOENT') return full;
+      return undefined;
     }
     // not normalised: `..` after a symlinked directory must go where the kernel goes
     p = isAbsolute(target) ? target : `${dir === '/' ? '' : dir}/${target}`;

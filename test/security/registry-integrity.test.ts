@@ -232,6 +232,19 @@ describe('unix sockets resolve inside registry.allowedSocketRoots', () => {
     await expectProblem(app, register(ADMIN, 'rel', unix('qga/b-1.sock')), 400, 'VALIDATION_FAILED');
   });
 
+  it('a NUL or other control character in a socket path or TCP host is a 400: the kernel would stop at the NUL and reach another VM\'s socket', async () => {
+    for (const bad of [`${unixPath(b1)}\u0000`, `${unixPath(b1)}\u0000x`, `${unixPath(b1)}\n`]) {
+      const p = await expectProblem(app, register(ADMIN, 'nul-alias', unix(bad)), 400, 'VALIDATION_FAILED');
+      expect(String(p.detail)).toMatch(/body\.endpoint/);
+    }
+    await expectProblem(app, register(ADMIN, 'nul-alias', { type: 'tcp', host: '127.0.0.1\u0000evil', port: 4444 }), 400, 'VALIDATION_FAILED');
+    expect(await exists('nul-alias')).toBe(false);
+    // and the registry never takes such a path as canonical, whoever asks
+    const { canonicalSocketPath } = await import('../../src/registry/endpoints.js');
+    expect(await canonicalSocketPath(`${unixPath(b1)}\u0000`)).toBeUndefined();
+    expect(await canonicalSocketPath(unixPath(b1))).toBe(unixPath(b1));
+  });
+
   it('an explicit list replaces the default roots; [] allows no unix socket', async () => {
     const own = await makeApp({
       vms: [{ name: 'b-1', endpoint: b1.endpoint }],
