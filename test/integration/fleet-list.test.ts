@@ -110,6 +110,8 @@ describe('GET /v1/vms: pages, cursor, filters', () => {
     expect(await all('&label=env=prod')).toEqual(CONFIG_VMS.filter((v) => v.labels.env === 'prod').map((v) => v.name).sort());
     expect(await all('&label=env=prod&label=kind=web')).toEqual(['web-00', 'web-02', 'web-04', 'web-06', 'web-08', 'web-10']);
     expect(await all('&label=kind=nope')).toEqual([]);
+    // a key that names an inherited member of a plain object is just a label nobody has (was a 500)
+    for (const key of ['toString', 'valueOf', 'constructor', '__proto__', 'hasOwnProperty']) expect(await all(`&label=${key}=x`), key).toEqual([]);
     // a token limited to web-*: only those, on every page, and no endpoint (not admin)
     const seen = await all('', 'webreader', 4);
     expect(seen).toEqual([...CONFIG_VMS.filter((v) => v.name.startsWith('web-')).map((v) => v.name), 'web-sim'].sort());

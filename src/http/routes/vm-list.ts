@@ -77,8 +77,13 @@ interface Filter {
 }
 
 /** A label matches its exact value, or one element of a `;`-separated list (Proxmox's `pve.tags`). */
+/** the VM's own label `key` (never an inherited member: `?label=toString=x` is a 500 otherwise) */
+function labelOf(labels: Record<string, string> | undefined, key: string): string | undefined {
+  return labels !== undefined && Object.hasOwn(labels, key) ? labels[key] : undefined;
+}
+
 function labelMatches(value: string | undefined, wanted: string): boolean {
-  if (value === undefined) return false;
+  if (typeof value !== 'string') return false;
   return value === wanted || (value.includes(';') && !wanted.includes(';') && value.split(';').includes(wanted));
 }
 
@@ -88,7 +93,7 @@ function matcher(services: HttpServices, principal: Principal, q: Filter): (rec:
   const { state, capability } = q;
   return (rec) => {
     if (!canAccessVm(principal, rec.name)) return false;
-    for (const [k, v] of labels) if (!labelMatches(rec.labels?.[k], v)) return false;
+    for (const [k, v] of labels) if (!labelMatches(labelOf(rec.labels, k), v)) return false;
     if (state === undefined && capability === undefined) return true;
     const fleet = services.agent.fleetState(rec.name);
     if (state !== undefined && fleet.agent.state !== state) return false;
@@ -102,7 +107,7 @@ function remoteMatcher(principal: Principal, q: Filter): (vm: RemoteVm) => boole
   const { state, capability } = q;
   return (vm) => {
     if (!canAccessVm(principal, vm.name)) return false;
-    for (const [k, v] of labels) if (!labelMatches(vm.summary.labels?.[k], v)) return false;
+    for (const [k, v] of labels) if (!labelMatches(labelOf(vm.summary.labels, k), v)) return false;
     if (state !== undefined && (vm.alive ? vm.summary.agent.state : 'unknown') !== state) return false;
     return capability === undefined || (vm.alive && (vm.summary.capabilities?.includes(capability) ?? false));
   };
