@@ -183,7 +183,9 @@ export function registerErrorHandling(app: FastifyInstance, opts: { refusalHoldM
     done();
   });
   app.setErrorHandler((error: FastifyError, request, reply) => {
-    if (error.name === 'AbortError') {
+    // the client's own request stream failed under a streamed upload ('aborted', ECONNRESET): it went away
+    const clientGone = request.raw.destroyed && (error.code === 'ECONNRESET' || error.message === 'aborted');
+    if (error.name === 'AbortError' || clientGone) {
       if (request.server.shuttingDown) {
         // the shutdown grace time ran out: the caller is still there and should retry elsewhere
         return sendProblem(reply, errors.shuttingDown('the gateway is shutting down; the request was abandoned'), request);
