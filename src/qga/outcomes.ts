@@ -31,6 +31,11 @@ export const ended = {
     const why = lastFailure ? `: ${lastFailure.message}` : '';
     return errors.agentUnavailable(vm, `could not connect to and sync with the agent of ${vm} within ${job.timeoutMs} ms${why}`, { command: job.command, extra: NOT_SENT });
   },
+  /** connect/sync kept failing for that long (Session.handshakeGiveUpMs), before the job's own deadline */
+  handshakesFailed: (vm: string, job: Job, attempts: number, ms: number, lastFailure: Error | undefined) => {
+    const why = lastFailure ? `; the last: ${lastFailure.message}` : '';
+    return errors.agentUnavailable(vm, `could not connect to and sync with the agent of ${vm}: ${attempts} attempts failed over ${Math.round(ms)} ms${why}`, { command: job.command, extra: NOT_SENT });
+  },
   /** deadline passed in the line, behind the job on the wire */
   neverSent: (vm: string, job: Job) =>
     errors.agentTimeout(vm, job.command, `${job.command} waited ${job.timeoutMs} ms behind other commands for ${vm}; it was never sent`, { extra: NOT_SENT }),

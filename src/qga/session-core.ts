@@ -80,6 +80,8 @@ export abstract class SessionCore {
   /** when the current step (connect, sync, guest-info, forced sync, backoff, idle release) is over */
   protected stepDeadline = Infinity;
   protected failures = 0;
+  /** when the current run of failed connect/sync attempts began (its first failure) */
+  protected failingSince = 0;
   protected lastFailure: Error | undefined;
   private readonly orphans = new Map<number, string>();
   private closeWaiters: (() => void)[] = [];

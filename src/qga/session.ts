@@ -156,9 +156,18 @@ export class Session extends SessionCore implements WireListener, AbortHandler {
     this.failures++;
     this.lastFailure = err instanceof Error ? err : new Error(String(err));
     this.logger?.debug({ vm: this.vm, err: this.lastFailure.message, failures: this.failures }, 'agent connect/sync failed');
+    if (this.failures === 1) this.failingSince = this.now();
     // Nothing behind the path or port: retrying until each deadline would give the same answer.
     const errno = this.q.length > 0 ? nobodyListens(err) : undefined;
     if (errno) this.q.failWaiting('unavailable', (job) => ended.nobodyListens(this.vm, job, errno));
+    // A socket that takes connections but never completes a handshake (a hung agent, or another
+    // client holding the channel): jobs with long deadlines (a freeze or thaw: 300 s) do not wait
+    // them out; after handshakeGiveUpMs of failed attempts they fail, never sent (the freeze
+    // service retries a thaw with its own backoff; a freeze answers 503 instead of hanging)
+    else if (this.q.length > 0 && this.now() - this.failingSince >= this.handshakeGiveUpMs()) {
+      const ms = this.now() - this.failingSince;
+      this.q.failWaiting('unavailable', (job) => ended.handshakesFailed(this.vm, job, this.failures, ms, this.lastFailure));
+    }
     this.toRest();
     if (this.q.length === 0) return this.rest();
     const { initialMs, maxMs } = this.s.backoff;
@@ -228,6 +237,11 @@ export class Session extends SessionCore implements WireListener, AbortHandler {
     }
     this.handshakeThrough();
     this.advance();
+  }
+
+  /** how long connect/sync attempts may keep failing before the jobs waiting for them fail: three full handshakes */
+  private handshakeGiveUpMs(): number {
+    return this.s.connectTimeoutMs + 3 * this.s.syncTimeoutMs;
   }
 
   private handshakeThrough(): void {

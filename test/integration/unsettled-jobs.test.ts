@@ -58,7 +58,11 @@ describe('unsettled jobs', () => {
     try {
       // one on the wire, two waiting (maxQueue 2), the rest refused 429 QUEUE_FULL; the three time out
       const answers = await Promise.all(Array.from({ length: 6 }, () => app.inject({ method: 'GET', url: '/v1/vms/vm1/ping' })));
-      expect(answers.map((a) => a.statusCode).sort()).toEqual([429, 429, 429, 504, 504, 504]);
+      // the two waiting ones expire with the one on the wire (504), or just after its abandonment
+      // put the channel into a resync (503, never sent): the order of those timers is the machine's
+      const codes = answers.map((a) => a.statusCode).sort();
+      expect(codes.slice(0, 3)).toEqual([429, 429, 429]);
+      expect(codes.slice(3).every((c) => c === 503 || c === 504) && codes.includes(504)).toBe(true);
       await new Promise((r) => setImmediate(r));
       expect(unsettledJobs()).toBe(0);
     } finally {
