@@ -12,7 +12,9 @@ interface Pattern {
 
 function compile(url: string): RegExp {
   const parts = url.split('/').map((seg) => (seg.startsWith(':') ? '[^/]+' : seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')));
-  return new RegExp(`^${parts.join('/')}/?$`);
+  // the path as routed, exactly: Fastify does not ignore a trailing slash, so `/ping/` is no
+  // route at all (404), not a 405 naming the very method that was used
+  return new RegExp(`^${parts.join('/')}$`);
 }
 
 export function trackAllowedMethods(app: FastifyInstance): (path: string) => string[] {

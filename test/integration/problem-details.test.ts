@@ -67,6 +67,7 @@ const CASES: Case[] = [
   { name: 'file handles of an unknown VM', req: { method: 'GET', url: '/v1/vms/nope/files/handles' }, status: 404, code: 'VM_NOT_FOUND', detail: /VM "nope" is not registered/ },
   { name: 'unknown route', req: { method: 'GET', url: '/v1/nothing' }, status: 404, code: 'NOT_FOUND', detail: /no route GET \/v1\/nothing: \/openapi\.json lists the routes/ },
   { name: 'wrong method', req: { method: 'DELETE', url: '/v1/vms/pd/time' }, status: 405, code: 'METHOD_NOT_ALLOWED', detail: /does not take DELETE; it takes GET, HEAD, PUT/ },
+  { name: 'trailing slash', req: { method: 'GET', url: '/v1/vms/pd/time/' }, status: 404, code: 'NOT_FOUND', detail: /no route GET \/v1\/vms\/pd\/time\/: \/openapi\.json lists the routes/ },
   { name: 'unknown lease', req: { method: 'DELETE', url: '/v1/vms/pd/fsfreeze?leaseId=nope' }, status: 409, code: 'LEASE_CONFLICT', detail: /no lease nope/ },
   { name: 'raw freeze', req: { method: 'POST', url: '/v1/vms/pd/qga/guest-fsfreeze-freeze', headers: JSON_CT, payload: '{}' }, status: 409, code: 'USE_FREEZE_API', detail: /go through POST\/DELETE \/v1\/vms\/pd\/fsfreeze/ },
   { name: 'range outside the file', req: { method: 'GET', url: '/v1/vms/pd/files/content?path=/etc/hostname', headers: { range: 'bytes=99999-' } }, status: 416, code: 'RANGE_NOT_SATISFIABLE', detail: /outside the file \(\d+ bytes\)/ },
