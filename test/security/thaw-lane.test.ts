@@ -269,7 +269,8 @@ describe('freeze and thaw under a flood of 200 HTTP clients', { timeout: 30_000 
 
   it('the deadline thaw reaches the agent within 1 s of the deadline (and not before it)', async () => {
     await setup();
-    const fr = await fetch(`${base}/v1/vms/${name}/fsfreeze`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ttlSeconds: 1 }) });
+    // 3 s: the 200 flooding connections fill the line well before the deadline, even on a busy machine
+    const fr = await fetch(`${base}/v1/vms/${name}/fsfreeze`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ttlSeconds: 3 }) });
     expect(fr.status).toBe(201);
     const lease = (await fr.json()) as { expiresAt: string };
     const deadline = Date.parse(lease.expiresAt);
