@@ -135,7 +135,15 @@ function handleSignals(app: FastifyInstance, config: Config, file: string | unde
     app.log.info({ signal, graceMs: config.server.shutdownGraceMs }, 'shutting down');
     // requests get shutdownGraceMs, then thawing frozen VMs and closing channels get their own time
     const force = setTimeout(() => {
-      app.log.error('graceful shutdown took too long; exiting');
+      // name the guests whose thaw did not finish: their leases end at their deadlines (another
+      // replica's sweeper, or this gateway restarted, thaws them), or an operator thaws them now
+      const unthawed = app.services.freeze.unthawedAtShutdown();
+      app.log.error(
+        unthawed.length > 0 ? { unthawed } : {},
+        unthawed.length > 0
+          ? 'graceful shutdown took too long; exiting with these frozen sessions not thawed (thawed at their deadlines by another gateway or this one restarted, or thaw them with force=true)'
+          : 'graceful shutdown took too long; exiting',
+      );
       process.exit(1);
     }, config.server.shutdownGraceMs + SHUTDOWN_SERVICES_MS);
     force.unref();

@@ -58,6 +58,8 @@ export class FreezeService {
   private readonly logger: Logger;
   private readonly audit: AuditLog;
   readonly settings: FreezeSettings & { handoverOnShutdown?: boolean };
+  /** session → its VMs and deadline, while the shutdown thaws it (unthawedAtShutdown) */
+  private readonly shutdownThaws = new Map<string, { vms: string[]; expiresAt: number }>();
 
   constructor(deps: FreezeDeps & { settings: FreezeSettings & { handoverOnShutdown?: boolean } }) {
     this.store = deps.store;
@@ -106,11 +108,24 @@ export class FreezeService {
       // and those the store no longer has (it lost its data) but this process froze under
       const known = new Set(listed.map((s) => s.leaseId));
       const mine = [...listed, ...held.filter((l) => !known.has(l.leaseId))];
+      for (const s of mine) this.shutdownThaws.set(s.session, { vms: freezeData(s).vms, expiresAt: s.expiresAt });
       for (const s of mine) {
         this.logger.warn({ session: s.session, owner: s.owner, expiresAt: iso(s.expiresAt) }, 'shutting down: thawing a frozen session this gateway holds');
-        await this.engine.thawSession(s, 'shutdown').catch((e: unknown) => this.logger.error({ err: e, session: s.session }, 'thaw at shutdown failed'));
+        const r = await this.engine.thawSession(s, 'shutdown').catch((e: unknown) => {
+          this.logger.error({ err: e, session: s.session }, 'thaw at shutdown failed');
+          return undefined;
+        });
+        if (r?.done) this.shutdownThaws.delete(s.session);
       }
     }
+  }
+
+  /**
+   * The sessions the shutdown set out to thaw and has not (yet) thawed, with their VMs and
+   * deadlines: what the process names if it has to exit before they are done (cli/serve.ts).
+   */
+  unthawedAtShutdown(): Array<{ session: string; vms: string[]; expiresAt: string }> {
+    return [...this.shutdownThaws].map(([session, v]) => ({ session, vms: v.vms, expiresAt: iso(v.expiresAt) }));
   }
 
   async freeze(vm: string, body: { mountpoints?: string[]; ttlSeconds?: number }, caller: Caller, idempotencyKey?: string): Promise<FreezeResponse> {

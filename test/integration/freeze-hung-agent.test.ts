@@ -55,3 +55,24 @@ it('a freeze on a hung agent answers 503 sent:false within a few handshakes (not
   await a.close();
   expect(Date.now() - s0).toBeLessThan(5_000);
 }, 30_000);
+
+it('a stop whose thaw is slow names the frozen session it has not thawed (what serve logs if it must exit), and forgets it once thawed', async () => {
+  const { BACKUP, rig, simFleet, waitFor } = await import('./freeze-fixture.js');
+  const fleet = await simFleet(['slowthaw']);
+  const g = await rig(fleet);
+  try {
+    await g.freeze.freeze('slowthaw', { ttlSeconds: 60 }, BACKUP);
+    // the thaw takes 1.5 s: the shutdown is still at it when we look
+    fleet.vm.slowthaw.setFault({ command: 'guest-fsfreeze-thaw', kind: 'delay', ms: 1_500 });
+    const stopping = g.freeze.stop();
+    await waitFor(() => g.freeze.unthawedAtShutdown().length === 1, 5_000, 'the shutdown thaw to start');
+    expect(g.freeze.unthawedAtShutdown()).toEqual([{ session: 'vm:slowthaw', vms: ['slowthaw'], expiresAt: expect.any(String) }]);
+    await stopping;
+    expect(g.freeze.unthawedAtShutdown()).toEqual([]);
+    expect(fleet.vm.slowthaw.state.frozen).toBe(false);
+  } finally {
+    fleet.vm.slowthaw.clearFaults();
+    await g.close();
+    await fleet.close();
+  }
+}, 30_000);
