@@ -5,7 +5,8 @@
  * write can take milliseconds of the event loop (~5 ms with 10,000 measured here), and a backup
  * system freezing and thawing many VMs at once must not pay that once per call.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import { dirname } from 'node:path';
 import { errors } from '../errors.js';
 import { atTurnEnd } from '../util/turn-end.js';
@@ -114,7 +115,7 @@ export function lockStateFile(file: string): () => void {
     } catch (e) {
       if (!(e instanceof Error && 'code' in e && e.code === 'EEXIST') || attempt > 0) throw new Error(`cannot take the freeze lease state file ${file} (freeze.stateFile): ${errorMessage(e)}`);
       const pid = Number.parseInt(readFileSync(lock, 'utf8'), 10);
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) {
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && holdsLock(pid, lock)) {
         throw new Error(
           `the freeze lease state file ${file} (freeze.stateFile) is in use by another gateway process (pid ${pid}, ${lock}): two processes on one state file ` +
             'overwrite each other\'s leases. Give each its own freeze.stateFile, or share leases through Redis (store.type redis)',
@@ -136,6 +137,29 @@ export function lockStateFile(file: string): () => void {
   };
   process.on('exit', release);
   return release;
+}
+
+/**
+ * Whether process `pid` may still be the gateway that wrote `lock`: alive, and not obviously
+ * another process that got its pid later — a lock written before this boot is stale whoever has
+ * the pid now (a state directory kept across a reboot), and so is one whose pid now runs something
+ * that is not node (Linux: /proc/<pid>/cmdline).
+ */
+function holdsLock(pid: number, lock: string): boolean {
+  if (!alive(pid)) return false;
+  try {
+    const bootedAt = Date.now() - os.uptime() * 1000;
+    if (statSync(lock).mtimeMs < bootedAt - 1_000) return false;
+  } catch {
+    // cannot tell: keep it
+  }
+  try {
+    const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    if (!/node|qga-gateway/.test(cmdline)) return false;
+  } catch {
+    // no /proc (not Linux) or not readable: alive is all we know
+  }
+  return true;
 }
 
 function alive(pid: number): boolean {

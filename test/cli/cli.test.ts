@@ -7,7 +7,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash, X509Certificate } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
@@ -180,6 +180,25 @@ describe('qga-gateway command line', { timeout: 60_000 }, () => {
     }
     // a clean stop takes its lock away
     expect(existsSync(`${stateFile}.lock`)).toBe(false);
+    // a lock whose pid now runs something else (not node), or written before this boot (a state
+    // directory kept across a reboot, the pid reused): stale, taken over
+    const sleeper = spawn('sleep', ['30']);
+    try {
+      for (const [pid, beforeBoot] of [[sleeper.pid!, false], [process.pid, true]] as const) {
+        writeFileSync(`${stateFile}.lock`, `${pid}\n`);
+        if (beforeBoot) utimesSync(`${stateFile}.lock`, 1, 1);
+        const next = start();
+        try {
+          await next.ready();
+          expect(readFileSync(`${stateFile}.lock`, 'utf8').trim()).toBe(String(next.child.pid));
+        } finally {
+          next.child.kill('SIGTERM');
+          await next.exited;
+        }
+      }
+    } finally {
+      sleeper.kill();
+    }
   });
 
   it('a port that needs privileges: one line naming EACCES, exit 1', async () => {
