@@ -23,7 +23,7 @@ import { registerFleetMetrics } from './agent/fleet-metrics.js';
 import { AgentProbe } from './agent/probe.js';
 import { RawPassthrough } from './agent/raw.js';
 import { AgentService } from './agent/service.js';
-import type { Config, VmEntry } from './config/schema.js';
+import type { Config } from './config/schema.js';
 import { execPassthrough } from './exec/passthrough.js';
 import { ExecService } from './exec/service.js';
 import { closeOrphanedHandles, filesPassthrough } from './files/passthrough.js';
@@ -182,46 +182,28 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
   ];
 
   let current = config;
-  // the `vms:` entries registered now: the config's, plus those a reload removed while a freeze
+  // the `vms:` entries in force: the config's, plus those a reload removed or moved while a freeze
   // lease holds them (kept until it ends: freeze/retained-vms.ts)
-  let applied: readonly VmEntry[] = config.vms;
-  const retained = new RetainedVms((vm) => freeze.removalBlocker(vm), logger);
-  const applyEntries = async (entries: VmEntry[]) => {
-    const vms = registry.reloadStatic(entries);
-    applied = entries;
-    // a VM gone from the config, or moved to another socket, loses its channel; the rest keep theirs
-    for (const vm of [...vms.removed, ...vms.changed]) if (pool.has(vm)) await pool.remove(vm);
-    for (const vm of vms.removed) agent.forget(vm);
-    return vms;
-  };
-  // reloads and the kept VMs' checks change the registry one at a time
-  let registryTurn: Promise<unknown> = Promise.resolve();
-  const inTurn = <T>(fn: () => Promise<T>): Promise<T> => {
-    const run = registryTurn.then(fn);
-    registryTurn = run.catch(() => undefined);
-    return run;
-  };
+  const staticVms = new RetainedVms(
+    config.vms,
+    async (entries) => {
+      const vms = registry.reloadStatic(entries);
+      // a VM gone from the config, or moved to another socket, loses its channel; the rest keep theirs
+      for (const vm of [...vms.removed, ...vms.changed]) if (pool.has(vm)) await pool.remove(vm);
+      for (const vm of vms.removed) agent.forget(vm);
+      return vms;
+    },
+    (vm) => freeze.removalBlocker(vm),
+    logger,
+  );
   const reload = async (next: Config): Promise<ReloadSummary> => {
-    const vms = await inTurn(async () => applyEntries(await retained.entriesFor(applied, next.vms)));
+    const vms = await staticVms.reload(next.vms);
     logger.level = next.log.level;
     const needRestart = Object.keys(next).filter((k) => !RELOADABLE.has(k) && JSON.stringify(next[k as keyof Config]) !== JSON.stringify(current[k as keyof Config]));
     current = next;
-    return { ...vms, kept: retained.names, logLevel: next.log.level, needRestart };
+    return { ...vms, logLevel: next.log.level, needRestart };
   };
-  let retainedTimer: NodeJS.Timeout | undefined;
-  parts.push({
-    name: 'VMs kept for their freeze leases',
-    start: async () => {
-      retainedTimer = setInterval(() => {
-        if (retained.names.length === 0) return;
-        void inTurn(async () => {
-          if (await retained.check()) await applyEntries(await retained.entriesFor(applied, current.vms));
-        }).catch((err: unknown) => logger.warn({ err }, 'configuration reload: checking the VMs kept for their freeze leases failed'));
-      }, config.freeze.sweepIntervalMs);
-      retainedTimer.unref();
-    },
-    stop: async () => clearInterval(retainedTimer),
-  });
+  parts.push({ name: 'VMs kept for their freeze leases', start: async () => staticVms.start(config.freeze.sweepIntervalMs), stop: async () => staticVms.stop() });
 
   return {
     config,

@@ -4,9 +4,9 @@
  * secret masked: literal tokens, token hashes, and the password of a Redis URL.
  */
 import { stringify } from 'yaml';
-import { ConfigError, loadConfig, stateFileProblem } from '../config/load.js';
+import { ConfigError, loadConfig } from '../config/load.js';
 import { readTls } from '../http/tls.js';
-import { stateFileContentProblem } from '../store/memory-file.js';
+import { stateFileProblems } from '../store/memory-file.js';
 import { configUsageError, parseOptions, usageError } from './common.js';
 
 export const CHECK_CONFIG_HELP = `Usage: qga-gateway check-config FILE
@@ -49,7 +49,7 @@ export function checkConfig(args: string[]): number {
     // what serve does with the files beyond reading them: the certificate and key must make a pair
     if (config.server.tls) readTls(config.server.tls);
     // and the embedded store's state file must be writable where it is configured
-    const stateProblem = stateFileProblem(config) ?? (config.store.type === 'memory' ? stateFileContentProblem(config.freeze.stateFile as string) : undefined);
+    const stateProblem = stateFileProblems(config);
     if (stateProblem) throw usageError(stateProblem);
   } catch (e) {
     if (e instanceof ConfigError) throw configUsageError(e, file);

@@ -13,12 +13,12 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
-import { ConfigError, loadConfig, stateFileProblem } from '../config/load.js';
+import { ConfigError, loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import type { ReloadSummary } from '../gateway.js';
 import { reloadTls } from '../http/tls.js';
 import { describeRedisTarget, redisTarget } from '../store/index.js';
-import { lockStateFile, stateFileContentProblem } from '../store/memory-file.js';
+import { lockStateFile, stateFileProblems } from '../store/memory-file.js';
 import { errorMessage } from '../util/unknown.js';
 import { configUsageError, errnoCode, parseOptions, runtimeError, usageError } from './common.js';
 
@@ -81,7 +81,7 @@ export async function serve(args: string[]): Promise<void> {
   let config = loadOrFail(file);
   if (values.pretty) config = { ...config, log: { ...config.log, pretty: true } };
   // the embedded store writes its leases there at every freeze: refuse to start rather than 503 each one
-  const stateProblem = stateFileProblem(config) ?? (config.store.type === 'memory' ? stateFileContentProblem(config.freeze.stateFile as string) : undefined);
+  const stateProblem = stateFileProblems(config);
   if (stateProblem) throw runtimeError(stateProblem);
   // one gateway process per state file (released at exit)
   if (config.store.type === 'memory') {

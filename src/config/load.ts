@@ -3,7 +3,7 @@
  * out-of-range values all fail, every one of them listed in one ConfigError. Nothing falls back to
  * a default silently once a key is present.
  */
-import { accessSync, constants, existsSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { CORE_SCHEMA, load as loadYamlFast } from 'js-yaml';
@@ -273,33 +273,6 @@ export function withStateFile(c: Config, env: Env = process.env): Config {
   if (c.store.type !== 'memory') return c;
   const stateFile = c.freeze.stateFile ? resolve(c.freeze.stateFile) : join(defaultStateDir(env), STATE_FILE_NAME);
   return { ...c, freeze: { ...c.freeze, stateFile } };
-}
-
-/**
- * The embedded store's state file can be written where it is configured: its directory is created
- * (as the store does, 0700) and a probe file written and removed next to it (the store writes a
- * temp file and renames it in). The one-line problem naming the path and the OS error, or
- * undefined when writable or when the store is not the embedded one (Redis keeps the leases).
- */
-export function stateFileProblem(c: Config): string | undefined {
-  const file = c.store.type === 'memory' ? c.freeze.stateFile : undefined;
-  if (!file) return undefined;
-  const probe = `${file}.${process.pid}.probe`;
-  try {
-    try {
-      mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-    } catch (e) {
-      // mkdir -p says EEXIST when a component is a file: what the operator needs is ENOTDIR
-      if (e instanceof Error && 'code' in e && e.code === 'EEXIST') return `cannot write the freeze lease state file ${file} (freeze.stateFile): ENOTDIR: ${dirname(file)} is not a directory`;
-      throw e;
-    }
-    writeFileSync(probe, '', { mode: 0o600 });
-    unlinkSync(probe);
-    if (existsSync(file)) accessSync(file, constants.R_OK);
-    return undefined;
-  } catch (e) {
-    return `cannot write the freeze lease state file ${file} (freeze.stateFile): ${errorMessage(e)}`;
-  }
 }
 
 /**

@@ -330,10 +330,11 @@ export class SessionFreezer {
 }
 
 /**
- * Cluster mode: NODE_UNAVAILABLE said before anything left this node (the serving node is gone, or
- * refused the connection) proves the freeze was not sent; one lost mid-call does not.
+ * The command provably never reached the agent (`sent: false`): a connect refused, no connection or
+ * sync in time, its deadline passed in line, the agent known down (qga/outcomes.ts,
+ * agent/state-health.ts), or, in cluster mode, NODE_UNAVAILABLE said before anything left this node.
+ * One lost mid-call does not say so.
  */
-/** the command provably never reached the agent: a connect refused, no connection or sync in time, its deadline passed in line (qga/outcomes.ts), or a node that could not be reached (cluster) */
 function neverSent(e: GatewayError): boolean {
   return e.extra?.sent === false;
 }

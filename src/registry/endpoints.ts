@@ -50,9 +50,7 @@ export async function canonicalSocketPath(path: string, admit: (realDir: string)
   let p = path;
   for (let links = 0; links <= MAX_SYMLINKS; links++) {
     const name = basename(p);
-    // a NUL ends the path for the kernel (connect() would reach another socket): never canonical
-    // eslint-disable-next-line no-control-regex
-    if (!isAbsolute(p) || p.endsWith('/') || name === '' || name === '.' || name === '..' || /[\u0000-\u001f\u007f]/.test(p)) return undefined;
+    if (!isAbsolute(p) || p.endsWith('/') || name === '' || name === '.' || name === '..') return undefined;
     let dir: string;
     try {
       dir = await realpath(dirname(p));
@@ -66,7 +64,8 @@ export async function canonicalSocketPath(path: string, admit: (realDir: string)
       target = await readlink(full);
     } catch (e) {
       // not a symlink (EINVAL), or nothing there yet (ENOENT): this is the path connect() will use;
-      // anything else (an argument readlink refuses, no permission) is no answer
+      // anything else is no answer — a path with a NUL among them, which readlink refuses and the
+      // kernel's connect() would cut short at the NUL (another VM's socket)
       const code = e instanceof Error && 'code' in e ? e.code : undefined;
       if (code === 'EINVAL' || code === 'ENOENT') return full;
       return undefined;

@@ -5,9 +5,10 @@
  * write can take milliseconds of the event loop (~5 ms with 10,000 measured here), and a backup
  * system freezing and thawing many VMs at once must not pay that once per call.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname } from 'node:path';
+import type { Config } from '../config/schema.js';
 import { errors } from '../errors.js';
 import { atTurnEnd } from '../util/turn-end.js';
 import { errorMessage } from '../util/unknown.js';
@@ -61,8 +62,41 @@ export function readSnapshot(file: string): Snapshot {
   return v as Snapshot;
 }
 
-/** Why the state file cannot be loaded, or undefined when it loads or does not exist yet (check-config, serve). */
-export function stateFileContentProblem(file: string): string | undefined {
+/**
+ * What keeps the embedded store from its state file, in one line naming it (serve refuses to
+ * start, check-config to pass): a path it cannot write or a file it cannot load. Undefined when all is well, and with Redis (which keeps the leases).
+ */
+export function stateFileProblems(config: Config): string | undefined {
+  if (config.store.type !== 'memory' || config.freeze.stateFile === undefined) return undefined;
+  return writeProblem(config.freeze.stateFile) ?? contentProblem(config.freeze.stateFile);
+}
+
+/**
+ * Whether the state file can be written where it is configured: its directory is created (as a
+ * write does, 0700) and a probe file written and removed next to it (a write makes a temp file
+ * and renames it in). The one-line problem naming the path and the OS error, or undefined.
+ */
+function writeProblem(file: string): string | undefined {
+  const probe = `${file}.${process.pid}.probe`;
+  try {
+    try {
+      mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+    } catch (e) {
+      // mkdir -p says EEXIST when a component is a file: what the operator needs is ENOTDIR
+      if (e instanceof Error && 'code' in e && e.code === 'EEXIST') return `cannot write the freeze lease state file ${file} (freeze.stateFile): ENOTDIR: ${dirname(file)} is not a directory`;
+      throw e;
+    }
+    writeFileSync(probe, '', { mode: 0o600 });
+    unlinkSync(probe);
+    if (existsSync(file)) accessSync(file, constants.R_OK);
+    return undefined;
+  } catch (e) {
+    return `cannot write the freeze lease state file ${file} (freeze.stateFile): ${errorMessage(e)}`;
+  }
+}
+
+/** Why the state file cannot be loaded, or undefined when it loads or does not exist yet. */
+function contentProblem(file: string): string | undefined {
   if (!existsSync(file)) return undefined;
   try {
     readSnapshot(file);

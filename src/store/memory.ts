@@ -131,20 +131,20 @@ export class MemoryStore implements LeaseStore {
     } catch (e) {
       // refused (503): the lease must not live on in memory, or the VM stays locked by a lease its
       // caller was told does not exist until it expires
-      this.undoAcquire(lease, req.owner);
+      this.undoAcquire(lease);
       throw e;
     }
     return out;
   }
 
   /** Take back an acquire whose write failed (what of it is still there: nothing else may have replaced it in between). */
-  private undoAcquire(lease: Lease, owner: string): void {
+  private undoAcquire(lease: Lease): void {
     if (this.sessions.get(lease.session)?.leaseId !== lease.leaseId) return;
     this.sessions.delete(lease.session);
     for (const key of lease.keys) if (this.locks.get(key)?.leaseId === lease.leaseId) this.locks.delete(key);
     this.deadlines.delete(lease.session);
     if (lease.idempotencyKey) {
-      const id = idemId(owner, lease.idempotencyKey);
+      const id = idemId(lease.owner, lease.idempotencyKey);
       if (this.idem.get(id)?.leaseId === lease.leaseId) this.idem.delete(id);
     }
   }

@@ -76,14 +76,14 @@ interface Filter {
   capability?: string;
 }
 
-/** A label matches its exact value, or one element of a `;`-separated list (Proxmox's `pve.tags`). */
 /** the VM's own label `key` (never an inherited member: `?label=toString=x` is a 500 otherwise) */
 function labelOf(labels: Record<string, string> | undefined, key: string): string | undefined {
   return labels !== undefined && Object.hasOwn(labels, key) ? labels[key] : undefined;
 }
 
+/** A label matches its exact value, or one element of a `;`-separated list (Proxmox's `pve.tags`). */
 function labelMatches(value: string | undefined, wanted: string): boolean {
-  if (typeof value !== 'string') return false;
+  if (value === undefined) return false;
   return value === wanted || (value.includes(';') && !wanted.includes(';') && value.split(';').includes(wanted));
 }
 
