@@ -168,16 +168,20 @@ describe('qga-gateway command line', { timeout: 60_000 }, () => {
       first.child.kill('SIGKILL');
       await first.exited;
     }
+    /** a gateway starts on the state file, holds its lock, and stops cleanly */
+    const takesOver = async () => {
+      const next = start();
+      try {
+        await next.ready();
+        expect(readFileSync(`${stateFile}.lock`, 'utf8').trim()).toBe(String(next.child.pid));
+      } finally {
+        next.child.kill('SIGTERM');
+        await next.exited;
+      }
+    };
     // killed: its lock stays behind, and the next gateway takes it over
     expect(existsSync(`${stateFile}.lock`)).toBe(true);
-    const third = start();
-    try {
-      await third.ready();
-      expect(readFileSync(`${stateFile}.lock`, 'utf8').trim()).toBe(String(third.child.pid));
-    } finally {
-      third.child.kill('SIGTERM');
-      await third.exited;
-    }
+    await takesOver();
     // a clean stop takes its lock away
     expect(existsSync(`${stateFile}.lock`)).toBe(false);
     // a lock whose pid now runs something else (not node), or written before this boot (a state
@@ -187,14 +191,7 @@ describe('qga-gateway command line', { timeout: 60_000 }, () => {
       for (const [pid, beforeBoot] of [[sleeper.pid!, false], [process.pid, true]] as const) {
         writeFileSync(`${stateFile}.lock`, `${pid}\n`);
         if (beforeBoot) utimesSync(`${stateFile}.lock`, 1, 1);
-        const next = start();
-        try {
-          await next.ready();
-          expect(readFileSync(`${stateFile}.lock`, 'utf8').trim()).toBe(String(next.child.pid));
-        } finally {
-          next.child.kill('SIGTERM');
-          await next.exited;
-        }
+        await takesOver();
       }
     } finally {
       sleeper.kill();
