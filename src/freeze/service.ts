@@ -270,6 +270,12 @@ export class FreezeService {
       if (!isGatewayError(e) || e.code !== 'STORE_UNAVAILABLE') throw e;
     }
     this.audit.record({ action: 'force-thaw', vm, by: caller.name, holder: lease?.owner, leaseId: lease?.leaseId, session: lease?.session, ...requestIdOf(caller) }, 'forced thaw');
+    // A freeze still in flight under this lease (any process's) must not answer 201 once its guest
+    // is thawed by this: it reads the mark right after its agent answers and rolls back instead
+    // (session.ts). Marked before the thaw is sent, so a freeze that answers after it sees it.
+    if (lease && freezeData(lease).state === 'freezing') {
+      await this.store.updateData(lease.session, lease.leaseId, { ...lease.data, forcedBy: caller.name }).catch(() => false);
+    }
     const o = await this.engine.thawVm(vm, lease, 'force');
     if (o.status === 'failed') throw o.error;
     if (o.status === 'skipped') throw errors.internal('a forced thaw was skipped');

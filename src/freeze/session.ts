@@ -170,8 +170,10 @@ export class SessionFreezer {
     if (results.every((x) => x.ok)) {
       const frozen = Object.fromEntries(results.map((x) => [x.vm, x.ok ? x.frozen : 0]));
       const after = await this.store.check(vmKey(vms[0]), lease.leaseId, lease.epoch).catch(() => undefined);
+      // an admin's forced thaw came meanwhile (service.ts marks the lease before sending it)
+      const forcedBy = after?.state === 'live' ? freezeData(after.lease).forcedBy : undefined;
       // store down right now: the VMs are frozen under a lease the store had a moment ago; keep it
-      if (!after || after.state === 'live') {
+      if ((!after || after.state === 'live') && forcedBy === undefined) {
         const data = { ...lease.data, state: 'frozen', frozen };
         await this.store.updateData(lease.session, lease.leaseId, data).catch(() => false);
         const done: Lease = { ...lease, data };
@@ -180,11 +182,18 @@ export class SessionFreezer {
         this.logger.info({ session: lease.session, vms, fence: lease.fence, expiresAt: iso(lease.expiresAt), frozen, ...requestIdOf({ requestId }) }, 'frozen');
         return { lease: done, frozen, reused: false };
       }
-      const err = errors.leaseConflict('the freeze took longer than the lease: it ended meanwhile and the guest was thawed again', {
-        extra: { leaseId: lease.leaseId },
-      });
-      await this.rollback(lease, vms);
-      throw err;
+      const ended = forcedBy === undefined && after?.state === 'ended' ? await this.store.ended(lease.leaseId).catch(() => undefined) : undefined;
+      const err =
+        forcedBy !== undefined || ended?.endedBy === 'forced'
+          ? errors.leaseConflict(
+              `a forced thaw${forcedBy === undefined ? '' : ` by ${forcedBy}`} ended this lease while its freeze was in flight: the guest is thawed again, take no snapshot; freeze again when ready`,
+              { extra: { leaseId: lease.leaseId, endedBy: 'forced', ...(forcedBy === undefined ? {} : { forcedBy }) } },
+            )
+          : errors.leaseConflict('the freeze took longer than the lease: it ended meanwhile and the guest was thawed again', { extra: { leaseId: lease.leaseId } });
+      // a forced thaw of this process sent after the freeze is shared here, not sent twice (ThawEngine.thawVm)
+      const rolledBack = await this.rollback(lease, vms);
+      this.logger.warn({ session: lease.session, vms, ...(forcedBy === undefined ? {} : { forcedBy }), ...requestIdOf({ requestId }) }, 'freeze ended before its answer: rolled back');
+      throw withExtra(err, { allThawed: [...rolledBack.values()].every(Boolean) });
     }
     const timedOut = results.length === 1 && !results[0].ok && results[0].error.code === 'AGENT_TIMEOUT' && results[0].mayHaveFrozen ? results[0] : undefined;
     if (timedOut && !timedOut.ok) return this.keepUnconfirmed(lease, timedOut.vm, timedOut.error, requestId);

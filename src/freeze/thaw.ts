@@ -178,6 +178,8 @@ export class ThawEngine {
   private async thawVmOnce(vm: string, lease: Lease | undefined, trigger: ThawTrigger, how: ThawOptions): Promise<VmThawOutcome> {
     const frozenCount = lease ? freezeData(lease).frozen?.[vm] ?? 0 : 0;
     const unconfirmed = lease !== undefined && freezeData(lease).state === 'unknown';
+    // a forced thaw of a lease whose freeze is still in flight: that freeze is rolled back (session.ts)
+    const inFlight = lease !== undefined && trigger === 'force' && freezeData(lease).state === 'freezing';
     if (lease && trigger !== 'force') {
       let c: FenceCheck | undefined;
       try {
@@ -207,7 +209,8 @@ export class ThawEngine {
       // The socket stays (released when idle, like any other command's): the agent service marks
       // the channel's guest-info stale on a thaw (a copy read while frozen lists most commands
       // disabled), so the next command that needs it re-reads it on this socket
-      return { vm, status: 'thawed', report: unconfirmed ? unconfirmedReport(vm, thawed) : report(vm, thawed, frozenCount) };
+      const rep = inFlight ? inFlightReport(vm, thawed) : unconfirmed ? unconfirmedReport(vm, thawed) : report(vm, thawed, frozenCount);
+      return { vm, status: 'thawed', report: rep };
     } catch (e) {
       const err = asGatewayError(e, { vm, command: 'guest-fsfreeze-thaw' });
       // a VM deregistered while frozen can no longer be reached: retrying forever helps nobody
@@ -357,6 +360,18 @@ function unconfirmedReport(vm: string, thawed: number): VmThawReport {
     consistent: false,
     reason: 'FREEZE_UNCONFIRMED',
     detail: 'the freeze did not answer within its timeout: whether and when the guest froze is unknown, so a snapshot taken under this lease may not be consistent',
+  };
+}
+
+/** A forced thaw that came while the lease's freeze was in flight: that freeze is answered as failed, never 201. */
+function inFlightReport(vm: string, thawed: number): VmThawReport {
+  return {
+    vm,
+    thawed,
+    frozen: thawed,
+    consistent: false,
+    reason: 'FREEZE_UNCONFIRMED',
+    detail: "this lease's freeze was still in flight: it is answered 409 LEASE_CONFLICT (ended by this forced thaw) and its guest left thawed, so no snapshot is taken under it",
   };
 }
 

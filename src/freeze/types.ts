@@ -111,6 +111,11 @@ export interface FreezeData {
   gateway: string;
   /** the TTL the freeze asked for (ms): an idempotent retry must ask the same */
   ttlMs?: number;
+  /**
+   * an admin's forced thaw came while the freeze was still in flight (state `freezing`): the
+   * freeze, whichever process runs it, is not answered 201 but rolled back (session.ts)
+   */
+  forcedBy?: string;
 }
 
 export function freezeData(lease: Lease): FreezeData {
@@ -129,6 +134,7 @@ export function freezeData(lease: Lease): FreezeData {
     frozen,
     gateway: typeof d.gateway === 'string' ? d.gateway : 'unknown',
     ...(typeof d.ttlMs === 'number' ? { ttlMs: d.ttlMs } : {}),
+    ...(typeof d.forcedBy === 'string' ? { forcedBy: d.forcedBy } : {}),
   };
 }
 
@@ -150,7 +156,7 @@ export interface VmThawReport {
  * Why a thaw report says consistent: false.
  * QUIESCE_TIMEOUT: the thaw failed but the guest is thawed (Windows VSS gave up its ~10 s freeze);
  * PARTIAL_THAW: the thaw count differs from the freeze count; FREEZE_UNCONFIRMED: the freeze timed
- * out, so whether and when the guest froze is unknown; LEASE_UNVERIFIED: the lease store was down
+ * out, or a forced thaw came while it was in flight, so whether and when the guest froze is unknown; LEASE_UNVERIFIED: the lease store was down
  * and the lease could not be checked; NO_LEASE: a forced thaw of a VM no lease was held on;
  * NOT_THAWED / THAW_FAILED: a freeze group member this request did not thaw, or whose thaw failed.
  */

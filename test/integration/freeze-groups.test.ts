@@ -74,6 +74,22 @@ describe.each(stores)('freeze groups (%s store)', (_kind, storeOpts) => {
     for (const vm of ['db', 'app', 'web']) expect((await g.freeze.status(vm, BACKUP)).lease).toBeNull();
   });
 
+  it('a forced thaw of one member while the group freezes: the group freeze is 409, every member thawed, the lease ended', async () => {
+    fleet = await simFleet(['db', 'app', 'web']);
+    g = await rig(fleet, storeOpts());
+    fleet.vm.app.setFault({ command: 'guest-fsfreeze-freeze', kind: 'delay', ms: 800, times: 1 });
+    const freezing = rejection(g.freeze.groups.create({ vms: ['db', 'app', 'web'], ttlSeconds: 60 }, BACKUP));
+    await waitFor(() => agentCommands(fleet.vm.app).includes('guest-fsfreeze-freeze'), 5_000, 'the freeze on the wire');
+    const forced = await g.freeze.thaw('app', { force: true }, ADMIN);
+    expect(forced).toMatchObject({ forced: true, reason: 'FREEZE_UNCONFIRMED' });
+    const err = await freezing;
+    expect(err.code).toBe('LEASE_CONFLICT');
+    expect(err.extra).toMatchObject({ endedBy: 'forced', forcedBy: 'ops', allThawed: true });
+    expect(frozenVms()).toEqual([]);
+    for (const vm of ['db', 'app', 'web']) expect(agentCommands(fleet.vm[vm])).toEqual(['guest-fsfreeze-freeze', 'guest-fsfreeze-thaw']);
+    for (const vm of ['db', 'app', 'web']) await waitFor(async () => (await g.freeze.status(vm, BACKUP)).lease === null, 5_000, `${vm} free`);
+  });
+
   it('unknown VMs or a held member: nothing is frozen', async () => {
     fleet = await simFleet(['db', 'app']);
     g = await rig(fleet, storeOpts());

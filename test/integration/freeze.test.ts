@@ -123,6 +123,28 @@ describe.each(stores)('freeze sessions (%s store)', (_kind, storeOpts) => {
     expect((await g.freeze.status('vm1', ADMIN)).lease).toBeNull();
   });
 
+  it('a forced thaw while the freeze is in flight: the freeze is answered 409 (never 201), the guest is left thawed by one thaw, the lease ends', async () => {
+    fleet = await simFleet(['vm1']);
+    g = await rig(fleet, storeOpts());
+    fleet.vm.vm1.setFault({ command: 'guest-fsfreeze-freeze', kind: 'delay', ms: 800, times: 1 });
+    const freezing = rejection(g.freeze.freeze('vm1', { ttlSeconds: 60 }, BACKUP));
+    await waitFor(() => agentCommands(fleet.vm.vm1).includes('guest-fsfreeze-freeze'), 5_000, 'the freeze on the wire');
+    const forced = await g.freeze.thaw('vm1', { force: true }, ADMIN);
+    const err = await freezing;
+    expect(err.code).toBe('LEASE_CONFLICT');
+    expect(err.status).toBe(409);
+    expect(err.message).toMatch(/forced thaw by ops ended this lease while its freeze was in flight/);
+    expect(err.extra).toMatchObject({ leaseId: expect.any(String), endedBy: 'forced', forcedBy: 'ops', allThawed: true });
+    // the force thaw's report says what it ended, not "something else froze the guest too"
+    expect(forced).toMatchObject({ forced: true, consistent: false, reason: 'FREEZE_UNCONFIRMED', thawed: fleet.vm.vm1.state.filesystems.length });
+    expect(forced.detail).toMatch(/freeze was still in flight/);
+    expect(fleet.vm.vm1.state.frozen).toBe(false);
+    // the thaw queued behind the freeze undid it; the rollback used it rather than send a second
+    expect(agentCommands(fleet.vm.vm1)).toEqual(['guest-fsfreeze-freeze', 'guest-fsfreeze-thaw']);
+    await waitFor(async () => (await g.freeze.status('vm1', BACKUP)).lease === null, 5_000, 'the lease released');
+    expect((await g.freeze.freeze('vm1', {}, BACKUP)).frozen).toBe(fleet.vm.vm1.state.filesystems.length);
+  });
+
   it('renews within the hard cap and refuses a wrong lease', async () => {
     fleet = await simFleet(['vm1']);
     g = await rig(fleet, { ...storeOpts(), freeze: { defaultTtlSeconds: 2, maxTtlSeconds: 3, maxTotalSeconds: 4 } });

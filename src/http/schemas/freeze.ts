@@ -91,7 +91,7 @@ const ThawFields = {
       enum: ['QUIESCE_TIMEOUT', 'PARTIAL_THAW', 'FREEZE_UNCONFIRMED', 'LEASE_UNVERIFIED', 'NO_LEASE', 'NOT_THAWED', 'THAW_FAILED'],
       description:
         'why consistent is false: QUIESCE_TIMEOUT the thaw failed but the guest is thawed (Windows VSS lapse); PARTIAL_THAW the thaw count differs from the freeze count; ' +
-        'FREEZE_UNCONFIRMED the freeze timed out (when the guest froze is unknown); LEASE_UNVERIFIED the lease store was down; NO_LEASE a forced thaw with no lease held; ' +
+        'FREEZE_UNCONFIRMED the freeze timed out or was still in flight (forced thaw), so when the guest froze is unknown; LEASE_UNVERIFIED the lease store was down; NO_LEASE a forced thaw with no lease held; ' +
         'NOT_THAWED / THAW_FAILED a group member this request did not thaw / whose thaw failed',
     }),
   ),

@@ -1245,7 +1245,7 @@ export interface components {
                 /** @description thawed == frozen: the guest stayed frozen for the whole lease. false e.g. after the Windows VSS 10-second lapse */
                 consistent: boolean;
                 /**
-                 * @description why consistent is false: QUIESCE_TIMEOUT the thaw failed but the guest is thawed (Windows VSS lapse); PARTIAL_THAW the thaw count differs from the freeze count; FREEZE_UNCONFIRMED the freeze timed out (when the guest froze is unknown); LEASE_UNVERIFIED the lease store was down; NO_LEASE a forced thaw with no lease held; NOT_THAWED / THAW_FAILED a group member this request did not thaw / whose thaw failed
+                 * @description why consistent is false: QUIESCE_TIMEOUT the thaw failed but the guest is thawed (Windows VSS lapse); PARTIAL_THAW the thaw count differs from the freeze count; FREEZE_UNCONFIRMED the freeze timed out or was still in flight (forced thaw), so when the guest froze is unknown; LEASE_UNVERIFIED the lease store was down; NO_LEASE a forced thaw with no lease held; NOT_THAWED / THAW_FAILED a group member this request did not thaw / whose thaw failed
                  * @enum {string}
                  */
                 reason?: "QUIESCE_TIMEOUT" | "PARTIAL_THAW" | "FREEZE_UNCONFIRMED" | "LEASE_UNVERIFIED" | "NO_LEASE" | "NOT_THAWED" | "THAW_FAILED";
@@ -2362,7 +2362,7 @@ export interface components {
             /** @description thawed == frozen: the guest stayed frozen for the whole lease. false e.g. after the Windows VSS 10-second lapse */
             consistent: boolean;
             /**
-             * @description why consistent is false: QUIESCE_TIMEOUT the thaw failed but the guest is thawed (Windows VSS lapse); PARTIAL_THAW the thaw count differs from the freeze count; FREEZE_UNCONFIRMED the freeze timed out (when the guest froze is unknown); LEASE_UNVERIFIED the lease store was down; NO_LEASE a forced thaw with no lease held; NOT_THAWED / THAW_FAILED a group member this request did not thaw / whose thaw failed
+             * @description why consistent is false: QUIESCE_TIMEOUT the thaw failed but the guest is thawed (Windows VSS lapse); PARTIAL_THAW the thaw count differs from the freeze count; FREEZE_UNCONFIRMED the freeze timed out or was still in flight (forced thaw), so when the guest froze is unknown; LEASE_UNVERIFIED the lease store was down; NO_LEASE a forced thaw with no lease held; NOT_THAWED / THAW_FAILED a group member this request did not thaw / whose thaw failed
              * @enum {string}
              */
             reason?: "QUIESCE_TIMEOUT" | "PARTIAL_THAW" | "FREEZE_UNCONFIRMED" | "LEASE_UNVERIFIED" | "NO_LEASE" | "NOT_THAWED" | "THAW_FAILED";
