@@ -46,6 +46,7 @@ import type { HttpServices } from './http/services.js';
 import { createGateway, type Gateway } from './gateway.js';
 import { stringifyJson } from './util/json.js';
 import { errors } from './errors.js';
+import { closeAfterAnswer } from './http/linger.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -310,7 +311,7 @@ export function plainNodeTraffic(url: string | undefined): boolean {
   return !(host === 'localhost' || host.endsWith('.localhost') || /^127(\.\d{1,3}){3}$/.test(host) || host === '[::1]');
 }
 
-/** Refusals answered without reading the body: the connection is closed after the answer. */
+/** Refusals answered without reading the body: the connection is closed after the answer (http/linger.ts). */
 const REFUSED_UNREAD = new Set([401, 403, 413]);
 
 /**
@@ -324,11 +325,8 @@ function registerHttpLimits(app: FastifyInstance, config: Config): void {
   if (maxConnections > 0) app.server.maxConnections = maxConnections;
   // callback-style hooks: an async one costs a promise per request (issue 14)
   app.addHook('onSend', (request, reply, payload, done) => {
-    if (REFUSED_UNREAD.has(reply.statusCode) && !request.raw.complete) {
-      reply.header('connection', 'close');
-      // Node would otherwise read the rest of the body to reuse the connection
-      reply.raw.once('finish', () => request.raw.socket?.destroy());
-    }
+    // Node would otherwise read the rest of the body to reuse the connection
+    if (REFUSED_UNREAD.has(reply.statusCode) && !request.raw.complete) closeAfterAnswer(request, reply);
     done(null, payload);
   });
   if (requestTimeoutMs <= 0) return;

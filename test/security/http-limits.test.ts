@@ -8,6 +8,7 @@
  *  - a slow but progressing download or upload outlives server.requestTimeoutMs;
  *  - a stalled upload (or download) is cut after files.noProgressTimeoutMs and its guest handle closed.
  */
+import { execFile } from 'node:child_process';
 import net from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -165,6 +166,29 @@ describe('HTTP server limits', { timeout: 30_000 }, () => {
     // the close, not by having sent everything
     expect(serverRead).toBeLessThan(2 * 1024 * 1024);
     expect(r.written).toBeLessThan(total / 2);
+  });
+
+  it('an HTTP client that writes a large body while it reads the answer gets the 401/413, not a reset (the refused connection lingers half closed)', async () => {
+    const served = await serve({ config: { auth: { tokens: [{ name: 'ops', token: TOKEN, scopes: ['read', 'write', 'admin'] }] } } });
+    // the client in a process of its own, as a user's (in this process the reset never overtakes the
+    // answer): node:http writing a 20 MB body with end(), 6 times with a bad token, 6 with a good one
+    const client = `
+      const http = require('node:http');
+      const body = Buffer.alloc(20 * 1024 * 1024, 0x20);
+      const one = (token) => new Promise((resolve) => {
+        const req = http.request(process.argv[1] + '/v1/vms/vm1/qga/guest-ping', { method: 'POST', headers: { authorization: 'Bearer ' + token, 'content-type': 'application/json', 'content-length': body.length } }, (res) => { res.resume(); resolve(String(res.statusCode)); });
+        req.on('error', (e) => resolve(e.code || e.message));
+        req.end(body);
+      });
+      (async () => { const out = []; for (let i = 0; i < 12; i++) out.push(await one(i % 2 ? process.argv[2] : 'not-the-token-0123456789')); console.log(out.join(' ')); })();`;
+    const outcomes = await new Promise<string>((resolve, reject) => {
+      execFile(process.execPath, ['-e', client, served.url, TOKEN], { timeout: 60_000 }, (err, stdout) => (err ? reject(err) : resolve(stdout.trim())));
+    });
+    process.stdout.write(`[http-limits] node:http with a 20 MB body, bad and good token in turn: ${outcomes}\n`);
+    expect(outcomes.split(' ')).toEqual(Array.from({ length: 12 }, (_, i) => (i % 2 ? '413' : '401')));
+    // and the server still read next to nothing of those bodies
+    await waitFor(() => served.closed.length >= 12, 10_000, 'the refused connections to close');
+    expect(Math.max(...served.closed)).toBeLessThan(2 * 1024 * 1024);
   });
 
   it('a body over the limit with a good token: 413, and the connection closes before the body is read', async () => {

@@ -27,6 +27,7 @@ import { errors } from '../../errors.js';
 import { signalOptions } from '../abort.js';
 import { answerInTurn } from '../../util/turn-end.js';
 import { hopOf, hopPrincipal, type Principal } from './auth.js';
+import { closeAfterAnswer } from '../linger.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -167,8 +168,7 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
       r.header(NODE_HEADER, f.node.id);
       if (!request.raw.complete) {
         // the body still coming is not read: the connection ends after this answer
-        r.header('connection', 'close');
-        r.raw.once('finish', () => request.raw.socket?.destroy());
+        closeAfterAnswer(request, r);
       }
       r.send(forwardFailure(error, f.vm, f.node, f.headersTimeout));
     },
