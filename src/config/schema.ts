@@ -37,11 +37,23 @@ export const TCP_ENDPOINT_PATTERN = '^(\\[[0-9A-Fa-f:.]+\\]|[^\\s:\\[\\]]+):(\\*
 /** Where hypervisors put the guest agent sockets: Proxmox VE (qemu-server) and libvirt. */
 export const DEFAULT_SOCKET_ROOTS: readonly string[] = ['/var/run/qemu-server', '/run/qemu-server', '/var/lib/libvirt/qemu/channel'];
 
+/** bounds of a VM's labels (config, the registration API, Proxmox discovery) */
+export const MAX_LABELS = 64;
+export const MAX_LABEL_KEY = 128;
+export const MAX_LABEL_VALUE = 256;
+
+/** A VM's labels: at most MAX_LABELS, keys of 1–MAX_LABEL_KEY characters without control characters, values of at most MAX_LABEL_VALUE. */
+export const LabelsSchema = Type.Record(Type.String(), Type.String({ maxLength: MAX_LABEL_VALUE }), {
+  maxProperties: MAX_LABELS,
+  propertyNames: { minLength: 1, maxLength: MAX_LABEL_KEY, pattern: NO_CONTROL },
+  description: `Free-form labels: at most ${MAX_LABELS}, keys of 1–${MAX_LABEL_KEY} characters, values of at most ${MAX_LABEL_VALUE}`,
+});
+
 export const VmEntrySchema = Type.Object(
   {
     name: Type.String({ pattern: VM_NAME_PATTERN }),
     endpoint: EndpointSchema,
-    labels: Type.Optional(Type.Record(Type.String(), Type.String())),
+    labels: Type.Optional(LabelsSchema),
     /** this VM's idle release (overrides agent.idleReleaseMs); 0 = keep the socket */
     idleReleaseMs: Type.Optional(Type.Integer({ minimum: 0, maximum: 86_400_000 })),
   },

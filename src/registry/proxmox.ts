@@ -8,6 +8,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { MAX_LABEL_VALUE } from '../config/schema.js';
 
 export const PVE_SOCKET_SUFFIX = '.qga';
 export const PVE_SOCKET_DIR = '/var/run/qemu-server';
@@ -17,7 +18,6 @@ export const PVE_VMID = /^[1-9][0-9]{2,8}$/;
 /** a VM config is a few kB; a larger file is not read as one */
 const MAX_CONFIG_BYTES = 256 * 1024;
 /** label values are at most this long (the API's label schema) */
-const MAX_LABEL = 256;
 
 export interface PveVmConfig {
   name?: string;
@@ -74,7 +74,7 @@ export async function readPveConfig(configDir: string, vmid: string): Promise<Pv
 export function pveLabels(c: PveVmConfig | undefined): Record<string, string> | undefined {
   if (!c || (c.name === undefined && c.tags === undefined)) return undefined;
   return {
-    ...(c.name !== undefined ? { 'pve.name': c.name.slice(0, MAX_LABEL) } : {}),
-    ...(c.tags !== undefined ? { 'pve.tags': c.tags.slice(0, MAX_LABEL) } : {}),
+    ...(c.name !== undefined ? { 'pve.name': c.name.slice(0, MAX_LABEL_VALUE) } : {}),
+    ...(c.tags !== undefined ? { 'pve.tags': c.tags.slice(0, MAX_LABEL_VALUE) } : {}),
   };
 }

@@ -64,6 +64,22 @@ describe('HTTP edges', () => {
     await expectProblem(app, { method: 'GET', url: `/v1/vms/${name}` }, 404, 'VM_NOT_FOUND');
   });
 
+  it('labels are bounded: at most 64, keys of 1–128 characters without control characters, values of at most 256; 400 beyond, nothing registered', async () => {
+    const other = await fleet.add({ name: 'edge-labels' });
+    const labels = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`k${i}`, 'v']));
+    const register = (l: Record<string, string>) => app.inject({ method: 'POST', url: '/v1/vms', payload: { name: 'labelled', endpoint: other.endpoint, labels: l } });
+    for (const bad of [labels(65), { ['k'.repeat(129)]: 'v' }, { '': 'v' }, { 'a\u0001b': 'v' }, { k: 'v'.repeat(257) }]) {
+      const r = await register(bad);
+      expect(r.statusCode, JSON.stringify(Object.keys(bad).slice(0, 2))).toBe(400);
+      expect(r.json()).toMatchObject({ code: 'VALIDATION_FAILED' });
+    }
+    await expectProblem(app, { method: 'GET', url: '/v1/vms/labelled' }, 404, 'VM_NOT_FOUND');
+    const ok = await register({ ...labels(63), ['k'.repeat(128)]: 'v'.repeat(256) });
+    expect(ok.statusCode).toBe(201);
+    expect(Object.keys((await app.inject({ method: 'GET', url: '/v1/vms/labelled' })).json().labels)).toHaveLength(64);
+    expect((await app.inject({ method: 'DELETE', url: '/v1/vms/labelled' })).statusCode).toBe(204);
+  });
+
   it('a path parameter over the limit is 414 URI_TOO_LONG as problem+json', async () => {
     await expectProblem(app, { method: 'GET', url: `/v1/vms/${'y'.repeat(300)}` }, 414, 'URI_TOO_LONG');
   });

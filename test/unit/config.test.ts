@@ -51,6 +51,14 @@ describe('config loading', () => {
     expect(() => buildConfig({ server: { headersTimeoutMs: 5_000, requestTimeoutMs: 1_000 } })).toThrow(/server.headersTimeoutMs/);
   });
 
+  it("bounds a VM's labels as the registration API does", () => {
+    const vm = (labels: Record<string, string>) => ({ vms: [{ name: 'vm1', endpoint: { type: 'unix', path: '/tmp/vm1.sock' }, labels }] });
+    expect(() => buildConfig(vm(Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`k${i}`, 'v']))))).toThrow(/vms\.0\.labels/);
+    expect(() => buildConfig(vm({ ['k'.repeat(129)]: 'v' }))).toThrow(/vms\.0\.labels/);
+    expect(() => buildConfig(vm({ k: 'v'.repeat(257) }))).toThrow(/vms\.0\.labels/);
+    expect(buildConfig(vm({ env: 'prod' })).vms[0].labels).toEqual({ env: 'prod' });
+  });
+
   it('names every bad key at once', () => {
     const p = file(
       'bad.yaml',

@@ -10,7 +10,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type, type Static } from 'typebox';
-import { EndpointSchema, VM_NAME_PATTERN } from '../../config/schema.js';
+import { EndpointSchema, LabelsSchema, VM_NAME_PATTERN } from '../../config/schema.js';
 import { signalOptions } from '../abort.js';
 import { canAccessVm, type Principal } from '../plugins/auth.js';
 import { VmParams } from '../schemas/common.js';
@@ -22,8 +22,6 @@ import { clusterFields, clusterProperties, fleetFields, fleetProperties, freezeI
 import type { ClusterService, NodeInfo, RemoteVm } from '../../cluster/directory.js';
 import { errors } from '../../errors.js';
 import { waitRoute } from './vm-wait.js';
-
-const Labels = Type.Record(Type.String(), Type.String({ maxLength: 256 }), { description: 'Free-form labels' });
 
 const ChannelInfo = Type.Object(
   {
@@ -51,7 +49,7 @@ export const VmSummary = Type.Object(
     name: Type.String(),
     endpoint: Type.Optional({ ...EndpointSchema, description: 'the agent socket (a unix socket by its real path); shown to admin callers only' }),
     source: Type.Union([Type.Literal('config'), Type.Literal('directory'), Type.Literal('api')]),
-    labels: Type.Optional(Labels),
+    labels: Type.Optional(LabelsSchema),
     channel: ChannelInfo,
     ...fleetProperties,
     ...clusterProperties,
@@ -70,7 +68,7 @@ const RegisterBody = Type.Object(
   {
     name: Type.String({ pattern: VM_NAME_PATTERN }),
     endpoint: EndpointSchema,
-    labels: Type.Optional(Labels),
+    labels: Type.Optional(LabelsSchema),
     idleReleaseMs: Type.Optional(
       Type.Integer({ minimum: 0, maximum: 86_400_000, description: "this VM's idle release of its agent socket in ms (default agent.idleReleaseMs); 0 = keep it" }),
     ),

@@ -2231,7 +2231,7 @@ export interface components {
                 host: string;
                 port: number;
             };
-            /** @description Free-form labels */
+            /** @description Free-form labels: at most 64, keys of 1–128 characters, values of at most 256 */
             labels?: {
                 [key: string]: string;
             };
@@ -2416,7 +2416,7 @@ export interface components {
                 port: number;
             };
             source: "config" | "directory" | "api";
-            /** @description Free-form labels */
+            /** @description Free-form labels: at most 64, keys of 1–128 characters, values of at most 256 */
             labels?: {
                 [key: string]: string;
             };
@@ -2476,7 +2476,7 @@ export interface components {
                 port: number;
             };
             source: "config" | "directory" | "api";
-            /** @description Free-form labels */
+            /** @description Free-form labels: at most 64, keys of 1–128 characters, values of at most 256 */
             labels?: {
                 [key: string]: string;
             };
