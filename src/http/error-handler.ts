@@ -5,7 +5,7 @@
  * and shown to the caller without internals.
  */
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { STATUS_CODES } from 'node:http';
+import { STATUS_CODES, maxHeaderSize } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { ERRORS, GatewayError, errors, type ErrorCode } from '../errors.js';
 import { trackAllowedMethods } from './allowed-methods.js';
@@ -235,17 +235,34 @@ export function frameworkErrors(error: FastifyError, request: FastifyRequest, re
 }
 
 /**
+ * The parser's limit (http.maxHeaderSize, for the request line and headers together) was passed
+ * inside the request line: a URL too long, not the headers. The bytes it had start with a method,
+ * and their first line ends past the limit or not at all. A request line split over several reads
+ * is not recognized (the last read starts mid-URL) and stays 431.
+ */
+function requestLineTooLong(raw: unknown): boolean {
+  if (!Buffer.isBuffer(raw) || !/^[A-Z]{3,10} \S/.test(raw.subarray(0, 16).toString('latin1'))) return false;
+  const end = raw.indexOf('\n');
+  return end === -1 || end >= maxHeaderSize;
+}
+
+/**
  * Errors Node's HTTP parser raises before Fastify sees a request (headers over the limit, a
  * malformed request line): problem+json written on the raw socket, then the connection is closed.
  * A request that timed out while its headers trickled in is simply cut off.
  */
-export function clientErrorHandler(err: Error & { code?: string }, socket: Duplex): void {
+export function clientErrorHandler(err: Error & { code?: string; rawPacket?: unknown }, socket: Duplex): void {
   if (err.code === 'ECONNRESET' || socket.destroyed) return;
   if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || !socket.writable) {
     socket.destroy();
     return;
   }
-  const ge = err.code === 'HPE_HEADER_OVERFLOW' ? errors.headersTooLarge() : errors.validation('the request could not be parsed as HTTP');
+  const ge =
+    err.code !== 'HPE_HEADER_OVERFLOW'
+      ? errors.validation('the request could not be parsed as HTTP')
+      : requestLineTooLong(err.rawPacket)
+        ? errors.uriTooLong("the request line is longer than the server's header limit: shorten the URL (its query string, most likely)")
+        : errors.headersTooLarge();
   const body = JSON.stringify(toProblem(ge));
   socket.end(
     `HTTP/1.1 ${ge.status} ${STATUS_CODES[ge.status] ?? ''}\r\nContent-Type: ${PROBLEM_CONTENT_TYPE}\r\n` +

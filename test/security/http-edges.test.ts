@@ -107,6 +107,16 @@ describe('HTTP edges', () => {
     await expectProblem(app, { method: 'GET', url: '/v1/no-such-thing' }, 404, 'NOT_FOUND');
   });
 
+  it('a request line over the server limit (a URL too long) is 414 URI_TOO_LONG as problem+json, sent whole or without its end', async () => {
+    const url = `/v1/vms?label=${'a'.repeat(20 * 1024)}`;
+    for (const request of [`GET ${url} HTTP/1.1\r\nHost: x\r\n\r\n`, `GET ${url}`]) {
+      const res = problemOf(await rawExchange(request));
+      expect(res.status).toBe(414);
+      expect(res.type).toMatch(/^application\/problem\+json/);
+      expect(res.body).toMatchObject({ code: 'URI_TOO_LONG', status: 414 });
+    }
+  });
+
   it('headers over the server limit are 431 HEADERS_TOO_LARGE as problem+json', async () => {
     const res = problemOf(await rawExchange(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(64 * 1024)}\r\n\r\n`));
     expect(res.status).toBe(431);
