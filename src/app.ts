@@ -47,6 +47,7 @@ import { createGateway, type Gateway } from './gateway.js';
 import { stringifyJson } from './util/json.js';
 import { errors } from './errors.js';
 import { closeAfterAnswer } from './http/linger.js';
+import { decimalParams } from './http/decimal-params.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -164,11 +165,11 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   });
 
   // Bodies are validated exactly as sent (no type coercion: "5" is not 5); path and query strings
-  // are strings on the wire, so those are coerced.
+  // are strings on the wire, so those are coerced, numbers only from decimal digits (decimal-params.ts).
   const bodyAjv = makeAjv({ coerceTypes: false });
   const paramAjv = makeAjv({ coerceTypes: 'array' });
   app.setValidatorCompiler(({ schema, httpPart }) =>
-    (httpPart === 'body' ? bodyAjv : paramAjv).compile(schema),
+    httpPart === 'body' ? bodyAjv.compile(schema) : httpPart === 'headers' ? paramAjv.compile(schema) : decimalParams(schema, paramAjv.compile(schema)),
   );
   app.setReplySerializer((payload) => stringifyJson(payload));
 

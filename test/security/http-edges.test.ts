@@ -80,6 +80,20 @@ describe('HTTP edges', () => {
     expect((await app.inject({ method: 'DELETE', url: '/v1/vms/labelled' })).statusCode).toBe(204);
   });
 
+  it('numbers in the path and the query string are decimal digits: 0x10, 1e1, +5, " 5", 5.0 are 400 naming the parameter, never read as numbers', async () => {
+    for (const bad of ['0x10', '1e1', '%2B5', '%205', '5.0', '0b11']) {
+      const r = await app.inject({ method: 'GET', url: `/v1/vms?limit=${bad}` });
+      expect(r.statusCode, bad).toBe(400);
+      expect(r.json()).toMatchObject({ code: 'VALIDATION_FAILED', detail: expect.stringMatching(/^querystring\.limit must be a whole number in decimal digits/) });
+      // a path parameter too: the pid of an exec
+      const p = await app.inject({ method: 'GET', url: `/v1/vms/edge/exec/${bad}` });
+      expect(p.statusCode, `pid ${bad}`).toBe(400);
+      expect(p.json().detail).toMatch(/^params\.pid must be a whole number in decimal digits/);
+    }
+    expect((await app.inject({ method: 'GET', url: '/v1/vms?limit=5' })).statusCode).toBe(200);
+    expect(agentCommands(vm).filter((c) => c === 'guest-exec-status')).toEqual([]);
+  });
+
   it('a path parameter over the limit is 414 URI_TOO_LONG as problem+json', async () => {
     await expectProblem(app, { method: 'GET', url: `/v1/vms/${'y'.repeat(300)}` }, 414, 'URI_TOO_LONG');
   });
