@@ -72,6 +72,15 @@ describe('Host and Origin', () => {
     expect(hostless.text).toContain('"code":"MISDIRECTED_REQUEST"');
   });
 
+  it('an absolute-form target is checked by its authority, not by the Host header beside it (RFC 9112 §3.2.2)', async () => {
+    for (const target of ['http://attacker.example/v1/vms/s1/ping', `http://user@attacker.example:${port}/v1/vms/s1/ping`]) {
+      const r = await exchange([`GET ${target} HTTP/1.1`, `Host: 127.0.0.1:${port}`]);
+      expect(r.status, target).toBe(421);
+      expect(r.text).toContain('"code":"MISDIRECTED_REQUEST"');
+    }
+    expect((await exchange([`GET http://127.0.0.1:${port}/v1/vms/s1/ping HTTP/1.1`, 'Host: attacker.example'])).status).toBe(200);
+  });
+
   it('a browser Origin is 403 ORIGIN_FORBIDDEN before the body is read, and nothing reaches the agent', async () => {
     const before = agentCommands(vm).length;
     // the body is announced but never sent: an answer proves the check ran before reading it

@@ -1,8 +1,8 @@
 /**
  * Host and Origin checks, before authentication and before any body is read (onRequest):
- *  - a Host header that is not one of the gateway's names is 421 MISDIRECTED_REQUEST: a web page
- *    that rebinds its own DNS name to 127.0.0.1 reaches the loopback gateway with its own name in
- *    Host, and is refused here (DNS rebinding);
+ *  - a Host header (or the authority of an absolute-form target) that is not one of the gateway's
+ *    names is 421 MISDIRECTED_REQUEST: a web page that rebinds its own DNS name to 127.0.0.1
+ *    reaches the loopback gateway with its own name in Host, and is refused here (DNS rebinding);
  *  - a request carrying an Origin that is not in server.allowedOrigins is 403 ORIGIN_FORBIDDEN: a
  *    browser sends Origin on cross-site POSTs, which is how a page the operator visits could
  *    otherwise shut a VM down (CSRF). Clients that are not browsers send no Origin.
@@ -30,13 +30,24 @@ export function normalizeHost(host: string): string {
   return colon >= 0 && h.indexOf(':', colon + 1) < 0 ? h.slice(0, colon) : h;
 }
 
+/** the authority of an absolute-form request target, without userinfo; undefined if it is not one */
+function authorityOf(url: string): string | undefined {
+  const m = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)/i.exec(url);
+  if (m === null) return undefined;
+  const at = m[1].lastIndexOf('@');
+  return at >= 0 ? m[1].slice(at + 1) : m[1];
+}
+
 export function registerOriginChecks(app: FastifyInstance, server: Config['server'], advertiseUrl?: string): void {
   const hosts = allowedHostNames(server, advertiseUrl);
   const origins = new Set(server.allowedOrigins.map((o) => o.toLowerCase().replace(/\/+$/, '')));
   // callback style: an async hook costs a promise per request (issue 14)
   app.addHook('onRequest', (request, _reply, done) => {
     if (hosts) {
-      const host = request.headers.host;
+      // an absolute-form target (`GET http://name/… HTTP/1.1`) names the host itself, and the Host
+      // header is then to be ignored (RFC 9112 §3.2.2): its authority is what is checked
+      const url = request.raw.url;
+      const host = url !== undefined && url.charCodeAt(0) !== 47 ? authorityOf(url) : request.headers.host;
       if (typeof host !== 'string' || !hosts.has(normalizeHost(host))) {
         done(errors.misdirected(typeof host === 'string' ? host : ''));
         return;
