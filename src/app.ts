@@ -201,6 +201,16 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   trackReplies(app, shutdown.signal);
   registerOriginChecks(app, config.server, config.cluster.advertiseUrl);
   const auth = registerAuth(app, config, opts.env);
+  // a compressed body would be parsed, or written to a guest file, as the compressed bytes: 415
+  // before anything is read (RFC 9110 §8.4.1), once the caller is known; `identity` is no coding,
+  // and a request without a body has nothing to decode
+  app.addHook('onRequest', (request, _reply, done) => {
+    const h = request.headers;
+    const coding = h['content-encoding'];
+    const body = h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0');
+    if (coding === undefined || !body || coding.trim() === '' || coding.trim().toLowerCase() === 'identity') done();
+    else done(errors.unsupportedEncoding(coding));
+  });
   app.decorate('reloadConfig', async (next: Config) => {
     auth.reload(next, opts.env);
     return services.reload(next);

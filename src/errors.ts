@@ -187,6 +187,11 @@ export const errors = {
   nothingFrozen: (vm: string, detail: string, ctx: Ctx = {}) => new GatewayError('NOTHING_FROZEN', detail, { ...ctx, vm }),
   tooLarge: (what: string, limit: number, setting: string, ctx: Ctx = {}) =>
     new GatewayError('PAYLOAD_TOO_LARGE', `${what} is larger than the configured cap of ${limit} bytes (${setting})`, { ...ctx, extra: { ...ctx.extra, limit } }),
+  /** a body in a content coding the gateway does not decode (RFC 9110 §8.4.1): send it as it is */
+  unsupportedEncoding: (coding: string) =>
+    new GatewayError('UNSUPPORTED_MEDIA_TYPE', `a body with Content-Encoding: ${JSON.stringify(coding).slice(1, -1).slice(0, 64)} is not accepted: send it uncompressed (no Content-Encoding, or identity)`, {
+      extra: { acceptEncoding: ['identity'] },
+    }),
   /** a body of a content type the route does not parse: says which to send */
   unsupportedMediaType: (got: string | undefined, expected: readonly string[]) =>
     new GatewayError(

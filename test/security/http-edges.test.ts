@@ -94,6 +94,23 @@ describe('HTTP edges', () => {
     expect(agentCommands(vm).filter((c) => c === 'guest-exec-status')).toEqual([]);
   });
 
+  it('a body in a content coding (gzip…) is 415 before it is read, never parsed or written as the compressed bytes; identity passes', async () => {
+    const before = agentCommands(vm).length;
+    for (const coding of ['gzip', 'br', 'deflate, gzip']) {
+      const r = await app.inject({ method: 'POST', url: '/v1/vms/edge/qga/guest-ping', payload: '{}', headers: { 'content-type': 'application/json', 'content-encoding': coding } });
+      expect(r.statusCode, coding).toBe(415);
+      expect(r.json()).toMatchObject({ code: 'UNSUPPORTED_MEDIA_TYPE', acceptEncoding: ['identity'] });
+      expect(r.json().detail).toContain(`Content-Encoding: ${coding}`);
+    }
+    const upload = await app.inject({ method: 'PUT', url: '/v1/vms/edge/files/content?path=/tmp/x', payload: Buffer.from([0x1f, 0x8b, 8, 0]), headers: { 'content-type': 'application/octet-stream', 'content-encoding': 'gzip' } });
+    expect(upload.statusCode).toBe(415);
+    expect(agentCommands(vm).slice(before)).toEqual([]);
+    const plain = await app.inject({ method: 'POST', url: '/v1/vms/edge/qga/guest-ping', payload: '{}', headers: { 'content-type': 'application/json', 'content-encoding': 'identity' } });
+    expect(plain.statusCode).toBe(200);
+    // no body, nothing to decode
+    expect((await app.inject({ method: 'GET', url: '/v1/vms/edge/ping', headers: { 'content-encoding': 'gzip' } })).statusCode).toBe(200);
+  });
+
   it('a path parameter over the limit is 414 URI_TOO_LONG as problem+json', async () => {
     await expectProblem(app, { method: 'GET', url: `/v1/vms/${'y'.repeat(300)}` }, 414, 'URI_TOO_LONG');
   });
