@@ -190,8 +190,9 @@ export function registerErrorHandling(app: FastifyInstance, opts: { refusalHoldM
         // the shutdown grace time ran out: the caller is still there and should retry elsewhere
         return sendProblem(reply, errors.shuttingDown('the gateway is shutting down; the request was abandoned'), request);
       }
-      // the caller went away: nobody reads an answer, and it is no error of ours
-      request.log.info('client went away; request abandoned');
+      // the caller went away: nobody reads an answer, and it is no error of ours; the request's one
+      // line (status 499, aborted) was written when its connection closed (plugins/request-log.ts)
+      request.log.debug('client went away; request abandoned');
       return reply.code(499).send();
     }
     const ge = error instanceof GatewayError ? error : fromFastify(error, request);

@@ -232,6 +232,30 @@ describe('request log: one line per request (child process, level info)', () => 
     expect(mine[3]).toMatchObject({ audit: true, by: 'ops', group: g2.body.id });
   });
 
+  it('a client that goes away before its answer still gets its one line: status 499, aborted, written when the connection closes', async () => {
+    // a freeze whose client leaves while the agent takes its time (the freeze itself goes on)
+    vm.setFault({ command: 'guest-fsfreeze-freeze', kind: 'delay', ms: 1_000, times: 1 });
+    const id = 'abandoned-freeze-1';
+    const ac = new AbortController();
+    const gone = fetch(`${gw.url}/v1/vms/logvm/fsfreeze`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, 'x-request-id': id, 'content-type': 'application/json' },
+      body: JSON.stringify({ ttlSeconds: 60 }),
+      signal: ac.signal,
+    }).catch(() => 'aborted');
+    const sent = await waitFor(gw, (l) => l.requestId === id && l.command === 'guest-fsfreeze-freeze');
+    expect(sent).toHaveLength(1);
+    ac.abort();
+    expect(await gone).toBe('aborted');
+    const found = await waitFor(gw, (l) => l.requestId === id && l.route !== undefined);
+    expect(found).toEqual([expect.objectContaining({ level: 30, method: 'POST', route: '/v1/vms/:vm/fsfreeze', vm: 'logvm', status: 499, aborted: true, principal: 'ops' })]);
+    // the freeze went on without its client: its own line comes, and no second request line
+    expect(await waitFor(gw, (l) => l.requestId === id && l.msg === 'frozen')).toHaveLength(1);
+    expect(lines(gw).filter((l) => l.requestId === id && l.route !== undefined)).toHaveLength(1);
+    const thaw = await fetch(`${gw.url}/v1/vms/logvm/fsfreeze?force=true`, { method: 'DELETE', headers: { authorization: `Bearer ${TOKEN}` }, signal: AbortSignal.timeout(15_000) });
+    expect(thaw.status).toBe(200);
+  });
+
   it('health and metrics scrapes are not logged at info', async () => {
     for (const p of ['/healthz', '/readyz', '/metrics']) expect((await send('GET', p, { id: `scrape${p.replace('/', '-')}` })).status).toBe(200);
     // a request after them: its line is written after theirs would have been

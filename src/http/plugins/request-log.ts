@@ -18,6 +18,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, onResponseHookHandler } from 'fastify';
 import { REJECTION_STATUSES, type HttpMetrics, type RouteMetrics } from './metrics.js';
 
@@ -114,6 +115,8 @@ export function registerRequestLog(app: FastifyInstance, metrics: HttpMetrics): 
   // answers given without a declared route (no route matched: 404, 405; router errors)
   const unmatchedMetrics = new Map<string, RouteMetrics>();
   app.addHook('onResponse', (request, reply, done) => {
+    const socket = request.raw.socket as TrackedSocket | null;
+    if (socket !== null && socket[UNANSWERED] === request) socket[UNANSWERED] = undefined;
     if (request.is404) {
       let m = unmatchedMetrics.get(request.method);
       if (m === undefined) {
@@ -127,12 +130,41 @@ export function registerRequestLog(app: FastifyInstance, metrics: HttpMetrics): 
     done();
   });
 
+  // A request whose client goes away before its answer is written gets no onResponse: its line
+  // is written when its connection closes (status 499, `aborted: true`), by one listener per
+  // connection, for the request the connection was waiting on.
+  const onConnectionClose = function (this: TrackedSocket): void {
+    const request = this[UNANSWERED];
+    if (request === undefined) return;
+    this[UNANSWERED] = undefined;
+    const route = request.routeOptions.url ?? 'unmatched';
+    if (QUIET_ROUTES.has(route)) return;
+    request.log.info({ ...fields(request, request[REPLY_OF] as FastifyReply, route, 499), aborted: true }, `${request.method} ${route} 499 client went away before the answer`);
+  };
+
   // every answer names its request id (set first, so that refusals by later hooks carry it too)
   app.addHook('onRequest', (request, reply, done) => {
     reply.header('x-request-id', request.id);
+    const socket = request.raw.socket as TrackedSocket | null;
+    if (socket !== null) {
+      if (!socket[WATCHED]) {
+        socket[WATCHED] = true;
+        socket.once('close', onConnectionClose);
+      }
+      const r = request as Unanswered;
+      r[REPLY_OF] = reply;
+      socket[UNANSWERED] = r;
+    }
     done();
   });
 }
+
+/** on a connection: the request it waits to answer (the latest one), and whether its close is watched */
+const UNANSWERED = Symbol('qga.unanswered');
+const WATCHED = Symbol('qga.closeWatched');
+const REPLY_OF = Symbol('qga.replyOf');
+type Unanswered = FastifyRequest & { [REPLY_OF]?: FastifyReply };
+type TrackedSocket = Socket & { [UNANSWERED]?: Unanswered; [WATCHED]?: boolean };
 
 function fields(request: FastifyRequest, reply: FastifyReply, route: string, status: number): Record<string, unknown> {
   const params = request.params as Record<string, unknown> | undefined;
