@@ -190,7 +190,9 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
       const vms = registry.reloadStatic(entries);
       // a VM gone from the config, or moved to another socket, loses its channel; the rest keep theirs
       for (const vm of [...vms.removed, ...vms.changed]) if (pool.has(vm)) await pool.remove(vm);
-      for (const vm of vms.removed) agent.forget(vm);
+      for (const vm of [...vms.removed, ...vms.changed]) agent.forget(vm);
+      // a new VM, or one on another socket now: its agent state is unknown from now on
+      for (const vm of [...vms.added, ...vms.changed]) agent.registered(vm);
       return vms;
     },
     (vm) => freeze.removalBlocker(vm),

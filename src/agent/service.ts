@@ -172,6 +172,11 @@ export class AgentService implements AgentCaller {
     else this.frozen.delete(vm);
   }
 
+  /** A VM registered while the gateway runs: its agent state is unknown from now (fleet view `since`). */
+  registered(vm: string): void {
+    this.health.appeared(vm);
+  }
+
   forget(vm: string): void {
     this.frozen.delete(vm);
     this.health.forget(vm);

@@ -81,6 +81,10 @@ export class AgentHealth {
     this.syncingSince.delete(vm);
   }
 
+  appeared(vm: string): void {
+    this.states.appeared(vm);
+  }
+
   private onChannelState({ vm, state, prev }: StateEvent): void {
     if (state === 'syncing') {
       this.syncingSince.set(vm, performance.now());

@@ -130,6 +130,13 @@ export class AgentStates {
     for (const [vm, e] of this.entries) yield [vm, e.state];
   }
 
+  /** A VM registered while the gateway runs (API, reload): unknown since now, not since the start. */
+  appeared(vm: string): void {
+    const e = this.entries.get(vm);
+    if (e === undefined) this.entries.set(vm, { state: 'unknown', since: this.clock() });
+    else if (e.state === 'unknown') e.since = this.clock();
+  }
+
   forget(vm: string): void {
     const e = this.entries.get(vm);
     if (!e) return;

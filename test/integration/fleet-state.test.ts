@@ -397,8 +397,16 @@ describe('sharing the socket', () => {
     const { app, sim: base } = await setup({ config: { registry: { allowApiRegistration: true, allowedSocketRoots: [fleet.dir] } } });
     const name = `api${++seq}`;
     const sim = await fleet.add({ name });
+    // registered a while after the gateway started: its agent state is unknown since then, not since the start
+    await new Promise((r) => setTimeout(r, 200));
+    const requested = Date.now();
     const r = await app.inject({ method: 'POST', url: '/v1/vms', payload: { name, endpoint: sim.endpoint, idleReleaseMs: 250 } });
     expect(r.statusCode).toBe(201);
+    const answered = Date.now();
+    const before = (await vmObject(app, name)).agent as JsonObject;
+    expect(before.state).toBe('unknown');
+    expect(Date.parse(before.since as string)).toBeGreaterThanOrEqual(requested - 2);
+    expect(Date.parse(before.since as string)).toBeLessThanOrEqual(answered + 2);
     expect((await app.inject({ method: 'GET', url: `/v1/vms/${name}/ping` })).statusCode).toBe(200);
     const t0 = performance.now();
     await waitFor('released', () => gw(app).pool.peek(name)?.state === 'idle', 2000);

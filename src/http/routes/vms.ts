@@ -130,6 +130,7 @@ export default async function vmRoutes(fastify: FastifyInstance): Promise<void> 
     async (request, reply) => {
       const view = viewOf(request.principal);
       const rec = await services.registry.register(request.body, view);
+      services.agent.registered(rec.name);
       request.log.info({ vm: rec.name, by: request.principal.name }, 'VM registered');
       return reply.code(201).header('location', `/v1/vms/${rec.name}`).send(summarize(services, rec, view));
     },
