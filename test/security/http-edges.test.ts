@@ -111,6 +111,25 @@ describe('HTTP edges', () => {
     expect((await app.inject({ method: 'GET', url: '/v1/vms/edge/ping', headers: { 'content-encoding': 'gzip' } })).statusCode).toBe(200);
   });
 
+  it('a NUL in a guest file path or in an exec path, argument or environment entry is 400, and nothing reaches the agent', async () => {
+    const before = agentCommands(vm).length;
+    const bad = [
+      app.inject({ method: 'GET', url: '/v1/vms/edge/files/content?path=/tmp/a%00.txt' }),
+      app.inject({ method: 'PUT', url: '/v1/vms/edge/files/content?path=%00', payload: Buffer.from('x'), headers: { 'content-type': 'application/octet-stream' } }),
+      app.inject({ method: 'POST', url: '/v1/vms/edge/files/handles', payload: { path: '\u0000' } }),
+      app.inject({ method: 'POST', url: '/v1/vms/edge/exec', payload: { path: '/bin/echo\u0000' } }),
+      app.inject({ method: 'POST', url: '/v1/vms/edge/exec', payload: { path: '/bin/echo', arg: ['a\u0000b'] } }),
+      app.inject({ method: 'POST', url: '/v1/vms/edge/exec', payload: { path: '/bin/echo', env: ['A=\u0000'] } }),
+    ];
+    for (const r of await Promise.all(bad)) {
+      expect(r.statusCode, r.body).toBe(400);
+      expect(r.json()).toMatchObject({ code: 'VALIDATION_FAILED' });
+    }
+    expect(agentCommands(vm).slice(before)).toEqual([]);
+    // an empty argument is still an argument
+    expect((await app.inject({ method: 'POST', url: '/v1/vms/edge/exec', payload: { path: '/bin/echo', arg: [''], wait: 5 } })).statusCode).toBe(200);
+  });
+
   it('a path parameter over the limit is 414 URI_TOO_LONG as problem+json', async () => {
     await expectProblem(app, { method: 'GET', url: `/v1/vms/${'y'.repeat(300)}` }, 414, 'URI_TOO_LONG');
   });

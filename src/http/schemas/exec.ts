@@ -17,11 +17,15 @@ export const ExecParams = Type.Object(
   { additionalProperties: false },
 );
 
+/** a process's path, arguments and environment are C strings: a NUL would cut them short */
+const NO_NUL = '^[^\\u0000]+$';
+const NO_NUL_OR_EMPTY = '^[^\\u0000]*$';
+
 export const ExecBody = Type.Object(
   {
-    path: Type.String({ minLength: 1, description: 'path or executable name to execute' }),
-    arg: Type.Optional(Type.Array(Type.String(), { description: 'argument list to pass to executable' })),
-    env: Type.Optional(Type.Array(Type.String(), { description: 'environment variables to pass to executable (NAME=value)' })),
+    path: Type.String({ minLength: 1, pattern: NO_NUL, description: 'path or executable name to execute (no NUL character)' }),
+    arg: Type.Optional(Type.Array(Type.String({ pattern: NO_NUL_OR_EMPTY }), { description: 'argument list to pass to executable (no NUL character: a process argument ends at one)' })),
+    env: Type.Optional(Type.Array(Type.String({ pattern: NO_NUL_OR_EMPTY }), { description: 'environment variables to pass to executable (NAME=value; no NUL character)' })),
     'input-data': Type.Optional(
       Base64('data to be passed to process stdin (base64 encoded). Not together with inputText.'),
     ),

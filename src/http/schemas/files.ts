@@ -10,7 +10,8 @@ import { Base64, PathInteger } from './scalars.js';
 /** The open modes the agent takes (its fopen table): anything else would be its 422. */
 export const FOPEN_MODES = ['r', 'rb', 'w', 'wb', 'a', 'ab', 'r+', 'rb+', 'r+b', 'w+', 'wb+', 'w+b', 'a+', 'ab+', 'a+b'] as const;
 
-export const GuestPath = Type.String({ minLength: 1, maxLength: 4096, description: 'Full path to the file in the guest' });
+/** no NUL: no guest OS takes one in a path (the agent refuses it, or would cut the path there) */
+export const GuestPath = Type.String({ minLength: 1, maxLength: 4096, pattern: '^[^\\u0000]+$', description: 'Full path to the file in the guest (no NUL character)' });
 
 export const ContentQuery = Type.Object({ path: GuestPath }, { additionalProperties: false });
 

@@ -1030,11 +1030,11 @@ export interface components {
         };
         /** ExecRequest */
         ExecRequest: {
-            /** @description path or executable name to execute */
+            /** @description path or executable name to execute (no NUL character) */
             path: string;
-            /** @description argument list to pass to executable */
+            /** @description argument list to pass to executable (no NUL character: a process argument ends at one) */
             arg?: string[];
-            /** @description environment variables to pass to executable (NAME=value) */
+            /** @description environment variables to pass to executable (NAME=value; no NUL character) */
             env?: string[];
             /**
              * Format: byte
@@ -2137,7 +2137,7 @@ export interface components {
         };
         /** OpenFileRequest */
         OpenFileRequest: {
-            /** @description Full path to the file in the guest */
+            /** @description Full path to the file in the guest (no NUL character) */
             path: string;
             /**
              * @description open mode, as per fopen(), "r" is the default
@@ -10026,7 +10026,7 @@ export interface operations {
     downloadFile: {
         parameters: {
             query: {
-                /** @description Full path to the file in the guest */
+                /** @description Full path to the file in the guest (no NUL character) */
                 path: string;
             };
             header?: never;
@@ -10209,7 +10209,7 @@ export interface operations {
     uploadFile: {
         parameters: {
             query: {
-                /** @description Full path to the file in the guest */
+                /** @description Full path to the file in the guest (no NUL character) */
                 path: string;
                 /** @description truncate (default): create the file or empty it first ("w"); append: add to its end ("a") */
                 mode?: "truncate" | "append";
@@ -10390,7 +10390,7 @@ export interface operations {
     statFile: {
         parameters: {
             query: {
-                /** @description Full path to the file in the guest */
+                /** @description Full path to the file in the guest (no NUL character) */
                 path: string;
             };
             header?: never;
