@@ -288,7 +288,8 @@ export class FreezeService {
       this.engine.forget(lease.session, lease.leaseId);
       await this.engine.release(lease.session, lease.leaseId, 'forced');
     }
-    return { ...o.report, forced: true, ...(lease || o.report.reason ? {} : { reason: 'NO_LEASE' as const, detail: 'no lease was held on this VM' }) };
+    // no lease: no freeze count to hold the thaw to, so never `consistent: true`
+    return { ...o.report, forced: true, ...(lease || o.report.reason ? {} : { consistent: false, reason: 'NO_LEASE' as const, detail: 'no lease was held on this VM' }) };
   }
 
   /** The tombstone of `leaseId` if that lease was for `session` (a lease id of another VM does not count). */

@@ -121,6 +121,8 @@ describe.each(stores)('freeze sessions (%s store)', (_kind, storeOpts) => {
     expect(r).toMatchObject({ thawed: lease.frozen, forced: true });
     expect(fleet.vm.vm1.state.frozen).toBe(false);
     expect((await g.freeze.status('vm1', ADMIN)).lease).toBeNull();
+    // again, with no lease held: nothing to hold the thaw count to
+    expect(await g.freeze.thaw('vm1', { force: true }, ADMIN)).toMatchObject({ thawed: 0, forced: true, consistent: false, reason: 'NO_LEASE' });
   });
 
   it('a forced thaw while the freeze is in flight: the freeze is answered 409 (never 201), the guest is left thawed by one thaw, the lease ends', async () => {
