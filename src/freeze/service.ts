@@ -95,7 +95,15 @@ export class FreezeService {
     // no local timer may start a thaw of its own beside the shutdown's (one in flight is shared)
     this.engine.stop();
     const handover = this.store.kind === 'redis' && this.settings.handoverOnShutdown === true;
-    if (!handover) {
+    if (handover) {
+      // say what is left frozen, and until when, so an operator reading the stop knows
+      for (const l of held) {
+        this.logger.warn(
+          { session: l.session, owner: l.owner, vms: freezeData(l).vms, expiresAt: iso(l.expiresAt) },
+          'shutting down: leaving a frozen session to the other gateways (freeze.handoverOnShutdown): thawed by its holder, or by their sweepers at its deadline',
+        );
+      }
+    } else {
       let sessions: Lease[];
       try {
         sessions = await this.store.listSessions();

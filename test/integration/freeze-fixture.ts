@@ -56,7 +56,7 @@ export interface Rig {
 
 export async function rig(
   fleet: SimFleet,
-  opts: { redisUrl?: string; keyPrefix?: string; freeze?: Record<string, number | boolean>; agent?: Record<string, number>; start?: boolean; store?: LeaseStore } = {},
+  opts: { redisUrl?: string; keyPrefix?: string; freeze?: Record<string, number | boolean>; agent?: Record<string, number>; start?: boolean; store?: LeaseStore; logger?: pino.Logger } = {},
 ): Promise<Rig> {
   const config = buildConfig(
     {
@@ -72,7 +72,7 @@ export async function rig(
     {},
     'freeze test',
   );
-  const logger = pino({ level: config.log.level });
+  const logger = opts.logger ?? pino({ level: config.log.level });
   const services = createGateway(config, logger, opts.store ? { store: opts.store } : {});
   await services.store.ready(5_000);
   const { freeze } = services;

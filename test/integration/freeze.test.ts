@@ -5,6 +5,7 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { randomUUID } from 'node:crypto';
+import pino from 'pino';
 import { MemoryStore } from '../../src/store/memory.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { ADMIN, BACKUP, OTHER, agentCommands, rig, simFleet, sleep, waitFor, type Rig, type SimFleet, rejection, storeVariants } from './freeze-fixture.js';
@@ -285,10 +286,16 @@ describe('shutdown', () => {
       await g.freeze.freeze('vm1', { ttlSeconds: 600 }, BACKUP);
       await g.close();
       expect(fleet.vm.vm1.state.frozen).toBe(false);
-      const h = await rig(fleet, { redisUrl: redis.url, keyPrefix: prefix, freeze: { handoverOnShutdown: true } });
+      const lines: Array<Record<string, unknown>> = [];
+      const logger = pino({ level: 'info' }, { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
+      const h = await rig(fleet, { redisUrl: redis.url, keyPrefix: prefix, freeze: { handoverOnShutdown: true }, logger });
       const lease = await h.freeze.freeze('vm1', { ttlSeconds: 600 }, BACKUP);
       await h.close();
       expect(fleet.vm.vm1.state.frozen).toBe(true);
+      // the stop says what it leaves frozen, and until when
+      expect(lines.filter((l) => String(l.msg).startsWith('shutting down: leaving a frozen session'))).toEqual([
+        expect.objectContaining({ level: 40, session: 'vm:vm1', owner: 'backup', vms: ['vm1'], expiresAt: lease.expiresAt }),
+      ]);
       const after = await rig(fleet, { redisUrl: redis.url, keyPrefix: prefix, freeze: { sweepIntervalMs: 60_000 } });
       expect((await after.freeze.status('vm1', BACKUP)).lease?.leaseId).toBe(lease.leaseId);
       await after.freeze.thaw('vm1', { leaseId: lease.leaseId }, BACKUP);
