@@ -63,6 +63,8 @@ export interface ThawOptions {
   storeWaitMs?: number;
   /** the HTTP request that asked for this thaw (X-Request-Id), for its log line; none for the gateway's own */
   requestId?: string;
+  /** for a retry: the trigger of the thaw being retried (a holder's thaw is retried though its lease is live) */
+  origin?: ThawTrigger;
 }
 
 export interface SessionThawResult {
@@ -195,7 +197,10 @@ export class ThawEngine {
         this.logger.info({ vm, session: lease.session, trigger, state: c.state }, 'stale thaw not sent');
         return { vm, status: 'skipped', why: c.state };
       }
-      if (c?.state === 'live' && AUTO_TRIGGERS.has(trigger)) return { vm, status: 'skipped', why: 'renewed' };
+      // the gateway's own thaw of a live lease: renewed meanwhile, not due. A retry of a thaw its
+      // holder (or a rollback) asked for still goes: the lease is live because that thaw failed
+      const ownThaw = AUTO_TRIGGERS.has(trigger) && (how.origin === undefined || AUTO_TRIGGERS.has(how.origin));
+      if (c?.state === 'live' && ownThaw) return { vm, status: 'skipped', why: 'renewed' };
     }
     // the priority lane: next on the wire after the command in flight, never QUEUE_FULL or refused by maxOpen
     // the audit trail names the gateway for its own thaws (deadline, shutdown…), the caller otherwise
@@ -251,7 +256,8 @@ export class ThawEngine {
     // the gateway's own thaws skip what it already thawed; a caller's thaw still sends (and reports) every VM
     const skip = before !== undefined && AUTO_TRIGGERS.has(trigger) ? before : undefined;
     const targets = (vms ?? freezeData(lease).vms).filter((vm) => skip === undefined || !skip.has(vm));
-    const outcomes = await Promise.all(targets.map((vm) => this.thawVm(vm, lease, trigger, opts).catch((e: unknown) => failed(vm, e))));
+    const how = origin === trigger ? opts : { ...opts, origin };
+    const outcomes = await Promise.all(targets.map((vm) => this.thawVm(vm, lease, trigger, how).catch((e: unknown) => failed(vm, e))));
     const renewed = outcomes.some((o) => o.status === 'skipped' && o.why === 'renewed');
     const failures = outcomes.filter((o) => o.status === 'failed');
     // a deadline thaw (timer, sweep, reconciliation, or a retry of one): audited and counted

@@ -148,6 +148,21 @@ describe.each(stores)('freeze sessions (%s store)', (_kind, storeOpts) => {
     expect((await g.freeze.freeze('vm1', {}, BACKUP)).frozen).toBe(fleet.vm.vm1.state.filesystems.length);
   });
 
+  it("a holder's thaw that fails is retried by the gateway at once (not left to the deadline): the guest is thawed and the lease ends", async () => {
+    fleet = await simFleet(['vm1']);
+    g = await rig(fleet, storeOpts());
+    const lease = await g.freeze.freeze('vm1', { ttlSeconds: 600 }, BACKUP);
+    fleet.vm.vm1.setFault({ command: 'guest-fsfreeze-thaw', kind: 'error', class: 'GenericError', desc: 'thaw failed: device busy', times: 1 });
+    const err = await rejection(g.freeze.thaw('vm1', { leaseId: lease.leaseId }, BACKUP));
+    expect(err.code).toBe('AGENT_ERROR');
+    expect(fleet.vm.vm1.state.frozen).toBe(true);
+    // the retry comes within its first back-off (0.5 s), far before the 600 s deadline
+    const ms = await waitFor(() => !fleet.vm.vm1.state.frozen, 5_000, 'the retried thaw');
+    expect(ms).toBeLessThan(5_000);
+    expect(agentCommands(fleet.vm.vm1).filter((c) => c === 'guest-fsfreeze-thaw')).toHaveLength(2);
+    await waitFor(async () => (await g.freeze.status('vm1', BACKUP)).lease === null, 5_000, 'the lease released');
+  });
+
   it('renews within the hard cap and refuses a wrong lease', async () => {
     fleet = await simFleet(['vm1']);
     g = await rig(fleet, { ...storeOpts(), freeze: { defaultTtlSeconds: 2, maxTtlSeconds: 3, maxTotalSeconds: 4 } });
