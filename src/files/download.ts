@@ -37,6 +37,19 @@ export async function planDownload(
       // Not seekable: stream to EOF without a length, and without honouring Range.
       if (!(isGatewayError(e) && e.code === 'AGENT_ERROR')) throw e;
     }
+    // A size of 0, or a whole file smaller than a chunk, is read to its end before it is believed:
+    // /proc files say 0 and /sys files a page (4096) whatever they hold, and a regular file that
+    // small costs no more read either way. What the first read finds is the size; a file that
+    // goes on past it is streamed to its end without a length (and without Range), as a pipe.
+    if (size !== undefined && (size === 0 || (size < chunkBytes && parseRange(rangeHeader) === undefined))) {
+      const stream = new DownloadStream(files, vm, handle, undefined, chunkBytes, 1);
+      await files.seek(vm, handle, 0, SEEK_SET, signal);
+      await stream.prefetch(signal);
+      const whole = stream.firstChunk();
+      const real = whole?.done ? whole.length : undefined;
+      // a size that was not the file's (a pseudo-file): a length for this answer, but no Range on it
+      return { status: 200, ...(real === size ? { size } : {}), start: 0, length: real, stream };
+    }
     let start = 0;
     let end = size === undefined ? undefined : size - 1;
     let status: 200 | 206 = 200;
@@ -101,6 +114,11 @@ export class DownloadStream extends Readable {
   ) {
     super({ highWaterMark: chunkBytes });
     this.unasked = remaining;
+  }
+
+  /** what prefetch() read: its length, and whether it was the whole file (EOF) */
+  firstChunk(): { length: number; done: boolean } | undefined {
+    return this.first === undefined ? undefined : { length: this.first.buf.length, done: this.first.done };
   }
 
   /** reads sent to the agent and not yet handed on (for tests and metrics) */

@@ -6,7 +6,7 @@ import type { Config } from '../config/schema.js';
 import type { AgentCaller } from '../agent/service.js';
 import { planDownload, type DownloadPlan } from './download.js';
 import { isGatewayError } from '../errors.js';
-import { GuestFiles, SEEK_END, type FilesLogger } from './guest.js';
+import { GuestFiles, SEEK_END, SEEK_SET, type FilesLogger } from './guest.js';
 import { RawHandles } from './raw.js';
 import { upload, type UploadMode, type UploadResult } from './upload.js';
 
@@ -58,7 +58,12 @@ export class FilesService {
   async size(vm: string, path: string, signal?: AbortSignal): Promise<number | undefined> {
     const handle = await this.guest.open(vm, path, 'r', 'transfer');
     try {
-      return (await this.guest.seek(vm, handle, 0, SEEK_END, signal)).position;
+      const size = (await this.guest.seek(vm, handle, 0, SEEK_END, signal)).position;
+      if (size !== 0) return size;
+      // 0 is what /proc files say whatever they hold: a byte read tells them from an empty file
+      await this.guest.seek(vm, handle, 0, SEEK_SET, signal);
+      const r = await this.guest.read(vm, handle, 1, signal);
+      return r.b64 === '' ? 0 : undefined;
     } catch (e) {
       if (isGatewayError(e) && e.code === 'AGENT_ERROR') return undefined;
       throw e;

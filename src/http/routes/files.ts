@@ -27,7 +27,7 @@ declare module 'fastify' {
 const OCTETS = 'application/octet-stream';
 /** Response headers of the content routes, as the OpenAPI document shows them. */
 const H = {
-  'content-length': { type: 'integer', description: 'bytes in this answer: the file size for a whole, seekable file; absent for pipes and /proc files' },
+  'content-length': { type: 'integer', description: 'bytes in this answer: the file size for a whole, seekable file; what a /proc or /sys file held; absent for pipes' },
   'accept-ranges': { type: 'string', enum: ['bytes', 'none'], description: '`bytes` when the file is seekable (Range works), `none` otherwise' },
   'content-range': { type: 'string', description: 'bytes FIRST-LAST/SIZE of the part sent' },
 };
@@ -114,8 +114,9 @@ function contentRoutes(files: FilesService) {
         summary: 'Download a guest file of any size, streamed (supports Range for resuming)',
         description:
           'open "r" → seek (size, Range) → read chunk by chunk (files.readChunkBytes) → close. Content-Length is set ' +
-          'when the file is seekable (regular files); pipes and /proc files stream until EOF without it and ignore ' +
-          'Range. A single `Range: bytes=a-b | a- | -n` answers 206 with Content-Range; one outside the file, 416. ' +
+          'when the file is seekable (regular files); pipes stream until EOF without it and ignore Range. /proc and ' +
+          '/sys files, whose size the kernel misstates (0, a page), are read whole first: Content-Length is what they ' +
+          'hold, `Accept-Ranges: none`, Range ignored. A single `Range: bytes=a-b | a- | -n` answers 206 with Content-Range; one outside the file, 416. ' +
           'If the file shrinks while being sent, the response is cut short (the connection is reset).',
         command: ['guest-file-open', 'guest-file-seek', 'guest-file-read', 'guest-file-close'],
         params: VmParams,

@@ -819,7 +819,7 @@ export interface paths {
         };
         /**
          * Download a guest file of any size, streamed (supports Range for resuming)
-         * @description open "r" → seek (size, Range) → read chunk by chunk (files.readChunkBytes) → close. Content-Length is set when the file is seekable (regular files); pipes and /proc files stream until EOF without it and ignore Range. A single `Range: bytes=a-b | a- | -n` answers 206 with Content-Range; one outside the file, 416. If the file shrinks while being sent, the response is cut short (the connection is reset).
+         * @description open "r" → seek (size, Range) → read chunk by chunk (files.readChunkBytes) → close. Content-Length is set when the file is seekable (regular files); pipes stream until EOF without it and ignore Range. /proc and /sys files, whose size the kernel misstates (0, a page), are read whole first: Content-Length is what they hold, `Accept-Ranges: none`, Range ignored. A single `Range: bytes=a-b | a- | -n` answers 206 with Content-Range; one outside the file, 416. If the file shrinks while being sent, the response is cut short (the connection is reset).
          */
         get: operations["downloadFile"];
         /**
@@ -10044,7 +10044,7 @@ export interface operations {
             /** @description the whole file */
             200: {
                 headers: {
-                    /** @description bytes in this answer: the file size for a whole, seekable file; absent for pipes and /proc files */
+                    /** @description bytes in this answer: the file size for a whole, seekable file; what a /proc or /sys file held; absent for pipes */
                     "content-length"?: number;
                     /** @description `bytes` when the file is seekable (Range works), `none` otherwise */
                     "accept-ranges"?: "bytes" | "none";
@@ -10057,7 +10057,7 @@ export interface operations {
             /** @description the requested byte range */
             206: {
                 headers: {
-                    /** @description bytes in this answer: the file size for a whole, seekable file; absent for pipes and /proc files */
+                    /** @description bytes in this answer: the file size for a whole, seekable file; what a /proc or /sys file held; absent for pipes */
                     "content-length"?: number;
                     /** @description `bytes` when the file is seekable (Range works), `none` otherwise */
                     "accept-ranges"?: "bytes" | "none";
