@@ -49,6 +49,9 @@ const NOT_SENT_CAUSES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOS
 export interface Locator {
   readonly selfId: string;
   locate(vm: string): VmLocation;
+  node?(id: string): NodeInfo | undefined;
+  /** the node a freeze of `vm` is bound to: the one serving it now, if only that node reaches it (service.ts) */
+  pinFor?(vm: string): string | undefined;
 }
 
 export interface RoutingAgentOptions {
@@ -81,11 +84,22 @@ export class RoutingAgent implements FreezeAgent {
     return typeof this.o.cluster === 'function' ? this.o.cluster() : this.o.cluster;
   }
 
+  pinFor(vm: string): string | undefined {
+    return this.cluster?.pinFor?.(vm);
+  }
+
   async call(vm: string, command: string, args?: JsonObject, opts: FreezeCallOptions = {}): Promise<JsonValue> {
     const cluster = this.cluster;
     if (!cluster) return this.o.local.call(vm, command, args, withoutFence(opts));
     const at = cluster.locate(vm);
     if (at.kind !== 'unknown' && this.unknownSince.size > 0) this.unknownSince.delete(vm);
+    // A command under a lease bound to a node (a VM only that node reaches) goes to that node, even
+    // when the name is served elsewhere now: another node's VM of the same name (a conflict, a
+    // move) is another guest, and the thaw of this lease is not its to receive.
+    const pinned = opts.fence?.node;
+    if (pinned !== undefined && pinned !== (at.kind === 'local' ? cluster.selfId : at.kind === 'remote' ? at.node.id : undefined)) {
+      return this.toPinned(cluster, pinned, vm, command, args, opts);
+    }
     switch (at.kind) {
       case 'local':
         return this.o.local.call(vm, command, args, withoutFence(opts));
@@ -104,6 +118,21 @@ export class RoutingAgent implements FreezeAgent {
           extra: { sent: false, nodes: at.nodes },
         });
     }
+  }
+
+  private toPinned(cluster: Locator, pinned: string, vm: string, command: string, args: JsonObject | undefined, opts: FreezeCallOptions): Promise<JsonValue> {
+    if (pinned === cluster.selfId) return this.o.local.call(vm, command, args, withoutFence(opts));
+    const node = cluster.node?.(pinned);
+    if (node === undefined || !node.alive) {
+      throw errors.nodeUnavailable(
+        vm,
+        pinned,
+        `VM ${vm} was frozen under this lease through node ${pinned}, which ${node === undefined ? 'is not known' : 'stopped heartbeating'}: ` +
+          `the command goes to that node's VM only (another node's VM of the same name is another guest); nothing was sent`,
+        { command, extra: { sent: false } },
+      );
+    }
+    return this.remote(cluster.selfId, node, vm, command, args, opts);
   }
 
   private async unknown(vm: string, command: string, args: JsonObject | undefined, opts: FreezeCallOptions): Promise<JsonValue> {

@@ -119,6 +119,22 @@ export class ClusterNode implements ClusterService {
     return this.directory.node(id);
   }
 
+  /**
+   * The node a freeze lease of `vm` is bound to (AgentFence.node): the node serving it now, when only
+   * that node reaches it (a unix socket of its host); none for a VM several nodes reach (a TCP
+   * endpoint, an API registration: whichever node owns it reaches the same guest) or one not served.
+   */
+  pinFor(vm: string): string | undefined {
+    const at = this.directory.locate(vm);
+    if (at.kind === 'local') {
+      const endpoint = this.opts.registry.resolve(vm);
+      return endpoint !== undefined && !this.isShared(vm, endpoint) ? this.selfId : undefined;
+    }
+    if (at.kind !== 'remote') return undefined;
+    const s = this.directory.get(vm)?.summary;
+    return s !== undefined && s.endpoint?.type === 'unix' && s.source !== 'api' ? at.node.id : undefined;
+  }
+
   private selfInfo(): NodeInfo {
     return { id: this.selfId, url: this.selfUrl, lastSeen: this.lastBeat, vmCount: this.served.size, version: this.opts.version, alive: true };
   }

@@ -111,7 +111,16 @@ export class SessionFreezer {
     // all at once (a group's members); the first unregistered one in the order given
     const missing = await unregistered(this.registry, p.vms);
     if (missing.length) throw errors.vmNotFound(missing[0]);
-    const data: FreezeData = { kind: p.kind, vms: p.vms, ...(p.mountpoints ? { mountpoints: p.mountpoints } : {}), state: 'freezing', gateway: this.gatewayId, ttlMs };
+    const nodes = this.pinsOf(p.vms);
+    const data: FreezeData = {
+      kind: p.kind,
+      vms: p.vms,
+      ...(p.mountpoints ? { mountpoints: p.mountpoints } : {}),
+      state: 'freezing',
+      gateway: this.gatewayId,
+      ttlMs,
+      ...(nodes ? { nodes } : {}),
+    };
     const req: AcquireRequest = {
       session: p.session,
       keys: p.vms.map(vmKey),
@@ -145,6 +154,17 @@ export class SessionFreezer {
     } finally {
       this.inflight.delete(lease.leaseId);
     }
+  }
+
+  /** cluster mode: the node each VM's freeze is bound to (the VMs only one node reaches); undefined when none is */
+  private pinsOf(vms: string[]): Record<string, string> | undefined {
+    if (this.agent.pinFor === undefined) return undefined;
+    const out: Record<string, string> = {};
+    for (const vm of vms) {
+      const node = this.agent.pinFor(vm);
+      if (node !== undefined) out[vm] = node;
+    }
+    return Object.keys(out).length > 0 ? out : undefined;
   }
 
   /** The previous lease on a VM expired and waits for its thaw: thaw it now rather than refuse. */
@@ -242,7 +262,7 @@ export class SessionFreezer {
       // guest was frozen lists freeze as disabled long after the thaw.
       // the priority lane: ahead of every queued reader, whatever the queue's length
       const r = await this.agent
-        .call(vm, command, mountpoints ? { mountpoints } : undefined, { timeoutMs, skipCapabilityCheck: true, priority: 'freeze', fence: fenceOf(lease) })
+        .call(vm, command, mountpoints ? { mountpoints } : undefined, { timeoutMs, skipCapabilityCheck: true, priority: 'freeze', fence: fenceOf(lease, vm) })
         .finally(() => this.engine.noteFreezeSettled(lease.leaseId, vm));
       const frozen = typeof r === 'number' ? r : Number(r);
       // Nothing frozen (the real qemu-ga answers 0 for mountpoints it does not have, and unsets its

@@ -206,7 +206,9 @@ export class ThawEngine {
     // the audit trail names the gateway for its own thaws (deadline, shutdown…), the caller otherwise
     const actor = AUTO_TRIGGERS.has(trigger) || trigger === 'shutdown' ? { actor: 'gateway' } : {};
     // cluster mode: the node serving the VM repeats the fence check right before sending (AgentFence)
-    const fence: AgentFence = lease && trigger !== 'force' ? fenceOf(lease, trigger === 'rollback') : { forced: true };
+    // a forced thaw of a lease goes where that lease's freeze went (its node), like the holder's
+    const pin = lease ? freezeData(lease).nodes?.[vm] : undefined;
+    const fence: AgentFence = lease && trigger !== 'force' ? fenceOf(lease, vm, trigger === 'rollback') : { forced: true, ...(pin !== undefined ? { node: pin } : {}) };
     const opts = { priority: 'thaw' as const, ...actor, fence, ...(this.thawTimeoutMs ? { timeoutMs: this.thawTimeoutMs } : {}) };
     try {
       const r = await this.agent.call(vm, 'guest-fsfreeze-thaw', undefined, opts);

@@ -42,18 +42,26 @@ export interface FreezeSettings {
  *  - a thaw: sent unless another lease holds the VM now, or (not a rollback) the lease has ended;
  *  - `forced`: an admin's forced thaw, sent whatever the store says.
  */
-export type AgentFence = { session: string; leaseId: string; epoch: string; rollback?: boolean } | { forced: true };
+/**
+ * The lease a command is sent under (`node`: in cluster mode, the node that served the VM when it
+ * was frozen, for a VM only that node reaches: its freeze and thaws go there, never to another
+ * node's VM of the same name), or a forced thaw.
+ */
+export type AgentFence = { session: string; leaseId: string; epoch: string; rollback?: boolean; node?: string } | { forced: true; node?: string };
 
 export type FreezeCallOptions = ExecuteOptions & { skipCapabilityCheck?: boolean; fence?: AgentFence };
 
 /** The agent as the freeze service needs it (AgentService satisfies it; so does the cluster's routing agent). */
 export interface FreezeAgent {
   call(vm: string, command: string, args?: JsonObject, opts?: FreezeCallOptions): Promise<JsonValue>;
+  /** cluster mode: the node a freeze of `vm` is bound to (AgentFence.node); undefined on one gateway */
+  pinFor?(vm: string): string | undefined;
 }
 
-/** The fence of a command sent under `lease` */
-export function fenceOf(lease: Pick<Lease, 'session' | 'leaseId' | 'epoch'>, rollback = false): AgentFence {
-  return { session: lease.session, leaseId: lease.leaseId, epoch: lease.epoch, ...(rollback ? { rollback: true } : {}) };
+/** The fence of a command sent under `lease` to `vm` (with the node its freeze was bound to, if any) */
+export function fenceOf(lease: Lease, vm: string, rollback = false): AgentFence {
+  const node = freezeData(lease).nodes?.[vm];
+  return { session: lease.session, leaseId: lease.leaseId, epoch: lease.epoch, ...(rollback ? { rollback: true } : {}), ...(node !== undefined ? { node } : {}) };
 }
 
 /** The registry as the freeze service needs it: throws VM_NOT_FOUND. */
@@ -116,6 +124,8 @@ export interface FreezeData {
    * freeze, whichever process runs it, is not answered 201 but rolled back (session.ts)
    */
   forcedBy?: string;
+  /** cluster mode: the node each VM was frozen through, for the VMs only that node reaches (AgentFence.node) */
+  nodes?: Record<string, string>;
 }
 
 export function freezeData(lease: Lease): FreezeData {
@@ -135,6 +145,9 @@ export function freezeData(lease: Lease): FreezeData {
     gateway: typeof d.gateway === 'string' ? d.gateway : 'unknown',
     ...(typeof d.ttlMs === 'number' ? { ttlMs: d.ttlMs } : {}),
     ...(typeof d.forcedBy === 'string' ? { forcedBy: d.forcedBy } : {}),
+    ...(d.nodes !== null && typeof d.nodes === 'object' && !Array.isArray(d.nodes)
+      ? { nodes: Object.fromEntries(Object.entries(d.nodes as Record<string, unknown>).filter((e): e is [string, string] => typeof e[1] === 'string')) }
+      : {}),
   };
 }
 

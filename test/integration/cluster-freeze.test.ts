@@ -130,7 +130,8 @@ async function cluster(spec: Record<string, Array<string | SimVmOptions>>, freez
   nodes.push(...out);
   await Promise.all(out.map((n) => n.start()));
   // every node sees every other node's VMs
-  await waitFor(() => out.every((n) => out.every((m) => m === n || Object.keys(m.vm).every((v) => n.app?.services.cluster?.locate(v).kind === 'remote'))), 5_000, 'directory filled');
+  // (a name both serve is local to each: a conflict, which a test waits for itself)
+  await waitFor(() => out.every((n) => out.every((m) => m === n || Object.keys(m.vm).every((v) => v in n.vm || n.app?.services.cluster?.locate(v).kind === 'remote'))), 5_000, 'directory filled');
   return out;
 }
 
@@ -392,5 +393,27 @@ describe('a single VM across nodes', () => {
       expect([thawed.status, thawed.body.consistent]).toEqual([200, true]);
       expect(sim.state.frozen).toBe(false);
     }
+  });
+});
+
+describe('a VM name two nodes serve (a conflict: two guests)', () => {
+  it("a freeze through B is thawed on B's guest, whichever node the holder's or an admin's forced thaw comes through; C's guest of the same name gets nothing", async () => {
+    const [b, c] = await cluster({ B: ['dup'], C: ['dup'] });
+    await waitFor(() => [b, c].every((n) => (n.app?.services.cluster?.locate('dup') as { conflict?: string[] } | undefined)?.conflict !== undefined), 5_000, 'both to see the conflict');
+    const frozen = await call(b, 'POST', '/v1/vms/dup/fsfreeze', auth(TOKENS.backup), { ttlSeconds: 60 });
+    expect(frozen.status).toBe(201);
+    expect([b.vm.dup.state.frozen, c.vm.dup.state.frozen]).toEqual([true, false]);
+    // the holder's thaw through C (which serves its own "dup"): it goes to B's guest, the frozen one
+    const thawed = await call(c, 'DELETE', `/v1/vms/dup/fsfreeze?leaseId=${String(frozen.body.leaseId)}`, auth(TOKENS.backup));
+    expect([thawed.status, thawed.body.consistent, thawed.body.thawed]).toEqual([200, true, frozen.body.frozen]);
+    expect(b.vm.dup.state.frozen).toBe(false);
+    // an admin's forced thaw through C of a lease taken through B: the same
+    const again = await call(b, 'POST', '/v1/vms/dup/fsfreeze', auth(TOKENS.backup), { ttlSeconds: 60 });
+    expect(again.status).toBe(201);
+    const forced = await call(c, 'DELETE', '/v1/vms/dup/fsfreeze?force=true', auth(TOKENS.ops));
+    expect([forced.status, forced.body.thawed]).toEqual([200, again.body.frozen]);
+    expect(b.vm.dup.state.frozen).toBe(false);
+    expect(agentCommands(c.vm.dup).filter((x) => x.startsWith('guest-fsfreeze'))).toEqual([]);
+    await waitFor(async () => (await call(b, 'GET', '/v1/vms/dup/fsfreeze', auth(TOKENS.backup))).body.lease === null, 5_000, 'the lease released');
   });
 });

@@ -148,11 +148,12 @@ function parseBody(body: unknown, vm: string): AgentCallBody {
 }
 
 function parseFence(f: unknown, vm: string, command: string): AgentFence {
-  if (isRecord(f) && f.forced === true) return { forced: true };
+  const node = isRecord(f) && typeof f.node === 'string' ? { node: f.node } : {};
+  if (isRecord(f) && f.forced === true) return { forced: true, ...node };
   if (isRecord(f) && typeof f.session === 'string' && typeof f.leaseId === 'string' && typeof f.epoch === 'string') {
-    return { session: f.session, leaseId: f.leaseId, epoch: f.epoch, ...(f.rollback === true ? { rollback: true } : {}) };
+    return { session: f.session, leaseId: f.leaseId, epoch: f.epoch, ...(f.rollback === true ? { rollback: true } : {}), ...node };
   }
-  throw errors.validation('body.fence is {session, leaseId, epoch, rollback?} or {forced: true}', { vm, command });
+  throw errors.validation('body.fence is {session, leaseId, epoch, rollback?, node?} or {forced: true, node?}', { vm, command });
 }
 
 /** VM glob matchers of carried principals (the same few objects: hop.ts caches them by header) */
