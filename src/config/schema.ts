@@ -62,6 +62,10 @@ export const VmEntrySchema = Type.Object(
 
 export const ScopeSchema = Type.Union([Type.Literal('read'), Type.Literal('write'), Type.Literal('admin')]);
 
+/** a token's VM globs: at most this many, each at most this long (a VM name is at most 128) */
+export const MAX_TOKEN_GLOBS = 64;
+export const MAX_TOKEN_GLOB = 128;
+
 export const TokenSchema = Type.Object(
   {
     name: Type.String({ minLength: 1, maxLength: 64 }),
@@ -74,8 +78,11 @@ export const TokenSchema = Type.Object(
     tokenFile: Type.Optional(Type.String({ minLength: 1 })),
     tokenSha256: Type.Optional(Type.String({ pattern: '^[0-9a-fA-F]{64}$' })),
     scopes: Type.Array(ScopeSchema, { minItems: 1, uniqueItems: true }),
-    /** VM name globs this token may reach (`*` any run, `?` one character); absent = all */
-    vms: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 256, pattern: '^[A-Za-z0-9._*?-]+$' }), { minItems: 1 })),
+    /**
+     * VM name globs this token may reach (`*` any run, `?` one character); absent = all. Bounded so
+     * that the principal a cluster node carries to another (cluster/hop.ts, under 16 KiB) always fits.
+     */
+    vms: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: MAX_TOKEN_GLOB, pattern: '^[A-Za-z0-9._*?-]+$' }), { minItems: 1, maxItems: MAX_TOKEN_GLOBS })),
   },
   { additionalProperties: false },
 );

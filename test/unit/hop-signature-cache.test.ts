@@ -36,3 +36,20 @@ describe('forward signatures: reused by the entry node, verified once by the ser
     expect(verifyHop(SECRET, h, 'GET', '/v1/vms/c001/ping', t + HOP_WINDOW_MS + 1)).toBeUndefined();
   });
 });
+
+describe("the carried principal of any token the config accepts fits what the serving node reads", () => {
+  it('the largest one (a 64-character name, every scope, 64 globs of 128 characters) verifies; the config refuses one more glob or a longer one', async () => {
+    const { buildConfig } = await import('../../src/config/load.js');
+    const { MAX_TOKEN_GLOBS, MAX_TOKEN_GLOB } = await import('../../src/config/schema.js');
+    const globs = Array.from({ length: MAX_TOKEN_GLOBS }, (_, i) => `${String(i).padStart(2, '0')}${'x'.repeat(MAX_TOKEN_GLOB - 3)}*`);
+    const token = (vms: string[]) => ({ auth: { tokens: [{ name: 'n'.repeat(64), token: 't'.repeat(32), scopes: ['read', 'write', 'admin'], vms }] } });
+    // the config takes the largest, and refuses past it
+    expect(buildConfig(token(globs)).auth.tokens[0].vms).toHaveLength(MAX_TOKEN_GLOBS);
+    expect(() => buildConfig(token([...globs, 'y*']))).toThrow(/auth\.tokens\.0\.vms/);
+    expect(() => buildConfig(token([`${'z'.repeat(MAX_TOKEN_GLOB)}*`]))).toThrow(/auth\.tokens\.0\.vms\.0/);
+    const largest: HopPrincipal = { name: 'n'.repeat(64), scopes: ['read', 'write', 'admin'], vms: globs };
+    const t = Date.now();
+    const h = signHop(SECRET, { method: 'GET', url: '/v1/vms/c001/ping', entryNode: 'a', principal: largest, now: t });
+    expect(verifyHop(SECRET, h, 'GET', '/v1/vms/c001/ping', t)?.principal.vms).toEqual(globs);
+  });
+});
