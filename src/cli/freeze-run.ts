@@ -302,7 +302,8 @@ class Renewals {
       this.expiresAt = Date.parse(r.expiresAt) || this.expiresAt;
       this.schedule(this.everyMs);
     } catch (e) {
-      if (e instanceof CallError && !e.transient) {
+      // only these say the lease is over (thawed by its deadline, forced, or gone with its group)
+      if (e instanceof CallError && (e.code === 'LEASE_EXPIRED' || e.code === 'LEASE_CONFLICT' || e.code === 'NOT_FOUND')) {
         const ended = e.body.endedBy ? ` (ended by ${String(e.body.endedBy)} at ${String(e.body.endedAt)})` : '';
         const line = `the lease ended early: renewal refused: ${e.message}${ended}`;
         this.problems.push(line);
@@ -314,7 +315,14 @@ class Renewals {
         say(`renewal failed and the lease has expired: ${errorMessage(e)}`);
         return;
       }
-      say(`renewal failed (retrying): ${errorMessage(e)}`);
+      // any other refusal (401/403 after a token change, 400…) leaves the lease as it was: the guest
+      // stays frozen until it expires, so say so, and keep trying until then
+      const refused = e instanceof CallError && !e.transient;
+      say(
+        refused
+          ? `renewal refused (retrying until the lease expires at ${new Date(this.expiresAt).toISOString()}; the guest stays frozen until then): ${errorMessage(e)}`
+          : `renewal failed (retrying): ${errorMessage(e)}`,
+      );
       this.schedule(Math.min(1_000, this.everyMs));
     }
   }

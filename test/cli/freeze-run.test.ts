@@ -29,6 +29,7 @@ const sha = (t: string) => createHash('sha256').update(t).digest('hex');
 let fleet: SimFleet | undefined;
 let app: FastifyInstance | undefined;
 let renewCalls = 0;
+let gatewayConfig: ReturnType<typeof testConfig> | undefined;
 
 afterEach(async () => {
   await app?.close();
@@ -54,6 +55,7 @@ async function gateway(vms: string[], freeze: Record<string, number> = {}): Prom
     },
   });
   app = await buildApp({ config, logger: pino({ level: 'silent' }), env: {} });
+  gatewayConfig = config;
   renewCalls = 0;
   app.addHook('onResponse', async (request, reply) => {
     if (request.method === 'POST' && request.url.endsWith('/renew') && reply.statusCode === 200) renewCalls++;
@@ -231,6 +233,31 @@ describe('qga-gateway freeze-run', { timeout: 40_000 }, () => {
     expect(run.stderr()).toMatch(/the freeze did NOT hold: .*; command exit status 0\n$/);
     expect(count('vm1', 'guest-fsfreeze-freeze')).toBe(1);
     expect(count('vm1', 'guest-fsfreeze-thaw')).toBe(1);
+  });
+
+  it('a renewal refused for another reason than the lease ending (401 after a token change) is said as such and retried: once the token is back, the freeze holds', async () => {
+    const url = await gateway(['vm1']);
+    const cmd = script(
+      fleet!.dir,
+      `writeFileSync(dir + '/ready', '1');\nconst t = setInterval(() => { if (existsSync(dir + '/go')) { clearInterval(t); process.exit(0); } }, 50);`,
+    );
+    const run = freezeRun(['--url', url, '--token-file', tokenFile(), '--vm', 'vm1', '--ttl', '3', '--', process.execPath, cmd]);
+    await waitFor(() => existsSync(path.join(fleet!.dir, 'ready')), 15_000, 'the command to start');
+    const config = gatewayConfig!;
+    // the backup token leaves the config (a SIGHUP): renewals are 401
+    await app!.reloadConfig({ ...config, auth: { ...config.auth, tokens: config.auth.tokens.filter((t) => t.name !== 'backup') } });
+    await waitFor(() => /renewal refused \(retrying until the lease expires at \S+; the guest stays frozen until then\): .*401/.test(run.stderr()), 10_000, 'the refusal to be said');
+    expect(run.stderr()).not.toMatch(/the lease ended early|no longer frozen/);
+    expect(fleet!.vm.vm1!.stats.frozen).toBe(true);
+    // back: the next renewal goes through, and the freeze holds to the end
+    const before = renewCalls;
+    await app!.reloadConfig(config);
+    await waitFor(() => renewCalls > before, 5_000, 'a renewal after the token came back');
+    writeFileSync(path.join(fleet!.dir, 'go'), '1');
+    const { code } = await run.exit;
+    expect(code, run.stderr()).toBe(0);
+    expect(run.stderr()).not.toMatch(/did NOT hold/);
+    expect([count('vm1', 'guest-fsfreeze-freeze'), count('vm1', 'guest-fsfreeze-thaw')]).toEqual([1, 1]);
   });
 
   it('a command outlasting freeze.maxTotalSeconds: the cap is announced, the deadline ends the lease, exit 1', async () => {
