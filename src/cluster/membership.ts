@@ -166,9 +166,17 @@ export class Membership {
     return out;
   }
 
+  /** The live heartbeat of this node's id as Redis has it now (another process's, before this one's first). */
+  async current(): Promise<{ url: string; lastSeen: number; rev: string } | undefined> {
+    const hb = decodeHeartbeat(await this.client.get(this.keys.node(this.selfId)));
+    return hb && hb.id === this.selfId ? { url: hb.url, lastSeen: hb.lastSeen, rev: hb.rev } : undefined;
+  }
+
   /** A clean stop: the heartbeat goes at once (the others see this node gone at their next read). */
   async leave(): Promise<void> {
-    await this.client.del(this.keys.node(this.selfId));
+    // only this process's own heartbeat (not that of another process of the same id)
+    const cur = decodeHeartbeat(await this.client.get(this.keys.node(this.selfId)));
+    if (cur !== undefined && cur.rev.startsWith(`${this.incarnation}:`)) await this.client.del(this.keys.node(this.selfId));
     this.fullRewrite = true;
   }
 }

@@ -173,8 +173,27 @@ export class ClusterNode implements ClusterService {
   /** the first round (before serving; bounded by the store's command timeout), then one every interval */
   async start(): Promise<void> {
     this.stopped = false;
+    await this.refuseDuplicateId();
     await this.round();
     this.schedule();
+  }
+
+  /**
+   * Another live process heartbeating as this node's id, at another URL, is refused before this
+   * one claims or publishes anything: two nodes of one id would split the cluster's view (each
+   * overwriting the other's VMs) and both connect the VMs several nodes reach. The same URL is
+   * this node before a restart (a crash leaves its heartbeat until its TTL). Redis unreachable:
+   * nothing to compare, the node starts as it would.
+   */
+  private async refuseDuplicateId(): Promise<void> {
+    const other = await this.membership.current().catch(() => undefined);
+    if (other === undefined || other.url === this.selfUrl) return;
+    const ttl = this.opts.settings.heartbeatTtlMs;
+    throw new Error(
+      `cluster.id "${this.selfId}" is in use: another process heartbeats as node ${this.selfId} at ${other.url} (last ${new Date(other.lastSeen).toISOString()}). ` +
+        `Each node needs its own cluster.id (default: the host name; cloned hosts share it). If that was this node before a restart with another ` +
+        `cluster.advertiseUrl, start it again after cluster.heartbeatTtlMs (${ttl} ms)`,
+    );
   }
 
   private schedule(): void {
@@ -193,6 +212,8 @@ export class ClusterNode implements ClusterService {
     this.stopped = true;
     clearTimeout(this.timer);
     await this.running;
+    // refused at start (refuseDuplicateId): nothing of this process's to release or leave
+    if (this.rounds === 0) return;
     try {
       await this.ownership.releaseAll();
       await this.membership.leave();

@@ -39,12 +39,12 @@ const nodes: Record<string, Node> = {};
 
 type VmSpec = { name: string; endpoint: Endpoint; labels?: Record<string, string> };
 
-function clusterConfig(id: string, proxy: RedisProxy, vms: VmSpec[]) {
+function clusterConfig(id: string, proxy: RedisProxy, vms: VmSpec[], advertiseUrl = `http://${id}.cluster.test:8080`) {
   return testConfig({
     vms,
     config: {
       store: { type: 'redis', redisUrl: proxy.url, keyPrefix: 'cm:', commandTimeoutMs: 400 },
-      cluster: { enabled: true, id, advertiseUrl: `http://${id}.cluster.test:8080`, secretFile, heartbeatTtlMs: TTL, heartbeatIntervalMs: INTERVAL },
+      cluster: { enabled: true, id, advertiseUrl, secretFile, heartbeatTtlMs: TTL, heartbeatIntervalMs: INTERVAL },
       agent: { probeIntervalMs: 0, idleReleaseMs: 0 },
     },
   });
@@ -166,6 +166,21 @@ describe('cluster membership (three gateways on one Redis)', () => {
     // a and b: 3 own VMs each, plus shared-tcp on whichever owns it
     const counts = r.body.items.slice(0, 2).map((n) => n.vmCount as number);
     expect(counts.sort()).toEqual([3, 4]);
+  });
+
+  it("a second process with a live node's id (another URL) is refused at start, naming it; the node and its VMs are untouched", async () => {
+    const proxy = await startRedisProxy(redis.port);
+    const logger = pino({ level: 'silent' });
+    try {
+      const app = await buildApp({ config: clusterConfig('c', proxy, [], 'http://c-twin.cluster.test:8080'), logger, env: {} });
+      await expect(app.ready()).rejects.toThrow(/cluster\.id "c" is in use: another process heartbeats as node c at http:\/\/c\.cluster\.test:8080/);
+      await app.close().catch(() => undefined);
+    } finally {
+      await proxy.close();
+    }
+    // c is still c, with its VM, for everyone
+    await until('c listed with its VM on a', () => nodes.a.cluster.locate('vm-c1').kind === 'remote');
+    expect(nodes.a.cluster.nodes().find((n) => n.id === 'c')).toMatchObject({ url: 'http://c.cluster.test:8080', alive: true, vmCount: 1 });
   });
 
   it('locates every VM: local, remote at its node, unknown when nobody serves it', () => {
