@@ -5,7 +5,7 @@
  * @fastify/reply-from.
  *
  *  - One undici Pool per node (by origin), keep-alive, at most FORWARD_CONNECTIONS connections and
- *    one request per connection: a node never has more than that many requests in flight from one
+ *    one request per connection, and a second, small one for its freeze lane (FREEZE_LANE_CONNECTIONS): a node never has more than that many requests in flight from one
  *    entry node (the serving node does not count forwarded requests in its admission limits; this
  *    is their bound). Connect timeout short (CONNECT_TIMEOUT_MS).
  *  - Headers bound: max(cluster.forwardTimeoutMs, the longest agent timeout of the route's
@@ -26,6 +26,12 @@ import { FORWARD_CONNECTIONS, HOP_HEADER, NODE_HEADER, PRINCIPAL_HEADER, SIGNATU
 
 /** a node that does not accept a connection within this is unreachable */
 export const CONNECT_TIMEOUT_MS = 3_000;
+/**
+ * Connections of a node's freeze lane: freezes, thaws and renewals (the /fsfreeze routes) go over
+ * their own few, so that long requests filling the node's pool (long polls, exec waits, slow
+ * downloads: FORWARD_CONNECTIONS of them) never hold a thaw in undici's queue.
+ */
+export const FREEZE_LANE_CONNECTIONS = 8;
 /** at most this many node pools are kept (nodes come and go; the oldest pool is closed) */
 const MAX_POOLS = 64;
 
@@ -34,6 +40,8 @@ export const FORWARD_CONTEXT = Symbol('qga.forward.context');
 export interface ForwardContext {
   signal: AbortSignal;
   headersTimeout: number;
+  /** `freeze`: a freeze, thaw or renewal, over connections of their own (no long request ahead of it) */
+  lane?: 'freeze';
   /** the node's id, named by X-Qga-Node on its answers when it did not name itself */
   nodeId?: string;
 }
@@ -58,11 +66,12 @@ export class NodePools {
     opts.headersTimeout = ctx?.headersTimeout ?? this.forwardTimeoutMs;
     opts.bodyTimeout = this.forwardTimeoutMs;
     const origin = String(opts.origin);
-    this.pool(origin).dispatch(opts, new ForwardAnswer(opts.method, opts.body, ctx?.nodeId ?? origin, ctx?.signal, cb));
+    this.pool(origin, ctx?.lane).dispatch(opts, new ForwardAnswer(opts.method, opts.body, ctx?.nodeId ?? origin, ctx?.signal, cb));
   }
 
-  private pool(origin: string): Pool {
-    let pool = this.pools.get(origin);
+  private pool(origin: string, lane?: 'freeze'): Pool {
+    const key = lane === undefined ? origin : `${origin}#${lane}`;
+    let pool = this.pools.get(key);
     if (pool === undefined) {
       if (this.pools.size >= MAX_POOLS) {
         const [oldest, p] = this.pools.entries().next().value as [string, Pool];
@@ -70,13 +79,13 @@ export class NodePools {
         void p.close().catch(() => undefined);
       }
       pool = new Pool(origin, {
-        connections: FORWARD_CONNECTIONS,
+        connections: lane === undefined ? FORWARD_CONNECTIONS : FREEZE_LANE_CONNECTIONS,
         pipelining: 1,
         connect: { timeout: Math.min(CONNECT_TIMEOUT_MS, this.forwardTimeoutMs) },
         headersTimeout: this.forwardTimeoutMs,
         bodyTimeout: this.forwardTimeoutMs,
       });
-      this.pools.set(origin, pool);
+      this.pools.set(key, pool);
     }
     return pool;
   }

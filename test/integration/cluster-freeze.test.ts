@@ -417,3 +417,28 @@ describe('a VM name two nodes serve (a conflict: two guests)', () => {
     await waitFor(async () => (await call(b, 'GET', '/v1/vms/dup/fsfreeze', auth(TOKENS.backup))).body.lease === null, 5_000, 'the lease released');
   });
 });
+
+describe('a thaw forwarded while long requests fill the connections to its node', () => {
+  it('goes over the freeze lane: answered at once, not after the long requests', { timeout: 30_000 }, async () => {
+    const [a, b] = await cluster({ A: ['a1'], B: ['b1', 'b2'] });
+    const frozen = await call(a, 'POST', '/v1/vms/b1/fsfreeze', auth(TOKENS.backup), { ttlSeconds: 60 });
+    expect(frozen.status).toBe(201);
+    // 130 long polls through A to B (an IPv6 global address the simulated guest never gets): more
+    // than A's FORWARD_CONNECTIONS (128) to B, each held 6 s
+    const polls = Array.from({ length: 130 }, () => call(a, 'GET', '/v1/vms/b2/wait?for=ip&family=ipv6&scope=global&timeout=6', auth(TOKENS.backup)));
+    await waitFor(
+      () => new Promise<boolean>((r) => b.app!.server.getConnections((_e, n) => r(n >= 128))),
+      10_000,
+      'the connections from A to B to be full',
+    );
+    const t0 = performance.now();
+    const thawed = await call(a, 'DELETE', `/v1/vms/b1/fsfreeze?leaseId=${String(frozen.body.leaseId)}`, auth(TOKENS.backup));
+    const ms = performance.now() - t0;
+    expect([thawed.status, thawed.body.consistent]).toEqual([200, true]);
+    expect(b.vm.b1.state.frozen).toBe(false);
+    // well before the first long poll ends (6 s)
+    expect(ms).toBeLessThan(3_500);
+    const ended = await Promise.all(polls);
+    expect(ended.filter((p) => p.status === 408).length).toBeGreaterThanOrEqual(128);
+  });
+});

@@ -174,13 +174,13 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
     },
   };
 
-  function forwardTo(request: FastifyRequest, reply: FastifyReply, vm: string, node: NodeInfo, boundMs: number): void {
+  function forwardTo(request: FastifyRequest, reply: FastifyReply, vm: string, node: NodeInfo, boundMs: number, lane: 'freeze' | undefined): void {
     const { path, query, signed } = splitUrl(request.url);
     // the connection's signal (client gone, or the shutdown grace over): the forward's use of it
     // ends when its answer is complete, so a signal per request is not needed
     const { signal } = signalOptions(request);
     const hop = signForward(secret, { method: request.method, url: signed, entryNode: cluster.selfId, principal: carriedOf(request.principal) });
-    request.forwarding = { signal, headersTimeout: boundMs, nodeId: node.id, origin: originOf(node.url), query, hop, node, vm, retried: false };
+    request.forwarding = { signal, headersTimeout: boundMs, nodeId: node.id, origin: originOf(node.url), query, hop, node, vm, retried: false, ...(lane ? { lane } : {}) };
     // reply-from pipes request.body when it is a stream: the raw request, unread
     if (request.method !== 'GET' && request.method !== 'HEAD' && hasBody(request)) (request as { body: unknown }).body = request.raw;
     void reply.from(path, fromOptions as never);
@@ -189,6 +189,8 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
   app.addHook('onRoute', (route: RouteOptions) => {
     if (!route.url.startsWith('/v1/') || !VM_PARAM.test(route.url) || route.config?.public || route.config?.forward === false) return;
     const bound = routeBound(route.schema as never, config);
+    // freezes, thaws and renewals cross on connections of their own (cluster/forward.ts)
+    const lane = route.url.includes('/fsfreeze') ? ('freeze' as const) : undefined;
     const selfId = cluster.selfId;
     const answersGone = route.config?.answersGone === true;
     // A declared body over the limit is refused here, as the serving node would refuse it: that
@@ -242,7 +244,7 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
             return;
           }
           // answered by reply.from: done() is not called, so nothing of this request runs here
-          forwardTo(request, reply, vm, where.node, bound(request.params as Record<string, unknown>, request.query as Record<string, unknown>));
+          forwardTo(request, reply, vm, where.node, bound(request.params as Record<string, unknown>, request.query as Record<string, unknown>), lane);
           return;
         }
       }
