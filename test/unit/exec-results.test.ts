@@ -97,10 +97,21 @@ describe('stdin and output encoding', () => {
     expect(() => decodeStdin({ 'input-data': 'YQ=' }, 10)).toThrow(expect.objectContaining({ code: 'VALIDATION_FAILED' }));
   });
 
-  test('text only for valid UTF-8; decoded length without decoding', () => {
+  test('text only for valid UTF-8 without control characters (a cut last character dropped when truncated); decoded length without decoding', () => {
     expect(utf8TextOf(Buffer.from('ok ✓\n').toString('base64'))).toBe('ok ✓\n');
     expect(utf8TextOf(Buffer.from([0xff, 0xfe]).toString('base64'))).toBeUndefined();
     expect(utf8TextOf(Buffer.from([0xe2, 0x9c]).toString('base64'))).toBeUndefined(); // cut mid-character
+    // text, not binary: tab, newline, CR and terminal escapes pass; NUL padding and other controls do not
+    expect(utf8TextOf(Buffer.from('a\tb\r\n\x1b[31mred\x1b[0m').toString('base64'))).toBe('a\tb\r\n\x1b[31mred\x1b[0m');
+    for (const c of [0x00, 0x01, 0x08, 0x0b, 0x0c, 0x1f, 0x7f]) expect(utf8TextOf(Buffer.from([0x61, c, 0x62]).toString('base64')), `byte ${c}`).toBeUndefined();
+    expect(utf8TextOf(Buffer.concat([Buffer.from('ustar'), Buffer.alloc(512)]).toString('base64'))).toBeUndefined();
+    // output the agent cut at its cap in the middle of a character: the whole characters before it
+    const cut = Buffer.from('€€€').subarray(0, 8); // 3 bytes each: the third cut after 2
+    expect(utf8TextOf(cut.toString('base64'))).toBeUndefined();
+    expect(utf8TextOf(cut.toString('base64'), true)).toBe('€€');
+    expect(utf8TextOf(Buffer.from('€€').toString('base64'), true)).toBe('€€');
+    expect(utf8TextOf(Buffer.from('𝄞').subarray(0, 3).toString('base64'), true)).toBe('');
+    expect(utf8TextOf(Buffer.from([0x61, 0xff]).toString('base64'), true)).toBeUndefined();
     for (const n of [0, 1, 2, 3, 4, 5, 1000]) expect(base64DecodedLength(Buffer.alloc(n).toString('base64'))).toBe(n);
   });
 });

@@ -22,11 +22,11 @@ export function execView(rec: ExecStatusRecord): Static<typeof ExecResult> {
   const s = rec.status;
   const view: Static<typeof ExecResult> = { pid: rec.pid, ...s };
   if (s['out-data'] !== undefined) {
-    const t = utf8TextOf(s['out-data']);
+    const t = utf8TextOf(s['out-data'], s['out-truncated'] === true);
     if (t !== undefined) view.outText = t;
   }
   if (s['err-data'] !== undefined) {
-    const t = utf8TextOf(s['err-data']);
+    const t = utf8TextOf(s['err-data'], s['err-truncated'] === true);
     if (t !== undefined) view.errText = t;
   }
   if (rec.collectedAt !== undefined) view.collectedAt = new Date(rec.collectedAt).toISOString();

@@ -4,8 +4,9 @@
  * (`inputText`, `wait`, `outText`, `errText`, `collectedAt`).
  *
  * Output shape: `out-data`/`err-data` are always the agent's base64, verbatim and lossless;
- * `outText`/`errText` are added when those bytes are valid UTF-8 (absent otherwise, so a caller
- * never gets a silently mangled string). Check `outText` first, fall back to decoding `out-data`.
+ * `outText`/`errText` are added when those bytes are text: valid UTF-8 without control characters
+ * but tab, newline, CR and ESC (absent otherwise, so a caller never gets a silently mangled string
+ * or a body blown up by escapes). Check `outText` first, fall back to decoding `out-data`.
  */
 import { Type } from 'typebox';
 import { VmName } from './common.js';
@@ -88,8 +89,8 @@ export const ExecResult = Type.Object(
     'err-data': Type.Optional(Type.String({ description: 'base64-encoded stderr (verbatim from the agent; present once exited, if captured).' })),
     'out-truncated': Type.Optional(Type.Boolean({ description: 'true if stdout was not fully captured due to size limitation (16 MiB in the agent).' })),
     'err-truncated': Type.Optional(Type.Boolean({ description: 'true if stderr was not fully captured due to size limitation (16 MiB in the agent).' })),
-    outText: Type.Optional(Type.String({ description: 'stdout decoded as UTF-8; present only when out-data is valid UTF-8.' })),
-    errText: Type.Optional(Type.String({ description: 'stderr decoded as UTF-8; present only when err-data is valid UTF-8.' })),
+    outText: Type.Optional(Type.String({ description: 'stdout decoded as UTF-8; present only when out-data is text: valid UTF-8 without control characters but tab, newline, CR and ESC (with out-truncated, a character cut at the end is left out).' })),
+    errText: Type.Optional(Type.String({ description: 'stderr decoded as UTF-8; present only when err-data is text: valid UTF-8 without control characters but tab, newline, CR and ESC (with err-truncated, a character cut at the end is left out).' })),
     collectedAt: Type.Optional(
       Type.String({
         format: 'date-time',

@@ -1066,9 +1066,9 @@ export interface components {
             "out-truncated"?: boolean;
             /** @description true if stderr was not fully captured due to size limitation (16 MiB in the agent). */
             "err-truncated"?: boolean;
-            /** @description stdout decoded as UTF-8; present only when out-data is valid UTF-8. */
+            /** @description stdout decoded as UTF-8; present only when out-data is text: valid UTF-8 without control characters but tab, newline, CR and ESC (with out-truncated, a character cut at the end is left out). */
             outText?: string;
-            /** @description stderr decoded as UTF-8; present only when err-data is valid UTF-8. */
+            /** @description stderr decoded as UTF-8; present only when err-data is text: valid UTF-8 without control characters but tab, newline, CR and ESC (with err-truncated, a character cut at the end is left out). */
             errText?: string;
             /**
              * Format: date-time
