@@ -58,15 +58,21 @@ export class FilesService {
   async size(vm: string, path: string, signal?: AbortSignal): Promise<number | undefined> {
     const handle = await this.guest.open(vm, path, 'r', 'transfer');
     try {
-      const size = (await this.guest.seek(vm, handle, 0, SEEK_END, signal)).position;
-      if (size !== 0) return size;
-      // 0 is what /proc files say whatever they hold: a byte read tells them from an empty file
+      let size: number;
+      try {
+        size = (await this.guest.seek(vm, handle, 0, SEEK_END, signal)).position;
+      } catch (e) {
+        // not seekable (a pipe): no size
+        if (isGatewayError(e) && e.code === 'AGENT_ERROR') return undefined;
+        throw e;
+      }
+      // 0 is what /proc files say whatever they hold, and a directory's end is past any file's (2^63
+      // - 1 on Linux): one byte read tells them apart from an empty or a huge file, and a directory's
+      // read fails as GET's does (422 "Is a directory"), instead of a Content-Length of 9.2e18
+      if (size !== 0 && size <= Number.MAX_SAFE_INTEGER) return size;
       await this.guest.seek(vm, handle, 0, SEEK_SET, signal);
       const r = await this.guest.read(vm, handle, 1, signal);
-      return r.b64 === '' ? 0 : undefined;
-    } catch (e) {
-      if (isGatewayError(e) && e.code === 'AGENT_ERROR') return undefined;
-      throw e;
+      return size !== 0 ? size : r.b64 === '' ? 0 : undefined;
     } finally {
       await this.guest.closeQuietly(vm, handle);
     }

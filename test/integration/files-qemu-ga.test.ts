@@ -85,6 +85,12 @@ describe('whole files through the real qemu-ga', () => {
     expect(head.statusCode).toBe(200);
     expect(head.headers['content-length']).toBeUndefined();
     expect(head.headers['accept-ranges']).toBe('none');
+    // a directory: HEAD fails as GET does (its end was a Content-Length of 9223372036854776000)
+    const sub = path.join(dir, 'a-directory');
+    await mkdir(sub, { recursive: true });
+    const [dirHead, dirGet] = await Promise.all([app.inject({ method: 'HEAD', url: url(sub) }), app.inject({ method: 'GET', url: url(sub) })]);
+    expect([dirHead.statusCode, dirGet.statusCode]).toEqual([422, 422]);
+    expect(dirHead.headers['content-length']).not.toBe('9223372036854776000');
     // an empty regular file is still 0 bytes with Range
     const empty = path.join(dir, 'empty');
     await writeFile(empty, '');
