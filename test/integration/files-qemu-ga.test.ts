@@ -86,7 +86,7 @@ describe('whole files through the real qemu-ga', () => {
     expect(head.headers['content-length']).toBeUndefined();
     expect(head.headers['accept-ranges']).toBe('none');
     // a directory: HEAD fails as GET does (its end was a Content-Length of 9223372036854776000)
-    const sub = path.join(dir, 'a-directory');
+    const sub = path.join(dir, 'head-directory');
     await mkdir(sub, { recursive: true });
     const [dirHead, dirGet] = await Promise.all([app.inject({ method: 'HEAD', url: url(sub) }), app.inject({ method: 'GET', url: url(sub) })]);
     expect([dirHead.statusCode, dirGet.statusCode]).toEqual([422, 422]);
