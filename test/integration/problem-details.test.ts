@@ -61,7 +61,7 @@ const CASES: Case[] = [
   { name: 'seek offset beyond 2^53', req: { method: 'POST', url: '/v1/vms/pd/files/handles/1/seek', headers: JSON_CT, payload: '{"offset": 9223372036854775808, "whence": "set"}' }, status: 400, code: 'VALIDATION_FAILED', detail: /^body\.offset must be <= 9007199254740991$/ },
   { name: 'unknown member', req: { method: 'PUT', url: '/v1/vms/pd/time', headers: JSON_CT, payload: '{"tme": 1}' }, status: 400, code: 'VALIDATION_FAILED', detail: /^body\.tme is not allowed \(did you mean time\?\); accepted: time, useHostClock$/ },
   { name: 'invalid JSON', req: { method: 'PUT', url: '/v1/vms/pd/time', headers: JSON_CT, payload: '{"time": ' }, status: 400, code: 'VALIDATION_FAILED', detail: /^the body is not valid JSON/ },
-  { name: 'pid not a number', req: { method: 'GET', url: '/v1/vms/pd/exec/abc' }, status: 400, code: 'VALIDATION_FAILED', detail: /^params\.pid must be integer$/ },
+  { name: 'pid not a number', req: { method: 'GET', url: '/v1/vms/pd/exec/abc' }, status: 400, code: 'VALIDATION_FAILED', detail: /^params\.pid must be a whole number in decimal digits/ },
   { name: 'unknown VM', req: { method: 'GET', url: '/v1/vms/nope/time' }, status: 404, code: 'VM_NOT_FOUND', detail: /VM "nope" is not registered: GET \/v1\/vms lists/ },
   // not an empty list: a typo in a VM name must not look like "no handles open"
   { name: 'file handles of an unknown VM', req: { method: 'GET', url: '/v1/vms/nope/files/handles' }, status: 404, code: 'VM_NOT_FOUND', detail: /VM "nope" is not registered/ },
