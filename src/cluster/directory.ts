@@ -45,6 +45,8 @@ export interface ClusterService {
   readonly remote?: RemoteVms;
   /** since when (ms epoch) Redis could not be read: the directory is the last one read (undefined: fresh) */
   readonly staleSince?: number;
+  /** hear of every node that stops heartbeating (once per transition); returns the unsubscribe */
+  onNodeGone?(fn: (node: NodeInfo) => void): () => void;
 }
 
 /** One VM another node publishes, as the cluster-wide listing shows it. */

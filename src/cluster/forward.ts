@@ -90,6 +90,19 @@ export class NodePools {
     return pool;
   }
 
+  /**
+   * A node stopped heartbeating: what is still waited for from it (a hung node answers nothing
+   * until cluster.forwardTimeoutMs) fails now, as 503 NODE_UNAVAILABLE; its pools go.
+   */
+  dropNode(origin: string): void {
+    for (const key of [origin, `${origin}#freeze`]) {
+      const pool = this.pools.get(key);
+      if (pool === undefined) continue;
+      this.pools.delete(key);
+      void pool.destroy(new NodeGoneError(origin)).catch(() => undefined);
+    }
+  }
+
   /** connections in use or open per origin (tests, diagnostics) */
   stats(): Record<string, { connected: number; running: number; pending: number }> {
     const out: Record<string, { connected: number; running: number; pending: number }> = {};
@@ -101,6 +114,15 @@ export class NodePools {
     const all = [...this.pools.values()];
     this.pools.clear();
     await Promise.all(all.map((p) => p.destroy().catch(() => undefined)));
+  }
+}
+
+/** What a forwarded request fails with when its node is declared gone while it waits (NodePools.dropNode). */
+export class NodeGoneError extends Error {
+  readonly code = 'NODE_GONE';
+  constructor(origin: string) {
+    super(`${origin} stopped heartbeating while this request waited for its answer`);
+    this.name = 'NodeGoneError';
   }
 }
 
@@ -208,7 +230,9 @@ export function forwardFailure(err: unknown, vm: string, node: NodeInfo, boundMs
   const who = `node ${node.id} (${node.url}), which serves VM ${vm},`;
   const detail = CONNECT_CODES.has(code)
     ? `${who} did not accept the connection (${code}); it may be down: retry, or wait until it is gone from GET /v1/nodes`
-    : TIMEOUT_CODES.has(code)
+    : code === 'NODE_GONE'
+      ? `${who} stopped heartbeating while this request waited for its answer; the request may or may not have been carried out there`
+      : TIMEOUT_CODES.has(code)
       ? `${who} sent no answer within ${boundMs} ms (cluster.forwardTimeoutMs and the request's own wait)`
       : `${who} broke the connection before answering (${code}); the request may or may not have been carried out there`;
   return errors.nodeUnavailable(vm, node.id, detail, { cause });

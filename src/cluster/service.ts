@@ -72,6 +72,9 @@ export class ClusterNode implements ClusterService {
   /** performance.now() when each other node was last read alive */
   private readonly heard = new Map<string, number>();
 
+  /** onNodeGone's listeners (the forwarding: it cuts what it still waits for from a gone node) */
+  private readonly goneListeners = new Set<(node: NodeInfo) => void>();
+
   constructor(private readonly opts: ClusterNodeOptions) {
     const s = opts.settings;
     this.selfId = s.id;
@@ -302,12 +305,20 @@ export class ClusterNode implements ClusterService {
   }
 
   /** log a node found, gone or back, once per transition */
+  onNodeGone(fn: (node: NodeInfo) => void): () => void {
+    this.goneListeners.add(fn);
+    return () => this.goneListeners.delete(fn);
+  }
+
   private noteAlive(info: NodeInfo): void {
     const was = this.aliveSeen.get(info.id);
     if (was === info.alive) return;
     this.aliveSeen.set(info.id, info.alive);
     if (info.alive) this.opts.logger.info({ node: info.id, url: info.url }, was === undefined ? 'cluster: node found' : 'cluster: node is back');
-    else if (was !== undefined) this.opts.logger.warn({ node: info.id, lastSeen: new Date(info.lastSeen).toISOString() }, 'cluster: node stopped heartbeating; its VMs answer 503 NODE_UNAVAILABLE');
+    else if (was !== undefined) {
+      this.opts.logger.warn({ node: info.id, lastSeen: new Date(info.lastSeen).toISOString() }, 'cluster: node stopped heartbeating; its VMs answer 503 NODE_UNAVAILABLE');
+      for (const fn of this.goneListeners) fn(info);
+    }
   }
 
   private logConflicts(): void {

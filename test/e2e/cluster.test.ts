@@ -376,6 +376,26 @@ describe('cluster of three gateway processes on one Redis', { timeout: 60_000 },
     expect(c.vm.c1.state.frozen).toBe(false);
   });
 
+  it('a hung node (SIGSTOP): a forwarded request waiting on it answers 503 once it is declared gone, not at its own time bound', async () => {
+    // a long poll of c1 through a: bounded by forwardTimeoutMs + its 10 s wait (13 s)
+    const t0 = performance.now();
+    const waiting = ask(a, 'GET', '/v1/vms/c1/wait?for=ip&family=ipv6&scope=global&timeout=10');
+    await new Promise((r) => setTimeout(r, 300));
+    process.kill(c.pid, 'SIGSTOP');
+    try {
+      const r = await waiting;
+      const ms = performance.now() - t0;
+      say(`a long poll through a to c, c stopped: ${r.status} ${String(r.json?.code)} after ${ms.toFixed(0)} ms (c gone after its TTL ${TTL_MS} ms)`);
+      expectProblem(r, 503, 'NODE_UNAVAILABLE');
+      expect(String(r.json?.detail)).toMatch(/stopped heartbeating while this request waited/);
+      // about the TTL after the stop (plus a read interval and slack), far from the 13 s bound
+      expect(ms).toBeLessThan(TTL_MS + 2 * INTERVAL_MS + 4_000);
+    } finally {
+      process.kill(c.pid, 'SIGCONT');
+      await until(converged, 15_000, 'c back for every node');
+    }
+  });
+
   it(`node death (SIGKILL) and return, ${CYCLES} cycle(s): 502/503 before the TTL, 503 NODE_UNAVAILABLE at once after, routing resumes`, { timeout: 60_000 + CYCLES * 20_000 }, async () => {
     for (let cycle = 1; cycle <= CYCLES; cycle++) {
       // a forwarded request in flight when its node dies ends in 502/503, never hangs

@@ -108,6 +108,9 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
   // a decoration (null until forwarded), so every request object keeps one shape
   app.decorateRequest('forwarding', null);
   app.addHook('onClose', async () => pools.close());
+  // a node declared gone: its forwarded requests still waiting fail now (503), not at forwardTimeoutMs
+  const unsubscribe = cluster.onNodeGone?.((node) => pools.dropNode(originOf(node.url)));
+  if (unsubscribe) app.addHook('onClose', async () => void unsubscribe());
 
   // the serving node names itself on every answer of a forwarded request; it sends no Date there
   // (the entry node's server writes its own: cluster/forward-answer.ts drops the header anyway)
