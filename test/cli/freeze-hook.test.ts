@@ -5,13 +5,13 @@
  * held; a failing freeze fails pre; a post without a pre fails.
  */
 import { execFile } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { listen, makeApp } from '../helpers/app.js';
-import { simFleet, type SimFleet } from '../integration/freeze-fixture.js';
+import { simFleet, waitFor, type SimFleet } from '../integration/freeze-fixture.js';
 import { bundleCli, ROOT, type CliBundle } from './bundle.js';
 
 let bundle: CliBundle;
@@ -82,6 +82,40 @@ describe('contrib/qga-freeze-hook and contrib/vzdump-qga-freeze', { timeout: 60_
     expect(post.code).toBe(1);
     expect(post.stderr).toBe('qga-freeze-hook: no freeze "never-started" in progress\n');
     expect(count('vm1', 'guest-fsfreeze-freeze')).toBe(0);
+  });
+
+  it('a second pre of an ID in progress fails and touches nothing: post still ends the first freeze', async () => {
+    const url = await gateway(['vm1']);
+    const env = { QGA_GATEWAY_URL: url, QGA_FREEZE_TTL: '5' };
+    expect((await sh('qga-freeze-hook', ['pre', 'job1', 'vm1'], env)).code).toBe(0);
+    const again = await sh('qga-freeze-hook', ['pre', 'job1', 'vm1'], env);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/a freeze "job1" is already in progress \(job \d+\): run post job1 first/);
+    expect(count('vm1', 'guest-fsfreeze-freeze')).toBe(1);
+    const post = await sh('qga-freeze-hook', ['post', 'job1'], env);
+    expect(post.code, post.stderr).toBe(0);
+    expect(post.stderr).toMatch(/the freeze held/);
+    expect(fleet!.vm.vm1!.stats.frozen).toBe(false);
+    expect([count('vm1', 'guest-fsfreeze-freeze'), count('vm1', 'guest-fsfreeze-thaw')]).toEqual([1, 1]);
+  });
+
+  it('post of a job that was killed fails at once instead of waiting forever; QGA_FREEZE_MAX ends a freeze nobody posts', async () => {
+    const url = await gateway(['vm1', 'vm2']);
+    const env = { QGA_GATEWAY_URL: url, QGA_FREEZE_TTL: '5' };
+    expect((await sh('qga-freeze-hook', ['pre', 'killed', 'vm1'], env)).code).toBe(0);
+    const job = Number(readFileSync(path.join(tmp, 'run', 'killed.pid'), 'utf8'));
+    process.kill(job, 'SIGKILL');
+    const post = await sh('qga-freeze-hook', ['post', 'killed'], env);
+    expect(post.code).toBe(1);
+    expect(post.stderr).toMatch(/the freeze job of "killed" died without a status: the gateway thaws the guest when its lease runs out/);
+    expect(post.ms).toBeLessThan(5_000);
+    // nobody posts: the job thaws by itself after QGA_FREEZE_MAX, and post then reports its 124
+    expect((await sh('qga-freeze-hook', ['pre', 'forgotten', 'vm2'], { ...env, QGA_FREEZE_MAX: '1' })).code).toBe(0);
+    expect(fleet!.vm.vm2!.stats.frozen).toBe(true);
+    await waitFor(() => !fleet!.vm.vm2!.stats.frozen, 10_000, 'the forgotten freeze to end');
+    const late = await sh('qga-freeze-hook', ['post', 'forgotten'], env);
+    expect(late.code).toBe(124);
+    expect([count('vm2', 'guest-fsfreeze-freeze'), count('vm2', 'guest-fsfreeze-thaw')]).toEqual([1, 1]);
   });
 
   it('vzdump hook: backup-start freezes VM <vmid>, backup-end thaws it, other phases do nothing', async () => {
