@@ -130,6 +130,21 @@ describe('HTTP edges', () => {
     expect((await app.inject({ method: 'POST', url: '/v1/vms/edge/exec', payload: { path: '/bin/echo', arg: [''], wait: 5 } })).statusCode).toBe(200);
   });
 
+  it('an upload sent as a multipart form (curl -F) is 415 before the file is touched; any other type, or none, is the bytes', async () => {
+    const before = agentCommands(vm).length;
+    for (const type of ['multipart/form-data; boundary=x', 'Multipart/Mixed; boundary=y']) {
+      const r = await app.inject({ method: 'PUT', url: '/v1/vms/edge/files/content?path=/tmp/typed', payload: Buffer.from('--x\r\n'), headers: { 'content-type': type } });
+      expect(r.statusCode, type).toBe(415);
+      expect(r.json()).toMatchObject({ code: 'UNSUPPORTED_MEDIA_TYPE', accept: ['application/octet-stream'] });
+    }
+    expect(agentCommands(vm).slice(before)).toEqual([]);
+    // curl --data-binary sends application/x-www-form-urlencoded with the raw bytes
+    for (const headers of [{}, { 'content-type': 'Application/Octet-Stream; charset=binary' }, { 'content-type': 'application/x-www-form-urlencoded' }, { 'content-type': 'text/plain' }]) {
+      const ok = await app.inject({ method: 'PUT', url: '/v1/vms/edge/files/content?path=/tmp/typed', payload: Buffer.from('bytes'), headers });
+      expect(ok.statusCode, JSON.stringify(headers)).toBe(200);
+    }
+  });
+
   it('a path parameter over the limit is 414 URI_TOO_LONG as problem+json', async () => {
     await expectProblem(app, { method: 'GET', url: `/v1/vms/${'y'.repeat(300)}` }, 414, 'URI_TOO_LONG');
   });

@@ -190,11 +190,16 @@ function contentRoutes(files: FilesService) {
         querystring: UploadQuery,
         body: { content: { [OCTETS]: { schema: BinaryBody } } },
         ok: { 200: UploadResult },
-        errors: [...AGENT_ERRORS, 413, 416],
+        errors: [...AGENT_ERRORS, 413, 415, 416],
       })),
       async (request) => {
         const { vm } = request.params;
         const { path, mode, offset } = request.query;
+        // The body is the file's bytes whatever its type (curl --data-binary says form-urlencoded,
+        // text/plain is common), except a multipart form (curl -F, a generator rendering `binary`
+        // as a form), whose envelope would be written into the guest file
+        const type = request.headers['content-type'];
+        if (type !== undefined && type.trimStart().toLowerCase().startsWith('multipart/')) throw errors.unsupportedMediaType(type, [OCTETS]);
         const max = files.settings.maxUploadBytes;
         const declared = Number(request.headers['content-length'] ?? 0);
         if (max > 0 && declared > max) {
