@@ -337,6 +337,8 @@ describe('the internal endpoint', () => {
     // signed with another secret
     const forged = await post(b, signed('b1', { ...freeze, fence: { forced: true } }, `another-secret-${'y'.repeat(32)}`));
     expect([forged.status, forged.body.code]).toEqual([401, 'UNAUTHENTICATED']);
+    // the operator is told why (a secret that differs, clocks apart, or a forgery), once per 10 s per claimed node
+    expect(b.audit.filter((l) => l.action === 'hop-refused')).toEqual([expect.objectContaining({ level: 40, entryNode: 'A', route: '/internal/cluster/vms/:vm/agent-call' })]);
     // no signature at all
     const bare = await fetch(`${b.url}${agentCallPath('b1')}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(freeze) });
     expect(bare.status).toBe(401);

@@ -200,6 +200,23 @@ export function registerAuth(app: FastifyInstance, config: Config, env?: Record<
     done();
   });
 
+  /**
+   * A node-to-node request that does not verify is the client's 401 (on its entry node's answer),
+   * but its cause is the operator's: say it, once per 10 s per claimed entry node (a bounded map).
+   */
+  const hopRefusalsLogged = new Map<string, number>();
+  function noteRefusedHop(request: FastifyRequest, claimed: unknown): void {
+    const node = typeof claimed === 'string' ? claimed.slice(0, 64) : '';
+    const now = Date.now();
+    if (now - (hopRefusalsLogged.get(node) ?? -Infinity) < 10_000) return;
+    if (hopRefusalsLogged.size >= 256) hopRefusalsLogged.clear();
+    hopRefusalsLogged.set(node, now);
+    request.log.warn(
+      { audit: true, action: 'hop-refused', entryNode: node, route: request.routeOptions.url },
+      "a node-to-node request did not verify with this node's cluster.secretFile: the nodes' secrets differ, their clocks are more than 60 s apart, or it is forged; its client got 401",
+    );
+  }
+
   function authenticate(request: FastifyRequest & { [PRINCIPAL]?: Principal; [HOP]?: VerifiedHop }): void {
     const cfg = request.routeOptions.config;
     let principal = auth.anonymous;
@@ -208,7 +225,10 @@ export function registerAuth(app: FastifyInstance, config: Config, env?: Record<
       // forwarded by another node: its principal, never a bearer token
       // a forwarding signature on /v1 routes, an agent-call signature on the internal route only
       const hop = auth.verifyHop(request, cfg?.hopPurpose ?? 'forward');
-      if (!hop) throw errors.unauthenticated('hop');
+      if (!hop) {
+        noteRefusedHop(request, headers[HOP_HEADER]);
+        throw errors.unauthenticated('hop');
+      }
       request[HOP] = hop;
       principal = auth.carriedPrincipal(hop, headers[PRINCIPAL_HEADER] as string);
     } else if (auth.configured) {
