@@ -444,3 +444,19 @@ describe('a thaw forwarded while long requests fill the connections to its node'
     expect(ended.filter((p) => p.status === 408).length).toBeGreaterThanOrEqual(128);
   });
 });
+
+describe('Redis restarted empty while a VM frozen through another node is frozen', () => {
+  it("the holder's thaw through the entry node still goes through: the freeze was forwarded to the serving node, which knows the lease (leaseCheck local)", async () => {
+    const [a, b] = await cluster({ A: ['a1'], B: ['b1'] });
+    const frozen = await call(a, 'POST', '/v1/vms/b1/fsfreeze', auth(TOKENS.backup), { ttlSeconds: 60 });
+    expect(frozen.status).toBe(201);
+    expect(b.vm.b1.state.frozen).toBe(true);
+    // the store loses everything (a restart without persistence)
+    await redis!.command('FLUSHALL');
+    await waitFor(() => a.app?.services.cluster?.locate('b1').kind === 'remote', 5_000, 'A to see B serving b1 again');
+    const thawed = await call(a, 'DELETE', `/v1/vms/b1/fsfreeze?leaseId=${String(frozen.body.leaseId)}`, auth(TOKENS.backup));
+    expect(thawed.status, JSON.stringify(thawed.body)).toBe(200);
+    expect(thawed.body.leaseCheck).toBe('local');
+    expect(b.vm.b1.state.frozen).toBe(false);
+  });
+});
