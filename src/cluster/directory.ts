@@ -73,6 +73,8 @@ export type LocalClaim =
   | { kind: 'serve' }
   /** reachable from several nodes, owned by another node (`owner`), or by nobody known yet */
   | { kind: 'shared'; owner?: string }
+  /** reachable from several nodes, but other nodes (`nodes`) publish that name at another endpoint: another guest */
+  | { kind: 'mismatch'; nodes: string[] }
   /** not in this node's registry */
   | undefined;
 
@@ -160,6 +162,7 @@ export class Directory implements RemoteVms {
 
   locate(vm: string): VmLocation {
     const claim = this.local(vm);
+    if (claim?.kind === 'mismatch') return { kind: 'conflict', nodes: [this.selfId, ...claim.nodes].sort() };
     if (claim?.kind === 'serve') {
       const conflict = this.liveClaimers(vm);
       return conflict.length > 0 ? { kind: 'local', conflict } : { kind: 'local' };
@@ -179,6 +182,17 @@ export class Directory implements RemoteVms {
     if (live.length >= 2) return { kind: 'conflict', nodes: live };
     const last = this.lastSeenOf(set);
     return last ? { kind: 'gone', node: last } : { kind: 'unknown' };
+  }
+
+  /** the other nodes (alive or gone) whose last published entry for `vm` has an endpoint unlike `endpoint` */
+  endpointMismatch(vm: string, endpoint: unknown): string[] {
+    const set = this.claimers.get(vm);
+    if (!set) return [];
+    const mine = JSON.stringify(endpoint);
+    return [...set].filter((id) => {
+      const e = this.others.get(id)?.vms.get(vm)?.endpoint;
+      return e !== undefined && JSON.stringify(e) !== mine;
+    });
   }
 
   private lastSeenOf(ids: Iterable<string>): NodeInfo | undefined {

@@ -150,7 +150,12 @@ export class ClusterNode implements ClusterService {
   private localClaim(vm: string): LocalClaim {
     const endpoint = this.opts.registry.resolve(vm);
     if (!endpoint) return undefined;
-    if (!this.isShared(vm, endpoint) || this.ownership.owns(vm)) return { kind: 'serve' };
+    if (!this.isShared(vm, endpoint)) return { kind: 'serve' };
+    // a name other nodes publish at another endpoint is another guest: never served through one
+    // node or the other as if it were the same (a conflict, 503 here), never claimed
+    const mismatch = this.directory.endpointMismatch(vm, endpoint);
+    if (mismatch.length > 0) return { kind: 'mismatch', nodes: mismatch };
+    if (this.ownership.owns(vm)) return { kind: 'serve' };
     return { kind: 'shared', owner: this.ownership.ownerOf(vm) };
   }
 
@@ -239,6 +244,8 @@ export class ClusterNode implements ClusterService {
           shared.add(rec.name);
           // an API-registered unix socket is claimed only by a node where that socket exists
           if (rec.endpoint.type === 'unix' && !(await access(rec.endpoint.path).then(() => true, () => false))) return;
+          // published elsewhere at another endpoint (localClaim: a conflict): not ours to claim
+          if (this.directory.endpointMismatch(rec.name, rec.endpoint).length > 0) return;
           candidates.add(rec.name);
         }),
       );

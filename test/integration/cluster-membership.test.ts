@@ -502,3 +502,29 @@ describe('cluster.* configuration checks', () => {
     expect(['https://gw1.example:8443', 'http://127.0.0.1:8080', 'http://localhost:1', 'http://[::1]:8080', undefined].map(plainNodeTraffic)).toEqual([false, false, false, false, false]);
   });
 });
+
+describe('a VM name reachable from several nodes, at another endpoint on one of them (review finding F-J)', () => {
+  it('that node reports a conflict and never claims the name, even when the nodes serving the other endpoint are gone', async () => {
+    const otherGuest = (await sim.addVm({ name: 'shared-tcp-elsewhere', tcp: true })).endpoint;
+    const owner = where(nodes.a, 'shared-tcp') === 'local' ? nodes.a : nodes.b;
+    const d = await startNode('d', [{ name: 'shared-tcp', endpoint: otherGuest }]);
+    const conflictNodes = () => {
+      const at = d.cluster.locate('shared-tcp');
+      return at.kind === 'conflict' ? at.nodes.join(',') : at.kind;
+    };
+    await until('d to see the conflict', () => conflictNodes() === ['d', owner.id].sort().join(','));
+    // the owners of the first endpoint stop heartbeating: d still does not take the name over
+    for (const n of [nodes.a, nodes.b]) n.proxy.partition();
+    try {
+      await until('a and b gone for d', () => d.cluster.node('a')?.alive === false && d.cluster.node('b')?.alive === false, 4 * TTL);
+      // two more ownership rounds after that
+      await new Promise((r) => setTimeout(r, 3 * INTERVAL));
+      expect(conflictNodes()).toBe(['d', owner.id].sort().join(','));
+      const ping = await d.app.inject({ method: 'GET', url: '/v1/vms/shared-tcp/ping' });
+      expect([ping.statusCode, ping.json().code]).toEqual([503, 'NODE_UNAVAILABLE']);
+      expect(d.app.services.pool.peek('shared-tcp')?.holdsSocket ?? false).toBe(false);
+    } finally {
+      for (const n of [nodes.a, nodes.b]) n.proxy.heal();
+    }
+  }, 20_000);
+});
