@@ -216,7 +216,7 @@ export class ThawEngine {
       // The socket stays (released when idle, like any other command's): the agent service marks
       // the channel's guest-info stale on a thaw (a copy read while frozen lists most commands
       // disabled), so the next command that needs it re-reads it on this socket
-      const rep = inFlight ? inFlightReport(vm, thawed) : unconfirmed ? unconfirmedReport(vm, thawed) : report(vm, thawed, frozenCount);
+      const rep = inFlight || unconfirmed ? unconfirmedReport(vm, thawed, inFlight) : report(vm, thawed, frozenCount);
       return { vm, status: 'thawed', report: rep };
     } catch (e) {
       const err = asGatewayError(e, { vm, command: 'guest-fsfreeze-thaw' });
@@ -359,27 +359,21 @@ function report(vm: string, thawed: number, frozen: number): VmThawReport {
   };
 }
 
-/** The thaw of a lease whose freeze timed out: how many filesystems it froze, and when, is unknown. */
-function unconfirmedReport(vm: string, thawed: number): VmThawReport {
+/**
+ * The thaw of a lease whose freeze did not answer: how many filesystems it froze, and when, is
+ * unknown. `inFlight`: a forced thaw that came while that freeze was still running (it is answered
+ * as failed, never 201); else the freeze timed out.
+ */
+function unconfirmedReport(vm: string, thawed: number, inFlight = false): VmThawReport {
   return {
     vm,
     thawed,
     frozen: thawed,
     consistent: false,
     reason: 'FREEZE_UNCONFIRMED',
-    detail: 'the freeze did not answer within its timeout: whether and when the guest froze is unknown, so a snapshot taken under this lease may not be consistent',
-  };
-}
-
-/** A forced thaw that came while the lease's freeze was in flight: that freeze is answered as failed, never 201. */
-function inFlightReport(vm: string, thawed: number): VmThawReport {
-  return {
-    vm,
-    thawed,
-    frozen: thawed,
-    consistent: false,
-    reason: 'FREEZE_UNCONFIRMED',
-    detail: "this lease's freeze was still in flight: it is answered 409 LEASE_CONFLICT (ended by this forced thaw) and its guest left thawed, so no snapshot is taken under it",
+    detail: inFlight
+      ? "this lease's freeze was still in flight: it is answered 409 LEASE_CONFLICT (ended by this forced thaw) and its guest left thawed, so no snapshot is taken under it"
+      : 'the freeze did not answer within its timeout: whether and when the guest froze is unknown, so a snapshot taken under this lease may not be consistent',
   };
 }
 

@@ -88,6 +88,17 @@ function freezeRun(args: string[]): Run {
   };
 }
 
+/** freeze-run on vm1 (ttl 3) around a command that runs until the file `go` appears in the fleet's dir; once it runs */
+async function runUntilGo(url: string): Promise<Run> {
+  const cmd = script(
+    fleet!.dir,
+    `writeFileSync(dir + '/ready', '1');\nconst t = setInterval(() => { if (existsSync(dir + '/go')) { clearInterval(t); process.exit(0); } }, 50);`,
+  );
+  const run = freezeRun(['--url', url, '--token-file', tokenFile(), '--vm', 'vm1', '--ttl', '3', '--', process.execPath, cmd]);
+  await waitFor(() => existsSync(path.join(fleet!.dir, 'ready')), 15_000, 'the command to start');
+  return run;
+}
+
 function tokenFile(): string {
   const f = path.join(fleet!.dir, 'token');
   writeFileSync(f, `${TOKEN}\n`);
@@ -216,12 +227,7 @@ describe('qga-gateway freeze-run', { timeout: 40_000 }, () => {
 
   it('a lease that ends early (forced thaw) is reported at once and makes a successful command exit 1', async () => {
     const url = await gateway(['vm1']);
-    const cmd = script(
-      fleet!.dir,
-      `writeFileSync(dir + '/ready', '1');\nconst t = setInterval(() => { if (existsSync(dir + '/go')) { clearInterval(t); process.exit(0); } }, 50);`,
-    );
-    const run = freezeRun(['--url', url, '--token-file', tokenFile(), '--vm', 'vm1', '--ttl', '3', '--', process.execPath, cmd]);
-    await waitFor(() => existsSync(path.join(fleet!.dir, 'ready')), 15_000, 'the command to start');
+    const run = await runUntilGo(url);
     const forced = await fetch(`${url}/v1/vms/vm1/fsfreeze?force=true`, { method: 'DELETE', headers: { authorization: `Bearer ${ADMIN}` } });
     expect(forced.status).toBe(200);
     // the next renewal (within a second) is refused
@@ -237,12 +243,7 @@ describe('qga-gateway freeze-run', { timeout: 40_000 }, () => {
 
   it('a renewal refused for another reason than the lease ending (401 after a token change) is said as such and retried: once the token is back, the freeze holds', async () => {
     const url = await gateway(['vm1']);
-    const cmd = script(
-      fleet!.dir,
-      `writeFileSync(dir + '/ready', '1');\nconst t = setInterval(() => { if (existsSync(dir + '/go')) { clearInterval(t); process.exit(0); } }, 50);`,
-    );
-    const run = freezeRun(['--url', url, '--token-file', tokenFile(), '--vm', 'vm1', '--ttl', '3', '--', process.execPath, cmd]);
-    await waitFor(() => existsSync(path.join(fleet!.dir, 'ready')), 15_000, 'the command to start');
+    const run = await runUntilGo(url);
     const config = gatewayConfig!;
     // the backup token leaves the config (a SIGHUP): renewals are 401
     await app!.reloadConfig({ ...config, auth: { ...config.auth, tokens: config.auth.tokens.filter((t) => t.name !== 'backup') } });
