@@ -245,6 +245,8 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   let graceTimer: NodeJS.Timeout | undefined;
   app.addHook('preClose', async () => {
     app.shuttingDown = true;
+    // cluster mode: the others route around this node at once, not after the drain
+    void services.cluster?.leave?.();
     graceTimer = setTimeout(() => {
       shutdown.abort();
       // a keep-alive connection that a late answer left idle would hold close() open for the

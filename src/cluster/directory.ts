@@ -47,6 +47,8 @@ export interface ClusterService {
   readonly staleSince?: number;
   /** hear of every node that stops heartbeating (once per transition); returns the unsubscribe */
   onNodeGone?(fn: (node: NodeInfo) => void): () => void;
+  /** a stop begins: stop heartbeating and leave the member index now (the drain follows) */
+  leave?(): Promise<void>;
 }
 
 /** One VM another node publishes, as the cluster-wide listing shows it. */

@@ -215,6 +215,25 @@ export class ClusterNode implements ClusterService {
     this.timer.unref();
   }
 
+  /**
+   * A stop begins (SIGTERM, before the drain of the requests in flight): no more rounds, and the
+   * heartbeat goes at once, so the others route around this node while it drains instead of
+   * sending it requests it refuses. What it owns is not released here: its channels may still be
+   * serving a request in flight; the ownership leases run out by their TTL (or stop() releases
+   * them), as after a crash.
+   */
+  async leave(): Promise<void> {
+    if (this.stopped || this.rounds === 0) return;
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.running;
+    try {
+      await this.membership.leave();
+    } catch (err) {
+      this.opts.logger.warn({ err: errorMessage(err) }, 'cluster: leaving the member index failed; the others see this node gone after its TTL');
+    }
+  }
+
   /** A clean stop: no more rounds, leases released, heartbeat deleted (the others see it gone at once). */
   async stop(): Promise<void> {
     this.stopped = true;

@@ -644,7 +644,10 @@ describe('cluster of three gateway processes on one Redis', { timeout: 60_000 },
   });
 
   // the last test of the file: b is not started again (its return is the SIGKILL tests' subject)
-  it('a node stopped with SIGTERM leaves at once: gone for the others well before the TTL', async () => {
+  it('a node stopped with SIGTERM leaves at once: gone for the others well before the TTL, even while it drains a request in flight', async () => {
+    // a request b is still answering (a 2 s long poll): b drains it before exiting
+    const inFlight = ask(b, 'GET', '/v1/vms/b1/wait?for=ip&family=ipv6&scope=global&timeout=2');
+    await new Promise((r) => setTimeout(r, 200));
     const t0 = performance.now();
     const stopping = b.terminate();
     let exitMs = Number.NaN;
@@ -662,6 +665,9 @@ describe('cluster of three gateway processes on one Redis', { timeout: 60_000 },
     say(`SIGTERM of b: exited after ${exitMs.toFixed(0)} ms, gone for a after ${goneMs.toFixed(0)} ms (a SIGKILLed node: TTL ${TTL_MS} ms)`);
     expect(goneMs).toBeLessThan(TTL_MS - INTERVAL_MS);
     expectProblem(await ask(a, 'GET', '/v1/vms/b1/ping'), 503, 'NODE_UNAVAILABLE');
+    // the drained request got its answer (408: no such address), and b exited only after it
+    expect((await inFlight).status).toBe(408);
+    expect(exitMs).toBeGreaterThan(goneMs);
   });
 });
 
