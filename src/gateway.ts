@@ -154,6 +154,8 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
   const exec = new ExecService(agent, async (vm) => (await agent.info(vm)).versionTuple, config.exec, logger);
   const files = new FilesService(agent, config.files, config.agent.maxReplyBytes, logger);
   pool.on('orphan', closeOrphanedHandles(agent, logger));
+  // a late guest-exec-status carries the only copy of a final status; a late guest-exec, a process to reap
+  pool.on('orphan', (e) => exec.lateReply(e));
   const raw = new RawPassthrough(agent, [execPassthrough(exec), filesPassthrough(files)], audit);
   const metrics: MetricsRegistry = createMetrics(pool);
   registerFleetMetrics(metrics, agent, config.metrics);

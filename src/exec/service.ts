@@ -25,6 +25,7 @@ export type ExecSettings = Config['exec'];
 
 export interface ExecLogger {
   warn(obj: object, msg: string): void;
+  info(obj: object, msg: string): void;
   debug(obj: object, msg: string): void;
 }
 
@@ -157,6 +158,35 @@ export class ExecService {
         this.log?.warn({ vm: t.vm, pid: t.pid, err: e }, 'exec: reaper gave up on a process');
       }
     }
+  }
+
+  /**
+   * The late reply of a guest-exec or guest-exec-status whose caller had given up (a timeout: the
+   * pool's 'orphan' event). A final status is the agent's only copy (it deleted its record when it
+   * sent it): kept, as a poll's would be. A pid is a process nobody knows of: tracked, so the reaper
+   * collects it and its record does not stay in the agent.
+   */
+  lateReply(e: { vm: string; command: string; value: JsonValue; args?: JsonObject }): void {
+    if (e.command === 'guest-exec') {
+      const pid = isJsonObject(e.value) ? e.value.pid : undefined;
+      if (typeof pid !== 'number' || !Number.isSafeInteger(pid)) return;
+      this.tracker.track(e.vm, pid);
+      this.log?.warn({ vm: e.vm, pid }, 'exec: a guest-exec whose caller had given up started a process: tracked, its result is reaped');
+      return;
+    }
+    if (e.command !== 'guest-exec-status') return;
+    const pid = e.args?.pid;
+    if (typeof pid !== 'number' || !Number.isSafeInteger(pid)) return;
+    let status: ExecStatus;
+    try {
+      status = toExecStatus(e.value, e.vm);
+    } catch {
+      return;
+    }
+    if (!status.exited || this.results.get(e.vm, pid)) return;
+    this.results.set(e.vm, { pid, status, collectedAt: Date.now() });
+    this.tracker.untrack(e.vm, pid);
+    this.log?.info({ vm: e.vm, pid }, 'exec: kept the final status of a late guest-exec-status reply (the agent has no copy left)');
   }
 
   private async pollAgent(vm: string, pid: number): Promise<ExecStatusRecord> {

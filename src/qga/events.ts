@@ -4,7 +4,7 @@
  * its own gets a fresh one. Every payload names its VM, so nobody has to relay events per channel.
  */
 import { EventEmitter } from 'node:events';
-import type { ChannelState, JsonValue } from './types.js';
+import type { ChannelState, JsonObject, JsonValue } from './types.js';
 
 export type CommandOutcome = 'ok' | 'agent-error' | 'timeout' | 'unavailable' | 'protocol-error' | 'aborted';
 
@@ -43,6 +43,8 @@ export interface OrphanEvent {
   vm: string;
   command: string;
   value: JsonValue;
+  /** the arguments the abandoned request was sent with */
+  args?: JsonObject;
 }
 
 /**

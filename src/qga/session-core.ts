@@ -15,8 +15,12 @@ import type { AgentInfo, ChannelSettings, ChannelState, Endpoint, JsonObject } f
 
 /** abandoned requests remembered for their late replies; the oldest are forgotten first */
 const MAX_ORPHANS = 64;
-/** Commands whose reply names something the agent created and that nobody else could clean up. */
-const CREATES = new Set(['guest-file-open']);
+/**
+ * Commands whose late reply must not be lost: it names something the agent created that nobody
+ * else could clean up (a file handle, a process), or carries what the agent hands out once only (a
+ * process's final status: the agent deletes its record with that reply).
+ */
+const LATE_REPLY_MATTERS = new Set(['guest-file-open', 'guest-exec', 'guest-exec-status']);
 
 /**
  * Commands whose handling needs nothing from guest-info: every agent has them and they always
@@ -83,7 +87,7 @@ export abstract class SessionCore {
   /** when the current run of failed connect/sync attempts began (its first failure) */
   protected failingSince = 0;
   protected lastFailure: Error | undefined;
-  private readonly orphans = new Map<number, string>();
+  private readonly orphans = new Map<number, { command: string; args: JsonObject | undefined }>();
   private closeWaiters: (() => void)[] = [];
 
   constructor(
@@ -174,18 +178,18 @@ export abstract class SessionCore {
     this.events.emit('stale', { vm: this.vm, bytes });
   }
 
-  /** A reply nobody waited for: the late answer of an abandoned guest-file-open is handed on. */
+  /** A reply nobody waited for: the late answer of an abandoned request that matters is handed on. */
   onWireStray(msg: JsonObject): void {
-    const command = typeof msg.id === 'number' ? this.orphans.get(msg.id) : undefined;
-    if (command === undefined) return;
+    const orphan = typeof msg.id === 'number' ? this.orphans.get(msg.id) : undefined;
+    if (orphan === undefined) return;
     this.orphans.delete(msg.id as number);
-    if ('return' in msg) this.events.emit('orphan', { vm: this.vm, command, value: msg.return });
+    if ('return' in msg) this.events.emit('orphan', { vm: this.vm, command: orphan.command, value: msg.return, ...(orphan.args ? { args: orphan.args } : {}) });
   }
 
-  /** An abandoned request whose late reply would name something the agent created: watch for it. */
-  protected mayOrphan(id: number, command: string): void {
-    if (!CREATES.has(command)) return;
-    this.orphans.set(id, command);
+  /** An abandoned request whose late reply must not be lost (LATE_REPLY_MATTERS): watch for it. */
+  protected mayOrphan(id: number, command: string, args?: JsonObject): void {
+    if (!LATE_REPLY_MATTERS.has(command)) return;
+    this.orphans.set(id, { command, args });
     if (this.orphans.size > MAX_ORPHANS) this.orphans.delete(this.orphans.keys().next().value as number);
   }
 

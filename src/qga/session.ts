@@ -268,7 +268,7 @@ export class Session extends SessionCore implements WireListener, AbortHandler {
     const job = this.inFlight as Job;
     this.resyncReason = outcome === 'timeout' ? 'timeout' : 'aborted';
     this.conn?.abandon();
-    if (this.inFlightId !== undefined) this.mayOrphan(this.inFlightId, job.command);
+    if (this.inFlightId !== undefined) this.mayOrphan(this.inFlightId, job.command, job.args);
     this.done(outcome, error);
   }
 

@@ -35,6 +35,28 @@ afterAll(async () => {
 
 const statusCalls = () => vm.stats.commandLog.filter((c) => c.command === 'guest-exec-status').length;
 
+describe('exec replies that come after their timeout (review finding F15)', () => {
+  test("a late guest-exec-status reply carrying the final status is kept (the agent deleted its record with it): the next GET answers it", async () => {
+    const started = await app.inject({ method: 'POST', url: '/v1/vms/sim1/exec', payload: { path: '/bin/echo', arg: ['late'] } });
+    const { pid } = started.json() as { pid: number };
+    await until(() => vm.stats.commandLog.some((c) => c.command === 'guest-exec'), 2_000, 'the process to start');
+    await new Promise((r) => setTimeout(r, 100));
+    vm.setFault({ command: 'guest-exec-status', kind: 'delay', ms: 400, times: 1 });
+    const err = await app.services.agent
+      .call('sim1', 'guest-exec-status', { pid }, { timeoutMs: 100 })
+      .then(() => undefined, (e: unknown) => e as { code?: string });
+    expect(err?.code).toBe('AGENT_TIMEOUT');
+    // the agent answered after 400 ms, exited: true, and forgot the process
+    await until(() => app.services.exec.results.get('sim1', pid) !== undefined, 5_000, 'the late status to be kept');
+    const before = statusCalls();
+    const r = await app.inject({ method: 'GET', url: `/v1/vms/sim1/exec/${pid}` });
+    expect(r.statusCode).toBe(200);
+    expect(r.json()).toMatchObject({ pid, exited: true, exitcode: 0, outText: 'late\n' });
+    expect(statusCalls()).toBe(before);
+  });
+
+});
+
 describe('exec status replies that get lost', () => {
   test('wait mode survives a status reply dropped mid-line and still returns the result', async () => {
     vm.setFault({ command: 'guest-exec-status', kind: 'drop-mid-reply', times: 1 });
@@ -77,5 +99,18 @@ describe('exec status replies that get lost', () => {
     expect(after.statusCode).toBe(404);
     expect(after.json().code).toBe('NOT_FOUND');
     expect(after.json().detail).toMatch(/lost/);
+  });
+});
+
+// last: the process it starts is left to the reaper (the tests above count the agent's exec records)
+describe('a late guest-exec reply', () => {
+  test('a late guest-exec reply (its caller gave up) names a process nobody knew of: it is tracked, so the reaper collects it', async () => {
+    const tracked = app.services.exec.tracker.size;
+    vm.setFault({ command: 'guest-exec', kind: 'delay', ms: 400, times: 1 });
+    const err = await app.services.agent
+      .call('sim1', 'guest-exec', { path: '/bin/echo', arg: ['orphan'], 'capture-output': true }, { timeoutMs: 100 })
+      .then(() => undefined, (e: unknown) => e as { code?: string });
+    expect(err?.code).toBe('AGENT_TIMEOUT');
+    await until(() => app.services.exec.tracker.size > tracked, 5_000, 'the late pid to be tracked');
   });
 });
