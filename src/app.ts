@@ -48,6 +48,7 @@ import { stringifyJson } from './util/json.js';
 import { errors } from './errors.js';
 import { closeAfterAnswer } from './http/linger.js';
 import { decimalParams } from './http/decimal-params.js';
+import { registerBodyCoding } from './http/body-coding.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -201,16 +202,8 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   trackReplies(app, shutdown.signal);
   registerOriginChecks(app, config.server, config.cluster.advertiseUrl);
   const auth = registerAuth(app, config, opts.env);
-  // a compressed body would be parsed, or written to a guest file, as the compressed bytes: 415
-  // before anything is read (RFC 9110 §8.4.1), once the caller is known; `identity` is no coding,
-  // and a request without a body has nothing to decode
-  app.addHook('onRequest', (request, _reply, done) => {
-    const h = request.headers;
-    const coding = h['content-encoding'];
-    const body = h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0');
-    if (coding === undefined || !body || coding.trim() === '' || coding.trim().toLowerCase() === 'identity') done();
-    else done(errors.unsupportedEncoding(coding));
-  });
+  // a body in a content coding (gzip…): 415 before it is read, once the caller is known
+  registerBodyCoding(app);
   app.decorate('reloadConfig', async (next: Config) => {
     auth.reload(next, opts.env);
     return services.reload(next);

@@ -5,9 +5,10 @@
  * @fastify/reply-from.
  *
  *  - One undici Pool per node (by origin), keep-alive, at most FORWARD_CONNECTIONS connections and
- *    one request per connection, and a second, small one for its freeze lane (FREEZE_LANE_CONNECTIONS): a node never has more than that many requests in flight from one
- *    entry node (the serving node does not count forwarded requests in its admission limits; this
- *    is their bound). Connect timeout short (CONNECT_TIMEOUT_MS).
+ *    one request per connection (and a small one for its freeze lane, FREEZE_LANE_CONNECTIONS): a
+ *    node never has more than that many requests in flight from one entry node (the serving node
+ *    does not count forwarded requests in its admission limits; this is their bound). Connect
+ *    timeout short (CONNECT_TIMEOUT_MS).
  *  - Headers bound: max(cluster.forwardTimeoutMs, the longest agent timeout of the route's
  *    commands) plus the request's own wait (a `wait`/`timeout` parameter whose schema names its
  *    configured maximum with x-max-from: the query's value, or that maximum for a body member that
@@ -70,7 +71,7 @@ export class NodePools {
   }
 
   private pool(origin: string, lane?: 'freeze'): Pool {
-    const key = lane === undefined ? origin : `${origin}#${lane}`;
+    const key = poolKey(origin, lane);
     let pool = this.pools.get(key);
     if (pool === undefined) {
       if (this.pools.size >= MAX_POOLS) {
@@ -95,7 +96,7 @@ export class NodePools {
    * until cluster.forwardTimeoutMs) fails now, as 503 NODE_UNAVAILABLE; its pools go.
    */
   dropNode(origin: string): void {
-    for (const key of [origin, `${origin}#freeze`]) {
+    for (const key of [poolKey(origin), poolKey(origin, 'freeze')]) {
       const pool = this.pools.get(key);
       if (pool === undefined) continue;
       this.pools.delete(key);
@@ -115,6 +116,11 @@ export class NodePools {
     this.pools.clear();
     await Promise.all(all.map((p) => p.destroy().catch(() => undefined)));
   }
+}
+
+/** a node's pool, or its freeze lane's */
+function poolKey(origin: string, lane?: 'freeze'): string {
+  return lane === undefined ? origin : `${origin}#${lane}`;
 }
 
 /** What a forwarded request fails with when its node is declared gone while it waits (NodePools.dropNode). */
@@ -233,7 +239,7 @@ export function forwardFailure(err: unknown, vm: string, node: NodeInfo, boundMs
     : code === 'NODE_GONE'
       ? `${who} stopped heartbeating while this request waited for its answer; the request may or may not have been carried out there`
       : TIMEOUT_CODES.has(code)
-      ? `${who} sent no answer within ${boundMs} ms (cluster.forwardTimeoutMs and the request's own wait)`
-      : `${who} broke the connection before answering (${code}); the request may or may not have been carried out there`;
+        ? `${who} sent no answer within ${boundMs} ms (cluster.forwardTimeoutMs and the request's own wait)`
+        : `${who} broke the connection before answering (${code}); the request may or may not have been carried out there`;
   return errors.nodeUnavailable(vm, node.id, detail, { cause });
 }

@@ -60,6 +60,11 @@ export class ClusterNode implements ClusterService {
   private readonly ownership: Ownership;
   /** VMs of the last round: shared ones (lease-decided) and their records */
   private shared = new Set<string>();
+  /**
+   * The shared VMs of this node that other nodes publish at another endpoint (another guest), with
+   * those nodes: derived once per round, after the directory's refresh (locate() runs per request).
+   */
+  private mismatched = new Map<string, string[]>();
   private served = new Set<string>();
   private lastBeat = Date.now();
   private rounds = 0;
@@ -153,8 +158,8 @@ export class ClusterNode implements ClusterService {
     if (!this.isShared(vm, endpoint)) return { kind: 'serve' };
     // a name other nodes publish at another endpoint is another guest: never served through one
     // node or the other as if it were the same (a conflict, 503 here), never claimed
-    const mismatch = this.directory.endpointMismatch(vm, endpoint);
-    if (mismatch.length > 0) return { kind: 'mismatch', nodes: mismatch };
+    const mismatch = this.mismatched.get(vm);
+    if (mismatch !== undefined) return { kind: 'mismatch', nodes: mismatch };
     if (this.ownership.owns(vm)) return { kind: 'serve' };
     return { kind: 'shared', owner: this.ownership.ownerOf(vm) };
   }
@@ -264,7 +269,7 @@ export class ClusterNode implements ClusterService {
           // an API-registered unix socket is claimed only by a node where that socket exists
           if (rec.endpoint.type === 'unix' && !(await access(rec.endpoint.path).then(() => true, () => false))) return;
           // published elsewhere at another endpoint (localClaim: a conflict): not ours to claim
-          if (this.directory.endpointMismatch(rec.name, rec.endpoint).length > 0) return;
+          if (this.mismatched.has(rec.name)) return;
           candidates.add(rec.name);
         }),
       );
@@ -282,6 +287,13 @@ export class ClusterNode implements ClusterService {
       this.lastBeat = now;
       this.served = new Set(summaries.keys());
       await this.refresh();
+      const mismatched = new Map<string, string[]>();
+      for (const rec of records) {
+        if (!shared.has(rec.name)) continue;
+        const nodes = this.directory.endpointMismatch(rec.name, rec.endpoint);
+        if (nodes.length > 0) mismatched.set(rec.name, nodes);
+      }
+      this.mismatched = mismatched;
       if (this.staleAt !== undefined) this.opts.logger.info({ staleMs: Date.now() - this.staleAt }, 'cluster: Redis answers again; directory refreshed');
       this.staleAt = undefined;
     } catch (err) {
@@ -330,12 +342,12 @@ export class ClusterNode implements ClusterService {
     this.logConflicts();
   }
 
-  /** log a node found, gone or back, once per transition */
   onNodeGone(fn: (node: NodeInfo) => void): () => void {
     this.goneListeners.add(fn);
     return () => this.goneListeners.delete(fn);
   }
 
+  /** log a node found, gone or back, once per transition (and tell onNodeGone's listeners) */
   private noteAlive(info: NodeInfo): void {
     const was = this.aliveSeen.get(info.id);
     if (was === info.alive) return;

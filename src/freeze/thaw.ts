@@ -207,8 +207,7 @@ export class ThawEngine {
     const actor = AUTO_TRIGGERS.has(trigger) || trigger === 'shutdown' ? { actor: 'gateway' } : {};
     // cluster mode: the node serving the VM repeats the fence check right before sending (AgentFence)
     // a forced thaw of a lease goes where that lease's freeze went (its node), like the holder's
-    const pin = lease ? freezeData(lease).nodes?.[vm] : undefined;
-    const fence: AgentFence = lease && trigger !== 'force' ? fenceOf(lease, vm, trigger === 'rollback') : { forced: true, ...(pin !== undefined ? { node: pin } : {}) };
+    const fence: AgentFence = lease ? fenceOf(lease, vm, { rollback: trigger === 'rollback', forced: trigger === 'force' }) : { forced: true };
     const opts = { priority: 'thaw' as const, ...actor, fence, ...(this.thawTimeoutMs ? { timeoutMs: this.thawTimeoutMs } : {}) };
     try {
       const r = await this.agent.call(vm, 'guest-fsfreeze-thaw', undefined, opts);

@@ -40,12 +40,9 @@ export interface FreezeSettings {
  * before sending, so an orchestrator that lost its lease sends nothing. A local call ignores it.
  *  - a freeze: the lease must be the VM's current holder and live;
  *  - a thaw: sent unless another lease holds the VM now, or (not a rollback) the lease has ended;
- *  - `forced`: an admin's forced thaw, sent whatever the store says.
- */
-/**
- * The lease a command is sent under (`node`: in cluster mode, the node that served the VM when it
- * was frozen, for a VM only that node reaches: its freeze and thaws go there, never to another
- * node's VM of the same name), or a forced thaw.
+ *  - `forced`: an admin's forced thaw, sent whatever the store says;
+ *  - `node`: the node that served the VM when it was frozen, for a VM only that node reaches: the
+ *    lease's freeze and thaws go there, never to another node's VM of the same name.
  */
 export type AgentFence = { session: string; leaseId: string; epoch: string; rollback?: boolean; node?: string } | { forced: true; node?: string };
 
@@ -58,10 +55,15 @@ export interface FreezeAgent {
   pinFor?(vm: string): string | undefined;
 }
 
-/** The fence of a command sent under `lease` to `vm` (with the node its freeze was bound to, if any) */
-export function fenceOf(lease: Lease, vm: string, rollback = false): AgentFence {
+/**
+ * The fence of a command sent under `lease` to `vm`, with the node its freeze was bound to (if
+ * any); `forced`: an admin's forced thaw of that lease, which goes to the same node.
+ */
+export function fenceOf(lease: Lease, vm: string, how: { rollback?: boolean; forced?: boolean } = {}): AgentFence {
   const node = freezeData(lease).nodes?.[vm];
-  return { session: lease.session, leaseId: lease.leaseId, epoch: lease.epoch, ...(rollback ? { rollback: true } : {}), ...(node !== undefined ? { node } : {}) };
+  const pin = node !== undefined ? { node } : {};
+  if (how.forced) return { forced: true, ...pin };
+  return { session: lease.session, leaseId: lease.leaseId, epoch: lease.epoch, ...(how.rollback ? { rollback: true } : {}), ...pin };
 }
 
 /** The registry as the freeze service needs it: throws VM_NOT_FOUND. */

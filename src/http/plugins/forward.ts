@@ -28,6 +28,7 @@ import { signalOptions } from '../abort.js';
 import { answerInTurn } from '../../util/turn-end.js';
 import { hopOf, hopPrincipal, type Principal } from './auth.js';
 import { closeAfterAnswer } from '../linger.js';
+import { hasBody } from '../body-coding.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -89,11 +90,6 @@ function carriedOf(p: Principal): HopPrincipal {
 
 function sendBytes(reply: FastifyReply, bytes: Buffer): void {
   reply.send(bytes);
-}
-
-function hasBody(request: FastifyRequest): boolean {
-  const h = request.headers;
-  return h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0');
 }
 
 export async function registerForward(app: FastifyInstance, config: Config): Promise<void> {

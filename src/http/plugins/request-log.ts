@@ -116,7 +116,7 @@ export function registerRequestLog(app: FastifyInstance, metrics: HttpMetrics): 
   const unmatchedMetrics = new Map<string, RouteMetrics>();
   app.addHook('onResponse', (request, reply, done) => {
     const socket = request.raw.socket as TrackedSocket | null;
-    if (socket !== null && socket[UNANSWERED] === request) socket[UNANSWERED] = undefined;
+    if (socket !== null && socket[UNANSWERED] === reply) socket[UNANSWERED] = undefined;
     if (request.is404) {
       let m = unmatchedMetrics.get(request.method);
       if (m === undefined) {
@@ -134,12 +134,13 @@ export function registerRequestLog(app: FastifyInstance, metrics: HttpMetrics): 
   // is written when its connection closes (status 499, `aborted: true`), by one listener per
   // connection, for the request the connection was waiting on.
   const onConnectionClose = function (this: TrackedSocket): void {
-    const request = this[UNANSWERED];
-    if (request === undefined) return;
+    const reply = this[UNANSWERED];
+    if (reply === undefined) return;
     this[UNANSWERED] = undefined;
+    const request = reply.request;
     const route = request.routeOptions.url ?? 'unmatched';
     if (QUIET_ROUTES.has(route)) return;
-    request.log.info({ ...fields(request, request[REPLY_OF] as FastifyReply, route, 499), aborted: true }, `${request.method} ${route} 499 client went away before the answer`);
+    request.log.info({ ...fields(request, reply, route, 499), aborted: true }, `${request.method} ${route} 499 client went away before the answer`);
   };
 
   // every answer names its request id (set first, so that refusals by later hooks carry it too)
@@ -151,20 +152,16 @@ export function registerRequestLog(app: FastifyInstance, metrics: HttpMetrics): 
         socket[WATCHED] = true;
         socket.once('close', onConnectionClose);
       }
-      const r = request as Unanswered;
-      r[REPLY_OF] = reply;
-      socket[UNANSWERED] = r;
+      socket[UNANSWERED] = reply;
     }
     done();
   });
 }
 
-/** on a connection: the request it waits to answer (the latest one), and whether its close is watched */
+/** on a connection: the reply it has yet to send (the latest request's), and whether its close is watched */
 const UNANSWERED = Symbol('qga.unanswered');
 const WATCHED = Symbol('qga.closeWatched');
-const REPLY_OF = Symbol('qga.replyOf');
-type Unanswered = FastifyRequest & { [REPLY_OF]?: FastifyReply };
-type TrackedSocket = Socket & { [UNANSWERED]?: Unanswered; [WATCHED]?: boolean };
+type TrackedSocket = Socket & { [UNANSWERED]?: FastifyReply; [WATCHED]?: boolean };
 
 function fields(request: FastifyRequest, reply: FastifyReply, route: string, status: number): Record<string, unknown> {
   const params = request.params as Record<string, unknown> | undefined;
