@@ -291,10 +291,14 @@ export class FreezeService {
       this.logger.info({ vm, session: lease?.session, trigger: 'force', thawed: o.report.thawed, ...requestIdOf(caller) }, 'thawed');
       if (lease) this.engine.thawedOutside(vm, lease, 'force');
     }
-    // a single-VM lease ends with its thaw; a group keeps its lease (its deadline thaws the rest)
+    // a single-VM lease ends with its thaw; a group keeps its lease for its other members (its
+    // deadline thaws them) and lets this one go, which may then be frozen again (unless the
+    // group's freeze is in flight: it is rolled back whole, and its lease ends with that)
     if (lease && lease.session === vmKey(vm)) {
       this.engine.forget(lease.session, lease.leaseId);
       await this.engine.release(lease.session, lease.leaseId, 'forced');
+    } else if (lease && freezeData(lease).state !== 'freezing') {
+      await this.engine.releaseMembers(lease, [vm]);
     }
     // no lease: no freeze count to hold the thaw to, so never `consistent: true`
     return { ...o.report, forced: true, ...(lease || o.report.reason ? {} : { consistent: false, reason: 'NO_LEASE' as const, detail: 'no lease was held on this VM' }) };

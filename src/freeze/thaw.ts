@@ -19,7 +19,7 @@ import type { FreezeLogger as Logger } from './types.js';
 import { GatewayError, isGatewayError } from '../errors.js';
 import type { AuditLog } from '../util/audit.js';
 import { LocalTimers } from './local-timers.js';
-import { vmKey, type EndedBy, type FenceCheck, type Lease, type LeaseStore } from '../store/types.js';
+import { groupOfSession, vmKey, type EndedBy, type FenceCheck, type Lease, type LeaseStore } from '../store/types.js';
 import {
   asGatewayError,
   endedByOf,
@@ -287,11 +287,32 @@ export class ThawEngine {
       for (const o of outcomes) if (o.status === 'thawed') done.add(o.vm);
       if (done.size > 0) this.thawedUnder.set(lease.session, { leaseId: lease.leaseId, vms: done });
       this.timers.scheduleRetry(lease, origin);
+      // a group's thawed members leave its lease now, not when the last member's thaw gets through
+      await this.releaseMembers(lease, done);
       return { outcomes, done: false, released: false };
     }
     this.forget(lease.session, lease.leaseId);
     const released = await this.release(lease.session, lease.leaseId, endedByOf(origin));
     return { outcomes, done: true, released };
+  }
+
+  /**
+   * Members of a group thawed while another of it is still frozen (its thaw failed and is retried:
+   * its node away, its agent down), or thawed by force, leave the group's lease: they can be
+   * frozen again at once instead of when the last member's thaw gets through, and the group's
+   * later thaws skip them (their fence check finds them no longer under this lease). Best effort:
+   * a store that cannot be reached is asked again at the next retry of the group's thaw.
+   */
+  async releaseMembers(lease: Lease, vms: Iterable<string>): Promise<void> {
+    const members = [...vms];
+    if (groupOfSession(lease.session) === undefined || members.length === 0) return;
+    try {
+      if (await this.store.releaseMembers(lease.session, lease.leaseId, members.map(vmKey))) {
+        this.logger.info({ session: lease.session, vms: members }, 'thawed members let go by their group, which keeps the others until they are thawed');
+      }
+    } catch (e) {
+      this.logger.warn({ session: lease.session, vms: members, err: e instanceof Error ? e.message : String(e) }, 'could not let thawed members go by their group yet: retried with its thaw');
+    }
   }
 
   /** Release (leaving a tombstone when `endedBy` is given), or remember to once the store is back. */

@@ -182,6 +182,19 @@ export class MemoryStore implements LeaseStore {
     return true;
   }
 
+  async releaseMembers(session: string, leaseId: string, keys: string[]): Promise<boolean> {
+    const s = this.sessions.get(session);
+    if (!s || s.leaseId !== leaseId) return false;
+    const drop = new Set(keys);
+    const kept = s.keys.filter((k) => !drop.has(k));
+    if (kept.length === 0) return false;
+    if (kept.length === s.keys.length) return true;
+    for (const key of s.keys) if (drop.has(key) && this.locks.get(key)?.leaseId === leaseId) this.locks.delete(key);
+    s.keys = kept;
+    await this.persist();
+    return true;
+  }
+
   async ended(leaseId: string): Promise<EndedLease | undefined> {
     this.forgetEnded(this.clock());
     const t = this.endedLeases.get(leaseId);

@@ -162,6 +162,18 @@ redis.call('HSET', KEYS[1], 'data', ARGV[2])
 return 1
 `;
 
+/**
+ * A group's key list replaced (members let go: releaseMembers), only if the record is this lease's,
+ * active, and its list is still ARGV[2]. KEYS = [record]. ARGV: leaseId, keysJSON as read,
+ * keysJSON new. Reply: 1 | 0
+ */
+export const RECORD_KEYS = `${COMMON}
+local f = redis.call('HMGET', KEYS[1], 'leaseId', 'state', 'keys')
+if f[1] ~= ARGV[1] or f[2] ~= 'active' or f[3] ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'keys', ARGV[3])
+return 1
+`;
+
 /** Compare-and-delete of a record. KEYS = [record]. ARGV: leaseId. Reply: 1 | 0 */
 export const RECORD_DELETE = `${COMMON}
 if redis.call('HGET', KEYS[1], 'leaseId') ~= ARGV[1] then return 0 end
@@ -276,6 +288,7 @@ export const ALL_SCRIPTS = [
   RECORD_RENEW,
   RECORD_UPDATE,
   RECORD_DELETE,
+  RECORD_KEYS,
   GROUP_PENDING,
   GROUP_ACTIVATE,
   INDEX_RANGE,

@@ -29,6 +29,10 @@
  *   older than 30 s is found abandoned (crashed acquirer) and rolled back by whoever meets it.
  *   A group's record is deleted only after its VM locks, so a lock whose group record is gone was
  *   left behind by a lost shard: it is cleared and reported as lost to its holder.
+ * - A group lets members go (releaseMembers: thawed while another member's thaw is still due) the
+ *   same way round: their locks first (compare-and-delete), then the record's key list (compare-
+ *   and-set on the list read). A crash between leaves a record naming a VM it no longer locks,
+ *   which nobody reads as held; never a lock whose record does not name it.
  * - Idempotency: a single-VM retry finds its own lock (same owner and key) and takes the lease
  *   back, even when the idempotency record was never written (reply lost); a group retry needs the
  *   record, which is written after the group is active (a group whose reply was lost is rolled
@@ -89,6 +93,7 @@ import { RedisCore } from './redis-core.js';
 import * as due from './redis-due.js';
 import { connectionWhy, decode, fields, list, ScriptRunner, withTimeout } from './redis-exec.js';
 import { RedisKeys } from './redis-keys.js';
+import { canonicalKeys } from './memory.js';
 import * as S from './redis-scripts.js';
 import type { AcquireRequest, AcquireResult, EndedBy, EndedLease, FenceCheck, Lease, LeaseStore, RenewResult, SessionData, StoreHealth, VmRegistration } from './types.js';
 import { ENDED_RETENTION_MS, groupOfSession, isEndedBy, isVmRegistration } from './types.js';
@@ -215,6 +220,24 @@ export class RedisStore implements LeaseStore {
     // the tombstone follows the release (another slot); a release that was not ours writes none
     if (released && endedBy) await this.exec.run(S.TOMBSTONE, [this.keys.ended(leaseId)], [session, endedBy, this.endedRetentionMs]).catch(() => undefined);
     return released;
+  }
+
+  async releaseMembers(session: string, leaseId: string, keys: string[]): Promise<boolean> {
+    const drop = new Set(keys);
+    // the record's key list is replaced only if unchanged since read (another releaseMembers)
+    for (let round = 0; round < 3; round++) {
+      const { rec } = await this.core.record(session);
+      if (!rec || rec.leaseId !== leaseId || rec.state === 'pending') return false;
+      const had = decode(rec.keys, isStringList, 'lock key list');
+      const kept = had.filter((k) => !drop.has(k));
+      if (kept.length === 0) return false;
+      if (kept.length === had.length) return true;
+      // the locks first: a crash in between leaves the record naming a VM it no longer locks (read
+      // as not held, and its unlock at the release a no-op), never a lock the record does not name
+      await Promise.all(had.filter((k) => drop.has(k)).map((k) => this.core.vm(S.VM_UNLOCK, k, [leaseId])));
+      if ((await this.exec.run(S.RECORD_KEYS, [this.keys.record(session)], [leaseId, rec.keys, canonicalKeys(kept)])) === 1) return true;
+    }
+    return false;
   }
 
   async ended(leaseId: string): Promise<EndedLease | undefined> {

@@ -188,6 +188,14 @@ export interface LeaseStore {
    * (Redis: right after it, before release() returns; a release that was not this lease's writes none).
    */
   release(session: string, leaseId: string, endedBy?: EndedBy): Promise<boolean>;
+  /**
+   * Let some VMs of a group lease go while it keeps the others: the members already thawed while
+   * another's thaw is still due (its node away, its agent down), or thawed by force, so that they
+   * can be frozen again at once. Compare-and-delete of each lock (this lease's only), and the
+   * lease's `keys` no longer list them. Never every key: release() ends a lease. True when the
+   * lease (live or expired) is this one and still holds other keys.
+   */
+  releaseMembers(session: string, leaseId: string, keys: string[]): Promise<boolean>;
   /** The tombstone of a lease ended with a reason, while it is retained; undefined otherwise. */
   ended(leaseId: string): Promise<EndedLease | undefined>;
   /** The session (live or expired-unthawed) holding a lock key, if any. */

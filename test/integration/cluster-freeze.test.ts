@@ -6,6 +6,7 @@
  *    thawed through B;
  *  - a group's deadline thaw with members on two nodes;
  *  - the serving node gone at the deadline: the thaw is not lost, it is retried when the node returns;
+ *    the members thawed meanwhile leave the group's lease and can be frozen again;
  *  - a node that restarts reconciles the overdue leases at start (its VM thawed before any sweep);
  *  - the internal endpoint: a forged or tampered call is 401, a fenced-out one 409, and nothing
  *    reaches the agent;
@@ -283,6 +284,11 @@ describe('the serving node away at the deadline', () => {
     await new Promise((r) => setTimeout(r, 1_000));
     expect(b.vm.b1.state.frozen).toBe(true);
     expect((await a.app!.services.store.getSession(session))?.leaseId).toBe(created.body.leaseId);
+    // a1, thawed, has left the group's lease (which keeps b1): it can be frozen again at once
+    expect((await a.app!.services.store.getSession(session))?.keys).toEqual(['vm:b1']);
+    const again = await call(a, 'POST', '/v1/vms/a1/fsfreeze', auth(TOKENS.ops), { ttlSeconds: 30 });
+    expect(again.status).toBe(201);
+    expect((await call(a, 'DELETE', `/v1/vms/a1/fsfreeze?leaseId=${String(again.body.leaseId)}`, auth(TOKENS.ops))).status).toBe(200);
     const back = Date.now();
     await b.start({ sweepIntervalMs: 60_000 });
     await waitFor(() => !b.vm.b1.state.frozen, 8_000, 'b1 thawed once B is back');

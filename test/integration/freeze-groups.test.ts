@@ -90,6 +90,47 @@ describe.each(stores)('freeze groups (%s store)', (_kind, storeOpts) => {
     for (const vm of ['db', 'app', 'web']) await waitFor(async () => (await g.freeze.status(vm, BACKUP)).lease === null, 5_000, `${vm} free`);
   });
 
+  it('a member whose deadline thaw fails: the others leave the group at once and can be frozen again; it stays held until its thaw gets through', async () => {
+    fleet = await simFleet(['m1', 'm2', 'm3']);
+    g = await rig(fleet, { ...storeOpts(), freeze: { sweepIntervalMs: 200 } });
+    fleet.vm.m2.setFault({ command: 'guest-fsfreeze-thaw', kind: 'error', class: 'GenericError', desc: 'thaw failed: Input/output error', times: 2 });
+    const grp = await g.freeze.groups.create({ vms: ['m1', 'm2', 'm3'], ttlSeconds: 1 }, BACKUP);
+    await waitFor(() => !fleet.vm.m1.state.frozen && !fleet.vm.m3.state.frozen, 5_000, 'the deadline thaw of m1 and m3');
+    expect(fleet.vm.m2.state.frozen).toBe(true);
+    // m1 is free now, not when m2's thaw gets through
+    await waitFor(async () => (await g.freeze.status('m1', BACKUP)).lease === null, 2_000, 'm1 let go by the group');
+    const again = await g.freeze.freeze('m1', { ttlSeconds: 60 }, OTHER);
+    expect(fleet.vm.m1.state.frozen).toBe(true);
+    // m2 is still the group's (its thaw is pending)
+    expect((await g.freeze.status('m2', BACKUP)).lease).toMatchObject({ leaseId: grp.leaseId });
+    expect((await rejection(g.freeze.freeze('m2', {}, OTHER))).extra).toMatchObject({ group: grp.id, pendingThaw: true });
+    // the retry thaws m2 and ends the group, and leaves m1's new freeze alone
+    await waitFor(() => !fleet.vm.m2.state.frozen, 10_000, "m2's thaw retried");
+    await waitFor(async () => (await g.freeze.status('m2', BACKUP)).lease === null, 5_000, 'the group ended');
+    expect(fleet.vm.m1.state.frozen).toBe(true);
+    // (the status reads above are this test's own)
+    expect(agentCommands(fleet.vm.m1).filter((c) => c !== 'guest-fsfreeze-status')).toEqual(['guest-fsfreeze-freeze', 'guest-fsfreeze-thaw', 'guest-fsfreeze-freeze']);
+    expect((await g.freeze.status('m1', OTHER)).lease).toMatchObject({ leaseId: again.leaseId });
+    await g.freeze.thaw('m1', { leaseId: again.leaseId }, OTHER);
+  });
+
+  it("a member thawed by force leaves the group: it can be frozen again, and the group's thaw leaves that freeze alone", async () => {
+    fleet = await simFleet(['f1', 'f2']);
+    g = await rig(fleet, storeOpts());
+    const grp = await g.freeze.groups.create({ vms: ['f1', 'f2'], ttlSeconds: 60 }, BACKUP);
+    expect(await g.freeze.thaw('f1', { force: true }, ADMIN)).toMatchObject({ forced: true, consistent: true });
+    expect((await g.freeze.status('f1', BACKUP)).lease).toBeNull();
+    expect((await g.freeze.status('f2', BACKUP)).lease).toMatchObject({ leaseId: grp.leaseId });
+    const again = await g.freeze.freeze('f1', { ttlSeconds: 60 }, OTHER);
+    const t = await g.freeze.groups.delete(grp.id, { leaseId: grp.leaseId }, BACKUP);
+    expect(t.vms.find((v) => v.vm === 'f1')).toMatchObject({ skipped: true, reason: 'NOT_THAWED' });
+    expect(t.vms.find((v) => v.vm === 'f2')).toMatchObject({ consistent: true });
+    expect(fleet.vm.f1.state.frozen).toBe(true);
+    expect(fleet.vm.f2.state.frozen).toBe(false);
+    expect((await g.freeze.status('f1', OTHER)).lease).toMatchObject({ leaseId: again.leaseId });
+    await g.freeze.thaw('f1', { leaseId: again.leaseId }, OTHER);
+  });
+
   it('unknown VMs or a held member: nothing is frozen', async () => {
     fleet = await simFleet(['db', 'app']);
     g = await rig(fleet, storeOpts());

@@ -361,5 +361,39 @@ export function leaseStoreContract(name: string, make: MakeStore): void {
       if (next.ok) await store.release('vm:gf2', next.lease.leaseId);
       await store.release('vm:gf0', before.lease.leaseId);
     });
+
+    it('a group lets thawed members go and keeps the others: those are free at once, the rest stay held until release', async () => {
+      const keys = ['vm:gm1', 'vm:gm2', 'vm:gm3'];
+      const g = await store.acquire(req({ session: 'group:gm', keys, ttlMs: 300 }));
+      if (!g.ok) throw new Error('group acquire failed');
+      // refused: another lease's id, a session that is not the group, every key at once
+      expect(await store.releaseMembers('group:gm', randomUUID(), ['vm:gm1'])).toBe(false);
+      expect(await store.releaseMembers('group:nope', g.lease.leaseId, ['vm:gm1'])).toBe(false);
+      expect(await store.releaseMembers('group:gm', g.lease.leaseId, keys)).toBe(false);
+      expect((await store.getByKey('vm:gm1'))?.leaseId).toBe(g.lease.leaseId);
+      // expired (its thaw due, one member's failed): the thawed ones go, the group keeps the rest
+      await storeClockPast(store, g.lease.expiresAt, 'the group lease to expire');
+      expect(await store.releaseMembers('group:gm', g.lease.leaseId, ['vm:gm1', 'vm:gm3', 'vm:other'])).toBe(true);
+      expect(await store.check('vm:gm1', g.lease.leaseId, g.lease.epoch)).toEqual({ state: 'ended' });
+      expect(await store.check('vm:gm2', g.lease.leaseId, g.lease.epoch)).toMatchObject({ state: 'expired' });
+      expect(await store.getByKey('vm:gm1')).toBeUndefined();
+      expect((await store.getSession('group:gm'))?.keys).toEqual(['vm:gm2']);
+      expect((await store.listSessions()).find((s) => s.session === 'group:gm')?.keys).toEqual(['vm:gm2']);
+      // a member let go can be frozen again at once; the one kept is still refused (its thaw pending)
+      const again = await store.acquire(req({ session: 'vm:gm1', keys: ['vm:gm1'], owner: 'bob' }));
+      expect(again.ok && again.lease.fence).toBeGreaterThan(g.lease.fence);
+      expect(await store.acquire(req({ session: 'vm:gm2', keys: ['vm:gm2'], owner: 'bob' }))).toMatchObject({ ok: false, reason: 'conflict', pendingThaw: true });
+      // asked again (a retry of the group's thaw): nothing changes, and the new holder keeps its VM
+      expect(await store.releaseMembers('group:gm', g.lease.leaseId, ['vm:gm1', 'vm:gm3'])).toBe(true);
+      expect(await store.check('vm:gm1', g.lease.leaseId, g.lease.epoch)).toMatchObject({ state: 'superseded' });
+      if (again.ok) expect((await store.getByKey('vm:gm1'))?.leaseId).toBe(again.lease.leaseId);
+      // the group's release ends the rest and leaves the member another lease took alone
+      expect(await store.release('group:gm', g.lease.leaseId)).toBe(true);
+      expect(await store.getByKey('vm:gm2')).toBeUndefined();
+      if (again.ok) {
+        expect((await store.getByKey('vm:gm1'))?.leaseId).toBe(again.lease.leaseId);
+        await store.release('vm:gm1', again.lease.leaseId);
+      }
+    });
   });
 }
