@@ -76,6 +76,8 @@ export class ClusterNode implements ClusterService {
   private readonly aliveSeen = new Map<string, boolean>();
   /** performance.now() when each other node was last read alive */
   private readonly heard = new Map<string, number>();
+  /** performance.now() of the first round that read Redis again after it could not (undefined: none yet) */
+  private recoveredAt: number | undefined;
 
   /** onNodeGone's listeners (the forwarding: it cuts what it still waits for from a gone node) */
   private readonly goneListeners = new Set<(node: NodeInfo) => void>();
@@ -176,11 +178,14 @@ export class ClusterNode implements ClusterService {
   assertMayConnect(vm: string, endpoint: Endpoint): void {
     if (!this.isShared(vm, endpoint) || this.ownership.owns(vm)) return;
     const owner = this.ownership.ownerOf(vm);
-    throw errors.nodeUnavailable(
-      vm,
-      owner ?? 'none',
-      owner ? `VM ${vm} is reachable from several nodes and node ${owner} holds its ownership lease` : `VM ${vm} is reachable from several nodes and no live node holds its ownership lease yet`,
-    );
+    // Redis not answering: no node can renew or take the lease (fencing), the outage is the reason
+    const why =
+      this.staleAt !== undefined
+        ? `VM ${vm} is reachable from several nodes, and no node may connect to it while its ownership lease cannot be renewed: Redis has not answered since ${new Date(this.staleAt).toISOString()}`
+        : owner
+          ? `VM ${vm} is reachable from several nodes and node ${owner} holds its ownership lease`
+          : `VM ${vm} is reachable from several nodes and no live node holds its ownership lease yet`;
+    throw errors.nodeUnavailable(vm, owner ?? 'none', why);
   }
 
   /** the first round (before serving; bounded by the store's command timeout), then one every interval */
@@ -284,6 +289,7 @@ export class ClusterNode implements ClusterService {
       }
       const now = Date.now();
       await this.membership.heartbeat({ url: this.selfUrl, version: this.opts.version, lastSeen: now }, summaries);
+      if (this.staleAt !== undefined) this.recoveredAt = performance.now();
       this.lastBeat = now;
       this.served = new Set(summaries.keys());
       await this.refresh();
@@ -315,26 +321,35 @@ export class ClusterNode implements ClusterService {
     );
     const seen = new Set<string>();
     const now = performance.now();
+    // Redis could not be read (down, restarted, cut off from this node) until recoveredAt: nobody
+    // could heartbeat meanwhile, so a node's TTL counts again from then, not across the outage.
+    // For one TTL after it, a node this node last read alive is not declared gone for a heartbeat
+    // it could not write (its key expired, or Redis came back empty without it)
+    const ttl = this.opts.settings.heartbeatTtlMs;
+    const since = this.recoveredAt !== undefined && now - this.recoveredAt <= ttl ? this.recoveredAt : -Infinity;
     for (const { m, vms } of reads) {
       seen.add(m.info.id);
       if (m.info.alive) this.heard.set(m.info.id, now);
+      const held = !m.info.alive && since > -Infinity && this.directory.record(m.info.id)?.info.alive === true;
+      const info = held ? { ...m.info, alive: true } : m.info;
       // an empty hash of a node that says it serves VMs: Redis lost the hash and the node has not
       // written it again yet; keep what was read before and read it again next time
-      if (vms && vms.size === 0 && m.info.vmCount > 0 && this.directory.record(m.info.id)) this.directory.upsert(m.info, '');
-      else this.directory.upsert(m.info, m.rev, vms);
-      this.noteAlive(m.info);
+      if (vms && vms.size === 0 && info.vmCount > 0 && this.directory.record(info.id)) this.directory.upsert(info, '');
+      else this.directory.upsert(info, m.rev, vms);
+      this.noteAlive(info);
     }
     // a node missing from the member index (Redis restarted empty and it has not heartbeated since):
-    // alive until its TTL runs out from when it was last read alive, forgotten after RETENTION_MS
+    // alive until its TTL runs out from when it was last read alive (or from when Redis answered
+    // again, above), forgotten after RETENTION_MS
     for (const id of this.directory.ids()) {
       if (seen.has(id)) continue;
       const rec = this.directory.record(id);
-      const age = now - (this.heard.get(id) ?? -Infinity);
+      const age = now - Math.max(this.heard.get(id) ?? -Infinity, since);
       if (!rec || age > RETENTION_MS) {
         this.directory.remove(id);
         this.aliveSeen.delete(id);
         this.heard.delete(id);
-      } else if (rec.info.alive && age > this.opts.settings.heartbeatTtlMs) {
+      } else if (rec.info.alive && age > ttl) {
         this.directory.upsert({ ...rec.info, alive: false }, rec.rev);
         this.noteAlive({ ...rec.info, alive: false });
       }

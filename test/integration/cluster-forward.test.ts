@@ -243,7 +243,19 @@ describe('the serving node enforces the carried principal', () => {
     expect(Date.now() - t0).toBeLessThan(500);
     expect(r.status).toBe(503);
     expect(r.body).toMatchObject({ code: 'NODE_UNAVAILABLE', vm: 'a1', node: 'B' });
+    expect(r.body?.detail).toMatch(/\(it moved or is gone\)/);
     expect(r.headers['x-qga-node']).toBe('B');
+    // B cannot read Redis (its directory stale): the detail says so, not that the VM moved
+    const cluster = nodes.B.app.services.cluster as object;
+    const since = Date.parse('2026-12-01T10:00:00.000Z');
+    Object.defineProperty(cluster, 'staleSince', { configurable: true, get: () => since });
+    try {
+      const s = await call(nodes.B, 'GET', url, hopHeaders('GET', url, { name: 'ops', scopes: ['read'] }));
+      expect([s.status, s.body?.code]).toEqual([503, 'NODE_UNAVAILABLE']);
+      expect(s.body?.detail).toContain('this node has not read Redis since 2026-12-01T10:00:00.000Z');
+    } finally {
+      delete (cluster as { staleSince?: unknown }).staleSince;
+    }
   });
 });
 

@@ -219,7 +219,9 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
         return;
       }
       if (hopOf(request) !== undefined) {
-        done(errors.nodeUnavailable(vm, selfId, `VM ${vm} is not served by node ${selfId}, to which another node forwarded this request (it moved or is gone); a forwarded request is not forwarded again: retry`));
+        const stale = cluster.staleSince;
+        const why = stale === undefined ? 'it moved or is gone' : `this node has not read Redis since ${new Date(stale).toISOString()}: a VM reachable from several nodes is not connected meanwhile`;
+        done(errors.nodeUnavailable(vm, selfId, `VM ${vm} is not served by node ${selfId}, to which another node forwarded this request (${why}); a forwarded request is not forwarded again: retry`));
         return;
       }
       switch (where.kind) {
