@@ -41,7 +41,7 @@ export const ERRORS = {
   AGENT_PROTOCOL_ERROR: { status: 502, title: 'Guest agent protocol error', when: 'the agent sent something that is not a valid reply, or a reply of the wrong shape' },
   REPLY_TOO_LARGE: { status: 502, title: 'Guest agent reply too large', when: "the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced" },
   AGENT_UNAVAILABLE: { status: 503, title: 'Guest agent unavailable', when: "the VM's agent socket cannot be connected or synced, or the connection was lost" },
-  NODE_UNAVAILABLE: { status: 503, title: 'Cluster node unavailable', when: 'cluster mode: the node serving this VM is gone or unreachable' },
+  NODE_UNAVAILABLE: { status: 503, title: 'Cluster node unavailable', when: 'cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`)' },
   STORE_UNAVAILABLE: { status: 503, title: 'Lease store unavailable', when: 'the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis)' },
   SHUTTING_DOWN: { status: 503, title: 'Gateway is shutting down', when: 'the gateway is stopping and takes no new requests' },
   AGENT_TIMEOUT: { status: 504, title: 'Guest agent timed out', when: "no reply within the command's timeout (the channel is resynced before reuse)" },
@@ -67,7 +67,7 @@ export interface GatewayErrorOptions {
   vm?: string;
   command?: string;
   qga?: QgaErrorBody;
-  /** seconds, for QUEUE_FULL (sets Retry-After) */
+  /** seconds, for QUEUE_FULL and NODE_UNAVAILABLE (sets Retry-After) */
   retryAfter?: number;
   /** extra members merged into the problem+json body (e.g. lease holder and expiry) */
   extra?: Record<string, unknown>;

@@ -230,7 +230,7 @@ export function rootCause(err: unknown): Error & { code?: string } {
 }
 
 /** How a forwarded request that got no answer is answered: 503 NODE_UNAVAILABLE naming the node and why. */
-export function forwardFailure(err: unknown, vm: string, node: NodeInfo, boundMs: number): GatewayError {
+export function forwardFailure(err: unknown, vm: string, node: NodeInfo, boundMs: number, retryAfter?: number): GatewayError {
   const cause = rootCause(err);
   const code = cause.code ?? cause.name;
   const who = `node ${node.id} (${node.url}), which serves VM ${vm},`;
@@ -241,5 +241,5 @@ export function forwardFailure(err: unknown, vm: string, node: NodeInfo, boundMs
       : TIMEOUT_CODES.has(code)
         ? `${who} sent no answer within ${boundMs} ms (cluster.forwardTimeoutMs and the request's own wait)`
         : `${who} broke the connection before answering (${code}); the request may or may not have been carried out there`;
-  return errors.nodeUnavailable(vm, node.id, detail, { cause });
+  return errors.nodeUnavailable(vm, node.id, detail, { cause, ...(retryAfter === undefined ? {} : { retryAfter }) });
 }

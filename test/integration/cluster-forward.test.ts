@@ -244,6 +244,7 @@ describe('the serving node enforces the carried principal', () => {
     expect(r.status).toBe(503);
     expect(r.body).toMatchObject({ code: 'NODE_UNAVAILABLE', vm: 'a1', node: 'B' });
     expect(r.body?.detail).toMatch(/\(it moved or is gone\)/);
+    expect(r.headers['retry-after']).toMatch(/^[1-9][0-9]*$/);
     expect(r.headers['x-qga-node']).toBe('B');
     // B cannot read Redis (its directory stale): the detail says so, not that the VM moved
     const cluster = nodes.B.app.services.cluster as object;
@@ -326,10 +327,13 @@ describe('the directory says gone or conflict (fake ClusterService)', () => {
         expect(performance.now() - t0).toBeLessThan(100);
         expect(r.statusCode).toBe(503);
         expect(r.json()).toMatchObject({ code: 'NODE_UNAVAILABLE', vm: 'lost', node: 'Z' });
+        expect(r.headers['retry-after']).toBe(String(Math.ceil(config.cluster.heartbeatIntervalMs / 1000)));
       }
       const c = await app.inject({ method: 'POST', url: '/v1/vms/twice/exec', payload: { path: '/bin/true' } });
       expect(c.statusCode).toBe(503);
-      expect(c.json()).toMatchObject({ code: 'NODE_UNAVAILABLE', vm: 'twice', node: 'X, Y', nodes: ['X', 'Y'] });
+      // the same node list as a group member's conflict (remote-agent.ts); no Retry-After: it lasts until a rename
+      expect(c.json()).toMatchObject({ code: 'NODE_UNAVAILABLE', vm: 'twice', node: 'X,Y', nodes: ['X', 'Y'] });
+      expect(c.headers['retry-after']).toBeUndefined();
       const unknown = await app.inject({ method: 'GET', url: '/v1/vms/nobody/hostname' });
       expect(unknown.statusCode).toBe(404);
       expect(unknown.json().code).toBe('VM_NOT_FOUND');

@@ -100,6 +100,9 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
   if (file === undefined) throw new Error('cluster mode needs cluster.secretFile (the secret the nodes share)');
   const secret = loadHopSecret(file);
   const pools = new NodePools(config.cluster.forwardTimeoutMs);
+  // a 503 for a node gone or unreachable: worth a retry once the directory was read again (a
+  // conflict is not: it lasts until a VM is renamed)
+  const retryAfter = Math.max(1, Math.ceil(config.cluster.heartbeatIntervalMs / 1000));
   await app.register(replyFrom, { undici: pools as never, disableRequestLogging: true });
   // a decoration (null until forwarded), so every request object keeps one shape
   app.decorateRequest('forwarding', null);
@@ -169,7 +172,7 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
         // the body still coming is not read: the connection ends after this answer
         closeAfterAnswer(request, r);
       }
-      r.send(forwardFailure(error, f.vm, f.node, f.headersTimeout));
+      r.send(forwardFailure(error, f.vm, f.node, f.headersTimeout, retryAfter));
     },
   };
 
@@ -221,7 +224,7 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
       if (hopOf(request) !== undefined) {
         const stale = cluster.staleSince;
         const why = stale === undefined ? 'it moved or is gone' : `this node has not read Redis since ${new Date(stale).toISOString()}: a VM reachable from several nodes is not connected meanwhile`;
-        done(errors.nodeUnavailable(vm, selfId, `VM ${vm} is not served by node ${selfId}, to which another node forwarded this request (${why}); a forwarded request is not forwarded again: retry`));
+        done(errors.nodeUnavailable(vm, selfId, `VM ${vm} is not served by node ${selfId}, to which another node forwarded this request (${why}); a forwarded request is not forwarded again: retry`, { retryAfter }));
         return;
       }
       switch (where.kind) {
@@ -233,10 +236,10 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
             done();
             return;
           }
-          done(errors.nodeUnavailable(vm, where.node.id, `node ${where.node.id}, which serves VM ${vm}, stopped heartbeating (last seen ${new Date(where.node.lastSeen).toISOString()})`));
+          done(errors.nodeUnavailable(vm, where.node.id, `node ${where.node.id}, which serves VM ${vm}, stopped heartbeating (last seen ${new Date(where.node.lastSeen).toISOString()})`, { retryAfter }));
           return;
         case 'conflict':
-          done(errors.nodeUnavailable(vm, where.nodes.join(', '), `VM ${vm} is served by ${where.nodes.length} nodes at once (${where.nodes.join(', ')}): a name conflict; rename one of them`, { extra: { nodes: where.nodes } }));
+          done(errors.nodeUnavailable(vm, where.nodes.join(','), `VM ${vm} is served by ${where.nodes.length} nodes at once (${where.nodes.join(', ')}): a name conflict; rename one of them`, { extra: { nodes: where.nodes } }));
           return;
         case 'remote': {
           const declared = Number(request.headers['content-length'] ?? 0);

@@ -2655,7 +2655,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3036,7 +3036,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3159,7 +3159,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3414,7 +3414,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3530,7 +3530,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3662,7 +3662,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3805,7 +3805,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3957,7 +3957,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4127,7 +4127,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4279,7 +4279,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4431,7 +4431,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4583,7 +4583,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4735,7 +4735,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4887,7 +4887,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5062,7 +5062,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5236,7 +5236,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5410,7 +5410,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5562,7 +5562,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5748,7 +5748,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5914,7 +5914,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6052,7 +6052,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6135,7 +6135,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6306,7 +6306,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6419,7 +6419,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6573,7 +6573,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6708,7 +6708,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6791,7 +6791,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6934,7 +6934,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7108,7 +7108,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7260,7 +7260,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7412,7 +7412,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7564,7 +7564,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7738,7 +7738,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7890,7 +7890,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -8064,7 +8064,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -8216,7 +8216,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -8368,7 +8368,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -8520,7 +8520,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -8672,7 +8672,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -8824,7 +8824,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -8976,7 +8976,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -9153,7 +9153,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -9310,7 +9310,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -9487,7 +9487,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -9663,7 +9663,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -9846,7 +9846,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -10003,7 +10003,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -10186,7 +10186,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -10367,7 +10367,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -10524,7 +10524,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -10640,7 +10640,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -10805,7 +10805,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -10981,7 +10981,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -11157,7 +11157,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -11333,7 +11333,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -11503,7 +11503,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -11673,7 +11673,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -11863,7 +11863,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable. `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
+            /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
                     [name: string]: unknown;
