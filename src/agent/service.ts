@@ -83,6 +83,12 @@ export class AgentService implements AgentCaller {
     return this.states.view(vm);
   }
 
+  /** When the agent's end last closed this gateway's connection to it (a lost reply, or an agent restart), if known. */
+  connectionLostAt(vm: string): number | undefined {
+    const ago = this.pool.peek(vm)?.lostAgoMs();
+    return ago === undefined ? undefined : Date.now() - ago;
+  }
+
   /** VMs frozen with no lease of ours, and since when (GET /v1/freezes lists them as owner "external"). */
   externalFreezes(): ExternalFreeze[] {
     return this.external.list();

@@ -40,7 +40,7 @@ export class ExecService {
   private reaping = false;
 
   constructor(
-    private readonly agent: AgentCaller,
+    private readonly agent: AgentCaller & { connectionLostAt?(vm: string): number | undefined },
     private readonly versionOf: AgentVersionOf,
     readonly settings: ExecSettings,
     readonly log?: ExecLogger,
@@ -189,6 +189,12 @@ export class ExecService {
     this.log?.info({ vm: e.vm, pid }, 'exec: kept the final status of a late guest-exec-status reply (the agent has no copy left)');
   }
 
+  /** when the agent's end closed the connection after `at` (an agent restart, or a lost reply), if it did */
+  private agentLostAfter(vm: string, at: number): number | undefined {
+    const lost = this.agent.connectionLostAt?.(vm);
+    return lost !== undefined && lost >= at ? lost : undefined;
+  }
+
   private async pollAgent(vm: string, pid: number): Promise<ExecStatusRecord> {
     let reply: JsonValue;
     try {
@@ -198,9 +204,9 @@ export class ExecService {
         // A concurrent path (an earlier poll whose reply we did get) may have kept it meanwhile.
         const kept = this.results.get(vm, pid);
         if (kept) return kept;
-        const startedHere = this.tracker.get(vm, pid) !== undefined;
+        const startedAt = this.tracker.get(vm, pid)?.startedAt;
         this.tracker.untrack(vm, pid);
-        throw unknownPid(vm, pid, e, startedHere);
+        throw unknownPid(vm, pid, e, startedAt, startedAt === undefined ? undefined : this.agentLostAfter(vm, startedAt));
       }
       if (isGatewayError(e) && e.code === 'VM_NOT_FOUND') this.tracker.untrack(vm, pid);
       throw e;

@@ -121,6 +121,12 @@ export class Channel {
     return this.session.lastUsed;
   }
 
+  /** how long ago (ms) the agent's end last closed a connection this channel held (not a release of ours), if it did */
+  lostAgoMs(): number | undefined {
+    const at = this.session.lostAt;
+    return at === undefined ? undefined : this.now() - at;
+  }
+
   stats(): ChannelStats {
     const s = this.session;
     return {

@@ -63,6 +63,8 @@ export abstract class SessionCore {
   admission: ((urgent: boolean) => GatewayError | undefined) | undefined;
   agentInfo: AgentInfo | undefined;
   connectedAt: number | undefined;
+  /** when the agent's end last closed a connection we held (not our own release): a lost reply, or an agent restart */
+  lostAt: number | undefined;
   inFlight: Job | undefined;
   lastUsed: number;
   protected readonly alarm: Alarm;

@@ -81,6 +81,7 @@ export class Session extends SessionCore implements WireListener, AbortHandler {
 
   onWireClose(conn: AgentConnection, err: ConnectionLostError, fenceReply?: AgentReply): void {
     if (conn !== this.conn) return;
+    this.lostAt = this.now();
     this.dropConn();
     this.logger?.debug({ vm: this.vm, err: err.message }, 'agent connection closed');
     if (fenceReply) this.guard(this.answered, fenceReply);

@@ -99,6 +99,21 @@ describe('exec status replies that get lost', () => {
     expect(after.statusCode).toBe(404);
     expect(after.json().code).toBe('NOT_FOUND');
     expect(after.json().detail).toMatch(/lost/);
+    expect(after.json().pid).toBe(pid);
+  });
+
+  test('the agent restarted while its process ran: 404 naming the pid and the restart, not a guess at another client', async () => {
+    const started = await app.inject({ method: 'POST', url: '/v1/vms/sim1/exec', payload: { path: '/bin/sh', arg: ['-c', 'sleep 30'] } });
+    const { pid } = started.json();
+    // the caller waits; the agent restarts meanwhile
+    const polled = statusCalls();
+    const waiting = app.inject({ method: 'GET', url: `/v1/vms/sim1/exec/${pid}?wait=10` });
+    await until(() => statusCalls() > polled, 5000, 'the wait to poll');
+    await vm.restartProcess();
+    const r = await waiting;
+    expect(r.statusCode).toBe(404);
+    expect(r.json()).toMatchObject({ code: 'NOT_FOUND', pid });
+    expect(r.json().detail).toMatch(/the agent's connection was lost after the process started .* the agent restarted/);
   });
 });
 
