@@ -10,7 +10,8 @@
  * executable, checked before freezing, or could not be started);
  * 1 when CMD succeeded but the freeze did not hold (the lease ended early, a renewal or the thaw
  * failed, the guest thawed on its own) or the freeze itself failed (CMD is then not run);
- * 2 usage errors. A wrapper that dies anyway leaves the thaw to the lease's deadline.
+ * 2 usage errors. A wrapper that dies anyway leaves the thaw to the lease's deadline, and takes
+ * CMD with it: a watchdog process ends CMD's process group (SIGTERM, SIGKILL --kill-after later).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -31,7 +32,8 @@ own, so its children get the signal too). Tells on stderr whether the freeze hel
   --url URL            the gateway (https://host:8443); QGA_GATEWAY_URL by default
   --vm NAME            a VM to freeze; repeat for a group
   --ttl S              lease length in seconds (default 60); the gateway thaws by itself when the
-                       lease is not renewed in time (this process killed)
+                       lease is not renewed in time (this process killed: CMD's process group
+                       then gets SIGTERM from a watchdog, and SIGKILL --kill-after later)
   --token-file F       file holding the API token (default: $QGA_GATEWAY_TOKEN, else no token)
   --mountpoint P       freeze only this mount point (repeatable; default all)
   --kill-after S       after forwarding a signal, SIGKILL CMD's process group when CMD is still
@@ -227,7 +229,7 @@ async function freezeAndRun(s: Settings, client: FreezeClient, hooks: Hooks): Pr
     status = 128 + signalNumber(early);
   } else {
     renewals.start();
-    status = await runCommand(s.command, hooks.started);
+    status = await runCommand(s.command, s.killAfterMs, hooks.started);
     hooks.ended();
   }
   await renewals.stop();
@@ -250,18 +252,57 @@ async function freezeAndRun(s: Settings, client: FreezeClient, hooks: Hooks): Pr
  * (SIGTTIN) while the guest stays frozen and the lease is renewed, so when our stdin is a terminal
  * CMD's stdin is /dev/null (a prompt reads end of file); stdout and stderr stay ours.
  */
-function runCommand(command: string[], started: (c: ChildProcess) => void): Promise<number> {
+function runCommand(command: string[], killAfterMs: number, started: (c: ChildProcess) => void): Promise<number> {
   return new Promise((resolve) => {
     const stdin = process.stdin.isTTY ? 'ignore' : 'inherit';
     const child = spawn(command[0]!, command.slice(1), { stdio: [stdin, 'inherit', 'inherit'], detached: true });
     started(child);
+    const watchdog = child.pid === undefined ? undefined : startWatchdog(child.pid, killAfterMs);
+    const done = (status: number): void => {
+      watchdog?.stdin?.end('done');
+      resolve(status);
+    };
     child.once('error', (e) => {
       const code = errnoCode(e);
       say(`cannot run ${command[0]}: ${code ?? errorMessage(e)}`);
-      resolve(code === 'ENOENT' ? 127 : 126);
+      done(code === 'ENOENT' ? 127 : 126);
     });
-    child.once('exit', (code, signal) => resolve(code ?? 128 + (signal ? signalNumber(signal) : 0)));
+    child.once('exit', (code, signal) => done(code ?? 128 + (signal ? signalNumber(signal) : 0)));
   });
+}
+
+/**
+ * The command's own process group is out of reach of a signal to this process's group (a shell's
+ * job control, `timeout -s KILL`, a CI runner ending the job), and nothing forwards a SIGKILL of
+ * this process: the command would run on against a guest the deadline thaws, its result (a
+ * snapshot) unreported. A watchdog process, in a group of its own, holds a pipe from this process:
+ * when the pipe closes without `done` (this process died), it sends SIGTERM to the command's group,
+ * and SIGKILL `killAfterMs` later if the group is still there.
+ */
+const WATCHDOG = `
+const group = -Number(process.argv[1]);
+const killAfterMs = Number(process.argv[2]);
+let done = false;
+const signal = (sig) => { try { process.kill(group, sig); return true; } catch { return false; } };
+process.stdin.on('data', (d) => { if (String(d).includes('done')) done = true; });
+process.stdin.on('end', () => {
+  if (done || !signal('SIGTERM')) process.exit(0);
+  process.stderr.write('qga-gateway freeze-run: the wrapper went away while its command ran: SIGTERM to the process group of the command\\n');
+  setTimeout(() => { signal('SIGKILL'); process.exit(0); }, killAfterMs);
+});
+process.stdin.on('error', () => {});
+`;
+
+function startWatchdog(pgid: number, killAfterMs: number): ChildProcess | undefined {
+  try {
+    const w = spawn(process.execPath, ['-e', WATCHDOG, String(pgid), String(killAfterMs)], { stdio: ['pipe', 'ignore', 'inherit'], detached: true });
+    w.on('error', () => undefined);
+    w.stdin?.on('error', () => undefined);
+    w.unref();
+    return w;
+  } catch {
+    return undefined;
+  }
 }
 
 /** renews every ttl/3 while the command runs; notes when the lease ended early */

@@ -225,6 +225,30 @@ describe('qga-gateway freeze-run', { timeout: 40_000 }, () => {
     expect(fleet!.vm.vm1!.stats.frozen).toBe(false);
   });
 
+  it('SIGKILL of the wrapper: its watchdog ends the command\'s process group (it would run on against a guest the deadline thaws)', async () => {
+    const url = await gateway(['vm1']);
+    const pidFile = path.join(fleet!.dir, 'orphan.pid');
+    const sh = `sleep 30 & echo $! > ${pidFile}; wait`;
+    const run = freezeRun(['--url', url, '--token-file', tokenFile(), '--vm', 'vm1', '--ttl', '3', '--kill-after', '1', '--', 'sh', '-c', sh]);
+    await waitFor(() => existsSync(pidFile) && /^\d+\n$/.test(readFileSync(pidFile, 'utf8')), 15_000, 'the command to start');
+    const pid = Number(readFileSync(pidFile, 'utf8'));
+    const alive = (): boolean => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    expect(alive()).toBe(true);
+    run.kill('SIGKILL');
+    await run.exit;
+    await waitFor(() => !alive(), 5_000, "the command's sleep to be ended");
+    await waitFor(() => /the wrapper went away while its command ran: SIGTERM to the process group of the command\n/.test(run.stderr()), 2_000, 'the watchdog to say so');
+    // the thaw is the gateway's, at the lease's deadline
+    await waitFor(() => !fleet!.vm.vm1!.stats.frozen, 10_000, 'the deadline thaw');
+  });
+
   it('a lease that ends early (forced thaw) is reported at once and makes a successful command exit 1', async () => {
     const url = await gateway(['vm1']);
     const run = await runUntilGo(url);
