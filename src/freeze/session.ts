@@ -400,12 +400,19 @@ function conflictError(r: Exclude<AcquireResult, { ok: true }>, p: FreezeRequest
   const h = r.holder;
   const group = groupOfSession(h.session);
   const mine = h.owner === p.caller.name || p.caller.admin;
-  const detail = r.pendingThaw
-    ? `VM ${vm} is still frozen under an expired lease held by ${h.owner}; its thaw is in progress, retry shortly`
-    : `VM ${vm} is frozen under another lease, held by ${h.owner} until ${iso(h.expiresAt)}`;
+  const acq = r.acquiring;
+  // a group being taken: its VMs are locked one by one, nothing frozen yet (or its acquirer died mid-way)
+  const detail = acq
+    ? `VM ${vm} is being locked by freeze group ${group ?? h.session} of ${h.owner} (begun at ${iso(acq.since)}, nothing frozen by it yet); ` +
+      `a group whose acquisition was abandoned (its gateway died) is rolled back by the next freeze from ${iso(acq.rollbackAt)}: retry then`
+    : r.pendingThaw
+      ? `VM ${vm} is still frozen under an expired lease held by ${h.owner}; its thaw is in progress, retry shortly`
+      : `VM ${vm} is frozen under another lease, held by ${h.owner} until ${iso(h.expiresAt)}`;
   return errors.leaseConflict(detail, {
     vm,
+    ...(acq ? { retryAfter: Math.max(1, Math.ceil((acq.rollbackAt - Date.now()) / 1000)) } : {}),
     extra: {
+      ...(acq ? { acquiring: true } : {}),
       holder: h.owner,
       expiresAt: iso(h.expiresAt),
       pendingThaw: r.pendingThaw,

@@ -121,6 +121,12 @@ export type AcquireResult =
       /** the holder's lease has expired but its VMs are not thawed yet */
       pendingThaw: boolean;
       key: string;
+      /**
+       * the holder is a group still being taken (Redis: its VMs are locked one by one), since `since`;
+       * one abandoned mid-way (its acquirer died) is rolled back by whoever meets it from `rollbackAt`
+       * (store clock, ms)
+       */
+      acquiring?: { since: number; rollbackAt: number };
     }
   | {
       ok: false;

@@ -240,6 +240,22 @@ describe.each(targets)('RedisStore layout on %s', (name, target) => {
     await store.release('vm:pd2', b.leaseId);
   });
 
+  it('a group still being taken (pending, younger than 30 s): an acquire of its VM is a conflict saying so, with when it began and from when an abandoned one is rolled back', async () => {
+    const now = await store.now();
+    const lid = randomUUID();
+    const rec = { session: 'group:pq', leaseId: lid, owner: 'ghost', fence: '0', createdAt: String(now - 1_000), expiresAt: String(now + 9_000), hardDeadline: String(now + 59_000), idem: '', epoch: '', keys: JSON.stringify(['vm:pq1', 'vm:pq2']), data: '{}', state: 'pending' };
+    await client().hset(`${P}{group:pq}:session`, rec);
+    await client().hset(`${P}{vm:pq1}:lock`, { session: 'group:pq', leaseId: lid });
+    const r = await store.acquire(req({ session: 'vm:pq1', keys: ['vm:pq1'], owner: 'bob' }));
+    expect(r).toMatchObject({ ok: false, reason: 'conflict', key: 'vm:pq1', pendingThaw: false, holder: { session: 'group:pq', owner: 'ghost' }, acquiring: { since: now - 1_000, rollbackAt: now + 29_000 } });
+    // an active group's conflict says nothing of the kind
+    await client().hset(`${P}{group:pq}:session`, { state: 'active' });
+    const active = await store.acquire(req({ session: 'vm:pq1', keys: ['vm:pq1'], owner: 'bob' }));
+    expect(active.ok === false && active.reason === 'conflict' && active.acquiring).toBeUndefined();
+    await store.release('group:pq', lid);
+    expect(await exists(`${P}{vm:pq1}:lock`, `${P}{group:pq}:session`)).toBe(0);
+  });
+
   it('a group record lost while its VM locks remain (the group\'s shard lost its data): the holder\'s check says lost, the VMs are free again', async () => {
     const g = await ok(store.acquire(req({ session: 'group:gl', keys: ['vm:gl1', 'vm:gl2'] })));
     await client().del(`${P}{group:gl}:session`);
