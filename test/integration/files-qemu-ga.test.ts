@@ -193,6 +193,31 @@ describe('whole files through the real qemu-ga', () => {
     expect(r.rawPayload).toEqual(data);
   });
 
+  test('conditional requests: If-Range never matches (the whole file), If-Match and If-None-Match are refused (nothing written), If-Modified-Since ignored', async () => {
+    const data = pseudoRandom(100, 5);
+    const f = path.join(dir, 'conditional');
+    await writeFile(f, data);
+    // no validator is given out, so none can match: 200 with the whole file, not a part of it
+    for (const ifRange of ['"abc"', 'Wed, 21 Oct 2015 07:28:00 GMT']) {
+      const r = await app.inject({ method: 'GET', url: url(f), headers: { range: 'bytes=0-9', 'if-range': ifRange } });
+      expect([r.statusCode, r.headers['content-range']]).toEqual([200, undefined]);
+      expect(r.rawPayload).toEqual(data);
+    }
+    // a create-only upload must not overwrite the file: refused, the file untouched
+    for (const [name, value] of [['if-none-match', '*'], ['if-match', '*'], ['if-match', '"x"']]) {
+      const put = await app.inject({ method: 'PUT', url: url(f), headers: { 'content-type': 'application/octet-stream', [name]: value }, payload: Buffer.from('x') });
+      expect(put.statusCode).toBe(400);
+      expect(put.json()).toMatchObject({ code: 'VALIDATION_FAILED' });
+      expect(put.json().detail).toMatch(/is not supported on guest file content/);
+      const get = await app.inject({ method: 'GET', url: url(f), headers: { [name]: value } });
+      expect(get.statusCode).toBe(400);
+    }
+    expect(await readFile(f)).toEqual(data);
+    const ims = await app.inject({ method: 'GET', url: url(f), headers: { 'if-modified-since': 'Wed, 21 Oct 2015 07:28:00 GMT' } });
+    expect(ims.statusCode).toBe(200);
+    expect(ims.rawPayload).toEqual(data);
+  });
+
   test('resume: a download continued with Range, an upload continued with offset', async () => {
     const data = pseudoRandom(3 * CHUNK + 17, 9);
     const f = path.join(dir, 'resume-src');

@@ -7,7 +7,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { GatewayError, errors } from '../../errors.js';
 import type { FilesService } from '../../files/service.js';
@@ -97,12 +97,36 @@ export default async function fileRoutes(fastify: FastifyInstance): Promise<void
   await fastify.register(handleRoutes(files));
 }
 
+/**
+ * Guest file content has no validators: the agent offers no change marker, so the gateway sends
+ * no ETag and no Last-Modified, and it cannot open a file create-only or replace-only atomically
+ * (qemu-ga's open modes have no O_EXCL). `If-Match` and `If-None-Match` (a create-only upload,
+ * `If-None-Match: *`) cannot be honoured: refused, not ignored. `If-Modified-Since` and
+ * `If-Unmodified-Since` are ignored, as RFC 9110 has it for a resource without a modification
+ * date; `If-Range` never matches (the GET handler).
+ */
+function refuseConditions(request: FastifyRequest, _reply: FastifyReply, done: HookHandlerDoneFunction): void {
+  for (const name of ['if-match', 'if-none-match'] as const) {
+    if (request.headers[name] === undefined) continue;
+    done(
+      errors.validation(
+        `${name === 'if-match' ? 'If-Match' : 'If-None-Match'} is not supported on guest file content: the gateway gives out no entity tags (the agent offers no change marker) ` +
+          'and cannot create or replace a guest file atomically; send the request without it',
+        { vm: (request.params as { vm?: string }).vm },
+      ),
+    );
+    return;
+  }
+  done();
+}
+
 function contentRoutes(files: FilesService) {
   return async function (fastify: FastifyInstance): Promise<void> {
     // Upload bodies are raw bytes of any type and size: hand the request stream to the route
     // untouched (no buffering, no bodyLimit) — in this plugin's context only.
     fastify.removeAllContentTypeParsers();
     fastify.addContentTypeParser('*', (_request, payload, done) => done(null, payload));
+    fastify.addHook('onRequest', refuseConditions);
     const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
 
     app.get(
@@ -117,7 +141,8 @@ function contentRoutes(files: FilesService) {
           'when the file is seekable (regular files); pipes stream until EOF without it and ignore Range. /proc and ' +
           '/sys files, whose size the kernel misstates (0, a page), are read whole first: Content-Length is what they ' +
           'hold, `Accept-Ranges: none`, Range ignored. A single `Range: bytes=a-b | a- | -n` answers 206 with Content-Range; one outside the file, 416. ' +
-          'If the file shrinks while being sent, the response is cut short (the connection is reset).',
+          'If the file shrinks while being sent, the response is cut short (the connection is reset). No validators ' +
+          '(the agent offers no change marker): `If-Range` never matches (the whole file, 200), `If-Match` and `If-None-Match` are 400.',
         command: ['guest-file-open', 'guest-file-seek', 'guest-file-read', 'guest-file-close'],
         params: VmParams,
         querystring: ContentQuery,
@@ -131,7 +156,10 @@ function contentRoutes(files: FilesService) {
         const { vm } = request.params;
         let plan;
         try {
-          plan = await files.download(vm, request.query.path, request.headers.range, requestSignal(request));
+          // If-Range names a validator, and the gateway gives none out: it never matches, so the
+          // whole file is sent (RFC 9110 13.1.5) rather than a part of what may be another file now
+          const range = request.headers['if-range'] === undefined ? request.headers.range : undefined;
+          plan = await files.download(vm, request.query.path, range, requestSignal(request));
         } catch (e) {
           const size = e instanceof GatewayError ? e.extra?.size : undefined;
           if (e instanceof GatewayError && e.code === 'RANGE_NOT_SATISFIABLE' && typeof size === 'number') {
@@ -184,7 +212,8 @@ function contentRoutes(files: FilesService) {
         description:
           'open ("w" | "a" | "r+" with offset) → write chunk by chunk (files.writeChunkBytes), each a separate queued ' +
           'agent command → flush → close. On failure the problem carries `bytesWritten` (bytes confirmed by the ' +
-          'agent) so the upload can be resumed with `offset`.',
+          'agent) so the upload can be resumed with `offset`. `If-Match` and `If-None-Match` (e.g. a create-only `If-None-Match: *`) ' +
+          'are 400: the agent cannot create or replace a file atomically, and nothing is written.',
         command: ['guest-file-open', 'guest-file-seek', 'guest-file-write', 'guest-file-flush', 'guest-file-close'],
         params: VmParams,
         querystring: UploadQuery,

@@ -819,12 +819,12 @@ export interface paths {
         };
         /**
          * Download a guest file of any size, streamed (supports Range for resuming)
-         * @description open "r" → seek (size, Range) → read chunk by chunk (files.readChunkBytes) → close. Content-Length is set when the file is seekable (regular files); pipes stream until EOF without it and ignore Range. /proc and /sys files, whose size the kernel misstates (0, a page), are read whole first: Content-Length is what they hold, `Accept-Ranges: none`, Range ignored. A single `Range: bytes=a-b | a- | -n` answers 206 with Content-Range; one outside the file, 416. If the file shrinks while being sent, the response is cut short (the connection is reset).
+         * @description open "r" → seek (size, Range) → read chunk by chunk (files.readChunkBytes) → close. Content-Length is set when the file is seekable (regular files); pipes stream until EOF without it and ignore Range. /proc and /sys files, whose size the kernel misstates (0, a page), are read whole first: Content-Length is what they hold, `Accept-Ranges: none`, Range ignored. A single `Range: bytes=a-b | a- | -n` answers 206 with Content-Range; one outside the file, 416. If the file shrinks while being sent, the response is cut short (the connection is reset). No validators (the agent offers no change marker): `If-Range` never matches (the whole file, 200), `If-Match` and `If-None-Match` are 400.
          */
         get: operations["downloadFile"];
         /**
          * Upload a guest file of any size, streamed (truncate, append, or resume at an offset)
-         * @description open ("w" | "a" | "r+" with offset) → write chunk by chunk (files.writeChunkBytes), each a separate queued agent command → flush → close. On failure the problem carries `bytesWritten` (bytes confirmed by the agent) so the upload can be resumed with `offset`.
+         * @description open ("w" | "a" | "r+" with offset) → write chunk by chunk (files.writeChunkBytes), each a separate queued agent command → flush → close. On failure the problem carries `bytesWritten` (bytes confirmed by the agent) so the upload can be resumed with `offset`. `If-Match` and `If-None-Match` (e.g. a create-only `If-None-Match: *`) are 400: the agent cannot create or replace a file atomically, and nothing is written.
          */
         put: operations["uploadFile"];
         post?: never;
