@@ -68,6 +68,11 @@ describe('E1: SIGTERM with a request in flight and a frozen VM', { timeout: 60_0
     expect(fleet.vm.e1a.state.frozen).toBe(true);
     // warm the slow VM's channel, then make its osinfo slow
     expect((await fetch(`${g.url}/v1/vms/e1b/ping`)).status).toBe(200);
+    // an exec waiting for a process that outlives the grace: cut by the stop, answered 202 still running
+    const execWait = fetch(`${g.url}/v1/vms/e1b/exec`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ path: '/bin/sh', arg: ['-c', 'sleep 600'], wait: 120 }) }).then(
+      async (r) => ({ status: r.status, location: r.headers.get('location'), body: (await r.json()) as Record<string, unknown> }),
+    );
+    await waitFor(() => fleet.vm.e1b.stats.commandLog.some((c) => c.command === 'guest-exec'), 5_000, 'the exec to start');
     fleet.vm.e1b.setFault({ command: 'guest-get-osinfo', kind: 'delay', ms: SLOW_MS });
 
     const { port } = new URL(g.url);
@@ -103,6 +108,10 @@ describe('E1: SIGTERM with a request in flight and a frozen VM', { timeout: 60_0
 
     const code = await Promise.race([g.exit, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), GRACE_MS + 15_000))]);
     expect(code).toBe(0);
+    // the exec wait was cut by the stop: 202, the process still running (exited: false), where to ask later
+    const ex = await execWait;
+    expect([ex.status, ex.body.exited, typeof ex.body.pid]).toEqual([202, false, 'number']);
+    expect(ex.location).toBe(`/v1/vms/e1b/exec/${String(ex.body.pid)}`);
     expect(fleet.vm.e1a.state.frozen).toBe(false);
     const thawAt = fleet.vm.e1a.stats.commandLog.filter((c) => c.command === 'guest-fsfreeze-thaw').at(-1)?.at ?? 0;
     // thawed on the way out, after the in-flight request ended and before the exit

@@ -82,8 +82,9 @@ export default async function execRoutes(fastify: FastifyInstance): Promise<void
       try {
         rec = await exec.wait(vm, pid, body.wait * 1000, signal);
       } catch (e) {
-        // The caller left: nobody reads this answer; the reaper collects the process.
-        if (signal.aborted) return reply.code(202).send({ pid });
+        // The caller left (nobody reads this answer), or the gateway is stopping (the grace ran out):
+        // the process still runs as far as anyone knows (its result: GET …/exec/{pid}, Location)
+        if (signal.aborted) return reply.code(202).send({ pid, exited: false });
         throw e;
       }
       // `wait` ran out: say so (exited: false), so that a 202 is not taken for a result
