@@ -465,4 +465,23 @@ describe('Redis restarted empty while a VM frozen through another node is frozen
     expect(thawed.body.leaseCheck).toBe('local');
     expect(b.vm.b1.state.frozen).toBe(false);
   });
+
+  it("a renewal refused meanwhile (Redis lost the lease) does not make the holder's thaw fail: redis-server killed and started empty", async () => {
+    const [a, b] = await cluster({ A: ['a1'], B: ['b1'] });
+    const frozen = await call(a, 'POST', '/v1/vms/b1/fsfreeze', auth(TOKENS.backup), { ttlSeconds: 60 });
+    expect(frozen.status).toBe(201);
+    await redis!.kill();
+    await new Promise((r) => setTimeout(r, 500));
+    await redis!.restart({ empty: true });
+    await waitFor(() => a.app?.services.cluster?.locate('b1').kind === 'remote' && a.app?.services.cluster?.staleSince === undefined, 10_000, 'A to see B serving b1 again');
+    // the store has no lease: the status says so, a renewal is refused (the holder learns it there)
+    const status = await call(a, 'GET', '/v1/vms/b1/fsfreeze', auth(TOKENS.backup));
+    expect(status.body).toMatchObject({ status: 'frozen', lease: null, leaseStore: 'ok' });
+    const renewed = await call(a, 'POST', '/v1/vms/b1/fsfreeze/renew', auth(TOKENS.backup), { leaseId: frozen.body.leaseId, ttlSeconds: 60 });
+    expect([renewed.status, renewed.body.code, renewed.body.reason]).toEqual([409, 'LEASE_CONFLICT', 'not-found']);
+    // B, which froze it, still knows the lease: the holder's thaw goes through
+    const thawed = await call(a, 'DELETE', `/v1/vms/b1/fsfreeze?leaseId=${String(frozen.body.leaseId)}`, auth(TOKENS.backup));
+    expect([thawed.status, thawed.body.leaseCheck, thawed.body.consistent], JSON.stringify(thawed.body)).toEqual([200, 'local', true]);
+    expect(b.vm.b1.state.frozen).toBe(false);
+  });
 });
