@@ -160,7 +160,20 @@ function pathOf(url: string): string {
   return q < 0 ? url : url.slice(0, q);
 }
 
+/**
+ * Answers whose 401/403 is not a refusal of the caller: COMMAND_DISABLED is the guest admin's
+ * choice (qemu-ga -b), not an access denial, so the request log does not audit it as one.
+ */
+const notDenials = new WeakSet<FastifyReply>();
+export function markNotDenial(reply: FastifyReply): void {
+  notDenials.add(reply);
+}
+export function isNotDenial(reply: FastifyReply): boolean {
+  return notDenials.has(reply);
+}
+
 export function sendProblem(reply: FastifyReply, err: GatewayError, request?: FastifyRequest): FastifyReply {
+  if (err.code === 'COMMAND_DISABLED') markNotDenial(reply);
   if (err.retryAfter !== undefined) reply.header('retry-after', String(Math.max(1, Math.ceil(err.retryAfter))));
   if (err.code === 'UNAUTHENTICATED') reply.header('www-authenticate', 'Bearer realm="qga-gateway"');
   // a string body: Fastify skips the preSerialization hooks and its serializer (issue 14: refusals cheap)

@@ -52,6 +52,7 @@ beforeAll(async () => {
       { name: 'aonly', token: TOKENS.aonly, scopes: ['read', 'write', 'admin'], vms: ['a*'] },
     ],
     nodes: { A: ['a1'], B: ['b1'], C: ['c1'] },
+    disabled: { b1: ['guest-get-users'] },
     cluster: { forwardTimeoutMs: 1_000 },
     // a body that arrived is not cut by the body timer while its forwarded answer is awaited
     server: { requestTimeoutMs: 1_000, headersTimeoutMs: 1_000 },
@@ -234,6 +235,20 @@ describe('the serving node enforces the carried principal', () => {
     const ok = await call(nodes.B, 'GET', url, hopHeaders('GET', url, { name: 'aonly', scopes: ['read'], vms: ['b*'] }));
     expect(ok.status).toBe(200);
     expect(ok.headers['x-qga-node']).toBe('B');
+  });
+
+  it("a 403 COMMAND_DISABLED (the guest admin's choice) is not audited as an access denial, on the entry node nor the serving one; a scope refusal (at the entry node) is", async () => {
+    const { A, B } = rig.nodes;
+    const before = { A: A.audits.length, B: B.audits.length };
+    const disabled = await call(A, 'GET', '/v1/vms/b1/users', bearer(TOKENS.ops));
+    expect([disabled.status, disabled.body?.code, disabled.headers['x-qga-node']]).toEqual([403, 'COMMAND_DISABLED', 'B']);
+    const scope = await call(A, 'PUT', '/v1/vms/b1/time', bearer(TOKENS.reader), {});
+    expect([scope.status, scope.body?.code]).toEqual([403, 'FORBIDDEN']);
+    // the scope refusal's record (the entry node checks scopes before forwarding) comes after the other request's
+    await until(() => A.audits.length > before.A, 3_000, 'the scope refusal audited');
+    const denied = (n: typeof A, from: number) => n.audits.slice(from).filter((a) => a.action === 'denied').map((a) => [a.route, a.status]);
+    expect(denied(A, before.A)).toEqual([['/v1/vms/:vm/time', 403]]);
+    expect(denied(B, before.B)).toEqual([]);
   });
 
   it('a forwarded request for a VM not served there is 503 NODE_UNAVAILABLE, not forwarded again (no loop)', async () => {

@@ -23,6 +23,8 @@ export interface RigNode {
   port: number;
   vm: Record<string, SimAgent>;
   app: FastifyInstance;
+  /** the node's audit records (log lines with audit: true), whatever the log level */
+  audits: Array<Record<string, unknown>>;
 }
 
 export interface ClusterRigOptions {
@@ -40,6 +42,8 @@ export interface ClusterRigOptions {
   config?: Record<string, unknown>;
   /** environment variable naming the nodes' log level (silent by default) */
   logEnv?: string;
+  /** commands the guest admin disabled (qemu-ga -b), by VM name */
+  disabled?: Record<string, string[]>;
 }
 
 export interface ClusterRig {
@@ -64,7 +68,7 @@ export async function startClusterRig(opts: ClusterRigOptions): Promise<ClusterR
     const sim = new Simulator({ dir: simDir });
     sims.push(sim);
     const vm: Record<string, SimAgent> = {};
-    for (const name of names) vm[name] = await sim.addVm({ name });
+    for (const name of names) vm[name] = await sim.addVm({ name, disabled: opts.disabled?.[name] ?? [] });
     const port = await freePort();
     const config = testConfig({
       vms: names.map((name) => ({ name, endpoint: vm[name].endpoint })),
@@ -77,9 +81,19 @@ export async function startClusterRig(opts: ClusterRigOptions): Promise<ClusterR
       },
     });
     const level = (opts.logEnv ? process.env[opts.logEnv] : undefined) ?? 'silent';
-    const app = await buildApp({ config, logger: pino({ level }), env: {} });
+    // audit records (warn) are kept whatever the level; the rest is printed at the level asked for
+    const audits: Array<Record<string, unknown>> = [];
+    const shown = pino.levels.values[level] ?? Infinity;
+    const sink = {
+      write(line: string): void {
+        const rec = JSON.parse(line) as Record<string, unknown>;
+        if (rec.audit === true) audits.push(rec);
+        if (typeof rec.level === 'number' && rec.level >= shown) process.stdout.write(line);
+      },
+    };
+    const app = await buildApp({ config, logger: pino({ level: level === 'silent' || (pino.levels.values[level] ?? 0) > 40 ? 'warn' : level }, sink), env: {} });
     await app.listen({ host: '127.0.0.1', port });
-    return { id, url: `http://127.0.0.1:${port}`, port, vm, app };
+    return { id, url: `http://127.0.0.1:${port}`, port, vm, app, audits };
   };
 
   const close = async (): Promise<void> => {

@@ -63,7 +63,8 @@ async function send(method: string, url: string, opts: { id?: string; token?: st
 
 beforeAll(async () => {
   fleet = await startSim();
-  vm = await fleet.add({ name: 'logvm' });
+  // guest-get-users disabled by the guest admin (qemu-ga -b): a 403 that is not an access denial
+  vm = await fleet.add({ name: 'logvm', disabled: ['guest-get-users'] });
   dir = await mkdtemp(path.join(os.tmpdir(), 'qga-reqlog-'));
   gw = await spawnGateway('reqlog', dir, {
     log: { level: 'info' },
@@ -276,6 +277,15 @@ describe('request log: one line per request (child process, level info)', () => 
     expect(d403).toHaveLength(3);
     for (const l of d401) expect(l).toMatchObject({ level: 40, audit: true, action: 'denied', status: 401, by: 'anonymous', principal: 'anonymous' });
     for (const l of d403) expect(l).toMatchObject({ level: 40, audit: true, action: 'denied', status: 403, by: 'reader', vm: 'logvm', route: '/v1/vms/:vm/time' });
+  });
+
+  it("a 403 COMMAND_DISABLED (the guest admin's choice) is an ordinary request line, not an access denial", async () => {
+    const r = await send('GET', '/v1/vms/logvm/users', { id: 'disabled-1' });
+    expect(r.status).toBe(403);
+    const [line] = await waitFor(gw, (l) => l.requestId === 'disabled-1');
+    expect(line).toMatchObject({ level: 30, status: 403, vm: 'logvm', route: '/v1/vms/:vm/users' });
+    expect(line.audit).toBeUndefined();
+    expect(line.action).toBeUndefined();
   });
 
   it('rejections are counted and sampled: 50 404s in under a second give one line, then one line with the 49 left out', async () => {

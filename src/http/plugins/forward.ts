@@ -29,6 +29,7 @@ import { answerInTurn } from '../../util/turn-end.js';
 import { hopOf, hopPrincipal, type Principal } from './auth.js';
 import { closeAfterAnswer } from '../linger.js';
 import { hasBody } from '../body-coding.js';
+import { markNotDenial } from '../error-handler.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -56,6 +57,7 @@ interface Forwarding extends ForwardContext {
 }
 
 const VM_PARAM = /\/:vm(\/|$)/;
+const COMMAND_DISABLED_MEMBER = Buffer.from('"code":"COMMAND_DISABLED"');
 
 /** the path and query of a request URL, sent and signed exactly as received (the hook refused any path URL parsing would rewrite: hop.ts unforwardablePath) */
 function splitUrl(url: string): { path: string; query: string; signed: string } {
@@ -156,6 +158,8 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
       // an overload refusal (429) of the serving node, which answers a forwarded request's at once:
       // held here, where the client is, as this node holds its own (limits.refusalHoldMs)
       if (r.statusCode === 429 && r.server.refusals.holdRelayed(r, body.bytes)) return;
+      // the guest admin's refusal, not an access denial: not audited as one here either (request-log)
+      if (r.statusCode === 403 && body.bytes.includes(COMMAND_DISABLED_MEMBER)) markNotDenial(r);
       // while other forwards are out, sent with the other answers of this turn (util/turn-end.ts)
       answerInTurn(forwardsOpen() > 0, sendBytes, r, body.bytes);
     },

@@ -21,6 +21,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, onResponseHookHandler } from 'fastify';
 import { REJECTION_STATUSES, type HttpMetrics, type RouteMetrics } from './metrics.js';
+import { isNotDenial } from '../error-handler.js';
 
 const VALID_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const PREFIX = randomBytes(4).toString('hex');
@@ -75,7 +76,7 @@ export function registerRequestLog(app: FastifyInstance, metrics: HttpMetrics): 
       return;
     }
     if (rejection.has(status)) metrics.rejected(status);
-    if (AUDITED.has(status)) {
+    if (AUDITED.has(status) && !isNotDenial(reply)) {
       request.log.warn({ audit: true, action: 'denied', by: request.principal.name, ...fields(request, reply, route, status) }, `${request.method} ${route} ${status} denied`);
       return;
     }
