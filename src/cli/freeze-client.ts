@@ -80,7 +80,10 @@ export class FreezeClient {
     if (!res.ok) {
       const code = str(json.code) || undefined;
       const detail = str(json.detail) || str(json.title) || res.statusText;
-      throw new CallError(`${method} ${target.pathname}: ${res.status}${code ? ` ${code}` : ''}: ${detail}`, res.status, code, json);
+      // the VM it is about (a group's failing member), when the detail does not name it
+      const vm = str(json.vm);
+      const about = vm && !detail.includes(vm) ? ` (VM ${vm})` : '';
+      throw new CallError(`${method} ${target.pathname}: ${res.status}${code ? ` ${code}` : ''}: ${detail}${about}`, res.status, code, json);
     }
     return json;
   }

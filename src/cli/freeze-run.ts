@@ -120,7 +120,7 @@ function settings(args: string[]): Settings {
 const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 const signalNumber = (sig: NodeJS.Signals): number => constants.signals[sig] ?? 0;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const what = (s: Settings, lease?: Lease) => (s.vms.length === 1 ? `VM ${s.vms[0]}` : `freeze group ${lease?.id ?? ''} (${s.vms.join(', ')})`.replace(' ()', ''));
+const what = (s: Settings, lease?: Lease) => (s.vms.length === 1 ? `VM ${s.vms[0]}` : `freeze group ${lease?.id === undefined ? '' : `${lease.id} `}(${s.vms.join(', ')})`);
 
 /**
  * Why CMD cannot be run, checked before anything is frozen, as a shell finds it: a name with a

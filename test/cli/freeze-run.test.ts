@@ -307,6 +307,15 @@ describe('qga-gateway freeze-run', { timeout: 40_000 }, () => {
     expect(run.stderr()).toMatch(/^qga-gateway freeze-run: freeze of VM nosuchvm failed, the command was not run: POST \/v1\/vms\/nosuchvm\/fsfreeze: 404 VM_NOT_FOUND: [^\n]+\n$/);
   });
 
+  it("a group freeze that fails on one member: the line names the group's VMs and the member that failed", async () => {
+    const url = await gateway(['vm1', 'vm2']);
+    fleet!.vm.vm2!.setFault({ command: 'guest-fsfreeze-freeze', kind: 'error', class: 'GenericError', desc: 'failed to freeze /srv: Input/output error', times: 1 });
+    const run = freezeRun(['--url', url, '--token-file', tokenFile(), '--vm', 'vm1', '--vm', 'vm2', '--', process.execPath, '-e', '0']);
+    const { code } = await run.exit;
+    expect(code).toBe(1);
+    expect(run.stderr()).toMatch(/^qga-gateway freeze-run: freeze of freeze group \(vm1, vm2\) failed, the command was not run: POST \/v1\/freeze-groups: 422 AGENT_ERROR: [^\n]+ \(VM vm2\)\n$/);
+  });
+
   it('usage errors exit 2 with one line and freeze nothing', async () => {
     const url = await gateway(['vm1']);
     const cases: Array<[string[], RegExp]> = [
