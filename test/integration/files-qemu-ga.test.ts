@@ -243,6 +243,11 @@ describe('whole files through the real qemu-ga', () => {
     expect(beyond.statusCode).toBe(416);
     const both = await app.inject({ method: 'PUT', url: url(dst, '&offset=0&mode=append'), payload: Buffer.from('x') });
     expect(both.statusCode).toBe(400);
+    // an explicit truncate with a resume would be ignored (nothing is truncated): refused, the file untouched
+    const truncating = await app.inject({ method: 'PUT', url: url(dst, '&offset=3&mode=truncate'), payload: Buffer.from('x') });
+    expect([truncating.statusCode, truncating.json().code]).toEqual([400, 'VALIDATION_FAILED']);
+    expect(truncating.json().detail).toMatch(/offset cannot be combined with mode=truncate/);
+    expect(sha256(await readFile(dst))).toBe(sha256(data));
   });
 
   test('append mode adds to the end; truncate (default) replaces', async () => {

@@ -113,9 +113,13 @@ export function handleRoutes(files: FilesService) {
       async (request) => {
         const { vm, handle } = request.params;
         const b64 = request.body['buf-b64'];
-        if (base64DecodedLength(b64) > maxWrite) {
+        const length = base64DecodedLength(b64);
+        if (length > maxWrite) {
           throw errors.tooLarge('buf-b64 (use PUT …/files/content for more)', maxWrite, 'files.maxRawWriteBytes', { vm });
         }
+        // the agent refuses it too, as an error of its own (422): said here as what it is
+        const count = request.body.count;
+        if (count !== undefined && count > length) throw errors.validation(`count ${count} is more than the ${length} bytes of buf-b64`, { vm });
         return raw.write(vm, handle, b64, request.body.count, requestSignal(request));
       },
     );

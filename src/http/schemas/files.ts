@@ -28,7 +28,7 @@ export const UploadQuery = Type.Object(
         minimum: 0,
         description:
           'resume an interrupted upload: write the body starting at this byte of the existing file (opened "r+": it must ' +
-          'exist, nothing is truncated). At most the current size (HEAD gives it), else 416. Not with mode=append.',
+          'exist, nothing is truncated). At most the current size (HEAD gives it), else 416. Not with a mode (append or truncate: 400).',
       }),
     ),
   },

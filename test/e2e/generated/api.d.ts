@@ -10213,7 +10213,7 @@ export interface operations {
                 path: string;
                 /** @description truncate (default): create the file or empty it first ("w"); append: add to its end ("a") */
                 mode?: "truncate" | "append";
-                /** @description resume an interrupted upload: write the body starting at this byte of the existing file (opened "r+": it must exist, nothing is truncated). At most the current size (HEAD gives it), else 416. Not with mode=append. */
+                /** @description resume an interrupted upload: write the body starting at this byte of the existing file (opened "r+": it must exist, nothing is truncated). At most the current size (HEAD gives it), else 416. Not with a mode (append or truncate: 400). */
                 offset?: number;
             };
             header?: never;
