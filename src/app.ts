@@ -49,6 +49,7 @@ import { errors } from './errors.js';
 import { closeAfterAnswer } from './http/linger.js';
 import { decimalParams } from './http/decimal-params.js';
 import { registerBodyCoding } from './http/body-coding.js';
+import { registerQueryEncoding } from './http/query-encoding.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -204,6 +205,8 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   const auth = registerAuth(app, config, opts.env);
   // a body in a content coding (gzip…): 415 before it is read, once the caller is known
   registerBodyCoding(app);
+  // a query string that is not valid percent-encoding: 400 (on the routes that take one)
+  registerQueryEncoding(app);
   app.decorate('reloadConfig', async (next: Config) => {
     auth.reload(next, opts.env);
     return services.reload(next);

@@ -193,6 +193,15 @@ describe('whole files through the real qemu-ga', () => {
     expect(r.rawPayload).toEqual(data);
   });
 
+  test('a name with % in it, percent-encoded (%25), is that file; written raw, it is 400, not another file', async () => {
+    const f = path.join(dir, '100%C3%28');
+    await writeFile(f, 'literal');
+    const r = await app.inject({ method: 'GET', url: url(f) });
+    expect([r.statusCode, r.body]).toEqual([200, 'literal']);
+    const raw = await app.inject({ method: 'GET', url: `/v1/vms/ga/files/content?path=${f}` });
+    expect([raw.statusCode, raw.json().code]).toEqual([400, 'VALIDATION_FAILED']);
+  });
+
   test('conditional requests: If-Range never matches (the whole file), If-Match and If-None-Match are refused (nothing written), If-Modified-Since ignored', async () => {
     const data = pseudoRandom(100, 5);
     const f = path.join(dir, 'conditional');
