@@ -131,28 +131,6 @@ describe.each(stores)('freeze groups (%s store)', (_kind, storeOpts) => {
     await g.freeze.thaw('f1', { leaseId: again.leaseId }, OTHER);
   });
 
-  it('a member of a group still being taken (Redis: locked one by one): 409 saying so, with Retry-After until an abandoned one is rolled back', async (ctx) => {
-    const opts = storeOpts();
-    if (opts.keyPrefix === undefined) ctx.skip(); // the memory store takes a group at once: never pending
-    fleet = await simFleet(['p1', 'p2']);
-    g = await rig(fleet, opts);
-    // as an acquirer that died after locking p1 left it: the pending record, p1's lock
-    const P = opts.keyPrefix as string;
-    const [sec] = (await redis.command('TIME')).split('\r\n').filter((l) => /^[0-9]+$/.test(l));
-    const now = Number(sec) * 1000;
-    const lid = '00000000-0000-4000-8000-00000000abcd';
-    const rec = ['session', 'group:pq', 'leaseId', lid, 'owner', 'ghost', 'fence', '0', 'createdAt', String(now - 2_000), 'expiresAt', String(now + 8_000), 'hardDeadline', String(now + 58_000), 'idem', '', 'epoch', '', 'keys', JSON.stringify(['vm:p1', 'vm:p2']), 'data', '{}', 'state', 'pending'];
-    expect(await redis.command('HSET', `${P}{group:pq}:session`, ...rec)).toMatch(/^:/);
-    expect(await redis.command('HSET', `${P}{vm:p1}:lock`, 'session', 'group:pq', 'leaseId', lid)).toMatch(/^:/);
-    const e = await rejection(g.freeze.freeze('p1', {}, OTHER));
-    expect(e.code).toBe('LEASE_CONFLICT');
-    expect(e.extra).toMatchObject({ acquiring: true, group: 'pq', holder: 'ghost', pendingThaw: false });
-    expect(e.message).toMatch(/is being locked by freeze group pq of ghost \(begun at .*nothing frozen by it yet\); .* rolled back by the next freeze from /);
-    expect(e.retryAfter).toBeGreaterThanOrEqual(26);
-    expect(e.retryAfter).toBeLessThanOrEqual(29);
-    expect(agentCommands(fleet.vm.p1)).toEqual([]);
-  });
-
   it('unknown VMs or a held member: nothing is frozen', async () => {
     fleet = await simFleet(['db', 'app']);
     g = await rig(fleet, storeOpts());
@@ -181,5 +159,36 @@ describe.each(stores)('freeze groups (%s store)', (_kind, storeOpts) => {
     const forced = await g.freeze.groups.delete(gb.id, { force: true }, ADMIN);
     expect(forced.forced).toBe(true);
     expect(frozenVms()).toEqual([]);
+  });
+});
+
+// Redis only: the memory store takes a group at once, never pending
+describe('a freeze group still being taken (redis store)', () => {
+  let fleet: SimFleet;
+  let g: Rig;
+  afterEach(async () => {
+    await g?.close();
+    await fleet?.close();
+  });
+
+  it('a member of a group still being taken (Redis: locked one by one): 409 saying so, with Retry-After until an abandoned one is rolled back', async () => {
+    const opts = stores[1][1]();
+    fleet = await simFleet(['p1', 'p2']);
+    g = await rig(fleet, opts);
+    // as an acquirer that died after locking p1 left it: the pending record, p1's lock
+    const P = opts.keyPrefix as string;
+    const [sec] = (await redis.command('TIME')).split('\r\n').filter((l) => /^[0-9]+$/.test(l));
+    const now = Number(sec) * 1000;
+    const lid = '00000000-0000-4000-8000-00000000abcd';
+    const rec = ['session', 'group:pq', 'leaseId', lid, 'owner', 'ghost', 'fence', '0', 'createdAt', String(now - 2_000), 'expiresAt', String(now + 8_000), 'hardDeadline', String(now + 58_000), 'idem', '', 'epoch', '', 'keys', JSON.stringify(['vm:p1', 'vm:p2']), 'data', '{}', 'state', 'pending'];
+    expect(await redis.command('HSET', `${P}{group:pq}:session`, ...rec)).toMatch(/^:/);
+    expect(await redis.command('HSET', `${P}{vm:p1}:lock`, 'session', 'group:pq', 'leaseId', lid)).toMatch(/^:/);
+    const e = await rejection(g.freeze.freeze('p1', {}, OTHER));
+    expect(e.code).toBe('LEASE_CONFLICT');
+    expect(e.extra).toMatchObject({ acquiring: true, group: 'pq', holder: 'ghost', pendingThaw: false });
+    expect(e.message).toMatch(/is being locked by freeze group pq of ghost \(begun at .*nothing frozen by it yet\); .* rolled back by the next freeze from /);
+    expect(e.retryAfter).toBeGreaterThanOrEqual(26);
+    expect(e.retryAfter).toBeLessThanOrEqual(29);
+    expect(agentCommands(fleet.vm.p1)).toEqual([]);
   });
 });
