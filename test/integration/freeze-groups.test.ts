@@ -172,7 +172,7 @@ describe('a freeze group still being taken (redis store)', () => {
   });
 
   it('a member of a group still being taken (Redis: locked one by one): 409 saying so, with Retry-After until an abandoned one is rolled back', async () => {
-    const opts = stores[1][1]();
+    const opts = (stores.find(([kind]) => kind === 'redis') as (typeof stores)[number])[1]();
     fleet = await simFleet(['p1', 'p2']);
     g = await rig(fleet, opts);
     // as an acquirer that died after locking p1 left it: the pending record, p1's lock
