@@ -212,6 +212,7 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
     return services.reload(next);
   });
   warnAboutOpenDoors(app, config);
+  warnAboutSmallReplies(app, config);
   // fair admission per principal (after auth, which names it; before every route it limits)
   await registerLimits(app, config, services.store);
   // cluster mode: a {vm} route for a VM another node serves is forwarded there (after auth and
@@ -283,6 +284,25 @@ function warnAboutOpenDoors(app: FastifyInstance, config: Config): void {
       'cluster.advertiseUrl is http:// on a non-loopback address: the other nodes send this one signed but unencrypted requests (the carried principal, bodies, file contents); use https://',
     );
   }
+}
+
+/**
+ * The largest guest-exec-status reply: stdout and stderr each cut by the agent at 16 MiB, as base64
+ * (4/3), plus the JSON around them.
+ */
+export const LARGEST_EXEC_STATUS_REPLY = 2 * Math.ceil((16 * 1024 * 1024) / 3) * 4 + 4096;
+
+/**
+ * agent.maxReplyBytes below the largest exec-status reply is allowed (a host bounding its memory),
+ * but a process with that much output then loses its result (502 REPLY_TOO_LARGE, and the agent
+ * deleted its record with the reply): said once at start.
+ */
+function warnAboutSmallReplies(app: FastifyInstance, config: Config): void {
+  if (config.agent.maxReplyBytes >= LARGEST_EXEC_STATUS_REPLY) return;
+  app.log.warn(
+    { maxReplyBytes: config.agent.maxReplyBytes, largestExecStatus: LARGEST_EXEC_STATUS_REPLY },
+    'agent.maxReplyBytes is below the largest guest-exec-status reply (16 MiB of stdout and of stderr, as base64): the result of a process with that much output is lost (502 REPLY_TOO_LARGE)',
+  );
 }
 
 /**
