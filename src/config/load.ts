@@ -49,10 +49,13 @@ function setPath(obj: Record<string, unknown>, path: string[], value: unknown): 
   cur[path[path.length - 1]] = value;
 }
 
-function applyEnv(raw: Record<string, unknown>, env: Env, problems: string[]): void {
+/** Apply the environment overrides; returns the config keys they set (`server.port` → `PORT`), for the problems that name them. */
+function applyEnv(raw: Record<string, unknown>, env: Env, problems: string[]): Map<string, string> {
+  const set = new Map<string, string>();
   for (const { env: name, path, kind } of ENV_KEYS) {
     const v = env[name];
     if (v === undefined || v === '') continue;
+    set.set(path.join('.'), name);
     if (kind === 'int') {
       if (!/^\d+$/.test(v)) {
         problems.push(`env ${name}: must be a whole number, got "${v}"`);
@@ -69,6 +72,7 @@ function applyEnv(raw: Record<string, unknown>, env: Env, problems: string[]): v
   if (env.REDIS_URL && !env.QGA_STORE) setPath(raw, ['store', 'type'], 'redis');
   // … and wins over the file's sentinels / clusterNodes
   applyRedisUrlEnv(raw, env);
+  return set;
 }
 
 function describe(err: SchemaError): string {
@@ -88,12 +92,19 @@ export function buildConfig(input: unknown, env: Env = {}, source = 'inline'): C
   if (input !== null && input !== undefined && !isRecord(input)) {
     problems.push('(root): the configuration must be a mapping');
   }
-  applyEnv(raw, env, problems);
+  const fromEnv = applyEnv(raw, env, problems);
   const withDefaults = Value.Default(ConfigSchema, raw);
   // Check first: listing errors walks the schema far more slowly (seconds for 10,000 VMs), so it
   // runs only for a config that fails (issue 14: start-up with 10,000 VMs under 2 s)
   const valid = configValidator().Check(withDefaults);
-  if (!valid) for (const line of schemaProblems(withDefaults)) problems.push(line);
+  if (!valid) {
+    for (const line of schemaProblems(withDefaults)) {
+      // a value the environment set is named as such (PORT=70000 is not in the file)
+      const key = line.slice(0, line.indexOf(':'));
+      const name = fromEnv.get(key);
+      problems.push(name === undefined ? line : `${line} (set by env ${name})`);
+    }
+  }
   if (problems.length === 0 && valid) {
     semanticChecks(withDefaults, env, problems);
     if (problems.length === 0) return withDefaults;

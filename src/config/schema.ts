@@ -66,9 +66,12 @@ export const ScopeSchema = Type.Union([Type.Literal('read'), Type.Literal('write
 export const MAX_TOKEN_GLOBS = 64;
 export const MAX_TOKEN_GLOB = 128;
 
+/** a token's name (in logs, audit records, metrics): no control characters (a newline would forge a log line) */
+export const TOKEN_NAME_PATTERN = '^[^\\u0000-\\u001f\\u007f]+$';
+
 export const TokenSchema = Type.Object(
   {
-    name: Type.String({ minLength: 1, maxLength: 64 }),
+    name: Type.String({ minLength: 1, maxLength: 64, pattern: TOKEN_NAME_PATTERN }),
     /**
      * exactly one of token (literal, discouraged), tokenEnv (environment variable), tokenFile, or
      * tokenSha256 (the hex SHA-256 of the token: the config holds no secret; `qga-gateway token new`)
