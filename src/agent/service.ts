@@ -83,6 +83,16 @@ export class AgentService implements AgentCaller {
     return this.states.view(vm);
   }
 
+  /**
+   * Let the VM's socket go now if nothing of the gateway's waits on it and the VM releases idle
+   * sockets at all (idleReleaseMs > 0): a long exec wait, between its polls, leaves the agent's one
+   * client slot to another tool (qm agent, vzdump). True if released.
+   */
+  yieldSocket(vm: string): boolean {
+    if (this.pool.idleReleaseMsOf(vm) <= 0) return false;
+    return this.pool.peek(vm)?.release() ?? false;
+  }
+
   /** When the agent's end last closed this gateway's connection to it (a lost reply, or an agent restart), if known. */
   connectionLostAt(vm: string): number | undefined {
     const ago = this.pool.peek(vm)?.lostAgoMs();

@@ -32,6 +32,9 @@ export interface ExecLogger {
 const REAP_BATCH = 16;
 const CAPTURE_ENUM_SINCE: readonly [number, number, number] = [8, 0, 0];
 
+/** a pause between two polls of a wait at least this long lets the agent socket go (yieldSocket) */
+export const YIELD_AFTER_MS = 500;
+
 export class ExecService {
   readonly results: ResultCache;
   readonly tracker: PidTracker;
@@ -40,7 +43,7 @@ export class ExecService {
   private reaping = false;
 
   constructor(
-    private readonly agent: AgentCaller & { connectionLostAt?(vm: string): number | undefined },
+    private readonly agent: AgentCaller & { connectionLostAt?(vm: string): number | undefined; yieldSocket?(vm: string): boolean },
     private readonly versionOf: AgentVersionOf,
     readonly settings: ExecSettings,
     readonly log?: ExecLogger,
@@ -113,7 +116,12 @@ export class ExecService {
         }
         const remaining = deadline - performance.now();
         if (remaining <= 0) return last;
-        await sleep(Math.min(delay, remaining), signal);
+        const pause = Math.min(delay, remaining);
+        // a wait that has gone on past its first quick polls lets the socket go between them: the
+        // agent serves one client, and another tool (qm agent, vzdump's freeze) would otherwise
+        // wait for the whole wait behind it; the next poll connects again
+        if (pause >= YIELD_AFTER_MS) this.agent.yieldSocket?.(vm);
+        await sleep(pause, signal);
         delay = Math.min(delay * 1.5, this.settings.pollMaxMs);
       }
     } finally {
