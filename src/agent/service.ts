@@ -50,7 +50,15 @@ export interface AgentCaller {
   call(vm: string, command: string, args?: JsonObject, opts?: CallOptions): Promise<JsonValue>;
 }
 
-export class AgentService implements AgentCaller {
+/** Sharing a VM's one agent socket with other tools during long work (exec waits, transfers). */
+export interface SocketSharing {
+  /** let the socket go now if nothing of the gateway's waits on it; true if released */
+  yieldSocket(vm: string): boolean;
+  /** the VM's idle release (ms; 0 = never): how long another tool may wait behind the gateway */
+  idleReleaseMsOf(vm: string): number;
+}
+
+export class AgentService implements AgentCaller, SocketSharing {
   /** VMs we believe are frozen; bounded by the number of registered VMs */
   private readonly frozen = new Set<string>();
   /** agent state per VM (up, down, unknown), from every call and handshake */
@@ -91,6 +99,10 @@ export class AgentService implements AgentCaller {
   yieldSocket(vm: string): boolean {
     if (this.pool.idleReleaseMsOf(vm) <= 0) return false;
     return this.pool.peek(vm)?.release() ?? false;
+  }
+
+  idleReleaseMsOf(vm: string): number {
+    return this.pool.idleReleaseMsOf(vm);
   }
 
   /** When the agent's end last closed this gateway's connection to it (a lost reply, or an agent restart), if known. */

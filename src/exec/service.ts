@@ -17,7 +17,7 @@ import { isJsonObject } from '../util/json.js';
 import { isTransient, isUnknownPid, unknownPid } from './errors.js';
 import { ResultCache } from './results.js';
 import { PidTracker, type TrackedPid } from './tracker.js';
-import type { AgentCaller } from '../agent/service.js';
+import type { AgentCaller, SocketSharing } from '../agent/service.js';
 import type { AgentVersionOf, CaptureOutput, ExecStartRequest, ExecStatus, ExecStatusRecord } from './types.js';
 import { abortReason } from '../util/abort.js';
 
@@ -43,7 +43,7 @@ export class ExecService {
   private reaping = false;
 
   constructor(
-    private readonly agent: AgentCaller & { connectionLostAt?(vm: string): number | undefined; yieldSocket?(vm: string): boolean },
+    private readonly agent: AgentCaller & Partial<SocketSharing> & { connectionLostAt?(vm: string): number | undefined },
     private readonly versionOf: AgentVersionOf,
     readonly settings: ExecSettings,
     readonly log?: ExecLogger,

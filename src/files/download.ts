@@ -102,6 +102,9 @@ export class DownloadStream extends Readable {
   /** bytes not yet asked for; undefined = until EOF */
   private unasked: number | undefined;
   private eof = false;
+  /** the socket is let go every shareEvery ms, once the reads out are answered (GuestFiles.shareEveryMs) */
+  private readonly shareEvery: number;
+  private shareAt: number;
 
   constructor(
     private readonly files: GuestFiles,
@@ -114,6 +117,8 @@ export class DownloadStream extends Readable {
   ) {
     super({ highWaterMark: chunkBytes });
     this.unasked = remaining;
+    this.shareEvery = files.shareEveryMs(vm);
+    this.shareAt = performance.now() + this.shareEvery;
   }
 
   /** what prefetch() read: its length, and whether it was the whole file (EOF) */
@@ -172,6 +177,13 @@ export class DownloadStream extends Readable {
 
   /** Send reads until `readAhead` are out, never past the known length or a seen EOF. */
   private send(): void {
+    if (performance.now() >= this.shareAt) {
+      // time to let another tool have the agent (it serves one client): once the reads out are
+      // answered, the socket goes; the next read connects again (the handle lives in the agent)
+      if (this.sent.length > 0) return;
+      this.files.yieldSocket(this.vm);
+      this.shareAt = performance.now() + this.shareEvery;
+    }
     while (this.sent.length < this.readAhead && !this.eof && this.unasked !== 0) {
       const count = this.unasked === undefined ? this.chunkBytes : Math.min(this.chunkBytes, this.unasked);
       if (this.unasked !== undefined) this.unasked -= count;

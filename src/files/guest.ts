@@ -10,7 +10,7 @@
 import { isGatewayError, errors } from '../errors.js';
 import type { JsonObject, JsonValue } from '../qga/types.js';
 import type { Base64Text } from '../qga/command-line.js';
-import type { AgentCaller } from '../agent/service.js';
+import type { AgentCaller, SocketSharing } from '../agent/service.js';
 import { mapFileError } from './errors.js';
 import { HandleRegistry, type HandleOwner } from './handles.js';
 
@@ -37,10 +37,25 @@ export class GuestFiles {
   private reaping = false;
 
   constructor(
-    private readonly agent: AgentCaller,
+    private readonly agent: AgentCaller & Partial<SocketSharing>,
     private readonly opts: { closeTimeoutMs: number; handleIdleMs: number; reaperIntervalMs: number },
     private readonly log?: FilesLogger,
   ) {}
+
+  /**
+   * A long transfer lets the VM's socket go every this many ms (between two of its commands, the
+   * ones out answered first): the VM's idle release, the longest another tool should wait behind
+   * the gateway; Infinity when the VM never releases its socket (or the agent cannot say).
+   */
+  shareEveryMs(vm: string): number {
+    const ms = this.agent.idleReleaseMsOf?.(vm) ?? 0;
+    return ms > 0 ? ms : Infinity;
+  }
+
+  /** Let the VM's socket go now if nothing else of the gateway's waits on it (the next command connects again). */
+  yieldSocket(vm: string): boolean {
+    return this.agent.yieldSocket?.(vm) ?? false;
+  }
 
   async open(vm: string, path: string, mode: string, owner: HandleOwner): Promise<number> {
     let reply: JsonValue;

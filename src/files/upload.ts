@@ -61,6 +61,18 @@ export async function upload(
     let fill = 0;
     let received = 0;
     const writes = new WriteWindow(files, vm, handle, signal, (n) => (written += n));
+    // every shareEvery ms the socket is let go between two writes (the ones out answered first),
+    // so another tool waits behind a long upload at most about that long
+    const shareEvery = files.shareEveryMs(vm);
+    let shareAt = performance.now() + shareEvery;
+    const send = async (b64: Base64Text, bytes: number): Promise<void> => {
+      if (performance.now() >= shareAt) {
+        await writes.settle();
+        files.yieldSocket(vm);
+        shareAt = performance.now() + shareEvery;
+      }
+      await writes.send(b64, bytes);
+    };
     try {
       for await (const piece of body) {
         const data = typeof piece === 'string' ? Buffer.from(piece) : piece;
@@ -74,12 +86,12 @@ export async function upload(
           fill += n;
           p += n;
           if (fill === opts.chunkBytes) {
-            await writes.send(Base64Text.encode(buf, 0, fill), fill);
+            await send(Base64Text.encode(buf, 0, fill), fill);
             fill = 0;
           }
         }
       }
-      if (fill > 0) await writes.send(Base64Text.encode(buf, 0, fill), fill);
+      if (fill > 0) await send(Base64Text.encode(buf, 0, fill), fill);
     } finally {
       // Settle every write before anything else (success: flush after them; failure: `written` is final).
       await writes.settle().catch(() => undefined);

@@ -73,6 +73,33 @@ describe('whole files through the real qemu-ga', () => {
     expect(sha256(await readFile(dst))).toBe(sha256(data));
   });
 
+  test('a transfer that lets the socket go every idleReleaseMs (reconnecting between chunks) is byte-exact both ways', async () => {
+    // a gateway of its own whose VM releases its socket every 100 ms; the suite's gateway lets it go first
+    expect(app.services.pool.peek('ga')?.release() ?? true).toBe(true);
+    const sharing = await makeExecFilesApp({
+      vms: [{ name: 'ga', endpoint: { type: 'unix', path: ga.socketPath } }],
+      config: { agent: { idleReleaseMs: 100 }, files: { readChunkBytes: 65_536, writeChunkBytes: 65_536 } },
+    });
+    try {
+      const data = pseudoRandom(16 * CHUNK + 5, 77);
+      const src = path.join(dir, 'shared-src');
+      await writeFile(src, data);
+      const get = await sharing.inject({ method: 'GET', url: url(src) });
+      expect(get.statusCode).toBe(200);
+      expect(sha256(get.rawPayload)).toBe(sha256(data));
+      const dst = path.join(dir, 'shared-dst');
+      const put = await sharing.inject({ method: 'PUT', url: url(dst), payload: data, headers: { 'content-type': 'application/octet-stream' } });
+      expect(put.json()).toEqual({ path: dst, bytesWritten: data.length, position: data.length });
+      expect(sha256(await readFile(dst))).toBe(sha256(data));
+      // it did reconnect mid-transfer (each connect is a resync): more than the two transfers' own
+      const metrics = (await sharing.inject({ method: 'GET', url: '/metrics' })).body;
+      const connects = Number(/^qga_channel_resyncs_total\{reason="connect"\} (\d+)$/m.exec(metrics)?.[1] ?? 0);
+      expect(connects).toBeGreaterThanOrEqual(4);
+    } finally {
+      await sharing.close();
+    }
+  });
+
   test('/proc and /sys files, whose size the kernel misstates (0, a page), come whole with their real length and no Range; HEAD gives no length for them', async () => {
     // procfs answers SEEK_END with 0 whatever the file holds: it was a 200 with an empty body
     const proc = '/proc/sys/kernel/ostype';

@@ -3,6 +3,7 @@
  * HTTP clients that vanish mid-download and mid-upload over a real socket, agent errors and
  * timeouts mid-stream, and a 1 GB download with the gateway's memory growth bounded.
  */
+import net from 'node:net';
 import http from 'node:http';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import type { FastifyInstance } from 'fastify';
@@ -233,4 +234,74 @@ describe('a guest-file-open whose caller gave up', () => {
     await until(() => vm.stats.openHandles === before, 5_000, 'the orphaned handle to be closed');
     expect(vm.stats.commandLog.filter((c) => c.command === 'guest-file-close').length).toBeGreaterThan(0);
   });
+});
+
+describe('sharing the socket during a long transfer', () => {
+  let own: Simulator;
+  let ownVm: SimAgent;
+  let gw: FastifyInstance;
+  let gwBase: string;
+  let done: () => Promise<void>;
+  beforeAll(async () => {
+    const t = await tempDir('files-share-');
+    done = t.cleanup;
+    own = new Simulator({ dir: t.dir });
+    ownVm = await own.addVm({ name: 'share1' });
+    // the shipped idle release (2 s); small chunks, each read or write made slow: a transfer of ~6 s
+    gw = await makeExecFilesApp({ vms: [{ name: 'share1', endpoint: ownVm.endpoint }], config: { agent: { idleReleaseMs: 2_000 }, files: { readChunkBytes: 65_536, writeChunkBytes: 65_536 } } });
+    gwBase = await listen(gw);
+  });
+  afterEach(() => ownVm.clearFaults());
+  afterAll(async () => {
+    await gw?.close();
+    await own?.close();
+    await done?.();
+  });
+
+  /** another client of the agent (as qm agent): connect, sync, ms until it is answered */
+  function otherClient(): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const t0 = performance.now();
+      const s = net.connect((ownVm.endpoint as { path: string }).path, () => s.write(Buffer.concat([Buffer.from([0xff]), Buffer.from('{"execute":"guest-sync-delimited","arguments":{"id":515151}}\n')])));
+      let got = '';
+      s.on('data', (d: Buffer) => {
+        got += d.toString('latin1');
+        if (got.includes('515151')) {
+          s.destroy();
+          resolve(performance.now() - t0);
+        }
+      });
+      s.on('error', reject);
+    });
+  }
+
+  test('a download lets the socket go every idleReleaseMs: another client waits about that long, not for the whole transfer; the file arrives whole', async () => {
+    ownVm.addVirtualFile('/data/share.bin', 60 * 65_536, SEED);
+    ownVm.setFault({ command: 'guest-file-read', kind: 'delay', ms: 100 });
+    const t0 = performance.now();
+    const dl = download(`${gwBase}/v1/vms/share1/files/content?path=${encodeURIComponent('/data/share.bin')}`);
+    await new Promise((r) => setTimeout(r, 500));
+    const waited = await otherClient();
+    const r = await dl;
+    const total = performance.now() - t0;
+    expect([r.status, r.complete, r.bytes]).toEqual([200, true, 60 * 65_536]);
+    // the transfer took ~6 s; the other client came 0.5 s in and was answered within ~2 s
+    expect(total).toBeGreaterThan(4_000);
+    expect(waited).toBeLessThan(3_000);
+  }, 30_000);
+
+  test('an upload likewise', async () => {
+    ownVm.setFault({ command: 'guest-file-write', kind: 'delay', ms: 100 });
+    const body = Buffer.alloc(60 * 65_536, 7);
+    const t0 = performance.now();
+    const up = fetch(`${gwBase}/v1/vms/share1/files/content?path=${encodeURIComponent('/data/up.bin')}`, { method: 'PUT', body });
+    await new Promise((r) => setTimeout(r, 500));
+    const waited = await otherClient();
+    const r = await up;
+    const total = performance.now() - t0;
+    expect(r.status).toBe(200);
+    expect(await r.json()).toMatchObject({ bytesWritten: body.length });
+    expect(total).toBeGreaterThan(4_000);
+    expect(waited).toBeLessThan(3_000);
+  }, 30_000);
 });
