@@ -105,6 +105,20 @@ function tokenFile(): string {
   return f;
 }
 
+/** wait for a command to write its pid (a line) to `pidFile`; returns whether that process is alive */
+async function startedPid(pidFile: string, what: string): Promise<() => boolean> {
+  await waitFor(() => existsSync(pidFile) && /^\d+\n$/.test(readFileSync(pidFile, 'utf8')), 15_000, what);
+  const pid = Number(readFileSync(pidFile, 'utf8'));
+  return () => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+}
+
 /** a command (node script) that says it started, then waits for a go file or a signal */
 function script(dir: string, body: string): string {
   const f = path.join(dir, `cmd-${Math.random().toString(36).slice(2)}.mjs`);
@@ -201,16 +215,7 @@ describe('qga-gateway freeze-run', { timeout: 40_000 }, () => {
     // the shell ignores TERM (and so does the sleep it starts: ignored signals are inherited)
     const sh = `trap "" TERM; sleep 20 & echo $! > ${pidFile}; wait`;
     const run = freezeRun(['--url', url, '--token-file', tokenFile(), '--vm', 'vm1', '--ttl', '10', '--kill-after', '1', '--', 'sh', '-c', sh]);
-    await waitFor(() => existsSync(pidFile) && /^\d+\n$/.test(readFileSync(pidFile, 'utf8')), 15_000, 'the grandchild to start');
-    const pid = Number(readFileSync(pidFile, 'utf8'));
-    const alive = (): boolean => {
-      try {
-        process.kill(pid, 0);
-        return true;
-      } catch {
-        return false;
-      }
-    };
+    const alive = await startedPid(pidFile, 'the grandchild to start');
     expect(alive()).toBe(true);
     expect(fleet!.vm.vm1!.stats.frozen).toBe(true);
     const t0 = Date.now();
@@ -230,16 +235,7 @@ describe('qga-gateway freeze-run', { timeout: 40_000 }, () => {
     const pidFile = path.join(fleet!.dir, 'orphan.pid');
     const sh = `sleep 30 & echo $! > ${pidFile}; wait`;
     const run = freezeRun(['--url', url, '--token-file', tokenFile(), '--vm', 'vm1', '--ttl', '3', '--kill-after', '1', '--', 'sh', '-c', sh]);
-    await waitFor(() => existsSync(pidFile) && /^\d+\n$/.test(readFileSync(pidFile, 'utf8')), 15_000, 'the command to start');
-    const pid = Number(readFileSync(pidFile, 'utf8'));
-    const alive = (): boolean => {
-      try {
-        process.kill(pid, 0);
-        return true;
-      } catch {
-        return false;
-      }
-    };
+    const alive = await startedPid(pidFile, 'the command to start');
     expect(alive()).toBe(true);
     run.kill('SIGKILL');
     await run.exit;

@@ -61,6 +61,19 @@ async function startNode(id: string, vms: VmSpec[]): Promise<Node> {
   return (nodes[id] = { id, app, proxy, logs, cluster });
 }
 
+/** Where each node routes another node's VM, sampled every 10 ms until stop() (also at the test's end). */
+function sampleRouting(): { samples: Set<string>; stop: () => void } {
+  const samples = new Set<string>();
+  const sampler = setInterval(() => {
+    samples.add(where(nodes.c, 'vm-a1'));
+    samples.add(where(nodes.a, 'vm-b2'));
+    samples.add(where(nodes.b, 'vm-c1'));
+  }, 10);
+  const stop = () => clearInterval(sampler);
+  onTestFinished(stop);
+  return { samples, stop };
+}
+
 /** poll a condition every 25 ms (the directory changes on heartbeat rounds, no event to await) */
 async function until<T>(what: string, fn: () => T | undefined | false, timeoutMs = 5_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -337,14 +350,7 @@ describe('cluster membership (three gateways on one Redis)', () => {
 
   it('Redis restarted empty: every node writes its entries again and the directory is whole by itself', async () => {
     // sampled every 10 ms from before the restart to 4 intervals after recovery: no VM drops out
-    const samples = new Set<string>();
-    const sample = () => {
-      samples.add(where(nodes.c, 'vm-a1'));
-      samples.add(where(nodes.a, 'vm-b2'));
-      samples.add(where(nodes.b, 'vm-c1'));
-    };
-    const sampler = setInterval(sample, 10);
-    onTestFinished(() => clearInterval(sampler));
+    const { samples, stop } = sampleRouting();
     await redis.restart({ empty: true });
     const restartedAt = Date.now();
     await until(
@@ -359,7 +365,7 @@ describe('cluster membership (three gateways on one Redis)', () => {
     );
     expect(Date.now() - restartedAt).toBeLessThan(4 * TTL);
     await new Promise((r) => setTimeout(r, 4 * INTERVAL));
-    clearInterval(sampler);
+    stop();
     expect([...samples].sort()).toEqual(['remote:a', 'remote:b', 'remote:c']);
     expect((await listAll(nodes.c)).map((v) => v.name)).toEqual(['dup', 'shared-tcp', 'vm-a1', 'vm-a2', 'vm-b1', 'vm-b2', 'vm-c1']);
   }, 10_000);
@@ -367,14 +373,7 @@ describe('cluster membership (three gateways on one Redis)', () => {
   it('Redis down longer than the TTL, then back empty: no node is declared gone for the outage (the TTL counts again from when Redis answers)', async () => {
     // sampled every 10 ms from before the kill to 3 intervals after recovery: no VM drops out
     // (the shared TCP VM is not sampled: its ownership lease ran out during the outage, by design)
-    const samples = new Set<string>();
-    const sample = () => {
-      samples.add(where(nodes.c, 'vm-a1'));
-      samples.add(where(nodes.a, 'vm-b2'));
-      samples.add(where(nodes.b, 'vm-c1'));
-    };
-    const sampler = setInterval(sample, 10);
-    onTestFinished(() => clearInterval(sampler));
+    const { samples, stop } = sampleRouting();
     const logged = Object.fromEntries(Object.entries(nodes).map(([id, n]) => [id, n.logs.length]));
     const owner = where(nodes.a, 'shared-tcp') === 'local' ? nodes.a : nodes.b;
     expect(where(owner, 'shared-tcp')).toBe('local');
@@ -393,7 +392,7 @@ describe('cluster membership (three gateways on one Redis)', () => {
       4 * TTL,
     );
     await new Promise((r) => setTimeout(r, 3 * INTERVAL));
-    clearInterval(sampler);
+    stop();
     expect([...samples].sort()).toEqual(['remote:a', 'remote:b', 'remote:c']);
     for (const [id, n] of Object.entries(nodes)) expect(n.logs.slice(logged[id]).filter((l) => l.msg === 'cluster: node stopped heartbeating; its VMs answer 503 NODE_UNAVAILABLE')).toEqual([]);
   }, 15_000);

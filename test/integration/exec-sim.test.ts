@@ -3,12 +3,11 @@
  * replies lost on the wire, and HTTP clients that go away while a status is on its way.
  */
 import http from 'node:http';
-import net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { Simulator, type SimAgent } from '../../sim/index.js';
 import { listen } from '../helpers/app.js';
-import { makeExecFilesApp, tempDir, until } from './files-support.js';
+import { makeExecFilesApp, otherAgentClient, sharingSimApp, tempDir, until } from './files-support.js';
 
 let sim: Simulator;
 let vm: SimAgent;
@@ -132,46 +131,20 @@ describe('a late guest-exec reply', () => {
 });
 
 describe('sharing the socket during an exec wait', () => {
-  let own: Simulator;
-  let ownVm: SimAgent;
-  let gw: FastifyInstance;
-  let done: () => Promise<void>;
+  // the shipped poll cadence (50 ms growing to 1 s) and idle release (2 s)
+  let share: Awaited<ReturnType<typeof sharingSimApp>>;
   beforeAll(async () => {
-    const t = await tempDir('exec-share-');
-    done = t.cleanup;
-    own = new Simulator({ dir: t.dir });
-    ownVm = await own.addVm({ name: 'share1' });
-    // the shipped poll cadence (50 ms growing to 1 s) and idle release (2 s)
-    gw = await makeExecFilesApp({ vms: [{ name: 'share1', endpoint: ownVm.endpoint }], config: { agent: { idleReleaseMs: 2_000 } } });
+    share = await sharingSimApp('share1');
   });
   afterAll(async () => {
-    await gw?.close();
-    await own?.close();
-    await done?.();
+    await share?.close();
   });
 
-  /** another client of the agent (as qm agent): connect, sync, ms until it is answered */
-  function otherClient(path: string): Promise<number> {
-    return new Promise((resolve, reject) => {
-      const t0 = performance.now();
-      const s = net.connect(path, () => s.write(Buffer.concat([Buffer.from([0xff]), Buffer.from('{"execute":"guest-sync-delimited","arguments":{"id":424242}}\n')])));
-      let got = '';
-      s.on('data', (d: Buffer) => {
-        got += d.toString('latin1');
-        if (got.includes('424242')) {
-          s.destroy();
-          resolve(performance.now() - t0);
-        }
-      });
-      s.on('error', reject);
-    });
-  }
-
   test('a long wait lets the socket go between its polls: another client is answered within a poll interval, not after the whole wait', async () => {
-    const waiting = gw.inject({ method: 'POST', url: '/v1/vms/share1/exec', payload: { path: '/bin/sh', arg: ['-c', 'sleep 6'], wait: 20 } });
+    const waiting = share.app.inject({ method: 'POST', url: '/v1/vms/share1/exec', payload: { path: '/bin/sh', arg: ['-c', 'sleep 6'], wait: 20 } });
     // past the quick first polls (50 ms growing ×1.5 to 1 s)
     await new Promise((r) => setTimeout(r, 2_000));
-    const ms = await otherClient((ownVm.endpoint as { path: string }).path);
+    const ms = await otherAgentClient((share.vm.endpoint as { path: string }).path);
     const r = await waiting;
     expect(r.statusCode).toBe(200);
     expect(r.json()).toMatchObject({ exited: true, exitcode: 0 });

@@ -3,13 +3,12 @@
  * HTTP clients that vanish mid-download and mid-upload over a real socket, agent errors and
  * timeouts mid-stream, and a 1 GB download with the gateway's memory growth bounded.
  */
-import net from 'node:net';
 import http from 'node:http';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { Simulator, virtualFileBytes, type SimAgent } from '../../sim/index.js';
 import { listen } from '../helpers/app.js';
-import { makeExecFilesApp, tempDir, until } from './files-support.js';
+import { makeExecFilesApp, otherAgentClient, sharingSimApp, tempDir, until } from './files-support.js';
 
 const MiB = 1024 * 1024;
 const SEED = 42;
@@ -237,49 +236,24 @@ describe('a guest-file-open whose caller gave up', () => {
 });
 
 describe('sharing the socket during a long transfer', () => {
-  let own: Simulator;
-  let ownVm: SimAgent;
-  let gw: FastifyInstance;
-  let gwBase: string;
-  let done: () => Promise<void>;
+  // the shipped idle release (2 s); small chunks, each read or write made slow: a transfer of ~6 s
+  let share: Awaited<ReturnType<typeof sharingSimApp>>;
+  let shareBase: string;
   beforeAll(async () => {
-    const t = await tempDir('files-share-');
-    done = t.cleanup;
-    own = new Simulator({ dir: t.dir });
-    ownVm = await own.addVm({ name: 'share1' });
-    // the shipped idle release (2 s); small chunks, each read or write made slow: a transfer of ~6 s
-    gw = await makeExecFilesApp({ vms: [{ name: 'share1', endpoint: ownVm.endpoint }], config: { agent: { idleReleaseMs: 2_000 }, files: { readChunkBytes: 65_536, writeChunkBytes: 65_536 } } });
-    gwBase = await listen(gw);
+    share = await sharingSimApp('share1', { files: { readChunkBytes: 65_536, writeChunkBytes: 65_536 } });
+    shareBase = await listen(share.app);
   });
-  afterEach(() => ownVm.clearFaults());
+  afterEach(() => share.vm.clearFaults());
   afterAll(async () => {
-    await gw?.close();
-    await own?.close();
-    await done?.();
+    await share?.close();
   });
-
-  /** another client of the agent (as qm agent): connect, sync, ms until it is answered */
-  function otherClient(): Promise<number> {
-    return new Promise((resolve, reject) => {
-      const t0 = performance.now();
-      const s = net.connect((ownVm.endpoint as { path: string }).path, () => s.write(Buffer.concat([Buffer.from([0xff]), Buffer.from('{"execute":"guest-sync-delimited","arguments":{"id":515151}}\n')])));
-      let got = '';
-      s.on('data', (d: Buffer) => {
-        got += d.toString('latin1');
-        if (got.includes('515151')) {
-          s.destroy();
-          resolve(performance.now() - t0);
-        }
-      });
-      s.on('error', reject);
-    });
-  }
+  const otherClient = () => otherAgentClient((share.vm.endpoint as { path: string }).path);
 
   test('a download lets the socket go every idleReleaseMs: another client waits about that long, not for the whole transfer; the file arrives whole', async () => {
-    ownVm.addVirtualFile('/data/share.bin', 60 * 65_536, SEED);
-    ownVm.setFault({ command: 'guest-file-read', kind: 'delay', ms: 100 });
+    share.vm.addVirtualFile('/data/share.bin', 60 * 65_536, SEED);
+    share.vm.setFault({ command: 'guest-file-read', kind: 'delay', ms: 100 });
     const t0 = performance.now();
-    const dl = download(`${gwBase}/v1/vms/share1/files/content?path=${encodeURIComponent('/data/share.bin')}`);
+    const dl = download(`${shareBase}/v1/vms/share1/files/content?path=${encodeURIComponent('/data/share.bin')}`);
     await new Promise((r) => setTimeout(r, 500));
     const waited = await otherClient();
     const r = await dl;
@@ -291,10 +265,10 @@ describe('sharing the socket during a long transfer', () => {
   }, 30_000);
 
   test('an upload likewise', async () => {
-    ownVm.setFault({ command: 'guest-file-write', kind: 'delay', ms: 100 });
+    share.vm.setFault({ command: 'guest-file-write', kind: 'delay', ms: 100 });
     const body = Buffer.alloc(60 * 65_536, 7);
     const t0 = performance.now();
-    const up = fetch(`${gwBase}/v1/vms/share1/files/content?path=${encodeURIComponent('/data/up.bin')}`, { method: 'PUT', body });
+    const up = fetch(`${shareBase}/v1/vms/share1/files/content?path=${encodeURIComponent('/data/up.bin')}`, { method: 'PUT', body });
     await new Promise((r) => setTimeout(r, 500));
     const waited = await otherClient();
     const r = await up;
