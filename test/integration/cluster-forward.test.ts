@@ -237,6 +237,15 @@ describe('the serving node enforces the carried principal', () => {
     expect(ok.headers['x-qga-node']).toBe('B');
   });
 
+  it('GET /v1/nodes to a token restricted to some VMs: the answering node and the nodes serving a VM it may see, vmCount counting those only', async () => {
+    const { B } = rig.nodes;
+    const all = await call(B, 'GET', '/v1/nodes', bearer(TOKENS.ops));
+    expect((all.body?.items as Array<{ id: string; vmCount: number }>).map((n) => [n.id, n.vmCount])).toEqual([['A', 1], ['B', 1], ['C', 1]]);
+    const some = await call(B, 'GET', '/v1/nodes', bearer(TOKENS.aonly));
+    expect(some.status).toBe(200);
+    expect((some.body?.items as Array<{ id: string; vmCount: number; self: boolean }>).map((n) => [n.id, n.vmCount, n.self])).toEqual([['A', 1, false], ['B', 0, true]]);
+  });
+
   it("a 403 COMMAND_DISABLED (the guest admin's choice) is not audited as an access denial, on the entry node nor the serving one; a scope refusal (at the entry node) is", async () => {
     const { A, B } = rig.nodes;
     const before = { A: A.audits.length, B: B.audits.length };

@@ -7,6 +7,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
+import type { ClusterService } from '../../cluster/directory.js';
 import { errors } from '../../errors.js';
 import { named } from '../schemas/component.js';
 import { operation } from './operation.js';
@@ -34,6 +35,25 @@ export const NodeList = named(
   'The gateways of the cluster (cluster mode)',
 );
 
+/**
+ * Per node, the VMs a caller restricted to some VMs may see (a tenant's token learns nothing of the
+ * nodes and VMs it may not see): this node's from its registry, the others' from the directory.
+ */
+async function visibleCounts(cluster: ClusterService, registry: { list(): Promise<Array<{ name: string }>> }, visible: (vm: string) => boolean): Promise<Map<string, number>> {
+  const counts = new Map<string, number>();
+  const add = (node: string) => counts.set(node, (counts.get(node) ?? 0) + 1);
+  for (const rec of await registry.list()) if (visible(rec.name) && cluster.locate(rec.name).kind === 'local') add(cluster.selfId);
+  const remote = cluster.remote;
+  if (remote !== undefined) {
+    for (const name of remote.after()) {
+      if (!visible(name)) continue;
+      const vm = remote.get(name);
+      if (vm !== undefined) add(vm.node);
+    }
+  }
+  return counts;
+}
+
 export default async function nodeRoutes(fastify: FastifyInstance): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>();
   const { services } = fastify;
@@ -44,19 +64,22 @@ export default async function nodeRoutes(fastify: FastifyInstance): Promise<void
       summary: 'The gateways of the cluster: id, URL, last heartbeat, VM count, version, alive (cluster mode)',
       description:
         'Every node of the cluster as this node last read Redis (every `cluster.heartbeatIntervalMs`): alive ones, and ' +
-        'those that stopped heartbeating (`alive: false`) within the last 24 hours. Without cluster mode the route does ' +
-        'not exist: 404 NOT_FOUND.',
+        'those that stopped heartbeating (`alive: false`) within the last 24 hours. A token restricted to some VMs sees ' +
+        'the node that answers and the nodes serving a VM it may see, `vmCount` counting those VMs only. Without cluster ' +
+        'mode the route does not exist: 404 NOT_FOUND.',
       ok: { 200: NodeList },
       errors: [401, 403, 404],
     }),
-    async () => {
+    async (request) => {
       const cluster = services.cluster;
       if (!cluster) throw errors.notFound('no route GET /v1/nodes: cluster mode is off (cluster.enabled)');
-      const items = cluster.nodes().map((n) => ({
+      const counts = request.principal.vms === undefined ? undefined : await visibleCounts(cluster, services.registry, request.principal.vms);
+      const nodes = counts === undefined ? cluster.nodes() : cluster.nodes().filter((n) => n.id === cluster.selfId || counts.has(n.id));
+      const items = nodes.map((n) => ({
         id: n.id,
         url: n.url,
         lastSeen: new Date(n.lastSeen).toISOString(),
-        vmCount: n.vmCount,
+        vmCount: counts === undefined ? n.vmCount : (counts.get(n.id) ?? 0),
         version: n.version,
         alive: n.alive,
         self: n.id === cluster.selfId,

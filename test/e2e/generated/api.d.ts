@@ -142,7 +142,7 @@ export interface paths {
         };
         /**
          * The gateways of the cluster: id, URL, last heartbeat, VM count, version, alive (cluster mode)
-         * @description Every node of the cluster as this node last read Redis (every `cluster.heartbeatIntervalMs`): alive ones, and those that stopped heartbeating (`alive: false`) within the last 24 hours. Without cluster mode the route does not exist: 404 NOT_FOUND.
+         * @description Every node of the cluster as this node last read Redis (every `cluster.heartbeatIntervalMs`): alive ones, and those that stopped heartbeating (`alive: false`) within the last 24 hours. A token restricted to some VMs sees the node that answers and the nodes serving a VM it may see, `vmCount` counting those VMs only. Without cluster mode the route does not exist: 404 NOT_FOUND.
          */
         get: operations["listNodes"];
         put?: never;
