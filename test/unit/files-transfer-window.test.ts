@@ -31,6 +31,13 @@ class FakeFiles {
   /** a write returns this count instead of all of it (once), to model a short fwrite */
   shortWrite?: number;
   maxOut = 0;
+  /** socket sharing (GuestFiles.shareEveryMs / yieldSocket): off here; the sharing is tested in files-sim */
+  shareEveryMs(): number {
+    return Infinity;
+  }
+  yieldSocket(): boolean {
+    return false;
+  }
 
   get out(): Call[] {
     return this.calls.filter((c) => c.settle !== undefined);
