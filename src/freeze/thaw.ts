@@ -10,13 +10,15 @@
  *   find out whether this thaw has become STALE (fencing): if the session has been ended by
  *   someone else, or another session holds the VM now, nothing is sent. If the store cannot be
  *   reached the thaw is sent anyway: an unneeded thaw costs nothing, a missing one leaves a VM
- *   frozen.
+ *   frozen. The same check is made again when the thaw reaches the wire (fenceGate, the channel's
+ *   gate: the socket held and nothing else on it), since it may wait for the socket meanwhile
+ *   (another process holds it) while its lease is ended and the VM frozen under another lease.
  * - A session is released (locks and deadline removed) only once every VM of it is known thawed.
  *   Until then the durable deadline stays, so some process keeps trying.
  * - Releases that failed because the store was down are retried by the sweeper.
  */
 import type { FreezeLogger as Logger } from './types.js';
-import { GatewayError, isGatewayError } from '../errors.js';
+import { GatewayError, errors, isGatewayError } from '../errors.js';
 import type { AuditLog } from '../util/audit.js';
 import { LocalTimers } from './local-timers.js';
 import { groupOfSession, vmKey, type EndedBy, type FenceCheck, type Lease, type LeaseStore } from '../store/types.js';
@@ -36,6 +38,8 @@ const AUTO_TRIGGERS: ReadonlySet<ThawTrigger> = new Set(['local-timer', 'deadlin
 /** how long a finished thaw is remembered for a rollback of the same lease to find */
 const THAW_RECORD_MS = 60_000;
 const DEFAULT_CLAIM_RETRY_MS = 5_000;
+/** how long the fence check at the wire waits for the store (the line waits meanwhile); past it the thaw goes */
+const GATE_STORE_WAIT_MS = 1_000;
 
 /** One thaw of one VM under one lease, in flight or finished (see `thawVm`). */
 interface ThawRecord {
@@ -208,7 +212,10 @@ export class ThawEngine {
     // cluster mode: the node serving the VM repeats the fence check right before sending (AgentFence)
     // a forced thaw of a lease goes where that lease's freeze went (its node), like the holder's
     const fence: AgentFence = lease ? fenceOf(lease, vm, { rollback: trigger === 'rollback', forced: trigger === 'force' }) : { forced: true };
-    const opts = { priority: 'thaw' as const, ...actor, fence, ...(this.thawTimeoutMs ? { timeoutMs: this.thawTimeoutMs } : {}) };
+    // the fence checked again when the thaw reaches the wire (the socket held, nothing else on it):
+    // it may have waited for the socket while another process ended this lease and another froze the VM
+    const gate = lease && trigger !== 'force' ? () => this.fenceGate(vm, lease, trigger) : undefined;
+    const opts = { priority: 'thaw' as const, ...actor, fence, ...(gate ? { gate } : {}), ...(this.thawTimeoutMs ? { timeoutMs: this.thawTimeoutMs } : {}) };
     try {
       const r = await this.agent.call(vm, 'guest-fsfreeze-thaw', undefined, opts);
       const thawed = typeof r === 'number' ? r : Number(r);
@@ -219,6 +226,12 @@ export class ThawEngine {
       return { vm, status: 'thawed', report: rep };
     } catch (e) {
       const err = asGatewayError(e, { vm, command: 'guest-fsfreeze-thaw' });
+      // refused at the wire by its fence (fenceGate): stale, nothing was sent
+      const fenced = err.code === 'LEASE_CONFLICT' && err.extra?.reason === 'fenced' ? err.extra.state : undefined;
+      if (fenced === 'ended' || fenced === 'superseded') {
+        this.logger.info({ vm, session: lease?.session, trigger, state: fenced }, 'stale thaw not sent (fence checked at the wire)');
+        return { vm, status: 'skipped', why: fenced };
+      }
       // a VM deregistered while frozen can no longer be reached: retrying forever helps nobody
       if (err.code === 'VM_NOT_FOUND') {
         this.logger.error({ vm, session: lease?.session, trigger }, 'VM no longer registered: cannot thaw it, dropping it from the lease');
@@ -244,6 +257,30 @@ export class ThawEngine {
       }
       return { vm, status: 'failed', error: err };
     }
+  }
+
+  /**
+   * The fence of a thaw, asked when it reaches the wire (ExecuteOptions.gate): the same rule as the
+   * check before it was queued (another lease holds the VM, or the lease ended: nothing is sent,
+   * except a rollback's, which undoes the freeze this process sent). The store not answering within
+   * GATE_STORE_WAIT_MS: sent anyway. The node serving a VM in cluster mode asks its own (cluster-internal.ts).
+   */
+  async fenceGate(vm: string, lease: Lease, trigger: ThawTrigger): Promise<true | Error> {
+
+    let c: FenceCheck;
+    try {
+      c = await this.store.check(vmKey(vm), lease.leaseId, lease.epoch, { timeoutMs: GATE_STORE_WAIT_MS });
+    } catch {
+      return true;
+    }
+    if (c.state === 'superseded' || (c.state === 'ended' && trigger !== 'rollback')) {
+      return errors.leaseConflict(`lease ${lease.leaseId} ${c.state === 'superseded' ? 'no longer holds' : 'has ended on'} VM ${vm}: the fence checked at the wire refused the thaw; nothing was sent`, {
+        vm,
+        command: 'guest-fsfreeze-thaw',
+        extra: { reason: 'fenced', state: c.state, leaseId: lease.leaseId },
+      });
+    }
+    return true;
   }
 
   /**

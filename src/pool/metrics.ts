@@ -22,6 +22,7 @@ const OUTCOME_LABEL: Record<string, string> = {
   unavailable: 'unavailable',
   'protocol-error': 'protocol_error',
   aborted: 'aborted',
+  fenced: 'fenced',
 };
 
 export function createMetrics(pool: AgentPool): Registry {

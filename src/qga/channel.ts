@@ -213,6 +213,7 @@ export class Channel {
     const spec = this.catalog(command) ?? defaultSpec(command);
     const job = new Job(kind, command, args, spec, this.now(), opts.timeoutMs ?? this.timeouts[spec.timeout], signal, session);
     job.urgent = urgent;
+    job.gate = opts.gate;
     stampAudit(job, opts.actor);
     const promise = this.queue.accept<T>(job);
     session.accept(job);

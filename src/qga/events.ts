@@ -6,7 +6,7 @@
 import { EventEmitter } from 'node:events';
 import type { ChannelState, JsonObject, JsonValue } from './types.js';
 
-export type CommandOutcome = 'ok' | 'agent-error' | 'timeout' | 'unavailable' | 'protocol-error' | 'aborted';
+export type CommandOutcome = 'ok' | 'agent-error' | 'timeout' | 'unavailable' | 'protocol-error' | 'aborted' | 'fenced';
 
 export type ResyncReason = 'connect' | 'timeout' | 'aborted' | 'protocol-error' | 'stale-data' | 'requested';
 

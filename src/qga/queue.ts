@@ -36,6 +36,9 @@ export class Job implements AbortWatcher {
   firstSentAt = 0;
   /** pairs the audit start and end records */
   auditId = 0;
+  /** ExecuteOptions.gate, asked when the job reaches the wire; `gated` once it let it go (on this socket) */
+  gate: (() => Promise<true | Error>) | undefined;
+  gated = false;
   resolve!: (value: never) => void;
   reject!: (err: unknown) => void;
 

@@ -48,15 +48,18 @@ function needsInfo(job: Job): boolean {
  */
 const INFO_BLIND = new Set(['guest-fsfreeze-freeze', 'guest-fsfreeze-freeze-list', 'guest-fsfreeze-thaw']);
 
-export type Phase = 'idle' | 'connecting' | 'syncing' | 'info' | 'ready' | 'inflight' | 'backoff' | 'closed';
+export type Phase = 'idle' | 'connecting' | 'syncing' | 'info' | 'gating' | 'ready' | 'inflight' | 'backoff' | 'closed';
 
 /** What the outside sees of each phase; the info step keeps what was shown before it. */
 const SHOWN: Record<Phase, ChannelState | undefined> = {
-  idle: 'idle', connecting: 'connecting', syncing: 'syncing', info: undefined, ready: 'ready', inflight: 'ready', backoff: 'backoff', closed: 'closed',
+  idle: 'idle', connecting: 'connecting', syncing: 'syncing', info: undefined, gating: 'ready', ready: 'ready', inflight: 'ready', backoff: 'backoff', closed: 'closed',
 };
 
 export abstract class SessionCore {
   phase: Phase = 'idle';
+  /** the job whose gate is being asked (phase gating), and the number of that asking */
+  protected gating: Job | undefined;
+  protected gateAsks = 0;
   /** what the outside sees (and is told by 'state' events) */
   state: ChannelState = 'idle';
   /** asked before every socket is opened (the pool's maxOpen; urgent: a priority job waits); an error refuses it */
@@ -112,7 +115,7 @@ export abstract class SessionCore {
 
   /** the cached guest-info when it is current on a connected socket in step (Channel.currentInfo) */
   currentInfo(): AgentInfo | undefined {
-    if (this.infoStale || (this.phase !== 'ready' && this.phase !== 'inflight')) return undefined;
+    if (this.infoStale || (this.phase !== 'ready' && this.phase !== 'inflight' && this.phase !== 'gating')) return undefined;
     const conn = this.conn;
     return conn !== undefined && !conn.needsSync && this.state !== 'closing' ? this.agentInfo : undefined;
   }

@@ -87,6 +87,8 @@ export class Session extends SessionCore implements WireListener, AbortHandler {
     if (fenceReply) this.guard(this.answered, fenceReply);
     else if (this.phase === 'inflight') this.guard(this.lost, err);
     else if (this.phase === 'ready') this.guard(this.rest);
+    // a gate was being asked: its job waits for the next socket, gated again there
+    else if (this.phase === 'gating') this.guard(this.gateLost);
     else this.guard(this.handshakeFailed, err);
   }
 
@@ -106,8 +108,47 @@ export class Session extends SessionCore implements WireListener, AbortHandler {
     if (this.q.length === 0) return this.rest();
     if (!conn) return this.connect();
     if (conn.needsSync) return this.startSync(this.resyncReason ?? 'stale-data');
-    if (this.infoFirst(this.q.head as Job)) return this.startInfo(conn);
+    const head = this.q.head as Job;
+    if (this.infoFirst(head)) return this.startInfo(conn);
+    if (head.gate !== undefined && !head.gated) return this.startGate(head);
     this.run(conn, this.q.shift() as Job);
+  }
+
+  /**
+   * The head job's gate (ExecuteOptions.gate), asked now that the socket is held and nothing is on
+   * it: whatever another process or lease did while the job waited has happened, and nothing else
+   * reaches the agent until this job is sent. The job stays at the line's head meanwhile (an abort
+   * or its deadline still takes it out); the step is bounded by syncTimeoutMs (then it is sent).
+   */
+  private startGate(job: Job): void {
+    this.go('gating', this.s.syncTimeoutMs);
+    this.gating = job;
+    // this asking only: an answer to an earlier one (a socket lost meanwhile) is not taken
+    const ask = ++this.gateAsks;
+    const gate = job.gate as () => Promise<true | Error>;
+    let asked: Promise<true | Error>;
+    try {
+      asked = gate();
+    } catch {
+      asked = Promise.resolve(true);
+    }
+    asked.then(
+      (answer) => this.guard(this.gateAnswered, ask, answer),
+      () => this.guard(this.gateAnswered, ask, true),
+    );
+  }
+
+  private gateAnswered(ask: number, answer: true | Error): void {
+    // the socket went meanwhile, or the step ran out (the job was let go), or another asking runs
+    const job = this.gating;
+    if (this.phase !== 'gating' || job === undefined || ask !== this.gateAsks) return;
+    this.gating = undefined;
+    this.toRest();
+    if (!job.settled && this.q.head === job) {
+      if (answer === true) job.gated = true;
+      else this.q.finish(job, 'fenced', answer);
+    }
+    this.advance();
   }
 
   /** Nothing waits: finish a close, or keep the socket until idleReleaseMs, or show idle. */
@@ -251,6 +292,12 @@ export class Session extends SessionCore implements WireListener, AbortHandler {
     this.toRest();
   }
 
+  private gateLost(): void {
+    this.gating = undefined;
+    this.toRest();
+    this.advance();
+  }
+
   /** The socket closed under the job on the wire. */
   private lost(err: ConnectionLostError): void {
     const job = this.inFlight as Job;
@@ -259,6 +306,7 @@ export class Session extends SessionCore implements WireListener, AbortHandler {
     if (this.now() >= job.deadline) return this.done('unavailable', ended.lost(this.vm, job, true));
     this.offWire(job);
     job.retried = true;
+    job.gated = false;
     this.q.requeue(job);
     this.logger?.debug({ vm: this.vm, command: job.command }, 'connection lost; resending idempotent command');
     this.advance();
@@ -300,7 +348,7 @@ export class Session extends SessionCore implements WireListener, AbortHandler {
     const { vm } = this;
     // Waiting jobs first: one that expires together with the job on the wire waited behind it.
     if (this.q.earliestDeadline() <= now) {
-      if (this.phase === 'inflight') this.q.failWaiting('timeout', (job) => ended.neverSent(vm, job), now);
+      if (this.phase === 'inflight' || this.phase === 'gating') this.q.failWaiting('timeout', (job) => ended.neverSent(vm, job), now);
       else this.q.failWaiting('unavailable', (job) => ended.notConnected(vm, job, this.lastFailure), now);
       this.lineShrank();
     }
@@ -328,6 +376,14 @@ export class Session extends SessionCore implements WireListener, AbortHandler {
       case 'backoff':
         this.toRest();
         return this.advance();
+      case 'gating': {
+        // the gate did not answer in time: the job goes as if it had said yes
+        const job = this.gating;
+        this.gating = undefined;
+        if (job !== undefined) job.gated = true;
+        this.toRest();
+        return this.advance();
+      }
       case 'ready':
         if (this.release()) this.logger?.debug({ vm: this.vm }, 'released idle agent connection');
     }

@@ -96,6 +96,14 @@ export interface ExecuteOptions {
    * (src/util/audit.ts auditContext), else 'gateway'.
    */
   actor?: string;
+  /**
+   * Asked when the job reaches the wire, the socket held and nothing else on it: `true` sends the
+   * command, an Error fails it unsent (outcome `fenced`). A thaw's fence check: the lease it was
+   * checked under may have ended, and the VM been frozen under another, while it waited for the
+   * socket (another process held it). Waited for up to syncTimeoutMs; past that, or if it throws,
+   * the command is sent (an unneeded thaw costs nothing, a missing one leaves a guest frozen).
+   */
+  gate?: () => Promise<true | Error>;
 }
 
 export interface ChannelStats {

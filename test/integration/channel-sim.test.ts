@@ -269,3 +269,58 @@ async function waitFor(cond: () => boolean, ms = 5000): Promise<void> {
     await new Promise((r) => setTimeout(r, 5));
   }
 }
+
+describe('a gated command (ExecuteOptions.gate: asked when the command reaches the wire)', () => {
+  const refused = () => new GatewayError('LEASE_CONFLICT', 'fenced at the wire', { extra: { reason: 'fenced' } });
+
+  it('asked only once the command ahead of it is answered; a refusal fails it unsent, and the line goes on', async () => {
+    const { vm, ch } = await setup();
+    await ch.execute('guest-ping');
+    vm.setFault({ command: 'guest-get-osinfo', kind: 'delay', ms: 300, times: 1 });
+    const ahead = ch.execute('guest-get-osinfo');
+    let askedAt = 0;
+    const gated = gatewayError(ch.execute('guest-get-host-name', undefined, { gate: async () => ((askedAt = performance.now()), refused()) }));
+    const t0 = performance.now();
+    await ahead;
+    const aheadDone = performance.now();
+    const err = await gated;
+    expect(err.message).toBe('fenced at the wire');
+    expect(askedAt).toBeGreaterThanOrEqual(aheadDone - 5);
+    expect(aheadDone - t0).toBeGreaterThan(150);
+    expect(countOf(vm, 'guest-get-host-name')).toBe(0);
+    await expect(ch.execute('guest-ping')).resolves.toEqual({});
+  });
+
+  it('a gate that says yes sends the command; one that does not answer within syncTimeoutMs (1 s here) lets it go', async () => {
+    const { vm, ch } = await setup();
+    await expect(ch.execute('guest-get-host-name', undefined, { gate: async () => true })).resolves.toHaveProperty('host-name');
+    const t0 = performance.now();
+    await expect(ch.execute('guest-get-host-name', undefined, { gate: () => new Promise<true>(() => undefined) })).resolves.toHaveProperty('host-name');
+    const ms = performance.now() - t0;
+    expect(ms).toBeGreaterThanOrEqual(900);
+    expect(ms).toBeLessThan(2_500);
+    expect(countOf(vm, 'guest-get-host-name')).toBe(2);
+  });
+
+  it("the socket lost while the gate is asked: the command waits for the next socket and is gated again there; the first asking’s late answer is not taken", async () => {
+    const { vm, ch } = await setup();
+    await ch.execute('guest-ping');
+    let asks = 0;
+    let release: (v: true) => void = () => undefined;
+    const first = new Promise<true>((r) => (release = r));
+    // the second asking (on the next socket) refuses, but only after the first's late yes
+    let refuse: (e: Error) => void = () => undefined;
+    const second = new Promise<Error>((r) => (refuse = r));
+    const sent = gatewayError(ch.execute('guest-get-host-name', undefined, { gate: () => (++asks === 1 ? first : second) }));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(asks).toBe(1);
+    await vm.restartProcess();
+    await waitFor(() => asks === 2);
+    release(true); // the first answer comes after its socket went: not taken
+    await new Promise((r) => setTimeout(r, 50));
+    refuse(refused());
+    expect((await sent).message).toBe('fenced at the wire');
+    expect(countOf(vm, 'guest-get-host-name')).toBe(0);
+    await expect(ch.execute('guest-ping')).resolves.toEqual({});
+  });
+});

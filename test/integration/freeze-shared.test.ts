@@ -7,7 +7,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { randomUUID } from 'node:crypto';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
-import { BACKUP, agentCommands, rig, simFleet, sleep, waitFor, type Rig, type SimFleet, rejection } from './freeze-fixture.js';
+import { ADMIN, BACKUP, OTHER, agentCommands, rig, simFleet, sleep, waitFor, type Rig, type SimFleet, rejection } from './freeze-fixture.js';
 
 let redis: TestRedis | undefined;
 let fleet: SimFleet | undefined;
@@ -124,4 +124,52 @@ describe('Redis failures', () => {
     await waitFor(() => !f.vm.vm1.state.frozen, 5_000, 'thaw of a lease lost with the Redis data');
     expect(Date.now()).toBeGreaterThanOrEqual(Date.parse(l1.expiresAt));
   });
+});
+
+describe('a thaw that waited for the socket while its lease ended elsewhere (two processes, one agent)', () => {
+  // B holds the VM's one socket (a slow command); A's thaw, checked against the store, waits for it.
+  // Meanwhile through B the lease is ended (an admin's forced thaw) and another caller freezes the
+  // VM: A's thaw must not undo that freeze when it finally reaches the agent (checked again at the wire)
+  async function slowSocketOnB(b: Rig, f: SimFleet, vm: string): Promise<{ busy: Promise<unknown> }> {
+    await sleep(300); // the sockets of both go idle and are let go (idleReleaseMs 100)
+    f.vm[vm].setFault({ command: 'guest-fsfreeze-status', kind: 'delay', ms: 1_500, times: 1 });
+    const busy = b.services.agent.call(vm, 'guest-fsfreeze-status').catch((e: unknown) => e);
+    await waitFor(() => agentCommands(f.vm[vm]).filter((c) => c === 'guest-fsfreeze-status').length > 0, 3_000, 'B holding the socket');
+    // in an object: an async function returning the promise itself would wait for it
+    return { busy };
+  }
+
+  it("a single VM: the holder's thaw through A is refused at the wire (409), the other caller's freeze stands", async () => {
+    const { f, a, b } = await shared(['x1']);
+    const lease = await a.freeze.freeze('x1', { ttlSeconds: 60 }, BACKUP);
+    const { busy } = await slowSocketOnB(b, f, 'x1');
+    const holderThaw = a.freeze.thaw('x1', { leaseId: lease.leaseId }, BACKUP).then((r) => ({ ok: r }), (e: unknown) => ({ err: e }));
+    await sleep(150); // A has checked the lease and waits for the socket
+    expect((await b.freeze.thaw('x1', { force: true }, ADMIN)).forced).toBe(true);
+    const other = await b.freeze.freeze('x1', { ttlSeconds: 60 }, OTHER);
+    await busy;
+    const held = await holderThaw;
+    expect('err' in held && (held.err as { code?: string }).code).toMatch(/^LEASE_(EXPIRED|CONFLICT)$/);
+    expect(f.vm.x1.state.frozen).toBe(true);
+    expect(agentCommands(f.vm.x1).filter((c) => c !== 'guest-fsfreeze-status')).toEqual(['guest-fsfreeze-freeze', 'guest-fsfreeze-thaw', 'guest-fsfreeze-freeze']);
+    await b.freeze.thaw('x1', { leaseId: other.leaseId }, OTHER);
+  }, 20_000);
+
+  it("a group member let go by a forced thaw: the group's thaw through A leaves the other caller's freeze alone", async () => {
+    const { f, a, b } = await shared(['g1', 'g2']);
+    const grp = await a.freeze.groups.create({ vms: ['g1', 'g2'], ttlSeconds: 60 }, BACKUP);
+    const { busy } = await slowSocketOnB(b, f, 'g1');
+    const groupThaw = a.freeze.groups.delete(grp.id, { leaseId: grp.leaseId }, BACKUP);
+    await sleep(150);
+    expect((await b.freeze.thaw('g1', { force: true }, ADMIN)).forced).toBe(true);
+    const other = await b.freeze.freeze('g1', { ttlSeconds: 60 }, OTHER);
+    await busy;
+    const t = await groupThaw;
+    expect(t.vms.find((v) => v.vm === 'g1')).toMatchObject({ skipped: true, reason: 'NOT_THAWED' });
+    expect(t.vms.find((v) => v.vm === 'g2')).toMatchObject({ consistent: true });
+    expect(f.vm.g1.state.frozen).toBe(true);
+    expect(f.vm.g2.state.frozen).toBe(false);
+    expect(agentCommands(f.vm.g1).filter((c) => c !== 'guest-fsfreeze-status')).toEqual(['guest-fsfreeze-freeze', 'guest-fsfreeze-thaw', 'guest-fsfreeze-freeze']);
+    await b.freeze.thaw('g1', { leaseId: other.leaseId }, OTHER);
+  }, 20_000);
 });

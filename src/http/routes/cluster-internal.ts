@@ -103,6 +103,19 @@ export default async function clusterInternalRoutes(app: FastifyInstance, opts: 
         throw e;
       }
       await fenceCheck(services.store, vm, call.command, call.fence);
+      // a thaw is checked again when it reaches the wire (it may wait for the socket meanwhile): a
+      // fence refusal then sends nothing; anything else (the store down) lets it go
+      const gate =
+        call.command === 'guest-fsfreeze-thaw'
+          ? async (): Promise<true | Error> => {
+              try {
+                await fenceCheck(services.store, vm, call.command, call.fence);
+                return true;
+              } catch (e) {
+                return isGatewayError(e) && e.code === 'LEASE_CONFLICT' ? e : true;
+              }
+            }
+          : undefined;
       const signal = requestSignal(request);
       const result = await auditContext.run({ by: hop.principal.name, ...(call.requestId !== undefined ? { requestId: call.requestId } : {}) }, () =>
         services.agent.call(vm, call.command, call.args, {
@@ -111,6 +124,7 @@ export default async function clusterInternalRoutes(app: FastifyInstance, opts: 
           ...(call.priority ? { priority: call.priority } : {}),
           ...(call.skipCapabilityCheck ? { skipCapabilityCheck: true } : {}),
           ...(call.actor !== undefined ? { actor: call.actor } : {}),
+          ...(gate ? { gate } : {}),
         }),
       );
       // as the freeze service does with its own VMs: let go of the socket after a freeze or thaw
