@@ -13,7 +13,7 @@ import { groupKey, groupOfSession, type Lease, type LeaseStore } from '../store/
 import type { SessionFreezer } from './session.js';
 import type { ThawEngine } from './thaw.js';
 import { leaseView, type LeaseView } from './view.js';
-import { freezeData, iso, leaseExpiredError, requestIdOf, unregistered, withExtra, type Caller, type FreezeAgent, type FreezeRegistry, type VmThawReport } from './types.js';
+import { freezeData, heldVms, iso, leaseExpiredError, requestIdOf, unregistered, withExtra, type Caller, type FreezeAgent, type FreezeRegistry, type VmThawReport } from './types.js';
 import type { AuditLog } from '../util/audit.js';
 
 /** the default of freeze.maxGroupVms */
@@ -87,8 +87,11 @@ export class FreezeGroups {
   async get(id: string, caller: Caller): Promise<{ id: string; lease: LeaseView; vms: Array<{ vm: string; status: string }> }> {
     const l = await this.require(id);
     checkReach(freezeData(l).vms, caller);
+    const held = new Set(heldVms(l));
     const vms = await Promise.all(
       freezeData(l).vms.map(async (vm) => {
+        // let go by the group: another lease may hold it now; its status is none of the group's
+        if (!held.has(vm)) return { vm, status: 'released' };
         try {
           return { vm, status: String(await this.agent.call(vm, 'guest-fsfreeze-status')) };
         } catch (e) {

@@ -298,7 +298,7 @@ export class FreezeService {
       this.engine.forget(lease.session, lease.leaseId);
       await this.engine.release(lease.session, lease.leaseId, 'forced');
     } else if (lease && freezeData(lease).state !== 'freezing') {
-      await this.engine.releaseMembers(lease, [vm]);
+      await this.engine.releaseMembers(lease, [vm], 'forced');
     }
     // no lease: no freeze count to hold the thaw to, so never `consistent: true`
     return { ...o.report, forced: true, ...(lease || o.report.reason ? {} : { consistent: false, reason: 'NO_LEASE' as const, detail: 'no lease was held on this VM' }) };

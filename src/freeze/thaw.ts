@@ -340,12 +340,21 @@ export class ThawEngine {
    * later thaws skip them (their fence check finds them no longer under this lease). Best effort:
    * a store that cannot be reached is asked again at the next retry of the group's thaw.
    */
-  async releaseMembers(lease: Lease, vms: Iterable<string>): Promise<void> {
+  async releaseMembers(lease: Lease, vms: Iterable<string>, endedBy?: EndedBy): Promise<void> {
     const members = [...vms];
     if (groupOfSession(lease.session) === undefined || members.length === 0) return;
     try {
-      if (await this.store.releaseMembers(lease.session, lease.leaseId, members.map(vmKey))) {
+      const keys = members.map(vmKey);
+      if (await this.store.releaseMembers(lease.session, lease.leaseId, keys)) {
         this.logger.info({ session: lease.session, vms: members }, 'thawed members let go by their group, which keeps the others until they are thawed');
+        return;
+      }
+      // refused: these are the last VMs the lease holds (the others let go before): it ends
+      const current = await this.store.getSession(lease.session);
+      if (current !== undefined && current.leaseId === lease.leaseId && current.keys.every((k) => keys.includes(k))) {
+        this.forget(lease.session, lease.leaseId);
+        await this.release(lease.session, lease.leaseId, endedBy);
+        this.logger.info({ session: lease.session, vms: members }, 'the last members of a group thawed: its lease ended');
       }
     } catch (e) {
       this.logger.warn({ session: lease.session, vms: members, err: e instanceof Error ? e.message : String(e) }, 'could not let thawed members go by their group yet: retried with its thaw');

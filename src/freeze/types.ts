@@ -130,6 +130,11 @@ export interface FreezeData {
   nodes?: Record<string, string>;
 }
 
+/** The VMs a lease still holds: its lock keys (a group lets thawed members go: LeaseStore.releaseMembers). */
+export function heldVms(lease: Lease): string[] {
+  return lease.keys.map(vmOfKey).filter((vm): vm is string => vm !== undefined);
+}
+
 export function freezeData(lease: Lease): FreezeData {
   const d = lease.data;
   const vms = Array.isArray(d.vms) ? d.vms.filter((v): v is string => typeof v === 'string') : [];

@@ -4,6 +4,7 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { listFreezes } from '../../src/http/routes/freezes.js';
 import { ADMIN, BACKUP, OTHER, agentCommands, rig, simFleet, waitFor, type Rig, type SimFleet, rejection, storeVariants } from './freeze-fixture.js';
 
 let redis: TestRedis;
@@ -121,7 +122,17 @@ describe.each(stores)('freeze groups (%s store)', (_kind, storeOpts) => {
     expect(await g.freeze.thaw('f1', { force: true }, ADMIN)).toMatchObject({ forced: true, consistent: true });
     expect((await g.freeze.status('f1', BACKUP)).lease).toBeNull();
     expect((await g.freeze.status('f2', BACKUP)).lease).toMatchObject({ leaseId: grp.leaseId });
+    // the group says so, and the list shows f1 once: under the lease that holds it now
+    expect((await g.freeze.groups.get(grp.id, BACKUP)).vms).toEqual([
+      { vm: 'f1', status: 'released' },
+      { vm: 'f2', status: 'frozen' },
+    ]);
     const again = await g.freeze.freeze('f1', { ttlSeconds: 60 }, OTHER);
+    const rows = (await listFreezes(g.services as never, ADMIN)).map((r) => [r.group ?? r.vm, r.vms, r.owner]);
+    expect(rows).toEqual([
+      [grp.id, ['f2'], 'backup'],
+      ['f1', ['f1'], 'other-backup'],
+    ]);
     const t = await g.freeze.groups.delete(grp.id, { leaseId: grp.leaseId }, BACKUP);
     expect(t.vms.find((v) => v.vm === 'f1')).toMatchObject({ skipped: true, reason: 'NOT_THAWED' });
     expect(t.vms.find((v) => v.vm === 'f2')).toMatchObject({ consistent: true });
@@ -129,6 +140,20 @@ describe.each(stores)('freeze groups (%s store)', (_kind, storeOpts) => {
     expect(fleet.vm.f2.state.frozen).toBe(false);
     expect((await g.freeze.status('f1', OTHER)).lease).toMatchObject({ leaseId: again.leaseId });
     await g.freeze.thaw('f1', { leaseId: again.leaseId }, OTHER);
+  });
+
+  it('the last member the group holds thawed by force: the group lease ends, every member free', async () => {
+    fleet = await simFleet(['l1', 'l2']);
+    g = await rig(fleet, storeOpts());
+    const grp = await g.freeze.groups.create({ vms: ['l1', 'l2'], ttlSeconds: 60 }, BACKUP);
+    await g.freeze.thaw('l1', { force: true }, ADMIN);
+    await g.freeze.thaw('l2', { force: true }, ADMIN);
+    expect((await rejection(g.freeze.groups.get(grp.id, BACKUP))).code).toBe('NOT_FOUND');
+    const other = await g.freeze.freeze('l2', { ttlSeconds: 60 }, OTHER);
+    expect(fleet.vm.l2.state.frozen).toBe(true);
+    // the holder learns how its lease ended
+    expect((await rejection(g.freeze.groups.delete(grp.id, { leaseId: grp.leaseId }, BACKUP))).extra).toMatchObject({ endedBy: 'forced' });
+    await g.freeze.thaw('l2', { leaseId: other.leaseId }, OTHER);
   });
 
   it('unknown VMs or a held member: nothing is frozen', async () => {

@@ -12,7 +12,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type, type Static } from 'typebox';
-import { freezeData, type Caller } from '../../freeze/types.js';
+import { freezeData, heldVms, type Caller } from '../../freeze/types.js';
 import { leaseView } from '../../freeze/view.js';
 import { groupOfSession, vmOfKey, type Lease } from '../../store/types.js';
 import type { HttpServices } from '../services.js';
@@ -49,7 +49,8 @@ export function visibleLease(l: Lease, caller: Caller, now: number): FreezeEntry
   return {
     ...(vm !== undefined ? { vm } : {}),
     ...(group !== undefined ? { group } : {}),
-    vms: d.vms,
+    // the VMs the lease still holds (a group lets thawed members go)
+    vms: group !== undefined ? heldVms(l) : d.vms,
     owner: v.owner,
     ...(v.leaseId !== undefined ? { leaseId: v.leaseId } : {}),
     state: d.state,
@@ -66,7 +67,7 @@ export async function visibleLeases(services: Pick<HttpServices, 'store'>, calle
   const entries: FreezeEntryT[] = [];
   const leased = new Set<string>();
   for (const l of sessions) {
-    for (const v of freezeData(l).vms) leased.add(v);
+    for (const v of heldVms(l)) leased.add(v);
     const e = visibleLease(l, caller, now);
     if (e) entries.push(e);
   }

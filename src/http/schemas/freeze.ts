@@ -166,7 +166,11 @@ export const GroupStatus = Type.Object(
     vms: Type.Array(
       Type.Object({
         vm: Type.String(),
-        status: Type.String({ enum: ['thawed', 'frozen', 'unknown'] }),
+        status: Type.String({
+          enum: ['thawed', 'frozen', 'unknown', 'released'],
+          description:
+            "guest-fsfreeze-status, asked now; `released`: the member is no longer under the group's lease (thawed while another member's thaw was due, or thawed by force): it may be frozen again by anyone, so the group's snapshot of it is not consistent",
+        }),
         error: Type.Optional(Type.Object({ code: Type.String(), detail: Type.String() })),
       }),
     ),

@@ -1223,8 +1223,11 @@ export interface components {
             lease: components["schemas"]["FreezeLeaseInfo"];
             vms: {
                 vm: string;
-                /** @enum {string} */
-                status: "thawed" | "frozen" | "unknown";
+                /**
+                 * @description guest-fsfreeze-status, asked now; `released`: the member is no longer under the group's lease (thawed while another member's thaw was due, or thawed by force): it may be frozen again by anyone, so the group's snapshot of it is not consistent
+                 * @enum {string}
+                 */
+                status: "thawed" | "frozen" | "unknown" | "released";
                 error?: {
                     code: string;
                     detail: string;
