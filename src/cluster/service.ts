@@ -78,6 +78,8 @@ export class ClusterNode implements ClusterService {
   private readonly heard = new Map<string, number>();
   /** performance.now() of the first round that read Redis again after it could not (undefined: none yet) */
   private recoveredAt: number | undefined;
+  /** performance.now() when the last outage began (the first round that could not read Redis) */
+  private outageBegan = -Infinity;
 
   /** onNodeGone's listeners (the forwarding: it cuts what it still waits for from a gone node) */
   private readonly goneListeners = new Set<(node: NodeInfo) => void>();
@@ -305,6 +307,7 @@ export class ClusterNode implements ClusterService {
     } catch (err) {
       if (this.staleAt === undefined) {
         this.staleAt = Date.now();
+        this.outageBegan = performance.now();
         this.opts.logger.warn({ err: errorMessage(err) }, 'cluster: heartbeat or directory read failed; serving from the last directory until Redis answers');
       }
     }
@@ -325,12 +328,15 @@ export class ClusterNode implements ClusterService {
     // could heartbeat meanwhile, so a node's TTL counts again from then, not across the outage.
     // For one TTL after it, a node this node last read alive is not declared gone for a heartbeat
     // it could not write (its key expired, or Redis came back empty without it)
+    // Only a node still within its TTL when the outage began is held so: one that had stopped
+    // heartbeating before it (or before an earlier outage, Redis flapping) is not kept alive by it
     const ttl = this.opts.settings.heartbeatTtlMs;
-    const since = this.recoveredAt !== undefined && now - this.recoveredAt <= ttl ? this.recoveredAt : -Infinity;
+    const recovering = this.recoveredAt !== undefined && now - this.recoveredAt <= ttl;
+    const sinceFor = (id: string): number => (recovering && (this.heard.get(id) ?? -Infinity) + ttl >= this.outageBegan ? (this.recoveredAt as number) : -Infinity);
     for (const { m, vms } of reads) {
       seen.add(m.info.id);
       if (m.info.alive) this.heard.set(m.info.id, now);
-      const held = !m.info.alive && since > -Infinity && this.directory.record(m.info.id)?.info.alive === true;
+      const held = !m.info.alive && sinceFor(m.info.id) > -Infinity && this.directory.record(m.info.id)?.info.alive === true;
       const info = held ? { ...m.info, alive: true } : m.info;
       // an empty hash of a node that says it serves VMs: Redis lost the hash and the node has not
       // written it again yet; keep what was read before and read it again next time
@@ -344,7 +350,7 @@ export class ClusterNode implements ClusterService {
     for (const id of this.directory.ids()) {
       if (seen.has(id)) continue;
       const rec = this.directory.record(id);
-      const age = now - Math.max(this.heard.get(id) ?? -Infinity, since);
+      const age = now - Math.max(this.heard.get(id) ?? -Infinity, sinceFor(id));
       if (!rec || age > RETENTION_MS) {
         this.directory.remove(id);
         this.aliveSeen.delete(id);

@@ -397,6 +397,34 @@ describe('cluster membership (three gateways on one Redis)', () => {
     for (const [id, n] of Object.entries(nodes)) expect(n.logs.slice(logged[id]).filter((l) => l.msg === 'cluster: node stopped heartbeating; its VMs answer 503 NODE_UNAVAILABLE')).toEqual([]);
   }, 15_000);
 
+  it("a dead node is not held alive by this node's own Redis link flapping (each recovery would restart its TTL)", async () => {
+    const [a, c] = [nodes.a, nodes.c];
+    c.proxy.partition(); // c is dead for everyone
+    onTestFinished(() => {
+      a.proxy.heal();
+      c.proxy.heal();
+    });
+    const cutAt = Date.now();
+    let goneAfter: number | undefined;
+    // a's own link down until a finds it so, then up for two rounds, over and over
+    let staleSeen = 0;
+    while (goneAfter === undefined && Date.now() - cutAt < 10 * TTL) {
+      a.proxy.partition();
+      await until('a to find Redis gone', () => a.cluster.staleSince !== undefined, 5_000);
+      staleSeen++;
+      a.proxy.heal();
+      await until('a to read Redis again', () => a.cluster.staleSince === undefined, 5_000);
+      await new Promise((r) => setTimeout(r, 2 * INTERVAL));
+      if (a.cluster.node('c')?.alive === false) goneAfter = Date.now() - cutAt;
+    }
+    // without the bound it stayed alive through 10 TTLs (15 s): the outside review's probe
+    process.stdout.write(`[flap] c gone on a after ${goneAfter} ms; a stale in ${staleSeen} of its outages\n`);
+    expect(goneAfter, 'c still alive on a').toBeDefined();
+    expect(goneAfter).toBeLessThan(5 * TTL);
+    c.proxy.heal();
+    await until('c back on a', () => where(a, 'vm-c1') === 'remote:c', 4 * TTL);
+  }, 30_000);
+
   it('a gone node is remembered for RETENTION_MS (24 h) after its last heartbeat, then forgotten with its VMs', async () => {
     // two nodes that stopped heartbeating long ago, as their last heartbeats left them (their info
     // key and VM hash expire on their own, PX RETENTION_MS; the member index entry is what the live
