@@ -288,7 +288,12 @@ process.stdin.on('data', (d) => { if (String(d).includes('done')) done = true; }
 process.stdin.on('end', () => {
   if (done || !signal('SIGTERM')) process.exit(0);
   process.stderr.write('qga-gateway freeze-run: the wrapper went away while its command ran: SIGTERM to the process group of the command\\n');
-  setTimeout(() => { signal('SIGKILL'); process.exit(0); }, killAfterMs);
+  // gone before --kill-after: nothing to wait for (and the stderr it holds is let go)
+  const start = Date.now();
+  const poll = setInterval(() => {
+    if (!signal(0)) process.exit(0);
+    if (Date.now() - start >= killAfterMs) { signal('SIGKILL'); process.exit(0); }
+  }, 100);
 });
 process.stdin.on('error', () => {});
 `;

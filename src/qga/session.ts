@@ -81,7 +81,8 @@ export class Session extends SessionCore implements WireListener, AbortHandler {
 
   onWireClose(conn: AgentConnection, err: ConnectionLostError, fenceReply?: AgentReply): void {
     if (conn !== this.conn) return;
-    this.lostAt = this.now();
+    // a connection that was made (not a connect that failed) and closed by the agent's end
+    if (this.connectedAt !== undefined) this.lostAt = this.now();
     this.dropConn();
     this.logger?.debug({ vm: this.vm, err: err.message }, 'agent connection closed');
     if (fenceReply) this.guard(this.answered, fenceReply);

@@ -67,6 +67,7 @@ interface Run {
   pid: number;
   stderr(): string;
   exit: Promise<{ code: number | null; ms: number }>;
+  closed: Promise<void>;
   kill(sig: NodeJS.Signals): void;
 }
 
@@ -84,6 +85,8 @@ function freezeRun(args: string[]): Run {
     pid: child.pid ?? -1,
     stderr: () => err,
     exit: new Promise((r) => child.once('exit', (code) => r({ code, ms: Date.now() - t0 }))),
+    // every holder of its stdio gone (a watchdog it left inherits its stderr)
+    closed: new Promise<void>((r) => child.once('close', () => r())),
     kill: (sig) => child.kill(sig),
   };
 }
@@ -234,12 +237,17 @@ describe('qga-gateway freeze-run', { timeout: 40_000 }, () => {
     const url = await gateway(['vm1']);
     const pidFile = path.join(fleet!.dir, 'orphan.pid');
     const sh = `sleep 30 & echo $! > ${pidFile}; wait`;
-    const run = freezeRun(['--url', url, '--token-file', tokenFile(), '--vm', 'vm1', '--ttl', '3', '--kill-after', '1', '--', 'sh', '-c', sh]);
+    const run = freezeRun(['--url', url, '--token-file', tokenFile(), '--vm', 'vm1', '--ttl', '3', '--kill-after', '10', '--', 'sh', '-c', sh]);
     const alive = await startedPid(pidFile, 'the command to start');
     expect(alive()).toBe(true);
     run.kill('SIGKILL');
     await run.exit;
+    const killedAt = Date.now();
     await waitFor(() => !alive(), 5_000, "the command's sleep to be ended");
+    // the watchdog leaves as soon as the group is gone, not --kill-after (10 s) later: the wrapper's
+    // stderr it inherited is let go (a CI runner waiting for that pipe is not held)
+    await run.closed;
+    expect(Date.now() - killedAt).toBeLessThan(3_000);
     await waitFor(() => /the wrapper went away while its command ran: SIGTERM to the process group of the command\n/.test(run.stderr()), 2_000, 'the watchdog to say so');
     // the thaw is the gateway's, at the lease's deadline
     await waitFor(() => !fleet!.vm.vm1!.stats.frozen, 10_000, 'the deadline thaw');
