@@ -186,12 +186,14 @@ export class ThawEngine {
     const unconfirmed = lease !== undefined && freezeData(lease).state === 'unknown';
     // a forced thaw of a lease whose freeze is still in flight: that freeze is rolled back (session.ts)
     const inFlight = lease !== undefined && trigger === 'force' && freezeData(lease).state === 'freezing';
+    let storeDown = false;
     if (lease && trigger !== 'force') {
       let c: FenceCheck | undefined;
       try {
         c = await this.store.check(vmKey(vm), lease.leaseId, lease.epoch, how.storeWaitMs === undefined ? undefined : { timeoutMs: how.storeWaitMs });
       } catch (e) {
         if (!isGatewayError(e) || e.code !== 'STORE_UNAVAILABLE') throw e;
+        storeDown = true;
         this.logger.warn({ vm, session: lease.session, trigger }, 'lease store unavailable: thawing without the fence check');
       }
       // A rollback follows a freeze this process has just sent: if the lease ended meanwhile (a
@@ -214,7 +216,8 @@ export class ThawEngine {
     const fence: AgentFence = lease ? fenceOf(lease, vm, { rollback: trigger === 'rollback', forced: trigger === 'force' }) : { forced: true };
     // the fence checked again when the thaw reaches the wire (the socket held, nothing else on it):
     // it may have waited for the socket while another process ended this lease and another froze the VM
-    const gate = lease && trigger !== 'force' ? () => this.fenceGate(vm, lease, trigger) : undefined;
+    // (not when the store just did not answer: the thaw is not held up by waiting for it again)
+    const gate = lease && trigger !== 'force' && !storeDown ? () => this.fenceGate(vm, lease, trigger, how.storeWaitMs) : undefined;
     const opts = { priority: 'thaw' as const, ...actor, fence, ...(gate ? { gate } : {}), ...(this.thawTimeoutMs ? { timeoutMs: this.thawTimeoutMs } : {}) };
     try {
       const r = await this.agent.call(vm, 'guest-fsfreeze-thaw', undefined, opts);
@@ -265,11 +268,10 @@ export class ThawEngine {
    * except a rollback's, which undoes the freeze this process sent). The store not answering within
    * GATE_STORE_WAIT_MS: sent anyway. The node serving a VM in cluster mode asks its own (cluster-internal.ts).
    */
-  async fenceGate(vm: string, lease: Lease, trigger: ThawTrigger): Promise<true | Error> {
-
+  async fenceGate(vm: string, lease: Lease, trigger: ThawTrigger, storeWaitMs?: number): Promise<true | Error> {
     let c: FenceCheck;
     try {
-      c = await this.store.check(vmKey(vm), lease.leaseId, lease.epoch, { timeoutMs: GATE_STORE_WAIT_MS });
+      c = await this.store.check(vmKey(vm), lease.leaseId, lease.epoch, { timeoutMs: Math.min(storeWaitMs ?? GATE_STORE_WAIT_MS, GATE_STORE_WAIT_MS) });
     } catch {
       return true;
     }
