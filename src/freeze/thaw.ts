@@ -10,15 +10,17 @@
  *   find out whether this thaw has become STALE (fencing): if the session has been ended by
  *   someone else, or another session holds the VM now, nothing is sent. If the store cannot be
  *   reached the thaw is sent anyway: an unneeded thaw costs nothing, a missing one leaves a VM
- *   frozen. The same check is made again when the thaw reaches the wire (fenceGate, the channel's
- *   gate: the socket held and nothing else on it), since it may wait for the socket meanwhile
- *   (another process holds it) while its lease is ended and the VM frozen under another lease.
+ *   frozen. The same check is made again when the thaw reaches the wire (thaw-fence.ts, the
+ *   channel's gate: the socket held and nothing else on it), since it may wait for the socket
+ *   meanwhile (another process holds it) while its lease is ended and the VM frozen under another.
  * - A session is released (locks and deadline removed) only once every VM of it is known thawed.
  *   Until then the durable deadline stays, so some process keeps trying.
  * - Releases that failed because the store was down are retried by the sweeper.
  */
 import type { FreezeLogger as Logger } from './types.js';
-import { GatewayError, errors, isGatewayError } from '../errors.js';
+import { GatewayError, isGatewayError } from '../errors.js';
+import { fenceAtWire, refusedAtWire, staleBy } from './thaw-fence.js';
+import { quiesceTimeoutReport, thawReport, unconfirmedReport } from './thaw-report.js';
 import type { AuditLog } from '../util/audit.js';
 import { LocalTimers } from './local-timers.js';
 import { groupOfSession, vmKey, type EndedBy, type FenceCheck, type Lease, type LeaseStore } from '../store/types.js';
@@ -31,15 +33,12 @@ import {
   type FreezeAgent,
   type ThawTrigger,
   type VmThawOutcome,
-  type VmThawReport,
 } from './types.js';
 
 const AUTO_TRIGGERS: ReadonlySet<ThawTrigger> = new Set(['local-timer', 'deadline', 'reconcile', 'before-freeze', 'retry']);
 /** how long a finished thaw is remembered for a rollback of the same lease to find */
 const THAW_RECORD_MS = 60_000;
 const DEFAULT_CLAIM_RETRY_MS = 5_000;
-/** how long the fence check at the wire waits for the store (the line waits meanwhile); past it the thaw goes */
-const GATE_STORE_WAIT_MS = 1_000;
 
 /** One thaw of one VM under one lease, in flight or finished (see `thawVm`). */
 interface ThawRecord {
@@ -196,12 +195,11 @@ export class ThawEngine {
         storeDown = true;
         this.logger.warn({ vm, session: lease.session, trigger }, 'lease store unavailable: thawing without the fence check');
       }
-      // A rollback follows a freeze this process has just sent: if the lease ended meanwhile (a
-      // deadline thaw ran before the late freeze landed), the guest is frozen under no lease and
-      // only this thaw will undo it. Another lease holding the VM is the one reason to hold back.
-      if (c?.state === 'superseded' || (c?.state === 'ended' && trigger !== 'rollback')) {
-        this.logger.info({ vm, session: lease.session, trigger, state: c.state }, 'stale thaw not sent');
-        return { vm, status: 'skipped', why: c.state };
+      // stale (thaw-fence.ts): another lease holds the VM, or the lease ended (but for a rollback)
+      const stale = staleBy(c, trigger);
+      if (stale !== undefined) {
+        this.logger.info({ vm, session: lease.session, trigger, state: stale }, 'stale thaw not sent');
+        return { vm, status: 'skipped', why: stale };
       }
       // the gateway's own thaw of a live lease: renewed meanwhile, not due. A retry of a thaw its
       // holder (or a rollback) asked for still goes: the lease is live because that thaw failed
@@ -217,7 +215,7 @@ export class ThawEngine {
     // the fence checked again when the thaw reaches the wire (the socket held, nothing else on it):
     // it may have waited for the socket while another process ended this lease and another froze the VM
     // (not when the store just did not answer: the thaw is not held up by waiting for it again)
-    const gate = lease && trigger !== 'force' && !storeDown ? () => this.fenceGate(vm, lease, trigger, how.storeWaitMs) : undefined;
+    const gate = lease && trigger !== 'force' && !storeDown ? () => fenceAtWire(this.store, vm, lease, trigger, how.storeWaitMs) : undefined;
     const opts = { priority: 'thaw' as const, ...actor, fence, ...(gate ? { gate } : {}), ...(this.thawTimeoutMs ? { timeoutMs: this.thawTimeoutMs } : {}) };
     try {
       const r = await this.agent.call(vm, 'guest-fsfreeze-thaw', undefined, opts);
@@ -225,13 +223,13 @@ export class ThawEngine {
       // The socket stays (released when idle, like any other command's): the agent service marks
       // the channel's guest-info stale on a thaw (a copy read while frozen lists most commands
       // disabled), so the next command that needs it re-reads it on this socket
-      const rep = inFlight || unconfirmed ? unconfirmedReport(vm, thawed, inFlight) : report(vm, thawed, frozenCount);
+      const rep = inFlight || unconfirmed ? unconfirmedReport(vm, thawed, inFlight) : thawReport(vm, thawed, frozenCount);
       return { vm, status: 'thawed', report: rep };
     } catch (e) {
       const err = asGatewayError(e, { vm, command: 'guest-fsfreeze-thaw' });
-      // refused at the wire by its fence (fenceGate): stale, nothing was sent
-      const fenced = err.code === 'LEASE_CONFLICT' && err.extra?.reason === 'fenced' ? err.extra.state : undefined;
-      if (fenced === 'ended' || fenced === 'superseded') {
+      // refused at the wire by its fence (thaw-fence.ts): stale, nothing was sent
+      const fenced = refusedAtWire(err);
+      if (fenced !== undefined) {
         this.logger.info({ vm, session: lease?.session, trigger, state: fenced }, 'stale thaw not sent (fence checked at the wire)');
         return { vm, status: 'skipped', why: fenced };
       }
@@ -243,46 +241,10 @@ export class ThawEngine {
       // Windows VSS gives up a freeze after ~10 s; the thaw then fails although the guest is thawed.
       if (err.code === 'AGENT_ERROR') {
         const status = await this.agent.call(vm, 'guest-fsfreeze-status', undefined, { priority: 'thaw' }).catch(() => undefined);
-        if (status === 'thawed') {
-          return {
-            vm,
-            status: 'thawed',
-            report: {
-              vm,
-              thawed: 0,
-              frozen: frozenCount,
-              consistent: false,
-              reason: 'QUIESCE_TIMEOUT',
-              detail: `the thaw failed but the guest is thawed (Windows VSS ends a freeze on its own after ~10 s): ${err.qga?.desc ?? err.message}`,
-            },
-          };
-        }
+        if (status === 'thawed') return { vm, status: 'thawed', report: quiesceTimeoutReport(vm, frozenCount, err.qga?.desc ?? err.message) };
       }
       return { vm, status: 'failed', error: err };
     }
-  }
-
-  /**
-   * The fence of a thaw, asked when it reaches the wire (ExecuteOptions.gate): the same rule as the
-   * check before it was queued (another lease holds the VM, or the lease ended: nothing is sent,
-   * except a rollback's, which undoes the freeze this process sent). The store not answering within
-   * GATE_STORE_WAIT_MS: sent anyway. The node serving a VM in cluster mode asks its own (cluster-internal.ts).
-   */
-  async fenceGate(vm: string, lease: Lease, trigger: ThawTrigger, storeWaitMs?: number): Promise<true | Error> {
-    let c: FenceCheck;
-    try {
-      c = await this.store.check(vmKey(vm), lease.leaseId, lease.epoch, { timeoutMs: Math.min(storeWaitMs ?? GATE_STORE_WAIT_MS, GATE_STORE_WAIT_MS) });
-    } catch {
-      return true;
-    }
-    if (c.state === 'superseded' || (c.state === 'ended' && trigger !== 'rollback')) {
-      return errors.leaseConflict(`lease ${lease.leaseId} ${c.state === 'superseded' ? 'no longer holds' : 'has ended on'} VM ${vm}: the fence checked at the wire refused the thaw; nothing was sent`, {
-        vm,
-        command: 'guest-fsfreeze-thaw',
-        extra: { reason: 'fenced', state: c.state, leaseId: lease.leaseId },
-      });
-    }
-    return true;
   }
 
   /**
@@ -410,39 +372,6 @@ export class ThawEngine {
   stop(): void {
     this.timers.stop();
   }
-}
-
-function report(vm: string, thawed: number, frozen: number): VmThawReport {
-  if (thawed === frozen) return { vm, thawed, frozen, consistent: true };
-  return {
-    vm,
-    thawed,
-    frozen,
-    consistent: false,
-    reason: 'PARTIAL_THAW',
-    detail:
-      thawed < frozen
-        ? `only ${thawed} of the ${frozen} frozen filesystems were still frozen: the guest thawed (part of) them before this thaw (another tool, the guest itself, or Windows VSS giving up after ~10 s)`
-        : `${thawed} filesystems were thawed but this lease had frozen ${frozen}: something else froze the guest too`,
-  };
-}
-
-/**
- * The thaw of a lease whose freeze did not answer: how many filesystems it froze, and when, is
- * unknown. `inFlight`: a forced thaw that came while that freeze was still running (it is answered
- * as failed, never 201); else the freeze timed out.
- */
-function unconfirmedReport(vm: string, thawed: number, inFlight = false): VmThawReport {
-  return {
-    vm,
-    thawed,
-    frozen: thawed,
-    consistent: false,
-    reason: 'FREEZE_UNCONFIRMED',
-    detail: inFlight
-      ? "this lease's freeze was still in flight: it is answered 409 LEASE_CONFLICT (ended by this forced thaw) and its guest left thawed, so no snapshot is taken under it"
-      : 'the freeze did not answer within its timeout: whether and when the guest froze is unknown, so a snapshot taken under this lease may not be consistent',
-  };
 }
 
 function thawKey(leaseId: string, vm: string): string {
