@@ -152,13 +152,18 @@ async function measure(opts: {
   rounds: number;
   readChunk: number;
   writeChunk: number;
+  /** the gateway lets go of the VM's socket now (for the raw loop's turn) */
+  letGo: (vm: string) => void;
 }): Promise<Row[]> {
   const { socketPath, vm, base, hostSrc, guestDir, size } = opts;
   const url = (p: string) => `${base}/v1/vms/${vm}/files/content?path=${encodeURIComponent(p)}`;
   const rawFile = `${guestDir}/bench-raw.bin`;
   const httpFile = `${guestDir}/bench-http.bin`;
-  // One client at a time per agent: wait for the gateway's channel to let go of the socket.
-  const settle = () => new Promise((r) => setTimeout(r, 500));
+  // One client at a time per agent: the gateway's channel lets go of the socket, then a pause.
+  const settle = () => {
+    opts.letGo(vm);
+    return new Promise((r) => setTimeout(r, 500));
+  };
   const rows: Row[] = [];
   const up = {
     raw: () => timed(() => rawUpload(socketPath, hostSrc, rawFile, opts.writeChunk)),
@@ -243,8 +248,10 @@ export default async function filesBench(): Promise<BenchSection> {
       { name: 'ga', endpoint: { type: 'unix', path: ga.socketPath } },
       ...(vm ? [{ name: 'vm', endpoint: { type: 'unix' as const, path: vm.socketPath } }] : []),
     ],
+    // the shipped agent.idleReleaseMs (2 s; BENCH_IDLE_RELEASE_MS): a transfer lets the socket go
+    // that often (sharing it); between the sides the bench lets it go itself (letGo), for the raw loop
     config: {
-      agent: { idleReleaseMs: 200 },
+      agent: { idleReleaseMs: Number(process.env.BENCH_IDLE_RELEASE_MS ?? 2_000) },
       ...(chunkKB ? { files: { readChunkBytes: chunkKB * 1024, writeChunkBytes: chunkKB * 1024 } } : {}),
     },
   });
@@ -254,7 +261,7 @@ export default async function filesBench(): Promise<BenchSection> {
     const base = await listen(app);
     const src = path.join(dir, 'src.bin');
     await writeSource(src, sizeMB * MiB);
-    const common = { base, rounds, readChunk, writeChunk };
+    const common = { base, rounds, readChunk, writeChunk, letGo: (vm: string) => void app.services.pool.peek(vm)?.release() };
     const lines = [
       `Gateway chunks: read ${readChunk / 1024} KiB, write ${writeChunk / 1024} KiB; the raw loop uses the same sizes. ` +
         'Each round uploads then downloads, each side twice in ABBA order (raw, HTTP, HTTP, raw; the next round BAAB); ' +
