@@ -7,7 +7,7 @@
  */
 import { Readable } from 'node:stream';
 import { isGatewayError, errors } from '../errors.js';
-import { SEEK_END, SEEK_SET, type GuestFiles, type ReadResult } from './guest.js';
+import { SEEK_END, SEEK_SET, type GuestFiles, type ReadResult, type SocketTurns } from './guest.js';
 import { parseRange, resolveRange } from './range.js';
 
 export interface DownloadPlan {
@@ -102,9 +102,8 @@ export class DownloadStream extends Readable {
   /** bytes not yet asked for; undefined = until EOF */
   private unasked: number | undefined;
   private eof = false;
-  /** the socket is let go every shareEvery ms, once the reads out are answered (GuestFiles.shareEveryMs) */
-  private readonly shareEvery: number;
-  private shareAt: number;
+  /** when the socket is let go, once the reads out are answered (GuestFiles.socketTurns) */
+  private readonly turns: SocketTurns;
 
   constructor(
     private readonly files: GuestFiles,
@@ -117,8 +116,7 @@ export class DownloadStream extends Readable {
   ) {
     super({ highWaterMark: chunkBytes });
     this.unasked = remaining;
-    this.shareEvery = files.shareEveryMs(vm);
-    this.shareAt = performance.now() + this.shareEvery;
+    this.turns = files.socketTurns(vm);
   }
 
   /** what prefetch() read: its length, and whether it was the whole file (EOF) */
@@ -177,12 +175,11 @@ export class DownloadStream extends Readable {
 
   /** Send reads until `readAhead` are out, never past the known length or a seen EOF. */
   private send(): void {
-    if (performance.now() >= this.shareAt) {
+    if (this.turns.due()) {
       // time to let another tool have the agent (it serves one client): once the reads out are
       // answered, the socket goes; the next read connects again (the handle lives in the agent)
       if (this.sent.length > 0) return;
-      this.files.yieldSocket(this.vm);
-      this.shareAt = performance.now() + this.shareEvery;
+      this.turns.letGo();
     }
     while (this.sent.length < this.readAhead && !this.eof && this.unasked !== 0) {
       const count = this.unasked === undefined ? this.chunkBytes : Math.min(this.chunkBytes, this.unasked);

@@ -43,18 +43,13 @@ export class GuestFiles {
   ) {}
 
   /**
-   * A long transfer lets the VM's socket go every this many ms (between two of its commands, the
-   * ones out answered first): the VM's idle release, the longest another tool should wait behind
-   * the gateway; Infinity when the VM never releases its socket (or the agent cannot say).
+   * A long transfer's turns on the VM's socket: it lets the socket go every idle release of the VM
+   * (the longest another tool should wait behind the gateway), between two of its commands once the
+   * ones out are answered; never when the VM never releases its socket (or the agent cannot say).
    */
-  shareEveryMs(vm: string): number {
-    const ms = this.agent.idleReleaseMsOf?.(vm) ?? 0;
-    return ms > 0 ? ms : Infinity;
-  }
-
-  /** Let the VM's socket go now if nothing else of the gateway's waits on it (the next command connects again). */
-  yieldSocket(vm: string): boolean {
-    return this.agent.yieldSocket?.(vm) ?? false;
+  socketTurns(vm: string): SocketTurns {
+    const every = this.agent.idleReleaseMsOf?.(vm) ?? 0;
+    return new SocketTurns(every > 0 ? every : Infinity, () => void this.agent.yieldSocket?.(vm));
   }
 
   async open(vm: string, path: string, mode: string, owner: HandleOwner): Promise<number> {
@@ -192,5 +187,27 @@ export class GuestFiles {
     } finally {
       this.registry.end(vm, handle);
     }
+  }
+}
+
+/** When a transfer lets the VM's socket go (GuestFiles.socketTurns): due() every `everyMs`, then letGo(). */
+export class SocketTurns {
+  private dueAt: number;
+
+  constructor(
+    private readonly everyMs: number,
+    private readonly yieldSocket: () => void,
+  ) {
+    this.dueAt = performance.now() + everyMs;
+  }
+
+  due(): boolean {
+    return performance.now() >= this.dueAt;
+  }
+
+  /** let the socket go now (the transfer's commands out are answered); the next turn is due `everyMs` from now */
+  letGo(): void {
+    this.yieldSocket();
+    this.dueAt = performance.now() + this.everyMs;
   }
 }

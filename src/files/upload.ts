@@ -61,15 +61,13 @@ export async function upload(
     let fill = 0;
     let received = 0;
     const writes = new WriteWindow(files, vm, handle, signal, (n) => (written += n));
-    // every shareEvery ms the socket is let go between two writes (the ones out answered first),
-    // so another tool waits behind a long upload at most about that long
-    const shareEvery = files.shareEveryMs(vm);
-    let shareAt = performance.now() + shareEvery;
+    // the socket is let go now and then between two writes (the ones out answered first), so
+    // another tool waits behind a long upload about the VM's idle release at most
+    const turns = files.socketTurns(vm);
     const send = async (b64: Base64Text, bytes: number): Promise<void> => {
-      if (performance.now() >= shareAt) {
+      if (turns.due()) {
         await writes.settle();
-        files.yieldSocket(vm);
-        shareAt = performance.now() + shareEvery;
+        turns.letGo();
       }
       await writes.send(b64, bytes);
     };

@@ -16,10 +16,14 @@ import type { ThawTrigger } from './types.js';
 /** how long the check at the wire waits for the store (the VM's line waits meanwhile); past it the thaw goes */
 export const GATE_STORE_WAIT_MS = 1_000;
 
-/** why a thaw under `trigger` is stale by this check, or undefined when it may go */
-export function staleBy(c: FenceCheck | undefined, trigger: ThawTrigger): 'ended' | 'superseded' | undefined {
+/**
+ * Why a thaw is stale by this check, or undefined when it may go (`rollback`: the thaw of a
+ * rollback). The one rule of a thaw's fence: here, at the wire, and on the node serving a VM for
+ * another node (http/routes/cluster-internal.ts).
+ */
+export function staleBy(c: FenceCheck | undefined, rollback: boolean): 'ended' | 'superseded' | undefined {
   if (c?.state === 'superseded') return 'superseded';
-  if (c?.state === 'ended' && trigger !== 'rollback') return 'ended';
+  if (c?.state === 'ended' && !rollback) return 'ended';
   return undefined;
 }
 
@@ -34,7 +38,7 @@ export async function fenceAtWire(store: LeaseStore, vm: string, lease: Lease, t
   } catch {
     return true;
   }
-  const stale = staleBy(c, trigger);
+  const stale = staleBy(c, trigger === 'rollback');
   if (stale === undefined) return true;
   return errors.leaseConflict(`lease ${lease.leaseId} ${stale === 'superseded' ? 'no longer holds' : 'has ended on'} VM ${vm}: the fence checked at the wire refused the thaw; nothing was sent`, {
     vm,

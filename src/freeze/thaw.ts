@@ -196,7 +196,7 @@ export class ThawEngine {
         this.logger.warn({ vm, session: lease.session, trigger }, 'lease store unavailable: thawing without the fence check');
       }
       // stale (thaw-fence.ts): another lease holds the VM, or the lease ended (but for a rollback)
-      const stale = staleBy(c, trigger);
+      const stale = staleBy(c, trigger === 'rollback');
       if (stale !== undefined) {
         this.logger.info({ vm, session: lease.session, trigger, state: stale }, 'stale thaw not sent');
         return { vm, status: 'skipped', why: stale };

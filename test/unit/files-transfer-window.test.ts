@@ -7,7 +7,7 @@
 import { Writable } from 'node:stream';
 import { describe, expect, test } from 'vitest';
 import { DownloadStream, READ_AHEAD } from '../../src/files/download.js';
-import type { GuestFiles, ReadResult } from '../../src/files/guest.js';
+import { SocketTurns, type GuestFiles, type ReadResult } from '../../src/files/guest.js';
 import { upload, WRITE_AHEAD } from '../../src/files/upload.js';
 import { errors, isGatewayError } from '../../src/errors.js';
 
@@ -31,12 +31,9 @@ class FakeFiles {
   /** a write returns this count instead of all of it (once), to model a short fwrite */
   shortWrite?: number;
   maxOut = 0;
-  /** socket sharing (GuestFiles.shareEveryMs / yieldSocket): off here; the sharing is tested in files-sim */
-  shareEveryMs(): number {
-    return Infinity;
-  }
-  yieldSocket(): boolean {
-    return false;
+  /** socket sharing (GuestFiles.socketTurns): never due here; the sharing is tested in files-sim */
+  socketTurns(): SocketTurns {
+    return new SocketTurns(Infinity, () => undefined);
   }
 
   get out(): Call[] {

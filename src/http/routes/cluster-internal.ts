@@ -30,6 +30,7 @@ import { AGENT_CALL_OPERATION, CLUSTER_AGENT_COMMANDS, FENCED_FREEZES, MAX_REMOT
 import { loadHopSecret, verifyHop, type HopPrincipal, type VerifiedHop } from '../../cluster/hop.js';
 import { errors, isGatewayError } from '../../errors.js';
 import type { AgentFence } from '../../freeze/types.js';
+import { staleBy } from '../../freeze/thaw-fence.js';
 import type { JsonObject } from '../../qga/types.js';
 import { vmKey, type FenceCheck, type LeaseStore } from '../../store/types.js';
 import { auditContext } from '../../util/audit.js';
@@ -221,8 +222,8 @@ async function fenceCheck(store: LeaseStore, vm: string, command: string, fence:
     if (!freeze && isGatewayError(e) && e.code === 'STORE_UNAVAILABLE') return;
     throw e;
   }
-  const ours = (c.state === 'live' || c.state === 'expired') && c.lease.session === fence.session;
-  const ok = freeze ? ours && c.state === 'live' : ours || c.state === 'lost' || (c.state === 'ended' && fence.rollback === true);
+  // a freeze only under its live lease; a thaw by the thaw's one rule (freeze/thaw-fence.ts)
+  const ok = freeze ? c.state === 'live' && c.lease.session === fence.session : staleBy(c, fence.rollback === true) === undefined;
   if (ok) return;
   throw errors.leaseConflict(
     `lease ${fence.leaseId} ${c.state === 'superseded' ? 'no longer holds' : c.state === 'expired' ? 'has expired on' : c.state === 'live' ? 'is not the session holding' : 'has ended on'} VM ${vm}: ` +
