@@ -21,6 +21,7 @@ import { constants } from 'node:os';
 import { errorMessage } from '../util/unknown.js';
 import { errnoCode, parseOptions, usageError } from './common.js';
 import { CallError, FreezeClient, type Lease } from './freeze-client.js';
+import { startWatchdog } from './watchdog.js';
 
 export const FREEZE_RUN_HELP = `Usage: qga-gateway freeze-run --url URL --vm NAME [--vm NAME …] [OPTIONS] -- CMD [ARGS …]
 
@@ -259,7 +260,7 @@ function runCommand(command: string[], killAfterMs: number, started: (c: ChildPr
     started(child);
     const watchdog = child.pid === undefined ? undefined : startWatchdog(child.pid, killAfterMs);
     const done = (status: number): void => {
-      watchdog?.stdin?.end('done');
+      watchdog?.done();
       resolve(status);
     };
     child.once('error', (e) => {
@@ -269,45 +270,6 @@ function runCommand(command: string[], killAfterMs: number, started: (c: ChildPr
     });
     child.once('exit', (code, signal) => done(code ?? 128 + (signal ? signalNumber(signal) : 0)));
   });
-}
-
-/**
- * The command's own process group is out of reach of a signal to this process's group (a shell's
- * job control, `timeout -s KILL`, a CI runner ending the job), and nothing forwards a SIGKILL of
- * this process: the command would run on against a guest the deadline thaws, its result (a
- * snapshot) unreported. A watchdog process, in a group of its own, holds a pipe from this process:
- * when the pipe closes without `done` (this process died), it sends SIGTERM to the command's group,
- * and SIGKILL `killAfterMs` later if the group is still there.
- */
-const WATCHDOG = `
-const group = -Number(process.argv[1]);
-const killAfterMs = Number(process.argv[2]);
-let done = false;
-const signal = (sig) => { try { process.kill(group, sig); return true; } catch { return false; } };
-process.stdin.on('data', (d) => { if (String(d).includes('done')) done = true; });
-process.stdin.on('end', () => {
-  if (done || !signal('SIGTERM')) process.exit(0);
-  process.stderr.write('qga-gateway freeze-run: the wrapper went away while its command ran: SIGTERM to the process group of the command\\n');
-  // gone before --kill-after: nothing to wait for (and the stderr it holds is let go)
-  const start = Date.now();
-  const poll = setInterval(() => {
-    if (!signal(0)) process.exit(0);
-    if (Date.now() - start >= killAfterMs) { signal('SIGKILL'); process.exit(0); }
-  }, 100);
-});
-process.stdin.on('error', () => {});
-`;
-
-function startWatchdog(pgid: number, killAfterMs: number): ChildProcess | undefined {
-  try {
-    const w = spawn(process.execPath, ['-e', WATCHDOG, String(pgid), String(killAfterMs)], { stdio: ['pipe', 'ignore', 'inherit'], detached: true });
-    w.on('error', () => undefined);
-    w.stdin?.on('error', () => undefined);
-    w.unref();
-    return w;
-  } catch {
-    return undefined;
-  }
 }
 
 /** renews every ttl/3 while the command runs; notes when the lease ended early */
