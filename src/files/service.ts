@@ -45,7 +45,7 @@ export class FilesService {
     vm: string,
     path: string,
     body: AsyncIterable<Buffer | string>,
-    opts: { mode: UploadMode; offset?: number; signal?: AbortSignal },
+    opts: { mode?: UploadMode; offset?: number; signal?: AbortSignal },
   ): Promise<UploadResult> {
     return upload(this.guest, vm, path, body, {
       ...opts,

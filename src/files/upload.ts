@@ -15,7 +15,8 @@ import { SEEK_CUR, SEEK_END, SEEK_SET, type GuestFiles } from './guest.js';
 export type UploadMode = 'truncate' | 'append';
 
 export interface UploadOptions {
-  mode: UploadMode;
+  /** default truncate; not with offset (a resume neither truncates nor appends) */
+  mode?: UploadMode;
   offset?: number;
   chunkBytes: number;
   /** 0 = no limit */
@@ -36,8 +37,9 @@ export async function upload(
   body: AsyncIterable<Buffer | string>,
   opts: UploadOptions,
 ): Promise<UploadResult> {
-  if (opts.offset !== undefined && opts.mode === 'append') {
-    throw errors.validation('offset cannot be combined with mode=append (appending always writes at the end)');
+  if (opts.offset !== undefined && opts.mode !== undefined) {
+    const why = opts.mode === 'append' ? 'appending always writes at the end' : 'a resume writes into the existing file from offset and truncates nothing';
+    throw errors.validation(`offset cannot be combined with mode=${opts.mode}: ${why} (omit mode)`, { vm });
   }
   const fopenMode = opts.offset !== undefined ? 'r+' : opts.mode === 'append' ? 'a' : 'w';
   const { signal } = opts;

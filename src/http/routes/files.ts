@@ -224,10 +224,6 @@ function contentRoutes(files: FilesService) {
       async (request) => {
         const { vm } = request.params;
         const { path, mode, offset } = request.query;
-        // a resume never truncates (QGA has no truncate): an explicit truncate with it would be ignored
-        if (mode === 'truncate' && offset !== undefined) {
-          throw errors.validation('offset cannot be combined with mode=truncate: a resume writes into the existing file from offset and truncates nothing (omit mode)', { vm });
-        }
         // The body is the file's bytes whatever its type (curl --data-binary says form-urlencoded,
         // text/plain is common), except a multipart form (curl -F, a generator rendering `binary`
         // as a form), whose envelope would be written into the guest file
@@ -241,7 +237,7 @@ function contentRoutes(files: FilesService) {
         const ms = files.settings.noProgressTimeoutMs;
         const raw: AsyncIterable<Buffer | string> = (request.body as IncomingMessage | undefined) ?? noBody();
         const body = stallGuarded(raw, ms, cutOnStall(request, ms, 'upload'));
-        const result = await files.upload(vm, path, body, { mode: mode ?? 'truncate', offset, signal: requestSignal(request) });
+        const result = await files.upload(vm, path, body, { ...(mode ? { mode } : {}), offset, signal: requestSignal(request) });
         return { path, ...result };
       },
     );
