@@ -27,7 +27,7 @@ export function token(args: string[]): number {
   if (positionals.length !== 1 || positionals[0] !== 'new') throw usageError('token: the only subcommand is "token new" (see qga-gateway token --help)');
   const name = values.name ?? 'client';
   if (name.length < 1 || name.length > 64) throw usageError('token: --name must be 1 to 64 characters');
-  if (!new RegExp(TOKEN_NAME_PATTERN).test(name)) throw usageError('token: --name must hold no control characters (newline, tab…)');
+  if (!new RegExp(TOKEN_NAME_PATTERN).test(name)) throw usageError('token: --name must hold no control characters (newline, tab, NEL…) nor U+2028/U+2029 line separators');
   const scopes = (values.scopes ?? 'read').split(',').map((s) => s.trim());
   const bad = scopes.filter((s) => !SCOPES.includes(s));
   if (bad.length > 0 || scopes.length === 0) throw usageError(`token: unknown scope ${bad.join(', ')} (scopes: ${SCOPES.join(', ')})`);

@@ -66,8 +66,12 @@ export const ScopeSchema = Type.Union([Type.Literal('read'), Type.Literal('write
 export const MAX_TOKEN_GLOBS = 64;
 export const MAX_TOKEN_GLOB = 128;
 
-/** a token's name (in logs, audit records, metrics): no control characters (a newline would forge a log line) */
-export const TOKEN_NAME_PATTERN = '^[^\\u0000-\\u001f\\u007f]+$';
+/**
+ * a token's name (in logs, audit records, metrics): no control characters, C0 or C1, and not the
+ * Unicode line and paragraph separators (a newline, NEL or U+2028 would forge a log line for a
+ * reader that splits on it)
+ */
+export const TOKEN_NAME_PATTERN = '^[^\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029]+$';
 
 export const TokenSchema = Type.Object(
   {

@@ -34,9 +34,21 @@ function readable(file: string, key: string, problems: string[]): boolean {
   }
 }
 
-/** The parts of a redis:// or rediss:// URL the checks need; undefined when it is not one. */
+/**
+ * What ioredis takes without a scheme: a port, a socket path, or a host (name, IPv4, [IPv6]) with
+ * an optional port. Anything else (`not a url`) ioredis would take as a host name and retry for
+ * ever; it is refused here.
+ */
+const SCHEMELESS = /^(?:\d{1,5}|\/\S+|(?:[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?)$/;
+
+/** The parts of a redis:// or rediss:// URL the checks need; undefined for a port, host[:port] or socket path. */
 function urlParts(url: string): { tls: boolean; user: boolean; password: boolean } | 'invalid' | undefined {
-  if (!url.includes('://')) return undefined; // host:port or a socket path: ioredis parses those itself
+  if (!url.includes('://')) {
+    if (!SCHEMELESS.test(url)) return 'invalid';
+    const port = /(?:^|:)(\d{1,5})$/.exec(url);
+    if (port && !url.startsWith('/') && (Number(port[1]) < 1 || Number(port[1]) > 65535)) return 'invalid';
+    return undefined;
+  }
   if (!/^rediss?:\/\//i.test(url)) return 'invalid';
   try {
     const u = new URL(url);
@@ -61,7 +73,7 @@ export function storeChecks(c: Config, problems: string[]): void {
     });
   }
   const url = s.redisUrl === undefined ? undefined : urlParts(s.redisUrl);
-  if (url === 'invalid') problems.push('store.redisUrl: not a valid redis:// or rediss:// URL (the value is not repeated here: it may hold a password)');
+  if (url === 'invalid') problems.push('store.redisUrl: not a valid redis:// or rediss:// URL, host[:port] or socket path (the value is not repeated here: it may hold a password)');
   if (url && url !== 'invalid') {
     if (url.password && s.passwordFile !== undefined) problems.push('store.passwordFile: store.redisUrl already carries a password; give it in one place');
     if (url.user && s.username !== undefined) problems.push('store.username: store.redisUrl already names a user; give it in one place');

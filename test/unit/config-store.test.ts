@@ -80,7 +80,18 @@ describe('store.* checks (redis)', () => {
 
   it('an unusable URL is refused without repeating it (it may hold a password)', () => {
     const p = problems({ redisUrl: 'http://u:leaky-pw@h:1' });
-    expect(p).toEqual(['store.redisUrl: not a valid redis:// or rediss:// URL (the value is not repeated here: it may hold a password)']);
+    expect(p).toEqual(['store.redisUrl: not a valid redis:// or rediss:// URL, host[:port] or socket path (the value is not repeated here: it may hold a password)']);
+  });
+
+  it('without a scheme: a port, host[:port], [IPv6][:port] or socket path; anything else refused (ioredis would retry it as a host name for ever)', () => {
+    for (const ok of ['6379', 'localhost', 'redis.example:6380', '10.0.0.7:6379', '[::1]:6379', '[fe80::1]', '/run/redis/redis.sock']) {
+      expect(problems({ redisUrl: ok }), ok).toEqual([]);
+    }
+    for (const bad of ['not a url', 'host:port', 'h:0', 'h:70000', 'pw@h:1', 'h:1/0', '-h', '::1']) {
+      expect(problems({ redisUrl: bad }), bad).toEqual([
+        'store.redisUrl: not a valid redis:// or rediss:// URL, host[:port] or socket path (the value is not repeated here: it may hold a password)',
+      ]);
+    }
   });
 
   it('describes the target without the password', () => {
