@@ -20,7 +20,7 @@ export interface Snapshot {
   sessions: Lease[];
   locks: Array<[string, { session: string; leaseId: string }]>;
   deadlines: Array<[string, number]>;
-  idem: Array<[string, { session: string; leaseId: string; forgetAt: number }]>;
+  idem: Array<[string, { session: string; leaseId: string; keys?: string; forgetAt: number }]>;
   vms: VmRegistration[];
   /** tombstones, oldest first; absent in files written before they existed */
   ended?: Array<[string, EndedRecord]>;

@@ -47,7 +47,8 @@ export class MemoryStore implements LeaseStore {
   private readonly locks = new Map<string, Lock>();
   /** session key → when it must be thawed (or retried after a claim) */
   private readonly deadlines = new Map<string, number>();
-  private readonly idem = new Map<string, { session: string; leaseId: string; forgetAt: number }>();
+  /** (owner, key) → the lease it made, and the keys it was asked for (a group may hold fewer now: releaseMembers) */
+  private readonly idem = new Map<string, { session: string; leaseId: string; keys?: string; forgetAt: number }>();
   private readonly vms = new Map<string, VmRegistration>();
   /** leaseId → tombstone, oldest first (insertion order) */
   private readonly endedLeases = new Map<string, EndedRecord>();
@@ -81,7 +82,7 @@ export class MemoryStore implements LeaseStore {
       const rec = this.idem.get(idemId(req.owner, req.idempotencyKey));
       if (rec) {
         const s = this.sessions.get(rec.session);
-        if (s && s.leaseId === rec.leaseId && canonicalKeys(s.keys) === keysId && s.expiresAt > now) {
+        if (s && s.leaseId === rec.leaseId && (rec.keys ?? canonicalKeys(s.keys)) === keysId && s.expiresAt > now) {
           return { ok: true, lease: copy(s), reused: true };
         }
         return { ok: false, reason: 'idempotency-key-reused', leaseId: rec.leaseId, session: rec.session };
@@ -122,6 +123,7 @@ export class MemoryStore implements LeaseStore {
       this.idem.set(idemId(req.owner, req.idempotencyKey), {
         session: lease.session,
         leaseId: lease.leaseId,
+        keys: keysId,
         forgetAt: hardDeadline + IDEMPOTENCY_RETENTION_MS,
       });
     }

@@ -88,7 +88,7 @@ async function acquireSingle(core: RedisCore, req: AcquireRequest): Promise<Acqu
       const lease = core.lease(fields(r.slice(1)));
       // the first attempt's entry may be missing (on a Cluster it went to another node): no lease is handed out without one
       await core.indexAdd(session, lease.leaseId, lease.expiresAt);
-      await core.idemSet(owner, idem, session, lease.leaseId, idemKeepMs(req)).catch(() => false);
+      await core.idemSet(owner, idem, session, lease.leaseId, keysJson, idemKeepMs(req)).catch(() => false);
       return { ok: true, lease, reused: true };
     }
     if (usedIdem !== null) return core.fromIdem(usedIdem, keysJson);
@@ -126,7 +126,7 @@ async function claimIdem(core: RedisCore, req: AcquireRequest, session: string, 
   const idem = req.idempotencyKey;
   if (!idem) return undefined;
   if (seen !== null) return seen;
-  if (await core.idemSet(req.owner, idem, session, leaseId, idemKeepMs(req)).catch(() => true)) return undefined;
+  if (await core.idemSet(req.owner, idem, session, leaseId, canonicalKeys(req.keys), idemKeepMs(req)).catch(() => true)) return undefined;
   return (await core.idemGet(req.owner, idem).catch(() => null)) ?? undefined;
 }
 

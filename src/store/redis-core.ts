@@ -10,7 +10,7 @@ import type { RedisClient } from './redis-connect.js';
 import { AbandonedLeases } from './redis-abandon.js';
 import { StoreClock } from './redis-clock.js';
 import { decode, fields, list, type ScriptRunner } from './redis-exec.js';
-import { indexMember, parseIdemRecord, type RedisKeys } from './redis-keys.js';
+import { idemRecord, indexMember, parseIdemRecord, type RedisKeys } from './redis-keys.js';
 import * as S from './redis-scripts.js';
 import { isRecord } from '../util/unknown.js';
 import type { AcquireResult, Lease } from './types.js';
@@ -184,20 +184,21 @@ export class RedisCore {
     return this.exec.guard(() => this.redis.get(this.keys.idem(owner, idem)));
   }
 
-  /** Record that (owner, idem) made this lease; false if another lease got there first. */
-  async idemSet(owner: string, idem: string, session: string, leaseId: string, keepMs: number): Promise<boolean> {
-    const r = await this.exec.guard(() => this.redis.set(this.keys.idem(owner, idem), indexMember(session, leaseId), 'PX', Math.round(keepMs), 'NX'));
+  /** Record that (owner, idem) made this lease for these requested keys; false if another lease got there first. */
+  async idemSet(owner: string, idem: string, session: string, leaseId: string, keysJson: string, keepMs: number): Promise<boolean> {
+    const r = await this.exec.guard(() => this.redis.set(this.keys.idem(owner, idem), idemRecord(session, leaseId, keysJson), 'PX', Math.round(keepMs), 'NX'));
     return r === 'OK';
   }
 
   /**
-   * What an idempotency record says to a retry: the same lease if it is live and for the same
-   * keys, else the key was used for something else (or for a lease that has ended).
+   * What an idempotency record says to a retry: the same lease if it is live and was asked for the
+   * same keys (a group may hold fewer now: releaseMembers), else the key was used for something
+   * else (or for a lease that has ended).
    */
   async fromIdem(value: string, keysJson: string): Promise<AcquireResult> {
     const id = parseIdemRecord(value) ?? { session: '', leaseId: '' };
     const { now, rec } = await this.record(id.session);
-    if (rec && rec.leaseId === id.leaseId && rec.state === 'active' && rec.keys === keysJson && Number(rec.expiresAt) > now) {
+    if (rec && rec.leaseId === id.leaseId && rec.state === 'active' && (id.keys ?? rec.keys) === keysJson && Number(rec.expiresAt) > now) {
       return { ok: true, lease: this.lease(rec), reused: true };
     }
     return { ok: false, reason: 'idempotency-key-reused', session: id.session, leaseId: id.leaseId };

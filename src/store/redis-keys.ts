@@ -86,5 +86,20 @@ export function parseMember(member: string): { session: string; leaseId: string 
   return i > 0 ? { session: member.slice(0, i), leaseId: member.slice(i + 1) } : undefined;
 }
 
-/** "<session>\n<leaseId>" as the idempotency record holds it. */
-export const parseIdemRecord = parseMember;
+/**
+ * The idempotency record: "<session>\n<leaseId>\n<the requested keys, canonical JSON>". The keys
+ * are the ones ASKED for, kept apart from the record's key list, which shrinks when a group lets a
+ * member go (releaseMembers): a retry of the same request must still find its lease.
+ */
+export const idemRecord = (session: string, leaseId: string, keysJson: string): string => `${indexMember(session, leaseId)}\n${keysJson}`;
+
+/** The inverse of idemRecord; `keys` undefined for a record written without them (before they were kept). */
+export function parseIdemRecord(value: string): { session: string; leaseId: string; keys?: string } | undefined {
+  const i = value.lastIndexOf('\n');
+  // a lease id is a UUID: a last line opening a JSON list is the keys
+  if (i > 0 && value[i + 1] === '[') {
+    const m = parseMember(value.slice(0, i));
+    return m ? { ...m, keys: value.slice(i + 1) } : undefined;
+  }
+  return parseMember(value);
+}

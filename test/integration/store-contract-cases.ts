@@ -395,5 +395,20 @@ export function leaseStoreContract(name: string, make: MakeStore): void {
         await store.release('vm:gm1', again.lease.leaseId);
       }
     });
+
+    it('a retry of a group (same Idempotency-Key, same VMs) after a member was let go finds its lease; other VMs under that key are still refused', async () => {
+      const keys = ['vm:gi1', 'vm:gi2', 'vm:gi3'];
+      const g = await store.acquire(req({ session: 'group:gi', keys, idempotencyKey: 'gi-1' }));
+      if (!g.ok) throw new Error('group acquire failed');
+      expect(await store.releaseMembers('group:gi', g.lease.leaseId, ['vm:gi2'])).toBe(true);
+      // the retry draws a new session id, as a retried POST /v1/freeze-groups does; the VMs in another order
+      const retry = await store.acquire(req({ session: 'group:gi-retry', keys: ['vm:gi3', 'vm:gi2', 'vm:gi1'], idempotencyKey: 'gi-1' }));
+      expect(retry).toMatchObject({ ok: true, reused: true, lease: { leaseId: g.lease.leaseId, session: 'group:gi', keys: ['vm:gi1', 'vm:gi3'] } });
+      // the VMs the group holds now are not the request: refused, as any other set
+      for (const other of [['vm:gi1', 'vm:gi3'], ['vm:gi1', 'vm:gi2', 'vm:gi3', 'vm:gi4']]) {
+        expect(await store.acquire(req({ session: 'group:gi-other', keys: other, idempotencyKey: 'gi-1' }))).toMatchObject({ ok: false, reason: 'idempotency-key-reused', leaseId: g.lease.leaseId });
+      }
+      expect(await store.release('group:gi', g.lease.leaseId)).toBe(true);
+    });
   });
 }
