@@ -410,7 +410,7 @@ function conflictError(r: Exclude<AcquireResult, { ok: true }>, p: FreezeRequest
       : `VM ${vm} is frozen under another lease, held by ${h.owner} until ${iso(h.expiresAt)}`;
   return errors.leaseConflict(detail, {
     vm,
-    ...(acq ? { retryAfter: Math.max(1, Math.ceil((acq.rollbackAt - Date.now()) / 1000)) } : {}),
+    ...(acq ? { retryAfter: Math.max(1, Math.ceil(acq.rollbackInMs / 1000)) } : {}),
     extra: {
       ...(acq ? { acquiring: true } : {}),
       holder: h.owner,

@@ -21,14 +21,17 @@ const STALE_RETRIES = 3;
 
 type Conflict = Extract<AcquireResult, { reason: 'conflict' }>;
 
-function conflict(key: string, h: Lease, pendingThaw: boolean, acquiring = false): Conflict {
+/** `acquiring`: the holder is a group still being taken, read at `now` (store clock) */
+function conflict(key: string, h: Lease, pendingThaw: boolean, acquiring?: { now: number }): Conflict {
   return {
     ok: false,
     reason: 'conflict',
     key,
     pendingThaw,
     holder: { session: h.session, owner: h.owner, leaseId: h.leaseId, expiresAt: h.expiresAt, fence: h.fence },
-    ...(acquiring ? { acquiring: { since: h.createdAt, rollbackAt: h.createdAt + PENDING_GRACE_MS } } : {}),
+    ...(acquiring
+      ? { acquiring: { since: h.createdAt, rollbackAt: h.createdAt + PENDING_GRACE_MS, rollbackInMs: Math.max(0, h.createdAt + PENDING_GRACE_MS - acquiring.now) } }
+      : {}),
   };
 }
 
@@ -95,7 +98,7 @@ async function acquireSingle(core: RedisCore, req: AcquireRequest): Promise<Acqu
     if (tag === 'conflict') return conflict(session, core.lease(fields(r.slice(2))), r[1] === '1');
     if (tag !== 'group') throw errors.internal(`VM_ACQUIRE answered ${String(tag)}`);
     const g = await core.groupHolder(session, String(r[1]), String(r[2]));
-    if (g) return conflict(session, g.lease, !g.pending && g.lease.expiresAt <= g.now, g.pending);
+    if (g) return conflict(session, g.lease, !g.pending && g.lease.expiresAt <= g.now, g.pending ? { now: g.now } : undefined);
     if (round + 1 >= STALE_RETRIES) throw errors.internal(`the lock of ${session} stayed stale after ${STALE_RETRIES} clean-ups`);
     // the stale lock is gone: try again, with an entry of its own
     await core.indexAdd(session, leaseId, score);
@@ -215,7 +218,7 @@ async function lockMember(core: RedisCore, req: AcquireRequest, key: string, lea
     if (r[0] === 'conflict') return conflict(key, core.lease(fields(r.slice(2))), r[1] === '1');
     if (r[0] !== 'group') throw errors.internal(`VM_ACQUIRE answered ${String(r[0])} for a group member`);
     const g = await core.groupHolder(key, String(r[1]), String(r[2]));
-    if (g) return conflict(key, g.lease, !g.pending && g.lease.expiresAt <= g.now, g.pending);
+    if (g) return conflict(key, g.lease, !g.pending && g.lease.expiresAt <= g.now, g.pending ? { now: g.now } : undefined);
   }
   throw errors.internal(`the lock of ${key} stayed stale after ${STALE_RETRIES} clean-ups`);
 }

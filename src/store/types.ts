@@ -124,9 +124,10 @@ export type AcquireResult =
       /**
        * the holder is a group still being taken (Redis: its VMs are locked one by one), since `since`;
        * one abandoned mid-way (its acquirer died) is rolled back by whoever meets it from `rollbackAt`
-       * (store clock, ms)
+       * (store clock, ms); `rollbackInMs`: how long from the store's now until then (a wait worked out
+       * on the gateway's clock would mix two clocks)
        */
-      acquiring?: { since: number; rollbackAt: number };
+      acquiring?: { since: number; rollbackAt: number; rollbackInMs: number };
     }
   | {
       ok: false;

@@ -117,7 +117,14 @@ describe.each(targets)('RedisStore layout on %s', (name, target) => {
     expect(g.epoch.split(' ')).toHaveLength(2);
     expect(Number(await client().zscore(idx('vm:k1'), `vm:k1\n${s.leaseId}`))).toBe(s.expiresAt);
     expect(Number(await client().zscore(idx('group:gk'), `group:gk\n${g.leaseId}`))).toBe(g.expiresAt);
-    expect(await client().get(`${P}idem:alice\ni-k1`)).toBe(`vm:k1\n${s.leaseId}`);
+    // the idempotency record: session, lease, and the keys the request asked for
+    expect(await client().get(`${P}idem:alice\ni-k1`)).toBe(`vm:k1\n${s.leaseId}\n["vm:k1"]`);
+    // one written before the keys were kept (two lines) still answers a retry
+    const older = await ok(store.acquire(req({ session: 'group:go', keys: ['vm:k4', 'vm:k5'], idempotencyKey: 'i-go' })));
+    await client().set(`${P}idem:alice\ni-go`, `group:go\n${older.leaseId}`);
+    expect(await store.acquire(req({ session: 'group:go2', keys: ['vm:k5', 'vm:k4'], idempotencyKey: 'i-go' }))).toMatchObject({ ok: true, reused: true, lease: { leaseId: older.leaseId } });
+    expect(await store.acquire(req({ session: 'group:go3', keys: ['vm:k4'], idempotencyKey: 'i-go' }))).toMatchObject({ ok: false, reason: 'idempotency-key-reused' });
+    expect(await store.release('group:go', older.leaseId)).toBe(true);
     expect(await store.release('vm:k1', s.leaseId)).toBe(true);
     expect(await store.release('group:gk', g.leaseId)).toBe(true);
     expect(await exists(`${P}{vm:k1}:lock`, `${P}{vm:k1}:session`, `${P}{vm:k2}:lock`, `${P}{group:gk}:session`)).toBe(0);
@@ -248,6 +255,10 @@ describe.each(targets)('RedisStore layout on %s', (name, target) => {
     await client().hset(`${P}{vm:pq1}:lock`, { session: 'group:pq', leaseId: lid });
     const r = await store.acquire(req({ session: 'vm:pq1', keys: ['vm:pq1'], owner: 'bob' }));
     expect(r).toMatchObject({ ok: false, reason: 'conflict', key: 'vm:pq1', pendingThaw: false, holder: { session: 'group:pq', owner: 'ghost' }, acquiring: { since: now - 1_000, rollbackAt: now + 29_000 } });
+    // how long until then, by Redis's clock (the store's now when it read the group), not the gateway's
+    const inMs = r.ok === false && r.reason === 'conflict' ? r.acquiring?.rollbackInMs : undefined;
+    expect(inMs).toBeGreaterThan(27_000);
+    expect(inMs).toBeLessThanOrEqual(29_000);
     // an active group's conflict says nothing of the kind
     await client().hset(`${P}{group:pq}:session`, { state: 'active' });
     const active = await store.acquire(req({ session: 'vm:pq1', keys: ['vm:pq1'], owner: 'bob' }));
