@@ -309,8 +309,10 @@ export class ThawEngine {
     if (groupOfSession(lease.session) === undefined || members.length === 0) return;
     try {
       const keys = members.map(vmKey);
-      if (await this.store.releaseMembers(lease.session, lease.leaseId, keys)) {
-        this.logger.info({ session: lease.session, vms: members }, 'thawed members let go by their group, which keeps the others until they are thawed');
+      const letGo = await this.store.releaseMembers(lease.session, lease.leaseId, keys);
+      if (letGo !== false) {
+        // 0: let go by an earlier try (each retry of the group's thaw asks again): nothing to say
+        if (letGo > 0) this.logger.info({ session: lease.session, vms: members }, 'thawed members let go by their group, which keeps the others until they are thawed');
         return;
       }
       // refused: these are the last VMs the lease holds (the others let go before): it ends

@@ -184,17 +184,18 @@ export class MemoryStore implements LeaseStore {
     return true;
   }
 
-  async releaseMembers(session: string, leaseId: string, keys: string[]): Promise<boolean> {
+  async releaseMembers(session: string, leaseId: string, keys: string[]): Promise<number | false> {
     const s = this.sessions.get(session);
     if (!s || s.leaseId !== leaseId) return false;
     const drop = new Set(keys);
     const kept = s.keys.filter((k) => !drop.has(k));
     if (kept.length === 0) return false;
-    if (kept.length === s.keys.length) return true;
+    if (kept.length === s.keys.length) return 0;
     for (const key of s.keys) if (drop.has(key) && this.locks.get(key)?.leaseId === leaseId) this.locks.delete(key);
+    const letGo = s.keys.length - kept.length;
     s.keys = kept;
     await this.persist();
-    return true;
+    return letGo;
   }
 
   async ended(leaseId: string): Promise<EndedLease | undefined> {

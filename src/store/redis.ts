@@ -222,7 +222,7 @@ export class RedisStore implements LeaseStore {
     return released;
   }
 
-  async releaseMembers(session: string, leaseId: string, keys: string[]): Promise<boolean> {
+  async releaseMembers(session: string, leaseId: string, keys: string[]): Promise<number | false> {
     const drop = new Set(keys);
     // the record's key list is replaced only if unchanged since read (another releaseMembers)
     for (let round = 0; round < 3; round++) {
@@ -231,11 +231,11 @@ export class RedisStore implements LeaseStore {
       const had = decode(rec.keys, isStringList, 'lock key list');
       const kept = had.filter((k) => !drop.has(k));
       if (kept.length === 0) return false;
-      if (kept.length === had.length) return true;
+      if (kept.length === had.length) return 0;
       // the locks first: a crash in between leaves the record naming a VM it no longer locks (read
       // as not held, and its unlock at the release a no-op), never a lock the record does not name
       await Promise.all(had.filter((k) => drop.has(k)).map((k) => this.core.vm(S.VM_UNLOCK, k, [leaseId])));
-      if ((await this.exec.run(S.RECORD_KEYS, [this.keys.record(session)], [leaseId, rec.keys, canonicalKeys(kept)])) === 1) return true;
+      if ((await this.exec.run(S.RECORD_KEYS, [this.keys.record(session)], [leaseId, rec.keys, canonicalKeys(kept)])) === 1) return had.length - kept.length;
     }
     return false;
   }

@@ -199,10 +199,11 @@ export interface LeaseStore {
    * Let some VMs of a group lease go while it keeps the others: the members already thawed while
    * another's thaw is still due (its node away, its agent down), or thawed by force, so that they
    * can be frozen again at once. Compare-and-delete of each lock (this lease's only), and the
-   * lease's `keys` no longer list them. Never every key: release() ends a lease. True when the
-   * lease (live or expired) is this one and still holds other keys.
+   * lease's `keys` no longer list them. Never every key: release() ends a lease. When the lease
+   * (live or expired) is this one and still holds other keys: how many of `keys` it let go now (0
+   * when it held none of them: asked again); false otherwise.
    */
-  releaseMembers(session: string, leaseId: string, keys: string[]): Promise<boolean>;
+  releaseMembers(session: string, leaseId: string, keys: string[]): Promise<number | false>;
   /** The tombstone of a lease ended with a reason, while it is retained; undefined otherwise. */
   ended(leaseId: string): Promise<EndedLease | undefined>;
   /** The session (live or expired-unthawed) holding a lock key, if any. */

@@ -2,6 +2,7 @@
  * Freeze groups on simulated agents, both stores: all or nothing, one lease and one deadline,
  * per-VM reports.
  */
+import pino from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { listFreezes } from '../../src/http/routes/freezes.js';
@@ -93,7 +94,9 @@ describe.each(stores)('freeze groups (%s store)', (_kind, storeOpts) => {
 
   it('a member whose deadline thaw fails: the others leave the group at once and can be frozen again; it stays held until its thaw gets through', async () => {
     fleet = await simFleet(['m1', 'm2', 'm3']);
-    g = await rig(fleet, { ...storeOpts(), freeze: { sweepIntervalMs: 200 } });
+    const lines: Array<{ msg: string; vms?: string[] }> = [];
+    const logger = pino({ level: 'info' }, { write: (l: string) => void lines.push(JSON.parse(l)) });
+    g = await rig(fleet, { ...storeOpts(), freeze: { sweepIntervalMs: 200 }, logger });
     fleet.vm.m2.setFault({ command: 'guest-fsfreeze-thaw', kind: 'error', class: 'GenericError', desc: 'thaw failed: Input/output error', times: 2 });
     const grp = await g.freeze.groups.create({ vms: ['m1', 'm2', 'm3'], ttlSeconds: 1 }, BACKUP);
     await waitFor(() => !fleet.vm.m1.state.frozen && !fleet.vm.m3.state.frozen, 5_000, 'the deadline thaw of m1 and m3');
@@ -113,6 +116,9 @@ describe.each(stores)('freeze groups (%s store)', (_kind, storeOpts) => {
     expect(agentCommands(fleet.vm.m1).filter((c) => c !== 'guest-fsfreeze-status')).toEqual(['guest-fsfreeze-freeze', 'guest-fsfreeze-thaw', 'guest-fsfreeze-freeze']);
     expect((await g.freeze.status('m1', OTHER)).lease).toMatchObject({ leaseId: again.leaseId });
     await g.freeze.thaw('m1', { leaseId: again.leaseId }, OTHER);
+    // said once, when they went: the group's thaw was tried three times, each asking the store again
+    expect(lines.filter((l) => l.msg.startsWith('thawed members let go')).map((l) => l.vms)).toEqual([['m1', 'm3']]);
+    expect(lines.filter((l) => l.msg === 'thaw failed')).toHaveLength(2);
   });
 
   it("a member thawed by force leaves the group: it can be frozen again, and the group's thaw leaves that freeze alone", async () => {
