@@ -116,8 +116,8 @@ export const ConfigSchema = Type.Object(
         /** a client must have sent all its request headers within this (slow-header clients are cut); 0 = no limit */
         headersTimeoutMs: Ms(10_000),
         /**
-         * headers plus a JSON body must have arrived within this, else 408 and the connection is
-         * closed; 0 = no limit. The streaming file routes are bounded by files.noProgressTimeoutMs instead.
+         * headers plus a JSON body must have arrived within this, else the connection is closed
+         * (no answer: the client is still sending); 0 = no limit. The streaming file routes are bounded by files.noProgressTimeoutMs instead.
          */
         requestTimeoutMs: Ms(30_000),
         /** an idle keep-alive connection is closed after this */
