@@ -5,9 +5,9 @@
  *   3. read the member index and the heartbeats, and re-read the VM hashes whose rev moved, into the
  *      Directory (directory.ts), which answers locate() synchronously.
  * A round that fails (Redis unreachable) keeps the last directory, marked stale (logged once per
- * transition, gauge qga_cluster_directory_stale); the next round recovers by itself. Nodes that
- * stop heartbeating and come back, and VM names served by two live nodes, are logged once per
- * transition.
+ * transition, gauge qga_cluster_directory_stale); the next round recovers by itself. Which nodes
+ * are alive, across outages too, is liveness.ts's. VM names served by two live nodes are logged
+ * once per transition.
  */
 import { access } from 'node:fs/promises';
 import type { Registry as MetricsRegistry } from 'prom-client';
@@ -18,7 +18,8 @@ import type { VmRecord } from '../registry/types.js';
 import type { RedisClient } from '../store/redis-connect.js';
 import { errorMessage } from '../util/unknown.js';
 import { Directory, type ClusterService, type LocalClaim, type NodeInfo, type RemoteVms, type VmLocation } from './directory.js';
-import { Membership, RETENTION_MS } from './membership.js';
+import { Liveness } from './liveness.js';
+import { Membership } from './membership.js';
 import { registerClusterMetrics } from './metrics.js';
 import { Ownership } from './ownership.js';
 import { summarize, type SummarySource, type VmEntrySummary } from './summary.js';
@@ -73,22 +74,14 @@ export class ClusterNode implements ClusterService {
   private running: Promise<void> | undefined;
   private stopped = false;
   private readonly conflicts = new Map<string, string>();
-  private readonly aliveSeen = new Map<string, boolean>();
-  /** performance.now() when each other node was last read alive */
-  private readonly heard = new Map<string, number>();
-  /** performance.now() of the first round that read Redis again after it could not (undefined: none yet) */
-  private recoveredAt: number | undefined;
-  /** performance.now() when the last outage began (the first round that could not read Redis) */
-  private outageBegan = -Infinity;
-
-  /** onNodeGone's listeners (the forwarding: it cuts what it still waits for from a gone node) */
-  private readonly goneListeners = new Set<(node: NodeInfo) => void>();
+  private readonly liveness: Liveness;
 
   constructor(private readonly opts: ClusterNodeOptions) {
     const s = opts.settings;
     this.selfId = s.id;
     this.selfUrl = s.advertiseUrl.replace(/\/+$/, '');
     this.membership = new Membership(opts.client, opts.keyPrefix, s.id, s.heartbeatTtlMs);
+    this.liveness = new Liveness(s.heartbeatTtlMs, opts.logger);
     // one line per batch of VMs (a node owning 10,000 TCP VMs says so in one line, not 10,000)
     const lostLog = batchLog((vms, why) => opts.logger.warn({ vms: vms.slice(0, 20), count: vms.length, why }, 'cluster: this node no longer owns these VMs; their channels are closed'));
     const gainedLog = batchLog((vms) => opts.logger.info({ vms: vms.slice(0, 20), count: vms.length }, 'cluster: this node owns these VMs now'));
@@ -291,7 +284,7 @@ export class ClusterNode implements ClusterService {
       }
       const now = Date.now();
       await this.membership.heartbeat({ url: this.selfUrl, version: this.opts.version, lastSeen: now }, summaries);
-      if (this.staleAt !== undefined) this.recoveredAt = performance.now();
+      if (this.staleAt !== undefined) this.liveness.recovered();
       this.lastBeat = now;
       this.served = new Set(summaries.keys());
       await this.refresh();
@@ -307,7 +300,7 @@ export class ClusterNode implements ClusterService {
     } catch (err) {
       if (this.staleAt === undefined) {
         this.staleAt = Date.now();
-        this.outageBegan = performance.now();
+        this.liveness.outage();
         this.opts.logger.warn({ err: errorMessage(err) }, 'cluster: heartbeat or directory read failed; serving from the last directory until Redis answers');
       }
     }
@@ -324,60 +317,34 @@ export class ClusterNode implements ClusterService {
     );
     const seen = new Set<string>();
     const now = performance.now();
-    // Redis could not be read (down, restarted, cut off from this node) until recoveredAt: nobody
-    // could heartbeat meanwhile, so a node's TTL counts again from then, not across the outage.
-    // For one TTL after it, a node this node last read alive is not declared gone for a heartbeat
-    // it could not write (its key expired, or Redis came back empty without it)
-    // Only a node still within its TTL when the outage began is held so: one that had stopped
-    // heartbeating before it (or before an earlier outage, Redis flapping) is not kept alive by it
-    const ttl = this.opts.settings.heartbeatTtlMs;
-    const recovering = this.recoveredAt !== undefined && now - this.recoveredAt <= ttl;
-    const sinceFor = (id: string): number => (recovering && (this.heard.get(id) ?? -Infinity) + ttl >= this.outageBegan ? (this.recoveredAt as number) : -Infinity);
     for (const { m, vms } of reads) {
       seen.add(m.info.id);
-      if (m.info.alive) this.heard.set(m.info.id, now);
-      const held = !m.info.alive && sinceFor(m.info.id) > -Infinity && this.directory.record(m.info.id)?.info.alive === true;
-      const info = held ? { ...m.info, alive: true } : m.info;
+      const info = this.liveness.read(m.info, this.directory.record(m.info.id)?.info.alive === true, now);
       // an empty hash of a node that says it serves VMs: Redis lost the hash and the node has not
       // written it again yet; keep what was read before and read it again next time
       if (vms && vms.size === 0 && info.vmCount > 0 && this.directory.record(info.id)) this.directory.upsert(info, '');
       else this.directory.upsert(info, m.rev, vms);
-      this.noteAlive(info);
+      this.liveness.note(info);
     }
-    // a node missing from the member index (Redis restarted empty and it has not heartbeated since):
-    // alive until its TTL runs out from when it was last read alive (or from when Redis answered
-    // again, above), forgotten after RETENTION_MS
+    // a node missing from the member index (Redis restarted empty and it has not heartbeated since)
     for (const id of this.directory.ids()) {
       if (seen.has(id)) continue;
       const rec = this.directory.record(id);
-      const age = now - Math.max(this.heard.get(id) ?? -Infinity, sinceFor(id));
-      if (!rec || age > RETENTION_MS) {
+      const fate = rec ? this.liveness.missing(id, rec.info.alive, now) : 'forget';
+      if (fate === 'forget') {
         this.directory.remove(id);
-        this.aliveSeen.delete(id);
-        this.heard.delete(id);
-      } else if (rec.info.alive && age > ttl) {
+        this.liveness.forget(id);
+      } else if (rec && fate === 'gone') {
         this.directory.upsert({ ...rec.info, alive: false }, rec.rev);
-        this.noteAlive({ ...rec.info, alive: false });
+        this.liveness.note({ ...rec.info, alive: false });
       }
     }
     this.logConflicts();
   }
 
+  /** the forwarding's hook: it cuts what it still waits for from a gone node */
   onNodeGone(fn: (node: NodeInfo) => void): () => void {
-    this.goneListeners.add(fn);
-    return () => this.goneListeners.delete(fn);
-  }
-
-  /** log a node found, gone or back, once per transition (and tell onNodeGone's listeners) */
-  private noteAlive(info: NodeInfo): void {
-    const was = this.aliveSeen.get(info.id);
-    if (was === info.alive) return;
-    this.aliveSeen.set(info.id, info.alive);
-    if (info.alive) this.opts.logger.info({ node: info.id, url: info.url }, was === undefined ? 'cluster: node found' : 'cluster: node is back');
-    else if (was !== undefined) {
-      this.opts.logger.warn({ node: info.id, lastSeen: new Date(info.lastSeen).toISOString() }, 'cluster: node stopped heartbeating; its VMs answer 503 NODE_UNAVAILABLE');
-      for (const fn of this.goneListeners) fn(info);
-    }
+    return this.liveness.onGone(fn);
   }
 
   private logConflicts(): void {
