@@ -148,6 +148,20 @@ describe.each(stores)('freeze groups (%s store)', (_kind, storeOpts) => {
     await g.freeze.thaw('f1', { leaseId: again.leaseId }, OTHER);
   });
 
+  it('a retried group freeze (same Idempotency-Key) after one member was thawed by force answers the first request\'s group, freezing nothing again', async () => {
+    fleet = await simFleet(['r1', 'r2']);
+    g = await rig(fleet, storeOpts());
+    const first = await g.freeze.groups.create({ vms: ['r1', 'r2'], ttlSeconds: 60 }, BACKUP, 'backup-run-7');
+    await g.freeze.thaw('r1', { force: true }, ADMIN);
+    const retry = await g.freeze.groups.create({ vms: ['r1', 'r2'], ttlSeconds: 60 }, BACKUP, 'backup-run-7');
+    expect(retry).toMatchObject({ id: first.id, leaseId: first.leaseId, reused: true });
+    expect(agentCommands(fleet.vm.r1)).toEqual(['guest-fsfreeze-freeze', 'guest-fsfreeze-thaw']);
+    expect(agentCommands(fleet.vm.r2)).toEqual(['guest-fsfreeze-freeze']);
+    // another request under that key is still refused
+    expect((await rejection(g.freeze.groups.create({ vms: ['r2'], ttlSeconds: 60 }, BACKUP, 'backup-run-7'))).code).toBe('LEASE_CONFLICT');
+    await g.freeze.groups.delete(first.id, { leaseId: first.leaseId }, BACKUP);
+  });
+
   it('the last member the group holds thawed by force: the group lease ends, every member free', async () => {
     fleet = await simFleet(['l1', 'l2']);
     g = await rig(fleet, storeOpts());
