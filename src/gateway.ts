@@ -200,6 +200,8 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
     (vm) => freeze.removalBlocker(vm),
     logger,
   );
+  // a discovered VM whose socket goes away while a freeze lease holds it stays registered until the lease ends, as a configured one does
+  registry.keepWhile(async (vm) => (await freeze.removalBlocker(vm))?.detail);
   const reload = async (next: Config): Promise<ReloadSummary> => {
     const vms = await staticVms.reload(next.vms);
     logger.level = next.log.level;

@@ -7,6 +7,14 @@
  * socket is listed as soon as it exists, watch or no watch); and a periodic full rescan
  * (`registry.rescanIntervalMs`) is the safety net for what a watch misses (/etc/pve is a FUSE
  * file system, inotify does not see other nodes' writes).
+ *
+ * A VM whose socket goes away (the VM stopped, crashed, migrated) or whose Proxmox config turns
+ * the agent off while a freeze lease holds it stays registered as it was found (`keepWhile`), as a
+ * configured VM does across a reload (freeze/retained-vms.ts): every thaw of that lease (its
+ * holder's, the deadline's, a forced one) reaches the guest through the registration, and is
+ * retried (503 while the socket is missing) until it gets through. Dropping it at once would leave
+ * the guest frozen with nothing to thaw it. Each scan (and probe) asks again; once no lease holds
+ * it, it goes.
  */
 import { watch, type FSWatcher } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
@@ -48,6 +56,8 @@ const CONFIG_READS = 32;
 interface Folder {
   spec: DiscoverySpec;
   vms: Map<string, VmRecord>;
+  /** VMs no longer found, kept for their freeze lease (keepWhile) */
+  kept: Set<string>;
   /** the folder's (and config folder's) modification stamp the last scan started from */
   stamp?: string;
   scanning?: Promise<void>;
@@ -58,19 +68,30 @@ interface Folder {
 
 export interface DiscoveryLogger {
   warn(obj: object, msg: string): void;
+  info?(obj: object, msg: string): void;
 }
+
+/** why a VM no longer found must stay registered (its freeze lease), or undefined; a throw (the store cannot tell) keeps it too */
+export type KeepReason = (vm: string) => Promise<string | undefined>;
 
 export class Discovery {
   private readonly folders: Folder[];
   private timer?: NodeJS.Timeout;
   private running = false;
+  private keepReason: KeepReason | undefined;
+  private logger: DiscoveryLogger | undefined;
 
   constructor(
     specs: readonly DiscoverySpec[],
     /** names whose record appeared, changed or went away */
     private readonly onChange: (names: readonly string[]) => void,
   ) {
-    this.folders = specs.map((spec) => ({ spec, vms: new Map(), again: false, watchers: [] }));
+    this.folders = specs.map((spec) => ({ spec, vms: new Map(), kept: new Set(), again: false, watchers: [] }));
+  }
+
+  /** Keep a VM no longer found registered while `reason` names why (its freeze lease). */
+  keepWhile(reason: KeepReason): void {
+    this.keepReason = reason;
   }
 
   get specs(): DiscoverySpec[] {
@@ -125,6 +146,8 @@ export class Discovery {
         }
       }
       const before = f.vms.get(name);
+      if (rec) f.kept.delete(name);
+      else if (before && (await this.keeps(f, name))) rec = before;
       if (rec) f.vms.set(name, rec);
       else f.vms.delete(name);
       if (before !== rec) this.onChange([name]);
@@ -136,6 +159,7 @@ export class Discovery {
   /** Watch the folders and rescan every `intervalMs` (0: never). */
   start(intervalMs: number, logger?: DiscoveryLogger): void {
     this.running = true;
+    this.logger = logger;
     for (const f of this.folders) this.watchFolder(f, logger);
     if (intervalMs > 0 && this.folders.length > 0) {
       this.timer = setInterval(() => {
@@ -156,6 +180,29 @@ export class Discovery {
       for (const w of f.watchers) w.close();
       f.watchers = [];
     }
+  }
+
+  /** Is a VM of this folder no longer found kept for its freeze lease? Logged when it starts and when it ends. */
+  private async keeps(f: Folder, name: string): Promise<boolean> {
+    if (this.keepReason === undefined) return false;
+    let why: string | undefined;
+    try {
+      why = await this.keepReason(name);
+    } catch (err) {
+      why = `the lease store cannot tell whether VM ${name} is under a freeze lease (${err instanceof Error ? err.message : String(err)})`;
+    }
+    if (why === undefined) {
+      if (f.kept.delete(name)) this.logger?.info?.({ vm: name }, 'discovery: the VM kept for its freeze lease is removed now that the lease has ended');
+      return false;
+    }
+    if (!f.kept.has(name)) {
+      f.kept.add(name);
+      this.logger?.warn(
+        { vm: name, why },
+        'discovery: a VM whose socket went away (or whose Proxmox config turned its agent off) stays registered until its freeze lease ends, so that its thaw can reach it',
+      );
+    }
+    return true;
   }
 
   private watchFolder(f: Folder, logger?: DiscoveryLogger): void {
@@ -192,6 +239,10 @@ export class Discovery {
         f.again = false;
         const stamp = await stampOf(f.spec);
         const next = await readFolder(f.spec);
+        for (const [name, old] of f.vms) {
+          if (next.has(name)) f.kept.delete(name);
+          else if (await this.keeps(f, name)) next.set(name, old);
+        }
         const changed: string[] = [];
         for (const [name, old] of f.vms) if (!next.has(name)) changed.push(name);
         for (const [name, rec] of next) {

@@ -21,7 +21,7 @@ import type { VmEntry } from '../config/schema.js';
 import { errors } from '../errors.js';
 import type { Endpoint } from '../qga/types.js';
 import { ApiVms } from './api-vms.js';
-import { Discovery, VM_NAME, discoverySpecs, nameInFolder } from './discovery.js';
+import { Discovery, VM_NAME, discoverySpecs, nameInFolder, type KeepReason } from './discovery.js';
 import { admissibleEndpoint, canonicalSocketPath, endpointKey, type RegistryConfig } from './endpoints.js';
 import { SortedNames } from './sorted-names.js';
 import type { VmRecord, VmRecordStore } from './types.js';
@@ -81,6 +81,14 @@ export class VmRegistry {
     this.discovery = new Discovery(discoverySpecs(config.registry), (names) => {
       for (const name of names) this.touch(name);
     });
+  }
+
+  /**
+   * A discovered VM no longer found (socket gone, Proxmox agent turned off) stays registered while
+   * `reason` names why: its freeze lease, whose thaw must reach it (discovery.ts).
+   */
+  keepWhile(reason: KeepReason): void {
+    this.discovery.keepWhile(reason);
   }
 
   /** how many VMs are known now (every source) */

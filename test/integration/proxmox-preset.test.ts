@@ -118,6 +118,47 @@ describe('Proxmox preset', () => {
     expect((await list()).map((v) => v.name)).toEqual(['101', '104']);
   });
 
+  it('a VM frozen under a lease stays registered when its agent is turned off or its socket goes away, until the lease ends: the thaw reaches it', async () => {
+    const reg = app.services.registry;
+    const ask = async (method: 'GET' | 'POST' | 'DELETE', url: string, payload?: object) => app.inject({ method, url, ...(payload ? { payload } : {}) });
+    conf('108', 'name: keep-01\nagent: 1\n');
+    const vm = await addVm('108');
+    await until(async () => (await ask('GET', '/v1/vms/108')).statusCode === 200, 2_000);
+    // the agent turned off in its config while frozen: kept, and the holder's thaw goes through
+    const a = await ask('POST', '/v1/vms/108/fsfreeze', { ttlSeconds: 60 });
+    expect(a.statusCode, a.body).toBe(201);
+    conf('108', 'name: keep-01\nagent: 0\n');
+    await until(() => lines.some((l) => l.vm === '108' && String(l.msg).startsWith('discovery: a VM whose socket went away')), 2_000);
+    expect((await ask('GET', '/v1/vms/108')).statusCode).toBe(200);
+    const thawA = await ask('DELETE', `/v1/vms/108/fsfreeze?leaseId=${a.json().leaseId}`);
+    expect(thawA.statusCode, thawA.body).toBe(200);
+    expect(vm.state.frozen).toBe(false);
+    // the lease over: the next scan (a config touched) lets it go
+    conf('109', 'name: other\nagent: 1\n');
+    await until(async () => (await ask('GET', '/v1/vms/108')).statusCode === 404, 2_000);
+    // its socket gone (the VM stopped) while frozen: the holder's thaw is 503 while the socket is
+    // missing (not 404: the VM is still known), and reaches the guest once it is back
+    conf('108', 'name: keep-01\nagent: 1\n');
+    await until(async () => (await ask('GET', '/v1/vms/108')).statusCode === 200, 2_000);
+    const b = await ask('POST', '/v1/vms/108/fsfreeze', { ttlSeconds: 60 });
+    expect(b.statusCode, b.body).toBe(201);
+    await vm.kill();
+    await until(() => lines.filter((l) => l.vm === '108' && String(l.msg).startsWith('discovery: a VM whose socket went away')).length === 2, 2_000);
+    const gone = await ask('DELETE', `/v1/vms/108/fsfreeze?leaseId=${b.json().leaseId}`);
+    expect(gone.statusCode, gone.body).toBe(503);
+    expect(vm.state.frozen).toBe(true);
+    await vm.restart();
+    const thawB = await ask('DELETE', `/v1/vms/108/fsfreeze?leaseId=${b.json().leaseId}`);
+    expect(thawB.statusCode, thawB.body).toBe(200);
+    expect(thawB.json()).toMatchObject({ thawed: 2, consistent: true });
+    expect(vm.state.frozen).toBe(false);
+    await sim.removeVm('pve-108');
+    rmSync(join(configDir, '108.conf'));
+    rmSync(join(configDir, '109.conf'));
+    await until(async () => (await ask('GET', '/v1/vms/108')).statusCode === 404, 2_000);
+    expect(reg.size).toBe(2);
+  });
+
   it('a socket folder missing at start (no watch possible) is found by the periodic rescan, then watched', async () => {
     const late = join(root, 'late-run');
     const reg = new VmRegistry({ vms: [], registry: { allowApiRegistration: false, directories: [], allowedTcpEndpoints: [], presets: ['proxmox'], proxmox: { socketDir: late, configDir }, rescanIntervalMs: 100 } });
