@@ -307,6 +307,21 @@ function parseYamlFile(text: string): unknown {
   }
 }
 
+/**
+ * A YAML syntax error without the excerpt of the file the parsers add (the lines around the error,
+ * which may hold a token or a password: this goes to stderr and, on a reload, to the log).
+ */
+function yamlProblem(e: unknown): string {
+  const err = e as { message?: unknown; reason?: unknown; mark?: { line?: unknown; column?: unknown } };
+  // yaml: "<what> at line L, column C:\n\n<excerpt>"
+  if (typeof err.message === 'string' && (e as { name?: unknown }).name === 'YAMLParseError') return err.message.split('\n')[0].replace(/:$/, '');
+  // js-yaml: reason, and a 0-based mark
+  if (typeof err.reason === 'string' && typeof err.mark?.line === 'number' && typeof err.mark.column === 'number') {
+    return `${err.reason} at line ${err.mark.line + 1}, column ${err.mark.column + 1}`;
+  }
+  return 'the file is not valid YAML';
+}
+
 function loadRaw(file: string | undefined, env: Env): Config {
   if (!file) return buildConfig({}, env, 'defaults + environment');
   let text: string;
@@ -319,7 +334,7 @@ function loadRaw(file: string | undefined, env: Env): Config {
   try {
     doc = parseYamlFile(text);
   } catch (e) {
-    throw new ConfigError([`YAML syntax: ${errorMessage(e)}`], file);
+    throw new ConfigError([`YAML syntax: ${yamlProblem(e)}`], file);
   }
   return buildConfig(doc ?? {}, env, file);
 }

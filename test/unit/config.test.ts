@@ -144,6 +144,26 @@ describe('config loading', () => {
     expect(() => loadConfig(file('syntax.yaml', 'server: [unclosed'), {})).toThrow(/YAML/);
   });
 
+  it('a YAML syntax error names the line and column, never the lines around it (they may hold a secret)', () => {
+    const cases = [
+      // a flow map left open (the parser that reports it quotes the following lines)
+      'store: { type: redis, redisUrl: redis://u:REDISPW@h:1 \nlog: {}\n',
+      'auth:\n  tokens:\n    - { name: a, token: SUPERSECRETTOKEN0123456789, scopes: [read] \nserver: {port: 1}\n',
+      'server:\n  port: 1\n   host: "REDISPW\n',
+    ];
+    for (const text of cases) {
+      let problems: string[] = [];
+      try {
+        loadConfig(file('secret-syntax.yaml', text), {});
+      } catch (e) {
+        if (e instanceof ConfigError) problems = e.problems;
+      }
+      expect(problems, text).toHaveLength(1);
+      expect(problems[0]).toMatch(/^YAML syntax: .*line \d+, column \d+/);
+      expect(problems[0]).not.toMatch(/REDISPW|SUPERSECRET|\n/);
+    }
+  });
+
   it('the server process refuses to start on a bad config, exit code 2, every key named', () => {
     const p = file('bad2.yaml', 'server:\n  port: -1\nstore:\n  type: cassandra\n');
     const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/server.ts', '--config', p], { encoding: 'utf8', timeout: 30_000 });
