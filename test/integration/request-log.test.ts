@@ -72,6 +72,7 @@ beforeAll(async () => {
       tokens: [
         { name: 'ops', token: TOKEN, scopes: ['read', 'write', 'admin'] },
         { name: 'reader', token: 'request-log-reader-0123456789', scopes: ['read'] },
+        { name: 'limited', token: 'request-log-limited-0123456789', scopes: ['read'], vms: ['logvm'] },
       ],
     },
     agent: { timeouts: { fast: 500 } },
@@ -277,6 +278,22 @@ describe('request log: one line per request (child process, level info)', () => 
     expect(d403).toHaveLength(3);
     for (const l of d401) expect(l).toMatchObject({ level: 40, audit: true, action: 'denied', status: 401, by: 'anonymous', principal: 'anonymous' });
     for (const l of d403) expect(l).toMatchObject({ level: 40, audit: true, action: 'denied', status: 403, by: 'reader', vm: 'logvm', route: '/v1/vms/:vm/time' });
+  });
+
+  it('a refused scrape is audited and counted: /metrics without a token or with a wrong one (401), or with a token limited to some VMs (403: the metrics name every VM)', async () => {
+    const before = { r401: await rejections('401'), r403: await rejections('403') };
+    expect((await send('GET', '/metrics', { id: 'metrics-denied-1', token: null })).status).toBe(401);
+    expect((await send('GET', '/metrics', { id: 'metrics-denied-2', token: 'unknown-token-0123456789abcdef' })).status).toBe(401);
+    expect((await send('GET', '/metrics', { id: 'metrics-denied-3', token: 'request-log-limited-0123456789' })).status).toBe(403);
+    const denied = await waitFor(gw, (l) => typeof l.requestId === 'string' && l.requestId.startsWith('metrics-denied-'), 3);
+    expect(denied.map((l) => [l.status, l.by])).toEqual([
+      [401, 'anonymous'],
+      [401, 'anonymous'],
+      [403, 'limited'],
+    ]);
+    for (const l of denied) expect(l).toMatchObject({ level: 40, audit: true, action: 'denied', route: '/metrics' });
+    expect(await rejections('401')).toBe(before.r401 + 2);
+    expect(await rejections('403')).toBe(before.r403 + 1);
   });
 
   it("a 403 COMMAND_DISABLED (the guest admin's choice) is an ordinary request line, not an access denial", async () => {

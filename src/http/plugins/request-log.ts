@@ -7,7 +7,8 @@
  *   one made here (a per-process random prefix and a counter: no randomness per request). It is
  *   `request.id`, the `reqId` of every line logged through `request.log`, and the `X-Request-Id`
  *   of the answer. Services that log on a request's behalf (audit records) take it explicitly.
- * - Health and metrics scrapes (/healthz, /readyz, /metrics) are logged at `debug` only.
+ * - Health and metrics scrapes (/healthz, /readyz, /metrics) are logged at `debug` only, except a
+ *   401 or 403 (audited, below).
  * - Rejections (404, 409, 429) are counted (qga_rejections_total{code}) and their lines sampled: at
  *   most one a second per status; a line says how many were left out before it (`suppressed`), and
  *   a burst's remainder is reported one second after its first line.
@@ -71,7 +72,8 @@ export function registerRequestLog(app: FastifyInstance, metrics: HttpMetrics): 
 
   const logLine = (request: FastifyRequest, reply: FastifyReply, route: string, quiet: boolean): void => {
     const status = reply.statusCode;
-    if (quiet) {
+    // a refused scrape or probe (401, 403) is audited and counted as any other
+    if (quiet && !AUDITED.has(status)) {
       request.log.debug(fields(request, reply, route, status), `${request.method} ${route} ${status}`);
       return;
     }

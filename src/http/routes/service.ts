@@ -70,11 +70,16 @@ export default async function serviceRoutes(fastify: FastifyInstance): Promise<v
     operation('service', 'metrics', {
       scope: 'read',
       summary: 'Prometheus metrics (text exposition format)',
-      description: 'Needs a token with the read scope when the gateway has tokens (401 without one, 403 without the scope).',
+      description:
+        'Needs a token with the read scope when the gateway has tokens (401 without one, 403 without the scope), and not limited to some VMs ' +
+        '(auth.tokens[].vms): the metrics name every VM, which such a token may not list (403).',
       ok: { 200: { description: 'Prometheus text format', content: { 'text/plain': { schema: named('MetricsText', Type.String(), 'Prometheus text exposition format 0.0.4') } } } },
       errors: [401, 403],
     }),
-    async (_request, reply) => {
+    async (request, reply) => {
+      if (request.principal.vms) {
+        throw errors.forbidden(`the metrics name every VM, and token ${request.principal.name} is limited to some (auth.tokens[].vms): scrape with a token for every VM`);
+      }
       const text = await services.metrics.metrics();
       return reply.type(services.metrics.contentType).serializer((s: unknown) => String(s)).send(text);
     },
