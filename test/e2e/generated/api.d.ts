@@ -47,7 +47,7 @@ export interface paths {
         };
         /**
          * Prometheus metrics (text exposition format)
-         * @description Needs a token with the read scope when the gateway has tokens (401 without one, 403 without the scope).
+         * @description Needs a token with the read scope when the gateway has tokens (401 without one, 403 without the scope), and not limited to some VMs (auth.tokens[].vms): the metrics name every VM, which such a token may not list (403).
          */
         get: operations["metrics"];
         put?: never;
