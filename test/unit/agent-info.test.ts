@@ -4,7 +4,7 @@
  * success-response gives its own.
  */
 import { describe, expect, it } from 'vitest';
-import { parseAgentInfo } from '../../src/qga/agent-info.js';
+import { MAX_AGENT_COMMANDS, parseAgentInfo } from '../../src/qga/agent-info.js';
 import type { JsonObject } from '../../src/qga/types.js';
 
 const answer = (version: string, flags: Array<[string, boolean, boolean]>): JsonObject => ({
@@ -35,5 +35,19 @@ describe('parseAgentInfo', () => {
     for (const o of others) expect(o).not.toBe(a);
     expect(new Set(others).size).toBe(others.length);
     expect(parseAgentInfo(answer('3.1.0', base)).echoesId).toBe(false);
+  });
+
+  it('a hostile guest-info is not copied whole: malformed names dropped, at most MAX_AGENT_COMMANDS kept, a version not short and printable is unknown', () => {
+    const many = Array.from({ length: 300_000 }, (_, i) => ({ name: `guest-${String(i).padStart(7, '0')}`, enabled: true }));
+    const evil = parseAgentInfo({
+      version: `<script>alert(1)</script>${'v'.repeat(1024)}`,
+      supported_commands: [{ name: 'guest-ping', enabled: true }, { name: 'guest-x-<img src=x onerror=alert(1)>', enabled: true }, { name: '', enabled: true }, { name: 42 }, ...many],
+    });
+    expect(evil.version).toBe('unknown');
+    expect(evil.commands.size).toBe(MAX_AGENT_COMMANDS);
+    expect(evil.commands.has('guest-ping')).toBe(true);
+    expect([...evil.commands.keys()].every((n) => /^guest-[a-z0-9-]+$/.test(n))).toBe(true);
+    expect(parseAgentInfo({ version: '8.2.2\n', supported_commands: [] }).version).toBe('unknown');
+    expect(parseAgentInfo({ version: '107.0.2 (virtio-win)', supported_commands: [] }).version).toBe('107.0.2 (virtio-win)');
   });
 });
