@@ -23,7 +23,7 @@ export const EndpointSchema = Type.Union([
     {
       type: Type.Literal('tcp'),
       host: Type.String({ minLength: 1, maxLength: 255, pattern: NO_CONTROL }),
-      port: Type.Integer({ minimum: 1, maximum: 65535 }),
+      port: Type.Integer({ format: 'int32', minimum: 1, maximum: 65535 }),
     },
     { additionalProperties: false },
   ),

@@ -75,7 +75,7 @@ function fromFastify(err: FastifyError, request: FastifyRequest): GatewayError |
       return `${path} ${validationWords(v.keyword, v.params, v.message)}`;
     });
     return errors.validation([...new Set(parts)].join('; '), {
-      extra: { ...configured, errors: err.validation.map((v) => ({ in: where, path: capText(v.instancePath, 256), message: v.message, params: capParams(v.params) })) },
+      extra: { ...configured, errors: err.validation.map((v) => ({ in: where, path: capText(v.instancePath, 256), ...exactLimit(v.message, v.params) })) },
     });
   }
   switch (err.code) {
@@ -118,6 +118,24 @@ function configuredRange(request: FastifyRequest, where: string, keyword: string
   const min = typeof schema?.minimum === 'number' ? schema.minimum : 0;
   const kind = schema?.type === 'integer' ? 'a whole number' : 'a number';
   return { text: `must be ${kind} from ${min} to ${max} (${setting})`, name: setting.split('.').pop() ?? setting, max };
+}
+
+/** the 64-bit limits, exactly: a double prints 2^63 as 9223372036854776000 */
+const EXACT_LIMITS = new Map<number, { limit: string; comparison: string; message: string }>([
+  [2 ** 63, { limit: '9223372036854775807', comparison: '<=', message: 'must be <= 9223372036854775807' }],
+  [2 ** 64, { limit: '18446744073709551615', comparison: '<=', message: 'must be <= 18446744073709551615' }],
+  [-(2 ** 63), { limit: '-9223372036854775808', comparison: '>=', message: 'must be >= -9223372036854775808' }],
+]);
+
+/**
+ * An `errors[]` entry's message and params, Ajv's except for a 64-bit limit, which a JSON number
+ * cannot state (2^63 - 1 reads back as 2^63): said as the inclusive bound, the limit an exact
+ * decimal string.
+ */
+function exactLimit(message: string | undefined, params: Record<string, unknown>): { message: string | undefined; params: Record<string, unknown> } {
+  const exact = typeof params.limit === 'number' ? EXACT_LIMITS.get(params.limit) : undefined;
+  if (exact === undefined) return { message, params: capParams(params) };
+  return { message: exact.message, params: { ...capParams(params), comparison: exact.comparison, limit: exact.limit } };
 }
 
 /** Ajv's params with the caller's own strings (an unknown member's name) bounded */

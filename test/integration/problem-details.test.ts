@@ -51,6 +51,8 @@ const CASES: Case[] = [
   { name: 'int64 overflow', req: { method: 'PUT', url: '/v1/vms/pd/time', headers: JSON_CT, payload: '{"time": 9223372036854775808}' }, status: 400, code: 'VALIDATION_FAILED', detail: /^body\.time must be at most 9223372036854775807 \(a signed 64-bit integer\)$/ },
   { name: 'int64 overflow (fstrim)', req: { method: 'POST', url: '/v1/vms/pd/fstrim', headers: JSON_CT, payload: '{"minimum": 18446744073709551616}' }, status: 400, code: 'VALIDATION_FAILED', detail: /^body\.minimum must be at most 9223372036854775807/ },
   { name: 'uint64 overflow (memory block)', req: { method: 'PATCH', url: '/v1/vms/pd/memory/blocks', headers: JSON_CT, payload: '{"mem-blks": [{"phys-index": 18446744073709551616, "online": true}]}' }, status: 400, code: 'VALIDATION_FAILED', detail: /^body\.mem-blks\.0\.phys-index must be at most 18446744073709551615 \(an unsigned 64-bit integer\)$/ },
+  { name: 'int64 overflow (vcpus)', req: { method: 'PATCH', url: '/v1/vms/pd/vcpus', headers: JSON_CT, payload: '{"vcpus": [{"logical-id": 9223372036854775808, "online": true}]}' }, status: 400, code: 'VALIDATION_FAILED', detail: /^body\.vcpus\.0\.logical-id must be at most 9223372036854775807 \(a signed 64-bit integer\)$/ },
+  { name: 'upload offset beyond 2^53', req: { method: 'PUT', url: '/v1/vms/pd/files/content?path=/tmp/x&offset=9223372036854775808', headers: { 'content-type': 'application/octet-stream' }, payload: 'x' }, status: 400, code: 'VALIDATION_FAILED', detail: /^querystring\.offset must be <= 9007199254740991$/ },
   { name: 'negative time', req: { method: 'PUT', url: '/v1/vms/pd/time', headers: JSON_CT, payload: '{"time": -1}' }, status: 400, code: 'VALIDATION_FAILED', detail: /^body\.time must be >= 0$/ },
   { name: 'time with useHostClock', req: { method: 'PUT', url: '/v1/vms/pd/time', headers: JSON_CT, payload: '{"time": 5, "useHostClock": true}' }, status: 400, code: 'VALIDATION_FAILED', detail: /not have both time and useHostClock/ },
   { name: 'invalid base64 stdin', req: { method: 'POST', url: '/v1/vms/pd/exec', headers: JSON_CT, payload: '{"path": "/bin/true", "input-data": "!!!"}' }, status: 400, code: 'VALIDATION_FAILED', detail: /^body\.input-data must be base64/ },
@@ -96,6 +98,21 @@ describe('4xx answers say what to change', () => {
       expect(detail.length, c.name).toBeGreaterThan(20);
       expect(detail, c.name).not.toMatch(/^(Unsupported Media Type|Bad Request|Not Found|must NOT be valid)$/);
     }
+  });
+});
+
+describe('errors[] of a 64-bit bound: the exact limit, not its double', () => {
+  it.each([
+    ['PUT', '/v1/vms/pd/time', '{"time": 9223372036854775808}', '/time', '<=', '9223372036854775807'],
+    ['PATCH', '/v1/vms/pd/memory/blocks', '{"mem-blks": [{"phys-index": 18446744073709551616, "online": true}]}', '/mem-blks/0/phys-index', '<=', '18446744073709551615'],
+  ])('%s %s', async (method, url, payload, path, comparison, limit) => {
+    const res = await app.inject({ method: method as 'PUT', url, headers: JSON_CT, payload });
+    const problem = res.json<{ errors: Array<{ path: string; message: string; params: Record<string, unknown> }> }>();
+    expect(res.statusCode).toBe(400);
+    const e = problem.errors.find((x) => x.path === path);
+    expect(e).toMatchObject({ message: `must be ${comparison} ${limit}`, params: { comparison, limit } });
+    // the doubles a plain JSON number would have said
+    expect(res.body).not.toMatch(/9223372036854776000|18446744073709552000/);
   });
 });
 

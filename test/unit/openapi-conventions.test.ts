@@ -95,6 +95,24 @@ describe('the OpenAPI document', () => {
     }
   });
 
+  it('gives every integer a format, int32 or int64/uint64 (a generator maps an integer without one to int32: a byte counter past 2 GiB would not decode)', () => {
+    const bare: string[] = [];
+    const walk = (s: unknown, at: string): void => {
+      if (Array.isArray(s)) return s.forEach((x, i) => walk(x, `${at}/${i}`));
+      if (s === null || typeof s !== 'object') return;
+      const o = s as Record<string, unknown>;
+      if (o.type === 'integer' && !['int32', 'int64', 'uint64'].includes(String(o.format))) bare.push(at);
+      for (const [k, v] of Object.entries(o)) walk(v, `${at}/${k}`);
+    };
+    walk(doc, '#');
+    expect(bare).toEqual([]);
+    // what the agent counts in 64 bits says so
+    const props = (name: string) => doc.components.schemas[name].properties as Record<string, Json>;
+    expect(props('GuestNetworkInterfaceStat')['rx-bytes'].format).toBe('uint64');
+    expect(props('UploadResult').bytesWritten.format).toBe('int64');
+    expect(props('GuestFileSeek').position.format).toBe('int64');
+  });
+
   it('lists the problem codes of every operation, each with its response, and 413/415 wherever there is a body', () => {
     for (const { where, op, path, method } of operations(doc)) {
       const codes = op['x-problem-codes'] as ErrorCode[];

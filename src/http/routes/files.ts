@@ -27,7 +27,7 @@ declare module 'fastify' {
 const OCTETS = 'application/octet-stream';
 /** Response headers of the content routes, as the OpenAPI document shows them. */
 const H = {
-  'content-length': { type: 'integer', description: 'bytes in this answer: the file size for a whole, seekable file; what a /proc or /sys file held; absent for pipes' },
+  'content-length': { type: 'integer', format: 'int64', description: 'bytes in this answer: the file size for a whole, seekable file; what a /proc or /sys file held; absent for pipes' },
   'accept-ranges': { type: 'string', enum: ['bytes', 'none'], description: '`bytes` when the file is seekable (Range works), `none` otherwise' },
   'content-range': { type: 'string', description: 'bytes FIRST-LAST/SIZE of the part sent' },
 };

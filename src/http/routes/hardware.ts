@@ -75,7 +75,7 @@ export default async function hardwareRoutes(fastify: FastifyInstance): Promise<
       ),
       ok: {
         200: Type.Object({
-          processed: Type.Integer({ description: 'length of the initial sublist that was processed successfully' }),
+          processed: Type.Integer({ format: 'int64', description: 'length of the initial sublist that was processed successfully' }),
           complete: Type.Boolean({ description: 'whether every entry was processed' }),
         }),
       },

@@ -18,7 +18,7 @@ export const ClusterNode = named(
     id: Type.String({ description: 'the node id (cluster.id, default the host name)' }),
     url: Type.String({ description: 'where the node is reached (its cluster.advertiseUrl)' }),
     lastSeen: Type.String({ format: 'date-time', description: 'its last heartbeat' }),
-    vmCount: Type.Integer({ minimum: 0, description: 'the VMs it serves' }),
+    vmCount: Type.Integer({ format: 'int32', minimum: 0, description: 'the VMs it serves' }),
     version: Type.String({ description: 'its gateway version' }),
     alive: Type.Boolean({ description: 'it heartbeated within cluster.heartbeatTtlMs; false: gone, its VMs answer 503 NODE_UNAVAILABLE' }),
     self: Type.Boolean({ description: 'the node that answered' }),

@@ -38,7 +38,7 @@ const ListQuery = Type.Object(
     capability: Type.Optional(
       Type.String({ pattern: '^[a-z][a-z0-9-]{0,63}$', description: 'only VMs whose agent offers and enables this command (`guest-exec`)' }),
     ),
-    limit: Type.Integer({ minimum: 1, maximum: LIST_LIMIT_MAX, default: LIST_LIMIT_DEFAULT, description: `page size (default ${LIST_LIMIT_DEFAULT}, at most ${LIST_LIMIT_MAX})` }),
+    limit: Type.Integer({ format: 'int32', minimum: 1, maximum: LIST_LIMIT_MAX, default: LIST_LIMIT_DEFAULT, description: `page size (default ${LIST_LIMIT_DEFAULT}, at most ${LIST_LIMIT_MAX})` }),
     cursor: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{1,256}$', description: 'the `next` of the previous page' })),
   },
   { additionalProperties: false },

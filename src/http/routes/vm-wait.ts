@@ -23,6 +23,7 @@ const WaitQuery = Type.Object(
   {
     for: StringEnum(['agent', 'ip'] as const, { description: 'agent: until the agent answers a sync; ip: until the guest reports an address that passes the filter' }),
     timeout: Type.Integer({
+      format: 'int32',
       minimum: 0,
       maximum: 3_600,
       // the served document states the configured maximum (schemas/document.ts: servedDocument)
@@ -46,7 +47,7 @@ const WaitAddress = Type.Object(
     interface: Type.String({ description: 'the interface name in the guest' }),
     'ip-address': Type.String(),
     'ip-address-type': Type.String({ description: 'ipv4 or ipv6' }),
-    prefix: Type.Optional(Type.Integer()),
+    prefix: Type.Optional(Type.Integer({ format: 'int32' })),
   },
   { title: 'WaitAddress', description: 'An address the guest reported, with its interface' },
 );
@@ -56,7 +57,7 @@ const WaitResult = Type.Object(
     for: StringEnum(['agent', 'ip'] as const),
     agent: AgentStatus,
     addresses: Type.Optional(Type.Array(WaitAddress, { description: 'for=ip: every address that passes the filter' })),
-    waitedMs: Type.Integer({ description: 'how long the gateway waited' }),
+    waitedMs: Type.Integer({ format: 'int64', description: 'how long the gateway waited' }),
   },
   { title: 'VmWaitResult', description: 'What was waited for has happened' },
 );

@@ -37,8 +37,8 @@ const ChannelInfo = Type.Object(
       ],
       { description: 'idle: no socket open (released or never used); ready: in sync' },
     ),
-    queued: Type.Integer({ description: 'commands waiting' }),
-    inFlight: Type.Integer({ description: 'commands sent and not answered (0 or 1)' }),
+    queued: Type.Integer({ format: 'int32', description: 'commands waiting' }),
+    inFlight: Type.Integer({ format: 'int32', description: 'commands sent and not answered (0 or 1)' }),
   },
   { title: 'ChannelInfo' },
 );
@@ -70,7 +70,7 @@ const RegisterBody = Type.Object(
     endpoint: EndpointSchema,
     labels: Type.Optional(LabelsSchema),
     idleReleaseMs: Type.Optional(
-      Type.Integer({ minimum: 0, maximum: 86_400_000, description: "this VM's idle release of its agent socket in ms (default agent.idleReleaseMs); 0 = keep it" }),
+      Type.Integer({ format: 'int32', minimum: 0, maximum: 86_400_000, description: "this VM's idle release of its agent socket in ms (default agent.idleReleaseMs); 0 = keep it" }),
     ),
   },
   { additionalProperties: false },

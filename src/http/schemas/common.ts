@@ -28,7 +28,7 @@ export const Problem = component(
     {
       type: Type.String({ description: 'URI reference naming the problem type' }),
       title: Type.String(),
-      status: Type.Integer(),
+      status: Type.Integer({ format: 'int32' }),
       detail: Type.String(),
       code: ErrorCodeSchema,
       instance: Type.Optional(Type.String()),

@@ -65,7 +65,7 @@ export const ExecBody = Type.Object(
 
 export const ExecStarted = Type.Object(
   {
-    pid: Type.Integer({ description: 'pid of child process in guest OS; poll GET /v1/vms/{vm}/exec/{pid}' }),
+    pid: Type.Integer({ format: 'int64', description: 'pid of child process in guest OS; poll GET /v1/vms/{vm}/exec/{pid}' }),
     exited: Type.Optional(
       Type.Boolean({
         description: 'false when `wait` ran out with the process still running (its status was read); absent when the request had no `wait`',
@@ -81,10 +81,10 @@ export const ExecStarted = Type.Object(
 
 export const ExecResult = Type.Object(
   {
-    pid: Type.Integer({ description: 'pid of the process in the guest OS' }),
+    pid: Type.Integer({ format: 'int64', description: 'pid of the process in the guest OS' }),
     exited: Type.Boolean({ description: 'true if process has already terminated.' }),
-    exitcode: Type.Optional(Type.Integer({ description: 'process exit code if it was normally terminated.' })),
-    signal: Type.Optional(Type.Integer({ description: 'signal number (linux) or unhandled exception code (windows) if the process was abnormally terminated.' })),
+    exitcode: Type.Optional(Type.Integer({ format: 'int64', description: 'process exit code if it was normally terminated.' })),
+    signal: Type.Optional(Type.Integer({ format: 'int64', description: 'signal number (linux) or unhandled exception code (windows) if the process was abnormally terminated.' })),
     'out-data': Type.Optional(Type.String({ description: 'base64-encoded stdout (verbatim from the agent; present once exited, if captured).' })),
     'err-data': Type.Optional(Type.String({ description: 'base64-encoded stderr (verbatim from the agent; present once exited, if captured).' })),
     'out-truncated': Type.Optional(Type.Boolean({ description: 'true if stdout was not fully captured due to size limitation (16 MiB in the agent).' })),

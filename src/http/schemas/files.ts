@@ -25,6 +25,7 @@ export const UploadQuery = Type.Object(
     ),
     offset: Type.Optional(
       Type.Integer({
+        format: 'int64', maximum: Number.MAX_SAFE_INTEGER,
         minimum: 0,
         description:
           'resume an interrupted upload: write the body starting at this byte of the existing file (opened "r+": it must ' +
@@ -38,8 +39,8 @@ export const UploadQuery = Type.Object(
 export const UploadResult = Type.Object(
   {
     path: Type.String(),
-    bytesWritten: Type.Integer({ description: 'bytes of the body written to the file' }),
-    position: Type.Integer({ description: 'file position after the last byte written: the file size when writing reached its end' }),
+    bytesWritten: Type.Integer({ format: 'int64', description: 'bytes of the body written to the file' }),
+    position: Type.Integer({ format: 'int64', description: 'file position after the last byte written: the file size when writing reached its end' }),
   },
   { additionalProperties: false, title: 'UploadResult' },
 );
@@ -59,7 +60,7 @@ export const OpenBody = Type.Object(
 
 export const OpenResult = Type.Object(
   {
-    handle: Type.Integer({ description: 'Guest file handle' }),
+    handle: Type.Integer({ format: 'int64', description: 'Guest file handle' }),
     expiresAt: Type.String({ format: 'date-time', description: 'the gateway closes the handle if it is unused until then; every use extends it' }),
   },
   { additionalProperties: false, title: 'OpenedHandle' },
@@ -69,6 +70,7 @@ export const ReadBody = Type.Object(
   {
     count: Type.Optional(
       Type.Integer({
+        format: 'int64',
         minimum: 1,
         'x-max-from': 'files.maxRawReadBytes',
         description: 'maximum number of bytes to read (default is 4KB; at most files.maxRawReadBytes, beyond → 400)',
@@ -81,14 +83,14 @@ export const ReadBody = Type.Object(
 export const WriteBody = Type.Object(
   {
     'buf-b64': Base64('base64-encoded string representing data to be written'),
-    count: Type.Optional(Type.Integer({ minimum: 0, description: 'bytes to write (actual bytes, after base64-decode), default is all content in buf-b64 buffer after base64 decoding' })),
+    count: Type.Optional(Type.Integer({ format: 'int64', maximum: Number.MAX_SAFE_INTEGER, minimum: 0, description: 'bytes to write (actual bytes, after base64-decode), default is all content in buf-b64 buffer after base64 decoding' })),
   },
   { additionalProperties: false, title: 'WriteFileRequest' },
 );
 
 export const TrackedHandleView = Type.Object(
   {
-    handle: Type.Integer(),
+    handle: Type.Integer({ format: 'int64' }),
     path: Type.Optional(Type.String({ description: 'absent for a handle adopted after it was opened elsewhere' })),
     mode: Type.Optional(Type.String()),
     openedAt: Type.String({ format: 'date-time' }),
@@ -107,7 +109,7 @@ export const SeekBody = Type.Object(
     // int64 in the agent; the gateway takes offsets within ±(2^53 - 1) (8 PiB), beyond → 400
     offset: Type.Integer({ format: 'int64', minimum: -Number.MAX_SAFE_INTEGER, maximum: Number.MAX_SAFE_INTEGER, description: 'bytes to skip over in the file stream' }),
     // Inline rather than a $ref to GuestFileWhence: request validation uses its own Ajv.
-    whence: Type.Union([Type.Integer({ minimum: 0, maximum: 2 }), StringEnum(['set', 'cur', 'end'])], {
+    whence: Type.Union([Type.Integer({ format: 'int32', minimum: 0, maximum: 2 }), StringEnum(['set', 'cur', 'end'])], {
       description: 'Symbolic name (set, cur, end; preferred) or the historical integer (0, 1, 2)',
     }),
   },

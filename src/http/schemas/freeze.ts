@@ -12,6 +12,7 @@ import { VmName } from './common.js';
  * (http/error-handler.ts, `x-max-from`): every out-of-range ttlSeconds gets the same 400.
  */
 const TTL = Type.Integer({
+  format: 'int32',
   minimum: 1,
   maximum: 86_400,
   // the served document states the configured maximum (schemas/document.ts: servedDocument)
@@ -45,8 +46,8 @@ export const FreezeBody = Type.Object(
 export const FreezeLease = Type.Object(
   {
     leaseId: Type.String({ description: 'needed to renew and to thaw' }),
-    fence: Type.Integer({ description: 'grows with every lease ever handed out; never goes backwards' }),
-    frozen: Type.Integer({ description: 'number of filesystems frozen (the return of guest-fsfreeze-freeze)' }),
+    fence: Type.Integer({ format: 'int64', description: 'grows with every lease ever handed out; never goes backwards' }),
+    frozen: Type.Integer({ format: 'int64', description: 'number of filesystems frozen (the return of guest-fsfreeze-freeze)' }),
     createdAt: IsoTime('when the lease was taken'),
     expiresAt: IsoTime('the guest is thawed automatically at this time unless renewed'),
     hardDeadline: IsoTime('renewals never extend the lease past this (freeze.maxTotalSeconds)'),
@@ -64,7 +65,7 @@ export const RenewBody = Type.Object(
 export const RenewResult = Type.Object(
   {
     leaseId: Type.String(),
-    fence: Type.Integer(),
+    fence: Type.Integer({ format: 'int64' }),
     expiresAt: IsoTime('new expiry'),
     hardDeadline: IsoTime('renewals stop here'),
     capped: Type.Boolean({ description: 'the requested TTL would have passed hardDeadline; expiresAt is hardDeadline' }),
@@ -81,8 +82,8 @@ export const ThawQuery = Type.Object(
 );
 
 const ThawFields = {
-  thawed: Type.Integer({ description: 'filesystems thawed by this thaw (the return of guest-fsfreeze-thaw)' }),
-  frozen: Type.Integer({ description: 'filesystems the freeze had frozen' }),
+  thawed: Type.Integer({ format: 'int64', description: 'filesystems thawed by this thaw (the return of guest-fsfreeze-thaw)' }),
+  frozen: Type.Integer({ format: 'int64', description: 'filesystems the freeze had frozen' }),
   consistent: Type.Boolean({
     description: 'thawed == frozen: the guest stayed frozen for the whole lease. false e.g. after the Windows VSS 10-second lapse',
   }),
@@ -114,7 +115,7 @@ export const LeaseView = Type.Object(
   {
     leaseId: Type.Optional(Type.String({ description: "shown to the lease's owner and to admins only" })),
     owner: Type.String({ description: 'the principal that froze' }),
-    fence: Type.Integer(),
+    fence: Type.Integer({ format: 'int64' }),
     createdAt: IsoTime('when the lease was taken'),
     expiresAt: IsoTime('automatic thaw time'),
     hardDeadline: IsoTime('renewal cap'),
@@ -149,11 +150,11 @@ export const GroupCreated = Type.Object(
   {
     id: Type.String(),
     leaseId: Type.String(),
-    fence: Type.Integer(),
+    fence: Type.Integer({ format: 'int64' }),
     createdAt: IsoTime('when the lease was taken'),
     expiresAt: IsoTime('every member is thawed at this time unless renewed'),
     hardDeadline: IsoTime('renewal cap'),
-    vms: Type.Array(Type.Object({ vm: Type.String(), frozen: Type.Integer() })),
+    vms: Type.Array(Type.Object({ vm: Type.String(), frozen: Type.Integer({ format: 'int64' }) })),
     reused: Type.Boolean(),
   },
   { title: 'FreezeGroup' },

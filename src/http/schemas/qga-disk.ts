@@ -36,25 +36,25 @@ export const GuestDiskBusType = enumComponent(
 );
 
 export const GuestPCIAddress = objectComponent('GuestPCIAddress', 'PCI address. (since 2.2)', {
-  domain: Type.Integer({ description: 'domain id' }),
-  bus: Type.Integer({ description: 'bus id' }),
-  slot: Type.Integer({ description: 'slot id' }),
-  function: Type.Integer({ description: 'function id' }),
+  domain: Type.Integer({ format: 'int64', description: 'domain id' }),
+  bus: Type.Integer({ format: 'int64', description: 'bus id' }),
+  slot: Type.Integer({ format: 'int64', description: 'slot id' }),
+  function: Type.Integer({ format: 'int64', description: 'function id' }),
 });
 
 export const GuestCCWAddress = objectComponent('GuestCCWAddress', 'CCW address on s390x. (since 6.0)', {
-  cssid: Type.Integer({ description: 'channel subsystem image id' }),
-  ssid: Type.Integer({ description: 'subchannel set id' }),
-  subchno: Type.Integer({ description: 'subchannel number' }),
-  devno: Type.Integer({ description: 'device number' }),
+  cssid: Type.Integer({ format: 'int64', description: 'channel subsystem image id' }),
+  ssid: Type.Integer({ format: 'int64', description: 'subchannel set id' }),
+  subchno: Type.Integer({ format: 'int64', description: 'subchannel number' }),
+  devno: Type.Integer({ format: 'int64', description: 'device number' }),
 });
 
 export const GuestDiskAddress = objectComponent('GuestDiskAddress', 'Disk address. (since 2.2)', {
   'pci-controller': described(GuestPCIAddress, "controller's PCI address (fields are set to -1 if invalid)"),
   'bus-type': described(GuestDiskBusType, 'bus type'),
-  bus: Type.Integer({ description: 'bus id' }),
-  target: Type.Integer({ description: 'target id' }),
-  unit: Type.Integer({ description: 'unit id' }),
+  bus: Type.Integer({ format: 'int64', description: 'bus id' }),
+  target: Type.Integer({ format: 'int64', description: 'target id' }),
+  unit: Type.Integer({ format: 'int64', description: 'unit id' }),
   serial: Type.Optional(Type.String({ description: 'serial number (since: 3.1)' })),
   dev: Type.Optional(Type.String({ description: 'device node (POSIX) or device UNC (Windows) (since: 3.1)' })),
   'ccw-address': Type.Optional(described(GuestCCWAddress, 'CCW address on s390x (since: 6.0)')),
@@ -161,7 +161,7 @@ export const GuestDiskStats = objectComponent('GuestDiskStats', 'I/O statistics 
 
 export const GuestDiskStatsInfo = objectComponent('GuestDiskStatsInfo', 'A disk and its I/O statistics. (since 7.1)', {
   name: Type.String({ description: 'disk name' }),
-  major: Type.Integer({ description: 'major device number of disk' }),
-  minor: Type.Integer({ description: 'minor device number of disk' }),
+  major: Type.Integer({ format: 'uint64', description: 'major device number of disk' }),
+  minor: Type.Integer({ format: 'uint64', description: 'minor device number of disk' }),
   stats: described(GuestDiskStats, 'I/O statistics'),
 });

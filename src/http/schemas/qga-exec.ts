@@ -4,9 +4,10 @@ import { component, enumComponent, objectComponent } from './component.js';
 
 export const GuestExecStatus = objectComponent('GuestExecStatus', 'Status of a process started by guest-exec. (since 2.5)', {
   exited: Type.Boolean({ description: 'true if process has already terminated.' }),
-  exitcode: Type.Optional(Type.Integer({ description: 'process exit code if it was normally terminated.' })),
+  exitcode: Type.Optional(Type.Integer({ format: 'int64', description: 'process exit code if it was normally terminated.' })),
   signal: Type.Optional(
     Type.Integer({
+      format: 'int64',
       description:
         'signal number (linux) or unhandled exception code (windows) if the process was abnormally terminated.',
     }),
@@ -25,7 +26,7 @@ export const GuestExecStatus = objectComponent('GuestExecStatus', 'Status of a p
   'err-truncated': Type.Optional(Type.Boolean({ description: 'true if stderr was not fully captured due to size limitation.' })),
 });
 
-export const GuestExec = objectComponent('GuestExec', 'PID of a process started by guest-exec. (since 2.5)', { pid: Type.Integer({ description: 'pid of child process in guest OS' }) });
+export const GuestExec = objectComponent('GuestExec', 'PID of a process started by guest-exec. (since 2.5)', { pid: Type.Integer({ format: 'int64', description: 'pid of child process in guest OS' }) });
 
 export const GuestExecCaptureOutputMode = enumComponent(
   'GuestExecCaptureOutputMode',

@@ -7,13 +7,14 @@ import { Type } from 'typebox';
 import { component, enumComponent, objectComponent } from './component.js';
 
 export const GuestFileRead = objectComponent('GuestFileRead', 'Result of guest agent file-read operation. (since 0.15.0)', {
-  count: Type.Integer({ minimum: 0, description: 'number of bytes read (note: count is before base64-encoding is applied)' }),
+  count: Type.Integer({ format: 'int64', minimum: 0, description: 'number of bytes read (note: count is before base64-encoding is applied)' }),
   'buf-b64': Type.String({ description: 'base64-encoded bytes read' }),
   eof: Type.Boolean({ description: 'whether EOF was encountered during read operation.' }),
 });
 
 export const GuestFileWrite = objectComponent('GuestFileWrite', 'Result of guest agent file-write operation. (since 0.15.0)', {
   count: Type.Integer({
+    format: 'int64',
     minimum: 0,
     description: 'number of bytes written (note: count is actual bytes written, after base64-decoding of provided buffer)',
   }),
@@ -21,7 +22,7 @@ export const GuestFileWrite = objectComponent('GuestFileWrite', 'Result of guest
 });
 
 export const GuestFileSeek = objectComponent('GuestFileSeek', 'Result of guest agent file-seek operation. (since 0.15.0)', {
-  position: Type.Integer({ description: 'current file position' }),
+  position: Type.Integer({ format: 'int64', description: 'current file position' }),
   eof: Type.Boolean({ description: 'whether EOF was encountered during file seek' }),
 });
 
@@ -37,6 +38,7 @@ export const GuestFileWhence = component(
   Type.Union(
     [
       Type.Integer({
+        format: 'int64',
         description:
           'Integral value (0 for set, 1 for cur, 2 for end), available for historical reasons, and might differ from ' +
           "the host's or guest's SEEK_* values (since: 0.15)",

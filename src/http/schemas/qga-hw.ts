@@ -17,7 +17,7 @@ const canOffline = (unit: string) =>
   );
 
 export const GuestLogicalProcessor = objectComponent('GuestLogicalProcessor', 'A logical processor (VCPU) of the guest. (since 1.5)', {
-  'logical-id': Type.Integer({ minimum: 0, description: 'Arbitrary guest-specific unique identifier of the VCPU.' }),
+  'logical-id': Type.Integer({ format: 'int64', exclusiveMaximum: 2 ** 63, minimum: 0, description: 'Arbitrary guest-specific unique identifier of the VCPU.' }),
   online: Type.Boolean({ description: 'Whether the VCPU is enabled.' }),
   'can-offline': canOffline('VCPU'),
 });
@@ -40,6 +40,7 @@ export const GuestMemoryBlockResponse = objectComponent('GuestMemoryBlockRespons
   response: described(GuestMemoryBlockResponseType, 'the result of memory block operation.'),
   'error-code': Type.Optional(
     Type.Integer({
+      format: 'int64',
       description: "the error number (errno) when the memory block operation fails; omitted when it succeeds.",
     }),
   ),
@@ -47,6 +48,7 @@ export const GuestMemoryBlockResponse = objectComponent('GuestMemoryBlockRespons
 
 export const GuestMemoryBlockInfo = objectComponent('GuestMemoryBlockInfo', 'Information relating to guest memory blocks. (since 2.3)', {
   size: Type.Integer({
+    format: 'uint64',
     description:
       'the size (in bytes) of the guest memory blocks, which are the minimal units of memory block online/offline ' +
       'operations (also called Logical Memory Hotplug).',
@@ -58,7 +60,7 @@ export const GuestCpuStatsType = enumComponent('GuestCpuStatsType', 'Guest opera
 const ticks = (description: string) => Type.Integer({ format: 'uint64', description });
 
 export const GuestLinuxCpuStats = objectComponent('GuestLinuxCpuStats', 'CPU statistics of Linux, in milliseconds. (since 7.1)', {
-  cpu: Type.Integer({ description: 'CPU index in guest OS' }),
+  cpu: Type.Integer({ format: 'int64', description: 'CPU index in guest OS' }),
   user: ticks('Time spent in user mode'),
   nice: ticks('Time spent in user mode with low priority (nice)'),
   system: ticks('Time spent in system mode'),
@@ -85,8 +87,8 @@ export const GuestCpuStats = component(
 export const GuestDeviceType = enumComponent('GuestDeviceType', 'Device type: pci = PCI device', ['pci']);
 
 export const GuestDeviceIdPCI = objectComponent('GuestDeviceIdPCI', 'PCI device id. (since 5.2)', {
-  'vendor-id': Type.Integer({ description: 'vendor ID' }),
-  'device-id': Type.Integer({ description: 'device ID' }),
+  'vendor-id': Type.Integer({ format: 'int32', description: 'vendor ID' }),
+  'device-id': Type.Integer({ format: 'int32', description: 'device ID' }),
 });
 
 /** Flat union on `type`; the only variant is pci. */

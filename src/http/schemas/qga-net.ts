@@ -11,10 +11,10 @@ export const GuestIpAddressType = enumComponent(
 export const GuestIpAddress = objectComponent('GuestIpAddress', 'An IP address of an interface. (since 1.1)', {
   'ip-address': Type.String({ description: 'IP address' }),
   'ip-address-type': described(GuestIpAddressType, 'Type of ip-address (e.g. ipv4, ipv6)'),
-  prefix: Type.Integer({ description: 'Network prefix length of ip-address' }),
+  prefix: Type.Integer({ format: 'int64', description: 'Network prefix length of ip-address' }),
 });
 
-const counter = (description: string) => Type.Integer({ description });
+const counter = (description: string) => Type.Integer({ format: 'uint64', description });
 
 export const GuestNetworkInterfaceStat = objectComponent('GuestNetworkInterfaceStat', 'Statistic counters of an interface. (since 2.11)', {
   'rx-bytes': counter('total bytes received'),
@@ -39,18 +39,18 @@ export const GuestNetworkInterface = objectComponent('GuestNetworkInterface', 'A
 export const GuestNetworkRoute = objectComponent('GuestNetworkRoute', 'Route information, currently, only linux supported. (since 9.1)', {
   iface: Type.String({ description: "The destination network or host's egress network interface in the routing table" }),
   destination: Type.String({ description: 'The IP address of the target network or host, The final destination of the packet' }),
-  metric: Type.Integer({ description: 'Route metric' }),
+  metric: Type.Integer({ format: 'int64', description: 'Route metric' }),
   gateway: Type.Optional(Type.String({ description: 'The IP address of the next hop router' })),
   mask: Type.Optional(Type.String({ description: 'Subnet Mask (IPv4 only)' })),
-  irtt: Type.Optional(Type.Integer({ description: 'Initial round-trip delay (not for windows, IPv4 only)' })),
-  flags: Type.Optional(Type.Integer({ description: 'Route flags (not for windows)' })),
-  refcnt: Type.Optional(Type.Integer({ description: "The route's reference count (not for windows)" })),
-  use: Type.Optional(Type.Integer({ description: 'Route usage count (not for windows)' })),
-  window: Type.Optional(Type.Integer({ description: 'TCP window size, used for flow control (not for windows, IPv4 only)' })),
-  mtu: Type.Optional(Type.Integer({ description: 'Data link layer maximum packet size (not for windows)' })),
+  irtt: Type.Optional(Type.Integer({ format: 'int64', description: 'Initial round-trip delay (not for windows, IPv4 only)' })),
+  flags: Type.Optional(Type.Integer({ format: 'int64', description: 'Route flags (not for windows)' })),
+  refcnt: Type.Optional(Type.Integer({ format: 'int64', description: "The route's reference count (not for windows)" })),
+  use: Type.Optional(Type.Integer({ format: 'int64', description: 'Route usage count (not for windows)' })),
+  window: Type.Optional(Type.Integer({ format: 'int64', description: 'TCP window size, used for flow control (not for windows, IPv4 only)' })),
+  mtu: Type.Optional(Type.Integer({ format: 'int64', description: 'Data link layer maximum packet size (not for windows)' })),
   desprefixlen: Type.Optional(Type.String({ description: 'Destination prefix length (for IPv6)' })),
   source: Type.Optional(Type.String({ description: 'Source IP address (for IPv6)' })),
   srcprefixlen: Type.Optional(Type.String({ description: 'Source prefix length (for IPv6)' })),
   nexthop: Type.Optional(Type.String({ description: 'Next hop IP address (for IPv6)' })),
-  version: Type.Integer({ description: 'IP version (4 or 6)' }),
+  version: Type.Integer({ format: 'int64', description: 'IP version (4 or 6)' }),
 });

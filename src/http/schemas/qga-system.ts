@@ -36,6 +36,7 @@ export const GuestTimezone = objectComponent('GuestTimezone', 'Timezone informat
     }),
   ),
   offset: Type.Integer({
+    format: 'int64',
     description: 'Offset to UTC in seconds, negative numbers for time zones west of GMT, positive numbers for east',
   }),
 });

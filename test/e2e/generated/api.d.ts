@@ -1000,9 +1000,15 @@ export interface components {
         ChannelInfo: {
             /** @description idle: no socket open (released or never used); ready: in sync */
             state: "idle" | "connecting" | "syncing" | "ready" | "backoff" | "closing" | "closed";
-            /** @description commands waiting */
+            /**
+             * Format: int32
+             * @description commands waiting
+             */
             queued: number;
-            /** @description commands sent and not answered (0 or 1) */
+            /**
+             * Format: int32
+             * @description commands sent and not answered (0 or 1)
+             */
             inFlight: number;
         };
         /**
@@ -1019,7 +1025,10 @@ export interface components {
              * @description its last heartbeat
              */
             lastSeen: string;
-            /** @description the VMs it serves */
+            /**
+             * Format: int32
+             * @description the VMs it serves
+             */
             vmCount: number;
             /** @description its gateway version */
             version: string;
@@ -1050,13 +1059,22 @@ export interface components {
         };
         /** ExecResult */
         ExecResult: {
-            /** @description pid of the process in the guest OS */
+            /**
+             * Format: int64
+             * @description pid of the process in the guest OS
+             */
             pid: number;
             /** @description true if process has already terminated. */
             exited: boolean;
-            /** @description process exit code if it was normally terminated. */
+            /**
+             * Format: int64
+             * @description process exit code if it was normally terminated.
+             */
             exitcode?: number;
-            /** @description signal number (linux) or unhandled exception code (windows) if the process was abnormally terminated. */
+            /**
+             * Format: int64
+             * @description signal number (linux) or unhandled exception code (windows) if the process was abnormally terminated.
+             */
             signal?: number;
             /** @description base64-encoded stdout (verbatim from the agent; present once exited, if captured). */
             "out-data"?: string;
@@ -1081,7 +1099,10 @@ export interface components {
          * @description The process runs (or ran) in the guest: poll GET /v1/vms/{vm}/exec/{pid} (the Location header) for its status
          */
         ExecStarted: {
-            /** @description pid of child process in guest OS; poll GET /v1/vms/{vm}/exec/{pid} */
+            /**
+             * Format: int64
+             * @description pid of child process in guest OS; poll GET /v1/vms/{vm}/exec/{pid}
+             */
             pid: number;
             /** @description false when `wait` ran out with the process still running (its status was read); absent when the request had no `wait` */
             exited?: boolean;
@@ -1135,6 +1156,7 @@ export interface components {
         FreezeGroup: {
             id: string;
             leaseId: string;
+            /** Format: int64 */
             fence: number;
             /**
              * Format: date-time
@@ -1153,6 +1175,7 @@ export interface components {
             hardDeadline: string;
             vms: {
                 vm: string;
+                /** Format: int64 */
                 frozen: number;
             }[];
             reused: boolean;
@@ -1194,6 +1217,7 @@ export interface components {
         FreezeGroupRenewal: {
             id: string;
             leaseId: string;
+            /** Format: int64 */
             fence: number;
             /**
              * Format: date-time
@@ -1212,7 +1236,10 @@ export interface components {
         FreezeGroupRequest: {
             /** @description at most freeze.maxGroupVms (default 64) VMs */
             vms: string[];
-            /** @description lease length in seconds; default freeze.defaultTtlSeconds, at most freeze.maxTtlSeconds. There is no "never". */
+            /**
+             * Format: int32
+             * @description lease length in seconds; default freeze.defaultTtlSeconds, at most freeze.maxTtlSeconds. There is no "never".
+             */
             ttlSeconds?: number;
             /** @description absolute mount points to freeze (guest-fsfreeze-freeze-list); absent = every freezable filesystem */
             mountpoints?: string[];
@@ -1241,9 +1268,15 @@ export interface components {
             consistent: boolean;
             vms: {
                 vm: string;
-                /** @description filesystems thawed by this thaw (the return of guest-fsfreeze-thaw) */
+                /**
+                 * Format: int64
+                 * @description filesystems thawed by this thaw (the return of guest-fsfreeze-thaw)
+                 */
                 thawed: number;
-                /** @description filesystems the freeze had frozen */
+                /**
+                 * Format: int64
+                 * @description filesystems the freeze had frozen
+                 */
                 frozen: number;
                 /** @description thawed == frozen: the guest stayed frozen for the whole lease. false e.g. after the Windows VSS 10-second lapse */
                 consistent: boolean;
@@ -1262,9 +1295,15 @@ export interface components {
         FreezeLease: {
             /** @description needed to renew and to thaw */
             leaseId: string;
-            /** @description grows with every lease ever handed out; never goes backwards */
+            /**
+             * Format: int64
+             * @description grows with every lease ever handed out; never goes backwards
+             */
             fence: number;
-            /** @description number of filesystems frozen (the return of guest-fsfreeze-freeze) */
+            /**
+             * Format: int64
+             * @description number of filesystems frozen (the return of guest-fsfreeze-freeze)
+             */
             frozen: number;
             /**
              * Format: date-time
@@ -1291,6 +1330,7 @@ export interface components {
             leaseId?: string;
             /** @description the principal that froze */
             owner: string;
+            /** Format: int64 */
             fence: number;
             /**
              * Format: date-time
@@ -1320,6 +1360,7 @@ export interface components {
         /** FreezeRenewal */
         FreezeRenewal: {
             leaseId: string;
+            /** Format: int64 */
             fence: number;
             /**
              * Format: date-time
@@ -1338,7 +1379,10 @@ export interface components {
         FreezeRequest: {
             /** @description absolute mount points to freeze (guest-fsfreeze-freeze-list); absent = every freezable filesystem */
             mountpoints?: string[];
-            /** @description lease length in seconds; default freeze.defaultTtlSeconds, at most freeze.maxTtlSeconds. There is no "never". */
+            /**
+             * Format: int32
+             * @description lease length in seconds; default freeze.defaultTtlSeconds, at most freeze.maxTtlSeconds. There is no "never".
+             */
             ttlSeconds?: number;
         };
         /** FreezeStatus */
@@ -1448,13 +1492,25 @@ export interface components {
          * @description CCW address on s390x. (since 6.0)
          */
         GuestCCWAddress: {
-            /** @description channel subsystem image id */
+            /**
+             * Format: int64
+             * @description channel subsystem image id
+             */
             cssid: number;
-            /** @description subchannel set id */
+            /**
+             * Format: int64
+             * @description subchannel set id
+             */
             ssid: number;
-            /** @description subchannel number */
+            /**
+             * Format: int64
+             * @description subchannel number
+             */
             subchno: number;
-            /** @description device number */
+            /**
+             * Format: int64
+             * @description device number
+             */
             devno: number;
         };
         /**
@@ -1482,9 +1538,15 @@ export interface components {
          * @description PCI device id. (since 5.2)
          */
         GuestDeviceIdPCI: {
-            /** @description vendor ID */
+            /**
+             * Format: int32
+             * @description vendor ID
+             */
             "vendor-id": number;
-            /** @description device ID */
+            /**
+             * Format: int32
+             * @description device ID
+             */
             "device-id": number;
         };
         /**
@@ -1516,11 +1578,20 @@ export interface components {
         GuestDiskAddress: {
             "pci-controller": components["schemas"]["GuestPCIAddress"];
             "bus-type": components["schemas"]["GuestDiskBusType"];
-            /** @description bus id */
+            /**
+             * Format: int64
+             * @description bus id
+             */
             bus: number;
-            /** @description target id */
+            /**
+             * Format: int64
+             * @description target id
+             */
             target: number;
-            /** @description unit id */
+            /**
+             * Format: int64
+             * @description unit id
+             */
             unit: number;
             /** @description serial number (since: 3.1) */
             serial?: string;
@@ -1655,9 +1726,15 @@ export interface components {
         GuestDiskStatsInfo: {
             /** @description disk name */
             name: string;
-            /** @description major device number of disk */
+            /**
+             * Format: uint64
+             * @description major device number of disk
+             */
             major: number;
-            /** @description minor device number of disk */
+            /**
+             * Format: uint64
+             * @description minor device number of disk
+             */
             minor: number;
             stats: components["schemas"]["GuestDiskStats"];
         };
@@ -1666,7 +1743,10 @@ export interface components {
          * @description Result of guest agent file-read operation. (since 0.15.0)
          */
         GuestFileRead: {
-            /** @description number of bytes read (note: count is before base64-encoding is applied) */
+            /**
+             * Format: int64
+             * @description number of bytes read (note: count is before base64-encoding is applied)
+             */
             count: number;
             /** @description base64-encoded bytes read */
             "buf-b64": string;
@@ -1678,7 +1758,10 @@ export interface components {
          * @description Result of guest agent file-seek operation. (since 0.15.0)
          */
         GuestFileSeek: {
-            /** @description current file position */
+            /**
+             * Format: int64
+             * @description current file position
+             */
             position: number;
             /** @description whether EOF was encountered during file seek */
             eof: boolean;
@@ -1688,7 +1771,10 @@ export interface components {
          * @description Result of guest agent file-write operation. (since 0.15.0)
          */
         GuestFileWrite: {
-            /** @description number of bytes written (note: count is actual bytes written, after base64-decoding of provided buffer) */
+            /**
+             * Format: int64
+             * @description number of bytes written (note: count is actual bytes written, after base64-decoding of provided buffer)
+             */
             count: number;
             /** @description whether EOF was encountered during write operation. */
             eof: boolean;
@@ -1766,7 +1852,10 @@ export interface components {
             /** @description IP address */
             "ip-address": string;
             "ip-address-type": components["schemas"]["GuestIpAddressType"];
-            /** @description Network prefix length of ip-address */
+            /**
+             * Format: int64
+             * @description Network prefix length of ip-address
+             */
             prefix: number;
         };
         /**
@@ -1780,7 +1869,10 @@ export interface components {
          * @description CPU statistics of Linux, in milliseconds. (since 7.1)
          */
         GuestLinuxCpuStats: {
-            /** @description CPU index in guest OS */
+            /**
+             * Format: int64
+             * @description CPU index in guest OS
+             */
             cpu: number;
             /**
              * Format: uint64
@@ -1850,7 +1942,10 @@ export interface components {
          * @description A logical processor (VCPU) of the guest. (since 1.5)
          */
         GuestLogicalProcessor: {
-            /** @description Arbitrary guest-specific unique identifier of the VCPU. */
+            /**
+             * Format: int64
+             * @description Arbitrary guest-specific unique identifier of the VCPU.
+             */
             "logical-id": number;
             /** @description Whether the VCPU is enabled. */
             online: boolean;
@@ -1877,7 +1972,10 @@ export interface components {
          * @description Information relating to guest memory blocks. (since 2.3)
          */
         GuestMemoryBlockInfo: {
-            /** @description the size (in bytes) of the guest memory blocks, which are the minimal units of memory block online/offline operations (also called Logical Memory Hotplug). */
+            /**
+             * Format: uint64
+             * @description the size (in bytes) of the guest memory blocks, which are the minimal units of memory block online/offline operations (also called Logical Memory Hotplug).
+             */
             size: number;
         };
         /**
@@ -1891,7 +1989,10 @@ export interface components {
              */
             "phys-index": number;
             response: components["schemas"]["GuestMemoryBlockResponseType"];
-            /** @description the error number (errno) when the memory block operation fails; omitted when it succeeds. */
+            /**
+             * Format: int64
+             * @description the error number (errno) when the memory block operation fails; omitted when it succeeds.
+             */
             "error-code"?: number;
         };
         /**
@@ -1974,21 +2075,45 @@ export interface components {
          * @description Statistic counters of an interface. (since 2.11)
          */
         GuestNetworkInterfaceStat: {
-            /** @description total bytes received */
+            /**
+             * Format: uint64
+             * @description total bytes received
+             */
             "rx-bytes": number;
-            /** @description total packets received */
+            /**
+             * Format: uint64
+             * @description total packets received
+             */
             "rx-packets": number;
-            /** @description bad packets received */
+            /**
+             * Format: uint64
+             * @description bad packets received
+             */
             "rx-errs": number;
-            /** @description receiver dropped packets */
+            /**
+             * Format: uint64
+             * @description receiver dropped packets
+             */
             "rx-dropped": number;
-            /** @description total bytes transmitted */
+            /**
+             * Format: uint64
+             * @description total bytes transmitted
+             */
             "tx-bytes": number;
-            /** @description total packets transmitted */
+            /**
+             * Format: uint64
+             * @description total packets transmitted
+             */
             "tx-packets": number;
-            /** @description packet transmit problems */
+            /**
+             * Format: uint64
+             * @description packet transmit problems
+             */
             "tx-errs": number;
-            /** @description dropped packets transmitted */
+            /**
+             * Format: uint64
+             * @description dropped packets transmitted
+             */
             "tx-dropped": number;
         };
         /**
@@ -2000,23 +2125,44 @@ export interface components {
             iface: string;
             /** @description The IP address of the target network or host, The final destination of the packet */
             destination: string;
-            /** @description Route metric */
+            /**
+             * Format: int64
+             * @description Route metric
+             */
             metric: number;
             /** @description The IP address of the next hop router */
             gateway?: string;
             /** @description Subnet Mask (IPv4 only) */
             mask?: string;
-            /** @description Initial round-trip delay (not for windows, IPv4 only) */
+            /**
+             * Format: int64
+             * @description Initial round-trip delay (not for windows, IPv4 only)
+             */
             irtt?: number;
-            /** @description Route flags (not for windows) */
+            /**
+             * Format: int64
+             * @description Route flags (not for windows)
+             */
             flags?: number;
-            /** @description The route's reference count (not for windows) */
+            /**
+             * Format: int64
+             * @description The route's reference count (not for windows)
+             */
             refcnt?: number;
-            /** @description Route usage count (not for windows) */
+            /**
+             * Format: int64
+             * @description Route usage count (not for windows)
+             */
             use?: number;
-            /** @description TCP window size, used for flow control (not for windows, IPv4 only) */
+            /**
+             * Format: int64
+             * @description TCP window size, used for flow control (not for windows, IPv4 only)
+             */
             window?: number;
-            /** @description Data link layer maximum packet size (not for windows) */
+            /**
+             * Format: int64
+             * @description Data link layer maximum packet size (not for windows)
+             */
             mtu?: number;
             /** @description Destination prefix length (for IPv6) */
             desprefixlen?: string;
@@ -2026,7 +2172,10 @@ export interface components {
             srcprefixlen?: string;
             /** @description Next hop IP address (for IPv6) */
             nexthop?: string;
-            /** @description IP version (4 or 6) */
+            /**
+             * Format: int64
+             * @description IP version (4 or 6)
+             */
             version: number;
         };
         /**
@@ -2060,13 +2209,25 @@ export interface components {
          * @description PCI address. (since 2.2)
          */
         GuestPCIAddress: {
-            /** @description domain id */
+            /**
+             * Format: int64
+             * @description domain id
+             */
             domain: number;
-            /** @description bus id */
+            /**
+             * Format: int64
+             * @description bus id
+             */
             bus: number;
-            /** @description slot id */
+            /**
+             * Format: int64
+             * @description slot id
+             */
             slot: number;
-            /** @description function id */
+            /**
+             * Format: int64
+             * @description function id
+             */
             function: number;
         };
         /**
@@ -2100,7 +2261,10 @@ export interface components {
         GuestTimezone: {
             /** @description Timezone name. These values may differ depending on guest/OS and should only be used for informational purposes. */
             zone?: string;
-            /** @description Offset to UTC in seconds, negative numbers for time zones west of GMT, positive numbers for east */
+            /**
+             * Format: int64
+             * @description Offset to UTC in seconds, negative numbers for time zones west of GMT, positive numbers for east
+             */
             offset: number;
         };
         /**
@@ -2150,7 +2314,10 @@ export interface components {
         };
         /** OpenedHandle */
         OpenedHandle: {
-            /** @description Guest file handle */
+            /**
+             * Format: int64
+             * @description Guest file handle
+             */
             handle: number;
             /**
              * Format: date-time
@@ -2172,6 +2339,7 @@ export interface components {
             /** @description URI reference naming the problem type */
             type: string;
             title: string;
+            /** Format: int32 */
             status: number;
             detail: string;
             /**
@@ -2208,7 +2376,10 @@ export interface components {
         };
         /** ReadFileRequest */
         ReadFileRequest: {
-            /** @description maximum number of bytes to read (default is 4KB; at most files.maxRawReadBytes, beyond → 400) */
+            /**
+             * Format: int64
+             * @description maximum number of bytes to read (default is 4KB; at most files.maxRawReadBytes, beyond → 400)
+             */
             count?: number;
         };
         /**
@@ -2232,19 +2403,26 @@ export interface components {
                 /** @enum {string} */
                 type: "tcp";
                 host: string;
+                /** Format: int32 */
                 port: number;
             };
             /** @description Free-form labels: at most 64, keys of 1–128 characters, values of at most 256 */
             labels?: {
                 [key: string]: string;
             };
-            /** @description this VM's idle release of its agent socket in ms (default agent.idleReleaseMs); 0 = keep it */
+            /**
+             * Format: int32
+             * @description this VM's idle release of its agent socket in ms (default agent.idleReleaseMs); 0 = keep it
+             */
             idleReleaseMs?: number;
         };
         /** RenewLeaseRequest */
         RenewLeaseRequest: {
             leaseId: string;
-            /** @description lease length in seconds; default freeze.defaultTtlSeconds, at most freeze.maxTtlSeconds. There is no "never". */
+            /**
+             * Format: int32
+             * @description lease length in seconds; default freeze.defaultTtlSeconds, at most freeze.maxTtlSeconds. There is no "never".
+             */
             ttlSeconds?: number;
         };
         /** SeekFileRequest */
@@ -2312,7 +2490,10 @@ export interface components {
         SetVcpusRequest: {
             /** @description The logical processors to reconfigure: logical-id selects the VCPU, online its requested state */
             vcpus: {
-                /** @description Arbitrary guest-specific unique identifier of the VCPU. */
+                /**
+                 * Format: int64
+                 * @description Arbitrary guest-specific unique identifier of the VCPU.
+                 */
                 "logical-id": number;
                 /** @description Whether the VCPU is enabled. */
                 online: boolean;
@@ -2321,7 +2502,10 @@ export interface components {
             }[];
         };
         SetVcpusResponse: {
-            /** @description length of the initial sublist that was processed successfully */
+            /**
+             * Format: int64
+             * @description length of the initial sublist that was processed successfully
+             */
             processed: number;
             /** @description whether every entry was processed */
             complete: boolean;
@@ -2358,9 +2542,15 @@ export interface components {
         /** ThawReport */
         ThawReport: {
             vm: string;
-            /** @description filesystems thawed by this thaw (the return of guest-fsfreeze-thaw) */
+            /**
+             * Format: int64
+             * @description filesystems thawed by this thaw (the return of guest-fsfreeze-thaw)
+             */
             thawed: number;
-            /** @description filesystems the freeze had frozen */
+            /**
+             * Format: int64
+             * @description filesystems the freeze had frozen
+             */
             frozen: number;
             /** @description thawed == frozen: the guest stayed frozen for the whole lease. false e.g. after the Windows VSS 10-second lapse */
             consistent: boolean;
@@ -2380,6 +2570,7 @@ export interface components {
         };
         /** TrackedFileHandle */
         TrackedFileHandle: {
+            /** Format: int64 */
             handle: number;
             /** @description absent for a handle adopted after it was opened elsewhere */
             path?: string;
@@ -2399,9 +2590,15 @@ export interface components {
         /** UploadResult */
         UploadResult: {
             path: string;
-            /** @description bytes of the body written to the file */
+            /**
+             * Format: int64
+             * @description bytes of the body written to the file
+             */
             bytesWritten: number;
-            /** @description file position after the last byte written: the file size when writing reached its end */
+            /**
+             * Format: int64
+             * @description file position after the last byte written: the file size when writing reached its end
+             */
             position: number;
         };
         /** VmDetail */
@@ -2416,6 +2613,7 @@ export interface components {
                 /** @enum {string} */
                 type: "tcp";
                 host: string;
+                /** Format: int32 */
                 port: number;
             };
             source: "config" | "directory" | "api";
@@ -2476,6 +2674,7 @@ export interface components {
                 /** @enum {string} */
                 type: "tcp";
                 host: string;
+                /** Format: int32 */
                 port: number;
             };
             source: "config" | "directory" | "api";
@@ -2505,7 +2704,10 @@ export interface components {
             agent: components["schemas"]["AgentStatus"];
             /** @description for=ip: every address that passes the filter */
             addresses?: components["schemas"]["WaitAddress"][];
-            /** @description how long the gateway waited */
+            /**
+             * Format: int64
+             * @description how long the gateway waited
+             */
             waitedMs: number;
         };
         /**
@@ -2529,6 +2731,7 @@ export interface components {
             "ip-address": string;
             /** @description ipv4 or ipv6 */
             "ip-address-type": string;
+            /** Format: int32 */
             prefix?: number;
         };
         /**
@@ -2545,7 +2748,10 @@ export interface components {
              * @description base64-encoded string representing data to be written
              */
             "buf-b64": string;
-            /** @description bytes to write (actual bytes, after base64-decode), default is all content in buf-b64 buffer after base64 decoding */
+            /**
+             * Format: int64
+             * @description bytes to write (actual bytes, after base64-decode), default is all content in buf-b64 buffer after base64 decoding
+             */
             count?: number;
         };
     };
