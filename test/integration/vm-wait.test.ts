@@ -151,6 +151,24 @@ describe('GET /v1/vms/{vm}/wait', () => {
   });
 });
 
+describe('GET /v1/vms/{vm}/wait without a timeout', () => {
+  it('waits 30 s, or agent.waitMaxSeconds when that is lower (not 400: the caller sent no timeout); the served document says the same', async () => {
+    const { app, sim, vm } = await setup({ agent: { idleReleaseMs: 0, syncTimeoutMs: 400, probeIntervalMs: 0, waitMaxSeconds: 1 } });
+    await sim.kill();
+    const t0 = performance.now();
+    const r = await app.inject({ method: 'GET', url: `/v1/vms/${vm}/wait?for=agent` });
+    const ms = performance.now() - t0;
+    expect(r.statusCode, r.body).toBe(408);
+    expect(r.json().code).toBe('WAIT_TIMEOUT');
+    expect(ms).toBeGreaterThanOrEqual(990);
+    expect(ms).toBeLessThan(5_000);
+    const doc = (await app.inject({ method: 'GET', url: '/openapi.json' })).json();
+    const timeout = (doc.paths['/v1/vms/{vm}/wait'].get.parameters as Array<{ name: string; schema: Record<string, unknown> }>).find((p) => p.name === 'timeout');
+    expect(timeout?.schema).toMatchObject({ maximum: 1 });
+    expect(timeout?.schema.default).toBeUndefined();
+  });
+});
+
 describe('GET /v1/vms/{vm}/wait?timeout=0: one immediate check', () => {
   it('for=agent: 200 at once when the agent is up, 408 at once when its socket is gone', async () => {
     const { app, sim, vm } = await setup();

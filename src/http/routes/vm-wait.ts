@@ -17,22 +17,28 @@ import { StringEnum, named } from '../schemas/component.js';
 import { operation } from './operation.js';
 import { AgentStatus } from './vm-fleet.js';
 
+/** a wait's length when the request gives none (capped by agent.waitMaxSeconds) */
+const DEFAULT_WAIT_S = 30;
+
 const GLOB_LIST = '^[A-Za-z0-9._*?@:-]+(,[A-Za-z0-9._*?@:-]+)*$';
 
 const WaitQuery = Type.Object(
   {
     for: StringEnum(['agent', 'ip'] as const, { description: 'agent: until the agent answers a sync; ip: until the guest reports an address that passes the filter' }),
-    timeout: Type.Integer({
-      format: 'int32',
-      minimum: 0,
-      maximum: 3_600,
-      // the served document states the configured maximum (schemas/document.ts: servedDocument)
-      'x-max-from': 'agent.waitMaxSeconds',
-      default: 30,
-      description:
-        'seconds to wait at most (the gateway caps it at agent.waitMaxSeconds, default 300); 0 = no wait, one immediate check ' +
-        '(one sync, or one interface read, bounded by agent.timeouts.fast): 200 when it passes, else 408',
-    }),
+    // no schema default: it is 30 s or agent.waitMaxSeconds when that is lower (a default above the
+    // configured maximum would refuse every request that leaves it out)
+    timeout: Type.Optional(
+      Type.Integer({
+        format: 'int32',
+        minimum: 0,
+        maximum: 3_600,
+        // the served document states the configured maximum (schemas/document.ts: servedDocument)
+        'x-max-from': 'agent.waitMaxSeconds',
+        description:
+          `seconds to wait at most: default ${DEFAULT_WAIT_S}, or agent.waitMaxSeconds when that is lower; at most agent.waitMaxSeconds (default 300); ` +
+          '0 = no wait, one immediate check (one sync, or one interface read, bounded by agent.timeouts.fast): 200 when it passes, else 408',
+      }),
+    ),
     family: Type.Optional(StringEnum(['ipv4', 'ipv6'] as const, { description: 'for=ip: only addresses of this family' })),
     scope: Type.Optional(StringEnum(['global'] as const, { description: 'for=ip: global = no loopback, link-local or unspecified address' })),
     exclude: Type.Optional(
@@ -103,14 +109,15 @@ export function waitRoute(fastify: FastifyInstance): void {
       const { vm } = request.params;
       const q = request.query;
       const max = services.config.agent.waitMaxSeconds;
-      if (q.timeout > max) throw errors.validation(`timeout must be at most ${max} seconds (agent.waitMaxSeconds)`);
+      const timeout = q.timeout ?? Math.min(DEFAULT_WAIT_S, max);
+      if (timeout > max) throw errors.validation(`timeout must be at most ${max} seconds (agent.waitMaxSeconds)`);
       await services.registry.require(vm);
       const signal = requestSignal(request);
       const t0 = performance.now();
-      const timeoutMs = q.timeout * 1000;
+      const timeoutMs = timeout * 1000;
       // timeout=0: one check, bounded by the fast class (agent.timeouts.fast)
       const onceMs = services.agent.pool.defaultTimeoutMs('guest-sync-delimited');
-      const within = q.timeout > 0 ? `within ${q.timeout} s` : `in one immediate check (at most ${onceMs} ms)`;
+      const within = timeout > 0 ? `within ${timeout} s` : `in one immediate check (at most ${onceMs} ms)`;
       if (q.for === 'agent') {
         const r = await waitForAgent(services.agent, vm, timeoutMs, signal, onceMs);
         if (!r.done) throw errors.waitTimeout(vm, `the agent of ${vm} did not answer ${within}`, { ...r.last });

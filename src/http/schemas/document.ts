@@ -252,7 +252,11 @@ export function servedDocument(doc: unknown, config: unknown): unknown {
     for (const [k, v] of Object.entries(s)) out[k] = copy(v);
     if (typeof s['x-max-from'] === 'string') {
       const value = settingOf(config, s['x-max-from']);
-      if (typeof value === 'number') out.maximum = value;
+      if (typeof value === 'number') {
+        out.maximum = value;
+        // a default is never above the maximum in force
+        if (typeof out.default === 'number' && out.default > value) out.default = value;
+      }
     }
     return out;
   };

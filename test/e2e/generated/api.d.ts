@@ -3476,7 +3476,7 @@ export interface operations {
             query: {
                 /** @description agent: until the agent answers a sync; ip: until the guest reports an address that passes the filter */
                 for: "agent" | "ip";
-                /** @description seconds to wait at most (the gateway caps it at agent.waitMaxSeconds, default 300); 0 = no wait, one immediate check (one sync, or one interface read, bounded by agent.timeouts.fast): 200 when it passes, else 408 */
+                /** @description seconds to wait at most: default 30, or agent.waitMaxSeconds when that is lower; at most agent.waitMaxSeconds (default 300); 0 = no wait, one immediate check (one sync, or one interface read, bounded by agent.timeouts.fast): 200 when it passes, else 408 */
                 timeout?: number;
                 /** @description for=ip: only addresses of this family */
                 family?: "ipv4" | "ipv6";
