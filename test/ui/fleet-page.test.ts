@@ -129,4 +129,60 @@ describe.runIf(HAVE)('GET /ui in chromium', () => {
     // the only console error is the browser's own report of the 401 above
     expect(problems.filter((p) => !p.includes('401'))).toEqual([]);
   }, 60_000);
+
+  it("never shows one token's data to the next: a refresh still in flight when the token is forgotten is dropped", async () => {
+    const p = await browser.newPage();
+    try {
+      // the admin's refreshes after the first (every 5 s) answer late (1.5 s)
+      let adminAsked = 0;
+      await p.route('**/v1/vms?limit=1000*', async (route) => {
+        if (route.request().headers().authorization === `Bearer ${TOKENS[0].token}` && ++adminAsked >= 2) await new Promise((r) => setTimeout(r, 1_500));
+        await route.continue();
+      });
+      await p.goto(`${base}/ui`);
+      await p.fill('#token', TOKENS[0].token);
+      await p.click('#login button[type=submit]');
+      await p.locator('#vms tbody tr[data-vm="db-01"]').waitFor();
+      for (let i = 0; i < 400 && adminAsked < 2; i++) await new Promise((r) => setTimeout(r, 25));
+      expect(adminAsked).toBe(2);
+      // forgotten while the admin's refresh is out; the web-* reader logs in
+      await p.click('#logout');
+      await p.fill('#token', TOKENS[1].token);
+      await p.click('#login button[type=submit]');
+      // watch the table past the admin's late answer: db-01 (not the reader's) never appears
+      const seen = new Set<string>();
+      const t0 = Date.now();
+      while (Date.now() - t0 < 3_000) {
+        for (const vm of await p.locator('#vms tbody tr[data-vm]').evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-vm')))) seen.add(String(vm));
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      expect([...seen].sort()).toEqual(['web-01', 'web-02', 'web-dead']);
+    } finally {
+      await p.close();
+    }
+  }, 30_000);
+
+  it('a fleet past the pages it follows says so, and still lists every down VM', async () => {
+    const p = await browser.newPage();
+    try {
+      const vm = (name: string, state: string) => ({ name, agent: { state, since: new Date().toISOString(), ...(state === 'down' ? { lastError: `${name} is gone` } : {}) }, frozen: false, labels: {} });
+      await p.route('**/v1/vms?limit=1000*', async (route) => {
+        const url = new URL(route.request().url());
+        if (url.searchParams.get('state') === 'down') return route.fulfill({ json: { items: [vm('z-down', 'down')] } });
+        const n = Number(url.searchParams.get('cursor') ?? 0);
+        // every page has a next: more than the page follows
+        return route.fulfill({ json: { items: Array.from({ length: 1000 }, (_, i) => vm(`p${n}-${i}`, 'up')), next: String(n + 1) } });
+      });
+      await p.goto(`${base}/ui`);
+      await p.fill('#token', TOKENS[0].token);
+      await p.click('#login button[type=submit]');
+      await p.locator('#vms tbody tr[data-vm="z-down"]').waitFor({ timeout: 15_000 });
+      expect(await p.locator('#vms-count').textContent()).toMatch(/^\(10001: the first 10000 and every down VM; more not shown/);
+      expect(await p.locator('#errors tbody tr[data-error="z-down"]').count()).toBe(1);
+      // an up VM's old error is not a recent one
+      expect(await p.locator('#errors tbody tr[data-error^="p0-"]').count()).toBe(0);
+    } finally {
+      await p.close();
+    }
+  }, 30_000);
 });

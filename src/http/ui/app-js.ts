@@ -4,6 +4,12 @@
  * the tab's session storage and calls the API with it (so the token's scopes and VM globs apply),
  * builds every table cell with textContent (never HTML from data), and refreshes every 5 s; the
  * freeze countdowns tick every second. A 401 forgets the token and asks again.
+ *
+ * Each token's session has a generation: what a refresh fetched is shown only if no other token
+ * was entered (or the token forgotten) meanwhile, so a page never shows data fetched with another
+ * token. The VM list follows at most MAX_PAGES pages; past that the page says so and fetches the
+ * down VMs on their own, so a large fleet's dead agents are never the ones left out. "Recent
+ * errors" are the page's own failed calls and the VMs that are not up now, with when they went down.
  */
 export const APP_JS = String.raw`'use strict';
 (function () {
@@ -11,7 +17,7 @@ export const APP_JS = String.raw`'use strict';
   var REFRESH_MS = 5000;
   var MAX_PAGES = 10;
   var MAX_ERRORS = 20;
-  var state = { vms: [], freezes: [], errors: [], timer: null, tick: null, loading: false };
+  var state = { vms: [], freezes: [], errors: [], timer: null, tick: null, loading: false, gen: 0, more: false };
 
   function $(id) { return document.getElementById(id); }
   var memToken = null;
@@ -84,13 +90,20 @@ export const APP_JS = String.raw`'use strict';
     });
   }
 
+  // the VMs, at most MAX_PAGES pages; past that, the down VMs on their own (more: some not shown)
   function loadVms() {
     var items = [];
     function next(cursor, n) {
       return api('/v1/vms?limit=1000' + (cursor ? '&cursor=' + encodeURIComponent(cursor) : '')).then(function (page) {
         items = items.concat(page.items || []);
         if (page.next && n + 1 < MAX_PAGES) return next(page.next, n + 1);
-        return items;
+        if (!page.next) return { items: items, more: false };
+        return api('/v1/vms?limit=1000&state=down').then(function (down) {
+          var seen = {};
+          items.forEach(function (v) { seen[v.name] = true; });
+          (down.items || []).forEach(function (v) { if (!seen[v.name]) items.push(v); });
+          return { items: items, more: true };
+        });
       });
     }
     return next(null, 0);
@@ -99,11 +112,19 @@ export const APP_JS = String.raw`'use strict';
   function refresh() {
     if (!token() || state.loading) return;
     state.loading = true;
+    var gen = state.gen;
     var failed = false;
-    var vms = loadVms().then(function (v) { state.vms = v; }, function (e) { failed = true; return onError('GET /v1/vms', e); });
-    var freezes = api('/v1/freezes').then(function (f) { state.freezes = f.freezes || []; }, function (e) { failed = true; return onError('GET /v1/freezes', e); });
+    var got = {};
+    var vms = loadVms().then(function (v) { got.vms = v; }, function (e) { failed = true; got.vmsError = e; });
+    var freezes = api('/v1/freezes').then(function (f) { got.freezes = f.freezes || []; }, function (e) { failed = true; got.freezesError = e; });
     Promise.all([vms, freezes]).then(function () {
+      // another token entered, or this one forgotten, meanwhile: what was fetched is not shown
+      if (gen !== state.gen) return;
       state.loading = false;
+      if (got.vms) { state.vms = got.vms.items; state.more = got.vms.more; }
+      if (got.freezes) state.freezes = got.freezes;
+      if (got.vmsError) onError('GET /v1/vms', got.vmsError);
+      if (got.freezesError) onError('GET /v1/freezes', got.freezesError);
       if (!token()) return;
       render();
       $('status').textContent = (failed ? 'partly refreshed ' : 'refreshed ') + new Date().toLocaleTimeString();
@@ -111,8 +132,20 @@ export const APP_JS = String.raw`'use strict';
     });
   }
 
+  // a new session (another token, or none): nothing of the previous one is kept or shown
+  function reset() {
+    state.gen++;
+    state.loading = false;
+    state.vms = [];
+    state.freezes = [];
+    state.errors = [];
+    state.more = false;
+    ['vms', 'freezes', 'errors'].forEach(function (id) { var b = $(id).tBodies[0]; while (b.firstChild) b.removeChild(b.firstChild); });
+  }
+
   function onError(where, e) {
     if (e.status === 401) {
+      reset();
       forget();
       showLogin('The gateway did not accept this token (401).');
       return;
@@ -167,12 +200,15 @@ export const APP_JS = String.raw`'use strict';
       return tr;
     });
     fill('vms', vmRows, 'No VM is visible to this token.', 7);
-    $('vms-count').textContent = '(' + state.vms.length + ')';
+    $('vms-count').textContent = '(' + state.vms.length + (state.more ? ': the first ' + MAX_PAGES * 1000 + ' and every down VM; more not shown, use the API' : '') + ')';
 
     var errs = state.errors.map(function (e) { return row([e.at.toLocaleTimeString(), e.where, e.what], { 'data-error': e.where }); });
-    state.vms.forEach(function (v) {
-      if (v.agent && v.agent.lastError) errs.push(row([iso(v.agent.since), 'VM ' + v.name, v.agent.lastError], { 'data-error': v.name }));
-    });
+    // VMs whose agent is not up now, most recent first: an up VM's lastError is history, and its
+    // since is when it came back, not when the error happened
+    state.vms.filter(function (v) { return v.agent && v.agent.state === 'down' && v.agent.lastError; })
+      .sort(function (a, b) { return Date.parse(b.agent.since) - Date.parse(a.agent.since); })
+      .slice(0, 100)
+      .forEach(function (v) { errs.push(row([iso(v.agent.since), 'VM ' + v.name + ' (down since)', v.agent.lastError], { 'data-error': v.name })); });
     fill('errors', errs, 'No recent errors.', 3);
 
     if (!state.tick) state.tick = setInterval(tickCountdowns, 1000);
@@ -180,6 +216,7 @@ export const APP_JS = String.raw`'use strict';
 
   function start() {
     stop();
+    reset();
     $('login').hidden = true;
     $('status').textContent = 'loading…';
     refresh();
@@ -197,9 +234,7 @@ export const APP_JS = String.raw`'use strict';
     });
     $('logout').addEventListener('click', function () {
       forget();
-      state.vms = [];
-      state.freezes = [];
-      state.errors = [];
+      reset();
       showLogin('');
     });
     if (token()) start(); else showLogin('');
