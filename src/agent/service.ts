@@ -24,6 +24,7 @@ import { AgentHealth, SILENT_SOCKET_HINT } from './state-health.js';
 import type { AgentStates, FleetState } from './state.js';
 import { ReadCoalescer } from './coalesce.js';
 import { MIN_CALL_MS, releaseIdleAt } from './probe-release.js';
+import { callerDeadline } from '../qga/outcomes.js';
 
 export type { AgentState, FleetState } from './state.js';
 export type { ExternalFreeze } from './state-external.js';
@@ -253,7 +254,8 @@ export class AgentService implements AgentCaller, SocketSharing {
       return true;
     } catch (e) {
       this.health.failed(vm, e);
-      return this.states.state(vm) === 'up';
+      // the probe's own deadline came first: the agent did not answer, whatever its state says
+      return !callerDeadline(e) && this.states.state(vm) === 'up';
     } finally {
       if (!held) ch.release();
       else if (releaseBy !== undefined) {

@@ -9,6 +9,9 @@
  *     on a VM frozen through the gateway (a frozen guest may answer slowly): only noted;
  *   - a call failing AGENT_UNAVAILABLE while its channel is still connecting, syncing or backing
  *     off → down; a connection lost under a command does not mark it (the next handshake decides);
+ *     nor does a call whose own deadline passed while the handshake was still going, nor the
+ *     gateway letting a socket go mid-handshake (release(): a probe or a wait over): the
+ *     handshake's own outcome (syncTimeoutMs) decides, not a caller's shorter patience;
  *   - while down, calls fail fast (503 AGENT_UNAVAILABLE) except thaws and fsfreeze status.
  * A handshake nobody answered on a socket that accepted the connection names the likely causes.
  */
@@ -17,6 +20,7 @@ import { isGatewayError, errors } from '../errors.js';
 import type { AgentPool } from '../pool/pool.js';
 import type { CommandEvent, StateEvent } from '../qga/events.js';
 import type { ExecuteOptions } from '../qga/types.js';
+import { callerDeadline } from '../qga/outcomes.js';
 import { AgentStates } from './state.js';
 
 /** Never failed fast while the agent is down: a thaw must always be tried, and so must the status read that confirms one. */
@@ -54,9 +58,13 @@ export class AgentHealth {
   /** A call failed with `e`: account for it, and return what the caller gets. */
   failed(vm: string, e: unknown): unknown {
     if (!isGatewayError(e) || e.code !== 'AGENT_UNAVAILABLE') return e;
+    // the caller's own deadline passed while the handshake was still going (a short wait, a probe):
+    // not a verdict on the agent (it may just be slow); the handshake's own end (syncTimeoutMs,
+    // onChannelState) decides. Its words still name the likely cause if the VM is down already.
+    const byDeadline = callerDeadline(e);
     const shown = this.pool.peek(vm)?.state;
     // still syncing at the deadline: the socket took the connection and nobody answered
-    const silentNow = shown === 'syncing';
+    const silentNow = shown === 'syncing' && !byDeadline;
     if (silentNow && this.isFrozen(vm)) {
       this.states.noted(vm, e.message);
       return e;
@@ -64,7 +72,7 @@ export class AgentHealth {
     // nothing listens (the channel already failed its waiting jobs with the errno)
     const refused = /cannot be connected/.test(e.message);
     // a forced sync (POST /agent/sync, the probe) that failed is a failed handshake too
-    const handshaking = refused || silentNow || shown === 'connecting' || shown === 'backoff' || e.command === 'guest-sync-delimited';
+    const handshaking = !byDeadline && (refused || silentNow || shown === 'connecting' || shown === 'backoff' || e.command === 'guest-sync-delimited');
     if (handshaking && !refused && this.isFrozen(vm)) {
       this.states.noted(vm, e.message);
       return e;
@@ -85,7 +93,7 @@ export class AgentHealth {
     this.states.appeared(vm);
   }
 
-  private onChannelState({ vm, state, prev }: StateEvent): void {
+  private onChannelState({ vm, state, prev, released }: StateEvent): void {
     if (state === 'syncing') {
       this.syncingSince.set(vm, performance.now());
       return;
@@ -93,6 +101,9 @@ export class AgentHealth {
     if (prev === 'syncing') {
       const started = this.syncingSince.get(vm);
       this.syncingSince.delete(vm);
+      // the gateway let the socket go mid-handshake (nothing waited for it any more: a probe's or
+      // a wait's deadline): no verdict on the agent
+      if (released) return;
       if (state === 'ready') return this.states.answered(vm, this.pool.peek(vm)?.currentInfo(), this.isFrozen(vm));
       if (state !== 'backoff' && state !== 'idle') return;
       const syncMs = this.pool.syncTimeoutMs;

@@ -24,6 +24,11 @@ export interface StateEvent {
   vm: string;
   state: ChannelState;
   prev: ChannelState;
+  /**
+   * the gateway let the socket go itself (release(): idle release, a probe or wait done, pool
+   * eviction), also mid-handshake when nothing waits for it any more: says nothing of the agent
+   */
+  released?: true;
 }
 
 /** 0xFF + guest-sync-delimited is about to be written, and why */

@@ -14,6 +14,14 @@ import { ReplyTooLargeError } from './wire-errors.js';
  */
 const NOT_SENT: Readonly<Record<string, unknown>> = Object.freeze({ sent: false });
 
+/** errors of a job whose own deadline passed while the session was still connecting or syncing (ended.notConnected) */
+const CALLER_DEADLINES = new WeakSet<Error>();
+
+/** True for an AGENT_UNAVAILABLE that says only that the caller's deadline came first, not that a handshake failed. */
+export function callerDeadline(e: unknown): boolean {
+  return e instanceof Error && CALLER_DEADLINES.has(e);
+}
+
 export const ended = {
   /** close() was called: nothing new is accepted */
   closing: (vm: string, command: string) => errors.shuttingDown(`the channel to ${vm} is closing`, { vm, command }),
@@ -29,7 +37,9 @@ export const ended = {
   /** deadline passed while the session was connecting, syncing or backing off */
   notConnected: (vm: string, job: Job, lastFailure: Error | undefined) => {
     const why = lastFailure ? `: ${lastFailure.message}` : '';
-    return errors.agentUnavailable(vm, `could not connect to and sync with the agent of ${vm} within ${job.timeoutMs} ms${why}`, { command: job.command, extra: NOT_SENT });
+    const e = errors.agentUnavailable(vm, `could not connect to and sync with the agent of ${vm} within ${job.timeoutMs} ms${why}`, { command: job.command, extra: NOT_SENT });
+    CALLER_DEADLINES.add(e);
+    return e;
   },
   /** connect/sync kept failing for that long (Session.handshakeGiveUpMs), before the job's own deadline */
   handshakesFailed: (vm: string, job: Job, attempts: number, ms: number, lastFailure: Error | undefined) => {

@@ -94,6 +94,8 @@ export abstract class SessionCore {
   protected lastFailure: Error | undefined;
   private readonly orphans = new Map<number, { command: string; args: JsonObject | undefined }>();
   private closeWaiters: (() => void)[] = [];
+  /** release() is showing its 'idle' (StateEvent.released) */
+  private releasing = false;
 
   constructor(
     readonly vm: string,
@@ -152,7 +154,12 @@ export abstract class SessionCore {
     this.dropConn();
     // nothing waits and idle has no step: the idle-release ring is not needed (an eviction under churn)
     this.alarm.clear();
-    this.go('idle');
+    this.releasing = true;
+    try {
+      this.go('idle');
+    } finally {
+      this.releasing = false;
+    }
     return true;
   }
 
@@ -223,7 +230,7 @@ export abstract class SessionCore {
     // a draining session still connects and syncs, but it stays 'closing' to the outside
     if (prev === next || prev === 'closed' || (prev === 'closing' && next !== 'closed')) return;
     this.state = next;
-    this.events.emit('state', { vm: this.vm, state: next, prev });
+    this.events.emit('state', this.releasing ? { vm: this.vm, state: next, prev, released: true } : { vm: this.vm, state: next, prev });
   }
 
   protected dropConn(): void {

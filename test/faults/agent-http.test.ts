@@ -93,7 +93,13 @@ describe('A2 agent never replies to a command (HTTP)', () => {
       // the resync before the next call gets no answer either (the agent is still blocked)
       await expectProblem(app, { method: 'GET', url: '/v1/vms/a2b/hostname' }, 503, 'AGENT_UNAVAILABLE');
       const state = async () => (body(await app.inject({ method: 'GET', url: '/v1/vms/a2b' })).agent as { state: string }).state;
-      expect(await state()).toBe('down');
+      // down when that handshake fails on its own (agent.syncTimeoutMs, 5 s): the call's shorter
+      // deadline is no verdict on the agent (a slow one would be marked down by any impatient caller)
+      const tSync = performance.now();
+      while ((await state()) !== 'down') {
+        if (performance.now() - tSync > 6_000) throw new Error('not down within the handshake timeout');
+        await new Promise((r) => setTimeout(r, 50));
+      }
       // recovered by the gateway on its own (reconnect: the agent is released when its client leaves)
       const tDown = performance.now();
       for (;;) {
@@ -104,8 +110,11 @@ describe('A2 agent never replies to a command (HTTP)', () => {
       const next = await app.inject({ method: 'GET', url: '/v1/vms/a2b/hostname' });
       expect(next.statusCode).toBe(200);
       expect(body(next)).toEqual({ 'host-name': 'a2b' });
-      expect(vm.stats.connections).toBe(2);
-      expect(await resyncs(app)).toEqual({ connect: 2, timeout: 1 });
+      // reconnected (the background retry may take a second socket while the sim still winds the
+      // first one down): one handshake per connection, one resync for the timeout
+      expect(vm.stats.connections).toBeGreaterThanOrEqual(2);
+      expect(vm.stats.connections).toBeLessThanOrEqual(3);
+      expect(await resyncs(app)).toEqual({ connect: vm.stats.connections, timeout: 1 });
       expect(count(vm, 'guest-get-osinfo')).toBe(1);
     });
   });

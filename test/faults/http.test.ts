@@ -98,6 +98,8 @@ function expected(c: OperationCases, url: string, scope: Scope | 'public', who: 
     if (c.path.includes('{vm}')) return { status: 403, code: 'FORBIDDEN' };
     if (c.method === 'POST' && c.path === '/v1/freeze-groups') return { status: 403, code: 'FORBIDDEN' };
     if (c.method === 'POST' && c.path === '/v1/vms') return { status: 403, code: 'REGISTRATION_DENIED' };
+    // the metrics name every VM: a token limited to some may not read them
+    if (c.method === 'GET' && c.path === '/metrics') return { status: 403, code: 'FORBIDDEN' };
   }
   return {};
 }

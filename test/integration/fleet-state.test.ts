@@ -223,6 +223,46 @@ describe('agent state per VM', () => {
     expect((await app.inject({ method: 'DELETE', url: `/v1/vms/${vm}/fsfreeze?leaseId=${leaseId}` })).statusCode).toBe(200);
     expect((await vmObject(app, vm)).frozen).toBe(false);
   });
+
+  it('a frozen VM whose guest answers the handshake slowly for good is not marked down by the probe giving up on it (h8 F0)', async () => {
+    const { app, sim, vm } = await setup({ vm: { idleReleaseMs: 50 } });
+    const f = await app.inject({ method: 'POST', url: `/v1/vms/${vm}/fsfreeze`, payload: { ttlSeconds: 60 } });
+    expect(f.statusCode).toBe(201);
+    await waitFor('socket released', () => gw(app).pool.peek(vm)?.state !== 'ready', 2000);
+    // every handshake answered after the channel's own timeout (SYNC_MS): the probe (deadline
+    // SYNC_MS + 1 s) lets the socket go in the middle of its second handshake
+    sim.setFault({ command: 'guest-sync-delimited', kind: 'delay', ms: SYNC_MS + 300 });
+    const seen = new Set<string>();
+    for (let i = 0; i < 3; i++) {
+      await gw(app).agent.probe(vm);
+      seen.add(gw(app).agent.fleetState(vm).agent.state);
+    }
+    expect([...seen]).not.toContain('down');
+    sim.clearFaults();
+    // the simulated agent first works off the delayed handshakes of the sockets let go
+    const t0 = performance.now();
+    while ((await app.inject({ method: 'GET', url: `/v1/vms/${vm}/fsfreeze` })).statusCode !== 200) {
+      if (performance.now() - t0 > 15_000) throw new Error('the agent did not answer again');
+    }
+    const t = await app.inject({ method: 'DELETE', url: `/v1/vms/${vm}/fsfreeze?leaseId=${body(f).leaseId as string}` });
+    expect(t.statusCode, t.body).toBe(200);
+  });
+
+  it("a caller's wait shorter than a slow handshake does not mark the VM down for everyone (h8 F0)", async () => {
+    const { app, sim, vm } = await setup({ config: { agent: { idleReleaseMs: 0, syncTimeoutMs: 3_000, probeIntervalMs: 0, timeouts: { fast: 4_000, normal: 4_000 } } } });
+    expect((await app.inject({ method: 'GET', url: `/v1/vms/${vm}/ping` })).statusCode).toBe(200);
+    gw(app).pool.peek(vm)?.release();
+    // the agent answers a handshake in 1.6 s: slow, but within syncTimeoutMs
+    sim.setFault({ command: 'guest-sync-delimited', kind: 'delay', ms: 1_600 });
+    const w = await app.inject({ method: 'GET', url: `/v1/vms/${vm}/wait?for=agent&timeout=1` });
+    expect(w.statusCode, w.body).toBe(408);
+    expect(gw(app).agent.fleetState(vm).agent.state).not.toBe('down');
+    // another caller is served, not failed fast
+    const p = await app.inject({ method: 'GET', url: `/v1/vms/${vm}/ping` });
+    expect(p.statusCode, p.body).toBe(200);
+    expect(gw(app).agent.fleetState(vm).agent.state).toBe('up');
+    sim.clearFaults();
+  });
 });
 
 describe('recovery', () => {
