@@ -73,6 +73,14 @@ function listenFailure(e: unknown, config: Config): Error {
 
 /** Starts the gateway; resolves once it listens (the process then lives until a signal). */
 export async function serve(args: string[]): Promise<void> {
+  // A SIGHUP (systemctl reload) before the handlers below are in place would end the process
+  // (Node's default) with no line and an exit that systemd counts as clean: held until then, and
+  // applied as one reload once the gateway listens.
+  let hupWhileStarting = false;
+  const earlyHup = (): void => {
+    hupWhileStarting = true;
+  };
+  process.on('SIGHUP', earlyHup);
   const { values } = parseOptions('serve', args, {
     config: { type: 'string', short: 'c' },
     pretty: { type: 'boolean' },
@@ -108,7 +116,12 @@ export async function serve(args: string[]): Promise<void> {
     await Promise.race([app.close().catch(() => undefined), new Promise((r) => setTimeout(r, 5_000).unref())]);
     throw listenFailure(e, config);
   }
-  handleSignals(app, config, file);
+  const reload = handleSignals(app, config, file);
+  process.off('SIGHUP', earlyHup);
+  if (hupWhileStarting) {
+    app.log.info('SIGHUP received while starting: reloading the configuration now');
+    reload();
+  }
   app.log.info(
     {
       // after the registry's first scan (discovery folders, presets, API-registered VMs)
@@ -124,7 +137,8 @@ export async function serve(args: string[]): Promise<void> {
   );
 }
 
-function handleSignals(app: FastifyInstance, config: Config, file: string | undefined): void {
+/** Installs the signal handlers; returns the SIGHUP reload (queued behind one in progress). */
+function handleSignals(app: FastifyInstance, config: Config, file: string | undefined): () => void {
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) {
@@ -173,8 +187,10 @@ function handleSignals(app: FastifyInstance, config: Config, file: string | unde
     }
   };
   // one reload at a time, in signal order
-  process.on('SIGHUP', () => {
+  const queueReload = (): void => {
     reloading = reloading.then(reload);
-  });
+  };
+  process.on('SIGHUP', queueReload);
   process.on('unhandledRejection', (err) => app.log.error({ err }, 'unhandled rejection'));
+  return queueReload;
 }

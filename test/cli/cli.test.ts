@@ -313,6 +313,32 @@ describe('qga-gateway command line', { timeout: 60_000 }, () => {
     }
   });
 
+  it('a SIGHUP while starting (systemctl reload right after start) is held and applied once it listens, not the end of the process', async () => {
+    const port = await freePort();
+    const stateFile = path.join(DIR, 'hup-state', 'leases.json');
+    const cfg = file('hup-serve.yaml', stringify({ server: { port }, log: { level: 'info' }, freeze: { stateFile } }));
+    const child = spawn(process.execPath, [bundle.cli, 'serve', '--config', cfg], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...CLEAN_ENV } });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    let exit: number | string | null | undefined;
+    const exited = new Promise((r) => child.once('exit', (code, signal) => r((exit = code ?? signal))));
+    try {
+      // the state file's lock is taken early in serve, well before the gateway listens
+      await waitFor(() => existsSync(`${stateFile}.lock`), 30_000, 'the state file lock');
+      expect(out).not.toMatch(/qga-gateway ready/);
+      child.kill('SIGHUP');
+      await waitFor(() => /qga-gateway ready/.test(out) || exit !== undefined, 30_000, 'the gateway to start');
+      expect(exit, out).toBeUndefined();
+      await waitFor(() => /configuration reloaded \(SIGHUP\)/.test(out), 10_000, 'the held reload');
+      expect(out).toMatch(/SIGHUP received while starting/);
+      expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
+    } finally {
+      child.kill('SIGTERM');
+      await exited;
+    }
+  });
+
   it('server.tls: HTTPS, and SIGHUP swaps the certificate for new connections', async () => {
     const cert = path.join(DIR, 'cert.pem');
     const key = path.join(DIR, 'key.pem');
