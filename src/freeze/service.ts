@@ -300,8 +300,16 @@ export class FreezeService {
     } else if (lease && freezeData(lease).state !== 'freezing') {
       await this.engine.releaseMembers(lease, [vm], 'forced');
     }
-    // no lease: no freeze count to hold the thaw to, so never `consistent: true`
-    return { ...o.report, forced: true, ...(lease || o.report.reason ? {} : { consistent: false, reason: 'NO_LEASE' as const, detail: 'no lease was held on this VM' }) };
+    // no lease: no freeze count to hold the thaw to, so never `consistent: true`; and not a partial
+    // thaw either (the count it would be held to is nobody's): NO_LEASE, saying what was thawed
+    if (!lease) {
+      const detail =
+        o.report.thawed > 0
+          ? `no lease of the gateway held this VM: ${o.report.thawed} filesystems frozen outside it (another tool, a script on the agent socket) were thawed`
+          : 'no lease of the gateway held this VM, and nothing was frozen';
+      return { ...o.report, forced: true, consistent: false, reason: 'NO_LEASE' as const, detail };
+    }
+    return { ...o.report, forced: true };
   }
 
   /** The tombstone of `leaseId` if that lease was for `session` (a lease id of another VM does not count). */

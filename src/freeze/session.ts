@@ -240,7 +240,9 @@ export class SessionFreezer {
     }));
     const first = failures[0];
     this.logger.warn({ session: lease.session, failures: failures.map((f) => ({ vm: f.vm, code: f.error.code })), rolledBack: suspects, ...requestIdOf({ requestId }) }, 'freeze failed: rolled back');
-    throw withExtra(first.error, { vms: perVm, allThawed: [...rollback.values()].every(Boolean) });
+    // allThawed: whether what this freeze may have frozen is thawed again; said only when it may have
+    // frozen something (a guest already frozen by another tool is not "all thawed")
+    throw withExtra(first.error, { vms: perVm, ...(rollback.size > 0 ? { allThawed: [...rollback.values()].every(Boolean) } : {}) });
   }
 
   /** `fence`: a check of the lease made for this member's wave; none: check now */

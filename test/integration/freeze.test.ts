@@ -126,6 +126,21 @@ describe.each(stores)('freeze sessions (%s store)', (_kind, storeOpts) => {
     expect(await g.freeze.thaw('vm1', { force: true }, ADMIN)).toMatchObject({ thawed: 0, forced: true, consistent: false, reason: 'NO_LEASE' });
   });
 
+  it('a guest frozen outside the gateway: a freeze is 409 VM_FROZEN without claiming to have thawed anything; a forced thaw clears it as NO_LEASE, not a partial thaw', async () => {
+    fleet = await simFleet(['vm1']);
+    g = await rig(fleet, storeOpts());
+    fleet.vm.vm1.state.frozen = true;
+    const n = fleet.vm.vm1.state.filesystems.length;
+    const e = await rejection(g.freeze.freeze('vm1', {}, BACKUP));
+    expect(e.code).toBe('VM_FROZEN');
+    expect(e.extra?.allThawed).toBeUndefined();
+    expect(fleet.vm.vm1.state.frozen).toBe(true);
+    const r = await g.freeze.thaw('vm1', { force: true }, ADMIN);
+    expect(r).toMatchObject({ thawed: n, forced: true, consistent: false, reason: 'NO_LEASE' });
+    expect(r.detail).toMatch(new RegExp(`no lease of the gateway held this VM: ${n} filesystems frozen outside it`));
+    expect(fleet.vm.vm1.state.frozen).toBe(false);
+  });
+
   it('a forced thaw while the freeze is in flight: the freeze is answered 409 (never 201), the guest is left thawed by one thaw, the lease ends', async () => {
     fleet = await simFleet(['vm1']);
     g = await rig(fleet, storeOpts());
