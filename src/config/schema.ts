@@ -42,11 +42,15 @@ export const MAX_LABELS = 64;
 export const MAX_LABEL_KEY = 128;
 export const MAX_LABEL_VALUE = 256;
 
-/** A VM's labels: at most MAX_LABELS, keys of 1–MAX_LABEL_KEY characters without control characters, values of at most MAX_LABEL_VALUE. */
+/**
+ * A VM's labels: at most MAX_LABELS, keys of 1–MAX_LABEL_KEY characters without control characters
+ * or `=` (the list filter `label=key=value` splits at the first `=`: such a key could never be
+ * matched), values of at most MAX_LABEL_VALUE.
+ */
 export const LabelsSchema = Type.Record(Type.String(), Type.String({ maxLength: MAX_LABEL_VALUE }), {
   maxProperties: MAX_LABELS,
-  propertyNames: { minLength: 1, maxLength: MAX_LABEL_KEY, pattern: NO_CONTROL },
-  description: `Free-form labels: at most ${MAX_LABELS}, keys of 1–${MAX_LABEL_KEY} characters, values of at most ${MAX_LABEL_VALUE}`,
+  propertyNames: { minLength: 1, maxLength: MAX_LABEL_KEY, pattern: '^[^\\u0000-\\u001f\\u007f=]+$' },
+  description: `Free-form labels: at most ${MAX_LABELS}, keys of 1–${MAX_LABEL_KEY} characters without control characters or "=", values of at most ${MAX_LABEL_VALUE}`,
 });
 
 export const VmEntrySchema = Type.Object(

@@ -2406,7 +2406,7 @@ export interface components {
                 /** Format: int32 */
                 port: number;
             };
-            /** @description Free-form labels: at most 64, keys of 1–128 characters, values of at most 256 */
+            /** @description Free-form labels: at most 64, keys of 1–128 characters without control characters or "=", values of at most 256 */
             labels?: {
                 [key: string]: string;
             };
@@ -2617,7 +2617,7 @@ export interface components {
                 port: number;
             };
             source: "config" | "directory" | "api";
-            /** @description Free-form labels: at most 64, keys of 1–128 characters, values of at most 256 */
+            /** @description Free-form labels: at most 64, keys of 1–128 characters without control characters or "=", values of at most 256 */
             labels?: {
                 [key: string]: string;
             };
@@ -2678,7 +2678,7 @@ export interface components {
                 port: number;
             };
             source: "config" | "directory" | "api";
-            /** @description Free-form labels: at most 64, keys of 1–128 characters, values of at most 256 */
+            /** @description Free-form labels: at most 64, keys of 1–128 characters without control characters or "=", values of at most 256 */
             labels?: {
                 [key: string]: string;
             };
