@@ -76,6 +76,8 @@ describe.runIf(HAVE)('GET /ui in chromium', () => {
   const rows = (table: string, attr: string) => page.locator(`#${table} tbody tr[${attr}]`).evaluateAll((trs, a) => trs.map((tr) => tr.getAttribute(a)), attr);
 
   it('serves a public shell with no data under a strict CSP, then shows what the entered token may see', async () => {
+    const asked: string[] = [];
+    page.on('request', (r) => asked.push(new URL(r.url()).pathname));
     const shell = await page.goto(`${base}/ui`);
     expect(shell?.status()).toBe(200);
     const csp = shell?.headers()['content-security-policy'] ?? '';
@@ -83,6 +85,11 @@ describe.runIf(HAVE)('GET /ui in chromium', () => {
     expect(csp).toContain("default-src 'none'");
     expect(await shell?.text()).not.toContain('web-01');
     await page.locator('#login').waitFor({ state: 'visible' });
+    // its own icon, public: the browser does not ask for /favicon.ico (a 401, audited as a denial, at every opening)
+    await page.waitForLoadState('networkidle');
+    expect(asked).toContain('/ui/icon.svg');
+    expect(asked).not.toContain('/favicon.ico');
+    expect((await fetch(`${base}/ui/icon.svg`)).headers.get('content-type')).toBe('image/svg+xml');
 
     // a down VM with an error to show: one failed connect
     expect((await api('GET', '/v1/vms/web-dead/ping')).status).toBe(503);

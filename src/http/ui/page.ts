@@ -12,6 +12,7 @@ export const PAGE_HTML = `<!doctype html>
 <meta name="referrer" content="no-referrer">
 <title>qga-gateway fleet</title>
 <link rel="stylesheet" href="/ui/app.css">
+<link rel="icon" href="/ui/icon.svg" type="image/svg+xml">
 <script src="/ui/app.js" defer></script>
 </head>
 <body>
@@ -69,3 +70,6 @@ th { background: #eee; }
 form { max-width: 30em; }
 input { width: 100%; padding: .3em; margin: .3em 0; box-sizing: border-box; }
 `;
+
+/** the page's icon: a small rounded square (served as /ui/icon.svg) */
+export const PAGE_ICON = '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect x="1" y="1" width="14" height="14" rx="3" fill="#2b6cb0"/></svg>';
