@@ -8,7 +8,9 @@
 #   libvirt:     -v /var/lib/libvirt/qemu/channel:/var/lib/libvirt/qemu/channel
 # Who may connect: Proxmox's sockets are root-owned, mode 0755, so only uid 0 can open them: run
 # with  --user 0:0 --cap-drop ALL --security-opt no-new-privileges  (root without capabilities
-# reaches root-owned files only). libvirt's belong to the qemu user: --user <uid of libvirt-qemu>:<gid of kvm>.
+# reaches root-owned files only). libvirt's belong to the qemu user: --user <uid of libvirt-qemu>:<gid of kvm>
+# --group-add 0 (group root writes the state directory below; without it the embedded store cannot
+# write its lease file and the gateway does not start).
 # The default user (node, uid 1000) opens neither; it suits VMs reached over TCP.
 #
 # Configuration: mount a file and name it (-v ./qga-gateway.yaml:/etc/qga-gateway/config.yaml:ro
@@ -44,8 +46,9 @@ RUN mkdir -p /var/lib/qga-gateway \
 VOLUME ["/var/lib/qga-gateway"]
 USER node
 EXPOSE 8080
-# slim images have no curl: Node's fetch asks /readyz (lease store reachable). With TLS, set
-# QGA_HEALTHCHECK_URL=https://127.0.0.1:8080/readyz and NODE_EXTRA_CA_CERTS for a private CA.
+# slim images have no curl: Node's fetch asks /readyz (lease store reachable) on PORT (a port set in
+# the config file needs PORT as well). With TLS, set QGA_HEALTHCHECK_URL=https://127.0.0.1:8080/readyz
+# and NODE_EXTRA_CA_CERTS for a private CA.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["node", "-e", "fetch(process.env.QGA_HEALTHCHECK_URL || 'http://127.0.0.1:' + (process.env.PORT || 8080) + '/readyz', { signal: AbortSignal.timeout(4000) }).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 ENTRYPOINT ["node", "/app/dist/cli.js"]

@@ -103,7 +103,8 @@ describe('Host and Origin', () => {
     }
     const tokens = [{ name: 'ops', token: 'x'.repeat(32), scopes: ['read' as const] }];
     expect(allowedHostNames(buildConfig({ server: { host: '0.0.0.0' }, auth: { tokens } }, {}, 'wild').server)).toBeUndefined();
-    expect(allowedHostNames(buildConfig({ server: { host: '0.0.0.0', allowedHosts: ['gw.example'] }, auth: { tokens } }, {}, 'wild').server)).toEqual(new Set(['gw.example']));
+    // the loopback names stay: the image's HEALTHCHECK probes 127.0.0.1 whatever names a proxy needs
+    expect(allowedHostNames(buildConfig({ server: { host: '0.0.0.0', allowedHosts: ['gw.example'] }, auth: { tokens } }, {}, 'wild').server)).toEqual(new Set(['gw.example', 'localhost', '127.0.0.1', '::1']));
   });
 
   it('the host of cluster.advertiseUrl is always an allowed Host, beside server.allowedHosts', async () => {
@@ -118,7 +119,9 @@ describe('Host and Origin', () => {
       expect(await status('node1.example:8443')).toBe(200);
       expect(await status('gw.example')).toBe(200);
       expect(await status('node2.example:8443')).toBe(421);
-      expect(await status('localhost')).toBe(421);
+      expect(await status('evil.example')).toBe(421);
+      // loopback names always (local probes such as the Docker HEALTHCHECK; a rebinding page sends its own name)
+      for (const h of ['localhost', '127.0.0.1:8080', '[::1]:8080']) expect(await status(h), h).toBe(200);
     } finally {
       await app.close();
     }

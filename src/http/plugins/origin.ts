@@ -14,12 +14,19 @@ import { errors } from '../../errors.js';
 
 const WILDCARD_BINDS = new Set(['0.0.0.0', '::', '[::]', '']);
 
+/**
+ * The loopback names: always accepted, also with server.allowedHosts set. A rebinding page makes
+ * the browser send its own DNS name, never these; and local probes (the Docker HEALTHCHECK on
+ * 127.0.0.1, an operator's curl) must not be 421 because a proxy's name was configured.
+ */
+const LOOPBACK_NAMES = ['localhost', '127.0.0.1', '::1'];
+
 /** The Host names to accept, or undefined for any. The host of cluster.advertiseUrl is always one. */
 export function allowedHostNames(server: Config['server'], advertiseUrl?: string): Set<string> | undefined {
   const advertised = advertiseUrl === undefined ? [] : [normalizeHost(new URL(advertiseUrl).host)];
-  if (server.allowedHosts) return new Set([...server.allowedHosts.map(normalizeHost), ...advertised]);
+  if (server.allowedHosts) return new Set([...server.allowedHosts.map(normalizeHost), ...LOOPBACK_NAMES, ...advertised]);
   if (WILDCARD_BINDS.has(server.host)) return undefined;
-  return new Set(['localhost', '127.0.0.1', '::1', normalizeHost(server.host), hostname().toLowerCase(), ...advertised].filter((h) => h !== ''));
+  return new Set([...LOOPBACK_NAMES, normalizeHost(server.host), hostname().toLowerCase(), ...advertised].filter((h) => h !== ''));
 }
 
 /** `Example.org:8080` → `example.org`, `[::1]:80` → `::1` */
