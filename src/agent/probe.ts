@@ -4,7 +4,9 @@
  * - Every `agent.probeIntervalMs` (0 = off) each registered VM gets one probe: a sync handshake
  *   on its channel, released at once if the probe opened the socket (AgentService.probe), spread
  *   over the interval and at most PROBE_CONCURRENCY at a time, so a fleet of thousands costs a
- *   trickle of short connections.
+ *   trickle of short connections. The first sweep starts with the probe (not one interval later:
+ *   every VM would be `unknown` for a minute after each start), and a VM that appears in the
+ *   registry (a socket found, a VM registered) is probed at once.
  * - A VM marked down is retried on its own schedule (retryInitialMs, doubling to retryMaxMs,
  *   agent.downRetryMaxMs: 1 s by default) until the agent answers: then it is up again, and calls
  *   stop failing fast.
@@ -55,6 +57,8 @@ export class AgentProbe {
     if (this.settings.intervalMs > 0) {
       this.intervalTimer = setInterval(() => void this.sweep(), this.settings.intervalMs);
       this.intervalTimer.unref();
+      // the first sweep now (spread as every sweep is), so states are known soon after a start
+      setTimeout(() => void this.sweep(), 0).unref();
     }
   }
 
@@ -109,6 +113,11 @@ export class AgentProbe {
     if (this.vanished.delete(vm) || this.agent.states.state(vm) === 'down') {
       this.cancelRetry(vm);
       this.scheduleRetry(vm, 0);
+      return;
+    }
+    // new (a socket found, a VM registered): its state is known at once, not at the next sweep
+    if (this.settings.intervalMs > 0 && this.agent.states.state(vm) === 'unknown' && !this.retries.has(vm)) {
+      void this.agent.probe(vm).catch((err: unknown) => this.logger?.debug({ err, vm }, 'probe of a new VM failed'));
     }
   }
 

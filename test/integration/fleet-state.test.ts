@@ -265,6 +265,16 @@ describe('agent state per VM', () => {
   });
 });
 
+describe('the probe, with its shipped interval (60 s)', () => {
+  it('probes every VM when it starts, and a VM whose socket appears at once: neither is unknown for an interval (h8 F13)', async () => {
+    const { app, vm } = await setup({ discovered: true, config: { agent: { idleReleaseMs: 0, syncTimeoutMs: SYNC_MS, probeIntervalMs: 60_000 } } });
+    await waitFor('the first sweep', () => gw(app).agent.fleetState(vm).agent.state === 'up', 3_000);
+    const later = `${vm}-late`;
+    await fleet.add({ name: later, socketPath: path.join(fleet.dir, `disc-${vm}`, `${later}.sock`) });
+    await waitFor('the new VM probed', () => gw(app).agent.fleetState(later).agent.state === 'up', 3_000);
+  });
+});
+
 describe('recovery', () => {
   it('agent.downRetryMaxMs (default 1000): a VM down for a while is up within about 1 s of its socket coming back', async () => {
     const { app, sim, vm } = await setup();
