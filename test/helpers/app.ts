@@ -41,7 +41,8 @@ export function testConfig(opts: TestAppOptions = {}): Config {
   const base: Record<string, unknown> = {
     log: { level: opts.logLevel ?? process.env.TEST_LOG_LEVEL ?? 'silent' },
     freeze: { stateFile: freshStateFile() },
-    agent: { idleReleaseMs: 0 },
+    // no background probe unless a test asks for one (its first sweep runs at start: extra agent calls)
+    agent: { idleReleaseMs: 0, probeIntervalMs: 0 },
     // tests drive every route without tokens; the shipped default is read only (test/security/safe-defaults)
     auth: { anonymousScopes: ['read', 'write', 'admin'] },
     vms: opts.vms ?? [],

@@ -63,7 +63,8 @@ export async function rig(
       log: { level: process.env.TEST_LOG_LEVEL ?? 'silent' },
       // let go of the socket soon: several rigs (processes) share each simulated agent, which
       // serves one client at a time like a real QEMU chardev
-      agent: { idleReleaseMs: 100, ...(opts.agent ?? {}) },
+      // no background probe unless asked (its first sweep at start would add agent calls)
+      agent: { idleReleaseMs: 100, probeIntervalMs: 0, ...(opts.agent ?? {}) },
       store: opts.redisUrl ? { type: 'redis', redisUrl: opts.redisUrl, keyPrefix: opts.keyPrefix ?? 'qga:', commandTimeoutMs: 500 } : { type: 'memory' },
       // a state file of its own (never loadConfig's shared default)
       freeze: { sweepIntervalMs: 200, stateFile: freshStateFile(), ...(opts.freeze ?? {}) },
