@@ -183,7 +183,6 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
     { name: 'file handle reaper', start: async () => files.startReaper(), stop: () => files.stop() },
   ];
 
-  let current = config;
   // the `vms:` entries in force: the config's, plus those a reload removed or moved while a freeze
   // lease holds them (kept until it ends: freeze/retained-vms.ts)
   const staticVms = new RetainedVms(
@@ -205,8 +204,9 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
   const reload = async (next: Config): Promise<ReloadSummary> => {
     const vms = await staticVms.reload(next.vms);
     logger.level = next.log.level;
-    const needRestart = Object.keys(next).filter((k) => !RELOADABLE.has(k) && JSON.stringify(next[k as keyof Config]) !== JSON.stringify(current[k as keyof Config]));
-    current = next;
+    // the other sections still run as the process started: compared with that, not with the last
+    // file read (a change reverted by a later reload needs no restart)
+    const needRestart = Object.keys(next).filter((k) => !RELOADABLE.has(k) && JSON.stringify(next[k as keyof Config]) !== JSON.stringify(config[k as keyof Config]));
     return { ...vms, logLevel: next.log.level, needRestart };
   };
   parts.push({ name: 'VMs kept for their freeze leases', start: async () => staticVms.start(config.freeze.sweepIntervalMs), stop: async () => staticVms.stop() });
