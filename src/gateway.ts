@@ -194,6 +194,8 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
       for (const vm of [...vms.removed, ...vms.changed]) agent.forget(vm);
       // a new VM, or one on another socket now: its agent state is unknown from now on
       for (const vm of [...vms.added, ...vms.changed]) agent.registered(vm);
+      // the others keep their channel, with the idle release the reload gives them (own or default)
+      for (const e of entries) pool.peek(e.name)?.setIdleReleaseMs(pool.idleReleaseMsOf(e.name));
       return vms;
     },
     (vm) => freeze.removalBlocker(vm),

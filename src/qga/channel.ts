@@ -69,6 +69,8 @@ export class Channel {
   private readonly now: () => number;
   private readonly queue: JobQueue;
   private readonly session: Session;
+  /** the settings the session reads (shared: a reload may change the idle release) */
+  private readonly settings: ChannelSettings;
 
   constructor(options: ChannelOptions) {
     const { vm, endpoint, catalog, timeouts, events, logger, now, ...settings } = options;
@@ -86,6 +88,7 @@ export class Channel {
       this.events.emit('command', { vm, command: job.command, durationMs: now - job.acceptedAt, outcome, kind: job.kind });
       if (job.audit) auditSettled(this.events, vm, job, outcome, result, now);
     });
+    this.settings = s;
     this.session = new Session(vm, endpoint, s, this.queue, this.events, clock, logger);
   }
 
@@ -185,6 +188,11 @@ export class Channel {
   /** Close the socket now if nothing is waiting (idle release, pool eviction). */
   release(): boolean {
     return this.session.release();
+  }
+
+  /** A new idle release (a configuration reload): from the next time the line empties. */
+  setIdleReleaseMs(ms: number): void {
+    this.settings.idleReleaseMs = ms;
   }
 
   /**
