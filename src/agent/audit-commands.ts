@@ -8,7 +8,7 @@
  *
  *   {audit: true, action: "agent-command", phase: "start", id, vm, command, by, requestId?, fields?, argv?}
  *   {audit: true, action: "agent-command", phase: "end", id, vm, command, by, requestId?,
- *    outcome: ok | agent-error | timeout | unavailable | protocol-error | aborted, code?, sends, durationMs}
+ *    outcome: ok | agent_error | timeout | unavailable | protocol_error | aborted (as the metrics spell it), code?, sends, durationMs}
  *
  * `by` is the principal (token name) of the HTTP request the command was sent for, or `gateway`
  * for the gateway's own actions (deadline, reconcile and shutdown thaws). `outcome: unavailable`
@@ -19,7 +19,7 @@
  * `fields` names the arguments given, shown redacted by their absence; guest-exec's record carries
  * its argv (path and arg, capped), as the fault matrix asks (D7).
  */
-import type { AuditCommandEvent, ChannelEvents } from '../qga/events.js';
+import { outcomeLabel, type AuditCommandEvent, type ChannelEvents } from '../qga/events.js';
 import type { AuditLog } from '../util/audit.js';
 
 export const COMMAND_AUDIT_ACTION = 'agent-command';
@@ -27,7 +27,9 @@ export const COMMAND_AUDIT_ACTION = 'agent-command';
 /** Write the records for every channel reporting to `events` (the pool); returns the unsubscribe. */
 export function auditAgentCommands(events: ChannelEvents, audit: AuditLog): () => void {
   const onAudit = (e: AuditCommandEvent): void => {
-    audit.record({ action: COMMAND_AUDIT_ACTION, ...e }, e.phase === 'start' ? 'agent command sent' : 'agent command completed', 'info');
+    // the outcome spelled as in the metrics (agent_error, not agent-error): one spelling to query
+    const record = e.outcome === undefined ? e : { ...e, outcome: outcomeLabel(e.outcome) };
+    audit.record({ action: COMMAND_AUDIT_ACTION, ...record }, e.phase === 'start' ? 'agent command sent' : 'agent command completed', 'info');
   };
   events.on('audit', onAudit);
   return () => events.off('audit', onAudit);

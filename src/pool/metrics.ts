@@ -11,19 +11,9 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { commandSpec } from '../qga/commands.js';
-import type { CommandEvent } from '../qga/events.js';
+import { outcomeLabel, type CommandEvent, type CommandOutcome } from '../qga/events.js';
 import type { AgentPool } from './pool.js';
 
-/** the channel's outcomes as label values (Prometheus style: snake case), a fixed set */
-const OUTCOME_LABEL: Record<string, string> = {
-  ok: 'ok',
-  'agent-error': 'agent_error',
-  timeout: 'timeout',
-  unavailable: 'unavailable',
-  'protocol-error': 'protocol_error',
-  aborted: 'aborted',
-  fenced: 'fenced',
-};
 
 export function createMetrics(pool: AgentPool): Registry {
   const registry = new Registry();
@@ -66,7 +56,7 @@ export function createMetrics(pool: AgentPool): Registry {
     }
     let c = byOutcome.get(outcome);
     if (c === undefined) {
-      const labels = { command: name, outcome: OUTCOME_LABEL[outcome] ?? 'other' };
+      const labels = { command: name, outcome: outcomeLabel(outcome as CommandOutcome) };
       c = { count: commands.labels(labels), seconds: commandSeconds.labels(labels) };
       byOutcome.set(outcome, c);
     }

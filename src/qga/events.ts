@@ -89,3 +89,18 @@ export interface ChannelEventMap {
 }
 
 export class ChannelEvents extends EventEmitter<ChannelEventMap> {}
+
+/** A command's outcome as logs and metrics spell it (Prometheus style: snake case), a fixed set. */
+const OUTCOME_LABEL: Record<CommandOutcome, string> = {
+  ok: 'ok',
+  'agent-error': 'agent_error',
+  timeout: 'timeout',
+  unavailable: 'unavailable',
+  'protocol-error': 'protocol_error',
+  aborted: 'aborted',
+  fenced: 'fenced',
+};
+
+export function outcomeLabel(outcome: CommandOutcome): string {
+  return OUTCOME_LABEL[outcome] ?? 'other';
+}

@@ -202,7 +202,7 @@ describe('invariant 4: one audit start and one completion per mutating agent com
     // (c) outcomes of the failures
     const ends = recs.filter((r) => r.phase === 'end');
     const endOf = (vm: string, command: string): Rec[] => ends.filter((r) => r.vm === vm && r.command === command);
-    expect(endOf('h1', 'guest-set-time').map((r) => r.outcome)).toEqual(['ok', 'ok', 'agent-error']);
+    expect(endOf('h1', 'guest-set-time').map((r) => r.outcome)).toEqual(['ok', 'ok', 'agent_error']);
     expect(endOf('h1', 'guest-set-time')[2].code).toBe('AGENT_ERROR');
     expect(endOf('hhang', 'guest-set-time').map((r) => [r.outcome, r.code])).toEqual([['timeout', 'AGENT_TIMEOUT']]);
     expect(endOf('hkill', 'guest-set-vcpus').map((r) => [r.outcome, r.code, r.sends])).toEqual([['unavailable', 'AGENT_UNAVAILABLE', 1]]);

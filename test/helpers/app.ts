@@ -13,7 +13,7 @@ import type { Config } from '../../src/config/schema.js';
 import type { Endpoint } from '../../src/qga/types.js';
 
 export interface TestAppOptions {
-  vms?: Array<{ name: string; endpoint: Endpoint }>;
+  vms?: Array<{ name: string; endpoint: Endpoint; idleReleaseMs?: number; labels?: Record<string, string> }>;
   /** any other config keys, merged over the test defaults */
   config?: Record<string, unknown>;
   env?: Record<string, string | undefined>;
