@@ -26,6 +26,8 @@ export interface ProbeSettings {
 }
 
 const PROBE_CONCURRENCY = 8;
+/** the probe's calls are the gateway's own: not counted as agent commands (ExecuteOptions.background) */
+const BACKGROUND = { background: true } as const;
 /** names of VMs that went away while known, retried at once if they come back (bounded) */
 const MAX_VANISHED = 10_000;
 
@@ -86,7 +88,7 @@ export class AgentProbe {
       for (let i = 0; i < vms.length && !this.stopped; i += PROBE_CONCURRENCY) {
         // a VM already being retried has its own schedule
         const batch = vms.slice(i, i + PROBE_CONCURRENCY).filter((vm) => !this.retries.has(vm));
-        await Promise.all(batch.map((vm) => this.agent.probe(vm)));
+        await Promise.all(batch.map((vm) => this.agent.probe(vm, BACKGROUND)));
         if (spreadMs > 0) await new Promise((r) => setTimeout(r, spreadMs).unref());
       }
     } catch (err) {
@@ -117,7 +119,7 @@ export class AgentProbe {
     }
     // new (a socket found, a VM registered): its state is known at once, not at the next sweep
     if (this.settings.intervalMs > 0 && this.agent.states.state(vm) === 'unknown' && !this.retries.has(vm)) {
-      void this.agent.probe(vm).catch((err: unknown) => this.logger?.debug({ err, vm }, 'probe of a new VM failed'));
+      void this.agent.probe(vm, BACKGROUND).catch((err: unknown) => this.logger?.debug({ err, vm }, 'probe of a new VM failed'));
     }
   }
 
@@ -136,7 +138,7 @@ export class AgentProbe {
   }
 
   private async retry(vm: string, entry: { delayMs: number }): Promise<void> {
-    const up = await this.agent.probe(vm);
+    const up = await this.agent.probe(vm, BACKGROUND);
     // cancelled or replaced (e.g. retried at once when the socket came back) meanwhile
     if (this.retries.get(vm) !== entry) return;
     this.retries.delete(vm);

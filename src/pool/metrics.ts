@@ -63,8 +63,9 @@ export function createMetrics(pool: AgentPool): Registry {
     return c;
   };
   pool.on('command', (ev: CommandEvent) => {
-    // a guest-info answered from the cache sent nothing to the agent: not an agent command
-    if (ev.kind === 'info') return;
+    // a guest-info answered from the cache sent nothing to the agent: not an agent command; nor is
+    // the gateway's own check (the probe, a down VM's retry: ~1/s per down VM, asked by nobody)
+    if (ev.kind === 'info' || ev.background) return;
     const c = childFor(ev.command, ev.outcome);
     c.count.inc();
     c.seconds.observe(ev.durationMs / 1000);

@@ -85,7 +85,7 @@ export class Channel {
     const clock = this.now;
     this.queue = new JobQueue((job, outcome, result) => {
       const now = clock();
-      this.events.emit('command', { vm, command: job.command, durationMs: now - job.acceptedAt, outcome, kind: job.kind });
+      this.events.emit('command', job.background ? { vm, command: job.command, durationMs: now - job.acceptedAt, outcome, kind: job.kind, background: true } : { vm, command: job.command, durationMs: now - job.acceptedAt, outcome, kind: job.kind });
       if (job.audit) auditSettled(this.events, vm, job, outcome, result, now);
     });
     this.settings = s;
@@ -222,6 +222,7 @@ export class Channel {
     const job = new Job(kind, command, args, spec, this.now(), opts.timeoutMs ?? this.timeouts[spec.timeout], signal, session);
     job.urgent = urgent;
     job.gate = opts.gate;
+    job.background = opts.background === true;
     stampAudit(job, opts.actor);
     const promise = this.queue.accept<T>(job);
     session.accept(job);

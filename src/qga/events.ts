@@ -18,6 +18,8 @@ export interface CommandEvent {
   outcome: CommandOutcome;
   /** 'info' jobs are answered from the guest-info cached at connect (nothing is sent for them) */
   kind?: 'command' | 'sync' | 'info';
+  /** the gateway's own check (ExecuteOptions.background): not an agent command anyone asked for */
+  background?: true;
 }
 
 export interface StateEvent {

@@ -39,6 +39,8 @@ export class Job implements AbortWatcher {
   /** ExecuteOptions.gate, asked when the job reaches the wire; `gated` once it let it go (on this socket) */
   gate: (() => Promise<true | Error>) | undefined;
   gated = false;
+  /** ExecuteOptions.background */
+  background = false;
   resolve!: (value: never) => void;
   reject!: (err: unknown) => void;
 

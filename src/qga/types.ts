@@ -104,6 +104,11 @@ export interface ExecuteOptions {
    * the command is sent (an unneeded thaw costs nothing, a missing one leaves a guest frozen).
    */
   gate?: () => Promise<true | Error>;
+  /**
+   * The gateway's own check, asked by nobody (the probe, a down VM's retry): its command event says
+   * so (CommandEvent.background), and it is not counted among the agent commands in the metrics.
+   */
+  background?: true;
 }
 
 export interface ChannelStats {

@@ -286,6 +286,10 @@ describe('recovery', () => {
     // old 5 s cap the retries were at 0.25, 0.75, 1.75, 3.75 s)
     await new Promise((r) => setTimeout(r, 2000));
     expect(gw(app).agent.fleetState(vm).agent.state).toBe('down');
+    // those retries are the gateway's own: not agent commands in the metrics (h9 F13); the caller's ping is
+    const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+    expect(metrics).not.toMatch(/^qga_agent_commands_total\{command="guest-sync-delimited"/m);
+    expect(metrics).toMatch(/^qga_agent_commands_total\{command="guest-ping",outcome="unavailable"\} 1$/m);
     const t0 = performance.now();
     await sim.restart();
     const back = performance.now();
