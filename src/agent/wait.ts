@@ -145,15 +145,22 @@ export function addressFilter(f: IpFilter): (a: IpAddressSeen) => boolean {
   return (a) => {
     if (excluded(a.interface)) return false;
     if (f.family && a['ip-address-type'] !== f.family) return false;
-    return f.scope !== 'global' || isGlobal(a['ip-address'], a['ip-address-type']);
+    // a loopback or unspecified address never passes: every running guest has one, so waiting for
+    // it would not be waiting for the network
+    if (hostOnly(a['ip-address'], a['ip-address-type'])) return false;
+    return f.scope !== 'global' || !linkLocal(a['ip-address'], a['ip-address-type']);
   };
 }
 
-/** not loopback, link-local or unspecified */
-function isGlobal(ip: string, type: string): boolean {
-  if (type === 'ipv4') return !(ip.startsWith('127.') || ip.startsWith('169.254.') || ip === '0.0.0.0');
+/** loopback or unspecified */
+function hostOnly(ip: string, type: string): boolean {
+  if (type === 'ipv4') return ip.startsWith('127.') || ip === '0.0.0.0';
   const lower = ip.toLowerCase();
-  return !(lower === '::1' || lower === '::' || /^fe[89ab][0-9a-f]:/.test(lower));
+  return lower === '::1' || lower === '::' || lower.startsWith('::ffff:127.');
+}
+
+function linkLocal(ip: string, type: string): boolean {
+  return type === 'ipv4' ? ip.startsWith('169.254.') : /^fe[89ab][0-9a-f]:/.test(ip.toLowerCase());
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {

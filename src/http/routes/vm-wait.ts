@@ -24,7 +24,9 @@ const GLOB_LIST = '^[A-Za-z0-9._*?@:-]+(,[A-Za-z0-9._*?@:-]+)*$';
 
 const WaitQuery = Type.Object(
   {
-    for: StringEnum(['agent', 'ip'] as const, { description: 'agent: until the agent answers a sync; ip: until the guest reports an address that passes the filter' }),
+    for: StringEnum(['agent', 'ip'] as const, {
+      description: 'agent: until the agent answers a sync; ip: until the guest reports an address that passes the filter (never a loopback or unspecified one)',
+    }),
     // no schema default: it is 30 s or agent.waitMaxSeconds when that is lower (a default above the
     // configured maximum would refuse every request that leaves it out)
     timeout: Type.Optional(
@@ -40,7 +42,7 @@ const WaitQuery = Type.Object(
       }),
     ),
     family: Type.Optional(StringEnum(['ipv4', 'ipv6'] as const, { description: 'for=ip: only addresses of this family' })),
-    scope: Type.Optional(StringEnum(['global'] as const, { description: 'for=ip: global = no loopback, link-local or unspecified address' })),
+    scope: Type.Optional(StringEnum(['global'] as const, { description: 'for=ip: global = no link-local address either (loopback and unspecified never pass)' })),
     exclude: Type.Optional(
       Type.String({ maxLength: 1024, pattern: GLOB_LIST, description: 'for=ip: comma-separated interface-name globs to ignore (`docker*,veth*`; `*` any run, `?` one character)' }),
     ),

@@ -3557,13 +3557,13 @@ export interface operations {
     waitForVm: {
         parameters: {
             query: {
-                /** @description agent: until the agent answers a sync; ip: until the guest reports an address that passes the filter */
+                /** @description agent: until the agent answers a sync; ip: until the guest reports an address that passes the filter (never a loopback or unspecified one) */
                 for: "agent" | "ip";
                 /** @description seconds to wait at most: default 30, or agent.waitMaxSeconds when that is lower; at most agent.waitMaxSeconds (default 300); 0 = no wait, one immediate check (one sync, or one interface read, bounded by agent.timeouts.fast): 200 when it passes, else 408 */
                 timeout?: number;
                 /** @description for=ip: only addresses of this family */
                 family?: "ipv4" | "ipv6";
-                /** @description for=ip: global = no loopback, link-local or unspecified address */
+                /** @description for=ip: global = no link-local address either (loopback and unspecified never pass) */
                 scope?: "global";
                 /** @description for=ip: comma-separated interface-name globs to ignore (`docker*,veth*`; `*` any run, `?` one character) */
                 exclude?: string;
