@@ -113,6 +113,15 @@ describe('the OpenAPI document', () => {
     expect(props('GuestFileSeek').position.format).toBe('int64');
   });
 
+  it('two success statuses of one operation say what each means (a freeze: 201 new, 200 an idempotent retry)', () => {
+    for (const { where, op } of operations(doc)) {
+      const ok = Object.entries(op.responses as Record<string, Json>).filter(([s]) => Number(s) < 300);
+      const texts = ok.map(([, r]) => r.description);
+      expect(new Set(texts).size, where).toBe(texts.length);
+    }
+    expect(doc.paths['/v1/vms/{vm}/fsfreeze'].post.responses['200'].description).toMatch(/Idempotency-Key/);
+  });
+
   it('lists the problem codes of every operation, each with its response, and 413/415 wherever there is a body', () => {
     for (const { where, op, path, method } of operations(doc)) {
       const codes = op['x-problem-codes'] as ErrorCode[];

@@ -64,6 +64,10 @@ export default async function freezeGroupRoutes(fastify: FastifyInstance): Promi
       headers: IdempotencyHeaders,
       body: GroupBody,
       ok: { 200: GroupCreated, 201: GroupCreated },
+      okDescriptions: {
+        201: 'every member frozen under one new lease: thaw the group with its leaseId before expiresAt, or the gateway thaws it then',
+        200: 'a retry with the Idempotency-Key of an earlier request: that request\'s group and lease (reused: true); nothing was frozen again',
+      },
     }),
     async (request, reply) => {
       const r = await groups.create(request.body, callerOf(request), request.headers['idempotency-key']);

@@ -49,6 +49,10 @@ export default async function fsfreezeRoutes(fastify: FastifyInstance): Promise<
       headers: IdempotencyHeaders,
       body: FreezeBody,
       ok: { 200: FreezeLease, 201: FreezeLease },
+      okDescriptions: {
+        201: 'frozen under a new lease: thaw it with its leaseId before expiresAt, or the gateway thaws it then',
+        200: 'a retry with the Idempotency-Key of an earlier request: that request\'s lease, as it stands (reused: true); nothing was frozen again',
+      },
     }),
     async (request, reply) => {
       const { vm } = request.params;

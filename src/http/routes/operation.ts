@@ -36,6 +36,8 @@ export interface Operation {
   body?: TSchema;
   /** the success responses by status, e.g. `{ 200: GuestFileSeek }` */
   ok: object;
+  /** what each success status means, where one schema serves several (200 and 201): the document's descriptions */
+  okDescriptions?: Readonly<Record<number, string>>;
   /** the statuses of its problem+json responses; AGENT_ERRORS unless given */
   errors?: readonly number[];
   /** codes it raises beyond those its statuses imply (schemas/common.ts: problemCodes) */
@@ -59,7 +61,7 @@ export interface Operation {
  * for the handler.
  */
 export function operation<O extends Operation>(tag: string, operationId: string, op: O) {
-  const { summary, description, command, scope, ok, errors, codes, problems: ownProblems, public: isPublic, bodyLimit, bodyLimitFrom, preValidation, exposeHeadRoute, documentHead, ...request } = op;
+  const { summary, description, command, scope, ok, okDescriptions, errors, codes, problems: ownProblems, public: isPublic, bodyLimit, bodyLimitFrom, preValidation, exposeHeadRoute, documentHead, ...request } = op;
   const problems = problemCodes(withAdmission(operationId, errors ?? AGENT_ERRORS), {
     operationId,
     tag,
@@ -97,6 +99,8 @@ export function operation<O extends Operation>(tag: string, operationId: string,
       ...(command ? { 'x-qga-command': command } : {}),
       // every code the operation can answer with (its responses describe each)
       'x-problem-codes': problems,
+      // read by the document pass (schemas/document.ts), which removes it
+      ...(okDescriptions ? { 'x-ok-descriptions': okDescriptions } : {}),
       ...(isPublic ? { security: [] } : {}),
       ...request,
       response,

@@ -117,8 +117,11 @@ function nameOperation(op: Json, where: string, components: Components): void {
       isObjectLike(r.content) &&
       Object.values(r.content).some((m) => isObjectLike(m) && isObjectLike(m.schema) && typeof m.schema.$ref !== 'string' && typeof m.schema.title !== 'string'),
   ).length;
+  const own = isObjectLike(op['x-ok-descriptions']) ? op['x-ok-descriptions'] : {};
+  delete op['x-ok-descriptions'];
   for (const [status, r] of Object.entries(responses)) {
     if (!isObjectLike(r)) continue;
+    if (typeof own[status] === 'string') r.description = own[status];
     let described: string | undefined;
     if (isObjectLike(r.content)) {
       for (const media of Object.values(r.content)) {

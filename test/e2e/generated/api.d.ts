@@ -5896,7 +5896,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Freeze the guest filesystems under a lease that thaws them automatically */
+            /** @description a retry with the Idempotency-Key of an earlier request: that request's lease, as it stands (reused: true); nothing was frozen again */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -5905,7 +5905,7 @@ export interface operations {
                     "application/json": components["schemas"]["FreezeLease"];
                 };
             };
-            /** @description Freeze the guest filesystems under a lease that thaws them automatically */
+            /** @description frozen under a new lease: thaw it with its leaseId before expiresAt, or the gateway thaws it then */
             201: {
                 headers: {
                     [name: string]: unknown;
@@ -6454,7 +6454,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Freeze several VMs together under one lease (all or nothing) */
+            /** @description a retry with the Idempotency-Key of an earlier request: that request's group and lease (reused: true); nothing was frozen again */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -6463,7 +6463,7 @@ export interface operations {
                     "application/json": components["schemas"]["FreezeGroup"];
                 };
             };
-            /** @description Freeze several VMs together under one lease (all or nothing) */
+            /** @description every member frozen under one new lease: thaw the group with its leaseId before expiresAt, or the gateway thaws it then */
             201: {
                 headers: {
                     [name: string]: unknown;
