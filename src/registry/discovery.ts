@@ -62,7 +62,8 @@ interface Folder {
   stamp?: string;
   scanning?: Promise<void>;
   again: boolean;
-  watchers: FSWatcher[];
+  /** one per watched directory (the socket folder, and the Proxmox config folder) */
+  watchers: Map<string, FSWatcher>;
   settle?: NodeJS.Timeout;
 }
 
@@ -86,7 +87,7 @@ export class Discovery {
     /** names whose record appeared, changed or went away */
     private readonly onChange: (names: readonly string[]) => void,
   ) {
-    this.folders = specs.map((spec) => ({ spec, vms: new Map(), kept: new Set(), again: false, watchers: [] }));
+    this.folders = specs.map((spec) => ({ spec, vms: new Map(), kept: new Set(), again: false, watchers: new Map() }));
   }
 
   /** Keep a VM no longer found registered while `reason` names why (its freeze lease). */
@@ -164,7 +165,8 @@ export class Discovery {
     if (intervalMs > 0 && this.folders.length > 0) {
       this.timer = setInterval(() => {
         for (const f of this.folders) {
-          if (f.watchers.length === 0) this.watchFolder(f, logger);
+          // a directory missing until now (no VM started yet, /etc/pve not mounted yet) is watched once it exists
+          this.watchFolder(f, logger);
           void this.scan(f);
         }
       }, intervalMs);
@@ -177,8 +179,8 @@ export class Discovery {
     clearInterval(this.timer);
     for (const f of this.folders) {
       clearTimeout(f.settle);
-      for (const w of f.watchers) w.close();
-      f.watchers = [];
+      for (const w of f.watchers.values()) w.close();
+      f.watchers.clear();
     }
   }
 
@@ -209,6 +211,7 @@ export class Discovery {
     if (!this.running) return;
     const dirs = [f.spec.path, ...(f.spec.pveConfigDir !== undefined ? [f.spec.pveConfigDir] : [])];
     for (const dir of dirs) {
+      if (f.watchers.has(dir)) continue;
       try {
         const w = watch(dir, { persistent: false }, () => {
           clearTimeout(f.settle);
@@ -218,9 +221,9 @@ export class Discovery {
         w.on('error', () => {
           // the folder went away: the periodic rescan watches it again once it is back
           w.close();
-          f.watchers = f.watchers.filter((x) => x !== w);
+          if (f.watchers.get(dir) === w) f.watchers.delete(dir);
         });
-        f.watchers.push(w);
+        f.watchers.set(dir, w);
       } catch (err) {
         // missing (no VM running yet) or not watchable: the periodic rescan covers it
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') logger?.warn({ err, dir }, 'cannot watch a discovery folder; relying on the periodic rescan');

@@ -177,4 +177,20 @@ describe('Proxmox preset', () => {
       reg.stop();
     }
   });
+
+  it('a config folder missing at start (pmxcfs not mounted yet) is watched once it appears, though the socket folder was watched from the start', async () => {
+    const lateConf = join(root, 'late-conf');
+    const reg = new VmRegistry({ vms: [], registry: { allowApiRegistration: false, directories: [], allowedTcpEndpoints: [], presets: ['proxmox'], proxmox: { socketDir, configDir: lateConf }, rescanIntervalMs: 100 } });
+    await reg.start();
+    // what is watched, per directory (white box: the watch itself is what is checked)
+    const watched = () => [...(reg as unknown as { discovery: { folders: Array<{ watchers: Map<string, unknown> }> } }).discovery.folders[0].watchers.keys()].sort();
+    try {
+      expect(watched()).toEqual([socketDir]);
+      mkdirSync(lateConf);
+      await until(() => watched().length === 2, 2_000);
+      expect(watched()).toEqual([lateConf, socketDir].sort());
+    } finally {
+      reg.stop();
+    }
+  });
 });
