@@ -69,6 +69,9 @@ export class VmRegistry {
   /** the `vms:` entries now in force (reloadStatic replaces them) */
   private staticEntries: readonly VmEntry[];
   private readonly listeners = new Set<(name: string) => void>();
+  /** names warned of as coming from two sources (noteShadow) */
+  private readonly shadowed = new Set<string>();
+  private logger: RegistryLogger | undefined;
 
   constructor(
     private readonly config: RegistryConfig,
@@ -101,6 +104,7 @@ export class VmRegistry {
    * watches and the periodic rescan. Logs the count found.
    */
   async start(logger?: RegistryLogger): Promise<void> {
+    this.logger = logger;
     await this.discovery.scanAll();
     await this.api.refresh(true).catch((err: unknown) => logger?.warn({ err }, 'registry: API-registered VMs not read at start; retried at the next listing'));
     this.discovery.start(this.config.registry.rescanIntervalMs ?? 30_000, logger);
@@ -216,7 +220,26 @@ export class VmRegistry {
   private touch(name: string): void {
     if (this.record(name)) this.index.add(name);
     else this.index.delete(name);
+    this.noteShadow(name);
     for (const fn of this.listeners) fn(name);
+  }
+
+  /**
+   * One name from two sources (a `vms:` entry and a discovered socket, or a discovered socket and
+   * an API-registered VM): the first of config, discovery, API is the VM; the other is not reachable
+   * under that name. Warned once per name while it lasts (no VM is dropped silently).
+   */
+  private noteShadow(name: string): void {
+    const sources = [this.statics.has(name) && 'config', this.discovery.get(name) && 'discovery', this.api.get(name) && 'api'].filter((x): x is string => typeof x === 'string');
+    if (sources.length < 2) {
+      this.shadowed.delete(name);
+      return;
+    }
+    if (this.shadowed.has(name)) return;
+    if (this.shadowed.size >= 10_000) this.shadowed.clear();
+    this.shadowed.add(name);
+    const [wins, ...hidden] = sources;
+    this.logger?.warn({ vm: name, wins, hidden }, `registry: VM name ${name} comes from ${sources.join(' and ')}; the ${wins} one is used, the other is not reachable under this name: rename one`);
   }
 
   private async refresh(): Promise<void> {
