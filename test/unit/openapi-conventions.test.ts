@@ -113,6 +113,19 @@ describe('the OpenAPI document', () => {
     expect(props('GuestFileSeek').position.format).toBe('int64');
   });
 
+  it('declares the headers of the conventions: X-Request-Id asked and answered everywhere, Retry-After on 429 and 503, Range on a download, Location on an exec 202', () => {
+    for (const { where, op } of operations(doc)) {
+      expect((op.parameters as Json[]).some((p) => p.$ref === '#/components/parameters/XRequestId'), where).toBe(true);
+      for (const [status, r] of Object.entries(op.responses as Record<string, Json>)) {
+        const headers = r.headers as Record<string, Json>;
+        expect(headers['X-Request-Id'], `${where} ${status}`).toEqual({ $ref: '#/components/headers/XRequestId' });
+        if (status === '429' || status === '503') expect(headers['Retry-After'], `${where} ${status}`).toEqual({ $ref: '#/components/headers/RetryAfter' });
+      }
+    }
+    expect((doc.paths['/v1/vms/{vm}/files/content'].get.parameters as Json[]).map((p) => p.name)).toContain('range');
+    expect(Object.keys(doc.paths['/v1/vms/{vm}/exec'].post.responses['202'].headers as Json)).toContain('Location');
+  });
+
   it('two success statuses of one operation say what each means (a freeze: 201 new, 200 an idempotent retry)', () => {
     for (const { where, op } of operations(doc)) {
       const ok = Object.entries(op.responses as Record<string, Json>).filter(([s]) => Number(s) < 300);

@@ -59,6 +59,7 @@ export default async function execRoutes(fastify: FastifyInstance): Promise<void
       params: VmParams,
       body: ExecBody,
       ok: { 200: ExecResult, 202: ExecStarted },
+      okHeaders: { 202: { Location: { description: "the process's status: GET /v1/vms/{vm}/exec/{pid}", schema: { type: 'string' } } } },
       errors: [...AGENT_ERRORS, 413],
       bodyLimit: base64BodyLimit(maxInputBytes, fastify.services.config.server.bodyLimitBytes),
       bodyLimitFrom: 'exec.maxInputBytes as base64 + server.bodyLimitBytes',

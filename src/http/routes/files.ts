@@ -9,6 +9,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
 import { GatewayError, errors } from '../../errors.js';
 import type { FilesService } from '../../files/service.js';
 import { requestSignal } from '../abort.js';
@@ -146,6 +147,9 @@ function contentRoutes(files: FilesService) {
         command: ['guest-file-open', 'guest-file-seek', 'guest-file-read', 'guest-file-close'],
         params: VmParams,
         querystring: ContentQuery,
+        headers: Type.Object({
+          range: Type.Optional(Type.String({ description: 'one byte range: bytes=a-b, bytes=a- or bytes=-n (206 with Content-Range; outside the file, 416); anything else (several ranges, another unit) is ignored: the whole file' })),
+        }),
         ok: {
           200: binaryResponse('the whole file', { 'content-length': H['content-length'], 'accept-ranges': H['accept-ranges'] }),
           206: binaryResponse('the requested byte range', H),

@@ -38,6 +38,8 @@ export interface Operation {
   ok: object;
   /** what each success status means, where one schema serves several (200 and 201): the document's descriptions */
   okDescriptions?: Readonly<Record<number, string>>;
+  /** response headers of a success status (documented: OpenAPI header objects by name) */
+  okHeaders?: Readonly<Record<number, Record<string, object>>>;
   /** the statuses of its problem+json responses; AGENT_ERRORS unless given */
   errors?: readonly number[];
   /** codes it raises beyond those its statuses imply (schemas/common.ts: problemCodes) */
@@ -61,7 +63,7 @@ export interface Operation {
  * for the handler.
  */
 export function operation<O extends Operation>(tag: string, operationId: string, op: O) {
-  const { summary, description, command, scope, ok, okDescriptions, errors, codes, problems: ownProblems, public: isPublic, bodyLimit, bodyLimitFrom, preValidation, exposeHeadRoute, documentHead, ...request } = op;
+  const { summary, description, command, scope, ok, okDescriptions, okHeaders, errors, codes, problems: ownProblems, public: isPublic, bodyLimit, bodyLimitFrom, preValidation, exposeHeadRoute, documentHead, ...request } = op;
   const problems = problemCodes(withAdmission(operationId, errors ?? AGENT_ERRORS), {
     operationId,
     tag,
@@ -101,6 +103,7 @@ export function operation<O extends Operation>(tag: string, operationId: string,
       'x-problem-codes': problems,
       // read by the document pass (schemas/document.ts), which removes it
       ...(okDescriptions ? { 'x-ok-descriptions': okDescriptions } : {}),
+      ...(okHeaders ? { 'x-ok-headers': okHeaders } : {}),
       ...(isPublic ? { security: [] } : {}),
       ...request,
       response,

@@ -118,10 +118,13 @@ function nameOperation(op: Json, where: string, components: Components): void {
       Object.values(r.content).some((m) => isObjectLike(m) && isObjectLike(m.schema) && typeof m.schema.$ref !== 'string' && typeof m.schema.title !== 'string'),
   ).length;
   const own = isObjectLike(op['x-ok-descriptions']) ? op['x-ok-descriptions'] : {};
+  const ownHeaders = isObjectLike(op['x-ok-headers']) ? op['x-ok-headers'] : {};
   delete op['x-ok-descriptions'];
+  delete op['x-ok-headers'];
   for (const [status, r] of Object.entries(responses)) {
     if (!isObjectLike(r)) continue;
     if (typeof own[status] === 'string') r.description = own[status];
+    if (isObjectLike(ownHeaders[status])) r.headers = { ...(isObjectLike(r.headers) ? r.headers : {}), ...ownHeaders[status] };
     let described: string | undefined;
     if (isObjectLike(r.content)) {
       for (const media of Object.values(r.content)) {
@@ -219,6 +222,44 @@ function pruneComponents(doc: Json, schemas: Record<string, unknown>): void {
   for (const name of Object.keys(schemas)) if (!reached.has(name)) delete schemas[name];
 }
 
+/** the headers every answer carries, or 429/503 answers carry (http/plugins/request-log.ts, errors.ts) */
+const CONVENTION_HEADERS: Json = {
+  XRequestId: {
+    description: "the request's id: the caller's X-Request-Id when valid (1-128 of A-Z a-z 0-9 . _ : -), else one the gateway made; in its log lines and audit records",
+    schema: { type: 'string', maxLength: 128 },
+  },
+  RetryAfter: {
+    description: 'seconds to wait before trying again, when the gateway can tell (a queue or rate limit, a node or Redis away)',
+    schema: { type: 'integer', format: 'int32', minimum: 0 },
+  },
+};
+const CONVENTION_PARAMETERS: Json = {
+  XRequestId: {
+    name: 'X-Request-Id',
+    in: 'header',
+    required: false,
+    description: 'an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes',
+    schema: { type: 'string', maxLength: 128 },
+  },
+};
+
+/** X-Request-Id on every operation and answer, Retry-After on its 429 and 503 answers: declared, so that generated clients expose them. */
+function conventionHeaders(op: Json): void {
+  const params = Array.isArray(op.parameters) ? op.parameters : (op.parameters = []);
+  if (!params.some((p) => isObjectLike(p) && typeof p.name === 'string' && p.name.toLowerCase() === 'x-request-id')) {
+    params.push({ $ref: '#/components/parameters/XRequestId' });
+  }
+  for (const [status, r] of Object.entries(isObjectLike(op.responses) ? op.responses : {})) {
+    if (!isObjectLike(r)) continue;
+    const headers = isObjectLike(r.headers) ? r.headers : {};
+    r.headers = {
+      ...headers,
+      'X-Request-Id': { $ref: '#/components/headers/XRequestId' },
+      ...(status === '429' || status === '503' ? { 'Retry-After': { $ref: '#/components/headers/RetryAfter' } } : {}),
+    };
+  }
+}
+
 /** The transformObject of @fastify/swagger: see the module comment. Changes and returns `doc`. */
 export function finishDocument<T>(doc: T): T {
   const d = doc as Json;
@@ -232,8 +273,11 @@ export function finishDocument<T>(doc: T): T {
       if (!isObjectLike(op)) continue;
       nameOperation(op, `${method.toUpperCase()} ${path}`, components);
       bodyProblems(op, method);
+      conventionHeaders(op);
     }
   }
+  comps.parameters = { ...(isObjectLike(comps.parameters) ? comps.parameters : {}), ...CONVENTION_PARAMETERS };
+  comps.headers = { ...(isObjectLike(comps.headers) ? comps.headers : {}), ...CONVENTION_HEADERS };
   pruneComponents(d, schemas);
   exactIntegers(d);
   // components in a stable order: by name

@@ -2774,9 +2774,17 @@ export interface components {
         };
     };
     responses: never;
-    parameters: never;
+    parameters: {
+        /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+        XRequestId: string;
+    };
     requestBodies: never;
-    headers: never;
+    headers: {
+        /** @description the request's id: the caller's X-Request-Id when valid (1-128 of A-Z a-z 0-9 . _ : -), else one the gateway made; in its log lines and audit records */
+        XRequestId: string;
+        /** @description seconds to wait before trying again, when the gateway can tell (a queue or rate limit, a node or Redis away) */
+        RetryAfter: number;
+    };
     pathItems: never;
 }
 export type $defs = Record<string, never>;
@@ -2784,7 +2792,10 @@ export interface operations {
     healthz: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -2793,6 +2804,7 @@ export interface operations {
             /** @description The process serves HTTP */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2802,6 +2814,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2811,6 +2824,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2820,6 +2834,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2829,6 +2844,8 @@ export interface operations {
             /** @description `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2840,7 +2857,10 @@ export interface operations {
     readyz: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -2849,6 +2869,7 @@ export interface operations {
             /** @description Ready: every check answered (`checks` names each with "ok") */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2858,6 +2879,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2867,6 +2889,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2876,6 +2899,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2885,6 +2909,8 @@ export interface operations {
             /** @description `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2896,7 +2922,10 @@ export interface operations {
     metrics: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -2905,6 +2934,7 @@ export interface operations {
             /** @description Prometheus text format */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2914,6 +2944,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2923,6 +2954,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2932,6 +2964,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2941,6 +2974,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2950,6 +2984,8 @@ export interface operations {
             /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2959,6 +2995,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2968,6 +3005,8 @@ export interface operations {
             /** @description `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2979,7 +3018,10 @@ export interface operations {
     fleetPage: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -2988,6 +3030,7 @@ export interface operations {
             /** @description The read-only fleet page (HTML shell; it asks for a token and reads the API with it) */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -2997,6 +3040,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3006,6 +3050,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3015,6 +3060,8 @@ export interface operations {
             /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3024,6 +3071,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3033,6 +3081,8 @@ export interface operations {
             /** @description `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3044,7 +3094,10 @@ export interface operations {
     fleetPageScript: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -3053,6 +3106,7 @@ export interface operations {
             /** @description The fleet page's script */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3062,6 +3116,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3071,6 +3126,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3080,6 +3136,8 @@ export interface operations {
             /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3089,6 +3147,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3098,6 +3157,8 @@ export interface operations {
             /** @description `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3109,7 +3170,10 @@ export interface operations {
     fleetPageStyle: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -3118,6 +3182,7 @@ export interface operations {
             /** @description The fleet page's style sheet */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3127,6 +3192,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3136,6 +3202,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3145,6 +3212,8 @@ export interface operations {
             /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3154,6 +3223,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3163,6 +3233,8 @@ export interface operations {
             /** @description `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3174,7 +3246,10 @@ export interface operations {
     fleetPageIcon: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -3183,6 +3258,7 @@ export interface operations {
             /** @description The fleet page's icon */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3192,6 +3268,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3201,6 +3278,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3210,6 +3288,8 @@ export interface operations {
             /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3219,6 +3299,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3228,6 +3309,8 @@ export interface operations {
             /** @description `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3250,7 +3333,10 @@ export interface operations {
                 /** @description the `next` of the previous page */
                 cursor?: string;
             };
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -3259,6 +3345,7 @@ export interface operations {
             /** @description One page of the VMs the caller may use, in name order */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3268,6 +3355,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3277,6 +3365,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3286,6 +3375,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3295,6 +3385,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3304,6 +3395,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3313,6 +3405,8 @@ export interface operations {
             /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3322,6 +3416,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3331,6 +3426,8 @@ export interface operations {
             /** @description `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3342,7 +3439,10 @@ export interface operations {
     registerVm: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -3355,6 +3455,7 @@ export interface operations {
             /** @description Register a VM and its agent endpoint (admin) */
             201: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3364,6 +3465,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3373,6 +3475,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3382,6 +3485,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `REGISTRATION_DENIED`: registration outside the allowed roots/endpoints or the caller's VM globs (says nothing about whether the path exists) */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3391,6 +3495,7 @@ export interface operations {
             /** @description `VM_EXISTS`: registration of a name that is already registered. `ENDPOINT_IN_USE`: registration: that socket (by real path) or host:port already belongs to another VM the caller may see (otherwise `REGISTRATION_DENIED`) */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3400,6 +3505,7 @@ export interface operations {
             /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
             413: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3409,6 +3515,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3418,6 +3525,7 @@ export interface operations {
             /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
             415: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3427,6 +3535,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3436,6 +3545,8 @@ export interface operations {
             /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3445,6 +3556,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3454,6 +3566,8 @@ export interface operations {
             /** @description `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3465,7 +3579,10 @@ export interface operations {
     listNodes: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -3474,6 +3591,7 @@ export interface operations {
             /** @description The gateways of the cluster (cluster mode) */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3483,6 +3601,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3492,6 +3611,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3501,6 +3621,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3510,6 +3631,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3519,6 +3641,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3528,6 +3651,8 @@ export interface operations {
             /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3537,6 +3662,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3546,6 +3672,8 @@ export interface operations {
             /** @description `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3568,7 +3696,10 @@ export interface operations {
                 /** @description for=ip: comma-separated interface-name globs to ignore (`docker*,veth*`; `*` any run, `?` one character) */
                 exclude?: string;
             };
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -3583,6 +3714,7 @@ export interface operations {
             /** @description What was waited for has happened */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3592,6 +3724,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3601,6 +3734,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3610,6 +3744,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3619,6 +3754,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3628,6 +3764,7 @@ export interface operations {
             /** @description `WAIT_TIMEOUT`: `GET /v1/vms/{vm}/wait` ended before what it waited for happened (`state` says what was last seen) */
             408: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3637,6 +3774,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3646,6 +3784,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3655,6 +3794,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3664,6 +3804,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3673,6 +3814,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3682,6 +3825,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3691,6 +3835,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3700,6 +3845,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3709,6 +3855,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3718,6 +3866,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3729,7 +3878,10 @@ export interface operations {
     getVm: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -3744,6 +3896,7 @@ export interface operations {
             /** @description A VM: channel state, agent state (up, down, unknown; version, capabilities), frozen and by whom (and its endpoint, for admin callers) */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3753,6 +3906,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3762,6 +3916,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3771,6 +3926,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3780,6 +3936,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3789,6 +3946,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3798,6 +3956,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3807,6 +3966,8 @@ export interface operations {
             /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3816,6 +3977,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3825,6 +3987,8 @@ export interface operations {
             /** @description `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3836,7 +4000,10 @@ export interface operations {
     deleteVm: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -3851,6 +4018,7 @@ export interface operations {
             /** @description deleted */
             204: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -3858,6 +4026,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3867,6 +4036,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3876,6 +4046,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3885,6 +4056,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3894,6 +4066,7 @@ export interface operations {
             /** @description `LEASE_CONFLICT`: the VM is frozen under another lease, or the lease id does not match. `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3903,6 +4076,7 @@ export interface operations {
             /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
             413: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3912,6 +4086,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3921,6 +4096,7 @@ export interface operations {
             /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
             415: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3930,6 +4106,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3939,6 +4116,8 @@ export interface operations {
             /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3948,6 +4127,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3957,6 +4137,8 @@ export interface operations {
             /** @description `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3968,7 +4150,10 @@ export interface operations {
     pingAgent: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -3983,6 +4168,7 @@ export interface operations {
             /** @description Ping the guest agent */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3992,6 +4178,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4001,6 +4188,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4010,6 +4198,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4019,6 +4208,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4028,6 +4218,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4037,6 +4228,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4046,6 +4238,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4055,6 +4248,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4064,6 +4258,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4073,6 +4269,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4082,6 +4279,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4091,6 +4289,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4100,6 +4299,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4109,6 +4310,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4120,7 +4322,10 @@ export interface operations {
     getAgentInfo: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -4135,6 +4340,7 @@ export interface operations {
             /** @description Information about guest agent. (since 0.15.0) */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4144,6 +4350,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4153,6 +4360,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4162,6 +4370,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4171,6 +4380,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4180,6 +4390,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4189,6 +4400,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4198,6 +4410,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4207,6 +4420,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4216,6 +4430,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4225,6 +4441,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4234,6 +4451,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4243,6 +4461,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4252,6 +4471,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4261,6 +4482,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4272,7 +4494,10 @@ export interface operations {
     syncAgent: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -4287,6 +4512,7 @@ export interface operations {
             /** @description Force a resynchronisation (0xFF + guest-sync-delimited) and report its round trip */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4296,6 +4522,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4305,6 +4532,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4314,6 +4542,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4323,6 +4552,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4332,6 +4562,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4341,6 +4572,7 @@ export interface operations {
             /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
             413: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4350,6 +4582,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4359,6 +4592,7 @@ export interface operations {
             /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
             415: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4368,6 +4602,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4377,6 +4612,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4386,6 +4622,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4395,6 +4633,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4404,6 +4643,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4413,6 +4653,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4422,6 +4663,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4431,6 +4674,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4442,7 +4686,10 @@ export interface operations {
     getHostName: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -4457,6 +4704,7 @@ export interface operations {
             /** @description The host name of the machine (guest-get-host-name). (since 2.10) */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4466,6 +4714,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4475,6 +4724,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4484,6 +4734,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4493,6 +4744,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4502,6 +4754,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4511,6 +4764,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4520,6 +4774,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4529,6 +4784,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4538,6 +4794,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4547,6 +4805,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4556,6 +4815,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4565,6 +4825,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4574,6 +4835,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4583,6 +4846,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4594,7 +4858,10 @@ export interface operations {
     getTimezone: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -4609,6 +4876,7 @@ export interface operations {
             /** @description Timezone information of the guest. (since 2.10) */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4618,6 +4886,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4627,6 +4896,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4636,6 +4906,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4645,6 +4916,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4654,6 +4926,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4663,6 +4936,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4672,6 +4946,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4681,6 +4956,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4690,6 +4966,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4699,6 +4977,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4708,6 +4987,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4717,6 +4997,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4726,6 +5007,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4735,6 +5018,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4746,7 +5030,10 @@ export interface operations {
     getOsInfo: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -4761,6 +5048,7 @@ export interface operations {
             /** @description Guest operating system information. On POSIX the os-release fields are absent when /etc/os-release does not define them. (since 2.10) */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4770,6 +5058,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4779,6 +5068,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4788,6 +5078,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4797,6 +5088,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4806,6 +5098,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4815,6 +5108,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4824,6 +5118,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4833,6 +5128,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4842,6 +5138,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4851,6 +5149,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4860,6 +5159,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4869,6 +5169,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4878,6 +5179,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4887,6 +5190,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4898,7 +5202,10 @@ export interface operations {
     getLoad: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -4913,6 +5220,7 @@ export interface operations {
             /** @description Statistics about process load information. (since 10.0) */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4922,6 +5230,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4931,6 +5240,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4940,6 +5250,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4949,6 +5260,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4958,6 +5270,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4967,6 +5280,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4976,6 +5290,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4985,6 +5300,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -4994,6 +5310,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5003,6 +5321,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5012,6 +5331,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5021,6 +5341,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5030,6 +5351,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5039,6 +5362,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5050,7 +5374,10 @@ export interface operations {
     getTime: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -5065,6 +5392,7 @@ export interface operations {
             /** @description guest-get-time, wrapped */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5074,6 +5402,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5083,6 +5412,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5092,6 +5422,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5101,6 +5432,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5110,6 +5442,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5119,6 +5452,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5128,6 +5462,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5137,6 +5472,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5146,6 +5482,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5155,6 +5493,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5164,6 +5503,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5173,6 +5513,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5182,6 +5523,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5191,6 +5534,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5202,7 +5546,10 @@ export interface operations {
     setTime: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -5222,6 +5569,7 @@ export interface operations {
             /** @description What was set */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5231,6 +5579,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5240,6 +5589,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5249,6 +5599,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5258,6 +5609,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5267,6 +5619,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5276,6 +5629,7 @@ export interface operations {
             /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
             413: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5285,6 +5639,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5294,6 +5649,7 @@ export interface operations {
             /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
             415: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5303,6 +5659,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5312,6 +5669,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5321,6 +5679,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5330,6 +5690,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5339,6 +5700,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5348,6 +5710,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5357,6 +5720,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5366,6 +5731,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5377,7 +5743,10 @@ export interface operations {
     shutdown: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -5396,6 +5765,7 @@ export interface operations {
             /** @description The agent took the request (no error came back before the sync fence) */
             202: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5405,6 +5775,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5414,6 +5785,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5423,6 +5795,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5432,6 +5805,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5441,6 +5815,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5450,6 +5825,7 @@ export interface operations {
             /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
             413: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5459,6 +5835,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5468,6 +5845,7 @@ export interface operations {
             /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
             415: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5477,6 +5855,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5486,6 +5865,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5495,6 +5875,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5504,6 +5886,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5513,6 +5896,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5522,6 +5906,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5531,6 +5916,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5540,6 +5927,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5551,7 +5939,10 @@ export interface operations {
     suspend: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -5570,6 +5961,7 @@ export interface operations {
             /** @description The agent took the request (no error came back before the sync fence) */
             202: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5579,6 +5971,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5588,6 +5981,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5597,6 +5991,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5606,6 +6001,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5615,6 +6011,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5624,6 +6021,7 @@ export interface operations {
             /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
             413: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5633,6 +6031,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5642,6 +6041,7 @@ export interface operations {
             /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
             415: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5651,6 +6051,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5660,6 +6061,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5669,6 +6071,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5678,6 +6082,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5687,6 +6092,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5696,6 +6102,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5705,6 +6112,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5714,6 +6123,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5725,7 +6135,10 @@ export interface operations {
     getFsfreezeStatus: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -5740,6 +6153,7 @@ export interface operations {
             /** @description The guest's freeze status (asked now) and the lease it is frozen under */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5749,6 +6163,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5758,6 +6173,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5767,6 +6183,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5776,6 +6193,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5785,6 +6203,7 @@ export interface operations {
             /** @description `LEASE_CONFLICT`: the VM is frozen under another lease, or the lease id does not match. `LEASE_EXPIRED`: thaw or renew of a lease that already ended; `endedAt`, `endedBy` (`deadline`, `forced`, `shutdown`, `agent-restart`) tell why. `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5794,6 +6213,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5803,6 +6223,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5812,6 +6233,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through). `NOTHING_FROZEN`: a freeze froze no filesystem (e.g. the mountpoints do not exist); the VM is left thawed */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5821,6 +6243,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5830,6 +6254,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5839,6 +6264,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5848,6 +6274,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5857,6 +6284,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5866,6 +6295,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5880,6 +6310,8 @@ export interface operations {
             header?: {
                 /** @description a retry with the same key (same caller, same VMs) returns the same lease, not extended, and freezes nothing again */
                 "idempotency-key"?: string;
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
             };
             path: {
                 /**
@@ -5899,6 +6331,7 @@ export interface operations {
             /** @description a retry with the Idempotency-Key of an earlier request: that request's lease, as it stands (reused: true); nothing was frozen again */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5908,6 +6341,7 @@ export interface operations {
             /** @description frozen under a new lease: thaw it with its leaseId before expiresAt, or the gateway thaws it then */
             201: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5917,6 +6351,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5926,6 +6361,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5935,6 +6371,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5944,6 +6381,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5953,6 +6391,7 @@ export interface operations {
             /** @description `LEASE_CONFLICT`: the VM is frozen under another lease, or the lease id does not match. `LEASE_EXPIRED`: thaw or renew of a lease that already ended; `endedAt`, `endedBy` (`deadline`, `forced`, `shutdown`, `agent-restart`) tell why. `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5962,6 +6401,7 @@ export interface operations {
             /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
             413: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5971,6 +6411,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5980,6 +6421,7 @@ export interface operations {
             /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
             415: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5989,6 +6431,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -5998,6 +6441,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through). `NOTHING_FROZEN`: a freeze froze no filesystem (e.g. the mountpoints do not exist); the VM is left thawed */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6007,6 +6451,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6016,6 +6462,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6025,6 +6472,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6034,6 +6482,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6043,6 +6492,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6052,6 +6503,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6068,7 +6520,10 @@ export interface operations {
                 /** @description thaw whoever holds the lease (admin scope; audited) */
                 force?: boolean;
             };
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -6083,6 +6538,7 @@ export interface operations {
             /** @description Thaw the guest filesystems with the lease (or force, admin) */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6092,6 +6548,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6101,6 +6558,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6110,6 +6568,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6119,6 +6578,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6128,6 +6588,7 @@ export interface operations {
             /** @description `LEASE_CONFLICT`: the VM is frozen under another lease, or the lease id does not match. `LEASE_EXPIRED`: thaw or renew of a lease that already ended; `endedAt`, `endedBy` (`deadline`, `forced`, `shutdown`, `agent-restart`) tell why. `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6137,6 +6598,7 @@ export interface operations {
             /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
             413: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6146,6 +6608,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6155,6 +6618,7 @@ export interface operations {
             /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
             415: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6164,6 +6628,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6173,6 +6638,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through). `NOTHING_FROZEN`: a freeze froze no filesystem (e.g. the mountpoints do not exist); the VM is left thawed */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6182,6 +6648,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6191,6 +6658,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6200,6 +6668,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6209,6 +6678,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6218,6 +6689,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6229,7 +6701,10 @@ export interface operations {
     renewFreezeLease: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -6248,6 +6723,7 @@ export interface operations {
             /** @description Extend a freeze lease (never past its hard deadline) */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6257,6 +6733,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6266,6 +6743,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6275,6 +6753,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6284,6 +6763,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6293,6 +6773,7 @@ export interface operations {
             /** @description `LEASE_CONFLICT`: the VM is frozen under another lease, or the lease id does not match. `LEASE_EXPIRED`: thaw or renew of a lease that already ended; `endedAt`, `endedBy` (`deadline`, `forced`, `shutdown`, `agent-restart`) tell why */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6302,6 +6783,7 @@ export interface operations {
             /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
             413: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6311,6 +6793,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6320,6 +6803,7 @@ export interface operations {
             /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
             415: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6329,6 +6813,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6338,6 +6823,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6347,6 +6833,8 @@ export interface operations {
             /** @description `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6358,7 +6846,10 @@ export interface operations {
     listFreezeGroups: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -6367,6 +6858,7 @@ export interface operations {
             /** @description The freeze groups in force (any gateway process), oldest first */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6376,6 +6868,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6385,6 +6878,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6394,6 +6888,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6403,6 +6898,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6412,6 +6908,8 @@ export interface operations {
             /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6421,6 +6919,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6430,6 +6929,8 @@ export interface operations {
             /** @description `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6444,6 +6945,8 @@ export interface operations {
             header?: {
                 /** @description a retry with the same key (same caller, same VMs) returns the same lease, not extended, and freezes nothing again */
                 "idempotency-key"?: string;
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
             };
             path?: never;
             cookie?: never;
@@ -6457,6 +6960,7 @@ export interface operations {
             /** @description a retry with the Idempotency-Key of an earlier request: that request's group and lease (reused: true); nothing was frozen again */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6466,6 +6970,7 @@ export interface operations {
             /** @description every member frozen under one new lease: thaw the group with its leaseId before expiresAt, or the gateway thaws it then */
             201: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6475,6 +6980,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6484,6 +6990,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6493,6 +7000,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6502,6 +7010,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6511,6 +7020,7 @@ export interface operations {
             /** @description `LEASE_CONFLICT`: the VM is frozen under another lease, or the lease id does not match. `LEASE_EXPIRED`: thaw or renew of a lease that already ended; `endedAt`, `endedBy` (`deadline`, `forced`, `shutdown`, `agent-restart`) tell why. `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6520,6 +7030,7 @@ export interface operations {
             /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
             413: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6529,6 +7040,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6538,6 +7050,7 @@ export interface operations {
             /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
             415: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6547,6 +7060,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6556,6 +7070,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through). `NOTHING_FROZEN`: a freeze froze no filesystem (e.g. the mountpoints do not exist); the VM is left thawed */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6565,6 +7080,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6574,6 +7091,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6583,6 +7101,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6592,6 +7111,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6601,6 +7121,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6610,6 +7132,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6621,7 +7144,10 @@ export interface operations {
     getFreezeGroup: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /** @description freeze group id */
                 id: string;
@@ -6633,6 +7159,7 @@ export interface operations {
             /** @description A freeze group's lease and each member's freeze status (asked now) */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6642,6 +7169,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6651,6 +7179,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6660,6 +7189,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6669,6 +7199,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6678,6 +7209,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6687,6 +7219,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6696,6 +7229,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6705,6 +7240,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6714,6 +7250,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6730,7 +7268,10 @@ export interface operations {
                 /** @description thaw whoever holds the lease (admin scope; audited) */
                 force?: boolean;
             };
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /** @description freeze group id */
                 id: string;
@@ -6742,6 +7283,7 @@ export interface operations {
             /** @description Thaw every member of a freeze group (with its lease, or force with admin) */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6751,6 +7293,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6760,6 +7303,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6769,6 +7313,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6778,6 +7323,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6787,6 +7333,7 @@ export interface operations {
             /** @description `LEASE_CONFLICT`: the VM is frozen under another lease, or the lease id does not match. `LEASE_EXPIRED`: thaw or renew of a lease that already ended; `endedAt`, `endedBy` (`deadline`, `forced`, `shutdown`, `agent-restart`) tell why. `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6796,6 +7343,7 @@ export interface operations {
             /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
             413: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6805,6 +7353,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6814,6 +7363,7 @@ export interface operations {
             /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
             415: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6823,6 +7373,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6832,6 +7383,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through). `NOTHING_FROZEN`: a freeze froze no filesystem (e.g. the mountpoints do not exist); the VM is left thawed */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6841,6 +7393,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6850,6 +7403,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6859,6 +7413,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6868,6 +7423,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6877,6 +7434,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6888,7 +7446,10 @@ export interface operations {
     renewFreezeGroup: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /** @description freeze group id */
                 id: string;
@@ -6904,6 +7465,7 @@ export interface operations {
             /** @description Extend a freeze group's lease (never past its hard deadline) */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6913,6 +7475,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6922,6 +7485,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6931,6 +7495,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6940,6 +7505,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6949,6 +7515,7 @@ export interface operations {
             /** @description `LEASE_CONFLICT`: the VM is frozen under another lease, or the lease id does not match. `LEASE_EXPIRED`: thaw or renew of a lease that already ended; `endedAt`, `endedBy` (`deadline`, `forced`, `shutdown`, `agent-restart`) tell why */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6958,6 +7525,7 @@ export interface operations {
             /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
             413: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6967,6 +7535,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6976,6 +7545,7 @@ export interface operations {
             /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
             415: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6985,6 +7555,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -6994,6 +7565,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7003,6 +7575,8 @@ export interface operations {
             /** @description `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7014,7 +7588,10 @@ export interface operations {
     listFreezes: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -7023,6 +7600,7 @@ export interface operations {
             /** @description Every freeze in force: VM and group leases (any gateway process) and VMs frozen outside the gateway */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7032,6 +7610,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7041,6 +7620,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7050,6 +7630,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7059,6 +7640,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7068,6 +7650,8 @@ export interface operations {
             /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7077,6 +7661,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7086,6 +7671,8 @@ export interface operations {
             /** @description `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7097,7 +7684,10 @@ export interface operations {
     getFilesystems: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -7112,6 +7702,7 @@ export interface operations {
             /** @description guest-get-fsinfo, wrapped */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7121,6 +7712,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7130,6 +7722,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7139,6 +7732,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7148,6 +7742,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7157,6 +7752,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7166,6 +7762,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7175,6 +7772,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7184,6 +7782,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7193,6 +7792,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7202,6 +7803,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7211,6 +7813,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7220,6 +7823,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7229,6 +7833,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7238,6 +7844,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7249,7 +7856,10 @@ export interface operations {
     fstrim: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -7268,6 +7878,7 @@ export interface operations {
             /** @description The status of all trimmed paths. (since 2.4) */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7277,6 +7888,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7286,6 +7898,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7295,6 +7908,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7304,6 +7918,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7313,6 +7928,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7322,6 +7938,7 @@ export interface operations {
             /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
             413: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7331,6 +7948,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7340,6 +7958,7 @@ export interface operations {
             /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
             415: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7349,6 +7968,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7358,6 +7978,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7367,6 +7988,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7376,6 +7999,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7385,6 +8009,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7394,6 +8019,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7403,6 +8029,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7412,6 +8040,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7423,7 +8052,10 @@ export interface operations {
     getNetworkInterfaces: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -7438,6 +8070,7 @@ export interface operations {
             /** @description guest-network-get-interfaces, wrapped */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7447,6 +8080,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7456,6 +8090,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7465,6 +8100,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7474,6 +8110,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7483,6 +8120,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7492,6 +8130,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7501,6 +8140,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7510,6 +8150,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7519,6 +8160,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7528,6 +8171,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7537,6 +8181,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7546,6 +8191,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7555,6 +8201,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7564,6 +8212,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7575,7 +8224,10 @@ export interface operations {
     getNetworkRoutes: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -7590,6 +8242,7 @@ export interface operations {
             /** @description guest-network-get-route, wrapped */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7599,6 +8252,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7608,6 +8262,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7617,6 +8272,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7626,6 +8282,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7635,6 +8292,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7644,6 +8302,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7653,6 +8312,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7662,6 +8322,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7671,6 +8332,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7680,6 +8343,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7689,6 +8353,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7698,6 +8363,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7707,6 +8373,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7716,6 +8384,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7727,7 +8396,10 @@ export interface operations {
     getVcpus: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -7742,6 +8414,7 @@ export interface operations {
             /** @description guest-get-vcpus, wrapped */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7751,6 +8424,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7760,6 +8434,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7769,6 +8444,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7778,6 +8454,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7787,6 +8464,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7796,6 +8474,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7805,6 +8484,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7814,6 +8494,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7823,6 +8504,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7832,6 +8515,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7841,6 +8525,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7850,6 +8535,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7859,6 +8545,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7868,6 +8556,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7879,7 +8568,10 @@ export interface operations {
     setVcpus: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -7898,6 +8590,7 @@ export interface operations {
             /** @description Bring logical processors online or offline (Linux guests) */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7907,6 +8600,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7916,6 +8610,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7925,6 +8620,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7934,6 +8630,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7943,6 +8640,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7952,6 +8650,7 @@ export interface operations {
             /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
             413: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7961,6 +8660,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7970,6 +8670,7 @@ export interface operations {
             /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
             415: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7979,6 +8680,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7988,6 +8690,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -7997,6 +8700,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8006,6 +8711,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8015,6 +8721,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8024,6 +8731,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8033,6 +8741,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8042,6 +8752,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8053,7 +8764,10 @@ export interface operations {
     getMemoryBlocks: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -8068,6 +8782,7 @@ export interface operations {
             /** @description guest-get-memory-blocks, wrapped */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8077,6 +8792,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8086,6 +8802,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8095,6 +8812,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8104,6 +8822,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8113,6 +8832,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8122,6 +8842,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8131,6 +8852,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8140,6 +8862,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8149,6 +8872,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8158,6 +8883,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8167,6 +8893,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8176,6 +8903,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8185,6 +8913,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8194,6 +8924,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8205,7 +8936,10 @@ export interface operations {
     setMemoryBlocks: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -8224,6 +8958,7 @@ export interface operations {
             /** @description Bring memory blocks online or offline (Linux guests) */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8233,6 +8968,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8242,6 +8978,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8251,6 +8988,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8260,6 +8998,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8269,6 +9008,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8278,6 +9018,7 @@ export interface operations {
             /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
             413: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8287,6 +9028,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8296,6 +9038,7 @@ export interface operations {
             /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
             415: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8305,6 +9048,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8314,6 +9058,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8323,6 +9068,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8332,6 +9079,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8341,6 +9089,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8350,6 +9099,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8359,6 +9109,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8368,6 +9120,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8379,7 +9132,10 @@ export interface operations {
     getMemoryBlockInfo: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -8394,6 +9150,7 @@ export interface operations {
             /** @description Information relating to guest memory blocks. (since 2.3) */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8403,6 +9160,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8412,6 +9170,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8421,6 +9180,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8430,6 +9190,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8439,6 +9200,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8448,6 +9210,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8457,6 +9220,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8466,6 +9230,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8475,6 +9240,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8484,6 +9251,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8493,6 +9261,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8502,6 +9271,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8511,6 +9281,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8520,6 +9292,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8531,7 +9304,10 @@ export interface operations {
     getDisks: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -8546,6 +9322,7 @@ export interface operations {
             /** @description guest-get-disks, wrapped */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8555,6 +9332,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8564,6 +9342,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8573,6 +9352,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8582,6 +9362,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8591,6 +9372,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8600,6 +9382,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8609,6 +9392,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8618,6 +9402,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8627,6 +9412,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8636,6 +9423,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8645,6 +9433,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8654,6 +9443,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8663,6 +9453,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8672,6 +9464,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8683,7 +9476,10 @@ export interface operations {
     getDiskStats: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -8698,6 +9494,7 @@ export interface operations {
             /** @description guest-get-diskstats, wrapped */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8707,6 +9504,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8716,6 +9514,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8725,6 +9524,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8734,6 +9534,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8743,6 +9544,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8752,6 +9554,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8761,6 +9564,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8770,6 +9574,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8779,6 +9584,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8788,6 +9595,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8797,6 +9605,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8806,6 +9615,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8815,6 +9625,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8824,6 +9636,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8835,7 +9648,10 @@ export interface operations {
     getCpuStats: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -8850,6 +9666,7 @@ export interface operations {
             /** @description guest-get-cpustats, wrapped */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8859,6 +9676,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8868,6 +9686,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8877,6 +9696,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8886,6 +9706,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8895,6 +9716,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8904,6 +9726,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8913,6 +9736,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8922,6 +9746,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8931,6 +9756,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8940,6 +9767,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8949,6 +9777,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8958,6 +9787,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8967,6 +9797,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8976,6 +9808,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -8987,7 +9820,10 @@ export interface operations {
     getDevices: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -9002,6 +9838,7 @@ export interface operations {
             /** @description guest-get-devices, wrapped */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9011,6 +9848,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9020,6 +9858,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9029,6 +9868,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9038,6 +9878,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9047,6 +9888,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9056,6 +9898,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9065,6 +9908,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9074,6 +9918,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9083,6 +9928,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9092,6 +9939,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9101,6 +9949,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9110,6 +9959,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9119,6 +9969,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9128,6 +9980,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9139,7 +9992,10 @@ export interface operations {
     getUsers: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -9154,6 +10010,7 @@ export interface operations {
             /** @description guest-get-users, wrapped */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9163,6 +10020,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9172,6 +10030,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9181,6 +10040,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9190,6 +10050,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9199,6 +10060,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9208,6 +10070,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9217,6 +10080,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9226,6 +10090,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9235,6 +10100,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9244,6 +10111,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9253,6 +10121,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9262,6 +10131,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9271,6 +10141,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9280,6 +10152,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9291,7 +10164,10 @@ export interface operations {
     setUserPassword: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -9315,6 +10191,7 @@ export interface operations {
             /** @description password changed */
             204: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -9322,6 +10199,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9331,6 +10209,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9340,6 +10219,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9349,6 +10229,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9358,6 +10239,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9367,6 +10249,7 @@ export interface operations {
             /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
             413: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9376,6 +10259,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9385,6 +10269,7 @@ export interface operations {
             /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
             415: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9394,6 +10279,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9403,6 +10289,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9412,6 +10299,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9421,6 +10310,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9430,6 +10320,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9439,6 +10330,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9448,6 +10340,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9457,6 +10351,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9468,7 +10363,10 @@ export interface operations {
     getSshAuthorizedKeys: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -9488,6 +10386,7 @@ export interface operations {
             /** @description The public keys of a user. (since 5.2) */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9497,6 +10396,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9506,6 +10406,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9515,6 +10416,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9524,6 +10426,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9533,6 +10436,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9542,6 +10446,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9551,6 +10456,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9560,6 +10466,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9569,6 +10476,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9578,6 +10487,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9587,6 +10497,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9596,6 +10507,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9605,6 +10517,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9614,6 +10528,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9625,7 +10540,10 @@ export interface operations {
     addSshAuthorizedKeys: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -9649,6 +10567,7 @@ export interface operations {
             /** @description keys added */
             204: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -9656,6 +10575,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9665,6 +10585,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9674,6 +10595,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9683,6 +10605,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9692,6 +10615,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9701,6 +10625,7 @@ export interface operations {
             /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
             413: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9710,6 +10635,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9719,6 +10645,7 @@ export interface operations {
             /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
             415: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9728,6 +10655,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9737,6 +10665,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9746,6 +10675,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9755,6 +10686,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9764,6 +10696,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9773,6 +10706,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9782,6 +10716,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9791,6 +10727,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9805,7 +10742,10 @@ export interface operations {
                 /** @description a public key to remove; repeat the parameter for several (?key=…&key=…). Keys already missing are not an error. */
                 key: string[];
             };
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -9825,6 +10765,7 @@ export interface operations {
             /** @description keys removed (or already missing) */
             204: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -9832,6 +10773,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9841,6 +10783,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9850,6 +10793,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9859,6 +10803,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9868,6 +10813,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9877,6 +10823,7 @@ export interface operations {
             /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
             413: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9886,6 +10833,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9895,6 +10843,7 @@ export interface operations {
             /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
             415: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9904,6 +10853,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9913,6 +10863,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9922,6 +10873,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9931,6 +10884,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9940,6 +10894,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9949,6 +10904,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9958,6 +10914,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9967,6 +10925,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -9978,7 +10937,10 @@ export interface operations {
     execCommand: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -9997,6 +10959,7 @@ export interface operations {
             /** @description Run a program in the guest; with `wait`, return its exit status and output */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10006,6 +10969,9 @@ export interface operations {
             /** @description The process runs (or ran) in the guest: poll GET /v1/vms/{vm}/exec/{pid} (the Location header) for its status */
             202: {
                 headers: {
+                    /** @description the process's status: GET /v1/vms/{vm}/exec/{pid} */
+                    Location?: string;
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10015,6 +10981,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10024,6 +10991,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10033,6 +11001,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10042,6 +11011,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10051,6 +11021,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10060,6 +11031,7 @@ export interface operations {
             /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
             413: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10069,6 +11041,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10078,6 +11051,7 @@ export interface operations {
             /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
             415: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10087,6 +11061,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10096,6 +11071,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10105,6 +11081,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10114,6 +11092,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10123,6 +11102,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10132,6 +11112,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10141,6 +11122,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10150,6 +11133,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10164,7 +11148,10 @@ export interface operations {
                 /** @description seconds to wait for the process to exit before answering (at most exec.maxWaitSeconds, beyond → 400) */
                 wait?: number;
             };
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -10181,6 +11168,7 @@ export interface operations {
             /** @description Status of a process started by POST /exec; its final status stays readable after exit */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10190,6 +11178,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10199,6 +11188,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10208,6 +11198,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10217,6 +11208,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10226,6 +11218,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10235,6 +11228,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10244,6 +11238,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10253,6 +11248,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10262,6 +11258,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10271,6 +11269,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10280,6 +11279,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10289,6 +11289,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10298,6 +11299,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10307,6 +11310,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10321,7 +11325,12 @@ export interface operations {
                 /** @description Full path to the file in the guest (no NUL character) */
                 path: string;
             };
-            header?: never;
+            header?: {
+                /** @description one byte range: bytes=a-b, bytes=a- or bytes=-n (206 with Content-Range; outside the file, 416); anything else (several ranges, another unit) is ignored: the whole file */
+                range?: string;
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -10340,6 +11349,7 @@ export interface operations {
                     "content-length"?: number;
                     /** @description `bytes` when the file is seekable (Range works), `none` otherwise */
                     "accept-ranges"?: "bytes" | "none";
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10355,6 +11365,7 @@ export interface operations {
                     "accept-ranges"?: "bytes" | "none";
                     /** @description bytes FIRST-LAST/SIZE of the part sent */
                     "content-range"?: string;
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10364,6 +11375,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10373,6 +11385,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10382,6 +11395,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10391,6 +11405,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10400,6 +11415,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10409,6 +11425,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10418,6 +11435,7 @@ export interface operations {
             /** @description `RANGE_NOT_SATISFIABLE`: a `Range` or upload offset outside the file (`size`) */
             416: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10427,6 +11445,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10436,6 +11455,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10445,6 +11465,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10454,6 +11476,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10463,6 +11486,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10472,6 +11496,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10481,6 +11506,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10490,6 +11517,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10508,7 +11536,10 @@ export interface operations {
                 /** @description resume an interrupted upload: write the body starting at this byte of the existing file (opened "r+": it must exist, nothing is truncated). At most the current size (HEAD gives it), else 416. Not with a mode (append or truncate: 400). */
                 offset?: number;
             };
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -10527,6 +11558,7 @@ export interface operations {
             /** @description Upload a guest file of any size, streamed (truncate, append, or resume at an offset) */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10536,6 +11568,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10545,6 +11578,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10554,6 +11588,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10563,6 +11598,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10572,6 +11608,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10581,6 +11618,7 @@ export interface operations {
             /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
             413: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10590,6 +11628,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10599,6 +11638,7 @@ export interface operations {
             /** @description `RANGE_NOT_SATISFIABLE`: a `Range` or upload offset outside the file (`size`) */
             416: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10608,6 +11648,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10617,6 +11658,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10626,6 +11668,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10635,6 +11679,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10644,6 +11689,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10653,6 +11699,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10662,6 +11709,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10671,6 +11720,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10685,7 +11735,10 @@ export interface operations {
                 /** @description Full path to the file in the guest (no NUL character) */
                 path: string;
             };
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -10704,6 +11757,7 @@ export interface operations {
                     "content-length"?: number;
                     /** @description `bytes` when the file is seekable (Range works), `none` otherwise */
                     "accept-ranges"?: "bytes" | "none";
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -10711,6 +11765,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10720,6 +11775,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10729,6 +11785,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10738,6 +11795,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10747,6 +11805,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10756,6 +11815,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10765,6 +11825,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10774,6 +11835,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10783,6 +11845,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10792,6 +11856,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10801,6 +11866,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10810,6 +11876,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10819,6 +11886,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10828,6 +11897,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10839,7 +11909,10 @@ export interface operations {
     listFileHandles: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -10854,6 +11927,7 @@ export interface operations {
             /** @description File handles open through the handle API on this VM, with their idle expiry */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10863,6 +11937,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10872,6 +11947,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10881,6 +11957,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10890,6 +11967,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10899,6 +11977,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10908,6 +11987,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10917,6 +11997,8 @@ export interface operations {
             /** @description `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10926,6 +12008,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10935,6 +12018,8 @@ export interface operations {
             /** @description `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10946,7 +12031,10 @@ export interface operations {
     openFile: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -10965,6 +12053,7 @@ export interface operations {
             /** @description Open a guest file; the handle is closed by the gateway after files.handleIdleSeconds unused */
             201: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10974,6 +12063,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10983,6 +12073,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -10992,6 +12083,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11001,6 +12093,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11010,6 +12103,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11019,6 +12113,7 @@ export interface operations {
             /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
             413: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11028,6 +12123,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11037,6 +12133,7 @@ export interface operations {
             /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
             415: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11046,6 +12143,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11055,6 +12153,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11064,6 +12163,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11073,6 +12174,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11082,6 +12184,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11091,6 +12194,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11100,6 +12204,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11109,6 +12215,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11120,7 +12227,10 @@ export interface operations {
     readFile: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -11141,6 +12251,7 @@ export interface operations {
             /** @description Result of guest agent file-read operation. (since 0.15.0) */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11150,6 +12261,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11159,6 +12271,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11168,6 +12281,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11177,6 +12291,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11186,6 +12301,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11195,6 +12311,7 @@ export interface operations {
             /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
             413: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11204,6 +12321,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11213,6 +12331,7 @@ export interface operations {
             /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
             415: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11222,6 +12341,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11231,6 +12351,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11240,6 +12361,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11249,6 +12372,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11258,6 +12382,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11267,6 +12392,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11276,6 +12402,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11285,6 +12413,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11296,7 +12425,10 @@ export interface operations {
     writeFile: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -11317,6 +12449,7 @@ export interface operations {
             /** @description Result of guest agent file-write operation. (since 0.15.0) */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11326,6 +12459,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11335,6 +12469,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11344,6 +12479,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11353,6 +12489,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11362,6 +12499,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11371,6 +12509,7 @@ export interface operations {
             /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
             413: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11380,6 +12519,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11389,6 +12529,7 @@ export interface operations {
             /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
             415: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11398,6 +12539,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11407,6 +12549,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11416,6 +12559,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11425,6 +12570,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11434,6 +12580,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11443,6 +12590,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11452,6 +12600,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11461,6 +12611,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11472,7 +12623,10 @@ export interface operations {
     seekFile: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -11493,6 +12647,7 @@ export interface operations {
             /** @description Result of guest agent file-seek operation. (since 0.15.0) */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11502,6 +12657,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11511,6 +12667,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11520,6 +12677,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11529,6 +12687,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11538,6 +12697,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11547,6 +12707,7 @@ export interface operations {
             /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
             413: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11556,6 +12717,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11565,6 +12727,7 @@ export interface operations {
             /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
             415: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11574,6 +12737,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11583,6 +12747,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11592,6 +12757,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11601,6 +12768,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11610,6 +12778,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11619,6 +12788,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11628,6 +12798,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11637,6 +12809,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11648,7 +12821,10 @@ export interface operations {
     flushFile: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -11665,6 +12841,7 @@ export interface operations {
             /** @description flushed */
             204: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -11672,6 +12849,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11681,6 +12859,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11690,6 +12869,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11699,6 +12879,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11708,6 +12889,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11717,6 +12899,7 @@ export interface operations {
             /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
             413: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11726,6 +12909,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11735,6 +12919,7 @@ export interface operations {
             /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
             415: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11744,6 +12929,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11753,6 +12939,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11762,6 +12949,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11771,6 +12960,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11780,6 +12970,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11789,6 +12980,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11798,6 +12990,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11807,6 +13001,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11818,7 +13013,10 @@ export interface operations {
     closeFile: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -11835,6 +13033,7 @@ export interface operations {
             /** @description closed */
             204: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -11842,6 +13041,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11851,6 +13051,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11860,6 +13061,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11869,6 +13071,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11878,6 +13081,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11887,6 +13091,7 @@ export interface operations {
             /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
             413: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11896,6 +13101,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11905,6 +13111,7 @@ export interface operations {
             /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
             415: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11914,6 +13121,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11923,6 +13131,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11932,6 +13141,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11941,6 +13152,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11950,6 +13162,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11959,6 +13172,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11968,6 +13182,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11977,6 +13193,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -11988,7 +13205,10 @@ export interface operations {
     qgaPassthrough: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description an id for this request (1-128 of A-Z a-z 0-9 . _ : -), echoed in the answer and written in the log and audit lines; another value is replaced by one the gateway makes */
+                "X-Request-Id"?: components["parameters"]["XRequestId"];
+            };
             path: {
                 /**
                  * @description VM name as registered
@@ -12014,6 +13234,7 @@ export interface operations {
             /** @description The command answered */
             200: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -12023,6 +13244,7 @@ export interface operations {
             /** @description A no-response command was accepted (no error before the sync fence) */
             202: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -12032,6 +13254,7 @@ export interface operations {
             /** @description `VALIDATION_FAILED`: the request does not match the schema (`errors` lists where), or a value is out of range */
             400: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -12041,6 +13264,7 @@ export interface operations {
             /** @description `UNAUTHENTICATED`: missing or unknown credentials */
             401: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -12050,6 +13274,7 @@ export interface operations {
             /** @description `ORIGIN_FORBIDDEN`: the request carries an `Origin` that is not allowed (`server.allowedOrigins`). `FORBIDDEN`: the credentials lack the scope or the VM. `COMMAND_DISABLED`: the guest admin disabled the command in the agent */
             403: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -12059,6 +13284,7 @@ export interface operations {
             /** @description `VM_NOT_FOUND`: `{vm}` is not registered. `NOT_FOUND`: no such route or resource (an unknown file, file handle, exec pid or freeze group) */
             404: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -12068,6 +13294,7 @@ export interface operations {
             /** @description `VM_FROZEN`: the guest is frozen and the command is not one of the six a frozen agent allows. `USE_FREEZE_API`: raw passthrough of a freeze or thaw command: use the fsfreeze routes (leases, automatic thaw, audit) */
             409: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -12077,6 +13304,7 @@ export interface operations {
             /** @description `PAYLOAD_TOO_LARGE`: the request body (or stdin, or an upload) is over its configured limit (`limit`) */
             413: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -12086,6 +13314,7 @@ export interface operations {
             /** @description `URI_TOO_LONG`: the request target or a path parameter is too long */
             414: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -12095,6 +13324,7 @@ export interface operations {
             /** @description `UNSUPPORTED_MEDIA_TYPE`: the body's content type is not the one the route takes */
             415: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -12104,6 +13334,7 @@ export interface operations {
             /** @description `MISDIRECTED_REQUEST`: the `Host` header is not one of the gateway's names (`server.allowedHosts`) */
             421: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -12113,6 +13344,7 @@ export interface operations {
             /** @description `AGENT_ERROR`: the agent answered with an error object (`qga.class`, `qga.desc` carried through) */
             422: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -12122,6 +13354,8 @@ export interface operations {
             /** @description `QUEUE_FULL`: the VM's request queue (or the pool's open sockets, or the VM's API file handles) is at its limit (`Retry-After` set). `RATE_LIMITED`: the caller (token, or client address when anonymous) has `limits.perPrincipalConcurrency` requests in flight, or exceeded `limits.rate` (`Retry-After` set); thaws and lease renewals are never refused */
             429: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -12131,6 +13365,7 @@ export interface operations {
             /** @description `HEADERS_TOO_LARGE`: request headers over the server's limit */
             431: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -12140,6 +13375,7 @@ export interface operations {
             /** @description `COMMAND_NOT_SUPPORTED`: this agent version does not know the command (or the option) */
             501: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -12149,6 +13385,7 @@ export interface operations {
             /** @description `AGENT_PROTOCOL_ERROR`: the agent sent something that is not a valid reply, or a reply of the wrong shape. `REPLY_TOO_LARGE`: the agent's reply exceeded `agent.maxReplyBytes` or the global buffer budget `agent.maxBufferedBytes`; it was dropped unbuffered and the channel resynced */
             502: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -12158,6 +13395,8 @@ export interface operations {
             /** @description `AGENT_UNAVAILABLE`: the VM's agent socket cannot be connected or synced, or the connection was lost. `NODE_UNAVAILABLE`: cluster mode: the node serving this VM is gone or unreachable (`Retry-After`: the heartbeat interval), or several nodes serve its name (`nodes`). `STORE_UNAVAILABLE`: the lease store (Redis) cannot be reached; freezes are refused, thaws retried; with limits.rate, every rate-limited route is refused (its counters are in Redis). `SHUTTING_DOWN`: the gateway is stopping and takes no new requests */
             503: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    "Retry-After": components["headers"]["RetryAfter"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -12167,6 +13406,7 @@ export interface operations {
             /** @description `AGENT_TIMEOUT`: no reply within the command's timeout (the channel is resynced before reuse) */
             504: {
                 headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;
                 };
                 content: {
