@@ -263,6 +263,8 @@ export function frameworkErrors(error: FastifyError, request: FastifyRequest, re
         : errors.validation(error.message);
   // no onRequest hook runs before a router error: name the request here
   reply.header('x-request-id', request.id);
+  // nor does onResponse: its request line and metrics (plugins/request-log.ts)
+  request.server.answeredByRouter?.(request, reply);
   void sendProblem(reply, ge, request);
 }
 

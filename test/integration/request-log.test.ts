@@ -296,6 +296,16 @@ describe('request log: one line per request (child process, level info)', () => 
     expect(await rejections('403')).toBe(before.r403 + 1);
   });
 
+  it('a request refused by the router (a path parameter too long: 414) has its one line and its metric', async () => {
+    const r = await send('GET', `/v1/vms/${'a'.repeat(3000)}`, { id: 'router-414' });
+    expect(r.status).toBe(414);
+    const lines414 = await waitFor(gw, (l) => l.requestId === 'router-414');
+    expect(lines414).toHaveLength(1);
+    expect(lines414[0]).toMatchObject({ status: 414, route: 'unmatched', method: 'GET' });
+    const text = await (await fetch(`${gw.url}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } })).text();
+    expect(text).toMatch(/^qga_http_request_duration_seconds_count\{method="GET",route="unmatched",status="414"\} 1$/m);
+  });
+
   it("a 403 COMMAND_DISABLED (the guest admin's choice) is an ordinary request line, not an access denial", async () => {
     const r = await send('GET', '/v1/vms/logvm/users', { id: 'disabled-1' });
     expect(r.status).toBe(403);

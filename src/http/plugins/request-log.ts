@@ -24,6 +24,13 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunc
 import { REJECTION_STATUSES, type HttpMetrics, type RouteMetrics } from './metrics.js';
 import { isNotDenial } from '../error-handler.js';
 
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** the request line and metrics of an answer Fastify's router gave (frameworkErrors): no hook runs for it */
+    answeredByRouter?: (request: FastifyRequest, reply: FastifyReply) => void;
+  }
+}
+
 const VALID_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const PREFIX = randomBytes(4).toString('hex');
 let counter = 0;
@@ -117,20 +124,31 @@ export function registerRequestLog(app: FastifyInstance, metrics: HttpMetrics): 
 
   // answers given without a declared route (no route matched: 404, 405; router errors)
   const unmatchedMetrics = new Map<string, RouteMetrics>();
+  const unmatched = (request: FastifyRequest, reply: FastifyReply): void => {
+    let m = unmatchedMetrics.get(request.method);
+    if (m === undefined) {
+      // only the methods Node parses reach here; bounded by them
+      m = metrics.forRoute(request.method, 'unmatched');
+      unmatchedMetrics.set(request.method, m);
+    }
+    m.observe(reply.statusCode, reply.elapsedTime / 1000);
+    logLine(request, reply, 'unmatched', false);
+  };
   app.addHook('onResponse', (request, reply, done) => {
     const socket = request.raw.socket as TrackedSocket | null;
     if (socket !== null && socket[UNANSWERED] === reply) socket[UNANSWERED] = undefined;
-    if (request.is404) {
-      let m = unmatchedMetrics.get(request.method);
-      if (m === undefined) {
-        // only the methods Node parses reach here; bounded by them
-        m = metrics.forRoute(request.method, 'unmatched');
-        unmatchedMetrics.set(request.method, m);
-      }
-      m.observe(reply.statusCode, reply.elapsedTime / 1000);
-      logLine(request, reply, 'unmatched', false);
-    }
+    if (request.is404) unmatched(request, reply);
     done();
+  });
+  // a router error (a path parameter too long: 414) runs no hook: its answer is told here
+  app.decorate('answeredByRouter', (request: FastifyRequest, reply: FastifyReply) => {
+    reply.raw.once('finish', () => {
+      try {
+        unmatched(request, reply);
+      } catch (err) {
+        request.log.error({ err }, 'request line of a router error not written');
+      }
+    });
   });
 
   // A request whose client goes away before its answer is written gets no onResponse: its line
@@ -175,6 +193,7 @@ function fields(request: FastifyRequest, reply: FastifyReply, route: string, sta
     ...(vm !== undefined ? { vm } : {}),
     status,
     ms: Math.round(reply.elapsedTime * 100) / 100,
-    principal: request.principal.name,
+    // none when no hook ran (a router error: authentication never looked at the request)
+    ...(request.principal ? { principal: request.principal.name } : {}),
   };
 }
