@@ -20,6 +20,7 @@ const TOKENS = [
   { name: 'alice', token: 'alice-token-0123456789abcdef', scopes: ['read', 'write'] },
   { name: 'bob', token: 'bob-token-0123456789abcdef0', scopes: ['read', 'write'] },
   { name: 'webreader', token: 'webr-token-0123456789abcdef', scopes: ['read'], vms: ['web-*'] },
+  { name: 'areader', token: 'area-token-0123456789abcdef', scopes: ['read'], vms: ['sim-a'] },
 ];
 const as = (name: string) => ({ authorization: `Bearer ${TOKENS.find((t) => t.name === name)?.token}` });
 let app: FastifyInstance;
@@ -169,6 +170,11 @@ describe('GET /v1/freezes and GET /v1/freeze-groups', () => {
       expect(web).toHaveLength(1);
       expect(web[0]).toMatchObject({ vm: 'web-sim', owner: 'alice' });
       expect(web[0]).not.toHaveProperty('leaseId');
+      // sim-a only: its VM frozen by bob's group is listed, without the group's id or its other VM
+      const a = await list('areader');
+      expect(a).toEqual([{ vms: ['sim-a'], partOfGroup: true, owner: 'bob', state: 'frozen', frozenAt: expect.any(String), expiresAt: g.json().expiresAt, hardDeadline: expect.any(String), expired: false }]);
+      expect(JSON.stringify(a)).not.toContain('sim-b');
+      expect(JSON.stringify(a)).not.toContain(g.json().id);
 
       const groups = async (who: string) => (await app.inject({ method: 'GET', url: '/v1/freeze-groups', headers: as(who) })).json().groups as Array<Record<string, unknown>>;
       const ga = await groups('admin');

@@ -5,8 +5,10 @@
  * GET /v1/freeze-groups (freeze-groups.ts) lists the groups alone.
  *
  * What a caller sees follows its VM globs: a VM freeze when it may reach the VM, a group when it
- * may reach EVERY VM of the group (as GET /v1/freeze-groups/{id} requires); a group reaching
- * outside the caller's globs is not listed at all, so it names no VM the caller may not see.
+ * may reach EVERY VM of the group (as GET /v1/freeze-groups/{id} requires). Of a group reaching
+ * outside the caller's globs, only the VMs it may see are listed (`partOfGroup: true`), without the
+ * group's id or other VMs: a VM of its own frozen by such a group is not hidden from it, and no VM
+ * it may not see is named.
  * `leaseId` is shown to the lease's owner and to admin callers only: whoever has it can thaw.
  */
 import type { FastifyInstance } from 'fastify';
@@ -33,6 +35,9 @@ export const FreezeEntry = Type.Object(
     expiresAt: Type.Optional(Type.String({ format: 'date-time', description: 'the deadline: the gateway thaws then unless renewed (absent for external freezes)' })),
     hardDeadline: Type.Optional(Type.String({ format: 'date-time', description: 'renewals never go past this' })),
     expired: Type.Optional(Type.Boolean({ description: 'past expiresAt, the thaw not confirmed yet' })),
+    partOfGroup: Type.Optional(
+      Type.Boolean({ description: 'the VMs the caller may see of a freeze group that also holds VMs it may not: listed without the group id or the others' }),
+    ),
   },
   { title: 'FreezeEntry' },
 );
@@ -44,13 +49,18 @@ export function visibleLease(l: Lease, caller: Caller, now: number): FreezeEntry
   const group = groupOfSession(l.session);
   const vm = vmOfKey(l.session);
   if (group === undefined && vm === undefined) return undefined; // a session of something else than the freeze service
-  if (caller.mayReach && !d.vms.every((v) => caller.mayReach?.(v))) return undefined;
+  const reach = caller.mayReach;
+  const partial = reach !== undefined && !d.vms.every((x) => reach(x));
+  if (partial && group === undefined) return undefined;
+  // the VMs the lease still holds (a group lets thawed members go); of a group partly out of reach, those the caller may see
+  const vms = group === undefined ? d.vms : partial ? heldVms(l).filter((x) => reach?.(x)) : heldVms(l);
+  if (partial && vms.length === 0) return undefined;
   const v = leaseView(l, caller, now);
   return {
     ...(vm !== undefined ? { vm } : {}),
-    ...(group !== undefined ? { group } : {}),
-    // the VMs the lease still holds (a group lets thawed members go)
-    vms: group !== undefined ? heldVms(l) : d.vms,
+    ...(group !== undefined && !partial ? { group } : {}),
+    ...(partial ? { partOfGroup: true } : {}),
+    vms,
     owner: v.owner,
     ...(v.leaseId !== undefined ? { leaseId: v.leaseId } : {}),
     state: d.state,
@@ -92,7 +102,8 @@ export default async function freezeListRoutes(fastify: FastifyInstance): Promis
     operation('fsfreeze', 'listFreezes', {
       summary: 'Every freeze in force: VM and group leases (any gateway process) and VMs frozen outside the gateway',
       description:
-        'Oldest first. A group is listed when the caller may reach every VM of it. `leaseId` is shown to the lease owner ' +
+        'Oldest first. A group is listed when the caller may reach every VM of it; of one that also holds VMs the caller may not ' +
+        'reach, the VMs it may are listed on their own (`partOfGroup`, no group id). `leaseId` is shown to the lease owner ' +
         'and to admin callers only. A VM frozen with no lease of the gateway (qm, a script on the socket, a backup tool ' +
         'that died) is listed with `owner: "external"` and no deadline. Nothing is asked of the agents.',
       ok: { 200: Type.Object({ freezes: Type.Array(FreezeEntry) }, { title: 'FreezeList' }) },

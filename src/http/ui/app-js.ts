@@ -181,8 +181,9 @@ export const APP_JS = String.raw`'use strict';
     $('logout').hidden = false;
 
     var frozenRows = state.freezes.map(function (f) {
-      var tr = row([f.vm || ('group ' + f.group), (f.vms || []).join(', '), f.owner, iso(f.frozenAt), f.expiresAt ? iso(f.expiresAt) : '(none: frozen outside the gateway)', null],
-        { 'data-freeze': f.vm || f.group, 'data-owner': f.owner });
+      var what = f.vm || (f.group ? 'group ' + f.group : 'part of a freeze group');
+      var tr = row([what, (f.vms || []).join(', '), f.owner, iso(f.frozenAt), f.expiresAt ? iso(f.expiresAt) : '(none: frozen outside the gateway)', null],
+        { 'data-freeze': f.vm || f.group || (f.vms || []).join(','), 'data-owner': f.owner });
       var cd = tr.lastChild;
       cd.className = 'countdown';
       if (f.expiresAt) { cd.setAttribute('data-expires', f.expiresAt); cd.textContent = countdown(f.expiresAt); }

@@ -513,7 +513,7 @@ export interface paths {
         };
         /**
          * Every freeze in force: VM and group leases (any gateway process) and VMs frozen outside the gateway
-         * @description Oldest first. A group is listed when the caller may reach every VM of it. `leaseId` is shown to the lease owner and to admin callers only. A VM frozen with no lease of the gateway (qm, a script on the socket, a backup tool that died) is listed with `owner: "external"` and no deadline. Nothing is asked of the agents.
+         * @description Oldest first. A group is listed when the caller may reach every VM of it; of one that also holds VMs the caller may not reach, the VMs it may are listed on their own (`partOfGroup`, no group id). `leaseId` is shown to the lease owner and to admin callers only. A VM frozen with no lease of the gateway (qm, a script on the socket, a backup tool that died) is listed with `owner: "external"` and no deadline. Nothing is asked of the agents.
          */
         get: operations["listFreezes"];
         put?: never;
@@ -1169,6 +1169,8 @@ export interface components {
             hardDeadline?: string;
             /** @description past expiresAt, the thaw not confirmed yet */
             expired?: boolean;
+            /** @description the VMs the caller may see of a freeze group that also holds VMs it may not: listed without the group id or the others */
+            partOfGroup?: boolean;
         };
         /** FreezeGroup */
         FreezeGroup: {
