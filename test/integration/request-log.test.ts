@@ -254,6 +254,9 @@ describe('request log: one line per request (child process, level info)', () => 
     // the freeze went on without its client: its own line comes, and no second request line
     expect(await waitFor(gw, (l) => l.requestId === id && l.msg === 'frozen')).toHaveLength(1);
     expect(lines(gw).filter((l) => l.requestId === id && l.route !== undefined)).toHaveLength(1);
+    // and it is in the metrics once, as 499 (a proxy giving up on long calls is visible there too)
+    const text = await (await fetch(`${gw.url}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } })).text();
+    expect(text).toMatch(/^qga_http_request_duration_seconds_count\{method="POST",route="\/v1\/vms\/:vm\/fsfreeze",status="499"\} 1$/m);
     const thaw = await fetch(`${gw.url}/v1/vms/logvm/fsfreeze?force=true`, { method: 'DELETE', headers: { authorization: `Bearer ${TOKEN}` }, signal: AbortSignal.timeout(15_000) });
     expect(thaw.status).toBe(200);
   });

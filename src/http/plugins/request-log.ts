@@ -154,6 +154,8 @@ export function registerRequestLog(app: FastifyInstance, metrics: HttpMetrics): 
   // A request whose client goes away before its answer is written gets no onResponse: its line
   // is written when its connection closes (status 499, `aborted: true`), by one listener per
   // connection, for the request the connection was waiting on.
+  // and it is counted, status 499, in its route's histogram (bounded: routes × methods)
+  const abortedMetrics = new Map<string, RouteMetrics>();
   const onConnectionClose = function (this: TrackedSocket): void {
     const reply = this[UNANSWERED];
     if (reply === undefined) return;
@@ -161,6 +163,13 @@ export function registerRequestLog(app: FastifyInstance, metrics: HttpMetrics): 
     const request = reply.request;
     const route = request.routeOptions.url ?? 'unmatched';
     if (QUIET_ROUTES.has(route)) return;
+    const key = `${request.method} ${route}`;
+    let m = abortedMetrics.get(key);
+    if (m === undefined) {
+      m = metrics.forRoute(request.method, route);
+      abortedMetrics.set(key, m);
+    }
+    m.observe(499, reply.elapsedTime / 1000);
     request.log.info({ ...fields(request, reply, route, 499), aborted: true }, `${request.method} ${route} 499 client went away before the answer`);
   };
 
