@@ -154,24 +154,26 @@ describe.each(targets)('RedisStore layout on %s', (name, target) => {
     expect(same).toBeGreaterThanOrEqual(55);
   });
 
+  // the lease lasts 1.5 s: the checks below run before it ends on a loaded machine (at 300 ms, a CI
+  // run with other work on the machine saw it end before its renewal)
   it('a group whose VMs hash to different masters is taken, checked, renewed, claimed once when due and released as one lease', async () => {
     if (name.startsWith('3')) expect(new Set(await Promise.all(spread.map((v) => target.nodeOf(`${P}{vm:${v}}:lock`)))).size).toBe(3);
     const keys = spread.map((v) => `vm:${v}`);
-    const g = await ok(store.acquire(req({ session: 'group:sp', keys, ttlMs: 300, hardCapMs: 5_000 })));
+    const g = await ok(store.acquire(req({ session: 'group:sp', keys, ttlMs: 1_500, hardCapMs: 10_000 })));
     for (const k of keys) {
       expect(await store.check(k, g.leaseId, g.epoch)).toMatchObject({ state: 'live', lease: { session: 'group:sp', leaseId: g.leaseId } });
       expect((await store.getByKey(k))?.leaseId).toBe(g.leaseId);
     }
     // a member taken alone conflicts, naming the group
     expect(await store.acquire(req({ session: keys[1], keys: [keys[1]], owner: 'bob' }))).toMatchObject({ ok: false, reason: 'conflict', key: keys[1], holder: { session: 'group:sp', leaseId: g.leaseId } });
-    const r = await store.renew('group:sp', g.leaseId, 400);
+    const r = await store.renew('group:sp', g.leaseId, 1_600);
     if (!r.ok) throw new Error('renew failed');
     expect(r.lease.expiresAt).toBeGreaterThan(g.expiresAt);
     // due from its renewed expiry (polled, bounded), claimed once
     const t0 = Date.now();
     let due: Lease[] = [];
     while (!(due = await store.dueSessions(10)).some((l) => l.session === 'group:sp')) {
-      if (Date.now() - t0 > 2_000) throw new Error('the group was not due within 2 s');
+      if (Date.now() - t0 > 4_000) throw new Error('the group was not due within 4 s');
       await sleep(10);
     }
     expect(await store.now()).toBeGreaterThanOrEqual(r.lease.expiresAt);
