@@ -30,7 +30,7 @@ import { closeOrphanedHandles, filesPassthrough } from './files/passthrough.js';
 import { FilesService } from './files/service.js';
 import { ExternalThaw } from './freeze/external-thaw.js';
 import { FreezeService } from './freeze/service.js';
-import { RetainedVms } from './freeze/retained-vms.js';
+import { RetainedVms, holdReason } from './freeze/retained-vms.js';
 import { registerFreezeMetrics } from './freeze/metrics.js';
 import type { HttpServices } from './http/services.js';
 import { createMetrics } from './pool/metrics.js';
@@ -202,7 +202,7 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
     logger,
   );
   // a discovered VM whose socket goes away while a freeze lease holds it stays registered until the lease ends, as a configured one does
-  registry.keepWhile(async (vm) => (await freeze.removalBlocker(vm))?.detail);
+  registry.keepWhile(holdReason((vm) => freeze.removalBlocker(vm)));
   const reload = async (next: Config): Promise<ReloadSummary> => {
     const vms = await staticVms.reload(next.vms);
     logger.level = next.log.level;

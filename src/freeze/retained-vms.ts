@@ -22,6 +22,21 @@ function sameEndpoint(a: VmEntry | undefined, b: VmEntry): boolean {
 /** what the freeze service tells of a VM's lease (FreezeService.removalBlocker) */
 export type RemovalBlocker = (vm: string) => Promise<{ detail: string } | undefined>;
 
+/**
+ * Why a VM must stay registered as it is (its freeze lease), or undefined; a store that cannot tell
+ * keeps it too (a thaw that cannot reach its guest is the worse mistake). Never throws. For the
+ * VMs a reload removes (below) and the discovered ones whose socket goes away (registry/discovery.ts).
+ */
+export function holdReason(blocker: RemovalBlocker): (vm: string) => Promise<string | undefined> {
+  return async (vm) => {
+    try {
+      return (await blocker(vm))?.detail;
+    } catch (err) {
+      return `the lease store cannot tell whether VM ${vm} is under a freeze lease (${err instanceof Error ? err.message : String(err)})`;
+    }
+  };
+}
+
 /** what applying a list of `vms:` entries changed (VmRegistry.reloadStatic) */
 export interface AppliedVms {
   added: string[];
@@ -41,15 +56,17 @@ export class RetainedVms {
   private applied: readonly VmEntry[];
   private turn: Promise<unknown> = Promise.resolve();
   private timer: NodeJS.Timeout | undefined;
+  private readonly why: (vm: string) => Promise<string | undefined>;
 
   constructor(
     initial: readonly VmEntry[],
     /** register these entries (the registry, and the channels of VMs gone or moved: the composition root) */
     private readonly apply: (entries: VmEntry[]) => Promise<AppliedVms>,
-    private readonly blocker: RemovalBlocker,
+    blocker: RemovalBlocker,
     private readonly logger: FreezeLogger,
   ) {
     this.configured = this.applied = initial;
+    this.why = holdReason(blocker);
   }
 
   /** A reload's `vms:`: what it changed, and the VMs it removed or moved that stay as they were for a lease. */
@@ -118,11 +135,4 @@ export class RetainedVms {
     return this.apply(entries);
   }
 
-  private async why(vm: string): Promise<string | undefined> {
-    try {
-      return (await this.blocker(vm))?.detail;
-    } catch (err) {
-      return `the lease store cannot tell whether VM ${vm} is under a freeze lease (${err instanceof Error ? err.message : String(err)})`;
-    }
-  }
 }

@@ -120,11 +120,11 @@ function configuredRange(request: FastifyRequest, where: string, keyword: string
   return { text: `must be ${kind} from ${min} to ${max} (${setting})`, name: setting.split('.').pop() ?? setting, max };
 }
 
-/** the 64-bit limits, exactly: a double prints 2^63 as 9223372036854776000 */
-const EXACT_LIMITS = new Map<number, { limit: string; comparison: string; message: string }>([
-  [2 ** 63, { limit: '9223372036854775807', comparison: '<=', message: 'must be <= 9223372036854775807' }],
-  [2 ** 64, { limit: '18446744073709551615', comparison: '<=', message: 'must be <= 18446744073709551615' }],
-  [-(2 ** 63), { limit: '-9223372036854775808', comparison: '>=', message: 'must be >= -9223372036854775808' }],
+/** the 64-bit limits Ajv checks on doubles (2^63 prints as 9223372036854776000), exactly, and what they bound */
+const EXACT_LIMITS = new Map<number, { limit: string; comparison: '<=' | '>='; type: string }>([
+  [2 ** 63, { limit: '9223372036854775807', comparison: '<=', type: 'a signed 64-bit integer' }],
+  [2 ** 64, { limit: '18446744073709551615', comparison: '<=', type: 'an unsigned 64-bit integer' }],
+  [-(2 ** 63), { limit: '-9223372036854775808', comparison: '>=', type: 'a signed 64-bit integer' }],
 ]);
 
 /**
@@ -135,7 +135,7 @@ const EXACT_LIMITS = new Map<number, { limit: string; comparison: string; messag
 function exactLimit(message: string | undefined, params: Record<string, unknown>): { message: string | undefined; params: Record<string, unknown> } {
   const exact = typeof params.limit === 'number' ? EXACT_LIMITS.get(params.limit) : undefined;
   if (exact === undefined) return { message, params: capParams(params) };
-  return { message: exact.message, params: { ...capParams(params), comparison: exact.comparison, limit: exact.limit } };
+  return { message: `must be ${exact.comparison} ${exact.limit}`, params: { ...capParams(params), comparison: exact.comparison, limit: exact.limit } };
 }
 
 /** Ajv's params with the caller's own strings (an unknown member's name) bounded */
@@ -159,12 +159,8 @@ function schemaAt(root: unknown, schemaPath: string): Record<string, unknown> | 
  * cannot print them exactly: "must be < 9223372036854776000") and formats named in words.
  */
 function validationWords(keyword: string, params: Record<string, unknown>, message: string | undefined): string {
-  const limit = params.limit;
-  if (typeof limit === 'number' && Math.abs(limit) >= 2 ** 63) {
-    if (limit === 2 ** 63) return 'must be at most 9223372036854775807 (a signed 64-bit integer)';
-    if (limit === 2 ** 64) return 'must be at most 18446744073709551615 (an unsigned 64-bit integer)';
-    if (limit === -(2 ** 63)) return 'must be at least -9223372036854775808 (a signed 64-bit integer)';
-  }
+  const exact = typeof params.limit === 'number' ? EXACT_LIMITS.get(params.limit) : undefined;
+  if (exact !== undefined) return `must be ${exact.comparison === '<=' ? 'at most' : 'at least'} ${exact.limit} (${exact.type})`;
   if (keyword === 'format' && params.format === 'byte') return 'must be base64 (A-Z, a-z, 0-9, + and /, padded with = to a multiple of 4 characters)';
   if (keyword === 'format' && params.format === 'date-time') return 'must be an RFC 3339 date-time such as 2026-01-02T03:04:05Z';
   if (keyword === 'enum' && Array.isArray(params.allowedValues)) return `must be one of ${params.allowedValues.map((x) => JSON.stringify(x)).join(', ')}`;

@@ -46,7 +46,7 @@ export function createMetrics(pool: AgentPool): Registry {
   // children per (command, outcome), made at first use: commands come from the catalog (others
   // fold into `other`) and outcomes from a fixed set, so this stays small
   const children = new Map<string, Map<string, { count: { inc(): void }; seconds: { observe(v: number): void } }>>();
-  const childFor = (command: string, outcome: string) => {
+  const childFor = (command: string, outcome: CommandOutcome) => {
     // unknown (passthrough) command names are folded into one label value
     const name = commandSpec(command) ? command : 'other';
     let byOutcome = children.get(name);
@@ -56,7 +56,7 @@ export function createMetrics(pool: AgentPool): Registry {
     }
     let c = byOutcome.get(outcome);
     if (c === undefined) {
-      const labels = { command: name, outcome: outcomeLabel(outcome as CommandOutcome) };
+      const labels = { command: name, outcome: outcomeLabel(outcome) };
       c = { count: commands.labels(labels), seconds: commandSeconds.labels(labels) };
       byOutcome.set(outcome, c);
     }

@@ -94,8 +94,6 @@ export abstract class SessionCore {
   protected lastFailure: Error | undefined;
   private readonly orphans = new Map<number, { command: string; args: JsonObject | undefined }>();
   private closeWaiters: (() => void)[] = [];
-  /** release() is showing its 'idle' (StateEvent.released) */
-  private releasing = false;
 
   constructor(
     readonly vm: string,
@@ -154,12 +152,7 @@ export abstract class SessionCore {
     this.dropConn();
     // nothing waits and idle has no step: the idle-release ring is not needed (an eviction under churn)
     this.alarm.clear();
-    this.releasing = true;
-    try {
-      this.go('idle');
-    } finally {
-      this.releasing = false;
-    }
+    this.go('idle', Infinity, true);
     return true;
   }
 
@@ -208,14 +201,14 @@ export abstract class SessionCore {
   /** The Alarm rang: act on whatever is due. */
   protected abstract tick(): void;
 
-  /** Enter a phase and show it; its step must be over `stepMs` from now. */
-  protected go(phase: Phase, stepMs = Infinity): void {
+  /** Enter a phase and show it; its step must be over `stepMs` from now. `released`: release() let the socket go (StateEvent.released). */
+  protected go(phase: Phase, stepMs = Infinity, released = false): void {
     if (this.phase === 'closed') return;
     this.phase = phase;
     this.stepDeadline = stepMs === Infinity ? Infinity : this.now() + stepMs;
     this.alarm.set(this.stepDeadline, phase !== 'ready');
     const shown = SHOWN[phase];
-    if (shown) this.show(shown);
+    if (shown) this.show(shown, released);
   }
 
   /** Between steps: the Session's advance() or rest() decides (and shows) what comes next. */
@@ -225,12 +218,12 @@ export abstract class SessionCore {
     this.stepDeadline = Infinity;
   }
 
-  protected show(next: ChannelState): void {
+  protected show(next: ChannelState, released = false): void {
     const prev = this.state;
     // a draining session still connects and syncs, but it stays 'closing' to the outside
     if (prev === next || prev === 'closed' || (prev === 'closing' && next !== 'closed')) return;
     this.state = next;
-    this.events.emit('state', this.releasing ? { vm: this.vm, state: next, prev, released: true } : { vm: this.vm, state: next, prev });
+    this.events.emit('state', released ? { vm: this.vm, state: next, prev, released: true } : { vm: this.vm, state: next, prev });
   }
 
   protected dropConn(): void {

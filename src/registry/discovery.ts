@@ -72,7 +72,7 @@ export interface DiscoveryLogger {
   info?(obj: object, msg: string): void;
 }
 
-/** why a VM no longer found must stay registered (its freeze lease), or undefined; a throw (the store cannot tell) keeps it too */
+/** why a VM no longer found must stay registered (its freeze lease), or undefined; it does not throw (freeze/retained-vms.ts holdReason) */
 export type KeepReason = (vm: string) => Promise<string | undefined>;
 
 export class Discovery {
@@ -187,12 +187,7 @@ export class Discovery {
   /** Is a VM of this folder no longer found kept for its freeze lease? Logged when it starts and when it ends. */
   private async keeps(f: Folder, name: string): Promise<boolean> {
     if (this.keepReason === undefined) return false;
-    let why: string | undefined;
-    try {
-      why = await this.keepReason(name);
-    } catch (err) {
-      why = `the lease store cannot tell whether VM ${name} is under a freeze lease (${err instanceof Error ? err.message : String(err)})`;
-    }
+    const why = await this.keepReason(name);
     if (why === undefined) {
       if (f.kept.delete(name)) this.logger?.info?.({ vm: name }, 'discovery: the VM kept for its freeze lease is removed now that the lease has ended');
       return false;

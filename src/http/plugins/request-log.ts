@@ -122,16 +122,22 @@ export function registerRequestLog(app: FastifyInstance, metrics: HttpMetrics): 
     routeOptions.onResponse = existing === undefined ? [hook] : [...[existing].flat(), hook];
   });
 
-  // answers given without a declared route (no route matched: 404, 405; router errors)
-  const unmatchedMetrics = new Map<string, RouteMetrics>();
-  const unmatched = (request: FastifyRequest, reply: FastifyReply): void => {
-    let m = unmatchedMetrics.get(request.method);
+  // the metric children of answers counted outside the per-route hooks (no route matched, a client
+  // gone before its answer), by method and route: bounded by the methods Node parses × the routes
+  const lateMetrics = new Map<string, RouteMetrics>();
+  const observe = (request: FastifyRequest, route: string, status: number, seconds: number): void => {
+    const key = `${request.method} ${route}`;
+    let m = lateMetrics.get(key);
     if (m === undefined) {
-      // only the methods Node parses reach here; bounded by them
-      m = metrics.forRoute(request.method, 'unmatched');
-      unmatchedMetrics.set(request.method, m);
+      m = metrics.forRoute(request.method, route);
+      lateMetrics.set(key, m);
     }
-    m.observe(reply.statusCode, reply.elapsedTime / 1000);
+    m.observe(status, seconds);
+  };
+
+  // answers given without a declared route (no route matched: 404, 405; router errors)
+  const unmatched = (request: FastifyRequest, reply: FastifyReply): void => {
+    observe(request, 'unmatched', reply.statusCode, reply.elapsedTime / 1000);
     logLine(request, reply, 'unmatched', false);
   };
   app.addHook('onResponse', (request, reply, done) => {
@@ -154,8 +160,7 @@ export function registerRequestLog(app: FastifyInstance, metrics: HttpMetrics): 
   // A request whose client goes away before its answer is written gets no onResponse: its line
   // is written when its connection closes (status 499, `aborted: true`), by one listener per
   // connection, for the request the connection was waiting on.
-  // and it is counted, status 499, in its route's histogram (bounded: routes × methods)
-  const abortedMetrics = new Map<string, RouteMetrics>();
+  // and it is counted, status 499, in its route's histogram
   const onConnectionClose = function (this: TrackedSocket): void {
     const reply = this[UNANSWERED];
     if (reply === undefined) return;
@@ -163,13 +168,7 @@ export function registerRequestLog(app: FastifyInstance, metrics: HttpMetrics): 
     const request = reply.request;
     const route = request.routeOptions.url ?? 'unmatched';
     if (QUIET_ROUTES.has(route)) return;
-    const key = `${request.method} ${route}`;
-    let m = abortedMetrics.get(key);
-    if (m === undefined) {
-      m = metrics.forRoute(request.method, route);
-      abortedMetrics.set(key, m);
-    }
-    m.observe(499, reply.elapsedTime / 1000);
+    observe(request, route, 499, reply.elapsedTime / 1000);
     request.log.info({ ...fields(request, reply, route, 499), aborted: true }, `${request.method} ${route} 499 client went away before the answer`);
   };
 
