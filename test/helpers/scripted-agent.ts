@@ -32,7 +32,14 @@ export async function startScriptedAgent(dir: string, name: string, offered: rea
       new Promise((resolve) => {
         if (sock.destroyed) return resolve();
         if (sock.write(data)) resolve();
-        else sock.once('drain', resolve).once('close', resolve);
+        else {
+          // both listeners go when either fires (a 'close' listener left per drained write piled up)
+          const done = (): void => {
+            sock.off('drain', done).off('close', done);
+            resolve();
+          };
+          sock.once('drain', done).once('close', done);
+        }
       });
     const handle = async (line: string): Promise<void> => {
       const req = JSON.parse(line) as { execute: string; arguments?: { id?: number }; id?: number };
