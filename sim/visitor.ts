@@ -22,6 +22,8 @@ export interface Member {
 export type TypeSpec =
   | 'str'
   | 'int'
+  /** QAPI uint64: 0..2^64-1, and (as QEMU keeps for compatibility) any int64, a negative one wrapped */
+  | 'uint64'
   | 'bool'
   | 'number'
   | { kind: 'list'; of: TypeSpec }
@@ -44,6 +46,7 @@ function fullName(path: Path): string {
 
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
+const UINT64_MAX = 2n ** 64n - 1n;
 
 function badType(path: Path, expected: string): never {
   throw new QgaError('GenericError', `Invalid parameter type for '${fullName(path)}', expected: ${expected}`);
@@ -52,6 +55,15 @@ function badType(path: Path, expected: string): never {
 function visitInt(o: QObj, path: Path): number | bigint {
   if (o.t !== 'int' || o.v < INT64_MIN || o.v > INT64_MAX) badType(path, 'integer');
   return intToJson(o.v);
+}
+
+/**
+ * qobject_input_type_uint64: a uint64 as such, else an int64 taken as its two's complement (QEMU
+ * accepts negative values "for backward compatibility"); anything else names the type `uint64`.
+ */
+function visitUint64(o: QObj, path: Path): number | bigint {
+  if (o.t !== 'int' || o.v < INT64_MIN || o.v > UINT64_MAX) badType(path, 'uint64');
+  return intToJson(o.v < 0n ? o.v + 2n ** 64n : o.v);
 }
 
 function visitEnum(spec: EnumSpec, o: QObj, path: Path): string {
@@ -68,6 +80,7 @@ function visit(type: TypeSpec, o: QObj, path: Path): ArgValue {
     return o.v;
   }
   if (type === 'int') return visitInt(o, path);
+  if (type === 'uint64') return visitUint64(o, path);
   if (type === 'bool') {
     if (o.t !== 'bool') badType(path, 'boolean');
     return o.v;

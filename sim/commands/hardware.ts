@@ -14,7 +14,7 @@ const started = Date.now();
 const uptime = (rt: AgentRuntime): number => Math.max(1, Math.floor((rt.now() - started) / 1000) + 100);
 
 const VCPU = struct('GuestLogicalProcessor', [req('logical-id', 'int'), req('online', 'bool'), opt('can-offline', 'bool')]);
-const MEMBLK = struct('GuestMemoryBlock', [req('phys-index', 'int'), req('online', 'bool'), opt('can-offline', 'bool')]);
+const MEMBLK = struct('GuestMemoryBlock', [req('phys-index', 'uint64'), req('online', 'bool'), opt('can-offline', 'bool')]);
 
 function pciAddress(d: SimDisk): JsonObject {
   return { domain: 0, bus: 0, slot: d.pciSlot, function: 0 };
@@ -129,8 +129,9 @@ function setVcpus(rt: AgentRuntime, vcpus: Record<string, unknown>[]): number {
 
 function setMemoryBlocks(rt: AgentRuntime, blocks: Record<string, unknown>[]): JsonValue {
   return blocks.map((b): JsonObject => {
-    const idx = Number(b['phys-index']);
-    const blk = rt.state.memoryBlocks.find((m) => m.physIndex === idx);
+    // exact: a phys-index past 2^53 is a bigint, echoed as given (never rounded to a neighbour's)
+    const idx = b['phys-index'] as number | bigint;
+    const blk = rt.state.memoryBlocks.find((m) => BigInt(m.physIndex) === BigInt(idx));
     if (!blk) return { 'phys-index': idx, response: 'not-found' };
     if (!b.online && !blk.canOffline) return { 'phys-index': idx, response: 'operation-failed', 'error-code': 16 };
     blk.online = b.online as boolean;

@@ -141,6 +141,20 @@ describe('vcpus and memory blocks', () => {
     expect(results[1]).toMatchObject({ 'phys-index': 999, response: 'not-found' });
     expect(vm.state.memoryBlocks.find((b) => b.physIndex === 2)?.online).toBe(false);
   });
+
+  it('PATCH /memory/blocks carries phys-index exactly to 2^64-1, through the gateway and the agent and back', async () => {
+    const res = await app.inject({
+      method: 'PATCH',
+      url: '/v1/vms/sim1/memory/blocks',
+      headers: { 'content-type': 'application/json' },
+      payload: '{"mem-blks": [{"phys-index": 18446744073709551615, "online": true}, {"phys-index": 9007199254740993, "online": true}]}',
+    });
+    expect(res.statusCode, res.body).toBe(200);
+    // the digits as sent, not a double's neighbour (…616, …992)
+    expect(res.body).toContain('"phys-index":18446744073709551615}');
+    expect(res.body).toContain('"phys-index":9007199254740993}');
+    expect(lastArgs('guest-set-memory-blocks')).toEqual({ 'mem-blks': [{ 'phys-index': 18446744073709551615n, online: true }, { 'phys-index': 9007199254740993n, online: true }] });
+  });
 });
 
 describe('fstrim', () => {

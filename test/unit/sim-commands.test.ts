@@ -329,6 +329,28 @@ describe('accounts and hardware', () => {
     ]);
   });
 
+  it("takes phys-index as QEMU's uint64: exact to 2^64-1, a negative int64 wrapped, beyond refused naming uint64", async () => {
+    const h = harness();
+    const blocks = async (text: string) => parseJson((await h.call(`{"execute": "guest-set-memory-blocks", "arguments": {"mem-blks": [${text}]}}`)) as string) as JsonObject;
+    // the largest valid index, and its neighbour: each echoed digit for digit (never rounded to 2^64)
+    expect(ret(await blocks('{"phys-index": 18446744073709551615, "online": true}, {"phys-index": 18446744073709551614, "online": true}'))).toEqual([
+      { 'phys-index': 18446744073709551615n, response: 'not-found' },
+      { 'phys-index': 18446744073709551614n, response: 'not-found' },
+    ]);
+    // 2^53 + 1 is not block 2^53 (a rounding lookup would confuse them)
+    h.rt.state.memoryBlocks.push({ physIndex: 2 ** 53, online: true, canOffline: true });
+    expect(ret(await blocks('{"phys-index": 9007199254740993, "online": false}'))).toEqual([{ 'phys-index': 9007199254740993n, response: 'not-found' }]);
+    expect(h.rt.state.memoryBlocks.at(-1)?.online).toBe(true);
+    // qobject_input_type_uint64 accepts an int64 "for backward compatibility": -1 is 2^64-1
+    expect(ret(await blocks('{"phys-index": -1, "online": true}'))).toEqual([{ 'phys-index': 18446744073709551615n, response: 'not-found' }]);
+    expect(await blocks('{"phys-index": 18446744073709551616, "online": true}')).toEqual({
+      error: { class: 'GenericError', desc: "Invalid parameter type for 'mem-blks[0].phys-index', expected: uint64" },
+    });
+    expect(await blocks('{"phys-index": 1.0, "online": true}')).toEqual({
+      error: { class: 'GenericError', desc: "Invalid parameter type for 'mem-blks[0].phys-index', expected: uint64" },
+    });
+  });
+
   it('sends nothing for guest-shutdown and guest-suspend-* but records them', async () => {
     const h = harness();
     expect(await h.call('{"execute":"guest-suspend-ram"}')).toBeUndefined();
