@@ -1,5 +1,7 @@
 /**
- * README's configuration table says each key's default: held here to what the schema fills in
+ * README's tables held to the source. The metrics table: exactly the qga_* metrics registered.
+ *
+ * The configuration table says each key's default: held here to what the schema fills in
  * (loadConfig with no file and an empty environment), so that a default changed in
  * src/config/schema.ts cannot leave the README behind. Compared: every cell that states a value
  * (a number, with KiB/MiB/GiB; true/false; a `quoted` string; a [list]) and every cell that says
@@ -7,7 +9,8 @@
  * in words (the host name, the hypervisors' folders…) are not compared; the test counts how many
  * it did compare, so it cannot pass by comparing nothing.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
+import path from 'node:path';
 import { expect, it } from 'vitest';
 import { README_PATH } from '../../scripts/export-openapi.js';
 import { loadConfig } from '../../src/config/load.js';
@@ -79,4 +82,22 @@ it("README's configuration table gives the defaults the schema fills in", () => 
   expect(wrong).toEqual([]);
   // 83 when written: most rows state a value
   expect(compared).toBeGreaterThan(60);
+});
+
+it("README's metrics table names exactly the qga_* metrics the source registers", () => {
+  const readme = readFileSync(README_PATH, 'utf8');
+  const inTable = new Set([...readme.matchAll(/^\| `(qga_[a-z_]+)` \|/gm)].map((m) => m[1]));
+  const inSource = new Set<string>();
+  const walk = (dir: string): void => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      if (e.isDirectory()) walk(path.join(dir, e.name));
+      else if (e.name.endsWith('.ts')) for (const m of readFileSync(path.join(dir, e.name), 'utf8').matchAll(/['"](qga_[a-z_]+)['"]/g)) inSource.add(m[1]);
+    }
+  };
+  walk(path.resolve(import.meta.dirname, '../../src'));
+  expect(inSource.size).toBeGreaterThan(15);
+  // qga_agent_down exists only with metrics.perVmLabels false: the qga_agent_up row says so
+  const documented = (name: string) => inTable.has(name) || (name === 'qga_agent_down' && readme.includes('`qga_agent_down` counts those down'));
+  expect([...inSource].filter((n) => !documented(n)), 'registered, not in README').toEqual([]);
+  expect([...inTable].filter((n) => !inSource.has(n)), 'in README, not registered').toEqual([]);
 });
