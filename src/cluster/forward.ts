@@ -5,10 +5,10 @@
  * @fastify/reply-from.
  *
  *  - One undici Pool per node (by origin), keep-alive, at most FORWARD_CONNECTIONS connections and
- *    one request per connection (and a small one for its freeze lane, FREEZE_LANE_CONNECTIONS): a
- *    node never has more than that many requests in flight from one entry node (the serving node
- *    does not count forwarded requests in its admission limits; this is their bound). Connect
- *    timeout short (CONNECT_TIMEOUT_MS).
+ *    one request per connection, and two small ones for its lanes (thaws and renewals; freezes:
+ *    Lane): a node never has more than that many requests in flight from one entry node (the
+ *    serving node does not count forwarded requests in its admission limits; this is their bound).
+ *    Connect timeout short (CONNECT_TIMEOUT_MS).
  *  - Headers bound: max(cluster.forwardTimeoutMs, the longest agent timeout of the route's
  *    commands) plus the request's own wait (a `wait`/`timeout` parameter whose schema names its
  *    configured maximum with x-max-from: the query's value, or that maximum for a body member that
@@ -28,11 +28,28 @@ import { FORWARD_CONNECTIONS, HOP_HEADER, NODE_HEADER, PRINCIPAL_HEADER, SIGNATU
 /** a node that does not accept a connection within this is unreachable */
 export const CONNECT_TIMEOUT_MS = 3_000;
 /**
- * Connections of a node's freeze lane: freezes, thaws and renewals (the /fsfreeze routes) go over
- * their own few, so that long requests filling the node's pool (long polls, exec waits, slow
- * downloads: FORWARD_CONNECTIONS of them) never hold a thaw in undici's queue.
+ * The lanes of a node's connections besides its pool (FORWARD_CONNECTIONS, for everything else):
+ *  - `thaw`: thaws and renewals (DELETE /fsfreeze, POST /fsfreeze/renew), THAW_LANE_CONNECTIONS;
+ *  - `freeze`: freezes (POST /fsfreeze), FREEZE_LANE_CONNECTIONS.
+ * So that no other request waits ahead of a thaw in undici's queue: not long requests filling the
+ * pool (long polls, exec waits, slow downloads), not status reads of a VM whose agent is slow
+ * (GET /fsfreeze is an ordinary read, in the pool: it shared the lane once, and 40 clients polling
+ * one hung agent's status held every thaw to that node back 21 s), and not freezes, each of which
+ * may take the freeze timeout on a slow guest. A thaw waits only behind other thaws and renewals.
  */
+export type Lane = 'thaw' | 'freeze';
+export const THAW_LANE_CONNECTIONS = 32;
 export const FREEZE_LANE_CONNECTIONS = 8;
+const LANE_CONNECTIONS: Record<Lane, number> = { thaw: THAW_LANE_CONNECTIONS, freeze: FREEZE_LANE_CONNECTIONS };
+const LANES: readonly Lane[] = ['thaw', 'freeze'];
+
+/** The lane of a forwarded route (method and route URL), or undefined for the node's pool. */
+export function laneOf(method: string, url: string): Lane | undefined {
+  if (!/\/fsfreeze(\/|$)/.test(url)) return undefined;
+  if (method === 'DELETE' || url.endsWith('/fsfreeze/renew')) return 'thaw';
+  if (method === 'POST') return 'freeze';
+  return undefined;
+}
 /** at most this many node pools are kept (nodes come and go; the oldest pool is closed) */
 const MAX_POOLS = 64;
 
@@ -41,8 +58,8 @@ export const FORWARD_CONTEXT = Symbol('qga.forward.context');
 export interface ForwardContext {
   signal: AbortSignal;
   headersTimeout: number;
-  /** `freeze`: a freeze, thaw or renewal, over connections of their own (no long request ahead of it) */
-  lane?: 'freeze';
+  /** a thaw or renewal, or a freeze: over connections of their own (Lane) */
+  lane?: Lane;
   /** the node's id, named by X-Qga-Node on its answers when it did not name itself */
   nodeId?: string;
 }
@@ -70,7 +87,7 @@ export class NodePools {
     this.pool(origin, ctx?.lane).dispatch(opts, new ForwardAnswer(opts.method, opts.body, ctx?.nodeId ?? origin, ctx?.signal, cb));
   }
 
-  private pool(origin: string, lane?: 'freeze'): Pool {
+  private pool(origin: string, lane?: Lane): Pool {
     const key = poolKey(origin, lane);
     let pool = this.pools.get(key);
     if (pool === undefined) {
@@ -80,7 +97,7 @@ export class NodePools {
         void p.close().catch(() => undefined);
       }
       pool = new Pool(origin, {
-        connections: lane === undefined ? FORWARD_CONNECTIONS : FREEZE_LANE_CONNECTIONS,
+        connections: lane === undefined ? FORWARD_CONNECTIONS : LANE_CONNECTIONS[lane],
         pipelining: 1,
         connect: { timeout: Math.min(CONNECT_TIMEOUT_MS, this.forwardTimeoutMs) },
         headersTimeout: this.forwardTimeoutMs,
@@ -96,7 +113,7 @@ export class NodePools {
    * until cluster.forwardTimeoutMs) fails now, as 503 NODE_UNAVAILABLE; its pools go.
    */
   dropNode(origin: string): void {
-    for (const key of [poolKey(origin), poolKey(origin, 'freeze')]) {
+    for (const key of [poolKey(origin), ...LANES.map((lane) => poolKey(origin, lane))]) {
       const pool = this.pools.get(key);
       if (pool === undefined) continue;
       this.pools.delete(key);
@@ -118,8 +135,8 @@ export class NodePools {
   }
 }
 
-/** a node's pool, or its freeze lane's */
-function poolKey(origin: string, lane?: 'freeze'): string {
+/** a node's pool, or one of its lanes' */
+function poolKey(origin: string, lane?: Lane): string {
   return lane === undefined ? origin : `${origin}#${lane}`;
 }
 

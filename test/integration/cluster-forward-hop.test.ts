@@ -3,7 +3,7 @@
  * (headers that cross, time bounds); cluster-forward.test.ts drives them end to end.
  */
 import { describe, expect, it } from 'vitest';
-import { FORWARD_CONTEXT, outgoingHeaders, routeBound } from '../../src/cluster/forward.js';
+import { FORWARD_CONTEXT, laneOf, outgoingHeaders, routeBound } from '../../src/cluster/forward.js';
 import { ForwardAnswer, SMALL_ANSWER, WholeBody, type ForwardResponse } from '../../src/cluster/forward-answer.js';
 import { HOP_HEADER, PRINCIPAL_HEADER, SIGNATURE_HEADER, signHop, verifyHop } from '../../src/cluster/hop.js';
 import { makeApp, testConfig } from '../helpers/app.js';
@@ -130,6 +130,19 @@ describe('headers bound of a forwarded request', () => {
     expect(bound(wait, {}, { timeout: '600' })).toBe(2_000 + 50_000);
     // a ttl is no wait
     expect(bound({ body: waitIn('ttlSeconds', 'freeze.maxTtlSeconds') })).toBe(2_000);
+  });
+});
+
+describe('the lane of a forwarded route', () => {
+  it('thaws and renewals one lane, freezes another, status reads and everything else the pool', () => {
+    expect(laneOf('DELETE', '/v1/vms/:vm/fsfreeze')).toBe('thaw');
+    expect(laneOf('POST', '/v1/vms/:vm/fsfreeze/renew')).toBe('thaw');
+    expect(laneOf('POST', '/v1/vms/:vm/fsfreeze')).toBe('freeze');
+    expect(laneOf('GET', '/v1/vms/:vm/fsfreeze')).toBeUndefined();
+    expect(laneOf('HEAD', '/v1/vms/:vm/fsfreeze')).toBeUndefined();
+    expect(laneOf('GET', '/v1/vms/:vm/ping')).toBeUndefined();
+    expect(laneOf('POST', '/v1/vms/:vm/exec')).toBeUndefined();
+    expect(laneOf('POST', '/v1/vms/:vm/fsfreezer')).toBeUndefined();
   });
 });
 

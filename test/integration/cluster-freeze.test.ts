@@ -451,6 +451,32 @@ describe('a thaw forwarded while long requests fill the connections to its node'
   });
 });
 
+describe('a thaw forwarded while clients poll the freeze status of a VM whose agent is slow', () => {
+  it('is answered at once: status reads (GET /fsfreeze) do not share the thaw lane', { timeout: 30_000 }, async () => {
+    const [a, b] = await cluster({ A: ['a1'], B: ['b1', 'b2'] });
+    const frozen = await call(a, 'POST', '/v1/vms/b1/fsfreeze', auth(TOKENS.backup), { ttlSeconds: 60 });
+    expect(frozen.status).toBe(201);
+    // b2's agent answers a status 3 s late; 40 clients poll it through A (h10 F3: they held the 8
+    // connections the thaws used, and a thaw of b1 waited behind them)
+    b.vm.b2.setFault({ command: 'guest-fsfreeze-status', kind: 'delay', ms: 3_000 });
+    let polling = true;
+    const pollers = Array.from({ length: 40 }, async () => {
+      while (polling) await call(a, 'GET', '/v1/vms/b2/fsfreeze', auth(TOKENS.backup));
+    });
+    await new Promise((r) => setTimeout(r, 1_000));
+    const t0 = performance.now();
+    const thawed = await call(a, 'DELETE', `/v1/vms/b1/fsfreeze?leaseId=${String(frozen.body.leaseId)}`, auth(TOKENS.backup));
+    const ms = performance.now() - t0;
+    polling = false;
+    expect([thawed.status, thawed.body.consistent]).toEqual([200, true]);
+    expect(b.vm.b1.state.frozen).toBe(false);
+    // not behind the status reads (each 3 s, 40 of them)
+    expect(ms).toBeLessThan(2_000);
+    b.vm.b2.clearFaults();
+    await Promise.all(pollers);
+  });
+});
+
 describe('Redis restarted empty while a VM frozen through another node is frozen', () => {
   it("the holder's thaw through the entry node still goes through: the freeze was forwarded to the serving node, which knows the lease (leaseCheck local)", async () => {
     const [a, b] = await cluster({ A: ['a1'], B: ['b1'] });

@@ -19,7 +19,7 @@
 import replyFrom from '@fastify/reply-from';
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, RouteOptions } from 'fastify';
 import type { NodeInfo } from '../../cluster/directory.js';
-import { FORWARD_CONTEXT, NodePools, forwardFailure, outgoingHeaders, routeBound, type ForwardContext } from '../../cluster/forward.js';
+import { FORWARD_CONTEXT, NodePools, forwardFailure, laneOf, outgoingHeaders, routeBound, type ForwardContext, type Lane } from '../../cluster/forward.js';
 import { WholeBody, forwardsOpen } from '../../cluster/forward-answer.js';
 import { NODE_HEADER, loadHopSecret, signForward, unforwardablePath, type HopPrincipal } from '../../cluster/hop.js';
 import type { Config } from '../../config/schema.js';
@@ -180,7 +180,7 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
     },
   };
 
-  function forwardTo(request: FastifyRequest, reply: FastifyReply, vm: string, node: NodeInfo, boundMs: number, lane: 'freeze' | undefined): void {
+  function forwardTo(request: FastifyRequest, reply: FastifyReply, vm: string, node: NodeInfo, boundMs: number, lane: Lane | undefined): void {
     const { path, query, signed } = splitUrl(request.url);
     // the connection's signal (client gone, or the shutdown grace over): the forward's use of it
     // ends when its answer is complete, so a signal per request is not needed
@@ -195,8 +195,9 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
   app.addHook('onRoute', (route: RouteOptions) => {
     if (!route.url.startsWith('/v1/') || !VM_PARAM.test(route.url) || route.config?.public || route.config?.forward === false) return;
     const bound = routeBound(route.schema as never, config);
-    // freezes, thaws and renewals cross on connections of their own (cluster/forward.ts)
-    const lane = route.url.includes('/fsfreeze') ? ('freeze' as const) : undefined;
+    // thaws and renewals, and freezes, cross on connections of their own (cluster/forward.ts);
+    // a route with several methods has one lane per method
+    const lanes = new Map([route.method].flat().map((m) => [m, laneOf(m, route.url)]));
     const selfId = cluster.selfId;
     const answersGone = route.config?.answersGone === true;
     // A declared body over the limit is refused here, as the serving node would refuse it: that
@@ -252,7 +253,7 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
             return;
           }
           // answered by reply.from: done() is not called, so nothing of this request runs here
-          forwardTo(request, reply, vm, where.node, bound(request.params as Record<string, unknown>, request.query as Record<string, unknown>), lane);
+          forwardTo(request, reply, vm, where.node, bound(request.params as Record<string, unknown>, request.query as Record<string, unknown>), lanes.get(request.method));
           return;
         }
       }

@@ -31,14 +31,16 @@
  * Cluster mode: a request is counted at the node it entered (its entry node), which forwards it
  * after admission. The node serving it (a request with a valid hop signature, auth.ts) counts it
  * neither against the principal's concurrency nor its rate; it is bounded instead per entry node:
- * at most FORWARD_CONNECTIONS in flight from one node (the size of that node's connection pool to
- * this one, cluster/forward.ts, so never reached by a well-behaved node), beyond → 429.
+ * at most FORWARD_CONNECTIONS + FREEZE_LANE_CONNECTIONS in flight from one node (the size of that
+ * node's connection pool to this one and of its freeze lane, cluster/forward.ts, so never reached by
+ * a well-behaved node; thaws and renewals, over their own lane, are never refused), beyond → 429.
  */
 import type { ServerResponse } from 'node:http';
 import rateLimit, { type FastifyRateLimitStore, type FastifyRateLimitStoreCtor } from '@fastify/rate-limit';
 import type { Cluster, Redis } from 'ioredis';
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, RouteOptions } from 'fastify';
 import { FORWARD_CONNECTIONS } from '../../cluster/hop.js';
+import { FREEZE_LANE_CONNECTIONS } from '../../cluster/forward.js';
 import type { Config } from '../../config/schema.js';
 import { errors } from '../../errors.js';
 import { RedisStore } from '../../store/redis.js';
@@ -139,8 +141,8 @@ export async function registerLimits(app: FastifyInstance, config: Config, store
   /** a forwarded request: counted at its entry node; here only bounded per entry node */
   function admitForwarded(node: string, reply: FastifyReply, done: HookHandlerDoneFunction): void {
     const n = limit.byNode.get(node) ?? 0;
-    if (n >= FORWARD_CONNECTIONS) {
-      done(errors.rateLimited(`node ${node} has ${n} forwarded requests in flight here, the most one node may have (its connection pool)`, 1));
+    if (n >= FORWARD_CONNECTIONS + FREEZE_LANE_CONNECTIONS) {
+      done(errors.rateLimited(`node ${node} has ${n} forwarded requests in flight here, the most one node may have (its connection pool and freeze lane)`, 1));
       return;
     }
     limit.byNode.set(node, n + 1);
