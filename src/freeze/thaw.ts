@@ -27,6 +27,7 @@ import { groupOfSession, vmKey, type EndedBy, type FenceCheck, type Lease, type 
 import {
   asGatewayError,
   endedByOf,
+  endedNoLaterThan,
   fenceOf,
   type AgentFence,
   freezeData,
@@ -82,7 +83,7 @@ export class ThawEngine {
   /** sessions this process froze or renewed: the local auto-thaw timers (local-timers.ts) */
   private readonly timers: LocalTimers;
   /** session → lease (and why it ended) whose release could not reach the store */
-  private readonly pendingReleases = new Map<string, { leaseId: string; endedBy?: EndedBy }>();
+  private readonly pendingReleases = new Map<string, { leaseId: string; endedBy?: EndedBy; endedAtMost?: number }>();
   /**
    * leaseId+vm → the latest thaw of that VM under that lease. A rollback consults it: a thaw of
    * the same lease that was still in flight when the freeze command settled, or started later,
@@ -293,7 +294,7 @@ export class ThawEngine {
       return { outcomes, done: false, released: false };
     }
     this.forget(lease.session, lease.leaseId);
-    const released = await this.release(lease.session, lease.leaseId, endedByOf(origin));
+    const released = await this.release(lease.session, lease.leaseId, endedByOf(origin), endedNoLaterThan(lease, endedByOf(origin)));
     return { outcomes, done: true, released };
   }
 
@@ -319,7 +320,7 @@ export class ThawEngine {
       const current = await this.store.getSession(lease.session);
       if (current !== undefined && current.leaseId === lease.leaseId && current.keys.every((k) => keys.includes(k))) {
         this.forget(lease.session, lease.leaseId);
-        await this.release(lease.session, lease.leaseId, endedBy);
+        await this.release(lease.session, lease.leaseId, endedBy, endedNoLaterThan(lease, endedBy));
         this.logger.info({ session: lease.session, vms: members }, 'the last members of a group thawed: its lease ended');
       }
     } catch (e) {
@@ -328,21 +329,21 @@ export class ThawEngine {
   }
 
   /** Release (leaving a tombstone when `endedBy` is given), or remember to once the store is back. */
-  async release(session: string, leaseId: string, endedBy?: EndedBy): Promise<boolean> {
+  async release(session: string, leaseId: string, endedBy?: EndedBy, endedAtMost?: number): Promise<boolean> {
     try {
-      await this.store.release(session, leaseId, endedBy);
+      await this.store.release(session, leaseId, endedBy, endedAtMost);
       this.pendingReleases.delete(session);
       return true;
     } catch (e) {
       if (!isGatewayError(e) || e.code !== 'STORE_UNAVAILABLE') throw e;
-      this.pendingReleases.set(session, { leaseId, ...(endedBy ? { endedBy } : {}) });
+      this.pendingReleases.set(session, { leaseId, ...(endedBy ? { endedBy } : {}), ...(endedAtMost === undefined ? {} : { endedAtMost }) });
       return false;
     }
   }
 
   async retryPendingReleases(): Promise<void> {
     for (const [session, p] of [...this.pendingReleases]) {
-      await this.store.release(session, p.leaseId, p.endedBy);
+      await this.store.release(session, p.leaseId, p.endedBy, p.endedAtMost);
       this.pendingReleases.delete(session);
     }
   }

@@ -198,6 +198,11 @@ export type ThawTrigger = 'caller' | 'force' | 'rollback' | 'local-timer' | 'dea
  * the holder ended it itself (its own thaw, the rollback of its own failed freeze): no tombstone.
  * 'retry' repeats an earlier thaw; the engine passes that thaw's trigger instead.
  */
+/** A lease ended by its deadline ended at it (store clock), however late the thaw of its last VM got through. */
+export function endedNoLaterThan(lease: Pick<Lease, 'expiresAt'>, endedBy: EndedBy | undefined): number | undefined {
+  return endedBy === 'deadline' ? lease.expiresAt : undefined;
+}
+
 export function endedByOf(trigger: ThawTrigger): EndedBy | undefined {
   switch (trigger) {
     case 'force':

@@ -171,7 +171,7 @@ export class MemoryStore implements LeaseStore {
     return out;
   }
 
-  async release(session: string, leaseId: string, endedBy?: EndedBy): Promise<boolean> {
+  async release(session: string, leaseId: string, endedBy?: EndedBy, endedNoLaterThan?: number): Promise<boolean> {
     const s = this.sessions.get(session);
     if (!s || s.leaseId !== leaseId) return false;
     for (const key of s.keys) {
@@ -179,7 +179,7 @@ export class MemoryStore implements LeaseStore {
     }
     this.sessions.delete(session);
     this.deadlines.delete(session);
-    if (endedBy) this.remember(leaseId, { session, endedAt: this.clock(), endedBy });
+    if (endedBy) this.remember(leaseId, { session, endedAt: Math.min(this.clock(), endedNoLaterThan ?? Infinity), endedBy });
     await this.persist();
     return true;
   }

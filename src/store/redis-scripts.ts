@@ -260,12 +260,15 @@ return 1
 `;
 
 /**
- * KEYS = [tombstone]. ARGV: session, endedBy, retentionMs. Written once: a later ending (a late
- * second thaw) does not replace the first. Reply: 1 | 0
+ * KEYS = [tombstone]. ARGV: session, endedBy, retentionMs, endedNoLaterThan ('' = now). Written
+ * once: a later ending (a late second thaw) does not replace the first. endedAt: now, or
+ * endedNoLaterThan when earlier. Reply: 1 | 0
  */
 export const TOMBSTONE = `${COMMON}
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'session', ARGV[1], 'endedAt', fmt(now_ms()), 'endedBy', ARGV[2])
+local ended = now_ms()
+if ARGV[4] ~= '' and tonumber(ARGV[4]) < ended then ended = tonumber(ARGV[4]) end
+redis.call('HSET', KEYS[1], 'session', ARGV[1], 'endedAt', fmt(ended), 'endedBy', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 `;

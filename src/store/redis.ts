@@ -209,7 +209,7 @@ export class RedisStore implements LeaseStore {
     return r.length > 1 ? { ok: false, reason, lease: this.core.lease(fields(r.slice(1))) } : { ok: false, reason };
   }
 
-  async release(session: string, leaseId: string, endedBy?: EndedBy): Promise<boolean> {
+  async release(session: string, leaseId: string, endedBy?: EndedBy, endedNoLaterThan?: number): Promise<boolean> {
     let keys = [session];
     if (groupOfSession(session) !== undefined) {
       const { rec } = await this.core.record(session);
@@ -218,7 +218,7 @@ export class RedisStore implements LeaseStore {
     }
     const released = await this.core.releaseParts(session, leaseId, keys);
     // the tombstone follows the release (another slot); a release that was not ours writes none
-    if (released && endedBy) await this.exec.run(S.TOMBSTONE, [this.keys.ended(leaseId)], [session, endedBy, this.endedRetentionMs]).catch(() => undefined);
+    if (released && endedBy) await this.exec.run(S.TOMBSTONE, [this.keys.ended(leaseId)], [session, endedBy, this.endedRetentionMs, endedNoLaterThan === undefined ? '' : Math.round(endedNoLaterThan)]).catch(() => undefined);
     return released;
   }
 

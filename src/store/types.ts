@@ -193,8 +193,12 @@ export interface LeaseStore {
    * Compare-and-delete: ends the session (locks, deadline) only if leaseId matches. With `endedBy`
    * (the lease was ended by someone other than its holder) a tombstone is written in the same step
    * (Redis: right after it, before release() returns; a release that was not this lease's writes none).
+   * Its `endedAt` is now, or `endedNoLaterThan` when earlier (store clock): a lease ended by its
+   * deadline ended then, not when the thaw of its last VM got through (a group member on a node
+   * that was away: the others were thawed at the deadline, and a snapshot taken after it may not be
+   * consistent).
    */
-  release(session: string, leaseId: string, endedBy?: EndedBy): Promise<boolean>;
+  release(session: string, leaseId: string, endedBy?: EndedBy, endedNoLaterThan?: number): Promise<boolean>;
   /**
    * Let some VMs of a group lease go while it keeps the others: the members already thawed while
    * another's thaw is still due (its node away, its agent down), or thawed by force, so that they

@@ -266,6 +266,24 @@ export function leaseStoreContract(name: string, make: MakeStore): void {
       expect(await store.ended(randomUUID())).toBeUndefined();
     });
 
+    it("a release may say the lease ended earlier than now (its deadline): the tombstone's endedAt is the earlier time, never a later one", async () => {
+      const g = await store.acquire(req({ session: 'group:late', keys: ['vm:l1', 'vm:l2'] }));
+      if (!g.ok) throw new Error('acquire failed');
+      // the last member's thaw got through long after the deadline (its node was away): a deadline
+      // 5 s ago, on the store's clock
+      const deadline = (await store.now()) - 5_000;
+      expect(await store.release('group:late', g.lease.leaseId, 'deadline', deadline)).toBe(true);
+      expect((await store.ended(g.lease.leaseId))?.endedAt).toBe(Math.round(deadline));
+      // a bound later than now is not taken: endedAt is now
+      const v = await store.acquire(req({ session: 'vm:l3', keys: ['vm:l3'] }));
+      if (!v.ok) throw new Error('acquire failed');
+      const before = await store.now();
+      expect(await store.release('vm:l3', v.lease.leaseId, 'forced', before + 3_600_000)).toBe(true);
+      const t = await store.ended(v.lease.leaseId);
+      expect(t?.endedAt).toBeGreaterThanOrEqual(before);
+      expect(t?.endedAt).toBeLessThan(before + 60_000);
+    });
+
     it('tombstones name the session (a group too) and every reason', async () => {
       const g = await store.acquire(req({ session: 'group:t', keys: ['vm:t2', 'vm:t3'] }));
       const s = await store.acquire(req({ session: 'vm:t4', keys: ['vm:t4'] }));
