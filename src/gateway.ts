@@ -161,6 +161,11 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
   registerFleetMetrics(metrics, agent, config.metrics);
   registerFreezeMetrics(metrics, freeze.engine, store);
   cluster = config.cluster.enabled ? createClusterNode(config, store, registry, agent, (vm) => pool.remove(vm), logger, metrics) : undefined;
+  // the VMs other nodes serve are not in this registry: a registration must not alias one of them
+  if (cluster) {
+    const node = cluster;
+    registry.checkEndpointsElsewhere((endpoint, except) => node.publishedAt(endpoint, except));
+  }
 
   const parts: Part[] = [
     // wait (bounded) for Redis at start, so the first requests do not race its connection; a store

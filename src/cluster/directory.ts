@@ -14,6 +14,9 @@
  *      only nodes that stopped heartbeating → gone (the one seen last), nobody → unknown.
  */
 import type { VmEntrySummary } from './summary.js';
+import { resolve as resolvePath } from 'node:path';
+import type { Endpoint } from '../qga/types.js';
+import { endpointKey } from '../registry/endpoints.js';
 import { SortedNames } from '../registry/sorted-names.js';
 
 export interface NodeInfo {
@@ -197,6 +200,19 @@ export class Directory implements RemoteVms {
     });
   }
 
+  /**
+   * A VM (other than `except`) another node (alive or gone) publishes at this endpoint, and that node: a unix socket by
+   * its path, a TCP endpoint by host and port. Registration asks (VmRegistry): the VMs other nodes
+   * serve are not in this node's registry.
+   */
+  publishedAt(endpoint: Endpoint, except?: string): { vm: string; node: string } | undefined {
+    const key = endpointKey(normalized(endpoint));
+    for (const [id, rec] of this.others) {
+      for (const [vm, s] of rec.vms) if (vm !== except && s.endpoint !== undefined && endpointKey(normalized(s.endpoint)) === key) return { vm, node: id };
+    }
+    return undefined;
+  }
+
   private lastSeenOf(ids: Iterable<string>): NodeInfo | undefined {
     let best: NodeInfo | undefined;
     for (const id of ids) {
@@ -221,4 +237,9 @@ export class Directory implements RemoteVms {
     // conflict: the other live claimers besides `node` (as a serving node shows it: locate's local.conflict)
     return { name: vm, node: rec.info.id, alive: rec.info.alive, ...(live.length >= 2 ? { conflict: live.filter((n) => n !== rec.info.id) } : {}), summary };
   }
+}
+
+/** a unix path as written elsewhere, made absolute and without `.`/`..` (another host's: never resolved here) */
+function normalized(e: Endpoint): Endpoint {
+  return e.type === 'unix' ? { type: 'unix', path: resolvePath(e.path) } : e;
 }

@@ -35,6 +35,8 @@ export interface ClusterSettings {
 export interface ClusterRegistry {
   resolve(vm: string): Endpoint | undefined;
   list(): Promise<VmRecord[]>;
+  /** of these records, the API-registered ones this node may serve (VmRegistry.servableApiVms) */
+  servableApiVms(recs: readonly VmRecord[]): Promise<Set<string>>;
 }
 
 export interface ClusterNodeOptions {
@@ -114,6 +116,11 @@ export class ClusterNode implements ClusterService {
 
   locate(vm: string): VmLocation {
     return this.directory.locate(vm);
+  }
+
+  /** a VM another node publishes at `endpoint` (registration checks it: Directory.publishedAt) */
+  publishedAt(endpoint: Endpoint, except?: string): { vm: string; node: string } | undefined {
+    return this.directory.publishedAt(endpoint, except);
   }
 
   nodes(): NodeInfo[] {
@@ -262,10 +269,14 @@ export class ClusterNode implements ClusterService {
       const records = await this.opts.registry.list();
       const shared = new Set<string>();
       const candidates = new Set<string>();
+      // an API registration is claimed only by a node whose own registry settings admit it and
+      // where it is not the socket of one of that node's own VMs (VmRegistry.servableApiVms)
+      const servable = await this.opts.registry.servableApiVms(records);
       await Promise.all(
         records.map(async (rec) => {
           if (rec.source !== 'api' && rec.endpoint.type !== 'tcp') return;
           shared.add(rec.name);
+          if (rec.source === 'api' && !servable.has(rec.name)) return;
           // an API-registered unix socket is claimed only by a node where that socket exists
           if (rec.endpoint.type === 'unix' && !(await access(rec.endpoint.path).then(() => true, () => false))) return;
           // published elsewhere at another endpoint (localClaim: a conflict): not ours to claim

@@ -94,6 +94,18 @@ export class VmRegistry {
     this.discovery.keepWhile(reason);
   }
 
+  /** the VM (and node) another cluster node publishes at an endpoint: registration checks it too */
+  private publishedElsewhere?: (endpoint: Endpoint, except?: string) => { vm: string; node: string } | undefined;
+
+  /**
+   * Cluster mode: a registration is also refused for an endpoint another node publishes a VM at
+   * (the VMs other nodes serve are not in this registry): ENDPOINT_IN_USE naming that VM when the
+   * caller may see it, else REGISTRATION_DENIED.
+   */
+  checkEndpointsElsewhere(lookup: (endpoint: Endpoint, except?: string) => { vm: string; node: string } | undefined): void {
+    this.publishedElsewhere = lookup;
+  }
+
   /** how many VMs are known now (every source) */
   get size(): number {
     return this.index.size;
@@ -277,7 +289,7 @@ export class VmRegistry {
     const [endpoint, holders] = await Promise.all([admissibleEndpoint(rec.endpoint, { vms: this.staticEntries, registry: this.config.registry }), this.endpointHolders()]);
     if (!endpoint) throw errors.registrationDenied(rec.name);
     if (await this.lookup(rec.name)) throw errors.vmExists(rec.name);
-    const holder = holders.get(endpointKey(endpoint)) ?? (await this.discoveryClaim(endpoint, rec.name));
+    const holder = holders.get(endpointKey(endpoint)) ?? (await this.discoveryClaim(endpoint, rec.name)) ?? this.publishedElsewhere?.(endpoint, rec.name)?.vm;
     if (holder !== undefined) throw view.mayUse(holder) ? errors.endpointInUse(rec.name, holder) : errors.registrationDenied(rec.name);
     const stored = { ...rec, endpoint };
     if (!(await store.putVm(stored))) throw errors.vmExists(rec.name);
@@ -298,6 +310,53 @@ export class VmRegistry {
     }
     await this.store.deleteVm(name);
     this.api.changed(name, undefined);
+  }
+
+  /**
+   * Cluster mode: of these API-registered VMs (every node reads them from the store), the names
+   * this node may serve. A registration was checked by the node it entered, against that node's
+   * roots and VMs only; the node that would serve it checks again, against its own: the endpoint
+   * must be admissible here (a unix socket's real path inside this node's roots, a TCP endpoint in
+   * its allowedTcpEndpoints) and must not be a socket one of this node's own VMs (configured or
+   * discovered) uses, a discovery folder's socket of another name, or the endpoint of a VM of
+   * another name another node publishes (checkEndpointsElsewhere). Otherwise a token limited to
+   * some VMs could register, through another node, a second name for a VM served here, outside its
+   * globs and beside that VM's freeze lease.
+   */
+  async servableApiVms(recs: readonly VmRecord[]): Promise<Set<string>> {
+    const out = new Set<string>();
+    const api = recs.filter((r) => r.source === 'api');
+    if (api.length === 0) return out;
+    const own = new Map<string, string>();
+    for (const rec of await this.list()) {
+      if (rec.source === 'api') continue;
+      const e = rec.endpoint;
+      const key = e.type === 'tcp' ? endpointKey(e) : endpointKey({ type: 'unix', path: (await canonicalSocketPath(e.path)) ?? resolvePath(e.path) });
+      own.set(key, rec.name);
+    }
+    const settings = { vms: this.staticEntries, registry: this.config.registry };
+    for (const rec of api) {
+      const here = await admissibleEndpoint(rec.endpoint, settings);
+      if (here === undefined) continue;
+      if (rec.endpoint.type === 'unix' && here.type === 'unix' && here.path !== rec.endpoint.path) continue;
+      const holder = own.get(endpointKey(here)) ?? (await this.discoveryClaim(here, rec.name)) ?? this.publishedElsewhere?.(here, rec.name)?.vm;
+      if (holder !== undefined) {
+        this.noteAlias(rec.name, holder);
+        continue;
+      }
+      out.add(rec.name);
+    }
+    return out;
+  }
+
+  /** warned once per pair: an API registration this node will not serve, being one of its own VMs' sockets */
+  private readonly aliases = new Set<string>();
+  private noteAlias(name: string, holder: string): void {
+    const key = `${name}\n${holder}`;
+    if (this.aliases.has(key)) return;
+    if (this.aliases.size >= 1024) this.aliases.clear();
+    this.aliases.add(key);
+    this.logger?.warn({ vm: name, holder }, `registry: the API-registered VM ${name} uses the endpoint of VM ${holder}; this node does not serve it (registered through a node that did not know ${holder})`);
   }
 
   /** Every known VM by the key of its endpoint (unix sockets by real path). */

@@ -29,7 +29,7 @@ function node(id: string, own: string[]): ClusterNode {
     settings: { id, advertiseUrl: `http://${id}.test:1`, heartbeatTtlMs: 1500, heartbeatIntervalMs: 250 },
     client,
     keyPrefix,
-    registry: { resolve: (vm) => byName.get(vm)?.endpoint, list: async () => recs },
+    registry: { resolve: (vm) => byName.get(vm)?.endpoint, list: async () => recs, servableApiVms: async (all) => new Set(all.filter((r) => r.source === 'api').map((r) => r.name)) },
     summaries: {
       fleetState: () => ({ agent: { state: 'up', since: '2026-01-01T00:00:00.000Z' } }),
       frozen: () => false,
