@@ -328,11 +328,22 @@ export class VmRegistry {
     const api = recs.filter((r) => r.source === 'api');
     if (api.length === 0) return out;
     const own = new Map<string, string>();
+    // the cluster asks every heartbeat round: its own sockets' real paths are kept for a while
+    // (a fleet of thousands is not resolved every few seconds), looked up again every 20th call
+    if (++this.servableCalls % 20 === 0 || this.realPaths.size > 4 * this.index.size + 64) this.realPaths.clear();
     for (const rec of await this.list()) {
       if (rec.source === 'api') continue;
       const e = rec.endpoint;
-      const key = e.type === 'tcp' ? endpointKey(e) : endpointKey({ type: 'unix', path: (await canonicalSocketPath(e.path)) ?? resolvePath(e.path) });
-      own.set(key, rec.name);
+      if (e.type === 'tcp') {
+        own.set(endpointKey(e), rec.name);
+        continue;
+      }
+      let real = this.realPaths.get(e.path);
+      if (real === undefined) {
+        real = (await canonicalSocketPath(e.path)) ?? resolvePath(e.path);
+        this.realPaths.set(e.path, real);
+      }
+      own.set(endpointKey({ type: 'unix', path: real }), rec.name);
     }
     const settings = { vms: this.staticEntries, registry: this.config.registry };
     for (const rec of api) {
@@ -348,6 +359,10 @@ export class VmRegistry {
     }
     return out;
   }
+
+  private servableCalls = 0;
+  /** socket path → its real path, for servableApiVms */
+  private readonly realPaths = new Map<string, string>();
 
   /** warned once per pair: an API registration this node will not serve, being one of its own VMs' sockets */
   private readonly aliases = new Set<string>();
