@@ -35,11 +35,13 @@ export const CONNECT_TIMEOUT_MS = 3_000;
  * pool (long polls, exec waits, slow downloads), not status reads of a VM whose agent is slow
  * (GET /fsfreeze is an ordinary read, in the pool: it shared the lane once, and 40 clients polling
  * one hung agent's status held every thaw to that node back 21 s), and not freezes, each of which
- * may take the freeze timeout on a slow guest. A thaw waits only behind other thaws and renewals.
+ * may take the freeze timeout on a slow guest (a Windows guest's VSS freeze takes seconds: with 8
+ * freeze connections, a backup freezing many VMs of one host through another node waited a whole
+ * freeze for every 8). A thaw waits only behind other thaws and renewals.
  */
 export type Lane = 'thaw' | 'freeze';
 export const THAW_LANE_CONNECTIONS = 32;
-export const FREEZE_LANE_CONNECTIONS = 8;
+export const FREEZE_LANE_CONNECTIONS = 32;
 const LANE_CONNECTIONS: Record<Lane, number> = { thaw: THAW_LANE_CONNECTIONS, freeze: FREEZE_LANE_CONNECTIONS };
 const LANES: readonly Lane[] = ['thaw', 'freeze'];
 
