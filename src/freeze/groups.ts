@@ -129,7 +129,19 @@ export class FreezeGroups {
       lease = this.engine.localLease(groupKey(id));
       if (!lease) throw e;
     }
-    if (!lease) throw (q.leaseId ? await this.ended(id, q.leaseId, 'thaw') : undefined) ?? notFound(id);
+    if (!lease) {
+      const gone = q.leaseId ? await this.ended(id, q.leaseId, 'thaw') : undefined;
+      if (gone) throw gone;
+      // The store has no record and no tombstone: it lost its data (Redis restarted empty, a
+      // failover to a replica behind), while this process, which took or renewed the group, still
+      // holds its lease and would thaw it at its deadline. The holder's thaw (or a forced one) goes
+      // through now with that lease, as a single VM's does (h10 F5: it was 404 "it has ended:
+      // thawed" while its guests stayed frozen until the deadline).
+      const local = this.engine.localLease(groupKey(id));
+      if (!local || (!q.force && local.leaseId !== q.leaseId)) throw notFound(id);
+      this.logger.warn({ group: id, leaseId: local.leaseId }, 'the lease store has no record of a group this process holds (its data was lost?): thawing with the local lease');
+      lease = local;
+    }
     checkReach(freezeData(lease).vms, caller);
     if (!q.force && lease.leaseId !== q.leaseId) {
       throw errors.leaseConflict(`lease ${q.leaseId} is not the lease of group ${id}`, { extra: { holder: lease.owner, expiresAt: iso(lease.expiresAt) } });
@@ -179,5 +191,8 @@ function checkReach(vms: string[], caller: Caller): void {
 }
 
 function notFound(id: string): GatewayError {
-  return errors.notFound(`freeze group ${id} does not exist (it has ended: thawed by its deadline or a DELETE)`);
+  return errors.notFound(
+    `freeze group ${id} does not exist: it has ended (thawed by its deadline or a DELETE), or the lease store lost it (Redis restarted without its data) ` +
+      'and this node did not take it; the node that did still thaws it by its deadline, and its holder\'s DELETE through that node thaws it now',
+  );
 }

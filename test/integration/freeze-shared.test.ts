@@ -124,6 +124,25 @@ describe('Redis failures', () => {
     await waitFor(() => !f.vm.vm1.state.frozen, 5_000, 'thaw of a lease lost with the Redis data');
     expect(Date.now()).toBeGreaterThanOrEqual(Date.parse(l1.expiresAt));
   });
+
+  it("Redis restarted empty: a group's holder thaws it through the gateway that took it (its local lease); the other one says the store may have lost it", async () => {
+    const { f, r, a, b } = await shared(['g1', 'g2']);
+    const grp = await a.freeze.groups.create({ vms: ['g1', 'g2'], ttlSeconds: 60 }, BACKUP);
+    await r.restart({ empty: true });
+    await waitFor(async () => (await a.services.store.health()).ok && (await b.services.store.health()).ok, 10_000, 'redis back');
+    // the other gateway has no record of it anywhere: 404, saying the store may have lost it (it said "thawed")
+    const elsewhere = await rejection(b.freeze.groups.delete(grp.id, { leaseId: grp.leaseId }, BACKUP));
+    expect(elsewhere.code).toBe('NOT_FOUND');
+    expect(elsewhere.message).toMatch(/or the lease store lost it/);
+    expect([f.vm.g1.state.frozen, f.vm.g2.state.frozen]).toEqual([true, true]);
+    // a wrong lease is still refused where the group is known
+    expect((await rejection(a.freeze.groups.delete(grp.id, { leaseId: randomUUID() }, BACKUP))).code).toBe('NOT_FOUND');
+    // the holder's DELETE through the gateway that took it: thawed now, not at the deadline (h10 F5)
+    const t = await a.freeze.groups.delete(grp.id, { leaseId: grp.leaseId }, BACKUP);
+    expect(t.consistent).toBe(true);
+    expect([f.vm.g1.state.frozen, f.vm.g2.state.frozen]).toEqual([false, false]);
+    expect(agentCommands(f.vm.g1).filter((c) => c === 'guest-fsfreeze-thaw')).toHaveLength(1);
+  });
 });
 
 describe('a thaw that waited for the socket while its lease ended elsewhere (two processes, one agent)', () => {
