@@ -149,6 +149,8 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
     audit,
     gatewayId: overrides.gatewayId,
     releaseChannel: (vm) => pool.remove(vm),
+    // Redis: the leases this process holds, beside its state file (freeze/held-journal.ts)
+    ...(config.store.type === 'redis' ? { heldJournal: `${config.freeze.stateFile}.held` } : {}),
   });
   const externalThaw = new ExternalThaw({ agent, hasLease, audit, logger, afterMs: config.freeze.externalThawAfterMs });
   const exec = new ExecService(agent, async (vm) => (await agent.info(vm)).versionTuple, config.exec, logger);

@@ -44,6 +44,8 @@ export class LocalTimers {
    */
   private readonly displaced = new Map<string, LocalEntry>();
   private stopped = false;
+  /** the set of leases with a timer here changed (the journal of held leases: held-journal.ts) */
+  onChange?: () => void;
 
   constructor(
     private readonly store: LeaseStore,
@@ -67,6 +69,7 @@ export class LocalTimers {
     const delay = Math.min(Math.max(minDelayMs, lease.expiresAt - Date.now()), MAX_TIMER_MS);
     entry.timer = setTimeout(() => void this.fire(entry, 'local-timer'), delay);
     this.local.set(lease.session, entry);
+    this.onChange?.();
   }
 
   /** Retry a failed thaw with exponential backoff; `origin` is the trigger of the thaw that failed. */
@@ -117,6 +120,7 @@ export class LocalTimers {
       if (d.timer) clearTimeout(d.timer);
       this.displaced.delete(d.lease.leaseId);
     }
+    this.onChange?.();
   }
 
   stop(): void {

@@ -6,6 +6,7 @@
  * deadline in the store swept by every process (Sweeper), plus reconciliation at start-up.
  * Freeze groups (several VMs, one lease, all or nothing) live in groups.ts on the same parts.
  */
+import { HeldJournal } from './held-journal.js';
 import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import type { FreezeLogger as Logger } from './types.js';
@@ -60,6 +61,7 @@ export class FreezeService {
   readonly settings: FreezeSettings & { handoverOnShutdown?: boolean };
   /** session → its VMs and deadline, while the shutdown thaws it (unthawedAtShutdown) */
   private readonly shutdownThaws = new Map<string, { vms: string[]; expiresAt: number }>();
+  private readonly journal?: HeldJournal;
 
   constructor(deps: FreezeDeps & { settings: FreezeSettings & { handoverOnShutdown?: boolean } }) {
     this.store = deps.store;
@@ -74,10 +76,17 @@ export class FreezeService {
     this.sweeper = new Sweeper(this.store, this.engine, this.logger, this.settings.sweepIntervalMs, claimRetryMs);
     this.freezer = new SessionFreezer(this.store, this.agent, this.registry, this.engine, this.settings, this.logger, this.gatewayId, claimRetryMs, deps.releaseChannel);
     this.groups = new FreezeGroups(this.store, this.agent, this.registry, this.engine, this.freezer, this.logger, this.audit, this.settings.maxGroupVms);
+    // with Redis: what this process holds, for a restart after Redis lost it (held-journal.ts)
+    if (deps.heldJournal !== undefined && this.store.kind === 'redis') {
+      const journal = new HeldJournal(deps.heldJournal, this.logger, () => this.engine.localSessions());
+      this.engine.onLocalChange(() => journal.changed());
+      this.journal = journal;
+    }
   }
 
   /** Reconcile, then sweep every interval. Call once the app is ready. */
   async start(): Promise<void> {
+    if (this.journal) this.sweeper.recoverHeld(this.journal.open());
     await this.sweeper.start();
   }
 
@@ -126,6 +135,7 @@ export class FreezeService {
         if (r?.done) this.shutdownThaws.delete(s.session);
       }
     }
+    this.journal?.close();
   }
 
   /**

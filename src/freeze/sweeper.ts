@@ -11,7 +11,7 @@
  */
 import type { FreezeLogger as Logger } from './types.js';
 import { isGatewayError } from '../errors.js';
-import type { LeaseStore } from '../store/types.js';
+import type { Lease, LeaseStore } from '../store/types.js';
 import type { ThawEngine } from './thaw.js';
 
 const BATCH = 100;
@@ -23,6 +23,8 @@ export class Sweeper {
   private reconciled = false;
   private storeDown = false;
   private running?: Promise<void>;
+  /** the leases the last process on this journal held (held-journal.ts), looked at by the reconciliation */
+  private journaled: Lease[] = [];
 
   constructor(
     private readonly store: LeaseStore,
@@ -31,6 +33,11 @@ export class Sweeper {
     private readonly intervalMs: number,
     private readonly claimRetryMs: number,
   ) {}
+
+  /** The leases a previous process held (its journal), for the reconciliation at start. */
+  recoverHeld(leases: Lease[]): void {
+    this.journaled = leases;
+  }
 
   async start(): Promise<void> {
     this.stopped = false;
@@ -98,8 +105,30 @@ export class Sweeper {
         this.engine.arm(s);
       }
     }
+    await this.recoverLost(sessions);
     this.reconciled = true;
     if (sessions.length) this.logger.info({ sessions: sessions.length }, 'start-up reconciliation done');
+  }
+
+  /**
+   * The leases the previous process held (its journal) that the store does not know at all (no
+   * session of that lease, no other lease of the session, no tombstone): Redis lost them while that
+   * process was away. Their local timers come back here, so their guests are thawed at their
+   * deadlines (at once if past), as that process would have done.
+   */
+  private async recoverLost(listed: Lease[]): Promise<void> {
+    const known = new Set(listed.map((s) => s.leaseId));
+    const busy = new Set(listed.map((s) => s.session));
+    for (const lease of this.journaled) {
+      if (known.has(lease.leaseId) || busy.has(lease.session)) continue;
+      if ((await this.store.ended(lease.leaseId)) !== undefined) continue;
+      this.logger.warn(
+        { session: lease.session, leaseId: lease.leaseId, owner: lease.owner, expiresAt: new Date(lease.expiresAt).toISOString() },
+        'start-up reconciliation: a lease the previous process held is not in the lease store (its data was lost?): thawing it at its deadline with the held lease',
+      );
+      this.engine.arm(lease);
+    }
+    this.journaled = [];
   }
 
   private schedule(): void {

@@ -366,6 +366,11 @@ export class ThawEngine {
     return this.timers.leases();
   }
 
+  /** Call `fn` whenever the leases with a local timer change (the journal of held leases). */
+  onLocalChange(fn: () => void): void {
+    this.timers.onChange = fn;
+  }
+
   /** Drop the local timer of `session`'s lease; with `leaseId`, only that lease's (another lease of the session keeps its own). */
   forget(session: string, leaseId?: string): void {
     this.timers.forget(session, leaseId);

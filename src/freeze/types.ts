@@ -257,6 +257,8 @@ export interface FreezeDeps {
    * other gateway from thawing the VM it froze.
    */
   releaseChannel?: (vm: string) => Promise<void>;
+  /** with Redis: the file of the leases this process holds (held-journal.ts), `<freeze.stateFile>.held` */
+  heldJournal?: string;
 }
 
 /** Rebuild a GatewayError with more members for the problem body. */

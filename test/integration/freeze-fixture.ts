@@ -56,7 +56,7 @@ export interface Rig {
 
 export async function rig(
   fleet: SimFleet,
-  opts: { redisUrl?: string; keyPrefix?: string; freeze?: Record<string, number | boolean>; agent?: Record<string, number>; start?: boolean; store?: LeaseStore; logger?: pino.Logger } = {},
+  opts: { redisUrl?: string; keyPrefix?: string; freeze?: Record<string, number | boolean | string>; agent?: Record<string, number>; start?: boolean; store?: LeaseStore; logger?: pino.Logger } = {},
 ): Promise<Rig> {
   const config = buildConfig(
     {

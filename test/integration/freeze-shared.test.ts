@@ -6,6 +6,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { randomUUID } from 'node:crypto';
+import { freshStateFile } from '../helpers/app.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { ADMIN, BACKUP, OTHER, agentCommands, rig, simFleet, sleep, waitFor, type Rig, type SimFleet, rejection } from './freeze-fixture.js';
 
@@ -123,6 +124,32 @@ describe('Redis failures', () => {
     expect(f.vm.vm1.state.frozen).toBe(true);
     await waitFor(() => !f.vm.vm1.state.frozen, 5_000, 'thaw of a lease lost with the Redis data');
     expect(Date.now()).toBeGreaterThanOrEqual(Date.parse(l1.expiresAt));
+  });
+
+  it('Redis restarted empty while the gateway that held a lease was down: restarted, it thaws that lease at its deadline (its journal of held leases), once', async () => {
+    redis = await startRedis();
+    fleet = await simFleet(['j1', 'j2']);
+    const f = fleet;
+    const prefix = `j${randomUUID().slice(0, 8)}:`;
+    const stateFile = freshStateFile();
+    const a = await rig(f, { redisUrl: redis.url, keyPrefix: prefix, freeze: { stateFile } });
+    rigs.push(a);
+    const l = await a.freeze.freeze('j1', { ttlSeconds: 4 }, BACKUP);
+    // j2 frozen and thawed by its holder before the crash: not in the journal any more
+    const l2 = await a.freeze.freeze('j2', { ttlSeconds: 4 }, BACKUP);
+    await a.freeze.thaw('j2', { leaseId: l2.leaseId }, BACKUP);
+    await sleep(50);
+    await a.crash();
+    await redis.restart({ empty: true });
+    // the lease is nowhere in Redis; before the journal nobody would ever thaw j1 (h10 F1)
+    const b = await rig(f, { redisUrl: redis.url, keyPrefix: prefix, freeze: { stateFile } });
+    rigs.push(b);
+    expect(f.vm.j1.state.frozen).toBe(true);
+    await waitFor(() => !f.vm.j1.state.frozen, 10_000, 'the thaw of the journaled lease');
+    expect(Date.now()).toBeGreaterThanOrEqual(Date.parse(l.expiresAt));
+    await sleep(600);
+    expect(agentCommands(f.vm.j1).filter((c) => c === 'guest-fsfreeze-thaw')).toHaveLength(1);
+    expect(agentCommands(f.vm.j2).filter((c) => c === 'guest-fsfreeze-thaw')).toHaveLength(1);
   });
 
   it("Redis restarted empty: a group's holder thaws it through the gateway that took it (its local lease); the other one says the store may have lost it", async () => {
