@@ -205,9 +205,23 @@ export class FreezeService {
       // Thaw is never blocked by the lock: without the store, trust what this process knows, and
       // failing that thaw anyway — an unneeded thaw harms no VM, a refused one may leave it frozen.
       const local = this.engine.localLease(key);
+      // a group this process holds with this VM in it (the single route never thaws a member)
+      const group = this.engine.localSessions().find((l) => l.session !== key && l.keys.includes(key));
       if (local?.leaseId === q.leaseId) {
         lease = local;
         check = 'local';
+      } else if (local !== undefined || group !== undefined) {
+        // this process knows the lease VM is frozen under, and it is not this one: refused as when
+        // the store answers (h10 F9: any lease id thawed any freeze while Redis was down)
+        const held = (local ?? group) as Lease;
+        if (group !== undefined && group.leaseId === q.leaseId) {
+          const id = groupOfSession(group.session) ?? group.session;
+          throw errors.leaseConflict(`VM ${vm} is frozen as part of freeze group ${id}: thaw the group`, { vm, extra: { group: id } });
+        }
+        throw errors.leaseConflict(`lease ${q.leaseId} is not the lease VM ${vm} is frozen under (held by ${held.owner} until ${iso(held.expiresAt)}; checked by this gateway, the lease store is unavailable); nothing was sent to the agent`, {
+          vm,
+          extra: { holder: held.owner, expiresAt: iso(held.expiresAt), leaseCheck: 'local' },
+        });
       } else {
         check = 'unverified';
         this.audit.record({ action: 'thaw-unverified', vm, by: caller.name, leaseId: q.leaseId, ...requestIdOf(caller) }, 'lease store unavailable: thawing with an unverified lease id');

@@ -102,7 +102,10 @@ describe('Redis failures', () => {
     expect((await rejection(a.freeze.freeze('vm3', {}, BACKUP))).code).toBe('STORE_UNAVAILABLE');
     expect(agentCommands(f.vm.vm3, t0)).toEqual([]);
 
-    // the process that froze knows its lease
+    // the process that froze knows its lease: a wrong lease id is refused, as with the store up (h10 F9)
+    const wrong = await rejection(a.freeze.thaw('vm1', { leaseId: randomUUID() }, OTHER));
+    expect(wrong.code).toBe('LEASE_CONFLICT');
+    expect(f.vm.vm1.state.frozen).toBe(true);
     expect(await a.freeze.thaw('vm1', { leaseId: l1.leaseId }, BACKUP)).toMatchObject({ thawed: l1.frozen, leaseCheck: 'local' });
     expect(f.vm.vm1.state.frozen).toBe(false);
     // another process cannot check the lease, and thaws anyway
@@ -111,6 +114,20 @@ describe('Redis failures', () => {
     // the local timer thaws at expiry without the store
     await waitFor(() => !f.vm.vm3.state.frozen, 5_000, 'local auto-thaw with Redis down');
     expect((await b.freeze.status('vm3', BACKUP)).leaseStore).toBe('unavailable');
+  });
+
+  it('Redis stopped: a member of a group this process holds is not thawed alone through the single route, whatever lease id', async () => {
+    const { f, r, a } = await shared(['m1', 'm2']);
+    const grp = await a.freeze.groups.create({ vms: ['m1', 'm2'], ttlSeconds: 60 }, BACKUP);
+    await r.kill();
+    for (const leaseId of [grp.leaseId, randomUUID()]) {
+      expect((await rejection(a.freeze.thaw('m1', { leaseId }, BACKUP))).code).toBe('LEASE_CONFLICT');
+    }
+    expect([f.vm.m1.state.frozen, f.vm.m2.state.frozen]).toEqual([true, true]);
+    // the group's own thaw goes through (its lease, known here)
+    const t = await a.freeze.groups.delete(grp.id, { leaseId: grp.leaseId }, BACKUP);
+    expect(t.vms.map((v) => v.vm).sort()).toEqual(['m1', 'm2']);
+    expect([f.vm.m1.state.frozen, f.vm.m2.state.frozen]).toEqual([false, false]);
   });
 
   it('Redis restarted empty: fences never go backwards and the freezer still thaws what it froze', async () => {
