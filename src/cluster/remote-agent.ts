@@ -52,6 +52,8 @@ export interface Locator {
   node?(id: string): NodeInfo | undefined;
   /** the node a freeze of `vm` is bound to: the one serving it now, if only that node reaches it (service.ts) */
   pinFor?(vm: string): string | undefined;
+  /** a node stopped heartbeating (its calls in flight are cut: a hung node answers nothing) */
+  onNodeGone?(fn: (node: NodeInfo) => void): () => void;
 }
 
 export interface RoutingAgentOptions {
@@ -75,6 +77,14 @@ export class RoutingAgent implements FreezeAgent {
   private readonly fetch: typeof fetch;
   /** VM → when a leased thaw first found nobody serving it */
   private readonly unknownSince = new Map<string, number>();
+  /**
+   * Per node with calls in flight: aborted when the node is declared gone, so that a call to a hung
+   * node (stopped, a host that stopped answering) ends then, not at the command's timeout: a group
+   * freeze with a member there rolls the others back within heartbeatTtlMs instead of holding them
+   * frozen for the freeze timeout (h10 F10). Entries go with their last call.
+   */
+  private readonly inFlight = new Map<string, { ac: AbortController; calls: number }>();
+  private watching?: Locator;
 
   constructor(private readonly o: RoutingAgentOptions) {
     this.fetch = o.fetch ?? globalThis.fetch;
@@ -187,20 +197,50 @@ export class RoutingAgent implements FreezeAgent {
       ...(who.requestId !== undefined ? { 'x-request-id': who.requestId } : {}),
     };
     const timeout = AbortSignal.timeout(timeoutMs + (this.o.slackMs ?? HOP_SLACK_MS));
-    const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
+    const gone = this.goneSignal(node.id);
+    const signal = AbortSignal.any(opts.signal ? [opts.signal, timeout, gone.ac.signal] : [timeout, gone.ac.signal]);
     let res: Response;
     let answer: string;
     try {
       res = await this.fetch(`${node.url.replace(/\/+$/, '')}${url}`, { method: 'POST', headers, body: text, signal, redirect: 'error' });
       answer = await readBounded(res);
     } catch (e) {
-      throw this.failed(e, node, vm, command, opts.signal, timeout, timeoutMs);
+      throw this.failed(e, node, vm, command, opts.signal, timeout, timeoutMs, gone.ac.signal);
+    } finally {
+      if (--gone.calls === 0 && this.inFlight.get(node.id) === gone) this.inFlight.delete(node.id);
     }
     return decode(res.status, answer, node, vm, command, res.headers.get('retry-after'));
   }
 
-  private failed(e: unknown, node: NodeInfo, vm: string, command: string, caller: AbortSignal | undefined, timeout: AbortSignal, timeoutMs: number): Error {
+  /** the signal that ends this node's calls when it is declared gone (one per node with calls in flight) */
+  private goneSignal(nodeId: string): { ac: AbortController; calls: number } {
+    const cluster = this.cluster;
+    if (cluster !== undefined && this.watching !== cluster && cluster.onNodeGone !== undefined) {
+      this.watching = cluster;
+      cluster.onNodeGone((n) => {
+        const e = this.inFlight.get(n.id);
+        if (e === undefined) return;
+        this.inFlight.delete(n.id);
+        e.ac.abort(new Error(`node ${n.id} stopped heartbeating`));
+      });
+    }
+    let e = this.inFlight.get(nodeId);
+    if (e === undefined) {
+      e = { ac: new AbortController(), calls: 0 };
+      this.inFlight.set(nodeId, e);
+    }
+    e.calls++;
+    return e;
+  }
+
+  private failed(e: unknown, node: NodeInfo, vm: string, command: string, caller: AbortSignal | undefined, timeout: AbortSignal, timeoutMs: number, gone: AbortSignal): Error {
     if (caller?.aborted) return caller.reason instanceof Error ? caller.reason : errors.wrap(caller.reason, { vm, command });
+    if (gone.aborted && !timeout.aborted) {
+      return errors.nodeUnavailable(vm, node.id, `node ${node.id} (${node.url}), which serves VM ${vm}, stopped heartbeating while ${command} waited for its answer; whether the agent got it is unknown`, {
+        command,
+        extra: { sent: true },
+      });
+    }
     if (timeout.aborted) {
       // sent, not answered in time: what a local command that timed out says (its effect unknown)
       return errors.agentTimeout(vm, command, `${command} sent through node ${node.id} got no answer within ${timeoutMs + (this.o.slackMs ?? HOP_SLACK_MS)} ms`, { extra: { node: node.id } });

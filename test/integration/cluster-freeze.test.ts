@@ -258,6 +258,23 @@ describe('a group freeze that fails on another node', () => {
     expect(await a.app!.services.store.listSessions()).toEqual([]);
   });
 
+  it('a member on a node that hangs: the call ends when that node is declared gone, and the other member is rolled back then', { timeout: 40_000 }, async () => {
+    const [a, b] = await cluster({ A: ['a1'], B: ['b1'] });
+    // b1's freeze never answers, and B stops heartbeating meanwhile (a hung host: its HTTP answers nothing)
+    b.vm.b1.setFault({ command: 'guest-fsfreeze-freeze', kind: 'hang' });
+    const t0 = performance.now();
+    const pending = call(a, 'POST', '/v1/freeze-groups', auth(TOKENS.backup), { vms: ['a1', 'b1'], ttlSeconds: 20 });
+    await waitFor(() => agentCommands(b.vm.b1).includes('guest-fsfreeze-freeze') && a.vm.a1.state.frozen, 5_000, 'both freezes sent');
+    await b.app!.services.cluster!.leave!();
+    const group = await pending;
+    const ms = performance.now() - t0;
+    // not after the member's freeze timeout (the lease's 20 s + 5 s): when A saw B gone (h10 F10)
+    expect([group.status, group.body.code]).toEqual([503, 'NODE_UNAVAILABLE']);
+    expect(ms).toBeLessThan(8_000);
+    expect(a.vm.a1.state.frozen).toBe(false);
+    b.vm.b1.clearFaults();
+  });
+
   it('a member whose node is gone: 503 NODE_UNAVAILABLE before anything is locked or frozen', async () => {
     const [a, b] = await cluster({ A: ['a1'], B: ['b1'] });
     await b.stop();
