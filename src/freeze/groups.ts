@@ -55,7 +55,7 @@ export class FreezeGroups {
       throw errors.validation(`a freeze group has 1 to ${this.maxVms} VMs (freeze.maxGroupVms)`);
     }
     if (new Set(vms).size !== vms.length) throw errors.validation('a VM is listed twice in the group');
-    checkReach(vms, caller);
+    checkReach(vms, caller, true);
     const missing = await unregistered(this.registry, vms);
     if (missing.length) {
       throw errors.vmsNotFound(missing);
@@ -185,9 +185,16 @@ export class FreezeGroups {
   }
 }
 
-function checkReach(vms: string[], caller: Caller): void {
+/**
+ * The caller may reach every VM: when it named them (a new group) the refusal names those it may
+ * not reach; for a group it names by id only (read, renew, thaw), it does not: they are VMs this
+ * caller may not see (h10 L5).
+ */
+function checkReach(vms: string[], caller: Caller, named = false): void {
   const denied = caller.mayReach ? vms.filter((vm) => !caller.mayReach?.(vm)) : [];
-  if (denied.length) throw errors.forbidden(`${caller.name} may not reach ${denied.join(', ')}`, { extra: { denied } });
+  if (denied.length === 0) return;
+  if (named) throw errors.forbidden(`${caller.name} may not reach ${denied.join(', ')}`, { extra: { denied } });
+  throw errors.forbidden(`freeze group holds ${denied.length === 1 ? 'a VM' : `${denied.length} VMs`} ${caller.name} may not reach`);
 }
 
 function notFound(id: string): GatewayError {

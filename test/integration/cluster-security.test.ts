@@ -298,6 +298,19 @@ describe('the internal route checks the carried principal', () => {
     expect([nodes.A.vm.a1.state.frozen, nodes.B.vm.b1.state.frozen]).toEqual([false, false]);
     const out = await json(nodes.A, 'POST', '/v1/freeze-groups', bearer(TOKENS.adm), { vms: ['a1', 'b1'], ttlSeconds: 30 });
     expect([out.status, out.body.code]).toEqual([403, 'FORBIDDEN']);
+    // it named a1 itself: the refusal may say so
+    expect(out.body.denied).toEqual(['a1']);
     expect([nodes.A.vm.a1.state.frozen, nodes.B.vm.b1.state.frozen]).toEqual([false, false]);
+    // a group it names by id only: refused without naming the VM it may not see (h10 L5)
+    const other = await json(nodes.A, 'POST', '/v1/freeze-groups', bearer(TOKENS.grp), { vms: ['a1', 'b1'], ttlSeconds: 30 });
+    expect(other.status).toBe(201);
+    const id = String(other.body.id);
+    for (const [method, url] of [['GET', `/v1/freeze-groups/${id}`], ['DELETE', `/v1/freeze-groups/${id}?leaseId=${String(other.body.leaseId)}`]] as const) {
+      const r = await json(nodes.B, method, url, bearer(TOKENS.adm));
+      expect([r.status, r.body.code], `${method} ${url}`).toEqual([403, 'FORBIDDEN']);
+      expect(r.body.denied).toBeUndefined();
+      expect(String(r.body.detail)).not.toMatch(/\ba1\b/);
+    }
+    expect((await json(nodes.A, 'DELETE', `/v1/freeze-groups/${id}?leaseId=${String(other.body.leaseId)}`, bearer(TOKENS.grp))).status).toBe(200);
   });
 });
