@@ -122,14 +122,16 @@ export const errors = {
   /** a client error the HTTP server raised itself, by its status */
   httpClientError: (status: number, detail: string) =>
     new GatewayError(status === 404 ? 'NOT_FOUND' : status === 413 ? 'PAYLOAD_TOO_LARGE' : status === 415 ? 'UNSUPPORTED_MEDIA_TYPE' : 'VALIDATION_FAILED', detail),
-  unauthenticated: (why: 'missing' | 'unknown' | 'hop') =>
+  unauthenticated: (why: 'missing' | 'unknown' | 'hop' | 'node-call') =>
     new GatewayError(
       'UNAUTHENTICATED',
       why === 'missing'
         ? 'an Authorization: Bearer token is required: send one of the tokens configured in auth.tokens'
         : why === 'hop'
           ? 'a node-to-node request (x-qga-hop) without a valid, fresh signature of the cluster secret (cluster.secretFile): refused'
-          : 'unknown bearer token: send one of the tokens configured in auth.tokens (check for a stale or mistyped token)',
+          : why === 'node-call'
+            ? "this route takes only another cluster node's calls, signed with the cluster secret (cluster.secretFile); bearer tokens are not accepted here"
+            : 'unknown bearer token: send one of the tokens configured in auth.tokens (check for a stale or mistyped token)',
     ),
   forbidden: (detail: string, ctx: Ctx = {}) => new GatewayError('FORBIDDEN', detail, ctx),
   misdirected: (host: string) =>

@@ -365,6 +365,10 @@ describe('the internal endpoint', () => {
     // no signature at all
     const bare = await fetch(`${b.url}${agentCallPath('b1')}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(freeze) });
     expect(bare.status).toBe(401);
+    // a client's valid bearer token: 401 saying the route takes node calls only (not "unknown token": h10 L4)
+    const token = await fetch(`${b.url}${agentCallPath('b1')}`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth(TOKENS.ops) }, body: JSON.stringify(freeze) });
+    expect(token.status).toBe(401);
+    expect(((await token.json()) as { detail: string }).detail).toMatch(/only another cluster node's calls/);
     // a valid signature, but the body is not the one signed (its digest is in the signed URL)
     const tampered = await post(b, signed('b1', { ...freeze, command: 'guest-fsfreeze-status' }, SECRET, (t) => t.replace('guest-fsfreeze-status', 'guest-fsfreeze-freeze')));
     expect([tampered.status, tampered.body.code]).toEqual([401, 'UNAUTHENTICATED']);

@@ -77,7 +77,7 @@ export default async function clusterInternalRoutes(app: FastifyInstance, opts: 
       onRequest: (request, _reply, done) => {
         const hop = verifyHop(secret, request.headers, request.method, request.url, Date.now(), 'agent-call');
         if (!hop) {
-          done(errors.unauthenticated('unknown'));
+          done(errors.unauthenticated('node-call'));
           return;
         }
         (request as WithRaw)[HOP] = hop;
@@ -89,7 +89,7 @@ export default async function clusterInternalRoutes(app: FastifyInstance, opts: 
       const hop = r[HOP];
       const digest = isRecord(request.query) ? request.query.digest : undefined;
       if (!hop || r[RAW] === undefined || typeof digest !== 'string' || digest !== bodyDigest(r[RAW])) {
-        throw errors.unauthenticated('unknown');
+        throw errors.unauthenticated('node-call');
       }
       const vm = isRecord(request.params) && typeof request.params.vm === 'string' ? request.params.vm : '';
       const call = parseBody(request.body, vm);
