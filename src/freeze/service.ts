@@ -276,6 +276,11 @@ export class FreezeService {
   async removalBlocker(vm: string): Promise<{ holder: string; expiresAt: string; detail: string } | undefined> {
     const lease = await this.store.getByKey(vmKey(vm));
     if (lease === undefined) return undefined;
+    // Past its hard deadline (freeze.maxTotalSeconds) a lease holds nothing: its deadline thaw has
+    // been retried since the lease expired, and a VM that went away for good (destroyed, moved to
+    // another host) would otherwise stay registered, and its thaw retried, for ever (h11 F1). Let go,
+    // the VM leaves the registry and the next retry drops it from the lease (thaw.ts, VM_NOT_FOUND).
+    if (lease.hardDeadline <= (await this.store.now())) return undefined;
     const expiresAt = iso(lease.expiresAt);
     const what = groupOfSession(lease.session) !== undefined ? `a freeze group's lease` : 'a freeze lease';
     return { holder: lease.owner, expiresAt, detail: `VM ${vm} is frozen under ${what} held by ${lease.owner} until ${expiresAt}` };

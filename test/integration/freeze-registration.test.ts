@@ -64,7 +64,7 @@ describe.each(stores)('freeze and registration (%s store)', (_kind, storeOpts) =
 
   beforeAll(async () => {
     fleet = await startSim();
-    for (const name of ['cfg1', 'cfg2', 'kept', 'db', 'app1', 'dead', 'api1', 'mover', 'target']) vm[name] = await fleet.add({ name });
+    for (const name of ['cfg1', 'cfg2', 'kept', 'db', 'app1', 'dead', 'api1', 'mover', 'target', 'gone']) vm[name] = await fleet.add({ name });
   });
   afterEach(async () => {
     await app?.close();
@@ -117,6 +117,21 @@ describe.each(stores)('freeze and registration (%s store)', (_kind, storeOpts) =
     // a VM removed while not frozen goes at once
     const again = await a.reloadConfig(testConfig(configFor([])));
     expect([again.removed, again.kept]).toEqual([['cfg2'], []]);
+  });
+
+  it("a removed frozen VM whose agent is gone for good is let go at the lease's hard deadline: the lease is dropped, no thaw is retried for ever (h11 F1)", async () => {
+    const cfg = configFor(['cfg2', 'gone']);
+    cfg.config.freeze = { ...cfg.config.freeze, defaultTtlSeconds: 1, maxTtlSeconds: 2, maxTotalSeconds: 2 };
+    app = await makeApp(cfg);
+    await app.services.store.ready(5_000);
+    const a = app;
+    expect((await a.inject({ method: 'POST', url: '/v1/vms/gone/fsfreeze', headers: as('backup'), payload: { ttlSeconds: 1 } })).statusCode).toBe(201);
+    // the VM goes away (destroyed) and leaves the configuration: kept for its lease meanwhile
+    await vm.gone.kill();
+    expect((await a.reloadConfig(testConfig({ ...configFor(['cfg2']), config: { ...configFor(['cfg2']).config, freeze: cfg.config.freeze } }))).kept).toEqual(['gone']);
+    // its deadline thaw fails (no socket) and is retried until the hard deadline (2 s); then it goes
+    await waitFor(async () => (await a.inject({ method: 'GET', url: '/v1/vms/gone', headers: as('ops') })).statusCode === 404, 8_000, 'the kept VM to go');
+    await waitFor(async () => (await freezes(a)).length === 0, 5_000, 'the lease dropped');
   });
 
   it('a reload that moves a frozen VM to another endpoint keeps the old one until its lease ends: the thaw reaches the guest it froze', async () => {
