@@ -247,7 +247,12 @@ export class AgentPool extends ChannelEvents {
 
   private retire(vm: string, ch: Channel): void {
     if (this.channels.get(vm) === ch) this.channels.delete(vm);
-    const p: Promise<void> = ch.close().finally(() => this.retiring.delete(ch));
+    // closed: no longer counted against maxOpen nor kept alive by the set (h11 F4: retired channels
+    // stayed in it, with their sessions and last errors, until maxOpen of them had piled up)
+    const p: Promise<void> = ch.close().finally(() => {
+      this.retiring.delete(ch);
+      this.admitted.delete(ch);
+    });
     this.retiring.set(ch, p);
   }
 

@@ -199,6 +199,8 @@ describe('AgentPool', () => {
     pool.sweep();
     await waitFor(() => !pool.has('vm1') && !pool.has('vm2'));
     expect(pool.stats().channels).toEqual([]);
+    // nothing keeps the forgotten channels alive (h11 F4: the admission set did, up to maxOpen of them)
+    await waitFor(() => (pool as unknown as { admitted: Set<unknown> }).admitted.size === 0);
     await expect(pool.execute('vm1', 'guest-ping')).resolves.toEqual({});
   });
 
