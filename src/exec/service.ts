@@ -56,8 +56,29 @@ export class ExecService {
     this.tracker = new PidTracker(
       { intervalMs: settings.reaperIntervalMs, maxIntervalMs: settings.reaperMaxIntervalMs, maxTracked: settings.maxTrackedPids },
       Date.now,
-      (t) => this.log?.warn({ vm: t.vm, pid: t.pid }, 'exec: too many unreaped processes, no longer tracking the oldest'),
+      (t) => this.noteGivenUp(t.vm, t.pid),
     );
+  }
+
+  /**
+   * A pid no longer tracked (past exec.maxTrackedPids): the first of a burst is logged at once, the
+   * rest counted and said in one line at most every 10 s (h11 F5: a burst of exec starts wrote one
+   * warning per pid, 21,394 lines in 20 s).
+   */
+  private givenUp = { count: 0, loggedAt: -Infinity, vms: new Set<string>() };
+  private noteGivenUp(vm: string, pid: number): void {
+    const g = this.givenUp;
+    const now = Date.now();
+    if (now - g.loggedAt >= 10_000) {
+      const also = g.count > 0 ? { notLoggedSince: g.count, vmsSince: [...g.vms].slice(0, 20) } : {};
+      this.log?.warn({ vm, pid, ...also }, 'exec: too many unreaped processes (exec.maxTrackedPids), no longer tracking the oldest; further ones are counted in this line at most every 10 s');
+      g.loggedAt = now;
+      g.count = 0;
+      g.vms.clear();
+      return;
+    }
+    g.count++;
+    if (g.vms.size < 20) g.vms.add(vm);
   }
 
   /** Start a process; returns its pid. Its final status will be collected even if nobody asks. */

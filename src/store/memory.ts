@@ -25,6 +25,13 @@ export const IDEMPOTENCY_RETENTION_MS = 3_600_000;
 
 /** At most this many tombstones are kept; the oldest go first. */
 export const MAX_ENDED_LEASES = 10_000;
+/**
+ * Idempotency records kept at most (the oldest go first): each is also forgotten an hour after its
+ * lease's hard deadline, but a fleet backup sending a key with every freeze would otherwise grow
+ * the state file, rewritten at each change, with every freeze of the last hours (h11 F3). A retry
+ * whose record went is taken as a new request.
+ */
+export const MAX_IDEMPOTENCY_RECORDS = 10_000;
 
 export interface MemoryStoreOptions {
   /** injectable so that tests can move time; default Date.now */
@@ -126,6 +133,10 @@ export class MemoryStore implements LeaseStore {
         keys: keysId,
         forgetAt: hardDeadline + IDEMPOTENCY_RETENTION_MS,
       });
+      for (const k of this.idem.keys()) {
+        if (this.idem.size <= MAX_IDEMPOTENCY_RECORDS) break;
+        this.idem.delete(k);
+      }
     }
     const out: AcquireResult = { ok: true, lease: copy(lease), reused: false };
     try {

@@ -115,3 +115,22 @@ describe('stdin and output encoding', () => {
     for (const n of [0, 1, 2, 3, 4, 5, 1000]) expect(base64DecodedLength(Buffer.alloc(n).toString('base64'))).toBe(n);
   });
 });
+
+describe('ExecService: processes given up past exec.maxTrackedPids', () => {
+  test('a burst is logged once, then counted in at most one line per 10 s (not a line per pid)', async () => {
+    const { ExecService } = await import('../../src/exec/service.js');
+    const { loadConfig } = await import('../../src/config/load.js');
+    const lines: Array<{ msg: string; notLoggedSince?: number }> = [];
+    let next = 1000;
+    const agent = { call: async () => ({ pid: next++ }) };
+    const log = { warn: (o: object, msg: string) => void lines.push({ ...(o as object), msg }), info: () => undefined, error: () => undefined, debug: () => undefined };
+    const settings = { ...loadConfig(undefined, {}).exec, maxTrackedPids: 2 };
+    const exec = new ExecService(agent as never, async () => [10, 0, 0], settings, log as never);
+    for (let i = 0; i < 500; i++) await exec.start('vm1', { path: '/bin/true', capture: false });
+    expect(exec.tracker.size).toBeLessThanOrEqual(2);
+    // 498 given up: the first said at once, the others held for the next line (h11 F5: 498 lines)
+    const given = lines.filter((l) => l.msg.startsWith('exec: too many unreaped processes'));
+    expect(given).toHaveLength(1);
+    exec.stop();
+  });
+});

@@ -105,3 +105,22 @@ describe('MemoryStore state file writes', () => {
     expect(writes.count).toBe(1);
   });
 });
+
+describe('idempotency records', () => {
+  it('are kept for at most MAX_IDEMPOTENCY_RECORDS leases (the oldest go first), whatever their age', async () => {
+    const { MAX_IDEMPOTENCY_RECORDS } = await import('../../src/store/memory.js');
+    const store = new MemoryStore();
+    const n = MAX_IDEMPOTENCY_RECORDS + 5;
+    for (let i = 0; i < n; i++) {
+      const r = await store.acquire({ ...acquireOf(`v${i}`), idempotencyKey: `k${i}` });
+      if (!r.ok) throw new Error('acquire failed');
+      await store.release(`vm:v${i}`, r.lease.leaseId);
+    }
+    const idem = (store as unknown as { idem: Map<string, unknown> }).idem;
+    expect(idem.size).toBe(MAX_IDEMPOTENCY_RECORDS);
+    // the newest are there, the oldest went
+    expect(idem.has(`backup\nk${n - 1}`)).toBe(true);
+    expect(idem.has('backup\nk0')).toBe(false);
+    expect(idem.has('backup\nk5')).toBe(true);
+  });
+});
