@@ -278,10 +278,11 @@ export function defaultStateDir(env: Env = process.env): string {
 /**
  * The embedded store always persists its leases: an unset freeze.stateFile becomes
  * `<defaultStateDir>/freeze-leases.json`, a relative one is made absolute (against the working
- * directory), so the file does not move with a later chdir and is logged as it is used.
+ * directory), so the file does not move with a later chdir and is logged as it is used. With
+ * Redis the same path names the journal of the leases the process holds, `<stateFile>.held`
+ * (freeze/held-journal.ts).
  */
 export function withStateFile(c: Config, env: Env = process.env): Config {
-  if (c.store.type !== 'memory') return c;
   const stateFile = c.freeze.stateFile ? resolve(c.freeze.stateFile) : join(defaultStateDir(env), STATE_FILE_NAME);
   return { ...c, freeze: { ...c.freeze, stateFile } };
 }

@@ -119,9 +119,15 @@ export class Sweeper {
   private async recoverLost(listed: Lease[]): Promise<void> {
     const known = new Set(listed.map((s) => s.leaseId));
     const busy = new Set(listed.map((s) => s.session));
+    const now = await this.store.now();
     for (const lease of this.journaled) {
       if (known.has(lease.leaseId) || busy.has(lease.session)) continue;
+      // past its hard deadline a lease is over, whatever became of it (a journal left by a process
+      // stopped long ago must not thaw VMs frozen since under other leases)
+      if (lease.hardDeadline <= now) continue;
       if ((await this.store.ended(lease.leaseId)) !== undefined) continue;
+      // a VM of it held by another lease now: that lease is the VM's
+      if ((await Promise.all(lease.keys.map((k) => this.store.getByKey(k)))).some((held) => held !== undefined && held.leaseId !== lease.leaseId)) continue;
       this.logger.warn(
         { session: lease.session, leaseId: lease.leaseId, owner: lease.owner, expiresAt: new Date(lease.expiresAt).toISOString() },
         'start-up reconciliation: a lease the previous process held is not in the lease store (its data was lost?): thawing it at its deadline with the held lease',

@@ -6,6 +6,8 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { randomUUID } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { freshStateFile } from '../helpers/app.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { ADMIN, BACKUP, OTHER, agentCommands, rig, simFleet, sleep, waitFor, type Rig, type SimFleet, rejection } from './freeze-fixture.js';
@@ -167,6 +169,31 @@ describe('Redis failures', () => {
     await sleep(600);
     expect(agentCommands(f.vm.j1).filter((c) => c === 'guest-fsfreeze-thaw')).toHaveLength(1);
     expect(agentCommands(f.vm.j2).filter((c) => c === 'guest-fsfreeze-thaw')).toHaveLength(1);
+  });
+
+  it('a journal of held leases thaws nothing whose lease is past its hard deadline or whose VM another lease holds now', async () => {
+    redis = await startRedis();
+    fleet = await simFleet(['s1', 's2']);
+    const f = fleet;
+    const prefix = `s${randomUUID().slice(0, 8)}:`;
+    const stateFile = freshStateFile();
+    // s2 frozen now under a live lease of another gateway
+    const other = await rig(f, { redisUrl: redis.url, keyPrefix: prefix });
+    rigs.push(other);
+    await other.freeze.freeze('s2', { ttlSeconds: 60 }, OTHER);
+    // s1 frozen by some tool, no lease
+    f.vm.s1.state.frozen = true;
+    const now = Date.now();
+    const stale = (vm: string, hardDeadline: number) => ({ session: `vm:${vm}`, keys: [`vm:${vm}`], leaseId: randomUUID(), owner: 'backup', fence: 1, createdAt: now - 7_200_000, expiresAt: now - 3_600_000, hardDeadline, epoch: 'old', data: { vms: [vm] } });
+    mkdirSync(dirname(stateFile), { recursive: true });
+    writeFileSync(`${stateFile}.held`, JSON.stringify({ version: 1, leases: [stale('s1', now - 1_000), stale('s2', now + 600_000)] }));
+    const b = await rig(f, { redisUrl: redis.url, keyPrefix: prefix, freeze: { stateFile } });
+    rigs.push(b);
+    await sleep(1_000);
+    expect(agentCommands(f.vm.s1).filter((c) => c === 'guest-fsfreeze-thaw')).toEqual([]);
+    expect(agentCommands(f.vm.s2).filter((c) => c === 'guest-fsfreeze-thaw')).toEqual([]);
+    expect([f.vm.s1.state.frozen, f.vm.s2.state.frozen]).toEqual([true, true]);
+    f.vm.s1.state.frozen = false;
   });
 
   it("Redis restarted empty: a group's holder thaws it through the gateway that took it (its local lease); the other one says the store may have lost it", async () => {

@@ -38,8 +38,9 @@ describe('config loading', () => {
     expect(loadConfig(undefined, { STATE_DIRECTORY: '/var/lib/qgs:/other' }).freeze.stateFile).toBe('/var/lib/qgs/freeze-leases.json');
     const d = defaultStateDir({ HOME: '/home/x' });
     expect(['/var/lib/qga-gateway', '/home/x/.local/state/qga-gateway']).toContain(d);
-    // with Redis no state file is made up; and buildConfig (code-built configs) leaves it unset
-    expect(loadConfig(undefined, { REDIS_URL: 'redis://127.0.0.1:1' }).freeze.stateFile).toBeUndefined();
+    // with Redis the same path (its `.held` journal of the leases the process holds); buildConfig
+    // (code-built configs) leaves it unset
+    expect(loadConfig(undefined, { REDIS_URL: 'redis://127.0.0.1:1', QGA_GATEWAY_STATE_DIR: '/srv/qga' }).freeze.stateFile).toBe('/srv/qga/freeze-leases.json');
     expect(buildConfig({}).freeze.stateFile).toBeUndefined();
   });
 
