@@ -10,6 +10,7 @@
  * For the same reason `guest-exec` itself is sent without the caller's signal: once it is on the
  * wire the process will run, and only its pid lets the reaper clean up after it.
  */
+import { VM_GONE_GRACE_MS } from '../registry/types.js';
 import type { Config } from '../config/schema.js';
 import { isGatewayError, errors } from '../errors.js';
 import type { JsonObject, JsonValue } from '../qga/types.js';
@@ -180,7 +181,10 @@ export class ExecService {
       const rec = await this.status(t.vm, t.pid);
       if (!rec.status.exited) this.tracker.backOff(t);
     } catch (e) {
-      if (isTransient(e)) this.tracker.backOff(t);
+      const now = Date.now();
+      // the VM left the registry: it may come back with the same agent, which still holds the
+      // record (a reload, a socket gone for a while); given up after VM_GONE_GRACE_MS
+      if (isTransient(e) || (isGatewayError(e) && e.code === 'VM_NOT_FOUND' && now - (t.vmGoneSince ??= now) < VM_GONE_GRACE_MS)) this.tracker.backOff(t);
       else {
         // Unknown pid, VM gone, command disabled: polling again will not help.
         this.tracker.untrack(t.vm, t.pid);
@@ -237,7 +241,7 @@ export class ExecService {
         this.tracker.untrack(vm, pid);
         throw unknownPid(vm, pid, e, startedAt, startedAt === undefined ? undefined : this.agentLostAfter(vm, startedAt));
       }
-      if (isGatewayError(e) && e.code === 'VM_NOT_FOUND') this.tracker.untrack(vm, pid);
+      // VM_NOT_FOUND: left to the reaper, which keeps the pid a while (the VM may come back)
       throw e;
     }
     const status = toExecStatus(reply, vm);

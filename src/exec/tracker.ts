@@ -13,6 +13,8 @@ export interface TrackedPid {
   intervalMs: number;
   /** callers currently waiting on this pid: the reaper leaves it to them */
   waiters: number;
+  /** when the reaper first found the VM unregistered (files/handles.ts VM_GONE_GRACE_MS) */
+  vmGoneSince?: number;
 }
 
 export interface TrackerLimits {

@@ -13,6 +13,7 @@ import type { Base64Text } from '../qga/command-line.js';
 import type { AgentCaller, SocketSharing } from '../agent/service.js';
 import { mapFileError } from './errors.js';
 import { HandleRegistry, type HandleOwner } from './handles.js';
+import { VM_GONE_GRACE_MS } from '../registry/types.js';
 
 export const SEEK_SET = 0;
 export const SEEK_CUR = 1;
@@ -110,11 +111,15 @@ export class GuestFiles {
       this.registry.remove(vm, handle);
     } catch (e) {
       const mapped = mapFileError(e, { vm, handle });
-      if (isGatewayError(mapped) && (mapped.code === 'NOT_FOUND' || mapped.code === 'VM_NOT_FOUND')) {
+      const t = this.registry.get(vm, handle);
+      const now = Date.now();
+      if (isGatewayError(mapped) && mapped.code === 'VM_NOT_FOUND' && t !== undefined && now - (t.vmGoneSince ??= now) < VM_GONE_GRACE_MS) {
+        // the VM may come back with the same agent, which still holds the handle: the reaper tries again
+        t.closeFailed = true;
+      } else if (isGatewayError(mapped) && (mapped.code === 'NOT_FOUND' || mapped.code === 'VM_NOT_FOUND')) {
         this.registry.remove(vm, handle);
-      } else {
-        const t = this.registry.get(vm, handle);
-        if (t) t.closeFailed = true;
+      } else if (t) {
+        t.closeFailed = true;
       }
       throw mapped;
     } finally {

@@ -21,6 +21,8 @@ export interface TrackedHandle {
   /** agent commands in flight on it: the reaper never closes a busy handle */
   busy: number;
   closeFailed: boolean;
+  /** when a close first found the VM unregistered (it may come back: a reload, its socket for a while) */
+  vmGoneSince?: number;
 }
 
 export class HandleRegistry {

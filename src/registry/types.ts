@@ -20,3 +20,11 @@ export interface VmRecordStore {
   deleteVm(name: string): Promise<boolean>;
   listVms(): Promise<Array<{ name: string; endpoint: Endpoint; labels?: Record<string, string> }>>;
 }
+
+/**
+ * How long a file handle or an exec pid of a VM that left the registry stays tracked: a reload
+ * that drops a VM for a moment, or a discovered socket gone for a while, brings the same agent
+ * back, which still holds them (h11 F2: forgotten at once, they stayed open or unreaped in the
+ * agent). Past this the VM is taken as gone for good.
+ */
+export const VM_GONE_GRACE_MS = 600_000;

@@ -1,4 +1,4 @@
-import { describe, expect, test } from 'vitest';
+import { describe, expect, test, vi } from 'vitest';
 import { ResultCache } from '../../src/exec/results.js';
 import { PidTracker } from '../../src/exec/tracker.js';
 import { decodeStdin } from '../../src/exec/input.js';
@@ -132,5 +132,48 @@ describe('ExecService: processes given up past exec.maxTrackedPids', () => {
     const given = lines.filter((l) => l.msg.startsWith('exec: too many unreaped processes'));
     expect(given).toHaveLength(1);
     exec.stop();
+  });
+});
+
+describe('a VM out of the registry for a while (h11 F2)', () => {
+  test('its exec pids stay tracked for VM_GONE_GRACE_MS, then are given up; its file handles too', async () => {
+    const { ExecService } = await import('../../src/exec/service.js');
+    const { GuestFiles } = await import('../../src/files/guest.js');
+    const { loadConfig } = await import('../../src/config/load.js');
+    const { errors } = await import('../../src/errors.js');
+    const { VM_GONE_GRACE_MS } = await import('../../src/registry/types.js');
+    let registered = true;
+    const agent = {
+      call: async (vm: string, command: string) => {
+        if (!registered) throw errors.vmNotFound(vm);
+        if (command === 'guest-exec') return { pid: 4242 };
+        if (command === 'guest-file-open') return 1000;
+        return {};
+      },
+    };
+    let now = 1_000_000;
+    const clock = vi.spyOn(Date, 'now').mockImplementation(() => now);
+    try {
+      const exec = new ExecService(agent as never, async () => [10, 0, 0], { ...loadConfig(undefined, {}).exec, reaperIntervalMs: 1, reaperMaxIntervalMs: 1 }, undefined);
+      await exec.start('vm1', { path: '/bin/sleep', arg: ['5'], capture: false });
+      const files = new GuestFiles(agent as never, { closeTimeoutMs: 1_000, handleIdleMs: 0, reaperIntervalMs: 1 });
+      await files.open('vm1', '/tmp/x', 'w', 'api');
+      registered = false;
+      // a reload dropped the VM: the reaper's polls and closes find it unregistered, and keep both
+      now += 10;
+      await exec.reapOnce();
+      await files.reapOnce();
+      expect(exec.tracker.size).toBe(1);
+      expect(files.registry.total).toBe(1);
+      // past the grace the VM is taken as gone for good
+      now += VM_GONE_GRACE_MS + 10;
+      await exec.reapOnce();
+      await files.reapOnce();
+      expect(exec.tracker.size).toBe(0);
+      expect(files.registry.total).toBe(0);
+      exec.stop();
+    } finally {
+      clock.mockRestore();
+    }
   });
 });
