@@ -34,6 +34,21 @@ async function shared(names: string[], freeze: Record<string, number>[] = [{}, {
   return { f: fleet, r: redis, a, b, prefix };
 }
 
+/** A Redis, a fleet, and gateways on them: with `stateFile`, one keeping its journal of held leases there. */
+async function journaled(names: string[]): Promise<{ f: SimFleet; r: TestRedis; stateFile: string; gateway: (stateFile?: string) => Promise<Rig> }> {
+  redis = await startRedis();
+  fleet = await simFleet(names);
+  const r = redis;
+  const f = fleet;
+  const prefix = `j${randomUUID().slice(0, 8)}:`;
+  const gateway = async (stateFile?: string): Promise<Rig> => {
+    const g = await rig(f, { redisUrl: r.url, keyPrefix: prefix, ...(stateFile ? { freeze: { stateFile } } : {}) });
+    rigs.push(g);
+    return g;
+  };
+  return { f, r, stateFile: freshStateFile(), gateway };
+}
+
 describe('auto-thaw when the freezing process is gone', () => {
   it('another process sharing Redis thaws by the deadline', async () => {
     const sweepIntervalMs = 500;
@@ -146,23 +161,17 @@ describe('Redis failures', () => {
   });
 
   it('Redis restarted empty while the gateway that held a lease was down: restarted, it thaws that lease at its deadline (its journal of held leases), once', async () => {
-    redis = await startRedis();
-    fleet = await simFleet(['j1', 'j2']);
-    const f = fleet;
-    const prefix = `j${randomUUID().slice(0, 8)}:`;
-    const stateFile = freshStateFile();
-    const a = await rig(f, { redisUrl: redis.url, keyPrefix: prefix, freeze: { stateFile } });
-    rigs.push(a);
+    const { f, r: redisServer, gateway, stateFile } = await journaled(['j1', 'j2']);
+    const a = await gateway(stateFile);
     const l = await a.freeze.freeze('j1', { ttlSeconds: 4 }, BACKUP);
     // j2 frozen and thawed by its holder before the crash: not in the journal any more
     const l2 = await a.freeze.freeze('j2', { ttlSeconds: 4 }, BACKUP);
     await a.freeze.thaw('j2', { leaseId: l2.leaseId }, BACKUP);
     await sleep(50);
     await a.crash();
-    await redis.restart({ empty: true });
+    await redisServer.restart({ empty: true });
     // the lease is nowhere in Redis; before the journal nobody would ever thaw j1 (h10 F1)
-    const b = await rig(f, { redisUrl: redis.url, keyPrefix: prefix, freeze: { stateFile } });
-    rigs.push(b);
+    await gateway(stateFile);
     expect(f.vm.j1.state.frozen).toBe(true);
     await waitFor(() => !f.vm.j1.state.frozen, 10_000, 'the thaw of the journaled lease');
     expect(Date.now()).toBeGreaterThanOrEqual(Date.parse(l.expiresAt));
@@ -172,14 +181,9 @@ describe('Redis failures', () => {
   });
 
   it('a journal of held leases thaws nothing whose lease is past its hard deadline or whose VM another lease holds now', async () => {
-    redis = await startRedis();
-    fleet = await simFleet(['s1', 's2']);
-    const f = fleet;
-    const prefix = `s${randomUUID().slice(0, 8)}:`;
-    const stateFile = freshStateFile();
+    const { f, gateway, stateFile } = await journaled(['s1', 's2']);
     // s2 frozen now under a live lease of another gateway
-    const other = await rig(f, { redisUrl: redis.url, keyPrefix: prefix });
-    rigs.push(other);
+    const other = await gateway();
     await other.freeze.freeze('s2', { ttlSeconds: 60 }, OTHER);
     // s1 frozen by some tool, no lease
     f.vm.s1.state.frozen = true;
@@ -187,8 +191,7 @@ describe('Redis failures', () => {
     const stale = (vm: string, hardDeadline: number) => ({ session: `vm:${vm}`, keys: [`vm:${vm}`], leaseId: randomUUID(), owner: 'backup', fence: 1, createdAt: now - 7_200_000, expiresAt: now - 3_600_000, hardDeadline, epoch: 'old', data: { vms: [vm] } });
     mkdirSync(dirname(stateFile), { recursive: true });
     writeFileSync(`${stateFile}.held`, JSON.stringify({ version: 1, leases: [stale('s1', now - 1_000), stale('s2', now + 600_000)] }));
-    const b = await rig(f, { redisUrl: redis.url, keyPrefix: prefix, freeze: { stateFile } });
-    rigs.push(b);
+    await gateway(stateFile);
     await sleep(1_000);
     expect(agentCommands(f.vm.s1).filter((c) => c === 'guest-fsfreeze-thaw')).toEqual([]);
     expect(agentCommands(f.vm.s2).filter((c) => c === 'guest-fsfreeze-thaw')).toEqual([]);
