@@ -133,6 +133,22 @@ describe('Redis failures', () => {
     expect((await b.freeze.status('vm3', BACKUP)).leaseStore).toBe('unavailable');
   });
 
+  it('Redis paused at the deadline: the local timer thaws; a new freeze once Redis answers releases that lease and does not thaw the guest again', async () => {
+    const { f, r, a } = await shared(['p1'], [{ sweepIntervalMs: 60_000 }, { sweepIntervalMs: 60_000 }]);
+    await a.freeze.freeze('p1', { ttlSeconds: 1 }, BACKUP);
+    r.pause();
+    await waitFor(() => !f.vm.p1.state.frozen, 8_000, 'the local thaw with Redis paused');
+    r.resume();
+    await waitFor(async () => (await a.services.store.health()).ok, 5_000, 'Redis answering again');
+    // before any sweep (60 s) retries the release: the new freeze finds the old lease in Redis
+    const again = await a.freeze.freeze('p1', { ttlSeconds: 30 }, OTHER);
+    expect(f.vm.p1.state.frozen).toBe(true);
+    // one thaw for the first lease: the new freeze's clean-up of the expired lease finds that thaw
+    // done here (h10 F8 saw a second thaw in a cluster; this in-process form never sent one)
+    expect(agentCommands(f.vm.p1).filter((c) => c === 'guest-fsfreeze-thaw')).toHaveLength(1);
+    await a.freeze.thaw('p1', { leaseId: again.leaseId }, OTHER);
+  });
+
   it('Redis stopped: a member of a group this process holds is not thawed alone through the single route, whatever lease id', async () => {
     const { f, r, a } = await shared(['m1', 'm2']);
     const grp = await a.freeze.groups.create({ vms: ['m1', 'm2'], ttlSeconds: 60 }, BACKUP);
