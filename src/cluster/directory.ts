@@ -93,6 +93,8 @@ export interface NodeRecord {
 
 export class Directory implements RemoteVms {
   private readonly others = new Map<string, NodeRecord>();
+  /** endpoint key → the other nodes' VMs published there (publishedAt); undefined until asked after a change */
+  private byEndpoint?: Map<string, Array<{ vm: string; node: string }>>;
   /** vm → the other nodes that publish it */
   private readonly claimers = new Map<string, Set<string>>();
   private readonly names = new SortedNames();
@@ -117,7 +119,10 @@ export class Directory implements RemoteVms {
     const old = this.others.get(info.id);
     const next = vms ?? old?.vms ?? new Map<string, VmEntrySummary>();
     if (old && old.vms !== next) for (const vm of old.vms.keys()) if (!next.has(vm)) this.unclaim(vm, info.id);
-    if (!old || old.vms !== next) for (const vm of next.keys()) this.claim(vm, info.id);
+    if (!old || old.vms !== next) {
+      for (const vm of next.keys()) this.claim(vm, info.id);
+      this.byEndpoint = undefined;
+    }
     this.others.set(info.id, { info, rev, vms: next });
   }
 
@@ -127,6 +132,7 @@ export class Directory implements RemoteVms {
     if (!old) return;
     for (const vm of old.vms.keys()) this.unclaim(vm, id);
     this.others.delete(id);
+    this.byEndpoint = undefined;
   }
 
   ids(): string[] {
@@ -206,11 +212,22 @@ export class Directory implements RemoteVms {
    * serve are not in this node's registry.
    */
   publishedAt(endpoint: Endpoint, except?: string): { vm: string; node: string } | undefined {
-    const key = endpointKey(normalized(endpoint));
-    for (const [id, rec] of this.others) {
-      for (const [vm, s] of rec.vms) if (vm !== except && s.endpoint !== undefined && endpointKey(normalized(s.endpoint)) === key) return { vm, node: id };
+    // the cluster asks once per API registration per heartbeat round: an index, made again only
+    // after a node's VM map changed, rather than a walk of every node's VMs per question
+    if (this.byEndpoint === undefined) {
+      const index = new Map<string, Array<{ vm: string; node: string }>>();
+      for (const [node, rec] of this.others) {
+        for (const [vm, s] of rec.vms) {
+          if (s.endpoint === undefined) continue;
+          const key = endpointKey(normalized(s.endpoint));
+          const at = index.get(key);
+          if (at) at.push({ vm, node });
+          else index.set(key, [{ vm, node }]);
+        }
+      }
+      this.byEndpoint = index;
     }
-    return undefined;
+    return this.byEndpoint.get(endpointKey(normalized(endpoint)))?.find((p) => p.vm !== except);
   }
 
   private lastSeenOf(ids: Iterable<string>): NodeInfo | undefined {

@@ -331,20 +331,7 @@ export class VmRegistry {
     // the cluster asks every heartbeat round: its own sockets' real paths are kept for a while
     // (a fleet of thousands is not resolved every few seconds), looked up again every 20th call
     if (++this.servableCalls % 20 === 0 || this.realPaths.size > 4 * this.index.size + 64) this.realPaths.clear();
-    for (const rec of await this.list()) {
-      if (rec.source === 'api') continue;
-      const e = rec.endpoint;
-      if (e.type === 'tcp') {
-        own.set(endpointKey(e), rec.name);
-        continue;
-      }
-      let real = this.realPaths.get(e.path);
-      if (real === undefined) {
-        real = (await canonicalSocketPath(e.path)) ?? resolvePath(e.path);
-        this.realPaths.set(e.path, real);
-      }
-      own.set(endpointKey({ type: 'unix', path: real }), rec.name);
-    }
+    for (const rec of await this.list()) if (rec.source !== 'api') own.set(await this.keyOf(rec.endpoint, this.realPaths), rec.name);
     const settings = { vms: this.staticEntries, registry: this.config.registry };
     for (const rec of api) {
       const here = await admissibleEndpoint(rec.endpoint, settings);
@@ -380,11 +367,21 @@ export class VmRegistry {
     // what other gateway processes registered up to now, not up to a second ago
     await this.api.refresh(true);
     for (const rec of await this.list()) {
-      const e = rec.endpoint;
-      const key = e.type === 'tcp' ? endpointKey(e) : endpointKey({ type: 'unix', path: (await canonicalSocketPath(e.path)) ?? resolvePath(e.path) });
+      const key = await this.keyOf(rec.endpoint);
       if (!out.has(key)) out.set(key, rec.name);
     }
     return out;
+  }
+
+  /** An endpoint's key, a unix socket by its real path (resolved through `cache` when given). */
+  private async keyOf(e: Endpoint, cache?: Map<string, string>): Promise<string> {
+    if (e.type === 'tcp') return endpointKey(e);
+    let real = cache?.get(e.path);
+    if (real === undefined) {
+      real = (await canonicalSocketPath(e.path)) ?? resolvePath(e.path);
+      cache?.set(e.path, real);
+    }
+    return endpointKey({ type: 'unix', path: real });
   }
 
   /**
