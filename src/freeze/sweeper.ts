@@ -1,7 +1,8 @@
 /**
  * The durable half of auto-thaw. Every gateway process runs one sweeper: at start-up it reconciles
- * (every session in the store whose lease has expired is thawed now; with the embedded store,
- * whose sessions are all this process's, live ones get their local timers back), then every
+ * (every session in the store whose lease has expired is thawed now; live ones get their local
+ * timers back when they are this process's: all of the embedded store's, and with Redis those the
+ * previous process on this state file held, by its journal, held-journal.ts), then every
  * `sweepIntervalMs` (80–100 % of it, so that processes drift apart) it claims the sessions whose deadline
  * has passed and thaws them. The claim makes one process do each thaw, and moves the deadline
  * forward by `claimRetryMs` so that a claimer that dies is replaced on a later sweep.
@@ -94,14 +95,18 @@ export class Sweeper {
   private async reconcile(): Promise<void> {
     const sessions = await this.store.listSessions();
     const now = await this.store.now();
+    const held = new Set(this.journaled.map((l) => l.leaseId));
     for (const s of sessions) {
       if (s.expiresAt <= now) {
         if (await this.store.claim(s.session, s.leaseId, this.claimRetryMs)) {
           this.logger.warn({ session: s.session, owner: s.owner }, 'start-up reconciliation: lease expired while no process watched it, thawing');
           await this.engine.thawSession(s, 'reconcile');
         }
-      } else if (this.store.kind === 'memory') {
-        // the embedded store serves this process alone: its live sessions are ours to time
+      } else if (this.store.kind === 'memory' || held.has(s.leaseId)) {
+        // the embedded store serves this process alone: its live sessions are ours to time; with
+        // Redis, a live lease the previous process on this journal held (it took the freeze, or
+        // served the VM it was forwarded to) gets its local timer back, so a restart does not put
+        // its thaw off to the first sweep after its deadline (h10 F6)
         this.engine.arm(s);
       }
     }

@@ -35,14 +35,14 @@ async function shared(names: string[], freeze: Record<string, number>[] = [{}, {
 }
 
 /** A Redis, a fleet, and gateways on them: with `stateFile`, one keeping its journal of held leases there. */
-async function journaled(names: string[]): Promise<{ f: SimFleet; r: TestRedis; stateFile: string; gateway: (stateFile?: string) => Promise<Rig> }> {
+async function journaled(names: string[]): Promise<{ f: SimFleet; r: TestRedis; stateFile: string; gateway: (stateFile?: string, freeze?: Record<string, number>) => Promise<Rig> }> {
   redis = await startRedis();
   fleet = await simFleet(names);
   const r = redis;
   const f = fleet;
   const prefix = `j${randomUUID().slice(0, 8)}:`;
-  const gateway = async (stateFile?: string): Promise<Rig> => {
-    const g = await rig(f, { redisUrl: r.url, keyPrefix: prefix, ...(stateFile ? { freeze: { stateFile } } : {}) });
+  const gateway = async (stateFile?: string, freeze: Record<string, number> = {}): Promise<Rig> => {
+    const g = await rig(f, { redisUrl: r.url, keyPrefix: prefix, freeze: { ...freeze, ...(stateFile ? { stateFile } : {}) } });
     rigs.push(g);
     return g;
   };
@@ -194,6 +194,35 @@ describe('Redis failures', () => {
     await sleep(600);
     expect(agentCommands(f.vm.j1).filter((c) => c === 'guest-fsfreeze-thaw')).toHaveLength(1);
     expect(agentCommands(f.vm.j2).filter((c) => c === 'guest-fsfreeze-thaw')).toHaveLength(1);
+  });
+
+  it('a gateway restarted on its journal re-arms the timers of the leases it held that Redis still holds: thawed at the deadline, not at the next sweep (h10 F6)', async () => {
+    const { f, gateway, stateFile } = await journaled(['t1', 't2']);
+    // no sweep after the start-up one within this test: only a re-armed timer can thaw at the deadline
+    const slow = { sweepIntervalMs: 60_000 };
+    const a = await gateway(stateFile, slow);
+    const mine = await a.freeze.freeze('t1', { ttlSeconds: 3 }, BACKUP);
+    // t2 frozen by another gateway, not in this journal: its timer stays with the process that froze it
+    const other = await gateway(undefined, slow);
+    const theirs = await other.freeze.freeze('t2', { ttlSeconds: 3 }, OTHER);
+    await sleep(50);
+    await a.crash();
+    await other.crash();
+    const b = await gateway(stateFile, slow);
+    expect(f.vm.t1.state.frozen).toBe(true);
+    await waitFor(() => !f.vm.t1.state.frozen, 8_000, 'the deadline thaw of the re-armed lease');
+    const late = Date.now() - Date.parse(mine.expiresAt);
+    process.stdout.write(`[freeze-shared] restarted gateway: journaled lease thawed ${late} ms past its deadline (sweep interval 60 s)\n`);
+    expect(late).toBeGreaterThanOrEqual(0);
+    expect(late).toBeLessThan(3_000);
+    // the lease ended by its deadline, once
+    const ended = await rejection(b.freeze.thaw('t1', { leaseId: mine.leaseId }, BACKUP));
+    expect(ended.code).toBe('LEASE_EXPIRED');
+    expect(agentCommands(f.vm.t1).filter((c) => c === 'guest-fsfreeze-thaw')).toHaveLength(1);
+    // the other gateway's lease is not this process's: left to the sweep
+    await sleep(Math.max(0, Date.parse(theirs.expiresAt) + 1_000 - Date.now()));
+    expect(f.vm.t2.state.frozen).toBe(true);
+    f.vm.t2.state.frozen = false;
   });
 
   it('a journal of held leases thaws nothing whose lease is past its hard deadline or whose VM another lease holds now', async () => {
