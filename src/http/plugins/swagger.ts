@@ -10,6 +10,8 @@ import type { FastifyInstance } from 'fastify';
 import { buildLocalReference } from '../schemas/qga.js';
 import { finishDocument, servedDocument } from '../schemas/document.js';
 import { errorTableMarkdown } from '../../errors.js';
+import { Type } from 'typebox';
+import { operation } from '../routes/operation.js';
 
 /** The document's `info.version`: the package's version (package.json, three levels up from src/ or dist/). */
 export const API_VERSION = packageVersion();
@@ -63,7 +65,22 @@ export async function registerSwagger(app: FastifyInstance): Promise<void> {
   });
   // the documentation page is open like /openapi.json (README's threat model): a browser sends no
   // bearer token when it navigates, and the page holds nothing /openapi.json does not already serve
+  // The page itself (GET /docs, Swagger UI's HTML) is an operation of the document like /ui; its
+  // assets and the other spellings stay hidden (the route options are the objects @fastify/swagger
+  // collected, read when the document is made)
   app.addHook('onRoute', (route) => {
+    if (route.url === '/docs' && route.method === 'GET') {
+      const op = operation('service', 'apiDocsPage', {
+        public: true,
+        summary: 'This API browsable in the browser (Swagger UI over GET /openapi.json)',
+        ok: { 200: { description: 'The Swagger UI page', content: { 'text/html': { schema: Type.String() } } } },
+        errors: [],
+      });
+      route.schema = op.schema;
+      // one route object serves /docs and /docs/ (Fastify registers both spellings of a prefix's
+      // root from it, and its url ends up the last one's): the document names the first
+      route.config = { ...route.config, swaggerTransform: ({ schema }) => ({ schema, url: '/docs' }) };
+    }
     if (route.url === '/docs' || route.url.startsWith('/docs/')) route.config = { ...route.config, public: true };
   });
   await app.register(swaggerUi, {
@@ -77,7 +94,14 @@ export async function registerSwagger(app: FastifyInstance): Promise<void> {
   // the document with the maxima of the configuration in force (written by the bigint-exact JSON writer)
   // (computed once per configuration: a reload that changes a maximum changes the document)
   let served: { config: unknown; doc: unknown } | undefined;
-  app.get('/openapi.json', { schema: { hide: true }, config: { public: true } }, async () => {
+  const documentOp = operation('service', 'openApiDocument', {
+    public: true,
+    summary: 'This OpenAPI 3.1 document, with the configured maxima of the gateway that serves it',
+    description: 'Integers above 2^53 in examples and bounds are written as exact JSON integers.',
+    ok: { 200: { description: 'The OpenAPI 3.1 document', content: { 'application/json': { schema: Type.Object({}, { additionalProperties: true }) } } } },
+    errors: [],
+  });
+  app.get('/openapi.json', documentOp, async () => {
     const config = app.services.config;
     if (served?.config !== config) served = { config, doc: servedDocument(app.swagger(), config) };
     return served.doc;

@@ -1,0 +1,32 @@
+import { ask, bearer, CLUSTER_TOKENS, startCluster, until } from '../test/helpers/cluster.js';
+import { cannon } from './lib/procs.js';
+import { topSelfTime } from './lib/cpuprofile.js';
+import { readdir } from 'node:fs/promises';
+const names = (p: string) => Array.from({ length: 32 }, (_, i) => `${p}${String(i + 1).padStart(3, '0')}`);
+const cl = await startCluster({ logLevel: 'info', logToFiles: true, nodes: [{ id: 'a', vms: names('a') }, { id: 'c', vms: names('c') }], heartbeatTtlMs: 10000, heartbeatIntervalMs: 3000, nodeFlags: ['--cpu-prof', '--cpu-prof-dir=/tmp/prof'] });
+const [a, c] = cl.nodes;
+await until(async () => { const r = await ask(a, 'GET', '/v1/vms/c001/ping'); return r.status === 200; }, 15000, 'fwd');
+const headers = bearer(CLUSTER_TOKENS.reader);
+const remote = names('c').map((n) => `/v1/vms/${n}/ping`);
+await cannon({ base: a.url, paths: remote, connections: 64, durationMs: 3000, headers }, []);
+const local = names('a').map((n) => `/v1/vms/${n}/ping`);
+await cannon({ base: a.url, paths: local, connections: 64, durationMs: 3000, headers }, []);
+await cannon({ base: c.url, paths: remote, connections: 64, durationMs: 3000, headers }, []);
+const runs: Record<string, any> = {};
+runs.fwd = await cannon({ base: a.url, paths: remote, connections: 64, durationMs: 8000, headers }, [a.pid, c.pid]);
+runs.local = await cannon({ base: a.url, paths: local, connections: 64, durationMs: 8000, headers }, [a.pid, c.pid]);
+runs.direct = await cannon({ base: c.url, paths: remote, connections: 64, durationMs: 8000, headers }, [a.pid, c.pid]);
+for (const [k, m] of Object.entries(runs)) console.log(k, 'ok/s', ((m.result.ok / m.wallMs) * 1000).toFixed(0), 'cpu', m.cpu);
+await a.terminate(); await c.terminate();
+await cl.stop?.();
+const files = (await readdir('/tmp/prof')).filter((f) => f.endsWith('.cpuprofile'));
+const out: Record<string, Record<string, number>> = {};
+for (const f of files) for (const [k, m] of Object.entries(runs)) {
+  const t = await topSelfTime('/tmp/prof/' + f, { fromUs: m.goUs, toUs: m.doneUs }, 60);
+  const key = f + ':' + k;
+  out[key] = {};
+  for (const r of t.rows) out[key][r.fn + ' ' + r.where.replace(/.*dist\//, '').replace(/node_modules\//,'')] = (r.ms * 1000) / m.result.ok;
+  out[key]['BUSY'] = (t.busyMs * 1000) / m.result.ok;
+}
+await (await import('node:fs/promises')).writeFile('/tmp/prof/out.json', JSON.stringify(out, null, 1));
+process.exit(0);
