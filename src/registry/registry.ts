@@ -10,19 +10,20 @@
  * VM (a unix socket compared by its real path, a TCP endpoint by host:port), a unix socket must
  * resolve inside `registry.allowedSocketRoots` and a TCP endpoint be listed in
  * `registry.allowedTcpEndpoints`. Every refusal that involves the endpoint is the same
- * REGISTRATION_DENIED, and the work done is the same whatever the reason, so registration tells
+ * REGISTRATION_DENIED, and the work done is the same whatever the reason (who else claims an
+ * endpoint: endpoint-claims.ts), so registration tells
  * nobody whether a path exists, a port listens or a VM they may not see holds the endpoint. The
  * caller's view of the fleet comes in as a predicate (RegistrationView): this layer knows no
  * principals.
  */
-import { realpath } from 'node:fs/promises';
-import { basename, dirname, isAbsolute, resolve as resolvePath } from 'node:path';
+import { isAbsolute } from 'node:path';
 import type { VmEntry } from '../config/schema.js';
 import { errors } from '../errors.js';
 import type { Endpoint } from '../qga/types.js';
 import { ApiVms } from './api-vms.js';
-import { Discovery, VM_NAME, discoverySpecs, nameInFolder, type KeepReason } from './discovery.js';
-import { admissibleEndpoint, canonicalSocketPath, endpointKey, type RegistryConfig } from './endpoints.js';
+import { Discovery, VM_NAME, discoverySpecs, type KeepReason } from './discovery.js';
+import { EndpointClaims, type PublishedElsewhere } from './endpoint-claims.js';
+import { admissibleEndpoint, type RegistryConfig } from './endpoints.js';
 import { SortedNames } from './sorted-names.js';
 import type { VmRecord, VmRecordStore } from './types.js';
 
@@ -64,6 +65,8 @@ export class VmRegistry {
   /** every VM name of every source, sorted: what listings page through */
   private readonly index = new SortedNames();
   private readonly discovery: Discovery;
+  /** who else claims an endpoint (registration, and in a cluster which API VMs this node serves) */
+  private readonly claims: EndpointClaims;
   /** registrations one at a time, so two cannot both find an endpoint free */
   private registering: Promise<unknown> = Promise.resolve();
   /** the `vms:` entries now in force (reloadStatic replaces them) */
@@ -84,6 +87,7 @@ export class VmRegistry {
     this.discovery = new Discovery(discoverySpecs(config.registry), (names) => {
       for (const name of names) this.touch(name);
     });
+    this.claims = new EndpointClaims(this.discovery);
   }
 
   /**
@@ -94,16 +98,13 @@ export class VmRegistry {
     this.discovery.keepWhile(reason);
   }
 
-  /** the VM (and node) another cluster node publishes at an endpoint: registration checks it too */
-  private publishedElsewhere?: (endpoint: Endpoint, except?: string) => { vm: string; node: string } | undefined;
-
   /**
    * Cluster mode: a registration is also refused for an endpoint another node publishes a VM at
    * (the VMs other nodes serve are not in this registry): ENDPOINT_IN_USE naming that VM when the
    * caller may see it, else REGISTRATION_DENIED.
    */
-  checkEndpointsElsewhere(lookup: (endpoint: Endpoint, except?: string) => { vm: string; node: string } | undefined): void {
-    this.publishedElsewhere = lookup;
+  checkEndpointsElsewhere(lookup: PublishedElsewhere): void {
+    this.claims.checkElsewhere(lookup);
   }
 
   /** how many VMs are known now (every source) */
@@ -289,7 +290,7 @@ export class VmRegistry {
     const [endpoint, holders] = await Promise.all([admissibleEndpoint(rec.endpoint, { vms: this.staticEntries, registry: this.config.registry }), this.endpointHolders()]);
     if (!endpoint) throw errors.registrationDenied(rec.name);
     if (await this.lookup(rec.name)) throw errors.vmExists(rec.name);
-    const holder = holders.get(endpointKey(endpoint)) ?? (await this.discoveryClaim(endpoint, rec.name)) ?? this.publishedElsewhere?.(endpoint, rec.name)?.vm;
+    const holder = await this.claims.claimant(endpoint, rec.name, holders);
     if (holder !== undefined) throw view.mayUse(holder) ? errors.endpointInUse(rec.name, holder) : errors.registrationDenied(rec.name);
     const stored = { ...rec, endpoint };
     if (!(await store.putVm(stored))) throw errors.vmExists(rec.name);
@@ -313,94 +314,24 @@ export class VmRegistry {
   }
 
   /**
-   * Cluster mode: of these API-registered VMs (every node reads them from the store), the names
-   * this node may serve. A registration was checked by the node it entered, against that node's
-   * roots and VMs only; the node that would serve it checks again, against its own: the endpoint
-   * must be admissible here (a unix socket's real path inside this node's roots, a TCP endpoint in
-   * its allowedTcpEndpoints) and must not be a socket one of this node's own VMs (configured or
-   * discovered) uses, a discovery folder's socket of another name, or the endpoint of a VM of
-   * another name another node publishes (checkEndpointsElsewhere). Otherwise a token limited to
-   * some VMs could register, through another node, a second name for a VM served here, outside its
-   * globs and beside that VM's freeze lease.
+   * Cluster mode: of these records, the API-registered VMs this node may serve (EndpointClaims.servable:
+   * admissible here, and no VM of another name here, in a discovery folder or on another node
+   * claims the endpoint).
    */
   async servableApiVms(recs: readonly VmRecord[]): Promise<Set<string>> {
-    const out = new Set<string>();
     const api = recs.filter((r) => r.source === 'api');
-    if (api.length === 0) return out;
-    const own = new Map<string, string>();
-    // the cluster asks every heartbeat round: its own sockets' real paths are kept for a while
-    // (a fleet of thousands is not resolved every few seconds), looked up again every 20th call
-    if (++this.servableCalls % 20 === 0 || this.realPaths.size > 4 * this.index.size + 64) this.realPaths.clear();
-    for (const rec of await this.list()) if (rec.source !== 'api') own.set(await this.keyOf(rec.endpoint, this.realPaths), rec.name);
-    const settings = { vms: this.staticEntries, registry: this.config.registry };
-    for (const rec of api) {
-      const here = await admissibleEndpoint(rec.endpoint, settings);
-      if (here === undefined) continue;
-      if (rec.endpoint.type === 'unix' && here.type === 'unix' && here.path !== rec.endpoint.path) continue;
-      const holder = own.get(endpointKey(here)) ?? (await this.discoveryClaim(here, rec.name)) ?? this.publishedElsewhere?.(here, rec.name)?.vm;
-      if (holder !== undefined) {
-        this.noteAlias(rec.name, holder);
-        continue;
-      }
-      out.add(rec.name);
-    }
-    return out;
-  }
-
-  private servableCalls = 0;
-  /** socket path → its real path, for servableApiVms */
-  private readonly realPaths = new Map<string, string>();
-
-  /** warned once per pair: an API registration this node will not serve, being one of its own VMs' sockets */
-  private readonly aliases = new Set<string>();
-  private noteAlias(name: string, holder: string): void {
-    const key = `${name}\n${holder}`;
-    if (this.aliases.has(key)) return;
-    if (this.aliases.size >= 1024) this.aliases.clear();
-    this.aliases.add(key);
-    this.logger?.warn({ vm: name, holder }, `registry: the API-registered VM ${name} uses the endpoint of VM ${holder}; this node does not serve it (registered through a node that did not know ${holder})`);
+    if (api.length === 0) return new Set();
+    const own = (await this.list()).filter((r) => r.source !== 'api');
+    return this.claims.servable(api, own, { vms: this.staticEntries, registry: this.config.registry }, this.logger);
   }
 
   /** Every known VM by the key of its endpoint (unix sockets by real path). */
   private async endpointHolders(): Promise<Map<string, string>> {
-    const out = new Map<string, string>();
     // what other gateway processes registered up to now, not up to a second ago
     await this.api.refresh(true);
-    for (const rec of await this.list()) {
-      const key = await this.keyOf(rec.endpoint);
-      if (!out.has(key)) out.set(key, rec.name);
-    }
-    return out;
-  }
-
-  /** An endpoint's key, a unix socket by its real path (resolved through `cache` when given). */
-  private async keyOf(e: Endpoint, cache?: Map<string, string>): Promise<string> {
-    if (e.type === 'tcp') return endpointKey(e);
-    let real = cache?.get(e.path);
-    if (real === undefined) {
-      real = (await canonicalSocketPath(e.path)) ?? resolvePath(e.path);
-      cache?.set(e.path, real);
-    }
-    return endpointKey({ type: 'unix', path: real });
-  }
-
-  /**
-   * The discovery folder VM a unix socket would be, present or not: `<dir>/<name><suffix>` is VM
-   * `<name>` as soon as the socket appears, so nobody may register it under another name.
-   */
-  private async discoveryClaim(endpoint: Endpoint, registering: string): Promise<string | undefined> {
-    if (endpoint.type !== 'unix') return undefined;
-    const file = basename(endpoint.path);
-    for (const spec of this.discovery.specs) {
-      const real = await realpath(spec.path).catch(() => undefined);
-      if (real === undefined || dirname(endpoint.path) !== real) continue;
-      const name = nameInFolder(spec, file);
-      if (name !== undefined && name !== registering) return name;
-    }
-    return undefined;
+    return this.claims.holders(await this.list());
   }
 }
-
 
 function fromEntry(vm: VmEntry): VmRecord {
   return {
