@@ -108,8 +108,22 @@ export function buildConfig(input: unknown, env: Env = {}, source = 'inline'): C
   if (problems.length === 0 && valid) {
     semanticChecks(withDefaults, env, problems);
     if (problems.length === 0) return withDefaults;
+    throw new ConfigError(problems, source);
   }
-  throw new ConfigError(problems, source);
+  // The checks across keys too, so that one run names every problem (not the schema's first, then
+  // the rest once those are fixed): those that read a key the schema refused are left out, as their
+  // verdict on a value of the wrong type would mislead; a check that cannot run on it says nothing.
+  const refused = problems.map((line) => line.slice(0, line.indexOf(':'))).filter((key) => key !== '(root)' && !key.startsWith('env '));
+  const more: string[] = [];
+  if (!problems.includes('(root): the configuration must be a mapping')) {
+    try {
+      semanticChecks(withDefaults as Config, env, more);
+    } catch {
+      // a value of the wrong type somewhere the check reads: the schema's problems say why
+    }
+  }
+  const readsRefused = (line: string): boolean => refused.some((key) => line.includes(key));
+  throw new ConfigError([...problems, ...more.filter((line) => !readsRefused(line))], source);
 }
 
 /** One error of Value.Errors: a union on `keyword`, each keyword with its own `params`. */

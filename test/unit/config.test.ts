@@ -113,6 +113,36 @@ describe('config loading', () => {
     expect(text).not.toMatch(/vms\.0\.endpoint: .*host/);
   });
 
+  it("names the problems across keys in the same run as the schema's (not in a second round), leaving out those that read a refused key", () => {
+    let err: ConfigError | undefined;
+    try {
+      buildConfig({
+        server: { port: 99999, host: '0.0.0.0' },
+        vms: [
+          { name: 'a', endpoint: { type: 'unix', path: '/run/a.sock' } },
+          { name: 'a', endpoint: { type: 'unix', path: '/run/b.sock' } },
+        ],
+        freeze: { defaultTtlSeconds: 'ten', maxTtlSeconds: 600, maxTotalSeconds: 60 },
+      });
+    } catch (e) {
+      err = e as ConfigError;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    const text = err!.problems.join('\n');
+    // the schema's
+    expect(text).toContain('server.port');
+    expect(text).toContain('freeze.defaultTtlSeconds');
+    // and the checks across keys, at once
+    expect(text).toMatch(/vms\.1\.name: duplicate VM name "a"/);
+    expect(text).toMatch(/freeze\.maxTtlSeconds: must not exceed freeze\.maxTotalSeconds/);
+    expect(text).toMatch(/server\.host: "0\.0\.0\.0" is not loopback/);
+    // not a verdict on a value of the wrong type
+    expect(text).not.toMatch(/freeze\.defaultTtlSeconds: must not exceed/);
+    expect(err!.problems).toHaveLength(new Set(err!.problems).size);
+    // a whole section of the wrong type: its checks are left out, the others still run
+    expect(() => buildConfig({ freeze: 5, server: { host: '0.0.0.0' } })).toThrow(/freeze: [^]*server\.host: "0\.0\.0\.0" is not loopback/);
+  });
+
   it('checks tokens (env, file) and the read chunk against the reply cap at load time', () => {
     expect(() => buildConfig({ auth: { tokens: [{ name: 't', tokenEnv: 'GW_TOKEN', scopes: ['read'] }] } }, { GW_TOKEN: 'short' })).toThrow(/shorter than 16/);
     expect(() => buildConfig({ auth: { tokens: [{ name: 't', tokenFile: join(dir, 'missing-token'), scopes: ['read'] }] } })).toThrow(/cannot read/);
