@@ -5,6 +5,7 @@
  */
 import { GatewayError, errors } from '../errors.js';
 import type { Job } from './queue.js';
+import type { Phase } from './session-core.js';
 import { ReplyTooLargeError } from './wire-errors.js';
 
 /**
@@ -34,10 +35,18 @@ export const ended = {
     errors.rewrap(refused, refused.code, refused.message, { vm, command: job.command }),
   nobodyListens: (vm: string, job: Job, errno: string) =>
     errors.agentUnavailable(vm, `the agent socket of ${vm} cannot be connected (${errno})`, { command: job.command, extra: NOT_SENT }),
-  /** deadline passed while the session was connecting, syncing or backing off */
-  notConnected: (vm: string, job: Job, lastFailure: Error | undefined) => {
-    const why = lastFailure ? `: ${lastFailure.message}` : '';
-    const e = errors.agentUnavailable(vm, `could not connect to and sync with the agent of ${vm} within ${job.timeoutMs} ms${why}`, { command: job.command, extra: NOT_SENT });
+  /**
+   * Deadline passed while the session was connecting, syncing or backing off. Worded by what it was
+   * doing: a channel still setting up (or resynchronizing after an earlier command's timeout) is not
+   * an agent that failed to answer, and under load the difference is what an operator needs (h10 L3).
+   */
+  notConnected: (vm: string, job: Job, lastFailure: Error | undefined, phase?: Phase) => {
+    const step = phase === 'connecting' ? 'connecting to it' : phase === 'syncing' ? 'synchronizing with it (guest-sync-delimited)' : phase === 'info' ? 'reading its guest-info' : undefined;
+    const text =
+      step !== undefined && lastFailure === undefined
+        ? `the channel to the agent of ${vm} was still ${step} when this ${job.command}'s ${job.timeoutMs} ms deadline passed; it was never sent`
+        : `could not connect to and sync with the agent of ${vm} within ${job.timeoutMs} ms${lastFailure ? `: ${lastFailure.message}` : ''}${step !== undefined ? ` (it was ${step} again)` : ''}`;
+    const e = errors.agentUnavailable(vm, text, { command: job.command, extra: NOT_SENT });
     CALLER_DEADLINES.add(e);
     return e;
   },

@@ -350,7 +350,7 @@ export class Session extends SessionCore implements WireListener, AbortHandler {
     // Waiting jobs first: one that expires together with the job on the wire waited behind it.
     if (this.q.earliestDeadline() <= now) {
       if (this.phase === 'inflight' || this.phase === 'gating') this.q.failWaiting('timeout', (job) => ended.neverSent(vm, job), now);
-      else this.q.failWaiting('unavailable', (job) => ended.notConnected(vm, job, this.lastFailure), now);
+      else this.q.failWaiting('unavailable', (job) => ended.notConnected(vm, job, this.lastFailure, this.phase), now);
       this.lineShrank();
     }
     const running = this.inFlight;

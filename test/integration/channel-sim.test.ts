@@ -76,6 +76,17 @@ describe('Channel against the simulator', () => {
     await expect(ch.execute('guest-ping')).resolves.toEqual({});
   });
 
+  it("a deadline that passes while the channel is still synchronizing says so, not that the agent could not be reached (h10 L3)", async () => {
+    const { vm, ch } = await setup();
+    vm.setFault({ command: 'guest-sync-delimited', kind: 'hang', times: 1 });
+    const err = await gatewayError(ch.execute('guest-ping', undefined, { timeoutMs: 300 }));
+    expect(err.code).toBe('AGENT_UNAVAILABLE');
+    expect(err.message).toMatch(/^the channel to the agent of vm\S* was still synchronizing with it \(guest-sync-delimited\) when this guest-ping's 300 ms deadline passed; it was never sent$/);
+    expect(err.extra?.sent).toBe(false);
+    expect(countOf(vm, 'guest-ping')).toBe(0);
+    await expect(ch.execute('guest-ping')).resolves.toEqual({});
+  });
+
   it('times out a hung command within its deadline, then resyncs and goes on', async () => {
     const { vm, ch } = await setup();
     const resyncs: string[] = [];
