@@ -354,6 +354,19 @@ export class SessionFreezer {
       cur = await this.store.getSession(lease.session);
       if (!cur || cur.leaseId !== lease.leaseId) break;
     }
+    if (cur?.leaseId === lease.leaseId && cur.expiresAt > Date.now()) {
+      // Still live and still 'freezing' past the freeze timeout: the gateway that took it stopped
+      // mid-way (a node that died, a process killed), having frozen some VMs, none or all. They stay
+      // frozen until the lease's deadline unless its holder thaws them: say how, with what (h10 F7).
+      const group = groupOfSession(cur.session);
+      const vms = freezeData(cur).vms;
+      const thaw = group !== undefined ? `DELETE /v1/freeze-groups/${group}?leaseId=${cur.leaseId}` : `DELETE /v1/vms/${vms[0]}/fsfreeze?leaseId=${cur.leaseId}`;
+      throw errors.leaseConflict(
+        `the first request with this Idempotency-Key did not complete its freeze within the freeze timeout (the gateway that took it may have stopped mid-way): ` +
+          `${vms.length === 1 ? `VM ${vms[0]} may be frozen` : `any of ${vms.join(', ')} may be frozen`} under lease ${cur.leaseId} until ${iso(cur.expiresAt)}, when it is thawed; thaw now with ${thaw}, then freeze with a new key`,
+        { extra: { leaseId: cur.leaseId, expiresAt: iso(cur.expiresAt), vms, ...(group !== undefined ? { group } : {}) } },
+      );
+    }
     throw errors.leaseConflict('the first request with this Idempotency-Key did not complete its freeze; its lease has ended or is ending. Retry with a new key', {
       extra: { leaseId: lease.leaseId },
     });

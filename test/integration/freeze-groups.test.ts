@@ -4,7 +4,9 @@
  */
 import pino from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { randomUUID } from 'node:crypto';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { groupKey, vmKey } from '../../src/store/types.js';
 import { listFreezes } from '../../src/http/routes/freezes.js';
 import { ADMIN, BACKUP, OTHER, agentCommands, rig, simFleet, waitFor, type Rig, type SimFleet, rejection, storeVariants } from './freeze-fixture.js';
 
@@ -165,6 +167,31 @@ describe.each(stores)('freeze groups (%s store)', (_kind, storeOpts) => {
     // another request under that key is still refused
     expect((await rejection(g.freeze.groups.create({ vms: ['r2'], ttlSeconds: 60 }, BACKUP, 'backup-run-7'))).code).toBe('LEASE_CONFLICT');
     await g.freeze.groups.delete(first.id, { leaseId: first.leaseId }, BACKUP);
+  });
+
+  it("a retry (same Idempotency-Key) of a group freeze whose gateway stopped mid-way answers within the freeze timeout how to thaw it now, and that thaw works (h10 F7)", async () => {
+    fleet = await simFleet(['m1', 'm2']);
+    g = await rig(fleet, { ...storeOpts(), agent: { idleReleaseMs: 100, probeIntervalMs: 0, timeouts: { freeze: 800 } } as unknown as Record<string, number> });
+    // what a gateway that died mid-way leaves: the group's lease still 'freezing', m1 frozen by it
+    const id = randomUUID();
+    const taken = await g.services.store.acquire({
+      session: groupKey(id), keys: [vmKey('m1'), vmKey('m2')], owner: BACKUP.name, ttlMs: 60_000, hardCapMs: 3_600_000, idempotencyKey: 'run-9',
+      data: { kind: 'group', vms: ['m1', 'm2'], state: 'freezing', gateway: 'gone-gateway', ttlMs: 60_000 },
+    });
+    if (!taken.ok) throw new Error('the test lease was not taken');
+    fleet.vm.m1.state.frozen = true;
+    const t0 = Date.now();
+    const retry = await rejection(g.freeze.groups.create({ vms: ['m1', 'm2'], ttlSeconds: 60 }, BACKUP, 'run-9'));
+    expect(Date.now() - t0).toBeLessThan(5_000);
+    expect(retry.code).toBe('LEASE_CONFLICT');
+    expect(retry.extra).toMatchObject({ leaseId: taken.lease.leaseId, group: id, vms: ['m1', 'm2'], expiresAt: new Date(taken.lease.expiresAt).toISOString() });
+    expect(retry.message).toContain(`thaw now with DELETE /v1/freeze-groups/${id}?leaseId=${taken.lease.leaseId}`);
+    expect(retry.message).toMatch(/any of m1, m2 may be frozen/);
+    // as it says: the holder's thaw ends the lease and thaws the guests now, not at the deadline
+    const t = await g.freeze.groups.delete(id, { leaseId: taken.lease.leaseId }, BACKUP);
+    expect(t.id).toBe(id);
+    expect(frozenVms()).toEqual([]);
+    expect(await g.services.store.getSession(groupKey(id))).toBeUndefined();
   });
 
   it('the last member the group holds thawed by force: the group lease ends, every member free', async () => {
