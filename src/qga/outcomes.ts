@@ -5,7 +5,6 @@
  */
 import { GatewayError, errors } from '../errors.js';
 import type { Job } from './queue.js';
-import type { Phase } from './session-core.js';
 import { ReplyTooLargeError } from './wire-errors.js';
 
 /**
@@ -40,7 +39,7 @@ export const ended = {
    * doing: a channel still setting up (or resynchronizing after an earlier command's timeout) is not
    * an agent that failed to answer, and under load the difference is what an operator needs (h10 L3).
    */
-  notConnected: (vm: string, job: Job, lastFailure: Error | undefined, phase?: Phase) => {
+  notConnected: (vm: string, job: Job, lastFailure: Error | undefined, phase?: string) => {
     const step = phase === 'connecting' ? 'connecting to it' : phase === 'syncing' ? 'synchronizing with it (guest-sync-delimited)' : phase === 'info' ? 'reading its guest-info' : undefined;
     const text =
       step !== undefined && lastFailure === undefined
