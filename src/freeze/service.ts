@@ -18,7 +18,7 @@ import { SessionFreezer } from './session.js';
 import { Sweeper } from './sweeper.js';
 import { ThawEngine } from './thaw.js';
 import { leaseView, type LeaseView } from './view.js';
-import { freezeData, iso, leaseExpiredError, requestIdOf, type Caller, type FreezeAgent, type FreezeDeps, type FreezeRegistry, type FreezeSettings, type VmThawReport } from './types.js';
+import { freezeData, heldVms, iso, leaseExpiredError, requestIdOf, type Caller, type FreezeAgent, type FreezeDeps, type FreezeRegistry, type FreezeSettings, type VmThawReport } from './types.js';
 
 export interface FreezeResponse {
   leaseId: string;
@@ -286,16 +286,39 @@ export class FreezeService {
     return { holder: lease.owner, expiresAt, detail: `VM ${vm} is frozen under ${what} held by ${lease.owner} until ${expiresAt}` };
   }
 
-  async status(vm: string, caller: Caller): Promise<{ status: string; lease: LeaseView | null; leaseStore: 'ok' | 'unavailable' }> {
+  /**
+   * The VM's freeze status and lease. Where the store has no lease of the VM (or does not answer)
+   * but this process holds one it thaws by (its local timer: it froze the VM, and Redis lost its
+   * data since, or is down), that lease is shown: `leaseStore: "lost"` (or "unavailable") says the
+   * store does not back it (h10 L6: the view said "no lease" while the gateway still held one).
+   */
+  async status(vm: string, caller: Caller): Promise<{ status: string; lease: LeaseView | null; leaseStore: 'ok' | 'unavailable' | 'lost' }> {
     await this.registry.require(vm);
     const status = await this.agent.call(vm, 'guest-fsfreeze-status');
+    const heldHere = (): LeaseView | null => {
+      const l = this.engine.localSessions().find((s) => heldVms(s).includes(vm));
+      return l ? leaseView(l, caller) : null;
+    };
     try {
       const lease = await this.store.getByKey(vmKey(vm));
-      return { status: String(status), lease: lease ? leaseView(lease, caller) : null, leaseStore: 'ok' };
+      if (lease) return { status: String(status), lease: leaseView(lease, caller), leaseStore: 'ok' };
+      const local = this.engine.localSessions().find((s) => heldVms(s).includes(vm));
+      if (local === undefined) return { status: String(status), lease: null, leaseStore: 'ok' };
+      // a lease the store still has is not lost (a group that let this VM go since: the local copy
+      // is older), and a freeze taken since the read above is the store's now
+      const [session, now] = await Promise.all([this.store.getSession(local.session), this.store.getByKey(vmKey(vm))]);
+      if (now) return { status: String(status), lease: leaseView(now, caller), leaseStore: 'ok' };
+      if (session?.leaseId === local.leaseId) return { status: String(status), lease: null, leaseStore: 'ok' };
+      return { status: String(status), lease: leaseView(local, caller), leaseStore: 'lost' };
     } catch (e) {
       if (!isGatewayError(e) || e.code !== 'STORE_UNAVAILABLE') throw e;
-      return { status: String(status), lease: null, leaseStore: 'unavailable' };
+      return { status: String(status), lease: heldHere(), leaseStore: 'unavailable' };
     }
+  }
+
+  /** The leases this process holds (and thaws by) that are not among `listed` (the store's): those it lost. */
+  heldOnlyHere(listed: ReadonlySet<string>): Lease[] {
+    return this.engine.localSessions().filter((l) => !listed.has(l.leaseId));
   }
 
   private async forceThaw(vm: string, caller: Caller): Promise<ThawResponse> {

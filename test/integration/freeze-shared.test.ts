@@ -9,6 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { freshStateFile } from '../helpers/app.js';
+import { listFreezes } from '../../src/http/routes/freezes.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { ADMIN, BACKUP, OTHER, agentCommands, rig, simFleet, sleep, waitFor, type Rig, type SimFleet, rejection } from './freeze-fixture.js';
 
@@ -164,14 +165,22 @@ describe('Redis failures', () => {
   });
 
   it('Redis restarted empty: fences never go backwards and the freezer still thaws what it froze', async () => {
-    const { f, r, a } = await shared(['vm1', 'vm2'], [{ sweepIntervalMs: 200 }, { sweepIntervalMs: 200 }]);
-    const l1 = await a.freeze.freeze('vm1', { ttlSeconds: 2 }, BACKUP);
+    const { f, r, a, b } = await shared(['vm1', 'vm2'], [{ sweepIntervalMs: 200 }, { sweepIntervalMs: 200 }]);
+    const l1 = await a.freeze.freeze('vm1', { ttlSeconds: 3 }, BACKUP);
     await r.restart({ empty: true });
     await waitFor(async () => (await a.services.store.health()).ok, 10_000, 'redis back');
     const l2 = await a.freeze.freeze('vm2', { ttlSeconds: 30 }, BACKUP);
     expect(l2.fence).toBeGreaterThan(l1.fence);
-    // vm1's lease vanished with the data; its freezer's local timer still thaws it
+    // vm1's lease vanished with the data; its freezer's local timer still thaws it, and its views
+    // say so: the status shows that lease as the store's lost one, the list as held here only (h10 L6)
     expect(f.vm.vm1.state.frozen).toBe(true);
+    const st = await a.freeze.status('vm1', BACKUP);
+    expect(st).toMatchObject({ status: 'frozen', leaseStore: 'lost', lease: { leaseId: l1.leaseId } });
+    expect(await a.freeze.status('vm2', BACKUP)).toMatchObject({ leaseStore: 'ok', lease: { leaseId: l2.leaseId } });
+    // the other gateway holds nothing of it: no lease, the store's answer
+    expect(await b.freeze.status('vm1', BACKUP)).toMatchObject({ leaseStore: 'ok', lease: null });
+    const rows = (await listFreezes(a.services as never, BACKUP)).map((e) => [e.vm, e.leaseId, e.heldHereOnly ?? false]);
+    expect(rows.sort()).toEqual([['vm1', l1.leaseId, true], ['vm2', l2.leaseId, false]]);
     await waitFor(() => !f.vm.vm1.state.frozen, 5_000, 'thaw of a lease lost with the Redis data');
     expect(Date.now()).toBeGreaterThanOrEqual(Date.parse(l1.expiresAt));
   });

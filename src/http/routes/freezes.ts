@@ -35,6 +35,9 @@ export const FreezeEntry = Type.Object(
     expiresAt: Type.Optional(Type.String({ format: 'date-time', description: 'the deadline: the gateway thaws then unless renewed (absent for external freezes)' })),
     hardDeadline: Type.Optional(Type.String({ format: 'date-time', description: 'renewals never go past this' })),
     expired: Type.Optional(Type.Boolean({ description: 'past expiresAt, the thaw not confirmed yet' })),
+    heldHereOnly: Type.Optional(
+      Type.Boolean({ description: 'the lease store has no record of this lease (Redis lost its data): the gateway answering holds it and thaws by it at its deadline' }),
+    ),
     partOfGroup: Type.Optional(
       Type.Boolean({ description: 'the VMs the caller may see of a freeze group that also holds VMs it may not: listed without the group id or the others' }),
     ),
@@ -72,20 +75,30 @@ export function visibleLease(l: Lease, caller: Caller, now: number): FreezeEntry
 }
 
 /** The store's freeze leases the caller may see, in store order. */
-export async function visibleLeases(services: Pick<HttpServices, 'store'>, caller: Caller): Promise<{ entries: FreezeEntryT[]; leased: Set<string> }> {
+export async function visibleLeases(services: Pick<HttpServices, 'store'>, caller: Caller): Promise<{ entries: FreezeEntryT[]; leased: Set<string>; leaseIds: Set<string>; now: number }> {
   const [sessions, now] = await Promise.all([services.store.listSessions(), services.store.now()]);
   const entries: FreezeEntryT[] = [];
   const leased = new Set<string>();
+  const leaseIds = new Set<string>();
   for (const l of sessions) {
+    leaseIds.add(l.leaseId);
     for (const v of heldVms(l)) leased.add(v);
     const e = visibleLease(l, caller, now);
     if (e) entries.push(e);
   }
-  return { entries, leased };
+  return { entries, leased, leaseIds, now };
 }
 
 export async function listFreezes(services: HttpServices, caller: Caller): Promise<FreezeEntryT[]> {
-  const { entries: out, leased } = await visibleLeases(services, caller);
+  const { entries: out, leased, leaseIds, now } = await visibleLeases(services, caller);
+  // the leases this gateway holds that the store lost (h10 L6): it still thaws by them
+  for (const l of services.freeze.heldOnlyHere(leaseIds)) {
+    // taken since the listing: the store has it now
+    if ((await services.store.getSession(l.session).catch(() => undefined))?.leaseId === l.leaseId) continue;
+    for (const v of heldVms(l)) leased.add(v);
+    const e = visibleLease(l, caller, now);
+    if (e) out.push({ ...e, heldHereOnly: true });
+  }
   for (const x of services.agent.externalFreezes()) {
     if (leased.has(x.vm) || (caller.mayReach && !caller.mayReach(x.vm))) continue;
     out.push({ vm: x.vm, vms: [x.vm], owner: 'external', state: 'frozen', frozenAt: x.since });

@@ -130,7 +130,12 @@ export const FreezeStatus = Type.Object(
   {
     status: Type.String({ enum: ['thawed', 'frozen'], description: 'guest-fsfreeze-status, asked now' }),
     lease: Type.Union([LeaseView, Type.Null()], { description: 'the lease the VM is frozen under, if any' }),
-    leaseStore: Type.String({ enum: ['ok', 'unavailable'], description: 'unavailable: the lease could not be read' }),
+    leaseStore: Type.String({
+      enum: ['ok', 'unavailable', 'lost'],
+      description:
+        'unavailable: the store could not be read (`lease` is then the one this gateway holds for the VM, if any); ' +
+        'lost: the store has no record of the lease this gateway holds and thaws the VM by (Redis lost its data)',
+    }),
   },
   { title: 'FreezeStatus' },
 );

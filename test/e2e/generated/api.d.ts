@@ -1207,6 +1207,8 @@ export interface components {
             hardDeadline?: string;
             /** @description past expiresAt, the thaw not confirmed yet */
             expired?: boolean;
+            /** @description the lease store has no record of this lease (Redis lost its data): the gateway answering holds it and thaws by it at its deadline */
+            heldHereOnly?: boolean;
             /** @description the VMs the caller may see of a freeze group that also holds VMs it may not: listed without the group id or the others */
             partOfGroup?: boolean;
         };
@@ -1453,10 +1455,10 @@ export interface components {
             /** @description the lease the VM is frozen under, if any */
             lease: components["schemas"]["FreezeLeaseInfo"] | null;
             /**
-             * @description unavailable: the lease could not be read
+             * @description unavailable: the store could not be read (`lease` is then the one this gateway holds for the VM, if any); lost: the store has no record of the lease this gateway holds and thaws the VM by (Redis lost its data)
              * @enum {string}
              */
-            leaseStore: "ok" | "unavailable";
+            leaseStore: "ok" | "unavailable" | "lost";
         };
         FstrimRequest: {
             /**
