@@ -151,6 +151,7 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
     releaseChannel: (vm) => pool.remove(vm),
     // Redis: the leases this process holds, beside its state file (freeze/held-journal.ts)
     ...(config.store.type === 'redis' ? { heldJournal: `${config.freeze.stateFile}.held` } : {}),
+    ...(config.cluster.enabled ? { nodeId: () => cluster?.selfId } : {}),
   });
   const externalThaw = new ExternalThaw({ agent, hasLease, audit, logger, afterMs: config.freeze.externalThawAfterMs });
   const exec = new ExecService(agent, async (vm) => (await agent.info(vm)).versionTuple, config.exec, logger);

@@ -73,7 +73,11 @@ export class FreezeService {
     this.gatewayId = deps.gatewayId ?? `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
     const claimRetryMs = Math.max(2 * this.settings.sweepIntervalMs, 5_000);
     this.engine = new ThawEngine(this.store, this.agent, this.logger, this.settings.thawTimeoutMs, claimRetryMs, this.audit);
-    this.sweeper = new Sweeper(this.store, this.engine, this.logger, this.settings.sweepIntervalMs, claimRetryMs);
+    const nodeId = deps.nodeId;
+    this.sweeper = new Sweeper(this.store, this.engine, this.logger, this.settings.sweepIntervalMs, claimRetryMs, nodeId === undefined ? undefined : (lease) => {
+      const id = nodeId();
+      return id !== undefined && Object.values(freezeData(lease).nodes ?? {}).includes(id);
+    });
     this.freezer = new SessionFreezer(this.store, this.agent, this.registry, this.engine, this.settings, this.logger, this.gatewayId, claimRetryMs, deps.releaseChannel);
     this.groups = new FreezeGroups(this.store, this.agent, this.registry, this.engine, this.freezer, this.logger, this.audit, this.settings.maxGroupVms);
     // with Redis: what this process holds, for a restart after Redis lost it (held-journal.ts)
@@ -306,9 +310,9 @@ export class FreezeService {
       if (local === undefined) return { status: String(status), lease: null, leaseStore: 'ok' };
       // a lease the store still has is not lost (a group that let this VM go since: the local copy
       // is older), and a freeze taken since the read above is the store's now
-      const [session, now] = await Promise.all([this.store.getSession(local.session), this.store.getByKey(vmKey(vm))]);
+      const now = await this.store.getByKey(vmKey(vm));
       if (now) return { status: String(status), lease: leaseView(now, caller), leaseStore: 'ok' };
-      if (session?.leaseId === local.leaseId) return { status: String(status), lease: null, leaseStore: 'ok' };
+      if (!(await this.lostByStore(local))) return { status: String(status), lease: null, leaseStore: 'ok' };
       return { status: String(status), lease: leaseView(local, caller), leaseStore: 'lost' };
     } catch (e) {
       if (!isGatewayError(e) || e.code !== 'STORE_UNAVAILABLE') throw e;
@@ -316,9 +320,21 @@ export class FreezeService {
     }
   }
 
-  /** The leases this process holds (and thaws by) that are not among `listed` (the store's): those it lost. */
-  heldOnlyHere(listed: ReadonlySet<string>): Lease[] {
-    return this.engine.localSessions().filter((l) => !listed.has(l.leaseId));
+  /** The leases this process holds (and thaws by) that are not among `listed` (the store's) and that the store lost. */
+  async heldOnlyHere(listed: ReadonlySet<string>): Promise<Lease[]> {
+    const out: Lease[] = [];
+    for (const l of this.engine.localSessions()) if (!listed.has(l.leaseId) && (await this.lostByStore(l))) out.push(l);
+    return out;
+  }
+
+  /**
+   * A lease held here that the store does not know: neither as its session's lease (a group that
+   * let a VM go since is still the store's: the local copy is older) nor as ended (a forced thaw
+   * through another node ended it; this process's timer learns that when it fires).
+   */
+  private async lostByStore(l: Lease): Promise<boolean> {
+    const [session, ended] = await Promise.all([this.store.getSession(l.session), this.store.ended(l.leaseId)]);
+    return session?.leaseId !== l.leaseId && ended === undefined;
   }
 
   private async forceThaw(vm: string, caller: Caller): Promise<ThawResponse> {

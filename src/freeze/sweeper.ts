@@ -33,6 +33,8 @@ export class Sweeper {
     private readonly logger: Logger,
     private readonly intervalMs: number,
     private readonly claimRetryMs: number,
+    /** cluster mode: the lease has a VM whose freeze is bound to this node (FreezeDeps.nodeId) */
+    private readonly boundHere?: (lease: Lease) => boolean,
   ) {}
 
   /** The leases a previous process held (its journal), for the reconciliation at start. */
@@ -100,6 +102,12 @@ export class Sweeper {
       if (s.expiresAt <= now) {
         if (await this.store.claim(s.session, s.leaseId, this.claimRetryMs)) {
           this.logger.warn({ session: s.session, owner: s.owner }, 'start-up reconciliation: lease expired while no process watched it, thawing');
+          await this.engine.thawSession(s, 'reconcile');
+        } else if (this.boundHere?.(s)) {
+          // claimed by another node's sweeper, whose thaw of a VM bound to this node could only fail
+          // while this node was away (h12 F1: the thaw came 9 s after the restart): this node serves
+          // it and thaws it now; a thaw the other node's retry sends too finds it thawed (harmless)
+          this.logger.warn({ session: s.session, owner: s.owner }, 'start-up reconciliation: an overdue lease of a VM this node serves, claimed by another node while this one was away: thawing');
           await this.engine.thawSession(s, 'reconcile');
         }
       } else if (this.store.kind === 'memory' || held.has(s.leaseId)) {

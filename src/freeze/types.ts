@@ -259,6 +259,13 @@ export interface FreezeDeps {
   releaseChannel?: (vm: string) => Promise<void>;
   /** with Redis: the file of the leases this process holds (held-journal.ts), `<freeze.stateFile>.held` */
   heldJournal?: string;
+  /**
+   * Cluster mode: this node's id. A lease with a VM whose freeze is bound to this node (the node
+   * that serves it: FreezeData.nodes) is thawed by this node's start-up reconciliation when it is
+   * overdue, even where another node's sweeper holds its claim (that node can only fail to thaw it
+   * while this one is away, and its claim would put the thaw off by up to a claim and a sweep).
+   */
+  nodeId?: () => string | undefined;
 }
 
 /** Rebuild a GatewayError with more members for the problem body. */

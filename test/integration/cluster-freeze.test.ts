@@ -313,6 +313,29 @@ describe('the serving node away at the deadline', () => {
     await waitFor(async () => (await a.app!.services.store.getSession(session)) === undefined, 3_000, 'lease released');
   });
 
+  it("a node restarting after the deadline thaws its VM at start although another node's sweeper claimed the lease meanwhile (h12 F1)", { timeout: 30_000 }, async () => {
+    // no sweep but the one at start: the claim below stands for another node's sweeper
+    const [a, b] = await cluster({ A: ['a1'], B: ['b1'] }, { sweepIntervalMs: 60_000 });
+    const frozen = await call(a, 'POST', '/v1/vms/b1/fsfreeze', auth(TOKENS.backup), { ttlSeconds: 1 });
+    expect(frozen.status).toBe(201);
+    await b.stop(); // handover: the lease stays in Redis; the VM stays frozen
+    await waitFor(() => a.app!.services.cluster?.locate('b1').kind === 'gone', 3_000, 'B seen gone');
+    const expiresAt = Date.parse(String(frozen.body.expiresAt));
+    await waitFor(async () => (await redisNow()) > expiresAt + 50, 5_000, 'the lease expired');
+    // what A's sweeper does with an overdue lease: claim it (its deadline moves on; with the
+    // defaults by 10 s at each sweep), then try the thaw, which fails while B is away
+    expect(await a.app!.services.store.claim('vm:b1', String(frozen.body.leaseId), 30_000)).toBe(true);
+    expect(b.vm.b1.state.frozen).toBe(true);
+    const t0 = Date.now();
+    await b.start({ sweepIntervalMs: 60_000 }); // only the start-up reconciliation can thaw it soon
+    const ready = Date.now() - t0;
+    await waitFor(() => !b.vm.b1.state.frozen, 10_000, 'b1 thawed');
+    const after = Date.now() - t0;
+    process.stdout.write(`[cluster-freeze] b1 (claimed by A) thawed ${after} ms after B's start (ready after ${ready} ms)\n`);
+    expect(after - ready).toBeLessThan(1_500);
+    await waitFor(async () => (await a.app!.services.store.getSession('vm:b1')) === undefined, 3_000, 'lease released');
+  });
+
   it('a node restarting after the deadline reconciles at start: its VM is thawed before any sweep; the other member when its node returns', async () => {
     const [a, b] = await cluster({ A: ['a1'], B: ['b1'] }, { sweepIntervalMs: 60_000 });
     const created = await call(a, 'POST', '/v1/freeze-groups', auth(TOKENS.backup), { vms: ['a1', 'b1'], ttlSeconds: 1 });
@@ -521,9 +544,10 @@ describe('Redis restarted empty while a VM frozen through another node is frozen
     await new Promise((r) => setTimeout(r, 500));
     await redis!.restart({ empty: true });
     await waitFor(() => a.app?.services.cluster?.locate('b1').kind === 'remote' && a.app?.services.cluster?.staleSince === undefined, 10_000, 'A to see B serving b1 again');
-    // the store has no lease: the status says so, a renewal is refused (the holder learns it there)
+    // the store has no lease: the status (from B, which froze it) shows the one B holds as lost by the
+    // store, and a renewal is refused (the holder learns it there)
     const status = await call(a, 'GET', '/v1/vms/b1/fsfreeze', auth(TOKENS.backup));
-    expect(status.body).toMatchObject({ status: 'frozen', lease: null, leaseStore: 'ok' });
+    expect(status.body).toMatchObject({ status: 'frozen', lease: { leaseId: frozen.body.leaseId }, leaseStore: 'lost' });
     const renewed = await call(a, 'POST', '/v1/vms/b1/fsfreeze/renew', auth(TOKENS.backup), { leaseId: frozen.body.leaseId, ttlSeconds: 60 });
     expect([renewed.status, renewed.body.code, renewed.body.reason]).toEqual([409, 'LEASE_CONFLICT', 'not-found']);
     // B, which froze it, still knows the lease: the holder's thaw goes through

@@ -92,9 +92,7 @@ export async function visibleLeases(services: Pick<HttpServices, 'store'>, calle
 export async function listFreezes(services: HttpServices, caller: Caller): Promise<FreezeEntryT[]> {
   const { entries: out, leased, leaseIds, now } = await visibleLeases(services, caller);
   // the leases this gateway holds that the store lost (h10 L6): it still thaws by them
-  for (const l of services.freeze.heldOnlyHere(leaseIds)) {
-    // taken since the listing: the store has it now
-    if ((await services.store.getSession(l.session).catch(() => undefined))?.leaseId === l.leaseId) continue;
+  for (const l of await services.freeze.heldOnlyHere(leaseIds)) {
     for (const v of heldVms(l)) leased.add(v);
     const e = visibleLease(l, caller, now);
     if (e) out.push({ ...e, heldHereOnly: true });
