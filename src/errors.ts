@@ -220,7 +220,9 @@ export const errors = {
   waitTimeout: (vm: string, detail: string, state: Record<string, unknown>) => new GatewayError('WAIT_TIMEOUT', detail, { vm, extra: { state } }),
   agentTimeout: (vm: string, command: string, detail: string, ctx: Ctx = {}) => new GatewayError('AGENT_TIMEOUT', detail, { ...ctx, vm, command }),
   /** cluster mode: the node that serves the VM stopped heartbeating, or could not be reached */
-  nodeUnavailable: (vm: string, node: string, detail: string, ctx: Ctx = {}) => new GatewayError('NODE_UNAVAILABLE', detail, { ...ctx, vm, extra: { node, ...ctx.extra } }),
+  /** `node`: the node serving the VM; several (a name conflict): `nodes` in ctx.extra, no `node` */
+  nodeUnavailable: (vm: string, node: string | undefined, detail: string, ctx: Ctx = {}) =>
+    new GatewayError('NODE_UNAVAILABLE', detail, { ...ctx, vm, extra: { ...(node !== undefined ? { node } : {}), ...ctx.extra } }),
   /** cluster mode: the error another node answered for an agent command sent there, rebuilt as it was (code, detail, members) */
   fromNode: (code: ErrorCode, detail: string, ctx: Ctx = {}) => new GatewayError(code, detail, ctx),
   storeUnavailable: (detail: string, ctx: Ctx = {}) => new GatewayError('STORE_UNAVAILABLE', detail, ctx),

@@ -10,6 +10,7 @@ import { ERRORS, errors, type ErrorCode, type QgaErrorBody } from '../errors.js'
 import type { AgentFence } from '../freeze/types.js';
 import type { JsonObject, JsonValue } from '../qga/types.js';
 import type { NodeInfo } from './directory.js';
+import { hopRefused } from './forward.js';
 
 /** The agent commands one node may ask another to send (cluster-internal.ts refuses the rest). */
 export const CLUSTER_AGENT_COMMANDS: ReadonlySet<string> = new Set([
@@ -82,6 +83,8 @@ export function decode(status: number, text: string, node: NodeInfo, vm: string,
   }
   const obj = body !== null && typeof body === 'object' && !Array.isArray(body) ? (body as Record<string, unknown>) : undefined;
   if (status === 200 && obj && 'result' in obj) return obj.result as JsonValue;
+  // the node refused this node's signature, not anything of the caller's (forward.ts: hopRefused)
+  if (status === 401) return throwing(hopRefused(vm, node, command));
   const code = obj?.code;
   if (status >= 400 && typeof code === 'string' && code in ERRORS && ERRORS[code as ErrorCode].status === status) {
     const extra: Record<string, unknown> = {};

@@ -248,6 +248,22 @@ export function rootCause(err: unknown): Error & { code?: string } {
   return e;
 }
 
+/**
+ * How a node's 401 to this node's signed request is answered (a forwarded request, or a freeze's
+ * agent call): the other node refused the signature, never the client's credentials, which do
+ * not cross. 503 NODE_UNAVAILABLE naming the misconfiguration, `sent: false` (it refuses before
+ * doing anything).
+ */
+export function hopRefused(vm: string, node: Pick<NodeInfo, 'id' | 'url'>, command?: string): GatewayError {
+  return errors.nodeUnavailable(
+    vm,
+    node.id,
+    `node ${node.id} (${node.url}), which serves VM ${vm}, refused this node's signed request (401): cluster.secretFile differs between the two nodes, ` +
+      'or their clocks are more than 60 s apart (see its hop-refused audit record); nothing was carried out there',
+    { ...(command !== undefined ? { command } : {}), extra: { sent: false } },
+  );
+}
+
 /** How a forwarded request that got no answer is answered: 503 NODE_UNAVAILABLE naming the node and why. */
 export function forwardFailure(err: unknown, vm: string, node: NodeInfo, boundMs: number, retryAfter?: number): GatewayError {
   const cause = rootCause(err);

@@ -123,7 +123,7 @@ export class RoutingAgent implements FreezeAgent {
           extra: { sent: false },
         });
       case 'conflict':
-        throw errors.nodeUnavailable(vm, at.nodes.join(','), `VM ${vm} is claimed by several nodes (${at.nodes.join(', ')}); nothing was sent to the agent`, {
+        throw errors.nodeUnavailable(vm, undefined, `VM ${vm} is claimed by several nodes (${at.nodes.join(', ')}); nothing was sent to the agent`, {
           command,
           extra: { sent: false, nodes: at.nodes },
         });
@@ -270,7 +270,7 @@ export function routingRegistry(local: FreezeRegistry, cluster: () => Locator | 
       if (at?.kind === 'remote') return at.node;
       if (at?.kind === 'gone') throw errors.nodeUnavailable(vm, at.node.id, `node ${at.node.id}, which serves VM ${vm}, stopped heartbeating; nothing was frozen`, { extra: { sent: false } });
       if (at?.kind === 'conflict') {
-        throw errors.nodeUnavailable(vm, at.nodes.join(','), `VM ${vm} is claimed by several nodes (${at.nodes.join(', ')}); nothing was frozen`, { extra: { sent: false, nodes: at.nodes } });
+        throw errors.nodeUnavailable(vm, undefined, `VM ${vm} is claimed by several nodes (${at.nodes.join(', ')}); nothing was frozen`, { extra: { sent: false, nodes: at.nodes } });
       }
       return local.require(vm);
     },

@@ -319,6 +319,9 @@ describe('cluster of three gateway processes on one Redis', { timeout: 60_000 },
     const third = await ask(c, 'GET', '/v1/vms/dup/ping');
     expectProblem(third, 503, 'NODE_UNAVAILABLE');
     expect(third.json?.detail).toMatch(/\ba\b.*\bb\b|\bb\b.*\ba\b/);
+    // several nodes: `nodes`, and no `node` (it held their ids joined by a comma, h12 F8)
+    expect([...((third.json?.nodes as string[] | undefined) ?? [])].sort()).toEqual(['a', 'b']);
+    expect(third.json).not.toHaveProperty('node');
     // the VM object too: only a gone node's VM is answered from the directory
     expectProblem(await ask(c, 'GET', '/v1/vms/dup'), 503, 'NODE_UNAVAILABLE');
     // in every list `conflict` is the other live nodes besides the item's `node`: a and b list their own,

@@ -350,13 +350,16 @@ describe('the directory says gone or conflict (fake ClusterService)', () => {
         const r = await app.inject({ method: 'GET', url: '/v1/vms/lost/hostname' });
         expect(performance.now() - t0).toBeLessThan(100);
         expect(r.statusCode).toBe(503);
-        expect(r.json()).toMatchObject({ code: 'NODE_UNAVAILABLE', vm: 'lost', node: 'Z' });
+        expect(r.json()).toMatchObject({ code: 'NODE_UNAVAILABLE', vm: 'lost', node: 'Z', sent: false });
+        expect(r.headers['x-qga-node']).toBe('Z');
         expect(r.headers['retry-after']).toBe(String(Math.ceil(config.cluster.heartbeatIntervalMs / 1000)));
       }
       const c = await app.inject({ method: 'POST', url: '/v1/vms/twice/exec', payload: { path: '/bin/true' } });
       expect(c.statusCode).toBe(503);
-      // the same node list as a group member's conflict (remote-agent.ts); no Retry-After: it lasts until a rename
-      expect(c.json()).toMatchObject({ code: 'NODE_UNAVAILABLE', vm: 'twice', node: 'X,Y', nodes: ['X', 'Y'] });
+      // the same node list as a group member's conflict (remote-agent.ts), no `node` (several serve it);
+      // no Retry-After: it lasts until a rename
+      expect(c.json()).toMatchObject({ code: 'NODE_UNAVAILABLE', vm: 'twice', nodes: ['X', 'Y'], sent: false });
+      expect(c.json()).not.toHaveProperty('node');
       expect(c.headers['retry-after']).toBeUndefined();
       const unknown = await app.inject({ method: 'GET', url: '/v1/vms/nobody/hostname' });
       expect(unknown.statusCode).toBe(404);

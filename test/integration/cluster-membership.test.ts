@@ -289,8 +289,10 @@ describe('cluster membership (three gateways on one Redis)', () => {
     expect(obj.status).toBe(200);
     expect(obj.body).toEqual({ ...item, agent: { state: 'unknown', since: new Date(lastSeen).toISOString(), lastError: 'node c stopped heartbeating' } });
     expect([obj.body.node, obj.body.labels, obj.body.frozen, obj.body.channel.state]).toEqual(['c', { env: 'prod' }, false, 'idle']);
-    const ping = await get<{ code: string; node: string }>(nodes.a, '/v1/vms/vm-c1/ping');
-    expect([ping.status, ping.body.code, ping.body.node]).toEqual([503, 'NODE_UNAVAILABLE', 'c']);
+    const ping = await nodes.a.app.inject({ method: 'GET', url: '/v1/vms/vm-c1/ping' });
+    const pinged = ping.json<{ code: string; node: string; sent: boolean }>();
+    // named in X-Qga-Node as every answer about a forwarded request (h12 F3); nothing was sent (F4)
+    expect([ping.statusCode, pinged.code, pinged.node, pinged.sent, ping.headers['x-qga-node']]).toEqual([503, 'NODE_UNAVAILABLE', 'c', false, 'c']);
     // b reads the member index on its own rounds: within one more interval
     await until('c gone on b', () => nodes.b.cluster.node('c')?.alive === false, 2 * INTERVAL + 400);
     expect((await get<{ items: Array<{ id: string; alive: boolean }> }>(nodes.b, '/v1/nodes')).body.items.find((n) => n.id === 'c')?.alive).toBe(false);

@@ -44,6 +44,8 @@ export interface ClusterRigOptions {
   logEnv?: string;
   /** commands the guest admin disabled (qemu-ga -b), by VM name */
   disabled?: Record<string, string[]>;
+  /** node id → a secret of its own (not the others'): a misconfigured node */
+  ownSecret?: Record<string, string>;
 }
 
 export interface ClusterRig {
@@ -59,6 +61,11 @@ export async function startClusterRig(opts: ClusterRigOptions): Promise<ClusterR
   const secretFile = path.join(dir, 'secret');
   await writeFile(secretFile, opts.secret, { mode: 0o600 });
   const prefix = `${opts.tag}${randomUUID().slice(0, 6)}:`;
+  const secretOf: Record<string, string> = {};
+  for (const [id, secret] of Object.entries(opts.ownSecret ?? {})) {
+    secretOf[id] = path.join(dir, `secret-${id}`);
+    await writeFile(secretOf[id], secret, { mode: 0o600 });
+  }
   const sims: Simulator[] = [];
   const nodes: Record<string, RigNode> = {};
 
@@ -76,7 +83,7 @@ export async function startClusterRig(opts: ClusterRigOptions): Promise<ClusterR
         ...opts.config,
         auth: { tokens: opts.tokens },
         store: { type: 'redis', redisUrl: redis.url, keyPrefix: prefix, commandTimeoutMs: 1_000 },
-        cluster: { enabled: true, id, advertiseUrl: `http://127.0.0.1:${port}`, secretFile, heartbeatTtlMs: 1_000, heartbeatIntervalMs: 150, ...opts.cluster },
+        cluster: { enabled: true, id, advertiseUrl: `http://127.0.0.1:${port}`, secretFile: secretOf[id] ?? secretFile, heartbeatTtlMs: 1_000, heartbeatIntervalMs: 150, ...opts.cluster },
         server: { host: '127.0.0.1', port, ...opts.server },
       },
     });

@@ -19,7 +19,7 @@
 import replyFrom from '@fastify/reply-from';
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, RouteOptions } from 'fastify';
 import type { NodeInfo } from '../../cluster/directory.js';
-import { FORWARD_CONTEXT, NodePools, forwardFailure, laneOf, outgoingHeaders, routeBound, type ForwardContext, type Lane } from '../../cluster/forward.js';
+import { FORWARD_CONTEXT, NodePools, forwardFailure, hopRefused, laneOf, outgoingHeaders, routeBound, type ForwardContext, type Lane } from '../../cluster/forward.js';
 import { WholeBody, forwardsOpen } from '../../cluster/forward-answer.js';
 import { NODE_HEADER, loadHopSecret, signForward, unforwardablePath, type HopPrincipal } from '../../cluster/hop.js';
 import type { Config } from '../../config/schema.js';
@@ -155,6 +155,16 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
         r.send(body);
         return;
       }
+      // The serving node never sees the client's credentials, only this node's signature: its 401
+      // is a refused signature (cluster.secretFile differs, clocks apart), not the client's fault.
+      // Answered as the node being unusable, not as UNAUTHENTICATED (h12 F2: a client re-authenticated
+      // or rotated a valid token, and this node audited it as denied).
+      if (r.statusCode === 401) {
+        const f = r.request.forwarding as Forwarding;
+        r.removeHeader('www-authenticate');
+        r.send(hopRefused(f.vm, f.node));
+        return;
+      }
       // an overload refusal (429) of the serving node, which answers a forwarded request's at once:
       // held here, where the client is, as this node holds its own (limits.refusalHoldMs)
       if (r.statusCode === 429 && r.server.refusals.holdRelayed(r, body.bytes)) return;
@@ -241,10 +251,14 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
             done();
             return;
           }
-          done(errors.nodeUnavailable(vm, where.node.id, `node ${where.node.id}, which serves VM ${vm}, stopped heartbeating (last seen ${new Date(where.node.lastSeen).toISOString()})`, { retryAfter }));
+          // named as every answer about a forwarded request names its node (h12 F3); nothing left this
+          // node, so nothing was carried out (h12 F4: a thaw's caller may retry it as it is)
+          reply.header(NODE_HEADER, where.node.id);
+          done(errors.nodeUnavailable(vm, where.node.id, `node ${where.node.id}, which serves VM ${vm}, stopped heartbeating (last seen ${new Date(where.node.lastSeen).toISOString()}); nothing was sent to it`, { retryAfter, extra: { sent: false } }));
           return;
         case 'conflict':
-          done(errors.nodeUnavailable(vm, where.nodes.join(','), `VM ${vm} is served by ${where.nodes.length} nodes at once (${where.nodes.join(', ')}): a name conflict; rename one of them`, { extra: { nodes: where.nodes } }));
+          // no `node`: several serve the name (h12 F8: it was their ids joined by a comma)
+          done(errors.nodeUnavailable(vm, undefined, `VM ${vm} is served by ${where.nodes.length} nodes at once (${where.nodes.join(', ')}): a name conflict; rename one of them; nothing was sent to them`, { extra: { nodes: where.nodes, sent: false } }));
           return;
         case 'remote': {
           const declared = Number(request.headers['content-length'] ?? 0);
