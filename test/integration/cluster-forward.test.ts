@@ -324,6 +324,9 @@ describe('a node that dies mid-way', () => {
     expect(Date.now() - t1).toBeLessThan(1_000);
     expect(next.status).toBe(503);
     expect(next.body?.code).toBe('NODE_UNAVAILABLE');
+    // answered and logged in their request lines: not also one warning with a stack each from
+    // reply-from (h12 F5)
+    expect(nodes.A.warnings.filter((w) => w.msg === 'response errored')).toEqual([]);
   });
 });
 

@@ -25,6 +25,8 @@ export interface RigNode {
   app: FastifyInstance;
   /** the node's audit records (log lines with audit: true), whatever the log level */
   audits: Array<Record<string, unknown>>;
+  /** every record at warn or above (whatever the level shown) */
+  warnings: Array<Record<string, unknown>>;
 }
 
 export interface ClusterRigOptions {
@@ -90,17 +92,19 @@ export async function startClusterRig(opts: ClusterRigOptions): Promise<ClusterR
     const level = (opts.logEnv ? process.env[opts.logEnv] : undefined) ?? 'silent';
     // audit records (warn) are kept whatever the level; the rest is printed at the level asked for
     const audits: Array<Record<string, unknown>> = [];
+    const warnings: Array<Record<string, unknown>> = [];
     const shown = pino.levels.values[level] ?? Infinity;
     const sink = {
       write(line: string): void {
         const rec = JSON.parse(line) as Record<string, unknown>;
         if (rec.audit === true) audits.push(rec);
+        if (typeof rec.level === 'number' && rec.level >= 40 && warnings.length < 10_000) warnings.push(rec);
         if (typeof rec.level === 'number' && rec.level >= shown) process.stdout.write(line);
       },
     };
     const app = await buildApp({ config, logger: pino({ level: level === 'silent' || (pino.levels.values[level] ?? 0) > 40 ? 'warn' : level }, sink), env: {} });
     await app.listen({ host: '127.0.0.1', port });
-    return { id, url: `http://127.0.0.1:${port}`, port, vm, app, audits };
+    return { id, url: `http://127.0.0.1:${port}`, port, vm, app, audits, warnings };
   };
 
   const close = async (): Promise<void> => {
