@@ -13,6 +13,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
+import { CLUSTER_ID_IN_USE } from '../cluster/service.js';
 import { ConfigError, loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import type { ReloadSummary } from '../gateway.js';
@@ -61,9 +62,11 @@ function loadOrFail(file: string | undefined): Config {
 }
 
 /** listen's failures as the one line an operator needs */
-function listenFailure(e: unknown, config: Config): Error {
+export function listenFailure(e: unknown, config: Pick<Config, 'server'>): Error {
   const where = `${config.server.host}:${config.server.port}`;
   const code = errnoCode(e);
+  // a refusal of the start-up that listen runs, not of the address (h12 F6)
+  if (code === CLUSTER_ID_IN_USE) return runtimeError(errorMessage(e));
   if (code === 'EADDRINUSE') return runtimeError(`cannot listen on ${where}: the address is already in use (EADDRINUSE); stop the other process or set server.port / PORT`);
   if (code === 'EACCES') return runtimeError(`cannot listen on ${where}: permission denied (EACCES); ports below 1024 need root or CAP_NET_BIND_SERVICE`);
   if (code === 'EADDRNOTAVAIL') return runtimeError(`cannot listen on ${where}: no such local address (EADDRNOTAVAIL); check server.host / HOST`);

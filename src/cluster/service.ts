@@ -24,6 +24,9 @@ import { registerClusterMetrics } from './metrics.js';
 import { Ownership } from './ownership.js';
 import { summarize, type SummarySource, type VmEntrySummary } from './summary.js';
 
+/** the code of the start-up refusal of a cluster.id another live process heartbeats as */
+export const CLUSTER_ID_IN_USE = 'CLUSTER_ID_IN_USE';
+
 export interface ClusterSettings {
   id: string;
   advertiseUrl: string;
@@ -209,10 +212,14 @@ export class ClusterNode implements ClusterService {
     const other = await this.membership.current().catch(() => undefined);
     if (other === undefined || other.url === this.selfUrl) return;
     const ttl = this.opts.settings.heartbeatTtlMs;
-    throw new Error(
-      `cluster.id "${this.selfId}" is in use: another process heartbeats as node ${this.selfId} at ${other.url} (last ${new Date(other.lastSeen).toISOString()}). ` +
-        `Each node needs its own cluster.id (default: the host name; cloned hosts share it). If that was this node before a restart with another ` +
-        `cluster.advertiseUrl, start it again after cluster.heartbeatTtlMs (${ttl} ms)`,
+    throw Object.assign(
+      new Error(
+        `cluster.id "${this.selfId}" is in use: another process heartbeats as node ${this.selfId} at ${other.url} (last ${new Date(other.lastSeen).toISOString()}). ` +
+          `Each node needs its own cluster.id (default: the host name; cloned hosts share it). If that was this node before a restart with another ` +
+          `cluster.advertiseUrl, start it again after cluster.heartbeatTtlMs (${ttl} ms)`,
+      ),
+      // `serve` says it as it is, not as a failure to listen (cli/serve.ts)
+      { code: CLUSTER_ID_IN_USE },
     );
   }
 

@@ -13,6 +13,7 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { Simulator } from '../../sim/index.js';
 import { buildApp } from '../../src/app.js';
+import { listenFailure } from '../../src/cli/serve.js';
 import type { ClusterService, VmLocation } from '../../src/cluster/directory.js';
 import { RETENTION_MS } from '../../src/cluster/membership.js';
 import type { Endpoint } from '../../src/qga/types.js';
@@ -186,7 +187,13 @@ describe('cluster membership (three gateways on one Redis)', () => {
     const logger = pino({ level: 'silent' });
     try {
       const app = await buildApp({ config: clusterConfig('c', proxy, [], 'http://c-twin.cluster.test:8080'), logger, env: {} });
-      await expect(app.ready()).rejects.toThrow(/cluster\.id "c" is in use: another process heartbeats as node c at http:\/\/c\.cluster\.test:8080/);
+      const refused = await app.ready().then(() => undefined, (e: unknown) => e);
+      expect(refused).toBeInstanceOf(Error);
+      expect((refused as Error).message).toMatch(/cluster\.id "c" is in use: another process heartbeats as node c at http:\/\/c\.cluster\.test:8080/);
+      // what `serve` prints of it: the refusal itself, not "cannot listen on …" (h12 F6)
+      const line = listenFailure(refused, { server: { host: '127.0.0.1', port: 8080 } } as never).message;
+      expect(line).toBe((refused as Error).message);
+      expect(listenFailure(Object.assign(new Error('x'), { code: 'EADDRINUSE' }), { server: { host: '127.0.0.1', port: 8080 } } as never).message).toMatch(/^cannot listen on 127\.0\.0\.1:8080/);
       await app.close().catch(() => undefined);
     } finally {
       await proxy.close();
