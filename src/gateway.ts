@@ -168,6 +168,8 @@ export function createGateway(config: Config, logger: Logger, overrides: Gateway
   if (cluster) {
     const node = cluster;
     registry.checkEndpointsElsewhere((endpoint, except) => node.publishedAt(endpoint, except));
+    // a thaw that failed while its VM's node was gone is sent again when that node is back
+    node.onNodeBack((n) => freeze.engine.retryBoundTo(n.id));
   }
 
   const parts: Part[] = [

@@ -39,6 +39,7 @@ export class Liveness {
   /** each node's last logged state */
   private readonly logged = new Map<string, boolean>();
   private readonly goneListeners = new Set<(node: NodeInfo) => void>();
+  private readonly backListeners = new Set<(node: NodeInfo) => void>();
 
   constructor(
     private readonly ttlMs: number,
@@ -84,13 +85,21 @@ export class Liveness {
     return () => this.goneListeners.delete(fn);
   }
 
-  /** log a node found, gone or back, once per transition (and tell onGone's listeners) */
+  /** a node declared gone heartbeats again (restarted, or its outage ended) */
+  onBack(fn: (node: NodeInfo) => void): () => void {
+    this.backListeners.add(fn);
+    return () => this.backListeners.delete(fn);
+  }
+
+  /** log a node found, gone or back, once per transition (and tell onGone's and onBack's listeners) */
   note(info: NodeInfo): void {
     const was = this.logged.get(info.id);
     if (was === info.alive) return;
     this.logged.set(info.id, info.alive);
-    if (info.alive) this.logger.info({ node: info.id, url: info.url }, was === undefined ? 'cluster: node found' : 'cluster: node is back');
-    else if (was !== undefined) {
+    if (info.alive) {
+      this.logger.info({ node: info.id, url: info.url }, was === undefined ? 'cluster: node found' : 'cluster: node is back');
+      if (was === false) for (const fn of this.backListeners) fn(info);
+    } else if (was !== undefined) {
       this.logger.warn({ node: info.id, lastSeen: new Date(info.lastSeen).toISOString() }, 'cluster: node stopped heartbeating; its VMs answer 503 NODE_UNAVAILABLE');
       for (const fn of this.goneListeners) fn(info);
     }

@@ -365,6 +365,11 @@ export class ClusterNode implements ClusterService {
     return this.liveness.onGone(fn);
   }
 
+  /** the freeze's hook: the thaws waiting for a node that was gone are sent again now it is back */
+  onNodeBack(fn: (node: NodeInfo) => void): () => void {
+    return this.liveness.onBack(fn);
+  }
+
   private logConflicts(): void {
     const now = new Map<string, string>();
     for (const vm of this.served) {

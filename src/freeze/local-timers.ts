@@ -88,6 +88,22 @@ export class LocalTimers {
     else this.local.set(lease.session, entry);
   }
 
+  /**
+   * Send now the retries waiting (a thaw that failed, backing off up to RETRY_MAX_MS) of the leases
+   * `match` picks: what they waited for is back (a cluster node). Timers not yet due are left.
+   * Returns how many.
+   */
+  retryNow(match: (lease: Lease) => boolean): number {
+    let n = 0;
+    for (const e of [...this.local.values(), ...this.displaced.values()]) {
+      if (e.attempt === 0 || this.stopped || !match(e.lease)) continue;
+      if (e.timer) clearTimeout(e.timer);
+      e.timer = setTimeout(() => void this.fire(e, 'retry'), 0);
+      n++;
+    }
+    return n;
+  }
+
   /** A thaw found the lease renewed: follow its new expiry (re-read from the store). */
   async rearmFromStore(lease: Lease): Promise<void> {
     try {

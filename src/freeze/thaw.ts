@@ -353,6 +353,15 @@ export class ThawEngine {
     this.timers.arm(lease, minDelayMs);
   }
 
+  /**
+   * Cluster mode: node `nodeId` is back (it was gone): the thaws of leases with a VM bound to it
+   * that failed meanwhile and wait for their next retry (up to 30 s away) are sent now.
+   */
+  retryBoundTo(nodeId: string): void {
+    const n = this.timers.retryNow((l) => Object.values(freezeData(l).nodes ?? {}).includes(nodeId));
+    if (n > 0) this.logger.info({ node: nodeId, leases: n }, 'cluster: a node is back: retrying now the thaws that waited for it');
+  }
+
   /** the lease `leaseId` if this process holds a timer for it (the session's current or a displaced one) */
   localLeaseById(leaseId: string): Lease | undefined {
     return this.timers.leases().find((l) => l.leaseId === leaseId);

@@ -62,7 +62,9 @@ describe('cluster liveness', () => {
     const log = { info: (_o: object, m: string) => void lines.push(m), warn: (_o: object, m: string) => void lines.push(m) };
     const l = new Liveness(TTL, log);
     const gone: string[] = [];
+    const back: string[] = [];
     const off = l.onGone((n) => gone.push(n.id));
+    l.onBack((n) => back.push(n.id));
     l.note(node(false, 'never')); // first seen dead: nothing to say
     l.note(node(true));
     l.note(node(true));
@@ -71,6 +73,8 @@ describe('cluster liveness', () => {
     l.note(node(true));
     expect(lines).toEqual(['cluster: node found', 'cluster: node stopped heartbeating; its VMs answer 503 NODE_UNAVAILABLE', 'cluster: node is back']);
     expect(gone).toEqual(['b']);
+    // back listeners hear a node that was gone heartbeat again, not one found for the first time
+    expect(back).toEqual(['b']);
     off();
     l.note(node(false));
     expect(gone).toEqual(['b']);
