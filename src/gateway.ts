@@ -40,7 +40,7 @@ import type { TimeoutClass } from './qga/types.js';
 import { ReplyBudget } from './qga/reply-budget.js';
 import { VmRegistry } from './registry/registry.js';
 import { ClusterNode } from './cluster/service.js';
-import { loadHopSecret } from './cluster/hop.js';
+import { loadHopSecret, secretTag } from './cluster/hop.js';
 import { RoutingAgent, routingRegistry } from './cluster/remote-agent.js';
 import { API_VERSION } from './http/plugins/swagger.js';
 import { RedisStore, createStore } from './store/index.js';
@@ -275,5 +275,6 @@ function createClusterNode(config: Config, store: LeaseStore, registry: VmRegist
     version: API_VERSION,
     logger,
     metrics,
+    ...(c.secretFile ? { secretTag: secretTag(loadHopSecret(c.secretFile)) } : {}),
   });
 }

@@ -26,6 +26,8 @@ export interface NodeInfo {
   vmCount: number;
   version: string;
   alive: boolean;
+  /** the tag of the cluster secret it signs with (hop.ts secretTag), when it publishes one */
+  secretTag?: string;
 }
 
 export type VmLocation =
@@ -50,6 +52,8 @@ export interface ClusterService {
   readonly staleSince?: number;
   /** hear of every node that stops heartbeating (once per transition); returns the unsubscribe */
   onNodeGone?(fn: (node: NodeInfo) => void): () => void;
+  /** whether a node signs with this node's cluster secret; undefined when it cannot be told */
+  sameSecret?(node: NodeInfo): boolean | undefined;
   /** a stop begins: stop heartbeating and leave the member index now (the drain follows) */
   leave?(): Promise<void>;
 }

@@ -89,6 +89,15 @@ export function loadHopSecret(file: string): string {
   return secret;
 }
 
+/**
+ * A tag of the secret each node publishes with its heartbeat, so that nodes whose secrets differ
+ * are told at once (a log line, GET /v1/nodes `sameSecret`) rather than by refused requests: the
+ * first 16 hex digits of an HMAC of a fixed text under the secret, which says nothing of the secret.
+ */
+export function secretTag(secret: string): string {
+  return createHmac('sha256', keyOf(secret)).update('qga-gateway cluster secret tag v1').digest('hex').slice(0, 16);
+}
+
 /** the secret as a key object, made once per secret (createHmac with a string key makes one per call) */
 const keys = new Map<string, KeyObject>();
 function keyOf(secret: string): KeyObject {

@@ -29,6 +29,8 @@ export interface Heartbeat {
   vmCount: number;
   lastSeen: number;
   rev: string;
+  /** hop.ts secretTag of its cluster secret (absent from older nodes) */
+  secretTag?: string;
 }
 
 export interface MemberView {
@@ -50,9 +52,9 @@ function decodeHeartbeat(text: string | null): Heartbeat | undefined {
   try {
     const v: unknown = JSON.parse(text);
     if (!isRecord(v)) return undefined;
-    const { id, url, version, vmCount, lastSeen, rev } = v;
+    const { id, url, version, vmCount, lastSeen, rev, secretTag } = v;
     if (typeof id !== 'string' || typeof url !== 'string' || typeof version !== 'string' || typeof vmCount !== 'number' || typeof lastSeen !== 'number' || typeof rev !== 'string') return undefined;
-    return { id, url, version, vmCount, lastSeen, rev };
+    return { id, url, version, vmCount, lastSeen, rev, ...(typeof secretTag === 'string' ? { secretTag } : {}) };
   } catch {
     return undefined;
   }
@@ -80,7 +82,7 @@ export class Membership {
   }
 
   /** One heartbeat: this node's keys and the changes of its VM hash, in one MULTI. */
-  async heartbeat(self: { url: string; version: string; lastSeen: number }, vms: ReadonlyMap<string, VmEntrySummary>, again = true): Promise<void> {
+  async heartbeat(self: { url: string; version: string; lastSeen: number; secretTag?: string }, vms: ReadonlyMap<string, VmEntrySummary>, again = true): Promise<void> {
     const k = this.keys;
     const next = new Map<string, string>();
     for (const [vm, s] of vms) next.set(vm, JSON.stringify(s));
@@ -105,7 +107,10 @@ export class Membership {
       changed = nSet > 0 || gone.length > 0;
     }
     const counter = changed ? this.counter + 1 : this.counter;
-    const hb: Heartbeat = { id: this.selfId, url: self.url, version: self.version, vmCount: next.size, lastSeen: self.lastSeen, rev: `${this.incarnation}:${counter}` };
+    const hb: Heartbeat = {
+      id: this.selfId, url: self.url, version: self.version, vmCount: next.size, lastSeen: self.lastSeen, rev: `${this.incarnation}:${counter}`,
+      ...(self.secretTag !== undefined ? { secretTag: self.secretTag } : {}),
+    };
     const json = JSON.stringify(hb);
     multi.set(k.node(this.selfId), json, 'PX', this.ttlMs);
     multi.set(k.info(this.selfId), json, 'PX', RETENTION_MS);
@@ -147,7 +152,7 @@ export class Membership {
       const live = decodeHeartbeat(got[2 * i] ?? null);
       const known = live ?? decodeHeartbeat(got[2 * i + 1] ?? null);
       if (live && live.id === id) {
-        out.push({ info: { id, url: live.url, version: live.version, vmCount: live.vmCount, lastSeen: live.lastSeen, alive: true }, rev: live.rev });
+        out.push({ info: { id, url: live.url, version: live.version, vmCount: live.vmCount, lastSeen: live.lastSeen, alive: true, ...(live.secretTag !== undefined ? { secretTag: live.secretTag } : {}) }, rev: live.rev });
       } else {
         out.push({ info: { id, url: known?.url ?? '', version: known?.version ?? 'unknown', vmCount: known?.vmCount ?? 0, lastSeen: Math.max(score, known?.lastSeen ?? 0), alive: false }, rev: known?.rev ?? '' });
       }

@@ -53,6 +53,8 @@ export interface ClusterNodeOptions {
   version: string;
   logger: Pick<Logger, 'info' | 'warn' | 'error'>;
   metrics?: MetricsRegistry;
+  /** hop.ts secretTag of this node's cluster secret, published with its heartbeat */
+  secretTag?: string;
 }
 
 /** every this many rounds, the owner of every shared VM is read again, live owner or not */
@@ -301,7 +303,7 @@ export class ClusterNode implements ClusterService {
         summaries.set(rec.name, summarize(rec, this.opts.summaries));
       }
       const now = Date.now();
-      await this.membership.heartbeat({ url: this.selfUrl, version: this.opts.version, lastSeen: now }, summaries);
+      await this.membership.heartbeat({ url: this.selfUrl, version: this.opts.version, lastSeen: now, ...(this.opts.secretTag !== undefined ? { secretTag: this.opts.secretTag } : {}) }, summaries);
       if (this.staleAt !== undefined) this.liveness.recovered();
       this.lastBeat = now;
       this.served = new Set(summaries.keys());
@@ -343,6 +345,7 @@ export class ClusterNode implements ClusterService {
       if (vms && vms.size === 0 && info.vmCount > 0 && this.directory.record(info.id)) this.directory.upsert(info, '');
       else this.directory.upsert(info, m.rev, vms);
       this.liveness.note(info);
+      this.checkSecret(info);
     }
     // a node missing from the member index (Redis restarted empty and it has not heartbeated since)
     for (const id of this.directory.ids()) {
@@ -363,6 +366,29 @@ export class ClusterNode implements ClusterService {
   /** the forwarding's hook: it cuts what it still waits for from a gone node */
   onNodeGone(fn: (node: NodeInfo) => void): () => void {
     return this.liveness.onGone(fn);
+  }
+
+  /** Whether `node` signs with this node's cluster secret (by the tags they publish); undefined when it cannot be told. */
+  sameSecret(node: NodeInfo): boolean | undefined {
+    const mine = this.opts.secretTag;
+    return mine === undefined || node.secretTag === undefined || node.id === this.selfId ? undefined : node.secretTag === mine;
+  }
+
+  /** the nodes told of as signing with another secret (once each until that changes) */
+  private readonly otherSecret = new Set<string>();
+  private checkSecret(info: NodeInfo): void {
+    if (!info.alive) return;
+    const same = this.sameSecret(info);
+    if (same !== false) {
+      this.otherSecret.delete(info.id);
+      return;
+    }
+    if (this.otherSecret.has(info.id)) return;
+    this.otherSecret.add(info.id);
+    this.opts.logger.error(
+      { node: info.id, url: info.url },
+      `cluster: node ${info.id} signs with another cluster secret than this node (their cluster.secretFile differ): each refuses the other's requests, so requests for its VMs through this node (and for this node's through it) answer 503 NODE_UNAVAILABLE; give every node the same secret`,
+    );
   }
 
   /** the freeze's hook: the thaws waiting for a node that was gone are sent again now it is back */

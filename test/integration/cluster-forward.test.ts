@@ -241,6 +241,8 @@ describe('the serving node enforces the carried principal', () => {
     const { B } = rig.nodes;
     const all = await call(B, 'GET', '/v1/nodes', bearer(TOKENS.ops));
     expect((all.body?.items as Array<{ id: string; vmCount: number }>).map((n) => [n.id, n.vmCount])).toEqual([['A', 1], ['B', 1], ['C', 1]]);
+    // one secret: the others sign with it (the answering node itself is not compared)
+    expect((all.body?.items as Array<{ id: string; sameSecret?: boolean }>).map((n) => [n.id, n.sameSecret])).toEqual([['A', true], ['B', undefined], ['C', true]]);
     const some = await call(B, 'GET', '/v1/nodes', bearer(TOKENS.aonly));
     expect(some.status).toBe(200);
     expect((some.body?.items as Array<{ id: string; vmCount: number; self: boolean }>).map((n) => [n.id, n.vmCount, n.self])).toEqual([['A', 1, false], ['B', 0, true]]);

@@ -3,7 +3,8 @@
  * the entry node's signature with 401, which is about the nodes, never the client's credentials.
  * The client gets 503 NODE_UNAVAILABLE naming the misconfiguration (`sent: false`, X-Qga-Node), not
  * 401 UNAUTHENTICATED, and the entry node does not audit it as denied; a group freeze with a member
- * there fails the same way and its other member is rolled back.
+ * there fails the same way and its other member is rolled back. Each node tells of the other at
+ * once by the tags of the secrets they publish (an error line; GET /v1/nodes sameSecret: false).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startClusterRig, type ClusterRig } from './cluster-rig.js';
@@ -47,6 +48,20 @@ describe('nodes whose cluster secrets differ', () => {
     expect(rig.nodes.B.audits.some((a) => a.action === 'hop-refused')).toBe(true);
     // A's own VM answers
     expect((await call(`${A.url}/v1/vms/a1/ping`)).status).toBe(200);
+  });
+
+  it('each node says so at once: one error line naming the other node, and GET /v1/nodes sameSecret: false', async () => {
+    const { A, B } = rig.nodes;
+    const told = (n: typeof A, other: string) => n.warnings.filter((w) => w.node === other && String(w.msg).includes('signs with another cluster secret'));
+    expect(told(A, 'B')).toHaveLength(1);
+    expect(told(B, 'A')).toHaveLength(1);
+    const nodesSeen = await call(`${A.url}/v1/nodes`);
+    const items = nodesSeen.body.items as Array<{ id: string; self: boolean; sameSecret?: boolean }>;
+    expect(items.find((n) => n.id === 'B')?.sameSecret).toBe(false);
+    expect(items.find((n) => n.id === 'A')).not.toHaveProperty('sameSecret');
+    // told once, not at every heartbeat round
+    await new Promise((r) => setTimeout(r, 500));
+    expect(told(A, 'B')).toHaveLength(1);
   });
 
   it("a group freeze with a member on that node fails the same way; nothing stays frozen", async () => {

@@ -7,7 +7,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import type { ClusterService } from '../../cluster/directory.js';
+import type { ClusterService, NodeInfo } from '../../cluster/directory.js';
 import { errors } from '../../errors.js';
 import { named } from '../schemas/component.js';
 import { operation } from './operation.js';
@@ -22,6 +22,12 @@ export const ClusterNode = named(
     version: Type.String({ description: 'its gateway version' }),
     alive: Type.Boolean({ description: 'it heartbeated within cluster.heartbeatTtlMs; false: gone, its VMs answer 503 NODE_UNAVAILABLE' }),
     self: Type.Boolean({ description: 'the node that answered' }),
+    sameSecret: Type.Optional(
+      Type.Boolean({
+        description:
+          'false: it signs with another cluster secret than the node that answered (their cluster.secretFile differ), so each refuses the other\'s requests (503 NODE_UNAVAILABLE); absent for the node that answered and for a node that publishes no tag of its secret',
+      }),
+    ),
   }),
   'One gateway of the cluster',
 );
@@ -83,9 +89,15 @@ export default async function nodeRoutes(fastify: FastifyInstance): Promise<void
         version: n.version,
         alive: n.alive,
         self: n.id === cluster.selfId,
+        ...sameSecretOf(cluster, n),
       }));
       const stale = cluster.staleSince !== undefined;
       return { items, stale };
     },
   );
+}
+
+function sameSecretOf(cluster: ClusterService, n: NodeInfo): { sameSecret?: boolean } {
+  const same = cluster.sameSecret?.(n);
+  return same === undefined ? {} : { sameSecret: same };
 }

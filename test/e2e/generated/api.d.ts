@@ -1091,6 +1091,8 @@ export interface components {
             alive: boolean;
             /** @description the node that answered */
             self: boolean;
+            /** @description false: it signs with another cluster secret than the node that answered (their cluster.secretFile differ), so each refuses the other's requests (503 NODE_UNAVAILABLE); absent for the node that answered and for a node that publishes no tag of its secret */
+            sameSecret?: boolean;
         };
         /** ExecRequest */
         ExecRequest: {
