@@ -92,7 +92,8 @@ export function loadHopSecret(file: string): string {
 /**
  * A tag of the secret each node publishes with its heartbeat, so that nodes whose secrets differ
  * are told at once (a log line, GET /v1/nodes `sameSecret`) rather than by refused requests: the
- * first 16 hex digits of an HMAC of a fixed text under the secret, which says nothing of the secret.
+ * first 16 hex digits of an HMAC of a fixed text under the secret (it cannot be read back; a weak
+ * secret could be guessed against it by whoever reads Redis, as README says: make it random).
  */
 export function secretTag(secret: string): string {
   return createHmac('sha256', keyOf(secret)).update('qga-gateway cluster secret tag v1').digest('hex').slice(0, 16);
