@@ -128,6 +128,8 @@ export class ForwardAnswer implements Dispatcher.DispatchHandler, AbortWatcher {
     private readonly nodeId: string,
     signal: AbortSignal | undefined,
     cb: ForwardCallback,
+    /** told first when the request fails without an answer (ForwardContext.failing) */
+    private readonly ctx?: { failing?(): void },
   ) {
     this.cb = cb;
     open++;
@@ -232,6 +234,7 @@ export class ForwardAnswer implements Dispatcher.DispatchHandler, AbortWatcher {
     const cb = this.cb;
     if (cb !== undefined) {
       this.cb = undefined;
+      this.ctx?.failing?.();
       queueMicrotask(() => cb(err));
     }
     const stream = this.stream;

@@ -64,6 +64,8 @@ export interface ForwardContext {
   lane?: Lane;
   /** the node's id, named by X-Qga-Node on its answers when it did not name itself */
   nodeId?: string;
+  /** called (as a method of the context) when the request fails without an answer, before reply-from hears of it */
+  failing?(): void;
 }
 
 type RequestOptions = Dispatcher.DispatchOptions & { headers?: Record<string | symbol, unknown> };
@@ -86,7 +88,7 @@ export class NodePools {
     opts.headersTimeout = ctx?.headersTimeout ?? this.forwardTimeoutMs;
     opts.bodyTimeout = this.forwardTimeoutMs;
     const origin = String(opts.origin);
-    this.pool(origin, ctx?.lane).dispatch(opts, new ForwardAnswer(opts.method, opts.body, ctx?.nodeId ?? origin, ctx?.signal, cb));
+    this.pool(origin, ctx?.lane).dispatch(opts, new ForwardAnswer(opts.method, opts.body, ctx?.nodeId ?? origin, ctx?.signal, cb, ctx));
   }
 
   private pool(origin: string, lane?: Lane): Pool {

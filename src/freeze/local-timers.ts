@@ -24,6 +24,8 @@ interface LocalEntry {
   attempt: number;
   /** for a retry: the trigger of the thaw that failed (it decides the tombstone's endedBy) */
   origin?: ThawTrigger;
+  /** its thaw is under way (retryNow leaves it: it would run twice) */
+  running?: boolean;
 }
 
 /**
@@ -96,7 +98,7 @@ export class LocalTimers {
   retryNow(match: (lease: Lease) => boolean): number {
     let n = 0;
     for (const e of [...this.local.values(), ...this.displaced.values()]) {
-      if (e.attempt === 0 || this.stopped || !match(e.lease)) continue;
+      if (e.attempt === 0 || e.running === true || this.stopped || !match(e.lease)) continue;
       if (e.timer) clearTimeout(e.timer);
       e.timer = setTimeout(() => void this.fire(e, 'retry'), 0);
       n++;
@@ -161,6 +163,7 @@ export class LocalTimers {
       return;
     }
     const origin = trigger === 'retry' ? entry.origin ?? trigger : trigger;
+    entry.running = true;
     try {
       const claim = trigger === 'local-timer' ? await this.claim(entry.lease) : 'claimed';
       if (claim === 'not-ours') return;
@@ -168,6 +171,8 @@ export class LocalTimers {
     } catch (e) {
       this.logger.error({ err: e, session }, 'auto-thaw failed');
       this.scheduleRetry(entry.lease, origin);
+    } finally {
+      entry.running = false;
     }
   }
 

@@ -328,13 +328,18 @@ export class FreezeService {
   }
 
   /**
-   * A lease held here that the store does not know: neither as its session's lease (a group that
-   * let a VM go since is still the store's: the local copy is older) nor as ended (a forced thaw
-   * through another node ended it; this process's timer learns that when it fires).
+   * A lease held here that the store lost: its data is gone (Redis restarted empty, a failover to a
+   * replica behind), not merely without this lease (a group that let a VM go since, a lease ended
+   * through another node or gateway: this process's timer learns that when it fires).
    */
   private async lostByStore(l: Lease): Promise<boolean> {
-    const [session, ended] = await Promise.all([this.store.getSession(l.session), this.store.ended(l.leaseId)]);
-    return session?.leaseId !== l.leaseId && ended === undefined;
+    // 'lost' only when the store's epoch of the VM changed (it lost its data), as the thaw's fence
+    // check tells it: a lease its holder thawed through another gateway leaves no record of its end
+    // there, and this process's timer for it stays until its deadline (h13 F1)
+    const key = l.keys[0];
+    if (key === undefined) return false;
+    const c = await this.store.check(key, l.leaseId, l.epoch);
+    return c.state === 'lost';
   }
 
   private async forceThaw(vm: string, caller: Caller): Promise<ThawResponse> {

@@ -24,7 +24,7 @@ export function thawReport(vm: string, thawed: number, frozen: number): VmThawRe
  * unknown. `inFlight`: a forced thaw that came while that freeze was still running (it is answered
  * as failed, never 201); else the freeze timed out.
  */
-export function unconfirmedReport(vm: string, thawed: number, inFlight = false): VmThawReport {
+export function unconfirmedReport(vm: string, thawed: number, inFlight = false, stopped = false): VmThawReport {
   return {
     vm,
     thawed,
@@ -33,7 +33,9 @@ export function unconfirmedReport(vm: string, thawed: number, inFlight = false):
     reason: 'FREEZE_UNCONFIRMED',
     detail: inFlight
       ? "this lease's freeze was still in flight: it is answered 409 LEASE_CONFLICT (ended by this forced thaw) and its guest left thawed, so no snapshot is taken under it"
-      : 'the freeze did not answer within its timeout: whether and when the guest froze is unknown, so a snapshot taken under this lease may not be consistent',
+      : stopped
+        ? "this lease's freeze never completed (the gateway that took it stopped mid-way): whether and when the guest froze is unknown, so a snapshot taken under this lease may not be consistent"
+        : 'the freeze did not answer within its timeout: whether and when the guest froze is unknown, so a snapshot taken under this lease may not be consistent',
   };
 }
 

@@ -183,7 +183,9 @@ export class ThawEngine {
 
   private async thawVmOnce(vm: string, lease: Lease | undefined, trigger: ThawTrigger, how: ThawOptions): Promise<VmThawOutcome> {
     const frozenCount = lease ? freezeData(lease).frozen?.[vm] ?? 0 : 0;
-    const unconfirmed = lease !== undefined && freezeData(lease).state === 'unknown';
+    // 'freezing' not forced: a freeze whose gateway stopped mid-way (an idempotent retry tells its
+    // holder to thaw it): no count was written, whether the guest froze is not known (h13 F2)
+    const unconfirmed = lease !== undefined && (freezeData(lease).state === 'unknown' || (freezeData(lease).state === 'freezing' && trigger !== 'force'));
     // a forced thaw of a lease whose freeze is still in flight: that freeze is rolled back (session.ts)
     const inFlight = lease !== undefined && trigger === 'force' && freezeData(lease).state === 'freezing';
     let storeDown = false;
@@ -224,7 +226,7 @@ export class ThawEngine {
       // The socket stays (released when idle, like any other command's): the agent service marks
       // the channel's guest-info stale on a thaw (a copy read while frozen lists most commands
       // disabled), so the next command that needs it re-reads it on this socket
-      const rep = inFlight || unconfirmed ? unconfirmedReport(vm, thawed, inFlight) : thawReport(vm, thawed, frozenCount);
+      const rep = inFlight || unconfirmed ? unconfirmedReport(vm, thawed, inFlight, freezeData(lease as Lease).state === 'freezing') : thawReport(vm, thawed, frozenCount);
       return { vm, status: 'thawed', report: rep };
     } catch (e) {
       const err = asGatewayError(e, { vm, command: 'guest-fsfreeze-thaw' });

@@ -190,6 +190,10 @@ describe.each(stores)('freeze groups (%s store)', (_kind, storeOpts) => {
     // as it says: the holder's thaw ends the lease and thaws the guests now, not at the deadline
     const t = await g.freeze.groups.delete(id, { leaseId: taken.lease.leaseId }, BACKUP);
     expect(t.id).toBe(id);
+    // its report: no freeze count was ever written, so unconfirmed (not "something else froze the guest too", h13 F2)
+    expect(t.consistent).toBe(false);
+    expect(t.vms.map((v) => [v.vm, v.reason])).toEqual([['m1', 'FREEZE_UNCONFIRMED'], ['m2', 'FREEZE_UNCONFIRMED']]);
+    expect(t.vms[0].detail).toMatch(/never completed \(the gateway that took it stopped mid-way\)/);
     expect(frozenVms()).toEqual([]);
     expect(await g.services.store.getSession(groupKey(id))).toBeUndefined();
   });

@@ -164,6 +164,14 @@ describe('Redis failures', () => {
     expect([f.vm.m1.state.frozen, f.vm.m2.state.frozen]).toEqual([false, false]);
   });
 
+  it("a lease its holder thawed through another gateway is not shown as lost by the one that froze (its timer stays until the deadline)", async () => {
+    const { a, b } = await shared(['vm1']);
+    const l = await a.freeze.freeze('vm1', { ttlSeconds: 60 }, BACKUP);
+    await b.freeze.thaw('vm1', { leaseId: l.leaseId }, BACKUP);
+    expect(await a.freeze.status('vm1', BACKUP)).toMatchObject({ status: 'thawed', lease: null, leaseStore: 'ok' });
+    expect((await listFreezes(a.services as never, BACKUP)).map((e) => e.vm)).toEqual([]);
+  });
+
   it('Redis restarted empty: fences never go backwards and the freezer still thaws what it froze', async () => {
     const { f, r, a, b } = await shared(['vm1', 'vm2'], [{ sweepIntervalMs: 200 }, { sweepIntervalMs: 200 }]);
     const l1 = await a.freeze.freeze('vm1', { ttlSeconds: 3 }, BACKUP);

@@ -54,6 +54,7 @@ interface Forwarding extends ForwardContext {
   vm: string;
   /** its one retry was taken */
   retried: boolean;
+  request: FastifyRequest;
 }
 
 const VM_PARAM = /\/:vm(\/|$)/;
@@ -90,15 +91,24 @@ function carriedOf(p: Principal): HopPrincipal {
   return h;
 }
 
+const QUIET = Symbol('qga.forward.quiet-log');
+
+/** ForwardContext.failing of a forwarded request (a method, not a closure per request): its logger goes quiet first (withoutReplyFromWarning) */
+function quietFailure(this: Forwarding): void {
+  this.request.log = withoutReplyFromWarning(this.request.log);
+}
+
 /**
- * The request's logger without reply-from's own warning of a failed forward ("response errored",
+ * Only when a forward fails (its ForwardContext.failing), the request's logger without reply-from's own warning of a failed forward ("response errored",
  * with the error's stack, written unconditionally for every one): the failure is answered (503
  * NODE_UNAVAILABLE naming the node, or 499 for a client gone) and logged in the request's line like
  * any other, so under a node's outage the log got one stack per request on top (h12 F5: 784 in 40 s
  * of one node's outage at 10 requests a second). Everything else goes to the logger as it was.
  */
 function withoutReplyFromWarning(log: FastifyBaseLogger): FastifyBaseLogger {
-  const quiet = Object.create(log) as FastifyBaseLogger;
+  if ((log as { [QUIET]?: true })[QUIET] === true) return log;
+  const quiet = Object.create(log) as FastifyBaseLogger & { [QUIET]?: true };
+  quiet[QUIET] = true;
   quiet.warn = function (this: unknown, ...args: unknown[]): void {
     if (args[1] === 'response errored') return;
     (log.warn as (...a: unknown[]) => void).apply(log, args);
@@ -212,10 +222,9 @@ export async function registerForward(app: FastifyInstance, config: Config): Pro
     // ends when its answer is complete, so a signal per request is not needed
     const { signal } = signalOptions(request);
     const hop = signForward(secret, { method: request.method, url: signed, entryNode: cluster.selfId, principal: carriedOf(request.principal) });
-    request.forwarding = { signal, headersTimeout: boundMs, nodeId: node.id, origin: originOf(node.url), query, hop, node, vm, retried: false, ...(lane ? { lane } : {}) };
+    request.forwarding = { signal, headersTimeout: boundMs, nodeId: node.id, origin: originOf(node.url), query, hop, node, vm, retried: false, request, failing: quietFailure, ...(lane ? { lane } : {}) };
     // reply-from pipes request.body when it is a stream: the raw request, unread
     if (request.method !== 'GET' && request.method !== 'HEAD' && hasBody(request)) (request as { body: unknown }).body = request.raw;
-    request.log = withoutReplyFromWarning(request.log);
     void reply.from(path, fromOptions as never);
   }
 
