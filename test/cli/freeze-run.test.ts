@@ -5,7 +5,7 @@
  * with the signal forwarded to the command, a lease ended early (forced thaw) reported and non-zero,
  * a freeze that fails never runs the command.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -233,18 +233,22 @@ describe('qga-gateway freeze-run', { timeout: 40_000 }, () => {
     expect(fleet!.vm.vm1!.stats.frozen).toBe(false);
   });
 
-  it('SIGKILL of the wrapper: its watchdog ends the command\'s process group (it would run on against a guest the deadline thaws)', async () => {
+  it('SIGKILL of the wrapper: its watchdog ends the command\'s process group (it would run on against a guest the deadline thaws)', { timeout: 60_000 }, async () => {
     const url = await gateway(['vm1']);
     const pidFile = path.join(fleet!.dir, 'orphan.pid');
-    const sh = `sleep 30 & echo $! > ${pidFile}; wait`;
+    const sh = `sleep 60 & echo $! > ${pidFile}; wait`;
     const run = freezeRun(['--url', url, '--token-file', tokenFile(), '--vm', 'vm1', '--ttl', '3', '--kill-after', '10', '--', 'sh', '-c', sh]);
     const alive = await startedPid(pidFile, 'the command to start');
     expect(alive()).toBe(true);
     run.kill('SIGKILL');
     await run.exit;
     // (the watchdog is a node process of its own: on a loaded machine its start alone can take
-    // seconds, and a clean-clone CI run once took more than 5; the sleep would run 30 s unended)
-    await waitFor(() => !alive(), 10_000, "the command's sleep to be ended");
+    // seconds; clean-clone CI runs took more than 5 and, once, more than 10: the sleep would run
+    // 60 s unended). Failing, it says what the watchdog wrote and whether one still runs.
+    await waitFor(() => !alive(), 25_000, "the command's sleep to be ended").catch((e: Error) => {
+      const watchdogs = spawnSync('pgrep', ['-af', 'process.stdin.on'], { encoding: 'utf8' }).stdout.trim();
+      throw new Error(`${e.message}; wrapper stderr: ${JSON.stringify(run.stderr())}; watchdog processes: ${JSON.stringify(watchdogs)}`);
+    });
     const goneAt = Date.now();
     // the watchdog leaves as soon as the group is gone, not --kill-after (10 s) later: the wrapper's
     // stderr it inherited is let go (a CI runner waiting for that pipe is not held)
