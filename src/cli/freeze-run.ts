@@ -13,6 +13,7 @@
  * 2 usage errors. A wrapper that dies anyway leaves the thaw to the lease's deadline, and takes
  * CMD with it: a watchdog process ends CMD's process group (SIGTERM, SIGKILL --kill-after later).
  */
+import type { Writable } from 'node:stream';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { accessSync, constants as fsConstants, readFileSync, statSync } from 'node:fs';
@@ -253,12 +254,24 @@ async function freezeAndRun(s: Settings, client: FreezeClient, hooks: Hooks): Pr
  * (SIGTTIN) while the guest stays frozen and the lease is renewed, so when our stdin is a terminal
  * CMD's stdin is /dev/null (a prompt reads end of file); stdout and stderr stay ours.
  */
+/** the shell that holds the command until the wrapper says go on fd 3, then becomes it */
+const HELD_EXEC = 'read -r _ <&3 || exit 125; exec 3<&-; exec "$@"';
+
 function runCommand(command: string[], killAfterMs: number, started: (c: ChildProcess) => void): Promise<number> {
   return new Promise((resolve) => {
     const stdin = process.stdin.isTTY ? 'ignore' : 'inherit';
-    const child = spawn(command[0]!, command.slice(1), { stdio: [stdin, 'inherit', 'inherit'], detached: true });
+    // The command never runs without a watchdog that knows its process group (cli/watchdog.ts): the
+    // watchdog starts first, and the command's process is held by a shell until the watchdog has
+    // been told its group ('go' on fd 3), then becomes the command (exec: same pid, same group). A
+    // wrapper killed before that (the command's own first act may be to kill it) leaves a shell
+    // that reads end of file and exits 125 without running the command.
+    const watchdog = startWatchdog(killAfterMs);
+    const child = spawn('/bin/sh', ['-c', HELD_EXEC, 'freeze-run', ...command], { stdio: [stdin, 'inherit', 'inherit', 'pipe'], detached: true });
+    if (child.pid !== undefined) watchdog?.watch(child.pid);
+    const go = child.stdio[3] as Writable | null | undefined;
+    go?.on('error', () => undefined);
+    go?.end('go\n');
     started(child);
-    const watchdog = child.pid === undefined ? undefined : startWatchdog(child.pid, killAfterMs);
     const done = (status: number): void => {
       watchdog?.done();
       resolve(status);

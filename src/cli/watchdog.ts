@@ -11,15 +11,27 @@ import { spawn } from 'node:child_process';
  * snapshot) unreported. A watchdog process, in a group of its own, holds a pipe from this process:
  * when the pipe closes without `done` (this process died), it sends SIGTERM to the command's group,
  * and SIGKILL `killAfterMs` later if the group is still there.
+ *
+ * The watchdog is started BEFORE the command, and told the command's group on the pipe right after
+ * the command is spawned (the same turn: one write to a pipe). Started after it, as it once was, a
+ * wrapper killed while the watchdog process was still being spawned (milliseconds, more on a loaded
+ * machine) left the command without one: it ran on (a clean-clone CI run saw its sleep outlive the
+ * wrapper by more than 10 s).
  */
 const WATCHDOG = `
-const group = -Number(process.argv[1]);
-const killAfterMs = Number(process.argv[2]);
+const killAfterMs = Number(process.argv[1]);
+let group;
 let done = false;
+let text = '';
 const signal = (sig) => { try { process.kill(group, sig); return true; } catch { return false; } };
-process.stdin.on('data', (d) => { if (String(d).includes('done')) done = true; });
+process.stdin.on('data', (d) => {
+  text += String(d);
+  const m = /pgid (\\d+)\\n/.exec(text);
+  if (m) group = -Number(m[1]);
+  if (text.includes('done')) done = true;
+});
 process.stdin.on('end', () => {
-  if (done || !signal('SIGTERM')) process.exit(0);
+  if (done || group === undefined || !signal('SIGTERM')) process.exit(0);
   process.stderr.write('qga-gateway freeze-run: the wrapper went away while its command ran: SIGTERM to the process group of the command\\n');
   // gone before --kill-after: nothing to wait for (and the stderr it holds is let go)
   const start = Date.now();
@@ -31,14 +43,17 @@ process.stdin.on('end', () => {
 process.stdin.on('error', () => {});
 `;
 
-/** The watchdog of a command's process group `pgid`; done(): the command ended, the watchdog leaves. */
-export function startWatchdog(pgid: number, killAfterMs: number): { done(): void } | undefined {
+/**
+ * A watchdog, started before the command: watch(pgid) once the command is spawned (its process
+ * group); done(): the command ended (or never started), the watchdog leaves.
+ */
+export function startWatchdog(killAfterMs: number): { watch(pgid: number): void; done(): void } | undefined {
   try {
-    const w = spawn(process.execPath, ['-e', WATCHDOG, String(pgid), String(killAfterMs)], { stdio: ['pipe', 'ignore', 'inherit'], detached: true });
+    const w = spawn(process.execPath, ['-e', WATCHDOG, String(killAfterMs)], { stdio: ['pipe', 'ignore', 'inherit'], detached: true });
     w.on('error', () => undefined);
     w.stdin?.on('error', () => undefined);
     w.unref();
-    return { done: () => void w.stdin?.end('done') };
+    return { watch: (pgid) => void w.stdin?.write(`pgid ${pgid}\n`), done: () => void w.stdin?.end('done') };
   } catch {
     return undefined;
   }

@@ -259,6 +259,17 @@ describe('qga-gateway freeze-run', { timeout: 40_000 }, () => {
     await waitFor(() => !fleet!.vm.vm1!.stats.frozen, 10_000, 'the deadline thaw');
   });
 
+  it('a wrapper killed the moment its command starts (the command kills it): the command is still ended by the watchdog, which runs before it', { timeout: 60_000 }, async () => {
+    const url = await gateway(['vm1']);
+    const pidFile = path.join(fleet!.dir, 'orphan2.pid');
+    const sh = `kill -9 $PPID; sleep 60 & echo $! > ${pidFile}; wait`;
+    const run = freezeRun(['--url', url, '--token-file', tokenFile(), '--vm', 'vm1', '--ttl', '3', '--kill-after', '10', '--', 'sh', '-c', sh]);
+    await run.exit;
+    const alive = await startedPid(pidFile, 'the command to start');
+    await waitFor(() => !alive(), 25_000, "the command's sleep to be ended");
+    await waitFor(() => !fleet!.vm.vm1!.stats.frozen, 10_000, 'the deadline thaw');
+  });
+
   it('a lease that ends early (forced thaw) is reported at once and makes a successful command exit 1', async () => {
     const url = await gateway(['vm1']);
     const run = await runUntilGo(url);
