@@ -18,7 +18,7 @@ import { SessionFreezer } from './session.js';
 import { Sweeper } from './sweeper.js';
 import { ThawEngine } from './thaw.js';
 import { leaseView, type LeaseView } from './view.js';
-import { freezeData, heldVms, iso, leaseExpiredError, requestIdOf, type Caller, type FreezeAgent, type FreezeDeps, type FreezeRegistry, type FreezeSettings, type VmThawReport } from './types.js';
+import { boundTo, freezeData, heldVms, iso, leaseExpiredError, requestIdOf, type Caller, type FreezeAgent, type FreezeDeps, type FreezeRegistry, type FreezeSettings, type VmThawReport } from './types.js';
 
 export interface FreezeResponse {
   leaseId: string;
@@ -76,7 +76,7 @@ export class FreezeService {
     const nodeId = deps.nodeId;
     this.sweeper = new Sweeper(this.store, this.engine, this.logger, this.settings.sweepIntervalMs, claimRetryMs, nodeId === undefined ? undefined : (lease) => {
       const id = nodeId();
-      return id !== undefined && Object.values(freezeData(lease).nodes ?? {}).includes(id);
+      return id !== undefined && boundTo(lease, id);
     });
     this.freezer = new SessionFreezer(this.store, this.agent, this.registry, this.engine, this.settings, this.logger, this.gatewayId, claimRetryMs, deps.releaseChannel);
     this.groups = new FreezeGroups(this.store, this.agent, this.registry, this.engine, this.freezer, this.logger, this.audit, this.settings.maxGroupVms);
@@ -298,25 +298,19 @@ export class FreezeService {
    */
   async status(vm: string, caller: Caller): Promise<{ status: string; lease: LeaseView | null; leaseStore: 'ok' | 'unavailable' | 'lost' }> {
     await this.registry.require(vm);
-    const status = await this.agent.call(vm, 'guest-fsfreeze-status');
-    const heldHere = (): LeaseView | null => {
-      const l = this.engine.localSessions().find((s) => heldVms(s).includes(vm));
-      return l ? leaseView(l, caller) : null;
-    };
+    const status = String(await this.agent.call(vm, 'guest-fsfreeze-status'));
+    // the lease this process holds (its local timer) for the VM, if any
+    const local = this.engine.localSessions().find((s) => heldVms(s).includes(vm));
     try {
       const lease = await this.store.getByKey(vmKey(vm));
-      if (lease) return { status: String(status), lease: leaseView(lease, caller), leaseStore: 'ok' };
-      const local = this.engine.localSessions().find((s) => heldVms(s).includes(vm));
-      if (local === undefined) return { status: String(status), lease: null, leaseStore: 'ok' };
-      // a lease the store still has is not lost (a group that let this VM go since: the local copy
-      // is older), and a freeze taken since the read above is the store's now
-      const now = await this.store.getByKey(vmKey(vm));
-      if (now) return { status: String(status), lease: leaseView(now, caller), leaseStore: 'ok' };
-      if (!(await this.lostByStore(local))) return { status: String(status), lease: null, leaseStore: 'ok' };
-      return { status: String(status), lease: leaseView(local, caller), leaseStore: 'lost' };
+      if (lease) return { status, lease: leaseView(lease, caller), leaseStore: 'ok' };
+      // not lost if the store still knows it (a group that let this VM go since: the local copy is
+      // older; a lease ended elsewhere; one superseded since the read above)
+      if (local !== undefined && (await this.lostByStore(local))) return { status, lease: leaseView(local, caller), leaseStore: 'lost' };
+      return { status, lease: null, leaseStore: 'ok' };
     } catch (e) {
       if (!isGatewayError(e) || e.code !== 'STORE_UNAVAILABLE') throw e;
-      return { status: String(status), lease: heldHere(), leaseStore: 'unavailable' };
+      return { status, lease: local ? leaseView(local, caller) : null, leaseStore: 'unavailable' };
     }
   }
 

@@ -30,6 +30,7 @@ import {
   endedNoLaterThan,
   fenceOf,
   type AgentFence,
+  boundTo,
   freezeData,
   type FreezeAgent,
   type ThawTrigger,
@@ -182,12 +183,14 @@ export class ThawEngine {
   }
 
   private async thawVmOnce(vm: string, lease: Lease | undefined, trigger: ThawTrigger, how: ThawOptions): Promise<VmThawOutcome> {
-    const frozenCount = lease ? freezeData(lease).frozen?.[vm] ?? 0 : 0;
+    const data = lease ? freezeData(lease) : undefined;
+    const frozenCount = data?.frozen?.[vm] ?? 0;
     // 'freezing' not forced: a freeze whose gateway stopped mid-way (an idempotent retry tells its
     // holder to thaw it): no count was written, whether the guest froze is not known (h13 F2)
-    const unconfirmed = lease !== undefined && (freezeData(lease).state === 'unknown' || (freezeData(lease).state === 'freezing' && trigger !== 'force'));
+    const stopped = data?.state === 'freezing' && trigger !== 'force';
+    const unconfirmed = data?.state === 'unknown' || stopped;
     // a forced thaw of a lease whose freeze is still in flight: that freeze is rolled back (session.ts)
-    const inFlight = lease !== undefined && trigger === 'force' && freezeData(lease).state === 'freezing';
+    const inFlight = data?.state === 'freezing' && trigger === 'force';
     let storeDown = false;
     if (lease && trigger !== 'force') {
       let c: FenceCheck | undefined;
@@ -226,7 +229,7 @@ export class ThawEngine {
       // The socket stays (released when idle, like any other command's): the agent service marks
       // the channel's guest-info stale on a thaw (a copy read while frozen lists most commands
       // disabled), so the next command that needs it re-reads it on this socket
-      const rep = inFlight || unconfirmed ? unconfirmedReport(vm, thawed, inFlight, freezeData(lease as Lease).state === 'freezing') : thawReport(vm, thawed, frozenCount);
+      const rep = inFlight || unconfirmed ? unconfirmedReport(vm, thawed, inFlight, stopped) : thawReport(vm, thawed, frozenCount);
       return { vm, status: 'thawed', report: rep };
     } catch (e) {
       const err = asGatewayError(e, { vm, command: 'guest-fsfreeze-thaw' });
@@ -360,7 +363,7 @@ export class ThawEngine {
    * that failed meanwhile and wait for their next retry (up to 30 s away) are sent now.
    */
   retryBoundTo(nodeId: string): void {
-    const n = this.timers.retryNow((l) => Object.values(freezeData(l).nodes ?? {}).includes(nodeId));
+    const n = this.timers.retryNow((l) => boundTo(l, nodeId));
     if (n > 0) this.logger.info({ node: nodeId, leases: n }, 'cluster: a node is back: retrying now the thaws that waited for it');
   }
 

@@ -55,6 +55,11 @@ export interface FreezeAgent {
   pinFor?(vm: string): string | undefined;
 }
 
+/** Whether `lease` has a VM whose freeze is bound to node `nodeId` (cluster mode: FreezeData.nodes). */
+export function boundTo(lease: Lease, nodeId: string): boolean {
+  return Object.values(freezeData(lease).nodes ?? {}).includes(nodeId);
+}
+
 /**
  * The fence of a command sent under `lease` to `vm`, with the node its freeze was bound to (if
  * any); `forced`: an admin's forced thaw of that lease, which goes to the same node.
