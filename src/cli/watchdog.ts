@@ -12,11 +12,11 @@ import { spawn } from 'node:child_process';
  * when the pipe closes without `done` (this process died), it sends SIGTERM to the command's group,
  * and SIGKILL `killAfterMs` later if the group is still there.
  *
- * The watchdog is started BEFORE the command, and told the command's group on the pipe right after
- * the command is spawned (the same turn: one write to a pipe). Started after it, as it once was, a
- * wrapper killed while the watchdog process was still being spawned (milliseconds, more on a loaded
- * machine) left the command without one: it ran on (a clean-clone CI run saw its sleep outlive the
- * wrapper by more than 10 s).
+ * The watchdog is started BEFORE the command and told the command's group on the pipe (`pgid N`);
+ * freeze-run holds the command's process (a shell waiting on fd 3) until that is written, so the
+ * command never runs unwatched. Started after it, as it once was, a wrapper killed while the
+ * watchdog was still being spawned (milliseconds, more on a loaded machine) left the command
+ * without one: it ran on (a clean-clone CI run saw its sleep outlive the wrapper by more than 10 s).
  */
 const WATCHDOG = `
 const killAfterMs = Number(process.argv[1]);

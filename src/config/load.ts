@@ -89,9 +89,8 @@ const configValidator = () => (validator ??= Compile(ConfigSchema) as unknown as
 export function buildConfig(input: unknown, env: Env = {}, source = 'inline'): Config {
   const problems: string[] = [];
   const raw: Record<string, unknown> = isRecord(input) ? structuredClone(input) : {};
-  if (input !== null && input !== undefined && !isRecord(input)) {
-    problems.push('(root): the configuration must be a mapping');
-  }
+  const notMapping = input !== null && input !== undefined && !isRecord(input);
+  if (notMapping) problems.push('(root): the configuration must be a mapping');
   const fromEnv = applyEnv(raw, env, problems);
   const withDefaults = Value.Default(ConfigSchema, raw);
   // Check first: listing errors walks the schema far more slowly (seconds for 10,000 VMs), so it
@@ -115,7 +114,7 @@ export function buildConfig(input: unknown, env: Env = {}, source = 'inline'): C
   // verdict on a value of the wrong type would mislead; a check that cannot run on it says nothing.
   const refused = problems.map((line) => line.slice(0, line.indexOf(':'))).filter((key) => key !== '(root)' && !key.startsWith('env '));
   const more: string[] = [];
-  if (!problems.includes('(root): the configuration must be a mapping')) {
+  if (!notMapping) {
     try {
       semanticChecks(withDefaults as Config, env, more);
     } catch {
