@@ -8,7 +8,7 @@
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort, rawAuthCommand, rawCommand, spawnRedisServer, type RedisProcess } from './redis.js';
+import { rawAuthCommand, rawCommand, spawnOnFreePort, type RedisProcess } from './redis.js';
 
 export const SENTINEL_MASTER_NAME = 'qga-test';
 const DOWN_AFTER_MS = 1_000;
@@ -74,16 +74,18 @@ export async function startRedisSentinel(opts: { password?: string } = {}): Prom
   try {
     const auth = pw ? ['--requirepass', pw, '--masterauth', pw] : [];
     const dataArgs = (port: number, sub: string) => ['--port', String(port), '--bind', '127.0.0.1', '--dir', sub, '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--loglevel', 'warning', ...auth];
-    const [mPort, rPort] = [await freePort(), await freePort()];
     for (const sub of ['m', 'r', 's0', 's1', 's2']) await mkdir(path.join(dir, sub));
     // no 5 s wait before a diskless full sync (7.0's default): the replica is in sync at once
-    procs.push(await spawnRedisServer([...dataArgs(mPort, path.join(dir, 'm')), '--repl-diskless-sync-delay', '0'], mPort));
-    procs.push(await spawnRedisServer([...dataArgs(rPort, path.join(dir, 'r')), '--replicaof', '127.0.0.1', String(mPort), '--repl-diskless-sync-delay', '0'], rPort));
+    const master = await spawnOnFreePort((port) => [...dataArgs(port, path.join(dir, 'm')), '--repl-diskless-sync-delay', '0']);
+    procs.push(master);
+    const mPort = master.port;
+    const replica = await spawnOnFreePort((port) => [...dataArgs(port, path.join(dir, 'r')), '--replicaof', '127.0.0.1', String(mPort), '--repl-diskless-sync-delay', '0']);
+    procs.push(replica);
+    const rPort = replica.port;
     await until('replica in sync', 10_000, async () => /master_link_status:up/.test(await raw(rPort, ['INFO', 'replication'])));
 
-    const sentinelPorts = [await freePort(), await freePort(), await freePort()];
     const started = await Promise.all(
-      sentinelPorts.map(async (port, i) => {
+      [0, 1, 2].map((i) => spawnOnFreePort(async (port) => {
         const conf = path.join(dir, `s${i}`, 'sentinel.conf');
         await writeFile(
           conf,
@@ -101,10 +103,11 @@ export async function startRedisSentinel(opts: { password?: string } = {}): Prom
             '',
           ].join('\n'),
         );
-        return spawnRedisServer([conf, '--sentinel'], port);
-      }),
+        return [conf, '--sentinel'];
+      })),
     );
     procs.push(...started);
+    const sentinelPorts = started.map((p) => p.port);
     // hello messages go every 2 s on the master: each sentinel must know the others and the replica
     for (const p of sentinelPorts) {
       await until(`sentinel ${p} discovering its peers and the replica`, 15_000, async () => {

@@ -51,6 +51,22 @@ export interface RedisProcess {
  * Start redis-server with `args` and wait until `port` answers a PING (PONG, or NOAUTH from an
  * ACL-protected server), failing with its output if it exits or does not answer within 10 s.
  */
+/**
+ * A redis-server (or sentinel) on a port picked now, with the arguments `argsFor(port)`: a port
+ * found free can be taken by someone else before the server binds it (an outgoing connection's
+ * ephemeral port), so a start refused with "Address already in use" is tried again on another one.
+ */
+export async function spawnOnFreePort(argsFor: (port: number) => string[] | Promise<string[]>): Promise<RedisProcess> {
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    try {
+      return await spawnRedisServer(await argsFor(port), port);
+    } catch (e) {
+      if (attempt >= 3 || !/Address already in use/.test(String((e as Error).message))) throw e;
+    }
+  }
+}
+
 export async function spawnRedisServer(args: string[], port: number): Promise<RedisProcess> {
   requireRedisServer();
   let out = '';
